@@ -1,0 +1,167 @@
+// The `rempart` command: run the gateway (from a config file or from flags alone), check a config
+// file, or run a drill. Flags are validated strictly: a nonsense value stops with a clear message.
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
+import type { Config } from './config/schema.ts';
+import { createGateway } from './server/gateway.ts';
+
+const USAGE = `Usage:
+  rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
+  rempart --config FILE
+  rempart check FILE
+  rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
+  rempart --version
+
+Without a config file, Rempart protects one upstream with safe defaults:
+  npx rempart --upstream http://127.0.0.1:3000 --listen 0.0.0.0:8080
+SIGHUP reloads the config file (validated first; a bad file keeps the running config).
+`;
+
+/** Build a config from flags alone (zero-config mode). */
+export function configFromFlags(flags: { upstream: string; listen?: string; admin?: string; trust?: string[]; logLevel?: string; quiet?: boolean }): Config {
+  return validateConfig(
+    {
+      version: 1,
+      listeners: [{ address: flags.listen ?? '0.0.0.0:8080' }],
+      upstreams: [{ name: 'origin', url: flags.upstream }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+      clientAddress: { trustedProxies: flags.trust ?? [] },
+      admin: { address: flags.admin ?? '127.0.0.1:9180' },
+      logging: { level: flags.logLevel ?? 'info', requests: !flags.quiet },
+    },
+    '(command-line flags)',
+  );
+}
+
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'drill') {
+    const { drillMain } = await import('./drill/cli.ts');
+    return drillMain(argv.slice(1));
+  }
+  if (argv[0] === 'check') {
+    if (argv.length !== 2) {
+      process.stderr.write('usage: rempart check FILE\n');
+      return 2;
+    }
+    try {
+      await loadConfigFile(argv[1]!);
+      process.stdout.write(`${argv[1]}: ok\n`);
+      return 0;
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`${err.message}\n`);
+        return 1;
+      }
+      throw err;
+    }
+  }
+
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string', short: 'c' },
+        upstream: { type: 'string', short: 'u' },
+        listen: { type: 'string', short: 'l' },
+        admin: { type: 'string' },
+        trust: { type: 'string', multiple: true },
+        'log-level': { type: 'string' },
+        quiet: { type: 'boolean', short: 'q' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    }));
+  } catch (err) {
+    process.stderr.write(`rempart: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`rempart ${await packageVersion()}\n`);
+    return 0;
+  }
+  if (values.config !== undefined && (values.upstream !== undefined || values.listen !== undefined)) {
+    process.stderr.write('rempart: --config cannot be combined with --upstream/--listen; put them in the file\n');
+    return 2;
+  }
+  if (values.config === undefined && values.upstream === undefined) {
+    process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${USAGE}`);
+    return 2;
+  }
+
+  let config: Config;
+  try {
+    config =
+      values.config !== undefined
+        ? await loadConfigFile(values.config)
+        : configFromFlags({ upstream: values.upstream!, listen: values.listen, admin: values.admin, trust: values.trust, logLevel: values['log-level'], quiet: values.quiet });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`rempart: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+
+  const gateway = await createGateway(config);
+  try {
+    await gateway.start();
+  } catch (err) {
+    process.stderr.write(`rempart: cannot listen: ${(err as Error).message}\n`);
+    await gateway.stop(0);
+    return 1;
+  }
+  const { listeners, admin } = gateway.addresses();
+  const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
+  gateway.log.info({ listeners: shown, admin: admin ? `http://${config.admin.address}` : 'off', upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
+
+  if (values.config !== undefined) {
+    const file = values.config;
+    process.on('SIGHUP', () => {
+      loadConfigFile(file).then(
+        async (next) => {
+          await gateway.reload(next);
+          gateway.metrics.configReloads.inc({ result: 'applied' });
+          gateway.log.info({ file }, 'configuration reloaded');
+        },
+        (err: unknown) => {
+          gateway.metrics.configReloads.inc({ result: 'rejected' });
+          gateway.log.error({ file, problems: err instanceof ConfigError ? err.problems : String(err) }, 'configuration reload rejected; the running configuration stays');
+        },
+      );
+    });
+  }
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      gateway.log.info({ signal }, 'shutting down');
+      gateway.stop(5000).then(resolve, resolve);
+    };
+    process.once('SIGINT', shutdown);
+    process.once('SIGTERM', shutdown);
+  });
+  return 0;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`rempart: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

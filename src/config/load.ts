@@ -1,0 +1,174 @@
+// Reads, validates and freezes a configuration. Every problem is collected and reported at once,
+// each with file, line and key path, so an operator fixes a file in one pass rather than ten.
+// The result is an immutable snapshot: reload builds a new one and swaps it, or keeps the old.
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { FormatRegistry } from '@sinclair/typebox';
+import { Value, ValueErrorType } from '@sinclair/typebox/value';
+import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
+import { ConfigSchema, type Config } from './schema.ts';
+
+export interface ConfigProblem {
+  file: string;
+  line: number; // 1-based; 0 when the key is absent from the file
+  path: string; // dotted key path, e.g. routes[2].class
+  message: string;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'RMP_ERR_CONFIG_INVALID';
+  readonly problems: ConfigProblem[];
+  constructor(problems: ConfigProblem[]) {
+    super(`invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` + problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export function formatProblem(p: ConfigProblem): string {
+  const where = p.line > 0 ? `${p.file}:${p.line}` : p.file;
+  return `  ${where}  ${p.path || '(root)'}: ${p.message}`;
+}
+
+/** True for `a.b.c.d`, `a.b.c.d/n`, `::1`, `fd00::/8`. */
+export function isCidr(value: string): boolean {
+  const slash = value.indexOf('/');
+  const addr = slash === -1 ? value : value.slice(0, slash);
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (slash === -1) return true;
+  const bitsText = value.slice(slash + 1);
+  if (!/^[0-9]{1,3}$/.test(bitsText)) return false;
+  return Number(bitsText) <= (family === 4 ? 32 : 128);
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.username === '' && u.password === '' && (u.pathname === '/' || u.pathname === '') && u.search === '';
+  } catch {
+    return false;
+  }
+}
+
+FormatRegistry.Set('cidr', isCidr);
+FormatRegistry.Set('http-url', isHttpUrl);
+
+/** Validate an already-parsed object (from YAML, or built from CLI flags). */
+export function validateConfig(input: unknown, file = '<config>', locate: (path: (string | number)[]) => number = () => 0): Config {
+  const problems: ConfigProblem[] = [];
+  const withDefaults = Value.Default(ConfigSchema, structuredClone(input ?? {}));
+  for (const e of Value.Errors(ConfigSchema, withDefaults)) {
+    const segments = e.path.split('/').slice(1).map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s.replaceAll('~1', '/').replaceAll('~0', '~')));
+    // An unknown key is best pointed at where it is written; other problems at the value.
+    problems.push({ file, line: locate(segments), path: dotted(segments), message: describe(e.type, e.message, e.schema, e.value) });
+  }
+  if (problems.length === 0) crossCheck(withDefaults as Config, file, locate, problems);
+  if (problems.length > 0) throw new ConfigError(dedupe(problems));
+  return deepFreeze(withDefaults as Config);
+}
+
+/** Parse and validate YAML text. */
+export function parseConfig(text: string, file = '<config>'): Config {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line ?? 0, path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
+    );
+  }
+  const locate = (path: (string | number)[]): number => {
+    // Walk to the deepest node that exists and report its line.
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n), true) as YamlNode | undefined;
+      const pair = n > 0 ? findKeyNode(doc.getIn(path.slice(0, n - 1), true) as YamlNode | undefined, path[n - 1]) : undefined;
+      const range = pair?.range ?? (node && typeof node === 'object' && 'range' in node ? node.range : undefined);
+      if (range) return lineCounter.linePos(range[0]).line;
+    }
+    return 0;
+  };
+  return validateConfig(doc.toJS(), file, locate);
+}
+
+/** Read, parse and validate a YAML file. */
+export async function loadConfigFile(file: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([{ file, line: 0, path: '', message: `cannot read file: ${(err as Error).message}` }]);
+  }
+  return parseConfig(text, file);
+}
+
+function findKeyNode(parent: YamlNode | undefined, key: string | number): YamlNode | undefined {
+  if (parent && isMap(parent)) {
+    for (const item of parent.items) {
+      const k = item.key as { value?: unknown } | null;
+      if (k && k.value === key) return item.key as YamlNode;
+    }
+  }
+  if (parent && isSeq(parent) && typeof key === 'number') return parent.items[key] as YamlNode | undefined;
+  return undefined;
+}
+
+function dotted(segments: (string | number)[]): string {
+  let out = '';
+  for (const s of segments) out += typeof s === 'number' ? `[${s}]` : out === '' ? s : `.${s}`;
+  return out;
+}
+
+function describe(type: ValueErrorType, message: string, schema: { anyOf?: { const?: unknown }[]; description?: string; format?: string; pattern?: string }, value: unknown): string {
+  if (type === ValueErrorType.ObjectAdditionalProperties || message === 'Unexpected property') return 'unknown key (refused: a typo in a security setting must not pass silently)';
+  if (type === ValueErrorType.Union && schema.anyOf?.every((s) => 'const' in s)) {
+    return `must be one of ${schema.anyOf.map((s) => JSON.stringify(s.const)).join(', ')}; got ${JSON.stringify(value)}`;
+  }
+  if (type === ValueErrorType.StringFormat && schema.format === 'cidr') return `not an IP address or CIDR block: ${JSON.stringify(value)}`;
+  if (type === ValueErrorType.StringFormat && schema.format === 'http-url') return `not an http(s)://host:port URL without path or credentials: ${JSON.stringify(value)}`;
+  if (type === ValueErrorType.StringPattern && schema.description) return `${message.toLowerCase()} — ${schema.description}; got ${JSON.stringify(value)}`;
+  return `${message.toLowerCase()}; got ${JSON.stringify(value)}`;
+}
+
+function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) => number, out: ConfigProblem[]): void {
+  const add = (path: (string | number)[], message: string) => out.push({ file, line: locate(path), path: dotted(path), message });
+  const upstreams = new Set<string>();
+  c.upstreams.forEach((u, i) => {
+    if (upstreams.has(u.name)) add(['upstreams', i, 'name'], `duplicate upstream name ${JSON.stringify(u.name)}`);
+    upstreams.add(u.name);
+  });
+  const routes = new Set<string>();
+  c.routes.forEach((r, i) => {
+    if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
+    routes.add(r.name);
+    if (!upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+    const star = r.path.indexOf('*');
+    if (star !== -1 && star !== r.path.length - 1) add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
+  });
+  const addresses = new Set<string>();
+  c.listeners.forEach((l, i) => {
+    if (addresses.has(l.address)) add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
+    addresses.add(l.address);
+    const port = Number(l.address.slice(l.address.lastIndexOf(':') + 1));
+    if (port > 65535) add(['listeners', i, 'address'], `port out of range: ${port}`);
+  });
+  if (c.admin.address !== 'off' && addresses.has(c.admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
+  if (c.limits.headersTimeoutMs > c.limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
+}
+
+function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const k = `${p.path}\u0000${p.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

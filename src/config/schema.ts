@@ -1,0 +1,144 @@
+// The one schema of Rempart's configuration file. From it come the TypeScript types (Static),
+// validation and defaults (src/config/load.ts), the JSON Schema for editors (docs/config.schema.json)
+// and the reference docs/config.md (scripts/gen-docs.ts; a test fails when either drifts).
+// Units live in key names (…Ms, …Bytes). Every object refuses unknown keys: a typo in a
+// security setting must stop start-up, not be ignored.
+import { Type, type Static, type TSchema, type ObjectOptions, type TProperties } from '@sinclair/typebox';
+
+/** A strict object: unknown keys are an error. */
+function Obj<T extends TProperties>(properties: T, options: ObjectOptions = {}) {
+  return Type.Object(properties, { additionalProperties: false, ...options });
+}
+
+const HostPort = Type.String({
+  pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
+  description: 'host:port to listen on, e.g. `0.0.0.0:8080` or `[::]:8080`.',
+});
+
+const Cidr = Type.String({
+  format: 'cidr',
+  description: 'An IPv4 or IPv6 address or CIDR block, e.g. `10.0.0.0/8` or `::1`.',
+});
+
+export const TRAFFIC_CLASSES = ['critical', 'authenticated', 'cacheable', 'public', 'static'] as const;
+export type TrafficClass = (typeof TRAFFIC_CLASSES)[number];
+
+const ClassSchema = Type.Union(
+  TRAFFIC_CLASSES.map((c) => Type.Literal(c)),
+  {
+    description:
+      'What the traffic is worth; later phases key their policies on it. `critical` (payment approvals), ' +
+      '`authenticated` (a logged-in vault), `cacheable` (public, read-heavy: tracking), `public`, `static`.',
+    default: 'public',
+  },
+);
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+const ListenerSchema = Obj(
+  {
+    address: HostPort,
+    tls: Type.Optional(
+      Obj(
+        {
+          certFile: Type.String({ minLength: 1, description: 'PEM certificate chain file.' }),
+          keyFile: Type.String({ minLength: 1, description: 'PEM private key file (read once at start and on reload; never logged).' }),
+        },
+        { description: 'Terminate TLS on this listener with these files.' },
+      ),
+    ),
+    proxyProtocol: Type.Boolean({
+      default: false,
+      description:
+        'Expect a PROXY protocol v1 or v2 header on every connection. It is honoured only from `clientAddress.trustedProxies`; ' +
+        'a connection from elsewhere that sends one is closed.',
+    }),
+  },
+  { description: 'A socket Rempart accepts client traffic on.' },
+);
+
+const UpstreamSchema = Obj(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used by routes, logs and metrics.' }),
+    url: Type.String({ format: 'http-url', description: 'Base URL of the service, `http://host:port` or `https://host:port`.' }),
+    connections: Type.Integer({ minimum: 1, maximum: 100000, default: 256, description: 'Most keep-alive connections open to this upstream.' }),
+    connectTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 2000, description: 'Time allowed to open a connection; past it the answer is 502.' }),
+    headersTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 15000, description: 'Time allowed for the response head; past it the answer is 504.' }),
+    bodyTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 30000, description: 'Longest silence allowed inside a response body; past it the client connection is closed.' }),
+    keepAliveTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 4000, description: 'How long an idle pooled connection is kept.' }),
+  },
+  { description: 'A service Rempart forwards to.' },
+);
+
+const RouteSchema = Obj(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used in logs and metrics labels.' }),
+    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port ignored). `*.example.org` matches subdomains.' })),
+    path: Type.String({
+      pattern: '^/',
+      default: '/*',
+      description: 'Match this path: exact (`/payments/approve`), or a prefix ending in `*` (`/vault/*`, `/*`). The query string is ignored.',
+    }),
+    methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1, description: 'Match only these methods.' })),
+    upstream: Type.String({ description: 'Name of the upstream to forward to.' }),
+    class: ClassSchema,
+    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Largest request body for this route; defaults to `limits.maxBodyBytes`. Over it: 413.' })),
+  },
+  { description: 'Which requests go where, and what they are worth. Routes are tried in order; the first match wins.' },
+);
+
+export const ConfigSchema = Obj(
+  {
+    version: Type.Literal(1, { description: 'Format version of this file. Always `1`.' }),
+    listeners: Type.Array(ListenerSchema, { minItems: 1, description: 'Where client traffic arrives.' }),
+    upstreams: Type.Array(UpstreamSchema, { minItems: 1, description: 'The services behind Rempart.' }),
+    routes: Type.Array(RouteSchema, { minItems: 1, description: 'Request matching, first match wins. A request that matches no route gets 404.' }),
+    clientAddress: Obj(
+      {
+        trustedProxies: Type.Array(Cidr, {
+          default: [],
+          description:
+            'Peers whose X-Forwarded-For header or PROXY protocol header is believed. From anyone else the socket address is the client address, whatever the headers say.',
+        }),
+      },
+      { default: {}, description: 'How the client address is decided.' },
+    ),
+    limits: Obj(
+      {
+        maxHeaderBytes: Type.Integer({ minimum: 1024, maximum: 1048576, default: 16384, description: 'Largest request head (request line and headers). Over it: 431.' }),
+        maxHeaderCount: Type.Integer({ minimum: 4, maximum: 1000, default: 100, description: 'Most request header fields. Over it: 431.' }),
+        maxUrlBytes: Type.Integer({ minimum: 16, maximum: 1048576, default: 8192, description: 'Longest request target. Over it: 414.' }),
+        maxBodyBytes: Type.Integer({ minimum: 0, default: 10485760, description: 'Largest request body, for routes that do not set their own. Over it: 413.' }),
+        headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'Time a client has to send a complete request head (slowloris guard). Past it: 408 and close.' }),
+        requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 60000, description: 'Time a client has to send a whole request, body included (slow POST guard). Past it: 408 and close.' }),
+        idleTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000, description: 'An idle keep-alive client connection is closed after this long.' }),
+        maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
+        maxConnectionsPerAddress: Type.Integer({ minimum: 1, maximum: 1000000, default: 256, description: 'Most client connections open at once from one address. Beyond it new ones are closed on accept.' }),
+      },
+      { default: {}, description: 'Edge hardening against malformed, oversized and slow clients.' },
+    ),
+    admin: Obj(
+      {
+        address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health). `off` disables it.' }),
+        allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
+      },
+      { default: {}, description: 'The operators\u2019 listener.' },
+    ),
+    logging: Obj(
+      {
+        level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Least severity written.' }),
+        requests: Type.Boolean({ default: true, description: 'Write one JSON line per request.' }),
+      },
+      { default: {}, description: 'Structured JSON logs on standard output (pino).' },
+    ),
+    via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
+  },
+  { description: 'Rempart configuration file.' },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+export type ListenerConfig = Config['listeners'][number];
+export type UpstreamConfig = Config['upstreams'][number];
+export type RouteConfig = Config['routes'][number];
+export type LimitsConfig = Config['limits'];
+export type { TSchema };

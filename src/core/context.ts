@@ -1,0 +1,78 @@
+// The per-request context: one class, every field set in the constructor, so V8 gives every
+// request the same hidden class and phases read plain properties.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorCode } from './errors.ts';
+import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
+
+/** The decision a request ended with, as counted in metrics (label `decision`). */
+export type Decision = 'forwarded' | 'refused' | 'upstream_error' | 'aborted';
+
+export class RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** performance.now() when the request head was parsed. */
+  readonly startMs: number;
+  /** The client address: the socket's, or from PROXY protocol / X-Forwarded-For when the peer is trusted. */
+  clientAddress: string;
+  /** The address of the TCP peer (a load balancer when one is trusted). */
+  peerAddress: string;
+  /** Whether the peer is one of clientAddress.trustedProxies (its X-Forwarded-* are believed). */
+  peerTrusted: boolean;
+  /** 'http' or 'https', as seen by the client. */
+  protocol: string;
+  /** The request target in origin form (`/path?query`), as forwarded. */
+  target: string;
+  /** The request path without the query string. */
+  path: string;
+  route: CompiledRoute | null;
+  upstream: CompiledUpstream | null;
+  decision: Decision;
+  /** Why the request ended as it did: a code from the error table, or '' when forwarded normally. */
+  reason: ErrorCode | '';
+  /** Local reply, when a phase answered. */
+  replyStatus: number;
+  replyBody: string;
+  replyHeaders: Record<string, string> | null;
+  /** Status sent to the client (0 until then). */
+  status: number;
+  /** Status the upstream sent (0 if none). */
+  upstreamStatus: number;
+  /** Index of the last phase that ran, so `done` only unwinds what ran. */
+  phaseIndex: number;
+  finished: boolean;
+  /** The in-flight upstream exchange, so `done` can abort it when the client leaves. */
+  forwardHandler: { abort: ((err?: Error) => void) | null } | null;
+
+  constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
+    this.req = req;
+    this.res = res;
+    this.startMs = startMs;
+    this.clientAddress = '';
+    this.peerAddress = '';
+    this.peerTrusted = false;
+    this.protocol = 'http';
+    this.target = '/';
+    this.path = '/';
+    this.route = null;
+    this.upstream = null;
+    this.decision = 'forwarded';
+    this.reason = '';
+    this.replyStatus = 0;
+    this.replyBody = '';
+    this.replyHeaders = null;
+    this.status = 0;
+    this.upstreamStatus = 0;
+    this.phaseIndex = 0;
+    this.finished = false;
+    this.forwardHandler = null;
+  }
+
+  /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */
+  refuse(code: ErrorCode, status: number, body = '', headers: Record<string, string> | null = null): void {
+    this.decision = 'refused';
+    this.reason = code;
+    this.replyStatus = status;
+    this.replyBody = body;
+    this.replyHeaders = headers;
+  }
+}

@@ -1,0 +1,54 @@
+// The one table of Rempart's error and decision codes. Every local reply and every failure names
+// one of these codes; docs/errors.md is generated from this table and a test fails when it drifts.
+// Codes are stable and never reused (fastify's FST_ERR_* discipline).
+
+export type ErrorSource = 'client' | 'upstream' | 'internal' | 'config' | 'policy';
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly source: ErrorSource;
+  /** Whether the client may retry the same request as is (later, or elsewhere). */
+  readonly retryable: boolean;
+  readonly message: string;
+}
+
+export const ERRORS = {
+  RMP_ERR_EDGE_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The request could not be parsed as HTTP/1.1.' },
+  RMP_ERR_EDGE_SMUGGLING: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The request framing is ambiguous (Transfer-Encoding with Content-Length, duplicate or invalid Content-Length, unsupported Transfer-Encoding, obs-fold, bare LF); refused and never forwarded.',
+  },
+  RMP_ERR_EDGE_DUPLICATE_HOST: { status: 400, source: 'client', retryable: false, message: 'More than one Host header field (RFC 9112 §3.2).' },
+  RMP_ERR_EDGE_URL_TOO_LONG: { status: 414, source: 'client', retryable: false, message: 'The request target is longer than limits.maxUrlBytes.' },
+  RMP_ERR_EDGE_HEADERS_TOO_LARGE: { status: 431, source: 'client', retryable: false, message: 'The request head is larger than limits.maxHeaderBytes or has more than limits.maxHeaderCount fields.' },
+  RMP_ERR_EDGE_BODY_TOO_LARGE: { status: 413, source: 'client', retryable: false, message: "The request body is larger than the route's maxBodyBytes." },
+  RMP_ERR_EDGE_TIMEOUT: { status: 408, source: 'client', retryable: true, message: 'The client did not send its request head or body in time (limits.headersTimeoutMs, limits.requestTimeoutMs).' },
+  RMP_ERR_EDGE_CONN_LIMIT: { status: 0, source: 'policy', retryable: true, message: 'Connection closed on accept: limits.maxConnections or limits.maxConnectionsPerAddress reached.' },
+  RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
+  RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },
+  RMP_ERR_UPSTREAM_CONNECT: { status: 502, source: 'upstream', retryable: true, message: 'The upstream refused or failed the connection.' },
+  RMP_ERR_UPSTREAM_TIMEOUT: { status: 504, source: 'upstream', retryable: true, message: 'The upstream sent no response head within headersTimeoutMs.' },
+  RMP_ERR_UPSTREAM_RESET: { status: 502, source: 'upstream', retryable: true, message: 'The upstream closed the connection before or during the response; mid-body, the client connection is closed.' },
+  RMP_ERR_UPSTREAM_BAD_RESPONSE: { status: 502, source: 'upstream', retryable: true, message: 'The upstream sent a response that is not valid HTTP/1.1.' },
+  RMP_ERR_CLIENT_ABORTED: { status: 0, source: 'client', retryable: false, message: 'The client went away before the response was complete.' },
+  RMP_ERR_INTERNAL: { status: 500, source: 'internal', retryable: true, message: 'An unexpected error inside Rempart; it is logged with a stack.' },
+  RMP_ERR_CONFIG_INVALID: { status: 0, source: 'config', retryable: false, message: 'The configuration file is invalid; every problem is listed with file, line and key path.' },
+  RMP_ERR_ADMIN_FORBIDDEN: { status: 403, source: 'policy', retryable: false, message: 'The admin listener refuses non-loopback clients unless admin.allowRemote is set.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error that carries a code from the table. */
+export class RempartError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERRORS[code].message, options);
+    this.name = 'RempartError';
+    this.code = code;
+  }
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+}

@@ -1,0 +1,147 @@
+// A compiled configuration snapshot: routes turned into matchers and upstreams into keep-alive
+// pools. Built once per load or reload, never mutated; the gateway swaps whole snapshots.
+import { BlockList, isIPv6 } from 'node:net';
+import { Pool } from 'undici';
+import type { Config, RouteConfig, UpstreamConfig } from '../config/schema.ts';
+import type { TrafficClass } from '../config/schema.ts';
+
+export interface CompiledUpstream {
+  readonly name: string;
+  readonly config: UpstreamConfig;
+  /** `http://host:port`, the key pools are shared under across reloads. */
+  readonly origin: string;
+  readonly pool: Pool;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+}
+
+export interface CompiledRoute {
+  readonly name: string;
+  readonly index: number;
+  readonly class: TrafficClass;
+  readonly upstream: CompiledUpstream;
+  readonly maxBodyBytes: number;
+  /** Lower-cased host to match, '' for any; wildcard means "this host or any subdomain suffix". */
+  readonly host: string;
+  readonly hostSuffix: string;
+  /** Exact path, or the prefix before a trailing '*'. */
+  readonly path: string;
+  readonly isPrefix: boolean;
+  /** Allowed methods, or null for any. */
+  readonly methods: ReadonlySet<string> | null;
+}
+
+export interface Runtime {
+  readonly config: Config;
+  readonly routes: readonly CompiledRoute[];
+  readonly upstreams: ReadonlyMap<string, CompiledUpstream>;
+  readonly trustedProxies: BlockList | null;
+  matchRoute(method: string, hostHeader: string | undefined, path: string): CompiledRoute | null;
+}
+
+function poolKey(u: UpstreamConfig): string {
+  return JSON.stringify([u.url, u.connections, u.connectTimeoutMs, u.headersTimeoutMs, u.bodyTimeoutMs, u.keepAliveTimeoutMs]);
+}
+
+function createPool(u: UpstreamConfig): Pool {
+  return new Pool(new URL(u.url).origin, {
+    connections: u.connections,
+    pipelining: 1,
+    keepAliveTimeout: u.keepAliveTimeoutMs,
+    keepAliveMaxTimeout: u.keepAliveTimeoutMs,
+    headersTimeout: u.headersTimeoutMs,
+    bodyTimeout: u.bodyTimeoutMs,
+    connect: { timeout: u.connectTimeoutMs },
+    // Response heads from a misbehaving upstream stay bounded too.
+    maxHeaderSize: 65536,
+  });
+}
+
+/**
+ * Compile a validated config. `previous` lends its pools to upstreams whose settings did not change,
+ * so a reload does not drop warm connections; the returned `retired` pools are the ones to close.
+ */
+export function compileRuntime(config: Config, previous?: Runtime): { runtime: Runtime; retired: Pool[] } {
+  const reusable = new Map<string, Pool>();
+  if (previous) for (const u of previous.upstreams.values()) reusable.set(poolKey(u.config), u.pool);
+
+  const upstreams = new Map<string, CompiledUpstream>();
+  for (const u of config.upstreams) {
+    const key = poolKey(u);
+    const pool = reusable.get(key) ?? createPool(u);
+    reusable.delete(key);
+    const url = new URL(u.url);
+    const tls = url.protocol === 'https:';
+    upstreams.set(u.name, {
+      name: u.name,
+      config: u,
+      origin: url.origin,
+      pool,
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port ? Number(url.port) : tls ? 443 : 80,
+      tls,
+    });
+  }
+
+  const routes = config.routes.map((r: RouteConfig, index): CompiledRoute => {
+    const host = (r.host ?? '').toLowerCase();
+    const isPrefix = r.path.endsWith('*');
+    return {
+      name: r.name,
+      index,
+      class: r.class,
+      upstream: upstreams.get(r.upstream)!,
+      maxBodyBytes: r.maxBodyBytes ?? config.limits.maxBodyBytes,
+      host: host.startsWith('*.') ? '' : host,
+      hostSuffix: host.startsWith('*.') ? host.slice(1) : '',
+      path: isPrefix ? r.path.slice(0, -1) : r.path,
+      isPrefix,
+      methods: r.methods ? new Set(r.methods) : null,
+    };
+  });
+
+  let trustedProxies: BlockList | null = null;
+  if (config.clientAddress.trustedProxies.length > 0) {
+    trustedProxies = new BlockList();
+    for (const cidr of config.clientAddress.trustedProxies) {
+      const [addr, bits] = cidr.split('/') as [string, string | undefined];
+      const family = isIPv6(addr) ? 'ipv6' : 'ipv4';
+      if (bits === undefined) trustedProxies.addAddress(addr, family);
+      else trustedProxies.addSubnet(addr, Number(bits), family);
+    }
+  }
+
+  const runtime: Runtime = {
+    config,
+    routes,
+    upstreams,
+    trustedProxies,
+    matchRoute(method, hostHeader, path) {
+      let host = '';
+      if (hostHeader !== undefined) {
+        // Strip the port; keep IPv6 literals whole.
+        const colon = hostHeader.lastIndexOf(':');
+        host = colon > hostHeader.lastIndexOf(']') ? hostHeader.slice(0, colon) : hostHeader;
+        host = host.toLowerCase();
+      }
+      for (let i = 0; i < routes.length; i++) {
+        const r = routes[i]!;
+        if (r.host !== '' && r.host !== host) continue;
+        if (r.hostSuffix !== '' && !host.endsWith(r.hostSuffix)) continue;
+        if (r.isPrefix ? !path.startsWith(r.path) : path !== r.path) continue;
+        if (r.methods !== null && !r.methods.has(method)) continue;
+        return r;
+      }
+      return null;
+    },
+  };
+  return { runtime, retired: [...reusable.values()] };
+}
+
+/** Is this address one of the trusted proxies? Handles IPv4-mapped IPv6 (`::ffff:a.b.c.d`). */
+export function isTrusted(list: BlockList | null, address: string): boolean {
+  if (list === null || address === '') return false;
+  if (address.startsWith('::ffff:') && address.indexOf('.') !== -1) return list.check(address.slice(7), 'ipv4');
+  return list.check(address, address.indexOf(':') === -1 ? 'ipv4' : 'ipv6');
+}

@@ -1,0 +1,45 @@
+// Phase `edge`: refuse what no upstream should see. Node's parser (llhttp, strict mode) already
+// refuses most request-smuggling shapes (TE with CL, duplicate or invalid CL, obs-fold, bare LF,
+// invalid TE) before a request exists; this phase closes the gaps it leaves open: a Transfer-Encoding
+// other than exactly `chunked`, Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1), duplicate Host,
+// and the configured URL, header-count and body limits.
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { Runtime } from '../../core/runtime.ts';
+
+export function createEdgePhase(getRuntime: () => Runtime): Phase {
+  return {
+    name: 'edge',
+    onRequest(ctx: RequestContext) {
+      const req = ctx.req;
+      const limits = getRuntime().config.limits;
+      if ((req.url ?? '').length > limits.maxUrlBytes) {
+        ctx.refuse('RMP_ERR_EDGE_URL_TOO_LONG', 414);
+        return Verdict.Reply;
+      }
+      const raw = req.rawHeaders;
+      if (raw.length > limits.maxHeaderCount * 2) {
+        ctx.refuse('RMP_ERR_EDGE_HEADERS_TOO_LARGE', 431);
+        return Verdict.Reply;
+      }
+      let hosts = 0;
+      for (let i = 0; i < raw.length; i += 2) {
+        const name = raw[i]!;
+        if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+      }
+      if (hosts > 1) {
+        ctx.refuse('RMP_ERR_EDGE_DUPLICATE_HOST', 400);
+        return Verdict.Reply;
+      }
+      const te = req.headers['transfer-encoding'];
+      if (te !== undefined) {
+        if (req.httpVersionMinor === 0 || te.trim().toLowerCase() !== 'chunked') {
+          ctx.refuse('RMP_ERR_EDGE_SMUGGLING', 400);
+          return Verdict.Reply;
+        }
+      }
+      return Verdict.Continue;
+    },
+  };
+}

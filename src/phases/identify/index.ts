@@ -1,0 +1,60 @@
+// Phase `identify`: who is asking and for what. The client address is the TCP peer's (or the one a
+// trusted PROXY protocol header gave); X-Forwarded-For is believed only when the peer is a trusted
+// proxy, and then only up to the first untrusted hop, so a client cannot spoof its address.
+import { isIP } from 'node:net';
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import { isTrusted, type Runtime } from '../../core/runtime.ts';
+import { kPeerAddress } from '../../server/symbols.ts';
+
+/** The address X-Forwarded-For names as the client, walking right to left past trusted hops. */
+export function addressFromForwardedFor(header: string, peer: string, runtime: Runtime): string {
+  let end = header.length;
+  let candidate = peer;
+  while (end > 0) {
+    const comma = header.lastIndexOf(',', end - 1);
+    const hop = header.slice(comma + 1, end).trim();
+    end = comma === -1 ? 0 : comma;
+    if (isIP(hop) === 0) return candidate; // a malformed hop ends what we can believe
+    candidate = hop;
+    if (!isTrusted(runtime.trustedProxies, hop)) return hop;
+  }
+  return candidate;
+}
+
+export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
+  return {
+    name: 'identify',
+    onRequest(ctx: RequestContext) {
+      const req = ctx.req;
+      const socket = req.socket as typeof req.socket & { [kPeerAddress]?: string; encrypted?: boolean };
+      const peer = socket[kPeerAddress] ?? socket.remoteAddress ?? '';
+      ctx.peerAddress = peer;
+      ctx.clientAddress = peer;
+      ctx.protocol = socket.encrypted === true ? 'https' : 'http';
+      const runtime = getRuntime();
+      if (runtime.trustedProxies !== null && isTrusted(runtime.trustedProxies, peer)) {
+        ctx.peerTrusted = true;
+        const xff = req.headers['x-forwarded-for'];
+        if (typeof xff === 'string') ctx.clientAddress = addressFromForwardedFor(xff, peer, runtime);
+        const proto = req.headers['x-forwarded-proto'];
+        if (proto === 'https' || proto === 'http') ctx.protocol = proto;
+      }
+      let url = req.url ?? '/';
+      if (url.charCodeAt(0) !== 47 /* '/' */) {
+        // absolute-form (RFC 9112 §3.2.2) becomes origin-form; anything else (`*`, authority-form) is refused.
+        const absolute = URL.canParse(url) ? new URL(url) : null;
+        if (absolute === null || (absolute.protocol !== 'http:' && absolute.protocol !== 'https:')) {
+          ctx.refuse('RMP_ERR_EDGE_BAD_REQUEST', 400);
+          return Verdict.Reply;
+        }
+        url = absolute.pathname + absolute.search;
+      }
+      ctx.target = url;
+      const q = url.indexOf('?');
+      ctx.path = q === -1 ? url : url.slice(0, q);
+      return Verdict.Continue;
+    },
+  };
+}

@@ -1,0 +1,28 @@
+// Phase `route`: pick the route (host, path, method → upstream, class) and apply its body limit to
+// a declared Content-Length. Chunked bodies are counted while they stream (phases/upstream).
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { Runtime } from '../../core/runtime.ts';
+
+export function createRoutePhase(getRuntime: () => Runtime): Phase {
+  return {
+    name: 'route',
+    onRequest(ctx: RequestContext) {
+      const req = ctx.req;
+      const route = getRuntime().matchRoute(req.method ?? 'GET', req.headers.host, ctx.path);
+      if (route === null) {
+        ctx.refuse('RMP_ERR_ROUTE_NOT_FOUND', 404);
+        return Verdict.Reply;
+      }
+      ctx.route = route;
+      ctx.upstream = route.upstream;
+      const cl = req.headers['content-length'];
+      if (cl !== undefined && Number(cl) > route.maxBodyBytes) {
+        ctx.refuse('RMP_ERR_EDGE_BODY_TOO_LARGE', 413);
+        return Verdict.Reply;
+      }
+      return Verdict.Continue;
+    },
+  };
+}

@@ -1,0 +1,150 @@
+// Forwarding to the upstream through its undici keep-alive pool. Bodies stream both ways with
+// backpressure (a 1 GB upload or download passes in flat memory). Failures become clear answers:
+// refused → 502, no head in time → 504, a reset mid-body closes the client connection.
+// One handler object per request and no closures: this is the hot path.
+import type { Dispatcher } from 'undici';
+import type { RequestContext } from '../../core/context.ts';
+import { RempartError, type ErrorCode } from '../../core/errors.ts';
+import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
+
+export interface ForwardHooks {
+  /** Send a local error reply (status from the error table). */
+  replyError(ctx: RequestContext, code: ErrorCode, status: number): void;
+  /** Count an upstream failure. */
+  onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
+}
+
+/** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
+export function classifyUpstreamError(err: Error & { code?: string }): { code: ErrorCode; status: number } {
+  if (err instanceof RempartError) return { code: err.code, status: err.status };
+  switch (err.code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return { code: 'RMP_ERR_UPSTREAM_TIMEOUT', status: 504 };
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EAI_AGAIN':
+      return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
+    case 'UND_ERR_SOCKET':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_BODY_TIMEOUT':
+    case 'UND_ERR_CLOSED':
+    case 'UND_ERR_DESTROYED':
+      return { code: 'RMP_ERR_UPSTREAM_RESET', status: 502 };
+    default:
+      if (err.code?.startsWith('HPE_') || err.code === 'UND_ERR_INFO' || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW')
+        return { code: 'RMP_ERR_UPSTREAM_BAD_RESPONSE', status: 502 };
+      return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
+  }
+}
+
+/** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
+ *  so no adapter object and no header parsing per request. */
+export class ForwardHandler implements Dispatcher.DispatchHandler {
+  readonly ctx: RequestContext;
+  readonly hooks: ForwardHooks;
+  readonly via: string;
+  abort: ((err?: Error) => void) | null;
+  resume: (() => void) | null;
+
+  constructor(ctx: RequestContext, hooks: ForwardHooks, via: string) {
+    this.ctx = ctx;
+    this.hooks = hooks;
+    this.via = via;
+    this.abort = null;
+    this.resume = null;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abort = abort;
+    if (this.ctx.finished) abort(new RempartError('RMP_ERR_CLIENT_ABORTED'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
+    const res = this.ctx.res;
+    if (res.headersSent || this.ctx.finished) return true;
+    this.ctx.upstreamStatus = statusCode;
+    this.ctx.status = statusCode;
+    this.resume = resume;
+    try {
+      res.writeHead(statusCode, clientResponseHeaders(rawHeaders, this.via));
+    } catch (err) {
+      // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
+      this.abort?.(err as Error);
+      return false;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    const res = this.ctx.res;
+    if (res.write(chunk)) return true;
+    res.once('drain', this.resume!);
+    return false;
+  }
+
+  onComplete(): void {
+    this.ctx.res.end();
+  }
+
+  onError(err: Error): void {
+    const ctx = this.ctx;
+    if (ctx.finished) return; // the client left; nothing to tell
+    const { code, status } = classifyUpstreamError(err);
+    if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') {
+      ctx.decision = 'refused';
+      ctx.reason = code;
+    } else if (code === 'RMP_ERR_CLIENT_ABORTED') {
+      ctx.decision = 'aborted';
+      ctx.reason = code;
+    } else {
+      ctx.decision = 'upstream_error';
+      ctx.reason = code;
+      this.hooks.onUpstreamError(ctx, code, err);
+    }
+    if (!ctx.res.headersSent) this.hooks.replyError(ctx, code, status);
+    else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+  }
+}
+
+/** A request body that counts its bytes and fails once it passes the route's limit. */
+async function* limitBody(body: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of body) {
+    seen += chunk.length;
+    if (seen > maxBytes) throw new RempartError('RMP_ERR_EDGE_BODY_TOO_LARGE');
+    yield chunk;
+  }
+}
+
+function requestBody(ctx: RequestContext): Dispatcher.DispatchOptions['body'] {
+  const req = ctx.req;
+  const cl = req.headers['content-length'];
+  if (cl !== undefined) return cl === '0' ? null : req; // CL was checked against the limit already
+  if (req.headers['transfer-encoding'] === undefined) return null;
+  const max = ctx.route!.maxBodyBytes;
+  // undici accepts any async iterable as a body; its types only list Readable.
+  return limitBody(req, max) as unknown as Dispatcher.DispatchOptions['body'];
+}
+
+export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string): void {
+  const upstream = ctx.upstream!;
+  const req = ctx.req;
+  const handler = new ForwardHandler(ctx, hooks, via);
+  ctx.forwardHandler = handler;
+  upstream.pool.dispatch(
+    {
+      path: ctx.target,
+      method: req.method as Dispatcher.HttpMethod,
+      headers: upstreamRequestHeaders(ctx, via),
+      body: requestBody(ctx),
+      // Keep each request on its own connection turn: never pipeline client requests together.
+      blocking: true,
+    },
+    handler,
+  );
+}

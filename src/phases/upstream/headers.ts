@@ -1,0 +1,79 @@
+// Header rewriting on the way to and from the upstream: hop-by-hop fields removed (RFC 9110 §7.6.1,
+// including any field the Connection header names), X-Forwarded-* and Via set.
+import type { RequestContext } from '../../core/context.ts';
+
+/** Fields that describe one connection and never cross a proxy. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
+/** Request fields Rempart sets itself, so a client's copies are dropped (unless a trusted proxy sent them). */
+// Expect is answered by Node itself (100 Continue) and undici refuses to send it.
+const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'expect']);
+
+function connectionTokens(value: string | string[] | undefined): Set<string> | null {
+  if (value === undefined) return null;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  let set: Set<string> | null = null;
+  for (const t of text.split(',')) {
+    const token = t.trim().toLowerCase();
+    if (token === '' || token === 'close' || token === 'keep-alive') continue;
+    (set ??= new Set()).add(token);
+  }
+  return set;
+}
+
+/**
+ * Build the flat [name, value, name, value…] array undici sends upstream. `keepUpgrade` keeps
+ * Connection/Upgrade for WebSocket handshakes.
+ */
+export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpgrade = false): string[] {
+  const req = ctx.req;
+  const raw = req.rawHeaders;
+  const named = connectionTokens(req.headers.connection);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (keepUpgrade && (lower === 'connection' || lower === 'upgrade')) out.push(name, raw[i + 1]!);
+      continue;
+    }
+    if (SET_BY_US.has(lower) || (named !== null && named.has(lower))) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  // A trusted proxy's chain is extended; anyone else's is replaced by what we saw.
+  const xff = req.headers['x-forwarded-for'];
+  out.push('x-forwarded-for', ctx.peerTrusted && typeof xff === 'string' ? `${xff}, ${ctx.peerAddress}` : ctx.clientAddress);
+  out.push('x-forwarded-proto', ctx.protocol);
+  const host = req.headers.host;
+  if (host !== undefined) out.push('x-forwarded-host', host);
+  const priorVia = req.headers.via;
+  out.push('via', priorVia === undefined ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
+  return out;
+}
+
+/**
+ * Turn undici's raw response head (Buffer pairs) into the flat string array res.writeHead takes,
+ * without hop-by-hop fields, with our Via appended.
+ */
+export function clientResponseHeaders(raw: Buffer[], via: string): string[] {
+  const out: string[] = [];
+  let named: Set<string> | null = null;
+  let priorVia = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') named = connectionTokens(raw[i + 1]!.toString('latin1'));
+      continue;
+    }
+    if (lower === 'via') {
+      priorVia = priorVia === '' ? raw[i + 1]!.toString('latin1') : `${priorVia}, ${raw[i + 1]!.toString('latin1')}`;
+      continue;
+    }
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  if (named !== null) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  out.push('via', priorVia === '' ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
+  return out;
+}

@@ -1,0 +1,304 @@
+// The gateway: listeners, the HTTP server they feed, the phase pipeline, and the done step.
+// Configuration lives in an immutable Runtime snapshot that reload() swaps whole.
+import http from 'node:http';
+import tls from 'node:tls';
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Config } from '../config/schema.ts';
+import { RequestContext } from '../core/context.ts';
+import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
+import { createLogger, type Logger } from '../core/log.ts';
+import { createMetrics, type Metrics } from '../core/metrics.ts';
+import { runDone, runPhases, Verdict, type Phase } from '../core/pipeline.ts';
+import { compileRuntime, type Runtime } from '../core/runtime.ts';
+import { createEdgePhase } from '../phases/edge/index.ts';
+import { createIdentifyPhase } from '../phases/identify/index.ts';
+import { createRoutePhase } from '../phases/route/index.ts';
+import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
+import { createAdminServer } from '../control/admin.ts';
+import { createAcceptServer, createConnectionTable } from './accept.ts';
+import { sendLocalReply, writeRawReply } from './reply.ts';
+import { tunnelUpgrade } from './upgrade.ts';
+
+const kCtx = Symbol('rempart.ctx');
+type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
+
+export interface GatewayOptions {
+  logger?: Logger;
+}
+
+export interface Gateway {
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  runtime(): Runtime;
+  /** Bind every listener and the admin listener. */
+  start(): Promise<void>;
+  /** Stop accepting, let in-flight requests finish (up to graceMs), close pools. */
+  stop(graceMs?: number): Promise<void>;
+  /** Swap in a validated config. Listener addresses and maxHeaderBytes need a restart. */
+  reload(config: Config): Promise<void>;
+  /** Bound addresses, in listener order (useful with port 0). */
+  addresses(): { listeners: AddressInfo[]; admin: AddressInfo | null };
+}
+
+/** Node parse errors that are request-smuggling shapes, refused as such. */
+const SMUGGLING_PARSE_ERRORS = new Set([
+  'HPE_INVALID_CONTENT_LENGTH',
+  'HPE_UNEXPECTED_CONTENT_LENGTH',
+  'HPE_INVALID_TRANSFER_ENCODING',
+  'HPE_CR_EXPECTED',
+  'HPE_LF_EXPECTED',
+  'HPE_INVALID_HEADER_TOKEN',
+  'HPE_INVALID_CHUNK_SIZE',
+  'HPE_STRICT',
+]);
+
+export async function createGateway(initial: Config, options: GatewayOptions = {}): Promise<Gateway> {
+  const log = options.logger ?? createLogger(initial.logging.level);
+  const metrics = createMetrics();
+  let current = compileRuntime(initial).runtime;
+  const getRuntime = () => current;
+  const secureContexts = new Map<string, tls.SecureContext>();
+  await loadSecureContexts(initial, secureContexts);
+
+  const phases: readonly Phase[] = [createIdentifyPhase(getRuntime), createEdgePhase(getRuntime), createRoutePhase(getRuntime)];
+
+  // Cached metric children: label sets come from configuration, so these maps stay small.
+  const requestCounters = new Map<string, { inc(): void }>();
+  const durationHistograms = new Map<string, { observe(v: number): void }>();
+
+  const onPhaseError = (err: unknown, phase: string) => log.error({ err, phase }, 'phase onDone failed');
+
+  function record(ctx: RequestContext): void {
+    const routeName = ctx.route?.name ?? '-';
+    const cls = ctx.route?.class ?? '-';
+    const key = `${routeName}\u0001${cls}\u0001${ctx.decision}\u0001${ctx.status}`;
+    let counter = requestCounters.get(key);
+    if (counter === undefined) {
+      counter = metrics.requests.labels(routeName, cls, ctx.decision, String(ctx.status));
+      requestCounters.set(key, counter);
+    }
+    counter.inc();
+    const durationSec = (performance.now() - ctx.startMs) / 1000;
+    let hist = durationHistograms.get(routeName);
+    if (hist === undefined) {
+      hist = metrics.requestDuration.labels(routeName, cls);
+      durationHistograms.set(routeName, hist);
+    }
+    hist.observe(durationSec);
+    if (ctx.reason !== '' && ctx.decision === 'refused') metrics.refusals.inc({ reason: ctx.reason });
+    if (current.config.logging.requests) {
+      log.info({
+        msg: 'request',
+        method: ctx.req.method,
+        path: ctx.path,
+        client: ctx.clientAddress,
+        route: routeName,
+        class: cls,
+        decision: ctx.decision,
+        reason: ctx.reason || undefined,
+        upstream: ctx.upstream?.name,
+        status: ctx.status,
+        durationMs: Math.round(durationSec * 1e6) / 1e3,
+      });
+    }
+  }
+
+  // `done`: runs once per request whatever happened (finished, refused, client gone).
+  function onResponseClose(this: ResponseWithCtx): void {
+    const ctx = this[kCtx];
+    if (ctx.finished) return;
+    ctx.finished = true;
+    if (!this.writableFinished) {
+      if (ctx.decision === 'forwarded') {
+        ctx.decision = 'aborted';
+        ctx.reason = 'RMP_ERR_CLIENT_ABORTED';
+      }
+      ctx.forwardHandler?.abort?.(new RempartError('RMP_ERR_CLIENT_ABORTED'));
+    }
+    runDone(phases, ctx, onPhaseError);
+    record(ctx);
+  }
+
+  const hooks: ForwardHooks = {
+    replyError(ctx, code, status) {
+      ctx.replyStatus = status;
+      ctx.replyBody = '';
+      ctx.reason = code;
+      sendLocalReply(ctx);
+    },
+    onUpstreamError(ctx, code, err) {
+      metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
+      log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
+    },
+  };
+
+  function act(ctx: RequestContext, verdict: Verdict): void {
+    if (verdict === Verdict.Forward) forward(ctx, hooks, current.config.via);
+    else sendLocalReply(ctx);
+  }
+
+  function onInternalError(ctx: RequestContext, err: unknown): void {
+    log.error({ err }, 'internal error in request pipeline');
+    ctx.decision = 'refused';
+    ctx.refuse('RMP_ERR_INTERNAL', 500);
+    if (!ctx.res.headersSent) sendLocalReply(ctx);
+    else ctx.res.destroy();
+  }
+
+  function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const ctx = new RequestContext(req, res, performance.now());
+    (res as ResponseWithCtx)[kCtx] = ctx;
+    res.on('close', onResponseClose);
+    try {
+      const v = runPhases(phases, ctx);
+      if (typeof v === 'number') act(ctx, v);
+      else v.then((r) => act(ctx, r), (err) => onInternalError(ctx, err));
+    } catch (err) {
+      onInternalError(ctx, err);
+    }
+  }
+
+  function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const res = new http.ServerResponse(req);
+    const ctx = new RequestContext(req, res, performance.now());
+    socket.on('error', () => socket.destroy());
+    const finish = () => {
+      if (ctx.finished) return;
+      ctx.finished = true;
+      runDone(phases, ctx, onPhaseError);
+      record(ctx);
+    };
+    Promise.resolve()
+      .then(() => runPhases(phases, ctx))
+      .then((v) => {
+        if (v !== Verdict.Forward) {
+          ctx.status = ctx.replyStatus;
+          writeRawReply(socket as Socket, ctx.replyStatus, ctx.reason || 'RMP_ERR_INTERNAL');
+          finish();
+          return;
+        }
+        metrics.websocketUpgrades.inc({ route: ctx.route!.name });
+        ctx.status = 101;
+        tunnelUpgrade(ctx, socket, head, current.config.via, finish);
+      })
+      .catch((err) => {
+        log.error({ err }, 'internal error during upgrade');
+        writeRawReply(socket as Socket, 500, 'RMP_ERR_INTERNAL');
+        finish();
+      });
+  }
+
+  function onClientError(err: Error & { code?: string }, socket: Duplex): void {
+    let code: ErrorCode = 'RMP_ERR_EDGE_BAD_REQUEST';
+    if (err.code === 'HPE_HEADER_OVERFLOW') code = 'RMP_ERR_EDGE_HEADERS_TOO_LARGE';
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT') code = 'RMP_ERR_EDGE_TIMEOUT';
+    else if (err.code !== undefined && SMUGGLING_PARSE_ERRORS.has(err.code)) code = 'RMP_ERR_EDGE_SMUGGLING';
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+      socket.destroy();
+      return;
+    }
+    metrics.refusals.inc({ reason: code });
+    writeRawReply(socket as Socket, ERRORS[code].status, code);
+  }
+
+  const limits = initial.limits;
+  const httpServer = http.createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes,
+      insecureHTTPParser: false,
+      requireHostHeader: true,
+      joinDuplicateHeaders: false,
+      // Check header/request timeouts twice a second rather than Node's default 30 s, so a
+      // slowloris connection is closed close to limits.headersTimeoutMs.
+      connectionsCheckingInterval: 500,
+    },
+    onRequest,
+  );
+  applyTimeouts(httpServer, initial);
+  httpServer.on('upgrade', onUpgrade);
+  httpServer.on('clientError', onClientError);
+
+  const table = createConnectionTable();
+  const acceptServers: NetServer[] = initial.listeners.map((l) =>
+    createAcceptServer({
+      proxyProtocol: l.proxyProtocol,
+      getSecureContext: l.tls ? () => secureContexts.get(l.address)! : null,
+      httpServer,
+      getRuntime,
+      table,
+      metrics,
+      log,
+    }),
+  );
+  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log });
+
+  return {
+    metrics,
+    log,
+    runtime: getRuntime,
+    async start() {
+      await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
+      if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
+    },
+    async stop(graceMs = 5000) {
+      await Promise.all([...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      httpServer.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (table.total > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      httpServer.closeAllConnections();
+      await Promise.all([...current.upstreams.values()].map((u) => u.pool.destroy()));
+    },
+    async reload(config) {
+      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
+      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin or maxHeaderBytes changes take effect at the next restart');
+      await loadSecureContexts(config, secureContexts);
+      const { runtime, retired } = compileRuntime(config, current);
+      current = runtime;
+      applyTimeouts(httpServer, config);
+      log.level = config.logging.level;
+      // Retired pools finish what they carry, then close.
+      for (const pool of retired) void pool.close().catch(() => {});
+    },
+    addresses() {
+      return {
+        listeners: acceptServers.map((s) => s.address() as AddressInfo),
+        admin: admin ? (admin.address() as AddressInfo | null) : null,
+      };
+    },
+  };
+}
+
+function applyTimeouts(server: http.Server, config: Config): void {
+  server.headersTimeout = config.limits.headersTimeoutMs;
+  server.requestTimeout = config.limits.requestTimeoutMs;
+  server.keepAliveTimeout = config.limits.idleTimeoutMs;
+  server.timeout = config.limits.idleTimeoutMs;
+  // Node truncates heads past maxHeadersCount; one more than the limit lets the edge phase see the excess.
+  server.maxHeadersCount = config.limits.maxHeaderCount + 1;
+}
+
+async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {
+  for (const l of config.listeners) {
+    if (!l.tls) continue;
+    const [cert, key] = await Promise.all([readFile(l.tls.certFile), readFile(l.tls.keyFile)]);
+    into.set(l.address, tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' }));
+  }
+}
+
+export function splitHostPort(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(address.slice(colon + 1)) };
+}
+
+function listen(server: NetServer | http.Server, address: string): Promise<void> {
+  const { host, port } = splitHostPort(address);
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port, backlog: 4096 }, () => {
+      server.removeListener('error', reject);
+      resolve();
+    });
+  });
+}
