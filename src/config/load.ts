@@ -146,12 +146,13 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   });
   const addresses = new Set<string>();
   c.listeners.forEach((l, i) => {
-    if (addresses.has(l.address)) add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
+    // Port 0 (an ephemeral port, for tests) never collides.
+    if (addresses.has(l.address) && !l.address.endsWith(':0')) add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
     addresses.add(l.address);
     const port = Number(l.address.slice(l.address.lastIndexOf(':') + 1));
     if (port > 65535) add(['listeners', i, 'address'], `port out of range: ${port}`);
   });
-  if (c.admin.address !== 'off' && addresses.has(c.admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
+  if (c.admin.address !== 'off' && !c.admin.address.endsWith(':0') && addresses.has(c.admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
   if (c.limits.headersTimeoutMs > c.limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
 }
 

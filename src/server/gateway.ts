@@ -219,6 +219,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   applyTimeouts(httpServer, initial);
   httpServer.on('upgrade', onUpgrade);
   httpServer.on('clientError', onClientError);
+  // The HTTP server is fed sockets by the accept layer and never listens itself, but Node only
+  // starts tracking connections (headersTimeout/requestTimeout checks, closeAllConnections) on
+  // 'listening'. Without this, slowloris connections would never be timed out.
+  httpServer.emit('listening');
 
   const table = createConnectionTable();
   const acceptServers: NetServer[] = initial.listeners.map((l) =>
@@ -243,11 +247,19 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
     },
     async stop(graceMs = 5000) {
-      await Promise.all([...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      // Stop accepting; close() resolves only once every connection is gone, so wait on it last.
+      const closed = [...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r())));
+      admin?.closeAllConnections();
       httpServer.closeIdleConnections();
       const deadline = Date.now() + graceMs;
-      while (table.total > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      while (table.total > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+        httpServer.closeIdleConnections();
+      }
       httpServer.closeAllConnections();
+      // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
+      httpServer.close();
+      await Promise.all(closed);
       await Promise.all([...current.upstreams.values()].map((u) => u.pool.destroy()));
     },
     async reload(config) {

@@ -1,0 +1,138 @@
+// Shared test plumbing: a real gateway on port 0 in front of a real recording upstream.
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { validateConfig } from '../src/config/load.ts';
+import type { Config } from '../src/config/schema.ts';
+import { createGateway, type Gateway } from '../src/server/gateway.ts';
+import { createLogger } from '../src/core/log.ts';
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  bodyBytes: number;
+}
+
+export interface RecordingUpstream {
+  url: string;
+  port: number;
+  server: http.Server;
+  requests: RecordedRequest[];
+  close(): Promise<void>;
+}
+
+/** An upstream that records what reached it; `handler` answers (default: 200 "ok"). */
+export async function startUpstream(
+  handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void,
+): Promise<RecordingUpstream> {
+  const requests: RecordedRequest[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    req.on('data', (c: Buffer) => {
+      bytes += c.length;
+      if (chunks.length < 64) chunks.push(c);
+    });
+    req.on('end', () => {
+      requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: bytes });
+      if (handler) handler(req, res, Buffer.concat(chunks));
+      else res.end('ok');
+    });
+  });
+  // Count requests that arrive even if malformed.
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    server,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Collects log lines in memory so tests can assert on them. */
+export function memoryLog(): { lines: Record<string, unknown>[]; stream: Writable } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, stream };
+}
+
+export interface TestGateway {
+  gateway: Gateway;
+  url: string;
+  port: number;
+  adminUrl: string | null;
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/**
+ * Start a gateway on 127.0.0.1:0. `partial` is merged over a minimal config whose one route sends
+ * everything to `upstreamUrl`.
+ */
+export async function startGateway(upstreamUrl: string, partial: Record<string, unknown> = {}): Promise<TestGateway> {
+  const base: Record<string, unknown> = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'origin', url: upstreamUrl }],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+    admin: { address: '127.0.0.1:0' },
+    logging: { level: 'info', requests: true },
+  };
+  const config: Config = validateConfig({ ...base, ...partial }, '(test)');
+  const { lines, stream } = memoryLog();
+  const gateway = await createGateway(config, { logger: createLogger(config.logging.level, stream) });
+  await gateway.start();
+  const { listeners, admin } = gateway.addresses();
+  const port = listeners[0]!.port;
+  return {
+    gateway,
+    url: `http://127.0.0.1:${port}`,
+    port,
+    adminUrl: admin ? `http://127.0.0.1:${admin.port}` : null,
+    logs: lines,
+    close: () => gateway.stop(100),
+  };
+}
+
+/** Send raw bytes on a fresh connection; resolve with everything received until close or timeout. */
+export function rawRequest(port: number, payload: string | Buffer, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress });
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(data);
+    }, opts.timeoutMs ?? 2000);
+    socket.on('connect', () => socket.write(payload));
+    socket.on('data', (c) => (data += c.toString('latin1')));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+/** Status code of the first response in a raw reply ("HTTP/1.1 400 …" → 400), or 0. */
+export function statusOf(raw: string): number {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(raw);
+  return m ? Number(m[1]) : 0;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
