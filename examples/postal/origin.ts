@@ -7,7 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 export interface PostalOriginOptions { host?: string; port?: number; workers?: number; serviceTimeMs?: number; queueLength?: number; name?: string }
-export interface OriginStats { served: number; rejected: number; inFlight: number; queued: number; maxInFlight: number; busyMs: number; startedAt: number; byRoute: Record<string, number> }
+export interface OriginStats {
+  served: number; rejected: number; inFlight: number; queued: number; maxInFlight: number; busyMs: number; startedAt: number; byRoute: Record<string, number>;
+  /** Requests that arrived, by the `x-drill-kind` header the drill sets (attack or legit), so a drill can tell what got through. */
+  received: { attack: number; legit: number };
+}
 export interface RunningOrigin { url: string; port: number; stats(): OriginStats; resetStats(): void; close(): Promise<void>; setDown(down: boolean): void }
 
 interface Reply { status: number; type: string; body: string; headers?: Record<string, string> }
@@ -188,14 +192,14 @@ function readBody(req: http.IncomingMessage): Promise<Body> {
 interface ServiceConfig { host: string; port: number; workers: number; serviceTimeMs: number; queueLength: number; name: string }
 
 function startService(cfg: ServiceConfig, router: Router): Promise<RunningOrigin> {
-  const fresh = () => ({ served: 0, rejected: 0, maxInFlight: 0, busyMs: 0, startedAt: Date.now(), byRoute: {} as Record<string, number> });
+  const fresh = () => ({ served: 0, rejected: 0, maxInFlight: 0, busyMs: 0, startedAt: Date.now(), byRoute: {} as Record<string, number>, received: { attack: 0, legit: 0 } });
   let counters = fresh();
   let inFlight = 0;
   let down = false;
   const queue: Array<() => void> = [];
   const timers = new Set<NodeJS.Timeout>();
   const sockets = new Set<Socket>();
-  const stats = (): OriginStats => ({ ...counters, byRoute: { ...counters.byRoute }, inFlight, queued: queue.length });
+  const stats = (): OriginStats => ({ ...counters, byRoute: { ...counters.byRoute }, received: { ...counters.received }, inFlight, queued: queue.length });
 
   const send = (res: http.ServerResponse, r: Reply, countServed: boolean, extra?: Record<string, string>) => {
     if (res.destroyed || res.headersSent) return;
@@ -224,7 +228,12 @@ function startService(cfg: ServiceConfig, router: Router): Promise<RunningOrigin
     try { path = new URL(req.url ?? '/', 'http://origin').pathname; } catch { path = '\0'; } // query string ignored
     const route = router(req.method === 'HEAD' ? 'GET' : (req.method ?? ''), path);
     const observed = route.label !== STATS_LABEL; // reading stats must not change them
-    if (observed) counters.byRoute[route.label] = (counters.byRoute[route.label] ?? 0) + 1;
+    if (observed) {
+      counters.byRoute[route.label] = (counters.byRoute[route.label] ?? 0) + 1;
+      const kind = req.headers['x-drill-kind'];
+      if (kind === 'attack') counters.received.attack++;
+      else if (kind === 'legit') counters.received.legit++;
+    }
     void readBody(req).then((body) => {
       if (body === null) return;
       if (body === 'too_large') {

@@ -50,8 +50,9 @@ const ListenerSchema = Obj(
     proxyProtocol: Type.Boolean({
       default: false,
       description:
-        'Expect a PROXY protocol v1 or v2 header on every connection. It is honoured only from `clientAddress.trustedProxies`; ' +
-        'a connection from elsewhere that sends one is closed.',
+        'Expect a PROXY protocol v1 or v2 header from peers in `clientAddress.trustedProxies` (as HAProxy\u2019s `expect-proxy` ' +
+        'for trusted sources): their connections must start with one, and its source address becomes the client address. ' +
+        'Connections from other peers are plain HTTP: a PROXY line they send is not honoured and is refused as a bad request.',
     }),
   },
   { description: 'A socket Rempart accepts client traffic on.' },

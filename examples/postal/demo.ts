@@ -1,0 +1,43 @@
+// `npm start`: the reference postal service with Rempart in front, on loopback, printing the URLs
+// to open. Everything runs in this one process; Ctrl-C stops it.
+import { loadConfigFile } from '../../src/config/load.ts';
+import { createGateway } from '../../src/server/gateway.ts';
+import { startPostalOrigin, startSmsApprovals } from './origin.ts';
+
+const configFile = new URL('./rempart.yaml', import.meta.url).pathname;
+
+async function main(): Promise<void> {
+  const config = await loadConfigFile(configFile);
+  const postal = await startPostalOrigin({ port: 3000, workers: 8, serviceTimeMs: 20, queueLength: 64 });
+  const sms = await startSmsApprovals({ port: 3001 });
+  const gateway = await createGateway(config);
+  await gateway.start();
+  const front = `http://${config.listeners[0]!.address}`;
+  process.stdout.write(
+    [
+      '',
+      'Rempart demo: the reference postal service behind Rempart.',
+      `  site (through Rempart)   ${front}/`,
+      `  parcel tracking          ${front}/track/LP123456789FR`,
+      `  login (user alice)       curl -i -X POST ${front}/login -d 'user=alice&password=alice-pass'`,
+      `  payment approval         curl -i -X POST ${front}/payments/approve -H 'content-type: application/json' -d '{"paymentId":"p-1"}'`,
+      `  metrics                  http://${config.admin.address}/metrics`,
+      `  origin (unprotected)     ${postal.url}/   sms approvals ${sms.url}`,
+      `  config                   ${configFile}`,
+      '  Ctrl-C to stop.',
+      '',
+    ].join('\n') + '\n',
+  );
+  const stop = async () => {
+    await gateway.stop(2000);
+    await Promise.all([postal.close(), sms.close()]);
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`demo: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,26 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { renderAll } from '../scripts/gen-docs.ts';
+
+test('the generated reference docs match the code (run `npm run docs` after changing schema, errors or metrics)', async () => {
+  for (const [file, expected] of Object.entries(await renderAll())) {
+    const actual = await readFile(new URL(`../${file}`, import.meta.url), 'utf8');
+    assert.equal(actual, expected, `${file} is out of date: run npm run docs`);
+  }
+});
+
+test('docs/lifecycle.md names every phase of the pipeline, in order', async () => {
+  const { createGateway } = await import('../src/server/gateway.ts');
+  assert.ok(createGateway);
+  const text = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
+  const src = await readFile(new URL('../src/server/gateway.ts', import.meta.url), 'utf8');
+  const order = [...src.matchAll(/create(\w+)Phase\(getRuntime\)/g)].map((m) => m[1]!.toLowerCase());
+  assert.ok(order.length >= 3, 'phases found in gateway.ts');
+  let last = -1;
+  for (const name of order) {
+    const at = text.indexOf(`\`${name}\``);
+    assert.ok(at > last, `phase ${name} appears in docs/lifecycle.md after the previous one`);
+    last = at;
+  }
+});
