@@ -110,7 +110,7 @@ export async function renderMetricsMd(): Promise<string> {
     '| metric | type | labels | meaning |',
     '| --- | --- | --- | --- |',
   ];
-  const all = (await m.registry.getMetricsAsJSON()) as { name: string; type: string; help: string }[];
+  const all = (await m.registry.getMetricsAsJSON()) as unknown as { name: string; type: string; help: string }[];
   const labelled = m.registry.getMetricsAsArray() as unknown as { name: string; labelNames?: string[] }[];
   for (const metric of all) {
     if (metric.name.startsWith('rempart_process_')) continue;

@@ -110,6 +110,13 @@ export const ConfigSchema = Obj(
         maxHeaderCount: Type.Integer({ minimum: 4, maximum: 1000, default: 100, description: 'Most request header fields. Over it: 431.' }),
         maxUrlBytes: Type.Integer({ minimum: 16, maximum: 1048576, default: 8192, description: 'Longest request target. Over it: 414.' }),
         maxBodyBytes: Type.Integer({ minimum: 0, default: 10485760, description: 'Largest request body, for routes that do not set their own. Over it: 413.' }),
+        bufferBodyBytes: Type.Integer({
+          minimum: 0,
+          maximum: 16777216,
+          default: 65536,
+          description:
+            'Request bodies up to this size are read completely before an upstream connection is taken, so a slow-POST client holds only its own socket. Larger bodies stream. 0 streams every body.',
+        }),
         headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'Time a client has to send a complete request head (slowloris guard). Past it: 408 and close.' }),
         requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 60000, description: 'Time a client has to send a whole request, body included (slow POST guard). Past it: 408 and close.' }),
         idleTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000, description: 'An idle keep-alive client connection is closed after this long.' }),

@@ -81,10 +81,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     }
     counter.inc();
     const durationSec = (performance.now() - ctx.startMs) / 1000;
-    let hist = durationHistograms.get(routeName);
+    // Keyed by route and class: a reload may change a route's class.
+    const histKey = `${routeName}\u0001${cls}`;
+    let hist = durationHistograms.get(histKey);
     if (hist === undefined) {
       hist = metrics.requestDuration.labels(routeName, cls);
-      durationHistograms.set(routeName, hist);
+      durationHistograms.set(histKey, hist);
     }
     hist.observe(durationSec);
     if (ctx.reason !== '' && ctx.decision === 'refused') metrics.refusals.inc({ reason: ctx.reason });
@@ -135,7 +137,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   };
 
   function act(ctx: RequestContext, verdict: Verdict): void {
-    if (verdict === Verdict.Forward) forward(ctx, hooks, current.config.via);
+    if (verdict === Verdict.Forward) forward(ctx, hooks, current.config.via, current.config.limits.bufferBodyBytes);
     else sendLocalReply(ctx);
   }
 
@@ -160,10 +162,16 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     }
   }
 
+  // Upgraded connections leave the HTTP server's tracking (closeAllConnections no longer sees
+  // them), so stop() closes them itself.
+  const upgraded = new Set<Duplex>();
+
   function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const res = new http.ServerResponse(req);
     const ctx = new RequestContext(req, res, performance.now());
     socket.on('error', () => socket.destroy());
+    upgraded.add(socket);
+    socket.once('close', () => upgraded.delete(socket));
     const finish = () => {
       if (ctx.finished) return;
       ctx.finished = true;
@@ -179,9 +187,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
           finish();
           return;
         }
-        metrics.websocketUpgrades.inc({ route: ctx.route!.name });
-        ctx.status = 101;
-        tunnelUpgrade(ctx, socket, head, current.config.via, finish);
+        const route = ctx.route!.name;
+        // Counted once the upstream has switched protocols, not for upgrades it refused.
+        tunnelUpgrade(ctx, socket, head, current.config.via, finish, () => metrics.websocketUpgrades.inc({ route }));
       })
       .catch((err) => {
         log.error({ err }, 'internal error during upgrade');
@@ -257,6 +265,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
         httpServer.closeIdleConnections();
       }
       httpServer.closeAllConnections();
+      for (const socket of upgraded) socket.destroy();
       // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
       httpServer.close();
       await Promise.all(closed);
@@ -265,7 +274,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     async reload(config) {
       const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
       if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin or maxHeaderBytes changes take effect at the next restart');
-      await loadSecureContexts(config, secureContexts);
+      // Read every TLS file first: a failure rejects the whole reload and changes nothing.
+      const contexts = new Map<string, tls.SecureContext>();
+      await loadSecureContexts(config, contexts);
+      for (const [address, context] of contexts) secureContexts.set(address, context);
       const { runtime, retired } = compileRuntime(config, current);
       current = runtime;
       applyTimeouts(httpServer, config);

@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import type { RequestContext } from '../../core/context.ts';
 import { RempartError, type ErrorCode } from '../../core/errors.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
+import { bufferRequestBody } from './buffer-body.ts';
 
 export interface ForwardHooks {
   /** Send a local error reply (status from the error table). */
@@ -35,7 +36,9 @@ export function classifyUpstreamError(err: Error & { code?: string }): { code: E
     case 'UND_ERR_DESTROYED':
       return { code: 'RMP_ERR_UPSTREAM_RESET', status: 502 };
     default:
-      if (err.code?.startsWith('HPE_') || err.code === 'UND_ERR_INFO' || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW')
+      // undici's HTTPParserError usually has no code (it looks the llhttp error number up in a
+      // name→number table), so the class name is the reliable mark of an unparsable response.
+      if (err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') || err.code === 'UND_ERR_INFO' || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW')
         return { code: 'RMP_ERR_UPSTREAM_BAD_RESPONSE', status: 502 };
       return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
   }
@@ -131,20 +134,40 @@ function requestBody(ctx: RequestContext): Dispatcher.DispatchOptions['body'] {
   return limitBody(req, max) as unknown as Dispatcher.DispatchOptions['body'];
 }
 
-export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string): void {
-  const upstream = ctx.upstream!;
-  const req = ctx.req;
+function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']): void {
   const handler = new ForwardHandler(ctx, hooks, via);
   ctx.forwardHandler = handler;
-  upstream.pool.dispatch(
+  ctx.upstream!.pool.dispatch(
     {
       path: ctx.target,
-      method: req.method as Dispatcher.HttpMethod,
+      method: ctx.req.method as Dispatcher.HttpMethod,
       headers: upstreamRequestHeaders(ctx, via),
-      body: requestBody(ctx),
+      body,
       // Keep each request on its own connection turn: never pipeline client requests together.
       blocking: true,
     },
     handler,
   );
+}
+
+/** Send the request upstream; a body up to `bufferBodyBytes` is read whole first (slow-POST guard). */
+export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, bufferBodyBytes: number): void {
+  const req = ctx.req;
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  if (!hasBody || req.complete || bufferBodyBytes === 0) {
+    dispatch(ctx, hooks, via, requestBody(ctx));
+    return;
+  }
+  bufferRequestBody(req, bufferBodyBytes, ctx.route!.maxBodyBytes, (err, body) => {
+    if (ctx.finished) return; // the client left while sending
+    if (err !== null) {
+      const { code, status } = classifyUpstreamError(err);
+      ctx.decision = code === 'RMP_ERR_CLIENT_ABORTED' ? 'aborted' : 'refused';
+      ctx.reason = code;
+      if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
+      return;
+    }
+    // undici takes a Buffer or any async iterable; its types list only Readable for the latter.
+    dispatch(ctx, hooks, via, body as Dispatcher.DispatchOptions['body']);
+  });
 }

@@ -1,0 +1,58 @@
+// Request-body buffering: a body up to limits.bufferBodyBytes is read completely before an upstream
+// connection is taken, so a slow-POST client trickling its body holds only its own socket, never an
+// upstream connection or an origin worker (nginx's proxy_request_buffering and HAProxy's
+// http-buffer-request do the same). Larger bodies stream, the buffered part first.
+import type { IncomingMessage } from 'node:http';
+import { RempartError } from '../../core/errors.ts';
+
+export type BufferedBody = Buffer | AsyncIterable<Buffer> | null;
+
+/** Streams `head` then the rest of `req`, failing once the total passes maxBytes. */
+async function* headThenRest(head: Buffer[], seenBytes: number, req: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {
+  for (const chunk of head) yield chunk;
+  let seen = seenBytes;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    seen += chunk.length;
+    if (seen > maxBytes) throw new RempartError('RMP_ERR_EDGE_BODY_TOO_LARGE');
+    yield chunk;
+  }
+}
+
+/**
+ * Read up to `bufferBytes` of the body. Calls `done` once with the whole body as one Buffer, or with
+ * an iterable (buffered part + the rest) when the body is larger, or with an error (body over
+ * maxBytes, client gone).
+ */
+export function bufferRequestBody(req: IncomingMessage, bufferBytes: number, maxBytes: number, done: (err: Error | null, body: BufferedBody) => void): void {
+  const chunks: Buffer[] = [];
+  let seen = 0;
+  let settled = false;
+  const cleanup = () => {
+    req.removeListener('data', onData);
+    req.removeListener('end', onEnd);
+    req.removeListener('error', onError);
+    req.removeListener('close', onClose);
+  };
+  const settle = (err: Error | null, body: BufferedBody) => {
+    if (settled) return;
+    settled = true;
+    cleanup();
+    done(err, body);
+  };
+  const onData = (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > maxBytes) return settle(new RempartError('RMP_ERR_EDGE_BODY_TOO_LARGE'), null);
+    chunks.push(chunk);
+    if (seen > bufferBytes) {
+      req.pause();
+      settle(null, headThenRest(chunks, seen, req, maxBytes));
+    }
+  };
+  const onEnd = () => settle(null, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, seen));
+  const onError = (err: Error) => settle(err, null);
+  const onClose = () => settle(new RempartError('RMP_ERR_CLIENT_ABORTED'), null);
+  req.on('data', onData);
+  req.on('end', onEnd);
+  req.on('error', onError);
+  req.on('close', onClose);
+}
