@@ -97,9 +97,15 @@ function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions):
     clearTimeout(timer);
     if (buf.length > r.headerBytes) socket.unshift(buf.subarray(r.headerBytes));
     handOver(socket, r.address ?? peer, opts);
+    // Bytes that came with the PROXY header (often the whole first request) wait in the socket's
+    // buffer. A TLS socket reads them itself (so the raw socket must stay paused); Node's HTTP parser
+    // reads straight from the handle and would never see them, so let the socket flow to deliver them.
+    if (opts.getSecureContext === null && socket.readableLength > 0) socket.resume();
   };
   socket.on('data', onData);
   socket.on('error', noop);
+  // A peer that leaves before its header is complete: no timer left holding the socket.
+  socket.once('close', () => clearTimeout(timer));
 }
 
 function noop(): void {}

@@ -298,6 +298,8 @@ function applyTimeouts(server: http.Server, config: Config): void {
   server.headersTimeout = config.limits.headersTimeoutMs;
   server.requestTimeout = config.limits.requestTimeoutMs;
   server.keepAliveTimeout = config.limits.idleTimeoutMs;
+  // Node 24 keeps an idle socket 1 s past keepAliveTimeout by default; the limit is the limit.
+  (server as http.Server & { keepAliveTimeoutBuffer?: number }).keepAliveTimeoutBuffer = 0;
   server.timeout = config.limits.idleTimeoutMs;
   // Node truncates heads past maxHeadersCount; one more than the limit lets the edge phase see the excess.
   server.maxHeadersCount = config.limits.maxHeaderCount + 1;

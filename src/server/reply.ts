@@ -2,7 +2,7 @@
 // naming the code from the error table, no caching, and the connection closed whenever the request
 // body may still be on the wire (it could otherwise be read as the next request).
 import type { Socket } from 'node:net';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { RequestContext } from '../core/context.ts';
 import { ERRORS, type ErrorCode } from '../core/errors.ts';
 
@@ -14,6 +14,19 @@ for (const [code, spec] of Object.entries(ERRORS)) {
 
 export function errorBody(code: ErrorCode | ''): string {
   return BODIES.get(code) ?? BODIES.get('RMP_ERR_INTERNAL')!;
+}
+
+/**
+ * Set on a client socket once a local reply said `Connection: close`, to the reply's code. Node's
+ * parser goes on parsing what follows on that connection (a pipelined request, or one smuggled in a
+ * body whose framing was refused) and emits it as a request; the edge phase refuses such requests
+ * so they never reach an upstream.
+ */
+export const kClosingReason = Symbol('rempart.closingReason');
+type ClosingSocket = Socket & { [kClosingReason]?: ErrorCode };
+
+export function closingReason(socket: Socket): ErrorCode | undefined {
+  return (socket as ClosingSocket)[kClosingReason];
 }
 
 function bodyMayBePending(ctx: RequestContext): boolean {
@@ -33,13 +46,26 @@ export function sendLocalReply(ctx: RequestContext): void {
     'cache-control': 'no-store',
   };
   if (ctx.replyHeaders !== null) Object.assign(headers, ctx.replyHeaders);
-  if (status === 400 || bodyMayBePending(ctx)) headers.connection = 'close';
+  if (status === 400 || bodyMayBePending(ctx)) {
+    headers.connection = 'close';
+    const socket = ctx.req.socket as ClosingSocket | null;
+    if (socket !== null && socket[kClosingReason] === undefined) socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
+  }
   res.writeHead(status, headers);
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }
 
 /** Answer on a raw socket, for errors before a request object exists (parse errors, upgrades). */
 export function writeRawReply(socket: Socket, status: number, code: ErrorCode): void {
+  // A response already on the wire for this connection (a parse error in bytes that followed a
+  // request, e.g. after a refusal that said Connection: close): a second status line would be read
+  // as the answer to a request the client did not send. Let the first response finish, then close.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight != null && inFlight.headersSent) {
+    if (inFlight.writableEnded) socket.destroySoon();
+    else socket.destroy();
+    return;
+  }
   if (!socket.writable) {
     socket.destroy();
     return;

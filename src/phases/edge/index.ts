@@ -7,12 +7,21 @@ import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
 import type { RequestContext } from '../../core/context.ts';
 import type { Runtime } from '../../core/runtime.ts';
+import { ERRORS } from '../../core/errors.ts';
+import { closingReason } from '../../server/reply.ts';
 
 export function createEdgePhase(getRuntime: () => Runtime): Phase {
   return {
     name: 'edge',
     onRequest(ctx: RequestContext) {
       const req = ctx.req;
+      // A request parsed after a reply that closes this connection (pipelined behind a refused
+      // request, or smuggled in its body): never forwarded. Its reply is never sent either.
+      const closing = req.socket === null ? undefined : closingReason(req.socket);
+      if (closing !== undefined) {
+        ctx.refuse(closing, ERRORS[closing].status || 400);
+        return Verdict.Reply;
+      }
       const limits = getRuntime().config.limits;
       if ((req.url ?? '').length > limits.maxUrlBytes) {
         ctx.refuse('RMP_ERR_EDGE_URL_TOO_LONG', 414);

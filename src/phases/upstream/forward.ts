@@ -7,6 +7,7 @@ import type { RequestContext } from '../../core/context.ts';
 import { RempartError, type ErrorCode } from '../../core/errors.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody } from './buffer-body.ts';
+import { closingReason } from '../../server/reply.ts';
 
 export interface ForwardHooks {
   /** Send a local error reply (status from the error table). */
@@ -135,6 +136,13 @@ function requestBody(ctx: RequestContext): Dispatcher.DispatchOptions['body'] {
 }
 
 function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']): void {
+  // A refusal on this connection said Connection: close after the edge phase let this request by
+  // (possible once a later phase waits): nothing more from this socket reaches an upstream.
+  const closing = closingReason(ctx.req.socket);
+  if (closing !== undefined) {
+    ctx.refuse(closing, 400);
+    return;
+  }
   const handler = new ForwardHandler(ctx, hooks, via);
   ctx.forwardHandler = handler;
   ctx.upstream!.pool.dispatch(
