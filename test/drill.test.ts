@@ -27,9 +27,9 @@ after(async () => {
 });
 
 const crowd = [
-  { kind: 'browser', users: 200, pauseMs: [100, 600], returningShare: 0.5, pagesPerVisit: [2, 4] },
-  { kind: 'vault', users: 60, pauseMs: [100, 600], returningShare: 0.5 },
-  { kind: 'approvals', users: 20, pauseMs: [100, 600] },
+  { kind: 'browser', users: 200, pauseMs: [300, 1200], returningShare: 0.5, pagesPerVisit: [2, 4] },
+  { kind: 'vault', users: 60, pauseMs: [300, 1200], returningShare: 0.5 },
+  { kind: 'approvals', users: 20, pauseMs: [300, 1200] },
 ];
 
 test('baseline: few hundred users, every legit request succeeds, per-class results and report files', async () => {
@@ -42,10 +42,11 @@ test('baseline: few hundred users, every legit request succeeds, per-class resul
     const c = r.legit.byClass[cls];
     assert.ok(c.requests > 0, `${cls} has requests`);
     assert.equal(c.ok, c.requests, `${cls}: all succeed (${JSON.stringify(c.failures)})`);
-    assert.ok(c.p95Ms !== null && c.p95Ms > 0 && c.p95Ms < 1000, `${cls} p95 plausible: ${c.p95Ms}`);
+    // Loose: the suite may share 2 CPUs with other tests; within the deadline is what matters.
+    assert.ok(c.p95Ms !== null && c.p95Ms > 0 && c.p95Ms < 5000, `${cls} p95 plausible: ${c.p95Ms}`);
   }
   assert.equal(r.legit.total.successPct, 100);
-  assert.ok(r.legit.total.requests > 500, `enough traffic: ${r.legit.total.requests}`);
+  assert.ok(r.legit.total.requests > 300, `enough traffic: ${r.legit.total.requests}`);
   assert.ok(r.origin.available && r.origin.served >= r.legit.total.requests - 5, 'the origin saw the legit requests');
   assert.ok(r.timeline.second.length >= 3 && r.timeline.legitOk.some((v) => v > 0));
 
@@ -76,11 +77,37 @@ test('attack on the bare origin: every attack request is counted as reaching the
   assert.equal(r.attack.reachingOriginPct, 100);
   assert.equal(r.legit.total.successPct, 100);
   assert.ok(r.origin.available);
-  if (r.origin.receivedAttack !== null) {
-    // The origin counts arrivals; a request still in flight at the last poll may be missing.
-    assert.ok(Math.abs(r.origin.receivedAttack - t.sent) <= 5, `origin counted x-drill-kind: attack: ${r.origin.receivedAttack} vs ${t.sent}`);
-    assert.ok(Math.abs((r.origin.receivedLegit ?? 0) - r.legit.total.requests) <= 5, `legit: ${r.origin.receivedLegit} vs ${r.legit.total.requests}`);
-  }
+  assert.equal(r.attack.reachingOriginSource, 'origin-stats', 'the origin counts the x-drill-kind header');
+  assert.ok(r.origin.receivedAttack !== null && r.origin.receivedLegit !== null);
+  // The origin counts arrivals; a request still in flight at the last poll may be missing.
+  assert.ok(Math.abs(r.origin.receivedAttack - t.sent) <= 5, `origin counted x-drill-kind: attack: ${r.origin.receivedAttack} vs ${t.sent}`);
+  assert.ok(Math.abs(r.origin.receivedLegit - r.legit.total.requests) <= 5, `legit: ${r.origin.receivedLegit} vs ${r.legit.total.requests}`);
+});
+
+test('slowloris and slow POST hold their connections open on the bare origin; abort still yields a report', async () => {
+  const scenario = validateScenario({
+    version: 1, name: 'test-slow', seconds: 10,
+    legit: [{ kind: 'browser', users: 10, pauseMs: [100, 300] }],
+    attacks: [
+      { kind: 'slowloris', startSec: 0, durationSec: 1.5, addresses: 10, connections: 100, trickleIntervalMs: 200 },
+      { kind: 'slow-post', startSec: 0, durationSec: 1.5, addresses: 10, connections: 50, trickleIntervalMs: 200, bodyBytes: 4096 },
+    ],
+  }, 'test');
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 2000); // as Ctrl-C does
+  const reportDir = path.join(dir, 'slow');
+  const r = await runDrill({ scenario, target: origin.url, originUrl: origin.url, quiet: true, signal: controller.signal, reportDir });
+  assert.equal(r.stoppedBy, 'signal');
+  assert.ok(r.durationSec < 4, `stopped early: ${r.durationSec}s`);
+  assert.ok((await stat(path.join(reportDir, 'report.html'))).size > 0, 'report written after an abort');
+  const [loris, post] = r.attack.byAttack;
+  assert.equal(loris.sent, 100);
+  assert.equal(loris.held, 100, `slowloris connections held: ${JSON.stringify(loris)}`);
+  assert.equal(post.held, 50, `slow POST connections held: ${JSON.stringify(post)}`);
+  assert.equal(loris.maxOpen, 100);
+  assert.equal(r.legit.total.successPct, 100, 'Node keeps serving others meanwhile');
+  // Slowloris heads never complete; slow POST heads do (their bodies trickle), so the origin sees those.
+  assert.equal(r.origin.available && r.origin.receivedAttack, post.sent, 'the origin received the slow POST heads only');
 });
 
 test('non-loopback targets are refused unless both remote flags are given', async () => {
@@ -89,6 +116,15 @@ test('non-loopback targets are refused unless both remote flags are given', asyn
   await assert.rejects(runDrill({ scenario: 'baseline', target: origin.url, originUrl: 'http://10.1.2.3/', seconds: 1, quiet: true }), SafetyError);
   const code = await drillMain(['baseline', '--target', 'http://192.0.2.1/', '--seconds', '1', '--quiet']);
   assert.equal(code, 2);
+});
+
+test('the request cap stops a run by itself', async () => {
+  const scenario = validateScenario({ version: 1, name: 'test-cap', seconds: 30, attacks: [{ kind: 'flood', ratePerSecond: 1000 }] }, 'test');
+  const r = await runDrill({ scenario, target: origin.url, maxRequests: 200, quiet: true });
+  assert.equal(r.stoppedBy, 'request-cap');
+  assert.equal(r.requestsIssued, 200);
+  assert.ok(r.durationSec < 5, `stopped early: ${r.durationSec}s`);
+  assert.equal(r.attack.total.sent, 200);
 });
 
 test('scenario validation: built-ins load, unknown keys and bad values are refused with their path', async () => {
