@@ -92,8 +92,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`rempart ${await packageVersion()}\n`);
     return 0;
   }
-  if (values.config !== undefined && (values.upstream !== undefined || values.listen !== undefined)) {
-    process.stderr.write('rempart: --config cannot be combined with --upstream/--listen; put them in the file\n');
+  // Flags that would be silently ignored next to a file are refused instead.
+  const fileOnly = (['upstream', 'listen', 'admin', 'trust', 'log-level', 'quiet'] as const).filter((f) => values[f] !== undefined).map((f) => `--${f}`);
+  if (values.config !== undefined && fileOnly.length > 0) {
+    process.stderr.write(`rempart: --config cannot be combined with ${fileOnly.join(', ')}; put them in the file\n`);
     return 2;
   }
   if (values.config === undefined && values.upstream === undefined) {
@@ -115,7 +117,14 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const gateway = await createGateway(config);
+  let gateway;
+  try {
+    gateway = await createGateway(config);
+  } catch (err) {
+    // e.g. a TLS certificate or key file that cannot be read.
+    process.stderr.write(`rempart: cannot start: ${(err as Error).message}\n`);
+    return 1;
+  }
   try {
     await gateway.start();
   } catch (err) {
@@ -130,17 +139,20 @@ export async function main(argv: string[]): Promise<number> {
   if (values.config !== undefined) {
     const file = values.config;
     process.on('SIGHUP', () => {
-      loadConfigFile(file).then(
-        async (next) => {
-          await gateway.reload(next);
-          gateway.metrics.configReloads.inc({ result: 'applied' });
-          gateway.log.info({ file }, 'configuration reloaded');
-        },
-        (err: unknown) => {
-          gateway.metrics.configReloads.inc({ result: 'rejected' });
-          gateway.log.error({ file, problems: err instanceof ConfigError ? err.problems : String(err) }, 'configuration reload rejected; the running configuration stays');
-        },
-      );
+      // reload() itself can fail too (an unreadable TLS file): that must reject the reload, not
+      // become an unhandled rejection that stops the process.
+      loadConfigFile(file)
+        .then((next) => gateway.reload(next))
+        .then(
+          () => {
+            gateway.metrics.configReloads.inc({ result: 'applied' });
+            gateway.log.info({ file }, 'configuration reloaded');
+          },
+          (err: unknown) => {
+            gateway.metrics.configReloads.inc({ result: 'rejected' });
+            gateway.log.error({ file, problems: err instanceof ConfigError ? err.problems : String(err) }, 'configuration reload rejected; the running configuration stays');
+          },
+        );
     });
   }
   await new Promise<void>((resolve) => {

@@ -63,8 +63,11 @@ export function validateConfig(input: unknown, file = '<config>', locate: (path:
     // An unknown key is best pointed at where it is written; other problems at the value.
     problems.push({ file, line: locate(segments), path: dotted(segments), message: describe(e.type, e.message, e.schema, e.value) });
   }
-  if (problems.length === 0) crossCheck(withDefaults as Config, file, locate, problems);
-  if (problems.length > 0) throw new ConfigError(dedupe(problems));
+  // Cross-checks run even when the schema found problems, so one pass lists everything; they
+  // look only at the parts whose shape they need and skip the rest.
+  crossCheck(withDefaults as Config, file, locate, problems);
+  // In file order (problems without a line last), whichever check found them.
+  if (problems.length > 0) throw new ConfigError(dedupe(problems).sort((a, b) => (a.line || Infinity) - (b.line || Infinity)));
   return deepFreeze(withDefaults as Config);
 }
 
@@ -74,7 +77,8 @@ export function parseConfig(text: string, file = '<config>'): Config {
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(
-      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line ?? 0, path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
+      // linePos is only filled in with prettyErrors; the line counter knows the line either way.
+      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line, path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
     );
   }
   const locate = (path: (string | number)[]): number => {
@@ -131,29 +135,43 @@ function describe(type: ValueErrorType, message: string, schema: { anyOf?: { con
 
 function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) => number, out: ConfigProblem[]): void {
   const add = (path: (string | number)[], message: string) => out.push({ file, line: locate(path), path: dotted(path), message });
+  const list = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]).filter((x) => x !== null && typeof x === 'object') : []);
   const upstreams = new Set<string>();
-  c.upstreams.forEach((u, i) => {
+  list<Config['upstreams'][number]>(c.upstreams).forEach((u, i) => {
+    if (typeof u.name !== 'string') return;
     if (upstreams.has(u.name)) add(['upstreams', i, 'name'], `duplicate upstream name ${JSON.stringify(u.name)}`);
     upstreams.add(u.name);
   });
   const routes = new Set<string>();
-  c.routes.forEach((r, i) => {
-    if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
-    routes.add(r.name);
-    if (!upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+  // With the upstreams section itself broken, "no upstream named …" would only repeat its problems.
+  const upstreamsUsable = Array.isArray(c.upstreams);
+  list<Config['routes'][number]>(c.routes).forEach((r, i) => {
+    if (typeof r.name === 'string') {
+      if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
+      routes.add(r.name);
+    }
+    if (upstreamsUsable && typeof r.upstream === 'string' && !upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+    if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');
     if (star !== -1 && star !== r.path.length - 1) add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
   });
   const addresses = new Set<string>();
-  c.listeners.forEach((l, i) => {
+  list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
+    if (typeof l.address !== 'string') return;
     // Port 0 (an ephemeral port, for tests) never collides.
     if (addresses.has(l.address) && !l.address.endsWith(':0')) add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
     addresses.add(l.address);
     const port = Number(l.address.slice(l.address.lastIndexOf(':') + 1));
     if (port > 65535) add(['listeners', i, 'address'], `port out of range: ${port}`);
   });
-  if (c.admin.address !== 'off' && !c.admin.address.endsWith(':0') && addresses.has(c.admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
-  if (c.limits.headersTimeoutMs > c.limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
+  const admin = c.admin as Config['admin'] | undefined;
+  if (typeof admin?.address === 'string' && admin.address !== 'off') {
+    const port = Number(admin.address.slice(admin.address.lastIndexOf(':') + 1));
+    if (port > 65535) add(['admin', 'address'], `port out of range: ${port}`);
+  }
+  if (typeof admin?.address === 'string' && admin.address !== 'off' && !admin.address.endsWith(':0') && addresses.has(admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
+  const limits = c.limits as Config['limits'] | undefined;
+  if (typeof limits?.headersTimeoutMs === 'number' && typeof limits.requestTimeoutMs === 'number' && limits.headersTimeoutMs > limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
 }
 
 function dedupe(problems: ConfigProblem[]): ConfigProblem[] {
