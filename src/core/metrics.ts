@@ -1,26 +1,30 @@
 // Every Prometheus metric Rempart exports, declared in this one file and listed in docs/metrics.md
 // (generated; a test checks it). Base units, `rempart_` prefix, `_total` on counters, and labels that
 // come from configuration only (route, class, upstream, reason, decision): never an address or raw path.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { HotCounter, HotHistogram } from './hot-metrics.ts';
 
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rempart_process_' });
+  // Per-request metrics: hot cells (src/core/hot-metrics.ts), not prom-client children.
+  const requests = new HotCounter({
+    name: 'rempart_requests_total',
+    help: 'Requests answered, by route, class, decision (forwarded, refused, upstream_error, aborted) and status code.',
+    labelNames: ['route', 'class', 'decision', 'code'],
+  });
+  const requestDuration = new HotHistogram({
+    name: 'rempart_request_duration_seconds',
+    help: 'Time from request head to the end of the response, by route and class.',
+    labelNames: ['route', 'class'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  });
+  registry.registerMetric(requests as unknown as Metric);
+  registry.registerMetric(requestDuration as unknown as Metric);
   const m = {
     registry,
-    requests: new Counter({
-      name: 'rempart_requests_total',
-      help: 'Requests answered, by route, class, decision (forwarded, refused, upstream_error, aborted) and status code.',
-      labelNames: ['route', 'class', 'decision', 'code'] as const,
-      registers: [registry],
-    }),
-    requestDuration: new Histogram({
-      name: 'rempart_request_duration_seconds',
-      help: 'Time from request head to the end of the response, by route and class.',
-      labelNames: ['route', 'class'] as const,
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [registry],
-    }),
+    requests,
+    requestDuration,
     refusals: new Counter({
       name: 'rempart_refusals_total',
       help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).',

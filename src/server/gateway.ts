@@ -10,6 +10,7 @@ import { RequestContext } from '../core/context.ts';
 import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
+import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
 import { runDone, runPhases, Verdict, type Phase } from '../core/pipeline.ts';
 import { compileRuntime, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
@@ -64,31 +65,38 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 
   const phases: readonly Phase[] = [createIdentifyPhase(getRuntime), createEdgePhase(getRuntime), createRoutePhase(getRuntime)];
 
-  // Cached metric children: label sets come from configuration, so these maps stay small.
-  const requestCounters = new Map<string, { inc(): void }>();
-  const durationHistograms = new Map<string, { observe(v: number): void }>();
+  // Metric cells per compiled route (a reload compiles new routes, so a changed class gets new
+  // cells), then per decision and status. Keys come from configuration and status codes: small.
+  const DECISIONS = ['forwarded', 'refused', 'upstream_error', 'aborted'] as const;
+  interface RouteCells {
+    readonly routeName: string;
+    readonly cls: string;
+    readonly byOutcome: Map<number, CounterCell>;
+    readonly duration: HistogramCell;
+  }
+  const routeCells = new WeakMap<object, RouteCells>();
+  const noRoute = { name: '-', class: '-' };
 
   const onPhaseError = (err: unknown, phase: string) => log.error({ err, phase }, 'phase onDone failed');
 
   function record(ctx: RequestContext): void {
-    const routeName = ctx.route?.name ?? '-';
-    const cls = ctx.route?.class ?? '-';
-    const key = `${routeName}\u0001${cls}\u0001${ctx.decision}\u0001${ctx.status}`;
-    let counter = requestCounters.get(key);
+    const route = ctx.route ?? noRoute;
+    let cells = routeCells.get(route);
+    if (cells === undefined) {
+      cells = { routeName: route.name, cls: route.class, byOutcome: new Map(), duration: metrics.requestDuration.cell(route.name, route.class) };
+      routeCells.set(route, cells);
+    }
+    const outcome = DECISIONS.indexOf(ctx.decision) * 1000 + ctx.status;
+    let counter = cells.byOutcome.get(outcome);
     if (counter === undefined) {
-      counter = metrics.requests.labels(routeName, cls, ctx.decision, String(ctx.status));
-      requestCounters.set(key, counter);
+      counter = metrics.requests.cell(route.name, route.class, ctx.decision, String(ctx.status));
+      cells.byOutcome.set(outcome, counter);
     }
-    counter.inc();
+    counter.value++;
     const durationSec = (performance.now() - ctx.startMs) / 1000;
-    // Keyed by route and class: a reload may change a route's class.
-    const histKey = `${routeName}\u0001${cls}`;
-    let hist = durationHistograms.get(histKey);
-    if (hist === undefined) {
-      hist = metrics.requestDuration.labels(routeName, cls);
-      durationHistograms.set(histKey, hist);
-    }
-    hist.observe(durationSec);
+    metrics.requestDuration.observe(cells.duration, durationSec);
+    const routeName = route.name;
+    const cls = route.class;
     if (ctx.reason !== '' && ctx.decision === 'refused') metrics.refusals.inc({ reason: ctx.reason });
     if (current.config.logging.requests) {
       log.info({
