@@ -3,25 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway } from './helpers.ts';
+import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway } from './helpers.ts';
 
-function errorCodeOf(raw: string): string {
-  const headEnd = raw.indexOf('\r\n\r\n');
-  if (headEnd === -1) return '';
-  const m = /\r\ncontent-length: *(\d+)/i.exec(raw.slice(0, headEnd));
-  const body = m ? raw.slice(headEnd + 4, headEnd + 4 + Number(m[1])) : raw.slice(headEnd + 4);
-  try {
-    return (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? '';
-  } catch {
-    return '';
-  }
-}
 
-function countHeads(up: RecordingUpstream): { heads: number } {
-  const seen = { heads: 0 };
-  up.server.on('request', () => seen.heads++);
-  return seen;
-}
 
 async function withGateway(partial: Record<string, unknown>, fn: (gw: TestGateway, up: RecordingUpstream, seen: { heads: number }) => Promise<void>): Promise<void> {
   const up = await startUpstream();

@@ -2,27 +2,10 @@
 // reaches the upstream. Raw sockets only: a client library would normalise the very bytes under test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream } from './helpers.ts';
+import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream } from './helpers.ts';
 
 /** The `error.code` of the first JSON reply in a raw response, or '' if there is none. */
-function errorCodeOf(raw: string): string {
-  const headEnd = raw.indexOf('\r\n\r\n');
-  if (headEnd === -1) return '';
-  const m = /\r\ncontent-length: *(\d+)/i.exec(raw.slice(0, headEnd));
-  const body = m ? raw.slice(headEnd + 4, headEnd + 4 + Number(m[1])) : raw.slice(headEnd + 4);
-  try {
-    return (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? '';
-  } catch {
-    return '';
-  }
-}
 
-/** Count request heads that reach the upstream, even ones whose body never completes. */
-function countHeads(up: RecordingUpstream): { heads: number } {
-  const seen = { heads: 0 };
-  up.server.on('request', () => seen.heads++);
-  return seen;
-}
 
 /**
  * Send `payload` on a fresh connection to a fresh gateway and check the refusal: status 400, the

@@ -136,3 +136,23 @@ export function statusOf(raw: string): number {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** The `error.code` of a raw reply's JSON body ('' when there is none). */
+export function errorCodeOf(raw: string): string {
+  const headEnd = raw.indexOf('\r\n\r\n');
+  if (headEnd === -1) return '';
+  const m = /\r\ncontent-length: *(\d+)/i.exec(raw.slice(0, headEnd));
+  const body = m ? raw.slice(headEnd + 4, headEnd + 4 + Number(m[1])) : raw.slice(headEnd + 4);
+  try {
+    return (JSON.parse(body) as { error?: { code?: string } }).error?.code ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/** Count request heads that reach the upstream, even ones whose body never completes. */
+export function countHeads(up: RecordingUpstream): { heads: number } {
+  const seen = { heads: 0 };
+  up.server.on('request', () => seen.heads++);
+  return seen;
+}
