@@ -1,0 +1,45 @@
+// A small drill through Rempart itself, so a regression in protection fails CI: real users keep
+// being served while slow clients attack, and what Rempart already guards never reaches the origin.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startPostalOrigin } from '../examples/postal/origin.ts';
+import { runDrill } from '../src/drill/engine.ts';
+import { validateScenario } from '../src/drill/scenario.ts';
+import { startGateway } from './helpers.ts';
+
+test('through Rempart, slowloris and slow POST never reach the origin or hold its connections, and real users are all served', async () => {
+  // A small origin: 4 workers. Without body buffering, 60 slow POSTs would hold every one of
+  // Rempart's 8 upstream connections and real users would queue behind them.
+  const origin = await startPostalOrigin({ port: 0, workers: 4, serviceTimeMs: 5, queueLength: 200 });
+  const gw = await startGateway(origin.url, {
+    upstreams: [{ name: 'origin', url: origin.url, connections: 8 }],
+    limits: { headersTimeoutMs: 1000, requestTimeoutMs: 2000 },
+    logging: { level: 'warn', requests: false },
+  });
+  try {
+    const scenario = validateScenario(
+      {
+        version: 1,
+        name: 'test-slow-through-rempart',
+        seconds: 4,
+        legit: [
+          { kind: 'browser', users: 60, pauseMs: [100, 400] },
+          { kind: 'vault', users: 20, pauseMs: [100, 400] },
+          { kind: 'approvals', users: 10, pauseMs: [100, 400] },
+        ],
+        attacks: [
+          { kind: 'slowloris', startSec: 0.5, durationSec: 3, addresses: 20, connections: 200, trickleIntervalMs: 300 },
+          { kind: 'slow-post', startSec: 0.5, durationSec: 3, addresses: 20, connections: 60, trickleIntervalMs: 300, bodyBytes: 4096, path: '/login' },
+        ],
+      },
+      'test',
+    );
+    const r = await runDrill({ scenario, target: gw.url, originUrl: origin.url, quiet: true });
+    assert.ok(r.legit.total.requests > 100, `enough real traffic: ${r.legit.total.requests}`);
+    assert.equal(r.legit.total.successPct, 100, `every real user served: ${JSON.stringify(r.legit.byClass)}`);
+    assert.equal(r.origin.available && r.origin.receivedAttack, 0, 'no slow request reached the origin');
+  } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
