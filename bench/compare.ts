@@ -13,6 +13,8 @@ import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { runDrill } from '../src/drill/engine.ts';
 import { listBuiltins } from '../src/drill/scenario.ts';
 import type { DrillReport } from '../src/drill/report.ts';
+import { ensureDebianTools, nginxBin } from './lib/nginx.ts';
+import { have as haveCmd } from './lib/procs.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ORIGIN_WORKERS = 8;
@@ -171,9 +173,18 @@ async function main(): Promise<number> {
   const systems = (values.systems ? values.systems.split(',').map((s) => s.trim()) : [...SYSTEMS]) as System[];
   for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (known: ${SYSTEMS.join(', ')})`);
   const notes: string[] = [];
-  const have = (bin: string) => { try { execFileSync('which', [bin], { stdio: 'ignore' }); return true; } catch { return false; } };
+  // The comparison is the point: install the proxies from Debian packages when they are missing.
+  const wanted: Record<string, string> = {};
+  if (systems.includes('nginx')) wanted.nginx = 'nginx';
+  if (systems.includes('haproxy')) wanted.haproxy = 'haproxy';
+  try {
+    ensureDebianTools(wanted);
+  } catch (err) {
+    notes.push(`apt-get install failed: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const have = (bin: string) => bin === 'nginx' ? existsSync(nginxBin()) || haveCmd('nginx') : haveCmd(bin);
   const usable = systems.filter((s) => {
-    if ((s === 'nginx' || s === 'haproxy') && !have(s)) { notes.push(`${s}: not installed (apt-get install -y ${s}); skipped`); return false; }
+    if ((s === 'nginx' || s === 'haproxy') && !have(s)) { notes.push(`${s}: not installed and could not be installed; skipped`); return false; }
     if (s === 'rempart-demo' && !existsSync(DEMO_CONFIG)) { notes.push('rempart-demo: examples/postal/rempart.yaml missing; skipped'); return false; }
     if ((s === 'rempart' || s === 'rempart-demo') && !existsSync(path.join(ROOT, 'bin/rempart.js'))) { notes.push(`${s}: bin/rempart.js missing; skipped`); return false; }
     return true;
