@@ -37,6 +37,7 @@ function bodyMayBePending(ctx: RequestContext): boolean {
 export function sendLocalReply(ctx: RequestContext): void {
   const res = ctx.res;
   if (res.headersSent || ctx.finished) return;
+  if (ctx.replyStored !== null) return sendStoredReply(ctx);
   const status = ctx.replyStatus;
   const body = ctx.replyBody !== '' ? ctx.replyBody : errorBody(ctx.reason);
   ctx.status = status;
@@ -53,6 +54,17 @@ export function sendLocalReply(ctx: RequestContext): void {
   }
   res.writeHead(status, headers);
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
+}
+
+/** A stored response (cache hit or stale copy): its status, headers and body, plus ctx.replyHeaders (Age, x-cache). */
+function sendStoredReply(ctx: RequestContext): void {
+  const stored = ctx.replyStored!;
+  const headers = stored.headers.slice();
+  if (ctx.replyHeaders !== null) for (const name in ctx.replyHeaders) headers.push(name, ctx.replyHeaders[name]!);
+  if (bodyMayBePending(ctx)) headers.push('connection', 'close');
+  ctx.status = stored.status;
+  ctx.res.writeHead(stored.status, headers);
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : stored.body);
 }
 
 /** Answer on a raw socket, for errors before a request object exists (parse errors, upgrades). */
