@@ -313,3 +313,60 @@ test('routes that do not cache are untouched, and a route can opt in with cache.
     await up.close();
   }
 });
+
+test('when the request filling a key is abandoned by its client, the requests waiting on it still get answers', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((_req, res) => {
+    void Promise.race([held, sleep(5_000)]).then(() => {
+      if (res.destroyed) return;
+      res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+      res.end('answer');
+    });
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    const abort = new AbortController();
+    const first = fetch(`${gw.url}/k`, { signal: abort.signal }).catch((err: Error) => err);
+    await eventually(() => up.requests.length === 1);
+    const waiters = [get(`${gw.url}/k`), get(`${gw.url}/k`)];
+    await eventually(() => gw.gateway.cache.waiting() === 2);
+    abort.abort();
+    assert.ok((await first) instanceof Error);
+    // The waiters go to the upstream themselves once the fill is abandoned.
+    await eventually(() => up.requests.length === 3 && gw.gateway.cache.waiting() === 0);
+    release();
+    for (const r of await Promise.all(waiters)) {
+      assert.equal(r.status, 200);
+      assert.equal(r.body, 'answer');
+    }
+  } finally {
+    release();
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('a copy stored from an anonymous request does not answer a request with Authorization unless it was public', async () => {
+  const up = await startUpstream((req, res) => {
+    res.writeHead(200, { 'cache-control': req.url === '/public' ? 'public, max-age=60' : 'max-age=60' });
+    res.end(req.url);
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    for (const path of ['/shared', '/public']) {
+      await get(`${gw.url}${path}`);
+      assert.equal((await get(`${gw.url}${path}`)).headers.get('x-cache'), 'HIT');
+    }
+    const authed = await get(`${gw.url}/shared`, { authorization: 'Bearer t' });
+    assert.equal(authed.headers.get('x-cache'), null);
+    assert.equal((await get(`${gw.url}/public`, { authorization: 'Bearer t' })).headers.get('x-cache'), 'HIT');
+    assert.equal(up.requests.filter((r) => r.url === '/shared').length, 2);
+    assert.equal(up.requests.filter((r) => r.url === '/public').length, 1);
+    const line = gw.logs.filter((l) => l.msg === 'request').find((l) => l.cache === 'bypass:authorization');
+    assert.ok(line);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

@@ -298,6 +298,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       const reason = ctx.reason;
       core.standIn(ctx, usable, 'stale:shed');
       ctx.reason = reason;
+      tap.answered = true;
       return true;
     },
   };
