@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { startGateway, startUpstream, sleep } from './helpers.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { startPostalOrigin } from '../examples/postal/origin.ts';
+import { ConfigError, validateConfig } from '../src/config/load.ts';
 
 interface Answer {
   status: number;
@@ -368,5 +369,15 @@ test('a copy stored from an anonymous request does not answer a request with Aut
   } finally {
     await gw.close();
     await up.close();
+  }
+});
+
+test('cache settings have defaults, and a misspelt cache key stops start-up', () => {
+  const base = { version: 1, listeners: [{ address: '127.0.0.1:8080' }], upstreams: [{ name: 'app', url: 'http://127.0.0.1:3000' }] };
+  const ok = validateConfig({ ...base, routes: [{ name: 't', upstream: 'app', class: 'cacheable', cache: {} }] });
+  assert.deepEqual(ok.cache, { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 1024 * 1024 });
+  assert.deepEqual(ok.routes[0]!.cache, { queryParams: [], staleWhileRevalidateMs: 10_000, staleIfErrorMs: 86_400_000 });
+  for (const bad of [{ routes: [{ name: 't', upstream: 'app', cache: { enabeld: true } }] }, { routes: [{ name: 't', upstream: 'app' }], cache: { maxByte: 1 } }]) {
+    assert.throws(() => validateConfig({ ...base, ...bad }), (err: unknown) => err instanceof ConfigError && err.code === 'RMP_ERR_CONFIG_INVALID');
   }
 });

@@ -180,6 +180,11 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         settled = true;
         waiting--;
         clearTimeout(timer);
+        if (ctx.finished) {
+          // The client left while waiting: nothing to answer, nothing to fetch.
+          resolve(Verdict.Reply);
+          return;
+        }
         const now = clock.now();
         if (o.entry !== null && now < o.entry.freshUntil && sameVariant(o.entry, ctx.req.headers) && (o.entry.isPublic || ctx.req.headers.authorization === undefined)) {
           count(route, R_COLLAPSED);
@@ -206,6 +211,10 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         waiting--;
         const i = flight.waiters.indexOf(waiter);
         if (i !== -1) flight.waiters.splice(i, 1);
+        if (ctx.finished) {
+          resolve(Verdict.Reply);
+          return;
+        }
         count(route, R_MISS);
         goToOrigin(ctx, stale, 'miss:collapse_timeout');
         resolve(Verdict.Continue);
