@@ -108,7 +108,6 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     standIn(ctx, entry, note) {
       ctx.cache = note;
       replyWith(ctx, entry, 'STALE');
-      ctx.decision = 'stale';
     },
     onUpstreamError(ctx, code) {
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
