@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { validateConfig } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
-import { createGateway, type Gateway } from '../src/server/gateway.ts';
+import { createGateway, type Gateway, type GatewayOptions } from '../src/server/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
 
 export interface RecordedRequest {
@@ -83,7 +83,7 @@ export interface TestGateway {
  * Start a gateway on 127.0.0.1:0. `partial` is merged over a minimal config whose one route sends
  * everything to `upstreamUrl`.
  */
-export async function startGateway(upstreamUrl: string, partial: Record<string, unknown> = {}): Promise<TestGateway> {
+export async function startGateway(upstreamUrl: string, partial: Record<string, unknown> = {}, options: GatewayOptions = {}): Promise<TestGateway> {
   const base: Record<string, unknown> = {
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],
@@ -94,7 +94,7 @@ export async function startGateway(upstreamUrl: string, partial: Record<string, 
   };
   const config: Config = validateConfig({ ...base, ...partial }, '(test)');
   const { lines, stream } = memoryLog();
-  const gateway = await createGateway(config, { logger: createLogger(config.logging.level, stream) });
+  const gateway = await createGateway(config, { ...options, logger: createLogger(config.logging.level, stream) });
   await gateway.start();
   const { listeners, admin } = gateway.addresses();
   const port = listeners[0]!.port;

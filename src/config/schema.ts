@@ -84,6 +84,25 @@ const RouteSchema = Obj(
     upstream: Type.String({ description: 'Name of the upstream to forward to.' }),
     class: ClassSchema,
     maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Largest request body for this route; defaults to `limits.maxBodyBytes`. Over it: 413.' })),
+    cache: Type.Optional(
+      Obj(
+        {
+          enabled: Type.Optional(Type.Boolean({ description: 'Answer from the response cache. Defaults to on for class `cacheable`, off otherwise.' })),
+          queryParams: Type.Array(Type.String({ minLength: 1 }), {
+            default: [],
+            description: 'Query parameters that are part of the cache key (sorted, re-encoded). Any other parameter is ignored by the key, so random query strings cannot bust the cache.',
+          }),
+          staleWhileRevalidateMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 10000, description: 'After freshness ends, serve the stale copy this long while one background request refreshes it.' }),
+          staleIfErrorMs: Type.Integer({
+            minimum: 0,
+            maximum: 2592000000,
+            default: 86400000,
+            description: 'After freshness ends, serve the stale copy this long whenever the upstream fails (connection error, timeout, 5xx) or the request would be shed.',
+          }),
+        },
+        { description: 'Response cache for this route (see docs/cache.md). The response\u2019s stale-while-revalidate / stale-if-error directives can widen the stale windows.' },
+      ),
+    ),
   },
   { description: 'Which requests go where, and what they are worth. Routes are tried in order; the first match wins.' },
 );
@@ -139,6 +158,13 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'Structured JSON logs on standard output (pino).' },
     ),
+    cache: Obj(
+      {
+        maxBytes: Type.Integer({ minimum: 0, maximum: 68719476736, default: 67108864, description: 'Most memory the response cache holds, bodies and headers together; least recently used entries are evicted past it.' }),
+        maxObjectBytes: Type.Integer({ minimum: 0, maximum: 1073741824, default: 1048576, description: 'Largest response body stored; larger ones pass through uncached.' }),
+      },
+      { default: {}, description: 'The in-memory response cache shared by routes that enable it (docs/cache.md).' },
+    ),
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },
   { description: 'Rempart configuration file.' },
@@ -149,4 +175,5 @@ export type ListenerConfig = Config['listeners'][number];
 export type UpstreamConfig = Config['upstreams'][number];
 export type RouteConfig = Config['routes'][number];
 export type LimitsConfig = Config['limits'];
+export type RouteCacheConfig = NonNullable<RouteConfig['cache']>;
 export type { TSchema };

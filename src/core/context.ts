@@ -5,7 +5,29 @@ import type { ErrorCode } from './errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
 
 /** The decision a request ended with, as counted in metrics (label `decision`). */
-export type Decision = 'forwarded' | 'refused' | 'upstream_error' | 'aborted';
+export type Decision = 'forwarded' | 'refused' | 'upstream_error' | 'aborted' | 'cache_hit' | 'stale';
+
+/** A stored response to answer with (the cache phase), in place of replyStatus/replyBody. */
+export interface StoredReply {
+  readonly status: number;
+  /** Flat [name, value, …] pairs. */
+  readonly headers: readonly string[];
+  readonly body: Buffer;
+}
+
+/**
+ * Watches the upstream response of a request the cache may store (src/phases/cache). The forward
+ * handler calls it only when ctx.cacheTap is set: requests of other routes pay one null check.
+ */
+export interface ResponseTap {
+  /** True when the tap answered the client itself (a stale copy instead of a 5xx): the upstream body is then read and dropped. */
+  onHeaders(status: number, rawHeaders: Buffer[]): boolean;
+  onData(chunk: Buffer): void;
+  onComplete(): void;
+  onError(err: Error): void;
+  /** Whether the tap answered the client (the forward handler then leaves the client response alone). */
+  readonly answered: boolean;
+}
 
 export class RequestContext {
   readonly req: IncomingMessage;
@@ -33,6 +55,12 @@ export class RequestContext {
   replyStatus: number;
   replyBody: string;
   replyHeaders: Record<string, string> | null;
+  /** A stored response to answer with instead (a cache hit or stale copy). */
+  replyStored: StoredReply | null;
+  /** The cache's decision and why, for the log line ('' when the route does not cache). */
+  cache: string;
+  /** Set by the cache phase when the upstream response may be stored or stood in for. */
+  cacheTap: ResponseTap | null;
   /** Status sent to the client (0 until then). */
   status: number;
   /** Status the upstream sent (0 if none). */
@@ -60,6 +88,9 @@ export class RequestContext {
     this.replyStatus = 0;
     this.replyBody = '';
     this.replyHeaders = null;
+    this.replyStored = null;
+    this.cache = '';
+    this.cacheTap = null;
     this.status = 0;
     this.upstreamStatus = 0;
     this.phaseIndex = 0;

@@ -10,7 +10,7 @@ export function createMetrics() {
   // Per-request metrics: hot cells (src/core/hot-metrics.ts), not prom-client children.
   const requests = new HotCounter({
     name: 'rempart_requests_total',
-    help: 'Requests answered, by route, class, decision (forwarded, refused, upstream_error, aborted) and status code.',
+    help: 'Requests answered, by route, class, decision (forwarded, refused, upstream_error, aborted, cache_hit, stale) and status code.',
     labelNames: ['route', 'class', 'decision', 'code'],
   });
   const requestDuration = new HotHistogram({
@@ -19,12 +19,34 @@ export function createMetrics() {
     labelNames: ['route', 'class'],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   });
+  const cacheLookups = new HotCounter({
+    name: 'rempart_cache_lookups_total',
+    help: 'Response cache look-ups on routes that cache, by route and result (hit, miss, stale, collapsed: answered from another request\u2019s fill, bypass: not cacheable).',
+    labelNames: ['route', 'result'],
+  });
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
+  registry.registerMetric(cacheLookups as unknown as Metric);
   const m = {
     registry,
     requests,
     requestDuration,
+    cacheLookups,
+    cacheBytes: new Gauge({
+      name: 'rempart_cache_bytes',
+      help: 'Bytes held by the response cache (bodies, headers, keys and a fixed per-entry overhead).',
+      registers: [registry],
+    }),
+    cacheEntries: new Gauge({
+      name: 'rempart_cache_entries',
+      help: 'Responses held by the response cache (each Vary variant counts).',
+      registers: [registry],
+    }),
+    cacheEvictions: new Counter({
+      name: 'rempart_cache_evictions_total',
+      help: 'Responses evicted from the response cache to stay within cache.maxBytes or the variants per key.',
+      registers: [registry],
+    }),
     refusals: new Counter({
       name: 'rempart_refusals_total',
       help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).',

@@ -30,6 +30,25 @@ export interface CompiledRoute {
   readonly isPrefix: boolean;
   /** Allowed methods, or null for any. */
   readonly methods: ReadonlySet<string> | null;
+  /** Response cache settings, or null when the route does not cache. */
+  readonly cache: CompiledRouteCache | null;
+}
+
+export interface CompiledRouteCache {
+  readonly queryParams: readonly string[];
+  readonly staleWhileRevalidateMs: number;
+  readonly staleIfErrorMs: number;
+}
+
+/** Cache on for `cacheable` routes unless switched off, off for others unless switched on. */
+function compileRouteCache(r: RouteConfig): CompiledRouteCache | null {
+  const enabled = r.cache?.enabled ?? r.class === 'cacheable';
+  if (!enabled) return null;
+  return {
+    queryParams: r.cache?.queryParams ?? [],
+    staleWhileRevalidateMs: r.cache?.staleWhileRevalidateMs ?? 10000,
+    staleIfErrorMs: r.cache?.staleIfErrorMs ?? 86400000,
+  };
 }
 
 export interface Runtime {
@@ -98,6 +117,7 @@ export function compileRuntime(config: Config, previous?: Runtime): { runtime: R
       path: isPrefix ? r.path.slice(0, -1) : r.path,
       isPrefix,
       methods: r.methods ? new Set(r.methods) : null,
+      cache: compileRouteCache(r),
     };
   });
 

@@ -16,6 +16,8 @@ import { compileRuntime, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
 import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
+import { createCachePhase, type CachePhase } from '../phases/cache/index.ts';
+import { systemClock, type Clock } from '../core/clock.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -27,11 +29,15 @@ type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
 
 export interface GatewayOptions {
   logger?: Logger;
+  /** Time for phases that keep time (the cache); tests pass a manual clock. */
+  clock?: Clock;
 }
 
 export interface Gateway {
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** The response cache phase (its store, and serveStaleIfAny for phases that shed). */
+  readonly cache: CachePhase;
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
@@ -63,11 +69,17 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const secureContexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(initial, secureContexts);
 
-  const phases: readonly Phase[] = [createIdentifyPhase(getRuntime), createEdgePhase(getRuntime), createRoutePhase(getRuntime)];
+  const phases: readonly Phase[] = [
+    createIdentifyPhase(getRuntime),
+    createEdgePhase(getRuntime),
+    createRoutePhase(getRuntime),
+    createCachePhase(getRuntime, metrics, options.clock ?? systemClock),
+  ];
+  const cache = phases.find((p) => p.name === 'cache') as CachePhase;
 
   // Metric cells per compiled route (a reload compiles new routes, so a changed class gets new
   // cells), then per decision and status. Keys come from configuration and status codes: small.
-  const DECISIONS = ['forwarded', 'refused', 'upstream_error', 'aborted'] as const;
+  const DECISIONS = ['forwarded', 'refused', 'upstream_error', 'aborted', 'cache_hit', 'stale'] as const;
   interface RouteCells {
     readonly routeName: string;
     readonly cls: string;
@@ -108,6 +120,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
         class: cls,
         decision: ctx.decision,
         reason: ctx.reason || undefined,
+        cache: ctx.cache || undefined,
         upstream: ctx.upstream?.name,
         status: ctx.status,
         durationMs: Math.round(durationSec * 1e6) / 1e3,
@@ -257,6 +270,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   return {
     metrics,
     log,
+    cache,
     runtime: getRuntime,
     async start() {
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));

@@ -34,9 +34,15 @@ function bodyMayBePending(ctx: RequestContext): boolean {
   return !ctx.req.complete && (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0'));
 }
 
+function markClosing(ctx: RequestContext): void {
+  const socket = ctx.req.socket as ClosingSocket | null;
+  if (socket !== null && socket[kClosingReason] === undefined) socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
+}
+
 export function sendLocalReply(ctx: RequestContext): void {
   const res = ctx.res;
   if (res.headersSent || ctx.finished) return;
+  if (ctx.replyStored !== null) return sendStoredReply(ctx);
   const status = ctx.replyStatus;
   const body = ctx.replyBody !== '' ? ctx.replyBody : errorBody(ctx.reason);
   ctx.status = status;
@@ -48,11 +54,24 @@ export function sendLocalReply(ctx: RequestContext): void {
   if (ctx.replyHeaders !== null) Object.assign(headers, ctx.replyHeaders);
   if (status === 400 || bodyMayBePending(ctx)) {
     headers.connection = 'close';
-    const socket = ctx.req.socket as ClosingSocket | null;
-    if (socket !== null && socket[kClosingReason] === undefined) socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
+    markClosing(ctx);
   }
   res.writeHead(status, headers);
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
+}
+
+/** A stored response (cache hit or stale copy): its status, headers and body, plus ctx.replyHeaders (Age, x-cache). */
+function sendStoredReply(ctx: RequestContext): void {
+  const stored = ctx.replyStored!;
+  const headers = stored.headers.slice();
+  if (ctx.replyHeaders !== null) for (const name in ctx.replyHeaders) headers.push(name, ctx.replyHeaders[name]!);
+  if (bodyMayBePending(ctx)) {
+    headers.push('connection', 'close');
+    markClosing(ctx);
+  }
+  ctx.status = stored.status;
+  ctx.res.writeHead(stored.status, headers);
+  ctx.res.end(ctx.req.method === 'HEAD' ? undefined : stored.body);
 }
 
 /** Answer on a raw socket, for errors before a request object exists (parse errors, upgrades). */

@@ -72,6 +72,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const res = this.ctx.res;
     if (res.headersSent || this.ctx.finished) return true;
     this.ctx.upstreamStatus = statusCode;
+    const tap = this.ctx.cacheTap;
+    if (tap !== null && tap.onHeaders(statusCode, rawHeaders)) return true;
     this.ctx.status = statusCode;
     this.resume = resume;
     try {
@@ -85,6 +87,11 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    const tap = this.ctx.cacheTap;
+    if (tap !== null) {
+      tap.onData(chunk);
+      if (tap.answered) return true;
+    }
     const res = this.ctx.res;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
@@ -92,11 +99,21 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    const tap = this.ctx.cacheTap;
+    if (tap !== null) {
+      tap.onComplete();
+      if (tap.answered) return;
+    }
     this.ctx.res.end();
   }
 
   onError(err: Error): void {
     const ctx = this.ctx;
+    const tap = ctx.cacheTap;
+    if (tap !== null) {
+      tap.onError(err);
+      if (tap.answered) return;
+    }
     if (ctx.finished) return; // the client left; nothing to tell
     const { code, status } = classifyUpstreamError(err);
     if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') {

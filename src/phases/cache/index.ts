@@ -1,0 +1,516 @@
+// Phase `cache`: answer routes that cache from memory. A fresh copy is served locally; concurrent
+// misses for one key wait for a single origin request (collapsing); a stale copy is served while one
+// background request refreshes it, and stands in whenever the origin fails or the request is shed.
+// What is stored and for how long: policy.ts; the key: key.ts; the memory bound: store.ts; docs/cache.md.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext, ResponseTap } from '../../core/context.ts';
+import type { CompiledRoute, Runtime } from '../../core/runtime.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import type { CounterCell } from '../../core/hot-metrics.ts';
+import type { Clock } from '../../core/clock.ts';
+import type { ErrorCode } from '../../core/errors.ts';
+import { CacheStore, entrySize, varyValuesOf, type CacheEntry } from './store.ts';
+import { cacheKey } from './key.ts';
+import { decideStore, type StoreDecision } from './policy.ts';
+import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/headers.ts';
+import { classifyUpstreamError } from '../upstream/forward.ts';
+import { sendLocalReply } from '../../server/reply.ts';
+
+export const LOOKUP_RESULTS = ['hit', 'miss', 'stale', 'collapsed', 'bypass'] as const;
+export type LookupResult = (typeof LOOKUP_RESULTS)[number];
+const R_HIT = 0;
+const R_MISS = 1;
+const R_STALE = 2;
+const R_COLLAPSED = 3;
+const R_BYPASS = 4;
+
+/** Variants kept per key: Vary on a header an attacker sets freely must not multiply an entry. */
+export const MAX_VARIANTS_PER_KEY = 8;
+/** Requests waiting on one key's fill; past it they go to the origin themselves. */
+export const MAX_WAITERS_PER_KEY = 1024;
+
+/** Request fields a background refresh does not send: it asks for the whole current response. */
+const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
+
+/** How a fill ended, for the requests that waited on it. */
+interface FlightOutcome {
+  entry: CacheEntry | null;
+  /** Why the upstream failed (error or 5xx), '' if it did not: waiters may then stand a stale copy in. */
+  failure: ErrorCode | '';
+}
+
+/** One origin request in progress for a key, and who waits on it. */
+interface Flight {
+  readonly waiters: ((outcome: FlightOutcome) => void)[];
+}
+
+export interface CachePhase extends Phase {
+  readonly store: CacheStore;
+  /** Requests waiting now on another request's fill of the same key. */
+  waiting(): number;
+  /**
+   * For phases after this one (admission, shedding) and the forward error path: if this request has a
+   * stale copy within its stale-if-error window, make it the reply (decision `stale`, ctx.reason kept
+   * as the caller set it) and return true; the caller then answers with Verdict.Reply / sendLocalReply.
+   */
+  serveStaleIfAny(ctx: RequestContext): boolean;
+}
+
+/** The shared state a tap reports to. */
+interface Core {
+  readonly store: CacheStore;
+  readonly clock: Clock;
+  readonly inflight: Map<string, Flight>;
+  via(): string;
+  afterStoreChange(): void;
+  standIn(ctx: RequestContext, entry: CacheEntry, note: string): void;
+  onUpstreamError(ctx: RequestContext, code: ErrorCode): void;
+}
+
+/**
+ * Create the phase. `metrics` gets lookups by route and result, and the store's size; `clock` decides
+ * freshness (tests drive it).
+ * @example const cache = createCachePhase(getRuntime, metrics, systemClock); // after `route`
+ */
+export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock): CachePhase {
+  const initial = getRuntime().config.cache;
+  const store = new CacheStore({ maxBytes: initial.maxBytes, maxObjectBytes: initial.maxObjectBytes, maxVariants: MAX_VARIANTS_PER_KEY });
+  const inflight = new Map<string, Flight>();
+  let limitsFrom = getRuntime();
+  let evictionsSeen = 0;
+  let waiting = 0;
+  const cellsByRoute = new WeakMap<CompiledRoute, CounterCell[]>();
+
+  function count(route: CompiledRoute, result: number): void {
+    let cells = cellsByRoute.get(route);
+    if (cells === undefined) {
+      cells = LOOKUP_RESULTS.map((r) => metrics.cacheLookups.cell(route.name, r));
+      cellsByRoute.set(route, cells);
+    }
+    cells[result]!.value++;
+  }
+
+  const core: Core = {
+    store,
+    clock,
+    inflight,
+    via: () => getRuntime().config.via,
+    afterStoreChange() {
+      metrics.cacheBytes.set(store.bytes);
+      metrics.cacheEntries.set(store.entries);
+      if (store.evictions !== evictionsSeen) {
+        metrics.cacheEvictions.inc(store.evictions - evictionsSeen);
+        evictionsSeen = store.evictions;
+      }
+    },
+    standIn(ctx, entry, note) {
+      ctx.cache = note;
+      replyWith(ctx, entry, 'STALE');
+    },
+    onUpstreamError(ctx, code) {
+      metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
+    },
+  };
+
+  function replyWith(ctx: RequestContext, entry: CacheEntry, xcache: 'HIT' | 'STALE'): void {
+    ctx.replyStored = entry;
+    ctx.replyStatus = entry.status;
+    ctx.replyHeaders = { age: String(Math.max(0, Math.floor((clock.now() - entry.storedAt) / 1000))), 'x-cache': xcache };
+    ctx.decision = xcache === 'HIT' ? 'cache_hit' : 'stale';
+  }
+
+  /** A stale copy this request may still use when the origin fails, or null. */
+  function usableOnError(entry: CacheEntry | null): CacheEntry | null {
+    return entry !== null && clock.now() < entry.staleUntil ? entry : null;
+  }
+
+  function refresh(ctx: RequestContext, key: string, entry: CacheEntry): void {
+    if (entry.refreshing) return;
+    entry.refreshing = true;
+    const upstream = ctx.upstream!;
+    const reqHeaders = ctx.req.headers;
+    const via = getRuntime().config.via;
+    const all = upstreamRequestHeaders(ctx, via);
+    const headers: string[] = [];
+    for (let i = 0; i < all.length; i += 2) if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+    const rc = ctx.route!.cache!;
+    const hasAuth = reqHeaders.authorization !== undefined;
+    const target = ctx.target;
+    void (async () => {
+      try {
+        const res = await upstream.pool.request({ path: target, method: 'GET', headers });
+        const maxObjectBytes = store.limits.maxObjectBytes;
+        const chunks: Buffer[] = [];
+        let bytes = 0;
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+          bytes += chunk.length;
+          if (bytes > maxObjectBytes) {
+            res.body.destroy();
+            return;
+          }
+          chunks.push(chunk);
+        }
+        const raw: Buffer[] = [];
+        for (const [name, value] of Object.entries(res.headers)) {
+          if (value === undefined) continue;
+          for (const v of Array.isArray(value) ? value : [value]) raw.push(Buffer.from(name, 'latin1'), Buffer.from(v, 'latin1'));
+        }
+        const pairs = clientResponseHeaders(raw, via);
+        const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, rc);
+        if (d.store) {
+          store.put(key, makeEntry(key, res.statusCode, pairs, Buffer.concat(chunks), d, reqHeaders, clock.now()));
+          core.afterStoreChange();
+        }
+      } catch {
+        // The stale copy stays until its windows end; the next request past them goes to the origin.
+      } finally {
+        entry.refreshing = false;
+      }
+    })();
+  }
+
+  function wait(ctx: RequestContext, route: CompiledRoute, flight: Flight, stale: CacheEntry | null): Promise<Verdict> {
+    return new Promise<Verdict>((resolve) => {
+      let settled = false;
+      const waiter = (o: FlightOutcome) => {
+        if (settled) return;
+        settled = true;
+        waiting--;
+        clearTimeout(timer);
+        if (ctx.finished) {
+          // The client left while waiting: nothing to answer, nothing to fetch.
+          resolve(Verdict.Reply);
+          return;
+        }
+        const now = clock.now();
+        if (o.entry !== null && now < o.entry.freshUntil && sameVariant(o.entry, ctx.req.headers) && (o.entry.isPublic || ctx.req.headers.authorization === undefined)) {
+          count(route, R_COLLAPSED);
+          ctx.cache = 'collapsed';
+          replyWith(ctx, o.entry, 'HIT');
+          resolve(Verdict.Reply);
+          return;
+        }
+        const usable = o.failure !== '' ? usableOnError(stale) : null;
+        if (usable !== null) {
+          count(route, R_STALE);
+          ctx.reason = o.failure;
+          core.standIn(ctx, usable, 'stale:error');
+          resolve(Verdict.Reply);
+          return;
+        }
+        count(route, R_MISS);
+        goToOrigin(ctx, stale, o.failure !== '' ? 'miss:fill_failed' : 'miss:fill_not_stored');
+        resolve(Verdict.Continue);
+      };
+      const timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        waiting--;
+        const i = flight.waiters.indexOf(waiter);
+        if (i !== -1) flight.waiters.splice(i, 1);
+        if (ctx.finished) {
+          resolve(Verdict.Reply);
+          return;
+        }
+        count(route, R_MISS);
+        goToOrigin(ctx, stale, 'miss:collapse_timeout');
+        resolve(Verdict.Continue);
+      }, route.upstream.config.headersTimeoutMs);
+      flight.waiters.push(waiter);
+      waiting++;
+    });
+  }
+
+  /** Let the request go to the origin without filling, a stale copy in hand for a failure. */
+  function goToOrigin(ctx: RequestContext, stale: CacheEntry | null, note: string): void {
+    ctx.cache = note;
+    ctx.cacheTap = new CacheTap(core, ctx, '', stale, null);
+  }
+
+  return {
+    name: 'cache',
+    store,
+    waiting: () => waiting,
+    onRequest(ctx: RequestContext) {
+      const route = ctx.route!;
+      const rc = route.cache;
+      if (rc === null) return Verdict.Continue;
+      const rt = getRuntime();
+      if (rt !== limitsFrom) {
+        limitsFrom = rt;
+        store.setLimits({ maxBytes: rt.config.cache.maxBytes, maxObjectBytes: rt.config.cache.maxObjectBytes, maxVariants: MAX_VARIANTS_PER_KEY });
+        core.afterStoreChange();
+      }
+      const req = ctx.req;
+      const method = req.method;
+      if ((method !== 'GET' && method !== 'HEAD') || req.headers.upgrade !== undefined) {
+        count(route, R_BYPASS);
+        ctx.cache = 'bypass:method';
+        return Verdict.Continue;
+      }
+      const key = cacheKey(method, req.headers.host, ctx.target, rc.queryParams);
+      const now = clock.now();
+      let entry = store.get(key, req.headers) ?? null;
+      if (entry !== null && now >= entry.staleUntil) {
+        store.delete(key, entry);
+        core.afterStoreChange();
+        entry = null;
+      }
+      if (entry !== null && !entry.isPublic && req.headers.authorization !== undefined) {
+        // RFC 9111 §3.5: a copy stored from an anonymous request does not answer an authorized one.
+        count(route, R_BYPASS);
+        ctx.cache = 'bypass:authorization';
+        return Verdict.Continue;
+      }
+      if (entry !== null) {
+        if (now < entry.freshUntil) {
+          count(route, R_HIT);
+          ctx.cache = 'hit';
+          replyWith(ctx, entry, 'HIT');
+          return Verdict.Reply;
+        }
+        if (now < entry.staleWhileRevalidateUntil) {
+          count(route, R_STALE);
+          ctx.cache = 'stale:revalidating';
+          replyWith(ctx, entry, 'STALE');
+          refresh(ctx, key, entry);
+          return Verdict.Reply;
+        }
+      }
+      // A miss, or a copy too old for anything but standing in for a failure.
+      const flight = inflight.get(key);
+      if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY) return wait(ctx, route, flight, entry);
+      count(route, R_MISS);
+      // HEAD carries no body to store, and a full waiting list means this one goes alone.
+      if (method === 'GET' && flight === undefined) {
+        const own: Flight = { waiters: [] };
+        inflight.set(key, own);
+        ctx.cache = entry === null ? 'miss' : 'miss:expired';
+        ctx.cacheTap = new CacheTap(core, ctx, key, entry, own);
+      } else {
+        goToOrigin(ctx, entry, entry === null ? 'miss' : 'miss:expired');
+      }
+      return Verdict.Continue;
+    },
+    onDone(ctx: RequestContext) {
+      const tap = ctx.cacheTap;
+      if (tap !== null) (tap as CacheTap).release();
+    },
+    serveStaleIfAny(ctx: RequestContext): boolean {
+      const tap = ctx.cacheTap as CacheTap | null;
+      if (tap === null || tap.answered) return false;
+      const usable = usableOnError(tap.stale);
+      if (usable === null) return false;
+      const reason = ctx.reason;
+      core.standIn(ctx, usable, 'stale:shed');
+      ctx.reason = reason;
+      tap.answered = true;
+      return true;
+    },
+  };
+}
+
+function sameVariant(entry: CacheEntry, headers: IncomingHttpHeaders): boolean {
+  const values = varyValuesOf(entry.varyNames, headers);
+  for (let i = 0; i < values.length; i++) if (values[i] !== entry.varyValues[i]) return false;
+  return true;
+}
+
+/** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
+function decideFromPairs(method: string, status: number, pairs: readonly string[], hasAuth: boolean, windows: { staleWhileRevalidateMs: number; staleIfErrorMs: number }): StoreDecision {
+  let cacheControl: string | undefined;
+  let vary = '';
+  let ageSec = 0;
+  let hasSetCookie = false;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const name = pairs[i]!.toLowerCase();
+    const value = pairs[i + 1]!;
+    if (name === 'cache-control') cacheControl = cacheControl === undefined ? value : `${cacheControl}, ${value}`;
+    else if (name === 'set-cookie') hasSetCookie = true;
+    else if (name === 'vary') vary = vary === '' ? value : `${vary}, ${value}`;
+    else if (name === 'age' && /^[0-9]{1,10}$/.test(value.trim())) ageSec = Number(value.trim());
+  }
+  return decideStore({ method, status, cacheControl, hasSetCookie, vary, ageSec, requestHasAuthorization: hasAuth }, windows);
+}
+
+/** Build an entry: our own Content-Length (the body is whole) and Age (computed when served). */
+function makeEntry(
+  key: string,
+  status: number,
+  pairs: readonly string[],
+  body: Buffer,
+  d: Extract<StoreDecision, { store: true }>,
+  reqHeaders: IncomingHttpHeaders,
+  now: number,
+): CacheEntry {
+  const headers: string[] = [];
+  let ageSec = 0;
+  for (let i = 0; i < pairs.length; i += 2) {
+    const lower = pairs[i]!.toLowerCase();
+    if (lower === 'age') {
+      const v = Number(pairs[i + 1]!.trim());
+      if (Number.isFinite(v) && v >= 0) ageSec = v;
+      continue;
+    }
+    if (lower === 'content-length' || lower === 'set-cookie' || lower === 'x-cache') continue;
+    headers.push(pairs[i]!, pairs[i + 1]!);
+  }
+  headers.push('content-length', String(body.length));
+  const freshUntil = now + d.freshForMs;
+  return {
+    status,
+    headers,
+    body,
+    storedAt: now - ageSec * 1000,
+    freshUntil,
+    staleWhileRevalidateUntil: freshUntil + d.staleWhileRevalidateMs,
+    staleUntil: freshUntil + Math.max(d.staleWhileRevalidateMs, d.staleIfErrorMs),
+    varyNames: d.varyNames,
+    varyValues: varyValuesOf(d.varyNames, reqHeaders),
+    isPublic: d.isPublic,
+    sizeBytes: entrySize(key, headers, body),
+    refreshing: false,
+  };
+}
+
+/**
+ * Watches one forwarded response. As the filler of a key (it owns `flight`) it copies a storable
+ * response's body as it streams to the client, stores it at the end and wakes the waiters. With a
+ * stale copy in hand it stands in for an upstream failure: an error before the head, or a 5xx head.
+ */
+class CacheTap implements ResponseTap {
+  readonly core: Core;
+  readonly ctx: RequestContext;
+  readonly key: string;
+  readonly stale: CacheEntry | null;
+  flight: Flight | null;
+  answered: boolean;
+  decision: StoreDecision | null;
+  headers: string[] | null;
+  chunks: Buffer[] | null;
+  bytes: number;
+
+  constructor(core: Core, ctx: RequestContext, key: string, stale: CacheEntry | null, flight: Flight | null) {
+    this.core = core;
+    this.ctx = ctx;
+    this.key = key;
+    this.stale = stale;
+    this.flight = flight;
+    this.answered = false;
+    this.decision = null;
+    this.headers = null;
+    this.chunks = null;
+    this.bytes = 0;
+  }
+
+  #usableStale(): CacheEntry | null {
+    const s = this.stale;
+    return s !== null && this.core.clock.now() < s.staleUntil ? s : null;
+  }
+
+  onHeaders(status: number, rawHeaders: Buffer[]): boolean {
+    const ctx = this.ctx;
+    if (status >= 500) {
+      const stale = this.#usableStale();
+      if (stale !== null) {
+        ctx.reason = 'RMP_ERR_UPSTREAM_STATUS';
+        this.core.onUpstreamError(ctx, 'RMP_ERR_UPSTREAM_STATUS');
+        this.core.standIn(ctx, stale, 'stale:upstream_5xx');
+        this.answered = true;
+        sendLocalReply(ctx);
+        this.finish('RMP_ERR_UPSTREAM_STATUS');
+        return true;
+      }
+    }
+    if (this.flight === null) return false;
+    const pairs = clientResponseHeaders(rawHeaders, this.core.via());
+    const rc = ctx.route!.cache!;
+    const d = decideFromPairs('GET', status, pairs, ctx.req.headers.authorization !== undefined, rc);
+    if (!d.store) {
+      ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
+      this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
+      return false;
+    }
+    const lengthPos = pairs.findIndex((v, i) => i % 2 === 0 && v.toLowerCase() === 'content-length');
+    if (lengthPos !== -1 && Number(pairs[lengthPos + 1]) > this.core.store.limits.maxObjectBytes) {
+      ctx.cache = `${ctx.cache}:not_stored:too_large`;
+      this.finish('');
+      return false;
+    }
+    this.decision = d;
+    this.headers = pairs;
+    this.chunks = [];
+    return false;
+  }
+
+  onData(chunk: Buffer): void {
+    const chunks = this.chunks;
+    if (chunks === null) return;
+    this.bytes += chunk.length;
+    if (this.bytes > this.core.store.limits.maxObjectBytes) {
+      this.chunks = null;
+      this.ctx.cache = `${this.ctx.cache}:not_stored:too_large`;
+      this.finish('');
+      return;
+    }
+    chunks.push(chunk);
+  }
+
+  onComplete(): void {
+    const chunks = this.chunks;
+    const d = this.decision;
+    if (chunks === null || d === null || !d.store || this.answered) {
+      this.finish('');
+      return;
+    }
+    this.chunks = null;
+    const core = this.core;
+    const entry = makeEntry(this.key, this.ctx.upstreamStatus, this.headers!, Buffer.concat(chunks, this.bytes), d, this.ctx.req.headers, core.clock.now());
+    if (core.store.put(this.key, entry)) {
+      core.afterStoreChange();
+      this.ctx.cache = `${this.ctx.cache}:stored`;
+      this.finish('', entry);
+    } else {
+      this.finish('');
+    }
+  }
+
+  onError(err: Error): void {
+    this.chunks = null;
+    const ctx = this.ctx;
+    if (this.answered) return;
+    const { code } = classifyUpstreamError(err);
+    const upstreamFault = code.startsWith('RMP_ERR_UPSTREAM_');
+    if (upstreamFault && !ctx.finished && !ctx.res.headersSent) {
+      const stale = this.#usableStale();
+      if (stale !== null) {
+        ctx.reason = code;
+        this.core.onUpstreamError(ctx, code);
+        this.core.standIn(ctx, stale, 'stale:error');
+        this.answered = true;
+        sendLocalReply(ctx);
+      }
+    }
+    this.finish(upstreamFault ? code : '');
+  }
+
+  /** The request is over (the phase's onDone): wake anyone still waiting. */
+  release(): void {
+    const ctx = this.ctx;
+    const failed = ctx.decision === 'upstream_error' || ctx.decision === 'stale';
+    this.finish(failed && ctx.reason !== '' ? ctx.reason : ctx.upstreamStatus >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
+  }
+
+  /** Hand the outcome to the requests waiting on this fill (once). */
+  finish(failure: ErrorCode | '', entry: CacheEntry | null = null): void {
+    const flight = this.flight;
+    if (flight === null) return;
+    this.flight = null;
+    const inflight = this.core.inflight;
+    if (inflight.get(this.key) === flight) inflight.delete(this.key);
+    const outcome: FlightOutcome = { entry, failure };
+    for (const w of flight.waiters) w(outcome);
+  }
+}

@@ -1,0 +1,138 @@
+// What the cache may store and for how long: Cache-Control parsing (RFC 9111 §5.2) and the
+// storability rules of a shared cache (§3), kept deliberately narrow. No heuristic freshness: a
+// response without max-age or s-maxage is never stored, so an origin opts in explicitly.
+
+/** The response directives the cache acts on. Ages in seconds; -1 when absent. */
+export interface CacheControl {
+  maxAgeSec: number;
+  sMaxAgeSec: number;
+  staleWhileRevalidateSec: number;
+  staleIfErrorSec: number;
+  noStore: boolean;
+  noCache: boolean;
+  isPrivate: boolean;
+  isPublic: boolean;
+}
+
+/** Parse a Cache-Control value (or the comma-joined values of several fields). Unknown directives are ignored. */
+export function parseCacheControl(value: string | undefined): CacheControl {
+  const cc: CacheControl = {
+    maxAgeSec: -1,
+    sMaxAgeSec: -1,
+    staleWhileRevalidateSec: -1,
+    staleIfErrorSec: -1,
+    noStore: false,
+    noCache: false,
+    isPrivate: false,
+    isPublic: false,
+  };
+  if (value === undefined || value === '') return cc;
+  for (const part of value.split(',')) {
+    const eq = part.indexOf('=');
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    const arg = eq === -1 ? '' : part.slice(eq + 1).trim().replace(/^"|"$/g, '');
+    switch (name) {
+      case 'max-age':
+        cc.maxAgeSec = seconds(arg, cc.maxAgeSec);
+        break;
+      case 's-maxage':
+        cc.sMaxAgeSec = seconds(arg, cc.sMaxAgeSec);
+        break;
+      case 'stale-while-revalidate':
+        cc.staleWhileRevalidateSec = seconds(arg, cc.staleWhileRevalidateSec);
+        break;
+      case 'stale-if-error':
+        cc.staleIfErrorSec = seconds(arg, cc.staleIfErrorSec);
+        break;
+      case 'no-store':
+        cc.noStore = true;
+        break;
+      case 'no-cache':
+        cc.noCache = true;
+        break;
+      case 'private':
+        cc.isPrivate = true;
+        break;
+      case 'public':
+        cc.isPublic = true;
+        break;
+    }
+  }
+  return cc;
+}
+
+/** A delta-seconds argument; an invalid one keeps the previous value (RFC 9111 §1.2.2: be strict, never guess). */
+function seconds(arg: string, previous: number): number {
+  if (!/^[0-9]{1,10}$/.test(arg)) return previous;
+  return Number(arg);
+}
+
+/** What a response's head says about storing it. */
+export interface ResponseFacts {
+  method: string;
+  status: number;
+  cacheControl: string | undefined;
+  hasSetCookie: boolean;
+  /** The Vary field value ('' when absent). */
+  vary: string;
+  /** The Age field, in seconds (0 when absent or invalid). */
+  ageSec: number;
+  requestHasAuthorization: boolean;
+}
+
+/** The stale windows a route grants, in ms; the response's stale-* directives can only widen them. */
+export interface StaleWindows {
+  staleWhileRevalidateMs: number;
+  staleIfErrorMs: number;
+}
+
+export type StoreDecision =
+  | { store: false; reason: string }
+  | {
+      store: true;
+      /** Lower-cased header names the variant is chosen by. */
+      varyNames: string[];
+      freshForMs: number;
+      staleWhileRevalidateMs: number;
+      staleIfErrorMs: number;
+      isPublic: boolean;
+    };
+
+const STORABLE_STATUS = new Set([200, 301]);
+
+/**
+ * May this response be stored, and for how long? The reason names the first rule that refused,
+ * for logs (`cache` field) and tests.
+ */
+export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreDecision {
+  if (facts.method !== 'GET') return { store: false, reason: 'method' };
+  if (!STORABLE_STATUS.has(facts.status)) return { store: false, reason: 'status' };
+  if (facts.hasSetCookie) return { store: false, reason: 'set_cookie' };
+  const cc = parseCacheControl(facts.cacheControl);
+  if (cc.noStore) return { store: false, reason: 'no_store' };
+  if (cc.isPrivate) return { store: false, reason: 'private' };
+  // no-cache: storable, but every use needs a revalidation we do not do; not worth storing.
+  if (cc.noCache) return { store: false, reason: 'no_cache' };
+  // RFC 9111 §3.5: a response to an authorized request is shared only when the origin says so.
+  if (facts.requestHasAuthorization && !cc.isPublic && cc.sMaxAgeSec < 0) return { store: false, reason: 'authorization' };
+  const lifetimeSec = cc.sMaxAgeSec >= 0 ? cc.sMaxAgeSec : cc.maxAgeSec;
+  if (lifetimeSec < 0) return { store: false, reason: 'no_freshness' };
+  const freshForMs = (lifetimeSec - facts.ageSec) * 1000;
+  if (freshForMs <= 0) return { store: false, reason: 'expired' };
+  const varyNames: string[] = [];
+  for (const v of facts.vary.split(',')) {
+    const name = v.trim().toLowerCase();
+    if (name === '') continue;
+    if (name === '*') return { store: false, reason: 'vary_star' };
+    if (!varyNames.includes(name)) varyNames.push(name);
+  }
+  varyNames.sort();
+  return {
+    store: true,
+    varyNames,
+    freshForMs,
+    staleWhileRevalidateMs: Math.max(windows.staleWhileRevalidateMs, cc.staleWhileRevalidateSec * 1000),
+    staleIfErrorMs: Math.max(windows.staleIfErrorMs, cc.staleIfErrorSec * 1000),
+    isPublic: cc.isPublic || cc.sMaxAgeSec >= 0,
+  };
+}

@@ -1,0 +1,383 @@
+// The response cache end to end: a real gateway on port 0 in front of a recording upstream or the
+// postal origin. Time is a manual clock, so freshness and stale windows pass without sleeping.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGateway, startUpstream, sleep } from './helpers.ts';
+import { createManualClock } from '../src/core/clock.ts';
+import { startPostalOrigin } from '../examples/postal/origin.ts';
+import { ConfigError, validateConfig } from '../src/config/load.ts';
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+async function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
+  const res = await fetch(url, { headers, method });
+  return { status: res.status, headers: res.headers, body: await res.text() };
+}
+
+/** Poll `check` until it holds, for at most `ms` (a loaded machine gets the whole budget). */
+async function eventually(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail('condition not reached in time');
+    await sleep(20);
+  }
+}
+
+const cacheableRoute = { name: 'tracking', path: '/*', upstream: 'origin', class: 'cacheable' };
+
+test('a second request for a cacheable response is answered from memory: HIT, Age, one upstream request', async () => {
+  const up = await startUpstream((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'public, max-age=60', 'x-origin': 'up' });
+    res.end(JSON.stringify({ url: req.url }));
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] }, { clock });
+  try {
+    const first = await get(`${gw.url}/track/A`);
+    assert.equal(first.status, 200);
+    assert.equal(first.headers.get('x-cache'), null);
+    clock.advance(5_000);
+    const second = await get(`${gw.url}/track/A`);
+    assert.equal(second.status, 200);
+    assert.equal(second.headers.get('x-cache'), 'HIT');
+    assert.equal(second.headers.get('age'), '5');
+    assert.equal(second.headers.get('content-type'), 'application/json');
+    assert.equal(second.headers.get('x-origin'), 'up');
+    assert.equal(second.body, first.body);
+    const head = await fetch(`${gw.url}/track/A`, { method: 'HEAD' });
+    assert.equal(head.headers.get('x-cache'), 'HIT');
+    assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(first.body)));
+    assert.equal(up.requests.length, 1);
+
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="hit"\} 2$/m);
+    assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="miss"\} 1$/m);
+    assert.match(metrics, /^rempart_requests_total\{route="tracking",class="cacheable",decision="cache_hit",code="200"\} 2$/m);
+    assert.match(metrics, /^rempart_cache_entries 1$/m);
+    assert.match(metrics, /^rempart_cache_bytes [1-9]\d*$/m);
+    const lines = gw.logs.filter((l) => l.msg === 'request');
+    assert.equal(lines[0]!.cache, 'miss:stored');
+    assert.equal(lines[1]!.cache, 'hit');
+    assert.equal(lines[1]!.decision, 'cache_hit');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('responses with Set-Cookie, private, no-store, no freshness or a 5xx status are never stored', async () => {
+  const kinds: Record<string, Record<string, string>> = {
+    '/cookie': { 'cache-control': 'public, max-age=60', 'set-cookie': 'sid=1' },
+    '/private': { 'cache-control': 'private, max-age=60' },
+    '/nostore': { 'cache-control': 'no-store' },
+    '/plain': {},
+  };
+  const up = await startUpstream((req, res) => {
+    const h = kinds[req.url!];
+    res.writeHead(h ? 200 : 500, h ?? { 'cache-control': 'public, max-age=60' });
+    res.end('x');
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    for (const path of [...Object.keys(kinds), '/error']) {
+      for (let i = 0; i < 2; i++) {
+        const r = await get(`${gw.url}${path}`);
+        assert.equal(r.headers.get('x-cache'), null, path);
+      }
+      assert.equal(up.requests.filter((r) => r.url === path).length, 2, `${path} reached the upstream each time`);
+    }
+    const notes = gw.logs.filter((l) => l.msg === 'request').map((l) => l.cache);
+    for (const reason of ['set_cookie', 'private', 'no_store', 'no_freshness', 'status']) assert.ok(notes.includes(`miss:not_stored:${reason}`), reason);
+    assert.equal(gw.gateway.cache.store.entries, 0);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('Vary: Accept-Encoding keeps one variant per encoding', async () => {
+  const up = await startUpstream((req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'Accept-Encoding' });
+    res.end(`variant for ${req.headers['accept-encoding'] ?? 'none'}`);
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    for (let round = 0; round < 2; round++) {
+      for (const enc of ['gzip', 'br']) {
+        const r = await get(`${gw.url}/page`, { 'accept-encoding': enc });
+        assert.equal(r.body, `variant for ${enc}`);
+        assert.equal(r.headers.get('x-cache'), round === 0 ? null : 'HIT');
+      }
+    }
+    assert.equal(up.requests.length, 2);
+    assert.equal(gw.gateway.cache.store.entries, 2);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('50 concurrent misses for one key send exactly one request to the upstream and all 50 get the answer', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((_req, res) => {
+    // Answer only once everyone is queued behind the first request (or after a generous bound).
+    void Promise.race([held, sleep(5_000)]).then(() => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+      res.end('the one answer');
+    });
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    const answers = Array.from({ length: 50 }, () => get(`${gw.url}/track/hot`));
+    // The first request is at the upstream; the 49 others wait on it in the gateway.
+    await eventually(() => up.requests.length === 1 && gw.gateway.cache.waiting() === 49);
+    release();
+    const all = await Promise.all(answers);
+    for (const a of all) {
+      assert.equal(a.status, 200);
+      assert.equal(a.body, 'the one answer');
+    }
+    assert.equal(up.requests.length, 1);
+    const notes = gw.logs.filter((l) => l.msg === 'request').map((l) => l.cache);
+    assert.equal(notes.filter((n) => n === 'miss:stored').length, 1);
+    assert.equal(notes.length, 50);
+    assert.equal(notes.filter((n) => n === 'collapsed').length, 49);
+    assert.equal(gw.gateway.cache.waiting(), 0);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="collapsed"\} 49$/m);
+  } finally {
+    release();
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('a response larger than cache.maxObjectBytes passes through and is not stored', async () => {
+  const up = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60' });
+    res.end(Buffer.alloc(5000, 'a'));
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute], cache: { maxObjectBytes: 1000 } });
+  try {
+    for (let i = 0; i < 2; i++) assert.equal((await get(`${gw.url}/big`)).body.length, 5000);
+    assert.equal(up.requests.length, 2);
+    assert.equal(gw.gateway.cache.store.entries, 0);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('postal tracking: random query strings do not bust the cache (20 requests, 1 origin request)', async () => {
+  const origin = await startPostalOrigin({ port: 0, workers: 8, serviceTimeMs: 1, queueLength: 100 });
+  const gw = await startGateway(origin.url, {
+    routes: [{ name: 'tracking', path: '/track/*', methods: ['GET', 'HEAD'], upstream: 'origin', class: 'cacheable' }],
+  });
+  try {
+    for (let i = 0; i < 20; i++) {
+      const r = await get(`${gw.url}/track/A?x=${Math.random().toString(36).slice(2)}`);
+      assert.equal(r.status, 200);
+      assert.equal(JSON.parse(r.body).id, 'A');
+    }
+    assert.equal(origin.stats().byRoute['GET /track/:id'], 1);
+  } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
+
+test('postal origin down: tracking is still answered from the stale copy while a non-cacheable route gets 502', async () => {
+  const origin = await startPostalOrigin({ port: 0, workers: 8, serviceTimeMs: 1, queueLength: 100 });
+  const clock = createManualClock();
+  const gw = await startGateway(
+    origin.url,
+    {
+      routes: [
+        { name: 'tracking', path: '/track/*', methods: ['GET', 'HEAD'], upstream: 'origin', class: 'cacheable' },
+        { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
+      ],
+    },
+    { clock },
+  );
+  try {
+    const fresh = await get(`${gw.url}/track/6A12345678901`);
+    assert.equal(fresh.status, 200);
+    // Past max-age=30 and the 10 s stale-while-revalidate window: usable only when the origin fails.
+    clock.advance(30_000 + 10_000 + 1_000);
+    origin.setDown(true);
+    const stale = await get(`${gw.url}/track/6A12345678901`);
+    assert.equal(stale.status, 200);
+    assert.equal(stale.headers.get('x-cache'), 'STALE');
+    assert.equal(stale.body, fresh.body);
+    const site = await get(`${gw.url}/`);
+    assert.equal(site.status, 502);
+    const lines = gw.logs.filter((l) => l.msg === 'request');
+    const staleLine = lines.find((l) => l.decision === 'stale')!;
+    assert.equal(staleLine.cache, 'stale:error');
+    assert.match(String(staleLine.reason), /^RMP_ERR_UPSTREAM_/);
+    // A tracking id never seen before has no copy: the failure shows.
+    assert.equal((await get(`${gw.url}/track/NEVERSEEN`)).status, 502);
+    // Past the stale-if-error window (24 h by default) the copy is gone too.
+    clock.advance(86_400_000);
+    assert.equal((await get(`${gw.url}/track/6A12345678901`)).status, 502);
+  } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
+
+test('a 5xx from the origin is replaced by the stale copy while within stale-if-error', async () => {
+  let failing = false;
+  const up = await startUpstream((_req, res) => {
+    if (failing) {
+      res.writeHead(503, { 'retry-after': '1' });
+      res.end('overloaded');
+      return;
+    }
+    res.writeHead(200, { 'cache-control': 'max-age=10' });
+    res.end('good copy');
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(up.url, { routes: [{ ...cacheableRoute, cache: { staleWhileRevalidateMs: 0 } }] }, { clock });
+  try {
+    assert.equal((await get(`${gw.url}/x`)).body, 'good copy');
+    clock.advance(11_000);
+    failing = true;
+    const r = await get(`${gw.url}/x`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'good copy');
+    assert.equal(r.headers.get('x-cache'), 'STALE');
+    assert.equal(up.requests.length, 2);
+    const line = gw.logs.filter((l) => l.msg === 'request').at(-1)!;
+    assert.equal(line.reason, 'RMP_ERR_UPSTREAM_STATUS');
+    assert.equal(line.cache, 'stale:upstream_5xx');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('stale-while-revalidate serves the stale copy at once and one background request updates the entry', async () => {
+  let version = 0;
+  const up = await startUpstream((_req, res) => {
+    version++;
+    res.writeHead(200, { 'cache-control': 'public, max-age=10' });
+    res.end(`v${version}`);
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] }, { clock });
+  try {
+    assert.equal((await get(`${gw.url}/t`)).body, 'v1');
+    clock.advance(12_000); // stale, within the default 10 s stale-while-revalidate window
+    const stale = await get(`${gw.url}/t`);
+    assert.equal(stale.body, 'v1');
+    assert.equal(stale.headers.get('x-cache'), 'STALE');
+    await eventually(async () => {
+      const r = await get(`${gw.url}/t`);
+      return r.body === 'v2' && r.headers.get('x-cache') === 'HIT';
+    });
+    assert.equal(up.requests.length, 2, 'one background refresh, however many stale answers');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('routes that do not cache are untouched, and a route can opt in with cache.enabled', async () => {
+  const up = await startUpstream((_req, res) => {
+    res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+    res.end('x');
+  });
+  const gw = await startGateway(up.url, {
+    routes: [
+      { name: 'optin', path: '/in/*', upstream: 'origin', class: 'public', cache: { enabled: true } },
+      { name: 'optout', path: '/out/*', upstream: 'origin', class: 'cacheable', cache: { enabled: false } },
+      { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
+    ],
+  });
+  try {
+    for (const p of ['/in/a', '/out/a', '/site']) for (let i = 0; i < 2; i++) await get(`${gw.url}${p}`);
+    assert.equal(up.requests.filter((r) => r.url === '/in/a').length, 1);
+    assert.equal(up.requests.filter((r) => r.url === '/out/a').length, 2);
+    assert.equal(up.requests.filter((r) => r.url === '/site').length, 2);
+    const post = await fetch(`${gw.url}/in/a`, { method: 'POST', body: 'x' });
+    assert.equal(post.headers.get('x-cache'), null);
+    await post.text();
+    assert.equal(up.requests.filter((r) => r.url === '/in/a').length, 2, 'POST bypasses the cache');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('when the request filling a key is abandoned by its client, the requests waiting on it still get answers', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((_req, res) => {
+    void Promise.race([held, sleep(5_000)]).then(() => {
+      if (res.destroyed) return;
+      res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+      res.end('answer');
+    });
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    const abort = new AbortController();
+    const first = fetch(`${gw.url}/k`, { signal: abort.signal }).catch((err: Error) => err);
+    await eventually(() => up.requests.length === 1);
+    const waiters = [get(`${gw.url}/k`), get(`${gw.url}/k`)];
+    await eventually(() => gw.gateway.cache.waiting() === 2);
+    abort.abort();
+    assert.ok((await first) instanceof Error);
+    // The waiters go to the upstream themselves once the fill is abandoned.
+    await eventually(() => up.requests.length === 3 && gw.gateway.cache.waiting() === 0);
+    release();
+    for (const r of await Promise.all(waiters)) {
+      assert.equal(r.status, 200);
+      assert.equal(r.body, 'answer');
+    }
+  } finally {
+    release();
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('a copy stored from an anonymous request does not answer a request with Authorization unless it was public', async () => {
+  const up = await startUpstream((req, res) => {
+    res.writeHead(200, { 'cache-control': req.url === '/public' ? 'public, max-age=60' : 'max-age=60' });
+    res.end(req.url);
+  });
+  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
+  try {
+    for (const path of ['/shared', '/public']) {
+      await get(`${gw.url}${path}`);
+      assert.equal((await get(`${gw.url}${path}`)).headers.get('x-cache'), 'HIT');
+    }
+    const authed = await get(`${gw.url}/shared`, { authorization: 'Bearer t' });
+    assert.equal(authed.headers.get('x-cache'), null);
+    assert.equal((await get(`${gw.url}/public`, { authorization: 'Bearer t' })).headers.get('x-cache'), 'HIT');
+    assert.equal(up.requests.filter((r) => r.url === '/shared').length, 2);
+    assert.equal(up.requests.filter((r) => r.url === '/public').length, 1);
+    const line = gw.logs.filter((l) => l.msg === 'request').find((l) => l.cache === 'bypass:authorization');
+    assert.ok(line);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('cache settings have defaults, and a misspelt cache key stops start-up', () => {
+  const base = { version: 1, listeners: [{ address: '127.0.0.1:8080' }], upstreams: [{ name: 'app', url: 'http://127.0.0.1:3000' }] };
+  const ok = validateConfig({ ...base, routes: [{ name: 't', upstream: 'app', class: 'cacheable', cache: {} }] });
+  assert.deepEqual(ok.cache, { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 1024 * 1024 });
+  assert.deepEqual(ok.routes[0]!.cache, { queryParams: [], staleWhileRevalidateMs: 10_000, staleIfErrorMs: 86_400_000 });
+  for (const bad of [{ routes: [{ name: 't', upstream: 'app', cache: { enabeld: true } }] }, { routes: [{ name: 't', upstream: 'app' }], cache: { maxByte: 1 } }]) {
+    assert.throws(() => validateConfig({ ...base, ...bad }), (err: unknown) => err instanceof ConfigError && err.code === 'RMP_ERR_CONFIG_INVALID');
+  }
+});
