@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createManualClock } from '../../core/clock.ts';
+import { ConcurrencyLimiter, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
+
+const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };
+
+/** One short window of traffic at `rttMs`, with the limit fully used (so growth is allowed). */
+function window(l: ConcurrencyLimiter, clock: ReturnType<typeof createManualClock>, rttMs: number): void {
+  while (l.tryAcquire());
+  for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+    clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+    l.onSuccess(rttMs);
+  }
+  while (l.inFlight > 0) l.release();
+}
+
+test('a static limiter admits exactly staticLimit requests and ignores latency', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'static', initialLimit: 20, minLimit: 4, maxLimit: 100, staticLimit: 3 }, clock);
+  assert.equal([l.tryAcquire(), l.tryAcquire(), l.tryAcquire(), l.tryAcquire()].filter(Boolean).length, 3);
+  for (let i = 0; i < 100; i++) window(l, clock, 500);
+  l.onDrop();
+  assert.equal(l.limit, 3);
+});
+
+test('an off limiter always has a slot', () => {
+  const l = new ConcurrencyLimiter({ mode: 'off', initialLimit: 1, minLimit: 1, maxLimit: 1 }, createManualClock());
+  for (let i = 0; i < 50; i++) assert.ok(l.tryAcquire());
+});
+
+test('steady latency lets the adaptive limit grow; latency rising above the baseline lowers it', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 20; i++) window(l, clock, 20);
+  const grown = l.limit;
+  assert.ok(grown > 20, `limit grew at steady latency (${grown})`);
+  for (let i = 0; i < 10; i++) window(l, clock, 80);
+  assert.ok(l.limit < grown, `limit fell when latency quadrupled (${grown} → ${l.limit})`);
+});
+
+test('after latency recovers the adaptive limit rises again', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 15; i++) window(l, clock, 20);
+  for (let i = 0; i < 15; i++) window(l, clock, 100);
+  const low = l.limit;
+  for (let i = 0; i < 30; i++) window(l, clock, 20);
+  assert.ok(l.limit > low, `limit recovered (${low} → ${l.limit})`);
+});
+
+test('the adaptive limit stays within minLimit and maxLimit', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 10, minLimit: 5, maxLimit: 30 }, clock);
+  for (let i = 0; i < 200; i++) window(l, clock, 10);
+  assert.equal(l.limit, 30);
+  for (let i = 0; i < 200; i++) window(l, clock, 10_000);
+  for (let i = 0; i < 50; i++) {
+    clock.advance(SHORT_WINDOW_MS);
+    l.onDrop();
+  }
+  assert.equal(l.limit, 5);
+});
+
+test('an upstream failure cuts the limit multiplicatively, once per short window', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 100, minLimit: 4, maxLimit: 1000 }, clock);
+  l.onDrop();
+  assert.equal(l.limit, 90);
+  l.onDrop(); // same window: a burst of 5xx is one signal
+  assert.equal(l.limit, 90);
+  clock.advance(SHORT_WINDOW_MS);
+  l.onDrop();
+  assert.equal(l.limit, 81);
+});
+
+test('a limiter not using half its limit does not grow on good latency', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let w = 0; w < 30; w++) {
+    l.tryAcquire();
+    for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+      clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+      l.onSuccess(5);
+    }
+    l.release();
+  }
+  assert.equal(l.limit, 20);
+});
+
+test('reconfiguring with the same settings keeps the learned limit; new settings restart it', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 20; i++) window(l, clock, 20);
+  const learned = l.limit;
+  l.reconfigure({ ...adaptive });
+  assert.equal(l.limit, learned);
+  l.tryAcquire();
+  l.reconfigure({ ...adaptive, initialLimit: 8 });
+  assert.equal(l.limit, 8);
+  assert.equal(l.inFlight, 1, 'in-flight requests are still counted');
+});

@@ -1,0 +1,166 @@
+// Per-upstream concurrency limit: how many requests Rempart lets an upstream work on at once.
+// `static` is a fixed number; `adaptive` follows the origin's latency (Netflix concurrency-limits'
+// Gradient2, the idea behind Envoy's adaptive concurrency filter) so the limit settles near the knee
+// of the origin's latency curve instead of pushing it into its own queue, or past it into 503s.
+import type { Clock } from '../../core/clock.ts';
+
+export type LimiterMode = 'adaptive' | 'static' | 'off';
+
+export interface LimiterSettings {
+  readonly mode: LimiterMode;
+  readonly initialLimit: number;
+  readonly minLimit: number;
+  readonly maxLimit: number;
+  /** The limit in `static` mode. */
+  readonly staticLimit?: number;
+}
+
+/** The short window closes after this long AND at least SHORT_WINDOW_SAMPLES samples (Gradient2: 1 s, 10). */
+export const SHORT_WINDOW_MS = 250;
+export const SHORT_WINDOW_SAMPLES = 10;
+/** The baseline is an exponential average over this many short windows (Gradient2: 600), after a plain-average warm-up. */
+export const LONG_WINDOW = 600;
+const LONG_WARMUP = 10;
+/** Weight of a new estimate against the current one (Gradient2's smoothing: 0.2). */
+const SMOOTHING = 0.2;
+/** A drop (5xx or timeout from the upstream) multiplies the limit by this, at most once per short window. */
+export const DROP_BACKOFF = 0.9;
+
+/**
+ * Gradient2, per short window:
+ *
+ *   gradient = clamp(baselineRtt / shortRtt, 0.5, 1)          // 1 while latency holds, < 1 as it rises
+ *   target   = limit × gradient + √limit                      // √limit: room for a small queue, and growth
+ *   limit    = clamp(limit × (1 − 0.2) + target × 0.2, min, max)
+ *
+ * At rest the limit grows by about √limit × 0.2 per window; it stops where latency is ~1/√limit above
+ * the baseline. The baseline is a long average, so a slow drift of the origin's latency is followed
+ * rather than fought; when the short RTT falls far under it (the origin recovered) it decays faster.
+ * Only successful responses are samples: an error's latency says nothing about the origin's speed.
+ */
+export class ConcurrencyLimiter {
+  readonly #clock: Clock;
+  #settings: LimiterSettings;
+  /** The current limit, an integer ≥ 1. Read by the admission phase and the limit gauge. */
+  limit: number;
+  /** Requests holding a slot now. */
+  inFlight: number;
+  #estimate: number;
+  #baselineRtt: number;
+  #baselineCount: number;
+  #windowStartMs: number;
+  #windowSumMs: number;
+  #windowSamples: number;
+  #windowMaxInFlight: number;
+  #lastDropMs: number;
+
+  constructor(settings: LimiterSettings, clock: Clock) {
+    this.#clock = clock;
+    this.#settings = settings;
+    this.inFlight = 0;
+    this.#estimate = 0;
+    this.limit = 0;
+    this.#baselineRtt = 0;
+    this.#baselineCount = 0;
+    this.#windowStartMs = clock.now();
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = 0;
+    this.#lastDropMs = -Infinity;
+    this.#reset();
+  }
+
+  get mode(): LimiterMode {
+    return this.#settings.mode;
+  }
+
+  /** The long-window RTT in ms (0 before the first window closes). */
+  get baselineRttMs(): number {
+    return this.#baselineRtt;
+  }
+
+  /** Apply new settings (reload). The same settings keep the learned state; others restart it. In-flight counts are kept. */
+  reconfigure(settings: LimiterSettings): void {
+    const a = this.#settings;
+    if (a.mode === settings.mode && a.initialLimit === settings.initialLimit && a.minLimit === settings.minLimit && a.maxLimit === settings.maxLimit && a.staticLimit === settings.staticLimit) return;
+    this.#settings = settings;
+    this.#reset();
+  }
+
+  #reset(): void {
+    const s = this.#settings;
+    this.#estimate = s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
+    this.limit = Math.max(1, Math.floor(this.#estimate));
+    this.#baselineRtt = 0;
+    this.#baselineCount = 0;
+    this.#windowStartMs = this.#clock.now();
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = 0;
+  }
+
+  /** Take a slot if one is free. `off` always has one. */
+  tryAcquire(): boolean {
+    if (this.#settings.mode !== 'off' && this.inFlight >= this.limit) return false;
+    this.inFlight++;
+    if (this.inFlight > this.#windowMaxInFlight) this.#windowMaxInFlight = this.inFlight;
+    return true;
+  }
+
+  /** Give a slot back. */
+  release(): void {
+    if (this.inFlight > 0) this.inFlight--;
+  }
+
+  /** A successful exchange took `rttMs`. */
+  onSuccess(rttMs: number): void {
+    if (this.#settings.mode !== 'adaptive') return;
+    this.#windowSumMs += rttMs;
+    this.#windowSamples++;
+    const now = this.#clock.now();
+    if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES) this.#closeWindow(now);
+  }
+
+  /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per short window. */
+  onDrop(): void {
+    if (this.#settings.mode !== 'adaptive') return;
+    const now = this.#clock.now();
+    if (now - this.#lastDropMs < SHORT_WINDOW_MS) return;
+    this.#lastDropMs = now;
+    this.#setEstimate(this.#estimate * DROP_BACKOFF);
+  }
+
+  #closeWindow(now: number): void {
+    const shortRtt = this.#windowSumMs / this.#windowSamples;
+    const maxInFlight = this.#windowMaxInFlight;
+    this.#windowStartMs = now;
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = this.inFlight;
+
+    if (this.#baselineCount < LONG_WARMUP) {
+      this.#baselineCount++;
+      this.#baselineRtt += (shortRtt - this.#baselineRtt) / this.#baselineCount;
+    } else {
+      this.#baselineRtt += (shortRtt - this.#baselineRtt) * (2 / (LONG_WINDOW + 1));
+    }
+    // The origin got much faster than the baseline remembers: forget the slow past sooner.
+    if (this.#baselineRtt / shortRtt > 2) this.#baselineRtt *= 0.95;
+    // Under half the limit in use: the latency says nothing about a higher limit (Gradient2 does the same).
+    if (maxInFlight * 2 < this.#estimate) return;
+
+    const gradient = clamp(this.#baselineRtt / shortRtt, 0.5, 1);
+    const target = this.#estimate * gradient + Math.sqrt(this.#estimate);
+    this.#setEstimate(this.#estimate * (1 - SMOOTHING) + target * SMOOTHING);
+  }
+
+  #setEstimate(value: number): void {
+    const s = this.#settings;
+    this.#estimate = clamp(value, s.minLimit, s.maxLimit);
+    this.limit = Math.max(1, Math.floor(this.#estimate));
+  }
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}
