@@ -15,7 +15,7 @@ test('docs/lifecycle.md names every phase of the pipeline, in order', async () =
   assert.ok(createGateway);
   const text = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
   const src = await readFile(new URL('../src/server/gateway.ts', import.meta.url), 'utf8');
-  const order = [...src.matchAll(/create(\w+)Phase\(getRuntime\)/g)].map((m) => m[1]!.toLowerCase());
+  const order = [...src.matchAll(/create(\w+)Phase\(getRuntime[,)]/g)].map((m) => m[1]!.toLowerCase());
   assert.ok(order.length >= 3, 'phases found in gateway.ts');
   let last = -1;
   for (const name of order) {

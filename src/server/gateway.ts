@@ -16,6 +16,8 @@ import { compileRuntime, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
 import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
+import { createAdmissionPhase } from '../phases/admission/index.ts';
+import { systemClock } from '../core/clock.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -63,7 +65,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const secureContexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(initial, secureContexts);
 
-  const phases: readonly Phase[] = [createIdentifyPhase(getRuntime), createEdgePhase(getRuntime), createRoutePhase(getRuntime)];
+  const phases: readonly Phase[] = [
+    createIdentifyPhase(getRuntime),
+    createEdgePhase(getRuntime),
+    createRoutePhase(getRuntime),
+    createAdmissionPhase(getRuntime, metrics, systemClock),
+  ];
 
   // Metric cells per compiled route (a reload compiles new routes, so a changed class gets new
   // cells), then per decision and status. Keys come from configuration and status codes: small.

@@ -145,6 +145,7 @@ function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: D
   }
   const handler = new ForwardHandler(ctx, hooks, via);
   ctx.forwardHandler = handler;
+  ctx.forwardStartMs = performance.now();
   ctx.upstream!.pool.dispatch(
     {
       path: ctx.target,
