@@ -114,9 +114,9 @@ export class AdmissionQueue<T> {
   push(entry: QueueEntry<T>, evicted: QueueEntry<T>[]): RefusalReason | null {
     const cls = entry.cls;
     const held = this.#keys[cls]!.get(entry.key) ?? 0;
-    // Fairness first: a client at its share cannot evict anyone.
-    if (held >= this.#keyCap) return 'fairness';
     if (this.#lines[cls]!.length >= this.#classCap) return 'queue-full';
+    // Before any eviction: a client at its share cannot push anyone out.
+    if (held >= this.#keyCap) return 'fairness';
     while (this.size >= this.#settings.maxEntries) {
       const victim = this.#evictBelow(this.#rank[cls]!);
       if (victim === null) return 'queue-full';
