@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { startPostalOrigin, type RunningOrigin } from '../examples/postal/origin.ts';
 import { startGateway, sleep, type TestGateway } from './helpers.ts';
 import { classIndex } from '../src/phases/admission/queue.ts';
@@ -247,6 +248,33 @@ test('metrics expose admitted, queued and shed counts per class, the wait histog
     assert.equal(value('rempart_admission_queue_depth{class="cacheable"}'), 0);
     await until('the shed requests are logged', () => gw.logs.filter((l) => l.reason === 'RMP_ERR_ADMISSION_SHED').length === shed);
   } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
+
+test('a slow POST trickling its body holds no admission slot: with a limit of one, other requests pass meanwhile', async () => {
+  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 20, queueLength: 1000 });
+  const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 });
+  const gate = gateOf(gw);
+  const body = JSON.stringify({ paymentId: 'slow-1' });
+  const socket = net.connect({ port: gw.port, host: '127.0.0.1' });
+  let reply = '';
+  socket.on('data', (c: Buffer) => (reply += c.toString('latin1')));
+  try {
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.write(`POST /payments/approve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+    await sleep(50);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(gate.limiter.inFlight, 0, 'the trickling POST holds no slot');
+      assert.equal((await send(gw.url, `/track/S${i}`)).status, 200);
+    }
+    socket.write(body.slice(5));
+    await until('the approval is answered', () => /\r\n\r\n\{.*\}$/s.test(reply));
+    assert.match(reply, /^HTTP\/1\.1 200 /);
+    assert.match(reply, /"approved":true/);
+  } finally {
+    socket.destroy();
     await gw.close();
     await origin.close();
   }

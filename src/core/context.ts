@@ -49,6 +49,9 @@ export class RequestContext {
   admissionGate: AdmissionGate | null;
   /** Its place in the admission queue while it waits (null otherwise). */
   admissionEntry: AdmissionEntry | null;
+  /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
+  bodyBuffered: boolean;
+  bufferedBody: Buffer | AsyncIterable<Buffer> | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -75,6 +78,8 @@ export class RequestContext {
     this.forwardStartMs = 0;
     this.admissionGate = null;
     this.admissionEntry = null;
+    this.bodyBuffered = false;
+    this.bufferedBody = null;
   }
 
   /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */

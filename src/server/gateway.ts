@@ -16,6 +16,7 @@ import { compileRuntime, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
 import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
+import { createBodyPhase } from '../phases/body/index.ts';
 import { createAdmissionPhase } from '../phases/admission/index.ts';
 import { systemClock } from '../core/clock.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
@@ -69,6 +70,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createIdentifyPhase(getRuntime),
     createEdgePhase(getRuntime),
     createRoutePhase(getRuntime),
+    createBodyPhase(getRuntime),
     createAdmissionPhase(getRuntime, metrics, systemClock),
   ];
 
