@@ -111,6 +111,18 @@ test('upstream 5xx answers cut an adaptive limit; successes feed latency samples
   assert.equal(gate().limiter.inFlight, 0);
 });
 
+test('an Upgrade header without a real upgrade does not bypass admission; a real upgrade is not queued', () => {
+  const { phase, request, gate } = setup();
+  phase.onRequest(request('/a'));
+  const sneaky = request('/b', { upgrade: 'websocket' });
+  assert.ok(phase.onRequest(sneaky) instanceof Promise, 'queued like any request');
+  const tunnel = request('/ws', { upgrade: 'websocket', connection: 'upgrade' });
+  (tunnel.req as unknown as { upgrade: boolean }).upgrade = true;
+  assert.equal(phase.onRequest(tunnel), Verdict.Continue);
+  assert.equal(gate().limiter.inFlight, 1);
+  gate().cancel(sneaky.admissionEntry!);
+});
+
 test('mode off admits everything without a slot', () => {
   const { phase, request, gate } = setup({ mode: 'off' });
   for (let i = 0; i < 100; i++) assert.equal(phase.onRequest(request(`/${i}`)), Verdict.Continue);

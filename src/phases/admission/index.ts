@@ -122,8 +122,9 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const upstream = ctx.upstream;
       if (upstream === null || ctx.route === null) return Verdict.Continue;
       const gate = upstream.admission;
-      // WebSocket tunnels live for minutes: they would hold a slot and teach the limiter nothing.
-      if (gate.limiter.mode === 'off' || ctx.req.headers.upgrade !== undefined) return Verdict.Continue;
+      // WebSocket tunnels live for minutes: they would hold a slot and teach the limiter nothing. Only
+      // a real upgrade (Node's parser saw Connection: upgrade) passes; an Upgrade header alone does not.
+      if (gate.limiter.mode === 'off' || (ctx.req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
       const cls = classIndex(ctx.route.class);
       const c = cellsFor(upstream.name, cls);
       // Fast path: nobody waiting and a slot free. Synchronous, no allocation.

@@ -18,7 +18,7 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
       const h = req.headers;
       const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
       // Upgrades are tunnels: their bytes after the head belong to the new protocol.
-      if (!hasBody || req.complete || bufferBytes === 0 || ctx.route === null || h.upgrade !== undefined) return Verdict.Continue;
+      if (!hasBody || req.complete || bufferBytes === 0 || ctx.route === null || (req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
       return new Promise<Verdict>((resolve) => {
         bufferRequestBody(req, bufferBytes, ctx.route!.maxBodyBytes, (err, body) => {
           if (err !== null) {
