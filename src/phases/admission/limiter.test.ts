@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../../core/clock.ts';
-import { ConcurrencyLimiter, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
+import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
 
 const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };
 
@@ -62,16 +62,30 @@ test('the adaptive limit stays within minLimit and maxLimit', () => {
   assert.equal(l.limit, 5);
 });
 
-test('an upstream failure cuts the limit multiplicatively, once per short window', () => {
+test('an upstream failure cuts the limit multiplicatively, once per round trip', () => {
   const clock = createManualClock();
   const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 100, minLimit: 4, maxLimit: 1000 }, clock);
   l.onDrop();
   assert.equal(l.limit, 90);
-  l.onDrop(); // same window: a burst of 5xx is one signal
+  l.onDrop(); // same moment: a burst of 5xx is one signal
   assert.equal(l.limit, 90);
-  clock.advance(SHORT_WINDOW_MS);
+  clock.advance(DROP_MIN_INTERVAL_MS);
   l.onDrop();
   assert.equal(l.limit, 81);
+  // Once a baseline RTT is known, the interval is that RTT.
+  const m = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 100, minLimit: 4, maxLimit: 1000 }, clock);
+  for (let i = 0; i < 3; i++) window(m, clock, 200);
+  const before = m.limit;
+  clock.advance(300);
+  m.onDrop();
+  const cut = m.limit;
+  assert.ok(cut < before);
+  clock.advance(100);
+  m.onDrop();
+  assert.equal(m.limit, cut, 'one cut per 200 ms round trip');
+  clock.advance(200);
+  m.onDrop();
+  assert.ok(m.limit < cut);
 });
 
 test('a limiter not using half its limit does not grow on good latency', () => {

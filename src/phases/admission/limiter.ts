@@ -23,8 +23,11 @@ export const LONG_WINDOW = 600;
 const LONG_WARMUP = 10;
 /** Weight of a new estimate against the current one (Gradient2's smoothing: 0.2). */
 const SMOOTHING = 0.2;
-/** A drop (5xx or timeout from the upstream) multiplies the limit by this, at most once per short window. */
+/** A drop (5xx or timeout from the upstream) multiplies the limit by this, at most once per round trip
+ *  (the baseline RTT, at least DROP_MIN_INTERVAL_MS): like TCP, one decrease per RTT, so a burst of
+ *  errors from one overloaded moment is one signal, while sustained errors bring the limit down fast. */
 export const DROP_BACKOFF = 0.9;
+export const DROP_MIN_INTERVAL_MS = 25;
 
 /**
  * Gradient2, per short window:
@@ -121,11 +124,11 @@ export class ConcurrencyLimiter {
     if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES) this.#closeWindow(now);
   }
 
-  /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per short window. */
+  /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per round trip. */
   onDrop(): void {
     if (this.#settings.mode !== 'adaptive') return;
     const now = this.#clock.now();
-    if (now - this.#lastDropMs < SHORT_WINDOW_MS) return;
+    if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
     this.#lastDropMs = now;
     this.#setEstimate(this.#estimate * DROP_BACKOFF);
   }
