@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../../core/clock.ts';
-import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
+import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, PROBE_MAX_MS, PROBE_SAMPLES, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
 
 const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };
 
@@ -113,4 +113,36 @@ test('reconfiguring with the same settings keeps the learned limit; new settings
   l.reconfigure({ ...adaptive, initialLimit: 8 });
   assert.equal(l.limit, 8);
   assert.equal(l.inFlight, 1, 'in-flight requests are still counted');
+});
+
+test('a limiter saturated from the start probes at minLimit, learns the no-load RTT as its baseline, then walks the limit down towards the knee', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 40, minLimit: 4, maxLimit: 200 }, clock);
+  window(l, clock, 80); // the first busy window: latency already 4× the service time
+  assert.ok(l.probing);
+  assert.equal(l.limit, 4, 'pinned to minLimit while probing');
+  // A request that started before the probe is not a no-load sample.
+  clock.advance(10);
+  l.onSuccess(80);
+  for (let i = 0; i < PROBE_SAMPLES; i++) {
+    clock.advance(25);
+    l.onSuccess(20);
+  }
+  assert.equal(l.probing, false);
+  assert.equal(l.baselineRttMs, 20);
+  assert.equal(l.limit, 40, 'back to the limit it had');
+  for (let i = 0; i < 30; i++) window(l, clock, 80);
+  assert.ok(l.limit < 20, `the limit fell towards the knee (${l.limit})`);
+});
+
+test('a probe whose requests never complete ends after PROBE_MAX_MS and keeps the old baseline', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 10, minLimit: 2, maxLimit: 100 }, clock);
+  window(l, clock, 50);
+  assert.ok(l.probing);
+  while (l.tryAcquire());
+  clock.advance(PROBE_MAX_MS);
+  assert.ok(l.tryAcquire(), 'a slot at the old limit once the probe gave up');
+  assert.equal(l.probing, false);
+  assert.equal(l.limit, 10);
 });

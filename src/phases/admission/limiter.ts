@@ -28,6 +28,17 @@ const SMOOTHING = 0.2;
  *  errors from one overloaded moment is one signal, while sustained errors bring the limit down fast. */
 export const DROP_BACKOFF = 0.9;
 export const DROP_MIN_INTERVAL_MS = 25;
+/**
+ * A baseline learned while the origin is already saturated (a restart in the middle of a flood) is the
+ * saturated latency, and the limit would then settle at the origin's whole capacity, its own queue
+ * included. So, like Envoy's adaptive concurrency filter, when the limit is in use and the last probe is
+ * older than PROBE_INTERVAL_MS, the limiter pins itself to minLimit until PROBE_SAMPLES requests that
+ * started during the probe have completed (or PROBE_MAX_MS passed), takes their median as the no-load
+ * RTT, makes it the baseline, and goes back to the limit it had.
+ */
+export const PROBE_INTERVAL_MS = 60_000;
+export const PROBE_SAMPLES = 10;
+export const PROBE_MAX_MS = 1_000;
 
 /**
  * Gradient2, per short window:
@@ -56,6 +67,12 @@ export class ConcurrencyLimiter {
   #windowSamples: number;
   #windowMaxInFlight: number;
   #lastDropMs: number;
+  /** clock.now() when the running probe started, or -1. */
+  #probeStartMs: number;
+  #lastProbeMs: number;
+  #probeSavedEstimate: number;
+  readonly #probeRtts = new Float64Array(PROBE_SAMPLES);
+  #probeSamples: number;
 
   constructor(settings: LimiterSettings, clock: Clock) {
     this.#clock = clock;
@@ -70,7 +87,16 @@ export class ConcurrencyLimiter {
     this.#windowSamples = 0;
     this.#windowMaxInFlight = 0;
     this.#lastDropMs = -Infinity;
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = -Infinity;
+    this.#probeSavedEstimate = 0;
+    this.#probeSamples = 0;
     this.#reset();
+  }
+
+  /** Whether the limiter is pinned to minLimit to measure the no-load RTT. */
+  get probing(): boolean {
+    return this.#probeStartMs >= 0;
   }
 
   get mode(): LimiterMode {
@@ -100,11 +126,18 @@ export class ConcurrencyLimiter {
     this.#windowSumMs = 0;
     this.#windowSamples = 0;
     this.#windowMaxInFlight = 0;
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = -Infinity;
+    this.#probeSamples = 0;
   }
 
   /** Take a slot if one is free. `off` always has one. */
   tryAcquire(): boolean {
-    if (this.#settings.mode !== 'off' && this.inFlight >= this.limit) return false;
+    if (this.#settings.mode !== 'off' && this.inFlight >= this.limit) {
+      // A probe whose requests never complete must not pin the limit for ever.
+      if (this.#probeStartMs >= 0 && this.#clock.now() - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(this.#clock.now());
+      if (this.inFlight >= this.limit) return false;
+    }
     this.inFlight++;
     if (this.inFlight > this.#windowMaxInFlight) this.#windowMaxInFlight = this.inFlight;
     return true;
@@ -118,6 +151,13 @@ export class ConcurrencyLimiter {
   /** A successful exchange took `rttMs`. */
   onSuccess(rttMs: number): void {
     if (this.#settings.mode !== 'adaptive') return;
+    if (this.#probeStartMs >= 0) {
+      const now = this.#clock.now();
+      // Only requests that started during the probe saw the origin at low concurrency.
+      if (now - rttMs >= this.#probeStartMs) this.#probeRtts[this.#probeSamples++] = rttMs;
+      if (this.#probeSamples >= PROBE_SAMPLES || now - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(now);
+      return;
+    }
     this.#windowSumMs += rttMs;
     this.#windowSamples++;
     const now = this.#clock.now();
@@ -130,7 +170,31 @@ export class ConcurrencyLimiter {
     const now = this.#clock.now();
     if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
     this.#lastDropMs = now;
-    this.#setEstimate(this.#estimate * DROP_BACKOFF);
+    if (this.#probeStartMs >= 0) this.#probeSavedEstimate = Math.max(this.#settings.minLimit, this.#probeSavedEstimate * DROP_BACKOFF);
+    else this.#setEstimate(this.#estimate * DROP_BACKOFF);
+  }
+
+  #startProbe(now: number): void {
+    this.#probeStartMs = now;
+    this.#probeSamples = 0;
+    this.#probeSavedEstimate = this.#estimate;
+    this.limit = Math.max(1, this.#settings.minLimit);
+  }
+
+  #endProbe(now: number): void {
+    const n = this.#probeSamples;
+    if (n > 0) {
+      const sorted = this.#probeRtts.subarray(0, n).sort();
+      this.#baselineRtt = sorted[n >> 1]!;
+      this.#baselineCount = LONG_WARMUP; // from here on, the long exponential average
+    }
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = now;
+    this.#windowStartMs = now;
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = this.inFlight;
+    this.#setEstimate(this.#probeSavedEstimate);
   }
 
   #closeWindow(now: number): void {
@@ -151,6 +215,10 @@ export class ConcurrencyLimiter {
     if (this.#baselineRtt / shortRtt > 2) this.#baselineRtt *= 0.95;
     // Under half the limit in use: the latency says nothing about a higher limit (Gradient2 does the same).
     if (maxInFlight * 2 < this.#estimate) return;
+    if (now - this.#lastProbeMs >= PROBE_INTERVAL_MS) {
+      this.#startProbe(now);
+      return;
+    }
 
     const gradient = clamp(this.#baselineRtt / shortRtt, 0.5, 1);
     const target = this.#estimate * gradient + Math.sqrt(this.#estimate);
