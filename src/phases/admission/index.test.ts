@@ -123,6 +123,14 @@ test('an Upgrade header without a real upgrade does not bypass admission; a real
   gate().cancel(sneaky.admissionEntry!);
 });
 
+test('a request whose client already left (an earlier phase waited) takes no slot', () => {
+  const { phase, request, gate } = setup();
+  const late = request('/a');
+  late.finished = true;
+  assert.equal(phase.onRequest(late), Verdict.Reply);
+  assert.equal(gate().limiter.inFlight, 0);
+});
+
 test('mode off admits everything without a slot', () => {
   const { phase, request, gate } = setup({ mode: 'off' });
   for (let i = 0; i < 100; i++) assert.equal(phase.onRequest(request(`/${i}`)), Verdict.Continue);

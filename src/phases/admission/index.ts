@@ -119,6 +119,9 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
   return {
     name: 'admission',
     onRequest(ctx: RequestContext) {
+      // Reached after an earlier phase waited and the client left meanwhile: `done` has already run,
+      // so a slot taken now would never be given back.
+      if (ctx.finished) return Verdict.Reply;
       const upstream = ctx.upstream;
       if (upstream === null || ctx.route === null) return Verdict.Continue;
       const gate = upstream.admission;
