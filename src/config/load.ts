@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
-import { ConfigSchema, type Config } from './schema.ts';
+import { ConfigSchema, TRAFFIC_CLASSES, type Config } from './schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -138,6 +138,7 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   const list = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]).filter((x) => x !== null && typeof x === 'object') : []);
   const upstreams = new Set<string>();
   list<Config['upstreams'][number]>(c.upstreams).forEach((u, i) => {
+    checkUpstreamAdmission(u.admission, ['upstreams', i, 'admission'], add);
     if (typeof u.name !== 'string') return;
     if (upstreams.has(u.name)) add(['upstreams', i, 'name'], `duplicate upstream name ${JSON.stringify(u.name)}`);
     upstreams.add(u.name);
@@ -170,8 +171,26 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
     if (port > 65535) add(['admin', 'address'], `port out of range: ${port}`);
   }
   if (typeof admin?.address === 'string' && admin.address !== 'off' && !admin.address.endsWith(':0') && addresses.has(admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
+  checkAdmission(c.admission as Config['admission'] | undefined, add);
   const limits = c.limits as Config['limits'] | undefined;
   if (typeof limits?.headersTimeoutMs === 'number' && typeof limits.requestTimeoutMs === 'number' && limits.headersTimeoutMs > limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
+}
+
+function checkUpstreamAdmission(a: Config['upstreams'][number]['admission'] | undefined, at: (string | number)[], add: (path: (string | number)[], message: string) => void): void {
+  if (a === null || typeof a !== 'object') return;
+  const { minLimit, maxLimit, initialLimit } = a;
+  if (typeof minLimit === 'number' && typeof maxLimit === 'number' && minLimit > maxLimit) add([...at, 'minLimit'], 'must not exceed maxLimit');
+  else if (typeof initialLimit === 'number' && typeof minLimit === 'number' && typeof maxLimit === 'number' && (initialLimit < minLimit || initialLimit > maxLimit))
+    add([...at, 'initialLimit'], `must lie between minLimit (${minLimit}) and maxLimit (${maxLimit})`);
+  if (a.mode === 'static' && a.staticLimit === undefined) add([...at, 'staticLimit'], 'required with mode: static');
+}
+
+function checkAdmission(a: Config['admission'] | undefined, add: (path: (string | number)[], message: string) => void): void {
+  const order = a?.classOrder as unknown;
+  if (!Array.isArray(order)) return;
+  const missing = TRAFFIC_CLASSES.filter((c) => !order.includes(c));
+  if (missing.length > 0 || new Set(order).size !== order.length)
+    add(['admission', 'classOrder'], `must name each of ${TRAFFIC_CLASSES.join(', ')} exactly once${missing.length > 0 ? ` (missing: ${missing.join(', ')})` : ''}`);
 }
 
 function dedupe(problems: ConfigProblem[]): ConfigProblem[] {

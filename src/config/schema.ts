@@ -58,6 +58,22 @@ const ListenerSchema = Obj(
   { description: 'A socket Rempart accepts client traffic on.' },
 );
 
+const UpstreamAdmissionSchema = Obj(
+  {
+    mode: Type.Union([Type.Literal('adaptive'), Type.Literal('static'), Type.Literal('off')], {
+      default: 'adaptive',
+      description:
+        'Concurrency limit towards this upstream. `adaptive` follows its latency (Gradient2: the limit falls as latency rises above its long-run baseline); ' +
+        '`static` holds `staticLimit`; `off` admits everything. See docs/admission.md.',
+    }),
+    initialLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 20, description: 'Adaptive: the limit to start from (and after a reload that changes these settings).' }),
+    minLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 4, description: 'Adaptive: the limit never falls below this.' }),
+    maxLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 1000, description: 'Adaptive: the limit never rises above this.' }),
+    staticLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100000, description: 'Static: requests in flight to this upstream at most. Required with `mode: static`.' })),
+  },
+  { default: {}, description: 'Admission control for this upstream: how many requests it works on at once; the rest wait in the priority queue (`admission`).' },
+);
+
 const UpstreamSchema = Obj(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used by routes, logs and metrics.' }),
@@ -67,6 +83,7 @@ const UpstreamSchema = Obj(
     headersTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 15000, description: 'Time allowed for the response head; past it the answer is 504.' }),
     bodyTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 30000, description: 'Longest silence allowed inside a response body; past it the client connection is closed.' }),
     keepAliveTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 4000, description: 'How long an idle pooled connection is kept.' }),
+    admission: UpstreamAdmissionSchema,
   },
   { description: 'A service Rempart forwards to.' },
 );
@@ -165,6 +182,45 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'The in-memory response cache shared by routes that enable it (docs/cache.md).' },
     ),
+    admission: Obj(
+      {
+        classOrder: Type.Array(ClassSchema, {
+          minItems: 5,
+          maxItems: 5,
+          default: [...TRAFFIC_CLASSES],
+          description: 'Queue priority, highest first: each of the five classes once. Under contention a higher class is served first, and a full queue evicts the lowest class.',
+        }),
+        queue: Obj(
+          {
+            maxEntries: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'Requests waiting per upstream at most, all classes together.' }),
+            maxEntriesPerClass: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'Requests of one class waiting per upstream at most.' }),
+            timeoutMs: Obj(
+              {
+                critical: Type.Integer({ minimum: 1, maximum: 600000, default: 5000, description: 'Longest wait for a `critical` request; past it: 503 RMP_ERR_ADMISSION_QUEUE_TIMEOUT.' }),
+                authenticated: Type.Integer({ minimum: 1, maximum: 600000, default: 3000, description: 'Longest wait for an `authenticated` request.' }),
+                cacheable: Type.Integer({ minimum: 1, maximum: 600000, default: 1000, description: 'Longest wait for a `cacheable` request.' }),
+                public: Type.Integer({ minimum: 1, maximum: 600000, default: 1000, description: 'Longest wait for a `public` request.' }),
+                static: Type.Integer({ minimum: 1, maximum: 600000, default: 500, description: 'Longest wait for a `static` request.' }),
+              },
+              { default: {}, description: 'Queue deadline per class: a request that waited this long is shed, not served late.' },
+            ),
+          },
+          { default: {}, description: 'The waiting queue in front of each upstream.' },
+        ),
+        fairness: Obj(
+          {
+            key: Type.Union([Type.Literal('prefix'), Type.Literal('address'), Type.Literal('session')], {
+              default: 'prefix',
+              description: 'Who a queued request belongs to: its /24 (IPv4) or /64 (IPv6) `prefix`, its exact `address`, or its `session` cookie (the prefix when it has none).',
+            }),
+            sessionCookie: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', default: 'sid', description: 'Cookie naming the session, with `key: session`.' }),
+            maxSharePercent: Type.Integer({ minimum: 1, maximum: 100, default: 10, description: 'Share of one class\u2019s queue places one client key may hold (at least one place).' }),
+          },
+          { default: {}, description: 'Fairness within a class: one client cannot fill a class\u2019s queue.' },
+        ),
+      },
+      { default: {}, description: 'Priority admission in front of every upstream whose `admission.mode` is not `off`. See docs/admission.md.' },
+    ),
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },
   { description: 'Rempart configuration file.' },
@@ -176,4 +232,5 @@ export type UpstreamConfig = Config['upstreams'][number];
 export type RouteConfig = Config['routes'][number];
 export type LimitsConfig = Config['limits'];
 export type RouteCacheConfig = NonNullable<RouteConfig['cache']>;
+export type AdmissionConfig = Config['admission'];
 export type { TSchema };

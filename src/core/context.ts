@@ -3,6 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorCode } from './errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
+import type { AdmissionEntry, AdmissionGate } from '../phases/admission/gate.ts';
 
 /** The decision a request ended with, as counted in metrics (label `decision`). */
 export type Decision = 'forwarded' | 'refused' | 'upstream_error' | 'aborted' | 'cache_hit' | 'stale';
@@ -70,6 +71,15 @@ export class RequestContext {
   finished: boolean;
   /** The in-flight upstream exchange, so `done` can abort it when the client leaves. */
   forwardHandler: { abort: ((err?: Error) => void) | null } | null;
+  /** performance.now() when the request was dispatched to the upstream (0 if never): the limiter's RTT sample. */
+  forwardStartMs: number;
+  /** The admission gate whose slot this request holds (null when it holds none). */
+  admissionGate: AdmissionGate | null;
+  /** Its place in the admission queue while it waits (null otherwise). */
+  admissionEntry: AdmissionEntry | null;
+  /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
+  bodyBuffered: boolean;
+  bufferedBody: Buffer | AsyncIterable<Buffer> | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -96,6 +106,11 @@ export class RequestContext {
     this.phaseIndex = 0;
     this.finished = false;
     this.forwardHandler = null;
+    this.forwardStartMs = 0;
+    this.admissionGate = null;
+    this.admissionEntry = null;
+    this.bodyBuffered = false;
+    this.bufferedBody = null;
   }
 
   /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */

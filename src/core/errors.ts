@@ -28,6 +28,18 @@ export const ERRORS = {
   RMP_ERR_EDGE_CONN_LIMIT: { status: 0, source: 'policy', retryable: true, message: 'Connection closed on accept: limits.maxConnections or limits.maxConnectionsPerAddress reached.' },
   RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
   RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },
+  RMP_ERR_ADMISSION_SHED: {
+    status: 503,
+    source: 'policy',
+    retryable: true,
+    message: 'Shed by admission control: the upstream is at its concurrency limit and the queue had no place for this request (full, evicted by a higher class, or this client at its share). Retry after Retry-After.',
+  },
+  RMP_ERR_ADMISSION_QUEUE_TIMEOUT: {
+    status: 503,
+    source: 'policy',
+    retryable: true,
+    message: "Shed by admission control: the request waited in the queue past its class's deadline (admission.queue.timeoutMs) and is not served late. Retry after Retry-After.",
+  },
   RMP_ERR_UPSTREAM_CONNECT: { status: 502, source: 'upstream', retryable: true, message: 'The upstream refused or failed the connection.' },
   RMP_ERR_UPSTREAM_TIMEOUT: { status: 504, source: 'upstream', retryable: true, message: 'The upstream sent no response head within headersTimeoutMs.' },
   RMP_ERR_UPSTREAM_RESET: { status: 502, source: 'upstream', retryable: true, message: 'The upstream closed the connection before or during the response; mid-body, the client connection is closed.' },

@@ -24,9 +24,30 @@ export function createMetrics() {
     help: 'Response cache look-ups on routes that cache, by route and result (hit, miss, stale, collapsed: answered from another request\u2019s fill, bypass: not cacheable).',
     labelNames: ['route', 'result'],
   });
+  registry.registerMetric(cacheLookups as unknown as Metric);
+  // Admission (src/phases/admission): counters per upstream and class, touched per request.
+  const admissionAdmitted = new HotCounter({ name: 'rempart_admission_admitted_total', help: 'Requests admitted to their upstream by admission control, at once or after queueing, by upstream and class.', labelNames: ['upstream', 'class'] });
+  const admissionQueued = new HotCounter({ name: 'rempart_admission_queued_total', help: 'Requests that had to wait in the admission queue, by upstream and class.', labelNames: ['upstream', 'class'] });
+  const admissionShed = new HotCounter({
+    name: 'rempart_admission_shed_total',
+    help: 'Requests shed with 503 by admission control, by upstream, class and reason (queue-full, evicted, fairness, queue-timeout).',
+    labelNames: ['upstream', 'class', 'reason'],
+  });
+  const admissionWait = new HotHistogram({
+    name: 'rempart_admission_wait_seconds',
+    help: 'Time admitted requests waited for a slot (0 when admitted at once), by class.',
+    labelNames: ['class'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  });
+  // Scrape-time readers for the admission gauges, installed by the admission phase (it sees the live gates).
+  const admissionReaders = {
+    limit: (_g: Gauge<'upstream'>): void => {},
+    inFlight: (_g: Gauge<'upstream'>): void => {},
+    queueDepth: (_g: Gauge<'class'>): void => {},
+  };
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
-  registry.registerMetric(cacheLookups as unknown as Metric);
+  for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait]) registry.registerMetric(hot as unknown as Metric);
   const m = {
     registry,
     requests,
@@ -46,6 +67,38 @@ export function createMetrics() {
       name: 'rempart_cache_evictions_total',
       help: 'Responses evicted from the response cache to stay within cache.maxBytes or the variants per key.',
       registers: [registry],
+    }),
+    admissionAdmitted,
+    admissionQueued,
+    admissionShed,
+    admissionWait,
+    admissionReaders,
+    admissionLimit: new Gauge({
+      name: 'rempart_admission_limit',
+      help: 'Current concurrency limit per upstream (adaptive: as learned from latency; static: as configured).',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+      collect() {
+        admissionReaders.limit(this);
+      },
+    }),
+    admissionInFlight: new Gauge({
+      name: 'rempart_admission_in_flight',
+      help: 'Requests holding an admission slot per upstream now.',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+      collect() {
+        admissionReaders.inFlight(this);
+      },
+    }),
+    admissionQueueDepth: new Gauge({
+      name: 'rempart_admission_queue_depth',
+      help: 'Requests waiting in admission queues now, all upstreams together, by class.',
+      labelNames: ['class'] as const,
+      registers: [registry],
+      collect() {
+        admissionReaders.queueDepth(this);
+      },
     }),
     refusals: new Counter({
       name: 'rempart_refusals_total',

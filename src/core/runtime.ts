@@ -4,6 +4,10 @@ import { BlockList, isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import type { Config, RouteConfig, UpstreamConfig } from '../config/schema.ts';
 import type { TrafficClass } from '../config/schema.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { AdmissionGate } from '../phases/admission/gate.ts';
+import type { LimiterSettings } from '../phases/admission/limiter.ts';
+import type { QueueSettings } from '../phases/admission/queue.ts';
 
 export interface CompiledUpstream {
   readonly name: string;
@@ -14,6 +18,8 @@ export interface CompiledUpstream {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
+  /** Concurrency limiter and priority queue; the same object across reloads while name and URL hold. */
+  readonly admission: AdmissionGate;
 }
 
 export interface CompiledRoute {
@@ -77,11 +83,19 @@ function createPool(u: UpstreamConfig): Pool {
   });
 }
 
+function queueSettings(config: Config): QueueSettings {
+  const a = config.admission;
+  return { classOrder: a.classOrder, maxEntries: a.queue.maxEntries, maxEntriesPerClass: a.queue.maxEntriesPerClass, timeoutMs: a.queue.timeoutMs, maxSharePercent: a.fairness.maxSharePercent };
+}
+
 /**
  * Compile a validated config. `previous` lends its pools to upstreams whose settings did not change,
  * so a reload does not drop warm connections; the returned `retired` pools are the ones to close.
+ * Admission gates are kept by upstream name and URL, so a reload keeps the learned limit, the
+ * in-flight count and the waiting queue.
  */
-export function compileRuntime(config: Config, previous?: Runtime): { runtime: Runtime; retired: Pool[] } {
+export function compileRuntime(config: Config, previous?: Runtime, clock: Clock = systemClock): { runtime: Runtime; retired: Pool[] } {
+  const queue = queueSettings(config);
   const reusable = new Map<string, Pool>();
   if (previous) for (const u of previous.upstreams.values()) reusable.set(poolKey(u.config), u.pool);
 
@@ -92,6 +106,13 @@ export function compileRuntime(config: Config, previous?: Runtime): { runtime: R
     reusable.delete(key);
     const url = new URL(u.url);
     const tls = url.protocol === 'https:';
+    const limiter: LimiterSettings = u.admission;
+    const kept = previous?.upstreams.get(u.name)?.admission;
+    let admission: AdmissionGate;
+    if (kept !== undefined && kept.url === u.url) {
+      admission = kept;
+      admission.reconfigure(limiter, queue);
+    } else admission = new AdmissionGate(u.name, u.url, limiter, queue, clock);
     upstreams.set(u.name, {
       name: u.name,
       config: u,
@@ -100,6 +121,7 @@ export function compileRuntime(config: Config, previous?: Runtime): { runtime: R
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port ? Number(url.port) : tls ? 443 : 80,
       tls,
+      admission,
     });
   }
 

@@ -18,6 +18,8 @@ import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
 import { createCachePhase, type CachePhase } from '../phases/cache/index.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
+import { createBodyPhase } from '../phases/body/index.ts';
+import { createAdmissionPhase } from '../phases/admission/index.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -74,6 +76,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createEdgePhase(getRuntime),
     createRoutePhase(getRuntime),
     createCachePhase(getRuntime, metrics, options.clock ?? systemClock),
+    createBodyPhase(getRuntime),
+    createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock),
   ];
   const cache = phases.find((p) => p.name === 'cache') as CachePhase;
 

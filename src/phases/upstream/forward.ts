@@ -162,6 +162,7 @@ function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: D
   }
   const handler = new ForwardHandler(ctx, hooks, via);
   ctx.forwardHandler = handler;
+  ctx.forwardStartMs = performance.now();
   ctx.upstream!.pool.dispatch(
     {
       path: ctx.target,
@@ -178,6 +179,11 @@ function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: D
 /** Send the request upstream; a body up to `bufferBodyBytes` is read whole first (slow-POST guard). */
 export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, bufferBodyBytes: number): void {
   const req = ctx.req;
+  if (ctx.bodyBuffered) {
+    // Read ahead by the `body` phase; undici takes a Buffer or any async iterable.
+    dispatch(ctx, hooks, via, ctx.bufferedBody as Dispatcher.DispatchOptions['body']);
+    return;
+  }
   const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   if (!hasBody || req.complete || bufferBodyBytes === 0) {
     dispatch(ctx, hooks, via, requestBody(ctx));

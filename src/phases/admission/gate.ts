@@ -1,0 +1,113 @@
+// One upstream's admission gate: its concurrency limiter and the priority queue in front of it,
+// plus the one timer that sheds queued requests at their deadline. Compiled into the Runtime and
+// kept across reloads for an upstream whose name and URL did not change (src/core/runtime.ts).
+import type { Clock } from '../../core/clock.ts';
+import type { RequestContext } from '../../core/context.ts';
+import { ConcurrencyLimiter, type LimiterSettings } from './limiter.ts';
+import { AdmissionQueue, Outcome, type QueueEntry, type QueueSettings, type RefusalReason } from './queue.ts';
+
+export type AdmissionEntry = QueueEntry<RequestContext>;
+
+export class AdmissionGate {
+  readonly upstream: string;
+  readonly url: string;
+  readonly limiter: ConcurrencyLimiter;
+  readonly queue: AdmissionQueue<RequestContext>;
+  readonly #clock: Clock;
+  readonly #settled: AdmissionEntry[] = [];
+  #timer: NodeJS.Timeout | null = null;
+  #timerAtMs = Infinity;
+
+  constructor(upstream: string, url: string, limiter: LimiterSettings, queue: QueueSettings, clock: Clock) {
+    this.upstream = upstream;
+    this.url = url;
+    this.limiter = new ConcurrencyLimiter(limiter, clock);
+    this.queue = new AdmissionQueue(queue);
+    this.#clock = clock;
+  }
+
+  get clock(): Clock {
+    return this.#clock;
+  }
+
+  reconfigure(limiter: LimiterSettings, queue: QueueSettings): void {
+    this.limiter.reconfigure(limiter);
+    this.queue.reconfigure(queue);
+    this.drain();
+  }
+
+  /**
+   * Queue a request that found no free slot. Null when it waits (its promise settles later), or why it
+   * was refused. Entries evicted to make room are settled here.
+   */
+  enqueue(entry: AdmissionEntry): RefusalReason | null {
+    const evicted = this.#settled;
+    const refused = this.queue.push(entry, evicted);
+    this.#settle(evicted);
+    if (refused === null) this.#arm();
+    return refused;
+  }
+
+  /** The request's client left while it waited: free its place. */
+  cancel(entry: AdmissionEntry): void {
+    if (!this.queue.remove(entry)) return;
+    entry.outcome = Outcome.Cancelled;
+    entry.resolve?.(entry);
+  }
+
+  /** A request that held a slot is done; `sample` says what its exchange taught the limiter. */
+  release(sample: 'success' | 'drop' | 'none', rttMs: number): void {
+    if (sample === 'success') this.limiter.onSuccess(rttMs);
+    else if (sample === 'drop') this.limiter.onDrop();
+    this.limiter.release();
+    this.drain();
+  }
+
+  /** Shed what expired, then hand free slots to the queue, highest class first. */
+  drain(): void {
+    const now = this.#clock.now();
+    const out = this.#settled;
+    this.queue.expire(now, out);
+    while (this.queue.size > 0 && this.limiter.tryAcquire()) {
+      const e = this.queue.shift()!;
+      if (e.deadlineMs <= now) {
+        // Waited past its deadline: shed, never served late.
+        this.limiter.release();
+        e.outcome = Outcome.Timeout;
+      } else {
+        e.owner.admissionGate = this; // the slot is the request's now; its onDone gives it back
+        e.outcome = Outcome.Admitted;
+      }
+      out.push(e);
+    }
+    this.#settle(out);
+    this.#arm();
+  }
+
+  #settle(entries: AdmissionEntry[]): void {
+    for (let i = 0; i < entries.length; i++) entries[i]!.resolve?.(entries[i]!);
+    entries.length = 0;
+  }
+
+  /** Keep one timer armed for the earliest deadline in the queue. */
+  #arm(): void {
+    const next = this.queue.nextDeadlineMs();
+    if (next === Infinity) {
+      if (this.#timer !== null) clearTimeout(this.#timer);
+      this.#timer = null;
+      this.#timerAtMs = Infinity;
+      return;
+    }
+    if (this.#timer !== null && this.#timerAtMs <= next) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timerAtMs = next;
+    this.#timer = setTimeout(this.#onTimer, Math.max(0, next - this.#clock.now()) + 1);
+    this.#timer.unref();
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = null;
+    this.#timerAtMs = Infinity;
+    this.drain();
+  };
+}

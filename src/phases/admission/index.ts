@@ -1,0 +1,172 @@
+// Phase `admission`: take a slot on the upstream's concurrency limiter, or wait for one in the
+// priority queue, or be shed with 503 + Retry-After. The fast path (a free slot) is synchronous and
+// allocates nothing; only a request that really waits gets a promise. `onDone` gives the slot back
+// and tells the limiter how the exchange went. See docs/admission.md.
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { Runtime } from '../../core/runtime.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import type { CounterCell, HistogramCell } from '../../core/hot-metrics.ts';
+import { systemClock, type Clock } from '../../core/clock.ts';
+import type { ErrorCode } from '../../core/errors.ts';
+import { TRAFFIC_CLASSES } from '../../config/schema.ts';
+import { errorBody } from '../../server/reply.ts';
+import { Outcome, QueueEntry, classIndex } from './queue.ts';
+import type { AdmissionEntry } from './gate.ts';
+import { clientKey } from './client-key.ts';
+
+/** Why a request was shed: the `reason` label of rempart_admission_shed_total. */
+export type ShedReason = 'queue-full' | 'evicted' | 'fairness' | 'queue-timeout';
+const SHED_REASONS: readonly ShedReason[] = ['queue-full', 'evicted', 'fairness', 'queue-timeout'];
+
+interface ClassCells {
+  readonly admitted: CounterCell;
+  readonly queued: CounterCell;
+  readonly shed: Record<ShedReason, CounterCell>;
+  readonly wait: HistogramCell;
+}
+
+// Retry-After spread over 1–3 s, so clients shed together do not all come back in the same second.
+const RETRY_AFTER = ['1', '2', '3'] as const;
+const JSON_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'application/json', 'retry-after': s }));
+const HTML_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'text/html; charset=utf-8', 'retry-after': s }));
+
+function htmlPage(code: ErrorCode): string {
+  return (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
+    '<title>Busy: please retry</title></head><body style="font-family:sans-serif;max-width:36rem;margin:3rem auto">' +
+    '<h1>Too busy right now</h1><p>This service is receiving more requests than it can answer. ' +
+    'Your request was not processed; please try again in a few seconds.</p>' +
+    `<p><small>503 &middot; ${code}</small></p></body></html>\n`
+  );
+}
+const HTML_BODIES: Record<string, string> = {
+  RMP_ERR_ADMISSION_SHED: htmlPage('RMP_ERR_ADMISSION_SHED'),
+  RMP_ERR_ADMISSION_QUEUE_TIMEOUT: htmlPage('RMP_ERR_ADMISSION_QUEUE_TIMEOUT'),
+};
+
+/** A browser asking for a page gets HTML; API clients (and anything else) get the JSON error body. */
+export function wantsHtml(accept: string | undefined): boolean {
+  return accept !== undefined && accept.indexOf('text/html') !== -1 && accept.indexOf('json') === -1;
+}
+
+function refuseShed(ctx: RequestContext, code: 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'): void {
+  const pick = (Math.random() * RETRY_AFTER.length) | 0;
+  if (wantsHtml(ctx.req.headers.accept)) ctx.refuse(code, 503, HTML_BODIES[code]!, HTML_HEADERS[pick]!);
+  else ctx.refuse(code, 503, errorBody(code), JSON_HEADERS[pick]!);
+}
+
+/**
+ * @example
+ *   const phases = [identify, edge, route, createAdmissionPhase(getRuntime, metrics, systemClock)];
+ */
+export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock): Phase {
+  // Metric cells per upstream name and class: both come from configuration, so the table stays small.
+  const cells = new Map<string, (ClassCells | undefined)[]>();
+  const waitCells = TRAFFIC_CLASSES.map((c) => metrics.admissionWait.cell(c));
+
+  function cellsFor(upstream: string, cls: number): ClassCells {
+    let row = cells.get(upstream);
+    if (row === undefined) cells.set(upstream, (row = []));
+    let c = row[cls];
+    if (c === undefined) {
+      const name = TRAFFIC_CLASSES[cls]!;
+      const shed = {} as Record<ShedReason, CounterCell>;
+      for (const r of SHED_REASONS) shed[r] = metrics.admissionShed.cell(upstream, name, r);
+      c = { admitted: metrics.admissionAdmitted.cell(upstream, name), queued: metrics.admissionQueued.cell(upstream, name), shed, wait: waitCells[cls]! };
+      row[cls] = c;
+    }
+    return c;
+  }
+
+  // Gauges are read from the live gates when Prometheus scrapes, not kept up to date per request.
+  metrics.admissionReaders.limit = (g) => {
+    g.reset();
+    for (const u of getRuntime().upstreams.values()) if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.limit);
+  };
+  metrics.admissionReaders.inFlight = (g) => {
+    g.reset();
+    for (const u of getRuntime().upstreams.values()) if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.inFlight);
+  };
+  metrics.admissionReaders.queueDepth = (g) => {
+    const depth = TRAFFIC_CLASSES.map(() => 0);
+    for (const u of getRuntime().upstreams.values()) for (let i = 0; i < depth.length; i++) depth[i]! += u.admission.queue.depth(i);
+    TRAFFIC_CLASSES.forEach((c, i) => g.set({ class: c }, depth[i]!));
+  };
+
+  /** A waiting request's fate is known: continue to the upstream, or answer 503. One function for all. */
+  function settle(entry: AdmissionEntry): Verdict {
+    const ctx = entry.owner;
+    ctx.admissionEntry = null;
+    if (entry.outcome === Outcome.Cancelled || ctx.finished) return Verdict.Reply; // the client left: nothing to send
+    const c = cellsFor(ctx.upstream!.name, entry.cls);
+    if (entry.outcome === Outcome.Admitted) {
+      c.admitted.value++;
+      metrics.admissionWait.observe(c.wait, (clock.now() - entry.enqueuedMs) / 1000);
+      return Verdict.Continue;
+    }
+    if (entry.outcome === Outcome.Timeout) {
+      c.shed['queue-timeout'].value++;
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT');
+    } else {
+      c.shed.evicted.value++;
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED');
+    }
+    return Verdict.Reply;
+  }
+
+  return {
+    name: 'admission',
+    onRequest(ctx: RequestContext) {
+      // Reached after an earlier phase waited and the client left meanwhile: `done` has already run,
+      // so a slot taken now would never be given back.
+      if (ctx.finished) return Verdict.Reply;
+      const upstream = ctx.upstream;
+      if (upstream === null || ctx.route === null) return Verdict.Continue;
+      const gate = upstream.admission;
+      // WebSocket tunnels live for minutes: they would hold a slot and teach the limiter nothing. Only
+      // a real upgrade (Node's parser saw Connection: upgrade) passes; an Upgrade header alone does not.
+      if (gate.limiter.mode === 'off' || (ctx.req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      const cls = classIndex(ctx.route.class);
+      const c = cellsFor(upstream.name, cls);
+      // Fast path: nobody waiting and a slot free. Synchronous, no allocation.
+      if (gate.queue.size === 0 && gate.limiter.tryAcquire()) {
+        ctx.admissionGate = gate;
+        c.admitted.value++;
+        metrics.admissionWait.observe(c.wait, 0);
+        return Verdict.Continue;
+      }
+      const now = clock.now();
+      const fairness = getRuntime().config.admission.fairness;
+      const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie);
+      const entry: AdmissionEntry = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
+      const refused = gate.enqueue(entry);
+      if (refused !== null) {
+        c.shed[refused].value++;
+        refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED');
+        return Verdict.Reply;
+      }
+      c.queued.value++;
+      ctx.admissionEntry = entry;
+      const waiting = new Promise<AdmissionEntry>((resolve) => (entry.resolve = resolve));
+      // Slots may be free while others wait (the limit just grew): let the queue order decide.
+      if (gate.limiter.inFlight < gate.limiter.limit) gate.drain();
+      return waiting.then(settle);
+    },
+    onDone(ctx: RequestContext) {
+      const entry = ctx.admissionEntry;
+      if (entry !== null && entry.outcome === Outcome.Pending) ctx.upstream!.admission.cancel(entry);
+      const gate = ctx.admissionGate;
+      if (gate === null) return;
+      ctx.admissionGate = null;
+      let sample: 'success' | 'drop' | 'none' = 'none';
+      if (ctx.forwardStartMs > 0) {
+        // Only a completed exchange measures the origin; a 5xx or a timeout says it is overloaded.
+        if (ctx.upstreamStatus >= 500 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
+        else if (ctx.decision === 'forwarded' && ctx.upstreamStatus > 0) sample = 'success';
+      }
+      gate.release(sample, sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0);
+    },
+  };
+}

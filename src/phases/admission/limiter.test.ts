@@ -1,0 +1,148 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createManualClock } from '../../core/clock.ts';
+import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, PROBE_MAX_MS, PROBE_SAMPLES, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
+
+const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };
+
+/** One short window of traffic at `rttMs`, with the limit fully used (so growth is allowed). */
+function window(l: ConcurrencyLimiter, clock: ReturnType<typeof createManualClock>, rttMs: number): void {
+  while (l.tryAcquire());
+  for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+    clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+    l.onSuccess(rttMs);
+  }
+  while (l.inFlight > 0) l.release();
+}
+
+test('a static limiter admits exactly staticLimit requests and ignores latency', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'static', initialLimit: 20, minLimit: 4, maxLimit: 100, staticLimit: 3 }, clock);
+  assert.equal([l.tryAcquire(), l.tryAcquire(), l.tryAcquire(), l.tryAcquire()].filter(Boolean).length, 3);
+  for (let i = 0; i < 100; i++) window(l, clock, 500);
+  l.onDrop();
+  assert.equal(l.limit, 3);
+});
+
+test('an off limiter always has a slot', () => {
+  const l = new ConcurrencyLimiter({ mode: 'off', initialLimit: 1, minLimit: 1, maxLimit: 1 }, createManualClock());
+  for (let i = 0; i < 50; i++) assert.ok(l.tryAcquire());
+});
+
+test('steady latency lets the adaptive limit grow; latency rising above the baseline lowers it', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 20; i++) window(l, clock, 20);
+  const grown = l.limit;
+  assert.ok(grown > 20, `limit grew at steady latency (${grown})`);
+  for (let i = 0; i < 10; i++) window(l, clock, 80);
+  assert.ok(l.limit < grown, `limit fell when latency quadrupled (${grown} → ${l.limit})`);
+});
+
+test('after latency recovers the adaptive limit rises again', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 15; i++) window(l, clock, 20);
+  for (let i = 0; i < 15; i++) window(l, clock, 100);
+  const low = l.limit;
+  for (let i = 0; i < 30; i++) window(l, clock, 20);
+  assert.ok(l.limit > low, `limit recovered (${low} → ${l.limit})`);
+});
+
+test('the adaptive limit stays within minLimit and maxLimit', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 10, minLimit: 5, maxLimit: 30 }, clock);
+  for (let i = 0; i < 200; i++) window(l, clock, 10);
+  assert.equal(l.limit, 30);
+  for (let i = 0; i < 200; i++) window(l, clock, 10_000);
+  for (let i = 0; i < 50; i++) {
+    clock.advance(SHORT_WINDOW_MS);
+    l.onDrop();
+  }
+  assert.equal(l.limit, 5);
+});
+
+test('an upstream failure cuts the limit multiplicatively, once per round trip', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 100, minLimit: 4, maxLimit: 1000 }, clock);
+  l.onDrop();
+  assert.equal(l.limit, 90);
+  l.onDrop(); // same moment: a burst of 5xx is one signal
+  assert.equal(l.limit, 90);
+  clock.advance(DROP_MIN_INTERVAL_MS);
+  l.onDrop();
+  assert.equal(l.limit, 81);
+  // Once a baseline RTT is known, the interval is that RTT.
+  const m = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 100, minLimit: 4, maxLimit: 1000 }, clock);
+  for (let i = 0; i < 3; i++) window(m, clock, 200);
+  const before = m.limit;
+  clock.advance(300);
+  m.onDrop();
+  const cut = m.limit;
+  assert.ok(cut < before);
+  clock.advance(100);
+  m.onDrop();
+  assert.equal(m.limit, cut, 'one cut per 200 ms round trip');
+  clock.advance(200);
+  m.onDrop();
+  assert.ok(m.limit < cut);
+});
+
+test('a limiter not using half its limit does not grow on good latency', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let w = 0; w < 30; w++) {
+    l.tryAcquire();
+    for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+      clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+      l.onSuccess(5);
+    }
+    l.release();
+  }
+  assert.equal(l.limit, 20);
+});
+
+test('reconfiguring with the same settings keeps the learned limit; new settings restart it', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 20; i++) window(l, clock, 20);
+  const learned = l.limit;
+  l.reconfigure({ ...adaptive });
+  assert.equal(l.limit, learned);
+  l.tryAcquire();
+  l.reconfigure({ ...adaptive, initialLimit: 8 });
+  assert.equal(l.limit, 8);
+  assert.equal(l.inFlight, 1, 'in-flight requests are still counted');
+});
+
+test('a limiter saturated from the start probes at minLimit, learns the no-load RTT as its baseline, then walks the limit down towards the knee', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 40, minLimit: 4, maxLimit: 200 }, clock);
+  window(l, clock, 80); // the first busy window: latency already 4× the service time
+  assert.ok(l.probing);
+  assert.equal(l.limit, 4, 'pinned to minLimit while probing');
+  // A request that started before the probe is not a no-load sample.
+  clock.advance(10);
+  l.onSuccess(80);
+  for (let i = 0; i < PROBE_SAMPLES; i++) {
+    clock.advance(25);
+    l.onSuccess(20);
+  }
+  assert.equal(l.probing, false);
+  assert.equal(l.baselineRttMs, 20);
+  assert.equal(l.limit, 40, 'back to the limit it had');
+  for (let i = 0; i < 30; i++) window(l, clock, 80);
+  assert.ok(l.limit < 20, `the limit fell towards the knee (${l.limit})`);
+});
+
+test('a probe whose requests never complete ends after PROBE_MAX_MS and keeps the old baseline', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 10, minLimit: 2, maxLimit: 100 }, clock);
+  window(l, clock, 50);
+  assert.ok(l.probing);
+  while (l.tryAcquire());
+  clock.advance(PROBE_MAX_MS);
+  assert.ok(l.tryAcquire(), 'a slot at the old limit once the probe gave up');
+  assert.equal(l.probing, false);
+  assert.equal(l.limit, 10);
+});

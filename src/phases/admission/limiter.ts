@@ -1,0 +1,237 @@
+// Per-upstream concurrency limit: how many requests Rempart lets an upstream work on at once.
+// `static` is a fixed number; `adaptive` follows the origin's latency (Netflix concurrency-limits'
+// Gradient2, the idea behind Envoy's adaptive concurrency filter) so the limit settles near the knee
+// of the origin's latency curve instead of pushing it into its own queue, or past it into 503s.
+import type { Clock } from '../../core/clock.ts';
+
+export type LimiterMode = 'adaptive' | 'static' | 'off';
+
+export interface LimiterSettings {
+  readonly mode: LimiterMode;
+  readonly initialLimit: number;
+  readonly minLimit: number;
+  readonly maxLimit: number;
+  /** The limit in `static` mode. */
+  readonly staticLimit?: number;
+}
+
+/** The short window closes after this long AND at least SHORT_WINDOW_SAMPLES samples (Gradient2: 1 s, 10). */
+export const SHORT_WINDOW_MS = 250;
+export const SHORT_WINDOW_SAMPLES = 10;
+/** The baseline is an exponential average over this many short windows (Gradient2: 600), after a plain-average warm-up. */
+export const LONG_WINDOW = 600;
+const LONG_WARMUP = 10;
+/** Weight of a new estimate against the current one (Gradient2's smoothing: 0.2). */
+const SMOOTHING = 0.2;
+/** A drop (5xx or timeout from the upstream) multiplies the limit by this, at most once per round trip
+ *  (the baseline RTT, at least DROP_MIN_INTERVAL_MS): like TCP, one decrease per RTT, so a burst of
+ *  errors from one overloaded moment is one signal, while sustained errors bring the limit down fast. */
+export const DROP_BACKOFF = 0.9;
+export const DROP_MIN_INTERVAL_MS = 25;
+/**
+ * A baseline learned while the origin is already saturated (a restart in the middle of a flood) is the
+ * saturated latency, and the limit would then settle at the origin's whole capacity, its own queue
+ * included. So, like Envoy's adaptive concurrency filter, when the limit is in use and the last probe is
+ * older than PROBE_INTERVAL_MS, the limiter pins itself to minLimit until PROBE_SAMPLES requests that
+ * started during the probe have completed (or PROBE_MAX_MS passed), takes their median as the no-load
+ * RTT, makes it the baseline, and goes back to the limit it had.
+ */
+export const PROBE_INTERVAL_MS = 60_000;
+export const PROBE_SAMPLES = 10;
+export const PROBE_MAX_MS = 1_000;
+
+/**
+ * Gradient2, per short window:
+ *
+ *   gradient = clamp(baselineRtt / shortRtt, 0.5, 1)          // 1 while latency holds, < 1 as it rises
+ *   target   = limit × gradient + √limit                      // √limit: room for a small queue, and growth
+ *   limit    = clamp(limit × (1 − 0.2) + target × 0.2, min, max)
+ *
+ * At rest the limit grows by about √limit × 0.2 per window; it stops where latency is ~1/√limit above
+ * the baseline. The baseline is a long average, so a slow drift of the origin's latency is followed
+ * rather than fought; when the short RTT falls far under it (the origin recovered) it decays faster.
+ * Only successful responses are samples: an error's latency says nothing about the origin's speed.
+ */
+export class ConcurrencyLimiter {
+  readonly #clock: Clock;
+  #settings: LimiterSettings;
+  /** The current limit, an integer ≥ 1. Read by the admission phase and the limit gauge. */
+  limit: number;
+  /** Requests holding a slot now. */
+  inFlight: number;
+  #estimate: number;
+  #baselineRtt: number;
+  #baselineCount: number;
+  #windowStartMs: number;
+  #windowSumMs: number;
+  #windowSamples: number;
+  #windowMaxInFlight: number;
+  #lastDropMs: number;
+  /** clock.now() when the running probe started, or -1. */
+  #probeStartMs: number;
+  #lastProbeMs: number;
+  #probeSavedEstimate: number;
+  readonly #probeRtts = new Float64Array(PROBE_SAMPLES);
+  #probeSamples: number;
+
+  constructor(settings: LimiterSettings, clock: Clock) {
+    this.#clock = clock;
+    this.#settings = settings;
+    this.inFlight = 0;
+    this.#estimate = 0;
+    this.limit = 0;
+    this.#baselineRtt = 0;
+    this.#baselineCount = 0;
+    this.#windowStartMs = clock.now();
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = 0;
+    this.#lastDropMs = -Infinity;
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = -Infinity;
+    this.#probeSavedEstimate = 0;
+    this.#probeSamples = 0;
+    this.#reset();
+  }
+
+  /** Whether the limiter is pinned to minLimit to measure the no-load RTT. */
+  get probing(): boolean {
+    return this.#probeStartMs >= 0;
+  }
+
+  get mode(): LimiterMode {
+    return this.#settings.mode;
+  }
+
+  /** The long-window RTT in ms (0 before the first window closes). */
+  get baselineRttMs(): number {
+    return this.#baselineRtt;
+  }
+
+  /** Apply new settings (reload). The same settings keep the learned state; others restart it. In-flight counts are kept. */
+  reconfigure(settings: LimiterSettings): void {
+    const a = this.#settings;
+    if (a.mode === settings.mode && a.initialLimit === settings.initialLimit && a.minLimit === settings.minLimit && a.maxLimit === settings.maxLimit && a.staticLimit === settings.staticLimit) return;
+    this.#settings = settings;
+    this.#reset();
+  }
+
+  #reset(): void {
+    const s = this.#settings;
+    this.#estimate = s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
+    this.limit = Math.max(1, Math.floor(this.#estimate));
+    this.#baselineRtt = 0;
+    this.#baselineCount = 0;
+    this.#windowStartMs = this.#clock.now();
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = 0;
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = -Infinity;
+    this.#probeSamples = 0;
+  }
+
+  /** Take a slot if one is free. `off` always has one. */
+  tryAcquire(): boolean {
+    if (this.#settings.mode !== 'off' && this.inFlight >= this.limit) {
+      // A probe whose requests never complete must not pin the limit for ever.
+      if (this.#probeStartMs >= 0 && this.#clock.now() - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(this.#clock.now());
+      if (this.inFlight >= this.limit) return false;
+    }
+    this.inFlight++;
+    if (this.inFlight > this.#windowMaxInFlight) this.#windowMaxInFlight = this.inFlight;
+    return true;
+  }
+
+  /** Give a slot back. */
+  release(): void {
+    if (this.inFlight > 0) this.inFlight--;
+  }
+
+  /** A successful exchange took `rttMs`. */
+  onSuccess(rttMs: number): void {
+    if (this.#settings.mode !== 'adaptive') return;
+    if (this.#probeStartMs >= 0) {
+      const now = this.#clock.now();
+      // Only requests that started during the probe saw the origin at low concurrency.
+      if (now - rttMs >= this.#probeStartMs) this.#probeRtts[this.#probeSamples++] = rttMs;
+      if (this.#probeSamples >= PROBE_SAMPLES || now - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(now);
+      return;
+    }
+    this.#windowSumMs += rttMs;
+    this.#windowSamples++;
+    const now = this.#clock.now();
+    if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES) this.#closeWindow(now);
+  }
+
+  /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per round trip. */
+  onDrop(): void {
+    if (this.#settings.mode !== 'adaptive') return;
+    const now = this.#clock.now();
+    if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
+    this.#lastDropMs = now;
+    if (this.#probeStartMs >= 0) this.#probeSavedEstimate = Math.max(this.#settings.minLimit, this.#probeSavedEstimate * DROP_BACKOFF);
+    else this.#setEstimate(this.#estimate * DROP_BACKOFF);
+  }
+
+  #startProbe(now: number): void {
+    this.#probeStartMs = now;
+    this.#probeSamples = 0;
+    this.#probeSavedEstimate = this.#estimate;
+    this.limit = Math.max(1, this.#settings.minLimit);
+  }
+
+  #endProbe(now: number): void {
+    const n = this.#probeSamples;
+    if (n > 0) {
+      const sorted = this.#probeRtts.subarray(0, n).sort();
+      this.#baselineRtt = sorted[n >> 1]!;
+      this.#baselineCount = LONG_WARMUP; // from here on, the long exponential average
+    }
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = now;
+    this.#windowStartMs = now;
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = this.inFlight;
+    this.#setEstimate(this.#probeSavedEstimate);
+  }
+
+  #closeWindow(now: number): void {
+    const shortRtt = this.#windowSumMs / this.#windowSamples;
+    const maxInFlight = this.#windowMaxInFlight;
+    this.#windowStartMs = now;
+    this.#windowSumMs = 0;
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = this.inFlight;
+
+    if (this.#baselineCount < LONG_WARMUP) {
+      this.#baselineCount++;
+      this.#baselineRtt += (shortRtt - this.#baselineRtt) / this.#baselineCount;
+    } else {
+      this.#baselineRtt += (shortRtt - this.#baselineRtt) * (2 / (LONG_WINDOW + 1));
+    }
+    // The origin got much faster than the baseline remembers: forget the slow past sooner.
+    if (this.#baselineRtt / shortRtt > 2) this.#baselineRtt *= 0.95;
+    // Under half the limit in use: the latency says nothing about a higher limit (Gradient2 does the same).
+    if (maxInFlight * 2 < this.#estimate) return;
+    if (now - this.#lastProbeMs >= PROBE_INTERVAL_MS) {
+      this.#startProbe(now);
+      return;
+    }
+
+    const gradient = clamp(this.#baselineRtt / shortRtt, 0.5, 1);
+    const target = this.#estimate * gradient + Math.sqrt(this.#estimate);
+    this.#setEstimate(this.#estimate * (1 - SMOOTHING) + target * SMOOTHING);
+  }
+
+  #setEstimate(value: number): void {
+    const s = this.#settings;
+    this.#estimate = clamp(value, s.minLimit, s.maxLimit);
+    this.limit = Math.max(1, Math.floor(this.#estimate));
+  }
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return v < lo ? lo : v > hi ? hi : v;
+}

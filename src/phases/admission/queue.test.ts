@@ -1,0 +1,143 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TRAFFIC_CLASSES, type TrafficClass } from '../../config/schema.ts';
+import { AdmissionQueue, QueueEntry, Outcome, classIndex, type QueueSettings } from './queue.ts';
+import { clientKey, cookieValue, prefixKey } from './client-key.ts';
+
+const settings: QueueSettings = {
+  classOrder: [...TRAFFIC_CLASSES],
+  maxEntries: 10,
+  maxEntriesPerClass: 10,
+  timeoutMs: { critical: 5000, authenticated: 3000, cacheable: 1000, public: 1000, static: 500 },
+  maxSharePercent: 100,
+};
+
+let seq = 0;
+function entry(q: AdmissionQueue<string>, cls: TrafficClass, key = `k${seq++}`, nowMs = 0): QueueEntry<string> {
+  const c = classIndex(cls);
+  return new QueueEntry(`${cls}#${seq++}`, c, key, nowMs, q.deadlineFor(c, nowMs));
+}
+
+test('the queue serves the highest class first and FIFO within a class', () => {
+  const q = new AdmissionQueue<string>(settings);
+  const out: QueueEntry<string>[] = [];
+  const s1 = entry(q, 'static');
+  const p1 = entry(q, 'public');
+  const c1 = entry(q, 'critical');
+  const p2 = entry(q, 'public');
+  const c2 = entry(q, 'critical');
+  for (const e of [s1, p1, c1, p2, c2]) assert.equal(q.push(e, out), null);
+  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift(), q.shift(), q.shift()], [c1, c2, p1, p2, s1, null]);
+  assert.equal(q.size, 0);
+});
+
+test('a configured class order changes who goes first', () => {
+  const q = new AdmissionQueue<string>({ ...settings, classOrder: ['static', 'public', 'cacheable', 'authenticated', 'critical'] });
+  const out: QueueEntry<string>[] = [];
+  const c = entry(q, 'critical');
+  const s = entry(q, 'static');
+  q.push(c, out);
+  q.push(s, out);
+  assert.equal(q.shift(), s);
+});
+
+test('a full queue evicts the newest entry of the lowest class to admit a higher class, and refuses when nothing lower waits', () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 3 });
+  const out: QueueEntry<string>[] = [];
+  const p1 = entry(q, 'public');
+  const s1 = entry(q, 'static');
+  const s2 = entry(q, 'static');
+  for (const e of [p1, s1, s2]) assert.equal(q.push(e, out), null);
+  const c1 = entry(q, 'critical');
+  assert.equal(q.push(c1, out), null);
+  assert.deepEqual(out, [s2], 'the newest static entry made room');
+  assert.equal(s2.outcome, Outcome.Evicted);
+  assert.equal(q.push(entry(q, 'static'), out), 'queue-full', 'nothing lower than static');
+  assert.equal(q.push(entry(q, 'critical'), out), null);
+  assert.deepEqual(out, [s2, s1]);
+  assert.equal(q.push(entry(q, 'critical'), out), null);
+  assert.deepEqual(out, [s2, s1, p1]);
+  assert.equal(q.push(entry(q, 'critical'), out), 'queue-full', 'a class never evicts its own');
+  assert.equal(q.size, 3);
+});
+
+test('each class is bounded by maxEntriesPerClass', () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntriesPerClass: 2 });
+  const out: QueueEntry<string>[] = [];
+  assert.equal(q.push(entry(q, 'public'), out), null);
+  assert.equal(q.push(entry(q, 'public'), out), null);
+  assert.equal(q.push(entry(q, 'public'), out), 'queue-full');
+  assert.equal(q.push(entry(q, 'static'), out), null);
+});
+
+test('one client key holds at most maxSharePercent of a class, at least one slot, and its count is forgotten once it has nothing queued', () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 20, maxEntriesPerClass: 20, maxSharePercent: 10 });
+  assert.equal(q.keyCap, 2);
+  const out: QueueEntry<string>[] = [];
+  const a1 = entry(q, 'cacheable', '198.51.100');
+  assert.equal(q.push(a1, out), null);
+  assert.equal(q.push(entry(q, 'cacheable', '198.51.100'), out), null);
+  assert.equal(q.push(entry(q, 'cacheable', '198.51.100'), out), 'fairness');
+  assert.equal(q.push(entry(q, 'public', '198.51.100'), out), null, 'the share is per class');
+  assert.equal(q.push(entry(q, 'cacheable', '203.0.113'), out), null, 'another client still gets in');
+  assert.equal(q.heldBy(classIndex('cacheable'), '198.51.100'), 2);
+  q.remove(a1);
+  assert.equal(q.push(entry(q, 'cacheable', '198.51.100'), out), null, 'a freed place can be taken again');
+  while (q.shift() !== null);
+  assert.equal(q.trackedKeys(), 0);
+  const tiny = new AdmissionQueue<string>({ ...settings, maxEntries: 5, maxEntriesPerClass: 5, maxSharePercent: 1 });
+  assert.equal(tiny.keyCap, 1);
+});
+
+test('memory stays bounded whatever the number of client keys', () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 50, maxEntriesPerClass: 50, maxSharePercent: 10 });
+  const out: QueueEntry<string>[] = [];
+  for (let i = 0; i < 100_000; i++) {
+    q.push(entry(q, 'public', `key-${i}`), out);
+    if (i % 3 === 0) q.shift();
+  }
+  assert.ok(q.size <= 50);
+  assert.ok(q.trackedKeys() <= 50);
+});
+
+test('entries past their class deadline expire with Timeout; others stay', () => {
+  const q = new AdmissionQueue<string>(settings);
+  const out: QueueEntry<string>[] = [];
+  const s = entry(q, 'static', 'a', 0); // 500 ms
+  const p = entry(q, 'public', 'b', 0); // 1000 ms
+  const c = entry(q, 'critical', 'c', 0); // 5000 ms
+  for (const e of [s, p, c]) q.push(e, out);
+  assert.equal(q.nextDeadlineMs(), 500);
+  const expired: QueueEntry<string>[] = [];
+  q.expire(499, expired);
+  assert.equal(expired.length, 0);
+  q.expire(1000, expired);
+  assert.deepEqual(expired, [p, s].sort((x, y) => x.cls - y.cls));
+  assert.ok(expired.every((e) => e.outcome === Outcome.Timeout));
+  assert.equal(q.nextDeadlineMs(), 5000);
+  assert.equal(q.size, 1);
+});
+
+test('removing an entry that already left the queue does nothing', () => {
+  const q = new AdmissionQueue<string>(settings);
+  const out: QueueEntry<string>[] = [];
+  const e = entry(q, 'public');
+  q.push(e, out);
+  assert.equal(q.remove(e), true);
+  assert.equal(q.remove(e), false);
+  assert.equal(q.size, 0);
+});
+
+test('client keys: /24 for IPv4 and mapped IPv4, /64 for IPv6, or the session cookie', () => {
+  assert.equal(prefixKey('203.0.113.7'), '203.0.113');
+  assert.equal(prefixKey('::ffff:203.0.113.7'), '203.0.113');
+  assert.equal(prefixKey('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64');
+  assert.equal(prefixKey('2001:db8::1'), '2001:db8:0:0::/64');
+  assert.equal(prefixKey('2001:0db8:0001:0002::9'), '2001:db8:1:2::/64');
+  assert.equal(prefixKey('::1'), '0:0:0:0::/64');
+  assert.equal(cookieValue('a=1; sid=abc; b=2', 'sid'), 'abc');
+  assert.equal(cookieValue('xsid=1', 'sid'), '');
+  assert.equal(clientKey('session', '203.0.113.7', 'sid=abc', 'sid'), 's:abc');
+  assert.equal(clientKey('session', '203.0.113.7', undefined, 'sid'), '203.0.113');
+  assert.equal(clientKey('address', '203.0.113.7', undefined, 'sid'), '203.0.113.7');
+});

@@ -1,0 +1,200 @@
+// The waiting line in front of one upstream: one FIFO per traffic class, served in class priority
+// order; bounded in total, per class and per client key, every entry with a deadline. Its memory is
+// bounded by maxEntries whatever the number of clients: per-key counts exist only while queued.
+//
+//   classOrder:  critical ▸ authenticated ▸ cacheable ▸ public ▸ static      (configurable)
+//
+//   #lines[critical]      [e1 e2]            shift() takes the head of the first non-empty line
+//   #lines[cacheable]     [e3 e4 e5 e6]      deadlines grow along a line (one timeout per class)
+//   #lines[static]        [e7 e8]  ◂── tail  a full queue evicts the newest entry of the lowest
+//                                            class below the arrival's; an arrival no lower class
+//   #keys[cacheable]  { "203.0.113": 3 }     makes room for is refused (queue-full)
+//
+// Lines are plain arrays (≤ maxEntries each): shift/splice on a thousand slots is cheaper than any
+// linked structure, and a cancelled entry leaves no tombstone behind.
+import { TRAFFIC_CLASSES, type TrafficClass } from '../../config/schema.ts';
+
+export interface QueueSettings {
+  /** Highest priority first: a permutation of TRAFFIC_CLASSES. */
+  readonly classOrder: readonly TrafficClass[];
+  readonly maxEntries: number;
+  readonly maxEntriesPerClass: number;
+  readonly timeoutMs: Readonly<Record<TrafficClass, number>>;
+  /** Share of a class's slots one client key may hold, in percent (at least one slot). */
+  readonly maxSharePercent: number;
+}
+
+/** What became of a queued request. */
+export const Outcome = { Pending: 0, Admitted: 1, Timeout: 2, Evicted: 3, Cancelled: 4 } as const;
+export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+/** Why an arrival was refused a place. */
+export type RefusalReason = 'queue-full' | 'fairness';
+
+export class QueueEntry<T> {
+  readonly owner: T;
+  /** Index in TRAFFIC_CLASSES. */
+  readonly cls: number;
+  readonly key: string;
+  readonly enqueuedMs: number;
+  readonly deadlineMs: number;
+  outcome: Outcome;
+  /** Settles the waiting request's promise with this entry; set by whoever creates the promise. */
+  resolve: ((entry: QueueEntry<T>) => void) | null;
+
+  constructor(owner: T, cls: number, key: string, enqueuedMs: number, deadlineMs: number) {
+    this.owner = owner;
+    this.cls = cls;
+    this.key = key;
+    this.enqueuedMs = enqueuedMs;
+    this.deadlineMs = deadlineMs;
+    this.outcome = Outcome.Pending;
+    this.resolve = null;
+  }
+}
+
+export function classIndex(cls: TrafficClass): number {
+  return TRAFFIC_CLASSES.indexOf(cls);
+}
+
+export class AdmissionQueue<T> {
+  readonly #lines: QueueEntry<T>[][] = TRAFFIC_CLASSES.map(() => []);
+  readonly #keys: Map<string, number>[] = TRAFFIC_CLASSES.map(() => new Map());
+  /** Class indexes, highest priority first. */
+  #order: number[] = [];
+  /** rank[class index] = position in #order (0 = highest). */
+  #rank: number[] = [];
+  #settings!: QueueSettings;
+  #classCap = 0;
+  #keyCap = 0;
+  /** Entries waiting now, all classes. */
+  size = 0;
+
+  constructor(settings: QueueSettings) {
+    this.reconfigure(settings);
+  }
+
+  get settings(): QueueSettings {
+    return this.#settings;
+  }
+
+  /** New bounds, order and timeouts (reload). Entries already queued keep their place and deadline. */
+  reconfigure(settings: QueueSettings): void {
+    this.#settings = settings;
+    this.#order = settings.classOrder.map(classIndex);
+    this.#rank = TRAFFIC_CLASSES.map((c) => settings.classOrder.indexOf(c));
+    this.#classCap = Math.min(settings.maxEntries, settings.maxEntriesPerClass);
+    this.#keyCap = Math.max(1, Math.floor((this.#classCap * settings.maxSharePercent) / 100));
+  }
+
+  /** Most entries one client key may hold in one class. */
+  get keyCap(): number {
+    return this.#keyCap;
+  }
+
+  /** The deadline an entry of this class arriving now gets. */
+  deadlineFor(cls: number, nowMs: number): number {
+    return nowMs + this.#settings.timeoutMs[TRAFFIC_CLASSES[cls]!];
+  }
+
+  depth(cls: number): number {
+    return this.#lines[cls]!.length;
+  }
+
+  /** Entries this key holds in this class. */
+  heldBy(cls: number, key: string): number {
+    return this.#keys[cls]!.get(key) ?? 0;
+  }
+
+  /**
+   * Queue `entry`, or say why not. When the queue is full, the newest entry of the lowest class
+   * ranked below the arrival is evicted to make room: it is appended to `evicted`, marked Evicted,
+   * and the caller settles it.
+   */
+  push(entry: QueueEntry<T>, evicted: QueueEntry<T>[]): RefusalReason | null {
+    const cls = entry.cls;
+    const held = this.#keys[cls]!.get(entry.key) ?? 0;
+    if (this.#lines[cls]!.length >= this.#classCap) return 'queue-full';
+    // Before any eviction: a client at its share cannot push anyone out.
+    if (held >= this.#keyCap) return 'fairness';
+    while (this.size >= this.#settings.maxEntries) {
+      const victim = this.#evictBelow(this.#rank[cls]!);
+      if (victim === null) return 'queue-full';
+      evicted.push(victim);
+    }
+    this.#lines[cls]!.push(entry);
+    this.#keys[cls]!.set(entry.key, held + 1);
+    this.size++;
+    return null;
+  }
+
+  #evictBelow(rank: number): QueueEntry<T> | null {
+    for (let r = this.#order.length - 1; r > rank; r--) {
+      const line = this.#lines[this.#order[r]!]!;
+      if (line.length === 0) continue;
+      const victim = line.pop()!;
+      this.#forget(victim);
+      victim.outcome = Outcome.Evicted;
+      return victim;
+    }
+    return null;
+  }
+
+  /** The oldest entry of the highest class waiting, or null. */
+  shift(): QueueEntry<T> | null {
+    for (let r = 0; r < this.#order.length; r++) {
+      const line = this.#lines[this.#order[r]!]!;
+      if (line.length === 0) continue;
+      const e = line.shift()!;
+      this.#forget(e);
+      return e;
+    }
+    return null;
+  }
+
+  /** Take a waiting entry out (its client left). False if it was not queued. */
+  remove(entry: QueueEntry<T>): boolean {
+    const line = this.#lines[entry.cls]!;
+    const i = line.lastIndexOf(entry);
+    if (i === -1) return false;
+    line.splice(i, 1);
+    this.#forget(entry);
+    return true;
+  }
+
+  /** Move every entry whose deadline has passed into `out`, marked Timeout. */
+  expire(nowMs: number, out: QueueEntry<T>[]): void {
+    for (const line of this.#lines) {
+      // Deadlines grow along a line; after a reload changed a timeout they may not, and the later
+      // entries are caught at the next expiry or when they reach the head.
+      while (line.length > 0 && line[0]!.deadlineMs <= nowMs) {
+        const e = line.shift()!;
+        this.#forget(e);
+        e.outcome = Outcome.Timeout;
+        out.push(e);
+      }
+    }
+  }
+
+  /** The earliest deadline among line heads (Infinity when empty). */
+  nextDeadlineMs(): number {
+    let next = Infinity;
+    for (const line of this.#lines) if (line.length > 0 && line[0]!.deadlineMs < next) next = line[0]!.deadlineMs;
+    return next;
+  }
+
+  #forget(e: QueueEntry<T>): void {
+    this.size--;
+    const keys = this.#keys[e.cls]!;
+    const n = (keys.get(e.key) ?? 1) - 1;
+    if (n <= 0) keys.delete(e.key);
+    else keys.set(e.key, n);
+  }
+
+  /** Distinct client keys tracked now (bounded by size). */
+  trackedKeys(): number {
+    let n = 0;
+    for (const k of this.#keys) n += k.size;
+    return n;
+  }
+}

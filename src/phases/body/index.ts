@@ -1,0 +1,38 @@
+// Phase `body`: read a request body up to limits.bufferBodyBytes before the request may take an
+// admission slot or an upstream connection, so a slow-POST client trickling its body holds only its
+// own socket. Without this, twenty slow POSTs would hold twenty admission slots and the queue behind
+// them would be shed. Larger bodies stream after the buffered part (src/phases/upstream/buffer-body.ts).
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { Runtime } from '../../core/runtime.ts';
+import { bufferRequestBody } from '../upstream/buffer-body.ts';
+import { classifyUpstreamError } from '../upstream/forward.ts';
+
+export function createBodyPhase(getRuntime: () => Runtime): Phase {
+  return {
+    name: 'body',
+    onRequest(ctx: RequestContext) {
+      const req = ctx.req;
+      const bufferBytes = getRuntime().config.limits.bufferBodyBytes;
+      const h = req.headers;
+      const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+      // Upgrades are tunnels: their bytes after the head belong to the new protocol.
+      if (!hasBody || req.complete || bufferBytes === 0 || ctx.route === null || (req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      return new Promise<Verdict>((resolve) => {
+        bufferRequestBody(req, bufferBytes, ctx.route!.maxBodyBytes, (err, body) => {
+          if (err !== null) {
+            const { code, status } = classifyUpstreamError(err);
+            ctx.refuse(code, status || 400);
+            if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.decision = 'aborted';
+            resolve(Verdict.Reply);
+            return;
+          }
+          ctx.bufferedBody = body;
+          ctx.bodyBuffered = true;
+          resolve(Verdict.Continue);
+        });
+      });
+    },
+  };
+}
