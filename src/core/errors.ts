@@ -20,6 +20,12 @@ export const ERRORS = {
     retryable: false,
     message: 'The request framing is ambiguous (Transfer-Encoding with Content-Length, duplicate or invalid Content-Length, unsupported Transfer-Encoding, obs-fold, bare LF); refused and never forwarded.',
   },
+  RMP_ERR_EDGE_BAD_PATH: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The path cannot be normalised safely (an encoded slash or backslash, a backslash, or a broken percent-escape); routes and the origin must see the same path.',
+  },
   RMP_ERR_EDGE_DUPLICATE_HOST: { status: 400, source: 'client', retryable: false, message: 'More than one Host header field (RFC 9112 §3.2).' },
   RMP_ERR_EDGE_URL_TOO_LONG: { status: 414, source: 'client', retryable: false, message: 'The request target is longer than limits.maxUrlBytes.' },
   RMP_ERR_EDGE_HEADERS_TOO_LARGE: { status: 431, source: 'client', retryable: false, message: 'The request head is larger than limits.maxHeaderBytes or has more than limits.maxHeaderCount fields.' },

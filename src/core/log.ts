@@ -19,7 +19,10 @@ export const REDACT_PATHS = [
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream | number): Logger {
-  const dest = destination === undefined ? pino.destination({ dest: 1, sync: false }) : typeof destination === 'number' ? pino.destination({ dest: destination, sync: false }) : destination;
+  // Under attack logs are an amplifier: when the log reader falls behind, drop lines past 16 MiB of
+  // backlog rather than grow the heap without bound.
+  const bounded = { sync: false, maxLength: 16 * 1024 * 1024 };
+  const dest = destination === undefined ? pino.destination({ dest: 1, ...bounded }) : typeof destination === 'number' ? pino.destination({ dest: destination, ...bounded }) : destination;
   return pino(
     {
       level,

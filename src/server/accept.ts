@@ -12,8 +12,8 @@ import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
 
 export interface ConnectionTable {
-  /** Open connections per address. Bounded: an entry exists only while that address has an open
-   *  connection, and open connections are capped by limits.maxConnections. */
+  /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
+   *  key has an open connection, and open connections are capped by limits.maxConnections. */
   readonly perAddress: Map<string, number>;
   total: number;
 }
@@ -33,32 +33,75 @@ export function createConnectionTable(): ConnectionTable {
   return { perAddress: new Map(), total: 0 };
 }
 
+/**
+ * The key one address's connections are counted under: the address itself for IPv4, its /64 for
+ * IPv6 (one host commonly holds a whole /64, so counting single addresses would give it 2^64 caps).
+ */
+export function connectionKey(address: string): string {
+  if (address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1)) return address;
+  const double = address.indexOf('::');
+  let groups: string[];
+  if (double === -1) groups = address.split(':');
+  else {
+    const head = address.slice(0, double) === '' ? [] : address.slice(0, double).split(':');
+    const tail = address.slice(double + 2) === '' ? [] : address.slice(double + 2).split(':');
+    groups = [...head, ...new Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail];
+  }
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
 export function createAcceptServer(opts: AcceptOptions): net.Server {
   const { table, metrics } = opts;
-  const release = (address: string) => {
-    table.total--;
-    const n = table.perAddress.get(address)! - 1;
-    if (n <= 0) table.perAddress.delete(address);
-    else table.perAddress.set(address, n);
-    metrics.connectionsActive.dec();
+  const refuse = (socket: net.Socket) => {
+    metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_CONN_LIMIT' });
+    socket.on('error', noop);
+    socket.resetAndDestroy();
+  };
+  /** Count one more connection for `key`, or say no when its cap is reached. */
+  const tryCount = (key: string): boolean => {
+    const n = table.perAddress.get(key) ?? 0;
+    if (n >= opts.getRuntime().config.limits.maxConnectionsPerAddress) return false;
+    table.perAddress.set(key, n + 1);
+    return true;
+  };
+  const uncount = (key: string) => {
+    const n = table.perAddress.get(key)! - 1;
+    if (n <= 0) table.perAddress.delete(key);
+    else table.perAddress.set(key, n);
   };
 
   const server = net.createServer({ noDelay: true }, (socket) => {
     const peer = socket.remoteAddress ?? '';
-    const limits = opts.getRuntime().config.limits;
-    if (table.total >= limits.maxConnections || (table.perAddress.get(peer) ?? 0) >= limits.maxConnectionsPerAddress) {
-      metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_CONN_LIMIT' });
-      socket.on('error', noop);
-      socket.resetAndDestroy();
-      return;
+    const runtime = opts.getRuntime();
+    if (table.total >= runtime.config.limits.maxConnections) return refuse(socket);
+    // A trusted balancer carries many clients on its connections: its own address is not capped.
+    // Behind PROXY protocol the client's address is counted once the header names it.
+    const trusted = isTrusted(runtime.trustedProxies, peer);
+    let counted: string | null = null;
+    if (!trusted) {
+      const key = connectionKey(peer);
+      if (!tryCount(key)) return refuse(socket);
+      counted = key;
     }
     table.total++;
-    table.perAddress.set(peer, (table.perAddress.get(peer) ?? 0) + 1);
     metrics.connectionsActive.inc();
-    socket.once('close', () => release(peer));
+    socket.once('close', () => {
+      table.total--;
+      metrics.connectionsActive.dec();
+      if (counted !== null) uncount(counted);
+    });
 
-    if (opts.proxyProtocol && isTrusted(opts.getRuntime().trustedProxies, peer)) readProxyHeader(socket, peer, opts);
-    else handOver(socket, peer, opts);
+    if (opts.proxyProtocol && trusted) {
+      readProxyHeader(socket, peer, opts, (client) => {
+        const key = connectionKey(client);
+        if (!tryCount(key)) {
+          refuse(socket);
+          return false;
+        }
+        counted = key;
+        return true;
+      });
+    } else handOver(socket, peer, opts);
   });
   server.on('error', (err) => opts.log.error({ err }, 'listener error'));
   return server;
@@ -78,7 +121,7 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions): voi
   opts.httpServer.emit('connection', conn);
 }
 
-function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions): void {
+function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions, admit: (client: string) => boolean): void {
   let buf: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => fail('timeout waiting for PROXY header'), opts.getRuntime().config.limits.headersTimeoutMs);
   const fail = (why: string) => {
@@ -95,8 +138,10 @@ function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions):
     socket.pause();
     if (r.kind === 'invalid') return fail(r.why);
     clearTimeout(timer);
+    const client = r.address ?? peer;
+    if (r.address !== null && !admit(client)) return;
     if (buf.length > r.headerBytes) socket.unshift(buf.subarray(r.headerBytes));
-    handOver(socket, r.address ?? peer, opts);
+    handOver(socket, client, opts);
     // Bytes that came with the PROXY header (often the whole first request) wait in the socket's
     // buffer. A TLS socket reads them itself (so the raw socket must stay paused); Node's HTTP parser
     // reads straight from the handle and would never see them, so let the socket flow to deliver them.

@@ -12,7 +12,7 @@ import type { CounterCell } from '../../core/hot-metrics.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import { CacheStore, entrySize, varyValuesOf, type CacheEntry } from './store.ts';
-import { cacheKey } from './key.ts';
+import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/headers.ts';
 import { classifyUpstreamError } from '../upstream/forward.ts';
@@ -251,6 +251,9 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         return Verdict.Continue;
       }
       const key = cacheKey(method, req.headers.host, ctx.target, rc.queryParams);
+      // From here on the request goes upstream (a fill, a refresh, a bypassed copy) with exactly the
+      // target its key describes, so nothing outside the key can shape what gets stored.
+      ctx.target = cacheTarget(ctx.target, rc.queryParams);
       const now = clock.now();
       let entry = store.get(key, req.headers) ?? null;
       if (entry !== null && now >= entry.staleUntil) {

@@ -7,6 +7,7 @@ import { Verdict } from '../../core/pipeline.ts';
 import type { RequestContext } from '../../core/context.ts';
 import { isTrusted, type Runtime } from '../../core/runtime.ts';
 import { kPeerAddress } from '../../server/symbols.ts';
+import { normalizePath } from './normalize-path.ts';
 
 /** The address X-Forwarded-For names as the client, walking right to left past trusted hops. */
 export function addressFromForwardedFor(header: string, peer: string, runtime: Runtime): string {
@@ -51,9 +52,16 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         }
         url = absolute.pathname + absolute.search;
       }
-      ctx.target = url;
       const q = url.indexOf('?');
-      ctx.path = q === -1 ? url : url.slice(0, q);
+      const rawPath = q === -1 ? url : url.slice(0, q);
+      const path = normalizePath(rawPath);
+      if (path === null) {
+        ctx.refuse('RMP_ERR_EDGE_BAD_PATH', 400);
+        return Verdict.Reply;
+      }
+      ctx.path = path;
+      // The origin gets the path the routes judged, not the one the client wrote.
+      ctx.target = path === rawPath ? url : q === -1 ? path : path + url.slice(q);
       return Verdict.Continue;
     },
   };

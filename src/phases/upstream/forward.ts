@@ -169,8 +169,12 @@ function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: D
       method: ctx.req.method as Dispatcher.HttpMethod,
       headers: upstreamRequestHeaders(ctx, via),
       body,
-      // Keep each request on its own connection turn: never pipeline client requests together.
-      blocking: true,
+      // No `blocking`: the pool never pipelines (pipelining: 1), and undici's blocking flag is never
+      // cleared after a HEAD, which made every HEAD open a new upstream connection.
+      // undici closes the pooled connection after every HEAD unless told otherwise (against origins
+      // that wrongly send a body). A HEAD flood would then churn connections into TIME_WAIT until
+      // connect() fails for everyone; keep-alive it like any request.
+      reset: false,
     },
     handler,
   );

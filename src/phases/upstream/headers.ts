@@ -7,6 +7,17 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'tra
 /** Request fields Rempart sets itself, so a client's copies are dropped (unless a trusted proxy sent them). */
 // Expect is answered by Node itself (100 Continue) and undici refuses to send it.
 const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'expect']);
+/** Other ways to claim a client address. Believed only from a trusted proxy; from anyone else dropped,
+ *  or an origin reading them would take a client's word for its own address. */
+const CLIENT_ADDRESS_CLAIMS = new Set(['forwarded', 'x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip']);
+/** End-to-end fields a client may not strip by naming them in Connection (RFC 9110 lets a sender
+ *  name any field there): removing them would change what the origin answers while the cache still
+ *  files the answer under the client's original values (a Vary: Accept-Language poisoning seen in review). */
+const NEVER_CONNECTION_SPECIFIC = new Set([
+  'host', 'content-length', 'content-type', 'content-encoding', 'authorization', 'cookie', 'accept', 'accept-encoding',
+  'accept-language', 'accept-charset', 'origin', 'range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since',
+  'if-range', 'cache-control', 'user-agent', 'referer',
+]);
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | null {
   if (value === undefined) return null;
@@ -14,7 +25,7 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | n
   let set: Set<string> | null = null;
   for (const t of text.split(',')) {
     const token = t.trim().toLowerCase();
-    if (token === '' || token === 'close' || token === 'keep-alive') continue;
+    if (token === '' || token === 'close' || token === 'keep-alive' || NEVER_CONNECTION_SPECIFIC.has(token)) continue;
     (set ??= new Set()).add(token);
   }
   return set;
@@ -37,6 +48,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
       continue;
     }
     if (SET_BY_US.has(lower) || (named !== null && named.has(lower))) continue;
+    if (!ctx.peerTrusted && CLIENT_ADDRESS_CLAIMS.has(lower)) continue;
     out.push(name, raw[i + 1]!);
   }
   // A trusted proxy's chain is extended; anyone else's is replaced by what we saw.
