@@ -381,3 +381,18 @@ test('cache settings have defaults, and a misspelt cache key stops start-up', ()
     assert.throws(() => validateConfig({ ...base, ...bad }), (err: unknown) => err instanceof ConfigError && err.code === 'RMP_ERR_CONFIG_INVALID');
   }
 });
+
+test('an upstream that varies on a name like `constructor` is still answered, and lookups never read Object.prototype', async () => {
+  const up = await startUpstream((_req, res) => res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'constructor', 'content-length': '2' }).end('ok'));
+  const gw = await startGateway(up.url, { routes: [{ name: 'tracking', path: '/*', upstream: 'origin', class: 'cacheable' }] });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${gw.url}/track/A`);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'ok');
+    }
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

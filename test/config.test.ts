@@ -103,6 +103,7 @@ upstreams:
     url: http://127.0.0.1:3000
 routes:
   - name: all
+    path: /a/*
     upstream: ap
   - name: all
     path: /x
@@ -113,9 +114,9 @@ routes:
   assert.deepEqual(
     problems.map((p) => [p.line, p.path]),
     [
-      [9, 'routes[0].upstream'],
-      [10, 'routes[1].name'],
-      [13, 'routes[1].class'],
+      [10, 'routes[0].upstream'],
+      [11, 'routes[1].name'],
+      [14, 'routes[1].class'],
     ],
   );
 });
@@ -127,6 +128,29 @@ test('a bad enum value lists the allowed values', () => {
   assert.equal(problems[0]!.line, 10);
   for (const c of ['critical', 'authenticated', 'cacheable', 'public', 'static']) assert.ok(problems[0]!.message.includes(`"${c}"`), problems[0]!.message);
   assert.ok(problems[0]!.message.includes('"bogus"'));
+});
+
+test('a route after a catch-all, a host with a port, a trust-everyone proxy list and PROXY protocol with nobody trusted are refused', () => {
+  const text = `version: 1
+listeners:
+  - address: 127.0.0.1:8080
+    proxyProtocol: true
+upstreams:
+  - name: app
+    url: http://127.0.0.1:3000
+routes:
+  - name: all
+    upstream: app
+  - name: pay
+    host: pay.example.org:8443
+    path: /pay
+    upstream: app
+`;
+  const problems = problemsOf(() => parseConfig(text, 's.yaml'));
+  assert.deepEqual(problems.map((p) => p.path).sort(), ['listeners[0].proxyProtocol', 'routes[1]', 'routes[1].host']);
+  const wide = problemsOf(() => parseConfig(`${GOOD}clientAddress:\n  trustedProxies: [0.0.0.0/0]\n`, 'w.yaml'));
+  assert.deepEqual(wide.map((p) => p.path), ['clientAddress.trustedProxies[0]']);
+  assert.match(wide[0]!.message, /trusts a large part of the Internet/);
 });
 
 test('a bad CIDR in trustedProxies is refused, a good one is accepted', () => {
@@ -173,6 +197,7 @@ upstreams:
     url: http://127.0.0.1:3001
 routes:
   - name: all
+    path: /a/*
     upstream: app
   - name: all
     path: /x
@@ -183,7 +208,7 @@ routes:
     problems.map((p) => [p.path, p.line]),
     [
       ['upstreams[1].name', 7],
-      ['routes[1].name', 12],
+      ['routes[1].name', 13],
     ],
   );
   assert.match(problems[0]!.message, /duplicate upstream name "app"/);

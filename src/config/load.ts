@@ -146,15 +146,19 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   const routes = new Set<string>();
   // With the upstreams section itself broken, "no upstream named …" would only repeat its problems.
   const upstreamsUsable = Array.isArray(c.upstreams);
+  let catchAll = -1;
   list<Config['routes'][number]>(c.routes).forEach((r, i) => {
     if (typeof r.name === 'string') {
       if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
       routes.add(r.name);
     }
     if (upstreamsUsable && typeof r.upstream === 'string' && !upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+    if (typeof r.host === 'string' && /:[0-9]+$/.test(r.host) && !r.host.endsWith(']')) add(['routes', i, 'host'], `host matching ignores the port, so ${JSON.stringify(r.host)} can never match; write the host alone`);
     if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');
     if (star !== -1 && star !== r.path.length - 1) add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
+    if (catchAll !== -1) add(['routes', i], `unreachable: routes[${catchAll}] before it matches every request (routes are tried in order)`);
+    else if (r.path === '/*' && r.host === undefined && r.methods === undefined) catchAll = i;
   });
   const addresses = new Set<string>();
   list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
@@ -174,6 +178,20 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   checkAdmission(c.admission as Config['admission'] | undefined, add);
   const limits = c.limits as Config['limits'] | undefined;
   if (typeof limits?.headersTimeoutMs === 'number' && typeof limits.requestTimeoutMs === 'number' && limits.headersTimeoutMs > limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
+  const trusted = (c.clientAddress as Config['clientAddress'] | undefined)?.trustedProxies;
+  if (Array.isArray(trusted)) {
+    trusted.forEach((cidr, i) => {
+      if (typeof cidr !== 'string' || !isCidr(cidr)) return; // already reported as malformed
+      const bits = typeof cidr === 'string' && cidr.includes('/') ? Number(cidr.slice(cidr.indexOf('/') + 1)) : 128;
+      const minBits = cidr.includes(':') ? 7 : 8; // 10.0.0.0/8 and fc00::/7 (private) are the widest sane lists
+      if (bits < minBits) add(['clientAddress', 'trustedProxies', i], `${JSON.stringify(cidr)} trusts a large part of the Internet: any client in it could choose its own address through X-Forwarded-For or PROXY protocol`);
+    });
+  }
+  list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
+    if (l.proxyProtocol === true && Array.isArray(trusted) && trusted.length === 0) add(['listeners', i, 'proxyProtocol'], 'no peer is in clientAddress.trustedProxies, so no PROXY header would ever be read');
+  });
+  const cache = (c as { cache?: { maxBytes?: unknown; maxObjectBytes?: unknown } }).cache;
+  if (typeof cache?.maxBytes === 'number' && typeof cache.maxObjectBytes === 'number' && cache.maxObjectBytes > cache.maxBytes) add(['cache', 'maxObjectBytes'], `exceeds cache.maxBytes (${cache.maxBytes})`);
 }
 
 function checkUpstreamAdmission(a: Config['upstreams'][number]['admission'] | undefined, at: (string | number)[], add: (path: (string | number)[], message: string) => void): void {

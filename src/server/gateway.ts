@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Pool } from 'undici';
 import type { Config } from '../config/schema.ts';
 import { RequestContext } from '../core/context.ts';
 import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
@@ -258,6 +259,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   httpServer.emit('listening');
 
   const table = createConnectionTable();
+  const retiredPools = new Set<Pool>();
   const acceptServers: NetServer[] = initial.listeners.map((l) =>
     createAcceptServer({
       proxyProtocol: l.proxyProtocol,
@@ -295,7 +297,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
       httpServer.close();
       await Promise.all(closed);
-      await Promise.all([...current.upstreams.values()].map((u) => u.pool.destroy()));
+      await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy())]);
     },
     async reload(config) {
       const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
@@ -309,7 +311,16 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       applyTimeouts(httpServer, config);
       log.level = config.logging.level;
       // Retired pools finish what they carry, then close.
-      for (const pool of retired) void pool.close().catch(() => {});
+      // Requests routed under the old snapshot may still be reading their body or waiting in a queue
+      // and will dispatch on the old pool: close it only once they can no longer exist.
+      const graceMs = config.limits.requestTimeoutMs + Math.max(...config.upstreams.map((u) => u.headersTimeoutMs));
+      for (const pool of retired) {
+        retiredPools.add(pool);
+        setTimeout(() => {
+          retiredPools.delete(pool);
+          void pool.close().catch(() => {});
+        }, graceMs).unref();
+      }
     },
     addresses() {
       return {

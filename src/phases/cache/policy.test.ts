@@ -61,6 +61,7 @@ test('private, no-store, no-cache, Set-Cookie, Vary: * and responses without exp
   assert.equal(reasonOf({ cacheControl: 'no-cache, max-age=60' }), 'no_cache');
   assert.equal(reasonOf({ hasSetCookie: true }), 'set_cookie');
   assert.equal(reasonOf({ vary: 'Accept-Encoding, *' }), 'vary_star');
+  assert.equal(reasonOf({ vary: 'Accept-Encoding, x y' }), 'vary_invalid');
   assert.equal(reasonOf({ cacheControl: undefined }), 'no_freshness');
   assert.equal(reasonOf({ cacheControl: 'public' }), 'no_freshness');
 });

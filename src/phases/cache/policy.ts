@@ -124,6 +124,8 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
     const name = v.trim().toLowerCase();
     if (name === '') continue;
     if (name === '*') return { store: false, reason: 'vary_star' };
+    // A Vary that is not a field-name token (RFC 9110 §5.1) is the upstream misbehaving: don't store.
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return { store: false, reason: 'vary_invalid' };
     if (!varyNames.includes(name)) varyNames.push(name);
   }
   varyNames.sort();

@@ -46,7 +46,7 @@ export interface StoreLimits {
 export function varyValuesOf(names: readonly string[], headers: IncomingHttpHeaders): string[] {
   const out: string[] = [];
   for (const n of names) {
-    const v = headers[n];
+    const v = Object.hasOwn(headers, n) ? headers[n] : undefined; // never Object.prototype members
     out.push(v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim());
   }
   return out;
@@ -164,7 +164,7 @@ export class CacheStore {
 function matches(e: CacheEntry, headers: IncomingHttpHeaders): boolean {
   const names = e.varyNames;
   for (let i = 0; i < names.length; i++) {
-    const v = headers[names[i]!];
+    const v = Object.hasOwn(headers, names[i]!) ? headers[names[i]!] : undefined;
     const value = v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim();
     if (value !== e.varyValues[i]) return false;
   }
