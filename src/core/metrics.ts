@@ -48,6 +48,20 @@ export function createMetrics() {
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
   for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait]) registry.registerMetric(hot as unknown as Metric);
+  // Refusals can come at attack rate: a hot counter, one cell per reason code (a bounded set).
+  const refusalCounter = new HotCounter({ name: 'rempart_refusals_total', help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).', labelNames: ['reason'] });
+  registry.registerMetric(refusalCounter as unknown as Metric);
+  const refusalCells = new Map<string, { value: number }>();
+  const refusals = {
+    inc(labels: { reason: string }): void {
+      let cell = refusalCells.get(labels.reason);
+      if (cell === undefined) {
+        cell = refusalCounter.cell(labels.reason);
+        refusalCells.set(labels.reason, cell);
+      }
+      cell.value++;
+    },
+  };
   const m = {
     registry,
     requests,
@@ -100,12 +114,7 @@ export function createMetrics() {
         admissionReaders.queueDepth(this);
       },
     }),
-    refusals: new Counter({
-      name: 'rempart_refusals_total',
-      help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).',
-      labelNames: ['reason'] as const,
-      registers: [registry],
-    }),
+    refusals,
     upstreamErrors: new Counter({
       name: 'rempart_upstream_errors_total',
       help: 'Failed exchanges with an upstream, by upstream and reason code.',

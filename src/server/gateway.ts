@@ -12,6 +12,7 @@ import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
+import { LogSampler } from '../core/log-sampler.ts';
 import { runDone, runPhases, Verdict, type Phase } from '../core/pipeline.ts';
 import { compileRuntime, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
@@ -94,6 +95,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const routeCells = new WeakMap<object, RouteCells>();
   const noRoute = { name: '-', class: '-' };
 
+  const sampler = new LogSampler(options.clock ?? systemClock);
+  const onSuppressed = (reason: string, suppressed: number, windowMs: number) =>
+    log.warn({ reason, suppressed, windowMs: Math.round(windowMs) }, 'log lines suppressed (sampled per reason)');
   const onPhaseError = (err: unknown, phase: string) => log.error({ err, phase }, 'phase onDone failed');
 
   function record(ctx: RequestContext): void {
@@ -115,7 +119,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const routeName = route.name;
     const cls = route.class;
     if (ctx.reason !== '' && ctx.decision === 'refused') metrics.refusals.inc({ reason: ctx.reason });
-    if (current.config.logging.requests) {
+    // Refused requests come at attack rate: their lines are sampled per reason (first few per window,
+    // then one summary line); forwarded requests are all logged.
+    if (current.config.logging.requests && (ctx.decision !== 'refused' || sampler.allow(ctx.reason, onSuppressed))) {
       log.info({
         msg: 'request',
         method: ctx.req.method,
@@ -158,7 +164,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     },
     onUpstreamError(ctx, code, err) {
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
-      log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
+      if (sampler.allow(code, onSuppressed)) log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
     },
   };
 
