@@ -433,3 +433,17 @@ test('stopping the gateway lets an in-flight request finish, then refuses new co
     await up.close();
   }
 });
+
+test('Expect: 100-continue on a request the route refuses gets the refusal, never 100 Continue', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url, { routes: [{ name: 'small', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }] });
+  try {
+    const reply = await rawRequest(gw.port, 'PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n', { timeoutMs: 1000 });
+    assert.doesNotMatch(reply, /100 Continue/);
+    assert.equal(statusOf(reply), 413);
+    assert.equal(up.requests.length, 0);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

@@ -258,6 +258,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   );
   applyTimeouts(httpServer, initial);
   httpServer.on('upgrade', onUpgrade);
+  // Expect: 100-continue is answered by us once the phases accepted the request, not by Node at once.
+  httpServer.on('checkContinue', onRequest);
   httpServer.on('clientError', onClientError);
   // The HTTP server is fed sockets by the accept layer and never listens itself, but Node only
   // starts tracking connections (headersTimeout/requestTimeout checks, closeAllConnections) on

@@ -6,7 +6,7 @@ import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
 import type { RequestContext } from '../../core/context.ts';
 import type { Runtime } from '../../core/runtime.ts';
-import { bufferRequestBody } from '../upstream/buffer-body.ts';
+import { bufferRequestBody, sendContinueIfExpected } from '../upstream/buffer-body.ts';
 import { classifyUpstreamError } from '../upstream/forward.ts';
 
 export function createBodyPhase(getRuntime: () => Runtime): Phase {
@@ -19,6 +19,7 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
       const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
       // Upgrades are tunnels: their bytes after the head belong to the new protocol.
       if (!hasBody || req.complete || bufferBytes === 0 || ctx.route === null || (req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      sendContinueIfExpected(req, ctx.res);
       return new Promise<Verdict>((resolve) => {
         bufferRequestBody(req, bufferBytes, ctx.route!.maxBodyBytes, (err, body) => {
           if (err !== null) {

@@ -2,10 +2,26 @@
 // connection is taken, so a slow-POST client trickling its body holds only its own socket, never an
 // upstream connection or an origin worker (nginx's proxy_request_buffering and HAProxy's
 // http-buffer-request do the same). Larger bodies stream, the buffered part first.
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RempartError } from '../../core/errors.ts';
 
 export type BufferedBody = Buffer | AsyncIterable<Buffer> | null;
+
+const kContinueSent = Symbol('rempart.continueSent');
+
+/**
+ * Invite the body of an `Expect: 100-continue` request, once, just before reading it: only a request
+ * that passed every phase that could refuse it gets "100 Continue", so a client about to upload a
+ * gigabyte to a route that would answer 413 is told so before it sends anything (RFC 9110 §10.1.1).
+ */
+export function sendContinueIfExpected(req: IncomingMessage, res: ServerResponse): void {
+  const expect = req.headers.expect;
+  if (expect === undefined || expect.toLowerCase() !== '100-continue' || res.headersSent) return;
+  const marked = res as ServerResponse & { [kContinueSent]?: true };
+  if (marked[kContinueSent]) return;
+  marked[kContinueSent] = true;
+  res.writeContinue();
+}
 
 /** Streams `head` then the rest of `req`, failing once the total passes maxBytes. */
 async function* headThenRest(head: Buffer[], seenBytes: number, req: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {

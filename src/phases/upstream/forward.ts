@@ -6,7 +6,7 @@ import type { Dispatcher } from 'undici';
 import type { RequestContext } from '../../core/context.ts';
 import { RempartError, type ErrorCode } from '../../core/errors.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
-import { bufferRequestBody } from './buffer-body.ts';
+import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from '../../server/reply.ts';
 
 export interface ForwardHooks {
@@ -189,6 +189,7 @@ export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, b
     return;
   }
   const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  if (hasBody) sendContinueIfExpected(req, ctx.res);
   if (!hasBody || req.complete || bufferBodyBytes === 0) {
     dispatch(ctx, hooks, via, requestBody(ctx));
     return;
