@@ -390,3 +390,22 @@ test('an h2c upgrade attempt the upstream ignores is answered once and the conne
     await up.close();
   }
 });
+
+test('an idle WebSocket tunnel is closed on both sides after limits.tunnelIdleTimeoutMs', async () => {
+  const up = await startWsEchoUpstream();
+  const gw = await startGateway(up.url, { limits: { tunnelIdleTimeoutMs: 1000 } });
+  try {
+    const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
+    assert.equal(statusOf(head), 101);
+    const upstreamSocket = up.handshakes[0]!.socket;
+    const started = Date.now();
+    const clientClosed = new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r())));
+    const upstreamClosed = new Promise<void>((r) => (upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r())));
+    await Promise.all([clientClosed, upstreamClosed]);
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 900, `closed after ${elapsed} ms, not before the timeout`);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

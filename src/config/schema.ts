@@ -159,6 +159,12 @@ export const ConfigSchema = Obj(
         headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'Time a client has to send a complete request head (slowloris guard). Past it: 408 and close.' }),
         requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 60000, description: 'Time a client has to send a whole request, body included (slow POST guard). Past it: 408 and close.' }),
         idleTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000, description: 'An idle keep-alive client connection is closed after this long.' }),
+        tunnelIdleTimeoutMs: Type.Integer({
+          minimum: 1000,
+          maximum: 86400000,
+          default: 300000,
+          description: 'A WebSocket (Upgrade) tunnel with no byte either way for this long is closed, freeing its client and upstream sockets.',
+        }),
         maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
         maxConnectionsPerAddress: Type.Integer({ minimum: 1, maximum: 1000000, default: 256, description: 'Most client connections open at once from one address. Beyond it new ones are closed on accept.' }),
       },

@@ -221,7 +221,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
         }
         const route = ctx.route!.name;
         // Counted once the upstream has switched protocols, not for upgrades it refused.
-        tunnelUpgrade(ctx, socket, head, current.config.via, finish, () => metrics.websocketUpgrades.inc({ route }));
+        tunnelUpgrade(ctx, socket, head, current.config.via, finish, () => metrics.websocketUpgrades.inc({ route }), current.config.limits.tunnelIdleTimeoutMs);
       })
       .catch((err) => {
         log.error({ err }, 'internal error during upgrade');

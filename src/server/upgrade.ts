@@ -12,7 +12,7 @@ import type { ErrorCode } from '../core/errors.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../phases/upstream/headers.ts';
 import { writeRawReply } from './reply.ts';
 
-export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer, via: string, onEnd: () => void, onSwitched?: () => void): void {
+export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer, via: string, onEnd: () => void, onSwitched?: () => void, tunnelIdleTimeoutMs = 300_000): void {
   const upstream = ctx.upstream!;
   const options: https.RequestOptions = {
     host: upstream.host,
@@ -87,6 +87,10 @@ export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer,
     if (head.length > 0) socket.write(head);
     socket.on('error', end);
     socket.on('close', end);
+    // An idle tunnel holds a client socket and an upstream socket: close it after a silence both ways
+    // longer than limits.tunnelIdleTimeoutMs (WebSocket apps that idle longer send pings).
+    socket.setTimeout(tunnelIdleTimeoutMs, end);
+    (client as net.Socket).setTimeout?.(tunnelIdleTimeoutMs, end);
     socket.pipe(client);
     client.pipe(socket);
   });
