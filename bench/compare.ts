@@ -14,7 +14,7 @@ import { runDrill } from '../src/drill/engine.ts';
 import { listBuiltins } from '../src/drill/scenario.ts';
 import type { DrillReport } from '../src/drill/report.ts';
 import { ensureDebianTools, nginxBin } from './lib/nginx.ts';
-import { have as haveCmd } from './lib/procs.ts';
+import { freePort, have as haveCmd } from './lib/procs.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ORIGIN_WORKERS = 8;
@@ -24,16 +24,6 @@ const SYSTEMS = ['origin', 'nginx', 'haproxy', 'rempart', 'rempart-demo'] as con
 type System = (typeof SYSTEMS)[number];
 const DEMO_CONFIG = path.join(ROOT, 'examples/postal/rempart.yaml');
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port: number, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
   const until = Date.now() + timeoutMs;
