@@ -39,6 +39,8 @@ interface FlightOutcome {
   entry: CacheEntry | null;
   /** Why the upstream failed (error or 5xx), '' if it did not: waiters may then stand a stale copy in. */
   failure: ErrorCode | '';
+  /** The filling request's client left before the response was complete, so the fetch was dropped. */
+  abandoned: boolean;
 }
 
 /** One origin request in progress for a key, and who waits on it. */
@@ -171,7 +173,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     })();
   }
 
-  function wait(ctx: RequestContext, route: CompiledRoute, flight: Flight, stale: CacheEntry | null): Promise<Verdict> {
+  function wait(ctx: RequestContext, route: CompiledRoute, key: string, flight: Flight, stale: CacheEntry | null): Promise<Verdict> {
     return new Promise<Verdict>((resolve) => {
       let settled = false;
       const waiter = (o: FlightOutcome) => {
@@ -199,6 +201,25 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           core.standIn(ctx, usable, 'stale:error');
           resolve(Verdict.Reply);
           return;
+        }
+        if (o.abandoned && ctx.req.method === 'GET') {
+          // The fill ended without a failure and without storing: its client left and the fetch was
+          // abandoned. The first waiter to wake takes over the fill and the others wait on it again,
+          // so a client that asks for a hot key and hangs up cannot send every waiter to the origin.
+          const next = inflight.get(key);
+          if (next !== undefined && next.waiters.length < MAX_WAITERS_PER_KEY) {
+            resolve(wait(ctx, route, key, next, stale));
+            return;
+          }
+          if (next === undefined) {
+            const own: Flight = { waiters: [] };
+            inflight.set(key, own);
+            count(route, R_MISS);
+            ctx.cache = 'miss:fill_taken_over';
+            ctx.cacheTap = new CacheTap(core, ctx, key, stale, own);
+            resolve(Verdict.Continue);
+            return;
+          }
         }
         count(route, R_MISS);
         goToOrigin(ctx, stale, o.failure !== '' ? 'miss:fill_failed' : 'miss:fill_not_stored');
@@ -284,7 +305,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       }
       // A miss, or a copy too old for anything but standing in for a failure.
       const flight = inflight.get(key);
-      if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY) return wait(ctx, route, flight, entry);
+      if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY) return wait(ctx, route, key, flight, entry);
       count(route, R_MISS);
       // HEAD carries no body to store, and a full waiting list means this one goes alone.
       if (method === 'GET' && flight === undefined) {
@@ -513,7 +534,8 @@ class CacheTap implements ResponseTap {
     this.flight = null;
     const inflight = this.core.inflight;
     if (inflight.get(this.key) === flight) inflight.delete(this.key);
-    const outcome: FlightOutcome = { entry, failure };
+    // Finished while its own client is already gone and with nothing stored nor failed: abandoned.
+    const outcome: FlightOutcome = { entry, failure, abandoned: this.ctx.finished && entry === null && failure === '' };
     for (const w of flight.waiters) w(outcome);
   }
 }
