@@ -385,6 +385,7 @@ test('an h2c upgrade attempt the upstream ignores is answered once and the conne
       ['/site/page'],
     );
     assert.equal(up.requests[0]!.headers['http2-settings'], undefined, 'a field named in Connection is not forwarded');
+    assert.equal(up.requests[0]!.headers.upgrade, undefined, 'only WebSocket upgrades are offered to the upstream');
   } finally {
     await gw.close();
     await up.close();

@@ -12,6 +12,10 @@ import type { ErrorCode } from '../core/errors.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../phases/upstream/headers.ts';
 import { writeRawReply } from './reply.ts';
 
+export function isWebSocketUpgrade(value: string | undefined): boolean {
+  return value !== undefined && value.trim().toLowerCase() === 'websocket';
+}
+
 export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer, via: string, onEnd: () => void, onSwitched?: () => void, tunnelIdleTimeoutMs = 300_000): void {
   const upstream = ctx.upstream!;
   const options: https.RequestOptions = {
@@ -20,7 +24,10 @@ export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer,
     method: ctx.req.method,
     path: ctx.target,
     // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
-    headers: upstreamRequestHeaders(ctx, via, true) as unknown as http.OutgoingHttpHeaders,
+    // Only WebSocket is tunnelled. Any other Upgrade (h2c, TLS/1.0…) would turn the connection into a
+    // tunnel the phases no longer see: it goes upstream as a plain request, Upgrade stripped, and the
+    // answer is relayed as an ordinary response.
+    headers: upstreamRequestHeaders(ctx, via, isWebSocketUpgrade(ctx.req.headers.upgrade)) as unknown as http.OutgoingHttpHeaders,
     agent: false,
     // Covers the connect; once connected the upstream has headersTimeoutMs to answer the handshake.
     timeout: upstream.config.connectTimeoutMs,
