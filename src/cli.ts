@@ -10,6 +10,7 @@ const USAGE = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
   rempart --config FILE
   rempart check FILE
+  rempart demo                                       (the bundled demo, as \`npm start\`)
   rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
   rempart --version
 
@@ -40,6 +41,11 @@ async function packageVersion(): Promise<string> {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'demo') {
+    // `npm start`: the reference postal service with Rempart in front (examples/postal/demo.ts).
+    await import('../examples/postal/demo.ts');
+    return new Promise<number>(() => {}); // runs until Ctrl-C; the demo exits the process itself
+  }
   if (argv[0] === 'drill') {
     const { drillMain } = await import('./drill/cli.ts');
     return drillMain(argv.slice(1));
