@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from '../examples/postal/origin.ts';
-import { startGateway, sleep, type TestGateway } from './helpers.ts';
+import { startGateway, startUpstream, sleep, type TestGateway } from './helpers.ts';
 import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig, ConfigError } from '../src/config/load.ts';
 
@@ -185,5 +185,38 @@ test('a route fallback naming no upstream, or the route\u2019s own upstream, is 
     assert.equal(err.problems.length, 1);
     assert.equal(err.problems[0]!.path, 'routes[0].fallback');
     assert.match(err.problems[0]!.message, message);
+  }
+});
+
+test('an upstream that refuses the connection gets the status page with its own code and status kept, and opens its breaker', async () => {
+  const gone = await startUpstream();
+  await gone.close();
+  const gw = await startGateway(gone.url, { upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }], statusPage: { message: MESSAGE } });
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) });
+      assert.equal(res.status, 502);
+      assert.ok(res.headers.get('retry-after'));
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'RMP_ERR_UPSTREAM_CONNECT');
+      assert.equal(body.error.message, MESSAGE);
+    }
+    // Two failures in a row: open. The next request fails fast without trying the upstream.
+    const fast = await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) });
+    assert.equal(fast.status, 503);
+    assert.equal(((await fast.json()) as { error: { code: string } }).error.code, 'RMP_ERR_UPSTREAM_UNAVAILABLE');
+    assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
+    // A reload that keeps the upstream keeps its breaker, open.
+    await gw.gateway.reload(validateConfig({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+      admin: { address: '127.0.0.1:0' },
+    }, '(test)'));
+    assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
+    assert.equal((await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) })).status, 503);
+  } finally {
+    await gw.close();
   }
 });
