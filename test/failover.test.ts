@@ -83,18 +83,18 @@ test('approvals fall over to the SMS upstream within 2 s of the primary dying an
     for (let i = 0; i < 3; i++) assert.equal(channelOf(await approve(gw)), 'app');
 
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    assert.match(metrics, /rempart_failover_total\{route="approvals",from="postal",to="sms-approvals"\} 1\n/);
-    assert.match(metrics, /rempart_failover_total\{route="approvals",from="sms-approvals",to="postal"\} 1\n/);
+    const counted = (from: string, to: string) => Number(new RegExp(`rempart_failover_total\\{route="approvals",from="${from}",to="${to}"\\} (\\d+)\n`).exec(metrics)?.[1] ?? 0);
     assert.match(metrics, /rempart_health_checks_total\{upstream="postal",result="failure"\} [1-9]/);
     assert.match(metrics, /rempart_upstream_state\{upstream="postal",state="closed"\} 1\n/);
-    const switches = gw.logs.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:'));
-    assert.deepEqual(
-      switches.map((l) => [l.msg, l.route, l.from, l.to]),
-      [
-        ['failover: route switched to its fallback upstream', 'approvals', 'postal', 'sms-approvals'],
-        ['failover: route back on its upstream', 'approvals', 'sms-approvals', 'postal'],
-      ],
-    );
+    // One line and one count per switch of the route, not per request (dozens of requests went by):
+    // on a quiet machine exactly one each way; a slow health check could add a pair, never one per request.
+    const switches = gw.logs.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:')).map((l) => [l.msg, l.route, l.from, l.to]);
+    const away = ['failover: route switched to its fallback upstream', 'approvals', 'postal', 'sms-approvals'];
+    const home = ['failover: route back on its upstream', 'approvals', 'sms-approvals', 'postal'];
+    assert.ok(switches.length >= 2 && switches.length <= 4, JSON.stringify(switches));
+    switches.forEach((s, i) => assert.deepEqual(s, i % 2 === 0 ? away : home));
+    assert.equal(counted('postal', 'sms-approvals'), switches.length / 2);
+    assert.equal(counted('sms-approvals', 'postal'), switches.length / 2);
   } finally {
     await close();
   }
