@@ -195,7 +195,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const s = ctx.upstreamStatus;
     if (s >= 502 && s <= 504) u.breaker.onFailure();
     else if (s !== 0) {
-      if (s < 500) u.breaker.onSuccess();
+      // A head below 500 then a reset mid-body was already counted as a failure: not a success too.
+      if (s < 500 && ctx.decision !== 'upstream_error') u.breaker.onSuccess();
     } else if (ctx.decision === 'stale' && ctx.reason.startsWith('RMP_ERR_UPSTREAM_')) u.breaker.onFailure(); // a stale copy stood in for an error
   }
 
