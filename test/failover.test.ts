@@ -220,3 +220,34 @@ test('an upstream that refuses the connection gets the status page with its own 
     await gw.close();
   }
 });
+
+test('health checks run while the gateway runs: a reload that changes one replaces it, and stop() stops it', async () => {
+  const up = await startUpstream();
+  const cfg = (intervalMs: number) => ({
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'origin', url: up.url, healthCheck: { path: '/healthz', intervalMs } }],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+    admin: { address: '127.0.0.1:0' },
+  });
+  const gw = await startGateway(up.url, { upstreams: cfg(100).upstreams });
+  try {
+    const first = gw.gateway.runtime().upstreams.get('origin')!.health!;
+    assert.equal(first.running, true);
+    await gw.gateway.reload(validateConfig(cfg(100), '(test)'));
+    assert.equal(gw.gateway.runtime().upstreams.get('origin')!.health, first, 'an unchanged check is kept');
+    await gw.gateway.reload(validateConfig(cfg(150), '(test)'));
+    const second = gw.gateway.runtime().upstreams.get('origin')!.health!;
+    assert.notEqual(second, first);
+    assert.equal(first.running, false);
+    assert.equal(second.running, true);
+    const deadline = Date.now() + 5000;
+    while (!up.requests.some((r) => r.url === '/healthz') && Date.now() < deadline) await sleep(20);
+    assert.ok(up.requests.some((r) => r.url === '/healthz'), 'the check reached the upstream');
+    await gw.close();
+    assert.equal(second.running, false);
+  } finally {
+    await gw.close().catch(() => {});
+    await up.close();
+  }
+});
