@@ -153,6 +153,10 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
       routes.add(r.name);
     }
     if (upstreamsUsable && typeof r.upstream === 'string' && !upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+    if (upstreamsUsable && typeof r.fallback === 'string') {
+      if (!upstreams.has(r.fallback)) add(['routes', i, 'fallback'], `no upstream named ${JSON.stringify(r.fallback)} (known: ${[...upstreams].join(', ')})`);
+      else if (r.fallback === r.upstream) add(['routes', i, 'fallback'], `the fallback must differ from the route's upstream ${JSON.stringify(r.upstream)}`);
+    }
     if (typeof r.host === 'string' && /:[0-9]+$/.test(r.host) && !r.host.endsWith(']')) add(['routes', i, 'host'], `host matching ignores the port, so ${JSON.stringify(r.host)} can never match; write the host alone`);
     if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');

@@ -87,6 +87,25 @@ const UpstreamSchema = Obj(
     bodyTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 30000, description: 'Longest silence allowed inside a response body; past it the client connection is closed.' }),
     keepAliveTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 4000, description: 'How long an idle pooled connection is kept.' }),
     admission: UpstreamAdmissionSchema,
+    circuitBreaker: Obj(
+      {
+        consecutiveFailures: Type.Integer({ minimum: 1, maximum: 100000, default: 5, description: 'Failures in a row (connect error, timeout, reset, bad response, or 502/503/504 from the upstream) that open the breaker.' }),
+        openMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 5000, description: 'How long the breaker stays open before one probe request is let through (half-open).' }),
+      },
+      { default: {}, description: 'Passive failover: a circuit breaker counting this upstream\u2019s failures in real traffic (docs/failover.md).' },
+    ),
+    healthCheck: Type.Optional(
+      Obj(
+        {
+          path: Type.String({ pattern: '^/', default: '/healthz', description: 'Path requested with GET; a 2xx or 3xx answer is a success.' }),
+          intervalMs: Type.Integer({ minimum: 50, maximum: 3600000, default: 1000, description: 'Time between two checks.' }),
+          timeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 500, description: 'A check without an answer in this time is a failure.' }),
+          healthyThreshold: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'Successes in a row that make an unhealthy upstream healthy again.' }),
+          unhealthyThreshold: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'Failures in a row that make a healthy upstream unhealthy.' }),
+        },
+        { description: 'Active health check through the upstream\u2019s pool. An unhealthy upstream is not used (its routes use their `fallback`).' },
+      ),
+    ),
   },
   { description: 'A service Rempart forwards to.' },
 );
@@ -102,6 +121,9 @@ const RouteSchema = Obj(
     }),
     methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1, description: 'Match only these methods.' })),
     upstream: Type.String({ description: 'Name of the upstream to forward to.' }),
+    fallback: Type.Optional(
+      Type.String({ description: 'Name of an upstream used instead while `upstream` has its circuit breaker open or fails its health check; the route returns to `upstream` when it recovers.' }),
+    ),
     class: ClassSchema,
     maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Largest request body for this route; defaults to `limits.maxBodyBytes`. Over it: 413.' })),
     cache: Type.Optional(
@@ -229,6 +251,19 @@ export const ConfigSchema = Obj(
         ),
       },
       { default: {}, description: 'Priority admission in front of every upstream whose `admission.mode` is not `off`. See docs/admission.md.' },
+    ),
+    statusPage: Obj(
+      {
+        enabled: Type.Boolean({ default: true, description: 'Answer with the status page (503) when a route and its fallback are unavailable and no stale copy exists, and in place of a bare 502/504 when the upstream cannot be reached.' }),
+        message: Type.String({
+          minLength: 1,
+          maxLength: 2000,
+          default: 'Our teams are mobilised to restore the service. Please try again in a few minutes.',
+          description: 'The operator\u2019s message, shown as a small HTML page to browsers and as `error.message` in JSON.',
+        }),
+        retryAfterSec: Type.Integer({ minimum: 1, maximum: 86400, default: 30, description: 'Retry-After sent with the status page.' }),
+      },
+      { default: {}, description: 'What clients see when the service is down (docs/failover.md).' },
     ),
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },

@@ -80,6 +80,8 @@ export class RequestContext {
   /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
   bodyBuffered: boolean;
   bufferedBody: Buffer | AsyncIterable<Buffer> | null;
+  /** Set by `failover` when neither the route's upstream nor its fallback is usable: `unavailable` answers. */
+  upstreamUnavailable: boolean;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -111,6 +113,7 @@ export class RequestContext {
     this.admissionEntry = null;
     this.bodyBuffered = false;
     this.bufferedBody = null;
+    this.upstreamUnavailable = false;
   }
 
   /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */

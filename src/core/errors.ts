@@ -51,6 +51,12 @@ export const ERRORS = {
   RMP_ERR_UPSTREAM_RESET: { status: 502, source: 'upstream', retryable: true, message: 'The upstream closed the connection before or during the response; mid-body, the client connection is closed.' },
   RMP_ERR_UPSTREAM_BAD_RESPONSE: { status: 502, source: 'upstream', retryable: true, message: 'The upstream sent a response that is not valid HTTP/1.1.' },
   RMP_ERR_UPSTREAM_STATUS: { status: 502, source: 'upstream', retryable: true, message: 'The upstream answered 5xx; recorded as the reason when a stale cached copy was served instead.' },
+  RMP_ERR_UPSTREAM_UNAVAILABLE: {
+    status: 503,
+    source: 'upstream',
+    retryable: true,
+    message: "The route's upstream and its fallback are unavailable (circuit breaker open or health check failing) and no stale copy exists; answered with the status page and Retry-After.",
+  },
   RMP_ERR_CLIENT_ABORTED: { status: 0, source: 'client', retryable: false, message: 'The client went away before the response was complete.' },
   RMP_ERR_INTERNAL: { status: 500, source: 'internal', retryable: true, message: 'An unexpected error inside Rempart; it is logged with a stack.' },
   RMP_ERR_CONFIG_INVALID: { status: 0, source: 'config', retryable: false, message: 'The configuration file is invalid; every problem is listed with file, line and key path.' },

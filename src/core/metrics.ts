@@ -137,6 +137,24 @@ export function createMetrics() {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    failovers: new Counter({
+      name: 'rempart_failover_total',
+      help: 'Switches of a route between its upstream and its fallback (counted once per switch, not per request), by route, from and to upstream.',
+      labelNames: ['route', 'from', 'to'] as const,
+      registers: [registry],
+    }),
+    upstreamState: new Gauge({
+      name: 'rempart_upstream_state',
+      help: 'Circuit breaker state per upstream: 1 for the current state among closed, open, half_open.',
+      labelNames: ['upstream', 'state'] as const,
+      registers: [registry],
+    }),
+    healthChecks: new Counter({
+      name: 'rempart_health_checks_total',
+      help: 'Active health checks, by upstream and result (success, failure).',
+      labelNames: ['upstream', 'result'] as const,
+      registers: [registry],
+    }),
     websocketUpgrades: new Counter({
       name: 'rempart_websocket_upgrades_total',
       help: 'WebSocket (Upgrade) connections passed through, by route.',

@@ -8,6 +8,8 @@ import { systemClock, type Clock } from './clock.ts';
 import { AdmissionGate } from '../phases/admission/gate.ts';
 import type { LimiterSettings } from '../phases/admission/limiter.ts';
 import type { QueueSettings } from '../phases/admission/queue.ts';
+import { CircuitBreaker } from '../phases/failover/breaker.ts';
+import { HealthCheck } from '../phases/failover/health.ts';
 
 export interface CompiledUpstream {
   readonly name: string;
@@ -20,6 +22,10 @@ export interface CompiledUpstream {
   readonly tls: boolean;
   /** Concurrency limiter and priority queue; the same object across reloads while name and URL hold. */
   readonly admission: AdmissionGate;
+  /** Passive failover; the same object across reloads while name and URL hold. */
+  readonly breaker: CircuitBreaker;
+  /** Active health check, or null; kept across reloads while name, URL, pool and settings hold. The gateway starts and stops it. */
+  readonly health: HealthCheck | null;
 }
 
 export interface CompiledRoute {
@@ -27,6 +33,8 @@ export interface CompiledRoute {
   readonly index: number;
   readonly class: TrafficClass;
   readonly upstream: CompiledUpstream;
+  /** Used while `upstream` is unusable (src/phases/failover), or null. */
+  readonly fallback: CompiledUpstream | null;
   readonly maxBodyBytes: number;
   /** Lower-cased host to match, '' for any; wildcard means "this host or any subdomain suffix". */
   readonly host: string;
@@ -113,6 +121,17 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       admission = kept;
       admission.reconfigure(limiter, queue);
     } else admission = new AdmissionGate(u.name, u.url, limiter, queue, clock);
+    const prev = previous?.upstreams.get(u.name);
+    let breaker: CircuitBreaker;
+    if (prev !== undefined && prev.config.url === u.url) {
+      breaker = prev.breaker;
+      breaker.reconfigure(u.circuitBreaker);
+    } else breaker = new CircuitBreaker(u.name, u.circuitBreaker, clock);
+    let health: HealthCheck | null = null;
+    if (u.healthCheck !== undefined) {
+      const same = prev?.health != null && prev.config.url === u.url && prev.pool === pool && JSON.stringify(prev.health.settings) === JSON.stringify(u.healthCheck);
+      health = same ? prev!.health : new HealthCheck(u.name, u.healthCheck, pool);
+    }
     upstreams.set(u.name, {
       name: u.name,
       config: u,
@@ -122,6 +141,8 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       port: url.port ? Number(url.port) : tls ? 443 : 80,
       tls,
       admission,
+      breaker,
+      health,
     });
   }
 
@@ -133,6 +154,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       index,
       class: r.class,
       upstream: upstreams.get(r.upstream)!,
+      fallback: r.fallback !== undefined ? upstreams.get(r.fallback)! : null,
       maxBodyBytes: r.maxBodyBytes ?? config.limits.maxBodyBytes,
       host: host.startsWith('*.') ? '' : host,
       hostSuffix: host.startsWith('*.') ? host.slice(1) : '',

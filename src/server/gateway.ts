@@ -22,6 +22,9 @@ import { createCachePhase, type CachePhase } from '../phases/cache/index.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { createBodyPhase } from '../phases/body/index.ts';
 import { createAdmissionPhase } from '../phases/admission/index.ts';
+import { createFailoverPhase, createUnavailablePhase } from '../phases/failover/index.ts';
+import { setStatusPage } from '../phases/failover/status-page.ts';
+import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -73,15 +76,44 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const secureContexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(initial, secureContexts);
 
+  // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
+  let cache!: CachePhase;
   const phases: readonly Phase[] = [
     createIdentifyPhase(getRuntime),
     createEdgePhase(getRuntime),
     createRoutePhase(getRuntime),
-    createCachePhase(getRuntime, metrics, options.clock ?? systemClock),
+    createFailoverPhase(getRuntime, metrics, log),
+    (cache = createCachePhase(getRuntime, metrics, options.clock ?? systemClock)),
+    createUnavailablePhase(getRuntime, cache),
     createBodyPhase(getRuntime),
     createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock),
   ];
-  const cache = phases.find((p) => p.name === 'cache') as CachePhase;
+
+  // Failover state lives on the compiled upstreams (kept across reloads); wire new ones to metrics
+  // and logs, and run their health checks while the gateway runs.
+  let started = false;
+  const onBreakerChange = (b: CircuitBreaker, from: string, to: string) => {
+    for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: b.name, state }, state === to ? 1 : 0);
+    log.warn({ upstream: b.name, from, to }, 'circuit breaker state changed');
+  };
+  function wireFailover(rt: Runtime): void {
+    for (const u of rt.upstreams.values()) {
+      if (u.breaker.onChange === null) {
+        u.breaker.onChange = onBreakerChange;
+        for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: u.name, state }, state === u.breaker.state ? 1 : 0);
+      }
+      const h = u.health;
+      if (h === null) continue;
+      if (h.onResult === null) {
+        h.onResult = (check, result, changed) => {
+          metrics.healthChecks.inc({ upstream: check.name, result });
+          if (changed) log.warn({ upstream: check.name, healthy: check.healthy }, check.healthy ? 'health check: upstream healthy again' : 'health check: upstream unhealthy');
+        };
+      }
+      if (started) h.start();
+    }
+  }
+  wireFailover(current);
 
   // Metric cells per compiled route (a reload compiles new routes, so a changed class gets new
   // cells), then per decision and status. Keys come from configuration and status codes: small.
@@ -152,7 +184,20 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       ctx.forwardHandler?.abort?.(new RempartError('RMP_ERR_CLIENT_ABORTED'));
     }
     runDone(phases, ctx, onPhaseError);
+    feedBreaker(ctx);
     record(ctx);
+  }
+
+  /** Outcomes of forwarded requests feed their upstream's breaker (errors come via onUpstreamError). */
+  function feedBreaker(ctx: RequestContext): void {
+    const u = ctx.upstream;
+    if (u === null || ctx.forwardStartMs === 0) return;
+    const s = ctx.upstreamStatus;
+    if (s >= 502 && s <= 504) u.breaker.onFailure();
+    else if (s !== 0) {
+      // A head below 500 then a reset mid-body was already counted as a failure: not a success too.
+      if (s < 500 && ctx.decision !== 'upstream_error') u.breaker.onSuccess();
+    } else if (ctx.decision === 'stale' && ctx.reason.startsWith('RMP_ERR_UPSTREAM_')) u.breaker.onFailure(); // a stale copy stood in for an error
   }
 
   const hooks: ForwardHooks = {
@@ -160,9 +205,13 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       ctx.replyStatus = status;
       ctx.replyBody = '';
       ctx.reason = code;
+      const page = current.config.statusPage;
+      // Upstream unreachable, nothing sent yet: the operator's status page, not a bare 502/504.
+      if (page.enabled && (code === 'RMP_ERR_UPSTREAM_CONNECT' || code === 'RMP_ERR_UPSTREAM_TIMEOUT')) setStatusPage(ctx, page, code, status);
       sendLocalReply(ctx);
     },
     onUpstreamError(ctx, code, err) {
+      ctx.upstream?.breaker.onFailure();
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
       if (sampler.allow(code, onSuppressed)) log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
     },
@@ -287,6 +336,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cache,
     runtime: getRuntime,
     async start() {
+      started = true;
+      wireFailover(current);
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
     },
@@ -304,6 +355,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       for (const socket of upgraded) socket.destroy();
       // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
       httpServer.close();
+      started = false;
+      for (const u of current.upstreams.values()) u.health?.stop();
       await Promise.all(closed);
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy())]);
     },
@@ -315,7 +368,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       await loadSecureContexts(config, contexts);
       for (const [address, context] of contexts) secureContexts.set(address, context);
       const { runtime, retired } = compileRuntime(config, current);
+      const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));
+      for (const u of current.upstreams.values()) if (u.health !== null && !kept.has(u.health)) u.health.stop();
       current = runtime;
+      wireFailover(runtime);
       applyTimeouts(httpServer, config);
       log.level = config.logging.level;
       // Retired pools finish what they carry, then close.

@@ -1,0 +1,54 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Pool } from 'undici';
+import { HealthCheck } from './health.ts';
+
+const settings = { path: '/healthz', intervalMs: 50, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 2 };
+
+test('health turns unhealthy after unhealthyThreshold failures and healthy after healthyThreshold successes', () => {
+  const check = new HealthCheck('postal', settings, null as unknown as Pool);
+  const seen: string[] = [];
+  check.onResult = (_c, result, changed) => seen.push(`${result}${changed ? '!' : ''}`);
+  check.record('failure');
+  assert.equal(check.healthy, true);
+  check.record('failure');
+  assert.equal(check.healthy, false);
+  check.record('success');
+  check.record('failure');
+  check.record('success');
+  assert.equal(check.healthy, false);
+  check.record('success');
+  assert.equal(check.healthy, true);
+  assert.deepEqual(seen, ['failure', 'failure!', 'success', 'failure', 'success', 'success!']);
+});
+
+test('a running health check probes the upstream path through the pool and stops cleanly', async () => {
+  let down = false;
+  const paths: string[] = [];
+  const server = http.createServer((req, res) => {
+    paths.push(req.url!);
+    res.statusCode = down ? 503 : 200;
+    res.end('ok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const pool = new Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const check = new HealthCheck('origin', settings, pool);
+  try {
+    check.start();
+    down = true;
+    const deadline = Date.now() + 5000;
+    while (check.healthy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(check.healthy, false);
+    down = false;
+    while (!check.healthy && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(check.healthy, true);
+    assert.ok(paths.every((p) => p === '/healthz'));
+  } finally {
+    check.stop();
+    await pool.destroy();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+});

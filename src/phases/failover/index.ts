@@ -1,0 +1,81 @@
+// Phases `failover` (after `route`) and `unavailable` (after `cache`). `failover` sends a request to
+// its route's fallback upstream while the primary is unusable (breaker open, or health check failing),
+// and back once the primary recovers; each switch of a route is logged and counted once. With neither
+// usable it only marks the request: the cache may still answer it with a stale copy, and if it does
+// not, `unavailable` answers with the status page (503) instead of waiting on a dead upstream.
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { CompiledRoute, CompiledUpstream, Runtime } from '../../core/runtime.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import type { Logger } from '../../core/log.ts';
+import type { CachePhase } from '../cache/index.ts';
+import { setStatusPage } from './status-page.ts';
+
+/** Usable: breaker not open (taking the half-open probe if it is due) and, with a health check, healthy. */
+export function isUsable(u: CompiledUpstream): boolean {
+  return (u.health === null || u.health.healthy) && u.breaker.allowRequest();
+}
+
+/**
+ * @example phases: [identify, edge, route, createFailoverPhase(getRuntime, metrics, log), cache, …]
+ */
+export function createFailoverPhase(getRuntime: () => Runtime, metrics: Metrics, log: Logger): Phase {
+  // Route name → on its fallback now. Keys come from configuration: bounded.
+  const onFallback = new Map<string, boolean>();
+
+  function note(route: CompiledRoute, usingFallback: boolean): void {
+    if ((onFallback.get(route.name) ?? false) === usingFallback) return;
+    onFallback.set(route.name, usingFallback);
+    const from = usingFallback ? route.upstream.name : route.fallback!.name;
+    const to = usingFallback ? route.fallback!.name : route.upstream.name;
+    metrics.failovers.inc({ route: route.name, from, to });
+    if (usingFallback) log.warn({ route: route.name, from, to }, 'failover: route switched to its fallback upstream');
+    else log.info({ route: route.name, from, to }, 'failover: route back on its upstream');
+  }
+
+  return {
+    name: 'failover',
+    onRequest(ctx: RequestContext) {
+      const route = ctx.route!;
+      const primary = route.upstream;
+      const fallback = route.fallback;
+      if (isUsable(primary)) {
+        // Back only once the primary is closed: a half-open probe alone is not a recovery.
+        if (fallback !== null && primary.breaker.state === 'closed') note(route, false);
+        return Verdict.Continue;
+      }
+      if (fallback !== null && isUsable(fallback)) {
+        ctx.upstream = fallback;
+        note(route, true);
+        return Verdict.Continue;
+      }
+      ctx.upstreamUnavailable = true;
+      return Verdict.Continue;
+    },
+  };
+}
+
+/**
+ * After `cache`: a request marked unavailable by `failover` gets a stale copy if the cache has one,
+ * else the status page (or the bare 503 JSON body with statusPage.enabled off).
+ */
+export function createUnavailablePhase(getRuntime: () => Runtime, cache: Pick<CachePhase, 'serveStaleIfAny'>): Phase {
+  return {
+    name: 'unavailable',
+    onRequest(ctx: RequestContext) {
+      if (!ctx.upstreamUnavailable) return Verdict.Continue;
+      ctx.reason = 'RMP_ERR_UPSTREAM_UNAVAILABLE';
+      if (cache.serveStaleIfAny(ctx)) return Verdict.Reply;
+      const page = getRuntime().config.statusPage;
+      if (page.enabled) setStatusPage(ctx, page, 'RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
+      else {
+        ctx.decision = 'upstream_error';
+        ctx.replyStatus = 503;
+        ctx.replyBody = ''; // the JSON error body of the code
+        ctx.replyHeaders = { 'retry-after': String(page.retryAfterSec) };
+      }
+      return Verdict.Reply;
+    },
+  };
+}
