@@ -251,3 +251,15 @@ test('health checks run while the gateway runs: a reload that changes one replac
     await up.close();
   }
 });
+
+test('an origin shedding its surplus with 503 is not cut off: the breaker stays closed and every request still reaches it', async () => {
+  const up = await startUpstream((_req, res) => res.writeHead(503, { 'retry-after': '1', 'content-length': '0' }).end());
+  const gw = await startGateway(up.url, { upstreams: [{ name: 'origin', url: up.url, circuitBreaker: { consecutiveFailures: 2, openMs: 10000 } }] });
+  try {
+    for (let i = 0; i < 10; i++) assert.equal((await fetch(`${gw.url}/busy/${i}`)).status, 503);
+    assert.equal(up.requests.length, 10, 'no request was failed fast by an open breaker');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

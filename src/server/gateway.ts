@@ -193,7 +193,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const u = ctx.upstream;
     if (u === null || ctx.forwardStartMs === 0) return;
     const s = ctx.upstreamStatus;
-    if (s >= 502 && s <= 504) u.breaker.onFailure();
+    // 503 is not a failure: an overloaded origin answering 503 to its surplus is alive and serving the
+    // rest. Opening the breaker on it would turn partial service into none for openMs (admission
+    // control is the answer to overload); 502 and 504 say the origin's own backends are gone.
+    if (s === 502 || s === 504) u.breaker.onFailure();
     else if (s !== 0) {
       // A head below 500 then a reset mid-body was already counted as a failure: not a success too.
       if (s < 500 && ctx.decision !== 'upstream_error') u.breaker.onSuccess();

@@ -1,5 +1,6 @@
 // A circuit breaker per upstream (passive failover). Failures are counted from real traffic:
-// connect errors, timeouts, resets, bad responses and 502/503/504 answered by the upstream.
+// connect errors, timeouts, resets, bad responses and 502/504 answered by the upstream (not 503: an
+// overloaded origin shedding its surplus is still serving).
 //
 //   closed ──(consecutiveFailures in a row)──▶ open ──(openMs elapsed)──▶ half_open
 //     ▲                                          ▲                           │ one probe request
