@@ -175,3 +175,63 @@ test('without saturation (admission off, no force) the room stays closed: visito
     await up.close();
   }
 });
+
+test('on a real saturation signal the room opens while the upstream slot is taken and drains once it is free', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((req, res) => {
+    if (req.url === '/slow') void held.then(() => res.end('slow'));
+    else res.end('ok');
+  });
+  const gw = await startGateway(
+    up.url,
+    {
+      upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, admitPerSecond: 1 } }],
+    },
+    { clock: createManualClock() },
+  );
+  try {
+    const slow = fetch(`${gw.url}/slow`);
+    // Wait until the slow request holds the one slot.
+    for (let i = 0; i < 200 && gw.gateway.runtime().upstreams.get('origin')!.admission.limiter.inFlight < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    const queued = await fetch(`${gw.url}/`);
+    assert.equal(queued.status, 503, 'the class is saturated: a new visitor waits in line');
+    const ticket = cookieOf(queued, TICKET)!;
+    assert.ok(ticket);
+    await queued.text();
+    release();
+    assert.equal(await (await slow).text(), 'slow');
+    let status = 0;
+    for (let i = 0; i < 200 && status !== 200; i++) {
+      const r = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });
+      status = r.status;
+      await r.text();
+      if (status !== 200) await new Promise((res) => setTimeout(res, 10));
+    }
+    assert.equal(status, 200, 'capacity returned: the line drained and the ticket holder went in');
+  } finally {
+    release();
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('config: a waiting room on a route that matches neither GET nor HEAD is refused with its key path', async () => {
+  const { validateConfig } = await import('../src/config/load.ts');
+  assert.throws(
+    () =>
+      validateConfig({
+        version: 1,
+        listeners: [{ address: '127.0.0.1:0' }],
+        upstreams: [{ name: 'origin', url: 'http://127.0.0.1:1' }],
+        routes: [{ name: 'api', path: '/*', methods: ['POST'], upstream: 'origin', waitingRoom: { enabled: true, admitPerSecond: 0 } }],
+      }),
+    (err: { problems?: { path: string }[] }) => {
+      const paths = err.problems!.map((p) => p.path);
+      assert.ok(paths.includes('routes[0].waitingRoom.enabled'), paths.join(', '));
+      assert.ok(paths.includes('routes[0].waitingRoom.admitPerSecond'), paths.join(', '));
+      return true;
+    },
+  );
+});
