@@ -13,7 +13,8 @@ test('the generated reference docs match the code (run `npm run docs` after chan
 test('docs/lifecycle.md names every phase of the pipeline, in order', async () => {
   const { createGateway } = await import('../src/server/gateway.ts');
   assert.ok(createGateway);
-  const text = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
+  // Lower-cased on both sides: factory names are compared lower-cased (createWaitingRoomPhase → `waitingRoom`).
+  const text = (await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8')).toLowerCase();
   const src = await readFile(new URL('../src/server/gateway.ts', import.meta.url), 'utf8');
   const order = [...src.matchAll(/create(\w+)Phase\(getRuntime[,)]/g)].map((m) => m[1]!.toLowerCase());
   assert.ok(order.length >= 3, 'phases found in gateway.ts');

@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
-import { ConfigSchema, TRAFFIC_CLASSES, type Config } from './schema.ts';
+import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -157,6 +157,9 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
       if (!upstreams.has(r.fallback)) add(['routes', i, 'fallback'], `no upstream named ${JSON.stringify(r.fallback)} (known: ${[...upstreams].join(', ')})`);
       else if (r.fallback === r.upstream) add(['routes', i, 'fallback'], `the fallback must differ from the route's upstream ${JSON.stringify(r.upstream)}`);
     }
+    const wr = r.waitingRoom as RouteConfig['waitingRoom'] | undefined;
+    if (wr?.enabled === true && Array.isArray(r.methods) && !r.methods.includes('GET') && !r.methods.includes('HEAD'))
+      add(['routes', i, 'waitingRoom', 'enabled'], 'only GET and HEAD requests enter a waiting room, and this route matches neither');
     if (typeof r.host === 'string' && /:[0-9]+$/.test(r.host) && !r.host.endsWith(']')) add(['routes', i, 'host'], `host matching ignores the port, so ${JSON.stringify(r.host)} can never match; write the host alone`);
     if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');

@@ -145,6 +145,19 @@ const RouteSchema = Obj(
         { description: 'Response cache for this route (see docs/cache.md). The response\u2019s stale-while-revalidate / stale-if-error directives can widen the stale windows.' },
       ),
     ),
+    waitingRoom: Obj(
+      {
+        enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),
+        admitPerSecond: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Visitors let in from the line per second while the room is open, in ticket order.' }),
+        passTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 1800, description: 'How long a visitor let in keeps its pass (it is not sent back to the line meanwhile).' }),
+        ticketTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 3600, description: 'How long a ticket keeps its place in line; an older ticket gets a new place at the back.' }),
+        force: Type.Boolean({
+          default: false,
+          description: 'Treat the route\u2019s class as always saturated, so the room is always open (drills and tests). Without it the room opens only on an upstream whose `admission.mode` is not `off`.',
+        }),
+      },
+      { default: {}, description: 'Waiting room for flash crowds: new visitors get their place in line and let in in arrival order through a signed ticket; no per-visitor state on the server.' },
+    ),
   },
   { description: 'Which requests go where, and what they are worth. Routes are tried in order; the first match wins.' },
 );
@@ -265,6 +278,18 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'What clients see when the service is down (docs/failover.md).' },
     ),
+    waitingRoom: Obj(
+      {
+        keyFile: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              'File holding the key that signs waiting-room tickets and passes (at least 32 bytes, hex or base64; never logged). The env var REMPART_WAITING_ROOM_KEY wins over it. Without either, a random key per process is used: tickets do not survive a restart nor work across nodes.',
+          }),
+        ),
+      },
+      { default: {}, description: 'Settings shared by every route\u2019s waiting room (docs/waiting-room.md).' },
+    ),
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },
   { description: 'Rempart configuration file.' },
@@ -277,4 +302,5 @@ export type RouteConfig = Config['routes'][number];
 export type LimitsConfig = Config['limits'];
 export type RouteCacheConfig = NonNullable<RouteConfig['cache']>;
 export type AdmissionConfig = Config['admission'];
+export type RouteWaitingRoomConfig = RouteConfig['waitingRoom'];
 export type { TSchema };

@@ -82,6 +82,8 @@ export class RequestContext {
   bufferedBody: Buffer | AsyncIterable<Buffer> | null;
   /** Set by `failover` when neither the route's upstream nor its fallback is usable: `unavailable` answers. */
   upstreamUnavailable: boolean;
+  /** Extra response headers a phase adds to whatever answer is sent (flat [name, value, …]; the waiting room's Set-Cookie), or null. */
+  responseHeaders: string[] | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -114,6 +116,7 @@ export class RequestContext {
     this.bodyBuffered = false;
     this.bufferedBody = null;
     this.upstreamUnavailable = false;
+    this.responseHeaders = null;
   }
 
   /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */

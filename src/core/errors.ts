@@ -46,6 +46,12 @@ export const ERRORS = {
     retryable: true,
     message: "Shed by admission control: the request waited in the queue past its class's deadline (admission.queue.timeoutMs) and is not served late. Retry after Retry-After.",
   },
+  RMP_ERR_WAITING_ROOM: {
+    status: 503,
+    source: 'policy',
+    retryable: true,
+    message: "The route's waiting room is open (its class is saturated): the visitor holds a signed ticket and is shown its place in line and an estimated wait; retry after Retry-After with the ticket cookie.",
+  },
   RMP_ERR_UPSTREAM_CONNECT: { status: 502, source: 'upstream', retryable: true, message: 'The upstream refused or failed the connection.' },
   RMP_ERR_UPSTREAM_TIMEOUT: { status: 504, source: 'upstream', retryable: true, message: 'The upstream sent no response head within headersTimeoutMs.' },
   RMP_ERR_UPSTREAM_RESET: { status: 502, source: 'upstream', retryable: true, message: 'The upstream closed the connection before or during the response; mid-body, the client connection is closed.' },

@@ -45,6 +45,8 @@ export function createMetrics() {
     inFlight: (_g: Gauge<'upstream'>): void => {},
     queueDepth: (_g: Gauge<'class'>): void => {},
   };
+  // Scrape-time reader for the waiting-room gauge, installed by the waiting-room phase.
+  const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {} };
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
   for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait]) registry.registerMetric(hot as unknown as Metric);
@@ -153,6 +155,28 @@ export function createMetrics() {
       name: 'rempart_health_checks_total',
       help: 'Active health checks, by upstream and result (success, failure).',
       labelNames: ['upstream', 'result'] as const,
+      registers: [registry],
+    }),
+    waitingRoomLength: new Gauge({
+      name: 'rempart_waiting_room_length',
+      help: 'Visitors holding a ticket and not yet let in, per route with a waiting room (tickets issued minus tickets admitted).',
+      labelNames: ['route'] as const,
+      registers: [registry],
+      collect() {
+        waitingRoomReaders.length(this);
+      },
+    }),
+    waitingRoomReaders,
+    waitingRoomAdmitted: new Counter({
+      name: 'rempart_waiting_room_admitted_total',
+      help: 'Passes issued by a waiting room (visitors let in, at once or after waiting), by route.',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
+    waitingRoomTickets: new Counter({
+      name: 'rempart_waiting_room_tickets_total',
+      help: 'Tickets issued by a waiting room (new places in line), by route.',
+      labelNames: ['route'] as const,
       registers: [registry],
     }),
     websocketUpgrades: new Counter({

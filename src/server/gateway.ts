@@ -22,6 +22,8 @@ import { createCachePhase, type CachePhase } from '../phases/cache/index.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { createBodyPhase } from '../phases/body/index.ts';
 import { createAdmissionPhase } from '../phases/admission/index.ts';
+import { createWaitingRoomPhase } from '../phases/waiting-room/index.ts';
+import { CookieSigner, loadKey } from '../phases/waiting-room/ticket.ts';
 import { createFailoverPhase, createUnavailablePhase } from '../phases/failover/index.ts';
 import { setStatusPage } from '../phases/failover/status-page.ts';
 import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.ts';
@@ -76,6 +78,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const secureContexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(initial, secureContexts);
 
+  // Waiting-room tickets and passes are signed with this key (never logged).
+  const roomKey = await loadKey(process.env, initial.waitingRoom.keyFile);
+  if (roomKey.random && initial.routes.some((r) => r.waitingRoom.enabled))
+    log.warn('waiting room: no REMPART_WAITING_ROOM_KEY nor waitingRoom.keyFile, using a random key for this process (tickets and passes do not survive a restart nor work across nodes)');
+
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
   const phases: readonly Phase[] = [
@@ -85,6 +92,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createFailoverPhase(getRuntime, metrics, log),
     (cache = createCachePhase(getRuntime, metrics, options.clock ?? systemClock)),
     createUnavailablePhase(getRuntime, cache),
+    createWaitingRoomPhase(getRuntime, metrics, options.clock ?? systemClock, new CookieSigner(roomKey.key)),
     createBodyPhase(getRuntime),
     createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock),
   ];

@@ -56,6 +56,7 @@ export function sendLocalReply(ctx: RequestContext): void {
     headers.connection = 'close';
     markClosing(ctx);
   }
+  if (ctx.responseHeaders !== null) for (let i = 0; i < ctx.responseHeaders.length; i += 2) headers[ctx.responseHeaders[i]!] = ctx.responseHeaders[i + 1]!;
   res.writeHead(status, headers);
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }
@@ -65,6 +66,7 @@ function sendStoredReply(ctx: RequestContext): void {
   const stored = ctx.replyStored!;
   const headers = stored.headers.slice();
   if (ctx.replyHeaders !== null) for (const name in ctx.replyHeaders) headers.push(name, ctx.replyHeaders[name]!);
+  if (ctx.responseHeaders !== null) headers.push(...ctx.responseHeaders);
   if (bodyMayBePending(ctx)) {
     headers.push('connection', 'close');
     markClosing(ctx);

@@ -77,7 +77,9 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.ctx.status = statusCode;
     this.resume = resume;
     try {
-      res.writeHead(statusCode, clientResponseHeaders(rawHeaders, this.via));
+      const headers = clientResponseHeaders(rawHeaders, this.via);
+      if (this.ctx.responseHeaders !== null) headers.push(...this.ctx.responseHeaders);
+      res.writeHead(statusCode, headers);
     } catch (err) {
       // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
       this.abort?.(err as Error);

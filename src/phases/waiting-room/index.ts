@@ -1,0 +1,124 @@
+// Phase `waitingRoom`: on a route with `waitingRoom.enabled`, when the route's class is saturated,
+// a new visitor gets a signed ticket and a light page with its place in line instead of the origin,
+// and is let in in ticket order (admitPerSecond) with a signed pass. Visitors holding a pass are
+// never interrupted. Per route the server keeps two counters and nothing per visitor. See
+// docs/waiting-room.md.
+import type { Phase } from '../../core/pipeline.ts';
+import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { CompiledUpstream, Runtime } from '../../core/runtime.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import { systemClock, type Clock } from '../../core/clock.ts';
+import type { RouteWaitingRoomConfig, TrafficClass } from '../../config/schema.ts';
+import { classIndex } from '../admission/queue.ts';
+import { wantsHtml } from '../admission/index.ts';
+import { WaitingRoom } from './room.ts';
+import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
+
+/**
+ * Whether the route's class is saturated on this upstream: every admission slot taken, or requests
+ * of the class already queued. An upstream with admission `off` is never saturated (no signal).
+ */
+export function isSaturated(upstream: CompiledUpstream, cls: TrafficClass): boolean {
+  const gate = upstream.admission;
+  if (gate.limiter.mode === 'off') return false;
+  return gate.limiter.inFlight >= gate.limiter.limit || gate.queue.depth(classIndex(cls)) > 0;
+}
+
+/** Seconds a browser waits before reloading the page: the estimate, kept within 2–30 s. */
+export function refreshSeconds(etaSeconds: number): number {
+  return Math.min(30, Math.max(2, Math.ceil(etaSeconds)));
+}
+
+/** The waiting page for browsers: no script, no external resource, well under 2 KB. */
+export function waitingPageHtml(position: number, etaSeconds: number, refreshSec: number): string {
+  const wait = etaSeconds < 60 ? `${etaSeconds} s` : `${Math.ceil(etaSeconds / 60)} min`;
+  return (
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
+    `<meta http-equiv="refresh" content="${refreshSec}"><title>You are in line</title></head>` +
+    `<body style="font-family:sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem">` +
+    `<h1>You are in line</h1><p>Many people are visiting right now. You will be let in in the order you arrived.</p>` +
+    `<p>Your place in line: <strong id="position">${position}</strong><br>Estimated wait: <strong id="eta">${wait}</strong></p>` +
+    `<p>This page refreshes itself every ${refreshSec} seconds; keep it open and do not clear your cookies.</p>` +
+    `<p><small>503 &middot; RMP_ERR_WAITING_ROOM</small></p></body></html>\n`
+  );
+}
+
+export interface WaitingRoomPhase extends Phase {
+  /** The rooms by route name (one per route with a waiting room that has seen a request): counters only. */
+  readonly rooms: ReadonlyMap<string, WaitingRoom>;
+}
+
+/**
+ * @example
+ *   const phases = [..., createWaitingRoomPhase(getRuntime, metrics, clock, new CookieSigner(key)), body, admission];
+ */
+export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, signer: CookieSigner): WaitingRoomPhase {
+  // Keyed by route name: bounded by the configuration, never by visitors.
+  const rooms = new Map<string, WaitingRoom>();
+
+  metrics.waitingRoomReaders.length = (g) => {
+    g.reset();
+    for (const [route, room] of rooms) g.set({ route }, room.length);
+  };
+
+  function cookie(ctx: RequestContext, name: string, value: string, maxAgeSec: number): string {
+    return `${name}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
+  }
+
+  function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number): Verdict {
+    const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000 });
+    ctx.responseHeaders = ['set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec)];
+    metrics.waitingRoomAdmitted.inc({ route });
+    return Verdict.Continue;
+  }
+
+  function waitingPage(ctx: RequestContext, position: number, cfg: RouteWaitingRoomConfig, setCookie: string | null): Verdict {
+    const etaSeconds = Math.ceil(position / cfg.admitPerSecond);
+    const refresh = refreshSeconds(etaSeconds);
+    const html = wantsHtml(ctx.req.headers.accept);
+    const body = html ? waitingPageHtml(position, etaSeconds, refresh) : `${JSON.stringify({ waitingRoom: { position, etaSeconds } })}\n`;
+    const headers: Record<string, string> = {
+      'content-type': html ? 'text/html; charset=utf-8' : 'application/json',
+      'retry-after': String(refresh),
+      'cache-control': 'no-store',
+    };
+    if (setCookie !== null) headers['set-cookie'] = setCookie;
+    ctx.refuse('RMP_ERR_WAITING_ROOM', 503, body, headers);
+    return Verdict.Reply;
+  }
+
+  return {
+    name: 'waitingRoom',
+    rooms,
+    onRequest(ctx: RequestContext) {
+      const route = ctx.route;
+      if (route === null) return Verdict.Continue;
+      const cfg = getRuntime().config.routes[route.index]?.waitingRoom;
+      if (cfg === undefined || !cfg.enabled) return Verdict.Continue;
+      // Only page views wait in line; other methods go on to admission (and are shed there if saturated).
+      const method = ctx.req.method;
+      if ((method !== 'GET' && method !== 'HEAD') || (ctx.req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      const name = route.name;
+      const wallMs = clock.wallMs();
+      const cookies = ctx.req.headers.cookie;
+      // Inside already: never interrupted, whatever the line looks like.
+      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs) !== null) return Verdict.Continue;
+      let room = rooms.get(name);
+      if (room === undefined) rooms.set(name, (room = new WaitingRoom()));
+      const saturated = cfg.force || isSaturated(ctx.upstream ?? route.upstream, route.class);
+      room.advance(clock.now(), saturated, cfg.admitPerSecond);
+      if (room.isEmpty && !saturated) return grantPass(ctx, name, cfg, wallMs);
+      const ticket = signer.openTicket(name, readCookie(cookies, ticketCookieName(name)), wallMs, cfg.ticketTtlSec * 1000);
+      // A ticket numbered past `issued` comes from before a restart (same key, counters reset): a new place.
+      if (ticket !== null && ticket.n <= room.issued) {
+        if (room.isAdmitted(ticket.n)) return grantPass(ctx, name, cfg, wallMs);
+        return waitingPage(ctx, room.positionOf(ticket.n), cfg, null);
+      }
+      const n = room.take();
+      metrics.waitingRoomTickets.inc({ route: name });
+      const value = signer.signTicket({ route: name, n, issuedAtMs: wallMs });
+      return waitingPage(ctx, room.positionOf(n), cfg, cookie(ctx, ticketCookieName(name), value, cfg.ticketTtlSec));
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createManualClock } from '../../core/clock.ts';
+import { WaitingRoom } from './room.ts';
+
+test('a saturated room lets in admitPerSecond tickets per second of clock time, in ticket order', () => {
+  const clock = createManualClock();
+  const room = new WaitingRoom();
+  room.advance(clock.now(), true, 2);
+  const [a, b, c] = [room.take(), room.take(), room.take()];
+  assert.deepEqual([a, b, c], [1, 2, 3]);
+  assert.equal(room.length, 3);
+  assert.equal(room.positionOf(c), 3);
+  clock.advance(400);
+  room.advance(clock.now(), true, 2);
+  assert.equal(room.admittedUpTo, 0, 'less than one whole visitor earned');
+  clock.advance(100);
+  room.advance(clock.now(), true, 2);
+  assert.equal(room.admittedUpTo, 1);
+  assert.ok(room.isAdmitted(a) && !room.isAdmitted(b));
+  clock.advance(1000);
+  room.advance(clock.now(), true, 2);
+  assert.equal(room.admittedUpTo, 3);
+  assert.ok(room.isEmpty);
+});
+
+test('the line drains at once when the class is no longer saturated', () => {
+  const clock = createManualClock();
+  const room = new WaitingRoom();
+  room.advance(clock.now(), true, 1);
+  for (let i = 0; i < 50; i++) room.take();
+  clock.advance(10);
+  room.advance(clock.now(), false, 1);
+  assert.equal(room.admittedUpTo, 50);
+  assert.equal(room.length, 0);
+});
+
+test('an empty room does not bank admissions for the next crowd', () => {
+  const clock = createManualClock();
+  const room = new WaitingRoom();
+  room.advance(clock.now(), true, 10);
+  clock.advance(60_000);
+  room.advance(clock.now(), true, 10);
+  for (let i = 0; i < 5; i++) room.take();
+  room.advance(clock.now(), true, 10);
+  assert.equal(room.admittedUpTo, 0, 'the minute spent empty earned nothing');
+  clock.advance(200);
+  room.advance(clock.now(), true, 10);
+  assert.equal(room.admittedUpTo, 2);
+});
+
+test('admittedUpTo never passes issued', () => {
+  const clock = createManualClock();
+  const room = new WaitingRoom();
+  room.advance(clock.now(), true, 100);
+  room.take();
+  clock.advance(10_000);
+  room.advance(clock.now(), true, 100);
+  assert.equal(room.admittedUpTo, 1);
+});

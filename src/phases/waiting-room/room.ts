@@ -1,0 +1,66 @@
+// One route's waiting line, as two counters and nothing per visitor: `issued` (the last ticket
+// number handed out) and `admittedUpTo` (tickets up to it may enter). A visitor carries its number in
+// a signed cookie (./ticket.ts); the server only compares numbers.
+//
+//   tickets:   1   2   3   4   5   6   7
+//              └─ admittedUpTo = 3 ─┘ └── waiting ──┘  issued = 7, length = 4, ticket 6 is at place 3
+//
+// While the room is open, admittedUpTo moves by admitPerSecond per second of (injected) time; the
+// moment the route's class is no longer saturated it jumps to `issued`: the whole line goes in.
+
+export class WaitingRoom {
+  /** The last ticket number handed out (0 before the first). */
+  issued = 0;
+  /** Tickets numbered up to this may enter. */
+  admittedUpTo = 0;
+  /** Admissions earned but not yet whole (fractions of a visitor), while the room is open. */
+  #credit = 0;
+  /** Clock.now() of the last advance, or -1 before the first. */
+  #lastMs = -1;
+
+  /** Visitors waiting: issued − admittedUpTo. */
+  get length(): number {
+    return this.issued - this.admittedUpTo;
+  }
+
+  /** True when nobody waits. */
+  get isEmpty(): boolean {
+    return this.admittedUpTo >= this.issued;
+  }
+
+  /**
+   * Move the line to `nowMs`. Saturated: let in admitPerSecond per elapsed second, in order. Not
+   * saturated: everyone in line may enter now. Credit is not banked while nobody waits, so an empty
+   * room cannot save up a burst for the next crowd.
+   */
+  advance(nowMs: number, saturated: boolean, admitPerSecond: number): void {
+    const elapsedMs = this.#lastMs < 0 ? 0 : Math.max(0, nowMs - this.#lastMs);
+    this.#lastMs = nowMs;
+    if (!saturated || this.isEmpty) {
+      this.admittedUpTo = this.issued;
+      this.#credit = 0;
+      return;
+    }
+    this.#credit += (elapsedMs / 1000) * admitPerSecond;
+    const whole = Math.floor(this.#credit);
+    if (whole === 0) return;
+    this.#credit -= whole;
+    this.admittedUpTo = Math.min(this.issued, this.admittedUpTo + whole);
+    if (this.isEmpty) this.#credit = 0;
+  }
+
+  /** A new place at the back of the line: its ticket number. */
+  take(): number {
+    return ++this.issued;
+  }
+
+  /** Whether ticket `n` may enter. */
+  isAdmitted(n: number): boolean {
+    return n <= this.admittedUpTo;
+  }
+
+  /** Place in line of ticket `n` (1 = next to enter), 0 when it may enter. */
+  positionOf(n: number): number {
+    return Math.max(0, n - this.admittedUpTo);
+  }
+}

@@ -1,0 +1,237 @@
+// The waiting room end to end: a real gateway (force: true, manual clock) in front of a recording upstream.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createManualClock } from '../src/core/clock.ts';
+import { startGateway, startUpstream } from './helpers.ts';
+
+const TICKET = 'rempart_wr_ticket_default';
+const PASS = 'rempart_wr_pass_default';
+
+function cookieOf(res: Response, name: string): string | null {
+  for (const c of res.headers.getSetCookie()) if (c.startsWith(`${name}=`)) return c.slice(0, c.indexOf(';'));
+  return null;
+}
+
+async function setup(admitPerSecond = 1) {
+  const up = await startUpstream();
+  const clock = createManualClock();
+  const gw = await startGateway(up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }] }, { clock });
+  return {
+    up,
+    gw,
+    clock,
+    get: (headers: Record<string, string> = {}, method = 'GET') => fetch(`${gw.url}/`, { method, headers }),
+    async close() {
+      await gw.close();
+      await up.close();
+    },
+  };
+}
+
+test('a new visitor gets the waiting page (503, Retry-After, no-store) with its place and a ticket; HTML with a meta refresh for browsers', async () => {
+  const s = await setup();
+  try {
+    const html = await s.get({ accept: 'text/html,application/xhtml+xml' });
+    assert.equal(html.status, 503);
+    assert.ok(Number(html.headers.get('retry-after')) >= 2);
+    assert.equal(html.headers.get('cache-control'), 'no-store');
+    assert.match(html.headers.get('content-type')!, /^text\/html/);
+    assert.ok(cookieOf(html, TICKET), 'a ticket cookie');
+    const page = await html.text();
+    assert.match(page, /<strong id="position">1<\/strong>/);
+    assert.match(page, /<meta http-equiv="refresh" content="2">/);
+    assert.ok(Buffer.byteLength(page) < 2048, 'a light page');
+    assert.doesNotMatch(page, /<script|src=|href=/, 'no script, no external resource');
+
+    const json = await s.get({ accept: 'application/json' });
+    assert.equal(json.status, 503);
+    assert.deepEqual(await json.json(), { waitingRoom: { position: 2, etaSeconds: 2 } });
+    assert.equal(s.up.requests.length, 0, 'nothing reached the upstream');
+  } finally {
+    await s.close();
+  }
+});
+
+test('after enough time the visitor sending back its ticket reaches the upstream with a pass, and the pass keeps it in while others queue', async () => {
+  const s = await setup();
+  try {
+    const first = await s.get();
+    const ticket = cookieOf(first, TICKET)!;
+    await first.text();
+    const still = await s.get({ cookie: ticket });
+    assert.equal(still.status, 503, 'still in line before the clock moves');
+    await still.text();
+    s.clock.advance(1000);
+    const inside = await s.get({ cookie: ticket });
+    assert.equal(inside.status, 200);
+    assert.equal(await inside.text(), 'ok');
+    const pass = cookieOf(inside, PASS);
+    assert.ok(pass, 'a pass cookie on the forwarded response');
+    assert.equal(s.up.requests.length, 1);
+
+    for (let i = 0; i < 5; i++) await (await s.get()).text(); // a crowd queues behind
+    for (let i = 0; i < 3; i++) {
+      const again = await s.get({ cookie: pass! });
+      assert.equal(again.status, 200, 'a visitor inside is never interrupted');
+      await again.text();
+    }
+    const post = await s.get({}, 'POST');
+    assert.equal(post.status, 200, 'only GET and HEAD enter the room');
+    await post.text();
+  } finally {
+    await s.close();
+  }
+});
+
+test('a forged or tampered ticket gets a new place at the back of the line', async () => {
+  const s = await setup();
+  try {
+    const first = await s.get();
+    const ticket = cookieOf(first, TICKET)!;
+    await first.text();
+    const forged = ticket.replace(/=1\./, '=0.');
+    const res = await s.get({ cookie: forged });
+    assert.equal(res.status, 503);
+    assert.deepEqual(await res.json(), { waitingRoom: { position: 2, etaSeconds: 2 } });
+    assert.ok(cookieOf(res, TICKET)?.includes('=2.'), 'a new ticket, number 2');
+    const fakePass = await s.get({ cookie: `${PASS}=9999999999999.AAAA` });
+    assert.equal(fakePass.status, 503);
+    await fakePass.text();
+  } finally {
+    await s.close();
+  }
+});
+
+test('visitors are let in in arrival order', async () => {
+  const s = await setup();
+  try {
+    const tickets: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await s.get();
+      tickets.push(cookieOf(r, TICKET)!);
+      await r.text();
+    }
+    const statuses = async () => Promise.all(tickets.map(async (t) => {
+      const r = await s.get({ cookie: t });
+      await r.text();
+      return r.status;
+    }));
+    assert.deepEqual(await statuses(), [503, 503, 503]);
+    s.clock.advance(1000);
+    assert.deepEqual(await statuses(), [200, 503, 503]);
+    s.clock.advance(1000);
+    assert.deepEqual(await statuses(), [200, 200, 503]);
+    s.clock.advance(1000);
+    assert.deepEqual(await statuses(), [200, 200, 200]);
+  } finally {
+    await s.close();
+  }
+});
+
+test('the room keeps counters only: 10 000 new visitors grow nothing but `issued`', async () => {
+  const s = await setup();
+  try {
+    await (await s.get()).text();
+    const metrics = s.gw.gateway.metrics;
+    const scraped = await metrics.registry.metrics();
+    assert.match(scraped, /rempart_waiting_room_tickets_total\{route="default"\} 1/);
+    assert.match(scraped, /rempart_waiting_room_length\{route="default"\} 1/);
+    // Drive a second instance of the phase directly (it takes over the length gauge): 10 000 HTTP round trips would take too long on two shared cores.
+    const { createWaitingRoomPhase } = await import('../src/phases/waiting-room/index.ts');
+    const { CookieSigner } = await import('../src/phases/waiting-room/ticket.ts');
+    const { RequestContext } = await import('../src/core/context.ts');
+    const rt = s.gw.gateway.runtime();
+    const wr = createWaitingRoomPhase(() => rt, metrics, s.clock, new CookieSigner(Buffer.alloc(32, 1)));
+    for (let i = 0; i < 10_000; i++) {
+      const ctx = new RequestContext({ method: 'GET', headers: { cookie: `visitor=${i}` } } as never, {} as never, 0);
+      ctx.route = rt.routes[0]!;
+      ctx.upstream = rt.routes[0]!.upstream;
+      assert.equal(wr.onRequest(ctx), 1);
+    }
+    assert.deepEqual([...wr.rooms.keys()], ['default']);
+    const room = wr.rooms.get('default')!;
+    assert.deepEqual(Object.keys(room), ['issued', 'admittedUpTo'], 'two public counters, nothing keyed by visitor');
+    assert.equal(room.issued, 10_000);
+    assert.equal(room.admittedUpTo, 0);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /rempart_waiting_room_length\{route="default"\} 10000/);
+  } finally {
+    await s.close();
+  }
+});
+
+test('without saturation (admission off, no force) the room stays closed: visitors go through with a pass', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true } }] }, { clock: createManualClock() });
+  try {
+    const res = await fetch(`${gw.url}/`);
+    assert.equal(res.status, 200);
+    assert.ok(cookieOf(res, PASS));
+    await res.text();
+    assert.ok(gw.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('waiting room: no REMPART_WAITING_ROOM_KEY')), 'a warning about the random key');
+    assert.ok(!JSON.stringify(gw.logs).includes(cookieOf(res, PASS)!.split('=')[1]!), 'cookie values are not logged');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('on a real saturation signal the room opens while the upstream slot is taken and drains once it is free', async () => {
+  let release: () => void = () => {};
+  const held = new Promise<void>((r) => (release = r));
+  const up = await startUpstream((req, res) => {
+    if (req.url === '/slow') void held.then(() => res.end('slow'));
+    else res.end('ok');
+  });
+  const gw = await startGateway(
+    up.url,
+    {
+      upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, admitPerSecond: 1 } }],
+    },
+    { clock: createManualClock() },
+  );
+  try {
+    const slow = fetch(`${gw.url}/slow`);
+    // Wait until the slow request holds the one slot.
+    for (let i = 0; i < 200 && gw.gateway.runtime().upstreams.get('origin')!.admission.limiter.inFlight < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    const queued = await fetch(`${gw.url}/`);
+    assert.equal(queued.status, 503, 'the class is saturated: a new visitor waits in line');
+    const ticket = cookieOf(queued, TICKET)!;
+    assert.ok(ticket);
+    await queued.text();
+    release();
+    assert.equal(await (await slow).text(), 'slow');
+    let status = 0;
+    for (let i = 0; i < 200 && status !== 200; i++) {
+      const r = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });
+      status = r.status;
+      await r.text();
+      if (status !== 200) await new Promise((res) => setTimeout(res, 10));
+    }
+    assert.equal(status, 200, 'capacity returned: the line drained and the ticket holder went in');
+  } finally {
+    release();
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('config: a waiting room on a route that matches neither GET nor HEAD is refused with its key path', async () => {
+  const { validateConfig } = await import('../src/config/load.ts');
+  assert.throws(
+    () =>
+      validateConfig({
+        version: 1,
+        listeners: [{ address: '127.0.0.1:0' }],
+        upstreams: [{ name: 'origin', url: 'http://127.0.0.1:1' }],
+        routes: [{ name: 'api', path: '/*', methods: ['POST'], upstream: 'origin', waitingRoom: { enabled: true, admitPerSecond: 0 } }],
+      }),
+    (err: { problems?: { path: string }[] }) => {
+      const paths = err.problems!.map((p) => p.path);
+      assert.ok(paths.includes('routes[0].waitingRoom.enabled'), paths.join(', '));
+      assert.ok(paths.includes('routes[0].waitingRoom.admitPerSecond'), paths.join(', '));
+      return true;
+    },
+  );
+});
