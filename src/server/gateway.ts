@@ -94,7 +94,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createUnavailablePhase(getRuntime, cache),
     createWaitingRoomPhase(getRuntime, metrics, options.clock ?? systemClock, new CookieSigner(roomKey.key)),
     createBodyPhase(getRuntime),
-    createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock),
+    createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock, (ctx) => cache.serveStaleIfAny(ctx)),
   ];
 
   // Failover state lives on the compiled upstreams (kept across reloads); wire new ones to metrics

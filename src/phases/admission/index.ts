@@ -51,17 +51,19 @@ export function wantsHtml(accept: string | undefined): boolean {
   return accept !== undefined && accept.indexOf('text/html') !== -1 && accept.indexOf('json') === -1;
 }
 
-function refuseShed(ctx: RequestContext, code: 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'): void {
+function refuseShed(ctx: RequestContext, code: 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT', serveStale: ((ctx: RequestContext) => boolean) | undefined): void {
   const pick = (Math.random() * RETRY_AFTER.length) | 0;
   if (wantsHtml(ctx.req.headers.accept)) ctx.refuse(code, 503, HTML_BODIES[code]!, HTML_HEADERS[pick]!);
   else ctx.refuse(code, 503, errorBody(code), JSON_HEADERS[pick]!);
+  // A shed request with a stale copy in the cache gets the copy, not the 503 (the reason stays the shed).
+  serveStale?.(ctx);
 }
 
 /**
  * @example
  *   const phases = [identify, edge, route, createAdmissionPhase(getRuntime, metrics, systemClock)];
  */
-export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock): Phase {
+export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, serveStale?: (ctx: RequestContext) => boolean): Phase {
   // Metric cells per upstream name and class: both come from configuration, so the table stays small.
   const cells = new Map<string, (ClassCells | undefined)[]>();
   const waitCells = TRAFFIC_CLASSES.map((c) => metrics.admissionWait.cell(c));
@@ -108,10 +110,10 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
     }
     if (entry.outcome === Outcome.Timeout) {
       c.shed['queue-timeout'].value++;
-      refuseShed(ctx, 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT');
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT', serveStale);
     } else {
       c.shed.evicted.value++;
-      refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED');
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', serveStale);
     }
     return Verdict.Reply;
   }
@@ -144,7 +146,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const refused = gate.enqueue(entry);
       if (refused !== null) {
         c.shed[refused].value++;
-        refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED');
+        refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', serveStale);
         return Verdict.Reply;
       }
       c.queued.value++;
