@@ -8,22 +8,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway } from './helpers.ts';
+import { rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway, withGateway } from './helpers.ts';
 
 const TRUSTED = '127.0.0.9';
 
-async function withGateway(partial: Record<string, unknown>, fn: (gw: TestGateway, up: RecordingUpstream, seen: { heads: number }) => Promise<void>): Promise<void> {
-  const up = await startUpstream();
-  const seen = { heads: 0 };
-  up.server.on('request', () => seen.heads++);
-  const gw = await startGateway(up.url, partial);
-  try {
-    await fn(gw, up, seen);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
-}
 
 const trustedConfig = { clientAddress: { trustedProxies: [TRUSTED] } };
 const proxyProtocolConfig = { ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }] };

@@ -3,21 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway } from './helpers.ts';
+import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway, withGateway } from './helpers.ts';
 
 
 
-async function withGateway(partial: Record<string, unknown>, fn: (gw: TestGateway, up: RecordingUpstream, seen: { heads: number }) => Promise<void>): Promise<void> {
-  const up = await startUpstream();
-  const seen = countHeads(up);
-  const gw = await startGateway(up.url, partial);
-  try {
-    await fn(gw, up, seen);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
-}
 
 /** A client connection kept open by the test: records what it receives and when it closes. */
 interface Client {

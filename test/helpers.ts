@@ -156,3 +156,19 @@ export function countHeads(up: RecordingUpstream): { heads: number } {
   up.server.on('request', () => seen.heads++);
   return seen;
 }
+
+/** Run `fn` against a fresh recording upstream and a gateway in front of it, closing both after. */
+export async function withGateway(
+  partial: Record<string, unknown>,
+  fn: (gw: TestGateway, up: RecordingUpstream, seen: { heads: number }) => Promise<void>,
+): Promise<void> {
+  const up = await startUpstream();
+  const seen = countHeads(up);
+  const gw = await startGateway(up.url, partial);
+  try {
+    await fn(gw, up, seen);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+}

@@ -2,7 +2,7 @@
 // scheduled by rate, independent of responses, with a cap on unanswered requests.
 import { Pool, type Dispatcher } from 'undici';
 import type { Attack } from './scenario.ts';
-import { takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
+import { AttackWindow, takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
 import { sourceAddress } from './safety.ts';
 
 /** Statuses a proxy answers with when it refuses a request itself. */
@@ -28,28 +28,16 @@ function browserHeaders(ctx: RunContext, ua: string): Record<string, string> {
 
 const randDigits = () => String(Math.floor(Math.random() * 1e11)).padStart(11, '0');
 
-export class RateAttack {
-  readonly ctx: RunContext;
-  readonly index: number;
-  readonly spec: Attack;
-  readonly block: number;
-  readonly startMs: number;
-  readonly endMs: number;
+export class RateAttack extends AttackWindow {
   readonly pools: Array<Pool | undefined>;
   /** Header sets, one per user agent; an address keeps its agent. */
   readonly headerSets: Record<string, string>[];
   issued = 0;
   inFlight = 0;
   nextAddress = 0;
-  finished = false;
 
   constructor(ctx: RunContext, index: number, spec: Attack, block: number, runStartMs: number) {
-    this.ctx = ctx;
-    this.index = index;
-    this.spec = spec;
-    this.block = block;
-    this.startMs = runStartMs + spec.startSec * 1000;
-    this.endMs = this.startMs + spec.durationSec * 1000;
+    super(ctx, index, spec, block, runStartMs);
     this.pools = new Array(spec.addresses);
     if (spec.kind === 'flood' || spec.kind === 'login-stuffing') {
       this.headerSets = FLOOD_AGENTS.map((ua) => {

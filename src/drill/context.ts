@@ -1,6 +1,7 @@
 // State shared by every simulated client of one run: target, recorder, stop flags, request cap.
 import type { ResolvedTarget } from './safety.ts';
 import type { Recorder } from './stats.ts';
+import type { Attack } from './scenario.ts';
 
 export interface RunContext {
   target: ResolvedTarget;
@@ -60,3 +61,24 @@ export const USER_AGENTS = [
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0',
   'Mozilla/5.0 (iPad; CPU OS 17_7 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1',
 ];
+
+/** What every attack shares: its run context, its place in the scenario, its address block and its
+ *  time window (startSec and durationSec from the scenario, made absolute). */
+export class AttackWindow {
+  readonly ctx: RunContext;
+  readonly index: number;
+  readonly spec: Attack;
+  readonly block: number;
+  readonly startMs: number;
+  readonly endMs: number;
+  finished = false;
+
+  constructor(ctx: RunContext, index: number, spec: Attack, block: number, runStartMs: number) {
+    this.ctx = ctx;
+    this.index = index;
+    this.spec = spec;
+    this.block = block;
+    this.startMs = runStartMs + spec.startSec * 1000;
+    this.endMs = this.startMs + spec.durationSec * 1000;
+  }
+}

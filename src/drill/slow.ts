@@ -2,7 +2,7 @@
 // each holding `connections` connections open and reopening those the target closes.
 import net from 'node:net';
 import type { Attack } from './scenario.ts';
-import { takeRequest, USER_AGENTS, type RunContext } from './context.ts';
+import { AttackWindow, takeRequest, USER_AGENTS, type RunContext } from './context.ts';
 import { sourceAddress } from './safety.ts';
 
 /** Opening rate limit: a SYN storm would measure the kernel's backlog, not the target. */
@@ -18,26 +18,14 @@ interface SlowConn {
   patternPos: number;
 }
 
-export class SlowAttack {
-  readonly ctx: RunContext;
-  readonly index: number;
-  readonly spec: Attack;
-  readonly block: number;
-  readonly startMs: number;
-  readonly endMs: number;
+export class SlowAttack extends AttackWindow {
   readonly conns = new Set<SlowConn>();
   readonly bodyChunk: string;
   trickleTimer: NodeJS.Timeout | undefined;
   opened = 0;
-  finished = false;
 
   constructor(ctx: RunContext, index: number, spec: Attack, block: number, runStartMs: number) {
-    this.ctx = ctx;
-    this.index = index;
-    this.spec = spec;
-    this.block = block;
-    this.startMs = runStartMs + spec.startSec * 1000;
-    this.endMs = this.startMs + spec.durationSec * 1000;
+    super(ctx, index, spec, block, runStartMs);
     this.bodyChunk = 'a'.repeat(spec.trickleBytes);
   }
 
