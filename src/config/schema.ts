@@ -3,12 +3,15 @@
 // and the reference docs/config.md (scripts/gen-docs.ts; a test fails when either drifts).
 // Units live in key names (…Ms, …Bytes). Every object refuses unknown keys: a typo in a
 // security setting must stop start-up, not be ignored.
-import { Type, type Static, type TSchema, type ObjectOptions, type TProperties } from '@sinclair/typebox';
-
-/** A strict object: unknown keys are an error. */
-function Obj<T extends TProperties>(properties: T, options: ObjectOptions = {}) {
-  return Type.Object(properties, { additionalProperties: false, ...options });
-}
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Obj } from './schema-util.ts';
+import { RateLimitSchema } from '../phases/ratelimit/schema.ts';
+import { BansSchema } from '../phases/ban/schema.ts';
+import { AttackLevelSchema } from '../phases/level/schema.ts';
+import { ChallengeSchema, FamiliaritySchema, RouteChallengeSchema } from '../phases/challenge/schema.ts';
+import { SignaturesSchema } from '../phases/signatures/schema.ts';
+import { ExfiltrationSchema, RouteSensitiveSchema } from '../phases/exfiltration/schema.ts';
+import { AlertsSchema } from '../control/alerts-schema.ts';
 
 const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
@@ -145,6 +148,8 @@ const RouteSchema = Obj(
         { description: 'Response cache for this route (see docs/cache.md). The response\u2019s stale-while-revalidate / stale-if-error directives can widen the stale windows.' },
       ),
     ),
+    challenge: RouteChallengeSchema,
+    sensitive: Type.Optional(RouteSensitiveSchema),
     waitingRoom: Obj(
       {
         enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),
@@ -207,8 +212,15 @@ export const ConfigSchema = Obj(
     ),
     admin: Obj(
       {
-        address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health). `off` disables it.' }),
+        address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.' }),
         allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
+        tokensFile: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              'File of admin API tokens, one `NAME read|operator sha256:HEX` per line, written by `rempart token create` (it holds hashes only). REMPART_ADMIN_TOKEN adds one operator token from the environment. Without any token the API answers 401 to everyone.',
+          }),
+        ),
       },
       { default: {}, description: 'The operators\u2019 listener.' },
     ),
@@ -290,6 +302,23 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'Settings shared by every route\u2019s waiting room (docs/waiting-room.md).' },
     ),
+    defense: Obj(
+      {
+        decisionHeader: Type.Boolean({
+          default: false,
+          description: 'Add `Rempart-Decision: CODE; rule=ID` to every answer a guard decided (and `observed=CODE` when a guard in observe mode would have acted). For operators while tuning; off for the public by default.',
+        }),
+        rateLimit: RateLimitSchema,
+        bans: BansSchema,
+        level: AttackLevelSchema,
+        familiarity: FamiliaritySchema,
+        challenge: ChallengeSchema,
+        signatures: SignaturesSchema,
+        exfiltration: ExfiltrationSchema,
+      },
+      { default: {}, description: 'Telling attackers from customers (docs/defense.md): rate limits, bans, attack levels, familiarity, proof-of-work challenges, signatures, the exfiltration guard.' },
+    ),
+    alerts: AlertsSchema,
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },
   { description: 'Rempart configuration file.' },
@@ -303,4 +332,5 @@ export type LimitsConfig = Config['limits'];
 export type RouteCacheConfig = NonNullable<RouteConfig['cache']>;
 export type AdmissionConfig = Config['admission'];
 export type RouteWaitingRoomConfig = RouteConfig['waitingRoom'];
+export type DefenseConfig = Config['defense'];
 export type { TSchema };

@@ -1,23 +1,28 @@
-// The admin listener: Prometheus metrics and health, on 127.0.0.1 by default. Non-loopback
+// The admin listener: Prometheus metrics, health and the token-guarded JSON API (/api/, src/control/api.ts), on 127.0.0.1 by default. Non-loopback
 // clients are refused unless admin.allowRemote is set.
 import http from 'node:http';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../core/runtime.ts';
 import { errorBody } from '../server/reply.ts';
+import type { AdminApi } from './api.ts';
 
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
-export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger }): http.Server {
+export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi }): http.Server {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     if (!opts.getRuntime().config.admin.allowRemote && !isLoopback(req.socket.remoteAddress)) {
       res.writeHead(403, { 'content-type': 'application/json' }).end(errorBody('RMP_ERR_ADMIN_FORBIDDEN'));
       return;
     }
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (path.startsWith('/api/')) {
+      opts.api.handle(req, res);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;

@@ -82,6 +82,16 @@ export class RequestContext {
   bufferedBody: Buffer | AsyncIterable<Buffer> | null;
   /** Set by `failover` when neither the route's upstream nor its fallback is usable: `unavailable` answers. */
   upstreamUnavailable: boolean;
+  /** The client's /24 (IPv4) or /64 (IPv6) prefix, set by `identify`: the key most guards count by. */
+  clientPrefix: string;
+  /** Whether the client is known (a valid clearance, or a session the origin granted): set by `familiarity`. */
+  known: boolean;
+  /** The rule behind the guard decision this request ended with (or that a guard in observe mode would have applied), '' if none. */
+  ruleId: string;
+  /** The code a guard in `observe` mode would have answered with, '' if none (logged; the request went on). */
+  observed: ErrorCode | '';
+  /** Set by a phase that wants the `challenge` phase to challenge this request whatever the level (a signature rule): the rule id. */
+  challengeRule: string;
   /** Extra response headers a phase adds to whatever answer is sent (flat [name, value, …]; the waiting room's Set-Cookie), or null. */
   responseHeaders: string[] | null;
 
@@ -117,6 +127,17 @@ export class RequestContext {
     this.bufferedBody = null;
     this.upstreamUnavailable = false;
     this.responseHeaders = null;
+    this.clientPrefix = '';
+    this.known = false;
+    this.ruleId = '';
+    this.observed = '';
+    this.challengeRule = '';
+  }
+
+  /** Add a header to whatever answer is sent (local reply, stored copy or upstream response). */
+  addResponseHeader(name: string, value: string): void {
+    if (this.responseHeaders === null) this.responseHeaders = [name, value];
+    else this.responseHeaders.push(name, value);
   }
 
   /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */

@@ -67,6 +67,30 @@ export const ERRORS = {
   RMP_ERR_INTERNAL: { status: 500, source: 'internal', retryable: true, message: 'An unexpected error inside Rempart; it is logged with a stack.' },
   RMP_ERR_CONFIG_INVALID: { status: 0, source: 'config', retryable: false, message: 'The configuration file is invalid; every problem is listed with file, line and key path.' },
   RMP_ERR_ADMIN_FORBIDDEN: { status: 403, source: 'policy', retryable: false, message: 'The admin listener refuses non-loopback clients unless admin.allowRemote is set.' },
+  RMP_ERR_ADMIN_UNAUTHORIZED: { status: 401, source: 'policy', retryable: false, message: 'The admin API needs a valid bearer token (stored as a hash; created with `rempart token create`).' },
+  RMP_ERR_ADMIN_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No admin API endpoint at this path.' },
+  RMP_ERR_ADMIN_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The admin API call was malformed (bad JSON, a missing or invalid field, a method the endpoint does not take); the message says which.' },
+  RMP_ERR_BANNED: {
+    status: 403,
+    source: 'policy',
+    retryable: true,
+    message: 'The client address or its prefix is banned (by a rule, for repeated offences, or by an operator) until the ban expires. On accept the connection is reset before any HTTP is parsed; a request already on an open connection gets 403.',
+  },
+  RMP_ERR_RATE_LIMITED: { status: 429, source: 'policy', retryable: true, message: 'A rate limit for this client (address, prefix, session or API key) and route class was exceeded; retry after Retry-After (RateLimit headers say the policy).' },
+  RMP_ERR_CHALLENGE: {
+    status: 403,
+    source: 'policy',
+    retryable: true,
+    message: 'A proof-of-work challenge stands between this unknown client and the route (the attack level or a rule asks for one). Browsers solve it on an interstitial page, clients without JavaScript wait through a refresh, API clients solve the JSON challenge (docs/challenge.md).',
+  },
+  RMP_ERR_CHALLENGE_FAILED: { status: 403, source: 'client', retryable: true, message: 'The challenge solution is invalid, expired, already used, or for another client; a fresh challenge is given.' },
+  RMP_ERR_SIGNATURE_BLOCKED: { status: 403, source: 'policy', retryable: false, message: 'The request matches a blocking rule mined from attack traffic (signatures) or configured by the operator.' },
+  RMP_ERR_EXFILTRATION: {
+    status: 429,
+    source: 'policy',
+    retryable: true,
+    message: 'This identity went past its quota on a sensitive route (documents per hour or bytes per day); the request is refused and an alert raised. Retry after Retry-After.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -64,8 +64,100 @@ export function createMetrics() {
       cell.value++;
     },
   };
+  // Defence guards (src/phases/{ban,ratelimit,challenge,signatures,exfiltration}): one hot counter for
+  // every decision. Rule ids come from configuration or from the bounded list of mined rules.
+  const guardCounter = new HotCounter({
+    name: 'rempart_guard_decisions_total',
+    help: 'Decisions of the defence guards, by guard, action (enforced, observed: what observe mode would have done), reason code and rule id.',
+    labelNames: ['guard', 'action', 'reason', 'rule'],
+  });
+  registry.registerMetric(guardCounter as unknown as Metric);
+  const guardCells = new Map<string, { value: number }>();
+  const guardDecisions = {
+    inc(guard: string, action: string, reason: string, rule: string): void {
+      const key = `${guard}\0${action}\0${reason}\0${rule}`;
+      let cell = guardCells.get(key);
+      if (cell === undefined) {
+        cell = guardCounter.cell(guard, action, reason, rule);
+        guardCells.set(key, cell);
+      }
+      cell.value++;
+    },
+  };
+  // Scrape-time readers for defence gauges, installed by the phase that owns the state.
+  const defenseReaders = {
+    attackLevel: (_g: Gauge): void => {},
+    bansActive: (_g: Gauge): void => {},
+    rateLimitKeys: (_g: Gauge<'rule'>): void => {},
+    signatures: (_g: Gauge): void => {},
+  };
   const m = {
     registry,
+    guardDecisions,
+    defenseReaders,
+    attackLevel: new Gauge({
+      name: 'rempart_attack_level',
+      help: 'The attack level in force: 0 calm, 1 elevated, 2 under attack.',
+      registers: [registry],
+      collect() {
+        defenseReaders.attackLevel(this);
+      },
+    }),
+    attackLevelChanges: new Counter({
+      name: 'rempart_attack_level_changes_total',
+      help: 'Changes of the attack level, by level left and level entered (calm, elevated, under_attack).',
+      labelNames: ['from', 'to'] as const,
+      registers: [registry],
+    }),
+    bansActive: new Gauge({
+      name: 'rempart_bans_active',
+      help: 'Addresses and prefixes banned now.',
+      registers: [registry],
+      collect() {
+        defenseReaders.bansActive(this);
+      },
+    }),
+    bans: new Counter({
+      name: 'rempart_bans_total',
+      help: 'Bans made, by source (offences, rule, operator).',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
+    rateLimitKeys: new Gauge({
+      name: 'rempart_rate_limit_keys',
+      help: 'Client keys tracked by each rate-limit rule now (bounded by its budget).',
+      labelNames: ['rule'] as const,
+      registers: [registry],
+      collect() {
+        defenseReaders.rateLimitKeys(this);
+      },
+    }),
+    challenges: new Counter({
+      name: 'rempart_challenges_total',
+      help: 'Proof-of-work challenges, by door (html, nojs, api) and result (issued, solved, failed).',
+      labelNames: ['door', 'result'] as const,
+      registers: [registry],
+    }),
+    signatures: new Gauge({
+      name: 'rempart_signature_rules',
+      help: 'Rules proposed by signature mining and not expired.',
+      registers: [registry],
+      collect() {
+        defenseReaders.signatures(this);
+      },
+    }),
+    exfiltrationAlerts: new Counter({
+      name: 'rempart_exfiltration_alerts_total',
+      help: 'Identities that went past a quota on a sensitive route, by route.',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
+    alerts: new Counter({
+      name: 'rempart_alerts_total',
+      help: 'Alerts raised, by kind and webhook delivery result (logged, delivered, failed, dropped).',
+      labelNames: ['kind', 'result'] as const,
+      registers: [registry],
+    }),
     requests,
     requestDuration,
     cacheLookups,

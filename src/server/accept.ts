@@ -10,6 +10,7 @@ import type { Metrics } from '../core/metrics.ts';
 import { isTrusted, type Runtime } from '../core/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
+import type { BanList } from '../defense/types.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
@@ -27,6 +28,8 @@ export interface AcceptOptions {
   table: ConnectionTable;
   metrics: Metrics;
   log: Logger;
+  /** Banned addresses are reset on accept, before any byte is parsed (null: no bans). */
+  bans: BanList | null;
 }
 
 export function createConnectionTable(): ConnectionTable {
@@ -52,8 +55,8 @@ export function connectionKey(address: string): string {
 
 export function createAcceptServer(opts: AcceptOptions): net.Server {
   const { table, metrics } = opts;
-  const refuse = (socket: net.Socket) => {
-    metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_CONN_LIMIT' });
+  const refuse = (socket: net.Socket, reason: 'RMP_ERR_EDGE_CONN_LIMIT' | 'RMP_ERR_BANNED' = 'RMP_ERR_EDGE_CONN_LIMIT') => {
+    metrics.refusals.inc({ reason });
     socket.on('error', noop);
     socket.resetAndDestroy();
   };
@@ -77,6 +80,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     // A trusted balancer carries many clients on its connections: its own address is not capped.
     // Behind PROXY protocol the client's address is counted once the header names it.
     const trusted = isTrusted(runtime.trustedProxies, peer);
+    if (!trusted && opts.bans !== null && opts.bans.isBanned(peer)) return refuse(socket, 'RMP_ERR_BANNED');
     let counted: string | null = null;
     if (!trusted) {
       const key = connectionKey(peer);
@@ -93,6 +97,10 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
 
     if (opts.proxyProtocol && trusted) {
       readProxyHeader(socket, peer, opts, (client) => {
+        if (opts.bans !== null && opts.bans.isBanned(client)) {
+          refuse(socket, 'RMP_ERR_BANNED');
+          return false;
+        }
         const key = connectionKey(client);
         if (!tryCount(key)) {
           refuse(socket);

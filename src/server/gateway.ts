@@ -29,6 +29,17 @@ import { setStatusPage } from '../phases/failover/status-page.ts';
 import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
+import { createAdminApi, loadTokens, type AdminApi } from '../control/api.ts';
+import { Alerts } from '../control/alerts.ts';
+import { BanTable } from '../defense/bans.ts';
+import { AttackLevelMonitor } from '../defense/level.ts';
+import type { DefenseDeps } from '../defense/types.ts';
+import { createBanPhase } from '../phases/ban/index.ts';
+import { createLevelPhase } from '../phases/level/index.ts';
+import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
+import { createChallengePhase, createFamiliarityPhase } from '../phases/challenge/index.ts';
+import { createSignaturesPhase } from '../phases/signatures/index.ts';
+import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
 import { sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade } from './upgrade.ts';
@@ -47,6 +58,10 @@ export interface Gateway {
   readonly log: Logger;
   /** The response cache phase (its store, and serveStaleIfAny for phases that shed). */
   readonly cache: CachePhase;
+  /** The admin API (phases register their endpoints on it). */
+  readonly api: AdminApi;
+  /** What the defence phases share: the attack level and the ban table. */
+  readonly defense: DefenseDeps;
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
@@ -83,12 +98,33 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   if (roomKey.random && initial.routes.some((r) => r.waitingRoom.enabled))
     log.warn('waiting room: no REMPART_WAITING_ROOM_KEY nor waitingRoom.keyFile, using a random key for this process (tickets and passes do not survive a restart nor work across nodes)');
 
+  const clock = options.clock ?? systemClock;
+  const api = createAdminApi(log);
+  api.setTokens(await loadTokens(process.env, initial.admin.tokensFile));
+  const defense: DefenseDeps = {
+    getRuntime,
+    metrics,
+    log,
+    clock,
+    level: new AttackLevelMonitor(),
+    bans: new BanTable(clock),
+    api,
+    alerts: new Alerts(log),
+  };
+
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
   const phases: readonly Phase[] = [
     createIdentifyPhase(getRuntime),
     createEdgePhase(getRuntime),
     createRoutePhase(getRuntime),
+    createBanPhase(defense),
+    createLevelPhase(defense),
+    createRateLimitPhase(defense),
+    createFamiliarityPhase(defense),
+    createSignaturesPhase(defense),
+    createChallengePhase(defense),
+    createExfiltrationPhase(defense),
     createFailoverPhase(getRuntime, metrics, log),
     (cache = createCachePhase(getRuntime, metrics, options.clock ?? systemClock)),
     createUnavailablePhase(getRuntime, cache),
@@ -171,6 +207,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
         class: cls,
         decision: ctx.decision,
         reason: ctx.reason || undefined,
+        rule: ctx.ruleId || undefined,
+        observed: ctx.observed || undefined,
         cache: ctx.cache || undefined,
         upstream: ctx.upstream?.name,
         status: ctx.status,
@@ -337,14 +375,17 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       table,
       metrics,
       log,
+      bans: defense.bans,
     }),
   );
-  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log });
+  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log, api });
 
   return {
     metrics,
     log,
     cache,
+    api,
+    defense,
     runtime: getRuntime,
     async start() {
       started = true;
@@ -377,6 +418,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       // Read every TLS file first: a failure rejects the whole reload and changes nothing.
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);
+      const tokens = await loadTokens(process.env, config.admin.tokensFile);
+      api.setTokens(tokens);
       for (const [address, context] of contexts) secureContexts.set(address, context);
       const { runtime, retired } = compileRuntime(config, current);
       const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));

@@ -8,6 +8,7 @@ import type { RequestContext } from '../../core/context.ts';
 import { isTrusted, type Runtime } from '../../core/runtime.ts';
 import { kPeerAddress } from '../../server/symbols.ts';
 import { normalizePath } from './normalize-path.ts';
+import { prefixKey } from '../admission/client-key.ts';
 
 /** The address X-Forwarded-For names as the client, walking right to left past trusted hops. */
 export function addressFromForwardedFor(header: string, peer: string, runtime: Runtime): string {
@@ -42,6 +43,7 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         const proto = req.headers['x-forwarded-proto'];
         if (proto === 'https' || proto === 'http') ctx.protocol = proto;
       }
+      ctx.clientPrefix = prefixKey(ctx.clientAddress);
       let url = req.url ?? '/';
       if (url.charCodeAt(0) !== 47 /* '/' */) {
         // absolute-form (RFC 9112 §3.2.2) becomes origin-form; anything else (`*`, authority-form) is refused.

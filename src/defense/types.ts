@@ -1,0 +1,49 @@
+// The contracts between the defence guards (issue 5) and what they share. Each guard is a phase in
+// its own folder (src/phases/{ban,level,ratelimit,challenge,signatures,exfiltration}); what several
+// phases or the accept layer read lives behind the small interfaces below, so cluster mode can back
+// them with Valkey/Redis later without touching the phases (docs/lifecycle.md, docs/defense.md).
+import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Runtime } from '../core/runtime.ts';
+import type { AdminApi } from '../control/api.ts';
+import type { AlertSink } from '../control/alerts.ts';
+
+/** How a guard acts: `off` does nothing, `observe` decides/counts/logs but lets through, `enforce` acts. */
+export type GuardMode = 'off' | 'observe' | 'enforce';
+export const GUARD_MODES = ['off', 'observe', 'enforce'] as const;
+
+/** The attack level the guards read. Plain numbers so a comparison is one instruction. */
+export const AttackLevel = { calm: 0, elevated: 1, underAttack: 2 } as const;
+export type AttackLevel = (typeof AttackLevel)[keyof typeof AttackLevel];
+export const ATTACK_LEVEL_NAMES = ['calm', 'elevated', 'under_attack'] as const;
+export type AttackLevelName = (typeof ATTACK_LEVEL_NAMES)[number];
+
+/** Read side of the attack level (src/defense/level.ts keeps it). */
+export interface AttackLevelView {
+  /** The level in force: the operator's override when set, else the detected one. */
+  readonly level: AttackLevel;
+}
+
+/** What the accept layer and the `ban` phase ask, and what guards and operators add to. */
+export interface BanList {
+  /** Whether this client address (or its prefix) is banned now. Must be cheap: it runs on every accept. */
+  isBanned(address: string): boolean;
+  /** Ban an address (`203.0.113.7`) or prefix (`203.0.113.0/24`, `2001:db8::/64`) for `ttlMs` (escalated for repeat bans by the table's policy when `escalate`). */
+  ban(target: string, ttlMs: number, reason: string, ruleId: string, by: string, escalate?: boolean): void;
+  unban(target: string, by: string): boolean;
+  /** A guard saw this address misbehave (a 429, an ignored challenge, a blocked signature); enough offences make a ban. */
+  offence(address: string, kind: string, ruleId: string): void;
+}
+
+/** Everything a defence phase may need; one object so every phase factory has the same signature. */
+export interface DefenseDeps {
+  readonly getRuntime: () => Runtime;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly level: AttackLevelView;
+  readonly bans: BanList;
+  readonly api: AdminApi;
+  readonly alerts: AlertSink;
+}
