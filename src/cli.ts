@@ -12,6 +12,7 @@ const USAGE = `Usage:
   rempart check FILE
   rempart demo                                       (the bundled demo, as \`npm start\`)
   rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
+  rempart token create --name NAME --scope read|operator --file TOKENS_FILE   (admin API token; see docs/admin-api.md)
   rempart --version
 
 Without a config file, Rempart protects one upstream with safe defaults:
@@ -50,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
     const { drillMain } = await import('./drill/cli.ts');
     return drillMain(argv.slice(1));
   }
+  if (argv[0] === 'token') return tokenMain(argv.slice(1));
   if (argv[0] === 'check') {
     if (argv.length !== 2) {
       process.stderr.write('usage: rempart check FILE\n');
@@ -169,6 +171,42 @@ export async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);
   });
+  return 0;
+}
+
+/**
+ * `rempart token create`: make an admin API token, append its hash to the tokens file (created with
+ * mode 0600), and print the token once on standard output. The file never holds the token itself.
+ */
+async function tokenMain(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv.slice(1),
+      strict: true,
+      allowPositionals: false,
+      options: { name: { type: 'string' }, scope: { type: 'string' }, file: { type: 'string' } },
+    }));
+  } catch (err) {
+    process.stderr.write(`rempart token: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (argv[0] !== 'create' || values.name === undefined || values.file === undefined || (values.scope !== 'read' && values.scope !== 'operator')) {
+    process.stderr.write('usage: rempart token create --name NAME --scope read|operator --file TOKENS_FILE\n');
+    return 2;
+  }
+  const { createToken } = await import('./control/api.ts');
+  const { appendFile } = await import('node:fs/promises');
+  let made;
+  try {
+    made = createToken(values.name, values.scope);
+  } catch (err) {
+    process.stderr.write(`rempart token: ${(err as Error).message}\n`);
+    return 2;
+  }
+  await appendFile(values.file, `${made.line}\n`, { mode: 0o600 });
+  process.stderr.write(`token "${values.name}" (${values.scope}) added to ${values.file}; it is shown once, below. SIGHUP reloads the file.\n`);
+  process.stdout.write(`${made.token}\n`);
   return 0;
 }
 

@@ -1,0 +1,78 @@
+// The admin API's gate: bearer tokens stored as hashes, compared in constant time, with scopes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { createToken, findToken, parseTokensFile } from '../src/control/api.ts';
+import { startGateway, startUpstream } from './helpers.ts';
+
+const run = promisify(execFile);
+
+test('tokens files hold hashes only, and a bad line is refused with its line number', () => {
+  const { token, line } = createToken('alice', 'operator');
+  assert.ok(!line.includes(token), 'the stored line does not contain the token');
+  const tokens = parseTokensFile(`# comment\n${line}\n`, 't');
+  assert.equal(findToken(tokens, token)?.name, 'alice');
+  assert.equal(findToken(tokens, `${token}x`), null);
+  assert.throws(() => parseTokensFile(`alice operator ${token}\n`, 'tokens.txt'), /tokens\.txt:1:/);
+  assert.throws(() => createToken('bad name', 'read'), /token name/);
+});
+
+test('`rempart token create` appends a hash line and prints the token once', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'rmp-tok-'));
+  const file = join(dir, 'tokens');
+  const { stdout } = await run(process.execPath, ['bin/rempart.js', 'token', 'create', '--name', 'ops', '--scope', 'read', '--file', file]);
+  const token = stdout.trim();
+  assert.match(token, /^rmp_[A-Za-z0-9_-]{40,}$/);
+  const text = await readFile(file, 'utf8');
+  assert.ok(!text.includes(token));
+  assert.equal(findToken(parseTokensFile(text, file), token)?.scope, 'read');
+});
+
+test('the admin API answers 401 without a valid token, 403 for a read token acting, and serves with one', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'rmp-api-'));
+  const reader = createToken('reader', 'read');
+  const operator = createToken('op', 'operator');
+  await writeFile(join(dir, 'tokens'), `${reader.line}\n${operator.line}\n`);
+  const upstream = await startUpstream();
+  try {
+    const tg = await startGateway(upstream.url, { admin: { address: '127.0.0.1:0', tokensFile: join(dir, 'tokens') } });
+    try {
+        const gw = tg.gateway;
+        let calls = 0;
+        gw.api.route('GET', '/api/ping', 'read', () => ({ status: 200, body: { pong: true } }));
+        gw.api.route('POST', '/api/poke', 'operator', (req) => {
+          calls++;
+          return { status: 200, body: { who: req.who, body: req.body } };
+        });
+        const base = tg.adminUrl!;
+        const none = await fetch(`${base}/api/ping`);
+        assert.equal(none.status, 401);
+        assert.match(none.headers.get('www-authenticate') ?? '', /Bearer/);
+        assert.equal((await fetch(`${base}/api/ping`, { headers: { authorization: 'Bearer rmp_wrong' } })).status, 401);
+        const ok = await fetch(`${base}/api/ping`, { headers: { authorization: `Bearer ${reader.token}` } });
+        assert.equal(ok.status, 200);
+        assert.deepEqual(await ok.json(), { pong: true });
+        const denied = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${reader.token}` }, body: '{}' });
+        assert.equal(denied.status, 403);
+        assert.equal(calls, 0);
+        const bad = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{nope' });
+        assert.equal(bad.status, 400);
+        assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
+        const acted = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{"x":1}' });
+        assert.equal(acted.status, 200);
+        assert.deepEqual(await acted.json(), { who: 'op', body: { x: 1 } });
+        assert.equal((await fetch(`${base}/api/nothing`, { headers: { authorization: `Bearer ${operator.token}` } })).status, 404);
+        assert.equal((await fetch(`${base}/api/ping`, { method: 'DELETE', headers: { authorization: `Bearer ${operator.token}` } })).status, 405);
+        assert.ok(tg.logs.some((l) => l.audit === true && l.who === 'op'), 'the action is in the log');
+        assert.ok(!JSON.stringify(tg.logs).includes(operator.token), 'no token in the logs');
+    } finally {
+      await tg.close();
+    }
+  } finally {
+    await upstream.close();
+  }
+});
