@@ -148,9 +148,12 @@ class User {
    * One request, recorded under `cls`. Returns the answer (status + parsed JSON when asked) or
    * null when the request failed at the transport level or was not sent.
    */
-  async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false): Promise<Answer | null> {
+  async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false, waitedMs = 0): Promise<Answer | null> {
     const ctx = this.ctx;
-    if (!takeRequest(ctx)) return null;
+    if (!takeRequest(ctx)) {
+      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, false);
+      return null;
+    }
     const headers: Record<string, string> = {
       host: ctx.hostHeader,
       'user-agent': this.ua,
@@ -168,6 +171,18 @@ class User {
     try {
       const res = await this.client.request({ method, path, headers, body });
       this.storeCookies(res.headers['set-cookie']);
+      if (res.statusCode === 503 && res.headers['rempart-waiting-room'] !== undefined) {
+        // A person in a waiting room keeps the page open: it refreshes itself after Retry-After
+        // seconds, with the ticket cookie, until they are let in.
+        await res.body.dump();
+        const waitMs = Math.min(30, Math.max(1, Number(res.headers['retry-after']) || 1)) * 1000;
+        const spent = performance.now() - t0;
+        if (ctx.closing || ctx.stopped || !(await this.pause([waitMs, waitMs]))) {
+          if (!ctx.closing) ctx.rec.waitingRoom(cls, waitedMs + spent, false);
+          return null;
+        }
+        return this.request(cls, method, path, body, contentType, wantJson, retried, waitedMs + spent + waitMs);
+      }
       let json: unknown;
       const challengeCandidate = mayBeChallenge(res.statusCode);
       if (wantJson || challengeCandidate) {
@@ -191,6 +206,7 @@ class User {
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';
       else if (latencyMs > ctx.deadlineMs) failure = 'timeout';
+      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, failure === null);
       ctx.rec.legit(cls, latencyMs, failure);
       return { status: res.statusCode, json };
     } catch (err) {

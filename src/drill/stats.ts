@@ -14,6 +14,12 @@ export class ClassStats {
   timeout = 0;
   error = 0;
   hist = new Histogram();
+  /** Requests that were put in a waiting room first (then admitted, or still in line at the end). */
+  waited = 0;
+  /** Of those, the ones still in line when the run ended. */
+  stillWaiting = 0;
+  /** Time spent in line by the admitted ones. */
+  waitHist = new Histogram();
 }
 
 /** Outcome of one attack request (or slow connection). */
@@ -107,6 +113,14 @@ export class Recorder {
       c[failure]++;
       s.legitFail++;
     }
+  }
+
+  /** A request that went through a waiting room: admitted after waitedMs, or still in line at the end. */
+  waitingRoom(cls: LegitClass, waitedMs: number, admitted: boolean): void {
+    const c = this.classes[cls];
+    c.waited++;
+    if (admitted) c.waitHist.recordMs(waitedMs);
+    else c.stillWaiting++;
   }
 
   attackSent(i: number): void {

@@ -82,6 +82,8 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       'content-type': html ? 'text/html; charset=utf-8' : 'application/json',
       'retry-after': String(refresh),
       'cache-control': 'no-store',
+      // Machine-readable for apps and the drill: the page says the same to people.
+      'rempart-waiting-room': `position=${position}, eta=${etaSeconds}`,
     };
     if (setCookie !== null) headers['set-cookie'] = setCookie;
     ctx.refuse('RMP_ERR_WAITING_ROOM', 503, body, headers);
