@@ -63,6 +63,8 @@ class User {
   readonly client: Client;
   readonly cookies = new Map<string, string>();
   ua: string;
+  /** Whether the current visit met a challenge (for the report's returning-users figure). */
+  visitChallenged = false;
 
   constructor(ctx: RunContext, pop: LegitPopulation, index: number) {
     this.ctx = ctx;
@@ -88,15 +90,21 @@ class User {
 
   async loop(): Promise<void> {
     // Stagger arrivals over one think time so users do not all click at t=0.
-    await sleep(Math.random() * this.pop.pauseMs[1], undefined, { ref: false });
+    await sleep(this.pop.startSec * 1000 + Math.random() * this.pop.pauseMs[1], undefined, { ref: false });
+    let first = true;
     while (!this.ctx.stopped) {
+      let returning = !first;
       if (Math.random() >= this.pop.returningShare) {
         this.cookies.clear(); // a new visitor: empty cookie jar, maybe another browser
         this.ua = USER_AGENTS[Math.floor(Math.random() * USER_AGENTS.length)];
+        returning = false;
       }
+      first = false;
+      this.visitChallenged = false;
       if (this.pop.kind === 'browser') await this.browse();
       else if (this.pop.kind === 'vault') await this.vault();
       else await this.approvals();
+      if (!this.ctx.closing) this.ctx.rec.visit(returning, this.visitChallenged);
       if (!(await this.pause(this.pop.pauseMs))) return;
     }
   }
@@ -195,6 +203,7 @@ class User {
       if (ctx.closing) return null;
       let failure: LegitFailure | null = null;
       if (challengeCandidate && isChallenge(res.statusCode, res.headers, json)) {
+        this.visitChallenged = true;
         const solved = !retried && (await solveChallenge({
           status: res.statusCode, headers: res.headers, cookies: this.cookies,
           challenge: typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,

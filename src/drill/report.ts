@@ -36,6 +36,24 @@ export interface AttackReport {
   /** Sent but with no outcome when the run ended (still in flight at teardown). */
   unanswered: number;
   maxOpen: number;
+  /** Of the blocked: connections refused or reset before any answer (a ban on accept). */
+  refused: number;
+  /** Seconds from the attack's start to its first connection refused on accept, or null. */
+  firstRefusedAfterSec: number | null;
+}
+
+/** How fast the defence reacted: read from the per-second timeline. */
+export interface MitigationReport {
+  /** First attack start and last attack end, in run seconds. */
+  attackStartSec: number;
+  attackEndSec: number;
+  /** Seconds from the start to the first second where ≥ 90% of the attack's answered requests were blocked (and so on to the end of the attack), or null. */
+  blockedAfterSec: number | null;
+  /** Seconds from the start to the first second Rempart's attack level read ≥ 1 / = 2, or null. */
+  elevatedAfterSec: number | null;
+  underAttackAfterSec: number | null;
+  /** Seconds from the attack's end to the first second the level read 0 again (null if it never rose or never fell). */
+  calmAfterEndSec: number | null;
 }
 
 export interface DrillReport {
@@ -55,7 +73,10 @@ export interface DrillReport {
     /** Share of sent attack requests that reached the origin: origin-counted when possible, else answered with X-Origin. */
     reachingOriginPct: number | null;
     reachingOriginSource: 'origin-stats' | 'x-origin-header' | null;
+    mitigation: MitigationReport | null;
   };
+  /** Visits by real users: returning (kept their cookies from an earlier visit) or fresh, and how many met a challenge. */
+  visits: { returning: number; returningChallenged: number; returningChallengedPct: number | null; fresh: number; freshChallenged: number; freshChallengedPct: number | null };
   origin: (OriginTotals & { available: true }) | { available: false };
   rempart: { available: true; maxAttackLevel: number | null; decisions: Record<string, number>; polls: number; failures: number } | { available: false };
   timeline: {
@@ -137,12 +158,16 @@ export function buildReport(i: BuildInput): DrillReport {
       kind: a.kind, startSec: round(a.startSec, 2)!, durationSec: round(a.durationSec, 2)!, addresses: a.addresses, ratePerSecond: a.ratePerSecond, connections: a.connections,
       sent: s.sent, notSent: s.notSent, blocked: s.blocked, passed: s.passed, timeout: s.timeout, other: s.other, error: s.error, held: s.held, maxOpen: s.maxOpen,
       unanswered: Math.max(0, s.sent - s.blocked - s.passed - s.timeout - s.other - s.error - s.held),
+      refused: s.refused,
+      firstRefusedAfterSec: s.firstRefusedMs < 0 ? null : round((s.firstRefusedMs - rec.startMs) / 1000 - a.startSec, 2),
     };
   });
-  const at = { sent: 0, notSent: 0, blocked: 0, passed: 0, timeout: 0, other: 0, error: 0, held: 0, unanswered: 0, maxOpen: 0 };
+  const at = { sent: 0, notSent: 0, blocked: 0, passed: 0, timeout: 0, other: 0, error: 0, held: 0, unanswered: 0, maxOpen: 0, refused: 0, firstRefusedAfterSec: null as number | null };
   for (const a of byAttack) {
     at.sent += a.sent; at.notSent += a.notSent; at.blocked += a.blocked; at.passed += a.passed;
     at.timeout += a.timeout; at.other += a.other; at.error += a.error; at.held += a.held; at.unanswered += a.unanswered; at.maxOpen += a.maxOpen;
+    at.refused += a.refused;
+    if (a.firstRefusedAfterSec !== null && (at.firstRefusedAfterSec === null || a.firstRefusedAfterSec < at.firstRefusedAfterSec)) at.firstRefusedAfterSec = a.firstRefusedAfterSec;
   }
   const origin = i.originPoller ? i.originPoller.totals() : null;
   let reachingOriginPct: number | null = null;
@@ -164,6 +189,7 @@ export function buildReport(i: BuildInput): DrillReport {
   const decisions: Record<string, Array<number | null>> = {};
   for (const k of decisionNames) decisions[k] = sec.map((s) => (s.decisions ? (s.decisions[k] ?? 0) : null));
 
+  const v = rec.visits;
   return {
     version: 1,
     tool: 'rempart drill',
@@ -178,7 +204,11 @@ export function buildReport(i: BuildInput): DrillReport {
     },
     requestsIssued: rec.issued,
     legit: { total: classReport(total), byClass },
-    attack: { total: at, byAttack, reachingOriginPct, reachingOriginSource },
+    attack: { total: at, byAttack, reachingOriginPct, reachingOriginSource, mitigation: mitigation(scenario, sec) },
+    visits: {
+      returning: v.returning, returningChallenged: v.returningChallenged, returningChallengedPct: pct(v.returningChallenged, v.returning),
+      fresh: v.fresh, freshChallenged: v.freshChallenged, freshChallengedPct: pct(v.freshChallenged, v.fresh),
+    },
     origin: origin ? { available: true, ...origin, utilisationPct: round(origin.utilisationPct), peakUtilisationPct: round(origin.peakUtilisationPct) } : { available: false },
     rempart: i.metricsPoller ? { available: true, ...i.metricsPoller.totals() } : { available: false },
     timeline: {
@@ -206,6 +236,52 @@ export function buildReport(i: BuildInput): DrillReport {
       decisions,
     },
     warnings: i.warnings,
+  };
+}
+
+function mitigation(scenario: Scenario, sec: Recorder['seconds']): MitigationReport | null {
+  if (scenario.attacks.length === 0) return null;
+  const start = Math.min(...scenario.attacks.map((a) => a.startSec));
+  const end = Math.max(...scenario.attacks.map((a) => a.startSec + a.durationSec));
+  const s0 = Math.floor(start);
+  const s1 = Math.min(sec.length, Math.ceil(end));
+  // Blocked: from some second on, every second of the attack has ≥ 90% of its answered requests blocked.
+  let blockedFrom: number | null = null;
+  for (let k = s1 - 1; k >= s0; k--) {
+    const x = sec[k]!;
+    const answered = x.attackBlocked + x.attackPassed + x.attackOther;
+    if (answered === 0) continue;
+    if (x.attackBlocked / answered >= 0.9) blockedFrom = k;
+    else break;
+  }
+  let elevated: number | null = null;
+  let underAttack: number | null = null;
+  let rose = false;
+  for (let k = s0; k < sec.length; k++) {
+    const l = sec[k]!.attackLevel;
+    if (l === null) continue;
+    if (l >= 1 && elevated === null) elevated = k;
+    if (l >= 2 && underAttack === null) underAttack = k;
+    if (l >= 1) rose = true;
+  }
+  let calm: number | null = null;
+  if (rose) {
+    for (let k = Math.ceil(end); k < sec.length; k++) {
+      const l = sec[k]!.attackLevel;
+      if (l === 0) {
+        calm = k;
+        break;
+      }
+    }
+  }
+  const after = (k: number | null, from: number) => (k === null ? null : Math.max(0, round(k + 1 - from, 1)!));
+  return {
+    attackStartSec: start,
+    attackEndSec: end,
+    blockedAfterSec: after(blockedFrom, start),
+    elevatedAfterSec: after(elevated, start),
+    underAttackAfterSec: after(underAttack, start),
+    calmAfterEndSec: calm === null ? null : Math.max(0, round(calm - end, 1)!),
   };
 }
 
@@ -243,8 +319,12 @@ export function summaryText(r: DrillReport): string {
   const t = r.attack.total;
   if (r.attack.byAttack.length > 0) {
     lines.push(`attack: sent ${t.sent} (not sent ${t.notSent}), blocked ${t.blocked}, answered by origin ${t.passed}, timeout ${t.timeout}, other ${t.other}${t.held ? `, slow connections held to the end ${t.held}` : ''}${t.unanswered ? `, unanswered at the end ${t.unanswered}` : ''}; reaching origin ${f(r.attack.reachingOriginPct, '%')} (${r.attack.reachingOriginSource})`);
-    for (const a of r.attack.byAttack) lines.push(`  ${a.kind.padEnd(15)} sent ${a.sent} blocked ${a.blocked} passed ${a.passed} timeout ${a.timeout} other ${a.other} notSent ${a.notSent}${a.held ? ` held ${a.held} (max open ${a.maxOpen})` : ''}`);
+    for (const a of r.attack.byAttack) lines.push(`  ${a.kind.padEnd(15)} sent ${a.sent} blocked ${a.blocked} (refused on accept ${a.refused}${a.firstRefusedAfterSec !== null ? `, first at +${a.firstRefusedAfterSec}s` : ''}) passed ${a.passed} timeout ${a.timeout} other ${a.other} notSent ${a.notSent}${a.held ? ` held ${a.held} (max open ${a.maxOpen})` : ''}`);
+    const m = r.attack.mitigation;
+    if (m) lines.push(`  mitigation: ≥90% blocked from +${f(m.blockedAfterSec, 's')}; level elevated at +${f(m.elevatedAfterSec, 's')}, under attack at +${f(m.underAttackAfterSec, 's')}; calm again ${f(m.calmAfterEndSec, 's')} after the attack ended`);
   }
+  if (r.visits.returning + r.visits.fresh > 0)
+    lines.push(`visits: returning ${r.visits.returning} (challenged ${r.visits.returningChallenged}, ${f(r.visits.returningChallengedPct, '%')}), fresh ${r.visits.fresh} (challenged ${r.visits.freshChallenged}, ${f(r.visits.freshChallengedPct, '%')})`);
   if (r.origin.available) lines.push(`origin: served ${r.origin.served}, rejected (503) ${r.origin.rejected}, received attack ${f(r.origin.receivedAttack)} legit ${f(r.origin.receivedLegit)}, utilisation ${f(r.origin.utilisationPct, '%')} (peak ${f(r.origin.peakUtilisationPct, '%')})`);
   if (r.rempart.available) lines.push(`rempart: max attack level ${f(r.rempart.maxAttackLevel)}, decisions ${JSON.stringify(r.rempart.decisions)}`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);

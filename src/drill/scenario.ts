@@ -24,6 +24,8 @@ export interface LegitPopulation {
   returningShare: number;
   /** Pages per visit (after the first), uniform in [min, max]. */
   pagesPerVisit: [number, number];
+  /** Seconds into the run when these users start arriving (a crowd after a calm start). */
+  startSec: number;
 }
 
 export interface Attack {
@@ -78,7 +80,7 @@ const ATTACK_DEFAULTS: Record<AttackKind, { addresses: number; connections: numb
 export const SLOW_KINDS: ReadonlySet<AttackKind> = new Set(['slowloris', 'slow-post']);
 
 const TOP_KEYS = ['version', 'name', 'description', 'seconds', 'deadlineMs', 'legit', 'attacks'];
-const LEGIT_KEYS = ['kind', 'users', 'pauseMs', 'returningShare', 'pagesPerVisit'];
+const LEGIT_KEYS = ['kind', 'users', 'pauseMs', 'returningShare', 'pagesPerVisit', 'startSec'];
 const RATE_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'ratePerSecond', 'connections', 'maxInFlight', 'path'];
 const SLOW_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'connections', 'path', 'trickleIntervalMs', 'trickleBytes', 'bodyBytes'];
 
@@ -147,6 +149,7 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
       pauseMs: range(item, 'pauseMs', p, 0, 600_000, [1000, 3000]),
       returningShare: num(item, 'returningShare', p, { min: 0, max: 1, def: 0.5 }),
       pagesPerVisit: range(item, 'pagesPerVisit', p, 1, 1000, [2, 5]),
+      startSec: num(item, 'startSec', p, { min: 0, max: MAX_SECONDS, def: 0 }),
     });
   });
   const totalUsers = legit.reduce((s, l) => s + l.users, 0);

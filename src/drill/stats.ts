@@ -23,13 +23,17 @@ export class ClassStats {
 }
 
 /** Outcome of one attack request (or slow connection). */
-export type AttackOutcome = 'blocked' | 'passed' | 'timeout' | 'other';
+export type AttackOutcome = 'blocked' | 'refused' | 'passed' | 'timeout' | 'other';
 
 export class AttackStats {
   sent = 0;
   /** Dropped by the generator's in-flight cap: never sent. */
   notSent = 0;
   blocked = 0;
+  /** Of the blocked, connections refused or reset before any answer (a ban on accept). */
+  refused = 0;
+  /** performance.now() of the first refused connection, -1 if none. */
+  firstRefusedMs = -1;
   passed = 0;
   timeout = 0;
   /** Answered without X-Origin and without a blocking status (e.g. a proxy's 502/504 or its cache). */
@@ -123,6 +127,19 @@ export class Recorder {
     else c.stillWaiting++;
   }
 
+  /** Visits (a user's run of pages), by whether the user came back with its cookies, and whether a challenge was shown. */
+  readonly visits = { returning: 0, returningChallenged: 0, fresh: 0, freshChallenged: 0 };
+
+  visit(returning: boolean, challenged: boolean): void {
+    if (returning) {
+      this.visits.returning++;
+      if (challenged) this.visits.returningChallenged++;
+    } else {
+      this.visits.fresh++;
+      if (challenged) this.visits.freshChallenged++;
+    }
+  }
+
   attackSent(i: number): void {
     this.attacks[i].sent++;
     this.second().attackSent++;
@@ -139,6 +156,7 @@ export class Recorder {
     if (outcome === 'blocked') { a.blocked++; s.attackBlocked++; }
     else if (outcome === 'passed') { a.passed++; s.attackPassed++; }
     else if (outcome === 'timeout') { a.timeout++; s.attackTimeout++; }
+    else if (outcome === 'refused') { a.blocked++; a.refused++; s.attackBlocked++; if (a.firstRefusedMs < 0) a.firstRefusedMs = performance.now(); }
     else { a.other++; s.attackOther++; }
   }
 }
