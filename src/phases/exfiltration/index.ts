@@ -52,6 +52,8 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
   const table = new UsageTable(deps.getRuntime().config.defense.exfiltration.maxIdentities);
   // The requests let through on a sensitive route, with the usage they reserved a document in.
   const reserved = new WeakMap<RequestContext, Usage>();
+  // How many of those are still open: requests on other routes skip the WeakMap look-up while it is 0.
+  let open = 0;
   let compiledFor: Config | null = null;
   let policies = new Map<string, Policy>();
 
@@ -112,13 +114,16 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
       }
       u.pending++;
+      open++;
       reserved.set(ctx, u);
       return Verdict.Continue;
     },
     onDone(ctx) {
+      if (open === 0) return;
       const u = reserved.get(ctx);
       if (u === undefined) return;
       reserved.delete(ctx);
+      open--;
       u.pending--;
       const s = ctx.status;
       // A document is a 2xx answer with a body: a HEAD reveals no content, a 304 re-validates a copy the
