@@ -7,6 +7,7 @@ import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
 import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
+import { checkSensitive } from '../phases/exfiltration/schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -157,6 +158,7 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
       if (!upstreams.has(r.fallback)) add(['routes', i, 'fallback'], `no upstream named ${JSON.stringify(r.fallback)} (known: ${[...upstreams].join(', ')})`);
       else if (r.fallback === r.upstream) add(['routes', i, 'fallback'], `the fallback must differ from the route's upstream ${JSON.stringify(r.upstream)}`);
     }
+    checkSensitive(r.sensitive, ['routes', i, 'sensitive'], add);
     const wr = r.waitingRoom as RouteConfig['waitingRoom'] | undefined;
     if (wr?.enabled === true && Array.isArray(r.methods) && !r.methods.includes('GET') && !r.methods.includes('HEAD'))
       add(['routes', i, 'waitingRoom', 'enabled'], 'only GET and HEAD requests enter a waiting room, and this route matches neither');

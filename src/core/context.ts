@@ -66,6 +66,8 @@ export class RequestContext {
   status: number;
   /** Status the upstream sent (0 if none). */
   upstreamStatus: number;
+  /** Response body bytes handed to the client connection (upstream bodies and stored copies; 0 for local replies). */
+  responseBytes: number;
   /** Index of the last phase that ran, so `done` only unwinds what ran. */
   phaseIndex: number;
   finished: boolean;
@@ -117,6 +119,7 @@ export class RequestContext {
     this.cacheTap = null;
     this.status = 0;
     this.upstreamStatus = 0;
+    this.responseBytes = 0;
     this.phaseIndex = 0;
     this.finished = false;
     this.forwardHandler = null;

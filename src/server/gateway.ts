@@ -30,7 +30,7 @@ import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { createAdminApi, loadTokens, type AdminApi } from '../control/api.ts';
-import { Alerts } from '../control/alerts.ts';
+import { Alerts, loadWebhookTarget } from '../control/alerts.ts';
 import { BanTable } from '../defense/bans.ts';
 import { AttackLevelMonitor } from '../defense/level.ts';
 import type { DefenseDeps } from '../defense/types.ts';
@@ -101,6 +101,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const clock = options.clock ?? systemClock;
   const api = createAdminApi(log);
   api.setTokens(await loadTokens(process.env, initial.admin.tokensFile));
+  // The webhook URL and secret come from the environment or files, never the YAML; never logged.
+  const alerts = new Alerts({ log, metrics, config: () => current.config.alerts });
+  alerts.setWebhook(await loadWebhookTarget(process.env, initial.alerts.webhook));
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
@@ -109,7 +112,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     level: new AttackLevelMonitor(),
     bans: new BanTable(clock),
     api,
-    alerts: new Alerts(log),
+    alerts,
   };
 
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
@@ -139,6 +142,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const onBreakerChange = (b: CircuitBreaker, from: string, to: string) => {
     for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: b.name, state }, state === to ? 1 : 0);
     log.warn({ upstream: b.name, from, to }, 'circuit breaker state changed');
+    // Operators hear of an upstream going down and of its recovery (its routes switch to and from their fallback).
+    if (from === 'closed' && to === 'open') alerts.raise('failover', 'upstream failing: circuit breaker opened (its routes use their fallback, a stale copy or the status page)', { upstream: b.name });
+    else if (to === 'closed') alerts.raise('failover', 'upstream recovered: circuit breaker closed', { upstream: b.name });
   };
   function wireFailover(rt: Runtime): void {
     for (const u of rt.upstreams.values()) {
@@ -410,7 +416,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
       await Promise.all(closed);
-      await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy())]);
+      // Alerts still waiting get a short, bounded chance to reach the webhook.
+      await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
     },
     async reload(config) {
       const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
@@ -419,7 +426,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);
       const tokens = await loadTokens(process.env, config.admin.tokensFile);
+      const webhook = await loadWebhookTarget(process.env, config.alerts.webhook);
       api.setTokens(tokens);
+      alerts.setWebhook(webhook);
       for (const [address, context] of contexts) secureContexts.set(address, context);
       const { runtime, retired } = compileRuntime(config, current);
       const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));

@@ -72,6 +72,7 @@ function sendStoredReply(ctx: RequestContext): void {
     markClosing(ctx);
   }
   ctx.status = stored.status;
+  if (ctx.req.method !== 'HEAD') ctx.responseBytes = stored.body.length;
   ctx.res.writeHead(stored.status, headers);
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : stored.body);
 }

@@ -1,14 +1,137 @@
-// Phase `exfiltration`: Per-identity quotas on sensitive routes; alerts and blocks bulk extraction.
-// (Stub: lets everything through; filled in by the defence work.)
+// Phase `exfiltration`: per-identity quotas on routes marked `sensitive` (documents per hour, bytes per
+// day). The quota is checked before forwarding (the request that would go past it is refused: 429 with
+// Retry-After), documents and bytes are counted when answered (onDone). Past a quota an identity raises
+// one alert per quota per cooldown: a log line, rempart_exfiltration_alerts_total, the webhook.
+// See docs/exfiltration.md.
+import type { Config } from '../../config/schema.ts';
+import type { RequestContext } from '../../core/context.ts';
 import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
+import { decide } from '../../defense/decide.ts';
 import type { DefenseDeps } from '../../defense/types.ts';
+import { identityOf } from './identity.ts';
+import type { ExfiltrationIdentity } from './schema.ts';
+import { UsageTable, type QuotaLimits, type Usage } from './usage.ts';
 
-export function createExfiltrationPhase(_deps: DefenseDeps): Phase {
+/** A sensitive route's settings, resolved against the global defaults. */
+interface Policy extends QuotaLimits {
+  readonly route: string;
+  readonly identity: ExfiltrationIdentity;
+  readonly sessionCookie: string;
+  /** Lower-cased, as Node keys request headers. */
+  readonly apiKeyHeader: string;
+}
+
+function compilePolicies(config: Config): Map<string, Policy> {
+  const g = config.defense.exfiltration;
+  const out = new Map<string, Policy>();
+  for (const r of config.routes) {
+    const s = r.sensitive;
+    if (s === undefined) continue;
+    out.set(r.name, {
+      route: r.name,
+      documentsPerHour: s.documentsPerHour ?? 0,
+      bytesPerDay: s.bytesPerDay ?? 0,
+      identity: s.identity,
+      sessionCookie: s.sessionCookie ?? g.sessionCookie,
+      apiKeyHeader: (s.apiKeyHeader ?? g.apiKeyHeader).toLowerCase(),
+    });
+  }
+  return out;
+}
+
+export interface ExfiltrationPhase extends Phase {
+  /** The identity table (tests and the docs' memory figures read its size and evictions). */
+  readonly table: UsageTable;
+}
+
+/**
+ * @example phases: [… challenge, createExfiltrationPhase(defense), failover, …]
+ */
+export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
+  const table = new UsageTable(deps.getRuntime().config.defense.exfiltration.maxIdentities);
+  // The requests let through on a sensitive route, with the usage they reserved a document in.
+  const reserved = new WeakMap<RequestContext, Usage>();
+  // How many of those are still open: requests on other routes skip the WeakMap look-up while it is 0.
+  let open = 0;
+  let compiledFor: Config | null = null;
+  let policies = new Map<string, Policy>();
+
+  function policyOf(ctx: RequestContext): Policy | undefined {
+    const config = deps.getRuntime().config;
+    if (config !== compiledFor) {
+      policies = compilePolicies(config);
+      compiledFor = config;
+      table.max = config.defense.exfiltration.maxIdentities;
+    }
+    return policies.size === 0 || ctx.route === null ? undefined : policies.get(ctx.route.name);
+  }
+
+  function alert(policy: Policy, identity: string, quota: 'documentsPerHour' | 'bytesPerDay', u: Usage, now: number, enforced: boolean): void {
+    deps.metrics.exfiltrationAlerts.inc({ route: policy.route });
+    deps.alerts.raise('exfiltration', enforced ? 'exfiltration guard: identity past its quota on a sensitive route, blocked' : 'exfiltration guard: identity past its quota on a sensitive route (observe mode: not blocked)', {
+      route: policy.route,
+      identity,
+      quota,
+      limit: quota === 'documentsPerHour' ? policy.documentsPerHour : policy.bytesPerDay,
+      documentsLastHour: Math.round(u.documents.estimate(now)),
+      bytesLastDay: Math.round(u.bytes.estimate(now)),
+      action: enforced ? 'blocked' : 'observed',
+    });
+  }
+
   return {
     name: 'exfiltration',
-    onRequest() {
+    table,
+    onRequest(ctx) {
+      const policy = policyOf(ctx);
+      if (policy === undefined) return Verdict.Continue;
+      const g = deps.getRuntime().config.defense.exfiltration;
+      if (g.mode === 'off') return Verdict.Continue;
+      const now = deps.clock.now();
+      const identity = identityOf(ctx, policy.identity, policy.sessionCookie, policy.apiKeyHeader);
+      const u = table.getOrCreate(`${policy.route}\0${identity}`, now, policy);
+      // The documents quota counts answered documents plus those in flight: N parallel requests of a
+      // scraper reserve N, so a burst cannot overshoot. Bytes are only known once sent: the response
+      // that crosses bytesPerDay is served, the next request refused.
+      const docsOver = policy.documentsPerHour > 0 && u.documents.estimate(now) + u.pending + 1 > policy.documentsPerHour;
+      const bytesOver = policy.bytesPerDay > 0 && u.bytes.estimate(now) >= policy.bytesPerDay;
+      if (docsOver || bytesOver) {
+        const enforced = g.mode === 'enforce';
+        if (docsOver && now - u.documentsAlertedMs >= g.alertCooldownMs) {
+          u.documentsAlertedMs = now;
+          alert(policy, identity, 'documentsPerHour', u, now, enforced);
+        }
+        if (bytesOver && now - u.bytesAlertedMs >= g.alertCooldownMs) {
+          u.bytesAlertedMs = now;
+          alert(policy, identity, 'bytesPerDay', u, now, enforced);
+        }
+        let waitMs = 0;
+        if (docsOver) waitMs = u.documents.msUntilAtMost(now, policy.documentsPerHour - 1);
+        if (bytesOver) waitMs = Math.max(waitMs, u.bytes.msUntilAtMost(now, policy.bytesPerDay - 1));
+        const retryAfter = String(Math.max(1, Math.ceil(waitMs / 1000)));
+        const rule = docsOver ? `exfiltration:${policy.route}:documents` : `exfiltration:${policy.route}:bytes`;
+        if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
+      }
+      u.pending++;
+      open++;
+      reserved.set(ctx, u);
       return Verdict.Continue;
+    },
+    onDone(ctx) {
+      if (open === 0) return;
+      const u = reserved.get(ctx);
+      if (u === undefined) return;
+      reserved.delete(ctx);
+      open--;
+      u.pending--;
+      const s = ctx.status;
+      // A document is a 2xx answer with a body: a HEAD reveals no content, a 304 re-validates a copy the
+      // client already holds. Counted even when the client left mid-body (aborting must not be a way out).
+      if (s < 200 || s > 299 || ctx.req.method === 'HEAD') return;
+      const now = deps.clock.now();
+      u.documents.add(now, 1);
+      if (ctx.responseBytes > 0) u.bytes.add(now, ctx.responseBytes);
     },
   };
 }

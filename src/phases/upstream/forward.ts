@@ -95,6 +95,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       if (tap.answered) return true;
     }
     const res = this.ctx.res;
+    this.ctx.responseBytes += chunk.length;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
     return false;
