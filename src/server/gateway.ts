@@ -101,15 +101,17 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const clock = options.clock ?? systemClock;
   const api = createAdminApi(log);
   api.setTokens(await loadTokens(process.env, initial.admin.tokensFile));
+  const alerts = new Alerts(log);
+  const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
     log,
     clock,
-    level: new AttackLevelMonitor(),
+    level,
     bans: new BanTable(clock),
     api,
-    alerts: new Alerts(log),
+    alerts,
   };
 
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
@@ -390,6 +392,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     async start() {
       started = true;
       wireFailover(current);
+      level.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
     },
@@ -409,6 +412,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       httpServer.close();
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
+      level.stop();
       await Promise.all(closed);
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy())]);
     },
