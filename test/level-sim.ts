@@ -10,7 +10,7 @@ import { createLogger } from '../src/core/log.ts';
 import { RequestContext } from '../src/core/context.ts';
 import { AttackLevelMonitor } from '../src/defense/level.ts';
 import { createLevelPhase } from '../src/phases/level/index.ts';
-import { createAdminApi } from '../src/control/api.ts';
+import { createAdminApi, type ApiHandler } from '../src/control/api.ts';
 import type { DefenseDeps } from '../src/defense/types.ts';
 import type { Phase } from '../src/core/pipeline.ts';
 import { memoryLog } from './helpers.ts';
@@ -46,6 +46,8 @@ export interface Sim {
   send(r: SimRequest): RequestContext;
   /** Advance one second and tick. */
   second(): void;
+  /** Call an admin API handler directly (as operator `tester`); throws ApiError like the real API would answer 4xx. */
+  call(method: string, path: string, body?: unknown): { status: number; body: any };
 }
 
 export function createSim(partial: Record<string, unknown> = {}): Sim {
@@ -82,6 +84,8 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
     api: createAdminApi(log),
     alerts: alertSink,
   };
+  const routes: Array<{ method: string; segments: string[]; handler: ApiHandler }> = [];
+  deps.api.route = (method, pattern, _scope, handler) => void routes.push({ method, segments: pattern.split('/'), handler });
   const level = createLevelPhase(deps);
   const sim: Sim = {
     clock,
@@ -115,12 +119,23 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
       clock.advance(1000);
       monitor.tick();
     },
+    call(method, path, body = null) {
+      const got = path.split('/');
+      for (const r of routes) {
+        if (r.method !== method || r.segments.length !== got.length) continue;
+        const params: Record<string, string> = {};
+        if (r.segments.every((s, i) => (s.startsWith(':') ? ((params[s.slice(1)] = got[i]!), true) : s === got[i])))
+          return r.handler({ method, path, params, query: new URLSearchParams(), body, who: 'tester', scope: 'operator' }) as { status: number; body: any };
+      }
+      throw new Error(`no route ${method} ${path}`);
+    },
   };
   return sim;
 }
 
 /** Calm customer traffic: `perSecond` requests from `customers` prefixes (10.x.y), browsers, a few pages. */
-export function calmSecond(sim: Sim, perSecond: number, customers = 300, offset = 0): void {
+let rotation = 0;
+export function calmSecond(sim: Sim, perSecond: number, customers = 300, offset = (rotation += 13)): void {
   const pages = ['/', '/products', '/products/123', '/cart', '/api/stock/9', '/about'];
   for (let i = 0; i < perSecond; i++) {
     const n = (offset + i * 7919) % customers;
