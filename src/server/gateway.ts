@@ -104,12 +104,13 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // The webhook URL and secret come from the environment or files, never the YAML; never logged.
   const alerts = new Alerts({ log, metrics, config: () => current.config.alerts });
   alerts.setWebhook(await loadWebhookTarget(process.env, initial.alerts.webhook));
+  const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
     log,
     clock,
-    level: new AttackLevelMonitor(),
+    level,
     bans: new BanTable(clock, { getRuntime, log, metrics }),
     api,
     alerts,
@@ -396,6 +397,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     async start() {
       started = true;
       wireFailover(current);
+      level.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
     },
@@ -415,6 +417,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       httpServer.close();
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
+      level.stop();
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
