@@ -4,6 +4,7 @@
 // `<token>.<nonce>` whose SHA-256 starts with `bits` zero bits, sent back in `Rempart-Solution` on a
 // retry of the same request; the answer carries a clearance in `Rempart-Clearance` to send from then on.
 import { createHash, hash as oneShotHash } from 'node:crypto';
+import { solveRange } from './solver.ts';
 
 export const CHALLENGE_HEADER = 'rempart-challenge';
 export const SOLUTION_HEADER = 'rempart-solution';
@@ -14,8 +15,8 @@ export const CLEARANCE_COOKIE = '__rempart_clr';
 
 /** Statuses a challenge can come with (403 today; 429 and 503 accepted for the future). */
 const CHALLENGE_STATUSES = new Set([403, 429, 503]);
-/** Hashes between yields to the event loop (~5 ms of work), so solving never stalls other work. */
-const HASHES_PER_SLICE = 4096;
+/** Hashes between yields to the event loop (a few ms of work), so solving never stalls other work. */
+const HASHES_PER_SLICE = 8192;
 /** Difficulty above this is refused: 2^28 hashes is minutes of work, no server of ours asks it. */
 const MAX_BITS = 28;
 
@@ -83,15 +84,10 @@ export async function solve(challenge: ChallengeInfo | string, options: SolveOpt
   if (info === null) throw new TypeError('not a Rempart challenge token');
   if (info.bits > MAX_BITS) throw new RangeError(`challenge asks ${info.bits} bits, more than this client does (${MAX_BITS})`);
   const prefix = `${info.token}.`;
-  const bits = info.bits;
-  for (let nonce = 0; ; ) {
-    const end = nonce + HASHES_PER_SLICE;
-    for (; nonce < end; nonce++) {
-      const d = sha256(prefix + nonce);
-      // Most candidates fail on the first byte: test it before counting.
-      if (d[0] !== 0 && Math.clz32(d[0]!) - 24 < bits) continue;
-      if (leadingZeroBits(d) >= bits) return prefix + nonce;
-    }
+  for (let start = 0; ; start += HASHES_PER_SLICE) {
+    const nonce = solveRange(prefix, info.bits, start, HASHES_PER_SLICE);
+    // One node:crypto hash double-checks the JS solver's answer.
+    if (nonce >= 0 && leadingZeroBits(sha256(prefix + nonce)) >= info.bits) return prefix + nonce;
     options.signal?.throwIfAborted();
     await yieldToLoop();
   }
