@@ -10,7 +10,7 @@ const JwtSchema = Obj(
     }),
     keyFile: Type.String({
       minLength: 1,
-      description: 'HS256: a file holding the shared secret (raw bytes, at least 32). RS256/ES256: a PEM public key (SPKI or certificate). Read at start and on reload; never logged.',
+      description: 'HS256: a file whose text (trimmed) is the shared secret, at least 32 bytes. RS256/ES256: a PEM public key (SPKI or certificate). Read at start and on reload; never logged.',
     }),
     header: Type.String({
       pattern: '^[A-Za-z0-9-]+$',
