@@ -37,7 +37,7 @@ import type { DefenseDeps } from '../defense/types.ts';
 import { createBanPhase } from '../phases/ban/index.ts';
 import { createLevelPhase } from '../phases/level/index.ts';
 import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
-import { createChallengePhase, createFamiliarityPhase } from '../phases/challenge/index.ts';
+import { createChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -115,6 +115,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     api,
     alerts,
   };
+  // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
+  const challengeGuard = await createChallengeGuard(defense);
 
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
@@ -125,9 +127,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createBanPhase(defense),
     createLevelPhase(defense),
     createRateLimitPhase(defense),
-    createFamiliarityPhase(defense),
+    challengeGuard.familiarity,
     createSignaturesPhase(defense),
-    createChallengePhase(defense),
+    challengeGuard.challenge,
     createExfiltrationPhase(defense),
     createFailoverPhase(getRuntime, metrics, log),
     (cache = createCachePhase(getRuntime, metrics, options.clock ?? systemClock)),
@@ -257,6 +259,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   }
 
   const hooks: ForwardHooks = {
+    onResponseHead: challengeGuard.onUpstreamHead,
     replyError(ctx, code, status) {
       ctx.replyStatus = status;
       ctx.replyBody = '';
@@ -430,6 +433,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       await loadSecureContexts(config, contexts);
       const tokens = await loadTokens(process.env, config.admin.tokensFile);
       const webhook = await loadWebhookTarget(process.env, config.alerts.webhook);
+      const applyChallenge = await challengeGuard.prepare(config);
       api.setTokens(tokens);
       alerts.setWebhook(webhook);
       for (const [address, context] of contexts) secureContexts.set(address, context);
@@ -437,6 +441,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));
       for (const u of current.upstreams.values()) if (u.health !== null && !kept.has(u.health)) u.health.stop();
       current = runtime;
+      applyChallenge();
       wireFailover(runtime);
       applyTimeouts(httpServer, config);
       log.level = config.logging.level;
