@@ -181,7 +181,8 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
-      defense: { decisionHeader: true, level: { warmupSeconds: 5, minRatePerSecond: 5 }, signatures: { mode: 'enforce', autoApply: false, sampleEvery: 1, minSamples: 10 } },
+      // The challenge is off: this test is about the block rule, and a customer without a clearance would be challenged under attack.
+      defense: { decisionHeader: true, challenge: { mode: 'off' }, level: { warmupSeconds: 5, minRatePerSecond: 5 }, signatures: { mode: 'enforce', autoApply: false, sampleEvery: 1, minSamples: 10 } },
     },
     { clock },
   );
