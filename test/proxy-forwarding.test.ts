@@ -447,3 +447,25 @@ test('Expect: 100-continue on a request the route refuses gets the refusal, neve
     await up.close();
   }
 });
+
+test('Rempart’s own credentials (clearance and waiting-room cookies, Rempart-Clearance/-Solution headers) do not reach the origin', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url);
+  try {
+    const raw = await rawRequest(
+      gw.port,
+      'GET /doc HTTP/1.1\r\nHost: example.test\r\n' +
+        'Cookie: sid=abc; __rempart_clr=v1.k.1.b.m; rempart_wr_pass_site=p; lang=fr\r\n' +
+        'Cookie: __rempart_sol=x.y\r\n' +
+        'Rempart-Clearance: v1.k.1.b.m\r\nRempart-Solution: t.n\r\nConnection: close\r\n\r\n',
+    );
+    assert.equal(statusOf(raw), 200);
+    const h = up.requests[0]!.headers;
+    assert.equal(h.cookie, 'sid=abc; lang=fr');
+    assert.equal(h['rempart-clearance'], undefined);
+    assert.equal(h['rempart-solution'], undefined);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

@@ -6,7 +6,8 @@ import type { RequestContext } from '../../core/context.ts';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
 /** Request fields Rempart sets itself, so a client's copies are dropped (unless a trusted proxy sent them). */
 // Expect is answered by Node itself (100 Continue) and undici refuses to send it.
-const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'expect']);
+// Rempart-Clearance and Rempart-Solution are credentials for Rempart, not for the origin.
+const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'expect', 'rempart-clearance', 'rempart-solution']);
 /** Other ways to claim a client address. Believed only from a trusted proxy; from anyone else dropped,
  *  or an origin reading them would take a client's word for its own address. */
 const CLIENT_ADDRESS_CLAIMS = new Set(['forwarded', 'x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip']);
@@ -18,6 +19,22 @@ const NEVER_CONNECTION_SPECIFIC = new Set([
   'accept-language', 'accept-charset', 'origin', 'range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since',
   'if-range', 'cache-control', 'user-agent', 'referer',
 ]);
+
+/**
+ * The Cookie header without Rempart's own cookies (the challenge's `__rempart_*`, the waiting room's
+ * `rempart_wr_*`): they are Rempart's credentials, the origin has no use for them and should not see
+ * them. '' when nothing is left. One indexOf for the usual request that carries none.
+ */
+export function withoutRempartCookies(value: string): string {
+  if (value.indexOf('rempart_') === -1) return value;
+  let out = '';
+  for (const part of value.split(';')) {
+    const pair = part.trim();
+    if (pair === '' || pair.startsWith('__rempart_') || pair.startsWith('rempart_wr_')) continue;
+    out = out === '' ? pair : `${out}; ${pair}`;
+  }
+  return out;
+}
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | null {
   if (value === undefined) return null;
@@ -49,6 +66,11 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
     }
     if (SET_BY_US.has(lower) || (named !== null && named.has(lower))) continue;
     if (!ctx.peerTrusted && CLIENT_ADDRESS_CLAIMS.has(lower)) continue;
+    if (lower === 'cookie') {
+      const kept = withoutRempartCookies(raw[i + 1]!);
+      if (kept !== '') out.push(name, kept);
+      continue;
+    }
     out.push(name, raw[i + 1]!);
   }
   // A trusted proxy's chain is extended; anyone else's is replaced by what we saw.
