@@ -27,8 +27,9 @@ function gatewayFor(origin: RunningOrigin, upstreamAdmission: Record<string, unk
     upstreams: [{ name: 'origin', url: origin.url, admission: upstreamAdmission }],
     routes: ROUTES,
     admission,
-    // One test process stands for many clients: lift the per-address connection cap.
+    // One test process stands for many clients: lift the per-address connection cap and rate limit.
     limits: { maxConnectionsPerAddress: 10000, maxConnections: 20000 },
+    defense: { rateLimit: { mode: 'off' } },
     logging: { level: logRequests ? 'info' : 'warn', requests: logRequests },
   });
 }

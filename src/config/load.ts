@@ -169,6 +169,18 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
     if (catchAll !== -1) add(['routes', i], `unreachable: routes[${catchAll}] before it matches every request (routes are tried in order)`);
     else if (r.path === '/*' && r.host === undefined && r.methods === undefined) catchAll = i;
   });
+  // Rate-limit rules name routes: a typo would silently limit nothing.
+  const rl = (c.defense as Config['defense'] | undefined)?.rateLimit;
+  const ruleIds = new Set<string>();
+  list<Config['defense']['rateLimit']['rules'][number]>(rl?.rules).forEach((rule, i) => {
+    if (typeof rule.id === 'string') {
+      if (ruleIds.has(rule.id)) add(['defense', 'rateLimit', 'rules', i, 'id'], `duplicate rate-limit rule id ${JSON.stringify(rule.id)}`);
+      ruleIds.add(rule.id);
+    }
+    if (Array.isArray(rule.routes)) rule.routes.forEach((name, j) => {
+      if (typeof name === 'string' && !routes.has(name)) add(['defense', 'rateLimit', 'rules', i, 'routes', j], `no route named ${JSON.stringify(name)} (known: ${[...routes].join(', ')})`);
+    });
+  });
   const addresses = new Set<string>();
   list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
     if (typeof l.address !== 'string') return;

@@ -1,25 +1,335 @@
-// The ban table (stub: exact addresses only, no escalation, no memory bound yet; filled in by the bans work).
-import type { BanList } from './types.ts';
+// The ban table: temporary, escalating bans of addresses and prefixes, asked on every accept. Bans come
+// from offences the guards report (enough in a short window), from rules, and from operators (admin
+// API). Bounded: at most `maxEntries` bans (active, or expired and remembered for escalation) and
+// `offences.maxAddresses` offence counters. See docs/bans.md.
+//
+//   isBanned(addr) ─▶ entries.get(addr) ─▶ entries.get(prefixKey(addr))   ─▶ cidr BlockList
+//                     (one look-up)        (only while a /24 or /64 ban      (only while a ban of
+//                                           exists)                          another length exists)
+import { BlockList } from 'node:net';
+import { Value } from '@sinclair/typebox/value';
 import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Runtime } from '../core/runtime.ts';
+import { prefixKey } from '../phases/admission/client-key.ts';
+import { BansSchema } from '../phases/ban/schema.ts';
+import { NftMirror, type NftRunner } from '../phases/ban/nftables.ts';
+import { parseTarget, unmapAddress, type BanTarget } from '../phases/ban/target.ts';
+import type { BanList, GuardMode } from './types.ts';
+
+export type BansConfig = Runtime['config']['defense']['bans'];
+
+export interface BanEntry {
+  readonly target: BanTarget;
+  reason: string;
+  ruleId: string;
+  by: string;
+  /** Wall-clock ms when this ban started. */
+  sinceWallMs: number;
+  /** Monotonic ms (clock.now()) when it ends. */
+  untilMs: number;
+  /** Times this target was banned (escalation counts from it). */
+  count: number;
+  /** Escalation step of the current ban: its TTL is ttl × factor^level (capped). */
+  level: number;
+}
+
+/** What GET /api/bans shows for one ban. */
+export interface BanView {
+  target: string;
+  reason: string;
+  rule: string;
+  by: string;
+  since: string;
+  expires: string;
+  ttlSec: number;
+  count: number;
+}
+
+export interface BanTableOptions {
+  /** Where the `defense.bans` settings come from (re-read on every decision, so a reload applies at once). Default: the schema's defaults. */
+  getRuntime?: () => Runtime;
+  log?: Logger;
+  metrics?: Metrics;
+  /** How nft is run (tests). */
+  nftRunner?: NftRunner;
+}
+
+interface OffenceCount {
+  count: number;
+  startMs: number;
+}
+
+const DEFAULTS = Value.Default(BansSchema, {}) as BansConfig;
+/** Entries one eviction pass inspects. */
+const SWEEP_STEPS = 64;
 
 export class BanTable implements BanList {
   readonly #clock: Clock;
-  readonly #until = new Map<string, number>();
-  constructor(clock: Clock) {
+  readonly #getConfig: () => BansConfig;
+  readonly #getRuntime: (() => Runtime) | null;
+  readonly #log: Logger | null;
+  readonly #metrics: Metrics | null;
+  readonly #nftRunner: NftRunner | undefined;
+  readonly #entries = new Map<string, BanEntry>();
+  #cursor: MapIterator<BanEntry> | null = null;
+  /** Entries of kind `prefix` (/24, /64) in the table; the prefix look-up is skipped while 0. */
+  #prefixEntries = 0;
+  /** Entries of other prefix lengths, checked through #cidrList (rebuilt when they change). */
+  readonly #cidrs = new Map<string, BanEntry>();
+  #cidrList: BlockList | null = null;
+  readonly #offences = new Map<string, OffenceCount>();
+  #mirror: NftMirror | null = null;
+  #mirrorKey = '';
+  #fullLoggedAt = -Infinity;
+
+  constructor(clock: Clock, options: BanTableOptions = {}) {
     this.#clock = clock;
+    const getRuntime = options.getRuntime;
+    this.#getRuntime = getRuntime ?? null;
+    this.#getConfig = getRuntime === undefined ? () => DEFAULTS : () => getRuntime().config.defense.bans;
+    this.#log = options.log ?? null;
+    this.#metrics = options.metrics ?? null;
+    this.#nftRunner = options.nftRunner;
+    if (this.#metrics !== null) this.#metrics.defenseReaders.bansActive = (g) => g.set(this.activeCount());
   }
+
+  get mode(): GuardMode {
+    return this.#getConfig().mode;
+  }
+
+  /** Whether `address` is banned and bans are enforced. The accept layer's question: one Map look-up in the common case. */
   isBanned(address: string): boolean {
-    const until = this.#until.get(address);
-    if (until === undefined) return false;
-    if (until > this.#clock.now()) return true;
-    this.#until.delete(address);
-    return false;
+    if (this.#entries.size === 0) return false;
+    return this.lookup(address) !== null && this.#getConfig().mode === 'enforce';
   }
-  ban(target: string, ttlMs: number): void {
-    this.#until.set(target, this.#clock.now() + ttlMs);
+
+  /** The ban in force on `address` (or its prefix), whatever the mode; null when none. */
+  lookup(address: string): BanEntry | null {
+    if (this.#entries.size === 0) return null;
+    const a = unmapAddress(address);
+    let e = this.#entries.get(a);
+    if (e !== undefined && e.target.kind === 'address' && e.untilMs > this.#clock.now()) return e;
+    if (this.#prefixEntries > 0) {
+      e = this.#entries.get(prefixKey(a));
+      if (e !== undefined && e.untilMs > this.#clock.now()) return e;
+    }
+    if (this.#cidrList !== null && this.#cidrList.check(a, a.indexOf(':') === -1 ? 'ipv4' : 'ipv6')) {
+      const now = this.#clock.now();
+      for (const c of this.#cidrs.values()) if (c.untilMs > now && matchesCidr(c.target, a)) return c;
+    }
+    return null;
   }
-  unban(target: string): boolean {
-    return this.#until.delete(target);
+
+  /**
+   * Ban `target` for `ttlMs`. With `escalate` (automatic bans), a repeat within escalation.windowMs of
+   * the previous ban's end lasts factor × longer (capped), and a target already banned is left as it
+   * is; without it (operators), the ban is set to exactly `ttlMs`. Ignored when bans are off or the
+   * target is not an address or prefix (the admin API validates first).
+   */
+  ban(target: string, ttlMs: number, reason: string, ruleId: string, by: string, escalate = false): void {
+    this.banEntry(target, ttlMs, reason, ruleId, by, escalate);
   }
-  offence(): void {}
+
+  /** ban(), returning the entry made or kept (null when none). */
+  banEntry(target: string, ttlMs: number, reason: string, ruleId: string, by: string, escalate = false): BanEntry | null {
+    const cfg = this.#getConfig();
+    if (cfg.mode === 'off') return null;
+    const t = parseTarget(target);
+    if (t === null || !(ttlMs > 0)) return null;
+    const now = this.#clock.now();
+    const old = this.#entries.get(t.key);
+    const active = old !== undefined && old.untilMs > now;
+    if (active && escalate) return old;
+    let level = 0;
+    let ttl = ttlMs;
+    if (escalate && old !== undefined && now - old.untilMs <= cfg.escalation.windowMs) {
+      level = old.level + 1;
+      ttl = Math.min(ttlMs * cfg.escalation.factor ** level, cfg.escalation.maxTtlMs);
+    }
+    let e: BanEntry;
+    if (old !== undefined) {
+      // Re-inserted so insertion order stays "oldest ban first" for eviction.
+      this.#entries.delete(t.key);
+      e = old;
+      e.reason = reason;
+      e.ruleId = ruleId;
+      e.by = by;
+      e.sinceWallMs = this.#clock.wallMs();
+      e.untilMs = now + ttl;
+      e.count++;
+      e.level = level;
+    } else {
+      if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
+      e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level };
+      if (t.kind === 'prefix') this.#prefixEntries++;
+    }
+    this.#entries.set(t.key, e);
+    if (t.kind === 'cidr') {
+      this.#cidrs.set(t.key, e);
+      this.#rebuildCidrs();
+    }
+    this.#metrics?.bans.inc({ source: sourceOf(by) });
+    this.#log?.warn({ target: t.display, reason, rule: ruleId || undefined, by, ttlMs: Math.round(ttl), count: e.count, enforced: cfg.mode === 'enforce' }, 'ban');
+    if (cfg.mode === 'enforce') this.#mirrorFor(cfg)?.add(t, ttl, old !== undefined);
+    return e;
+  }
+
+  /** Lift the ban on `target` (its escalation history goes too). False when it was not banned. */
+  unban(target: string, by: string): boolean {
+    const t = parseTarget(target);
+    if (t === null) return false;
+    const e = this.#entries.get(t.key);
+    if (e === undefined) return false;
+    const wasActive = e.untilMs > this.#clock.now();
+    this.#remove(t.key, e);
+    this.#log?.warn({ target: t.display, by }, 'ban lifted');
+    const cfg = this.#getConfig();
+    if (wasActive && cfg.mode === 'enforce') this.#mirrorFor(cfg)?.remove(t);
+    return wasActive;
+  }
+
+  /** A guard saw `address` misbehave: `offences.threshold` of them within `offences.windowMs` make an escalating ban. */
+  offence(address: string, kind: string, ruleId: string): void {
+    const cfg = this.#getConfig();
+    if (cfg.mode === 'off' || address === '') return;
+    const a = unmapAddress(address);
+    const now = this.#clock.now();
+    const policy = cfg.offences;
+    let o = this.#offences.get(a);
+    if (o === undefined) {
+      if (this.#offences.size >= policy.maxAddresses) {
+        // The oldest counter goes: losing it only delays that address's ban.
+        const first = this.#offences.keys().next();
+        if (first.done !== true) this.#offences.delete(first.value);
+      }
+      o = { count: 0, startMs: now };
+      this.#offences.set(a, o);
+    } else if (now - o.startMs > policy.windowMs) {
+      // Re-inserted: the map's order is then oldest window first.
+      this.#offences.delete(a);
+      this.#offences.set(a, o);
+      o.count = 0;
+      o.startMs = now;
+    }
+    if (++o.count < policy.threshold) return;
+    this.#offences.delete(a);
+    this.banEntry(a, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+  }
+
+  /** Offence counters held now (tests, memory checks). */
+  get offenceCount(): number {
+    return this.#offences.size;
+  }
+
+  /** Entries held now, active or remembered. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  activeCount(): number {
+    const now = this.#clock.now();
+    let n = 0;
+    for (const e of this.#entries.values()) if (e.untilMs > now) n++;
+    return n;
+  }
+
+  /** Active bans, soonest expiry last, at most `limit`. */
+  list(limit = 1000): BanView[] {
+    const now = this.#clock.now();
+    const wall = this.#clock.wallMs();
+    const out: BanView[] = [];
+    for (const e of this.#entries.values()) if (e.untilMs > now) out.push(this.view(e, now, wall));
+    out.sort((x, y) => (x.expires < y.expires ? 1 : x.expires > y.expires ? -1 : 0));
+    return out.slice(0, limit);
+  }
+
+  /** How GET /api/bans shows `e`. */
+  view(e: BanEntry, now = this.#clock.now(), wall = this.#clock.wallMs()): BanView {
+    return {
+      target: e.target.display,
+      reason: e.reason,
+      rule: e.ruleId,
+      by: e.by,
+      since: new Date(e.sinceWallMs).toISOString(),
+      expires: new Date(wall + (e.untilMs - now)).toISOString(),
+      ttlSec: Math.ceil((e.untilMs - now) / 1000),
+      count: e.count,
+    };
+  }
+
+  /** The nftables mirror in use, if any (tests wait on it). */
+  get mirror(): NftMirror | null {
+    return this.#mirror;
+  }
+
+  #remove(key: string, e: BanEntry): void {
+    this.#entries.delete(key);
+    if (e.target.kind === 'prefix') this.#prefixEntries--;
+    else if (e.target.kind === 'cidr') {
+      this.#cidrs.delete(key);
+      this.#rebuildCidrs();
+    }
+  }
+
+  /** Free one place: an expired entry if the cursor finds one soon, else the oldest automatic ban. */
+  #makeRoom(now: number): void {
+    for (let i = 0; i < SWEEP_STEPS; i++) {
+      if (this.#cursor === null) this.#cursor = this.#entries.values();
+      const step = this.#cursor.next();
+      if (step.done === true) {
+        this.#cursor = null;
+        continue;
+      }
+      if (step.value.untilMs <= now) {
+        this.#remove(step.value.target.key, step.value);
+        return;
+      }
+    }
+    let i = 0;
+    for (const e of this.#entries.values()) {
+      if (!e.by.startsWith('operator') || ++i > SWEEP_STEPS) {
+        this.#remove(e.target.key, e);
+        break;
+      }
+    }
+    if (now - this.#fullLoggedAt > 60000) {
+      this.#fullLoggedAt = now;
+      this.#log?.warn({ maxEntries: this.#getConfig().maxEntries }, 'ban table full of active bans: the oldest are dropped early (raise defense.bans.maxEntries?)');
+    }
+  }
+
+  #rebuildCidrs(): void {
+    if (this.#cidrs.size === 0) {
+      this.#cidrList = null;
+      return;
+    }
+    const bl = new BlockList();
+    for (const e of this.#cidrs.values()) bl.addSubnet(e.target.network, e.target.bits, e.target.family === 4 ? 'ipv4' : 'ipv6');
+    this.#cidrList = bl;
+  }
+
+  #mirrorFor(cfg: BansConfig): NftMirror | null {
+    const n = cfg.nftables;
+    if (!n.enabled) return null;
+    const key = `${n.family}\0${n.table}\0${n.set}\0${n.dropRule}`;
+    if (this.#mirror === null || this.#mirrorKey !== key) {
+      const ports = this.#getRuntime?.().config.listeners.map((l) => Number(l.address.slice(l.address.lastIndexOf(':') + 1))).filter((p) => p > 0) ?? [];
+      this.#mirror = new NftMirror(n, ports, this.#log, this.#nftRunner);
+      this.#mirrorKey = key;
+    }
+    return this.#mirror;
+  }
+}
+
+function matchesCidr(t: BanTarget, address: string): boolean {
+  const bl = new BlockList();
+  bl.addSubnet(t.network, t.bits, t.family === 4 ? 'ipv4' : 'ipv6');
+  return bl.check(address, address.indexOf(':') === -1 ? 'ipv4' : 'ipv6');
+}
+
+/** The `source` label of rempart_bans_total: offences, operator or rule. */
+function sourceOf(by: string): 'offences' | 'operator' | 'rule' {
+  return by === 'offences' ? 'offences' : by.startsWith('operator') ? 'operator' : 'rule';
 }

@@ -132,7 +132,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     log,
     clock,
     level: new AttackLevelMonitor(),
-    bans: new BanTable(clock),
+    bans: new BanTable(clock, { getRuntime, log, metrics }),
     api,
     alerts: alertSink,
   };

@@ -1,7 +1,72 @@
-// Config fragment for the `ratelimit` phase (defense.rateLimit), part of the one schema.
+// Config fragment for the `rateLimit` phase (defense.rateLimit), part of the one schema. See docs/rate-limits.md.
+import { Type } from '@sinclair/typebox';
 import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
+import type { TrafficClass } from '../../config/schema.ts';
+
+// schema.ts imports this file, so the class list is repeated here (a value import would be a cycle);
+// the two checks below fail to compile if they ever differ.
+const CLASSES = ['critical', 'authenticated', 'cacheable', 'public', 'static'] as const satisfies readonly TrafficClass[];
+type Missing = Exclude<TrafficClass, (typeof CLASSES)[number]>;
+const noneMissing: [Missing] extends [never] ? true : false = true;
+void noneMissing;
+
+export const RATE_LIMIT_KEYS = ['address', 'prefix', 'session', 'apiKey'] as const;
+export type RateLimitKey = (typeof RATE_LIMIT_KEYS)[number];
+
+/**
+ * The rule in force when the operator writes none: per address, on the classes anonymous traffic uses,
+ * generous enough for a browser loading a page and its assets (or a few users behind one NAT), tight
+ * enough that one address cannot take more than a small share of an origin. nginx's `limit_req
+ * zone=$binary_remote_addr rate=50r/s burst=100 nodelay` does the same.
+ */
+export const DEFAULT_RATE_LIMIT_RULE = {
+  id: 'per-address',
+  key: 'address',
+  classes: ['public', 'cacheable', 'static'],
+  per: 'client',
+  ratePerSec: 50,
+  burst: 100,
+  maxKeys: 100000,
+} as const;
+
+export const RateLimitRuleSchema = Obj(
+  {
+    id: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'Rule id: in metrics (`rule` label), logs, the decision header and RateLimit-Policy. Unique.' }),
+    key: Type.Union(
+      RATE_LIMIT_KEYS.map((k) => Type.Literal(k)),
+      {
+        description:
+          'What a client is counted by: `address`, `prefix` (its /24 for IPv4, /64 for IPv6), `session` (the `sessionCookie` cookie) or `apiKey` (the `apiKeyHeader` header). A request without the session cookie or API key is not counted by a session or apiKey rule (pair it with an address rule).',
+      },
+    ),
+    classes: Type.Optional(Type.Array(Type.Union(CLASSES.map((c) => Type.Literal(c))), { minItems: 1, uniqueItems: true, description: 'Route classes the rule applies to (all when absent).' })),
+    routes: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, uniqueItems: true, description: 'Route names the rule applies to (all when absent). With `classes` too, a route must match both.' })),
+    per: Type.Union([Type.Literal('client'), Type.Literal('route')], {
+      default: 'client',
+      description: '`client`: one budget per client across every route the rule covers; `route`: one budget per client and route.',
+    }),
+    ratePerSec: Type.Number({ exclusiveMinimum: 0, maximum: 1000000, description: 'Sustained requests per second allowed per key (may be below 1: 0.5 is one every two seconds).' }),
+    burst: Type.Integer({ minimum: 1, maximum: 1000000, description: 'Requests a key with a full budget may send at once.' }),
+    maxKeys: Type.Integer({
+      minimum: 16,
+      maximum: 10000000,
+      default: 100000,
+      description: 'Memory budget: keys tracked exactly at most (about 100 bytes each). Past it, new keys share a fixed hashed table (stricter, never looser).',
+    }),
+  },
+  { description: 'One rate limit: a GCRA budget of `burst` requests refilled at `ratePerSec`, per key.' },
+);
 
 export const RateLimitSchema = Obj(
-  { mode: GuardModeSchema('enforce', 'Rate limits') },
-  { default: {}, description: 'Rate limits per address, prefix, session or API key, per class (docs/defense.md).' },
+  {
+    mode: GuardModeSchema('enforce', 'Rate limits'),
+    rules: Type.Array(RateLimitRuleSchema, {
+      maxItems: 64,
+      default: [DEFAULT_RATE_LIMIT_RULE],
+      description: `Rules, each checked in turn; the first one exceeded answers 429. Default: one rule per address on classes public, cacheable and static, ${DEFAULT_RATE_LIMIT_RULE.ratePerSec}/s with a burst of ${DEFAULT_RATE_LIMIT_RULE.burst}. Writing rules replaces it.`,
+    }),
+    sessionCookie: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,64}$', default: 'sid', description: 'Cookie that `key: session` rules count by.' }),
+    apiKeyHeader: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,64}$', default: 'x-api-key', description: 'Header that `key: apiKey` rules count by (its value is never logged).' }),
+  },
+  { default: {}, description: 'Rate limits per address, prefix, session or API key, per class and route (docs/rate-limits.md).' },
 );

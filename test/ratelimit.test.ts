@@ -1,0 +1,132 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createManualClock } from '../src/core/clock.ts';
+import { validateConfig, ConfigError } from '../src/config/load.ts';
+import { startGateway, startUpstream, type TestGateway } from './helpers.ts';
+
+type Clock = ReturnType<typeof createManualClock>;
+
+async function withLimitedGateway(partial: Record<string, unknown>, fn: (gw: TestGateway, clock: Clock) => Promise<void>): Promise<void> {
+  const up = await startUpstream();
+  const clock = createManualClock(1000);
+  const gw = await startGateway(up.url, partial, { clock });
+  try {
+    await fn(gw, clock);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+}
+
+const tight = (extra: Record<string, unknown> = {}) => ({ id: 'tight', key: 'address', ratePerSec: 1, burst: 2, ...extra });
+
+test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and RateLimit, and is served again once the interval passed', async () => {
+  await withLimitedGateway({ defense: { rateLimit: { rules: [tight()] } } }, async (gw, clock) => {
+    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+    const res = await fetch(`${gw.url}/a`);
+    assert.equal(res.status, 429);
+    assert.equal(res.headers.get('retry-after'), '1');
+    assert.equal(res.headers.get('ratelimit-policy'), '"tight";q=2;w=2');
+    assert.equal(res.headers.get('ratelimit'), '"tight";r=0;t=1');
+    const body = (await res.json()) as { error: { code: string } };
+    assert.equal(body.error.code, 'RMP_ERR_RATE_LIMITED');
+    clock.advance(999);
+    assert.equal((await fetch(`${gw.url}/a`)).status, 429);
+    clock.advance(1);
+    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+    const metrics = await gw.gateway.metrics.registry.metrics();
+    assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/);
+    assert.match(metrics, /rempart_rate_limit_keys\{rule="tight"\} 1/);
+  });
+});
+
+test('observe mode lets the request through but counts it and says so in the decision header', async () => {
+  await withLimitedGateway({ defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } } }, async (gw) => {
+    for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
+    const res = await fetch(`${gw.url}/`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
+    assert.equal(res.headers.get('retry-after'), null);
+    const metrics = await gw.gateway.metrics.registry.metrics();
+    assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/);
+    assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
+  });
+});
+
+test('an apiKey rule counts per key and leaves requests without the header to the other rules', async () => {
+  const rules = [{ id: 'per-key', key: 'apiKey', ratePerSec: 1, burst: 1 }];
+  await withLimitedGateway({ defense: { rateLimit: { apiKeyHeader: 'X-Api-Key', rules } } }, async (gw) => {
+    for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200, 'no key: not counted');
+    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 200);
+    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 429);
+    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status, 200, 'another key has its own budget');
+  });
+});
+
+test('a session rule counts by the session cookie', async () => {
+  const rules = [{ id: 'per-session', key: 'session', ratePerSec: 1, burst: 1 }];
+  await withLimitedGateway({ defense: { rateLimit: { sessionCookie: 'sid', rules } } }, async (gw) => {
+    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'a=1; sid=s1' } })).status, 200);
+    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s1' } })).status, 429);
+    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s2' } })).status, 200);
+    assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  });
+});
+
+test('rules apply only to their classes and routes, and `per: route` gives each route its own budget', async () => {
+  const partial = {
+    routes: [
+      { name: 'login', path: '/login', upstream: 'origin', class: 'critical' },
+      { name: 'search', path: '/search', upstream: 'origin', class: 'public' },
+      { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
+    ],
+    defense: { rateLimit: { rules: [{ id: 'pages', key: 'prefix', classes: ['public'], routes: ['search', 'default'], per: 'route', ratePerSec: 1, burst: 1 }] } },
+  };
+  await withLimitedGateway(partial, async (gw) => {
+    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/login`)).status, 200, 'critical: not covered');
+    assert.equal((await fetch(`${gw.url}/search`)).status, 200);
+    assert.equal((await fetch(`${gw.url}/search`)).status, 429);
+    assert.equal((await fetch(`${gw.url}/other`)).status, 200, 'another route: its own budget');
+    assert.equal((await fetch(`${gw.url}/other`)).status, 429);
+  });
+});
+
+test('without rules the default per-address rule limits the public classes', async () => {
+  await withLimitedGateway({}, async (gw) => {
+    const phase = gw.gateway.defense.getRuntime().config.defense.rateLimit;
+    assert.equal(phase.rules.length, 1);
+    assert.equal(phase.rules[0]!.id, 'per-address');
+    let refused = 0;
+    for (let i = 0; i < phase.rules[0]!.burst + 5; i++) if ((await fetch(`${gw.url}/`)).status === 429) refused++;
+    assert.equal(refused, 5);
+  });
+});
+
+test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async () => {
+  const up = await startUpstream();
+  const clock = createManualClock(1000);
+  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'origin', url: up.url }], routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }], admin: { address: 'off' } };
+  const gw = await startGateway(up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
+  try {
+    assert.equal((await fetch(`${gw.url}/`)).status, 200);
+    assert.equal((await fetch(`${gw.url}/`)).status, 200);
+    assert.equal((await fetch(`${gw.url}/`)).status, 429);
+    await gw.gateway.reload(validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }));
+    assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
+    await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
+    assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
+test('a rule naming an unknown route, or a repeated rule id, is refused at load', () => {
+  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'o', url: 'http://127.0.0.1:1' }], routes: [{ name: 'default', path: '/*', upstream: 'o' }] };
+  assert.throws(
+    () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ routes: ['nope'] }), tight()] } } }),
+    (err: unknown) => err instanceof ConfigError && /no route named "nope"/.test(err.message) && /duplicate rate-limit rule id "tight"/.test(err.message),
+  );
+  assert.throws(() => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }), ConfigError);
+});
