@@ -92,6 +92,7 @@ export interface SnapshotDeps {
 export class SnapshotBuilder {
   readonly #d: SnapshotDeps;
   #lastAt = 0;
+  #baseline = true;
   readonly #prev = new Map<string, number>();
   /** Per upstream, the last LATENCY_WINDOW cumulative bucket arrays. */
   readonly #latency = new Map<string, Float64Array[]>();
@@ -100,17 +101,22 @@ export class SnapshotBuilder {
     this.#d = deps;
   }
 
-  /** The difference since the last reading of this key (0 the first time). */
+  /**
+   * The difference since the last reading of this key. The first build only takes the baseline; a
+   * key that appears later (a cell created since) counts from 0.
+   */
   #delta(key: string, value: number): number {
     const before = this.#prev.get(key);
     this.#prev.set(key, value);
-    return before === undefined ? 0 : Math.max(0, value - before);
+    if (before === undefined) return this.#baseline ? 0 : value;
+    return Math.max(0, value - before);
   }
 
   async build(nowMs = Date.now()): Promise<Snapshot> {
     const { metrics, getRuntime, api } = this.#d;
     const rt = getRuntime();
     const seconds = this.#lastAt === 0 ? 1 : Math.max(0.2, (nowMs - this.#lastAt) / 1000);
+    this.#baseline = this.#lastAt === 0;
     this.#lastAt = nowMs;
     const rate = (n: number) => Math.round((n / seconds) * 10) / 10;
 
@@ -149,6 +155,8 @@ export class SnapshotBuilder {
       let p = { p50Ms: null as number | null, p90Ms: null as number | null, p99Ms: null as number | null };
       if (cell !== undefined) {
         const ring = this.#latency.get(u.name) ?? [];
+        // A cell created since the last reading: everything in it is new.
+        if (ring.length === 0 && !this.#baseline) ring.push(new Float64Array(cell.counts.length));
         ring.push(Float64Array.from(cell.counts));
         if (ring.length > LATENCY_WINDOW + 1) ring.shift();
         this.#latency.set(u.name, ring);

@@ -84,6 +84,9 @@ export class BanTable implements BanList {
   #mirrorKey = '';
   #fullLoggedAt = -Infinity;
 
+  /** Called after every ban made (the audit trail records those not made by an operator's API call). */
+  onBan: ((view: BanView, ttlMs: number) => void) | null = null;
+
   constructor(clock: Clock, options: BanTableOptions = {}) {
     this.#clock = clock;
     const getRuntime = options.getRuntime;
@@ -171,6 +174,13 @@ export class BanTable implements BanList {
       this.#rebuildCidrs();
     }
     this.#metrics?.bans.inc({ source: sourceOf(by) });
+    if (this.onBan !== null) {
+      try {
+        this.onBan(this.view(e), ttl);
+      } catch {
+        // the audit trail's failure is not the ban's
+      }
+    }
     this.#log?.warn({ target: t.display, reason, rule: ruleId || undefined, by, ttlMs: Math.round(ttl), count: e.count, enforced: cfg.mode === 'enforce' }, 'ban');
     if (cfg.mode === 'enforce') this.#mirrorFor(cfg)?.add(t, ttl, old !== undefined);
     return e;

@@ -137,6 +137,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     alerts: alertSink,
   };
 
+  // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.
+  if (defense.bans instanceof BanTable)
+    defense.bans.onBan = (v, ttlMs) => {
+      if (!v.by.startsWith('operator:')) audit.record('ban', v.by || 'rempart', v.reason, { target: v.target, rule: v.rule || undefined, ttlSec: Math.round(ttlMs / 1000), count: v.count });
+    };
+
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
   const phases: readonly Phase[] = [
