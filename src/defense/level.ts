@@ -1,6 +1,277 @@
-// The attack level (stub: follows the override only; detection is filled in by the level work).
-import { AttackLevel, type AttackLevelView } from './types.ts';
+// The attack level: a state machine calm → elevated → under attack fed once a second by what the
+// `level` phase measured (src/phases/level/traffic.ts), with hysteresis, an operator override
+// (config `defense.level.override`, or `PUT /api/level`) and a bounded history of changes with
+// their reasons. Detection blocks nothing: guards read `level`. Design and thresholds in
+// docs/attack-level.md.
+//
+//                 pressure ≥ 1 or strangeness ≥ 1 or drift ≥ 1
+//              ┌────────── (riseSeconds of riseSeconds+1 ticks) ─────────┐
+//              │                                                         ▼
+//          ┌───────┐      pressure ≥ 1 and strangeness ≥ 1          ┌──────────┐
+//          │ calm  │ ─────────────────────────────────────────────▶ │ elevated │
+//          └───────┘ ◀──── fallSeconds quiet (signals < hold) ────── └──────────┘
+//              │                                                      ▲      │ pressure ≥ 1 and
+//              │ pressure ≥ 1 and strangeness ≥ 1 (straight up)       │      │ strangeness ≥ 1
+//              ▼                                                      │      ▼
+//          ┌──────────────┐ ─── fallSeconds without (pressure and ────┘
+//          │ under_attack │      strangeness ≥ holdFactor): one level down
+//          └──────────────┘
+import type { Clock } from '../core/clock.ts';
+import type { Logger } from '../core/log.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Runtime } from '../core/runtime.ts';
+import type { AlertSink } from '../control/alerts.ts';
+import { TrafficObserver, round3, type LevelConfig, type LevelFeatures } from '../phases/level/traffic.ts';
+import { AttackLevel, ATTACK_LEVEL_NAMES, type AttackLevelName, type AttackLevelView } from './types.ts';
+
+export interface AttackLevelMonitorOptions {
+  readonly getRuntime: () => Runtime;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly alerts: AlertSink;
+}
+
+/** The three scores the level is decided from, each 1.0 at its threshold. */
+export interface LevelScores {
+  /** Load: surge over baseline, admission queue, sheds. */
+  readonly pressure: number;
+  /** Who is sending: never-seen prefixes, shifted prefix / user-agent / header-order mix. */
+  readonly strangeness: number;
+  /** What is asked: shifted path shapes or methods (raises to `elevated` only: flash crowds do this too). */
+  readonly drift: number;
+}
+
+export interface LevelChange {
+  readonly atWallMs: number;
+  readonly from: AttackLevelName;
+  readonly to: AttackLevelName;
+  readonly detected: AttackLevelName;
+  /** `detector`, `config` (defense.level.override), or `operator:NAME` (the admin API token). */
+  readonly by: string;
+  readonly reasons: readonly string[];
+}
+
+export interface LevelOverride {
+  readonly level: AttackLevelName;
+  readonly source: 'api' | 'config';
+  readonly reason: string;
+  readonly by: string;
+  readonly sinceWallMs: number;
+}
+
+const HISTORY_SIZE = 64;
+const TICK_MS = 1000;
+const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = { calm: AttackLevel.calm, elevated: AttackLevel.elevated, under_attack: AttackLevel.underAttack };
+
+/** Scores of one tick's features (0 for the mix scores while warming up or below minRatePerSecond). */
+export function scoreFeatures(f: LevelFeatures, c: LevelConfig): LevelScores {
+  const pressure = Math.max(f.surge / c.surgeFactor, f.queueShare / c.queueShare, f.shedShare / c.shedShare);
+  let strangeness = 0;
+  let drift = 0;
+  if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
+    strangeness = Math.max((f.novelty - f.noveltyBaseline) / c.noveltyShare, Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder) / c.shiftDistance);
+    drift = Math.max(f.shift.pathShape, f.shift.method) / c.shiftDistance;
+  }
+  return { pressure: round3(pressure), strangeness: round3(Math.max(0, strangeness)), drift: round3(drift) };
+}
+
+/**
+ * The level the scores call for when each must reach `bar` (1 to enter, holdFactor to stay).
+ * Under attack needs both load and strangers: a flash crowd of returning customers (familiar
+ * prefixes, browsers as usual) stays `elevated`, where known clients are never challenged anyway.
+ */
+export function levelFor(s: LevelScores, bar: number): AttackLevel {
+  if (s.pressure >= bar && s.strangeness >= bar) return AttackLevel.underAttack;
+  if (s.pressure >= bar || s.strangeness >= bar || s.drift >= bar) return AttackLevel.elevated;
+  return AttackLevel.calm;
+}
+
+/** Human-readable reasons: the signals at or above `bar` × their threshold. */
+export function reasonsFor(f: LevelFeatures, c: LevelConfig, bar: number): string[] {
+  const out: string[] = [];
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  if (f.surge >= c.surgeFactor * bar)
+    out.push(`surge ${f.surge}× baseline${f.surgeRoute ? ` on route ${f.surgeRoute}` : ''} (${f.ratePerSecond} req/s; threshold ${c.surgeFactor}×)`);
+  if (f.queueShare >= c.queueShare * bar) out.push(`admission queue at ${f.queueShare}× the limit of ${f.queueUpstream} (threshold ${c.queueShare})`);
+  if (f.shedShare >= c.shedShare * bar) out.push(`${pct(f.shedShare)} of requests shed (threshold ${pct(c.shedShare)})`);
+  if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
+    if (f.novelty - f.noveltyBaseline >= c.noveltyShare * bar) out.push(`${pct(f.novelty)} of requests from never-seen prefixes (calm: ${pct(f.noveltyBaseline)})`);
+    for (const k of ['prefix', 'userAgent', 'headerOrder', 'pathShape', 'method'] as const)
+      if (f.shift[k] >= c.shiftDistance * bar) out.push(`${k} mix shifted by ${f.shift[k]} (threshold ${c.shiftDistance})`);
+  }
+  return out;
+}
 
 export class AttackLevelMonitor implements AttackLevelView {
+  /** The level in force: the override when there is one, else the detected level. Guards read this. */
   level: AttackLevel = AttackLevel.calm;
+  /** What detection says, whatever the override. */
+  detected: AttackLevel = AttackLevel.calm;
+  /** The last tick's measurements and scores (null before the first tick). */
+  features: LevelFeatures | null = null;
+  scores: LevelScores = { pressure: 0, strangeness: 0, drift: 0 };
+  readonly traffic: TrafficObserver;
+  readonly #opts: AttackLevelMonitorOptions;
+  #apiOverride: LevelOverride | null = null;
+  readonly #history: LevelChange[] = [];
+  /** Levels the enter bar called for in the last ticks (newest last), for the rise rule. */
+  readonly #recent: AttackLevel[] = [];
+  #quietTicks = 0;
+  #timer: NodeJS.Timeout | null = null;
+  readonly #listeners: Array<(monitor: AttackLevelMonitor) => void> = [];
+
+  constructor(opts: AttackLevelMonitorOptions) {
+    this.#opts = opts;
+    const rt = opts.getRuntime();
+    this.traffic = new TrafficObserver(rt.config.defense.level, rt.config.defense.signatures, opts.clock.now());
+    this.traffic.syncRoutes(rt);
+    opts.metrics.defenseReaders.attackLevel = (g) => g.set(this.level);
+    this.#applyInForce([]);
+  }
+
+  /** The override in force: the admin API's, else the config's, else null. */
+  get override(): LevelOverride | null {
+    if (this.#apiOverride !== null) return this.#apiOverride;
+    const pinned = this.#opts.getRuntime().config.defense.level.override;
+    return pinned === 'auto' ? null : { level: pinned, source: 'config', reason: 'defense.level.override', by: 'config', sinceWallMs: 0 };
+  }
+
+  /** Changes of the level in force, oldest first (the last 64). */
+  get history(): readonly LevelChange[] {
+    return this.#history;
+  }
+
+  /** Called after every tick (signature mining runs here). */
+  onTick(fn: (monitor: AttackLevelMonitor) => void): void {
+    this.#listeners.push(fn);
+  }
+
+  start(): void {
+    if (this.#timer !== null) return;
+    this.#timer = setInterval(() => this.tick(), TICK_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#timer = null;
+  }
+
+  /** Measure, decide, learn if calm. Runs every second; tests call it after moving a manual clock. Never throws. */
+  tick(): void {
+    try {
+      this.#tick();
+    } catch (err) {
+      this.#opts.log.error({ err }, 'attack level tick failed');
+    }
+  }
+
+  #tick(): void {
+    const { clock, getRuntime } = this.#opts;
+    const runtime = getRuntime();
+    const c = runtime.config.defense.level;
+    const f = this.traffic.measure(clock.now(), clock.wallMs(), runtime);
+    if (f === null) {
+      this.#applyInForce([]);
+      return;
+    }
+    this.features = f;
+    const scores = scoreFeatures(f, c);
+    this.scores = scores;
+    const enter = levelFor(scores, 1);
+    const hold = levelFor(scores, c.holdFactor);
+
+    const window = c.riseSeconds + 1;
+    this.#recent.push(enter);
+    while (this.#recent.length > window) this.#recent.shift();
+    let rise: AttackLevel = this.detected;
+    for (const candidate of [AttackLevel.underAttack, AttackLevel.elevated] as const) {
+      if (candidate <= this.detected) break;
+      let held = 0;
+      for (const l of this.#recent) if (l >= candidate) held++;
+      if (held >= c.riseSeconds) {
+        rise = candidate;
+        break;
+      }
+    }
+    const before = this.detected;
+    if (rise > this.detected) {
+      this.detected = rise;
+      this.#quietTicks = 0;
+    } else if (hold < this.detected) {
+      if (++this.#quietTicks >= c.fallSeconds) {
+        this.detected = (this.detected - 1) as AttackLevel;
+        this.#quietTicks = 0;
+      }
+    } else this.#quietTicks = 0;
+
+    if (this.detected !== before) {
+      const reasons = this.detected > before ? reasonsFor(f, c, 1) : [`quiet for ${c.fallSeconds} s (signals below ${c.holdFactor} of their thresholds)`, ...reasonsFor(f, c, c.holdFactor)];
+      if (this.override !== null)
+        this.#opts.log.info({ detected: ATTACK_LEVEL_NAMES[this.detected], override: this.override.level, reasons }, 'attack level detected (an override is in force)');
+      this.#applyInForce(reasons, 'detector');
+    } else this.#applyInForce([]);
+
+    // Learn only from calm: no anomaly this tick, nothing detected, nothing pinned above calm.
+    if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm) this.traffic.learn(f, c, clock.now());
+    for (const fn of this.#listeners) fn(this);
+    this.traffic.reset();
+  }
+
+  /** Pin the level (the admin API). */
+  setOverride(level: AttackLevelName, reason: string, who: string): void {
+    this.#apiOverride = { level, source: 'api', reason, by: who, sinceWallMs: this.#opts.clock.wallMs() };
+    this.#applyInForce([`override by ${who}: ${reason}`], `operator:${who}`);
+  }
+
+  /** Release the admin API's override; false when there was none. The config's override, if any, applies again. */
+  releaseOverride(who: string): boolean {
+    if (this.#apiOverride === null) return false;
+    this.#apiOverride = null;
+    this.#applyInForce([`override released by ${who}`], `operator:${who}`);
+    return true;
+  }
+
+  #applyInForce(reasons: string[], by = 'config'): void {
+    const o = this.override;
+    const want = o === null ? this.detected : NAME_TO_LEVEL[o.level];
+    if (want === this.level) return;
+    const from = ATTACK_LEVEL_NAMES[this.level];
+    const to = ATTACK_LEVEL_NAMES[want];
+    this.level = want;
+    if (reasons.length === 0) reasons = o === null ? ['override released'] : [`override ${o.level} (${o.source}: ${o.reason})`];
+    const change: LevelChange = { atWallMs: this.#opts.clock.wallMs(), from, to, detected: ATTACK_LEVEL_NAMES[this.detected], by, reasons };
+    this.#history.push(change);
+    if (this.#history.length > HISTORY_SIZE) this.#history.shift();
+    const { log, metrics, alerts } = this.#opts;
+    log.warn({ from, to, detected: change.detected, by, reasons, scores: this.scores }, 'attack level changed');
+    metrics.attackLevelChanges.inc({ from, to });
+    alerts.raise('attack_level', `attack level ${from} → ${to}`, { from, to, by, reasons });
+  }
+
+  /** What `GET /api/level` answers. */
+  snapshot(): Record<string, unknown> {
+    const c = this.#opts.getRuntime().config.defense.level;
+    return {
+      level: ATTACK_LEVEL_NAMES[this.level],
+      detected: ATTACK_LEVEL_NAMES[this.detected],
+      override: this.override,
+      scores: this.scores,
+      features: this.features,
+      thresholds: {
+        surgeFactor: c.surgeFactor,
+        minRatePerSecond: c.minRatePerSecond,
+        queueShare: c.queueShare,
+        shedShare: c.shedShare,
+        noveltyShare: c.noveltyShare,
+        shiftDistance: c.shiftDistance,
+        holdFactor: c.holdFactor,
+        riseSeconds: c.riseSeconds,
+        fallSeconds: c.fallSeconds,
+      },
+      familiarPrefixes: this.traffic.familiar.size,
+      history: this.#history.slice(-20).reverse(),
+    };
+  }
 }

@@ -1,5 +1,10 @@
-// Challenge detection and the (future) solving hook for legitimate drill users.
-// Until the defence ships a client module, a challenge counts as a failed legit request.
+// Challenge detection and solving for the drill's legitimate users. They pass challenges as real
+// clients do, with rempart/client's solver: a "browser" reads the challenge its interstitial carries
+// in the Rempart-Challenge header (what the page's worker solves), an API user the JSON challenge.
+// The user's only channel back is its cookie jar and the retried request, so the solution rides in
+// the `__rempart_sol` cookie on the retry (docs/challenge.md); the answer sets the clearance cookie,
+// which the jar keeps. Attackers never call this.
+import { SOLUTION_COOKIE, challengeFrom, solve } from 'rempart/client';
 
 export interface ChallengeResponse {
   status: number;
@@ -25,12 +30,16 @@ export function isChallenge(status: number, headers: Record<string, unknown>, js
 }
 
 /**
- * >>> HOOK for the defence issue: solve a challenge like a real browser would. <<<
- * Intended implementation: `const { solve } = await import('rempart/client'); return solve(response)`,
- * returning true once the clearance (cookie in `response.cookies`) is obtained; the drill then retries
- * the request once. Returns false for now: a challenged legit request is a failure.
+ * Solve a challenge like a real client would: true once the solution is in `response.cookies`
+ * (the drill then retries the request once, and that retry earns the clearance cookie).
  */
 export async function solveChallenge(response: ChallengeResponse): Promise<boolean> {
-  void response;
-  return false;
+  const info = challengeFrom(response.status, response.headers, { challenge: response.challenge });
+  if (info === null) return false;
+  try {
+    response.cookies.set(SOLUTION_COOKIE, await solve(info));
+    return true;
+  } catch {
+    return false; // a difficulty past what the client solves: counted as a challenged request
+  }
 }

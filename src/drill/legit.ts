@@ -156,7 +156,7 @@ class User {
    * One request, recorded under `cls`. Returns the answer (status + parsed JSON when asked) or
    * null when the request failed at the transport level or was not sent.
    */
-  async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false, waitedMs = 0): Promise<Answer | null> {
+  async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false, waitedMs = 0, carriedMs = 0): Promise<Answer | null> {
     const ctx = this.ctx;
     if (!takeRequest(ctx)) {
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, false);
@@ -199,7 +199,8 @@ class User {
       } else {
         await res.body.dump();
       }
-      const latencyMs = performance.now() - t0;
+      // A request retried after a challenge counts once, with the time the challenge took.
+      const latencyMs = performance.now() - t0 + carriedMs;
       if (ctx.closing) return null;
       let failure: LegitFailure | null = null;
       if (challengeCandidate && isChallenge(res.statusCode, res.headers, json)) {
@@ -209,8 +210,8 @@ class User {
           challenge: typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
         }));
         if (solved) {
-          ctx.rec.legit(cls, latencyMs, 'challenge');
-          return this.request(cls, method, path, body, contentType, wantJson, true);
+          ctx.rec.classes[cls].challengesSolved++;
+          return this.request(cls, method, path, body, contentType, wantJson, true, waitedMs, performance.now() - t0 + carriedMs);
         }
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';

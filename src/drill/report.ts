@@ -13,6 +13,8 @@ export interface ClassReport {
   p95Ms: number | null;
   p99Ms: number | null;
   failures: { status: number; challenge: number; timeout: number; error: number };
+  /** Requests that met a challenge and solved it (then counted by their retry). */
+  challengesSolved: number;
   /** Requests that went through a waiting room first: how many, how many still in line at the end, time in line of the admitted. */
   waitingRoom: { waited: number; stillWaiting: number; p50WaitMs: number | null; p95WaitMs: number | null };
 }
@@ -110,13 +112,14 @@ export interface DrillReport {
 const round = (v: number | null, digits = 1) => (v === null ? null : Math.round(v * 10 ** digits) / 10 ** digits);
 const pct = (part: number, whole: number) => (whole > 0 ? round((part / whole) * 100, 2) : null);
 
-interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; waitHist: Histogram }
+interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; waitHist: Histogram; challengesSolved: number }
 
 function classReport(c: ClassCounts): ClassReport {
   return {
     requests: c.requests, ok: c.ok, successPct: pct(c.ok, c.requests),
     p50Ms: round(c.hist.percentileMs(50)), p95Ms: round(c.hist.percentileMs(95)), p99Ms: round(c.hist.percentileMs(99)),
     failures: { status: c.status, challenge: c.challenge, timeout: c.timeout, error: c.error },
+    challengesSolved: c.challengesSolved,
     waitingRoom: { waited: c.waited, stillWaiting: c.stillWaiting, p50WaitMs: round(c.waitHist.percentileMs(50), 0), p95WaitMs: round(c.waitHist.percentileMs(95), 0) },
   };
 }
@@ -143,13 +146,14 @@ export interface BuildInput {
 
 export function buildReport(i: BuildInput): DrillReport {
   const { rec, scenario } = i;
-  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, waitHist: new Histogram() };
+  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, waitHist: new Histogram(), challengesSolved: 0 };
   const byClass: Record<string, ClassReport> = {};
   for (const name of LEGIT_CLASSES) {
     const c: ClassStats = rec.classes[name];
     byClass[name] = classReport(c);
     total.requests += c.requests; total.ok += c.ok; total.status += c.status; total.challenge += c.challenge;
     total.timeout += c.timeout; total.error += c.error; total.hist.merge(c.hist);
+    total.challengesSolved += c.challengesSolved;
     total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.waitHist.merge(c.waitHist);
   }
   const byAttack: AttackReport[] = scenario.attacks.map((a, k) => {
@@ -314,7 +318,7 @@ export function summaryText(r: DrillReport): string {
     `legit: ${f(r.legit.total.successPct, '%')} ok of ${r.legit.total.requests}, p50 ${f(r.legit.total.p50Ms, 'ms')} p95 ${f(r.legit.total.p95Ms, 'ms')} p99 ${f(r.legit.total.p99Ms, 'ms')}`,
   ];
   for (const [name, c] of Object.entries(r.legit.byClass)) {
-    if (c.requests > 0) lines.push(`  ${name.padEnd(10)} ${f(c.successPct, '%').padStart(8)} ok of ${String(c.requests).padStart(6)}  p95 ${f(c.p95Ms, 'ms')}  (failures: ${c.failures.status} status, ${c.failures.challenge} challenge, ${c.failures.timeout} timeout, ${c.failures.error} error)${c.waitingRoom.waited > 0 ? `; waiting room: ${c.waitingRoom.waited} waited, p50 ${f(c.waitingRoom.p50WaitMs, 'ms')} p95 ${f(c.waitingRoom.p95WaitMs, 'ms')} in line, ${c.waitingRoom.stillWaiting} still in line at the end` : ''}`);
+    if (c.requests > 0) lines.push(`  ${name.padEnd(10)} ${f(c.successPct, '%').padStart(8)} ok of ${String(c.requests).padStart(6)}  p95 ${f(c.p95Ms, 'ms')}  (failures: ${c.failures.status} status, ${c.failures.challenge} challenge, ${c.failures.timeout} timeout, ${c.failures.error} error)${c.challengesSolved > 0 ? `; ${c.challengesSolved} challenges solved` : ''}${c.waitingRoom.waited > 0 ? `; waiting room: ${c.waitingRoom.waited} waited, p50 ${f(c.waitingRoom.p50WaitMs, 'ms')} p95 ${f(c.waitingRoom.p95WaitMs, 'ms')} in line, ${c.waitingRoom.stillWaiting} still in line at the end` : ''}`);
   }
   const t = r.attack.total;
   if (r.attack.byAttack.length > 0) {

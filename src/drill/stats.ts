@@ -14,6 +14,8 @@ export class ClassStats {
   timeout = 0;
   error = 0;
   hist = new Histogram();
+  /** Requests that met a challenge the user solved (then retried once: counted by the retry's outcome). */
+  challengesSolved = 0;
   /** Requests that were put in a waiting room first (then admitted, or still in line at the end). */
   waited = 0;
   /** Of those, the ones still in line when the run ended. */

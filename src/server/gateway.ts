@@ -42,7 +42,7 @@ import type { DefenseDeps } from '../defense/types.ts';
 import { createBanPhase } from '../phases/ban/index.ts';
 import { createLevelPhase } from '../phases/level/index.ts';
 import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
-import { createChallengePhase, createFamiliarityPhase } from '../phases/challenge/index.ts';
+import { createChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
@@ -126,16 +126,19 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       audit.record(kind, by, `${message}${reasons}`, fields);
     },
   };
+  const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts: alertSink });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
     log,
     clock,
-    level: new AttackLevelMonitor(),
+    level,
     bans: new BanTable(clock, { getRuntime, log, metrics }),
     api,
     alerts: alertSink,
   };
+  // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
+  const challengeGuard = await createChallengeGuard(defense);
 
   // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.
   if (defense.bans instanceof BanTable)
@@ -152,9 +155,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createBanPhase(defense),
     createLevelPhase(defense),
     createRateLimitPhase(defense),
-    createFamiliarityPhase(defense),
+    challengeGuard.familiarity,
     createSignaturesPhase(defense),
-    createChallengePhase(defense),
+    challengeGuard.challenge,
     createExfiltrationPhase(defense),
     createFailoverPhase(getRuntime, metrics, log),
     (cache = createCachePhase(getRuntime, metrics, options.clock ?? systemClock)),
@@ -293,6 +296,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   }
 
   const hooks: ForwardHooks = {
+    onResponseHead: challengeGuard.onUpstreamHead,
     replyError(ctx, code, status) {
       ctx.replyStatus = status;
       ctx.replyBody = '';
@@ -462,6 +466,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     async start() {
       started = true;
       wireFailover(current);
+      level.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
       cockpit?.start();
@@ -483,6 +488,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       httpServer.close();
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
+      level.stop();
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
@@ -496,12 +502,14 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       await loadSecureContexts(config, contexts);
       const tokens = await loadTokens(process.env, config.admin.tokensFile);
       const webhook = await loadWebhookTarget(process.env, config.alerts.webhook);
+      const applyChallenge = await challengeGuard.prepare(config);
       api.setTokens(tokens);
       alerts.setWebhook(webhook);
       for (const [address, context] of contexts) secureContexts.set(address, context);
       fileConfig = config;
       const overridden = overrides.state;
       swapRuntime(overrides.apply(config));
+      applyChallenge();
       applyTimeouts(httpServer, config);
       log.level = config.logging.level;
       audit.record('config_reload', 'rempart', 'configuration reloaded', overrides.empty ? {} : { overridesKept: overridden });

@@ -46,7 +46,7 @@ export function sendLocalReply(ctx: RequestContext): void {
   const status = ctx.replyStatus;
   const body = ctx.replyBody !== '' ? ctx.replyBody : errorBody(ctx.reason);
   ctx.status = status;
-  const headers: Record<string, string | number> = {
+  const headers: Record<string, string | number | string[]> = {
     'content-type': ctx.replyBody !== '' ? 'text/plain; charset=utf-8' : 'application/json',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
@@ -56,7 +56,16 @@ export function sendLocalReply(ctx: RequestContext): void {
     headers.connection = 'close';
     markClosing(ctx);
   }
-  if (ctx.responseHeaders !== null) for (let i = 0; i < ctx.responseHeaders.length; i += 2) headers[ctx.responseHeaders[i]!] = ctx.responseHeaders[i + 1]!;
+  if (ctx.responseHeaders !== null) {
+    for (let i = 0; i < ctx.responseHeaders.length; i += 2) {
+      const name = ctx.responseHeaders[i]!;
+      const value = ctx.responseHeaders[i + 1]!;
+      const had = headers[name];
+      // Several phases may each set a cookie (a clearance, a waiting-room pass): keep them all.
+      if (had !== undefined && name === 'set-cookie') headers[name] = Array.isArray(had) ? [...had, value] : [String(had), value];
+      else headers[name] = value;
+    }
+  }
   res.writeHead(status, headers);
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }

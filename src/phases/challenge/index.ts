@@ -1,23 +1,292 @@
 // Phases `familiarity` (is this client known?) and `challenge` (proof of work for unknown clients
-// under attack). (Stubs: let everything through; filled in by the challenge work.)
+// when the attack level or a rule asks), and the verify endpoint under /.rempart/challenge/.
+// Stateless per client: challenges, delay tokens and clearances are signed (tokens.ts); the server
+// keeps only bounded tables: used solutions (replay.ts), origin-granted sessions (sessions.ts) and a
+// fixed sketch of ignored challenges (ignored.ts). Protocol and doors: docs/challenge.md.
 import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
+import type { RequestContext } from '../../core/context.ts';
+import type { ErrorCode } from '../../core/errors.ts';
+import type { Config } from '../../config/schema.ts';
+import { AttackLevel, type DefenseDeps } from '../../defense/types.ts';
+import { decide } from '../../defense/decide.ts';
+import { errorBody } from '../../server/reply.ts';
+import { cookieValue } from '../admission/client-key.ts';
+import { wantsHtml } from '../admission/index.ts';
+import { loadChallengeKeys, type KeyRing } from './keys.ts';
+import { TokenSigner, binding, type Refusal } from './tokens.ts';
+import { ReplayGuard } from './replay.ts';
+import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
+import { JwtVerifier, type JwtSettings } from './jwt.ts';
+import { IgnoredChallenges } from './ignored.ts';
+import { RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
-export function createFamiliarityPhase(_deps: DefenseDeps): Phase {
-  return {
+export { RESERVED_PREFIX, VERIFY_PATH } from './pages.ts';
+
+/** Cookie holding the clearance (API clients may send it in the Rempart-Clearance header instead). */
+export const CLEARANCE_COOKIE = '__rempart_clr';
+/** Cookie a client that can only manage cookies (the drill's users) puts a solution in, for its retry. */
+export const SOLUTION_COOKIE = '__rempart_sol';
+export const CHALLENGE_HEADER = 'rempart-challenge';
+export const SOLUTION_HEADER = 'rempart-solution';
+export const CLEARANCE_HEADER = 'rempart-clearance';
+
+type ChallengeConfig = Config['defense']['challenge'];
+type Door = 'html' | 'nojs' | 'api';
+
+export interface ChallengeGuard {
+  readonly familiarity: Phase;
+  readonly challenge: Phase;
+  /** Called by the forward handler with every upstream response head: learns origin-granted sessions. */
+  onUpstreamHead(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
+  /** Read keys for a new config (throws on a bad key: the reload is refused); the returned function applies them. */
+  prepare(config: Config): Promise<() => void>;
+  readonly signer: TokenSigner;
+  readonly sessions: SessionStore;
+}
+
+/** Same-origin relative path to return to after a clearance, or '/' (never an open redirect). */
+export function safeReturnPath(value: string | null | undefined): string {
+  if (value === null || value === undefined || value.length === 0 || value.length > 2048) return '/';
+  if (value.charCodeAt(0) !== 47 /* / */ || value.charCodeAt(1) === 47 || value.indexOf('\\') !== -1) return '/';
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return '/';
+  }
+  if (value.startsWith(RESERVED_PREFIX)) return '/';
+  return value;
+}
+
+function levelNumber(name: 'elevated' | 'under_attack'): AttackLevel {
+  return name === 'elevated' ? AttackLevel.elevated : AttackLevel.underAttack;
+}
+
+function headerString(v: string | string[] | undefined): string {
+  return typeof v === 'string' ? v : '';
+}
+
+/**
+ * @example
+ *   const guard = await createChallengeGuard(defense);
+ *   const phases = [..., rateLimit, guard.familiarity, signatures, guard.challenge, ...];
+ */
+export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.ProcessEnv = process.env): Promise<ChallengeGuard> {
+  const initial = deps.getRuntime().config.defense;
+  const ring = await loadChallengeKeys(env, initial.challenge.keyFile);
+  if (ring.source === 'random')
+    deps.log.warn('challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)');
+  const signer = new TokenSigner(ring);
+  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec);
+  const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
+  const ignored = new IgnoredChallenges();
+  let jwt: JwtVerifier | null = initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
+
+  function cookieLine(ctx: RequestContext, value: string, maxAgeSec: number): string {
+    return `${CLEARANCE_COOKIE}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
+  }
+
+  /** Give this client a clearance on whatever answer it gets. */
+  function grant(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door): { token: string; expiresSec: number } {
+    const c = signer.issueClearance(nowMs, cfg.clearanceTtlSec, bind);
+    ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
+    ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
+    ctx.known = true;
+    deps.metrics.challenges.inc({ door, result: 'solved' });
+    return c;
+  }
+
+  /** A failed solution or delay token; past the per-minute allowance it is an offence. */
+  function failed(ctx: RequestContext, cfg: ChallengeConfig, door: Door, why: Refusal, ruleId: string): void {
+    deps.metrics.challenges.inc({ door, result: 'failed' });
+    // An expired token is what a slow or returning honest client holds: not an offence.
+    if (why !== 'expired' && why !== 'not_yet') countTowardsOffence(ctx, cfg, ruleId);
+  }
+
+  function countTowardsOffence(ctx: RequestContext, cfg: ChallengeConfig, ruleId: string): void {
+    if (cfg.ignoredPerMinute === 0) return;
+    if (ignored.add(ctx.clientAddress, deps.clock.now()) > cfg.ignoredPerMinute) deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
+  }
+
+  /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
+  function challengeReply(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, returnTo: string, wasFailure: boolean): { body: string; headers: Record<string, string>; door: Door } {
+    const underAttack = deps.level.level >= AttackLevel.underAttack;
+    const bits = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
+    const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
+    const code: ErrorCode = wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE';
+    if (wantsHtml(ctx.req.headers.accept)) {
+      const delaySec = underAttack ? cfg.noScriptDelaySec.underAttack : cfg.noScriptDelaySec.elevated;
+      const delay = signer.issueDelay(nowMs, delaySec, cfg.challengeTtlSec, bind);
+      return {
+        body: challengePageHtml(token, bits, delay, delaySec, returnTo, wasFailure),
+        headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', [CHALLENGE_HEADER]: token },
+        door: 'html',
+      };
+    }
+    const error = (JSON.parse(errorBody(code)) as { error: unknown }).error;
+    const body = {
+      error,
+      challenge: {
+        token,
+        bits,
+        algorithm: 'sha256',
+        expiresAt: Math.floor(nowMs / 1000) + cfg.challengeTtlSec,
+        submit: { header: 'Rempart-Solution', value: '<token>.<nonce>', verify: VERIFY_PATH },
+      },
+    };
+    return {
+      body: `${JSON.stringify(body)}\n`,
+      headers: { 'content-type': 'application/json', 'cache-control': 'no-store', [CHALLENGE_HEADER]: token },
+      door: 'api',
+    };
+  }
+
+  /** GET/HEAD/POST /.rempart/challenge/verify: redeem a solution or a no-JS delay token for a clearance. */
+  function verify(ctx: RequestContext, cfg: ChallengeConfig): Verdict {
+    const method = ctx.req.method;
+    if (ctx.path !== VERIFY_PATH || cfg.mode === 'off' || (method !== 'GET' && method !== 'HEAD' && method !== 'POST')) {
+      ctx.refuse('RMP_ERR_ROUTE_NOT_FOUND', 404);
+      return Verdict.Reply;
+    }
+    const q = ctx.target.indexOf('?');
+    const params = new URLSearchParams(q === -1 ? '' : ctx.target.slice(q + 1));
+    const returnParam = params.get('return');
+    const returnTo = safeReturnPath(returnParam);
+    const browser = returnParam !== null || wantsHtml(ctx.req.headers.accept);
+    const nowMs = deps.clock.wallMs();
+    const bind = binding(ctx.clientPrefix, ctx.req.headers['user-agent']);
+    const solution = params.get('solution') ?? headerString(ctx.req.headers[SOLUTION_HEADER]);
+    const delay = params.get('delay') ?? '';
+    let door: Door = delay !== '' && solution === '' ? 'nojs' : browser ? 'html' : 'api';
+    let refusal: Refusal = 'malformed';
+    if (solution !== '') {
+      const r = signer.checkSolution(solution, nowMs, bind);
+      if (typeof r === 'string') refusal = r;
+      else if (!replay.use(r.rand, r.issuedSec * 1000, nowMs)) refusal = 'replayed';
+      else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
+    } else if (delay !== '') {
+      door = 'nojs';
+      const r = signer.openDelay(delay, nowMs, bind);
+      if (typeof r === 'string') refusal = r;
+      else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
+      else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
+    }
+    failed(ctx, cfg, door, refusal, 'verify');
+    const reply = challengeReply(ctx, cfg, bind, nowMs, returnTo, true);
+    deps.metrics.challenges.inc({ door: reply.door, result: 'issued' });
+    ctx.ruleId = 'verify';
+    ctx.refuse('RMP_ERR_CHALLENGE_FAILED', 403, reply.body, reply.headers);
+    return Verdict.Reply;
+  }
+
+  function cleared(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door, browser: boolean, returnTo: string): Verdict {
+    const c = grant(ctx, cfg, bind, nowMs, door);
+    // Rempart's own answer, not a refusal: decision `refused` (no origin was asked) with no reason code.
+    ctx.decision = 'refused';
+    ctx.reason = '';
+    ctx.ruleId = 'verify';
+    if (browser) {
+      ctx.replyStatus = 303;
+      ctx.replyBody = 'See Other\n';
+      ctx.replyHeaders = { location: returnTo, 'cache-control': 'no-store' };
+    } else {
+      ctx.replyStatus = 200;
+      ctx.replyBody = `${JSON.stringify({ clearance: { token: c.token, expiresAt: c.expiresSec } })}\n`;
+      ctx.replyHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    }
+    return Verdict.Reply;
+  }
+
+  const familiarity: Phase = {
     name: 'familiarity',
-    onRequest() {
+    onRequest(ctx: RequestContext) {
+      const headers = ctx.req.headers;
+      const cookies = headers.cookie;
+      const fam = deps.getRuntime().config.defense.familiarity;
+      let clearance = headerString(headers[CLEARANCE_HEADER]);
+      if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
+      if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) {
+        ctx.known = true;
+        return Verdict.Continue;
+      }
+      if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
+        const sid = cookieValue(cookies, fam.sessionCookie);
+        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs())) {
+          ctx.known = true;
+          return Verdict.Continue;
+        }
+      }
+      if (jwt !== null) {
+        const token = jwt.tokenFrom(headers, (name) => cookieValue(cookies, name));
+        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) ctx.known = true;
+      }
       return Verdict.Continue;
     },
   };
-}
 
-export function createChallengePhase(_deps: DefenseDeps): Phase {
-  return {
+  const challenge: Phase = {
     name: 'challenge',
-    onRequest() {
-      return Verdict.Continue;
+    onRequest(ctx: RequestContext) {
+      const config = deps.getRuntime().config;
+      const cfg = config.defense.challenge;
+      if (ctx.path.startsWith(RESERVED_PREFIX)) return verify(ctx, cfg);
+      if (cfg.mode === 'off' || ctx.known) return Verdict.Continue;
+      const route = ctx.route;
+      if (route === null || config.routes[route.index]?.challenge === false) return Verdict.Continue;
+      const headers = ctx.req.headers;
+      const asked = deps.level.level >= levelNumber(cfg.atLevel) || ctx.challengeRule !== '';
+      let solution = headerString(headers[SOLUTION_HEADER]);
+      if (solution === '' && headers.cookie !== undefined) solution = cookieValue(headers.cookie, SOLUTION_COOKIE);
+      if (!asked && solution === '') return Verdict.Continue;
+      const ruleId = ctx.challengeRule !== '' ? ctx.challengeRule : `level:${cfg.atLevel}`;
+      const nowMs = deps.clock.wallMs();
+      const bind = binding(ctx.clientPrefix, headers['user-agent']);
+      let wasFailure = false;
+      if (solution !== '') {
+        // The retried request itself (a POST with its body) goes through with the clearance.
+        const r = signer.checkSolution(solution, nowMs, bind);
+        const refusal: Refusal | null = typeof r === 'string' ? r : replay.use(r.rand, r.issuedSec * 1000, nowMs) ? null : 'replayed';
+        if (refusal === null) {
+          grant(ctx, cfg, bind, nowMs, 'api');
+          return Verdict.Continue;
+        }
+        if (!asked) return Verdict.Continue; // a stale solution when nothing is asked: no harm, no challenge
+        failed(ctx, cfg, 'api', refusal, ruleId);
+        wasFailure = true;
+      }
+      if (cfg.mode === 'observe') {
+        decide(deps, ctx, 'challenge', 'observe', 'RMP_ERR_CHALLENGE', ruleId, 403);
+        return Verdict.Continue;
+      }
+      const method = ctx.req.method;
+      const returnTo = safeReturnPath(method === 'GET' || method === 'HEAD' ? ctx.target : ctx.path);
+      const reply = challengeReply(ctx, cfg, bind, nowMs, returnTo, wasFailure);
+      decide(deps, ctx, 'challenge', 'enforce', wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE', ruleId, 403, reply.body, reply.headers);
+      deps.metrics.challenges.inc({ door: reply.door, result: 'issued' });
+      if (!wasFailure) countTowardsOffence(ctx, cfg, ruleId);
+      return Verdict.Reply;
+    },
+  };
+
+  return {
+    familiarity,
+    challenge,
+    signer,
+    sessions,
+    onUpstreamHead(_ctx, status, rawHeaders) {
+      const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
+      if (status >= 200 && status < 300 && name !== '') learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs());
+    },
+    async prepare(config) {
+      const d = config.defense;
+      const newRing: KeyRing = await loadChallengeKeys(env, d.challenge.keyFile);
+      const newJwt = d.familiarity.jwt === undefined ? null : await JwtVerifier.load(d.familiarity.jwt as JwtSettings);
+      return () => {
+        // A random ring is kept across reloads: replacing it would log everyone out for nothing.
+        if (newRing.source !== 'random' || signer.ring.source !== 'random') signer.setRing(newRing);
+        jwt = newJwt;
+        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec);
+        replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
+      };
     },
   };
 }

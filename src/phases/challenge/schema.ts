@@ -1,12 +1,88 @@
 // Config fragments for familiarity and the proof-of-work challenge (defense.familiarity,
-// defense.challenge, routes[].challenge), part of the one schema.
+// defense.challenge, routes[].challenge), part of the one schema. Protocol: docs/challenge.md.
 import { Type } from '@sinclair/typebox';
 import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
 
-export const FamiliaritySchema = Obj({}, { default: {}, description: 'Which clients are known: a valid clearance, or a session the origin granted (docs/challenge.md).' });
+const JwtSchema = Obj(
+  {
+    algorithm: Type.Union([Type.Literal('HS256'), Type.Literal('RS256'), Type.Literal('ES256')], {
+      description: 'The one algorithm accepted (a token naming another, or `none`, is refused).',
+    }),
+    keyFile: Type.String({
+      minLength: 1,
+      description: 'HS256: a file whose text (trimmed) is the shared secret, at least 32 bytes. RS256/ES256: a PEM public key (SPKI or certificate). Read at start and on reload; never logged.',
+    }),
+    header: Type.String({
+      pattern: '^[A-Za-z0-9-]+$',
+      default: 'authorization',
+      description: 'Request header carrying the token (`authorization` expects `Bearer <token>`; any other header holds the bare token). Ignored when `cookie` is set.',
+    }),
+    cookie: Type.Optional(Type.String({ pattern: '^[!#-+\\--:<-\\[\\]-~]+$', description: 'Read the token from this cookie instead of a header.' })),
+    issuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` claim.' })),
+    audience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` claim (a string, or one of an array).' })),
+    leewaySec: Type.Integer({ minimum: 0, maximum: 600, default: 30, description: 'Clock skew tolerated on `exp` and `nbf`.' }),
+  },
+  { description: 'Clients presenting a JWT this key verifies (not expired, right issuer and audience) are known.' },
+);
+
+export const FamiliaritySchema = Obj(
+  {
+    sessionCookie: Type.String({
+      pattern: '^[!#-+\\--:<-\\[\\]-~]*$',
+      default: 'sid',
+      description:
+        'The origin\u2019s session cookie. A value first seen in a Set-Cookie of a 2xx upstream response is remembered (as a hash); later requests carrying it are known. Empty: off. Name a cookie the origin sets only on login, not on every first visit.',
+    }),
+    maxSessions: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 100_000, description: 'Sessions remembered at most (least recently seen forgotten first); about 100 bytes each.' }),
+    sessionTtlSec: Type.Integer({ minimum: 1, maximum: 2_592_000, default: 86_400, description: 'How long a remembered session stays known after it was last granted or seen.' }),
+    jwt: Type.Optional(JwtSchema),
+  },
+  { default: {}, description: 'Which clients are known: a valid clearance, a session the origin granted, or a verified JWT (docs/challenge.md). Known clients skip challenges and queue ahead within their class.' },
+);
 
 export const ChallengeSchema = Obj(
-  { mode: GuardModeSchema('enforce', 'Proof-of-work challenges') },
+  {
+    mode: GuardModeSchema('enforce', 'Proof-of-work challenges'),
+    atLevel: Type.Union([Type.Literal('elevated'), Type.Literal('under_attack')], {
+      default: 'under_attack',
+      description: 'Attack level from which unknown clients on challengeable routes are challenged (a signature rule can ask for a challenge at any level).',
+    }),
+    difficultyBits: Obj(
+      {
+        elevated: Type.Integer({ minimum: 1, maximum: 32, default: 14, description: 'Leading zero bits asked below `under_attack` (and for rule-triggered challenges then).' }),
+        underAttack: Type.Integer({ minimum: 1, maximum: 32, default: 16, description: 'Leading zero bits asked while under attack. Each bit doubles the work: see the measured solve times in docs/challenge.md.' }),
+      },
+      { default: {}, description: 'Proof-of-work difficulty by attack level.' },
+    ),
+    noScriptDelaySec: Obj(
+      {
+        elevated: Type.Integer({ minimum: 0, maximum: 300, default: 3, description: 'Seconds a client without JavaScript waits before its refresh earns a clearance, below `under_attack`.' }),
+        underAttack: Type.Integer({ minimum: 0, maximum: 300, default: 5, description: 'The same while under attack.' }),
+      },
+      { default: {}, description: 'The no-JavaScript door: a signed delay token redeemed by a meta refresh.' },
+    ),
+    challengeTtlSec: Type.Integer({ minimum: 10, maximum: 3600, default: 300, description: 'How long a challenge (or no-JS delay token) may be solved and redeemed.' }),
+    clearanceTtlSec: Type.Integer({ minimum: 60, maximum: 604_800, default: 3600, description: 'How long a clearance lets its client skip challenges.' }),
+    replayCapacity: Type.Integer({
+      minimum: 1000,
+      maximum: 10_000_000,
+      default: 200_000,
+      description: 'Used solutions remembered per generation (two generations of challengeTtlSec each) so each is accepted once. When one fills early, older challenges are refused (a fresh one is given): memory stays bounded whatever is sent.',
+    }),
+    keyFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'File of signing keys, one per line (at least 32 bytes each, hex or base64; `#` comments): the first signs, all verify, so adding a new key on top and reloading rotates without logging anyone out. The env var REMPART_CHALLENGE_KEY (keys separated by commas) wins over it. Without either, a random key per process: clearances do not survive a restart nor work across nodes.',
+      }),
+    ),
+    ignoredPerMinute: Type.Integer({
+      minimum: 0,
+      maximum: 100_000,
+      default: 60,
+      description: 'Challenges an address may be given (or fail) per minute before each further one counts as a ban offence (`challenge_ignored`). 0: never. A person leaving a page is far below it; a bot ignoring challenges is not.',
+    }),
+  },
   { default: {}, description: 'Proof-of-work challenges for unknown clients under attack (docs/challenge.md).' },
 );
 

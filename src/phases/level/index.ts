@@ -1,14 +1,61 @@
-// Phase `level`: Feeds attack-level detection (traffic per route, new prefixes, mix shifts); blocks nothing.
-// (Stub: lets everything through; filled in by the defence work.)
+// Phase `level`: feeds attack-level detection and blocks nothing. Per request it bumps counters and
+// samples 1 in N requests into the feature sketches (src/phases/level/traffic.ts); the monitor
+// (src/defense/level.ts) turns them into the level once a second. Also serves /api/level.
 import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
+import type { RequestContext } from '../../core/context.ts';
 import type { DefenseDeps } from '../../defense/types.ts';
+import { ATTACK_LEVEL_NAMES, type AttackLevelName } from '../../defense/types.ts';
+import { AttackLevelMonitor } from '../../defense/level.ts';
+import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
 
-export function createLevelPhase(_deps: DefenseDeps): Phase {
+/**
+ * @example
+ *   const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts });
+ *   const phases = [identify, edge, route, ban, createLevelPhase({ ...deps, level })];
+ */
+export function createLevelPhase(deps: DefenseDeps): Phase {
+  const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
+  if (monitor === null) return { name: 'level', onRequest: () => Verdict.Continue };
+  registerLevelApi(deps.api, monitor);
+  const traffic = monitor.traffic;
+  const clock = deps.clock;
   return {
     name: 'level',
-    onRequest() {
+    onRequest(ctx: RequestContext) {
+      traffic.observe(ctx, clock.wallMs());
       return Verdict.Continue;
     },
+    onDone(ctx: RequestContext) {
+      traffic.onDone(ctx);
+    },
   };
+}
+
+const MAX_REASON_CHARS = 200;
+
+/** `PUT /api/level` body: exactly `{ level, reason }`, level one of the three, reason printable text. */
+export function parseOverride(body: unknown): { level: AttackLevelName; reason: string } {
+  const o = bodyObject(body);
+  for (const key of Object.keys(o)) if (key !== 'level' && key !== 'reason') throw new ApiError(`unknown field "${key}" (expected level, reason)`);
+  const level = o.level;
+  if (typeof level !== 'string' || !(ATTACK_LEVEL_NAMES as readonly string[]).includes(level))
+    throw new ApiError(`level must be one of ${ATTACK_LEVEL_NAMES.join(', ')} (DELETE /api/level returns to detection)`);
+  const reason = o.reason;
+  if (typeof reason !== 'string' || reason.trim() === '' || reason.length > MAX_REASON_CHARS || /[\u0000-\u001f\u007f]/.test(reason))
+    throw new ApiError(`reason must be 1-${MAX_REASON_CHARS} printable characters`);
+  return { level: level as AttackLevelName, reason: reason.trim() };
+}
+
+function registerLevelApi(api: AdminApi, monitor: AttackLevelMonitor): void {
+  api.route('GET', '/api/level', 'read', () => ({ status: 200, body: monitor.snapshot() }));
+  api.route('PUT', '/api/level', 'operator', (req) => {
+    const { level, reason } = parseOverride(req.body);
+    monitor.setOverride(level, reason, req.who);
+    return { status: 200, body: monitor.snapshot() };
+  });
+  api.route('DELETE', '/api/level', 'operator', (req) => {
+    const released = monitor.releaseOverride(req.who);
+    return { status: 200, body: { released, ...monitor.snapshot() } };
+  });
 }

@@ -1,14 +1,136 @@
-// Phase `signatures`: Mines heavy-hitter signatures and applies their rules (challenge or block) under attack.
-// (Stub: lets everything through; filled in by the defence work.)
+// Phase `signatures`: applies the signature rules in force (mined from attack traffic, or written by
+// the operator) to unknown clients: a `challenge` rule marks the request for the `challenge` phase
+// (ctx.challengeRule), a `block` rule answers 403 and counts an offence towards a ban. Mining runs
+// once a second on the attack-level tick, only while the level is raised. Known clients (ctx.known,
+// set by `familiarity` just before) are never matched: a rule is a guess about a crowd, and a
+// customer who proved themselves must not pay for sharing a browser or a prefix with a bot.
+// Also serves /api/signatures. See docs/signatures.md.
 import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
+import type { RequestContext } from '../../core/context.ts';
+import { AttackLevel, ATTACK_LEVEL_NAMES, type DefenseDeps } from '../../defense/types.ts';
+import { AttackLevelMonitor } from '../../defense/level.ts';
+import { decide } from '../../defense/decide.ts';
+import { ApiError, type AdminApi } from '../../control/api.ts';
+import { SignatureRules, type SignatureRule, type RuleAction } from './rules.ts';
 
-export function createSignaturesPhase(_deps: DefenseDeps): Phase {
+/**
+ * @example
+ *   const phases = [familiarity, createSignaturesPhase(deps), challenge];
+ */
+export function createSignaturesPhase(deps: DefenseDeps): Phase {
+  const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
+  const rules = new SignatureRules();
+  const config = () => deps.getRuntime().config.defense.signatures;
+  rules.rebuild(deps.level.level, config());
+
+  monitor?.onTick((m) => {
+    const c = config();
+    if (c.mode !== 'off' && m.level >= AttackLevel.elevated && m.features?.warm === true) {
+      const fresh = rules.mine(m.traffic, c, deps.clock.now(), deps.clock.wallMs());
+      for (const r of fresh)
+        deps.log.warn({ rule: r.id, action: r.action, evidence: r.evidence, level: ATTACK_LEVEL_NAMES[m.level] }, 'signature rule proposed');
+    }
+    rules.rebuild(m.level, c);
+  });
+  deps.metrics.defenseReaders.signatures = (g) => g.set(rules.minedCount);
+  registerSignaturesApi(deps, rules, monitor);
+
   return {
     name: 'signatures',
-    onRequest() {
+    onRequest(ctx: RequestContext) {
+      // autoApply follows the level: an operator's override takes effect at once, not at the next tick.
+      if (deps.level.level !== rules.builtForLevel) rules.rebuild(deps.level.level, config());
+      if (rules.inForce === 0 || ctx.known) return Verdict.Continue;
+      const rule = rules.match(ctx);
+      if (rule === null) return Verdict.Continue;
+      rule.hits++;
+      const mode = config().mode;
+      if (rule.action === 'block') {
+        if (decide(deps, ctx, 'signatures', mode, 'RMP_ERR_SIGNATURE_BLOCKED', rule.id, 403)) {
+          deps.bans.offence(ctx.clientAddress, 'signature', rule.id);
+          return Verdict.Reply;
+        }
+        return Verdict.Continue;
+      }
+      if (mode === 'enforce') {
+        // The challenge phase challenges this request whatever the level (and reports the decision).
+        ctx.challengeRule = rule.id;
+        ctx.ruleId = rule.id;
+        deps.metrics.guardDecisions.inc('signatures', 'marked', 'RMP_ERR_CHALLENGE', rule.id);
+      } else decide(deps, ctx, 'signatures', mode, 'RMP_ERR_CHALLENGE', rule.id, 403);
       return Verdict.Continue;
     },
   };
+}
+
+function view(rules: SignatureRules, r: SignatureRule) {
+  return {
+    id: r.id,
+    source: r.source,
+    state: r.state,
+    action: r.action,
+    inForce: rules.isInForce(r),
+    match: r.match ?? { [r.feature!]: r.value },
+    evidence: r.evidence,
+    hits: r.hits,
+    decidedBy: r.decidedBy,
+  };
+}
+
+/** `POST …/approve` body: nothing, or `{ action: 'challenge' | 'block' }`. */
+export function parseApproval(body: unknown): RuleAction | null {
+  if (body === null) return null;
+  if (typeof body !== 'object' || Array.isArray(body)) throw new ApiError('body must be a JSON object');
+  const o = body as Record<string, unknown>;
+  for (const key of Object.keys(o)) if (key !== 'action') throw new ApiError(`unknown field "${key}" (expected action)`);
+  if (o.action === undefined) return null;
+  if (o.action !== 'challenge' && o.action !== 'block') throw new ApiError('action must be challenge or block');
+  return o.action;
+}
+
+function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor: AttackLevelMonitor | null): void {
+  const api: AdminApi = deps.api;
+  const config = () => deps.getRuntime().config.defense.signatures;
+  const find = (id: string): SignatureRule => {
+    const r = rules.get(id);
+    if (r === undefined) throw new ApiError(`no signature rule ${JSON.stringify(id.slice(0, 80))}`, 404);
+    if (r.source === 'config') throw new ApiError(`rule ${id} is configured in defense.signatures.rules: change the file`);
+    return r;
+  };
+  api.route('GET', '/api/signatures', 'read', () => {
+    const c = config();
+    return {
+      status: 200,
+      body: {
+        mode: c.mode,
+        autoApply: c.autoApply,
+        level: ATTACK_LEVEL_NAMES[deps.level.level],
+        sampleEvery: monitor?.traffic.sampleEvery ?? null,
+        inForce: rules.inForce,
+        droppedProposals: rules.dropped,
+        rules: rules.list().map((r) => view(rules, r)),
+        top: monitor?.traffic.top(10) ?? null,
+      },
+    };
+  });
+  api.route('POST', '/api/signatures/:id/approve', 'operator', (req) => {
+    const action = parseApproval(req.body);
+    const r = find(req.params.id!);
+    r.state = 'approved';
+    if (action !== null) r.action = action;
+    r.decidedBy = req.who;
+    rules.rebuild(deps.level.level, config());
+    deps.log.warn({ rule: r.id, action: r.action, by: req.who }, 'signature rule approved');
+    return { status: 200, body: view(rules, r) };
+  });
+  api.route('POST', '/api/signatures/:id/reject', 'operator', (req) => {
+    if (req.body !== null) throw new ApiError('reject takes no body');
+    const r = find(req.params.id!);
+    r.state = 'rejected';
+    r.decidedBy = req.who;
+    rules.rebuild(deps.level.level, config());
+    deps.log.warn({ rule: r.id, by: req.who }, 'signature rule rejected');
+    return { status: 200, body: view(rules, r) };
+  });
 }

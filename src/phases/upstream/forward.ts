@@ -14,6 +14,8 @@ export interface ForwardHooks {
   replyError(ctx: RequestContext, code: ErrorCode, status: number): void;
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
+  /** Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie). */
+  onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
 }
 
 /** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
@@ -72,6 +74,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const res = this.ctx.res;
     if (res.headersSent || this.ctx.finished) return true;
     this.ctx.upstreamStatus = statusCode;
+    this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
     const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, rawHeaders)) return true;
     this.ctx.status = statusCode;

@@ -68,7 +68,7 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
 
   function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number): Verdict {
     const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000 });
-    ctx.responseHeaders = ['set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec)];
+    ctx.addResponseHeader('set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec));
     metrics.waitingRoomAdmitted.inc({ route });
     return Verdict.Continue;
   }

@@ -1,0 +1,98 @@
+// JWT familiarity: a client presenting a JWT our configured key verifies is known. Small and strict:
+// one algorithm fixed by configuration (the token's `alg` must equal it: no `none`, no HS256 signed
+// with an RSA public key), compact form only, `exp` required, `nbf`/`iss`/`aud` checked. node:crypto
+// only. Cheap checks (shape, header, claims) come before the signature, so an expired or foreign
+// token costs no public-key operation.
+import { createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+
+export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256';
+
+export interface JwtSettings {
+  readonly algorithm: JwtAlgorithm;
+  readonly keyFile: string;
+  readonly header: string;
+  readonly cookie?: string;
+  readonly issuer?: string;
+  readonly audience?: string;
+  readonly leewaySec: number;
+}
+
+/** Tokens longer than this are refused unread. */
+const MAX_JWT_CHARS = 8192;
+
+export class JwtVerifier {
+  readonly settings: JwtSettings;
+  readonly #secret: Buffer | null;
+  readonly #publicKey: KeyObject | null;
+
+  constructor(settings: JwtSettings, key: Buffer | KeyObject) {
+    this.settings = settings;
+    if (settings.algorithm === 'HS256') {
+      if (!Buffer.isBuffer(key) || key.length < 32) throw new Error('defense.familiarity.jwt: an HS256 secret must hold at least 32 bytes');
+      this.#secret = key;
+      this.#publicKey = null;
+    } else {
+      const k = Buffer.isBuffer(key) ? createPublicKey(key) : key;
+      const type = k.asymmetricKeyType;
+      if ((settings.algorithm === 'RS256' && type !== 'rsa') || (settings.algorithm === 'ES256' && (type !== 'ec' || k.asymmetricKeyDetails?.namedCurve !== 'prime256v1')))
+        throw new Error(`defense.familiarity.jwt: the key file does not hold a ${settings.algorithm === 'RS256' ? 'RSA' : 'P-256'} public key`);
+      this.#secret = null;
+      this.#publicKey = k;
+    }
+  }
+
+  /** Read the key file and build a verifier; throws on a key that does not fit the algorithm. */
+  static async load(settings: JwtSettings): Promise<JwtVerifier> {
+    const bytes = await readFile(settings.keyFile);
+    return new JwtVerifier(settings, settings.algorithm === 'HS256' ? Buffer.from(bytes.toString('utf8').trim(), 'utf8') : bytes);
+  }
+
+  /** The token a request carries (`Authorization: Bearer …`, another header, or a cookie value), or ''. */
+  tokenFrom(headers: Record<string, string | string[] | undefined>, cookieValue: (name: string) => string): string {
+    const s = this.settings;
+    if (s.cookie !== undefined) return cookieValue(s.cookie);
+    const v = headers[s.header];
+    if (typeof v !== 'string') return '';
+    if (s.header === 'authorization') return v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ' ? v.slice(7).trim() : '';
+    return v.trim();
+  }
+
+  /** Whether `token` is a valid, current JWT for our key, issuer and audience. Never throws. */
+  isValid(token: string, nowMs: number): boolean {
+    if (token === '' || token.length > MAX_JWT_CHARS) return false;
+    const d1 = token.indexOf('.');
+    const d2 = d1 === -1 ? -1 : token.indexOf('.', d1 + 1);
+    if (d2 === -1 || token.indexOf('.', d2 + 1) !== -1) return false;
+    const s = this.settings;
+    let header: unknown;
+    let claims: unknown;
+    try {
+      header = JSON.parse(Buffer.from(token.slice(0, d1), 'base64url').toString('utf8'));
+      claims = JSON.parse(Buffer.from(token.slice(d1 + 1, d2), 'base64url').toString('utf8'));
+    } catch {
+      return false;
+    }
+    if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== s.algorithm) return false;
+    if ((header as { crit?: unknown }).crit !== undefined) return false; // no extension is understood
+    if (typeof claims !== 'object' || claims === null) return false;
+    const c = claims as { exp?: unknown; nbf?: unknown; iss?: unknown; aud?: unknown };
+    const now = nowMs / 1000;
+    if (typeof c.exp !== 'number' || !Number.isFinite(c.exp) || now >= c.exp + s.leewaySec) return false;
+    if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - s.leewaySec)) return false;
+    if (s.issuer !== undefined && c.iss !== s.issuer) return false;
+    if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience)))) return false;
+    const signed = token.slice(0, d2);
+    const sig = Buffer.from(token.slice(d2 + 1), 'base64url');
+    try {
+      if (this.#secret !== null) {
+        const mac = createHmac('sha256', this.#secret).update(signed).digest();
+        return sig.length === mac.length && timingSafeEqual(sig, mac);
+      }
+      if (s.algorithm === 'ES256') return sig.length === 64 && verify('sha256', Buffer.from(signed), { key: this.#publicKey!, dsaEncoding: 'ieee-p1363' }, sig);
+      return verify('sha256', Buffer.from(signed), this.#publicKey!, sig);
+    } catch {
+      return false;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+// Tokens, the replay guard, the session table, JWT checks and the shared solver, without a server.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { TokenSigner, binding, leadingZeroBits } from './tokens.ts';
+import { keyRing, parseKeys } from './keys.ts';
+import { ReplayGuard } from './replay.ts';
+import { MemorySessionStore, learnSessions } from './sessions.ts';
+import { JwtVerifier } from './jwt.ts';
+import { solveRange } from '../../client/solver.ts';
+import { solve } from '../../client/index.ts';
+
+const NOW = 1_700_000_000_000;
+const bind = binding('203.0.113', 'Mozilla/5.0');
+
+test('a challenge solved with rempart/client verifies; tampering, expiry, another client and too little work are refused', async () => {
+  const signer = new TokenSigner(keyRing([randomBytes(32)], 'file'));
+  const token = signer.issueChallenge(8, NOW, 300, bind);
+  const solution = await solve(token);
+  const ok = signer.checkSolution(solution, NOW + 1000, bind);
+  assert.equal(typeof ok, 'object');
+  assert.equal(signer.checkSolution(solution, NOW + 301_000, bind), 'expired');
+  assert.equal(signer.checkSolution(solution, NOW, binding('198.51.100', 'Mozilla/5.0')), 'other_client');
+  assert.equal(signer.checkSolution(solution, NOW, binding('203.0.113', 'curl/8')), 'other_client');
+  // Any changed character of the token breaks the MAC (or the work, which is checked first).
+  for (let i = 0; i < token.length; i++) {
+    const c = token[i] === 'A' ? 'B' : 'A';
+    if (token[i] === '.') continue;
+    const forged = token.slice(0, i) + c + token.slice(i + 1);
+    assert.notEqual(typeof signer.checkSolution(`${forged}.${solution.slice(token.length + 1)}`, NOW, bind), 'object', `char ${i}`);
+  }
+  let n = 0;
+  while (leadingZeroBits(createHash('sha256').update(`${token}.${n}`).digest()) >= 8) n++;
+  assert.equal(signer.checkSolution(`${token}.${n}`, NOW, bind), 'insufficient_work');
+  for (const garbage of ['', '.', '...', 'v1.x.8.1.2.3.4.5.6', `${token}.`, `${token}.12 3`, 'x'.repeat(5000), '\u0000'.repeat(10), `${token}.${'9'.repeat(40)}`]) {
+    assert.equal(typeof signer.checkSolution(garbage, NOW, bind), 'string');
+    assert.equal(typeof signer.checkClearance(garbage, NOW, bind), 'string');
+    assert.equal(typeof signer.openDelay(garbage, NOW, bind), 'string');
+  }
+});
+
+test('a clearance verifies for its client until it expires; a challenge token is not a clearance', () => {
+  const signer = new TokenSigner(keyRing([randomBytes(32)], 'file'));
+  const c = signer.issueClearance(NOW, 3600, bind);
+  assert.equal(signer.checkClearance(c.token, NOW + 1000, bind), true);
+  assert.equal(signer.checkClearance(c.token, NOW + 3_600_000, bind), 'expired');
+  assert.equal(signer.checkClearance(c.token, NOW, binding('203.0.113', 'Other')), 'other_client');
+  const ch = signer.issueChallenge(8, NOW, 300, bind);
+  assert.notEqual(signer.checkClearance(ch, NOW, bind), true);
+  const d = signer.issueDelay(NOW, 5, 300, bind);
+  assert.equal(signer.openDelay(d, NOW + 1000, bind), 'not_yet');
+  assert.equal(typeof signer.openDelay(d, NOW + 6000, bind), 'object');
+  assert.notEqual(signer.checkClearance(d, NOW + 6000, bind), true);
+});
+
+test('key rotation: the first key signs, every key in the ring verifies, a removed key does not', () => {
+  const [oldKey, newKey] = [randomBytes(32), randomBytes(32)];
+  const signer = new TokenSigner(keyRing([oldKey], 'file'));
+  const old = signer.issueClearance(NOW, 3600, bind).token;
+  signer.setRing(keyRing([newKey, oldKey], 'file'));
+  assert.equal(signer.checkClearance(old, NOW, bind), true);
+  const fresh = signer.issueClearance(NOW, 3600, bind).token;
+  assert.notEqual(fresh.split('.')[1], old.split('.')[1]);
+  signer.setRing(keyRing([newKey], 'file'));
+  assert.equal(signer.checkClearance(old, NOW, bind), 'unknown_key');
+  assert.equal(signer.checkClearance(fresh, NOW, bind), true);
+  assert.equal(parseKeys(`# keys\n${newKey.toString('hex')}\n\n${oldKey.toString('base64')}\n`, 'f').length, 2);
+  assert.throws(() => parseKeys('short\n', 'f'), /f:1: .*32 bytes/);
+});
+
+test('the replay guard accepts an id once, stays bounded, and after an early rotation refuses tokens issued before the oldest generation kept', () => {
+  const g = new ReplayGuard(3, 10_000, NOW);
+  assert.equal(g.use('a', NOW, NOW), true);
+  assert.equal(g.use('a', NOW, NOW + 1), false);
+  g.use('b', NOW, NOW + 2);
+  g.use('c', NOW, NOW + 3);
+  assert.equal(g.use('d', NOW, NOW + 4), true, 'full: rotates early');
+  assert.equal(g.use('a', NOW, NOW + 5), false, 'still remembered in the previous generation');
+  for (let i = 0; i < 10; i++) g.use(`x${i}`, NOW + 5, NOW + 5);
+  assert.ok(g.size <= 6, 'bounded');
+  assert.equal(g.use('never-seen', NOW, NOW + 6), false, 'issued before the oldest generation kept: might have been used');
+  assert.equal(g.use('new', NOW + 6, NOW + 6), true);
+  // Timed rotation never refuses a token still within its lifetime.
+  const t = new ReplayGuard(100, 10_000, NOW);
+  t.use('p', NOW, NOW);
+  assert.equal(t.use('q', NOW + 9_000, NOW + 15_000), true);
+  assert.equal(t.use('p', NOW, NOW + 16_000), false);
+  assert.equal(t.use('r', NOW + 6_000, NOW + 15_900), true);
+});
+
+test('sessions: granted by a 2xx Set-Cookie only, revoked by a clearing one, bounded and expiring', () => {
+  const s = new MemorySessionStore(2, 60);
+  const raw = (v: string) => [Buffer.from('Content-Type'), Buffer.from('text/html'), Buffer.from('Set-Cookie'), Buffer.from(v)];
+  learnSessions(s, 'sid', 401, raw('sid=nope; Path=/'), NOW);
+  learnSessions(s, 'sid', 200, raw('other=x; Path=/'), NOW);
+  assert.equal(s.size, 0);
+  learnSessions(s, 'sid', 200, raw('sid=one; Path=/; HttpOnly'), NOW);
+  assert.equal(s.isKnown('one', NOW + 1), true);
+  assert.equal(s.isKnown('one', NOW + 120_000), false, 'expired');
+  learnSessions(s, 'sid', 200, raw('sid=a'), NOW);
+  learnSessions(s, 'sid', 200, raw('sid=b'), NOW);
+  learnSessions(s, 'sid', 200, raw('sid=c'), NOW);
+  assert.equal(s.size, 2);
+  assert.equal(s.isKnown('a', NOW), false, 'least recently used evicted');
+  learnSessions(s, 'sid', 204, raw('sid=c; Max-Age=0'), NOW);
+  assert.equal(s.isKnown('c', NOW), false, 'logged out');
+});
+
+test('JWT: HS256, RS256 and ES256 verified strictly; alg mismatch and none refused', () => {
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const claims = { exp: NOW / 1000 + 60, iss: 'idp' };
+  for (const alg of ['RS256', 'ES256'] as const) {
+    const { publicKey, privateKey } = alg === 'RS256' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const v = new JwtVerifier({ algorithm: alg, keyFile: '-', header: 'authorization', issuer: 'idp', leewaySec: 0 }, publicKey);
+    const signed = `${enc({ alg })}.${enc(claims)}`;
+    const sig = sign('sha256', Buffer.from(signed), alg === 'ES256' ? { key: privateKey, dsaEncoding: 'ieee-p1363' } : privateKey).toString('base64url');
+    assert.equal(v.isValid(`${signed}.${sig}`, NOW), true, alg);
+    assert.equal(v.isValid(`${signed}.${sig}`, NOW + 61_000), false, `${alg} expired`);
+    assert.equal(v.isValid(`${enc({ alg: 'none' })}.${enc(claims)}.`, NOW), false);
+    assert.equal(v.isValid(`${enc({ alg: 'HS256' })}.${enc(claims)}.${sig}`, NOW), false);
+    assert.equal(v.isValid(`${enc({ alg })}.${enc({ ...claims, iss: 'evil' })}.${sig}`, NOW), false);
+  }
+  assert.throws(() => new JwtVerifier({ algorithm: 'HS256', keyFile: '-', header: 'authorization', leewaySec: 0 }, Buffer.from('short')), /32 bytes/);
+});
+
+test('the shared JS solver finds nonces node:crypto agrees with, for every input length around block edges', () => {
+  for (const len of [1, 40, 54, 55, 56, 63, 64, 65, 100, 118, 119, 120, 127, 128, 200]) {
+    const prefix = `${'t'.repeat(len)}.`;
+    const n = solveRange(prefix, 10, 0, 1e7);
+    assert.ok(n >= 0);
+    assert.ok(leadingZeroBits(createHash('sha256').update(prefix + n).digest()) >= 10, `length ${len}`);
+    // And it is the first such nonce.
+    for (let k = 0; k < n; k++) assert.ok(leadingZeroBits(createHash('sha256').update(prefix + k).digest()) < 10);
+  }
+});

@@ -1,0 +1,96 @@
+// The prefixes seen while traffic was calm, as two generations of a Bloom filter: bounded memory
+// (capacity × ~10 bits per generation) whatever the number of clients, no false "never seen" for a
+// prefix inserted in the last two generations, about 1 % false "seen" at capacity. A generation
+// rotates when it is full or older than half the retention, so a prefix is remembered between
+// retention/2 and retention after its last calm visit ("long-run familiarity": returning customers
+// of last week are not new in today's flash crowd).
+//
+//   check:  hash(prefix) ──▶ 4 bit positions ──▶ all set in `current`  or  all set in `previous`
+//   insert: into `current` only; rotate: previous ← current, current ← empty
+
+/** Two 32-bit FNV-1a variants over the string, without allocating; `h2` is forced odd for double hashing. */
+export function hashPair(s: string, out: Uint32Array): void {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01234567;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
+  out[0] = h1 >>> 0;
+  out[1] = (h2 | 1) >>> 0;
+}
+
+const HASHES = 4;
+
+class Bloom {
+  readonly bits: Uint32Array;
+  readonly mask: number;
+  inserted = 0;
+  createdMs: number;
+  constructor(bitCount: number, nowMs: number) {
+    this.bits = new Uint32Array(bitCount >>> 5);
+    this.mask = bitCount - 1;
+    this.createdMs = nowMs;
+  }
+  has(h1: number, h2: number): boolean {
+    for (let i = 0; i < HASHES; i++) {
+      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      if ((this.bits[bit >>> 5]! & (1 << (bit & 31))) === 0) return false;
+    }
+    return true;
+  }
+  add(h1: number, h2: number): void {
+    let fresh = false;
+    for (let i = 0; i < HASHES; i++) {
+      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const word = bit >>> 5;
+      const m = 1 << (bit & 31);
+      if ((this.bits[word]! & m) === 0) {
+        fresh = true;
+        this.bits[word]! |= m;
+      }
+    }
+    if (fresh) this.inserted++;
+  }
+}
+
+export class FamiliarPrefixes {
+  readonly capacity: number;
+  readonly retentionMs: number;
+  readonly #bitCount: number;
+  #current: Bloom;
+  #previous: Bloom;
+
+  constructor(capacity: number, retentionMs: number, nowMs: number) {
+    this.capacity = capacity;
+    this.retentionMs = retentionMs;
+    // ~10 bits per element and 4 hashes: ~1.2 % false positives at capacity. A power of two for masking.
+    this.#bitCount = 2 ** Math.max(10, Math.ceil(Math.log2(capacity * 10)));
+    this.#current = new Bloom(this.#bitCount, nowMs);
+    this.#previous = new Bloom(this.#bitCount, nowMs);
+  }
+
+  /** Bytes held (both generations). */
+  get bytes(): number {
+    return (this.#bitCount / 8) * 2;
+  }
+
+  has(h1: number, h2: number): boolean {
+    return this.#current.has(h1, h2) || this.#previous.has(h1, h2);
+  }
+
+  add(h1: number, h2: number, nowMs: number): void {
+    if (this.#current.inserted >= this.capacity || nowMs - this.#current.createdMs >= this.retentionMs / 2) {
+      this.#previous = this.#current;
+      this.#current = new Bloom(this.#bitCount, nowMs);
+    }
+    this.#current.add(h1, h2);
+  }
+
+  /** Distinct prefixes inserted in the current and previous generations (approximate). */
+  get size(): number {
+    return this.#current.inserted + this.#previous.inserted;
+  }
+}

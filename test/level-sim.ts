@@ -1,0 +1,153 @@
+// A simulated gateway for attack-level and signature tests: a real compiled runtime and monitor,
+// requests as bare contexts fed straight to the `level` phase, and a manual clock ticked one
+// second at a time. Fast enough to play minutes of traffic in milliseconds.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { validateConfig } from '../src/config/load.ts';
+import { compileRuntime, type Runtime } from '../src/core/runtime.ts';
+import { createManualClock } from '../src/core/clock.ts';
+import { createMetrics, type Metrics } from '../src/core/metrics.ts';
+import { createLogger } from '../src/core/log.ts';
+import { RequestContext } from '../src/core/context.ts';
+import { AttackLevelMonitor } from '../src/defense/level.ts';
+import { createLevelPhase } from '../src/phases/level/index.ts';
+import { createAdminApi, type ApiHandler } from '../src/control/api.ts';
+import type { DefenseDeps } from '../src/defense/types.ts';
+import type { Phase } from '../src/core/pipeline.ts';
+import { memoryLog } from './helpers.ts';
+
+export const BROWSERS = [
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36',
+  'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15',
+  'Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0',
+];
+const BROWSER_HEADERS = ['Host', 'x', 'User-Agent', 'x', 'Accept', 'x', 'Accept-Language', 'x', 'Accept-Encoding', 'x', 'Cookie', 'x'];
+const SCRIPT_HEADERS = ['Host', 'x', 'User-Agent', 'x', 'Accept', 'x'];
+
+export interface SimRequest {
+  prefix: string;
+  path?: string;
+  ua?: string;
+  method?: string;
+  script?: boolean;
+  route?: number;
+  known?: boolean;
+}
+
+export interface Sim {
+  clock: ReturnType<typeof createManualClock>;
+  monitor: AttackLevelMonitor;
+  metrics: Metrics;
+  runtime: Runtime;
+  deps: DefenseDeps;
+  logs: Record<string, unknown>[];
+  alerts: Array<{ kind: string; message: string }>;
+  level: Phase;
+  ctx(r: SimRequest): RequestContext;
+  send(r: SimRequest): RequestContext;
+  /** Advance one second and tick. */
+  second(): void;
+  /** Call an admin API handler directly (as operator `tester`); throws ApiError like the real API would answer 4xx. */
+  call(method: string, path: string, body?: unknown): { status: number; body: any };
+}
+
+export function createSim(partial: Record<string, unknown> = {}): Sim {
+  const config = validateConfig(
+    {
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'origin', url: 'http://127.0.0.1:9' }],
+      routes: [
+        { name: 'api', path: '/api/*', upstream: 'origin', class: 'authenticated' },
+        { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
+      ],
+      ...partial,
+    },
+    '(sim)',
+  );
+  const runtime = compileRuntime(config).runtime;
+  // compileRuntime's route order: first match wins; the sim picks routes by index directly.
+  const clock = createManualClock(1000);
+  const metrics = createMetrics();
+  const { lines, stream } = memoryLog();
+  const log = createLogger('info', stream);
+  const alerts: Array<{ kind: string; message: string }> = [];
+  const alertSink = { raise: (kind: string, message: string) => void alerts.push({ kind, message }) };
+  const getRuntime = () => runtime;
+  const monitor = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts: alertSink });
+  const deps: DefenseDeps = {
+    getRuntime,
+    metrics,
+    log,
+    clock,
+    level: monitor,
+    bans: { isBanned: () => false, ban() {}, unban: () => false, offence() {} },
+    api: createAdminApi(log),
+    alerts: alertSink,
+  };
+  const routes: Array<{ method: string; segments: string[]; handler: ApiHandler }> = [];
+  deps.api.route = (method, pattern, _scope, handler) => void routes.push({ method, segments: pattern.split('/'), handler });
+  const level = createLevelPhase(deps);
+  const sim: Sim = {
+    clock,
+    monitor,
+    metrics,
+    runtime,
+    deps,
+    logs: lines,
+    alerts,
+    level,
+    ctx(r) {
+      const names = r.script ? SCRIPT_HEADERS : BROWSER_HEADERS;
+      const ua = r.ua ?? BROWSERS[0]!;
+      const req = { method: r.method ?? 'GET', url: r.path ?? '/', headers: { 'user-agent': ua, host: 'x' }, rawHeaders: names } as unknown as IncomingMessage;
+      const ctx = new RequestContext(req, {} as ServerResponse, 0);
+      ctx.clientAddress = `${r.prefix}.7`;
+      ctx.clientPrefix = r.prefix;
+      ctx.path = r.path ?? '/';
+      ctx.target = ctx.path;
+      ctx.route = runtime.routes[r.route ?? 1]!;
+      ctx.known = r.known ?? false;
+      return ctx;
+    },
+    send(r) {
+      const ctx = sim.ctx(r);
+      level.onRequest(ctx);
+      level.onDone?.(ctx);
+      return ctx;
+    },
+    second() {
+      clock.advance(1000);
+      monitor.tick();
+    },
+    call(method, path, body = null) {
+      const got = path.split('/');
+      for (const r of routes) {
+        if (r.method !== method || r.segments.length !== got.length) continue;
+        const params: Record<string, string> = {};
+        if (r.segments.every((s, i) => (s.startsWith(':') ? ((params[s.slice(1)] = got[i]!), true) : s === got[i])))
+          return r.handler({ method, path, params, query: new URLSearchParams(), body, who: 'tester', scope: 'operator' }) as { status: number; body: any };
+      }
+      throw new Error(`no route ${method} ${path}`);
+    },
+  };
+  return sim;
+}
+
+/** Calm customer traffic: `perSecond` requests from `customers` prefixes (10.x.y), browsers, a few pages. */
+let rotation = 0;
+export function calmSecond(sim: Sim, perSecond: number, customers = 300, offset = (rotation += 13)): void {
+  const pages = ['/', '/products', '/products/123', '/cart', '/api/stock/9', '/about'];
+  for (let i = 0; i < perSecond; i++) {
+    const n = (offset + i * 7919) % customers;
+    const path = pages[i % pages.length]!;
+    sim.send({ prefix: `10.${n >> 8}.${n & 255}`, path, ua: BROWSERS[i % BROWSERS.length]!, route: path.startsWith('/api') ? 0 : 1 });
+  }
+}
+
+/** Learn `seconds` of calm traffic. */
+export function warmUp(sim: Sim, seconds: number, perSecond = 50): void {
+  for (let s = 0; s < seconds; s++) {
+    calmSecond(sim, perSecond, 300, s * 13);
+    sim.second();
+  }
+}
