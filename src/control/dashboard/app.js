@@ -11,8 +11,8 @@ const DECISIONS = ['forwarded', 'cache_hit', 'stale', 'upstream_error', 'aborted
 const REFUSED = new Set(['rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other']);
 const COLORS = {
   forwarded: '#3fb950', cache_hit: '#58a6ff', stale: '#a371f7', upstream_error: '#f0883e', aborted: '#6e7681',
-  rate_limited: '#d29922', challenged: '#e3b341', shed: '#f85149', banned: '#ff7b72', waiting_room: '#79c0ff',
-  blocked: '#db61a2', exfiltration: '#bc8cff', edge: '#8b949e', refused_other: '#484f58',
+  rate_limited: '#d29922', challenged: '#e3b341', shed: '#f85149', banned: '#f778ba', waiting_room: '#79c0ff',
+  blocked: '#9e6a03', exfiltration: '#bc8cff', edge: '#8b949e', refused_other: '#484f58',
   critical: '#f85149', authenticated: '#a371f7', cacheable: '#58a6ff', public: '#3fb950', static: '#8b949e',
 };
 const PALETTE = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#a371f7', '#79c0ff', '#e3b341', '#db61a2', '#56d4dd', '#8b949e'];
@@ -41,6 +41,10 @@ function fill(tbody, rows, cols, emptyText) {
 function fmt(n, digits = 1) {
   if (n === null || n === undefined || Number.isNaN(n)) return '–';
   return n >= 1000 ? Math.round(n).toLocaleString('en') : (Math.round(n * 10 ** digits) / 10 ** digits).toString();
+}
+function clip(s, n) {
+  s = String(s);
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
 }
 function pct(x) {
   return x === null || x === undefined ? '–' : `${Math.round(x * 100)}%`;
@@ -281,7 +285,11 @@ function renderRules(s) {
   );
   const top = sig && sig.top ? sig.top : {};
   const rows = [];
-  for (const [feature, list] of Object.entries(top)) for (const t of (list || []).slice(0, 5)) rows.push(h('tr', {}, h('td', {}, feature), h('td', { class: 'detail' }, t.value), h('td', {}, pct(t.share)), h('td', {}, pct(t.baselineShare))));
+  // The values that gained most share against the calm baseline, three per feature.
+  for (const [feature, list] of Object.entries(top)) {
+    const risers = (list || []).filter((t) => t.share > 0).sort((a, b) => b.share - b.baselineShare - (a.share - a.baselineShare)).slice(0, 3);
+    for (const t of risers) rows.push(h('tr', {}, h('td', {}, feature), h('td', { class: 'detail', title: t.value }, clip(t.value, 64)), h('td', {}, pct(t.share)), h('td', {}, pct(t.baselineShare))));
+  }
   fill($('top'), rows, 4, 'nothing stands out');
 }
 
