@@ -141,3 +141,17 @@ test('client keys: /24 for IPv4 and mapped IPv4, /64 for IPv6, or the session co
   assert.equal(clientKey('session', '203.0.113.7', undefined, 'sid'), '203.0.113');
   assert.equal(clientKey('address', '203.0.113.7', undefined, 'sid'), '203.0.113.7');
 });
+
+test('within a class, a client’s first waiting request goes before another client’s second: one key with many entries takes turns', () => {
+  const q = new AdmissionQueue<string>(settings);
+  const out: QueueEntry<string>[] = [];
+  const hammer = [0, 1, 2, 3, 4].map(() => entry(q, 'public', 'hammer'));
+  for (const e of hammer) assert.equal(q.push(e, out), null);
+  const alice = entry(q, 'public', 'alice');
+  const bob = entry(q, 'public', 'bob');
+  assert.equal(q.push(alice, out), null);
+  assert.equal(q.push(bob, out), null);
+  // The hammer's first (oldest, round 0), then alice and bob (round 0), then the hammer's others in order.
+  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift()], [hammer[0], alice, bob, hammer[1]]);
+  assert.equal(q.size, 3);
+});
