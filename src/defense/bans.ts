@@ -312,6 +312,19 @@ export class BanTable implements BanList {
   list(limit = 1000): BanView[] {
     const now = this.#clock.now();
     const wall = this.#clock.wallMs();
+    if (limit <= 100) {
+      // A small page (the dashboard asks for one every second): keep the `limit` latest expiries in a
+      // small sorted array, so a table of many bans is not turned into views and sorted whole.
+      const top: BanEntry[] = [];
+      for (const e of this.#entries.values()) {
+        if (e.untilMs <= now || (top.length === limit && e.untilMs <= top[top.length - 1]!.untilMs)) continue;
+        let i = top.length;
+        while (i > 0 && top[i - 1]!.untilMs < e.untilMs) i--;
+        top.splice(i, 0, e);
+        if (top.length > limit) top.pop();
+      }
+      return top.map((e) => this.view(e, now, wall));
+    }
     const out: BanView[] = [];
     for (const e of this.#entries.values()) if (e.untilMs > now) out.push(this.view(e, now, wall));
     out.sort((x, y) => (x.expires < y.expires ? 1 : x.expires > y.expires ? -1 : 0));
