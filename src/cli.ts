@@ -158,6 +158,7 @@ export async function main(argv: string[]): Promise<number> {
           },
           (err: unknown) => {
             gateway.metrics.configReloads.inc({ result: 'rejected' });
+            gateway.audit.record('config_reload_rejected', 'rempart', 'configuration reload rejected; the running configuration stays', { file });
             gateway.log.error({ file, problems: err instanceof ConfigError ? err.problems : String(err) }, 'configuration reload rejected; the running configuration stays');
           },
         );

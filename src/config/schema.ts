@@ -221,8 +221,26 @@ export const ConfigSchema = Obj(
               'File of admin API tokens, one `NAME read|operator sha256:HEX` per line, written by `rempart token create` (it holds hashes only). REMPART_ADMIN_TOKEN adds one operator token from the environment. Without any token the API answers 401 to everyone.',
           }),
         ),
+        metricsRequireToken: Type.Boolean({
+          default: false,
+          description:
+            'Ask a bearer token (read scope is enough) on `/metrics` too. Off by default: the listener is loopback-only and the metrics are aggregates without addresses, and most scrapers run beside Rempart; turn it on with `allowRemote` (Prometheus: `authorization: { credentials_file: … }`). `/healthz` and `/readyz` never ask one (they say only `ok`).',
+        }),
       },
       { default: {}, description: 'The operators\u2019 listener.' },
+    ),
+    audit: Obj(
+      {
+        file: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              'SQLite file of the audit trail (operator actions, attack-level changes, bans, failovers, reloads; node:sqlite, created if missing, its directory must exist). Unset: the trail is kept in memory for the life of the process only (still queryable at `/api/audit` and on the dashboard). Set it in production. A change takes effect at the next restart.',
+          }),
+        ),
+        retentionDays: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Audit events older than this are deleted (checked at start and hourly).' }),
+      },
+      { default: {}, description: 'The audit trail (docs/admin-api.md#audit-trail).' },
     ),
     logging: Obj(
       {

@@ -1,18 +1,20 @@
-// The admin listener: Prometheus metrics, health and the token-guarded JSON API (/api/, src/control/api.ts), on 127.0.0.1 by default. Non-loopback
-// clients are refused unless admin.allowRemote is set.
+// The admin listener: Prometheus metrics, health, the dashboard (src/control/cockpit.ts) and the
+// token-guarded JSON API (/api/, src/control/api.ts), on 127.0.0.1 by default. Non-loopback clients
+// are refused unless admin.allowRemote is set; /metrics needs a token with admin.metricsRequireToken.
 import http from 'node:http';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../core/runtime.ts';
 import { errorBody } from '../server/reply.ts';
 import type { AdminApi } from './api.ts';
+import type { Cockpit } from './cockpit.ts';
 
 export function isLoopback(address: string | undefined): boolean {
   if (address === undefined) return false;
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
-export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi }): http.Server {
+export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi; cockpit: Cockpit | null }): http.Server {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     if (!opts.getRuntime().config.admin.allowRemote && !isLoopback(req.socket.remoteAddress)) {
       res.writeHead(403, { 'content-type': 'application/json' }).end(errorBody('RMP_ERR_ADMIN_FORBIDDEN'));
@@ -27,7 +29,17 @@ export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Ru
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
     }
+    if (path === '/dashboard' || path.startsWith('/dashboard/')) {
+      // The page and its scripts hold no data and no secret: what they show comes from /api/ with the token.
+      if (opts.cockpit?.handlePage(req, res, path)) return;
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
     if (path === '/metrics') {
+      if (opts.getRuntime().config.admin.metricsRequireToken && opts.api.authenticate(req) === null) {
+        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="rempart"' }).end(errorBody('RMP_ERR_ADMIN_UNAUTHORIZED'));
+        return;
+      }
       opts.metrics.registry.metrics().then(
         (text) => res.writeHead(200, { 'content-type': opts.metrics.registry.contentType }).end(text),
         (err) => {

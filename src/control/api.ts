@@ -36,6 +36,19 @@ export interface ApiResponse {
 
 export type ApiHandler = (req: ApiRequest) => ApiResponse | Promise<ApiResponse>;
 
+/** A long-lived answer (Server-Sent Events): the handler owns `res` once the token and scope passed. */
+export type StreamHandler = (req: IncomingMessage, res: ServerResponse, who: string) => void;
+
+/** One successful acting call, as the audit trail records it. */
+export interface ApiAction {
+  readonly who: string;
+  readonly method: string;
+  readonly path: string;
+  /** The request body as sent (validated by the handler), or null. */
+  readonly body: unknown;
+  readonly status: number;
+}
+
 /** A client mistake the handler reports as 400 with this message. */
 export class ApiError extends Error {
   readonly status: number;
@@ -49,7 +62,8 @@ interface RouteEntry {
   readonly method: string;
   readonly segments: readonly string[];
   readonly scope: Scope;
-  readonly handler: ApiHandler;
+  readonly handler: ApiHandler | null;
+  readonly stream: StreamHandler | null;
 }
 
 const MAX_BODY_BYTES = 65536;
@@ -103,12 +117,21 @@ export function findToken(tokens: readonly TokenEntry[], presented: string): Tok
 export interface AdminApi {
   /** Register an endpoint. `pattern` is under /api/, segments starting with `:` are parameters. GET needs `read`, others need the scope given. */
   route(method: 'GET' | 'POST' | 'PUT' | 'DELETE', pattern: string, scope: Scope, handler: ApiHandler): void;
+  /** Register a streaming GET endpoint (read scope at least): the handler writes the answer itself. */
+  stream(pattern: string, scope: Scope, handler: StreamHandler): void;
   /** Answer a request under /api/ (the admin server calls it). */
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /** The token a request presents (`Authorization: Bearer`), or null: for admin pages outside /api/. */
+  authenticate(req: IncomingMessage): TokenEntry | null;
+  /**
+   * Call a GET endpoint from inside the process (the dashboard's snapshot reads the defence state
+   * through the same handlers as any client). Null when no such endpoint is registered (yet).
+   */
+  get(path: string, query?: Record<string, string>): Promise<ApiResponse | null>;
   /** Replace the token list (start, reload). */
   setTokens(tokens: readonly TokenEntry[]): void;
-  /** Called after every successful non-GET call: the audit trail's feed. */
-  onAction: ((who: string, method: string, path: string, body: unknown, status: number) => void) | null;
+  /** Called after every successful non-GET call: the audit trail's feed. Never throws into the caller. */
+  onAction: ((action: ApiAction) => void) | null;
 }
 
 function send(res: ServerResponse, status: number, body: unknown, extra?: Record<string, string>): void {
@@ -165,19 +188,33 @@ export function createAdminApi(log: Logger): AdminApi {
     }
   }
 
+  function authenticate(req: IncomingMessage): TokenEntry | null {
+    const auth = req.headers.authorization;
+    const presented = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
+    return presented === '' ? null : findToken(tokens, presented);
+  }
+
   const api: AdminApi = {
     onAction: null,
+    authenticate,
     setTokens(t) {
       tokens = t;
     },
     route(method, pattern, scope, handler) {
       if (!pattern.startsWith('/api/')) throw new Error(`admin API routes live under /api/: ${pattern}`);
-      routes.push({ method, segments: pattern.slice(1).split('/'), scope: method === 'GET' ? scope : 'operator', handler });
+      routes.push({ method, segments: pattern.slice(1).split('/'), scope: method === 'GET' ? scope : 'operator', handler, stream: null });
+    },
+    stream(pattern, scope, handler) {
+      if (!pattern.startsWith('/api/')) throw new Error(`admin API routes live under /api/: ${pattern}`);
+      routes.push({ method: 'GET', segments: pattern.slice(1).split('/'), scope, handler: null, stream: handler });
+    },
+    async get(path, query = {}) {
+      const found = match('GET', path.slice(1).split('/'));
+      if (found === null || found === 'method' || found.entry.handler === null) return null;
+      return found.entry.handler({ method: 'GET', path, params: found.params, query: new URLSearchParams(query), body: null, who: 'dashboard', scope: 'read' });
     },
     handle(req, res) {
-      const auth = req.headers.authorization;
-      const presented = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
-      const token = presented === '' ? null : findToken(tokens, presented);
+      const token = authenticate(req);
       if (token === null) {
         send(res, 401, apiError('RMP_ERR_ADMIN_UNAUTHORIZED', 'a valid bearer token is required (rempart token create)'), { 'www-authenticate': 'Bearer realm="rempart"' });
         return;
@@ -197,14 +234,27 @@ export function createAdminApi(log: Logger): AdminApi {
       const { entry, params } = found;
       if (entry.scope === 'operator' && token.scope !== 'operator')
         return send(res, 403, apiError('RMP_ERR_ADMIN_FORBIDDEN', `token "${token.name}" has scope read; this needs operator`));
+      if (entry.stream !== null) {
+        entry.stream(req, res, token.name);
+        return;
+      }
+      const handler = entry.handler!;
+      let sent: unknown = null;
       readBody(req)
-        .then((body) => entry.handler({ method, path: url.pathname, params, query: url.searchParams, body, who: token.name, scope: token.scope }))
+        .then((body) => {
+          sent = body;
+          return handler({ method, path: url.pathname, params, query: url.searchParams, body, who: token.name, scope: token.scope });
+        })
         .then(
           (out) => {
             send(res, out.status, out.body);
             if (method !== 'GET' && method !== 'HEAD' && out.status < 400) {
               log.info({ audit: true, who: token.name, method, path: url.pathname }, 'admin action');
-              api.onAction?.(token.name, method, url.pathname, null, out.status);
+              try {
+                api.onAction?.({ who: token.name, method, path: url.pathname, body: sent, status: out.status });
+              } catch (err) {
+                log.error({ err }, 'admin action hook failed');
+              }
             }
           },
           (err: unknown) => {

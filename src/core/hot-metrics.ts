@@ -47,6 +47,11 @@ export class HotCounter {
     return entry.cell;
   }
 
+  /** Every label set and its live cell (read-only use: the dashboard's snapshot). */
+  entries(): IterableIterator<{ labels: Record<string, string>; cell: CounterCell }> {
+    return this.#cells.values();
+  }
+
   get(): { name: string; help: string; type: string; aggregator: string; values: Exported[] } {
     const values: Exported[] = [];
     for (const { labels, cell } of this.#cells.values()) values.push({ labels, value: cell.value });
@@ -84,6 +89,11 @@ export class HotHistogram {
       this.#cells.set(key, entry);
     }
     return entry.cell;
+  }
+
+  /** Every label set and its live cell (read-only use: the dashboard's snapshot). */
+  entries(): IterableIterator<{ labels: Record<string, string>; cell: HistogramCell }> {
+    return this.#cells.values();
   }
 
   observe(cell: HistogramCell, value: number): void {

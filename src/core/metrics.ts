@@ -19,6 +19,12 @@ export function createMetrics() {
     labelNames: ['route', 'class'],
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   });
+  const upstreamResponse = new HotHistogram({
+    name: 'rempart_upstream_response_seconds',
+    help: 'Time from sending a request to its upstream to the end of the answer, by upstream (forwarded requests that got an answer head).',
+    labelNames: ['upstream'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  });
   const cacheLookups = new HotCounter({
     name: 'rempart_cache_lookups_total',
     help: 'Response cache look-ups on routes that cache, by route and result (hit, miss, stale, collapsed: answered from another request\u2019s fill, bypass: not cacheable).',
@@ -49,6 +55,7 @@ export function createMetrics() {
   const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {} };
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
+  registry.registerMetric(upstreamResponse as unknown as Metric);
   for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait]) registry.registerMetric(hot as unknown as Metric);
   // Refusals can come at attack rate: a hot counter, one cell per reason code (a bounded set).
   const refusalCounter = new HotCounter({ name: 'rempart_refusals_total', help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).', labelNames: ['reason'] });
@@ -160,6 +167,7 @@ export function createMetrics() {
     }),
     requests,
     requestDuration,
+    upstreamResponse,
     cacheLookups,
     cacheBytes: new Gauge({
       name: 'rempart_cache_bytes',

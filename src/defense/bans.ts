@@ -96,6 +96,9 @@ export class BanTable implements BanList {
   #fastList: BlockList | null = null;
   #fastTimer: NodeJS.Timeout | null = null;
 
+  /** Called after every ban made (the audit trail records those not made by an operator's API call). */
+  onBan: ((view: BanView, ttlMs: number) => void) | null = null;
+
   constructor(clock: Clock, options: BanTableOptions = {}) {
     this.#clock = clock;
     const getRuntime = options.getRuntime;
@@ -234,6 +237,13 @@ export class BanTable implements BanList {
       this.#rebuildCidrs();
     }
     this.#metrics?.bans.inc({ source: sourceOf(by) });
+    if (this.onBan !== null) {
+      try {
+        this.onBan(this.view(e), ttl);
+      } catch {
+        // the audit trail's failure is not the ban's
+      }
+    }
     this.#log?.warn({ target: t.display, reason, rule: ruleId || undefined, by, ttlMs: Math.round(ttl), count: e.count, enforced: cfg.mode === 'enforce' }, 'ban');
     if (cfg.mode === 'enforce') this.#mirrorFor(cfg)?.add(t, ttl, old !== undefined);
     return e;
@@ -302,6 +312,19 @@ export class BanTable implements BanList {
   list(limit = 1000): BanView[] {
     const now = this.#clock.now();
     const wall = this.#clock.wallMs();
+    if (limit <= 100) {
+      // A small page (the dashboard asks for one every second): keep the `limit` latest expiries in a
+      // small sorted array, so a table of many bans is not turned into views and sorted whole.
+      const top: BanEntry[] = [];
+      for (const e of this.#entries.values()) {
+        if (e.untilMs <= now || (top.length === limit && e.untilMs <= top[top.length - 1]!.untilMs)) continue;
+        let i = top.length;
+        while (i > 0 && top[i - 1]!.untilMs < e.untilMs) i--;
+        top.splice(i, 0, e);
+        if (top.length > limit) top.pop();
+      }
+      return top.map((e) => this.view(e, now, wall));
+    }
     const out: BanView[] = [];
     for (const e of this.#entries.values()) if (e.untilMs > now) out.push(this.view(e, now, wall));
     out.sort((x, y) => (x.expires < y.expires ? 1 : x.expires > y.expires ? -1 : 0));

@@ -29,8 +29,13 @@ import { setStatusPage } from '../phases/failover/status-page.ts';
 import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.ts';
 import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
+import { hostname } from 'node:os';
 import { createAdminApi, loadTokens, type AdminApi } from '../control/api.ts';
-import { Alerts, loadWebhookTarget } from '../control/alerts.ts';
+import { Alerts, loadWebhookTarget, type AlertSink } from '../control/alerts.ts';
+import { AuditTrail } from '../control/audit.ts';
+import { auditAction, createCockpit } from '../control/cockpit.ts';
+import { RuntimeOverrides, registerOverridesApi } from '../control/overrides.ts';
+import { SnapshotBuilder } from '../control/snapshot.ts';
 import { BanTable } from '../defense/bans.ts';
 import { AttackLevelMonitor } from '../defense/level.ts';
 import type { DefenseDeps } from '../defense/types.ts';
@@ -62,6 +67,8 @@ export interface Gateway {
   readonly api: AdminApi;
   /** What the defence phases share: the attack level and the ban table. */
   readonly defense: DefenseDeps;
+  /** The audit trail (operator actions, level changes, failovers, reloads). */
+  readonly audit: AuditTrail;
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
@@ -104,7 +111,22 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // The webhook URL and secret come from the environment or files, never the YAML; never logged.
   const alerts = new Alerts({ log, metrics, config: () => current.config.alerts });
   alerts.setWebhook(await loadWebhookTarget(process.env, initial.alerts.webhook));
-  const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts });
+  // The audit trail: operator calls through the API hook, and every alert (attack-level changes,
+  // failovers, the exfiltration guard) through the sink the phases raise them on.
+  const nodeName = () => current.config.alerts.node ?? hostname();
+  const audit = new AuditTrail({ file: initial.audit.file ?? ':memory:', retentionDays: initial.audit.retentionDays, node: nodeName(), log });
+  let auditSeq = 0;
+  audit.onRecord = () => auditSeq++;
+  api.onAction = (action) => auditAction(audit, action);
+  const alertSink: AlertSink = {
+    raise(kind, message, fields) {
+      alerts.raise(kind, message, fields);
+      const by = typeof fields.by === 'string' ? fields.by : 'rempart';
+      const reasons = Array.isArray(fields.reasons) ? `: ${fields.reasons.join('; ')}` : '';
+      audit.record(kind, by, `${message}${reasons}`, fields);
+    },
+  };
+  const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts: alertSink });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
@@ -113,10 +135,16 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     level,
     bans: new BanTable(clock, { getRuntime, log, metrics }),
     api,
-    alerts,
+    alerts: alertSink,
   };
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challengeGuard = await createChallengeGuard(defense);
+
+  // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.
+  if (defense.bans instanceof BanTable)
+    defense.bans.onBan = (v, ttlMs) => {
+      if (!v.by.startsWith('operator:')) audit.record('ban', v.by || 'rempart', v.reason, { target: v.target, rule: v.rule || undefined, ttlSec: Math.round(ttlMs / 1000), count: v.count });
+    };
 
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
@@ -146,8 +174,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: b.name, state }, state === to ? 1 : 0);
     log.warn({ upstream: b.name, from, to }, 'circuit breaker state changed');
     // Operators hear of an upstream going down and of its recovery (its routes switch to and from their fallback).
-    if (from === 'closed' && to === 'open') alerts.raise('failover', 'upstream failing: circuit breaker opened (its routes use their fallback, a stale copy or the status page)', { upstream: b.name });
-    else if (to === 'closed') alerts.raise('failover', 'upstream recovered: circuit breaker closed', { upstream: b.name });
+    if (from === 'closed' && to === 'open') alertSink.raise('failover', 'upstream failing: circuit breaker opened (its routes use their fallback, a stale copy or the status page)', { upstream: b.name });
+    else if (to === 'closed') alertSink.raise('failover', 'upstream recovered: circuit breaker closed', { upstream: b.name });
   };
   function wireFailover(rt: Runtime): void {
     for (const u of rt.upstreams.values()) {
@@ -179,6 +207,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   }
   const routeCells = new WeakMap<object, RouteCells>();
   const noRoute = { name: '-', class: '-' };
+  // One response-time cell per upstream name (names come from configuration).
+  const upstreamCells = new Map<string, HistogramCell>();
 
   const sampler = new LogSampler(options.clock ?? systemClock);
   const onSuppressed = (reason: string, suppressed: number, windowMs: number) =>
@@ -199,8 +229,15 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       cells.byOutcome.set(outcome, counter);
     }
     counter.value++;
-    const durationSec = (performance.now() - ctx.startMs) / 1000;
+    const nowMs = performance.now();
+    const durationSec = (nowMs - ctx.startMs) / 1000;
     metrics.requestDuration.observe(cells.duration, durationSec);
+    const up = ctx.upstream;
+    if (up !== null && ctx.forwardStartMs !== 0 && ctx.upstreamStatus !== 0) {
+      let cell = upstreamCells.get(up.name);
+      if (cell === undefined) upstreamCells.set(up.name, (cell = metrics.upstreamResponse.cell(up.name)));
+      metrics.upstreamResponse.observe(cell, (nowMs - ctx.forwardStartMs) / 1000);
+    }
     const routeName = route.name;
     const cls = route.class;
     if (ctx.reason !== '' && ctx.decision === 'refused') metrics.refusals.inc({ reason: ctx.reason });
@@ -388,7 +425,35 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       bans: defense.bans,
     }),
   );
-  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log, api });
+  // Operator overrides (guard modes, the status-page message) patch the file's config; reloads keep them.
+  const overrides = new RuntimeOverrides();
+  let fileConfig = initial;
+  registerOverridesApi(api, { overrides, fileConfig: () => fileConfig, config: () => current.config, apply: () => swapRuntime(overrides.apply(fileConfig)) });
+  const cockpit =
+    initial.admin.address === 'off'
+      ? null
+      : await createCockpit({ api, audit, log, snapshots: new SnapshotBuilder({ metrics, getRuntime, api, node: nodeName, auditSeq: () => auditSeq }) });
+  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log, api, cockpit });
+
+  /** Compile and swap in a new runtime (reload, or an operator override), retiring what it replaced. */
+  function swapRuntime(config: Config): void {
+    const { runtime, retired } = compileRuntime(config, current);
+    const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));
+    for (const u of current.upstreams.values()) if (u.health !== null && !kept.has(u.health)) u.health.stop();
+    current = runtime;
+    wireFailover(runtime);
+    // Retired pools finish what they carry, then close.
+    // Requests routed under the old snapshot may still be reading their body or waiting in a queue
+    // and will dispatch on the old pool: close it only once they can no longer exist.
+    const graceMs = config.limits.requestTimeoutMs + Math.max(...config.upstreams.map((u) => u.headersTimeoutMs));
+    for (const pool of retired) {
+      retiredPools.add(pool);
+      setTimeout(() => {
+        retiredPools.delete(pool);
+        void pool.close().catch(() => {});
+      }, graceMs).unref();
+    }
+  }
 
   return {
     metrics,
@@ -396,6 +461,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cache,
     api,
     defense,
+    audit,
     runtime: getRuntime,
     async start() {
       started = true;
@@ -403,9 +469,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       level.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
+      cockpit?.start();
     },
     async stop(graceMs = 5000) {
       // Stop accepting; close() resolves only once every connection is gone, so wait on it last.
+      cockpit?.stop();
       const closed = [...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r())));
       admin?.closeAllConnections();
       httpServer.closeIdleConnections();
@@ -424,6 +492,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
+      audit.close();
     },
     async reload(config) {
       const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
@@ -437,25 +506,13 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       api.setTokens(tokens);
       alerts.setWebhook(webhook);
       for (const [address, context] of contexts) secureContexts.set(address, context);
-      const { runtime, retired } = compileRuntime(config, current);
-      const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));
-      for (const u of current.upstreams.values()) if (u.health !== null && !kept.has(u.health)) u.health.stop();
-      current = runtime;
+      fileConfig = config;
+      const overridden = overrides.state;
+      swapRuntime(overrides.apply(config));
       applyChallenge();
-      wireFailover(runtime);
       applyTimeouts(httpServer, config);
       log.level = config.logging.level;
-      // Retired pools finish what they carry, then close.
-      // Requests routed under the old snapshot may still be reading their body or waiting in a queue
-      // and will dispatch on the old pool: close it only once they can no longer exist.
-      const graceMs = config.limits.requestTimeoutMs + Math.max(...config.upstreams.map((u) => u.headersTimeoutMs));
-      for (const pool of retired) {
-        retiredPools.add(pool);
-        setTimeout(() => {
-          retiredPools.delete(pool);
-          void pool.close().catch(() => {});
-        }, graceMs).unref();
-      }
+      audit.record('config_reload', 'rempart', 'configuration reloaded', overrides.empty ? {} : { overridesKept: overridden });
     },
     addresses() {
       return {

@@ -1,0 +1,125 @@
+// The cockpit in a real browser (headless Chromium through playwright-core), on the postal demo:
+// without a token the page shows a sign-in form and the API and live feed answer 401; with one, the
+// numbers move while a small drill runs; an address banned from the page is then refused, and the
+// audit trail (API and page) records who did it and why. Skipped (with the reason) when
+// /usr/bin/chromium is absent, unless CI is set: then it fails.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import { runDrill } from '../src/drill/engine.ts';
+import { validateScenario } from '../src/drill/scenario.ts';
+import { COCKPIT_TOKEN, startCockpitDemo } from './cockpit-demo.ts';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
+const BANNED = '127.0.0.77';
+
+/** A new connection from `localAddress` sending one request: bytes back and how it ended. */
+function probe(port: number, localAddress: string): Promise<{ bytes: number; text: string; error: string }> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+    let text = '';
+    let error = '';
+    socket.on('connect', () => socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    socket.on('close', () => resolve({ bytes: text.length, text, error }));
+    setTimeout(() => socket.destroy(), 3000).unref();
+  });
+}
+
+test('Chromium: no token, no data; with one the numbers move during a drill, a ban from the page is enforced and audited', { skip, timeout: 90_000 }, async () => {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const demo = await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false }));
+  const port = Number(new URL(demo.url).port);
+  try {
+    // Before the ban, that address is served like anyone.
+    const before = await probe(port, BANNED);
+    assert.match(before.text, /^HTTP\/1\.1 200/, `served before the ban: ${before.text.slice(0, 40)} ${before.error}`);
+
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${demo.adminUrl}/dashboard`);
+    // Without a token: the sign-in form, nothing else; the API and the live feed answer 401.
+    assert.equal(await page.locator('#login').isVisible(), true);
+    assert.equal(await page.locator('#app').isVisible(), false);
+    const anonymous = await page.evaluate(async () => Promise.all(['/api/events', '/api/audit', '/api/bans', '/api/guards'].map((p) => fetch(p).then((r) => r.status))));
+    assert.deepEqual(anonymous, [401, 401, 401, 401]);
+    await page.fill('#token', 'rmp_not-a-valid-token-at-all');
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#login-error:text("not valid")');
+    assert.equal(await page.locator('#app').isVisible(), false);
+
+    await page.fill('#token', COCKPIT_TOKEN);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#app:not([hidden])');
+    assert.equal(await page.evaluate(() => location.href.includes('cockpit-test-token')), false, 'the token is not in the URL');
+
+    // A small drill: real users and a flood. The page's numbers must move while it runs.
+    const scenario = validateScenario(
+      {
+        version: 1,
+        name: 'test-cockpit',
+        seconds: 6,
+        legit: [
+          { kind: 'browser', users: 30, pauseMs: [100, 300] },
+          { kind: 'vault', users: 10, pauseMs: [200, 500] },
+        ],
+        attacks: [{ kind: 'flood', startSec: 1, durationSec: 4, addresses: 4, connections: 8, ratePerSecond: 300, path: '/' }],
+      },
+      'test',
+    );
+    const drill = runDrill({ scenario, target: demo.url, originUrl: demo.postal.url, quiet: true });
+    const seen = new Set<string>();
+    const deadline = Date.now() + 8000;
+    let maxTotal = 0;
+    let maxRefused = 0;
+    while (Date.now() < deadline && (maxTotal === 0 || maxRefused === 0 || seen.size < 3)) {
+      const total = await page.locator('#k-total').textContent();
+      const refused = await page.locator('#k-refused').textContent();
+      seen.add(total ?? '');
+      maxTotal = Math.max(maxTotal, Number((total ?? '').replace(/,/g, '')) || 0);
+      maxRefused = Math.max(maxRefused, Number((refused ?? '').replace(/,/g, '')) || 0);
+      await page.waitForTimeout(500);
+    }
+    const report = await drill;
+    assert.ok(report.legit.total.requests > 50, `the drill ran: ${report.legit.total.requests} legit requests`);
+    assert.ok(maxTotal > 10, `requests per second shown during the drill (max ${maxTotal}; values seen ${[...seen].join(' ')})`);
+    assert.ok(seen.size >= 3, `the number moved: ${[...seen].join(' ')}`);
+    assert.ok(maxRefused > 0, 'the flood shows as refused requests');
+    assert.ok((await page.locator('#c-decision canvas').count()) > 0, 'the decision chart is drawn');
+
+    // Ban an address from the page, with a reason.
+    await page.fill('#ban-target', BANNED);
+    await page.fill('#ban-ttl', '600');
+    await page.fill('#ban-reason', 'seen in the drill');
+    await page.click('#ban-submit');
+    await page.waitForSelector(`#bans td:text-is("${BANNED}")`, { timeout: 5000 });
+    const after = await probe(port, BANNED);
+    assert.equal(after.bytes, 0, `refused on accept: ${after.text.slice(0, 60)}`);
+    assert.equal(after.error, 'ECONNRESET');
+    const other = await probe(port, '127.0.0.78');
+    assert.match(other.text, /^HTTP\/1\.1 200/, 'another address is still served');
+
+    // The audit trail records it: through the API, and on the page.
+    const audit = await fetch(`${demo.adminUrl}/api/audit?kind=ban`, { headers: { authorization: `Bearer ${COCKPIT_TOKEN}` } }).then((r) => r.json() as Promise<{ events: { who: string; why: string; node: string; detail: { body: { target: string } } }[] }>);
+    const mine = audit.events.find((e) => e.detail.body?.target === BANNED);
+    assert.ok(mine, `audited: ${JSON.stringify(audit.events).slice(0, 300)}`);
+    assert.equal(mine.who, 'operator:env');
+    assert.equal(mine.why, 'seen in the drill');
+    assert.ok(mine.node.length > 0);
+    await page.waitForSelector('#audit td:text-is("seen in the drill")', { timeout: 5000 });
+    assert.deepEqual(errors, [], 'no script error on the page');
+
+    // Signing out forgets the token: the page shows the form again and keeps no data.
+    await page.click('#logout');
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    assert.equal(await page.locator('#app').isVisible(), false);
+  } finally {
+    await browser.close();
+    await demo.close();
+  }
+});
