@@ -213,3 +213,23 @@ test('nftables: the generated scripts work with the real nft in a network namesp
   assert.doesNotMatch(out.stdout, /203\.0\.113\.7/);
   assert.match(out.stdout, /ip saddr @banned_v4 tcp dport 8080 drop/);
 });
+
+test('bans that keep knocking join the fast path (a BlockList for the listeners) soon, a later one too; an unban leaves it at once', async () => {
+  const clock = createManualClock(0);
+  const t = new BanTable(clock);
+  const wait = async (addr: string, want: boolean) => {
+    for (let i = 0; i < 100 && (t.fastPath?.check(addr, 'ipv4') === true) !== want; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(t.fastPath?.check(addr, 'ipv4') === true, want, `${addr} on the fast path: ${want}`);
+  };
+  t.ban('198.51.100.1', 60_000, 'test', '', 'operator:test');
+  assert.equal(t.fastPath, undefined, 'not before it knocks');
+  assert.equal(t.isBanned('198.51.100.1'), true);
+  await wait('198.51.100.1', true);
+  // A second ban knocking later is not kept waiting for the first one's expiry.
+  t.ban('198.51.100.2', 60_000, 'test', '', 'operator:test');
+  assert.equal(t.isBanned('198.51.100.2'), true);
+  await wait('198.51.100.2', true);
+  t.unban('198.51.100.1', 'operator:test');
+  assert.equal(t.fastPath?.check('198.51.100.1', 'ipv4'), false);
+  assert.equal(t.fastPath?.check('198.51.100.2', 'ipv4'), true);
+});

@@ -95,6 +95,7 @@ export class BanTable implements BanList {
   readonly #fast = new Set<BanEntry>();
   #fastList: BlockList | null = null;
   #fastTimer: NodeJS.Timeout | null = null;
+  #fastTimerAt = Infinity;
 
   /** Called after every ban made (the audit trail records those not made by an operator's API call). */
   onBan: ((view: BanView, ttlMs: number) => void) | null = null;
@@ -135,10 +136,17 @@ export class BanTable implements BanList {
     return this.#fastList !== null && this.#getConfig().mode === 'enforce' ? this.#fastList : undefined;
   }
 
+  /** Rebuild the fast path in `delayMs` (or sooner, if a rebuild is already due sooner). */
   #scheduleFast(delayMs: number): void {
-    if (this.#fastTimer !== null) return;
+    const at = performance.now() + Math.max(0, delayMs);
+    if (this.#fastTimer !== null) {
+      if (this.#fastTimerAt <= at) return;
+      clearTimeout(this.#fastTimer);
+    }
+    this.#fastTimerAt = at;
     this.#fastTimer = setTimeout(() => {
       this.#fastTimer = null;
+      this.#fastTimerAt = Infinity;
       this.#rebuildFast();
     }, Math.max(0, delayMs));
     this.#fastTimer.unref();
@@ -164,11 +172,8 @@ export class BanTable implements BanList {
       else list.addSubnet(t.network, t.bits, family);
     }
     this.#fastList = list;
-    if (next !== Infinity) {
-      if (this.#fastTimer !== null) clearTimeout(this.#fastTimer);
-      this.#fastTimer = null;
-      this.#scheduleFast(next - now);
-    }
+    // Wake up at the next expiry (the ban clock may be manual: its delay, in real time).
+    if (next !== Infinity) this.#scheduleFast(next - now);
   }
 
   /** The ban in force on `address` (or its prefix), whatever the mode; null when none. */
