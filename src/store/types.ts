@@ -1,0 +1,80 @@
+// The cluster store: the few shared-state primitives the defence needs across nodes, behind one
+// interface with two implementations that pass one contract suite (test/store-contract.test.ts):
+// memory (the embedded default: one node needs nothing but Node.js) and Valkey/Redis (many nodes).
+//
+// Nothing here is called per request. The hot path decides from local state; the store is touched
+// by batches (token leases), timers (resync, level heartbeat) and pub/sub (bans, overrides).
+// Every method may reject (store gone, slow): callers treat a rejection as "decide locally".
+
+/** One request for tokens from a shared GCRA bucket (docs/cluster.md, "Global rate limits"). */
+export interface LeaseRequest {
+  /** Bucket name (rule id and client key), without the store's key prefix. */
+  readonly bucket: string;
+  /** 1000 / ratePerSec: ms between two tokens. */
+  readonly intervalMs: number;
+  /** The bucket's depth in tokens (the rule's burst). */
+  readonly burst: number;
+  /** Tokens wanted. */
+  readonly want: number;
+  /** Fewer available than this: grant nothing (and say how long until this many are). Keeps leases large, so store operations per request stay small. */
+  readonly minGrant: number;
+}
+
+export interface LeaseGrant {
+  /** Tokens granted (0 ≤ granted ≤ want), already taken from the shared bucket. */
+  readonly granted: number;
+  /** When granted is 0: ms until minGrant tokens are available. */
+  readonly waitMs: number;
+}
+
+/** An entry of a shared table, with the time it has left (computed on the store's clock). */
+export interface TableEntry {
+  readonly field: string;
+  readonly value: string;
+  readonly ttlMs: number;
+}
+
+export type StoreKind = 'memory' | 'redis';
+
+export interface ClusterStore {
+  readonly kind: StoreKind;
+  /** False while the store is unreachable or failing; changes are reported through onHealth. */
+  readonly healthy: boolean;
+  /** Commands sent to the store so far (the figure "store operations per request" is made from). */
+  readonly operations: number;
+  /** Called on each change of `healthy` (true: the store is back, callers reconcile). */
+  onHealth(fn: (healthy: boolean) => void): void;
+
+  /** Take tokens from shared buckets, one answer per request, in order (one pipelined round trip). */
+  lease(requests: readonly LeaseRequest[]): Promise<LeaseGrant[]>;
+
+  /** Set `field` of `table` to `value` for `ttlMs`. A table holds at most `maxEntries` fields: past it, those expiring soonest go. */
+  tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<void>;
+  tableDelete(table: string, field: string): Promise<void>;
+  /** The live entries of `table` (expired ones are dropped on the way). */
+  tableEntries(table: string): Promise<TableEntry[]>;
+
+  /** Send `message` to every subscriber of `channel`, on every node (this one included). */
+  publish(channel: string, message: string): Promise<void>;
+  /** Receive the messages of `channel` (re-subscribed by the store after a reconnection). */
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+/**
+ * GCRA over a bucket of `burst` tokens refilled every `intervalMs`, taking up to `want` at once: the
+ * arithmetic both stores share (the Redis side runs the same lines in Lua, src/store/redis.ts).
+ * `tat` is the bucket's theoretical arrival time (ms); returns the grant and the new tat.
+ */
+export function gcraLease(tat: number, now: number, r: LeaseRequest): { granted: number; waitMs: number; tat: number } {
+  const T = r.intervalMs;
+  const tau = T * r.burst;
+  const base = tat > now ? tat : now;
+  // Tokens available: the largest n with base + n·T − now ≤ tau.
+  const avail = Math.floor((tau - (base - now)) / T + 1e-9);
+  const n = Math.min(r.want, avail);
+  const min = Math.max(1, Math.min(r.minGrant, r.want));
+  if (n < min) return { granted: 0, waitMs: Math.max(1, Math.ceil(base + min * T - tau - now)), tat };
+  return { granted: n, waitMs: 0, tat: base + n * T };
+}
