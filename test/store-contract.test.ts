@@ -60,13 +60,13 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
     test('a table entry put on one node is read on the other, with its time left, until it expires', async () => {
       const t = unique('t');
       await a.tablePut(t, '203.0.113.7', '{"r":"x"}', 300, 100);
-      const seen = await b.tableEntries(t);
+      const seen = (await b.tableEntries(t)).entries;
       assert.equal(seen.length, 1);
       assert.equal(seen[0]!.field, '203.0.113.7');
       assert.equal(seen[0]!.value, '{"r":"x"}');
       assert.ok(seen[0]!.ttlMs > 200 && seen[0]!.ttlMs <= 300);
       await sleep(350);
-      assert.deepEqual(await b.tableEntries(t), []);
+      assert.deepEqual((await b.tableEntries(t)).entries, []);
     });
 
     test('a put replaces the field, a delete removes it, and a full table drops what expires soonest', async () => {
@@ -76,11 +76,15 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
       await a.tablePut(t, 'y', 'y', 5000, 3);
       await a.tablePut(t, 'z', 'z', 30000, 3);
       await b.tablePut(t, 'w', 'w', 40000, 3);
-      const fields = (await a.tableEntries(t)).map((e) => `${e.field}=${e.value}`).sort();
+      const fields = (await a.tableEntries(t)).entries.map((e) => `${e.field}=${e.value}`).sort();
       assert.deepEqual(fields, ['w=w', 'x=2', 'z=z']);
       await b.tableDelete(t, 'x');
-      await b.tableDelete(t, 'never-there');
-      assert.deepEqual((await a.tableEntries(t)).map((e) => e.field).sort(), ['w', 'z']);
+      assert.equal(await b.tableDelete(t, 'never-there'), 7, 'every put and delete bumps the version');
+      const after = await a.tableEntries(t);
+      assert.deepEqual(after.entries.map((e) => e.field).sort(), ['w', 'z']);
+      assert.equal(after.version, 7);
+      assert.equal(await b.tableVersion(t), 7);
+      assert.equal(await b.tableVersion(unique('never')), 0);
     });
 
     test('a message published on one node reaches subscribers on every node, the publisher included', async () => {

@@ -40,6 +40,8 @@ import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
 import { createChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
+import { createCluster, type Cluster } from '../store/cluster.ts';
+import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
 import { sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade } from './upgrade.ts';
@@ -51,6 +53,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Time for phases that keep time (the cache); tests pass a manual clock. */
   clock?: Clock;
+  /** The cluster store to use instead of the one `cluster.store` names (tests share one MemoryStore between gateways). */
+  store?: ClusterStore;
 }
 
 export interface Gateway {
@@ -62,6 +66,8 @@ export interface Gateway {
   readonly api: AdminApi;
   /** What the defence phases share: the attack level and the ban table. */
   readonly defense: DefenseDeps;
+  /** Cluster mode: the store and what syncs through it (docs/cluster.md). */
+  readonly cluster: Cluster;
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
@@ -105,15 +111,19 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const alerts = new Alerts({ log, metrics, config: () => current.config.alerts });
   alerts.setWebhook(await loadWebhookTarget(process.env, initial.alerts.webhook));
   const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts });
+  const bans = new BanTable(clock, { getRuntime, log, metrics });
+  // Shared state across nodes (memory: this process only); nothing in it runs per request.
+  const cluster = await createCluster({ getRuntime, log, metrics, clock, bans, level, store: options.store });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
     log,
     clock,
     level,
-    bans: new BanTable(clock, { getRuntime, log, metrics }),
+    bans,
     api,
     alerts,
+    leases: cluster.leases,
   };
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challengeGuard = await createChallengeGuard(defense);
@@ -396,11 +406,13 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cache,
     api,
     defense,
+    cluster,
     runtime: getRuntime,
     async start() {
       started = true;
       wireFailover(current);
       level.start();
+      await cluster.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
     },
@@ -421,6 +433,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
       level.stop();
+      await cluster.stop();
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);

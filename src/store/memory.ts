@@ -25,6 +25,7 @@ export class MemoryStore implements ClusterStore {
   readonly #maxBuckets: number;
   readonly #buckets = new Map<string, number>();
   readonly #tables = new Map<string, Map<string, Row>>();
+  readonly #versions = new Map<string, number>();
   readonly #channels = new Map<string, Set<(message: string) => void>>();
   #closed = false;
 
@@ -53,7 +54,7 @@ export class MemoryStore implements ClusterStore {
     return out;
   }
 
-  async tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<void> {
+  async tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<number> {
     this.operations++;
     let t = this.#tables.get(table);
     if (t === undefined) this.#tables.set(table, (t = new Map()));
@@ -70,20 +71,34 @@ export class MemoryStore implements ClusterStore {
         t.delete(victim);
       }
     }
+    return this.#bump(table);
   }
 
-  async tableDelete(table: string, field: string): Promise<void> {
+  async tableDelete(table: string, field: string): Promise<number> {
     this.operations++;
     this.#tables.get(table)?.delete(field);
+    return this.#bump(table);
   }
 
-  async tableEntries(table: string): Promise<TableEntry[]> {
+  async tableEntries(table: string): Promise<{ version: number; entries: TableEntry[] }> {
     this.operations++;
+    const version = this.#versions.get(table) ?? 0;
     const t = this.#tables.get(table);
-    if (t === undefined) return [];
+    if (t === undefined) return { version, entries: [] };
     const now = this.#clock.now();
     this.#expire(t, now);
-    return [...t].map(([field, row]) => ({ field, value: row.value, ttlMs: Math.ceil(row.expiresAt - now) }));
+    return { version, entries: [...t].map(([field, row]) => ({ field, value: row.value, ttlMs: Math.ceil(row.expiresAt - now) })) };
+  }
+
+  async tableVersion(table: string): Promise<number> {
+    this.operations++;
+    return this.#versions.get(table) ?? 0;
+  }
+
+  #bump(table: string): number {
+    const v = (this.#versions.get(table) ?? 0) + 1;
+    this.#versions.set(table, v);
+    return v;
   }
 
   async publish(channel: string, message: string): Promise<void> {

@@ -7,7 +7,8 @@
 // Keys (P is cluster.redis.keyPrefix):
 //   P rl:{bucket}          string  a GCRA bucket's TAT in ms (expires when the bucket is full again)
 //   P {t:NAME}:v           hash    a table's values          ┐ one hash tag, so both land on one
-//   P {t:NAME}:x           zset    field → expiry ms         ┘ slot of a Valkey cluster
+//   P {t:NAME}:x           zset    field → expiry ms         │ slot of a Valkey cluster
+//   P {t:NAME}:n           string  the table's version       ┘ (puts and deletes so far)
 //   P NAME (channel)               pub/sub
 // Times come from the store's clock (TIME inside the scripts), so node clocks need not agree.
 import { Redis, type RedisOptions } from 'ioredis';
@@ -76,7 +77,7 @@ if #last == 2 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return 1
+return redis.call('INCR', KEYS[3])
 `;
 
 const ENTRIES_LUA = `${EXPIRE_LUA}
@@ -91,20 +92,21 @@ for i = 1, #z, 2 do
     out[#out + 1] = math.ceil(tonumber(z[i + 1]) - now)
   end
 end
+out[#out + 1] = tonumber(redis.call('GET', KEYS[3]) or '0')
 return out
 `;
 
 const DELETE_LUA = `
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
+return redis.call('INCR', KEYS[3])
 `;
 
 interface Scripted {
   rmpLease(key: string, intervalMs: number, burst: number, want: number, minGrant: number): Promise<[number, number]>;
-  rmpPut(h: string, x: string, field: string, value: string, ttlMs: number, max: number): Promise<number>;
-  rmpEntries(h: string, x: string): Promise<Array<string | number>>;
-  rmpDelete(h: string, x: string, field: string): Promise<number>;
+  rmpPut(h: string, x: string, n: string, field: string, value: string, ttlMs: number, max: number): Promise<number>;
+  rmpEntries(h: string, x: string, n: string): Promise<Array<string | number>>;
+  rmpDelete(h: string, x: string, n: string, field: string): Promise<number>;
 }
 
 /** The URL as it may be logged: scheme, host and port, never the user or password. */
@@ -148,9 +150,9 @@ export class RedisStore implements ClusterStore {
     this.#cmd = new Redis(opts.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: opts.commandTimeoutMs, autoResubscribe: false });
     this.#sub = new Redis(opts.url, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: true });
     this.#cmd.defineCommand('rmpLease', { numberOfKeys: 1, lua: LEASE_LUA });
-    this.#cmd.defineCommand('rmpPut', { numberOfKeys: 2, lua: PUT_LUA });
-    this.#cmd.defineCommand('rmpEntries', { numberOfKeys: 2, lua: ENTRIES_LUA });
-    this.#cmd.defineCommand('rmpDelete', { numberOfKeys: 2, lua: DELETE_LUA });
+    this.#cmd.defineCommand('rmpPut', { numberOfKeys: 3, lua: PUT_LUA });
+    this.#cmd.defineCommand('rmpEntries', { numberOfKeys: 3, lua: ENTRIES_LUA });
+    this.#cmd.defineCommand('rmpDelete', { numberOfKeys: 3, lua: DELETE_LUA });
     this.#scripted = this.#cmd as unknown as Scripted;
     this.#cmd.on('error', () => {
       this.errors++;
@@ -196,25 +198,30 @@ export class RedisStore implements ClusterStore {
     });
   }
 
-  async tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<void> {
-    const [h, x] = this.#tableKeys(table);
+  async tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<number> {
+    const [h, x, n] = this.#tableKeys(table);
     this.operations++;
-    await this.#guard(this.#scripted.rmpPut(h, x, field, value, Math.max(1, Math.round(ttlMs)), maxEntries));
+    return Number(await this.#guard(this.#scripted.rmpPut(h, x, n, field, value, Math.max(1, Math.round(ttlMs)), maxEntries)));
   }
 
-  async tableDelete(table: string, field: string): Promise<void> {
-    const [h, x] = this.#tableKeys(table);
+  async tableDelete(table: string, field: string): Promise<number> {
+    const [h, x, n] = this.#tableKeys(table);
     this.operations++;
-    await this.#guard(this.#scripted.rmpDelete(h, x, field));
+    return Number(await this.#guard(this.#scripted.rmpDelete(h, x, n, field)));
   }
 
-  async tableEntries(table: string): Promise<TableEntry[]> {
-    const [h, x] = this.#tableKeys(table);
+  async tableEntries(table: string): Promise<{ version: number; entries: TableEntry[] }> {
+    const [h, x, n] = this.#tableKeys(table);
     this.operations++;
-    const flat = await this.#guard(this.#scripted.rmpEntries(h, x));
-    const out: TableEntry[] = [];
-    for (let i = 0; i + 2 < flat.length; i += 3) out.push({ field: String(flat[i]), value: String(flat[i + 1]), ttlMs: Number(flat[i + 2]) });
-    return out;
+    const flat = await this.#guard(this.#scripted.rmpEntries(h, x, n));
+    const entries: TableEntry[] = [];
+    for (let i = 0; i + 3 < flat.length; i += 3) entries.push({ field: String(flat[i]), value: String(flat[i + 1]), ttlMs: Number(flat[i + 2]) });
+    return { version: Number(flat[flat.length - 1] ?? 0), entries };
+  }
+
+  async tableVersion(table: string): Promise<number> {
+    this.operations++;
+    return Number((await this.#guard(this.#cmd.get(this.#tableKeys(table)[2]))) ?? 0);
   }
 
   async publish(channel: string, message: string): Promise<void> {
@@ -242,9 +249,9 @@ export class RedisStore implements ClusterStore {
     this.healthy = false;
   }
 
-  #tableKeys(table: string): [string, string] {
+  #tableKeys(table: string): [string, string, string] {
     const p = this.#opts.keyPrefix;
-    return [`${p}{t:${table}}:v`, `${p}{t:${table}}:x`];
+    return [`${p}{t:${table}}:v`, `${p}{t:${table}}:x`, `${p}{t:${table}}:n`];
   }
 
   /** Await a command: a failure marks the store unhealthy (a ping brings it back), a success healthy. */

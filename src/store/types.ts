@@ -48,11 +48,17 @@ export interface ClusterStore {
   /** Take tokens from shared buckets, one answer per request, in order (one pipelined round trip). */
   lease(requests: readonly LeaseRequest[]): Promise<LeaseGrant[]>;
 
-  /** Set `field` of `table` to `value` for `ttlMs`. A table holds at most `maxEntries` fields: past it, those expiring soonest go. */
-  tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<void>;
-  tableDelete(table: string, field: string): Promise<void>;
-  /** The live entries of `table` (expired ones are dropped on the way). */
-  tableEntries(table: string): Promise<TableEntry[]>;
+  /**
+   * Set `field` of `table` to `value` for `ttlMs`. A table holds at most `maxEntries` fields: past it,
+   * those expiring soonest go. Each put and delete bumps the table's version (returned), so a node
+   * that saw every change since its last full read can skip the next one (tableVersion).
+   */
+  tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<number>;
+  tableDelete(table: string, field: string): Promise<number>;
+  /** The live entries of `table` (expired ones are dropped on the way) and its version. */
+  tableEntries(table: string): Promise<{ version: number; entries: TableEntry[] }>;
+  /** The table's version: puts and deletes made so far (0 for a table never written). */
+  tableVersion(table: string): Promise<number>;
 
   /** Send `message` to every subscriber of `channel`, on every node (this one included). */
   publish(channel: string, message: string): Promise<void>;
