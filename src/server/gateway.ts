@@ -439,8 +439,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
     },
     async reload(config) {
-      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
-      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin or maxHeaderBytes changes take effect at the next restart');
+      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs]);
+      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin, maxHeaderBytes or cluster store changes take effect at the next restart');
       // Read every TLS file first: a failure rejects the whole reload and changes nothing.
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);

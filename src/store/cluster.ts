@@ -91,6 +91,8 @@ export class Cluster {
   /** Push every local ban at the next resync (after an outage or a failed write). */
   #union = false;
   #overrideDirty = false;
+  /** Local override changes so far: a resync read that raced one is not applied. */
+  #overrideEpoch = 0;
   #resyncing = false;
   #peerLevelAt = -Infinity;
   #downSinceWall = 0;
@@ -180,6 +182,7 @@ export class Cluster {
   }
 
   #shareOverride(ov: LevelOverride | null): void {
+    this.#overrideEpoch++;
     if (!this.store.healthy) {
       this.#overrideDirty = true;
       return;
@@ -270,7 +273,9 @@ export class Cluster {
       this.#shareOverride(local);
       return;
     }
+    const epoch = this.#overrideEpoch;
     const { entries } = await this.store.tableEntries(OVERRIDE);
+    if (epoch !== this.#overrideEpoch) return; // an operator changed it here meanwhile: the read may predate the write
     const e = entries.find((x) => x.field === 'api');
     let shared: LevelOverride | null = null;
     if (e !== undefined) {

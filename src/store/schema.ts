@@ -33,7 +33,7 @@ export const ClusterSchema = Obj(
       { default: {}, description: 'The Valkey/Redis store, with `store: redis`.' },
     ),
     resyncMs: Ms(5000, 200, 600000, 'Each node re-reads the shared bans (and the level override) this often, so one that missed a pub/sub message converges.'),
-    levelHeartbeatMs: Ms(1000, 100, 60000, 'Each node reports its detected attack level this often; the level in force everywhere is the highest any live node reports.'),
+    levelHeartbeatMs: Ms(1000, 100, 60000, 'Each node reports its detected attack level this often; the level in force everywhere is the highest any live node reports. Read at start.'),
     leaseMs: Ms(100, 1, 60000, 'Size of a token lease for `scope: global` rate limits, as time at the rule\u2019s rate (a 1000/s rule leases 100 tokens at a time): larger means fewer store operations, coarser sharing.'),
     leaseTtlMs: Ms(2000, 50, 600000, 'Leased tokens unused after this long are dropped, so a node cannot save up a burst.'),
   },
