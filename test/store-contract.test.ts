@@ -30,7 +30,7 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
 
     test('a lease grants at most the burst at once, then tokens at the rate, shared by every node', async () => {
       const bucket = unique('b');
-      const r: LeaseRequest = { bucket, intervalMs: 10, burst: 20, want: 15, minGrant: 1 };
+      const r: LeaseRequest = { bucket, intervalMs: 10, burst: 20, want: 15, minGrant: 1, maxDelayMs: 0 };
       const [g1] = await a.lease([r]);
       assert.equal(g1!.granted, 15);
       const [g2] = await b.lease([r]);
@@ -44,15 +44,27 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
 
     test('a lease below minGrant grants nothing and says how long to wait', async () => {
       const bucket = unique('m');
-      const r: LeaseRequest = { bucket, intervalMs: 100, burst: 10, want: 10, minGrant: 5 };
+      const r: LeaseRequest = { bucket, intervalMs: 100, burst: 10, want: 10, minGrant: 5, maxDelayMs: 0 };
       assert.equal((await a.lease([r]))[0]!.granted, 10);
       const [g] = await b.lease([r]);
       assert.equal(g!.granted, 0);
       assert.ok(g!.waitMs > 300 && g!.waitMs <= 500, `about 500 ms until 5 tokens, got ${g!.waitMs}`);
     });
 
+    test('an empty bucket reserves minGrant future tokens for the node that asks, within maxDelayMs, and the next node queues behind', async () => {
+      const bucket = unique('r');
+      const r: LeaseRequest = { bucket, intervalMs: 100, burst: 10, want: 10, minGrant: 5, maxDelayMs: 800 };
+      assert.equal((await a.lease([r]))[0]!.granted, 10);
+      const [g1] = await b.lease([r]);
+      assert.equal(g1!.granted, 5, 'reserved');
+      assert.ok(g1!.waitMs > 300 && g1!.waitMs <= 500, `usable in about 500 ms, got ${g1!.waitMs}`);
+      const [g2] = await a.lease([r]);
+      assert.equal(g2!.granted, 0, 'the next reservation would be due in about 1000 ms, past maxDelayMs');
+      assert.ok(g2!.waitMs > 800 && g2!.waitMs <= 1000, `${g2!.waitMs}`);
+    });
+
     test('leases for several buckets go in one call, answered in order', async () => {
-      const reqs = [1, 2, 3].map((i): LeaseRequest => ({ bucket: unique('p'), intervalMs: 1, burst: i * 10, want: 100, minGrant: 1 }));
+      const reqs = [1, 2, 3].map((i): LeaseRequest => ({ bucket: unique('p'), intervalMs: 1, burst: i * 10, want: 100, minGrant: 1, maxDelayMs: 0 }));
       const grants = await a.lease(reqs);
       assert.deepEqual(grants.map((g) => g.granted), [10, 20, 30]);
     });
@@ -103,7 +115,7 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
 
     test('every call counts as store operations', async () => {
       const before = a.operations;
-      await a.lease([{ bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1 }, { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1 }]);
+      await a.lease([{ bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }, { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }]);
       await a.tableEntries(unique('t'));
       assert.equal(a.operations - before, 3);
       assert.equal(a.healthy, true);

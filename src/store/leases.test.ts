@@ -9,12 +9,13 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 test('three nodes leasing from one bucket admit the bucket\u2019s budget, at about one store operation per block', async () => {
   const store = new MemoryStore();
-  const settings: LeaseSettings = { leaseMs: 100, leaseTtlMs: 2000, failMode: 'open' };
+  // Blocks of 20 tokens: at most about one block per node is held unspent at the end of the run.
+  const settings: LeaseSettings = { leaseMs: 20, leaseTtlMs: 2000, failMode: 'open' };
   const nodes = [0, 1, 2].map(() => new GlobalLimiter(new LeaseBroker(store, () => settings, () => performance.now()), 'r', 1000, 100, 1000));
   let admitted = 0;
   let asked = 0;
   const start = performance.now();
-  while (performance.now() - start < 1000) {
+  while (performance.now() - start < 2000) {
     for (const n of nodes) for (let i = 0; i < 5; i++) if (n.check('k', performance.now())) admitted++;
     asked += 15;
     await tick();
@@ -23,7 +24,7 @@ test('three nodes leasing from one bucket admit the bucket\u2019s budget, at abo
   const expected = 100 + elapsed; // burst + 1000/s
   assert.ok(asked > expected * 1.5, `the load (${asked}) exceeds the limit`);
   assert.ok(Math.abs(admitted - expected) / expected < 0.05, `admitted ${admitted}, expected ${Math.round(expected)}`);
-  assert.ok(store.operations / admitted < 0.2, `${store.operations} operations for ${admitted} admitted`);
+  assert.ok(store.operations / admitted < 0.12, `${store.operations} operations for ${admitted} admitted (blocks of 20, at least 10 per lease)`);
 });
 
 test('a dead store: fail open hands the decision to the local limiter, fail closed refuses once leased tokens are spent', async () => {

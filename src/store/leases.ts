@@ -8,6 +8,9 @@
 //                  ├─ lease in flight and debt < credit ─▶ admit on credit (repaid from the next grant)
 //                  └─ otherwise ─▶ refuse (ask again once the store said tokens would be back)
 //
+// A key over its limit does not poll: the store reserves the next half block for the node that asks
+// (usable once they conform, `usableAt`), so every lease carries at least half a block of tokens.
+//
 // Accuracy: the store never grants more than the bucket holds (rate × t + burst), so the total
 // admitted across nodes is the granted total, minus tokens left unused when a lease expires, plus
 // outstanding credit (≤ credit per key per node, repaid). Store operations per request ≈ 1 / block.
@@ -23,6 +26,10 @@ export interface LeaseSettings {
 
 interface Lease {
   tokens: number;
+  /** Tokens of a reservation, added to `tokens` at usableAt. */
+  reserved: number;
+  /** Monotonic ms from which the reserved tokens may be spent. */
+  usableAt: number;
   /** Monotonic ms after which unused tokens are dropped. */
   expiresAt: number;
   debt: number;
@@ -137,14 +144,26 @@ export class GlobalLimiter {
         const first = this.#leases.keys().next();
         if (first.done !== true) this.#leases.delete(first.value);
       }
-      l = { tokens: 0, expiresAt: 0, debt: 0, pending: false, waitUntil: 0 };
+      l = { tokens: 0, reserved: 0, usableAt: 0, expiresAt: 0, debt: 0, pending: false, waitUntil: 0 };
       this.#leases.set(key, l);
-    } else if (l.tokens > 0 && now >= l.expiresAt) l.tokens = 0;
+    } else {
+      if (l.reserved > 0 && now >= l.usableAt) {
+        l.tokens += l.reserved;
+        l.reserved = 0;
+        l.expiresAt = l.usableAt + this.#broker.settings.leaseTtlMs;
+      }
+      if (l.tokens > 0 && now >= l.expiresAt) l.tokens = 0;
+    }
     const block = this.block;
     if (l.tokens > 0) {
       l.tokens--;
-      if (healthy && !l.pending && l.tokens * 2 <= block) this.#ask(key, l, block);
+      if (healthy && !l.pending && (l.tokens + l.reserved) * 2 <= block) this.#ask(key, l, block);
       return true;
+    }
+    if (l.reserved > 0) {
+      // Reserved, not yet due: refused, and nothing to ask (the reservation is the next block).
+      this.waitMs = l.usableAt - now;
+      return false;
     }
     if (!healthy) {
       this.waitMs = 1000;
@@ -162,7 +181,8 @@ export class GlobalLimiter {
 
   #ask(key: string, l: Lease, block: number): void {
     const want = block + l.debt;
-    this.#broker.ask({ limiter: this, key, lease: l, req: { bucket: `${this.ruleId}:${key}`, intervalMs: this.intervalMs, burst: this.burst, want, minGrant: Math.min(want, Math.max(1, block >> 1)) } });
+    const maxDelayMs = this.#broker.settings.leaseTtlMs >> 1;
+    this.#broker.ask({ limiter: this, key, lease: l, req: { bucket: `${this.ruleId}:${key}`, intervalMs: this.intervalMs, burst: this.burst, want, minGrant: Math.min(want, Math.max(1, block >> 1)), maxDelayMs } });
   }
 
   /** A grant arrived for `l` (called by the broker). */
@@ -176,8 +196,13 @@ export class GlobalLimiter {
     const paid = Math.min(n, l.debt);
     l.debt -= paid;
     n -= paid;
-    l.tokens += n;
-    l.expiresAt = now + this.#broker.settings.leaseTtlMs;
+    if (g.waitMs > 0) {
+      l.reserved += n;
+      l.usableAt = now + g.waitMs;
+    } else {
+      l.tokens += n;
+      l.expiresAt = now + this.#broker.settings.leaseTtlMs;
+    }
   }
 
   /** Forget every lease (tests). */

@@ -24,7 +24,7 @@ export interface RedisStoreOptions {
   reconnectMaxMs: number;
 }
 
-// GCRA lease (the same arithmetic as gcraLease in types.ts). ARGV: intervalMs, burst, want, minGrant.
+// GCRA lease (the same arithmetic as gcraLease in types.ts). ARGV: intervalMs, burst, want, minGrant, maxDelayMs.
 const LEASE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -41,7 +41,11 @@ end
 local avail = math.floor((tau - (base - now)) / T + 1e-9)
 local n = math.min(want, avail)
 if n < min then
-  return {0, math.max(1, math.ceil(base + min * T - tau - now))}
+  local delay = math.max(1, math.ceil(base + min * T - tau - now))
+  if delay > tonumber(ARGV[5]) then return {0, delay} end
+  local tat = base + min * T
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  return {min, delay}
 end
 local tat = base + n * T
 redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
@@ -103,7 +107,7 @@ return redis.call('INCR', KEYS[3])
 `;
 
 interface Scripted {
-  rmpLease(key: string, intervalMs: number, burst: number, want: number, minGrant: number): Promise<[number, number]>;
+  rmpLease(key: string, intervalMs: number, burst: number, want: number, minGrant: number, maxDelayMs: number): Promise<[number, number]>;
   rmpPut(h: string, x: string, n: string, field: string, value: string, ttlMs: number, max: number): Promise<number>;
   rmpEntries(h: string, x: string, n: string): Promise<Array<string | number>>;
   rmpDelete(h: string, x: string, n: string, field: string): Promise<number>;
@@ -187,7 +191,7 @@ export class RedisStore implements ClusterStore {
     if (requests.length === 0) return [];
     const p = this.#opts.keyPrefix;
     const pipe = this.#cmd.pipeline() as unknown as Scripted & { exec(): Promise<Array<[Error | null, unknown]> | null> };
-    for (const r of requests) pipe.rmpLease(`${p}rl:${r.bucket}`, r.intervalMs, r.burst, r.want, r.minGrant);
+    for (const r of requests) pipe.rmpLease(`${p}rl:${r.bucket}`, r.intervalMs, r.burst, r.want, r.minGrant, r.maxDelayMs);
     this.operations += requests.length;
     const results = await this.#guard(pipe.exec());
     if (results === null) throw new Error('store pipeline aborted');

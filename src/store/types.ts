@@ -16,14 +16,16 @@ export interface LeaseRequest {
   readonly burst: number;
   /** Tokens wanted. */
   readonly want: number;
-  /** Fewer available than this: grant nothing (and say how long until this many are). Keeps leases large, so store operations per request stay small. */
+  /** Fewer available than this: reserve minGrant tokens in the future (within maxDelayMs), else grant nothing. Keeps leases large, so store operations per request stay small. */
   readonly minGrant: number;
+  /** Longest a reservation may wait before its tokens are usable (0: no reservations). */
+  readonly maxDelayMs: number;
 }
 
 export interface LeaseGrant {
   /** Tokens granted (0 ≤ granted ≤ want), already taken from the shared bucket. */
   readonly granted: number;
-  /** When granted is 0: ms until minGrant tokens are available. */
+  /** Granted: ms until the tokens may be spent (0 at once; > 0 for a reservation). Not granted: ms until minGrant tokens are available. */
   readonly waitMs: number;
 }
 
@@ -71,7 +73,9 @@ export interface ClusterStore {
 /**
  * GCRA over a bucket of `burst` tokens refilled every `intervalMs`, taking up to `want` at once: the
  * arithmetic both stores share (the Redis side runs the same lines in Lua, src/store/redis.ts).
- * `tat` is the bucket's theoretical arrival time (ms); returns the grant and the new tat.
+ * `tat` is the bucket's theoretical arrival time (ms); returns the grant and the new tat. A node that
+ * found the bucket empty reserves the next tokens instead of polling for them: every lease then yields
+ * at least minGrant tokens, even for a key far over its limit.
  */
 export function gcraLease(tat: number, now: number, r: LeaseRequest): { granted: number; waitMs: number; tat: number } {
   const T = r.intervalMs;
@@ -81,6 +85,10 @@ export function gcraLease(tat: number, now: number, r: LeaseRequest): { granted:
   const avail = Math.floor((tau - (base - now)) / T + 1e-9);
   const n = Math.min(r.want, avail);
   const min = Math.max(1, Math.min(r.minGrant, r.want));
-  if (n < min) return { granted: 0, waitMs: Math.max(1, Math.ceil(base + min * T - tau - now)), tat };
-  return { granted: n, waitMs: 0, tat: base + n * T };
+  if (n >= min) return { granted: n, waitMs: 0, tat: base + n * T };
+  // Not enough now: reserve `min` tokens, usable once the last of them conforms (the bucket's TAT
+  // moves past them, so nobody else can have them), unless that is too far ahead.
+  const delay = Math.max(1, Math.ceil(base + min * T - tau - now));
+  if (delay <= r.maxDelayMs) return { granted: min, waitMs: delay, tat: base + min * T };
+  return { granted: 0, waitMs: delay, tat };
 }
