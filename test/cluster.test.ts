@@ -168,7 +168,8 @@ test('three nodes, one global limit: the total admitted is within ±5% of the li
   try {
     const ops0 = nodes.map((n) => n.gateway.cluster.store.operations);
     const leases0 = nodes.map((n) => n.gateway.cluster.leases.leasesAsked);
-    const { counts, sent, elapsedMs } = await load(nodes, 5000, 12, { 'x-api-key': 'customer-1' });
+    // 8 s: tokens still held when the run stops (about one block per node, 90 here) stay under 5 %.
+    const { counts, sent, elapsedMs } = await load(nodes, 8000, 12, { 'x-api-key': 'customer-1' });
     const admitted = counts.get('200') ?? 0;
     const refused = counts.get('429') ?? 0;
     assert.equal(admitted + refused, sent, `only 200 and 429: ${JSON.stringify([...counts])}`);

@@ -154,4 +154,6 @@ test('histogram percentiles stay within a few percent; metrics parsing sums deci
     'rempart_requests_total{route="b",decision="allow",status="200"} 7\nrempart_requests_total{route="b",decision="block",status="429"} 3\n');
   assert.equal(m.attackLevel, 2);
   assert.deepEqual(m.decisions, { allow: 12, block: 3 });
+  // The level gauge, not the counter of its changes that shares its prefix.
+  assert.equal(parseMetrics('rempart_attack_level 0\nrempart_attack_level_changes_total{from="calm",to="elevated"} 3\n').attackLevel, 0);
 });

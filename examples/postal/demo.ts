@@ -24,10 +24,20 @@ async function main(): Promise<void> {
       `  metrics                  http://${config.admin.address}/metrics`,
       `  origin (unprotected)     ${postal.url}/   sms approvals ${sms.url}`,
       `  config                   ${configFile}`,
+      `  failover rehearsal       kill -USR2 ${process.pid}   (postal origin down; again to bring it back)`,
       '  Ctrl-C to stop.',
       '',
     ].join('\n') + '\n',
   );
+  // Failover rehearsal: `kill -USR2 <pid>` takes the postal origin down (its connections dropped,
+  // new ones closed, as if its process died) and the next one brings it back. Payment approvals
+  // fall over to the SMS service, tracking is answered stale, the rest gets the status page.
+  let postalDown = false;
+  process.on('SIGUSR2', () => {
+    postalDown = !postalDown;
+    postal.setDown(postalDown);
+    process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), demo: postalDown ? 'postal origin down (SIGUSR2)' : 'postal origin back (SIGUSR2)' })}\n`);
+  });
   const stop = async () => {
     await gateway.stop(2000);
     await Promise.all([postal.close(), sms.close()]);

@@ -69,6 +69,14 @@ interface OffenceCount {
 const DEFAULTS = Value.Default(BansSchema, {}) as BansConfig;
 /** Entries one eviction pass inspects. */
 const SWEEP_STEPS = 64;
+/**
+ * The fast path: bans that keep knocking are put (up to this many) in a BlockList that the listeners
+ * hand to Node's net.Server (`blockList`), which closes such a connection before any JS socket exists.
+ * Node checks that list linearly on every accept, so it stays small; other bans take the Map path.
+ */
+const FAST_PATH_MAX = 64;
+/** Delay before a newly hot ban joins the fast path (batches a burst into one rebuild). */
+const FAST_PATH_DELAY_MS = 20;
 
 export class BanTable implements BanList {
   readonly #clock: Clock;
@@ -91,6 +99,10 @@ export class BanTable implements BanList {
   /** Told of every ban and unban made here (not of those applied from other nodes). */
   onChange: ((change: BanChange) => void) | null = null;
   #replaying = false;
+  /** Bans in the fast path (see FAST_PATH_MAX), and the BlockList built from them. */
+  readonly #fast = new Set<BanEntry>();
+  #fastList: BlockList | null = null;
+  #fastTimer: NodeJS.Timeout | null = null;
 
   constructor(clock: Clock, options: BanTableOptions = {}) {
     this.#clock = clock;
@@ -110,7 +122,58 @@ export class BanTable implements BanList {
   /** Whether `address` is banned and bans are enforced. The accept layer's question: one Map look-up in the common case. */
   isBanned(address: string): boolean {
     if (this.#entries.size === 0) return false;
-    return this.lookup(address) !== null && this.#getConfig().mode === 'enforce';
+    const e = this.lookup(address);
+    if (e === null || this.#getConfig().mode !== 'enforce') return false;
+    // Knocking again while banned: a candidate for the listeners' fast path.
+    if (e.target.kind !== 'cidr' && this.#fast.size < FAST_PATH_MAX && !this.#fast.has(e)) {
+      this.#fast.add(e);
+      this.#scheduleFast(FAST_PATH_DELAY_MS);
+    }
+    return true;
+  }
+
+  /**
+   * The BlockList of the hottest bans for net.Server's `blockList` (connections closed before a
+   * socket object is made), or undefined when there is none or bans are not enforced.
+   */
+  get fastPath(): BlockList | undefined {
+    return this.#fastList !== null && this.#getConfig().mode === 'enforce' ? this.#fastList : undefined;
+  }
+
+  #scheduleFast(delayMs: number): void {
+    if (this.#fastTimer !== null) return;
+    this.#fastTimer = setTimeout(() => {
+      this.#fastTimer = null;
+      this.#rebuildFast();
+    }, Math.max(0, delayMs));
+    this.#fastTimer.unref();
+  }
+
+  /** Rebuild the fast-path BlockList from the bans still in force, and wake up at the next expiry. */
+  #rebuildFast(): void {
+    const now = this.#clock.now();
+    let next = Infinity;
+    for (const e of this.#fast) {
+      if (e.untilMs <= now || this.#entries.get(e.target.key) !== e) this.#fast.delete(e);
+      else if (e.untilMs < next) next = e.untilMs;
+    }
+    if (this.#fast.size === 0) {
+      this.#fastList = null;
+      return;
+    }
+    const list = new BlockList();
+    for (const e of this.#fast) {
+      const t = e.target;
+      const family = t.family === 4 ? 'ipv4' : 'ipv6';
+      if (t.kind === 'address') list.addAddress(t.network, family);
+      else list.addSubnet(t.network, t.bits, family);
+    }
+    this.#fastList = list;
+    if (next !== Infinity) {
+      if (this.#fastTimer !== null) clearTimeout(this.#fastTimer);
+      this.#fastTimer = null;
+      this.#scheduleFast(next - now);
+    }
   }
 
   /** The ban in force on `address` (or its prefix), whatever the mode; null when none. */
@@ -299,6 +362,7 @@ export class BanTable implements BanList {
 
   #remove(key: string, e: BanEntry): void {
     this.#entries.delete(key);
+    if (this.#fast.delete(e)) this.#rebuildFast(); // an unban takes effect on the next connection
     if (e.target.kind === 'prefix') this.#prefixEntries--;
     else if (e.target.kind === 'cidr') {
       this.#cidrs.delete(key);

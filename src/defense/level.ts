@@ -64,9 +64,12 @@ const HISTORY_SIZE = 64;
 const TICK_MS = 1000;
 const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = { calm: AttackLevel.calm, elevated: AttackLevel.elevated, under_attack: AttackLevel.underAttack };
 
-/** Scores of one tick's features (0 for the mix scores while warming up or below minRatePerSecond). */
+/** Scores of one tick's features (0 for the surge and the mix scores while warming up; 0 for the mix below minRatePerSecond). */
 export function scoreFeatures(f: LevelFeatures, c: LevelConfig): LevelScores {
-  const pressure = Math.max(f.surge / c.surgeFactor, f.queueShare / c.queueShare, f.shedShare / c.shedShare);
+  // A surge is measured against a learned baseline: while warming up there is none yet (the floor
+  // would make any busy start look like a surge, and the baseline learns only while calm), so only
+  // the origin's own saturation (queue, sheds) counts as pressure then.
+  const pressure = Math.max(f.warm ? f.surge / c.surgeFactor : 0, f.queueShare / c.queueShare, f.shedShare / c.shedShare);
   let strangeness = 0;
   let drift = 0;
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {

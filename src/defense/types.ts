@@ -33,6 +33,8 @@ export interface BanList {
   /** Ban an address (`203.0.113.7`) or prefix (`203.0.113.0/24`, `2001:db8::/64`) for `ttlMs` (escalated for repeat bans by the table's policy when `escalate`). */
   ban(target: string, ttlMs: number, reason: string, ruleId: string, by: string, escalate?: boolean): void;
   unban(target: string, by: string): boolean;
+  /** Optional: a small BlockList of the hottest bans, for net.Server's `blockList` (closed before a socket exists). */
+  readonly fastPath?: import('node:net').BlockList | undefined;
   /** A guard saw this address misbehave (a 429, an ignored challenge, a blocked signature); enough offences make a ban. */
   offence(address: string, kind: string, ruleId: string): void;
 }

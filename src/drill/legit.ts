@@ -89,9 +89,21 @@ class User {
   }
 
   async loop(): Promise<void> {
-    // Stagger arrivals over one think time so users do not all click at t=0.
-    await sleep(this.pop.startSec * 1000 + Math.random() * this.pop.pauseMs[1], undefined, { ref: false });
     let first = true;
+    if (this.pop.previsit && this.pop.startSec > 0) {
+      // A returning customer: one visit at some moment of the calm before the crowd, then back at startSec.
+      const at = Math.random() * this.pop.startSec * 800;
+      await sleep(at, undefined, { ref: false });
+      if (this.ctx.stopped) return;
+      this.visitChallenged = false;
+      await this.visitOnce();
+      if (!this.ctx.closing) this.ctx.rec.visit(false, this.visitChallenged);
+      first = false;
+      await sleep(Math.max(0, this.pop.startSec * 1000 - (performance.now() - this.ctx.rec.startMs)), undefined, { ref: false });
+    } else {
+      // Stagger arrivals over one think time so users do not all click at t=0.
+      await sleep(this.pop.startSec * 1000 + Math.random() * this.pop.pauseMs[1], undefined, { ref: false });
+    }
     while (!this.ctx.stopped) {
       let returning = !first;
       if (Math.random() >= this.pop.returningShare) {
@@ -101,12 +113,16 @@ class User {
       }
       first = false;
       this.visitChallenged = false;
-      if (this.pop.kind === 'browser') await this.browse();
-      else if (this.pop.kind === 'vault') await this.vault();
-      else await this.approvals();
+      await this.visitOnce();
       if (!this.ctx.closing) this.ctx.rec.visit(returning, this.visitChallenged);
       if (!(await this.pause(this.pop.pauseMs))) return;
     }
+  }
+
+  visitOnce(): Promise<void> {
+    if (this.pop.kind === 'browser') return this.browse();
+    if (this.pop.kind === 'vault') return this.vault();
+    return this.approvals();
   }
 
   async browse(): Promise<void> {

@@ -125,7 +125,7 @@ export function parseMetrics(text: string): { attackLevel: number | null; decisi
   const decisions: Record<string, number> = {};
   for (const line of text.split('\n')) {
     if (line.length === 0 || line[0] === '#') continue;
-    if (line.startsWith('rempart_attack_level')) {
+    if (line.startsWith('rempart_attack_level ') || line.startsWith('rempart_attack_level{')) {
       const v = Number(line.slice(line.lastIndexOf(' ') + 1));
       if (Number.isFinite(v) && (attackLevel === null || v > attackLevel)) attackLevel = v;
     } else if (line.startsWith('rempart_requests_total{') || line.startsWith('rempart_requests_total ')) {

@@ -26,6 +26,8 @@ export interface LegitPopulation {
   pagesPerVisit: [number, number];
   /** Seconds into the run when these users start arriving (a crowd after a calm start). */
   startSec: number;
+  /** With startSec: each user also visits once before it, at a random time in the calm (returning customers were seen before). */
+  previsit: boolean;
 }
 
 export interface Attack {
@@ -80,7 +82,7 @@ const ATTACK_DEFAULTS: Record<AttackKind, { addresses: number; connections: numb
 export const SLOW_KINDS: ReadonlySet<AttackKind> = new Set(['slowloris', 'slow-post']);
 
 const TOP_KEYS = ['version', 'name', 'description', 'seconds', 'deadlineMs', 'legit', 'attacks'];
-const LEGIT_KEYS = ['kind', 'users', 'pauseMs', 'returningShare', 'pagesPerVisit', 'startSec'];
+const LEGIT_KEYS = ['kind', 'users', 'pauseMs', 'returningShare', 'pagesPerVisit', 'startSec', 'previsit'];
 const RATE_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'ratePerSecond', 'connections', 'maxInFlight', 'path'];
 const SLOW_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'connections', 'path', 'trickleIntervalMs', 'trickleBytes', 'bodyBytes'];
 
@@ -116,6 +118,15 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
     }
     return [v[0], v[1]];
   };
+  const bool = (o: Obj, key: string, p: string, def: boolean): boolean => {
+    const v = o[key];
+    if (v === undefined) return def;
+    if (typeof v !== 'boolean') {
+      err(`${p}${key}`, `must be true or false (got ${JSON.stringify(v)})`);
+      return def;
+    }
+    return v;
+  };
   const str = (o: Obj, key: string, p: string, def?: string): string => {
     const v = o[key];
     if (v === undefined) {
@@ -150,6 +161,7 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
       returningShare: num(item, 'returningShare', p, { min: 0, max: 1, def: 0.5 }),
       pagesPerVisit: range(item, 'pagesPerVisit', p, 1, 1000, [2, 5]),
       startSec: num(item, 'startSec', p, { min: 0, max: MAX_SECONDS, def: 0 }),
+      previsit: bool(item, 'previsit', p, false),
     });
   });
   const totalUsers = legit.reduce((s, l) => s + l.users, 0);

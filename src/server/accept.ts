@@ -111,6 +111,10 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
       });
     } else handOver(socket, peer, opts);
   });
+  // Node closes a connection whose peer is in `server.blockList` before it makes a socket object:
+  // the ban table's hottest bans go there (the rest are found by isBanned above).
+  const bans = opts.bans;
+  if (bans !== null && 'fastPath' in bans) Object.defineProperty(server, 'blockList', { get: () => bans.fastPath, configurable: true });
   server.on('error', (err) => opts.log.error({ err }, 'listener error'));
   return server;
 }

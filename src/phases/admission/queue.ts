@@ -4,7 +4,9 @@
 //
 //   classOrder:  critical ▸ authenticated ▸ cacheable ▸ public ▸ static      (configurable)
 //
-//   #lines[critical]      [e1 e2]            shift() takes the head of the first non-empty line
+//   #lines[critical]      [e1 e2]            shift() takes from the first non-empty line its oldest
+//                                            entry of the lowest round (a key's 1st waiting entry
+//                                            is round 0, its 2nd round 1…): fair between clients
 //   #lines[cacheable]     [e3 e4 e5 e6]      deadlines grow along a line (one timeout per class)
 //   #lines[static]        [e7 e8]  ◂── tail  a full queue evicts the newest entry of the lowest
 //                                            class below the arrival's; an arrival no lower class
@@ -39,6 +41,8 @@ export class QueueEntry<T> {
   readonly enqueuedMs: number;
   readonly deadlineMs: number;
   outcome: Outcome;
+  /** Entries its key already held in this class when it arrived (0 for a client's only request): served lowest first. */
+  round: number;
   /** Settles the waiting request's promise with this entry; set by whoever creates the promise. */
   resolve: ((entry: QueueEntry<T>) => void) | null;
 
@@ -49,6 +53,7 @@ export class QueueEntry<T> {
     this.enqueuedMs = enqueuedMs;
     this.deadlineMs = deadlineMs;
     this.outcome = Outcome.Pending;
+    this.round = 0;
     this.resolve = null;
   }
 }
@@ -122,6 +127,7 @@ export class AdmissionQueue<T> {
       if (victim === null) return 'queue-full';
       evicted.push(victim);
     }
+    entry.round = held;
     this.#lines[cls]!.push(entry);
     this.#keys[cls]!.set(entry.key, held + 1);
     this.size++;
@@ -140,12 +146,19 @@ export class AdmissionQueue<T> {
     return null;
   }
 
-  /** The oldest entry of the highest class waiting, or null. */
+  /**
+   * The next entry of the highest class waiting, or null: within a class, the oldest of the lowest
+   * round, so a client's first waiting request goes before another client's second or twentieth (one
+   * client with many connections gets its turn like everyone else, not a turn per connection). The
+   * scan stops at the first round-0 entry, usually the head.
+   */
   shift(): QueueEntry<T> | null {
     for (let r = 0; r < this.#order.length; r++) {
       const line = this.#lines[this.#order[r]!]!;
       if (line.length === 0) continue;
-      const e = line.shift()!;
+      let best = 0;
+      for (let i = 0; i < line.length && line[best]!.round > 0; i++) if (line[i]!.round < line[best]!.round) best = i;
+      const e = best === 0 ? line.shift()! : line.splice(best, 1)[0]!;
       this.#forget(e);
       return e;
     }
