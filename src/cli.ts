@@ -1,5 +1,7 @@
 // The `rempart` command: run the gateway (from a config file or from flags alone), check a config
 // file, or run a drill. Flags are validated strictly: a nonsense value stops with a clear message.
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
@@ -9,6 +11,7 @@ import { createGateway } from './server/gateway.ts';
 const USAGE = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
   rempart --config FILE
+  rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart check FILE
   rempart demo                                       (the bundled demo, as \`npm start\`)
   rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
@@ -84,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
         trust: { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
+        workers: { type: 'string', short: 'w' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -123,6 +127,20 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     throw err;
+  }
+
+  if (values.workers !== undefined) {
+    const n = values.workers === 'auto' ? availableParallelism() : Number(values.workers);
+    if (!Number.isInteger(n) || n < 1 || n > 1024) {
+      process.stderr.write(`rempart: --workers takes an integer from 1 to 1024, or auto (got ${JSON.stringify(values.workers)})\n`);
+      return 2;
+    }
+    // The primary only forks and supervises; each worker runs this same command line as a gateway.
+    if (n > 1 && cluster.isPrimary) {
+      const { runPrimary } = await import('./server/workers.ts');
+      const { createLogger } = await import('./core/log.ts');
+      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory');
+    }
   }
 
   let gateway;

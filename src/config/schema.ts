@@ -12,6 +12,7 @@ import { ChallengeSchema, FamiliaritySchema, RouteChallengeSchema } from '../pha
 import { SignaturesSchema } from '../phases/signatures/schema.ts';
 import { ExfiltrationSchema, RouteSensitiveSchema } from '../phases/exfiltration/schema.ts';
 import { AlertsSchema } from '../control/alerts-schema.ts';
+import { ClusterSchema } from '../store/schema.ts';
 
 const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
@@ -337,6 +338,7 @@ export const ConfigSchema = Obj(
       { default: {}, description: 'Telling attackers from customers (docs/defense.md): rate limits, bans, attack levels, familiarity, proof-of-work challenges, signatures, the exfiltration guard.' },
     ),
     alerts: AlertsSchema,
+    cluster: ClusterSchema,
     via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
   },
   { description: 'Rempart configuration file.' },

@@ -285,8 +285,50 @@ export function createMetrics() {
       labelNames: ['route'] as const,
       registers: [registry],
     }),
+    cluster: clusterMetrics(registry),
   };
   return m;
+}
+
+/** Cluster mode (src/store/cluster.ts): the store's health and cost. Readers are installed by the cluster layer. */
+function clusterMetrics(registry: Registry) {
+  const readers = {
+    storeUp: (_g: Gauge): void => {},
+    operations: (): number => 0,
+    localDecisions: (): number => 0,
+  };
+  // Counters read from a running total at scrape time.
+  const fromTotal = (name: string, help: string, read: () => number) => {
+    let last = 0;
+    return new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const now = read();
+        if (now > last) this.inc(now - last);
+        last = now;
+      },
+    });
+  };
+  return {
+    readers,
+    storeUp: new Gauge({
+      name: 'rempart_cluster_store_up',
+      help: 'Whether the cluster store (memory, or Valkey/Redis) answers: 1 yes, 0 no (the node then decides locally).',
+      registers: [registry],
+      collect() {
+        readers.storeUp(this);
+      },
+    }),
+    storeFailures: new Counter({ name: 'rempart_cluster_store_failures_total', help: 'Times the cluster store became unreachable or too slow (each outage counts once).', registers: [registry] }),
+    operations: fromTotal('rempart_cluster_store_operations_total', 'Commands sent to the cluster store (leases, ban and level writes and reads, publishes).', () => readers.operations()),
+    localDecisions: fromTotal(
+      'rempart_cluster_local_decisions_total',
+      'Requests of `scope: global` rate limits decided by the local limiter because the store was unusable (failMode open).',
+      () => readers.localDecisions(),
+    ),
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

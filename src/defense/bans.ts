@@ -56,6 +56,11 @@ export interface BanTableOptions {
   nftRunner?: NftRunner;
 }
 
+/** A change made on this node, for cluster mode to share (src/store/ban-sync.ts). */
+export type BanChange =
+  | { readonly op: 'ban'; readonly target: string; readonly ttlMs: number; readonly reason: string; readonly ruleId: string; readonly by: string }
+  | { readonly op: 'unban'; readonly target: string; readonly by: string };
+
 interface OffenceCount {
   count: number;
   startMs: number;
@@ -91,6 +96,9 @@ export class BanTable implements BanList {
   #mirror: NftMirror | null = null;
   #mirrorKey = '';
   #fullLoggedAt = -Infinity;
+  /** Told of every ban and unban made here (not of those applied from other nodes). */
+  onChange: ((change: BanChange) => void) | null = null;
+  #replaying = false;
   /** Bans in the fast path (see FAST_PATH_MAX), and the BlockList built from them. */
   readonly #fast = new Set<BanEntry>();
   #fastList: BlockList | null = null;
@@ -241,6 +249,7 @@ export class BanTable implements BanList {
       this.#cidrs.set(t.key, e);
       this.#rebuildCidrs();
     }
+    if (this.onChange !== null && !this.#replaying) this.onChange({ op: 'ban', target: t.display, ttlMs: ttl, reason, ruleId, by });
     this.#metrics?.bans.inc({ source: sourceOf(by) });
     if (this.onBan !== null) {
       try {
@@ -262,6 +271,7 @@ export class BanTable implements BanList {
     if (e === undefined) return false;
     const wasActive = e.untilMs > this.#clock.now();
     this.#remove(t.key, e);
+    if (this.onChange !== null && !this.#replaying) this.onChange({ op: 'unban', target: t.display, by });
     this.#log?.warn({ target: t.display, by }, 'ban lifted');
     const cfg = this.#getConfig();
     if (wasActive && cfg.mode === 'enforce') this.#mirrorFor(cfg)?.remove(t);
@@ -294,6 +304,29 @@ export class BanTable implements BanList {
     if (++o.count < policy.threshold) return;
     this.#offences.delete(a);
     this.banEntry(a, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+  }
+
+  /** Apply a change another node made (cluster mode): exactly its TTL, no escalation, not shared again. */
+  applyRemote(change: BanChange): void {
+    this.#replaying = true;
+    try {
+      if (change.op === 'ban') this.banEntry(change.target, change.ttlMs, change.reason, change.ruleId, change.by, false);
+      else this.unban(change.target, change.by);
+    } finally {
+      this.#replaying = false;
+    }
+  }
+
+  /** The entry for exactly `target` (an address or prefix as written), active or not; null when none. */
+  entryFor(target: string): BanEntry | null {
+    const t = parseTarget(target);
+    return t === null ? null : (this.#entries.get(t.key) ?? null);
+  }
+
+  /** Every active ban (cluster resync walks them). */
+  *active(): Generator<BanEntry> {
+    const now = this.#clock.now();
+    for (const e of this.#entries.values()) if (e.untilMs > now) yield e;
   }
 
   /** Offence counters held now (tests, memory checks). */

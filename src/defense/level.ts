@@ -111,6 +111,10 @@ export class AttackLevelMonitor implements AttackLevelView {
   level: AttackLevel = AttackLevel.calm;
   /** What detection says, whatever the override. */
   detected: AttackLevel = AttackLevel.calm;
+  /** The highest level other nodes of the cluster detect (src/store/level-sync.ts); calm alone. */
+  peerLevel: AttackLevel = AttackLevel.calm;
+  /** Told when an operator on this node sets or releases the override (cluster mode shares it). */
+  onOverrideChange: ((override: LevelOverride | null) => void) | null = null;
   /** The last tick's measurements and scores (null before the first tick). */
   features: LevelFeatures | null = null;
   scores: LevelScores = { pressure: 0, strangeness: 0, drift: 0 };
@@ -226,6 +230,21 @@ export class AttackLevelMonitor implements AttackLevelView {
   setOverride(level: AttackLevelName, reason: string, who: string): void {
     this.#apiOverride = { level, source: 'api', reason, by: who, sinceWallMs: this.#opts.clock.wallMs() };
     this.#applyInForce([`override by ${who}: ${reason}`], `operator:${who}`);
+    this.onOverrideChange?.(this.#apiOverride);
+  }
+
+  /** The cluster's view: the highest level another node detects, and the override an operator set on another node (null: none). */
+  applyCluster(peerLevel: AttackLevel, override: LevelOverride | null | undefined): void {
+    const reasons: string[] = [];
+    if (override !== undefined && JSON.stringify(override) !== JSON.stringify(this.#apiOverride)) {
+      this.#apiOverride = override;
+      reasons.push(override === null ? 'override released on another node' : `override by ${override.by} on another node: ${override.reason}`);
+    }
+    if (peerLevel !== this.peerLevel) {
+      this.peerLevel = peerLevel;
+      reasons.push(`another node detects ${ATTACK_LEVEL_NAMES[peerLevel]}`);
+    }
+    if (reasons.length > 0) this.#applyInForce(reasons, 'cluster');
   }
 
   /** Release the admin API's override; false when there was none. The config's override, if any, applies again. */
@@ -233,12 +252,13 @@ export class AttackLevelMonitor implements AttackLevelView {
     if (this.#apiOverride === null) return false;
     this.#apiOverride = null;
     this.#applyInForce([`override released by ${who}`], `operator:${who}`);
+    this.onOverrideChange?.(null);
     return true;
   }
 
   #applyInForce(reasons: string[], by = 'config'): void {
     const o = this.override;
-    const want = o === null ? this.detected : NAME_TO_LEVEL[o.level];
+    const want = o === null ? (this.detected > this.peerLevel ? this.detected : this.peerLevel) : NAME_TO_LEVEL[o.level];
     if (want === this.level) return;
     const from = ATTACK_LEVEL_NAMES[this.level];
     const to = ATTACK_LEVEL_NAMES[want];
@@ -259,6 +279,7 @@ export class AttackLevelMonitor implements AttackLevelView {
     return {
       level: ATTACK_LEVEL_NAMES[this.level],
       detected: ATTACK_LEVEL_NAMES[this.detected],
+      peers: ATTACK_LEVEL_NAMES[this.peerLevel],
       override: this.override,
       scores: this.scores,
       features: this.features,

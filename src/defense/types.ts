@@ -8,6 +8,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../core/runtime.ts';
 import type { AdminApi } from '../control/api.ts';
 import type { AlertSink } from '../control/alerts.ts';
+import type { LeaseBroker } from '../store/leases.ts';
 
 /** How a guard acts: `off` does nothing, `observe` decides/counts/logs but lets through, `enforce` acts. */
 export type GuardMode = 'off' | 'observe' | 'enforce';
@@ -48,4 +49,6 @@ export interface DefenseDeps {
   readonly bans: BanList;
   readonly api: AdminApi;
   readonly alerts: AlertSink;
+  /** Token leases for `scope: global` rate limits (cluster mode, src/store/leases.ts); absent: every rule counts per node. */
+  readonly leases?: LeaseBroker;
 }

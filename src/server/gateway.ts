@@ -45,6 +45,8 @@ import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
 import { createChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
+import { createCluster, type Cluster } from '../store/cluster.ts';
+import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
 import { sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade } from './upgrade.ts';
@@ -56,6 +58,8 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Time for phases that keep time (the cache); tests pass a manual clock. */
   clock?: Clock;
+  /** The cluster store to use instead of the one `cluster.store` names (tests share one MemoryStore between gateways). */
+  store?: ClusterStore;
 }
 
 export interface Gateway {
@@ -69,6 +73,8 @@ export interface Gateway {
   readonly defense: DefenseDeps;
   /** The audit trail (operator actions, level changes, failovers, reloads). */
   readonly audit: AuditTrail;
+  /** Cluster mode: the store and what syncs through it (docs/cluster.md). */
+  readonly cluster: Cluster;
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
@@ -127,15 +133,19 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     },
   };
   const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts: alertSink });
+  const bans = new BanTable(clock, { getRuntime, log, metrics });
+  // Shared state across nodes (memory: this process only); nothing in it runs per request.
+  const cluster = await createCluster({ getRuntime, log, metrics, clock, bans, level, store: options.store });
   const defense: DefenseDeps = {
     getRuntime,
     metrics,
     log,
     clock,
     level,
-    bans: new BanTable(clock, { getRuntime, log, metrics }),
+    bans,
     api,
     alerts: alertSink,
+    leases: cluster.leases,
   };
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challengeGuard = await createChallengeGuard(defense);
@@ -462,11 +472,13 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     api,
     defense,
     audit,
+    cluster,
     runtime: getRuntime,
     async start() {
       started = true;
       wireFailover(current);
       level.start();
+      await cluster.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
       cockpit?.start();
@@ -489,14 +501,15 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
       level.stop();
+      await cluster.stop();
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
       await Promise.all([...[...current.upstreams.values()].map((u) => u.pool.destroy()), ...[...retiredPools].map((p) => p.destroy()), alerts.stop(Math.min(graceMs, 2000))]);
       audit.close();
     },
     async reload(config) {
-      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes]);
-      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin or maxHeaderBytes changes take effect at the next restart');
+      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs]);
+      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin, maxHeaderBytes or cluster store changes take effect at the next restart');
       // Read every TLS file first: a failure rejects the whole reload and changes nothing.
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);

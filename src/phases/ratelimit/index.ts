@@ -10,6 +10,7 @@ import { decide } from '../../defense/decide.ts';
 import type { DefenseDeps } from '../../defense/types.ts';
 import { cookieValue } from '../admission/client-key.ts';
 import { GcraLimiter } from './gcra.ts';
+import { GlobalLimiter, type LeaseBroker } from '../../store/leases.ts';
 import type { RateLimitKey } from './schema.ts';
 
 type RuleConfig = Runtime['config']['defense']['rateLimit']['rules'][number];
@@ -21,6 +22,8 @@ interface CompiledRule {
   readonly perRoute: boolean;
   readonly ratePerSec: number;
   readonly limiter: GcraLimiter;
+  /** `scope: global`: the leases from the cluster store (the local limiter decides when the store is unusable). */
+  readonly global: GlobalLimiter | null;
   /** `"id";q=burst;w=seconds`, built once. */
   readonly policy: string;
   readonly windowSec: number;
@@ -40,20 +43,23 @@ class RuleSet {
   readonly sessionCookie: string;
   /** Lower-cased, as Node gives header names. */
   readonly apiKeyHeader: string;
-  constructor(runtime: Runtime, previous: RuleSet | null) {
+  constructor(runtime: Runtime, previous: RuleSet | null, broker: LeaseBroker | undefined) {
     const cfg = runtime.config.defense.rateLimit;
     this.mode = cfg.mode;
     this.sessionCookie = cfg.sessionCookie;
     this.apiKeyHeader = cfg.apiKeyHeader.toLowerCase();
     const kept = new Map<string, CompiledRule>();
-    if (previous !== null) for (const r of previous.all) kept.set(signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys), r);
+    if (previous !== null) for (const r of previous.all) kept.set(signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null), r);
     this.all = runtime.config.defense.rateLimit.rules.map((rc: RuleConfig) => {
       const perRoute = rc.per === 'route';
       const maxKeys = rc.maxKeys ?? 100000;
-      const old = kept.get(signature(rc.id, rc.key, perRoute, rc.ratePerSec, rc.burst, maxKeys));
+      // Without a cluster store (a bare phase in tests), a global rule counts per node.
+      const isGlobal = rc.scope === 'global' && broker !== undefined;
+      const old = kept.get(signature(rc.id, rc.key, perRoute, rc.ratePerSec, rc.burst, maxKeys, isGlobal));
       if (old !== undefined) return old;
       const windowSec = Math.max(1, Math.ceil(rc.burst / rc.ratePerSec));
-      return { id: rc.id, key: rc.key, perRoute, ratePerSec: rc.ratePerSec, limiter: new GcraLimiter(rc.ratePerSec, rc.burst, maxKeys), policy: `"${rc.id}";q=${rc.burst};w=${windowSec}`, windowSec };
+      const global = isGlobal ? new GlobalLimiter(broker, rc.id, rc.ratePerSec, rc.burst, maxKeys) : null;
+      return { id: rc.id, key: rc.key, perRoute, ratePerSec: rc.ratePerSec, limiter: new GcraLimiter(rc.ratePerSec, rc.burst, maxKeys), global, policy: `"${rc.id}";q=${rc.burst};w=${windowSec}`, windowSec };
     });
     const rules = runtime.config.defense.rateLimit.rules;
     this.byRoute = runtime.routes.map((route) =>
@@ -65,8 +71,8 @@ class RuleSet {
   }
 }
 
-function signature(id: string, key: string, perRoute: boolean, rate: number, burst: number, maxKeys: number): string {
-  return `${id}\0${key}\0${perRoute}\0${rate}\0${burst}\0${maxKeys}`;
+function signature(id: string, key: string, perRoute: boolean, rate: number, burst: number, maxKeys: number, global: boolean): string {
+  return `${id}\0${key}\0${perRoute}\0${rate}\0${burst}\0${maxKeys}\0${global}`;
 }
 
 /** The key `rule` counts this request by, or '' when the request lacks the credential the rule counts. */
@@ -106,7 +112,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   const current = (): RuleSet => {
     const rt = deps.getRuntime();
     if (rt !== runtime || rules === null) {
-      rules = new RuleSet(rt, rules);
+      rules = new RuleSet(rt, rules, deps.leases);
       runtime = rt;
     }
     return rules;
@@ -134,8 +140,12 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         const key = keyOf(rule, ctx, set.sessionCookie, set.apiKeyHeader);
-        if (key === '' || rule.limiter.check(key, now)) continue;
-        const waitSec = Math.max(1, Math.ceil(rule.limiter.result.waitMs / 1000));
+        if (key === '') continue;
+        const g = rule.global;
+        // A global rule asks its leases (local numbers, no round trip); null: the store is unusable, decide locally.
+        const verdict = g === null ? null : g.check(key, now);
+        if (verdict === true || (verdict === null && rule.limiter.check(key, now))) continue;
+        const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
         const headers = {
           'retry-after': String(waitSec),
           'ratelimit-policy': rule.policy,

@@ -47,6 +47,11 @@ export const RateLimitRuleSchema = Obj(
     }),
     ratePerSec: Type.Number({ exclusiveMinimum: 0, maximum: 1000000, description: 'Sustained requests per second allowed per key (may be below 1: 0.5 is one every two seconds).' }),
     burst: Type.Integer({ minimum: 1, maximum: 1000000, description: 'Requests a key with a full budget may send at once.' }),
+    scope: Type.Union([Type.Literal('node'), Type.Literal('global')], {
+      default: 'node',
+      description:
+        '`node`: each node counts alone; `global`: one budget across every node of the cluster, through token leases from the store (`cluster.leaseMs`; docs/cluster.md). Best for keys with volume (API keys, sessions): each new key costs one store operation.',
+    }),
     maxKeys: Type.Integer({
       minimum: 16,
       maximum: 10000000,

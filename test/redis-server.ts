@@ -1,0 +1,67 @@
+// Start a throw-away redis-server (or valkey-server) on a free loopback port for the cluster tests;
+// `skip` says why when neither binary exists (CI installs redis-server: .ci/run).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+
+const CANDIDATES = ['/usr/bin/redis-server', '/usr/bin/valkey-server', '/usr/local/bin/redis-server', '/usr/local/bin/valkey-server'];
+
+export const redisBinary: string | null = process.env.REMPART_TEST_REDIS_SERVER ?? CANDIDATES.find((p) => existsSync(p)) ?? null;
+export const skipRedis: string | false = redisBinary === null ? 'no redis-server nor valkey-server on this machine (apt-get install redis-server)' : false;
+
+export interface RedisServer {
+  readonly port: number;
+  readonly url: string;
+  /** Kill it (SIGKILL: a crash, not a shutdown). */
+  kill(): Promise<void>;
+  /** Start it again on the same port, empty. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function waitListening(port: number, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = net.connect({ port, host: '127.0.0.1' }, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${port}`);
+    await new Promise((r) => setTimeout(r, 30));
+  }
+}
+
+export async function startRedis(): Promise<RedisServer> {
+  if (redisBinary === null) throw new Error('no redis-server');
+  const port = await freePort();
+  let child: ChildProcess | null = null;
+  const launch = async () => {
+    child = spawn(redisBinary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+    await waitListening(port);
+  };
+  const kill = async () => {
+    const c = child as ChildProcess | null;
+    if (c === null || c.exitCode !== null || c.signalCode !== null) return;
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await gone;
+    child = null;
+  };
+  await launch();
+  return { port, url: `redis://127.0.0.1:${port}`, kill, restart: launch, stop: kill };
+}

@@ -1,0 +1,152 @@
+// One contract, two implementations: the memory store and the Valkey/Redis store pass the same suite
+// (STYLE.md). The Redis half runs against a real redis-server started here.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryStore } from '../src/store/memory.ts';
+import { RedisStore } from '../src/store/redis.ts';
+import type { ClusterStore, LeaseRequest } from '../src/store/types.ts';
+import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Harness {
+  /** Two handles on the same shared state (two nodes). */
+  open(): Promise<[ClusterStore, ClusterStore]>;
+}
+
+function contract(name: string, harness: () => Harness, skip: string | false = false): void {
+  describe(`${name} store contract`, { skip }, () => {
+    let a: ClusterStore;
+    let b: ClusterStore;
+    before(async () => {
+      [a, b] = await harness().open();
+    });
+    after(async () => {
+      await a.close();
+      if (b !== a) await b.close();
+    });
+    let n = 0;
+    const unique = (s: string) => `${s}-${++n}-${Math.random().toString(36).slice(2, 8)}`;
+
+    test('a lease grants at most the burst at once, then tokens at the rate, shared by every node', async () => {
+      const bucket = unique('b');
+      const r: LeaseRequest = { bucket, intervalMs: 10, burst: 20, want: 15, minGrant: 1, maxDelayMs: 0 };
+      const [g1] = await a.lease([r]);
+      assert.equal(g1!.granted, 15);
+      const [g2] = await b.lease([r]);
+      assert.equal(g2!.granted, 5, 'the other node gets what is left of the burst');
+      const [g3] = await a.lease([r]);
+      assert.ok(g3!.granted <= 1, `nothing (or one refilled token) left, got ${g3!.granted}`);
+      await sleep(120);
+      const [g4] = await b.lease([{ ...r, want: 100 }]);
+      assert.ok(g4!.granted >= 10 && g4!.granted <= 14, `about 12 tokens refilled in 120 ms at 100/s, got ${g4!.granted}`);
+    });
+
+    test('a lease below minGrant grants nothing and says how long to wait', async () => {
+      const bucket = unique('m');
+      const r: LeaseRequest = { bucket, intervalMs: 100, burst: 10, want: 10, minGrant: 5, maxDelayMs: 0 };
+      assert.equal((await a.lease([r]))[0]!.granted, 10);
+      const [g] = await b.lease([r]);
+      assert.equal(g!.granted, 0);
+      assert.ok(g!.waitMs > 300 && g!.waitMs <= 500, `about 500 ms until 5 tokens, got ${g!.waitMs}`);
+    });
+
+    test('an empty bucket reserves minGrant future tokens for the node that asks, within maxDelayMs, and the next node queues behind', async () => {
+      const bucket = unique('r');
+      const r: LeaseRequest = { bucket, intervalMs: 100, burst: 10, want: 10, minGrant: 5, maxDelayMs: 800 };
+      assert.equal((await a.lease([r]))[0]!.granted, 10);
+      const [g1] = await b.lease([r]);
+      assert.equal(g1!.granted, 5, 'reserved');
+      assert.ok(g1!.waitMs > 300 && g1!.waitMs <= 500, `usable in about 500 ms, got ${g1!.waitMs}`);
+      const [g2] = await a.lease([r]);
+      assert.equal(g2!.granted, 0, 'the next reservation would be due in about 1000 ms, past maxDelayMs');
+      assert.ok(g2!.waitMs > 800 && g2!.waitMs <= 1000, `${g2!.waitMs}`);
+    });
+
+    test('leases for several buckets go in one call, answered in order', async () => {
+      const reqs = [1, 2, 3].map((i): LeaseRequest => ({ bucket: unique('p'), intervalMs: 1, burst: i * 10, want: 100, minGrant: 1, maxDelayMs: 0 }));
+      const grants = await a.lease(reqs);
+      assert.deepEqual(grants.map((g) => g.granted), [10, 20, 30]);
+    });
+
+    test('a table entry put on one node is read on the other, with its time left, until it expires', async () => {
+      const t = unique('t');
+      await a.tablePut(t, '203.0.113.7', '{"r":"x"}', 300, 100);
+      const seen = (await b.tableEntries(t)).entries;
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0]!.field, '203.0.113.7');
+      assert.equal(seen[0]!.value, '{"r":"x"}');
+      assert.ok(seen[0]!.ttlMs > 200 && seen[0]!.ttlMs <= 300);
+      await sleep(350);
+      assert.deepEqual((await b.tableEntries(t)).entries, []);
+    });
+
+    test('a put replaces the field, a delete removes it, and a full table drops what expires soonest', async () => {
+      const t = unique('t');
+      await a.tablePut(t, 'x', '1', 10000, 3);
+      await a.tablePut(t, 'x', '2', 20000, 3);
+      await a.tablePut(t, 'y', 'y', 5000, 3);
+      await a.tablePut(t, 'z', 'z', 30000, 3);
+      await b.tablePut(t, 'w', 'w', 40000, 3);
+      const fields = (await a.tableEntries(t)).entries.map((e) => `${e.field}=${e.value}`).sort();
+      assert.deepEqual(fields, ['w=w', 'x=2', 'z=z']);
+      await b.tableDelete(t, 'x');
+      assert.equal(await b.tableDelete(t, 'never-there'), 7, 'every put and delete bumps the version');
+      const after = await a.tableEntries(t);
+      assert.deepEqual(after.entries.map((e) => e.field).sort(), ['w', 'z']);
+      assert.equal(after.version, 7);
+      assert.equal(await b.tableVersion(t), 7);
+      assert.equal(await b.tableVersion(unique('never')), 0);
+    });
+
+    test('a message published on one node reaches subscribers on every node, the publisher included', async () => {
+      const ch = unique('ch');
+      const gotA: string[] = [];
+      const gotB: string[] = [];
+      await a.subscribe(ch, (m) => gotA.push(m));
+      await b.subscribe(ch, (m) => gotB.push(m));
+      await sleep(50); // the subscription reaches the server
+      await a.publish(ch, 'ban 203.0.113.7');
+      const deadline = Date.now() + 1000;
+      while ((gotA.length === 0 || gotB.length === 0) && Date.now() < deadline) await sleep(5);
+      assert.deepEqual(gotA, ['ban 203.0.113.7']);
+      assert.deepEqual(gotB, ['ban 203.0.113.7']);
+    });
+
+    test('every call counts as store operations', async () => {
+      const before = a.operations;
+      await a.lease([{ bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }, { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }]);
+      await a.tableEntries(unique('t'));
+      assert.equal(a.operations - before, 3);
+      assert.equal(a.healthy, true);
+    });
+  });
+}
+
+contract('memory', () => ({
+  async open() {
+    const s = new MemoryStore();
+    return [s, s];
+  },
+}));
+
+let redis: RedisServer | null = null;
+contract(
+  'redis',
+  () => ({
+    async open() {
+      redis = await startRedis();
+      const mk = async () => {
+        const s = new RedisStore({ url: redis!.url, keyPrefix: 'rmp-test:', commandTimeoutMs: 1000, connectTimeoutMs: 2000, reconnectMaxMs: 1000 });
+        await s.connect();
+        return s;
+      };
+      return [await mk(), await mk()];
+    },
+  }),
+  skipRedis,
+);
+
+after(async () => {
+  await redis?.stop();
+});
