@@ -3,7 +3,7 @@
 // p99 at one common fixed rate (half of Rempart's peak) and the p99 each proxy adds over the bare origin
 // at that rate, plus Rempart/nginx ratios against the targets; writes the table to bench/RESULTS.md.
 // usage: node bench/proxy.ts [--seconds N] [--connections C] [--size BYTES] [--warmup N] [--rate R] [--no-write] [--no-pin] [--keep]
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -122,9 +122,20 @@ async function main(): Promise<number> {
   const nginxPort = await freePort();
   const nginx = await startNginx({ name: 'nginx-proxy', dir: path.join(tmp, 'nginx-proxy'), port: nginxPort, cpu: SUT_CPU, http: proxyHttp(nginxPort, upPort) });
   const rempartPort = await freePort();
-  const rempart = startProcess('rempart', process.execPath, [
-    path.join(ROOT, 'bin', 'rempart.js'), '--upstream', `http://127.0.0.1:${upPort}`, '--listen', `127.0.0.1:${rempartPort}`, '--admin', 'off', '--quiet',
-  ], { cpu: SUT_CPU, cwd: ROOT });
+  // The CLI's default config (`--upstream … --admin off --quiet`), except the per-address rate limit and
+  // bans: wrk is one address sending tens of thousands of requests a second, which the default rule
+  // (50/s per address) would answer with 429s and then a ban. Every phase still runs.
+  const rempartConfig = path.join(tmp, 'rempart.json');
+  await writeFile(rempartConfig, JSON.stringify({
+    version: 1,
+    listeners: [{ address: `127.0.0.1:${rempartPort}` }],
+    upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+    admin: { address: 'off' },
+    logging: { level: 'info', requests: false },
+    defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
+  }));
+  const rempart = startProcess('rempart', process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', rempartConfig], { cpu: SUT_CPU, cwd: ROOT });
   await waitForPort(rempartPort, rempart, 20_000);
 
   const systems: Array<SystemResult & { port: number; pid: number; proc: Managed }> = [
@@ -270,7 +281,7 @@ async function main(): Promise<number> {
       `the fixed-rate runs hold ≈${rateLabel} req/s (${pacing.connections} connections, each pausing ${pacing.periodMs} ms between a response and its next request — a wrk Lua delay(), so latency is measured per request without coordinated-omission correction).`,
     `Origin: nginx, 1 worker, ${size <= 2048 ? '`return 200`' : 'a static file'} with a ${size}-byte body. "origin (bare)" is that origin measured directly; both proxies forward to an identical origin instance.`,
     `nginx proxy: 1 worker, \`proxy_pass\` to an upstream with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`. ` +
-      `Rempart: \`node bin/rempart.js --upstream … --admin off --quiet\`, one process, CLI default config. Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
+      `Rempart: one process, the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\` and \`defense.bans.mode: off\` (wrk is one address far above the default 50 req/s per address; every phase still runs). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
     pin
       ? 'CPU pinning (taskset): the system under test (bare origin, nginx proxy or Rempart, with all its threads) alone on CPU 1; wrk and the proxies\' upstream origin share CPU 0. All systems stay running during the whole benchmark; only the one under load is busy. Pinning does not keep other processes on the machine off CPU 1: the details show how busy each CPU was.'
       : 'No CPU pinning: all processes share all CPUs.',
