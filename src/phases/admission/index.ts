@@ -143,6 +143,9 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const fairness = getRuntime().config.admission.fairness;
       const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie);
       const entry: AdmissionEntry = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
+      // Known clients (familiarity: a clearance, a session the origin granted, a JWT) go ahead of
+      // unknown ones within their class; between clients of one kind, turns stay fair.
+      if (!ctx.known) entry.bias = 1;
       const refused = gate.enqueue(entry);
       if (refused !== null) {
         c.shed[refused].value++;

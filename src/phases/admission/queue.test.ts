@@ -155,3 +155,20 @@ test('within a class, a client’s first waiting request goes before another cli
   assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift()], [hammer[0], alice, bob, hammer[1]]);
   assert.equal(q.size, 3);
 });
+
+test('a known client’s first waiting request goes before unknown clients’ within its class (bias); its second ties with their first', () => {
+  const q = new AdmissionQueue<string>(settings);
+  const out: QueueEntry<string>[] = [];
+  const unknownA = entry(q, 'public', 'a');
+  const unknownB = entry(q, 'public', 'b');
+  unknownA.bias = 1;
+  unknownB.bias = 1;
+  const known1 = entry(q, 'public', 'customer');
+  const known2 = entry(q, 'public', 'customer');
+  const critical = entry(q, 'critical', 'c');
+  critical.bias = 1;
+  for (const e of [unknownA, unknownB, known1, known2, critical]) assert.equal(q.push(e, out), null);
+  // Class first (an unknown critical request still beats a known public one), then the known client's
+  // first (round 0); its second (round 1) ties with the unknown clients' first, and the oldest goes.
+  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift(), q.shift()], [critical, known1, unknownA, unknownB, known2]);
+});

@@ -41,8 +41,10 @@ export class QueueEntry<T> {
   readonly enqueuedMs: number;
   readonly deadlineMs: number;
   outcome: Outcome;
-  /** Entries its key already held in this class when it arrived (0 for a client's only request): served lowest first. */
+  /** Entries its key already held in this class when it arrived (0 for a client's only request), plus `bias`: served lowest first. */
   round: number;
+  /** Added to the round: 1 for an unknown client, so a known one (a clearance, a session the origin granted) goes first within its class. */
+  bias: number;
   /** Settles the waiting request's promise with this entry; set by whoever creates the promise. */
   resolve: ((entry: QueueEntry<T>) => void) | null;
 
@@ -54,6 +56,7 @@ export class QueueEntry<T> {
     this.deadlineMs = deadlineMs;
     this.outcome = Outcome.Pending;
     this.round = 0;
+    this.bias = 0;
     this.resolve = null;
   }
 }
@@ -127,7 +130,7 @@ export class AdmissionQueue<T> {
       if (victim === null) return 'queue-full';
       evicted.push(victim);
     }
-    entry.round = held;
+    entry.round = held + entry.bias;
     this.#lines[cls]!.push(entry);
     this.#keys[cls]!.set(entry.key, held + 1);
     this.size++;
