@@ -3,7 +3,9 @@
 // admission control alone: the hammering client may hold no more than its share of the class queue.
 // The gateway (with the origin) and the hammering client each run in their own process, so the
 // hammer's CPU is not taken from the gateway's event loop; the users run in this one.
-// usage: node bench/fairness.ts [--seconds N] [--users N] [--hammer-connections N]
+// With --defense, the default rate limit and bans stay on (what a deployment runs): the hammer is then
+// limited, banned and refused on accept, and the figure is what users see beside it.
+// usage: node bench/fairness.ts [--seconds N] [--users N] [--hammer-connections N] [--defense]
 import { fork, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
@@ -14,7 +16,14 @@ import { createLogger } from '../src/core/log.ts';
 import { Histogram } from '../src/drill/histogram.ts';
 
 const { values } = parseArgs({
-  options: { seconds: { type: 'string' }, users: { type: 'string' }, 'hammer-connections': { type: 'string' }, role: { type: 'string' }, target: { type: 'string' } },
+  options: {
+    seconds: { type: 'string' },
+    users: { type: 'string' },
+    'hammer-connections': { type: 'string' },
+    defense: { type: 'boolean' },
+    role: { type: 'string' },
+    target: { type: 'string' },
+  },
 });
 const seconds = Number(values.seconds ?? 10);
 const users = Number(values.users ?? 40);
@@ -36,7 +45,7 @@ async function gatewayRole(): Promise<void> {
       logging: { level: 'warn', requests: false },
       limits: { maxConnectionsPerAddress: 100000 },
       admission: { queue: { maxEntries: 200, maxEntriesPerClass: 200 }, fairness: { key: 'prefix', maxSharePercent: 10 } },
-      defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
+      defense: values.defense ? {} : { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
     },
     '(bench)',
   );
@@ -47,7 +56,7 @@ async function gatewayRole(): Promise<void> {
 }
 
 async function hammerRole(target: string): Promise<void> {
-  const counts = { ok: 0, shed: 0 };
+  const counts = { ok: 0, shed: 0, refused: 0 };
   await hammer(target, performance.now() + seconds * 1000, counts);
   process.send!(counts);
   process.disconnect();
@@ -69,13 +78,16 @@ async function user(target: string, i: number, stopAt: number, hist: Histogram):
 }
 
 /** One address, many connections, no pause: as many requests as it can get answered. */
-async function hammer(target: string, stopAt: number, counts: { ok: number; shed: number }): Promise<void> {
+async function hammer(target: string, stopAt: number, counts: { ok: number; shed: number; refused: number }): Promise<void> {
   const pool = new Pool(target, { connections: hammerConnections, localAddress: '127.20.0.1' });
   await Promise.all(
     Array.from({ length: hammerConnections }, async () => {
       while (performance.now() < stopAt) {
         const res = await pool.request({ method: 'GET', path: '/' }).catch(() => null);
-        if (res === null) continue;
+        if (res === null) {
+          counts.refused++; // reset or closed: banned on accept
+          continue;
+        }
         await res.body.dump();
         if (res.statusCode === 200) counts.ok++;
         else counts.shed++;
@@ -89,9 +101,9 @@ function child(args: string[]): ChildProcess {
   return fork(new URL(import.meta.url).pathname, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
-async function phase(target: string, withHammer: boolean): Promise<{ p50: number; p95: number; served: number; hammer: { ok: number; shed: number } }> {
+async function phase(target: string, withHammer: boolean): Promise<{ p50: number; p95: number; served: number; hammer: { ok: number; shed: number; refused: number } }> {
   const hist = new Histogram();
-  let counts = { ok: 0, shed: 0 };
+  let counts = { ok: 0, shed: 0, refused: 0 };
   const stopAt = performance.now() + seconds * 1000;
   const hammerDone = withHammer
     ? new Promise<void>((resolve) => {
@@ -105,16 +117,16 @@ async function phase(target: string, withHammer: boolean): Promise<{ p50: number
 }
 
 async function main(): Promise<void> {
-  const gwProc = child(['--role', 'gateway']);
+  const gwProc = child(['--role', 'gateway', ...(values.defense ? ['--defense'] : [])]);
   const target = await new Promise<string>((resolve) => gwProc.once('message', (m) => resolve(m as string)));
   const alone = await phase(target, false);
   const contended = await phase(target, true);
   const f = (v: number) => v.toFixed(1);
   process.stdout.write(
     [
-      `origin: 8 workers x 20 ms (~400 req/s); Rempart: static limit 8, class queue 200, fairness by /24 at 10%; ${users} users, ${seconds} s per phase`,
+      `origin: 8 workers x 20 ms (~400 req/s); Rempart: static limit 8, class queue 200, fairness by /24 at 10%, rate limits and bans ${values.defense ? 'on (defaults)' : 'off'}; ${users} users, ${seconds} s per phase`,
       `users alone:                 p50 ${f(alone.p50)} ms  p95 ${f(alone.p95)} ms  (${alone.served} answered)`,
-      `users + one hammering /24:   p50 ${f(contended.p50)} ms  p95 ${f(contended.p95)} ms  (${contended.served} answered); hammer ${contended.hammer.ok} answered, ${contended.hammer.shed} shed (${hammerConnections} connections)`,
+      `users + one hammering /24:   p50 ${f(contended.p50)} ms  p95 ${f(contended.p95)} ms  (${contended.served} answered); hammer ${contended.hammer.ok} answered, ${contended.hammer.shed} refused with a status (503/429/403), ${contended.hammer.refused} connections refused (${hammerConnections} connections)`,
       `p95 ratio contended/alone: ${(contended.p95 / alone.p95).toFixed(2)} (target <= 2); hammer's share of answers: ${((100 * contended.hammer.ok) / (contended.hammer.ok + contended.served)).toFixed(1)}%`,
     ].join('\n') + '\n',
   );
