@@ -158,7 +158,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const seconds = Number(values.seconds);
-  if (!Number.isInteger(seconds) || seconds < 2 || seconds > 120) throw new Error('--seconds must be an integer in [2, 120]');
+  if (!Number.isInteger(seconds) || seconds < 2 || seconds > 600) throw new Error('--seconds must be an integer in [2, 600]');
   const scenarios = values.scenarios ? values.scenarios.split(',').map((s) => s.trim()).filter(Boolean) : listBuiltins();
   const systems = (values.systems ? values.systems.split(',').map((s) => s.trim()) : [...SYSTEMS]) as System[];
   for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (known: ${SYSTEMS.join(', ')})`);
