@@ -132,7 +132,7 @@ async function main(): Promise<number> {
     for (let i = 0; i < 100; i++) {
       let listed = '';
       try {
-        listed = execFileSync('nft', ['list', 'set', 'inet', 'rempart_bench', 'banned_v4'], { encoding: 'utf8' });
+        listed = execFileSync('nft', ['list', 'set', 'inet', 'rempart_bench', 'banned_v4'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
       } catch {}
       if (listed.includes(BANNED)) break;
       if (i === 99) throw new Error('the nftables mirror did not list the banned address');
