@@ -2,12 +2,20 @@
 // to open. Everything runs in this one process; Ctrl-C stops it.
 import { loadConfigFile } from '../../src/config/load.ts';
 import { createGateway } from '../../src/server/gateway.ts';
+import { randomBytes } from 'node:crypto';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 
 const configFile = new URL('./rempart.yaml', import.meta.url).pathname;
 
 async function main(): Promise<void> {
   const config = await loadConfigFile(configFile);
+  // The dashboard and the admin API need a token: without REMPART_ADMIN_TOKEN, the demo makes one for
+  // this run and shows it below (a demo on loopback; a deployment uses `rempart token create`).
+  let demoToken = '';
+  if (process.env.REMPART_ADMIN_TOKEN === undefined || process.env.REMPART_ADMIN_TOKEN === '') {
+    demoToken = `demo-${randomBytes(18).toString('base64url')}`;
+    process.env.REMPART_ADMIN_TOKEN = demoToken;
+  }
   const postal = await startPostalOrigin({ port: 3000, workers: 8, serviceTimeMs: 20, queueLength: 64 });
   const sms = await startSmsApprovals({ port: 3001 });
   const gateway = await createGateway(config);
@@ -22,6 +30,8 @@ async function main(): Promise<void> {
       `  login (user alice)       curl -i -X POST ${front}/login -d 'user=alice&password=alice-pass'`,
       `  payment approval         curl -i -X POST ${front}/payments/approve -H 'content-type: application/json' -d '{"paymentId":"p-1"}'`,
       `  metrics                  http://${config.admin.address}/metrics`,
+      `  dashboard                http://${config.admin.address}/dashboard   token: ${demoToken !== '' ? `${demoToken} (this run only)` : 'REMPART_ADMIN_TOKEN'}`,
+      `  rehearse an attack       node bin/rempart.js drill botnet-5x --target ${front} --origin ${postal.url} --metrics http://${config.admin.address}/metrics`,
       `  origin (unprotected)     ${postal.url}/   sms approvals ${sms.url}`,
       `  config                   ${configFile}`,
       `  failover rehearsal       kill -USR2 ${process.pid}   (postal origin down; again to bring it back)`,
