@@ -11,6 +11,7 @@ import { isTrusted, type Runtime } from '../core/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
 import type { BanList } from '../defense/types.ts';
+import { prefixKey } from '../phases/admission/client-key.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
@@ -42,15 +43,7 @@ export function createConnectionTable(): ConnectionTable {
  */
 export function connectionKey(address: string): string {
   if (address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1)) return address;
-  const double = address.indexOf('::');
-  let groups: string[];
-  if (double === -1) groups = address.split(':');
-  else {
-    const head = address.slice(0, double) === '' ? [] : address.slice(0, double).split(':');
-    const tail = address.slice(double + 2) === '' ? [] : address.slice(double + 2).split(':');
-    groups = [...head, ...new Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail];
-  }
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+  return prefixKey(address);
 }
 
 export function createAcceptServer(opts: AcceptOptions): net.Server {
