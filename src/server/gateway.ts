@@ -508,8 +508,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       audit.close();
     },
     async reload(config) {
-      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs]);
-      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin, maxHeaderBytes or cluster store changes take effect at the next restart');
+      // The admin listener's address needs a restart; allowRemote, metricsRequireToken and the tokens file apply at once.
+      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin.address, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs]);
+      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin address, maxHeaderBytes or cluster store changes take effect at the next restart');
       // Read every TLS file first: a failure rejects the whole reload and changes nothing.
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);
