@@ -2,7 +2,7 @@
 // two rows of 4096 counters, cleared every window. Collisions only over-count, and only past a
 // threshold set far above what a person does (one or two challenges per page), so a leaving visitor
 // is never an offender; a bot that ignores challenges at request rate is.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const SLOTS = 4096;
 
@@ -22,7 +22,7 @@ export class IgnoredChallenges {
       this.#rows[1].fill(0);
       this.#windowStartMs = nowMs;
     }
-    const h = createHash('sha256').update(address).digest();
+    const h = hash('sha256', address, 'buffer');
     const a = h.readUInt16BE(0) % SLOTS;
     const b = h.readUInt16BE(2) % SLOTS;
     const r0 = this.#rows[0];

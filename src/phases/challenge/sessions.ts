@@ -4,7 +4,7 @@
 // Only hashes are kept (a session id is a secret), in a capped table ordered by last use: Map
 // iteration order is insertion order, so re-inserting on use makes the first key the least recently
 // used one, evicted when the table is full.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export interface SessionStore {
   /** The origin granted this session id (a 2xx response set it). */
@@ -20,7 +20,7 @@ export interface SessionStore {
 const MAX_SESSION_ID_CHARS = 1024;
 
 function hashId(id: string): string {
-  return createHash('sha256').update(id).digest().subarray(0, 16).toString('base64url');
+  return hash('sha256', id, 'buffer').subarray(0, 16).toString('base64url');
 }
 
 export class MemorySessionStore implements SessionStore {

@@ -9,7 +9,7 @@
 //
 // binding = base64url(SHA-256(clientPrefix + "\n" + User-Agent))[0..12): a token is good only for the
 // client network and browser it was given to. Token values and keys are never logged.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { KeyRing } from './keys.ts';
 
 /** Longest token (or solution) looked at: anything longer is garbage and refused before any hashing. */
@@ -31,11 +31,8 @@ export interface Challenge {
 export type Refusal = 'malformed' | 'unknown_key' | 'bad_mac' | 'expired' | 'not_yet' | 'other_client' | 'insufficient_work' | 'replayed';
 
 export function binding(prefix: string, userAgent: string | undefined): string {
-  return createHash('sha256')
-    .update(`${prefix}\n${userAgent ?? ''}`)
-    .digest()
-    .subarray(0, 9)
-    .toString('base64url');
+  // 9 bytes are exactly 12 base64url characters: the one-shot hash's prefix is the same value.
+  return hash('sha256', `${prefix}\n${userAgent ?? ''}`, 'base64url').slice(0, 12);
 }
 
 /** Leading zero bits of a digest (counting from the most significant bit of the first byte). */
@@ -123,7 +120,7 @@ export class TokenSigner {
     if (third === -1) return 'malformed';
     const bits = Number(token.slice(second + 1, third));
     if (!Number.isInteger(bits) || bits < 1 || bits > 64) return 'malformed';
-    if (leadingZeroBits(createHash('sha256').update(solution).digest()) < bits) return 'insufficient_work';
+    if (leadingZeroBits(hash('sha256', solution, 'buffer')) < bits) return 'insufficient_work';
     return this.openChallenge(token, nowMs, bind);
   }
 

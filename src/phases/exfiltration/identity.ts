@@ -1,14 +1,14 @@
 // Who a sensitive route's quota belongs to. The label is what the table keys on and what logs and
 // alerts show: a session id or API key is a bearer secret, so it is hashed (sha256, first 16 hex
 // digits: enough to tell identities apart and to match a known session id, never enough to replay it).
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { RequestContext } from '../../core/context.ts';
 import { cookieValue, prefixKey } from '../admission/client-key.ts';
 import type { ExfiltrationIdentity } from './schema.ts';
 
 /** First 16 hex digits of sha256(value): the form in which a secret identity is kept and logged. */
 export function identityHash(value: string): string {
-  return createHash('sha256').update(value).digest('hex').slice(0, 16);
+  return hash('sha256', value, 'hex').slice(0, 16);
 }
 
 /**
