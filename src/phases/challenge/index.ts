@@ -216,7 +216,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         }
       }
       if (jwt !== null) {
-        const token = jwt.tokenFrom(headers, (name) => cookieValue(cookies, name));
+        const token = jwt.tokenFrom(headers);
         if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) ctx.known = true;
       }
       return Verdict.Continue;

@@ -5,6 +5,7 @@
 // token costs no public-key operation.
 import { createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { cookieValue } from '../admission/client-key.ts';
 
 export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256';
 
@@ -49,9 +50,12 @@ export class JwtVerifier {
   }
 
   /** The token a request carries (`Authorization: Bearer …`, another header, or a cookie value), or ''. */
-  tokenFrom(headers: Record<string, string | string[] | undefined>, cookieValue: (name: string) => string): string {
+  tokenFrom(headers: Record<string, string | string[] | undefined>): string {
     const s = this.settings;
-    if (s.cookie !== undefined) return cookieValue(s.cookie);
+    if (s.cookie !== undefined) {
+      const cookies = headers.cookie;
+      return typeof cookies === 'string' ? cookieValue(cookies, s.cookie) : '';
+    }
     const v = headers[s.header];
     if (typeof v !== 'string') return '';
     if (s.header === 'authorization') return v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ' ? v.slice(7).trim() : '';
