@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { processCpu } from './lib/cpu.ts';
+import { benchGatewayConfig } from './lib/gateway-config.ts';
 import { canPin, freePort, installCleanupHandlers, onCleanup, startProcess, stopAll, waitForPort } from './lib/procs.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 
@@ -43,16 +44,9 @@ async function main(): Promise<number> {
   onCleanup(() => rm(tmp, { recursive: true, force: true }));
   const port = await freePort();
   const adminPort = await freePort();
-  const config = {
-    version: 1,
-    listeners: [{ address: `127.0.0.1:${port}` }],
-    upstreams: [{ name: 'origin', url: `http://127.0.0.1:${originPort}` }],
-    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
-    admin: { address: `127.0.0.1:${adminPort}` },
-    logging: { level: 'warn', requests: false },
-    limits: { maxConnectionsPerAddress: 100000 },
+  const config = benchGatewayConfig(port, adminPort, `http://127.0.0.1:${originPort}`, {
     defense: { rateLimit: { mode: 'off' }, ...(nft ? { bans: { nftables: { enabled: true, table: 'rempart_bench' } } } : {}) },
-  };
+  });
   const file = path.join(tmp, 'rempart.json');
   await writeFile(file, JSON.stringify(config));
   const gw = startProcess('rempart', process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', file], {

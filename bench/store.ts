@@ -17,6 +17,7 @@ import { processCpu } from './lib/cpu.ts';
 import { canPin, freePort, have, installCleanupHandlers, onCleanup, startProcess, stopAll, waitForPort } from './lib/procs.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { runWrk } from './lib/wrk.ts';
+import { benchGatewayConfig } from './lib/gateway-config.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 type Variant = 'memory' | 'redis' | 'redis-global';
@@ -51,18 +52,11 @@ async function main(): Promise<number> {
     for (const variant of VARIANTS) {
       const port = await freePort();
       const adminPort = await freePort();
-      const config = {
-        version: 1,
-        listeners: [{ address: `127.0.0.1:${port}` }],
-        upstreams: [{ name: 'origin', url: `http://127.0.0.1:${originPort}` }],
-        routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
-        admin: { address: `127.0.0.1:${adminPort}` },
-        logging: { level: 'warn', requests: false },
-        limits: { maxConnectionsPerAddress: 100000 },
+      const config = benchGatewayConfig(port, adminPort, `http://127.0.0.1:${originPort}`, {
         // One key (wrk's address) under a limit it never reaches: what is measured is the counting.
         defense: { rateLimit: { rules: [{ id: 'per-address', key: 'address', ratePerSec: 100000, burst: 10000, scope: variant === 'redis-global' ? 'global' : 'node' }] } },
         cluster: { store: variant === 'memory' ? 'memory' : 'redis', nodeName: 'bench', redis: { keyPrefix: `bench${round}${variant}:` } },
-      };
+      });
       const file = path.join(tmp, `${variant}.json`);
       await writeFile(file, JSON.stringify(config));
       const gw = startProcess('rempart', process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', file], {
