@@ -230,6 +230,12 @@ function checkAdmission(a: Config['admission'] | undefined, add: (path: (string 
   const missing = TRAFFIC_CLASSES.filter((c) => !order.includes(c));
   if (missing.length > 0 || new Set(order).size !== order.length)
     add(['admission', 'classOrder'], `must name each of ${TRAFFIC_CLASSES.join(', ')} exactly once${missing.length > 0 ? ` (missing: ${missing.join(', ')})` : ''}`);
+  const reserve = a?.reservePercent as Record<string, unknown> | undefined;
+  if (reserve !== undefined && typeof reserve === 'object') {
+    let total = 0;
+    for (const c of TRAFFIC_CLASSES) if (typeof reserve[c] === 'number') total += reserve[c] as number;
+    if (total > 100) add(['admission', 'reservePercent'], `the reserved shares add up to ${total}%: they must total at most 100`);
+  }
 }
 
 function dedupe(problems: ConfigProblem[]): ConfigProblem[] {

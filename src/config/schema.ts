@@ -265,6 +265,20 @@ export const ConfigSchema = Obj(
           default: [...TRAFFIC_CLASSES],
           description: 'Queue priority, highest first: each of the five classes once. Under contention a higher class is served first, and a full queue evicts the lowest class.',
         }),
+        reservePercent: Obj(
+          {
+            critical: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'Share of the upstream\u2019s limit (percent) `critical` requests may hold while a higher class waits.' }),
+            authenticated: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `authenticated`.' }),
+            cacheable: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `cacheable`: cache fills are what answers a crowd, fresh or later stale.' }),
+            public: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `public`.' }),
+            static: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `static`.' }),
+          },
+          {
+            default: {},
+            description:
+              'Guaranteed shares under contention: a class holding fewer slots than its share of the current limit is served before the strict class order (at least one slot when its share is above 0). Unused, a share goes to the others. All 0 (the default): strict order, a lower class waits for every higher one. The shares total at most 100.',
+          },
+        ),
         queue: Obj(
           {
             maxEntries: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'Requests waiting per upstream at most, all classes together.' }),

@@ -77,6 +77,8 @@ export class RequestContext {
   forwardStartMs: number;
   /** The admission gate whose slot this request holds (null when it holds none). */
   admissionGate: AdmissionGate | null;
+  /** The class (index in TRAFFIC_CLASSES) the slot was taken for, -1 when none. */
+  admissionClass: number;
   /** Its place in the admission queue while it waits (null otherwise). */
   admissionEntry: AdmissionEntry | null;
   /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
@@ -125,6 +127,7 @@ export class RequestContext {
     this.forwardHandler = null;
     this.forwardStartMs = 0;
     this.admissionGate = null;
+    this.admissionClass = -1;
     this.admissionEntry = null;
     this.bodyBuffered = false;
     this.bufferedBody = null;

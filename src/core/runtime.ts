@@ -3,10 +3,10 @@
 import { BlockList, isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import type { Config, RouteConfig, UpstreamConfig } from '../config/schema.ts';
-import type { TrafficClass } from '../config/schema.ts';
+import { TRAFFIC_CLASSES, type TrafficClass } from '../config/schema.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { AdmissionGate } from '../phases/admission/gate.ts';
-import type { LimiterSettings } from '../phases/admission/limiter.ts';
+import { routeSlot, type LimiterSettings } from '../phases/admission/limiter.ts';
 import type { QueueSettings } from '../phases/admission/queue.ts';
 import { CircuitBreaker } from '../phases/failover/breaker.ts';
 import { HealthCheck } from '../phases/failover/health.ts';
@@ -31,6 +31,8 @@ export interface CompiledUpstream {
 export interface CompiledRoute {
   readonly name: string;
   readonly index: number;
+  /** The route's slot for per-route latency baselines in admission limiters (routeSlot: stable across reloads). */
+  readonly rttSlot: number;
   readonly class: TrafficClass;
   readonly upstream: CompiledUpstream;
   /** Used while `upstream` is unusable (src/phases/failover), or null. */
@@ -93,7 +95,7 @@ function createPool(u: UpstreamConfig): Pool {
 
 function queueSettings(config: Config): QueueSettings {
   const a = config.admission;
-  return { classOrder: a.classOrder, maxEntries: a.queue.maxEntries, maxEntriesPerClass: a.queue.maxEntriesPerClass, timeoutMs: a.queue.timeoutMs, maxSharePercent: a.fairness.maxSharePercent };
+  return { classOrder: a.classOrder, maxEntries: a.queue.maxEntries, maxEntriesPerClass: a.queue.maxEntriesPerClass, timeoutMs: a.queue.timeoutMs, maxSharePercent: a.fairness.maxSharePercent, reservePercent: TRAFFIC_CLASSES.map((c) => a.reservePercent[c]) };
 }
 
 /**
@@ -152,6 +154,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     return {
       name: r.name,
       index,
+      rttSlot: routeSlot(r.name),
       class: r.class,
       upstream: upstreams.get(r.upstream)!,
       fallback: r.fallback !== undefined ? upstreams.get(r.fallback)! : null,

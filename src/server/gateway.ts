@@ -21,7 +21,7 @@ import { createRoutePhase } from '../phases/route/index.ts';
 import { createCachePhase, type CachePhase } from '../phases/cache/index.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { createBodyPhase } from '../phases/body/index.ts';
-import { createAdmissionPhase } from '../phases/admission/index.ts';
+import { createAdmissionPhase, type AdmissionPhase } from '../phases/admission/index.ts';
 import { createWaitingRoomPhase } from '../phases/waiting-room/index.ts';
 import { CookieSigner, loadKey } from '../phases/waiting-room/ticket.ts';
 import { createFailoverPhase, createUnavailablePhase } from '../phases/failover/index.ts';
@@ -158,6 +158,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 
   // The list fixes the order (docs/lifecycle.md is checked against it); `unavailable` needs the cache.
   let cache!: CachePhase;
+  let admission!: AdmissionPhase;
   const phases: readonly Phase[] = [
     createIdentifyPhase(getRuntime),
     createEdgePhase(getRuntime),
@@ -174,7 +175,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     createUnavailablePhase(getRuntime, cache),
     createWaitingRoomPhase(getRuntime, metrics, options.clock ?? systemClock, new CookieSigner(roomKey.key)),
     createBodyPhase(getRuntime),
-    createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock, (ctx) => cache.serveStaleIfAny(ctx)),
+    (admission = createAdmissionPhase(getRuntime, metrics, options.clock ?? systemClock, (ctx) => cache.serveStaleIfAny(ctx))),
   ];
 
   // Failover state lives on the compiled upstreams (kept across reloads); wire new ones to metrics
@@ -307,6 +308,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 
   const hooks: ForwardHooks = {
     onResponseHead: challengeGuard.onUpstreamHead,
+    onUpstreamEnd: (ctx) => admission.releaseSlot(ctx),
     replyError(ctx, code, status) {
       ctx.replyStatus = status;
       ctx.replyBody = '';

@@ -4,6 +4,7 @@
 import type { Clock } from '../../core/clock.ts';
 import type { RequestContext } from '../../core/context.ts';
 import { ConcurrencyLimiter, type LimiterSettings } from './limiter.ts';
+import { TRAFFIC_CLASSES } from '../../config/schema.ts';
 import { AdmissionQueue, Outcome, type QueueEntry, type QueueSettings, type RefusalReason } from './queue.ts';
 
 export type AdmissionEntry = QueueEntry<RequestContext>;
@@ -13,6 +14,8 @@ export class AdmissionGate {
   readonly url: string;
   readonly limiter: ConcurrencyLimiter;
   readonly queue: AdmissionQueue<RequestContext>;
+  /** Slots held now per class (TRAFFIC_CLASSES order): what `admission.reservePercent` is measured against. */
+  readonly inFlightByClass = new Int32Array(TRAFFIC_CLASSES.length);
   readonly #clock: Clock;
   readonly #settled: AdmissionEntry[] = [];
   #timer: NodeJS.Timeout | null = null;
@@ -36,6 +39,13 @@ export class AdmissionGate {
     this.drain();
   }
 
+  /** Take a slot for class `cls` at once if nobody waits and one is free (the fast path; also background cache refreshes, which never queue). */
+  tryAcquire(cls: number): boolean {
+    if (this.queue.size !== 0 || !this.limiter.tryAcquire()) return false;
+    this.inFlightByClass[cls]!++;
+    return true;
+  }
+
   /**
    * Queue a request that found no free slot. Null when it waits (its promise settles later), or why it
    * was refused. Entries evicted to make room are settled here.
@@ -55,27 +65,30 @@ export class AdmissionGate {
     entry.resolve?.(entry);
   }
 
-  /** A request that held a slot is done; `sample` says what its exchange taught the limiter. */
-  release(sample: 'success' | 'drop' | 'none', rttMs: number): void {
-    if (sample === 'success') this.limiter.onSuccess(rttMs);
+  /** A request of class `cls` that held a slot is done; `sample` says what its exchange (of the route with `rttSlot`) taught the limiter. */
+  release(cls: number, sample: 'success' | 'drop' | 'none', rttMs: number, rttSlot: number): void {
+    if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot);
     else if (sample === 'drop') this.limiter.onDrop();
     this.limiter.release();
+    if (this.inFlightByClass[cls]! > 0) this.inFlightByClass[cls]!--;
     this.drain();
   }
 
-  /** Shed what expired, then hand free slots to the queue, highest class first. */
+  /** Shed what expired, then hand free slots to the queue: reserved shares first, then highest class first. */
   drain(): void {
     const now = this.#clock.now();
     const out = this.#settled;
     this.queue.expire(now, out);
     while (this.queue.size > 0 && this.limiter.tryAcquire()) {
-      const e = this.queue.shift()!;
+      const e = this.queue.shift(this.inFlightByClass, this.limiter.limit)!;
       if (e.deadlineMs <= now) {
         // Waited past its deadline: shed, never served late.
         this.limiter.release();
         e.outcome = Outcome.Timeout;
       } else {
         e.owner.admissionGate = this; // the slot is the request's now; its onDone gives it back
+        e.owner.admissionClass = e.cls;
+        this.inFlightByClass[e.cls]!++;
         e.outcome = Outcome.Admitted;
       }
       out.push(e);

@@ -51,7 +51,15 @@ export function wantsHtml(accept: string | undefined): boolean {
   return accept !== undefined && accept.indexOf('text/html') !== -1 && accept.indexOf('json') === -1;
 }
 
-function refuseShed(ctx: RequestContext, code: 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT', serveStale: ((ctx: RequestContext) => boolean) | undefined): void {
+export type ShedCode = 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
+
+/** Whether a request ended shed by admission (a 503, or the stale copy that stood in for one). */
+export function isShed(reason: string): reason is ShedCode {
+  return reason === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' || reason === 'RMP_ERR_ADMISSION_SHED';
+}
+
+/** Answer a shed request: 503 with Retry-After (1–3 s), an HTML page for browsers, JSON otherwise; a stale copy instead when `serveStale` has one. */
+export function refuseShed(ctx: RequestContext, code: ShedCode, serveStale: ((ctx: RequestContext) => boolean) | undefined): void {
   const pick = (Math.random() * RETRY_AFTER.length) | 0;
   if (wantsHtml(ctx.req.headers.accept)) ctx.refuse(code, 503, HTML_BODIES[code]!, HTML_HEADERS[pick]!);
   else ctx.refuse(code, 503, errorBody(code), JSON_HEADERS[pick]!);
@@ -63,7 +71,17 @@ function refuseShed(ctx: RequestContext, code: 'RMP_ERR_ADMISSION_SHED' | 'RMP_E
  * @example
  *   const phases = [identify, edge, route, createAdmissionPhase(getRuntime, metrics, systemClock)];
  */
-export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, serveStale?: (ctx: RequestContext) => boolean): Phase {
+export interface AdmissionPhase extends Phase {
+  /**
+   * Give the request's slot back now (if it holds one) and teach the limiter what the exchange said.
+   * Called when the upstream exchange ends (the forward handler's completion or error), so the sample
+   * is the origin's time, not the client's download, and a slow reader does not hold an origin slot;
+   * `onDone` calls it too for requests that never got that far.
+   */
+  releaseSlot(ctx: RequestContext): void;
+}
+
+export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, serveStale?: (ctx: RequestContext) => boolean): AdmissionPhase {
   // Metric cells per upstream name and class: both come from configuration, so the table stays small.
   const cells = new Map<string, (ClassCells | undefined)[]>();
   const waitCells = TRAFFIC_CLASSES.map((c) => metrics.admissionWait.cell(c));
@@ -133,8 +151,9 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const cls = classIndex(ctx.route.class);
       const c = cellsFor(upstream.name, cls);
       // Fast path: nobody waiting and a slot free. Synchronous, no allocation.
-      if (gate.queue.size === 0 && gate.limiter.tryAcquire()) {
+      if (gate.tryAcquire(cls)) {
         ctx.admissionGate = gate;
+        ctx.admissionClass = cls;
         c.admitted.value++;
         metrics.admissionWait.observe(c.wait, 0);
         return Verdict.Continue;
@@ -162,16 +181,22 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
     onDone(ctx: RequestContext) {
       const entry = ctx.admissionEntry;
       if (entry !== null && entry.outcome === Outcome.Pending) ctx.upstream!.admission.cancel(entry);
-      const gate = ctx.admissionGate;
-      if (gate === null) return;
-      ctx.admissionGate = null;
-      let sample: 'success' | 'drop' | 'none' = 'none';
-      if (ctx.forwardStartMs > 0) {
-        // Only a completed exchange measures the origin; a 5xx or a timeout says it is overloaded.
-        if (ctx.upstreamStatus >= 500 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
-        else if (ctx.decision === 'forwarded' && ctx.upstreamStatus > 0) sample = 'success';
-      }
-      gate.release(sample, sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0);
+      releaseSlot(ctx);
     },
+    releaseSlot,
   };
+}
+
+function releaseSlot(ctx: RequestContext): void {
+  const gate = ctx.admissionGate;
+  if (gate === null) return;
+  ctx.admissionGate = null;
+  let sample: 'success' | 'drop' | 'none' = 'none';
+  if (ctx.forwardStartMs > 0) {
+    // Only a completed exchange measures the origin; a 5xx or a timeout says it is overloaded.
+    if (ctx.upstreamStatus >= 500 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
+    else if (ctx.decision === 'forwarded' && ctx.upstreamStatus > 0) sample = 'success';
+  }
+  gate.release(ctx.admissionClass, sample, sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0, ctx.route?.rttSlot ?? 0);
+  ctx.admissionClass = -1;
 }

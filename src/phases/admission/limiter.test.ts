@@ -146,3 +146,27 @@ test('a probe whose requests never complete ends after PROBE_MAX_MS and keeps th
   assert.equal(l.probing, false);
   assert.equal(l.limit, 10);
 });
+
+test('routes of different cost are each measured against their own baseline: a change in the mix is not read as congestion', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 }, clock);
+  const mixed = (staticShare: number, vaultRtt: number) => {
+    while (l.tryAcquire());
+    for (let i = 0; i < 20; i++) {
+      clock.advance(SHORT_WINDOW_MS / 20);
+      if (i < staticShare * 20) l.onSuccess(1, 0); // a static file: 1 ms
+      else l.onSuccess(vaultRtt, 1); // a vault page: 20 ms at rest
+    }
+    while (l.inFlight > 0) l.release();
+  };
+  // A crowd loads static files first (the first busy window probes, at no load)…
+  for (let i = 0; i < 15; i++) mixed(0.9, 20);
+  const before = l.limit;
+  // …then mostly vault pages, at the same speed: no congestion, the limit must not fall.
+  for (let i = 0; i < 30; i++) mixed(0.1, 20);
+  assert.ok(l.limit >= before, `limit held or grew when only the mix changed (${before} → ${l.limit})`);
+  // The vault really slowing down (3×) still lowers it.
+  const held = l.limit;
+  for (let i = 0; i < 15; i++) mixed(0.1, 60);
+  assert.ok(l.limit < held, `limit fell when the vault's latency tripled (${held} → ${l.limit})`);
+});

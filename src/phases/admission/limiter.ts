@@ -41,9 +41,26 @@ export const PROBE_SAMPLES = 10;
 export const PROBE_MAX_MS = 1_000;
 
 /**
+ * Routes of one upstream can cost very different times (a static file in 1 ms, a vault page in 20, a
+ * login in 100): one RTT average would read a change in the mix as a change in load (a crowd loading
+ * static files first teaches a 5 ms baseline, and every vault page after it looks like 4× congestion).
+ * So baselines are kept per route (`slot`, see routeSlot) and the window's latency is their inflation:
+ * each sample divided by its own route's baseline.
+ */
+const slots = new Map<string, number>();
+
+/** A small integer per route name, stable across reloads (names come from configuration: bounded). */
+export function routeSlot(name: string): number {
+  let s = slots.get(name);
+  if (s === undefined) slots.set(name, (s = slots.size));
+  return s;
+}
+
+/**
  * Gradient2, per short window:
  *
- *   gradient = clamp(baselineRtt / shortRtt, 0.5, 1)          // 1 while latency holds, < 1 as it rises
+ *   inflation = Σ rtt / baselineRtt[route] / samples          // 1 at the baselines, > 1 as latency rises
+ *   gradient = clamp(1 / inflation, 0.5, 1)                   // 1 while latency holds, < 1 as it rises
  *   target   = limit × gradient + √limit                      // √limit: room for a small queue, and growth
  *   limit    = clamp(limit × (1 − 0.2) + target × 0.2, min, max)
  *
@@ -60,10 +77,14 @@ export class ConcurrencyLimiter {
   /** Requests holding a slot now. */
   inFlight: number;
   #estimate: number;
+  /** Sample-weighted average of the routes' baselines (the gauge, and the drop interval). */
   #baselineRtt: number;
-  #baselineCount: number;
+  /** Per route slot: its baseline RTT, the windows it learned from, and the current window's sum and count. */
+  #base = new Float64Array(8);
+  #baseWindows = new Uint32Array(8);
+  #slotSum = new Float64Array(8);
+  #slotSamples = new Uint32Array(8);
   #windowStartMs: number;
-  #windowSumMs: number;
   #windowSamples: number;
   #windowMaxInFlight: number;
   #lastDropMs: number;
@@ -72,6 +93,7 @@ export class ConcurrencyLimiter {
   #lastProbeMs: number;
   #probeSavedEstimate: number;
   readonly #probeRtts = new Float64Array(PROBE_SAMPLES);
+  readonly #probeSlots = new Uint32Array(PROBE_SAMPLES);
   #probeSamples: number;
 
   constructor(settings: LimiterSettings, clock: Clock) {
@@ -81,9 +103,7 @@ export class ConcurrencyLimiter {
     this.#estimate = 0;
     this.limit = 0;
     this.#baselineRtt = 0;
-    this.#baselineCount = 0;
     this.#windowStartMs = clock.now();
-    this.#windowSumMs = 0;
     this.#windowSamples = 0;
     this.#windowMaxInFlight = 0;
     this.#lastDropMs = -Infinity;
@@ -103,7 +123,7 @@ export class ConcurrencyLimiter {
     return this.#settings.mode;
   }
 
-  /** The long-window RTT in ms (0 before the first window closes). */
+  /** The long-window RTT in ms, averaged over the routes by their traffic (0 before the first window closes). */
   get baselineRttMs(): number {
     return this.#baselineRtt;
   }
@@ -121,9 +141,11 @@ export class ConcurrencyLimiter {
     this.#estimate = s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
     this.limit = Math.max(1, Math.floor(this.#estimate));
     this.#baselineRtt = 0;
-    this.#baselineCount = 0;
+    this.#base.fill(0);
+    this.#baseWindows.fill(0);
+    this.#slotSum.fill(0);
+    this.#slotSamples.fill(0);
     this.#windowStartMs = this.#clock.now();
-    this.#windowSumMs = 0;
     this.#windowSamples = 0;
     this.#windowMaxInFlight = 0;
     this.#probeStartMs = -1;
@@ -148,17 +170,22 @@ export class ConcurrencyLimiter {
     if (this.inFlight > 0) this.inFlight--;
   }
 
-  /** A successful exchange took `rttMs`. */
-  onSuccess(rttMs: number): void {
+  /** A successful exchange of the route with this slot (routeSlot) took `rttMs`. */
+  onSuccess(rttMs: number, slot = 0): void {
     if (this.#settings.mode !== 'adaptive') return;
     if (this.#probeStartMs >= 0) {
       const now = this.#clock.now();
       // Only requests that started during the probe saw the origin at low concurrency.
-      if (now - rttMs >= this.#probeStartMs) this.#probeRtts[this.#probeSamples++] = rttMs;
+      if (now - rttMs >= this.#probeStartMs) {
+        this.#probeSlots[this.#probeSamples] = slot;
+        this.#probeRtts[this.#probeSamples++] = rttMs;
+      }
       if (this.#probeSamples >= PROBE_SAMPLES || now - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(now);
       return;
     }
-    this.#windowSumMs += rttMs;
+    if (slot >= this.#base.length) this.#grow(slot);
+    this.#slotSum[slot]! += rttMs;
+    this.#slotSamples[slot]!++;
     this.#windowSamples++;
     const now = this.#clock.now();
     if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES) this.#closeWindow(now);
@@ -181,46 +208,105 @@ export class ConcurrencyLimiter {
     this.limit = Math.max(1, this.#settings.minLimit);
   }
 
+  #grow(slot: number): void {
+    const n = Math.max(slot + 1, this.#base.length * 2);
+    const grow = <A extends Float64Array | Uint32Array>(a: A, make: (n: number) => A): A => {
+      const b = make(n);
+      b.set(a);
+      return b;
+    };
+    this.#base = grow(this.#base, (k) => new Float64Array(k));
+    this.#baseWindows = grow(this.#baseWindows, (k) => new Uint32Array(k));
+    this.#slotSum = grow(this.#slotSum, (k) => new Float64Array(k));
+    this.#slotSamples = grow(this.#slotSamples, (k) => new Uint32Array(k));
+  }
+
+  /**
+   * The probe's samples are the no-load RTT: each route seen in it gets their mean as its baseline;
+   * routes not seen are scaled by the median ratio of the seen ones to their old baselines.
+   */
   #endProbe(now: number): void {
     const n = this.#probeSamples;
     if (n > 0) {
+      const base = this.#base;
+      const ratios: number[] = [];
+      const sums = new Map<number, [number, number]>();
+      for (let i = 0; i < n; i++) {
+        const slot = this.#probeSlots[i]!;
+        const rtt = this.#probeRtts[i]!;
+        if (slot >= base.length) this.#grow(slot);
+        if (this.#base[slot]! > 0) ratios.push(rtt / this.#base[slot]!);
+        const acc = sums.get(slot) ?? [0, 0];
+        acc[0] += rtt;
+        acc[1]++;
+        sums.set(slot, acc);
+      }
+      ratios.sort((a, b) => a - b);
+      const scale = ratios.length > 0 ? ratios[ratios.length >> 1]! : 1;
+      for (let slot = 0; slot < this.#base.length; slot++) {
+        const seen = sums.get(slot);
+        if (seen !== undefined) this.#base[slot] = seen[0] / seen[1];
+        else if (this.#base[slot]! > 0) this.#base[slot]! *= scale;
+        else continue;
+        this.#baseWindows[slot] = LONG_WARMUP; // from here on, the long exponential average
+      }
       const sorted = this.#probeRtts.subarray(0, n).sort();
       this.#baselineRtt = sorted[n >> 1]!;
-      this.#baselineCount = LONG_WARMUP; // from here on, the long exponential average
     }
     this.#probeStartMs = -1;
     this.#lastProbeMs = now;
     this.#windowStartMs = now;
-    this.#windowSumMs = 0;
+    this.#slotSum.fill(0);
+    this.#slotSamples.fill(0);
     this.#windowSamples = 0;
     this.#windowMaxInFlight = this.inFlight;
     this.#setEstimate(this.#probeSavedEstimate);
   }
 
   #closeWindow(now: number): void {
-    const shortRtt = this.#windowSumMs / this.#windowSamples;
     const maxInFlight = this.#windowMaxInFlight;
     this.#windowStartMs = now;
-    this.#windowSumMs = 0;
     this.#windowSamples = 0;
     this.#windowMaxInFlight = this.inFlight;
 
-    if (this.#baselineCount < LONG_WARMUP) {
-      this.#baselineCount++;
-      this.#baselineRtt += (shortRtt - this.#baselineRtt) / this.#baselineCount;
-    } else {
-      this.#baselineRtt += (shortRtt - this.#baselineRtt) * (2 / (LONG_WINDOW + 1));
+    // Each route's window mean against its own baseline, then the baselines learn.
+    const base = this.#base;
+    let inflationSum = 0;
+    let inflationSamples = 0;
+    let weighted = 0;
+    let samples = 0;
+    for (let slot = 0; slot < base.length; slot++) {
+      const k = this.#slotSamples[slot]!;
+      if (k === 0) continue;
+      const sum = this.#slotSum[slot]!;
+      const mean = sum / k;
+      this.#slotSum[slot] = 0;
+      this.#slotSamples[slot] = 0;
+      const learned = this.#baseWindows[slot]!;
+      if (learned < LONG_WARMUP) {
+        // Warming up: a plain average, not yet a yardstick.
+        this.#baseWindows[slot] = learned + 1;
+        base[slot]! += (mean - base[slot]!) / (learned + 1);
+      } else {
+        inflationSum += sum / base[slot]!;
+        inflationSamples += k;
+        base[slot]! += (mean - base[slot]!) * (2 / (LONG_WINDOW + 1));
+        // The origin got much faster than the baseline remembers: forget the slow past sooner.
+        if (base[slot]! / mean > 2) base[slot]! *= 0.95;
+      }
+      weighted += base[slot]! * k;
+      samples += k;
     }
-    // The origin got much faster than the baseline remembers: forget the slow past sooner.
-    if (this.#baselineRtt / shortRtt > 2) this.#baselineRtt *= 0.95;
+    if (samples > 0) this.#baselineRtt = weighted / samples;
     // Under half the limit in use: the latency says nothing about a higher limit (Gradient2 does the same).
     if (maxInFlight * 2 < this.#estimate) return;
     if (now - this.#lastProbeMs >= PROBE_INTERVAL_MS) {
       this.#startProbe(now);
       return;
     }
+    if (inflationSamples === 0) return;
 
-    const gradient = clamp(this.#baselineRtt / shortRtt, 0.5, 1);
+    const gradient = clamp(inflationSamples / inflationSum, 0.5, 1);
     const target = this.#estimate * gradient + Math.sqrt(this.#estimate);
     this.#setEstimate(this.#estimate * (1 - SMOOTHING) + target * SMOOTHING);
   }

@@ -10,6 +10,7 @@ const settings: QueueSettings = {
   maxEntriesPerClass: 10,
   timeoutMs: { critical: 5000, authenticated: 3000, cacheable: 1000, public: 1000, static: 500 },
   maxSharePercent: 100,
+  reservePercent: [0, 0, 0, 0, 0],
 };
 
 let seq = 0;
@@ -171,4 +172,35 @@ test('a known client’s first waiting request goes before unknown clients’ wi
   // Class first (an unknown critical request still beats a known public one), then the known client's
   // first (round 0); its second (round 1) ties with the unknown clients' first, and the oldest goes.
   assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift(), q.shift()], [critical, known1, unknownA, unknownB, known2]);
+});
+
+test('a class below its reserved share of the limit is served before higher classes; at its share, strict order again', () => {
+  const reserve = [0, 0, 20, 0, 0]; // cacheable: 20 % of the limit
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 20, maxEntriesPerClass: 20, reservePercent: reserve });
+  for (let i = 0; i < 3; i++) q.push(entry(q, 'authenticated'), []);
+  for (let i = 0; i < 3; i++) q.push(entry(q, 'cacheable'), []);
+  const inFlight = new Int32Array(5);
+  const c = classIndex('cacheable');
+  // limit 10 → 2 reserved slots: two cacheable entries go first, then authenticated takes over.
+  const served: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const e = q.shift(inFlight, 10)!;
+    inFlight[e.cls]!++;
+    served.push(TRAFFIC_CLASSES[e.cls]!);
+  }
+  assert.deepEqual(served, ['cacheable', 'cacheable', 'authenticated', 'authenticated', 'authenticated', 'cacheable']);
+  // A tiny limit still reserves one slot for a class with a share above 0.
+  const q2 = new AdmissionQueue<string>({ ...settings, reservePercent: reserve });
+  q2.push(entry(q2, 'critical'), []);
+  q2.push(entry(q2, 'cacheable'), []);
+  assert.equal(q2.shift(new Int32Array(5), 2)!.cls, c);
+  // Unused, the share goes to the others: without cacheable waiting, authenticated gets every slot.
+  const q3 = new AdmissionQueue<string>({ ...settings, reservePercent: reserve });
+  q3.push(entry(q3, 'authenticated'), []);
+  assert.equal(q3.shift(new Int32Array(5), 10)!.cls, classIndex('authenticated'));
+  // Strict order when no share is configured, whatever the in-flight counts.
+  const q4 = new AdmissionQueue<string>(settings);
+  q4.push(entry(q4, 'cacheable'), []);
+  q4.push(entry(q4, 'critical'), []);
+  assert.equal(q4.shift(new Int32Array(5), 10)!.cls, classIndex('critical'));
 });

@@ -24,6 +24,8 @@ export interface QueueSettings {
   readonly timeoutMs: Readonly<Record<TrafficClass, number>>;
   /** Share of a class's slots one client key may hold, in percent (at least one slot). */
   readonly maxSharePercent: number;
+  /** Per class (TRAFFIC_CLASSES order), percent of the upstream's limit the class may hold while a higher class waits: its guaranteed share. 0 = strict order. */
+  readonly reservePercent: readonly number[];
 }
 
 /** What became of a queued request. */
@@ -75,6 +77,8 @@ export class AdmissionQueue<T> {
   #settings!: QueueSettings;
   #classCap = 0;
   #keyCap = 0;
+  /** Whether any class has a reserved share. */
+  #reserving = false;
   /** Entries waiting now, all classes. */
   size = 0;
 
@@ -93,6 +97,7 @@ export class AdmissionQueue<T> {
     this.#rank = TRAFFIC_CLASSES.map((c) => settings.classOrder.indexOf(c));
     this.#classCap = Math.min(settings.maxEntries, settings.maxEntriesPerClass);
     this.#keyCap = Math.max(1, Math.floor((this.#classCap * settings.maxSharePercent) / 100));
+    this.#reserving = settings.reservePercent.some((p) => p > 0);
   }
 
   /** Most entries one client key may hold in one class. */
@@ -150,22 +155,35 @@ export class AdmissionQueue<T> {
   }
 
   /**
-   * The next entry of the highest class waiting, or null: within a class, the oldest of the lowest
-   * round, so a client's first waiting request goes before another client's second or twentieth (one
-   * client with many connections gets its turn like everyone else, not a turn per connection). The
-   * scan stops at the first round-0 entry, usually the head.
+   * The next entry, or null. A class holding fewer slots (`inFlight[cls]`) than its reserved share of
+   * `limit` goes first (highest such class); otherwise the highest class waiting. Within a class, the
+   * oldest of the lowest round, so a client's first waiting request goes before another client's
+   * second or twentieth (one client with many connections gets its turn like everyone else, not a turn
+   * per connection). The scan stops at the first round-0 entry, usually the head.
    */
-  shift(): QueueEntry<T> | null {
+  shift(inFlight?: ArrayLike<number>, limit = 0): QueueEntry<T> | null {
+    if (inFlight !== undefined && this.#reserving) {
+      const reserve = this.#settings.reservePercent;
+      for (let r = 0; r < this.#order.length; r++) {
+        const cls = this.#order[r]!;
+        const pct = reserve[cls]!;
+        if (pct === 0 || this.#lines[cls]!.length === 0) continue;
+        if (inFlight[cls]! < Math.max(1, Math.floor((limit * pct) / 100))) return this.#take(this.#lines[cls]!);
+      }
+    }
     for (let r = 0; r < this.#order.length; r++) {
       const line = this.#lines[this.#order[r]!]!;
-      if (line.length === 0) continue;
-      let best = 0;
-      for (let i = 0; i < line.length && line[best]!.round > 0; i++) if (line[i]!.round < line[best]!.round) best = i;
-      const e = best === 0 ? line.shift()! : line.splice(best, 1)[0]!;
-      this.#forget(e);
-      return e;
+      if (line.length > 0) return this.#take(line);
     }
     return null;
+  }
+
+  #take(line: QueueEntry<T>[]): QueueEntry<T> {
+    let best = 0;
+    for (let i = 0; i < line.length && line[best]!.round > 0; i++) if (line[i]!.round < line[best]!.round) best = i;
+    const e = best === 0 ? line.shift()! : line.splice(best, 1)[0]!;
+    this.#forget(e);
+    return e;
   }
 
   /** Take a waiting entry out (its client left). False if it was not queued. */

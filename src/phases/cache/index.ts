@@ -17,6 +17,8 @@ import { decideStore, type StoreDecision } from './policy.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/headers.ts';
 import { classifyUpstreamError } from '../upstream/forward.ts';
 import { sendLocalReply } from '../../server/reply.ts';
+import { isShed, refuseShed, type ShedCode } from '../admission/index.ts';
+import { classIndex } from '../admission/queue.ts';
 
 export const LOOKUP_RESULTS = ['hit', 'miss', 'stale', 'collapsed', 'bypass'] as const;
 export type LookupResult = (typeof LOOKUP_RESULTS)[number];
@@ -41,6 +43,8 @@ interface FlightOutcome {
   failure: ErrorCode | '';
   /** The filling request's client left before the response was complete, so the fetch was dropped. */
   abandoned: boolean;
+  /** The fill was shed by admission (its class is saturated): waiters are answered alike at once, not queued one after another. */
+  shed: ShedCode | '';
 }
 
 /** One origin request in progress for a key, and who waits on it. */
@@ -130,8 +134,15 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
 
   function refresh(ctx: RequestContext, key: string, entry: CacheEntry): void {
     if (entry.refreshing) return;
-    entry.refreshing = true;
     const upstream = ctx.upstream!;
+    // A refresh takes an admission slot like any request, but never waits for one: with the origin
+    // at its limit the stale copy keeps answering, and a later request refreshes.
+    const gate = upstream.admission;
+    const cls = classIndex(ctx.route!.class);
+    const rttSlot = ctx.route!.rttSlot;
+    const gated = gate.limiter.mode !== 'off';
+    if (gated && !gate.tryAcquire(cls)) return;
+    entry.refreshing = true;
     const reqHeaders = ctx.req.headers;
     const via = getRuntime().config.via;
     const all = upstreamRequestHeaders(ctx, via);
@@ -141,8 +152,11 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     const hasAuth = reqHeaders.authorization !== undefined;
     const target = ctx.target;
     void (async () => {
+      let sample: 'success' | 'drop' | 'none' = 'none';
+      const startMs = gated ? gate.clock.now() : 0;
       try {
         const res = await upstream.pool.request({ path: target, method: 'GET', headers });
+        sample = res.statusCode >= 500 ? 'drop' : 'success';
         const maxObjectBytes = store.limits.maxObjectBytes;
         const chunks: Buffer[] = [];
         let bytes = 0;
@@ -165,10 +179,12 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           store.put(key, makeEntry(key, res.statusCode, pairs, Buffer.concat(chunks), d, reqHeaders, clock.now()));
           core.afterStoreChange();
         }
-      } catch {
+      } catch (err) {
         // The stale copy stays until its windows end; the next request past them goes to the origin.
+        if (sample === 'none' && classifyUpstreamError(err as Error).code === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
       } finally {
         entry.refreshing = false;
+        if (gated) gate.release(cls, sample, sample === 'success' ? gate.clock.now() - startMs : 0, rttSlot);
       }
     })();
   }
@@ -198,7 +214,16 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         if (usable !== null) {
           count(route, R_STALE);
           ctx.reason = o.failure;
-          core.standIn(ctx, usable, 'stale:error');
+          core.standIn(ctx, usable, o.shed !== '' ? 'stale:shed' : 'stale:error');
+          resolve(Verdict.Reply);
+          return;
+        }
+        if (o.shed !== '') {
+          // The class is saturated and this key's fill did not get a slot in time: a waiter would
+          // meet the same queue (and each would wait out its deadline in turn). Same answer, now.
+          count(route, R_MISS);
+          ctx.cache = 'miss:fill_shed';
+          refuseShed(ctx, o.shed, undefined);
           resolve(Verdict.Reply);
           return;
         }
@@ -523,19 +548,23 @@ class CacheTap implements ResponseTap {
   /** The request is over (the phase's onDone): wake anyone still waiting. */
   release(): void {
     const ctx = this.ctx;
+    if (isShed(ctx.reason)) {
+      this.finish(ctx.reason, null, ctx.reason);
+      return;
+    }
     const failed = ctx.decision === 'upstream_error' || ctx.decision === 'stale';
     this.finish(failed && ctx.reason !== '' ? ctx.reason : ctx.upstreamStatus >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
   }
 
   /** Hand the outcome to the requests waiting on this fill (once). */
-  finish(failure: ErrorCode | '', entry: CacheEntry | null = null): void {
+  finish(failure: ErrorCode | '', entry: CacheEntry | null = null, shed: ShedCode | '' = ''): void {
     const flight = this.flight;
     if (flight === null) return;
     this.flight = null;
     const inflight = this.core.inflight;
     if (inflight.get(this.key) === flight) inflight.delete(this.key);
     // Finished while its own client is already gone and with nothing stored nor failed: abandoned.
-    const outcome: FlightOutcome = { entry, failure, abandoned: this.ctx.finished && entry === null && failure === '' };
+    const outcome: FlightOutcome = { entry, failure, abandoned: this.ctx.finished && entry === null && failure === '', shed };
     for (const w of flight.waiters) w(outcome);
   }
 }

@@ -16,6 +16,8 @@ export interface ForwardHooks {
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
   /** Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie). */
   onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
+  /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
+  onUpstreamEnd?(ctx: RequestContext): void;
 }
 
 /** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
@@ -105,6 +107,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    this.hooks.onUpstreamEnd?.(this.ctx);
     const tap = this.ctx.cacheTap;
     if (tap !== null) {
       tap.onComplete();
@@ -114,6 +117,11 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.#onError(err);
+    this.hooks.onUpstreamEnd?.(this.ctx);
+  }
+
+  #onError(err: Error): void {
     const ctx = this.ctx;
     const tap = ctx.cacheTap;
     if (tap !== null) {
