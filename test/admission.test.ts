@@ -133,6 +133,34 @@ test('with the adaptive limiter, the same burst never overloads the origin, ever
   }
 });
 
+test('a guaranteed share lets a lower class through while a higher class is over capacity; strict order without it sheds that class', async () => {
+  // Two origin slots of 50 ms; 100 approvals at once are 2.5 s of work, far past tracking's 1 s deadline.
+  const origin = await startPostalOrigin({ workers: 2, serviceTimeMs: 50, queueLength: 1000 });
+  const run = async (reservePercent: Record<string, number>) => {
+    const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 1000 } } });
+    try {
+      const approvalsP = Array.from({ length: 100 }, (_, i) => approve(gw.url, i));
+      const gate = gateOf(gw);
+      await until('approvals queue up', () => gate.queue.depth(classIndex('critical')) >= 50);
+      const tracking = await Promise.all(Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/6A${String(i).padStart(11, '0')}`)));
+      const approvals = await Promise.all(approvalsP);
+      assert.ok(approvals.every((a) => a.status === 200), 'every approval is served either way');
+      return tracking.map((t) => t.status);
+    } finally {
+      await gw.close();
+    }
+  };
+  try {
+    assert.deepEqual(await run({}), [503, 503, 503, 503, 503], 'strict order: tracking waits behind 2.5 s of approvals and is shed');
+    // 50 % of a limit of 2: one slot for cacheable while approvals wait; 5 × 50 ms fit in its 1 s.
+    assert.deepEqual(await run({ cacheable: 50 }), [200, 200, 200, 200, 200], 'with a share, tracking is served while approvals wait');
+    assert.equal(origin.stats().rejected, 0);
+    assert.ok(origin.stats().maxInFlight <= 2, 'the share comes out of the limit, never on top of it');
+  } finally {
+    await origin.close();
+  }
+});
+
 test('a request that waits past its class deadline is shed with 503, Retry-After and RMP_ERR_ADMISSION_QUEUE_TIMEOUT: JSON for API clients, HTML for browsers', async () => {
   const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 800, queueLength: 1000 });
   const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { timeoutMs: { cacheable: 150 } } });

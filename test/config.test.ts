@@ -506,3 +506,11 @@ test('an in-process reload moves new requests to the new upstream while a reques
     await second.close();
   }
 });
+
+test('guaranteed class shares that add up to more than 100 % are refused with their key path', () => {
+  const problems = problemsOf(() => parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 50\n`, 'shares.yaml'));
+  assert.deepEqual(problems.map((p) => p.path), ['admission.reservePercent']);
+  assert.match(problems[0]!.message, /add up to 110%/);
+  // Within 100 it is accepted and reaches the compiled queue settings.
+  parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 40\n`, 'shares.yaml');
+});
