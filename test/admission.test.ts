@@ -22,14 +22,14 @@ const ROUTES = [
   { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
 ];
 
-function gatewayFor(origin: RunningOrigin, upstreamAdmission: Record<string, unknown>, admission: Record<string, unknown> = {}, logRequests = false): Promise<TestGateway> {
+function gatewayFor(origin: RunningOrigin, upstreamAdmission: Record<string, unknown>, admission: Record<string, unknown> = {}, logRequests = false, defense: Record<string, unknown> = {}): Promise<TestGateway> {
   return startGateway(origin.url, {
     upstreams: [{ name: 'origin', url: origin.url, admission: upstreamAdmission }],
     routes: ROUTES,
     admission,
     // One test process stands for many clients: lift the per-address connection cap and rate limit.
     limits: { maxConnectionsPerAddress: 10000, maxConnections: 20000 },
-    defense: { rateLimit: { mode: 'off' } },
+    defense: { rateLimit: { mode: 'off' }, ...defense },
     logging: { level: logRequests ? 'info' : 'warn', requests: logRequests },
   });
 }
@@ -136,9 +136,12 @@ test('with the adaptive limiter, the same burst never overloads the origin, ever
 test('a guaranteed share lets a lower class through while a higher class is over capacity; strict order without it sheds that class', async () => {
   // Two origin slots of 50 ms; 100 approvals at once are 2.5 s of work, far past tracking's 1 s deadline.
   const origin = await startPostalOrigin({ workers: 2, serviceTimeMs: 50, queueLength: 1000 });
-  const run = async (reservePercent: Record<string, number>) => {
-    const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 1000 } } });
+  const run = async (reservePercent: Record<string, number>, underAttack = false) => {
+    const defense = underAttack ? { level: { override: 'under_attack' }, challenge: { mode: 'off' } } : {};
+    const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 1000 } } }, false, defense);
     try {
+      // The level's once-a-second tick suspends the shares while under attack.
+      if (underAttack) await until('shares suspended', () => gateOf(gw).sharesSuspended);
       const approvalsP = Array.from({ length: 100 }, (_, i) => approve(gw.url, i));
       const gate = gateOf(gw);
       await until('approvals queue up', () => gate.queue.depth(classIndex('critical')) >= 50);
@@ -154,6 +157,8 @@ test('a guaranteed share lets a lower class through while a higher class is over
     assert.deepEqual(await run({}), [503, 503, 503, 503, 503], 'strict order: tracking waits behind 2.5 s of approvals and is shed');
     // 50 % of a limit of 2: one slot for cacheable while approvals wait; 5 × 50 ms fit in its 1 s.
     assert.deepEqual(await run({ cacheable: 50 }), [200, 200, 200, 200, 200], 'with a share, tracking is served while approvals wait');
+    // Under attack the shares give way: a flood on the shared class cannot hold slots ahead of approvals.
+    assert.deepEqual(await run({ cacheable: 50 }, true), [503, 503, 503, 503, 503], 'under attack, strict order again');
     assert.equal(origin.stats().rejected, 0);
     assert.ok(origin.stats().maxInFlight <= 2, 'the share comes out of the limit, never on top of it');
   } finally {

@@ -66,6 +66,8 @@ test('drill browsers in a waiting room wait in line like people, are let in, and
     assert.ok(home.ok >= 10, `visitors were let in and served: ${JSON.stringify(home)}`);
     assert.ok(home.waitingRoom.p50WaitMs !== null && home.waitingRoom.p50WaitMs >= 500, `time in line measured: ${JSON.stringify(home.waitingRoom)}`);
     assert.equal(home.failures.status, 0, 'a waiting page is not counted as a failure');
+    assert.equal(home.waitingRoom.letInRefused, 0, 'nobody let in was refused after (the origin has room)');
+    assert.ok(home.waitingRoom.waited - home.waitingRoom.stillWaiting >= 10, `let in and still in line are told apart: ${JSON.stringify(home.waitingRoom)}`);
   } finally {
     await gw.close();
     await origin.close();

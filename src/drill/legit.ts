@@ -175,7 +175,7 @@ class User {
   async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false, waitedMs = 0, carriedMs = 0): Promise<Answer | null> {
     const ctx = this.ctx;
     if (!takeRequest(ctx)) {
-      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, false);
+      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, 'waiting');
       return null;
     }
     const headers: Record<string, string> = {
@@ -202,7 +202,7 @@ class User {
         const waitMs = Math.min(30, Math.max(1, Number(res.headers['retry-after']) || 1)) * 1000;
         const spent = performance.now() - t0;
         if (ctx.closing || ctx.stopped || !(await this.pause([waitMs, waitMs]))) {
-          if (!ctx.closing) ctx.rec.waitingRoom(cls, waitedMs + spent, false);
+          if (!ctx.closing) ctx.rec.waitingRoom(cls, waitedMs + spent, 'waiting');
           return null;
         }
         return this.request(cls, method, path, body, contentType, wantJson, retried, waitedMs + spent + waitMs);
@@ -232,7 +232,7 @@ class User {
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';
       else if (latencyMs > ctx.deadlineMs) failure = 'timeout';
-      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, failure === null);
+      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, failure === null ? 'served' : 'refused');
       ctx.rec.legit(cls, latencyMs, failure);
       return { status: res.statusCode, json };
     } catch (err) {

@@ -16,7 +16,7 @@ export interface ClassReport {
   /** Requests that met a challenge and solved it (then counted by their retry). */
   challengesSolved: number;
   /** Requests that went through a waiting room first: how many, how many still in line at the end, time in line of the admitted. */
-  waitingRoom: { waited: number; stillWaiting: number; p50WaitMs: number | null; p95WaitMs: number | null };
+  waitingRoom: { waited: number; stillWaiting: number; letInRefused: number; p50WaitMs: number | null; p95WaitMs: number | null };
 }
 
 export interface AttackReport {
@@ -112,7 +112,7 @@ export interface DrillReport {
 const round = (v: number | null, digits = 1) => (v === null ? null : Math.round(v * 10 ** digits) / 10 ** digits);
 const pct = (part: number, whole: number) => (whole > 0 ? round((part / whole) * 100, 2) : null);
 
-interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; waitHist: Histogram; challengesSolved: number }
+interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; letInRefused: number; waitHist: Histogram; challengesSolved: number }
 
 function classReport(c: ClassCounts): ClassReport {
   return {
@@ -120,7 +120,7 @@ function classReport(c: ClassCounts): ClassReport {
     p50Ms: round(c.hist.percentileMs(50)), p95Ms: round(c.hist.percentileMs(95)), p99Ms: round(c.hist.percentileMs(99)),
     failures: { status: c.status, challenge: c.challenge, timeout: c.timeout, error: c.error },
     challengesSolved: c.challengesSolved,
-    waitingRoom: { waited: c.waited, stillWaiting: c.stillWaiting, p50WaitMs: round(c.waitHist.percentileMs(50), 0), p95WaitMs: round(c.waitHist.percentileMs(95), 0) },
+    waitingRoom: { waited: c.waited, stillWaiting: c.stillWaiting, letInRefused: c.letInRefused, p50WaitMs: round(c.waitHist.percentileMs(50), 0), p95WaitMs: round(c.waitHist.percentileMs(95), 0) },
   };
 }
 
@@ -146,7 +146,7 @@ export interface BuildInput {
 
 export function buildReport(i: BuildInput): DrillReport {
   const { rec, scenario } = i;
-  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, waitHist: new Histogram(), challengesSolved: 0 };
+  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, letInRefused: 0, waitHist: new Histogram(), challengesSolved: 0 };
   const byClass: Record<string, ClassReport> = {};
   for (const name of LEGIT_CLASSES) {
     const c: ClassStats = rec.classes[name];
@@ -154,7 +154,7 @@ export function buildReport(i: BuildInput): DrillReport {
     total.requests += c.requests; total.ok += c.ok; total.status += c.status; total.challenge += c.challenge;
     total.timeout += c.timeout; total.error += c.error; total.hist.merge(c.hist);
     total.challengesSolved += c.challengesSolved;
-    total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.waitHist.merge(c.waitHist);
+    total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.letInRefused += c.letInRefused; total.waitHist.merge(c.waitHist);
   }
   const byAttack: AttackReport[] = scenario.attacks.map((a, k) => {
     const s = rec.attacks[k];
@@ -318,7 +318,7 @@ export function summaryText(r: DrillReport): string {
     `legit: ${f(r.legit.total.successPct, '%')} ok of ${r.legit.total.requests}, p50 ${f(r.legit.total.p50Ms, 'ms')} p95 ${f(r.legit.total.p95Ms, 'ms')} p99 ${f(r.legit.total.p99Ms, 'ms')}`,
   ];
   for (const [name, c] of Object.entries(r.legit.byClass)) {
-    if (c.requests > 0) lines.push(`  ${name.padEnd(10)} ${f(c.successPct, '%').padStart(8)} ok of ${String(c.requests).padStart(6)}  p95 ${f(c.p95Ms, 'ms')}  (failures: ${c.failures.status} status, ${c.failures.challenge} challenge, ${c.failures.timeout} timeout, ${c.failures.error} error)${c.challengesSolved > 0 ? `; ${c.challengesSolved} challenges solved` : ''}${c.waitingRoom.waited > 0 ? `; waiting room: ${c.waitingRoom.waited} waited, p50 ${f(c.waitingRoom.p50WaitMs, 'ms')} p95 ${f(c.waitingRoom.p95WaitMs, 'ms')} in line, ${c.waitingRoom.stillWaiting} still in line at the end` : ''}`);
+    if (c.requests > 0) lines.push(`  ${name.padEnd(10)} ${f(c.successPct, '%').padStart(8)} ok of ${String(c.requests).padStart(6)}  p95 ${f(c.p95Ms, 'ms')}  (failures: ${c.failures.status} status, ${c.failures.challenge} challenge, ${c.failures.timeout} timeout, ${c.failures.error} error)${c.challengesSolved > 0 ? `; ${c.challengesSolved} challenges solved` : ''}${c.waitingRoom.waited > 0 ? `; waiting room: ${c.waitingRoom.waited} waited, ${c.waitingRoom.waited - c.waitingRoom.stillWaiting} let in after p50 ${f(c.waitingRoom.p50WaitMs, 'ms')} p95 ${f(c.waitingRoom.p95WaitMs, 'ms')} in line (${c.waitingRoom.letInRefused} of them refused after), ${c.waitingRoom.stillWaiting} still in line at the end` : ''}`);
   }
   const t = r.attack.total;
   if (r.attack.byAttack.length > 0) {

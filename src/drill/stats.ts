@@ -16,11 +16,13 @@ export class ClassStats {
   hist = new Histogram();
   /** Requests that met a challenge the user solved (then retried once: counted by the retry's outcome). */
   challengesSolved = 0;
-  /** Requests that were put in a waiting room first (then admitted, or still in line at the end). */
+  /** Requests that were put in a waiting room first (then let in, or still in line at the end). */
   waited = 0;
   /** Of those, the ones still in line when the run ended. */
   stillWaiting = 0;
-  /** Time spent in line by the admitted ones. */
+  /** Of those, the ones let in whose request then failed all the same (shed behind the room, say). */
+  letInRefused = 0;
+  /** Time spent in line by the ones let in. */
   waitHist = new Histogram();
 }
 
@@ -121,12 +123,15 @@ export class Recorder {
     }
   }
 
-  /** A request that went through a waiting room: admitted after waitedMs, or still in line at the end. */
-  waitingRoom(cls: LegitClass, waitedMs: number, admitted: boolean): void {
+  /** A request that went through a waiting room: let in after waitedMs and served or refused, or still in line at the end. */
+  waitingRoom(cls: LegitClass, waitedMs: number, outcome: 'served' | 'refused' | 'waiting'): void {
     const c = this.classes[cls];
     c.waited++;
-    if (admitted) c.waitHist.recordMs(waitedMs);
-    else c.stillWaiting++;
+    if (outcome === 'waiting') c.stillWaiting++;
+    else {
+      c.waitHist.recordMs(waitedMs);
+      if (outcome === 'refused') c.letInRefused++;
+    }
   }
 
   /** Visits (a user's run of pages), by whether the user came back with its cookies, and whether a challenge was shown. */

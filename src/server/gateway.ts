@@ -38,6 +38,7 @@ import { RuntimeOverrides, registerOverridesApi } from '../control/overrides.ts'
 import { SnapshotBuilder } from '../control/snapshot.ts';
 import { BanTable } from '../defense/bans.ts';
 import { AttackLevelMonitor } from '../defense/level.ts';
+import { AttackLevel } from '../defense/types.ts';
 import type { DefenseDeps } from '../defense/types.ts';
 import { createBanPhase } from '../phases/ban/index.ts';
 import { createLevelPhase } from '../phases/level/index.ts';
@@ -133,6 +134,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     },
   };
   const level = new AttackLevelMonitor({ getRuntime, metrics, log, clock, alerts: alertSink });
+  // Under attack, admission's guaranteed shares give way to the strict class order (docs/admission.md).
+  level.onTick((m) => {
+    const suspended = m.level === AttackLevel.underAttack;
+    for (const u of getRuntime().upstreams.values()) u.admission.sharesSuspended = suspended;
+  });
   const bans = new BanTable(clock, { getRuntime, log, metrics });
   // Shared state across nodes (memory: this process only); nothing in it runs per request.
   const cluster = await createCluster({ getRuntime, log, metrics, clock, bans, level, store: options.store });

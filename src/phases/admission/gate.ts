@@ -16,6 +16,12 @@ export class AdmissionGate {
   readonly queue: AdmissionQueue<RequestContext>;
   /** Slots held now per class (TRAFFIC_CLASSES order): what `admission.reservePercent` is measured against. */
   readonly inFlightByClass = new Int32Array(TRAFFIC_CLASSES.length);
+  /**
+   * Set while the attack level is `under_attack` (by the gateway, each level tick): guaranteed shares
+   * are then suspended and the strict class order applies, so a flood aimed at a class with a share
+   * (cold parcels on `cacheable`) cannot use it to hold slots ahead of approvals and the vault.
+   */
+  sharesSuspended = false;
   readonly #clock: Clock;
   readonly #settled: AdmissionEntry[] = [];
   #timer: NodeJS.Timeout | null = null;
@@ -80,7 +86,7 @@ export class AdmissionGate {
     const out = this.#settled;
     this.queue.expire(now, out);
     while (this.queue.size > 0 && this.limiter.tryAcquire()) {
-      const e = this.queue.shift(this.inFlightByClass, this.limiter.limit)!;
+      const e = this.queue.shift(this.sharesSuspended ? undefined : this.inFlightByClass, this.limiter.limit)!;
       if (e.deadlineMs <= now) {
         // Waited past its deadline: shed, never served late.
         this.limiter.release();
