@@ -1,5 +1,6 @@
 // The waiting room end to end: a real gateway (force: true, manual clock) in front of a recording upstream.
 import { test } from 'node:test';
+import { CALM_MS } from '../src/phases/waiting-room/room.ts';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../src/core/clock.ts';
 import { startGateway, startUpstream } from './helpers.ts';
@@ -176,7 +177,8 @@ test('without saturation (admission off, no force) the room stays closed: visito
   }
 });
 
-test('on a real saturation signal the room opens while the upstream slot is taken and drains once it is free', async () => {
+test('on a real saturation signal the room opens while the upstream slot is taken and drains once it has been free for CALM_MS', async () => {
+  const clock = createManualClock();
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
   const up = await startUpstream((req, res) => {
@@ -189,7 +191,7 @@ test('on a real saturation signal the room opens while the upstream slot is take
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
       routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, admitPerSecond: 1 } }],
     },
-    { clock: createManualClock() },
+    { clock },
   );
   try {
     const slow = fetch(`${gw.url}/slow`);
@@ -202,6 +204,10 @@ test('on a real saturation signal the room opens while the upstream slot is take
     await queued.text();
     release();
     assert.equal(await (await slow).text(), 'slow');
+    const early = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });
+    assert.equal(early.status, 503, 'free for a moment only: still in line');
+    await early.text();
+    clock.advance(CALM_MS);
     let status = 0;
     for (let i = 0; i < 200 && status !== 200; i++) {
       const r = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../../core/clock.ts';
-import { WaitingRoom } from './room.ts';
+import { CALM_MS, WaitingRoom } from './room.ts';
 
 test('a saturated room lets in admitPerSecond tickets per second of clock time, in ticket order', () => {
   const clock = createManualClock();
@@ -24,14 +24,22 @@ test('a saturated room lets in admitPerSecond tickets per second of clock time, 
   assert.ok(room.isEmpty);
 });
 
-test('the line drains at once when the class is no longer saturated', () => {
+test('the line drains at once when the class has not been saturated for CALM_MS, not on a flicker', () => {
   const clock = createManualClock();
   const room = new WaitingRoom();
   room.advance(clock.now(), true, 1);
   for (let i = 0; i < 50; i++) room.take();
   clock.advance(10);
   room.advance(clock.now(), false, 1);
-  assert.equal(room.admittedUpTo, 50);
+  assert.equal(room.admittedUpTo, 0, 'one unsaturated moment between two sheds lets nobody in at once');
+  clock.advance(CALM_MS - 20);
+  room.advance(clock.now(), true, 1); // saturated again: the calm starts over
+  clock.advance(CALM_MS - 10);
+  room.advance(clock.now(), false, 1);
+  assert.ok(room.admittedUpTo < 50);
+  clock.advance(10);
+  room.advance(clock.now(), false, 1);
+  assert.equal(room.admittedUpTo, 50, 'calm for CALM_MS: the whole line goes in');
   assert.equal(room.length, 0);
 });
 

@@ -5,8 +5,15 @@
 //   tickets:   1   2   3   4   5   6   7
 //              └─ admittedUpTo = 3 ─┘ └── waiting ──┘  issued = 7, length = 4, ticket 6 is at place 3
 //
-// While the room is open, admittedUpTo moves by admitPerSecond per second of (injected) time; the
-// moment the route's class is no longer saturated it jumps to `issued`: the whole line goes in.
+// While the room is open, admittedUpTo moves by admitPerSecond per second of (injected) time; once
+// the route's class has not been saturated for CALM_MS it jumps to `issued`: the whole line goes in.
+
+/**
+ * The class must stay unsaturated this long before the whole line goes in: the saturation signal
+ * flickers under overload (the class's queue is empty for a moment between two sheds), and a line
+ * let in on a flicker is a crowd shed behind the room.
+ */
+export const CALM_MS = 2000;
 
 export class WaitingRoom {
   /** The last ticket number handed out (0 before the first). */
@@ -17,6 +24,8 @@ export class WaitingRoom {
   #credit = 0;
   /** Clock.now() of the last advance, or -1 before the first. */
   #lastMs = -1;
+  /** Clock.now() when the class was last seen saturated, or -1. */
+  #saturatedAtMs = -1;
 
   /** Visitors waiting: issued − admittedUpTo. */
   get length(): number {
@@ -29,14 +38,16 @@ export class WaitingRoom {
   }
 
   /**
-   * Move the line to `nowMs`. Saturated: let in admitPerSecond per elapsed second, in order. Not
-   * saturated: everyone in line may enter now. Credit is not banked while nobody waits, so an empty
-   * room cannot save up a burst for the next crowd.
+   * Move the line to `nowMs`. Saturated (or within CALM_MS of it): let in admitPerSecond per elapsed
+   * second, in order. Calm for CALM_MS: everyone in line may enter now. Credit is not banked while
+   * nobody waits, so an empty room cannot save up a burst for the next crowd.
    */
   advance(nowMs: number, saturated: boolean, admitPerSecond: number): void {
     const elapsedMs = this.#lastMs < 0 ? 0 : Math.max(0, nowMs - this.#lastMs);
     this.#lastMs = nowMs;
-    if (!saturated || this.isEmpty) {
+    if (saturated) this.#saturatedAtMs = nowMs;
+    const open = saturated || (this.#saturatedAtMs >= 0 && nowMs - this.#saturatedAtMs < CALM_MS);
+    if (!open || this.isEmpty) {
       this.admittedUpTo = this.issued;
       this.#credit = 0;
       return;
