@@ -199,6 +199,7 @@ class User {
         // A person in a waiting room keeps the page open: it refreshes itself after Retry-After
         // seconds, with the ticket cookie, until they are let in.
         await res.body.dump();
+        if (waitedMs === 0) ctx.rec.enteredLine(cls);
         const waitMs = Math.min(30, Math.max(1, Number(res.headers['retry-after']) || 1)) * 1000;
         const spent = performance.now() - t0;
         if (ctx.closing || ctx.stopped || !(await this.pause([waitMs, waitMs]))) {
@@ -237,6 +238,7 @@ class User {
       return { status: res.statusCode, json };
     } catch (err) {
       if (ctx.closing) return null;
+      if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, 'refused');
       const kind = classifyError(err);
       if (kind === 'local') ctx.warn(`legit ${method} ${path}: ${errorText(err)}`);
       ctx.rec.legit(cls, performance.now() - t0, kind === 'timeout' ? 'timeout' : 'error');

@@ -112,7 +112,7 @@ export interface DrillReport {
 const round = (v: number | null, digits = 1) => (v === null ? null : Math.round(v * 10 ** digits) / 10 ** digits);
 const pct = (part: number, whole: number) => (whole > 0 ? round((part / whole) * 100, 2) : null);
 
-interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; letInRefused: number; waitHist: Histogram; challengesSolved: number }
+interface ClassCounts { requests: number; ok: number; status: number; challenge: number; timeout: number; error: number; hist: Histogram; waited: number; stillWaiting: number; letInRefused: number; inLine: number; waitHist: Histogram; challengesSolved: number }
 
 function classReport(c: ClassCounts): ClassReport {
   return {
@@ -120,7 +120,8 @@ function classReport(c: ClassCounts): ClassReport {
     p50Ms: round(c.hist.percentileMs(50)), p95Ms: round(c.hist.percentileMs(95)), p99Ms: round(c.hist.percentileMs(99)),
     failures: { status: c.status, challenge: c.challenge, timeout: c.timeout, error: c.error },
     challengesSolved: c.challengesSolved,
-    waitingRoom: { waited: c.waited, stillWaiting: c.stillWaiting, letInRefused: c.letInRefused, p50WaitMs: round(c.waitHist.percentileMs(50), 0), p95WaitMs: round(c.waitHist.percentileMs(95), 0) },
+    // Requests still in line when the run closed were never settled: they count as waited and still waiting.
+    waitingRoom: { waited: c.waited + c.inLine, stillWaiting: c.stillWaiting + c.inLine, letInRefused: c.letInRefused, p50WaitMs: round(c.waitHist.percentileMs(50), 0), p95WaitMs: round(c.waitHist.percentileMs(95), 0) },
   };
 }
 
@@ -146,7 +147,7 @@ export interface BuildInput {
 
 export function buildReport(i: BuildInput): DrillReport {
   const { rec, scenario } = i;
-  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, letInRefused: 0, waitHist: new Histogram(), challengesSolved: 0 };
+  const total: ClassCounts = { requests: 0, ok: 0, status: 0, challenge: 0, timeout: 0, error: 0, hist: new Histogram(), waited: 0, stillWaiting: 0, letInRefused: 0, inLine: 0, waitHist: new Histogram(), challengesSolved: 0 };
   const byClass: Record<string, ClassReport> = {};
   for (const name of LEGIT_CLASSES) {
     const c: ClassStats = rec.classes[name];
@@ -154,7 +155,7 @@ export function buildReport(i: BuildInput): DrillReport {
     total.requests += c.requests; total.ok += c.ok; total.status += c.status; total.challenge += c.challenge;
     total.timeout += c.timeout; total.error += c.error; total.hist.merge(c.hist);
     total.challengesSolved += c.challengesSolved;
-    total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.letInRefused += c.letInRefused; total.waitHist.merge(c.waitHist);
+    total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.letInRefused += c.letInRefused; total.inLine += c.inLine; total.waitHist.merge(c.waitHist);
   }
   const byAttack: AttackReport[] = scenario.attacks.map((a, k) => {
     const s = rec.attacks[k];

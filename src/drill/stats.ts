@@ -22,6 +22,8 @@ export class ClassStats {
   stillWaiting = 0;
   /** Of those, the ones let in whose request then failed all the same (shed behind the room, say). */
   letInRefused = 0;
+  /** Requests in a waiting room's line right now (in `waited` and `stillWaiting` at report time if never settled). */
+  inLine = 0;
   /** Time spent in line by the ones let in. */
   waitHist = new Histogram();
 }
@@ -123,10 +125,16 @@ export class Recorder {
     }
   }
 
+  /** A request met a waiting room's page for the first time: it is in line until waitingRoom() settles it. */
+  enteredLine(cls: LegitClass): void {
+    this.classes[cls].inLine++;
+  }
+
   /** A request that went through a waiting room: let in after waitedMs and served or refused, or still in line at the end. */
   waitingRoom(cls: LegitClass, waitedMs: number, outcome: 'served' | 'refused' | 'waiting'): void {
     const c = this.classes[cls];
     c.waited++;
+    if (c.inLine > 0) c.inLine--;
     if (outcome === 'waiting') c.stillWaiting++;
     else {
       c.waitHist.recordMs(waitedMs);
