@@ -75,7 +75,7 @@ export interface AdmissionPhase extends Phase {
   /**
    * Give the request's slot back now (if it holds one) and teach the limiter what the exchange said.
    * Called when the upstream exchange ends (the forward handler's completion or error), so the sample
-   * is the origin's time, not the client's download, and a slow reader does not hold an origin slot;
+   * is the origin's time, not the client's download, and a slow reader of a small response does not hold an origin slot;
    * `onDone` calls it too for requests that never got that far.
    */
   releaseSlot(ctx: RequestContext): void;
