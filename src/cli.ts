@@ -162,6 +162,13 @@ export async function main(argv: string[]): Promise<number> {
   const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
   gateway.log.info({ listeners: shown, admin: admin ? `http://${config.admin.address}` : 'off', upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
 
+  // A promise some library dropped (ioredis did, on re-subscribing) must not end a gateway in the
+  // middle of a flood: Node's default is to exit. Logged loudly instead; an uncaught exception still
+  // ends the process (its state may be broken), and --workers replaces such a worker.
+  process.on('unhandledRejection', (err: unknown) => {
+    gateway.log.error({ err }, 'unhandled promise rejection (a bug, please report it): the gateway keeps serving');
+  });
+
   if (values.config !== undefined) {
     const file = values.config;
     process.on('SIGHUP', () => {

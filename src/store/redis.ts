@@ -136,6 +136,7 @@ export class RedisStore implements ClusterStore {
   readonly #healthListeners: Array<(healthy: boolean) => void> = [];
   readonly #handlers = new Map<string, Set<(message: string) => void>>();
   #probe: NodeJS.Timeout | null = null;
+  #resubscribe: NodeJS.Timeout | null = null;
   #closed = false;
 
   constructor(opts: RedisStoreOptions) {
@@ -152,7 +153,10 @@ export class RedisStore implements ClusterStore {
       showFriendlyErrorStack: false,
     };
     this.#cmd = new Redis(opts.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: opts.commandTimeoutMs, autoResubscribe: false });
-    this.#sub = new Redis(opts.url, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: true });
+    // autoResubscribe stays off: ioredis re-sends SUBSCRIBE after a reconnection without handling its
+    // promise, so a reply of NOPERM (an ACL changed) or a connection lost again before the reply is an
+    // unhandled rejection, and Node ends the process on one. We re-subscribe on 'ready' ourselves.
+    this.#sub = new Redis(opts.url, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: false });
     this.#cmd.defineCommand('rmpLease', { numberOfKeys: 1, lua: LEASE_LUA });
     this.#cmd.defineCommand('rmpPut', { numberOfKeys: 3, lua: PUT_LUA });
     this.#cmd.defineCommand('rmpEntries', { numberOfKeys: 3, lua: ENTRIES_LUA });
@@ -162,6 +166,9 @@ export class RedisStore implements ClusterStore {
       this.errors++;
     });
     this.#sub.on('error', () => {});
+    this.#sub.on('ready', () => {
+      if (this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).catch(this.#subscribeFailed);
+    });
     this.#cmd.on('ready', () => this.#setHealthy(true));
     this.#cmd.on('close', () => this.#setHealthy(false));
     this.#sub.on('message', (channel: string, message: string) => {
@@ -238,8 +245,9 @@ export class RedisStore implements ClusterStore {
     let subs = this.#handlers.get(name);
     if (subs === undefined) {
       this.#handlers.set(name, (subs = new Set()));
-      // Queued until connected (the subscriber keeps an offline queue); re-sent after reconnections.
-      this.#sub.subscribe(name).catch(() => {});
+      // Not connected yet: the 'ready' handler subscribes to every channel in #handlers, then and
+      // after each reconnection.
+      if (this.#sub.status === 'ready') this.#sub.subscribe(name).catch(this.#subscribeFailed);
     }
     subs.add(onMessage);
   }
@@ -248,10 +256,26 @@ export class RedisStore implements ClusterStore {
     this.#closed = true;
     if (this.#probe !== null) clearInterval(this.#probe);
     this.#probe = null;
+    if (this.#resubscribe !== null) clearTimeout(this.#resubscribe);
+    this.#resubscribe = null;
     this.#cmd.disconnect();
     this.#sub.disconnect();
     this.healthy = false;
   }
+
+  /**
+   * A refused or lost SUBSCRIBE: counted, and tried again a second later (a reconnection tries at
+   * once). Meanwhile the cluster's periodic resync converges without messages.
+   */
+  readonly #subscribeFailed = (): void => {
+    this.errors++;
+    if (this.#closed || this.#resubscribe !== null) return;
+    this.#resubscribe = setTimeout(() => {
+      this.#resubscribe = null;
+      if (!this.#closed && this.#sub.status === 'ready' && this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).catch(this.#subscribeFailed);
+    }, 1000);
+    this.#resubscribe.unref();
+  };
 
   #tableKeys(table: string): [string, string, string] {
     const p = this.#opts.keyPrefix;
