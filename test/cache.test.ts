@@ -288,6 +288,62 @@ test('stale-while-revalidate serves the stale copy at once and one background re
   }
 });
 
+test('a stale-while-revalidate refresh takes an admission slot, and none is sent while the origin is at its limit', async () => {
+  let version = 0;
+  let holdSlow: (() => void) | null = null;
+  let holdRefresh: (() => void) | null = null;
+  let refreshHeld = false;
+  const up = await startUpstream((req, res) => {
+    if (req.url === '/slow') {
+      holdSlow = () => res.end('slow');
+      return;
+    }
+    version++;
+    const answer = () => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=10' });
+      res.end(`v${version}`);
+    };
+    if (refreshHeld) holdRefresh = answer;
+    else answer();
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(
+    up.url,
+    { upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }], routes: [{ name: 'slow', path: '/slow', upstream: 'origin', class: 'public' }, cacheableRoute] },
+    { clock },
+  );
+  const gate = gw.gateway.runtime().upstreams.get('origin')!.admission;
+  try {
+    assert.equal((await get(`${gw.url}/t`)).body, 'v1');
+    clock.advance(12_000); // stale, within the stale-while-revalidate window
+
+    // The origin's one slot is taken: the stale copy answers and no refresh goes out.
+    const slow = get(`${gw.url}/slow`);
+    await eventually(() => holdSlow !== null);
+    assert.equal(gate.limiter.inFlight, 1);
+    const stale = await get(`${gw.url}/t`);
+    assert.equal(stale.headers.get('x-cache'), 'STALE');
+    assert.equal(stale.body, 'v1');
+    await sleep(50);
+    assert.equal(up.requests.filter((r) => r.url === '/t').length, 1, 'no refresh past the limit');
+    holdSlow!();
+    assert.equal((await slow).body, 'slow');
+    await eventually(() => gate.limiter.inFlight === 0);
+
+    // A slot is free: the next stale answer starts a refresh, which holds the slot until it ends.
+    refreshHeld = true;
+    assert.equal((await get(`${gw.url}/t`)).headers.get('x-cache'), 'STALE');
+    await eventually(() => holdRefresh !== null);
+    assert.equal(gate.limiter.inFlight, 1, 'the refresh holds the slot');
+    holdRefresh!();
+    await eventually(() => gate.limiter.inFlight === 0);
+    await eventually(async () => (await get(`${gw.url}/t`)).body === 'v2');
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
 test('routes that do not cache are untouched, and a route can opt in with cache.enabled', async () => {
   const up = await startUpstream((_req, res) => {
     res.writeHead(200, { 'cache-control': 'public, max-age=60' });
