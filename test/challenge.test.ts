@@ -246,6 +246,10 @@ test('the verify path is answered whatever the routes, and a bad solution there 
     assert.equal(ok.status, 200);
     const cleared = (await ok.json()) as { clearance: { token: string; expiresAt: number } };
     assert.equal(cleared.clearance.token, ok.headers.get('rempart-clearance'));
+    // A clearance is an answer, not a refusal: dashboards counting refusals do not count solvers.
+    const metrics = await (await fetch(`${s.gw.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^rempart_requests_total\{[^}]*decision="answered",code="200"\} 1$/m);
+    assert.match(metrics, /^rempart_requests_total\{[^}]*decision="refused",code="403"\} 1$/m);
     const other = await fetch(`${s.gw.url}/.rempart/challenge/other`);
     assert.equal(other.status, 404);
     await other.text();

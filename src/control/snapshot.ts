@@ -26,6 +26,7 @@ export function refusalCategory(reason: string): string {
 /** Series of the "requests per second by decision" chart, in drawing order. */
 export const DECISION_SERIES = [
   'forwarded',
+  'answered',
   'cache_hit',
   'stale',
   'upstream_error',

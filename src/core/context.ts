@@ -5,8 +5,11 @@ import type { ErrorCode } from './errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
 import type { AdmissionEntry, AdmissionGate } from '../phases/admission/gate.ts';
 
-/** The decision a request ended with, as counted in metrics (label `decision`). */
-export type Decision = 'forwarded' | 'refused' | 'upstream_error' | 'aborted' | 'cache_hit' | 'stale';
+/**
+ * The decision a request ended with, as counted in metrics (label `decision`). `answered`: Rempart's
+ * own answer that refuses nothing (the clearance given for a solved challenge).
+ */
+export type Decision = 'forwarded' | 'answered' | 'refused' | 'upstream_error' | 'aborted' | 'cache_hit' | 'stale';
 
 /** A stored response to answer with (the cache phase), in place of replyStatus/replyBody. */
 export interface StoredReply {

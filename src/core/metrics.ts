@@ -10,7 +10,7 @@ export function createMetrics() {
   // Per-request metrics: hot cells (src/core/hot-metrics.ts), not prom-client children.
   const requests = new HotCounter({
     name: 'rempart_requests_total',
-    help: 'Requests answered, by route, class, decision (forwarded, refused, upstream_error, aborted, cache_hit, stale) and status code.',
+    help: 'Requests answered, by route, class, decision (forwarded, answered: a clearance for a solved challenge, refused, upstream_error, aborted, cache_hit, stale) and status code.',
     labelNames: ['route', 'class', 'decision', 'code'],
   });
   const requestDuration = new HotHistogram({

@@ -215,7 +215,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 
   // Metric cells per compiled route (a reload compiles new routes, so a changed class gets new
   // cells), then per decision and status. Keys come from configuration and status codes: small.
-  const DECISIONS = ['forwarded', 'refused', 'upstream_error', 'aborted', 'cache_hit', 'stale'] as const;
+  const DECISIONS = ['forwarded', 'answered', 'refused', 'upstream_error', 'aborted', 'cache_hit', 'stale'] as const;
   interface RouteCells {
     readonly routeName: string;
     readonly cls: string;

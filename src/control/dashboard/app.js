@@ -7,10 +7,10 @@
 
 const TOKEN_KEY = 'rempart.adminToken';
 const HISTORY_POINTS = 300;
-const DECISIONS = ['forwarded', 'cache_hit', 'stale', 'upstream_error', 'aborted', 'rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other'];
+const DECISIONS = ['forwarded', 'answered', 'cache_hit', 'stale', 'upstream_error', 'aborted', 'rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other'];
 const REFUSED = new Set(['rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other']);
 const COLORS = {
-  forwarded: '#3fb950', cache_hit: '#58a6ff', stale: '#a371f7', upstream_error: '#f0883e', aborted: '#6e7681',
+  forwarded: '#3fb950', answered: '#2ea043', cache_hit: '#58a6ff', stale: '#a371f7', upstream_error: '#f0883e', aborted: '#6e7681',
   rate_limited: '#d29922', challenged: '#e3b341', shed: '#f85149', banned: '#f778ba', waiting_room: '#79c0ff',
   blocked: '#9e6a03', exfiltration: '#bc8cff', edge: '#8b949e', refused_other: '#484f58',
   critical: '#f85149', authenticated: '#a371f7', cacheable: '#58a6ff', public: '#3fb950', static: '#8b949e',

@@ -180,8 +180,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
 
   function cleared(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door, browser: boolean, returnTo: string): Verdict {
     const c = grant(ctx, cfg, bind, nowMs, door);
-    // Rempart's own answer, not a refusal: decision `refused` (no origin was asked) with no reason code.
-    ctx.decision = 'refused';
+    // Rempart's own answer, not a refusal (no origin was asked, nothing refused): decision `answered`.
+    ctx.decision = 'answered';
     ctx.reason = '';
     ctx.ruleId = 'verify';
     if (browser) {
