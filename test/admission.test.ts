@@ -134,11 +134,12 @@ test('with the adaptive limiter, the same burst never overloads the origin, ever
 });
 
 test('a guaranteed share lets a lower class through while a higher class is over capacity; strict order without it sheds that class', async () => {
-  // Two origin slots of 50 ms; 100 approvals at once are 2.5 s of work, far past tracking's 1 s deadline.
-  const origin = await startPostalOrigin({ workers: 2, serviceTimeMs: 50, queueLength: 1000 });
+  // Two origin slots of 100 ms; 100 approvals at once are 5 s of work, far past tracking's 3 s deadline
+  // (which leaves room for a stalled machine to serve 5 tracking requests through a share).
+  const origin = await startPostalOrigin({ workers: 2, serviceTimeMs: 100, queueLength: 1000 });
   const run = async (reservePercent: Record<string, number>, underAttack = false) => {
     const defense = underAttack ? { level: { override: 'under_attack' }, challenge: { mode: 'off' } } : {};
-    const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 1000 } } }, false, defense);
+    const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 3000 } } }, false, defense);
     try {
       // The level's once-a-second tick suspends the shares while under attack.
       if (underAttack) await until('shares suspended', () => gateOf(gw).sharesSuspended);
@@ -154,8 +155,8 @@ test('a guaranteed share lets a lower class through while a higher class is over
     }
   };
   try {
-    assert.deepEqual(await run({}), [503, 503, 503, 503, 503], 'strict order: tracking waits behind 2.5 s of approvals and is shed');
-    // 50 % of a limit of 2: one slot for cacheable while approvals wait; 5 × 50 ms fit in its 1 s.
+    assert.deepEqual(await run({}), [503, 503, 503, 503, 503], 'strict order: tracking waits behind 5 s of approvals and is shed');
+    // 50 % of a limit of 2: one slot for cacheable while approvals wait; 5 × 100 ms fit in its 3 s.
     assert.deepEqual(await run({ cacheable: 50 }), [200, 200, 200, 200, 200], 'with a share, tracking is served while approvals wait');
     // Under attack the shares give way: a flood on the shared class cannot hold slots ahead of approvals.
     assert.deepEqual(await run({ cacheable: 50 }, true), [503, 503, 503, 503, 503], 'under attack, strict order again');
@@ -226,7 +227,8 @@ test('one /24 flooding a class holds no more than its share of that class queue 
 });
 
 test('a client that disconnects while queued frees its place, and its request never reaches the origin', async () => {
-  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 400, queueLength: 1000 });
+  // D1 holds the one slot for 2 s: long enough that a stalled machine cannot free it before D3 arrives.
+  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 2000, queueLength: 1000 });
   const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 1, timeoutMs: { cacheable: 10_000 } } });
   const gate = gateOf(gw);
   try {

@@ -38,9 +38,9 @@ export async function startReceiver(answer: (n: number) => number = () => 204): 
   };
 }
 
-export async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error('timed out waiting');
     await sleep(10);
   }

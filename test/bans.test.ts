@@ -176,7 +176,7 @@ test('with bans in observe mode a banned address is recorded and listed but stil
 });
 
 test('with bans off, offences make no ban and the API says bans are off', async () => {
-  await withBanGateway({ defense: { bans: { mode: 'off' }, rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 1, burst: 1 }] } } }, async (gw) => {
+  await withBanGateway({ defense: { bans: { mode: 'off' }, rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 0.01, burst: 1 }] } } }, async (gw) => {
     for (let i = 0; i < 40; i++) await get(gw.port, '127.0.0.7');
     assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.7'), false);
     assert.equal((await admin(gw, 'POST', '/api/bans', { target: '127.0.0.7', ttlSec: 60 })).status, 409);

@@ -35,7 +35,7 @@ async function startNodes(n: number, partial: Record<string, unknown> = {}, clus
         await startGateway(up.url, {
           logging: { level: 'warn', requests: false },
           ...partial,
-          cluster: { store: 'redis', nodeName: `node-${i}`, redis: { keyPrefix: prefix, commandTimeoutMs: 300, reconnectMaxMs: 500 }, resyncMs: 500, ...cluster },
+          cluster: { store: 'redis', nodeName: `node-${i}`, redis: { keyPrefix: prefix, commandTimeoutMs: 2000, reconnectMaxMs: 500 }, resyncMs: 500, ...cluster },
         }),
       );
     return nodes;
@@ -138,6 +138,15 @@ async function load(nodes: TestGateway[], ms: number, concurrency: number, heade
   const counts = new Map<string, number>();
   let sent = 0;
   const start = performance.now();
+  // Time this process stood still (the event loop blocked, the machine busy) beyond the 200 ms a
+  // bucket of the global rule needs to refill its burst: tokens nobody could ask for then are lost.
+  let stalledMs = 0;
+  let last = start;
+  const watch = setInterval(() => {
+    const now = performance.now();
+    stalledMs += Math.max(0, now - last - 200);
+    last = now;
+  }, 10);
   const one = (port: number) =>
     new Promise<string>((resolve) => {
       const req = http.get({ host: '127.0.0.1', port, path: '/', headers, agent }, (res) => {
@@ -157,8 +166,9 @@ async function load(nodes: TestGateway[], ms: number, concurrency: number, heade
       }
     }),
   );
+  clearInterval(watch);
   agent.destroy();
-  return { counts, sent, elapsedMs: performance.now() - start };
+  return { counts, sent, elapsedMs: performance.now() - start, stalledMs };
 }
 
 const GLOBAL_RULE = { id: 'per-key-global', key: 'apiKey', ratePerSec: 300, burst: 60, scope: 'global' };
@@ -169,18 +179,21 @@ test('three nodes, one global limit: the total admitted is within ±5% of the li
     const ops0 = nodes.map((n) => n.gateway.cluster.store.operations);
     const leases0 = nodes.map((n) => n.gateway.cluster.leases.leasesAsked);
     // 8 s: tokens still held when the run stops (about one block per node, 90 here) stay under 5 %.
-    const { counts, sent, elapsedMs } = await load(nodes, 8000, 12, { 'x-api-key': 'customer-1' });
+    const { counts, sent, elapsedMs, stalledMs } = await load(nodes, 8000, 12, { 'x-api-key': 'customer-1' });
     const admitted = counts.get('200') ?? 0;
     const refused = counts.get('429') ?? 0;
     assert.equal(admitted + refused, sent, `only 200 and 429: ${JSON.stringify([...counts])}`);
     const expected = GLOBAL_RULE.burst + (GLOBAL_RULE.ratePerSec * elapsedMs) / 1000;
     const error = (admitted - expected) / expected;
+    // Below the limit only by what a stalled test process could not ask for; never above it.
+    const floor = (GLOBAL_RULE.burst + (GLOBAL_RULE.ratePerSec * (elapsedMs - stalledMs)) / 1000) * 0.95;
     const ops = nodes.reduce((s, n, i) => s + n.gateway.cluster.store.operations - ops0[i]!, 0);
     const leaseOps = nodes.reduce((s, n, i) => s + n.gateway.cluster.leases.leasesAsked - leases0[i]!, 0);
-    const figures = { sent, admitted, expected: Math.round(expected), errorPercent: +(error * 100).toFixed(2), ratePerSecSent: Math.round(sent / (elapsedMs / 1000)), storeOps: ops, opsPerRequest: +(ops / sent).toFixed(4), leaseOpsPerRequest: +(leaseOps / sent).toFixed(4), leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4) };
+    const figures = { sent, admitted, expected: Math.round(expected), errorPercent: +(error * 100).toFixed(2), ratePerSecSent: Math.round(sent / (elapsedMs / 1000)), stalledMs: Math.round(stalledMs), storeOps: ops, opsPerRequest: +(ops / sent).toFixed(4), leaseOpsPerRequest: +(leaseOps / sent).toFixed(4), leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4) };
     console.log(`# global limit figures ${JSON.stringify(figures)}`);
     assert.ok(sent > expected * 1.5, 'the load exceeds the limit');
-    assert.ok(Math.abs(error) <= 0.05, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%)`);
+    assert.ok(error <= 0.05, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%)`);
+    assert.ok(admitted >= floor, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%; the process stood still ${Math.round(stalledMs)} ms)`);
     assert.ok(ops / sent < 0.05, `store operations per request ${figures.opsPerRequest}`);
     for (const n of nodes) assert.ok((n.gateway.cluster.leases.leasesAsked ?? 0) > 0, 'every node leased');
   } finally {

@@ -484,7 +484,7 @@ test('an in-process reload moves new requests to the new upstream while a reques
   try {
     assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
     const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
-    await sleep(100);
+    for (let waited = 0; !first.requests.some((r) => r.url === '/slow') && waited < 5000; waited += 10) await sleep(10);
     const next = validateConfig({
       version: 1,
       listeners: [{ address: '127.0.0.1:0' }],

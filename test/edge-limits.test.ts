@@ -149,13 +149,17 @@ test('a client sending its head byte by byte slower than limits.headersTimeoutMs
     const c = connect(gw.port);
     await c.connected;
     const start = performance.now();
-    for (let i = 0; i < head.length && !c.isClosed; i++) {
-      c.socket.write(head[i]!);
+    let sent = 0;
+    for (; sent < head.length && !c.isClosed; sent++) {
+      c.socket.write(head[sent]!);
       await sleep(50); // the whole head would take ~1.8 s
     }
     const closedAt = await Promise.race([c.closed, sleep(1500).then(() => -1)]);
     assert.notEqual(closedAt, -1, 'the connection was not closed');
-    assert.ok(closedAt - start < 1000 + 100, `closed after ${Math.round(closedAt - start)} ms, want < ~2× the timeout`);
+    // Cut off before the head was whole (a count a stalled machine cannot change); the time bound is
+    // loose: Node checks header timeouts every 500 ms, and a stall adds to it.
+    assert.ok(sent < head.length, `closed after ${sent} of ${head.length} bytes`);
+    assert.ok(closedAt - start < 3000, `closed after ${Math.round(closedAt - start)} ms`);
     if (c.data !== '') {
       assert.equal(statusOf(c.data), 408, c.data);
       assert.equal(errorCodeOf(c.data), 'RMP_ERR_EDGE_TIMEOUT');
@@ -176,7 +180,8 @@ test('a request body trickled past limits.requestTimeoutMs is cut off and never 
     }
     assert.ok(c.isClosed, 'the connection was not closed');
     const closedAt = await c.closed;
-    assert.ok(closedAt - start < 800 + 500 + 300, `closed after ${Math.round(closedAt - start)} ms`);
+    // The body (5 s of it) was cut off; the bound is loose, as Node checks request timeouts every 500 ms.
+    assert.ok(closedAt - start < 3000, `closed after ${Math.round(closedAt - start)} ms`);
     if (c.data !== '') assert.equal(statusOf(c.data), 408, c.data);
     await sleep(100);
     assert.equal(up.requests.length, 0, 'the upstream got a complete request');
@@ -192,12 +197,12 @@ test('an idle keep-alive connection is closed after limits.idleTimeoutMs', async
     const answeredAt = performance.now();
     assert.equal(statusOf(c.data), 200);
     assert.doesNotMatch(c.data, /connection: close/i, 'the response keeps the connection alive');
-    const closedAt = await Promise.race([c.closed, sleep(2000).then(() => -1)]);
+    const closedAt = await Promise.race([c.closed, sleep(4000).then(() => -1)]);
     assert.notEqual(closedAt, -1, 'the idle connection was not closed');
     assert.ok(closedAt - answeredAt >= 300, `closed too early: ${Math.round(closedAt - answeredAt)} ms`);
     // Node 24 keeps an idle socket open keepAliveTimeoutBuffer (default 1000 ms) past keepAliveTimeout,
-    // and the gateway leaves that default, so the bound is idleTimeoutMs + 1 s (+ slack).
-    assert.ok(closedAt - answeredAt < 400 + 1000 + 300, `closed too late: ${Math.round(closedAt - answeredAt)} ms`);
+    // and the gateway leaves that default, so the bound is idleTimeoutMs + 1 s (+ slack for a busy machine).
+    assert.ok(closedAt - answeredAt < 400 + 1000 + 1500, `closed too late: ${Math.round(closedAt - answeredAt)} ms`);
   });
 });
 

@@ -307,7 +307,8 @@ test('a dead webhook never slows the request path', async () => {
     const t0 = performance.now();
     for (let i = 0; i < 20; i++) await pull(gw, randomBytes(16).toString('hex'), 1, 2);
     const ms = performance.now() - t0;
-    assert.ok(ms < 2000, `40 requests and 20 alerts in ${Math.round(ms)} ms with a hanging webhook`);
+    // The webhook hangs for 30 s: waiting on it even once would show.
+    assert.ok(ms < 10_000, `40 requests and 20 alerts in ${Math.round(ms)} ms with a hanging webhook`);
     assert.equal(rx.received.length, 1, 'one POST in flight, the rest coalesced');
     const t1 = Date.now();
     await gw.close();

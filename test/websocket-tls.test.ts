@@ -396,10 +396,12 @@ test('an idle WebSocket tunnel is closed on both sides after limits.tunnelIdleTi
   const up = await startWsEchoUpstream();
   const gw = await startGateway(up.url, { limits: { tunnelIdleTimeoutMs: 1000 } });
   try {
+    // Measured from before the handshake: the idle timer starts during it, and a stall after it must
+    // not make an on-time close look early.
+    const started = Date.now();
     const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
     assert.equal(statusOf(head), 101);
     const upstreamSocket = up.handshakes[0]!.socket;
-    const started = Date.now();
     const clientClosed = new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r())));
     const upstreamClosed = new Promise<void>((r) => (upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r())));
     await Promise.all([clientClosed, upstreamClosed]);
