@@ -154,17 +154,7 @@ const RouteSchema = Obj(
     waitingRoom: Obj(
       {
         enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),
-        admitPerSecond: Type.Integer({
-          minimum: 1,
-          maximum: 1000000,
-          default: 20,
-          description: 'Visitors let in from the line per second while the room is open, in ticket order: the most, with `adaptive`, and the rate the room starts at.',
-        }),
-        adaptive: Type.Boolean({
-          default: true,
-          description:
-            'Let fewer in while visitors already inside are shed by admission (more than 5 % of their requests in a second: the rate falls by that share, at most by half), and climb back by a tenth of admitPerSecond a second while they are served. Off: always admitPerSecond.',
-        }),
+        admitPerSecond: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Visitors let in from the line per second while the room is open, in ticket order.' }),
         passTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 1800, description: 'How long a visitor let in keeps its pass (it is not sent back to the line meanwhile).' }),
         ticketTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 3600, description: 'How long a ticket keeps its place in line; an older ticket gets a new place at the back.' }),
         force: Type.Boolean({

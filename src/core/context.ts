@@ -101,8 +101,6 @@ export class RequestContext {
   challengeRule: string;
   /** Extra response headers a phase adds to whatever answer is sent (flat [name, value, …]; the waiting room's Set-Cookie), or null. */
   responseHeaders: string[] | null;
-  /** The waiting room this request is inside of (it holds a pass or was just let in), told in `done` whether admission shed it; null otherwise. */
-  waitingRoom: { noteInside(shed: boolean): void } | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -143,7 +141,6 @@ export class RequestContext {
     this.ruleId = '';
     this.observed = '';
     this.challengeRule = '';
-    this.waitingRoom = null;
   }
 
   /** Add a header to whatever answer is sent (local reply, stored copy or upstream response). */

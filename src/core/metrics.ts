@@ -52,7 +52,7 @@ export function createMetrics() {
     queueDepth: (_g: Gauge<'class'>): void => {},
   };
   // Scrape-time reader for the waiting-room gauge, installed by the waiting-room phase.
-  const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {}, rate: (_g: Gauge<'route'>): void => {} };
+  const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {} };
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
   registry.registerMetric(upstreamResponse as unknown as Metric);
@@ -264,15 +264,6 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         waitingRoomReaders.length(this);
-      },
-    }),
-    waitingRoomRate: new Gauge({
-      name: 'rempart_waiting_room_admit_rate',
-      help: 'Visitors a waiting room lets in per second while open, per route: admitPerSecond, or less while visitors inside are shed (adaptive).',
-      labelNames: ['route'] as const,
-      registers: [registry],
-      collect() {
-        waitingRoomReaders.rate(this);
       },
     }),
     waitingRoomReaders,

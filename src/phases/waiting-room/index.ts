@@ -11,7 +11,7 @@ import type { Metrics } from '../../core/metrics.ts';
 import { systemClock, type Clock } from '../../core/clock.ts';
 import type { RouteWaitingRoomConfig, TrafficClass } from '../../config/schema.ts';
 import { classIndex } from '../admission/queue.ts';
-import { isShed, wantsHtml } from '../admission/index.ts';
+import { wantsHtml } from '../admission/index.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
 
@@ -61,25 +61,20 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     g.reset();
     for (const [route, room] of rooms) g.set({ route }, room.length);
   };
-  metrics.waitingRoomReaders.rate = (g) => {
-    g.reset();
-    for (const [route, room] of rooms) g.set({ route }, room.rate);
-  };
 
   function cookie(ctx: RequestContext, name: string, value: string, maxAgeSec: number): string {
     return `${name}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
   function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number): Verdict {
-    ctx.waitingRoom = rooms.get(route) ?? null;
     const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000 });
     ctx.addResponseHeader('set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec));
     metrics.waitingRoomAdmitted.inc({ route });
     return Verdict.Continue;
   }
 
-  function waitingPage(ctx: RequestContext, position: number, cfg: RouteWaitingRoomConfig, rate: number, setCookie: string | null): Verdict {
-    const etaSeconds = Math.ceil(position / (rate > 0 ? rate : cfg.admitPerSecond));
+  function waitingPage(ctx: RequestContext, position: number, cfg: RouteWaitingRoomConfig, setCookie: string | null): Verdict {
+    const etaSeconds = Math.ceil(position / cfg.admitPerSecond);
     const refresh = refreshSeconds(etaSeconds);
     const html = wantsHtml(ctx.req.headers.accept);
     const body = html ? waitingPageHtml(position, etaSeconds, refresh) : `${JSON.stringify({ waitingRoom: { position, etaSeconds } })}\n`;
@@ -98,14 +93,6 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
   return {
     name: 'waitingRoom',
     rooms,
-    onDone(ctx: RequestContext) {
-      const room = ctx.waitingRoom;
-      if (room === null) return;
-      ctx.waitingRoom = null;
-      // Shed by admission (a 503, not a stale copy in its place): the visitor inside was let down.
-      if (ctx.decision === 'aborted') return;
-      room.noteInside(isShed(ctx.reason) && ctx.decision !== 'stale');
-    },
     onRequest(ctx: RequestContext) {
       const route = ctx.route;
       if (route === null) return Verdict.Continue;
@@ -117,27 +104,23 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       const name = route.name;
       const wallMs = clock.wallMs();
       const cookies = ctx.req.headers.cookie;
+      // Inside already: never interrupted, whatever the line looks like.
+      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs) !== null) return Verdict.Continue;
       let room = rooms.get(name);
-      // Inside already: never sent back to the line, whatever it looks like (the room hears whether
-      // admission served it, and lets fewer in while insiders are shed).
-      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs) !== null) {
-        if (room !== undefined) ctx.waitingRoom = room;
-        return Verdict.Continue;
-      }
       if (room === undefined) rooms.set(name, (room = new WaitingRoom()));
       const saturated = cfg.force || isSaturated(ctx.upstream ?? route.upstream, route.class);
-      room.advance(clock.now(), saturated, cfg.admitPerSecond, cfg.adaptive);
+      room.advance(clock.now(), saturated, cfg.admitPerSecond);
       if (room.isEmpty && !saturated) return grantPass(ctx, name, cfg, wallMs);
       const ticket = signer.openTicket(name, readCookie(cookies, ticketCookieName(name)), wallMs, cfg.ticketTtlSec * 1000);
       // A ticket numbered past `issued` comes from before a restart (same key, counters reset): a new place.
       if (ticket !== null && ticket.n <= room.issued) {
         if (room.isAdmitted(ticket.n)) return grantPass(ctx, name, cfg, wallMs);
-        return waitingPage(ctx, room.positionOf(ticket.n), cfg, room.rate, null);
+        return waitingPage(ctx, room.positionOf(ticket.n), cfg, null);
       }
       const n = room.take();
       metrics.waitingRoomTickets.inc({ route: name });
       const value = signer.signTicket({ route: name, n, issuedAtMs: wallMs });
-      return waitingPage(ctx, room.positionOf(n), cfg, room.rate, cookie(ctx, ticketCookieName(name), value, cfg.ticketTtlSec));
+      return waitingPage(ctx, room.positionOf(n), cfg, cookie(ctx, ticketCookieName(name), value, cfg.ticketTtlSec));
     },
   };
 }

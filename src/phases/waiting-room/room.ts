@@ -5,14 +5,8 @@
 //   tickets:   1   2   3   4   5   6   7
 //              └─ admittedUpTo = 3 ─┘ └── waiting ──┘  issued = 7, length = 4, ticket 6 is at place 3
 //
-// While the room is open, admittedUpTo moves by `rate` per second of (injected) time; once the
-// route's class has not been saturated for CALM_MS it jumps to `issued`: the whole line goes in.
-//
-// `rate` starts at the route's admitPerSecond, its ceiling. Visitors let in are not to be
-// interrupted, so the room listens to what happens to them: once a second, if more than
-// TARGET_SHED of the requests of visitors inside were shed by admission, the rate falls in
-// proportion (by the shed share, at most by half); while they are served and people wait, it
-// climbs back by a tenth of the ceiling a second.
+// While the room is open, admittedUpTo moves by admitPerSecond per second of (injected) time; once
+// the route's class has not been saturated for CALM_MS it jumps to `issued`: the whole line goes in.
 
 /**
  * The class must stay unsaturated this long before the whole line goes in: the saturation signal
@@ -20,12 +14,6 @@
  * let in on a flicker is a crowd shed behind the room.
  */
 export const CALM_MS = 2000;
-
-/** Share of insiders' requests that admission may shed before the room lets fewer in. */
-export const TARGET_SHED = 0.05;
-/** The room's rate is reconsidered once per window, on at least MIN_SAMPLES insiders' requests. */
-export const WINDOW_MS = 1000;
-const MIN_SAMPLES = 5;
 
 export class WaitingRoom {
   /** The last ticket number handed out (0 before the first). */
@@ -38,23 +26,6 @@ export class WaitingRoom {
   #lastMs = -1;
   /** Clock.now() when the class was last seen saturated, or -1. */
   #saturatedAtMs = -1;
-  /** Visitors let in per second now (0 until the first advance sets it to the ceiling). */
-  #rate = 0;
-  /** Insiders' requests served and shed since the window began. */
-  #served = 0;
-  #shed = 0;
-  #windowStartMs = -1;
-
-  /** Visitors let in per second now, while the room is open. */
-  get rate(): number {
-    return this.#rate;
-  }
-
-  /** What admission did with a request of a visitor inside (holding a pass): served, or shed. */
-  noteInside(shed: boolean): void {
-    if (shed) this.#shed++;
-    else this.#served++;
-  }
 
   /** Visitors waiting: issued − admittedUpTo. */
   get length(): number {
@@ -71,42 +42,22 @@ export class WaitingRoom {
    * second, in order. Calm for CALM_MS: everyone in line may enter now. Credit is not banked while
    * nobody waits, so an empty room cannot save up a burst for the next crowd.
    */
-  advance(nowMs: number, saturated: boolean, admitPerSecond: number, adaptive = true): void {
+  advance(nowMs: number, saturated: boolean, admitPerSecond: number): void {
     const elapsedMs = this.#lastMs < 0 ? 0 : Math.max(0, nowMs - this.#lastMs);
     this.#lastMs = nowMs;
     if (saturated) this.#saturatedAtMs = nowMs;
     const open = saturated || (this.#saturatedAtMs >= 0 && nowMs - this.#saturatedAtMs < CALM_MS);
-    if (!adaptive || !open || this.#rate === 0 || this.#rate > admitPerSecond) this.#rate = admitPerSecond;
     if (!open || this.isEmpty) {
       this.admittedUpTo = this.issued;
       this.#credit = 0;
-    } else {
-      // The time since the last advance earns entries at the rate in force during it.
-      this.#credit += (elapsedMs / 1000) * this.#rate;
-      const whole = Math.floor(this.#credit);
-      if (whole > 0) {
-        this.#credit -= whole;
-        this.admittedUpTo = Math.min(this.issued, this.admittedUpTo + whole);
-        if (this.isEmpty) this.#credit = 0;
-      }
-    }
-    this.#adapt(nowMs, admitPerSecond, adaptive && open);
-  }
-
-  /** Once a window: fewer in while insiders are shed past TARGET_SHED, more while they are served and people wait. */
-  #adapt(nowMs: number, ceiling: number, open: boolean): void {
-    if (this.#windowStartMs < 0 || !open) {
-      this.#windowStartMs = nowMs;
-      this.#served = this.#shed = 0;
       return;
     }
-    if (nowMs - this.#windowStartMs < WINDOW_MS) return;
-    const total = this.#served + this.#shed;
-    const shedShare = total >= MIN_SAMPLES ? this.#shed / total : 0;
-    if (shedShare > TARGET_SHED) this.#rate = Math.max(Math.min(1, ceiling), this.#rate * Math.max(0.5, 1 - shedShare));
-    else if (!this.isEmpty) this.#rate = Math.min(ceiling, this.#rate + ceiling / 10);
-    this.#windowStartMs = nowMs;
-    this.#served = this.#shed = 0;
+    this.#credit += (elapsedMs / 1000) * admitPerSecond;
+    const whole = Math.floor(this.#credit);
+    if (whole === 0) return;
+    this.#credit -= whole;
+    this.admittedUpTo = Math.min(this.issued, this.admittedUpTo + whole);
+    if (this.isEmpty) this.#credit = 0;
   }
 
   /** A new place at the back of the line: its ticket number. */
