@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { createGateway } from './server/gateway.ts';
+import { guardUnhandledRejections } from './server/process-guard.ts';
 
 const USAGE = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
@@ -151,6 +152,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`rempart: cannot start: ${(err as Error).message}\n`);
     return 1;
   }
+  // From here on a dropped promise is logged, not the end of the process (src/server/process-guard.ts).
+  guardUnhandledRejections(gateway.log);
   try {
     await gateway.start();
   } catch (err) {
@@ -161,13 +164,6 @@ export async function main(argv: string[]): Promise<number> {
   const { listeners, admin } = gateway.addresses();
   const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
   gateway.log.info({ listeners: shown, admin: admin ? `http://${config.admin.address}` : 'off', upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
-
-  // A promise some library dropped (ioredis did, on re-subscribing) must not end a gateway in the
-  // middle of a flood: Node's default is to exit. Logged loudly instead; an uncaught exception still
-  // ends the process (its state may be broken), and --workers replaces such a worker.
-  process.on('unhandledRejection', (err: unknown) => {
-    gateway.log.error({ err }, 'unhandled promise rejection (a bug, please report it): the gateway keeps serving');
-  });
 
   if (values.config !== undefined) {
     const file = values.config;

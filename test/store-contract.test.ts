@@ -172,6 +172,8 @@ test('the subscriber survives a refused re-subscription and a restarted server: 
   admin.on('error', () => {});
   try {
     await Promise.all([sub.connect(), pub.connect(), admin.connect()]);
+    const trouble: Array<[boolean, string]> = [];
+    sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
     const got: string[] = [];
     await sub.subscribe('events', (m) => got.push(m));
     const delivered = async (m: string) => {
@@ -189,9 +191,13 @@ test('the subscriber survives a refused re-subscription and a restarted server: 
     await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
     for (let i = 0; i < 100 && sub.errors === errors0; i++) await sleep(20);
     assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
+    assert.equal(trouble.length, 1, 'reported once, however many retries fail');
+    assert.equal(trouble[0]![0], true);
+    assert.match(trouble[0]![1], /NOPERM/);
     // Allowed again: the subscriber tries again by itself.
     await admin.call('ACL', 'SETUSER', 'default', 'allchannels');
     assert.equal(await delivered('two'), true, 'subscribed again once the ACL allows it');
+    assert.deepEqual(trouble[1], [false, ''], 'and reported working again');
 
     // A server restarted empty: the subscriber re-subscribes when it reconnects.
     await server.kill();

@@ -2,6 +2,7 @@
 // to open. Everything runs in this one process; Ctrl-C stops it.
 import { loadConfigFile } from '../../src/config/load.ts';
 import { createGateway } from '../../src/server/gateway.ts';
+import { guardUnhandledRejections } from '../../src/server/process-guard.ts';
 import { randomBytes } from 'node:crypto';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
   const postal = await startPostalOrigin({ port: 3000, workers: 8, serviceTimeMs: 20, queueLength: 64 });
   const sms = await startSmsApprovals({ port: 3001 });
   const gateway = await createGateway(config);
+  guardUnhandledRejections(gateway.log);
   await gateway.start();
   const front = `http://${config.listeners[0]!.address}`;
   process.stdout.write(

@@ -123,6 +123,11 @@ export class Cluster {
   }
 
   async start(): Promise<void> {
+    this.store.onSubscribeTrouble?.((failing, reason) => {
+      const { log } = this.#o;
+      if (failing) log.error({ store: this.store.kind, reason }, 'cluster store refuses the subscription: bans and overrides from other nodes arrive by resync only (every resyncMs) until it works again');
+      else log.warn({ store: this.store.kind }, 'cluster store subscription works again');
+    });
     await this.store.subscribe(EVENTS, (m) => this.#onMessage(m));
     if (!this.store.healthy) this.#onHealth(false);
     this.#union = true; // a restarted node re-shares nothing it lacks, but reads everything

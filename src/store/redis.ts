@@ -137,6 +137,8 @@ export class RedisStore implements ClusterStore {
   readonly #handlers = new Map<string, Set<(message: string) => void>>();
   #probe: NodeJS.Timeout | null = null;
   #resubscribe: NodeJS.Timeout | null = null;
+  #subscribeFailing = false;
+  readonly #subscribeListeners: Array<(failing: boolean, reason: string) => void> = [];
   #closed = false;
 
   constructor(opts: RedisStoreOptions) {
@@ -167,7 +169,7 @@ export class RedisStore implements ClusterStore {
     });
     this.#sub.on('error', () => {});
     this.#sub.on('ready', () => {
-      if (this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).catch(this.#subscribeFailed);
+      if (this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
     });
     this.#cmd.on('ready', () => this.#setHealthy(true));
     this.#cmd.on('close', () => this.#setHealthy(false));
@@ -247,7 +249,7 @@ export class RedisStore implements ClusterStore {
       this.#handlers.set(name, (subs = new Set()));
       // Not connected yet: the 'ready' handler subscribes to every channel in #handlers, then and
       // after each reconnection.
-      if (this.#sub.status === 'ready') this.#sub.subscribe(name).catch(this.#subscribeFailed);
+      if (this.#sub.status === 'ready') this.#sub.subscribe(name).then(this.#subscribed, this.#subscribeFailed);
     }
     subs.add(onMessage);
   }
@@ -263,16 +265,32 @@ export class RedisStore implements ClusterStore {
     this.healthy = false;
   }
 
+  readonly #subscribed = (): void => {
+    if (!this.#subscribeFailing || this.#closed) return;
+    this.#subscribeFailing = false;
+    for (const fn of this.#subscribeListeners) fn(false, '');
+  };
+
+  onSubscribeTrouble(fn: (failing: boolean, reason: string) => void): void {
+    this.#subscribeListeners.push(fn);
+  }
+
   /**
    * A refused or lost SUBSCRIBE: counted, and tried again a second later (a reconnection tries at
    * once). Meanwhile the cluster's periodic resync converges without messages.
    */
-  readonly #subscribeFailed = (): void => {
+  readonly #subscribeFailed = (err: unknown): void => {
+    if (this.#closed) return;
     this.errors++;
-    if (this.#closed || this.#resubscribe !== null) return;
+    if (!this.#subscribeFailing) {
+      this.#subscribeFailing = true;
+      const reason = err instanceof Error ? err.message : String(err);
+      for (const fn of this.#subscribeListeners) fn(true, reason);
+    }
+    if (this.#resubscribe !== null) return;
     this.#resubscribe = setTimeout(() => {
       this.#resubscribe = null;
-      if (!this.#closed && this.#sub.status === 'ready' && this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).catch(this.#subscribeFailed);
+      if (!this.#closed && this.#sub.status === 'ready' && this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
     }, 1000);
     this.#resubscribe.unref();
   };

@@ -46,6 +46,12 @@ export interface ClusterStore {
   readonly operations: number;
   /** Called on each change of `healthy` (true: the store is back, callers reconcile). */
   onHealth(fn: (healthy: boolean) => void): void;
+  /**
+   * Called when the subscription starts failing (`failing`, with the store's reason) and when it works
+   * again: meanwhile messages do not arrive and nodes converge by resync only. Stores whose
+   * subscription cannot fail need not implement it.
+   */
+  onSubscribeTrouble?(fn: (failing: boolean, reason: string) => void): void;
 
   /** Take tokens from shared buckets, one answer per request, in order (one pipelined round trip). */
   lease(requests: readonly LeaseRequest[]): Promise<LeaseGrant[]>;
