@@ -12,6 +12,8 @@ import { createClient, challengeFrom, solve, SOLUTION_COOKIE } from 'rempart/cli
 import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { solveChallenge } from '../src/drill/challenge.ts';
+import { binding } from '../src/phases/challenge/tokens.ts';
+import { prefixKey } from '../src/phases/admission/client-key.ts';
 import { startGateway, startUpstream, type RecordingUpstream, type TestGateway } from './helpers.ts';
 import type http from 'node:http';
 
@@ -162,6 +164,32 @@ test('a clearance binds to the client: refused with another user-agent, and garb
       assert.equal(r.status, 403, bad.slice(0, 20));
       await r.text();
     }
+  } finally {
+    await s.close();
+  }
+});
+
+test('familiarity is looked up only when a phase asks: never in calm, once per request when a challenge is asked for', async () => {
+  const s = await setup({ level: 0 });
+  try {
+    // A clearance earned earlier (a client that solved under attack keeps its cookie for a while).
+    const bind = binding(prefixKey('127.0.0.1'), 'lookup-test');
+    const { token } = s.gw.gateway.challenge.signer.issueClearance(Date.now(), 600, bind);
+    const headers = { 'user-agent': 'lookup-test', cookie: `__rempart_clr=${token}` };
+    for (let i = 0; i < 20; i++) {
+      const r = await fetch(`${s.gw.url}/calm-${i}`, { headers });
+      assert.equal(r.status, 200);
+      await r.text();
+    }
+    assert.equal(s.gw.gateway.challenge.familiarityLookups, 0, 'calm and nothing queued: no clearance checked');
+    pinLevel(s.gw, 2);
+    const known = await fetch(`${s.gw.url}/attack`, { headers });
+    assert.equal(known.status, 200, 'under attack the clearance is checked and lets its holder through');
+    await known.text();
+    const stranger = await fetch(`${s.gw.url}/attack`, { headers: { 'user-agent': 'lookup-test' } });
+    assert.equal(stranger.status, 403);
+    await stranger.text();
+    assert.equal(s.gw.gateway.challenge.familiarityLookups, 2, 'one look-up per request that was asked about');
   } finally {
     await s.close();
   }

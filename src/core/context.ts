@@ -11,6 +11,11 @@ import type { AdmissionEntry, AdmissionGate } from '../phases/admission/gate.ts'
  */
 export type Decision = 'forwarded' | 'answered' | 'refused' | 'upstream_error' | 'aborted' | 'cache_hit' | 'stale';
 
+/** Tells whether the client of a request is known (src/phases/challenge: clearance, session, JWT). */
+export interface FamiliarityCheck {
+  isFamiliar(ctx: RequestContext): boolean;
+}
+
 /** A stored response to answer with (the cache phase), in place of replyStatus/replyBody. */
 export interface StoredReply {
   readonly status: number;
@@ -91,8 +96,22 @@ export class RequestContext {
   upstreamUnavailable: boolean;
   /** The client's /24 (IPv4) or /64 (IPv6) prefix, set by `identify`: the key most guards count by. */
   clientPrefix: string;
-  /** Whether the client is known (a valid clearance, or a session the origin granted): set by `familiarity`. */
-  known: boolean;
+  /**
+   * Whether the client is known (a valid clearance, a session the origin granted, a valid JWT). Looked
+   * up on first read only, through the check the `familiarity` phase leaves here: a request that no
+   * phase asks about (calm, no rule in force, not queued) never pays for a MAC or a JWT signature.
+   */
+  get known(): boolean {
+    if (this.knownState === 0) this.knownState = this.familiarity !== null && this.familiarity.isFamiliar(this) ? 1 : 2;
+    return this.knownState === 1;
+  }
+  set known(value: boolean) {
+    this.knownState = value ? 1 : 2;
+  }
+  /** 0: not looked up yet, 1: known, 2: not known. */
+  knownState: 0 | 1 | 2;
+  /** How to tell whether this client is known, left by the `familiarity` phase (null: never known). */
+  familiarity: FamiliarityCheck | null;
   /** The rule behind the guard decision this request ended with (or that a guard in observe mode would have applied), '' if none. */
   ruleId: string;
   /** The code a guard in `observe` mode would have answered with, '' if none (logged; the request went on). */
@@ -137,7 +156,8 @@ export class RequestContext {
     this.upstreamUnavailable = false;
     this.responseHeaders = null;
     this.clientPrefix = '';
-    this.known = false;
+    this.knownState = 0;
+    this.familiarity = null;
     this.ruleId = '';
     this.observed = '';
     this.challengeRule = '';

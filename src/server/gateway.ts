@@ -43,7 +43,7 @@ import type { DefenseDeps } from '../defense/types.ts';
 import { createBanPhase } from '../phases/ban/index.ts';
 import { createLevelPhase } from '../phases/level/index.ts';
 import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
-import { createChallengeGuard } from '../phases/challenge/index.ts';
+import { createChallengeGuard, type ChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createCluster, type Cluster } from '../store/cluster.ts';
@@ -72,6 +72,8 @@ export interface Gateway {
   readonly api: AdminApi;
   /** What the defence phases share: the attack level and the ban table. */
   readonly defense: DefenseDeps;
+  /** The challenge guard (familiarity and challenge phases, the token signer, origin-granted sessions). */
+  readonly challenge: ChallengeGuard;
   /** The audit trail (operator actions, level changes, failovers, reloads). */
   readonly audit: AuditTrail;
   /** Cluster mode: the store and what syncs through it (docs/cluster.md). */
@@ -479,6 +481,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cache,
     api,
     defense,
+    challenge: challengeGuard,
     audit,
     cluster,
     runtime: getRuntime,

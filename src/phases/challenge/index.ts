@@ -36,6 +36,8 @@ type Door = 'html' | 'nojs' | 'api';
 
 export interface ChallengeGuard {
   readonly familiarity: Phase;
+  /** How many times a client was looked up (clearance, session, JWT): only when a phase asked. */
+  readonly familiarityLookups: number;
   readonly challenge: Phase;
   /** Called by the forward handler with every upstream response head: learns origin-granted sessions. */
   onUpstreamHead(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
@@ -196,29 +198,34 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     return Verdict.Reply;
   }
 
-  const familiarity: Phase = {
-    name: 'familiarity',
-    onRequest(ctx: RequestContext) {
+  // The look-up itself runs on the first read of ctx.known (challenge, signatures, a queued request),
+  // not for every request: one shared object, nothing allocated per request.
+  const check = {
+    lookups: 0,
+    isFamiliar(ctx: RequestContext): boolean {
+      check.lookups++;
       const headers = ctx.req.headers;
       const cookies = headers.cookie;
       const fam = deps.getRuntime().config.defense.familiarity;
       let clearance = headerString(headers[CLEARANCE_HEADER]);
       if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
-      if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) {
-        ctx.known = true;
-        return Verdict.Continue;
-      }
+      if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) return true;
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         const sid = cookieValue(cookies, fam.sessionCookie);
-        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs())) {
-          ctx.known = true;
-          return Verdict.Continue;
-        }
+        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs())) return true;
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
-        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) ctx.known = true;
+        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) return true;
       }
+      return false;
+    },
+  };
+
+  const familiarity: Phase = {
+    name: 'familiarity',
+    onRequest(ctx: RequestContext) {
+      ctx.familiarity = check;
       return Verdict.Continue;
     },
   };
@@ -229,7 +236,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const config = deps.getRuntime().config;
       const cfg = config.defense.challenge;
       if (ctx.path.startsWith(RESERVED_PREFIX)) return verify(ctx, cfg);
-      if (cfg.mode === 'off' || ctx.known) return Verdict.Continue;
+      if (cfg.mode === 'off') return Verdict.Continue;
       const route = ctx.route;
       if (route === null || config.routes[route.index]?.challenge === false) return Verdict.Continue;
       const headers = ctx.req.headers;
@@ -237,6 +244,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       let solution = headerString(headers[SOLUTION_HEADER]);
       if (solution === '' && headers.cookie !== undefined) solution = cookieValue(headers.cookie, SOLUTION_COOKIE);
       if (!asked && solution === '') return Verdict.Continue;
+      // Only now: whether the client is known costs a MAC or a signature check (ctx.known).
+      if (ctx.known) return Verdict.Continue;
       const ruleId = ctx.challengeRule !== '' ? ctx.challengeRule : `level:${cfg.atLevel}`;
       const nowMs = deps.clock.wallMs();
       const bind = binding(ctx.clientPrefix, headers['user-agent']);
@@ -269,6 +278,9 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
 
   return {
     familiarity,
+    get familiarityLookups() {
+      return check.lookups;
+    },
     challenge,
     signer,
     sessions,
