@@ -21,11 +21,23 @@ export interface JwtSettings {
 
 /** Tokens longer than this are refused unread. */
 const MAX_JWT_CHARS = 8192;
+/**
+ * Tokens that verified are remembered until they expire, so a client sending the same token on every
+ * request (an app under attack, asked at each request) pays one public-key operation, not one per
+ * request. Only tokens our key signed get in (a forger cannot fill it), at most VERIFIED_MAX of them,
+ * each at most VERIFIED_MAX_CHARS long (≤ 8 MiB); the oldest goes first.
+ */
+export const VERIFIED_MAX = 4096;
+const VERIFIED_MAX_CHARS = 2048;
 
 export class JwtVerifier {
   readonly settings: JwtSettings;
   readonly #secret: Buffer | null;
   readonly #publicKey: KeyObject | null;
+  /** Verified token → the time (ms) past which it is no longer valid (exp + leeway). */
+  readonly #verified = new Map<string, number>();
+  /** Signature (or MAC) checks done: a token found in the verified table costs none. */
+  verifications = 0;
 
   constructor(settings: JwtSettings, key: Buffer | KeyObject) {
     this.settings = settings;
@@ -65,6 +77,29 @@ export class JwtVerifier {
   /** Whether `token` is a valid, current JWT for our key, issuer and audience. Never throws. */
   isValid(token: string, nowMs: number): boolean {
     if (token === '' || token.length > MAX_JWT_CHARS) return false;
+    const until = this.#verified.get(token);
+    if (until !== undefined) {
+      if (nowMs < until) return true;
+      this.#verified.delete(token);
+      return false;
+    }
+    if (!this.#verify(token, nowMs)) return false;
+    if (token.length <= VERIFIED_MAX_CHARS) {
+      if (this.#verified.size >= VERIFIED_MAX) this.#verified.delete(this.#verified.keys().next().value!);
+      this.#verified.set(token, this.#validUntilMs);
+    }
+    return true;
+  }
+
+  /** Tokens remembered as verified (bounded by VERIFIED_MAX). */
+  get verifiedSize(): number {
+    return this.#verified.size;
+  }
+
+  /** exp + leeway of the token #verify last accepted, in ms. */
+  #validUntilMs = 0;
+
+  #verify(token: string, nowMs: number): boolean {
     const d1 = token.indexOf('.');
     const d2 = d1 === -1 ? -1 : token.indexOf('.', d1 + 1);
     if (d2 === -1 || token.indexOf('.', d2 + 1) !== -1) return false;
@@ -86,6 +121,8 @@ export class JwtVerifier {
     if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - s.leewaySec)) return false;
     if (s.issuer !== undefined && c.iss !== s.issuer) return false;
     if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience)))) return false;
+    this.#validUntilMs = (c.exp + s.leewaySec) * 1000;
+    this.verifications++;
     const signed = token.slice(0, d2);
     const sig = Buffer.from(token.slice(d2 + 1), 'base64url');
     try {

@@ -1,12 +1,12 @@
 // Tokens, the replay guard, the session table, JWT checks and the shared solver, without a server.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { TokenSigner, binding, leadingZeroBits } from './tokens.ts';
 import { keyRing, parseKeys } from './keys.ts';
 import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions } from './sessions.ts';
-import { JwtVerifier } from './jwt.ts';
+import { JwtVerifier, VERIFIED_MAX } from './jwt.ts';
 import { solveRange } from '../../client/solver.ts';
 import { solve } from '../../client/index.ts';
 
@@ -132,4 +132,24 @@ test('the shared JS solver finds nonces node:crypto agrees with, for every input
     // And it is the first such nonce.
     for (let k = 0; k < n; k++) assert.ok(leadingZeroBits(createHash('sha256').update(prefix + k).digest()) < 10);
   }
+});
+
+test('JWT: a token that verified is not verified again until it expires; forged ones never enter the table, which stays bounded', () => {
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const secret = Buffer.alloc(32, 7);
+  const v = new JwtVerifier({ algorithm: 'HS256', keyFile: '-', header: 'authorization', leewaySec: 5 }, secret);
+  const token = (claims: object) => {
+    const signed = `${enc({ alg: 'HS256' })}.${enc(claims)}`;
+    return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
+  };
+  const t = token({ exp: NOW / 1000 + 60, sub: 'app-user' });
+  for (let i = 0; i < 100; i++) assert.equal(v.isValid(t, NOW + i), true);
+  assert.equal(v.verifications, 1, 'one MAC for a hundred requests');
+  assert.equal(v.isValid(t, NOW + 64_000), true, 'within the leeway');
+  assert.equal(v.isValid(t, NOW + 65_000), false, 'expired, remembered or not');
+  const forged = `${t.slice(0, t.lastIndexOf('.'))}.${Buffer.alloc(32).toString('base64url')}`;
+  for (let i = 0; i < 10; i++) assert.equal(v.isValid(forged, NOW), false);
+  assert.equal(v.verifications, 1 + 10, 'a forged token is checked every time, never remembered');
+  for (let i = 0; i < VERIFIED_MAX + 100; i++) assert.equal(v.isValid(token({ exp: NOW / 1000 + 60, sub: `u${i}` }), NOW), true);
+  assert.equal(v.verifiedSize, VERIFIED_MAX);
 });
