@@ -21,6 +21,8 @@ export interface WrkOptions {
   timeoutSeconds?: number;
   /** Seed for the random start offsets of paced connections. */
   seed?: number;
+  /** Request headers to add (wrk -H). */
+  headers?: Record<string, string>;
 }
 
 export interface WrkResult {
@@ -79,7 +81,9 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const threads = o.threads ?? 1;
   const script = path.join(o.dir, `wrk-${process.pid}-${Date.now()}.lua`);
   await writeFile(script, luaScript(o.periodMs ?? 0, Math.ceil(o.connections / threads), o.seed ?? 42));
-  const args = [`-t${threads}`, `-c${o.connections}`, `-d${o.seconds}s`, '--latency', `--timeout`, `${o.timeoutSeconds ?? 2}s`, '-s', script, o.url];
+  const args = [`-t${threads}`, `-c${o.connections}`, `-d${o.seconds}s`, '--latency', `--timeout`, `${o.timeoutSeconds ?? 2}s`, '-s', script];
+  for (const [name, value] of Object.entries(o.headers ?? {})) args.push('-H', `${name}: ${value}`);
+  args.push(o.url);
   const proc = startProcess('wrk', 'wrk', args, { cpu: o.cpu, maxLog: 10_000 });
   const out: Buffer[] = [];
   proc.child.stdout?.on('data', (b: Buffer) => out.push(b));
