@@ -154,6 +154,12 @@ test('histogram percentiles stay within a few percent; metrics parsing sums deci
     'rempart_requests_total{route="b",decision="allow",status="200"} 7\nrempart_requests_total{route="b",decision="block",status="429"} 3\n');
   assert.equal(m.attackLevel, 2);
   assert.deepEqual(m.decisions, { allow: 12, block: 3 });
+  // What the refusals were: by reason, and admission's sheds by class and reason.
+  const r = parseMetrics('rempart_refusals_total{reason="RMP_ERR_WAITING_ROOM"} 4\nrempart_refusals_total{reason="RMP_ERR_ADMISSION_SHED"} 2\n' +
+    'rempart_admission_shed_total{upstream="a",class="authenticated",reason="fairness"} 60\nrempart_admission_shed_total{upstream="b",class="authenticated",reason="fairness"} 1\n' +
+    'rempart_admission_shed_total{upstream="a",class="public",reason="queue-timeout"} 9\n');
+  assert.deepEqual(r.refusals, { RMP_ERR_WAITING_ROOM: 4, RMP_ERR_ADMISSION_SHED: 2 });
+  assert.deepEqual(r.shed, { 'authenticated/fairness': 61, 'public/queue-timeout': 9 });
   // The level gauge, not the counter of its changes that shares its prefix.
   assert.equal(parseMetrics('rempart_attack_level 0\nrempart_attack_level_changes_total{from="calm",to="elevated"} 3\n').attackLevel, 0);
 });

@@ -119,10 +119,21 @@ export class OriginPoller {
   }
 }
 
-/** Parses Prometheus text: sum of rempart_requests_total by `decision`, max of rempart_attack_level. */
-export function parseMetrics(text: string): { attackLevel: number | null; decisions: Record<string, number> } {
+function label(line: string, name: string): string | null {
+  const m = new RegExp(`[{,]${name}="((?:[^"\\\\]|\\\\.)*)"`).exec(line);
+  return m ? m[1]! : null;
+}
+
+/**
+ * Parses Prometheus text: sum of rempart_requests_total by `decision`, max of rempart_attack_level,
+ * rempart_refusals_total by `reason`, and rempart_admission_shed_total by `class/reason` (what a
+ * failed real user's 503 was: a queue timeout, a fairness share, a full queue).
+ */
+export function parseMetrics(text: string): { attackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number> } {
   let attackLevel: number | null = null;
   const decisions: Record<string, number> = {};
+  const refusals: Record<string, number> = {};
+  const shed: Record<string, number> = {};
   for (const line of text.split('\n')) {
     if (line.length === 0 || line[0] === '#') continue;
     if (line.startsWith('rempart_attack_level ') || line.startsWith('rempart_attack_level{')) {
@@ -131,12 +142,27 @@ export function parseMetrics(text: string): { attackLevel: number | null; decisi
     } else if (line.startsWith('rempart_requests_total{') || line.startsWith('rempart_requests_total ')) {
       const v = Number(line.slice(line.lastIndexOf(' ') + 1));
       if (!Number.isFinite(v)) continue;
-      const m = /[{,]decision="((?:[^"\\]|\\.)*)"/.exec(line);
-      const key = m ? m[1] : '(none)';
+      const key = label(line, 'decision') ?? '(none)';
       decisions[key] = (decisions[key] ?? 0) + v;
+    } else if (line.startsWith('rempart_refusals_total{')) {
+      const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+      const key = label(line, 'reason');
+      if (Number.isFinite(v) && key !== null) refusals[key] = (refusals[key] ?? 0) + v;
+    } else if (line.startsWith('rempart_admission_shed_total{')) {
+      const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+      const cls = label(line, 'class');
+      const reason = label(line, 'reason');
+      if (Number.isFinite(v) && cls !== null && reason !== null) shed[`${cls}/${reason}`] = (shed[`${cls}/${reason}`] ?? 0) + v;
     }
   }
-  return { attackLevel, decisions };
+  return { attackLevel, decisions, refusals, shed };
+}
+
+/** last − first for every key of `last`, keeping only what grew. */
+function grown(first: Record<string, number> | null, last: Record<string, number> | null): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (last !== null) for (const k of Object.keys(last)) if (last[k]! - (first?.[k] ?? 0) > 0) out[k] = last[k]! - (first?.[k] ?? 0);
+  return out;
 }
 
 export class MetricsPoller {
@@ -144,6 +170,8 @@ export class MetricsPoller {
   readonly agent = newAgent();
   first: Record<string, number> | null = null;
   last: Record<string, number> | null = null;
+  firstReasons: { refusals: Record<string, number>; shed: Record<string, number> } | null = null;
+  lastReasons: { refusals: Record<string, number>; shed: Record<string, number> } | null = null;
   lastAtMs = 0;
   maxAttackLevel: number | null = null;
   polls = 0;
@@ -157,7 +185,9 @@ export class MetricsPoller {
     const text = await getText(this.agent, this.url);
     this.polls++;
     if (text === null) { this.failures++; return; }
-    const { attackLevel, decisions } = parseMetrics(text);
+    const { attackLevel, decisions, refusals, shed } = parseMetrics(text);
+    if (this.firstReasons === null) this.firstReasons = { refusals, shed };
+    this.lastReasons = { refusals, shed };
     const prev = this.last;
     const prevAtMs = this.lastAtMs;
     const atMs = performance.now();
@@ -179,10 +209,17 @@ export class MetricsPoller {
     return this.agent.destroy();
   }
 
-  totals(): { polls: number; failures: number; maxAttackLevel: number | null; decisions: Record<string, number> } {
+  totals(): { polls: number; failures: number; maxAttackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number> } {
     const out: Record<string, number> = {};
     if (this.last) for (const k of Object.keys(this.last)) out[k] = this.last[k] - (this.first?.[k] ?? 0);
-    return { polls: this.polls, failures: this.failures, maxAttackLevel: this.maxAttackLevel, decisions: out };
+    return {
+      polls: this.polls,
+      failures: this.failures,
+      maxAttackLevel: this.maxAttackLevel,
+      decisions: out,
+      refusals: grown(this.firstReasons?.refusals ?? null, this.lastReasons?.refusals ?? null),
+      shed: grown(this.firstReasons?.shed ?? null, this.lastReasons?.shed ?? null),
+    };
   }
 }
 

@@ -80,7 +80,8 @@ export interface DrillReport {
   /** Visits by real users: returning (kept their cookies from an earlier visit) or fresh, and how many met a challenge. */
   visits: { returning: number; returningChallenged: number; returningChallengedPct: number | null; fresh: number; freshChallenged: number; freshChallengedPct: number | null };
   origin: (OriginTotals & { available: true }) | { available: false };
-  rempart: { available: true; maxAttackLevel: number | null; decisions: Record<string, number>; polls: number; failures: number } | { available: false };
+  /** `refusals`: rempart_refusals_total by reason over the run; `shed`: rempart_admission_shed_total by class/reason (what the 503s were). */
+  rempart: { available: true; maxAttackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number>; polls: number; failures: number } | { available: false };
   timeline: {
     second: number[];
     legitOk: number[];
@@ -331,7 +332,11 @@ export function summaryText(r: DrillReport): string {
   if (r.visits.returning + r.visits.fresh > 0)
     lines.push(`visits: returning ${r.visits.returning} (challenged ${r.visits.returningChallenged}, ${f(r.visits.returningChallengedPct, '%')}), fresh ${r.visits.fresh} (challenged ${r.visits.freshChallenged}, ${f(r.visits.freshChallengedPct, '%')})`);
   if (r.origin.available) lines.push(`origin: served ${r.origin.served}, rejected (503) ${r.origin.rejected}, received attack ${f(r.origin.receivedAttack)} legit ${f(r.origin.receivedLegit)}, utilisation ${f(r.origin.utilisationPct, '%')} (peak ${f(r.origin.peakUtilisationPct, '%')})`);
-  if (r.rempart.available) lines.push(`rempart: max attack level ${f(r.rempart.maxAttackLevel)}, decisions ${JSON.stringify(r.rempart.decisions)}`);
+  if (r.rempart.available) {
+    lines.push(`rempart: max attack level ${f(r.rempart.maxAttackLevel)}, decisions ${JSON.stringify(r.rempart.decisions)}`);
+    if (Object.keys(r.rempart.refusals).length > 0) lines.push(`  refusals by reason ${JSON.stringify(r.rempart.refusals)}`);
+    if (Object.keys(r.rempart.shed).length > 0) lines.push(`  shed by class/reason ${JSON.stringify(r.rempart.shed)}`);
+  }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   if (r.files) lines.push(`report: ${r.files.html}`);
   return lines.join('\n');
