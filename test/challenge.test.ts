@@ -372,6 +372,20 @@ test('a JWT verified with the configured key makes its holder known; expired, fo
       assert.equal(r.status, 403);
       await r.text();
     }
+    // The verified token is remembered; a reload with another key (or another audience) forgets it.
+    const token = hs256({ sub: 'u1', aud: 'shop', exp: now + 600 }, secret);
+    for (let i = 0; i < 3; i++) (await call(token)).body?.cancel();
+    writeFileSync(join(dir, 'jwt.key'), `${randomBytes(32).toString('hex')}\n`);
+    await s.gw.gateway.reload(validateConfig({ ...s.gw.gateway.runtime().config }, '(test)'));
+    const afterRotation = await call(token);
+    assert.equal(afterRotation.status, 403, 'a token remembered under the old key is refused after the key changed');
+    await afterRotation.text();
+    writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
+    const cfg = s.gw.gateway.runtime().config;
+    await s.gw.gateway.reload(validateConfig({ ...cfg, defense: { ...cfg.defense, familiarity: { ...cfg.defense.familiarity, jwt: { ...cfg.defense.familiarity.jwt!, audience: 'bank' } } } }, '(test)'));
+    const otherAudience = await call(token);
+    assert.equal(otherAudience.status, 403, 'and after the audience changed');
+    await otherAudience.text();
   } finally {
     await s.close();
   }

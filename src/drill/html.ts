@@ -97,7 +97,8 @@ export function renderHtml(r: DrillReport): string {
     : '<p>Not observed (give <code>--origin URL</code>).</p>';
   const rp = r.rempart;
   const rempartHtml = rp.available
-    ? `<p>Max attack level ${fmt(rp.maxAttackLevel)}; decisions over the run: ${Object.entries(rp.decisions).map(([k, v]) => `${esc(k)} ${v}`).join(', ') || 'none'}; ${rp.polls} polls, ${rp.failures} failed.</p>`
+    ? `<p>Max attack level ${fmt(rp.maxAttackLevel)}; decisions over the run: ${Object.entries(rp.decisions).map(([k, v]) => `${esc(k)} ${v}`).join(', ') || 'none'}; ${rp.polls} polls, ${rp.failures} failed.</p>` +
+      `<p>Refusals by reason: ${Object.entries(rp.refusals).map(([k, v]) => `${esc(k)} ${v}`).join(', ') || 'none'}. Admission sheds by class/reason: ${Object.entries(rp.shed).map(([k, v]) => `${esc(k)} ${v}`).join(', ') || 'none'}.</p>`
     : '<p>Not observed (give <code>--metrics URL</code>).</p>';
 
   return `<!doctype html>

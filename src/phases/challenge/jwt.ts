@@ -79,14 +79,18 @@ export class JwtVerifier {
     if (token === '' || token.length > MAX_JWT_CHARS) return false;
     const until = this.#verified.get(token);
     if (until !== undefined) {
-      if (nowMs < until) return true;
       this.#verified.delete(token);
-      return false;
+      if (nowMs >= until) return false;
+      this.#verified.set(token, until); // most recently used: the oldest unused token goes first
+      return true;
     }
-    if (!this.#verify(token, nowMs)) return false;
+    const validUntil = this.#verify(token, nowMs);
+    if (validUntil === 0) return false;
     if (token.length <= VERIFIED_MAX_CHARS) {
       if (this.#verified.size >= VERIFIED_MAX) this.#verified.delete(this.#verified.keys().next().value!);
-      this.#verified.set(token, this.#validUntilMs);
+      // A flat copy: the token is a slice of the whole header (a Cookie line, padded spaces), which V8
+      // would otherwise keep alive with it, and the bound above would not bound the memory.
+      this.#verified.set(Buffer.from(token, 'latin1').toString('latin1'), validUntil);
     }
     return true;
   }
@@ -96,13 +100,11 @@ export class JwtVerifier {
     return this.#verified.size;
   }
 
-  /** exp + leeway of the token #verify last accepted, in ms. */
-  #validUntilMs = 0;
-
-  #verify(token: string, nowMs: number): boolean {
+  /** The full check: the time (ms) until which the token is valid (exp + leeway), or 0 when it is not. */
+  #verify(token: string, nowMs: number): number {
     const d1 = token.indexOf('.');
     const d2 = d1 === -1 ? -1 : token.indexOf('.', d1 + 1);
-    if (d2 === -1 || token.indexOf('.', d2 + 1) !== -1) return false;
+    if (d2 === -1 || token.indexOf('.', d2 + 1) !== -1) return 0;
     const s = this.settings;
     let header: unknown;
     let claims: unknown;
@@ -110,30 +112,30 @@ export class JwtVerifier {
       header = JSON.parse(Buffer.from(token.slice(0, d1), 'base64url').toString('utf8'));
       claims = JSON.parse(Buffer.from(token.slice(d1 + 1, d2), 'base64url').toString('utf8'));
     } catch {
-      return false;
+      return 0;
     }
-    if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== s.algorithm) return false;
-    if ((header as { crit?: unknown }).crit !== undefined) return false; // no extension is understood
-    if (typeof claims !== 'object' || claims === null) return false;
+    if (typeof header !== 'object' || header === null || (header as { alg?: unknown }).alg !== s.algorithm) return 0;
+    if ((header as { crit?: unknown }).crit !== undefined) return 0; // no extension is understood
+    if (typeof claims !== 'object' || claims === null) return 0;
     const c = claims as { exp?: unknown; nbf?: unknown; iss?: unknown; aud?: unknown };
     const now = nowMs / 1000;
-    if (typeof c.exp !== 'number' || !Number.isFinite(c.exp) || now >= c.exp + s.leewaySec) return false;
-    if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - s.leewaySec)) return false;
-    if (s.issuer !== undefined && c.iss !== s.issuer) return false;
-    if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience)))) return false;
-    this.#validUntilMs = (c.exp + s.leewaySec) * 1000;
+    if (typeof c.exp !== 'number' || !Number.isFinite(c.exp) || now >= c.exp + s.leewaySec) return 0;
+    if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - s.leewaySec)) return 0;
+    if (s.issuer !== undefined && c.iss !== s.issuer) return 0;
+    if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience)))) return 0;
+    const validUntil = (c.exp + s.leewaySec) * 1000;
     this.verifications++;
     const signed = token.slice(0, d2);
     const sig = Buffer.from(token.slice(d2 + 1), 'base64url');
     try {
       if (this.#secret !== null) {
         const mac = createHmac('sha256', this.#secret).update(signed).digest();
-        return sig.length === mac.length && timingSafeEqual(sig, mac);
+        return sig.length === mac.length && timingSafeEqual(sig, mac) ? validUntil : 0;
       }
-      if (s.algorithm === 'ES256') return sig.length === 64 && verify('sha256', Buffer.from(signed), { key: this.#publicKey!, dsaEncoding: 'ieee-p1363' }, sig);
-      return verify('sha256', Buffer.from(signed), this.#publicKey!, sig);
+      if (s.algorithm === 'ES256') return sig.length === 64 && verify('sha256', Buffer.from(signed), { key: this.#publicKey!, dsaEncoding: 'ieee-p1363' }, sig) ? validUntil : 0;
+      return verify('sha256', Buffer.from(signed), this.#publicKey!, sig) ? validUntil : 0;
     } catch {
-      return false;
+      return 0;
     }
   }
 }

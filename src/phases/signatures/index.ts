@@ -41,9 +41,10 @@ export function createSignaturesPhase(deps: DefenseDeps): Phase {
     onRequest(ctx: RequestContext) {
       // autoApply follows the level: an operator's override takes effect at once, not at the next tick.
       if (deps.level.level !== rules.builtForLevel) rules.rebuild(deps.level.level, config());
-      if (rules.inForce === 0 || ctx.known) return Verdict.Continue;
+      if (rules.inForce === 0) return Verdict.Continue;
       const rule = rules.match(ctx);
-      if (rule === null) return Verdict.Continue;
+      // Known clients are exempt; asked only of requests a rule matches (the look-up costs a MAC or a signature check).
+      if (rule === null || ctx.known) return Verdict.Continue;
       rule.hits++;
       const mode = config().mode;
       if (rule.action === 'block') {
