@@ -1,22 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import { createLogger } from '../core/log.ts';
-import { LOG_EVERY_MS, rejectionLogger } from './process-guard.ts';
-
-function capture() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, log: createLogger('info', stream) };
-}
+import { createLogger } from '../src/core/log.ts';
+import { LOG_EVERY_MS, rejectionLogger } from '../src/server/process-guard.ts';
+import { memoryLog } from './helpers.ts';
 
 test('an unhandled rejection is logged with its message and stack only, at most once per LOG_EVERY_MS with a count of the others', async () => {
-  const { lines, log } = capture();
+  const { lines, stream } = memoryLog();
+  const log = createLogger('info', stream);
   let t = 0;
   const handle = rejectionLogger(log, () => t);
   // ioredis puts the command and its arguments (client addresses, ban values) on its errors.
