@@ -1,7 +1,21 @@
 // Self-contained HTML report: inline SVG charts rendered here, inline CSS, no script, no external URL.
+// Names and messages come from a scenario file and from what the target answered: escaped, and the
+// report's own CSP (a <meta>, it is a file) allows its one style sheet and no script at all.
 import type { DrillReport, ClassReport } from './report.ts';
+import { cspHash, escapeHtml } from '../core/html.ts';
 
-const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const esc = (s: unknown) => escapeHtml(String(s));
+
+const REPORT_STYLE = `
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:960px}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
+.chart{display:block;margin:.6rem 0;border:1px solid #eee}.chart .t{font-weight:600;font-size:13px}
+.chart .g{stroke:#e5e5e5}.chart .yl{font-size:10px;text-anchor:end;dominant-baseline:middle;fill:#666}
+.chart .xl{font-size:10px;text-anchor:middle;fill:#666}.chart .lg{font-size:11px}
+.muted{color:#777}.warn{color:#a40}
+`;
+const REPORT_CSP = `default-src 'none'; style-src ${cspHash(REPORT_STYLE)}; img-src data:; base-uri 'none'; form-action 'none'`;
 const fmt = (v: number | null | undefined, unit = '') => (v === null || v === undefined ? '–' : `${v}${unit}`);
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#17becf'];
 
@@ -102,16 +116,9 @@ export function renderHtml(r: DrillReport): string {
     : '<p>Not observed (give <code>--metrics URL</code>).</p>';
 
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>rempart drill: ${esc(r.scenario.name)}</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:960px}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}
-.chart{display:block;margin:.6rem 0;border:1px solid #eee}.chart .t{font-weight:600;font-size:13px}
-.chart .g{stroke:#e5e5e5}.chart .yl{font-size:10px;text-anchor:end;dominant-baseline:middle;fill:#666}
-.chart .xl{font-size:10px;text-anchor:middle;fill:#666}.chart .lg{font-size:11px}
-.muted{color:#777}.warn{color:#a40}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="${REPORT_CSP}">
+<title>rempart drill: ${esc(r.scenario.name)}</title>
+<style>${REPORT_STYLE}</style></head><body>
 <h1>rempart drill: ${esc(r.scenario.name)}</h1>
 <p>${esc(r.scenario.description)}</p>
 <p class="muted">Target <code>${esc(r.target)}</code> · started ${esc(r.startedAt)} · ${r.durationSec}s (stopped by ${esc(r.stoppedBy)}) · ${r.requestsIssued} requests · ${r.settings.users} legit users (scale ${r.settings.scale}) · deadline ${r.settings.deadlineMs} ms · source addresses ${r.settings.bindSources ? 'bound per client in 127/8' : 'not bound'}</p>

@@ -50,6 +50,8 @@ export function sendLocalReply(ctx: RequestContext): void {
     'content-type': ctx.replyBody !== '' ? 'text/plain; charset=utf-8' : 'application/json',
     'content-length': Buffer.byteLength(body),
     'cache-control': 'no-store',
+    // Never read as anything but what it says (a text/plain body sniffed as HTML would be a page).
+    'x-content-type-options': 'nosniff',
   };
   if (ctx.replyHeaders !== null) Object.assign(headers, ctx.replyHeaders);
   if (status === 400 || bodyMayBePending(ctx)) {

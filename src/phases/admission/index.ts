@@ -12,6 +12,7 @@ import { systemClock, type Clock } from '../../core/clock.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import { TRAFFIC_CLASSES } from '../../config/schema.ts';
 import { errorBody } from '../../server/reply.ts';
+import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { Outcome, QueueEntry, classIndex } from './queue.ts';
 import type { AdmissionEntry } from './gate.ts';
 import { clientKey } from './client-key.ts';
@@ -30,15 +31,15 @@ interface ClassCells {
 // Retry-After spread over 1–3 s, so clients shed together do not all come back in the same second.
 const RETRY_AFTER = ['1', '2', '3'] as const;
 const JSON_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'application/json', 'retry-after': s }));
-const HTML_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'text/html; charset=utf-8', 'retry-after': s }));
+// The HTML page carries the CSP and other headers of every Rempart page (src/core/html.ts).
+const HTML_HEADERS = RETRY_AFTER.map((s) => ({ ...PLAIN_PAGE.headers, 'retry-after': s }));
 
 function htmlPage(code: ErrorCode): string {
-  return (
-    '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
-    '<title>Busy: please retry</title></head><body style="font-family:sans-serif;max-width:36rem;margin:3rem auto">' +
+  return PLAIN_PAGE.render(
+    'Busy: please retry',
     '<h1>Too busy right now</h1><p>This service is receiving more requests than it can answer. ' +
-    'Your request was not processed; please try again in a few seconds.</p>' +
-    `<p><small>503 &middot; ${code}</small></p></body></html>\n`
+      'Your request was not processed; please try again in a few seconds.</p>' +
+      `<p><small>503 &middot; ${escapeHtml(code)}</small></p>`,
   );
 }
 const HTML_BODIES: Record<string, string> = {

@@ -19,7 +19,7 @@ import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges } from './ignored.ts';
-import { RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
+import { CHALLENGE_PAGE, RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
 export { RESERVED_PREFIX, VERIFY_PATH } from './pages.ts';
 
@@ -47,16 +47,32 @@ export interface ChallengeGuard {
   readonly sessions: SessionStore;
 }
 
-/** Same-origin relative path to return to after a clearance, or '/' (never an open redirect). */
+// Characters of a return path that mean something in HTML or JavaScript; a browser sends them
+// percent-encoded anyway (path and query percent-encode sets), so encoding them changes nothing for
+// the origin and leaves no markup character for any page or header to carry.
+const RETURN_ENCODE = /["'<>`]/g;
+
+function percentEncodeChar(c: string): string {
+  return `%${c.charCodeAt(0).toString(16).toUpperCase()}`;
+}
+
+/**
+ * Same-origin relative path to return to after a clearance, or '/' (never an open redirect): one
+ * '/' then not '/' nor a backslash anywhere (browsers read it as '/': '/\host' is '//host', another
+ * site), printable ASCII only (tabs and newlines are dropped by URL parsers: '/\t/host'), not under
+ * Rempart's own prefix (a loop). Quotes, '<', '>' and '`' are percent-encoded.
+ */
 export function safeReturnPath(value: string | null | undefined): string {
   if (value === null || value === undefined || value.length === 0 || value.length > 2048) return '/';
   if (value.charCodeAt(0) !== 47 /* / */ || value.charCodeAt(1) === 47 || value.indexOf('\\') !== -1) return '/';
+  let markup = false;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
     if (c < 0x21 || c > 0x7e) return '/';
+    if (c === 0x22 || c === 0x27 || c === 0x3c || c === 0x3e || c === 0x60) markup = true;
   }
   if (value.startsWith(RESERVED_PREFIX)) return '/';
-  return value;
+  return markup ? value.replace(RETURN_ENCODE, percentEncodeChar) : value;
 }
 
 function levelNumber(name: 'elevated' | 'under_attack'): AttackLevel {
@@ -120,7 +136,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const delay = signer.issueDelay(nowMs, delaySec, cfg.challengeTtlSec, bind);
       return {
         body: challengePageHtml(token, bits, delay, delaySec, returnTo, wasFailure),
-        headers: { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', [CHALLENGE_HEADER]: token },
+        headers: CHALLENGE_PAGE.headersWith({ 'cache-control': 'no-store', [CHALLENGE_HEADER]: token }),
         door: 'html',
       };
     }

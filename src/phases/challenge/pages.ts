@@ -3,15 +3,31 @@
 // clearance cookie and redirects back; a <noscript> meta refresh redeems a signed delay token for
 // browsers without JavaScript. Every tab gets its own challenge, so several tabs solve side by side.
 import { SOLVER_JS } from '../../client/solver.ts';
+import { HtmlPage, escapeHtml, jsonForScript } from '../../core/html.ts';
 
 /** Where Rempart answers itself, whatever the routes: the verify endpoint lives here. */
 export const RESERVED_PREFIX = '/.rempart/challenge/';
 export const VERIFY_PATH = '/.rempart/challenge/verify';
 
+/**
+ * The interstitial's one script, static (the same bytes for every request, so a hash in the CSP
+ * allows it and nothing else). It reads the request's values from the JSON block #rempart-challenge
+ * and solves in a Web Worker built from a Blob (worker-src blob:), falling back to slices on the
+ * main thread. The worker's source is the text of `solver` (Function.prototype.toString): no eval,
+ * so the CSP needs no 'unsafe-eval'.
+ */
+export const CHALLENGE_SCRIPT =
+  `(function(){var D=JSON.parse(document.getElementById('rempart-challenge').textContent),` +
+  `T=D.token,B=D.bits,R=D.returnTo,V=${JSON.stringify(VERIFY_PATH)};` +
+  `function solver(){${SOLVER_JS};return solve;}` +
+  `function done(n){location.replace(V+'?solution='+encodeURIComponent(T+'.'+n)+'&return='+encodeURIComponent(R));}` +
+  `function inPage(){var f=solver(),s=0;(function step(){var n=f(T+'.',B,s,20000);if(n>=0)return done(n);s+=20000;setTimeout(step,0);})();}` +
+  `try{var u=URL.createObjectURL(new Blob(['var solve=('+solver+')();onmessage=function(e){var d=e.data,s=0,n;while((n=solve(d[0],d[1],s,1e6))<0)s+=1e6;postMessage(n);};'],{type:'text/javascript'}));` +
+  `var w=new Worker(u);w.onmessage=function(e){done(e.data);};w.onerror=function(e){e.preventDefault();inPage();};w.postMessage([T+'.',B]);}catch(e){inPage();}` +
+  `})();`;
 
-function escapeHtml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&#39;');
-}
+/** The interstitial's shell and headers (CSP with the script's hash), built once. */
+export const CHALLENGE_PAGE = new HtmlPage({ script: CHALLENGE_SCRIPT, blobWorker: true });
 
 /** The verify URL a solution (or delay token) is redeemed at, returning to `returnTo` after. */
 export function verifyUrl(param: 'solution' | 'delay', value: string, returnTo: string): string {
@@ -19,30 +35,23 @@ export function verifyUrl(param: 'solution' | 'delay', value: string, returnTo: 
 }
 
 /**
- * The interstitial. `token` and `delayToken` are base64url, digits and dots (safe anywhere);
- * `returnTo` was validated as a same-origin path and is escaped all the same.
+ * The interstitial. The request's values (token, bits, the path to return to) are data, never code:
+ * escaped in attributes, and as JSON in a non-executed block the static script reads. `returnTo`
+ * was validated as a same-origin path (safeReturnPath) and is escaped all the same.
  */
 export function challengePageHtml(token: string, bits: number, delayToken: string, delaySec: number, returnTo: string, failed: boolean): string {
   const noJs = escapeHtml(verifyUrl('delay', delayToken, returnTo));
   const refreshSec = delaySec + 1; // the token's notBefore is rounded up to a second
-  return (
-    `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
-    `<meta name="robots" content="noindex"><title>Checking your browser</title>` +
-    `<noscript><meta http-equiv="refresh" content="${refreshSec};url=${noJs}"></noscript></head>` +
-    `<body style="font-family:sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem">` +
+  return CHALLENGE_PAGE.render(
+    'Checking your browser',
     `<h1>One moment, please</h1>` +
-    `<p>This site is protecting itself from automated traffic. Your browser is solving a small puzzle; you will be on your way in a second or two.</p>` +
-    (failed ? `<p>The previous check did not succeed (it expired or was already used); trying again.</p>` : '') +
-    `<p id="status" role="status">Working&hellip;</p>` +
-    `<noscript><p>JavaScript is off: this page continues by itself in ${refreshSec} seconds. ` +
-    `If it does not, wait that long and <a href="${noJs}">continue here</a>.</p></noscript>` +
-    `<p><small>403 &middot; RMP_ERR_CHALLENGE</small></p>` +
-    `<script>(function(){var T=${JSON.stringify(token)},B=${bits},R=${JSON.stringify(returnTo)},V=${JSON.stringify(VERIFY_PATH)};` +
-    `var SRC=${JSON.stringify(SOLVER_JS)};` +
-    `function done(n){location.replace(V+'?solution='+encodeURIComponent(T+'.'+n)+'&return='+encodeURIComponent(R));}` +
-    `function inPage(){var f=new Function(SRC+';return solve;')(),s=0;(function step(){var n=f(T+'.',B,s,20000);if(n>=0)return done(n);s+=20000;setTimeout(step,0);})();}` +
-    `try{var u=URL.createObjectURL(new Blob([SRC+';onmessage=function(e){var d=e.data,s=0,n;while((n=solve(d[0],d[1],s,1e6))<0)s+=1e6;postMessage(n);};'],{type:'text/javascript'}));` +
-    `var w=new Worker(u);w.onmessage=function(e){done(e.data);};w.onerror=function(e){e.preventDefault();inPage();};w.postMessage([T+'.',B]);}catch(e){inPage();}` +
-    `})();</script></body></html>\n`
+      `<p>This site is protecting itself from automated traffic. Your browser is solving a small puzzle; you will be on your way in a second or two.</p>` +
+      (failed ? `<p>The previous check did not succeed (it expired or was already used); trying again.</p>` : '') +
+      `<p id="status" role="status">Working&hellip;</p>` +
+      `<noscript><p>JavaScript is off: this page continues by itself in ${refreshSec} seconds. ` +
+      `If it does not, wait that long and <a href="${noJs}">continue here</a>.</p></noscript>` +
+      `<p><small>403 &middot; RMP_ERR_CHALLENGE</small></p>` +
+      `<script type="application/json" id="rempart-challenge">${jsonForScript({ token, bits, returnTo })}</script>`,
+    `<meta name="robots" content="noindex"><noscript><meta http-equiv="refresh" content="${refreshSec};url=${noJs}"></noscript>`,
   );
 }

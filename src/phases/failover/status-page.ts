@@ -4,14 +4,23 @@
 import type { RequestContext } from '../../core/context.ts';
 import type { Config } from '../../config/schema.ts';
 import { ERRORS, type ErrorCode } from '../../core/errors.ts';
+import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { wantsHtml } from '../admission/index.ts';
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+// The message is the operator's (the file, or PUT /api/status-page): text, escaped like any value,
+// and the page carries the strict CSP of src/core/html.ts.
+const HTML_HEADERS = { ...PLAIN_PAGE.headers };
+const JSON_HEADERS = { 'content-type': 'application/json' };
+
+interface Rendered {
+  readonly json: string;
+  readonly html: string;
+  readonly htmlHeaders: Record<string, string>;
+  readonly jsonHeaders: Record<string, string>;
 }
 
-/** Rendered bodies, per statusPage settings object (one per loaded config), code and status. */
-const rendered = new WeakMap<Config['statusPage'], Map<string, { json: string; html: string; retryAfter: string }>>();
+/** Rendered bodies and headers, per statusPage settings object (one per loaded config), code and status. */
+const rendered = new WeakMap<Config['statusPage'], Map<string, Rendered>>();
 
 function render(page: Config['statusPage'], code: ErrorCode, status: number) {
   let byCode = rendered.get(page);
@@ -25,12 +34,12 @@ function render(page: Config['statusPage'], code: ErrorCode, status: number) {
     const message = escapeHtml(page.message);
     r = {
       json: `${JSON.stringify({ error: { code, status, message: page.message, retryable: ERRORS[code].retryable } })}\n`,
-      html:
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">' +
-        '<title>Service unavailable</title></head><body style="font-family:sans-serif;max-width:36rem;margin:3rem auto">' +
-        `<h1>Service temporarily unavailable</h1><p>${message}</p>` +
-        `<p><small>${status} &middot; ${code}</small></p></body></html>\n`,
-      retryAfter: String(page.retryAfterSec),
+      html: PLAIN_PAGE.render(
+        'Service unavailable',
+        `<h1>Service temporarily unavailable</h1><p>${message}</p><p><small>${status} &middot; ${code}</small></p>`,
+      ),
+      htmlHeaders: { ...HTML_HEADERS, 'retry-after': String(page.retryAfterSec) },
+      jsonHeaders: { ...JSON_HEADERS, 'retry-after': String(page.retryAfterSec) },
     };
     byCode.set(key, r);
   }
@@ -49,5 +58,5 @@ export function setStatusPage(ctx: RequestContext, page: Config['statusPage'], c
   ctx.reason = code;
   ctx.replyStatus = status;
   ctx.replyBody = html ? r.html : r.json;
-  ctx.replyHeaders = { 'content-type': html ? 'text/html; charset=utf-8' : 'application/json', 'retry-after': r.retryAfter };
+  ctx.replyHeaders = html ? r.htmlHeaders : r.jsonHeaders;
 }

@@ -11,6 +11,7 @@ import type { Metrics } from '../../core/metrics.ts';
 import { systemClock, type Clock } from '../../core/clock.ts';
 import type { RouteWaitingRoomConfig, TrafficClass } from '../../config/schema.ts';
 import { classIndex } from '../admission/queue.ts';
+import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { wantsHtml } from '../admission/index.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
@@ -25,22 +26,28 @@ export function isSaturated(upstream: CompiledUpstream, cls: TrafficClass): bool
   return gate.limiter.inFlight >= gate.limiter.limit || gate.queue.depth(classIndex(cls)) > 0;
 }
 
+const JSON_CONTENT = { 'content-type': 'application/json' };
+
 /** Seconds a browser waits before reloading the page: the estimate, kept within 2–30 s. */
 export function refreshSeconds(etaSeconds: number): number {
   return Math.min(30, Math.max(2, Math.ceil(etaSeconds)));
 }
 
-/** The waiting page for browsers: no script, no external resource, well under 2 KB. */
+/**
+ * The waiting page for browsers: no script, no external resource, well under 2 KB. Only numbers land
+ * in it; they are formatted as numbers and escaped all the same (the shell's CSP allows no script).
+ */
 export function waitingPageHtml(position: number, etaSeconds: number, refreshSec: number): string {
   const wait = etaSeconds < 60 ? `${etaSeconds} s` : `${Math.ceil(etaSeconds / 60)} min`;
-  return (
-    `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">` +
-    `<meta http-equiv="refresh" content="${refreshSec}"><title>You are in line</title></head>` +
-    `<body style="font-family:sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem">` +
+  const refresh = escapeHtml(String(refreshSec));
+  return PLAIN_PAGE.render(
+    'You are in line',
     `<h1>You are in line</h1><p>Many people are visiting right now. You will be let in in the order you arrived.</p>` +
-    `<p>Your place in line: <strong id="position">${position}</strong><br>Estimated wait: <strong id="eta">${wait}</strong></p>` +
-    `<p>This page refreshes itself every ${refreshSec} seconds; keep it open and do not clear your cookies.</p>` +
-    `<p><small>503 &middot; RMP_ERR_WAITING_ROOM</small></p></body></html>\n`
+      `<p>Your place in line: <strong id="position">${escapeHtml(String(position))}</strong><br>` +
+      `Estimated wait: <strong id="eta">${escapeHtml(wait)}</strong></p>` +
+      `<p>This page refreshes itself every ${refresh} seconds; keep it open and do not clear your cookies.</p>` +
+      `<p><small>503 &middot; RMP_ERR_WAITING_ROOM</small></p>`,
+    `<meta http-equiv="refresh" content="${refresh}">`,
   );
 }
 
@@ -79,7 +86,7 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     const html = wantsHtml(ctx.req.headers.accept);
     const body = html ? waitingPageHtml(position, etaSeconds, refresh) : `${JSON.stringify({ waitingRoom: { position, etaSeconds } })}\n`;
     const headers: Record<string, string> = {
-      'content-type': html ? 'text/html; charset=utf-8' : 'application/json',
+      ...(html ? PLAIN_PAGE.headers : JSON_CONTENT),
       'retry-after': String(refresh),
       'cache-control': 'no-store',
       // Machine-readable for apps and the drill: the page says the same to people.
