@@ -117,11 +117,12 @@ const UpstreamSchema = Obj(
 const RouteSchema = Obj(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used in logs and metrics labels.' }),
-    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port ignored). `*.example.org` matches subdomains.' })),
+    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port and one trailing dot ignored; malformed Hosts are refused first). `*.example.org` matches subdomains.' })),
     path: Type.String({
       pattern: '^/',
       default: '/*',
-      description: 'Match this path: exact (`/payments/approve`), or a prefix ending in `*` (`/vault/*`, `/*`). The query string is ignored.',
+      description:
+        'Match this path: exact (`/payments/approve`, which also matches `/payments/approve/`), or a prefix ending in `*` (`/vault/*`, `/*`). ASCII case is ignored; the path is matched normalised and without `;parameters`, the query string is ignored (docs/lifecycle.md#paths-and-hosts).',
     }),
     methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1, description: 'Match only these methods.' })),
     upstream: Type.String({ description: 'Name of the upstream to forward to.' }),

@@ -24,7 +24,14 @@ export const ERRORS = {
     status: 400,
     source: 'client',
     retryable: false,
-    message: 'The path cannot be normalised safely (an encoded slash or backslash, a backslash, or a broken percent-escape); routes and the origin must see the same path.',
+    message:
+      'The path cannot be normalised safely (a fragment, an encoded slash or backslash, a backslash, an encoded control character or overlong UTF-8, a dot segment with `;` parameters, or a broken percent-escape); routes and the origin must see the same path.',
+  },
+  RMP_ERR_EDGE_BAD_HOST: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The Host (or the absolute-form target’s authority) is not a host name, IPv4 or [IPv6] address with an optional port 1-65535: userinfo, spaces, a second colon or a bad port. Routes, the cache and the origin must see the same host.',
   },
   RMP_ERR_EDGE_DUPLICATE_HOST: { status: 400, source: 'client', retryable: false, message: 'More than one Host header field (RFC 9112 §3.2).' },
   RMP_ERR_EDGE_URL_TOO_LONG: { status: 414, source: 'client', retryable: false, message: 'The request target is longer than limits.maxUrlBytes.' },

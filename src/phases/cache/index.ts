@@ -298,10 +298,13 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         ctx.cache = 'bypass:method';
         return Verdict.Continue;
       }
-      const key = cacheKey(method, req.headers.host, ctx.target, rc.queryParams);
+      // The path as routes judged it (without `;parameters`: `/track/A;x=<random>` is `/track/A`).
+      const q = ctx.target.indexOf('?');
+      const target = q === -1 ? ctx.path : ctx.path + ctx.target.slice(q);
+      const key = cacheKey(method, ctx.host, target, rc.queryParams);
       // From here on the request goes upstream (a fill, a refresh, a bypassed copy) with exactly the
       // target its key describes, so nothing outside the key can shape what gets stored.
-      ctx.target = cacheTarget(ctx.target, rc.queryParams);
+      ctx.target = cacheTarget(target, rc.queryParams);
       const now = clock.now();
       let entry = store.get(key, req.headers) ?? null;
       if (entry !== null && now >= entry.staleUntil) {

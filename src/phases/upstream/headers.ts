@@ -60,10 +60,13 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   // On a caching route the origin gets Accept-Encoding as the cache files it (cache/vary.ts): what it
   // answers is then right for every request filed under that value.
   let encodingDone = ctx.route === null || ctx.route.cache === null;
-  const out: string[] = [];
+  // Host is the value routes and the cache judged (identify/host.ts), not the client's bytes: the
+  // authority of an absolute-form target, lower-cased, default port dropped.
+  const out: string[] = ctx.host === '' ? [] : ['host', ctx.host];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
+    if (lower === 'host') continue;
     if (HOP_BY_HOP.has(lower)) {
       if (keepUpgrade && (lower === 'connection' || lower === 'upgrade')) out.push(name, raw[i + 1]!);
       continue;
@@ -89,8 +92,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   const xff = req.headers['x-forwarded-for'];
   out.push('x-forwarded-for', ctx.peerTrusted && typeof xff === 'string' ? `${xff}, ${ctx.peerAddress}` : ctx.clientAddress);
   out.push('x-forwarded-proto', ctx.protocol);
-  const host = req.headers.host;
-  if (host !== undefined) out.push('x-forwarded-host', host);
+  if (ctx.host !== '') out.push('x-forwarded-host', ctx.host);
   const priorVia = req.headers.via;
   out.push('via', priorVia === undefined ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
   return out;
