@@ -216,6 +216,11 @@ export const ConfigSchema = Obj(
       {
         address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.' }),
         allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
+        allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,253}$' }), {
+          default: [],
+          description:
+            'Host names (no port) the admin listener answers to besides `localhost` and IP addresses: a request whose Host is another name gets 421 `RMP_ERR_ADMIN_HOST`, so a web page an operator visits cannot read the listener by DNS rebinding. Add the names scrapers and operators use (`rempart-admin.internal`).',
+        }),
         tokensFile: Type.Optional(
           Type.String({
             minLength: 1,

@@ -74,6 +74,12 @@ export const ERRORS = {
   RMP_ERR_INTERNAL: { status: 500, source: 'internal', retryable: true, message: 'An unexpected error inside Rempart; it is logged with a stack.' },
   RMP_ERR_CONFIG_INVALID: { status: 0, source: 'config', retryable: false, message: 'The configuration file is invalid; every problem is listed with file, line and key path.' },
   RMP_ERR_ADMIN_FORBIDDEN: { status: 403, source: 'policy', retryable: false, message: 'The admin listener refuses non-loopback clients unless admin.allowRemote is set; an admin API token of scope `read` cannot act.' },
+  RMP_ERR_ADMIN_HOST: {
+    status: 421,
+    source: 'policy',
+    retryable: false,
+    message: 'The admin listener answers only to Host `localhost`, an IP address or a name in admin.allowedHosts (DNS rebinding guard).',
+  },
   RMP_ERR_ADMIN_UNAUTHORIZED: { status: 401, source: 'policy', retryable: false, message: 'The admin API needs a valid bearer token (stored as a hash; created with `rempart token create`).' },
   RMP_ERR_ADMIN_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No admin API endpoint at this path.' },
   RMP_ERR_ADMIN_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The admin API call was malformed (bad JSON, a missing or invalid field, a method the endpoint does not take); the message says which.' },
