@@ -2,7 +2,8 @@
 // huge Accept-Encoding, and the origin answers `Vary: Accept-Encoding`. What the store keeps per entry
 // must be charged to cache.maxBytes, so the heap stays near the store's own figure whatever the
 // requests carry (finding 4 of issue 12: 16,000 such requests held 270 MB while the store said 6.7 MiB).
-// One process: gateway, origin and client; heap measured after a forced GC, before and after.
+// One process: gateway, origin and client; heap and ArrayBuffer memory measured after a forced GC,
+// before and after.
 // usage: node --expose-gc bench/cache-vary.ts [--requests N] [--value-bytes B] [--max-bytes M]
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,10 +20,12 @@ const maxBytes = Number(values['max-bytes'] ?? 67108864);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with node --expose-gc');
 
+/** Heap plus ArrayBuffer memory (cached bodies live there), after a full GC. */
 function heapMiB(): number {
   gc!();
   gc!();
-  return process.memoryUsage().heapUsed / 1048576;
+  const m = process.memoryUsage();
+  return (m.heapUsed + m.arrayBuffers) / 1048576;
 }
 
 const origin = http.createServer((_req, res) => res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'Accept-Encoding' }).end('tracked'));
