@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createToken, findToken, parseTokensFile } from '../src/control/api.ts';
-import { startGateway, startUpstream } from './helpers.ts';
+import { rawRequest, startGateway, startUpstream, statusOf } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -74,5 +74,30 @@ test('the admin API answers 401 without a valid token, 403 for a read token acti
     }
   } finally {
     await upstream.close();
+  }
+});
+
+test('the admin listener answers only to localhost, IP addresses and admin.allowedHosts: a DNS-rebinding page gets 421', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url, { admin: { address: '127.0.0.1:0', allowedHosts: ['admin.internal'] } });
+  const port = Number(new URL(gw.adminUrl!).port);
+  const ask = async (host: string | null, path: string) => {
+    const reply = await rawRequest(port, `GET ${path} HTTP/1.1\r\n${host === null ? '' : `Host: ${host}\r\n`}Connection: close\r\n\r\n`);
+    // The admin listener's answers are chunked: the code is read from the body as it stands.
+    return { status: statusOf(reply), code: /"code":"([A-Z_]+)"/.exec(reply)?.[1] ?? '' };
+  };
+  try {
+    for (const path of ['/metrics', '/healthz', '/api/bans', '/dashboard']) {
+      for (const host of ['evil.example', `evil.example:${port}`, 'localhost.evil.example', 'admin.internal.evil', 'a@localhost', 'localhost:1:2']) {
+        const r = await ask(host, path);
+        assert.deepEqual(r, { status: 421, code: 'RMP_ERR_ADMIN_HOST' }, `${host} ${path}`);
+      }
+    }
+    for (const host of [`localhost:${port}`, 'LOCALHOST', `127.0.0.1:${port}`, `[::1]:${port}`, '10.1.2.3:9180', `Admin.Internal:${port}`, null]) {
+      assert.equal((await ask(host, '/metrics')).status, 200, String(host));
+    }
+  } finally {
+    await gw.close();
+    await up.close();
   }
 });

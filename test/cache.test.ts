@@ -2,6 +2,10 @@
 // postal origin. Time is a manual clock, so freshness and stale windows pass without sleeping.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { startGateway, startUpstream, sleep } from './helpers.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { startPostalOrigin } from '../examples/postal/origin.ts';
@@ -451,5 +455,76 @@ test('an upstream that varies on a name like `constructor` is still answered, an
   } finally {
     await gw.close();
     await up.close();
+  }
+});
+
+test('thousands of distinct 15 KB Accept-Encoding values: the cache stays within maxBytes and the heap stays bounded', async () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const heap = () => {
+    gc();
+    gc();
+    return process.memoryUsage().heapUsed;
+  };
+  // An origin that keeps nothing (the recording one would hold every header it saw).
+  const seen = new Map<string, number>();
+  const origin = http.createServer((req, res) => {
+    const ae = String(req.headers['accept-encoding'] ?? '');
+    if (ae.length < 100) seen.set(ae, (seen.get(ae) ?? 0) + 1);
+    else seen.set('long', (seen.get('long') ?? 0) + 1);
+    res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'Accept-Encoding, Accept-Language' }).end('tracked');
+  });
+  await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  const maxBytes = 4 * 1048576;
+  const gw = await startGateway(`http://127.0.0.1:${(origin.address() as AddressInfo).port}`, {
+    routes: [cacheableRoute],
+    cache: { maxBytes, maxObjectBytes: 65536 },
+    logging: { level: 'error', requests: false },
+    defense: { rateLimit: { mode: 'off' } },
+  });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  let lastCache: string | undefined;
+  const send = (path: string, headers: Record<string, string>) =>
+    new Promise<number>((resolve, reject) => {
+      http
+        .get(`${gw.url}${path}`, { agent, headers }, (res) => {
+          lastCache = res.headers['x-cache'] as string | undefined;
+          res.resume();
+          res.on('end', () => resolve(res.statusCode!));
+        })
+        .on('error', reject);
+    });
+  try {
+    const before = heap();
+    const n = 2000;
+    let next = 0;
+    const worker = async () => {
+      while (next < n) {
+        const i = next++;
+        const filler = 'x'.repeat(15000);
+        // Half carry a known coding among the noise; every tenth a huge Accept-Language instead.
+        const headers: Record<string, string> = { 'accept-encoding': i % 2 === 0 ? `${i},${filler}` : `gzip, ${i}${filler}` };
+        if (i % 10 === 0) {
+          headers['accept-encoding'] = 'gzip';
+          headers['accept-language'] = `${i}${filler}`;
+        }
+        assert.equal(await send(`/track/${i}`, headers), 200);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    const grown = heap() - before;
+    const store = gw.gateway.cache.store;
+    assert.ok(store.bytes <= maxBytes, `the store holds ${store.bytes} bytes`);
+    assert.ok(grown < 16 * 1048576, `2,000 requests with 15 KB Accept-Encoding grew the heap by ${(grown / 1048576).toFixed(1)} MiB`);
+    // The origin saw Accept-Encoding as the cache files it, never the client's 15 KB.
+    assert.deepEqual([...seen.keys()].sort(), ['', 'gzip']);
+    assert.ok(store.entries >= 1000 && store.entries <= 1800, `${store.entries} entries: the huge Accept-Language ones were not stored`);
+    // A hit for a request whose noise differs: the same normalised value.
+    assert.equal(await send('/track/1', { 'accept-encoding': 'GZIP;q=0.5, x-other' }), 200);
+    assert.equal(lastCache, 'HIT');
+  } finally {
+    agent.destroy();
+    await gw.close();
+    await new Promise<void>((r) => origin.close(() => r()));
   }
 });

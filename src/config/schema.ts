@@ -117,11 +117,12 @@ const UpstreamSchema = Obj(
 const RouteSchema = Obj(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used in logs and metrics labels.' }),
-    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port ignored). `*.example.org` matches subdomains.' })),
+    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port and one trailing dot ignored; malformed Hosts are refused first). `*.example.org` matches subdomains.' })),
     path: Type.String({
       pattern: '^/',
       default: '/*',
-      description: 'Match this path: exact (`/payments/approve`), or a prefix ending in `*` (`/vault/*`, `/*`). The query string is ignored.',
+      description:
+        'Match this path: exact (`/payments/approve`, which also matches `/payments/approve/`), or a prefix ending in `*` (`/vault/*`, `/*`). ASCII case is ignored; the path is matched normalised and without `;parameters`, the query string is ignored (docs/lifecycle.md#paths-and-hosts).',
     }),
     methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1, description: 'Match only these methods.' })),
     upstream: Type.String({ description: 'Name of the upstream to forward to.' }),
@@ -215,6 +216,11 @@ export const ConfigSchema = Obj(
       {
         address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.' }),
         allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
+        allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,253}$' }), {
+          default: [],
+          description:
+            'Host names (no port) the admin listener answers to besides `localhost` and IP addresses: a request whose Host is another name gets 421 `RMP_ERR_ADMIN_HOST`, so a web page an operator visits cannot read the listener by DNS rebinding. Add the names scrapers and operators use (`rempart-admin.internal`).',
+        }),
         tokensFile: Type.Optional(
           Type.String({
             minLength: 1,

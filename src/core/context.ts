@@ -51,9 +51,16 @@ export class RequestContext {
   peerTrusted: boolean;
   /** 'http' or 'https', as seen by the client. */
   protocol: string;
+  /**
+   * The normalised Host (src/phases/identify/host.ts), from the absolute-form target when there is one:
+   * the value routes, the cache key and the origin's Host and X-Forwarded-Host all use. '' when none.
+   */
+  host: string;
+  /** `host` without its port: what route hosts are compared with. */
+  hostName: string;
   /** The request target in origin form (`/path?query`), as forwarded. */
   target: string;
-  /** The request path without the query string. */
+  /** The request path without the query string, normalised, segments' `;parameters` removed: what routes and limits judge. */
   path: string;
   route: CompiledRoute | null;
   upstream: CompiledUpstream | null;
@@ -129,6 +136,8 @@ export class RequestContext {
     this.peerAddress = '';
     this.peerTrusted = false;
     this.protocol = 'http';
+    this.host = '';
+    this.hostName = '';
     this.target = '/';
     this.path = '/';
     this.route = null;

@@ -24,7 +24,14 @@ export const ERRORS = {
     status: 400,
     source: 'client',
     retryable: false,
-    message: 'The path cannot be normalised safely (an encoded slash or backslash, a backslash, or a broken percent-escape); routes and the origin must see the same path.',
+    message:
+      'The path cannot be normalised safely (a fragment, an encoded slash or backslash, a backslash, an encoded control character or overlong UTF-8, a dot segment with `;` parameters, or a broken percent-escape); routes and the origin must see the same path.',
+  },
+  RMP_ERR_EDGE_BAD_HOST: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The Host (or the absolute-form target’s authority) is not a host name, IPv4 or [IPv6] address with an optional port 1-65535: userinfo, spaces, a second colon or a bad port. Routes, the cache and the origin must see the same host.',
   },
   RMP_ERR_EDGE_DUPLICATE_HOST: { status: 400, source: 'client', retryable: false, message: 'More than one Host header field (RFC 9112 §3.2).' },
   RMP_ERR_EDGE_URL_TOO_LONG: { status: 414, source: 'client', retryable: false, message: 'The request target is longer than limits.maxUrlBytes.' },
@@ -67,6 +74,12 @@ export const ERRORS = {
   RMP_ERR_INTERNAL: { status: 500, source: 'internal', retryable: true, message: 'An unexpected error inside Rempart; it is logged with a stack.' },
   RMP_ERR_CONFIG_INVALID: { status: 0, source: 'config', retryable: false, message: 'The configuration file is invalid; every problem is listed with file, line and key path.' },
   RMP_ERR_ADMIN_FORBIDDEN: { status: 403, source: 'policy', retryable: false, message: 'The admin listener refuses non-loopback clients unless admin.allowRemote is set; an admin API token of scope `read` cannot act.' },
+  RMP_ERR_ADMIN_HOST: {
+    status: 421,
+    source: 'policy',
+    retryable: false,
+    message: 'The admin listener answers only to Host `localhost`, an IP address or a name in admin.allowedHosts (DNS rebinding guard).',
+  },
   RMP_ERR_ADMIN_UNAUTHORIZED: { status: 401, source: 'policy', retryable: false, message: 'The admin API needs a valid bearer token (stored as a hash; created with `rempart token create`).' },
   RMP_ERR_ADMIN_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No admin API endpoint at this path.' },
   RMP_ERR_ADMIN_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The admin API call was malformed (bad JSON, a missing or invalid field, a method the endpoint does not take); the message says which.' },

@@ -41,7 +41,7 @@ export interface CompiledRoute {
   /** Lower-cased host to match, '' for any; wildcard means "this host or any subdomain suffix". */
   readonly host: string;
   readonly hostSuffix: string;
-  /** Exact path, or the prefix before a trailing '*'. */
+  /** Exact path, or the prefix before a trailing '*', lower-cased (paths match ignoring ASCII case). */
   readonly path: string;
   readonly isPrefix: boolean;
   /** Allowed methods, or null for any. */
@@ -72,7 +72,11 @@ export interface Runtime {
   readonly routes: readonly CompiledRoute[];
   readonly upstreams: ReadonlyMap<string, CompiledUpstream>;
   readonly trustedProxies: BlockList | null;
-  matchRoute(method: string, hostHeader: string | undefined, path: string): CompiledRoute | null;
+  /**
+   * The first route for this method, host name (normalised by `identify`: lower-case, no port) and
+   * path (normalised, without `;parameters`); null if none.
+   */
+  matchRoute(method: string, hostName: string, path: string): CompiledRoute | null;
 }
 
 function poolKey(u: UpstreamConfig): string {
@@ -161,7 +165,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       maxBodyBytes: r.maxBodyBytes ?? config.limits.maxBodyBytes,
       host: host.startsWith('*.') ? '' : host,
       hostSuffix: host.startsWith('*.') ? host.slice(1) : '',
-      path: isPrefix ? r.path.slice(0, -1) : r.path,
+      path: (isPrefix ? r.path.slice(0, -1) : r.path).toLowerCase(),
       isPrefix,
       methods: r.methods ? new Set(r.methods) : null,
       cache: compileRouteCache(r),
@@ -184,19 +188,12 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     routes,
     upstreams,
     trustedProxies,
-    matchRoute(method, hostHeader, path) {
-      let host = '';
-      if (hostHeader !== undefined) {
-        // Strip the port; keep IPv6 literals whole.
-        const colon = hostHeader.lastIndexOf(':');
-        host = colon > hostHeader.lastIndexOf(']') ? hostHeader.slice(0, colon) : hostHeader;
-        host = host.toLowerCase();
-      }
+    matchRoute(method, host, path) {
       for (let i = 0; i < routes.length; i++) {
         const r = routes[i]!;
         if (r.host !== '' && r.host !== host) continue;
         if (r.hostSuffix !== '' && !host.endsWith(r.hostSuffix)) continue;
-        if (r.isPrefix ? !path.startsWith(r.path) : path !== r.path) continue;
+        if (!pathMatches(r, path)) continue;
         if (r.methods !== null && !r.methods.has(method)) continue;
         return r;
       }
@@ -204,6 +201,24 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     },
   };
   return { runtime, retired: [...reusable.values()] };
+}
+
+/**
+ * Does `path` meet the route's path? ASCII case is ignored and an exact path also meets itself with
+ * one trailing slash: Express (by default), ASP.NET and IIS route `/LOGIN` and `/login/` to the
+ * `/login` handler, so a route that told them apart would let them walk past its limits. Matching
+ * more widely is the safe direction: a path that met a route before still meets it. No allocation.
+ */
+function pathMatches(r: CompiledRoute, path: string): boolean {
+  const want = r.path;
+  const n = want.length;
+  if (r.isPrefix ? path.length < n : path.length !== n && !(path.length === n + 1 && path.charCodeAt(n) === 0x2f /* / */)) return false;
+  for (let i = 0; i < n; i++) {
+    let c = path.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+    if (c !== want.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 /** Is this address one of the trusted proxies? Handles IPv4-mapped IPv6 (`::ffff:a.b.c.d`). */

@@ -30,7 +30,7 @@ function setup(upstreamAdmission: Record<string, unknown> = { mode: 'static', st
     const ctx = new RequestContext({ headers, method: 'GET' } as unknown as IncomingMessage, {} as ServerResponse, clock.now());
     ctx.clientAddress = '203.0.113.9';
     ctx.path = path;
-    ctx.route = runtime.matchRoute('GET', undefined, path);
+    ctx.route = runtime.matchRoute('GET', '', path);
     ctx.upstream = ctx.route!.upstream;
     return ctx;
   };

@@ -11,7 +11,8 @@ import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell } from '../../core/hot-metrics.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { ErrorCode } from '../../core/errors.ts';
-import { CacheStore, entrySize, varyValuesOf, type CacheEntry } from './store.ts';
+import { CacheStore, entrySize, type CacheEntry } from './store.ts';
+import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/headers.ts';
@@ -175,8 +176,9 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         }
         const pairs = clientResponseHeaders(raw, via);
         const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, rc);
-        if (d.store) {
-          store.put(key, makeEntry(key, res.statusCode, pairs, Buffer.concat(chunks), d, reqHeaders, clock.now()));
+        const varyValues = d.store ? varyValuesOf(d.varyNames, reqHeaders) : null;
+        if (d.store && varyValues !== null) {
+          store.put(key, makeEntry(key, res.statusCode, pairs, ownedBody(chunks, bytes), d, varyValues, clock.now()));
           core.afterStoreChange();
         }
       } catch (err) {
@@ -296,10 +298,13 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         ctx.cache = 'bypass:method';
         return Verdict.Continue;
       }
-      const key = cacheKey(method, req.headers.host, ctx.target, rc.queryParams);
+      // The path as routes judged it (without `;parameters`: `/track/A;x=<random>` is `/track/A`).
+      const q = ctx.target.indexOf('?');
+      const target = q === -1 ? ctx.path : ctx.path + ctx.target.slice(q);
+      const key = cacheKey(method, ctx.host, target, rc.queryParams);
       // From here on the request goes upstream (a fill, a refresh, a bypassed copy) with exactly the
       // target its key describes, so nothing outside the key can shape what gets stored.
-      ctx.target = cacheTarget(ctx.target, rc.queryParams);
+      ctx.target = cacheTarget(target, rc.queryParams);
       const now = clock.now();
       let entry = store.get(key, req.headers) ?? null;
       if (entry !== null && now >= entry.staleUntil) {
@@ -362,9 +367,21 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
 }
 
 function sameVariant(entry: CacheEntry, headers: IncomingHttpHeaders): boolean {
-  const values = varyValuesOf(entry.varyNames, headers);
-  for (let i = 0; i < values.length; i++) if (values[i] !== entry.varyValues[i]) return false;
+  const names = entry.varyNames;
+  for (let i = 0; i < names.length; i++) if (varyValue(names[i]!, headers) !== entry.varyValues[i]) return false;
   return true;
+}
+
+/**
+ * The body in a memory block of its own. Buffer.concat cuts small results from Node's shared 8 KiB
+ * pool, and a cached slice keeps its whole slab alive: an attacker who keeps every hundredth small
+ * entry warm would pin 8 KiB for each while the store charges its few bytes.
+ */
+function ownedBody(chunks: readonly Buffer[], bytes: number): Buffer {
+  const body = Buffer.allocUnsafeSlow(bytes);
+  let at = 0;
+  for (const c of chunks) at += c.copy(body, at);
+  return body;
 }
 
 /** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
@@ -384,14 +401,17 @@ function decideFromPairs(method: string, status: number, pairs: readonly string[
   return decideStore({ method, status, cacheControl, hasSetCookie, vary, ageSec, requestHasAuthorization: hasAuth }, windows);
 }
 
-/** Build an entry: our own Content-Length (the body is whole) and Age (computed when served). */
+/**
+ * Build an entry: our own Content-Length (the body is whole) and Age (computed when served). `varyValues`
+ * are the request's, from varyValuesOf (callers do not store when it gave null).
+ */
 function makeEntry(
   key: string,
   status: number,
   pairs: readonly string[],
   body: Buffer,
   d: Extract<StoreDecision, { store: true }>,
-  reqHeaders: IncomingHttpHeaders,
+  varyValues: readonly string[],
   now: number,
 ): CacheEntry {
   const headers: string[] = [];
@@ -417,9 +437,9 @@ function makeEntry(
     staleWhileRevalidateUntil: freshUntil + d.staleWhileRevalidateMs,
     staleUntil: freshUntil + Math.max(d.staleWhileRevalidateMs, d.staleIfErrorMs),
     varyNames: d.varyNames,
-    varyValues: varyValuesOf(d.varyNames, reqHeaders),
+    varyValues,
     isPublic: d.isPublic,
-    sizeBytes: entrySize(key, headers, body),
+    sizeBytes: entrySize(key, headers, body, d.varyNames, varyValues),
     refreshing: false,
   };
 }
@@ -437,6 +457,8 @@ class CacheTap implements ResponseTap {
   flight: Flight | null;
   answered: boolean;
   decision: StoreDecision | null;
+  /** The request's values for the response's Vary names (set with `decision`). */
+  varyValues: string[] | null;
   headers: string[] | null;
   chunks: Buffer[] | null;
   bytes: number;
@@ -449,6 +471,7 @@ class CacheTap implements ResponseTap {
     this.flight = flight;
     this.answered = false;
     this.decision = null;
+    this.varyValues = null;
     this.headers = null;
     this.chunks = null;
     this.bytes = 0;
@@ -488,7 +511,14 @@ class CacheTap implements ResponseTap {
       this.finish('');
       return false;
     }
+    const varyValues = varyValuesOf(d.varyNames, ctx.req.headers);
+    if (varyValues === null) {
+      ctx.cache = `${ctx.cache}:not_stored:vary_value_too_long`;
+      this.finish('');
+      return false;
+    }
     this.decision = d;
+    this.varyValues = varyValues;
     this.headers = pairs;
     this.chunks = [];
     return false;
@@ -516,7 +546,7 @@ class CacheTap implements ResponseTap {
     }
     this.chunks = null;
     const core = this.core;
-    const entry = makeEntry(this.key, this.ctx.upstreamStatus, this.headers!, Buffer.concat(chunks, this.bytes), d, this.ctx.req.headers, core.clock.now());
+    const entry = makeEntry(this.key, this.ctx.upstreamStatus, this.headers!, ownedBody(chunks, this.bytes), d, this.varyValues!, core.clock.now());
     if (core.store.put(this.key, entry)) {
       core.afterStoreChange();
       this.ctx.cache = `${this.ctx.cache}:stored`;

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cacheKey } from './key.ts';
 
-test('HEAD shares the GET key, the host is lower-cased and its port stripped', () => {
-  assert.equal(cacheKey('HEAD', 'Example.ORG:8080', '/track/A', []), 'GET example.org /track/A');
+test('HEAD shares the GET key; the host (normalised by identify, as the origin gets it) is used whole', () => {
+  assert.equal(cacheKey('HEAD', 'example.org:8080', '/track/A', []), 'GET example.org:8080 /track/A');
   assert.equal(cacheKey('GET', 'example.org', '/track/A', []), 'GET example.org /track/A');
-  assert.equal(cacheKey('GET', '[::1]:8080', '/a', []), 'GET [::1] /a');
+  assert.equal(cacheKey('GET', '[::1]:8080', '/a', []), 'GET [::1]:8080 /a');
   assert.equal(cacheKey('GET', '[::1]', '/a', []), 'GET [::1] /a');
 });
 

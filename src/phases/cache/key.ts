@@ -1,17 +1,16 @@
-// The cache key: method (HEAD shares GET's entry), host (lower-cased, port stripped), path, and only
-// the query parameters the route allows, sorted and re-encoded. A cache-busting attacker who appends
-// `?x=<random>` therefore lands on the same entry as everyone else.
+// The cache key: method (HEAD shares GET's entry), host, path, and only the query parameters the route
+// allows, sorted and re-encoded. A cache-busting attacker who appends `?x=<random>` (or `;x=<random>`
+// to a segment: the cache phase keys the path without `;parameters`) lands on the same entry as
+// everyone else. The host is the request's normalised Host (src/phases/identify/host.ts), port
+// included unless default: exactly the Host the origin is sent, so nothing in it can shape an entry
+// filed under another host (`shop.example:80@evil.example` once landed in `shop.example`'s entry).
 
 /**
- * Build the key for a request.
- * @example cacheKey('HEAD', 'Example.org:8080', '/track/A?x=1&lang=fr', ['lang']) === 'GET example.org /track/A?lang=fr'
+ * Build the key for a request; `host` is ctx.host (already normalised).
+ * @example cacheKey('HEAD', 'example.org:8080', '/track/A?x=1&lang=fr', ['lang']) === 'GET example.org:8080 /track/A?lang=fr'
  */
-export function cacheKey(method: string, hostHeader: string | undefined, target: string, allowedParams: readonly string[]): string {
+export function cacheKey(method: string, host: string, target: string, allowedParams: readonly string[]): string {
   const m = method === 'HEAD' ? 'GET' : method;
-  let host = hostHeader ?? '';
-  const colon = host.lastIndexOf(':');
-  if (colon !== -1 && colon > host.lastIndexOf(']')) host = host.slice(0, colon);
-  host = host.toLowerCase();
   return `${m} ${host} ${cacheTarget(target, allowedParams)}`;
 }
 

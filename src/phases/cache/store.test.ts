@@ -6,6 +6,7 @@ function entry(key: string, bodyBytes: number, vary: Record<string, string> = {}
   const headers = ['content-type', 'text/plain'];
   const body = Buffer.alloc(bodyBytes, 'x');
   const varyNames = Object.keys(vary).sort();
+  const varyValues = varyValuesOf(varyNames, vary)!;
   return {
     status: 200,
     headers,
@@ -15,9 +16,9 @@ function entry(key: string, bodyBytes: number, vary: Record<string, string> = {}
     staleWhileRevalidateUntil: 2000,
     staleUntil: 3000,
     varyNames,
-    varyValues: varyValuesOf(varyNames, vary),
+    varyValues,
     isPublic: true,
-    sizeBytes: entrySize(key, headers, body),
+    sizeBytes: entrySize(key, headers, body, varyNames, varyValues),
     refreshing: false,
   };
 }
@@ -68,10 +69,10 @@ test('Vary variants are chosen by the request headers, replaced in place, and bo
   store.put(key, entry(key, 30, { 'accept-encoding': 'gzip' }));
   assert.equal(store.variantCount(key), 2, 'same Vary values replace the variant');
   assert.equal(store.get(key, { 'accept-encoding': 'gzip' })!.body.length, 30);
-  for (let i = 0; i < 50; i++) store.put(key, entry(key, 10, { 'accept-encoding': `x${i}` }));
+  for (let i = 0; i < 50; i++) store.put(key, entry(key, 10, { 'accept-language': `x${i}` }));
   assert.equal(store.variantCount(key), 4);
   assert.equal(store.entries, 4);
-  assert.ok(store.get(key, { 'accept-encoding': 'x49' }));
+  assert.ok(store.get(key, { 'accept-language': 'x49' }));
   assert.equal(store.get(key, { 'accept-encoding': 'gzip' }), undefined, 'the oldest variants went first');
 });
 
@@ -84,4 +85,13 @@ test('bytes and entries go back to zero when everything is deleted', () => {
   assert.equal(store.bytes, 0);
   assert.equal(store.entries, 0);
   assert.equal(store.get('GET h /a', {}), undefined);
+});
+
+test('an entry is charged for the request values it keeps for Vary, so they count against maxBytes', () => {
+  const plain = entry('GET h /a', 10);
+  const varied = entry('GET h /a', 10, { 'user-agent': 'u'.repeat(500) });
+  assert.ok(varied.sizeBytes - plain.sizeBytes >= 500 + 'user-agent'.length, `${varied.sizeBytes} vs ${plain.sizeBytes}`);
+  const store = new CacheStore({ maxBytes: 50 * varied.sizeBytes, maxObjectBytes: 10_000, maxVariants: 8 });
+  for (let i = 0; i < 1000; i++) store.put(`GET h /k${i}`, entry(`GET h /k${i}`, 10, { 'user-agent': `${i}`.padEnd(500, 'u') }));
+  assert.ok(store.entries <= 50, `${store.entries} entries of 500-byte Vary values within a budget of 50`);
 });

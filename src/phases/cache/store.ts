@@ -8,6 +8,9 @@
 //
 // A variant is chosen by the request's values of the header names the response's Vary listed.
 import type { IncomingHttpHeaders } from 'node:http';
+import { varyValue } from './vary.ts';
+
+export { varyValuesOf } from './vary.ts';
 
 export interface CacheEntry {
   readonly status: number;
@@ -26,14 +29,20 @@ export interface CacheEntry {
   readonly varyValues: readonly string[];
   /** The origin said public or s-maxage: it may answer requests that carry Authorization. */
   readonly isPublic: boolean;
-  /** Bytes charged to the store: body, headers, key and a fixed overhead. */
+  /** Bytes charged to the store: body, headers, key, Vary names and values, and a fixed overhead. */
   readonly sizeBytes: number;
   /** A background refresh for it is running (stale-while-revalidate fires once). */
   refreshing: boolean;
 }
 
-/** Fixed per-entry charge for the objects around the bytes (measured order of magnitude, not exact). */
-const ENTRY_OVERHEAD_BYTES = 256;
+/**
+ * Fixed per-entry charge for the objects around the bytes: the entry, its arrays, the Buffer view, the
+ * Map slot. Measured with bench/cache-vary.ts: a 7-byte body with five header pairs held about 1.5 KB
+ * of heap, so tiny entries are where an under-charge multiplies (256 here let the heap reach 4x maxBytes).
+ */
+const ENTRY_OVERHEAD_BYTES = 1024;
+/** Per string kept (header names and values, Vary names and values): V8's header and rounding. */
+const STRING_OVERHEAD_BYTES = 32;
 
 export interface StoreLimits {
   maxBytes: number;
@@ -42,20 +51,15 @@ export interface StoreLimits {
   maxVariants: number;
 }
 
-/** The request's values for the given header names, as compared between requests. */
-export function varyValuesOf(names: readonly string[], headers: IncomingHttpHeaders): string[] {
-  const out: string[] = [];
-  for (const n of names) {
-    const v = Object.hasOwn(headers, n) ? headers[n] : undefined; // never Object.prototype members
-    out.push(v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim());
-  }
-  return out;
-}
-
-/** Charge for an entry of this shape. */
-export function entrySize(key: string, headers: readonly string[], body: Buffer): number {
-  let n = ENTRY_OVERHEAD_BYTES + key.length + body.length;
-  for (const h of headers) n += h.length;
+/**
+ * Charge for an entry of this shape: every string it keeps, the request's Vary values included (they
+ * are the client's bytes; see vary.ts for their bound).
+ */
+export function entrySize(key: string, headers: readonly string[], body: Buffer, varyNames: readonly string[] = [], varyValues: readonly string[] = []): number {
+  let n = ENTRY_OVERHEAD_BYTES + STRING_OVERHEAD_BYTES + key.length + body.length;
+  for (const h of headers) n += STRING_OVERHEAD_BYTES + h.length;
+  for (const v of varyNames) n += STRING_OVERHEAD_BYTES + v.length;
+  for (const v of varyValues) n += STRING_OVERHEAD_BYTES + v.length;
   return n;
 }
 
@@ -163,11 +167,7 @@ export class CacheStore {
 
 function matches(e: CacheEntry, headers: IncomingHttpHeaders): boolean {
   const names = e.varyNames;
-  for (let i = 0; i < names.length; i++) {
-    const v = Object.hasOwn(headers, names[i]!) ? headers[names[i]!] : undefined;
-    const value = v === undefined ? '' : Array.isArray(v) ? v.join(', ') : v.trim();
-    if (value !== e.varyValues[i]) return false;
-  }
+  for (let i = 0; i < names.length; i++) if (varyValue(names[i]!, headers) !== e.varyValues[i]) return false;
   return true;
 }
 

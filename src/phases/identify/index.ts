@@ -7,7 +7,8 @@ import { Verdict } from '../../core/pipeline.ts';
 import type { RequestContext } from '../../core/context.ts';
 import { isTrusted, type Runtime } from '../../core/runtime.ts';
 import { kPeerAddress } from '../../server/symbols.ts';
-import { normalizePath } from './normalize-path.ts';
+import { normalizePath, pathWithoutParams } from './normalize-path.ts';
+import { hostName, normalizeHost } from './host.ts';
 import { prefixKey } from '../admission/client-key.ts';
 
 /** The address X-Forwarded-For names as the client, walking right to left past trusted hops. */
@@ -45,25 +46,52 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
       }
       ctx.clientPrefix = prefixKey(ctx.clientAddress);
       let url = req.url ?? '/';
+      // RFC 9110 §4.2.4: a fragment is never sent. Some origins cut it, routes would not: refused, as
+      // Envoy does, or `POST /login#x` walks past the `/login` route's limits.
+      if (url.indexOf('#') !== -1) {
+        ctx.refuse('RMP_ERR_EDGE_BAD_PATH', 400);
+        return Verdict.Reply;
+      }
+      let authority = req.headers.host ?? '';
       if (url.charCodeAt(0) !== 47 /* '/' */) {
-        // absolute-form (RFC 9112 §3.2.2) becomes origin-form; anything else (`*`, authority-form) is refused.
-        const absolute = URL.canParse(url) ? new URL(url) : null;
-        if (absolute === null || (absolute.protocol !== 'http:' && absolute.protocol !== 'https:')) {
+        // absolute-form (RFC 9112 §3.2.2) becomes origin-form, and its authority replaces Host (the
+        // RFC says so, and the origin is sent that Host). Anything else (`*`, authority-form) is refused.
+        const lead = url.slice(0, 8).toLowerCase();
+        const scheme = lead.startsWith('http://') ? 7 : lead === 'https://' ? 8 : 0;
+        if (scheme === 0) {
           ctx.refuse('RMP_ERR_EDGE_BAD_REQUEST', 400);
           return Verdict.Reply;
         }
-        url = absolute.pathname + absolute.search;
+        let end = url.indexOf('/', scheme);
+        const query = url.indexOf('?', scheme);
+        if (query !== -1 && (end === -1 || query < end)) end = query;
+        if (end === -1) end = url.length;
+        authority = url.slice(scheme, end);
+        if (authority === '') {
+          ctx.refuse('RMP_ERR_EDGE_BAD_HOST', 400);
+          return Verdict.Reply;
+        }
+        url = end === url.length ? '/' : url.charCodeAt(end) === 47 ? url.slice(end) : `/${url.slice(end)}`;
       }
+      const host = normalizeHost(authority, ctx.protocol === 'https' ? 443 : 80);
+      if (host === null) {
+        ctx.refuse('RMP_ERR_EDGE_BAD_HOST', 400);
+        return Verdict.Reply;
+      }
+      ctx.host = host;
+      ctx.hostName = hostName(host);
       const q = url.indexOf('?');
       const rawPath = q === -1 ? url : url.slice(0, q);
-      const path = normalizePath(rawPath);
-      if (path === null) {
+      const normal = normalizePath(rawPath);
+      const path = normal === null ? null : pathWithoutParams(normal);
+      if (normal === null || path === null) {
         ctx.refuse('RMP_ERR_EDGE_BAD_PATH', 400);
         return Verdict.Reply;
       }
       ctx.path = path;
-      // The origin gets the path the routes judged, not the one the client wrote.
-      ctx.target = path === rawPath ? url : q === -1 ? path : path + url.slice(q);
+      // The origin gets the path the routes judged, not the one the client wrote (its `;parameters`
+      // kept: a servlet container reads them; routes judged the path without them, see pathWithoutParams).
+      ctx.target = normal === rawPath ? url : q === -1 ? normal : normal + url.slice(q);
       return Verdict.Continue;
     },
   };

@@ -10,7 +10,7 @@ export function createRoutePhase(getRuntime: () => Runtime): Phase {
     name: 'route',
     onRequest(ctx: RequestContext) {
       const req = ctx.req;
-      const route = getRuntime().matchRoute(req.method ?? 'GET', req.headers.host, ctx.path);
+      const route = getRuntime().matchRoute(req.method ?? 'GET', ctx.hostName, ctx.path);
       if (route === null) {
         // Rempart's own challenge endpoint is answered by the `challenge` phase whatever the routes.
         if (ctx.path.startsWith('/.rempart/challenge/') && getRuntime().config.defense.challenge.mode !== 'off') return Verdict.Continue;

@@ -1,6 +1,7 @@
 // Header rewriting on the way to and from the upstream: hop-by-hop fields removed (RFC 9110 §7.6.1,
 // including any field the Connection header names), X-Forwarded-* and Via set.
 import type { RequestContext } from '../../core/context.ts';
+import { normalizeAcceptEncoding } from '../cache/vary.ts';
 
 /** Fields that describe one connection and never cross a proxy. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
@@ -56,16 +57,30 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   const req = ctx.req;
   const raw = req.rawHeaders;
   const named = connectionTokens(req.headers.connection);
-  const out: string[] = [];
+  // On a caching route the origin gets Accept-Encoding as the cache files it (cache/vary.ts): what it
+  // answers is then right for every request filed under that value.
+  let encodingDone = ctx.route === null || ctx.route.cache === null;
+  // Host is the value routes and the cache judged (identify/host.ts), not the client's bytes: the
+  // authority of an absolute-form target, lower-cased, default port dropped.
+  const out: string[] = ctx.host === '' ? [] : ['host', ctx.host];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
+    if (lower === 'host') continue;
     if (HOP_BY_HOP.has(lower)) {
       if (keepUpgrade && (lower === 'connection' || lower === 'upgrade')) out.push(name, raw[i + 1]!);
       continue;
     }
     if (SET_BY_US.has(lower) || (named !== null && named.has(lower))) continue;
     if (!ctx.peerTrusted && CLIENT_ADDRESS_CLAIMS.has(lower)) continue;
+    if (!encodingDone && lower === 'accept-encoding') {
+      encodingDone = true;
+      const joined = req.headers['accept-encoding'];
+      const normalised = normalizeAcceptEncoding(joined === undefined ? '' : joined);
+      if (normalised !== '') out.push(name, normalised);
+      continue;
+    }
+    if (lower === 'accept-encoding' && ctx.route?.cache != null) continue; // a second field, already folded in
     if (lower === 'cookie') {
       const kept = withoutRempartCookies(raw[i + 1]!);
       if (kept !== '') out.push(name, kept);
@@ -77,8 +92,7 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   const xff = req.headers['x-forwarded-for'];
   out.push('x-forwarded-for', ctx.peerTrusted && typeof xff === 'string' ? `${xff}, ${ctx.peerAddress}` : ctx.clientAddress);
   out.push('x-forwarded-proto', ctx.protocol);
-  const host = req.headers.host;
-  if (host !== undefined) out.push('x-forwarded-host', host);
+  if (ctx.host !== '') out.push('x-forwarded-host', ctx.host);
   const priorVia = req.headers.via;
   out.push('via', priorVia === undefined ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
   return out;
