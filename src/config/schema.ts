@@ -346,7 +346,7 @@ export const ConfigSchema = Obj(
           maximum: 128,
           default: 64,
           description:
-            'An IPv6 client is counted as its /N network by rate limits (`key: address`), offences, bans and the exfiltration guard: one host or one customer line commonly holds a whole /64, so per-address counting would give it 2^64 budgets. 128 counts single IPv6 addresses. IPv4 (and IPv4-mapped IPv6) is always counted by address, its /24 at a second level (docs/rate-limits.md).',
+            'An IPv6 client is counted as its /N network by rate limits (`key: address`), offences, bans, connection caps and the exfiltration guard: one host or one customer line commonly holds a whole /64, so per-address counting would give it 2^64 budgets. 128 counts single IPv6 addresses. IPv4 (and IPv4-mapped IPv6) is always counted by address, its /24 at a second level (docs/rate-limits.md).',
         }),
         rateLimit: RateLimitSchema,
         bans: BansSchema,
