@@ -12,6 +12,9 @@ test('IPv6 clients are counted per /64, IPv4 per address', () => {
   assert.equal(connectionKey('::1'), '0:0:0:0::/64');
   assert.equal(connectionKey('203.0.113.9'), '203.0.113.9');
   assert.equal(connectionKey('::ffff:203.0.113.9'), '::ffff:203.0.113.9');
+  // defense.ipv6PrefixLength: counted as rate limits and bans count the client.
+  assert.equal(connectionKey('2001:db8:1:2:aaaa::1', 48), '2001:db8:1::/48');
+  assert.equal(connectionKey('2001:db8:1:2:aaaa::1', 128), '2001:db8:1:2:aaaa::1');
 });
 
 /** Open a connection that sends a PROXY v1 line and an incomplete request head, and report whether it stays open. */

@@ -347,6 +347,13 @@ export const ConfigSchema = Obj(
           default: false,
           description: 'Add `Rempart-Decision: CODE; rule=ID` to every answer a guard decided (and `observed=CODE` when a guard in observe mode would have acted). For operators while tuning; off for the public by default.',
         }),
+        ipv6PrefixLength: Type.Integer({
+          minimum: 32,
+          maximum: 128,
+          default: 64,
+          description:
+            'An IPv6 client is counted as its /N network by rate limits (`key: address`), offences, bans, connection caps and the exfiltration guard: one host or one customer line commonly holds a whole /64, so per-address counting would give it 2^64 budgets. 128 counts single IPv6 addresses. IPv4 (and IPv4-mapped IPv6) is always counted by address, its /24 at a second level (docs/rate-limits.md).',
+        }),
         rateLimit: RateLimitSchema,
         bans: BansSchema,
         level: AttackLevelSchema,

@@ -40,6 +40,12 @@ export const ERRORS = {
   RMP_ERR_EDGE_TIMEOUT: { status: 408, source: 'client', retryable: true, message: 'The client did not send its request head or body in time (limits.headersTimeoutMs, limits.requestTimeoutMs).' },
   RMP_ERR_EDGE_CONN_LIMIT: { status: 0, source: 'policy', retryable: true, message: 'Connection closed on accept: limits.maxConnections or limits.maxConnectionsPerAddress reached.' },
   RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
+  RMP_ERR_EDGE_AMBIGUOUS_IDENTITY: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'The session cookie or API key header a rate limit or the exfiltration guard counts by was sent with more than 4 different values (up to 4 are each counted).',
+  },
   RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },
   RMP_ERR_ADMISSION_SHED: {
     status: 503,

@@ -4,15 +4,16 @@
 // `offences.maxAddresses` offence counters. See docs/bans.md.
 //
 //   isBanned(addr) ─▶ entries.get(addr) ─▶ entries.get(prefixKey(addr))   ─▶ cidr BlockList
-//                     (one look-up)        (only while a /24 or /64 ban      (only while a ban of
-//                                           exists)                          another length exists)
+//                     (one look-up)        (IPv4: only while a /24 ban       (only while an IPv4 ban
+//                                           exists; IPv6: one look-up per    of another length exists)
+//                                           prefix length banned)
 import { BlockList } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../core/runtime.ts';
-import { prefixKey } from '../phases/admission/client-key.ts';
+import { prefixKey, v6PrefixKey } from '../phases/admission/client-key.ts';
 import { BansSchema } from '../phases/ban/schema.ts';
 import { NftMirror, type NftRunner } from '../phases/ban/nftables.ts';
 import { parseTarget, unmapAddress, type BanTarget } from '../phases/ban/target.ts';
@@ -87,8 +88,10 @@ export class BanTable implements BanList {
   readonly #nftRunner: NftRunner | undefined;
   readonly #entries = new Map<string, BanEntry>();
   #cursor: MapIterator<BanEntry> | null = null;
-  /** Entries of kind `prefix` (/24, /64) in the table; the prefix look-up is skipped while 0. */
-  #prefixEntries = 0;
+  /** IPv4 /24 entries in the table; the /24 look-up is skipped while 0. */
+  #v4PrefixEntries = 0;
+  /** IPv6 prefix entries per prefix length (a /64 by default, what offences ban at defense.ipv6PrefixLength). */
+  readonly #v6PrefixLengths = new Map<number, number>();
   /** Entries of other prefix lengths, checked through #cidrList (rebuilt when they change). */
   readonly #cidrs = new Map<string, BanEntry>();
   #cidrList: BlockList | null = null;
@@ -190,9 +193,16 @@ export class BanTable implements BanList {
     const a = unmapAddress(address);
     let e = this.#entries.get(a);
     if (e !== undefined && e.target.kind === 'address' && e.untilMs > this.#clock.now()) return e;
-    if (this.#prefixEntries > 0) {
-      e = this.#entries.get(prefixKey(a));
-      if (e !== undefined && e.untilMs > this.#clock.now()) return e;
+    if (a.indexOf(':') === -1) {
+      if (this.#v4PrefixEntries > 0) {
+        e = this.#entries.get(prefixKey(a));
+        if (e !== undefined && e.untilMs > this.#clock.now()) return e;
+      }
+    } else if (this.#v6PrefixLengths.size > 0) {
+      for (const bits of this.#v6PrefixLengths.keys()) {
+        e = this.#entries.get(v6PrefixKey(a, bits));
+        if (e !== undefined && e.untilMs > this.#clock.now()) return e;
+      }
     }
     if (this.#cidrList !== null && this.#cidrList.check(a, a.indexOf(':') === -1 ? 'ipv4' : 'ipv6')) {
       const now = this.#clock.now();
@@ -242,7 +252,10 @@ export class BanTable implements BanList {
     } else {
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
       e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level };
-      if (t.kind === 'prefix') this.#prefixEntries++;
+      if (t.kind === 'prefix') {
+        if (t.family === 4) this.#v4PrefixEntries++;
+        else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);
+      }
     }
     this.#entries.set(t.key, e);
     if (t.kind === 'cidr') {
@@ -278,32 +291,57 @@ export class BanTable implements BanList {
     return wasActive;
   }
 
-  /** A guard saw `address` misbehave: `offences.threshold` of them within `offences.windowMs` make an escalating ban. */
+  /**
+   * A guard saw `address` misbehave: `offences.threshold` of them within `offences.windowMs` make an
+   * escalating ban. They are counted, and the ban made, per client key: an IPv4 address, or an IPv6
+   * address's /N (`defense.ipv6PrefixLength`, 64 by default), so rotating addresses inside one's own
+   * /64 does not start a fresh count, and the ban covers the whole /64. IPv4 offences are also summed
+   * per /24: `offences.prefixThreshold` of them (from however many addresses) ban the /24.
+   */
   offence(address: string, kind: string, ruleId: string): void {
     const cfg = this.#getConfig();
     if (cfg.mode === 'off' || address === '') return;
     const a = unmapAddress(address);
     const now = this.#clock.now();
     const policy = cfg.offences;
-    let o = this.#offences.get(a);
+    const v4 = a.indexOf(':') === -1;
+    const v6Bits = v4 ? 128 : (this.#getRuntime?.().config.defense.ipv6PrefixLength ?? 64);
+    // An IPv6 key (`2001:db8:1:2::/64`) is CIDR text: it is also the ban's target.
+    const key = v6Bits >= 128 ? a : v6PrefixKey(a, v6Bits);
+    // What an address already banned still does (on a keep-alive connection, in observe mode) is
+    // not added to its /24: one address alone brings at most `threshold` offences there, so a /24
+    // ban takes several addresses.
+    const own = v4 && policy.prefixThreshold > 0 ? this.#entries.get(a) : undefined;
+    const wasBanned = own !== undefined && own.untilMs > now;
+    if (this.#countOffence(key, policy.threshold, now)) this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+    if (v4 && policy.prefixThreshold > 0 && !wasBanned) {
+      const p = prefixKey(a);
+      if (this.#countOffence(p, policy.prefixThreshold, now)) this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+    }
+  }
+
+  /** One more offence for `key`; true (and the count forgotten) when it reaches `threshold` within the window. */
+  #countOffence(key: string, threshold: number, now: number): boolean {
+    const policy = this.#getConfig().offences;
+    let o = this.#offences.get(key);
     if (o === undefined) {
       if (this.#offences.size >= policy.maxAddresses) {
-        // The oldest counter goes: losing it only delays that address's ban.
+        // The oldest counter goes: losing it only delays that key's ban.
         const first = this.#offences.keys().next();
         if (first.done !== true) this.#offences.delete(first.value);
       }
       o = { count: 0, startMs: now };
-      this.#offences.set(a, o);
+      this.#offences.set(key, o);
     } else if (now - o.startMs > policy.windowMs) {
       // Re-inserted: the map's order is then oldest window first.
-      this.#offences.delete(a);
-      this.#offences.set(a, o);
+      this.#offences.delete(key);
+      this.#offences.set(key, o);
       o.count = 0;
       o.startMs = now;
     }
-    if (++o.count < policy.threshold) return;
-    this.#offences.delete(a);
-    this.banEntry(a, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+    if (++o.count < threshold) return false;
+    this.#offences.delete(key);
+    return true;
   }
 
   /** Apply a change another node made (cluster mode): exactly its TTL, no escalation, not shared again. */
@@ -391,7 +429,15 @@ export class BanTable implements BanList {
   #remove(key: string, e: BanEntry): void {
     this.#entries.delete(key);
     if (this.#fast.delete(e)) this.#rebuildFast(); // an unban takes effect on the next connection
-    if (e.target.kind === 'prefix') this.#prefixEntries--;
+    const t = e.target;
+    if (t.kind === 'prefix') {
+      if (t.family === 4) this.#v4PrefixEntries--;
+      else {
+        const n = this.#v6PrefixLengths.get(t.bits)! - 1;
+        if (n > 0) this.#v6PrefixLengths.set(t.bits, n);
+        else this.#v6PrefixLengths.delete(t.bits);
+      }
+    }
     else if (e.target.kind === 'cidr') {
       this.#cidrs.delete(key);
       this.#rebuildCidrs();

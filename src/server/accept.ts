@@ -11,7 +11,7 @@ import { isTrusted, type Runtime } from '../core/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
 import type { BanList } from '../defense/types.ts';
-import { prefixKey } from '../phases/admission/client-key.ts';
+import { v6PrefixKey } from '../phases/admission/client-key.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
@@ -39,11 +39,12 @@ export function createConnectionTable(): ConnectionTable {
 
 /**
  * The key one address's connections are counted under: the address itself for IPv4, its /64 for
- * IPv6 (one host commonly holds a whole /64, so counting single addresses would give it 2^64 caps).
+ * IPv6 (one host commonly holds a whole /64, so counting single addresses would give it 2^64 caps),
+ * or the /N of defense.ipv6PrefixLength, as rate limits and bans count it.
  */
-export function connectionKey(address: string): string {
+export function connectionKey(address: string, v6Bits = 64): string {
   if (address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1)) return address;
-  return prefixKey(address);
+  return v6Bits >= 128 ? address : v6PrefixKey(address, v6Bits);
 }
 
 export function createAcceptServer(opts: AcceptOptions): net.Server {
@@ -76,7 +77,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     if (!trusted && opts.bans !== null && opts.bans.isBanned(peer)) return refuse(socket, 'RMP_ERR_BANNED');
     let counted: string | null = null;
     if (!trusted) {
-      const key = connectionKey(peer);
+      const key = connectionKey(peer, runtime.config.defense.ipv6PrefixLength);
       if (!tryCount(key)) return refuse(socket);
       counted = key;
     }
@@ -94,7 +95,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
           refuse(socket, 'RMP_ERR_BANNED');
           return false;
         }
-        const key = connectionKey(client);
+        const key = connectionKey(client, opts.getRuntime().config.defense.ipv6PrefixLength);
         if (!tryCount(key)) {
           refuse(socket);
           return false;

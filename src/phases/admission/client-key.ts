@@ -12,8 +12,24 @@ export function prefixKey(address: string): string {
     const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
     return v4.slice(0, v4.lastIndexOf('.'));
   }
+  return v6PrefixKey(address, 64);
+}
+
+/**
+ * The /`bits` network of an IPv6 address as CIDR text: its first ceil(bits/16) hextets (masked, no
+ * leading zeros) then `::/bits`, e.g. `2001:db8:1:2::/64`. The same for every spelling of the address
+ * (`::` anywhere, upper case, leading zeros, a zone, an embedded dotted quad), and valid CIDR text, so
+ * the ban table can take it as a target. 1 ≤ bits < 128.
+ */
+export function v6PrefixKey(address: string, bits: number): string {
   const pct = address.indexOf('%');
-  const addr = (pct === -1 ? address : address.slice(0, pct)).toLowerCase();
+  let addr = (pct === -1 ? address : address.slice(0, pct)).toLowerCase();
+  const lastColon = addr.lastIndexOf(':');
+  if (addr.indexOf('.', lastColon) !== -1) {
+    // An embedded dotted quad (`64:ff9b::1.2.3.4`) is two hextets.
+    const o = addr.slice(lastColon + 1).split('.').map(Number);
+    addr = `${addr.slice(0, lastColon + 1)}${(((o[0]! << 8) | o[1]!) & 0xffff).toString(16)}:${(((o[2]! << 8) | o[3]!) & 0xffff).toString(16)}`;
+  }
   const gap = addr.indexOf('::');
   let head: string[];
   if (gap === -1) head = addr.split(':');
@@ -22,9 +38,34 @@ export function prefixKey(address: string): string {
     const right = gap + 2 >= addr.length ? [] : addr.slice(gap + 2).split(':');
     head = [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
   }
+  const groups = Math.min(8, Math.ceil(bits / 16));
   let out = '';
-  for (let i = 0; i < 4; i++) out += (i === 0 ? '' : ':') + (head[i] ?? '0').replace(/^0+(?=.)/, '');
-  return `${out}::/64`;
+  for (let i = 0; i < groups; i++) {
+    let h = head[i] ?? '0';
+    const keep = bits - i * 16;
+    if (keep < 16) {
+      // The hextet the prefix ends in keeps only its network bits.
+      const n = parseInt(h, 16);
+      h = ((Number.isInteger(n) ? n : 0) & ((0xffff << (16 - keep)) & 0xffff)).toString(16);
+    } else h = h.replace(/^0+(?=.)/, '');
+    out += (i === 0 ? '' : ':') + h;
+  }
+  return groups < 8 ? `${out}::/${bits}` : `${out}/${bits}`;
+}
+
+/**
+ * The key one client is counted by for rate limits, offences and bans: an IPv4 address (IPv4-mapped
+ * IPv6 is IPv4), an IPv6 address's /`v6Bits` network (`defense.ipv6PrefixLength`, 64 by default: one
+ * host or one customer line commonly holds a whole /64, so counting single IPv6 addresses would give
+ * an attacker 2^64 budgets), or the IPv6 address itself when v6Bits is 128. `prefix` is the request's
+ * prefixKey() (ctx.clientPrefix, the /64 for IPv6): with the default length the key is that string,
+ * so the common case allocates nothing.
+ */
+export function addressKey(address: string, prefix: string, v6Bits: number): string {
+  if (address.indexOf(':') === -1) return address;
+  if (address.startsWith('::ffff:') && address.indexOf('.') !== -1) return address.slice(7);
+  if (v6Bits === 64 && prefix !== '') return prefix;
+  return v6Bits >= 128 ? address : v6PrefixKey(address, v6Bits);
 }
 
 /** The value of cookie `name` in a Cookie header, or ''. */
@@ -42,8 +83,84 @@ export function cookieValue(header: string | undefined, name: string): string {
   return '';
 }
 
-export function clientKey(kind: ClientKeyKind, address: string, cookieHeader: string | undefined, sessionCookie: string): string {
-  if (kind === 'address') return address;
+/**
+ * Most distinct values of one identity cookie or header a request may carry. A browser sends a cookie
+ * name twice when it holds it for two paths or domains (`sid` for `.example.com` and for
+ * `www.example.com`); more than a few is a client trying to be counted as someone else.
+ */
+export const MAX_IDENTITY_VALUES = 4;
+
+/**
+ * A cookie or header value as origins read it: surrounding double quotes dropped (RFC 6265 allows
+ * them; most parsers strip them) and %XX decoded (Express, PHP, Rails decode cookie values), so
+ * `sid="x"` and `sid=%78` are counted as the `sid=x` the origin sees.
+ */
+export function credentialValue(v: string): string {
+  if (v.length >= 2 && v.charCodeAt(0) === 34 && v.charCodeAt(v.length - 1) === 34) v = v.slice(1, -1);
+  if (v.indexOf('%') === -1) return v;
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}
+
+/**
+ * Every distinct non-empty value of cookie `name` in a Cookie header, as credentialValue() reads
+ * them (as sent with `decode` false), into `out` (emptied first). Node joins several Cookie fields with `; `, so they are all seen.
+ * Returns how many, or -1 when there are more than MAX_IDENTITY_VALUES. Who counts a request by a
+ * cookie must count it against every value: an origin may read the last one (or any) where a reader
+ * of the first would count `sid=fresh; sid=<real>` against a fresh identity.
+ */
+export function cookieValues(header: string | undefined, name: string, out: string[], decode = true): number {
+  out.length = 0;
+  if (header === undefined) return 0;
+  let at = 0;
+  while (at < header.length) {
+    let c = header.charCodeAt(at);
+    while (c === 32 || c === 59 || c === 9) c = header.charCodeAt(++at);
+    const end = header.indexOf(';', at);
+    const stop = end === -1 ? header.length : end;
+    // Compared in place: no string is made for the other cookies.
+    if (header.startsWith(name, at)) {
+      let eq = at + name.length;
+      while (header.charCodeAt(eq) === 32 || header.charCodeAt(eq) === 9) eq++;
+      if (eq < stop && header.charCodeAt(eq) === 61 /* = */) {
+        const text = header.slice(eq + 1, stop).trim();
+        const v = decode ? credentialValue(text) : text;
+        if (v !== '' && !out.includes(v)) {
+          if (out.length === MAX_IDENTITY_VALUES) return -1;
+          out.push(v);
+        }
+      }
+    }
+    at = stop + 1;
+  }
+  return out.length;
+}
+
+/**
+ * Every distinct non-empty value of header `name` (lower case) from the raw header list, one per
+ * field, into `out` (emptied first); -1 past MAX_IDENTITY_VALUES. The raw list, because Node keeps
+ * only the first of some repeated fields (Authorization) and joins others with `, `, while an origin
+ * may read any of them.
+ */
+export function headerValues(raw: readonly string[], name: string, out: string[]): number {
+  out.length = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length !== name.length || n.toLowerCase() !== name) continue;
+    const v = raw[i + 1]!.trim();
+    if (v !== '' && !out.includes(v)) {
+      if (out.length === MAX_IDENTITY_VALUES) return -1;
+      out.push(v);
+    }
+  }
+  return out.length;
+}
+
+export function clientKey(kind: ClientKeyKind, address: string, cookieHeader: string | undefined, sessionCookie: string, v6Bits = 64): string {
+  if (kind === 'address') return addressKey(address, '', v6Bits);
   if (kind === 'session') {
     const sid = cookieValue(cookieHeader, sessionCookie);
     // Bounded: a cookie longer than this is not a session id we need to tell apart.

@@ -161,7 +161,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       }
       const now = clock.now();
       const fairness = getRuntime().config.admission.fairness;
-      const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie);
+      const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie, getRuntime().config.defense.ipv6PrefixLength);
       const entry: AdmissionEntry = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
       // Known clients (familiarity: a clearance, a session the origin granted, a JWT) go ahead of
       // unknown ones within their class; between clients of one kind, turns stay fair.

@@ -24,9 +24,16 @@ export const BansSchema = Obj(
     ),
     offences: Obj(
       {
-        threshold: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Offences (429s, ignored challenges, blocked signatures) from one address within `windowMs` that make a ban.' }),
+        threshold: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Offences (429s, ignored challenges, blocked signatures) from one address (an IPv6 client: its /64) within `windowMs` that make a ban.' }),
         windowMs: Ms(2000, 100, 3600000, 'The window offences are counted in.'),
-        maxAddresses: Type.Integer({ minimum: 16, maximum: 10000000, default: 65536, description: 'Addresses whose offences are counted at once (memory budget); past it the oldest count is dropped.' }),
+        prefixThreshold: Type.Integer({
+          minimum: 0,
+          maximum: 1000000,
+          default: 100,
+          description:
+            'Offences from the addresses of one IPv4 /24 within `windowMs`, all added up, that ban the /24 (0: never). An IPv6 client is already counted and banned as its /64 (`defense.ipv6PrefixLength`).',
+        }),
+        maxAddresses: Type.Integer({ minimum: 16, maximum: 10000000, default: 65536, description: 'Addresses (and /24s) whose offences are counted at once (memory budget); past it the oldest count is dropped.' }),
       },
       { default: {}, description: 'When offences reported by the guards turn into a ban. The default only catches a client that keeps going at 10 refusals a second: an honest client that gets an occasional 429 is never banned.' },
     ),

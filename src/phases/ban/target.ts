@@ -1,16 +1,17 @@
 // What a ban can name, and the keys the ban table files it under. An address is its canonical text
-// (IPv4 dotted quad; IPv6 per RFC 5952, as the kernel's inet_ntop prints a peer); a /24 or /64 is the
-// client-key prefix (src/phases/admission/client-key.ts), so the accept path finds either with one
-// Map look-up each; other prefix lengths are rare (operators) and checked through a BlockList.
+// (IPv4 dotted quad; IPv6 per RFC 5952, as the kernel's inet_ntop prints a peer); an IPv4 /24 or an
+// IPv6 prefix of any length is the client-key prefix (src/phases/admission/client-key.ts), so the
+// accept path finds it with one Map look-up (per IPv6 length in use); other IPv4 lengths are rare
+// (operators) and checked through a BlockList.
 import { isIPv4, isIPv6 } from 'node:net';
-import { prefixKey } from '../admission/client-key.ts';
+import { prefixKey, v6PrefixKey } from '../admission/client-key.ts';
 
 export type TargetKind = 'address' | 'prefix' | 'cidr';
 
 export interface BanTarget {
   /** Canonical text: `203.0.113.7`, `203.0.113.0/24`, `2001:db8::/64`. */
   readonly display: string;
-  /** The ban table's key: the address, its prefixKey() for /24 and /64, `display` for other lengths. */
+  /** The ban table's key: the address, its prefixKey() for a /24, v6PrefixKey() for an IPv6 prefix, `display` for other IPv4 lengths. */
   readonly key: string;
   readonly kind: TargetKind;
   readonly family: 4 | 6;
@@ -133,6 +134,9 @@ export function parseTarget(text: string): BanTarget | null {
     network = v6Text(w);
   }
   const display = `${network}/${bits}`;
-  if ((family === 4 && bits === 24) || (family === 6 && bits === 64)) return { display, key: prefixKey(network), kind: 'prefix', family, network, bits };
+  if (family === 4 && bits === 24) return { display, key: prefixKey(network), kind: 'prefix', family, network, bits };
+  // Every IPv6 length is a Map look-up per length in use (offences ban at defense.ipv6PrefixLength,
+  // which may be any of them), not a BlockList rebuilt on every ban.
+  if (family === 6) return { display, key: v6PrefixKey(network, bits), kind: 'prefix', family, network, bits };
   return { display, key: display, kind: 'cidr', family, network, bits };
 }

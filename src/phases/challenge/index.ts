@@ -11,7 +11,7 @@ import type { Config } from '../../config/schema.ts';
 import { AttackLevel, type DefenseDeps } from '../../defense/types.ts';
 import { decide } from '../../defense/decide.ts';
 import { errorBody } from '../../server/reply.ts';
-import { cookieValue } from '../admission/client-key.ts';
+import { addressKey, cookieValue, cookieValues } from '../admission/client-key.ts';
 import { wantsHtml } from '../admission/index.ts';
 import { loadChallengeKeys, type KeyRing } from './keys.ts';
 import { TokenSigner, binding, type Refusal } from './tokens.ts';
@@ -122,7 +122,9 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
 
   function countTowardsOffence(ctx: RequestContext, cfg: ChallengeConfig, ruleId: string): void {
     if (cfg.ignoredPerMinute === 0) return;
-    if (ignored.add(ctx.clientAddress, deps.clock.now()) > cfg.ignoredPerMinute) deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
+    // Counted per client key (an IPv6 client as its /64), as offences and bans are.
+    const key = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
+    if (ignored.add(key, deps.clock.now()) > cfg.ignoredPerMinute) deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
   }
 
   /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
@@ -216,6 +218,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
 
   // The look-up itself runs on the first read of ctx.known (challenge, signatures, a queued request),
   // not for every request: one shared object, nothing allocated per request.
+  // Scratch for the session cookie's values (the check is synchronous).
+  const sids: string[] = [];
   const check = {
     lookups: 0,
     isFamiliar(ctx: RequestContext): boolean {
@@ -227,8 +231,12 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
       if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) return true;
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
-        const sid = cookieValue(cookies, fam.sessionCookie);
-        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs())) return true;
+        // Several values (`sid=<known>; sid=other`): the origin may read either, so known only when
+        // every one is (as the origin set them: the store learnt them undecoded).
+        const n = cookieValues(cookies, fam.sessionCookie, sids, false);
+        let known = n > 0;
+        for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, deps.clock.wallMs());
+        if (known) return true;
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);

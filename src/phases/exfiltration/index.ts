@@ -9,7 +9,7 @@ import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
 import { decide } from '../../defense/decide.ts';
 import type { DefenseDeps } from '../../defense/types.ts';
-import { identityOf } from './identity.ts';
+import { identitiesOf } from './identity.ts';
 import type { ExfiltrationIdentity } from './schema.ts';
 import { UsageTable, type QuotaLimits, type Usage } from './usage.ts';
 
@@ -45,13 +45,25 @@ export interface ExfiltrationPhase extends Phase {
   readonly table: UsageTable;
 }
 
+/** A request on `u` is answered: its reservation is released, and a document (and its bytes) counted. */
+function settle(u: Usage, counted: boolean, now: number, bytes: number): void {
+  u.pending--;
+  if (!counted) return;
+  u.documents.add(now, 1);
+  if (bytes > 0) u.bytes.add(now, bytes);
+}
+
 /**
  * @example phases: [… challenge, createExfiltrationPhase(defense), failover, …]
  */
 export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
   const table = new UsageTable(deps.getRuntime().config.defense.exfiltration.maxIdentities);
-  // The requests let through on a sensitive route, with the usage they reserved a document in.
-  const reserved = new WeakMap<RequestContext, Usage>();
+  // The requests let through on a sensitive route, with the usage (or usages: one per value of a
+  // repeated session cookie) they reserved a document in.
+  const reserved = new WeakMap<RequestContext, Usage | Usage[]>();
+  // Scratch for the identities of one request (onRequest is synchronous).
+  const identities: string[] = [];
+  const usages: Usage[] = [];
   // How many of those are still open: requests on other routes skip the WeakMap look-up while it is 0.
   let open = 0;
   let compiledFor: Config | null = null;
@@ -89,14 +101,26 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
       const g = deps.getRuntime().config.defense.exfiltration;
       if (g.mode === 'off') return Verdict.Continue;
       const now = deps.clock.now();
-      const identity = identityOf(ctx, policy.identity, policy.sessionCookie, policy.apiKeyHeader);
-      const u = table.getOrCreate(`${policy.route}\0${identity}`, now, policy);
-      // The documents quota counts answered documents plus those in flight: N parallel requests of a
-      // scraper reserve N, so a burst cannot overshoot. Bytes are only known once sent: the response
-      // that crosses bytesPerDay is served, the next request refused.
-      const docsOver = policy.documentsPerHour > 0 && u.documents.estimate(now) + u.pending + 1 > policy.documentsPerHour;
-      const bytesOver = policy.bytesPerDay > 0 && u.bytes.estimate(now) >= policy.bytesPerDay;
-      if (docsOver || bytesOver) {
+      const n = identitiesOf(ctx, policy.identity, policy.sessionCookie, policy.apiKeyHeader, deps.getRuntime().config.defense.ipv6PrefixLength, identities);
+      if (n < 0) {
+        // More values than a browser ever holds: counting them all would let one request evict others.
+        if (g.mode === 'enforce') {
+          ctx.refuse('RMP_ERR_EDGE_AMBIGUOUS_IDENTITY', 400);
+          return Verdict.Reply;
+        }
+        return Verdict.Continue;
+      }
+      usages.length = 0;
+      for (let i = 0; i < n; i++) {
+        const identity = identities[i]!;
+        const u = table.getOrCreate(`${policy.route}\0${identity}`, now, policy);
+        usages.push(u);
+        // The documents quota counts answered documents plus those in flight: N parallel requests of a
+        // scraper reserve N, so a burst cannot overshoot. Bytes are only known once sent: the response
+        // that crosses bytesPerDay is served, the next request refused.
+        const docsOver = policy.documentsPerHour > 0 && u.documents.estimate(now) + u.pending + 1 > policy.documentsPerHour;
+        const bytesOver = policy.bytesPerDay > 0 && u.bytes.estimate(now) >= policy.bytesPerDay;
+        if (!docsOver && !bytesOver) continue;
         const enforced = g.mode === 'enforce';
         if (docsOver && now - u.documentsAlertedMs >= g.alertCooldownMs) {
           u.documentsAlertedMs = now;
@@ -113,25 +137,24 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         const rule = docsOver ? `exfiltration:${policy.route}:documents` : `exfiltration:${policy.route}:bytes`;
         if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
       }
-      u.pending++;
+      for (let i = 0; i < usages.length; i++) usages[i]!.pending++;
       open++;
-      reserved.set(ctx, u);
+      reserved.set(ctx, usages.length === 1 ? usages[0]! : usages.slice());
       return Verdict.Continue;
     },
     onDone(ctx) {
       if (open === 0) return;
-      const u = reserved.get(ctx);
-      if (u === undefined) return;
+      const r = reserved.get(ctx);
+      if (r === undefined) return;
       reserved.delete(ctx);
       open--;
-      u.pending--;
       const s = ctx.status;
       // A document is a 2xx answer with a body: a HEAD reveals no content, a 304 re-validates a copy the
       // client already holds. Counted even when the client left mid-body (aborting must not be a way out).
-      if (s < 200 || s > 299 || ctx.req.method === 'HEAD') return;
-      const now = deps.clock.now();
-      u.documents.add(now, 1);
-      if (ctx.responseBytes > 0) u.bytes.add(now, ctx.responseBytes);
+      const counted = s >= 200 && s <= 299 && ctx.req.method !== 'HEAD';
+      const now = counted ? deps.clock.now() : 0;
+      if (Array.isArray(r)) for (const u of r) settle(u, counted, now, ctx.responseBytes);
+      else settle(r, counted, now, ctx.responseBytes);
     },
   };
 }

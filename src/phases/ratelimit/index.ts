@@ -8,10 +8,10 @@ import type { RequestContext } from '../../core/context.ts';
 import type { Runtime } from '../../core/runtime.ts';
 import { decide } from '../../defense/decide.ts';
 import type { DefenseDeps } from '../../defense/types.ts';
-import { cookieValue } from '../admission/client-key.ts';
+import { addressKey, cookieValues, headerValues } from '../admission/client-key.ts';
 import { GcraLimiter } from './gcra.ts';
 import { GlobalLimiter, type LeaseBroker } from '../../store/leases.ts';
-import type { RateLimitKey } from './schema.ts';
+import { DEFAULT_PREFIX_FACTOR, type RateLimitKey } from './schema.ts';
 
 type RuleConfig = Runtime['config']['defense']['rateLimit']['rules'][number];
 
@@ -27,6 +27,8 @@ interface CompiledRule {
   /** `"id";q=burst;w=seconds`, built once. */
   readonly policy: string;
   readonly windowSec: number;
+  /** The second level of an `address` rule: counts the client's IPv4 /24 (IPv6 clients skip it). */
+  readonly v4Only: boolean;
 }
 
 /** Session ids and API keys longer than this are cut: enough to tell clients apart, bounded in memory. */
@@ -43,28 +45,44 @@ class RuleSet {
   readonly sessionCookie: string;
   /** Lower-cased, as Node gives header names. */
   readonly apiKeyHeader: string;
+  /** defense.ipv6PrefixLength: the IPv6 network `key: address` counts as one client. */
+  readonly v6Bits: number;
   constructor(runtime: Runtime, previous: RuleSet | null, broker: LeaseBroker | undefined) {
     const cfg = runtime.config.defense.rateLimit;
     this.mode = cfg.mode;
+    this.v6Bits = runtime.config.defense.ipv6PrefixLength;
     this.sessionCookie = cfg.sessionCookie;
     this.apiKeyHeader = cfg.apiKeyHeader.toLowerCase();
     const kept = new Map<string, CompiledRule>();
     if (previous !== null) for (const r of previous.all) kept.set(signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null), r);
-    this.all = runtime.config.defense.rateLimit.rules.map((rc: RuleConfig) => {
+    const compile = (id: string, key: RateLimitKey, rc: RuleConfig, ratePerSec: number, burst: number, v4Only: boolean): CompiledRule => {
       const perRoute = rc.per === 'route';
       const maxKeys = rc.maxKeys ?? 100000;
       // Without a cluster store (a bare phase in tests), a global rule counts per node.
       const isGlobal = rc.scope === 'global' && broker !== undefined;
-      const old = kept.get(signature(rc.id, rc.key, perRoute, rc.ratePerSec, rc.burst, maxKeys, isGlobal));
+      const old = kept.get(signature(id, key, perRoute, ratePerSec, burst, maxKeys, isGlobal));
       if (old !== undefined) return old;
-      const windowSec = Math.max(1, Math.ceil(rc.burst / rc.ratePerSec));
-      const global = isGlobal ? new GlobalLimiter(broker, rc.id, rc.ratePerSec, rc.burst, maxKeys) : null;
-      return { id: rc.id, key: rc.key, perRoute, ratePerSec: rc.ratePerSec, limiter: new GcraLimiter(rc.ratePerSec, rc.burst, maxKeys), global, policy: `"${rc.id}";q=${rc.burst};w=${windowSec}`, windowSec };
-    });
-    const rules = runtime.config.defense.rateLimit.rules;
+      const windowSec = Math.max(1, Math.ceil(burst / ratePerSec));
+      const global = isGlobal ? new GlobalLimiter(broker, id, ratePerSec, burst, maxKeys) : null;
+      return { id, key, perRoute, ratePerSec, limiter: new GcraLimiter(ratePerSec, burst, maxKeys), global, policy: `"${id}";q=${burst};w=${windowSec}`, windowSec, v4Only };
+    };
+    // Each rule, and after an `address` rule with a prefixFactor its /24 level: addresses rotated
+    // inside one /24 (254 budgets for whoever holds it) meet one budget `prefixFactor` times larger.
+    const owners: RuleConfig[] = [];
+    const all: CompiledRule[] = [];
+    for (const rc of cfg.rules) {
+      all.push(compile(rc.id, rc.key, rc, rc.ratePerSec, rc.burst, false));
+      owners.push(rc);
+      const factor = rc.key === 'address' ? (rc.prefixFactor ?? DEFAULT_PREFIX_FACTOR) : 0;
+      if (factor > 0) {
+        all.push(compile(`${rc.id}/24`, 'prefix', rc, rc.ratePerSec * factor, Math.ceil(rc.burst * factor), true));
+        owners.push(rc);
+      }
+    }
+    this.all = all;
     this.byRoute = runtime.routes.map((route) =>
       this.all.filter((_, i) => {
-        const rc = rules[i]!;
+        const rc = owners[i]!;
         return (rc.classes === undefined || (rc.classes as readonly string[]).includes(route.class)) && (rc.routes === undefined || rc.routes.includes(route.name));
       }),
     );
@@ -75,25 +93,36 @@ function signature(id: string, key: string, perRoute: boolean, rate: number, bur
   return `${id}\0${key}\0${perRoute}\0${rate}\0${burst}\0${maxKeys}\0${global}`;
 }
 
-/** The key `rule` counts this request by, or '' when the request lacks the credential the rule counts. */
-function keyOf(rule: CompiledRule, ctx: RequestContext, sessionCookie: string, apiKeyHeader: string): string {
+/** Session ids and API keys of this request (the phase is synchronous: one scratch array serves all). */
+const credentials: string[] = [];
+
+/**
+ * How many keys `rule` counts this request by, in `credentials` for session and apiKey rules (0 when
+ * the request lacks the credential; -1 when it carries more than MAX_IDENTITY_VALUES of them). A
+ * cookie or header sent with several values is counted against every one: `sid=x1; sid=<real>`
+ * spends the real session's budget too, whichever value the origin reads.
+ */
+function credentialsOf(rule: CompiledRule, ctx: RequestContext, set: RuleSet): number {
+  if (rule.key === 'session') return cookieValues(ctx.req.headers.cookie, set.sessionCookie, credentials);
+  if (ctx.req.headers[set.apiKeyHeader] === undefined) return 0;
+  return headerValues(ctx.req.rawHeaders, set.apiKeyHeader, credentials);
+}
+
+/** The key `rule` counts this request by: the i-th credential for session and apiKey rules; '' for none. */
+function keyOf(rule: CompiledRule, ctx: RequestContext, set: RuleSet, i: number): string {
   let k: string;
   switch (rule.key) {
     case 'address':
-      k = ctx.clientAddress;
+      // IPv4 by address, IPv6 by its /64 (defense.ipv6PrefixLength).
+      k = addressKey(ctx.clientAddress, ctx.clientPrefix, set.v6Bits);
       break;
     case 'prefix':
+      if (rule.v4Only && ctx.clientPrefix.indexOf(':') !== -1) return '';
       k = ctx.clientPrefix;
       break;
-    case 'session': {
-      const sid = cookieValue(ctx.req.headers.cookie, sessionCookie);
-      if (sid === '') return '';
-      k = sid.length > MAX_CREDENTIAL_CHARS ? sid.slice(0, MAX_CREDENTIAL_CHARS) : sid;
-      break;
-    }
+    case 'session':
     case 'apiKey': {
-      const v = ctx.req.headers[apiKeyHeader];
-      if (typeof v !== 'string' || v === '') return '';
+      const v = credentials[i]!;
       k = v.length > MAX_CREDENTIAL_CHARS ? v.slice(0, MAX_CREDENTIAL_CHARS) : v;
       break;
     }
@@ -139,22 +168,36 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const now = deps.clock.now();
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
-        const key = keyOf(rule, ctx, set.sessionCookie, set.apiKeyHeader);
-        if (key === '') continue;
-        const g = rule.global;
-        // A global rule asks its leases (local numbers, no round trip); null: the store is unusable, decide locally.
-        const verdict = g === null ? null : g.check(key, now);
-        if (verdict === true || (verdict === null && rule.limiter.check(key, now))) continue;
-        const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
-        const headers = {
-          'retry-after': String(waitSec),
-          'ratelimit-policy': rule.policy,
-          ratelimit: `"${rule.id}";r=0;t=${waitSec}`,
-        };
-        // Observe mode decides and counts but neither refuses nor feeds bans (that would be enforcing).
-        if (mode === 'enforce') deps.bans.offence(ctx.clientAddress, 'rate_limited', rule.id);
-        if (decide(deps, ctx, 'rateLimit', mode, 'RMP_ERR_RATE_LIMITED', rule.id, 429, '', headers)) return Verdict.Reply;
-        return Verdict.Continue;
+        let n = 1;
+        if (rule.key === 'session' || rule.key === 'apiKey') {
+          n = credentialsOf(rule, ctx, set);
+          if (n < 0) {
+            // More values than a browser ever holds: someone trying to be counted as someone else.
+            if (mode === 'enforce') {
+              ctx.refuse('RMP_ERR_EDGE_AMBIGUOUS_IDENTITY', 400);
+              return Verdict.Reply;
+            }
+            n = credentials.length;
+          }
+        }
+        for (let j = 0; j < n; j++) {
+          const key = keyOf(rule, ctx, set, j);
+          if (key === '') continue;
+          const g = rule.global;
+          // A global rule asks its leases (local numbers, no round trip); null: the store is unusable, decide locally.
+          const verdict = g === null ? null : g.check(key, now);
+          if (verdict === true || (verdict === null && rule.limiter.check(key, now))) continue;
+          const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
+          const headers = {
+            'retry-after': String(waitSec),
+            'ratelimit-policy': rule.policy,
+            ratelimit: `"${rule.id}";r=0;t=${waitSec}`,
+          };
+          // Observe mode decides and counts but neither refuses nor feeds bans (that would be enforcing).
+          if (mode === 'enforce') deps.bans.offence(ctx.clientAddress, 'rate_limited', rule.id);
+          if (decide(deps, ctx, 'rateLimit', mode, 'RMP_ERR_RATE_LIMITED', rule.id, 429, '', headers)) return Verdict.Reply;
+          return Verdict.Continue;
+        }
       }
       return Verdict.Continue;
     },

@@ -29,6 +29,13 @@ export const DEFAULT_RATE_LIMIT_RULE = {
   maxKeys: 100000,
 } as const;
 
+/**
+ * An `address` rule's second level: the addresses of one IPv4 /24 share a budget this many times the
+ * rule's (rate and burst). Whoever holds a /24 has 254 addresses to rotate; an office or a campus
+ * with public addresses rarely sends 16 busy browsers' worth from one /24.
+ */
+export const DEFAULT_PREFIX_FACTOR = 16;
+
 export const RateLimitRuleSchema = Obj(
   {
     id: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'Rule id: in metrics (`rule` label), logs, the decision header and RateLimit-Policy. Unique.' }),
@@ -36,8 +43,15 @@ export const RateLimitRuleSchema = Obj(
       RATE_LIMIT_KEYS.map((k) => Type.Literal(k)),
       {
         description:
-          'What a client is counted by: `address`, `prefix` (its /24 for IPv4, /64 for IPv6), `session` (the `sessionCookie` cookie) or `apiKey` (the `apiKeyHeader` header). A request without the session cookie or API key is not counted by a session or apiKey rule (pair it with an address rule).',
+          'What a client is counted by: `address` (an IPv6 client by its /64, `defense.ipv6PrefixLength`), `prefix` (its /24 for IPv4, /64 for IPv6), `session` (the `sessionCookie` cookie) or `apiKey` (the `apiKeyHeader` header). A request without the session cookie or API key is not counted by a session or apiKey rule (pair it with an address rule).',
       },
+    ),
+    prefixFactor: Type.Optional(
+      Type.Number({
+        minimum: 0,
+        maximum: 100000,
+        description: `For \`key: address\`: the addresses of one IPv4 /24 also share one budget of \`prefixFactor\` × \`ratePerSec\` and \`burst\` (rule id \`<id>/24\`), so rotating addresses inside a /24 meets a limit too. 0: none. Default ${DEFAULT_PREFIX_FACTOR}. (An IPv6 client is already counted as its /64: \`defense.ipv6PrefixLength\`.)`,
+      }),
     ),
     classes: Type.Optional(Type.Array(Type.Union(CLASSES.map((c) => Type.Literal(c))), { minItems: 1, uniqueItems: true, description: 'Route classes the rule applies to (all when absent).' })),
     routes: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, uniqueItems: true, description: 'Route names the rule applies to (all when absent). With `classes` too, a route must match both.' })),
