@@ -19,6 +19,7 @@ import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges } from './ignored.ts';
+import { WindowQuota } from '../../defense/window-quota.ts';
 import { RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
 export { RESERVED_PREFIX, VERIFY_PATH } from './pages.ts';
@@ -78,7 +79,9 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   if (ring.source === 'random')
     deps.log.warn('challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)');
   const signer = new TokenSigner(ring);
-  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec);
+  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  // No-JS clearances per client prefix and minute (the door costs no work, only a wait).
+  const noScriptQuota = new WindowQuota(60_000, 12);
   const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
   const ignored = new IgnoredChallenges();
   let jwt: JwtVerifier | null = initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
@@ -100,8 +103,9 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   /** A failed solution or delay token; past the per-minute allowance it is an offence. */
   function failed(ctx: RequestContext, cfg: ChallengeConfig, door: Door, why: Refusal, ruleId: string): void {
     deps.metrics.challenges.inc({ door, result: 'failed' });
-    // An expired token is what a slow or returning honest client holds: not an offence.
-    if (why !== 'expired' && why !== 'not_yet') countTowardsOffence(ctx, cfg, ruleId);
+    // An expired token is what a slow or returning honest client holds, and a no-JS client past its
+    // prefix's quota waited as asked: not offences.
+    if (why !== 'expired' && why !== 'not_yet' && why !== 'over_quota') countTowardsOffence(ctx, cfg, ruleId);
   }
 
   function countTowardsOffence(ctx: RequestContext, cfg: ChallengeConfig, ruleId: string): void {
@@ -170,6 +174,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const r = signer.openDelay(delay, nowMs, bind);
       if (typeof r === 'string') refusal = r;
       else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
+      // Waiting is all the door asks, and bots wait in parallel: so many clearances per prefix a minute.
+      else if (!noScriptQuota.take(ctx.clientPrefix, deps.level.level >= AttackLevel.underAttack ? cfg.noScriptPerPrefixPerMinute.underAttack : cfg.noScriptPerPrefixPerMinute.elevated, deps.clock.now())) refusal = 'over_quota';
       else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
     }
     failed(ctx, cfg, door, refusal, 'verify');
@@ -212,7 +218,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) return true;
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         const sid = cookieValue(cookies, fam.sessionCookie);
-        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs())) return true;
+        // Known as one person's session: not from too many networks or browsers, within its budget.
+        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], deps.level.level >= AttackLevel.underAttack)) return true;
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
@@ -296,7 +303,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         // A random ring is kept across reloads: replacing it would log everyone out for nothing.
         if (newRing.source !== 'random' || signer.ring.source !== 'random') signer.setRing(newRing);
         jwt = newJwt;
-        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec);
+        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
       };
     },
