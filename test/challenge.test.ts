@@ -587,3 +587,24 @@ test('under attack one session has a request budget: past it its requests are ch
     await s.close();
   }
 });
+
+test('under attack one valid JWT shared by 50 clients in 50 /24s is no longer known past a few networks', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-jwt-'));
+  const secret = randomBytes(32).toString('hex');
+  writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
+  const s = await setup({ familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } }, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  try {
+    const token = hs256({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+    const statuses: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await fetch(`${s.gw.url}/api/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+      statuses.push(r.status);
+      await r.text();
+    }
+    const known = statuses.filter((x) => x === 200).length;
+    assert.ok(known >= 6 && known <= 10, `known from ${known} of 50 networks`);
+    assert.deepEqual(statuses.slice(known), Array(50 - known).fill(403));
+  } finally {
+    await s.close();
+  }
+});

@@ -80,6 +80,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     deps.log.warn('challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)');
   const signer = new TokenSigner(ring);
   const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  // Verified JWTs by how widely each is used (a token shared by a crowd is not one person's).
+  const jwtUsage = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
   // No-JS clearances per client prefix and minute (the door costs no work, only a wait).
   const noScriptQuota = new WindowQuota(60_000, 12);
   const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
@@ -223,7 +225,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
-        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) return true;
+        if (token !== '' && jwt.isValid(token, deps.clock.wallMs()) && jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], deps.level.level >= AttackLevel.underAttack)) return true;
       }
       return false;
     },
@@ -304,6 +306,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         if (newRing.source !== 'random' || signer.ring.source !== 'random') signer.setRing(newRing);
         jwt = newJwt;
         sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
+        jwtUsage.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
       };
     },

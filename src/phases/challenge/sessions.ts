@@ -133,7 +133,28 @@ export class MemorySessionStore implements SessionStore {
     if (s.expiresMs <= nowMs) return false;
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
-    if (prefix === undefined) return true;
+    return prefix === undefined || this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+  }
+
+  /**
+   * For credentials valid by themselves (a verified JWT): remember `id` if new, then whether it is
+   * used as one person uses it — the same bounds as sessions, in the same bounded table shape.
+   */
+  use(id: string, nowMs: number, prefix: string, userAgent: string | undefined, underAttack: boolean): boolean {
+    if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return true;
+    const h = hashId(id);
+    let s = this.#table.get(h);
+    this.#table.delete(h);
+    if (s === undefined) {
+      while (this.#table.size >= this.#max) this.#evictOldest();
+      s = new Session(0);
+    }
+    s.expiresMs = nowMs + this.#ttlMs;
+    this.#table.set(h, s);
+    return this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+  }
+
+  #withinBounds(s: Session, nowMs: number, prefix: string, userAgent: string | undefined, underAttack: boolean): boolean {
     const b = this.#bounds;
     if (nowMs - s.windowStartMs >= b.windowSec * 1000) {
       s.windowStartMs = nowMs;
