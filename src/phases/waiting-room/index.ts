@@ -23,7 +23,8 @@ import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ti
  * with an address or a port range of their own), the /64 for IPv6 (one subscriber holds all of it).
  */
 export function ticketQuotaKey(address: string, prefix: string): string {
-  return address.indexOf(':') === -1 || address.startsWith('::ffff:') ? address : prefix;
+  const v4 = address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1);
+  return v4 ? address : prefix;
 }
 
 /**

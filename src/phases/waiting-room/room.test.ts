@@ -81,3 +81,11 @@ test('a ticket is used once; a number that left the window of remembered numbers
   assert.equal(room.use(USED_WINDOW + 2), true);
   assert.equal(room.use(USED_WINDOW + 2), false);
 });
+
+test('the ticket quota counts an IPv4 address (mapped or not) alone and an IPv6 address by its /64', async () => {
+  const { ticketQuotaKey } = await import('./index.ts');
+  assert.equal(ticketQuotaKey('198.51.100.7', '198.51.100'), '198.51.100.7');
+  assert.equal(ticketQuotaKey('::ffff:198.51.100.7', '198.51.100'), '::ffff:198.51.100.7');
+  assert.equal(ticketQuotaKey('2001:db8:1:2::7', '2001:db8:1:2::/64'), '2001:db8:1:2::/64');
+  assert.equal(ticketQuotaKey('::ffff:abcd:1', '0:0:0:0::/64'), '0:0:0:0::/64');
+});
