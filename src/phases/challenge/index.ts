@@ -102,6 +102,11 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     return c;
   }
 
+  function noScriptQuotaNow(cfg: ChallengeConfig): number {
+    const q = cfg.noScriptPerPrefixPerMinute;
+    return deps.level.level >= AttackLevel.underAttack ? q.underAttack : q.elevated;
+  }
+
   /** A failed solution or delay token; past the per-minute allowance it is an offence. */
   function failed(ctx: RequestContext, cfg: ChallengeConfig, door: Door, why: Refusal, ruleId: string): void {
     deps.metrics.challenges.inc({ door, result: 'failed' });
@@ -177,7 +182,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (typeof r === 'string') refusal = r;
       else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
       // Waiting is all the door asks, and bots wait in parallel: so many clearances per prefix a minute.
-      else if (!noScriptQuota.take(ctx.clientPrefix, deps.level.level >= AttackLevel.underAttack ? cfg.noScriptPerPrefixPerMinute.underAttack : cfg.noScriptPerPrefixPerMinute.elevated, deps.clock.now())) refusal = 'over_quota';
+      else if (!noScriptQuota.take(ctx.clientPrefix, noScriptQuotaNow(cfg), deps.clock.now())) refusal = 'over_quota';
       else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
     }
     failed(ctx, cfg, door, refusal, 'verify');
@@ -221,11 +226,16 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         const sid = cookieValue(cookies, fam.sessionCookie);
         // Known as one person's session: not from too many networks or browsers, within its budget.
-        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], deps.level.level >= AttackLevel.underAttack)) return true;
+        const underAttack = deps.level.level >= AttackLevel.underAttack;
+        if (sid !== '' && sessions.isKnown(sid, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack)) return true;
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
-        if (token !== '' && jwt.isValid(token, deps.clock.wallMs()) && jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], deps.level.level >= AttackLevel.underAttack)) return true;
+        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) {
+          // Valid, and used as one person uses it (the session bounds).
+          const underAttack = deps.level.level >= AttackLevel.underAttack;
+          if (jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack)) return true;
+        }
       }
       return false;
     },
