@@ -28,7 +28,15 @@ function pinLevel(gw: TestGateway, level: number): void {
 }
 
 async function setup(
-  opts: { level?: number; challenge?: Record<string, unknown>; familiarity?: Record<string, unknown>; routes?: unknown[]; clock?: Clock; handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void } = {},
+  opts: {
+    level?: number;
+    challenge?: Record<string, unknown>;
+    familiarity?: Record<string, unknown>;
+    routes?: unknown[];
+    clock?: Clock;
+    handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void;
+    extra?: Record<string, unknown>;
+  } = {},
 ): Promise<Setup> {
   const up = await startUpstream(opts.handler);
   const level = opts.level ?? 2;
@@ -41,9 +49,13 @@ async function setup(
         familiarity: { ...opts.familiarity },
       },
       ...(opts.routes ? { routes: opts.routes } : {}),
+      ...opts.extra,
     },
     opts.clock ? { clock: opts.clock } : {},
-  );
+  ).catch(async (e: unknown) => {
+    await up.close(); // a refused config must not leave the upstream holding the test process open
+    throw e;
+  });
   pinLevel(gw, level);
   return {
     gw,
@@ -464,6 +476,134 @@ test('the drill\'s solver passes a real challenge, as an API user and as a brows
       await retry.text();
     }
     assert.equal(await solveChallenge({ status: 200, headers: {}, challenge: undefined, cookies: new Map() }), false);
+  } finally {
+    await s.close();
+  }
+});
+
+test('under attack the no-JS door is counted per prefix: 20 bots waiting side by side from one /24 do not all get clearances', async () => {
+  const clock = createManualClock(Date.now() - 1_700_000_000_000);
+  const s = await setup({ clock, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  try {
+    const from = (addr: string, ua: string) => ({ accept: 'text/html', 'x-forwarded-for': addr, 'user-agent': ua });
+    // Each bot fetches the page (default delay under attack), all wait the same seconds at once, all redeem.
+    const urls: { url: string; headers: Record<string, string> }[] = [];
+    let delaySec = 0;
+    for (let i = 0; i < 20; i++) {
+      const headers = from(`198.51.100.${i + 1}`, `Bot/${i}`);
+      const html = await (await fetch(`${s.gw.url}/doc`, { headers })).text();
+      const m = /content="(\d+);url=([^"]+)"/.exec(html)!;
+      delaySec = Number(m[1]);
+      urls.push({ url: m[2]!.replace(/&amp;/g, '&'), headers });
+    }
+    clock.advance(delaySec * 1000);
+    let cleared = 0;
+    for (const u of urls) {
+      const r = await fetch(`${s.gw.url}${u.url}`, { redirect: 'manual', headers: u.headers });
+      if (r.status === 303) cleared++;
+      else assert.equal(r.status, 403);
+      await r.text();
+    }
+    assert.equal(cleared, 3, 'the prefix\'s quota for the minute, not one clearance per bot');
+    assert.ok(delaySec >= 11, `the wait under attack (10 s by default, + 1 for rounding): ${delaySec} s`);
+    // A person without JavaScript on another network still gets through.
+    const person = from('203.0.113.9', 'Lynx/2.9');
+    const page = await (await fetch(`${s.gw.url}/doc`, { headers: person })).text();
+    const url = /content="\d+;url=([^"]+)"/.exec(page)![1]!.replace(/&amp;/g, '&');
+    clock.advance(delaySec * 1000);
+    const ok = await fetch(`${s.gw.url}${url}`, { redirect: 'manual', headers: person });
+    assert.equal(ok.status, 303);
+    await ok.text();
+  } finally {
+    await s.close();
+  }
+});
+
+async function loggedIn(s: Setup): Promise<void> {
+  const client = createClient();
+  const r = await client.fetch(`${s.gw.url}/login`);
+  assert.equal(r.status, 200);
+  await r.text();
+}
+
+const loginHandler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+  if (req.url === '/login') res.writeHead(200, { 'set-cookie': 'sid=shared-session; Path=/; HttpOnly' }).end('welcome');
+  else res.end('ok');
+};
+
+test('under attack one logged-in session cookie shared by 50 clients in 50 /24s is no longer known past a few networks', async () => {
+  const s = await setup({ handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  try {
+    await loggedIn(s);
+    const statuses: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+      statuses.push(r.status);
+      await r.text();
+    }
+    const known = statuses.filter((x) => x === 200).length;
+    // Networks are bits of a 60-bit mask: two may share one, so the bound can trip a network or two late.
+    assert.ok(known >= 6 && known <= 10, `known from ${known} of 50 networks`);
+    assert.deepEqual(statuses.slice(0, 6), Array(6).fill(200), 'six networks: one person moving about');
+    assert.deepEqual(statuses.slice(known), Array(50 - known).fill(403), 'once tripped, every holder is challenged');
+    // The same cookie with many browsers from one network: past 3 User-Agents, not known either.
+    const t = await setup({ handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+    try {
+      await loggedIn(t);
+      const uaStatuses: number[] = [];
+      for (let i = 0; i < 8; i++) {
+        const r = await fetch(`${t.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': '203.0.113.4', 'user-agent': `Agent/${i}` } });
+        uaStatuses.push(r.status);
+        await r.text();
+      }
+      const uaKnown = uaStatuses.filter((x) => x === 200).length;
+      assert.ok(uaKnown >= 3 && uaKnown <= 5, uaStatuses.join(','));
+      assert.ok(uaStatuses.slice(uaKnown).every((x) => x === 403), uaStatuses.join(','));
+    } finally {
+      await t.close();
+    }
+  } finally {
+    await s.close();
+  }
+});
+
+test('under attack one session has a request budget: past it its requests are challenged until it refills', async () => {
+  const clock = createManualClock(Date.now() - 1_700_000_000_000);
+  const s = await setup({ clock, handler: loginHandler, familiarity: { sessionBounds: { underAttackRatePerSec: 1, underAttackBurst: 20 } } });
+  try {
+    await loggedIn(s);
+    let known = 0;
+    for (let i = 0; i < 30; i++) {
+      const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' } });
+      if (r.status === 200) known++;
+      await r.text();
+    }
+    assert.equal(known, 20, 'the burst, then challenged');
+    clock.advance(5000);
+    const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' } });
+    assert.equal(r.status, 200, 'the budget refills');
+    await r.text();
+  } finally {
+    await s.close();
+  }
+});
+
+test('under attack one valid JWT shared by 50 clients in 50 /24s is no longer known past a few networks', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-jwt-'));
+  const secret = randomBytes(32).toString('hex');
+  writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
+  const s = await setup({ familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } }, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  try {
+    const token = hs256({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+    const statuses: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const r = await fetch(`${s.gw.url}/api/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+      statuses.push(r.status);
+      await r.text();
+    }
+    const known = statuses.filter((x) => x === 200).length;
+    assert.ok(known >= 6 && known <= 10, `known from ${known} of 50 networks`);
+    assert.deepEqual(statuses.slice(known), Array(50 - known).fill(403));
   } finally {
     await s.close();
   }

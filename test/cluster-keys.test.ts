@@ -83,9 +83,10 @@ test('a waiting-room ticket or pass signed on one node opens on another with the
   const b = new CookieSigner(Buffer.from(key));
   const other = new CookieSigner(randomBytes(32));
   const now = 1_700_000_000_000;
-  const ticket = a.signTicket({ route: 'shop', n: 42, issuedAtMs: now });
-  assert.deepEqual(b.openTicket('shop', ticket, now + 1000, 60_000), { route: 'shop', n: 42, issuedAtMs: now });
-  assert.equal(other.openTicket('shop', ticket, now + 1000, 60_000), null);
-  const pass = a.signPass({ route: 'shop', expiresAtMs: now + 5000 });
-  assert.deepEqual(b.openPass('shop', pass, now), { route: 'shop', expiresAtMs: now + 5000 });
+  const bind = 'AAAAAAAAAAAA';
+  const ticket = a.signTicket({ route: 'shop', n: 42, issuedAtMs: now, bind });
+  assert.deepEqual(b.openTicket('shop', ticket, now + 1000, 60_000, bind), { route: 'shop', n: 42, issuedAtMs: now, bind });
+  assert.equal(other.openTicket('shop', ticket, now + 1000, 60_000, bind), null);
+  const pass = a.signPass({ route: 'shop', expiresAtMs: now + 5000, bind });
+  assert.deepEqual(b.openPass('shop', pass, now, bind), { route: 'shop', expiresAtMs: now + 5000, bind });
 });

@@ -112,9 +112,12 @@ test('visitors are let in in arrival order', async () => {
       tickets.push(cookieOf(r, TICKET)!);
       await r.text();
     }
-    const statuses = async () => Promise.all(tickets.map(async (t) => {
+    // Each visitor sends what it holds: its ticket, then the pass it was let in with (a ticket lets in once).
+    const statuses = async () => Promise.all(tickets.map(async (t, i) => {
       const r = await s.get({ cookie: t });
       await r.text();
+      const pass = cookieOf(r, PASS);
+      if (pass !== null) tickets[i] = pass;
       return r.status;
     }));
     assert.deepEqual(await statuses(), [503, 503, 503]);
@@ -145,6 +148,8 @@ test('the room keeps counters only: 10 000 new visitors grow nothing but `issued
     const wr = createWaitingRoomPhase(() => rt, metrics, s.clock, new CookieSigner(Buffer.alloc(32, 1)));
     for (let i = 0; i < 10_000; i++) {
       const ctx = new RequestContext({ method: 'GET', headers: { cookie: `visitor=${i}` } } as never, {} as never, 0);
+      ctx.clientAddress = `10.0.${i >> 8}.${i & 255}`; // 10 000 visitors, each within its address's ticket quota
+      ctx.clientPrefix = `10.0.${i >> 8}`;
       ctx.route = rt.routes[0]!;
       ctx.upstream = rt.routes[0]!.upstream;
       assert.equal(wr.onRequest(ctx), 1);
@@ -240,4 +245,116 @@ test('config: a waiting room on a route that matches neither GET nor HEAD is ref
       return true;
     },
   );
+});
+
+// Clients on other networks, as a trusted proxy in front of Rempart names them (X-Forwarded-For).
+async function behindProxy(admitPerSecond = 1) {
+  const up = await startUpstream();
+  const clock = createManualClock();
+  const gw = await startGateway(
+    up.url,
+    {
+      clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }],
+    },
+    { clock },
+  );
+  return {
+    up,
+    gw,
+    clock,
+    async get(from: string, headers: Record<string, string> = {}) {
+      const r = await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': from, 'user-agent': 'Browser/1', ...headers } });
+      const text = await r.text();
+      return { status: r.status, res: r, text };
+    },
+    async close() {
+      await gw.close();
+      await up.close();
+    },
+  };
+}
+
+test('a pass works only for the client it was given to: 20 clients on other networks holding it wait in line', async () => {
+  const s = await behindProxy();
+  try {
+    const first = await s.get('203.0.113.5');
+    const ticket = cookieOf(first.res, TICKET)!;
+    s.clock.advance(1000);
+    const inside = await s.get('203.0.113.5', { cookie: ticket });
+    assert.equal(inside.status, 200);
+    const pass = cookieOf(inside.res, PASS)!;
+    let admitted = 0;
+    for (let i = 0; i < 20; i++) if ((await s.get(`198.51.${i}.7`, { cookie: pass })).status === 200) admitted++;
+    assert.equal(admitted, 0, 'a pass copied to other networks lets nobody in');
+    assert.equal((await s.get('203.0.113.5', { cookie: pass, 'user-agent': 'Bot/2' })).status, 503, 'nor another browser on the same network');
+    assert.equal((await s.get('203.0.113.77', { cookie: pass })).status, 200, 'the same /24 and browser: still inside (as clearances)');
+    assert.equal((await s.get('203.0.113.5', { cookie: pass })).status, 200, 'the client it was given to stays inside');
+    // A ticket copied to another network is no ticket there either: a new place at the back.
+    const other = await s.get('192.0.2.9', { cookie: cookieOf((await s.get('203.0.113.6')).res, TICKET)! });
+    assert.equal(other.status, 503);
+    assert.ok(cookieOf(other.res, TICKET), 'a ticket of its own');
+  } finally {
+    await s.close();
+  }
+});
+
+test('a ticket lets in once: sent again after its pass was issued, it is a new place at the back', async () => {
+  const s = await behindProxy();
+  try {
+    const first = await s.get('203.0.113.5');
+    const ticket = cookieOf(first.res, TICKET)!;
+    s.clock.advance(1000);
+    const inside = await s.get('203.0.113.5', { cookie: ticket });
+    assert.equal(inside.status, 200);
+    assert.ok(inside.res.headers.getSetCookie().some((c) => c.startsWith(`${TICKET}=;`) && /Max-Age=0/.test(c)), 'the used ticket is cleared');
+    s.clock.advance(5000); // admissions banked while nobody waits are not kept: the line is empty
+    let admitted = 0;
+    for (let i = 0; i < 5; i++) {
+      const again = await s.get('203.0.113.5', { cookie: ticket });
+      if (again.status === 200) admitted++;
+    }
+    assert.equal(admitted, 0, 'the admitted ticket is not admitted again');
+    assert.equal(s.up.requests.length, 1, 'the origin saw one request');
+  } finally {
+    await s.close();
+  }
+});
+
+test('300 requests without cookies from 6 addresses take 60 places at most: the next visitor is not pushed to place 301', async () => {
+  const s = await behindProxy();
+  try {
+    const addresses = ['198.51.100.1', '198.51.101.1', '198.51.102.1', '203.0.113.1', '203.0.114.1', '192.0.2.1'];
+    for (let batch = 0; batch < 10; batch++)
+      await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(addresses[(batch * 30 + i) % 6]!, { accept: 'application/json' })));
+    const visitor = await s.get('100.64.0.9', { accept: 'application/json' });
+    assert.equal(visitor.status, 503);
+    const place = (JSON.parse(visitor.text) as { waitingRoom: { position: number } }).waitingRoom.position;
+    assert.ok(place <= 6 * 10 + 1, `the next visitor's place: ${place}`);
+    assert.ok(cookieOf(visitor.res, TICKET), 'the visitor holds a ticket');
+    // Past its quota an address gets the page without a ticket: it holds no place.
+    const over = await s.get(addresses[0]!, { accept: 'application/json' });
+    assert.equal(over.status, 503);
+    assert.equal(cookieOf(over.res, TICKET), null);
+    const metrics = await s.gw.gateway.metrics.registry.metrics();
+    assert.match(metrics, /rempart_waiting_room_tickets_refused_total\{route="default"\} 2[0-9]{2}\n/);
+    // The quota is per minute: a minute later the address may take a place again.
+    s.clock.advance(60_000);
+    assert.ok(cookieOf((await s.get(addresses[0]!)).res, TICKET));
+  } finally {
+    await s.close();
+  }
+});
+
+test('IPv6: 300 addresses of one /64 count as one client for new places in line', async () => {
+  const s = await behindProxy();
+  try {
+    for (let batch = 0; batch < 10; batch++)
+      await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(`2001:db8:1:2::${(batch * 30 + i + 1).toString(16)}`, { accept: 'application/json' })));
+    const visitor = await s.get('2001:db8:9::1', { accept: 'application/json' });
+    const place = (JSON.parse(visitor.text) as { waitingRoom: { position: number } }).waitingRoom.position;
+    assert.ok(place <= 11, `the next visitor's place: ${place}`);
+  } finally {
+    await s.close();
+  }
 });

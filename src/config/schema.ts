@@ -158,6 +158,13 @@ const RouteSchema = Obj(
         admitPerSecond: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Visitors let in from the line per second while the room is open, in ticket order.' }),
         passTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 1800, description: 'How long a visitor let in keeps its pass (it is not sent back to the line meanwhile).' }),
         ticketTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 3600, description: 'How long a ticket keeps its place in line; an older ticket gets a new place at the back.' }),
+        ticketsPerAddressPerMinute: Type.Integer({
+          minimum: 1,
+          maximum: 10000,
+          default: 10,
+          description:
+            'New places in line one client address (an IPv6 /64) may take per minute; past it the request gets the waiting page without a ticket (no place taken) and retries later. A person takes one place and keeps its ticket; a bot sending requests without cookies would take a place with each.',
+        }),
         force: Type.Boolean({
           default: false,
           description: 'Treat the route\u2019s class as always saturated, so the room is always open (drills and tests). Without it the room opens only on an upstream whose `admission.mode` is not `off`.',

@@ -279,6 +279,12 @@ export function createMetrics() {
       labelNames: ['route'] as const,
       registers: [registry],
     }),
+    waitingRoomTicketsRefused: new Counter({
+      name: 'rempart_waiting_room_tickets_refused_total',
+      help: 'Requests for a new place in line answered without one: the client address (an IPv6 /64) took ticketsPerAddressPerMinute already, by route.',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
     websocketUpgrades: new Counter({
       name: 'rempart_websocket_upgrades_total',
       help: 'WebSocket (Upgrade) connections passed through, by route.',

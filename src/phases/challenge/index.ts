@@ -19,6 +19,7 @@ import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges } from './ignored.ts';
+import { WindowQuota } from '../../defense/window-quota.ts';
 import { CHALLENGE_PAGE, RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
 export { RESERVED_PREFIX, VERIFY_PATH } from './pages.ts';
@@ -94,7 +95,11 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   if (ring.source === 'random')
     deps.log.warn('challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)');
   const signer = new TokenSigner(ring);
-  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec);
+  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  // Verified JWTs by how widely each is used (a token shared by a crowd is not one person's).
+  const jwtUsage = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  // No-JS clearances per client prefix and minute (the door costs no work, only a wait).
+  const noScriptQuota = new WindowQuota(60_000, 12);
   const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
   const ignored = new IgnoredChallenges();
   let jwt: JwtVerifier | null = initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
@@ -113,11 +118,17 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     return c;
   }
 
+  function noScriptQuotaNow(cfg: ChallengeConfig): number {
+    const q = cfg.noScriptPerPrefixPerMinute;
+    return deps.level.level >= AttackLevel.underAttack ? q.underAttack : q.elevated;
+  }
+
   /** A failed solution or delay token; past the per-minute allowance it is an offence. */
   function failed(ctx: RequestContext, cfg: ChallengeConfig, door: Door, why: Refusal, ruleId: string): void {
     deps.metrics.challenges.inc({ door, result: 'failed' });
-    // An expired token is what a slow or returning honest client holds: not an offence.
-    if (why !== 'expired' && why !== 'not_yet') countTowardsOffence(ctx, cfg, ruleId);
+    // An expired token is what a slow or returning honest client holds, and a no-JS client past its
+    // prefix's quota waited as asked: not offences.
+    if (why !== 'expired' && why !== 'not_yet' && why !== 'over_quota') countTowardsOffence(ctx, cfg, ruleId);
   }
 
   function countTowardsOffence(ctx: RequestContext, cfg: ChallengeConfig, ruleId: string): void {
@@ -188,6 +199,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const r = signer.openDelay(delay, nowMs, bind);
       if (typeof r === 'string') refusal = r;
       else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
+      // Waiting is all the door asks, and bots wait in parallel: so many clearances per prefix a minute.
+      else if (!noScriptQuota.take(ctx.clientPrefix, noScriptQuotaNow(cfg), deps.clock.now())) refusal = 'over_quota';
       else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
     }
     failed(ctx, cfg, door, refusal, 'verify');
@@ -232,15 +245,22 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) return true;
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         // Several values (`sid=<known>; sid=other`): the origin may read either, so known only when
-        // every one is (as the origin set them: the store learnt them undecoded).
+        // every one is (as the origin set them: the store learnt them undecoded), and each is known as
+        // one person's session: not from too many networks or browsers, within its budget.
         const n = cookieValues(cookies, fam.sessionCookie, sids, false);
+        const underAttack = deps.level.level >= AttackLevel.underAttack;
+        const now = deps.clock.wallMs();
         let known = n > 0;
-        for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, deps.clock.wallMs());
+        for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, ctx.clientPrefix, headers['user-agent'], underAttack);
         if (known) return true;
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
-        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) return true;
+        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) {
+          // Valid, and used as one person uses it (the session bounds).
+          const underAttack = deps.level.level >= AttackLevel.underAttack;
+          if (jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack)) return true;
+        }
       }
       return false;
     },
@@ -320,7 +340,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         // A random ring is kept across reloads: replacing it would log everyone out for nothing.
         if (newRing.source !== 'random' || signer.ring.source !== 'random') signer.setRing(newRing);
         jwt = newJwt;
-        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec);
+        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
+        jwtUsage.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
       };
     },

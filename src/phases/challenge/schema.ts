@@ -33,8 +33,29 @@ export const FamiliaritySchema = Obj(
       description:
         'The origin\u2019s session cookie. A value first seen in a Set-Cookie of a 2xx upstream response is remembered (as a hash); later requests carrying it are known. Empty: off. Name a cookie the origin sets only on login, not on every first visit.',
     }),
-    maxSessions: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 100_000, description: 'Sessions remembered at most (least recently seen forgotten first); about 100 bytes each.' }),
+    maxSessions: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 100_000, description: 'Sessions remembered at most (least recently seen forgotten first); about 250 bytes each (measured: 205 granted, 240 once seen under attack).' }),
     sessionTtlSec: Type.Integer({ minimum: 1, maximum: 2_592_000, default: 86_400, description: 'How long a remembered session stays known after it was last granted or seen.' }),
+    sessionBounds: Obj(
+      {
+        maxPrefixes: Type.Integer({
+          minimum: 1,
+          maximum: 16,
+          default: 6,
+          description:
+            'Distinct client prefixes (/24, /64) one session may be seen from within `windowSec` and stay known; from more, it is not known for the rest of the window (a cookie shared by bots, not a person moving between home, mobile and office). Counted as bits of a 60-bit mask: two prefixes may share a bit, so it may take one or two more to trip, never fewer.',
+        }),
+        maxUserAgents: Type.Integer({ minimum: 1, maximum: 8, default: 3, description: 'Distinct User-Agents one session may be seen with within `windowSec` and stay known (bits of a 30-bit mask).' }),
+        windowSec: Type.Integer({ minimum: 10, maximum: 86_400, default: 600, description: 'The window prefixes and User-Agents are counted in; each session starts afresh after it.' }),
+        underAttackRatePerSec: Type.Number({
+          exclusiveMinimum: 0,
+          maximum: 100_000,
+          default: 10,
+          description: 'Under attack, requests a second one session may make and stay known (a GCRA budget with `underAttackBurst`); past it its requests are unknown (challenged) until the budget refills.',
+        }),
+        underAttackBurst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200, description: 'Requests one session may make at once under attack and stay known.' }),
+      },
+      { default: {}, description: 'What keeps a session the origin granted known: one person’s use of it, not a cookie shared by a crowd (docs/challenge.md).' },
+    ),
     jwt: Type.Optional(JwtSchema),
   },
   { default: {}, description: 'Which clients are known: a valid clearance, a session the origin granted, or a verified JWT (docs/challenge.md). Known clients skip challenges and queue ahead within their class.' },
@@ -57,9 +78,21 @@ export const ChallengeSchema = Obj(
     noScriptDelaySec: Obj(
       {
         elevated: Type.Integer({ minimum: 0, maximum: 300, default: 3, description: 'Seconds a client without JavaScript waits before its refresh earns a clearance, below `under_attack`.' }),
-        underAttack: Type.Integer({ minimum: 0, maximum: 300, default: 5, description: 'The same while under attack.' }),
+        underAttack: Type.Integer({ minimum: 0, maximum: 300, default: 10, description: 'The same while under attack.' }),
       },
       { default: {}, description: 'The no-JavaScript door: a signed delay token redeemed by a meta refresh.' },
+    ),
+    noScriptPerPrefixPerMinute: Obj(
+      {
+        elevated: Type.Integer({ minimum: 1, maximum: 100_000, default: 30, description: 'Clearances the no-JavaScript door gives one client prefix (/24, /64) per minute, below `under_attack`.' }),
+        underAttack: Type.Integer({
+          minimum: 1,
+          maximum: 100_000,
+          default: 3,
+          description: 'The same while under attack. Past it a delay token earns a fresh challenge page instead (and a new wait): a bot farm waiting in parallel gets this many clearances a minute per prefix, not one per bot.',
+        }),
+      },
+      { default: {}, description: 'The no-JavaScript door costs no work, so it is counted: clearances it gives per client prefix and minute.' },
     ),
     challengeTtlSec: Type.Integer({ minimum: 10, maximum: 3600, default: 300, description: 'How long a challenge (or no-JS delay token) may be solved and redeemed.' }),
     clearanceTtlSec: Type.Integer({ minimum: 60, maximum: 604_800, default: 3600, description: 'How long a clearance lets its client skip challenges.' }),

@@ -1,5 +1,7 @@
 // Tokens, the replay guard, the session table, JWT checks and the shared solver, without a server.
 import { test } from 'node:test';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { TokenSigner, binding, leadingZeroBits } from './tokens.ts';
@@ -104,6 +106,50 @@ test('sessions: granted by a 2xx Set-Cookie only, revoked by a clearing one, bou
   assert.equal(s.isKnown('a', NOW), false, 'least recently used evicted');
   learnSessions(s, 'sid', 204, raw('sid=c; Max-Age=0'), NOW);
   assert.equal(s.isKnown('c', NOW), false, 'logged out');
+});
+
+test('sessions: one seen from too many prefixes or User-Agents in a window is not known until the window ends; granting it again does not wash it', () => {
+  const bounds = { maxPrefixes: 2, maxUserAgents: 2, windowSec: 60, underAttackRatePerSec: 1, underAttackBurst: 3 };
+  const s = new MemorySessionStore(10, 3600, bounds);
+  s.grant('x', NOW);
+  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), true);
+  assert.equal(s.isKnown('x', NOW, '203.0.113', 'UA'), true, 'a second network');
+  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), true, 'the first again');
+  // Networks are bits of a mask (two may share one): the bound trips at the third, or a little later.
+  let networks = 2;
+  while (s.isKnown('x', NOW, `192.0.${networks}`, 'UA')) networks++;
+  assert.ok(networks <= 6, `tripped after ${networks} networks`);
+  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), false, 'shared for the rest of the window, from anywhere');
+  s.grant('x', NOW + 1); // origins re-sending the cookie with every answer
+  assert.equal(s.isKnown('x', NOW + 2, '198.51.100', 'UA'), false, 'a new grant of the same id keeps what was seen');
+  assert.equal(s.isKnown('x', NOW + 60_000, '198.51.100', 'UA'), true, 'a new window');
+  assert.equal(s.isKnown('x', NOW + 60_001, '198.51.100', 'UA2'), true);
+  let agents = 2;
+  while (s.isKnown('x', NOW + 60_002, '198.51.100', `UA-${agents}`)) agents++;
+  assert.ok(agents <= 6, `tripped after ${agents} User-Agents`);
+  assert.equal(s.isKnown('x', NOW + 60_003), true, 'asked without a client: the grant alone decides');
+  // Under attack: a budget of 3 at once, then 1 a second.
+  s.grant('y', NOW);
+  const known = [0, 1, 2, 3].map(() => s.isKnown('y', NOW, '198.51.100', 'UA', true));
+  assert.deepEqual(known, [true, true, true, false]);
+  assert.equal(s.isKnown('y', NOW, '198.51.100', 'UA', false), true, 'not counted below under_attack');
+  assert.equal(s.isKnown('y', NOW + 1000, '198.51.100', 'UA', true), true, 'refilled');
+});
+
+test('sessions: 100 000 observed sessions stay within the documented ~250 bytes each', () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const s = new MemorySessionStore(100_000, 3600);
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 100_000; i++) {
+    s.grant(`session-${i}`, NOW);
+    s.isKnown(`session-${i}`, NOW, `10.${i >> 8}.${i & 255}`, 'Mozilla/5.0', true);
+  }
+  gc();
+  const perSession = (process.memoryUsage().heapUsed - before) / 100_000;
+  assert.equal(s.size, 100_000);
+  assert.ok(perSession < 300, `${perSession.toFixed(0)} bytes a session`);
 });
 
 test('JWT: HS256, RS256 and ES256 verified strictly; alg mismatch and none refused', () => {

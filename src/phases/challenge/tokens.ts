@@ -28,7 +28,7 @@ export interface Challenge {
 }
 
 /** Why a token or solution was refused (for tests and the log; the client only sees RMP_ERR_CHALLENGE_FAILED). */
-export type Refusal = 'malformed' | 'unknown_key' | 'bad_mac' | 'expired' | 'not_yet' | 'other_client' | 'insufficient_work' | 'replayed';
+export type Refusal = 'malformed' | 'unknown_key' | 'bad_mac' | 'expired' | 'not_yet' | 'other_client' | 'insufficient_work' | 'replayed' | 'over_quota';
 
 export function binding(prefix: string, userAgent: string | undefined): string {
   // 9 bytes are exactly 12 base64url characters: the one-shot hash's prefix is the same value.

@@ -1,8 +1,9 @@
 // Phase `waitingRoom`: on a route with `waitingRoom.enabled`, when the route's class is saturated,
 // a new visitor gets a signed ticket and a light page with its place in line instead of the origin,
 // and is let in in ticket order (admitPerSecond) with a signed pass. Visitors holding a pass are
-// never interrupted. Per route the server keeps two counters and nothing per visitor. See
-// docs/waiting-room.md.
+// never interrupted. Per route the server keeps two counters and a bit per recent ticket (used once),
+// and one fixed sketch counts new places per client address. Tickets and passes are bound to the
+// client's prefix and User-Agent like clearances. See docs/waiting-room.md.
 import type { Phase } from '../../core/pipeline.ts';
 import { Verdict } from '../../core/pipeline.ts';
 import type { RequestContext } from '../../core/context.ts';
@@ -13,8 +14,19 @@ import type { RouteWaitingRoomConfig, TrafficClass } from '../../config/schema.t
 import { classIndex } from '../admission/queue.ts';
 import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { wantsHtml } from '../admission/index.ts';
+import { WindowQuota } from '../../defense/window-quota.ts';
+import { binding } from '../challenge/tokens.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
+
+/**
+ * Who a ticket quota counts: the address for IPv4 (a /24 holds many people behind carrier NATs, each
+ * with an address or a port range of their own), the /64 for IPv6 (one subscriber holds all of it).
+ */
+export function ticketQuotaKey(address: string, prefix: string): string {
+  const v4 = address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1);
+  return v4 ? address : prefix;
+}
 
 /**
  * Whether the route's class is saturated on this upstream: every admission slot taken, or requests
@@ -63,6 +75,8 @@ export interface WaitingRoomPhase extends Phase {
 export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, signer: CookieSigner): WaitingRoomPhase {
   // Keyed by route name: bounded by the configuration, never by visitors.
   const rooms = new Map<string, WaitingRoom>();
+  // New places taken per client address and minute, every room together (512 KiB, fixed).
+  const ticketQuota = new WindowQuota(60_000);
 
   metrics.waitingRoomReaders.length = (g) => {
     g.reset();
@@ -73,9 +87,11 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     return `${name}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
-  function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number): Verdict {
-    const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000 });
+  function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number, bind: string, dropTicket: boolean): Verdict {
+    const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000, bind });
     ctx.addResponseHeader('set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec));
+    // A used ticket is worth nothing: the browser need not send it again.
+    if (dropTicket) ctx.addResponseHeader('set-cookie', cookie(ctx, ticketCookieName(route), '', 0));
     metrics.waitingRoomAdmitted.inc({ route });
     return Verdict.Continue;
   }
@@ -111,22 +127,33 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       const name = route.name;
       const wallMs = clock.wallMs();
       const cookies = ctx.req.headers.cookie;
+      // Passes and tickets are good only for the network and browser they were given to.
+      const bind = binding(ctx.clientPrefix, ctx.req.headers['user-agent']);
       // Inside already: never interrupted, whatever the line looks like.
-      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs) !== null) return Verdict.Continue;
+      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs, bind) !== null) return Verdict.Continue;
       let room = rooms.get(name);
       if (room === undefined) rooms.set(name, (room = new WaitingRoom()));
       const saturated = cfg.force || isSaturated(ctx.upstream ?? route.upstream, route.class);
-      room.advance(clock.now(), saturated, cfg.admitPerSecond);
-      if (room.isEmpty && !saturated) return grantPass(ctx, name, cfg, wallMs);
-      const ticket = signer.openTicket(name, readCookie(cookies, ticketCookieName(name)), wallMs, cfg.ticketTtlSec * 1000);
+      const nowMs = clock.now();
+      room.advance(nowMs, saturated, cfg.admitPerSecond);
+      const ticketValue = readCookie(cookies, ticketCookieName(name));
+      if (room.isEmpty && !saturated) return grantPass(ctx, name, cfg, wallMs, bind, ticketValue !== undefined);
+      const ticket = signer.openTicket(name, ticketValue, wallMs, cfg.ticketTtlSec * 1000, bind);
       // A ticket numbered past `issued` comes from before a restart (same key, counters reset): a new place.
       if (ticket !== null && ticket.n <= room.issued) {
-        if (room.isAdmitted(ticket.n)) return grantPass(ctx, name, cfg, wallMs);
-        return waitingPage(ctx, room.positionOf(ticket.n), cfg, null);
+        if (!room.isAdmitted(ticket.n)) return waitingPage(ctx, room.positionOf(ticket.n), cfg, null);
+        // Let in once: a ticket already turned into a pass is no ticket (a new place below).
+        if (room.use(ticket.n)) return grantPass(ctx, name, cfg, wallMs, bind, true);
+      }
+      // A new place, within the address's quota: past it the page says where the back of the line
+      // is, but no place is taken (requests without cookies cannot fill the line).
+      if (!ticketQuota.take(ticketQuotaKey(ctx.clientAddress, ctx.clientPrefix), cfg.ticketsPerAddressPerMinute, nowMs)) {
+        metrics.waitingRoomTicketsRefused.inc({ route: name });
+        return waitingPage(ctx, room.length + 1, cfg, null);
       }
       const n = room.take();
       metrics.waitingRoomTickets.inc({ route: name });
-      const value = signer.signTicket({ route: name, n, issuedAtMs: wallMs });
+      const value = signer.signTicket({ route: name, n, issuedAtMs: wallMs, bind });
       return waitingPage(ctx, room.positionOf(n), cfg, cookie(ctx, ticketCookieName(name), value, cfg.ticketTtlSec));
     },
   };

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../../core/clock.ts';
-import { CALM_MS, WaitingRoom } from './room.ts';
+import { CALM_MS, USED_WINDOW, WaitingRoom } from './room.ts';
 
 test('a saturated room lets in admitPerSecond tickets per second of clock time, in ticket order', () => {
   const clock = createManualClock();
@@ -65,4 +65,27 @@ test('admittedUpTo never passes issued', () => {
   clock.advance(10_000);
   room.advance(clock.now(), true, 100);
   assert.equal(room.admittedUpTo, 1);
+});
+
+test('a ticket is used once; a number that left the window of remembered numbers counts as used', () => {
+  const room = new WaitingRoom();
+  for (let i = 0; i < 3; i++) room.take();
+  assert.equal(room.use(2), true);
+  assert.equal(room.use(2), false, 'used already');
+  assert.equal(room.use(3), true);
+  assert.equal(room.use(4), false, 'never issued');
+  assert.equal(room.use(0), false);
+  // Wrap the ring: the slot of ticket 2 now stands for 2 + USED_WINDOW, which starts unused.
+  for (let i = 3; i < USED_WINDOW + 2; i++) room.take();
+  assert.equal(room.use(2), false, 'too old to tell: refused');
+  assert.equal(room.use(USED_WINDOW + 2), true);
+  assert.equal(room.use(USED_WINDOW + 2), false);
+});
+
+test('the ticket quota counts an IPv4 address (mapped or not) alone and an IPv6 address by its /64', async () => {
+  const { ticketQuotaKey } = await import('./index.ts');
+  assert.equal(ticketQuotaKey('198.51.100.7', '198.51.100'), '198.51.100.7');
+  assert.equal(ticketQuotaKey('::ffff:198.51.100.7', '198.51.100'), '::ffff:198.51.100.7');
+  assert.equal(ticketQuotaKey('2001:db8:1:2::7', '2001:db8:1:2::/64'), '2001:db8:1:2::/64');
+  assert.equal(ticketQuotaKey('::ffff:abcd:1', '0:0:0:0::/64'), '0:0:0:0::/64');
 });

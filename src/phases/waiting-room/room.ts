@@ -1,6 +1,7 @@
 // One route's waiting line, as two counters and nothing per visitor: `issued` (the last ticket
 // number handed out) and `admittedUpTo` (tickets up to it may enter). A visitor carries its number in
-// a signed cookie (./ticket.ts); the server only compares numbers.
+// a signed cookie (./ticket.ts); the server only compares numbers, and keeps one bit per recent
+// number to let each ticket in once.
 //
 //   tickets:   1   2   3   4   5   6   7
 //              └─ admittedUpTo = 3 ─┘ └── waiting ──┘  issued = 7, length = 4, ticket 6 is at place 3
@@ -15,6 +16,13 @@
  */
 export const CALM_MS = 2000;
 
+/**
+ * Ticket numbers whose use is remembered: the last USED_WINDOW numbers issued, one bit each (128 KiB
+ * per room). A ticket older than that (a million visitors took a place after it) cannot be told
+ * used or not and is refused as used: its holder takes a new place at the back.
+ */
+export const USED_WINDOW = 1 << 20;
+
 export class WaitingRoom {
   /** The last ticket number handed out (0 before the first). */
   issued = 0;
@@ -26,6 +34,8 @@ export class WaitingRoom {
   #lastMs = -1;
   /** Clock.now() when the class was last seen saturated, or -1. */
   #saturatedAtMs = -1;
+  /** Bit (n mod USED_WINDOW) set: ticket n was turned into a pass. Allocated on the first use. */
+  #used: Uint32Array | null = null;
 
   /** Visitors waiting: issued − admittedUpTo. */
   get length(): number {
@@ -62,7 +72,25 @@ export class WaitingRoom {
 
   /** A new place at the back of the line: its ticket number. */
   take(): number {
-    return ++this.issued;
+    const n = ++this.issued;
+    // The slot of n last stood for n − USED_WINDOW, now out of the window: it starts unused.
+    const used = this.#used;
+    if (used !== null) used[(n & (USED_WINDOW - 1)) >>> 5]! &= ~(1 << (n & 31));
+    return n;
+  }
+
+  /**
+   * Turn admitted ticket `n` into a pass, once: false when it was used already (or is too old to
+   * tell), so a ticket let in is not a ticket that lets in again.
+   */
+  use(n: number): boolean {
+    if (n < 1 || n > this.issued || n <= this.issued - USED_WINDOW) return false;
+    const used = (this.#used ??= new Uint32Array(USED_WINDOW >>> 5));
+    const word = (n & (USED_WINDOW - 1)) >>> 5;
+    const bit = 1 << (n & 31);
+    if ((used[word]! & bit) !== 0) return false;
+    used[word]! |= bit;
+    return true;
   }
 
   /** Whether ticket `n` may enter. */

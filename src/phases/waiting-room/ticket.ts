@@ -1,7 +1,11 @@
-// The waiting room's signed cookies: a `ticket` (route, number, issuedAt) and a `pass` (route,
-// expiresAt), each `fields.mac` with an HMAC-SHA256 over the kind, the route and the fields, checked
-// with timingSafeEqual. Nothing about a visitor is stored on the server. Cookie values and the key
-// are never logged.
+// The waiting room's signed cookies: a `ticket` (route, number, issuedAt, binding) and a `pass`
+// (route, expiresAt, binding), each `fields.mac` with an HMAC-SHA256 over the kind, the route and the
+// fields, checked with timingSafeEqual. Nothing about a visitor is stored on the server. Cookie values
+// and the key are never logged.
+//
+// The binding is the challenge's clearance binding (../challenge/tokens.ts: a hash of the client's
+// /24 or /64 prefix and its User-Agent): a pass or ticket copied to another network or browser is no
+// pass and no ticket there. The same trade-off as clearances: a phone that changes network waits again.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 
@@ -10,12 +14,16 @@ export interface Ticket {
   readonly n: number;
   /** Wall-clock ms when it was issued. */
   readonly issuedAtMs: number;
+  /** binding(prefix, User-Agent) of the client it was given to (12 base64url characters, no dot). */
+  readonly bind: string;
 }
 
 export interface Pass {
   readonly route: string;
   /** Wall-clock ms after which the pass is refused. */
   readonly expiresAtMs: number;
+  /** binding(prefix, User-Agent) of the client it was given to. */
+  readonly bind: string;
 }
 
 /** Cookie names per route (route names are cookie-safe tokens), so rooms of two routes do not clash. */
@@ -58,30 +66,33 @@ export class CookieSigner {
   }
 
   signTicket(t: Ticket): string {
-    return this.#sign('ticket', t.route, `${t.n}.${t.issuedAtMs}`);
+    return this.#sign('ticket', t.route, `${t.n}.${t.issuedAtMs}.${t.bind}`);
   }
 
   signPass(p: Pass): string {
-    return this.#sign('pass', p.route, `${p.expiresAtMs}`);
+    return this.#sign('pass', p.route, `${p.expiresAtMs}.${p.bind}`);
   }
 
-  /** A ticket for `route`, signed by this key and issued no longer than ttlMs before nowMs; else null. */
-  openTicket(route: string, value: string | undefined, nowMs: number, ttlMs: number): Ticket | null {
+  /**
+   * A ticket for `route`, signed by this key, given to the client whose binding is `bind`, and issued
+   * no longer than ttlMs before nowMs; else null.
+   */
+  openTicket(route: string, value: string | undefined, nowMs: number, ttlMs: number, bind: string): Ticket | null {
     const f = this.#open('ticket', route, value);
-    if (f === null || f.length !== 2) return null;
+    if (f === null || f.length !== 3 || f[2] !== bind) return null;
     const n = Number(f[0]);
     const issuedAtMs = Number(f[1]);
     if (!Number.isSafeInteger(n) || n < 1 || !Number.isFinite(issuedAtMs) || nowMs - issuedAtMs > ttlMs || issuedAtMs > nowMs + 60_000) return null;
-    return { route, n, issuedAtMs };
+    return { route, n, issuedAtMs, bind };
   }
 
-  /** A pass for `route`, signed by this key and not expired at nowMs; else null. */
-  openPass(route: string, value: string | undefined, nowMs: number): Pass | null {
+  /** A pass for `route`, signed by this key, given to the client whose binding is `bind`, not expired at nowMs; else null. */
+  openPass(route: string, value: string | undefined, nowMs: number, bind: string): Pass | null {
     const f = this.#open('pass', route, value);
-    if (f === null || f.length !== 1) return null;
+    if (f === null || f.length !== 2 || f[1] !== bind) return null;
     const expiresAtMs = Number(f[0]);
     if (!Number.isFinite(expiresAtMs) || expiresAtMs <= nowMs) return null;
-    return { route, expiresAtMs };
+    return { route, expiresAtMs, bind };
   }
 }
 
