@@ -151,6 +151,11 @@ const RouteSchema = Obj(
     ),
     challenge: RouteChallengeSchema,
     sensitive: Type.Optional(RouteSensitiveSchema),
+    websocket: Type.Boolean({
+      default: false,
+      description:
+        'Let WebSocket upgrades through to the upstream as tunnels (docs/lifecycle.md). Off: a request carrying `Upgrade` is an ordinary request (Upgrade stripped, cache, admission and every phase as usual) and no tunnel is opened. A tunnel holds an admission slot of its upstream while it is open.',
+    }),
     waitingRoom: Obj(
       {
         enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),

@@ -48,6 +48,8 @@ export interface CompiledRoute {
   readonly methods: ReadonlySet<string> | null;
   /** Response cache settings, or null when the route does not cache. */
   readonly cache: CompiledRouteCache | null;
+  /** Whether WebSocket upgrades may open a tunnel on this route (routes[].websocket). */
+  readonly websocket: boolean;
 }
 
 export interface CompiledRouteCache {
@@ -72,6 +74,8 @@ export interface Runtime {
   readonly routes: readonly CompiledRoute[];
   readonly upstreams: ReadonlyMap<string, CompiledUpstream>;
   readonly trustedProxies: BlockList | null;
+  /** Whether any route allows WebSocket tunnels (the upgrade check stops here for most configs). */
+  readonly websocket: boolean;
   matchRoute(method: string, hostHeader: string | undefined, path: string): CompiledRoute | null;
 }
 
@@ -165,6 +169,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       isPrefix,
       methods: r.methods ? new Set(r.methods) : null,
       cache: compileRouteCache(r),
+      websocket: r.websocket,
     };
   });
 
@@ -184,6 +189,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     routes,
     upstreams,
     trustedProxies,
+    websocket: routes.some((r) => r.websocket),
     matchRoute(method, hostHeader, path) {
       let host = '';
       if (hostHeader !== undefined) {

@@ -128,7 +128,8 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
       const s = ctx.status;
       // A document is a 2xx answer with a body: a HEAD reveals no content, a 304 re-validates a copy the
       // client already holds. Counted even when the client left mid-body (aborting must not be a way out).
-      if (s < 200 || s > 299 || ctx.req.method === 'HEAD') return;
+      // A WebSocket tunnel (101) is one document, and every byte the origin sent down it counts.
+      if ((s < 200 || s > 299 || ctx.req.method === 'HEAD') && s !== 101) return;
       const now = deps.clock.now();
       u.documents.add(now, 1);
       if (ctx.responseBytes > 0) u.bytes.add(now, ctx.responseBytes);
