@@ -225,7 +225,7 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
   }
 });
 
-test('bytes the origin sends down a WebSocket tunnel count against the exfiltration quota', async () => {
+test('bytes the origin sends down a WebSocket tunnel count against the exfiltration quota, and the tunnel is cut where it crosses it', async () => {
   const origin = await startOrigin({ ws: true });
   const gw = await startGateway(origin.url, {
     routes: [{ name: 'feed', path: '/ws', upstream: 'origin', class: 'authenticated', websocket: true, sensitive: { bytesPerDay: 4000, identity: 'address' } }],
@@ -234,16 +234,53 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
   try {
     const first = await openHandshake(gw.port, handshake('/ws'));
     assert.equal(statusOf(first.head), 101, first.head);
-    const payload = randomBytes(6000);
-    first.socket.write(payload);
-    await until('the echo', () => first.received().length >= payload.length);
-    first.socket.destroy();
+    first.socket.write(randomBytes(1000));
+    await until('the first echo', () => first.received().length >= 1000);
+    // 6000 more would take the identity to 7000 bytes: the tunnel is closed before they are sent on.
+    const closed = new Promise<void>((r) => (first.socket.destroyed ? r() : first.socket.once('close', () => r())));
+    first.socket.write(randomBytes(6000));
+    await Promise.race([closed, sleep(5000)]);
+    assert.ok(first.socket.destroyed || first.socket.readableEnded, 'the tunnel stayed open past the quota');
+    assert.ok(first.received().length < 4000, `${first.received().length} bytes went down the tunnel`);
     await until('the tunnel to be logged', () => gw.logs.some((l) => l.msg === 'request' && l.status === 101));
+    assert.equal(gw.logs.find((l) => l.msg === 'request' && l.status === 101)!.reason, 'RMP_ERR_EXFILTRATION');
+    // What did go down counted: the next handshake is refused.
     const second = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
     assert.equal(statusOf(second), 429, second);
     assert.equal(errorCodeOf(second), 'RMP_ERR_EXFILTRATION');
     assert.equal(origin.upgrades, 1);
   } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
+
+test('open tunnels are capped by limits.maxTunnels, whatever admission says; a closed tunnel frees its place', async () => {
+  const origin = await startOrigin({ ws: true });
+  const gw = await startGateway(origin.url, { ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] }, limits: { maxTunnels: 2 } });
+  const open: net.Socket[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const t = await openHandshake(gw.port, handshake('/ws'));
+      open.push(t.socket);
+      assert.equal(statusOf(t.head), 101, t.head);
+    }
+    const third = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
+    assert.equal(statusOf(third), 503, third);
+    assert.equal(errorCodeOf(third), 'RMP_ERR_TUNNEL_LIMIT');
+    assert.match(third, /\r\nretry-after: 5\r\n/i);
+    assert.equal(origin.upgrades, 2, 'the refused handshake was dialled');
+    // Ordinary requests are not tunnels: they still pass.
+    assert.equal((await fetch(`${gw.url}/page`)).status, 200);
+    open.shift()!.destroy();
+    await until('a place to free', async () => {
+      const t = await openHandshake(gw.port, handshake('/ws'));
+      open.push(t.socket);
+      return statusOf(t.head) === 101;
+    });
+    assert.equal(origin.upgrades, 3);
+  } finally {
+    for (const s of open) s.destroy();
     await gw.close();
     await origin.close();
   }

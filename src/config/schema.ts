@@ -211,6 +211,13 @@ export const ConfigSchema = Obj(
           default: 300000,
           description: 'A WebSocket (Upgrade) tunnel with no byte either way for this long is closed, freeing its client and upstream sockets.',
         }),
+        maxTunnels: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 10000,
+          description:
+            'Most WebSocket tunnels open (or being set up) at once, all routes together; each holds a client and an upstream socket. Beyond it a handshake is answered 503 `RMP_ERR_TUNNEL_LIMIT`.',
+        }),
         maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
         maxConnectionsPerAddress: Type.Integer({ minimum: 1, maximum: 1000000, default: 256, description: 'Most client connections open at once from one address. Beyond it new ones are closed on accept.' }),
       },

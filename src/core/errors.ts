@@ -34,6 +34,12 @@ export const ERRORS = {
   RMP_ERR_EDGE_CONN_LIMIT: { status: 0, source: 'policy', retryable: true, message: 'Connection closed on accept: limits.maxConnections or limits.maxConnectionsPerAddress reached.' },
   RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
   RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },
+  RMP_ERR_TUNNEL_LIMIT: {
+    status: 503,
+    source: 'policy',
+    retryable: true,
+    message: 'limits.maxTunnels WebSocket tunnels are open already; the handshake was not forwarded.',
+  },
   RMP_ERR_ROUTE_NO_WEBSOCKET: {
     status: 400,
     source: 'client',

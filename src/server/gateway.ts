@@ -367,6 +367,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // them), so stop() closes them itself.
   const upgraded = new Set<Duplex>();
 
+  // Sockets on the tunnel path (handshakes under way and open tunnels), against limits.maxTunnels.
+  let tunnels = 0;
+  const onTunnelSocketClose = () => tunnels--;
+  const TUNNEL_RETRY_AFTER = { 'retry-after': '5' };
+
   function onUpgradedSocketFinish(this: http.ServerResponse): void {
     this.socket?.destroySoon();
   }
@@ -424,6 +429,14 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const ctx = new RequestContext(req, res, performance.now());
     (res as ResponseWithCtx)[kCtx] = ctx;
     res.on('close', onResponseClose);
+    // Each tunnel holds two sockets for minutes: bounded whatever admission says (it may be off).
+    tunnels++;
+    s.once('close', onTunnelSocketClose);
+    if (tunnels > current.config.limits.maxTunnels) {
+      ctx.refuse('RMP_ERR_TUNNEL_LIMIT', 503, '', TUNNEL_RETRY_AFTER);
+      sendLocalReply(ctx);
+      return;
+    }
     try {
       const v = runPhases(phases, ctx);
       if (typeof v === 'number') actUpgrade(ctx, v, head);

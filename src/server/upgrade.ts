@@ -154,8 +154,15 @@ export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, ho
     socket.on('close', end);
     client.on('error', end);
     client.on('close', end);
-    // What the origin sends down the tunnel counts as response bytes (the exfiltration guard).
-    socket.on('data', (chunk: Buffer) => (ctx.responseBytes += chunk.length));
+    // What the origin sends down the tunnel counts as response bytes (the exfiltration guard), and
+    // the tunnel is cut where it would cross the identity's byte quota.
+    socket.on('data', (chunk: Buffer) => {
+      ctx.responseBytes += chunk.length;
+      if (ctx.responseBytes > ctx.responseByteBudget) {
+        ctx.reason = 'RMP_ERR_EXFILTRATION';
+        end();
+      }
+    });
     // An idle tunnel holds a client socket and an upstream socket: close it after a silence both ways
     // longer than limits.tunnelIdleTimeoutMs (WebSocket apps that idle longer send pings).
     socket.setTimeout(tunnelIdleTimeoutMs, end);

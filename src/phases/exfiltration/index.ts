@@ -113,6 +113,8 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         const rule = docsOver ? `exfiltration:${policy.route}:documents` : `exfiltration:${policy.route}:bytes`;
         if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
       }
+      // A tunnel's bytes flow for as long as it lives: it is cut where it would cross the quota.
+      if (policy.bytesPerDay > 0 && g.mode === 'enforce') ctx.responseByteBudget = policy.bytesPerDay - u.bytes.estimate(now);
       u.pending++;
       open++;
       reserved.set(ctx, u);
