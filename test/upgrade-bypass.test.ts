@@ -285,3 +285,21 @@ test('open tunnels are capped by limits.maxTunnels, whatever admission says; a c
     await origin.close();
   }
 });
+
+test('a WebSocket handshake pipelined behind a request still being answered is never forwarded, and the gateway stays up', async () => {
+  const origin = await startOrigin({ ws: true, delayMs: 200, body: 'slow page' });
+  const gw = await startGateway(origin.url, { routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] });
+  try {
+    const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, { timeoutMs: 5000 });
+    assert.equal(statusOf(raw), 200, raw);
+    assert.match(raw, /slow page/);
+    assert.equal(raw.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, `one answer only: ${JSON.stringify(raw)}`);
+    assert.equal(origin.upgrades, 0, 'the pipelined handshake reached the origin');
+    const after = await fetch(`${gw.url}/after`);
+    assert.equal(after.status, 200);
+    await after.body?.cancel();
+  } finally {
+    await gw.close();
+    await origin.close();
+  }
+});

@@ -375,15 +375,16 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   function onUpgradedSocketFinish(this: http.ServerResponse): void {
     this.socket?.destroySoon();
   }
-  function onUpgradedSocketTimeout(this: Socket): void {
+  function destroyUpgradedSocket(this: Socket): void {
     this.destroy();
   }
+  type SocketWithMessage = Socket & { _httpMessage?: http.ServerResponse | null };
 
   const tunnelHooks: TunnelHooks = {
     onSwitched(ctx) {
       const socket = ctx.req.socket;
       ctx.res.detachSocket(socket);
-      socket.removeListener('timeout', onUpgradedSocketTimeout);
+      socket.removeListener('timeout', destroyUpgradedSocket);
       metrics.websocketUpgrades.inc({ route: ctx.route!.name });
       // The handshake measured the origin (breaker, response time); the tunnel's life says nothing
       // about its speed, so no sample is taken when the tunnel closes and its slot goes back.
@@ -410,11 +411,19 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
    */
   function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const s = socket as Socket;
-    s.on('error', onUpgradedSocketTimeout);
+    s.on('error', destroyUpgradedSocket);
     upgraded.add(s);
     s.once('close', () => upgraded.delete(s));
     // No HTTP server timeout watches this socket any more: a client that does not read is cut.
-    s.setTimeout(current.config.limits.idleTimeoutMs, onUpgradedSocketTimeout);
+    s.setTimeout(current.config.limits.idleTimeoutMs, destroyUpgradedSocket);
+    // Pipelined behind a request whose answer is still going out: the connection owes that answer
+    // first, and nothing can be answered in order after it. Closed once it is sent; never forwarded.
+    const inFlight = (s as SocketWithMessage)._httpMessage;
+    if (inFlight != null) {
+      if (inFlight.writableEnded) s.destroySoon();
+      else inFlight.once('finish', () => s.destroySoon());
+      return;
+    }
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(s);
