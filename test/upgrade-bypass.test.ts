@@ -303,3 +303,20 @@ test('a WebSocket handshake pipelined behind a request still being answered is n
     await origin.close();
   }
 });
+
+test('a WebSocket handshake without a pass waits in the waiting room like a page: no tunnel is opened', async () => {
+  const origin = await startOrigin({ ws: true });
+  const gw = await startGateway(origin.url, {
+    routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true, waitingRoom: { enabled: true, force: true } }],
+  });
+  try {
+    const raw = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
+    assert.equal(statusOf(raw), 503, raw);
+    assert.match(raw, /"waitingRoom":\{"position":1/);
+    assert.match(raw, /\r\nset-cookie: /i, 'the handshake got its place in line');
+    assert.equal(origin.upgrades, 0);
+  } finally {
+    await gw.close();
+    await origin.close();
+  }
+});
