@@ -13,6 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { rawRequest, startGateway, startUpstream, statusOf } from './helpers.ts';
 
+/** The default catch-all route, with WebSocket tunnels allowed (routes[].websocket is off by default). */
+const WS = { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', websocket: true }] };
+
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const acceptFor = (key: string) => createHash('sha1').update(key + WS_GUID).digest('base64');
 
@@ -106,7 +109,7 @@ function collector(socket: net.Socket, already: Buffer): { until(n: number): Pro
 
 test('a WebSocket upgrade passes through: 101 with the right accept key, then bytes are echoed both ways', async () => {
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url);
+  const gw = await startGateway(up.url, WS);
   let client: net.Socket | undefined;
   try {
     const key = randomBytes(16).toString('base64');
@@ -144,7 +147,7 @@ test('a WebSocket upgrade passes through: 101 with the right accept key, then by
 
 test('closing the client side of a WebSocket tunnel closes the upstream side and logs the request once', async () => {
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url);
+  const gw = await startGateway(up.url, WS);
   try {
     const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
     assert.equal(statusOf(head), 101);
@@ -169,7 +172,7 @@ test('a WebSocket upgrade toward a dead upstream gets 502 RMP_ERR_UPSTREAM_CONNE
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
   const deadPort = (probe.address() as AddressInfo).port;
   await new Promise<void>((r) => probe.close(() => r()));
-  const gw = await startGateway(`http://127.0.0.1:${deadPort}`);
+  const gw = await startGateway(`http://127.0.0.1:${deadPort}`, WS);
   try {
     const key = randomBytes(16).toString('base64');
     const raw = await rawRequest(
@@ -196,7 +199,7 @@ test('an upgrade the upstream refuses is relayed as an ordinary answer and the c
     else res.end('ok');
   });
   // Only /ws is routed: /internal/admin must never reach the upstream.
-  const gw = await startGateway(up.url, { routes: [{ name: 'ws', path: '/ws', upstream: 'origin', class: 'public' }] });
+  const gw = await startGateway(up.url, { routes: [{ name: 'ws', path: '/ws', upstream: 'origin', class: 'public', websocket: true }] });
   try {
     const socket = net.connect(gw.port, '127.0.0.1');
     let received = '';
@@ -238,7 +241,7 @@ test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPST
   });
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
-  const gw = await startGateway(url, { upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
+  const gw = await startGateway(url, { ...WS, upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
   try {
     const started = Date.now();
     const raw = await rawRequest(
@@ -321,7 +324,7 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url, { listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
+  const gw = await startGateway(up.url, { ...WS, listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
   try {
     const key = randomBytes(16).toString('base64');
     const { status, socket } = await new Promise<{ status: number; socket: import('node:net').Socket }>((resolve, reject) => {
@@ -349,7 +352,7 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
 
 test('stopping the gateway closes open WebSocket tunnels after the grace period instead of waiting for them forever', async () => {
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url);
+  const gw = await startGateway(up.url, WS);
   let client: net.Socket | undefined;
   try {
     const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
@@ -394,7 +397,7 @@ test('an h2c upgrade attempt the upstream ignores is answered once and the conne
 
 test('an idle WebSocket tunnel is closed on both sides after limits.tunnelIdleTimeoutMs', async () => {
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url, { limits: { tunnelIdleTimeoutMs: 1000 } });
+  const gw = await startGateway(up.url, { ...WS, limits: { tunnelIdleTimeoutMs: 1000 } });
   try {
     // Measured from before the handshake: the idle timer starts during it, and a stall after it must
     // not make an on-time close look early.

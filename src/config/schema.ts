@@ -152,6 +152,11 @@ const RouteSchema = Obj(
     ),
     challenge: RouteChallengeSchema,
     sensitive: Type.Optional(RouteSensitiveSchema),
+    websocket: Type.Boolean({
+      default: false,
+      description:
+        'Let WebSocket upgrades through to the upstream as tunnels (docs/lifecycle.md). Off: a request carrying `Upgrade` is an ordinary request (Upgrade stripped, cache, admission and every phase as usual) and no tunnel is opened. A tunnel holds an admission slot of its upstream while it is open.',
+    }),
     waitingRoom: Obj(
       {
         enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),
@@ -213,6 +218,13 @@ export const ConfigSchema = Obj(
           maximum: 86400000,
           default: 300000,
           description: 'A WebSocket (Upgrade) tunnel with no byte either way for this long is closed, freeing its client and upstream sockets.',
+        }),
+        maxTunnels: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 10000,
+          description:
+            'Most WebSocket tunnels open (or being set up) at once, all routes together; each holds a client and an upstream socket. Beyond it a handshake is answered 503 `RMP_ERR_TUNNEL_LIMIT`.',
         }),
         maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
         maxConnectionsPerAddress: Type.Integer({ minimum: 1, maximum: 1000000, default: 256, description: 'Most client connections open at once from one address. Beyond it new ones are closed on accept.' }),

@@ -83,6 +83,11 @@ export class RequestContext {
   upstreamStatus: number;
   /** Response body bytes handed to the client connection (upstream bodies and stored copies; 0 for local replies). */
   responseBytes: number;
+  /**
+   * Bytes the client may still get before a quota is crossed (the exfiltration guard), Infinity when
+   * none applies. Only a WebSocket tunnel is cut at it: an ordinary response that crosses is served.
+   */
+  responseByteBudget: number;
   /** Index of the last phase that ran, so `done` only unwinds what ran. */
   phaseIndex: number;
   finished: boolean;
@@ -153,6 +158,7 @@ export class RequestContext {
     this.status = 0;
     this.upstreamStatus = 0;
     this.responseBytes = 0;
+    this.responseByteBudget = Infinity;
     this.phaseIndex = 0;
     this.finished = false;
     this.forwardHandler = null;

@@ -47,6 +47,18 @@ export const ERRORS = {
     message: 'The session cookie or API key header a rate limit or the exfiltration guard counts by was sent with more than 4 different values (up to 4 are each counted).',
   },
   RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },
+  RMP_ERR_TUNNEL_LIMIT: {
+    status: 503,
+    source: 'policy',
+    retryable: true,
+    message: 'limits.maxTunnels WebSocket tunnels are open already; the handshake was not forwarded.',
+  },
+  RMP_ERR_ROUTE_NO_WEBSOCKET: {
+    status: 400,
+    source: 'client',
+    retryable: false,
+    message: 'A WebSocket upgrade ended on a route that does not allow tunnels (routes[].websocket); no tunnel was opened.',
+  },
   RMP_ERR_ADMISSION_SHED: {
     status: 503,
     source: 'policy',

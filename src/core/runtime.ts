@@ -48,6 +48,8 @@ export interface CompiledRoute {
   readonly methods: ReadonlySet<string> | null;
   /** Response cache settings, or null when the route does not cache. */
   readonly cache: CompiledRouteCache | null;
+  /** Whether WebSocket upgrades may open a tunnel on this route (routes[].websocket). */
+  readonly websocket: boolean;
 }
 
 export interface CompiledRouteCache {
@@ -77,6 +79,8 @@ export interface Runtime {
    * path (normalised, without `;parameters`); null if none.
    */
   matchRoute(method: string, hostName: string, path: string): CompiledRoute | null;
+  /** Whether any route allows WebSocket tunnels (the upgrade check stops here for most configs). */
+  readonly websocket: boolean;
 }
 
 function poolKey(u: UpstreamConfig): string {
@@ -169,6 +173,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
       isPrefix,
       methods: r.methods ? new Set(r.methods) : null,
       cache: compileRouteCache(r),
+      websocket: r.websocket,
     };
   });
 
@@ -188,6 +193,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     routes,
     upstreams,
     trustedProxies,
+    websocket: routes.some((r) => r.websocket),
     matchRoute(method, host, path) {
       for (let i = 0; i < routes.length; i++) {
         const r = routes[i]!;

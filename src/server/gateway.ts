@@ -49,8 +49,8 @@ import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createCluster, type Cluster } from '../store/cluster.ts';
 import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
-import { sendLocalReply, writeRawReply } from './reply.ts';
-import { tunnelUpgrade } from './upgrade.ts';
+import { closingReason, sendLocalReply, writeRawReply } from './reply.ts';
+import { tunnelUpgrade, wantsTunnel, type TunnelHooks } from './upgrade.ts';
 
 const kCtx = Symbol('rempart.ctx');
 type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
@@ -347,6 +347,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   }
 
   function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    // A request carrying Upgrade that is not a tunnel (shouldUpgradeCallback said no): Node's parser
+    // stops at such a request and drops whatever followed it in the same read, so a pipelined request
+    // behind it would never be answered. Closing after this answer tells the client so.
+    if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
     const ctx = new RequestContext(req, res, performance.now());
     (res as ResponseWithCtx)[kCtx] = ctx;
     res.on('close', onResponseClose);
@@ -363,36 +367,107 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // them), so stop() closes them itself.
   const upgraded = new Set<Duplex>();
 
-  function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    const res = new http.ServerResponse(req);
-    const ctx = new RequestContext(req, res, performance.now());
-    socket.on('error', () => socket.destroy());
-    upgraded.add(socket);
-    socket.once('close', () => upgraded.delete(socket));
-    const finish = () => {
+  // Sockets on the tunnel path (handshakes under way and open tunnels), against limits.maxTunnels.
+  let tunnels = 0;
+  const onTunnelSocketClose = () => tunnels--;
+  const TUNNEL_RETRY_AFTER = { 'retry-after': '5' };
+
+  function onUpgradedSocketFinish(this: http.ServerResponse): void {
+    this.socket?.destroySoon();
+  }
+  function destroyUpgradedSocket(this: Socket): void {
+    this.destroy();
+  }
+  type SocketWithMessage = Socket & { _httpMessage?: http.ServerResponse | null };
+
+  const tunnelHooks: TunnelHooks = {
+    onSwitched(ctx) {
+      const socket = ctx.req.socket;
+      ctx.res.detachSocket(socket);
+      socket.removeListener('timeout', destroyUpgradedSocket);
+      metrics.websocketUpgrades.inc({ route: ctx.route!.name });
+      // The handshake measured the origin (breaker, response time); the tunnel's life says nothing
+      // about its speed, so no sample is taken when the tunnel closes and its slot goes back.
+      feedBreaker(ctx);
+      const up = ctx.upstream!;
+      let cell = upstreamCells.get(up.name);
+      if (cell === undefined) upstreamCells.set(up.name, (cell = metrics.upstreamResponse.cell(up.name)));
+      metrics.upstreamResponse.observe(cell, (performance.now() - ctx.forwardStartMs) / 1000);
+      ctx.forwardStartMs = 0;
+    },
+    onClosed(ctx) {
       if (ctx.finished) return;
       ctx.finished = true;
       runDone(phases, ctx, onPhaseError);
       record(ctx);
-    };
-    Promise.resolve()
-      .then(() => runPhases(phases, ctx))
-      .then((v) => {
-        if (v !== Verdict.Forward) {
-          ctx.status = ctx.replyStatus;
-          writeRawReply(socket as Socket, ctx.replyStatus, ctx.reason || 'RMP_ERR_INTERNAL');
-          finish();
-          return;
-        }
-        const route = ctx.route!.name;
-        // Counted once the upstream has switched protocols, not for upgrades it refused.
-        tunnelUpgrade(ctx, socket, head, current.config.via, finish, () => metrics.websocketUpgrades.inc({ route }), current.config.limits.tunnelIdleTimeoutMs);
-      })
-      .catch((err) => {
-        log.error({ err }, 'internal error during upgrade');
-        writeRawReply(socket as Socket, 500, 'RMP_ERR_INTERNAL');
-        finish();
-      });
+    },
+  };
+
+  /**
+   * Node hands over the socket of a request it judged an upgrade (a WebSocket GET on a route that
+   * allows tunnels, see wantsTunnel) without its HTTP machinery. A ServerResponse is attached to it so
+   * that the phases' answers (refusals, challenge and waiting-room pages, a non-101 answer of the
+   * upstream) are written and counted like any other, then the connection closes.
+   */
+  function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const s = socket as Socket;
+    s.on('error', destroyUpgradedSocket);
+    upgraded.add(s);
+    s.once('close', () => upgraded.delete(s));
+    // No HTTP server timeout watches this socket any more: a client that does not read is cut.
+    s.setTimeout(current.config.limits.idleTimeoutMs, destroyUpgradedSocket);
+    // Pipelined behind a request whose answer is still going out: the connection owes that answer
+    // first, and nothing can be answered in order after it. Closed once it is sent; never forwarded.
+    const inFlight = (s as SocketWithMessage)._httpMessage;
+    if (inFlight != null) {
+      if (inFlight.writableEnded) s.destroySoon();
+      else inFlight.once('finish', () => s.destroySoon());
+      return;
+    }
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(s);
+    res.on('finish', onUpgradedSocketFinish);
+    // Node without shouldUpgradeCallback (before 24.9) hands over every request carrying Upgrade:
+    // those that are not tunnels go the ordinary way (their pipelined followers are lost either way).
+    if (!wantsTunnel(req, current)) {
+      (req as unknown as { upgrade: boolean }).upgrade = false;
+      onRequest(req, res);
+      return;
+    }
+    const ctx = new RequestContext(req, res, performance.now());
+    (res as ResponseWithCtx)[kCtx] = ctx;
+    res.on('close', onResponseClose);
+    // Each tunnel holds two sockets for minutes: bounded whatever admission says (it may be off).
+    tunnels++;
+    s.once('close', onTunnelSocketClose);
+    if (tunnels > current.config.limits.maxTunnels) {
+      ctx.refuse('RMP_ERR_TUNNEL_LIMIT', 503, '', TUNNEL_RETRY_AFTER);
+      sendLocalReply(ctx);
+      return;
+    }
+    try {
+      const v = runPhases(phases, ctx);
+      if (typeof v === 'number') actUpgrade(ctx, v, head);
+      else v.then((r) => actUpgrade(ctx, r, head), (err) => onInternalError(ctx, err));
+    } catch (err) {
+      onInternalError(ctx, err);
+    }
+  }
+
+  function actUpgrade(ctx: RequestContext, verdict: Verdict, head: Buffer): void {
+    if (verdict !== Verdict.Forward) return sendLocalReply(ctx);
+    if (ctx.finished) return; // the client left while a phase waited; `done` has run
+    // A refusal on this connection said Connection: close (see dispatch in phases/upstream/forward.ts).
+    const closing = closingReason(ctx.req.socket);
+    // The route the phases chose must allow tunnels too (a reload between the parser's question and now).
+    const refusal = closing ?? (ctx.route?.websocket === true ? undefined : 'RMP_ERR_ROUTE_NO_WEBSOCKET');
+    if (refusal !== undefined) {
+      ctx.refuse(refusal, 400);
+      admission.releaseSlot(ctx);
+      return sendLocalReply(ctx);
+    }
+    tunnelUpgrade(ctx, head, current.config.via, hooks, tunnelHooks, current.config.limits.tunnelIdleTimeoutMs);
   }
 
   function onClientError(err: Error & { code?: string }, socket: Duplex): void {
@@ -418,7 +493,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       // Check header/request timeouts twice a second rather than Node's default 30 s, so a
       // slowloris connection is closed close to limits.headersTimeoutMs.
       connectionsCheckingInterval: 500,
-    },
+      // Node 24.9+: only WebSocket GETs on routes that allow tunnels become upgrades; any other
+      // request carrying Upgrade reaches onRequest and crosses the phases like any request.
+      shouldUpgradeCallback: (req: http.IncomingMessage) => wantsTunnel(req, current),
+    } as http.ServerOptions,
     onRequest,
   );
   applyTimeouts(httpServer, initial);

@@ -1,62 +1,105 @@
-// WebSocket (HTTP Upgrade) pass-through: the handshake is forwarded with hop-by-hop fields cleaned
-// but Connection/Upgrade kept. Only once the upstream answers 101 are bytes piped both ways until
-// either side closes. Any other answer is relayed as an ordinary response and the client connection
-// is closed: a refused upgrade must never leave a raw tunnel open, or the next requests on that
-// connection would reach the upstream without passing through the phases (upgrade smuggling).
+// WebSocket (HTTP Upgrade) pass-through. Only a WebSocket GET on a route with `websocket: true`
+// becomes a tunnel (`wantsTunnel`, asked by Node's parser through shouldUpgradeCallback); any other
+// request carrying Upgrade is an ordinary request and crosses the phases like any other. A tunnel's
+// handshake has crossed every phase too (admission holds its slot until the tunnel closes).
+//
+// The handshake is forwarded with hop-by-hop fields cleaned but Connection/Upgrade kept. Only once
+// the upstream answers 101 are bytes piped both ways until either side closes. Any other answer is
+// an ordinary response, written through the request's ServerResponse (counted, its status recorded)
+// and the connection closed: a refused upgrade must never leave a raw tunnel open, or the next
+// requests on that connection would reach the upstream without passing through the phases.
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { RequestContext } from '../core/context.ts';
-import type { ErrorCode } from '../core/errors.ts';
+import type { Runtime } from '../core/runtime.ts';
+import { RempartError, type ErrorCode } from '../core/errors.ts';
+import { hostName, normalizeHost } from '../phases/identify/host.ts';
+import { normalizePath } from '../phases/identify/normalize-path.ts';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../phases/upstream/headers.ts';
-import { writeRawReply } from './reply.ts';
+import type { ForwardHooks } from '../phases/upstream/forward.ts';
 
 export function isWebSocketUpgrade(value: string | undefined): boolean {
   return value !== undefined && value.trim().toLowerCase() === 'websocket';
 }
 
-export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer, via: string, onEnd: () => void, onSwitched?: () => void, tunnelIdleTimeoutMs = 300_000): void {
+/**
+ * Whether this request may become a tunnel: a WebSocket GET, without a body, whose route allows
+ * WebSocket. Anything else carrying Upgrade (h2c, a WebSocket handshake on a route that does not
+ * allow it, a flood of GETs dressed as handshakes) is served as an ordinary request. The route is
+ * looked up as the `identify` and `route` phases will; after the phases, the tunnel is opened only
+ * if the route they chose allows it too.
+ */
+export function wantsTunnel(req: http.IncomingMessage, rt: Runtime): boolean {
+  if (!rt.websocket || req.method !== 'GET' || !isWebSocketUpgrade(req.headers.upgrade)) return false;
+  const h = req.headers;
+  if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) return false;
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) !== 47 /* '/' */) return false;
+  const q = url.indexOf('?');
+  const path = normalizePath(q === -1 ? url : url.slice(0, q));
+  if (path === null) return false;
+  // The same host the `identify` phase will route on; a Host it would refuse makes no tunnel.
+  const host = normalizeHost(h.host ?? '', 80);
+  if (host === null) return false;
+  return rt.matchRoute('GET', hostName(host), path)?.websocket === true;
+}
+
+export interface TunnelHooks {
+  /** The upstream switched protocols: the tunnel owns the client socket from here on. */
+  onSwitched(ctx: RequestContext): void;
+  /** A tunnel that switched is closed (both sockets destroyed): `done` runs now. */
+  onClosed(ctx: RequestContext): void;
+}
+
+/** Answer a timed-out or failed handshake as the forward handler would: 502/504 and the status page. */
+function failHandshake(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number, err: Error): void {
+  if (!ctx.finished) {
+    ctx.decision = 'upstream_error';
+    ctx.reason = code;
+    hooks.onUpstreamError(ctx, code, err);
+    if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
+    else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+  }
+  hooks.onUpstreamEnd?.(ctx);
+}
+
+export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, hooks: ForwardHooks, tunnel: TunnelHooks, tunnelIdleTimeoutMs = 300_000): void {
   const upstream = ctx.upstream!;
+  const client = ctx.req.socket as net.Socket;
   const options: https.RequestOptions = {
     host: upstream.host,
     port: upstream.port,
-    method: ctx.req.method,
+    method: 'GET',
     path: ctx.target,
     // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
-    // Only WebSocket is tunnelled. Any other Upgrade (h2c, TLS/1.0…) would turn the connection into a
-    // tunnel the phases no longer see: it goes upstream as a plain request, Upgrade stripped, and the
-    // answer is relayed as an ordinary response.
-    headers: upstreamRequestHeaders(ctx, via, isWebSocketUpgrade(ctx.req.headers.upgrade)) as unknown as http.OutgoingHttpHeaders,
+    headers: upstreamRequestHeaders(ctx, via, true) as unknown as http.OutgoingHttpHeaders,
+    // A tunnel owns its upstream connection for its whole life: it cannot come from the pool.
     agent: false,
     // Covers the connect; once connected the upstream has headersTimeoutMs to answer the handshake.
     timeout: upstream.config.connectTimeoutMs,
     servername: upstream.tls && net.isIP(upstream.host) === 0 ? upstream.host : undefined,
   };
   const req = upstream.tls ? https.request(options) : http.request(options);
-  ctx.status = 0;
+  ctx.forwardStartMs = performance.now();
   let connected = false;
   let answered = false;
-  let ended = false;
-  let server: Duplex | null = null;
-
-  const end = () => {
-    if (ended) return;
-    ended = true;
-    client.destroy();
-    server?.destroy();
-    req.destroy();
-    onEnd();
+  // The exchange is over for admission (answered whole, failed, or switched): set once.
+  let settled = false;
+  let server: net.Socket | null = null;
+  let response: http.IncomingMessage | null = null;
+  // The client leaving before the answer closes its response (`done` runs) and ends the handshake.
+  ctx.forwardHandler = {
+    abort: () => {
+      req.destroy();
+      server?.destroy();
+    },
   };
-  const fail = (status: number, code: ErrorCode) => {
-    if (ended) return;
-    ended = true;
-    ctx.decision = 'upstream_error';
-    ctx.reason = code;
-    ctx.status = status;
+  const fail = (code: ErrorCode, status: number, err: Error) => {
+    if (settled) return;
+    settled = true;
     req.destroy();
-    writeRawReply(client as net.Socket, status, code); // ends the client after the reply is flushed
-    onEnd();
+    failHandshake(ctx, hooks, code, status, err);
   };
 
   req.on('socket', (socket) => {
@@ -65,74 +108,120 @@ export function tunnelUpgrade(ctx: RequestContext, client: Duplex, head: Buffer,
       socket.setTimeout(upstream.config.headersTimeoutMs);
     });
   });
-  req.on('timeout', () => (answered ? end() : fail(504, 'RMP_ERR_UPSTREAM_TIMEOUT')));
+  req.on('timeout', () => {
+    if (!answered) fail('RMP_ERR_UPSTREAM_TIMEOUT', 504, new RempartError('RMP_ERR_UPSTREAM_TIMEOUT'));
+    else if (response !== null) response.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')); // a body that stalls
+    else req.destroy();
+  });
   req.on('error', (err: Error & { code?: string }) => {
-    if (answered) return end();
-    if (!connected) return fail(502, 'RMP_ERR_UPSTREAM_CONNECT');
-    fail(502, err.code?.startsWith('HPE_') ? 'RMP_ERR_UPSTREAM_BAD_RESPONSE' : 'RMP_ERR_UPSTREAM_RESET');
+    if (answered) return;
+    if (!connected) return fail('RMP_ERR_UPSTREAM_CONNECT', 502, err);
+    fail(err.code?.startsWith('HPE_') ? 'RMP_ERR_UPSTREAM_BAD_RESPONSE' : 'RMP_ERR_UPSTREAM_RESET', 502, err);
   });
 
   // 101: the upstream switched protocols; from here on it is a byte tunnel.
   req.on('upgrade', (res: http.IncomingMessage, socket: net.Socket, upstreamHead: Buffer) => {
     answered = true;
+    settled = true;
     server = socket;
     socket.setTimeout(0);
+    if (ctx.finished || client.destroyed) return void socket.destroy();
     ctx.status = 101;
     ctx.upstreamStatus = 101;
-    if (ended) return void socket.destroy();
-    onSwitched?.();
+    const raw = res.rawHeaders;
+    hooks.onResponseHead?.(ctx, 101, raw.map((h) => Buffer.from(h, 'latin1')));
+    tunnel.onSwitched(ctx);
     let text = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`;
     let priorVia = '';
-    const raw = res.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       if (raw[i]!.toLowerCase() === 'via') priorVia = priorVia === '' ? raw[i + 1]! : `${priorVia}, ${raw[i + 1]}`;
       else text += `${raw[i]}: ${raw[i + 1]}\r\n`;
     }
+    const extra = ctx.responseHeaders;
+    if (extra !== null) for (let i = 0; i < extra.length; i += 2) text += `${extra[i]}: ${extra[i + 1]}\r\n`;
     text += `Via: ${priorVia === '' ? '' : `${priorVia}, `}1.1 ${via}\r\n\r\n`;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      client.destroy();
+      socket.destroy();
+      tunnel.onClosed(ctx);
+    };
     client.write(text);
-    if (upstreamHead.length > 0) client.write(upstreamHead);
+    if (upstreamHead.length > 0) {
+      ctx.responseBytes += upstreamHead.length;
+      client.write(upstreamHead);
+    }
     if (head.length > 0) socket.write(head);
     socket.on('error', end);
     socket.on('close', end);
+    client.on('error', end);
+    client.on('close', end);
+    // What the origin sends down the tunnel counts as response bytes (the exfiltration guard), and
+    // the tunnel is cut where it would cross the identity's byte quota.
+    socket.on('data', (chunk: Buffer) => {
+      ctx.responseBytes += chunk.length;
+      if (ctx.responseBytes > ctx.responseByteBudget) {
+        ctx.reason = 'RMP_ERR_EXFILTRATION';
+        end();
+      }
+    });
     // An idle tunnel holds a client socket and an upstream socket: close it after a silence both ways
     // longer than limits.tunnelIdleTimeoutMs (WebSocket apps that idle longer send pings).
     socket.setTimeout(tunnelIdleTimeoutMs, end);
-    (client as net.Socket).setTimeout?.(tunnelIdleTimeoutMs, end);
+    client.setTimeout(tunnelIdleTimeoutMs, end);
     socket.pipe(client);
     client.pipe(socket);
   });
 
-  // Anything but 101: an ordinary answer (a 403, a 426…). Relay it, close-delimited, then close.
-  req.on('response', (res: http.IncomingMessage) => {
+  // Anything but 101: an ordinary answer (a 403, a 426…), relayed through the request's response
+  // like any forwarded answer (it says Connection: close), then the connection ends.
+  req.on('response', (up: http.IncomingMessage) => {
     answered = true;
-    res.socket?.setTimeout(upstream.config.bodyTimeoutMs);
-    const status = res.statusCode ?? 502;
-    ctx.status = status;
+    response = up;
+    up.socket?.setTimeout(upstream.config.bodyTimeoutMs, () => up.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')));
+    const status = up.statusCode ?? 502;
     ctx.upstreamStatus = status;
-    if (ended) return void res.destroy();
-    const headers = clientResponseHeaders(res.rawHeaders.map((h) => Buffer.from(h, 'latin1')), via);
-    let text = `HTTP/1.1 ${status} ${res.statusMessage || http.STATUS_CODES[status] || ''}\r\n`;
-    for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    text += 'Connection: close\r\n\r\n';
-    client.write(text);
-    res.on('error', end);
-    res.pipe(client); // ends the client when the body is done
-    res.on('end', () => {
-      (client as net.Socket).destroySoon?.();
-      if (!ended) {
-        ended = true;
-        onEnd();
+    const res = ctx.res;
+    if (ctx.finished || res.headersSent) {
+      settled = true;
+      up.destroy();
+      hooks.onUpstreamEnd?.(ctx);
+      return;
+    }
+    const raw = up.rawHeaders.map((h) => Buffer.from(h, 'latin1'));
+    hooks.onResponseHead?.(ctx, status, raw);
+    ctx.status = status;
+    try {
+      const headers = clientResponseHeaders(raw, via);
+      if (ctx.responseHeaders !== null) headers.push(...ctx.responseHeaders);
+      res.writeHead(status, headers);
+    } catch (err) {
+      // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
+      up.destroy();
+      return fail('RMP_ERR_UPSTREAM_BAD_RESPONSE', 502, err as Error);
+    }
+    let upError: Error | null = null;
+    up.on('data', (chunk: Buffer) => {
+      ctx.responseBytes += chunk.length;
+      if (!res.write(chunk)) {
+        up.pause();
+        res.once('drain', () => up.resume());
       }
     });
-  });
-
-  client.on('error', end);
-  client.on('close', () => {
-    if (!ended && !answered) {
-      ctx.decision = 'aborted';
-      ctx.reason = 'RMP_ERR_CLIENT_ABORTED';
-    }
-    end();
+    up.on('end', () => {
+      if (settled) return;
+      settled = true;
+      hooks.onUpstreamEnd?.(ctx);
+      res.end();
+    });
+    up.on('error', (err) => (upError = err));
+    // Closed before its end: reset or timed out mid-body.
+    up.on('close', () => {
+      const err = upError ?? new RempartError('RMP_ERR_UPSTREAM_RESET');
+      fail(err instanceof RempartError ? err.code : 'RMP_ERR_UPSTREAM_RESET', 502, err);
+    });
   });
   req.end();
 }

@@ -111,16 +111,25 @@ test('upstream 5xx answers cut an adaptive limit; successes feed latency samples
   assert.equal(gate().limiter.inFlight, 0);
 });
 
-test('an Upgrade header without a real upgrade does not bypass admission; a real upgrade is not queued', () => {
+test('neither an Upgrade header nor a real upgrade bypasses admission: a tunnel queues and holds its slot until done', () => {
   const { phase, request, gate } = setup();
   phase.onRequest(request('/a'));
   const sneaky = request('/b', { upgrade: 'websocket' });
   assert.ok(phase.onRequest(sneaky) instanceof Promise, 'queued like any request');
   const tunnel = request('/ws', { upgrade: 'websocket', connection: 'upgrade' });
   (tunnel.req as unknown as { upgrade: boolean }).upgrade = true;
-  assert.equal(phase.onRequest(tunnel), Verdict.Continue);
+  assert.ok(phase.onRequest(tunnel) instanceof Promise, 'a tunnel is queued like any request');
   assert.equal(gate().limiter.inFlight, 1);
   gate().cancel(sneaky.admissionEntry!);
+  gate().cancel(tunnel.admissionEntry!);
+  // With a slot free, a tunnel takes it; its long life gives the limiter no sample when it ends.
+  const { phase: p2, request: r2, gate: g2 } = setup();
+  const open = r2('/ws', { upgrade: 'websocket', connection: 'upgrade' });
+  (open.req as unknown as { upgrade: boolean }).upgrade = true;
+  assert.equal(p2.onRequest(open), Verdict.Continue);
+  assert.equal(g2().limiter.inFlight, 1);
+  p2.onDone!(open);
+  assert.equal(g2().limiter.inFlight, 0);
 });
 
 test('a request whose client already left (an earlier phase waited) takes no slot', () => {

@@ -146,9 +146,9 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const upstream = ctx.upstream;
       if (upstream === null || ctx.route === null) return Verdict.Continue;
       const gate = upstream.admission;
-      // WebSocket tunnels live for minutes: they would hold a slot and teach the limiter nothing. Only
-      // a real upgrade (Node's parser saw Connection: upgrade) passes; an Upgrade header alone does not.
-      if (gate.limiter.mode === 'off' || (ctx.req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      // A WebSocket tunnel takes its slot like any request and holds it until it closes (gateway.ts):
+      // tunnels and requests in flight together stay within the limit. It teaches the limiter nothing.
+      if (gate.limiter.mode === 'off') return Verdict.Continue;
       const cls = classIndex(ctx.route.class);
       const c = cellsFor(upstream.name, cls);
       // Fast path: nobody waiting and a slot free. Synchronous, no allocation.

@@ -293,7 +293,10 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       }
       const req = ctx.req;
       const method = req.method;
-      if ((method !== 'GET' && method !== 'HEAD') || req.headers.upgrade !== undefined) {
+      // A WebSocket tunnel (a real upgrade, on a route that allows them) is not a cacheable exchange; a
+      // request that merely carries Upgrade is an ordinary GET (Upgrade is not forwarded) and is served
+      // or filled like any other, so the header cannot be used to walk past the cache.
+      if ((method !== 'GET' && method !== 'HEAD') || (req as { upgrade?: boolean }).upgrade === true) {
         count(route, R_BYPASS);
         ctx.cache = 'bypass:method';
         return Verdict.Continue;

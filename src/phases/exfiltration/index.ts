@@ -137,6 +137,13 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         const rule = docsOver ? `exfiltration:${policy.route}:documents` : `exfiltration:${policy.route}:bytes`;
         if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
       }
+      // A tunnel's bytes flow for as long as it lives: it is cut where it would cross the quota of
+      // the identity closest to it.
+      if (policy.bytesPerDay > 0 && g.mode === 'enforce') {
+        let budget = Infinity;
+        for (let i = 0; i < usages.length; i++) budget = Math.min(budget, policy.bytesPerDay - usages[i]!.bytes.estimate(now));
+        ctx.responseByteBudget = budget;
+      }
       for (let i = 0; i < usages.length; i++) usages[i]!.pending++;
       open++;
       reserved.set(ctx, usages.length === 1 ? usages[0]! : usages.slice());
@@ -151,7 +158,8 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
       const s = ctx.status;
       // A document is a 2xx answer with a body: a HEAD reveals no content, a 304 re-validates a copy the
       // client already holds. Counted even when the client left mid-body (aborting must not be a way out).
-      const counted = s >= 200 && s <= 299 && ctx.req.method !== 'HEAD';
+      // A WebSocket tunnel (101) is one document, and every byte the origin sent down it counts.
+      const counted = ((s >= 200 && s <= 299) || s === 101) && ctx.req.method !== 'HEAD';
       const now = counted ? deps.clock.now() : 0;
       if (Array.isArray(r)) for (const u of r) settle(u, counted, now, ctx.responseBytes);
       else settle(r, counted, now, ctx.responseBytes);

@@ -122,8 +122,9 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       const cfg = getRuntime().config.routes[route.index]?.waitingRoom;
       if (cfg === undefined || !cfg.enabled) return Verdict.Continue;
       // Only page views wait in line; other methods go on to admission (and are shed there if saturated).
+      // A WebSocket handshake is a GET: without a pass it waits like a page (the page that opens it had one).
       const method = ctx.req.method;
-      if ((method !== 'GET' && method !== 'HEAD') || (ctx.req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      if (method !== 'GET' && method !== 'HEAD') return Verdict.Continue;
       const name = route.name;
       const wallMs = clock.wallMs();
       const cookies = ctx.req.headers.cookie;
