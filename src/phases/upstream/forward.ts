@@ -18,6 +18,8 @@ export interface ForwardHooks {
   onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
   onUpstreamEnd?(ctx: RequestContext): void;
+  /** The client is not reading as fast as the upstream sends (a write had to wait for it to drain). */
+  onClientBackpressure?(ctx: RequestContext): void;
 }
 
 /** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
@@ -103,6 +105,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.ctx.responseBytes += chunk.length;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
+    this.hooks.onClientBackpressure?.(this.ctx);
     return false;
   }
 
