@@ -3,6 +3,7 @@
 // admission slot, and idle keep-alive connections holding the global cap. Real sockets on loopback.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import net from 'node:net';
 import { sleep, startGateway, startUpstream, statusOf, type TestGateway } from './helpers.ts';
@@ -70,6 +71,12 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
   });
   const flood = GET('/flood').repeat(2000);
   const clients: Client[] = [];
+  // Node announces each request its HTTP server takes on (and builds a response object for) here.
+  let handled = 0;
+  const onStart = (m: unknown) => {
+    if ((m as { request: http.IncomingMessage }).request.url === '/flood') handled++;
+  };
+  dc.subscribe('http.server.request.start', onStart);
   try {
     const heap0 = process.memoryUsage().heapUsed;
     for (let i = 0; i < 2; i++) {
@@ -82,6 +89,8 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
     await waitFor(async () => (await activeConnections(gw)) === 0, 5000, 'flood connections gone');
     assert.ok(up.requests.length + inFlight <= 2 * 2 * 8, `${up.requests.length} + ${inFlight} requests reached the upstream`);
     assert.ok(maxInFlight <= 2 * 8, `max in flight ${maxInFlight}`);
+    // Parsing stopped at the bound: the rest of each 2,000-request write was never turned into objects.
+    assert.ok(handled <= 2 * 2 * 8, `Node's server took on ${handled} requests`);
     // Two offences: the address is banned and its next connection is reset on accept.
     assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.7'), true, 'the flooding address is banned');
     const again = connect(gw.port, '127.0.0.7');
@@ -95,6 +104,7 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
     const growth = process.memoryUsage().heapUsed - heap0;
     assert.ok(growth < 64 * 1024 * 1024, `heap grew by ${Math.round(growth / 1048576)} MB`);
   } finally {
+    dc.unsubscribe('http.server.request.start', onStart);
     for (const c of clients) c.socket.destroy();
     await gw.close();
     await up.close();

@@ -12,7 +12,7 @@ import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
 import type { BanList } from '../defense/types.ts';
 import { prefixKey } from '../phases/admission/client-key.ts';
-import { ADDRESS_SHARE_UNDER_PRESSURE, PRESSURE_RATIO, idleOldestFirst, reclaimOne, trackSocket, type ReclaimList, type TrackedSocket } from './connections.ts';
+import { ADDRESS_SHARE_UNDER_PRESSURE, PRESSURE_RATIO, gateRequests, idleOldestFirst, reclaimOne, trackSocket, type ReclaimList, type RequestGate, type TrackedSocket } from './connections.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
@@ -38,6 +38,8 @@ export interface AcceptOptions {
   log: Logger;
   /** Banned addresses are reset on accept, before any byte is parsed (null: no bans). */
   bans: BanList | null;
+  /** Asked before the HTTP server handles each request parsed on a connection (pipelining bound). */
+  requestGate?: RequestGate;
 }
 
 export function createConnectionTable(): ConnectionTable {
@@ -160,6 +162,8 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions): voi
   });
   opts.metrics.connectionsAccepted.inc();
   opts.httpServer.emit('connection', conn);
+  // The server made the connection's parser just now.
+  if (opts.requestGate !== undefined) gateRequests(conn, opts.requestGate);
 }
 
 function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions, admit: (client: string) => boolean): void {

@@ -369,11 +369,18 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     socket.destroy();
   }
 
+  /** Before Node builds a response for a request parsed on `socket`: false stops parsing that connection. */
+  function requestGate(socket: TrackedSocket): boolean {
+    if (socket[kPending] < 2 * current.config.limits.maxPipelinedRequests) return true;
+    refusePipelined(socket);
+    return false;
+  }
+
   function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const socket = req.socket as TrackedSocket;
-    // Node still parses the rest of a chunk after its connection was closed: those requests are dropped.
-    if (socket.destroyed) return;
     // Node parses every request in a chunk it reads, answered or not; one write can hold thousands.
+    // requestGate stops the parsing past the bound; this check stands if Node's internals change.
+    if (socket.destroyed) return;
     const maxPipelined = current.config.limits.maxPipelinedRequests;
     const pending = (socket[kPending] | 0) + 1;
     if (pending > 2 * maxPipelined) return refusePipelined(socket);
@@ -493,6 +500,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       metrics,
       log,
       bans: defense.bans,
+      requestGate,
     }),
   );
   // Operator overrides (guard modes, the status-page message) patch the file's config; reloads keep them.
