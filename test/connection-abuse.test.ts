@@ -6,6 +6,11 @@ import assert from 'node:assert/strict';
 import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { sleep, startGateway, startUpstream, statusOf, type TestGateway } from './helpers.ts';
 
 interface Client {
@@ -108,6 +113,40 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
     for (const c of clients) c.socket.destroy();
     await gw.close();
     await up.close();
+  }
+});
+
+test('the same flood over a TLS listener is stopped at the same bound', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-pipe-tls-'));
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  const up = await startUpstream((_req, res) => setTimeout(() => res.end('x'), 200));
+  const gw = await startGateway(up.url, {
+    listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }],
+    limits: { maxPipelinedRequests: 8 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
+  let handled = 0;
+  const onStart = (m: unknown) => {
+    if ((m as { request: http.IncomingMessage }).request.url === '/tls-flood') handled++;
+  };
+  dc.subscribe('http.server.request.start', onStart);
+  const socket = tls.connect({ port: gw.port, host: '127.0.0.1', rejectUnauthorized: false });
+  socket.on('error', () => {});
+  try {
+    await new Promise((r) => socket.once('secureConnect', r));
+    socket.pause(); // never reads
+    socket.write(GET('/tls-flood').repeat(2000));
+    await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_PIPELINE_LIMIT')) === 1, 5000, 'the TLS flood connection closed');
+    assert.ok(handled <= 2 * 8, `Node's server took on ${handled} requests`);
+    assert.ok(up.requests.length <= 2 * 8);
+  } finally {
+    dc.unsubscribe('http.server.request.start', onStart);
+    socket.destroy();
+    await gw.close();
+    await up.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
