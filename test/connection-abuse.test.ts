@@ -238,6 +238,32 @@ test('clients that stop reading a 5 MB reply do not hold admission slots: a norm
   }
 });
 
+test('replies queued behind an unread one are bounded by maxQueuedReplyBytes: past it the connection is closed', async () => {
+  const big = Buffer.alloc(2 * 1024 * 1024, 'q');
+  const up = await startUpstream((_req, res) => res.end(big));
+  const gw = await startGateway(up.url, { limits: { maxQueuedReplyBytes: 256 * 1024 }, defense: { rateLimit: { mode: 'off' } } });
+  try {
+    // Eight pipelined requests for 2 MB each, never read: the first fills the socket, the seven
+    // behind it would each hold a buffer's worth in memory until the slow-read deadline (20 s).
+    const c = connect(gw.port, '127.0.0.1', false);
+    await c.connected;
+    c.socket.write(GET('/q').repeat(8));
+    await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ')) === 1, 5000, 'the connection closed for its queued replies');
+    await waitFor(async () => (await activeConnections(gw)) === 0, 3000, 'the connection gone');
+    c.socket.destroy();
+    // A client that reads gets every pipelined 2 MB reply.
+    const d = connect(gw.port);
+    await d.connected;
+    d.socket.write(GET('/r').repeat(3));
+    await waitFor(() => d.data.length >= 3 * big.length, 10000, 'three 2 MB replies');
+    assert.deepEqual(responses(d.data), Array(3).fill('HTTP/1.1 200'));
+    d.socket.destroy();
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
 test('a client reading slowly but steadily is not cut as a slow reader', async () => {
   const big = Buffer.alloc(2 * 1024 * 1024, 'c');
   const up = await startUpstream((_req, res) => res.end(big));

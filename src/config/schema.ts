@@ -223,6 +223,13 @@ export const ConfigSchema = Obj(
           description:
             'Most requests unanswered on one connection (HTTP/1.1 pipelining). At this many Rempart stops reading the connection until replies go out; past twice this many (sent in one go) the connection is closed and counted as an offence (`defense.bans.offences`).',
         }),
+        maxQueuedReplyBytes: Type.Integer({
+          minimum: 65536,
+          maximum: 1073741824,
+          default: 1048576,
+          description:
+            'Most bytes of forwarded replies one connection may hold while they wait behind an earlier reply (HTTP/1.1 pipelining). Past it the connection is closed (`RMP_ERR_EDGE_SLOW_READ`): a client that pipelines and does not read cannot make Rempart hold its replies.',
+        }),
         slowReadTimeoutMs: Type.Integer({
           minimum: 100,
           maximum: 3600000,

@@ -38,7 +38,12 @@ export const ERRORS = {
     retryable: false,
     message: 'Connection closed: more than twice limits.maxPipelinedRequests requests unanswered on it (pipelined in one go without reading the replies); counted as an offence.',
   },
-  RMP_ERR_EDGE_SLOW_READ: { status: 0, source: 'client', retryable: true, message: 'Connection closed: its replies waited on the client to read for longer than limits.slowReadTimeoutMs.' },
+  RMP_ERR_EDGE_SLOW_READ: {
+    status: 0,
+    source: 'client',
+    retryable: true,
+    message: 'Connection closed: its replies waited on the client to read for longer than limits.slowReadTimeoutMs, or replies queued behind an earlier one passed limits.maxQueuedReplyBytes.',
+  },
   RMP_ERR_EDGE_IDLE_RECLAIMED: { status: 0, source: 'policy', retryable: true, message: 'An idle keep-alive connection closed to make room for new clients (open connections near limits.maxConnections).' },
   RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
   RMP_ERR_ROUTE_NOT_FOUND: { status: 404, source: 'client', retryable: false, message: 'No route matches this host, path and method.' },

@@ -8,14 +8,16 @@
 //   oldest idle first, so new clients get in.
 // Everything is a few numbers on the socket and one coarse sweep (twice a second): nothing per request
 // but two property writes, no timer per connection.
+import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { kIdleSince, kPending, kReadPaused, kStallSince } from './symbols.ts';
+import { kIdleSince, kPending, kQueuedBytes, kReadPaused, kStallSince } from './symbols.ts';
 
 /** A client connection as the HTTP server reads it (the TLS socket for TLS listeners). */
 export interface TrackedSocket extends Socket {
   [kPending]: number;
   [kIdleSince]: number;
   [kStallSince]: number;
+  [kQueuedBytes]: number;
   [kReadPaused]: boolean;
 }
 
@@ -29,6 +31,7 @@ export function trackSocket(s: Socket): TrackedSocket {
   t[kPending] = 0;
   t[kIdleSince] = 0;
   t[kStallSince] = 0;
+  t[kQueuedBytes] = 0;
   t[kReadPaused] = false;
   return t;
 }
@@ -115,6 +118,35 @@ export function markStalled(s: TrackedSocket, stalled: Set<TrackedSocket>, now: 
     // One listener per connection, added the first time it stalls.
     if (s.listeners('drain').indexOf(onDrain) === -1) s.on('drain', onDrain);
   }
+}
+
+const kHeld = Symbol('rempart.heldBytes');
+type QueuedReply = ServerResponse & { [kHeld]?: number };
+
+/** The reply got its connection: what it held is now the socket's to send, no longer queued. */
+function onReplyAssigned(this: QueuedReply): void {
+  const s = this.req.socket as TrackedSocket;
+  s[kQueuedBytes] -= this[kHeld] ?? 0;
+  this[kHeld] = 0;
+}
+
+/**
+ * Count `bytes` of `res`, a reply waiting behind earlier ones on its connection. Past `max` for the
+ * connection, it is closed and false returned: a pipelining client that does not read holds at most
+ * this much of forwarded replies (each one's upstream body is paused at the first full buffer anyway).
+ */
+export function holdQueuedReply(res: ServerResponse, bytes: number, max: number): boolean {
+  const r = res as QueuedReply;
+  const s = r.req.socket as TrackedSocket;
+  if (r[kHeld] === undefined) {
+    r[kHeld] = 0;
+    r.once('socket', onReplyAssigned);
+  }
+  r[kHeld]! += bytes;
+  s[kQueuedBytes] += bytes;
+  if (s[kQueuedBytes] <= max) return true;
+  s.destroy();
+  return false;
 }
 
 export interface SweepLimits {

@@ -51,7 +51,7 @@ import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
 import { sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade } from './upgrade.ts';
-import { markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
+import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
 import { kIdleSince, kPeerAddress, kPending, kReadPaused } from './symbols.ts';
 
 const kCtx = Symbol('rempart.ctx');
@@ -329,6 +329,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     onClientBackpressure(ctx) {
       admission.releaseSlot(ctx);
       markStalled(ctx.req.socket as TrackedSocket, table.stalled, performance.now());
+    },
+    onQueuedReply(ctx, bytes) {
+      if (holdQueuedReply(ctx.res, bytes, current.config.limits.maxQueuedReplyBytes)) return true;
+      metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
+      return false;
     },
     replyError(ctx, code, status) {
       ctx.replyStatus = status;

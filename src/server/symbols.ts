@@ -9,5 +9,7 @@ export const kPending = Symbol('rempart.pending');
 export const kIdleSince = Symbol('rempart.idleSince');
 /** performance.now() when a reply on this connection first waited on the client to read (0: not waiting). */
 export const kStallSince = Symbol('rempart.stallSince');
+/** Bytes of forwarded replies held for this connection behind an earlier reply (pipelining). */
+export const kQueuedBytes = Symbol('rempart.queuedBytes');
 /** Reading was stopped because too many requests are unanswered. */
 export const kReadPaused = Symbol('rempart.readPaused');
