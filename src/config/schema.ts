@@ -227,7 +227,43 @@ export const ConfigSchema = Obj(
             'Most WebSocket tunnels open (or being set up) at once, all routes together; each holds a client and an upstream socket. Beyond it a handshake is answered 503 `RMP_ERR_TUNNEL_LIMIT`.',
         }),
         maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
-        maxConnectionsPerAddress: Type.Integer({ minimum: 1, maximum: 1000000, default: 256, description: 'Most client connections open at once from one address. Beyond it new ones are closed on accept.' }),
+        maxConnectionsPerAddress: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 256,
+          description:
+            'Most client connections open at once from one address (IPv6: one /64). Beyond it new ones are closed on accept. Near `maxConnections` (90 %) one address may hold at most a tenth of `maxConnections`, so the rest stays open to other clients.',
+        }),
+        maxPipelinedRequests: Type.Integer({
+          // At least 2: reading pauses at this many, and a request whose body is still arriving must
+          // have an earlier one to wait for (one alone would wait for its own body forever).
+          minimum: 2,
+          maximum: 10000,
+          default: 32,
+          description:
+            'Most requests unanswered on one connection (HTTP/1.1 pipelining). At this many Rempart stops reading the connection until replies go out; past twice this many (sent in one go) the connection is closed and counted as an offence (`defense.bans.offences`).',
+        }),
+        maxQueuedReplyBytes: Type.Integer({
+          minimum: 65536,
+          maximum: 1073741824,
+          default: 1048576,
+          description:
+            'Most bytes of forwarded replies one connection may hold while they wait behind an earlier reply (HTTP/1.1 pipelining). Past it the connection is closed (`RMP_ERR_EDGE_SLOW_READ`): a client that pipelines and does not read cannot make Rempart hold its replies.',
+        }),
+        slowReadTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 20000,
+          description:
+            'A connection whose replies wait on the client to read for this long without its send buffer emptying once is closed. A waiting reply gives its admission slot back at once: a client\u2019s read speed never holds a slot.',
+        }),
+        pressureIdleTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 2000,
+          description:
+            'Near `maxConnections` (90 % open) idle keep-alive connections are closed after this long instead of `idleTimeoutMs`, and a new connection at the cap closes the connection idle the longest instead of being refused.',
+        }),
       },
       { default: {}, description: 'Edge hardening against malformed, oversized and slow clients.' },
     ),

@@ -39,6 +39,19 @@ export const ERRORS = {
   RMP_ERR_EDGE_BODY_TOO_LARGE: { status: 413, source: 'client', retryable: false, message: "The request body is larger than the route's maxBodyBytes." },
   RMP_ERR_EDGE_TIMEOUT: { status: 408, source: 'client', retryable: true, message: 'The client did not send its request head or body in time (limits.headersTimeoutMs, limits.requestTimeoutMs).' },
   RMP_ERR_EDGE_CONN_LIMIT: { status: 0, source: 'policy', retryable: true, message: 'Connection closed on accept: limits.maxConnections or limits.maxConnectionsPerAddress reached.' },
+  RMP_ERR_EDGE_PIPELINE_LIMIT: {
+    status: 0,
+    source: 'client',
+    retryable: false,
+    message: 'Connection closed: more than twice limits.maxPipelinedRequests requests unanswered on it (pipelined in one go without reading the replies); counted as an offence.',
+  },
+  RMP_ERR_EDGE_SLOW_READ: {
+    status: 0,
+    source: 'client',
+    retryable: true,
+    message: 'Connection closed: its replies waited on the client to read for longer than limits.slowReadTimeoutMs, or replies queued behind an earlier one passed limits.maxQueuedReplyBytes.',
+  },
+  RMP_ERR_EDGE_IDLE_RECLAIMED: { status: 0, source: 'policy', retryable: true, message: 'An idle keep-alive connection closed to make room for new clients (open connections near limits.maxConnections).' },
   RMP_ERR_EDGE_PROXY_PROTOCOL: { status: 0, source: 'client', retryable: false, message: 'Connection closed: missing, malformed or untrusted PROXY protocol header.' },
   RMP_ERR_EDGE_AMBIGUOUS_IDENTITY: {
     status: 400,

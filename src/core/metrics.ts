@@ -62,13 +62,13 @@ export function createMetrics() {
   registry.registerMetric(refusalCounter as unknown as Metric);
   const refusalCells = new Map<string, { value: number }>();
   const refusals = {
-    inc(labels: { reason: string }): void {
+    inc(labels: { reason: string }, by = 1): void {
       let cell = refusalCells.get(labels.reason);
       if (cell === undefined) {
         cell = refusalCounter.cell(labels.reason);
         refusalCells.set(labels.reason, cell);
       }
-      cell.value++;
+      cell.value += by;
     },
   };
   // Defence guards (src/phases/{ban,ratelimit,challenge,signatures,exfiltration}): one hot counter for

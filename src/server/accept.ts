@@ -12,12 +12,19 @@ import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from './symbols.ts';
 import type { BanList } from '../defense/types.ts';
 import { v6PrefixKey } from '../phases/admission/client-key.ts';
+import { ADDRESS_SHARE_UNDER_PRESSURE, PRESSURE_RATIO, gateRequests, idleOldestFirst, reclaimOne, trackSocket, type ReclaimList, type RequestGate, type TrackedSocket } from './connections.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
    *  key has an open connection, and open connections are capped by limits.maxConnections. */
   readonly perAddress: Map<string, number>;
   total: number;
+  /** Every open client connection as the HTTP server reads it (bounded like `total`). */
+  readonly sockets: Set<TrackedSocket>;
+  /** Connections with a reply waiting on the client to read (src/server/connections.ts). */
+  readonly stalled: Set<TrackedSocket>;
+  /** Idle keep-alive connections to close, oldest idle first, when a new one arrives at the cap. */
+  readonly reclaim: ReclaimList;
 }
 
 export interface AcceptOptions {
@@ -31,10 +38,12 @@ export interface AcceptOptions {
   log: Logger;
   /** Banned addresses are reset on accept, before any byte is parsed (null: no bans). */
   bans: BanList | null;
+  /** Asked before the HTTP server handles each request parsed on a connection (pipelining bound). */
+  requestGate?: RequestGate;
 }
 
 export function createConnectionTable(): ConnectionTable {
-  return { perAddress: new Map(), total: 0 };
+  return { perAddress: new Map(), total: 0, sockets: new Set(), stalled: new Set(), reclaim: { list: [], next: 0, builtAt: -Infinity } };
 }
 
 /**
@@ -57,7 +66,10 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
   /** Count one more connection for `key`, or say no when its cap is reached. */
   const tryCount = (key: string): boolean => {
     const n = table.perAddress.get(key) ?? 0;
-    if (n >= opts.getRuntime().config.limits.maxConnectionsPerAddress) return false;
+    const limits = opts.getRuntime().config.limits;
+    if (n >= limits.maxConnectionsPerAddress) return false;
+    // Near the global cap, one address may not take more than its share: the rest is for new clients.
+    if (table.total >= limits.maxConnections * PRESSURE_RATIO && n >= Math.max(1, Math.floor(limits.maxConnections * ADDRESS_SHARE_UNDER_PRESSURE))) return false;
     table.perAddress.set(key, n + 1);
     return true;
   };
@@ -67,10 +79,29 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     else table.perAddress.set(key, n);
   };
 
+  /** At the cap: close the oldest idle keep-alive connection to make room, if there is one. */
+  const reclaimIdle = (): boolean => {
+    const r = table.reclaim;
+    if (r.next >= r.list.length) {
+      // The sweep keeps the list fresh under pressure; rebuilt here at most every 100 ms (an accept
+      // flood at the cap must not scan every connection each time).
+      const now = performance.now();
+      if (now - r.builtAt < 100) return false;
+      r.list = idleOldestFirst(table.sockets);
+      r.next = 0;
+      r.builtAt = now;
+    }
+    if (!reclaimOne(r)) return false;
+    metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_IDLE_RECLAIMED' });
+    return true;
+  };
+
   const server = net.createServer({ noDelay: true }, (socket) => {
     const peer = socket.remoteAddress ?? '';
     const runtime = opts.getRuntime();
-    if (table.total >= runtime.config.limits.maxConnections) return refuse(socket);
+    // The connection reclaimed counts until its close event: the total may pass the cap by the few
+    // being closed at that moment.
+    if (table.total >= runtime.config.limits.maxConnections && !reclaimIdle()) return refuse(socket);
     // A trusted balancer carries many clients on its connections: its own address is not capped.
     // Behind PROXY protocol the client's address is counted once the header names it.
     const trusted = isTrusted(runtime.trustedProxies, peer);
@@ -123,8 +154,17 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions): voi
     conn = tlsSocket;
   }
   (conn as net.Socket & { [kPeerAddress]?: string })[kPeerAddress] = address;
+  const tracked = trackSocket(conn);
+  const { sockets, stalled } = opts.table;
+  sockets.add(tracked);
+  conn.once('close', () => {
+    sockets.delete(tracked);
+    stalled.delete(tracked);
+  });
   opts.metrics.connectionsAccepted.inc();
   opts.httpServer.emit('connection', conn);
+  // The server made the connection's parser just now.
+  if (opts.requestGate !== undefined) gateRequests(conn, opts.requestGate);
 }
 
 function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions, admit: (client: string) => boolean): void {

@@ -14,7 +14,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
 import { LogSampler } from '../core/log-sampler.ts';
 import { runDone, runPhases, Verdict, type Phase } from '../core/pipeline.ts';
-import { compileRuntime, type Runtime } from '../core/runtime.ts';
+import { compileRuntime, isTrusted, type Runtime } from '../core/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
 import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
@@ -51,6 +51,8 @@ import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
 import { closingReason, sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade, wantsTunnel, type TunnelHooks } from './upgrade.ts';
+import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
+import { kIdleSince, kPeerAddress, kPending, kReadPaused } from './symbols.ts';
 
 const kCtx = Symbol('rempart.ctx');
 type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
@@ -287,6 +289,11 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const ctx = this[kCtx];
     if (ctx.finished) return;
     ctx.finished = true;
+    const socket = ctx.req.socket as TrackedSocket;
+    const left = socket[kPending] - 1;
+    socket[kPending] = left;
+    if (left === 0) socket[kIdleSince] = performance.now();
+    if (socket[kReadPaused] && left < current.config.limits.maxPipelinedRequests && !socket.destroyed) resumeReading(socket);
     if (!this.writableFinished) {
       if (ctx.decision === 'forwarded') {
         ctx.decision = 'aborted';
@@ -317,6 +324,17 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const hooks: ForwardHooks = {
     onResponseHead: challengeGuard.onUpstreamHead,
     onUpstreamEnd: (ctx) => admission.releaseSlot(ctx),
+    // The reply waits on the client to read: the origin's part is done, so its slot goes back now (a
+    // slow reader must not hold one), and the connection's slow-read clock starts.
+    onClientBackpressure(ctx) {
+      admission.releaseSlot(ctx);
+      markStalled(ctx.req.socket as TrackedSocket, table.stalled, performance.now());
+    },
+    onQueuedReply(ctx, bytes) {
+      if (holdQueuedReply(ctx.res, bytes, current.config.limits.maxQueuedReplyBytes)) return true;
+      metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
+      return false;
+    },
     replyError(ctx, code, status) {
       ctx.replyStatus = status;
       ctx.replyBody = '';
@@ -346,7 +364,34 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     else ctx.res.destroy();
   }
 
+  /** Too many requests unanswered on one connection (pipelined in one write): close it, charge an offence. */
+  function refusePipelined(socket: TrackedSocket): void {
+    metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_PIPELINE_LIMIT' });
+    const peer = (socket as TrackedSocket & { [kPeerAddress]?: string })[kPeerAddress] ?? '';
+    // A trusted balancer's own address carries many clients (X-Forwarded-For): never charge it.
+    if (!isTrusted(current.trustedProxies, peer)) defense.bans.offence(peer, 'pipeline_flood', '');
+    if (sampler.allow('RMP_ERR_EDGE_PIPELINE_LIMIT', onSuppressed)) log.warn({ client: peer, reason: 'RMP_ERR_EDGE_PIPELINE_LIMIT' }, 'connection closed: too many pipelined requests unanswered');
+    socket.destroy();
+  }
+
+  /** Before Node builds a response for a request parsed on `socket`: false stops parsing that connection. */
+  function requestGate(socket: TrackedSocket): boolean {
+    if (socket[kPending] < 2 * current.config.limits.maxPipelinedRequests) return true;
+    refusePipelined(socket);
+    return false;
+  }
+
   function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const socket = req.socket as TrackedSocket;
+    // Node parses every request in a chunk it reads, answered or not; one write can hold thousands.
+    // requestGate stops the parsing past the bound; this check stands if Node's internals change.
+    if (socket.destroyed) return;
+    const maxPipelined = current.config.limits.maxPipelinedRequests;
+    const pending = (socket[kPending] | 0) + 1;
+    if (pending > 2 * maxPipelined) return refusePipelined(socket);
+    socket[kPending] = pending;
+    socket[kIdleSince] = 0;
+    if (pending >= maxPipelined) pauseReading(socket);
     // A request carrying Upgrade that is not a tunnel (shouldUpgradeCallback said no): Node's parser
     // stops at such a request and drops whatever followed it in the same read, so a pipelined request
     // behind it would never be answered. Closing after this answer tells the client so.
@@ -435,6 +480,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       onRequest(req, res);
       return;
     }
+    // A tunnel is never an idle keep-alive connection to reclaim (onResponseClose counts it down if
+    // the handshake ends without switching).
+    (s as TrackedSocket)[kPending] = ((s as TrackedSocket)[kPending] | 0) + 1;
+    (s as TrackedSocket)[kIdleSince] = 0;
     const ctx = new RequestContext(req, res, performance.now());
     (res as ResponseWithCtx)[kCtx] = ctx;
     res.on('close', onResponseClose);
@@ -510,6 +559,20 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   httpServer.emit('listening');
 
   const table = createConnectionTable();
+  // Twice a second: slow readers past their deadline, and idle connections under pressure.
+  const swept: SweepResult = { slowReaders: 0, idleClosed: 0 };
+  let sweepTimer: NodeJS.Timeout | null = null;
+  function sweepConnections(): void {
+    const l = current.config.limits;
+    const now = performance.now();
+    const idle = sweep(table.sockets, table.stalled, table.total, l, now, swept);
+    table.reclaim.list = idle;
+    table.reclaim.next = 0;
+    // Empty (no pressure, or none idle): an accept at the cap may look again at once.
+    table.reclaim.builtAt = idle.length > 0 ? now : -Infinity;
+    if (swept.slowReaders > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' }, swept.slowReaders);
+    if (swept.idleClosed > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_IDLE_RECLAIMED' }, swept.idleClosed);
+  }
   const retiredPools = new Set<Pool>();
   const acceptServers: NetServer[] = initial.listeners.map((l) =>
     createAcceptServer({
@@ -521,6 +584,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       metrics,
       log,
       bans: defense.bans,
+      requestGate,
     }),
   );
   // Operator overrides (guard modes, the status-page message) patch the file's config; reloads keep them.
@@ -569,12 +633,15 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       level.start();
       await cluster.start();
       await Promise.all(initial.listeners.map((l, i) => listen(acceptServers[i]!, l.address)));
+      sweepTimer ??= setInterval(sweepConnections, 500).unref();
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
       cockpit?.start();
     },
     async stop(graceMs = 5000) {
       // Stop accepting; close() resolves only once every connection is gone, so wait on it last.
       cockpit?.stop();
+      if (sweepTimer !== null) clearInterval(sweepTimer);
+      sweepTimer = null;
       const closed = [...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r())));
       admin?.closeAllConnections();
       httpServer.closeIdleConnections();

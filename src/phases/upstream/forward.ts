@@ -18,6 +18,11 @@ export interface ForwardHooks {
   onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
   onUpstreamEnd?(ctx: RequestContext): void;
+  /** The client is not reading as fast as the upstream sends (a write had to wait for it to drain). */
+  onClientBackpressure?(ctx: RequestContext): void;
+  /** `bytes` more of a reply queued behind earlier ones on its connection (pipelining): false when the
+   *  connection was closed for holding too much. */
+  onQueuedReply?(ctx: RequestContext, bytes: number): boolean;
 }
 
 /** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
@@ -101,8 +106,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     const res = this.ctx.res;
     this.ctx.responseBytes += chunk.length;
+    // No socket yet: an earlier reply on the connection is still going out, so this one is held in
+    // memory until then (a client that pipelines and never reads would make that unbounded).
+    if (res.socket === null && this.hooks.onQueuedReply !== undefined && !this.hooks.onQueuedReply(this.ctx, chunk.length)) return false;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
+    this.hooks.onClientBackpressure?.(this.ctx);
     return false;
   }
 
