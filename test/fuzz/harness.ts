@@ -67,6 +67,9 @@ export interface FuzzResult {
   byStatus: Record<string, number>;
   byCode: Record<string, number>;
   upstreamRequests: number;
+  /** Admin API calls (level and guard-mode changes) answered 2xx / not. */
+  adminOk: number;
+  adminFailed: number;
   findings: Finding[];
   /** Count per finding kind (findings keeps a few samples of each). */
   findingCounts: Record<string, number>;
@@ -265,7 +268,9 @@ function startUpstream(findings: Findings): Promise<Upstream> {
     return ids.join(',');
   };
   const big = 'b'.repeat(40000);
-  const server = http.createServer({ insecureHTTPParser: false, keepAliveTimeout: 5000, requestTimeout: 10000, headersTimeout: 5000 }, (req, res) => {
+  // Strict parser; but a request without Host must reach the handler to be counted (Node would answer
+  // 400 itself), and the head limit is above the gateway's plus the forwarding headers it adds.
+  const server = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 65536, keepAliveTimeout: 5000, requestTimeout: 10000, headersTimeout: 5000 }, (req, res) => {
     const seenIds = record(req);
     req.on('data', () => {});
     req.on('error', () => {});
@@ -489,8 +494,10 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
         // Cacheable routes may answer with a stored or coalesced response (another request's fill).
         const cacheable = headers.has('x-cache') || req.bytes.indexOf(' /track/') !== -1 || req.bytes.indexOf(' /static/') !== -1;
         if (!cacheable) {
-          const echoed = (headers.get('x-fuzz-seen') ?? '').split(',').map(Number);
-          if (!echoed.includes(req.id)) books.findings.add('response-desync', () => `seed ${plan.seed} conn ${plan.index} (first id ${plan.requests[0]!.id}) request ${req.id} got the upstream's answer for [${echoed.join(',')}]; request ${showBytes(req.bytes, 600)}`);
+          // An empty echo says nothing (the marker may be cut by an odd path, and `Connection:
+          // x-fuzz-id` rightly strips the header): only another request's marker is a desync.
+          const echoed = (headers.get('x-fuzz-seen') ?? '').split(',').map(Number).filter((n) => n > 0);
+          if (echoed.length > 0 && !echoed.includes(req.id)) books.findings.add('response-desync', () => `seed ${plan.seed} conn ${plan.index} (first id ${plan.requests[0]!.id}) request ${req.id} got the upstream's answer for [${echoed.join(',')}]; request ${showBytes(req.bytes, 600)}`);
         }
         return;
       }
@@ -631,6 +638,8 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
 
 // ---- admin API: change levels and guard modes under load
 
+const adminCalls = { ok: 0, failed: 0 };
+
 async function adminCall(port: number, method: string, p: string, body?: unknown): Promise<void> {
   try {
     const res = await fetch(`http://127.0.0.1:${port}${p}`, {
@@ -640,8 +649,10 @@ async function adminCall(port: number, method: string, p: string, body?: unknown
       signal: AbortSignal.timeout(3000),
     });
     await res.arrayBuffer();
+    if (res.ok) adminCalls.ok++;
+    else adminCalls.failed++;
   } catch {
-    /* the gateway may be busy; the next change will do */
+    adminCalls.failed++; // the gateway may be busy; the next change will do
   }
 }
 
@@ -763,7 +774,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   for (let id = 1; id < n; id++) {
     if (up.seen.get(id) === 0) continue;
     if (id < books.local.length && books.local[id] !== 0)
-      findings.add('refused-reached-upstream', () => describe(id, `answered by the gateway (${books.local[id]} ${books.codes[books.localCode[id]!]}) yet seen by the upstream ${up.seen.get(id)} time(s):`));
+      findings.add(`refused-reached-upstream:${books.local[id]}`, () => describe(id, `answered by the gateway (${books.local[id]} ${books.codes[books.localCode[id]!]}) yet seen by the upstream ${up.seen.get(id)} time(s):`));
     if (books.canary.get(id)) findings.add('canary-reached-upstream', () => describe(id, 'smuggling canary seen by the upstream:'));
   }
   await child.stop();
@@ -788,6 +799,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
     byStatus: s.byStatus,
     byCode: s.byCode,
     upstreamRequests: up.requests,
+    adminOk: adminCalls.ok,
+    adminFailed: adminCalls.failed,
     findings: findings.samples,
     findingCounts: findings.counts,
     ok: Object.keys(findings.counts).length === 0,
@@ -801,6 +814,7 @@ export function summary(r: FuzzResult): string {
     `seed ${r.seed}: ${r.requests} requests (+${r.canaries} smuggling canaries) on ${r.connections} connections in ${r.durationSec.toFixed(1)} s (${r.rps.toFixed(0)} req/s)`,
     `responses parsed ${r.responses}, mapped to their request ${r.mapped} (forwarded ${r.forwardedSeen}, answered by the gateway ${r.localAnswers}); upstream got ${r.upstreamRequests} requests`,
     `gateway RSS: start ${r.rssStartMb.toFixed(0)} MiB, max ${r.maxRssMb.toFixed(0)} MiB, end ${r.rssEndMb.toFixed(0)} MiB; process ${r.childExited ?? 'alive'}`,
+    `admin API changes (levels, guard modes) applied ${r.adminOk}, failed ${r.adminFailed}`,
     `statuses ${JSON.stringify(r.byStatus)}`,
     `local answers by code ${JSON.stringify(r.byCode)}`,
     r.ok ? 'result: OK, no finding' : `result: FINDINGS ${JSON.stringify(r.findingCounts)}`,
