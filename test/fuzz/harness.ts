@@ -756,6 +756,12 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
     // Let anything still in flight reach the upstream before correlating.
     await sleep(1500);
     rssEnd = rssMb(pid);
+  } catch (err) {
+    // The gateway did not start (or the harness broke): leave no child, socket nor temp dir behind.
+    await child.stop();
+    await up.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
   } finally {
     for (const t of timers) clearInterval(t);
   }
