@@ -49,7 +49,7 @@ import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createCluster, type Cluster } from '../store/cluster.ts';
 import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from './accept.ts';
-import { closingReason, sendLocalReply, writeRawReply } from './reply.ts';
+import { closingReason, flushDeferredReply, sendLocalReply, writeRawReply } from './reply.ts';
 import { tunnelUpgrade, wantsTunnel, type TunnelHooks } from './upgrade.ts';
 import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
 import { kIdleSince, kPeerAddress, kPending, kReadPaused } from './symbols.ts';
@@ -304,6 +304,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     runDone(phases, ctx, onPhaseError);
     feedBreaker(ctx);
     record(ctx);
+    // A parse error or refused upgrade behind this response waited for it (writeRawReply).
+    flushDeferredReply(ctx.req.socket);
   }
 
   /** Outcomes of forwarded requests feed their upstream's breaker (errors come via onUpstreamError). */

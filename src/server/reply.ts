@@ -2,7 +2,7 @@
 // naming the code from the error table, no caching, and the connection closed whenever the request
 // body may still be on the wire (it could otherwise be read as the next request).
 import type { Socket } from 'node:net';
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { RequestContext } from '../core/context.ts';
 import { ERRORS, type ErrorCode } from '../core/errors.ts';
 
@@ -88,19 +88,40 @@ function sendStoredReply(ctx: RequestContext): void {
   ctx.res.end(ctx.req.method === 'HEAD' ? undefined : stored.body);
 }
 
+/** A raw reply waiting for the responses to earlier requests on the same connection (writeRawReply). */
+const kDeferredReply = Symbol('rempart.deferredReply');
+type RawReplySocket = ClosingSocket & {
+  _httpMessage?: ServerResponse | null;
+  /** Node's parser; `incoming` is the last request it parsed (Node internals, as `_httpMessage`). */
+  parser?: { incoming?: IncomingMessage | null } | null;
+  [kDeferredReply]?: { status: number; code: ErrorCode };
+};
+
 /** Answer on a raw socket, for errors before a request object exists (parse errors, upgrades). */
 export function writeRawReply(socket: Socket, status: number, code: ErrorCode): void {
-  // A response already on the wire for this connection (a parse error in bytes that followed a
-  // request, e.g. after a refusal that said Connection: close): a second status line would be read
-  // as the answer to a request the client did not send. Let the first response finish, then close.
-  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (inFlight != null && inFlight.headersSent) {
-    if (inFlight.writableEnded) socket.destroySoon();
-    else socket.destroy();
-    return;
+  const s = socket as RawReplySocket;
+  const inFlight = s._httpMessage;
+  if (inFlight != null && !inFlight.writableFinished) {
+    const last = s.parser?.incoming ?? null;
+    if (last === null || last.complete) {
+      // The error is in a request after those still waiting for their responses (pipelined): a
+      // status line written now would reach the client first and be read as the answer to the
+      // oldest one (a forwarded payment seen as refused). Answers go out in request order: this
+      // one waits until they are done (flushDeferredReply), then closes the connection.
+      if (s[kDeferredReply] === undefined) s[kDeferredReply] = { status, code };
+      return;
+    }
+    // The error is in the body of the last request. If its own response is not the one on the wire,
+    // or has begun, no status line can be its answer: close.
+    if (inFlight.req !== last || inFlight.headersSent) {
+      socket.destroy();
+      return;
+    }
   }
-  if (!socket.writable) {
-    socket.destroy();
+  // A local reply that said Connection: close is the last answer on this connection (a parse error
+  // in bytes that followed it would otherwise get a status line the client never asked for).
+  if (s[kClosingReason] !== undefined || !socket.writable) {
+    socket.destroySoon();
     return;
   }
   const body = errorBody(code);
@@ -108,4 +129,20 @@ export function writeRawReply(socket: Socket, status: number, code: ErrorCode): 
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
   );
   socket.destroySoon();
+}
+
+/**
+ * Called when a response on `socket` is done: writes a raw reply deferred behind it once no other
+ * response is pending (Node attaches the next queued response before this runs).
+ */
+export function flushDeferredReply(socket: Socket | null): void {
+  if (socket === null) return;
+  const s = socket as RawReplySocket;
+  const deferred = s[kDeferredReply];
+  if (deferred === undefined) return;
+  const next = s._httpMessage;
+  if (next != null && !next.writableFinished) return;
+  s[kDeferredReply] = undefined;
+  if (socket.destroyed) return;
+  writeRawReply(socket, deferred.status, deferred.code);
 }
