@@ -181,6 +181,21 @@ test('a request pipelined behind a refused duplicate-Host request never reaches 
   await assertRefused(`GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n${GET_SMUGGLED}`, 'RMP_ERR_EDGE_DUPLICATE_HOST');
 });
 
+test('a request pipelined behind an HTTP/1.1 request without Host never reaches the upstream', async () => {
+  // Found by the fuzzing campaign: Node's own 400 for a missing Host did not close the connection for
+  // the phases, so the request behind it was forwarded.
+  await assertRefused(`GET / HTTP/1.1\r\nX-A: 1\r\n\r\n${GET_SMUGGLED}`, 'RMP_ERR_EDGE_BAD_HOST');
+});
+
+test('a WebSocket handshake without Host is refused like any request without Host', async () => {
+  await assertRefused(`GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 'RMP_ERR_EDGE_BAD_HOST');
+});
+
+test('the HTTP/2 preface method PRI and request lines naming HTTP/2.0 are refused, never forwarded', async () => {
+  await assertRefused(`PRI /x HTTP/1.1\r\nHost: a.test\r\n\r\n${GET_SMUGGLED}`, 'RMP_ERR_EDGE_BAD_REQUEST');
+  await assertRefused(`GET /x HTTP/2.0\r\nHost: a.test\r\n\r\n`, 'RMP_ERR_EDGE_BAD_REQUEST', { codes: ['RMP_ERR_EDGE_BAD_REQUEST'] });
+});
+
 test('a request pipelined behind a request with a bad chunk size never reaches the upstream', async () => {
   await assertRefused(`POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX\r\n0\r\n\r\n${GET_SMUGGLED}`, SMUGGLING, {
     headReachesUpstream: true,

@@ -13,7 +13,7 @@ export interface ErrorSpec {
 }
 
 export const ERRORS = {
-  RMP_ERR_EDGE_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The request could not be parsed as HTTP/1.1.' },
+  RMP_ERR_EDGE_BAD_REQUEST: { status: 400, source: 'client', retryable: false, message: 'The request could not be parsed as HTTP/1.0 or 1.1, names another version, or uses PRI (the HTTP/2 preface method).' },
   RMP_ERR_EDGE_SMUGGLING: {
     status: 400,
     source: 'client',
@@ -31,7 +31,7 @@ export const ERRORS = {
     status: 400,
     source: 'client',
     retryable: false,
-    message: 'The Host (or the absolute-form target’s authority) is not a host name, IPv4 or [IPv6] address with an optional port 1-65535: userinfo, spaces, a second colon or a bad port. Routes, the cache and the origin must see the same host.',
+    message: 'The Host is missing (required in HTTP/1.1), or it (or the absolute-form target’s authority) is not a host name, IPv4 or [IPv6] address with an optional port 1-65535: userinfo, spaces, a second colon or a bad port. Routes, the cache and the origin must see the same host.',
   },
   RMP_ERR_EDGE_DUPLICATE_HOST: { status: 400, source: 'client', retryable: false, message: 'More than one Host header field (RFC 9112 §3.2).' },
   RMP_ERR_EDGE_URL_TOO_LONG: { status: 414, source: 'client', retryable: false, message: 'The request target is longer than limits.maxUrlBytes.' },

@@ -539,7 +539,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     {
       maxHeaderSize: limits.maxHeaderBytes,
       insecureHTTPParser: false,
-      requireHostHeader: true,
+      // A missing Host is refused by the `edge` phase, which closes the connection behind it.
+      requireHostHeader: false,
       joinDuplicateHeaders: false,
       // Check header/request timeouts twice a second rather than Node's default 30 s, so a
       // slowloris connection is closed close to limits.headersTimeoutMs.
