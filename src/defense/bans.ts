@@ -316,7 +316,9 @@ export class BanTable implements BanList {
     if (this.#countOffence(key, policy.threshold, now)) this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     if (v4 && policy.prefixThreshold > 0 && !wasBanned) {
       const p = prefixKey(a);
-      if (this.#countOffence(p, policy.prefixThreshold, now)) this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+      // Never fewer than two addresses' worth: with `threshold` raised above `prefixThreshold`, one
+      // address could otherwise ban its whole /24 (a carrier NAT's neighbours) before it is banned itself.
+      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now)) this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     }
   }
 

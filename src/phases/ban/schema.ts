@@ -31,7 +31,7 @@ export const BansSchema = Obj(
           maximum: 1000000,
           default: 100,
           description:
-            'Offences from the addresses of one IPv4 /24 within `windowMs`, all added up, that ban the /24 (0: never). An IPv6 client is already counted and banned as its /64 (`defense.ipv6PrefixLength`).',
+            'Offences from the addresses of one IPv4 /24 within `windowMs`, all added up, that ban the /24 (0: never; never fewer than twice `threshold`, so one address alone cannot ban its /24). An IPv6 client is already counted and banned as its /64 (`defense.ipv6PrefixLength`).',
         }),
         maxAddresses: Type.Integer({ minimum: 16, maximum: 10000000, default: 65536, description: 'Addresses (and /24s) whose offences are counted at once (memory budget); past it the oldest count is dropped.' }),
       },
