@@ -4,9 +4,12 @@ import { loadConfigFile } from '../../src/config/load.ts';
 import { createGateway } from '../../src/server/gateway.ts';
 import { guardUnhandledRejections } from '../../src/server/process-guard.ts';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 
-const configFile = new URL('./rempart.yaml', import.meta.url).pathname;
+// fileURLToPath: a path with a space is percent-encoded in the URL. The package build copies the
+// config beside the compiled demo (dist/examples/postal/).
+const configFile = fileURLToPath(new URL('./rempart.yaml', import.meta.url));
 
 async function main(): Promise<void> {
   const config = await loadConfigFile(configFile);
