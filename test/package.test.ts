@@ -107,6 +107,11 @@ async function startInstalled(bin: string): Promise<{ url: string; admin: string
         resolve((JSON.parse(line) as { listeners: string[] }).listeners[0]!);
       }
     });
+  }).catch((e: unknown) => {
+    // Nothing left running: an open origin would keep this test file alive forever.
+    child.kill('SIGKILL');
+    origin.close();
+    throw e;
   });
   return {
     url: started,
@@ -274,6 +279,7 @@ test('deploy/Dockerfile\'s way: the tarball unpacked in a directory, `npm ci --o
   copyFileSync(path.join(ROOT, 'package-lock.json'), path.join(dir, 'package-lock.json'));
   await npm(['ci', '--omit=dev', '--ignore-scripts'], dir);
   assert.ok(!existsSync(path.join(dir, 'node_modules', 'typescript')), 'no dev dependencies');
+  assert.ok(!existsSync(path.join(dir, 'src')) && existsSync(path.join(dir, 'dist/src/cli.js')), 'the build, not the sources');
   const { stdout } = await run(process.execPath, [path.join(dir, 'bin/rempart.js'), '--version'], { timeout: 30_000 });
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
   const r = await startInstalled(path.join(dir, 'bin/rempart.js'));
