@@ -40,11 +40,20 @@ let app = '';
 /** The installed package: app/node_modules/rempart. */
 let installed = '';
 
-const npm = (args: string[], cwd: string) => run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, maxBuffer: 32 << 20, timeout: 150_000 });
+/**
+ * The environment for the npm and npx run here: this file usually runs under `npm test` (or, in
+ * .ci/run, under `npx -c`), whose per-command settings reach us as npm_* variables; inherited, they
+ * would turn the inner `npx rempart` into the outer command (npm_config_call) or install elsewhere.
+ * Registry and cache settings pass through.
+ */
+const env = Object.fromEntries(
+  Object.entries(process.env).filter(([k]) => !/^npm_(config_(call|package|yes|prefix|local_prefix|global|json|dry_run|workspaces?)|command|lifecycle_.*|package_.*|execpath|node_execpath)$/i.test(k)),
+);
+const npm = (args: string[], cwd: string) => run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, env, maxBuffer: 32 << 20, timeout: 150_000 });
 
 before(async () => {
   work = mkdtempSync(path.join(tmpdir(), 'rempart-package-'));
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, maxBuffer: 32 << 20, timeout: 150_000 });
+  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env, maxBuffer: 32 << 20, timeout: 150_000 });
   packed = (JSON.parse(stdout) as Packed[])[0]!;
   app = path.join(work, 'app');
   mkdirSync(app);
@@ -75,7 +84,7 @@ test('the tarball holds the built JavaScript, its types and maps, and the files 
 });
 
 test('`npx rempart --version` in the installing project', async () => {
-  const { stdout } = await run('npx', ['rempart', '--version'], { cwd: app, timeout: 60_000 });
+  const { stdout } = await run('npx', ['rempart', '--version'], { cwd: app, env, timeout: 60_000 });
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
 });
 
