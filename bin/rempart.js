@@ -1,12 +1,27 @@
 #!/usr/bin/env node
-// Entry point of the `rempart` command. Rempart is written in TypeScript and run by Node's own
-// type stripping, so it needs Node.js 22.18 or newer.
+// Entry point of the `rempart` command, in the repository and in the installed package alike.
+//
+// Which code runs: the TypeScript sources when they are here (src/cli.ts exists only in a checkout:
+// the package ships no src/), else the build (dist/, which only the package has, or a checkout after
+// `npm run build`). So a checkout always runs its sources, even next to a stale dist/, and an
+// installed package always runs JavaScript, wherever it is unpacked: under node_modules (where Node
+// refuses to strip types), in /opt/rempart (deploy/Dockerfile), or linked with `npm link` (which
+// runs the checkout's sources, as development should).
+import { existsSync } from 'node:fs';
+
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 18)) {
   process.stderr.write(`rempart needs Node.js 22.18 or newer (this is ${process.version}).\n`);
   process.exit(1);
 }
-const { main } = await import('../src/cli.ts');
+const sources = new URL('../src/cli.ts', import.meta.url);
+const built = new URL('../dist/src/cli.js', import.meta.url);
+const entry = existsSync(sources) ? sources : built;
+if (!existsSync(entry)) {
+  process.stderr.write(`rempart: neither ${sources.pathname} nor ${built.pathname} exists; run \`npm run build\`\n`);
+  process.exit(1);
+}
+const { main } = await import(entry.href);
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHmac, randomBytes } from 'node:crypto';
-import { createClient, challengeFrom, solve, SOLUTION_COOKIE } from 'rempart/client';
+import { createClient, challengeFrom, solve, SOLUTION_COOKIE } from '../src/client/index.ts';
 import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { solveChallenge } from '../src/drill/challenge.ts';

@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createClient } from 'rempart/client';
+import { createClient } from '../src/client/index.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { CookieSigner } from '../src/phases/waiting-room/ticket.ts';
 import { startGateway, startUpstream, type TestGateway } from './helpers.ts';

@@ -4,9 +4,15 @@ import { loadConfigFile } from '../../src/config/load.ts';
 import { createGateway } from '../../src/server/gateway.ts';
 import { guardUnhandledRejections } from '../../src/server/process-guard.ts';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 
-const configFile = new URL('./rempart.yaml', import.meta.url).pathname;
+// fileURLToPath: a path with a space is percent-encoded in the URL. The package build copies the
+// config beside the compiled demo (dist/examples/postal/).
+const configFile = fileURLToPath(new URL('./rempart.yaml', import.meta.url));
+/** How to run `rempart` from here: the checkout's bin, or the installed package's command. */
+const rempartCommand = existsSync(new URL('../../src/cli.ts', import.meta.url)) ? 'node bin/rempart.js' : 'npx rempart';
 
 async function main(): Promise<void> {
   const config = await loadConfigFile(configFile);
@@ -33,7 +39,7 @@ async function main(): Promise<void> {
       `  payment approval         curl -i -X POST ${front}/payments/approve -H 'content-type: application/json' -d '{"paymentId":"p-1"}'`,
       `  metrics                  http://${config.admin.address}/metrics`,
       `  dashboard                http://${config.admin.address}/dashboard   token: ${demoToken !== '' ? `${demoToken} (this run only)` : 'REMPART_ADMIN_TOKEN'}`,
-      `  rehearse an attack       node bin/rempart.js drill botnet-5x --target ${front} --origin ${postal.url} --metrics http://${config.admin.address}/metrics`,
+      `  rehearse an attack       ${rempartCommand} drill botnet-5x --target ${front} --origin ${postal.url} --metrics http://${config.admin.address}/metrics`,
       `  origin (unprotected)     ${postal.url}/   sms approvals ${sms.url}`,
       `  config                   ${configFile}`,
       `  failover rehearsal       kill -USR2 ${process.pid}   (postal origin down; again to bring it back)`,

@@ -1,9 +1,10 @@
-// `rempart/client`: pass Rempart's proof-of-work challenge from Node (API clients, scripts, the drill).
-// No dependency beyond node:crypto and fetch. The protocol it speaks is in docs/challenge.md:
+// `rempart/client`: pass Rempart's proof-of-work challenge from Node (API clients, scripts, the drill)
+// or a browser (single-page apps calling APIs behind Rempart). No dependency beyond fetch and, where
+// present, Web Crypto; no Node built-in, so the same module runs in both. The protocol it speaks is
+// in docs/challenge.md:
 // a challenge token comes in the `Rempart-Challenge` header (and in the JSON body), the solution is
 // `<token>.<nonce>` whose SHA-256 starts with `bits` zero bits, sent back in `Rempart-Solution` on a
 // retry of the same request; the answer carries a clearance in `Rempart-Clearance` to send from then on.
-import { createHash, hash as oneShotHash } from 'node:crypto';
 import { solveRange } from './solver.ts';
 
 export const CHALLENGE_HEADER = 'rempart-challenge';
@@ -60,8 +61,21 @@ export function leadingZeroBits(digest: Uint8Array): number {
   return n;
 }
 
-const sha256: (text: string) => Buffer =
-  typeof oneShotHash === 'function' ? (text) => oneShotHash('sha256', text, 'buffer') : (text) => createHash('sha256').update(text).digest();
+/**
+ * Web Crypto, to double-check the JS solver's answer: global in Node and in browsers, except on a
+ * page served over plain http from another host than localhost (not a secure context), where the
+ * answer goes unchecked (the server checks it anyway).
+ */
+const subtle: typeof globalThis.crypto.subtle | undefined = globalThis.crypto?.subtle;
+const utf8 = new TextEncoder();
+
+async function confirmed(solution: string, bits: number): Promise<boolean> {
+  if (subtle === undefined) return true;
+  return leadingZeroBits(new Uint8Array(await subtle.digest('SHA-256', utf8.encode(solution)))) >= bits;
+}
+
+/** The page's address in a browser, so relative URLs work there as they do in fetch. */
+const pageUrl = (globalThis as { location?: { href?: string } }).location?.href;
 
 const yieldToLoop: () => Promise<void> = typeof setImmediate === 'function' ? () => new Promise((r) => setImmediate(r)) : () => new Promise((r) => setTimeout(r, 0));
 
@@ -86,8 +100,8 @@ export async function solve(challenge: ChallengeInfo | string, options: SolveOpt
   const prefix = `${info.token}.`;
   for (let start = 0; ; start += HASHES_PER_SLICE) {
     const nonce = solveRange(prefix, info.bits, start, HASHES_PER_SLICE);
-    // One node:crypto hash double-checks the JS solver's answer.
-    if (nonce >= 0 && leadingZeroBits(sha256(prefix + nonce)) >= info.bits) return prefix + nonce;
+    // One Web Crypto hash double-checks the JS solver's answer.
+    if (nonce >= 0 && (await confirmed(prefix + nonce, info.bits))) return prefix + nonce;
     options.signal?.throwIfAborted();
     await yieldToLoop();
   }
@@ -103,7 +117,7 @@ export interface RempartClientOptions {
 export interface RempartClient {
   /** fetch, passing Rempart challenges: solve, retry once with the solution, keep the clearance per origin. */
   fetch(input: string | URL, init?: RequestInit): Promise<Response>;
-  /** Clearance tokens by origin (`http://host:port`). */
+  /** Clearance tokens by origin (`http://host:port`). In a browser, a relative URL is the page's origin. */
   readonly clearances: Map<string, string>;
 }
 
@@ -128,7 +142,7 @@ export function createClient(options: RempartClientOptions = {}): RempartClient 
   return {
     clearances,
     async fetch(input, init = {}) {
-      const origin = new URL(input).origin;
+      const origin = new URL(input, pageUrl).origin;
       const headers = new Headers(init.headers);
       const held = clearances.get(origin);
       if (held !== undefined) headers.set(CLEARANCE_HEADER, held);

@@ -8,6 +8,7 @@
 //   MAX_CLIENT_BACKLOG_BYTES behind is dropped (a stalled tab must not grow our memory).
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../core/log.ts';
 import { ApiError, type AdminApi, type ApiAction } from './api.ts';
@@ -28,11 +29,13 @@ interface Asset {
 async function loadAssets(): Promise<Map<string, Asset>> {
   const require = createRequire(import.meta.url);
   const uplotDir = require.resolve('uplot/dist/uPlot.iife.min.js').replace(/uPlot\.iife\.min\.js$/, '');
-  const here = new URL('./dashboard/', import.meta.url);
+  // fileURLToPath, not URL.pathname: an install path with a space or non-ASCII letter is
+  // percent-encoded in the URL and would name no file. The build copies dashboard/ beside this module.
+  const here = (name: string) => fileURLToPath(new URL(`./dashboard/${name}`, import.meta.url));
   const files: [string, string, string][] = [
-    ['/dashboard', new URL('index.html', here).pathname, 'text/html; charset=utf-8'],
-    ['/dashboard/app.js', new URL('app.js', here).pathname, 'text/javascript; charset=utf-8'],
-    ['/dashboard/app.css', new URL('app.css', here).pathname, 'text/css; charset=utf-8'],
+    ['/dashboard', here('index.html'), 'text/html; charset=utf-8'],
+    ['/dashboard/app.js', here('app.js'), 'text/javascript; charset=utf-8'],
+    ['/dashboard/app.css', here('app.css'), 'text/css; charset=utf-8'],
     ['/dashboard/uplot.js', `${uplotDir}uPlot.iife.min.js`, 'text/javascript; charset=utf-8'],
     ['/dashboard/uplot.css', `${uplotDir}uPlot.min.css`, 'text/css; charset=utf-8'],
   ];

@@ -4,7 +4,7 @@
 // The user's only channel back is its cookie jar and the retried request, so the solution rides in
 // the `__rempart_sol` cookie on the retry (docs/challenge.md); the answer sets the clearance cookie,
 // which the jar keeps. Attackers never call this.
-import { SOLUTION_COOKIE, challengeFrom, solve } from 'rempart/client';
+import { SOLUTION_COOKIE, challengeFrom, solve } from '../client/index.ts';
 
 export interface ChallengeResponse {
   status: number;
