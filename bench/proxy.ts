@@ -3,7 +3,7 @@
 // p99 at one common fixed rate (half of Rempart's peak) and the p99 each proxy adds over the bare origin
 // at that rate, plus Rempart/nginx ratios against the targets; writes the table to bench/RESULTS.md.
 // usage: node bench/proxy.ts [--seconds N] [--connections C] [--size BYTES] [--warmup N] [--rate R] [--no-write] [--no-pin] [--keep]
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,9 +31,11 @@ const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [o
   --no-pin          do not pin processes to CPUs with taskset
   --no-write        do not update bench/RESULTS.md
   --keep            keep the temp dir (nginx configs, logs, wrk scripts)
+  --baseline DIR    also measure the Rempart of another checkout (e.g. a git worktree of an older
+                    commit), interleaved in the same rounds, for a before/after in one run
 `;
 
-type SystemId = 'origin' | 'nginx' | 'rempart';
+type SystemId = 'origin' | 'nginx' | 'rempart' | 'baseline';
 interface RunFigures {
   wrk: WrkResult;
   /** CPU seconds of the measured system (origin for 'origin', proxy otherwise). */
@@ -77,6 +79,7 @@ async function main(): Promise<number> {
       'no-pin': { type: 'boolean' },
       'no-write': { type: 'boolean' },
       keep: { type: 'boolean' },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -141,8 +144,18 @@ async function main(): Promise<number> {
   const systems: Array<SystemResult & { port: number; pid: number; proc: Managed }> = [
     { id: 'origin', label: 'origin (bare)', port: barePort, pid: bare.pid, proc: bare.proc, peaks: [], paceds: [] },
     { id: 'nginx', label: 'nginx proxy', port: nginxPort, pid: nginx.pid, proc: nginx.proc, peaks: [], paceds: [] },
-    { id: 'rempart', label: 'rempart', port: rempartPort, pid: rempart.pid, proc: rempart, peaks: [], paceds: [] },
+    { id: 'rempart', label: `rempart @ ${gitCommit(ROOT)}`, port: rempartPort, pid: rempart.pid, proc: rempart, peaks: [], paceds: [] },
   ];
+  if (values.baseline !== undefined) {
+    // The same config, run by another checkout's CLI: before/after of a change, in the same rounds.
+    const dir = path.resolve(values.baseline);
+    const basePort = await freePort();
+    const baseConfig = path.join(tmp, 'rempart-baseline.json');
+    await writeFile(baseConfig, (await readFile(rempartConfig, 'utf8')).replace(`127.0.0.1:${rempartPort}`, `127.0.0.1:${basePort}`));
+    const base = startProcess('rempart-baseline', process.execPath, [path.join(dir, 'bin', 'rempart.js'), '--config', baseConfig], { cpu: SUT_CPU, cwd: dir });
+    await waitForPort(basePort, base, 20_000);
+    systems.push({ id: 'baseline', label: `rempart @ ${gitCommit(dir)} (baseline)`, port: basePort, pid: base.pid, proc: base, peaks: [], paceds: [] });
+  }
 
   // sanity: every system answers 200 with the origin's body
   for (const s of systems) {
@@ -233,6 +246,8 @@ async function main(): Promise<number> {
     `- Rempart/nginx CPU per request: ${f(cpuRatio, 2)}× (${f(rp.cpu10k, 3)} vs ${f(ng.cpu10k, 3)} CPU s/10k) — target ≤ ${CPU_TARGET}×: **${cpuRatio <= CPU_TARGET ? 'met' : 'not met'}**`,
     `- Rempart added p99 at ${rateLabel} req/s (half of its peak${fixedRate ? '; fixed by --rate' : ''}): ${f(added, 2)} ms — target < ${ADDED_P99_TARGET_MS} ms: **${added < ADDED_P99_TARGET_MS ? 'met' : 'not met'}**${addedCaveat}`,
   ];
+  const bl = figs.get('baseline');
+  if (bl !== undefined) ratios.push(`- Rempart against the baseline checkout: CPU per request ${f(rp.cpu10k / bl.cpu10k, 2)}× (${f(rp.cpu10k, 3)} vs ${f(bl.cpu10k, 3)} CPU s/10k), throughput ${f(rp.rps / bl.rps, 2)}× (${int(rp.rps)} vs ${int(bl.rps)} req/s)`);
 
   // details: achieved rates, errors, CPU use per run
   const dHeader = ['system', 'run', ...(rounds > 1 ? ['round'] : []), 'req/s', 'requests', 'non-2xx', 'socket errors c/r/w/t', 'SUT CPU % of a core', 'CPU s/10k', 'user/sys s/10k', 'upstream CPU s/10k', 'CPU0 busy %', 'CPU1 busy %', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms'];
