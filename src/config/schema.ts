@@ -17,6 +17,8 @@ import { ClusterSchema } from '../store/schema.ts';
 const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
   description: 'host:port to listen on, e.g. `0.0.0.0:8080` or `[::]:8080`.',
+  // What a validation error prints instead of the regular expression (src/config/load.ts).
+  errorHint: 'host:port, e.g. 0.0.0.0:8080 or [::]:8080',
 });
 
 const Cidr = Type.String({
@@ -269,7 +271,11 @@ export const ConfigSchema = Obj(
     ),
     admin: Obj(
       {
-        address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.' }),
+        address: Type.Union([HostPort, Type.Literal('off')], {
+          errorHint: 'host:port, e.g. 127.0.0.1:9180 or [::1]:9180, or off',
+          default: '127.0.0.1:9180',
+          description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.',
+        }),
         allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
         allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,253}$' }), {
           default: [],
