@@ -172,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     if (n > 1 && cluster.isPrimary) {
       const { runPrimary } = await import('./server/workers.ts');
       const { createLogger } = await import('./core/log.ts');
-      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory');
+      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory', (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000);
     }
   }
 
@@ -219,8 +219,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
-      gateway.log.info({ signal }, 'shutting down');
-      gateway.stop(5000).then(resolve, resolve);
+      // config `shutdown`: /readyz 503 at once, then stop accepting, then drain (docs/deploy.md).
+      const { drainSeconds, readinessDelaySeconds } = gateway.runtime().config.shutdown;
+      gateway.log.info({ signal, drainSeconds, readinessDelaySeconds }, 'shutting down');
+      gateway.stop(drainSeconds * 1000, readinessDelaySeconds * 1000).then(resolve, resolve);
     };
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);

@@ -297,6 +297,25 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'The operators\u2019 listener.' },
     ),
+    shutdown: Obj(
+      {
+        drainSeconds: Type.Integer({
+          minimum: 0,
+          maximum: 3600,
+          default: 10,
+          description:
+            'On SIGTERM or SIGINT: how long requests in flight may take to finish once the listeners stop accepting. Idle keep-alive connections are closed at once, a busy one after its reply; what is still open past it is closed. Also `30s`, `2m`.',
+        }),
+        readinessDelaySeconds: Type.Integer({
+          minimum: 0,
+          maximum: 600,
+          default: 0,
+          description:
+            'On SIGTERM or SIGINT, `/readyz` on the admin listener answers 503 at once; the listeners keep serving this long before they stop accepting, so a load balancer polling `/readyz` stops sending first. Set it to the balancer\u2019s check interval times its failure threshold (Kubernetes: the readiness probe\u2019s `periodSeconds` × `failureThreshold`). 0: stop accepting at once.',
+        }),
+      },
+      { default: {}, description: 'Graceful stop (docs/deploy.md#graceful-stop). `/healthz` stays 200 (alive) throughout; `/readyz` is 503 from the first moment of the stop.' },
+    ),
     audit: Obj(
       {
         file: Type.Optional(
