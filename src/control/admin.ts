@@ -75,6 +75,11 @@ export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Ru
     }
     // Liveness: the process answers. Readiness: it wants traffic; false from the first moment of a
     // graceful stop, so a load balancer takes it out before its listeners close (config `shutdown`).
+    // Browsers ask every origin for /favicon.ico; a 404 there is a console error on the dashboard.
+    if (path === '/favicon.ico') {
+      res.writeHead(204, { 'cache-control': 'max-age=86400' }).end();
+      return;
+    }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
