@@ -105,6 +105,8 @@ limits:
   idleTimeoutMs: \${IDLE}
   maxConnections: "\${MAXCONN}"
 via: "edge-$\${literal}"
+defense:
+  decisionHeader: \${DECISIONS:-true}
 `;
   const c = parseConfig(text, 'e.yaml', { env: { ORIGIN_HOST: '127.0.0.9', IDLE: '45s', MAXCONN: '1000', LISTEN: '' } });
   assert.equal(c.upstreams[0]!.url, 'http://127.0.0.9:3000');
@@ -112,6 +114,7 @@ via: "edge-$\${literal}"
   assert.equal(c.limits.idleTimeoutMs, 45_000, 'a variable may hold a duration');
   assert.equal(c.limits.maxConnections, 1000, 'a variable may hold a number');
   assert.equal(c.via, 'edge-${literal}', '$${ is a literal ${');
+  assert.equal(c.defense.decisionHeader, true, 'a variable may hold a boolean');
   assert.equal(parseConfig(text, 'e.yaml', { env: { ORIGIN_HOST: 'o', IDLE: '1s', MAXCONN: '1', LISTEN: '127.0.0.1:9' } }).listeners[0]!.address, '127.0.0.1:9');
 
   // Unset without a default: an error naming the key and the variable, every one at once.

@@ -99,7 +99,7 @@ function numericType(schema: SchemaNode): 'integer' | 'number' | undefined {
 /**
  * Rewrite, in place, each string written where the schema wants a number: a duration or size for
  * keys whose name carries a unit (src/config/schema-util.ts unitOfKey), a plain number for the
- * others (as `${VAR}` interpolation gives). Anything else is left for the schema to refuse.
+ * others, `true`/`false` where a boolean is expected (as `${VAR}` interpolation gives). Anything else is left for the schema to refuse.
  * An object under a unit key (admission.queue.timeoutMs.critical) passes the unit to its keys.
  */
 function convertUnits(value: unknown, schema: SchemaNode | undefined, at: (string | number)[], unit: Unit | undefined, fail: (at: (string | number)[], message: string) => void): void {
@@ -110,7 +110,10 @@ function convertUnits(value: unknown, schema: SchemaNode | undefined, at: (strin
     if (!child) continue;
     const childUnit = (typeof key === 'string' ? unitOfKey(key) : undefined) ?? unit;
     const num = numericType(child);
-    if (typeof v === 'string' && num !== undefined) {
+    if (typeof v === 'string' && (child.type === 'boolean' || child.anyOf?.some((a) => a.type === 'boolean')) && (v === 'true' || v === 'false')) {
+      // `enabled: ${FEATURE}` gives the string "true": take it as the boolean it says.
+      (value as Record<string | number, unknown>)[key] = v === 'true';
+    } else if (typeof v === 'string' && num !== undefined) {
       const path = [...at, key];
       const out = childUnit ? convertUnit(childUnit, v, num === 'integer') : /^\s*-?[0-9]+(\.[0-9]+)?\s*$/.test(v) ? Number(v) : v;
       if (typeof out === 'number') (value as Record<string | number, unknown>)[key] = out;
