@@ -340,6 +340,16 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
     await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
     // --log-level warn: the info line "rempart started" is not written.
     assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
+    // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
+    // and still no info line (the level stays warn).
+    child.kill('SIGHUP');
+    const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+    const until2 = Date.now() + 10_000;
+    while (!(await reloaded())) {
+      assert.ok(Date.now() < until2, `no reload: ${stderr}`);
+      await sleep(50);
+    }
+    assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
   } finally {
     child.kill('SIGTERM');
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
