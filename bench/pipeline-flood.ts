@@ -54,7 +54,7 @@ async function main(): Promise<number> {
   const gw = startProcess('rempart', process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'rempart.js'), '--config', file], { cwd: ROOT });
   await waitForPort(port, gw, 20000);
   await sleep(500);
-  const heap0 = await metric(adminPort, 'rempart_process_nodejs_heap_size_used_bytes');
+  const heap0 = await metric(adminPort, 'nodejs_heap_size_used_bytes');
 
   const request = Buffer.from('GET /item HTTP/1.1\r\nHost: bench.test\r\n\r\n'.repeat(perConn));
   const sockets: net.Socket[] = [];
@@ -78,13 +78,13 @@ async function main(): Promise<number> {
       break;
     }
     try {
-      peakHeap = Math.max(peakHeap, await metric(adminPort, 'rempart_process_nodejs_heap_size_used_bytes'));
-      peakRss = Math.max(peakRss, await metric(adminPort, 'rempart_process_process_resident_memory_bytes'));
+      peakHeap = Math.max(peakHeap, await metric(adminPort, 'nodejs_heap_size_used_bytes'));
+      peakRss = Math.max(peakRss, await metric(adminPort, 'process_resident_memory_bytes'));
     } catch {
       // the admin listener may be slow under the flood; try again
     }
   }
-  const heapEnd = await metric(adminPort, 'rempart_process_nodejs_heap_size_used_bytes').catch(() => NaN);
+  const heapEnd = await metric(adminPort, 'nodejs_heap_size_used_bytes').catch(() => NaN);
   const closedForPipelining = await metric(adminPort, 'rempart_refusals_total\\{reason="RMP_ERR_EDGE_PIPELINE_LIMIT"\\}').catch(() => NaN);
   const bans = await metric(adminPort, 'rempart_bans_active').catch(() => NaN);
   const open = await metric(adminPort, 'rempart_connections_active').catch(() => NaN);

@@ -3,6 +3,7 @@
 // declarations. `npm run docs` writes them; test/docs.test.ts fails when a committed file drifts.
 import { writeFile } from 'node:fs/promises';
 import { ConfigSchema } from '../src/config/schema.ts';
+import { DURATION_PATTERN, SIZE_PATTERN, UNIT_EXAMPLES, unitOfKey, type Unit } from '../src/config/schema-util.ts';
 import { ERRORS } from '../src/core/errors.ts';
 import { createMetrics } from '../src/core/metrics.ts';
 
@@ -42,16 +43,31 @@ function constraints(s: SchemaNode): string {
   return out.join(', ');
 }
 
-function rows(node: SchemaNode, prefix: string, out: string[]): void {
+const UNIT_NAMES: Record<Unit, string> = { ms: 'duration (ms)', sec: 'duration (s)', hours: 'duration (h)', days: 'duration (days)', bytes: 'size (bytes)' };
+
+function isNumeric(s: SchemaNode): boolean {
+  return s.type === 'integer' || s.type === 'number';
+}
+
+function rows(node: SchemaNode, prefix: string, out: string[], inherited?: Unit): void {
   const props = node.properties ?? {};
   for (const [key, child] of Object.entries(props)) {
+    const unit = unitOfKey(key) ?? inherited;
+    if (unit && isNumeric(child)) {
+      const path = prefix === '' ? key : `${prefix}.${key}`;
+      const desc = (child.description ?? '').replaceAll('|', '\\|').replaceAll('\n', ' ');
+      const cons = constraints(child);
+      const def = child.default === undefined ? '—' : `\`${JSON.stringify(child.default)}\``;
+      out.push(`| \`${path}\` | ${UNIT_NAMES[unit]} | ${def} | ${desc}${cons ? ` (${cons} ${unit === 'bytes' ? 'bytes' : unit})` : ''} Also ${UNIT_EXAMPLES[unit].replace('e.g. ', '')}. |`);
+      continue;
+    }
     const path = prefix === '' ? key : `${prefix}.${key}`;
     const required = (node.required ?? []).includes(key) && child.default === undefined;
     const def = child.default === undefined ? (required ? '**required**' : '—') : `\`${JSON.stringify(child.default)}\``;
     const desc = (child.description ?? '').replaceAll('|', '\\|').replaceAll('\n', ' ');
     const cons = constraints(child);
     out.push(`| \`${path}\` | ${typeOf(child)} | ${def} | ${desc}${cons ? ` (${cons})` : ''} |`);
-    if (child.type === 'object') rows(child, path, out);
+    if (child.type === 'object') rows(child, path, out, unit);
     if (child.type === 'array' && child.items?.type === 'object') rows(child.items, `${path}[]`, out);
   }
 }
@@ -67,6 +83,24 @@ export function renderConfigMd(): string {
     'validated first, and a bad file leaves the running configuration in place. An editor can validate as you type with',
     '[config.schema.json](config.schema.json). A complete example: [examples/postal/rempart.yaml](../examples/postal/rempart.yaml).',
     '',
+    '**Units.** A key names its unit (`…Ms`, `…Sec`/`…Seconds`, `…Hours`, `…Days`, `…Bytes`) and takes a plain number in that',
+    'unit or a value with its own unit: durations `500ms`, `30s`, `5m`, `1h`, `7d` or combined `1m30s` (`idleTimeoutMs: 30s` is',
+    '30000; `challengeTtlSec: 5m` is 300); sizes `512B`, `64KiB`, `10MB`, `1GiB`, where KB, MB, GB are powers of 1000 (SI) and',
+    'KiB, MiB, GiB powers of 1024 (IEC): `10MB` is 10000000 bytes, `10MiB` 10485760. A value that does not come to a whole',
+    'number of the key\u2019s unit (`retryAfterSec: 1500ms`) is refused. Rates (`ratePerSec`) take numbers only.',
+    '',
+    '**Environment variables.** Any string value may hold `${NAME}` (the variable must be set, or start-up fails naming the key',
+    'and the variable) or `${NAME:-default}` (the default when unset or empty); `$${` is a literal `${`. Substitution happens on',
+    'the parsed values, so a variable can never add YAML structure; a whole value such as `${IDLE_TIMEOUT}` may stand for',
+    'a number, a duration or `true`/`false`. It is meant for addresses, host names and similar deployment details.',
+    'Secrets belong in files: the `…File` keys (`tokensFile`, `keyFile`, `secretFile`, `urlFile`, …) are read at start and',
+    'on reload and never logged, while a substituted value is quoted in validation errors and sits in the environment of',
+    'the process (readable by its children and in /proc).',
+    '',
+    '**Command-line overrides.** `rempart --config FILE` takes `--listen`, `--admin` and `--log-level` too; they win over the',
+    'file (and stay in force across reloads): `--listen` replaces the address of the first listener (the others are kept; a',
+    'file with none gets one), `--admin` sets `admin.address`, `--log-level` sets `logging.level`.',
+    '',
     '| key | type | default | meaning |',
     '| --- | --- | --- | --- |',
   ];
@@ -74,8 +108,25 @@ export function renderConfigMd(): string {
   return `${out.join('\n')}\n`;
 }
 
+/** Let editors accept what the loader accepts: `30s` where milliseconds are expected, `64KiB` for bytes. */
+function withUnits(node: SchemaNode, inherited?: Unit): SchemaNode {
+  if (node.properties) {
+    for (const [key, child] of Object.entries(node.properties)) {
+      const unit = unitOfKey(key) ?? inherited;
+      if (unit && isNumeric(child)) {
+        const { description, default: def, ...number } = child;
+        const text = { type: 'string', pattern: unit === 'bytes' ? SIZE_PATTERN : DURATION_PATTERN, description: UNIT_EXAMPLES[unit] } as SchemaNode;
+        node.properties[key] = { description, default: def, anyOf: [number, text] } as SchemaNode;
+      } else withUnits(child, unit);
+    }
+  }
+  if (node.items) withUnits(node.items);
+  for (const a of node.anyOf ?? []) withUnits(a);
+  return node;
+}
+
 export function renderConfigJsonSchema(): string {
-  const schema = { $schema: 'http://json-schema.org/draft-07/schema#', $id: 'https://rempart.invalid/config.schema.json', ...JSON.parse(JSON.stringify(ConfigSchema)) };
+  const schema = { $schema: 'http://json-schema.org/draft-07/schema#', $id: 'https://rempart.invalid/config.schema.json', ...withUnits(JSON.parse(JSON.stringify(ConfigSchema)) as SchemaNode) };
   return `${JSON.stringify(schema, null, 2)}\n`;
 }
 
@@ -104,8 +155,11 @@ export async function renderMetricsMd(): Promise<string> {
     '<!-- Generated by `npm run docs` from src/core/metrics.ts. Do not edit by hand. -->',
     '',
     'Prometheus text format on the admin listener: `GET http://127.0.0.1:9180/metrics`. Labels come from configuration',
-    'only (route, class, upstream, reason, decision, code): never a client address or a raw path. Process metrics',
-    '(`rempart_process_*`: CPU, memory, event-loop lag, file descriptors) come from prom-client\u2019s defaults.',
+    'only (route, class, upstream, reason, decision, code): never a client address or a raw path. Process metrics come',
+    'from prom-client\u2019s defaults under their standard names, so stock Node.js dashboards and alerts match them:',
+    '`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, `process_start_time_seconds`,',
+    '`nodejs_eventloop_lag_seconds`, `nodejs_heap_size_used_bytes`, `nodejs_gc_duration_seconds` and the rest of',
+    '`process_*` and `nodejs_*` (earlier builds prefixed them `rempart_process_`).',
     '',
     '| metric | type | labels | meaning |',
     '| --- | --- | --- | --- |',
@@ -113,7 +167,7 @@ export async function renderMetricsMd(): Promise<string> {
   const all = (await m.registry.getMetricsAsJSON()) as unknown as { name: string; type: string; help: string }[];
   const labelled = m.registry.getMetricsAsArray() as unknown as { name: string; labelNames?: string[] }[];
   for (const metric of all) {
-    if (metric.name.startsWith('rempart_process_')) continue;
+    if (!metric.name.startsWith('rempart_')) continue;
     const labels = labelled.find((x) => x.name === metric.name)?.labelNames ?? [];
     out.push(`| \`${metric.name}\` | ${metric.type} | ${labels.map((l) => `\`${l}\``).join(', ') || '—'} | ${metric.help} |`);
   }

@@ -11,7 +11,7 @@ import { guardUnhandledRejections } from './server/process-guard.ts';
 
 const USAGE = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
-  rempart --config FILE
+  rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL]   (flags win over the file)
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart check FILE
   rempart demo                                       (the bundled demo, as \`npm start\`)
@@ -38,6 +38,27 @@ export function configFromFlags(flags: { upstream: string; listen?: string; admi
     },
     '(command-line flags)',
   );
+}
+
+/**
+ * Command-line flags over a config file's values (before validation, so a bad flag is reported as a
+ * config problem): `--listen` replaces the first listener's address (a file without listeners gets
+ * one), `--admin` sets admin.address, `--log-level` logging.level.
+ */
+export function applyOverrides(raw: Record<string, unknown>, flags: { listen?: string; admin?: string; logLevel?: string }): void {
+  const section = (key: string): Record<string, unknown> => {
+    const v = raw[key];
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+    return (raw[key] = {});
+  };
+  if (flags.listen !== undefined) {
+    const listeners = Array.isArray(raw.listeners) ? raw.listeners : (raw.listeners = []);
+    const first = listeners[0];
+    if (first !== null && typeof first === 'object' && !Array.isArray(first)) (first as Record<string, unknown>).address = flags.listen;
+    else listeners[0] = { address: flags.listen };
+  }
+  if (flags.admin !== undefined) section('admin').address = flags.admin;
+  if (flags.logLevel !== undefined) section('logging').level = flags.logLevel;
 }
 
 async function packageVersion(): Promise<string> {
@@ -114,12 +135,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`rempart ${await packageVersion()}\n`);
     return 0;
   }
-  // Flags that would be silently ignored next to a file are refused instead.
-  const fileOnly = (['upstream', 'listen', 'admin', 'trust', 'log-level', 'quiet'] as const).filter((f) => values[f] !== undefined).map((f) => `--${f}`);
+  // Flags that would be silently ignored next to a file are refused instead; --listen, --admin and
+  // --log-level override the file (docs/config.md, "Command-line overrides").
+  const fileOnly = (['upstream', 'trust', 'quiet'] as const).filter((f) => values[f] !== undefined).map((f) => `--${f}`);
   if (values.config !== undefined && fileOnly.length > 0) {
     process.stderr.write(`rempart: --config cannot be combined with ${fileOnly.join(', ')}; put them in the file\n`);
     return 2;
   }
+  const loadOptions = { override: (raw: Record<string, unknown>) => applyOverrides(raw, { listen: values.listen, admin: values.admin, logLevel: values['log-level'] }) };
   if (values.config === undefined && values.upstream === undefined) {
     process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${USAGE}`);
     return 2;
@@ -129,7 +152,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     config =
       values.config !== undefined
-        ? await loadConfigFile(values.config)
+        ? await loadConfigFile(values.config, loadOptions)
         : configFromFlags({ upstream: values.upstream!, listen: values.listen, admin: values.admin, trust: values.trust, logLevel: values['log-level'], quiet: values.quiet });
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -149,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     if (n > 1 && cluster.isPrimary) {
       const { runPrimary } = await import('./server/workers.ts');
       const { createLogger } = await import('./core/log.ts');
-      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory');
+      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory', (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000);
     }
   }
 
@@ -179,7 +202,7 @@ export async function main(argv: string[]): Promise<number> {
     process.on('SIGHUP', () => {
       // reload() itself can fail too (an unreadable TLS file): that must reject the reload, not
       // become an unhandled rejection that stops the process.
-      loadConfigFile(file)
+      loadConfigFile(file, loadOptions)
         .then((next) => gateway.reload(next))
         .then(
           () => {
@@ -196,8 +219,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
-      gateway.log.info({ signal }, 'shutting down');
-      gateway.stop(5000).then(resolve, resolve);
+      // config `shutdown`: /readyz 503 at once, then stop accepting, then drain (docs/deploy.md).
+      const { drainSeconds, readinessDelaySeconds } = gateway.runtime().config.shutdown;
+      gateway.log.info({ signal, drainSeconds, readinessDelaySeconds }, 'shutting down');
+      gateway.stop(drainSeconds * 1000, readinessDelaySeconds * 1000).then(resolve, resolve);
     };
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);

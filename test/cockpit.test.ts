@@ -194,3 +194,57 @@ test('percentiles interpolate inside the bucket like histogram_quantile', () => 
   assert.equal(percentile([0, 10, 0, 0], bounds, 0.9), 91);
   assert.equal(percentile([0, 0, 0, 4], bounds, 0.99), 1000);
 });
+
+test('the feed says whether admission is on, so the queue chart can say why nothing queues', async () => {
+  const up = await startUpstream();
+  const off = await startGateway(up.url, { logging: { level: 'error', requests: false } });
+  const on = await startGateway(up.url, {
+    logging: { level: 'error', requests: false },
+    upstreams: [
+      { name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 8 } },
+      { name: 'spare', url: up.url },
+    ],
+  });
+  try {
+    const snapOf = async (base: string) => {
+      const [, live] = await frames(base, 2);
+      return JSON.parse(live!.split('\n').find((l) => l.startsWith('data: '))!.slice(6));
+    };
+    const a = await snapOf(off.adminUrl!);
+    assert.equal(a.admissionOn, false);
+    assert.deepEqual(a.admissionOff, ['origin']);
+    const b = await snapOf(on.adminUrl!);
+    assert.equal(b.admissionOn, true);
+    assert.deepEqual(b.admissionOff, ['spare']);
+    // The history ring (what the charts are drawn from on connect) carries it too.
+    const [history] = await frames(on.adminUrl!, 1);
+    assert.match(history!, /"admissionOn":true/);
+  } finally {
+    await off.close();
+    await on.close();
+    await up.close();
+  }
+});
+
+test('GET /api/audit treats empty parameters as absent, and /favicon.ico is not a 404', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url, { logging: { level: 'error', requests: false } });
+  try {
+    assert.equal((await call(gw.adminUrl!, 'POST', '/api/bans', { target: '203.0.113.5', ttlSec: 60, reason: 'test' })).status < 300, true);
+    const all = await call(gw.adminUrl!, 'GET', '/api/audit');
+    assert.equal(all.status, 200);
+    assert.ok(all.body.events.length >= 1, JSON.stringify(all.body));
+    for (const q of ['?since=&kind=&limit=', '?kind=', '?limit=', '?since=']) {
+      const r = await call(gw.adminUrl!, 'GET', `/api/audit${q}`);
+      assert.equal(r.status, 200, `${q}: ${JSON.stringify(r.body)}`);
+      assert.deepEqual(r.body.events, all.body.events, q);
+    }
+    // A present but bad value is still refused.
+    assert.equal((await call(gw.adminUrl!, 'GET', '/api/audit?limit=0')).status, 400);
+    const icon = await fetch(`${gw.adminUrl}/favicon.ico`);
+    assert.equal(icon.status, 204);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});

@@ -307,10 +307,59 @@ test('an unknown command-line flag exits 2 with a clear message and the usage', 
   const none = await runCli([]);
   assert.equal(none.code, 2);
   assert.match(none.stderr, /give --upstream URL or --config FILE/);
-  // Flags that a config file overrides are refused rather than silently ignored.
-  const mixed = await runCli(['--config', 'rempart.yaml', '--admin', 'off', '--log-level', 'debug']);
+  // Flags that only make sense without a file are refused rather than silently ignored.
+  const mixed = await runCli(['--config', 'rempart.yaml', '--upstream', 'http://127.0.0.1:1', '--quiet']);
   assert.equal(mixed.code, 2);
-  assert.match(mixed.stderr, /--config cannot be combined with --admin, --log-level/);
+  assert.match(mixed.stderr, /--config cannot be combined with --upstream, --quiet/);
+});
+
+test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', { timeout: 30_000 }, async () => {
+  const origin = await startUpstream((_req, res) => res.end('origin'));
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-override-'));
+  const file = join(dir, 'rempart.yaml');
+  const [filePort, fileAdmin, port, adminPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  writeFileSync(file, gatewayConfig(filePort, fileAdmin, origin.url) + 'logging:\n  level: info\n');
+  const child = spawn(process.execPath, [BIN, '--config', file, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c));
+  const logs = logLines(child);
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  try {
+    const deadline = Date.now() + 15_000;
+    let body = '';
+    while (body !== 'origin') {
+      assert.equal(child.exitCode, null, stderr);
+      assert.ok(Date.now() < deadline, 'the overridden listener never answered');
+      body = await fetch(`http://127.0.0.1:${port}/x`).then((r) => r.text(), () => '');
+      if (body !== 'origin') await sleep(50);
+    }
+    assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
+    await assert.rejects(fetch(`http://127.0.0.1:${filePort}/x`), 'the file\u2019s listener address is replaced');
+    await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
+    // --log-level warn: the info line "rempart started" is not written.
+    assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
+    // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
+    // and still no info line (the level stays warn).
+    child.kill('SIGHUP');
+    const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+    const until2 = Date.now() + 10_000;
+    while (!(await reloaded())) {
+      assert.ok(Date.now() < until2, `no reload: ${stderr}`);
+      await sleep(50);
+    }
+    assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
+  } finally {
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
+    if (code === 'timeout') child.kill('SIGKILL');
+    await origin.close();
+  }
+  const bad = await runCli(['--config', file, '--listen', 'localhost']);
+  rmSync(dir, { recursive: true, force: true });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /listeners\[0\]\.address: expected host:port, e\.g\. 0\.0\.0\.0:8080/);
 });
 
 test('`--upstream nonsense` exits 1 with a configuration problem naming the flag value', async () => {

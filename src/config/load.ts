@@ -7,6 +7,7 @@ import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
 import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
+import { convertUnit, unitOfKey, type Unit } from './schema-util.ts';
 import { checkSensitive } from '../phases/exfiltration/schema.ts';
 
 export interface ConfigProblem {
@@ -58,11 +59,20 @@ FormatRegistry.Set('http-url', isHttpUrl);
 /** Validate an already-parsed object (from YAML, or built from CLI flags). */
 export function validateConfig(input: unknown, file = '<config>', locate: (path: (string | number)[]) => number = () => 0): Config {
   const problems: ConfigProblem[] = [];
-  const withDefaults = Value.Default(ConfigSchema, structuredClone(input ?? {}));
+  const converted = structuredClone(input ?? {});
+  // Human units first (`30s`, `64KiB`), so the schema sees the numbers it describes.
+  const unitProblems = new Set<string>();
+  convertUnits(converted, ConfigSchema as unknown as SchemaNode, [], undefined, (segments, message) => {
+    unitProblems.add(dotted(segments));
+    problems.push({ file, line: locate(segments), path: dotted(segments), message });
+  });
+  const withDefaults = Value.Default(ConfigSchema, converted);
   for (const e of Value.Errors(ConfigSchema, withDefaults)) {
     const segments = e.path.split('/').slice(1).map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s.replaceAll('~1', '/').replaceAll('~0', '~')));
+    // A value already reported as not a duration or size is not also "expected integer".
+    if (unitProblems.has(dotted(segments))) continue;
     // An unknown key is best pointed at where it is written; other problems at the value.
-    problems.push({ file, line: locate(segments), path: dotted(segments), message: describe(e.type, e.message, e.schema, e.value) });
+    problems.push({ file, line: locate(segments), path: dotted(segments), message: describe(e.type, e.message, e.schema, e.value, segments) });
   }
   // Cross-checks run even when the schema found problems, so one pass lists everything; they
   // look only at the parts whose shape they need and skip the rest.
@@ -72,8 +82,55 @@ export function validateConfig(input: unknown, file = '<config>', locate: (path:
   return deepFreeze(withDefaults as Config);
 }
 
+type SchemaNode = { type?: string; properties?: Record<string, SchemaNode>; items?: SchemaNode; anyOf?: SchemaNode[]; errorHint?: string };
+
+/** The schema of `key` inside an object schema (or any object member of a union). */
+function childSchema(schema: SchemaNode | undefined, key: string | number): SchemaNode | undefined {
+  if (!schema) return undefined;
+  if (typeof key === 'number') return schema.items ?? schema.anyOf?.map((s) => s.items).find(Boolean);
+  return schema.properties?.[key] ?? schema.anyOf?.map((s) => s.properties?.[key]).find(Boolean);
+}
+
+function numericType(schema: SchemaNode): 'integer' | 'number' | undefined {
+  if (schema.type === 'integer' || schema.type === 'number') return schema.type;
+  return schema.anyOf?.map(numericType).find(Boolean);
+}
+
+/**
+ * Rewrite, in place, each string written where the schema wants a number: a duration or size for
+ * keys whose name carries a unit (src/config/schema-util.ts unitOfKey), a plain number for the
+ * others, `true`/`false` where a boolean is expected (as `${VAR}` interpolation gives). Anything else is left for the schema to refuse.
+ * An object under a unit key (admission.queue.timeoutMs.critical) passes the unit to its keys.
+ */
+function convertUnits(value: unknown, schema: SchemaNode | undefined, at: (string | number)[], unit: Unit | undefined, fail: (at: (string | number)[], message: string) => void): void {
+  if (value === null || typeof value !== 'object' || !schema) return;
+  const entries: [string | number, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  for (const [key, v] of entries) {
+    const child = childSchema(schema, key);
+    if (!child) continue;
+    const childUnit = (typeof key === 'string' ? unitOfKey(key) : undefined) ?? unit;
+    const num = numericType(child);
+    if (typeof v === 'string' && (child.type === 'boolean' || child.anyOf?.some((a) => a.type === 'boolean')) && (v === 'true' || v === 'false')) {
+      // `enabled: ${FEATURE}` gives the string "true": take it as the boolean it says.
+      (value as Record<string | number, unknown>)[key] = v === 'true';
+    } else if (typeof v === 'string' && num !== undefined) {
+      const path = [...at, key];
+      const out = childUnit ? convertUnit(childUnit, v, num === 'integer') : /^\s*-?[0-9]+(\.[0-9]+)?\s*$/.test(v) ? Number(v) : v;
+      if (typeof out === 'number') (value as Record<string | number, unknown>)[key] = out;
+      else if (childUnit) fail(path, out);
+    } else convertUnits(v, child, [...at, key], childUnit, fail);
+  }
+}
+
+export interface ParseOptions {
+  /** Where `${VAR}` takes its values; process.env by default. */
+  env?: Record<string, string | undefined>;
+  /** Applied to the parsed, interpolated object before validation (command-line overrides). */
+  override?: (raw: Record<string, unknown>) => void;
+}
+
 /** Parse and validate YAML text. */
-export function parseConfig(text: string, file = '<config>'): Config {
+export function parseConfig(text: string, file = '<config>', options: ParseOptions = {}): Config {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -92,18 +149,58 @@ export function parseConfig(text: string, file = '<config>'): Config {
     }
     return 0;
   };
-  return validateConfig(doc.toJS(), file, locate);
+  const raw = doc.toJS() as unknown;
+  // On the parsed values, not the text: a variable's value is a string and can never become YAML
+  // structure (a newline, a `key:` or a `[` in it stays characters).
+  const problems: ConfigProblem[] = [];
+  interpolate(raw, [], options.env ?? process.env, (at, message) => problems.push({ file, line: locate(at), path: dotted(at), message }));
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (options.override && raw !== null && typeof raw === 'object' && !Array.isArray(raw)) options.override(raw as Record<string, unknown>);
+  return validateConfig(raw, file, locate);
 }
 
 /** Read, parse and validate a YAML file. */
-export async function loadConfigFile(file: string): Promise<Config> {
+export async function loadConfigFile(file: string, options: ParseOptions = {}): Promise<Config> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
     throw new ConfigError([{ file, line: 0, path: '', message: `cannot read file: ${(err as Error).message}` }]);
   }
-  return parseConfig(text, file);
+  return parseConfig(text, file, options);
+}
+
+const VARIABLE = /\$\$\{|\$\{([^}]*)\}|\$\{/g;
+
+/**
+ * Replace, in place, `${NAME}` and `${NAME:-default}` in every string value with the environment's
+ * value; `$${` is a literal `${`. An unset (or, with `:-`, empty) variable takes the default; unset
+ * without one is an error naming the key and the variable. Keys are not interpolated.
+ */
+export function interpolate(value: unknown, at: (string | number)[], env: Record<string, string | undefined>, fail: (at: (string | number)[], message: string) => void): unknown {
+  if (typeof value === 'string') {
+    if (!value.includes('${')) return value;
+    return value.replace(VARIABLE, (match: string, body: string | undefined) => {
+      if (match === '$${') return '${';
+      const m = body === undefined ? null : /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s.exec(body);
+      if (!m) {
+        fail(at, `${JSON.stringify(match)} is not a variable: write \${NAME} or \${NAME:-default} (NAME of letters, digits and _), or $\${ for a literal \${`);
+        return match;
+      }
+      const v = env[m[1]!];
+      if (m[2] !== undefined) return v === undefined || v === '' ? m[2] : v;
+      if (v === undefined) {
+        fail(at, `environment variable ${m[1]} is not set (give a default with \${${m[1]}:-VALUE})`);
+        return match;
+      }
+      return v;
+    });
+  }
+  if (value !== null && typeof value === 'object') {
+    const o = value as Record<string | number, unknown>;
+    for (const k of Object.keys(o)) o[k] = interpolate(o[k], [...at, Array.isArray(o) ? Number(k) : k], env, fail);
+  }
+  return value;
 }
 
 function findKeyNode(parent: YamlNode | undefined, key: string | number): YamlNode | undefined {
@@ -123,15 +220,54 @@ function dotted(segments: (string | number)[]): string {
   return out;
 }
 
-function describe(type: ValueErrorType, message: string, schema: { anyOf?: { const?: unknown }[]; description?: string; format?: string; pattern?: string }, value: unknown): string {
-  if (type === ValueErrorType.ObjectAdditionalProperties || message === 'Unexpected property') return 'unknown key (refused: a typo in a security setting must not pass silently)';
+function describe(
+  type: ValueErrorType,
+  message: string,
+  schema: { anyOf?: { const?: unknown; errorHint?: string }[]; description?: string; format?: string; pattern?: string; errorHint?: string; properties?: Record<string, unknown> },
+  value: unknown,
+  segments: (string | number)[],
+): string {
+  if (type === ValueErrorType.ObjectAdditionalProperties || message === 'Unexpected property') {
+    const key = segments.at(-1);
+    const near = typeof key === 'string' ? closest(key, Object.keys(schema.properties ?? {})) : undefined;
+    return `unknown key${near ? ` (did you mean ${JSON.stringify(near)}?)` : ''} (refused: a typo in a security setting must not pass silently)`;
+  }
   if (type === ValueErrorType.Union && schema.anyOf?.every((s) => 'const' in s)) {
     return `must be one of ${schema.anyOf.map((s) => JSON.stringify(s.const)).join(', ')}; got ${JSON.stringify(value)}`;
   }
+  // A union that carries a readable form (HostPort | 'off'): say that, not "expected union value".
+  const hint = schema.errorHint ?? schema.anyOf?.find((s) => s.errorHint)?.errorHint;
+  if (hint && (type === ValueErrorType.StringPattern || type === ValueErrorType.Union)) return `expected ${hint}; got ${JSON.stringify(value)}`;
   if (type === ValueErrorType.StringFormat && schema.format === 'cidr') return `not an IP address or CIDR block: ${JSON.stringify(value)}`;
   if (type === ValueErrorType.StringFormat && schema.format === 'http-url') return `not an http(s)://host:port URL without path or credentials: ${JSON.stringify(value)}`;
-  if (type === ValueErrorType.StringPattern && schema.description) return `${message.toLowerCase()} — ${schema.description}; got ${JSON.stringify(value)}`;
-  return `${message.toLowerCase()}; got ${JSON.stringify(value)}`;
+  // Only the first letter is lowered: a pattern quoted in the message must stay as written.
+  const text = message.charAt(0).toLowerCase() + message.slice(1);
+  if (type === ValueErrorType.StringPattern && schema.description) return `${text} — ${schema.description}; got ${JSON.stringify(value)}`;
+  return `${text}; got ${JSON.stringify(value)}`;
+}
+
+/** The sibling key nearest to a mistyped one, when it is near enough to be the likely intent. */
+export function closest(key: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  const lower = key.toLowerCase();
+  for (const c of candidates) {
+    const d = c.toLowerCase() === lower ? 0 : levenshtein(lower, c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  // A third of the key's length, at least 2 edits: `idleTimeoutMS`, `maxConection`, `adress`.
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
+}
+
+function levenshtein(a: string, b: string): number {
+  if (a.length > 64 || b.length > 64) return Infinity; // a key that long is no typo of a schema key
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) => number, out: ConfigProblem[]): void {

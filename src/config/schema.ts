@@ -17,6 +17,8 @@ import { ClusterSchema } from '../store/schema.ts';
 const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
   description: 'host:port to listen on, e.g. `0.0.0.0:8080` or `[::]:8080`.',
+  // What a validation error prints instead of the regular expression (src/config/load.ts).
+  errorHint: 'host:port, e.g. 0.0.0.0:8080 or [::]:8080',
 });
 
 const Cidr = Type.String({
@@ -269,7 +271,11 @@ export const ConfigSchema = Obj(
     ),
     admin: Obj(
       {
-        address: Type.Union([HostPort, Type.Literal('off')], { default: '127.0.0.1:9180', description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.' }),
+        address: Type.Union([HostPort, Type.Literal('off')], {
+          errorHint: 'host:port, e.g. 127.0.0.1:9180 or [::1]:9180, or off',
+          default: '127.0.0.1:9180',
+          description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.',
+        }),
         allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
         allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,253}$' }), {
           default: [],
@@ -290,6 +296,25 @@ export const ConfigSchema = Obj(
         }),
       },
       { default: {}, description: 'The operators\u2019 listener.' },
+    ),
+    shutdown: Obj(
+      {
+        drainSeconds: Type.Integer({
+          minimum: 0,
+          maximum: 3600,
+          default: 10,
+          description:
+            'On SIGTERM or SIGINT: how long requests in flight may take to finish once the listeners stop accepting. Idle keep-alive connections are closed at once, a busy one after its reply; what is still open past it is closed. Also `30s`, `2m`.',
+        }),
+        readinessDelaySeconds: Type.Integer({
+          minimum: 0,
+          maximum: 600,
+          default: 0,
+          description:
+            'On SIGTERM or SIGINT, `/readyz` on the admin listener answers 503 at once; the listeners keep serving this long before they stop accepting, so a load balancer polling `/readyz` stops sending first. Set it to the balancer\u2019s check interval times its failure threshold (Kubernetes: the readiness probe\u2019s `periodSeconds` × `failureThreshold`). 0: stop accepting at once.',
+        }),
+      },
+      { default: {}, description: 'Graceful stop (docs/deploy.md#graceful-stop). `/healthz` stays 200 (alive) throughout; `/readyz` is 503 from the first moment of the stop.' },
     ),
     audit: Obj(
       {

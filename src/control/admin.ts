@@ -34,7 +34,7 @@ export function adminHostAllowed(host: string | undefined, allowed: readonly str
   return false;
 }
 
-export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi; cockpit: Cockpit | null }): http.Server {
+export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi; cockpit: Cockpit | null; ready?: () => boolean }): http.Server {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     if (!opts.getRuntime().config.admin.allowRemote && !isLoopback(req.socket.remoteAddress)) {
       res.writeHead(403, { 'content-type': 'application/json' }).end(errorBody('RMP_ERR_ADMIN_FORBIDDEN'));
@@ -73,8 +73,20 @@ export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Ru
       );
       return;
     }
-    if (path === '/healthz' || path === '/readyz') {
+    // Liveness: the process answers. Readiness: it wants traffic; false from the first moment of a
+    // graceful stop, so a load balancer takes it out before its listeners close (config `shutdown`).
+    // Browsers ask every origin for /favicon.ico; a 404 there is a console error on the dashboard.
+    if (path === '/favicon.ico') {
+      res.writeHead(204, { 'cache-control': 'max-age=86400' }).end();
+      return;
+    }
+    if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (path === '/readyz') {
+      if (opts.ready?.() === false) res.writeHead(503, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('draining\n');
+      else res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('ok\n');
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

@@ -96,6 +96,8 @@ function compact(s: Snapshot): unknown {
     t: s.t,
     rps: s.rps,
     upstreams: s.upstreams.map((u) => ({ name: u.name, limit: u.limit, inFlight: u.inFlight, p50Ms: u.p50Ms, p90Ms: u.p90Ms, p99Ms: u.p99Ms })),
+    admissionOn: s.admissionOn,
+    admissionOff: s.admissionOff,
     queueDepth: s.queueDepth,
     cache: s.cache,
     waitingRoom: s.waitingRoom,
@@ -178,10 +180,11 @@ export async function createCockpit(d: CockpitDeps): Promise<Cockpit> {
       sinceMs = /^\d{1,15}$/.test(since) ? Number(since) : Date.parse(since);
       if (!Number.isFinite(sinceMs)) throw new ApiError('since must be milliseconds since the epoch or an ISO 8601 time');
     }
-    const kind = q.get('kind') ?? undefined;
+    // An empty parameter (`?since=&kind=&limit=`, as a form sends it) is the same as an absent one.
+    const kind = q.get('kind') || undefined;
     if (kind !== undefined && !/^[a-z][a-z0-9_]{0,63}$/.test(kind)) throw new ApiError('kind must be a lower-case event kind such as ban, unban, level_override, attack_level, failover, config_reload');
     const limitText = q.get('limit');
-    const limit = limitText === null ? 100 : Number(limitText);
+    const limit = limitText === null || limitText === '' ? 100 : Number(limitText);
     if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT) throw new ApiError(`limit must be an integer from 1 to ${MAX_AUDIT_LIMIT}`);
     return { status: 200, body: { events: d.audit.query({ sinceMs, kind, limit }) } };
   });

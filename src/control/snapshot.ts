@@ -61,6 +61,10 @@ export interface Snapshot {
   node: string;
   rps: { total: number; byDecision: Record<string, number>; byClass: Record<string, number> };
   upstreams: UpstreamView[];
+  /** Whether any upstream has admission control (`upstreams[].admission.mode` not `off`): without it nothing queues. */
+  admissionOn: boolean;
+  /** Upstreams whose admission is off: the queue-depth chart names them. */
+  admissionOff: string[];
   queueDepth: Record<string, number>;
   cache: { lookupsPerSec: number; hitRatio: number | null; staleRatio: number | null };
   routes: { name: string; class: string; upstream: string; fallback: string | null; serving: 'primary' | 'fallback' | 'unavailable' }[];
@@ -219,6 +223,8 @@ export class SnapshotBuilder {
       node: this.#d.node(),
       rps: { total: rate(total), byDecision, byClass },
       upstreams,
+      admissionOn: upstreams.some((u) => u.admission !== 'off'),
+      admissionOff: upstreams.filter((u) => u.admission === 'off').map((u) => u.name),
       queueDepth,
       cache: { lookupsPerSec: rate(lookups), hitRatio: lookups > 0 ? round3(hits / lookups) : null, staleRatio: lookups > 0 ? round3(stale / lookups) : null },
       routes,

@@ -3,10 +3,19 @@
 // come from configuration only (route, class, upstream, reason, decision): never an address or raw path.
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import { HotCounter, HotHistogram } from './hot-metrics.ts';
+import { VERSION } from './version.ts';
 
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'rempart_process_' });
+  // Standard names, no prefix (process_cpu_seconds_total, process_resident_memory_bytes,
+  // nodejs_eventloop_lag_seconds, …): the Node.js dashboards and alerts people already run match them.
+  collectDefaultMetrics({ register: registry });
+  new Gauge({
+    name: 'rempart_build_info',
+    help: 'Always 1; its labels say which Rempart and which Node.js run (join on it to split a graph by version).',
+    labelNames: ['version', 'node'],
+    registers: [registry],
+  }).set({ version: VERSION, node: process.versions.node }, 1);
   // Per-request metrics: hot cells (src/core/hot-metrics.ts), not prom-client children.
   const requests = new HotCounter({
     name: 'rempart_requests_total',

@@ -83,8 +83,11 @@ export interface Gateway {
   runtime(): Runtime;
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
-  /** Stop accepting, let in-flight requests finish (up to graceMs), close pools. */
-  stop(graceMs?: number): Promise<void>;
+  /**
+   * Graceful stop: `/readyz` turns 503 at once; after readinessDelayMs the listeners stop accepting;
+   * in-flight requests get up to graceMs to finish; then everything closes (config `shutdown`).
+   */
+  stop(graceMs?: number, readinessDelayMs?: number): Promise<void>;
   /** Swap in a validated config. Listener addresses and maxHeaderBytes need a restart. */
   reload(config: Config): Promise<void>;
   /** Bound addresses, in listener order (useful with port 0). */
@@ -565,6 +568,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // Twice a second: slow readers past their deadline, and idle connections under pressure.
   const swept: SweepResult = { slowReaders: 0, idleClosed: 0 };
   let sweepTimer: NodeJS.Timeout | null = null;
+  /** Set by stop(): /readyz answers 503 from the first moment of a graceful stop. */
+  let draining = false;
   function sweepConnections(): void {
     const l = current.config.limits;
     const now = performance.now();
@@ -598,7 +603,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     initial.admin.address === 'off'
       ? null
       : await createCockpit({ api, audit, log, snapshots: new SnapshotBuilder({ metrics, getRuntime, api, node: nodeName, auditSeq: () => auditSeq }) });
-  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log, api, cockpit });
+  const admin = initial.admin.address === 'off' ? null : createAdminServer({ metrics, getRuntime, log, api, cockpit, ready: () => !draining });
 
   /** Compile and swap in a new runtime (reload, or an operator override), retiring what it replaced. */
   function swapRuntime(config: Config): void {
@@ -640,19 +645,25 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       if (admin !== null && initial.admin.address !== 'off') await listen(admin, initial.admin.address);
       cockpit?.start();
     },
-    async stop(graceMs = 5000) {
+    async stop(graceMs = 5000, readinessDelayMs = 0) {
+      // Not ready from here on: a load balancer polling /readyz stops sending new traffic.
+      draining = true;
+      if (readinessDelayMs > 0) await new Promise((r) => setTimeout(r, readinessDelayMs));
       // Stop accepting; close() resolves only once every connection is gone, so wait on it last.
       cockpit?.stop();
       if (sweepTimer !== null) clearInterval(sweepTimer);
       sweepTimer = null;
-      const closed = [...acceptServers, ...(admin ? [admin] : [])].map((s) => new Promise<void>((r) => s.close(() => r())));
-      admin?.closeAllConnections();
+      const closed = acceptServers.map((s) => new Promise<void>((r) => s.close(() => r())));
       httpServer.closeIdleConnections();
       const deadline = Date.now() + graceMs;
       while (table.total > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 25));
         httpServer.closeIdleConnections();
       }
+      // The admin listener stays up through the drain, so /readyz keeps saying 503 and /metrics
+      // shows the drain; it goes last.
+      if (admin) closed.push(new Promise<void>((r) => admin.close(() => r())));
+      admin?.closeAllConnections();
       httpServer.closeAllConnections();
       for (const socket of upgraded) socket.destroy();
       // The HTTP server never listened itself, but close() also stops its timeout-checking timer.

@@ -11,7 +11,7 @@ import type { Logger } from '../core/log.ts';
 const STABLE_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 
-export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean): Promise<number> {
+export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean, stopMs = 10_000): Promise<number> {
   if (shareMemoryStore) log.warn({ workers: n }, 'cluster.store is memory: each worker keeps its own bans, rate limits and attack level (use store: redis to share them)');
   const startedAt = new Map<Worker, number>();
   let failures = 0;
@@ -48,10 +48,10 @@ export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean): P
         });
         w.process.kill('SIGTERM');
       }
-      // A worker stuck past the grace period is killed.
+      // A worker stuck past its own graceful stop (config `shutdown`) and a margin is killed.
       setTimeout(() => {
         for (const w of workers) if (!w.isDead()) w.process.kill('SIGKILL');
-      }, 10_000).unref();
+      }, stopMs + 5_000).unref();
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));

@@ -140,7 +140,8 @@ function draw(id, xs, series, opts = {}) {
   if (names.length === 0 || xs.length < 2) {
     charts[id]?.plot.destroy();
     delete charts[id];
-    if (!el.querySelector('.empty')) el.replaceChildren(h('div', { class: 'empty' }, opts.emptyText || 'no data yet'));
+    const text = opts.emptyText || 'no data yet';
+    if (el.querySelector('.empty')?.textContent !== text) el.replaceChildren(h('div', { class: 'empty' }, text));
     return;
   }
   const key = names.join('\u0001');
@@ -209,8 +210,20 @@ function renderCharts() {
   }
   draw('c-latency', xs, lat, { emptyText: 'no forwarded answers yet' });
   draw('c-limit', xs, lim, { emptyText: 'admission control is off on every upstream' });
-  const qclasses = [...new Set(points.flatMap((p) => Object.keys(p.queueDepth)))].sort();
-  draw('c-queue', xs, pick(qclasses, (p, n) => p.queueDepth[n] ?? 0), { emptyText: 'admission control is off' });
+  // Without admission control nothing ever queues: a flat or empty chart would read as "no
+  // pressure", so say why instead (snapshot.admissionOn / admissionOff).
+  const last = points[points.length - 1];
+  const queueNote = $('c-queue-note');
+  if (last && last.admissionOn === false) {
+    queueNote.hidden = true;
+    draw('c-queue', xs, {}, { emptyText: 'admission control is off on every upstream: requests go straight through, nothing queues (upstreams[].admission.mode)' });
+  } else {
+    const off = last?.admissionOff ?? [];
+    queueNote.hidden = off.length === 0;
+    queueNote.textContent = off.length === 0 ? '' : `admission off, never queued: ${off.join(', ')}`;
+    const qclasses = [...new Set(points.flatMap((p) => Object.keys(p.queueDepth)))].sort();
+    draw('c-queue', xs, pick(qclasses, (p, n) => p.queueDepth[n] ?? 0), { emptyText: 'nothing has queued yet' });
+  }
   draw('c-level', xs, { level: points.map((p) => p.level.value) }, { stepped: true, y: { range: [0, 2.2] } });
   draw('c-cache', xs, { 'hit ratio': points.map((p) => p.cache.hitRatio), 'stale ratio': points.map((p) => p.cache.staleRatio) }, { y: { range: [0, 1] } });
   const rooms = [...new Set(points.flatMap((p) => Object.keys(p.waitingRoom)))].sort();
