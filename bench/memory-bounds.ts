@@ -84,6 +84,20 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
   const cacheBytes = Math.max(1, Math.round(64 * scale)) * MiB;
   return [
     {
+      // No table: the same request a million times, every guard off. What the load alone costs.
+      name: 'control',
+      table: '(none: the load alone)',
+      key: 'the same request each time',
+      config: { defense: { ...offRules, signatures: { mode: 'off' } } },
+      drive: 'pipeline',
+      request: () => get('/', `Cookie: ${PAD_COOKIES}\r\n`),
+      requestsPerKey: 1,
+      size: 'rateLimitKeys',
+      cap: 0,
+      budget: 0,
+      fillAt: 0,
+    },
+    {
       name: 'rate-limit-address',
       table: 'rate limit (GCRA, key: address)',
       key: 'client address (PROXY v1/v2)',
@@ -129,17 +143,23 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       name: 'bans',
       table: 'ban table',
       key: 'client address (one offence bans it)',
-      config: { defense: { rateLimit: { rules: [{ id: 'strict', key: 'address', ratePerSec: 0.01, burst: 1, maxKeys: rl }] }, bans: { maxEntries: bans, offences: { threshold: 1, maxAddresses: offences } } } },
-      drive: 'pipeline',
-      request: (i) => {
-        const h = `X-Forwarded-For: ${XFF_PAD}, ${addressOf(i, i % 4 !== 0)}\r\n`;
-        return get('/', h) + get('/', h);
+      // A configured signature rule blocks every request (403, an offence); one offence makes a ban.
+      // (A rate limit would need two requests per key, and once its table is full of live keys the
+      // first is refused, the second gets the ban's Connection: close: a connection per key.)
+      config: {
+        defense: {
+          rateLimit: { mode: 'off' },
+          signatures: { mode: 'enforce', rules: [{ id: 'bench-block', match: { userAgent: 'mb-bot' }, action: 'block' }] },
+          bans: { maxEntries: bans, offences: { threshold: 1, maxAddresses: offences } },
+        },
       },
-      requestsPerKey: 2,
+      drive: 'pipeline',
+      request: (i) => get('/', `User-Agent: mb-bot\r\nX-Forwarded-For: ${XFF_PAD}, ${addressOf(i, i % 4 !== 0)}\r\n`),
+      requestsPerKey: 1,
       size: 'banEntries',
       cap: bans,
-      // Entry + target + key ≈ 300 B (the schema says "about 200"); plus the rate-limit table.
-      budget: bans * 300 + rl * 120 + 2 * 131072 * 8,
+      // Entry + target + key ≈ 300 B (the schema says "about 200").
+      budget: bans * 300,
     },
     {
       name: 'sessions',
