@@ -158,8 +158,9 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       requestsPerKey: 1,
       size: 'banEntries',
       cap: bans,
-      // Entry + target + key ≈ 300 B (the schema says "about 200").
-      budget: bans * 300,
+      // Entry, target and key ≈ 300 B, and the ban's row in the cluster store's `bans` table (kept
+      // even on one node, `cluster.store: memory`) ≈ 250 B: measured 493 B per ban at 100,000.
+      budget: bans * 600,
     },
     {
       name: 'sessions',
@@ -656,6 +657,7 @@ async function main(): Promise<number> {
     for (const r of merged) {
       // Judged again with today's criteria (a run may predate a change of allowance).
       const sc = all.find((s) => s.name === r.name)!;
+      r.budget = sc.budget; // the documented budget (docs/memory-budgets.md) as it stands
       r.why = verdict({ ...r, size: sc.size }, sc.requestsPerKey);
       r.ok = r.why.length === 0;
     }
