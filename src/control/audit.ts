@@ -33,6 +33,8 @@ export interface AuditOptions {
   /** SQLite file, or ':memory:' (kept for the process only). */
   readonly file: string;
   readonly retentionDays: number;
+  /** Rows kept at most, the oldest deleted first (default: MAX_ROWS_MEMORY or MAX_ROWS_FILE). */
+  readonly maxRows?: number;
   readonly node: string;
   readonly log: Logger;
   readonly now?: () => number;
@@ -45,6 +47,13 @@ const MAX_PENDING = 10_000;
 const MAX_WHY = 500;
 const MAX_DETAIL_BYTES = 4096;
 export const MAX_AUDIT_LIMIT = 1000;
+/**
+ * Rows kept at most: every automatic ban is a row, and an attacker rotating addresses (a /64 holds
+ * 2^64) makes a ban each, so age alone does not bound the trail. About 250 bytes a row: 25 MB in
+ * memory, 250 MB on disk. The oldest rows go first (docs/memory-budgets.md).
+ */
+export const MAX_ROWS_MEMORY = 100_000;
+export const MAX_ROWS_FILE = 1_000_000;
 /** Body fields never written to the trail, whatever an endpoint takes. */
 const SECRET_KEY = /token|secret|password|authorization|cookie|key$/i;
 
@@ -59,6 +68,7 @@ interface Pending {
 export class AuditTrail {
   readonly #db: DatabaseSync;
   readonly #insert: StatementSync;
+  readonly #trim: StatementSync;
   readonly #opts: AuditOptions;
   readonly #now: () => number;
   #pending: Pending[] = [];
@@ -66,12 +76,16 @@ export class AuditTrail {
   #timer: NodeJS.Timeout | null = null;
   #lastPruneMs = 0;
   #closed = false;
+  readonly #maxRows: number;
+  /** Id of the last row written (ids only grow: AUTOINCREMENT). */
+  #lastId = 0;
   /** Called after each event is queued (the dashboard's live feed); never throws into record(). */
   onRecord: ((kind: string, who: string, why: string) => void) | null = null;
 
   constructor(opts: AuditOptions) {
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
+    this.#maxRows = opts.maxRows ?? (opts.file === ':memory:' ? MAX_ROWS_MEMORY : MAX_ROWS_FILE);
     this.#db = new DatabaseSync(opts.file);
     this.#db.exec(`
       PRAGMA journal_mode = WAL;
@@ -89,6 +103,7 @@ export class AuditTrail {
       CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, at_ms);
     `);
     this.#insert = this.#db.prepare('INSERT INTO audit (at_ms, node, kind, who, why, detail) VALUES (?, ?, ?, ?, ?, ?)');
+    this.#trim = this.#db.prepare('DELETE FROM audit WHERE id <= ?');
     this.prune();
   }
 
@@ -125,7 +140,9 @@ export class AuditTrail {
     const node = this.#opts.node;
     this.#db.exec('BEGIN');
     try {
-      for (const p of batch) this.#insert.run(p.atMs, node, p.kind, p.who, p.why, p.detail);
+      for (const p of batch) this.#lastId = Number(this.#insert.run(p.atMs, node, p.kind, p.who, p.why, p.detail).lastInsertRowid);
+      // Beyond maxRows the oldest go (a range delete on the primary key: cheap at every flush).
+      if (this.#lastId > this.#maxRows) this.#trim.run(this.#lastId - this.#maxRows);
       this.#db.exec('COMMIT');
     } catch (err) {
       this.#db.exec('ROLLBACK');
@@ -145,6 +162,11 @@ export class AuditTrail {
     } catch (err) {
       this.#opts.log.error({ err, file: this.#opts.file }, 'audit: writing the trail failed; these events are lost');
     }
+  }
+
+  /** Rows held now (written ones; tests and the memory budget). */
+  get rows(): number {
+    return Number((this.#db.prepare('SELECT COUNT(*) AS n FROM audit').get() as { n: number }).n);
   }
 
   /** Delete rows older than the retention. */

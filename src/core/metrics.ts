@@ -5,6 +5,9 @@ import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'pr
 import { HotCounter, HotHistogram } from './hot-metrics.ts';
 import { VERSION } from './version.ts';
 
+/** Most label sets of rempart_guard_decisions_total (see guardDecisions.inc). */
+export const MAX_GUARD_CELLS = 4096;
+
 export function createMetrics() {
   const registry = new Registry();
   // Standard names, no prefix (process_cpu_seconds_total, process_resident_memory_bytes,
@@ -91,13 +94,27 @@ export function createMetrics() {
   const guardCells = new Map<string, { value: number }>();
   const guardDecisions = {
     inc(guard: string, action: string, reason: string, rule: string): void {
-      const key = `${guard}\0${action}\0${reason}\0${rule}`;
+      let key = `${guard}\0${action}\0${reason}\0${rule}`;
       let cell = guardCells.get(key);
       if (cell === undefined) {
-        cell = guardCounter.cell(guard, action, reason, rule);
-        guardCells.set(key, cell);
+        // Mined rules come and go (a new id per value an attack rotates through, for as long as it
+        // lasts): past MAX_GUARD_CELLS label sets, new ones share the rule label "other", so neither
+        // this map nor /metrics grows without end.
+        if (guardCells.size >= MAX_GUARD_CELLS) {
+          rule = 'other';
+          key = `${guard}\0${action}\0${reason}\0${rule}`;
+          cell = guardCells.get(key);
+        }
+        if (cell === undefined) {
+          cell = guardCounter.cell(guard, action, reason, rule);
+          guardCells.set(key, cell);
+        }
       }
       cell.value++;
+    },
+    /** Label sets held (tests). */
+    get size(): number {
+      return guardCells.size;
     },
   };
   // Scrape-time readers for defence gauges, installed by the phase that owns the state.

@@ -13,6 +13,7 @@ import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../core/runtime.ts';
+import { ownCopy } from '../core/own-copy.ts';
 import { prefixKey, v6PrefixKey } from '../phases/admission/client-key.ts';
 import { BansSchema } from '../phases/ban/schema.ts';
 import { NftMirror, type NftRunner } from '../phases/ban/nftables.ts';
@@ -333,7 +334,8 @@ export class BanTable implements BanList {
         if (first.done !== true) this.#offences.delete(first.value);
       }
       o = { count: 0, startMs: now };
-      this.#offences.set(key, o);
+      // Its own copy: an address cut from an X-Forwarded-For line would keep the whole line alive.
+      this.#offences.set(ownCopy(key), o);
     } else if (now - o.startMs > policy.windowMs) {
       // Re-inserted: the map's order is then oldest window first.
       this.#offences.delete(key);

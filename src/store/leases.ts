@@ -16,6 +16,7 @@
 // outstanding credit (≤ credit per key per node, repaid). Store operations per request ≈ 1 / block.
 // When the store is unusable, check() returns null: the caller decides with its local limiter
 // (`failMode: open`) — or refuses once leased tokens run out (`closed`).
+import { ownCopy } from '../core/own-copy.ts';
 import type { ClusterStore, LeaseGrant, LeaseRequest } from './types.ts';
 
 export interface LeaseSettings {
@@ -145,7 +146,7 @@ export class GlobalLimiter {
         if (first.done !== true) this.#leases.delete(first.value);
       }
       l = { tokens: 0, reserved: 0, usableAt: 0, expiresAt: 0, debt: 0, pending: false, waitUntil: 0 };
-      this.#leases.set(key, l);
+      this.#leases.set(ownCopy(key), l); // not a view into the request's Cookie header
     } else {
       if (l.reserved > 0 && now >= l.usableAt) {
         l.tokens += l.reserved;

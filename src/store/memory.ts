@@ -2,6 +2,7 @@
 // tests run them) shares state through one object; nothing leaves the process. It follows the same
 // contract as the Redis store (test/store-contract.test.ts), so code above it cannot tell them apart.
 import { systemClock, type Clock } from '../core/clock.ts';
+import { ownCopy } from '../core/own-copy.ts';
 import { gcraLease, type ClusterStore, type LeaseGrant, type LeaseRequest, type TableEntry } from './types.ts';
 
 export interface MemoryStoreOptions {
@@ -46,8 +47,11 @@ export class MemoryStore implements ClusterStore {
       const tat = this.#buckets.get(r.bucket) ?? now;
       const g = gcraLease(tat, now, r);
       if (g.granted > 0) {
-        if (!this.#buckets.has(r.bucket) && this.#buckets.size >= this.#maxBuckets) this.#evictBucket(now);
-        this.#buckets.set(r.bucket, g.tat);
+        if (this.#buckets.has(r.bucket)) this.#buckets.set(r.bucket, g.tat);
+        else {
+          if (this.#buckets.size >= this.#maxBuckets) this.#evictBucket(now);
+          this.#buckets.set(ownCopy(r.bucket), g.tat); // not a view into a request header
+        }
       }
       out.push({ granted: g.granted, waitMs: g.waitMs });
     }

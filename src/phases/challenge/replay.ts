@@ -8,7 +8,9 @@
 //   [ previous: ids used since prevStart ][ current: ids used since curStart ]
 //   accepted: issuedSec*1000 >= prevStart  (a token used before prevStart was issued before it)
 //
-// Memory: 2 × capacity short strings (~80 bytes each with Set overhead).
+// Memory: 2 × capacity short strings (~80 bytes each with Set overhead; each its own copy, so an id
+// cut from a Cookie header does not keep the header alive).
+import { ownCopy } from '../../core/own-copy.ts';
 
 export class ReplayGuard {
   #current = new Set<string>();
@@ -51,7 +53,7 @@ export class ReplayGuard {
     if (issuedMs < this.#previousStartMs) return false;
     if (this.#current.has(id) || this.#previous.has(id)) return false;
     if (this.#current.size >= this.#capacity) this.#rotate(nowMs);
-    this.#current.add(id);
+    this.#current.add(ownCopy(id));
     return true;
   }
 

@@ -9,6 +9,8 @@
 //                        start      now
 //                        └ elapsed ┘
 
+import { ownCopy } from '../../core/own-copy.ts';
+
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
 
@@ -138,7 +140,8 @@ export class UsageTable {
     if (u === undefined) {
       while (this.#map.size >= this.max) this.#evictOne(now);
       u = new Usage(now, limits);
-      this.#map.set(key, u);
+      // Its own copy: the identity is cut from a Cookie or API-key header it would otherwise keep alive.
+      this.#map.set(ownCopy(key), u);
     }
     u.limits = limits;
     return u;

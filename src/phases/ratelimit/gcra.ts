@@ -16,6 +16,7 @@
 // A key not in the exact table starts from its shared estimate while the shared rows are in use, so a
 // key cannot escape its debt by being pushed out of the table and coming back.
 // Rejected requests do not advance the TAT (docs/rate-limits.md says why).
+import { ownCopy } from '../../core/own-copy.ts';
 
 /** What the last check() decided, kept on the limiter so the hot path allocates nothing. */
 export interface GcraResult {
@@ -82,7 +83,11 @@ export class GcraLimiter {
         h = hash(key);
         tat = this.#sharedTat(h);
       }
-      if (this.#tat.size < this.maxKeys || this.#makeRoom(now)) exact = true;
+      if (this.#tat.size < this.maxKeys || this.#makeRoom(now)) {
+        exact = true;
+        // Kept: its own string, not a view that keeps the whole Cookie or X-Forwarded-For line alive.
+        key = ownCopy(key);
+      }
       else if (this.#shared === null) {
         this.#shared = new Float64Array(this.#width * 2);
         h = hash(key);

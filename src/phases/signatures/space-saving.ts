@@ -12,6 +12,8 @@
 //   errors  [    0   |  12.0  |  40.0  | … | 0   ]   counted before the value took the slot
 //   firstMs [  …wall ms when the value took its slot… ]
 
+import { ownCopy } from '../../core/own-copy.ts';
+
 export interface HeavyHitter {
   readonly value: string;
   /** Weight counted for the value (an over-estimate by at most `error`). */
@@ -65,6 +67,8 @@ export class SpaceSaving {
       inherited = counts[slot]!;
       this.#index.delete(this.#values[slot]!);
     }
+    // Its own copy: a user agent cut to 200 characters would otherwise keep its whole header alive.
+    value = ownCopy(value);
     this.#index.set(value, slot);
     this.#values[slot] = value;
     this.#counts[slot] = inherited + weight;
