@@ -714,11 +714,13 @@ function applyTimeouts(server: http.Server, config: Config): void {
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {
-  for (const l of config.listeners) {
-    if (!l.tls) continue;
-    const [cert, key] = await Promise.all([readFile(l.tls.certFile), readFile(l.tls.keyFile)]);
-    into.set(l.address, tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' }));
-  }
+  for (const l of config.listeners) if (l.tls) into.set(l.address, await loadSecureContext(l.tls));
+}
+
+/** Read a listener's certificate and key (start-up, reload and `rempart check` share this). */
+export async function loadSecureContext(files: { certFile: string; keyFile: string }): Promise<tls.SecureContext> {
+  const [cert, key] = await Promise.all([readFile(files.certFile), readFile(files.keyFile)]);
+  return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
 }
 
 export function splitHostPort(address: string): { host: string; port: number } {
