@@ -314,7 +314,7 @@ export const ConfigSchema = Obj(
             'How lines are written: `json` (one JSON object per line, for log pipelines), `pretty` (one readable line per request or event, for a person), `combined` (request lines in the Apache/nginx combined access-log format on standard output, every other line as JSON on standard error). `auto`: pretty when standard output is a terminal, else JSON. `--log-format` overrides it. A change takes effect at the next restart.',
         }),
       },
-      { default: {}, description: 'Logs on standard output (pino): JSON for machines, or readable (docs/observability.md#logs).' },
+      { default: {}, description: 'Logs on standard output (pino): JSON for machines, or readable (docs/cli.md#logs).' },
     ),
     cache: Obj(
       {
