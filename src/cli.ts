@@ -194,10 +194,12 @@ async function run(argv: string[]): Promise<number> {
 
   // Zero-config: the admin listener's default port may be held (another Rempart, some other tool);
   // a default is not worth refusing to start over, so it moves to a free port and the summary says so.
+  // Not with --workers: they share the primary's listeners, and a worker would find the port held by
+  // its siblings.
   const { portProblem } = await import('./config/preflight.ts');
   let adminNote = '';
   let adminFlag = values.admin;
-  if (values.config === undefined && adminFlag === undefined) {
+  if (values.config === undefined && adminFlag === undefined && (values.workers === undefined || values.workers === '1') && cluster.isPrimary) {
     const why = await portProblem(DEFAULT_ADMIN);
     if (why !== '') {
       adminFlag = DEFAULT_ADMIN.replace(/:\d+$/, ':0');
@@ -257,9 +259,9 @@ async function run(argv: string[]): Promise<number> {
   const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
   const adminShown = admin ? `http://${config.admin.address.replace(/:\d+$/, '')}:${admin.port}` : 'off';
   gateway.log.info({ listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
-  // One summary for a person (the primary's workers would each repeat it), and a look at the
-  // upstreams that does not hold anything up.
-  if (cluster.isPrimary) {
+  // One summary for a person (from the first worker only under --workers, not from each), and a look
+  // at the upstreams that does not hold anything up.
+  if (cluster.isPrimary || cluster.worker?.id === 1) {
     const plain = process.env.REMPART_ADMIN_TOKEN;
     process.stderr.write(
       startupSummary(config, {
