@@ -163,12 +163,20 @@ test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the s
   const dir = mkdtempSync(join(tmpdir(), 'rempart-cli-'));
   try {
     const tokenArgs = ['token', 'create', '--name', 'ops', '--scope', 'operator', '--file', join(dir, 'no', 'such', 'dir', 'tokens')];
-    const [demo, drill, debugFlag, debugEnv] = await Promise.all([
+    const busy = await holdPort(0);
+    const busyPort = (busy!.address() as AddressInfo).port;
+    const [listen, demo, drill, debugFlag, debugEnv] = await Promise.all([
+      runCli(['--upstream', 'http://127.0.0.1:1', '--listen', `127.0.0.1:${busyPort}`, '--admin', 'off']),
       runCli(['demo', '--listen', 'nowhere']),
       runCli(['drill', 'flood', '--target', 'http://127.0.0.1:1', '--seconds', 'x']),
       runCli([...tokenArgs, '--debug']),
       runCli(tokenArgs, cleanEnv({ REMPART_DEBUG: '1' })),
     ]);
+    busy!.close();
+    // A listener port another process holds: the message, the hint, no stack (not in the logs either).
+    assert.equal(listen.code, 1, listen.stderr);
+    assert.match(listen.stderr, new RegExp(`rempart: cannot listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${busyPort}\n  hint: another process holds that address`));
+    assert.doesNotMatch(listen.stderr + listen.stdout, /\s+at .+:\d+:\d+/);
     assert.equal(demo.code, 2, demo.stderr);
     assert.match(demo.stderr, /--listen takes HOST:PORT/);
     assert.equal(drill.code, 2, drill.stderr);
