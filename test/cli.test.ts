@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { combinedLine, prettyLine } from '../src/core/log.ts';
+import { combinedLine, prettyLine, resolveLogFormat } from '../src/core/log.ts';
 import type { AttackLevelMonitor } from '../src/defense/level.ts';
 import { startGateway, startUpstream } from './helpers.ts';
 
@@ -384,6 +384,10 @@ test('the readable formats cannot be forged by a client: quotes, newlines and co
   const combined = combinedLine(line)!;
   assert.equal(combined, '10.0.0.1 - - [05/Jan/2026:10:00:00 +0000] "GET /a\\x0ab\\"c HTTP/1.1" 200 - "-" "x\\"\\x01"\n');
   assert.equal(combinedLine(JSON.stringify({ msg: 'rempart started' })), null);
+  // auto: readable at a terminal, JSON into a pipe or a file; an explicit choice is kept.
+  assert.equal(resolveLogFormat('auto', true), 'pretty');
+  assert.equal(resolveLogFormat('auto', false), 'json');
+  assert.equal(resolveLogFormat('json', true), 'json');
 });
 
 test('an attack-level change is logged once (not again by its alert)', async () => {
