@@ -27,7 +27,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err) => {
-    process.stderr.write(`rempart: ${err?.stack ?? err}\n`);
+    // main() reports failures itself and never rejects; a stack here only when asked for.
+    const debug = process.argv.includes('--debug') || process.env.REMPART_DEBUG === '1';
+    process.stderr.write(`rempart: ${debug ? (err?.stack ?? err) : (err?.message ?? err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -13,7 +13,7 @@ if (!existsSync(CHROMIUM)) {
   process.exit(1);
 }
 const { chromium } = await import('playwright-core');
-const demo = await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false }));
+const demo = await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false, format: 'json' }));
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });

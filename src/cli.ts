@@ -6,23 +6,48 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
-import { createGateway } from './server/gateway.ts';
-import { guardUnhandledRejections } from './server/process-guard.ts';
+import { LOG_FORMATS, type LogFormat } from './core/log.ts';
+import { UsageError, debugWanted, formatError } from './core/user-error.ts';
+// The gateway and what only running needs are imported when running: `--help`, `check` and `token`
+// answer without loading the whole proxy.
 
 const USAGE = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
-  rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL]   (flags win over the file)
+  rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL] [--log-format FORMAT]   (flags win over the file)
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
-  rempart check FILE
-  rempart demo                                       (the bundled demo, as \`npm start\`)
+  rempart ... --log-format auto|json|pretty|combined (default auto: pretty on a terminal, JSON otherwise)
+  rempart check FILE                                 (validate FILE and every file it names, as start-up would)
+  rempart demo [--listen HOST:PORT] [--admin HOST:PORT] [--origin-port N] [--sms-port N]   (the bundled demo, as \`npm start\`)
   rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
   rempart token create --name NAME --scope read|operator --file TOKENS_FILE   (admin API token; see docs/admin-api.md)
+  rempart help [COMMAND]                             (or COMMAND --help)
   rempart --version
 
 Without a config file, Rempart protects one upstream with safe defaults:
   npx rempart --upstream http://127.0.0.1:3000 --listen 0.0.0.0:8080
 SIGHUP reloads the config file (validated first; a bad file keeps the running config).
+Errors are one line and a hint; --debug (or REMPART_DEBUG=1) adds the stack trace.
 `;
+
+const CHECK_USAGE = `usage: rempart check FILE
+
+Validates FILE as start-up would, without starting: the schema and the routes (a route an earlier one
+covers is an error), then every file the configuration names, read by the loaders start-up uses: TLS
+certificates and keys, waiting-room and challenge key files, the admin tokens file, JWT keys, the alert
+webhook files, the audit database's directory. A listener or admin port another process holds now is
+a warning. Environment variables start-up reads (REMPART_CHALLENGE_KEY...) are read the same way.
+
+Exit status: 0 valid (warnings, if any, on stderr), 1 problems (all of them on stderr), 2 usage.
+`;
+
+const TOKEN_USAGE = `usage: rempart token create --name NAME --scope read|operator --file TOKENS_FILE
+
+Makes an admin API token, appends its SHA-256 hash to TOKENS_FILE (created with mode 0600; name it in
+admin.tokensFile) and prints the token once on standard output. The file never holds the token.
+SIGHUP makes a running gateway read the file again (docs/admin-api.md).
+`;
+
+const DEFAULT_ADMIN = '127.0.0.1:9180';
 
 /** Build a config from flags alone (zero-config mode). */
 export function configFromFlags(flags: { upstream: string; listen?: string; admin?: string; trust?: string[]; logLevel?: string; quiet?: boolean }): Config {
@@ -33,7 +58,7 @@ export function configFromFlags(flags: { upstream: string; listen?: string; admi
       upstreams: [{ name: 'origin', url: flags.upstream }],
       routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
       clientAddress: { trustedProxies: flags.trust ?? [] },
-      admin: { address: flags.admin ?? '127.0.0.1:9180' },
+      admin: { address: flags.admin ?? DEFAULT_ADMIN },
       logging: { level: flags.logLevel ?? 'info', requests: !flags.quiet },
     },
     '(command-line flags)',
@@ -75,10 +100,61 @@ async function packageVersion(): Promise<string> {
   return 'unknown';
 }
 
+/**
+ * The command line. Never throws and never prints a stack trace unless asked: every failure becomes
+ * `rempart: <message>` (with a hint when one helps) and exit status 1, or 2 for a usage mistake.
+ */
 export async function main(argv: string[]): Promise<number> {
+  const debug = debugWanted(argv);
+  try {
+    return await run(argv.filter((a) => a !== '--debug'));
+  } catch (err) {
+    const usage = err instanceof UsageError;
+    // A bad input (config, file, port, flag) is the user's to fix; anything else is a bug to report.
+    const expected = usage || err instanceof ConfigError || (err instanceof Error && ((err as NodeJS.ErrnoException).code !== undefined || err.constructor === Error));
+    process.stderr.write(formatError(err, 'rempart', debug, !expected));
+    return usage ? 2 : 1;
+  }
+}
+
+/** `--help` or `-h` anywhere among a subcommand's arguments. */
+function wantsHelp(args: readonly string[]): boolean {
+  return args.includes('--help') || args.includes('-h');
+}
+
+async function usageOf(command: string | undefined): Promise<string> {
+  switch (command) {
+    case 'check':
+      return CHECK_USAGE;
+    case 'token':
+      return TOKEN_USAGE;
+    case 'demo':
+      return (await import('../examples/postal/demo.ts')).DEMO_USAGE;
+    case 'drill':
+      return (await import('./drill/cli.ts')).drillUsage();
+    default:
+      return USAGE;
+  }
+}
+
+const COMMANDS = ['check', 'demo', 'drill', 'token', 'help'];
+
+async function run(argv: string[]): Promise<number> {
+  const command = argv[0];
+  if (command === 'help') {
+    if (argv[1] === '--help' || argv[1] === '-h') argv = ['help'];
+    if (argv[1] !== undefined && !COMMANDS.includes(argv[1])) throw new UsageError(`no command ${JSON.stringify(argv[1])} (commands: ${COMMANDS.join(', ')})`, USAGE);
+    process.stdout.write(await usageOf(argv[1]));
+    return 0;
+  }
+  if (command !== undefined && COMMANDS.includes(command) && wantsHelp(argv.slice(1))) {
+    process.stdout.write(await usageOf(command));
+    return 0;
+  }
   if (argv[0] === 'demo') {
     // `npm start`: the reference postal service with Rempart in front (examples/postal/demo.ts).
-    await import('../examples/postal/demo.ts');
+    const { runDemo } = await import('../examples/postal/demo.ts');
+    await runDemo(argv.slice(1));
     return new Promise<number>(() => {}); // runs until Ctrl-C; the demo exits the process itself
   }
   if (argv[0] === 'drill') {
@@ -87,21 +163,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (argv[0] === 'token') return tokenMain(argv.slice(1));
   if (argv[0] === 'check') {
-    if (argv.length !== 2) {
-      process.stderr.write('usage: rempart check FILE\n');
-      return 2;
-    }
-    try {
-      await loadConfigFile(argv[1]!);
-      process.stdout.write(`${argv[1]}: ok\n`);
-      return 0;
-    } catch (err) {
-      if (err instanceof ConfigError) {
-        process.stderr.write(`${err.message}\n`);
-        return 1;
-      }
-      throw err;
-    }
+    if (argv.length !== 2 || argv[1]!.startsWith('-')) throw new UsageError(argv.length < 2 ? 'check needs a FILE' : `check takes one FILE (got ${argv.slice(1).join(' ')})`, CHECK_USAGE);
+    return checkMain(argv[1]!);
   }
 
   let values;
@@ -117,6 +180,7 @@ export async function main(argv: string[]): Promise<number> {
         admin: { type: 'string' },
         trust: { type: 'string', multiple: true },
         'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         workers: { type: 'string', short: 'w' },
         help: { type: 'boolean', short: 'h' },
@@ -124,8 +188,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     }));
   } catch (err) {
-    process.stderr.write(`rempart: ${(err as Error).message}\n\n${USAGE}`);
-    return 2;
+    throw new UsageError((err as Error).message, USAGE);
   }
   if (values.help) {
     process.stdout.write(USAGE);
@@ -148,12 +211,33 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const logFormat = values['log-format'];
+  if (logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(logFormat))
+    throw new UsageError(`--log-format takes ${LOG_FORMATS.join(', ')} (got ${JSON.stringify(logFormat)})`, USAGE);
+
+  // Zero-config: the admin listener's default port may be held (another Rempart, some other tool);
+  // a default is not worth refusing to start over, so it moves to a free port and the summary says so.
+  // Not with --workers: they share the primary's listeners, and a worker would find the port held by
+  // its siblings.
+  const { portProblem } = await import('./config/preflight.ts');
+  let adminNote = '';
+  let adminFlag = values.admin;
+  if (values.config === undefined && adminFlag === undefined && (values.workers === undefined || values.workers === '1') && cluster.isPrimary) {
+    const why = await portProblem(DEFAULT_ADMIN);
+    if (why !== '') {
+      adminFlag = DEFAULT_ADMIN.replace(/:\d+$/, ':0');
+      adminNote = `(${DEFAULT_ADMIN} ${why.replace(/ \(.*\)$/, '')}: moved to a free port; --admin HOST:PORT chooses one, --admin off turns it off)`;
+    }
+  }
+
   let config: Config;
   try {
     config =
       values.config !== undefined
         ? await loadConfigFile(values.config, loadOptions)
-        : configFromFlags({ upstream: values.upstream!, listen: values.listen, admin: values.admin, trust: values.trust, logLevel: values['log-level'], quiet: values.quiet });
+        : configFromFlags({ upstream: values.upstream!, listen: values.listen, admin: adminFlag, trust: values.trust, logLevel: values['log-level'], quiet: values.quiet });
+    // Presentation only, so it combines with a file (it also wins over the file's logging.format).
+    if (logFormat !== undefined) config = { ...config, logging: Object.freeze({ ...config.logging, format: logFormat as LogFormat }) };
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`rempart: ${err.message}\n`);
@@ -172,30 +256,48 @@ export async function main(argv: string[]): Promise<number> {
     if (n > 1 && cluster.isPrimary) {
       const { runPrimary } = await import('./server/workers.ts');
       const { createLogger } = await import('./core/log.ts');
-      return runPrimary(n, createLogger(config.logging.level), config.cluster.store === 'memory', (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000);
+      return runPrimary(n, createLogger(config.logging.level, undefined, config.logging.format as LogFormat), config.cluster.store === 'memory', (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000);
     }
   }
 
+  const { createGateway } = await import('./server/gateway.ts');
+  const { guardUnhandledRejections } = await import('./server/process-guard.ts');
+  const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
   let gateway;
   try {
     gateway = await createGateway(config);
   } catch (err) {
-    // e.g. a TLS certificate or key file that cannot be read.
-    process.stderr.write(`rempart: cannot start: ${(err as Error).message}\n`);
-    return 1;
+    // e.g. a TLS certificate or key file that cannot be read (the message names it, the hint says why).
+    throw prefixed(err, 'cannot start');
   }
   // From here on a dropped promise is logged, not the end of the process (src/server/process-guard.ts).
   guardUnhandledRejections(gateway.log);
   try {
     await gateway.start();
   } catch (err) {
-    process.stderr.write(`rempart: cannot listen: ${(err as Error).message}\n`);
     await gateway.stop(0);
-    return 1;
+    throw prefixed(err, 'cannot listen');
   }
   const { listeners, admin } = gateway.addresses();
   const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
-  gateway.log.info({ listeners: shown, admin: admin ? `http://${config.admin.address}` : 'off', upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
+  const adminShown = admin ? `http://${config.admin.address.replace(/:\d+$/, '')}:${admin.port}` : 'off';
+  gateway.log.info({ listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
+  // One summary for a person (from the first worker only under --workers, not from each), and a look
+  // at the upstreams that does not hold anything up.
+  if (cluster.isPrimary || cluster.worker?.id === 1) {
+    const plain = process.env.REMPART_ADMIN_TOKEN;
+    process.stderr.write(
+      startupSummary(config, {
+        version: await packageVersion(),
+        listeners: shown,
+        admin: admin ? adminShown : null,
+        adminNote,
+        tokenFromEnv: plain !== undefined && plain !== '',
+        tokensFile: config.admin.tokensFile,
+      }),
+    );
+    void warnUnreachableUpstreams(config, gateway.log);
+  }
 
   if (values.config !== undefined) {
     const file = values.config;
@@ -230,6 +332,29 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The same error (its code, hence its hint, kept) with what was being done in front of its message. */
+function prefixed(err: unknown, doing: string): unknown {
+  if (err instanceof Error) {
+    err.message = `${doing}: ${err.message}`;
+    return err;
+  }
+  return new Error(`${doing}: ${String(err)}`);
+}
+
+/** `rempart check FILE`: the schema, then everything start-up reads and binds (src/config/preflight.ts). */
+async function checkMain(file: string): Promise<number> {
+  const config = await loadConfigFile(file); // a ConfigError: every problem, exit 1
+  const { preflight } = await import('./config/preflight.ts');
+  const { problems, warnings } = await preflight(config);
+  for (const w of warnings) process.stderr.write(`${file}: warning: ${w}\n`);
+  if (problems.length > 0) {
+    process.stderr.write(`${file}: start-up would fail (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  ${p}\n`).join('')}`);
+    return 1;
+  }
+  process.stdout.write(`${file}: ok${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? '' : 's'})` : ''}\n`);
+  return 0;
+}
+
 /**
  * `rempart token create`: make an admin API token, append its hash to the tokens file (created with
  * mode 0600), and print the token once on standard output. The file never holds the token itself.
@@ -244,21 +369,18 @@ async function tokenMain(argv: string[]): Promise<number> {
       options: { name: { type: 'string' }, scope: { type: 'string' }, file: { type: 'string' } },
     }));
   } catch (err) {
-    process.stderr.write(`rempart token: ${(err as Error).message}\n`);
-    return 2;
+    throw new UsageError(`token: ${(err as Error).message}`, TOKEN_USAGE);
   }
-  if (argv[0] !== 'create' || values.name === undefined || values.file === undefined || (values.scope !== 'read' && values.scope !== 'operator')) {
-    process.stderr.write('usage: rempart token create --name NAME --scope read|operator --file TOKENS_FILE\n');
-    return 2;
-  }
+  if (argv[0] !== 'create') throw new UsageError(argv[0] === undefined ? 'token needs a subcommand: create' : `token: no subcommand ${JSON.stringify(argv[0])} (only create)`, TOKEN_USAGE);
+  if (values.name === undefined || values.file === undefined) throw new UsageError('token create needs --name and --file', TOKEN_USAGE);
+  if (values.scope !== 'read' && values.scope !== 'operator') throw new UsageError(`token create: --scope is read or operator (got ${JSON.stringify(values.scope ?? '')})`, TOKEN_USAGE);
   const { createToken } = await import('./control/api.ts');
   const { appendFile } = await import('node:fs/promises');
   let made;
   try {
     made = createToken(values.name, values.scope);
   } catch (err) {
-    process.stderr.write(`rempart token: ${(err as Error).message}\n`);
-    return 2;
+    throw new UsageError(`token create: ${(err as Error).message}`, TOKEN_USAGE);
   }
   await appendFile(values.file, `${made.line}\n`, { mode: 0o600 });
   process.stderr.write(`token "${values.name}" (${values.scope}) added to ${values.file}; it is shown once, below. SIGHUP reloads the file.\n`);
@@ -267,12 +389,13 @@ async function tokenMain(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // main() never rejects (it reports every failure itself); this catch is for the impossible.
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
     },
     (err: unknown) => {
-      process.stderr.write(`rempart: ${(err as Error).stack ?? String(err)}\n`);
+      process.stderr.write(formatError(err, 'rempart', debugWanted(process.argv), true));
       process.exitCode = 1;
     },
   );

@@ -24,7 +24,7 @@ export async function startCockpitDemo(patch: (config: Awaited<ReturnType<typeof
   config.listeners = [{ ...config.listeners[0]!, address: '127.0.0.1:0' }];
   config.admin = { ...config.admin, address: '127.0.0.1:0' };
   config.upstreams = config.upstreams.map((u) => ({ ...u, url: u.name === 'postal' ? postal.url : sms.url }));
-  config.logging = { level: 'warn', requests: false };
+  config.logging = { level: 'warn', requests: false, format: 'json' };
   patch(config);
   let gateway: Gateway;
   try {

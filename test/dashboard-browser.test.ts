@@ -32,7 +32,7 @@ function probe(port: number, localAddress: string): Promise<{ bytes: number; tex
 test('Chromium: no token, no data; with one the numbers move during a drill, a ban from the page is enforced and audited', { skip, timeout: 90_000 }, async () => {
   const { chromium } = await import('playwright-core');
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-  const demo = await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false }));
+  const demo = await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false, format: 'json' }));
   const port = Number(new URL(demo.url).port);
   try {
     // Before the ban, that address is served like anyone.

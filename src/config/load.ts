@@ -283,7 +283,6 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   const routes = new Set<string>();
   // With the upstreams section itself broken, "no upstream named …" would only repeat its problems.
   const upstreamsUsable = Array.isArray(c.upstreams);
-  let catchAll = -1;
   list<Config['routes'][number]>(c.routes).forEach((r, i) => {
     if (typeof r.name === 'string') {
       if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
@@ -302,9 +301,8 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
     if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');
     if (star !== -1 && star !== r.path.length - 1) add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
-    if (catchAll !== -1) add(['routes', i], `unreachable: routes[${catchAll}] before it matches every request (routes are tried in order)`);
-    else if (r.path === '/*' && r.host === undefined && r.methods === undefined) catchAll = i;
   });
+  checkShadowedRoutes(list<Config['routes'][number]>(c.routes), add);
   // Rate-limit rules name routes: a typo would silently limit nothing.
   const rl = (c.defense as Config['defense'] | undefined)?.rateLimit;
   const ruleIds = new Set<string>();
@@ -390,4 +388,41 @@ function deepFreeze<T>(o: T): T {
     Object.freeze(o);
   }
   return o;
+}
+
+/**
+ * A route that an earlier one fully covers can never match (routes are tried in order, the first
+ * match wins): a catch-all before the specific routes of its host, or the same host, path and
+ * methods written twice. Start-up refuses it rather than let the later route's limits sit unused.
+ */
+function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: (path: (string | number)[], message: string) => void): void {
+  const shapes: Array<{ host: string; path: string; prefix: boolean; methods: Set<string> | null } | null> = routes.map((r) => {
+    if (typeof r.path !== 'string' || (r.host !== undefined && typeof r.host !== 'string')) return null;
+    if (r.methods !== undefined && !Array.isArray(r.methods)) return null;
+    const prefix = r.path.endsWith('*');
+    // Matching ignores ASCII case (src/core/runtime.ts).
+    const path = (prefix ? r.path.slice(0, -1) : r.path).toLowerCase();
+    return { host: (r.host ?? '').toLowerCase().replace(/\.$/, ''), path, prefix, methods: r.methods === undefined ? null : new Set(r.methods) };
+  });
+  for (let j = 1; j < shapes.length; j++) {
+    const later = shapes[j];
+    if (!later) continue;
+    for (let i = 0; i < j; i++) {
+      const first = shapes[i];
+      if (!first) continue;
+      // Host: any host covers every host; otherwise the same name (wildcards only cover themselves here).
+      if (first.host !== '' && first.host !== later.host) continue;
+      const pathCovered = first.prefix ? later.path.startsWith(first.path) : !later.prefix && later.path === first.path;
+      if (!pathCovered) continue;
+      if (first.methods !== null && (later.methods === null || [...later.methods].some((m) => !first.methods!.has(m)))) continue;
+      const same = first.host === later.host && first.path === later.path && first.prefix === later.prefix && (first.methods === null ? later.methods === null : later.methods !== null && later.methods.size === first.methods.size);
+      add(
+        ['routes', j],
+        same
+          ? `duplicate route: routes[${i}] has the same host, path and methods, so this one never matches`
+          : `unreachable: routes[${i}] before it matches every request this route would (routes are tried in order; put the more specific route first)`,
+      );
+      break;
+    }
+  }
 }

@@ -332,9 +332,14 @@ export const ConfigSchema = Obj(
     logging: Obj(
       {
         level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Least severity written.' }),
-        requests: Type.Boolean({ default: true, description: 'Write one JSON line per request.' }),
+        requests: Type.Boolean({ default: true, description: 'Write one line per request.' }),
+        format: Type.Union(['auto', 'json', 'pretty', 'combined'].map((l) => Type.Literal(l)), {
+          default: 'auto',
+          description:
+            'How lines are written: `json` (one JSON object per line, for log pipelines), `pretty` (one readable line per request or event, for a person), `combined` (request lines in the Apache/nginx combined access-log format on standard output, every other line as JSON on standard error). `auto`: pretty when standard output is a terminal, else JSON. `--log-format` overrides it. A change takes effect at the next restart.',
+        }),
       },
-      { default: {}, description: 'Structured JSON logs on standard output (pino).' },
+      { default: {}, description: 'Logs on standard output (pino): JSON for machines, or readable (docs/cli.md#logs).' },
     ),
     cache: Obj(
       {

@@ -18,8 +18,12 @@ import type { Metrics } from '../core/metrics.ts';
 import type { AlertsConfig } from './alerts-schema.ts';
 
 export interface AlertSink {
-  /** Raise an alert: always a log line, a metric, and the webhook when configured. Never throws, never blocks. */
-  raise(kind: string, message: string, fields: Record<string, unknown>): void;
+  /**
+   * Raise an alert: always a log line, a metric, and the webhook when configured. Never throws, never
+   * blocks. `logged`: the caller has already written its own line for this event (with more fields),
+   * so the alert does not write a second one for the same change.
+   */
+  raise(kind: string, message: string, fields: Record<string, unknown>, logged?: boolean): void;
 }
 
 /** Where alerts are POSTed. The URL and secret are secrets: only `host` is ever logged. */
@@ -166,10 +170,10 @@ export class Alerts implements AlertSink {
     return this.#queue.length;
   }
 
-  raise(kind: string, message: string, fields: Record<string, unknown>): void {
+  raise(kind: string, message: string, fields: Record<string, unknown>, logged = false): void {
     try {
       const k = KIND.test(kind) ? kind : 'other';
-      this.#log.warn({ ...fields, alert: k }, message);
+      if (!logged) this.#log.warn({ ...fields, alert: k }, message);
       this.#metrics.alerts.inc({ kind: k, result: 'logged' });
       if (this.#target === null || this.#stopped) return;
       this.#enqueue(k, String(message), plainFields(fields), Date.now());

@@ -268,9 +268,11 @@ export class AttackLevelMonitor implements AttackLevelView {
     this.#history.push(change);
     if (this.#history.length > HISTORY_SIZE) this.#history.shift();
     const { log, metrics, alerts } = this.#opts;
-    log.warn({ from, to, detected: change.detected, by, reasons, scores: this.scores }, 'attack level changed');
+    // One line per change: this one (with the scores); the alert goes to the webhook and the audit
+    // trail without logging the same change a second time.
+    log.warn({ from, to, detected: change.detected, by, reasons, scores: this.scores, alert: 'attack_level' }, 'attack level changed');
     metrics.attackLevelChanges.inc({ from, to });
-    alerts.raise('attack_level', `attack level ${from} → ${to}`, { from, to, by, reasons });
+    alerts.raise('attack_level', `attack level ${from} → ${to}`, { from, to, by, reasons }, true);
   }
 
   /** What `GET /api/level` answers. */

@@ -4,13 +4,21 @@ import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { runDrill, DEFAULT_MAX_REQUESTS } from './engine.ts';
 import { summaryText } from './report.ts';
-import { ScenarioError, listBuiltins, loadScenario } from './scenario.ts';
+import { ScenarioError, describeBuiltins, loadScenario } from './scenario.ts';
 import { SafetyError } from './safety.ts';
+import { debugWanted, formatError } from '../core/user-error.ts';
 
-export const DRILL_USAGE = `usage: rempart drill SCENARIO --target URL [options]
+/** The usage text; the scenario list is read from scenarios/ each time (never a copy that drifts). */
+export function drillUsage(): string {
+  const builtins = describeBuiltins();
+  const width = Math.max(0, ...builtins.map((b) => b.name.length));
+  const list = builtins.map((b) => `  ${b.name.padEnd(width)}  ${b.description}`).join('\n');
+  return `usage: rempart drill SCENARIO --target URL [options]
 
-SCENARIO is a built-in name (${listBuiltins().join(', ')}) or a YAML file.
+SCENARIO is a YAML file or one of the bundled scenarios:
+${list}
 
+Options:
   --target URL          where to send traffic (loopback only, see below)
   --seconds N           run length (default: the scenario's); attack windows scale with it
   --scale N             multiply every legit population's users (flash crowds)
@@ -23,7 +31,9 @@ SCENARIO is a built-in name (${listBuiltins().join(', ')}) or a YAML file.
   --quiet               no progress line, no summary
   --allow-remote --i-own-this-target
                         both required to target a non-loopback host you own
+  -h, --help            this help
 `;
+}
 
 function num(raw: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (raw === undefined) return undefined;
@@ -48,11 +58,11 @@ export async function drillMain(argv: string[]): Promise<number> {
       },
     }));
   } catch (e) {
-    process.stderr.write(`rempart drill: ${(e as Error).message}\n\n${DRILL_USAGE}`);
+    process.stderr.write(`rempart drill: ${(e as Error).message}\n\n${drillUsage()}`);
     return 2;
   }
   if (values.help) {
-    process.stdout.write(DRILL_USAGE);
+    process.stdout.write(drillUsage());
     return 0;
   }
   const controller = new AbortController();
@@ -88,14 +98,15 @@ export async function drillMain(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`rempart drill: ${e.message}\n\n${DRILL_USAGE}`);
+      process.stderr.write(`rempart drill: ${e.message}\n\n${drillUsage()}`);
       return 2;
     }
     if (e instanceof ScenarioError || e instanceof SafetyError) {
       process.stderr.write(`rempart drill: ${e.message}\n`);
       return 2;
     }
-    process.stderr.write(`rempart drill: ${(e as Error).stack ?? e}\n`);
+    // A network or file failure is a message and a hint; the stack only with --debug / REMPART_DEBUG=1.
+    process.stderr.write(formatError(e, 'rempart drill', debugWanted(process.argv)));
     return 1;
   } finally {
     process.off('SIGINT', onSigint);

@@ -1,7 +1,7 @@
 // Drill scenarios: strict YAML validation (unknown keys refused, every error with its key path)
 // and resolution of built-in names to the files in scenarios/.
 import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -213,8 +213,30 @@ export function resolveScenarioPath(nameOrPath: string): string {
   throw new ScenarioError(nameOrPath, [`not a built-in scenario (${listBuiltins().join(', ')}) nor an existing file`]);
 }
 
+/** The bundled scenarios: the files in scenarios/, read each time, so no list here can drift from them. */
 export function listBuiltins(): string[] {
-  return ['baseline', 'flood', 'botnet', 'cache-busting', 'login-stuffing', 'slowloris', 'flash-crowd', 'mixed'];
+  try {
+    return readdirSync(SCENARIOS_DIR)
+      .filter((f) => f.endsWith('.yaml'))
+      .map((f) => f.slice(0, -'.yaml'.length))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Each bundled scenario with its description (for `rempart drill --help`; reads the files). */
+export function describeBuiltins(): Array<{ name: string; description: string }> {
+  return listBuiltins().map((name) => {
+    let description = '';
+    try {
+      const doc = parseYaml(readFileSync(path.join(SCENARIOS_DIR, `${name}.yaml`), 'utf8')) as { description?: unknown };
+      if (typeof doc?.description === 'string') description = doc.description;
+    } catch {
+      description = '(unreadable)';
+    }
+    return { name, description };
+  });
 }
 
 export async function loadScenario(nameOrPath: string): Promise<Scenario> {

@@ -140,7 +140,9 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
   // the ban table's hottest bans go there (the rest are found by isBanned above).
   const bans = opts.bans;
   if (bans !== null && 'fastPath' in bans) Object.defineProperty(server, 'blockList', { get: () => bans.fastPath, configurable: true });
-  server.on('error', (err) => opts.log.error({ err }, 'listener error'));
+  // A listener's errors (EADDRINUSE at start, EMFILE later) are the system's, not a bug: the message
+  // and code say it all; their stack names only Node's internals, and an operator reads these lines.
+  server.on('error', (err: NodeJS.ErrnoException) => opts.log.error({ err: err.message, code: err.code }, 'listener error'));
   return server;
 }
 

@@ -9,7 +9,7 @@ import type { Pool } from 'undici';
 import type { Config } from '../config/schema.ts';
 import { RequestContext } from '../core/context.ts';
 import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
-import { createLogger, type Logger } from '../core/log.ts';
+import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
 import { LogSampler } from '../core/log-sampler.ts';
@@ -107,7 +107,10 @@ const SMUGGLING_PARSE_ERRORS = new Set([
 ]);
 
 export async function createGateway(initial: Config, options: GatewayOptions = {}): Promise<Gateway> {
-  const log = options.logger ?? createLogger(initial.logging.level);
+  const log = options.logger ?? createLogger(initial.logging.level, undefined, initial.logging.format as LogFormat);
+  // The combined access-log format needs a few more fields per request line (only then: JSON lines
+  // keep their fixed set).
+  const combinedLog = options.logger === undefined && resolveLogFormat(initial.logging.format as LogFormat) === 'combined';
   const metrics = createMetrics();
   let current = compileRuntime(initial).runtime;
   const getRuntime = () => current;
@@ -133,8 +136,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   audit.onRecord = () => auditSeq++;
   api.onAction = (action) => auditAction(audit, action);
   const alertSink: AlertSink = {
-    raise(kind, message, fields) {
-      alerts.raise(kind, message, fields);
+    raise(kind, message, fields, logged) {
+      alerts.raise(kind, message, fields, logged);
       const by = typeof fields.by === 'string' ? fields.by : 'rempart';
       const reasons = Array.isArray(fields.reasons) ? `: ${fields.reasons.join('; ')}` : '';
       audit.record(kind, by, `${message}${reasons}`, fields);
@@ -268,7 +271,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     // Refused requests come at attack rate: their lines are sampled per reason (first few per window,
     // then one summary line); forwarded requests are all logged.
     if (current.config.logging.requests && (ctx.decision !== 'refused' || sampler.allow(ctx.reason, onSuppressed))) {
-      log.info({
+      if (combinedLog) {
+        const h = ctx.req.headers;
+        log.info({ msg: 'request', method: ctx.req.method, path: ctx.path, url: ctx.req.url, httpVersion: ctx.req.httpVersion, client: ctx.clientAddress, status: ctx.status, bytes: ctx.responseBytes, referer: h.referer, userAgent: h['user-agent'] });
+      } else log.info({
         msg: 'request',
         method: ctx.req.method,
         path: ctx.path,
@@ -719,11 +725,13 @@ function applyTimeouts(server: http.Server, config: Config): void {
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {
-  for (const l of config.listeners) {
-    if (!l.tls) continue;
-    const [cert, key] = await Promise.all([readFile(l.tls.certFile), readFile(l.tls.keyFile)]);
-    into.set(l.address, tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' }));
-  }
+  for (const l of config.listeners) if (l.tls) into.set(l.address, await loadSecureContext(l.tls));
+}
+
+/** Read a listener's certificate and key (start-up, reload and `rempart check` share this). */
+export async function loadSecureContext(files: { certFile: string; keyFile: string }): Promise<tls.SecureContext> {
+  const [cert, key] = await Promise.all([readFile(files.certFile), readFile(files.keyFile)]);
+  return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
 }
 
 export function splitHostPort(address: string): { host: string; port: number } {

@@ -1,0 +1,79 @@
+// `rempart check` beyond the schema: everything start-up reads or binds, read and bound the same way
+// (the very loaders createGateway calls), so a file that passes `check` does not then fail to start.
+// Problems (exit 1): a TLS certificate or key, a key file, the tokens file, a JWT key, the webhook
+// files or the audit database's directory that cannot be read or used. Warnings (exit 0): a port some
+// other process holds now (it may be this gateway's own running copy, about to be restarted).
+import { access, constants, stat } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import type { Config } from './schema.ts';
+import { loadSecureContext, splitHostPort } from '../server/gateway.ts';
+import { loadKey } from '../phases/waiting-room/ticket.ts';
+import { loadChallengeKeys } from '../phases/challenge/keys.ts';
+import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
+import { loadTokens } from '../control/api.ts';
+import { loadWebhookTarget } from '../control/alerts.ts';
+
+export interface PreflightResult {
+  readonly problems: string[];
+  readonly warnings: string[];
+}
+
+export async function preflight(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<PreflightResult> {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const attempt = async (where: string, load: () => Promise<unknown>) => {
+    try {
+      await load();
+    } catch (err) {
+      problems.push(`${where}: ${(err as Error).message}`);
+    }
+  };
+  const checks: Promise<void>[] = [];
+  config.listeners.forEach((l, i) => {
+    if (l.tls) checks.push(attempt(`listeners[${i}].tls`, () => loadSecureContext(l.tls!)));
+  });
+  checks.push(attempt('waitingRoom.keyFile', () => loadKey(env, config.waitingRoom.keyFile)));
+  checks.push(attempt('defense.challenge.keyFile', () => loadChallengeKeys(env, config.defense.challenge.keyFile)));
+  const jwt = config.defense.familiarity.jwt;
+  if (jwt !== undefined) checks.push(attempt('defense.familiarity.jwt.keyFile', () => JwtVerifier.load(jwt as JwtSettings)));
+  checks.push(attempt('admin.tokensFile', () => loadTokens(env, config.admin.tokensFile)));
+  checks.push(attempt('alerts.webhook', () => loadWebhookTarget(env, config.alerts.webhook)));
+  const auditFile = config.audit.file;
+  if (auditFile !== undefined && auditFile !== ':memory:') checks.push(attempt('audit.file', () => writableDirectory(path.dirname(path.resolve(auditFile)))));
+  await Promise.all(checks);
+
+  const addresses = config.listeners.map((l, i) => ({ where: `listeners[${i}].address`, address: l.address }));
+  if (config.admin.address !== 'off') addresses.push({ where: 'admin.address', address: config.admin.address });
+  for (const { where, address } of addresses) {
+    const why = await portProblem(address);
+    if (why !== '') warnings.push(`${where}: ${address} ${why}`);
+  }
+  return { problems, warnings };
+}
+
+/** The audit database is created at start-up: its directory must exist and be writable. */
+async function writableDirectory(dir: string): Promise<void> {
+  const s = await stat(dir);
+  if (!s.isDirectory()) throw new Error(`${dir} is not a directory`);
+  await access(dir, constants.W_OK);
+}
+
+/** '' when the address can be bound now, else why not (held by another process, not an address of this machine...). */
+export function portProblem(address: string): Promise<string> {
+  const { host, port } = splitHostPort(address);
+  if (port === 0) return Promise.resolve('');
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      resolve(
+        err.code === 'EADDRINUSE'
+          ? 'is in use by another process now (start-up will fail unless it is freed)'
+          : err.code === 'EACCES'
+            ? 'cannot be bound by this user (ports below 1024 need privileges)'
+            : `cannot be bound: ${err.code ?? err.message}`,
+      );
+    });
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve('')));
+  });
+}
