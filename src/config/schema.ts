@@ -255,9 +255,9 @@ export const ConfigSchema = Obj(
         slowReadTimeoutMs: Type.Integer({
           minimum: 100,
           maximum: 3600000,
-          default: 20000,
+          default: 60000,
           description:
-            'A connection whose replies wait on the client to read for this long without its send buffer emptying once is closed. A waiting reply gives its admission slot back at once: a client\u2019s read speed never holds a slot.',
+            'A connection whose replies wait on a client that takes no byte of them for this long is closed (as nginx\u2019s send_timeout: between two writes the kernel accepted, not for the whole reply). The kernel takes bytes only once about a third of its send buffer (up to 4 MB) is free, so a steady reader of about 25 KB/s or more is never cut at the default. A waiting reply gives its admission slot back at once: a client\u2019s read speed never holds a slot.',
         }),
         pressureIdleTimeoutMs: Type.Integer({
           minimum: 100,

@@ -99,9 +99,6 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
   const server = net.createServer({ noDelay: true }, (socket) => {
     const peer = socket.remoteAddress ?? '';
     const runtime = opts.getRuntime();
-    // The connection reclaimed counts until its close event: the total may pass the cap by the few
-    // being closed at that moment.
-    if (table.total >= runtime.config.limits.maxConnections && !reclaimIdle()) return refuse(socket);
     // A trusted balancer carries many clients on its connections: its own address is not capped.
     // Behind PROXY protocol the client's address is counted once the header names it.
     const trusted = isTrusted(runtime.trustedProxies, peer);
@@ -111,6 +108,14 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
       const key = connectionKey(peer, runtime.config.defense.ipv6PrefixLength);
       if (!tryCount(key)) return refuse(socket);
       counted = key;
+    }
+    // At the cap, only a connection that would otherwise be let in may close an idle one: a banned
+    // address or one over its own cap was refused above and costs no real user a connection. The
+    // connection reclaimed counts until its close event: the total may pass the cap by the few being
+    // closed at that moment.
+    if (table.total >= runtime.config.limits.maxConnections && !reclaimIdle()) {
+      if (counted !== null) uncount(counted);
+      return refuse(socket);
     }
     table.total++;
     metrics.connectionsActive.inc();

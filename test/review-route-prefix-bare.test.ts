@@ -1,0 +1,32 @@
+// Review (attack): an exact route now also meets its path with a trailing slash (`/login` and
+// `/login/`), but a prefix route does not meet its own bare directory: `/admin/*` misses `/admin`,
+// which lands on the catch-all. Express (`app.use('/admin', router)` serves `/admin` with the
+// router's `/` handler, strict routing off) and most frameworks answer `/admin` and `/admin/` alike,
+// so the admin index walks past the `/admin/*` route's class, limits and guards.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rawRequest, sleep, startGateway, startUpstream } from './helpers.ts';
+
+test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url, {
+    routes: [
+      { name: 'admin', path: '/admin/*', upstream: 'origin', class: 'critical' },
+      { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
+    ],
+  });
+  try {
+    for (const p of ['/admin/', '/admin', '/ADMIN']) {
+      await rawRequest(gw.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      let line: Record<string, unknown> | undefined;
+      for (let w = 0; line === undefined && w < 3000; w += 20) {
+        line = gw.logs.find((l) => l.path === p);
+        if (line === undefined) await sleep(20);
+      }
+      assert.equal(line?.route, 'admin', `${p} met route ${String(line?.route)}`);
+    }
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
