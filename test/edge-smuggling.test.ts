@@ -177,6 +177,30 @@ test('a request pipelined behind a refused "gzip, chunked" request never reaches
   await assertRefused(`POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n${GET_SMUGGLED}`, SMUGGLING);
 });
 
+// Found by the fuzzer (seed 3071735723, connection 106692): Node answered any Expect other than
+// 100-continue with 417 itself, keep-alive, before any phase ran, so the refused framing went
+// unrefused and the request in its body was forwarded.
+test('a request behind refused framing never reaches the upstream when the request also carries an unknown Expect', async () => {
+  for (const expect of ['x-expect', '100-continue-x', '']) {
+    await assertRefused(`POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: identity, chunked\r\nExpect: ${expect}\r\n\r\n3\r\nabc\r\n0\r\n\r\n${GET_SMUGGLED}`, SMUGGLING);
+  }
+});
+
+test('an Expect other than 100-continue gets 417 RMP_ERR_EDGE_EXPECTATION from Rempart and is never forwarded', async () => {
+  const up = await startUpstream();
+  const gw = await startGateway(up.url);
+  try {
+    const raw = await rawRequest(gw.port, 'POST /x HTTP/1.1\r\nHost: a.test\r\nExpect: x-expect\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello', { timeoutMs: 3000 });
+    assert.equal(statusOf(raw), 417, JSON.stringify(raw));
+    assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_EXPECTATION', JSON.stringify(raw));
+    await sleep(100);
+    assert.deepEqual(up.requests.map((r) => r.url), []);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+});
+
 test('a request pipelined behind a refused duplicate-Host request never reaches the upstream', async () => {
   await assertRefused(`GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n${GET_SMUGGLED}`, 'RMP_ERR_EDGE_DUPLICATE_HOST');
 });

@@ -4,6 +4,7 @@
 // to that earlier request (a forwarded payment seen as refused). Found by the fuzzer (bench/fuzz.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { rawRequest, startGateway, startUpstream } from './helpers.ts';
 
 /** Status lines of every response in a raw reply, in order. */
@@ -54,5 +55,60 @@ test('a parse error with nothing pending is still answered at once', async () =>
   await withSlowUpstream(async (port) => {
     const raw = await rawRequest(port, 'GET /x HTTP/1.1\r\nHost: a.test\r\nno colon here\r\n\r\n', { timeoutMs: 3000 });
     assert.deepEqual(statuses(raw), [400]);
+  });
+});
+
+// Found by the fuzzer (seed 3071735723, connection 58378): "100 Continue" for a request queued behind
+// an earlier response was sent between its final head and its body ([head][100 Continue][body]), so a
+// client read the 100's first bytes as the body, and every later answer on the connection off by them.
+async function withSlowAndFast(fn: (port: number) => Promise<void>): Promise<void> {
+  const up = await startUpstream((req, res) => {
+    if (req.url === '/slow') setTimeout(() => res.end('slow ok'), 300);
+    else {
+      // A Content-Length answer: forwarded as Buffer writes, not chunked (the first chunk-size line
+      // is a string, which Node happens to keep behind a queued 100).
+      res.writeHead(200, { 'content-length': '4' });
+      res.end('fast');
+    }
+  });
+  const gw = await startGateway(up.url);
+  try {
+    await fn(gw.port);
+  } finally {
+    await gw.close();
+    await up.close();
+  }
+}
+
+const expecting = 'POST /fast HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nConnection: close\r\n';
+
+test('a 100 Continue for a pipelined request never lands between its final head and its body', async () => {
+  await withSlowAndFast(async (port) => {
+    for (const body of ['Content-Length: 5\r\n\r\nhello', 'Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n']) {
+      const raw = await rawRequest(port, slow + expecting + body, { timeoutMs: 5000 });
+      // The body came with the head, so the 100 may be left out; if sent, it comes before the final
+      // head, and the final head's Content-Length frames exactly the bytes that follow it.
+      assert.match(raw, /slow ok(?:HTTP\/1\.1 100 Continue\r\n\r\n)?HTTP\/1\.1 200 OK\r\n(?:(?!\r\n\r\n)[^])*\r\n\r\nfast$/, JSON.stringify(raw.slice(0, 600)));
+    }
+  });
+});
+
+test('a pipelined request waiting for 100 Continue gets it once the answers before it are out', async () => {
+  await withSlowAndFast(async (port) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    let raw = '';
+    socket.on('data', (c: Buffer) => (raw += c.toString('latin1')));
+    socket.on('error', () => {});
+    const closed = new Promise((r) => socket.once('close', r));
+    try {
+      socket.write(`${slow}${expecting}Content-Length: 5\r\n\r\n`); // the body waits for the 100, as curl's does
+      for (let i = 0; i < 100 && !raw.includes('100 Continue'); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.match(raw, /slow okHTTP\/1\.1 100 Continue\r\n\r\n$/, JSON.stringify(raw.slice(0, 600)));
+      socket.write('hello');
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);
+      assert.match(raw, /100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n(?:(?!\r\n\r\n)[^])*\r\n\r\nfast$/, JSON.stringify(raw.slice(0, 600)));
+    } finally {
+      socket.destroy();
+    }
   });
 });

@@ -20,6 +20,12 @@ export const ERRORS = {
     retryable: false,
     message: 'The request framing is ambiguous (Transfer-Encoding with Content-Length, duplicate or invalid Content-Length, unsupported Transfer-Encoding, obs-fold, bare LF); refused and never forwarded.',
   },
+  RMP_ERR_EDGE_EXPECTATION: {
+    status: 417,
+    source: 'client',
+    retryable: false,
+    message: 'The request carries an Expect other than 100-continue, which Rempart does not meet (RFC 9110 §10.1.1).',
+  },
   RMP_ERR_EDGE_BAD_PATH: {
     status: 400,
     source: 'client',

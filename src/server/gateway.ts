@@ -564,6 +564,10 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   httpServer.on('upgrade', onUpgrade);
   // Expect: 100-continue is answered by us once the phases accepted the request, not by Node at once.
   httpServer.on('checkContinue', onRequest);
+  // Any other Expect Node answers 417 itself, keep-alive, before any phase: framing the edge phase
+  // refuses (`Transfer-Encoding: identity, chunked`) was then never refused, and a request hidden in
+  // that body reached the upstream (fuzz finding). The edge phase answers it (RMP_ERR_EDGE_EXPECTATION).
+  httpServer.on('checkExpectation', onRequest);
   httpServer.on('clientError', onClientError);
   // The HTTP server is fed sockets by the accept layer and never listens itself, but Node only
   // starts tracking connections (headersTimeout/requestTimeout checks, closeAllConnections) on

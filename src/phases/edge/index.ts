@@ -10,6 +10,9 @@ import type { Runtime } from '../../core/runtime.ts';
 import { ERRORS } from '../../core/errors.ts';
 import { closingReason } from '../../server/reply.ts';
 
+/** What Node reads as asking for 100 Continue (lib/_http_server.js continueExpression). */
+const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;
+
 export function createEdgePhase(getRuntime: () => Runtime): Phase {
   return {
     name: 'edge',
@@ -60,6 +63,14 @@ export function createEdgePhase(getRuntime: () => Runtime): Phase {
           ctx.refuse('RMP_ERR_EDGE_SMUGGLING', 400);
           return Verdict.Reply;
         }
+      }
+      // An expectation other than 100-continue cannot be met (Node hands such requests to us rather
+      // than answering them itself: see gateway.ts). After the framing checks, so that bad framing
+      // is still refused as such, with the connection closed.
+      const expect = req.headers.expect;
+      if (expect !== undefined && req.httpVersionMinor !== 0 && !CONTINUE.test(expect)) {
+        ctx.refuse('RMP_ERR_EDGE_EXPECTATION', 417);
+        return Verdict.Reply;
       }
       return Verdict.Continue;
     },

@@ -20,7 +20,21 @@ export function sendContinueIfExpected(req: IncomingMessage, res: ServerResponse
   const marked = res as ServerResponse & { [kContinueSent]?: true };
   if (marked[kContinueSent]) return;
   marked[kContinueSent] = true;
+  // Behind an earlier response still going out (pipelining) this response has no socket yet, and Node
+  // would queue the 100 in its buffer; but a final head written later with a Buffer body is put in
+  // FRONT of that buffer (OutgoingMessage._send), so the client got [head][100 Continue][body] and
+  // read the 100's bytes as the body: every later answer on the connection off by them (found by the
+  // fuzzer). So the 100 waits for the socket, and is dropped if the final head came first.
+  if (res.socket === null) {
+    res.once('socket', continueOnSocket);
+    return;
+  }
   res.writeContinue();
+}
+
+/** The response got its connection (its turn on a pipelined one): the 100, unless it is already answered. */
+function continueOnSocket(this: ServerResponse): void {
+  if (!this.headersSent && !this.writableEnded) this.writeContinue();
 }
 
 /** Streams `head` then the rest of `req`, failing once the total passes maxBytes. */
