@@ -122,21 +122,45 @@ export function cookieValues(header: string | undefined, name: string, out: stri
     const end = header.indexOf(';', at);
     const stop = end === -1 ? header.length : end;
     // Compared in place: no string is made for the other cookies.
+    let eq = -1;
     if (header.startsWith(name, at)) {
-      let eq = at + name.length;
+      eq = at + name.length;
       while (header.charCodeAt(eq) === 32 || header.charCodeAt(eq) === 9) eq++;
-      if (eq < stop && header.charCodeAt(eq) === 61 /* = */) {
-        const text = header.slice(eq + 1, stop).trim();
-        const v = decode ? credentialValue(text) : text;
-        if (v !== '' && !out.includes(v)) {
-          if (out.length === MAX_IDENTITY_VALUES) return -1;
-          out.push(v);
-        }
+    } else eq = otherSpelling(header, at, stop, name);
+    if (eq !== -1 && eq < stop && header.charCodeAt(eq) === 61 /* = */) {
+      const text = header.slice(eq + 1, stop).trim();
+      const v = decode ? credentialValue(text) : text;
+      if (v !== '' && !out.includes(v)) {
+        if (out.length === MAX_IDENTITY_VALUES) return -1;
+        out.push(v);
       }
     }
     at = stop + 1;
   }
   return out.length;
+}
+
+/**
+ * Where the `=` of a cookie named `name` in another spelling is, or -1: Rack (Rails) and PHP
+ * %-decode cookie names, ASP.NET compares them ignoring case, and each keeps the first of two equal
+ * names, so `%73id=<real>; sid=<random>` is the real session to them. Counting those values too only
+ * adds identities (a quota counts each; trust needs every one known). Strings are made only for names
+ * close in length that hold a `%` or differ from `name` in case alone.
+ */
+function otherSpelling(header: string, at: number, stop: number, name: string): number {
+  const eq = header.indexOf('=', at);
+  if (eq === -1 || eq >= stop) return -1;
+  const len = eq - at;
+  if (len < name.length || len > 3 * name.length + 8) return -1;
+  let written = header.slice(at, eq).trim();
+  if (written.indexOf('%') !== -1) {
+    try {
+      written = decodeURIComponent(written);
+    } catch {
+      return -1;
+    }
+  }
+  return written.length === name.length && written.toLowerCase() === name.toLowerCase() ? eq : -1;
 }
 
 /**
