@@ -212,13 +212,18 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
 /**
  * Does `path` meet the route's path? ASCII case is ignored and an exact path also meets itself with
  * one trailing slash: Express (by default), ASP.NET and IIS route `/LOGIN` and `/login/` to the
- * `/login` handler, so a route that told them apart would let them walk past its limits. Matching
+ * `/login` handler, and a prefix route `/admin/*` also meets `/admin`, so a route that told them
+ * apart would let them walk past its limits. Matching
  * more widely is the safe direction: a path that met a route before still meets it. No allocation.
  */
 function pathMatches(r: CompiledRoute, path: string): boolean {
   const want = r.path;
-  const n = want.length;
-  if (r.isPrefix ? path.length < n : path.length !== n && !(path.length === n + 1 && path.charCodeAt(n) === 0x2f /* / */)) return false;
+  let n = want.length;
+  if (r.isPrefix) {
+    // `/admin/*` also meets the bare `/admin`: frameworks serve the directory's index there too.
+    if (path.length === n - 1 && n > 1 && want.charCodeAt(n - 1) === 0x2f /* / */) n--;
+    else if (path.length < n) return false;
+  } else if (path.length !== n && !(path.length === n + 1 && path.charCodeAt(n) === 0x2f /* / */)) return false;
   for (let i = 0; i < n; i++) {
     let c = path.charCodeAt(i);
     if (c >= 0x41 && c <= 0x5a) c |= 0x20;

@@ -436,6 +436,16 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   }
   type SocketWithMessage = Socket & { _httpMessage?: http.ServerResponse | null };
 
+  /**
+   * Close `s` once every answer still owed on it is out: Node hands the socket to the next queued
+   * response when one finishes, so look again after each (several requests may precede the handshake).
+   */
+  function closeAfterAnswers(s: SocketWithMessage): void {
+    const m = s._httpMessage;
+    if (m == null || m.writableFinished || s.destroyed) s.destroySoon();
+    else m.once('finish', () => setImmediate(closeAfterAnswers, s));
+  }
+
   const tunnelHooks: TunnelHooks = {
     onSwitched(ctx) {
       const socket = ctx.req.socket;
@@ -476,8 +486,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     // first, and nothing can be answered in order after it. Closed once it is sent; never forwarded.
     const inFlight = (s as SocketWithMessage)._httpMessage;
     if (inFlight != null) {
-      if (inFlight.writableEnded) s.destroySoon();
-      else inFlight.once('finish', () => s.destroySoon());
+      closeAfterAnswers(s as SocketWithMessage);
       return;
     }
     const res = new http.ServerResponse(req);
