@@ -11,7 +11,7 @@ import type { Config } from '../../config/schema.ts';
 import { AttackLevel, type DefenseDeps } from '../../defense/types.ts';
 import { decide } from '../../defense/decide.ts';
 import { errorBody } from '../../server/reply.ts';
-import { addressKey, cookieValue, cookieValues } from '../admission/client-key.ts';
+import { addressKey, cookieValue, cookieValues, v6PrefixKey } from '../admission/client-key.ts';
 import { wantsHtml } from '../admission/index.ts';
 import { loadChallengeKeys, type KeyRing } from './keys.ts';
 import { TokenSigner, binding, type Refusal } from './tokens.ts';
@@ -98,8 +98,9 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
   // Verified JWTs by how widely each is used (a token shared by a crowd is not one person's).
   const jwtUsage = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
-  // No-JS clearances per client prefix and minute (the door costs no work, only a wait).
-  const noScriptQuota = new WindowQuota(60_000, 12);
+  // No-JS clearances per client prefix and minute (the door costs no work, only a wait). 4 × 2^16
+  // counters (512 KiB): at 2^12, the /64s of a quarter of one /48 filled it and locked fresh prefixes out.
+  const noScriptQuota = new WindowQuota(60_000, 16);
   const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
   const ignored = new IgnoredChallenges();
   let jwt: JwtVerifier | null = initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
@@ -116,6 +117,14 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     ctx.known = true;
     deps.metrics.challenges.inc({ door, result: 'solved' });
     return c;
+  }
+
+  /**
+   * Whom the no-JS quota counts: the IPv4 /24, or the IPv6 /48 (a site's allocation: tunnel brokers
+   * hand out a /48 for free, which holds 65,536 /64s, each a fresh quota otherwise).
+   */
+  function noScriptKey(ctx: RequestContext): string {
+    return ctx.clientAddress.indexOf(':') === -1 || ctx.clientPrefix.indexOf(':') === -1 ? ctx.clientPrefix : v6PrefixKey(ctx.clientAddress, 48);
   }
 
   function noScriptQuotaNow(cfg: ChallengeConfig): number {
@@ -200,7 +209,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (typeof r === 'string') refusal = r;
       else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
       // Waiting is all the door asks, and bots wait in parallel: so many clearances per prefix a minute.
-      else if (!noScriptQuota.take(ctx.clientPrefix, noScriptQuotaNow(cfg), deps.clock.now())) refusal = 'over_quota';
+      else if (!noScriptQuota.take(noScriptKey(ctx), noScriptQuotaNow(cfg), deps.clock.now())) refusal = 'over_quota';
       else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
     }
     failed(ctx, cfg, door, refusal, 'verify');
