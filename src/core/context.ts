@@ -88,6 +88,8 @@ export class RequestContext {
    * none applies. Only a WebSocket tunnel is cut at it: an ordinary response that crosses is served.
    */
   responseByteBudget: number;
+  /** Whether this request's reply stalled on the client and holds an upstream connection paused (see the gateway's pinned table). */
+  pinned: boolean;
   /** Index of the last phase that ran, so `done` only unwinds what ran. */
   phaseIndex: number;
   finished: boolean;
@@ -159,6 +161,7 @@ export class RequestContext {
     this.upstreamStatus = 0;
     this.responseBytes = 0;
     this.responseByteBudget = Infinity;
+    this.pinned = false;
     this.phaseIndex = 0;
     this.finished = false;
     this.forwardHandler = null;

@@ -298,6 +298,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     const ctx = this[kCtx];
     if (ctx.finished) return;
     ctx.finished = true;
+    if (ctx.pinned) unpin(ctx);
     const socket = ctx.req.socket as TrackedSocket;
     const left = socket[kPending] - 1;
     socket[kPending] = left;
@@ -332,6 +333,36 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     } else if (ctx.decision === 'stale' && ctx.reason.startsWith('RMP_ERR_UPSTREAM_')) u.breaker.onFailure(); // a stale copy stood in for an error
   }
 
+  // Replies stalled on their client keep their upstream connection paused (the admission slot went
+  // back). Clients that never read could pin a whole pool that way and leave real users waiting for a
+  // connection until the slow-read cut: at most half of an upstream's pool may be pinned; past it the
+  // client stalled the longest is cut (RMP_ERR_EDGE_SLOW_READ), freeing its connection. Keyed by
+  // upstream name (configuration), each set bounded by that half.
+  const pinnedBy = new Map<string, Set<RequestContext>>();
+  function pin(ctx: RequestContext): void {
+    const u = ctx.upstream;
+    if (u === null || ctx.finished || ctx.pinned) return;
+    let set = pinnedBy.get(u.name);
+    if (set === undefined) pinnedBy.set(u.name, (set = new Set()));
+    ctx.pinned = true;
+    set.add(ctx);
+    const max = Math.max(1, Math.floor(u.config.connections / 2));
+    if (set.size <= max) return;
+    // Oldest first: those that drained since are no longer pinned; the first still stalled is cut.
+    for (const other of set) {
+      if (set.size <= max) break;
+      set.delete(other);
+      other.pinned = false;
+      if (!other.res.writableNeedDrain || other.finished) continue;
+      metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
+      other.req.socket?.destroy();
+    }
+  }
+  function unpin(ctx: RequestContext): void {
+    ctx.pinned = false;
+    if (ctx.upstream !== null) pinnedBy.get(ctx.upstream.name)?.delete(ctx);
+  }
+
   const hooks: ForwardHooks = {
     onResponseHead: challengeGuard.onUpstreamHead,
     onUpstreamEnd: (ctx) => admission.releaseSlot(ctx),
@@ -340,6 +371,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     onClientBackpressure(ctx) {
       admission.releaseSlot(ctx);
       markStalled(ctx.req.socket as TrackedSocket, table.stalled, performance.now());
+      pin(ctx);
     },
     onQueuedReply(ctx, bytes) {
       if (holdQueuedReply(ctx.res, bytes, current.config.limits.maxQueuedReplyBytes)) return true;
