@@ -109,7 +109,9 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       requestsPerKey: 1,
       size: 'rateLimitKeys',
       // Two tables, each capped at maxKeys: the addresses, and their /24s (the rule's second level).
+      // The addresses fill theirs; 127.1.x.y addresses fill 254 to a /24, so the /24 table stays small.
       cap: 2 * rl,
+      fillAt: rl,
       // Per table: Map entry + address string ≈ 100 B; shared rows 2 × 2^17 × 8 B.
       budget: 2 * (rl * 120 + 2 * 131072 * 8),
     },

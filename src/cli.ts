@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
-import { LOG_FORMATS, type LogFormat } from './core/log.ts';
+import { LOG_FORMATS, resolveLogFormat, type LogFormat } from './core/log.ts';
 import { UsageError, debugWanted, formatError } from './core/user-error.ts';
 // The gateway and what only running needs are imported when running: `--help`, `check` and `token`
 // answer without loading the whole proxy.
@@ -284,9 +284,13 @@ async function run(argv: string[]): Promise<number> {
   gateway.log.info({ listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
   // One summary for a person (from the first worker only under --workers, not from each), and a look
   // at the upstreams that does not hold anything up.
+  // The summary is for a person: a zero-config start, or a readable log format. A configured gateway
+  // whose logs are JSON (a service manager, a container) keeps its output machine-readable: the
+  // 'rempart started' line above says where it listens.
+  const forPerson = values.config === undefined || resolveLogFormat(config.logging.format as LogFormat) === 'pretty';
   if (cluster.isPrimary || cluster.worker?.id === 1) {
     const plain = process.env.REMPART_ADMIN_TOKEN;
-    process.stderr.write(
+    if (forPerson) process.stderr.write(
       startupSummary(config, {
         version: await packageVersion(),
         listeners: shown,
