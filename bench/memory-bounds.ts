@@ -182,7 +182,8 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       size: 'sessions',
       cap: sessions,
       // 16-byte hash as base64url (22 chars) + Map entry ≈ 100 B.
-      budget: sessions * 100,
+      // The hash, the entry, and `familiarity.sessionBounds`: prefix and User-Agent masks and a budget.
+      budget: sessions * 250,
     },
     {
       name: 'replay',
