@@ -5,16 +5,16 @@
 // first clearance (measured with this test's loop), i.e. no-JS visitors everywhere are locked out.
 // The waiting room's ticket quota (2^16 wide, 10 a minute) goes the same way at 262,144 /64s (93 %).
 // Proxy test at the sketch level with the phase's parameters. Fixed: the door's sketch is 2^16 wide
-// now, and it counts IPv6 by the /48 (so one /48 is one key); this test drives 16,384 distinct keys
-// (as many /48s, which no free broker hands out) into the widened sketch.
+// now (and an IPv6 client also spends from its /48's quota, 16 times larger); this test drives the
+// review's 16,384 /64s x 3 into the widened sketch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WindowQuota } from '../src/defense/window-quota.ts';
 
-test('review: 16,384 prefixes cannot lock every other prefix out of the no-JS door', () => {
+test('review: one /48 worth of /64 prefixes cannot lock every other prefix out of the no-JS door', () => {
   const q = new WindowQuota(60_000, 16); // as src/phases/challenge/index.ts
   const limit = 3;
-  for (let k = 0; k < 16384; k++) for (let i = 0; i < limit; i++) q.take(`2001:db8:${k.toString(16)}::/48`, limit, 1);
+  for (let k = 0; k < 16384; k++) for (let i = 0; i < limit; i++) q.take(`2001:db8:0:${k.toString(16)}::/64`, limit, 1);
   let refused = 0;
   for (let j = 0; j < 1000; j++) if (!q.take(`198.51.${j >> 8}.${j & 255}`, limit, 2)) refused++;
   assert.ok(refused < 100, `${refused / 10} % of fresh prefixes refused their first no-JS clearance`);

@@ -412,7 +412,8 @@ function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: (
       if (!first) continue;
       // Host: any host covers every host; otherwise the same name (wildcards only cover themselves here).
       if (first.host !== '' && first.host !== later.host) continue;
-      const pathCovered = first.prefix ? later.path.startsWith(first.path) : !later.prefix && later.path === first.path;
+      // A prefix route `/admin/*` also meets the bare `/admin` (and an exact `/admin` meets only that and `/admin/`).
+      const pathCovered = first.prefix ? later.path.startsWith(first.path) || (!later.prefix && `${later.path}/` === first.path) : !later.prefix && later.path === first.path;
       if (!pathCovered) continue;
       if (first.methods !== null && (later.methods === null || [...later.methods].some((m) => !first.methods!.has(m)))) continue;
       const same = first.host === later.host && first.path === later.path && first.prefix === later.prefix && (first.methods === null ? later.methods === null : later.methods !== null && later.methods.size === first.methods.size);

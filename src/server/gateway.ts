@@ -336,26 +336,41 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // Replies stalled on their client keep their upstream connection paused (the admission slot went
   // back). Clients that never read could pin a whole pool that way and leave real users waiting for a
   // connection until the slow-read cut: at most half of an upstream's pool may be pinned; past it the
-  // client stalled the longest is cut (RMP_ERR_EDGE_SLOW_READ), freeing its connection. Keyed by
-  // upstream name (configuration), each set bounded by that half.
-  const pinnedBy = new Map<string, Set<RequestContext>>();
+  // pinned reply whose client took the fewest bytes since it was pinned (a client that never reads
+  // takes none; the oldest such first) is cut (RMP_ERR_EDGE_SLOW_READ), freeing its connection. A real
+  // user reading slowly but steadily keeps taking bytes and is not the one cut. Keyed by upstream name
+  // (configuration), each map bounded by that half; scanned only when it is full.
+  /** Per pinned reply: the bytes it had handed to its client when pinned. */
+  const pinnedBy = new Map<string, Map<RequestContext, number>>();
   function pin(ctx: RequestContext): void {
     const u = ctx.upstream;
     if (u === null || ctx.finished || ctx.pinned) return;
-    let set = pinnedBy.get(u.name);
-    if (set === undefined) pinnedBy.set(u.name, (set = new Set()));
+    let map = pinnedBy.get(u.name);
+    if (map === undefined) pinnedBy.set(u.name, (map = new Map()));
     ctx.pinned = true;
-    set.add(ctx);
+    map.set(ctx, ctx.responseBytes);
     const max = Math.max(1, Math.floor(u.config.connections / 2));
-    if (set.size <= max) return;
-    // Oldest first: those that drained since are no longer pinned; the first still stalled is cut.
-    for (const other of set) {
-      if (set.size <= max) break;
-      set.delete(other);
-      other.pinned = false;
-      if (!other.res.writableNeedDrain || other.finished) continue;
+    while (map.size > max) {
+      let victim: RequestContext | null = null;
+      let least = Infinity;
+      for (const [other, bytesWhenPinned] of map) {
+        // Drained since, or done: no longer holding a paused upstream connection.
+        if (other.finished || !other.res.writableNeedDrain) {
+          map.delete(other);
+          other.pinned = false;
+          continue;
+        }
+        const taken = other.responseBytes - bytesWhenPinned;
+        if (taken < least) {
+          least = taken;
+          victim = other;
+        }
+      }
+      if (victim === null || map.size <= max) break;
+      map.delete(victim);
+      victim.pinned = false;
       metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
-      other.req.socket?.destroy();
+      victim.req.socket?.destroy();
     }
   }
   function unpin(ctx: RequestContext): void {
@@ -363,9 +378,14 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     if (ctx.upstream !== null) pinnedBy.get(ctx.upstream.name)?.delete(ctx);
   }
 
+
   const hooks: ForwardHooks = {
     onResponseHead: challengeGuard.onUpstreamHead,
-    onUpstreamEnd: (ctx) => admission.releaseSlot(ctx),
+    onUpstreamEnd(ctx) {
+      admission.releaseSlot(ctx);
+      // The whole reply is read from the origin: it holds no upstream connection any more.
+      if (ctx.pinned) unpin(ctx);
+    },
     // The reply waits on the client to read: the origin's part is done, so its slot goes back now (a
     // slow reader must not hold one), and the connection's slow-read clock starts.
     onClientBackpressure(ctx) {

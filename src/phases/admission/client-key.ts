@@ -76,8 +76,12 @@ export function cookieValue(header: string | undefined, name: string): string {
     while (header.charCodeAt(at) === 32 || header.charCodeAt(at) === 59) at++;
     const end = header.indexOf(';', at);
     const stop = end === -1 ? header.length : end;
-    const eq = header.indexOf('=', at);
-    if (eq !== -1 && eq < stop && header.slice(at, eq).trim() === name) return header.slice(eq + 1, stop).trim();
+    // Compared in place and only up to this cookie's `;`: a header of bare names costs one pass.
+    if (header.startsWith(name, at)) {
+      let eq = at + name.length;
+      while (header.charCodeAt(eq) === 32 || header.charCodeAt(eq) === 9) eq++;
+      if (eq < stop && header.charCodeAt(eq) === 61 /* = */) return header.slice(eq + 1, stop).trim();
+    }
     at = stop + 1;
   }
   return '';
@@ -147,18 +151,31 @@ export function cookieValues(header: string | undefined, name: string, out: stri
  * adds identities (a quota counts each; trust needs every one known). Strings are made only for names
  * close in length that hold a `%` or differ from `name` in case alone.
  */
+function asciiLower(c: number): number {
+  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+}
+
 function otherSpelling(header: string, at: number, stop: number, name: string): number {
-  const eq = header.indexOf('=', at);
-  if (eq === -1 || eq >= stop) return -1;
-  const len = eq - at;
-  if (len < name.length || len > 3 * name.length + 8) return -1;
-  let written = header.slice(at, eq).trim();
-  if (written.indexOf('%') !== -1) {
-    try {
-      written = decodeURIComponent(written);
-    } catch {
-      return -1;
-    }
+  // Only as far as the longest spelling of `name` (each character %XX): a header of bare names
+  // without `=` costs one pass, not one pass per name.
+  const limit = Math.min(stop, at + 3 * name.length + 9);
+  let eq = at;
+  let percent = false;
+  for (let c = header.charCodeAt(eq); eq < limit && c !== 61 /* = */; c = header.charCodeAt(++eq)) if (c === 37 /* % */) percent = true;
+  if (eq >= limit) return -1;
+  let end = eq;
+  while (end > at && (header.charCodeAt(end - 1) === 32 || header.charCodeAt(end - 1) === 9)) end--;
+  if (!percent) {
+    // Another case only: compared in place, no string made.
+    if (end - at !== name.length) return -1;
+    for (let i = 0; i < name.length; i++) if (asciiLower(header.charCodeAt(at + i)) !== asciiLower(name.charCodeAt(i))) return -1;
+    return eq;
+  }
+  let written: string;
+  try {
+    written = decodeURIComponent(header.slice(at, end));
+  } catch {
+    return -1;
   }
   return written.length === name.length && written.toLowerCase() === name.toLowerCase() ? eq : -1;
 }

@@ -120,11 +120,16 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   }
 
   /**
-   * Whom the no-JS quota counts: the IPv4 /24, or the IPv6 /48 (a site's allocation: tunnel brokers
-   * hand out a /48 for free, which holds 65,536 /64s, each a fresh quota otherwise).
+   * One no-JS clearance from the quota of this client's prefix (IPv4 /24, IPv6 /64), and for IPv6 also
+   * from its /48's, 16 times larger: a free tunnel broker hands out a /48, 65,536 /64s each with a
+   * fresh quota otherwise, while a carrier's /48 holds many devices that must not share one small quota.
    */
-  function noScriptKey(ctx: RequestContext): string {
-    return ctx.clientAddress.indexOf(':') === -1 || ctx.clientPrefix.indexOf(':') === -1 ? ctx.clientPrefix : v6PrefixKey(ctx.clientAddress, 48);
+  function takeNoScript(ctx: RequestContext, cfg: ChallengeConfig): boolean {
+    const limit = noScriptQuotaNow(cfg);
+    const now = deps.clock.now();
+    const v6 = ctx.clientAddress.indexOf(':') !== -1 && ctx.clientPrefix.indexOf(':') !== -1;
+    if (v6 && !noScriptQuota.take(v6PrefixKey(ctx.clientAddress, 48), limit * 16, now)) return false;
+    return noScriptQuota.take(ctx.clientPrefix, limit, now);
   }
 
   function noScriptQuotaNow(cfg: ChallengeConfig): number {
@@ -209,7 +214,7 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (typeof r === 'string') refusal = r;
       else if (!replay.use(`d${r.rand}`, r.expiresSec * 1000 - cfg.challengeTtlSec * 1000, nowMs)) refusal = 'replayed';
       // Waiting is all the door asks, and bots wait in parallel: so many clearances per prefix a minute.
-      else if (!noScriptQuota.take(noScriptKey(ctx), noScriptQuotaNow(cfg), deps.clock.now())) refusal = 'over_quota';
+      else if (!takeNoScript(ctx, cfg)) refusal = 'over_quota';
       else return cleared(ctx, cfg, bind, nowMs, door, browser, returnTo);
     }
     failed(ctx, cfg, door, refusal, 'verify');

@@ -84,7 +84,7 @@ export const ChallengeSchema = Obj(
     ),
     noScriptPerPrefixPerMinute: Obj(
       {
-        elevated: Type.Integer({ minimum: 1, maximum: 100_000, default: 30, description: 'Clearances the no-JavaScript door gives one client prefix (IPv4 /24, IPv6 /48: a site\u2019s allocation) per minute, below `under_attack`.' }),
+        elevated: Type.Integer({ minimum: 1, maximum: 100_000, default: 30, description: 'Clearances the no-JavaScript door gives one client prefix (IPv4 /24, IPv6 /64; and 16 times that per IPv6 /48) per minute, below `under_attack`.' }),
         underAttack: Type.Integer({
           minimum: 1,
           maximum: 100_000,
