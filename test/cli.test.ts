@@ -234,7 +234,8 @@ test('`rempart check` fails on the files start-up would fail on, refuses shadowe
     assert.equal(r.code, 1, r.stderr + r.stdout);
     assert.match(r.stderr, /start-up would fail \(6 problems\)/);
     for (const [where, file] of [
-      ['listeners[0].tls', 'cert.pem'],
+      // The certificate and its key are read together: whichever is found missing first is named.
+      ['listeners[0].tls', '.pem'],
       ['waitingRoom.keyFile', 'room.key'],
       ['defense.challenge.keyFile', 'challenge.key'],
       ['defense.familiarity.jwt.keyFile', 'jwt.key'],
