@@ -15,6 +15,7 @@ import { classIndex } from '../admission/queue.ts';
 import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { wantsHtml } from '../admission/index.ts';
 import { WindowQuota } from '../../defense/window-quota.ts';
+import { v6PrefixKey } from '../admission/client-key.ts';
 import { binding } from '../challenge/tokens.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
@@ -26,6 +27,17 @@ import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ti
 export function ticketQuotaKey(address: string, prefix: string): string {
   const v4 = address.indexOf(':') === -1 || (address.startsWith('::ffff:') && address.indexOf('.') !== -1);
   return v4 ? address : prefix;
+}
+
+/**
+ * One new place from the quota of this client (ticketQuotaKey), and for IPv6 also from its /48's, 16
+ * times larger: a free tunnel broker hands out a /48, 65,536 /64s that would each take 10 places a
+ * minute otherwise, while a carrier's /48 holds many devices that must not share one small quota.
+ */
+export function takeTicketQuota(quota: WindowQuota, address: string, prefix: string, perMinute: number, nowMs: number): boolean {
+  const key = ticketQuotaKey(address, prefix);
+  if (key === prefix && prefix.indexOf(':') !== -1 && !quota.take(v6PrefixKey(address, 48), perMinute * 16, nowMs)) return false;
+  return quota.take(key, perMinute, nowMs);
 }
 
 /**
@@ -148,7 +160,7 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       }
       // A new place, within the address's quota: past it the page says where the back of the line
       // is, but no place is taken (requests without cookies cannot fill the line).
-      if (!ticketQuota.take(ticketQuotaKey(ctx.clientAddress, ctx.clientPrefix), cfg.ticketsPerAddressPerMinute, nowMs)) {
+      if (!takeTicketQuota(ticketQuota, ctx.clientAddress, ctx.clientPrefix, cfg.ticketsPerAddressPerMinute, nowMs)) {
         metrics.waitingRoomTicketsRefused.inc({ route: name });
         return waitingPage(ctx, room.length + 1, cfg, null);
       }
