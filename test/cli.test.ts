@@ -13,9 +13,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { combinedLine, prettyLine, resolveLogFormat } from '../src/core/log.ts';
 import type { AttackLevelMonitor } from '../src/defense/level.ts';
-import { startGateway, startUpstream } from './helpers.ts';
+import { BIN, runCli as runCliWith, startGateway, startUpstream } from './helpers.ts';
 
-const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
 const SCENARIOS = fileURLToPath(new URL('../scenarios/', import.meta.url));
 
 /** The environment without the variables that change what the CLI says. */
@@ -25,24 +24,6 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Run the CLI to completion. */
-function runCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv(), timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`));
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 interface Running {
   child: ChildProcess;
@@ -54,6 +35,11 @@ interface Running {
 }
 
 /** Start a long-running CLI (gateway, demo). */
+/** Run the CLI to completion, without the caller's REMPART_* secrets and debug switches by default. */
+function runCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv(), timeoutMs = 10_000) {
+  return runCliWith(args, env, timeoutMs);
+}
+
 function startCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Running {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';

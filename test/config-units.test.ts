@@ -2,7 +2,8 @@
 // environment, and errors that hint at the fix (the closest key, a readable address form).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, parseConfig, validateConfig, type ConfigProblem } from '../src/config/load.ts';
+import { parseConfig, validateConfig } from '../src/config/load.ts';
+import { problemsOf } from './helpers.ts';
 import { convertUnit, unitOfKey } from '../src/config/schema-util.ts';
 
 const BASE = `version: 1
@@ -16,15 +17,6 @@ routes:
     upstream: app
 `;
 
-function problemsOf(fn: () => unknown): ConfigProblem[] {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err.problems;
-  }
-  assert.fail('expected the configuration to be refused');
-}
 
 test('durations and sizes are accepted in human units wherever a key names its unit', () => {
   const c = parseConfig(

@@ -9,11 +9,8 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { ConfigError, parseConfig, validateConfig, type ConfigProblem } from '../src/config/load.ts';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
-
-const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
+import { parseConfig, validateConfig } from '../src/config/load.ts';
+import { BIN, problemsOf, runCli, sleep, startGateway, startUpstream } from './helpers.ts';
 
 const GOOD = `version: 1
 listeners:
@@ -26,16 +23,6 @@ routes:
     upstream: app
 `;
 
-function problemsOf(fn: () => unknown): ConfigProblem[] {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    assert.equal(err.code, 'RMP_ERR_CONFIG_INVALID');
-    return err.problems;
-  }
-  assert.fail('the configuration was accepted');
-}
 
 test('an unknown key is refused with the file, its line and its key path', () => {
   const text = `${GOOD}limits:\n  maxHeaderBytes: 32768\n  maxHeaderByte: 100\n`;
@@ -257,24 +244,6 @@ test('defaults are applied to everything the file leaves out, and the result is 
   assert.equal(partial.limits.maxHeaderCount, 100);
 });
 
-/** Run the CLI to completion. */
-function runCli(args: string[], timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`rempart ${args.join(' ')} did not exit; stderr: ${stderr}`));
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'rempart-cfg-'));

@@ -3,7 +3,10 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { validateConfig } from '../src/config/load.ts';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, validateConfig, type ConfigProblem } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
 import { createGateway, type Gateway, type GatewayOptions } from '../src/server/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
@@ -171,4 +174,38 @@ export async function withGateway(
     await gw.close();
     await up.close();
   }
+}
+
+/** The CLI's entry point, as `npx rempart` runs it. */
+export const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
+
+/** Run the CLI to completion (killed, and the promise rejected, past timeoutMs). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The problems a configuration was refused with (fails the test if it was accepted). */
+export function problemsOf(fn: () => unknown): ConfigProblem[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    assert.equal(err.code, 'RMP_ERR_CONFIG_INVALID');
+    return err.problems;
+  }
+  assert.fail('the configuration was accepted');
 }
