@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { validateConfig } from '../src/config/load.ts';
-import { createGateway } from '../src/server/gateway.ts';
+import { createGateway } from '../src/app/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
 
 const { values } = parseArgs({ options: { requests: { type: 'string' }, 'value-bytes': { type: 'string' }, 'max-bytes': { type: 'string' } } });

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { startPostalOrigin } from '../examples/postal/origin.ts';
 import { validateConfig } from '../src/config/load.ts';
-import { createGateway } from '../src/server/gateway.ts';
+import { createGateway } from '../src/app/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
 import { Histogram } from '../src/drill/histogram.ts';
 

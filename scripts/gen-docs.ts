@@ -3,7 +3,7 @@
 // declarations. `npm run docs` writes them; test/docs.test.ts fails when a committed file drifts.
 import { writeFile } from 'node:fs/promises';
 import { ConfigSchema } from '../src/config/schema.ts';
-import { DURATION_PATTERN, SIZE_PATTERN, UNIT_EXAMPLES, unitOfKey, type Unit } from '../src/config/schema-util.ts';
+import { DURATION_PATTERN, SIZE_PATTERN, UNIT_EXAMPLES, unitOfKey, type Unit } from '../src/core/schema-util.ts';
 import { ERRORS } from '../src/core/errors.ts';
 import { createMetrics } from '../src/core/metrics.ts';
 

@@ -219,7 +219,7 @@ async function run(argv: string[]): Promise<number> {
   // a default is not worth refusing to start over, so it moves to a free port and the summary says so.
   // Not with --workers: they share the primary's listeners, and a worker would find the port held by
   // its siblings.
-  const { portProblem } = await import('./config/preflight.ts');
+  const { portProblem } = await import('./app/preflight.ts');
   let adminNote = '';
   let adminFlag = values.admin;
   if (values.config === undefined && adminFlag === undefined && (values.workers === undefined || values.workers === '1') && cluster.isPrimary) {
@@ -260,7 +260,7 @@ async function run(argv: string[]): Promise<number> {
     }
   }
 
-  const { createGateway } = await import('./server/gateway.ts');
+  const { createGateway } = await import('./app/gateway.ts');
   const { guardUnhandledRejections } = await import('./server/process-guard.ts');
   const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
   let gateway;
@@ -345,10 +345,10 @@ function prefixed(err: unknown, doing: string): unknown {
   return new Error(`${doing}: ${String(err)}`);
 }
 
-/** `rempart check FILE`: the schema, then everything start-up reads and binds (src/config/preflight.ts). */
+/** `rempart check FILE`: the schema, then everything start-up reads and binds (src/app/preflight.ts). */
 async function checkMain(file: string): Promise<number> {
   const config = await loadConfigFile(file); // a ConfigError: every problem, exit 1
-  const { preflight } = await import('./config/preflight.ts');
+  const { preflight } = await import('./app/preflight.ts');
   const { problems, warnings } = await preflight(config);
   for (const w of warnings) process.stderr.write(`${file}: warning: ${w}\n`);
   if (problems.length > 0) {

@@ -7,8 +7,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { startPostalOrigin, type RunningOrigin } from '../examples/postal/origin.ts';
 import { startGateway, sleep, type TestGateway } from './helpers.ts';
-import { classIndex } from '../src/phases/admission/queue.ts';
-import type { AdmissionGate } from '../src/phases/admission/gate.ts';
+import { classIndex } from '../src/upstream/queue.ts';
+import type { AdmissionGate } from '../src/upstream/gate.ts';
+import type { RequestContext } from '../src/pipeline/context.ts';
 
 interface Reply {
   status: number;
@@ -34,7 +35,7 @@ function gatewayFor(origin: RunningOrigin, upstreamAdmission: Record<string, unk
   });
 }
 
-function gateOf(gw: TestGateway): AdmissionGate {
+function gateOf(gw: TestGateway): AdmissionGate<RequestContext> {
   return gw.gateway.runtime().upstreams.get('origin')!.admission;
 }
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AttackLevel } from '../src/defense/types.ts';
+import { AttackLevel } from '../src/pipeline/env.ts';
 import { parseOverride } from '../src/phases/level/index.ts';
 import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
 import { createManualClock } from '../src/core/clock.ts';
@@ -184,7 +184,7 @@ test('the level phase counts real requests through the gateway and a surge of ne
   const up = await startUpstream();
   const gw = await startGateway(up.url, { clientAddress: { trustedProxies: ['127.0.0.1/32'] }, defense: { level: { warmupSeconds: 5, minRatePerSecond: 5 } } }, { clock });
   try {
-    const monitor = gw.gateway.defense.level as import('../src/defense/level.ts').AttackLevelMonitor;
+    const monitor = gw.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
     const get = (ip: string) => fetch(`${gw.url}/page`, { headers: { 'x-forwarded-for': ip } }).then((r) => r.arrayBuffer());
     for (let s = 0; s < 30; s++) {
       await Promise.all(Array.from({ length: 6 }, (_, i) => get(`10.0.${i}.1`)));

@@ -13,7 +13,7 @@ import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { solveChallenge } from '../src/drill/challenge.ts';
 import { binding } from '../src/phases/challenge/tokens.ts';
-import { prefixKey } from '../src/phases/admission/client-key.ts';
+import { prefixKey } from '../src/core/client-key.ts';
 import { startGateway, startUpstream, type RecordingUpstream, type TestGateway } from './helpers.ts';
 import type http from 'node:http';
 

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { combinedLine, prettyLine, resolveLogFormat } from '../src/core/log.ts';
-import type { AttackLevelMonitor } from '../src/defense/level.ts';
+import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
 import { BIN, runCli as runCliWith, startGateway, startUpstream } from './helpers.ts';
 
 const SCENARIOS = fileURLToPath(new URL('../scenarios/', import.meta.url));

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
-import { compileRuntime } from '../src/core/runtime.ts';
-import { BanTable } from '../src/defense/bans.ts';
-import { addressKey, cookieValues, prefixKey, v6PrefixKey } from '../src/phases/admission/client-key.ts';
+import { compileRuntime } from '../src/pipeline/runtime.ts';
+import { BanTable } from '../src/phases/ban/table.ts';
+import { addressKey, cookieValues, prefixKey, v6PrefixKey } from '../src/core/client-key.ts';
 import { errorCodeOf, rawRequest, startGateway, startUpstream, statusOf, type TestGateway } from './helpers.ts';
 
 type Clock = ReturnType<typeof createManualClock>;

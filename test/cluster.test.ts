@@ -84,7 +84,7 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
     const ms = await waitFor('B refuses 127.0.0.21', 1000, async () => !(await answered(b!.port, '127.0.0.21')));
     assert.ok(ms < 1000, `B refused after ${Math.round(ms)} ms`);
     assert.equal(await answered(b!.port, '127.0.0.22'), true, 'other addresses still pass');
-    const onB = b!.gateway.defense.bans as import('../src/defense/bans.ts').BanTable;
+    const onB = b!.gateway.defense.bans as import('../src/phases/ban/table.ts').BanTable;
     assert.equal(onB.lookup('127.0.0.21')?.by, 'operator:env', 'B keeps who banned it');
 
     assert.equal((await admin(a!, 'DELETE', '/api/bans/127.0.0.21')).status, 200);
@@ -122,7 +122,7 @@ test('an operator override of the attack level on one node applies on all, and i
     assert.equal((await admin(a!, 'DELETE', '/api/level')).status, 200);
     await waitFor('B is calm again', 1000, () => b!.gateway.defense.level.level === 0);
     // A level detected on one node is in force on the others (the heartbeat, once a second).
-    const monitorA = a!.gateway.defense.level as import('../src/defense/level.ts').AttackLevelMonitor;
+    const monitorA = a!.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
     monitorA.detected = 1;
     await waitFor('B follows A\u2019s detected level', 3000, () => b!.gateway.defense.level.level === 1);
     monitorA.detected = 0;

@@ -1,7 +1,7 @@
 // The postal demo (examples/postal) on free loopback ports with an admin token: what the cockpit's
 // browser test and scripts/screenshot-dashboard.ts look at. One process, nothing fixed.
 import { loadConfigFile } from '../src/config/load.ts';
-import { createGateway, type Gateway } from '../src/server/gateway.ts';
+import { createGateway, type Gateway } from '../src/app/gateway.ts';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from '../examples/postal/origin.ts';
 
 export const COCKPIT_TOKEN = 'cockpit-test-token-0123456789';

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig, validateConfig } from '../src/config/load.ts';
 import { problemsOf } from './helpers.ts';
-import { convertUnit, unitOfKey } from '../src/config/schema-util.ts';
+import { convertUnit, unitOfKey } from '../src/core/schema-util.ts';
 
 const BASE = `version: 1
 listeners:

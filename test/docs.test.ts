@@ -11,11 +11,11 @@ test('the generated reference docs match the code (run `npm run docs` after chan
 });
 
 test('docs/lifecycle.md names every phase of the pipeline, in order', async () => {
-  const { createGateway } = await import('../src/server/gateway.ts');
+  const { createGateway } = await import('../src/app/gateway.ts');
   assert.ok(createGateway);
   // Lower-cased on both sides: factory names are compared lower-cased (createWaitingRoomPhase → `waitingRoom`).
   const text = (await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8')).toLowerCase();
-  const src = await readFile(new URL('../src/server/gateway.ts', import.meta.url), 'utf8');
+  const src = await readFile(new URL('../src/app/gateway.ts', import.meta.url), 'utf8');
   // Phases are made by createXxxPhase(getRuntime|defense, …) or taken from the challenge guard (familiarity, challenge).
   const order = [...src.matchAll(/create(\w+)Phase\((?:getRuntime|defense)[,)]|challengeGuard\.(familiarity|challenge),/g)].map((m) => (m[1] ?? m[2])!.toLowerCase());
   assert.ok(order.length >= 3, 'phases found in gateway.ts');

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, validateConfig, type ConfigProblem } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
-import { createGateway, type Gateway, type GatewayOptions } from '../src/server/gateway.ts';
+import { createGateway, type Gateway, type GatewayOptions } from '../src/app/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
 
 export interface RecordedRequest {

@@ -3,16 +3,16 @@
 // second at a time. Fast enough to play minutes of traffic in milliseconds.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
-import { compileRuntime, type Runtime } from '../src/core/runtime.ts';
+import { compileRuntime, type Runtime } from '../src/pipeline/runtime.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { createMetrics, type Metrics } from '../src/core/metrics.ts';
 import { createLogger } from '../src/core/log.ts';
-import { RequestContext } from '../src/core/context.ts';
-import { AttackLevelMonitor } from '../src/defense/level.ts';
+import { RequestContext } from '../src/pipeline/context.ts';
+import { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
 import { createLevelPhase } from '../src/phases/level/index.ts';
 import { createAdminApi, type ApiHandler } from '../src/control/api.ts';
-import type { DefenseDeps } from '../src/defense/types.ts';
-import type { Phase } from '../src/core/pipeline.ts';
+import type { DefenseDeps } from '../src/pipeline/env.ts';
+import type { Phase } from '../src/pipeline/phase.ts';
 import { memoryLog } from './helpers.ts';
 
 export const BROWSERS = [

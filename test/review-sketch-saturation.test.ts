@@ -9,7 +9,7 @@
 // review's 16,384 /64s x 3 into the widened sketch.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WindowQuota } from '../src/defense/window-quota.ts';
+import { WindowQuota } from '../src/core/window-quota.ts';
 
 test('review: one /48 worth of /64 prefixes cannot lock every other prefix out of the no-JS door', () => {
   const q = new WindowQuota(60_000, 16); // as src/phases/challenge/index.ts

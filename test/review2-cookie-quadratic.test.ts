@@ -5,7 +5,7 @@
 // it runs up to three times a request (rate limit, exfiltration, familiarity).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cookieValues } from '../src/phases/admission/client-key.ts';
+import { cookieValues } from '../src/core/client-key.ts';
 
 function cost(h: string): number {
   const out: string[] = [];

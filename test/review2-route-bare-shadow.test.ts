@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { validateConfig } from '../src/config/load.ts';
-import { compileRuntime } from '../src/core/runtime.ts';
+import { compileRuntime } from '../src/pipeline/runtime.ts';
 
 test('review2: an exact /admin after /admin/* is refused or still reached', () => {
   const raw = {

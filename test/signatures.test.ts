@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AttackLevel } from '../src/defense/types.ts';
+import { AttackLevel } from '../src/pipeline/env.ts';
 import { createSignaturesPhase, parseApproval } from '../src/phases/signatures/index.ts';
-import { Verdict } from '../src/core/pipeline.ts';
+import { Verdict } from '../src/pipeline/phase.ts';
 import { createManualClock } from '../src/core/clock.ts';
-import type { AttackLevelMonitor } from '../src/defense/level.ts';
+import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
 import { createSim, warmUp, calmSecond, type Sim } from './level-sim.ts';
 import { startUpstream, startGateway } from './helpers.ts';
 

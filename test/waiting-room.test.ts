@@ -143,7 +143,7 @@ test('the room keeps counters only: 10 000 new visitors grow nothing but `issued
     // Drive a second instance of the phase directly (it takes over the length gauge): 10 000 HTTP round trips would take too long on two shared cores.
     const { createWaitingRoomPhase } = await import('../src/phases/waiting-room/index.ts');
     const { CookieSigner } = await import('../src/phases/waiting-room/ticket.ts');
-    const { RequestContext } = await import('../src/core/context.ts');
+    const { RequestContext } = await import('../src/pipeline/context.ts');
     const rt = s.gw.gateway.runtime();
     const wr = createWaitingRoomPhase(() => rt, metrics, s.clock, new CookieSigner(Buffer.alloc(32, 1)));
     for (let i = 0; i < 10_000; i++) {

@@ -8,8 +8,8 @@
 import { Writable } from 'node:stream';
 import { validateConfig } from '../../src/config/load.ts';
 import { createLogger } from '../../src/core/log.ts';
-import { createGateway } from '../../src/server/gateway.ts';
-import { BanTable } from '../../src/defense/bans.ts';
+import { createGateway } from '../../src/app/gateway.ts';
+import { BanTable } from '../../src/phases/ban/table.ts';
 import { GcraLimiter } from '../../src/phases/ratelimit/gcra.ts';
 import { ReplayGuard } from '../../src/phases/challenge/replay.ts';
 import { UsageTable } from '../../src/phases/exfiltration/usage.ts';

@@ -1,14 +1,14 @@
 // `npm start`: the reference postal service with Rempart in front, on loopback, printing the URLs
 // to open. Everything runs in this one process; Ctrl-C stops it.
 import { loadConfigFile } from '../../src/config/load.ts';
-import { createGateway } from '../../src/server/gateway.ts';
+import { createGateway } from '../../src/app/gateway.ts';
 import { guardUnhandledRejections } from '../../src/server/process-guard.ts';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { portProblem } from '../../src/config/preflight.ts';
-import { splitHostPort } from '../../src/server/gateway.ts';
+import { portProblem } from '../../src/app/preflight.ts';
+import { splitHostPort } from '../../src/core/listen.ts';
 import { UsageError } from '../../src/core/user-error.ts';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 

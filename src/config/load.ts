@@ -7,7 +7,7 @@ import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
 import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
-import { convertUnit, unitOfKey, type Unit } from './schema-util.ts';
+import { convertUnit, unitOfKey, type Unit } from '../core/schema-util.ts';
 import { checkSensitive } from '../phases/exfiltration/schema.ts';
 
 export interface ConfigProblem {
@@ -98,7 +98,7 @@ function numericType(schema: SchemaNode): 'integer' | 'number' | undefined {
 
 /**
  * Rewrite, in place, each string written where the schema wants a number: a duration or size for
- * keys whose name carries a unit (src/config/schema-util.ts unitOfKey), a plain number for the
+ * keys whose name carries a unit (src/core/schema-util.ts unitOfKey), a plain number for the
  * others, `true`/`false` where a boolean is expected (as `${VAR}` interpolation gives). Anything else is left for the schema to refuse.
  * An object under a unit key (admission.queue.timeoutMs.critical) passes the unit to its keys.
  */
@@ -400,7 +400,7 @@ function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: (
     if (typeof r.path !== 'string' || (r.host !== undefined && typeof r.host !== 'string')) return null;
     if (r.methods !== undefined && !Array.isArray(r.methods)) return null;
     const prefix = r.path.endsWith('*');
-    // Matching ignores ASCII case (src/core/runtime.ts).
+    // Matching ignores ASCII case (src/pipeline/runtime.ts).
     const path = (prefix ? r.path.slice(0, -1) : r.path).toLowerCase();
     return { host: (r.host ?? '').toLowerCase().replace(/\.$/, ''), path, prefix, methods: r.methods === undefined ? null : new Set(r.methods) };
   });

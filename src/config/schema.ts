@@ -4,7 +4,7 @@
 // Units live in key names (…Ms, …Bytes). Every object refuses unknown keys: a typo in a
 // security setting must stop start-up, not be ignored.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { Obj } from './schema-util.ts';
+import { Obj } from '../core/schema-util.ts';
 import { RateLimitSchema } from '../phases/ratelimit/schema.ts';
 import { BansSchema } from '../phases/ban/schema.ts';
 import { AttackLevelSchema } from '../phases/level/schema.ts';
@@ -26,8 +26,8 @@ const Cidr = Type.String({
   description: 'An IPv4 or IPv6 address or CIDR block, e.g. `10.0.0.0/8` or `::1`.',
 });
 
-export const TRAFFIC_CLASSES = ['critical', 'authenticated', 'cacheable', 'public', 'static'] as const;
-export type TrafficClass = (typeof TRAFFIC_CLASSES)[number];
+import { TRAFFIC_CLASSES } from '../core/traffic.ts';
+export { TRAFFIC_CLASSES, type TrafficClass } from '../core/traffic.ts';
 
 const ClassSchema = Type.Union(
   TRAFFIC_CLASSES.map((c) => Type.Literal(c)),

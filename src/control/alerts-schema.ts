@@ -1,7 +1,7 @@
 // Config fragment for alerts (alerts), part of the one schema. The webhook URL and signing secret are
 // never in the YAML: they may carry a token, so they come from a file or the environment (docs/alerts.md).
 import { Type, type Static } from '@sinclair/typebox';
-import { Obj } from '../config/schema-util.ts';
+import { Obj } from '../core/schema-util.ts';
 
 export const AlertsSchema = Obj(
   {

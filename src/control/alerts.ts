@@ -9,6 +9,7 @@
 //                                          ▼
 //                                   POST url ─► 2xx: delivered │ 5xx, 429, network, timeout: retry after
 //                                                              │ retryBaseMs·2ⁿ (then failed) │ other: failed
+import type { AlertSink } from '../pipeline/env.ts';
 import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -17,14 +18,7 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { AlertsConfig } from './alerts-schema.ts';
 
-export interface AlertSink {
-  /**
-   * Raise an alert: always a log line, a metric, and the webhook when configured. Never throws, never
-   * blocks. `logged`: the caller has already written its own line for this event (with more fields),
-   * so the alert does not write a second one for the same change.
-   */
-  raise(kind: string, message: string, fields: Record<string, unknown>, logged?: boolean): void;
-}
+export type { AlertSink };
 
 /** Where alerts are POSTed. The URL and secret are secrets: only `host` is ever logged. */
 export interface WebhookTarget {

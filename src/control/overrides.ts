@@ -5,7 +5,7 @@
 // does not silently undo an operator's decision during an incident. Overrides live in memory: a
 // restart goes back to the file (the audit trail says who changed what).
 import type { Config } from '../config/schema.ts';
-import { GUARD_MODES, type GuardMode } from '../defense/types.ts';
+import { GUARD_MODES, type GuardMode } from '../pipeline/env.ts';
 import { ApiError, bodyObject, type AdminApi } from './api.ts';
 
 export interface OverrideState {

@@ -6,8 +6,8 @@
 // here is per request, so its cost does not grow with an attack.
 import type { Gauge } from 'prom-client';
 import type { Metrics } from '../core/metrics.ts';
-import type { Runtime } from '../core/runtime.ts';
-import { ATTACK_LEVEL_NAMES } from '../defense/types.ts';
+import type { Runtime } from '../pipeline/runtime.ts';
+import { ATTACK_LEVEL_NAMES } from '../pipeline/env.ts';
 import type { AdminApi } from './api.ts';
 
 /** What a refused request counts as on the dashboard, by reason code. */

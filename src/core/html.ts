@@ -123,3 +123,8 @@ export class HtmlPage {
 
 /** The shell of pages without script: status page, waiting room, admission's 503. */
 export const PLAIN_PAGE = new HtmlPage();
+
+/** A browser asking for a page gets HTML; API clients (and anything else) get the JSON error body. */
+export function wantsHtml(accept: string | undefined): boolean {
+  return accept !== undefined && accept.indexOf('text/html') !== -1 && accept.indexOf('json') === -1;
+}

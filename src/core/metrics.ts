@@ -322,7 +322,7 @@ export function createMetrics() {
   return m;
 }
 
-/** Cluster mode (src/store/cluster.ts): the store's health and cost. Readers are installed by the cluster layer. */
+/** Cluster mode (src/app/cluster.ts): the store's health and cost. Readers are installed by the cluster layer. */
 function clusterMetrics(registry: Registry) {
   const readers = {
     storeUp: (_g: Gauge): void => {},

@@ -7,11 +7,11 @@ import tls from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
-import { isTrusted, type Runtime } from '../core/runtime.ts';
+import { isTrusted, type Runtime } from '../pipeline/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
-import { kPeerAddress } from './symbols.ts';
-import type { BanList } from '../defense/types.ts';
-import { v6PrefixKey } from '../phases/admission/client-key.ts';
+import { kPeerAddress } from '../pipeline/symbols.ts';
+import type { BanList } from '../pipeline/env.ts';
+import { v6PrefixKey } from '../core/client-key.ts';
 import { ADDRESS_SHARE_UNDER_PRESSURE, PRESSURE_RATIO, gateRequests, idleOldestFirst, reclaimOne, trackSocket, type ReclaimList, type RequestGate, type TrackedSocket } from './connections.ts';
 
 export interface ConnectionTable {

@@ -10,7 +10,7 @@
 // but two property writes, no timer per connection.
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { kIdleSince, kPending, kQueuedBytes, kReadPaused, kStallSince } from './symbols.ts';
+import { kIdleSince, kPending, kQueuedBytes, kReadPaused, kStallSince } from '../pipeline/symbols.ts';
 
 /** A client connection as the HTTP server reads it (the TLS socket for TLS listeners). */
 export interface TrackedSocket extends Socket {

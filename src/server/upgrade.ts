@@ -11,13 +11,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import type { RequestContext } from '../core/context.ts';
-import type { Runtime } from '../core/runtime.ts';
+import type { RequestContext } from '../pipeline/context.ts';
+import type { Runtime } from '../pipeline/runtime.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { hostName, normalizeHost } from '../phases/identify/host.ts';
 import { normalizePath } from '../phases/identify/normalize-path.ts';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../phases/upstream/headers.ts';
-import type { ForwardHooks } from '../phases/upstream/forward.ts';
+import { clientResponseHeaders, upstreamRequestHeaders } from '../pipeline/headers.ts';
+import type { ForwardHooks } from '../pipeline/forward.ts';
 
 export function isWebSocketUpgrade(value: string | undefined): boolean {
   return value !== undefined && value.trim().toLowerCase() === 'websocket';

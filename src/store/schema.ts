@@ -1,6 +1,6 @@
 // Config fragment for cluster mode (`cluster`), part of the one schema. See docs/cluster.md.
 import { Type } from '@sinclair/typebox';
-import { Obj } from '../config/schema-util.ts';
+import { Obj } from '../core/schema-util.ts';
 
 const Ms = (def: number, min: number, max: number, description: string) => Type.Integer({ minimum: min, maximum: max, default: def, description });
 

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createManualClock } from '../../core/clock.ts';
-import { RequestContext } from '../../core/context.ts';
+import { RequestContext } from '../../pipeline/context.ts';
 import { createMetrics } from '../../core/metrics.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import { compileRuntime, type Runtime } from '../../core/runtime.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import { compileRuntime, type Runtime } from '../../pipeline/runtime.ts';
 import { ConfigError, parseConfig, validateConfig } from '../../config/load.ts';
 import { createAdmissionPhase } from './index.ts';
 

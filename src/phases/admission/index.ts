@@ -2,20 +2,20 @@
 // priority queue, or be shed with 503 + Retry-After. The fast path (a free slot) is synchronous and
 // allocates nothing; only a request that really waits gets a promise. `onDone` gives the slot back
 // and tells the limiter how the exchange went. See docs/admission.md.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../../core/hot-metrics.ts';
 import { systemClock, type Clock } from '../../core/clock.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import { TRAFFIC_CLASSES } from '../../config/schema.ts';
-import { errorBody } from '../../server/reply.ts';
-import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
-import { Outcome, QueueEntry, classIndex } from './queue.ts';
-import type { AdmissionEntry } from './gate.ts';
-import { clientKey } from './client-key.ts';
+import { errorBody } from '../../pipeline/reply.ts';
+import { PLAIN_PAGE, escapeHtml, wantsHtml } from '../../core/html.ts';
+import { Outcome, QueueEntry, classIndex } from '../../upstream/queue.ts';
+import type { AdmissionEntry } from '../../upstream/gate.ts';
+import { clientKey } from '../../core/client-key.ts';
 
 /** Why a request was shed: the `reason` label of rempart_admission_shed_total. */
 export type ShedReason = 'queue-full' | 'evicted' | 'fairness' | 'queue-timeout';
@@ -47,10 +47,6 @@ const HTML_BODIES: Record<string, string> = {
   RMP_ERR_ADMISSION_QUEUE_TIMEOUT: htmlPage('RMP_ERR_ADMISSION_QUEUE_TIMEOUT'),
 };
 
-/** A browser asking for a page gets HTML; API clients (and anything else) get the JSON error body. */
-export function wantsHtml(accept: string | undefined): boolean {
-  return accept !== undefined && accept.indexOf('text/html') !== -1 && accept.indexOf('json') === -1;
-}
 
 export type ShedCode = 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
 
@@ -117,7 +113,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
   };
 
   /** A waiting request's fate is known: continue to the upstream, or answer 503. One function for all. */
-  function settle(entry: AdmissionEntry): Verdict {
+  function settle(entry: AdmissionEntry<RequestContext>): Verdict {
     const ctx = entry.owner;
     ctx.admissionEntry = null;
     if (entry.outcome === Outcome.Cancelled || ctx.finished) return Verdict.Reply; // the client left: nothing to send
@@ -162,7 +158,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const now = clock.now();
       const fairness = getRuntime().config.admission.fairness;
       const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie, getRuntime().config.defense.ipv6PrefixLength);
-      const entry: AdmissionEntry = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
+      const entry: AdmissionEntry<RequestContext> = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
       // Known clients (familiarity: a clearance, a session the origin granted, a JWT) go ahead of
       // unknown ones within their class; between clients of one kind, turns stay fair.
       if (!ctx.known) entry.bias = 1;
@@ -174,7 +170,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       }
       c.queued.value++;
       ctx.admissionEntry = entry;
-      const waiting = new Promise<AdmissionEntry>((resolve) => (entry.resolve = resolve));
+      const waiting = new Promise<AdmissionEntry<RequestContext>>((resolve) => (entry.resolve = resolve));
       // Slots may be free while others wait (the limit just grew): let the queue order decide.
       if (gate.limiter.inFlight < gate.limiter.limit) gate.drain();
       return waiting.then(settle);

@@ -2,11 +2,11 @@
 // ban gets 403 RMP_ERR_BANNED and `Connection: close`; new connections are refused on accept
 // (src/server/accept.ts). It also catches clients behind a trusted proxy, whose address only the
 // request names. Registers the ban endpoints of the admin API (docs/bans.md).
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import { decide } from '../../defense/decide.ts';
-import { BanTable } from '../../defense/bans.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import { decide } from '../../pipeline/guard.ts';
+import { BanTable } from './table.ts';
+import type { DefenseDeps } from '../../pipeline/env.ts';
 import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
 import { parseTarget } from './target.ts';
 

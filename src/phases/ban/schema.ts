@@ -1,6 +1,6 @@
 // Config fragment for bans (defense.bans), part of the one schema. See docs/bans.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
+import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
 
 const Ms = (def: number, min: number, max: number, description: string) => Type.Integer({ minimum: min, maximum: max, default: def, description });
 

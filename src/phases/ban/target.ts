@@ -1,10 +1,10 @@
 // What a ban can name, and the keys the ban table files it under. An address is its canonical text
 // (IPv4 dotted quad; IPv6 per RFC 5952, as the kernel's inet_ntop prints a peer); an IPv4 /24 or an
-// IPv6 prefix of any length is the client-key prefix (src/phases/admission/client-key.ts), so the
+// IPv6 prefix of any length is the client-key prefix (src/core/client-key.ts), so the
 // accept path finds it with one Map look-up (per IPv6 length in use); other IPv4 lengths are rare
 // (operators) and checked through a BlockList.
 import { isIPv4, isIPv6 } from 'node:net';
-import { prefixKey, v6PrefixKey } from '../admission/client-key.ts';
+import { prefixKey, v6PrefixKey } from '../../core/client-key.ts';
 
 export type TargetKind = 'address' | 'prefix' | 'cidr';
 

@@ -1,13 +1,13 @@
 // Phase `body`: read a request body up to limits.bufferBodyBytes before the request may take an
 // admission slot or an upstream connection, so a slow-POST client trickling its body holds only its
 // own socket. Without this, twenty slow POSTs would hold twenty admission slots and the queue behind
-// them would be shed. Larger bodies stream after the buffered part (src/phases/upstream/buffer-body.ts).
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
-import { bufferRequestBody, sendContinueIfExpected } from '../upstream/buffer-body.ts';
-import { classifyUpstreamError } from '../upstream/forward.ts';
+// them would be shed. Larger bodies stream after the buffered part (src/pipeline/buffer-body.ts).
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
+import { bufferRequestBody, sendContinueIfExpected } from '../../pipeline/buffer-body.ts';
+import { classifyUpstreamError } from '../../upstream/errors.ts';
 
 export function createBodyPhase(getRuntime: () => Runtime): Phase {
   return {

@@ -3,10 +3,10 @@
 // background request refreshes it, and stands in whenever the origin fails or the request is shed.
 // What is stored and for how long: policy.ts; the key: key.ts; the memory bound: store.ts; docs/cache.md.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext, ResponseTap } from '../../core/context.ts';
-import type { CompiledRoute, Runtime } from '../../core/runtime.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext, ResponseTap } from '../../pipeline/context.ts';
+import type { CompiledRoute, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell } from '../../core/hot-metrics.ts';
 import type { Clock } from '../../core/clock.ts';
@@ -15,11 +15,11 @@ import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/headers.ts';
-import { classifyUpstreamError } from '../upstream/forward.ts';
-import { sendLocalReply } from '../../server/reply.ts';
+import { clientResponseHeaders, upstreamRequestHeaders } from '../../pipeline/headers.ts';
+import { classifyUpstreamError } from '../../upstream/errors.ts';
+import { sendLocalReply } from '../../pipeline/reply.ts';
 import { isShed, refuseShed, type ShedCode } from '../admission/index.ts';
-import { classIndex } from '../admission/queue.ts';
+import { classIndex } from '../../upstream/queue.ts';
 
 export const LOOKUP_RESULTS = ['hit', 'miss', 'stale', 'collapsed', 'bypass'] as const;
 export type LookupResult = (typeof LOOKUP_RESULTS)[number];

@@ -3,23 +3,23 @@
 // Stateless per client: challenges, delay tokens and clearances are signed (tokens.ts); the server
 // keeps only bounded tables: used solutions (replay.ts), origin-granted sessions (sessions.ts) and a
 // fixed sketch of ignored challenges (ignored.ts). Protocol and doors: docs/challenge.md.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import type { Config } from '../../config/schema.ts';
-import { AttackLevel, type DefenseDeps } from '../../defense/types.ts';
-import { decide } from '../../defense/decide.ts';
-import { errorBody } from '../../server/reply.ts';
-import { addressKey, cookieValue, cookieValues, v6PrefixKey } from '../admission/client-key.ts';
-import { wantsHtml } from '../admission/index.ts';
+import { AttackLevel, type DefenseDeps } from '../../pipeline/env.ts';
+import { decide } from '../../pipeline/guard.ts';
+import { errorBody } from '../../pipeline/reply.ts';
+import { addressKey, cookieValue, cookieValues, v6PrefixKey } from '../../core/client-key.ts';
+import { wantsHtml } from '../../core/html.ts';
 import { loadChallengeKeys, type KeyRing } from './keys.ts';
 import { TokenSigner, binding, type Refusal } from './tokens.ts';
 import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges } from './ignored.ts';
-import { WindowQuota } from '../../defense/window-quota.ts';
+import { WindowQuota } from '../../core/window-quota.ts';
 import { CHALLENGE_PAGE, RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
 export { RESERVED_PREFIX, VERIFY_PATH } from './pages.ts';

@@ -5,7 +5,7 @@
 // token costs no public-key operation.
 import { createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { cookieValue } from '../admission/client-key.ts';
+import { cookieValue } from '../../core/client-key.ts';
 
 export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256';
 

@@ -1,7 +1,7 @@
 // Config fragments for familiarity and the proof-of-work challenge (defense.familiarity,
 // defense.challenge, routes[].challenge), part of the one schema. Protocol: docs/challenge.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
+import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
 
 const JwtSchema = Obj(
   {

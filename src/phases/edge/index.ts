@@ -3,12 +3,12 @@
 // invalid TE) before a request exists; this phase closes the gaps it leaves open: a Transfer-Encoding
 // other than exactly `chunked`, Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1), duplicate Host,
 // and the configured URL, header-count and body limits.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
 import { ERRORS } from '../../core/errors.ts';
-import { closingReason } from '../../server/reply.ts';
+import { closingReason } from '../../pipeline/reply.ts';
 
 /** What Node reads as asking for 100 Continue (lib/_http_server.js continueExpression). */
 const CONTINUE = /(?:^|\W)100-continue(?:$|\W)/i;

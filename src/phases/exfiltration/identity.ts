@@ -2,8 +2,8 @@
 // alerts show: a session id or API key is a bearer secret, so it is hashed (sha256, first 16 hex
 // digits: enough to tell identities apart and to match a known session id, never enough to replay it).
 import { hash } from 'node:crypto';
-import type { RequestContext } from '../../core/context.ts';
-import { addressKey, cookieValues, headerValues, prefixKey } from '../admission/client-key.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import { addressKey, cookieValues, headerValues, prefixKey } from '../../core/client-key.ts';
 import type { ExfiltrationIdentity } from './schema.ts';
 
 /** First 16 hex digits of sha256(value): the form in which a secret identity is kept and logged. */

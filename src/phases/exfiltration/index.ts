@@ -4,11 +4,11 @@
 // one alert per quota per cooldown: a log line, rempart_exfiltration_alerts_total, the webhook.
 // See docs/exfiltration.md.
 import type { Config } from '../../config/schema.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import { decide } from '../../defense/decide.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import { decide } from '../../pipeline/guard.ts';
+import type { DefenseDeps } from '../../pipeline/env.ts';
 import { identitiesOf } from './identity.ts';
 import type { ExfiltrationIdentity } from './schema.ts';
 import { UsageTable, type QuotaLimits, type Usage } from './usage.ts';

@@ -1,7 +1,7 @@
 // Config fragments for the exfiltration guard (defense.exfiltration, routes[].sensitive), part of the one
 // schema, and the cross-check the schema alone cannot express (a sensitive route needs a quota).
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
+import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
 
 const TOKEN = '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$';
 const CookieName = (description: string, def?: string) => Type.String({ pattern: TOKEN, maxLength: 128, description, ...(def === undefined ? {} : { default: def }) });

@@ -3,10 +3,10 @@
 // and back once the primary recovers; each switch of a route is logged and counted once. With neither
 // usable it only marks the request: the cache may still answer it with a stale copy, and if it does
 // not, `unavailable` answers with the status page (503) instead of waiting on a dead upstream.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { CompiledRoute, CompiledUpstream, Runtime } from '../../core/runtime.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { CompiledRoute, CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { Logger } from '../../core/log.ts';
 import type { CachePhase } from '../cache/index.ts';

@@ -1,11 +1,11 @@
 // The status page: what clients see when the service is down (a route and its fallback unavailable,
 // or an upstream that cannot be reached). The operator's message (statusPage.message), as a small
 // HTML page for browsers or the JSON error body with the code kept, plus Retry-After.
-import type { RequestContext } from '../../core/context.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
 import type { Config } from '../../config/schema.ts';
 import { ERRORS, type ErrorCode } from '../../core/errors.ts';
 import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
-import { wantsHtml } from '../admission/index.ts';
+import { wantsHtml } from '../../core/html.ts';
 
 // The message is the operator's (the file, or PUT /api/status-page): text, escaped like any value,
 // and the page carries the strict CSP of src/core/html.ts.

@@ -2,14 +2,14 @@
 // trusted PROXY protocol header gave); X-Forwarded-For is believed only when the peer is a trusted
 // proxy, and then only up to the first untrusted hop, so a client cannot spoof its address.
 import { isIP } from 'node:net';
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import { isTrusted, type Runtime } from '../../core/runtime.ts';
-import { kPeerAddress } from '../../server/symbols.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import { isTrusted, type Runtime } from '../../pipeline/runtime.ts';
+import { kPeerAddress } from '../../pipeline/symbols.ts';
 import { normalizePath, pathWithoutParams } from './normalize-path.ts';
 import { hostName, normalizeHost } from './host.ts';
-import { prefixKey } from '../admission/client-key.ts';
+import { prefixKey } from '../../core/client-key.ts';
 
 /** The address X-Forwarded-For names as the client, walking right to left past trusted hops. */
 export function addressFromForwardedFor(header: string, peer: string, runtime: Runtime): string {

@@ -1,12 +1,12 @@
 // Phase `level`: feeds attack-level detection and blocks nothing. Per request it bumps counters and
 // samples 1 in N requests into the feature sketches (src/phases/level/traffic.ts); the monitor
-// (src/defense/level.ts) turns them into the level once a second. Also serves /api/level.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
-import { ATTACK_LEVEL_NAMES, type AttackLevelName } from '../../defense/types.ts';
-import { AttackLevelMonitor } from '../../defense/level.ts';
+// (src/phases/level/monitor.ts) turns them into the level once a second. Also serves /api/level.
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { DefenseDeps } from '../../pipeline/env.ts';
+import { ATTACK_LEVEL_NAMES, type AttackLevelName } from '../../pipeline/env.ts';
+import { AttackLevelMonitor } from './monitor.ts';
 import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
 
 /**

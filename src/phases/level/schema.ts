@@ -1,7 +1,7 @@
 // Config fragment for the attack level (defense.level), part of the one schema. The thresholds are
 // explained in docs/attack-level.md.
 import { Type } from '@sinclair/typebox';
-import { Obj } from '../../config/schema-util.ts';
+import { Obj } from '../../core/schema-util.ts';
 
 export const ATTACK_LEVEL_OVERRIDES = ['auto', 'calm', 'elevated', 'under_attack'] as const;
 

@@ -9,8 +9,8 @@
 //                └─ 1 in N ──▶ pending sketches (prefix, path shape, user agent, header order, method)
 //   tick    ──▶ measure(): rates, shares, saturation; pending → current (half-life 1 s)
 //               learn() only when calm: EWMAs, pending → baseline, pending hashes → familiar prefixes
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
 import { SpaceSaving, divergence, type HeavyHitter } from '../signatures/space-saving.ts';
 import { FEATURES, FeatureIndex, featureValue, type FeatureName } from '../signatures/features.ts';

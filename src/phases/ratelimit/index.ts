@@ -2,13 +2,13 @@
 // and route; 429 with Retry-After and the IETF RateLimit-Policy / RateLimit headers. Each refusal is an
 // offence reported to the ban table: a client that keeps hammering past its limit is banned, and then
 // refused on accept where it costs least (docs/rate-limits.md, docs/bans.md).
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
-import { decide } from '../../defense/decide.ts';
-import type { DefenseDeps } from '../../defense/types.ts';
-import { addressKey, cookieValues, headerValues } from '../admission/client-key.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
+import { decide } from '../../pipeline/guard.ts';
+import type { DefenseDeps } from '../../pipeline/env.ts';
+import { addressKey, cookieValues, headerValues } from '../../core/client-key.ts';
 import { GcraLimiter } from './gcra.ts';
 import { GlobalLimiter, type LeaseBroker } from '../../store/leases.ts';
 import { DEFAULT_PREFIX_FACTOR, type RateLimitKey } from './schema.ts';

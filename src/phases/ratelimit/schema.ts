@@ -1,7 +1,7 @@
 // Config fragment for the `rateLimit` phase (defense.rateLimit), part of the one schema. See docs/rate-limits.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
-import type { TrafficClass } from '../../config/schema.ts';
+import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
+import type { TrafficClass } from '../../core/traffic.ts';
 
 // schema.ts imports this file, so the class list is repeated here (a value import would be a cycle);
 // the two checks below fail to compile if they ever differ.

@@ -1,9 +1,9 @@
 // Phase `route`: pick the route (host, path, method → upstream, class) and apply its body limit to
-// a declared Content-Length. Chunked bodies are counted while they stream (phases/upstream).
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { Runtime } from '../../core/runtime.ts';
+// a declared Content-Length. Chunked bodies are counted while they stream (pipeline/forward.ts).
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
 
 export function createRoutePhase(getRuntime: () => Runtime): Phase {
   return {

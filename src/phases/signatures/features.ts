@@ -1,7 +1,7 @@
 // The request features signatures are mined over, and how each is reduced to a short, bounded
 // string. Computed only for sampled requests and, on the request path, only when a rule on that
 // feature is active (src/phases/signatures/index.ts).
-import type { RequestContext } from '../../core/context.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
 
 export const FEATURES = ['prefix', 'pathShape', 'userAgent', 'headerOrder', 'method'] as const;
 export type FeatureName = (typeof FEATURES)[number];

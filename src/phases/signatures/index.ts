@@ -5,12 +5,12 @@
 // set by `familiarity` just before) are never matched: a rule is a guess about a crowd, and a
 // customer who proved themselves must not pay for sharing a browser or a prefix with a bot.
 // Also serves /api/signatures. See docs/signatures.md.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import { AttackLevel, ATTACK_LEVEL_NAMES, type DefenseDeps } from '../../defense/types.ts';
-import { AttackLevelMonitor } from '../../defense/level.ts';
-import { decide } from '../../defense/decide.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import { AttackLevel, ATTACK_LEVEL_NAMES, type DefenseDeps } from '../../pipeline/env.ts';
+import { AttackLevelMonitor } from '../level/monitor.ts';
+import { decide } from '../../pipeline/guard.ts';
 import { ApiError, type AdminApi } from '../../control/api.ts';
 import { SignatureRules, type SignatureRule, type RuleAction } from './rules.ts';
 

@@ -3,9 +3,9 @@
 // carries its evidence and a state the operator can change through the admin API. The rules in
 // force are indexed per feature (Map value → rule) so a request pays one Map lookup per feature
 // that has a rule, and nothing at all when no rule is in force.
-import type { RequestContext } from '../../core/context.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
 import type { Config } from '../../config/schema.ts';
-import { AttackLevel } from '../../defense/types.ts';
+import { AttackLevel } from '../../pipeline/env.ts';
 import type { TrafficObserver } from '../level/traffic.ts';
 import { round3 } from '../level/traffic.ts';
 import { FEATURES, FeatureIndex, featureValue, pathShape, headerOrderHash, type FeatureName } from './features.ts';

@@ -1,6 +1,6 @@
 // Config fragment for signature mining (defense.signatures), part of the one schema. See docs/signatures.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../config/schema-util.ts';
+import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
 
 const Action = Type.Union([Type.Literal('challenge'), Type.Literal('block')], {
   description: '`challenge`: unknown clients get the proof-of-work challenge; `block`: 403 `RMP_ERR_SIGNATURE_BLOCKED` and an offence towards a ban.',

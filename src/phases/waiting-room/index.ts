@@ -4,18 +4,18 @@
 // never interrupted. Per route the server keeps two counters and a bit per recent ticket (used once),
 // and one fixed sketch counts new places per client address. Tickets and passes are bound to the
 // client's prefix and User-Agent like clearances. See docs/waiting-room.md.
-import type { Phase } from '../../core/pipeline.ts';
-import { Verdict } from '../../core/pipeline.ts';
-import type { RequestContext } from '../../core/context.ts';
-import type { CompiledUpstream, Runtime } from '../../core/runtime.ts';
+import type { Phase } from '../../pipeline/phase.ts';
+import { Verdict } from '../../pipeline/phase.ts';
+import type { RequestContext } from '../../pipeline/context.ts';
+import type { CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { systemClock, type Clock } from '../../core/clock.ts';
 import type { RouteWaitingRoomConfig, TrafficClass } from '../../config/schema.ts';
-import { classIndex } from '../admission/queue.ts';
+import { classIndex } from '../../upstream/queue.ts';
 import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
-import { wantsHtml } from '../admission/index.ts';
-import { WindowQuota } from '../../defense/window-quota.ts';
-import { v6PrefixKey } from '../admission/client-key.ts';
+import { wantsHtml } from '../../core/html.ts';
+import { WindowQuota } from '../../core/window-quota.ts';
+import { v6PrefixKey } from '../../core/client-key.ts';
 import { binding } from '../challenge/tokens.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';

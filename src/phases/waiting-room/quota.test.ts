@@ -2,9 +2,9 @@
 // quota 16 times larger, so the /64s of one free tunnel-broker /48 cannot take the whole line.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { WindowQuota } from '../../defense/window-quota.ts';
+import { WindowQuota } from '../../core/window-quota.ts';
 import { takeTicketQuota } from './index.ts';
-import { prefixKey } from '../admission/client-key.ts';
+import { prefixKey } from '../../core/client-key.ts';
 
 test('the /64s of one IPv6 /48 take at most 16 x the per-address quota of places; other networks are untouched', () => {
   const q = new WindowQuota(60_000);

@@ -6,8 +6,8 @@
 import { access, constants, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import type { Config } from './schema.ts';
-import { loadSecureContext, splitHostPort } from '../server/gateway.ts';
+import type { Config } from '../config/schema.ts';
+import { loadSecureContext, splitHostPort } from '../core/listen.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';

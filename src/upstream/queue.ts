@@ -14,7 +14,7 @@
 //
 // Lines are plain arrays (≤ maxEntries each): shift/splice on a thousand slots is cheaper than any
 // linked structure, and a cancelled entry leaves no tombstone behind.
-import { TRAFFIC_CLASSES, type TrafficClass } from '../../config/schema.ts';
+import { TRAFFIC_CLASSES, type TrafficClass } from '../core/traffic.ts';
 
 export interface QueueSettings {
   /** Highest priority first: a permutation of TRAFFIC_CLASSES. */
@@ -63,9 +63,8 @@ export class QueueEntry<T> {
   }
 }
 
-export function classIndex(cls: TrafficClass): number {
-  return TRAFFIC_CLASSES.indexOf(cls);
-}
+import { classIndex } from '../core/traffic.ts';
+export { classIndex };
 
 export class AdmissionQueue<T> {
   readonly #lines: QueueEntry<T>[][] = TRAFFIC_CLASSES.map(() => []);

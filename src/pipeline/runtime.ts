@@ -4,12 +4,13 @@ import { BlockList, isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import type { Config, RouteConfig, UpstreamConfig } from '../config/schema.ts';
 import { TRAFFIC_CLASSES, type TrafficClass } from '../config/schema.ts';
-import { systemClock, type Clock } from './clock.ts';
-import { AdmissionGate } from '../phases/admission/gate.ts';
-import { routeSlot, type LimiterSettings } from '../phases/admission/limiter.ts';
-import type { QueueSettings } from '../phases/admission/queue.ts';
-import { CircuitBreaker } from '../phases/failover/breaker.ts';
-import { HealthCheck } from '../phases/failover/health.ts';
+import { systemClock, type Clock } from '../core/clock.ts';
+import { AdmissionGate } from '../upstream/gate.ts';
+import type { RequestContext } from './context.ts';
+import { routeSlot, type LimiterSettings } from '../upstream/limiter.ts';
+import type { QueueSettings } from '../upstream/queue.ts';
+import { CircuitBreaker } from '../upstream/breaker.ts';
+import { HealthCheck } from '../upstream/health.ts';
 
 export interface CompiledUpstream {
   readonly name: string;
@@ -21,7 +22,7 @@ export interface CompiledUpstream {
   readonly port: number;
   readonly tls: boolean;
   /** Concurrency limiter and priority queue; the same object across reloads while name and URL hold. */
-  readonly admission: AdmissionGate;
+  readonly admission: AdmissionGate<RequestContext>;
   /** Passive failover; the same object across reloads while name and URL hold. */
   readonly breaker: CircuitBreaker;
   /** Active health check, or null; kept across reloads while name, URL, pool and settings hold. The gateway starts and stops it. */
@@ -126,7 +127,7 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     const tls = url.protocol === 'https:';
     const limiter: LimiterSettings = u.admission;
     const kept = previous?.upstreams.get(u.name)?.admission;
-    let admission: AdmissionGate;
+    let admission: AdmissionGate<RequestContext>;
     if (kept !== undefined && kept.url === u.url) {
       admission = kept;
       admission.reconfigure(limiter, queue);

@@ -1,7 +1,7 @@
 // Header rewriting on the way to and from the upstream: hop-by-hop fields removed (RFC 9110 §7.6.1,
 // including any field the Connection header names), X-Forwarded-* and Via set.
-import type { RequestContext } from '../../core/context.ts';
-import { normalizeAcceptEncoding } from '../cache/vary.ts';
+import type { RequestContext } from './context.ts';
+import { normalizeAcceptEncoding } from '../core/accept-encoding.ts';
 
 /** Fields that describe one connection and never cross a proxy. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);

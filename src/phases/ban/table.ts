@@ -9,16 +9,16 @@
 //                                           prefix length banned)
 import { BlockList } from 'node:net';
 import { Value } from '@sinclair/typebox/value';
-import type { Clock } from '../core/clock.ts';
-import type { Logger } from '../core/log.ts';
-import type { Metrics } from '../core/metrics.ts';
-import type { Runtime } from '../core/runtime.ts';
-import { ownCopy } from '../core/own-copy.ts';
-import { prefixKey, v6PrefixKey } from '../phases/admission/client-key.ts';
-import { BansSchema } from '../phases/ban/schema.ts';
-import { NftMirror, type NftRunner } from '../phases/ban/nftables.ts';
-import { parseTarget, unmapAddress, type BanTarget } from '../phases/ban/target.ts';
-import type { BanList, GuardMode } from './types.ts';
+import type { Clock } from '../../core/clock.ts';
+import type { Logger } from '../../core/log.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
+import { ownCopy } from '../../core/own-copy.ts';
+import { prefixKey, v6PrefixKey } from '../../core/client-key.ts';
+import { BansSchema } from './schema.ts';
+import { NftMirror, type NftRunner } from './nftables.ts';
+import { parseTarget, unmapAddress, type BanTarget } from './target.ts';
+import type { BanList, GuardMode } from '../../pipeline/env.ts';
 
 export type BansConfig = Runtime['config']['defense']['bans'];
 

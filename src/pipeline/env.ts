@@ -5,9 +5,8 @@
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { Runtime } from '../core/runtime.ts';
+import type { Runtime } from './runtime.ts';
 import type { AdminApi } from '../control/api.ts';
-import type { AlertSink } from '../control/alerts.ts';
 import type { LeaseBroker } from '../store/leases.ts';
 
 /** How a guard acts: `off` does nothing, `observe` decides/counts/logs but lets through, `enforce` acts. */
@@ -20,7 +19,7 @@ export type AttackLevel = (typeof AttackLevel)[keyof typeof AttackLevel];
 export const ATTACK_LEVEL_NAMES = ['calm', 'elevated', 'under_attack'] as const;
 export type AttackLevelName = (typeof ATTACK_LEVEL_NAMES)[number];
 
-/** Read side of the attack level (src/defense/level.ts keeps it). */
+/** Read side of the attack level (src/phases/level/monitor.ts keeps it). */
 export interface AttackLevelView {
   /** The level in force: the operator's override when set, else the detected one. */
   readonly level: AttackLevel;
@@ -51,4 +50,14 @@ export interface DefenseDeps {
   readonly alerts: AlertSink;
   /** Token leases for `scope: global` rate limits (cluster mode, src/store/leases.ts); absent: every rule counts per node. */
   readonly leases?: LeaseBroker;
+}
+
+/** Where guards raise alerts (src/control/alerts.ts sends them on; the audit trail records them). */
+export interface AlertSink {
+  /**
+   * Raise an alert: always a log line, a metric, and the webhook when configured. Never throws, never
+   * blocks. `logged`: the caller has already written its own line for this event (with more fields),
+   * so the alert does not write a second one for the same change.
+   */
+  raise(kind: string, message: string, fields: Record<string, unknown>, logged?: boolean): void;
 }

@@ -3,11 +3,13 @@
 // refused → 502, no head in time → 504, a reset mid-body closes the client connection.
 // One handler object per request and no closures: this is the hot path.
 import type { Dispatcher } from 'undici';
-import type { RequestContext } from '../../core/context.ts';
-import { RempartError, type ErrorCode } from '../../core/errors.ts';
+import type { RequestContext } from './context.ts';
+import { RempartError, type ErrorCode } from '../core/errors.ts';
+import { classifyUpstreamError } from '../upstream/errors.ts';
+export { classifyUpstreamError };
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
-import { closingReason } from '../../server/reply.ts';
+import { closingReason } from './reply.ts';
 
 export interface ForwardHooks {
   /** Send a local error reply (status from the error table). */
@@ -25,34 +27,6 @@ export interface ForwardHooks {
   onQueuedReply?(ctx: RequestContext, bytes: number): boolean;
 }
 
-/** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
-export function classifyUpstreamError(err: Error & { code?: string }): { code: ErrorCode; status: number } {
-  if (err instanceof RempartError) return { code: err.code, status: err.status };
-  switch (err.code) {
-    case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return { code: 'RMP_ERR_UPSTREAM_TIMEOUT', status: 504 };
-    case 'ECONNREFUSED':
-    case 'ENOTFOUND':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EAI_AGAIN':
-      return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
-    case 'UND_ERR_SOCKET':
-    case 'ECONNRESET':
-    case 'EPIPE':
-    case 'UND_ERR_BODY_TIMEOUT':
-    case 'UND_ERR_CLOSED':
-    case 'UND_ERR_DESTROYED':
-      return { code: 'RMP_ERR_UPSTREAM_RESET', status: 502 };
-    default:
-      // undici's HTTPParserError usually has no code (it looks the llhttp error number up in a
-      // name→number table), so the class name is the reliable mark of an unparsable response.
-      if (err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') || err.code === 'UND_ERR_INFO' || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW')
-        return { code: 'RMP_ERR_UPSTREAM_BAD_RESPONSE', status: 502 };
-      return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
-  }
-}
 
 /** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
  *  so no adapter object and no header parsing per request. */

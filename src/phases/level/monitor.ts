@@ -16,13 +16,13 @@
 //          ┌──────────────┐ ─── fallSeconds without (pressure and ────┘
 //          │ under_attack │      strangeness ≥ holdFactor): one level down
 //          └──────────────┘
-import type { Clock } from '../core/clock.ts';
-import type { Logger } from '../core/log.ts';
-import type { Metrics } from '../core/metrics.ts';
-import type { Runtime } from '../core/runtime.ts';
-import type { AlertSink } from '../control/alerts.ts';
-import { TrafficObserver, round3, type LevelConfig, type LevelFeatures } from '../phases/level/traffic.ts';
-import { AttackLevel, ATTACK_LEVEL_NAMES, type AttackLevelName, type AttackLevelView } from './types.ts';
+import type { Clock } from '../../core/clock.ts';
+import type { Logger } from '../../core/log.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import type { Runtime } from '../../pipeline/runtime.ts';
+import type { AlertSink } from '../../pipeline/env.ts';
+import { TrafficObserver, round3, type LevelConfig, type LevelFeatures } from './traffic.ts';
+import { AttackLevel, ATTACK_LEVEL_NAMES, type AttackLevelName, type AttackLevelView } from '../../pipeline/env.ts';
 
 export interface AttackLevelMonitorOptions {
   readonly getRuntime: () => Runtime;

@@ -7,14 +7,15 @@ import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Pool } from 'undici';
 import type { Config } from '../config/schema.ts';
-import { RequestContext } from '../core/context.ts';
+import { RequestContext } from '../pipeline/context.ts';
 import { ERRORS, RempartError, type ErrorCode } from '../core/errors.ts';
 import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
 import { LogSampler } from '../core/log-sampler.ts';
-import { runDone, runPhases, Verdict, type Phase } from '../core/pipeline.ts';
-import { compileRuntime, isTrusted, type Runtime } from '../core/runtime.ts';
+import { runDone, runPhases, Verdict, type Phase } from '../pipeline/phase.ts';
+import { loadSecureContext, splitHostPort } from '../core/listen.ts';
+import { compileRuntime, isTrusted, type Runtime } from '../pipeline/runtime.ts';
 import { createEdgePhase } from '../phases/edge/index.ts';
 import { createIdentifyPhase } from '../phases/identify/index.ts';
 import { createRoutePhase } from '../phases/route/index.ts';
@@ -26,8 +27,8 @@ import { createWaitingRoomPhase } from '../phases/waiting-room/index.ts';
 import { CookieSigner, loadKey } from '../phases/waiting-room/ticket.ts';
 import { createFailoverPhase, createUnavailablePhase } from '../phases/failover/index.ts';
 import { setStatusPage } from '../phases/failover/status-page.ts';
-import { BREAKER_STATES, type CircuitBreaker } from '../phases/failover/breaker.ts';
-import { forward, type ForwardHooks } from '../phases/upstream/forward.ts';
+import { BREAKER_STATES, type CircuitBreaker } from '../upstream/breaker.ts';
+import { forward, type ForwardHooks } from '../pipeline/forward.ts';
 import { createAdminServer } from '../control/admin.ts';
 import { hostname } from 'node:os';
 import { createAdminApi, loadTokens, type AdminApi } from '../control/api.ts';
@@ -36,23 +37,23 @@ import { AuditTrail } from '../control/audit.ts';
 import { auditAction, createCockpit } from '../control/cockpit.ts';
 import { RuntimeOverrides, registerOverridesApi } from '../control/overrides.ts';
 import { SnapshotBuilder } from '../control/snapshot.ts';
-import { BanTable } from '../defense/bans.ts';
-import { AttackLevelMonitor } from '../defense/level.ts';
-import { AttackLevel } from '../defense/types.ts';
-import type { DefenseDeps } from '../defense/types.ts';
+import { BanTable } from '../phases/ban/table.ts';
+import { AttackLevelMonitor } from '../phases/level/monitor.ts';
+import { AttackLevel } from '../pipeline/env.ts';
+import type { DefenseDeps } from '../pipeline/env.ts';
 import { createBanPhase } from '../phases/ban/index.ts';
 import { createLevelPhase } from '../phases/level/index.ts';
 import { createRateLimitPhase } from '../phases/ratelimit/index.ts';
 import { createChallengeGuard, type ChallengeGuard } from '../phases/challenge/index.ts';
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
-import { createCluster, type Cluster } from '../store/cluster.ts';
+import { createCluster, type Cluster } from './cluster.ts';
 import type { ClusterStore } from '../store/types.ts';
-import { createAcceptServer, createConnectionTable } from './accept.ts';
-import { closingReason, flushDeferredReply, sendLocalReply, writeRawReply } from './reply.ts';
-import { tunnelUpgrade, wantsTunnel, type TunnelHooks } from './upgrade.ts';
-import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
-import { kIdleSince, kPeerAddress, kPending, kReadPaused } from './symbols.ts';
+import { createAcceptServer, createConnectionTable } from '../server/accept.ts';
+import { closingReason, flushDeferredReply, sendLocalReply, writeRawReply } from '../pipeline/reply.ts';
+import { tunnelUpgrade, wantsTunnel, type TunnelHooks } from '../server/upgrade.ts';
+import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from '../server/connections.ts';
+import { kIdleSince, kPeerAddress, kPending, kReadPaused } from '../pipeline/symbols.ts';
 
 const kCtx = Symbol('rempart.ctx');
 type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
@@ -579,7 +580,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   function actUpgrade(ctx: RequestContext, verdict: Verdict, head: Buffer): void {
     if (verdict !== Verdict.Forward) return sendLocalReply(ctx);
     if (ctx.finished) return; // the client left while a phase waited; `done` has run
-    // A refusal on this connection said Connection: close (see dispatch in phases/upstream/forward.ts).
+    // A refusal on this connection said Connection: close (see dispatch in pipeline/forward.ts).
     const closing = closingReason(ctx.req.socket);
     // The route the phases chose must allow tunnels too (a reload between the parser's question and now).
     const refusal = closing ?? (ctx.route?.websocket === true ? undefined : 'RMP_ERR_ROUTE_NO_WEBSOCKET');
@@ -791,17 +792,6 @@ function applyTimeouts(server: http.Server, config: Config): void {
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {
   for (const l of config.listeners) if (l.tls) into.set(l.address, await loadSecureContext(l.tls));
-}
-
-/** Read a listener's certificate and key (start-up, reload and `rempart check` share this). */
-export async function loadSecureContext(files: { certFile: string; keyFile: string }): Promise<tls.SecureContext> {
-  const [cert, key] = await Promise.all([readFile(files.certFile), readFile(files.keyFile)]);
-  return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
-}
-
-export function splitHostPort(address: string): { host: string; port: number } {
-  const colon = address.lastIndexOf(':');
-  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(address.slice(colon + 1)) };
 }
 
 function listen(server: NetServer | http.Server, address: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createManualClock } from '../../core/clock.ts';
+import { createManualClock } from '../core/clock.ts';
 import { CircuitBreaker } from './breaker.ts';
 
 function setup() {

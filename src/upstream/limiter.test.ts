@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createManualClock } from '../../core/clock.ts';
+import { createManualClock } from '../core/clock.ts';
 import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, PROBE_MAX_MS, PROBE_SAMPLES, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
 
 const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };

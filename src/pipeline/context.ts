@@ -1,9 +1,9 @@
 // The per-request context: one class, every field set in the constructor, so V8 gives every
 // request the same hidden class and phases read plain properties.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ErrorCode } from './errors.ts';
+import type { ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
-import type { AdmissionEntry, AdmissionGate } from '../phases/admission/gate.ts';
+import type { AdmissionEntry, AdmissionGate } from '../upstream/gate.ts';
 
 /**
  * The decision a request ended with, as counted in metrics (label `decision`). `answered`: Rempart's
@@ -98,11 +98,11 @@ export class RequestContext {
   /** performance.now() when the request was dispatched to the upstream (0 if never): the limiter's RTT sample. */
   forwardStartMs: number;
   /** The admission gate whose slot this request holds (null when it holds none). */
-  admissionGate: AdmissionGate | null;
+  admissionGate: AdmissionGate<RequestContext> | null;
   /** The class (index in TRAFFIC_CLASSES) the slot was taken for, -1 when none. */
   admissionClass: number;
   /** Its place in the admission queue while it waits (null otherwise). */
-  admissionEntry: AdmissionEntry | null;
+  admissionEntry: AdmissionEntry<RequestContext> | null;
   /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
   bodyBuffered: boolean;
   bufferedBody: Buffer | AsyncIterable<Buffer> | null;
@@ -187,12 +187,46 @@ export class RequestContext {
     else this.responseHeaders.push(name, value);
   }
 
-  /** Set a local reply and return nothing; the phase then returns Verdict.Reply. */
+  // The outcome verbs: the only writers of decision, reason and the reply. A phase calls one, then
+  // returns Verdict.Reply (or Continue for a stored copy that stands ready); the server sends it.
+
+  /** Refuse the request with a local reply; the phase then returns Verdict.Reply. */
   refuse(code: ErrorCode, status: number, body = '', headers: Record<string, string> | null = null): void {
     this.decision = 'refused';
     this.reason = code;
     this.replyStatus = status;
     this.replyBody = body;
     this.replyHeaders = headers;
+  }
+
+  /** Answer locally without refusing (the clearance for a solved challenge); `code` says why, '' if nothing went wrong. */
+  answer(status: number, body: string, headers: Record<string, string> | null, code: ErrorCode | '' = ''): void {
+    this.decision = 'answered';
+    this.reason = code;
+    this.replyStatus = status;
+    this.replyBody = body;
+    this.replyHeaders = headers;
+  }
+
+  /** Answer with a stored copy: a fresh hit, or a stale copy standing in (the reason a caller set stays). */
+  serveStored(stored: StoredReply, decision: 'cache_hit' | 'stale'): void {
+    this.decision = decision;
+    this.replyStored = stored;
+  }
+
+  /** The upstream could not answer (connect error, timeout, reset, nothing usable): a local reply with `status`. */
+  failUpstream(code: ErrorCode, status: number, body = '', headers: Record<string, string> | null = null): void {
+    this.decision = 'upstream_error';
+    this.reason = code;
+    this.replyStatus = status;
+    this.replyBody = body;
+    this.replyHeaders = headers;
+  }
+
+  /** The client left before its answer was complete; a request already refused or answered keeps its outcome. */
+  abort(code: ErrorCode = 'RMP_ERR_CLIENT_ABORTED'): void {
+    if (this.decision !== 'forwarded') return;
+    this.decision = 'aborted';
+    this.reason = code;
   }
 }

@@ -1,8 +1,8 @@
 // One way for every guard to act on a decision, so modes, reason codes, rule ids, the operators'
 // decision header and the metric are the same everywhere.
-import type { RequestContext } from '../core/context.ts';
+import type { RequestContext } from './context.ts';
 import type { ErrorCode } from '../core/errors.ts';
-import type { DefenseDeps, GuardMode } from './types.ts';
+import type { DefenseDeps, GuardMode } from './env.ts';
 
 /**
  * A guard decided to answer `code` (status, body, headers) under rule `ruleId`. In `enforce` mode the

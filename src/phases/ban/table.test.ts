@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createManualClock } from '../core/clock.ts';
-import { validateConfig } from '../config/load.ts';
-import { compileRuntime, type Runtime } from '../core/runtime.ts';
-import { BanTable } from './bans.ts';
-import { parseTarget, canonicalAddress } from '../phases/ban/target.ts';
-import { NftMirror, addLine, deleteLine, setupScript } from '../phases/ban/nftables.ts';
+import { createManualClock } from '../../core/clock.ts';
+import { validateConfig } from '../../config/load.ts';
+import { compileRuntime, type Runtime } from '../../pipeline/runtime.ts';
+import { BanTable } from './table.ts';
+import { parseTarget, canonicalAddress } from './target.ts';
+import { NftMirror, addLine, deleteLine, setupScript } from './nftables.ts';
 
 function runtimeWith(bans: Record<string, unknown>): () => Runtime {
   const config = validateConfig({

@@ -7,7 +7,7 @@
 //     └──────────────(probe succeeds)────────────┼───────(probe fails)───────┘
 //
 // Time comes from an injected Clock, so the transitions are tested without sleeping.
-import type { Clock } from '../../core/clock.ts';
+import type { Clock } from '../core/clock.ts';
 
 export const BREAKER_STATES = ['closed', 'open', 'half_open'] as const;
 export type BreakerState = (typeof BREAKER_STATES)[number];

@@ -17,14 +17,14 @@ import { readFile } from 'node:fs/promises';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { Runtime } from '../core/runtime.ts';
-import type { BanChange, BanTable } from '../defense/bans.ts';
-import type { AttackLevelMonitor, LevelOverride } from '../defense/level.ts';
-import { AttackLevel, ATTACK_LEVEL_NAMES } from '../defense/types.ts';
-import { LeaseBroker } from './leases.ts';
-import { MemoryStore } from './memory.ts';
-import { describeUrl, RedisStore } from './redis.ts';
-import type { ClusterStore } from './types.ts';
+import type { Runtime } from '../pipeline/runtime.ts';
+import type { BanChange, BanTable } from '../phases/ban/table.ts';
+import type { AttackLevelMonitor, LevelOverride } from '../phases/level/monitor.ts';
+import { AttackLevel, ATTACK_LEVEL_NAMES } from '../pipeline/env.ts';
+import { LeaseBroker } from '../store/leases.ts';
+import { MemoryStore } from '../store/memory.ts';
+import { describeUrl, RedisStore } from '../store/redis.ts';
+import type { ClusterStore } from '../store/types.ts';
 
 export type ClusterConfig = Runtime['config']['cluster'];
 

@@ -2,7 +2,7 @@
 // `static` is a fixed number; `adaptive` follows the origin's latency (Netflix concurrency-limits'
 // Gradient2, the idea behind Envoy's adaptive concurrency filter) so the limit settles near the knee
 // of the origin's latency curve instead of pushing it into its own queue, or past it into 503s.
-import type { Clock } from '../../core/clock.ts';
+import type { Clock } from '../core/clock.ts';
 
 export type LimiterMode = 'adaptive' | 'static' | 'off';
 

@@ -1,19 +1,25 @@
 // One upstream's admission gate: its concurrency limiter and the priority queue in front of it,
 // plus the one timer that sheds queued requests at their deadline. Compiled into the Runtime and
-// kept across reloads for an upstream whose name and URL did not change (src/core/runtime.ts).
-import type { Clock } from '../../core/clock.ts';
-import type { RequestContext } from '../../core/context.ts';
+// kept across reloads for an upstream whose name and URL did not change (src/pipeline/runtime.ts).
+import type { Clock } from '../core/clock.ts';
 import { ConcurrencyLimiter, type LimiterSettings } from './limiter.ts';
-import { TRAFFIC_CLASSES } from '../../config/schema.ts';
+import { TRAFFIC_CLASSES } from '../core/traffic.ts';
 import { AdmissionQueue, Outcome, type QueueEntry, type QueueSettings, type RefusalReason } from './queue.ts';
 
-export type AdmissionEntry = QueueEntry<RequestContext>;
+/** A queued request: `T` is the request record (the pipeline's RequestContext); the gate never looks inside. */
+export type AdmissionEntry<T extends SlotHolder = SlotHolder> = QueueEntry<T>;
 
-export class AdmissionGate {
+/** What a queued request must carry: the gate hands it the slot when it is let in. */
+export interface SlotHolder {
+  admissionGate: object | null;
+  admissionClass: number;
+}
+
+export class AdmissionGate<T extends SlotHolder = SlotHolder> {
   readonly upstream: string;
   readonly url: string;
   readonly limiter: ConcurrencyLimiter;
-  readonly queue: AdmissionQueue<RequestContext>;
+  readonly queue: AdmissionQueue<T>;
   /** Slots held now per class (TRAFFIC_CLASSES order): what `admission.reservePercent` is measured against. */
   readonly inFlightByClass = new Int32Array(TRAFFIC_CLASSES.length);
   /**
@@ -23,7 +29,7 @@ export class AdmissionGate {
    */
   sharesSuspended = false;
   readonly #clock: Clock;
-  readonly #settled: AdmissionEntry[] = [];
+  readonly #settled: AdmissionEntry<T>[] = [];
   #timer: NodeJS.Timeout | null = null;
   #timerAtMs = Infinity;
 
@@ -56,7 +62,7 @@ export class AdmissionGate {
    * Queue a request that found no free slot. Null when it waits (its promise settles later), or why it
    * was refused. Entries evicted to make room are settled here.
    */
-  enqueue(entry: AdmissionEntry): RefusalReason | null {
+  enqueue(entry: AdmissionEntry<T>): RefusalReason | null {
     const evicted = this.#settled;
     const refused = this.queue.push(entry, evicted);
     this.#settle(evicted);
@@ -65,7 +71,7 @@ export class AdmissionGate {
   }
 
   /** The request's client left while it waited: free its place. */
-  cancel(entry: AdmissionEntry): void {
+  cancel(entry: AdmissionEntry<T>): void {
     if (!this.queue.remove(entry)) return;
     entry.outcome = Outcome.Cancelled;
     entry.resolve?.(entry);
@@ -103,7 +109,7 @@ export class AdmissionGate {
     this.#arm();
   }
 
-  #settle(entries: AdmissionEntry[]): void {
+  #settle(entries: AdmissionEntry<T>[]): void {
     for (let i = 0; i < entries.length; i++) entries[i]!.resolve?.(entries[i]!);
     entries.length = 0;
   }

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TRAFFIC_CLASSES, type TrafficClass } from '../../config/schema.ts';
+import { TRAFFIC_CLASSES, type TrafficClass } from '../core/traffic.ts';
 import { AdmissionQueue, QueueEntry, Outcome, classIndex, type QueueSettings } from './queue.ts';
-import { clientKey, cookieValue, prefixKey } from './client-key.ts';
+import { clientKey, cookieValue, prefixKey } from '../core/client-key.ts';
 
 const settings: QueueSettings = {
   classOrder: [...TRAFFIC_CLASSES],

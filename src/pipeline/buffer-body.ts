@@ -3,7 +3,7 @@
 // upstream connection or an origin worker (nginx's proxy_request_buffering and HAProxy's
 // http-buffer-request do the same). Larger bodies stream, the buffered part first.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RempartError } from '../../core/errors.ts';
+import { RempartError } from '../core/errors.ts';
 
 export type BufferedBody = Buffer | AsyncIterable<Buffer> | null;
 

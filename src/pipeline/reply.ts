@@ -3,7 +3,7 @@
 // body may still be on the wire (it could otherwise be read as the next request).
 import type { Socket } from 'node:net';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { RequestContext } from '../core/context.ts';
+import type { RequestContext } from './context.ts';
 import { ERRORS, type ErrorCode } from '../core/errors.ts';
 
 /** Pre-rendered bodies, one per code: built once at start-up, not per request. */
