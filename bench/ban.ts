@@ -29,7 +29,6 @@ async function main(): Promise<number> {
   const nft = values.nftables === true;
   const n = Number(values.requests ?? 20000);
   const concurrency = Number(values.concurrency ?? 16);
-  const say = (s: string) => process.stderr.write(`${s}\n`);
   installCleanupHandlers();
   const pin = !values['no-pin'] && canPin(2);
 

@@ -358,7 +358,9 @@ function proxyHeader(i: number, port: number): Buffer {
   b.writeUInt16BE(len, 14);
   if (v6) {
     const words = [0x2001, 0xdb8, i >>> 16, i & 0xffff, 0, 0, 0, 1];
-    words.forEach((w, k) => b.writeUInt16BE(w, 16 + k * 2));
+    words.forEach((w, k) => {
+      b.writeUInt16BE(w, 16 + k * 2);
+    });
     b.writeUInt16BE(1, 16 + 30); // dst ::1
     b.writeUInt16BE(1024 + (i % 60000), 48);
     b.writeUInt16BE(port, 50);

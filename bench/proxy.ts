@@ -54,7 +54,7 @@ function median(xs: number[]): number {
   const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
   const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
 
 function num(v: string | undefined, name: string, def: number): number {
@@ -237,7 +237,7 @@ async function main(): Promise<number> {
   const added = rp.pacedP99 - originPaced;
   // the added-latency verdict compares two runs: unreliable when either lost much of CPU 1 to other work
   const otherShare = (r: RunFigures) => (r.busy.get(1) ?? 0) - r.cpu / r.wall;
-  const pacedNoise = Math.max(...[systems[0], systems[2]].flatMap((s) => s.paceds).map(otherShare));
+  const pacedNoise = Math.max(...[systems[0]!, systems[2]!].flatMap((s) => s.paceds).map(otherShare));
   const addedCaveat = pin && (pacedNoise > 0.2 || added < 0)
     ? ` (unreliable: up to ${f(Math.max(0, pacedNoise) * 100, 0)}% of CPU 1 went to other processes during these runs${added < 0 ? '; a negative value means the bare origin run was disturbed more' : ''})`
     : '';

@@ -21,8 +21,23 @@ if (!existsSync(entry)) {
   process.stderr.write(`rempart: neither ${sources.pathname} nor ${built.pathname} exists; run \`npm run build\`\n`);
   process.exit(1);
 }
+// `rempart demo` is the bundled example (examples/postal), not part of the gateway: nothing in src/
+// imports examples/ (docs/architecture.md), so this entry point adds it to main()'s commands, taken
+// from the same tree as the CLI (scripts/build.ts compiles it to dist/examples/postal/).
+const demo = new URL(
+  entry === sources ? '../examples/postal/demo.ts' : '../dist/examples/postal/demo.js',
+  import.meta.url,
+);
+const extra = {
+  demo: {
+    line:
+      '  rempart demo [--listen HOST:PORT] [--admin HOST:PORT] [--origin-port N] [--sms-port N]' +
+      '   (the bundled demo, as `npm start`)',
+    load: async () => (await import(demo.href)).demoCommand,
+  },
+};
 const { main } = await import(entry.href);
-main(process.argv.slice(2)).then(
+main(process.argv.slice(2), extra).then(
   (code) => {
     process.exitCode = code;
   },

@@ -4,7 +4,7 @@
 //
 //   dist/src/**.js, .d.ts, .js.map        tsc (the tests are left out)
 //   dist/src/control/dashboard/*          the cockpit's page, read by src/control/cockpit.ts
-//   dist/examples/postal/*.js, rempart.yaml   `rempart demo` (src/cli.ts imports the demo)
+//   dist/examples/postal/*.js, rempart.yaml   `rempart demo` (bin/rempart.js adds it to the CLI)
 //   dist/scenarios/*.yaml                 built-in drill scenarios (src/drill/scenario.ts: ../../scenarios)
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, readdirSync, rmSync } from 'node:fs';

@@ -1,5 +1,7 @@
 // The `rempart` command: run the gateway (from a config file or from flags alone), check a config
 // file, or run a drill. Flags are validated strictly: a nonsense value stops with a clear message.
+// `rempart demo` is not here: it is the bundled example (examples/postal), which nothing in src/
+// imports (docs/architecture.md); bin/rempart.js hands it to main() as an extra command.
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -11,14 +13,16 @@ import { UsageError, debugWanted, formatError } from './core/user-error.ts';
 // The gateway and what only running needs are imported when running: `--help`, `check` and `token`
 // answer without loading the whole proxy.
 
-const USAGE = `Usage:
+/** The usage text down to `check`; the entry point's extra commands (`demo`) follow it, then USAGE_REST. */
+const USAGE_HEAD = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
   rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL] [--log-format FORMAT]   (flags win over the file)
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart ... --log-format auto|json|pretty|combined (default auto: pretty on a terminal, JSON otherwise)
   rempart check FILE                                 (validate FILE and every file it names, as start-up would)
-  rempart demo [--listen HOST:PORT] [--admin HOST:PORT] [--origin-port N] [--sms-port N]   (the bundled demo, as \`npm start\`)
-  rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
+`;
+
+const USAGE_REST = `  rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
   rempart token create --name NAME --scope read|operator --file TOKENS_FILE   (admin API token; see docs/admin-api.md)
   rempart help [COMMAND]                             (or COMMAND --help)
   rempart --version
@@ -48,6 +52,25 @@ SIGHUP makes a running gateway read the file again (docs/admin-api.md).
 `;
 
 const DEFAULT_ADMIN = '127.0.0.1:9180';
+
+/** A command loaded only when it runs or its help is asked for. */
+export interface CommandModule {
+  /** Its usage text (`rempart help NAME`, `rempart NAME --help`). */
+  readonly usage: string;
+  /** Runs it with the arguments after its name; resolves with the exit status. */
+  run(argv: string[]): Promise<number>;
+}
+
+/**
+ * A command the entry point adds to the gateway's own (bin/rempart.js: `demo`): its line in
+ * `rempart --help`, and its module, imported only when needed.
+ */
+export interface ExtraCommand {
+  readonly line: string;
+  load(): Promise<CommandModule>;
+}
+
+export type ExtraCommands = Readonly<Record<string, ExtraCommand>>;
 
 /** Build a config from flags alone (zero-config mode). */
 export function configFromFlags(flags: { upstream: string; listen?: string; admin?: string; trust?: string[]; logLevel?: string; quiet?: boolean }): Config {
@@ -104,10 +127,10 @@ async function packageVersion(): Promise<string> {
  * The command line. Never throws and never prints a stack trace unless asked: every failure becomes
  * `rempart: <message>` (with a hint when one helps) and exit status 1, or 2 for a usage mistake.
  */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], extra: ExtraCommands = {}): Promise<number> {
   const debug = debugWanted(argv);
   try {
-    return await run(argv.filter((a) => a !== '--debug'));
+    return await run(argv.filter((a) => a !== '--debug'), extra);
   } catch (err) {
     const usage = err instanceof UsageError;
     // A bad input (config, file, port, flag) is the user's to fix; anything else is a bug to report.
@@ -122,41 +145,34 @@ function wantsHelp(args: readonly string[]): boolean {
   return args.includes('--help') || args.includes('-h');
 }
 
-async function usageOf(command: string | undefined): Promise<string> {
+async function usageOf(command: string | undefined, extra: ExtraCommands, usage: string): Promise<string> {
   switch (command) {
     case 'check':
       return CHECK_USAGE;
     case 'token':
       return TOKEN_USAGE;
-    case 'demo':
-      return (await import('../examples/postal/demo.ts')).DEMO_USAGE;
     case 'drill':
       return (await import('./drill/cli.ts')).drillUsage();
     default:
-      return USAGE;
+      return command !== undefined && Object.hasOwn(extra, command) ? (await extra[command]!.load()).usage : usage;
   }
 }
 
-const COMMANDS = ['check', 'demo', 'drill', 'token', 'help'];
-
-async function run(argv: string[]): Promise<number> {
+async function run(argv: string[], extra: ExtraCommands): Promise<number> {
+  const usage = `${USAGE_HEAD}${Object.values(extra).map((c) => `${c.line}\n`).join('')}${USAGE_REST}`;
+  const commands = ['check', ...Object.keys(extra), 'drill', 'token', 'help'];
   const command = argv[0];
   if (command === 'help') {
     if (argv[1] === '--help' || argv[1] === '-h') argv = ['help'];
-    if (argv[1] !== undefined && !COMMANDS.includes(argv[1])) throw new UsageError(`no command ${JSON.stringify(argv[1])} (commands: ${COMMANDS.join(', ')})`, USAGE);
-    process.stdout.write(await usageOf(argv[1]));
+    if (argv[1] !== undefined && !commands.includes(argv[1])) throw new UsageError(`no command ${JSON.stringify(argv[1])} (commands: ${commands.join(', ')})`, usage);
+    process.stdout.write(await usageOf(argv[1], extra, usage));
     return 0;
   }
-  if (command !== undefined && COMMANDS.includes(command) && wantsHelp(argv.slice(1))) {
-    process.stdout.write(await usageOf(command));
+  if (command !== undefined && commands.includes(command) && wantsHelp(argv.slice(1))) {
+    process.stdout.write(await usageOf(command, extra, usage));
     return 0;
   }
-  if (argv[0] === 'demo') {
-    // `npm start`: the reference postal service with Rempart in front (examples/postal/demo.ts).
-    const { runDemo } = await import('../examples/postal/demo.ts');
-    await runDemo(argv.slice(1));
-    return new Promise<number>(() => {}); // runs until Ctrl-C; the demo exits the process itself
-  }
+  if (command !== undefined && Object.hasOwn(extra, command)) return (await extra[command]!.load()).run(argv.slice(1));
   if (argv[0] === 'drill') {
     const { drillMain } = await import('./drill/cli.ts');
     return drillMain(argv.slice(1));
@@ -188,10 +204,10 @@ async function run(argv: string[]): Promise<number> {
       },
     }));
   } catch (err) {
-    throw new UsageError((err as Error).message, USAGE);
+    throw new UsageError((err as Error).message, usage);
   }
   if (values.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(usage);
     return 0;
   }
   if (values.version) {
@@ -207,13 +223,13 @@ async function run(argv: string[]): Promise<number> {
   }
   const loadOptions = { override: (raw: Record<string, unknown>) => applyOverrides(raw, { listen: values.listen, admin: values.admin, logLevel: values['log-level'] }) };
   if (values.config === undefined && values.upstream === undefined) {
-    process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${USAGE}`);
+    process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${usage}`);
     return 2;
   }
 
   const logFormat = values['log-format'];
   if (logFormat !== undefined && !(LOG_FORMATS as readonly string[]).includes(logFormat))
-    throw new UsageError(`--log-format takes ${LOG_FORMATS.join(', ')} (got ${JSON.stringify(logFormat)})`, USAGE);
+    throw new UsageError(`--log-format takes ${LOG_FORMATS.join(', ')} (got ${JSON.stringify(logFormat)})`, usage);
 
   // Zero-config: the admin listener's default port may be held (another Rempart, some other tool);
   // a default is not worth refusing to start over, so it moves to a free port and the summary says so.

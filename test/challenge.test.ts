@@ -466,7 +466,9 @@ test('the drill\'s solver passes a real challenge, as an API user and as a brows
         json = JSON.parse(text);
       } catch {}
       const plain: Record<string, string> = {};
-      res.headers.forEach((v, k) => (plain[k] = v));
+      res.headers.forEach((v, k) => {
+        plain[k] = v;
+      });
       const challenge = typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined;
       assert.equal(await solveChallenge({ status: res.status, headers: plain, challenge, cookies }), true);
       assert.ok(cookies.has(SOLUTION_COOKIE));

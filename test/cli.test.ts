@@ -126,7 +126,7 @@ test('errors are one line and a hint, never a stack trace (unless --debug or REM
     const cases: Array<{ args: string[]; code: number; says: RegExp }> = [
       { args: ['--config', join(dir, 'missing.yaml')], code: 1, says: /cannot read file: ENOENT/ },
       { args: ['check', join(dir, 'a-directory.yaml')], code: 1, says: /cannot read file: EISDIR/ },
-      { args: ['token', 'create', '--name', 'ops', '--scope', 'operator', '--file', join(dir, 'no', 'such', 'dir', 'tokens')], code: 1, says: /^rempart: ENOENT.*\n  hint: check the path/ },
+      { args: ['token', 'create', '--name', 'ops', '--scope', 'operator', '--file', join(dir, 'no', 'such', 'dir', 'tokens')], code: 1, says: /^rempart: ENOENT.*\n {2}hint: check the path/ },
       { args: ['token', 'create', '--name', 'ops', '--scope', 'admin', '--file', join(dir, 't')], code: 2, says: /--scope is read or operator/ },
       { args: ['--upstream', 'http://127.0.0.1:1', '--workers', 'lots'], code: 2, says: /--workers takes an integer/ },
       { args: ['--upstream', 'http://127.0.0.1:1', '--log-format', 'fancy'], code: 2, says: /--log-format takes auto, json, pretty, combined/ },

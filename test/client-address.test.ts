@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway, withGateway } from './helpers.ts';
+import { rawRequest, sleep, statusOf, type RecordingUpstream, type TestGateway, withGateway } from './helpers.ts';
 
 const TRUSTED = '127.0.0.9';
 
@@ -52,7 +52,9 @@ function v2Header(opts: { command?: number; family?: number; src: Buffer; dst: B
 
 function ipv6Bytes(groups: number[]): Buffer {
   const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
+  groups.forEach((g, i) => {
+    b.writeUInt16BE(g, i * 2);
+  });
   return b;
 }
 
@@ -220,7 +222,7 @@ for (const [what, payload] of [
 }
 
 test('from a trusted peer, a malformed PROXY v2 header closes the connection and the upstream sees nothing', async () => {
-  await withGateway(proxyProtocolConfig, async (gw, up, seen) => {
+  await withGateway(proxyProtocolConfig, async (gw, _up, seen) => {
     const bad = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
     bad[12] = 0x11; // version 1 in a v2 header
     const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), { localAddress: TRUSTED, timeoutMs: 1500 });

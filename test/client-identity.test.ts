@@ -4,7 +4,7 @@
 // from X-Forwarded-For sent by a trusted peer (127.0.0.1), as a load balancer in front would send it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
+import type http from 'node:http';
 import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { compileRuntime } from '../src/pipeline/runtime.ts';

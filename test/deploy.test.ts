@@ -55,7 +55,7 @@ test('the Kubernetes manifest parses, its references agree, and its Rempart conf
   assert.equal(pod.containers[0].livenessProbe.httpGet.path, '/healthz');
 });
 
-const pkg = JSON.parse(readFileSync(root('package.json'), 'utf8')) as { bin: Record<string, string>; files: string[] };
+const pkg = JSON.parse(readFileSync(root('package.json'), 'utf8')) as { bin: { rempart: string }; files: string[] };
 
 /** The instructions of a Dockerfile, continuation lines joined, comments dropped. */
 function instructions(text: string): { op: string; args: string }[] {

@@ -39,7 +39,7 @@ test('baseline: few hundred users, every legit request succeeds, per-class resul
   assert.equal(r.stoppedBy, 'time');
   assert.equal(r.settings.users, 280);
   for (const cls of ['home', 'tracking', 'vault', 'approvals']) {
-    const c = r.legit.byClass[cls];
+    const c = r.legit.byClass[cls]!;
     assert.ok(c.requests > 0, `${cls} has requests`);
     assert.equal(c.ok, c.requests, `${cls}: all succeed (${JSON.stringify(c.failures)})`);
     // Loose: the suite may share 2 CPUs with other tests; within the deadline is what matters.
@@ -100,7 +100,8 @@ test('slowloris and slow POST hold their connections open on the bare origin; ab
   assert.equal(r.stoppedBy, 'signal');
   assert.ok(r.durationSec < 4, `stopped early: ${r.durationSec}s`);
   assert.ok((await stat(path.join(reportDir, 'report.html'))).size > 0, 'report written after an abort');
-  const [loris, post] = r.attack.byAttack;
+  const loris = r.attack.byAttack[0]!;
+  const post = r.attack.byAttack[1]!;
   assert.equal(loris.sent, 100);
   assert.equal(loris.held, 100, `slowloris connections held: ${JSON.stringify(loris)}`);
   assert.equal(post.held, 50, `slow POST connections held: ${JSON.stringify(post)}`);
@@ -146,7 +147,7 @@ test('scenario validation: built-ins load, unknown keys and bad values are refus
 test('histogram percentiles stay within a few percent; metrics parsing sums decisions', () => {
   const h = new Histogram();
   for (let i = 1; i <= 10_000; i++) h.recordMs(i / 10); // 0.1 .. 1000 ms
-  for (const [q, want] of [[50, 500], [95, 950], [99, 990]]) {
+  for (const [q, want] of [[50, 500], [95, 950], [99, 990]] as const) {
     const got = h.percentileMs(q)!;
     assert.ok(Math.abs(got - want) / want < 0.04, `p${q}: ${got} vs ${want}`);
   }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream, type TestGateway, withGateway } from './helpers.ts';
+import { errorCodeOf, rawRequest, sleep, statusOf, type TestGateway, withGateway } from './helpers.ts';
 
 
 

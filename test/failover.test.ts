@@ -92,7 +92,9 @@ test('approvals fall over to the SMS upstream within 2 s of the primary dying an
     const away = ['failover: route switched to its fallback upstream', 'approvals', 'postal', 'sms-approvals'];
     const home = ['failover: route back on its upstream', 'approvals', 'sms-approvals', 'postal'];
     assert.ok(switches.length >= 2 && switches.length <= 4, JSON.stringify(switches));
-    switches.forEach((s, i) => assert.deepEqual(s, i % 2 === 0 ? away : home));
+    switches.forEach((s, i) => {
+      assert.deepEqual(s, i % 2 === 0 ? away : home);
+    });
     assert.equal(counted('postal', 'sms-approvals'), switches.length / 2);
     assert.equal(counted('sms-approvals', 'postal'), switches.length / 2);
   } finally {

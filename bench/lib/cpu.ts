@@ -84,7 +84,7 @@ export function cpuTimes(): Map<number, { busy: number; total: number }> {
   for (const line of text.split('\n')) {
     const m = /^cpu(\d+)\s+(.*)$/.exec(line);
     if (!m) continue;
-    const v = m[2].trim().split(/\s+/).map(Number);
+    const v = m[2]!.trim().split(/\s+/).map(Number);
     // user nice system idle iowait irq softirq steal guest guest_nice (guest is already in user)
     const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
     const idle = (v[3] ?? 0) + (v[4] ?? 0);

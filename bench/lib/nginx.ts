@@ -17,7 +17,7 @@ export function nginxBin(): string {
 export function nginxVersion(): string {
   const r = spawnSync(nginxBin(), ['-v'], { encoding: 'utf8' });
   const m = /nginx version:\s*(?:nginx\/)?(\S+)/.exec(`${r.stdout ?? ''}${r.stderr ?? ''}`);
-  return m ? m[1] : 'unknown';
+  return m ? m[1]! : 'unknown';
 }
 
 /**

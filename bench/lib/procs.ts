@@ -60,7 +60,7 @@ export interface StartOptions {
 export function startProcess(name: string, cmd: string, args: string[], opts: StartOptions = {}): Managed {
   const argv = [...pinPrefix(opts.cpu), cmd, ...args];
   const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true };
-  const child = spawn(argv[0], argv.slice(1), spawnOpts);
+  const child = spawn(argv[0]!, argv.slice(1), spawnOpts);
   const log: string[] = [];
   const max = opts.maxLog ?? 400;
   const keep = (b: Buffer) => {

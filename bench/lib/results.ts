@@ -7,7 +7,7 @@ export type Align = 'l' | 'r';
 /** A markdown table; `align` per column ('r' for numbers). */
 export function markdownTable(header: string[], rows: string[][], align: Align[] = []): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const pad = (s: string, i: number) => (align[i] === 'r' ? s.padStart(widths[i]) : s.padEnd(widths[i]));
+  const pad = (s: string, i: number) => (align[i] === 'r' ? s.padStart(widths[i]!) : s.padEnd(widths[i]!));
   const line = (cells: string[]) => `| ${cells.map((c, i) => pad(c ?? '', i)).join(' | ')} |`;
   const sep = `|${widths.map((w, i) => (align[i] === 'r' ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|')}|`;
   return [line(header), sep, ...rows.map(line)].join('\n');
@@ -27,7 +27,7 @@ export function upsertSection(file: string, heading: string, body: string, title
   let out: string[];
   if (start === -1) {
     const base = [...lines];
-    while (base.length && base[base.length - 1].trim() === '') base.pop();
+    while (base.length && base[base.length - 1]!.trim() === '') base.pop();
     out = [...base, '', ...section];
   } else {
     let end = lines.findIndex((l, i) => i > start && /^## /.test(l));

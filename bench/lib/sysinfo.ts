@@ -10,7 +10,7 @@ export function machineInfo(): MachineInfo {
   let cpuModel = 'unknown';
   try {
     const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) cpuModel = m[1].trim();
+    if (m) cpuModel = m[1]!.trim();
   } catch { /* not Linux */ }
   return {
     nproc: nproc(),

@@ -100,7 +100,7 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
     if (!t) throw new Error(`could not read wrk output:\n${raw}`);
     return { ...t, raw };
   }
-  const j = JSON.parse(m[1]) as Record<string, number>;
+  const j = JSON.parse(m[1]!) as Record<WrkJsonField, number>;
   const ms = (us: number) => us / 1000;
   const durationSeconds = j.duration_us / 1e6;
   return {
@@ -114,12 +114,16 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   };
 }
 
+/** The fields the Lua script above prints after WRKJSON. */
+type WrkJsonField = 'duration_us' | 'requests' | 'bytes' | 'connect' | 'read' | 'write' | 'timeout' | 'status'
+  | 'min_us' | 'mean_us' | 'stdev_us' | 'max_us' | 'p50_us' | 'p75_us' | 'p90_us' | 'p99_us' | 'p999_us';
+
 /** wrk's time format ("842.00us", "1.20ms", "2.00s", "1.50m") in milliseconds. */
 export function parseWrkTime(s: string): number {
   const m = /^([\d.]+)(us|ms|s|m|h)$/.exec(s.trim());
   if (!m) return NaN;
   const v = Number(m[1]);
-  return v * { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'us' | 'ms' | 's' | 'm' | 'h'];
+  return v * { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2]! as 'us' | 'ms' | 's' | 'm' | 'h'];
 }
 
 /** Read wrk's human-readable output (run with --latency). Missing percentiles are NaN. */
@@ -129,18 +133,18 @@ export function parseWrkText(raw: string): Omit<WrkResult, 'raw'> | undefined {
   if (!reqs || !rps) return undefined;
   const pct = (p: string) => {
     const m = new RegExp(`^\\s*${p}%\\s+(\\S+)`, 'm').exec(raw);
-    return m ? parseWrkTime(m[1]) : NaN;
+    return m ? parseWrkTime(m[1]!) : NaN;
   };
   const lat = /Latency\s+(\S+)\s+(\S+)\s+(\S+)/.exec(raw);
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(raw);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(raw);
   const units: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 };
-  const bm = /([\d.]+)(\w*B)/.exec(reqs[3]);
+  const bm = /([\d.]+)(\w*B)/.exec(reqs[3]!);
   return {
     requests: Number(reqs[1]),
-    durationSeconds: parseWrkTime(reqs[2]) / 1000,
+    durationSeconds: parseWrkTime(reqs[2]!) / 1000,
     rps: Number(rps[1]),
-    bytes: bm ? Number(bm[1]) * (units[bm[2]] ?? 1) : NaN,
+    bytes: bm ? Number(bm[1]) * (units[bm[2]!] ?? 1) : NaN,
     errors: {
       connect: sock ? Number(sock[1]) : 0,
       read: sock ? Number(sock[2]) : 0,
@@ -150,9 +154,9 @@ export function parseWrkText(raw: string): Omit<WrkResult, 'raw'> | undefined {
     },
     latency: {
       min: NaN,
-      mean: lat ? parseWrkTime(lat[1]) : NaN,
-      stdev: lat ? parseWrkTime(lat[2]) : NaN,
-      max: lat ? parseWrkTime(lat[3]) : NaN,
+      mean: lat ? parseWrkTime(lat[1]!) : NaN,
+      stdev: lat ? parseWrkTime(lat[2]!) : NaN,
+      max: lat ? parseWrkTime(lat[3]!) : NaN,
       p50: pct('50'), p75: pct('75'), p90: pct('90'), p99: pct('99'), p999: NaN,
     },
   };
@@ -161,5 +165,5 @@ export function parseWrkText(raw: string): Omit<WrkResult, 'raw'> | undefined {
 export function wrkVersion(): string {
   const r = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
   const m = /^wrk (\S+)/.exec(`${r.stdout ?? ''}${r.stderr ?? ''}`);
-  return m ? m[1] : 'unknown';
+  return m ? m[1]! : 'unknown';
 }

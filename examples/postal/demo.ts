@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { portProblem } from '../../src/app/preflight.ts';
 import { splitHostPort } from '../../src/core/listen.ts';
 import { UsageError } from '../../src/core/user-error.ts';
+import type { CommandModule } from '../../src/cli.ts';
 import { startPostalOrigin, startSmsApprovals } from './origin.ts';
 
 // fileURLToPath: a path with a space is percent-encoded in the URL. The package build copies the
@@ -163,6 +164,15 @@ export async function runDemo(argv: string[]): Promise<void> {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }
+
+/** `rempart demo` (bin/rempart.js hands it to src/cli.ts): runs until Ctrl-C, which exits the process. */
+export const demoCommand: CommandModule = {
+  usage: DEMO_USAGE,
+  async run(argv) {
+    await runDemo(argv);
+    return new Promise<number>(() => {});
+  },
+};
 
 if (import.meta.main) {
   runDemo(process.argv.slice(2)).catch((err: unknown) => {

@@ -37,7 +37,7 @@ async function login(base: string, user: string, password: string): Promise<stri
   const res = await postJson(base, '/login', { user, password });
   assert.equal(res.status, 200);
   const cookie = String(res.headers['set-cookie']?.[0]);
-  return cookie.split(';')[0];
+  return cookie.split(';')[0]!;
 }
 
 describe('postal origin routes', () => {
@@ -140,12 +140,13 @@ describe('postal origin routes', () => {
     assert.equal(list.headers['cache-control'], 'private, no-store');
     const docs = JSON.parse(list.body) as Array<{ id: number; title: string; bytes: number }>;
     assert.equal(docs.length, 50);
-    const doc = await request(origin.url, `/vault/documents/${docs[3].id}`, { headers: { cookie } });
+    const third = docs[3]!;
+    const doc = await request(origin.url, `/vault/documents/${third.id}`, { headers: { cookie } });
     assert.equal(doc.status, 200);
     assert.equal(doc.headers['cache-control'], 'private, no-store');
-    assert.equal(Buffer.byteLength(doc.body), docs[3].bytes);
-    assert.ok(docs[3].bytes >= 1024 && docs[3].bytes <= 8192);
-    assert.equal((await request(origin.url, `/vault/documents/${docs[3].id}`, { headers: { cookie } })).body, doc.body, 'deterministic');
+    assert.equal(Buffer.byteLength(doc.body), third.bytes);
+    assert.ok(third.bytes >= 1024 && third.bytes <= 8192);
+    assert.equal((await request(origin.url, `/vault/documents/${third.id}`, { headers: { cookie } })).body, doc.body, 'deterministic');
     assert.equal((await request(origin.url, '/vault/documents/51', { headers: { cookie } })).status, 404);
     assert.equal((await request(origin.url, '/vault/documents/abc', { headers: { cookie } })).status, 404);
   });
@@ -356,8 +357,8 @@ describe('origin CLI', () => {
       });
       child.on('exit', () => reject(new Error(`exited early: ${stdout}`)));
     });
-    assert.equal((await request(urls[0], '/healthz')).headers['x-origin'], 'postal');
-    assert.equal((await request(urls[1], '/healthz')).headers['x-origin'], 'sms');
+    assert.equal((await request(urls[0]!, '/healthz')).headers['x-origin'], 'postal');
+    assert.equal((await request(urls[1]!, '/healthz')).headers['x-origin'], 'sms');
     child.kill('SIGTERM');
     const code = await new Promise((r) => child.on('exit', r));
     assert.equal(code, 0);

@@ -84,7 +84,7 @@ function trackParcel(id: string): Reply {
     events.push({ at: new Date(atMs).toISOString(), stage: STAGES[i], location: LOCATIONS[(h >>> (i * 3)) % LOCATIONS.length] });
     atMs += (4 * 3600 + ((h >>> i) % 7200)) * 1000;
   }
-  return json(200, { id, status: events[events.length - 1].stage, events }, { 'Cache-Control': 'public, max-age=30' });
+  return json(200, { id, status: events[events.length - 1]!.stage, events }, { 'Cache-Control': 'public, max-age=30' });
 }
 
 const DOC_KINDS = ['Releve de compte', 'Bulletin de salaire', 'Avis d\'imposition', 'Facture electricite', 'Attestation assurance'];
@@ -104,7 +104,7 @@ function postalRouter(sessions: Map<string, string>): Router {
     return sid ? sessions.get(sid) : undefined;
   };
   const login: Route = { label: 'POST /login', handle: ({ headers, body }) => {
-    const type = (headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const type = (headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     let user: unknown, password: unknown;
     if (type === 'application/json') {
       const v = parseJson(body) as Record<string, unknown> | undefined;
@@ -325,10 +325,10 @@ async function main(argv: string[]): Promise<void> {
     process.exit(2);
   }
   const running = [await startPostalOrigin(o)];
-  console.log(`postal origin: ${running[0].url} (workers=${o.workers}, service=${o.serviceTimeMs}ms, queue=${o.queueLength})`);
+  console.log(`postal origin: ${running[0]!.url} (workers=${o.workers}, service=${o.serviceTimeMs}ms, queue=${o.queueLength})`);
   if (smsPort !== undefined) {
     running.push(await startSmsApprovals({ host: o.host, port: smsPort }));
-    console.log(`sms approvals: ${running[1].url}`);
+    console.log(`sms approvals: ${running[1]!.url}`);
   }
   const stop = () => { void Promise.all(running.map((r) => r.close())).then(() => process.exit(0)); };
   process.once('SIGINT', stop);

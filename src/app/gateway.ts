@@ -2,7 +2,6 @@
 // Configuration lives in an immutable Runtime snapshot that reload() swaps whole.
 import http from 'node:http';
 import tls from 'node:tls';
-import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Pool } from 'undici';

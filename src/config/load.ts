@@ -143,7 +143,7 @@ export function parseConfig(text: string, file = '<config>', options: ParseOptio
     // Walk to the deepest node that exists and report its line.
     for (let n = path.length; n >= 0; n--) {
       const node = doc.getIn(path.slice(0, n), true) as YamlNode | undefined;
-      const pair = n > 0 ? findKeyNode(doc.getIn(path.slice(0, n - 1), true) as YamlNode | undefined, path[n - 1]) : undefined;
+      const pair = n > 0 ? findKeyNode(doc.getIn(path.slice(0, n - 1), true) as YamlNode | undefined, path[n - 1]!) : undefined;
       const range = pair?.range ?? (node && typeof node === 'object' && 'range' in node ? node.range : undefined);
       if (range) return lineCounter.linePos(range[0]).line;
     }

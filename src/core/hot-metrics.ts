@@ -40,7 +40,9 @@ export class HotCounter {
     let entry = this.#cells.get(key);
     if (entry === undefined) {
       const labels: Record<string, string> = {};
-      this.labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
+      this.labelNames.forEach((n, i) => {
+        labels[n] = values[i] ?? '';
+      });
       entry = { labels, cell: { value: 0 } };
       this.#cells.set(key, entry);
     }
@@ -84,7 +86,9 @@ export class HotHistogram {
     let entry = this.#cells.get(key);
     if (entry === undefined) {
       const labels: Record<string, string> = {};
-      this.labelNames.forEach((n, i) => (labels[n] = values[i] ?? ''));
+      this.labelNames.forEach((n, i) => {
+        labels[n] = values[i] ?? '';
+      });
       entry = { labels, cell: { counts: new Float64Array(this.upperBounds.length + 1), sum: 0, count: 0 } };
       this.#cells.set(key, entry);
     }

@@ -127,7 +127,7 @@ export class RateAttack extends AttackWindow {
     if (kind === 'timeout') this.ctx.rec.attackOutcome(this.index, 'timeout');
     else if (kind === 'refused') this.ctx.rec.attackOutcome(this.index, 'refused');
     else {
-      this.ctx.rec.attacks[this.index].error++;
+      this.ctx.rec.attacks[this.index]!.error++;
       this.ctx.warn(`${this.spec.kind}: ${errorText(err)}`);
     }
   }

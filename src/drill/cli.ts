@@ -76,7 +76,7 @@ export async function drillMain(argv: string[]): Promise<number> {
   try {
     if (positionals.length !== 1) throw new UsageError('exactly one SCENARIO is required');
     if (typeof values.target !== 'string') throw new UsageError('--target URL is required');
-    const scenario = await loadScenario(positionals[0]);
+    const scenario = await loadScenario(positionals[0]!);
     const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
     const reportDir = typeof values.report === 'string' ? values.report : path.join('reports', `${scenario.name}-${stamp}`);
     process.on('SIGINT', onSigint);

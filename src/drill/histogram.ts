@@ -32,7 +32,7 @@ export class Histogram {
 
   recordMs(ms: number): void {
     const us = ms * 1000;
-    this.counts[bucketOf(us)]++;
+    this.counts[bucketOf(us)]!++;
     this.total++;
     if (us > this.maxUs) this.maxUs = us;
   }
@@ -40,7 +40,7 @@ export class Histogram {
   merge(other: Histogram): void {
     const a = this.counts;
     const b = other.counts;
-    for (let i = 0; i < a.length; i++) a[i] += b[i];
+    for (let i = 0; i < a.length; i++) a[i]! += b[i]!;
     this.total += other.total;
     if (other.maxUs > this.maxUs) this.maxUs = other.maxUs;
   }
@@ -52,7 +52,7 @@ export class Histogram {
     let seen = 0;
     const c = this.counts;
     for (let i = 0; i < c.length; i++) {
-      seen += c[i];
+      seen += c[i]!;
       if (seen >= rank) return Math.round(Math.min(upperOf(i), this.maxUs)) / 1000;
     }
     return this.maxUs / 1000;

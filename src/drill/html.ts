@@ -99,7 +99,7 @@ export function renderHtml(r: DrillReport): string {
   if (r.rempart.available) {
     if (t.attackLevel.some((v) => v !== null)) charts.push(chart('Rempart attack level', '', [{ name: 'rempart_attack_level', values: t.attackLevel }], windows));
     const names = Object.keys(t.decisions);
-    if (names.length > 0) charts.push(chart('Rempart decisions per second', '', names.map((k) => ({ name: k, values: t.decisions[k] })), windows));
+    if (names.length > 0) charts.push(chart('Rempart decisions per second', '', names.map((k) => ({ name: k, values: t.decisions[k]! })), windows));
   }
 
   const classes = Object.entries(r.legit.byClass).map(([k, c]) => classRow(k, c)).join('') + classRow('all', r.legit.total);

@@ -20,7 +20,7 @@ const ZIPF_CDF = (() => {
   const cdf = new Float64Array(PARCELS);
   let sum = 0;
   for (let k = 0; k < PARCELS; k++) cdf[k] = sum += 1 / (k + 1) ** 1.1;
-  for (let k = 0; k < PARCELS; k++) cdf[k] /= sum;
+  for (let k = 0; k < PARCELS; k++) cdf[k]! /= sum;
   return cdf;
 })();
 
@@ -30,10 +30,10 @@ function zipfParcelPath(): string {
   let hi = PARCELS - 1;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (ZIPF_CDF[mid] < u) lo = mid + 1;
+    if (ZIPF_CDF[mid]! < u) lo = mid + 1;
     else hi = mid;
   }
-  return PARCEL_PATHS[lo];
+  return PARCEL_PATHS[lo]!;
 }
 
 const between = (r: [number, number]) => r[0] + Math.floor(Math.random() * (r[1] - r[0] + 1));
@@ -69,7 +69,7 @@ class User {
   constructor(ctx: RunContext, pop: LegitPopulation, index: number) {
     this.ctx = ctx;
     this.pop = pop;
-    this.ua = USER_AGENTS[index % USER_AGENTS.length];
+    this.ua = USER_AGENTS[index % USER_AGENTS.length]!;
     const localAddress = ctx.target.bindSources ? sourceAddress(LEGIT_BLOCK, index) : undefined;
     this.client = new Client(ctx.dialOrigin, {
       localAddress, // a Client option: undici ignores connect.localAddress
@@ -108,7 +108,7 @@ class User {
       let returning = !first;
       if (Math.random() >= this.pop.returningShare) {
         this.cookies.clear(); // a new visitor: empty cookie jar, maybe another browser
-        this.ua = USER_AGENTS[Math.floor(Math.random() * USER_AGENTS.length)];
+        this.ua = USER_AGENTS[Math.floor(Math.random() * USER_AGENTS.length)]!;
         returning = false;
       }
       first = false;
@@ -249,7 +249,7 @@ class User {
   storeCookies(setCookie: string | string[] | undefined): void {
     if (setCookie === undefined) return;
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
-      const pair = line.split(';', 1)[0];
+      const pair = line.split(';', 1)[0]!;
       const eq = pair.indexOf('=');
       if (eq > 0) this.cookies.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
     }

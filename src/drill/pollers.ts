@@ -200,7 +200,7 @@ export class MetricsPoller {
     b.attackLevel = attackLevel;
     if (prev !== null) {
       const delta: Record<string, number> = {};
-      for (const k of Object.keys(decisions)) delta[k] = decisions[k] - (prev[k] ?? 0);
+      for (const k of Object.keys(decisions)) delta[k] = decisions[k]! - (prev[k] ?? 0);
       b.decisions = delta;
     }
   }
@@ -211,7 +211,7 @@ export class MetricsPoller {
 
   totals(): { polls: number; failures: number; maxAttackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number> } {
     const out: Record<string, number> = {};
-    if (this.last) for (const k of Object.keys(this.last)) out[k] = this.last[k] - (this.first?.[k] ?? 0);
+    if (this.last) for (const k of Object.keys(this.last)) out[k] = this.last[k]! - (this.first?.[k] ?? 0);
     return {
       polls: this.polls,
       failures: this.failures,

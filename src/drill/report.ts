@@ -159,7 +159,7 @@ export function buildReport(i: BuildInput): DrillReport {
     total.waited += c.waited; total.stillWaiting += c.stillWaiting; total.letInRefused += c.letInRefused; total.inLine += c.inLine; total.waitHist.merge(c.waitHist);
   }
   const byAttack: AttackReport[] = scenario.attacks.map((a, k) => {
-    const s = rec.attacks[k];
+    const s = rec.attacks[k]!;
     return {
       kind: a.kind, startSec: round(a.startSec, 2)!, durationSec: round(a.durationSec, 2)!, addresses: a.addresses, ratePerSecond: a.ratePerSecond, connections: a.connections,
       sent: s.sent, notSent: s.notSent, blocked: s.blocked, passed: s.passed, timeout: s.timeout, other: s.other, error: s.error, held: s.held, maxOpen: s.maxOpen,
@@ -301,7 +301,7 @@ export function progressLine(rec: Recorder, elapsedSec: number, totalSec: number
   }
   const recent = new Histogram();
   const cur = rec.seconds.length - 1;
-  for (let k = Math.max(0, cur - 4); k <= cur; k++) recent.merge(rec.seconds[k].hist);
+  for (let k = Math.max(0, cur - 4); k <= cur; k++) recent.merge(rec.seconds[k]!.hist);
   let sent = 0;
   let blocked = 0;
   let passed = 0;

@@ -56,6 +56,7 @@ export async function resolveTarget(raw: string, what: string, opts: SafetyOptio
   }
   const v4 = addresses.find((a) => isIP(a) === 4);
   const address = v4 ?? addresses[0];
+  if (address === undefined) throw new SafetyError(`${what}: ${host} resolves to no address`);
   const port = url.port ? Number(url.port) : 80;
   return {
     url, origin: url.origin, address, port,

@@ -67,7 +67,7 @@ export class SlowAttack extends AttackWindow {
     socket.setNoDelay(true);
     socket.on('connect', () => {
       conn.connected = true;
-      const s = this.ctx.rec.attacks[this.index];
+      const s = this.ctx.rec.attacks[this.index]!;
       s.open++;
       if (s.open > s.maxOpen) s.maxOpen = s.open;
       socket.write(this.head(n));
@@ -84,7 +84,7 @@ export class SlowAttack extends AttackWindow {
     socket.on('error', () => {}); // reported through 'close'
     socket.on('close', () => {
       this.conns.delete(conn);
-      if (conn.connected) ctx.rec.attacks[this.index].open--;
+      if (conn.connected) ctx.rec.attacks[this.index]!.open--;
       if (!conn.settled && !ctx.closing && !this.finished) {
         conn.settled = true;
         ctx.rec.attackOutcome(this.index, 'blocked'); // closed, reset or refused by the target
@@ -119,7 +119,7 @@ export class SlowAttack extends AttackWindow {
     for (const c of this.conns) {
       if (!c.settled) {
         c.settled = true;
-        if (c.connected) this.ctx.rec.attacks[this.index].held++;
+        if (c.connected) this.ctx.rec.attacks[this.index]!.held++;
         else this.ctx.rec.attackOutcome(this.index, 'timeout');
       }
       c.socket.destroy();

@@ -107,7 +107,7 @@ export class Recorder {
     if (i < 0) i = 0;
     if (i > this.maxSeconds) i = this.maxSeconds;
     while (this.seconds.length <= i) this.seconds.push(newSecond());
-    return this.seconds[i];
+    return this.seconds[i]!;
   }
 
   legit(cls: LegitClass, latencyMs: number, failure: LegitFailure | null): void {
@@ -156,17 +156,17 @@ export class Recorder {
   }
 
   attackSent(i: number): void {
-    this.attacks[i].sent++;
+    this.attacks[i]!.sent++;
     this.second().attackSent++;
   }
 
   attackNotSent(i: number): void {
-    this.attacks[i].notSent++;
+    this.attacks[i]!.notSent++;
     this.second().attackNotSent++;
   }
 
   attackOutcome(i: number, outcome: AttackOutcome): void {
-    const a = this.attacks[i];
+    const a = this.attacks[i]!;
     const s = this.second();
     if (outcome === 'blocked') { a.blocked++; s.attackBlocked++; }
     else if (outcome === 'passed') { a.passed++; s.attackPassed++; }

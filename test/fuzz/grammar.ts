@@ -477,7 +477,7 @@ export function genRequest(ctx: GenContext): GenRequest {
   const tok = token(id);
   const tags: string[] = [];
   const canaries: number[] = [];
-  let method = rng.weighted(METHODS);
+  const method = rng.weighted(METHODS);
   const target = genTarget(ctx, tok, tags);
   let version = genVersion(ctx, tags);
   let framed = version === 'HTTP/1.1' || version === 'HTTP/1.0';

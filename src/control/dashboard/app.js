@@ -22,7 +22,6 @@ let token = sessionStorage.getItem(TOKEN_KEY);
 let feedAbort = null;
 let points = [];
 let lastAuditSeq = -1;
-let lastSnapshot = null;
 
 // ---- small DOM helpers (text only) ----
 function h(tag, attrs, ...children) {
@@ -155,7 +154,7 @@ function draw(id, xs, series, opts = {}) {
         width: chartWidth(el),
         height: 190,
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: opts.y || { auto: true, range: (u, min, max) => [0, Math.max(max, opts.minMax || 1)] } },
+        scales: { x: { time: true }, y: opts.y || { auto: true, range: (_u, _min, max) => [0, Math.max(max, opts.minMax || 1)] } },
         axes: [axisStyle(), { ...axisStyle(), size: 50 }],
         series: [
           {},
@@ -165,7 +164,7 @@ function draw(id, xs, series, opts = {}) {
             width: 1.5,
             dash: /p99|in flight/.test(n) ? [4, 3] : /p50/.test(n) ? [1, 3] : undefined,
             paths: opts.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined,
-            value: (u, v) => (v === null || v === undefined ? '–' : fmt(v, 2)),
+            value: (_u, v) => (v === null || v === undefined ? '–' : fmt(v, 2)),
           })),
         ],
         legend: { live: true },
@@ -379,7 +378,6 @@ async function refreshAudit() {
 }
 
 function onSnapshot(s) {
-  lastSnapshot = s;
   points.push(s);
   if (points.length > HISTORY_POINTS) points.shift();
   renderTiles(s);

@@ -20,7 +20,7 @@ export function isUsable(u: CompiledUpstream): boolean {
 /**
  * @example phases: [identify, edge, route, createFailoverPhase(getRuntime, metrics, log), cache, …]
  */
-export function createFailoverPhase(getRuntime: () => Runtime, metrics: Metrics, log: Logger): Phase {
+export function createFailoverPhase(_getRuntime: () => Runtime, metrics: Metrics, log: Logger): Phase {
   // Route name → on its fallback now. Keys come from configuration: bounded.
   const onFallback = new Map<string, boolean>();
 
