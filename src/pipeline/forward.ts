@@ -12,7 +12,10 @@ import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 
 export interface ForwardHooks {
-  /** Send a local error reply (status from the error table). */
+  /**
+   * Send the local error reply of a failed exchange: the outcome is set already (a verb: failUpstream,
+   * refuse, abort, with `code` and `status`); the hook may dress it (the status page) and sends it.
+   */
   replyError(ctx: RequestContext, code: ErrorCode, status: number): void;
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
@@ -113,20 +116,28 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     if (ctx.finished) return; // the client left; nothing to tell
     const { code, status } = classifyUpstreamError(err);
-    if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') {
-      ctx.decision = 'refused';
-      ctx.reason = code;
-    } else if (code === 'RMP_ERR_CLIENT_ABORTED') {
-      ctx.decision = 'aborted';
-      ctx.reason = code;
-    } else {
-      ctx.decision = 'upstream_error';
-      ctx.reason = code;
-      this.hooks.onUpstreamError(ctx, code, err);
-    }
-    if (!ctx.res.headersSent) this.hooks.replyError(ctx, code, status);
-    else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+    // The request body failed on the way (too large, or its client left): the client's doing.
+    if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') ctx.refuse(code, status);
+    else if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.abort(code, status);
+    else return failExchange(ctx, this.hooks, code, status, err);
+    answerError(ctx, this.hooks, code, status);
   }
+}
+
+/**
+ * The one error path of an upstream exchange (forward here, WebSocket handshakes in server/upgrade.ts):
+ * the outcome (ctx.failUpstream), the failure counted (breaker, metrics, log: hooks.onUpstreamError),
+ * then the answer (the status page or the JSON error body), or a cut connection once a head was sent.
+ */
+export function failExchange(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number, err: Error): void {
+  ctx.failUpstream(code, status);
+  hooks.onUpstreamError(ctx, code, err);
+  answerError(ctx, hooks, code, status);
+}
+
+function answerError(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number): void {
+  if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
+  else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
 }
 
 /** A request body that counts its bytes and fails once it passes the route's limit. */
@@ -195,8 +206,8 @@ export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, b
     if (ctx.finished) return; // the client left while sending
     if (err !== null) {
       const { code, status } = classifyUpstreamError(err);
-      ctx.decision = code === 'RMP_ERR_CLIENT_ABORTED' ? 'aborted' : 'refused';
-      ctx.reason = code;
+      if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.abort(code, status);
+      else ctx.refuse(code, status);
       if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
       return;
     }
