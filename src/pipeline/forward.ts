@@ -2,6 +2,11 @@
 // backpressure (a 1 GB upload or download passes in flat memory). Failures become clear answers:
 // refused → 502, no head in time → 504, a reset mid-body closes the client connection.
 // One handler object per request and no closures: this is the hot path.
+// The other upstream exchanges share their pieces from here and headers.ts: a WebSocket handshake
+// (server/upgrade.ts: tunnelRequestOptions, failExchange), a cache refresh (refreshRequestHeaders).
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { RequestOptions } from 'node:https';
+import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
@@ -138,6 +143,26 @@ export function failExchange(ctx: RequestContext, hooks: ForwardHooks, code: Err
 function answerError(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number): void {
   if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
   else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+}
+
+/**
+ * The request of a WebSocket handshake to ctx.upstream (server/upgrade.ts): the forward path's headers
+ * with Connection/Upgrade kept, and its own connection (a tunnel holds it for its whole life: it
+ * cannot come from the pool). `timeout` covers the connect; the caller then gives headersTimeoutMs.
+ */
+export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestOptions {
+  const upstream = ctx.upstream!;
+  return {
+    host: upstream.host,
+    port: upstream.port,
+    method: 'GET',
+    path: ctx.target,
+    // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
+    headers: upstreamRequestHeaders(ctx, via, true) as unknown as OutgoingHttpHeaders,
+    agent: false,
+    timeout: upstream.config.connectTimeoutMs,
+    servername: upstream.tls && isIP(upstream.host) === 0 ? upstream.host : undefined,
+  };
 }
 
 /** A request body that counts its bytes and fails once it passes the route's limit. */

@@ -15,7 +15,7 @@ import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../../pipeline/headers.ts';
+import { clientResponseHeaders, refreshRequestHeaders } from '../../pipeline/headers.ts';
 import { classifyUpstreamError } from '../../upstream/errors.ts';
 import { sendLocalReply } from '../../pipeline/reply.ts';
 import { isShed, refuseShed, type ShedCode } from '../../pipeline/shed.ts';
@@ -34,9 +34,6 @@ const R_BYPASS = 4;
 export const MAX_VARIANTS_PER_KEY = 8;
 /** Requests waiting on one key's fill; past it they go to the origin themselves. */
 export const MAX_WAITERS_PER_KEY = 1024;
-
-/** Request fields a background refresh does not send: it asks for the whole current response. */
-const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
 
 /** How a fill ended, for the requests that waited on it. */
 interface FlightOutcome {
@@ -146,9 +143,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     entry.refreshing = true;
     const reqHeaders = ctx.req.headers;
     const via = getRuntime().config.via;
-    const all = upstreamRequestHeaders(ctx, via);
-    const headers: string[] = [];
-    for (let i = 0; i < all.length; i += 2) if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+    const headers = refreshRequestHeaders(ctx, via);
     const rc = ctx.route!.cache!;
     const hasAuth = reqHeaders.authorization !== undefined;
     const target = ctx.target;
