@@ -1,10 +1,12 @@
 // One writer of a request's outcome (docs/architecture.md): decision, reason and the reply fields of
 // the RequestContext are assigned only inside src/pipeline/context.ts, by its verbs (refuse, answer,
 // serveStored, failUpstream, abort, cutShort). Everyone else calls a verb, so the log line, the
-// metrics and the reply always tell one story. Read from the source, as test/layers.test.ts does.
+// metrics and the reply always tell one story. And each phase writes only its own slots of the
+// context (the groups of src/pipeline/context.ts). Read from the source, as test/layers.test.ts does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { relative } from 'node:path';
 import { sourceFiles } from '../scripts/arch-report.ts';
 
 const OWNER = 'src/pipeline/context.ts';
@@ -36,4 +38,35 @@ test('the check sees a write it must refuse', () => {
   assert.ok(WRITE.test('ctx.replyHeaders ??= {}'));
   assert.ok(!WRITE.test("if (ctx.decision === 'forwarded') return;"));
   assert.ok(!WRITE.test('const failed = ctx.reason !== "";'));
+});
+
+/**
+ * The context fields each phase folder may assign (the owners named in src/pipeline/context.ts).
+ * Two fields have two writers, both named there: `target` (identify sets it, cache narrows it to its
+ * key's target) and `upstream` (route sets it, failover moves it to the fallback).
+ */
+const SLOTS: Record<string, readonly string[]> = {
+  identify: ['clientAddress', 'peerAddress', 'peerTrusted', 'protocol', 'host', 'hostName', 'path', 'clientPrefix', 'target'],
+  route: ['route', 'upstream'],
+  failover: ['upstream', 'upstreamChoice'],
+  cache: ['target', 'cache', 'cacheTap'],
+  // The challenge guard: familiarity's check and its result, and the verify endpoint's own rule id.
+  challenge: ['familiarity', 'known', 'ruleId'],
+  exfiltration: ['responseByteBudget'],
+  body: ['bodyBuffered', 'bufferedBody'],
+  admission: ['admissionGate', 'admissionClass', 'admissionEntry'],
+};
+/** A context assigned by its usual names in the phases (`ctx`, `this.ctx`, an entry's `owner`). */
+const SLOT_WRITE = /\b(?:ctx|owner)\.([A-Za-z]+)\s*(?:=(?!=)|\+=|-=|\?\?=)/g;
+
+test('each phase assigns only its own slots of the context', () => {
+  const foreign: string[] = [];
+  for (const file of sourceFiles('src/phases')) {
+    const phase = relative('src/phases', file).split('/')[0]!;
+    const own = SLOTS[phase] ?? [];
+    readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
+      for (const m of line.replace(/\/\/.*$/, '').matchAll(SLOT_WRITE)) if (!own.includes(m[1]!)) foreign.push(`${file}:${i + 1}: ctx.${m[1]}`);
+    });
+  }
+  assert.deepEqual(foreign, []);
 });
