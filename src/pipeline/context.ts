@@ -50,8 +50,8 @@ export const UpstreamChoice = {
 export type UpstreamChoice = (typeof UpstreamChoice)[keyof typeof UpstreamChoice];
 
 /**
- * One request on its way through the phases. The fields come in groups, each with the one writer
- * named; everyone else only reads them (test/outcome-writers.test.ts checks the outcome's rule):
+ * One request on its way through the phases. The fields come in groups, each with its writer named
+ * (two fields have two, both named); everyone else only reads them (test/outcome-writers.test.ts checks the outcome's rule):
  * - the outcome (decision, reason, reply*) is written only by the verbs at the end of this class
  *   (refuse, answer, serveStored, failUpstream, abort, cutShort), never assigned from outside;
  * - each phase's slot is written by that phase only (its folder), read by the phases and the server
@@ -122,7 +122,7 @@ export class RequestContext {
    * level, '' if none: set by guard.ts requireChallenge, read by the `challenge` phase.
    */
   challengeRequiredBy: string;
-  /** Extra response headers phases add to whatever answer is sent (flat [name, value, …]; a Set-Cookie), or null: addResponseHeader only. */
+  /** Extra headers for whatever answer is sent (flat [name, value, …]; a Set-Cookie), or null: addResponseHeader only. */
   responseHeaders: string[] | null;
 
   // --- Familiarity: written by the challenge guard's phases (src/phases/challenge). ---
@@ -146,7 +146,8 @@ export class RequestContext {
   // --- `exfiltration` (src/phases/exfiltration). ---
   /**
    * Bytes the client may still get before a quota is crossed, Infinity when none applies. Read by the
-   * tunnel (src/server/upgrade.ts): only a WebSocket tunnel is cut at it; an ordinary response that crosses is served.
+   * tunnel (src/server/upgrade.ts): only a WebSocket tunnel is cut at it; an ordinary response that
+   * crosses is served.
    */
   responseByteBudget: number;
 
@@ -274,7 +275,12 @@ export class RequestContext {
    * refreshed (`code` '') or standing in for the failure `code` (an upstream error, a shed, no usable
    * upstream: the code of the answer it replaces). `headers` go out with the stored ones (Age, X-Cache).
    */
-  serveStored(stored: StoredReply, decision: 'cache_hit' | 'stale', headers: Record<string, string>, code: ErrorCode | '' = ''): void {
+  serveStored(
+    stored: StoredReply,
+    decision: 'cache_hit' | 'stale',
+    headers: Record<string, string>,
+    code: ErrorCode | '' = '',
+  ): void {
     this.decision = decision;
     this.reason = code;
     this.replyStored = stored;

@@ -134,7 +134,13 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
  * the outcome (ctx.failUpstream), the failure counted (breaker, metrics, log: hooks.onUpstreamError),
  * then the answer (the status page or the JSON error body), or a cut connection once a head was sent.
  */
-export function failExchange(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number, err: Error): void {
+export function failExchange(
+  ctx: RequestContext,
+  hooks: ForwardHooks,
+  code: ErrorCode,
+  status: number,
+  err: Error,
+): void {
   ctx.failUpstream(code, status);
   hooks.onUpstreamError(ctx, code, err);
   answerError(ctx, hooks, code, status);
