@@ -101,11 +101,11 @@ test('under attack with autoApply, a block rule answers 403 (enforce) and counts
   const known = sim.ctx({ prefix: '172.16.9', ua: BOT, path: '/search/1', script: true, known: true });
   assert.equal(phase.onRequest(known), Verdict.Continue);
   assert.equal(known.reason, '');
-  assert.equal(known.challengeRule, '');
+  assert.equal(known.challengeRequiredBy, '');
 
   const customer = sim.ctx({ prefix: '10.0.1', path: '/products' });
   assert.equal(phase.onRequest(customer), Verdict.Continue);
-  assert.equal(customer.challengeRule, '');
+  assert.equal(customer.challengeRequiredBy, '');
 });
 
 test('an approved challenge rule marks unknown clients for the challenge phase, whatever the level', async () => {
@@ -126,11 +126,11 @@ test('an approved challenge rule marks unknown clients for the challenge phase, 
   assert.equal(sim.monitor.level, AttackLevel.calm);
   const bot = sim.ctx({ prefix: '172.16.3', ua: BOT, path: '/search/77', script: true });
   assert.equal(phase.onRequest(bot), Verdict.Continue); // the UA rule was rejected: no block
-  assert.equal(bot.challengeRule, path.id);
+  assert.equal(bot.challengeRequiredBy, path.id);
   assert.match(await sim.metrics.registry.metrics(), new RegExp(`rempart_guard_decisions_total\\{[^}]*action="marked"[^}]*rule="${path.id}"[^}]*\\} 1`));
   const known = sim.ctx({ prefix: '172.16.3', path: '/search/77', known: true });
   phase.onRequest(known);
-  assert.equal(known.challengeRule, '');
+  assert.equal(known.challengeRequiredBy, '');
 });
 
 test('in observe mode, rules in force are only recorded (observed code, rule id), never acted on', () => {
@@ -140,7 +140,7 @@ test('in observe mode, rules in force are only recorded (observed code, rule id)
   assert.equal(phase.onRequest(bot), Verdict.Continue);
   assert.equal(bot.observed, 'RMP_ERR_SIGNATURE_BLOCKED');
   assert.match(bot.ruleId, /^sig-useragent-/);
-  assert.equal(bot.challengeRule, '');
+  assert.equal(bot.challengeRequiredBy, '');
   assert.equal(offences.length, 0);
 });
 

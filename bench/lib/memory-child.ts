@@ -13,7 +13,7 @@ import { BanTable } from '../../src/phases/ban/table.ts';
 import { GcraLimiter } from '../../src/phases/ratelimit/gcra.ts';
 import { ReplayGuard } from '../../src/phases/challenge/replay.ts';
 import { UsageTable } from '../../src/phases/exfiltration/usage.ts';
-import { SpaceSaving } from '../../src/phases/signatures/space-saving.ts';
+import { SpaceSaving } from '../../src/phases/level/space-saving.ts';
 
 export interface TableSizes {
   rateLimitKeys: number;

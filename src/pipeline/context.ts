@@ -38,11 +38,36 @@ export interface ResponseTap {
   readonly answered: boolean;
 }
 
+/** Which upstream `failover` left the request on (its slot `upstreamChoice`). Plain numbers, as Verdict. */
+export const UpstreamChoice = {
+  /** The route's own upstream (usable, or no check ran yet: every request starts here). */
+  Primary: 0,
+  /** The route's fallback: the primary is unusable (breaker open, health check failing). */
+  Fallback: 1,
+  /** Neither is usable: only a stored copy or the status page can answer (`unavailable`). */
+  None: 2,
+} as const;
+export type UpstreamChoice = (typeof UpstreamChoice)[keyof typeof UpstreamChoice];
+
+/**
+ * One request on its way through the phases. The fields come in groups, each with its writer named
+ * (two fields have two, both named); everyone else only reads them (test/outcome-writers.test.ts checks the outcome's rule):
+ * - the outcome (decision, reason, reply*) is written only by the verbs at the end of this class
+ *   (refuse, answer, serveStored, failUpstream, abort, cutShort), never assigned from outside;
+ * - each phase's slot is written by that phase only (its folder), read by the phases and the server
+ *   parts named beside it; a phase that needs another to act calls a named function (pipeline/guard.ts
+ *   requireChallenge, the StaleSource of pipeline/services.ts), it does not set the other's slot.
+ * Plain fields, all set in the constructor: one hidden class for every request, no getter on the hot
+ * path (a `readonly` enforced by accessors would cost a call per read).
+ */
 export class RequestContext {
+  // --- The request, as the server entry received it (src/server, src/app). ---
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   /** performance.now() when the request head was parsed. */
   readonly startMs: number;
+
+  // --- Identity: written by `identify` (src/phases/identify). ---
   /** The client address: the socket's, or from PROXY protocol / X-Forwarded-For when the peer is trusted. */
   clientAddress: string;
   /** The address of the TCP peer (a load balancer when one is trusted). */
@@ -58,12 +83,24 @@ export class RequestContext {
   host: string;
   /** `host` without its port: what route hosts are compared with. */
   hostName: string;
-  /** The request target in origin form (`/path?query`), as forwarded. */
-  target: string;
   /** The request path without the query string, normalised, segments' `;parameters` removed: what routes and limits judge. */
   path: string;
+  /** The client's /24 (IPv4) or /64 (IPv6) prefix: the key most guards count by. */
+  clientPrefix: string;
+
+  // --- Where the request goes (what pipeline/forward.ts sends). Each field names its writers. ---
+  /**
+   * The request target in origin form (`/path?query`), as forwarded: set by `identify`, narrowed by
+   * `cache` on a caching route to the target its key describes (nothing outside the key reaches the origin).
+   */
+  target: string;
+  /** Set by `route`. */
   route: CompiledRoute | null;
+  /** Set by `route` (the route's upstream); `failover` moves it to the route's fallback. */
   upstream: CompiledUpstream | null;
+
+  // --- The outcome: written only by the verbs below. ---
+  /** How the request ended (metrics label `decision`); `forwarded` until a verb says otherwise. */
   decision: Decision;
   /** Why the request ended as it did: a code from the error table, or '' when forwarded normally. */
   reason: ErrorCode | '';
@@ -73,43 +110,22 @@ export class RequestContext {
   replyHeaders: Record<string, string> | null;
   /** A stored response to answer with instead (a cache hit or stale copy). */
   replyStored: StoredReply | null;
-  /** The cache's decision and why, for the log line ('' when the route does not cache). */
-  cache: string;
-  /** Set by the cache phase when the upstream response may be stored or stood in for. */
-  cacheTap: ResponseTap | null;
-  /** Status sent to the client (0 until then). */
-  status: number;
-  /** Status the upstream sent (0 if none). */
-  upstreamStatus: number;
-  /** Response body bytes handed to the client connection (upstream bodies and stored copies; 0 for local replies). */
-  responseBytes: number;
+
+  // --- Guard decisions: written by the guard phases through src/pipeline/guard.ts (decide,
+  // requireChallenge); the challenge's verify endpoint names its own rule. Read by the log line. ---
+  /** The rule behind the guard decision this request ended with (or that a guard in observe mode would have applied), '' if none. */
+  ruleId: string;
+  /** The code a guard in `observe` mode would have answered with, '' if none (logged; the request went on). */
+  observed: ErrorCode | '';
   /**
-   * Bytes the client may still get before a quota is crossed (the exfiltration guard), Infinity when
-   * none applies. Only a WebSocket tunnel is cut at it: an ordinary response that crosses is served.
+   * The rule of a guard (a signature rule) that requires a challenge for this request whatever the
+   * level, '' if none: set by guard.ts requireChallenge, read by the `challenge` phase.
    */
-  responseByteBudget: number;
-  /** Whether this request's reply stalled on the client and holds an upstream connection paused (see the gateway's pinned table). */
-  pinned: boolean;
-  /** Index of the last phase that ran, so `done` only unwinds what ran. */
-  phaseIndex: number;
-  finished: boolean;
-  /** The in-flight upstream exchange, so `done` can abort it when the client leaves. */
-  forwardHandler: { abort: ((err?: Error) => void) | null } | null;
-  /** performance.now() when the request was dispatched to the upstream (0 if never): the limiter's RTT sample. */
-  forwardStartMs: number;
-  /** The admission gate whose slot this request holds (null when it holds none). */
-  admissionGate: AdmissionGate<RequestContext> | null;
-  /** The class (index in TRAFFIC_CLASSES) the slot was taken for, -1 when none. */
-  admissionClass: number;
-  /** Its place in the admission queue while it waits (null otherwise). */
-  admissionEntry: AdmissionEntry<RequestContext> | null;
-  /** Whether the `body` phase read the request body ahead (then `bufferedBody` is what to forward). */
-  bodyBuffered: boolean;
-  bufferedBody: Buffer | AsyncIterable<Buffer> | null;
-  /** Set by `failover` when neither the route's upstream nor its fallback is usable: `unavailable` answers. */
-  upstreamUnavailable: boolean;
-  /** The client's /24 (IPv4) or /64 (IPv6) prefix, set by `identify`: the key most guards count by. */
-  clientPrefix: string;
+  challengeRequiredBy: string;
+  /** Extra headers for whatever answer is sent (flat [name, value, …]; a Set-Cookie), or null: addResponseHeader only. */
+  responseHeaders: string[] | null;
+
+  // --- Familiarity: written by the challenge guard's phases (src/phases/challenge). ---
   /**
    * Whether the client is known (a valid clearance, a session the origin granted, a valid JWT). Looked
    * up on first read only, through the check the `familiarity` phase leaves here: a request that no
@@ -126,14 +142,59 @@ export class RequestContext {
   knownState: 0 | 1 | 2;
   /** How to tell whether this client is known, left by the `familiarity` phase (null: never known). */
   familiarity: FamiliarityCheck | null;
-  /** The rule behind the guard decision this request ended with (or that a guard in observe mode would have applied), '' if none. */
-  ruleId: string;
-  /** The code a guard in `observe` mode would have answered with, '' if none (logged; the request went on). */
-  observed: ErrorCode | '';
-  /** Set by a phase that wants the `challenge` phase to challenge this request whatever the level (a signature rule): the rule id. */
-  challengeRule: string;
-  /** Extra response headers a phase adds to whatever answer is sent (flat [name, value, …]; the waiting room's Set-Cookie), or null. */
-  responseHeaders: string[] | null;
+
+  // --- `exfiltration` (src/phases/exfiltration). ---
+  /**
+   * Bytes the client may still get before a quota is crossed, Infinity when none applies. Read by the
+   * tunnel (src/server/upgrade.ts): only a WebSocket tunnel is cut at it; an ordinary response that
+   * crosses is served.
+   */
+  responseByteBudget: number;
+
+  // --- `failover` (src/phases/failover). ---
+  /**
+   * Which upstream failover left the request on. Read by failover's own second phase `unavailable`
+   * (after `cache`): with `None` it answers the status page unless the cache's StaleSource stands a
+   * stored copy in. The cache reads no failover slot: it answers from storage before anyone waits on a dead upstream.
+   */
+  upstreamChoice: UpstreamChoice;
+
+  // --- `cache` (src/phases/cache). ---
+  /** The cache's decision and why, for the log line ('' when the route does not cache). */
+  cache: string;
+  /** Set when the upstream response may be stored or stood in for; called by pipeline/forward.ts. */
+  cacheTap: ResponseTap | null;
+
+  // --- `body` (src/phases/body). Read by pipeline/forward.ts. ---
+  /** Whether the body was read ahead (then `bufferedBody` is what to forward). */
+  bodyBuffered: boolean;
+  bufferedBody: Buffer | AsyncIterable<Buffer> | null;
+
+  // --- `admission` (src/phases/admission): the slot it took, given back by its releaseSlot. ---
+  /** The admission gate whose slot this request holds (null when it holds none). */
+  admissionGate: AdmissionGate<RequestContext> | null;
+  /** The class (index in TRAFFIC_CLASSES) the slot was taken for, -1 when none. */
+  admissionClass: number;
+  /** Its place in the admission queue while it waits (null otherwise). */
+  admissionEntry: AdmissionEntry<RequestContext> | null;
+
+  // --- The exchange: written by the runner (pipeline/phase.ts), the forward path (pipeline/forward.ts,
+  // reply.ts, server/upgrade.ts) and the server's `done` step. Phases only read them. ---
+  /** Status sent to the client (0 until then). */
+  status: number;
+  /** Status the upstream sent (0 if none). */
+  upstreamStatus: number;
+  /** Response body bytes handed to the client connection (upstream bodies and stored copies; 0 for local replies). */
+  responseBytes: number;
+  /** Whether this request's reply stalled on the client and holds an upstream connection paused (see the gateway's pinned table). */
+  pinned: boolean;
+  /** Index of the last phase that ran, so `done` only unwinds what ran. */
+  phaseIndex: number;
+  finished: boolean;
+  /** The in-flight upstream exchange, so `done` can abort it when the client leaves. */
+  forwardHandler: { abort: ((err?: Error) => void) | null } | null;
+  /** performance.now() when the request was dispatched to the upstream (0 if never): the limiter's RTT sample. */
+  forwardStartMs: number;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -145,8 +206,9 @@ export class RequestContext {
     this.protocol = 'http';
     this.host = '';
     this.hostName = '';
-    this.target = '/';
     this.path = '/';
+    this.clientPrefix = '';
+    this.target = '/';
     this.route = null;
     this.upstream = null;
     this.decision = 'forwarded';
@@ -155,30 +217,29 @@ export class RequestContext {
     this.replyBody = '';
     this.replyHeaders = null;
     this.replyStored = null;
+    this.ruleId = '';
+    this.observed = '';
+    this.challengeRequiredBy = '';
+    this.responseHeaders = null;
+    this.knownState = 0;
+    this.familiarity = null;
+    this.responseByteBudget = Infinity;
+    this.upstreamChoice = UpstreamChoice.Primary;
     this.cache = '';
     this.cacheTap = null;
+    this.bodyBuffered = false;
+    this.bufferedBody = null;
+    this.admissionGate = null;
+    this.admissionClass = -1;
+    this.admissionEntry = null;
     this.status = 0;
     this.upstreamStatus = 0;
     this.responseBytes = 0;
-    this.responseByteBudget = Infinity;
     this.pinned = false;
     this.phaseIndex = 0;
     this.finished = false;
     this.forwardHandler = null;
     this.forwardStartMs = 0;
-    this.admissionGate = null;
-    this.admissionClass = -1;
-    this.admissionEntry = null;
-    this.bodyBuffered = false;
-    this.bufferedBody = null;
-    this.upstreamUnavailable = false;
-    this.responseHeaders = null;
-    this.clientPrefix = '';
-    this.knownState = 0;
-    this.familiarity = null;
-    this.ruleId = '';
-    this.observed = '';
-    this.challengeRule = '';
   }
 
   /** Add a header to whatever answer is sent (local reply, stored copy or upstream response). */
@@ -188,9 +249,10 @@ export class RequestContext {
   }
 
   // The outcome verbs: the only writers of decision, reason and the reply. A phase calls one, then
-  // returns Verdict.Reply (or Continue for a stored copy that stands ready); the server sends it.
+  // returns Verdict.Reply; the server sends the reply (pipeline/reply.ts sendLocalReply). A later verb
+  // replaces an earlier one: a stored copy may stand in for a refusal or a failure (serveStored).
 
-  /** Refuse the request with a local reply; the phase then returns Verdict.Reply. */
+  /** Refuse the request with a local reply (`body` '': the JSON error body of `code`). */
   refuse(code: ErrorCode, status: number, body = '', headers: Record<string, string> | null = null): void {
     this.decision = 'refused';
     this.reason = code;
@@ -208,10 +270,22 @@ export class RequestContext {
     this.replyHeaders = headers;
   }
 
-  /** Answer with a stored copy: a fresh hit, or a stale copy standing in (the reason a caller set stays). */
-  serveStored(stored: StoredReply, decision: 'cache_hit' | 'stale'): void {
+  /**
+   * Answer with a stored copy: a fresh hit (`cache_hit`), or a `stale` copy, served while it is
+   * refreshed (`code` '') or standing in for the failure `code` (an upstream error, a shed, no usable
+   * upstream: the code of the answer it replaces). `headers` go out with the stored ones (Age, X-Cache).
+   */
+  serveStored(
+    stored: StoredReply,
+    decision: 'cache_hit' | 'stale',
+    headers: Record<string, string>,
+    code: ErrorCode | '' = '',
+  ): void {
     this.decision = decision;
+    this.reason = code;
     this.replyStored = stored;
+    this.replyStatus = stored.status;
+    this.replyHeaders = headers;
   }
 
   /** The upstream could not answer (connect error, timeout, reset, nothing usable): a local reply with `status`. */
@@ -223,10 +297,23 @@ export class RequestContext {
     this.replyHeaders = headers;
   }
 
-  /** The client left before its answer was complete; a request already refused or answered keeps its outcome. */
-  abort(code: ErrorCode = 'RMP_ERR_CLIENT_ABORTED'): void {
+  /**
+   * The client left before its answer was complete; a request already refused or answered keeps its
+   * outcome. `status` > 0: the reply to write should the connection still take one (a body read that
+   * failed while the response is untouched).
+   */
+  abort(code: ErrorCode = 'RMP_ERR_CLIENT_ABORTED', status = 0): void {
     if (this.decision !== 'forwarded') return;
     this.decision = 'aborted';
+    this.reason = code;
+    if (status === 0) return;
+    this.replyStatus = status;
+    this.replyBody = '';
+    this.replyHeaders = null;
+  }
+
+  /** A forwarded exchange Rempart cut short (a tunnel past the byte budget): the decision stays, `code` says why. */
+  cutShort(code: ErrorCode): void {
     this.reason = code;
   }
 }

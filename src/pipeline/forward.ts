@@ -2,6 +2,11 @@
 // backpressure (a 1 GB upload or download passes in flat memory). Failures become clear answers:
 // refused → 502, no head in time → 504, a reset mid-body closes the client connection.
 // One handler object per request and no closures: this is the hot path.
+// The other upstream exchanges share their pieces from here and headers.ts: a WebSocket handshake
+// (server/upgrade.ts: tunnelRequestOptions, failExchange), a cache refresh (refreshRequestHeaders).
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { RequestOptions } from 'node:https';
+import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
@@ -12,7 +17,10 @@ import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 
 export interface ForwardHooks {
-  /** Send a local error reply (status from the error table). */
+  /**
+   * Send the local error reply of a failed exchange: the outcome is set already (a verb: failUpstream,
+   * refuse, abort, with `code` and `status`); the hook may dress it (the status page) and sends it.
+   */
   replyError(ctx: RequestContext, code: ErrorCode, status: number): void;
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
@@ -113,20 +121,54 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     if (ctx.finished) return; // the client left; nothing to tell
     const { code, status } = classifyUpstreamError(err);
-    if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') {
-      ctx.decision = 'refused';
-      ctx.reason = code;
-    } else if (code === 'RMP_ERR_CLIENT_ABORTED') {
-      ctx.decision = 'aborted';
-      ctx.reason = code;
-    } else {
-      ctx.decision = 'upstream_error';
-      ctx.reason = code;
-      this.hooks.onUpstreamError(ctx, code, err);
-    }
-    if (!ctx.res.headersSent) this.hooks.replyError(ctx, code, status);
-    else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+    // The request body failed on the way (too large, or its client left): the client's doing.
+    if (code === 'RMP_ERR_EDGE_BODY_TOO_LARGE') ctx.refuse(code, status);
+    else if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.abort(code, status);
+    else return failExchange(ctx, this.hooks, code, status, err);
+    answerError(ctx, this.hooks, code, status);
   }
+}
+
+/**
+ * The one error path of an upstream exchange (forward here, WebSocket handshakes in server/upgrade.ts):
+ * the outcome (ctx.failUpstream), the failure counted (breaker, metrics, log: hooks.onUpstreamError),
+ * then the answer (the status page or the JSON error body), or a cut connection once a head was sent.
+ */
+export function failExchange(
+  ctx: RequestContext,
+  hooks: ForwardHooks,
+  code: ErrorCode,
+  status: number,
+  err: Error,
+): void {
+  ctx.failUpstream(code, status);
+  hooks.onUpstreamError(ctx, code, err);
+  answerError(ctx, hooks, code, status);
+}
+
+function answerError(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number): void {
+  if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
+  else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
+}
+
+/**
+ * The request of a WebSocket handshake to ctx.upstream (server/upgrade.ts): the forward path's headers
+ * with Connection/Upgrade kept, and its own connection (a tunnel holds it for its whole life: it
+ * cannot come from the pool). `timeout` covers the connect; the caller then gives headersTimeoutMs.
+ */
+export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestOptions {
+  const upstream = ctx.upstream!;
+  return {
+    host: upstream.host,
+    port: upstream.port,
+    method: 'GET',
+    path: ctx.target,
+    // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
+    headers: upstreamRequestHeaders(ctx, via, true) as unknown as OutgoingHttpHeaders,
+    agent: false,
+    timeout: upstream.config.connectTimeoutMs,
+    servername: upstream.tls && isIP(upstream.host) === 0 ? upstream.host : undefined,
+  };
 }
 
 /** A request body that counts its bytes and fails once it passes the route's limit. */
@@ -195,8 +237,8 @@ export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, b
     if (ctx.finished) return; // the client left while sending
     if (err !== null) {
       const { code, status } = classifyUpstreamError(err);
-      ctx.decision = code === 'RMP_ERR_CLIENT_ABORTED' ? 'aborted' : 'refused';
-      ctx.reason = code;
+      if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.abort(code, status);
+      else ctx.refuse(code, status);
       if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
       return;
     }

@@ -33,3 +33,15 @@ export function decide(
   ctx.refuse(code, status, body, headers);
   return true;
 }
+
+/**
+ * A guard in `enforce` mode requires a challenge for this request whatever the attack level, under
+ * rule `ruleId` (a signature rule with action `challenge`). The `challenge` phase, later in the list,
+ * reads ctx.challengeRequiredBy and challenges an unknown client (or lets a known one by), and reports
+ * the decision itself; here it is only counted as `marked`.
+ */
+export function requireChallenge(deps: DefenseDeps, ctx: RequestContext, guard: string, ruleId: string): void {
+  ctx.challengeRequiredBy = ruleId;
+  ctx.ruleId = ruleId;
+  deps.metrics.guardDecisions.inc(guard, 'marked', 'RMP_ERR_CHALLENGE', ruleId);
+}

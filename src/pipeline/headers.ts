@@ -98,6 +98,20 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   return out;
 }
 
+/** Request fields a background refresh does not send: it asks for the whole current response. */
+const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
+
+/**
+ * The request fields of a cache refresh (src/phases/cache) made on behalf of `ctx`: those the forward
+ * path sends, without the conditional and range fields (the refresh stores the whole response).
+ */
+export function refreshRequestHeaders(ctx: RequestContext, via: string): string[] {
+  const all = upstreamRequestHeaders(ctx, via);
+  const headers: string[] = [];
+  for (let i = 0; i < all.length; i += 2) if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+  return headers;
+}
+
 /**
  * Turn undici's raw response head (Buffer pairs) into the flat string array res.writeHead takes,
  * without hop-by-hop fields, with our Via appended.

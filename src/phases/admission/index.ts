@@ -9,10 +9,9 @@ import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../../core/hot-metrics.ts';
 import { systemClock, type Clock } from '../../core/clock.ts';
-import type { ErrorCode } from '../../core/errors.ts';
 import { TRAFFIC_CLASSES } from '../../config/schema.ts';
-import { errorBody } from '../../pipeline/reply.ts';
-import { PLAIN_PAGE, escapeHtml, wantsHtml } from '../../core/html.ts';
+import { refuseShed } from '../../pipeline/shed.ts';
+import type { StaleSource } from '../../pipeline/services.ts';
 import { Outcome, QueueEntry, classIndex } from '../../upstream/queue.ts';
 import type { AdmissionEntry } from '../../upstream/gate.ts';
 import { clientKey } from '../../core/client-key.ts';
@@ -26,42 +25,6 @@ interface ClassCells {
   readonly queued: CounterCell;
   readonly shed: Record<ShedReason, CounterCell>;
   readonly wait: HistogramCell;
-}
-
-// Retry-After spread over 1–3 s, so clients shed together do not all come back in the same second.
-const RETRY_AFTER = ['1', '2', '3'] as const;
-const JSON_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'application/json', 'retry-after': s }));
-// The HTML page carries the CSP and other headers of every Rempart page (src/core/html.ts).
-const HTML_HEADERS = RETRY_AFTER.map((s) => ({ ...PLAIN_PAGE.headers, 'retry-after': s }));
-
-function htmlPage(code: ErrorCode): string {
-  return PLAIN_PAGE.render(
-    'Busy: please retry',
-    '<h1>Too busy right now</h1><p>This service is receiving more requests than it can answer. ' +
-      'Your request was not processed; please try again in a few seconds.</p>' +
-      `<p><small>503 &middot; ${escapeHtml(code)}</small></p>`,
-  );
-}
-const HTML_BODIES: Record<string, string> = {
-  RMP_ERR_ADMISSION_SHED: htmlPage('RMP_ERR_ADMISSION_SHED'),
-  RMP_ERR_ADMISSION_QUEUE_TIMEOUT: htmlPage('RMP_ERR_ADMISSION_QUEUE_TIMEOUT'),
-};
-
-
-export type ShedCode = 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
-
-/** Whether a request ended shed by admission (a 503, or the stale copy that stood in for one). */
-export function isShed(reason: string): reason is ShedCode {
-  return reason === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' || reason === 'RMP_ERR_ADMISSION_SHED';
-}
-
-/** Answer a shed request: 503 with Retry-After (1–3 s), an HTML page for browsers, JSON otherwise; a stale copy instead when `serveStale` has one. */
-export function refuseShed(ctx: RequestContext, code: ShedCode, serveStale: ((ctx: RequestContext) => boolean) | undefined): void {
-  const pick = (Math.random() * RETRY_AFTER.length) | 0;
-  if (wantsHtml(ctx.req.headers.accept)) ctx.refuse(code, 503, HTML_BODIES[code]!, HTML_HEADERS[pick]!);
-  else ctx.refuse(code, 503, errorBody(code), JSON_HEADERS[pick]!);
-  // A shed request with a stale copy in the cache gets the copy, not the 503 (the reason stays the shed).
-  serveStale?.(ctx);
 }
 
 /**
@@ -82,6 +45,8 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
   // Metric cells per upstream name and class: both come from configuration, so the table stays small.
   const cells = new Map<string, (ClassCells | undefined)[]>();
   const waitCells = TRAFFIC_CLASSES.map((c) => metrics.admissionWait.cell(c));
+  // A shed request with a stale copy in the cache gets the copy, not the 503 (pipeline/shed.ts).
+  const stale: StaleSource | null = serveStale === undefined ? null : { serveStaleIfAny: serveStale };
 
   function cellsFor(upstream: string, cls: number): ClassCells {
     let row = cells.get(upstream);
@@ -125,10 +90,10 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
     }
     if (entry.outcome === Outcome.Timeout) {
       c.shed['queue-timeout'].value++;
-      refuseShed(ctx, 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT', serveStale);
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT', stale);
     } else {
       c.shed.evicted.value++;
-      refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', serveStale);
+      refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', stale);
     }
     return Verdict.Reply;
   }
@@ -165,7 +130,7 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const refused = gate.enqueue(entry);
       if (refused !== null) {
         c.shed[refused].value++;
-        refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', serveStale);
+        refuseShed(ctx, 'RMP_ERR_ADMISSION_SHED', stale);
         return Verdict.Reply;
       }
       c.queued.value++;

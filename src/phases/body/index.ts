@@ -24,8 +24,8 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
         bufferRequestBody(req, bufferBytes, ctx.route!.maxBodyBytes, (err, body) => {
           if (err !== null) {
             const { code, status } = classifyUpstreamError(err);
-            ctx.refuse(code, status || 400);
-            if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.decision = 'aborted';
+            if (code === 'RMP_ERR_CLIENT_ABORTED') ctx.abort(code, status || 400);
+            else ctx.refuse(code, status || 400);
             resolve(Verdict.Reply);
             return;
           }

@@ -15,10 +15,11 @@ import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../../pipeline/headers.ts';
+import { clientResponseHeaders, refreshRequestHeaders } from '../../pipeline/headers.ts';
 import { classifyUpstreamError } from '../../upstream/errors.ts';
 import { sendLocalReply } from '../../pipeline/reply.ts';
-import { isShed, refuseShed, type ShedCode } from '../admission/index.ts';
+import { isShed, refuseShed, type ShedCode } from '../../pipeline/shed.ts';
+import type { StaleSource } from '../../pipeline/services.ts';
 import { classIndex } from '../../upstream/queue.ts';
 
 export const LOOKUP_RESULTS = ['hit', 'miss', 'stale', 'collapsed', 'bypass'] as const;
@@ -33,9 +34,6 @@ const R_BYPASS = 4;
 export const MAX_VARIANTS_PER_KEY = 8;
 /** Requests waiting on one key's fill; past it they go to the origin themselves. */
 export const MAX_WAITERS_PER_KEY = 1024;
-
-/** Request fields a background refresh does not send: it asks for the whole current response. */
-const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
 
 /** How a fill ended, for the requests that waited on it. */
 interface FlightOutcome {
@@ -53,16 +51,15 @@ interface Flight {
   readonly waiters: ((outcome: FlightOutcome) => void)[];
 }
 
-export interface CachePhase extends Phase {
+/**
+ * The phase, and the StaleSource (pipeline/services.ts) of the phases after it: a request this phase
+ * looked up carries its stale copy in its tap, and admission's shed or failover's `unavailable` may
+ * have it stand in for their answer.
+ */
+export interface CachePhase extends Phase, StaleSource {
   readonly store: CacheStore;
   /** Requests waiting now on another request's fill of the same key. */
   waiting(): number;
-  /**
-   * For phases after this one (admission, shedding) and the forward error path: if this request has a
-   * stale copy within its stale-if-error window, make it the reply (decision `stale`, ctx.reason kept
-   * as the caller set it) and return true; the caller then answers with Verdict.Reply / sendLocalReply.
-   */
-  serveStaleIfAny(ctx: RequestContext): boolean;
 }
 
 /** The shared state a tap reports to. */
@@ -72,7 +69,8 @@ interface Core {
   readonly inflight: Map<string, Flight>;
   via(): string;
   afterStoreChange(): void;
-  standIn(ctx: RequestContext, entry: CacheEntry, note: string): void;
+  /** Answer with `entry` in place of the failure `code` (the code stays the request's reason). */
+  standIn(ctx: RequestContext, entry: CacheEntry, note: string, code: ErrorCode | ''): void;
   onUpstreamError(ctx: RequestContext, code: ErrorCode): void;
 }
 
@@ -112,20 +110,19 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         evictionsSeen = store.evictions;
       }
     },
-    standIn(ctx, entry, note) {
+    standIn(ctx, entry, note, code) {
       ctx.cache = note;
-      replyWith(ctx, entry, 'STALE');
+      replyWith(ctx, entry, 'STALE', code);
     },
     onUpstreamError(ctx, code) {
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
     },
   };
 
-  function replyWith(ctx: RequestContext, entry: CacheEntry, xcache: 'HIT' | 'STALE'): void {
-    ctx.replyStored = entry;
-    ctx.replyStatus = entry.status;
-    ctx.replyHeaders = { age: String(Math.max(0, Math.floor((clock.now() - entry.storedAt) / 1000))), 'x-cache': xcache };
-    ctx.decision = xcache === 'HIT' ? 'cache_hit' : 'stale';
+  /** Answer with a stored copy: a hit, or a stale copy (while it refreshes: `code` '', or for the failure `code`). */
+  function replyWith(ctx: RequestContext, entry: CacheEntry, xcache: 'HIT' | 'STALE', code: ErrorCode | '' = ''): void {
+    const headers = { age: String(Math.max(0, Math.floor((clock.now() - entry.storedAt) / 1000))), 'x-cache': xcache };
+    ctx.serveStored(entry, xcache === 'HIT' ? 'cache_hit' : 'stale', headers, code);
   }
 
   /** A stale copy this request may still use when the origin fails, or null. */
@@ -146,9 +143,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     entry.refreshing = true;
     const reqHeaders = ctx.req.headers;
     const via = getRuntime().config.via;
-    const all = upstreamRequestHeaders(ctx, via);
-    const headers: string[] = [];
-    for (let i = 0; i < all.length; i += 2) if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+    const headers = refreshRequestHeaders(ctx, via);
     const rc = ctx.route!.cache!;
     const hasAuth = reqHeaders.authorization !== undefined;
     const target = ctx.target;
@@ -215,8 +210,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         const usable = o.failure !== '' ? usableOnError(stale) : null;
         if (usable !== null) {
           count(route, R_STALE);
-          ctx.reason = o.failure;
-          core.standIn(ctx, usable, o.shed !== '' ? 'stale:shed' : 'stale:error');
+          core.standIn(ctx, usable, o.shed !== '' ? 'stale:shed' : 'stale:error', o.failure);
           resolve(Verdict.Reply);
           return;
         }
@@ -225,7 +219,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           // meet the same queue (and each would wait out its deadline in turn). Same answer, now.
           count(route, R_MISS);
           ctx.cache = 'miss:fill_shed';
-          refuseShed(ctx, o.shed, undefined);
+          refuseShed(ctx, o.shed, null);
           resolve(Verdict.Reply);
           return;
         }
@@ -360,9 +354,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       if (tap === null || tap.answered) return false;
       const usable = usableOnError(tap.stale);
       if (usable === null) return false;
-      const reason = ctx.reason;
-      core.standIn(ctx, usable, 'stale:shed');
-      ctx.reason = reason;
+      core.standIn(ctx, usable, 'stale:shed', ctx.reason);
       tap.answered = true;
       return true;
     },
@@ -459,8 +451,9 @@ class CacheTap implements ResponseTap {
   readonly stale: CacheEntry | null;
   flight: Flight | null;
   answered: boolean;
-  decision: StoreDecision | null;
-  /** The request's values for the response's Vary names (set with `decision`). */
+  /** Whether and how to store the response (policy.ts), once its head is in. */
+  storeDecision: StoreDecision | null;
+  /** The request's values for the response's Vary names (set with `storeDecision`). */
   varyValues: string[] | null;
   headers: string[] | null;
   chunks: Buffer[] | null;
@@ -473,7 +466,7 @@ class CacheTap implements ResponseTap {
     this.stale = stale;
     this.flight = flight;
     this.answered = false;
-    this.decision = null;
+    this.storeDecision = null;
     this.varyValues = null;
     this.headers = null;
     this.chunks = null;
@@ -490,9 +483,8 @@ class CacheTap implements ResponseTap {
     if (status >= 500) {
       const stale = this.#usableStale();
       if (stale !== null) {
-        ctx.reason = 'RMP_ERR_UPSTREAM_STATUS';
         this.core.onUpstreamError(ctx, 'RMP_ERR_UPSTREAM_STATUS');
-        this.core.standIn(ctx, stale, 'stale:upstream_5xx');
+        this.core.standIn(ctx, stale, 'stale:upstream_5xx', 'RMP_ERR_UPSTREAM_STATUS');
         this.answered = true;
         sendLocalReply(ctx);
         this.finish('RMP_ERR_UPSTREAM_STATUS');
@@ -520,7 +512,7 @@ class CacheTap implements ResponseTap {
       this.finish('');
       return false;
     }
-    this.decision = d;
+    this.storeDecision = d;
     this.varyValues = varyValues;
     this.headers = pairs;
     this.chunks = [];
@@ -542,7 +534,7 @@ class CacheTap implements ResponseTap {
 
   onComplete(): void {
     const chunks = this.chunks;
-    const d = this.decision;
+    const d = this.storeDecision;
     if (chunks === null || d === null || !d.store || this.answered) {
       this.finish('');
       return;
@@ -568,9 +560,8 @@ class CacheTap implements ResponseTap {
     if (upstreamFault && !ctx.finished && !ctx.res.headersSent) {
       const stale = this.#usableStale();
       if (stale !== null) {
-        ctx.reason = code;
         this.core.onUpstreamError(ctx, code);
-        this.core.standIn(ctx, stale, 'stale:error');
+        this.core.standIn(ctx, stale, 'stale:error', code);
         this.answered = true;
         sendLocalReply(ctx);
       }

@@ -228,17 +228,11 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   function cleared(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door, browser: boolean, returnTo: string): Verdict {
     const c = grant(ctx, cfg, bind, nowMs, door);
     // Rempart's own answer, not a refusal (no origin was asked, nothing refused): decision `answered`.
-    ctx.decision = 'answered';
-    ctx.reason = '';
     ctx.ruleId = 'verify';
-    if (browser) {
-      ctx.replyStatus = 303;
-      ctx.replyBody = 'See Other\n';
-      ctx.replyHeaders = { location: returnTo, 'cache-control': 'no-store' };
-    } else {
-      ctx.replyStatus = 200;
-      ctx.replyBody = `${JSON.stringify({ clearance: { token: c.token, expiresAt: c.expiresSec } })}\n`;
-      ctx.replyHeaders = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    if (browser) ctx.answer(303, 'See Other\n', { location: returnTo, 'cache-control': 'no-store' });
+    else {
+      const body = `${JSON.stringify({ clearance: { token: c.token, expiresAt: c.expiresSec } })}\n`;
+      ctx.answer(200, body, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     }
     return Verdict.Reply;
   }
@@ -298,13 +292,13 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const route = ctx.route;
       if (route === null || config.routes[route.index]?.challenge === false) return Verdict.Continue;
       const headers = ctx.req.headers;
-      const asked = deps.level.level >= levelNumber(cfg.atLevel) || ctx.challengeRule !== '';
+      const asked = deps.level.level >= levelNumber(cfg.atLevel) || ctx.challengeRequiredBy !== '';
       let solution = headerString(headers[SOLUTION_HEADER]);
       if (solution === '' && headers.cookie !== undefined) solution = cookieValue(headers.cookie, SOLUTION_COOKIE);
       if (!asked && solution === '') return Verdict.Continue;
       // Only now: whether the client is known costs a MAC or a signature check (ctx.known).
       if (ctx.known) return Verdict.Continue;
-      const ruleId = ctx.challengeRule !== '' ? ctx.challengeRule : `level:${cfg.atLevel}`;
+      const ruleId = ctx.challengeRequiredBy !== '' ? ctx.challengeRequiredBy : `level:${cfg.atLevel}`;
       const nowMs = deps.clock.wallMs();
       const bind = binding(ctx.clientPrefix, headers['user-agent']);
       let wasFailure = false;

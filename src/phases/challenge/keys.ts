@@ -4,7 +4,7 @@
 // carried in tokens so verification picks its key in one look-up. Keys are never logged.
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { parseKey } from '../waiting-room/ticket.ts';
+import { parseKey } from '../../core/signing-keys.ts';
 
 export interface KeyRing {
   /** The kid of the key that signs. */

@@ -11,6 +11,9 @@
 // client network and browser it was given to. Token values and keys are never logged.
 import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { KeyRing } from './keys.ts';
+import { binding } from '../../core/signing-keys.ts';
+
+export { binding };
 
 /** Longest token (or solution) looked at: anything longer is garbage and refused before any hashing. */
 export const MAX_TOKEN_CHARS = 256;
@@ -30,10 +33,6 @@ export interface Challenge {
 /** Why a token or solution was refused (for tests and the log; the client only sees RMP_ERR_CHALLENGE_FAILED). */
 export type Refusal = 'malformed' | 'unknown_key' | 'bad_mac' | 'expired' | 'not_yet' | 'other_client' | 'insufficient_work' | 'replayed' | 'over_quota';
 
-export function binding(prefix: string, userAgent: string | undefined): string {
-  // 9 bytes are exactly 12 base64url characters: the one-shot hash's prefix is the same value.
-  return hash('sha256', `${prefix}\n${userAgent ?? ''}`, 'base64url').slice(0, 12);
-}
 
 /** Leading zero bits of a digest (counting from the most significant bit of the first byte). */
 export function leadingZeroBits(digest: Uint8Array): number {

@@ -1,16 +1,17 @@
 // Phases `failover` (after `route`) and `unavailable` (after `cache`). `failover` sends a request to
 // its route's fallback upstream while the primary is unusable (breaker open, or health check failing),
 // and back once the primary recovers; each switch of a route is logged and counted once. With neither
-// usable it only marks the request: the cache may still answer it with a stale copy, and if it does
-// not, `unavailable` answers with the status page (503) instead of waiting on a dead upstream.
+// usable it records that choice (ctx.upstreamChoice, its slot): the cache may still answer from storage
+// first, and if it does not, `unavailable` answers with the status page (503), or lets the cache's
+// StaleSource stand a stale copy in, instead of waiting on a dead upstream.
 import type { Phase } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
-import type { RequestContext } from '../../pipeline/context.ts';
+import { UpstreamChoice, type RequestContext } from '../../pipeline/context.ts';
 import type { CompiledRoute, CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { Logger } from '../../core/log.ts';
-import type { CachePhase } from '../cache/index.ts';
-import { setStatusPage } from './status-page.ts';
+import type { StaleSource } from '../../pipeline/services.ts';
+import { failUnavailable } from './status-page.ts';
 
 /** Usable: breaker not open (taking the half-open probe if it is due) and, with a health check, healthy. */
 export function isUsable(u: CompiledUpstream): boolean {
@@ -47,34 +48,28 @@ export function createFailoverPhase(_getRuntime: () => Runtime, metrics: Metrics
       }
       if (fallback !== null && isUsable(fallback)) {
         ctx.upstream = fallback;
+        ctx.upstreamChoice = UpstreamChoice.Fallback;
         note(route, true);
         return Verdict.Continue;
       }
-      ctx.upstreamUnavailable = true;
+      ctx.upstreamChoice = UpstreamChoice.None;
       return Verdict.Continue;
     },
   };
 }
 
 /**
- * After `cache`: a request marked unavailable by `failover` gets a stale copy if the cache has one,
- * else the status page (or the bare 503 JSON body with statusPage.enabled off).
+ * After `cache`: a request `failover` left on no upstream (UpstreamChoice.None) gets the status page
+ * (or the bare 503 JSON body with statusPage.enabled off), or a stale copy in its place when the
+ * cache (`stale`) has one within its stale-if-error window.
  */
-export function createUnavailablePhase(getRuntime: () => Runtime, cache: Pick<CachePhase, 'serveStaleIfAny'>): Phase {
+export function createUnavailablePhase(getRuntime: () => Runtime, stale: StaleSource): Phase {
   return {
     name: 'unavailable',
     onRequest(ctx: RequestContext) {
-      if (!ctx.upstreamUnavailable) return Verdict.Continue;
-      ctx.reason = 'RMP_ERR_UPSTREAM_UNAVAILABLE';
-      if (cache.serveStaleIfAny(ctx)) return Verdict.Reply;
-      const page = getRuntime().config.statusPage;
-      if (page.enabled) setStatusPage(ctx, page, 'RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
-      else {
-        ctx.decision = 'upstream_error';
-        ctx.replyStatus = 503;
-        ctx.replyBody = ''; // the JSON error body of the code
-        ctx.replyHeaders = { 'retry-after': String(page.retryAfterSec) };
-      }
+      if (ctx.upstreamChoice !== UpstreamChoice.None) return Verdict.Continue;
+      failUnavailable(ctx, getRuntime().config.statusPage);
+      stale.serveStaleIfAny(ctx);
       return Verdict.Reply;
     },
   };

@@ -47,16 +47,26 @@ function render(page: Config['statusPage'], code: ErrorCode, status: number) {
 }
 
 /**
- * Make the status page this request's local reply (decision `upstream_error`, reason `code`); the
- * caller then returns Verdict.Reply or calls sendLocalReply.
+ * Make the status page this request's local reply (ctx.failUpstream: decision `upstream_error`, reason
+ * `code`); the caller then returns Verdict.Reply or calls sendLocalReply.
  * @example setStatusPage(ctx, config.statusPage, 'RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
  */
 export function setStatusPage(ctx: RequestContext, page: Config['statusPage'], code: ErrorCode, status: number): void {
   const r = render(page, code, status);
-  const html = wantsHtml(ctx.req.headers.accept);
-  ctx.decision = 'upstream_error';
-  ctx.reason = code;
-  ctx.replyStatus = status;
-  ctx.replyBody = html ? r.html : r.json;
-  ctx.replyHeaders = html ? r.htmlHeaders : r.jsonHeaders;
+  if (wantsHtml(ctx.req.headers.accept)) ctx.failUpstream(code, status, r.html, r.htmlHeaders);
+  else ctx.failUpstream(code, status, r.json, r.jsonHeaders);
+}
+
+/** Per statusPage settings object: the Retry-After of the bare 503 (statusPage.enabled off). */
+const bareHeaders = new WeakMap<Config['statusPage'], Record<string, string>>();
+
+/**
+ * No usable upstream: 503 RMP_ERR_UPSTREAM_UNAVAILABLE, the status page, or with statusPage.enabled
+ * off the JSON error body of the code with Retry-After.
+ */
+export function failUnavailable(ctx: RequestContext, page: Config['statusPage']): void {
+  if (page.enabled) return setStatusPage(ctx, page, 'RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
+  let headers = bareHeaders.get(page);
+  if (headers === undefined) bareHeaders.set(page, (headers = { 'retry-after': String(page.retryAfterSec) }));
+  ctx.failUpstream('RMP_ERR_UPSTREAM_UNAVAILABLE', 503, '', headers);
 }

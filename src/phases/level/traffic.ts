@@ -12,8 +12,8 @@
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
-import { SpaceSaving, divergence, type HeavyHitter } from '../signatures/space-saving.ts';
-import { FEATURES, FeatureIndex, featureValue, type FeatureName } from '../signatures/features.ts';
+import { SpaceSaving, divergence, type HeavyHitter } from './space-saving.ts';
+import { FEATURES, FeatureIndex, featureValue, type FeatureName } from './features.ts';
 import { FamiliarPrefixes, hashPair } from './familiar.ts';
 
 export type LevelConfig = Config['defense']['level'];

@@ -1,16 +1,16 @@
 // Phase `signatures`: applies the signature rules in force (mined from attack traffic, or written by
-// the operator) to unknown clients: a `challenge` rule marks the request for the `challenge` phase
-// (ctx.challengeRule), a `block` rule answers 403 and counts an offence towards a ban. Mining runs
-// once a second on the attack-level tick, only while the level is raised. Known clients (ctx.known,
-// set by `familiarity` just before) are never matched: a rule is a guess about a crowd, and a
-// customer who proved themselves must not pay for sharing a browser or a prefix with a bot.
+// the operator) to unknown clients: a `challenge` rule requires the `challenge` phase to challenge the
+// request (pipeline/guard.ts requireChallenge), a `block` rule answers 403 and counts an offence
+// towards a ban. Mining runs once a second on the attack-level tick, only while the level is raised.
+// Known clients (ctx.known, set by `familiarity` just before) are never matched: a rule is a guess about
+// a crowd, and a customer who proved themselves must not pay for sharing a browser or a prefix with a bot.
 // Also serves /api/signatures. See docs/signatures.md.
 import type { Phase } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import { AttackLevel, ATTACK_LEVEL_NAMES, type DefenseDeps } from '../../pipeline/env.ts';
 import { AttackLevelMonitor } from '../level/monitor.ts';
-import { decide } from '../../pipeline/guard.ts';
+import { decide, requireChallenge } from '../../pipeline/guard.ts';
 import { ApiError, type AdminApi } from '../../control/api.ts';
 import { SignatureRules, type SignatureRule, type RuleAction } from './rules.ts';
 
@@ -54,12 +54,9 @@ export function createSignaturesPhase(deps: DefenseDeps): Phase {
         }
         return Verdict.Continue;
       }
-      if (mode === 'enforce') {
-        // The challenge phase challenges this request whatever the level (and reports the decision).
-        ctx.challengeRule = rule.id;
-        ctx.ruleId = rule.id;
-        deps.metrics.guardDecisions.inc('signatures', 'marked', 'RMP_ERR_CHALLENGE', rule.id);
-      } else decide(deps, ctx, 'signatures', mode, 'RMP_ERR_CHALLENGE', rule.id, 403);
+      // Enforced: the challenge phase challenges this request whatever the level (and reports the decision).
+      if (mode === 'enforce') requireChallenge(deps, ctx, 'signatures', rule.id);
+      else decide(deps, ctx, 'signatures', mode, 'RMP_ERR_CHALLENGE', rule.id, 403);
       return Verdict.Continue;
     },
   };

@@ -8,7 +8,14 @@ import type { Config } from '../../config/schema.ts';
 import { AttackLevel } from '../../pipeline/env.ts';
 import type { TrafficObserver } from '../level/traffic.ts';
 import { round3 } from '../level/traffic.ts';
-import { FEATURES, FeatureIndex, featureValue, pathShape, headerOrderHash, type FeatureName } from './features.ts';
+import {
+  FEATURES,
+  FeatureIndex,
+  featureValue,
+  pathShape,
+  headerOrderHash,
+  type FeatureName,
+} from '../level/features.ts';
 
 export type SignaturesConfig = Config['defense']['signatures'];
 export type RuleAction = 'challenge' | 'block';

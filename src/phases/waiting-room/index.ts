@@ -16,7 +16,7 @@ import { PLAIN_PAGE, escapeHtml } from '../../core/html.ts';
 import { wantsHtml } from '../../core/html.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
 import { v6PrefixKey } from '../../core/client-key.ts';
-import { binding } from '../challenge/tokens.ts';
+import { binding } from '../../core/signing-keys.ts';
 import { WaitingRoom } from './room.ts';
 import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
 

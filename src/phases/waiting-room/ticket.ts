@@ -8,6 +8,9 @@
 // pass and no ticket there. The same trade-off as clearances: a phone that changes network waits again.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { MIN_KEY_BYTES, parseKey } from '../../core/signing-keys.ts';
+
+export { parseKey };
 
 export interface Ticket {
   readonly route: string;
@@ -34,7 +37,6 @@ export function passCookieName(route: string): string {
   return `rempart_wr_pass_${route}`;
 }
 
-const MIN_KEY_BYTES = 32;
 const MAC_BYTES = 32;
 
 export class CookieSigner {
@@ -96,12 +98,6 @@ export class CookieSigner {
   }
 }
 
-/** Parse a key given as hex (64+ hex digits) or base64; null when it is shorter than 32 bytes. */
-export function parseKey(text: string): Buffer | null {
-  const t = text.trim();
-  const key = /^(?:[0-9a-fA-F]{2})+$/.test(t) ? Buffer.from(t, 'hex') : Buffer.from(t, 'base64');
-  return key.length >= MIN_KEY_BYTES ? key : null;
-}
 
 /**
  * The signing key: REMPART_WAITING_ROOM_KEY, else the file `keyFile`, else a random key for this

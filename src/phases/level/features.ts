@@ -1,6 +1,7 @@
-// The request features signatures are mined over, and how each is reduced to a short, bounded
-// string. Computed only for sampled requests and, on the request path, only when a rule on that
-// feature is active (src/phases/signatures/index.ts).
+// The request features the traffic observer (traffic.ts) counts and signatures are mined over, and
+// how each is reduced to a short, bounded string. Computed only for sampled requests and, on the
+// request path, only when a rule on that feature is active (src/phases/signatures/index.ts). Here,
+// beside the observer, so the signatures phase depends on the level's folder and never the reverse.
 import type { RequestContext } from '../../pipeline/context.ts';
 
 export const FEATURES = ['prefix', 'pathShape', 'userAgent', 'headerOrder', 'method'] as const;
