@@ -305,10 +305,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     if (left === 0) socket[kIdleSince] = performance.now();
     if (socket[kReadPaused] && left < current.config.limits.maxPipelinedRequests && !socket.destroyed) resumeReading(socket);
     if (!this.writableFinished) {
-      if (ctx.decision === 'forwarded') {
-        ctx.decision = 'aborted';
-        ctx.reason = 'RMP_ERR_CLIENT_ABORTED';
-      }
+      ctx.abort(); // a request already refused or answered keeps its outcome
       ctx.forwardHandler?.abort?.(new RempartError('RMP_ERR_CLIENT_ABORTED'));
     }
     runDone(phases, ctx, onPhaseError);
@@ -398,10 +395,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
       return false;
     },
+    // The outcome is set (failUpstream, refuse or abort, by pipeline/forward.ts); only the dress is chosen here.
     replyError(ctx, code, status) {
-      ctx.replyStatus = status;
-      ctx.replyBody = '';
-      ctx.reason = code;
       const page = current.config.statusPage;
       // Upstream unreachable, nothing sent yet: the operator's status page, not a bare 502/504.
       if (page.enabled && (code === 'RMP_ERR_UPSTREAM_CONNECT' || code === 'RMP_ERR_UPSTREAM_TIMEOUT')) setStatusPage(ctx, page, code, status);
@@ -421,7 +416,6 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 
   function onInternalError(ctx: RequestContext, err: unknown): void {
     log.error({ err }, 'internal error in request pipeline');
-    ctx.decision = 'refused';
     ctx.refuse('RMP_ERR_INTERNAL', 500);
     if (!ctx.res.headersSent) sendLocalReply(ctx);
     else ctx.res.destroy();

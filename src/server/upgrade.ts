@@ -10,14 +10,14 @@
 // requests on that connection would reach the upstream without passing through the phases.
 import http from 'node:http';
 import https from 'node:https';
-import net from 'node:net';
+import type net from 'node:net';
 import type { RequestContext } from '../pipeline/context.ts';
 import type { Runtime } from '../pipeline/runtime.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { hostName, normalizeHost } from '../phases/identify/host.ts';
 import { normalizePath } from '../phases/identify/normalize-path.ts';
-import { clientResponseHeaders, upstreamRequestHeaders } from '../pipeline/headers.ts';
-import type { ForwardHooks } from '../pipeline/forward.ts';
+import { clientResponseHeaders } from '../pipeline/headers.ts';
+import { failExchange, tunnelRequestOptions, type ForwardHooks } from '../pipeline/forward.ts';
 
 export function isWebSocketUpgrade(value: string | undefined): boolean {
   return value !== undefined && value.trim().toLowerCase() === 'websocket';
@@ -54,32 +54,15 @@ export interface TunnelHooks {
 
 /** Answer a timed-out or failed handshake as the forward handler would: 502/504 and the status page. */
 function failHandshake(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number, err: Error): void {
-  if (!ctx.finished) {
-    ctx.decision = 'upstream_error';
-    ctx.reason = code;
-    hooks.onUpstreamError(ctx, code, err);
-    if (!ctx.res.headersSent) hooks.replyError(ctx, code, status);
-    else ctx.res.destroy(); // mid-body: the only honest signal left is to close the connection
-  }
+  if (!ctx.finished) failExchange(ctx, hooks, code, status, err);
   hooks.onUpstreamEnd?.(ctx);
 }
 
 export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, hooks: ForwardHooks, tunnel: TunnelHooks, tunnelIdleTimeoutMs = 300_000): void {
   const upstream = ctx.upstream!;
   const client = ctx.req.socket as net.Socket;
-  const options: https.RequestOptions = {
-    host: upstream.host,
-    port: upstream.port,
-    method: 'GET',
-    path: ctx.target,
-    // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
-    headers: upstreamRequestHeaders(ctx, via, true) as unknown as http.OutgoingHttpHeaders,
-    // A tunnel owns its upstream connection for its whole life: it cannot come from the pool.
-    agent: false,
-    // Covers the connect; once connected the upstream has headersTimeoutMs to answer the handshake.
-    timeout: upstream.config.connectTimeoutMs,
-    servername: upstream.tls && net.isIP(upstream.host) === 0 ? upstream.host : undefined,
-  };
+  // Its own connection (a tunnel holds it for life); the timeout covers the connect, then headersTimeoutMs.
+  const options = tunnelRequestOptions(ctx, via);
   const req = upstream.tls ? https.request(options) : http.request(options);
   ctx.forwardStartMs = performance.now();
   let connected = false;
@@ -163,7 +146,7 @@ export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, ho
     socket.on('data', (chunk: Buffer) => {
       ctx.responseBytes += chunk.length;
       if (ctx.responseBytes > ctx.responseByteBudget) {
-        ctx.reason = 'RMP_ERR_EXFILTRATION';
+        ctx.cutShort('RMP_ERR_EXFILTRATION');
         end();
       }
     });
