@@ -3,14 +3,15 @@
 // and back once the primary recovers; each switch of a route is logged and counted once. With neither
 // usable it only marks the request: the cache may still answer it with a stale copy, and if it does
 // not, `unavailable` answers with the status page (503) instead of waiting on a dead upstream.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { CompiledRoute, CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { Logger } from '../../core/log.ts';
-import type { CachePhase } from '../cache/index.ts';
+import type { StaleSource } from '../../pipeline/env.ts';
 import { setStatusPage } from './status-page.ts';
+import { feedBreaker } from './breaker-feed.ts';
 
 /** Usable: breaker not open (taking the half-open probe if it is due) and, with a health check, healthy. */
 export function isUsable(u: CompiledUpstream): boolean {
@@ -36,6 +37,8 @@ export function createFailoverPhase(getRuntime: () => Runtime, metrics: Metrics,
 
   return {
     name: 'failover',
+    // The request is over: a forwarded one tells its upstream's breaker how it went.
+    onDone: feedBreaker,
     onRequest(ctx: RequestContext) {
       const route = ctx.route!;
       const primary = route.upstream;
@@ -60,7 +63,7 @@ export function createFailoverPhase(getRuntime: () => Runtime, metrics: Metrics,
  * After `cache`: a request marked unavailable by `failover` gets a stale copy if the cache has one,
  * else the status page (or the bare 503 JSON body with statusPage.enabled off).
  */
-export function createUnavailablePhase(getRuntime: () => Runtime, cache: Pick<CachePhase, 'serveStaleIfAny'>): Phase {
+export function createUnavailablePhase(getRuntime: () => Runtime, cache: StaleSource): Phase {
   return {
     name: 'unavailable',
     onRequest(ctx: RequestContext) {
@@ -79,3 +82,19 @@ export function createUnavailablePhase(getRuntime: () => Runtime, cache: Pick<Ca
     },
   };
 }
+
+export const failoverPhase: PhaseModule = {
+  name: 'failover',
+  folder: 'failover',
+  summary:
+    '— (switches the request to the route\'s `fallback` upstream, or marks it unavailable; a log line and `rempart_failover_total` once per switch of a route; its `done` feeds the upstream\'s circuit breaker)',
+  create: (env) => createFailoverPhase(env.getRuntime, env.metrics, env.log),
+};
+
+export const unavailablePhase: PhaseModule = {
+  name: 'unavailable',
+  folder: 'failover',
+  summary: 'a stale copy if the cache has one, else the status page: 503 with Retry-After and the operator\'s message (JSON, or HTML for browsers)',
+  codes: ['RMP_ERR_UPSTREAM_UNAVAILABLE'],
+  create: (env) => createUnavailablePhase(env.getRuntime, env.stale),
+};
