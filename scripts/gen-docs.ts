@@ -186,7 +186,8 @@ export function renderPhaseTable(modules: readonly PhaseModule[] = PHASES): stri
   const out = ['| # | phase | where | can answer | reason codes |', '| --- | --- | --- | --- | --- |'];
   modules.forEach((m, i) => {
     const codes = m.codes === undefined || m.codes.length === 0 ? '—' : m.codes.map((c) => `\`${c}\``).join(', ');
-    out.push(`| ${i + 1} | \`${m.name}\` | \`src/phases/${m.folder}/\` | ${m.summary.replaceAll('|', '\\|')} | ${codes} |`);
+    const summary = m.summary.replaceAll('|', '\\|');
+    out.push(`| ${i + 1} | \`${m.name}\` | \`src/phases/${m.folder}/\` | ${summary} | ${codes} |`);
   });
   return out.join('\n');
 }
@@ -195,7 +196,7 @@ export function renderPhaseTable(modules: readonly PhaseModule[] = PHASES): stri
 export function renderLifecycleMd(current: string): string {
   const begin = current.indexOf(PHASES_BEGIN);
   const end = current.indexOf(PHASES_END);
-  if (begin === -1 || end < begin) throw new Error(`docs/lifecycle.md lacks the ${PHASES_BEGIN} … ${PHASES_END} markers`);
+  if (begin === -1 || end < begin) throw new Error(`docs/lifecycle.md lacks its phases:begin/end markers`);
   const head = current.slice(0, current.indexOf('\n', begin) + 1);
   return `${head}${renderPhaseTable()}\n${current.slice(end)}`;
 }

@@ -78,7 +78,8 @@ async function createControl(o: ServiceOptions): Promise<Control> {
   // The audit trail: operator calls through the API hook, and every alert (attack-level changes,
   // failovers, the exfiltration guard) through the sink the phases raise them on.
   const nodeName = () => getRuntime().config.alerts.node ?? hostname();
-  const audit = new AuditTrail({ file: initial.audit.file ?? ':memory:', retentionDays: initial.audit.retentionDays, node: nodeName(), log });
+  const { file, retentionDays } = initial.audit;
+  const audit = new AuditTrail({ file: file ?? ':memory:', retentionDays, node: nodeName(), log });
   let auditSeq = 0;
   audit.onRecord = () => auditSeq++;
   api.onAction = (action) => auditAction(audit, action);
@@ -105,8 +106,9 @@ async function createDefense(o: ServiceOptions, control: Control) {
   const bans = new BanTable(clock, { getRuntime, log, metrics });
   // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.
   bans.onBan = (v, ttlMs) => {
-    if (!v.by.startsWith('operator:'))
-      control.audit.record('ban', v.by || 'rempart', v.reason, { target: v.target, rule: v.rule || undefined, ttlSec: Math.round(ttlMs / 1000), count: v.count });
+    if (v.by.startsWith('operator:')) return;
+    const fields = { target: v.target, rule: v.rule || undefined, ttlSec: Math.round(ttlMs / 1000), count: v.count };
+    control.audit.record('ban', v.by || 'rempart', v.reason, fields);
   };
   // Shared state across nodes (memory: this process only); nothing in it runs per request.
   const cluster = await createCluster({ getRuntime, log, metrics, clock, bans, level, store: o.store });
@@ -119,10 +121,14 @@ export async function createServices(o: ServiceOptions): Promise<Services> {
   // Waiting-room tickets and passes are signed with this key (never logged).
   const roomKey = await loadKey(process.env, initial.waitingRoom.keyFile);
   if (roomKey.random && initial.routes.some((r) => r.waitingRoom.enabled))
-    log.warn('waiting room: no REMPART_WAITING_ROOM_KEY nor waitingRoom.keyFile, using a random key for this process (tickets and passes do not survive a restart nor work across nodes)');
+    log.warn(
+      'waiting room: no REMPART_WAITING_ROOM_KEY nor waitingRoom.keyFile, using a random key for this process ' +
+        '(tickets and passes do not survive a restart nor work across nodes)',
+    );
   const control = await createControl(o);
   const { level, bans, cluster } = await createDefense(o, control);
-  const deps: DefenseDeps = { getRuntime, metrics, log, clock, level, bans, alerts: control.alertSink, leases: cluster.leases };
+  const alerts = control.alertSink;
+  const deps: DefenseDeps = { getRuntime, metrics, log, clock, level, bans, alerts, leases: cluster.leases };
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challenge = await createChallengeGuard(deps);
   const stale = new StaleLink();
@@ -147,32 +153,39 @@ export function phaseOf<P extends Phase>(phases: readonly Phase[], module: Phase
   return phases[i] as P;
 }
 
+type FailoverWiring = (rt: Runtime, started: boolean) => void;
+
 /**
  * Failover state lives on the compiled upstreams (kept across reloads): wire new ones to metrics, logs
  * and alerts, and start their health checks while the gateway runs. Returns the function to call with
  * every runtime swapped in.
  */
-export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink): (rt: Runtime, started: boolean) => void {
+export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink): FailoverWiring {
   const onBreakerChange = (b: CircuitBreaker, from: string, to: string) => {
     for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: b.name, state }, state === to ? 1 : 0);
     log.warn({ upstream: b.name, from, to }, 'circuit breaker state changed');
     // Operators hear of an upstream going down and of its recovery (its routes switch to and from their fallback).
-    if (from === 'closed' && to === 'open')
-      alerts.raise('failover', 'upstream failing: circuit breaker opened (its routes use their fallback, a stale copy or the status page)', { upstream: b.name });
-    else if (to === 'closed') alerts.raise('failover', 'upstream recovered: circuit breaker closed', { upstream: b.name });
+    const upstream = { upstream: b.name };
+    const failing =
+      'upstream failing: circuit breaker opened (its routes use their fallback, a stale copy or the status page)';
+    if (from === 'closed' && to === 'open') alerts.raise('failover', failing, upstream);
+    else if (to === 'closed') alerts.raise('failover', 'upstream recovered: circuit breaker closed', upstream);
   };
   return (rt, started) => {
     for (const u of rt.upstreams.values()) {
       if (u.breaker.onChange === null) {
         u.breaker.onChange = onBreakerChange;
-        for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: u.name, state }, state === u.breaker.state ? 1 : 0);
+        const now = u.breaker.state;
+        for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: u.name, state }, +(state === now));
       }
       const h = u.health;
       if (h === null) continue;
       if (h.onResult === null) {
         h.onResult = (check, result, changed) => {
           metrics.healthChecks.inc({ upstream: check.name, result });
-          if (changed) log.warn({ upstream: check.name, healthy: check.healthy }, check.healthy ? 'health check: upstream healthy again' : 'health check: upstream unhealthy');
+          if (!changed) return;
+          const line = check.healthy ? 'health check: upstream healthy again' : 'health check: upstream unhealthy';
+          log.warn({ upstream: check.name, healthy: check.healthy }, line);
         };
       }
       if (started) h.start();

@@ -25,7 +25,7 @@ import { createCockpit, type Cockpit } from '../control/cockpit.ts';
 import { RuntimeOverrides, registerOverridesApi } from '../control/overrides.ts';
 import { SnapshotBuilder } from '../control/snapshot.ts';
 import type { ClusterStore } from '../store/types.ts';
-import { createAcceptServer } from '../server/accept.ts';
+import { createAcceptServer, type AcceptOptions } from '../server/accept.ts';
 import { createHttpEntry, type HttpEntry } from '../server/entry.ts';
 import type { Cluster } from './cluster.ts';
 import { buildPhases, createServices, failoverWiring, phaseOf, type Services } from './compose.ts';
@@ -106,15 +106,14 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   services.stale.source = cache;
   const wireFailover = failoverWiring(metrics, log, services.alertSink);
   wireFailover(current, false);
+  const logging = () => current.config.logging;
   const entry = createHttpEntry({
     phases,
     getRuntime,
     metrics,
     log,
     bans: services.bans,
-    // The combined access-log format needs a few more fields per request line (only then: JSON lines
-    // keep their fixed set).
-    recorder: createRecorder({ metrics, log, clock, logging: () => current.config.logging, combined: combinedLog(initial, options) }),
+    recorder: createRecorder({ metrics, log, clock, logging, combined: combined(initial, options) }),
     onUpstreamHead: challenge.onUpstreamHead,
     releaseSlot: phaseOf(phases, admissionPhase).releaseSlot,
     initial,
@@ -124,19 +123,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     log,
     services,
     entry,
-    acceptServers: initial.listeners.map((l) =>
-      createAcceptServer({
-        proxyProtocol: l.proxyProtocol,
-        getSecureContext: l.tls ? () => secureContexts.get(l.address)! : null,
-        httpServer: entry.server,
-        getRuntime,
-        table: entry.connections,
-        metrics,
-        log,
-        bans: services.bans,
-        requestGate: entry.requestGate,
-      }),
-    ),
+    acceptServers: createListeners(initial, entry, secureContexts, { getRuntime, metrics, log, bans: services.bans }),
     admin: null,
     cockpit: null,
     overrides: new RuntimeOverrides(),
@@ -176,7 +163,30 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   };
 }
 
-function combinedLog(initial: Config, options: GatewayOptions): boolean {
+/** One accept server per listener, each feeding the entry's HTTP server. */
+function createListeners(
+  initial: Config,
+  entry: HttpEntry,
+  secureContexts: ReadonlyMap<string, tls.SecureContext>,
+  shared: Pick<AcceptOptions, 'getRuntime' | 'metrics' | 'log' | 'bans'>,
+): NetServer[] {
+  return initial.listeners.map((l) =>
+    createAcceptServer({
+      ...shared,
+      proxyProtocol: l.proxyProtocol,
+      getSecureContext: l.tls ? () => secureContexts.get(l.address)! : null,
+      httpServer: entry.server,
+      table: entry.connections,
+      requestGate: entry.requestGate,
+    }),
+  );
+}
+
+/**
+ * The combined access-log format needs a few more fields per request line (only then: JSON lines keep
+ * their fixed set); not with a logger of the caller's.
+ */
+function combined(initial: Config, options: GatewayOptions): boolean {
   return options.logger === undefined && resolveLogFormat(initial.logging.format as LogFormat) === 'combined';
 }
 
@@ -192,7 +202,8 @@ async function mountControl(parts: Parts, metrics: Metrics): Promise<void> {
     apply: () => parts.swapRuntime(parts.overrides.apply(parts.fileConfig)),
   });
   if (initial.admin.address === 'off') return;
-  const snapshots = new SnapshotBuilder({ metrics, getRuntime, api, node: services.nodeName, auditSeq: services.auditSeq });
+  const { nodeName: node, auditSeq } = services;
+  const snapshots = new SnapshotBuilder({ metrics, getRuntime, api, node, auditSeq });
   const cockpit = await createCockpit({ api, audit, log, snapshots });
   parts.cockpit = cockpit;
   parts.admin = createAdminServer({ metrics, getRuntime, log, api, cockpit, ready: () => !parts.draining });
@@ -288,14 +299,16 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   applyChallenge();
   parts.entry.applyTimeouts(config);
   log.level = config.logging.level;
-  services.audit.record('config_reload', 'rempart', 'configuration reloaded', parts.overrides.empty ? {} : { overridesKept: overridden });
+  const kept = parts.overrides.empty ? {} : { overridesKept: overridden };
+  services.audit.record('config_reload', 'rempart', 'configuration reloaded', kept);
 }
 
 /** The settings a reload cannot change (a restart applies them). */
 function staticKeys(c: Config): string {
   const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]);
   const cl = c.cluster;
-  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs]);
+  const cluster = [cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs];
+  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, ...cluster]);
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {

@@ -11,7 +11,15 @@ import type { Logger } from '../core/log.ts';
 import { ApiError, type AdminRoute, type ApiHandler, type ApiResponse, type Scope } from '../pipeline/admin-route.ts';
 
 // The route types and handler helpers live below the phases, which write handlers with them.
-export { ApiError, bodyObject, type AdminRoute, type ApiHandler, type ApiRequest, type ApiResponse, type Scope } from '../pipeline/admin-route.ts';
+export {
+  ApiError,
+  bodyObject,
+  type AdminRoute,
+  type ApiHandler,
+  type ApiRequest,
+  type ApiResponse,
+  type Scope,
+} from '../pipeline/admin-route.ts';
 
 export interface TokenEntry {
   readonly name: string;

@@ -45,6 +45,8 @@ export class ApiError extends Error {
 
 /** Helpers for handlers validating a JSON body. */
 export function bodyObject(body: unknown): Record<string, unknown> {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ApiError('body must be a JSON object');
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new ApiError('body must be a JSON object');
+  }
   return body as Record<string, unknown>;
 }

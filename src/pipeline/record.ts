@@ -87,7 +87,18 @@ export function createRecorder(opts: RecorderOptions): Recorder {
     const route = ctx.route ?? noRoute;
     if (combined) {
       const h = ctx.req.headers;
-      log.info({ msg: 'request', method: ctx.req.method, path: ctx.path, url: ctx.req.url, httpVersion: ctx.req.httpVersion, client: ctx.clientAddress, status: ctx.status, bytes: ctx.responseBytes, referer: h.referer, userAgent: h['user-agent'] });
+      log.info({
+        msg: 'request',
+        method: ctx.req.method,
+        path: ctx.path,
+        url: ctx.req.url,
+        httpVersion: ctx.req.httpVersion,
+        client: ctx.clientAddress,
+        status: ctx.status,
+        bytes: ctx.responseBytes,
+        referer: h.referer,
+        userAgent: h['user-agent'],
+      });
     } else log.info({
       msg: 'request',
       method: ctx.req.method,
@@ -111,7 +122,8 @@ export function createRecorder(opts: RecorderOptions): Recorder {
       const durationSec = count(ctx, performance.now());
       // Refused requests come at attack rate: their lines are sampled per reason (first few per window,
       // then one summary line); forwarded requests are all logged.
-      if (logging().requests && (ctx.decision !== 'refused' || sampler.allow(ctx.reason, onSuppressed))) writeLine(ctx, durationSec);
+      if (!logging().requests) return;
+      if (ctx.decision !== 'refused' || sampler.allow(ctx.reason, onSuppressed)) writeLine(ctx, durationSec);
     },
     observeUpstream,
     allowLine: (reason) => sampler.allow(reason, onSuppressed),

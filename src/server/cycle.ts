@@ -27,7 +27,7 @@ export interface CycleOptions {
   readonly releaseSlot: (ctx: RequestContext) => void;
   /** The reply had to wait for its client to read: the entry's slow-read clock for that connection starts. */
   readonly onClientStalled: (ctx: RequestContext) => void;
-  /** `bytes` more of a reply queued behind earlier ones on its connection: false once the entry closed it for holding too much. */
+  /** `bytes` more of a reply queued behind earlier ones on its connection: false once closed for holding too much. */
   readonly onQueuedReply: (ctx: RequestContext, bytes: number) => boolean;
 }
 
@@ -112,13 +112,15 @@ function forwardHooks(opts: CycleOptions, pinned: PinnedReplies): ForwardHooks {
       ctx.reason = code;
       const page = getRuntime().config.statusPage;
       // Upstream unreachable, nothing sent yet: the operator's status page, not a bare 502/504.
-      if (page.enabled && (code === 'RMP_ERR_UPSTREAM_CONNECT' || code === 'RMP_ERR_UPSTREAM_TIMEOUT')) setStatusPage(ctx, page, code, status);
+      const unreachable = code === 'RMP_ERR_UPSTREAM_CONNECT' || code === 'RMP_ERR_UPSTREAM_TIMEOUT';
+      if (page.enabled && unreachable) setStatusPage(ctx, page, code, status);
       sendLocalReply(ctx);
     },
     onUpstreamError(ctx, code, err) {
       ctx.upstream?.breaker.onFailure();
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
-      if (recorder.allowLine(code)) log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
+      if (!recorder.allowLine(code)) return;
+      log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');
     },
   };
 }

@@ -20,7 +20,8 @@ import { flushDeferredReply, writeRawReply } from '../pipeline/reply.ts';
 import { kIdleSince, kPeerAddress, kPending, kReadPaused } from '../pipeline/symbols.ts';
 import { wantsTunnel } from './upgrade.ts';
 import { createConnectionTable, type ConnectionTable } from './accept.ts';
-import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep, type SweepResult, type TrackedSocket } from './connections.ts';
+import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep } from './connections.ts';
+import type { SweepResult, TrackedSocket } from './connections.ts';
 import { createRequestCycle } from './cycle.ts';
 import { createUpgradeEntry } from './upgrade-entry.ts';
 
@@ -101,7 +102,8 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     const left = socket[kPending] - 1;
     socket[kPending] = left;
     if (left === 0) socket[kIdleSince] = performance.now();
-    if (socket[kReadPaused] && left < getRuntime().config.limits.maxPipelinedRequests && !socket.destroyed) resumeReading(socket);
+    const maxPipelined = getRuntime().config.limits.maxPipelinedRequests;
+    if (socket[kReadPaused] && left < maxPipelined && !socket.destroyed) resumeReading(socket);
     cycle.finish(ctx, this.writableFinished);
     // A parse error or refused upgrade behind this response waited for it (writeRawReply).
     flushDeferredReply(ctx.req.socket);
@@ -120,8 +122,10 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     const peer = (socket as TrackedSocket & { [kPeerAddress]?: string })[kPeerAddress] ?? '';
     // A trusted balancer's own address carries many clients (X-Forwarded-For): never charge it.
     if (!isTrusted(getRuntime().trustedProxies, peer)) opts.bans.offence(peer, 'pipeline_flood', '');
-    if (opts.recorder.allowLine('RMP_ERR_EDGE_PIPELINE_LIMIT'))
-      opts.log.warn({ client: peer, reason: 'RMP_ERR_EDGE_PIPELINE_LIMIT' }, 'connection closed: too many pipelined requests unanswered');
+    if (opts.recorder.allowLine('RMP_ERR_EDGE_PIPELINE_LIMIT')) {
+      const line = 'connection closed: too many pipelined requests unanswered';
+      opts.log.warn({ client: peer, reason: 'RMP_ERR_EDGE_PIPELINE_LIMIT' }, line);
+    }
     socket.destroy();
   }
 

@@ -201,7 +201,9 @@ function releaseSlot(ctx: RequestContext): void {
 export const admissionPhase: PhaseModule<AdmissionPhase> = {
   name: 'admission',
   folder: 'admission',
-  summary: '503 with Retry-After (JSON, or a small HTML page for browsers); a stale copy instead when the cache has one',
+  summary:
+    '503 with Retry-After (JSON, or a small HTML page for browsers); a stale copy instead when the cache has ' +
+    'one',
   codes: ['RMP_ERR_ADMISSION_SHED', 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'],
   create: (env) => {
     const stale = env.stale;

@@ -82,7 +82,8 @@ export const banPhase: PhaseModule = {
   name: 'ban',
   folder: 'ban',
   summary:
-    '403 with `Connection: close` for a banned address (or prefix) on a connection opened before its ban, or behind a trusted proxy ([bans.md](bans.md))',
+    '403 with `Connection: close` for a banned address (or prefix) on a connection opened before its ban, or ' +
+    'behind a trusted proxy ([bans.md](bans.md))',
   codes: ['RMP_ERR_BANNED'],
   create: (env) => createBanPhase(env),
   adminRoutes: (_phase, env) => banAdminRoutes(env),

@@ -606,6 +606,8 @@ export const cachePhase: PhaseModule<CachePhase> = {
   name: 'cache',
   folder: 'cache',
   summary:
-    'the stored response (`x-cache: HIT`), a stale copy (`x-cache: STALE`); a miss waits for the same key\'s origin request (collapsing). Decisions `cache_hit`, `stale`; the log field `cache` gives why (`hit`, `miss`, `collapsed`, `stale:revalidating`, `stale:error`, `miss:not_stored:private` …)',
+    'the stored response (`x-cache: HIT`), a stale copy (`x-cache: STALE`); a miss waits for the same key\'s ' +
+    'origin request (collapsing). Decisions `cache_hit`, `stale`; the log field `cache` gives why (`hit`, ' +
+    '`miss`, `collapsed`, `stale:revalidating`, `stale:error`, `miss:not_stored:private` …)',
   create: (env) => createCachePhase(env.getRuntime, env.metrics, env.clock),
 };

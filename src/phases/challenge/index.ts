@@ -366,7 +366,8 @@ export const familiarityPhase: PhaseModule = {
   name: 'familiarity',
   folder: 'challenge',
   summary:
-    '— (leaves the check that marks the client known — a valid clearance, a session the origin granted on a 2xx, or a verified JWT — run on the first read of `ctx.known`; see [challenge.md](challenge.md))',
+    '— (leaves the check that marks the client known — a valid clearance, a session the origin granted on a ' +
+    '2xx, or a verified JWT — run on the first read of `ctx.known`; see [challenge.md](challenge.md))',
   // Built with the challenge phase by createChallengeGuard (the composition root makes the guard first).
   create: (env) => env.challenge.familiarity,
 };
@@ -375,7 +376,9 @@ export const challengePhase: PhaseModule = {
   name: 'challenge',
   folder: 'challenge',
   summary:
-    '403 with a proof-of-work challenge (HTML interstitial, no-JS refresh, or JSON) for unknown clients when the level or a rule asks; a good `Rempart-Solution` lets the request on with a clearance; answers `/.rempart/challenge/verify` itself (303 or 200 with the clearance) whatever the routes',
+    '403 with a proof-of-work challenge (HTML interstitial, no-JS refresh, or JSON) for unknown clients when ' +
+    'the level or a rule asks; a good `Rempart-Solution` lets the request on with a clearance; answers ' +
+    '`/.rempart/challenge/verify` itself (303 or 200 with the clearance) whatever the routes',
   codes: ['RMP_ERR_CHALLENGE', 'RMP_ERR_CHALLENGE_FAILED'],
   create: (env) => env.challenge.challenge,
 };

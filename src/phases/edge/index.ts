@@ -81,7 +81,8 @@ export const edgePhase: PhaseModule = {
   name: 'edge',
   folder: 'edge',
   summary:
-    '414, 431, 400; 417 for an `Expect` other than `100-continue` (answered here, after the framing checks, not by Node before them)',
+    '414, 431, 400; 417 for an `Expect` other than `100-continue` (answered here, after the framing checks, not ' +
+    'by Node before them)',
   codes: [
     'RMP_ERR_EDGE_URL_TOO_LONG',
     'RMP_ERR_EDGE_HEADERS_TOO_LARGE',

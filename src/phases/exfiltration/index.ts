@@ -171,7 +171,9 @@ export const exfiltrationPhase: PhaseModule<ExfiltrationPhase> = {
   name: 'exfiltration',
   folder: 'exfiltration',
   summary:
-    '429 with Retry-After for an identity (session, address, prefix or API key) past its quota on a route marked `sensitive` (documents per hour, bytes per day); counts documents in `done`; raises an alert once per identity and cooldown ([exfiltration.md](exfiltration.md))',
+    '429 with Retry-After for an identity (session, address, prefix or API key) past its quota on a route ' +
+    'marked `sensitive` (documents per hour, bytes per day); counts documents in `done`; raises an alert once ' +
+    'per identity and cooldown ([exfiltration.md](exfiltration.md))',
   codes: ['RMP_ERR_EXFILTRATION'],
   create: (env) => createExfiltrationPhase(env),
 };

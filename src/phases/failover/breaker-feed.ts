@@ -16,5 +16,7 @@ export function feedBreaker(ctx: RequestContext): void {
   else if (s !== 0) {
     // A head below 500 then a reset mid-body was already counted as a failure: not a success too.
     if (s < 500 && ctx.decision !== 'upstream_error') u.breaker.onSuccess();
-  } else if (ctx.decision === 'stale' && ctx.reason.startsWith('RMP_ERR_UPSTREAM_')) u.breaker.onFailure(); // a stale copy stood in for an error
+  } else if (ctx.decision === 'stale' && ctx.reason.startsWith('RMP_ERR_UPSTREAM_')) {
+    u.breaker.onFailure(); // a stale copy stood in for an error
+  }
 }

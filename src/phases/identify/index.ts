@@ -101,7 +101,8 @@ export const identifyPhase: PhaseModule = {
   name: 'identify',
   folder: 'identify',
   summary:
-    '400 for a request target that is neither origin- nor absolute-form, a path that cannot be normalised safely, or a malformed Host ([below](#paths-and-hosts))',
+    '400 for a request target that is neither origin- nor absolute-form, a path that cannot be normalised ' +
+    'safely, or a malformed Host ([below](#paths-and-hosts))',
   codes: ['RMP_ERR_EDGE_BAD_REQUEST', 'RMP_ERR_EDGE_BAD_PATH', 'RMP_ERR_EDGE_BAD_HOST'],
   create: (env) => createIdentifyPhase(env.getRuntime),
 };

@@ -70,7 +70,8 @@ export const levelPhase: PhaseModule = {
   name: 'level',
   folder: 'level',
   summary:
-    '— (counts requests per route and from never-seen prefixes, samples 1 in N into the feature sketches; a 1 s tick sets the attack level, `rempart_attack_level`: [attack-level.md](attack-level.md))',
+    '— (counts requests per route and from never-seen prefixes, samples 1 in N into the feature sketches; a 1 s ' +
+    'tick sets the attack level, `rempart_attack_level`: [attack-level.md](attack-level.md))',
   create: (env) => createLevelPhase(env),
   adminRoutes: (_phase, env) => levelAdminRoutes(env),
 };

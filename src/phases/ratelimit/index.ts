@@ -208,7 +208,8 @@ export const rateLimitPhase: PhaseModule<RateLimitPhase> = {
   name: 'rateLimit',
   folder: 'ratelimit',
   summary:
-    '429 with Retry-After, RateLimit-Policy and RateLimit headers (GCRA per address, prefix, session or API key; each 429 is an offence towards a ban; [rate-limits.md](rate-limits.md))',
+    '429 with Retry-After, RateLimit-Policy and RateLimit headers (GCRA per address, prefix, session or API ' +
+    'key; each 429 is an offence towards a ban; [rate-limits.md](rate-limits.md))',
   codes: ['RMP_ERR_RATE_LIMITED'],
   create: (env) => createRateLimitPhase(env),
 };

@@ -152,7 +152,8 @@ export const signaturesPhase: PhaseModule<SignaturesPhase> = {
   name: 'signatures',
   folder: 'signatures',
   summary:
-    '403 for an unknown client matching a blocking rule; marks it for the challenge (`ctx.challengeRule`) for a challenging rule; known clients skip it ([signatures.md](signatures.md))',
+    '403 for an unknown client matching a blocking rule; marks it for the challenge (`ctx.challengeRule`) for a ' +
+    'challenging rule; known clients skip it ([signatures.md](signatures.md))',
   codes: ['RMP_ERR_SIGNATURE_BLOCKED'],
   create: (env) => createSignaturesPhase(env),
   adminRoutes: (phase, env) => signaturesAdminRoutes(phase, env),

@@ -176,7 +176,8 @@ export const waitingRoomPhase: PhaseModule<WaitingRoomPhase> = {
   name: 'waitingRoom',
   folder: 'waiting-room',
   summary:
-    'on routes with `waitingRoom.enabled` while their class is saturated: the waiting page, 503 with Retry-After and the visitor\'s place in line (JSON, or a self-refreshing HTML page for browsers)',
+    'on routes with `waitingRoom.enabled` while their class is saturated: the waiting page, 503 with ' +
+    'Retry-After and the visitor\'s place in line (JSON, or a self-refreshing HTML page for browsers)',
   codes: ['RMP_ERR_WAITING_ROOM'],
   create: (env) => createWaitingRoomPhase(env.getRuntime, env.metrics, env.clock, new CookieSigner(env.roomKey)),
 };
