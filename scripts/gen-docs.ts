@@ -1,11 +1,14 @@
 // Generates the reference docs from code: docs/config.md and docs/config.schema.json from the
 // config schema, docs/errors.md from the error table, docs/metrics.md from the metric
-// declarations. `npm run docs` writes them; test/docs.test.ts fails when a committed file drifts.
-import { writeFile } from 'node:fs/promises';
+// declarations, and the phase table of docs/lifecycle.md (the rest of that page is prose) from the
+// phase list. `npm run docs` writes them; test/docs.test.ts fails when a committed file drifts.
+import { readFile, writeFile } from 'node:fs/promises';
 import { ConfigSchema } from '../src/config/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN, UNIT_EXAMPLES, unitOfKey, type Unit } from '../src/core/schema-util.ts';
 import { ERRORS } from '../src/core/errors.ts';
 import { createMetrics } from '../src/core/metrics.ts';
+import { PHASES } from '../src/phases/index.ts';
+import type { PhaseModule } from '../src/pipeline/phase.ts';
 
 type SchemaNode = {
   type?: string;
@@ -175,12 +178,37 @@ export async function renderMetricsMd(): Promise<string> {
   return `${out.join('\n')}\n`;
 }
 
+const PHASES_BEGIN = '<!-- phases:begin';
+const PHASES_END = '<!-- phases:end -->';
+
+/** The phase table of docs/lifecycle.md: one row per module of the list, in its order. */
+export function renderPhaseTable(modules: readonly PhaseModule[] = PHASES): string {
+  const out = ['| # | phase | where | can answer | reason codes |', '| --- | --- | --- | --- | --- |'];
+  modules.forEach((m, i) => {
+    const codes = m.codes === undefined || m.codes.length === 0 ? '—' : m.codes.map((c) => `\`${c}\``).join(', ');
+    const summary = m.summary.replaceAll('|', '\\|');
+    out.push(`| ${i + 1} | \`${m.name}\` | \`src/phases/${m.folder}/\` | ${summary} | ${codes} |`);
+  });
+  return out.join('\n');
+}
+
+/** docs/lifecycle.md as written, with the generated phase table between its markers. */
+export function renderLifecycleMd(current: string): string {
+  const begin = current.indexOf(PHASES_BEGIN);
+  const end = current.indexOf(PHASES_END);
+  if (begin === -1 || end < begin) throw new Error(`docs/lifecycle.md lacks its phases:begin/end markers`);
+  const head = current.slice(0, current.indexOf('\n', begin) + 1);
+  return `${head}${renderPhaseTable()}\n${current.slice(end)}`;
+}
+
 export async function renderAll(): Promise<Record<string, string>> {
+  const lifecycle = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
   return {
     'docs/config.md': renderConfigMd(),
     'docs/config.schema.json': renderConfigJsonSchema(),
     'docs/errors.md': renderErrorsMd(),
     'docs/metrics.md': await renderMetricsMd(),
+    'docs/lifecycle.md': renderLifecycleMd(lifecycle),
   };
 }
 

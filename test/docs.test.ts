@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { renderAll } from '../scripts/gen-docs.ts';
 
 test('the generated reference docs match the code (run `npm run docs` after changing schema, errors or metrics)', async () => {
@@ -10,19 +10,20 @@ test('the generated reference docs match the code (run `npm run docs` after chan
   }
 });
 
-test('docs/lifecycle.md names every phase of the pipeline, in order', async () => {
-  const { createGateway } = await import('../src/app/gateway.ts');
-  assert.ok(createGateway);
-  // Lower-cased on both sides: factory names are compared lower-cased (createWaitingRoomPhase → `waitingRoom`).
-  const text = (await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8')).toLowerCase();
-  const src = await readFile(new URL('../src/app/gateway.ts', import.meta.url), 'utf8');
-  // Phases are made by createXxxPhase(getRuntime|defense, …) or taken from the challenge guard (familiarity, challenge).
-  const order = [...src.matchAll(/create(\w+)Phase\((?:getRuntime|defense)[,)]|challengeGuard\.(familiarity|challenge),/g)].map((m) => (m[1] ?? m[2])!.toLowerCase());
-  assert.ok(order.length >= 3, 'phases found in gateway.ts');
+test('docs/lifecycle.md names every phase of the list, in order, and every phase folder is in the list', async () => {
+  const { PHASES } = await import('../src/phases/index.ts');
+  const text = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
+  assert.ok(PHASES.length >= 3, 'phases in src/phases/index.ts');
   let last = -1;
-  for (const name of order) {
-    const at = text.indexOf(`\`${name}\``);
-    assert.ok(at > last, `phase ${name} appears in docs/lifecycle.md after the previous one`);
+  for (const m of PHASES) {
+    const at = text.indexOf(`\`${m.name}\``);
+    assert.ok(at > last, `phase ${m.name} appears in docs/lifecycle.md after the previous one`);
     last = at;
+    assert.ok(m.summary.trim() !== '' && !m.summary.includes('\n'), `phase ${m.name} has a one-line summary`);
   }
+  assert.equal(new Set(PHASES.map((m) => m.name)).size, PHASES.length, 'phase names are unique');
+  const entries = await readdir(new URL('../src/phases/', import.meta.url), { withFileTypes: true });
+  const folders = entries.filter((d) => d.isDirectory()).map((d) => d.name);
+  for (const m of PHASES) assert.ok(folders.includes(m.folder), `phase ${m.name}: src/phases/${m.folder}/ exists`);
+  for (const f of folders) assert.ok(PHASES.some((m) => m.folder === f), `src/phases/${f}/ holds a phase of PHASES`);
 });

@@ -9,8 +9,8 @@ import { createMetrics, type Metrics } from '../src/core/metrics.ts';
 import { createLogger } from '../src/core/log.ts';
 import { RequestContext } from '../src/pipeline/context.ts';
 import { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
-import { createLevelPhase } from '../src/phases/level/index.ts';
-import { createAdminApi, type ApiHandler } from '../src/control/api.ts';
+import { createLevelPhase, levelAdminRoutes } from '../src/phases/level/index.ts';
+import type { AdminRoute, ApiHandler } from '../src/pipeline/admin-route.ts';
 import type { DefenseDeps } from '../src/pipeline/env.ts';
 import type { Phase } from '../src/pipeline/phase.ts';
 import { memoryLog } from './helpers.ts';
@@ -46,6 +46,8 @@ export interface Sim {
   send(r: SimRequest): RequestContext;
   /** Advance one second and tick. */
   second(): void;
+  /** Serve these admin routes too (as the composition root mounts a phase module's routes). */
+  mount(routes: readonly AdminRoute[]): void;
   /** Call an admin API handler directly (as operator `tester`); throws ApiError like the real API would answer 4xx. */
   call(method: string, path: string, body?: unknown): { status: number; body: any };
 }
@@ -81,11 +83,9 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
     clock,
     level: monitor,
     bans: { isBanned: () => false, ban() {}, unban: () => false, offence() {} },
-    api: createAdminApi(log),
     alerts: alertSink,
   };
   const routes: Array<{ method: string; segments: string[]; handler: ApiHandler }> = [];
-  deps.api.route = (method, pattern, _scope, handler) => void routes.push({ method, segments: pattern.split('/'), handler });
   const level = createLevelPhase(deps);
   const sim: Sim = {
     clock,
@@ -96,6 +96,9 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
     logs: lines,
     alerts,
     level,
+    mount(list) {
+      for (const r of list) routes.push({ method: r.method, segments: r.path.split('/'), handler: r.handler });
+    },
     ctx(r) {
       const names = r.script ? SCRIPT_HEADERS : BROWSER_HEADERS;
       const ua = r.ua ?? BROWSERS[0]!;
@@ -130,6 +133,7 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
       throw new Error(`no route ${method} ${path}`);
     },
   };
+  sim.mount(levelAdminRoutes(deps));
   return sim;
 }
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AttackLevel } from '../src/pipeline/env.ts';
-import { createSignaturesPhase, parseApproval } from '../src/phases/signatures/index.ts';
+import { createSignaturesPhase, parseApproval, signaturesAdminRoutes } from '../src/phases/signatures/index.ts';
 import { Verdict } from '../src/pipeline/phase.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
@@ -29,6 +29,7 @@ function simWithSignatures(signatures: Record<string, unknown> = {}) {
   const sim = createSim({ defense: { signatures: { sampleEvery: 1, ...signatures } } });
   (sim.deps as { bans: unknown }).bans = { isBanned: () => false, ban() {}, unban: () => false, offence: (a: string, k: string, id: string) => void offences.push(`${a} ${k} ${id}`) };
   const phase = createSignaturesPhase(sim.deps);
+  sim.mount(signaturesAdminRoutes(phase, sim.deps));
   return { sim, phase, offences };
 }
 

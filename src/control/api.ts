@@ -2,39 +2,31 @@
 // stored only as SHA-256 hashes (a tokens file written by `rempart token create`, which shows the
 // plain token once) or given whole in REMPART_ADMIN_TOKEN (hashed at start, never logged). A
 // presented token is hashed and compared with every stored hash in constant time. Scopes: `read`
-// may GET, `operator` may also act. Phases register their endpoints with route(); see docs/admin-api.md.
+// may GET, `operator` may also act. Phase modules list their endpoints (PhaseModule.adminRoutes) and the
+// composition root mounts them with mount(); see docs/admin-api.md.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../core/log.ts';
+import { ApiError, type AdminRoute, type ApiHandler, type ApiResponse, type Scope } from '../pipeline/admin-route.ts';
 
-export type Scope = 'read' | 'operator';
+// The route types and handler helpers live below the phases, which write handlers with them.
+export {
+  ApiError,
+  bodyObject,
+  type AdminRoute,
+  type ApiHandler,
+  type ApiRequest,
+  type ApiResponse,
+  type Scope,
+} from '../pipeline/admin-route.ts';
+
 export interface TokenEntry {
   readonly name: string;
   readonly scope: Scope;
   /** SHA-256 of the token, 32 bytes. */
   readonly hash: Buffer;
 }
-
-export interface ApiRequest {
-  readonly method: string;
-  readonly path: string;
-  /** The `:name` segments of the route pattern. */
-  readonly params: Readonly<Record<string, string>>;
-  readonly query: URLSearchParams;
-  /** Parsed JSON body (POST/PUT/DELETE), or null. */
-  readonly body: unknown;
-  /** Who asked: the token's name. */
-  readonly who: string;
-  readonly scope: Scope;
-}
-
-export interface ApiResponse {
-  readonly status: number;
-  readonly body: unknown;
-}
-
-export type ApiHandler = (req: ApiRequest) => ApiResponse | Promise<ApiResponse>;
 
 /** A long-lived answer (Server-Sent Events): the handler owns `res` once the token and scope passed. */
 export type StreamHandler = (req: IncomingMessage, res: ServerResponse, who: string) => void;
@@ -47,15 +39,6 @@ export interface ApiAction {
   /** The request body as sent (validated by the handler), or null. */
   readonly body: unknown;
   readonly status: number;
-}
-
-/** A client mistake the handler reports as 400 with this message. */
-export class ApiError extends Error {
-  readonly status: number;
-  constructor(message: string, status = 400) {
-    super(message);
-    this.status = status;
-  }
 }
 
 interface RouteEntry {
@@ -117,6 +100,8 @@ export function findToken(tokens: readonly TokenEntry[], presented: string): Tok
 export interface AdminApi {
   /** Register an endpoint. `pattern` is under /api/, segments starting with `:` are parameters. GET needs `read`, others need the scope given. */
   route(method: 'GET' | 'POST' | 'PUT' | 'DELETE', pattern: string, scope: Scope, handler: ApiHandler): void;
+  /** Register the endpoints a phase module lists (the composition root calls it once per module). */
+  mount(routes: readonly AdminRoute[]): void;
   /** Register a streaming GET endpoint (read scope at least): the handler writes the answer itself. */
   stream(pattern: string, scope: Scope, handler: StreamHandler): void;
   /** Answer a request under /api/ (the admin server calls it). */
@@ -204,6 +189,9 @@ export function createAdminApi(log: Logger): AdminApi {
       if (!pattern.startsWith('/api/')) throw new Error(`admin API routes live under /api/: ${pattern}`);
       routes.push({ method, segments: pattern.slice(1).split('/'), scope: method === 'GET' ? scope : 'operator', handler, stream: null });
     },
+    mount(list) {
+      for (const r of list) api.route(r.method, r.path, r.scope, r.handler);
+    },
     stream(pattern, scope, handler) {
       if (!pattern.startsWith('/api/')) throw new Error(`admin API routes live under /api/: ${pattern}`);
       routes.push({ method: 'GET', segments: pattern.slice(1).split('/'), scope, handler: null, stream: handler });
@@ -268,10 +256,4 @@ export function createAdminApi(log: Logger): AdminApi {
     },
   };
   return api;
-}
-
-/** Helpers for handlers validating a JSON body. */
-export function bodyObject(body: unknown): Record<string, unknown> {
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ApiError('body must be a JSON object');
-  return body as Record<string, unknown>;
 }

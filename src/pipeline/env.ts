@@ -1,12 +1,14 @@
-// The contracts between the defence guards (issue 5) and what they share. Each guard is a phase in
-// its own folder (src/phases/{ban,level,ratelimit,challenge,signatures,exfiltration}); what several
-// phases or the accept layer read lives behind the small interfaces below, so cluster mode can back
-// them with Valkey/Redis later without touching the phases (docs/lifecycle.md, docs/defense.md).
+// The environment of the phases: PhaseEnv, the one object every PhaseModule.create receives
+// (src/pipeline/phase.ts, the list in src/phases/index.ts). What several phases or the accept layer
+// read lives behind the small interfaces below, so cluster mode can back them with Valkey/Redis
+// without touching the phases (docs/lifecycle.md, docs/defense.md). The composition root
+// (src/app/compose.ts) makes every service here before it builds any phase.
+import type { StaleSource } from './services.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from './runtime.ts';
-import type { AdminApi } from '../control/api.ts';
+import type { Phase } from './phase.ts';
 import type { LeaseBroker } from '../store/leases.ts';
 
 /** How a guard acts: `off` does nothing, `observe` decides/counts/logs but lets through, `enforce` acts. */
@@ -38,7 +40,10 @@ export interface BanList {
   offence(address: string, kind: string, ruleId: string): void;
 }
 
-/** Everything a defence phase may need; one object so every phase factory has the same signature. */
+/**
+ * The shared services, made first: the defence phases' factories take this part of PhaseEnv, and so
+ * do the services built from it before the phases (the challenge guard).
+ */
 export interface DefenseDeps {
   readonly getRuntime: () => Runtime;
   readonly metrics: Metrics;
@@ -46,10 +51,28 @@ export interface DefenseDeps {
   readonly clock: Clock;
   readonly level: AttackLevelView;
   readonly bans: BanList;
-  readonly api: AdminApi;
   readonly alerts: AlertSink;
   /** Token leases for `scope: global` rate limits (cluster mode, src/store/leases.ts); absent: every rule counts per node. */
   readonly leases?: LeaseBroker;
+}
+
+/**
+ * Two phases that share one guard made asynchronously before the list is built (keys are read from
+ * files): `familiarity` and `challenge` (src/phases/challenge/, ChallengeGuard).
+ */
+export interface ChallengePhases {
+  readonly familiarity: Phase;
+  readonly challenge: Phase;
+}
+
+/** The one environment of every phase module's create() (and adminRoutes()). */
+export interface PhaseEnv extends DefenseDeps {
+  /** The challenge guard's two phases. */
+  readonly challenge: ChallengePhases;
+  /** Stale copies for phases that shed or find the upstream unavailable (bound to the `cache` phase). */
+  readonly stale: StaleSource;
+  /** The key waiting-room tickets and passes are signed with (never logged). */
+  readonly roomKey: Buffer;
 }
 
 /** Where guards raise alerts (src/control/alerts.ts sends them on; the audit trail records them). */
@@ -61,3 +84,5 @@ export interface AlertSink {
    */
   raise(kind: string, message: string, fields: Record<string, unknown>, logged?: boolean): void;
 }
+
+export type { StaleSource };

@@ -1,8 +1,12 @@
 // The request path: an ordered list of named phases, each returning a verdict, run by one runner.
 // A phase either lets the request continue, answers it locally (429, 503, a challenge, a stale copy),
 // or sends it to its upstream. `done` always runs afterwards, in reverse order (Envoy's encoder
-// order), to release what earlier phases took. See docs/lifecycle.md.
+// order), to release what earlier phases took. Each phase is described by a PhaseModule; the ordered
+// list of modules is src/phases/index.ts. See docs/lifecycle.md.
 import type { RequestContext } from './context.ts';
+import type { ErrorCode } from '../core/errors.ts';
+import type { AdminRoute } from './admin-route.ts';
+import type { PhaseEnv } from './env.ts';
 
 /** What a phase decided. Plain numbers: no allocation per request. */
 export const Verdict = {
@@ -22,6 +26,26 @@ export interface Phase {
   onRequest(ctx: RequestContext): Verdict | Promise<Verdict>;
   /** Runs once per request after the response is finished or the client is gone, whatever happened. */
   onDone?(ctx: RequestContext): void;
+}
+
+/**
+ * What the composition root knows of a phase: how to build it and what to document. `create` has no
+ * side effects (no admin route registered, no timer started): the root mounts `adminRoutes`, and
+ * docs/lifecycle.md's phase table is generated from name, folder, summary and codes.
+ */
+export interface PhaseModule<P extends Phase = Phase> {
+  /** The phase's name (equal to the built phase's `name`). */
+  readonly name: string;
+  /** The folder under src/phases/ that holds it (docs/lifecycle.md's "where" column). */
+  readonly folder: string;
+  /** What it decides or answers, one line of Markdown for docs/lifecycle.md. */
+  readonly summary: string;
+  /** The reason codes it can answer (or mark a request) with, for the docs table. */
+  readonly codes?: readonly ErrorCode[];
+  /** Build the phase. Called once per gateway, in list order. */
+  create(env: PhaseEnv): P;
+  /** The admin endpoints this phase serves, mounted on the admin API by the composition root. */
+  adminRoutes?(phase: P, env: PhaseEnv): readonly AdminRoute[];
 }
 
 /**

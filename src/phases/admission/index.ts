@@ -2,7 +2,7 @@
 // priority queue, or be shed with 503 + Retry-After. The fast path (a free slot) is synchronous and
 // allocates nothing; only a request that really waits gets a promise. `onDone` gives the slot back
 // and tells the limiter how the exchange went. See docs/admission.md.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -162,3 +162,16 @@ function releaseSlot(ctx: RequestContext): void {
   gate.release(ctx.admissionClass, sample, sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0, ctx.route?.rttSlot ?? 0);
   ctx.admissionClass = -1;
 }
+
+export const admissionPhase: PhaseModule<AdmissionPhase> = {
+  name: 'admission',
+  folder: 'admission',
+  summary:
+    '503 with Retry-After (JSON, or a small HTML page for browsers); a stale copy instead when the cache has ' +
+    'one',
+  codes: ['RMP_ERR_ADMISSION_SHED', 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'],
+  create: (env) => {
+    const stale = env.stale;
+    return createAdmissionPhase(env.getRuntime, env.metrics, env.clock, (ctx) => stale.serveStaleIfAny(ctx));
+  },
+};

@@ -1,13 +1,13 @@
 // Phase `ban`: a request from a banned address (or prefix) on a keep-alive connection opened before its
 // ban gets 403 RMP_ERR_BANNED and `Connection: close`; new connections are refused on accept
 // (src/server/accept.ts). It also catches clients behind a trusted proxy, whose address only the
-// request names. Registers the ban endpoints of the admin API (docs/bans.md).
-import type { Phase } from '../../pipeline/phase.ts';
+// request names. Lists the ban endpoints of the admin API (docs/bans.md).
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import { decide } from '../../pipeline/guard.ts';
 import { BanTable } from './table.ts';
 import type { DefenseDeps } from '../../pipeline/env.ts';
-import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
+import { ApiError, bodyObject, type AdminRoute } from '../../pipeline/admin-route.ts';
 import { parseTarget } from './target.ts';
 
 const CLOSE = { connection: 'close' } as const;
@@ -16,7 +16,6 @@ const MAX_TTL_SEC = 2592000;
 
 export function createBanPhase(deps: DefenseDeps): Phase {
   const table = deps.bans instanceof BanTable ? deps.bans : null;
-  registerBanApi(deps, deps.api, table);
   return {
     name: 'ban',
     onRequest(ctx) {
@@ -33,16 +32,18 @@ export function createBanPhase(deps: DefenseDeps): Phase {
   };
 }
 
-function registerBanApi(deps: DefenseDeps, api: AdminApi, table: BanTable | null): void {
-  api.route('GET', '/api/bans', 'read', (req) => {
+/** GET, POST /api/bans and DELETE /api/bans/:target (docs/bans.md). */
+export function banAdminRoutes(deps: DefenseDeps): readonly AdminRoute[] {
+  const table = deps.bans instanceof BanTable ? deps.bans : null;
+  const list: AdminRoute['handler'] = (req) => {
     if (table === null) throw new ApiError('this ban list cannot be listed', 501);
     const limitText = req.query.get('limit');
     const limit = limitText === null ? 1000 : Number(limitText);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100000) throw new ApiError('limit must be an integer from 1 to 100000');
     return { status: 200, body: { mode: table.mode, active: table.activeCount(), bans: table.list(limit) } };
-  });
+  };
 
-  api.route('POST', '/api/bans', 'operator', (req) => {
+  const add: AdminRoute['handler'] = (req) => {
     const body = bodyObject(req.body);
     for (const k of Object.keys(body)) if (k !== 'target' && k !== 'ttlSec' && k !== 'reason') throw new ApiError(`unknown field ${JSON.stringify(k)} (expected target, ttlSec, reason)`);
     const { target, ttlSec, reason } = body;
@@ -61,13 +62,29 @@ function registerBanApi(deps: DefenseDeps, api: AdminApi, table: BanTable | null
     const e = table.banEntry(t.display, ttlSec * 1000, why, '', by);
     if (e === null) throw new ApiError('the ban was not made', 409);
     return { status: 201, body: table.view(e) };
-  });
+  };
 
-  api.route('DELETE', '/api/bans/:target', 'operator', (req) => {
+  const lift: AdminRoute['handler'] = (req) => {
     const raw = req.params.target ?? '';
     const t = parseTarget(raw);
     if (t === null) throw new ApiError(`target ${JSON.stringify(raw.slice(0, 80))} is neither an address nor a prefix (URL-encode the slash: 203.0.113.0%2F24)`);
     if (!deps.bans.unban(t.display, `operator:${req.who}`)) return { status: 404, body: { error: { code: 'RMP_ERR_ADMIN_NOT_FOUND', message: `${t.display} is not banned` } } };
     return { status: 200, body: { target: t.display, lifted: true } };
-  });
+  };
+  return [
+    { method: 'GET', path: '/api/bans', scope: 'read', handler: list },
+    { method: 'POST', path: '/api/bans', scope: 'operator', handler: add },
+    { method: 'DELETE', path: '/api/bans/:target', scope: 'operator', handler: lift },
+  ];
 }
+
+export const banPhase: PhaseModule = {
+  name: 'ban',
+  folder: 'ban',
+  summary:
+    '403 with `Connection: close` for a banned address (or prefix) on a connection opened before its ban, or ' +
+    'behind a trusted proxy ([bans.md](bans.md))',
+  codes: ['RMP_ERR_BANNED'],
+  create: (env) => createBanPhase(env),
+  adminRoutes: (_phase, env) => banAdminRoutes(env),
+};

@@ -2,7 +2,7 @@
 // admission slot or an upstream connection, so a slow-POST client trickling its body holds only its
 // own socket. Without this, twenty slow POSTs would hold twenty admission slots and the queue behind
 // them would be shed. Larger bodies stream after the buffered part (src/pipeline/buffer-body.ts).
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -37,3 +37,11 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
     },
   };
 }
+
+export const bodyPhase: PhaseModule = {
+  name: 'body',
+  folder: 'body',
+  summary: '413 (body over the route\'s limit), 408 via the request timeout',
+  codes: ['RMP_ERR_EDGE_BODY_TOO_LARGE'],
+  create: (env) => createBodyPhase(env.getRuntime),
+};

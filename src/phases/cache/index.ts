@@ -3,7 +3,7 @@
 // background request refreshes it, and stands in whenever the origin fails or the request is shed.
 // What is stored and for how long: policy.ts; the key: key.ts; the memory bound: store.ts; docs/cache.md.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext, ResponseTap } from '../../pipeline/context.ts';
 import type { CompiledRoute, Runtime } from '../../pipeline/runtime.ts';
@@ -592,3 +592,13 @@ class CacheTap implements ResponseTap {
     for (const w of flight.waiters) w(outcome);
   }
 }
+
+export const cachePhase: PhaseModule<CachePhase> = {
+  name: 'cache',
+  folder: 'cache',
+  summary:
+    'the stored response (`x-cache: HIT`), a stale copy (`x-cache: STALE`); a miss waits for the same key\'s ' +
+    'origin request (collapsing). Decisions `cache_hit`, `stale`; the log field `cache` gives why (`hit`, ' +
+    '`miss`, `collapsed`, `stale:revalidating`, `stale:error`, `miss:not_stored:private` …)',
+  create: (env) => createCachePhase(env.getRuntime, env.metrics, env.clock),
+};

@@ -3,7 +3,7 @@
 // Stateless per client: challenges, delay tokens and clearances are signed (tokens.ts); the server
 // keeps only bounded tables: used solutions (replay.ts), origin-granted sessions (sessions.ts) and a
 // fixed sketch of ignored challenges (ignored.ts). Protocol and doors: docs/challenge.md.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { ErrorCode } from '../../core/errors.ts';
@@ -355,3 +355,24 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     },
   };
 }
+
+export const familiarityPhase: PhaseModule = {
+  name: 'familiarity',
+  folder: 'challenge',
+  summary:
+    '— (leaves the check that marks the client known — a valid clearance, a session the origin granted on a ' +
+    '2xx, or a verified JWT — run on the first read of `ctx.known`; see [challenge.md](challenge.md))',
+  // Built with the challenge phase by createChallengeGuard (the composition root makes the guard first).
+  create: (env) => env.challenge.familiarity,
+};
+
+export const challengePhase: PhaseModule = {
+  name: 'challenge',
+  folder: 'challenge',
+  summary:
+    '403 with a proof-of-work challenge (HTML interstitial, no-JS refresh, or JSON) for unknown clients when ' +
+    'the level or a rule asks; a good `Rempart-Solution` lets the request on with a clearance; answers ' +
+    '`/.rempart/challenge/verify` itself (303 or 200 with the clearance) whatever the routes',
+  codes: ['RMP_ERR_CHALLENGE', 'RMP_ERR_CHALLENGE_FAILED'],
+  create: (env) => env.challenge.challenge,
+};

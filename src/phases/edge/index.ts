@@ -3,7 +3,7 @@
 // invalid TE) before a request exists; this phase closes the gaps it leaves open: a Transfer-Encoding
 // other than exactly `chunked`, Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1), duplicate Host,
 // and the configured URL, header-count and body limits.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -76,3 +76,19 @@ export function createEdgePhase(getRuntime: () => Runtime): Phase {
     },
   };
 }
+
+export const edgePhase: PhaseModule = {
+  name: 'edge',
+  folder: 'edge',
+  summary:
+    '414, 431, 400; 417 for an `Expect` other than `100-continue` (answered here, after the framing checks, not ' +
+    'by Node before them)',
+  codes: [
+    'RMP_ERR_EDGE_URL_TOO_LONG',
+    'RMP_ERR_EDGE_HEADERS_TOO_LARGE',
+    'RMP_ERR_EDGE_SMUGGLING',
+    'RMP_ERR_EDGE_DUPLICATE_HOST',
+    'RMP_ERR_EDGE_EXPECTATION',
+  ],
+  create: (env) => createEdgePhase(env.getRuntime),
+};

@@ -5,7 +5,7 @@
 // See docs/exfiltration.md.
 import type { Config } from '../../config/schema.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import { decide } from '../../pipeline/guard.ts';
 import type { DefenseDeps } from '../../pipeline/env.ts';
@@ -166,3 +166,14 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
     },
   };
 }
+
+export const exfiltrationPhase: PhaseModule<ExfiltrationPhase> = {
+  name: 'exfiltration',
+  folder: 'exfiltration',
+  summary:
+    '429 with Retry-After for an identity (session, address, prefix or API key) past its quota on a route ' +
+    'marked `sensitive` (documents per hour, bytes per day); counts documents in `done`; raises an alert once ' +
+    'per identity and cooldown ([exfiltration.md](exfiltration.md))',
+  codes: ['RMP_ERR_EXFILTRATION'],
+  create: (env) => createExfiltrationPhase(env),
+};

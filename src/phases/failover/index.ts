@@ -4,7 +4,7 @@
 // usable it records that choice (ctx.upstreamChoice, its slot): the cache may still answer from storage
 // first, and if it does not, `unavailable` answers with the status page (503), or lets the cache's
 // StaleSource stand a stale copy in, instead of waiting on a dead upstream.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import { UpstreamChoice, type RequestContext } from '../../pipeline/context.ts';
 import type { CompiledRoute, CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
@@ -12,6 +12,7 @@ import type { Metrics } from '../../core/metrics.ts';
 import type { Logger } from '../../core/log.ts';
 import type { StaleSource } from '../../pipeline/services.ts';
 import { failUnavailable } from './status-page.ts';
+import { feedBreaker } from './breaker-feed.ts';
 
 /** Usable: breaker not open (taking the half-open probe if it is due) and, with a health check, healthy. */
 export function isUsable(u: CompiledUpstream): boolean {
@@ -37,6 +38,8 @@ export function createFailoverPhase(_getRuntime: () => Runtime, metrics: Metrics
 
   return {
     name: 'failover',
+    // The request is over: a forwarded one tells its upstream's breaker how it went.
+    onDone: feedBreaker,
     onRequest(ctx: RequestContext) {
       const route = ctx.route!;
       const primary = route.upstream;
@@ -74,3 +77,22 @@ export function createUnavailablePhase(getRuntime: () => Runtime, stale: StaleSo
     },
   };
 }
+
+export const failoverPhase: PhaseModule = {
+  name: 'failover',
+  folder: 'failover',
+  summary:
+    '— (switches the request to the route\'s `fallback` upstream, or marks it unavailable; a log line and ' +
+    '`rempart_failover_total` once per switch of a route; its `done` feeds the upstream\'s circuit breaker)',
+  create: (env) => createFailoverPhase(env.getRuntime, env.metrics, env.log),
+};
+
+export const unavailablePhase: PhaseModule = {
+  name: 'unavailable',
+  folder: 'failover',
+  summary:
+    'a stale copy if the cache has one, else the status page: 503 with Retry-After and the operator\'s message ' +
+    '(JSON, or HTML for browsers)',
+  codes: ['RMP_ERR_UPSTREAM_UNAVAILABLE'],
+  create: (env) => createUnavailablePhase(env.getRuntime, env.stale),
+};

@@ -2,7 +2,7 @@
 // trusted PROXY protocol header gave); X-Forwarded-For is believed only when the peer is a trusted
 // proxy, and then only up to the first untrusted hop, so a client cannot spoof its address.
 import { isIP } from 'node:net';
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import { isTrusted, type Runtime } from '../../pipeline/runtime.ts';
@@ -96,3 +96,13 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
     },
   };
 }
+
+export const identifyPhase: PhaseModule = {
+  name: 'identify',
+  folder: 'identify',
+  summary:
+    '400 for a request target that is neither origin- nor absolute-form, a path that cannot be normalised ' +
+    'safely, or a malformed Host ([below](#paths-and-hosts))',
+  codes: ['RMP_ERR_EDGE_BAD_REQUEST', 'RMP_ERR_EDGE_BAD_PATH', 'RMP_ERR_EDGE_BAD_HOST'],
+  create: (env) => createIdentifyPhase(env.getRuntime),
+};

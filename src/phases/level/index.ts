@@ -1,13 +1,13 @@
 // Phase `level`: feeds attack-level detection and blocks nothing. Per request it bumps counters and
 // samples 1 in N requests into the feature sketches (src/phases/level/traffic.ts); the monitor
-// (src/phases/level/monitor.ts) turns them into the level once a second. Also serves /api/level.
-import type { Phase } from '../../pipeline/phase.ts';
+// (src/phases/level/monitor.ts) turns them into the level once a second. Also lists /api/level.
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { DefenseDeps } from '../../pipeline/env.ts';
 import { ATTACK_LEVEL_NAMES, type AttackLevelName } from '../../pipeline/env.ts';
 import { AttackLevelMonitor } from './monitor.ts';
-import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
+import { ApiError, bodyObject, type AdminRoute } from '../../pipeline/admin-route.ts';
 
 /**
  * @example
@@ -17,7 +17,6 @@ import { ApiError, bodyObject, type AdminApi } from '../../control/api.ts';
 export function createLevelPhase(deps: DefenseDeps): Phase {
   const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
   if (monitor === null) return { name: 'level', onRequest: () => Verdict.Continue };
-  registerLevelApi(deps.api, monitor);
   const traffic = monitor.traffic;
   const clock = deps.clock;
   return {
@@ -47,15 +46,32 @@ export function parseOverride(body: unknown): { level: AttackLevelName; reason: 
   return { level: level as AttackLevelName, reason: reason.trim() };
 }
 
-function registerLevelApi(api: AdminApi, monitor: AttackLevelMonitor): void {
-  api.route('GET', '/api/level', 'read', () => ({ status: 200, body: monitor.snapshot() }));
-  api.route('PUT', '/api/level', 'operator', (req) => {
+/** GET, PUT and DELETE /api/level (docs/attack-level.md); none without the monitor. */
+export function levelAdminRoutes(deps: DefenseDeps): readonly AdminRoute[] {
+  const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
+  if (monitor === null) return [];
+  const set: AdminRoute['handler'] = (req) => {
     const { level, reason } = parseOverride(req.body);
     monitor.setOverride(level, reason, req.who);
     return { status: 200, body: monitor.snapshot() };
-  });
-  api.route('DELETE', '/api/level', 'operator', (req) => {
+  };
+  const release: AdminRoute['handler'] = (req) => {
     const released = monitor.releaseOverride(req.who);
     return { status: 200, body: { released, ...monitor.snapshot() } };
-  });
+  };
+  return [
+    { method: 'GET', path: '/api/level', scope: 'read', handler: () => ({ status: 200, body: monitor.snapshot() }) },
+    { method: 'PUT', path: '/api/level', scope: 'operator', handler: set },
+    { method: 'DELETE', path: '/api/level', scope: 'operator', handler: release },
+  ];
 }
+
+export const levelPhase: PhaseModule = {
+  name: 'level',
+  folder: 'level',
+  summary:
+    '— (counts requests per route and from never-seen prefixes, samples 1 in N into the feature sketches; a 1 s ' +
+    'tick sets the attack level, `rempart_attack_level`: [attack-level.md](attack-level.md))',
+  create: (env) => createLevelPhase(env),
+  adminRoutes: (_phase, env) => levelAdminRoutes(env),
+};

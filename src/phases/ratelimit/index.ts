@@ -2,7 +2,7 @@
 // and route; 429 with Retry-After and the IETF RateLimit-Policy / RateLimit headers. Each refusal is an
 // offence reported to the ban table: a client that keeps hammering past its limit is banned, and then
 // refused on accept where it costs least (docs/rate-limits.md, docs/bans.md).
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -203,3 +203,13 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
     },
   };
 }
+
+export const rateLimitPhase: PhaseModule<RateLimitPhase> = {
+  name: 'rateLimit',
+  folder: 'ratelimit',
+  summary:
+    '429 with Retry-After, RateLimit-Policy and RateLimit headers (GCRA per address, prefix, session or API ' +
+    'key; each 429 is an offence towards a ban; [rate-limits.md](rate-limits.md))',
+  codes: ['RMP_ERR_RATE_LIMITED'],
+  create: (env) => createRateLimitPhase(env),
+};

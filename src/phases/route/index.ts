@@ -1,6 +1,6 @@
 // Phase `route`: pick the route (host, path, method → upstream, class) and apply its body limit to
 // a declared Content-Length. Chunked bodies are counted while they stream (pipeline/forward.ts).
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -28,3 +28,11 @@ export function createRoutePhase(getRuntime: () => Runtime): Phase {
     },
   };
 }
+
+export const routePhase: PhaseModule = {
+  name: 'route',
+  folder: 'route',
+  summary: '404, 413',
+  codes: ['RMP_ERR_ROUTE_NOT_FOUND', 'RMP_ERR_EDGE_BODY_TOO_LARGE'],
+  create: (env) => createRoutePhase(env.getRuntime),
+};

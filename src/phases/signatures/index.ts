@@ -4,21 +4,26 @@
 // towards a ban. Mining runs once a second on the attack-level tick, only while the level is raised.
 // Known clients (ctx.known, set by `familiarity` just before) are never matched: a rule is a guess about
 // a crowd, and a customer who proved themselves must not pay for sharing a browser or a prefix with a bot.
-// Also serves /api/signatures. See docs/signatures.md.
-import type { Phase } from '../../pipeline/phase.ts';
+// Also lists /api/signatures. See docs/signatures.md.
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import { AttackLevel, ATTACK_LEVEL_NAMES, type DefenseDeps } from '../../pipeline/env.ts';
 import { AttackLevelMonitor } from '../level/monitor.ts';
 import { decide, requireChallenge } from '../../pipeline/guard.ts';
-import { ApiError, type AdminApi } from '../../control/api.ts';
+import { ApiError, type AdminRoute } from '../../pipeline/admin-route.ts';
 import { SignatureRules, type SignatureRule, type RuleAction } from './rules.ts';
+
+export interface SignaturesPhase extends Phase {
+  /** The rules (configured, mined, decided by operators) the admin endpoints list and change. */
+  readonly rules: SignatureRules;
+}
 
 /**
  * @example
  *   const phases = [familiarity, createSignaturesPhase(deps), challenge];
  */
-export function createSignaturesPhase(deps: DefenseDeps): Phase {
+export function createSignaturesPhase(deps: DefenseDeps): SignaturesPhase {
   const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
   const rules = new SignatureRules();
   const config = () => deps.getRuntime().config.defense.signatures;
@@ -34,10 +39,10 @@ export function createSignaturesPhase(deps: DefenseDeps): Phase {
     rules.rebuild(m.level, c);
   });
   deps.metrics.defenseReaders.signatures = (g) => g.set(rules.minedCount);
-  registerSignaturesApi(deps, rules, monitor);
 
   return {
     name: 'signatures',
+    rules,
     onRequest(ctx: RequestContext) {
       // autoApply follows the level: an operator's override takes effect at once, not at the next tick.
       if (deps.level.level !== rules.builtForLevel) rules.rebuild(deps.level.level, config());
@@ -87,8 +92,10 @@ export function parseApproval(body: unknown): RuleAction | null {
   return o.action;
 }
 
-function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor: AttackLevelMonitor | null): void {
-  const api: AdminApi = deps.api;
+/** GET /api/signatures, POST /api/signatures/:id/approve and …/reject (docs/signatures.md). */
+export function signaturesAdminRoutes(phase: SignaturesPhase, deps: DefenseDeps): readonly AdminRoute[] {
+  const rules = phase.rules;
+  const monitor = deps.level instanceof AttackLevelMonitor ? deps.level : null;
   const config = () => deps.getRuntime().config.defense.signatures;
   const find = (id: string): SignatureRule => {
     const r = rules.get(id);
@@ -96,7 +103,7 @@ function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor
     if (r.source === 'config') throw new ApiError(`rule ${id} is configured in defense.signatures.rules: change the file`);
     return r;
   };
-  api.route('GET', '/api/signatures', 'read', () => {
+  const list: AdminRoute['handler'] = () => {
     const c = config();
     return {
       status: 200,
@@ -111,8 +118,8 @@ function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor
         top: monitor?.traffic.top(10) ?? null,
       },
     };
-  });
-  api.route('POST', '/api/signatures/:id/approve', 'operator', (req) => {
+  };
+  const approve: AdminRoute['handler'] = (req) => {
     const action = parseApproval(req.body);
     const r = find(req.params.id!);
     r.state = 'approved';
@@ -121,8 +128,8 @@ function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor
     rules.rebuild(deps.level.level, config());
     deps.log.warn({ rule: r.id, action: r.action, by: req.who }, 'signature rule approved');
     return { status: 200, body: view(rules, r) };
-  });
-  api.route('POST', '/api/signatures/:id/reject', 'operator', (req) => {
+  };
+  const reject: AdminRoute['handler'] = (req) => {
     if (req.body !== null) throw new ApiError('reject takes no body');
     const r = find(req.params.id!);
     r.state = 'rejected';
@@ -130,5 +137,21 @@ function registerSignaturesApi(deps: DefenseDeps, rules: SignatureRules, monitor
     rules.rebuild(deps.level.level, config());
     deps.log.warn({ rule: r.id, by: req.who }, 'signature rule rejected');
     return { status: 200, body: view(rules, r) };
-  });
+  };
+  return [
+    { method: 'GET', path: '/api/signatures', scope: 'read', handler: list },
+    { method: 'POST', path: '/api/signatures/:id/approve', scope: 'operator', handler: approve },
+    { method: 'POST', path: '/api/signatures/:id/reject', scope: 'operator', handler: reject },
+  ];
 }
+
+export const signaturesPhase: PhaseModule<SignaturesPhase> = {
+  name: 'signatures',
+  folder: 'signatures',
+  summary:
+    '403 for an unknown client matching a blocking rule; requires the challenge (`requireChallenge`, src/pipeline/guard.ts) for a ' +
+    'challenging rule; known clients skip it ([signatures.md](signatures.md))',
+  codes: ['RMP_ERR_SIGNATURE_BLOCKED'],
+  create: (env) => createSignaturesPhase(env),
+  adminRoutes: (phase, env) => signaturesAdminRoutes(phase, env),
+};

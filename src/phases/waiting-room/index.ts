@@ -4,7 +4,7 @@
 // never interrupted. Per route the server keeps two counters and a bit per recent ticket (used once),
 // and one fixed sketch counts new places per client address. Tickets and passes are bound to the
 // client's prefix and User-Agent like clearances. See docs/waiting-room.md.
-import type { Phase } from '../../pipeline/phase.ts';
+import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { CompiledUpstream, Runtime } from '../../pipeline/runtime.ts';
@@ -171,3 +171,13 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     },
   };
 }
+
+export const waitingRoomPhase: PhaseModule<WaitingRoomPhase> = {
+  name: 'waitingRoom',
+  folder: 'waiting-room',
+  summary:
+    'on routes with `waitingRoom.enabled` while their class is saturated: the waiting page, 503 with ' +
+    'Retry-After and the visitor\'s place in line (JSON, or a self-refreshing HTML page for browsers)',
+  codes: ['RMP_ERR_WAITING_ROOM'],
+  create: (env) => createWaitingRoomPhase(env.getRuntime, env.metrics, env.clock, new CookieSigner(env.roomKey)),
+};
