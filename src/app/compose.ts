@@ -21,7 +21,7 @@ import { auditAction } from '../control/cockpit.ts';
 import { BanTable } from '../phases/ban/table.ts';
 import { AttackLevelMonitor } from '../phases/level/monitor.ts';
 import { createChallengeGuard, type ChallengeGuard } from '../phases/challenge/index.ts';
-import { loadKey } from '../phases/waiting-room/ticket.ts';
+import { CookieSigner, loadKey } from '../phases/waiting-room/ticket.ts';
 import { PHASES } from '../phases/index.ts';
 import { createCluster, type Cluster } from './cluster.ts';
 
@@ -57,6 +57,8 @@ export interface Services extends Control {
   /** The stale source of the phase environment, bound to the `cache` phase once it is built. */
   readonly stale: StaleLink;
   /** The one environment of the phases. */
+  /** What the guards share, without the services' secrets: what `Gateway.defense` shows embedders. */
+  readonly deps: DefenseDeps;
   readonly env: PhaseEnv;
 }
 
@@ -132,8 +134,8 @@ export async function createServices(o: ServiceOptions): Promise<Services> {
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challenge = await createChallengeGuard(deps);
   const stale = new StaleLink();
-  const env: PhaseEnv = { ...deps, challenge, stale, roomKey: roomKey.key };
-  return { ...control, level, bans, cluster, challenge, stale, env };
+  const env: PhaseEnv = { ...deps, challenge, stale, roomSigner: new CookieSigner(roomKey.key) };
+  return { ...control, level, bans, cluster, challenge, stale, deps, env };
 }
 
 /** The phases, in the list's order, built with one environment; their admin routes mounted on `api`. */

@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { compileRuntime, type Runtime } from '../pipeline/runtime.ts';
-import type { PhaseEnv } from '../pipeline/env.ts';
+import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
 import { cachePhase } from '../phases/cache/index.ts';
@@ -46,7 +46,7 @@ export interface Gateway {
   /** The admin API (the composition root mounts the phases' endpoints on it). */
   readonly api: AdminApi;
   /** The environment the phases were built with: the attack level, the ban table and the other services. */
-  readonly defense: PhaseEnv;
+  readonly defense: DefenseDeps;
   /** The challenge guard (familiarity and challenge phases, the token signer, origin-granted sessions). */
   readonly challenge: ChallengeGuard;
   /** The audit trail (operator actions, level changes, failovers, reloads). */
@@ -146,7 +146,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     log,
     cache,
     api,
-    defense: services.env,
+    defense: services.deps,
     challenge,
     audit: services.audit,
     cluster: services.cluster,

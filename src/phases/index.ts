@@ -17,6 +17,9 @@ import { waitingRoomPhase } from './waiting-room/index.ts';
 import { bodyPhase } from './body/index.ts';
 import { admissionPhase } from './admission/index.ts';
 
+// A request is forwarded only by falling off the end of this list (no phase returns Verdict.Forward):
+// `done` then runs every phase's onDone, and failover's feeds the upstream's breaker. A phase that
+// forwarded early would skip the onDone of every phase after it.
 export const PHASES: readonly PhaseModule[] = [
   // Who asks, for what, on which route: every later phase reads what these set.
   identifyPhase,

@@ -1,6 +1,7 @@
 // The per-request context: one class, every field set in the constructor, so V8 gives every
 // request the same hidden class and phases read plain properties.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
 import type { AdmissionEntry, AdmissionGate } from '../upstream/gate.ts';
@@ -64,6 +65,11 @@ export class RequestContext {
   // --- The request, as the server entry received it (src/server, src/app). ---
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /**
+   * The client connection, kept from the start: `req.socket` turns null once the request stream is
+   * destroyed (a chunked body cut at maxBodyBytes), and `done` still has the connection's books to keep.
+   */
+  readonly socket: Socket;
   /** performance.now() when the request head was parsed. */
   readonly startMs: number;
 
@@ -199,6 +205,7 @@ export class RequestContext {
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
     this.res = res;
+    this.socket = req.socket;
     this.startMs = startMs;
     this.clientAddress = '';
     this.peerAddress = '';

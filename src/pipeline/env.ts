@@ -4,6 +4,7 @@
 // without touching the phases (docs/lifecycle.md, docs/defense.md). The composition root
 // (src/app/compose.ts) makes every service here before it builds any phase.
 import type { StaleSource } from './services.ts';
+import type { CookieSigner } from '../core/cookie-signer.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -71,8 +72,8 @@ export interface PhaseEnv extends DefenseDeps {
   readonly challenge: ChallengePhases;
   /** Stale copies for phases that shed or find the upstream unavailable (bound to the `cache` phase). */
   readonly stale: StaleSource;
-  /** The key waiting-room tickets and passes are signed with (never logged). */
-  readonly roomKey: Buffer;
+  /** Signs the waiting room's tickets and passes; its key stays in a private field (never logged). */
+  readonly roomSigner: CookieSigner;
 }
 
 /** Where guards raise alerts (src/control/alerts.ts sends them on; the audit trail records them). */

@@ -203,9 +203,13 @@ function dispatch(
 ): void {
   // A refusal on this connection said Connection: close after the edge phase let this request by
   // (possible once a later phase waits): nothing more from this socket reaches an upstream.
-  const closing = closingReason(ctx.req.socket);
+  const closing = closingReason(ctx.socket);
   if (closing !== undefined) {
+    // Answered and its slot given back now: left unanswered, it held an admission slot until the
+    // socket idled out, and four such connections held every slot (review of issue 15).
     ctx.refuse(closing, 400);
+    hooks.onUpstreamEnd?.(ctx);
+    answerError(ctx, hooks, closing, 400);
     return;
   }
   const handler = new ForwardHandler(ctx, hooks, via);

@@ -38,7 +38,7 @@ function bodyMayBePending(ctx: RequestContext): boolean {
 }
 
 function markClosing(ctx: RequestContext): void {
-  const socket = ctx.req.socket as ClosingSocket | null;
+  const socket = ctx.socket as ClosingSocket | null;
   if (socket !== null && socket[kClosingReason] === undefined)
     socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
 }

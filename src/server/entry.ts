@@ -85,7 +85,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
   const table = createConnectionTable();
   const cycle = createRequestCycle({
     ...opts,
-    onClientStalled: (ctx) => markStalled(ctx.req.socket as TrackedSocket, table.stalled, performance.now()),
+    onClientStalled: (ctx) => markStalled(ctx.socket as TrackedSocket, table.stalled, performance.now()),
     onQueuedReply(ctx, bytes) {
       if (holdQueuedReply(ctx.res, bytes, getRuntime().config.limits.maxQueuedReplyBytes)) return true;
       metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
@@ -98,7 +98,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     const ctx = this[kCtx];
     if (ctx.finished) return;
     ctx.finished = true;
-    const socket = ctx.req.socket as TrackedSocket;
+    const socket = ctx.socket as TrackedSocket;
     const left = socket[kPending] - 1;
     socket[kPending] = left;
     if (left === 0) socket[kIdleSince] = performance.now();
@@ -106,7 +106,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     if (socket[kReadPaused] && left < maxPipelined && !socket.destroyed) resumeReading(socket);
     cycle.finish(ctx, this.writableFinished);
     // A parse error or refused upgrade behind this response waited for it (writeRawReply).
-    flushDeferredReply(ctx.req.socket);
+    flushDeferredReply(socket);
   }
 
   function track(req: http.IncomingMessage, res: http.ServerResponse): RequestContext {

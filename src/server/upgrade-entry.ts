@@ -131,7 +131,7 @@ export function createUpgradeEntry(opts: UpgradeEntryOptions): UpgradeEntry {
     if (verdict !== Verdict.Forward) return sendLocalReply(ctx);
     if (ctx.finished) return; // the client left while a phase waited; `done` has run
     // A refusal on this connection said Connection: close (see dispatch in pipeline/forward.ts).
-    const closing = closingReason(ctx.req.socket);
+    const closing = closingReason(ctx.socket);
     // The route the phases chose must allow tunnels too (a reload between the parser's question and now).
     const refusal = closing ?? (ctx.route?.websocket === true ? undefined : 'RMP_ERR_ROUTE_NO_WEBSOCKET');
     if (refusal !== undefined) {
@@ -154,7 +154,7 @@ export function createUpgradeEntry(opts: UpgradeEntryOptions): UpgradeEntry {
 function createTunnelHooks(opts: UpgradeEntryOptions): TunnelHooks {
   return {
     onSwitched(ctx) {
-      const socket = ctx.req.socket;
+      const socket = ctx.socket;
       ctx.res.detachSocket(socket);
       socket.removeListener('timeout', destroyUpgradedSocket);
       opts.metrics.websocketUpgrades.inc({ route: ctx.route!.name });

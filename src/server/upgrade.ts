@@ -68,7 +68,7 @@ export function tunnelUpgrade(
   tunnelIdleTimeoutMs = 300_000,
 ): void {
   const upstream = ctx.upstream!;
-  const client = ctx.req.socket as net.Socket;
+  const client = ctx.socket;
   // Its own connection (a tunnel holds it for life); the timeout covers the connect, then headersTimeoutMs.
   const options = tunnelRequestOptions(ctx, via);
   const req = upstream.tls ? https.request(options) : http.request(options);

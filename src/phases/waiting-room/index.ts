@@ -206,5 +206,5 @@ export const waitingRoomPhase: PhaseModule<WaitingRoomPhase> = {
     'on routes with `waitingRoom.enabled` while their class is saturated: the waiting page, 503 with ' +
     "Retry-After and the visitor's place in line (JSON, or a self-refreshing HTML page for browsers)",
   codes: ['RMP_ERR_WAITING_ROOM'],
-  create: (env) => createWaitingRoomPhase(env.getRuntime, env.metrics, env.clock, new CookieSigner(env.roomKey)),
+  create: (env) => createWaitingRoomPhase(env.getRuntime, env.metrics, env.clock, env.roomSigner),
 };

@@ -6,28 +6,15 @@
 // The binding is the challenge's clearance binding (../challenge/tokens.ts: a hash of the client's
 // /24 or /64 prefix and its User-Agent): a pass or ticket copied to another network or browser is no
 // pass and no ticket there. The same trade-off as clearances: a phone that changes network waits again.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { CookieSigner, type Pass, type Ticket } from '../../core/cookie-signer.ts';
 import { readFile } from 'node:fs/promises';
-import { MIN_KEY_BYTES, parseKey } from '../../core/signing-keys.ts';
+import { parseKey } from '../../core/signing-keys.ts';
 
 export { parseKey };
 
-export interface Ticket {
-  readonly route: string;
-  readonly n: number;
-  /** Wall-clock ms when it was issued. */
-  readonly issuedAtMs: number;
-  /** binding(prefix, User-Agent) of the client it was given to (12 base64url characters, no dot). */
-  readonly bind: string;
-}
-
-export interface Pass {
-  readonly route: string;
-  /** Wall-clock ms after which the pass is refused. */
-  readonly expiresAtMs: number;
-  /** binding(prefix, User-Agent) of the client it was given to. */
-  readonly bind: string;
-}
+export type { Pass, Ticket };
+export { CookieSigner };
 
 /** Cookie names per route (route names are cookie-safe tokens), so rooms of two routes do not clash. */
 export function ticketCookieName(route: string): string {
@@ -35,74 +22,6 @@ export function ticketCookieName(route: string): string {
 }
 export function passCookieName(route: string): string {
   return `rempart_wr_pass_${route}`;
-}
-
-const MAC_BYTES = 32;
-
-export class CookieSigner {
-  readonly #key: Buffer;
-
-  constructor(key: Buffer) {
-    if (key.length < MIN_KEY_BYTES) throw new Error(`waiting-room key must be at least ${MIN_KEY_BYTES} bytes`);
-    this.#key = key;
-  }
-
-  #mac(text: string): Buffer {
-    return createHmac('sha256', this.#key).update(text).digest();
-  }
-
-  #sign(kind: string, route: string, fields: string): string {
-    return `${fields}.${this.#mac(`${kind}|${route}|${fields}`).toString('base64url')}`;
-  }
-
-  /** The fields of a cookie value if its MAC is right for this kind and route, else null. */
-  #open(kind: string, route: string, value: string | undefined): string[] | null {
-    if (value === undefined || value.length > 200) return null;
-    const dot = value.lastIndexOf('.');
-    if (dot <= 0) return null;
-    const fields = value.slice(0, dot);
-    const given = Buffer.from(value.slice(dot + 1), 'base64url');
-    if (given.length !== MAC_BYTES) return null;
-    if (!timingSafeEqual(given, this.#mac(`${kind}|${route}|${fields}`))) return null;
-    return fields.split('.');
-  }
-
-  signTicket(t: Ticket): string {
-    return this.#sign('ticket', t.route, `${t.n}.${t.issuedAtMs}.${t.bind}`);
-  }
-
-  signPass(p: Pass): string {
-    return this.#sign('pass', p.route, `${p.expiresAtMs}.${p.bind}`);
-  }
-
-  /**
-   * A ticket for `route`, signed by this key, given to the client whose binding is `bind`, and issued
-   * no longer than ttlMs before nowMs; else null.
-   */
-  openTicket(route: string, value: string | undefined, nowMs: number, ttlMs: number, bind: string): Ticket | null {
-    const f = this.#open('ticket', route, value);
-    if (f === null || f.length !== 3 || f[2] !== bind) return null;
-    const n = Number(f[0]);
-    const issuedAtMs = Number(f[1]);
-    if (
-      !Number.isSafeInteger(n) ||
-      n < 1 ||
-      !Number.isFinite(issuedAtMs) ||
-      nowMs - issuedAtMs > ttlMs ||
-      issuedAtMs > nowMs + 60_000
-    )
-      return null;
-    return { route, n, issuedAtMs, bind };
-  }
-
-  /** A pass for `route`, signed by this key, given to the client whose binding is `bind`, not expired at nowMs; else null. */
-  openPass(route: string, value: string | undefined, nowMs: number, bind: string): Pass | null {
-    const f = this.#open('pass', route, value);
-    if (f === null || f.length !== 2 || f[1] !== bind) return null;
-    const expiresAtMs = Number(f[0]);
-    if (!Number.isFinite(expiresAtMs) || expiresAtMs <= nowMs) return null;
-    return { route, expiresAtMs, bind };
-  }
 }
 
 /**
