@@ -265,7 +265,7 @@ async function run(argv: string[]): Promise<number> {
   const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
   let gateway;
   try {
-    gateway = await createGateway(config);
+    gateway = await createGateway(config, { configFile: values.config ?? null });
   } catch (err) {
     // e.g. a TLS certificate or key file that cannot be read (the message names it, the hint says why).
     throw prefixed(err, 'cannot start');

@@ -48,6 +48,7 @@ import { createChallengeGuard, type ChallengeGuard } from '../phases/challenge/i
 import { createSignaturesPhase } from '../phases/signatures/index.ts';
 import { createExfiltrationPhase } from '../phases/exfiltration/index.ts';
 import { createCluster, type Cluster } from './cluster.ts';
+import { openStateFile, resolveStateFile } from './state-file.ts';
 import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, createConnectionTable } from '../server/accept.ts';
 import { closingReason, flushDeferredReply, sendLocalReply, writeRawReply } from '../pipeline/reply.ts';
@@ -64,6 +65,11 @@ export interface GatewayOptions {
   clock?: Clock;
   /** The cluster store to use instead of the one `cluster.store` names (tests share one MemoryStore between gateways). */
   store?: ClusterStore;
+  /**
+   * The command line's config file (null: none). `state.file: auto` puts the state file beside it (or
+   * in $STATE_DIRECTORY); unset (a gateway built by code, as tests do), `auto` keeps nothing.
+   */
+  configFile?: string | null;
 }
 
 export interface Gateway {
@@ -166,6 +172,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   };
   // Familiarity and the challenge share their keys and tables; the forward handler feeds it sessions.
   const challengeGuard = await createChallengeGuard(defense);
+
+  // What the last run learned (bans, level, sessions, used solutions), read before the listeners accept.
+  const stateFile = resolveStateFile(initial.state.file, options.configFile);
+  const state = await openStateFile({ file: stateFile, log, clock }, {
+    bans, level, replay: challengeGuard.replay, sessions: challengeGuard.sessions, localStore: cluster.store.kind === 'memory',
+  });
 
   // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.
   if (defense.bans instanceof BanTable)
@@ -743,6 +755,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
       started = false;
       for (const u of current.upstreams.values()) u.health?.stop();
       level.stop();
+      state.close();
       await cluster.stop();
       await Promise.all(closed);
       // Alerts still waiting get a short, bounded chance to reach the webhook.
@@ -751,8 +764,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     },
     async reload(config) {
       // The admin listener's address needs a restart; allowRemote, metricsRequireToken and the tokens file apply at once.
-      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin.address, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs]);
-      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin address, maxHeaderBytes or cluster store changes take effect at the next restart');
+      const staticKeys = (c: Config) => JSON.stringify([c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]), c.admin.address, c.limits.maxHeaderBytes, c.cluster.store, c.cluster.redis, c.cluster.nodeName, c.cluster.resyncMs, c.cluster.levelHeartbeatMs, c.state.file]);
+      if (staticKeys(config) !== staticKeys(current.config)) log.warn('listener, admin address, maxHeaderBytes, cluster store or state.file changes take effect at the next restart');
       // Read every TLS file first: a failure rejects the whole reload and changes nothing.
       const contexts = new Map<string, tls.SecureContext>();
       await loadSecureContexts(config, contexts);
