@@ -176,7 +176,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   // What the last run learned (bans, level, sessions, used solutions), read before the listeners accept.
   const stateFile = resolveStateFile(initial.state.file, options.configFile);
   const state = await openStateFile({ file: stateFile, log, clock }, {
-    bans, level, replay: challengeGuard.replay, sessions: challengeGuard.sessions, localStore: cluster.store.kind === 'memory',
+    bans, level, replay: challengeGuard.replay, sessions: challengeGuard.sessions, localStore: cluster.local,
   });
 
   // Bans made by the gateway itself (offences, rules); an operator's are recorded as their API call.

@@ -30,6 +30,11 @@ export const STATE_FILE_NAME = 'rempart-state.db';
 export const FLUSH_MS = 2000;
 /** The learned baselines and familiar prefixes (hundreds of KiB) are written this often, and at stop. */
 export const LEARNED_EVERY_MS = 30_000;
+/**
+ * Rows one write carries per table at most (about 30 ms each on a small machine); the rest wait for the
+ * next write. A table with more changes than that every 2 s falls behind by that much, never blocks longer.
+ */
+export const ROWS_PER_WRITE = 10_000;
 /** After a failed write (disk full, read-only), the next attempt waits this long. */
 const RETRY_MS = 30_000;
 /** Expired sessions are deleted from the file this often. */
@@ -242,10 +247,10 @@ export class StateFile {
   }
 
   /**
-   * Write what changed since the last write, in one transaction. Never throws: a failure (disk full,
+   * Write what changed since the last write (at most `rows` rows per table), in one transaction. Never throws: a failure (disk full,
    * read-only file) is logged, the tables hand everything over again at the next attempt, RETRY_MS later.
    */
-  flush(force = false): void {
+  flush(force = false, rows = ROWS_PER_WRITE): void {
     const db = this.#db;
     if (db === null || this.#closed) return;
     const { clock, log } = this.#opts;
@@ -255,9 +260,9 @@ export class StateFile {
     const wall = clock.wallMs();
     let began = false;
     try {
-      const bans = t.bans?.takeChanges();
-      const replay = t.replay?.takeChanges();
-      const sessions = t.sessions?.takeChanges();
+      const bans = t.bans?.takeChanges(rows);
+      const replay = t.replay?.takeChanges(rows);
+      const sessions = t.sessions?.takeChanges(rows);
       db.exec('BEGIN');
       began = true;
       if (bans !== undefined) {
@@ -328,7 +333,8 @@ export class StateFile {
     if (this.#closed) return;
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
-    this.flush(true);
+    // Everything left, however long it takes: the process is stopping.
+    this.flush(true, Infinity);
     this.#closed = true;
     try {
       this.#db?.close();

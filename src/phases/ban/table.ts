@@ -35,6 +35,11 @@ export interface BanEntry {
   count: number;
   /** Escalation step of the current ban: its TTL is ttl × factor^level (capped). */
   level: number;
+  /**
+   * Read back from the state file at start-up and not made again since. With a shared cluster store,
+   * such a ban the store lacks at the first resync was lifted elsewhere meanwhile: it is lifted here too.
+   */
+  restored: boolean;
 }
 
 /** What GET /api/bans shows for one ban. */
@@ -272,9 +277,10 @@ export class BanTable implements BanList {
       e.untilMs = now + ttl;
       e.count++;
       e.level = level;
+      e.restored = false;
     } else {
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
-      e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level };
+      e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level, restored: false };
       if (t.kind === 'prefix') {
         if (t.family === 4) this.#v4PrefixEntries++;
         else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);
@@ -463,24 +469,28 @@ export class BanTable implements BanList {
   }
 
   /**
-   * The entries set (`saved`) and the keys removed (`removed`) since the last call; `all` when too
-   * many changed to list (then `saved` is the whole table and every other stored row goes).
+   * At most `limit` of the entries set (`saved`) and keys removed (`removed`) since the last call; the
+   * rest wait for the next. `all`: too many changed to list, so every stored row goes first and the
+   * whole table follows, `limit` at a time.
    */
-  takeChanges(): { all: boolean; saved: BanRecord[]; removed: string[] } {
+  takeChanges(limit = Infinity): { all: boolean; saved: BanRecord[]; removed: string[] } {
     const all = this.#rewrite;
     const saved: BanRecord[] = [];
     const removed: string[] = [];
+    if (this.#changed === null) return { all: false, saved, removed };
+    if (all) {
+      this.#rewrite = false;
+      this.#changed = new Set(this.#entries.keys());
+    }
     const now = this.#clock.now();
     const wall = this.#clock.wallMs();
-    if (all) for (const e of this.#entries.values()) saved.push(this.#record(e, now, wall));
-    else if (this.#changed !== null)
-      for (const key of this.#changed) {
-        const e = this.#entries.get(key);
-        if (e === undefined) removed.push(key);
-        else saved.push(this.#record(e, now, wall));
-      }
-    this.#changed?.clear();
-    this.#rewrite = false;
+    for (const key of this.#changed) {
+      if (saved.length + removed.length >= limit) break;
+      this.#changed.delete(key);
+      const e = this.#entries.get(key);
+      if (e === undefined) removed.push(key);
+      else saved.push(this.#record(e, now, wall));
+    }
     return { all, saved, removed };
   }
 
@@ -514,7 +524,7 @@ export class BanTable implements BanList {
       const left = r.untilWallMs - wall;
       if (left <= -cfg.escalation.windowMs) continue;
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
-      const e: BanEntry = { target: t, reason: String(r.reason), ruleId: String(r.ruleId), by: String(r.by), sinceWallMs: Number(r.sinceWallMs), untilMs: now + left, count: Math.max(1, Number(r.count) | 0), level: Math.max(0, Number(r.level) | 0) };
+      const e: BanEntry = { target: t, reason: String(r.reason), ruleId: String(r.ruleId), by: String(r.by), sinceWallMs: Number(r.sinceWallMs), untilMs: now + left, count: Math.max(1, Number(r.count) | 0), level: Math.max(0, Number(r.level) | 0), restored: true };
       if (t.kind === 'prefix') {
         if (t.family === 4) this.#v4PrefixEntries++;
         else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);

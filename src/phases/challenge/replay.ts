@@ -89,23 +89,27 @@ export class ReplayGuard {
   }
 
   /**
-   * The generations' starts and the ids used since the last call (`all`: every id kept, and the
-   * stored ones not among them go). Ids used before `previousStartMs` are no longer needed.
+   * The generations' starts and at most `limit` of the ids used since the last call (the rest wait for
+   * the next). `all`: every stored id goes first, and both generations follow, `limit` at a time.
+   * Ids used before `previousStartMs` are no longer needed.
    */
-  takeChanges(): ReplayState & { all: boolean } {
+  takeChanges(limit = Infinity): ReplayState & { all: boolean } {
     const all = this.#rewrite;
     const ids: Array<[string, number]> = [];
-    if (all) {
+    const j = this.#journal;
+    if (j !== null && all) {
+      this.#rewrite = false;
       // The time of use is not kept per id: each generation's own start stands for it.
       const prev = this.#previousStartMs === -Infinity ? this.#currentStartMs : this.#previousStartMs;
-      for (const id of this.#previous) ids.push([id, prev]);
-      for (const id of this.#current) ids.push([id, this.#currentStartMs]);
-    } else if (this.#journal !== null) {
-      const j = this.#journal;
-      for (let i = 0; i < j.length; i += 2) ids.push([j[i] as string, j[i + 1] as number]);
+      j.length = 0;
+      for (const id of this.#previous) j.push(id, prev);
+      for (const id of this.#current) j.push(id, this.#currentStartMs);
     }
-    if (this.#journal !== null) this.#journal.length = 0;
-    this.#rewrite = false;
+    if (j !== null) {
+      const n = Math.min(j.length, 2 * Math.min(limit, j.length));
+      for (let i = 0; i < n; i += 2) ids.push([j[i] as string, j[i + 1] as number]);
+      j.splice(0, n);
+    }
     return { all, currentStartMs: this.#currentStartMs, previousStartMs: this.#previousStartMs === -Infinity ? null : this.#previousStartMs, ids };
   }
 

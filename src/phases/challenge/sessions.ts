@@ -229,24 +229,29 @@ export class MemorySessionStore implements SessionStore {
     this.#changed ??= new Set();
   }
 
-  /** Sessions to store and hashes to drop since the last call (`all`: the whole table, others go). */
-  takeChanges(): { all: boolean; saved: SessionRecord[]; removed: string[] } {
+  /**
+   * At most `limit` sessions to store and hashes to drop since the last call; the rest wait for the
+   * next. `all`: every stored row goes first, and the whole table follows, `limit` at a time.
+   */
+  takeChanges(limit = Infinity): { all: boolean; saved: SessionRecord[]; removed: string[] } {
     const all = this.#rewrite;
     const saved: SessionRecord[] = [];
     const removed: string[] = [];
-    const put = (h: string, s: Session) => {
-      s.savedExpiresMs = s.expiresMs;
-      saved.push({ hash: h, expiresMs: s.expiresMs, windowStartMs: s.windowStartMs === Number.NEGATIVE_INFINITY ? 0 : s.windowStartMs, shared: s.shared });
-    };
-    if (all) for (const [h, s] of this.#table) put(h, s);
-    else if (this.#changed !== null)
-      for (const h of this.#changed) {
-        const s = this.#table.get(h);
-        if (s === undefined) removed.push(h);
-        else put(h, s);
+    if (this.#changed === null) return { all: false, saved, removed };
+    if (all) {
+      this.#rewrite = false;
+      this.#changed = new Set(this.#table.keys());
+    }
+    for (const h of this.#changed) {
+      if (saved.length + removed.length >= limit) break;
+      this.#changed.delete(h);
+      const s = this.#table.get(h);
+      if (s === undefined) removed.push(h);
+      else {
+        s.savedExpiresMs = s.expiresMs;
+        saved.push({ hash: h, expiresMs: s.expiresMs, windowStartMs: s.windowStartMs === Number.NEGATIVE_INFINITY ? 0 : s.windowStartMs, shared: s.shared });
       }
-    this.#changed?.clear();
-    this.#rewrite = false;
+    }
     return { all, saved, removed };
   }
 
