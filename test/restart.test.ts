@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, sleep, startUpstream } from './helpers.ts';
+import { BIN, runCli, sleep, startUpstream } from './helpers.ts';
 import { challengeFrom, solve } from '../src/client/index.ts';
 
 const TOKEN = 'restart-test-token-0123456789abcdef';
@@ -214,6 +214,24 @@ test('a state file of garbage bytes: the gateway starts (empty, with a warning) 
     if (run.child.exitCode === null) run.child.kill('SIGKILL');
     await run.exited;
     await origin.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('`rempart check`: a state file that cannot be written is a warning (the gateway starts all the same), not a problem', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-restart-'));
+  try {
+    const file = join(dir, 'rempart.yaml');
+    const base = 'version: 1\nlisteners: [{ address: 127.0.0.1:0 }]\nupstreams: [{ name: o, url: http://127.0.0.1:9 }]\nroutes: [{ name: a, path: /*, upstream: o }]\nadmin: { address: off }\n';
+    writeFileSync(file, `${base}state: { file: ${join(dir, 'missing', 'state.db')} }\n`);
+    const r = await runCli(['check', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: state\.file: .*missing\/state\.db cannot be written/);
+    writeFileSync(file, base);
+    const ok = await runCli(['check', file]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.doesNotMatch(ok.stderr, /state\.file/, 'auto: beside the config file, writable');
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
