@@ -16,7 +16,7 @@ import { AttackLevelMonitor } from '../phases/level/monitor.ts';
 import { hashPair } from '../phases/level/familiar.ts';
 import { ReplayGuard } from '../phases/challenge/replay.ts';
 import { MemorySessionStore } from '../phases/challenge/sessions.ts';
-import { openStateFile, resolveStateFile, StateFile, STATE_FILE_NAME } from './state-file.ts';
+import { openStateFile, resolveStateFile, ROWS_PER_WRITE, StateFile, STATE_FILE_NAME } from './state-file.ts';
 
 function capture(): { lines: Record<string, unknown>[]; log: Logger } {
   const lines: Record<string, unknown>[] = [];
@@ -236,4 +236,38 @@ test('rows stay bounded by the tables\' caps: a smaller maxEntries after a resta
   assert.equal(b.bans.size, 100);
   s2.close();
   assert.equal(count(), 100);
+});
+
+test('a backlog is written ROWS_PER_WRITE rows at a time, and a failed write hands everything over again', async (t) => {
+  const file = path.join(tempDir(t), STATE_FILE_NAME);
+  const clock = createManualClock(0);
+  const a = node(clock);
+  const s = await openStateFile({ file, log: a.log, clock }, a);
+  const rows = (table: string) => {
+    const db = new DatabaseSync(file);
+    const n = Number((db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n);
+    db.close();
+    return n;
+  };
+  const n = ROWS_PER_WRITE + 2000;
+  for (let i = 0; i < n; i++) a.bans.ban(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, 60_000, 'x', '', 'offences');
+  s.flush();
+  assert.equal(rows('bans'), ROWS_PER_WRITE);
+  s.flush();
+  assert.equal(rows('bans'), n);
+  // A write that failed: the tables hand everything over again (the whole table, in chunks).
+  a.bans.changesLost();
+  a.bans.unban('10.0.0.0', 'operator:a');
+  s.flush();
+  s.flush();
+  assert.equal(rows('bans'), n - 1);
+  // More used solutions between two writes than the journal holds: both generations are written whole.
+  for (let i = 0; i < 2100; i++) a.replay.use(`id-${i}`, clock.wallMs(), clock.wallMs());
+  s.close();
+  const b = node(clock);
+  const s2 = await openStateFile({ file, log: b.log, clock }, b);
+  t.after(() => s2.close());
+  assert.equal(b.bans.size, n - 1);
+  assert.equal(b.replay.size, a.replay.size);
+  assert.equal(b.replay.use('id-2099', clock.wallMs(), clock.wallMs()), false);
 });

@@ -135,7 +135,9 @@ export class ReplayGuard {
     let n = 0;
     for (const [id, usedMs] of state.ids) {
       if (typeof id !== 'string' || usedMs < this.#previousStartMs) continue;
-      const into = usedMs >= cur ? this.#current : this.#previous;
+      // Rotated early twice within one millisecond: the current generation's overflow was the previous one's.
+      let into = usedMs >= cur ? this.#current : this.#previous;
+      if (into === this.#current && into.size >= this.#capacity) into = this.#previous;
       if (into.size >= this.#capacity) continue;
       into.add(id);
       n++;
