@@ -24,7 +24,9 @@ function answered(port: number, localAddress: string): Promise<boolean> {
   });
 }
 
-test('cluster: restored bans the store lost are lifted at the first resync; with the store away the file is enforced', { skip: skipRedis, timeout: 60_000 }, async () => {
+const NAME = 'cluster: restored bans the store lost are lifted at the first resync; with the store away the file is enforced';
+
+test(NAME, { skip: skipRedis, timeout: 60_000 }, async () => {
   const redis = await startRedis();
   const up = await startUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'rempart-state-cluster-'));
@@ -42,7 +44,12 @@ test('cluster: restored bans the store lost are lifted at the first resync; with
       const g = await startGateway(up.url, {
         logging: { level: 'warn', requests: false },
         state: { file: stateFile ?? 'off' },
-        cluster: { store: 'redis', nodeName: name, redis: { keyPrefix: prefix, commandTimeoutMs: 1000, connectTimeoutMs: 300, reconnectMaxMs: 500 }, resyncMs: 500 },
+        cluster: {
+          store: 'redis',
+          nodeName: name,
+          redis: { keyPrefix: prefix, commandTimeoutMs: 1000, connectTimeoutMs: 300, reconnectMaxMs: 500 },
+          resyncMs: 500,
+        },
       });
       open.add(g);
       return g;

@@ -29,9 +29,16 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function get(port: number, path: string, localAddress = '127.0.0.1', headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+interface Answer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function get(port: number, path: string, localAddress = '127.0.0.1', headers: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, localAddress, agent: false, headers: { 'user-agent': 'restart-test', ...headers } }, (res) => {
+    const options = { host: '127.0.0.1', port, path, localAddress, agent: false, headers: { 'user-agent': 'restart-test', ...headers } };
+    const req = http.get(options, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
@@ -100,7 +107,10 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
   }
 }
 
-test('kill -9 mid-attack, restart: bans refused on the first accepted connection, level back without warm-up, a replayed solution refused', { timeout: 90_000 }, async () => {
+const KILL_AND_RESTART =
+  'kill -9 mid-attack, restart: bans refused on the first accepted connection, level back without warm-up, a replayed solution refused';
+
+test(KILL_AND_RESTART, { timeout: 90_000 }, async () => {
   const origin = await startUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'rempart-restart-'));
   const file = join(dir, 'rempart.yaml');
@@ -169,8 +179,12 @@ defense:
     // The banned probe may win the race with the ready one: its refusal is then the readiness itself.
     const fromReady = Math.max(0, refusal.at - readyAt);
     // A figure for bench/RESULTS.md and docs/operations.md.
-    console.log(`restart: banned address refused ${fromStart.toFixed(0)} ms after the process started (${fromReady.toFixed(0)} ms from readiness: the first accepted connection)`);
-    assert.equal(refusal.bytes, 0, `the first connection the new process accepted from ${OPERATOR_BANNED} was refused: ${JSON.stringify(refusal)}`);
+    console.log(
+      `restart: banned address refused ${fromStart.toFixed(0)} ms after the process started ` +
+        `(${fromReady.toFixed(0)} ms from readiness: the first accepted connection)`,
+    );
+    const first = `the first connection the new process accepted from ${OPERATOR_BANNED} was refused`;
+    assert.equal(refusal.bytes, 0, `${first}: ${JSON.stringify(refusal)}`);
     assert.ok(fromReady < 1000, `refused ${fromReady.toFixed(0)} ms after readiness`);
     const flooder = await probe(port, FLOODER);
     assert.ok(flooder.accepted && flooder.bytes === 0, `the offence ban survived too: ${JSON.stringify(flooder)}`);
@@ -202,7 +216,16 @@ test('a state file of garbage bytes: the gateway starts (empty, with a warning) 
   const dir = mkdtempSync(join(tmpdir(), 'rempart-restart-'));
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
-  writeFileSync(file, `version: 1\nlisteners: [{ address: 127.0.0.1:${port} }]\nupstreams: [{ name: origin, url: ${origin.url} }]\nroutes: [{ name: all, path: /*, upstream: origin }]\nadmin: { address: off }\nlogging: { requests: false }\n`);
+  writeFileSync(
+    file,
+    `version: 1
+listeners: [{ address: 127.0.0.1:${port} }]
+upstreams: [{ name: origin, url: ${origin.url} }]
+routes: [{ name: all, path: /*, upstream: origin }]
+admin: { address: off }
+logging: { requests: false }
+`,
+  );
   writeFileSync(join(dir, 'rempart-state.db'), Buffer.alloc(8192, 0xa5));
   const run = launch(file);
   try {
@@ -222,7 +245,12 @@ test('`rempart check`: a state file that cannot be written is a warning (the gat
   const dir = mkdtempSync(join(tmpdir(), 'rempart-restart-'));
   try {
     const file = join(dir, 'rempart.yaml');
-    const base = 'version: 1\nlisteners: [{ address: 127.0.0.1:0 }]\nupstreams: [{ name: o, url: http://127.0.0.1:9 }]\nroutes: [{ name: a, path: /*, upstream: o }]\nadmin: { address: off }\n';
+    const base = `version: 1
+listeners: [{ address: 127.0.0.1:0 }]
+upstreams: [{ name: o, url: http://127.0.0.1:9 }]
+routes: [{ name: a, path: /*, upstream: o }]
+admin: { address: off }
+`;
     writeFileSync(file, `${base}state: { file: ${join(dir, 'missing', 'state.db')} }\n`);
     const r = await runCli(['check', file]);
     assert.equal(r.code, 0, r.stderr);

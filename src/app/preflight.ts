@@ -22,7 +22,11 @@ export interface PreflightResult {
 }
 
 /** `configFile`: the file `config` was read from (where `state.file: auto` puts the state file). */
-export async function preflight(config: Config, env: NodeJS.ProcessEnv = process.env, configFile?: string): Promise<PreflightResult> {
+export async function preflight(
+  config: Config,
+  env: NodeJS.ProcessEnv = process.env,
+  configFile?: string,
+): Promise<PreflightResult> {
   const problems: string[] = [];
   const warnings: string[] = [];
   const attempt = async (where: string, load: () => Promise<unknown>) => {
@@ -52,7 +56,8 @@ export async function preflight(config: Config, env: NodeJS.ProcessEnv = process
       () => '',
       (err: unknown) => (err as Error).message,
     );
-    if (why !== '') warnings.push(`state.file: ${stateFile} cannot be written (${why}): bans and the attack level will not survive a restart`);
+    if (why !== '')
+      warnings.push(`state.file: ${stateFile} cannot be written (${why}): bans and the attack level will not survive a restart`);
   }
 
   const addresses = config.listeners.map((l, i) => ({ where: `listeners[${i}].address`, address: l.address }));

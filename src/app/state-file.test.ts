@@ -44,7 +44,8 @@ function node(clock: Clock, bans: Record<string, unknown> = {}) {
   const getRuntime = () => rt;
   const { lines, log } = capture();
   const alerts: string[] = [];
-  const level = new AttackLevelMonitor({ getRuntime, metrics: createMetrics(), log, clock, alerts: { raise: (_k, m) => void alerts.push(m) } });
+  const sink = { raise: (_k: string, m: string) => void alerts.push(m) };
+  const level = new AttackLevelMonitor({ getRuntime, metrics: createMetrics(), log, clock, alerts: sink });
   return {
     lines,
     log,
@@ -64,11 +65,13 @@ function tempDir(t: { after(fn: () => void): void }): string {
 
 test('state.file: auto is $STATE_DIRECTORY, else beside the config file, else nothing; off is nothing', () => {
   assert.equal(resolveStateFile('off', '/etc/rempart/rempart.yaml', { STATE_DIRECTORY: '/var/lib/rempart' }), null);
-  assert.equal(resolveStateFile('auto', '/etc/rempart/rempart.yaml', { STATE_DIRECTORY: '/var/lib/rempart:/var/lib/other' }), `/var/lib/rempart/${STATE_FILE_NAME}`);
+  const systemd = { STATE_DIRECTORY: '/var/lib/rempart:/var/lib/other' };
+  assert.equal(resolveStateFile('auto', '/etc/rempart/rempart.yaml', systemd), `/var/lib/rempart/${STATE_FILE_NAME}`);
   assert.equal(resolveStateFile('auto', '/srv/gw/rempart.yaml', {}), `/srv/gw/${STATE_FILE_NAME}`);
   assert.equal(resolveStateFile('auto', null, {}), null, 'a command line without a config file');
   assert.equal(resolveStateFile('auto', null, { STATE_DIRECTORY: '/var/lib/rempart' }), `/var/lib/rempart/${STATE_FILE_NAME}`);
-  assert.equal(resolveStateFile('auto', undefined, { STATE_DIRECTORY: '/var/lib/rempart' }), null, 'a gateway built by code keeps nothing unless asked');
+  const byCode = resolveStateFile('auto', undefined, { STATE_DIRECTORY: '/var/lib/rempart' });
+  assert.equal(byCode, null, 'a gateway built by code keeps nothing unless asked');
   assert.equal(resolveStateFile('/data/s.db', undefined, {}), '/data/s.db');
   assert.equal(resolveStateFile('s.db', undefined, {}), path.resolve('s.db'));
 });

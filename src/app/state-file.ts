@@ -47,7 +47,11 @@ const FORMAT = 1;
  * nowhere. `configFile`: the file the command line loaded, null for a command line without one;
  * undefined for a gateway built by code (createGateway, as the tests do): `auto` keeps nothing then.
  */
-export function resolveStateFile(setting: string, configFile: string | null | undefined, env: NodeJS.ProcessEnv = process.env): string | null {
+export function resolveStateFile(
+  setting: string,
+  configFile: string | null | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): string | null {
   if (setting === 'off') return null;
   if (setting !== 'auto') return path.resolve(setting);
   if (configFile === undefined) return null;
@@ -99,7 +103,9 @@ const SCHEMA = `
   );
   CREATE TABLE IF NOT EXISTS replay (id TEXT PRIMARY KEY, used_ms INTEGER NOT NULL);
   CREATE INDEX IF NOT EXISTS replay_used ON replay (used_ms);
-  CREATE TABLE IF NOT EXISTS sessions (hash TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, window_start_ms INTEGER NOT NULL, shared INTEGER NOT NULL);
+  CREATE TABLE IF NOT EXISTS sessions (
+    hash TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, window_start_ms INTEGER NOT NULL, shared INTEGER NOT NULL
+  );
   CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);
 `;
 
@@ -151,13 +157,15 @@ export class StateFile {
         // The write-ahead log and its index belong to the file set aside.
         for (const ext of ['-wal', '-shm']) await rename(file + ext, aside + ext).catch(() => {});
         try {
-          opts.log.warn({ file, err: errorText(err), setAside: aside }, 'state file unreadable: set aside, starting with empty state');
+          const why = errorText(err);
+          opts.log.warn({ file, err: why, setAside: aside }, 'state file unreadable: set aside, starting with empty state');
           return new StateFile(openChecked(file), opts);
         } catch (again) {
           err = again;
         }
       }
-      opts.log.warn({ file, err: errorText(err) }, 'state file cannot be opened: starting with empty state, nothing is kept across restarts (see state.file)');
+      const why = errorText(err);
+      opts.log.warn({ file, err: why }, 'state file cannot be opened: starting with empty state, nothing is kept across restarts (see state.file)');
       return new StateFile(null, opts);
     }
   }
@@ -175,7 +183,9 @@ export class StateFile {
       sessions: targets.sessions instanceof MemorySessionStore ? targets.sessions : null,
     };
     this.#t = t;
-    const summary: RestoreSummary = { bans: 0, activeBans: 0, sessions: 0, replayIds: 0, level: null, warm: false, familiarPrefixes: 0 };
+    const summary: RestoreSummary = {
+      bans: 0, activeBans: 0, sessions: 0, replayIds: 0, level: null, warm: false, familiarPrefixes: 0,
+    };
     const db = this.#db;
     if (db === null) return summary;
     const { clock, log } = this.#opts;
@@ -183,15 +193,27 @@ export class StateFile {
       try {
         read();
       } catch (err) {
-        log.warn({ file: this.file, part: name, err: errorText(err) }, 'state file: a part could not be read back, it starts empty');
+        const why = errorText(err);
+        log.warn({ file: this.file, part: name, err: why }, 'state file: a part could not be read back, it starts empty');
       }
     };
     const wall = clock.wallMs();
     part('bans', () => {
       if (t.bans === null) return;
-      const rows = db.prepare('SELECT key, target, reason, rule, by, since_ms, until_ms, count, level FROM bans ORDER BY since_ms').all() as Record<string, unknown>[];
+      const sql = 'SELECT key, target, reason, rule, by, since_ms, until_ms, count, level FROM bans ORDER BY since_ms';
+      const rows = db.prepare(sql).all() as Record<string, unknown>[];
       const r = t.bans.restore(
-        rows.map((row): BanRecord => ({ key: String(row.key), target: String(row.target), reason: String(row.reason), ruleId: String(row.rule), by: String(row.by), sinceWallMs: Number(row.since_ms), untilWallMs: Number(row.until_ms), count: Number(row.count), level: Number(row.level) })),
+        rows.map((row): BanRecord => ({
+          key: String(row.key),
+          target: String(row.target),
+          reason: String(row.reason),
+          ruleId: String(row.rule),
+          by: String(row.by),
+          sinceWallMs: Number(row.since_ms),
+          untilWallMs: Number(row.until_ms),
+          count: Number(row.count),
+          level: Number(row.level),
+        })),
       );
       summary.bans = r.restored;
       summary.activeBans = r.active;
@@ -206,10 +228,14 @@ export class StateFile {
       const cur = readBlob(db, 'familiar.current');
       const prev = readBlob(db, 'familiar.previous');
       if (learned !== null) {
-        const f = familiar as { bitCount: number; current: { inserted: number; createdWallMs: number }; previous: { inserted: number; createdWallMs: number } } | null;
+        type Gen = { inserted: number; createdWallMs: number };
+        const f = familiar as { bitCount: number; current: Gen; previous: Gen } | null;
         const fam: FamiliarState | null =
-          f !== null && cur !== null && prev !== null ? { bitCount: f.bitCount, current: { ...f.current, bits: cur }, previous: { ...f.previous, bits: prev } } : null;
-        t.level.traffic.restoreLearned(learned as LearnedState, fam === null ? undefined : { state: fam, nowMs: clock.now(), wallMs: wall });
+          f !== null && cur !== null && prev !== null
+            ? { bitCount: f.bitCount, current: { ...f.current, bits: cur }, previous: { ...f.previous, bits: prev } }
+            : null;
+        const withFamiliar = fam === null ? undefined : { state: fam, nowMs: clock.now(), wallMs: wall };
+        t.level.traffic.restoreLearned(learned as LearnedState, withFamiliar);
       }
       summary.warm = t.level.warm;
       summary.familiarPrefixes = t.level.traffic.familiar.size;
@@ -222,15 +248,24 @@ export class StateFile {
       const starts = readMeta(db, 'replay') as { currentStartMs: number; previousStartMs: number | null } | null;
       if (starts === null) return;
       const since = starts.previousStartMs ?? starts.currentStartMs;
-      const rows = db.prepare('SELECT id, used_ms FROM replay WHERE used_ms >= ?').all(Number.isFinite(since) ? since : 0) as { id: string; used_ms: number }[];
-      const state: ReplayState = { currentStartMs: starts.currentStartMs, previousStartMs: starts.previousStartMs, ids: rows.map((r) => [String(r.id), Number(r.used_ms)] as const) };
+      const sql = 'SELECT id, used_ms FROM replay WHERE used_ms >= ?';
+      const rows = db.prepare(sql).all(Number.isFinite(since) ? since : 0) as { id: string; used_ms: number }[];
+      const ids = rows.map((r) => [String(r.id), Number(r.used_ms)] as const);
+      const { currentStartMs, previousStartMs } = starts;
+      const state: ReplayState = { currentStartMs, previousStartMs, ids };
       summary.replayIds = t.replay.restore(state, wall);
     });
     part('sessions', () => {
       if (t.sessions === null) return;
-      const rows = db.prepare('SELECT hash, expires_ms, window_start_ms, shared FROM sessions WHERE expires_ms > ? ORDER BY expires_ms').all(wall) as Record<string, unknown>[];
+      const sql = 'SELECT hash, expires_ms, window_start_ms, shared FROM sessions WHERE expires_ms > ? ORDER BY expires_ms';
+      const rows = db.prepare(sql).all(wall) as Record<string, unknown>[];
       summary.sessions = t.sessions.restore(
-        rows.map((r): SessionRecord => ({ hash: String(r.hash), expiresMs: Number(r.expires_ms), windowStartMs: Number(r.window_start_ms), shared: Number(r.shared) === 1 })),
+        rows.map((r): SessionRecord => ({
+          hash: String(r.hash),
+          expiresMs: Number(r.expires_ms),
+          windowStartMs: Number(r.window_start_ms),
+          shared: Number(r.shared) === 1,
+        })),
         wall,
       );
     });
@@ -247,8 +282,9 @@ export class StateFile {
   }
 
   /**
-   * Write what changed since the last write (at most `rows` rows per table), in one transaction. Never throws: a failure (disk full,
-   * read-only file) is logged, the tables hand everything over again at the next attempt, RETRY_MS later.
+   * Write what changed since the last write (at most `rows` rows per table), in one transaction.
+   * Never throws: a failure (disk full, read-only file) is logged, and the tables hand everything over
+   * again at the next attempt, RETRY_MS later.
    */
   flush(force = false, rows = ROWS_PER_WRITE): void {
     const db = this.#db;
@@ -267,8 +303,13 @@ export class StateFile {
       began = true;
       if (bans !== undefined) {
         if (bans.all) db.exec('DELETE FROM bans');
-        const put = db.prepare('INSERT OR REPLACE INTO bans (key, target, reason, rule, by, since_ms, until_ms, count, level) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-        for (const b of bans.saved) put.run(b.key, b.target, b.reason, b.ruleId, b.by, Math.round(b.sinceWallMs), b.untilWallMs, b.count, b.level);
+        const put = db.prepare(
+          'INSERT OR REPLACE INTO bans (key, target, reason, rule, by, since_ms, until_ms, count, level) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        );
+        for (const b of bans.saved) {
+          const since = Math.round(b.sinceWallMs);
+          put.run(b.key, b.target, b.reason, b.ruleId, b.by, since, b.untilWallMs, b.count, b.level);
+        }
         const del = db.prepare('DELETE FROM bans WHERE key = ?');
         for (const k of bans.removed) del.run(k);
       }
@@ -278,12 +319,16 @@ export class StateFile {
         for (const [id, usedMs] of replay.ids) put.run(id, Math.floor(usedMs));
         writeMeta(db, 'replay', { currentStartMs: replay.currentStartMs, previousStartMs: replay.previousStartMs });
         // Ids used before the oldest generation kept are refused by their issue time anyway.
-        if (replay.previousStartMs !== null) db.prepare('DELETE FROM replay WHERE used_ms < ?').run(Math.floor(replay.previousStartMs));
+        const oldest = replay.previousStartMs;
+        if (oldest !== null) db.prepare('DELETE FROM replay WHERE used_ms < ?').run(Math.floor(oldest));
       }
       if (sessions !== undefined) {
         if (sessions.all) db.exec('DELETE FROM sessions');
-        const put = db.prepare('INSERT OR REPLACE INTO sessions (hash, expires_ms, window_start_ms, shared) VALUES (?, ?, ?, ?)');
-        for (const s of sessions.saved) put.run(s.hash, Math.round(s.expiresMs), Math.round(s.windowStartMs), s.shared ? 1 : 0);
+        const put = db.prepare(
+          'INSERT OR REPLACE INTO sessions (hash, expires_ms, window_start_ms, shared) VALUES (?, ?, ?, ?)',
+        );
+        for (const s of sessions.saved)
+          put.run(s.hash, Math.round(s.expiresMs), Math.round(s.windowStartMs), s.shared ? 1 : 0);
         const del = db.prepare('DELETE FROM sessions WHERE hash = ?');
         for (const h of sessions.removed) del.run(h);
         if (now - this.#lastPruneMs >= PRUNE_EVERY_MS) {
@@ -300,7 +345,9 @@ export class StateFile {
           this.#lastLearnedMs = now;
           writeMeta(db, 'learned', t.level.traffic.exportLearned());
           const f = t.level.traffic.familiar.export(now, wall);
-          writeMeta(db, 'familiar', { bitCount: f.bitCount, current: { inserted: f.current.inserted, createdWallMs: f.current.createdWallMs }, previous: { inserted: f.previous.inserted, createdWallMs: f.previous.createdWallMs } });
+          const gen = (g: { inserted: number; createdWallMs: number }) =>
+            ({ inserted: g.inserted, createdWallMs: g.createdWallMs });
+          writeMeta(db, 'familiar', { bitCount: f.bitCount, current: gen(f.current), previous: gen(f.previous) });
           writeMeta(db, 'familiar.current', {}, f.current.bits);
           writeMeta(db, 'familiar.previous', {}, f.previous.bits);
         }
@@ -323,7 +370,11 @@ export class StateFile {
       t.sessions?.changesLost();
       this.#lastLearnedMs = -Infinity;
       this.failures++;
-      if (this.#failedAtMs === -Infinity) log.error({ file: this.file, err: errorText(err), retryInMs: RETRY_MS }, 'state file: writing failed; the request path is not affected, state since the last write would not survive a crash');
+      if (this.#failedAtMs === -Infinity)
+        log.error(
+          { file: this.file, err: errorText(err), retryInMs: RETRY_MS },
+          'state file: writing failed; the request path is not affected, state since the last write would not survive a crash',
+        );
       this.#failedAtMs = now;
     }
   }
@@ -350,7 +401,8 @@ export class StateFile {
  * listeners accept); changes are written every 2 s from then on, and at close().
  *
  * @example
- *   const state = await openStateFile({ file: resolveStateFile(config.state.file, configFile), log, clock }, { bans, level, replay, sessions });
+ *   const file = resolveStateFile(config.state.file, configFile);
+ *   const state = await openStateFile({ file, log, clock }, { bans, level, replay, sessions });
  *   // … stop():
  *   state.close();
  */
@@ -367,7 +419,8 @@ function openChecked(file: string): DatabaseSync {
     db.exec(SCHEMA);
     const format = readMeta(db, 'format') as { version?: number } | null;
     if (format === null) writeMeta(db, 'format', { version: FORMAT });
-    else if (format.version !== FORMAT) throw new Error(`state file format ${String(format.version)}, this version reads ${FORMAT}`);
+    else if (format.version !== FORMAT)
+      throw new Error(`state file format ${String(format.version)}, this version reads ${FORMAT}`);
     db.prepare('SELECT COUNT(*) FROM bans').get();
     return db;
   } catch (err) {

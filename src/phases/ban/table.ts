@@ -280,7 +280,8 @@ export class BanTable implements BanList {
       e.restored = false;
     } else {
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
-      e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level, restored: false };
+      const since = this.#clock.wallMs();
+      e = { target: t, reason, ruleId, by, sinceWallMs: since, untilMs: now + ttl, count: 1, level, restored: false };
       if (t.kind === 'prefix') {
         if (t.family === 4) this.#v4PrefixEntries++;
         else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);
@@ -502,7 +503,17 @@ export class BanTable implements BanList {
   }
 
   #record(e: BanEntry, now: number, wall: number): BanRecord {
-    return { key: e.target.key, target: e.target.display, reason: e.reason, ruleId: e.ruleId, by: e.by, sinceWallMs: e.sinceWallMs, untilWallMs: Math.round(wall + (e.untilMs - now)), count: e.count, level: e.level };
+    return {
+      key: e.target.key,
+      target: e.target.display,
+      reason: e.reason,
+      ruleId: e.ruleId,
+      by: e.by,
+      sinceWallMs: e.sinceWallMs,
+      untilWallMs: Math.round(wall + (e.untilMs - now)),
+      count: e.count,
+      level: e.level,
+    };
   }
 
   /**
@@ -524,7 +535,17 @@ export class BanTable implements BanList {
       const left = r.untilWallMs - wall;
       if (left <= -cfg.escalation.windowMs) continue;
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
-      const e: BanEntry = { target: t, reason: String(r.reason), ruleId: String(r.ruleId), by: String(r.by), sinceWallMs: Number(r.sinceWallMs), untilMs: now + left, count: Math.max(1, Number(r.count) | 0), level: Math.max(0, Number(r.level) | 0), restored: true };
+      const e: BanEntry = {
+        target: t,
+        reason: String(r.reason),
+        ruleId: String(r.ruleId),
+        by: String(r.by),
+        sinceWallMs: Number(r.sinceWallMs),
+        untilMs: now + left,
+        count: Math.max(1, Number(r.count) | 0),
+        level: Math.max(0, Number(r.level) | 0),
+        restored: true,
+      };
       if (t.kind === 'prefix') {
         if (t.family === 4) this.#v4PrefixEntries++;
         else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);

@@ -110,7 +110,8 @@ export class ReplayGuard {
       for (let i = 0; i < n; i += 2) ids.push([j[i] as string, j[i + 1] as number]);
       j.splice(0, n);
     }
-    return { all, currentStartMs: this.#currentStartMs, previousStartMs: this.#previousStartMs === -Infinity ? null : this.#previousStartMs, ids };
+    const previousStartMs = this.#previousStartMs === -Infinity ? null : this.#previousStartMs;
+    return { all, currentStartMs: this.#currentStartMs, previousStartMs, ids };
   }
 
   /** Hand both generations over again at the next takeChanges() (a failed write). */

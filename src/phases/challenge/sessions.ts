@@ -249,7 +249,8 @@ export class MemorySessionStore implements SessionStore {
       if (s === undefined) removed.push(h);
       else {
         s.savedExpiresMs = s.expiresMs;
-        saved.push({ hash: h, expiresMs: s.expiresMs, windowStartMs: s.windowStartMs === Number.NEGATIVE_INFINITY ? 0 : s.windowStartMs, shared: s.shared });
+        const windowStartMs = s.windowStartMs === Number.NEGATIVE_INFINITY ? 0 : s.windowStartMs;
+        saved.push({ hash: h, expiresMs: s.expiresMs, windowStartMs, shared: s.shared });
       }
     }
     return { all, saved, removed };

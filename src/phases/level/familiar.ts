@@ -104,9 +104,16 @@ export class FamiliarPrefixes {
     this.#current.add(h1, h2);
   }
 
-  /** Both generations, for the state file (copies: the filter goes on learning). Monotonic `nowMs` and wall `wallMs` are now. */
+  /**
+   * Both generations, for the state file (copies: the filter goes on learning); `nowMs` (monotonic)
+   * and `wallMs` are now.
+   */
   export(nowMs: number, wallMs: number): FamiliarState {
-    const gen = (b: Bloom): BloomState => ({ bits: new Uint8Array(b.bits.buffer.slice(0)), inserted: b.inserted, createdWallMs: wallMs - (nowMs - b.createdMs) });
+    const gen = (b: Bloom): BloomState => ({
+      bits: new Uint8Array(b.bits.buffer.slice(0)),
+      inserted: b.inserted,
+      createdWallMs: wallMs - (nowMs - b.createdMs),
+    });
     return { bitCount: this.#bitCount, current: gen(this.#current), previous: gen(this.#previous) };
   }
 
@@ -116,7 +123,9 @@ export class FamiliarPrefixes {
    */
   restore(state: FamiliarState, nowMs: number, wallMs: number): boolean {
     const bytes = this.#bitCount / 8;
-    if (state.bitCount !== this.#bitCount || state.current.bits.byteLength !== bytes || state.previous.bits.byteLength !== bytes) return false;
+    const fits =
+      state.bitCount === this.#bitCount && state.current.bits.byteLength === bytes && state.previous.bits.byteLength === bytes;
+    if (!fits) return false;
     const gen = (g: BloomState): Bloom => {
       const b = new Bloom(this.#bitCount, nowMs - Math.max(0, wallMs - g.createdWallMs));
       new Uint8Array(b.bits.buffer).set(g.bits);

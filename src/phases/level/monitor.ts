@@ -292,7 +292,9 @@ export class AttackLevelMonitor implements AttackLevelView {
 
   /** The level's state for the state file (the learned baselines are traffic.exportLearned()). */
   exportState(): LevelState {
-    return { savedWallMs: this.#opts.clock.wallMs(), detected: ATTACK_LEVEL_NAMES[this.detected], override: this.#apiOverride, history: this.#history.slice() };
+    const detected = ATTACK_LEVEL_NAMES[this.detected];
+    const savedWallMs = this.#opts.clock.wallMs();
+    return { savedWallMs, detected, override: this.#apiOverride, history: this.#history.slice() };
   }
 
   /**
@@ -304,12 +306,17 @@ export class AttackLevelMonitor implements AttackLevelView {
    */
   restoreState(state: LevelState, share = false): void {
     const c = this.#opts.getRuntime().config.defense.level;
-    if (Array.isArray(state.history)) for (const h of state.history.slice(-HISTORY_SIZE)) if (h !== null && typeof h === 'object') this.#history.push(h);
+    if (Array.isArray(state.history))
+      for (const h of state.history.slice(-HISTORY_SIZE)) {
+        if (h !== null && typeof h === 'object') this.#history.push(h);
+      }
     while (this.#history.length > HISTORY_SIZE) this.#history.shift();
     const o = state.override;
-    if (o !== null && typeof o === 'object' && Object.hasOwn(NAME_TO_LEVEL, o.level)) this.#apiOverride = { level: o.level, source: 'api', reason: String(o.reason), by: String(o.by), sinceWallMs: Number(o.sinceWallMs) };
+    if (o !== null && typeof o === 'object' && Object.hasOwn(NAME_TO_LEVEL, o.level))
+      this.#apiOverride = { level: o.level, source: 'api', reason: String(o.reason), by: String(o.by), sinceWallMs: Number(o.sinceWallMs) };
     const saved = Object.hasOwn(NAME_TO_LEVEL, state.detected) ? NAME_TO_LEVEL[state.detected] : AttackLevel.calm;
-    const down = Math.floor(Math.max(0, this.#opts.clock.wallMs() - Number(state.savedWallMs)) / (c.fallSeconds * 1000));
+    const downMs = Math.max(0, this.#opts.clock.wallMs() - Number(state.savedWallMs));
+    const down = Math.floor(downMs / (c.fallSeconds * 1000));
     this.detected = Math.max(AttackLevel.calm, saved - (Number.isFinite(down) ? down : saved)) as AttackLevel;
     this.#quietTicks = 0;
     this.#applyInForce(['restored from the state file after a restart'], 'restart');

@@ -264,7 +264,7 @@ export class TrafficObserver {
     this.#learnedTicks++;
   }
 
-  /** The learned baselines (not the familiar prefixes: familiar.export()). Allocates: for the state file, not per request. */
+  /** The learned baselines (the familiar prefixes: familiar.export()). Allocates: for the state file, not per request. */
   exportLearned(): LearnedState {
     return {
       baselineRate: this.#baselineRate,

@@ -143,7 +143,8 @@ export class SpaceSaving {
   restore(state: SpaceSavingState): boolean {
     this.clear();
     const n = state.values.length;
-    if (n > this.k || state.counts.length !== n || state.errors.length !== n || state.firstMs.length !== n || !(state.total >= 0)) return false;
+    const shaped = state.counts.length === n && state.errors.length === n && state.firstMs.length === n;
+    if (n > this.k || !shaped || !(state.total >= 0)) return false;
     for (let i = 0; i < n; i++) {
       const v = state.values[i];
       if (typeof v !== 'string' || this.#index.has(v)) {
