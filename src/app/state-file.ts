@@ -91,6 +91,8 @@ export interface RestoreSummary {
   level: string | null;
   warm: boolean;
   familiarPrefixes: number;
+  /** Time the read took (ms). */
+  readMs: number;
 }
 
 const SCHEMA = `
@@ -184,8 +186,9 @@ export class StateFile {
     };
     this.#t = t;
     const summary: RestoreSummary = {
-      bans: 0, activeBans: 0, sessions: 0, replayIds: 0, level: null, warm: false, familiarPrefixes: 0,
+      bans: 0, activeBans: 0, sessions: 0, replayIds: 0, level: null, warm: false, familiarPrefixes: 0, readMs: 0,
     };
+    const startedMs = performance.now();
     const db = this.#db;
     if (db === null) return summary;
     const { clock, log } = this.#opts;
@@ -272,6 +275,7 @@ export class StateFile {
     t.bans?.trackChanges();
     t.replay?.trackChanges();
     t.sessions?.trackChanges();
+    summary.readMs = Math.round(performance.now() - startedMs);
     this.#lastWarm = summary.warm;
     this.#lastLearnedMs = clock.now();
     log.info({ file: this.file, ...summary }, 'state restored from the state file');
