@@ -12,7 +12,9 @@ export interface Received {
 }
 
 /** A webhook receiver on 127.0.0.1:0; `answer` picks the status for each POST (default 204), or 0 to never answer. */
-export async function startReceiver(answer: (n: number) => number = () => 204): Promise<{ url: string; received: Received[]; close(): Promise<void> }> {
+export async function startReceiver(
+  answer: (n: number) => number = () => 204,
+): Promise<{ url: string; received: Received[]; close(): Promise<void> }> {
   const received: Received[] = [];
   let n = 0;
   const server = http.createServer((req, res) => {
@@ -45,4 +47,3 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs 
     await sleep(10);
   }
 }
-

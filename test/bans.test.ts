@@ -26,7 +26,11 @@ async function withBanGateway(partial: Record<string, unknown>, fn: (gw: TestGat
 }
 
 /** One GET from `localAddress` on `agent`'s connections; resolves with the status and headers. */
-function get(port: number, localAddress: string, agent: http.Agent | false = false): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+function get(
+  port: number,
+  localAddress: string,
+  agent: http.Agent | false = false,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', localAddress, agent }, (res) => {
       res.resume();
@@ -50,10 +54,19 @@ function probe(port: number, localAddress: string): Promise<{ bytes: number; err
   });
 }
 
-function admin(gw: TestGateway, method: string, path: string, body?: unknown, token: string | null = TOKEN): Promise<{ status: number; body: any }> {
+function admin(
+  gw: TestGateway,
+  method: string,
+  path: string,
+  body?: unknown,
+  token: string | null = TOKEN,
+): Promise<{ status: number; body: any }> {
   return fetch(`${gw.adminUrl}${path}`, {
     method,
-    headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
@@ -97,8 +110,12 @@ test('a handful of flooding addresses are banned within 2 s and reset on accept,
         assert.ok(p.error === 'ECONNRESET' || p.error === '', `${addr}: reset or closed (${p.error})`);
       }
     }
-    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4') !== true; i++) await sleep(20);
-    assert.ok(gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4'), 'a ban that keeps knocking is on the fast path');
+    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4') !== true; i++)
+      await sleep(20);
+    assert.ok(
+      gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4'),
+      'a ban that keeps knocking is on the fast path',
+    );
     const fast = await probe(gw.port, '127.0.0.5');
     assert.equal(fast.bytes, 0, 'closed by the fast path, not one HTTP byte');
     assert.equal((await get(gw.port, '127.0.0.9')).status, 200, 'another address is served');
@@ -126,11 +143,21 @@ test('operators ban and unban over the admin API with a token; without one the A
     const listed = await admin(gw, 'GET', '/api/bans');
     assert.equal(listed.status, 200);
     assert.equal(listed.body.active, 1);
-    assert.deepEqual(Object.keys(listed.body.bans[0]).sort(), ['by', 'count', 'expires', 'reason', 'rule', 'since', 'target', 'ttlSec']);
+    assert.deepEqual(Object.keys(listed.body.bans[0]).sort(), [
+      'by',
+      'count',
+      'expires',
+      'reason',
+      'rule',
+      'since',
+      'target',
+      'ttlSec',
+    ]);
     const p = await probe(gw.port, '127.0.1.5');
     assert.deepEqual(p, { bytes: 0, error: 'ECONNRESET' });
     // The prefix joins the fast path; the unban below must still take effect at once.
-    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4') !== true; i++) await sleep(20);
+    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4') !== true; i++)
+      await sleep(20);
     assert.ok(gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4'), 'the prefix ban is on the fast path');
     assert.equal((await probe(gw.port, '127.0.1.6')).bytes, 0);
     assert.equal((await get(gw.port, '127.0.2.5')).status, 200, 'outside the prefix');
@@ -176,10 +203,18 @@ test('with bans in observe mode a banned address is recorded and listed but stil
 });
 
 test('with bans off, offences make no ban and the API says bans are off', async () => {
-  await withBanGateway({ defense: { bans: { mode: 'off' }, rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 0.01, burst: 1 }] } } }, async (gw) => {
-    for (let i = 0; i < 40; i++) await get(gw.port, '127.0.0.7');
-    assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.7'), false);
-    assert.equal((await admin(gw, 'POST', '/api/bans', { target: '127.0.0.7', ttlSec: 60 })).status, 409);
-    assert.equal((await get(gw.port, '127.0.0.7')).status, 429, 'still rate limited');
-  });
+  await withBanGateway(
+    {
+      defense: {
+        bans: { mode: 'off' },
+        rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 0.01, burst: 1 }] },
+      },
+    },
+    async (gw) => {
+      for (let i = 0; i < 40; i++) await get(gw.port, '127.0.0.7');
+      assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.7'), false);
+      assert.equal((await admin(gw, 'POST', '/api/bans', { target: '127.0.0.7', ttlSec: 60 })).status, 409);
+      assert.equal((await get(gw.port, '127.0.0.7')).status, 429, 'still rate limited');
+    },
+  );
 });

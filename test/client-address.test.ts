@@ -12,7 +12,6 @@ import { rawRequest, sleep, statusOf, type RecordingUpstream, type TestGateway, 
 
 const TRUSTED = '127.0.0.9';
 
-
 const trustedConfig = { clientAddress: { trustedProxies: [TRUSTED] } };
 const proxyProtocolConfig = { ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }] };
 
@@ -31,7 +30,13 @@ async function requestLog(gw: TestGateway, path: string): Promise<Record<string,
 }
 
 /** Send a request from `localAddress` and return the headers the upstream received. */
-async function forwardedHeaders(gw: TestGateway, up: RecordingUpstream, path: string, payload: string | Buffer, localAddress: string) {
+async function forwardedHeaders(
+  gw: TestGateway,
+  up: RecordingUpstream,
+  path: string,
+  payload: string | Buffer,
+  localAddress: string,
+) {
   const raw = await rawRequest(gw.port, payload, { localAddress });
   assert.equal(statusOf(raw), 200, JSON.stringify(raw));
   const rec = up.requests.find((r) => r.url === path);
@@ -60,7 +65,13 @@ function ipv6Bytes(groups: number[]): Buffer {
 
 test("without trusted proxies a client's own X-Forwarded-For is ignored and the socket address is the client", async () => {
   await withGateway({}, async (gw, up) => {
-    const headers = await forwardedHeaders(gw, up, '/spoof', get('/spoof', 'X-Forwarded-For: 203.0.113.7\r\n'), '127.0.0.5');
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/spoof',
+      get('/spoof', 'X-Forwarded-For: 203.0.113.7\r\n'),
+      '127.0.0.5',
+    );
     assert.equal(headers['x-forwarded-for'], '127.0.0.5');
     const log = await requestLog(gw, '/spoof');
     assert.equal(log.client, '127.0.0.5');
@@ -69,7 +80,13 @@ test("without trusted proxies a client's own X-Forwarded-For is ignored and the 
 
 test('a client from an address outside trustedProxies cannot set its address with X-Forwarded-For', async () => {
   await withGateway(trustedConfig, async (gw, up) => {
-    const headers = await forwardedHeaders(gw, up, '/untrusted', get('/untrusted', 'X-Forwarded-For: 127.0.0.9, 203.0.113.7\r\n'), '127.0.0.5');
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/untrusted',
+      get('/untrusted', 'X-Forwarded-For: 127.0.0.9, 203.0.113.7\r\n'),
+      '127.0.0.5',
+    );
     assert.equal(headers['x-forwarded-for'], '127.0.0.5');
     assert.equal((await requestLog(gw, '/untrusted')).client, '127.0.0.5');
   });
@@ -85,7 +102,13 @@ test("a trusted proxy's X-Forwarded-For names the client and the chain is extend
 
 test('a spoofed leftmost X-Forwarded-For entry is ignored: the rightmost untrusted hop is the client', async () => {
   await withGateway(trustedConfig, async (gw, up) => {
-    const headers = await forwardedHeaders(gw, up, '/chain', get('/chain', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7\r\n'), TRUSTED);
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/chain',
+      get('/chain', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7\r\n'),
+      TRUSTED,
+    );
     assert.equal(headers['x-forwarded-for'], '1.2.3.4, 203.0.113.7, 127.0.0.9');
     assert.equal((await requestLog(gw, '/chain')).client, '203.0.113.7');
   });
@@ -93,14 +116,26 @@ test('a spoofed leftmost X-Forwarded-For entry is ignored: the rightmost untrust
 
 test('trusted hops inside the X-Forwarded-For chain are skipped to reach the client', async () => {
   await withGateway({ clientAddress: { trustedProxies: ['127.0.0.0/24', '10.0.0.0/8'] } }, async (gw, up) => {
-    await forwardedHeaders(gw, up, '/hops', get('/hops', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7, 10.1.2.3\r\n'), TRUSTED);
+    await forwardedHeaders(
+      gw,
+      up,
+      '/hops',
+      get('/hops', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7, 10.1.2.3\r\n'),
+      TRUSTED,
+    );
     assert.equal((await requestLog(gw, '/hops')).client, '203.0.113.7');
   });
 });
 
 test('X-Forwarded-For split over two header lines from a trusted proxy is read as one chain', async () => {
   await withGateway(trustedConfig, async (gw, up) => {
-    await forwardedHeaders(gw, up, '/split', get('/split', 'X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 203.0.113.7\r\n'), TRUSTED);
+    await forwardedHeaders(
+      gw,
+      up,
+      '/split',
+      get('/split', 'X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 203.0.113.7\r\n'),
+      TRUSTED,
+    );
     assert.equal((await requestLog(gw, '/split')).client, '203.0.113.7');
   });
 });
@@ -129,18 +164,42 @@ test('a malformed hop left of a valid untrusted one does not matter: the rightmo
 
 test('X-Forwarded-Proto from an untrusted client is replaced by http, and believed from a trusted proxy', async () => {
   await withGateway(trustedConfig, async (gw, up) => {
-    const untrusted = await forwardedHeaders(gw, up, '/proto-untrusted', get('/proto-untrusted', 'X-Forwarded-Proto: https\r\n'), '127.0.0.5');
+    const untrusted = await forwardedHeaders(
+      gw,
+      up,
+      '/proto-untrusted',
+      get('/proto-untrusted', 'X-Forwarded-Proto: https\r\n'),
+      '127.0.0.5',
+    );
     assert.equal(untrusted['x-forwarded-proto'], 'http');
-    const trusted = await forwardedHeaders(gw, up, '/proto-trusted', get('/proto-trusted', 'X-Forwarded-Proto: https\r\n'), TRUSTED);
+    const trusted = await forwardedHeaders(
+      gw,
+      up,
+      '/proto-trusted',
+      get('/proto-trusted', 'X-Forwarded-Proto: https\r\n'),
+      TRUSTED,
+    );
     assert.equal(trusted['x-forwarded-proto'], 'https');
-    const odd = await forwardedHeaders(gw, up, '/proto-odd', get('/proto-odd', 'X-Forwarded-Proto: gopher\r\n'), TRUSTED);
+    const odd = await forwardedHeaders(
+      gw,
+      up,
+      '/proto-odd',
+      get('/proto-odd', 'X-Forwarded-Proto: gopher\r\n'),
+      TRUSTED,
+    );
     assert.equal(odd['x-forwarded-proto'], 'http');
   });
 });
 
 test('a PROXY protocol v1 header from a trusted peer sets the client address', async () => {
   await withGateway(proxyProtocolConfig, async (gw, up) => {
-    const headers = await forwardedHeaders(gw, up, '/v1', `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/v1')}`, TRUSTED);
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/v1',
+      `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/v1')}`,
+      TRUSTED,
+    );
     assert.equal(headers['x-forwarded-for'], '198.51.100.4');
     assert.equal((await requestLog(gw, '/v1')).client, '198.51.100.4');
   });
@@ -148,7 +207,13 @@ test('a PROXY protocol v1 header from a trusted peer sets the client address', a
 
 test('a PROXY protocol v1 TCP6 header from a trusted peer sets an IPv6 client address', async () => {
   await withGateway(proxyProtocolConfig, async (gw, up) => {
-    const headers = await forwardedHeaders(gw, up, '/v1-6', `PROXY TCP6 2001:db8::42 ::1 5555 80\r\n${get('/v1-6')}`, TRUSTED);
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/v1-6',
+      `PROXY TCP6 2001:db8::42 ::1 5555 80\r\n${get('/v1-6')}`,
+      TRUSTED,
+    );
     assert.equal(headers['x-forwarded-for'], '2001:db8::42');
   });
 });
@@ -188,14 +253,23 @@ test('a PROXY protocol v2 IPv4 header with TLVs is skipped whole', async () => {
   await withGateway(proxyProtocolConfig, async (gw, up) => {
     const tlv = Buffer.from([0x04, 0x00, 0x03, 0x61, 0x62, 0x63]); // PP2_TYPE_NOOP, 3 bytes
     const pp = v2Header({ src: Buffer.from([198, 51, 100, 5]), dst: Buffer.from([127, 0, 0, 1]), tlv });
-    const headers = await forwardedHeaders(gw, up, '/v2-tlv', Buffer.concat([pp, Buffer.from(get('/v2-tlv'))]), TRUSTED);
+    const headers = await forwardedHeaders(
+      gw,
+      up,
+      '/v2-tlv',
+      Buffer.concat([pp, Buffer.from(get('/v2-tlv'))]),
+      TRUSTED,
+    );
     assert.equal(headers['x-forwarded-for'], '198.51.100.5');
   });
 });
 
 test('a PROXY protocol v2 IPv6 header from a trusted peer sets a compressed IPv6 client address', async () => {
   await withGateway(proxyProtocolConfig, async (gw, up) => {
-    const pp = v2Header({ src: ipv6Bytes([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7]), dst: ipv6Bytes([0, 0, 0, 0, 0, 0, 0, 1]) });
+    const pp = v2Header({
+      src: ipv6Bytes([0x2001, 0xdb8, 0, 0, 0, 0, 0, 7]),
+      dst: ipv6Bytes([0, 0, 0, 0, 0, 0, 0, 1]),
+    });
     const headers = await forwardedHeaders(gw, up, '/v2-6', Buffer.concat([pp, Buffer.from(get('/v2-6'))]), TRUSTED);
     assert.equal(headers['x-forwarded-for'], '2001:db8::7');
     assert.equal((await requestLog(gw, '/v2-6')).client, '2001:db8::7');
@@ -225,11 +299,17 @@ test('from a trusted peer, a malformed PROXY v2 header closes the connection and
   await withGateway(proxyProtocolConfig, async (gw, _up, seen) => {
     const bad = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
     bad[12] = 0x11; // version 1 in a v2 header
-    const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), { localAddress: TRUSTED, timeoutMs: 1500 });
+    const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), {
+      localAddress: TRUSTED,
+      timeoutMs: 1500,
+    });
     assert.equal(raw, '');
     const short = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) }).subarray(0, 20);
     short.writeUInt16BE(4, 14); // claims a 4-byte IPv4 block
-    const raw2 = await rawRequest(gw.port, Buffer.concat([short, Buffer.from(get('/pp-bad3'))]), { localAddress: TRUSTED, timeoutMs: 1500 });
+    const raw2 = await rawRequest(gw.port, Buffer.concat([short, Buffer.from(get('/pp-bad3'))]), {
+      localAddress: TRUSTED,
+      timeoutMs: 1500,
+    });
     assert.equal(raw2, '');
     await sleep(100);
     assert.equal(seen.heads, 0);
@@ -248,7 +328,9 @@ test('from a trusted peer, a PROXY header that does not arrive within headersTim
 
 test('from an untrusted peer a PROXY line is not honoured: the request is refused 400 and the upstream sees nothing', async () => {
   await withGateway(proxyProtocolConfig, async (gw, up, seen) => {
-    const raw = await rawRequest(gw.port, `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/pp-untrusted')}`, { localAddress: '127.0.0.5' });
+    const raw = await rawRequest(gw.port, `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/pp-untrusted')}`, {
+      localAddress: '127.0.0.5',
+    });
     assert.equal(statusOf(raw), 400, JSON.stringify(raw));
     await sleep(100);
     assert.equal(seen.heads, 0);
@@ -259,7 +341,9 @@ test('from an untrusted peer a PROXY line is not honoured: the request is refuse
 test('from an untrusted peer a PROXY v2 header is not honoured and the upstream sees nothing', async () => {
   await withGateway(proxyProtocolConfig, async (gw, _up, seen) => {
     const pp = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
-    const raw = await rawRequest(gw.port, Buffer.concat([pp, Buffer.from(get('/pp-untrusted2'))]), { localAddress: '127.0.0.5' });
+    const raw = await rawRequest(gw.port, Buffer.concat([pp, Buffer.from(get('/pp-untrusted2'))]), {
+      localAddress: '127.0.0.5',
+    });
     assert.ok(raw === '' || statusOf(raw) === 400, JSON.stringify(raw));
     await sleep(100);
     assert.equal(seen.heads, 0);
@@ -329,51 +413,81 @@ function hasOpenssl(): boolean {
   }
 }
 
-test('a PROXY header followed in the same packet by a TLS handshake sets the client address on a TLS listener', { skip: !hasOpenssl() && 'openssl not available' }, async () => {
+test('a PROXY header followed in the same packet by a TLS handshake sets the client address on a TLS listener', {
+  skip: !hasOpenssl() && 'openssl not available',
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'rempart-pp-tls-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { stdio: 'ignore' },
+  );
   try {
-    await withGateway({ ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true, tls: { certFile, keyFile } }] }, async (gw, up) => {
-      for (const together of [true, false]) {
-        // A relay in the role of the balancer: it prefixes the client's bytes with a PROXY line,
-        // either in the same write as the ClientHello or in a write of its own.
-        const relay = net.createServer((c) => {
-          const g = net.connect({ port: gw.port, host: '127.0.0.1', localAddress: TRUSTED });
-          const line = Buffer.from('PROXY TCP4 198.51.100.4 127.0.0.1 5555 443\r\n');
-          let first = true;
-          if (!together) g.write(line);
-          c.on('data', (d: Buffer) => {
-            g.write(first && together ? Buffer.concat([line, d]) : d);
-            first = false;
+    await withGateway(
+      { ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true, tls: { certFile, keyFile } }] },
+      async (gw, up) => {
+        for (const together of [true, false]) {
+          // A relay in the role of the balancer: it prefixes the client's bytes with a PROXY line,
+          // either in the same write as the ClientHello or in a write of its own.
+          const relay = net.createServer((c) => {
+            const g = net.connect({ port: gw.port, host: '127.0.0.1', localAddress: TRUSTED });
+            const line = Buffer.from('PROXY TCP4 198.51.100.4 127.0.0.1 5555 443\r\n');
+            let first = true;
+            if (!together) g.write(line);
+            c.on('data', (d: Buffer) => {
+              g.write(first && together ? Buffer.concat([line, d]) : d);
+              first = false;
+            });
+            g.on('data', (d) => c.write(d));
+            g.on('close', () => c.destroy());
+            c.on('close', () => g.destroy());
+            g.on('error', () => {});
+            c.on('error', () => {});
           });
-          g.on('data', (d) => c.write(d));
-          g.on('close', () => c.destroy());
-          c.on('close', () => g.destroy());
-          g.on('error', () => {});
-          c.on('error', () => {});
-        });
-        await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-        try {
-          const path = `/tls-${together}`;
-          const t = tls.connect({ port: (relay.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false, servername: 'localhost' });
-          let data = '';
-          t.on('data', (d) => (data += d.toString('latin1')));
-          t.on('error', () => {});
-          const closed = new Promise((r) => t.on('close', r));
-          t.once('secureConnect', () => t.write(get(path)));
-          await Promise.race([closed, sleep(2000)]);
-          t.destroy();
-          assert.equal(statusOf(data), 200, `${path}: ${JSON.stringify(data)}`);
-          const rec = up.requests.find((r) => r.url === path);
-          assert.equal(rec?.headers['x-forwarded-for'], '198.51.100.4');
-          assert.equal(rec?.headers['x-forwarded-proto'], 'https');
-        } finally {
-          relay.close();
+          await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+          try {
+            const path = `/tls-${together}`;
+            const t = tls.connect({
+              port: (relay.address() as net.AddressInfo).port,
+              host: '127.0.0.1',
+              rejectUnauthorized: false,
+              servername: 'localhost',
+            });
+            let data = '';
+            t.on('data', (d) => (data += d.toString('latin1')));
+            t.on('error', () => {});
+            const closed = new Promise((r) => t.on('close', r));
+            t.once('secureConnect', () => t.write(get(path)));
+            await Promise.race([closed, sleep(2000)]);
+            t.destroy();
+            assert.equal(statusOf(data), 200, `${path}: ${JSON.stringify(data)}`);
+            const rec = up.requests.find((r) => r.url === path);
+            assert.equal(rec?.headers['x-forwarded-for'], '198.51.100.4');
+            assert.equal(rec?.headers['x-forwarded-proto'], 'https');
+          } finally {
+            relay.close();
+          }
         }
-      }
-    });
+      },
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

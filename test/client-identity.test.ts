@@ -16,7 +16,11 @@ type Clock = ReturnType<typeof createManualClock>;
 
 const TRUSTED = { clientAddress: { trustedProxies: ['127.0.0.1/32'] } };
 
-async function withGw(partial: Record<string, unknown>, fn: (gw: TestGateway, clock: Clock) => Promise<void>, handler?: http.RequestListener): Promise<void> {
+async function withGw(
+  partial: Record<string, unknown>,
+  fn: (gw: TestGateway, clock: Clock) => Promise<void>,
+  handler?: http.RequestListener,
+): Promise<void> {
   const up = await startUpstream(handler);
   // A frozen clock: no budget refills while the test sends, so the counts are exact on a loaded machine.
   const clock = createManualClock(1000);
@@ -81,10 +85,15 @@ test('200 requests from 200 addresses of one IPv6 /64 meet the per-address limit
 });
 
 test('defense.ipv6PrefixLength: 128 counts single IPv6 addresses again', async () => {
-  await withGw({ defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } } }, async (gw) => {
-    const statuses = await fromEach(gw, ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
-    assert.deepEqual(statuses, [200, 200, 200]);
-  });
+  await withGw(
+    {
+      defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } },
+    },
+    async (gw) => {
+      const statuses = await fromEach(gw, ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
+      assert.deepEqual(statuses, [200, 200, 200]);
+    },
+  );
 });
 
 test('254 addresses of one IPv4 /24 meet the default /24 budget (16 x per-address), and their offences ban the /24', async () => {
@@ -144,13 +153,22 @@ function vault(req: http.IncomingMessage, res: http.ServerResponse): void {
 
 const sensitive = {
   routes: [
-    { name: 'vault', path: '/vault/*', upstream: 'origin', class: 'authenticated', sensitive: { documentsPerHour: 3, identity: 'session' } },
+    {
+      name: 'vault',
+      path: '/vault/*',
+      upstream: 'origin',
+      class: 'authenticated',
+      sensitive: { documentsPerHour: 3, identity: 'session' },
+    },
     { name: 'default', path: '/*', upstream: 'origin' },
   ],
 };
 
 function raw(gw: TestGateway, path: string, headerLines: string[]): Promise<string> {
-  return rawRequest(gw.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n${headerLines.map((l) => `${l}\r\n`).join('')}Connection: close\r\n\r\n`);
+  return rawRequest(
+    gw.port,
+    `GET ${path} HTTP/1.1\r\nHost: x\r\n${headerLines.map((l) => `${l}\r\n`).join('')}Connection: close\r\n\r\n`,
+  );
 }
 
 test('exfiltration: a duplicate session cookie is counted against every value (sid=x1; sid=<real> does not escape the quota)', async () => {
@@ -193,11 +211,25 @@ test('rate limits: a session cookie or API key sent twice is counted against bot
     assert.equal(statusOf(await raw(gw, '/', ['Cookie: sid=s1'])), 200);
     assert.equal(statusOf(await raw(gw, '/', ['Cookie: a=1; sid=fresh; sid=s1'])), 429);
     assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: k1'])), 200);
-    assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])), 429, 'Node would join them into "fresh, k1"');
+    assert.equal(
+      statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])),
+      429,
+      'Node would join them into "fresh, k1"',
+    );
   });
-  await withGw({ defense: { rateLimit: { apiKeyHeader: 'authorization', rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }] } } }, async (gw) => {
-    assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer t1'])), 200);
-    // Node keeps only the first Authorization field; an origin may read the second.
-    assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer fresh', 'Authorization: Bearer t1'])), 429);
-  });
+  await withGw(
+    {
+      defense: {
+        rateLimit: {
+          apiKeyHeader: 'authorization',
+          rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }],
+        },
+      },
+    },
+    async (gw) => {
+      assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer t1'])), 200);
+      // Node keeps only the first Authorization field; an origin may read the second.
+      assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer fresh', 'Authorization: Bearer t1'])), 429);
+    },
+  );
 });

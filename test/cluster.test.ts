@@ -23,7 +23,11 @@ after(async () => {
 });
 
 /** `n` gateways sharing the test's redis under one fresh key prefix. */
-async function startNodes(n: number, partial: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}): Promise<TestGateway[]> {
+async function startNodes(
+  n: number,
+  partial: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Promise<TestGateway[]> {
   const prefix = `t${Math.random().toString(36).slice(2, 8)}:`;
   const saved = process.env.REMPART_ADMIN_TOKEN;
   process.env.REMPART_ADMIN_TOKEN = TOKEN;
@@ -35,7 +39,13 @@ async function startNodes(n: number, partial: Record<string, unknown> = {}, clus
         await startGateway(up.url, {
           logging: { level: 'warn', requests: false },
           ...partial,
-          cluster: { store: 'redis', nodeName: `node-${i}`, redis: { keyPrefix: prefix, commandTimeoutMs: 2000, reconnectMaxMs: 500 }, resyncMs: 500, ...cluster },
+          cluster: {
+            store: 'redis',
+            nodeName: `node-${i}`,
+            redis: { keyPrefix: prefix, commandTimeoutMs: 2000, reconnectMaxMs: 500 },
+            resyncMs: 500,
+            ...cluster,
+          },
         }),
       );
     return nodes;
@@ -62,7 +72,10 @@ function answered(port: number, localAddress: string): Promise<boolean> {
 function admin(gw: TestGateway, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   return fetch(`${gw.adminUrl}${path}`, {
     method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      authorization: `Bearer ${TOKEN}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
@@ -76,11 +89,16 @@ async function waitFor(what: string, ms: number, fn: () => Promise<boolean> | bo
   }
 }
 
-test('a ban made on node A refuses that address on node B within 1 s, and its lifting reaches B too', { skip: skipRedis }, async () => {
+test('a ban made on node A refuses that address on node B within 1 s, and its lifting reaches B too', {
+  skip: skipRedis,
+}, async () => {
   const [a, b] = await startNodes(2);
   try {
     assert.equal(await answered(b!.port, '127.0.0.21'), true);
-    assert.equal((await admin(a!, 'POST', '/api/bans', { target: '127.0.0.21', ttlSec: 60, reason: 'cluster test' })).status, 201);
+    assert.equal(
+      (await admin(a!, 'POST', '/api/bans', { target: '127.0.0.21', ttlSec: 60, reason: 'cluster test' })).status,
+      201,
+    );
     const ms = await waitFor('B refuses 127.0.0.21', 1000, async () => !(await answered(b!.port, '127.0.0.21')));
     assert.ok(ms < 1000, `B refused after ${Math.round(ms)} ms`);
     assert.equal(await answered(b!.port, '127.0.0.22'), true, 'other addresses still pass');
@@ -94,7 +112,9 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
   }
 });
 
-test('a ban from offences on one node reaches the others, and a node that missed the message converges by resync', { skip: skipRedis }, async () => {
+test('a ban from offences on one node reaches the others, and a node that missed the message converges by resync', {
+  skip: skipRedis,
+}, async () => {
   const [a, b] = await startNodes(2);
   try {
     const bansA = a!.gateway.defense.bans;
@@ -104,7 +124,13 @@ test('a ban from offences on one node reaches the others, and a node that missed
     // A ban written to the shared table without its message (a node that was briefly unsubscribed):
     // the resync (every 500 ms here) finds it.
     const store = a!.gateway.cluster.store;
-    await store.tablePut('bans', '127.0.0.32', JSON.stringify({ reason: 'missed', rule: '', by: 'operator:x' }), 60000, 1000);
+    await store.tablePut(
+      'bans',
+      '127.0.0.32',
+      JSON.stringify({ reason: 'missed', rule: '', by: 'operator:x' }),
+      60000,
+      1000,
+    );
     await waitFor('B converges on the missed ban', 3000, async () => !(await answered(b!.port, '127.0.0.32')));
     // And an unban whose message was missed.
     await store.tableDelete('bans', '127.0.0.32');
@@ -114,7 +140,9 @@ test('a ban from offences on one node reaches the others, and a node that missed
   }
 });
 
-test('an operator override of the attack level on one node applies on all, and its release too', { skip: skipRedis }, async () => {
+test('an operator override of the attack level on one node applies on all, and its release too', {
+  skip: skipRedis,
+}, async () => {
   const [a, b] = await startNodes(2);
   try {
     assert.equal((await admin(a!, 'PUT', '/api/level', { level: 'under_attack', reason: 'drill' })).status, 200);
@@ -133,7 +161,13 @@ test('an operator override of the attack level on one node applies on all, and i
 });
 
 /** Keep-alive GETs with `headers` to each node in turn from `concurrency` loops until `ms` pass; counts statuses. */
-async function load(nodes: TestGateway[], ms: number, concurrency: number, headers: Record<string, string>, onTick?: (elapsedMs: number) => void) {
+async function load(
+  nodes: TestGateway[],
+  ms: number,
+  concurrency: number,
+  headers: Record<string, string>,
+  onTick?: (elapsedMs: number) => void,
+) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency * nodes.length });
   const counts = new Map<string, number>();
   let sent = 0;
@@ -173,7 +207,9 @@ async function load(nodes: TestGateway[], ms: number, concurrency: number, heade
 
 const GLOBAL_RULE = { id: 'per-key-global', key: 'apiKey', ratePerSec: 300, burst: 60, scope: 'global' };
 
-test('three nodes, one global limit: the total admitted is within ±5% of the limit, at under 0.05 store operations per request', { skip: skipRedis }, async () => {
+test('three nodes, one global limit: the total admitted is within ±5% of the limit, at under 0.05 store operations per request', {
+  skip: skipRedis,
+}, async () => {
   const nodes = await startNodes(3, { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { mode: 'off' } } });
   try {
     const ops0 = nodes.map((n) => n.gateway.cluster.store.operations);
@@ -189,11 +225,25 @@ test('three nodes, one global limit: the total admitted is within ±5% of the li
     const floor = (GLOBAL_RULE.burst + (GLOBAL_RULE.ratePerSec * (elapsedMs - stalledMs)) / 1000) * 0.95;
     const ops = nodes.reduce((s, n, i) => s + n.gateway.cluster.store.operations - ops0[i]!, 0);
     const leaseOps = nodes.reduce((s, n, i) => s + n.gateway.cluster.leases.leasesAsked - leases0[i]!, 0);
-    const figures = { sent, admitted, expected: Math.round(expected), errorPercent: +(error * 100).toFixed(2), ratePerSecSent: Math.round(sent / (elapsedMs / 1000)), stalledMs: Math.round(stalledMs), storeOps: ops, opsPerRequest: +(ops / sent).toFixed(4), leaseOpsPerRequest: +(leaseOps / sent).toFixed(4), leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4) };
+    const figures = {
+      sent,
+      admitted,
+      expected: Math.round(expected),
+      errorPercent: +(error * 100).toFixed(2),
+      ratePerSecSent: Math.round(sent / (elapsedMs / 1000)),
+      stalledMs: Math.round(stalledMs),
+      storeOps: ops,
+      opsPerRequest: +(ops / sent).toFixed(4),
+      leaseOpsPerRequest: +(leaseOps / sent).toFixed(4),
+      leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4),
+    };
     console.log(`# global limit figures ${JSON.stringify(figures)}`);
     assert.ok(sent > expected * 1.5, 'the load exceeds the limit');
     assert.ok(error <= 0.05, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%)`);
-    assert.ok(admitted >= floor, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%; the process stood still ${Math.round(stalledMs)} ms)`);
+    assert.ok(
+      admitted >= floor,
+      `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%; the process stood still ${Math.round(stalledMs)} ms)`,
+    );
     assert.ok(ops / sent < 0.05, `store operations per request ${figures.opsPerRequest}`);
     for (const n of nodes) assert.ok((n.gateway.cluster.leases.leasesAsked ?? 0) > 0, 'every node leased');
   } finally {
@@ -201,9 +251,15 @@ test('three nodes, one global limit: the total admitted is within ±5% of the li
   }
 });
 
-test('redis-server killed during load: no request fails, limits fall back to local, and the nodes reconverge within 10 s of its restart', { skip: skipRedis }, async () => {
+test('redis-server killed during load: no request fails, limits fall back to local, and the nodes reconverge within 10 s of its restart', {
+  skip: skipRedis,
+}, async () => {
   // Refusals must not ban the test's own address (the offences threshold is out of reach).
-  const nodes = await startNodes(3, { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { offences: { threshold: 1000000 } } } }, { levelHeartbeatMs: 250 });
+  const nodes = await startNodes(
+    3,
+    { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { offences: { threshold: 1000000 } } } },
+    { levelHeartbeatMs: 250 },
+  );
   const [a, b] = nodes as [TestGateway, TestGateway, TestGateway];
   try {
     let killed = false;
@@ -222,14 +278,17 @@ test('redis-server killed during load: no request fails, limits fall back to loc
     });
     const failures = [...counts].filter(([s]) => s !== '200' && s !== '429');
     assert.deepEqual(failures, [], `no request failed: ${JSON.stringify([...counts])} of ${sent}`);
-    for (const n of nodes) assert.ok(n.gateway.cluster.leases.localDecisions > 0, 'the global limit fell back to the local limiter');
+    for (const n of nodes)
+      assert.ok(n.gateway.cluster.leases.localDecisions > 0, 'the global limit fell back to the local limiter');
     const metrics = await fetch(`${a.adminUrl}/metrics`).then((r) => r.text());
     assert.match(metrics, /rempart_cluster_store_failures_total 1\b/);
     assert.ok(a.logs.filter((l) => String(l.msg).startsWith('cluster store unreachable')).length === 1, 'logged once');
     assert.doesNotMatch(JSON.stringify(a.logs), /redis:\/\/|127\.0\.0\.1:\d+\/?"/, 'the store URL is not logged');
 
     // Back: every node healthy, and sharing again — a ban made during the outage was kept and is shared.
-    const ms = await waitFor('every node sees the store again', 10000, () => nodes.every((n) => n.gateway.cluster.store.healthy));
+    const ms = await waitFor('every node sees the store again', 10000, () =>
+      nodes.every((n) => n.gateway.cluster.store.healthy),
+    );
     assert.ok(performance.now() - restartAt < 10000, `reconnected ${Math.round(ms)} ms after the load ended`);
     await redis.kill();
     await waitFor('the nodes see the store gone', 3000, () => nodes.every((n) => !n.gateway.cluster.store.healthy));
@@ -237,9 +296,15 @@ test('redis-server killed during load: no request fails, limits fall back to loc
     assert.equal(await answered(b.port, '127.0.0.41'), true, 'B cannot know yet');
     const back = performance.now();
     await redis.restart();
-    await waitFor('B refuses the ban made during the outage', 10000, async () => !(await answered(b.port, '127.0.0.41')));
+    await waitFor(
+      'B refuses the ban made during the outage',
+      10000,
+      async () => !(await answered(b.port, '127.0.0.41')),
+    );
     console.log(`# reconverged ${Math.round(performance.now() - back)} ms after the restart`);
-    await waitFor('metrics show the store up', 2000, async () => /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text())));
+    await waitFor('metrics show the store up', 2000, async () =>
+      /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text())),
+    );
   } finally {
     await Promise.all(nodes.map((n) => n.close()));
   }

@@ -23,7 +23,6 @@ routes:
     upstream: app
 `;
 
-
 test('an unknown key is refused with the file, its line and its key path', () => {
   const text = `${GOOD}limits:\n  maxHeaderBytes: 32768\n  maxHeaderByte: 100\n`;
   const problems = problemsOf(() => parseConfig(text, 'rempart.yaml'));
@@ -45,7 +44,12 @@ test('an unknown key is refused with the file, its line and its key path', () =>
 
 test('an unknown key in an object built in code is refused with its key path', () => {
   const problems = problemsOf(() =>
-    validateConfig({ version: 1, listeners: [{ address: '127.0.0.1:1', tsl: {} }], upstreams: [{ name: 'a', url: 'http://127.0.0.1:2' }], routes: [{ name: 'r', upstream: 'a' }] }),
+    validateConfig({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:1', tsl: {} }],
+      upstreams: [{ name: 'a', url: 'http://127.0.0.1:2' }],
+      routes: [{ name: 'r', upstream: 'a' }],
+    }),
   );
   assert.deepEqual(
     problems.map((p) => p.path),
@@ -109,11 +113,14 @@ routes:
 });
 
 test('a bad enum value lists the allowed values', () => {
-  const problems = problemsOf(() => parseConfig(GOOD.replace('upstream: app', 'upstream: app\n    class: bogus'), 'c.yaml'));
+  const problems = problemsOf(() =>
+    parseConfig(GOOD.replace('upstream: app', 'upstream: app\n    class: bogus'), 'c.yaml'),
+  );
   assert.equal(problems.length, 1);
   assert.equal(problems[0]!.path, 'routes[0].class');
   assert.equal(problems[0]!.line, 10);
-  for (const c of ['critical', 'authenticated', 'cacheable', 'public', 'static']) assert.ok(problems[0]!.message.includes(`"${c}"`), problems[0]!.message);
+  for (const c of ['critical', 'authenticated', 'cacheable', 'public', 'static'])
+    assert.ok(problems[0]!.message.includes(`"${c}"`), problems[0]!.message);
   assert.ok(problems[0]!.message.includes('"bogus"'));
 });
 
@@ -136,24 +143,39 @@ routes:
   const problems = problemsOf(() => parseConfig(text, 's.yaml'));
   assert.deepEqual(problems.map((p) => p.path).sort(), ['listeners[0].proxyProtocol', 'routes[1]', 'routes[1].host']);
   const wide = problemsOf(() => parseConfig(`${GOOD}clientAddress:\n  trustedProxies: [0.0.0.0/0]\n`, 'w.yaml'));
-  assert.deepEqual(wide.map((p) => p.path), ['clientAddress.trustedProxies[0]']);
+  assert.deepEqual(
+    wide.map((p) => p.path),
+    ['clientAddress.trustedProxies[0]'],
+  );
   assert.match(wide[0]!.message, /trusts a large part of the Internet/);
 });
 
 test('a bad CIDR in trustedProxies is refused, a good one is accepted', () => {
   for (const bad of ['10.0.0.0/33', 'not-an-ip', '300.1.1.1', '::1/129', '10.0.0.0/']) {
-    const problems = problemsOf(() => parseConfig(`${GOOD}clientAddress:\n  trustedProxies:\n    - "${bad}"\n`, 'c.yaml'));
+    const problems = problemsOf(() =>
+      parseConfig(`${GOOD}clientAddress:\n  trustedProxies:\n    - "${bad}"\n`, 'c.yaml'),
+    );
     assert.equal(problems.length, 1, bad);
     assert.equal(problems[0]!.path, 'clientAddress.trustedProxies[0]');
     assert.equal(problems[0]!.line, 12);
     assert.match(problems[0]!.message, /not an IP address or CIDR block/);
   }
-  const ok = parseConfig(`${GOOD}clientAddress:\n  trustedProxies: [10.0.0.0/8, "::1", fd00::/8, 192.0.2.7]\n`, 'c.yaml');
+  const ok = parseConfig(
+    `${GOOD}clientAddress:\n  trustedProxies: [10.0.0.0/8, "::1", fd00::/8, 192.0.2.7]\n`,
+    'c.yaml',
+  );
   assert.deepEqual(ok.clientAddress.trustedProxies, ['10.0.0.0/8', '::1', 'fd00::/8', '192.0.2.7']);
 });
 
 test('an upstream URL with a path, credentials, a query or a non-HTTP scheme is refused', () => {
-  for (const url of ['http://127.0.0.1:3000/base', 'http://user:pw@127.0.0.1:3000', 'http://127.0.0.1:3000/?x=1', 'ftp://127.0.0.1:21', 'nonsense', '127.0.0.1:3000']) {
+  for (const url of [
+    'http://127.0.0.1:3000/base',
+    'http://user:pw@127.0.0.1:3000',
+    'http://127.0.0.1:3000/?x=1',
+    'ftp://127.0.0.1:21',
+    'nonsense',
+    '127.0.0.1:3000',
+  ]) {
     const problems = problemsOf(() => parseConfig(GOOD.replace('http://127.0.0.1:3000', url), 'u.yaml'));
     assert.equal(problems.length, 1, url);
     assert.equal(problems[0]!.path, 'upstreams[0].url', url);
@@ -203,7 +225,9 @@ routes:
 });
 
 test('listener and admin ports above 65535 are refused by validation, not at bind time', () => {
-  const problems = problemsOf(() => parseConfig(GOOD.replace('127.0.0.1:8080', '127.0.0.1:80800') + 'admin:\n  address: 127.0.0.1:91800\n', 'p.yaml'));
+  const problems = problemsOf(() =>
+    parseConfig(GOOD.replace('127.0.0.1:8080', '127.0.0.1:80800') + 'admin:\n  address: 127.0.0.1:91800\n', 'p.yaml'),
+  );
   assert.deepEqual(
     problems.map((p) => [p.line, p.path, p.message]),
     [
@@ -244,14 +268,16 @@ test('defaults are applied to everything the file leaves out, and the result is 
   assert.equal(partial.limits.maxHeaderCount, 100);
 });
 
-
 test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'rempart-cfg-'));
   try {
     const good = join(dir, 'good.yaml');
     const bad = join(dir, 'bad.yaml');
     writeFileSync(good, GOOD);
-    writeFileSync(bad, GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n');
+    writeFileSync(
+      bad,
+      GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n',
+    );
     const ok = await runCli(['check', good]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /good\.yaml: ok/);
@@ -282,15 +308,36 @@ test('an unknown command-line flag exits 2 with a clear message and the usage', 
   assert.match(mixed.stderr, /--config cannot be combined with --upstream, --quiet/);
 });
 
-test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', { timeout: 30_000 }, async () => {
+test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', {
+  timeout: 30_000,
+}, async () => {
   const origin = await startUpstream((_req, res) => res.end('origin'));
   const dir = mkdtempSync(join(tmpdir(), 'rempart-override-'));
   const file = join(dir, 'rempart.yaml');
-  const [filePort, fileAdmin, port, adminPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [filePort, fileAdmin, port, adminPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   writeFileSync(file, gatewayConfig(filePort, fileAdmin, origin.url) + 'logging:\n  level: info\n');
-  const child = spawn(process.execPath, [BIN, '--config', file, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--log-level', 'warn'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      '--config',
+      file,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--log-level',
+      'warn',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
@@ -301,7 +348,10 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
     while (body !== 'origin') {
       assert.equal(child.exitCode, null, stderr);
       assert.ok(Date.now() < deadline, 'the overridden listener never answered');
-      body = await fetch(`http://127.0.0.1:${port}/x`).then((r) => r.text(), () => '');
+      body = await fetch(`http://127.0.0.1:${port}/x`).then(
+        (r) => r.text(),
+        () => '',
+      );
       if (body !== 'origin') await sleep(50);
     }
     assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
@@ -312,13 +362,20 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
     // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
     // and still no info line (the level stays warn).
     child.kill('SIGHUP');
-    const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+    const reloaded = async () =>
+      /rempart_config_reloads_total\{result="applied"\} 1\n/.test(
+        await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text(),
+      );
     const until2 = Date.now() + 10_000;
     while (!(await reloaded())) {
       assert.ok(Date.now() < until2, `no reload: ${stderr}`);
       await sleep(50);
     }
-    assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
+    assert.deepEqual(
+      logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))),
+      [],
+      'no restart warning, no info line',
+    );
   } finally {
     child.kill('SIGTERM');
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
@@ -391,7 +448,9 @@ async function until(cond: () => boolean, what: string, timeoutMs = 8000): Promi
   }
 }
 
-test('SIGHUP reloads a changed file, and a broken file is rejected while the running configuration keeps serving', { timeout: 30_000 }, async () => {
+test('SIGHUP reloads a changed file, and a broken file is rejected while the running configuration keeps serving', {
+  timeout: 30_000,
+}, async () => {
   const first = await startUpstream((_req, res) => res.end('first'));
   const second = await startUpstream((_req, res) => res.end('second'));
   const dir = mkdtempSync(join(tmpdir(), 'rempart-reload-'));
@@ -418,7 +477,10 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
     assert.equal(await body(), 'second');
 
     // A broken file, then SIGHUP: rejected, logged with the problem, the old config keeps serving.
-    writeFileSync(file, gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'));
+    writeFileSync(
+      file,
+      gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'),
+    );
     child.kill('SIGHUP');
     await until(() => logs.some((l) => String(l.msg).includes('reload rejected')), 'the rejection');
     const rejected = logs.find((l) => String(l.msg).includes('reload rejected'))!;
@@ -443,16 +505,40 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   }
 });
 
-test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', { timeout: 30_000 }, async () => {
+test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', {
+  timeout: 30_000,
+}, async () => {
   const up = await startUpstream((_req, res) => res.end('up'));
   const dir = mkdtempSync(join(tmpdir(), 'rempart-reload-tls-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
   const adminPort = await freePort();
-  const withTls = (key: string) => gatewayConfig(port, adminPort, up.url).replace(`address: 127.0.0.1:${port}`, `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`);
+  const withTls = (key: string) =>
+    gatewayConfig(port, adminPort, up.url).replace(
+      `address: 127.0.0.1:${port}`,
+      `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`,
+    );
   writeFileSync(file, withTls(keyFile));
   const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -475,7 +561,10 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
     assert.equal(await get(), 'up');
     writeFileSync(file, withTls(join(dir, 'missing-key.pem')));
     child.kill('SIGHUP');
-    await until(() => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null, 'the rejection');
+    await until(
+      () => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null,
+      'the rejection',
+    );
     assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
     assert.match(JSON.stringify(logs.find((l) => String(l.msg).includes('reload rejected'))), /missing-key\.pem/);
     assert.equal(await get(), 'up', 'the running configuration keeps serving');
@@ -526,8 +615,13 @@ test('an in-process reload moves new requests to the new upstream while a reques
 });
 
 test('guaranteed class shares that add up to more than 100 % are refused with their key path', () => {
-  const problems = problemsOf(() => parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 50\n`, 'shares.yaml'));
-  assert.deepEqual(problems.map((p) => p.path), ['admission.reservePercent']);
+  const problems = problemsOf(() =>
+    parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 50\n`, 'shares.yaml'),
+  );
+  assert.deepEqual(
+    problems.map((p) => p.path),
+    ['admission.reservePercent'],
+  );
   assert.match(problems[0]!.message, /add up to 110%/);
   // Within 100 it is accepted and reaches the compiled queue settings.
   parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 40\n`, 'shares.yaml');

@@ -89,10 +89,17 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
       clients.push(c);
       await c.connected;
       c.socket.write(flood);
-      await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_PIPELINE_LIMIT')) === i + 1, 5000, `flood connection ${i + 1} closed`);
+      await waitFor(
+        async () => (await refusals(gw, 'RMP_ERR_EDGE_PIPELINE_LIMIT')) === i + 1,
+        5000,
+        `flood connection ${i + 1} closed`,
+      );
     }
     await waitFor(async () => (await activeConnections(gw)) === 0, 5000, 'flood connections gone');
-    assert.ok(up.requests.length + inFlight <= 2 * 2 * 8, `${up.requests.length} + ${inFlight} requests reached the upstream`);
+    assert.ok(
+      up.requests.length + inFlight <= 2 * 2 * 8,
+      `${up.requests.length} + ${inFlight} requests reached the upstream`,
+    );
     assert.ok(maxInFlight <= 2 * 8, `max in flight ${maxInFlight}`);
     // Parsing stopped at the bound: the rest of each 2,000-request write was never turned into objects.
     assert.ok(handled <= 2 * 2 * 8, `Node's server took on ${handled} requests`);
@@ -120,7 +127,25 @@ test('the same flood over a TLS listener is stopped at the same bound', async ()
   const dir = mkdtempSync(join(tmpdir(), 'rempart-pipe-tls-'));
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const up = await startUpstream((_req, res) => setTimeout(() => res.end('x'), 200));
   const gw = await startGateway(up.url, {
     listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }],
@@ -138,7 +163,11 @@ test('the same flood over a TLS listener is stopped at the same bound', async ()
     await new Promise((r) => socket.once('secureConnect', r));
     socket.pause(); // never reads
     socket.write(GET('/tls-flood').repeat(2000));
-    await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_PIPELINE_LIMIT')) === 1, 5000, 'the TLS flood connection closed');
+    await waitFor(
+      async () => (await refusals(gw, 'RMP_ERR_EDGE_PIPELINE_LIMIT')) === 1,
+      5000,
+      'the TLS flood connection closed',
+    );
     assert.ok(handled <= 2 * 8, `Node's server took on ${handled} requests`);
     assert.ok(up.requests.length <= 2 * 8);
   } finally {
@@ -158,7 +187,10 @@ test('a pipelining client that reads gets every answer in order; one that does n
       setTimeout(() => res.end('late'), 3000);
     } else setTimeout(() => res.end(req.url), 30);
   });
-  const gw = await startGateway(up.url, { limits: { maxPipelinedRequests: 4 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { maxPipelinedRequests: 4 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   try {
     // Up to twice the limit in one write is still an honest pipeline.
     const c = connect(gw.port);
@@ -166,7 +198,10 @@ test('a pipelining client that reads gets every answer in order; one that does n
     c.socket.write(Array.from({ length: 8 }, (_, i) => GET(`/a${i}`)).join(''));
     await waitFor(() => responses(c.data).length === 8, 5000, 'eight answers');
     assert.deepEqual(responses(c.data), Array(8).fill('HTTP/1.1 200'));
-    assert.deepEqual([...c.data.matchAll(/\/a\d/g)].map((m) => m[0]), Array.from({ length: 8 }, (_, i) => `/a${i}`));
+    assert.deepEqual(
+      [...c.data.matchAll(/\/a\d/g)].map((m) => m[0]),
+      Array.from({ length: 8 }, (_, i) => `/a${i}`),
+    );
     c.socket.destroy();
 
     // The fourth request has a body: reading pauses at it while its body is still arriving, and
@@ -174,7 +209,14 @@ test('a pipelining client that reads gets every answer in order; one that does n
     const post = connect(gw.port);
     await post.connected;
     const body = 'z'.repeat(256 * 1024);
-    post.socket.write(GET('/b1') + GET('/b2') + GET('/b3') + `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n` + body + GET('/after'));
+    post.socket.write(
+      GET('/b1') +
+        GET('/b2') +
+        GET('/b3') +
+        `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n` +
+        body +
+        GET('/after'),
+    );
     await waitFor(() => responses(post.data).length === 5, 5000, 'five answers around a pipelined body');
     assert.deepEqual(responses(post.data), Array(5).fill('HTTP/1.1 200'));
     assert.equal(up.requests.find((r) => r.url === '/upload')?.bodyBytes, body.length);
@@ -222,7 +264,11 @@ test('clients that stop reading a 5 MB reply do not hold admission slots: a norm
       c.socket.write(GET('/big'));
     }
     // The first two take the two slots; their replies fill the socket buffers and wait.
-    await waitFor(() => up.requests.filter((r) => r.url === '/big').length >= 2, 5000, 'big requests to reach the upstream');
+    await waitFor(
+      () => up.requests.filter((r) => r.url === '/big').length >= 2,
+      5000,
+      'big requests to reach the upstream',
+    );
     await sleep(300);
     const t0 = performance.now();
     const res = await fetch(gw.url + '/small');
@@ -230,7 +276,11 @@ test('clients that stop reading a 5 MB reply do not hold admission slots: a norm
     assert.equal(await res.text(), 'small');
     assert.ok(performance.now() - t0 < 3000, `served in ${Math.round(performance.now() - t0)} ms`);
     // The slow readers are cut once their replies waited past slowReadTimeoutMs.
-    await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ')) === 4, 8000, 'the four slow readers to be cut');
+    await waitFor(
+      async () => (await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ')) === 4,
+      8000,
+      'the four slow readers to be cut',
+    );
   } finally {
     for (const c of slow) c.socket.destroy();
     await gw.close();
@@ -241,14 +291,21 @@ test('clients that stop reading a 5 MB reply do not hold admission slots: a norm
 test('replies queued behind an unread one are bounded by maxQueuedReplyBytes: past it the connection is closed', async () => {
   const big = Buffer.alloc(2 * 1024 * 1024, 'q');
   const up = await startUpstream((_req, res) => res.end(big));
-  const gw = await startGateway(up.url, { limits: { maxQueuedReplyBytes: 256 * 1024 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { maxQueuedReplyBytes: 256 * 1024 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   try {
     // Eight pipelined requests for 2 MB each, never read: the first fills the socket, the seven
     // behind it would each hold a buffer's worth in memory until the slow-read deadline (20 s).
     const c = connect(gw.port, '127.0.0.1', false);
     await c.connected;
     c.socket.write(GET('/q').repeat(8));
-    await waitFor(async () => (await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ')) === 1, 5000, 'the connection closed for its queued replies');
+    await waitFor(
+      async () => (await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ')) === 1,
+      5000,
+      'the connection closed for its queued replies',
+    );
     await waitFor(async () => (await activeConnections(gw)) === 0, 3000, 'the connection gone');
     c.socket.destroy();
     // A client that reads gets every pipelined 2 MB reply.
@@ -267,20 +324,25 @@ test('replies queued behind an unread one are bounded by maxQueuedReplyBytes: pa
 test('a client reading slowly but steadily is not cut as a slow reader', async () => {
   const big = Buffer.alloc(2 * 1024 * 1024, 'c');
   const up = await startUpstream((_req, res) => res.end(big));
-  const gw = await startGateway(up.url, { limits: { slowReadTimeoutMs: 1000 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { slowReadTimeoutMs: 1000 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   try {
     // Reads 256 KB every 100 ms (about 2.5 MB/s): the send buffer empties well within the deadline.
     const body = await new Promise<number>((resolve, reject) => {
-      http.get(gw.url + '/steady', (res) => {
-        let n = 0;
-        res.on('data', (d: Buffer) => {
-          n += d.length;
-          res.pause();
-          setTimeout(() => res.resume(), 10);
-        });
-        res.on('end', () => resolve(n));
-        res.on('error', reject);
-      }).on('error', reject);
+      http
+        .get(gw.url + '/steady', (res) => {
+          let n = 0;
+          res.on('data', (d: Buffer) => {
+            n += d.length;
+            res.pause();
+            setTimeout(() => res.resume(), 10);
+          });
+          res.on('end', () => resolve(n));
+          res.on('error', reject);
+        })
+        .on('error', reject);
     });
     assert.equal(body, big.length);
     assert.equal(await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ'), 0);
@@ -293,7 +355,10 @@ test('a client reading slowly but steadily is not cut as a slow reader', async (
 test('near maxConnections, idle keep-alive connections make room for a new client, oldest idle first', async () => {
   const up = await startUpstream();
   // A long pressure idle timeout: here it is the new connection at the cap that closes the oldest.
-  const gw = await startGateway(up.url, { limits: { maxConnections: 10, pressureIdleTimeoutMs: 60000 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { maxConnections: 10, pressureIdleTimeoutMs: 60000 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: Client[] = [];
   try {
     // Ten addresses each hold one keep-alive connection that made one request (the attack: one
@@ -312,7 +377,11 @@ test('near maxConnections, idle keep-alive connections make room for a new clien
     await waitFor(() => fresh.isClosed, 3000, 'the new client answered');
     assert.equal(statusOf(fresh.data), 200, 'the new client is served');
     await waitFor(() => held[0]!.isClosed, 2000, 'the oldest idle connection closed');
-    assert.deepEqual(held.slice(1).map((c) => c.isClosed), Array(9).fill(false), 'only the oldest idle one was closed');
+    assert.deepEqual(
+      held.slice(1).map((c) => c.isClosed),
+      Array(9).fill(false),
+      'only the oldest idle one was closed',
+    );
     assert.equal(await refusals(gw, 'RMP_ERR_EDGE_IDLE_RECLAIMED'), 1);
   } finally {
     for (const c of held) c.socket.destroy();
@@ -326,7 +395,10 @@ test('under connection pressure, idle keep-alive connections are closed after pr
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2500);
     else res.end('ok');
   });
-  const gw = await startGateway(up.url, { limits: { maxConnections: 10, pressureIdleTimeoutMs: 300 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { maxConnections: 10, pressureIdleTimeoutMs: 300 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: Client[] = [];
   try {
     for (let i = 0; i < 9; i++) {
@@ -335,7 +407,11 @@ test('under connection pressure, idle keep-alive connections are closed after pr
       await c.connected;
       c.socket.write(GET(i === 0 ? '/slow' : '/hold'));
     }
-    await waitFor(() => held.slice(1).every((c) => responses(c.data).length === 1), 3000, 'answers on the idle connections');
+    await waitFor(
+      () => held.slice(1).every((c) => responses(c.data).length === 1),
+      3000,
+      'answers on the idle connections',
+    );
     // 9 of 10 open: pressure. The eight idle ones go within a sweep or two; the busy one stays.
     await waitFor(() => held.slice(1).every((c) => c.isClosed), 3000, 'idle connections closed');
     assert.equal(held[0]!.isClosed, false);
@@ -350,7 +426,10 @@ test('under connection pressure, idle keep-alive connections are closed after pr
 
 test('near maxConnections one address may not take more than a tenth of it: another address still gets in', async () => {
   const up = await startUpstream();
-  const gw = await startGateway(up.url, { limits: { maxConnections: 20, maxConnectionsPerAddress: 100 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(up.url, {
+    limits: { maxConnections: 20, maxConnectionsPerAddress: 100 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: Client[] = [];
   try {
     // One address opens 25 connections that never send a request (so none is idle keep-alive).

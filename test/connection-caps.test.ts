@@ -18,7 +18,10 @@ test('IPv6 clients are counted per /64, IPv4 per address', () => {
 });
 
 /** Open a connection that sends a PROXY v1 line and an incomplete request head, and report whether it stays open. */
-async function proxiedConnection(port: number, source: string): Promise<{ socket: net.Socket; refused: () => boolean }> {
+async function proxiedConnection(
+  port: number,
+  source: string,
+): Promise<{ socket: net.Socket; refused: () => boolean }> {
   const socket = net.connect(port, '127.0.0.1');
   let closed = false;
   socket.on('error', () => {});
@@ -37,7 +40,9 @@ test('behind a trusted PROXY-protocol balancer the cap applies to each client, n
   });
   const open: net.Socket[] = [];
   try {
-    const distinct = await Promise.all(['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)));
+    const distinct = await Promise.all(
+      ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)),
+    );
     open.push(...distinct.map((c) => c.socket));
     const same = [];
     for (let i = 0; i < 3; i++) {
@@ -46,8 +51,16 @@ test('behind a trusted PROXY-protocol balancer the cap applies to each client, n
     }
     open.push(...same.map((c) => c.socket));
     for (let waited = 0; !same[2]!.refused() && waited < 5000; waited += 20) await sleep(20);
-    assert.deepEqual(distinct.map((c) => c.refused()), [false, false, false], 'three clients through one balancer all stay connected');
-    assert.deepEqual(same.map((c) => c.refused()), [false, false, true], 'the third connection of one client is refused');
+    assert.deepEqual(
+      distinct.map((c) => c.refused()),
+      [false, false, false],
+      'three clients through one balancer all stay connected',
+    );
+    assert.deepEqual(
+      same.map((c) => c.refused()),
+      [false, false, true],
+      'the third connection of one client is refused',
+    );
   } finally {
     for (const s of open) s.destroy();
     await gw.close();

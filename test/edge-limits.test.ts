@@ -5,9 +5,6 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { errorCodeOf, rawRequest, sleep, statusOf, type TestGateway, withGateway } from './helpers.ts';
 
-
-
-
 /** A client connection kept open by the test: records what it receives and when it closes. */
 interface Client {
   socket: net.Socket;
@@ -104,11 +101,17 @@ test("a Content-Length over the route's maxBodyBytes is answered 413 and the ups
   await withGateway(
     { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }] },
     async (gw, up, seen) => {
-      const raw = await rawRequest(gw.port, `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 101\r\n\r\n${'x'.repeat(20)}`);
+      const raw = await rawRequest(
+        gw.port,
+        `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 101\r\n\r\n${'x'.repeat(20)}`,
+      );
       assert.equal(statusOf(raw), 413, raw);
       assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_BODY_TOO_LARGE');
       assert.match(raw, /\r\nconnection: close\r\n/i, 'the unread body cannot be taken for a next request');
-      const ok = await rawRequest(gw.port, `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n${'x'.repeat(100)}`);
+      const ok = await rawRequest(
+        gw.port,
+        `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n${'x'.repeat(100)}`,
+      );
       assert.equal(statusOf(ok), 200, 'exactly maxBodyBytes passes');
       await sleep(100);
       assert.equal(seen.heads, 1);
@@ -239,9 +242,15 @@ test('with maxConnections 5 the 6th connection is closed on accept and new ones 
     try {
       await Promise.all(held.map((c) => c.connected));
       await waitFor(async () => (await activeConnections(gw)) === 5, 2000, 'five accepted connections');
-      const sixth = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), { timeoutMs: 1500, localAddress: '127.0.0.20' });
+      const sixth = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), {
+        timeoutMs: 1500,
+        localAddress: '127.0.0.20',
+      });
       assert.equal(sixth, '', 'the 6th connection gets no HTTP reply');
-      const seventh = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), { timeoutMs: 1500, localAddress: '127.0.0.21' });
+      const seventh = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), {
+        timeoutMs: 1500,
+        localAddress: '127.0.0.21',
+      });
       assert.equal(seventh, '');
       assert.equal(await metricValue(gw, 'rempart_refusals_total{reason="RMP_ERR_EDGE_CONN_LIMIT"}'), 2);
       held[0]!.socket.destroy();
@@ -258,13 +267,19 @@ test('with maxConnections 5 the 6th connection is closed on accept and new ones 
 
 test('garbage bytes, a binary request line and abrupt resets never crash the gateway', async () => {
   await withGateway({}, async (gw, up) => {
-    const garbage = await rawRequest(gw.port, Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a]));
+    const garbage = await rawRequest(
+      gw.port,
+      Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a]),
+    );
     assert.equal(statusOf(garbage), 400, JSON.stringify(garbage));
     const random = Buffer.alloc(512);
     for (let i = 0; i < random.length; i++) random[i] = (i * 7919 + 13) & 0xff;
     const binary = await rawRequest(gw.port, Buffer.concat([random, Buffer.from('\r\n\r\n')]));
     assert.ok(binary === '' || statusOf(binary) === 400, JSON.stringify(binary.slice(0, 200)));
-    const binaryLine = await rawRequest(gw.port, Buffer.concat([Buffer.from('GET /'), random.subarray(0, 64), Buffer.from(' HTTP/1.1\r\nHost: a\r\n\r\n')]));
+    const binaryLine = await rawRequest(
+      gw.port,
+      Buffer.concat([Buffer.from('GET /'), random.subarray(0, 64), Buffer.from(' HTTP/1.1\r\nHost: a\r\n\r\n')]),
+    );
     assert.equal(statusOf(binaryLine), 400);
     const nul = await rawRequest(gw.port, 'GET / HTTP/1.1\r\nHost: a.test\r\nX-A: a\0b\r\n\r\n');
     assert.equal(statusOf(nul), 400);
@@ -300,6 +315,10 @@ test('garbage bytes, a binary request line and abrupt resets never crash the gat
     assert.equal(await res.text(), 'ok');
     assert.ok(up.requests.some((r) => r.url === '/still-alive'));
     await waitFor(async () => (await activeConnections(gw)) <= 1, 2000, 'reset connections to be released');
-    assert.equal(gw.logs.filter((l) => l.level === 50 || l.level === 60).length, 0, `errors logged: ${JSON.stringify(gw.logs.filter((l) => (l.level as number) >= 50))}`);
+    assert.equal(
+      gw.logs.filter((l) => l.level === 50 || l.level === 60).length,
+      0,
+      `errors logged: ${JSON.stringify(gw.logs.filter((l) => (l.level as number) >= 50))}`,
+    );
   });
 });

@@ -10,7 +10,9 @@ import { validateConfig, ConfigError } from '../src/config/load.ts';
 
 const MESSAGE = 'Our teams are mobilised to restore the service. Please try again in a few minutes.';
 
-async function setup(clock?: Clock): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin; close(): Promise<void> }> {
+async function setup(
+  clock?: Clock,
+): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin; close(): Promise<void> }> {
   const postal = await startPostalOrigin();
   const sms = await startSmsApprovals();
   const breaker = { consecutiveFailures: 2, openMs: 1000 };
@@ -18,12 +20,40 @@ async function setup(clock?: Clock): Promise<{ gw: TestGateway; postal: RunningO
     postal.url,
     {
       upstreams: [
-        { name: 'postal', url: postal.url, connectTimeoutMs: 1000, headersTimeoutMs: 3000, circuitBreaker: breaker, healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 500 } },
-        { name: 'sms-approvals', url: sms.url, connectTimeoutMs: 1000, headersTimeoutMs: 3000, circuitBreaker: breaker },
+        {
+          name: 'postal',
+          url: postal.url,
+          connectTimeoutMs: 1000,
+          headersTimeoutMs: 3000,
+          circuitBreaker: breaker,
+          healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 500 },
+        },
+        {
+          name: 'sms-approvals',
+          url: sms.url,
+          connectTimeoutMs: 1000,
+          headersTimeoutMs: 3000,
+          circuitBreaker: breaker,
+        },
       ],
       routes: [
-        { name: 'approvals', path: '/payments/approve', methods: ['POST'], upstream: 'postal', fallback: 'sms-approvals', class: 'critical', maxBodyBytes: 4096 },
-        { name: 'tracking', path: '/track/*', methods: ['GET', 'HEAD'], upstream: 'postal', class: 'cacheable', maxBodyBytes: 0 },
+        {
+          name: 'approvals',
+          path: '/payments/approve',
+          methods: ['POST'],
+          upstream: 'postal',
+          fallback: 'sms-approvals',
+          class: 'critical',
+          maxBodyBytes: 4096,
+        },
+        {
+          name: 'tracking',
+          path: '/track/*',
+          methods: ['GET', 'HEAD'],
+          upstream: 'postal',
+          class: 'cacheable',
+          maxBodyBytes: 0,
+        },
         { name: 'site', path: '/*', upstream: 'postal', class: 'public' },
       ],
       statusPage: { message: MESSAGE, retryAfterSec: 30 },
@@ -42,7 +72,10 @@ async function setup(clock?: Clock): Promise<{ gw: TestGateway; postal: RunningO
   };
 }
 
-async function approve(gw: TestGateway, accept = 'application/json'): Promise<{ status: number; body: string; headers: Headers }> {
+async function approve(
+  gw: TestGateway,
+  accept = 'application/json',
+): Promise<{ status: number; body: string; headers: Headers }> {
   const res = await fetch(`${gw.url}/payments/approve`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept },
@@ -83,12 +116,19 @@ test('approvals fall over to the SMS upstream within 2 s of the primary dying an
     for (let i = 0; i < 3; i++) assert.equal(channelOf(await approve(gw)), 'app');
 
     const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    const counted = (from: string, to: string) => Number(new RegExp(`rempart_failover_total\\{route="approvals",from="${from}",to="${to}"\\} (\\d+)\n`).exec(metrics)?.[1] ?? 0);
+    const counted = (from: string, to: string) =>
+      Number(
+        new RegExp(`rempart_failover_total\\{route="approvals",from="${from}",to="${to}"\\} (\\d+)\n`).exec(
+          metrics,
+        )?.[1] ?? 0,
+      );
     assert.match(metrics, /rempart_health_checks_total\{upstream="postal",result="failure"\} [1-9]/);
     assert.match(metrics, /rempart_upstream_state\{upstream="postal",state="closed"\} 1\n/);
     // One line and one count per switch of the route, not per request (dozens of requests went by):
     // on a quiet machine exactly one each way; a slow health check could add a pair, never one per request.
-    const switches = gw.logs.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:')).map((l) => [l.msg, l.route, l.from, l.to]);
+    const switches = gw.logs
+      .filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:'))
+      .map((l) => [l.msg, l.route, l.from, l.to]);
     const away = ['failover: route switched to its fallback upstream', 'approvals', 'postal', 'sms-approvals'];
     const home = ['failover: route back on its upstream', 'approvals', 'sms-approvals', 'postal'];
     assert.ok(switches.length >= 2 && switches.length <= 4, JSON.stringify(switches));
@@ -145,7 +185,12 @@ test('with the whole origin down, a tracking page cached before is answered stal
     let home = { status: 0, body: '', type: '', retryAfter: '' };
     const within = await pollUntil(5000, async () => {
       const res = await fetch(`${gw.url}/`, { headers: { accept: 'text/html' }, signal: AbortSignal.timeout(5000) });
-      home = { status: res.status, body: await res.text(), type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after') ?? '' };
+      home = {
+        status: res.status,
+        body: await res.text(),
+        type: res.headers.get('content-type') ?? '',
+        retryAfter: res.headers.get('retry-after') ?? '',
+      };
       return home.status === 503;
     });
     assert.ok(within >= 0, `home page got the status page within 5 s (last: ${home.status})`);
@@ -193,7 +238,10 @@ test('a route fallback naming no upstream, or the route\u2019s own upstream, is 
 test('an upstream that refuses the connection gets the status page with its own code and status kept, and opens its breaker', async () => {
   // Port 1: nobody listens there (a closed upstream's port may be taken by another test file meanwhile).
   const gone = { url: 'http://127.0.0.1:1' };
-  const gw = await startGateway(gone.url, { upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }], statusPage: { message: MESSAGE } });
+  const gw = await startGateway(gone.url, {
+    upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
+    statusPage: { message: MESSAGE },
+  });
   try {
     for (let i = 0; i < 2; i++) {
       const res = await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) });
@@ -209,13 +257,18 @@ test('an upstream that refuses the connection gets the status page with its own 
     assert.equal(((await fast.json()) as { error: { code: string } }).error.code, 'RMP_ERR_UPSTREAM_UNAVAILABLE');
     assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
     // A reload that keeps the upstream keeps its breaker, open.
-    await gw.gateway.reload(validateConfig({
-      version: 1,
-      listeners: [{ address: '127.0.0.1:0' }],
-      upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
-      routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
-      admin: { address: '127.0.0.1:0' },
-    }, '(test)'));
+    await gw.gateway.reload(
+      validateConfig(
+        {
+          version: 1,
+          listeners: [{ address: '127.0.0.1:0' }],
+          upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
+          routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+          admin: { address: '127.0.0.1:0' },
+        },
+        '(test)',
+      ),
+    );
     assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
     assert.equal((await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) })).status, 503);
   } finally {
@@ -245,7 +298,10 @@ test('health checks run while the gateway runs: a reload that changes one replac
     assert.equal(second.running, true);
     const deadline = Date.now() + 5000;
     while (!up.requests.some((r) => r.url === '/healthz') && Date.now() < deadline) await sleep(20);
-    assert.ok(up.requests.some((r) => r.url === '/healthz'), 'the check reached the upstream');
+    assert.ok(
+      up.requests.some((r) => r.url === '/healthz'),
+      'the check reached the upstream',
+    );
     await gw.close();
     assert.equal(second.running, false);
   } finally {
@@ -255,8 +311,12 @@ test('health checks run while the gateway runs: a reload that changes one replac
 });
 
 test('an origin shedding its surplus with 503 is not cut off: the breaker stays closed and every request still reaches it', async () => {
-  const up = await startUpstream((_req, res) => res.writeHead(503, { 'retry-after': '1', 'content-length': '0' }).end());
-  const gw = await startGateway(up.url, { upstreams: [{ name: 'origin', url: up.url, circuitBreaker: { consecutiveFailures: 2, openMs: 10000 } }] });
+  const up = await startUpstream((_req, res) =>
+    res.writeHead(503, { 'retry-after': '1', 'content-length': '0' }).end(),
+  );
+  const gw = await startGateway(up.url, {
+    upstreams: [{ name: 'origin', url: up.url, circuitBreaker: { consecutiveFailures: 2, openMs: 10000 } }],
+  });
   try {
     for (let i = 0; i < 10; i++) assert.equal((await fetch(`${gw.url}/busy/${i}`)).status, 503);
     assert.equal(up.requests.length, 10, 'no request was failed fast by an open breaker');

@@ -40,7 +40,13 @@ export async function startUpstream(
       if (chunks.length < 64) chunks.push(c);
     });
     req.on('end', () => {
-      requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: bytes });
+      requests.push({
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        bodyBytes: bytes,
+      });
       if (handler) handler(req, res, Buffer.concat(chunks));
       else res.end('ok');
     });
@@ -66,7 +72,8 @@ export function memoryLog(): { lines: Record<string, unknown>[]; stream: Writabl
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const l of chunk.toString().split('\n'))
+        if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
       cb();
     },
   });
@@ -86,7 +93,11 @@ export interface TestGateway {
  * Start a gateway on 127.0.0.1:0. `partial` is merged over a minimal config whose one route sends
  * everything to `upstreamUrl`.
  */
-export async function startGateway(upstreamUrl: string, partial: Record<string, unknown> = {}, options: GatewayOptions = {}): Promise<TestGateway> {
+export async function startGateway(
+  upstreamUrl: string,
+  partial: Record<string, unknown> = {},
+  options: GatewayOptions = {},
+): Promise<TestGateway> {
   const base: Record<string, unknown> = {
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],
@@ -112,7 +123,11 @@ export async function startGateway(upstreamUrl: string, partial: Record<string, 
 }
 
 /** Send raw bytes on a fresh connection; resolve with everything received until close or timeout. */
-export function rawRequest(port: number, payload: string | Buffer, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<string> {
+export function rawRequest(
+  port: number,
+  payload: string | Buffer,
+  opts: { timeoutMs?: number; localAddress?: string } = {},
+): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress });
     let data = '';
@@ -180,7 +195,11 @@ export async function withGateway(
 export const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
 
 /** Run the CLI to completion (killed, and the promise rejected, past timeoutMs). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  timeoutMs = 10_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
@@ -189,7 +208,11 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, tim
     child.stderr.on('data', (c: Buffer) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`));
+      reject(
+        new Error(
+          `rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`,
+        ),
+      );
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);

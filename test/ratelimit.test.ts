@@ -6,7 +6,10 @@ import { startGateway, startUpstream, type TestGateway } from './helpers.ts';
 
 type Clock = ReturnType<typeof createManualClock>;
 
-async function withLimitedGateway(partial: Record<string, unknown>, fn: (gw: TestGateway, clock: Clock) => Promise<void>): Promise<void> {
+async function withLimitedGateway(
+  partial: Record<string, unknown>,
+  fn: (gw: TestGateway, clock: Clock) => Promise<void>,
+): Promise<void> {
   const up = await startUpstream();
   const clock = createManualClock(1000);
   const gw = await startGateway(up.url, partial, { clock });
@@ -18,7 +21,13 @@ async function withLimitedGateway(partial: Record<string, unknown>, fn: (gw: Tes
   }
 }
 
-const tight = (extra: Record<string, unknown> = {}) => ({ id: 'tight', key: 'address', ratePerSec: 1, burst: 2, ...extra });
+const tight = (extra: Record<string, unknown> = {}) => ({
+  id: 'tight',
+  key: 'address',
+  ratePerSec: 1,
+  burst: 2,
+  ...extra,
+});
 
 test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and RateLimit, and is served again once the interval passed', async () => {
   await withLimitedGateway({ defense: { rateLimit: { rules: [tight()] } } }, async (gw, clock) => {
@@ -36,22 +45,31 @@ test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and Ra
     clock.advance(1);
     assert.equal((await fetch(`${gw.url}/a`)).status, 200);
     const metrics = await gw.gateway.metrics.registry.metrics();
-    assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/);
+    assert.match(
+      metrics,
+      /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/,
+    );
     assert.match(metrics, /rempart_rate_limit_keys\{rule="tight"\} 1/);
   });
 });
 
 test('observe mode lets the request through but counts it and says so in the decision header', async () => {
-  await withLimitedGateway({ defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } } }, async (gw) => {
-    for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
-    const res = await fetch(`${gw.url}/`);
-    assert.equal(res.status, 200);
-    assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
-    assert.equal(res.headers.get('retry-after'), null);
-    const metrics = await gw.gateway.metrics.registry.metrics();
-    assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/);
-    assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
-  });
+  await withLimitedGateway(
+    { defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } } },
+    async (gw) => {
+      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
+      const res = await fetch(`${gw.url}/`);
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
+      assert.equal(res.headers.get('retry-after'), null);
+      const metrics = await gw.gateway.metrics.registry.metrics();
+      assert.match(
+        metrics,
+        /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/,
+      );
+      assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
+    },
+  );
 });
 
 test('an apiKey rule counts per key and leaves requests without the header to the other rules', async () => {
@@ -60,7 +78,11 @@ test('an apiKey rule counts per key and leaves requests without the header to th
     for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200, 'no key: not counted');
     assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 200);
     assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 429);
-    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status, 200, 'another key has its own budget');
+    assert.equal(
+      (await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status,
+      200,
+      'another key has its own budget',
+    );
   });
 });
 
@@ -81,7 +103,21 @@ test('rules apply only to their classes and routes, and `per: route` gives each 
       { name: 'search', path: '/search', upstream: 'origin', class: 'public' },
       { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
     ],
-    defense: { rateLimit: { rules: [{ id: 'pages', key: 'prefix', classes: ['public'], routes: ['search', 'default'], per: 'route', ratePerSec: 1, burst: 1 }] } },
+    defense: {
+      rateLimit: {
+        rules: [
+          {
+            id: 'pages',
+            key: 'prefix',
+            classes: ['public'],
+            routes: ['search', 'default'],
+            per: 'route',
+            ratePerSec: 1,
+            burst: 1,
+          },
+        ],
+      },
+    },
   };
   await withLimitedGateway(partial, async (gw) => {
     for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/login`)).status, 200, 'critical: not covered');
@@ -106,13 +142,21 @@ test('without rules the default per-address rule limits the public classes', asy
 test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async () => {
   const up = await startUpstream();
   const clock = createManualClock(1000);
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'origin', url: up.url }], routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }], admin: { address: 'off' } };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'origin', url: up.url }],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+    admin: { address: 'off' },
+  };
   const gw = await startGateway(up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
   try {
     assert.equal((await fetch(`${gw.url}/`)).status, 200);
     assert.equal((await fetch(`${gw.url}/`)).status, 200);
     assert.equal((await fetch(`${gw.url}/`)).status, 429);
-    await gw.gateway.reload(validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }));
+    await gw.gateway.reload(
+      validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }),
+    );
     assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
     await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
     assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
@@ -123,10 +167,21 @@ test('the limiter of a rule survives a reload that keeps the rule, and starts af
 });
 
 test('a rule naming an unknown route, or a repeated rule id, is refused at load', () => {
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'o', url: 'http://127.0.0.1:1' }], routes: [{ name: 'default', path: '/*', upstream: 'o' }] };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'o', url: 'http://127.0.0.1:1' }],
+    routes: [{ name: 'default', path: '/*', upstream: 'o' }],
+  };
   assert.throws(
     () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ routes: ['nope'] }), tight()] } } }),
-    (err: unknown) => err instanceof ConfigError && /no route named "nope"/.test(err.message) && /duplicate rate-limit rule id "tight"/.test(err.message),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /no route named "nope"/.test(err.message) &&
+      /duplicate rate-limit rule id "tight"/.test(err.message),
   );
-  assert.throws(() => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }), ConfigError);
+  assert.throws(
+    () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }),
+    ConfigError,
+  );
 });

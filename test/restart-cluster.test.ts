@@ -24,7 +24,8 @@ function answered(port: number, localAddress: string): Promise<boolean> {
   });
 }
 
-const NAME = 'cluster: restored bans the store lost are lifted at the first resync; with the store away the file is enforced';
+const NAME =
+  'cluster: restored bans the store lost are lifted at the first resync; with the store away the file is enforced';
 
 test(NAME, { skip: skipRedis, timeout: 60_000 }, async () => {
   const redis = await startRedis();

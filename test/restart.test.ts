@@ -35,9 +35,21 @@ interface Answer {
   body: string;
 }
 
-function get(port: number, path: string, localAddress = '127.0.0.1', headers: Record<string, string> = {}): Promise<Answer> {
+function get(
+  port: number,
+  path: string,
+  localAddress = '127.0.0.1',
+  headers: Record<string, string> = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const options = { host: '127.0.0.1', port, path, localAddress, agent: false, headers: { 'user-agent': 'restart-test', ...headers } };
+    const options = {
+      host: '127.0.0.1',
+      port,
+      path,
+      localAddress,
+      agent: false,
+      headers: { 'user-agent': 'restart-test', ...headers },
+    };
     const req = http.get(options, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c));
@@ -72,7 +84,10 @@ function probe(port: number, localAddress: string): Promise<{ accepted: boolean;
 function api(adminPort: number, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   return fetch(`http://127.0.0.1:${adminPort}${path}`, {
     method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      authorization: `Bearer ${TOKEN}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
@@ -96,7 +111,12 @@ function launch(file: string): Running {
   return { child, out: () => out, startedAt, exited };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms: number, r: Running): Promise<T> {
+async function until<T>(
+  what: string,
+  fn: () => Promise<T | null | undefined | false>,
+  ms: number,
+  r: Running,
+): Promise<T> {
   const deadline = performance.now() + ms;
   for (;;) {
     const v = await fn().catch(() => null);
@@ -135,10 +155,19 @@ defense:
     // For comparison: the same start with an empty state file (Node's start and module loading).
     const firstReadyMs = performance.now() - run.startedAt;
     // Warm: the level learned enough calm for its mix signals (warmupSeconds: 2).
-    await until('warm', async () => (await api(adminPort, 'GET', '/api/level')).body.features?.warm === true, 10_000, run);
+    await until(
+      'warm',
+      async () => (await api(adminPort, 'GET', '/api/level')).body.features?.warm === true,
+      10_000,
+      run,
+    );
 
     // An operator's ban, and one the gateway earns itself: a flood past the rate limit from one address.
-    assert.equal((await api(adminPort, 'POST', '/api/bans', { target: OPERATOR_BANNED, ttlSec: 600, reason: 'restart test' })).status, 201);
+    assert.equal(
+      (await api(adminPort, 'POST', '/api/bans', { target: OPERATOR_BANNED, ttlSec: 600, reason: 'restart test' }))
+        .status,
+      201,
+    );
     await until(
       'offence ban',
       async () => {
@@ -150,12 +179,23 @@ defense:
       run,
     );
     // Under attack (an operator's override), then a challenge solved and its solution used once.
-    assert.equal((await api(adminPort, 'PUT', '/api/level', { level: 'under_attack', reason: 'restart test' })).status, 200);
+    assert.equal(
+      (await api(adminPort, 'PUT', '/api/level', { level: 'under_attack', reason: 'restart test' })).status,
+      200,
+    );
     const page = await get(port, '/a');
     assert.equal(page.status, 403);
     const solution = await solve(challengeFrom(page.status, page.headers as Record<string, string>)!);
-    assert.equal((await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution })).status, 200, 'the solution is accepted once');
-    assert.equal((await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution })).status, 403, 'and refused when replayed');
+    assert.equal(
+      (await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution })).status,
+      200,
+      'the solution is accepted once',
+    );
+    assert.equal(
+      (await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution })).status,
+      403,
+      'and refused when replayed',
+    );
     // The state file is written every 2 s: a crash may lose the last 2 s, not what is older.
     await sleep(2500);
     assert.ok(existsSync(join(dir, 'rempart-state.db')), 'state.file auto: beside the config file');
@@ -166,7 +206,9 @@ defense:
     run = launch(file);
     // Two probes race the start: any address (ready: an HTTP answer) and the banned one (refused).
     let readyAt = 0;
-    const ready = until('ready', async () => (await get(port, '/')).status > 0, 20_000, run).then(() => (readyAt = performance.now()));
+    const ready = until('ready', async () => (await get(port, '/')).status > 0, 20_000, run).then(
+      () => (readyAt = performance.now()),
+    );
     const refusal = await until(
       'refused',
       async () => {
@@ -192,18 +234,31 @@ defense:
     // the refusal. What must hold is that no connection from the banned address was ever served.
     const flooder = await probe(port, FLOODER);
     assert.ok(flooder.accepted && flooder.bytes === 0, `the offence ban survived too: ${JSON.stringify(flooder)}`);
-    assert.equal((await get(port, '/', '127.0.0.9')).status, 403, 'another address is challenged: under attack from the start');
+    assert.equal(
+      (await get(port, '/', '127.0.0.9')).status,
+      403,
+      'another address is challenged: under attack from the start',
+    );
 
     const level = (await api(adminPort, 'GET', '/api/level')).body;
     assert.equal(level.level, 'under_attack');
-    assert.equal(level.override?.source, 'api', 'the operator\'s override, as it was');
+    assert.equal(level.override?.source, 'api', "the operator's override, as it was");
     assert.equal(level.override?.reason, 'restart test');
-    await until('first tick', async () => (await api(adminPort, 'GET', '/api/level')).body.features !== null, 5000, run);
+    await until(
+      'first tick',
+      async () => (await api(adminPort, 'GET', '/api/level')).body.features !== null,
+      5000,
+      run,
+    );
     assert.equal((await api(adminPort, 'GET', '/api/level')).body.features.warm, true, 'no new warm-up');
     const replay = await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution });
     assert.equal(replay.status, 403, 'the used solution is still refused');
     assert.equal((JSON.parse(replay.body) as { error: { code: string } }).error.code, 'RMP_ERR_CHALLENGE_FAILED');
-    const line = run.out().split('\n').find((l) => l.includes('state restored from the state file')) ?? '';
+    const line =
+      run
+        .out()
+        .split('\n')
+        .find((l) => l.includes('state restored from the state file')) ?? '';
     const restored = /"readMs":(\d+)/.exec(line);
     assert.ok(restored !== null, run.out());
     console.log(`restart: state file read in ${restored[1]} ms`);
@@ -218,7 +273,9 @@ defense:
   }
 });
 
-test('a state file of garbage bytes: the gateway starts (empty, with a warning) and serves', { timeout: 60_000 }, async () => {
+test('a state file of garbage bytes: the gateway starts (empty, with a warning) and serves', {
+  timeout: 60_000,
+}, async () => {
   const origin = await startUpstream();
   const dir = mkdtempSync(join(tmpdir(), 'rempart-restart-'));
   const file = join(dir, 'rempart.yaml');

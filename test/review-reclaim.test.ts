@@ -17,9 +17,11 @@ function open(port: number, localAddress: string): Promise<{ s: net.Socket; clos
   });
 }
 
-test('review: an address over its cap cannot reclaim (close) another client\'s idle keep-alive connection', async () => {
+test("review: an address over its cap cannot reclaim (close) another client's idle keep-alive connection", async () => {
   const up = await startUpstream();
-  const gw = await startGateway(up.url, { limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 } });
+  const gw = await startGateway(up.url, {
+    limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 },
+  });
   const all: net.Socket[] = [];
   try {
     // A real user: one keep-alive request answered, then idle.
@@ -48,10 +50,17 @@ test('review: an address over its cap cannot reclaim (close) another client\'s i
       await sleep(150);
     }
     for (let w = 0; !refused.every((c) => c()) && w < 5000; w += 20) await sleep(20);
-    assert.ok(refused.every((c) => c()), 'the attacker\'s extra connections are refused');
+    assert.ok(
+      refused.every((c) => c()),
+      "the attacker's extra connections are refused",
+    );
     await sleep(200);
     // ... and must not have cost the real user its connection.
-    assert.equal(user.closed(), false, 'the idle user connection was closed to make room for a connection that was then refused');
+    assert.equal(
+      user.closed(),
+      false,
+      'the idle user connection was closed to make room for a connection that was then refused',
+    );
   } finally {
     for (const s of all) s.destroy();
     await gw.close();

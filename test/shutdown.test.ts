@@ -34,7 +34,9 @@ function get(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', { timeout: 60_000 }, async () => {
+test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', {
+  timeout: 60_000,
+}, async () => {
   let release: () => void = () => {};
   const released = new Promise<void>((r) => (release = r));
   const origin = await startUpstream((req, res) => {
@@ -109,7 +111,9 @@ logging: { requests: false }
   }
 });
 
-test('gateway.stop keeps /readyz 503 through readinessDelay while the listener still serves', { timeout: 30_000 }, async () => {
+test('gateway.stop keeps /readyz 503 through readinessDelay while the listener still serves', {
+  timeout: 30_000,
+}, async () => {
   const origin = await startUpstream();
   const gw = await startGateway(origin.url, {});
   try {

@@ -35,7 +35,15 @@ async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string
   const delayMs = opts.delayMs ?? 0;
   const body = opts.body ?? 'page';
   const sockets = new Set<net.Socket>();
-  const origin: Origin = { url: '', requests: 0, upgrades: 0, inFlight: 0, maxInFlight: 0, tunnels: new Set(), close: async () => {} };
+  const origin: Origin = {
+    url: '',
+    requests: 0,
+    upgrades: 0,
+    inFlight: 0,
+    maxInFlight: 0,
+    tunnels: new Set(),
+    close: async () => {},
+  };
   const enter = () => {
     origin.inFlight++;
     origin.maxInFlight = Math.max(origin.maxInFlight, origin.inFlight);
@@ -58,7 +66,9 @@ async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string
     socket.on('error', () => {});
     if (opts.ws) {
       const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}${WS_GUID}`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
       if (head.length > 0) socket.write(head);
       origin.tunnels.add(socket);
       socket.on('close', () => origin.tunnels.delete(socket));
@@ -68,7 +78,9 @@ async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string
     enter();
     setTimeout(() => {
       origin.inFlight--;
-      socket.end(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: public, max-age=60\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: public, max-age=60\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
     }, delayMs);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -82,7 +94,10 @@ async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string
 }
 
 /** Open a raw connection, send a handshake, resolve with the answer's head (and the socket, still open). */
-function openHandshake(port: number, payload: string): Promise<{ head: string; socket: net.Socket; received(): Buffer }> {
+function openHandshake(
+  port: number,
+  payload: string,
+): Promise<{ head: string; socket: net.Socket; received(): Buffer }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -130,14 +145,23 @@ test('a flood of GETs dressed as WebSocket handshakes does not bypass admission:
     admission: { queue: { timeoutMs: { critical: 30000 } } },
   });
   try {
-    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => rawRequest(gw.port, handshake(`/payments/approve?i=${i}`), { timeoutMs: 30000 })));
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        rawRequest(gw.port, handshake(`/payments/approve?i=${i}`), { timeoutMs: 30000 }),
+      ),
+    );
     for (const raw of answers) assert.equal(statusOf(raw), 200, raw);
     assert.equal(origin.requests + origin.upgrades, 12);
     assert.equal(origin.upgrades, 0, 'the origin was offered an upgrade on a route that does not allow WebSocket');
-    assert.ok(origin.maxInFlight <= 2, `the origin saw ${origin.maxInFlight} requests at once, past the admission limit of 2`);
+    assert.ok(
+      origin.maxInFlight <= 2,
+      `the origin saw ${origin.maxInFlight} requests at once, past the admission limit of 2`,
+    );
     const metrics = await metricsOf(gw.adminUrl);
     assert.match(metrics, /^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m);
-    assert.ok(Number(/^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m.exec(metrics)![1]) >= 10);
+    assert.ok(
+      Number(/^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m.exec(metrics)![1]) >= 10,
+    );
     assert.doesNotMatch(metrics, /^rempart_websocket_upgrades_total\{/m);
   } finally {
     await gw.close();
@@ -147,7 +171,9 @@ test('a flood of GETs dressed as WebSocket handshakes does not bypass admission:
 
 test('on a cached route, a GET carrying Upgrade is answered from the cache: the origin is asked once', async () => {
   const origin = await startOrigin({ body: 'catalogue' });
-  const gw = await startGateway(origin.url, { routes: [{ name: 'catalogue', path: '/*', upstream: 'origin', class: 'cacheable' }] });
+  const gw = await startGateway(origin.url, {
+    routes: [{ name: 'catalogue', path: '/*', upstream: 'origin', class: 'cacheable' }],
+  });
   try {
     for (let i = 0; i < 5; i++) {
       const raw = await rawRequest(gw.port, handshake('/track/A'), { timeoutMs: 5000 });
@@ -168,9 +194,15 @@ test('a route that does not allow WebSocket never opens a tunnel: the handshake 
   const origin = await startOrigin({ ws: true, body: 'no websocket here' });
   const gw = await startGateway(origin.url);
   try {
-    const { head, socket } = await openHandshake(gw.port, `${handshake('/ws')}GET /pipelined HTTP/1.1\r\nHost: chat.example\r\n\r\n`);
+    const { head, socket } = await openHandshake(
+      gw.port,
+      `${handshake('/ws')}GET /pipelined HTTP/1.1\r\nHost: chat.example\r\n\r\n`,
+    );
     // Bounded: on a tunnel the connection would stay open.
-    await Promise.race([new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r()))), sleep(3000)]);
+    await Promise.race([
+      new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r()))),
+      sleep(3000),
+    ]);
     socket.destroy();
     assert.equal(statusOf(head), 200, head);
     assert.match(head, /\r\nConnection: close/i);
@@ -208,14 +240,18 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
     assert.equal(origin.upgrades, 1);
     // An ordinary request waits behind the open tunnel…
     const page = fetch(`${gw.url}/page`).then(async (r) => ({ status: r.status, body: await r.text() }));
-    await until('the page to queue', async () => /^rempart_admission_queued_total\{upstream="origin",class="critical"\} 1$/m.test(await metricsOf(gw.adminUrl)));
+    await until('the page to queue', async () =>
+      /^rempart_admission_queued_total\{upstream="origin",class="critical"\} 1$/m.test(await metricsOf(gw.adminUrl)),
+    );
     await sleep(100);
     assert.equal(origin.requests, 0, 'the page reached the origin while the tunnel held the only slot');
     // …and goes through once the tunnel closes.
     tunnel.destroy();
     assert.deepEqual(await page, { status: 200, body: 'page' });
     assert.equal(origin.requests, 1);
-    await until('the slot back', async () => /^rempart_admission_in_flight\{upstream="origin"\} 0$/m.test(await metricsOf(gw.adminUrl)));
+    await until('the slot back', async () =>
+      /^rempart_admission_in_flight\{upstream="origin"\} 0$/m.test(await metricsOf(gw.adminUrl)),
+    );
     const log = gw.logs.find((l) => l.msg === 'request' && l.status === 101);
     assert.equal(log?.decision, 'forwarded');
   } finally {
@@ -228,7 +264,16 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
 test('bytes the origin sends down a WebSocket tunnel count against the exfiltration quota, and the tunnel is cut where it crosses it', async () => {
   const origin = await startOrigin({ ws: true });
   const gw = await startGateway(origin.url, {
-    routes: [{ name: 'feed', path: '/ws', upstream: 'origin', class: 'authenticated', websocket: true, sensitive: { bytesPerDay: 4000, identity: 'address' } }],
+    routes: [
+      {
+        name: 'feed',
+        path: '/ws',
+        upstream: 'origin',
+        class: 'authenticated',
+        websocket: true,
+        sensitive: { bytesPerDay: 4000, identity: 'address' },
+      },
+    ],
     defense: { decisionHeader: true },
   });
   try {
@@ -257,7 +302,10 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
 
 test('open tunnels are capped by limits.maxTunnels, whatever admission says; a closed tunnel frees its place', async () => {
   const origin = await startOrigin({ ws: true });
-  const gw = await startGateway(origin.url, { ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] }, limits: { maxTunnels: 2 } });
+  const gw = await startGateway(origin.url, {
+    ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] },
+    limits: { maxTunnels: 2 },
+  });
   const open: net.Socket[] = [];
   try {
     for (let i = 0; i < 2; i++) {
@@ -288,9 +336,13 @@ test('open tunnels are capped by limits.maxTunnels, whatever admission says; a c
 
 test('a WebSocket handshake pipelined behind a request still being answered is never forwarded, and the gateway stays up', async () => {
   const origin = await startOrigin({ ws: true, delayMs: 200, body: 'slow page' });
-  const gw = await startGateway(origin.url, { routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] });
+  const gw = await startGateway(origin.url, {
+    routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }],
+  });
   try {
-    const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, { timeoutMs: 5000 });
+    const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, {
+      timeoutMs: 5000,
+    });
     assert.equal(statusOf(raw), 200, raw);
     assert.match(raw, /slow page/);
     assert.equal(raw.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, `one answer only: ${JSON.stringify(raw)}`);
@@ -307,7 +359,16 @@ test('a WebSocket handshake pipelined behind a request still being answered is n
 test('a WebSocket handshake without a pass waits in the waiting room like a page: no tunnel is opened', async () => {
   const origin = await startOrigin({ ws: true });
   const gw = await startGateway(origin.url, {
-    routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true, waitingRoom: { enabled: true, force: true } }],
+    routes: [
+      {
+        name: 'chat',
+        path: '/*',
+        upstream: 'origin',
+        class: 'public',
+        websocket: true,
+        waitingRoom: { enabled: true, force: true },
+      },
+    ],
   });
   try {
     const raw = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });

@@ -1,7 +1,7 @@
 // The gateway: the composition root. It compiles the configuration into a Runtime snapshot (reload
 // swaps it whole), makes the services and the phases (compose.ts), hands them to the HTTP/1.1 request
 // entry (src/server/entry.ts) that the accept layer feeds, and starts, stops and reloads the whole.
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type http from 'node:http';
 import type { Pool } from 'undici';
@@ -304,7 +304,9 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   const { services, log } = parts;
   // The admin listener's address needs a restart; allowRemote, metricsRequireToken and the tokens file apply at once.
   if (staticKeys(config) !== staticKeys(parts.getRuntime().config))
-    log.warn('listener, admin address, maxHeaderBytes, cluster store or state.file changes take effect at the next restart');
+    log.warn(
+      'listener, admin address, maxHeaderBytes, cluster store or state.file changes take effect at the next restart',
+    );
   // Read every TLS file first: a failure rejects the whole reload and changes nothing.
   const contexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(config, contexts);

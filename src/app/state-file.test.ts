@@ -69,7 +69,10 @@ test('state.file: auto is $STATE_DIRECTORY, else beside the config file, else no
   assert.equal(resolveStateFile('auto', '/etc/rempart/rempart.yaml', systemd), `/var/lib/rempart/${STATE_FILE_NAME}`);
   assert.equal(resolveStateFile('auto', '/srv/gw/rempart.yaml', {}), `/srv/gw/${STATE_FILE_NAME}`);
   assert.equal(resolveStateFile('auto', null, {}), null, 'a command line without a config file');
-  assert.equal(resolveStateFile('auto', null, { STATE_DIRECTORY: '/var/lib/rempart' }), `/var/lib/rempart/${STATE_FILE_NAME}`);
+  assert.equal(
+    resolveStateFile('auto', null, { STATE_DIRECTORY: '/var/lib/rempart' }),
+    `/var/lib/rempart/${STATE_FILE_NAME}`,
+  );
   const byCode = resolveStateFile('auto', undefined, { STATE_DIRECTORY: '/var/lib/rempart' });
   assert.equal(byCode, null, 'a gateway built by code keeps nothing unless asked');
   assert.equal(resolveStateFile('/data/s.db', undefined, {}), '/data/s.db');
@@ -133,7 +136,10 @@ test('bans, the level, its learned baselines and familiar prefixes, sessions and
   const restored = b.lines.find((l) => l.msg === 'state restored from the state file')!;
   assert.equal(restored.activeBans, 2);
   assert.equal(restored.level, 'under_attack');
-  assert.ok(b.alerts.some((m) => m.includes('calm → under_attack')), 'the restored level is alerted like any change');
+  assert.ok(
+    b.alerts.some((m) => m.includes('calm → under_attack')),
+    'the restored level is alerted like any change',
+  );
   state1.close();
 });
 
@@ -173,7 +179,10 @@ test('a corrupt state file is set aside: the gateway starts empty with a warning
   await flushLogs();
   const warn = a.lines.find((l) => l.msg === 'state file unreadable: set aside, starting with empty state');
   assert.ok(warn !== undefined, JSON.stringify(a.lines));
-  assert.ok(readdirSync(dir).some((f) => f.startsWith(`${STATE_FILE_NAME}.corrupt-`)), 'kept for a look');
+  assert.ok(
+    readdirSync(dir).some((f) => f.startsWith(`${STATE_FILE_NAME}.corrupt-`)),
+    'kept for a look',
+  );
   a.bans.ban('203.0.113.1', 60_000, 'x', '', 'operator:a');
   s.close();
   const b = node(clock);
@@ -216,7 +225,7 @@ test('a part that cannot be read back starts empty; the others still come back',
   s2.close();
 });
 
-test('rows stay bounded by the tables\' caps: a smaller maxEntries after a restart trims the file too', async (t) => {
+test("rows stay bounded by the tables' caps: a smaller maxEntries after a restart trims the file too", async (t) => {
   const file = path.join(tempDir(t), STATE_FILE_NAME);
   const clock = createManualClock(0);
   const a = node(clock, { maxEntries: 1000 });

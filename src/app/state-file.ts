@@ -22,7 +22,7 @@ import { BanTable, type BanRecord } from '../phases/ban/table.ts';
 import { AttackLevelMonitor, type LevelState } from '../phases/level/monitor.ts';
 import type { LearnedState } from '../phases/level/traffic.ts';
 import type { FamiliarState } from '../phases/level/familiar.ts';
-import { ReplayGuard, type ReplayState } from '../phases/challenge/replay.ts';
+import type { ReplayGuard, ReplayState } from '../phases/challenge/replay.ts';
 import { MemorySessionStore, type SessionRecord, type SessionStore } from '../phases/challenge/sessions.ts';
 
 export const STATE_FILE_NAME = 'rempart-state.db';
@@ -160,14 +160,20 @@ export class StateFile {
         for (const ext of ['-wal', '-shm']) await rename(file + ext, aside + ext).catch(() => {});
         try {
           const why = errorText(err);
-          opts.log.warn({ file, err: why, setAside: aside }, 'state file unreadable: set aside, starting with empty state');
+          opts.log.warn(
+            { file, err: why, setAside: aside },
+            'state file unreadable: set aside, starting with empty state',
+          );
           return new StateFile(openChecked(file), opts);
         } catch (again) {
           err = again;
         }
       }
       const why = errorText(err);
-      opts.log.warn({ file, err: why }, 'state file cannot be opened: starting with empty state, nothing is kept across restarts (see state.file)');
+      opts.log.warn(
+        { file, err: why },
+        'state file cannot be opened: starting with empty state, nothing is kept across restarts (see state.file)',
+      );
       return new StateFile(null, opts);
     }
   }
@@ -186,7 +192,14 @@ export class StateFile {
     };
     this.#t = t;
     const summary: RestoreSummary = {
-      bans: 0, activeBans: 0, sessions: 0, replayIds: 0, level: null, warm: false, familiarPrefixes: 0, readMs: 0,
+      bans: 0,
+      activeBans: 0,
+      sessions: 0,
+      replayIds: 0,
+      level: null,
+      warm: false,
+      familiarPrefixes: 0,
+      readMs: 0,
     };
     const startedMs = performance.now();
     const db = this.#db;
@@ -197,7 +210,10 @@ export class StateFile {
         read();
       } catch (err) {
         const why = errorText(err);
-        log.warn({ file: this.file, part: name, err: why }, 'state file: a part could not be read back, it starts empty');
+        log.warn(
+          { file: this.file, part: name, err: why },
+          'state file: a part could not be read back, it starts empty',
+        );
       }
     };
     const wall = clock.wallMs();
@@ -206,17 +222,19 @@ export class StateFile {
       const sql = 'SELECT key, target, reason, rule, by, since_ms, until_ms, count, level FROM bans ORDER BY since_ms';
       const rows = db.prepare(sql).all() as Record<string, unknown>[];
       const r = t.bans.restore(
-        rows.map((row): BanRecord => ({
-          key: String(row.key),
-          target: String(row.target),
-          reason: String(row.reason),
-          ruleId: String(row.rule),
-          by: String(row.by),
-          sinceWallMs: Number(row.since_ms),
-          untilWallMs: Number(row.until_ms),
-          count: Number(row.count),
-          level: Number(row.level),
-        })),
+        rows.map(
+          (row): BanRecord => ({
+            key: String(row.key),
+            target: String(row.target),
+            reason: String(row.reason),
+            ruleId: String(row.rule),
+            by: String(row.by),
+            sinceWallMs: Number(row.since_ms),
+            untilWallMs: Number(row.until_ms),
+            count: Number(row.count),
+            level: Number(row.level),
+          }),
+        ),
       );
       summary.bans = r.restored;
       summary.activeBans = r.active;
@@ -260,15 +278,18 @@ export class StateFile {
     });
     part('sessions', () => {
       if (t.sessions === null) return;
-      const sql = 'SELECT hash, expires_ms, window_start_ms, shared FROM sessions WHERE expires_ms > ? ORDER BY expires_ms';
+      const sql =
+        'SELECT hash, expires_ms, window_start_ms, shared FROM sessions WHERE expires_ms > ? ORDER BY expires_ms';
       const rows = db.prepare(sql).all(wall) as Record<string, unknown>[];
       summary.sessions = t.sessions.restore(
-        rows.map((r): SessionRecord => ({
-          hash: String(r.hash),
-          expiresMs: Number(r.expires_ms),
-          windowStartMs: Number(r.window_start_ms),
-          shared: Number(r.shared) === 1,
-        })),
+        rows.map(
+          (r): SessionRecord => ({
+            hash: String(r.hash),
+            expiresMs: Number(r.expires_ms),
+            windowStartMs: Number(r.window_start_ms),
+            shared: Number(r.shared) === 1,
+          }),
+        ),
         wall,
       );
     });
@@ -349,8 +370,10 @@ export class StateFile {
           this.#lastLearnedMs = now;
           writeMeta(db, 'learned', t.level.traffic.exportLearned());
           const f = t.level.traffic.familiar.export(now, wall);
-          const gen = (g: { inserted: number; createdWallMs: number }) =>
-            ({ inserted: g.inserted, createdWallMs: g.createdWallMs });
+          const gen = (g: { inserted: number; createdWallMs: number }) => ({
+            inserted: g.inserted,
+            createdWallMs: g.createdWallMs,
+          });
           writeMeta(db, 'familiar', { bitCount: f.bitCount, current: gen(f.current), previous: gen(f.previous) });
           writeMeta(db, 'familiar.current', {}, f.current.bits);
           writeMeta(db, 'familiar.previous', {}, f.previous.bits);

@@ -124,7 +124,9 @@ export class FamiliarPrefixes {
   restore(state: FamiliarState, nowMs: number, wallMs: number): boolean {
     const bytes = this.#bitCount / 8;
     const fits =
-      state.bitCount === this.#bitCount && state.current.bits.byteLength === bytes && state.previous.bits.byteLength === bytes;
+      state.bitCount === this.#bitCount &&
+      state.current.bits.byteLength === bytes &&
+      state.previous.bits.byteLength === bytes;
     if (!fits) return false;
     const gen = (g: BloomState): Bloom => {
       const b = new Bloom(this.#bitCount, nowMs - Math.max(0, wallMs - g.createdWallMs));
