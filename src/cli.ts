@@ -333,7 +333,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
   let gateway;
   try {
-    gateway = await createGateway(config);
+    gateway = await createGateway(config, { configFile: values.config ?? null });
   } catch (err) {
     // e.g. a TLS certificate or key file that cannot be read (the message names it, the hint says why).
     throw prefixed(err, 'cannot start');
@@ -431,7 +431,7 @@ function prefixed(err: unknown, doing: string): unknown {
 async function checkMain(file: string): Promise<number> {
   const config = await loadConfigFile(file); // a ConfigError: every problem, exit 1
   const { preflight } = await import('./app/preflight.ts');
-  const { problems, warnings } = await preflight(config);
+  const { problems, warnings } = await preflight(config, process.env, file);
   for (const w of warnings) process.stderr.write(`${file}: warning: ${w}\n`);
   if (problems.length > 0) {
     process.stderr.write(

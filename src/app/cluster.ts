@@ -133,6 +133,11 @@ export class Cluster {
     m.readers.localDecisions = () => this.leases.localDecisions;
   }
 
+  /** The store is this process's own (`cluster.store: memory`, made here): empty at every start. */
+  get local(): boolean {
+    return this.#ownsStore && this.store.kind === 'memory';
+  }
+
   get #cfg(): ClusterConfig {
     return this.#o.getRuntime().config.cluster;
   }
@@ -291,7 +296,10 @@ export class Cluster {
       for (const e of [...bans.active()]) {
         const target = e.target.display;
         if (shared.has(target)) continue;
-        if (union) {
+        if (union && e.restored && !this.local) {
+          // Kept by the state file across this node's restart, and lifted elsewhere meanwhile: the store decides.
+          bans.applyRemote({ op: 'unban', target, by: 'cluster-resync' });
+        } else if (union) {
           // Ours, made while the store was away (or a store restarted empty): share it.
           const v = await this.store.tablePut(
             BANS,
@@ -308,6 +316,8 @@ export class Cluster {
       }
       // A young local ban missing from the table was left alone: look again next time.
       if (deferred) this.#bansKnown = -1;
+      // Restored bans the store holds are the store's from now on (shared again after an outage).
+      for (const e of bans.active()) e.restored = false;
     } catch {
       this.#union = true; // the store failed midway: next time, a full union
     } finally {

@@ -29,6 +29,7 @@ import { createAcceptServer, type AcceptOptions } from '../server/accept.ts';
 import { createHttpEntry, type HttpEntry } from '../server/entry.ts';
 import type { Cluster } from './cluster.ts';
 import { buildPhases, createServices, failoverWiring, phaseOf, type Services } from './compose.ts';
+import { openStateFile, resolveStateFile, type StateFile } from './state-file.ts';
 
 export interface GatewayOptions {
   logger?: Logger;
@@ -36,6 +37,11 @@ export interface GatewayOptions {
   clock?: Clock;
   /** The cluster store to use instead of the one `cluster.store` names (tests share one MemoryStore between gateways). */
   store?: ClusterStore;
+  /**
+   * The command line's config file (null: none). `state.file: auto` puts the state file beside it (or
+   * in $STATE_DIRECTORY); a gateway built from an object alone keeps no state file.
+   */
+  configFile?: string | null;
 }
 
 export interface Gateway {
@@ -72,6 +78,8 @@ interface Parts {
   readonly initial: Config;
   readonly log: Logger;
   readonly services: Services;
+  /** What survives a restart (bans, the level, sessions, used solutions): src/app/state-file.ts. */
+  readonly state: StateFile;
   readonly entry: HttpEntry;
   readonly acceptServers: readonly NetServer[];
   admin: http.Server | null;
@@ -101,6 +109,17 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   await loadSecureContexts(initial, secureContexts);
   const services = await createServices({ initial, getRuntime, log, metrics, clock, store: options.store });
   const { api, challenge } = services;
+  // What the last run learned (bans, level, sessions, used solutions), read before the listeners accept.
+  const state = await openStateFile(
+    { file: resolveStateFile(initial.state.file, options.configFile), log, clock },
+    {
+      bans: services.bans,
+      level: services.level,
+      replay: challenge.replay,
+      sessions: challenge.sessions,
+      localStore: services.cluster.local,
+    },
+  );
   const phases = buildPhases(services.env, api);
   const cache = phaseOf(phases, cachePhase);
   services.stale.source = cache;
@@ -122,6 +141,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     initial,
     log,
     services,
+    state,
     entry,
     acceptServers: createListeners(initial, entry, secureContexts, { getRuntime, metrics, log, bans: services.bans }),
     admin: null,
@@ -270,6 +290,7 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number): Pr
   parts.started = false;
   for (const u of parts.getRuntime().upstreams.values()) u.health?.stop();
   services.level.stop();
+  parts.state.close();
   await services.cluster.stop();
   await Promise.all(closed);
   // Alerts still waiting get a short, bounded chance to reach the webhook.
@@ -283,7 +304,9 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   const { services, log } = parts;
   // The admin listener's address needs a restart; allowRemote, metricsRequireToken and the tokens file apply at once.
   if (staticKeys(config) !== staticKeys(parts.getRuntime().config))
-    log.warn('listener, admin address, maxHeaderBytes or cluster store changes take effect at the next restart');
+    log.warn(
+      'listener, admin address, maxHeaderBytes, cluster store or state.file changes take effect at the next restart',
+    );
   // Read every TLS file first: a failure rejects the whole reload and changes nothing.
   const contexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(config, contexts);
@@ -308,7 +331,7 @@ function staticKeys(c: Config): string {
   const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]);
   const cl = c.cluster;
   const cluster = [cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs];
-  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, ...cluster]);
+  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, ...cluster, c.state.file]);
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {

@@ -2,7 +2,8 @@
 // (the very loaders createGateway calls), so a file that passes `check` does not then fail to start.
 // Problems (exit 1): a TLS certificate or key, a key file, the tokens file, a JWT key, the webhook
 // files or the audit database's directory that cannot be read or used. Warnings (exit 0): a port some
-// other process holds now (it may be this gateway's own running copy, about to be restarted).
+// other process holds now (it may be this gateway's own running copy, about to be restarted), and a
+// state file that cannot be written (the gateway starts, but keeps nothing across restarts).
 import { access, constants, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,13 +14,19 @@ import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
 import { loadTokens } from '../control/api.ts';
 import { loadWebhookTarget } from '../control/alerts.ts';
+import { resolveStateFile } from './state-file.ts';
 
 export interface PreflightResult {
   readonly problems: string[];
   readonly warnings: string[];
 }
 
-export async function preflight(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<PreflightResult> {
+/** `configFile`: the file `config` was read from (where `state.file: auto` puts the state file). */
+export async function preflight(
+  config: Config,
+  env: NodeJS.ProcessEnv = process.env,
+  configFile?: string,
+): Promise<PreflightResult> {
   const problems: string[] = [];
   const warnings: string[] = [];
   const attempt = async (where: string, load: () => Promise<unknown>) => {
@@ -44,6 +51,18 @@ export async function preflight(config: Config, env: NodeJS.ProcessEnv = process
   if (auditFile !== undefined && auditFile !== ':memory:')
     checks.push(attempt('audit.file', () => writableDirectory(path.dirname(path.resolve(auditFile)))));
   await Promise.all(checks);
+  // Never a problem: without its state file the gateway starts all the same, with nothing kept.
+  const stateFile = resolveStateFile(config.state.file, configFile ?? null, env);
+  if (stateFile !== null) {
+    const why = await writableDirectory(path.dirname(stateFile)).then(
+      () => '',
+      (err: unknown) => (err as Error).message,
+    );
+    if (why !== '')
+      warnings.push(
+        `state.file: ${stateFile} cannot be written (${why}): bans and the attack level will not survive a restart`,
+      );
+  }
 
   const addresses = config.listeners.map((l, i) => ({ where: `listeners[${i}].address`, address: l.address }));
   if (config.admin.address !== 'off') addresses.push({ where: 'admin.address', address: config.admin.address });

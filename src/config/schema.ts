@@ -542,6 +542,17 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'The audit trail (docs/admin-api.md#audit-trail).' },
     ),
+    state: Obj(
+      {
+        file: Type.String({
+          minLength: 1,
+          default: 'auto',
+          description:
+            'SQLite file (node:sqlite) where bans, the attack level with its learned baselines and familiar prefixes, origin-granted sessions and used challenge solutions are kept across restarts and crashes: written every 2 s off the request path, read at start-up before the listeners accept. `auto`: `$STATE_DIRECTORY/rempart-state.db` when that variable is set (systemd `StateDirectory=`), else `rempart-state.db` beside the config file, else (no config file, e.g. `--upstream` alone; or a gateway built by code with createGateway) nothing is kept. `off`: nothing kept. A path: that file (relative to the working directory). A corrupt or unreadable file is set aside and the gateway starts empty with a warning. A change takes effect at the next restart.',
+        }),
+      },
+      { default: {}, description: 'What survives a restart (docs/operations.md#what-survives-a-restart).' },
+    ),
     logging: Obj(
       {
         level: Type.Union(

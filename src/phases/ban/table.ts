@@ -35,6 +35,11 @@ export interface BanEntry {
   count: number;
   /** Escalation step of the current ban: its TTL is ttl × factor^level (capped). */
   level: number;
+  /**
+   * Read back from the state file at start-up and not made again since. With a shared cluster store,
+   * such a ban the store lacks at the first resync was lifted elsewhere meanwhile: it is lifted here too.
+   */
+  restored: boolean;
 }
 
 /** What GET /api/bans shows for one ban. */
@@ -69,6 +74,21 @@ export type BanChange =
       readonly by: string;
     }
   | { readonly op: 'unban'; readonly target: string; readonly by: string };
+
+/** One ban as the state file keeps it (src/app/state-file.ts): wall-clock times, so it outlives the process. */
+export interface BanRecord {
+  /** The table's key (parseTarget(target).key). */
+  readonly key: string;
+  /** The target as written (address, prefix or CIDR). */
+  readonly target: string;
+  readonly reason: string;
+  readonly ruleId: string;
+  readonly by: string;
+  readonly sinceWallMs: number;
+  readonly untilWallMs: number;
+  readonly count: number;
+  readonly level: number;
+}
 
 interface OffenceCount {
   count: number;
@@ -115,6 +135,13 @@ export class BanTable implements BanList {
   #fastList: BlockList | null = null;
   #fastTimer: NodeJS.Timeout | null = null;
   #fastTimerAt = Infinity;
+
+  /**
+   * Keys of entries set or removed since the state file last took them (null: not persisted). Bounded:
+   * past 2 × maxEntries the set is dropped and the next save rewrites the whole table.
+   */
+  #changed: Set<string> | null = null;
+  #rewrite = false;
 
   /** Called after every ban made (the audit trail records those not made by an operator's API call). */
   onBan: ((view: BanView, ttlMs: number) => void) | null = null;
@@ -267,15 +294,18 @@ export class BanTable implements BanList {
       e.untilMs = now + ttl;
       e.count++;
       e.level = level;
+      e.restored = false;
     } else {
       if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
-      e = { target: t, reason, ruleId, by, sinceWallMs: this.#clock.wallMs(), untilMs: now + ttl, count: 1, level };
+      const since = this.#clock.wallMs();
+      e = { target: t, reason, ruleId, by, sinceWallMs: since, untilMs: now + ttl, count: 1, level, restored: false };
       if (t.kind === 'prefix') {
         if (t.family === 4) this.#v4PrefixEntries++;
         else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);
       }
     }
     this.#entries.set(t.key, e);
+    if (this.#changed !== null) this.#markChanged(t.key);
     if (t.kind === 'cidr') {
       this.#cidrs.set(t.key, e);
       this.#rebuildCidrs();
@@ -457,6 +487,113 @@ export class BanTable implements BanList {
     };
   }
 
+  /** Persistence: from now on, remember which entries change (takeChanges() hands them over). */
+  trackChanges(): void {
+    this.#changed ??= new Set();
+  }
+
+  #markChanged(key: string): void {
+    const changed = this.#changed!;
+    if (this.#rewrite) return;
+    if (changed.size >= 2 * this.#getConfig().maxEntries) {
+      changed.clear();
+      this.#rewrite = true;
+    } else changed.add(key);
+  }
+
+  /**
+   * At most `limit` of the entries set (`saved`) and keys removed (`removed`) since the last call; the
+   * rest wait for the next. `all`: too many changed to list, so every stored row goes first and the
+   * whole table follows, `limit` at a time.
+   */
+  takeChanges(limit = Infinity): { all: boolean; saved: BanRecord[]; removed: string[] } {
+    const all = this.#rewrite;
+    const saved: BanRecord[] = [];
+    const removed: string[] = [];
+    if (this.#changed === null) return { all: false, saved, removed };
+    if (all) {
+      this.#rewrite = false;
+      this.#changed = new Set(this.#entries.keys());
+    }
+    const now = this.#clock.now();
+    const wall = this.#clock.wallMs();
+    for (const key of this.#changed) {
+      if (saved.length + removed.length >= limit) break;
+      this.#changed.delete(key);
+      const e = this.#entries.get(key);
+      if (e === undefined) removed.push(key);
+      else saved.push(this.#record(e, now, wall));
+    }
+    return { all, saved, removed };
+  }
+
+  /** Hand the whole table over again at the next takeChanges() (a failed write). */
+  changesLost(): void {
+    if (this.#changed === null) return;
+    this.#changed.clear();
+    this.#rewrite = true;
+  }
+
+  #record(e: BanEntry, now: number, wall: number): BanRecord {
+    return {
+      key: e.target.key,
+      target: e.target.display,
+      reason: e.reason,
+      ruleId: e.ruleId,
+      by: e.by,
+      sinceWallMs: e.sinceWallMs,
+      untilWallMs: Math.round(wall + (e.untilMs - now)),
+      count: e.count,
+      level: e.level,
+    };
+  }
+
+  /**
+   * Put back bans read from the state file at start-up, before the listeners accept: each with its
+   * end, count and escalation step, told to nobody (not the cluster, the audit trail, nor the log
+   * line by line). Entries past their end by more than escalation.windowMs are of no use and skipped;
+   * so are targets already in the table. Returns how many were put back, and how many of them are in force.
+   */
+  restore(records: Iterable<BanRecord>): { restored: number; active: number } {
+    const cfg = this.#getConfig();
+    let restored = 0;
+    let active = 0;
+    if (cfg.mode === 'off') return { restored, active };
+    const now = this.#clock.now();
+    const wall = this.#clock.wallMs();
+    for (const r of records) {
+      const t = parseTarget(r.target);
+      if (t === null || this.#entries.has(t.key) || !Number.isFinite(r.untilWallMs)) continue;
+      const left = r.untilWallMs - wall;
+      if (left <= -cfg.escalation.windowMs) continue;
+      if (this.#entries.size >= cfg.maxEntries) this.#makeRoom(now);
+      const e: BanEntry = {
+        target: t,
+        reason: String(r.reason),
+        ruleId: String(r.ruleId),
+        by: String(r.by),
+        sinceWallMs: Number(r.sinceWallMs),
+        untilMs: now + left,
+        count: Math.max(1, Number(r.count) | 0),
+        level: Math.max(0, Number(r.level) | 0),
+        restored: true,
+      };
+      if (t.kind === 'prefix') {
+        if (t.family === 4) this.#v4PrefixEntries++;
+        else this.#v6PrefixLengths.set(t.bits, (this.#v6PrefixLengths.get(t.bits) ?? 0) + 1);
+      }
+      this.#entries.set(t.key, e);
+      if (t.kind === 'cidr') this.#cidrs.set(t.key, e);
+      restored++;
+      if (left > 0) {
+        active++;
+        if (cfg.mode === 'enforce') this.#mirrorFor(cfg)?.add(t, left, false);
+      }
+    }
+    if (this.#cidrs.size > 0) this.#rebuildCidrs();
+    return { restored, active };
+  }
+
   /** The nftables mirror in use, if any (tests wait on it). */
   get mirror(): NftMirror | null {
     return this.#mirror;
@@ -464,6 +601,7 @@ export class BanTable implements BanList {
 
   #remove(key: string, e: BanEntry): void {
     this.#entries.delete(key);
+    if (this.#changed !== null) this.#markChanged(key);
     if (this.#fast.delete(e)) this.#rebuildFast(); // an unban takes effect on the next connection
     const t = e.target;
     if (t.kind === 'prefix') {

@@ -46,6 +46,8 @@ export interface ChallengeGuard {
   prepare(config: Config): Promise<() => void>;
   readonly signer: TokenSigner;
   readonly sessions: SessionStore;
+  /** Used solutions and delay tokens (the state file keeps them across restarts). */
+  readonly replay: ReplayGuard;
 }
 
 // Characters of a return path that mean something in HTML or JavaScript; a browser sends them
@@ -397,6 +399,7 @@ export async function createChallengeGuard(
     challenge,
     signer,
     sessions,
+    replay,
     onUpstreamHead(_ctx, status, rawHeaders) {
       const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
       if (status >= 200 && status < 300 && name !== '')

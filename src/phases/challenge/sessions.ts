@@ -84,9 +84,20 @@ class Session {
   agents = 0;
   /** GCRA theoretical arrival time of the under-attack budget (ms). */
   tatMs = 0;
+  /** The expiry the state file holds (persistence: written again once it lags by a quarter of the TTL). */
+  savedExpiresMs = 0;
   constructor(expiresMs: number) {
     this.expiresMs = expiresMs;
   }
+}
+
+/** One session as the state file keeps it (src/app/state-file.ts): its hash, never the id. */
+export interface SessionRecord {
+  readonly hash: string;
+  readonly expiresMs: number;
+  readonly windowStartMs: number;
+  /** Shared by a crowd in the window that started at windowStartMs. */
+  readonly shared: boolean;
 }
 
 export class MemorySessionStore implements SessionStore {
@@ -94,6 +105,12 @@ export class MemorySessionStore implements SessionStore {
   #max: number;
   #ttlMs: number;
   #bounds: SessionBounds;
+  /**
+   * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
+   * (null: not persisted). At most 2 × max (then the next save writes the whole table).
+   */
+  #changed: Set<string> | null = null;
+  #rewrite = false;
 
   constructor(maxSessions: number, ttlSec: number, bounds: SessionBounds = DEFAULT_SESSION_BOUNDS) {
     this.#max = maxSessions;
@@ -110,7 +127,19 @@ export class MemorySessionStore implements SessionStore {
 
   #evictOldest(): void {
     const first = this.#table.keys().next();
-    if (!first.done) this.#table.delete(first.value);
+    if (!first.done) this.#forget(first.value);
+  }
+
+  #forget(h: string): void {
+    if (this.#table.delete(h) && this.#changed !== null) this.#markChanged(h);
+  }
+
+  #markChanged(h: string): void {
+    if (this.#rewrite) return;
+    if (this.#changed!.size >= 2 * this.#max) {
+      this.#changed!.clear();
+      this.#rewrite = true;
+    } else this.#changed!.add(h);
   }
 
   grant(sessionId: string, nowMs: number): void {
@@ -122,12 +151,14 @@ export class MemorySessionStore implements SessionStore {
     this.#table.delete(h);
     while (this.#table.size >= this.#max) this.#evictOldest();
     if (old !== undefined) old.expiresMs = nowMs + this.#ttlMs;
-    this.#table.set(h, old ?? new Session(nowMs + this.#ttlMs));
+    const s = old ?? new Session(nowMs + this.#ttlMs);
+    this.#table.set(h, s);
+    if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
   }
 
   revoke(sessionId: string): void {
     if (sessionId === '' || sessionId.length > MAX_SESSION_ID_CHARS) return;
-    this.#table.delete(hashId(sessionId));
+    this.#forget(hashId(sessionId));
   }
 
   isKnown(sessionId: string, nowMs: number, prefix?: string, userAgent?: string, underAttack = false): boolean {
@@ -135,11 +166,20 @@ export class MemorySessionStore implements SessionStore {
     const h = hashId(sessionId);
     const s = this.#table.get(h);
     if (s === undefined) return false;
+    if (s.expiresMs <= nowMs) {
+      this.#forget(h);
+      return false;
+    }
     this.#table.delete(h);
-    if (s.expiresMs <= nowMs) return false;
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
-    return prefix === undefined || this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+    // Persisted: only once the stored expiry lags a quarter of the TTL (not on every hit).
+    if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
+    if (prefix === undefined) return true;
+    const wasShared = s.shared;
+    const ok = this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+    if (this.#changed !== null && s.shared !== wasShared) this.#markChanged(h);
+    return ok;
   }
 
   /**
@@ -194,6 +234,68 @@ export class MemorySessionStore implements SessionStore {
 
   get size(): number {
     return this.#table.size;
+  }
+
+  /** Persistence: from now on, remember which sessions change (takeChanges() hands them over). */
+  trackChanges(): void {
+    this.#changed ??= new Set();
+  }
+
+  /**
+   * At most `limit` sessions to store and hashes to drop since the last call; the rest wait for the
+   * next. `all`: every stored row goes first, and the whole table follows, `limit` at a time.
+   */
+  takeChanges(limit = Infinity): { all: boolean; saved: SessionRecord[]; removed: string[] } {
+    const all = this.#rewrite;
+    const saved: SessionRecord[] = [];
+    const removed: string[] = [];
+    if (this.#changed === null) return { all: false, saved, removed };
+    if (all) {
+      this.#rewrite = false;
+      this.#changed = new Set(this.#table.keys());
+    }
+    for (const h of this.#changed) {
+      if (saved.length + removed.length >= limit) break;
+      this.#changed.delete(h);
+      const s = this.#table.get(h);
+      if (s === undefined) removed.push(h);
+      else {
+        s.savedExpiresMs = s.expiresMs;
+        const windowStartMs = s.windowStartMs === Number.NEGATIVE_INFINITY ? 0 : s.windowStartMs;
+        saved.push({ hash: h, expiresMs: s.expiresMs, windowStartMs, shared: s.shared });
+      }
+    }
+    return { all, saved, removed };
+  }
+
+  /** Hand the whole table over again at the next takeChanges() (a failed write). */
+  changesLost(): void {
+    if (this.#changed === null) return;
+    this.#changed.clear();
+    this.#rewrite = true;
+  }
+
+  /**
+   * Put back sessions the state file kept (start-up), least recently used first: expired ones are
+   * skipped, and the table's bound holds. The prefixes and User-Agents seen are not kept (their bits
+   * depend on this process's seed): a session restarts its window, unless it was found shared.
+   */
+  restore(records: Iterable<SessionRecord>, nowMs: number): number {
+    let n = 0;
+    if (this.#max === 0) return n;
+    for (const r of records) {
+      if (typeof r.hash !== 'string' || !(r.expiresMs > nowMs) || this.#table.has(r.hash)) continue;
+      while (this.#table.size >= this.#max) this.#evictOldest();
+      const s = new Session(Math.min(r.expiresMs, nowMs + this.#ttlMs));
+      s.savedExpiresMs = r.expiresMs;
+      if (r.shared && nowMs - r.windowStartMs < this.#bounds.windowSec * 1000) {
+        s.shared = true;
+        s.windowStartMs = r.windowStartMs;
+      }
+      this.#table.set(r.hash, s);
+      n++;
+    }
+    return n;
   }
 }
 

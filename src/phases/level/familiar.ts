@@ -56,6 +56,21 @@ class Bloom {
   }
 }
 
+/** One generation as the state file keeps it (src/app/state-file.ts). */
+export interface BloomState {
+  /** The bit words' bytes (this machine's byte order). */
+  readonly bits: Uint8Array;
+  readonly inserted: number;
+  /** Wall-clock ms the generation started. */
+  readonly createdWallMs: number;
+}
+
+export interface FamiliarState {
+  readonly bitCount: number;
+  readonly current: BloomState;
+  readonly previous: BloomState;
+}
+
 export class FamiliarPrefixes {
   readonly capacity: number;
   readonly retentionMs: number;
@@ -87,6 +102,41 @@ export class FamiliarPrefixes {
       this.#current = new Bloom(this.#bitCount, nowMs);
     }
     this.#current.add(h1, h2);
+  }
+
+  /**
+   * Both generations, for the state file (copies: the filter goes on learning); `nowMs` (monotonic)
+   * and `wallMs` are now.
+   */
+  export(nowMs: number, wallMs: number): FamiliarState {
+    const gen = (b: Bloom): BloomState => ({
+      bits: new Uint8Array(b.bits.buffer.slice(0)),
+      inserted: b.inserted,
+      createdWallMs: wallMs - (nowMs - b.createdMs),
+    });
+    return { bitCount: this.#bitCount, current: gen(this.#current), previous: gen(this.#previous) };
+  }
+
+  /**
+   * Put back generations the state file kept (start-up). False, and nothing changed, when they do not
+   * fit (familiarPrefixes.capacity changed since: another filter size).
+   */
+  restore(state: FamiliarState, nowMs: number, wallMs: number): boolean {
+    const bytes = this.#bitCount / 8;
+    const fits =
+      state.bitCount === this.#bitCount &&
+      state.current.bits.byteLength === bytes &&
+      state.previous.bits.byteLength === bytes;
+    if (!fits) return false;
+    const gen = (g: BloomState): Bloom => {
+      const b = new Bloom(this.#bitCount, nowMs - Math.max(0, wallMs - g.createdWallMs));
+      new Uint8Array(b.bits.buffer).set(g.bits);
+      b.inserted = Math.max(0, g.inserted | 0);
+      return b;
+    };
+    this.#current = gen(state.current);
+    this.#previous = gen(state.previous);
+    return true;
   }
 
   /** Distinct prefixes inserted in the current and previous generations (approximate). */

@@ -60,6 +60,16 @@ export interface LevelOverride {
   readonly sinceWallMs: number;
 }
 
+/** What the state file keeps of the level (src/app/state-file.ts): small, written when it changes. */
+export interface LevelState {
+  /** Wall-clock ms when it was taken. */
+  readonly savedWallMs: number;
+  readonly detected: AttackLevelName;
+  /** The admin API's override (not the config's: the file says that one). */
+  readonly override: LevelOverride | null;
+  readonly history: readonly LevelChange[];
+}
+
 const HISTORY_SIZE = 64;
 const TICK_MS = 1000;
 const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = {
@@ -318,6 +328,50 @@ export class AttackLevelMonitor implements AttackLevelView {
     );
     metrics.attackLevelChanges.inc({ from, to });
     alerts.raise('attack_level', `attack level ${from} → ${to}`, { from, to, by, reasons }, true);
+  }
+
+  /** Whether enough calm was learned for the mix signals to count (defense.level.warmupSeconds). */
+  get warm(): boolean {
+    return this.traffic.warm(this.#opts.getRuntime().config.defense.level);
+  }
+
+  /** The level's state for the state file (the learned baselines are traffic.exportLearned()). */
+  exportState(): LevelState {
+    const detected = ATTACK_LEVEL_NAMES[this.detected];
+    const savedWallMs = this.#opts.clock.wallMs();
+    return { savedWallMs, detected, override: this.#apiOverride, history: this.#history.slice() };
+  }
+
+  /**
+   * Put back the level the state file kept (start-up, before the first tick): the operator's
+   * override as it was, and the detected level less one step per fallSeconds the process was down
+   * (what quiet would have done; a quick restart mid-attack stays under attack). Changes the level
+   * in force like any change (logged, alerted, audited: `by: restart`). `share`: tell the cluster of
+   * the restored override (a process-local store, which starts empty; a shared store stays authoritative).
+   */
+  restoreState(state: LevelState, share = false): void {
+    const c = this.#opts.getRuntime().config.defense.level;
+    if (Array.isArray(state.history))
+      for (const h of state.history.slice(-HISTORY_SIZE)) {
+        if (h !== null && typeof h === 'object') this.#history.push(h);
+      }
+    while (this.#history.length > HISTORY_SIZE) this.#history.shift();
+    const o = state.override;
+    if (o !== null && typeof o === 'object' && Object.hasOwn(NAME_TO_LEVEL, o.level))
+      this.#apiOverride = {
+        level: o.level,
+        source: 'api',
+        reason: String(o.reason),
+        by: String(o.by),
+        sinceWallMs: Number(o.sinceWallMs),
+      };
+    const saved = Object.hasOwn(NAME_TO_LEVEL, state.detected) ? NAME_TO_LEVEL[state.detected] : AttackLevel.calm;
+    const downMs = Math.max(0, this.#opts.clock.wallMs() - Number(state.savedWallMs));
+    const down = Math.floor(downMs / (c.fallSeconds * 1000));
+    this.detected = Math.max(AttackLevel.calm, saved - (Number.isFinite(down) ? down : saved)) as AttackLevel;
+    this.#quietTicks = 0;
+    this.#applyInForce(['restored from the state file after a restart'], 'restart');
+    if (share && this.#apiOverride !== null) this.onOverrideChange?.(this.#apiOverride);
   }
 
   /** What `GET /api/level` answers. */

@@ -23,6 +23,15 @@ export interface HeavyHitter {
   readonly firstSeenMs: number;
 }
 
+/** A sketch as the state file keeps it (src/app/state-file.ts): its tracked slots, in slot order. */
+export interface SpaceSavingState {
+  readonly values: readonly string[];
+  readonly counts: readonly number[];
+  readonly errors: readonly number[];
+  readonly firstMs: readonly number[];
+  readonly total: number;
+}
+
 export class SpaceSaving {
   readonly k: number;
   readonly #index = new Map<string, number>();
@@ -117,6 +126,41 @@ export class SpaceSaving {
     for (let i = 0; i < other.#size; i++)
       this.add(other.#values[i]!, other.#counts[i]!, other.#firstMs[i]!, other.#errors[i]!);
     this.total = total; // add() counted the merged weights; the other's untracked remainder counts too
+  }
+
+  /** Its tracked slots (the level's calm baselines, for the state file). */
+  export(): SpaceSavingState {
+    const n = this.#size;
+    return {
+      values: this.#values.slice(0, n),
+      counts: Array.from(this.#counts.subarray(0, n)),
+      errors: Array.from(this.#errors.subarray(0, n)),
+      firstMs: Array.from(this.#firstMs.subarray(0, n)),
+      total: this.total,
+    };
+  }
+
+  /** Replace its content with a saved one; false (and left empty) when it does not fit in k slots or is malformed. */
+  restore(state: SpaceSavingState): boolean {
+    this.clear();
+    const n = state.values.length;
+    const shaped = state.counts.length === n && state.errors.length === n && state.firstMs.length === n;
+    if (n > this.k || !shaped || !(state.total >= 0)) return false;
+    for (let i = 0; i < n; i++) {
+      const v = state.values[i];
+      if (typeof v !== 'string' || this.#index.has(v)) {
+        this.clear();
+        return false;
+      }
+      this.#index.set(v, i);
+      this.#values[i] = v;
+      this.#counts[i] = Number(state.counts[i]);
+      this.#errors[i] = Number(state.errors[i]);
+      this.#firstMs[i] = Number(state.firstMs[i]);
+    }
+    this.#size = n;
+    this.total = Number(state.total);
+    return true;
   }
 
   clear(): void {

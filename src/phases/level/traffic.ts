@@ -12,9 +12,9 @@
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
-import { SpaceSaving, divergence, type HeavyHitter } from './space-saving.ts';
+import { SpaceSaving, divergence, type HeavyHitter, type SpaceSavingState } from './space-saving.ts';
 import { FEATURES, FeatureIndex, featureValue, type FeatureName } from './features.ts';
-import { FamiliarPrefixes, hashPair } from './familiar.ts';
+import { FamiliarPrefixes, hashPair, type FamiliarState } from './familiar.ts';
 
 export type LevelConfig = Config['defense']['level'];
 export type SignaturesConfig = Config['defense']['signatures'];
@@ -46,6 +46,19 @@ export interface LevelFeatures {
   /** Whether enough calm has been learned for the mix signals to count. */
   readonly warm: boolean;
   readonly sampleEvery: number;
+}
+
+/** What the state file keeps of the learned state (src/app/state-file.ts), so a restart needs no new warm-up. */
+export interface LearnedState {
+  readonly baselineRate: number;
+  readonly rateWeight: number;
+  readonly noveltyBaseline: number;
+  readonly learnedTicks: number;
+  /** Per-route rate baselines, by route name. */
+  readonly routes: ReadonlyArray<readonly [name: string, baseline: number]>;
+  /** The calm sketches, one per feature (FEATURES order), and their k. */
+  readonly k: number;
+  readonly baseline: readonly SpaceSavingState[];
 }
 
 /** Decay of the current window per tick: half-life one second, so the window is the last ~2–3 s. */
@@ -255,6 +268,39 @@ export class TrafficObserver {
     const hashes = this.#pendingHashes;
     for (let i = 0; i < this.#pendingCount; i++) this.familiar.add(hashes[i * 2]!, hashes[i * 2 + 1]!, nowMs);
     this.#learnedTicks++;
+  }
+
+  /** The learned baselines (the familiar prefixes: familiar.export()). Allocates: for the state file, not per request. */
+  exportLearned(): LearnedState {
+    return {
+      baselineRate: this.#baselineRate,
+      rateWeight: this.#rateWeight,
+      noveltyBaseline: this.#noveltyBaseline,
+      learnedTicks: this.#learnedTicks,
+      routes: this.#routeNames.map((n, i) => [n, this.#routeBaselines[i]!] as const),
+      k: this.#k,
+      baseline: this.baseline.map((b) => b.export()),
+    };
+  }
+
+  /**
+   * Put back baselines the state file kept (start-up): the rates (routes matched by name), the
+   * never-seen share, how long calm was learned (so a warm gateway stays warm) and the calm sketches
+   * (dropped if signatures.k changed). The familiar prefixes go back through familiar.restore().
+   */
+  restoreLearned(state: LearnedState, familiar?: { state: FamiliarState; nowMs: number; wallMs: number }): void {
+    const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? x : 0);
+    this.#baselineRate = num(state.baselineRate);
+    this.#rateWeight = Math.min(1, num(state.rateWeight));
+    this.#noveltyBaseline = Math.min(1, num(state.noveltyBaseline));
+    this.#learnedTicks = Math.floor(num(state.learnedTicks));
+    const byName = new Map(Array.isArray(state.routes) ? state.routes : []);
+    this.#routeNames.forEach((n, i) => {
+      this.#routeBaselines[i] = num(byName.get(n));
+    });
+    if (state.k === this.#k && Array.isArray(state.baseline) && state.baseline.length === this.baseline.length)
+      for (let f = 0; f < this.baseline.length; f++) if (!this.baseline[f]!.restore(state.baseline[f]!)) break;
+    if (familiar !== undefined) this.familiar.restore(familiar.state, familiar.nowMs, familiar.wallMs);
   }
 
   /** Start the next interval (after measure, and learn when calm). */
