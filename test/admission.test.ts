@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { startPostalOrigin, type RunningOrigin } from '../examples/postal/origin.ts';
-import { startGateway, sleep, type TestGateway } from './helpers.ts';
+import { cleanup, sleep, startGateway, type TestGateway, track } from './helpers.ts';
 import { classIndex } from '../src/upstream/queue.ts';
 import type { AdmissionGate } from '../src/upstream/gate.ts';
 import type { RequestContext } from '../src/pipeline/context.ts';
@@ -119,19 +119,14 @@ test('with a static limit equal to the origin workers, a burst of tracking plus 
   }
 });
 
-test('with the adaptive limiter, the same burst never overloads the origin, every approval succeeds and the limit stays within its bounds', async () => {
-  const origin = await startPostalOrigin({ workers: 4, serviceTimeMs: 20, queueLength: 1000 });
-  const gw = await gatewayFor(origin, { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 }, { fairness: { maxSharePercent: 100 } });
-  try {
-    const { tracking, approvals } = await burst(gw);
-    assertBurstOutcome(origin, tracking, approvals);
-    const limit = gateOf(gw).limiter.limit;
-    assert.ok(limit >= 4 && limit <= 200, `limit ${limit}`);
-    await until('every slot is released', () => gateOf(gw).limiter.inFlight === 0 && gateOf(gw).queue.size === 0);
-  } finally {
-    await gw.close();
-    await origin.close();
-  }
+test('with the adaptive limiter, the same burst never overloads the origin, every approval succeeds and the limit stays within its bounds', async (t) => {
+  const origin = track(t, await startPostalOrigin({ workers: 4, serviceTimeMs: 20, queueLength: 1000 }));
+  const gw = track(t, await gatewayFor(origin, { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 }, { fairness: { maxSharePercent: 100 } }));
+  const { tracking, approvals } = await burst(gw);
+  assertBurstOutcome(origin, tracking, approvals);
+  const limit = gateOf(gw).limiter.limit;
+  assert.ok(limit >= 4 && limit <= 200, `limit ${limit}`);
+  await until('every slot is released', () => gateOf(gw).limiter.inFlight === 0 && gateOf(gw).queue.size === 0);
 });
 
 test('a guaranteed share lets a lower class through while a higher class is over capacity; strict order without it sheds that class', async () => {
@@ -168,35 +163,30 @@ test('a guaranteed share lets a lower class through while a higher class is over
   }
 });
 
-test('a request that waits past its class deadline is shed with 503, Retry-After and RMP_ERR_ADMISSION_QUEUE_TIMEOUT: JSON for API clients, HTML for browsers', async () => {
-  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 800, queueLength: 1000 });
-  const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { timeoutMs: { cacheable: 150 } } });
-  try {
-    const first = send(gw.url, '/track/A1');
-    await until('the first request holds the slot', () => gateOf(gw).limiter.inFlight === 1);
-    const started = performance.now();
-    const [api, browser] = await Promise.all([
-      send(gw.url, '/track/A2', { headers: { accept: 'application/json' } }),
-      send(gw.url, '/track/A3', { headers: { accept: 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8' } }),
-    ]);
-    assert.ok(performance.now() - started >= 140, 'shed at the deadline, not before');
-    assert.equal(api.status, 503);
-    assert.match(api.headers['retry-after'] ?? '', /^[1-9][0-9]*$/);
-    assert.match(api.headers['content-type'] ?? '', /^application\/json/);
-    assert.equal(codeOf(api), 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT');
-    assert.equal(browser.status, 503);
-    assert.match(browser.headers['retry-after'] ?? '', /^[1-9][0-9]*$/);
-    assert.match(browser.headers['content-type'] ?? '', /^text\/html/);
-    assert.match(browser.body, /<html[\s\S]*RMP_ERR_ADMISSION_QUEUE_TIMEOUT/);
-    assert.equal((await first).status, 200);
-    assert.equal(origin.stats().byRoute['GET /track/:id'], 1, 'shed requests never reached the origin');
-  } finally {
-    await gw.close();
-    await origin.close();
-  }
+test('a request that waits past its class deadline is shed with 503, Retry-After and RMP_ERR_ADMISSION_QUEUE_TIMEOUT: JSON for API clients, HTML for browsers', async (t) => {
+  const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 800, queueLength: 1000 }));
+  const gw = track(t, await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { timeoutMs: { cacheable: 150 } } }));
+  const first = send(gw.url, '/track/A1');
+  await until('the first request holds the slot', () => gateOf(gw).limiter.inFlight === 1);
+  const started = performance.now();
+  const [api, browser] = await Promise.all([
+    send(gw.url, '/track/A2', { headers: { accept: 'application/json' } }),
+    send(gw.url, '/track/A3', { headers: { accept: 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8' } }),
+  ]);
+  assert.ok(performance.now() - started >= 140, 'shed at the deadline, not before');
+  assert.equal(api.status, 503);
+  assert.match(api.headers['retry-after'] ?? '', /^[1-9][0-9]*$/);
+  assert.match(api.headers['content-type'] ?? '', /^application\/json/);
+  assert.equal(codeOf(api), 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT');
+  assert.equal(browser.status, 503);
+  assert.match(browser.headers['retry-after'] ?? '', /^[1-9][0-9]*$/);
+  assert.match(browser.headers['content-type'] ?? '', /^text\/html/);
+  assert.match(browser.body, /<html[\s\S]*RMP_ERR_ADMISSION_QUEUE_TIMEOUT/);
+  assert.equal((await first).status, 200);
+  assert.equal(origin.stats().byRoute['GET /track/:id'], 1, 'shed requests never reached the origin');
 });
 
-test('one /24 flooding a class holds no more than its share of that class queue while another client is still admitted', async () => {
+test('one /24 flooding a class holds no more than its share of that class queue while another client is still admitted', async (t) => {
   const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 150, queueLength: 1000 });
   // 20 places per class, 25 % each: a /24 may hold 5.
   const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 20, timeoutMs: { cacheable: 20_000 } }, fairness: { key: 'prefix', maxSharePercent: 25 } });
@@ -204,115 +194,99 @@ test('one /24 flooding a class holds no more than its share of that class queue 
   const cacheable = classIndex('cacheable');
   let mostHeldByFlooder = 0;
   const watch = setInterval(() => (mostHeldByFlooder = Math.max(mostHeldByFlooder, gate.queue.heldBy(cacheable, '127.0.0'))), 2);
-  try {
-    const flood = Array.from({ length: 30 }, (_, i) => send(gw.url, `/track/F${i}`, { localAddress: '127.0.0.1' }));
-    await until('the flooder fills its share', () => gate.queue.heldBy(cacheable, '127.0.0') === 5);
-    const other = await Promise.all([send(gw.url, '/track/B1', { localAddress: '127.0.1.1' }), send(gw.url, '/track/B2', { localAddress: '127.0.1.1' })]);
-    const flooded = await Promise.all(flood);
-    assert.deepEqual(
-      other.map((r) => r.status),
-      [200, 200],
-      'the other client was admitted',
-    );
-    const shed = flooded.filter((r) => r.status === 503);
-    assert.ok(shed.every((r) => codeOf(r) === 'RMP_ERR_ADMISSION_SHED'));
-    // 1 in flight + 5 queued at a time; a slow machine may free a place or two while the flood arrives.
-    assert.ok(shed.length >= 18, `flooder shed ${shed.length} of 30`);
-    assert.ok(mostHeldByFlooder <= 5, `the flooder held ${mostHeldByFlooder} queue places`);
-    assert.equal(gate.queue.trackedKeys(), 0, 'per-client counts are forgotten once nothing is queued');
-  } finally {
+  cleanup(t, async () => {
     clearInterval(watch);
     await gw.close();
     await origin.close();
-  }
+  });
+  const flood = Array.from({ length: 30 }, (_, i) => send(gw.url, `/track/F${i}`, { localAddress: '127.0.0.1' }));
+  await until('the flooder fills its share', () => gate.queue.heldBy(cacheable, '127.0.0') === 5);
+  const other = await Promise.all([send(gw.url, '/track/B1', { localAddress: '127.0.1.1' }), send(gw.url, '/track/B2', { localAddress: '127.0.1.1' })]);
+  const flooded = await Promise.all(flood);
+  assert.deepEqual(
+    other.map((r) => r.status),
+    [200, 200],
+    'the other client was admitted',
+  );
+  const shed = flooded.filter((r) => r.status === 503);
+  assert.ok(shed.every((r) => codeOf(r) === 'RMP_ERR_ADMISSION_SHED'));
+  // 1 in flight + 5 queued at a time; a slow machine may free a place or two while the flood arrives.
+  assert.ok(shed.length >= 18, `flooder shed ${shed.length} of 30`);
+  assert.ok(mostHeldByFlooder <= 5, `the flooder held ${mostHeldByFlooder} queue places`);
+  assert.equal(gate.queue.trackedKeys(), 0, 'per-client counts are forgotten once nothing is queued');
 });
 
-test('a client that disconnects while queued frees its place, and its request never reaches the origin', async () => {
+test('a client that disconnects while queued frees its place, and its request never reaches the origin', async (t) => {
   // D1 holds the one slot for 2 s: long enough that a stalled machine cannot free it before D3 arrives.
-  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 2000, queueLength: 1000 });
-  const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 1, timeoutMs: { cacheable: 10_000 } } });
+  const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 2000, queueLength: 1000 }));
+  const gw = track(t, await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 1, timeoutMs: { cacheable: 10_000 } } }));
   const gate = gateOf(gw);
-  try {
-    const first = send(gw.url, '/track/D1');
-    await until('the first request holds the slot', () => gate.limiter.inFlight === 1);
-    let leaving: http.ClientRequest | null = null;
-    const gone = send(gw.url, '/track/D2', { onRequest: (req) => (leaving = req) }).catch((err: Error) => err);
-    await until('the second request is queued', () => gate.queue.size === 1);
-    const full = await send(gw.url, '/track/D3');
-    assert.equal(full.status, 503, 'the only queue place is taken');
-    assert.equal(codeOf(full), 'RMP_ERR_ADMISSION_SHED');
-    leaving!.destroy();
-    await gone;
-    await until('the abandoned place is freed', () => gate.queue.size === 0);
-    const next = await send(gw.url, '/track/D4');
-    assert.equal(next.status, 200, 'the freed place was taken and served');
-    assert.equal((await first).status, 200);
-    assert.equal(origin.stats().byRoute['GET /track/:id'], 2, 'only D1 and D4 reached the origin');
-    await until('every slot is released', () => gate.limiter.inFlight === 0);
-  } finally {
-    await gw.close();
-    await origin.close();
-  }
+  const first = send(gw.url, '/track/D1');
+  await until('the first request holds the slot', () => gate.limiter.inFlight === 1);
+  let leaving: http.ClientRequest | null = null;
+  const gone = send(gw.url, '/track/D2', { onRequest: (req) => (leaving = req) }).catch((err: Error) => err);
+  await until('the second request is queued', () => gate.queue.size === 1);
+  const full = await send(gw.url, '/track/D3');
+  assert.equal(full.status, 503, 'the only queue place is taken');
+  assert.equal(codeOf(full), 'RMP_ERR_ADMISSION_SHED');
+  leaving!.destroy();
+  await gone;
+  await until('the abandoned place is freed', () => gate.queue.size === 0);
+  const next = await send(gw.url, '/track/D4');
+  assert.equal(next.status, 200, 'the freed place was taken and served');
+  assert.equal((await first).status, 200);
+  assert.equal(origin.stats().byRoute['GET /track/:id'], 2, 'only D1 and D4 reached the origin');
+  await until('every slot is released', () => gate.limiter.inFlight === 0);
 });
 
-test('metrics expose admitted, queued and shed counts per class, the wait histogram, queue depth and the limit per upstream; the log names the reason', async () => {
-  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 300, queueLength: 1000 });
-  const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 2, timeoutMs: { cacheable: 10_000 } }, fairness: { maxSharePercent: 100 } }, true);
+test('metrics expose admitted, queued and shed counts per class, the wait histogram, queue depth and the limit per upstream; the log names the reason', async (t) => {
+  const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 300, queueLength: 1000 }));
+  const gw = track(t, await gatewayFor(origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 2, timeoutMs: { cacheable: 10_000 } }, fairness: { maxSharePercent: 100 } }, true));
   const gate = gateOf(gw);
-  try {
-    const approval = approve(gw.url, 1);
-    await until('the approval holds the slot', () => gate.limiter.inFlight === 1);
-    const tracking = await Promise.all(Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/M${i}`)));
-    assert.equal((await approval).status, 200);
-    const served = tracking.filter((r) => r.status === 200).length;
-    const shed = tracking.filter((r) => r.status === 503).length;
-    assert.equal(served + shed, 5);
-    assert.ok(shed >= 1 && served >= 1, `served ${served}, shed ${shed}`);
-    await until('every slot is released', () => gate.limiter.inFlight === 0);
-    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    const value = (line: string): number => {
-      const m = new RegExp(`^${line.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text);
-      assert.ok(m, `metrics have ${line}`);
-      return Number(m[1]);
-    };
-    assert.equal(value('rempart_admission_admitted_total{upstream="origin",class="critical"}'), 1);
-    assert.equal(value('rempart_admission_admitted_total{upstream="origin",class="cacheable"}'), served);
-    assert.ok(value('rempart_admission_queued_total{upstream="origin",class="cacheable"}') >= 1);
-    assert.equal(value('rempart_admission_shed_total{upstream="origin",class="cacheable",reason="queue-full"}'), shed);
-    assert.equal(value('rempart_admission_wait_seconds_count{class="cacheable"}'), served);
-    assert.equal(value('rempart_admission_limit{upstream="origin"}'), 1);
-    assert.equal(value('rempart_admission_in_flight{upstream="origin"}'), 0);
-    assert.equal(value('rempart_admission_queue_depth{class="cacheable"}'), 0);
-    await until('the shed requests are logged', () => gw.logs.filter((l) => l.reason === 'RMP_ERR_ADMISSION_SHED').length === shed);
-  } finally {
-    await gw.close();
-    await origin.close();
-  }
+  const approval = approve(gw.url, 1);
+  await until('the approval holds the slot', () => gate.limiter.inFlight === 1);
+  const tracking = await Promise.all(Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/M${i}`)));
+  assert.equal((await approval).status, 200);
+  const served = tracking.filter((r) => r.status === 200).length;
+  const shed = tracking.filter((r) => r.status === 503).length;
+  assert.equal(served + shed, 5);
+  assert.ok(shed >= 1 && served >= 1, `served ${served}, shed ${shed}`);
+  await until('every slot is released', () => gate.limiter.inFlight === 0);
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  const value = (line: string): number => {
+    const m = new RegExp(`^${line.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text);
+    assert.ok(m, `metrics have ${line}`);
+    return Number(m[1]);
+  };
+  assert.equal(value('rempart_admission_admitted_total{upstream="origin",class="critical"}'), 1);
+  assert.equal(value('rempart_admission_admitted_total{upstream="origin",class="cacheable"}'), served);
+  assert.ok(value('rempart_admission_queued_total{upstream="origin",class="cacheable"}') >= 1);
+  assert.equal(value('rempart_admission_shed_total{upstream="origin",class="cacheable",reason="queue-full"}'), shed);
+  assert.equal(value('rempart_admission_wait_seconds_count{class="cacheable"}'), served);
+  assert.equal(value('rempart_admission_limit{upstream="origin"}'), 1);
+  assert.equal(value('rempart_admission_in_flight{upstream="origin"}'), 0);
+  assert.equal(value('rempart_admission_queue_depth{class="cacheable"}'), 0);
+  await until('the shed requests are logged', () => gw.logs.filter((l) => l.reason === 'RMP_ERR_ADMISSION_SHED').length === shed);
 });
 
-test('a slow POST trickling its body holds no admission slot: with a limit of one, other requests pass meanwhile', async () => {
-  const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 20, queueLength: 1000 });
-  const gw = await gatewayFor(origin, { mode: 'static', staticLimit: 1 });
+test('a slow POST trickling its body holds no admission slot: with a limit of one, other requests pass meanwhile', async (t) => {
+  const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 20, queueLength: 1000 }));
+  const gw = track(t, await gatewayFor(origin, { mode: 'static', staticLimit: 1 }));
   const gate = gateOf(gw);
   const body = JSON.stringify({ paymentId: 'slow-1' });
   const socket = net.connect({ port: gw.port, host: '127.0.0.1' });
+  cleanup(t, () => socket.destroy());
   let reply = '';
   socket.on('data', (c: Buffer) => (reply += c.toString('latin1')));
-  try {
-    await new Promise<void>((r) => socket.once('connect', () => r()));
-    socket.write(`POST /payments/approve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
-    await sleep(50);
-    for (let i = 0; i < 3; i++) {
-      assert.equal(gate.limiter.inFlight, 0, 'the trickling POST holds no slot');
-      assert.equal((await send(gw.url, `/track/S${i}`)).status, 200);
-    }
-    socket.write(body.slice(5));
-    await until('the approval is answered', () => /\r\n\r\n\{.*\}$/s.test(reply));
-    assert.match(reply, /^HTTP\/1\.1 200 /);
-    assert.match(reply, /"approved":true/);
-  } finally {
-    socket.destroy();
-    await gw.close();
-    await origin.close();
+  await new Promise<void>((r) => socket.once('connect', () => r()));
+  socket.write(`POST /payments/approve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+  await sleep(50);
+  for (let i = 0; i < 3; i++) {
+    assert.equal(gate.limiter.inFlight, 0, 'the trickling POST holds no slot');
+    assert.equal((await send(gw.url, `/track/S${i}`)).status, 200);
   }
+  socket.write(body.slice(5));
+  await until('the approval is answered', () => /\r\n\r\n\{.*\}$/s.test(reply));
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  assert.match(reply, /"approved":true/);
 });

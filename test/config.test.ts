@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, validateConfig } from '../src/config/load.ts';
-import { BIN, problemsOf, runCli, sleep, startGateway, startUpstream } from './helpers.ts';
+import { BIN, cleanup, problemsOf, runCli, sleep, startGateway, startUpstream } from './helpers.ts';
 
 const GOOD = `version: 1
 listeners:
@@ -245,27 +245,26 @@ test('defaults are applied to everything the file leaves out, and the result is 
 });
 
 
-test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async () => {
+test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'rempart-cfg-'));
-  try {
-    const good = join(dir, 'good.yaml');
-    const bad = join(dir, 'bad.yaml');
-    writeFileSync(good, GOOD);
-    writeFileSync(bad, GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n');
-    const ok = await runCli(['check', good]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /good\.yaml: ok/);
-    const ko = await runCli(['check', bad]);
-    assert.equal(ko.code, 1);
-    assert.match(ko.stderr, /2 problems/);
-    assert.ok(ko.stderr.includes(`${bad}:10  routes[0].class: must be one of`), ko.stderr);
-    assert.ok(ko.stderr.includes(`${bad}:12  limits.maxHeaderByte: unknown key`), ko.stderr);
-    const missing = await runCli(['check', join(dir, 'absent.yaml')]);
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /cannot read file/);
-  } finally {
+  cleanup(t, () => {
     rmSync(dir, { recursive: true, force: true });
-  }
+  });
+  const good = join(dir, 'good.yaml');
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(good, GOOD);
+  writeFileSync(bad, GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n');
+  const ok = await runCli(['check', good]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /good\.yaml: ok/);
+  const ko = await runCli(['check', bad]);
+  assert.equal(ko.code, 1);
+  assert.match(ko.stderr, /2 problems/);
+  assert.ok(ko.stderr.includes(`${bad}:10  routes[0].class: must be one of`), ko.stderr);
+  assert.ok(ko.stderr.includes(`${bad}:12  limits.maxHeaderByte: unknown key`), ko.stderr);
+  const missing = await runCli(['check', join(dir, 'absent.yaml')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /cannot read file/);
 });
 
 test('an unknown command-line flag exits 2 with a clear message and the usage', async () => {
@@ -282,7 +281,7 @@ test('an unknown command-line flag exits 2 with a clear message and the usage', 
   assert.match(mixed.stderr, /--config cannot be combined with --upstream, --quiet/);
 });
 
-test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', { timeout: 30_000 }, async () => {
+test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', { timeout: 30_000 }, async (t) => {
   const origin = await startUpstream((_req, res) => res.end('origin'));
   const dir = mkdtempSync(join(tmpdir(), 'rempart-override-'));
   const file = join(dir, 'rempart.yaml');
@@ -295,36 +294,35 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  try {
-    const deadline = Date.now() + 15_000;
-    let body = '';
-    while (body !== 'origin') {
-      assert.equal(child.exitCode, null, stderr);
-      assert.ok(Date.now() < deadline, 'the overridden listener never answered');
-      body = await fetch(`http://127.0.0.1:${port}/x`).then((r) => r.text(), () => '');
-      if (body !== 'origin') await sleep(50);
-    }
-    assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
-    await assert.rejects(fetch(`http://127.0.0.1:${filePort}/x`), 'the file\u2019s listener address is replaced');
-    await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
-    // --log-level warn: the info line "rempart started" is not written.
-    assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
-    // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
-    // and still no info line (the level stays warn).
-    child.kill('SIGHUP');
-    const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
-    const until2 = Date.now() + 10_000;
-    while (!(await reloaded())) {
-      assert.ok(Date.now() < until2, `no reload: ${stderr}`);
-      await sleep(50);
-    }
-    assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
-  } finally {
+  cleanup(t, async () => {
     child.kill('SIGTERM');
     const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
     if (code === 'timeout') child.kill('SIGKILL');
     await origin.close();
+  });
+  const deadline = Date.now() + 15_000;
+  let body = '';
+  while (body !== 'origin') {
+    assert.equal(child.exitCode, null, stderr);
+    assert.ok(Date.now() < deadline, 'the overridden listener never answered');
+    body = await fetch(`http://127.0.0.1:${port}/x`).then((r) => r.text(), () => '');
+    if (body !== 'origin') await sleep(50);
   }
+  assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
+  await assert.rejects(fetch(`http://127.0.0.1:${filePort}/x`), 'the file\u2019s listener address is replaced');
+  await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
+  // --log-level warn: the info line "rempart started" is not written.
+  assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
+  // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
+  // and still no info line (the level stays warn).
+  child.kill('SIGHUP');
+  const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+  const until2 = Date.now() + 10_000;
+  while (!(await reloaded())) {
+    assert.ok(Date.now() < until2, `no reload: ${stderr}`);
+    await sleep(50);
+  }
+  assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
   const bad = await runCli(['--config', file, '--listen', 'localhost']);
   rmSync(dir, { recursive: true, force: true });
   assert.equal(bad.code, 1);
@@ -443,7 +441,7 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   }
 });
 
-test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', { timeout: 30_000 }, async () => {
+test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', { timeout: 30_000 }, async (t) => {
   const up = await startUpstream((_req, res) => res.end('up'));
   const dir = mkdtempSync(join(tmpdir(), 'rempart-reload-tls-'));
   const certFile = join(dir, 'cert.pem');
@@ -469,19 +467,7 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
         })
         .on('error', reject);
     });
-  try {
-    await until(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, 'start-up');
-    assert.equal(child.exitCode, null, stderr);
-    assert.equal(await get(), 'up');
-    writeFileSync(file, withTls(join(dir, 'missing-key.pem')));
-    child.kill('SIGHUP');
-    await until(() => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null, 'the rejection');
-    assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
-    assert.match(JSON.stringify(logs.find((l) => String(l.msg).includes('reload rejected'))), /missing-key\.pem/);
-    assert.equal(await get(), 'up', 'the running configuration keeps serving');
-    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-    assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
-  } finally {
+  cleanup(t, async () => {
     if (child.exitCode === null) {
       child.kill('SIGTERM');
       const code = await Promise.race([exited, sleep(5000).then(() => 'timeout' as const)]);
@@ -489,40 +475,45 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
     }
     await up.close();
     rmSync(dir, { recursive: true, force: true });
-  }
+  });
+  await until(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, 'start-up');
+  assert.equal(child.exitCode, null, stderr);
+  assert.equal(await get(), 'up');
+  writeFileSync(file, withTls(join(dir, 'missing-key.pem')));
+  child.kill('SIGHUP');
+  await until(() => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null, 'the rejection');
+  assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
+  assert.match(JSON.stringify(logs.find((l) => String(l.msg).includes('reload rejected'))), /missing-key\.pem/);
+  assert.equal(await get(), 'up', 'the running configuration keeps serving');
+  const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
 });
 
-test('an in-process reload moves new requests to the new upstream while a request in flight on the old one completes', async () => {
-  const first = await startUpstream((req, res) => {
+test('an in-process reload moves new requests to the new upstream while a request in flight on the old one completes', async (t) => {
+  const first = await startUpstream(t, (req, res) => {
     if (req.url === '/slow') setTimeout(() => res.end('slow-done'), 400);
     else res.end('first');
   });
-  const second = await startUpstream((_req, res) => res.end('second'));
-  const gw = await startGateway(first.url);
-  try {
-    assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
-    const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
-    for (let waited = 0; !first.requests.some((r) => r.url === '/slow') && waited < 5000; waited += 10) await sleep(10);
-    const next = validateConfig({
-      version: 1,
-      listeners: [{ address: '127.0.0.1:0' }],
-      upstreams: [{ name: 'second', url: second.url }],
-      routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
-      admin: { address: '127.0.0.1:0' },
-    });
-    await gw.gateway.reload(next);
-    assert.equal(gw.gateway.runtime().config, next);
-    assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');
-    assert.equal(await inFlight, 'slow-done');
-    assert.deepEqual(
-      first.requests.map((r) => r.url),
-      ['/a', '/slow'],
-    );
-  } finally {
-    await gw.close();
-    await first.close();
-    await second.close();
-  }
+  const second = await startUpstream(t, (_req, res) => res.end('second'));
+  const gw = await startGateway(t, first.url);
+  assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
+  const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
+  for (let waited = 0; !first.requests.some((r) => r.url === '/slow') && waited < 5000; waited += 10) await sleep(10);
+  const next = validateConfig({
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'second', url: second.url }],
+    routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
+    admin: { address: '127.0.0.1:0' },
+  });
+  await gw.gateway.reload(next);
+  assert.equal(gw.gateway.runtime().config, next);
+  assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');
+  assert.equal(await inFlight, 'slow-done');
+  assert.deepEqual(
+    first.requests.map((r) => r.url),
+    ['/a', '/slow'],
+  );
 });
 
 test('guaranteed class shares that add up to more than 100 % are refused with their key path', () => {

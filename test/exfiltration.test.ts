@@ -12,7 +12,7 @@ import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { SlidingCount, UsageTable, HOUR_MS } from '../src/phases/exfiltration/usage.ts';
 import { identityHash } from '../src/phases/exfiltration/identity.ts';
-import { sleep, startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, type TestGateway, track } from './helpers.ts';
 import { startReceiver, waitFor } from './alert-receiver.ts';
 
 const DOC_BYTES = 1000;
@@ -289,34 +289,28 @@ test('bad exfiltration settings stop start-up with a clear error', () => {
   assert.throws(() => validateConfig({ ...base, routes: routes({ bytesPerDay: 1 }), defense: { exfiltration: { maxIdentities: 1, mode: 'block' } } }), (err: Error) => /maxIdentities/.test(err.message) && /defense\.exfiltration\.mode/.test(err.message));
 });
 
-test('a dead webhook never slows the request path', async () => {
-  const rx = await startReceiver(() => 0); // accepts, never answers
-  const up = await startUpstream(vault);
+test('a dead webhook never slows the request path', async (t) => {
+  const rx = track(t, await startReceiver(() => 0)); // accepts, never answers
+  const up = await startUpstream(t, vault);
   process.env.REMPART_ALERT_WEBHOOK_URL = rx.url;
   let gw: TestGateway;
-  try {
-    gw = await startGateway(up.url, {
-      routes: [{ name: 'vault', path: '/vault/*', upstream: 'origin', sensitive: { documentsPerHour: 1 } }],
-      alerts: { webhook: { minIntervalMs: 0, timeoutMs: 30000 } },
-    });
-  } finally {
+  cleanup(t, () => {
     delete process.env.REMPART_ALERT_WEBHOOK_URL;
-  }
-  try {
-    // Every session is past its quota at its second request, so every round raises an alert.
-    const t0 = performance.now();
-    for (let i = 0; i < 20; i++) await pull(gw, randomBytes(16).toString('hex'), 1, 2);
-    const ms = performance.now() - t0;
-    // The webhook hangs for 30 s: waiting on it even once would show.
-    assert.ok(ms < 10_000, `40 requests and 20 alerts in ${Math.round(ms)} ms with a hanging webhook`);
-    assert.equal(rx.received.length, 1, 'one POST in flight, the rest coalesced');
-    const t1 = Date.now();
-    await gw.close();
-    assert.ok(Date.now() - t1 < 3000, 'stop does not wait for the hanging webhook beyond its bound');
-  } finally {
-    await up.close();
-    await rx.close();
-  }
+  });
+  gw = await startGateway(up.url, {
+    routes: [{ name: 'vault', path: '/vault/*', upstream: 'origin', sensitive: { documentsPerHour: 1 } }],
+    alerts: { webhook: { minIntervalMs: 0, timeoutMs: 30000 } },
+  });
+  // Every session is past its quota at its second request, so every round raises an alert.
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) await pull(gw, randomBytes(16).toString('hex'), 1, 2);
+  const ms = performance.now() - t0;
+  // The webhook hangs for 30 s: waiting on it even once would show.
+  assert.ok(ms < 10_000, `40 requests and 20 alerts in ${Math.round(ms)} ms with a hanging webhook`);
+  assert.equal(rx.received.length, 1, 'one POST in flight, the rest coalesced');
+  const t1 = Date.now();
+  await gw.close();
+  assert.ok(Date.now() - t1 < 3000, 'stop does not wait for the hanging webhook beyond its bound');
 });
 
 test('the postal demo marks the vault documents route sensitive, and the config is valid', async () => {

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
 import { ConfigError, validateConfig, type ConfigProblem } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
 import { createGateway, type Gateway, type GatewayOptions } from '../src/app/gateway.ts';
@@ -27,10 +28,88 @@ export interface RecordingUpstream {
   close(): Promise<void>;
 }
 
-/** An upstream that records what reached it; `handler` answers (default: 200 "ok"). */
-export async function startUpstream(
-  handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void,
-): Promise<RecordingUpstream> {
+/**
+ * What ends a test's resources: node:test's TestContext (`t`), or `{ after }` (the module-level hook)
+ * for resources a whole file shares.
+ */
+export interface Teardown {
+  after(fn: () => unknown): void;
+}
+
+const teardowns = new WeakMap<Teardown, (() => unknown)[]>();
+
+/**
+ * Run `fn` when the test ends, passed or failed, so a failing assertion never leaks a server into the
+ * next test. Cleanups run last-registered first (the order nested finally blocks had: the gateway
+ * stops before the upstream it forwards to); every one runs even when another throws, and the first
+ * error fails the test.
+ */
+export function cleanup(t: Teardown, fn: () => unknown): void {
+  let stack = teardowns.get(t);
+  if (stack === undefined) {
+    const fns: (() => unknown)[] = [];
+    teardowns.set(t, fns);
+    t.after(async () => {
+      let failure: { err: unknown } | undefined;
+      for (let f = fns.pop(); f !== undefined; f = fns.pop()) {
+        try {
+          await f();
+        } catch (err) {
+          failure ??= { err };
+        }
+      }
+      if (failure) throw failure.err;
+    });
+    stack = fns;
+  }
+  stack.push(fn);
+}
+
+/** `resource` (if any), closed when the test ends (see cleanup): `const s = track(t, await startThing())`. */
+export function track<R extends { close(): unknown } | null | undefined>(t: Teardown, resource: R): R {
+  cleanup(t, () => resource?.close());
+  return resource;
+}
+
+export interface WaitForOptions {
+  /** How long the condition may take (default 5000 ms): a budget for a loaded machine, not a pace. */
+  timeoutMs?: number;
+  /** Pause between two checks (default 10 ms). */
+  intervalMs?: number;
+  /** What is awaited, for the failure message. */
+  message?: string;
+}
+
+/**
+ * Poll `check` until it returns a truthy value, and return that value; fail past `timeoutMs` with
+ * what was awaited and the last value seen. A check that throws fails at once (it is not retried):
+ * an error is a finding, not a state to wait out. `options` may be just the message.
+ */
+export async function waitFor<T>(check: () => T | Promise<T>, options: WaitForOptions | string = {}): Promise<NonNullable<T>> {
+  const { timeoutMs = 5000, intervalMs = 10, message } = typeof options === 'string' ? { message: options } : options;
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (performance.now() >= deadline) {
+      const what = message ?? check.toString().replace(/\s+/g, ' ').slice(0, 200);
+      assert.fail(`timed out after ${timeoutMs} ms waiting for ${what} (last value: ${inspect(value, { depth: 2 })})`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void;
+
+/**
+ * An upstream that records what reached it; `handler` answers (default: 200 "ok"). Given the test
+ * context first, it is closed when the test ends.
+ */
+export async function startUpstream(handler?: UpstreamHandler): Promise<RecordingUpstream>;
+export async function startUpstream(t: Teardown, handler?: UpstreamHandler): Promise<RecordingUpstream>;
+export async function startUpstream(first?: Teardown | UpstreamHandler, second?: UpstreamHandler): Promise<RecordingUpstream> {
+  const t = typeof first === 'object' ? first : undefined;
+  const handler = typeof first === 'object' ? second : first;
   const requests: RecordedRequest[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -48,17 +127,20 @@ export async function startUpstream(
   // Count requests that arrive even if malformed.
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  return {
+  // Closing twice (by the test, then by its teardown) waits for the one close.
+  let closed: Promise<void> | undefined;
+  const up: RecordingUpstream = {
     url: `http://127.0.0.1:${port}`,
     port,
     server,
     requests,
     close: () =>
-      new Promise<void>((r) => {
+      (closed ??= new Promise<void>((r) => {
         server.closeAllConnections();
         server.close(() => r());
-      }),
+      })),
   };
+  return t ? track(t, up) : up;
 }
 
 /** Collects log lines in memory so tests can assert on them. */
@@ -84,9 +166,18 @@ export interface TestGateway {
 
 /**
  * Start a gateway on 127.0.0.1:0. `partial` is merged over a minimal config whose one route sends
- * everything to `upstreamUrl`.
+ * everything to `upstreamUrl`. Given the test context first, it is stopped when the test ends.
  */
-export async function startGateway(upstreamUrl: string, partial: Record<string, unknown> = {}, options: GatewayOptions = {}): Promise<TestGateway> {
+export async function startGateway(upstreamUrl: string, partial?: Record<string, unknown>, options?: GatewayOptions): Promise<TestGateway>;
+export async function startGateway(
+  t: Teardown,
+  upstreamUrl: string,
+  partial?: Record<string, unknown>,
+  options?: GatewayOptions,
+): Promise<TestGateway>;
+export async function startGateway(...args: [Teardown | string, ...unknown[]]): Promise<TestGateway> {
+  const t = typeof args[0] === 'string' ? undefined : args.shift() as Teardown;
+  const [upstreamUrl, partial = {}, options = {}] = args as [string, Record<string, unknown>?, GatewayOptions?];
   const base: Record<string, unknown> = {
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],
@@ -101,14 +192,16 @@ export async function startGateway(upstreamUrl: string, partial: Record<string, 
   await gateway.start();
   const { listeners, admin } = gateway.addresses();
   const port = listeners[0]!.port;
-  return {
+  let stopped: Promise<void> | undefined;
+  const gw: TestGateway = {
     gateway,
     url: `http://127.0.0.1:${port}`,
     port,
     adminUrl: admin ? `http://127.0.0.1:${admin.port}` : null,
     logs: lines,
-    close: () => gateway.stop(100),
+    close: () => (stopped ??= gateway.stop(100)),
   };
+  return t ? track(t, gw) : gw;
 }
 
 /** Send raw bytes on a fresh connection; resolve with everything received until close or timeout. */

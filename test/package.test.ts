@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { leadingZeroBits } from '../src/client/index.ts';
 import { listBuiltins } from '../src/drill/scenario.ts';
+import { cleanup, track } from './helpers.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -211,7 +212,7 @@ export const m: number = validateConfig({}, 'inline');
   assert.ok(errors.every((l) => l.startsWith('wrong.mts(') && l.includes('TS2322')), out);
 });
 
-test('`rempart/client` runs in Chromium from the installed files: no Node built-in, relative URLs, a challenge solved and retried', { skip: noChromium, timeout: 90_000 }, async () => {
+test('`rempart/client` runs in Chromium from the installed files: no Node built-in, relative URLs, a challenge solved and retried', { skip: noChromium, timeout: 90_000 }, async (t) => {
   const clientDir = path.join(installed, 'dist/src/client');
   for (const f of ['index.js', 'solver.js']) {
     const text = readFileSync(path.join(clientDir, f), 'utf8');
@@ -252,38 +253,34 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
       res.end();
     }
   });
+  cleanup(t, () => server.close());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-  try {
-    const page = await browser.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    page.on('console', (m) => {
-      // Chromium reports the challenge's 403 itself as a failed resource: that one is expected.
-      if (m.type() === 'error' && !m.location().url.endsWith('/api/orders')) errors.push(`${m.text()} ${m.location().url}`);
-    });
-    await page.goto(`${base}/`);
-    const result = await page.evaluate(async () => {
-      // The page imports the package by name, through its import map, as a single-page app would.
-      const { createClient } = await import('rempart/client' as string);
-      const client = createClient();
-      const res = await client.fetch('/api/orders', { method: 'POST', body: '{}' });
-      return { status: res.status, body: await res.json(), clearances: [...client.clearances] };
-    });
-    assert.equal(result.status, 200);
-    assert.deepEqual(result.body, { ok: true });
-    assert.deepEqual(result.clearances, [[base, 'clr-1']], 'the clearance kept for the page origin');
-    assert.equal(seen.length, 2, 'the call, then its retry with the solution');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    server.close();
-  }
+  const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    // Chromium reports the challenge's 403 itself as a failed resource: that one is expected.
+    if (m.type() === 'error' && !m.location().url.endsWith('/api/orders')) errors.push(`${m.text()} ${m.location().url}`);
+  });
+  await page.goto(`${base}/`);
+  const result = await page.evaluate(async () => {
+    // The page imports the package by name, through its import map, as a single-page app would.
+    const { createClient } = await import('rempart/client' as string);
+    const client = createClient();
+    const res = await client.fetch('/api/orders', { method: 'POST', body: '{}' });
+    return { status: res.status, body: await res.json(), clearances: [...client.clearances] };
+  });
+  assert.equal(result.status, 200);
+  assert.deepEqual(result.body, { ok: true });
+  assert.deepEqual(result.clearances, [[base, 'clr-1']], 'the clearance kept for the page origin');
+  assert.equal(seen.length, 2, 'the call, then its retry with the solution');
+  assert.deepEqual(errors, []);
 });
 
-test('deploy/Dockerfile\'s way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build', async () => {
+test('deploy/Dockerfile\'s way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build', async (t) => {
   const dir = path.join(work, 'opt-rempart');
   mkdirSync(dir);
   await run('tar', ['-xzf', path.join(work, packed.filename), '--strip-components=1', '-C', dir]);
@@ -294,10 +291,7 @@ test('deploy/Dockerfile\'s way: the tarball unpacked in a directory, `npm ci --o
   const { stdout } = await run(process.execPath, [path.join(dir, 'bin/rempart.js'), '--version'], { timeout: 30_000 });
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
   const r = await startInstalled(path.join(dir, 'bin/rempart.js'));
-  try {
-    const res = await fetch(`${r.url}/via-opt`);
-    assert.equal(await res.text(), 'origin saw /via-opt');
-  } finally {
-    await r.stop();
-  }
+  cleanup(t, () => r.stop());
+  const res = await fetch(`${r.url}/via-opt`);
+  assert.equal(await res.text(), 'origin saw /via-opt');
 });

@@ -103,23 +103,18 @@ test('without rules the default per-address rule limits the public classes', asy
   });
 });
 
-test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async () => {
-  const up = await startUpstream();
+test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async (t) => {
+  const up = await startUpstream(t);
   const clock = createManualClock(1000);
   const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'origin', url: up.url }], routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }], admin: { address: 'off' } };
-  const gw = await startGateway(up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
-  try {
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/`)).status, 429);
-    await gw.gateway.reload(validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }));
-    assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
-    await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
-    assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
+  assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/`)).status, 429);
+  await gw.gateway.reload(validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }));
+  assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
+  await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
+  assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
 });
 
 test('a rule naming an unknown route, or a repeated rule id, is refused at load', () => {

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { RedisStore } from '../src/store/redis.ts';
 import type { ClusterStore, LeaseRequest } from '../src/store/types.ts';
 import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
+import { cleanup } from './helpers.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -158,7 +159,7 @@ after(async () => {
   await redis?.stop();
 });
 
-test('the subscriber survives a refused re-subscription and a restarted server: no unhandled rejection, and messages flow again', { skip: skipRedis }, async () => {
+test('the subscriber survives a refused re-subscription and a restarted server: no unhandled rejection, and messages flow again', { skip: skipRedis }, async (t) => {
   // ioredis's own autoResubscribe leaves the promise of its SUBSCRIBE unhandled: an ACL that refuses the
   // channel (or a connection lost before the reply) was an unhandled rejection, which ends a Node process.
   const server = await startRedis();
@@ -170,44 +171,43 @@ test('the subscriber survives a refused re-subscription and a restarted server: 
   const pub = new RedisStore(opts);
   const admin = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 100 });
   admin.on('error', () => {});
-  try {
-    await Promise.all([sub.connect(), pub.connect(), admin.connect()]);
-    const trouble: Array<[boolean, string]> = [];
-    sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
-    const got: string[] = [];
-    await sub.subscribe('events', (m) => got.push(m));
-    const delivered = async (m: string) => {
-      for (let i = 0; i < 100 && !got.includes(m); i++) {
-        await pub.publish('events', m).catch(() => {});
-        await sleep(50);
-      }
-      return got.includes(m);
-    };
-    assert.equal(await delivered('one'), true, 'subscribed');
-
-    // Redis 7 disconnects a subscriber whose channels the ACL no longer allows; the reconnected
-    // subscriber's SUBSCRIBE is then refused with NOPERM.
-    const errors0 = sub.errors;
-    await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
-    for (let i = 0; i < 100 && sub.errors === errors0; i++) await sleep(20);
-    assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
-    assert.equal(trouble.length, 1, 'reported once, however many retries fail');
-    assert.equal(trouble[0]![0], true);
-    assert.match(trouble[0]![1], /NOPERM/);
-    // Allowed again: the subscriber tries again by itself.
-    await admin.call('ACL', 'SETUSER', 'default', 'allchannels');
-    assert.equal(await delivered('two'), true, 'subscribed again once the ACL allows it');
-    assert.deepEqual(trouble[1], [false, ''], 'and reported working again');
-
-    // A server restarted empty: the subscriber re-subscribes when it reconnects.
-    await server.kill();
-    await server.restart();
-    assert.equal(await delivered('three'), true, 'subscribed again after a restart');
-  } finally {
+  cleanup(t, async () => {
     admin.disconnect();
     await Promise.all([sub.close(), pub.close()]);
     await server.stop();
     process.off('unhandledRejection', onUnhandled);
-  }
+  });
+  await Promise.all([sub.connect(), pub.connect(), admin.connect()]);
+  const trouble: Array<[boolean, string]> = [];
+  sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
+  const got: string[] = [];
+  await sub.subscribe('events', (m) => got.push(m));
+  const delivered = async (m: string) => {
+    for (let i = 0; i < 100 && !got.includes(m); i++) {
+      await pub.publish('events', m).catch(() => {});
+      await sleep(50);
+    }
+    return got.includes(m);
+  };
+  assert.equal(await delivered('one'), true, 'subscribed');
+
+  // Redis 7 disconnects a subscriber whose channels the ACL no longer allows; the reconnected
+  // subscriber's SUBSCRIBE is then refused with NOPERM.
+  const errors0 = sub.errors;
+  await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
+  for (let i = 0; i < 100 && sub.errors === errors0; i++) await sleep(20);
+  assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
+  assert.equal(trouble.length, 1, 'reported once, however many retries fail');
+  assert.equal(trouble[0]![0], true);
+  assert.match(trouble[0]![1], /NOPERM/);
+  // Allowed again: the subscriber tries again by itself.
+  await admin.call('ACL', 'SETUSER', 'default', 'allchannels');
+  assert.equal(await delivered('two'), true, 'subscribed again once the ACL allows it');
+  assert.deepEqual(trouble[1], [false, ''], 'and reported working again');
+
+  // A server restarted empty: the subscriber re-subscribes when it reconnects.
+  await server.kill();
+  await server.restart();
+  assert.equal(await delivered('three'), true, 'subscribed again after a restart');
   assert.deepEqual(unhandled, [], 'no unhandled rejection');
 });
