@@ -38,39 +38,35 @@ test('the admin API answers 401 without a valid token, 403 for a read token acti
   const operator = createToken('op', 'operator');
   await writeFile(join(dir, 'tokens'), `${reader.line}\n${operator.line}\n`);
   const upstream = await startUpstream(t);
-  const tg = await startGateway(upstream.url, { admin: { address: '127.0.0.1:0', tokensFile: join(dir, 'tokens') } });
-  try {
-      const gw = tg.gateway;
-      let calls = 0;
-      gw.api.route('GET', '/api/ping', 'read', () => ({ status: 200, body: { pong: true } }));
-      gw.api.route('POST', '/api/poke', 'operator', (req) => {
-        calls++;
-        return { status: 200, body: { who: req.who, body: req.body } };
-      });
-      const base = tg.adminUrl!;
-      const none = await fetch(`${base}/api/ping`);
-      assert.equal(none.status, 401);
-      assert.match(none.headers.get('www-authenticate') ?? '', /Bearer/);
-      assert.equal((await fetch(`${base}/api/ping`, { headers: { authorization: 'Bearer rmp_wrong' } })).status, 401);
-      const ok = await fetch(`${base}/api/ping`, { headers: { authorization: `Bearer ${reader.token}` } });
-      assert.equal(ok.status, 200);
-      assert.deepEqual(await ok.json(), { pong: true });
-      const denied = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${reader.token}` }, body: '{}' });
-      assert.equal(denied.status, 403);
-      assert.equal(calls, 0);
-      const bad = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{nope' });
-      assert.equal(bad.status, 400);
-      assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
-      const acted = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{"x":1}' });
-      assert.equal(acted.status, 200);
-      assert.deepEqual(await acted.json(), { who: 'op', body: { x: 1 } });
-      assert.equal((await fetch(`${base}/api/nothing`, { headers: { authorization: `Bearer ${operator.token}` } })).status, 404);
-      assert.equal((await fetch(`${base}/api/ping`, { method: 'DELETE', headers: { authorization: `Bearer ${operator.token}` } })).status, 405);
-      assert.ok(tg.logs.some((l) => l.audit === true && l.who === 'op'), 'the action is in the log');
-      assert.ok(!JSON.stringify(tg.logs).includes(operator.token), 'no token in the logs');
-  } finally {
-    await tg.close();
-  }
+  const tg = await startGateway(t, upstream.url, { admin: { address: '127.0.0.1:0', tokensFile: join(dir, 'tokens') } });
+  const gw = tg.gateway;
+  let calls = 0;
+  gw.api.route('GET', '/api/ping', 'read', () => ({ status: 200, body: { pong: true } }));
+  gw.api.route('POST', '/api/poke', 'operator', (req) => {
+    calls++;
+    return { status: 200, body: { who: req.who, body: req.body } };
+  });
+  const base = tg.adminUrl!;
+  const none = await fetch(`${base}/api/ping`);
+  assert.equal(none.status, 401);
+  assert.match(none.headers.get('www-authenticate') ?? '', /Bearer/);
+  assert.equal((await fetch(`${base}/api/ping`, { headers: { authorization: 'Bearer rmp_wrong' } })).status, 401);
+  const ok = await fetch(`${base}/api/ping`, { headers: { authorization: `Bearer ${reader.token}` } });
+  assert.equal(ok.status, 200);
+  assert.deepEqual(await ok.json(), { pong: true });
+  const denied = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${reader.token}` }, body: '{}' });
+  assert.equal(denied.status, 403);
+  assert.equal(calls, 0);
+  const bad = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{nope' });
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
+  const acted = await fetch(`${base}/api/poke`, { method: 'POST', headers: { authorization: `Bearer ${operator.token}` }, body: '{"x":1}' });
+  assert.equal(acted.status, 200);
+  assert.deepEqual(await acted.json(), { who: 'op', body: { x: 1 } });
+  assert.equal((await fetch(`${base}/api/nothing`, { headers: { authorization: `Bearer ${operator.token}` } })).status, 404);
+  assert.equal((await fetch(`${base}/api/ping`, { method: 'DELETE', headers: { authorization: `Bearer ${operator.token}` } })).status, 405);
+  assert.ok(tg.logs.some((l) => l.audit === true && l.who === 'op'), 'the action is in the log');
+  assert.ok(!JSON.stringify(tg.logs).includes(operator.token), 'no token in the logs');
 });
 
 test('the admin listener answers only to localhost, IP addresses and admin.allowedHosts: a DNS-rebinding page gets 421', async (t) => {

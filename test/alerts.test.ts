@@ -3,16 +3,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Alerts, loadWebhookTarget, signBody } from '../src/control/alerts.ts';
 import { AlertsSchema, type AlertsConfig } from '../src/control/alerts-schema.ts';
 import { Value } from '@sinclair/typebox/value';
 import { createLogger } from '../src/core/log.ts';
 import { createMetrics } from '../src/core/metrics.ts';
-import { cleanup, memoryLog, sleep, startGateway, startUpstream, track } from './helpers.ts';
-import { startReceiver, waitFor } from './alert-receiver.ts';
+import { cleanup, memoryLog, sleep, startGateway, startUpstream, tempDir, waitFor } from './helpers.ts';
+import { startReceiver } from './alert-receiver.ts';
 
 function settings(webhook: Partial<AlertsConfig['webhook']> = {}, node?: string): AlertsConfig {
   return Value.Default(AlertsSchema, { webhook: { ...webhook }, ...(node ? { node } : {}) }) as AlertsConfig;
@@ -27,7 +26,7 @@ function makeAlerts(cfg: AlertsConfig) {
 }
 
 test('an alert is a log line, a count, and one signed POST carrying kind, message, fields, node and time', async (t) => {
-  const rx = track(t, await startReceiver());
+  const rx = await startReceiver(t);
   const { alerts, lines, count } = makeAlerts(settings({}, 'edge-1'));
   cleanup(t, () => alerts.stop(100));
   alerts.setWebhook({ url: `${rx.url}/hook`, secret: 's3cret', host: new URL(rx.url).host });
@@ -55,7 +54,7 @@ test('an alert is a log line, a count, and one signed POST carrying kind, messag
 });
 
 test('a POST answered 500 is retried with backoff until it is delivered', async (t) => {
-  const rx = track(t, await startReceiver((n) => (n < 2 ? 500 : 200)));
+  const rx = await startReceiver(t, (n) => (n < 2 ? 500 : 200));
   const { alerts, count } = makeAlerts(settings({ retries: 3, retryBaseMs: 20 }));
   cleanup(t, () => alerts.stop(100));
   alerts.setWebhook({ url: rx.url, secret: '', host: new URL(rx.url).host });
@@ -69,7 +68,7 @@ test('a POST answered 500 is retried with backoff until it is delivered', async 
 });
 
 test('a webhook that keeps failing is given up after `retries`, counted failed, and its URL never logged', async (t) => {
-  const rx = track(t, await startReceiver(() => 503));
+  const rx = await startReceiver(t, () => 503);
   const { alerts, lines, count } = makeAlerts(settings({ retries: 2, retryBaseMs: 10 }));
   cleanup(t, () => alerts.stop(100));
   const target = await loadWebhookTarget({ REMPART_ALERT_WEBHOOK_URL: `${rx.url}/hooks/T0KEN-d0-not-log?key=ALSO-SECRET` }, settings().webhook);
@@ -84,13 +83,13 @@ test('a webhook that keeps failing is given up after `retries`, counted failed, 
 });
 
 test('a burst of alerts of one kind is coalesced: one POST at once, then one per interval carrying the count', async (t) => {
-  const rx = track(t, await startReceiver());
+  const rx = await startReceiver(t);
   const { alerts, count } = makeAlerts(settings({ minIntervalMs: 300 }));
   cleanup(t, () => alerts.stop(100));
   alerts.setWebhook({ url: rx.url, secret: '', host: new URL(rx.url).host });
   for (let i = 0; i < 50; i++) alerts.raise('exfiltration', `alert ${i}`, { i });
   alerts.raise('failover', 'other kind', {});
-  await waitFor(() => rx.received.length === 3, 2000);
+  await waitFor(() => rx.received.length === 3, { timeoutMs: 2000 });
   await sleep(400);
   assert.equal(rx.received.length, 3, 'exfiltration twice (first, then the rest), failover once');
   const ex = rx.received.filter((r) => r.payload.kind === 'exfiltration').map((r) => r.payload);
@@ -103,28 +102,25 @@ test('a burst of alerts of one kind is coalesced: one POST at once, then one per
   assert.equal(await count('exfiltration', 'delivered'), 50);
 });
 
-test('the queue is bounded: past maxQueue the oldest waiting alert is dropped and counted', async () => {
-  const rx = await startReceiver(() => 0); // never answers
+test('the queue is bounded: past maxQueue the oldest waiting alert is dropped and counted', async (t) => {
+  const rx = await startReceiver(t, () => 0); // never answers
   const { alerts, count } = makeAlerts(settings({ maxQueue: 2, timeoutMs: 5000 }));
+  cleanup(t, () => alerts.stop(100));
   alerts.setWebhook({ url: rx.url, secret: '', host: new URL(rx.url).host });
-  try {
-    for (const kind of ['a', 'b', 'c', 'd', 'e']) alerts.raise(kind, kind, {});
-    await waitFor(() => rx.received.length === 1);
-    assert.equal(alerts.queued, 2, 'a in flight, d and e waiting');
-    assert.equal(await count('b', 'dropped'), 1);
-    assert.equal(await count('c', 'dropped'), 1);
-    assert.equal(await count('d', 'dropped'), 0);
-  } finally {
-    const t0 = Date.now();
-    await alerts.stop(100);
-    assert.ok(Date.now() - t0 < 3000, 'stop waits a bounded time for a webhook that hangs past its 5 s timeout');
-    assert.equal(await count('a', 'dropped'), 1, 'what stop abandons is counted');
-    await rx.close();
-  }
+  for (const kind of ['a', 'b', 'c', 'd', 'e']) alerts.raise(kind, kind, {});
+  await waitFor(() => rx.received.length === 1);
+  assert.equal(alerts.queued, 2, 'a in flight, d and e waiting');
+  assert.equal(await count('b', 'dropped'), 1);
+  assert.equal(await count('c', 'dropped'), 1);
+  assert.equal(await count('d', 'dropped'), 0);
+  const t0 = Date.now();
+  await alerts.stop(100);
+  assert.ok(Date.now() - t0 < 3000, 'stop waits a bounded time for a webhook that hangs past its 5 s timeout');
+  assert.equal(await count('a', 'dropped'), 1, 'what stop abandons is counted');
 });
 
 test('raise() never waits on the webhook, and never throws', async (t) => {
-  const rx = track(t, await startReceiver(() => 0));
+  const rx = await startReceiver(t, () => 0);
   const { alerts } = makeAlerts(settings({ minIntervalMs: 0, timeoutMs: 30000 }));
   cleanup(t, () => alerts.stop(50));
   alerts.setWebhook({ url: rx.url, secret: 'x', host: new URL(rx.url).host });
@@ -139,8 +135,9 @@ test('raise() never waits on the webhook, and never throws', async (t) => {
 });
 
 test('stop() flushes what waits for its interval, within a bounded time', async (t) => {
-  const rx = track(t, await startReceiver());
+  const rx = await startReceiver(t);
   const { alerts } = makeAlerts(settings({ minIntervalMs: 3_600_000 }));
+  cleanup(t, () => alerts.stop(100));
   alerts.setWebhook({ url: rx.url, secret: '', host: new URL(rx.url).host });
   alerts.raise('failover', 'first', {});
   await waitFor(() => rx.received.length === 1);
@@ -154,8 +151,8 @@ test('stop() flushes what waits for its interval, within a bounded time', async 
   assert.equal(rx.received.length, 2, 'after stop alerts are logged only');
 });
 
-test('the webhook URL and secret come from the environment or files; a bad one is refused without quoting it', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'rempart-alerts-'));
+test('the webhook URL and secret come from the environment or files; a bad one is refused without quoting it', async (t) => {
+  const dir = tempDir(t, 'rempart-alerts-');
   const urlFile = join(dir, 'url');
   const secretFile = join(dir, 'secret');
   await writeFile(urlFile, 'https://hooks.example.org/services/T0KEN\n');
@@ -182,19 +179,14 @@ test('bad alerts settings stop start-up with a clear error', async () => {
 });
 
 test('an upstream whose circuit breaker opens raises a failover alert that reaches the webhook', async (t) => {
-  const rx = await startReceiver();
+  const rx = await startReceiver(t);
   const dead = await startUpstream();
   await dead.close(); // a port nobody listens on
   process.env.REMPART_ALERT_WEBHOOK_URL = rx.url;
-  let gw;
   cleanup(t, () => {
     delete process.env.REMPART_ALERT_WEBHOOK_URL;
   });
-  gw = await startGateway(dead.url, { upstreams: [{ name: 'origin', url: dead.url, circuitBreaker: { consecutiveFailures: 1, openMs: 60000 } }] });
-  cleanup(t, async () => {
-    await gw.close();
-    await rx.close();
-  });
+  const gw = await startGateway(t, dead.url, { upstreams: [{ name: 'origin', url: dead.url, circuitBreaker: { consecutiveFailures: 1, openMs: 60000 } }] });
   const res = await fetch(`${gw.url}/x`);
   assert.equal(res.status, 502);
   await waitFor(() => rx.received.length === 1);

@@ -5,6 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { ConfigError, validateConfig, type ConfigProblem } from '../src/config/load.ts';
@@ -76,8 +79,8 @@ export interface WaitForOptions {
   timeoutMs?: number;
   /** Pause between two checks (default 10 ms). */
   intervalMs?: number;
-  /** What is awaited, for the failure message. */
-  message?: string;
+  /** What is awaited, for the failure message; a function is asked at the failure (e.g. for output so far). */
+  message?: string | (() => string);
 }
 
 /**
@@ -92,11 +95,27 @@ export async function waitFor<T>(check: () => T | Promise<T>, options: WaitForOp
     const value = await check();
     if (value) return value as NonNullable<T>;
     if (performance.now() >= deadline) {
-      const what = message ?? check.toString().replace(/\s+/g, ' ').slice(0, 200);
+      const what = typeof message === 'function' ? message() : (message ?? check.toString().replace(/\s+/g, ' ').slice(0, 200));
       assert.fail(`timed out after ${timeoutMs} ms waiting for ${what} (last value: ${inspect(value, { depth: 2 })})`);
     }
     await sleep(intervalMs);
   }
+}
+
+/** A fresh directory under the system's temporary one, removed with its contents when the test ends. */
+export function tempDir(t: Teardown, prefix = 'rempart-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  cleanup(t, () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A port on 127.0.0.1 that was free a moment ago (for a child process that must be told its port). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void;
