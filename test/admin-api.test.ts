@@ -1,13 +1,12 @@
 // The admin API's gate: bearer tokens stored as hashes, compared in constant time, with scopes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createToken, findToken, parseTokensFile } from '../src/control/api.ts';
-import { rawRequest, startGateway, startUpstream, statusOf } from './helpers.ts';
+import { rawRequest, startGateway, startUpstream, statusOf, tempDir } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -21,8 +20,8 @@ test('tokens files hold hashes only, and a bad line is refused with its line num
   assert.throws(() => createToken('bad name', 'read'), /token name/);
 });
 
-test('`rempart token create` appends a hash line and prints the token once', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'rmp-tok-'));
+test('`rempart token create` appends a hash line and prints the token once', async (t) => {
+  const dir = tempDir(t, 'rmp-tok-');
   const file = join(dir, 'tokens');
   const { stdout } = await run(process.execPath, ['bin/rempart.js', 'token', 'create', '--name', 'ops', '--scope', 'read', '--file', file]);
   const token = stdout.trim();
@@ -33,7 +32,7 @@ test('`rempart token create` appends a hash line and prints the token once', asy
 });
 
 test('the admin API answers 401 without a valid token, 403 for a read token acting, and serves with one', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'rmp-api-'));
+  const dir = tempDir(t, 'rmp-api-');
   const reader = createToken('reader', 'read');
   const operator = createToken('op', 'operator');
   await writeFile(join(dir, 'tokens'), `${reader.line}\n${operator.line}\n`);

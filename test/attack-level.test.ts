@@ -4,7 +4,7 @@ import { AttackLevel } from '../src/pipeline/env.ts';
 import { parseOverride } from '../src/phases/level/index.ts';
 import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
 import { createManualClock } from '../src/core/clock.ts';
-import { cleanup, startGateway, startUpstream, withGateway } from './helpers.ts';
+import { cleanup, startGateway, startUpstream } from './helpers.ts';
 
 /** A botnet second: `perSecond` requests from `prefixes` never-seen prefixes (172.16.x), browser-like. */
 function botnetSecond(sim: Sim, perSecond: number, prefixes = 40): void {
@@ -198,5 +198,3 @@ test('the level phase counts real requests through the gateway and a surge of ne
   }
   assert.equal(monitor.level, AttackLevel.underAttack, JSON.stringify(monitor.scores));
 });
-
-void withGateway;

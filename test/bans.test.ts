@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { sleep, startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { startGateway, startUpstream, type TestGateway, waitFor } from './helpers.ts';
 
 const TOKEN = 'test-operator-token-0123456789';
 
@@ -97,8 +97,10 @@ test('a handful of flooding addresses are banned within 2 s and reset on accept,
         assert.ok(p.error === 'ECONNRESET' || p.error === '', `${addr}: reset or closed (${p.error})`);
       }
     }
-    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4') !== true; i++) await sleep(20);
-    assert.ok(gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4'), 'a ban that keeps knocking is on the fast path');
+    await waitFor(() => gw.gateway.defense.bans.fastPath?.check('127.0.0.5', 'ipv4'), {
+      timeoutMs: 1000,
+      message: 'a ban that keeps knocking is on the fast path',
+    });
     const fast = await probe(gw.port, '127.0.0.5');
     assert.equal(fast.bytes, 0, 'closed by the fast path, not one HTTP byte');
     assert.equal((await get(gw.port, '127.0.0.9')).status, 200, 'another address is served');
@@ -130,8 +132,10 @@ test('operators ban and unban over the admin API with a token; without one the A
     const p = await probe(gw.port, '127.0.1.5');
     assert.deepEqual(p, { bytes: 0, error: 'ECONNRESET' });
     // The prefix joins the fast path; the unban below must still take effect at once.
-    for (let i = 0; i < 50 && gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4') !== true; i++) await sleep(20);
-    assert.ok(gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4'), 'the prefix ban is on the fast path');
+    await waitFor(() => gw.gateway.defense.bans.fastPath?.check('127.0.1.5', 'ipv4'), {
+      timeoutMs: 1000,
+      message: 'the prefix ban is on the fast path',
+    });
     assert.equal((await probe(gw.port, '127.0.1.6')).bytes, 0);
     assert.equal((await get(gw.port, '127.0.2.5')).status, 200, 'outside the prefix');
     assert.equal((await admin(gw, 'DELETE', `/api/bans/${encodeURIComponent('127.0.1.0/24')}`)).status, 200);

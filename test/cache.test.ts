@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { cleanup, sleep, startGateway, startUpstream, track } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, track, waitFor } from './helpers.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { startPostalOrigin } from '../examples/postal/origin.ts';
 import { ConfigError, validateConfig } from '../src/config/load.ts';
@@ -20,15 +20,6 @@ interface Answer {
 async function get(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Answer> {
   const res = await fetch(url, { headers, method });
   return { status: res.status, headers: res.headers, body: await res.text() };
-}
-
-/** Poll `check` until it holds, for at most `ms` (a loaded machine gets the whole budget). */
-async function eventually(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail('condition not reached in time');
-    await sleep(20);
-  }
 }
 
 const cacheableRoute = { name: 'tracking', path: '/*', upstream: 'origin', class: 'cacheable' };
@@ -113,22 +104,18 @@ test('Vary: Accept-Encoding keeps one variant per encoding', async (t) => {
 test('50 concurrent misses for one key send exactly one request to the upstream and all 50 get the answer', async (t) => {
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
-  const up = await startUpstream((_req, res) => {
+  const up = await startUpstream(t, (_req, res) => {
     // Answer only once everyone is queued behind the first request (or after a generous bound).
     void Promise.race([held, sleep(5_000)]).then(() => {
       res.writeHead(200, { 'cache-control': 'public, max-age=60' });
       res.end('the one answer');
     });
   });
-  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
-  cleanup(t, async () => {
-    release();
-    await gw.close();
-    await up.close();
-  });
+  const gw = await startGateway(t, up.url, { routes: [cacheableRoute] });
+  cleanup(t, () => release());
   const answers = Array.from({ length: 50 }, () => get(`${gw.url}/track/hot`));
   // The first request is at the upstream; the 49 others wait on it in the gateway.
-  await eventually(() => up.requests.length === 1 && gw.gateway.cache.waiting() === 49);
+  await waitFor(() => up.requests.length === 1 && gw.gateway.cache.waiting() === 49, { timeoutMs: 10_000 });
   release();
   const all = await Promise.all(answers);
   for (const a of all) {
@@ -244,10 +231,10 @@ test('stale-while-revalidate serves the stale copy at once and one background re
   const stale = await get(`${gw.url}/t`);
   assert.equal(stale.body, 'v1');
   assert.equal(stale.headers.get('x-cache'), 'STALE');
-  await eventually(async () => {
+  await waitFor(async () => {
     const r = await get(`${gw.url}/t`);
     return r.body === 'v2' && r.headers.get('x-cache') === 'HIT';
-  });
+  }, { timeoutMs: 10_000 });
   assert.equal(up.requests.length, 2, 'one background refresh, however many stale answers');
 });
 
@@ -281,7 +268,7 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
 
   // The origin's one slot is taken: the stale copy answers and no refresh goes out.
   const slow = get(`${gw.url}/slow`);
-  await eventually(() => holdSlow !== null);
+  await waitFor(() => holdSlow !== null, { timeoutMs: 10_000 });
   assert.equal(gate.limiter.inFlight, 1);
   const stale = await get(`${gw.url}/t`);
   assert.equal(stale.headers.get('x-cache'), 'STALE');
@@ -290,16 +277,16 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
   assert.equal(up.requests.filter((r) => r.url === '/t').length, 1, 'no refresh past the limit');
   holdSlow!();
   assert.equal((await slow).body, 'slow');
-  await eventually(() => gate.limiter.inFlight === 0);
+  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000 });
 
   // A slot is free: the next stale answer starts a refresh, which holds the slot until it ends.
   refreshHeld = true;
   assert.equal((await get(`${gw.url}/t`)).headers.get('x-cache'), 'STALE');
-  await eventually(() => holdRefresh !== null);
+  await waitFor(() => holdRefresh !== null, { timeoutMs: 10_000 });
   assert.equal(gate.limiter.inFlight, 1, 'the refresh holds the slot');
   holdRefresh!();
-  await eventually(() => gate.limiter.inFlight === 0);
-  await eventually(async () => (await get(`${gw.url}/t`)).body === 'v2');
+  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000 });
+  await waitFor(async () => (await get(`${gw.url}/t`)).body === 'v2', { timeoutMs: 10_000 });
 });
 
 test('routes that do not cache are untouched, and a route can opt in with cache.enabled', async (t) => {
@@ -327,28 +314,24 @@ test('routes that do not cache are untouched, and a route can opt in with cache.
 test('when the request filling a key is abandoned by its client, one waiter takes the fill over and the others wait on it', async (t) => {
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
-  const up = await startUpstream((_req, res) => {
+  const up = await startUpstream(t, (_req, res) => {
     void Promise.race([held, sleep(5_000)]).then(() => {
       if (res.destroyed) return;
       res.writeHead(200, { 'cache-control': 'public, max-age=60' });
       res.end('answer');
     });
   });
-  const gw = await startGateway(up.url, { routes: [cacheableRoute] });
-  cleanup(t, async () => {
-    release();
-    await gw.close();
-    await up.close();
-  });
+  const gw = await startGateway(t, up.url, { routes: [cacheableRoute] });
+  cleanup(t, () => release());
   const abort = new AbortController();
   const first = fetch(`${gw.url}/k`, { signal: abort.signal }).catch((err: Error) => err);
-  await eventually(() => up.requests.length === 1);
+  await waitFor(() => up.requests.length === 1, { timeoutMs: 10_000 });
   const waiters = [get(`${gw.url}/k`), get(`${gw.url}/k`)];
-  await eventually(() => gw.gateway.cache.waiting() === 2);
+  await waitFor(() => gw.gateway.cache.waiting() === 2, { timeoutMs: 10_000 });
   abort.abort();
   assert.ok((await first) instanceof Error);
   // One waiter goes to the upstream in the abandoned fill's place; the other waits on it.
-  await eventually(() => up.requests.length === 2 && gw.gateway.cache.waiting() === 1);
+  await waitFor(() => up.requests.length === 2 && gw.gateway.cache.waiting() === 1, { timeoutMs: 10_000 });
   release();
   for (const r of await Promise.all(waiters)) {
     assert.equal(r.status, 200);
@@ -413,14 +396,16 @@ test('thousands of distinct 15 KB Accept-Encoding values: the cache stays within
     res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'Accept-Encoding, Accept-Language' }).end('tracked');
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  cleanup(t, () => new Promise<void>((r) => origin.close(() => r())));
   const maxBytes = 4 * 1048576;
-  const gw = await startGateway(`http://127.0.0.1:${(origin.address() as AddressInfo).port}`, {
+  const gw = await startGateway(t, `http://127.0.0.1:${(origin.address() as AddressInfo).port}`, {
     routes: [cacheableRoute],
     cache: { maxBytes, maxObjectBytes: 65536 },
     logging: { level: 'error', requests: false },
     defense: { rateLimit: { mode: 'off' } },
   });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  cleanup(t, () => agent.destroy());
   let lastCache: string | undefined;
   const send = (path: string, headers: Record<string, string>) =>
     new Promise<number>((resolve, reject) => {
@@ -432,11 +417,6 @@ test('thousands of distinct 15 KB Accept-Encoding values: the cache stays within
         })
         .on('error', reject);
     });
-  cleanup(t, async () => {
-    agent.destroy();
-    await gw.close();
-    await new Promise<void>((r) => origin.close(() => r()));
-  });
   const before = heap();
   const n = 2000;
   let next = 0;

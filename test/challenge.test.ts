@@ -4,8 +4,7 @@
 // the drill's solver. Low difficulty so the suite stays fast.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHmac, randomBytes } from 'node:crypto';
 import { createClient, challengeFrom, solve, SOLUTION_COOKIE } from '../src/client/index.ts';
@@ -14,12 +13,12 @@ import { validateConfig } from '../src/config/load.ts';
 import { solveChallenge } from '../src/drill/challenge.ts';
 import { binding } from '../src/phases/challenge/tokens.ts';
 import { prefixKey } from '../src/core/client-key.ts';
-import { cleanup, type RecordingUpstream, startGateway, startUpstream, type TestGateway, track } from './helpers.ts';
+import { type RecordingUpstream, startGateway, startUpstream, type Teardown, tempDir, type TestGateway } from './helpers.ts';
 import type http from 'node:http';
 
 const BITS = { elevated: 6, underAttack: 8 };
 
-type Setup = { gw: TestGateway; up: RecordingUpstream; close(): Promise<void> };
+type Setup = { gw: TestGateway; up: RecordingUpstream };
 
 /** Pin the level (the config override; the stub monitor in this tree also takes a direct write). */
 function pinLevel(gw: TestGateway, level: number): void {
@@ -28,6 +27,7 @@ function pinLevel(gw: TestGateway, level: number): void {
 }
 
 async function setup(
+  t: Teardown,
   opts: {
     level?: number;
     challenge?: Record<string, unknown>;
@@ -38,9 +38,10 @@ async function setup(
     extra?: Record<string, unknown>;
   } = {},
 ): Promise<Setup> {
-  const up = await startUpstream(opts.handler);
+  const up = await startUpstream(t, opts.handler);
   const level = opts.level ?? 2;
   const gw = await startGateway(
+    t,
     up.url,
     {
       defense: {
@@ -52,19 +53,9 @@ async function setup(
       ...opts.extra,
     },
     opts.clock ? { clock: opts.clock } : {},
-  ).catch(async (e: unknown) => {
-    await up.close(); // a refused config must not leave the upstream holding the test process open
-    throw e;
-  });
+  );
   pinLevel(gw, level);
-  return {
-    gw,
-    up,
-    async close() {
-      await gw.close();
-      await up.close();
-    },
-  };
+  return { gw, up };
 }
 
 function cookieOf(res: Response, name: string): string | null {
@@ -73,7 +64,7 @@ function cookieOf(res: Response, name: string): string | null {
 }
 
 test('under attack an unknown API client gets a JSON challenge, not the origin: 403, Rempart-Challenge, no-store', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const res = await fetch(`${s.gw.url}/api/orders`, { headers: { accept: 'application/json' } });
   assert.equal(res.status, 403);
   assert.equal(res.headers.get('cache-control'), 'no-store');
@@ -88,7 +79,7 @@ test('under attack an unknown API client gets a JSON challenge, not the origin: 
 });
 
 test('rempart/client solves, retries with Rempart-Solution and reaches the origin; the clearance is then reused without a challenge', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   let solved = 0;
   const client = createClient({ onSolved: () => solved++ });
   const first = await client.fetch(`${s.gw.url}/api/orders`, { headers: { accept: 'application/json' } });
@@ -108,7 +99,7 @@ test('rempart/client solves, retries with Rempart-Solution and reaches the origi
 });
 
 test('a POST with a body passes in the retried request itself: the origin gets the body once', async (t) => {
-  const s = track(t, await setup({ handler: (req, res, body) => res.end(`${req.method} ${body.toString()}`) }));
+  const s = await setup(t, { handler: (req, res, body) => res.end(`${req.method} ${body.toString()}`) });
   const client = createClient();
   const res = await client.fetch(`${s.gw.url}/login`, { method: 'POST', body: 'user=alice&password=secret', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
   assert.equal(res.status, 200);
@@ -118,7 +109,7 @@ test('a POST with a body passes in the retried request itself: the origin gets t
 });
 
 test('a solution is accepted once, and only from the client it was given to', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const res = await fetch(`${s.gw.url}/a`);
   const c = challengeFrom(res.status, res.headers)!;
   await res.text();
@@ -143,7 +134,7 @@ test('a solution is accepted once, and only from the client it was given to', as
 });
 
 test('a clearance binds to the client: refused with another user-agent, and garbage clearances or solutions are challenged, never crash', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const client = createClient();
   (await client.fetch(`${s.gw.url}/x`)).body?.cancel();
   const clearance = [...client.clearances.values()][0]!;
@@ -162,7 +153,7 @@ test('a clearance binds to the client: refused with another user-agent, and garb
 });
 
 test('familiarity is looked up only when a phase asks: never in calm, once per request when a challenge is asked for', async (t) => {
-  const s = track(t, await setup({ level: 0 }));
+  const s = await setup(t, { level: 0 });
   // A clearance earned earlier (a client that solved under attack keeps its cookie for a while).
   const bind = binding(prefixKey('127.0.0.1'), 'lookup-test');
   const { token } = s.gw.gateway.challenge.signer.issueClearance(Date.now(), 600, bind);
@@ -184,17 +175,16 @@ test('familiarity is looked up only when a phase asks: never in calm, once per r
 });
 
 test('calm: nobody is challenged; a route with challenge: false is never challenged', async (t) => {
-  const calm = track(t, await setup({ level: 0 }));
+  const calm = await setup(t, { level: 0 });
   const r = await fetch(`${calm.gw.url}/`);
   assert.equal(r.status, 200);
   await r.text();
-  const s = await setup({
+  const s = await setup(t, {
     routes: [
       { name: 'webhooks', path: '/hooks/*', upstream: 'origin', class: 'critical', challenge: false },
       { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
     ],
   });
-  cleanup(t, () => s.close());
   const hook = await fetch(`${s.gw.url}/hooks/pay`, { method: 'POST', body: '{}' });
   assert.equal(hook.status, 200);
   await hook.text();
@@ -204,7 +194,7 @@ test('calm: nobody is challenged; a route with challenge: false is never challen
 });
 
 test('the HTML door: an interstitial page carrying the challenge; the verify path sets the clearance and redirects back, never off-site', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const accept = 'text/html,application/xhtml+xml,*/*;q=0.8';
   const page = await fetch(`${s.gw.url}/track/42?x=1`, { headers: { accept } });
   assert.equal(page.status, 403);
@@ -237,7 +227,7 @@ test('the HTML door: an interstitial page carrying the challenge; the verify pat
 });
 
 test('the verify path is answered whatever the routes, and a bad solution there gets a fresh challenge', async (t) => {
-  const s = track(t, await setup({ routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }] }));
+  const s = await setup(t, { routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }] });
   const miss = await fetch(`${s.gw.url}/elsewhere`);
   assert.equal(miss.status, 404);
   await miss.text();
@@ -262,7 +252,7 @@ test('the verify path is answered whatever the routes, and a bad solution there 
 
 test('the no-JavaScript door: the delay token earns a clearance only after its delay, and only once', async (t) => {
   const clock = createManualClock(Date.now() - 1_700_000_000_000);
-  const s = track(t, await setup({ clock, challenge: { noScriptDelaySec: { elevated: 2, underAttack: 3 } } }));
+  const s = await setup(t, { clock, challenge: { noScriptDelaySec: { elevated: 2, underAttack: 3 } } });
   const page = await fetch(`${s.gw.url}/doc`, { headers: { accept: 'text/html' } });
   const html = await page.text();
   const m = /content="(\d+);url=([^"]+)"/.exec(html)!;
@@ -284,7 +274,7 @@ test('the no-JavaScript door: the delay token earns a clearance only after its d
 });
 
 test('a session cookie the origin set on a 2xx makes its holder known (no challenge); one set on a 4xx or 5xx does not', async (t) => {
-  const s = await setup({
+  const s = await setup(t, {
     handler: (req, res) => {
       if (req.url === '/login') res.writeHead(200, { 'set-cookie': 'sid=good-session; Path=/; HttpOnly' }).end('welcome');
       else if (req.url === '/login-fail') res.writeHead(401, { 'set-cookie': 'sid=bad-session; Path=/' }).end('no');
@@ -292,7 +282,6 @@ test('a session cookie the origin set on a 2xx makes its holder known (no challe
       else res.end('ok');
     },
   });
-  cleanup(t, () => s.close());
   // Getting to /login under attack takes a solved challenge, as for anyone.
   const client = createClient();
   for (const p of ['/login', '/login-fail', '/oops']) await (await client.fetch(`${s.gw.url}${p}`)).text();
@@ -314,10 +303,10 @@ function hs256(claims: Record<string, unknown>, secret: string, alg = 'HS256'): 
 }
 
 test('a JWT verified with the configured key makes its holder known; expired, foreign, alg none or wrong audience do not', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-jwt-'));
+  const dir = tempDir(t, 'rempart-jwt-');
   const secret = randomBytes(32).toString('hex');
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
-  const s = track(t, await setup({ familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key'), audience: 'shop' } } }));
+  const s = await setup(t, { familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key'), audience: 'shop' } } });
   const now = Math.floor(Date.now() / 1000);
   const call = (token: string) => fetch(`${s.gw.url}/api/me`, { headers: { authorization: `Bearer ${token}` } });
   const good = await call(hs256({ sub: 'u1', aud: 'shop', exp: now + 600 }, secret));
@@ -354,7 +343,7 @@ test('a JWT verified with the configured key makes its holder known; expired, fo
 });
 
 test('observe mode lets unknown clients through and counts what it would have done', async (t) => {
-  const s = track(t, await setup({ challenge: { mode: 'observe' } }));
+  const s = await setup(t, { challenge: { mode: 'observe' } });
   const r = await fetch(`${s.gw.url}/`);
   assert.equal(r.status, 200);
   await r.text();
@@ -364,12 +353,12 @@ test('observe mode lets unknown clients through and counts what it would have do
 });
 
 test('key rotation: with a new key on top and a reload, old clearances still pass and new ones are signed by the new key', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-keys-'));
+  const dir = tempDir(t, 'rempart-keys-');
   const file = join(dir, 'challenge.keys');
   const oldKey = randomBytes(32).toString('hex');
   const newKey = randomBytes(32).toString('hex');
   writeFileSync(file, `# challenge keys\n${oldKey}\n`);
-  const s = track(t, await setup({ challenge: { keyFile: file } }));
+  const s = await setup(t, { challenge: { keyFile: file } });
   const client = createClient();
   (await client.fetch(`${s.gw.url}/`)).body?.cancel();
   const oldClearance = [...client.clearances.values()][0]!;
@@ -396,7 +385,7 @@ test('key rotation: with a new key on top and a reload, old clearances still pas
 });
 
 test('the drill\'s solver passes a real challenge, as an API user and as a browser, through its cookie jar', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   for (const accept of ['application/json', 'text/html,application/xhtml+xml,*/*;q=0.8']) {
     const cookies = new Map<string, string>();
     const headers = { accept, 'user-agent': 'drill-user' };
@@ -421,7 +410,7 @@ test('the drill\'s solver passes a real challenge, as an API user and as a brows
 
 test('under attack the no-JS door is counted per prefix: 20 bots waiting side by side from one /24 do not all get clearances', async (t) => {
   const clock = createManualClock(Date.now() - 1_700_000_000_000);
-  const s = track(t, await setup({ clock, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } }));
+  const s = await setup(t, { clock, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
   const from = (addr: string, ua: string) => ({ accept: 'text/html', 'x-forwarded-for': addr, 'user-agent': ua });
   // Each bot fetches the page (default delay under attack), all wait the same seconds at once, all redeem.
   const urls: { url: string; headers: Record<string, string> }[] = [];
@@ -465,45 +454,37 @@ const loginHandler = (req: http.IncomingMessage, res: http.ServerResponse) => {
   else res.end('ok');
 };
 
-test('under attack one logged-in session cookie shared by 50 clients in 50 /24s is no longer known past a few networks', async () => {
-  const s = await setup({ handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
-  try {
-    await loggedIn(s);
-    const statuses: number[] = [];
-    for (let i = 0; i < 50; i++) {
-      const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
-      statuses.push(r.status);
-      await r.text();
-    }
-    const known = statuses.filter((x) => x === 200).length;
-    // Networks are bits of a 60-bit mask: two may share one, so the bound can trip a network or two late.
-    assert.ok(known >= 6 && known <= 10, `known from ${known} of 50 networks`);
-    assert.deepEqual(statuses.slice(0, 6), Array(6).fill(200), 'six networks: one person moving about');
-    assert.deepEqual(statuses.slice(known), Array(50 - known).fill(403), 'once tripped, every holder is challenged');
-    // The same cookie with many browsers from one network: past 3 User-Agents, not known either.
-    const t = await setup({ handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
-    try {
-      await loggedIn(t);
-      const uaStatuses: number[] = [];
-      for (let i = 0; i < 8; i++) {
-        const r = await fetch(`${t.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': '203.0.113.4', 'user-agent': `Agent/${i}` } });
-        uaStatuses.push(r.status);
-        await r.text();
-      }
-      const uaKnown = uaStatuses.filter((x) => x === 200).length;
-      assert.ok(uaKnown >= 3 && uaKnown <= 5, uaStatuses.join(','));
-      assert.ok(uaStatuses.slice(uaKnown).every((x) => x === 403), uaStatuses.join(','));
-    } finally {
-      await t.close();
-    }
-  } finally {
-    await s.close();
+test('under attack one logged-in session cookie shared by 50 clients in 50 /24s is no longer known past a few networks', async (t) => {
+  const s = await setup(t, { handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  await loggedIn(s);
+  const statuses: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+    statuses.push(r.status);
+    await r.text();
   }
+  const known = statuses.filter((x) => x === 200).length;
+  // Networks are bits of a 60-bit mask: two may share one, so the bound can trip a network or two late.
+  assert.ok(known >= 6 && known <= 10, `known from ${known} of 50 networks`);
+  assert.deepEqual(statuses.slice(0, 6), Array(6).fill(200), 'six networks: one person moving about');
+  assert.deepEqual(statuses.slice(known), Array(50 - known).fill(403), 'once tripped, every holder is challenged');
+  // The same cookie with many browsers from one network: past 3 User-Agents, not known either.
+  const u = await setup(t, { handler: loginHandler, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  await loggedIn(u);
+  const uaStatuses: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const r = await fetch(`${u.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': '203.0.113.4', 'user-agent': `Agent/${i}` } });
+    uaStatuses.push(r.status);
+    await r.text();
+  }
+  const uaKnown = uaStatuses.filter((x) => x === 200).length;
+  assert.ok(uaKnown >= 3 && uaKnown <= 5, uaStatuses.join(','));
+  assert.ok(uaStatuses.slice(uaKnown).every((x) => x === 403), uaStatuses.join(','));
 });
 
 test('under attack one session has a request budget: past it its requests are challenged until it refills', async (t) => {
   const clock = createManualClock(Date.now() - 1_700_000_000_000);
-  const s = track(t, await setup({ clock, handler: loginHandler, familiarity: { sessionBounds: { underAttackRatePerSec: 1, underAttackBurst: 20 } } }));
+  const s = await setup(t, { clock, handler: loginHandler, familiarity: { sessionBounds: { underAttackRatePerSec: 1, underAttackBurst: 20 } } });
   await loggedIn(s);
   let known = 0;
   for (let i = 0; i < 30; i++) {
@@ -519,10 +500,10 @@ test('under attack one session has a request budget: past it its requests are ch
 });
 
 test('under attack one valid JWT shared by 50 clients in 50 /24s is no longer known past a few networks', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-jwt-'));
+  const dir = tempDir(t, 'rempart-jwt-');
   const secret = randomBytes(32).toString('hex');
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
-  const s = track(t, await setup({ familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } }, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } }));
+  const s = await setup(t, { familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } }, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
   const token = hs256({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
   const statuses: number[] = [];
   for (let i = 0; i < 50; i++) {

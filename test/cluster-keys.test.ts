@@ -3,14 +3,13 @@
 // rotation done in two rolls (new key added second, then moved first) logs nobody out (docs/cluster.md).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createClient } from '../src/client/index.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { CookieSigner } from '../src/phases/waiting-room/ticket.ts';
-import { startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { startGateway, startUpstream, tempDir, type TestGateway } from './helpers.ts';
 
 const BITS = { elevated: 6, underAttack: 6 };
 
@@ -33,7 +32,7 @@ function reload(gw: TestGateway): Promise<void> {
 }
 
 test('a clearance issued by node A passes on node B, and a two-roll key rotation logs nobody out on any node', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-cluster-keys-'));
+  const dir = tempDir(t, 'rempart-cluster-keys-');
   // One file per node, as each node mounts its own copy of the Secret.
   const fileA = join(dir, 'a.keys');
   const fileB = join(dir, 'b.keys');

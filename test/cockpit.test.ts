@@ -3,8 +3,6 @@
 // the audit trail's SQLite file, retention and redaction, and /metrics behind a token when asked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { AuditTrail, redact } from '../src/control/audit.ts';
@@ -12,7 +10,7 @@ import { MAX_SSE_CLIENTS } from '../src/control/cockpit.ts';
 import { percentile } from '../src/control/snapshot.ts';
 import { createLogger } from '../src/core/log.ts';
 import { validateConfig } from '../src/config/load.ts';
-import { cleanup, startGateway, startUpstream, track } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, tempDir, track } from './helpers.ts';
 
 const TOKEN = 'cockpit-unit-token-0123456789';
 process.env.REMPART_ADMIN_TOKEN = TOKEN;
@@ -151,7 +149,7 @@ test('with admin.metricsRequireToken, /metrics needs a token; /healthz never doe
 });
 
 test('the audit trail writes in batches to its SQLite file, prunes by age, and redacts secret-looking fields', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'rmp-audit-'));
+  const dir = tempDir(t, 'rmp-audit-');
   const file = join(dir, 'audit.db');
   let now = Date.UTC(2026, 0, 10);
   const log = createLogger('silent');

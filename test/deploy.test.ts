@@ -7,14 +7,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { validateConfig } from '../src/config/load.ts';
-import { cleanup, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, tempDir } from './helpers.ts';
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -152,7 +151,7 @@ test('the systemd unit starts the installed package, and its audit database is i
   assert.ok(cfg.admin.tokensFile?.startsWith(`${key('ReadOnlyPaths')[0]}/`), 'the tokens file is under ReadOnlyPaths');
   // With that config (its directories moved into a temporary StateDirectory, its addresses onto
   // loopback port 0), Rempart creates the audit database there and writes to it.
-  const state = mkdtempSync(path.join(tmpdir(), 'rempart-state-'));
+  const state = tempDir(t, 'rempart-state-');
   const up = await startUpstream();
   cleanup(t, async () => {
     await up.close();

@@ -2,7 +2,7 @@
 // reaches the upstream. Raw sockets only: a client library would normalise the very bytes under test.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf, type RecordingUpstream } from './helpers.ts';
+import { countHeads, errorCodeOf, rawRequest, sleep, startGateway, startUpstream, statusOf } from './helpers.ts';
 
 /** The `error.code` of the first JSON reply in a raw response, or '' if there is none. */
 

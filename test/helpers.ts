@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -116,6 +116,22 @@ export async function freePort(): Promise<number> {
   const port = (s.address() as AddressInfo).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/**
+ * Stop `child`: SIGTERM, then SIGKILL if it is still running after `graceMs`. Resolves with its exit
+ * code ('killed' when it had to be killed); at once if it has already exited.
+ */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<number | null | 'killed'> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'killed'>((r) => (timer = setTimeout(() => r('killed'), graceMs)));
+  const code = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  if (code === 'killed') child.kill('SIGKILL');
+  return code;
 }
 
 type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void;
@@ -242,6 +258,45 @@ export function rawRequest(port: number, payload: string | Buffer, opts: { timeo
   });
 }
 
+/** A client connection the test holds open: what it received so far, and when it closed. */
+export interface HeldConnection {
+  socket: net.Socket;
+  /** Everything received, latin1 (stays '' with `read: false`). */
+  data: string;
+  isClosed: boolean;
+  /** Settles on connect, or on close if the connection was refused: a test fails on its assertion, not a hang. */
+  connected: Promise<void>;
+  /** performance.now() at close. */
+  closed: Promise<number>;
+}
+
+/**
+ * Open a connection to 127.0.0.1:`port` from `localAddress`, destroyed when the test `t` ends.
+ * `read: false` never reads a byte of what the gateway sends (a client that stops reading).
+ */
+export function holdConnection(t: Teardown, port: number, localAddress = '127.0.0.1', read = true): HeldConnection {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+  cleanup(t, () => socket.destroy());
+  let settle!: () => void;
+  const c: HeldConnection = {
+    socket,
+    data: '',
+    isClosed: false,
+    connected: new Promise((resolve) => (settle = resolve)),
+    closed: new Promise((resolve) =>
+      socket.once('close', () => {
+        c.isClosed = true;
+        settle();
+        resolve(performance.now());
+      }),
+    ),
+  };
+  socket.once('connect', () => settle());
+  if (read) socket.on('data', (d: Buffer) => (c.data += d.toString('latin1')));
+  socket.on('error', () => {});
+  return c;
+}
+
 /** Status code of the first response in a raw reply ("HTTP/1.1 400 …" → 400), or 0. */
 export function statusOf(raw: string): number {
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(raw);
@@ -272,20 +327,18 @@ export function countHeads(up: RecordingUpstream): { heads: number } {
   return seen;
 }
 
-/** Run `fn` against a fresh recording upstream and a gateway in front of it, closing both after. */
-export async function withGateway(
-  partial: Record<string, unknown>,
-  fn: (gw: TestGateway, up: RecordingUpstream, seen: { heads: number }) => Promise<void>,
-): Promise<void> {
-  const up = await startUpstream();
+/**
+ * A fresh recording upstream, a count of the request heads that reach it (complete or not), and a
+ * gateway in front of it configured with `partial`; both stopped when the test `t` ends.
+ */
+export async function startGatewayAndUpstream(
+  t: Teardown,
+  partial: Record<string, unknown> = {},
+): Promise<{ gw: TestGateway; up: RecordingUpstream; seen: { heads: number } }> {
+  const up = await startUpstream(t);
   const seen = countHeads(up);
-  const gw = await startGateway(up.url, partial);
-  try {
-    await fn(gw, up, seen);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url, partial);
+  return { gw, up, seen };
 }
 
 /** The CLI's entry point, as `npx rempart` runs it. */

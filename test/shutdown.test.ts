@@ -3,14 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, tempDir } from './helpers.ts';
 
 const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
 
@@ -41,7 +40,7 @@ test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then 
     if (req.url === '/slow') void released.then(() => res.end('slow done'));
     else res.end('fast');
   });
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-drain-'));
+  const dir = tempDir(t, 'rempart-drain-');
   const file = join(dir, 'rempart.yaml');
   const [port, adminPort] = [await freePort(), await freePort()];
   writeFileSync(

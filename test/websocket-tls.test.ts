@@ -8,10 +8,9 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, rawRequest, startGateway, startUpstream, statusOf, track } from './helpers.ts';
+import { cleanup, rawRequest, startGateway, startUpstream, statusOf, tempDir, track } from './helpers.ts';
 
 /** The default catch-all route, with WebSocket tunnels allowed (routes[].websocket is off by default). */
 const WS = { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', websocket: true }] };
@@ -257,7 +256,7 @@ test('a WebSocket upgrade on an unrouted path gets 404 and never reaches the ups
 });
 
 test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: https', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-tls-'));
+  const dir = tempDir(t, 'rempart-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
@@ -297,7 +296,7 @@ test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: h
 });
 
 test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream with X-Forwarded-Proto: https', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-tls-'));
+  const dir = tempDir(t, 'rempart-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
