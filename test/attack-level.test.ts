@@ -138,13 +138,9 @@ test('the admin API shows the level, pins it with a token, and releases it (401 
   process.env.REMPART_ADMIN_TOKEN = 'level-test-token-0123456789';
   const auth = { authorization: `Bearer ${process.env.REMPART_ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const clock = createManualClock(0);
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {}, { clock });
-  cleanup(t, async () => {
-    delete process.env.REMPART_ADMIN_TOKEN;
-    await gw.close();
-    await up.close();
-  });
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {}, { clock });
+  cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
   const admin = gw.adminUrl!;
   assert.equal((await fetch(`${admin}/api/level`)).status, 401);
   assert.equal((await fetch(`${admin}/api/level`, { method: 'PUT', body: JSON.stringify({ level: 'under_attack', reason: 'x' }) })).status, 401);

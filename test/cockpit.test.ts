@@ -50,50 +50,43 @@ test('without a token the feed, the audit trail and the cockpit endpoints answer
   assert.equal((await fetch(`${gw.adminUrl}/dashboard/nope.js`)).status, 404);
 });
 
-test('the live feed sends the recent history then one aggregate snapshot per second, and counts requests', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { logging: { level: 'error', requests: false } });
-  try {
-    await new Promise((r) => setTimeout(r, 1100));
-    for (let i = 0; i < 30; i++) await fetch(`${gw.url}/x`).then((r) => r.arrayBuffer());
-    // Requests go on while the feed is read: a second in which none was answered (a busy machine
-    // between the burst and the subscription) shows zero, so the test takes the first that counts.
-    let feeding = true;
-    const traffic = (async () => {
-      // A few a second: well under the default per-address rate limit.
-      while (feeding) {
-        await fetch(`${gw.url}/x`).then((r) => r.arrayBuffer());
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    })();
-    const [history, ...live] = await frames(gw.adminUrl!, 4).finally(() => (feeding = false));
-    await traffic;
-    assert.match(history!, /event: history/);
-    const snaps = live.map((f) => JSON.parse(f.split('\n').find((l) => l.startsWith('data: '))!.slice(6)));
-    const snap = snaps.find((s) => s.rps.byDecision.forwarded >= 1) ?? snaps[0];
-    assert.equal(typeof snap.t, 'number');
-    assert.ok(snap.rps.byDecision.forwarded >= 1, JSON.stringify(snap.rps));
-    assert.ok(snap.rps.byClass.public >= 1);
-    assert.equal(snap.upstreams[0].name, 'origin');
-    assert.ok(snap.upstreams[0].p50Ms > 0, 'origin response time measured');
-    assert.equal(snap.routes[0].serving, 'primary');
-    assert.equal(snap.bans.mode, 'enforce', 'the defence state is read through the API handlers');
-    assert.ok(Array.isArray(snap.guards.guards));
-    assert.ok(!JSON.stringify(snap).includes('127.0.0.1'), 'no client address in the aggregates');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+test('the live feed sends the recent history then one aggregate snapshot per second, and counts requests', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
+  await new Promise((r) => setTimeout(r, 1100));
+  for (let i = 0; i < 30; i++) await fetch(`${gw.url}/x`).then((r) => r.arrayBuffer());
+  // Requests go on while the feed is read: a second in which none was answered (a busy machine
+  // between the burst and the subscription) shows zero, so the test takes the first that counts.
+  let feeding = true;
+  const traffic = (async () => {
+    // A few a second: well under the default per-address rate limit.
+    while (feeding) {
+      await fetch(`${gw.url}/x`).then((r) => r.arrayBuffer());
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  })();
+  const [history, ...live] = await frames(gw.adminUrl!, 4).finally(() => (feeding = false));
+  await traffic;
+  assert.match(history!, /event: history/);
+  const snaps = live.map((f) => JSON.parse(f.split('\n').find((l) => l.startsWith('data: '))!.slice(6)));
+  const snap = snaps.find((s) => s.rps.byDecision.forwarded >= 1) ?? snaps[0];
+  assert.equal(typeof snap.t, 'number');
+  assert.ok(snap.rps.byDecision.forwarded >= 1, JSON.stringify(snap.rps));
+  assert.ok(snap.rps.byClass.public >= 1);
+  assert.equal(snap.upstreams[0].name, 'origin');
+  assert.ok(snap.upstreams[0].p50Ms > 0, 'origin response time measured');
+  assert.equal(snap.routes[0].serving, 'primary');
+  assert.equal(snap.bans.mode, 'enforce', 'the defence state is read through the API handlers');
+  assert.ok(Array.isArray(snap.guards.guards));
+  assert.ok(!JSON.stringify(snap).includes('127.0.0.1'), 'no client address in the aggregates');
 });
 
 test(`at most ${MAX_SSE_CLIENTS} live-feed clients at once; the next gets 503`, async (t) => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { logging: { level: 'error', requests: false } });
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
   const aborts: AbortController[] = [];
-  cleanup(t, async () => {
+  cleanup(t, () => {
     for (const a of aborts) a.abort();
-    await gw.close();
-    await up.close();
   });
   for (let i = 0; i < MAX_SSE_CLIENTS; i++) {
     const a = new AbortController();

@@ -29,17 +29,15 @@ async function proxiedConnection(port: number, source: string): Promise<{ socket
 }
 
 test('behind a trusted PROXY-protocol balancer the cap applies to each client, not to the balancer', async (t) => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }],
     clientAddress: { trustedProxies: ['127.0.0.1'] },
     limits: { maxConnectionsPerAddress: 2 },
   });
   const open: net.Socket[] = [];
-  cleanup(t, async () => {
+  cleanup(t, () => {
     for (const s of open) s.destroy();
-    await gw.close();
-    await up.close();
   });
   const distinct = await Promise.all(['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)));
   open.push(...distinct.map((c) => c.socket));

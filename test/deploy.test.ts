@@ -152,11 +152,7 @@ test('the systemd unit starts the installed package, and its audit database is i
   // With that config (its directories moved into a temporary StateDirectory, its addresses onto
   // loopback port 0), Rempart creates the audit database there and writes to it.
   const state = tempDir(t, 'rempart-state-');
-  const up = await startUpstream();
-  cleanup(t, async () => {
-    await up.close();
-    rmSync(state, { recursive: true, force: true });
-  });
+  const up = await startUpstream(t);
   const local = validateConfig(
     parseAllDocuments(example.replaceAll('/var/lib/rempart/', `${state}/`).replace(/address: \S+/g, 'address: 127.0.0.1:0').replace(/url: http:\S+/, `url: ${up.url}`))[0]!.toJSON(),
     '(test)',

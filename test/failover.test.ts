@@ -4,17 +4,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from '../examples/postal/origin.ts';
-import { cleanup, sleep, startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, type Teardown, type TestGateway, track, waitFor } from './helpers.ts';
 import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig, ConfigError } from '../src/config/load.ts';
 
 const MESSAGE = 'Our teams are mobilised to restore the service. Please try again in a few minutes.';
 
-async function setup(clock?: Clock): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin; close(): Promise<void> }> {
-  const postal = await startPostalOrigin();
-  const sms = await startSmsApprovals();
+/** The postal origin, the SMS approvals fallback and a gateway in front of both, stopped when `t` ends. */
+async function setup(t: Teardown, clock?: Clock): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin }> {
+  const postal = track(t, await startPostalOrigin());
+  const sms = track(t, await startSmsApprovals());
   const breaker = { consecutiveFailures: 2, openMs: 1000 };
   const gw = await startGateway(
+    t,
     postal.url,
     {
       upstreams: [
@@ -30,16 +32,7 @@ async function setup(clock?: Clock): Promise<{ gw: TestGateway; postal: RunningO
     },
     clock ? { clock } : {},
   );
-  return {
-    gw,
-    postal,
-    sms,
-    async close() {
-      await gw.close();
-      await postal.close();
-      await sms.close();
-    },
-  };
+  return { gw, postal, sms };
 }
 
 async function approve(gw: TestGateway, accept = 'application/json'): Promise<{ status: number; body: string; headers: Headers }> {
@@ -57,30 +50,23 @@ function channelOf(r: { status: number; body: string }): string {
   return (JSON.parse(r.body) as { channel: string }).channel;
 }
 
-/** Call `attempt` every 50 ms until it returns true or `withinMs` passed; the elapsed time, or -1. */
-async function pollUntil(withinMs: number, attempt: () => Promise<boolean>): Promise<number> {
-  const start = performance.now();
-  while (performance.now() - start < withinMs) {
-    if (await attempt()) return performance.now() - start;
-    await sleep(50);
-  }
-  return -1;
-}
-
 test('approvals fall over to the SMS upstream within 2 s of the primary dying and return within 10 s of its recovery, counted and logged', async (t) => {
-  const { gw, postal, close } = await setup();
-  cleanup(t, async () => {
-    await close();
-  });
+  const { gw, postal } = await setup(t);
   assert.equal(channelOf(await approve(gw)), 'app');
   postal.setDown(true);
-  const toSms = await pollUntil(2000, async () => channelOf(await approve(gw)) === 'sms');
-  assert.ok(toSms >= 0, 'approvals answered through the SMS fallback within 2 s');
+  await waitFor(async () => channelOf(await approve(gw)) === 'sms', {
+    timeoutMs: 2000,
+    intervalMs: 50,
+    message: 'approvals answered through the SMS fallback within 2 s',
+  });
   // Stays on the fallback while the primary is down.
   for (let i = 0; i < 3; i++) assert.equal(channelOf(await approve(gw)), 'sms');
   postal.setDown(false);
-  const back = await pollUntil(10000, async () => channelOf(await approve(gw)) === 'app');
-  assert.ok(back >= 0, 'approvals back on the primary within 10 s of its recovery');
+  await waitFor(async () => channelOf(await approve(gw)) === 'app', {
+    timeoutMs: 10000,
+    intervalMs: 50,
+    message: 'approvals back on the primary within 10 s of its recovery',
+  });
   // The first answer back may be the half-open probe; the route counts as back once the breaker closed.
   for (let i = 0; i < 3; i++) assert.equal(channelOf(await approve(gw)), 'app');
 
@@ -100,18 +86,17 @@ test('approvals fall over to the SMS upstream within 2 s of the primary dying an
 });
 
 test('with the primary and its fallback both down, approvals get the status page: 503, the operator message, RMP_ERR_UPSTREAM_UNAVAILABLE, Retry-After', async (t) => {
-  const { gw, postal, sms, close } = await setup();
-  cleanup(t, async () => {
-    await close();
-  });
+  const { gw, postal, sms } = await setup(t);
   postal.setDown(true);
   sms.setDown(true);
   let last = { status: 0, body: '', headers: new Headers() };
-  const within = await pollUntil(5000, async () => {
-    last = await approve(gw);
-    return last.status === 503;
-  });
-  assert.ok(within >= 0, `status page within 5 s (last: ${last.status} ${last.body})`);
+  await waitFor(
+    async () => {
+      last = await approve(gw);
+      return last.status === 503;
+    },
+    { timeoutMs: 5000, intervalMs: 50, message: () => `status page within 5 s (last: ${last.status} ${last.body})` },
+  );
   const body = JSON.parse(last.body) as { error: { code: string; message: string } };
   assert.equal(body.error.code, 'RMP_ERR_UPSTREAM_UNAVAILABLE');
   assert.equal(body.error.message, MESSAGE);
@@ -130,10 +115,7 @@ test('with the primary and its fallback both down, approvals get the status page
 
 test('with the whole origin down, a tracking page cached before is answered stale while the home page gets the status page', async (t) => {
   const clock = createManualClock();
-  const { gw, postal, close } = await setup(clock);
-  cleanup(t, async () => {
-    await close();
-  });
+  const { gw, postal } = await setup(t, clock);
   const first = await fetch(`${gw.url}/track/6A12345678901`);
   assert.equal(first.status, 200);
   const tracked = await first.text();
@@ -141,12 +123,14 @@ test('with the whole origin down, a tracking page cached before is answered stal
   clock.advance(60_000);
   postal.setDown(true);
   let home = { status: 0, body: '', type: '', retryAfter: '' };
-  const within = await pollUntil(5000, async () => {
-    const res = await fetch(`${gw.url}/`, { headers: { accept: 'text/html' }, signal: AbortSignal.timeout(5000) });
-    home = { status: res.status, body: await res.text(), type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after') ?? '' };
-    return home.status === 503;
-  });
-  assert.ok(within >= 0, `home page got the status page within 5 s (last: ${home.status})`);
+  await waitFor(
+    async () => {
+      const res = await fetch(`${gw.url}/`, { headers: { accept: 'text/html' }, signal: AbortSignal.timeout(5000) });
+      home = { status: res.status, body: await res.text(), type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after') ?? '' };
+      return home.status === 503;
+    },
+    { timeoutMs: 5000, intervalMs: 50, message: () => `home page got the status page within 5 s (last: ${home.status})` },
+  );
   assert.match(home.type, /text\/html/);
   assert.ok(home.body.includes(MESSAGE));
   assert.equal(home.retryAfter, '30');
@@ -215,7 +199,7 @@ test('an upstream that refuses the connection gets the status page with its own 
 });
 
 test('health checks run while the gateway runs: a reload that changes one replaces it, and stop() stops it', async (t) => {
-  const up = await startUpstream();
+  const up = await startUpstream(t);
   const cfg = (intervalMs: number) => ({
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],
@@ -223,11 +207,7 @@ test('health checks run while the gateway runs: a reload that changes one replac
     routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
     admin: { address: '127.0.0.1:0' },
   });
-  const gw = await startGateway(up.url, { upstreams: cfg(100).upstreams });
-  cleanup(t, async () => {
-    await gw.close().catch(() => {});
-    await up.close();
-  });
+  const gw = await startGateway(t, up.url, { upstreams: cfg(100).upstreams });
   const first = gw.gateway.runtime().upstreams.get('origin')!.health!;
   assert.equal(first.running, true);
   await gw.gateway.reload(validateConfig(cfg(100), '(test)'));
@@ -237,9 +217,7 @@ test('health checks run while the gateway runs: a reload that changes one replac
   assert.notEqual(second, first);
   assert.equal(first.running, false);
   assert.equal(second.running, true);
-  const deadline = Date.now() + 5000;
-  while (!up.requests.some((r) => r.url === '/healthz') && Date.now() < deadline) await sleep(20);
-  assert.ok(up.requests.some((r) => r.url === '/healthz'), 'the check reached the upstream');
+  await waitFor(() => up.requests.some((r) => r.url === '/healthz'), 'the check reached the upstream');
   await gw.close();
   assert.equal(second.running, false);
 });

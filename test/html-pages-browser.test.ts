@@ -154,7 +154,7 @@ test('Chromium, status page: an operator message full of markup (set through the
 
 test('Chromium, waiting room and admission 503: hostile cookies and query change nothing, both pages under the CSP', { skip, timeout: 60_000 }, async (t) => {
   const held: Array<() => void> = [];
-  const up = await startUpstream((req, res) => {
+  const up = await startUpstream(t, (req, res) => {
     const reply = () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok');
@@ -166,7 +166,6 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
   cleanup(t, async () => {
     for (const r of held) r();
     await gw?.close();
-    await up.close();
   });
   gw = await startGateway(up.url, {
     upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],

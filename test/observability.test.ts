@@ -5,18 +5,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
-import { rawRequest, sleep, startGateway, startUpstream, statusOf, type TestGateway } from './helpers.ts';
+import { cleanup, rawRequest, sleep, startGateway, startUpstream, statusOf, type TestGateway, waitFor } from './helpers.ts';
 
 function requestLogs(gw: TestGateway): Record<string, unknown>[] {
   return gw.logs.filter((l) => l.msg === 'request');
 }
 
-async function waitForLogs(gw: TestGateway, n: number): Promise<void> {
-  const deadline = Date.now() + 3000;
-  while (requestLogs(gw).length < n) {
-    if (Date.now() > deadline) throw new Error(`expected ${n} request log lines, got ${requestLogs(gw).length}`);
-    await sleep(10);
-  }
+function waitForLogs(gw: TestGateway, n: number): Promise<boolean> {
+  return waitFor(() => requestLogs(gw).length >= n, {
+    timeoutMs: 3000,
+    message: () => `${n} request log lines (${requestLogs(gw).length} so far)`,
+  });
 }
 
 test('/metrics counts requests by route, class, decision and code, and never names a client address or a raw path', async (t) => {
@@ -58,24 +57,22 @@ test('every request writes exactly one JSON log line with route, class, decision
   });
   const gw = await startGateway(t, up.url, { routes: [{ name: 'app', path: '/*', upstream: 'origin', class: 'cacheable', methods: ['GET', 'POST'] }] });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  try {
-    for (const [method, path] of [
-      ['GET', '/a'],
-      ['POST', '/created'],
-      ['GET', '/b'],
-    ] as const) {
-      await new Promise<void>((resolve, reject) => {
-        const req = http.request(`${gw.url}${path}`, { method, agent }, (res) => {
-          res.resume();
-          res.on('end', resolve);
-        });
-        req.on('error', reject);
-        req.end();
+  cleanup(t, () => agent.destroy());
+  for (const [method, path] of [
+    ['GET', '/a'],
+    ['POST', '/created'],
+    ['GET', '/b'],
+  ] as const) {
+    await new Promise<void>((resolve, reject) => {
+      const req = http.request(`${gw.url}${path}`, { method, agent }, (res) => {
+        res.resume();
+        res.on('end', resolve);
       });
-    }
-  } finally {
-    agent.destroy();
+      req.on('error', reject);
+      req.end();
+    });
   }
+  agent.destroy();
   const refused = await fetch(`${gw.url}/c`, { method: 'PUT', body: 'x' });
   assert.equal(refused.status, 404);
   await refused.body?.cancel();
@@ -123,19 +120,15 @@ test('cookies, authorization headers and query-string tokens never reach any log
   );
   assert.equal(statusOf(raw), 200);
   // The same secrets on a request that fails upstream and on one that is refused.
-  const failing = await startGateway('http://127.0.0.1:1', { logging: { level: 'trace', requests: true } });
-  try {
-    const bad = await rawRequest(failing.port, 'POST /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-    assert.equal(statusOf(bad), 502);
-    const refused = await rawRequest(failing.port, 'GET /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nHost: y\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\n\r\n');
-    assert.equal(statusOf(refused), 400);
-    await waitForLogs(failing, 2);
-    const text = failing.logs.map((l) => JSON.stringify(l)).join('\n');
-    for (const secret of ['SECRET1', 'SECRET2', 'SECRET3']) assert.ok(!text.includes(secret), `a log line contains ${secret}:\n${text}`);
-    assert.ok(failing.logs.some((l) => l.msg === 'upstream error'), 'the upstream failure was logged');
-  } finally {
-    await failing.close();
-  }
+  const failing = await startGateway(t, 'http://127.0.0.1:1', { logging: { level: 'trace', requests: true } });
+  const bad = await rawRequest(failing.port, 'POST /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  assert.equal(statusOf(bad), 502);
+  const refused = await rawRequest(failing.port, 'GET /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nHost: y\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\n\r\n');
+  assert.equal(statusOf(refused), 400);
+  await waitForLogs(failing, 2);
+  const failingText = failing.logs.map((l) => JSON.stringify(l)).join('\n');
+  for (const secret of ['SECRET1', 'SECRET2', 'SECRET3']) assert.ok(!failingText.includes(secret), `a log line contains ${secret}:\n${failingText}`);
+  assert.ok(failing.logs.some((l) => l.msg === 'upstream error'), 'the upstream failure was logged');
   await waitForLogs(gw, 1);
   const text = gw.logs.map((l) => JSON.stringify(l)).join('\n');
   for (const secret of ['SECRET1', 'SECRET2', 'SECRET3', 'SECRET4', 'SECRET5']) assert.ok(!text.includes(secret), `a log line contains ${secret}:\n${text}`);

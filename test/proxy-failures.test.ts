@@ -5,10 +5,13 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { cleanup, type RecordingUpstream, sleep, startGateway, startUpstream, type TestGateway, track } from './helpers.ts';
+import { cleanup, type RecordingUpstream, sleep, startGateway, startUpstream, type Teardown, type TestGateway, track, waitFor } from './helpers.ts';
 
-/** A raw TCP upstream: `onRequest` gets the socket once a full request head has arrived. */
-async function startRawUpstream(onRequest: (socket: net.Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
+/**
+ * A raw TCP upstream, closed when the test `t` ends: `onRequest` gets the socket once a full request
+ * head has arrived.
+ */
+async function startRawUpstream(t: Teardown, onRequest: (socket: net.Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
@@ -26,14 +29,14 @@ async function startRawUpstream(onRequest: (socket: net.Socket) => void): Promis
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  return {
+  return track(t, {
     url: `http://127.0.0.1:${port}`,
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();
         server.close(() => r());
       }),
-  };
+  });
 }
 
 /** A port nothing listens on (bound, then closed). */
@@ -45,10 +48,10 @@ async function closedPort(): Promise<number> {
   return 1;
 }
 
-/** A gateway whose `/ok/*` route goes to a healthy upstream and `/bad/*` to `badUrl`. */
-async function gatewayWithBadUpstream(badUrl: string, bad: Record<string, unknown> = {}): Promise<{ gw: TestGateway; good: RecordingUpstream }> {
-  const good = await startUpstream();
-  const gw = await startGateway(good.url, {
+/** A gateway whose `/ok/*` route goes to a healthy upstream and `/bad/*` to `badUrl`; both stopped when `t` ends. */
+async function gatewayWithBadUpstream(t: Teardown, badUrl: string, bad: Record<string, unknown> = {}): Promise<{ gw: TestGateway; good: RecordingUpstream }> {
+  const good = await startUpstream(t);
+  const gw = await startGateway(t, good.url, {
     upstreams: [
       { name: 'good', url: good.url },
       { name: 'bad', url: badUrl, ...bad },
@@ -82,19 +85,9 @@ function requestLogs(gw: TestGateway): Record<string, unknown>[] {
   return gw.logs.filter((l) => l.msg === 'request');
 }
 
-async function waitFor(cond: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`condition not met in time: ${cond.toString()}`);
-    await sleep(10);
-  }
-}
-
 test('a refused upstream connection gets 502 RMP_ERR_UPSTREAM_CONNECT and is counted by upstream and reason', async (t) => {
   const port = await closedPort();
-  const { gw, good } = await gatewayWithBadUpstream(`http://127.0.0.1:${port}`);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, `http://127.0.0.1:${port}`);
   const res = await fetch(`${gw.url}/bad/x`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_CONNECT');
@@ -113,13 +106,10 @@ test('a refused upstream connection gets 502 RMP_ERR_UPSTREAM_CONNECT and is cou
 });
 
 test('an upstream that sends no response head within headersTimeoutMs gets 504 RMP_ERR_UPSTREAM_TIMEOUT', async (t) => {
-  const silent = await startRawUpstream(() => {
+  const silent = await startRawUpstream(t, () => {
     /* never answers */
   });
-  cleanup(t, () => silent.close());
-  const { gw, good } = await gatewayWithBadUpstream(silent.url, { headersTimeoutMs: 300 });
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, silent.url, { headersTimeoutMs: 300 });
   const started = Date.now();
   const res = await fetch(`${gw.url}/bad/slow`);
   const elapsed = Date.now() - started;
@@ -131,10 +121,8 @@ test('an upstream that sends no response head within headersTimeoutMs gets 504 R
 });
 
 test('an upstream that resets the connection before the response head gets 502 RMP_ERR_UPSTREAM_RESET', async (t) => {
-  const resetter = track(t, await startRawUpstream((socket) => socket.resetAndDestroy()));
-  const { gw, good } = await gatewayWithBadUpstream(resetter.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const resetter = await startRawUpstream(t, (socket) => socket.resetAndDestroy());
+  const { gw, good } = await gatewayWithBadUpstream(t, resetter.url);
   const res = await fetch(`${gw.url}/bad/reset`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_RESET');
@@ -143,10 +131,8 @@ test('an upstream that resets the connection before the response head gets 502 R
 });
 
 test('an upstream that closes the connection cleanly before the response head gets 502', async (t) => {
-  const closer = track(t, await startRawUpstream((socket) => socket.end()));
-  const { gw, good } = await gatewayWithBadUpstream(closer.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const closer = await startRawUpstream(t, (socket) => socket.end());
+  const { gw, good } = await gatewayWithBadUpstream(t, closer.url);
   const res = await fetch(`${gw.url}/bad/fin`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_RESET');
@@ -159,14 +145,11 @@ for (const [how, cut] of [
 ] as const) {
   test(`an upstream that ${how} its connection in the middle of the body has the client connection closed instead of a complete response`, async (t) => {
     const declared = 100_000;
-    const midBody = await startRawUpstream((socket) => {
+    const midBody = await startRawUpstream(t, (socket) => {
       socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${declared}\r\n\r\n`);
       socket.write(Buffer.alloc(1000, 0x61), () => setTimeout(() => cut(socket), 50));
     });
-    cleanup(t, () => midBody.close());
-    const { gw, good } = await gatewayWithBadUpstream(midBody.url);
-    cleanup(t, () => good.close());
-    cleanup(t, () => gw.close());
+    const { gw, good } = await gatewayWithBadUpstream(t, midBody.url);
     const outcome = await new Promise<{ status: number; bytes: number; complete: boolean; error: string }>((resolve) => {
       let status = 0;
       let bytes = 0;
@@ -183,7 +166,7 @@ for (const [how, cut] of [
     assert.ok(outcome.bytes < declared, `received ${outcome.bytes} of ${declared}`);
     assert.notEqual(outcome.error, '');
     await assertStillServing(gw);
-    await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+    await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
     const log = requestLogs(gw).find((l) => l.route === 'bad')!;
     assert.equal(log.decision, 'upstream_error');
     assert.equal(log.reason, 'RMP_ERR_UPSTREAM_RESET');
@@ -192,10 +175,8 @@ for (const [how, cut] of [
 }
 
 test('an upstream that answers with something that is not HTTP gets 502 RMP_ERR_UPSTREAM_BAD_RESPONSE', async (t) => {
-  const garbage = track(t, await startRawUpstream((socket) => socket.end('this is not http at all\r\n\r\n')));
-  const { gw, good } = await gatewayWithBadUpstream(garbage.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const garbage = await startRawUpstream(t, (socket) => socket.end('this is not http at all\r\n\r\n'));
+  const { gw, good } = await gatewayWithBadUpstream(t, garbage.url);
   const res = await fetch(`${gw.url}/bad/garbage`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_BAD_RESPONSE');
@@ -204,10 +185,8 @@ test('an upstream that answers with something that is not HTTP gets 502 RMP_ERR_
 });
 
 test('an upstream response head with an invalid header value gets 502 and the gateway keeps serving', async (t) => {
-  const badHeader = track(t, await startRawUpstream((socket) => socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok')));
-  const { gw, good } = await gatewayWithBadUpstream(badHeader.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const badHeader = await startRawUpstream(t, (socket) => socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok'));
+  const { gw, good } = await gatewayWithBadUpstream(t, badHeader.url);
   const res = await fetch(`${gw.url}/bad/header`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_BAD_RESPONSE');
@@ -217,7 +196,7 @@ test('an upstream response head with an invalid header value gets 502 and the ga
 test('a client that disconnects mid-response aborts the upstream request and is logged as aborted', async (t) => {
   let upstreamClosed = false;
   let timer: NodeJS.Timeout | undefined;
-  const slow = await startUpstream((_req, res) => {
+  const slow = await startUpstream(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.write(Buffer.alloc(1024, 0x62));
     timer = setInterval(() => res.write(Buffer.alloc(1024, 0x62)), 20);
@@ -226,12 +205,9 @@ test('a client that disconnects mid-response aborts the upstream request and is 
       upstreamClosed = true;
     });
   });
-  const { gw, good } = await gatewayWithBadUpstream(slow.url);
+  const { gw, good } = await gatewayWithBadUpstream(t, slow.url);
   cleanup(t, async () => {
     clearInterval(timer);
-    await gw.close();
-    await good.close();
-    await slow.close();
   });
   await new Promise<void>((resolve, reject) => {
     const req = http.get(`${gw.url}/bad/stream`, { agent: false }, (res) => {
@@ -242,8 +218,8 @@ test('a client that disconnects mid-response aborts the upstream request and is 
     });
     req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
   });
-  await waitFor(() => upstreamClosed);
-  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+  await waitFor(() => upstreamClosed, { timeoutMs: 3000 });
+  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'aborted');
   assert.equal(log.reason, 'RMP_ERR_CLIENT_ABORTED');
@@ -260,16 +236,14 @@ test('a client that disconnects while waiting for the response head aborts the u
   const hanging = await startUpstream(t, (_req, res) => {
     res.on('close', () => (upstreamClosed = true));
   });
-  const { gw, good } = await gatewayWithBadUpstream(hanging.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, hanging.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write('GET /bad/wait HTTP/1.1\r\nHost: x\r\n\r\n');
-  await waitFor(() => hanging.requests.length === 1);
+  await waitFor(() => hanging.requests.length === 1, { timeoutMs: 3000 });
   socket.destroy();
-  await waitFor(() => upstreamClosed);
-  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+  await waitFor(() => upstreamClosed, { timeoutMs: 3000 });
+  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'aborted');
   await assertStillServing(gw);
@@ -286,17 +260,15 @@ test('a client that disconnects in the middle of a streamed upload aborts the up
     });
   });
   // A body larger than limits.bufferBodyBytes streams: the upstream sees it while it arrives.
-  const { gw, good } = await gatewayWithBadUpstream(receiver.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, receiver.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write(`POST /bad/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n`);
   socket.write(Buffer.alloc(200_000, 0x61));
-  await waitFor(() => upstreamBytes > 65_536);
+  await waitFor(() => upstreamBytes > 65_536, { timeoutMs: 3000 });
   socket.destroy();
-  await waitFor(() => upstreamAborted);
-  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+  await waitFor(() => upstreamAborted, { timeoutMs: 3000 });
+  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'aborted');
   assert.equal(log.reason, 'RMP_ERR_CLIENT_ABORTED');
@@ -309,15 +281,13 @@ test('a client that disconnects while its small body is still being buffered nev
   let upstreamSaw = 0;
   const receiver = await startUpstream(t);
   receiver.server.prependListener('request', () => upstreamSaw++);
-  const { gw, good } = await gatewayWithBadUpstream(receiver.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, receiver.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write(`POST /bad/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n${'a'.repeat(5000)}`);
   await sleep(150);
   socket.destroy();
-  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'aborted');
   assert.equal(log.reason, 'RMP_ERR_CLIENT_ABORTED');
@@ -330,9 +300,7 @@ test('an upstream that stalls inside the body for longer than bodyTimeoutMs has 
     res.writeHead(200, { 'content-length': '100' });
     res.write('x'.repeat(10)); // and then nothing
   });
-  const { gw, good } = await gatewayWithBadUpstream(stall.url, { bodyTimeoutMs: 300 });
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, stall.url, { bodyTimeoutMs: 300 });
   const started = Date.now();
   const outcome = await new Promise<{ status: number; bytes: number; complete: boolean }>((resolve) => {
     const req = http.get(`${gw.url}/bad/stall`, { agent: false }, (res) => {
@@ -349,7 +317,7 @@ test('an upstream that stalls inside the body for longer than bodyTimeoutMs has 
   assert.equal(outcome.complete, false);
   assert.equal(outcome.bytes, 10);
   assert.ok(elapsed >= 250 && elapsed < 5000, `closed after ${elapsed} ms`);
-  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'));
+  await waitFor(() => requestLogs(gw).some((l) => l.route === 'bad'), { timeoutMs: 3000 });
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'upstream_error');
   await assertStillServing(gw);
@@ -362,9 +330,7 @@ test('an upstream that answers before reading the whole upload gets its answer t
     res.writeHead(413, { 'content-type': 'text/plain' });
     res.end('too big for me');
   });
-  const { gw, good } = await gatewayWithBadUpstream(early.url);
-  cleanup(t, () => good.close());
-  cleanup(t, () => gw.close());
+  const { gw, good } = await gatewayWithBadUpstream(t, early.url);
   const total = 8 * 1024 * 1024;
   const outcome = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
     const req = http.request(`${gw.url}/bad/upload`, { method: 'POST', agent: false, headers: { 'content-length': String(total) } }, (res) => {

@@ -10,15 +10,13 @@ import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
 
 test('review: non-reading clients cannot pin every upstream connection and stall other users', async (t) => {
   const big = Buffer.alloc(32 * 1024 * 1024, 0x61);
-  const up = await startUpstream((req, res) => res.end(req.url === '/big' ? big : 'small'));
+  const up = await startUpstream(t, (req, res) => res.end(req.url === '/big' ? big : 'small'));
   let bigSeen = 0;
   up.server.on('request', (req) => req.url === '/big' && bigSeen++);
-  const gw = await startGateway(up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
+  const gw = await startGateway(t, up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
   const socks: net.Socket[] = [];
-  cleanup(t, async () => {
+  cleanup(t, () => {
     for (const s of socks) s.destroy();
-    await gw.close();
-    await up.close();
   });
   for (let i = 0; i < 4; i++) {
     const s = net.connect(gw.port, '127.0.0.1');

@@ -18,13 +18,11 @@ function open(port: number, localAddress: string): Promise<{ s: net.Socket; clos
 }
 
 test('review: an address over its cap cannot reclaim (close) another client\'s idle keep-alive connection', async (t) => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 } });
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 } });
   const all: net.Socket[] = [];
-  cleanup(t, async () => {
+  cleanup(t, () => {
     for (const s of all) s.destroy();
-    await gw.close();
-    await up.close();
   });
   // A real user: one keep-alive request answered, then idle.
   const user = await open(gw.port, '127.0.0.2');

@@ -11,15 +11,13 @@ import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
 test('review2: non-reading clients cannot get a real, slowly-reading download cut', async (t) => {
   const SIZE = 12 * 1024 * 1024;
   const big = Buffer.alloc(SIZE, 0x61);
-  const up = await startUpstream((req, res) => res.end(req.url === '/big' ? big : 'small'));
+  const up = await startUpstream(t, (req, res) => res.end(req.url === '/big' ? big : 'small'));
   let bigSeen = 0;
   up.server.on('request', (req) => req.url === '/big' && bigSeen++);
-  const gw = await startGateway(up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
+  const gw = await startGateway(t, up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
   const socks: net.Socket[] = [];
-  cleanup(t, async () => {
+  cleanup(t, () => {
     for (const s of socks) s.destroy();
-    await gw.close();
-    await up.close();
   });
   // The real user: reads steadily, one chunk every 40 ms (~1-2 MB/s), slower than the origin.
   const victim = net.connect(gw.port, '127.0.0.1');

@@ -7,13 +7,13 @@ import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
 test('a cacheable request shed by admission is answered from the stale copy instead of a 503', async (t) => {
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
-  const up = await startUpstream((req, res) => {
+  const up = await startUpstream(t, (req, res) => {
     const answer = () => res.writeHead(200, { 'cache-control': 'public, max-age=1', 'content-type': 'text/plain' }).end(`copy of ${req.url}`);
     if (req.url === '/track/A') answer();
     else void held.then(answer);
   });
   const clock = createManualClock();
-  const gw = await startGateway(
+  const gw = await startGateway(t, 
     up.url,
     {
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
@@ -22,11 +22,7 @@ test('a cacheable request shed by admission is answered from the stale copy inst
     },
     { clock },
   );
-  cleanup(t, async () => {
-    release();
-    await gw.close();
-    await up.close();
-  });
+  cleanup(t, () => release());
   assert.equal((await fetch(`${gw.url}/track/A`)).status, 200); // stored
   clock.advance(60_000); // past freshness and stale-while-revalidate, within stale-if-error
   const holding = fetch(`${gw.url}/track/B`); // takes the only slot
@@ -45,20 +41,16 @@ test('a cacheable request shed by admission is answered from the stale copy inst
 test('requests collapsed on a fill that admission sheds are answered with the same 503 at once, not queued one after another', async (t) => {
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
-  const up = await startUpstream((req, res) => {
+  const up = await startUpstream(t, (req, res) => {
     void held.then(() => res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' }).end(`copy of ${req.url}`));
   });
-  const gw = await startGateway(up.url, {
+  const gw = await startGateway(t, up.url, {
     upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
     routes: [{ name: 'tracking', path: '/track/*', upstream: 'origin', class: 'cacheable' }],
     admission: { queue: { timeoutMs: { cacheable: 300 } } },
     defense: { rateLimit: { mode: 'off' } },
   });
-  cleanup(t, async () => {
-    release();
-    await gw.close();
-    await up.close();
-  });
+  cleanup(t, () => release());
   const holding = fetch(`${gw.url}/track/B`); // the only slot, held until release()
   await sleep(50);
   // One fill for /track/C waits in the queue; eight more requests for C wait on that fill.

@@ -36,7 +36,7 @@ function get(url: string): Promise<{ status: number; body: string }> {
 test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', { timeout: 60_000 }, async (t) => {
   let release: () => void = () => {};
   const released = new Promise<void>((r) => (release = r));
-  const origin = await startUpstream((req, res) => {
+  const origin = await startUpstream(t, (req, res) => {
     if (req.url === '/slow') void released.then(() => res.end('slow done'));
     else res.end('fast');
   });
@@ -65,11 +65,9 @@ logging: { requests: false }
       r(code);
     }),
   );
-  cleanup(t, async () => {
+  cleanup(t, () => {
     release();
     if (child.exitCode === null) child.kill('SIGKILL');
-    await origin.close();
-    rmSync(dir, { recursive: true, force: true });
   });
   const deadline = Date.now() + 20_000;
   while ((await get(`http://127.0.0.1:${port}/fast`).catch(() => null))?.body !== 'fast') {

@@ -176,8 +176,8 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
   process.env.REMPART_ADMIN_TOKEN = 'signatures-test-token-0123456789';
   const auth = { authorization: `Bearer ${process.env.REMPART_ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const clock = createManualClock(0);
-  const up = await startUpstream();
-  const gw = await startGateway(
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, 
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
@@ -186,11 +186,7 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
     },
     { clock },
   );
-  cleanup(t, async () => {
-    delete process.env.REMPART_ADMIN_TOKEN;
-    await gw.close();
-    await up.close();
-  });
+  cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
   const monitor = gw.gateway.defense.level as AttackLevelMonitor;
   const get = (ip: string, ua: string) => fetch(`${gw.url}/search/42`, { headers: { 'x-forwarded-for': ip, 'user-agent': ua } });
   for (let s = 0; s < 30; s++) {

@@ -8,7 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { cleanup, errorCodeOf, rawRequest, sleep, startGateway, statusOf, track } from './helpers.ts';
+import { cleanup, errorCodeOf, rawRequest, sleep, startGateway, statusOf, type Teardown, track, waitFor } from './helpers.ts';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const handshake = (path = '/ws', host = 'chat.example') =>
@@ -29,9 +29,9 @@ interface Origin {
 /**
  * An origin with two faces: ordinary requests get `body` after `delayMs` (cacheable); upgrade requests
  * get the same 200 after the same delay (an origin without WebSocket on that path), unless `ws` is
- * set: then 101 and an echo tunnel.
+ * set: then 101 and an echo tunnel. Closed when the test `t` ends.
  */
-async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string } = {}): Promise<Origin> {
+async function startOrigin(t: Teardown, opts: { delayMs?: number; ws?: boolean; body?: string } = {}): Promise<Origin> {
   const delayMs = opts.delayMs ?? 0;
   const body = opts.body ?? 'page';
   const sockets = new Set<net.Socket>();
@@ -78,7 +78,7 @@ async function startOrigin(opts: { delayMs?: number; ws?: boolean; body?: string
       for (const s of sockets) s.destroy();
       server.close(() => r());
     });
-  return origin;
+  return track(t, origin);
 }
 
 /** Open a raw connection, send a handshake, resolve with the answer's head (and the socket, still open). */
@@ -114,16 +114,8 @@ async function metricsOf(adminUrl: string | null): Promise<string> {
   return (await fetch(`${adminUrl}/metrics`)).text();
 }
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 test('a flood of GETs dressed as WebSocket handshakes does not bypass admission: the origin never sees more than the limit', async (t) => {
-  const origin = track(t, await startOrigin({ delayMs: 150 }));
+  const origin = await startOrigin(t, { delayMs: 150 });
   const gw = await startGateway(t, origin.url, {
     upstreams: [{ name: 'origin', url: origin.url, admission: { mode: 'static', staticLimit: 2 } }],
     routes: [{ name: 'payments', path: '/*', upstream: 'origin', class: 'critical' }],
@@ -141,7 +133,7 @@ test('a flood of GETs dressed as WebSocket handshakes does not bypass admission:
 });
 
 test('on a cached route, a GET carrying Upgrade is answered from the cache: the origin is asked once', async (t) => {
-  const origin = track(t, await startOrigin({ body: 'catalogue' }));
+  const origin = await startOrigin(t, { body: 'catalogue' });
   const gw = await startGateway(t, origin.url, { routes: [{ name: 'catalogue', path: '/*', upstream: 'origin', class: 'cacheable' }] });
   for (let i = 0; i < 5; i++) {
     const raw = await rawRequest(gw.port, handshake('/track/A'), { timeoutMs: 5000 });
@@ -155,7 +147,7 @@ test('on a cached route, a GET carrying Upgrade is answered from the cache: the 
 });
 
 test('a route that does not allow WebSocket never opens a tunnel: the handshake is an ordinary GET', async (t) => {
-  const origin = track(t, await startOrigin({ ws: true, body: 'no websocket here' }));
+  const origin = await startOrigin(t, { ws: true, body: 'no websocket here' });
   const gw = await startGateway(t, origin.url);
   const { head, socket } = await openHandshake(gw.port, `${handshake('/ws')}GET /pipelined HTTP/1.1\r\nHost: chat.example\r\n\r\n`);
   // Bounded: on a tunnel the connection would stay open.
@@ -169,8 +161,8 @@ test('a route that does not allow WebSocket never opens a tunnel: the handshake 
 });
 
 test('a WebSocket tunnel holds an admission slot while open and gives it back on close; past the limit a handshake is shed', async (t) => {
-  const origin = await startOrigin({ ws: true });
-  const gw = await startGateway(origin.url, {
+  const origin = await startOrigin(t, { ws: true });
+  const gw = await startGateway(t, origin.url, {
     upstreams: [{ name: 'origin', url: origin.url, admission: { mode: 'static', staticLimit: 1 } }],
     routes: [
       { name: 'chat', path: '/ws', upstream: 'origin', class: 'public', websocket: true },
@@ -179,17 +171,13 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
     admission: { queue: { timeoutMs: { public: 300, critical: 30000 } } },
   });
   let tunnel: net.Socket | undefined;
-  cleanup(t, async () => {
-    tunnel?.destroy();
-    await gw.close();
-    await origin.close();
-  });
+  cleanup(t, () => tunnel?.destroy());
   const first = await openHandshake(gw.port, handshake('/ws'));
   tunnel = first.socket;
   assert.equal(statusOf(first.head), 101, first.head);
   // The tunnel works end to end.
   first.socket.write('ping');
-  await until('the echo', () => first.received().toString() === 'ping');
+  await waitFor(() => first.received().toString() === 'ping', 'the echo');
   // A second tunnel finds no slot: it waits its class's queue deadline and is shed, never dialled.
   const second = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
   assert.equal(statusOf(second), 503, second);
@@ -197,20 +185,22 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
   assert.equal(origin.upgrades, 1);
   // An ordinary request waits behind the open tunnel…
   const page = fetch(`${gw.url}/page`).then(async (r) => ({ status: r.status, body: await r.text() }));
-  await until('the page to queue', async () => /^rempart_admission_queued_total\{upstream="origin",class="critical"\} 1$/m.test(await metricsOf(gw.adminUrl)));
+  const queued = /^rempart_admission_queued_total\{upstream="origin",class="critical"\} 1$/m;
+  await waitFor(async () => queued.test(await metricsOf(gw.adminUrl)), 'the page to queue');
   await sleep(100);
   assert.equal(origin.requests, 0, 'the page reached the origin while the tunnel held the only slot');
   // …and goes through once the tunnel closes.
   tunnel.destroy();
   assert.deepEqual(await page, { status: 200, body: 'page' });
   assert.equal(origin.requests, 1);
-  await until('the slot back', async () => /^rempart_admission_in_flight\{upstream="origin"\} 0$/m.test(await metricsOf(gw.adminUrl)));
+  const idle = /^rempart_admission_in_flight\{upstream="origin"\} 0$/m;
+  await waitFor(async () => idle.test(await metricsOf(gw.adminUrl)), 'the slot back');
   const log = gw.logs.find((l) => l.msg === 'request' && l.status === 101);
   assert.equal(log?.decision, 'forwarded');
 });
 
 test('bytes the origin sends down a WebSocket tunnel count against the exfiltration quota, and the tunnel is cut where it crosses it', async (t) => {
-  const origin = track(t, await startOrigin({ ws: true }));
+  const origin = await startOrigin(t, { ws: true });
   const gw = await startGateway(t, origin.url, {
     routes: [{ name: 'feed', path: '/ws', upstream: 'origin', class: 'authenticated', websocket: true, sensitive: { bytesPerDay: 4000, identity: 'address' } }],
     defense: { decisionHeader: true },
@@ -218,14 +208,14 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
   const first = await openHandshake(gw.port, handshake('/ws'));
   assert.equal(statusOf(first.head), 101, first.head);
   first.socket.write(randomBytes(1000));
-  await until('the first echo', () => first.received().length >= 1000);
+  await waitFor(() => first.received().length >= 1000, 'the first echo');
   // 6000 more would take the identity to 7000 bytes: the tunnel is closed before they are sent on.
   const closed = new Promise<void>((r) => (first.socket.destroyed ? r() : first.socket.once('close', () => r())));
   first.socket.write(randomBytes(6000));
   await Promise.race([closed, sleep(5000)]);
   assert.ok(first.socket.destroyed || first.socket.readableEnded, 'the tunnel stayed open past the quota');
   assert.ok(first.received().length < 4000, `${first.received().length} bytes went down the tunnel`);
-  await until('the tunnel to be logged', () => gw.logs.some((l) => l.msg === 'request' && l.status === 101));
+  await waitFor(() => gw.logs.some((l) => l.msg === 'request' && l.status === 101), 'the tunnel to be logged');
   assert.equal(gw.logs.find((l) => l.msg === 'request' && l.status === 101)!.reason, 'RMP_ERR_EXFILTRATION');
   // What did go down counted: the next handshake is refused.
   const second = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
@@ -234,39 +224,36 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
   assert.equal(origin.upgrades, 1);
 });
 
-test('open tunnels are capped by limits.maxTunnels, whatever admission says; a closed tunnel frees its place', async () => {
-  const origin = await startOrigin({ ws: true });
-  const gw = await startGateway(origin.url, { ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] }, limits: { maxTunnels: 2 } });
+test('open tunnels are capped by limits.maxTunnels, whatever admission says; a closed tunnel frees its place', async (t) => {
+  const origin = await startOrigin(t, { ws: true });
+  const gw = await startGateway(t, origin.url, { ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] }, limits: { maxTunnels: 2 } });
   const open: net.Socket[] = [];
-  try {
-    for (let i = 0; i < 2; i++) {
-      const t = await openHandshake(gw.port, handshake('/ws'));
-      open.push(t.socket);
-      assert.equal(statusOf(t.head), 101, t.head);
-    }
-    const third = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
-    assert.equal(statusOf(third), 503, third);
-    assert.equal(errorCodeOf(third), 'RMP_ERR_TUNNEL_LIMIT');
-    assert.match(third, /\r\nretry-after: 5\r\n/i);
-    assert.equal(origin.upgrades, 2, 'the refused handshake was dialled');
-    // Ordinary requests are not tunnels: they still pass.
-    assert.equal((await fetch(`${gw.url}/page`)).status, 200);
-    open.shift()!.destroy();
-    await until('a place to free', async () => {
-      const t = await openHandshake(gw.port, handshake('/ws'));
-      open.push(t.socket);
-      return statusOf(t.head) === 101;
-    });
-    assert.equal(origin.upgrades, 3);
-  } finally {
+  cleanup(t, () => {
     for (const s of open) s.destroy();
-    await gw.close();
-    await origin.close();
+  });
+  for (let i = 0; i < 2; i++) {
+    const hs = await openHandshake(gw.port, handshake('/ws'));
+    open.push(hs.socket);
+    assert.equal(statusOf(hs.head), 101, hs.head);
   }
+  const third = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
+  assert.equal(statusOf(third), 503, third);
+  assert.equal(errorCodeOf(third), 'RMP_ERR_TUNNEL_LIMIT');
+  assert.match(third, /\r\nretry-after: 5\r\n/i);
+  assert.equal(origin.upgrades, 2, 'the refused handshake was dialled');
+  // Ordinary requests are not tunnels: they still pass.
+  assert.equal((await fetch(`${gw.url}/page`)).status, 200);
+  open.shift()!.destroy();
+  await waitFor(async () => {
+    const hs = await openHandshake(gw.port, handshake('/ws'));
+    open.push(hs.socket);
+    return statusOf(hs.head) === 101;
+  }, 'a place to free');
+  assert.equal(origin.upgrades, 3);
 });
 
 test('a WebSocket handshake pipelined behind a request still being answered is never forwarded, and the gateway stays up', async (t) => {
-  const origin = track(t, await startOrigin({ ws: true, delayMs: 200, body: 'slow page' }));
+  const origin = await startOrigin(t, { ws: true, delayMs: 200, body: 'slow page' });
   const gw = await startGateway(t, origin.url, { routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] });
   const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, { timeoutMs: 5000 });
   assert.equal(statusOf(raw), 200, raw);
@@ -279,7 +266,7 @@ test('a WebSocket handshake pipelined behind a request still being answered is n
 });
 
 test('a WebSocket handshake without a pass waits in the waiting room like a page: no tunnel is opened', async (t) => {
-  const origin = track(t, await startOrigin({ ws: true }));
+  const origin = await startOrigin(t, { ws: true });
   const gw = await startGateway(t, origin.url, {
     routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true, waitingRoom: { enabled: true, force: true } }],
   });

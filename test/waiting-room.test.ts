@@ -165,11 +165,11 @@ test('on a real saturation signal the room opens while the upstream slot is take
   const clock = createManualClock();
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
-  const up = await startUpstream((req, res) => {
+  const up = await startUpstream(t, (req, res) => {
     if (req.url === '/slow') void held.then(() => res.end('slow'));
     else res.end('ok');
   });
-  const gw = await startGateway(
+  const gw = await startGateway(t, 
     up.url,
     {
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
@@ -177,11 +177,7 @@ test('on a real saturation signal the room opens while the upstream slot is take
     },
     { clock },
   );
-  cleanup(t, async () => {
-    release();
-    await gw.close();
-    await up.close();
-  });
+  cleanup(t, () => release());
   const slow = fetch(`${gw.url}/slow`);
   // Wait until the slow request holds the one slot.
   for (let i = 0; i < 200 && gw.gateway.runtime().upstreams.get('origin')!.admission.limiter.inFlight < 1; i++) await new Promise((r) => setTimeout(r, 10));

@@ -108,11 +108,10 @@ function collector(socket: net.Socket, already: Buffer): { until(n: number): Pro
 
 test('a WebSocket upgrade passes through: 101 with the right accept key, then bytes are echoed both ways', async (t) => {
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url, WS);
+  const gw = await startGateway(t, up.url, WS);
   let client: net.Socket | undefined;
   cleanup(t, async () => {
     client?.destroy();
-    await gw.close();
     await up.close();
   });
   const key = randomBytes(16).toString('base64');
@@ -225,9 +224,8 @@ test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPST
   });
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
-  const gw = await startGateway(url, { ...WS, upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
+  const gw = await startGateway(t, url, { ...WS, upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
   cleanup(t, async () => {
-    await gw.close();
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => silent.close(() => r()));
   });
@@ -260,15 +258,10 @@ test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: h
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
   const agent = new https.Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 1 });
-  cleanup(t, async () => {
-    agent.destroy();
-    await gw.close();
-    await up.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  cleanup(t, () => agent.destroy());
   const get = (path: string) =>
     new Promise<{ status: number; body: string; protocol: string }>((resolve, reject) => {
       const req = https.get({ host: '127.0.0.1', port: gw.port, path, agent, servername: 'localhost' }, (res) => {
@@ -301,12 +294,8 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
   const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url, { ...WS, listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
-  cleanup(t, async () => {
-    await gw.close();
-    await up.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const gw = await startGateway(t, up.url, { ...WS, listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
+  cleanup(t, () => up.close());
   const key = randomBytes(16).toString('base64');
   const { status, socket } = await new Promise<{ status: number; socket: import('node:net').Socket }>((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: gw.port, path: '/wss', rejectUnauthorized: false, headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': key, 'sec-websocket-version': '13' } });
