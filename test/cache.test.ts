@@ -159,7 +159,8 @@ test('postal tracking: random query strings do not bust the cache (20 requests, 
 test('postal origin down: tracking is still answered from the stale copy while a non-cacheable route gets 502', async (t) => {
   const origin = track(t, await startPostalOrigin({ port: 0, workers: 8, serviceTimeMs: 1, queueLength: 100 }));
   const clock = createManualClock();
-  const gw = await startGateway(t, 
+  const gw = await startGateway(
+    t,
     origin.url,
     {
       routes: [
@@ -257,7 +258,8 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
     else answer();
   });
   const clock = createManualClock();
-  const gw = await startGateway(t, 
+  const gw = await startGateway(
+    t,
     up.url,
     { upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }], routes: [{ name: 'slow', path: '/slow', upstream: 'origin', class: 'public' }, cacheableRoute] },
     { clock },

@@ -13,7 +13,8 @@ test('a cacheable request shed by admission is answered from the stale copy inst
     else void held.then(answer);
   });
   const clock = createManualClock();
-  const gw = await startGateway(t, 
+  const gw = await startGateway(
+    t,
     up.url,
     {
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],

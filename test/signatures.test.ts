@@ -177,7 +177,8 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
   const auth = { authorization: `Bearer ${process.env.REMPART_ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const clock = createManualClock(0);
   const up = await startUpstream(t);
-  const gw = await startGateway(t, 
+  const gw = await startGateway(
+    t,
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },

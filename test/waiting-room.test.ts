@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { CALM_MS } from '../src/phases/waiting-room/room.ts';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../src/core/clock.ts';
-import { cleanup, startGateway, startUpstream, track } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, type Teardown, waitFor } from './helpers.ts';
 
 const TICKET = 'rempart_wr_ticket_default';
 const PASS = 'rempart_wr_pass_default';
@@ -13,24 +13,20 @@ function cookieOf(res: Response, name: string): string | null {
   return null;
 }
 
-async function setup(admitPerSecond = 1) {
-  const up = await startUpstream();
+async function setup(t: Teardown, admitPerSecond = 1) {
+  const up = await startUpstream(t);
   const clock = createManualClock();
-  const gw = await startGateway(up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }] }, { clock });
+  const gw = await startGateway(t, up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }] }, { clock });
   return {
     up,
     gw,
     clock,
     get: (headers: Record<string, string> = {}, method = 'GET') => fetch(`${gw.url}/`, { method, headers }),
-    async close() {
-      await gw.close();
-      await up.close();
-    },
   };
 }
 
 test('a new visitor gets the waiting page (503, Retry-After, no-store) with its place and a ticket; HTML with a meta refresh for browsers', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const html = await s.get({ accept: 'text/html,application/xhtml+xml' });
   assert.equal(html.status, 503);
   assert.ok(Number(html.headers.get('retry-after')) >= 2);
@@ -50,7 +46,7 @@ test('a new visitor gets the waiting page (503, Retry-After, no-store) with its 
 });
 
 test('after enough time the visitor sending back its ticket reaches the upstream with a pass, and the pass keeps it in while others queue', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const first = await s.get();
   const ticket = cookieOf(first, TICKET)!;
   await first.text();
@@ -77,7 +73,7 @@ test('after enough time the visitor sending back its ticket reaches the upstream
 });
 
 test('a forged or tampered ticket gets a new place at the back of the line', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   const first = await s.get();
   const ticket = cookieOf(first, TICKET)!;
   await first.text();
@@ -91,37 +87,33 @@ test('a forged or tampered ticket gets a new place at the back of the line', asy
   await fakePass.text();
 });
 
-test('visitors are let in in arrival order', async () => {
-  const s = await setup();
-  try {
-    const tickets: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const r = await s.get();
-      tickets.push(cookieOf(r, TICKET)!);
-      await r.text();
-    }
-    // Each visitor sends what it holds: its ticket, then the pass it was let in with (a ticket lets in once).
-    const statuses = async () => Promise.all(tickets.map(async (t, i) => {
-      const r = await s.get({ cookie: t });
-      await r.text();
-      const pass = cookieOf(r, PASS);
-      if (pass !== null) tickets[i] = pass;
-      return r.status;
-    }));
-    assert.deepEqual(await statuses(), [503, 503, 503]);
-    s.clock.advance(1000);
-    assert.deepEqual(await statuses(), [200, 503, 503]);
-    s.clock.advance(1000);
-    assert.deepEqual(await statuses(), [200, 200, 503]);
-    s.clock.advance(1000);
-    assert.deepEqual(await statuses(), [200, 200, 200]);
-  } finally {
-    await s.close();
+test('visitors are let in in arrival order', async (t) => {
+  const s = await setup(t);
+  const tickets: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await s.get();
+    tickets.push(cookieOf(r, TICKET)!);
+    await r.text();
   }
+  // Each visitor sends what it holds: its ticket, then the pass it was let in with (a ticket lets in once).
+  const statuses = async () => Promise.all(tickets.map(async (held, i) => {
+    const r = await s.get({ cookie: held });
+    await r.text();
+    const pass = cookieOf(r, PASS);
+    if (pass !== null) tickets[i] = pass;
+    return r.status;
+  }));
+  assert.deepEqual(await statuses(), [503, 503, 503]);
+  s.clock.advance(1000);
+  assert.deepEqual(await statuses(), [200, 503, 503]);
+  s.clock.advance(1000);
+  assert.deepEqual(await statuses(), [200, 200, 503]);
+  s.clock.advance(1000);
+  assert.deepEqual(await statuses(), [200, 200, 200]);
 });
 
 test('the room keeps counters only: 10 000 new visitors grow nothing but `issued`', async (t) => {
-  const s = track(t, await setup());
+  const s = await setup(t);
   await (await s.get()).text();
   const metrics = s.gw.gateway.metrics;
   const scraped = await metrics.registry.metrics();
@@ -169,7 +161,8 @@ test('on a real saturation signal the room opens while the upstream slot is take
     if (req.url === '/slow') void held.then(() => res.end('slow'));
     else res.end('ok');
   });
-  const gw = await startGateway(t, 
+  const gw = await startGateway(
+    t,
     up.url,
     {
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
@@ -180,7 +173,8 @@ test('on a real saturation signal the room opens while the upstream slot is take
   cleanup(t, () => release());
   const slow = fetch(`${gw.url}/slow`);
   // Wait until the slow request holds the one slot.
-  for (let i = 0; i < 200 && gw.gateway.runtime().upstreams.get('origin')!.admission.limiter.inFlight < 1; i++) await new Promise((r) => setTimeout(r, 10));
+  const limiter = gw.gateway.runtime().upstreams.get('origin')!.admission.limiter;
+  await waitFor(() => limiter.inFlight >= 1, { timeoutMs: 2000, message: 'the slow request to hold the slot' });
   const queued = await fetch(`${gw.url}/`);
   assert.equal(queued.status, 503, 'the class is saturated: a new visitor waits in line');
   const ticket = cookieOf(queued, TICKET)!;
@@ -192,14 +186,14 @@ test('on a real saturation signal the room opens while the upstream slot is take
   assert.equal(early.status, 503, 'free for a moment only: still in line');
   await early.text();
   clock.advance(CALM_MS);
-  let status = 0;
-  for (let i = 0; i < 200 && status !== 200; i++) {
-    const r = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });
-    status = r.status;
-    await r.text();
-    if (status !== 200) await new Promise((res) => setTimeout(res, 10));
-  }
-  assert.equal(status, 200, 'capacity returned: the line drained and the ticket holder went in');
+  await waitFor(
+    async () => {
+      const r = await fetch(`${gw.url}/`, { headers: { cookie: ticket } });
+      await r.text();
+      return r.status === 200;
+    },
+    { timeoutMs: 5000, message: 'capacity returned: the line drained and the ticket holder went in' },
+  );
 });
 
 test('config: a waiting room on a route that matches neither GET nor HEAD is refused with its key path', async () => {
@@ -222,10 +216,11 @@ test('config: a waiting room on a route that matches neither GET nor HEAD is ref
 });
 
 // Clients on other networks, as a trusted proxy in front of Rempart names them (X-Forwarded-For).
-async function behindProxy(admitPerSecond = 1) {
-  const up = await startUpstream();
+async function behindProxy(t: Teardown, admitPerSecond = 1) {
+  const up = await startUpstream(t);
   const clock = createManualClock();
   const gw = await startGateway(
+    t,
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
@@ -242,15 +237,11 @@ async function behindProxy(admitPerSecond = 1) {
       const text = await r.text();
       return { status: r.status, res: r, text };
     },
-    async close() {
-      await gw.close();
-      await up.close();
-    },
   };
 }
 
 test('a pass works only for the client it was given to: 20 clients on other networks holding it wait in line', async (t) => {
-  const s = track(t, await behindProxy());
+  const s = await behindProxy(t);
   const first = await s.get('203.0.113.5');
   const ticket = cookieOf(first.res, TICKET)!;
   s.clock.advance(1000);
@@ -270,7 +261,7 @@ test('a pass works only for the client it was given to: 20 clients on other netw
 });
 
 test('a ticket lets in once: sent again after its pass was issued, it is a new place at the back', async (t) => {
-  const s = track(t, await behindProxy());
+  const s = await behindProxy(t);
   const first = await s.get('203.0.113.5');
   const ticket = cookieOf(first.res, TICKET)!;
   s.clock.advance(1000);
@@ -288,7 +279,7 @@ test('a ticket lets in once: sent again after its pass was issued, it is a new p
 });
 
 test('300 requests without cookies from 6 addresses take 60 places at most: the next visitor is not pushed to place 301', async (t) => {
-  const s = track(t, await behindProxy());
+  const s = await behindProxy(t);
   const addresses = ['198.51.100.1', '198.51.101.1', '198.51.102.1', '203.0.113.1', '203.0.114.1', '192.0.2.1'];
   for (let batch = 0; batch < 10; batch++)
     await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(addresses[(batch * 30 + i) % 6]!, { accept: 'application/json' })));
@@ -309,7 +300,7 @@ test('300 requests without cookies from 6 addresses take 60 places at most: the 
 });
 
 test('IPv6: 300 addresses of one /64 count as one client for new places in line', async (t) => {
-  const s = track(t, await behindProxy());
+  const s = await behindProxy(t);
   for (let batch = 0; batch < 10; batch++)
     await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(`2001:db8:1:2::${(batch * 30 + i + 1).toString(16)}`, { accept: 'application/json' })));
   const visitor = await s.get('2001:db8:9::1', { accept: 'application/json' });

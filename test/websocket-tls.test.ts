@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanup, rawRequest, startGateway, startUpstream, statusOf, tempDir, track } from './helpers.ts';
+import { cleanup, rawRequest, startGateway, startUpstream, statusOf, type Teardown, tempDir, track, waitFor } from './helpers.ts';
 
 /** The default catch-all route, with WebSocket tunnels allowed (routes[].websocket is off by default). */
 const WS = { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', websocket: true }] };
@@ -18,8 +18,8 @@ const WS = { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const acceptFor = (key: string) => createHash('sha1').update(key + WS_GUID).digest('base64');
 
-/** A minimal WebSocket upstream: answers the handshake with 101, then echoes raw bytes back. */
-async function startWsEchoUpstream(): Promise<{ url: string; handshakes: http.IncomingMessage[]; close(): Promise<void> }> {
+/** A minimal WebSocket upstream: answers the handshake with 101, then echoes raw bytes back; closed when `t` ends. */
+async function startWsEchoUpstream(t: Teardown): Promise<{ url: string; handshakes: http.IncomingMessage[]; close(): Promise<void> }> {
   const handshakes: http.IncomingMessage[] = [];
   const sockets = new Set<net.Socket>();
   const server = http.createServer((_req, res) => res.writeHead(426).end());
@@ -39,7 +39,7 @@ async function startWsEchoUpstream(): Promise<{ url: string; handshakes: http.In
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
-  return {
+  return track(t, {
     url: `http://127.0.0.1:${port}`,
     handshakes,
     close: () =>
@@ -47,7 +47,7 @@ async function startWsEchoUpstream(): Promise<{ url: string; handshakes: http.In
         for (const s of sockets) s.destroy();
         server.close(() => r());
       }),
-  };
+  });
 }
 
 /** Raw client handshake; resolves with the response head and the connected socket. */
@@ -107,13 +107,10 @@ function collector(socket: net.Socket, already: Buffer): { until(n: number): Pro
 }
 
 test('a WebSocket upgrade passes through: 101 with the right accept key, then bytes are echoed both ways', async (t) => {
-  const up = await startWsEchoUpstream();
+  const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, WS);
   let client: net.Socket | undefined;
-  cleanup(t, async () => {
-    client?.destroy();
-    await up.close();
-  });
+  cleanup(t, () => client?.destroy());
   const key = randomBytes(16).toString('base64');
   const { head, rest, socket } = await wsHandshake(gw.port, key);
   client = socket;
@@ -143,7 +140,7 @@ test('a WebSocket upgrade passes through: 101 with the right accept key, then by
 });
 
 test('closing the client side of a WebSocket tunnel closes the upstream side and logs the request once', async (t) => {
-  const up = track(t, await startWsEchoUpstream());
+  const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, WS);
   const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
   assert.equal(statusOf(head), 101);
@@ -151,8 +148,7 @@ test('closing the client side of a WebSocket tunnel closes the upstream side and
   const upstreamClosed = new Promise<void>((r) => (upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r())));
   socket.destroy();
   await upstreamClosed;
-  const deadline = Date.now() + 2000;
-  while (!gw.logs.some((l) => l.msg === 'request') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => gw.logs.some((l) => l.msg === 'request'), { timeoutMs: 2000, message: 'the request log line' });
   const logs = gw.logs.filter((l) => l.msg === 'request');
   assert.equal(logs.length, 1);
   assert.equal(logs[0]!.status, 101);
@@ -197,8 +193,7 @@ test('an upgrade the upstream refuses is relayed as an ordinary answer and the c
   socket.write(
     `GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
   );
-  const deadline = Date.now() + 2000;
-  while (!received.includes('forbidden') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await waitFor(() => received.includes('forbidden'), { timeoutMs: 2000, message: () => `the refusal: ${JSON.stringify(received)}` });
   if (!socket.destroyed) socket.write('GET /internal/admin HTTP/1.1\r\nHost: chat.example\r\n\r\n');
   await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
   socket.destroy();
@@ -223,12 +218,12 @@ test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPST
     s.on('error', () => {});
   });
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
-  const gw = await startGateway(t, url, { ...WS, upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
   cleanup(t, async () => {
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => silent.close(() => r()));
   });
+  const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  const gw = await startGateway(t, url, { ...WS, upstreams: [{ name: 'origin', url, headersTimeoutMs: 300 }] });
   const started = Date.now();
   const raw = await rawRequest(
     gw.port,
@@ -242,7 +237,7 @@ test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPST
 });
 
 test('a WebSocket upgrade on an unrouted path gets 404 and never reaches the upstream', async (t) => {
-  const up = track(t, await startWsEchoUpstream());
+  const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, { routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }] });
   const raw = await rawRequest(
     gw.port,
@@ -293,9 +288,8 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
-  const up = await startWsEchoUpstream();
+  const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, { ...WS, listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
-  cleanup(t, () => up.close());
   const key = randomBytes(16).toString('base64');
   const { status, socket } = await new Promise<{ status: number; socket: import('node:net').Socket }>((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: gw.port, path: '/wss', rejectUnauthorized: false, headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': key, 'sec-websocket-version': '13' } });
@@ -304,25 +298,19 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
     req.on('error', reject);
     req.end();
   });
-  try {
-    assert.equal(status, 101);
-    const received = collector(socket, Buffer.alloc(0));
-    socket.write('ping over tls');
-    assert.equal((await received.until(13)).toString(), 'ping over tls');
-    assert.equal(up.handshakes[0]!.headers['x-forwarded-proto'], 'https');
-  } finally {
-    socket.destroy();
-  }
+  cleanup(t, () => socket.destroy());
+  assert.equal(status, 101);
+  const received = collector(socket, Buffer.alloc(0));
+  socket.write('ping over tls');
+  assert.equal((await received.until(13)).toString(), 'ping over tls');
+  assert.equal(up.handshakes[0]!.headers['x-forwarded-proto'], 'https');
 });
 
 test('stopping the gateway closes open WebSocket tunnels after the grace period instead of waiting for them forever', async (t) => {
-  const up = await startWsEchoUpstream();
-  const gw = await startGateway(up.url, WS);
+  const up = await startWsEchoUpstream(t);
+  const gw = await startGateway(t, up.url, WS);
   let client: net.Socket | undefined;
-  cleanup(t, async () => {
-    client?.destroy();
-    await up.close();
-  });
+  cleanup(t, () => client?.destroy());
   const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
   client = socket;
   assert.equal(statusOf(head), 101);
@@ -355,7 +343,7 @@ test('an h2c upgrade attempt the upstream ignores is answered once and the conne
 });
 
 test('an idle WebSocket tunnel is closed on both sides after limits.tunnelIdleTimeoutMs', async (t) => {
-  const up = track(t, await startWsEchoUpstream());
+  const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, { ...WS, limits: { tunnelIdleTimeoutMs: 1000 } });
   // Measured from before the handshake: the idle timer starts during it, and a stall after it must
   // not make an on-time close look early.
