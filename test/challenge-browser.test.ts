@@ -5,35 +5,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { startGateway, startUpstream, track } from './helpers.ts';
+import { startGateway, startUpstream, type Teardown, track } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
 
-async function setup() {
-  const up = await startUpstream((req, res) => {
+async function setup(t: Teardown) {
+  const up = await startUpstream(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><title>origin</title><h1 id="origin">Origin page ${req.url}</h1>`);
   });
-  const gw = await startGateway(up.url, {
+  const gw = await startGateway(t, up.url, {
     defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: { elevated: 10, underAttack: 12 }, noScriptDelaySec: { elevated: 1, underAttack: 1 } } },
   });
   const view = gw.gateway.defense.level as { level: number };
   if (view.level !== 2) view.level = 2;
-  return {
-    gw,
-    up,
-    async close() {
-      await gw.close();
-      await up.close();
-    },
-  };
+  return { gw, up };
 }
 
 test('Chromium: the interstitial solves in a worker, lands on the page asked for with a clearance cookie; two tabs at once; and the no-JS door', { skip, timeout: 60_000 }, async (t) => {
   const { chromium } = await import('playwright-core');
   const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));
-  const s = track(t, await setup());
+  const s = await setup(t);
   const context = await browser.newContext();
   const page = await context.newPage();
   const first = await page.goto(`${s.gw.url}/track/1?from=test`);

@@ -157,7 +157,7 @@ test('the systemd unit starts the installed package, and its audit database is i
     parseAllDocuments(example.replaceAll('/var/lib/rempart/', `${state}/`).replace(/address: \S+/g, 'address: 127.0.0.1:0').replace(/url: http:\S+/, `url: ${up.url}`))[0]!.toJSON(),
     '(test)',
   );
-  const gw = await startGateway(up.url, { ...local, admin: { address: '127.0.0.1:0' } });
+  const gw = await startGateway(t, up.url, { ...local, admin: { address: '127.0.0.1:0' } });
   assert.equal(gw.gateway.audit.file, path.join(state, 'audit.db'));
   gw.gateway.audit.record('config_reload', 'rempart', 'test');
   assert.ok(gw.gateway.audit.query({ kind: 'config_reload' }).length >= 1);

@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import type { Browser, BrowserContext, Page, Response } from 'playwright-core';
-import { cleanup, startGateway, startUpstream, type TestGateway, track } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, type Teardown, type TestGateway, waitFor } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
@@ -89,15 +89,15 @@ function assertHeaders(res: Response | null, what: string, withScript: boolean):
 }
 
 /** An origin that answers a small page naming the path (escaped: the origin is not under test). */
-function originPage() {
-  return startUpstream((req, res) => {
+function originPage(t: Teardown) {
+  return startUpstream(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><title>origin</title><h1 id="origin">${String(req.url).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</h1>`);
   });
 }
 
 test('Chromium, challenge: the review\'s `return` URL and other hostile returns run nothing, and the challenge is still solved under the CSP', { skip, timeout: 90_000 }, async (t) => {
-  const up = track(t, await originPage());
+  const up = await originPage(t);
   const gw = await startGateway(t, up.url, {
     defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: { elevated: 10, underAttack: 12 } } },
     logging: { level: 'error', requests: false },
@@ -162,12 +162,7 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
     if (req.url === '/hold') held.push(reply);
     else reply();
   });
-  let gw: TestGateway | null = null;
-  cleanup(t, async () => {
-    for (const r of held) r();
-    await gw?.close();
-  });
-  gw = await startGateway(up.url, {
+  const gw = await startGateway(t, up.url, {
     upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
     routes: [
       { name: 'line', path: '/line/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond: 1 } },
@@ -175,6 +170,9 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
     ],
     admission: { queue: { timeoutMs: { public: 100 } } },
     logging: { level: 'error', requests: false },
+  });
+  cleanup(t, () => {
+    for (const r of held) r();
   });
   const url = gw.url;
 
@@ -189,8 +187,7 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
 
   // One request holds the only slot; a page load then waits past the class deadline: shed, in HTML.
   const holding = fetch(`${url}/hold`);
-  const deadline = Date.now() + 10_000;
-  while (held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => held.length > 0, { timeoutMs: 10_000, message: 'the slot to be held' });
   assert.equal(held.length, 1, 'the slot is held');
   const s = await watch();
   const shed = await s.page.goto(`${url}/page?x=${HOSTILE}`);

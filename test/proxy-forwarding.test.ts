@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { cleanup, rawRequest, startGateway, startUpstream, statusOf } from './helpers.ts';
+import { cleanup, rawRequest, startGateway, startUpstream, statusOf, waitFor } from './helpers.ts';
 
 /** Split a raw HTTP/1.1 reply into lower-cased header map (values joined by '\n') and body. */
 function parseRaw(raw: string): { status: number; headers: Map<string, string[]>; body: string } {
@@ -351,10 +351,10 @@ test('pipelined requests on one client connection are answered in order even whe
 
 test('stopping the gateway lets an in-flight request finish, then refuses new connections', async (t) => {
   const up = await startUpstream(t, (_req, res) => setTimeout(() => res.end('done'), 300));
-  const gw = await startGateway(up.url);
+  const gw = await startGateway(t, up.url);
   const inFlight = fetch(`${gw.url}/slow`).then(async (r) => [r.status, await r.text()]);
   // Stop once the upstream is working on the request.
-  while (up.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
+  await waitFor(() => up.requests.length > 0, 'the request at the upstream');
   await gw.gateway.stop(2000);
   assert.deepEqual(await inFlight, [200, 'done']);
   await assert.rejects(fetch(`${gw.url}/after`), (err: Error & { cause?: { code?: string } }) => err.cause?.code === 'ECONNREFUSED');

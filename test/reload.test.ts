@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { validateConfig } from '../src/config/load.ts';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('a reload that replaces an upstream pool does not fail requests routed before it', async (t) => {
   const up = await startUpstream(t, (_req, res, body) => res.end(`got ${body.length}`));
@@ -24,7 +24,7 @@ test('a reload that replaces an upstream pool does not fail requests routed befo
     }),
   );
   socket.write('fghij');
-  for (let i = 0; i < 40 && !reply.includes('got 10'); i++) await sleep(25);
+  await waitFor(() => reply.includes('got 10'), { timeoutMs: 1000, message: () => `the answer; so far ${JSON.stringify(reply)}` });
   assert.match(reply, /^HTTP\/1\.1 200/);
   assert.match(reply, /got 10$/);
 });

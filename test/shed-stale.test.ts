@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../src/core/clock.ts';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('a cacheable request shed by admission is answered from the stale copy instead of a 503', async (t) => {
   let release: () => void = () => {};
@@ -26,10 +26,11 @@ test('a cacheable request shed by admission is answered from the stale copy inst
   cleanup(t, () => release());
   assert.equal((await fetch(`${gw.url}/track/A`)).status, 200); // stored
   clock.advance(60_000); // past freshness and stale-while-revalidate, within stale-if-error
+  const gate = gw.gateway.runtime().upstreams.get('origin')!.admission;
   const holding = fetch(`${gw.url}/track/B`); // takes the only slot
-  await sleep(50);
+  await waitFor(() => gate.limiter.inFlight === 1, 'B to hold the only slot');
   const queued = fetch(`${gw.url}/track/C`); // takes the only queue place
-  await sleep(50);
+  await waitFor(() => gate.queue.size === 1, 'C to take the only queue place');
   const shed = await fetch(`${gw.url}/track/A`);
   assert.equal(shed.status, 200);
   assert.equal(shed.headers.get('x-cache'), 'STALE');
@@ -52,8 +53,9 @@ test('requests collapsed on a fill that admission sheds are answered with the sa
     defense: { rateLimit: { mode: 'off' } },
   });
   cleanup(t, () => release());
+  const gate = gw.gateway.runtime().upstreams.get('origin')!.admission;
   const holding = fetch(`${gw.url}/track/B`); // the only slot, held until release()
-  await sleep(50);
+  await waitFor(() => gate.limiter.inFlight === 1, 'B to hold the only slot');
   // One fill for /track/C waits in the queue; eight more requests for C wait on that fill.
   const answers = await Promise.all(Array.from({ length: 9 }, () => fetch(`${gw.url}/track/C`).then(async (r) => ({ status: r.status, body: await r.text(), retryAfter: r.headers.get('retry-after') }))));
   for (const a of answers) {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('a slow POST holds no upstream connection: with one pooled connection, other requests pass while its body trickles', async (t) => {
   const up = await startUpstream(t, (_req, res, body) => res.end(`got ${body.length}`));
@@ -20,7 +20,7 @@ test('a slow POST holds no upstream connection: with one pooled connection, othe
   }
   assert.equal(up.requests.filter((r) => r.method === 'POST').length, 0);
   slow.write('defghijklmnopqrst');
-  for (let i = 0; i < 40 && !reply.includes('got 20'); i++) await sleep(25);
+  await waitFor(() => reply.includes('got 20'), { timeoutMs: 1000, message: () => `the answer; so far ${JSON.stringify(reply)}` });
   assert.match(reply, /^HTTP\/1\.1 200/);
   assert.match(reply, /got 20$/);
   assert.equal(up.requests.filter((r) => r.method === 'POST')[0]!.bodyBytes, 20);
