@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('review: non-reading clients cannot pin every upstream connection and stall other users', async (t) => {
   const big = Buffer.alloc(32 * 1024 * 1024, 0x61);
@@ -25,7 +25,7 @@ test('review: non-reading clients cannot pin every upstream connection and stall
     s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
     socks.push(s);
   }
-  for (let w = 0; bigSeen < 4 && w < 10000; w += 20) await sleep(20);
+  await waitFor(() => bigSeen >= 4, { timeoutMs: 10_000, intervalMs: 20, message: 'four big requests at the origin' });
   assert.equal(bigSeen, 4);
   await sleep(500);
   const r = await fetch(`${gw.url}/small`, { signal: AbortSignal.timeout(5000) }).then(

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 function open(port: number, localAddress: string): Promise<{ s: net.Socket; closed: () => boolean }> {
   return new Promise((resolve) => {
@@ -30,7 +30,11 @@ test('review: an address over its cap cannot reclaim (close) another client\'s i
   let got = '';
   user.s.on('data', (c) => (got += c.toString('latin1')));
   user.s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-  for (let w = 0; !got.includes('\r\n\r\nok') && w < 5000; w += 20) await sleep(20);
+  await waitFor(() => got.includes('\r\n\r\nok'), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: () => `the user's answer: ${JSON.stringify(got)}`,
+  });
   assert.match(got, /^HTTP\/1\.1 200/);
   // The attacker fills its own cap (3) with connections that never finish a request head.
   for (let i = 0; i < 3; i++) {
@@ -49,7 +53,11 @@ test('review: an address over its cap cannot reclaim (close) another client\'s i
     refused.push(a.closed);
     await sleep(150);
   }
-  for (let w = 0; !refused.every((c) => c()) && w < 5000; w += 20) await sleep(20);
+  await waitFor(() => refused.every((c) => c()), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: 'the extra attacker connections to be refused',
+  });
   assert.ok(refused.every((c) => c()), 'the attacker\'s extra connections are refused');
   await sleep(200);
   // ... and must not have cost the real user its connection.

@@ -5,7 +5,7 @@
 // so the admin index walks past the `/admin/*` route's class, limits and guards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rawRequest, sleep, startGateway, startUpstream } from './helpers.ts';
+import { rawRequest, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async (t) => {
   const up = await startUpstream(t);
@@ -17,11 +17,11 @@ test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async
   });
   for (const p of ['/admin/', '/admin', '/ADMIN']) {
     await rawRequest(gw.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-    let line: Record<string, unknown> | undefined;
-    for (let w = 0; line === undefined && w < 3000; w += 20) {
-      line = gw.logs.find((l) => l.path === p);
-      if (line === undefined) await sleep(20);
-    }
+    const line = await waitFor(() => gw.logs.find((l) => l.path === p), {
+      timeoutMs: 3000,
+      intervalMs: 20,
+      message: `the log line of ${p}`,
+    });
     assert.equal(line?.route, 'admin', `${p} met route ${String(line?.route)}`);
   }
 });

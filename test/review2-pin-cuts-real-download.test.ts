@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('review2: non-reading clients cannot get a real, slowly-reading download cut', async (t) => {
   const SIZE = 12 * 1024 * 1024;
@@ -31,7 +31,11 @@ test('review2: non-reading clients cannot get a real, slowly-reading download cu
     setTimeout(() => victim.resume(), 40);
   });
   victim.write('GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-  for (let w = 0; bigSeen < 1 && w < 10000; w += 20) await sleep(20);
+  await waitFor(() => bigSeen >= 1, {
+    timeoutMs: 10_000,
+    intervalMs: 20,
+    message: "the victim's request at the origin",
+  });
   await sleep(300); // the victim's reply meets backpressure and is pinned
   // The attacker: pool/2 + 2 requests that never read, one after another.
   for (let i = 0; i < 4; i++) {
@@ -40,10 +44,18 @@ test('review2: non-reading clients cannot get a real, slowly-reading download cu
     s.pause();
     s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
     socks.push(s);
-    for (let w = 0; bigSeen < 2 + i && w < 10000; w += 20) await sleep(20);
+    await waitFor(() => bigSeen >= 2 + i, {
+      timeoutMs: 10_000,
+      intervalMs: 20,
+      message: `attacker request ${i + 1} at the origin`,
+    });
     await sleep(200);
   }
-  for (let w = 0; !closed && w < 30000; w += 50) await sleep(50);
+  await waitFor(() => closed, {
+    timeoutMs: 30_000,
+    intervalMs: 50,
+    message: () => `the victim's download to end (got ${got} of ${SIZE} body bytes)`,
+  });
   assert.ok(closed, 'victim finished within 30 s');
   assert.ok(got > SIZE, `the real user received the whole reply (got ${got} of ${SIZE} body bytes)`);
 });

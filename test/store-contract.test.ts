@@ -7,9 +7,7 @@ import { Redis } from 'ioredis';
 import { RedisStore } from '../src/store/redis.ts';
 import type { ClusterStore, LeaseRequest } from '../src/store/types.ts';
 import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
-import { cleanup } from './helpers.ts';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { cleanup, sleep, waitFor } from './helpers.ts';
 
 interface Harness {
   /** Two handles on the same shared state (two nodes). */
@@ -115,8 +113,11 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
       await b.subscribe(ch, (m) => gotB.push(m));
       await sleep(50); // the subscription reaches the server
       await a.publish(ch, 'ban 203.0.113.7');
-      const deadline = Date.now() + 1000;
-      while ((gotA.length === 0 || gotB.length === 0) && Date.now() < deadline) await sleep(5);
+      await waitFor(() => gotA.length > 0 && gotB.length > 0, {
+        timeoutMs: 1000,
+        intervalMs: 5,
+        message: 'the message on both nodes',
+      });
       assert.deepEqual(gotA, ['ban 203.0.113.7']);
       assert.deepEqual(gotB, ['ban 203.0.113.7']);
     });
@@ -182,20 +183,23 @@ test('the subscriber survives a refused re-subscription and a restarted server: 
   sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
   const got: string[] = [];
   await sub.subscribe('events', (m) => got.push(m));
-  const delivered = async (m: string) => {
-    for (let i = 0; i < 100 && !got.includes(m); i++) {
-      await pub.publish('events', m).catch(() => {});
-      await sleep(50);
-    }
-    return got.includes(m);
-  };
+  // Published again and again until it arrives (a message sent before the subscription is lost).
+  const delivered = (m: string) =>
+    waitFor(
+      async () => {
+        if (got.includes(m)) return true;
+        await pub.publish('events', m).catch(() => {});
+        return false;
+      },
+      { timeoutMs: 5000, intervalMs: 50, message: `${m} to be delivered` },
+    );
   assert.equal(await delivered('one'), true, 'subscribed');
 
   // Redis 7 disconnects a subscriber whose channels the ACL no longer allows; the reconnected
   // subscriber's SUBSCRIBE is then refused with NOPERM.
   const errors0 = sub.errors;
   await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
-  for (let i = 0; i < 100 && sub.errors === errors0; i++) await sleep(20);
+  await waitFor(() => sub.errors !== errors0, { timeoutMs: 2000, intervalMs: 20, message: 'a subscriber error' });
   assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
   assert.equal(trouble.length, 1, 'reported once, however many retries fail');
   assert.equal(trouble[0]![0], true);
