@@ -198,7 +198,7 @@ for (const [what, payload] of [
 }
 
 test('from a trusted peer, a malformed PROXY v2 header closes the connection and the upstream sees nothing', async (t) => {
-  const { gw, up, seen } = await startGatewayAndUpstream(t, proxyProtocolConfig);
+  const { gw, seen } = await startGatewayAndUpstream(t, proxyProtocolConfig);
   const bad = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
   bad[12] = 0x11; // version 1 in a v2 header
   const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), { localAddress: TRUSTED, timeoutMs: 1500 });

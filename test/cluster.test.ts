@@ -4,7 +4,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { cleanup, type RecordingUpstream, sleep, startGateway, startUpstream, type Teardown, type TestGateway, waitFor } from './helpers.ts';
+import { cleanup, type RecordingUpstream, startGateway, startUpstream, type Teardown, type TestGateway, waitFor } from './helpers.ts';
 import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
 
 const TOKEN = 'test-operator-token-cluster-0123456789';

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { runDrill } from '../src/drill/engine.ts';
 import { validateScenario } from '../src/drill/scenario.ts';
 import { COCKPIT_TOKEN, startCockpitDemo } from './cockpit-demo.ts';
-import { track } from './helpers.ts';
+import { track, waitFor } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
@@ -83,17 +83,20 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
   );
   const drill = runDrill({ scenario, target: demo.url, originUrl: demo.postal.url, quiet: true });
   const seen = new Set<string>();
-  const deadline = Date.now() + 8000;
   let maxTotal = 0;
   let maxRefused = 0;
-  while (Date.now() < deadline && (maxTotal === 0 || maxRefused === 0 || seen.size < 3)) {
-    const total = await page.locator('#k-total').textContent();
-    const refused = await page.locator('#k-refused').textContent();
-    seen.add(total ?? '');
-    maxTotal = Math.max(maxTotal, Number((total ?? '').replace(/,/g, '')) || 0);
-    maxRefused = Math.max(maxRefused, Number((refused ?? '').replace(/,/g, '')) || 0);
-    await page.waitForTimeout(500);
-  }
+  // Sample the two figures twice a second until both moved (the assertions below say by how much).
+  await waitFor(
+    async () => {
+      const total = await page.locator('#k-total').textContent();
+      const refused = await page.locator('#k-refused').textContent();
+      seen.add(total ?? '');
+      maxTotal = Math.max(maxTotal, Number((total ?? '').replace(/,/g, '')) || 0);
+      maxRefused = Math.max(maxRefused, Number((refused ?? '').replace(/,/g, '')) || 0);
+      return maxTotal > 0 && maxRefused > 0 && seen.size >= 3;
+    },
+    { timeoutMs: 8000, intervalMs: 500, message: () => `the dashboard figures to move (values seen ${[...seen].join(' ')})` },
+  );
   const report = await drill;
   assert.ok(report.legit.total.requests > 50, `the drill ran: ${report.legit.total.requests} legit requests`);
   assert.ok(maxTotal > 10, `requests per second shown during the drill (max ${maxTotal}; values seen ${[...seen].join(' ')})`);

@@ -2,7 +2,6 @@
 // Real sockets on loopback, small limits so every test stays well under a few seconds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { errorCodeOf, holdConnection, rawRequest, sleep, startGatewayAndUpstream, statusOf, type TestGateway, waitFor } from './helpers.ts';
 
 async function activeConnections(gw: TestGateway): Promise<number> {

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from '../examples/postal/origin.ts';
-import { cleanup, sleep, startGateway, startUpstream, type Teardown, type TestGateway, track, waitFor } from './helpers.ts';
+import { startGateway, startUpstream, type Teardown, type TestGateway, track, waitFor } from './helpers.ts';
 import { createManualClock, type Clock } from '../src/core/clock.ts';
 import { validateConfig, ConfigError } from '../src/config/load.ts';
 

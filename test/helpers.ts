@@ -1,4 +1,6 @@
-// Shared test plumbing: a real gateway on port 0 in front of a real recording upstream.
+// Shared test plumbing: a real gateway on port 0 in front of a real recording upstream, one way to
+// wait for something observable (waitFor, never a fixed sleep) and one way to tear down: whatever a
+// test starts is given the test context `t` and stops itself when the test ends, passed or failed.
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -12,8 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { ConfigError, validateConfig, type ConfigProblem } from '../src/config/load.ts';
 import type { Config } from '../src/config/schema.ts';
-import { createGateway, type Gateway, type GatewayOptions } from '../src/app/gateway.ts';
-import { createLogger } from '../src/core/log.ts';
+import type { Gateway, GatewayOptions } from '../src/app/gateway.ts';
 
 export interface RecordedRequest {
   method: string;
@@ -223,6 +224,8 @@ export async function startGateway(...args: [Teardown | string, ...unknown[]]): 
   };
   const config: Config = validateConfig({ ...base, ...partial }, '(test)');
   const { lines, stream } = memoryLog();
+  // Loaded on first use: a unit test that only polls or cleans up does not load the whole gateway.
+  const [{ createGateway }, { createLogger }] = await Promise.all([import('../src/app/gateway.ts'), import('../src/core/log.ts')]);
   const gateway = await createGateway(config, { ...options, logger: createLogger(config.logging.level, stream) });
   await gateway.start();
   const { listeners, admin } = gateway.addresses();

@@ -87,7 +87,7 @@ function requestLogs(gw: TestGateway): Record<string, unknown>[] {
 
 test('a refused upstream connection gets 502 RMP_ERR_UPSTREAM_CONNECT and is counted by upstream and reason', async (t) => {
   const port = await closedPort();
-  const { gw, good } = await gatewayWithBadUpstream(t, `http://127.0.0.1:${port}`);
+  const { gw } = await gatewayWithBadUpstream(t, `http://127.0.0.1:${port}`);
   const res = await fetch(`${gw.url}/bad/x`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_CONNECT');
@@ -109,7 +109,7 @@ test('an upstream that sends no response head within headersTimeoutMs gets 504 R
   const silent = await startRawUpstream(t, () => {
     /* never answers */
   });
-  const { gw, good } = await gatewayWithBadUpstream(t, silent.url, { headersTimeoutMs: 300 });
+  const { gw } = await gatewayWithBadUpstream(t, silent.url, { headersTimeoutMs: 300 });
   const started = Date.now();
   const res = await fetch(`${gw.url}/bad/slow`);
   const elapsed = Date.now() - started;
@@ -122,7 +122,7 @@ test('an upstream that sends no response head within headersTimeoutMs gets 504 R
 
 test('an upstream that resets the connection before the response head gets 502 RMP_ERR_UPSTREAM_RESET', async (t) => {
   const resetter = await startRawUpstream(t, (socket) => socket.resetAndDestroy());
-  const { gw, good } = await gatewayWithBadUpstream(t, resetter.url);
+  const { gw } = await gatewayWithBadUpstream(t, resetter.url);
   const res = await fetch(`${gw.url}/bad/reset`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_RESET');
@@ -132,7 +132,7 @@ test('an upstream that resets the connection before the response head gets 502 R
 
 test('an upstream that closes the connection cleanly before the response head gets 502', async (t) => {
   const closer = await startRawUpstream(t, (socket) => socket.end());
-  const { gw, good } = await gatewayWithBadUpstream(t, closer.url);
+  const { gw } = await gatewayWithBadUpstream(t, closer.url);
   const res = await fetch(`${gw.url}/bad/fin`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_RESET');
@@ -149,7 +149,7 @@ for (const [how, cut] of [
       socket.write(`HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${declared}\r\n\r\n`);
       socket.write(Buffer.alloc(1000, 0x61), () => setTimeout(() => cut(socket), 50));
     });
-    const { gw, good } = await gatewayWithBadUpstream(t, midBody.url);
+    const { gw } = await gatewayWithBadUpstream(t, midBody.url);
     const outcome = await new Promise<{ status: number; bytes: number; complete: boolean; error: string }>((resolve) => {
       let status = 0;
       let bytes = 0;
@@ -176,7 +176,7 @@ for (const [how, cut] of [
 
 test('an upstream that answers with something that is not HTTP gets 502 RMP_ERR_UPSTREAM_BAD_RESPONSE', async (t) => {
   const garbage = await startRawUpstream(t, (socket) => socket.end('this is not http at all\r\n\r\n'));
-  const { gw, good } = await gatewayWithBadUpstream(t, garbage.url);
+  const { gw } = await gatewayWithBadUpstream(t, garbage.url);
   const res = await fetch(`${gw.url}/bad/garbage`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_BAD_RESPONSE');
@@ -186,7 +186,7 @@ test('an upstream that answers with something that is not HTTP gets 502 RMP_ERR_
 
 test('an upstream response head with an invalid header value gets 502 and the gateway keeps serving', async (t) => {
   const badHeader = await startRawUpstream(t, (socket) => socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok'));
-  const { gw, good } = await gatewayWithBadUpstream(t, badHeader.url);
+  const { gw } = await gatewayWithBadUpstream(t, badHeader.url);
   const res = await fetch(`${gw.url}/bad/header`);
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_BAD_RESPONSE');
@@ -205,7 +205,7 @@ test('a client that disconnects mid-response aborts the upstream request and is 
       upstreamClosed = true;
     });
   });
-  const { gw, good } = await gatewayWithBadUpstream(t, slow.url);
+  const { gw } = await gatewayWithBadUpstream(t, slow.url);
   cleanup(t, async () => {
     clearInterval(timer);
   });
@@ -236,7 +236,7 @@ test('a client that disconnects while waiting for the response head aborts the u
   const hanging = await startUpstream(t, (_req, res) => {
     res.on('close', () => (upstreamClosed = true));
   });
-  const { gw, good } = await gatewayWithBadUpstream(t, hanging.url);
+  const { gw } = await gatewayWithBadUpstream(t, hanging.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write('GET /bad/wait HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -260,7 +260,7 @@ test('a client that disconnects in the middle of a streamed upload aborts the up
     });
   });
   // A body larger than limits.bufferBodyBytes streams: the upstream sees it while it arrives.
-  const { gw, good } = await gatewayWithBadUpstream(t, receiver.url);
+  const { gw } = await gatewayWithBadUpstream(t, receiver.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write(`POST /bad/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n`);
@@ -281,7 +281,7 @@ test('a client that disconnects while its small body is still being buffered nev
   let upstreamSaw = 0;
   const receiver = await startUpstream(t);
   receiver.server.prependListener('request', () => upstreamSaw++);
-  const { gw, good } = await gatewayWithBadUpstream(t, receiver.url);
+  const { gw } = await gatewayWithBadUpstream(t, receiver.url);
   const socket = net.connect(gw.port, '127.0.0.1');
   socket.on('error', () => {});
   socket.write(`POST /bad/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n${'a'.repeat(5000)}`);
@@ -300,7 +300,7 @@ test('an upstream that stalls inside the body for longer than bodyTimeoutMs has 
     res.writeHead(200, { 'content-length': '100' });
     res.write('x'.repeat(10)); // and then nothing
   });
-  const { gw, good } = await gatewayWithBadUpstream(t, stall.url, { bodyTimeoutMs: 300 });
+  const { gw } = await gatewayWithBadUpstream(t, stall.url, { bodyTimeoutMs: 300 });
   const started = Date.now();
   const outcome = await new Promise<{ status: number; bytes: number; complete: boolean }>((resolve) => {
     const req = http.get(`${gw.url}/bad/stall`, { agent: false }, (res) => {
@@ -330,7 +330,7 @@ test('an upstream that answers before reading the whole upload gets its answer t
     res.writeHead(413, { 'content-type': 'text/plain' });
     res.end('too big for me');
   });
-  const { gw, good } = await gatewayWithBadUpstream(t, early.url);
+  const { gw } = await gatewayWithBadUpstream(t, early.url);
   const total = 8 * 1024 * 1024;
   const outcome = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
     const req = http.request(`${gw.url}/bad/upload`, { method: 'POST', agent: false, headers: { 'content-length': String(total) } }, (res) => {

@@ -5,7 +5,7 @@
 // so the admin index walks past the `/admin/*` route's class, limits and guards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rawRequest, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
+import { rawRequest, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async (t) => {
   const up = await startUpstream(t);

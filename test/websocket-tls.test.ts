@@ -8,7 +8,6 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, rawRequest, startGateway, startUpstream, statusOf, type Teardown, tempDir, track, waitFor } from './helpers.ts';
 

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { HealthCheck } from './health.ts';
-import { cleanup } from '../../test/helpers.ts';
+import { cleanup, waitFor } from '../../test/helpers.ts';
 
 const settings = { path: '/healthz', intervalMs: 50, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 2 };
 
@@ -45,10 +45,9 @@ test('a running health check probes the upstream path through the pool and stops
   check.start();
   down = true;
   const deadline = Date.now() + 5000;
-  while (check.healthy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  assert.equal(check.healthy, false);
+  await waitFor(() => !check.healthy, { timeoutMs: 5000, intervalMs: 20, message: 'the check to turn unhealthy' });
   down = false;
-  while (!check.healthy && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 20));
-  assert.equal(check.healthy, true);
+  // As before: five seconds past the first wait's bound.
+  await waitFor(() => check.healthy, { timeoutMs: deadline + 5000 - Date.now(), intervalMs: 20, message: 'the check to recover' });
   assert.ok(paths.every((p) => p === '/healthz'));
 });
