@@ -130,10 +130,16 @@ test('a guaranteed share lets a lower class through while a higher class is over
     const defense = underAttack ? { level: { override: 'under_attack' }, challenge: { mode: 'off' } } : {};
     const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 3000 } } }, false, defense);
     // The level's once-a-second tick suspends the shares while under attack.
-    if (underAttack) await waitFor(() => gateOf(gw).sharesSuspended, { timeoutMs: 10_000, message: 'shares suspended' });
+    if (underAttack) await waitFor(() => gateOf(gw).sharesSuspended, {
+      timeoutMs: 10_000,
+      message: 'shares suspended',
+    });
     const approvalsP = Array.from({ length: 100 }, (_, i) => approve(gw.url, i));
     const gate = gateOf(gw);
-    await waitFor(() => gate.queue.depth(classIndex('critical')) >= 50, { timeoutMs: 10_000, message: 'approvals queue up' });
+    await waitFor(() => gate.queue.depth(classIndex('critical')) >= 50, {
+      timeoutMs: 10_000,
+      message: 'approvals queue up',
+    });
     const tracking = await Promise.all(Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/6A${String(i).padStart(11, '0')}`)));
     const approvals = await Promise.all(approvalsP);
     assert.ok(approvals.every((a) => a.status === 200), 'every approval is served either way');
@@ -186,7 +192,10 @@ test('one /24 flooding a class holds no more than its share of that class queue 
   const watch = setInterval(() => (mostHeldByFlooder = Math.max(mostHeldByFlooder, gate.queue.heldBy(cacheable, '127.0.0'))), 2);
   cleanup(t, () => clearInterval(watch));
   const flood = Array.from({ length: 30 }, (_, i) => send(gw.url, `/track/F${i}`, { localAddress: '127.0.0.1' }));
-  await waitFor(() => gate.queue.heldBy(cacheable, '127.0.0') === 5, { timeoutMs: 10_000, message: 'the flooder fills its share' });
+  await waitFor(() => gate.queue.heldBy(cacheable, '127.0.0') === 5, {
+    timeoutMs: 10_000,
+    message: 'the flooder fills its share',
+  });
   const other = await Promise.all([send(gw.url, '/track/B1', { localAddress: '127.0.1.1' }), send(gw.url, '/track/B2', { localAddress: '127.0.1.1' })]);
   const flooded = await Promise.all(flood);
   assert.deepEqual(

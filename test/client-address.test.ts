@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { cleanup, rawRequest, type RecordingUpstream, sleep, statusOf, tempDir, type TestGateway, waitFor, startGatewayAndUpstream } from './helpers.ts';
+import { cleanup, rawRequest, type RecordingUpstream, sleep, startGatewayAndUpstream, statusOf, tempDir, type TestGateway, waitFor } from './helpers.ts';
 
 const TRUSTED = '127.0.0.9';
 
@@ -276,7 +276,10 @@ test('a PROXY header and a keep-alive connection: every request on it has the PR
   const closed = new Promise((r) => s.on('close', r));
   await new Promise((r) => s.once('connect', r));
   s.write('PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\nGET /ka1 HTTP/1.1\r\nHost: a.test\r\n\r\n');
-  await waitFor(() => data.includes('\r\n\r\nok'), { timeoutMs: 1000, message: () => `the first answer: ${JSON.stringify(data)}` });
+  await waitFor(() => data.includes('\r\n\r\nok'), {
+    timeoutMs: 1000,
+    message: () => `the first answer: ${JSON.stringify(data)}`,
+  });
   assert.equal(statusOf(data), 200, JSON.stringify(data));
   s.write(get('/ka2'));
   await Promise.race([closed, sleep(2000)]);

@@ -72,7 +72,10 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
   assert.equal(await answered(b!.port, '127.0.0.21'), true);
   assert.equal((await admin(a!, 'POST', '/api/bans', { target: '127.0.0.21', ttlSec: 60, reason: 'cluster test' })).status, 201);
   const t0 = performance.now();
-  await waitFor(async () => !(await answered(b!.port, '127.0.0.21')), { timeoutMs: 1000, message: 'B refuses 127.0.0.21' });
+  await waitFor(async () => !(await answered(b!.port, '127.0.0.21')), {
+    timeoutMs: 1000,
+    message: 'B refuses 127.0.0.21',
+  });
   const ms = performance.now() - t0;
   assert.ok(ms < 1000, `B refused after ${Math.round(ms)} ms`);
   assert.equal(await answered(b!.port, '127.0.0.22'), true, 'other addresses still pass');
@@ -234,8 +237,6 @@ test('redis-server killed during load: no request fails, limits fall back to loc
     message: 'B refuses the ban made during the outage',
   });
   console.log(`# reconverged ${Math.round(performance.now() - back)} ms after the restart`);
-  await waitFor(async () => /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text())), {
-    timeoutMs: 2000,
-    message: 'metrics show the store up',
-  });
+  const storeUp = async () => /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text()));
+  await waitFor(storeUp, { timeoutMs: 2000, message: 'metrics show the store up' });
 });

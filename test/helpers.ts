@@ -89,7 +89,10 @@ export interface WaitForOptions {
  * what was awaited and the last value seen. A check that throws fails at once (it is not retried):
  * an error is a finding, not a state to wait out. `options` may be just the message.
  */
-export async function waitFor<T>(check: () => T | Promise<T>, options: WaitForOptions | string = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  options: WaitForOptions | string = {},
+): Promise<NonNullable<T>> {
   const { timeoutMs = 5000, intervalMs = 10, message } = typeof options === 'string' ? { message: options } : options;
   const deadline = performance.now() + timeoutMs;
   for (;;) {

@@ -89,7 +89,11 @@ test('a pipelined request waiting for 100 Continue gets it once the answers befo
   const closed = new Promise((r) => socket.once('close', r));
   cleanup(t, () => socket.destroy());
   socket.write(`${slow}${expecting}Content-Length: 5\r\n\r\n`); // the body waits for the 100, as curl's does
-  await waitFor(() => raw.includes('100 Continue'), { timeoutMs: 5000, intervalMs: 50, message: () => JSON.stringify(raw.slice(0, 600)) });
+  await waitFor(() => raw.includes('100 Continue'), {
+    timeoutMs: 5000,
+    intervalMs: 50,
+    message: () => JSON.stringify(raw.slice(0, 600)),
+  });
   assert.match(raw, /slow okHTTP\/1\.1 100 Continue\r\n\r\n$/, JSON.stringify(raw.slice(0, 600)));
   socket.write('hello');
   await Promise.race([closed, new Promise((r) => setTimeout(r, 5000))]);

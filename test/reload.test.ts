@@ -24,7 +24,10 @@ test('a reload that replaces an upstream pool does not fail requests routed befo
     }),
   );
   socket.write('fghij');
-  await waitFor(() => reply.includes('got 10'), { timeoutMs: 1000, message: () => `the answer; so far ${JSON.stringify(reply)}` });
+  await waitFor(() => reply.includes('got 10'), {
+    timeoutMs: 1000,
+    message: () => `the answer; so far ${JSON.stringify(reply)}`,
+  });
   assert.match(reply, /^HTTP\/1\.1 200/);
   assert.match(reply, /got 10$/);
 });

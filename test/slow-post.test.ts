@@ -20,7 +20,10 @@ test('a slow POST holds no upstream connection: with one pooled connection, othe
   }
   assert.equal(up.requests.filter((r) => r.method === 'POST').length, 0);
   slow.write('defghijklmnopqrst');
-  await waitFor(() => reply.includes('got 20'), { timeoutMs: 1000, message: () => `the answer; so far ${JSON.stringify(reply)}` });
+  await waitFor(() => reply.includes('got 20'), {
+    timeoutMs: 1000,
+    message: () => `the answer; so far ${JSON.stringify(reply)}`,
+  });
   assert.match(reply, /^HTTP\/1\.1 200/);
   assert.match(reply, /got 20$/);
   assert.equal(up.requests.filter((r) => r.method === 'POST')[0]!.bodyBytes, 20);

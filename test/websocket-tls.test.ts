@@ -192,7 +192,10 @@ test('an upgrade the upstream refuses is relayed as an ordinary answer and the c
   socket.write(
     `GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
   );
-  await waitFor(() => received.includes('forbidden'), { timeoutMs: 2000, message: () => `the refusal: ${JSON.stringify(received)}` });
+  await waitFor(() => received.includes('forbidden'), {
+    timeoutMs: 2000,
+    message: () => `the refusal: ${JSON.stringify(received)}`,
+  });
   if (!socket.destroyed) socket.write('GET /internal/admin HTTP/1.1\r\nHost: chat.example\r\n\r\n');
   await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
   socket.destroy();

@@ -31,7 +31,11 @@ test('--workers 2 serves from two worker processes on one port, replaces a dead 
   cleanup(t, () => stopChild(child));
   const started = () => out.split('\n').filter((l) => l.includes('"rempart started"')).length;
   const deadline = Date.now() + 15000;
-  await waitFor(() => started() >= 2, { timeoutMs: 15000, intervalMs: 50, message: () => `two workers started:\n${out}` });
+  await waitFor(() => started() >= 2, {
+    timeoutMs: 15000,
+    intervalMs: 50,
+    message: () => `two workers started:\n${out}`,
+  });
   assert.equal(started(), 2, `two workers started:\n${out}`);
   assert.match(out, /cluster.store is memory: each worker keeps its own bans/);
   for (let i = 0; i < 10; i++) {
@@ -44,7 +48,11 @@ test('--workers 2 serves from two worker processes on one port, replaces a dead 
   assert.equal(kids.length, 2);
   process.kill(kids[0]!, 'SIGKILL');
   // The same bound as before: ten seconds past the start-up's.
-  await waitFor(() => started() >= 3, { timeoutMs: deadline + 10000 - Date.now(), intervalMs: 50, message: 'a replacement worker' });
+  await waitFor(() => started() >= 3, {
+    timeoutMs: deadline + 10000 - Date.now(),
+    intervalMs: 50,
+    message: 'a replacement worker',
+  });
   assert.equal(started(), 3, 'a replacement worker started');
   assert.match(out, /worker exited; starting another/);
   const r = await fetch(`http://127.0.0.1:${port}/y`);

@@ -48,6 +48,10 @@ test('a running health check probes the upstream path through the pool and stops
   await waitFor(() => !check.healthy, { timeoutMs: 5000, intervalMs: 20, message: 'the check to turn unhealthy' });
   down = false;
   // As before: five seconds past the first wait's bound.
-  await waitFor(() => check.healthy, { timeoutMs: deadline + 5000 - Date.now(), intervalMs: 20, message: 'the check to recover' });
+  await waitFor(() => check.healthy, {
+    timeoutMs: deadline + 5000 - Date.now(),
+    intervalMs: 20,
+    message: 'the check to recover',
+  });
   assert.ok(paths.every((p) => p === '/healthz'));
 });

@@ -219,7 +219,10 @@ test('bans that keep knocking join the fast path (a BlockList for the listeners)
   const clock = createManualClock(0);
   const t = new BanTable(clock);
   const wait = (addr: string, want: boolean) =>
-    waitFor(() => (t.fastPath?.check(addr, 'ipv4') === true) === want, { timeoutMs: 1000, message: `${addr} on the fast path: ${want}` });
+    waitFor(() => (t.fastPath?.check(addr, 'ipv4') === true) === want, {
+      timeoutMs: 1000,
+      message: `${addr} on the fast path: ${want}`,
+    });
   t.ban('198.51.100.1', 60_000, 'test', '', 'operator:test');
   const fast = () => t.fastPath; // read afresh each time (no narrowing)
   assert.equal(fast(), undefined, 'not before it knocks');
