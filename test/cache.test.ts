@@ -115,7 +115,10 @@ test('50 concurrent misses for one key send exactly one request to the upstream 
   cleanup(t, () => release());
   const answers = Array.from({ length: 50 }, () => get(`${gw.url}/track/hot`));
   // The first request is at the upstream; the 49 others wait on it in the gateway.
-  await waitFor(() => up.requests.length === 1 && gw.gateway.cache.waiting() === 49, { timeoutMs: 10_000 });
+  await waitFor(() => up.requests.length === 1 && gw.gateway.cache.waiting() === 49, {
+    timeoutMs: 10_000,
+    intervalMs: 20,
+  });
   release();
   const all = await Promise.all(answers);
   for (const a of all) {
@@ -235,7 +238,7 @@ test('stale-while-revalidate serves the stale copy at once and one background re
   await waitFor(async () => {
     const r = await get(`${gw.url}/t`);
     return r.body === 'v2' && r.headers.get('x-cache') === 'HIT';
-  }, { timeoutMs: 10_000 });
+  }, { timeoutMs: 10_000, intervalMs: 20 });
   assert.equal(up.requests.length, 2, 'one background refresh, however many stale answers');
 });
 
@@ -270,7 +273,7 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
 
   // The origin's one slot is taken: the stale copy answers and no refresh goes out.
   const slow = get(`${gw.url}/slow`);
-  await waitFor(() => holdSlow !== null, { timeoutMs: 10_000 });
+  await waitFor(() => holdSlow !== null, { timeoutMs: 10_000, intervalMs: 20 });
   assert.equal(gate.limiter.inFlight, 1);
   const stale = await get(`${gw.url}/t`);
   assert.equal(stale.headers.get('x-cache'), 'STALE');
@@ -279,16 +282,16 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
   assert.equal(up.requests.filter((r) => r.url === '/t').length, 1, 'no refresh past the limit');
   holdSlow!();
   assert.equal((await slow).body, 'slow');
-  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000 });
+  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000, intervalMs: 20 });
 
   // A slot is free: the next stale answer starts a refresh, which holds the slot until it ends.
   refreshHeld = true;
   assert.equal((await get(`${gw.url}/t`)).headers.get('x-cache'), 'STALE');
-  await waitFor(() => holdRefresh !== null, { timeoutMs: 10_000 });
+  await waitFor(() => holdRefresh !== null, { timeoutMs: 10_000, intervalMs: 20 });
   assert.equal(gate.limiter.inFlight, 1, 'the refresh holds the slot');
   holdRefresh!();
-  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000 });
-  await waitFor(async () => (await get(`${gw.url}/t`)).body === 'v2', { timeoutMs: 10_000 });
+  await waitFor(() => gate.limiter.inFlight === 0, { timeoutMs: 10_000, intervalMs: 20 });
+  await waitFor(async () => (await get(`${gw.url}/t`)).body === 'v2', { timeoutMs: 10_000, intervalMs: 20 });
 });
 
 test('routes that do not cache are untouched, and a route can opt in with cache.enabled', async (t) => {
@@ -327,13 +330,16 @@ test('when the request filling a key is abandoned by its client, one waiter take
   cleanup(t, () => release());
   const abort = new AbortController();
   const first = fetch(`${gw.url}/k`, { signal: abort.signal }).catch((err: Error) => err);
-  await waitFor(() => up.requests.length === 1, { timeoutMs: 10_000 });
+  await waitFor(() => up.requests.length === 1, { timeoutMs: 10_000, intervalMs: 20 });
   const waiters = [get(`${gw.url}/k`), get(`${gw.url}/k`)];
-  await waitFor(() => gw.gateway.cache.waiting() === 2, { timeoutMs: 10_000 });
+  await waitFor(() => gw.gateway.cache.waiting() === 2, { timeoutMs: 10_000, intervalMs: 20 });
   abort.abort();
   assert.ok((await first) instanceof Error);
   // One waiter goes to the upstream in the abandoned fill's place; the other waits on it.
-  await waitFor(() => up.requests.length === 2 && gw.gateway.cache.waiting() === 1, { timeoutMs: 10_000 });
+  await waitFor(() => up.requests.length === 2 && gw.gateway.cache.waiting() === 1, {
+    timeoutMs: 10_000,
+    intervalMs: 20,
+  });
   release();
   for (const r of await Promise.all(waiters)) {
     assert.equal(r.status, 200);

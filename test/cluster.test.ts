@@ -74,6 +74,7 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
   const t0 = performance.now();
   await waitFor(async () => !(await answered(b!.port, '127.0.0.21')), {
     timeoutMs: 1000,
+    intervalMs: 20,
     message: 'B refuses 127.0.0.21',
   });
   const ms = performance.now() - t0;
@@ -83,7 +84,11 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
   assert.equal(onB.lookup('127.0.0.21')?.by, 'operator:env', 'B keeps who banned it');
 
   assert.equal((await admin(a!, 'DELETE', '/api/bans/127.0.0.21')).status, 200);
-  await waitFor(() => answered(b!.port, '127.0.0.21'), { timeoutMs: 1000, message: 'B accepts 127.0.0.21 again' });
+  await waitFor(() => answered(b!.port, '127.0.0.21'), {
+    timeoutMs: 1000,
+    intervalMs: 20,
+    message: 'B accepts 127.0.0.21 again',
+  });
 });
 
 test('a ban from offences on one node reaches the others, and a node that missed the message converges by resync', { skip: skipRedis }, async (t) => {
@@ -92,6 +97,7 @@ test('a ban from offences on one node reaches the others, and a node that missed
   for (let i = 0; i < 20; i++) bansA.offence('127.0.0.31', 'rate_limited', 'test');
   await waitFor(async () => !(await answered(b!.port, '127.0.0.31')), {
     timeoutMs: 1000,
+    intervalMs: 20,
     message: 'B refuses the offender',
   });
 
@@ -101,28 +107,46 @@ test('a ban from offences on one node reaches the others, and a node that missed
   await store.tablePut('bans', '127.0.0.32', JSON.stringify({ reason: 'missed', rule: '', by: 'operator:x' }), 60000, 1000);
   await waitFor(async () => !(await answered(b!.port, '127.0.0.32')), {
     timeoutMs: 3000,
+    intervalMs: 20,
     message: 'B converges on the missed ban',
   });
   // And an unban whose message was missed.
   await store.tableDelete('bans', '127.0.0.32');
-  await waitFor(() => answered(b!.port, '127.0.0.32'), { timeoutMs: 5000, message: 'B converges on the missed unban' });
+  await waitFor(() => answered(b!.port, '127.0.0.32'), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: 'B converges on the missed unban',
+  });
 });
 
 test('an operator override of the attack level on one node applies on all, and its release too', { skip: skipRedis }, async (t) => {
   const [a, b] = await startNodes(t, 2);
   assert.equal((await admin(a!, 'PUT', '/api/level', { level: 'under_attack', reason: 'drill' })).status, 200);
-  await waitFor(() => b!.gateway.defense.level.level === 2, { timeoutMs: 1000, message: 'B is under attack' });
+  await waitFor(() => b!.gateway.defense.level.level === 2, {
+    timeoutMs: 1000,
+    intervalMs: 20,
+    message: 'B is under attack',
+  });
   assert.equal((await admin(a!, 'DELETE', '/api/level')).status, 200);
-  await waitFor(() => b!.gateway.defense.level.level === 0, { timeoutMs: 1000, message: 'B is calm again' });
+  await waitFor(() => b!.gateway.defense.level.level === 0, {
+    timeoutMs: 1000,
+    intervalMs: 20,
+    message: 'B is calm again',
+  });
   // A level detected on one node is in force on the others (the heartbeat, once a second).
   const monitorA = a!.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
   monitorA.detected = 1;
   await waitFor(() => b!.gateway.defense.level.level === 1, {
     timeoutMs: 3000,
+    intervalMs: 20,
     message: 'B follows A\u2019s detected level',
   });
   monitorA.detected = 0;
-  await waitFor(() => b!.gateway.defense.level.level === 0, { timeoutMs: 3000, message: 'B is calm once A is' });
+  await waitFor(() => b!.gateway.defense.level.level === 0, {
+    timeoutMs: 3000,
+    intervalMs: 20,
+    message: 'B is calm once A is',
+  });
 });
 
 /** Keep-alive GETs with `headers` to each node in turn from `concurrency` loops until `ms` pass; counts statuses. */
@@ -220,12 +244,14 @@ test('redis-server killed during load: no request fails, limits fall back to loc
   const since = performance.now();
   await waitFor(() => nodes.every((n) => n.gateway.cluster.store.healthy), {
     timeoutMs: 10000,
+    intervalMs: 20,
     message: 'every node sees the store again',
   });
   assert.ok(performance.now() - restartAt < 10000, `reconnected ${Math.round(performance.now() - since)} ms after the load ended`);
   await redis.kill();
   await waitFor(() => nodes.every((n) => !n.gateway.cluster.store.healthy), {
     timeoutMs: 3000,
+    intervalMs: 20,
     message: 'the nodes see the store gone',
   });
   assert.equal((await admin(a, 'POST', '/api/bans', { target: '127.0.0.41', ttlSec: 60 })).status, 201);
@@ -234,9 +260,10 @@ test('redis-server killed during load: no request fails, limits fall back to loc
   await redis.restart();
   await waitFor(async () => !(await answered(b.port, '127.0.0.41')), {
     timeoutMs: 10000,
+    intervalMs: 20,
     message: 'B refuses the ban made during the outage',
   });
   console.log(`# reconverged ${Math.round(performance.now() - back)} ms after the restart`);
   const storeUp = async () => /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text()));
-  await waitFor(storeUp, { timeoutMs: 2000, message: 'metrics show the store up' });
+  await waitFor(storeUp, { timeoutMs: 2000, intervalMs: 20, message: 'metrics show the store up' });
 });

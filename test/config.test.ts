@@ -371,6 +371,7 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   const body = async () => (await fetch(`http://127.0.0.1:${port}/who`)).text();
   await waitFor(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, {
     timeoutMs: 8000,
+    intervalMs: 20,
     message: 'start-up',
   });
   assert.equal(child.exitCode, null, stderr);
@@ -379,7 +380,11 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   // A valid change, then SIGHUP: traffic moves to the second upstream.
   writeFileSync(file, gatewayConfig(port, adminPort, second.url));
   child.kill('SIGHUP');
-  await waitFor(() => logs.some((l) => l.msg === 'configuration reloaded'), { timeoutMs: 8000, message: 'the reload' });
+  await waitFor(() => logs.some((l) => l.msg === 'configuration reloaded'), {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'the reload',
+  });
   assert.equal(await body(), 'second');
   assert.equal(await body(), 'second');
 
@@ -388,6 +393,7 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   child.kill('SIGHUP');
   await waitFor(() => logs.some((l) => String(l.msg).includes('reload rejected')), {
     timeoutMs: 8000,
+    intervalMs: 20,
     message: 'the rejection',
   });
   const rejected = logs.find((l) => String(l.msg).includes('reload rejected'))!;
@@ -433,6 +439,7 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
   cleanup(t, () => stopChild(child));
   await waitFor(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, {
     timeoutMs: 8000,
+    intervalMs: 20,
     message: 'start-up',
   });
   assert.equal(child.exitCode, null, stderr);
@@ -441,6 +448,7 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
   child.kill('SIGHUP');
   await waitFor(() => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null, {
     timeoutMs: 8000,
+    intervalMs: 20,
     message: 'the rejection',
   });
   assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
@@ -459,7 +467,10 @@ test('an in-process reload moves new requests to the new upstream while a reques
   const gw = await startGateway(t, first.url);
   assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
   const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
-  await waitFor(() => first.requests.some((r) => r.url === '/slow'), 'the slow request at the first upstream');
+  await waitFor(() => first.requests.some((r) => r.url === '/slow'), {
+    intervalMs: 20,
+    message: 'the slow request at the first upstream',
+  });
   const next = validateConfig({
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],

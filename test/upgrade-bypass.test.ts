@@ -177,7 +177,7 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
   assert.equal(statusOf(first.head), 101, first.head);
   // The tunnel works end to end.
   first.socket.write('ping');
-  await waitFor(() => first.received().toString() === 'ping', 'the echo');
+  await waitFor(() => first.received().toString() === 'ping', { intervalMs: 20, message: 'the echo' });
   // A second tunnel finds no slot: it waits its class's queue deadline and is shed, never dialled.
   const second = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
   assert.equal(statusOf(second), 503, second);
@@ -186,7 +186,10 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
   // An ordinary request waits behind the open tunnel…
   const page = fetch(`${gw.url}/page`).then(async (r) => ({ status: r.status, body: await r.text() }));
   const queued = /^rempart_admission_queued_total\{upstream="origin",class="critical"\} 1$/m;
-  await waitFor(async () => queued.test(await metricsOf(gw.adminUrl)), 'the page to queue');
+  await waitFor(async () => queued.test(await metricsOf(gw.adminUrl)), {
+    intervalMs: 20,
+    message: 'the page to queue',
+  });
   await sleep(100);
   assert.equal(origin.requests, 0, 'the page reached the origin while the tunnel held the only slot');
   // …and goes through once the tunnel closes.
@@ -194,7 +197,7 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
   assert.deepEqual(await page, { status: 200, body: 'page' });
   assert.equal(origin.requests, 1);
   const idle = /^rempart_admission_in_flight\{upstream="origin"\} 0$/m;
-  await waitFor(async () => idle.test(await metricsOf(gw.adminUrl)), 'the slot back');
+  await waitFor(async () => idle.test(await metricsOf(gw.adminUrl)), { intervalMs: 20, message: 'the slot back' });
   const log = gw.logs.find((l) => l.msg === 'request' && l.status === 101);
   assert.equal(log?.decision, 'forwarded');
 });
@@ -208,14 +211,17 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
   const first = await openHandshake(gw.port, handshake('/ws'));
   assert.equal(statusOf(first.head), 101, first.head);
   first.socket.write(randomBytes(1000));
-  await waitFor(() => first.received().length >= 1000, 'the first echo');
+  await waitFor(() => first.received().length >= 1000, { intervalMs: 20, message: 'the first echo' });
   // 6000 more would take the identity to 7000 bytes: the tunnel is closed before they are sent on.
   const closed = new Promise<void>((r) => (first.socket.destroyed ? r() : first.socket.once('close', () => r())));
   first.socket.write(randomBytes(6000));
   await Promise.race([closed, sleep(5000)]);
   assert.ok(first.socket.destroyed || first.socket.readableEnded, 'the tunnel stayed open past the quota');
   assert.ok(first.received().length < 4000, `${first.received().length} bytes went down the tunnel`);
-  await waitFor(() => gw.logs.some((l) => l.msg === 'request' && l.status === 101), 'the tunnel to be logged');
+  await waitFor(() => gw.logs.some((l) => l.msg === 'request' && l.status === 101), {
+    intervalMs: 20,
+    message: 'the tunnel to be logged',
+  });
   assert.equal(gw.logs.find((l) => l.msg === 'request' && l.status === 101)!.reason, 'RMP_ERR_EXFILTRATION');
   // What did go down counted: the next handshake is refused.
   const second = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
@@ -248,7 +254,7 @@ test('open tunnels are capped by limits.maxTunnels, whatever admission says; a c
     const hs = await openHandshake(gw.port, handshake('/ws'));
     open.push(hs.socket);
     return statusOf(hs.head) === 101;
-  }, 'a place to free');
+  }, { intervalMs: 20, message: 'a place to free' });
   assert.equal(origin.upgrades, 3);
 });
 
