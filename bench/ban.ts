@@ -17,7 +17,15 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { processCpu } from './lib/cpu.ts';
 import { benchGatewayConfig } from './lib/gateway-config.ts';
-import { canPin, freePort, installCleanupHandlers, onCleanup, startProcess, stopAll, waitForPort } from './lib/procs.ts';
+import {
+  canPin,
+  freePort,
+  installCleanupHandlers,
+  onCleanup,
+  startProcess,
+  stopAll,
+  waitForPort,
+} from './lib/procs.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -25,7 +33,14 @@ const TOKEN = `bench-${Math.random().toString(36).slice(2)}-token`;
 const BANNED = '127.0.0.2';
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { requests: { type: 'string' }, concurrency: { type: 'string' }, 'no-pin': { type: 'boolean' }, nftables: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      requests: { type: 'string' },
+      concurrency: { type: 'string' },
+      'no-pin': { type: 'boolean' },
+      nftables: { type: 'boolean' },
+    },
+  });
   const nft = values.nftables === true;
   const n = Number(values.requests ?? 20000);
   const concurrency = Number(values.concurrency ?? 16);
@@ -44,7 +59,10 @@ async function main(): Promise<number> {
   const port = await freePort();
   const adminPort = await freePort();
   const config = benchGatewayConfig(port, adminPort, `http://127.0.0.1:${originPort}`, {
-    defense: { rateLimit: { mode: 'off' }, ...(nft ? { bans: { nftables: { enabled: true, table: 'rempart_bench' } } } : {}) },
+    defense: {
+      rateLimit: { mode: 'off' },
+      ...(nft ? { bans: { nftables: { enabled: true, table: 'rempart_bench' } } } : {}),
+    },
   });
   const file = path.join(tmp, 'rempart.json');
   await writeFile(file, JSON.stringify(config));
@@ -68,11 +86,13 @@ async function main(): Promise<number> {
       Array.from({ length: concurrency }, async () => {
         while (left-- > 0) {
           await new Promise<void>((resolve, reject) => {
-            http.get({ host: '127.0.0.1', port, path: '/', agent: fresh ? false : agent }, (res) => {
-              if (res.statusCode !== 200) reject(new Error(`proxied request got ${res.statusCode}`));
-              res.resume();
-              res.on('end', resolve);
-            }).on('error', reject);
+            http
+              .get({ host: '127.0.0.1', port, path: '/', agent: fresh ? false : agent }, (res) => {
+                if (res.statusCode !== 200) reject(new Error(`proxied request got ${res.statusCode}`));
+                res.resume();
+                res.on('end', resolve);
+              })
+              .on('error', reject);
           });
         }
       }),
@@ -125,7 +145,10 @@ async function main(): Promise<number> {
     for (let i = 0; i < 100; i++) {
       let listed = '';
       try {
-        listed = execFileSync('nft', ['list', 'set', 'inet', 'rempart_bench', 'banned_v4'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+        listed = execFileSync('nft', ['list', 'set', 'inet', 'rempart_bench', 'banned_v4'], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'ignore'],
+        });
       } catch {}
       if (listed.includes(BANNED)) break;
       if (i === 99) throw new Error('the nftables mirror did not list the banned address');

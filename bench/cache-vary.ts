@@ -13,7 +13,9 @@ import { validateConfig } from '../src/config/load.ts';
 import { createGateway } from '../src/app/gateway.ts';
 import { createLogger } from '../src/core/log.ts';
 
-const { values } = parseArgs({ options: { requests: { type: 'string' }, 'value-bytes': { type: 'string' }, 'max-bytes': { type: 'string' } } });
+const { values } = parseArgs({
+  options: { requests: { type: 'string' }, 'value-bytes': { type: 'string' }, 'max-bytes': { type: 'string' } },
+});
 const requests = Number(values.requests ?? 16000);
 const valueBytes = Number(values['value-bytes'] ?? 15000);
 const maxBytes = Number(values['max-bytes'] ?? 67108864);
@@ -28,7 +30,9 @@ function heapMiB(): number {
   return (m.heapUsed + m.arrayBuffers) / 1048576;
 }
 
-const origin = http.createServer((_req, res) => res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'Accept-Encoding' }).end('tracked'));
+const origin = http.createServer((_req, res) =>
+  res.writeHead(200, { 'cache-control': 'max-age=600', vary: 'Accept-Encoding' }).end('tracked'),
+);
 await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
 const originPort = (origin.address() as AddressInfo).port;
 const config = validateConfig(

@@ -24,13 +24,16 @@ const SYSTEMS = ['origin', 'nginx', 'haproxy', 'rempart', 'rempart-demo'] as con
 type System = (typeof SYSTEMS)[number];
 const DEMO_CONFIG = path.join(ROOT, 'examples/postal/rempart.yaml');
 
-
 async function waitForPort(port: number, child: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening`);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
       s.on('error', () => resolve(false));
     });
     if (ok) return;
@@ -39,12 +42,17 @@ async function waitForPort(port: number, child: ChildProcess, what: string, time
   throw new Error(`${what} did not listen on ${port} within ${timeoutMs} ms`);
 }
 
-interface Proc { child: ChildProcess; log: string[] }
+interface Proc {
+  child: ChildProcess;
+  log: string[];
+}
 
 function start(cmd: string, args: string[], name: string): Proc {
   const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
-  const keep = (b: Buffer) => { if (log.length < 200) log.push(`${name}: ${b.toString().trimEnd()}`); };
+  const keep = (b: Buffer) => {
+    if (log.length < 200) log.push(`${name}: ${b.toString().trimEnd()}`);
+  };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
   child.on('error', (e) => log.push(`${name}: ${e.message}`));
@@ -66,35 +74,59 @@ async function fill(template: string, vars: Record<string, string | number>): Pr
   return text;
 }
 
-interface Front { proc?: Proc; targetPort: number; metricsUrl?: string; note?: string }
+interface Front {
+  proc?: Proc;
+  targetPort: number;
+  metricsUrl?: string;
+  note?: string;
+}
 
 async function startFront(system: System, originPort: number, smsPort: number, dir: string): Promise<Front> {
   if (system === 'origin') return { targetPort: originPort };
   const port = await freePort();
   if (system === 'nginx') {
-    await writeFile(path.join(dir, 'nginx.conf'), await fill('nginx.conf', { DIR: dir, PORT: port, ORIGIN_PORT: originPort }));
+    await writeFile(
+      path.join(dir, 'nginx.conf'),
+      await fill('nginx.conf', { DIR: dir, PORT: port, ORIGIN_PORT: originPort }),
+    );
     const proc = start('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')], 'nginx');
-    await waitForPort(port, proc.child, 'nginx').catch(async (e) => { await stop(proc); throw new Error(`${e.message}\n${proc.log.join('\n')}`); });
+    await waitForPort(port, proc.child, 'nginx').catch(async (e) => {
+      await stop(proc);
+      throw new Error(`${e.message}\n${proc.log.join('\n')}`);
+    });
     return { proc, targetPort: port };
   }
   if (system === 'haproxy') {
     await writeFile(path.join(dir, 'haproxy.cfg'), await fill('haproxy.cfg', { PORT: port, ORIGIN_PORT: originPort }));
     const proc = start('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')], 'haproxy');
-    await waitForPort(port, proc.child, 'haproxy').catch(async (e) => { await stop(proc); throw new Error(`${e.message}\n${proc.log.join('\n')}`); });
+    await waitForPort(port, proc.child, 'haproxy').catch(async (e) => {
+      await stop(proc);
+      throw new Error(`${e.message}\n${proc.log.join('\n')}`);
+    });
     return { proc, targetPort: port };
   }
   const admin = await freePort();
   let args: string[];
   if (system === 'rempart') {
     // Defaults, except request logs (--quiet): piping a JSON line per request would measure the pipe.
-    args = ['bin/rempart.js', '--upstream', `http://127.0.0.1:${originPort}`, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--quiet'];
+    args = [
+      'bin/rempart.js',
+      '--upstream',
+      `http://127.0.0.1:${originPort}`,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${admin}`,
+      '--quiet',
+    ];
   } else {
     // The demo config as written, re-pointed at this run's ports (--config cannot be combined with flags).
     const cfg = parseYaml(await readFile(DEMO_CONFIG, 'utf8')) as Record<string, any>;
     const first = { ...(cfg.listeners?.[0] ?? {}), address: `127.0.0.1:${port}` };
     delete first.tls;
     cfg.listeners = [first];
-    for (const u of cfg.upstreams ?? []) u.url = `http://127.0.0.1:${/sms/i.test(String(u.name)) ? smsPort : originPort}`;
+    for (const u of cfg.upstreams ?? [])
+      u.url = `http://127.0.0.1:${/sms/i.test(String(u.name)) ? smsPort : originPort}`;
     cfg.admin = { ...(cfg.admin ?? {}), address: `127.0.0.1:${admin}` };
     cfg.logging = { ...(cfg.logging ?? {}), requests: false };
     const file = path.join(dir, 'rempart.yaml');
@@ -102,11 +134,19 @@ async function startFront(system: System, originPort: number, smsPort: number, d
     args = ['bin/rempart.js', '--config', file];
   }
   const proc = start(process.execPath, args, system);
-  await waitForPort(port, proc.child, system).catch(async (e) => { await stop(proc); throw new Error(`${e.message}\n${proc.log.slice(0, 20).join('\n')}`); });
+  await waitForPort(port, proc.child, system).catch(async (e) => {
+    await stop(proc);
+    throw new Error(`${e.message}\n${proc.log.slice(0, 20).join('\n')}`);
+  });
   return { proc, targetPort: port, metricsUrl: `http://127.0.0.1:${admin}/metrics` };
 }
 
-interface Row { scenario: string; system: System; report?: DrillReport; note?: string }
+interface Row {
+  scenario: string;
+  system: System;
+  report?: DrillReport;
+  note?: string;
+}
 
 function cell(r: Row): string[] {
   if (!r.report) return ['–', '–', '–', '–'];
@@ -127,14 +167,22 @@ function table(rows: Row[]): string {
     '| scenario | system | legit success % | legit p95 ms | attack reaching origin % | origin utilisation % |',
     '|---|---|---:|---:|---:|---:|',
   ];
-  for (const r of rows) lines.push(`| ${r.scenario} | ${r.system}${r.note ? ` (${r.note})` : ''} | ${cell(r).join(' | ')} |`);
+  for (const r of rows)
+    lines.push(`| ${r.scenario} | ${r.system}${r.note ? ` (${r.note})` : ''} | ${cell(r).join(' | ')} |`);
   return lines.join('\n');
 }
 
 function machine(): string {
-  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown CPU';
+  const cpu =
+    /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? 'unknown CPU';
   let commit = 'uncommitted';
-  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim(); } catch { /* no commit yet */ }
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
+  } catch {
+    /* no commit yet */
+  }
   return `${os.cpus().length} CPUs (nproc), ${cpu}; Node ${process.version}; git ${commit}`;
 }
 
@@ -144,24 +192,41 @@ async function writeResults(markdown: string): Promise<void> {
   const start = old.indexOf('## Drill comparison');
   let next = start >= 0 ? old.indexOf('\n## ', start + 1) : -1;
   if (next < 0) next = old.length;
-  const updated = start >= 0 ? `${old.slice(0, start)}${markdown}${old.slice(next)}` : `${old.trimEnd()}\n\n${markdown}`;
+  const updated =
+    start >= 0 ? `${old.slice(0, start)}${markdown}${old.slice(next)}` : `${old.trimEnd()}\n\n${markdown}`;
   await writeFile(file, updated.endsWith('\n') ? updated : `${updated}\n`);
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ args: process.argv.slice(2), strict: true, options: {
-    seconds: { type: 'string', default: '10' }, scenarios: { type: 'string' }, systems: { type: 'string' },
-    'no-write': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-  } });
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    options: {
+      seconds: { type: 'string', default: '10' },
+      scenarios: { type: 'string' },
+      systems: { type: 'string' },
+      'no-write': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   if (values.help) {
-    process.stdout.write('usage: node bench/compare.ts [--seconds 10] [--scenarios a,b] [--systems origin,nginx,haproxy,rempart,rempart-demo] [--no-write]\n');
+    process.stdout.write(
+      'usage: node bench/compare.ts [--seconds 10] [--scenarios a,b] [--systems origin,nginx,haproxy,rempart,rempart-demo] [--no-write]\n',
+    );
     return 0;
   }
   const seconds = Number(values.seconds);
-  if (!Number.isInteger(seconds) || seconds < 2 || seconds > 600) throw new Error('--seconds must be an integer in [2, 600]');
-  const scenarios = values.scenarios ? values.scenarios.split(',').map((s) => s.trim()).filter(Boolean) : listBuiltins();
+  if (!Number.isInteger(seconds) || seconds < 2 || seconds > 600)
+    throw new Error('--seconds must be an integer in [2, 600]');
+  const scenarios = values.scenarios
+    ? values.scenarios
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : listBuiltins();
   const systems = (values.systems ? values.systems.split(',').map((s) => s.trim()) : [...SYSTEMS]) as System[];
-  for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (known: ${SYSTEMS.join(', ')})`);
+  for (const s of systems)
+    if (!SYSTEMS.includes(s)) throw new Error(`unknown system ${s} (known: ${SYSTEMS.join(', ')})`);
   const notes: string[] = [];
   // The comparison is the point: install the proxies from Debian packages when they are missing.
   const wanted: Record<string, string> = {};
@@ -172,11 +237,20 @@ async function main(): Promise<number> {
   } catch (err) {
     notes.push(`apt-get install failed: ${(err as Error).message.split('\n')[0]}`);
   }
-  const have = (bin: string) => bin === 'nginx' ? existsSync(nginxBin()) || haveCmd('nginx') : haveCmd(bin);
+  const have = (bin: string) => (bin === 'nginx' ? existsSync(nginxBin()) || haveCmd('nginx') : haveCmd(bin));
   const usable = systems.filter((s) => {
-    if ((s === 'nginx' || s === 'haproxy') && !have(s)) { notes.push(`${s}: not installed and could not be installed; skipped`); return false; }
-    if (s === 'rempart-demo' && !existsSync(DEMO_CONFIG)) { notes.push('rempart-demo: examples/postal/rempart.yaml missing; skipped'); return false; }
-    if ((s === 'rempart' || s === 'rempart-demo') && !existsSync(path.join(ROOT, 'bin/rempart.js'))) { notes.push(`${s}: bin/rempart.js missing; skipped`); return false; }
+    if ((s === 'nginx' || s === 'haproxy') && !have(s)) {
+      notes.push(`${s}: not installed and could not be installed; skipped`);
+      return false;
+    }
+    if (s === 'rempart-demo' && !existsSync(DEMO_CONFIG)) {
+      notes.push('rempart-demo: examples/postal/rempart.yaml missing; skipped');
+      return false;
+    }
+    if ((s === 'rempart' || s === 'rempart-demo') && !existsSync(path.join(ROOT, 'bin/rempart.js'))) {
+      notes.push(`${s}: bin/rempart.js missing; skipped`);
+      return false;
+    }
     return true;
   });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -185,7 +259,10 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   let interrupted = false;
   const controller = new AbortController();
-  process.on('SIGINT', () => { interrupted = true; controller.abort(); });
+  process.on('SIGINT', () => {
+    interrupted = true;
+    controller.abort();
+  });
 
   for (const scenario of scenarios) {
     for (const system of usable) {
@@ -193,8 +270,23 @@ async function main(): Promise<number> {
       const dir = await mkdtemp(path.join(os.tmpdir(), `compare-${system}-`));
       const originPort = await freePort();
       const smsPort = await freePort(); // the demo config's SMS approvals fallback upstream
-      const origin = start(process.execPath, ['examples/postal/origin.ts', '--port', String(originPort), '--workers', String(ORIGIN_WORKERS),
-        '--service-ms', String(ORIGIN_SERVICE_MS), '--queue', String(ORIGIN_QUEUE), '--sms-port', String(smsPort)], 'origin');
+      const origin = start(
+        process.execPath,
+        [
+          'examples/postal/origin.ts',
+          '--port',
+          String(originPort),
+          '--workers',
+          String(ORIGIN_WORKERS),
+          '--service-ms',
+          String(ORIGIN_SERVICE_MS),
+          '--queue',
+          String(ORIGIN_QUEUE),
+          '--sms-port',
+          String(smsPort),
+        ],
+        'origin',
+      );
       let front: Front | undefined;
       const row: Row = { scenario, system };
       try {
@@ -202,12 +294,20 @@ async function main(): Promise<number> {
         front = await startFront(system, originPort, smsPort, dir);
         process.stderr.write(`${scenario} × ${system}: ${seconds}s… `);
         row.report = await runDrill({
-          scenario, target: `http://127.0.0.1:${front.targetPort}`, seconds, quiet: true, signal: controller.signal,
-          originUrl: `http://127.0.0.1:${originPort}`, originWorkers: ORIGIN_WORKERS, metricsUrl: front.metricsUrl,
+          scenario,
+          target: `http://127.0.0.1:${front.targetPort}`,
+          seconds,
+          quiet: true,
+          signal: controller.signal,
+          originUrl: `http://127.0.0.1:${originPort}`,
+          originWorkers: ORIGIN_WORKERS,
+          metricsUrl: front.metricsUrl,
           reportDir: path.join(outDir, `${scenario}-${system}`),
         });
         const c = cell(row);
-        process.stderr.write(`legit ${c[0]}% p95 ${c[1]} ms, attack→origin ${c[2]}${c[2] === 'no attack' ? '' : '%'}, origin util ${c[3]}%\n`);
+        process.stderr.write(
+          `legit ${c[0]}% p95 ${c[1]} ms, attack→origin ${c[2]}${c[2] === 'no attack' ? '' : '%'}, origin util ${c[3]}%\n`,
+        );
       } catch (e) {
         row.note = 'failed';
         notes.push(`${scenario} × ${system}: ${(e as Error).message.split('\n').slice(0, 6).join(' / ')}`);
@@ -241,4 +341,12 @@ async function main(): Promise<number> {
   return rows.some((r) => r.report) ? 0 : 1;
 }
 
-main().then((code) => { process.exitCode = code; }, (e) => { process.stderr.write(`compare: ${(e as Error).stack ?? e}\n`); process.exitCode = 2; });
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    process.stderr.write(`compare: ${(e as Error).stack ?? e}\n`);
+    process.exitCode = 2;
+  },
+);

@@ -44,7 +44,10 @@ async function gatewayRole(): Promise<void> {
       admin: { address: 'off' },
       logging: { level: 'warn', requests: false },
       limits: { maxConnectionsPerAddress: 100000 },
-      admission: { queue: { maxEntries: 200, maxEntriesPerClass: 200 }, fairness: { key: 'prefix', maxSharePercent: 10 } },
+      admission: {
+        queue: { maxEntries: 200, maxEntriesPerClass: 200 },
+        fairness: { key: 'prefix', maxSharePercent: 10 },
+      },
       defense: values.defense ? {} : { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
     },
     '(bench)',
@@ -52,7 +55,14 @@ async function gatewayRole(): Promise<void> {
   const gw = await createGateway(config, { logger: createLogger('silent') });
   await gw.start();
   process.send!(`http://127.0.0.1:${gw.addresses().listeners[0]!.port}`);
-  process.on('disconnect', () => void gw.stop(200).then(() => origin.close()).then(() => process.exit(0)));
+  process.on(
+    'disconnect',
+    () =>
+      void gw
+        .stop(200)
+        .then(() => origin.close())
+        .then(() => process.exit(0)),
+  );
 }
 
 async function hammerRole(target: string): Promise<void> {
@@ -78,7 +88,11 @@ async function user(target: string, i: number, stopAt: number, hist: Histogram):
 }
 
 /** One address, many connections, no pause: as many requests as it can get answered. */
-async function hammer(target: string, stopAt: number, counts: { ok: number; shed: number; refused: number }): Promise<void> {
+async function hammer(
+  target: string,
+  stopAt: number,
+  counts: { ok: number; shed: number; refused: number },
+): Promise<void> {
   const pool = new Pool(target, { connections: hammerConnections, localAddress: '127.20.0.1' });
   await Promise.all(
     Array.from({ length: hammerConnections }, async () => {
@@ -101,13 +115,25 @@ function child(args: string[]): ChildProcess {
   return fork(new URL(import.meta.url).pathname, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
-async function phase(target: string, withHammer: boolean): Promise<{ p50: number; p95: number; served: number; hammer: { ok: number; shed: number; refused: number } }> {
+async function phase(
+  target: string,
+  withHammer: boolean,
+): Promise<{ p50: number; p95: number; served: number; hammer: { ok: number; shed: number; refused: number } }> {
   const hist = new Histogram();
   let counts = { ok: 0, shed: 0, refused: 0 };
   const stopAt = performance.now() + seconds * 1000;
   const hammerDone = withHammer
     ? new Promise<void>((resolve) => {
-        const h = child(['--role', 'hammer', '--target', target, '--seconds', String(seconds), '--hammer-connections', String(hammerConnections)]);
+        const h = child([
+          '--role',
+          'hammer',
+          '--target',
+          target,
+          '--seconds',
+          String(seconds),
+          '--hammer-connections',
+          String(hammerConnections),
+        ]);
         h.once('message', (m) => (counts = m as typeof counts));
         h.once('exit', () => resolve());
       })

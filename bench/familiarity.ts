@@ -14,14 +14,27 @@ import { parseArgs } from 'node:util';
 import { cpuDelta, snapshot } from './lib/cpu.ts';
 import { benchGatewayConfig } from './lib/gateway-config.ts';
 import { ensureDebianTools, originHttp, startNginx } from './lib/nginx.ts';
-import { canPin, freePort, installCleanupHandlers, onCleanup, startProcess, stopAll, waitForPort } from './lib/procs.ts';
+import {
+  canPin,
+  freePort,
+  installCleanupHandlers,
+  onCleanup,
+  startProcess,
+  stopAll,
+  waitForPort,
+} from './lib/procs.ts';
 import { markdownTable } from './lib/results.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { runWrk } from './lib/wrk.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
-  options: { seconds: { type: 'string', default: '8' }, connections: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' }, 'no-pin': { type: 'boolean', default: false } },
+  options: {
+    seconds: { type: 'string', default: '8' },
+    connections: { type: 'string', default: '64' },
+    rounds: { type: 'string', default: '2' },
+    'no-pin': { type: 'boolean', default: false },
+  },
 });
 const seconds = Number(values.seconds);
 const connections = Number(values.connections);
@@ -51,14 +64,28 @@ async function main(): Promise<void> {
   const jwt = `${signed}.${sign('sha256', Buffer.from(signed), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
 
   const upPort = await freePort();
-  await startNginx({ name: 'origin', dir: path.join(tmp, 'origin'), port: upPort, cpu: LOAD_CPU, http: await originHttp(upPort, 100, path.join(tmp, 'origin', 'www')) });
+  await startNginx({
+    name: 'origin',
+    dir: path.join(tmp, 'origin'),
+    port: upPort,
+    cpu: LOAD_CPU,
+    http: await originHttp(upPort, 100, path.join(tmp, 'origin', 'www')),
+  });
   const start = async (name: string, level: 'calm' | 'under_attack') => {
     const port = await freePort();
     const file = path.join(tmp, `${name}.json`);
     // Rate limits and bans off: wrk is one address far above the default per-address limit.
-    const defense = { rateLimit: { mode: 'off' }, bans: { mode: 'off' }, familiarity: { jwt: { algorithm: 'ES256', keyFile } }, ...(level === 'calm' ? {} : { level: { override: level } }) };
+    const defense = {
+      rateLimit: { mode: 'off' },
+      bans: { mode: 'off' },
+      familiarity: { jwt: { algorithm: 'ES256', keyFile } },
+      ...(level === 'calm' ? {} : { level: { override: level } }),
+    };
     await writeFile(file, JSON.stringify(benchGatewayConfig(port, 'off', `http://127.0.0.1:${upPort}`, { defense })));
-    const proc = startProcess(name, process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', file], { cpu: SUT_CPU, cwd: ROOT });
+    const proc = startProcess(name, process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', file], {
+      cpu: SUT_CPU,
+      cwd: ROOT,
+    });
     await waitForPort(port, proc, 20_000);
     return { port, proc };
   };
@@ -74,16 +101,33 @@ async function main(): Promise<void> {
   if (probe.status !== 200) throw new Error(`a JWT holder under attack got ${probe.status}`);
   const cpuPer10k: number[][] = runs.map(() => []);
   const rps: number[][] = runs.map(() => []);
-  for (const r of runs) await runWrk({ url: `http://127.0.0.1:${r.gw.port}/`, connections, seconds: 2, cpu: LOAD_CPU, dir: tmp, headers: r.headers });
+  for (const r of runs)
+    await runWrk({
+      url: `http://127.0.0.1:${r.gw.port}/`,
+      connections,
+      seconds: 2,
+      cpu: LOAD_CPU,
+      dir: tmp,
+      headers: r.headers,
+    });
   for (let k = 0; k < rounds; k++) {
     for (const [i, r] of runs.entries()) {
       const before = snapshot([r.gw.proc.pid]);
-      const w = await runWrk({ url: `http://127.0.0.1:${r.gw.port}/`, connections, seconds, cpu: LOAD_CPU, dir: tmp, headers: r.headers });
+      const w = await runWrk({
+        url: `http://127.0.0.1:${r.gw.port}/`,
+        connections,
+        seconds,
+        cpu: LOAD_CPU,
+        dir: tmp,
+        headers: r.headers,
+      });
       const d = cpuDelta(before, snapshot([r.gw.proc.pid]));
       if (w.errors.status > 0) throw new Error(`${r.label}: ${w.errors.status} non-2xx answers`);
       cpuPer10k[i]!.push((d.cpuSeconds / w.requests) * 10_000);
       rps[i]!.push(w.rps);
-      say(`${r.label} (round ${k + 1}/${rounds}): ${Math.round(w.rps)} req/s, ${cpuPer10k[i]!.at(-1)!.toFixed(3)} CPU s/10k`);
+      say(
+        `${r.label} (round ${k + 1}/${rounds}): ${Math.round(w.rps)} req/s, ${cpuPer10k[i]!.at(-1)!.toFixed(3)} CPU s/10k`,
+      );
     }
   }
   const med = (xs: number[]) => {
@@ -98,7 +142,12 @@ async function main(): Promise<void> {
       `Command: \`node bench/familiarity.ts --seconds ${seconds} --rounds ${rounds}\` · wrk 1 thread, ${connections} connections; Rempart pinned to CPU 1, wrk and the nginx origin to CPU 0${pin ? '' : ' (unpinned)'}\n\n` +
       markdownTable(
         ['run', 'req/s', 'CPU s/10k req', 'vs plain'],
-        runs.map((r, i) => [r.label, String(Math.round(med(rps[i]!))), med(cpuPer10k[i]!).toFixed(3), `${(med(cpuPer10k[i]!) / base).toFixed(2)}×`]),
+        runs.map((r, i) => [
+          r.label,
+          String(Math.round(med(rps[i]!))),
+          med(cpuPer10k[i]!).toFixed(3),
+          `${(med(cpuPer10k[i]!) / base).toFixed(2)}×`,
+        ]),
         ['l', 'r', 'r', 'r'],
       ) +
       `\nMedians of ${rounds} rounds; runs interleaved in each round.\n`,

@@ -33,15 +33,22 @@ async function main(): Promise<number> {
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node bench/fuzz.ts [--requests N] [--seed S] [--concurrency C] [--max-rss-mb M] [--cycle-ms MS] [--reload-ms MS] [--write]\n       node bench/fuzz.ts --seed S --replay K [--first-id I]\n');
+    process.stdout.write(
+      'usage: node bench/fuzz.ts [--requests N] [--seed S] [--concurrency C] [--max-rss-mb M] [--cycle-ms MS] [--reload-ms MS] [--write]\n       node bench/fuzz.ts --seed S --replay K [--first-id I]\n',
+    );
     return 0;
   }
   const seed = values.seed !== undefined ? Number(values.seed) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
   if (values.replay !== undefined) {
     const plan = planOf(seed, Number(values.replay), Number(values['first-id']));
-    process.stdout.write(`connection ${plan.index}: ${plan.listener} listener, from ${plan.localAddress}, write ${plan.write} ${JSON.stringify(plan.cuts)}\n`);
+    process.stdout.write(
+      `connection ${plan.index}: ${plan.listener} listener, from ${plan.localAddress}, write ${plan.write} ${JSON.stringify(plan.cuts)}\n`,
+    );
     if (plan.proxy) process.stdout.write(`PROXY ${showBytes(plan.proxy)}\n`);
-    for (const r of plan.requests) process.stdout.write(`#${r.id} framed=${r.framed} last=${r.last} canaries=${JSON.stringify(r.canaries)} tags=${r.tags.join(' ')}\n${showBytes(r.bytes, 100000)}\n`);
+    for (const r of plan.requests)
+      process.stdout.write(
+        `#${r.id} framed=${r.framed} last=${r.last} canaries=${JSON.stringify(r.canaries)} tags=${r.tags.join(' ')}\n${showBytes(r.bytes, 100000)}\n`,
+      );
     return 0;
   }
   const requests = Number(values.requests);
@@ -51,7 +58,16 @@ async function main(): Promise<number> {
   const say = (s: string) => process.stderr.write(`${s}\n`);
   say(`fuzz: seed ${seed} (replay with --seed ${seed}), ${requests} requests, concurrency ${concurrency}`);
   const info = machineInfo();
-  const r = await runFuzz({ requests, seed, concurrency, maxRssMb, cycleMs: Number(values['cycle-ms']), reloadMs: Number(values['reload-ms']), say, gatewayRoot: values.root });
+  const r = await runFuzz({
+    requests,
+    seed,
+    concurrency,
+    maxRssMb,
+    cycleMs: Number(values['cycle-ms']),
+    reloadMs: Number(values['reload-ms']),
+    say,
+    gatewayRoot: values.root,
+  });
   process.stdout.write(`${summary(r)}\n`);
   if (values.write) {
     const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
@@ -61,13 +77,44 @@ async function main(): Promise<number> {
       `Command: \`${command} --seed ${seed}\``,
       '',
       markdownTable(
-        ['requests', 'canaries', 'connections', 'seconds', 'req/s', 'responses mapped', 'forwarded', 'answered by Rempart', 'upstream requests', 'RSS start/max/end MiB', 'result'],
-        [[String(r.requests), String(r.canaries), String(r.connections), r.durationSec.toFixed(0), r.rps.toFixed(0), String(r.mapped), String(r.forwardedSeen), String(r.localAnswers), String(r.upstreamRequests),
-          `${r.rssStartMb.toFixed(0)}/${r.maxRssMb.toFixed(0)}/${r.rssEndMb.toFixed(0)}`, r.ok ? 'no finding' : `findings: ${Object.entries(r.findingCounts).map(([k, v]) => `${k} ×${v}`).join(', ')}`]],
+        [
+          'requests',
+          'canaries',
+          'connections',
+          'seconds',
+          'req/s',
+          'responses mapped',
+          'forwarded',
+          'answered by Rempart',
+          'upstream requests',
+          'RSS start/max/end MiB',
+          'result',
+        ],
+        [
+          [
+            String(r.requests),
+            String(r.canaries),
+            String(r.connections),
+            r.durationSec.toFixed(0),
+            r.rps.toFixed(0),
+            String(r.mapped),
+            String(r.forwardedSeen),
+            String(r.localAnswers),
+            String(r.upstreamRequests),
+            `${r.rssStartMb.toFixed(0)}/${r.maxRssMb.toFixed(0)}/${r.rssEndMb.toFixed(0)}`,
+            r.ok
+              ? 'no finding'
+              : `findings: ${Object.entries(r.findingCounts)
+                  .map(([k, v]) => `${k} ×${v}`)
+                  .join(', ')}`,
+          ],
+        ],
         ['r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
       ),
       '',
-      `Statuses: ${Object.entries(r.byStatus).map(([k, v]) => `${k} ×${v}`).join(', ')}.`,
+      `Statuses: ${Object.entries(r.byStatus)
+        .map(([k, v]) => `${k} ×${v}`)
+        .join(', ')}.`,
       `Rempart's own answers by code: ${codes.map(([k, v]) => `${k} ×${v}`).join(', ')}.`,
     ].join('\n');
     upsertSection(RESULTS, '## Fuzzing', body);
@@ -76,7 +123,10 @@ async function main(): Promise<number> {
   return r.ok ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (err) => {
-  process.stderr.write(`bench/fuzz: ${err?.stack ?? err}\n`);
-  process.exit(2);
-});
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`bench/fuzz: ${err?.stack ?? err}\n`);
+    process.exit(2);
+  },
+);

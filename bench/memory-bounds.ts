@@ -74,7 +74,10 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
   const scale = opts.scale ?? 1;
   const padBytes = opts.padBytes ?? 2000;
   const PAD_COOKIES = `pref=${'p'.repeat(padBytes)}`;
-  const XFF_PAD = Array.from({ length: Math.max(1, Math.round(padBytes / 11)) }, (_, i) => `10.${(i >>> 8) & 255}.${i & 255}.1`).join(', ');
+  const XFF_PAD = Array.from(
+    { length: Math.max(1, Math.round(padBytes / 11)) },
+    (_, i) => `10.${(i >>> 8) & 255}.${i & 255}.1`,
+  ).join(', ');
   const cap = (n: number) => Math.max(1000, Math.round(n * scale));
   const kb = Math.round(padBytes / 1000);
   const rl = cap(100_000);
@@ -103,7 +106,12 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       name: 'rate-limit-address',
       table: 'rate limit (GCRA, key: address)',
       key: 'client address (PROXY v1/v2)',
-      config: { defense: { rateLimit: { rules: [{ id: 'per-address', key: 'address', ratePerSec: 50, burst: 100, maxKeys: rl }] }, bans: { mode: 'off' } } },
+      config: {
+        defense: {
+          rateLimit: { rules: [{ id: 'per-address', key: 'address', ratePerSec: 50, burst: 100, maxKeys: rl }] },
+          bans: { mode: 'off' },
+        },
+      },
       drive: 'proxy',
       request: () => get('/', ''),
       requestsPerKey: 1,
@@ -119,7 +127,12 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       name: 'rate-limit-session',
       table: 'rate limit (GCRA, key: session)',
       key: `session cookie among ${kb} KB of cookies`,
-      config: { defense: { rateLimit: { rules: [{ id: 'per-session', key: 'session', ratePerSec: 50, burst: 100, maxKeys: rl }] }, bans: { mode: 'off' } } },
+      config: {
+        defense: {
+          rateLimit: { rules: [{ id: 'per-session', key: 'session', ratePerSec: 50, burst: 100, maxKeys: rl }] },
+          bans: { mode: 'off' },
+        },
+      },
       drive: 'pipeline',
       request: (i) => get('/', `Cookie: ${PAD_COOKIES}; sid=${sid(i)}\r\n`),
       requestsPerKey: 1,
@@ -132,7 +145,12 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       table: 'ban offence counters',
       key: `client address (last hop of a ${kb} KB X-Forwarded-For)`,
       // 1 per key allowed, the second refused: one offence per address, never enough for a ban.
-      config: { defense: { rateLimit: { rules: [{ id: 'strict', key: 'address', ratePerSec: 0.01, burst: 1, maxKeys: rl }] }, bans: { offences: { maxAddresses: offences } } } },
+      config: {
+        defense: {
+          rateLimit: { rules: [{ id: 'strict', key: 'address', ratePerSec: 0.01, burst: 1, maxKeys: rl }] },
+          bans: { offences: { maxAddresses: offences } },
+        },
+      },
       drive: 'pipeline',
       request: (i) => {
         const h = `X-Forwarded-For: ${XFF_PAD}, ${addressOf(i, i % 4 !== 0)}\r\n`;
@@ -154,7 +172,10 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       config: {
         defense: {
           rateLimit: { mode: 'off' },
-          signatures: { mode: 'enforce', rules: [{ id: 'bench-block', match: { userAgent: 'mb-bot' }, action: 'block' }] },
+          signatures: {
+            mode: 'enforce',
+            rules: [{ id: 'bench-block', match: { userAgent: 'mb-bot' }, action: 'block' }],
+          },
           bans: { maxEntries: bans, offences: { threshold: 1, maxAddresses: offences } },
         },
       },
@@ -190,7 +211,11 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       table: 'challenge replay guard',
       key: `solved challenge id (solution in a cookie among ${kb} KB)`,
       config: {
-        defense: { ...offRules, level: { override: 'elevated' }, challenge: { atLevel: 'elevated', difficultyBits: { elevated: 1 }, replayCapacity: replay } },
+        defense: {
+          ...offRules,
+          level: { override: 'elevated' },
+          challenge: { atLevel: 'elevated', difficultyBits: { elevated: 1 }, replayCapacity: replay },
+        },
       },
       drive: 'challenge',
       request: (i) => `User-Agent: mb\r\nCookie: ${PAD_COOKIES}; __rempart_sol=${i}`,
@@ -205,7 +230,15 @@ export function scenarios(opts: { scale?: number; padBytes?: number } = {}): Sce
       table: 'exfiltration usage',
       key: `session cookie among ${kb} KB of cookies`,
       config: { defense: { ...offRules, exfiltration: { maxIdentities: identities } } },
-      routes: [{ name: 'docs', path: '/docs/*', upstream: 'origin', class: 'authenticated', sensitive: { documentsPerHour: 1000, identity: 'session' } }],
+      routes: [
+        {
+          name: 'docs',
+          path: '/docs/*',
+          upstream: 'origin',
+          class: 'authenticated',
+          sensitive: { documentsPerHour: 1000, identity: 'session' },
+        },
+      ],
       drive: 'pipeline',
       request: (i) => get(`/docs/${i}`, `Cookie: ${PAD_COOKIES}; sid=${sid(i)}\r\n`),
       requestsPerKey: 1,
@@ -286,7 +319,10 @@ interface Child {
 }
 
 async function startChild(config: Record<string, unknown>, heapMiB: number): Promise<Child> {
-  const proc = fork(CHILD, [], { execArgv: ['--expose-gc', `--max-old-space-size=${heapMiB}`], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const proc = fork(CHILD, [], {
+    execArgv: ['--expose-gc', `--max-old-space-size=${heapMiB}`],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const waiting: { resolve: (s: MemorySample) => void; reject: (e: Error) => void }[] = [];
   let exited = false;
   proc.once('exit', () => {
@@ -349,9 +385,27 @@ class ResponseCounter {
 function proxyHeader(i: number, port: number): Buffer {
   const v6 = i % 4 === 3;
   const src = addressOf(i, v6);
-  if (i % 2 === 0) return Buffer.from(`PROXY ${v6 ? 'TCP6' : 'TCP4'} ${src} ${v6 ? '::1' : '127.0.0.1'} ${1024 + (i % 60000)} ${port}\r\n`);
+  if (i % 2 === 0)
+    return Buffer.from(
+      `PROXY ${v6 ? 'TCP6' : 'TCP4'} ${src} ${v6 ? '::1' : '127.0.0.1'} ${1024 + (i % 60000)} ${port}\r\n`,
+    );
   // v2: signature, PROXY command, TCP over IPv4 or IPv6, then the addresses and ports.
-  const sig = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, v6 ? 0x21 : 0x11]);
+  const sig = Buffer.from([
+    0x0d,
+    0x0a,
+    0x0d,
+    0x0a,
+    0x00,
+    0x0d,
+    0x0a,
+    0x51,
+    0x55,
+    0x49,
+    0x54,
+    0x0a,
+    0x21,
+    v6 ? 0x21 : 0x11,
+  ]);
   const len = v6 ? 36 : 12;
   const b = Buffer.alloc(16 + len);
   sig.copy(b);
@@ -377,7 +431,14 @@ function proxyHeader(i: number, port: number): Buffer {
 }
 
 /** One connection per key: PROXY header + request, read the answer, then reset (no TIME_WAIT). */
-function proxyOnce(port: number, i: number, payload: string, expect: number, localAddress: string, counter: ResponseCounter): Promise<void> {
+function proxyOnce(
+  port: number,
+  i: number,
+  payload: string,
+  expect: number,
+  localAddress: string,
+  counter: ResponseCounter,
+): Promise<void> {
   return new Promise((resolve) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress });
     const start = counter.count;
@@ -439,7 +500,12 @@ class Pipe {
 }
 
 /** Run `worker(k)` over keys [from, to) with `concurrency` workers. */
-async function pool(from: number, to: number, concurrency: number, worker: (w: number, next: () => number) => Promise<void>): Promise<void> {
+async function pool(
+  from: number,
+  to: number,
+  concurrency: number,
+  worker: (w: number, next: () => number) => Promise<void>,
+): Promise<void> {
   let i = from;
   const next = () => (i < to ? i++ : -1);
   await Promise.all(Array.from({ length: concurrency }, (_, w) => worker(w, next)));
@@ -472,7 +538,14 @@ function solve(token: string, bits: number): string {
 }
 
 /** Drive keys [from, to) of `sc` at the gateway. Returns the responses counted. */
-async function drive(sc: Scenario, child: Child, from: number, to: number, concurrency: number, statuses: Map<number, number>): Promise<number> {
+async function drive(
+  sc: Scenario,
+  child: Child,
+  from: number,
+  to: number,
+  concurrency: number,
+  statuses: Map<number, number>,
+): Promise<number> {
   let responses = 0;
   const merge = (c: ResponseCounter) => {
     for (const [k, v] of c.statuses) statuses.set(k, (statuses.get(k) ?? 0) + v);
@@ -482,7 +555,8 @@ async function drive(sc: Scenario, child: Child, from: number, to: number, concu
     await pool(from, to, concurrency, async (w, next) => {
       let n = 0;
       const c = new ResponseCounter();
-      for (let i = next(); i !== -1; i = next()) await proxyOnce(child.proxyPort, i, sc.request(i), sc.requestsPerKey, localAddress(w, n++), c);
+      for (let i = next(); i !== -1; i = next())
+        await proxyOnce(child.proxyPort, i, sc.request(i), sc.requestsPerKey, localAddress(w, n++), c);
       responses += c.count;
       merge(c);
     });
@@ -567,18 +641,32 @@ export function rssAllowance(budget: number): number {
 }
 
 /** Why a run failed (empty: it passed): heap, RSS, cap, and that (nearly) every request was answered. */
-export function verdict(r: Pick<ScenarioResult, 'peakHeapGrowth' | 'peakRssGrowth' | 'maxSize' | 'cap' | 'budget' | 'responses' | 'keys'> & { size: string }, requestsPerKey: number): string[] {
+export function verdict(
+  r: Pick<ScenarioResult, 'peakHeapGrowth' | 'peakRssGrowth' | 'maxSize' | 'cap' | 'budget' | 'responses' | 'keys'> & {
+    size: string;
+  },
+  requestsPerKey: number,
+): string[] {
   const why: string[] = [];
-  if (r.peakHeapGrowth > r.budget + HEAP_NOISE) why.push(`heap grew ${(r.peakHeapGrowth / MiB).toFixed(1)} MiB > budget ${(r.budget / MiB).toFixed(1)} MiB + ${HEAP_NOISE / MiB}`);
-  if (r.peakRssGrowth > rssAllowance(r.budget)) why.push(`RSS grew ${(r.peakRssGrowth / MiB).toFixed(1)} MiB > ${(rssAllowance(r.budget) / MiB).toFixed(1)} MiB`);
+  if (r.peakHeapGrowth > r.budget + HEAP_NOISE)
+    why.push(
+      `heap grew ${(r.peakHeapGrowth / MiB).toFixed(1)} MiB > budget ${(r.budget / MiB).toFixed(1)} MiB + ${HEAP_NOISE / MiB}`,
+    );
+  if (r.peakRssGrowth > rssAllowance(r.budget))
+    why.push(`RSS grew ${(r.peakRssGrowth / MiB).toFixed(1)} MiB > ${(rssAllowance(r.budget) / MiB).toFixed(1)} MiB`);
   if (r.maxSize > r.cap) why.push(`${r.size} reached ${r.maxSize} > cap ${r.cap}`);
   // At least one answer per key: a ban answers 403 with Connection: close, and the requests after it
   // in its batch go unanswered (the key was banned: it did reach the table).
-  if (r.responses < r.keys * 0.95) why.push(`only ${r.responses} responses for ${r.keys} keys (${r.keys * requestsPerKey} requests)`);
+  if (r.responses < r.keys * 0.95)
+    why.push(`only ${r.responses} responses for ${r.keys} keys (${r.keys * requestsPerKey} requests)`);
   return why;
 }
 
-export async function runScenario(sc: Scenario, keys: number, opts: { concurrency?: number; heapMiB?: number; say?: (s: string) => void } = {}): Promise<ScenarioResult> {
+export async function runScenario(
+  sc: Scenario,
+  keys: number,
+  opts: { concurrency?: number; heapMiB?: number; say?: (s: string) => void } = {},
+): Promise<ScenarioResult> {
   const say = opts.say ?? (() => {});
   const concurrency = opts.concurrency ?? 8;
   const origin = await startOrigin(sc.origin);
@@ -623,7 +711,19 @@ export async function runScenario(sc: Scenario, keys: number, opts: { concurrenc
       );
     }
     const seconds = (performance.now() - t0) / 1000;
-    const why = verdict({ peakHeapGrowth: peakHeap, peakRssGrowth: peakRss, maxSize, cap: sc.cap, budget: sc.budget, responses, keys, size: sc.size }, sc.requestsPerKey);
+    const why = verdict(
+      {
+        peakHeapGrowth: peakHeap,
+        peakRssGrowth: peakRss,
+        maxSize,
+        cap: sc.cap,
+        budget: sc.budget,
+        responses,
+        keys,
+        size: sc.size,
+      },
+      sc.requestsPerKey,
+    );
     return {
       name: sc.name,
       table: sc.table,
@@ -655,7 +755,14 @@ function mib(n: number): string {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { keys: { type: 'string' }, tables: { type: 'string' }, concurrency: { type: 'string' }, write: { type: 'boolean' }, json: { type: 'string' }, report: { type: 'string' } },
+    options: {
+      keys: { type: 'string' },
+      tables: { type: 'string' },
+      concurrency: { type: 'string' },
+      write: { type: 'boolean' },
+      json: { type: 'string' },
+      report: { type: 'string' },
+    },
   });
   const keys = Number(values.keys ?? 1_000_000);
   if (values.report !== undefined) {
@@ -672,7 +779,11 @@ async function main(): Promise<number> {
       r.ok = r.why.length === 0;
     }
     merged.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
-    await writeSection(merged, `node bench/memory-bounds.ts --keys ${merged[0]?.keys ?? keys} --tables <group> --json <file>` + ' (groups run at once), then --report <files>');
+    await writeSection(
+      merged,
+      `node bench/memory-bounds.ts --keys ${merged[0]?.keys ?? keys} --tables <group> --json <file>` +
+        ' (groups run at once), then --report <files>',
+    );
     return merged.every((r) => r.ok) ? 0 : 1;
   }
   const only = values.tables?.split(',') ?? null;
@@ -685,14 +796,20 @@ async function main(): Promise<number> {
     say(`${sc.name}: ${keys} distinct keys (${sc.key})`);
     const r = await runScenario(sc, keys, { concurrency: Number(values.concurrency ?? 8), say });
     results.push(r);
-    say(`${r.ok ? 'PASS' : 'FAIL'} ${sc.name}: ${r.seconds.toFixed(0)} s, heap +${mib(r.peakHeapGrowth)} MiB (budget ${mib(r.budget)}), RSS +${mib(r.peakRssGrowth)} MiB, ${r.size}/${r.cap} ${r.why.join('; ')}`);
+    say(
+      `${r.ok ? 'PASS' : 'FAIL'} ${sc.name}: ${r.seconds.toFixed(0)} s, heap +${mib(r.peakHeapGrowth)} MiB (budget ${mib(r.budget)}), RSS +${mib(r.peakRssGrowth)} MiB, ${r.size}/${r.cap} ${r.why.join('; ')}`,
+    );
     say(`  statuses: ${JSON.stringify(r.statuses)}`);
     if (values.json !== undefined) {
       const { writeFileSync } = await import('node:fs');
       writeFileSync(values.json, JSON.stringify(results, null, 2));
     }
   }
-  if (values.write === true) await writeSection(results, `node bench/memory-bounds.ts --keys ${keys}${only ? ` --tables ${only.join(',')}` : ''} --write`);
+  if (values.write === true)
+    await writeSection(
+      results,
+      `node bench/memory-bounds.ts --keys ${keys}${only ? ` --tables ${only.join(',')}` : ''} --write`,
+    );
   return results.every((r) => r.ok) ? 0 : 1;
 }
 
@@ -700,7 +817,8 @@ async function writeSection(results: ScenarioResult[], command: string): Promise
   {
     const { markdownTable, upsertSection } = await import('./lib/results.ts');
     const { gitCommit, machineInfo } = await import('./lib/sysinfo.ts');
-    const describe = (m: ReturnType<typeof machineInfo>) => `${m.nproc} × ${m.cpuModel}, Node ${m.node}, load ${m.loadavg}`;
+    const describe = (m: ReturnType<typeof machineInfo>) =>
+      `${m.nproc} × ${m.cpuModel}, Node ${m.node}, load ${m.loadavg}`;
     const rows = results.map((r) => [
       r.name,
       r.key,

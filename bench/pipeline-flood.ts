@@ -26,7 +26,15 @@ async function metric(adminPort: number, name: string): Promise<number> {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { connections: { type: 'string' }, pipelined: { type: 'string' }, seconds: { type: 'string' }, 'heap-mb': { type: 'string' }, 'no-ratelimit': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      connections: { type: 'string' },
+      pipelined: { type: 'string' },
+      seconds: { type: 'string' },
+      'heap-mb': { type: 'string' },
+      'no-ratelimit': { type: 'boolean' },
+    },
+  });
   const conns = Number(values.connections ?? 100);
   const perConn = Number(values.pipelined ?? 1000);
   const seconds = Number(values.seconds ?? 10);
@@ -41,7 +49,13 @@ async function main(): Promise<number> {
     res.end(body);
   });
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
-  onCleanup(() => new Promise<void>((r) => { origin.closeAllConnections(); origin.close(() => r()); }));
+  onCleanup(
+    () =>
+      new Promise<void>((r) => {
+        origin.closeAllConnections();
+        origin.close(() => r());
+      }),
+  );
   const originPort = (origin.address() as net.AddressInfo).port;
 
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'rempart-bench-pipe-'));
@@ -49,9 +63,24 @@ async function main(): Promise<number> {
   const port = await freePort();
   const adminPort = await freePort();
   const file = path.join(tmp, 'rempart.json');
-  await writeFile(file, JSON.stringify(benchGatewayConfig(port, adminPort, `http://127.0.0.1:${originPort}`, values['no-ratelimit'] ? { defense: { rateLimit: { mode: 'off' } } } : {})));
+  await writeFile(
+    file,
+    JSON.stringify(
+      benchGatewayConfig(
+        port,
+        adminPort,
+        `http://127.0.0.1:${originPort}`,
+        values['no-ratelimit'] ? { defense: { rateLimit: { mode: 'off' } } } : {},
+      ),
+    ),
+  );
   const nodeArgs = heapMb > 0 ? [`--max-old-space-size=${heapMb}`] : [];
-  const gw = startProcess('rempart', process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'rempart.js'), '--config', file], { cwd: ROOT });
+  const gw = startProcess(
+    'rempart',
+    process.execPath,
+    [...nodeArgs, path.join(ROOT, 'bin', 'rempart.js'), '--config', file],
+    { cwd: ROOT },
+  );
   await waitForPort(port, gw, 20000);
   await sleep(500);
   const heap0 = await metric(adminPort, 'nodejs_heap_size_used_bytes');
@@ -85,7 +114,10 @@ async function main(): Promise<number> {
     }
   }
   const heapEnd = await metric(adminPort, 'nodejs_heap_size_used_bytes').catch(() => NaN);
-  const closedForPipelining = await metric(adminPort, 'rempart_refusals_total\\{reason="RMP_ERR_EDGE_PIPELINE_LIMIT"\\}').catch(() => NaN);
+  const closedForPipelining = await metric(
+    adminPort,
+    'rempart_refusals_total\\{reason="RMP_ERR_EDGE_PIPELINE_LIMIT"\\}',
+  ).catch(() => NaN);
   const bans = await metric(adminPort, 'rempart_bans_active').catch(() => NaN);
   const open = await metric(adminPort, 'rempart_connections_active').catch(() => NaN);
   for (const s of sockets) s.destroy();

@@ -10,7 +10,18 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuBusy, cpuDelta, cpuTimes, snapshot } from './lib/cpu.ts';
 import { ensureDebianTools, nginxVersion, originHttp, proxyHttp, startNginx } from './lib/nginx.ts';
-import { canPin, freePort, have, installCleanupHandlers, isStopping, onCleanup, startProcess, stopAll, waitForPort, type Managed } from './lib/procs.ts';
+import {
+  canPin,
+  freePort,
+  have,
+  installCleanupHandlers,
+  isStopping,
+  onCleanup,
+  startProcess,
+  stopAll,
+  waitForPort,
+  type Managed,
+} from './lib/procs.ts';
 import { markdownTable, upsertSection } from './lib/results.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { pacingFor, runWrk, wrkVersion, type WrkResult } from './lib/wrk.ts';
@@ -48,7 +59,12 @@ interface RunFigures {
   upstreamCpu: number;
   busy: Map<number, number>;
 }
-interface SystemResult { id: SystemId; label: string; peaks: RunFigures[]; paceds: RunFigures[] }
+interface SystemResult {
+  id: SystemId;
+  label: string;
+  peaks: RunFigures[];
+  paceds: RunFigures[];
+}
 
 function median(xs: number[]): number {
   const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
@@ -83,7 +99,10 @@ async function main(): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) { process.stdout.write(USAGE); return 0; }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const seconds = num(values.seconds, 'seconds', 10);
   const warmup = values.warmup === '0' ? 0 : num(values.warmup, 'warmup', 2);
   const connections = Math.round(num(values.connections, 'connections', 64));
@@ -119,65 +138,137 @@ async function main(): Promise<number> {
 
   // Upstream origin used by both proxies (CPU 0, with wrk) and an identical origin measured bare (CPU 1).
   const upPort = await freePort();
-  const upstream = await startNginx({ name: 'origin', dir: path.join(tmp, 'origin'), port: upPort, cpu: LOAD_CPU, http: await originHttp(upPort, size, path.join(tmp, 'origin', 'www')) });
+  const upstream = await startNginx({
+    name: 'origin',
+    dir: path.join(tmp, 'origin'),
+    port: upPort,
+    cpu: LOAD_CPU,
+    http: await originHttp(upPort, size, path.join(tmp, 'origin', 'www')),
+  });
   const barePort = await freePort();
-  const bare = await startNginx({ name: 'origin-bare', dir: path.join(tmp, 'origin-bare'), port: barePort, cpu: SUT_CPU, http: await originHttp(barePort, size, path.join(tmp, 'origin-bare', 'www')) });
+  const bare = await startNginx({
+    name: 'origin-bare',
+    dir: path.join(tmp, 'origin-bare'),
+    port: barePort,
+    cpu: SUT_CPU,
+    http: await originHttp(barePort, size, path.join(tmp, 'origin-bare', 'www')),
+  });
   const nginxPort = await freePort();
-  const nginx = await startNginx({ name: 'nginx-proxy', dir: path.join(tmp, 'nginx-proxy'), port: nginxPort, cpu: SUT_CPU, http: proxyHttp(nginxPort, upPort) });
+  const nginx = await startNginx({
+    name: 'nginx-proxy',
+    dir: path.join(tmp, 'nginx-proxy'),
+    port: nginxPort,
+    cpu: SUT_CPU,
+    http: proxyHttp(nginxPort, upPort),
+  });
   const rempartPort = await freePort();
   // The CLI's default config (`--upstream … --admin off --quiet`), except the per-address rate limit and
   // bans: wrk is one address sending tens of thousands of requests a second, which the default rule
   // (50/s per address) would answer with 429s and then a ban. Every phase still runs.
   const rempartConfig = path.join(tmp, 'rempart.json');
-  await writeFile(rempartConfig, JSON.stringify({
-    version: 1,
-    listeners: [{ address: `127.0.0.1:${rempartPort}` }],
-    upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }],
-    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
-    admin: { address: 'off' },
-    logging: { level: 'info', requests: false },
-    defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
-  }));
-  const rempart = startProcess('rempart', process.execPath, [path.join(ROOT, 'bin', 'rempart.js'), '--config', rempartConfig], { cpu: SUT_CPU, cwd: ROOT });
+  await writeFile(
+    rempartConfig,
+    JSON.stringify({
+      version: 1,
+      listeners: [{ address: `127.0.0.1:${rempartPort}` }],
+      upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+      admin: { address: 'off' },
+      logging: { level: 'info', requests: false },
+      defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
+    }),
+  );
+  const rempart = startProcess(
+    'rempart',
+    process.execPath,
+    [path.join(ROOT, 'bin', 'rempart.js'), '--config', rempartConfig],
+    { cpu: SUT_CPU, cwd: ROOT },
+  );
   await waitForPort(rempartPort, rempart, 20_000);
 
   const systems: Array<SystemResult & { port: number; pid: number; proc: Managed }> = [
     { id: 'origin', label: 'origin (bare)', port: barePort, pid: bare.pid, proc: bare.proc, peaks: [], paceds: [] },
     { id: 'nginx', label: 'nginx proxy', port: nginxPort, pid: nginx.pid, proc: nginx.proc, peaks: [], paceds: [] },
-    { id: 'rempart', label: `rempart @ ${gitCommit(ROOT)}`, port: rempartPort, pid: rempart.pid, proc: rempart, peaks: [], paceds: [] },
+    {
+      id: 'rempart',
+      label: `rempart @ ${gitCommit(ROOT)}`,
+      port: rempartPort,
+      pid: rempart.pid,
+      proc: rempart,
+      peaks: [],
+      paceds: [],
+    },
   ];
   if (values.baseline !== undefined) {
     // The same config, run by another checkout's CLI: before/after of a change, in the same rounds.
     const dir = path.resolve(values.baseline);
     const basePort = await freePort();
     const baseConfig = path.join(tmp, 'rempart-baseline.json');
-    await writeFile(baseConfig, (await readFile(rempartConfig, 'utf8')).replace(`127.0.0.1:${rempartPort}`, `127.0.0.1:${basePort}`));
-    const base = startProcess('rempart-baseline', process.execPath, [path.join(dir, 'bin', 'rempart.js'), '--config', baseConfig], { cpu: SUT_CPU, cwd: dir });
+    await writeFile(
+      baseConfig,
+      (await readFile(rempartConfig, 'utf8')).replace(`127.0.0.1:${rempartPort}`, `127.0.0.1:${basePort}`),
+    );
+    const base = startProcess(
+      'rempart-baseline',
+      process.execPath,
+      [path.join(dir, 'bin', 'rempart.js'), '--config', baseConfig],
+      { cpu: SUT_CPU, cwd: dir },
+    );
     await waitForPort(basePort, base, 20_000);
-    systems.push({ id: 'baseline', label: `rempart @ ${gitCommit(dir)} (baseline)`, port: basePort, pid: base.pid, proc: base, peaks: [], paceds: [] });
+    systems.push({
+      id: 'baseline',
+      label: `rempart @ ${gitCommit(dir)} (baseline)`,
+      port: basePort,
+      pid: base.pid,
+      proc: base,
+      peaks: [],
+      paceds: [],
+    });
   }
 
   // sanity: every system answers 200 with the origin's body
   for (const s of systems) {
     const res = await fetch(`http://127.0.0.1:${s.port}/`);
     const body = await res.arrayBuffer();
-    if (res.status !== 200 || body.byteLength !== size) throw new Error(`${s.label}: expected 200 with ${size} bytes, got ${res.status} with ${body.byteLength} bytes`);
+    if (res.status !== 200 || body.byteLength !== size)
+      throw new Error(`${s.label}: expected 200 with ${size} bytes, got ${res.status} with ${body.byteLength} bytes`);
   }
 
-  const measure = async (s: (typeof systems)[number], run: { connections: number; periodMs?: number }): Promise<RunFigures> => {
+  const measure = async (
+    s: (typeof systems)[number],
+    run: { connections: number; periodMs?: number },
+  ): Promise<RunFigures> => {
     const roots = [s.pid];
     const b = snapshot(roots);
     const bu = snapshot([upstream.pid]);
     const bt = cpuTimes();
-    const wrk = await runWrk({ url: `http://127.0.0.1:${s.port}/`, connections: run.connections, seconds, cpu: LOAD_CPU, dir: tmp, periodMs: run.periodMs });
+    const wrk = await runWrk({
+      url: `http://127.0.0.1:${s.port}/`,
+      connections: run.connections,
+      seconds,
+      cpu: LOAD_CPU,
+      dir: tmp,
+      periodMs: run.periodMs,
+    });
     const at = cpuTimes();
     const a = snapshot(roots);
     const au = snapshot([upstream.pid]);
     const d = cpuDelta(b, a);
     for (const p of [s.proc, upstream.proc]) {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) throw new Error(`${p.name} exited (${p.child.exitCode ?? p.child.signalCode}) during the run\n${p.log.slice(-20).join('\n')}`);
+      if (p.child.exitCode !== null || p.child.signalCode !== null)
+        throw new Error(
+          `${p.name} exited (${p.child.exitCode ?? p.child.signalCode}) during the run\n${p.log.slice(-20).join('\n')}`,
+        );
     }
-    return { wrk, cpu: d.cpuSeconds, user: d.userSeconds, sys: d.sysSeconds, wall: d.wallSeconds, upstreamCpu: s.id === 'origin' ? 0 : cpuDelta(bu, au).cpuSeconds, busy: cpuBusy(bt, at) };
+    return {
+      wrk,
+      cpu: d.cpuSeconds,
+      user: d.userSeconds,
+      sys: d.sysSeconds,
+      wall: d.wallSeconds,
+      upstreamCpu: s.id === 'origin' ? 0 : cpuDelta(bu, au).cpuSeconds,
+      busy: cpuBusy(bt, at),
+    };
   };
 
   const tag = (k: number) => (rounds > 1 ? ` (round ${k + 1}/${rounds})` : '');
@@ -201,7 +292,9 @@ async function main(): Promise<number> {
   const pacing = pacingFor(rate, connections);
   for (let k = 0; k < rounds; k++) {
     for (const s of systems) {
-      say(`${s.label}: fixed rate ≈${int(rate)} req/s (${pacing.connections} connections × 1 request per ${pacing.periodMs} ms + latency), ${seconds} s${tag(k)}`);
+      say(
+        `${s.label}: fixed rate ≈${int(rate)} req/s (${pacing.connections} connections × 1 request per ${pacing.periodMs} ms + latency), ${seconds} s${tag(k)}`,
+      );
       const r = await measure(s, pacing);
       s.paceds.push(r);
       say(`  ${int(r.wrk.rps)} req/s, p99 ${f(r.wrk.latency.p99, 2)} ms`);
@@ -222,11 +315,27 @@ async function main(): Promise<number> {
   const figs = new Map(systems.map((s) => [s.id, fig(s)]));
   const originPaced = figs.get('origin')!.pacedP99;
   const rateLabel = int(rate);
-  const header = ['system', 'req/s', 'CPU s/10k req', 'p50 ms', 'p99 ms', `p99 @ ${rateLabel} req/s`, 'added p99 vs origin'];
+  const header = [
+    'system',
+    'req/s',
+    'CPU s/10k req',
+    'p50 ms',
+    'p99 ms',
+    `p99 @ ${rateLabel} req/s`,
+    'added p99 vs origin',
+  ];
   const rows = systems.map((s) => {
     const g = figs.get(s.id)!;
     const add = g.pacedP99 - originPaced;
-    return [s.label, int(g.rps), f(g.cpu10k, 3), f(g.p50, 2), f(g.p99, 2), f(g.pacedP99, 2), s.id === 'origin' ? '—' : `${add >= 0 ? '+' : ''}${f(add, 2)} ms`];
+    return [
+      s.label,
+      int(g.rps),
+      f(g.cpu10k, 3),
+      f(g.p50, 2),
+      f(g.p99, 2),
+      f(g.pacedP99, 2),
+      s.id === 'origin' ? '—' : `${add >= 0 ? '+' : ''}${f(add, 2)} ms`,
+    ];
   });
   const table = markdownTable(header, rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
 
@@ -238,53 +347,109 @@ async function main(): Promise<number> {
   // the added-latency verdict compares two runs: unreliable when either lost much of CPU 1 to other work
   const otherShare = (r: RunFigures) => (r.busy.get(1) ?? 0) - r.cpu / r.wall;
   const pacedNoise = Math.max(...[systems[0]!, systems[2]!].flatMap((s) => s.paceds).map(otherShare));
-  const addedCaveat = pin && (pacedNoise > 0.2 || added < 0)
-    ? ` (unreliable: up to ${f(Math.max(0, pacedNoise) * 100, 0)}% of CPU 1 went to other processes during these runs${added < 0 ? '; a negative value means the bare origin run was disturbed more' : ''})`
-    : '';
+  const addedCaveat =
+    pin && (pacedNoise > 0.2 || added < 0)
+      ? ` (unreliable: up to ${f(Math.max(0, pacedNoise) * 100, 0)}% of CPU 1 went to other processes during these runs${added < 0 ? '; a negative value means the bare origin run was disturbed more' : ''})`
+      : '';
   const ratios = [
     `- Rempart/nginx throughput: ${f(thrRatio, 2)}× (${int(rp.rps)} vs ${int(ng.rps)} req/s)`,
     `- Rempart/nginx CPU per request: ${f(cpuRatio, 2)}× (${f(rp.cpu10k, 3)} vs ${f(ng.cpu10k, 3)} CPU s/10k) — target ≤ ${CPU_TARGET}×: **${cpuRatio <= CPU_TARGET ? 'met' : 'not met'}**`,
     `- Rempart added p99 at ${rateLabel} req/s (half of its peak${fixedRate ? '; fixed by --rate' : ''}): ${f(added, 2)} ms — target < ${ADDED_P99_TARGET_MS} ms: **${added < ADDED_P99_TARGET_MS ? 'met' : 'not met'}**${addedCaveat}`,
   ];
   const bl = figs.get('baseline');
-  if (bl !== undefined) ratios.push(`- Rempart against the baseline checkout: CPU per request ${f(rp.cpu10k / bl.cpu10k, 2)}× (${f(rp.cpu10k, 3)} vs ${f(bl.cpu10k, 3)} CPU s/10k), throughput ${f(rp.rps / bl.rps, 2)}× (${int(rp.rps)} vs ${int(bl.rps)} req/s)`);
+  if (bl !== undefined)
+    ratios.push(
+      `- Rempart against the baseline checkout: CPU per request ${f(rp.cpu10k / bl.cpu10k, 2)}× (${f(rp.cpu10k, 3)} vs ${f(bl.cpu10k, 3)} CPU s/10k), throughput ${f(rp.rps / bl.rps, 2)}× (${int(rp.rps)} vs ${int(bl.rps)} req/s)`,
+    );
 
   // details: achieved rates, errors, CPU use per run
-  const dHeader = ['system', 'run', ...(rounds > 1 ? ['round'] : []), 'req/s', 'requests', 'non-2xx', 'socket errors c/r/w/t', 'SUT CPU % of a core', 'CPU s/10k', 'user/sys s/10k', 'upstream CPU s/10k', 'CPU0 busy %', 'CPU1 busy %', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms'];
+  const dHeader = [
+    'system',
+    'run',
+    ...(rounds > 1 ? ['round'] : []),
+    'req/s',
+    'requests',
+    'non-2xx',
+    'socket errors c/r/w/t',
+    'SUT CPU % of a core',
+    'CPU s/10k',
+    'user/sys s/10k',
+    'upstream CPU s/10k',
+    'CPU0 busy %',
+    'CPU1 busy %',
+    'p50 ms',
+    'p90 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'max ms',
+  ];
   const dRows: string[][] = [];
   const notes: string[] = [];
   for (const s of systems) {
-    const runs = [...s.peaks.map((r, k) => ['peak', r, k] as const), ...s.paceds.map((r, k) => [`@${rateLabel}`, r, k] as const)];
+    const runs = [
+      ...s.peaks.map((r, k) => ['peak', r, k] as const),
+      ...s.paceds.map((r, k) => [`@${rateLabel}`, r, k] as const),
+    ];
     for (const [name, r, k] of runs) {
       const e = r.wrk.errors;
       const where = `${s.label} ${name}${rounds > 1 ? ` round ${k + 1}` : ''}`;
       dRows.push([
-        s.label, name, ...(rounds > 1 ? [String(k + 1)] : []), int(r.wrk.rps), String(r.wrk.requests), String(e.status), `${e.connect}/${e.read}/${e.write}/${e.timeout}`,
-        f((r.cpu / r.wall) * 100, 0), f(per10k(r), 3), `${f(per10k(r, r.user), 3)}/${f(per10k(r, r.sys), 3)}`, s.id === 'origin' ? '—' : f(per10k(r, r.upstreamCpu), 3),
-        f((r.busy.get(0) ?? NaN) * 100, 0), f((r.busy.get(1) ?? NaN) * 100, 0),
-        f(r.wrk.latency.p50, 2), f(r.wrk.latency.p90, 2), f(r.wrk.latency.p99, 2), f(r.wrk.latency.p999, 2), f(r.wrk.latency.max, 1),
+        s.label,
+        name,
+        ...(rounds > 1 ? [String(k + 1)] : []),
+        int(r.wrk.rps),
+        String(r.wrk.requests),
+        String(e.status),
+        `${e.connect}/${e.read}/${e.write}/${e.timeout}`,
+        f((r.cpu / r.wall) * 100, 0),
+        f(per10k(r), 3),
+        `${f(per10k(r, r.user), 3)}/${f(per10k(r, r.sys), 3)}`,
+        s.id === 'origin' ? '—' : f(per10k(r, r.upstreamCpu), 3),
+        f((r.busy.get(0) ?? NaN) * 100, 0),
+        f((r.busy.get(1) ?? NaN) * 100, 0),
+        f(r.wrk.latency.p50, 2),
+        f(r.wrk.latency.p90, 2),
+        f(r.wrk.latency.p99, 2),
+        f(r.wrk.latency.p999, 2),
+        f(r.wrk.latency.max, 1),
       ]);
       if (e.status > 0) notes.push(`${where}: ${e.status} non-2xx/3xx responses`);
-      if (e.connect + e.read + e.write + e.timeout > 0) notes.push(`${where}: socket errors connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
+      if (e.connect + e.read + e.write + e.timeout > 0)
+        notes.push(
+          `${where}: socket errors connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`,
+        );
       if (pin) {
         const own = r.cpu / r.wall;
         const other = (r.busy.get(1) ?? 0) - own;
-        if (other > 0.1) notes.push(`${where}: ~${f(other * 100, 0)}% of CPU 1 (the system under test's core) went to other processes on the machine (or interrupt work) during the run`);
+        if (other > 0.1)
+          notes.push(
+            `${where}: ~${f(other * 100, 0)}% of CPU 1 (the system under test's core) went to other processes on the machine (or interrupt work) during the run`,
+          );
         if (name === 'peak' && own < 0.9) {
           const cpu0 = r.busy.get(0) ?? 0;
           const cpu1 = r.busy.get(1) ?? 0;
-          if (cpu1 > 0.95) notes.push(`${where}: the system under test got only ${f(own * 100, 0)}% of its core while CPU 1 was ${f(cpu1 * 100, 0)}% busy: this peak is limited by contention from other processes, not by the system alone`);
-          else if (cpu0 > 0.95) notes.push(`${where}: the system under test used ${f(own * 100, 0)}% of its core while CPU 0 (wrk + upstream origin) was saturated: the load side limited this peak`);
+          if (cpu1 > 0.95)
+            notes.push(
+              `${where}: the system under test got only ${f(own * 100, 0)}% of its core while CPU 1 was ${f(cpu1 * 100, 0)}% busy: this peak is limited by contention from other processes, not by the system alone`,
+            );
+          else if (cpu0 > 0.95)
+            notes.push(
+              `${where}: the system under test used ${f(own * 100, 0)}% of its core while CPU 0 (wrk + upstream origin) was saturated: the load side limited this peak`,
+            );
         }
       }
     }
   }
   const details = markdownTable(dHeader, dRows, ['l', 'l', ...dHeader.slice(2).map(() => 'r' as const)]);
   const maxOther = Math.max(...systems.flatMap((s) => [...s.peaks, ...s.paceds]).map(otherShare));
-  const noisy = pin && maxOther > 0.2
-    ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so. Repeat with \`--rounds 3\` for medians.`
-    : '';
-  const summaryNote = rounds > 1 ? `Figures in the main table are medians over ${rounds} rounds (systems interleaved in each round); every run is in the details.` : '';
+  const noisy =
+    pin && maxOther > 0.2
+      ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so. Repeat with \`--rounds 3\` for medians.`
+      : '';
+  const summaryNote =
+    rounds > 1
+      ? `Figures in the main table are medians over ${rounds} rounds (systems interleaved in each round); every run is in the details.`
+      : '';
 
   const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
   const commit = gitCommit(ROOT);
@@ -298,7 +463,7 @@ async function main(): Promise<number> {
     `nginx proxy: 1 worker, \`proxy_pass\` to an upstream with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`. ` +
       `Rempart: one process, the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\` and \`defense.bans.mode: off\` (wrk is one address far above the default 50 req/s per address; every phase still runs). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
     pin
-      ? 'CPU pinning (taskset): the system under test (bare origin, nginx proxy or Rempart, with all its threads) alone on CPU 1; wrk and the proxies\' upstream origin share CPU 0. All systems stay running during the whole benchmark; only the one under load is busy. Pinning does not keep other processes on the machine off CPU 1: the details show how busy each CPU was.'
+      ? "CPU pinning (taskset): the system under test (bare origin, nginx proxy or Rempart, with all its threads) alone on CPU 1; wrk and the proxies' upstream origin share CPU 0. All systems stay running during the whole benchmark; only the one under load is busy. Pinning does not keep other processes on the machine off CPU 1: the details show how busy each CPU was."
       : 'No CPU pinning: all processes share all CPUs.',
     'CPU s/10k req = utime+stime from /proc of the system under test (nginx master + workers; the Rempart node process, all threads; the bare origin\'s nginx) during the run, per 10,000 requests. "added p99" = p99 through the proxy minus the bare origin\'s p99 at the same rate.',
   ];
@@ -327,7 +492,10 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  async (code) => { await stopAll(); process.exit(code); },
+  async (code) => {
+    await stopAll();
+    process.exit(code);
+  },
   async (err) => {
     if (isStopping()) return; // interrupted: the signal handler stops children and exits
     process.stderr.write(`bench/proxy: ${err?.stack ?? err}\n`);

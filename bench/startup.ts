@@ -45,7 +45,9 @@ const upstream = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
 
 /** CPU ms (user + system) a process has used, from /proc/PID/stat (Linux; clock ticks of 10 ms). */
 function cpuMs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    .replace(/^.*\) /, '')
+    .split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
@@ -54,7 +56,11 @@ const cpus: number[] = [];
 for (let i = 0; i < runs; i++) {
   const port = await freePort();
   const t0 = performance.now();
-  const child = spawn(process.execPath, [bin, '--upstream', upstream, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [bin, '--upstream', upstream, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--quiet'],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
   let ms = -1;
   for (;;) {
     if ((await get(port)) === 'from-origin') {

@@ -14,7 +14,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { processCpu } from './lib/cpu.ts';
-import { canPin, freePort, have, installCleanupHandlers, onCleanup, startProcess, stopAll, waitForPort } from './lib/procs.ts';
+import {
+  canPin,
+  freePort,
+  have,
+  installCleanupHandlers,
+  onCleanup,
+  startProcess,
+  stopAll,
+  waitForPort,
+} from './lib/procs.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { runWrk } from './lib/wrk.ts';
 import { benchGatewayConfig } from './lib/gateway-config.ts';
@@ -24,7 +33,14 @@ type Variant = 'memory' | 'redis' | 'redis-global';
 const VARIANTS: Variant[] = ['memory', 'redis', 'redis-global'];
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string' }, connections: { type: 'string' }, rounds: { type: 'string' }, 'no-pin': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string' },
+      connections: { type: 'string' },
+      rounds: { type: 'string' },
+      'no-pin': { type: 'boolean' },
+    },
+  });
   const seconds = Number(values.seconds ?? 10);
   const connections = Number(values.connections ?? 64);
   const rounds = Number(values.rounds ?? 1);
@@ -44,18 +60,46 @@ async function main(): Promise<number> {
   const originPort = (origin.address() as net.AddressInfo).port;
 
   const redisPort = await freePort();
-  const redis = startProcess('redis', redisBin, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { cpu: pin ? '0' : undefined });
+  const redis = startProcess(
+    'redis',
+    redisBin,
+    ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { cpu: pin ? '0' : undefined },
+  );
   await waitForPort(redisPort, redis, 10000);
 
-  const results: Array<{ variant: Variant; round: number; rps: number; cpuPer10k: number; opsPerRequest: number; non2xx: number }> = [];
+  const results: Array<{
+    variant: Variant;
+    round: number;
+    rps: number;
+    cpuPer10k: number;
+    opsPerRequest: number;
+    non2xx: number;
+  }> = [];
   for (let round = 1; round <= rounds; round++) {
     for (const variant of VARIANTS) {
       const port = await freePort();
       const adminPort = await freePort();
       const config = benchGatewayConfig(port, adminPort, `http://127.0.0.1:${originPort}`, {
         // One key (wrk's address) under a limit it never reaches: what is measured is the counting.
-        defense: { rateLimit: { rules: [{ id: 'per-address', key: 'address', ratePerSec: 100000, burst: 10000, scope: variant === 'redis-global' ? 'global' : 'node' }] } },
-        cluster: { store: variant === 'memory' ? 'memory' : 'redis', nodeName: 'bench', redis: { keyPrefix: `bench${round}${variant}:` } },
+        defense: {
+          rateLimit: {
+            rules: [
+              {
+                id: 'per-address',
+                key: 'address',
+                ratePerSec: 100000,
+                burst: 10000,
+                scope: variant === 'redis-global' ? 'global' : 'node',
+              },
+            ],
+          },
+        },
+        cluster: {
+          store: variant === 'memory' ? 'memory' : 'redis',
+          nodeName: 'bench',
+          redis: { keyPrefix: `bench${round}${variant}:` },
+        },
       });
       const file = path.join(tmp, `${variant}.json`);
       await writeFile(file, JSON.stringify(config));
@@ -72,11 +116,24 @@ async function main(): Promise<number> {
       await runWrk({ url: `http://127.0.0.1:${port}/`, connections, seconds: 2, dir: tmp, cpu: pin ? '0' : undefined }); // warm-up
       const c0 = processCpu(gw.pid);
       const o0 = await ops();
-      const r = await runWrk({ url: `http://127.0.0.1:${port}/`, connections, seconds, dir: tmp, cpu: pin ? '0' : undefined });
+      const r = await runWrk({
+        url: `http://127.0.0.1:${port}/`,
+        connections,
+        seconds,
+        dir: tmp,
+        cpu: pin ? '0' : undefined,
+      });
       const c1 = processCpu(gw.pid);
       const o1 = await ops();
       const cpu = c1.user + c1.sys - (c0.user + c0.sys);
-      results.push({ variant, round, rps: r.rps, cpuPer10k: (cpu / r.requests) * 10000, opsPerRequest: (o1 - o0) / r.requests, non2xx: r.errors.status });
+      results.push({
+        variant,
+        round,
+        rps: r.rps,
+        cpuPer10k: (cpu / r.requests) * 10000,
+        opsPerRequest: (o1 - o0) / r.requests,
+        non2xx: r.errors.status,
+      });
       say(`${variant} round ${round}: ${Math.round(r.rps)} req/s, non-2xx ${r.errors.status}`);
       await gw.stop();
     }

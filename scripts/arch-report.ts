@@ -36,9 +36,17 @@ export function importEdges(root: string): ImportEdge[] {
       edges.push({ from: relative(root, file), to: relative(root, resolve(dirname(file), spec)), typeOnly });
     };
     const visit = (node: ts.Node) => {
-      if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) add(node.moduleSpecifier.text, node.importClause?.isTypeOnly === true);
-      else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) add(node.moduleSpecifier.text, node.isTypeOnly);
-      else if (ts.isCallExpression(node) && node.expression.kind === ts.SyntaxKind.ImportKeyword && node.arguments[0] && ts.isStringLiteral(node.arguments[0])) add(node.arguments[0].text, false);
+      if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier))
+        add(node.moduleSpecifier.text, node.importClause?.isTypeOnly === true);
+      else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier))
+        add(node.moduleSpecifier.text, node.isTypeOnly);
+      else if (
+        ts.isCallExpression(node) &&
+        node.expression.kind === ts.SyntaxKind.ImportKeyword &&
+        node.arguments[0] &&
+        ts.isStringLiteral(node.arguments[0])
+      )
+        add(node.arguments[0].text, false);
       ts.forEachChild(node, visit);
     };
     visit(sf);
@@ -65,12 +73,18 @@ export function longestFunctions(root: string, n: number): FunctionSize[] {
   for (const file of sourceFiles(join(root, 'src'))) {
     const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
     const visit = (node: ts.Node) => {
-      if (ts.isFunctionDeclaration(node) || ts.isMethodDeclaration(node) || ts.isArrowFunction(node) || ts.isFunctionExpression(node)) {
+      if (
+        ts.isFunctionDeclaration(node) ||
+        ts.isMethodDeclaration(node) ||
+        ts.isArrowFunction(node) ||
+        ts.isFunctionExpression(node)
+      ) {
         const start = sf.getLineAndCharacterOfPosition(node.getStart(sf)).line;
         const end = sf.getLineAndCharacterOfPosition(node.getEnd()).line;
         let name = '(anonymous)';
         if ((ts.isFunctionDeclaration(node) || ts.isMethodDeclaration(node)) && node.name) name = node.name.getText(sf);
-        else if (ts.isVariableDeclaration(node.parent) || ts.isPropertyAssignment(node.parent)) name = node.parent.name.getText(sf);
+        else if (ts.isVariableDeclaration(node.parent) || ts.isPropertyAssignment(node.parent))
+          name = node.parent.name.getText(sf);
         out.push({ file: relative(root, file), name, lines: end - start + 1 });
       }
       ts.forEachChild(node, visit);

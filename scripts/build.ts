@@ -22,12 +22,18 @@ export function build(): void {
   rmSync(at('dist'), { recursive: true, force: true });
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   // Everything on stderr: `npm pack --json` runs this first and its standard output must stay JSON.
-  execFileSync(process.execPath, [tsc, '-p', at('tsconfig.build.json')], { stdio: ['ignore', process.stderr, process.stderr] });
+  execFileSync(process.execPath, [tsc, '-p', at('tsconfig.build.json')], {
+    stdio: ['ignore', process.stderr, process.stderr],
+  });
   for (const asset of RUNTIME_ASSETS) {
     if (!existsSync(at(asset))) throw new Error(`build: ${asset} is missing`);
     cpSync(at(asset), at(`dist/${asset}`), { recursive: true, filter: (src) => !src.endsWith('.test.ts') });
   }
-  const count = (dir: string): number => readdirSync(dir, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? count(`${dir}/${e.name}`) : 1), 0);
+  const count = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce(
+      (n, e) => n + (e.isDirectory() ? count(`${dir}/${e.name}`) : 1),
+      0,
+    );
   process.stderr.write(`build: dist/ holds ${count(at('dist'))} files\n`);
 }
 

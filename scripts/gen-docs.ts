@@ -46,7 +46,13 @@ function constraints(s: SchemaNode): string {
   return out.join(', ');
 }
 
-const UNIT_NAMES: Record<Unit, string> = { ms: 'duration (ms)', sec: 'duration (s)', hours: 'duration (h)', days: 'duration (days)', bytes: 'size (bytes)' };
+const UNIT_NAMES: Record<Unit, string> = {
+  ms: 'duration (ms)',
+  sec: 'duration (s)',
+  hours: 'duration (h)',
+  days: 'duration (days)',
+  bytes: 'size (bytes)',
+};
 
 function isNumeric(s: SchemaNode): boolean {
   return s.type === 'integer' || s.type === 'number';
@@ -61,12 +67,15 @@ function rows(node: SchemaNode, prefix: string, out: string[], inherited?: Unit)
       const desc = (child.description ?? '').replaceAll('|', '\\|').replaceAll('\n', ' ');
       const cons = constraints(child);
       const def = child.default === undefined ? '—' : `\`${JSON.stringify(child.default)}\``;
-      out.push(`| \`${path}\` | ${UNIT_NAMES[unit]} | ${def} | ${desc}${cons ? ` (${cons} ${unit === 'bytes' ? 'bytes' : unit})` : ''} Also ${UNIT_EXAMPLES[unit].replace('e.g. ', '')}. |`);
+      out.push(
+        `| \`${path}\` | ${UNIT_NAMES[unit]} | ${def} | ${desc}${cons ? ` (${cons} ${unit === 'bytes' ? 'bytes' : unit})` : ''} Also ${UNIT_EXAMPLES[unit].replace('e.g. ', '')}. |`,
+      );
       continue;
     }
     const path = prefix === '' ? key : `${prefix}.${key}`;
     const required = (node.required ?? []).includes(key) && child.default === undefined;
-    const def = child.default === undefined ? (required ? '**required**' : '—') : `\`${JSON.stringify(child.default)}\``;
+    const def =
+      child.default === undefined ? (required ? '**required**' : '—') : `\`${JSON.stringify(child.default)}\``;
     const desc = (child.description ?? '').replaceAll('|', '\\|').replaceAll('\n', ' ');
     const cons = constraints(child);
     out.push(`| \`${path}\` | ${typeOf(child)} | ${def} | ${desc}${cons ? ` (${cons})` : ''} |`);
@@ -119,7 +128,11 @@ function withUnits(node: SchemaNode, inherited?: Unit): SchemaNode {
       const unit = unitOfKey(key) ?? inherited;
       if (unit && isNumeric(child)) {
         const { description, default: def, ...number } = child;
-        const text = { type: 'string', pattern: unit === 'bytes' ? SIZE_PATTERN : DURATION_PATTERN, description: UNIT_EXAMPLES[unit] } as SchemaNode;
+        const text = {
+          type: 'string',
+          pattern: unit === 'bytes' ? SIZE_PATTERN : DURATION_PATTERN,
+          description: UNIT_EXAMPLES[unit],
+        } as SchemaNode;
         node.properties[key] = { description, default: def, anyOf: [number, text] } as SchemaNode;
       } else withUnits(child, unit);
     }
@@ -130,7 +143,11 @@ function withUnits(node: SchemaNode, inherited?: Unit): SchemaNode {
 }
 
 export function renderConfigJsonSchema(): string {
-  const schema = { $schema: 'http://json-schema.org/draft-07/schema#', $id: 'https://rempart.invalid/config.schema.json', ...withUnits(JSON.parse(JSON.stringify(ConfigSchema)) as SchemaNode) };
+  const schema = {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    $id: 'https://rempart.invalid/config.schema.json',
+    ...withUnits(JSON.parse(JSON.stringify(ConfigSchema)) as SchemaNode),
+  };
   return `${JSON.stringify(schema, null, 2)}\n`;
 }
 
@@ -147,7 +164,8 @@ export function renderErrorsMd(): string {
     '| code | status | source | retryable | meaning |',
     '| --- | --- | --- | --- | --- |',
   ];
-  for (const [code, e] of Object.entries(ERRORS)) out.push(`| \`${code}\` | ${e.status || '—'} | ${e.source} | ${e.retryable ? 'yes' : 'no'} | ${e.message} |`);
+  for (const [code, e] of Object.entries(ERRORS))
+    out.push(`| \`${code}\` | ${e.status || '—'} | ${e.source} | ${e.retryable ? 'yes' : 'no'} | ${e.message} |`);
   return `${out.join('\n')}\n`;
 }
 
@@ -173,7 +191,9 @@ export async function renderMetricsMd(): Promise<string> {
   for (const metric of all) {
     if (!metric.name.startsWith('rempart_')) continue;
     const labels = labelled.find((x) => x.name === metric.name)?.labelNames ?? [];
-    out.push(`| \`${metric.name}\` | ${metric.type} | ${labels.map((l) => `\`${l}\``).join(', ') || '—'} | ${metric.help} |`);
+    out.push(
+      `| \`${metric.name}\` | ${metric.type} | ${labels.map((l) => `\`${l}\``).join(', ') || '—'} | ${metric.help} |`,
+    );
   }
   return `${out.join('\n')}\n`;
 }

@@ -73,7 +73,14 @@ export interface ExtraCommand {
 export type ExtraCommands = Readonly<Record<string, ExtraCommand>>;
 
 /** Build a config from flags alone (zero-config mode). */
-export function configFromFlags(flags: { upstream: string; listen?: string; admin?: string; trust?: string[]; logLevel?: string; quiet?: boolean }): Config {
+export function configFromFlags(flags: {
+  upstream: string;
+  listen?: string;
+  admin?: string;
+  trust?: string[];
+  logLevel?: string;
+  quiet?: boolean;
+}): Config {
   return validateConfig(
     {
       version: 1,
@@ -93,7 +100,10 @@ export function configFromFlags(flags: { upstream: string; listen?: string; admi
  * config problem): `--listen` replaces the first listener's address (a file without listeners gets
  * one), `--admin` sets admin.address, `--log-level` logging.level.
  */
-export function applyOverrides(raw: Record<string, unknown>, flags: { listen?: string; admin?: string; logLevel?: string }): void {
+export function applyOverrides(
+  raw: Record<string, unknown>,
+  flags: { listen?: string; admin?: string; logLevel?: string },
+): void {
   const section = (key: string): Record<string, unknown> => {
     const v = raw[key];
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
@@ -102,7 +112,8 @@ export function applyOverrides(raw: Record<string, unknown>, flags: { listen?: s
   if (flags.listen !== undefined) {
     const listeners = Array.isArray(raw.listeners) ? raw.listeners : (raw.listeners = []);
     const first = listeners[0];
-    if (first !== null && typeof first === 'object' && !Array.isArray(first)) (first as Record<string, unknown>).address = flags.listen;
+    if (first !== null && typeof first === 'object' && !Array.isArray(first))
+      (first as Record<string, unknown>).address = flags.listen;
     else listeners[0] = { address: flags.listen };
   }
   if (flags.admin !== undefined) section('admin').address = flags.admin;
@@ -114,7 +125,10 @@ async function packageVersion(): Promise<string> {
   // one or two directories up.
   for (const up of ['../package.json', '../../package.json']) {
     try {
-      const pkg = JSON.parse(await readFile(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      const pkg = JSON.parse(await readFile(new URL(up, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
       if (pkg.name === 'rempart' && typeof pkg.version === 'string') return pkg.version;
     } catch {
       // not this one
@@ -130,11 +144,17 @@ async function packageVersion(): Promise<string> {
 export async function main(argv: string[], extra: ExtraCommands = {}): Promise<number> {
   const debug = debugWanted(argv);
   try {
-    return await run(argv.filter((a) => a !== '--debug'), extra);
+    return await run(
+      argv.filter((a) => a !== '--debug'),
+      extra,
+    );
   } catch (err) {
     const usage = err instanceof UsageError;
     // A bad input (config, file, port, flag) is the user's to fix; anything else is a bug to report.
-    const expected = usage || err instanceof ConfigError || (err instanceof Error && ((err as NodeJS.ErrnoException).code !== undefined || err.constructor === Error));
+    const expected =
+      usage ||
+      err instanceof ConfigError ||
+      (err instanceof Error && ((err as NodeJS.ErrnoException).code !== undefined || err.constructor === Error));
     process.stderr.write(formatError(err, 'rempart', debug, !expected));
     return usage ? 2 : 1;
   }
@@ -159,12 +179,15 @@ async function usageOf(command: string | undefined, extra: ExtraCommands, usage:
 }
 
 async function run(argv: string[], extra: ExtraCommands): Promise<number> {
-  const usage = `${USAGE_HEAD}${Object.values(extra).map((c) => `${c.line}\n`).join('')}${USAGE_REST}`;
+  const usage = `${USAGE_HEAD}${Object.values(extra)
+    .map((c) => `${c.line}\n`)
+    .join('')}${USAGE_REST}`;
   const commands = ['check', ...Object.keys(extra), 'drill', 'token', 'help'];
   const command = argv[0];
   if (command === 'help') {
     if (argv[1] === '--help' || argv[1] === '-h') argv = ['help'];
-    if (argv[1] !== undefined && !commands.includes(argv[1])) throw new UsageError(`no command ${JSON.stringify(argv[1])} (commands: ${commands.join(', ')})`, usage);
+    if (argv[1] !== undefined && !commands.includes(argv[1]))
+      throw new UsageError(`no command ${JSON.stringify(argv[1])} (commands: ${commands.join(', ')})`, usage);
     process.stdout.write(await usageOf(argv[1], extra, usage));
     return 0;
   }
@@ -179,7 +202,11 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   }
   if (argv[0] === 'token') return tokenMain(argv.slice(1));
   if (argv[0] === 'check') {
-    if (argv.length !== 2 || argv[1]!.startsWith('-')) throw new UsageError(argv.length < 2 ? 'check needs a FILE' : `check takes one FILE (got ${argv.slice(1).join(' ')})`, CHECK_USAGE);
+    if (argv.length !== 2 || argv[1]!.startsWith('-'))
+      throw new UsageError(
+        argv.length < 2 ? 'check needs a FILE' : `check takes one FILE (got ${argv.slice(1).join(' ')})`,
+        CHECK_USAGE,
+      );
     return checkMain(argv[1]!);
   }
 
@@ -216,12 +243,17 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   }
   // Flags that would be silently ignored next to a file are refused instead; --listen, --admin and
   // --log-level override the file (docs/config.md, "Command-line overrides").
-  const fileOnly = (['upstream', 'trust', 'quiet'] as const).filter((f) => values[f] !== undefined).map((f) => `--${f}`);
+  const fileOnly = (['upstream', 'trust', 'quiet'] as const)
+    .filter((f) => values[f] !== undefined)
+    .map((f) => `--${f}`);
   if (values.config !== undefined && fileOnly.length > 0) {
     process.stderr.write(`rempart: --config cannot be combined with ${fileOnly.join(', ')}; put them in the file\n`);
     return 2;
   }
-  const loadOptions = { override: (raw: Record<string, unknown>) => applyOverrides(raw, { listen: values.listen, admin: values.admin, logLevel: values['log-level'] }) };
+  const loadOptions = {
+    override: (raw: Record<string, unknown>) =>
+      applyOverrides(raw, { listen: values.listen, admin: values.admin, logLevel: values['log-level'] }),
+  };
   if (values.config === undefined && values.upstream === undefined) {
     process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${usage}`);
     return 2;
@@ -238,7 +270,12 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   const { portProblem } = await import('./app/preflight.ts');
   let adminNote = '';
   let adminFlag = values.admin;
-  if (values.config === undefined && adminFlag === undefined && (values.workers === undefined || values.workers === '1') && cluster.isPrimary) {
+  if (
+    values.config === undefined &&
+    adminFlag === undefined &&
+    (values.workers === undefined || values.workers === '1') &&
+    cluster.isPrimary
+  ) {
     const why = await portProblem(DEFAULT_ADMIN);
     if (why !== '') {
       adminFlag = DEFAULT_ADMIN.replace(/:\d+$/, ':0');
@@ -251,9 +288,17 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     config =
       values.config !== undefined
         ? await loadConfigFile(values.config, loadOptions)
-        : configFromFlags({ upstream: values.upstream!, listen: values.listen, admin: adminFlag, trust: values.trust, logLevel: values['log-level'], quiet: values.quiet });
+        : configFromFlags({
+            upstream: values.upstream!,
+            listen: values.listen,
+            admin: adminFlag,
+            trust: values.trust,
+            logLevel: values['log-level'],
+            quiet: values.quiet,
+          });
     // Presentation only, so it combines with a file (it also wins over the file's logging.format).
-    if (logFormat !== undefined) config = { ...config, logging: Object.freeze({ ...config.logging, format: logFormat as LogFormat }) };
+    if (logFormat !== undefined)
+      config = { ...config, logging: Object.freeze({ ...config.logging, format: logFormat as LogFormat }) };
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`rempart: ${err.message}\n`);
@@ -265,14 +310,21 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   if (values.workers !== undefined) {
     const n = values.workers === 'auto' ? availableParallelism() : Number(values.workers);
     if (!Number.isInteger(n) || n < 1 || n > 1024) {
-      process.stderr.write(`rempart: --workers takes an integer from 1 to 1024, or auto (got ${JSON.stringify(values.workers)})\n`);
+      process.stderr.write(
+        `rempart: --workers takes an integer from 1 to 1024, or auto (got ${JSON.stringify(values.workers)})\n`,
+      );
       return 2;
     }
     // The primary only forks and supervises; each worker runs this same command line as a gateway.
     if (n > 1 && cluster.isPrimary) {
       const { runPrimary } = await import('./server/workers.ts');
       const { createLogger } = await import('./core/log.ts');
-      return runPrimary(n, createLogger(config.logging.level, undefined, config.logging.format as LogFormat), config.cluster.store === 'memory', (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000);
+      return runPrimary(
+        n,
+        createLogger(config.logging.level, undefined, config.logging.format as LogFormat),
+        config.cluster.store === 'memory',
+        (config.shutdown.drainSeconds + config.shutdown.readinessDelaySeconds) * 1000,
+      );
     }
   }
 
@@ -295,9 +347,14 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     throw prefixed(err, 'cannot listen');
   }
   const { listeners, admin } = gateway.addresses();
-  const shown = config.listeners.map((l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`);
+  const shown = config.listeners.map(
+    (l, i) => `${l.tls ? 'https' : 'http'}://${l.address.replace(/:\d+$/, '')}:${listeners[i]!.port}`,
+  );
   const adminShown = admin ? `http://${config.admin.address.replace(/:\d+$/, '')}:${admin.port}` : 'off';
-  gateway.log.info({ listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) }, 'rempart started');
+  gateway.log.info(
+    { listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) },
+    'rempart started',
+  );
   // One summary for a person (from the first worker only under --workers, not from each), and a look
   // at the upstreams that does not hold anything up.
   // The summary is for a person: a zero-config start, or a readable log format. A configured gateway
@@ -306,16 +363,17 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   const forPerson = values.config === undefined || resolveLogFormat(config.logging.format as LogFormat) === 'pretty';
   if (cluster.isPrimary || cluster.worker?.id === 1) {
     const plain = process.env.REMPART_ADMIN_TOKEN;
-    if (forPerson) process.stderr.write(
-      startupSummary(config, {
-        version: await packageVersion(),
-        listeners: shown,
-        admin: admin ? adminShown : null,
-        adminNote,
-        tokenFromEnv: plain !== undefined && plain !== '',
-        tokensFile: config.admin.tokensFile,
-      }),
-    );
+    if (forPerson)
+      process.stderr.write(
+        startupSummary(config, {
+          version: await packageVersion(),
+          listeners: shown,
+          admin: admin ? adminShown : null,
+          adminNote,
+          tokenFromEnv: plain !== undefined && plain !== '',
+          tokensFile: config.admin.tokensFile,
+        }),
+      );
     void warnUnreachableUpstreams(config, gateway.log);
   }
 
@@ -333,8 +391,16 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
           },
           (err: unknown) => {
             gateway.metrics.configReloads.inc({ result: 'rejected' });
-            gateway.audit.record('config_reload_rejected', 'rempart', 'configuration reload rejected; the running configuration stays', { file });
-            gateway.log.error({ file, problems: err instanceof ConfigError ? err.problems : String(err) }, 'configuration reload rejected; the running configuration stays');
+            gateway.audit.record(
+              'config_reload_rejected',
+              'rempart',
+              'configuration reload rejected; the running configuration stays',
+              { file },
+            );
+            gateway.log.error(
+              { file, problems: err instanceof ConfigError ? err.problems : String(err) },
+              'configuration reload rejected; the running configuration stays',
+            );
           },
         );
     });
@@ -368,10 +434,14 @@ async function checkMain(file: string): Promise<number> {
   const { problems, warnings } = await preflight(config);
   for (const w of warnings) process.stderr.write(`${file}: warning: ${w}\n`);
   if (problems.length > 0) {
-    process.stderr.write(`${file}: start-up would fail (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  ${p}\n`).join('')}`);
+    process.stderr.write(
+      `${file}: start-up would fail (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${problems.map((p) => `  ${p}\n`).join('')}`,
+    );
     return 1;
   }
-  process.stdout.write(`${file}: ok${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? '' : 's'})` : ''}\n`);
+  process.stdout.write(
+    `${file}: ok${warnings.length > 0 ? ` (${warnings.length} warning${warnings.length === 1 ? '' : 's'})` : ''}\n`,
+  );
   return 0;
 }
 
@@ -391,9 +461,20 @@ async function tokenMain(argv: string[]): Promise<number> {
   } catch (err) {
     throw new UsageError(`token: ${(err as Error).message}`, TOKEN_USAGE);
   }
-  if (argv[0] !== 'create') throw new UsageError(argv[0] === undefined ? 'token needs a subcommand: create' : `token: no subcommand ${JSON.stringify(argv[0])} (only create)`, TOKEN_USAGE);
-  if (values.name === undefined || values.file === undefined) throw new UsageError('token create needs --name and --file', TOKEN_USAGE);
-  if (values.scope !== 'read' && values.scope !== 'operator') throw new UsageError(`token create: --scope is read or operator (got ${JSON.stringify(values.scope ?? '')})`, TOKEN_USAGE);
+  if (argv[0] !== 'create')
+    throw new UsageError(
+      argv[0] === undefined
+        ? 'token needs a subcommand: create'
+        : `token: no subcommand ${JSON.stringify(argv[0])} (only create)`,
+      TOKEN_USAGE,
+    );
+  if (values.name === undefined || values.file === undefined)
+    throw new UsageError('token create needs --name and --file', TOKEN_USAGE);
+  if (values.scope !== 'read' && values.scope !== 'operator')
+    throw new UsageError(
+      `token create: --scope is read or operator (got ${JSON.stringify(values.scope ?? '')})`,
+      TOKEN_USAGE,
+    );
   const { createToken } = await import('./control/api.ts');
   const { appendFile } = await import('node:fs/promises');
   let made;
@@ -403,7 +484,9 @@ async function tokenMain(argv: string[]): Promise<number> {
     throw new UsageError(`token create: ${(err as Error).message}`, TOKEN_USAGE);
   }
   await appendFile(values.file, `${made.line}\n`, { mode: 0o600 });
-  process.stderr.write(`token "${values.name}" (${values.scope}) added to ${values.file}; it is shown once, below. SIGHUP reloads the file.\n`);
+  process.stderr.write(
+    `token "${values.name}" (${values.scope}) added to ${values.file}; it is shown once, below. SIGHUP reloads the file.\n`,
+  );
   process.stdout.write(`${made.token}\n`);
   return 0;
 }

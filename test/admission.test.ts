@@ -23,7 +23,14 @@ const ROUTES = [
   { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
 ];
 
-function gatewayFor(t: Teardown, origin: RunningOrigin, upstreamAdmission: Record<string, unknown>, admission: Record<string, unknown> = {}, logRequests = false, defense: Record<string, unknown> = {}): Promise<TestGateway> {
+function gatewayFor(
+  t: Teardown,
+  origin: RunningOrigin,
+  upstreamAdmission: Record<string, unknown>,
+  admission: Record<string, unknown> = {},
+  logRequests = false,
+  defense: Record<string, unknown> = {},
+): Promise<TestGateway> {
   return startGateway(t, origin.url, {
     upstreams: [{ name: 'origin', url: origin.url, admission: upstreamAdmission }],
     routes: ROUTES,
@@ -42,7 +49,14 @@ function gateOf(gw: TestGateway): AdmissionGate<RequestContext> {
 function send(
   base: string,
   path: string,
-  opts: { method?: string; body?: string; headers?: Record<string, string>; localAddress?: string; agent?: http.Agent; onRequest?: (req: http.ClientRequest) => void } = {},
+  opts: {
+    method?: string;
+    body?: string;
+    headers?: Record<string, string>;
+    localAddress?: string;
+    agent?: http.Agent;
+    onRequest?: (req: http.ClientRequest) => void;
+  } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { ...opts.headers };
@@ -50,20 +64,25 @@ function send(
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(Buffer.byteLength(opts.body));
     }
-    const req = http.request(`${base}${path}`, { method: opts.method ?? 'GET', headers, localAddress: opts.localAddress, agent: opts.agent ?? false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      `${base}${path}`,
+      { method: opts.method ?? 'GET', headers, localAddress: opts.localAddress, agent: opts.agent ?? false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     opts.onRequest?.(req);
     req.end(opts.body);
   });
 }
 
-const approve = (base: string, i: number) => send(base, '/payments/approve', { method: 'POST', body: JSON.stringify({ paymentId: `pay-${i}` }) });
+const approve = (base: string, i: number) =>
+  send(base, '/payments/approve', { method: 'POST', body: JSON.stringify({ paymentId: `pay-${i}` }) });
 
 function codeOf(r: Reply): string {
   try {
@@ -102,7 +121,10 @@ test('with a static limit equal to the origin workers, a burst of tracking plus 
   const { tracking, approvals } = await burst(gw);
   assertBurstOutcome(origin, tracking, approvals);
   assert.ok(origin.stats().maxInFlight <= 4, `origin saw ${origin.stats().maxInFlight} requests at once`);
-  assert.ok(tracking.some((r) => r.status === 200), 'some tracking requests were served');
+  assert.ok(
+    tracking.some((r) => r.status === 200),
+    'some tracking requests were served',
+  );
   await waitFor(() => gateOf(gw).limiter.inFlight === 0 && gateOf(gw).queue.size === 0, {
     timeoutMs: 10_000,
     message: 'every slot is released',
@@ -111,7 +133,12 @@ test('with a static limit equal to the origin workers, a burst of tracking plus 
 
 test('with the adaptive limiter, the same burst never overloads the origin, every approval succeeds and the limit stays within its bounds', async (t) => {
   const origin = track(t, await startPostalOrigin({ workers: 4, serviceTimeMs: 20, queueLength: 1000 }));
-  const gw = await gatewayFor(t, origin, { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 }, { fairness: { maxSharePercent: 100 } });
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 },
+    { fairness: { maxSharePercent: 100 } },
+  );
   const { tracking, approvals } = await burst(gw);
   assertBurstOutcome(origin, tracking, approvals);
   const limit = gateOf(gw).limiter.limit;
@@ -128,28 +155,53 @@ test('a guaranteed share lets a lower class through while a higher class is over
   const origin = track(t, await startPostalOrigin({ workers: 2, serviceTimeMs: 100, queueLength: 1000 }));
   const run = async (reservePercent: Record<string, number>, underAttack = false) => {
     const defense = underAttack ? { level: { override: 'under_attack' }, challenge: { mode: 'off' } } : {};
-    const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 2 }, { reservePercent, fairness: { maxSharePercent: 100 }, queue: { timeoutMs: { critical: 20_000, cacheable: 3000 } } }, false, defense);
+    const gw = await gatewayFor(
+      t,
+      origin,
+      { mode: 'static', staticLimit: 2 },
+      {
+        reservePercent,
+        fairness: { maxSharePercent: 100 },
+        queue: { timeoutMs: { critical: 20_000, cacheable: 3000 } },
+      },
+      false,
+      defense,
+    );
     // The level's once-a-second tick suspends the shares while under attack.
-    if (underAttack) await waitFor(() => gateOf(gw).sharesSuspended, {
-      timeoutMs: 10_000,
-      message: 'shares suspended',
-    });
+    if (underAttack)
+      await waitFor(() => gateOf(gw).sharesSuspended, {
+        timeoutMs: 10_000,
+        message: 'shares suspended',
+      });
     const approvalsP = Array.from({ length: 100 }, (_, i) => approve(gw.url, i));
     const gate = gateOf(gw);
     await waitFor(() => gate.queue.depth(classIndex('critical')) >= 50, {
       timeoutMs: 10_000,
       message: 'approvals queue up',
     });
-    const tracking = await Promise.all(Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/6A${String(i).padStart(11, '0')}`)));
+    const tracking = await Promise.all(
+      Array.from({ length: 5 }, (_, i) => send(gw.url, `/track/6A${String(i).padStart(11, '0')}`)),
+    );
     const approvals = await Promise.all(approvalsP);
-    assert.ok(approvals.every((a) => a.status === 200), 'every approval is served either way');
+    assert.ok(
+      approvals.every((a) => a.status === 200),
+      'every approval is served either way',
+    );
     // The next run shares the origin: this gateway goes now (the teardown only covers a failure).
     await gw.close();
     return tracking.map((r) => r.status);
   };
-  assert.deepEqual(await run({}), [503, 503, 503, 503, 503], 'strict order: tracking waits behind 5 s of approvals and is shed');
+  assert.deepEqual(
+    await run({}),
+    [503, 503, 503, 503, 503],
+    'strict order: tracking waits behind 5 s of approvals and is shed',
+  );
   // 50 % of a limit of 2: one slot for cacheable while approvals wait; 5 × 100 ms fit in its 3 s.
-  assert.deepEqual(await run({ cacheable: 50 }), [200, 200, 200, 200, 200], 'with a share, tracking is served while approvals wait');
+  assert.deepEqual(
+    await run({ cacheable: 50 }),
+    [200, 200, 200, 200, 200],
+    'with a share, tracking is served while approvals wait',
+  );
   // Under attack the shares give way: a flood on the shared class cannot hold slots ahead of approvals.
   assert.deepEqual(await run({ cacheable: 50 }, true), [503, 503, 503, 503, 503], 'under attack, strict order again');
   assert.equal(origin.stats().rejected, 0);
@@ -158,7 +210,12 @@ test('a guaranteed share lets a lower class through while a higher class is over
 
 test('a request that waits past its class deadline is shed with 503, Retry-After and RMP_ERR_ADMISSION_QUEUE_TIMEOUT: JSON for API clients, HTML for browsers', async (t) => {
   const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 800, queueLength: 1000 }));
-  const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 1 }, { queue: { timeoutMs: { cacheable: 150 } } });
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'static', staticLimit: 1 },
+    { queue: { timeoutMs: { cacheable: 150 } } },
+  );
   const first = send(gw.url, '/track/A1');
   await waitFor(() => gateOf(gw).limiter.inFlight === 1, {
     timeoutMs: 10_000,
@@ -185,18 +242,29 @@ test('a request that waits past its class deadline is shed with 503, Retry-After
 test('one /24 flooding a class holds no more than its share of that class queue while another client is still admitted', async (t) => {
   const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 150, queueLength: 1000 }));
   // 20 places per class, 25 % each: a /24 may hold 5.
-  const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 20, timeoutMs: { cacheable: 20_000 } }, fairness: { key: 'prefix', maxSharePercent: 25 } });
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'static', staticLimit: 1 },
+    { queue: { maxEntries: 20, timeoutMs: { cacheable: 20_000 } }, fairness: { key: 'prefix', maxSharePercent: 25 } },
+  );
   const gate = gateOf(gw);
   const cacheable = classIndex('cacheable');
   let mostHeldByFlooder = 0;
-  const watch = setInterval(() => (mostHeldByFlooder = Math.max(mostHeldByFlooder, gate.queue.heldBy(cacheable, '127.0.0'))), 2);
+  const watch = setInterval(
+    () => (mostHeldByFlooder = Math.max(mostHeldByFlooder, gate.queue.heldBy(cacheable, '127.0.0'))),
+    2,
+  );
   cleanup(t, () => clearInterval(watch));
   const flood = Array.from({ length: 30 }, (_, i) => send(gw.url, `/track/F${i}`, { localAddress: '127.0.0.1' }));
   await waitFor(() => gate.queue.heldBy(cacheable, '127.0.0') === 5, {
     timeoutMs: 10_000,
     message: 'the flooder fills its share',
   });
-  const other = await Promise.all([send(gw.url, '/track/B1', { localAddress: '127.0.1.1' }), send(gw.url, '/track/B2', { localAddress: '127.0.1.1' })]);
+  const other = await Promise.all([
+    send(gw.url, '/track/B1', { localAddress: '127.0.1.1' }),
+    send(gw.url, '/track/B2', { localAddress: '127.0.1.1' }),
+  ]);
   const flooded = await Promise.all(flood);
   assert.deepEqual(
     other.map((r) => r.status),
@@ -214,7 +282,12 @@ test('one /24 flooding a class holds no more than its share of that class queue 
 test('a client that disconnects while queued frees its place, and its request never reaches the origin', async (t) => {
   // D1 holds the one slot for 2 s: long enough that a stalled machine cannot free it before D3 arrives.
   const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 2000, queueLength: 1000 }));
-  const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 1, timeoutMs: { cacheable: 10_000 } } });
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'static', staticLimit: 1 },
+    { queue: { maxEntries: 1, timeoutMs: { cacheable: 10_000 } } },
+  );
   const gate = gateOf(gw);
   const first = send(gw.url, '/track/D1');
   await waitFor(() => gate.limiter.inFlight === 1, { timeoutMs: 10_000, message: 'the first request holds the slot' });
@@ -236,7 +309,13 @@ test('a client that disconnects while queued frees its place, and its request ne
 
 test('metrics expose admitted, queued and shed counts per class, the wait histogram, queue depth and the limit per upstream; the log names the reason', async (t) => {
   const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 300, queueLength: 1000 }));
-  const gw = await gatewayFor(t, origin, { mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 2, timeoutMs: { cacheable: 10_000 } }, fairness: { maxSharePercent: 100 } }, true);
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'static', staticLimit: 1 },
+    { queue: { maxEntries: 2, timeoutMs: { cacheable: 10_000 } }, fairness: { maxSharePercent: 100 } },
+    true,
+  );
   const gate = gateOf(gw);
   const approval = approve(gw.url, 1);
   await waitFor(() => gate.limiter.inFlight === 1, { timeoutMs: 10_000, message: 'the approval holds the slot' });
@@ -277,7 +356,9 @@ test('a slow POST trickling its body holds no admission slot: with a limit of on
   let reply = '';
   socket.on('data', (c: Buffer) => (reply += c.toString('latin1')));
   await new Promise<void>((r) => socket.once('connect', () => r()));
-  socket.write(`POST /payments/approve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+  socket.write(
+    `POST /payments/approve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`,
+  );
   await sleep(50);
   for (let i = 0; i < 3; i++) {
     assert.equal(gate.limiter.inFlight, 0, 'the trickling POST holds no slot');

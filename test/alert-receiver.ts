@@ -46,4 +46,3 @@ export async function startReceiver(t: Teardown, answer: (n: number) => number =
       }),
   });
 }
-

@@ -21,7 +21,8 @@ function makeAlerts(cfg: AlertsConfig) {
   const { lines, stream } = memoryLog();
   const metrics = createMetrics();
   const alerts = new Alerts({ log: createLogger('info', stream), metrics, config: () => cfg });
-  const count = async (kind: string, result: string) => (await metrics.alerts.get()).values.find((v) => v.labels.kind === kind && v.labels.result === result)?.value ?? 0;
+  const count = async (kind: string, result: string) =>
+    (await metrics.alerts.get()).values.find((v) => v.labels.kind === kind && v.labels.result === result)?.value ?? 0;
   return { alerts, lines, count };
 }
 
@@ -71,7 +72,10 @@ test('a webhook that keeps failing is given up after `retries`, counted failed, 
   const rx = await startReceiver(t, () => 503);
   const { alerts, lines, count } = makeAlerts(settings({ retries: 2, retryBaseMs: 10 }));
   cleanup(t, () => alerts.stop(100));
-  const target = await loadWebhookTarget({ REMPART_ALERT_WEBHOOK_URL: `${rx.url}/hooks/T0KEN-d0-not-log?key=ALSO-SECRET` }, settings().webhook);
+  const target = await loadWebhookTarget(
+    { REMPART_ALERT_WEBHOOK_URL: `${rx.url}/hooks/T0KEN-d0-not-log?key=ALSO-SECRET` },
+    settings().webhook,
+  );
   alerts.setWebhook(target);
   alerts.raise('attack_level', 'under attack', {});
   await waitFor(() => rx.received.length === 3);
@@ -79,7 +83,10 @@ test('a webhook that keeps failing is given up after `retries`, counted failed, 
   assert.equal(rx.received.length, 3, 'one attempt and two retries');
   const text = JSON.stringify(lines);
   assert.ok(!text.includes('T0KEN') && !text.includes('ALSO-SECRET'), 'the URL path and query never reach a log line');
-  assert.ok(lines.some((l) => l.webhookHost === new URL(rx.url).host && /giving up/.test(String(l.msg))), 'only the host is named');
+  assert.ok(
+    lines.some((l) => l.webhookHost === new URL(rx.url).host && /giving up/.test(String(l.msg))),
+    'only the host is named',
+  );
 });
 
 test('a burst of alerts of one kind is coalesced: one POST at once, then one per interval carrying the count', async (t) => {
@@ -158,24 +165,54 @@ test('the webhook URL and secret come from the environment or files; a bad one i
   await writeFile(urlFile, 'https://hooks.example.org/services/T0KEN\n');
   await writeFile(secretFile, 'file-secret\n');
   const cfg = settings({ urlFile, secretFile }).webhook;
-  assert.deepEqual(await loadWebhookTarget({}, cfg), { url: 'https://hooks.example.org/services/T0KEN', secret: 'file-secret', host: 'hooks.example.org' });
-  const fromEnv = await loadWebhookTarget({ REMPART_ALERT_WEBHOOK_URL: 'http://127.0.0.1:9/x', REMPART_ALERT_WEBHOOK_SECRET: 'env-secret' }, cfg);
+  assert.deepEqual(await loadWebhookTarget({}, cfg), {
+    url: 'https://hooks.example.org/services/T0KEN',
+    secret: 'file-secret',
+    host: 'hooks.example.org',
+  });
+  const fromEnv = await loadWebhookTarget(
+    { REMPART_ALERT_WEBHOOK_URL: 'http://127.0.0.1:9/x', REMPART_ALERT_WEBHOOK_SECRET: 'env-secret' },
+    cfg,
+  );
   assert.equal(fromEnv?.url, 'http://127.0.0.1:9/x', 'the environment wins');
   assert.equal(fromEnv?.secret, 'env-secret');
   assert.equal(await loadWebhookTarget({}, settings().webhook), null, 'no URL: log and count only');
   await writeFile(urlFile, 'ftp://T0KEN@example.org/');
-  await assert.rejects(loadWebhookTarget({}, cfg), (err: Error) => /must be http/.test(err.message) && err.message.includes(urlFile) && !err.message.includes('T0KEN'));
+  await assert.rejects(
+    loadWebhookTarget({}, cfg),
+    (err: Error) => /must be http/.test(err.message) && err.message.includes(urlFile) && !err.message.includes('T0KEN'),
+  );
   await writeFile(urlFile, 'not a url T0KEN');
-  await assert.rejects(loadWebhookTarget({}, cfg), (err: Error) => /not a valid URL/.test(err.message) && !err.message.includes('T0KEN'));
-  await assert.rejects(loadWebhookTarget({}, settings({ secretFile }).webhook), /signing secret is set but no webhook URL/);
-  await assert.rejects(loadWebhookTarget({}, settings({ urlFile: join(dir, 'missing') }).webhook), /cannot read the URL file/);
+  await assert.rejects(
+    loadWebhookTarget({}, cfg),
+    (err: Error) => /not a valid URL/.test(err.message) && !err.message.includes('T0KEN'),
+  );
+  await assert.rejects(
+    loadWebhookTarget({}, settings({ secretFile }).webhook),
+    /signing secret is set but no webhook URL/,
+  );
+  await assert.rejects(
+    loadWebhookTarget({}, settings({ urlFile: join(dir, 'missing') }).webhook),
+    /cannot read the URL file/,
+  );
 });
 
 test('bad alerts settings stop start-up with a clear error', async () => {
   const { validateConfig } = await import('../src/config/load.ts');
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'o', url: 'http://127.0.0.1:9' }], routes: [{ name: 'r', upstream: 'o' }] };
-  assert.throws(() => validateConfig({ ...base, alerts: { webhook: { url: 'https://hooks.example.org/T0KEN' } } }), /alerts\.webhook\.url: unknown key/);
-  assert.throws(() => validateConfig({ ...base, alerts: { webhook: { maxQueue: 0, retries: -1 } } }), (err: Error) => /alerts\.webhook\.maxQueue/.test(err.message) && /alerts\.webhook\.retries/.test(err.message));
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'o', url: 'http://127.0.0.1:9' }],
+    routes: [{ name: 'r', upstream: 'o' }],
+  };
+  assert.throws(
+    () => validateConfig({ ...base, alerts: { webhook: { url: 'https://hooks.example.org/T0KEN' } } }),
+    /alerts\.webhook\.url: unknown key/,
+  );
+  assert.throws(
+    () => validateConfig({ ...base, alerts: { webhook: { maxQueue: 0, retries: -1 } } }),
+    (err: Error) => /alerts\.webhook\.maxQueue/.test(err.message) && /alerts\.webhook\.retries/.test(err.message),
+  );
 });
 
 test('an upstream whose circuit breaker opens raises a failover alert that reaches the webhook', async (t) => {
@@ -186,7 +223,9 @@ test('an upstream whose circuit breaker opens raises a failover alert that reach
   cleanup(t, () => {
     delete process.env.REMPART_ALERT_WEBHOOK_URL;
   });
-  const gw = await startGateway(t, dead.url, { upstreams: [{ name: 'origin', url: dead.url, circuitBreaker: { consecutiveFailures: 1, openMs: 60000 } }] });
+  const gw = await startGateway(t, dead.url, {
+    upstreams: [{ name: 'origin', url: dead.url, circuitBreaker: { consecutiveFailures: 1, openMs: 60000 } }],
+  });
   const res = await fetch(`${gw.url}/x`);
   assert.equal(res.status, 502);
   await waitFor(() => rx.received.length === 1);

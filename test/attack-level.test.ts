@@ -8,7 +8,8 @@ import { cleanup, startGateway, startUpstream } from './helpers.ts';
 
 /** A botnet second: `perSecond` requests from `prefixes` never-seen prefixes (172.16.x), browser-like. */
 function botnetSecond(sim: Sim, perSecond: number, prefixes = 40): void {
-  for (let i = 0; i < perSecond; i++) sim.send({ prefix: `172.16.${i % prefixes}`, path: `/search/${i}`, ua: BROWSERS[i % 3]! });
+  for (let i = 0; i < perSecond; i++)
+    sim.send({ prefix: `172.16.${i % prefixes}`, path: `/search/${i}`, ua: BROWSERS[i % 3]! });
 }
 
 test('steady customer traffic stays calm for ten minutes and learns its baseline', () => {
@@ -20,7 +21,10 @@ test('steady customer traffic stays calm for ten minutes and learns its baseline
   assert.ok(f.warm);
   assert.ok(Math.abs(f.baselineRatePerSecond - 50) < 5, `baseline ${f.baselineRatePerSecond}`);
   assert.ok(f.novelty < 0.05, `novelty ${f.novelty}`);
-  assert.ok(sim.monitor.scores.strangeness < 0.5 && sim.monitor.scores.pressure < 0.5, JSON.stringify(sim.monitor.scores));
+  assert.ok(
+    sim.monitor.scores.strangeness < 0.5 && sim.monitor.scores.pressure < 0.5,
+    JSON.stringify(sim.monitor.scores),
+  );
 });
 
 test('a surge from never-seen prefixes is under attack within 3 s, and calm again within 60 s after it stops', () => {
@@ -36,10 +40,19 @@ test('a surge from never-seen prefixes is under attack within 3 s, and calm agai
   assert.ok(reachedAt !== -1 && reachedAt <= 3, `under attack after ${reachedAt} s`);
   assert.equal(sim.monitor.level, AttackLevel.underAttack);
   const change = sim.monitor.history.find((c) => c.to === 'under_attack')!;
-  assert.ok(change.reasons.some((r) => r.includes('never-seen prefixes')), change.reasons.join('; '));
-  assert.ok(change.reasons.some((r) => r.startsWith('surge')), change.reasons.join('; '));
+  assert.ok(
+    change.reasons.some((r) => r.includes('never-seen prefixes')),
+    change.reasons.join('; '),
+  );
+  assert.ok(
+    change.reasons.some((r) => r.startsWith('surge')),
+    change.reasons.join('; '),
+  );
   // Baselines were frozen during the attack: 50 req/s, not the flood's rate.
-  assert.ok(sim.monitor.features!.baselineRatePerSecond < 60, `baseline ${sim.monitor.features!.baselineRatePerSecond}`);
+  assert.ok(
+    sim.monitor.features!.baselineRatePerSecond < 60,
+    `baseline ${sim.monitor.features!.baselineRatePerSecond}`,
+  );
 
   let calmAt = -1;
   for (let s = 1; s <= 60; s++) {
@@ -103,7 +116,9 @@ test('a borderline surge does not make the level flap', () => {
 });
 
 test('origin saturation alone (queue at the admission gate) raises the level to elevated', () => {
-  const sim = createSim({ upstreams: [{ name: 'origin', url: 'http://127.0.0.1:9', admission: { mode: 'static', staticLimit: 10 } }] });
+  const sim = createSim({
+    upstreams: [{ name: 'origin', url: 'http://127.0.0.1:9', admission: { mode: 'static', staticLimit: 10 } }],
+  });
   warmUp(sim, 90);
   const gate = sim.runtime.upstreams.get('origin')!.admission;
   const size = gate.queue.size;
@@ -129,8 +144,22 @@ test('the level follows defense.level.override from the config, whatever is dete
 });
 
 test('PUT /api/level bodies are validated strictly', () => {
-  assert.deepEqual(parseOverride({ level: 'elevated', reason: 'tv ad at 20:00' }), { level: 'elevated', reason: 'tv ad at 20:00' });
-  for (const bad of [null, [], 'calm', { level: 'auto', reason: 'x' }, { level: 'panic', reason: 'x' }, { level: 'calm' }, { level: 'calm', reason: '' }, { level: 'calm', reason: 'x', extra: 1 }, { level: 'calm', reason: 'a\nb' }, { level: 'calm', reason: 'x'.repeat(201) }])
+  assert.deepEqual(parseOverride({ level: 'elevated', reason: 'tv ad at 20:00' }), {
+    level: 'elevated',
+    reason: 'tv ad at 20:00',
+  });
+  for (const bad of [
+    null,
+    [],
+    'calm',
+    { level: 'auto', reason: 'x' },
+    { level: 'panic', reason: 'x' },
+    { level: 'calm' },
+    { level: 'calm', reason: '' },
+    { level: 'calm', reason: 'x', extra: 1 },
+    { level: 'calm', reason: 'a\nb' },
+    { level: 'calm', reason: 'x'.repeat(201) },
+  ])
     assert.throws(() => parseOverride(bad), /must|unknown|JSON object/, JSON.stringify(bad));
 });
 
@@ -143,14 +172,22 @@ test('the admin API shows the level, pins it with a token, and releases it (401 
   cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
   const admin = gw.adminUrl!;
   assert.equal((await fetch(`${admin}/api/level`)).status, 401);
-  assert.equal((await fetch(`${admin}/api/level`, { method: 'PUT', body: JSON.stringify({ level: 'under_attack', reason: 'x' }) })).status, 401);
+  assert.equal(
+    (await fetch(`${admin}/api/level`, { method: 'PUT', body: JSON.stringify({ level: 'under_attack', reason: 'x' }) }))
+      .status,
+    401,
+  );
   let r = await fetch(`${admin}/api/level`, { headers: auth });
   assert.equal(r.status, 200);
   let body = (await r.json()) as Record<string, unknown>;
   assert.equal(body.level, 'calm');
   assert.equal(body.override, null);
 
-  r = await fetch(`${admin}/api/level`, { method: 'PUT', headers: auth, body: JSON.stringify({ level: 'under_attack', reason: 'botnet on /search' }) });
+  r = await fetch(`${admin}/api/level`, {
+    method: 'PUT',
+    headers: auth,
+    body: JSON.stringify({ level: 'under_attack', reason: 'botnet on /search' }),
+  });
   assert.equal(r.status, 200);
   body = (await r.json()) as Record<string, unknown>;
   assert.equal(body.level, 'under_attack');
@@ -161,9 +198,16 @@ test('the admin API shows the level, pins it with a token, and releases it (401 
   assert.equal(history[0]!.by, 'operator:env');
   assert.match(history[0]!.reasons[0]!, /botnet on \/search/);
   assert.match(await gw.gateway.metrics.registry.metrics(), /rempart_attack_level 2/);
-  assert.match(await gw.gateway.metrics.registry.metrics(), /rempart_attack_level_changes_total\{from="calm",to="under_attack"\} 1/);
+  assert.match(
+    await gw.gateway.metrics.registry.metrics(),
+    /rempart_attack_level_changes_total\{from="calm",to="under_attack"\} 1/,
+  );
 
-  r = await fetch(`${admin}/api/level`, { method: 'PUT', headers: auth, body: JSON.stringify({ level: 'loud', reason: 'x' }) });
+  r = await fetch(`${admin}/api/level`, {
+    method: 'PUT',
+    headers: auth,
+    body: JSON.stringify({ level: 'loud', reason: 'x' }),
+  });
   assert.equal(r.status, 400);
   assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
 
@@ -177,9 +221,18 @@ test('the admin API shows the level, pins it with a token, and releases it (401 
 test('the level phase counts real requests through the gateway and a surge of new prefixes is detected', async (t) => {
   const clock = createManualClock(0);
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { clientAddress: { trustedProxies: ['127.0.0.1/32'] }, defense: { level: { warmupSeconds: 5, minRatePerSecond: 5 } } }, { clock });
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+      defense: { level: { warmupSeconds: 5, minRatePerSecond: 5 } },
+    },
+    { clock },
+  );
   const monitor = gw.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
-  const get = (ip: string) => fetch(`${gw.url}/page`, { headers: { 'x-forwarded-for': ip } }).then((r) => r.arrayBuffer());
+  const get = (ip: string) =>
+    fetch(`${gw.url}/page`, { headers: { 'x-forwarded-for': ip } }).then((r) => r.arrayBuffer());
   for (let s = 0; s < 30; s++) {
     await Promise.all(Array.from({ length: 6 }, (_, i) => get(`10.0.${i}.1`)));
     clock.advance(1000);

@@ -21,7 +21,11 @@ async function startBanGateway(t: Teardown, partial: Record<string, unknown>): P
 }
 
 /** One GET from `localAddress` on `agent`'s connections; resolves with the status and headers. */
-function get(port: number, localAddress: string, agent: http.Agent | false = false): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
+function get(
+  port: number,
+  localAddress: string,
+  agent: http.Agent | false = false,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/', localAddress, agent }, (res) => {
       res.resume();
@@ -45,10 +49,19 @@ function probe(port: number, localAddress: string): Promise<{ bytes: number; err
   });
 }
 
-function admin(gw: TestGateway, method: string, path: string, body?: unknown, token: string | null = TOKEN): Promise<{ status: number; body: any }> {
+function admin(
+  gw: TestGateway,
+  method: string,
+  path: string,
+  body?: unknown,
+  token: string | null = TOKEN,
+): Promise<{ status: number; body: any }> {
   return fetch(`${gw.adminUrl}${path}`, {
     method,
-    headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
@@ -124,7 +137,16 @@ test('operators ban and unban over the admin API with a token; without one the A
   const listed = await admin(gw, 'GET', '/api/bans');
   assert.equal(listed.status, 200);
   assert.equal(listed.body.active, 1);
-  assert.deepEqual(Object.keys(listed.body.bans[0]).sort(), ['by', 'count', 'expires', 'reason', 'rule', 'since', 'target', 'ttlSec']);
+  assert.deepEqual(Object.keys(listed.body.bans[0]).sort(), [
+    'by',
+    'count',
+    'expires',
+    'reason',
+    'rule',
+    'since',
+    'target',
+    'ttlSec',
+  ]);
   const p = await probe(gw.port, '127.0.1.5');
   assert.deepEqual(p, { bytes: 0, error: 'ECONNRESET' });
   // The prefix joins the fast path; the unban below must still take effect at once.
@@ -173,7 +195,9 @@ test('with bans in observe mode a banned address is recorded and listed but stil
 });
 
 test('with bans off, offences make no ban and the API says bans are off', async (t) => {
-  const gw = await startBanGateway(t, { defense: { bans: { mode: 'off' }, rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 0.01, burst: 1 }] } } });
+  const gw = await startBanGateway(t, {
+    defense: { bans: { mode: 'off' }, rateLimit: { rules: [{ id: 't', key: 'address', ratePerSec: 0.01, burst: 1 }] } },
+  });
   for (let i = 0; i < 40; i++) await get(gw.port, '127.0.0.7');
   assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.7'), false);
   assert.equal((await admin(gw, 'POST', '/api/bans', { target: '127.0.0.7', ttlSec: 60 })).status, 409);

@@ -50,7 +50,10 @@ test('a second request for a cacheable response is answered from memory: HIT, Ag
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
   assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="hit"\} 2$/m);
   assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="miss"\} 1$/m);
-  assert.match(metrics, /^rempart_requests_total\{route="tracking",class="cacheable",decision="cache_hit",code="200"\} 2$/m);
+  assert.match(
+    metrics,
+    /^rempart_requests_total\{route="tracking",class="cacheable",decision="cache_hit",code="200"\} 2$/m,
+  );
   assert.match(metrics, /^rempart_cache_entries 1$/m);
   assert.match(metrics, /^rempart_cache_bytes [1-9]\d*$/m);
   const lines = gw.logs.filter((l) => l.msg === 'request');
@@ -80,7 +83,8 @@ test('responses with Set-Cookie, private, no-store, no freshness or a 5xx status
     assert.equal(up.requests.filter((r) => r.url === path).length, 2, `${path} reached the upstream each time`);
   }
   const notes = gw.logs.filter((l) => l.msg === 'request').map((l) => l.cache);
-  for (const reason of ['set_cookie', 'private', 'no_store', 'no_freshness', 'status']) assert.ok(notes.includes(`miss:not_stored:${reason}`), reason);
+  for (const reason of ['set_cookie', 'private', 'no_store', 'no_freshness', 'status'])
+    assert.ok(notes.includes(`miss:not_stored:${reason}`), reason);
   assert.equal(gw.gateway.cache.store.entries, 0);
 });
 
@@ -207,7 +211,12 @@ test('a 5xx from the origin is replaced by the stale copy while within stale-if-
     res.end('good copy');
   });
   const clock = createManualClock();
-  const gw = await startGateway(t, up.url, { routes: [{ ...cacheableRoute, cache: { staleWhileRevalidateMs: 0 } }] }, { clock });
+  const gw = await startGateway(
+    t,
+    up.url,
+    { routes: [{ ...cacheableRoute, cache: { staleWhileRevalidateMs: 0 } }] },
+    { clock },
+  );
   assert.equal((await get(`${gw.url}/x`)).body, 'good copy');
   clock.advance(11_000);
   failing = true;
@@ -235,10 +244,13 @@ test('stale-while-revalidate serves the stale copy at once and one background re
   const stale = await get(`${gw.url}/t`);
   assert.equal(stale.body, 'v1');
   assert.equal(stale.headers.get('x-cache'), 'STALE');
-  await waitFor(async () => {
-    const r = await get(`${gw.url}/t`);
-    return r.body === 'v2' && r.headers.get('x-cache') === 'HIT';
-  }, { timeoutMs: 10_000, intervalMs: 20 });
+  await waitFor(
+    async () => {
+      const r = await get(`${gw.url}/t`);
+      return r.body === 'v2' && r.headers.get('x-cache') === 'HIT';
+    },
+    { timeoutMs: 10_000, intervalMs: 20 },
+  );
   assert.equal(up.requests.length, 2, 'one background refresh, however many stale answers');
 });
 
@@ -264,7 +276,10 @@ test('a stale-while-revalidate refresh takes an admission slot, and none is sent
   const gw = await startGateway(
     t,
     up.url,
-    { upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }], routes: [{ name: 'slow', path: '/slow', upstream: 'origin', class: 'public' }, cacheableRoute] },
+    {
+      upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
+      routes: [{ name: 'slow', path: '/slow', upstream: 'origin', class: 'public' }, cacheableRoute],
+    },
     { clock },
   );
   const gate = gw.gateway.runtime().upstreams.get('origin')!.admission;
@@ -368,18 +383,36 @@ test('a copy stored from an anonymous request does not answer a request with Aut
 });
 
 test('cache settings have defaults, and a misspelt cache key stops start-up', () => {
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:8080' }], upstreams: [{ name: 'app', url: 'http://127.0.0.1:3000' }] };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:8080' }],
+    upstreams: [{ name: 'app', url: 'http://127.0.0.1:3000' }],
+  };
   const ok = validateConfig({ ...base, routes: [{ name: 't', upstream: 'app', class: 'cacheable', cache: {} }] });
   assert.deepEqual(ok.cache, { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 1024 * 1024 });
-  assert.deepEqual(ok.routes[0]!.cache, { queryParams: [], staleWhileRevalidateMs: 10_000, staleIfErrorMs: 86_400_000 });
-  for (const bad of [{ routes: [{ name: 't', upstream: 'app', cache: { enabeld: true } }] }, { routes: [{ name: 't', upstream: 'app' }], cache: { maxByte: 1 } }]) {
-    assert.throws(() => validateConfig({ ...base, ...bad }), (err: unknown) => err instanceof ConfigError && err.code === 'RMP_ERR_CONFIG_INVALID');
+  assert.deepEqual(ok.routes[0]!.cache, {
+    queryParams: [],
+    staleWhileRevalidateMs: 10_000,
+    staleIfErrorMs: 86_400_000,
+  });
+  for (const bad of [
+    { routes: [{ name: 't', upstream: 'app', cache: { enabeld: true } }] },
+    { routes: [{ name: 't', upstream: 'app' }], cache: { maxByte: 1 } },
+  ]) {
+    assert.throws(
+      () => validateConfig({ ...base, ...bad }),
+      (err: unknown) => err instanceof ConfigError && err.code === 'RMP_ERR_CONFIG_INVALID',
+    );
   }
 });
 
 test('an upstream that varies on a name like `constructor` is still answered, and lookups never read Object.prototype', async (t) => {
-  const up = await startUpstream(t, (_req, res) => res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'constructor', 'content-length': '2' }).end('ok'));
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'tracking', path: '/*', upstream: 'origin', class: 'cacheable' }] });
+  const up = await startUpstream(t, (_req, res) =>
+    res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'constructor', 'content-length': '2' }).end('ok'),
+  );
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'tracking', path: '/*', upstream: 'origin', class: 'cacheable' }],
+  });
   for (let i = 0; i < 3; i++) {
     const res = await fetch(`${gw.url}/track/A`);
     assert.equal(res.status, 200);
@@ -433,7 +466,9 @@ test('thousands of distinct 15 KB Accept-Encoding values: the cache stays within
       const i = next++;
       const filler = 'x'.repeat(15000);
       // Half carry a known coding among the noise; every tenth a huge Accept-Language instead.
-      const headers: Record<string, string> = { 'accept-encoding': i % 2 === 0 ? `${i},${filler}` : `gzip, ${i}${filler}` };
+      const headers: Record<string, string> = {
+        'accept-encoding': i % 2 === 0 ? `${i},${filler}` : `gzip, ${i}${filler}`,
+      };
       if (i % 10 === 0) {
         headers['accept-encoding'] = 'gzip';
         headers['accept-language'] = `${i}${filler}`;
@@ -445,10 +480,16 @@ test('thousands of distinct 15 KB Accept-Encoding values: the cache stays within
   const grown = heap() - before;
   const store = gw.gateway.cache.store;
   assert.ok(store.bytes <= maxBytes, `the store holds ${store.bytes} bytes`);
-  assert.ok(grown < 16 * 1048576, `2,000 requests with 15 KB Accept-Encoding grew the heap by ${(grown / 1048576).toFixed(1)} MiB`);
+  assert.ok(
+    grown < 16 * 1048576,
+    `2,000 requests with 15 KB Accept-Encoding grew the heap by ${(grown / 1048576).toFixed(1)} MiB`,
+  );
   // The origin saw Accept-Encoding as the cache files it, never the client's 15 KB.
   assert.deepEqual([...seen.keys()].sort(), ['', 'gzip']);
-  assert.ok(store.entries >= 1000 && store.entries <= 1800, `${store.entries} entries: the huge Accept-Language ones were not stored`);
+  assert.ok(
+    store.entries >= 1000 && store.entries <= 1800,
+    `${store.entries} entries: the huge Accept-Language ones were not stored`,
+  );
   // A hit for a request whose noise differs: the same normalised value.
   assert.equal(await send('/track/1', { 'accept-encoding': 'GZIP;q=0.5, x-other' }), 200);
   assert.equal(lastCache, 'HIT');

@@ -13,7 +13,14 @@ import { validateConfig } from '../src/config/load.ts';
 import { solveChallenge } from '../src/drill/challenge.ts';
 import { binding } from '../src/phases/challenge/tokens.ts';
 import { prefixKey } from '../src/core/client-key.ts';
-import { type RecordingUpstream, startGateway, startUpstream, type Teardown, tempDir, type TestGateway } from './helpers.ts';
+import {
+  type RecordingUpstream,
+  startGateway,
+  startUpstream,
+  type Teardown,
+  tempDir,
+  type TestGateway,
+} from './helpers.ts';
 import type http from 'node:http';
 
 const BITS = { elevated: 6, underAttack: 8 };
@@ -59,7 +66,8 @@ async function setup(
 }
 
 function cookieOf(res: Response, name: string): string | null {
-  for (const c of res.headers.getSetCookie()) if (c.startsWith(`${name}=`)) return c.slice(name.length + 1, c.indexOf(';'));
+  for (const c of res.headers.getSetCookie())
+    if (c.startsWith(`${name}=`)) return c.slice(name.length + 1, c.indexOf(';'));
   return null;
 }
 
@@ -68,7 +76,10 @@ test('under attack an unknown API client gets a JSON challenge, not the origin: 
   const res = await fetch(`${s.gw.url}/api/orders`, { headers: { accept: 'application/json' } });
   assert.equal(res.status, 403);
   assert.equal(res.headers.get('cache-control'), 'no-store');
-  const body = (await res.json()) as { error: { code: string }; challenge: { token: string; bits: number; algorithm: string; expiresAt: number; submit: { header: string } } };
+  const body = (await res.json()) as {
+    error: { code: string };
+    challenge: { token: string; bits: number; algorithm: string; expiresAt: number; submit: { header: string } };
+  };
   assert.equal(body.error.code, 'RMP_ERR_CHALLENGE');
   assert.equal(body.challenge.bits, BITS.underAttack);
   assert.equal(body.challenge.algorithm, 'sha256');
@@ -101,7 +112,11 @@ test('rempart/client solves, retries with Rempart-Solution and reaches the origi
 test('a POST with a body passes in the retried request itself: the origin gets the body once', async (t) => {
   const s = await setup(t, { handler: (req, res, body) => res.end(`${req.method} ${body.toString()}`) });
   const client = createClient();
-  const res = await client.fetch(`${s.gw.url}/login`, { method: 'POST', body: 'user=alice&password=secret', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+  const res = await client.fetch(`${s.gw.url}/login`, {
+    method: 'POST',
+    body: 'user=alice&password=secret',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  });
   assert.equal(res.status, 200);
   assert.equal(await res.text(), 'POST user=alice&password=secret');
   assert.equal(s.up.requests.length, 1);
@@ -114,7 +129,9 @@ test('a solution is accepted once, and only from the client it was given to', as
   const c = challengeFrom(res.status, res.headers)!;
   await res.text();
   const solution = await solve(c);
-  const otherUa = await fetch(`${s.gw.url}/a`, { headers: { 'rempart-solution': solution, 'user-agent': 'another-browser' } });
+  const otherUa = await fetch(`${s.gw.url}/a`, {
+    headers: { 'rempart-solution': solution, 'user-agent': 'another-browser' },
+  });
   assert.equal(otherUa.status, 403);
   assert.equal(((await otherUa.json()) as { error: { code: string } }).error.code, 'RMP_ERR_CHALLENGE_FAILED');
   const ok = await fetch(`${s.gw.url}/a`, { headers: { 'rempart-solution': solution } });
@@ -146,7 +163,13 @@ test('a clearance binds to the client: refused with another user-agent, and garb
   await other.text();
   const tampered = clearance.slice(0, -2) + (clearance.endsWith('AA') ? 'BB' : 'AA');
   for (const bad of [tampered, 'v1', '....', 'v1.a.b.c.d', 'x'.repeat(1500), `${clearance}.extra`]) {
-    const r = await fetch(`${s.gw.url}/x`, { headers: { 'rempart-clearance': bad, 'rempart-solution': bad, cookie: `__rempart_clr=${bad}; __rempart_sol=${bad}` } });
+    const r = await fetch(`${s.gw.url}/x`, {
+      headers: {
+        'rempart-clearance': bad,
+        'rempart-solution': bad,
+        cookie: `__rempart_clr=${bad}; __rempart_sol=${bad}`,
+      },
+    });
     assert.equal(r.status, 403, bad.slice(0, 20));
     await r.text();
   }
@@ -206,7 +229,10 @@ test('the HTML door: an interstitial page carrying the challenge; the verify pat
   assert.ok(html.includes('"/track/42?x=1"'), 'the page returns to the URL asked for');
   const c = challengeFrom(page.status, page.headers)!;
   const solution = await solve(c);
-  const verify = await fetch(`${s.gw.url}/.rempart/challenge/verify?solution=${encodeURIComponent(solution)}&return=${encodeURIComponent('/track/42?x=1')}`, { headers: { accept }, redirect: 'manual' });
+  const verify = await fetch(
+    `${s.gw.url}/.rempart/challenge/verify?solution=${encodeURIComponent(solution)}&return=${encodeURIComponent('/track/42?x=1')}`,
+    { headers: { accept }, redirect: 'manual' },
+  );
   assert.equal(verify.status, 303);
   assert.equal(verify.headers.get('location'), '/track/42?x=1');
   const clr = cookieOf(verify, '__rempart_clr');
@@ -220,7 +246,10 @@ test('the HTML door: an interstitial page carrying the challenge; the verify pat
     const p = await fetch(`${s.gw.url}/`, { headers: { accept } });
     const sol = await solve(challengeFrom(p.status, p.headers)!);
     await p.text();
-    const v = await fetch(`${s.gw.url}/.rempart/challenge/verify?solution=${encodeURIComponent(sol)}&return=${encodeURIComponent(evil)}`, { redirect: 'manual' });
+    const v = await fetch(
+      `${s.gw.url}/.rempart/challenge/verify?solution=${encodeURIComponent(sol)}&return=${encodeURIComponent(evil)}`,
+      { redirect: 'manual' },
+    );
     assert.equal(v.status, 303);
     assert.equal(v.headers.get('location'), '/', evil);
   }
@@ -236,7 +265,10 @@ test('the verify path is answered whatever the routes, and a bad solution there 
   const body = (await bad.json()) as { error: { code: string }; challenge: { token: string } };
   assert.equal(body.error.code, 'RMP_ERR_CHALLENGE_FAILED');
   const sol = await solve(body.challenge.token);
-  const ok = await fetch(`${s.gw.url}/.rempart/challenge/verify`, { method: 'POST', headers: { 'rempart-solution': sol } });
+  const ok = await fetch(`${s.gw.url}/.rempart/challenge/verify`, {
+    method: 'POST',
+    headers: { 'rempart-solution': sol },
+  });
   assert.equal(ok.status, 200);
   const cleared = (await ok.json()) as { clearance: { token: string; expiresAt: number } };
   assert.equal(cleared.clearance.token, ok.headers.get('rempart-clearance'));
@@ -276,7 +308,8 @@ test('the no-JavaScript door: the delay token earns a clearance only after its d
 test('a session cookie the origin set on a 2xx makes its holder known (no challenge); one set on a 4xx or 5xx does not', async (t) => {
   const s = await setup(t, {
     handler: (req, res) => {
-      if (req.url === '/login') res.writeHead(200, { 'set-cookie': 'sid=good-session; Path=/; HttpOnly' }).end('welcome');
+      if (req.url === '/login')
+        res.writeHead(200, { 'set-cookie': 'sid=good-session; Path=/; HttpOnly' }).end('welcome');
       else if (req.url === '/login-fail') res.writeHead(401, { 'set-cookie': 'sid=bad-session; Path=/' }).end('no');
       else if (req.url === '/oops') res.writeHead(500, { 'set-cookie': 'sid=err-session; Path=/' }).end('no');
       else res.end('ok');
@@ -306,7 +339,9 @@ test('a JWT verified with the configured key makes its holder known; expired, fo
   const dir = tempDir(t, 'rempart-jwt-');
   const secret = randomBytes(32).toString('hex');
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
-  const s = await setup(t, { familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key'), audience: 'shop' } } });
+  const s = await setup(t, {
+    familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key'), audience: 'shop' } },
+  });
   const now = Math.floor(Date.now() / 1000);
   const call = (token: string) => fetch(`${s.gw.url}/api/me`, { headers: { authorization: `Bearer ${token}` } });
   const good = await call(hs256({ sub: 'u1', aud: 'shop', exp: now + 600 }, secret));
@@ -336,7 +371,18 @@ test('a JWT verified with the configured key makes its holder known; expired, fo
   await afterRotation.text();
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
   const cfg = s.gw.gateway.runtime().config;
-  await s.gw.gateway.reload(validateConfig({ ...cfg, defense: { ...cfg.defense, familiarity: { ...cfg.defense.familiarity, jwt: { ...cfg.defense.familiarity.jwt!, audience: 'bank' } } } }, '(test)'));
+  await s.gw.gateway.reload(
+    validateConfig(
+      {
+        ...cfg,
+        defense: {
+          ...cfg.defense,
+          familiarity: { ...cfg.defense.familiarity, jwt: { ...cfg.defense.familiarity.jwt!, audience: 'bank' } },
+        },
+      },
+      '(test)',
+    ),
+  );
   const otherAudience = await call(token);
   assert.equal(otherAudience.status, 403, 'and after the audience changed');
   await otherAudience.text();
@@ -348,7 +394,10 @@ test('observe mode lets unknown clients through and counts what it would have do
   assert.equal(r.status, 200);
   await r.text();
   const metrics = await s.gw.gateway.metrics.registry.metrics();
-  assert.match(metrics, /rempart_guard_decisions_total\{guard="challenge",action="observed",reason="RMP_ERR_CHALLENGE",rule="level:under_attack"\} 1\n/);
+  assert.match(
+    metrics,
+    /rempart_guard_decisions_total\{guard="challenge",action="observed",reason="RMP_ERR_CHALLENGE",rule="level:under_attack"\} 1\n/,
+  );
   assert.equal(s.up.requests.length, 1);
 });
 
@@ -363,7 +412,10 @@ test('key rotation: with a new key on top and a reload, old clearances still pas
   (await client.fetch(`${s.gw.url}/`)).body?.cancel();
   const oldClearance = [...client.clearances.values()][0]!;
   writeFileSync(file, `${newKey}\n${oldKey}\n`);
-  const config = validateConfig({ ...s.gw.gateway.runtime().config, defense: { ...s.gw.gateway.runtime().config.defense } }, '(test)');
+  const config = validateConfig(
+    { ...s.gw.gateway.runtime().config, defense: { ...s.gw.gateway.runtime().config.defense } },
+    '(test)',
+  );
   await s.gw.gateway.reload(config);
   const old = await fetch(`${s.gw.url}/`, { headers: { 'rempart-clearance': oldClearance } });
   assert.equal(old.status, 200, 'an old clearance still passes');
@@ -378,13 +430,16 @@ test('key rotation: with a new key on top and a reload, old clearances still pas
   assert.equal(dropped.status, 403, 'a removed key no longer verifies');
   await dropped.text();
   writeFileSync(file, 'too-short\n');
-  await assert.rejects(s.gw.gateway.reload(validateConfig({ ...s.gw.gateway.runtime().config }, '(test)')), /at least 32 bytes/);
+  await assert.rejects(
+    s.gw.gateway.reload(validateConfig({ ...s.gw.gateway.runtime().config }, '(test)')),
+    /at least 32 bytes/,
+  );
   const still = await fetch(`${s.gw.url}/`, { headers: { 'rempart-clearance': newClearance } });
   assert.equal(still.status, 200, 'a bad key file keeps the running keys');
   await still.text();
 });
 
-test('the drill\'s solver passes a real challenge, as an API user and as a browser, through its cookie jar', async (t) => {
+test("the drill's solver passes a real challenge, as an API user and as a browser, through its cookie jar", async (t) => {
   const s = await setup(t);
   for (const accept of ['application/json', 'text/html,application/xhtml+xml,*/*;q=0.8']) {
     const cookies = new Map<string, string>();
@@ -396,11 +451,16 @@ test('the drill\'s solver passes a real challenge, as an API user and as a brows
       json = JSON.parse(text);
     } catch {}
     const plain: Record<string, string> = {};
-    res.headers.forEach((v, k) => (plain[k] = v));
-    const challenge = typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined;
+    res.headers.forEach((v, k) => {
+      plain[k] = v;
+    });
+    const challenge =
+      typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined;
     assert.equal(await solveChallenge({ status: res.status, headers: plain, challenge, cookies }), true);
     assert.ok(cookies.has(SOLUTION_COOKIE));
-    const retry = await fetch(`${s.gw.url}/vault/documents`, { headers: { ...headers, cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } });
+    const retry = await fetch(`${s.gw.url}/vault/documents`, {
+      headers: { ...headers, cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') },
+    });
     assert.equal(retry.status, 200, accept);
     assert.ok(cookieOf(retry, '__rempart_clr'), 'the clearance cookie for the jar');
     await retry.text();
@@ -430,7 +490,7 @@ test('under attack the no-JS door is counted per prefix: 20 bots waiting side by
     else assert.equal(r.status, 403);
     await r.text();
   }
-  assert.equal(cleared, 3, 'the prefix\'s quota for the minute, not one clearance per bot');
+  assert.equal(cleared, 3, "the prefix's quota for the minute, not one clearance per bot");
   assert.ok(delaySec >= 11, `the wait under attack (10 s by default, + 1 for rounding): ${delaySec} s`);
   // A person without JavaScript on another network still gets through.
   const person = from('203.0.113.9', 'Lynx/2.9');
@@ -459,7 +519,9 @@ test('under attack one logged-in session cookie shared by 50 clients in 50 /24s 
   await loggedIn(s);
   const statuses: number[] = [];
   for (let i = 0; i < 50; i++) {
-    const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+    const r = await fetch(`${s.gw.url}/account`, {
+      headers: { cookie: 'sid=shared-session', 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' },
+    });
     statuses.push(r.status);
     await r.text();
   }
@@ -473,28 +535,41 @@ test('under attack one logged-in session cookie shared by 50 clients in 50 /24s 
   await loggedIn(u);
   const uaStatuses: number[] = [];
   for (let i = 0; i < 8; i++) {
-    const r = await fetch(`${u.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'x-forwarded-for': '203.0.113.4', 'user-agent': `Agent/${i}` } });
+    const r = await fetch(`${u.gw.url}/account`, {
+      headers: { cookie: 'sid=shared-session', 'x-forwarded-for': '203.0.113.4', 'user-agent': `Agent/${i}` },
+    });
     uaStatuses.push(r.status);
     await r.text();
   }
   const uaKnown = uaStatuses.filter((x) => x === 200).length;
   assert.ok(uaKnown >= 3 && uaKnown <= 5, uaStatuses.join(','));
-  assert.ok(uaStatuses.slice(uaKnown).every((x) => x === 403), uaStatuses.join(','));
+  assert.ok(
+    uaStatuses.slice(uaKnown).every((x) => x === 403),
+    uaStatuses.join(','),
+  );
 });
 
 test('under attack one session has a request budget: past it its requests are challenged until it refills', async (t) => {
   const clock = createManualClock(Date.now() - 1_700_000_000_000);
-  const s = await setup(t, { clock, handler: loginHandler, familiarity: { sessionBounds: { underAttackRatePerSec: 1, underAttackBurst: 20 } } });
+  const s = await setup(t, {
+    clock,
+    handler: loginHandler,
+    familiarity: { sessionBounds: { underAttackRatePerSec: 1, underAttackBurst: 20 } },
+  });
   await loggedIn(s);
   let known = 0;
   for (let i = 0; i < 30; i++) {
-    const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' } });
+    const r = await fetch(`${s.gw.url}/account`, {
+      headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' },
+    });
     if (r.status === 200) known++;
     await r.text();
   }
   assert.equal(known, 20, 'the burst, then challenged');
   clock.advance(5000);
-  const r = await fetch(`${s.gw.url}/account`, { headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' } });
+  const r = await fetch(`${s.gw.url}/account`, {
+    headers: { cookie: 'sid=shared-session', 'user-agent': 'Browser/1' },
+  });
   assert.equal(r.status, 200, 'the budget refills');
   await r.text();
 });
@@ -503,11 +578,16 @@ test('under attack one valid JWT shared by 50 clients in 50 /24s is no longer kn
   const dir = tempDir(t, 'rempart-jwt-');
   const secret = randomBytes(32).toString('hex');
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
-  const s = await setup(t, { familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } }, extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } } });
+  const s = await setup(t, {
+    familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') } },
+    extra: { clientAddress: { trustedProxies: ['127.0.0.1/32'] } },
+  });
   const token = hs256({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 600 }, secret);
   const statuses: number[] = [];
   for (let i = 0; i < 50; i++) {
-    const r = await fetch(`${s.gw.url}/api/me`, { headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' } });
+    const r = await fetch(`${s.gw.url}/api/me`, {
+      headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': `198.51.${i}.7`, 'user-agent': 'Bot/1' },
+    });
     statuses.push(r.status);
     await r.text();
   }

@@ -12,17 +12,27 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { combinedLine, prettyLine, resolveLogFormat } from '../src/core/log.ts';
 import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
-import { BIN, cleanup, runCli as runCliWith, startGateway, startUpstream, type Teardown, tempDir, track, waitFor } from './helpers.ts';
+import {
+  BIN,
+  cleanup,
+  runCli as runCliWith,
+  startGateway,
+  startUpstream,
+  type Teardown,
+  tempDir,
+  track,
+  waitFor,
+} from './helpers.ts';
 
 const SCENARIOS = fileURLToPath(new URL('../scenarios/', import.meta.url));
 
 /** The environment without the variables that change what the CLI says. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env = { ...process.env, ...extra };
-  for (const k of ['REMPART_DEBUG', 'REMPART_ADMIN_TOKEN', 'REMPART_CHALLENGE_KEY', 'REMPART_WAITING_ROOM_KEY']) if (!(k in extra)) delete env[k];
+  for (const k of ['REMPART_DEBUG', 'REMPART_ADMIN_TOKEN', 'REMPART_CHALLENGE_KEY', 'REMPART_WAITING_ROOM_KEY'])
+    if (!(k in extra)) delete env[k];
   return env;
 }
-
 
 interface Running {
   child: ChildProcess;
@@ -103,7 +113,8 @@ async function assertHelps(commands: string[][]): Promise<void> {
     assert.equal(r.code, 0, `${what}: ${r.stderr}`);
     assert.match(r.stdout, /usage:/i, what);
     assert.equal(r.stderr, '', what); // `check --help` read a file named --help: not any more
-    if (cmd[0] !== undefined && cmd[0] !== 'help') assert.ok(r.stdout.includes(`rempart ${cmd[0]}`), `${what} prints its own usage: ${r.stdout}`);
+    if (cmd[0] !== undefined && cmd[0] !== 'help')
+      assert.ok(r.stdout.includes(`rempart ${cmd[0]}`), `${what} prints its own usage: ${r.stdout}`);
   });
 }
 
@@ -119,9 +130,12 @@ test('every subcommand answers --help and -h: demo (which starts nothing) and dr
   await assertHelps([['demo'], ['drill']]);
   // drill --help lists every bundled scenario, read from scenarios/ (so the list cannot drift).
   const drill = await runCli(['drill', '--help']);
-  const bundled = readdirSync(SCENARIOS).filter((f) => f.endsWith('.yaml')).map((f) => f.slice(0, -5));
+  const bundled = readdirSync(SCENARIOS)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => f.slice(0, -5));
   assert.ok(bundled.length >= 12, `${bundled.length} scenarios`);
-  for (const name of bundled) assert.match(drill.stdout, new RegExp(`^  ${name.replace(/[-.]/g, '\\$&')} `, 'm'), `drill --help lists ${name}`);
+  for (const name of bundled)
+    assert.match(drill.stdout, new RegExp(`^  ${name.replace(/[-.]/g, '\\$&')} `, 'm'), `drill --help lists ${name}`);
 });
 
 test('errors are one line and a hint, never a stack trace (unless --debug or REMPART_DEBUG=1)', async (t) => {
@@ -130,10 +144,31 @@ test('errors are one line and a hint, never a stack trace (unless --debug or REM
   const cases: Array<{ args: string[]; code: number; says: RegExp }> = [
     { args: ['--config', join(dir, 'missing.yaml')], code: 1, says: /cannot read file: ENOENT/ },
     { args: ['check', join(dir, 'a-directory.yaml')], code: 1, says: /cannot read file: EISDIR/ },
-    { args: ['token', 'create', '--name', 'ops', '--scope', 'operator', '--file', join(dir, 'no', 'such', 'dir', 'tokens')], code: 1, says: /^rempart: ENOENT.*\n  hint: check the path/ },
-    { args: ['token', 'create', '--name', 'ops', '--scope', 'admin', '--file', join(dir, 't')], code: 2, says: /--scope is read or operator/ },
+    {
+      args: [
+        'token',
+        'create',
+        '--name',
+        'ops',
+        '--scope',
+        'operator',
+        '--file',
+        join(dir, 'no', 'such', 'dir', 'tokens'),
+      ],
+      code: 1,
+      says: /^rempart: ENOENT.*\n {2}hint: check the path/,
+    },
+    {
+      args: ['token', 'create', '--name', 'ops', '--scope', 'admin', '--file', join(dir, 't')],
+      code: 2,
+      says: /--scope is read or operator/,
+    },
     { args: ['--upstream', 'http://127.0.0.1:1', '--workers', 'lots'], code: 2, says: /--workers takes an integer/ },
-    { args: ['--upstream', 'http://127.0.0.1:1', '--log-format', 'fancy'], code: 2, says: /--log-format takes auto, json, pretty, combined/ },
+    {
+      args: ['--upstream', 'http://127.0.0.1:1', '--log-format', 'fancy'],
+      code: 2,
+      says: /--log-format takes auto, json, pretty, combined/,
+    },
     { args: ['help', 'nonsense'], code: 2, says: /no command "nonsense"/ },
   ];
   const results = await Promise.all(cases.map((c) => runCli(c.args)));
@@ -148,7 +183,16 @@ test('errors are one line and a hint, never a stack trace (unless --debug or REM
 
 test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the stack', async (t) => {
   const dir = tempDir(t, 'rempart-cli-');
-  const tokenArgs = ['token', 'create', '--name', 'ops', '--scope', 'operator', '--file', join(dir, 'no', 'such', 'dir', 'tokens')];
+  const tokenArgs = [
+    'token',
+    'create',
+    '--name',
+    'ops',
+    '--scope',
+    'operator',
+    '--file',
+    join(dir, 'no', 'such', 'dir', 'tokens'),
+  ];
   const busy = await holdPort(0);
   const busyPort = (busy!.address() as AddressInfo).port;
   const [listen, demo, drill, debugFlag, debugEnv] = await Promise.all([
@@ -161,7 +205,12 @@ test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the s
   busy!.close();
   // A listener port another process holds: the message, the hint, no stack (not in the logs either).
   assert.equal(listen.code, 1, listen.stderr);
-  assert.match(listen.stderr, new RegExp(`rempart: cannot listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${busyPort}\n  hint: another process holds that address`));
+  assert.match(
+    listen.stderr,
+    new RegExp(
+      `rempart: cannot listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${busyPort}\n  hint: another process holds that address`,
+    ),
+  );
   assert.doesNotMatch(listen.stderr + listen.stdout, /\s+at .+:\d+:\d+/);
   assert.equal(demo.code, 2, demo.stderr);
   assert.match(demo.stderr, /--listen takes HOST:PORT/);
@@ -209,8 +258,12 @@ test('`rempart check` fails on the files start-up would fail on, refuses shadowe
       'audit:',
       `  file: ${missing('audit.db')}`,
     ].join('\n'),
-  ).replace('admin:\n  address: 127.0.0.1:0', `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${missing('tokens')}`)
-    .replace('  - address: 127.0.0.1:0', `  - address: 127.0.0.1:0\n    tls:\n      certFile: ${missing('cert.pem')}\n      keyFile: ${missing('key.pem')}`);
+  )
+    .replace('admin:\n  address: 127.0.0.1:0', `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${missing('tokens')}`)
+    .replace(
+      '  - address: 127.0.0.1:0',
+      `  - address: 127.0.0.1:0\n    tls:\n      certFile: ${missing('cert.pem')}\n      keyFile: ${missing('key.pem')}`,
+    );
   writeFileSync(join(dir, 'files.yaml'), files);
   const r = await runCli(['check', join(dir, 'files.yaml')]);
   assert.equal(r.code, 1, r.stderr + r.stdout);
@@ -224,18 +277,30 @@ test('`rempart check` fails on the files start-up would fail on, refuses shadowe
     ['admin.tokensFile', 'tokens'],
     ['audit.file', 'absent'],
   ])
-    assert.ok(r.stderr.split('\n').some((l) => l.includes(`${where}:`) && l.includes(file!)), `${where} (${file}) in: ${r.stderr}`);
+    assert.ok(
+      r.stderr.split('\n').some((l) => l.includes(`${where}:`) && l.includes(file!)),
+      `${where} (${file}) in: ${r.stderr}`,
+    );
   assert.doesNotMatch(r.stderr, STACK);
 
   // A tokens file that exists but is not one: the loader's own message.
   writeFileSync(join(dir, 'tokens'), 'not a token line\n');
-  writeFileSync(join(dir, 'bad-tokens.yaml'), base('').replace('admin:\n  address: 127.0.0.1:0', `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${join(dir, 'tokens')}`));
+  writeFileSync(
+    join(dir, 'bad-tokens.yaml'),
+    base('').replace(
+      'admin:\n  address: 127.0.0.1:0',
+      `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${join(dir, 'tokens')}`,
+    ),
+  );
   const tk = await runCli(['check', join(dir, 'bad-tokens.yaml')]);
   assert.equal(tk.code, 1, tk.stderr);
   assert.match(tk.stderr, /admin\.tokensFile: .*tokens:1: expected "NAME read\|operator sha256:HEX"/);
 
   // A port another process holds: a warning, exit 0.
-  writeFileSync(join(dir, 'busy.yaml'), base('').replace('  - address: 127.0.0.1:0', `  - address: 127.0.0.1:${busyPort}`));
+  writeFileSync(
+    join(dir, 'busy.yaml'),
+    base('').replace('  - address: 127.0.0.1:0', `  - address: 127.0.0.1:${busyPort}`),
+  );
   const w = await runCli(['check', join(dir, 'busy.yaml')]);
   assert.equal(w.code, 0, w.stderr);
   assert.match(w.stderr, new RegExp(`warning: listeners\\[0\\]\\.address: 127\\.0\\.0\\.1:${busyPort} is in use`));
@@ -270,9 +335,21 @@ test('the demo on a busy port picks a free one, says so, and serves', async (t) 
   // the origin's is one this test holds.
   const busy = track(t, await holdPort(0));
   const taken = (busy!.address() as AddressInfo).port;
-  const demo = startCli(t, ['demo', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--sms-port', '0', '--origin-port', String(taken)]);
+  const demo = startCli(t, [
+    'demo',
+    '--listen',
+    '127.0.0.1:0',
+    '--admin',
+    '127.0.0.1:0',
+    '--sms-port',
+    '0',
+    '--origin-port',
+    String(taken),
+  ]);
   await demo.waitFor((out) => out.includes('Ctrl-C to stop'), 15_000);
-  const note = new RegExp(`note: port ${taken} \\(postal origin\\) is taken by another program: using (\\d+) instead \\(--origin-port chooses another\\)`).exec(demo.out());
+  const note = new RegExp(
+    `note: port ${taken} \\(postal origin\\) is taken by another program: using (\\d+) instead \\(--origin-port chooses another\\)`,
+  ).exec(demo.out());
   assert.ok(note, demo.out());
   assert.match(demo.out(), new RegExp(`origin \\(unprotected\\)\\s+http://127\\.0\\.0\\.1:${note[1]}/`));
   const site = /site \(through Rempart\)\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(demo.out());
@@ -304,7 +381,10 @@ test('a zero-config start says what it did, moves a busy admin port, and warns a
   assert.equal(health.status, 200);
   await health.arrayBuffer();
   // The dead upstream: a warning at start-up, the gateway still running.
-  const warn = gw.out().split('\n').find((l) => l.includes('cannot be reached'))!;
+  const warn = gw
+    .out()
+    .split('\n')
+    .find((l) => l.includes('cannot be reached'))!;
   assert.equal(JSON.parse(warn).level, 'warn');
   assert.match(warn, /refused the connection/);
   assert.equal(gw.child.exitCode, null);
@@ -313,25 +393,51 @@ test('a zero-config start says what it did, moves a busy admin port, and warns a
 test('logs: JSON when not a terminal, one readable line per request with --log-format pretty, combined on request', async (t) => {
   const up = await startUpstream(t);
   for (const format of [undefined, 'pretty', 'combined'] as const) {
-    const gw = startCli(t, ['--upstream', up.url, '--listen', '127.0.0.1:0', '--admin', 'off', ...(format ? ['--log-format', format] : [])]);
+    const gw = startCli(t, [
+      '--upstream',
+      up.url,
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      'off',
+      ...(format ? ['--log-format', format] : []),
+    ]);
     await gw.waitFor((_out, err) => err.includes('listening'));
     const port = Number(/listening\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(gw.err())![1]);
-    const res = await fetch(`http://127.0.0.1:${port}/hello?x="1"`, { headers: { 'user-agent': 'test "agent"', referer: 'http://ref.example/' } });
+    const res = await fetch(`http://127.0.0.1:${port}/hello?x="1"`, {
+      headers: { 'user-agent': 'test "agent"', referer: 'http://ref.example/' },
+    });
     await res.arrayBuffer();
     if (format === undefined) {
       await gw.waitFor((out) => out.includes('"msg":"request"'));
-      const line = gw.out().split('\n').find((l) => l.includes('"msg":"request"'))!;
+      const line = gw
+        .out()
+        .split('\n')
+        .find((l) => l.includes('"msg":"request"'))!;
       assert.equal(JSON.parse(line).path, '/hello');
     } else if (format === 'pretty') {
       await gw.waitFor((out) => / GET \/hello 200 /.test(out));
-      assert.match(gw.out(), /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded route=default class=public upstream=origin$/m);
+      assert.match(
+        gw.out(),
+        /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded route=default class=public upstream=origin$/m,
+      );
       assert.match(gw.out(), /^\S+Z INFO rempart started /m);
       assert.doesNotMatch(gw.out(), /^\{/m);
     } else {
       await gw.waitFor((out) => out.includes('GET /hello'));
-      assert.match(gw.out(), /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/hello\?x=%221%22 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test \\"agent\\""$/m);
+      assert.match(
+        gw.out(),
+        /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/hello\?x=%221%22 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test \\"agent\\""$/m,
+      );
       // Everything else (start-up lines) as JSON on stderr, so the access log holds requests only.
-      assert.ok(gw.out().split('\n').filter(Boolean).every((l) => l.startsWith('127.0.0.1 - - [')), gw.out());
+      assert.ok(
+        gw
+          .out()
+          .split('\n')
+          .filter(Boolean)
+          .every((l) => l.startsWith('127.0.0.1 - - [')),
+        gw.out(),
+      );
       assert.match(gw.err(), /"msg":"rempart started"/);
     }
     await gw.stop();
@@ -339,12 +445,28 @@ test('logs: JSON when not a terminal, one readable line per request with --log-f
 });
 
 test('the readable formats cannot be forged by a client: quotes, newlines and control bytes are escaped', () => {
-  const line = JSON.stringify({ level: 'info', time: '2026-01-05T10:00:00.000Z', msg: 'request', method: 'GET', path: '/a\nb', url: '/a\nb"c', client: '10.0.0.1', status: 200, durationMs: 1, decision: 'forwarded', userAgent: 'x"\u0001', bytes: 0 });
+  const line = JSON.stringify({
+    level: 'info',
+    time: '2026-01-05T10:00:00.000Z',
+    msg: 'request',
+    method: 'GET',
+    path: '/a\nb',
+    url: '/a\nb"c',
+    client: '10.0.0.1',
+    status: 200,
+    durationMs: 1,
+    decision: 'forwarded',
+    userAgent: 'x"\u0001',
+    bytes: 0,
+  });
   const pretty = prettyLine(line);
   assert.equal(pretty.split('\n').length, 2, pretty);
   assert.match(pretty, /GET "\/a\\nb" 200 1ms 10\.0\.0\.1 forwarded/);
   const combined = combinedLine(line)!;
-  assert.equal(combined, '10.0.0.1 - - [05/Jan/2026:10:00:00 +0000] "GET /a\\x0ab\\"c HTTP/1.1" 200 - "-" "x\\"\\x01"\n');
+  assert.equal(
+    combined,
+    '10.0.0.1 - - [05/Jan/2026:10:00:00 +0000] "GET /a\\x0ab\\"c HTTP/1.1" 200 - "-" "x\\"\\x01"\n',
+  );
   assert.equal(combinedLine(JSON.stringify({ msg: 'rempart started' })), null);
   // auto: readable at a terminal, JSON into a pipe or a file; an explicit choice is kept.
   assert.equal(resolveLogFormat('auto', true), 'pretty');
@@ -365,4 +487,3 @@ test('an attack-level change is logged once (not again by its alert)', async (t)
   assert.ok(about.every((l) => l.msg === 'attack level changed'));
   assert.equal(gw.gateway.audit.query({ kind: 'attack_level' }).length, 2, 'the alert still reaches the audit trail');
 });
-

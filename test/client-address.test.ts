@@ -6,10 +6,19 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { cleanup, rawRequest, type RecordingUpstream, sleep, startGatewayAndUpstream, statusOf, tempDir, type TestGateway, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  rawRequest,
+  type RecordingUpstream,
+  sleep,
+  startGatewayAndUpstream,
+  statusOf,
+  tempDir,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 
 const TRUSTED = '127.0.0.9';
-
 
 const trustedConfig = { clientAddress: { trustedProxies: [TRUSTED] } };
 const proxyProtocolConfig = { ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }] };
@@ -25,7 +34,13 @@ function requestLog(gw: TestGateway, path: string): Promise<Record<string, unkno
 }
 
 /** Send a request from `localAddress` and return the headers the upstream received. */
-async function forwardedHeaders(gw: TestGateway, up: RecordingUpstream, path: string, payload: string | Buffer, localAddress: string) {
+async function forwardedHeaders(
+  gw: TestGateway,
+  up: RecordingUpstream,
+  path: string,
+  payload: string | Buffer,
+  localAddress: string,
+) {
   const raw = await rawRequest(gw.port, payload, { localAddress });
   assert.equal(statusOf(raw), 200, JSON.stringify(raw));
   const rec = up.requests.find((r) => r.url === path);
@@ -46,13 +61,21 @@ function v2Header(opts: { command?: number; family?: number; src: Buffer; dst: B
 
 function ipv6Bytes(groups: number[]): Buffer {
   const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
+  groups.forEach((g, i) => {
+    b.writeUInt16BE(g, i * 2);
+  });
   return b;
 }
 
 test("without trusted proxies a client's own X-Forwarded-For is ignored and the socket address is the client", async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, {});
-  const headers = await forwardedHeaders(gw, up, '/spoof', get('/spoof', 'X-Forwarded-For: 203.0.113.7\r\n'), '127.0.0.5');
+  const headers = await forwardedHeaders(
+    gw,
+    up,
+    '/spoof',
+    get('/spoof', 'X-Forwarded-For: 203.0.113.7\r\n'),
+    '127.0.0.5',
+  );
   assert.equal(headers['x-forwarded-for'], '127.0.0.5');
   const log = await requestLog(gw, '/spoof');
   assert.equal(log.client, '127.0.0.5');
@@ -60,7 +83,13 @@ test("without trusted proxies a client's own X-Forwarded-For is ignored and the 
 
 test('a client from an address outside trustedProxies cannot set its address with X-Forwarded-For', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, trustedConfig);
-  const headers = await forwardedHeaders(gw, up, '/untrusted', get('/untrusted', 'X-Forwarded-For: 127.0.0.9, 203.0.113.7\r\n'), '127.0.0.5');
+  const headers = await forwardedHeaders(
+    gw,
+    up,
+    '/untrusted',
+    get('/untrusted', 'X-Forwarded-For: 127.0.0.9, 203.0.113.7\r\n'),
+    '127.0.0.5',
+  );
   assert.equal(headers['x-forwarded-for'], '127.0.0.5');
   assert.equal((await requestLog(gw, '/untrusted')).client, '127.0.0.5');
 });
@@ -74,20 +103,34 @@ test("a trusted proxy's X-Forwarded-For names the client and the chain is extend
 
 test('a spoofed leftmost X-Forwarded-For entry is ignored: the rightmost untrusted hop is the client', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, trustedConfig);
-  const headers = await forwardedHeaders(gw, up, '/chain', get('/chain', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7\r\n'), TRUSTED);
+  const headers = await forwardedHeaders(
+    gw,
+    up,
+    '/chain',
+    get('/chain', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7\r\n'),
+    TRUSTED,
+  );
   assert.equal(headers['x-forwarded-for'], '1.2.3.4, 203.0.113.7, 127.0.0.9');
   assert.equal((await requestLog(gw, '/chain')).client, '203.0.113.7');
 });
 
 test('trusted hops inside the X-Forwarded-For chain are skipped to reach the client', async (t) => {
-  const { gw, up } = await startGatewayAndUpstream(t, { clientAddress: { trustedProxies: ['127.0.0.0/24', '10.0.0.0/8'] } });
+  const { gw, up } = await startGatewayAndUpstream(t, {
+    clientAddress: { trustedProxies: ['127.0.0.0/24', '10.0.0.0/8'] },
+  });
   await forwardedHeaders(gw, up, '/hops', get('/hops', 'X-Forwarded-For: 1.2.3.4, 203.0.113.7, 10.1.2.3\r\n'), TRUSTED);
   assert.equal((await requestLog(gw, '/hops')).client, '203.0.113.7');
 });
 
 test('X-Forwarded-For split over two header lines from a trusted proxy is read as one chain', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, trustedConfig);
-  await forwardedHeaders(gw, up, '/split', get('/split', 'X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 203.0.113.7\r\n'), TRUSTED);
+  await forwardedHeaders(
+    gw,
+    up,
+    '/split',
+    get('/split', 'X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 203.0.113.7\r\n'),
+    TRUSTED,
+  );
   assert.equal((await requestLog(gw, '/split')).client, '203.0.113.7');
 });
 
@@ -113,9 +156,21 @@ test('a malformed hop left of a valid untrusted one does not matter: the rightmo
 
 test('X-Forwarded-Proto from an untrusted client is replaced by http, and believed from a trusted proxy', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, trustedConfig);
-  const untrusted = await forwardedHeaders(gw, up, '/proto-untrusted', get('/proto-untrusted', 'X-Forwarded-Proto: https\r\n'), '127.0.0.5');
+  const untrusted = await forwardedHeaders(
+    gw,
+    up,
+    '/proto-untrusted',
+    get('/proto-untrusted', 'X-Forwarded-Proto: https\r\n'),
+    '127.0.0.5',
+  );
   assert.equal(untrusted['x-forwarded-proto'], 'http');
-  const trusted = await forwardedHeaders(gw, up, '/proto-trusted', get('/proto-trusted', 'X-Forwarded-Proto: https\r\n'), TRUSTED);
+  const trusted = await forwardedHeaders(
+    gw,
+    up,
+    '/proto-trusted',
+    get('/proto-trusted', 'X-Forwarded-Proto: https\r\n'),
+    TRUSTED,
+  );
   assert.equal(trusted['x-forwarded-proto'], 'https');
   const odd = await forwardedHeaders(gw, up, '/proto-odd', get('/proto-odd', 'X-Forwarded-Proto: gopher\r\n'), TRUSTED);
   assert.equal(odd['x-forwarded-proto'], 'http');
@@ -123,14 +178,26 @@ test('X-Forwarded-Proto from an untrusted client is replaced by http, and believ
 
 test('a PROXY protocol v1 header from a trusted peer sets the client address', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, proxyProtocolConfig);
-  const headers = await forwardedHeaders(gw, up, '/v1', `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/v1')}`, TRUSTED);
+  const headers = await forwardedHeaders(
+    gw,
+    up,
+    '/v1',
+    `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/v1')}`,
+    TRUSTED,
+  );
   assert.equal(headers['x-forwarded-for'], '198.51.100.4');
   assert.equal((await requestLog(gw, '/v1')).client, '198.51.100.4');
 });
 
 test('a PROXY protocol v1 TCP6 header from a trusted peer sets an IPv6 client address', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, proxyProtocolConfig);
-  const headers = await forwardedHeaders(gw, up, '/v1-6', `PROXY TCP6 2001:db8::42 ::1 5555 80\r\n${get('/v1-6')}`, TRUSTED);
+  const headers = await forwardedHeaders(
+    gw,
+    up,
+    '/v1-6',
+    `PROXY TCP6 2001:db8::42 ::1 5555 80\r\n${get('/v1-6')}`,
+    TRUSTED,
+  );
   assert.equal(headers['x-forwarded-for'], '2001:db8::42');
 });
 
@@ -201,11 +268,17 @@ test('from a trusted peer, a malformed PROXY v2 header closes the connection and
   const { gw, seen } = await startGatewayAndUpstream(t, proxyProtocolConfig);
   const bad = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
   bad[12] = 0x11; // version 1 in a v2 header
-  const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), { localAddress: TRUSTED, timeoutMs: 1500 });
+  const raw = await rawRequest(gw.port, Buffer.concat([bad, Buffer.from(get('/pp-bad2'))]), {
+    localAddress: TRUSTED,
+    timeoutMs: 1500,
+  });
   assert.equal(raw, '');
   const short = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) }).subarray(0, 20);
   short.writeUInt16BE(4, 14); // claims a 4-byte IPv4 block
-  const raw2 = await rawRequest(gw.port, Buffer.concat([short, Buffer.from(get('/pp-bad3'))]), { localAddress: TRUSTED, timeoutMs: 1500 });
+  const raw2 = await rawRequest(gw.port, Buffer.concat([short, Buffer.from(get('/pp-bad3'))]), {
+    localAddress: TRUSTED,
+    timeoutMs: 1500,
+  });
   assert.equal(raw2, '');
   await sleep(100);
   assert.equal(seen.heads, 0);
@@ -222,7 +295,9 @@ test('from a trusted peer, a PROXY header that does not arrive within headersTim
 
 test('from an untrusted peer a PROXY line is not honoured: the request is refused 400 and the upstream sees nothing', async (t) => {
   const { gw, up, seen } = await startGatewayAndUpstream(t, proxyProtocolConfig);
-  const raw = await rawRequest(gw.port, `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/pp-untrusted')}`, { localAddress: '127.0.0.5' });
+  const raw = await rawRequest(gw.port, `PROXY TCP4 198.51.100.4 127.0.0.1 5555 80\r\n${get('/pp-untrusted')}`, {
+    localAddress: '127.0.0.5',
+  });
   assert.equal(statusOf(raw), 400, JSON.stringify(raw));
   await sleep(100);
   assert.equal(seen.heads, 0);
@@ -232,7 +307,9 @@ test('from an untrusted peer a PROXY line is not honoured: the request is refuse
 test('from an untrusted peer a PROXY v2 header is not honoured and the upstream sees nothing', async (t) => {
   const { gw, seen } = await startGatewayAndUpstream(t, proxyProtocolConfig);
   const pp = v2Header({ src: Buffer.from([198, 51, 100, 4]), dst: Buffer.from([127, 0, 0, 1]) });
-  const raw = await rawRequest(gw.port, Buffer.concat([pp, Buffer.from(get('/pp-untrusted2'))]), { localAddress: '127.0.0.5' });
+  const raw = await rawRequest(gw.port, Buffer.concat([pp, Buffer.from(get('/pp-untrusted2'))]), {
+    localAddress: '127.0.0.5',
+  });
   assert.ok(raw === '' || statusOf(raw) === 400, JSON.stringify(raw));
   await sleep(100);
   assert.equal(seen.heads, 0);
@@ -297,12 +374,37 @@ function hasOpenssl(): boolean {
   }
 }
 
-test('a PROXY header followed in the same packet by a TLS handshake sets the client address on a TLS listener', { skip: !hasOpenssl() && 'openssl not available' }, async (t) => {
+test('a PROXY header followed in the same packet by a TLS handshake sets the client address on a TLS listener', {
+  skip: !hasOpenssl() && 'openssl not available',
+}, async (t) => {
   const dir = tempDir(t, 'rempart-pp-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
-  const { gw, up } = await startGatewayAndUpstream(t, { ...trustedConfig, listeners: [{ address: '127.0.0.1:0', proxyProtocol: true, tls: { certFile, keyFile } }] });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { stdio: 'ignore' },
+  );
+  const { gw, up } = await startGatewayAndUpstream(t, {
+    ...trustedConfig,
+    listeners: [{ address: '127.0.0.1:0', proxyProtocol: true, tls: { certFile, keyFile } }],
+  });
   for (const together of [true, false]) {
     // A relay in the role of the balancer: it prefixes the client's bytes with a PROXY line,
     // either in the same write as the ClientHello or in a write of its own.
@@ -324,7 +426,12 @@ test('a PROXY header followed in the same packet by a TLS handshake sets the cli
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     cleanup(t, () => relay.close());
     const path = `/tls-${together}`;
-    const sock = tls.connect({ port: (relay.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false, servername: 'localhost' });
+    const sock = tls.connect({
+      port: (relay.address() as net.AddressInfo).port,
+      host: '127.0.0.1',
+      rejectUnauthorized: false,
+      servername: 'localhost',
+    });
     let data = '';
     sock.on('data', (d) => (data += d.toString('latin1')));
     sock.on('error', () => {});

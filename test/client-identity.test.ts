@@ -10,14 +10,26 @@ import { validateConfig } from '../src/config/load.ts';
 import { compileRuntime } from '../src/pipeline/runtime.ts';
 import { BanTable } from '../src/phases/ban/table.ts';
 import { addressKey, cookieValues, prefixKey, v6PrefixKey } from '../src/core/client-key.ts';
-import { errorCodeOf, rawRequest, startGateway, startUpstream, statusOf, type Teardown, type TestGateway } from './helpers.ts';
+import {
+  errorCodeOf,
+  rawRequest,
+  startGateway,
+  startUpstream,
+  statusOf,
+  type Teardown,
+  type TestGateway,
+} from './helpers.ts';
 
 type Clock = ReturnType<typeof createManualClock>;
 
 const TRUSTED = { clientAddress: { trustedProxies: ['127.0.0.1/32'] } };
 
 /** A gateway behind a trusted proxy on a frozen clock, in front of a fresh upstream; both stopped when `t` ends. */
-async function startGw(t: Teardown, partial: Record<string, unknown>, handler?: http.RequestListener): Promise<{ gw: TestGateway; clock: Clock }> {
+async function startGw(
+  t: Teardown,
+  partial: Record<string, unknown>,
+  handler?: http.RequestListener,
+): Promise<{ gw: TestGateway; clock: Clock }> {
   const up = await startUpstream(t, handler);
   // A frozen clock: no budget refills while the test sends, so the counts are exact on a loaded machine.
   const clock = createManualClock(1000);
@@ -76,7 +88,9 @@ test('200 requests from 200 addresses of one IPv6 /64 meet the per-address limit
 });
 
 test('defense.ipv6PrefixLength: 128 counts single IPv6 addresses again', async (t) => {
-  const { gw } = await startGw(t, { defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } } });
+  const { gw } = await startGw(t, {
+    defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } },
+  });
   const statuses = await fromEach(gw, ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
   assert.deepEqual(statuses, [200, 200, 200]);
 });
@@ -137,13 +151,22 @@ function vault(req: http.IncomingMessage, res: http.ServerResponse): void {
 
 const sensitive = {
   routes: [
-    { name: 'vault', path: '/vault/*', upstream: 'origin', class: 'authenticated', sensitive: { documentsPerHour: 3, identity: 'session' } },
+    {
+      name: 'vault',
+      path: '/vault/*',
+      upstream: 'origin',
+      class: 'authenticated',
+      sensitive: { documentsPerHour: 3, identity: 'session' },
+    },
     { name: 'default', path: '/*', upstream: 'origin' },
   ],
 };
 
 function raw(gw: TestGateway, path: string, headerLines: string[]): Promise<string> {
-  return rawRequest(gw.port, `GET ${path} HTTP/1.1\r\nHost: x\r\n${headerLines.map((l) => `${l}\r\n`).join('')}Connection: close\r\n\r\n`);
+  return rawRequest(
+    gw.port,
+    `GET ${path} HTTP/1.1\r\nHost: x\r\n${headerLines.map((l) => `${l}\r\n`).join('')}Connection: close\r\n\r\n`,
+  );
 }
 
 test('exfiltration: a duplicate session cookie is counted against every value (sid=x1; sid=<real> does not escape the quota)', async (t) => {
@@ -177,12 +200,25 @@ test('rate limits: a session cookie or API key sent twice is counted against bot
     { id: 'per-session', key: 'session', ratePerSec: 1, burst: 1 },
     { id: 'per-key', key: 'apiKey', ratePerSec: 1, burst: 1 },
   ];
-  const { gw } = await startGw(t, { defense: { rateLimit: { sessionCookie: 'sid', apiKeyHeader: 'x-api-key', rules } } });
+  const { gw } = await startGw(t, {
+    defense: { rateLimit: { sessionCookie: 'sid', apiKeyHeader: 'x-api-key', rules } },
+  });
   assert.equal(statusOf(await raw(gw, '/', ['Cookie: sid=s1'])), 200);
   assert.equal(statusOf(await raw(gw, '/', ['Cookie: a=1; sid=fresh; sid=s1'])), 429);
   assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: k1'])), 200);
-  assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])), 429, 'Node would join them into "fresh, k1"');
-  const { gw: byToken } = await startGw(t, { defense: { rateLimit: { apiKeyHeader: 'authorization', rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }] } } });
+  assert.equal(
+    statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])),
+    429,
+    'Node would join them into "fresh, k1"',
+  );
+  const { gw: byToken } = await startGw(t, {
+    defense: {
+      rateLimit: {
+        apiKeyHeader: 'authorization',
+        rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }],
+      },
+    },
+  });
   assert.equal(statusOf(await raw(byToken, '/', ['Authorization: Bearer t1'])), 200);
   // Node keeps only the first Authorization field; an origin may read the second.
   assert.equal(statusOf(await raw(byToken, '/', ['Authorization: Bearer fresh', 'Authorization: Bearer t1'])), 429);

@@ -41,7 +41,10 @@ test('a clearance issued by node A passes on node B, and a two-roll key rotation
   writeFileSync(fileA, `${oldKey}\n`);
   writeFileSync(fileB, `${oldKey}\n`);
   const up = await startUpstream(t);
-  const cfg = (file: string) => ({ logging: { level: 'warn', requests: false }, defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: BITS, keyFile: file } } });
+  const cfg = (file: string) => ({
+    logging: { level: 'warn', requests: false },
+    defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: BITS, keyFile: file } },
+  });
   const a = await startGateway(t, up.url, cfg(fileA));
   const b = await startGateway(t, up.url, cfg(fileB));
   const unknown = await fetch(`${b.url}/`);
@@ -78,7 +81,12 @@ test('a waiting-room ticket or pass signed on one node opens on another with the
   const now = 1_700_000_000_000;
   const bind = 'AAAAAAAAAAAA';
   const ticket = a.signTicket({ route: 'shop', n: 42, issuedAtMs: now, bind });
-  assert.deepEqual(b.openTicket('shop', ticket, now + 1000, 60_000, bind), { route: 'shop', n: 42, issuedAtMs: now, bind });
+  assert.deepEqual(b.openTicket('shop', ticket, now + 1000, 60_000, bind), {
+    route: 'shop',
+    n: 42,
+    issuedAtMs: now,
+    bind,
+  });
   assert.equal(other.openTicket('shop', ticket, now + 1000, 60_000, bind), null);
   const pass = a.signPass({ route: 'shop', expiresAtMs: now + 5000, bind });
   assert.deepEqual(b.openPass('shop', pass, now, bind), { route: 'shop', expiresAtMs: now + 5000, bind });

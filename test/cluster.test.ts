@@ -4,7 +4,15 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { cleanup, type RecordingUpstream, startGateway, startUpstream, type Teardown, type TestGateway, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  type RecordingUpstream,
+  startGateway,
+  startUpstream,
+  type Teardown,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
 
 const TOKEN = 'test-operator-token-cluster-0123456789';
@@ -22,7 +30,12 @@ after(async () => {
 });
 
 /** `n` gateways sharing the test's redis under one fresh key prefix, stopped together when `t` ends. */
-async function startNodes(t: Teardown, n: number, partial: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}): Promise<TestGateway[]> {
+async function startNodes(
+  t: Teardown,
+  n: number,
+  partial: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Promise<TestGateway[]> {
   const prefix = `t${Math.random().toString(36).slice(2, 8)}:`;
   const saved = process.env.REMPART_ADMIN_TOKEN;
   process.env.REMPART_ADMIN_TOKEN = TOKEN;
@@ -35,7 +48,13 @@ async function startNodes(t: Teardown, n: number, partial: Record<string, unknow
         await startGateway(up.url, {
           logging: { level: 'warn', requests: false },
           ...partial,
-          cluster: { store: 'redis', nodeName: `node-${i}`, redis: { keyPrefix: prefix, commandTimeoutMs: 2000, reconnectMaxMs: 500 }, resyncMs: 500, ...cluster },
+          cluster: {
+            store: 'redis',
+            nodeName: `node-${i}`,
+            redis: { keyPrefix: prefix, commandTimeoutMs: 2000, reconnectMaxMs: 500 },
+            resyncMs: 500,
+            ...cluster,
+          },
         }),
       );
     return nodes;
@@ -62,15 +81,23 @@ function answered(port: number, localAddress: string): Promise<boolean> {
 function admin(gw: TestGateway, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   return fetch(`${gw.adminUrl}${path}`, {
     method,
-    headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      authorization: `Bearer ${TOKEN}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
 
-test('a ban made on node A refuses that address on node B within 1 s, and its lifting reaches B too', { skip: skipRedis }, async (t) => {
+test('a ban made on node A refuses that address on node B within 1 s, and its lifting reaches B too', {
+  skip: skipRedis,
+}, async (t) => {
   const [a, b] = await startNodes(t, 2);
   assert.equal(await answered(b!.port, '127.0.0.21'), true);
-  assert.equal((await admin(a!, 'POST', '/api/bans', { target: '127.0.0.21', ttlSec: 60, reason: 'cluster test' })).status, 201);
+  assert.equal(
+    (await admin(a!, 'POST', '/api/bans', { target: '127.0.0.21', ttlSec: 60, reason: 'cluster test' })).status,
+    201,
+  );
   const t0 = performance.now();
   await waitFor(async () => !(await answered(b!.port, '127.0.0.21')), {
     timeoutMs: 1000,
@@ -91,7 +118,9 @@ test('a ban made on node A refuses that address on node B within 1 s, and its li
   });
 });
 
-test('a ban from offences on one node reaches the others, and a node that missed the message converges by resync', { skip: skipRedis }, async (t) => {
+test('a ban from offences on one node reaches the others, and a node that missed the message converges by resync', {
+  skip: skipRedis,
+}, async (t) => {
   const [a, b] = await startNodes(t, 2);
   const bansA = a!.gateway.defense.bans;
   for (let i = 0; i < 20; i++) bansA.offence('127.0.0.31', 'rate_limited', 'test');
@@ -104,7 +133,13 @@ test('a ban from offences on one node reaches the others, and a node that missed
   // A ban written to the shared table without its message (a node that was briefly unsubscribed):
   // the resync (every 500 ms here) finds it.
   const store = a!.gateway.cluster.store;
-  await store.tablePut('bans', '127.0.0.32', JSON.stringify({ reason: 'missed', rule: '', by: 'operator:x' }), 60000, 1000);
+  await store.tablePut(
+    'bans',
+    '127.0.0.32',
+    JSON.stringify({ reason: 'missed', rule: '', by: 'operator:x' }),
+    60000,
+    1000,
+  );
   await waitFor(async () => !(await answered(b!.port, '127.0.0.32')), {
     timeoutMs: 3000,
     intervalMs: 20,
@@ -119,7 +154,9 @@ test('a ban from offences on one node reaches the others, and a node that missed
   });
 });
 
-test('an operator override of the attack level on one node applies on all, and its release too', { skip: skipRedis }, async (t) => {
+test('an operator override of the attack level on one node applies on all, and its release too', {
+  skip: skipRedis,
+}, async (t) => {
   const [a, b] = await startNodes(t, 2);
   assert.equal((await admin(a!, 'PUT', '/api/level', { level: 'under_attack', reason: 'drill' })).status, 200);
   await waitFor(() => b!.gateway.defense.level.level === 2, {
@@ -150,7 +187,13 @@ test('an operator override of the attack level on one node applies on all, and i
 });
 
 /** Keep-alive GETs with `headers` to each node in turn from `concurrency` loops until `ms` pass; counts statuses. */
-async function load(nodes: TestGateway[], ms: number, concurrency: number, headers: Record<string, string>, onTick?: (elapsedMs: number) => void) {
+async function load(
+  nodes: TestGateway[],
+  ms: number,
+  concurrency: number,
+  headers: Record<string, string>,
+  onTick?: (elapsedMs: number) => void,
+) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency * nodes.length });
   const counts = new Map<string, number>();
   let sent = 0;
@@ -190,7 +233,9 @@ async function load(nodes: TestGateway[], ms: number, concurrency: number, heade
 
 const GLOBAL_RULE = { id: 'per-key-global', key: 'apiKey', ratePerSec: 300, burst: 60, scope: 'global' };
 
-test('three nodes, one global limit: the total admitted is within ±5% of the limit, at under 0.05 store operations per request', { skip: skipRedis }, async (t) => {
+test('three nodes, one global limit: the total admitted is within ±5% of the limit, at under 0.05 store operations per request', {
+  skip: skipRedis,
+}, async (t) => {
   const nodes = await startNodes(t, 3, { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { mode: 'off' } } });
   const ops0 = nodes.map((n) => n.gateway.cluster.store.operations);
   const leases0 = nodes.map((n) => n.gateway.cluster.leases.leasesAsked);
@@ -205,18 +250,39 @@ test('three nodes, one global limit: the total admitted is within ±5% of the li
   const floor = (GLOBAL_RULE.burst + (GLOBAL_RULE.ratePerSec * (elapsedMs - stalledMs)) / 1000) * 0.95;
   const ops = nodes.reduce((s, n, i) => s + n.gateway.cluster.store.operations - ops0[i]!, 0);
   const leaseOps = nodes.reduce((s, n, i) => s + n.gateway.cluster.leases.leasesAsked - leases0[i]!, 0);
-  const figures = { sent, admitted, expected: Math.round(expected), errorPercent: +(error * 100).toFixed(2), ratePerSecSent: Math.round(sent / (elapsedMs / 1000)), stalledMs: Math.round(stalledMs), storeOps: ops, opsPerRequest: +(ops / sent).toFixed(4), leaseOpsPerRequest: +(leaseOps / sent).toFixed(4), leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4) };
+  const figures = {
+    sent,
+    admitted,
+    expected: Math.round(expected),
+    errorPercent: +(error * 100).toFixed(2),
+    ratePerSecSent: Math.round(sent / (elapsedMs / 1000)),
+    stalledMs: Math.round(stalledMs),
+    storeOps: ops,
+    opsPerRequest: +(ops / sent).toFixed(4),
+    leaseOpsPerRequest: +(leaseOps / sent).toFixed(4),
+    leaseOpsPerAdmitted: +(leaseOps / admitted).toFixed(4),
+  };
   console.log(`# global limit figures ${JSON.stringify(figures)}`);
   assert.ok(sent > expected * 1.5, 'the load exceeds the limit');
   assert.ok(error <= 0.05, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%)`);
-  assert.ok(admitted >= floor, `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%; the process stood still ${Math.round(stalledMs)} ms)`);
+  assert.ok(
+    admitted >= floor,
+    `admitted ${admitted}, expected ${Math.round(expected)} (${figures.errorPercent}%; the process stood still ${Math.round(stalledMs)} ms)`,
+  );
   assert.ok(ops / sent < 0.05, `store operations per request ${figures.opsPerRequest}`);
   for (const n of nodes) assert.ok((n.gateway.cluster.leases.leasesAsked ?? 0) > 0, 'every node leased');
 });
 
-test('redis-server killed during load: no request fails, limits fall back to local, and the nodes reconverge within 10 s of its restart', { skip: skipRedis }, async (t) => {
+test('redis-server killed during load: no request fails, limits fall back to local, and the nodes reconverge within 10 s of its restart', {
+  skip: skipRedis,
+}, async (t) => {
   // Refusals must not ban the test's own address (the offences threshold is out of reach).
-  const nodes = await startNodes(t, 3, { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { offences: { threshold: 1000000 } } } }, { levelHeartbeatMs: 250 });
+  const nodes = await startNodes(
+    t,
+    3,
+    { defense: { rateLimit: { rules: [GLOBAL_RULE] }, bans: { offences: { threshold: 1000000 } } } },
+    { levelHeartbeatMs: 250 },
+  );
   const [a, b] = nodes as [TestGateway, TestGateway, TestGateway];
   let killed = false;
   let restarted = false;
@@ -234,7 +300,8 @@ test('redis-server killed during load: no request fails, limits fall back to loc
   });
   const failures = [...counts].filter(([s]) => s !== '200' && s !== '429');
   assert.deepEqual(failures, [], `no request failed: ${JSON.stringify([...counts])} of ${sent}`);
-  for (const n of nodes) assert.ok(n.gateway.cluster.leases.localDecisions > 0, 'the global limit fell back to the local limiter');
+  for (const n of nodes)
+    assert.ok(n.gateway.cluster.leases.localDecisions > 0, 'the global limit fell back to the local limiter');
   const metrics = await fetch(`${a.adminUrl}/metrics`).then((r) => r.text());
   assert.match(metrics, /rempart_cluster_store_failures_total 1\b/);
   assert.ok(a.logs.filter((l) => String(l.msg).startsWith('cluster store unreachable')).length === 1, 'logged once');
@@ -247,7 +314,10 @@ test('redis-server killed during load: no request fails, limits fall back to loc
     intervalMs: 20,
     message: 'every node sees the store again',
   });
-  assert.ok(performance.now() - restartAt < 10000, `reconnected ${Math.round(performance.now() - since)} ms after the load ended`);
+  assert.ok(
+    performance.now() - restartAt < 10000,
+    `reconnected ${Math.round(performance.now() - since)} ms after the load ended`,
+  );
   await redis.kill();
   await waitFor(() => nodes.every((n) => !n.gateway.cluster.store.healthy), {
     timeoutMs: 3000,
@@ -264,6 +334,7 @@ test('redis-server killed during load: no request fails, limits fall back to loc
     message: 'B refuses the ban made during the outage',
   });
   console.log(`# reconverged ${Math.round(performance.now() - back)} ms after the restart`);
-  const storeUp = async () => /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text()));
+  const storeUp = async () =>
+    /rempart_cluster_store_up 1\b/.test(await fetch(`${b.adminUrl}/metrics`).then((r) => r.text()));
   await waitFor(storeUp, { timeoutMs: 2000, intervalMs: 20, message: 'metrics show the store up' });
 });

@@ -14,11 +14,15 @@ export interface CockpitDemo {
   close(): Promise<void>;
 }
 
-export async function startCockpitDemo(patch: (config: Awaited<ReturnType<typeof loadConfigFile>>) => void = () => {}): Promise<CockpitDemo> {
+export async function startCockpitDemo(
+  patch: (config: Awaited<ReturnType<typeof loadConfigFile>>) => void = () => {},
+): Promise<CockpitDemo> {
   // The environment token: an operator token named `env` (hashed at start, never logged).
   process.env.REMPART_ADMIN_TOKEN = COCKPIT_TOKEN;
   // The loaded config is frozen: patch a copy.
-  const config = structuredClone(await loadConfigFile(new URL('../examples/postal/rempart.yaml', import.meta.url).pathname));
+  const config = structuredClone(
+    await loadConfigFile(new URL('../examples/postal/rempart.yaml', import.meta.url).pathname),
+  );
   const postal = await startPostalOrigin({ port: 0, workers: 8, serviceTimeMs: 10, queueLength: 64 });
   const sms = await startSmsApprovals({ port: 0 });
   config.listeners = [{ ...config.listeners[0]!, address: '127.0.0.1:0' }];

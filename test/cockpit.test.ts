@@ -17,7 +17,11 @@ process.env.REMPART_ADMIN_TOKEN = TOKEN;
 const AUTH = { authorization: `Bearer ${TOKEN}` };
 
 function call(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = AUTH) {
-  return fetch(`${base}${path}`, { method, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) }).then(async (r) => ({
+  return fetch(`${base}${path}`, {
+    method,
+    headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).then(async (r) => ({
     status: r.status,
     body: (await r.json().catch(() => null)) as any,
   }));
@@ -38,8 +42,13 @@ async function frames(base: string, n: number): Promise<string[]> {
 test('without a token the feed, the audit trail and the cockpit endpoints answer 401; the page itself holds no data', async (t) => {
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
-  for (const p of ['/api/events', '/api/audit', '/api/guards', '/api/status-page']) assert.equal((await call(gw.adminUrl!, 'GET', p, undefined, {})).status, 401, p);
-  assert.equal((await call(gw.adminUrl!, 'GET', '/api/events', undefined, { authorization: 'Bearer rmp_wrong-token-wrong-token' })).status, 401);
+  for (const p of ['/api/events', '/api/audit', '/api/guards', '/api/status-page'])
+    assert.equal((await call(gw.adminUrl!, 'GET', p, undefined, {})).status, 401, p);
+  assert.equal(
+    (await call(gw.adminUrl!, 'GET', '/api/events', undefined, { authorization: 'Bearer rmp_wrong-token-wrong-token' }))
+      .status,
+    401,
+  );
   const page = await fetch(`${gw.adminUrl}/dashboard`);
   assert.equal(page.status, 200);
   assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
@@ -68,7 +77,14 @@ test('the live feed sends the recent history then one aggregate snapshot per sec
   const [history, ...live] = await frames(gw.adminUrl!, 4).finally(() => (feeding = false));
   await traffic;
   assert.match(history!, /event: history/);
-  const snaps = live.map((f) => JSON.parse(f.split('\n').find((l) => l.startsWith('data: '))!.slice(6)));
+  const snaps = live.map((f) =>
+    JSON.parse(
+      f
+        .split('\n')
+        .find((l) => l.startsWith('data: '))!
+        .slice(6),
+    ),
+  );
   const snap = snaps.find((s) => s.rps.byDecision.forwarded >= 1) ?? snaps[0];
   assert.equal(typeof snap.t, 'number');
   assert.ok(snap.rps.byDecision.forwarded >= 1, JSON.stringify(snap.rps));
@@ -100,10 +116,17 @@ test('guard modes and the status-page message switch at run time, survive a relo
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
   const base = gw.adminUrl!;
-  const set = await call(base, 'PUT', '/api/guards/rateLimit', { mode: 'observe', reason: 'false positives on /track' });
+  const set = await call(base, 'PUT', '/api/guards/rateLimit', {
+    mode: 'observe',
+    reason: 'false positives on /track',
+  });
   assert.equal(set.status, 200);
   assert.deepEqual(set.body, { name: 'rateLimit', mode: 'observe', fileMode: 'enforce', overridden: true });
-  assert.equal(gw.gateway.runtime().config.defense.rateLimit.mode, 'observe', 'the guard reads it from the runtime config');
+  assert.equal(
+    gw.gateway.runtime().config.defense.rateLimit.mode,
+    'observe',
+    'the guard reads it from the runtime config',
+  );
   for (const [path, body, want] of [
     ['/api/guards/rateLimit', { mode: 'loud' }, 400],
     ['/api/guards/rateLimit', { mode: 'off', extra: 1 }, 400],
@@ -114,28 +137,56 @@ test('guard modes and the status-page message switch at run time, survive a relo
     ['/api/status-page', { message: 'bell\u0007' }, 400],
   ] as const)
     assert.equal((await call(base, 'PUT', path, body)).status, want, `${path} ${JSON.stringify(body)}`);
-  const bad = await fetch(`${base}/api/status-page`, { method: 'PUT', headers: { ...AUTH, 'content-type': 'application/json' }, body: '{not json' });
+  const bad = await fetch(`${base}/api/status-page`, {
+    method: 'PUT',
+    headers: { ...AUTH, 'content-type': 'application/json' },
+    body: '{not json',
+  });
   assert.equal(bad.status, 400);
-  assert.equal((await call(base, 'PUT', '/api/status-page', { message: 'We are <b>on it</b>.', reason: 'incident 42' })).status, 200);
+  assert.equal(
+    (await call(base, 'PUT', '/api/status-page', { message: 'We are <b>on it</b>.', reason: 'incident 42' })).status,
+    200,
+  );
   // A reload of the file keeps the operator's overrides.
-  await gw.gateway.reload(validateConfig({ version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'origin', url: up.url }], routes: [{ name: 'default', path: '/*', upstream: 'origin' }], admin: { address: '127.0.0.1:0' }, logging: { level: 'error', requests: false } }));
+  await gw.gateway.reload(
+    validateConfig({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'origin', url: up.url }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+      admin: { address: '127.0.0.1:0' },
+      logging: { level: 'error', requests: false },
+    }),
+  );
   assert.equal(gw.gateway.runtime().config.defense.rateLimit.mode, 'observe');
   assert.equal(gw.gateway.runtime().config.statusPage.message, 'We are <b>on it</b>.');
   assert.equal((await call(base, 'PUT', '/api/guards/rateLimit', { mode: 'file' })).body.overridden, false);
   assert.equal(gw.gateway.runtime().config.defense.rateLimit.mode, 'enforce');
-  const audit = (await call(base, 'GET', '/api/audit?limit=10')).body.events as { kind: string; who: string; why: string; detail: any }[];
-  assert.deepEqual(audit.map((e) => e.kind), ['guard_mode', 'config_reload', 'status_page', 'guard_mode']);
+  const audit = (await call(base, 'GET', '/api/audit?limit=10')).body.events as {
+    kind: string;
+    who: string;
+    why: string;
+    detail: any;
+  }[];
+  assert.deepEqual(
+    audit.map((e) => e.kind),
+    ['guard_mode', 'config_reload', 'status_page', 'guard_mode'],
+  );
   assert.equal(audit[3]!.who, 'operator:env');
   assert.equal(audit[3]!.why, 'false positives on /track');
   assert.equal(audit[3]!.detail.target, 'rateLimit');
   assert.equal((await call(base, 'GET', '/api/audit?kind=status_page')).body.events.length, 1);
   assert.equal((await call(base, 'GET', `/api/audit?since=${Date.now() + 60_000}`)).body.events.length, 0);
-  for (const q of ['limit=0', 'limit=5000', 'limit=x', 'kind=DROP%20TABLE', 'since=yesterday']) assert.equal((await call(base, 'GET', `/api/audit?${q}`)).status, 400, q);
+  for (const q of ['limit=0', 'limit=5000', 'limit=x', 'kind=DROP%20TABLE', 'since=yesterday'])
+    assert.equal((await call(base, 'GET', `/api/audit?${q}`)).status, 400, q);
 });
 
 test('with admin.metricsRequireToken, /metrics needs a token; /healthz never does', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { admin: { address: '127.0.0.1:0', metricsRequireToken: true }, logging: { level: 'error', requests: false } });
+  const gw = await startGateway(t, up.url, {
+    admin: { address: '127.0.0.1:0', metricsRequireToken: true },
+    logging: { level: 'error', requests: false },
+  });
   assert.equal((await fetch(`${gw.adminUrl}/metrics`)).status, 401);
   assert.equal((await fetch(`${gw.adminUrl}/metrics`, { headers: AUTH })).status, 200);
   assert.equal((await fetch(`${gw.adminUrl}/healthz`)).status, 200);
@@ -149,16 +200,33 @@ test('the audit trail writes in batches to its SQLite file, prunes by age, and r
   const a = new AuditTrail({ file, retentionDays: 7, node: 'node-a', log, now: () => now });
   a.record('ban', 'operator:alice', 'flood', { target: '203.0.113.7' });
   now += 6 * 86_400_000;
-  a.record('unban', 'operator:bob', 'mistake', { body: redact({ target: '203.0.113.7', token: 'rmp_secret', nested: { password: 'p' } }) });
+  a.record('unban', 'operator:bob', 'mistake', {
+    body: redact({ target: '203.0.113.7', token: 'rmp_secret', nested: { password: 'p' } }),
+  });
   a.close();
   const db = new DatabaseSync(file);
-  const rows = db.prepare('SELECT kind, who, node, detail FROM audit ORDER BY id').all() as { kind: string; who: string; node: string; detail: string }[];
+  const rows = db.prepare('SELECT kind, who, node, detail FROM audit ORDER BY id').all() as {
+    kind: string;
+    who: string;
+    node: string;
+    detail: string;
+  }[];
   db.close();
-  assert.deepEqual(rows.map((r) => [r.kind, r.who, r.node]), [['ban', 'operator:alice', 'node-a'], ['unban', 'operator:bob', 'node-a']]);
+  assert.deepEqual(
+    rows.map((r) => [r.kind, r.who, r.node]),
+    [
+      ['ban', 'operator:alice', 'node-a'],
+      ['unban', 'operator:bob', 'node-a'],
+    ],
+  );
   assert.ok(!rows[1]!.detail.includes('rmp_secret') && !rows[1]!.detail.includes('"p"'), rows[1]!.detail);
   now += 2 * 86_400_000;
   const b = track(t, new AuditTrail({ file, retentionDays: 7, node: 'node-a', log, now: () => now }));
-  assert.deepEqual(b.query().map((e) => e.kind), ['unban'], 'the 8-day-old event was pruned at start');
+  assert.deepEqual(
+    b.query().map((e) => e.kind),
+    ['unban'],
+    'the 8-day-old event was pruned at start',
+  );
 });
 
 test('percentiles interpolate inside the bucket like histogram_quantile', () => {
@@ -181,7 +249,12 @@ test('the feed says whether admission is on, so the queue chart can say why noth
   });
   const snapOf = async (base: string) => {
     const [, live] = await frames(base, 2);
-    return JSON.parse(live!.split('\n').find((l) => l.startsWith('data: '))!.slice(6));
+    return JSON.parse(
+      live!
+        .split('\n')
+        .find((l) => l.startsWith('data: '))!
+        .slice(6),
+    );
   };
   const a = await snapOf(off.adminUrl!);
   assert.equal(a.admissionOn, false);
@@ -197,7 +270,10 @@ test('the feed says whether admission is on, so the queue chart can say why noth
 test('GET /api/audit treats empty parameters as absent, and /favicon.ico is not a 404', async (t) => {
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
-  assert.equal((await call(gw.adminUrl!, 'POST', '/api/bans', { target: '203.0.113.5', ttlSec: 60, reason: 'test' })).status < 300, true);
+  assert.equal(
+    (await call(gw.adminUrl!, 'POST', '/api/bans', { target: '203.0.113.5', ttlSec: 60, reason: 'test' })).status < 300,
+    true,
+  );
   const all = await call(gw.adminUrl!, 'GET', '/api/audit');
   assert.equal(all.status, 200);
   assert.ok(all.body.events.length >= 1, JSON.stringify(all.body));

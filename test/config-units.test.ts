@@ -17,7 +17,6 @@ routes:
     upstream: app
 `;
 
-
 test('durations and sizes are accepted in human units wherever a key names its unit', () => {
   const c = parseConfig(
     BASE +
@@ -61,7 +60,9 @@ admission:
 });
 
 test('a bad duration or size names the key and the value, with examples', () => {
-  const p = problemsOf(() => parseConfig(BASE + 'limits:\n  idleTimeoutMs: 30 parsecs\n  maxBodyBytes: 10 MBs\n', 'u.yaml'));
+  const p = problemsOf(() =>
+    parseConfig(BASE + 'limits:\n  idleTimeoutMs: 30 parsecs\n  maxBodyBytes: 10 MBs\n', 'u.yaml'),
+  );
   assert.equal(p.length, 2, JSON.stringify(p));
   assert.equal(p[0]!.path, 'limits.idleTimeoutMs');
   assert.equal(p[0]!.line, 11);
@@ -100,14 +101,20 @@ via: "edge-$\${literal}"
 defense:
   decisionHeader: \${DECISIONS:-true}
 `;
-  const c = parseConfig(text, 'e.yaml', { env: { ORIGIN_HOST: '127.0.0.9', IDLE: '45s', MAXCONN: '1000', LISTEN: '' } });
+  const c = parseConfig(text, 'e.yaml', {
+    env: { ORIGIN_HOST: '127.0.0.9', IDLE: '45s', MAXCONN: '1000', LISTEN: '' },
+  });
   assert.equal(c.upstreams[0]!.url, 'http://127.0.0.9:3000');
   assert.equal(c.listeners[0]!.address, '127.0.0.1:8080', 'an empty variable takes the default');
   assert.equal(c.limits.idleTimeoutMs, 45_000, 'a variable may hold a duration');
   assert.equal(c.limits.maxConnections, 1000, 'a variable may hold a number');
   assert.equal(c.via, 'edge-${literal}', '$${ is a literal ${');
   assert.equal(c.defense.decisionHeader, true, 'a variable may hold a boolean');
-  assert.equal(parseConfig(text, 'e.yaml', { env: { ORIGIN_HOST: 'o', IDLE: '1s', MAXCONN: '1', LISTEN: '127.0.0.1:9' } }).listeners[0]!.address, '127.0.0.1:9');
+  assert.equal(
+    parseConfig(text, 'e.yaml', { env: { ORIGIN_HOST: 'o', IDLE: '1s', MAXCONN: '1', LISTEN: '127.0.0.1:9' } })
+      .listeners[0]!.address,
+    '127.0.0.1:9',
+  );
 
   // Unset without a default: an error naming the key and the variable, every one at once.
   const p = problemsOf(() => parseConfig(text, 'e.yaml', { env: { IDLE: '1s' } }));
@@ -125,7 +132,9 @@ defense:
 
 test('a variable cannot inject YAML structure: its value stays one string', () => {
   const text = BASE.replace('http://127.0.0.1:3000', '"${ORIGIN}"');
-  const p = problemsOf(() => parseConfig(text, 'e.yaml', { env: { ORIGIN: 'http://127.0.0.1:3000\nadmin:\n  allowRemote: true' } }));
+  const p = problemsOf(() =>
+    parseConfig(text, 'e.yaml', { env: { ORIGIN: 'http://127.0.0.1:3000\nadmin:\n  allowRemote: true' } }),
+  );
   assert.equal(p.length, 1);
   assert.equal(p[0]!.path, 'upstreams[0].url');
   assert.match(p[0]!.message, /not an http\(s\):\/\/host:port URL/);
@@ -135,7 +144,9 @@ test('a variable cannot inject YAML structure: its value stays one string', () =
 });
 
 test('an unknown key hints at the closest sibling key, and the listen-address error is readable', () => {
-  const p = problemsOf(() => parseConfig(BASE + 'limits:\n  idleTimeoutMS: 30s\n  maxConection: 5\n  wholly: 1\n', 'h.yaml'));
+  const p = problemsOf(() =>
+    parseConfig(BASE + 'limits:\n  idleTimeoutMS: 30s\n  maxConection: 5\n  wholly: 1\n', 'h.yaml'),
+  );
   assert.match(p[0]!.message, /unknown key \(did you mean "idleTimeoutMs"\?\)/);
   assert.match(p[1]!.message, /unknown key \(did you mean "maxConnections"\?\)/);
   assert.doesNotMatch(p[2]!.message, /did you mean/, 'no hint when nothing is close');

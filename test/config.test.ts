@@ -7,7 +7,18 @@ import { writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { join } from 'node:path';
 import { parseConfig, validateConfig } from '../src/config/load.ts';
-import { BIN, cleanup, freePort, problemsOf, runCli, startGateway, startUpstream, stopChild, tempDir, waitFor } from './helpers.ts';
+import {
+  BIN,
+  cleanup,
+  freePort,
+  problemsOf,
+  runCli,
+  startGateway,
+  startUpstream,
+  stopChild,
+  tempDir,
+  waitFor,
+} from './helpers.ts';
 
 const GOOD = `version: 1
 listeners:
@@ -19,7 +30,6 @@ routes:
   - name: all
     upstream: app
 `;
-
 
 test('an unknown key is refused with the file, its line and its key path', () => {
   const text = `${GOOD}limits:\n  maxHeaderBytes: 32768\n  maxHeaderByte: 100\n`;
@@ -42,7 +52,12 @@ test('an unknown key is refused with the file, its line and its key path', () =>
 
 test('an unknown key in an object built in code is refused with its key path', () => {
   const problems = problemsOf(() =>
-    validateConfig({ version: 1, listeners: [{ address: '127.0.0.1:1', tsl: {} }], upstreams: [{ name: 'a', url: 'http://127.0.0.1:2' }], routes: [{ name: 'r', upstream: 'a' }] }),
+    validateConfig({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:1', tsl: {} }],
+      upstreams: [{ name: 'a', url: 'http://127.0.0.1:2' }],
+      routes: [{ name: 'r', upstream: 'a' }],
+    }),
   );
   assert.deepEqual(
     problems.map((p) => p.path),
@@ -106,11 +121,14 @@ routes:
 });
 
 test('a bad enum value lists the allowed values', () => {
-  const problems = problemsOf(() => parseConfig(GOOD.replace('upstream: app', 'upstream: app\n    class: bogus'), 'c.yaml'));
+  const problems = problemsOf(() =>
+    parseConfig(GOOD.replace('upstream: app', 'upstream: app\n    class: bogus'), 'c.yaml'),
+  );
   assert.equal(problems.length, 1);
   assert.equal(problems[0]!.path, 'routes[0].class');
   assert.equal(problems[0]!.line, 10);
-  for (const c of ['critical', 'authenticated', 'cacheable', 'public', 'static']) assert.ok(problems[0]!.message.includes(`"${c}"`), problems[0]!.message);
+  for (const c of ['critical', 'authenticated', 'cacheable', 'public', 'static'])
+    assert.ok(problems[0]!.message.includes(`"${c}"`), problems[0]!.message);
   assert.ok(problems[0]!.message.includes('"bogus"'));
 });
 
@@ -133,24 +151,39 @@ routes:
   const problems = problemsOf(() => parseConfig(text, 's.yaml'));
   assert.deepEqual(problems.map((p) => p.path).sort(), ['listeners[0].proxyProtocol', 'routes[1]', 'routes[1].host']);
   const wide = problemsOf(() => parseConfig(`${GOOD}clientAddress:\n  trustedProxies: [0.0.0.0/0]\n`, 'w.yaml'));
-  assert.deepEqual(wide.map((p) => p.path), ['clientAddress.trustedProxies[0]']);
+  assert.deepEqual(
+    wide.map((p) => p.path),
+    ['clientAddress.trustedProxies[0]'],
+  );
   assert.match(wide[0]!.message, /trusts a large part of the Internet/);
 });
 
 test('a bad CIDR in trustedProxies is refused, a good one is accepted', () => {
   for (const bad of ['10.0.0.0/33', 'not-an-ip', '300.1.1.1', '::1/129', '10.0.0.0/']) {
-    const problems = problemsOf(() => parseConfig(`${GOOD}clientAddress:\n  trustedProxies:\n    - "${bad}"\n`, 'c.yaml'));
+    const problems = problemsOf(() =>
+      parseConfig(`${GOOD}clientAddress:\n  trustedProxies:\n    - "${bad}"\n`, 'c.yaml'),
+    );
     assert.equal(problems.length, 1, bad);
     assert.equal(problems[0]!.path, 'clientAddress.trustedProxies[0]');
     assert.equal(problems[0]!.line, 12);
     assert.match(problems[0]!.message, /not an IP address or CIDR block/);
   }
-  const ok = parseConfig(`${GOOD}clientAddress:\n  trustedProxies: [10.0.0.0/8, "::1", fd00::/8, 192.0.2.7]\n`, 'c.yaml');
+  const ok = parseConfig(
+    `${GOOD}clientAddress:\n  trustedProxies: [10.0.0.0/8, "::1", fd00::/8, 192.0.2.7]\n`,
+    'c.yaml',
+  );
   assert.deepEqual(ok.clientAddress.trustedProxies, ['10.0.0.0/8', '::1', 'fd00::/8', '192.0.2.7']);
 });
 
 test('an upstream URL with a path, credentials, a query or a non-HTTP scheme is refused', () => {
-  for (const url of ['http://127.0.0.1:3000/base', 'http://user:pw@127.0.0.1:3000', 'http://127.0.0.1:3000/?x=1', 'ftp://127.0.0.1:21', 'nonsense', '127.0.0.1:3000']) {
+  for (const url of [
+    'http://127.0.0.1:3000/base',
+    'http://user:pw@127.0.0.1:3000',
+    'http://127.0.0.1:3000/?x=1',
+    'ftp://127.0.0.1:21',
+    'nonsense',
+    '127.0.0.1:3000',
+  ]) {
     const problems = problemsOf(() => parseConfig(GOOD.replace('http://127.0.0.1:3000', url), 'u.yaml'));
     assert.equal(problems.length, 1, url);
     assert.equal(problems[0]!.path, 'upstreams[0].url', url);
@@ -200,7 +233,9 @@ routes:
 });
 
 test('listener and admin ports above 65535 are refused by validation, not at bind time', () => {
-  const problems = problemsOf(() => parseConfig(GOOD.replace('127.0.0.1:8080', '127.0.0.1:80800') + 'admin:\n  address: 127.0.0.1:91800\n', 'p.yaml'));
+  const problems = problemsOf(() =>
+    parseConfig(GOOD.replace('127.0.0.1:8080', '127.0.0.1:80800') + 'admin:\n  address: 127.0.0.1:91800\n', 'p.yaml'),
+  );
   assert.deepEqual(
     problems.map((p) => [p.line, p.path, p.message]),
     [
@@ -241,13 +276,15 @@ test('defaults are applied to everything the file leaves out, and the result is 
   assert.equal(partial.limits.maxHeaderCount, 100);
 });
 
-
 test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async (t) => {
   const dir = tempDir(t, 'rempart-cfg-');
   const good = join(dir, 'good.yaml');
   const bad = join(dir, 'bad.yaml');
   writeFileSync(good, GOOD);
-  writeFileSync(bad, GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n');
+  writeFileSync(
+    bad,
+    GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n',
+  );
   const ok = await runCli(['check', good]);
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, /good\.yaml: ok/);
@@ -275,15 +312,36 @@ test('an unknown command-line flag exits 2 with a clear message and the usage', 
   assert.match(mixed.stderr, /--config cannot be combined with --upstream, --quiet/);
 });
 
-test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', { timeout: 30_000 }, async (t) => {
+test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', {
+  timeout: 30_000,
+}, async (t) => {
   const origin = await startUpstream(t, (_req, res) => res.end('origin'));
   const dir = tempDir(t, 'rempart-override-');
   const file = join(dir, 'rempart.yaml');
-  const [filePort, fileAdmin, port, adminPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [filePort, fileAdmin, port, adminPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   writeFileSync(file, gatewayConfig(filePort, fileAdmin, origin.url) + 'logging:\n  level: info\n');
-  const child = spawn(process.execPath, [BIN, '--config', file, '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--log-level', 'warn'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      '--config',
+      file,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--log-level',
+      'warn',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
@@ -291,7 +349,12 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
   await waitFor(
     async () => {
       assert.equal(child.exitCode, null, stderr);
-      return (await fetch(`http://127.0.0.1:${port}/x`).then((r) => r.text(), () => '')) === 'origin';
+      return (
+        (await fetch(`http://127.0.0.1:${port}/x`).then(
+          (r) => r.text(),
+          () => '',
+        )) === 'origin'
+      );
     },
     { timeoutMs: 15_000, intervalMs: 50, message: 'the overridden listener to answer' },
   );
@@ -303,9 +366,16 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
   // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
   // and still no info line (the level stays warn).
   child.kill('SIGHUP');
-  const reloaded = async () => /rempart_config_reloads_total\{result="applied"\} 1\n/.test(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+  const reloaded = async () =>
+    /rempart_config_reloads_total\{result="applied"\} 1\n/.test(
+      await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text(),
+    );
   await waitFor(reloaded, { timeoutMs: 10_000, intervalMs: 50, message: () => `a reload: ${stderr}` });
-  assert.deepEqual(logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))), [], 'no restart warning, no info line');
+  assert.deepEqual(
+    logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))),
+    [],
+    'no restart warning, no info line',
+  );
   const bad = await runCli(['--config', file, '--listen', 'localhost']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /listeners\[0\]\.address: expected host:port, e\.g\. 0\.0\.0\.0:8080/);
@@ -355,7 +425,9 @@ function logLines(child: ChildProcess): Record<string, unknown>[] {
   return lines;
 }
 
-test('SIGHUP reloads a changed file, and a broken file is rejected while the running configuration keeps serving', { timeout: 30_000 }, async (t) => {
+test('SIGHUP reloads a changed file, and a broken file is rejected while the running configuration keeps serving', {
+  timeout: 30_000,
+}, async (t) => {
   const first = await startUpstream(t, (_req, res) => res.end('first'));
   const second = await startUpstream(t, (_req, res) => res.end('second'));
   const dir = tempDir(t, 'rempart-reload-');
@@ -389,7 +461,10 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   assert.equal(await body(), 'second');
 
   // A broken file, then SIGHUP: rejected, logged with the problem, the old config keeps serving.
-  writeFileSync(file, gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'));
+  writeFileSync(
+    file,
+    gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'),
+  );
   child.kill('SIGHUP');
   await waitFor(() => logs.some((l) => String(l.msg).includes('reload rejected')), {
     timeoutMs: 8000,
@@ -411,16 +486,40 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   if (code !== 'killed') assert.equal(code, 0, `exit code after SIGTERM; stderr: ${stderr}`);
 });
 
-test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', { timeout: 30_000 }, async (t) => {
+test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', {
+  timeout: 30_000,
+}, async (t) => {
   const up = await startUpstream(t, (_req, res) => res.end('up'));
   const dir = tempDir(t, 'rempart-reload-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
   const adminPort = await freePort();
-  const withTls = (key: string) => gatewayConfig(port, adminPort, up.url).replace(`address: 127.0.0.1:${port}`, `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`);
+  const withTls = (key: string) =>
+    gatewayConfig(port, adminPort, up.url).replace(
+      `address: 127.0.0.1:${port}`,
+      `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`,
+    );
   writeFileSync(file, withTls(keyFile));
   const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
@@ -489,8 +588,13 @@ test('an in-process reload moves new requests to the new upstream while a reques
 });
 
 test('guaranteed class shares that add up to more than 100 % are refused with their key path', () => {
-  const problems = problemsOf(() => parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 50\n`, 'shares.yaml'));
-  assert.deepEqual(problems.map((p) => p.path), ['admission.reservePercent']);
+  const problems = problemsOf(() =>
+    parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 50\n`, 'shares.yaml'),
+  );
+  assert.deepEqual(
+    problems.map((p) => p.path),
+    ['admission.reservePercent'],
+  );
   assert.match(problems[0]!.message, /add up to 110%/);
   // Within 100 it is accepted and reaches the compiled queue settings.
   parseConfig(`${GOOD}admission:\n  reservePercent:\n    cacheable: 60\n    public: 40\n`, 'shares.yaml');

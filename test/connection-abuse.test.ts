@@ -8,7 +8,18 @@ import http from 'node:http';
 import tls from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { cleanup, type HeldConnection, holdConnection, sleep, startGateway, startUpstream, statusOf, tempDir, type TestGateway, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  type HeldConnection,
+  holdConnection,
+  sleep,
+  startGateway,
+  startUpstream,
+  statusOf,
+  tempDir,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 
 async function activeConnections(gw: TestGateway): Promise<number> {
   const m = await gw.gateway.metrics.connectionsActive.get();
@@ -64,7 +75,10 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
     timeoutMs: 5000,
     message: 'flood connections gone',
   });
-  assert.ok(up.requests.length + inFlight <= 2 * 2 * 8, `${up.requests.length} + ${inFlight} requests reached the upstream`);
+  assert.ok(
+    up.requests.length + inFlight <= 2 * 2 * 8,
+    `${up.requests.length} + ${inFlight} requests reached the upstream`,
+  );
   assert.ok(maxInFlight <= 2 * 8, `max in flight ${maxInFlight}`);
   // Parsing stopped at the bound: the rest of each 2,000-request write was never turned into objects.
   assert.ok(handled <= 2 * 2 * 8, `Node's server took on ${handled} requests`);
@@ -86,7 +100,25 @@ test('the same flood over a TLS listener is stopped at the same bound', async (t
   const dir = tempDir(t, 'rempart-pipe-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const up = await startUpstream(t, (_req, res) => setTimeout(() => res.end('x'), 200));
   const gw = await startGateway(t, up.url, {
     listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }],
@@ -123,14 +155,20 @@ test('a pipelining client that reads gets every answer in order; one that does n
       setTimeout(() => res.end('late'), 3000);
     } else setTimeout(() => res.end(req.url), 30);
   });
-  const gw = await startGateway(t, up.url, { limits: { maxPipelinedRequests: 4 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxPipelinedRequests: 4 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   // Up to twice the limit in one write is still an honest pipeline.
   const c = holdConnection(t, gw.port);
   await c.connected;
   c.socket.write(Array.from({ length: 8 }, (_, i) => GET(`/a${i}`)).join(''));
   await waitFor(() => responses(c.data).length === 8, { timeoutMs: 5000, message: 'eight answers' });
   assert.deepEqual(responses(c.data), Array(8).fill('HTTP/1.1 200'));
-  assert.deepEqual([...c.data.matchAll(/\/a\d/g)].map((m) => m[0]), Array.from({ length: 8 }, (_, i) => `/a${i}`));
+  assert.deepEqual(
+    [...c.data.matchAll(/\/a\d/g)].map((m) => m[0]),
+    Array.from({ length: 8 }, (_, i) => `/a${i}`),
+  );
   c.socket.destroy();
 
   // The fourth request has a body: reading pauses at it while its body is still arriving, and
@@ -138,7 +176,14 @@ test('a pipelining client that reads gets every answer in order; one that does n
   const post = holdConnection(t, gw.port);
   await post.connected;
   const body = 'z'.repeat(256 * 1024);
-  post.socket.write(GET('/b1') + GET('/b2') + GET('/b3') + `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n` + body + GET('/after'));
+  post.socket.write(
+    GET('/b1') +
+      GET('/b2') +
+      GET('/b3') +
+      `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n` +
+      body +
+      GET('/after'),
+  );
   await waitFor(() => responses(post.data).length === 5, {
     timeoutMs: 5000,
     message: 'five answers around a pipelined body',
@@ -204,7 +249,10 @@ test('clients that stop reading a 5 MB reply do not hold admission slots: a norm
 test('replies queued behind an unread one are bounded by maxQueuedReplyBytes: past it the connection is closed', async (t) => {
   const big = Buffer.alloc(2 * 1024 * 1024, 'q');
   const up = await startUpstream(t, (_req, res) => res.end(big));
-  const gw = await startGateway(t, up.url, { limits: { maxQueuedReplyBytes: 256 * 1024 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxQueuedReplyBytes: 256 * 1024 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   // Eight pipelined requests for 2 MB each, never read: the first fills the socket, the seven
   // behind it would each hold a buffer's worth in memory until the slow-read deadline (20 s).
   const c = holdConnection(t, gw.port, '127.0.0.1', false);
@@ -228,19 +276,24 @@ test('replies queued behind an unread one are bounded by maxQueuedReplyBytes: pa
 test('a client reading slowly but steadily is not cut as a slow reader', async (t) => {
   const big = Buffer.alloc(2 * 1024 * 1024, 'c');
   const up = await startUpstream(t, (_req, res) => res.end(big));
-  const gw = await startGateway(t, up.url, { limits: { slowReadTimeoutMs: 1000 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { slowReadTimeoutMs: 1000 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   // Reads 256 KB every 100 ms (about 2.5 MB/s): the send buffer empties well within the deadline.
   const body = await new Promise<number>((resolve, reject) => {
-    http.get(gw.url + '/steady', (res) => {
-      let n = 0;
-      res.on('data', (d: Buffer) => {
-        n += d.length;
-        res.pause();
-        setTimeout(() => res.resume(), 10);
-      });
-      res.on('end', () => resolve(n));
-      res.on('error', reject);
-    }).on('error', reject);
+    http
+      .get(gw.url + '/steady', (res) => {
+        let n = 0;
+        res.on('data', (d: Buffer) => {
+          n += d.length;
+          res.pause();
+          setTimeout(() => res.resume(), 10);
+        });
+        res.on('end', () => resolve(n));
+        res.on('error', reject);
+      })
+      .on('error', reject);
   });
   assert.equal(body, big.length);
   assert.equal(await refusals(gw, 'RMP_ERR_EDGE_SLOW_READ'), 0);
@@ -249,7 +302,10 @@ test('a client reading slowly but steadily is not cut as a slow reader', async (
 test('near maxConnections, idle keep-alive connections make room for a new client, oldest idle first', async (t) => {
   const up = await startUpstream(t);
   // A long pressure idle timeout: here it is the new connection at the cap that closes the oldest.
-  const gw = await startGateway(t, up.url, { limits: { maxConnections: 10, pressureIdleTimeoutMs: 60000 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxConnections: 10, pressureIdleTimeoutMs: 60000 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: HeldConnection[] = [];
   // Ten addresses each hold one keep-alive connection that made one request (the attack: one
   // request per connection now and then, well inside idleTimeoutMs).
@@ -267,7 +323,11 @@ test('near maxConnections, idle keep-alive connections make room for a new clien
   await waitFor(() => fresh.isClosed, { timeoutMs: 3000, message: 'the new client answered' });
   assert.equal(statusOf(fresh.data), 200, 'the new client is served');
   await waitFor(() => held[0]!.isClosed, { timeoutMs: 2000, message: 'the oldest idle connection closed' });
-  assert.deepEqual(held.slice(1).map((c) => c.isClosed), Array(9).fill(false), 'only the oldest idle one was closed');
+  assert.deepEqual(
+    held.slice(1).map((c) => c.isClosed),
+    Array(9).fill(false),
+    'only the oldest idle one was closed',
+  );
   assert.equal(await refusals(gw, 'RMP_ERR_EDGE_IDLE_RECLAIMED'), 1);
 });
 
@@ -276,7 +336,10 @@ test('under connection pressure, idle keep-alive connections are closed after pr
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2500);
     else res.end('ok');
   });
-  const gw = await startGateway(t, up.url, { limits: { maxConnections: 10, pressureIdleTimeoutMs: 300 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxConnections: 10, pressureIdleTimeoutMs: 300 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: HeldConnection[] = [];
   for (let i = 0; i < 9; i++) {
     const c = holdConnection(t, gw.port, `127.0.0.${60 + i}`);
@@ -300,7 +363,10 @@ test('under connection pressure, idle keep-alive connections are closed after pr
 
 test('near maxConnections one address may not take more than a tenth of it: another address still gets in', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { limits: { maxConnections: 20, maxConnectionsPerAddress: 100 }, defense: { rateLimit: { mode: 'off' } } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxConnections: 20, maxConnectionsPerAddress: 100 },
+    defense: { rateLimit: { mode: 'off' } },
+  });
   const held: HeldConnection[] = [];
   // One address opens 25 connections that never send a request (so none is idle keep-alive).
   for (let i = 0; i < 25; i++) held.push(holdConnection(t, gw.port, '127.0.0.80'));

@@ -18,7 +18,10 @@ test('IPv6 clients are counted per /64, IPv4 per address', () => {
 });
 
 /** Open a connection that sends a PROXY v1 line and an incomplete request head, and report whether it stays open. */
-async function proxiedConnection(port: number, source: string): Promise<{ socket: net.Socket; refused: () => boolean }> {
+async function proxiedConnection(
+  port: number,
+  source: string,
+): Promise<{ socket: net.Socket; refused: () => boolean }> {
   const socket = net.connect(port, '127.0.0.1');
   let closed = false;
   socket.on('error', () => {});
@@ -39,7 +42,9 @@ test('behind a trusted PROXY-protocol balancer the cap applies to each client, n
   cleanup(t, () => {
     for (const s of open) s.destroy();
   });
-  const distinct = await Promise.all(['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)));
+  const distinct = await Promise.all(
+    ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)),
+  );
   open.push(...distinct.map((c) => c.socket));
   const same: Awaited<ReturnType<typeof proxiedConnection>>[] = [];
   for (let i = 0; i < 3; i++) {
@@ -52,6 +57,14 @@ test('behind a trusted PROXY-protocol balancer the cap applies to each client, n
     intervalMs: 20,
     message: 'the third connection of one client to be refused',
   });
-  assert.deepEqual(distinct.map((c) => c.refused()), [false, false, false], 'three clients through one balancer all stay connected');
-  assert.deepEqual(same.map((c) => c.refused()), [false, false, true], 'the third connection of one client is refused');
+  assert.deepEqual(
+    distinct.map((c) => c.refused()),
+    [false, false, false],
+    'three clients through one balancer all stay connected',
+  );
+  assert.deepEqual(
+    same.map((c) => c.refused()),
+    [false, false, true],
+    'the third connection of one client is refused',
+  );
 });

@@ -13,7 +13,10 @@ import { COCKPIT_TOKEN, startCockpitDemo } from './cockpit-demo.ts';
 import { track, waitFor } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
+const skip =
+  existsSync(CHROMIUM) || process.env.CI
+    ? false
+    : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
 const BANNED = '127.0.0.77';
 
 /** A new connection from `localAddress` sending one request: bytes back and how it ended. */
@@ -30,10 +33,16 @@ function probe(port: number, localAddress: string): Promise<{ bytes: number; tex
   });
 }
 
-test('Chromium: no token, no data; with one the numbers move during a drill, a ban from the page is enforced and audited', { skip, timeout: 90_000 }, async (t) => {
+test('Chromium: no token, no data; with one the numbers move during a drill, a ban from the page is enforced and audited', {
+  skip,
+  timeout: 90_000,
+}, async (t) => {
   const { chromium } = await import('playwright-core');
   const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));
-  const demo = track(t, await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false, format: 'json' })));
+  const demo = track(
+    t,
+    await startCockpitDemo((c) => (c.logging = { level: 'error', requests: false, format: 'json' })),
+  );
   const port = Number(new URL(demo.url).port);
   // Before the ban, that address is served like anyone.
   const before = await probe(port, BANNED);
@@ -54,7 +63,9 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
   // Without a token: the sign-in form, nothing else; the API and the live feed answer 401.
   assert.equal(await page.locator('#login').isVisible(), true);
   assert.equal(await page.locator('#app').isVisible(), false);
-  const anonymous = await page.evaluate(async () => Promise.all(['/api/events', '/api/audit', '/api/bans', '/api/guards'].map((p) => fetch(p).then((r) => r.status))));
+  const anonymous = await page.evaluate(async () =>
+    Promise.all(['/api/events', '/api/audit', '/api/bans', '/api/guards'].map((p) => fetch(p).then((r) => r.status))),
+  );
   assert.deepEqual(anonymous, [401, 401, 401, 401]);
   await page.fill('#token', 'rmp_not-a-valid-token-at-all');
   await page.click('#login-form button[type=submit]');
@@ -65,7 +76,11 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
   await page.click('#login-form button[type=submit]');
   await page.waitForSelector('#app:not([hidden])');
   signedIn = true;
-  assert.equal(await page.evaluate(() => location.href.includes('cockpit-test-token')), false, 'the token is not in the URL');
+  assert.equal(
+    await page.evaluate(() => location.href.includes('cockpit-test-token')),
+    false,
+    'the token is not in the URL',
+  );
 
   // A small drill: real users and a flood. The page's numbers must move while it runs.
   const scenario = validateScenario(
@@ -77,7 +92,9 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
         { kind: 'browser', users: 30, pauseMs: [100, 300] },
         { kind: 'vault', users: 10, pauseMs: [200, 500] },
       ],
-      attacks: [{ kind: 'flood', startSec: 1, durationSec: 4, addresses: 4, connections: 8, ratePerSecond: 300, path: '/' }],
+      attacks: [
+        { kind: 'flood', startSec: 1, durationSec: 4, addresses: 4, connections: 8, ratePerSecond: 300, path: '/' },
+      ],
     },
     'test',
   );
@@ -95,11 +112,18 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
       maxRefused = Math.max(maxRefused, Number((refused ?? '').replace(/,/g, '')) || 0);
       return maxTotal > 0 && maxRefused > 0 && seen.size >= 3;
     },
-    { timeoutMs: 8000, intervalMs: 500, message: () => `the dashboard figures to move (values seen ${[...seen].join(' ')})` },
+    {
+      timeoutMs: 8000,
+      intervalMs: 500,
+      message: () => `the dashboard figures to move (values seen ${[...seen].join(' ')})`,
+    },
   );
   const report = await drill;
   assert.ok(report.legit.total.requests > 50, `the drill ran: ${report.legit.total.requests} legit requests`);
-  assert.ok(maxTotal > 10, `requests per second shown during the drill (max ${maxTotal}; values seen ${[...seen].join(' ')})`);
+  assert.ok(
+    maxTotal > 10,
+    `requests per second shown during the drill (max ${maxTotal}; values seen ${[...seen].join(' ')})`,
+  );
   assert.ok(seen.size >= 3, `the number moved: ${[...seen].join(' ')}`);
   assert.ok(maxRefused > 0, 'the flood shows as refused requests');
   assert.ok((await page.locator('#c-decision canvas').count()) > 0, 'the decision chart is drawn');
@@ -117,7 +141,14 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
   assert.match(other.text, /^HTTP\/1\.1 200/, 'another address is still served');
 
   // The audit trail records it: through the API, and on the page.
-  const audit = await fetch(`${demo.adminUrl}/api/audit?kind=ban`, { headers: { authorization: `Bearer ${COCKPIT_TOKEN}` } }).then((r) => r.json() as Promise<{ events: { who: string; why: string; node: string; detail: { body: { target: string } } }[] }>);
+  const audit = await fetch(`${demo.adminUrl}/api/audit?kind=ban`, {
+    headers: { authorization: `Bearer ${COCKPIT_TOKEN}` },
+  }).then(
+    (r) =>
+      r.json() as Promise<{
+        events: { who: string; why: string; node: string; detail: { body: { target: string } } }[];
+      }>,
+  );
   const mine = audit.events.find((e) => e.detail.body?.target === BANNED);
   assert.ok(mine, `audited: ${JSON.stringify(audit.events).slice(0, 300)}`);
   assert.equal(mine.who, 'operator:env');
@@ -134,7 +165,10 @@ test('Chromium: no token, no data; with one the numbers move during a drill, a b
   assert.equal(await page.locator('#app').isVisible(), false);
 });
 
-test('Chromium: with admission off everywhere the queue chart says so, and the page loads without a console error', { skip, timeout: 60_000 }, async (t) => {
+test('Chromium: with admission off everywhere the queue chart says so, and the page loads without a console error', {
+  skip,
+  timeout: 60_000,
+}, async (t) => {
   const { chromium } = await import('playwright-core');
   const { startGateway, startUpstream } = await import('./helpers.ts');
   const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));

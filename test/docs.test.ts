@@ -25,5 +25,9 @@ test('docs/lifecycle.md names every phase of the list, in order, and every phase
   const entries = await readdir(new URL('../src/phases/', import.meta.url), { withFileTypes: true });
   const folders = entries.filter((d) => d.isDirectory()).map((d) => d.name);
   for (const m of PHASES) assert.ok(folders.includes(m.folder), `phase ${m.name}: src/phases/${m.folder}/ exists`);
-  for (const f of folders) assert.ok(PHASES.some((m) => m.folder === f), `src/phases/${f}/ holds a phase of PHASES`);
+  for (const f of folders)
+    assert.ok(
+      PHASES.some((m) => m.folder === f),
+      `src/phases/${f}/ holds a phase of PHASES`,
+    );
 });

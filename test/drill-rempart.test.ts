@@ -28,7 +28,16 @@ test('through Rempart, slowloris and slow POST never reach the origin or hold it
       ],
       attacks: [
         { kind: 'slowloris', startSec: 0.5, durationSec: 3, addresses: 20, connections: 200, trickleIntervalMs: 300 },
-        { kind: 'slow-post', startSec: 0.5, durationSec: 3, addresses: 20, connections: 60, trickleIntervalMs: 300, bodyBytes: 4096, path: '/login' },
+        {
+          kind: 'slow-post',
+          startSec: 0.5,
+          durationSec: 3,
+          addresses: 20,
+          connections: 60,
+          trickleIntervalMs: 300,
+          bodyBytes: 4096,
+          path: '/login',
+        },
       ],
     },
     'test',
@@ -45,21 +54,39 @@ test('drill browsers in a waiting room wait in line like people, are let in, and
     upstreams: [{ name: 'origin', url: origin.url }],
     // The room is forced open on the home page and lets 5 visitors in per second.
     routes: [
-      { name: 'home', path: '/', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond: 5 } },
+      {
+        name: 'home',
+        path: '/',
+        upstream: 'origin',
+        class: 'public',
+        waitingRoom: { enabled: true, force: true, admitPerSecond: 5 },
+      },
       { name: 'rest', path: '/*', upstream: 'origin', class: 'public' },
     ],
     logging: { level: 'warn', requests: false },
   });
   const scenario = validateScenario(
-    { version: 1, name: 'test-waiting-room', seconds: 5, legit: [{ kind: 'browser', users: 20, pauseMs: [100, 300], returningShare: 1 }], attacks: [] },
+    {
+      version: 1,
+      name: 'test-waiting-room',
+      seconds: 5,
+      legit: [{ kind: 'browser', users: 20, pauseMs: [100, 300], returningShare: 1 }],
+      attacks: [],
+    },
     'test',
   );
   const r = await runDrill({ scenario, target: gw.url, originUrl: origin.url, quiet: true });
   const home = r.legit.byClass.home!;
   assert.ok(home.waitingRoom.waited >= 20, `every first visit waited: ${JSON.stringify(home.waitingRoom)}`);
   assert.ok(home.ok >= 10, `visitors were let in and served: ${JSON.stringify(home)}`);
-  assert.ok(home.waitingRoom.p50WaitMs !== null && home.waitingRoom.p50WaitMs >= 500, `time in line measured: ${JSON.stringify(home.waitingRoom)}`);
+  assert.ok(
+    home.waitingRoom.p50WaitMs !== null && home.waitingRoom.p50WaitMs >= 500,
+    `time in line measured: ${JSON.stringify(home.waitingRoom)}`,
+  );
   assert.equal(home.failures.status, 0, 'a waiting page is not counted as a failure');
   assert.equal(home.waitingRoom.letInRefused, 0, 'nobody let in was refused after (the origin has room)');
-  assert.ok(home.waitingRoom.waited - home.waitingRoom.stillWaiting >= 10, `let in and still in line are told apart: ${JSON.stringify(home.waitingRoom)}`);
+  assert.ok(
+    home.waitingRoom.waited - home.waitingRoom.stillWaiting >= 10,
+    `let in and still in line are told apart: ${JSON.stringify(home.waitingRoom)}`,
+  );
 });

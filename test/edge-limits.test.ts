@@ -2,7 +2,16 @@
 // Real sockets on loopback, small limits so every test stays well under a few seconds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { errorCodeOf, holdConnection, rawRequest, sleep, startGatewayAndUpstream, statusOf, type TestGateway, waitFor } from './helpers.ts';
+import {
+  errorCodeOf,
+  holdConnection,
+  rawRequest,
+  sleep,
+  startGatewayAndUpstream,
+  statusOf,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 
 async function activeConnections(gw: TestGateway): Promise<number> {
   const m = await gw.gateway.metrics.connectionsActive.get();
@@ -57,12 +66,20 @@ test('a request target longer than limits.maxUrlBytes is answered 414', async (t
 });
 
 test("a Content-Length over the route's maxBodyBytes is answered 413 and the upstream never sees the request", async (t) => {
-  const { gw, up, seen } = await startGatewayAndUpstream(t, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }] });
-  const raw = await rawRequest(gw.port, `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 101\r\n\r\n${'x'.repeat(20)}`);
+  const { gw, up, seen } = await startGatewayAndUpstream(t, {
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }],
+  });
+  const raw = await rawRequest(
+    gw.port,
+    `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 101\r\n\r\n${'x'.repeat(20)}`,
+  );
   assert.equal(statusOf(raw), 413, raw);
   assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_BODY_TOO_LARGE');
   assert.match(raw, /\r\nconnection: close\r\n/i, 'the unread body cannot be taken for a next request');
-  const ok = await rawRequest(gw.port, `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n${'x'.repeat(100)}`);
+  const ok = await rawRequest(
+    gw.port,
+    `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\nConnection: close\r\n\r\n${'x'.repeat(100)}`,
+  );
   assert.equal(statusOf(ok), 200, 'exactly maxBodyBytes passes');
   await sleep(100);
   assert.equal(seen.heads, 1);
@@ -71,7 +88,9 @@ test("a Content-Length over the route's maxBodyBytes is answered 413 and the ups
 });
 
 test("a chunked body that grows past the route's maxBodyBytes is refused and the upstream never gets a complete request", async (t) => {
-  const { gw, up } = await startGatewayAndUpstream(t, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 1000 }] });
+  const { gw, up } = await startGatewayAndUpstream(t, {
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 1000 }],
+  });
   const c = holdConnection(t, gw.port);
   await c.connected;
   c.socket.write('POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n');
@@ -187,9 +206,15 @@ test('with maxConnections 5 the 6th connection is closed on accept and new ones 
     timeoutMs: 2000,
     message: 'five accepted connections',
   });
-  const sixth = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), { timeoutMs: 1500, localAddress: '127.0.0.20' });
+  const sixth = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), {
+    timeoutMs: 1500,
+    localAddress: '127.0.0.20',
+  });
   assert.equal(sixth, '', 'the 6th connection gets no HTTP reply');
-  const seventh = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), { timeoutMs: 1500, localAddress: '127.0.0.21' });
+  const seventh = await rawRequest(gw.port, GET('/', 'Connection: close\r\n'), {
+    timeoutMs: 1500,
+    localAddress: '127.0.0.21',
+  });
   assert.equal(seventh, '');
   assert.equal(await metricValue(gw, 'rempart_refusals_total{reason="RMP_ERR_EDGE_CONN_LIMIT"}'), 2);
   held[0]!.socket.destroy();
@@ -205,13 +230,19 @@ test('with maxConnections 5 the 6th connection is closed on accept and new ones 
 
 test('garbage bytes, a binary request line and abrupt resets never crash the gateway', async (t) => {
   const { gw, up } = await startGatewayAndUpstream(t, {});
-  const garbage = await rawRequest(gw.port, Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a]));
+  const garbage = await rawRequest(
+    gw.port,
+    Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x00, 0x01, 0x02, 0x0d, 0x0a, 0x0d, 0x0a]),
+  );
   assert.equal(statusOf(garbage), 400, JSON.stringify(garbage));
   const random = Buffer.alloc(512);
   for (let i = 0; i < random.length; i++) random[i] = (i * 7919 + 13) & 0xff;
   const binary = await rawRequest(gw.port, Buffer.concat([random, Buffer.from('\r\n\r\n')]));
   assert.ok(binary === '' || statusOf(binary) === 400, JSON.stringify(binary.slice(0, 200)));
-  const binaryLine = await rawRequest(gw.port, Buffer.concat([Buffer.from('GET /'), random.subarray(0, 64), Buffer.from(' HTTP/1.1\r\nHost: a\r\n\r\n')]));
+  const binaryLine = await rawRequest(
+    gw.port,
+    Buffer.concat([Buffer.from('GET /'), random.subarray(0, 64), Buffer.from(' HTTP/1.1\r\nHost: a\r\n\r\n')]),
+  );
   assert.equal(statusOf(binaryLine), 400);
   const nul = await rawRequest(gw.port, 'GET / HTTP/1.1\r\nHost: a.test\r\nX-A: a\0b\r\n\r\n');
   assert.equal(statusOf(nul), 400);
@@ -250,5 +281,9 @@ test('garbage bytes, a binary request line and abrupt resets never crash the gat
     timeoutMs: 2000,
     message: 'reset connections to be released',
   });
-  assert.equal(gw.logs.filter((l) => l.level === 50 || l.level === 60).length, 0, `errors logged: ${JSON.stringify(gw.logs.filter((l) => (l.level as number) >= 50))}`);
+  assert.equal(
+    gw.logs.filter((l) => l.level === 50 || l.level === 60).length,
+    0,
+    `errors logged: ${JSON.stringify(gw.logs.filter((l) => (l.level as number) >= 50))}`,
+  );
 });

@@ -11,7 +11,16 @@ import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { SlidingCount, UsageTable, HOUR_MS } from '../src/phases/exfiltration/usage.ts';
 import { identityHash } from '../src/phases/exfiltration/identity.ts';
-import { cleanup, sleep, startGateway, startUpstream, tempDir, type Teardown, type TestGateway, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  sleep,
+  startGateway,
+  startUpstream,
+  tempDir,
+  type Teardown,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 import { startReceiver } from './alert-receiver.ts';
 
 const DOC_BYTES = 1000;
@@ -27,7 +36,12 @@ function vault(req: http.IncomingMessage, res: http.ServerResponse): void {
   res.end(req.method === 'HEAD' ? undefined : `document ${id} `.padEnd(DOC_BYTES, '.'));
 }
 
-async function setup(t: Teardown, sensitive: Record<string, unknown>, exfiltration: Record<string, unknown> = {}, extra: { clock?: ReturnType<typeof createManualClock>; webhook?: Record<string, unknown> } = {}) {
+async function setup(
+  t: Teardown,
+  sensitive: Record<string, unknown>,
+  exfiltration: Record<string, unknown> = {},
+  extra: { clock?: ReturnType<typeof createManualClock>; webhook?: Record<string, unknown> } = {},
+) {
   const up = await startUpstream(t, vault);
   const rx = await startReceiver(t);
   const dir = tempDir(t, 'rempart-exfil-');
@@ -42,7 +56,9 @@ async function setup(t: Teardown, sensitive: Record<string, unknown>, exfiltrati
         { name: 'default', path: '/*', upstream: 'origin' },
       ],
       defense: { decisionHeader: true, exfiltration },
-      alerts: { webhook: { urlFile: join(dir, 'url'), secretFile: join(dir, 'secret'), minIntervalMs: 0, ...extra.webhook } },
+      alerts: {
+        webhook: { urlFile: join(dir, 'url'), secretFile: join(dir, 'secret'), minIntervalMs: 0, ...extra.webhook },
+      },
     },
     extra.clock ? { clock: extra.clock } : {},
   );
@@ -79,9 +95,19 @@ test('a session pulling dozens of documents is stopped at its quota (429, Retry-
   const body = (await refused.json()) as { error: { code: string } };
   assert.equal(body.error.code, 'RMP_ERR_EXFILTRATION');
   const retryAfter = Number(refused.headers.get('retry-after'));
-  assert.ok(retryAfter > 3000 && retryAfter <= 2 * 3600, `Retry-After ${retryAfter}s: until the sliding hour lets one more through`);
-  assert.match(refused.headers.get('rempart-decision') ?? '', /^RMP_ERR_EXFILTRATION; rule=exfiltration:vault:documents$/);
-  assert.equal(site.up.requests.filter((r) => r.headers.cookie?.includes(scraper)).length, 10, 'refused requests never reach the origin');
+  assert.ok(
+    retryAfter > 3000 && retryAfter <= 2 * 3600,
+    `Retry-After ${retryAfter}s: until the sliding hour lets one more through`,
+  );
+  assert.match(
+    refused.headers.get('rempart-decision') ?? '',
+    /^RMP_ERR_EXFILTRATION; rule=exfiltration:vault:documents$/,
+  );
+  assert.equal(
+    site.up.requests.filter((r) => r.headers.cookie?.includes(scraper)).length,
+    10,
+    'refused requests never reach the origin',
+  );
 
   assert.deepEqual(await pull(site.gw, alice, 1, 5), Array(5).fill(200), 'another session is not affected');
   assert.equal((await get(site.gw, '/other', scraper)).status, 200, 'nor the same session on another route');
@@ -91,7 +117,10 @@ test('a session pulling dozens of documents is stopped at its quota (429, Retry-
   assert.equal(site.rx.received.length, 1, 'one alert for the window, not one per refused request');
   const got = site.rx.received[0]!;
   assert.equal(got.url, '/hooks/T0KEN');
-  assert.equal(got.headers['rempart-signature'], `sha256=${createHmac('sha256', 'signing-secret').update(got.body).digest('hex')}`);
+  assert.equal(
+    got.headers['rempart-signature'],
+    `sha256=${createHmac('sha256', 'signing-secret').update(got.body).digest('hex')}`,
+  );
   assert.equal(got.payload.kind, 'exfiltration');
   assert.equal(got.payload.fields.route, 'vault');
   assert.equal(got.payload.fields.identity, `session:${identityHash(scraper)}`);
@@ -106,7 +135,10 @@ test('a session pulling dozens of documents is stopped at its quota (429, Retry-
   assert.ok(!text.includes('T0KEN') && !text.includes('signing-secret'), 'nor the webhook URL or secret');
   const line = site.gw.logs.find((l) => l.alert === 'exfiltration');
   assert.equal(line?.identity, `session:${identityHash(scraper)}`, 'the log names the hashed session');
-  assert.ok(site.gw.logs.some((l) => l.msg === 'request' && l.reason === 'RMP_ERR_EXFILTRATION'), 'refusals are in the request log');
+  assert.ok(
+    site.gw.logs.some((l) => l.msg === 'request' && l.reason === 'RMP_ERR_EXFILTRATION'),
+    'refusals are in the request log',
+  );
 });
 
 test('parallel requests reserve their documents: a burst cannot overshoot the quota', async (t) => {
@@ -144,7 +176,11 @@ test('the quota slides: past Retry-After one more document is let through, and a
 test('bytes per day: the response that crosses the quota is served, the next request refused', async (t) => {
   const site = await setup(t, { bytesPerDay: 2500 });
   const sid = randomBytes(16).toString('hex');
-  assert.deepEqual(await pull(site.gw, sid, 1, 5), [200, 200, 200, 429, 429], '0, 1000 and 2000 bytes taken are under 2500; 3000 is past it');
+  assert.deepEqual(
+    await pull(site.gw, sid, 1, 5),
+    [200, 200, 200, 429, 429],
+    '0, 1000 and 2000 bytes taken are under 2500; 3000 is past it',
+  );
   const res = await get(site.gw, '/vault/documents/9', sid);
   assert.equal(res.status, 429);
   assert.ok(Number(res.headers.get('retry-after')) > 3600, 'a day-long window');
@@ -152,14 +188,22 @@ test('bytes per day: the response that crosses the quota is served, the next req
   await waitFor(() => site.rx.received.length >= 1);
   assert.equal(site.rx.received[0]!.payload.fields.quota, 'bytesPerDay');
   assert.equal(site.rx.received[0]!.payload.fields.bytesLastDay, 3000);
-  assert.deepEqual(await pull(site.gw, randomBytes(16).toString('hex'), 1, 2), [200, 200], 'another session is not affected');
+  assert.deepEqual(
+    await pull(site.gw, randomBytes(16).toString('hex'), 1, 2),
+    [200, 200],
+    'another session is not affected',
+  );
 });
 
 test('HEAD requests and refusals by the origin are not documents', async (t) => {
   const site = await setup(t, { documentsPerHour: 3 });
   const sid = randomBytes(16).toString('hex');
   for (let i = 0; i < 10; i++) assert.equal((await get(site.gw, `/vault/documents/${i}`, sid, 'HEAD')).status, 200);
-  assert.deepEqual(await pull(site.gw, undefined, 1, 10), Array(10).fill(401), 'without a session the origin answers 401: not counted');
+  assert.deepEqual(
+    await pull(site.gw, undefined, 1, 10),
+    Array(10).fill(401),
+    'without a session the origin answers 401: not counted',
+  );
   assert.deepEqual(await pull(site.gw, sid, 1, 4), [200, 200, 200, 429]);
 });
 
@@ -169,7 +213,10 @@ test('observe mode raises the alert and lets the session through', async (t) => 
   assert.deepEqual(await pull(site.gw, sid, 1, 12), Array(12).fill(200));
   const res = await get(site.gw, '/vault/documents/20', sid);
   assert.equal(res.status, 200);
-  assert.match(res.headers.get('rempart-decision') ?? '', /^observed=RMP_ERR_EXFILTRATION; rule=exfiltration:vault:documents$/);
+  assert.match(
+    res.headers.get('rempart-decision') ?? '',
+    /^observed=RMP_ERR_EXFILTRATION; rule=exfiltration:vault:documents$/,
+  );
   await waitFor(() => site.rx.received.length >= 1);
   await sleep(100);
   assert.equal(site.rx.received.length, 1);
@@ -198,7 +245,8 @@ test('a flood of fresh identities cannot reset an exfiltrating session, and the 
   const scraper = randomBytes(16).toString('hex');
   assert.deepEqual(await pull(site.gw, scraper, 1, 6), [200, 200, 200, 200, 200, 429]);
   // 300 one-document sessions: each creates an entry in a 16-entry table.
-  for (let i = 0; i < 300; i += 30) await Promise.all(Array.from({ length: 30 }, () => pull(site.gw, randomBytes(16).toString('hex'), 1, 1)));
+  for (let i = 0; i < 300; i += 30)
+    await Promise.all(Array.from({ length: 30 }, () => pull(site.gw, randomBytes(16).toString('hex'), 1, 1)));
   assert.deepEqual(await pull(site.gw, scraper, 7, 2), [429, 429], 'still refused: its count survived the flood');
 });
 
@@ -234,14 +282,41 @@ test('the sliding count weighs the previous window and says when it falls back u
 });
 
 test('bad exfiltration settings stop start-up with a clear error', () => {
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'o', url: 'http://127.0.0.1:9' }] };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'o', url: 'http://127.0.0.1:9' }],
+  };
   const routes = (sensitive: unknown) => [{ name: 'vault', path: '/vault/*', upstream: 'o', sensitive }];
-  assert.throws(() => validateConfig({ ...base, routes: routes({}) }), /routes\[0\]\.sensitive: a sensitive route needs a quota/);
-  assert.throws(() => validateConfig({ ...base, routes: routes({ documentsPerHour: 0 }) }), /routes\[0\]\.sensitive\.documentsPerHour/);
-  assert.throws(() => validateConfig({ ...base, routes: routes({ documentsPerHour: 5, identity: 'cookie' }) }), /routes\[0\]\.sensitive\.identity: must be one of "session", "address", "prefix", "apiKey"/);
-  assert.throws(() => validateConfig({ ...base, routes: routes({ documentsPerHour: 5, sessionCookie: 'a b' }) }), /routes\[0\]\.sensitive\.sessionCookie/);
-  assert.throws(() => validateConfig({ ...base, routes: routes({ documentPerHour: 5 }) }), /documentPerHour: unknown key/);
-  assert.throws(() => validateConfig({ ...base, routes: routes({ bytesPerDay: 1 }), defense: { exfiltration: { maxIdentities: 1, mode: 'block' } } }), (err: Error) => /maxIdentities/.test(err.message) && /defense\.exfiltration\.mode/.test(err.message));
+  assert.throws(
+    () => validateConfig({ ...base, routes: routes({}) }),
+    /routes\[0\]\.sensitive: a sensitive route needs a quota/,
+  );
+  assert.throws(
+    () => validateConfig({ ...base, routes: routes({ documentsPerHour: 0 }) }),
+    /routes\[0\]\.sensitive\.documentsPerHour/,
+  );
+  assert.throws(
+    () => validateConfig({ ...base, routes: routes({ documentsPerHour: 5, identity: 'cookie' }) }),
+    /routes\[0\]\.sensitive\.identity: must be one of "session", "address", "prefix", "apiKey"/,
+  );
+  assert.throws(
+    () => validateConfig({ ...base, routes: routes({ documentsPerHour: 5, sessionCookie: 'a b' }) }),
+    /routes\[0\]\.sensitive\.sessionCookie/,
+  );
+  assert.throws(
+    () => validateConfig({ ...base, routes: routes({ documentPerHour: 5 }) }),
+    /documentPerHour: unknown key/,
+  );
+  assert.throws(
+    () =>
+      validateConfig({
+        ...base,
+        routes: routes({ bytesPerDay: 1 }),
+        defense: { exfiltration: { maxIdentities: 1, mode: 'block' } },
+      }),
+    (err: Error) => /maxIdentities/.test(err.message) && /defense\.exfiltration\.mode/.test(err.message),
+  );
 });
 
 test('a dead webhook never slows the request path', async (t) => {

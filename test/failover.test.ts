@@ -11,7 +11,10 @@ import { validateConfig, ConfigError } from '../src/config/load.ts';
 const MESSAGE = 'Our teams are mobilised to restore the service. Please try again in a few minutes.';
 
 /** The postal origin, the SMS approvals fallback and a gateway in front of both, stopped when `t` ends. */
-async function setup(t: Teardown, clock?: Clock): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin }> {
+async function setup(
+  t: Teardown,
+  clock?: Clock,
+): Promise<{ gw: TestGateway; postal: RunningOrigin; sms: RunningOrigin }> {
   const postal = track(t, await startPostalOrigin());
   const sms = track(t, await startSmsApprovals());
   const breaker = { consecutiveFailures: 2, openMs: 1000 };
@@ -20,12 +23,40 @@ async function setup(t: Teardown, clock?: Clock): Promise<{ gw: TestGateway; pos
     postal.url,
     {
       upstreams: [
-        { name: 'postal', url: postal.url, connectTimeoutMs: 1000, headersTimeoutMs: 3000, circuitBreaker: breaker, healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 500 } },
-        { name: 'sms-approvals', url: sms.url, connectTimeoutMs: 1000, headersTimeoutMs: 3000, circuitBreaker: breaker },
+        {
+          name: 'postal',
+          url: postal.url,
+          connectTimeoutMs: 1000,
+          headersTimeoutMs: 3000,
+          circuitBreaker: breaker,
+          healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 500 },
+        },
+        {
+          name: 'sms-approvals',
+          url: sms.url,
+          connectTimeoutMs: 1000,
+          headersTimeoutMs: 3000,
+          circuitBreaker: breaker,
+        },
       ],
       routes: [
-        { name: 'approvals', path: '/payments/approve', methods: ['POST'], upstream: 'postal', fallback: 'sms-approvals', class: 'critical', maxBodyBytes: 4096 },
-        { name: 'tracking', path: '/track/*', methods: ['GET', 'HEAD'], upstream: 'postal', class: 'cacheable', maxBodyBytes: 0 },
+        {
+          name: 'approvals',
+          path: '/payments/approve',
+          methods: ['POST'],
+          upstream: 'postal',
+          fallback: 'sms-approvals',
+          class: 'critical',
+          maxBodyBytes: 4096,
+        },
+        {
+          name: 'tracking',
+          path: '/track/*',
+          methods: ['GET', 'HEAD'],
+          upstream: 'postal',
+          class: 'cacheable',
+          maxBodyBytes: 0,
+        },
         { name: 'site', path: '/*', upstream: 'postal', class: 'public' },
       ],
       statusPage: { message: MESSAGE, retryAfterSec: 30 },
@@ -35,7 +66,10 @@ async function setup(t: Teardown, clock?: Clock): Promise<{ gw: TestGateway; pos
   return { gw, postal, sms };
 }
 
-async function approve(gw: TestGateway, accept = 'application/json'): Promise<{ status: number; body: string; headers: Headers }> {
+async function approve(
+  gw: TestGateway,
+  accept = 'application/json',
+): Promise<{ status: number; body: string; headers: Headers }> {
   const res = await fetch(`${gw.url}/payments/approve`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept },
@@ -71,16 +105,25 @@ test('approvals fall over to the SMS upstream within 2 s of the primary dying an
   for (let i = 0; i < 3; i++) assert.equal(channelOf(await approve(gw)), 'app');
 
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  const counted = (from: string, to: string) => Number(new RegExp(`rempart_failover_total\\{route="approvals",from="${from}",to="${to}"\\} (\\d+)\n`).exec(metrics)?.[1] ?? 0);
+  const counted = (from: string, to: string) =>
+    Number(
+      new RegExp(`rempart_failover_total\\{route="approvals",from="${from}",to="${to}"\\} (\\d+)\n`).exec(
+        metrics,
+      )?.[1] ?? 0,
+    );
   assert.match(metrics, /rempart_health_checks_total\{upstream="postal",result="failure"\} [1-9]/);
   assert.match(metrics, /rempart_upstream_state\{upstream="postal",state="closed"\} 1\n/);
   // One line and one count per switch of the route, not per request (dozens of requests went by):
   // on a quiet machine exactly one each way; a slow health check could add a pair, never one per request.
-  const switches = gw.logs.filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:')).map((l) => [l.msg, l.route, l.from, l.to]);
+  const switches = gw.logs
+    .filter((l) => typeof l.msg === 'string' && (l.msg as string).startsWith('failover:'))
+    .map((l) => [l.msg, l.route, l.from, l.to]);
   const away = ['failover: route switched to its fallback upstream', 'approvals', 'postal', 'sms-approvals'];
   const home = ['failover: route back on its upstream', 'approvals', 'sms-approvals', 'postal'];
   assert.ok(switches.length >= 2 && switches.length <= 4, JSON.stringify(switches));
-  switches.forEach((s, i) => assert.deepEqual(s, i % 2 === 0 ? away : home));
+  switches.forEach((s, i) => {
+    assert.deepEqual(s, i % 2 === 0 ? away : home);
+  });
   assert.equal(counted('postal', 'sms-approvals'), switches.length / 2);
   assert.equal(counted('sms-approvals', 'postal'), switches.length / 2);
 });
@@ -126,10 +169,19 @@ test('with the whole origin down, a tracking page cached before is answered stal
   await waitFor(
     async () => {
       const res = await fetch(`${gw.url}/`, { headers: { accept: 'text/html' }, signal: AbortSignal.timeout(5000) });
-      home = { status: res.status, body: await res.text(), type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after') ?? '' };
+      home = {
+        status: res.status,
+        body: await res.text(),
+        type: res.headers.get('content-type') ?? '',
+        retryAfter: res.headers.get('retry-after') ?? '',
+      };
       return home.status === 503;
     },
-    { timeoutMs: 5000, intervalMs: 50, message: () => `home page got the status page within 5 s (last: ${home.status})` },
+    {
+      timeoutMs: 5000,
+      intervalMs: 50,
+      message: () => `home page got the status page within 5 s (last: ${home.status})`,
+    },
   );
   assert.match(home.type, /text\/html/);
   assert.ok(home.body.includes(MESSAGE));
@@ -172,7 +224,10 @@ test('a route fallback naming no upstream, or the route\u2019s own upstream, is 
 test('an upstream that refuses the connection gets the status page with its own code and status kept, and opens its breaker', async (t) => {
   // Port 1: nobody listens there (a closed upstream's port may be taken by another test file meanwhile).
   const gone = { url: 'http://127.0.0.1:1' };
-  const gw = await startGateway(t, gone.url, { upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }], statusPage: { message: MESSAGE } });
+  const gw = await startGateway(t, gone.url, {
+    upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
+    statusPage: { message: MESSAGE },
+  });
   for (let i = 0; i < 2; i++) {
     const res = await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) });
     assert.equal(res.status, 502);
@@ -187,13 +242,18 @@ test('an upstream that refuses the connection gets the status page with its own 
   assert.equal(((await fast.json()) as { error: { code: string } }).error.code, 'RMP_ERR_UPSTREAM_UNAVAILABLE');
   assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
   // A reload that keeps the upstream keeps its breaker, open.
-  await gw.gateway.reload(validateConfig({
-    version: 1,
-    listeners: [{ address: '127.0.0.1:0' }],
-    upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
-    routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
-    admin: { address: '127.0.0.1:0' },
-  }, '(test)'));
+  await gw.gateway.reload(
+    validateConfig(
+      {
+        version: 1,
+        listeners: [{ address: '127.0.0.1:0' }],
+        upstreams: [{ name: 'origin', url: gone.url, circuitBreaker: { consecutiveFailures: 2, openMs: 60000 } }],
+        routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+        admin: { address: '127.0.0.1:0' },
+      },
+      '(test)',
+    ),
+  );
   assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
   assert.equal((await fetch(`${gw.url}/x`, { signal: AbortSignal.timeout(5000) })).status, 503);
 });
@@ -223,8 +283,12 @@ test('health checks run while the gateway runs: a reload that changes one replac
 });
 
 test('an origin shedding its surplus with 503 is not cut off: the breaker stays closed and every request still reaches it', async (t) => {
-  const up = await startUpstream(t, (_req, res) => res.writeHead(503, { 'retry-after': '1', 'content-length': '0' }).end());
-  const gw = await startGateway(t, up.url, { upstreams: [{ name: 'origin', url: up.url, circuitBreaker: { consecutiveFailures: 2, openMs: 10000 } }] });
+  const up = await startUpstream(t, (_req, res) =>
+    res.writeHead(503, { 'retry-after': '1', 'content-length': '0' }).end(),
+  );
+  const gw = await startGateway(t, up.url, {
+    upstreams: [{ name: 'origin', url: up.url, circuitBreaker: { consecutiveFailures: 2, openMs: 10000 } }],
+  });
   for (let i = 0; i < 10; i++) assert.equal((await fetch(`${gw.url}/busy/${i}`)).status, 503);
   assert.equal(up.requests.length, 10, 'no request was failed fast by an open breaker');
 });

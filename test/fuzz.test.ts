@@ -9,7 +9,10 @@ import { runFuzz, summary } from './fuzz/harness.ts';
 const REQUESTS = 6_000;
 
 test(`fuzz: ${REQUESTS} generated requests: no crash, bounded memory, nothing refused reaches the upstream`, async (t) => {
-  const seed = process.env.REMPART_FUZZ_SEED !== undefined ? Number(process.env.REMPART_FUZZ_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
+  const seed =
+    process.env.REMPART_FUZZ_SEED !== undefined
+      ? Number(process.env.REMPART_FUZZ_SEED) >>> 0
+      : (Math.random() * 2 ** 32) >>> 0;
   t.diagnostic(`fuzz seed ${seed} (replay: node bench/fuzz.ts --seed ${seed} --requests ${REQUESTS})`);
   const r = await runFuzz({ requests: REQUESTS, seed, concurrency: 32, maxRssMb: 600, cycleMs: 500, reloadMs: 3000 });
   const text = summary(r);

@@ -99,7 +99,8 @@ export async function waitFor<T>(
     const value = await check();
     if (value) return value as NonNullable<T>;
     if (performance.now() >= deadline) {
-      const what = typeof message === 'function' ? message() : (message ?? check.toString().replace(/\s+/g, ' ').slice(0, 200));
+      const what =
+        typeof message === 'function' ? message() : (message ?? check.toString().replace(/\s+/g, ' ').slice(0, 200));
       assert.fail(`timed out after ${timeoutMs} ms waiting for ${what} (last value: ${inspect(value, { depth: 2 })})`);
     }
     await sleep(intervalMs);
@@ -146,7 +147,10 @@ type UpstreamHandler = (req: http.IncomingMessage, res: http.ServerResponse, bod
  */
 export async function startUpstream(handler?: UpstreamHandler): Promise<RecordingUpstream>;
 export async function startUpstream(t: Teardown, handler?: UpstreamHandler): Promise<RecordingUpstream>;
-export async function startUpstream(first?: Teardown | UpstreamHandler, second?: UpstreamHandler): Promise<RecordingUpstream> {
+export async function startUpstream(
+  first?: Teardown | UpstreamHandler,
+  second?: UpstreamHandler,
+): Promise<RecordingUpstream> {
   const t = typeof first === 'object' ? first : undefined;
   const handler = typeof first === 'object' ? second : first;
   const requests: RecordedRequest[] = [];
@@ -158,7 +162,13 @@ export async function startUpstream(first?: Teardown | UpstreamHandler, second?:
       if (chunks.length < 64) chunks.push(c);
     });
     req.on('end', () => {
-      requests.push({ method: req.method!, url: req.url!, headers: req.headers, rawHeaders: req.rawHeaders, bodyBytes: bytes });
+      requests.push({
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        bodyBytes: bytes,
+      });
       if (handler) handler(req, res, Buffer.concat(chunks));
       else res.end('ok');
     });
@@ -187,7 +197,8 @@ export function memoryLog(): { lines: Record<string, unknown>[]; stream: Writabl
   const lines: Record<string, unknown>[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      for (const l of chunk.toString().split('\n'))
+        if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
       cb();
     },
   });
@@ -207,7 +218,11 @@ export interface TestGateway {
  * Start a gateway on 127.0.0.1:0. `partial` is merged over a minimal config whose one route sends
  * everything to `upstreamUrl`. Given the test context first, it is stopped when the test ends.
  */
-export async function startGateway(upstreamUrl: string, partial?: Record<string, unknown>, options?: GatewayOptions): Promise<TestGateway>;
+export async function startGateway(
+  upstreamUrl: string,
+  partial?: Record<string, unknown>,
+  options?: GatewayOptions,
+): Promise<TestGateway>;
 export async function startGateway(
   t: Teardown,
   upstreamUrl: string,
@@ -215,7 +230,7 @@ export async function startGateway(
   options?: GatewayOptions,
 ): Promise<TestGateway>;
 export async function startGateway(...args: [Teardown | string, ...unknown[]]): Promise<TestGateway> {
-  const t = typeof args[0] === 'string' ? undefined : args.shift() as Teardown;
+  const t = typeof args[0] === 'string' ? undefined : (args.shift() as Teardown);
   const [upstreamUrl, partial = {}, options = {}] = args as [string, Record<string, unknown>?, GatewayOptions?];
   const base: Record<string, unknown> = {
     version: 1,
@@ -228,7 +243,10 @@ export async function startGateway(...args: [Teardown | string, ...unknown[]]): 
   const config: Config = validateConfig({ ...base, ...partial }, '(test)');
   const { lines, stream } = memoryLog();
   // Loaded on first use: a unit test that only polls or cleans up does not load the whole gateway.
-  const [{ createGateway }, { createLogger }] = await Promise.all([import('../src/app/gateway.ts'), import('../src/core/log.ts')]);
+  const [{ createGateway }, { createLogger }] = await Promise.all([
+    import('../src/app/gateway.ts'),
+    import('../src/core/log.ts'),
+  ]);
   const gateway = await createGateway(config, { ...options, logger: createLogger(config.logging.level, stream) });
   await gateway.start();
   const { listeners, admin } = gateway.addresses();
@@ -246,7 +264,11 @@ export async function startGateway(...args: [Teardown | string, ...unknown[]]): 
 }
 
 /** Send raw bytes on a fresh connection; resolve with everything received until close or timeout. */
-export function rawRequest(port: number, payload: string | Buffer, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<string> {
+export function rawRequest(
+  port: number,
+  payload: string | Buffer,
+  opts: { timeoutMs?: number; localAddress?: string } = {},
+): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress: opts.localAddress });
     let data = '';
@@ -351,7 +373,11 @@ export async function startGatewayAndUpstream(
 export const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
 
 /** Run the CLI to completion (killed, and the promise rejected, past timeoutMs). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  timeoutMs = 10_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
@@ -360,7 +386,11 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env, tim
     child.stderr.on('data', (c: Buffer) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`));
+      reject(
+        new Error(
+          `rempart ${args.join(' ')} did not exit; stdout: ${stdout.slice(0, 500)} stderr: ${stderr.slice(0, 500)}`,
+        ),
+      );
     }, timeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);

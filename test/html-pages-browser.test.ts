@@ -12,7 +12,10 @@ import type { Browser, BrowserContext, Page, Response } from 'playwright-core';
 import { cleanup, startGateway, startUpstream, type Teardown, waitFor } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
+const skip =
+  existsSync(CHROMIUM) || process.env.CI
+    ? false
+    : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
 const TOKEN = 'html-pages-test-token-0123456789';
 process.env.REMPART_ADMIN_TOKEN = TOKEN;
 
@@ -62,13 +65,21 @@ async function watch(): Promise<Watch> {
 /** The page ran nothing of the attacker's, and its own style and script were allowed. */
 async function assertClean(w: Watch, what: string, evaluate = true): Promise<void> {
   if (evaluate) {
-    assert.equal(await w.page.evaluate(() => (window as { __pwned?: number }).__pwned), undefined, `${what}: no flag set`);
+    assert.equal(
+      await w.page.evaluate(() => (window as { __pwned?: number }).__pwned),
+      undefined,
+      `${what}: no flag set`,
+    );
     const maxWidth = await w.page.evaluate(() => getComputedStyle(document.body).maxWidth);
     assert.equal(maxWidth, '576px', `${what}: the page's own style sheet applies (its hash is in the CSP)`);
   }
   assert.deepEqual(w.dialogs, [], `${what}: no dialog`);
   assert.deepEqual(w.pwned, [], `${what}: nothing injected loaded anything`);
-  assert.deepEqual(w.cspComplaints, [], `${what}: nothing refused by the CSP (no injected markup, own script and style allowed)`);
+  assert.deepEqual(
+    w.cspComplaints,
+    [],
+    `${what}: nothing refused by the CSP (no injected markup, own script and style allowed)`,
+  );
 }
 
 function assertHeaders(res: Response | null, what: string, withScript: boolean): void {
@@ -81,7 +92,8 @@ function assertHeaders(res: Response | null, what: string, withScript: boolean):
   assert.match(csp, /frame-ancestors 'self'/, what);
   assert.match(csp, /base-uri 'none'/, what);
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, what);
-  if (withScript) assert.match(csp, /script-src 'sha256-[A-Za-z0-9+/]+=*'; worker-src blob:/, `${what}: the one script by hash`);
+  if (withScript)
+    assert.match(csp, /script-src 'sha256-[A-Za-z0-9+/]+=*'; worker-src blob:/, `${what}: the one script by hash`);
   else assert.doesNotMatch(csp, /script-src/, `${what}: no script at all`);
   assert.equal(h['x-content-type-options'], 'nosniff', what);
   assert.equal(h['referrer-policy'], 'no-referrer', what);
@@ -92,11 +104,16 @@ function assertHeaders(res: Response | null, what: string, withScript: boolean):
 function originPage(t: Teardown) {
   return startUpstream(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-    res.end(`<!doctype html><title>origin</title><h1 id="origin">${String(req.url).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</h1>`);
+    res.end(
+      `<!doctype html><title>origin</title><h1 id="origin">${String(req.url).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</h1>`,
+    );
   });
 }
 
-test('Chromium, challenge: the review\'s `return` URL and other hostile returns run nothing, and the challenge is still solved under the CSP', { skip, timeout: 90_000 }, async (t) => {
+test("Chromium, challenge: the review's `return` URL and other hostile returns run nothing, and the challenge is still solved under the CSP", {
+  skip,
+  timeout: 90_000,
+}, async (t) => {
   const up = await originPage(t);
   const gw = await startGateway(t, up.url, {
     defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: { elevated: 10, underAttack: 12 } } },
@@ -104,7 +121,10 @@ test('Chromium, challenge: the review\'s `return` URL and other hostile returns 
   });
   const cases: [string, string][] = [
     // The outside review's reproduction, verbatim.
-    ['/.rempart/challenge/verify?return=%2F%3C%2Fscript%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E', '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E'],
+    [
+      '/.rempart/challenge/verify?return=%2F%3C%2Fscript%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E',
+      '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E',
+    ],
     [`/.rempart/challenge/verify?return=${encodeURIComponent(`/${HOSTILE.replace(/ /g, '/')}`)}`, ''],
     [`/.rempart/challenge/verify?return=${encodeURIComponent('//evil.example/')}`, '/'],
     [`/.rempart/challenge/verify?return=${encodeURIComponent('/\\evil.example/')}`, '/'],
@@ -125,14 +145,20 @@ test('Chromium, challenge: the review\'s `return` URL and other hostile returns 
     assert.equal(url.origin, gw.url, `${path}: still on the site`);
     if (landing !== '') assert.equal(url.pathname + url.search, landing, path);
     await assertClean(w, path, false);
-    assert.ok((await w.context.cookies()).some((c) => c.name === '__rempart_clr'), `${path}: cleared`);
+    assert.ok(
+      (await w.context.cookies()).some((c) => c.name === '__rempart_clr'),
+      `${path}: cleared`,
+    );
     await w.context.close();
   }
   const metrics = await gw.gateway.metrics.registry.metrics();
   assert.match(metrics, new RegExp(`rempart_challenges_total\\{door="html",result="solved"\\} ${cases.length}\\n`));
 });
 
-test('Chromium, status page: an operator message full of markup (set through the admin API) is shown as text, under the CSP', { skip, timeout: 60_000 }, async (t) => {
+test('Chromium, status page: an operator message full of markup (set through the admin API) is shown as text, under the CSP', {
+  skip,
+  timeout: 60_000,
+}, async (t) => {
   // An origin nobody listens on: port 1 (a closed upstream's port could be taken by another test file's
   // server meanwhile, as it was once in CI: its 429 came back instead of the status page).
   const gw = await startGateway(t, 'http://127.0.0.1:1', { logging: { level: 'error', requests: false } });
@@ -152,7 +178,10 @@ test('Chromium, status page: an operator message full of markup (set through the
   await w.context.close();
 });
 
-test('Chromium, waiting room and admission 503: hostile cookies and query change nothing, both pages under the CSP', { skip, timeout: 60_000 }, async (t) => {
+test('Chromium, waiting room and admission 503: hostile cookies and query change nothing, both pages under the CSP', {
+  skip,
+  timeout: 60_000,
+}, async (t) => {
   const held: Array<() => void> = [];
   const up = await startUpstream(t, (req, res) => {
     const reply = () => {
@@ -165,7 +194,13 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
   const gw = await startGateway(t, up.url, {
     upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
     routes: [
-      { name: 'line', path: '/line/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond: 1 } },
+      {
+        name: 'line',
+        path: '/line/*',
+        upstream: 'origin',
+        class: 'public',
+        waitingRoom: { enabled: true, force: true, admitPerSecond: 1 },
+      },
       { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
     ],
     admission: { queue: { timeoutMs: { public: 100 } } },
@@ -177,7 +212,13 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
   const url = gw.url;
 
   const w = await watch();
-  await w.context.addCookies(['rempart_wr_ticket_line', 'rempart_wr_pass_line'].map((name) => ({ name, value: encodeURIComponent(HOSTILE), url })));
+  await w.context.addCookies(
+    ['rempart_wr_ticket_line', 'rempart_wr_pass_line'].map((name) => ({
+      name,
+      value: encodeURIComponent(HOSTILE),
+      url,
+    })),
+  );
   const res = await w.page.goto(`${url}/line/launch?x=${HOSTILE}`);
   assert.equal(res?.status(), 503);
   assertHeaders(res, 'waiting room', false);

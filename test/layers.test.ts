@@ -45,18 +45,33 @@ test('every import in src/ points to its own layer or one below (config may gath
 });
 
 test('schema fragments import only the core', () => {
-  const bad = edges.filter((e) => isFragment(e.from) && !folderOf(e.from).startsWith('config') && !folderOf(e.to).startsWith('core'));
-  assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+  const bad = edges.filter(
+    (e) => isFragment(e.from) && !folderOf(e.from).startsWith('config') && !folderOf(e.to).startsWith('core'),
+  );
+  assert.deepEqual(
+    bad.map((e) => `${e.from} → ${e.to}`),
+    [],
+  );
 });
 
 test('the drill and the client use no gateway internals (only the core and the client)', () => {
-  const bad = edges.filter((e) => /^(drill|client)$/.test(folderOf(e.from).split('/')[0]!) && !/^(core|client|drill)$/.test(folderOf(e.to).split('/')[0]!));
-  assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+  const bad = edges.filter(
+    (e) =>
+      /^(drill|client)$/.test(folderOf(e.from).split('/')[0]!) &&
+      !/^(core|client|drill)$/.test(folderOf(e.to).split('/')[0]!),
+  );
+  assert.deepEqual(
+    bad.map((e) => `${e.from} → ${e.to}`),
+    [],
+  );
 });
 
 test('nothing in src/ imports examples/, bench/, scripts/ or test/', () => {
   const bad = edges.filter((e) => !e.to.startsWith('src/'));
-  assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+  assert.deepEqual(
+    bad.map((e) => `${e.from} → ${e.to}`),
+    [],
+  );
 });
 
 test('phases do not import each other in a cycle', () => {

@@ -20,7 +20,20 @@ export const BROWSERS = [
   'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15',
   'Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0',
 ];
-const BROWSER_HEADERS = ['Host', 'x', 'User-Agent', 'x', 'Accept', 'x', 'Accept-Language', 'x', 'Accept-Encoding', 'x', 'Cookie', 'x'];
+const BROWSER_HEADERS = [
+  'Host',
+  'x',
+  'User-Agent',
+  'x',
+  'Accept',
+  'x',
+  'Accept-Language',
+  'x',
+  'Accept-Encoding',
+  'x',
+  'Cookie',
+  'x',
+];
 const SCRIPT_HEADERS = ['Host', 'x', 'User-Agent', 'x', 'Accept', 'x'];
 
 export interface SimRequest {
@@ -102,7 +115,12 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
     ctx(r) {
       const names = r.script ? SCRIPT_HEADERS : BROWSER_HEADERS;
       const ua = r.ua ?? BROWSERS[0]!;
-      const req = { method: r.method ?? 'GET', url: r.path ?? '/', headers: { 'user-agent': ua, host: 'x' }, rawHeaders: names } as unknown as IncomingMessage;
+      const req = {
+        method: r.method ?? 'GET',
+        url: r.path ?? '/',
+        headers: { 'user-agent': ua, host: 'x' },
+        rawHeaders: names,
+      } as unknown as IncomingMessage;
       const ctx = new RequestContext(req, {} as ServerResponse, 0);
       ctx.clientAddress = `${r.prefix}.7`;
       ctx.clientPrefix = r.prefix;
@@ -128,7 +146,15 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
         if (r.method !== method || r.segments.length !== got.length) continue;
         const params: Record<string, string> = {};
         if (r.segments.every((s, i) => (s.startsWith(':') ? ((params[s.slice(1)] = got[i]!), true) : s === got[i])))
-          return r.handler({ method, path, params, query: new URLSearchParams(), body, who: 'tester', scope: 'operator' }) as { status: number; body: any };
+          return r.handler({
+            method,
+            path,
+            params,
+            query: new URLSearchParams(),
+            body,
+            who: 'tester',
+            scope: 'operator',
+          }) as { status: number; body: any };
       }
       throw new Error(`no route ${method} ${path}`);
     },
@@ -144,7 +170,12 @@ export function calmSecond(sim: Sim, perSecond: number, customers = 300, offset 
   for (let i = 0; i < perSecond; i++) {
     const n = (offset + i * 7919) % customers;
     const path = pages[i % pages.length]!;
-    sim.send({ prefix: `10.${n >> 8}.${n & 255}`, path, ua: BROWSERS[i % BROWSERS.length]!, route: path.startsWith('/api') ? 0 : 1 });
+    sim.send({
+      prefix: `10.${n >> 8}.${n & 255}`,
+      path,
+      ua: BROWSERS[i % BROWSERS.length]!,
+      route: path.startsWith('/api') ? 0 : 1,
+    });
   }
 }
 

@@ -5,7 +5,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
-import { cleanup, rawRequest, sleep, startGateway, startUpstream, statusOf, type TestGateway, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  rawRequest,
+  sleep,
+  startGateway,
+  startUpstream,
+  statusOf,
+  type TestGateway,
+  waitFor,
+} from './helpers.ts';
 
 function requestLogs(gw: TestGateway): Record<string, unknown>[] {
   return gw.logs.filter((l) => l.msg === 'request');
@@ -27,12 +36,30 @@ test('/metrics counts requests by route, class, decision and code, and never nam
     ],
   });
   for (let i = 0; i < 3; i++) {
-    const raw = await rawRequest(gw.port, 'GET /secret-path-xyz?q=hidden-query-abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { localAddress: '127.0.0.7' });
+    const raw = await rawRequest(
+      gw.port,
+      'GET /secret-path-xyz?q=hidden-query-abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      { localAddress: '127.0.0.7' },
+    );
     assert.equal(statusOf(raw), 200);
   }
-  assert.equal(statusOf(await rawRequest(gw.port, 'GET /api/secret-path-xyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { localAddress: '127.0.0.7' })), 200);
+  assert.equal(
+    statusOf(
+      await rawRequest(gw.port, 'GET /api/secret-path-xyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', {
+        localAddress: '127.0.0.7',
+      }),
+    ),
+    200,
+  );
   // No route for DELETE outside /api: refused with 404.
-  assert.equal(statusOf(await rawRequest(gw.port, 'DELETE /secret-path-xyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { localAddress: '127.0.0.7' })), 404);
+  assert.equal(
+    statusOf(
+      await rawRequest(gw.port, 'DELETE /secret-path-xyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', {
+        localAddress: '127.0.0.7',
+      }),
+    ),
+    404,
+  );
   assert.equal(up.requests[0]!.headers['x-forwarded-for'], '127.0.0.7', 'the requests did come from 127.0.0.7');
   await waitForLogs(gw, 5);
 
@@ -41,13 +68,17 @@ test('/metrics counts requests by route, class, decision and code, and never nam
   assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
   const text = await res.text();
   assert.match(text, /^rempart_requests_total\{route="site",class="public",decision="forwarded",code="200"\} 3$/m);
-  assert.match(text, /^rempart_requests_total\{route="api",class="authenticated",decision="forwarded",code="200"\} 1$/m);
+  assert.match(
+    text,
+    /^rempart_requests_total\{route="api",class="authenticated",decision="forwarded",code="200"\} 1$/m,
+  );
   assert.match(text, /^rempart_requests_total\{route="-",class="-",decision="refused",code="404"\} 1$/m);
   assert.match(text, /^rempart_refusals_total\{reason="RMP_ERR_ROUTE_NOT_FOUND"\} 1$/m);
   assert.match(text, /^rempart_request_duration_seconds_count\{route="site",class="public"\} 3$/m);
   assert.match(text, /^rempart_connections_accepted_total \d+$/m);
   assert.match(text, /^# TYPE rempart_upstream_errors_total counter$/m);
-  for (const leak of ['127.0.0.7', 'secret-path-xyz', 'hidden-query-abc']) assert.ok(!text.includes(leak), `metrics text contains ${leak}`);
+  for (const leak of ['127.0.0.7', 'secret-path-xyz', 'hidden-query-abc'])
+    assert.ok(!text.includes(leak), `metrics text contains ${leak}`);
 });
 
 test('every request writes exactly one JSON log line with route, class, decision, reason, upstream, status and durationMs', async (t) => {
@@ -55,7 +86,9 @@ test('every request writes exactly one JSON log line with route, class, decision
     res.statusCode = req.url === '/created' ? 201 : 200;
     res.end('ok');
   });
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'app', path: '/*', upstream: 'origin', class: 'cacheable', methods: ['GET', 'POST'] }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'app', path: '/*', upstream: 'origin', class: 'cacheable', methods: ['GET', 'POST'] }],
+  });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   cleanup(t, () => agent.destroy());
   for (const [method, path] of [
@@ -121,17 +154,28 @@ test('cookies, authorization headers and query-string tokens never reach any log
   assert.equal(statusOf(raw), 200);
   // The same secrets on a request that fails upstream and on one that is refused.
   const failing = await startGateway(t, 'http://127.0.0.1:1', { logging: { level: 'trace', requests: true } });
-  const bad = await rawRequest(failing.port, 'POST /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  const bad = await rawRequest(
+    failing.port,
+    'POST /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+  );
   assert.equal(statusOf(bad), 502);
-  const refused = await rawRequest(failing.port, 'GET /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nHost: y\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\n\r\n');
+  const refused = await rawRequest(
+    failing.port,
+    'GET /pay?token=SECRET3 HTTP/1.1\r\nHost: x\r\nHost: y\r\nCookie: sid=SECRET1\r\nAuthorization: Bearer SECRET2\r\n\r\n',
+  );
   assert.equal(statusOf(refused), 400);
   await waitForLogs(failing, 2);
   const failingText = failing.logs.map((l) => JSON.stringify(l)).join('\n');
-  for (const secret of ['SECRET1', 'SECRET2', 'SECRET3']) assert.ok(!failingText.includes(secret), `a log line contains ${secret}:\n${failingText}`);
-  assert.ok(failing.logs.some((l) => l.msg === 'upstream error'), 'the upstream failure was logged');
+  for (const secret of ['SECRET1', 'SECRET2', 'SECRET3'])
+    assert.ok(!failingText.includes(secret), `a log line contains ${secret}:\n${failingText}`);
+  assert.ok(
+    failing.logs.some((l) => l.msg === 'upstream error'),
+    'the upstream failure was logged',
+  );
   await waitForLogs(gw, 1);
   const text = gw.logs.map((l) => JSON.stringify(l)).join('\n');
-  for (const secret of ['SECRET1', 'SECRET2', 'SECRET3', 'SECRET4', 'SECRET5']) assert.ok(!text.includes(secret), `a log line contains ${secret}:\n${text}`);
+  for (const secret of ['SECRET1', 'SECRET2', 'SECRET3', 'SECRET4', 'SECRET5'])
+    assert.ok(!text.includes(secret), `a log line contains ${secret}:\n${text}`);
   const line = requestLogs(gw)[0]!;
   assert.equal(line.path, '/account', 'the path is logged without its query string');
 });
@@ -159,7 +203,10 @@ test('the admin listener answers /healthz and /readyz, 404 for unknown paths and
   assert.equal(up.requests[0]!.url, '/metrics');
   // Admin requests are not counted as proxied requests.
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  assert.match(metrics, /^rempart_requests_total\{route="default",class="public",decision="forwarded",code="200"\} 1$/m);
+  assert.match(
+    metrics,
+    /^rempart_requests_total\{route="default",class="public",decision="forwarded",code="200"\} 1$/m,
+  );
 });
 
 test('with request logging off, no request lines are written but metrics still count', async (t) => {
@@ -171,7 +218,10 @@ test('with request logging off, no request lines are written but metrics still c
   await sleep(50);
   assert.equal(requestLogs(gw).length, 0);
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  assert.match(metrics, /^rempart_requests_total\{route="default",class="public",decision="forwarded",code="200"\} 1$/m);
+  assert.match(
+    metrics,
+    /^rempart_requests_total\{route="default",class="public",decision="forwarded",code="200"\} 1$/m,
+  );
 });
 
 test("after a reload changes a route's class, request counts and durations carry the new class", async (t) => {

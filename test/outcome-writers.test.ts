@@ -46,8 +46,17 @@ test('the check sees a write it must refuse', () => {
  * key's target) and `upstream` (route sets it, failover moves it to the fallback).
  */
 const SLOTS: Record<string, readonly string[]> = {
-  identify: ['clientAddress', 'peerAddress', 'peerTrusted', 'protocol', 'host', 'hostName', 'path', 'clientPrefix',
-    'target'],
+  identify: [
+    'clientAddress',
+    'peerAddress',
+    'peerTrusted',
+    'protocol',
+    'host',
+    'hostName',
+    'path',
+    'clientPrefix',
+    'target',
+  ],
   route: ['route', 'upstream'],
   failover: ['upstream', 'upstreamChoice'],
   cache: ['target', 'cache', 'cacheTap'],
@@ -65,10 +74,12 @@ test('each phase assigns only its own slots of the context', () => {
   for (const file of sourceFiles('src/phases')) {
     const phase = relative('src/phases', file).split('/')[0]!;
     const own = SLOTS[phase] ?? [];
-    readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
-      for (const m of line.replace(/\/\/.*$/, '').matchAll(SLOT_WRITE))
-        if (!own.includes(m[1]!)) foreign.push(`${file}:${i + 1}: ctx.${m[1]}`);
-    });
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        for (const m of line.replace(/\/\/.*$/, '').matchAll(SLOT_WRITE))
+          if (!own.includes(m[1]!)) foreign.push(`${file}:${i + 1}: ctx.${m[1]}`);
+      });
   }
   assert.deepEqual(foreign, []);
 });

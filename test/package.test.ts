@@ -23,7 +23,10 @@ import { cleanup, type Teardown, track } from './helpers.ts';
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const noChromium = existsSync(CHROMIUM) || process.env.CI ? false : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
+const noChromium =
+  existsSync(CHROMIUM) || process.env.CI
+    ? false
+    : `no Chromium at ${CHROMIUM} (set CHROMIUM_PATH, or CI to make this a failure)`;
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 
 interface Packed {
@@ -48,20 +51,39 @@ let installed = '';
  * Registry and cache settings pass through.
  */
 const env = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !/^npm_(config_(call|package|yes|prefix|local_prefix|global|json|dry_run|workspaces?)|command|lifecycle_.*|package_.*|execpath|node_execpath)$/i.test(k)),
+  Object.entries(process.env).filter(
+    ([k]) =>
+      !/^npm_(config_(call|package|yes|prefix|local_prefix|global|json|dry_run|workspaces?)|command|lifecycle_.*|package_.*|execpath|node_execpath)$/i.test(
+        k,
+      ),
+  ),
 );
-const npm = (args: string[], cwd: string) => run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, env, maxBuffer: 32 << 20, timeout: 150_000 });
+const npm = (args: string[], cwd: string) =>
+  run('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], {
+    cwd,
+    env,
+    maxBuffer: 32 << 20,
+    timeout: 150_000,
+  });
 
-before(async () => {
-  work = mkdtempSync(path.join(tmpdir(), 'rempart-package-'));
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: ROOT, env, maxBuffer: 32 << 20, timeout: 150_000 });
-  packed = (JSON.parse(stdout) as Packed[])[0]!;
-  app = path.join(work, 'app');
-  mkdirSync(app);
-  writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
-  await npm(['install', '--omit=dev', path.join(work, packed.filename)], app);
-  installed = path.join(app, 'node_modules', 'rempart');
-}, { timeout: 300_000 });
+before(
+  async () => {
+    work = mkdtempSync(path.join(tmpdir(), 'rempart-package-'));
+    const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], {
+      cwd: ROOT,
+      env,
+      maxBuffer: 32 << 20,
+      timeout: 150_000,
+    });
+    packed = (JSON.parse(stdout) as Packed[])[0]!;
+    app = path.join(work, 'app');
+    mkdirSync(app);
+    writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    await npm(['install', '--omit=dev', path.join(work, packed.filename)], app);
+    installed = path.join(app, 'node_modules', 'rempart');
+  },
+  { timeout: 300_000 },
+);
 
 after(() => {
   if (work !== '') rmSync(work, { recursive: true, force: true });
@@ -73,12 +95,22 @@ test('the tarball holds the built JavaScript, its types and maps, and the files 
     assert.match(f, /^(package\.json|README\.md|LICENSE|bin\/rempart\.js|dist\/.+)$/, f);
     assert.ok(!/\.test\.|(?<!\.d)\.ts$/.test(f), `${f} does not run`);
   }
-  for (const f of ['dist/src/cli.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/client/index.js', 'dist/src/client/index.d.ts', 'dist/src/client/index.js.map']) {
+  for (const f of [
+    'dist/src/cli.js',
+    'dist/src/index.js',
+    'dist/src/index.d.ts',
+    'dist/src/client/index.js',
+    'dist/src/client/index.d.ts',
+    'dist/src/client/index.js.map',
+  ]) {
     assert.ok(files.includes(f), f);
   }
   // What the code reads beside itself: the dashboard, the demo's config, every built-in scenario.
   for (const f of ['index.html', 'app.js', 'app.css']) assert.ok(files.includes(`dist/src/control/dashboard/${f}`), f);
-  assert.ok(files.includes('dist/examples/postal/demo.js') && files.includes('dist/examples/postal/rempart.yaml'), 'the demo');
+  assert.ok(
+    files.includes('dist/examples/postal/demo.js') && files.includes('dist/examples/postal/rempart.yaml'),
+    'the demo',
+  );
   for (const name of listBuiltins()) assert.ok(files.includes(`dist/scenarios/${name}.yaml`), `scenario ${name}`);
   assert.ok(!existsSync(path.join(installed, 'src')), 'no TypeScript sources installed');
   // A loose ceiling that catches a stray directory (the whole repository packed to 1.18 MB); the
@@ -95,7 +127,10 @@ test('`npx rempart --version` in the installing project', async () => {
  * Start the installed `rempart` in front of a one-line origin; resolve with its URLs. When the test `t`
  * ends, whatever still runs is killed (stop() is the clean SIGTERM a test asserts on).
  */
-async function startInstalled(t: Teardown, bin: string): Promise<{ url: string; admin: string; origin: http.Server; stop(): Promise<number | null> }> {
+async function startInstalled(
+  t: Teardown,
+  bin: string,
+): Promise<{ url: string; admin: string; origin: http.Server; stop(): Promise<number | null> }> {
   const origin = http.createServer((req, res) => res.end(`origin saw ${req.url}`));
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
   // Nothing left running: an open origin or child would keep this test file alive forever.
@@ -108,10 +143,14 @@ async function startInstalled(t: Teardown, bin: string): Promise<{ url: string; 
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
   const adminPort = (probe.address() as AddressInfo).port;
   await new Promise<void>((r) => probe.close(() => r()));
-  const child = spawn(process.execPath, [bin, '--upstream', upstream, '--listen', '127.0.0.1:0', '--admin', `127.0.0.1:${adminPort}`, '--quiet'], {
-    cwd: path.dirname(bin),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [bin, '--upstream', upstream, '--listen', '127.0.0.1:0', '--admin', `127.0.0.1:${adminPort}`, '--quiet'],
+    {
+      cwd: path.dirname(bin),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   cleanup(t, () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -175,7 +214,11 @@ console.log(JSON.stringify({ solution, bits: parseChallengeToken(${JSON.stringif
   assert.ok(got.solution.startsWith(`${token}.`));
   assert.ok(leadingZeroBits(createHash('sha256').update(got.solution).digest()) >= 10, 'a real solution');
   assert.equal(got.client, 'function');
-  assert.deepEqual(got.api, Object.keys(await import('../src/index.ts')).sort(), 'the installed entry point exports what the source does');
+  assert.deepEqual(
+    got.api,
+    Object.keys(await import('../src/index.ts')).sort(),
+    'the installed entry point exports what the source does',
+  );
 });
 
 test('the installed package is typed: a .mts file using `rempart` and `rempart/client` typechecks, and a wrong use fails', async () => {
@@ -202,7 +245,22 @@ export const m: number = validateConfig({}, 'inline');
   // import would be any and accept them). @types/node from this repository.
   const tsc = run(
     process.execPath,
-    [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--target', 'es2023', '--types', 'node', '--typeRoots', path.join(ROOT, 'node_modules/@types'), 'typed.mts', 'wrong.mts'],
+    [
+      path.join(ROOT, 'node_modules/typescript/bin/tsc'),
+      '--noEmit',
+      '--strict',
+      '--skipLibCheck',
+      '--module',
+      'nodenext',
+      '--target',
+      'es2023',
+      '--types',
+      'node',
+      '--typeRoots',
+      path.join(ROOT, 'node_modules/@types'),
+      'typed.mts',
+      'wrong.mts',
+    ],
     { cwd: app, timeout: 90_000 },
   );
   const out = await tsc.then(
@@ -211,20 +269,32 @@ export const m: number = validateConfig({}, 'inline');
   );
   const errors = out.split('\n').filter((l) => /error TS/.test(l));
   assert.equal(errors.length, 2, out);
-  assert.ok(errors.every((l) => l.startsWith('wrong.mts(') && l.includes('TS2322')), out);
+  assert.ok(
+    errors.every((l) => l.startsWith('wrong.mts(') && l.includes('TS2322')),
+    out,
+  );
 });
 
-test('`rempart/client` runs in Chromium from the installed files: no Node built-in, relative URLs, a challenge solved and retried', { skip: noChromium, timeout: 90_000 }, async (t) => {
+test('`rempart/client` runs in Chromium from the installed files: no Node built-in, relative URLs, a challenge solved and retried', {
+  skip: noChromium,
+  timeout: 90_000,
+}, async (t) => {
   const clientDir = path.join(installed, 'dist/src/client');
   for (const f of ['index.js', 'solver.js']) {
     const text = readFileSync(path.join(clientDir, f), 'utf8');
     // Statements only (the doc comments show `from 'rempart/client'`).
-    const specifiers = [...text.matchAll(/^(?:import|export)\s[^;]*?\bfrom\s+['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]/gm)].map((m) => m[1] ?? m[2]!);
+    const specifiers = [
+      ...text.matchAll(/^(?:import|export)\s[^;]*?\bfrom\s+['"]([^'"]+)['"]|\bimport\s*\(\s*['"]([^'"]+)['"]/gm),
+    ].map((m) => m[1] ?? m[2]!);
     for (const s of specifiers) assert.match(s, /^\.\.?\//, `${f} imports only its siblings`);
     if (f === 'index.js') assert.deepEqual(specifiers, ['./solver.js']);
   }
   // The exports map sends a browser bundler to the same file.
-  const exportsMap = (JSON.parse(readFileSync(path.join(installed, 'package.json'), 'utf8')) as { exports: Record<string, Record<string, string>> }).exports;
+  const exportsMap = (
+    JSON.parse(readFileSync(path.join(installed, 'package.json'), 'utf8')) as {
+      exports: Record<string, Record<string, string>>;
+    }
+  ).exports;
   assert.equal(exportsMap['./client']!.browser, './dist/src/client/index.js');
   // A static server for the page and the module, and an API that challenges the first call.
   const token = `v1.k1.10.${Math.floor(Date.now() / 1000)}.${Math.floor(Date.now() / 1000) + 60}.rand.bind.mac`;
@@ -232,7 +302,9 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
   const server = http.createServer((req, res) => {
     if (req.url === '/') {
       res.writeHead(200, { 'content-type': 'text/html' });
-      res.end('<!doctype html><script type="importmap">{"imports":{"rempart/client":"/pkg/client/index.js"}}</script><title>spa</title>');
+      res.end(
+        '<!doctype html><script type="importmap">{"imports":{"rempart/client":"/pkg/client/index.js"}}</script><title>spa</title>',
+      );
     } else if (req.url?.startsWith('/pkg/client/')) {
       const file = path.join(clientDir, path.basename(req.url));
       res.writeHead(existsSync(file) ? 200 : 404, { 'content-type': 'text/javascript' });
@@ -243,7 +315,11 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
     } else if (req.url === '/api/orders') {
       const sol = req.headers['rempart-solution'];
       seen.push(typeof sol === 'string' ? sol : '-');
-      if (typeof sol === 'string' && sol.startsWith(`${token}.`) && leadingZeroBits(createHash('sha256').update(sol).digest()) >= 10) {
+      if (
+        typeof sol === 'string' &&
+        sol.startsWith(`${token}.`) &&
+        leadingZeroBits(createHash('sha256').update(sol).digest()) >= 10
+      ) {
         res.writeHead(200, { 'content-type': 'application/json', 'rempart-clearance': 'clr-1' });
         res.end('{"ok":true}');
       } else {
@@ -265,7 +341,8 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => {
     // Chromium reports the challenge's 403 itself as a failed resource: that one is expected.
-    if (m.type() === 'error' && !m.location().url.endsWith('/api/orders')) errors.push(`${m.text()} ${m.location().url}`);
+    if (m.type() === 'error' && !m.location().url.endsWith('/api/orders'))
+      errors.push(`${m.text()} ${m.location().url}`);
   });
   await page.goto(`${base}/`);
   const result = await page.evaluate(async () => {
@@ -282,14 +359,17 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
   assert.deepEqual(errors, []);
 });
 
-test('deploy/Dockerfile\'s way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build', async (t) => {
+test("deploy/Dockerfile's way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build", async (t) => {
   const dir = path.join(work, 'opt-rempart');
   mkdirSync(dir);
   await run('tar', ['-xzf', path.join(work, packed.filename), '--strip-components=1', '-C', dir]);
   copyFileSync(path.join(ROOT, 'package-lock.json'), path.join(dir, 'package-lock.json'));
   await npm(['ci', '--omit=dev', '--ignore-scripts'], dir);
   assert.ok(!existsSync(path.join(dir, 'node_modules', 'typescript')), 'no dev dependencies');
-  assert.ok(!existsSync(path.join(dir, 'src')) && existsSync(path.join(dir, 'dist/src/cli.js')), 'the build, not the sources');
+  assert.ok(
+    !existsSync(path.join(dir, 'src')) && existsSync(path.join(dir, 'dist/src/cli.js')),
+    'the build, not the sources',
+  );
   const { stdout } = await run(process.execPath, [path.join(dir, 'bin/rempart.js'), '--version'], { timeout: 30_000 });
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
   const r = await startInstalled(t, path.join(dir, 'bin/rempart.js'));

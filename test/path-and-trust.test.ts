@@ -9,13 +9,23 @@ test('a path written to dodge a route is normalised, meets that route, and reach
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, {
     routes: [
-      { name: 'approvals', path: '/payments/*', methods: ['POST'], upstream: 'origin', class: 'critical', maxBodyBytes: 100 },
+      {
+        name: 'approvals',
+        path: '/payments/*',
+        methods: ['POST'],
+        upstream: 'origin',
+        class: 'critical',
+        maxBodyBytes: 100,
+      },
       { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
     ],
   });
   const body = 'x'.repeat(5000);
   for (const path of ['/payments/approve', '/x/../payments/approve', '/%70ayments/approve', '//payments/approve']) {
-    const reply = await rawRequest(gw.port, `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    const reply = await rawRequest(
+      gw.port,
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
     assert.equal(statusOf(reply), 413, `${path} meets the approvals route's body limit`);
   }
   for (const path of ['/payments%2Fapprove', '/payments\\approve']) {
@@ -42,14 +52,21 @@ test('Forwarded, X-Real-IP and True-Client-IP from an untrusted client never rea
   const [a, b] = up.requests;
   for (const name of Object.keys(claims)) {
     assert.equal(a!.headers[name], undefined, `${name} dropped from an untrusted client`);
-    assert.equal(b!.headers[name], '1.2.3.4'.length && (claims as Record<string, string>)[name], `${name} kept from a trusted proxy`);
+    assert.equal(
+      b!.headers[name],
+      '1.2.3.4'.length && (claims as Record<string, string>)[name],
+      `${name} kept from a trusted proxy`,
+    );
   }
 });
 
 test('naming an end-to-end field in Connection does not strip it, while a custom field named there is dropped', async (t) => {
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url);
-  const reply = await rawRequest(gw.port, 'GET / HTTP/1.1\r\nHost: x\r\nAccept-Language: fr\r\nX-Hop: 1\r\nConnection: close, accept-language, x-hop\r\n\r\n');
+  const reply = await rawRequest(
+    gw.port,
+    'GET / HTTP/1.1\r\nHost: x\r\nAccept-Language: fr\r\nX-Hop: 1\r\nConnection: close, accept-language, x-hop\r\n\r\n',
+  );
   assert.equal(statusOf(reply), 200);
   assert.equal(up.requests[0]!.headers['accept-language'], 'fr');
   assert.equal(up.requests[0]!.headers['x-hop'], undefined);
@@ -65,10 +82,13 @@ test('HEAD requests keep their pooled upstream connections instead of opening on
   cleanup(t, () => agent.destroy());
   for (let i = 0; i < 30; i++) {
     await new Promise<void>((resolve, reject) => {
-      http.request(`${gw.url}/h${i}`, { method: 'HEAD', agent }, (res) => {
-        res.resume();
-        res.on('end', () => resolve());
-      }).on('error', reject).end();
+      http
+        .request(`${gw.url}/h${i}`, { method: 'HEAD', agent }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
+        })
+        .on('error', reject)
+        .end();
     });
   }
   assert.equal(up.requests.length, 30);

@@ -9,7 +9,14 @@ import { errorCodeOf, rawRequest, startGateway, startUpstream, statusOf } from '
 const routes = [
   // The login route's body limit (10 bytes) shows whether a request met it: 413 when it did.
   { name: 'login', path: '/login', methods: ['POST'], upstream: 'origin', class: 'critical', maxBodyBytes: 10 },
-  { name: 'approvals', path: '/payments/*', methods: ['POST'], upstream: 'origin', class: 'critical', maxBodyBytes: 10 },
+  {
+    name: 'approvals',
+    path: '/payments/*',
+    methods: ['POST'],
+    upstream: 'origin',
+    class: 'critical',
+    maxBodyBytes: 10,
+  },
   { name: 'tracking', path: '/track/*', upstream: 'origin', class: 'cacheable' },
   { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
 ];
@@ -71,9 +78,19 @@ test('path forms: each one is refused or meets the route the origin would give i
   const body = 'x'.repeat(50);
   const wrong: string[] = [];
   for (const [target, want] of POST_FORMS) {
-    const reply = await rawRequest(gw.port, `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+    const reply = await rawRequest(
+      gw.port,
+      `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
     const status = statusOf(reply);
-    const got = status === 413 ? 'login' : status === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_PATH' ? 'refused' : status === 200 ? 'other' : `status ${status} ${errorCodeOf(reply)}`;
+    const got =
+      status === 413
+        ? 'login'
+        : status === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_PATH'
+          ? 'refused'
+          : status === 200
+            ? 'other'
+            : `status ${status} ${errorCodeOf(reply)}`;
     if (got !== want) wrong.push(`${target}: ${got}, want ${want}`);
   }
   assert.deepEqual(wrong, []);
@@ -89,7 +106,10 @@ test('a #fragment no longer walks past the login rate limit', async (t) => {
   const statuses: number[] = [];
   for (let i = 0; i < 8; i++) {
     const target = i < 2 ? '/login' : ['/login#x', `/login#${i}`, '/login;x', '/LOGIN', '/login/'][i % 5]!;
-    const reply = await rawRequest(gw.port, `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`);
+    const reply = await rawRequest(
+      gw.port,
+      `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
+    );
     statuses.push(statusOf(reply));
   }
   assert.deepEqual(statuses.slice(0, 2), [200, 200], 'the budget');
@@ -100,7 +120,14 @@ test('a #fragment no longer walks past the login rate limit', async (t) => {
 test('the origin gets the normalised path: `;parameters` kept on ordinary routes, dropped with the cache key on caching ones', async (t) => {
   const up = await startUpstream(t, (_req, res) => res.writeHead(200, { 'cache-control': 'max-age=60' }).end('ok'));
   const gw = await startGateway(t, up.url, { routes, logging: { level: 'error', requests: false } });
-  for (const target of ['/page;v=1?q=1', '/a/%2e%2e/b;x/c', '/track/A;x=1', '/track/A;x=2', '/TRACK/B;y?z=1', 'http://x/track/A']) {
+  for (const target of [
+    '/page;v=1?q=1',
+    '/a/%2e%2e/b;x/c',
+    '/track/A;x=1',
+    '/track/A;x=2',
+    '/TRACK/B;y?z=1',
+    'http://x/track/A',
+  ]) {
     const reply = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(reply), 200, target);
   }
@@ -152,13 +179,22 @@ test('Host forms: refused, or the origin gets the normalised value as Host and X
   for (const [host, want] of HOSTS) {
     const before = up.requests.length;
     const reply = await rawRequest(gw.port, `GET /h HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-    const got = statusOf(reply) === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_HOST' ? null : up.requests.length > before ? String(up.requests.at(-1)!.headers.host) : `status ${statusOf(reply)}`;
+    const got =
+      statusOf(reply) === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_HOST'
+        ? null
+        : up.requests.length > before
+          ? String(up.requests.at(-1)!.headers.host)
+          : `status ${statusOf(reply)}`;
     if (got !== want) wrong.push(`${host}: ${got}, want ${want}`);
-    else if (want !== null && up.requests.at(-1)!.headers['x-forwarded-host'] !== want) wrong.push(`${host}: X-Forwarded-Host ${up.requests.at(-1)!.headers['x-forwarded-host']}`);
+    else if (want !== null && up.requests.at(-1)!.headers['x-forwarded-host'] !== want)
+      wrong.push(`${host}: X-Forwarded-Host ${up.requests.at(-1)!.headers['x-forwarded-host']}`);
   }
   assert.deepEqual(wrong, []);
   // Absolute-form: its authority is the host (RFC 9112 §3.2.2), and the origin is told so.
-  const reply = await rawRequest(gw.port, 'GET http://Other.Example:80/p HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n');
+  const reply = await rawRequest(
+    gw.port,
+    'GET http://Other.Example:80/p HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n',
+  );
   assert.equal(statusOf(reply), 200);
   assert.equal(up.requests.at(-1)!.url, '/p');
   assert.equal(up.requests.at(-1)!.headers.host, 'other.example');
@@ -170,7 +206,9 @@ test('Host forms: refused, or the origin gets the normalised value as Host and X
 
 test('a Host with userinfo or another port cannot poison the entry of the plain host; routes match the normalised host', async (t) => {
   // An origin that builds links from Host, as many do.
-  const up = await startUpstream(t, (req, res) => res.writeHead(200, { 'cache-control': 'max-age=60' }).end(`<a href="//${req.headers.host}/next">`));
+  const up = await startUpstream(t, (req, res) =>
+    res.writeHead(200, { 'cache-control': 'max-age=60' }).end(`<a href="//${req.headers.host}/next">`),
+  );
   const gw = await startGateway(t, up.url, {
     routes: [
       { name: 'shop', host: 'shop.example', path: '/*', upstream: 'origin', class: 'cacheable' },

@@ -10,7 +10,9 @@ test('an unhandled rejection is logged with its message and stack only, at most 
   let t = 0;
   const handle = rejectionLogger(log, () => t);
   // ioredis puts the command and its arguments (client addresses, ban values) on its errors.
-  const err = Object.assign(new Error('NOPERM this user has no permissions'), { command: { name: 'subscribe', args: ['203.0.113.9'] } });
+  const err = Object.assign(new Error('NOPERM this user has no permissions'), {
+    command: { name: 'subscribe', args: ['203.0.113.9'] },
+  });
   for (let i = 0; i < 100; i++) handle(err);
   t += LOG_EVERY_MS;
   handle('a plain string');

@@ -5,13 +5,26 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { cleanup, type RecordingUpstream, sleep, startGateway, startUpstream, type Teardown, type TestGateway, track, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  type RecordingUpstream,
+  sleep,
+  startGateway,
+  startUpstream,
+  type Teardown,
+  type TestGateway,
+  track,
+  waitFor,
+} from './helpers.ts';
 
 /**
  * A raw TCP upstream, closed when the test `t` ends: `onRequest` gets the socket once a full request
  * head has arrived.
  */
-async function startRawUpstream(t: Teardown, onRequest: (socket: net.Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
+async function startRawUpstream(
+  t: Teardown,
+  onRequest: (socket: net.Socket) => void,
+): Promise<{ url: string; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
@@ -49,7 +62,11 @@ async function closedPort(): Promise<number> {
 }
 
 /** A gateway whose `/ok/*` route goes to a healthy upstream and `/bad/*` to `badUrl`; both stopped when `t` ends. */
-async function gatewayWithBadUpstream(t: Teardown, badUrl: string, bad: Record<string, unknown> = {}): Promise<{ gw: TestGateway; good: RecordingUpstream }> {
+async function gatewayWithBadUpstream(
+  t: Teardown,
+  badUrl: string,
+  bad: Record<string, unknown> = {},
+): Promise<{ gw: TestGateway; good: RecordingUpstream }> {
   const good = await startUpstream(t);
   const gw = await startGateway(t, good.url, {
     upstreams: [
@@ -97,7 +114,10 @@ test('a refused upstream connection gets 502 RMP_ERR_UPSTREAM_CONNECT and is cou
   await assertStillServing(gw);
   const metrics = await metricsText(gw);
   assert.match(metrics, /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_CONNECT"\} 2\n/);
-  assert.match(metrics, /rempart_requests_total\{route="bad",class="public",decision="upstream_error",code="502"\} 2\n/);
+  assert.match(
+    metrics,
+    /rempart_requests_total\{route="bad",class="public",decision="upstream_error",code="502"\} 2\n/,
+  );
   const log = requestLogs(gw).find((l) => l.route === 'bad')!;
   assert.equal(log.decision, 'upstream_error');
   assert.equal(log.reason, 'RMP_ERR_UPSTREAM_CONNECT');
@@ -117,7 +137,10 @@ test('an upstream that sends no response head within headersTimeoutMs gets 504 R
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_TIMEOUT');
   assert.ok(elapsed >= 250 && elapsed < 3000, `answered after ${elapsed} ms`);
   await assertStillServing(gw);
-  assert.match(await metricsText(gw), /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_TIMEOUT"\} 1\n/);
+  assert.match(
+    await metricsText(gw),
+    /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_TIMEOUT"\} 1\n/,
+  );
 });
 
 test('an upstream that resets the connection before the response head gets 502 RMP_ERR_UPSTREAM_RESET', async (t) => {
@@ -127,7 +150,10 @@ test('an upstream that resets the connection before the response head gets 502 R
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_RESET');
   await assertStillServing(gw);
-  assert.match(await metricsText(gw), /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_RESET"\} 1\n/);
+  assert.match(
+    await metricsText(gw),
+    /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_RESET"\} 1\n/,
+  );
 });
 
 test('an upstream that closes the connection cleanly before the response head gets 502', async (t) => {
@@ -150,17 +176,28 @@ for (const [how, cut] of [
       socket.write(Buffer.alloc(1000, 0x61), () => setTimeout(() => cut(socket), 50));
     });
     const { gw } = await gatewayWithBadUpstream(t, midBody.url);
-    const outcome = await new Promise<{ status: number; bytes: number; complete: boolean; error: string }>((resolve) => {
-      let status = 0;
-      let bytes = 0;
-      const req = http.get(`${gw.url}/bad/midbody`, { agent: false }, (res) => {
-        status = res.statusCode!;
-        res.on('data', (c: Buffer) => (bytes += c.length));
-        res.on('end', () => resolve({ status, bytes, complete: res.complete, error: '' }));
-        res.on('error', (err) => resolve({ status, bytes, complete: res.complete, error: (err as NodeJS.ErrnoException).code ?? err.message }));
-      });
-      req.on('error', (err) => resolve({ status, bytes, complete: false, error: (err as NodeJS.ErrnoException).code ?? err.message }));
-    });
+    const outcome = await new Promise<{ status: number; bytes: number; complete: boolean; error: string }>(
+      (resolve) => {
+        let status = 0;
+        let bytes = 0;
+        const req = http.get(`${gw.url}/bad/midbody`, { agent: false }, (res) => {
+          status = res.statusCode!;
+          res.on('data', (c: Buffer) => (bytes += c.length));
+          res.on('end', () => resolve({ status, bytes, complete: res.complete, error: '' }));
+          res.on('error', (err) =>
+            resolve({
+              status,
+              bytes,
+              complete: res.complete,
+              error: (err as NodeJS.ErrnoException).code ?? err.message,
+            }),
+          );
+        });
+        req.on('error', (err) =>
+          resolve({ status, bytes, complete: false, error: (err as NodeJS.ErrnoException).code ?? err.message }),
+        );
+      },
+    );
     assert.equal(outcome.status, 200, 'the head had already been sent');
     assert.equal(outcome.complete, false, 'the client must not see a complete response');
     assert.ok(outcome.bytes < declared, `received ${outcome.bytes} of ${declared}`);
@@ -170,7 +207,10 @@ for (const [how, cut] of [
     const log = requestLogs(gw).find((l) => l.route === 'bad')!;
     assert.equal(log.decision, 'upstream_error');
     assert.equal(log.reason, 'RMP_ERR_UPSTREAM_RESET');
-    assert.match(await metricsText(gw), /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_RESET"\} 1\n/);
+    assert.match(
+      await metricsText(gw),
+      /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_RESET"\} 1\n/,
+    );
   });
 }
 
@@ -181,11 +221,16 @@ test('an upstream that answers with something that is not HTTP gets 502 RMP_ERR_
   assert.equal(res.status, 502);
   assert.equal(await errorCode(res), 'RMP_ERR_UPSTREAM_BAD_RESPONSE');
   await assertStillServing(gw);
-  assert.match(await metricsText(gw), /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_BAD_RESPONSE"\} 1\n/);
+  assert.match(
+    await metricsText(gw),
+    /rempart_upstream_errors_total\{upstream="bad",reason="RMP_ERR_UPSTREAM_BAD_RESPONSE"\} 1\n/,
+  );
 });
 
 test('an upstream response head with an invalid header value gets 502 and the gateway keeps serving', async (t) => {
-  const badHeader = await startRawUpstream(t, (socket) => socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok'));
+  const badHeader = await startRawUpstream(t, (socket) =>
+    socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok'),
+  );
   const { gw } = await gatewayWithBadUpstream(t, badHeader.url);
   const res = await fetch(`${gw.url}/bad/header`);
   assert.equal(res.status, 502);
@@ -333,13 +378,17 @@ test('an upstream that answers before reading the whole upload gets its answer t
   const { gw } = await gatewayWithBadUpstream(t, early.url);
   const total = 8 * 1024 * 1024;
   const outcome = await new Promise<{ status: number; body: string } | { error: string }>((resolve) => {
-    const req = http.request(`${gw.url}/bad/upload`, { method: 'POST', agent: false, headers: { 'content-length': String(total) } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, body }));
-      res.on('error', (err) => resolve({ error: err.message }));
-    });
+    const req = http.request(
+      `${gw.url}/bad/upload`,
+      { method: 'POST', agent: false, headers: { 'content-length': String(total) } },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+        res.on('error', (err) => resolve({ error: err.message }));
+      },
+    );
     req.on('error', (err) => resolve({ error: err.message }));
     const chunk = Buffer.alloc(64 * 1024);
     let sent = 0;

@@ -57,13 +57,19 @@ async function startRawUpstream(reply: string): Promise<{ url: string; heads: st
 }
 
 /** GET through a keep-alive agent; resolves with status, headers and body text. */
-function get(agent: http.Agent, url: string, opts: http.RequestOptions = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; socket: net.Socket }> {
+function get(
+  agent: http.Agent,
+  url: string,
+  opts: http.RequestOptions = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; socket: net.Socket }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { agent, ...opts }, (res) => {
       let body = '';
       res.setEncoding('latin1');
       res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, socket: req.socket as net.Socket }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode!, headers: res.headers, body, socket: req.socket as net.Socket }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -82,7 +88,10 @@ test('fifty sequential requests through the gateway reuse a handful of pooled up
     assert.equal(await res.text(), 'ok');
   }
   assert.equal(up.requests.length, 50);
-  assert.ok(upstreamConnections >= 1 && upstreamConnections <= 3, `expected pooled upstream connections, saw ${upstreamConnections}`);
+  assert.ok(
+    upstreamConnections >= 1 && upstreamConnections <= 3,
+    `expected pooled upstream connections, saw ${upstreamConnections}`,
+  );
 });
 
 test('hop-by-hop request headers and any header the Connection header names are not forwarded', async (t) => {
@@ -108,7 +117,15 @@ test('hop-by-hop request headers and any header the Connection header names are 
   const h = up.requests[0]!.headers;
   // Connection itself is set by the pool (keep-alive) and not the client's value.
   assert.ok(!String(h.connection ?? '').includes('x-secret'), `connection leaked: ${h.connection}`);
-  for (const name of ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'x-secret']) {
+  for (const name of [
+    'keep-alive',
+    'proxy-connection',
+    'te',
+    'trailer',
+    'upgrade',
+    'proxy-authorization',
+    'x-secret',
+  ]) {
     assert.equal(h[name], undefined, `${name} should not reach the upstream`);
   }
   assert.equal(h['x-kept'], 'yes');
@@ -229,7 +246,10 @@ test('HEAD, 204 and 304 answers carry no body and leave the client connection us
 test('an absolute-form request target is forwarded to the upstream in origin form', async (t) => {
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url);
-  const raw = await rawRequest(gw.port, 'GET http://shop.example/abs/path?q=1&r=2 HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n');
+  const raw = await rawRequest(
+    gw.port,
+    'GET http://shop.example/abs/path?q=1&r=2 HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n',
+  );
   assert.equal(statusOf(raw), 200);
   assert.equal(up.requests.length, 1);
   assert.equal(up.requests[0]!.url, '/abs/path?q=1&r=2');
@@ -237,7 +257,9 @@ test('an absolute-form request target is forwarded to the upstream in origin for
 
 test('a request that matches no route gets 404 RMP_ERR_ROUTE_NOT_FOUND and never reaches the upstream', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }],
+  });
   const miss = await fetch(`${gw.url}/other/thing`);
   assert.equal(miss.status, 404);
   assert.equal(miss.headers.get('content-type'), 'application/json');
@@ -268,7 +290,10 @@ test('routes match on host (case-insensitive, port ignored) and on method, first
     ],
   });
   const send = async (method: string, host: string): Promise<string> => {
-    const raw = await rawRequest(gw.port, `${method} /x HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    const raw = await rawRequest(
+      gw.port,
+      `${method} /x HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
+    );
     assert.equal(statusOf(raw), 200, raw);
     return parseRaw(raw).body;
   };
@@ -282,7 +307,14 @@ test('routes match on host (case-insensitive, port ignored) and on method, first
   assert.equal(second.requests.length, 4);
   // Route names and classes reach the request log.
   const routes = gw.logs.filter((l) => l.msg === 'request').map((l) => `${l.route}/${l.class}`);
-  assert.deepEqual(routes, ['default/public', 'b-host/public', 'wildcard/public', 'writes/critical', 'writes/critical', 'default/public']);
+  assert.deepEqual(routes, [
+    'default/public',
+    'b-host/public',
+    'wildcard/public',
+    'writes/critical',
+    'writes/critical',
+    'default/public',
+  ]);
 });
 
 test('a request with Expect: 100-continue gets 100 Continue from the gateway and its body reaches the upstream', async (t) => {
@@ -290,12 +322,16 @@ test('a request with Expect: 100-continue gets 100 Continue from the gateway and
   const gw = await startGateway(t, up.url);
   let continued = false;
   const result = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(`${gw.url}/expect`, { method: 'PUT', agent: false, headers: { 'content-length': '5', expect: '100-continue' } }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, body }));
-    });
+    const req = http.request(
+      `${gw.url}/expect`,
+      { method: 'PUT', agent: false, headers: { 'content-length': '5', expect: '100-continue' } },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      },
+    );
     req.on('continue', () => {
       continued = true;
       req.end('hello');
@@ -319,7 +355,11 @@ test('POST, PUT, PATCH and DELETE bodies with Content-Length are forwarded with 
   }
   assert.deepEqual(
     up.requests.map((r) => [r.method, r.headers['content-length'], r.headers['content-type']]),
-    ['POST', 'PUT', 'PATCH', 'DELETE'].map((m) => [m, String(`{"method":"${m}","pad":"${'x'.repeat(1000)}"}`.length), 'application/json']),
+    ['POST', 'PUT', 'PATCH', 'DELETE'].map((m) => [
+      m,
+      String(`{"method":"${m}","pad":"${'x'.repeat(1000)}"}`.length),
+      'application/json',
+    ]),
   );
 });
 
@@ -342,7 +382,10 @@ test('pipelined requests on one client connection are answered in order even whe
     else res.end('SECOND');
   });
   const gw = await startGateway(t, up.url);
-  const raw = await rawRequest(gw.port, 'GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  const raw = await rawRequest(
+    gw.port,
+    'GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+  );
   const first = raw.indexOf('FIRST');
   const second = raw.indexOf('SECOND');
   assert.ok(first !== -1 && second !== -1 && first < second, raw);
@@ -357,13 +400,22 @@ test('stopping the gateway lets an in-flight request finish, then refuses new co
   await waitFor(() => up.requests.length > 0, 'the request at the upstream');
   await gw.gateway.stop(2000);
   assert.deepEqual(await inFlight, [200, 'done']);
-  await assert.rejects(fetch(`${gw.url}/after`), (err: Error & { cause?: { code?: string } }) => err.cause?.code === 'ECONNREFUSED');
+  await assert.rejects(
+    fetch(`${gw.url}/after`),
+    (err: Error & { cause?: { code?: string } }) => err.cause?.code === 'ECONNREFUSED',
+  );
 });
 
 test('Expect: 100-continue on a request the route refuses gets the refusal, never 100 Continue', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'small', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }] });
-  const reply = await rawRequest(gw.port, 'PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n', { timeoutMs: 1000 });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'small', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 100 }],
+  });
+  const reply = await rawRequest(
+    gw.port,
+    'PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n',
+    { timeoutMs: 1000 },
+  );
   assert.doesNotMatch(reply, /100 Continue/);
   assert.equal(statusOf(reply), 413);
   assert.equal(up.requests.length, 0);

@@ -7,14 +7,23 @@ import { startGateway, startUpstream, type Teardown, type TestGateway } from './
 type Clock = ReturnType<typeof createManualClock>;
 
 /** A gateway on a manual clock in front of a fresh upstream, both stopped when `t` ends. */
-async function startLimitedGateway(t: Teardown, partial: Record<string, unknown>): Promise<{ gw: TestGateway; clock: Clock }> {
+async function startLimitedGateway(
+  t: Teardown,
+  partial: Record<string, unknown>,
+): Promise<{ gw: TestGateway; clock: Clock }> {
   const up = await startUpstream(t);
   const clock = createManualClock(1000);
   const gw = await startGateway(t, up.url, partial, { clock });
   return { gw, clock };
 }
 
-const tight = (extra: Record<string, unknown> = {}) => ({ id: 'tight', key: 'address', ratePerSec: 1, burst: 2, ...extra });
+const tight = (extra: Record<string, unknown> = {}) => ({
+  id: 'tight',
+  key: 'address',
+  ratePerSec: 1,
+  burst: 2,
+  ...extra,
+});
 
 test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and RateLimit, and is served again once the interval passed', async (t) => {
   const { gw, clock } = await startLimitedGateway(t, { defense: { rateLimit: { rules: [tight()] } } });
@@ -32,19 +41,27 @@ test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and Ra
   clock.advance(1);
   assert.equal((await fetch(`${gw.url}/a`)).status, 200);
   const metrics = await gw.gateway.metrics.registry.metrics();
-  assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/);
+  assert.match(
+    metrics,
+    /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/,
+  );
   assert.match(metrics, /rempart_rate_limit_keys\{rule="tight"\} 1/);
 });
 
 test('observe mode lets the request through but counts it and says so in the decision header', async (t) => {
-  const { gw } = await startLimitedGateway(t, { defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } } });
+  const { gw } = await startLimitedGateway(t, {
+    defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } },
+  });
   for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
   const res = await fetch(`${gw.url}/`);
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
   assert.equal(res.headers.get('retry-after'), null);
   const metrics = await gw.gateway.metrics.registry.metrics();
-  assert.match(metrics, /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/);
+  assert.match(
+    metrics,
+    /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/,
+  );
   assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
 });
 
@@ -54,7 +71,11 @@ test('an apiKey rule counts per key and leaves requests without the header to th
   for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200, 'no key: not counted');
   assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 200);
   assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 429);
-  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status, 200, 'another key has its own budget');
+  assert.equal(
+    (await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status,
+    200,
+    'another key has its own budget',
+  );
 });
 
 test('a session rule counts by the session cookie', async (t) => {
@@ -73,7 +94,21 @@ test('rules apply only to their classes and routes, and `per: route` gives each 
       { name: 'search', path: '/search', upstream: 'origin', class: 'public' },
       { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
     ],
-    defense: { rateLimit: { rules: [{ id: 'pages', key: 'prefix', classes: ['public'], routes: ['search', 'default'], per: 'route', ratePerSec: 1, burst: 1 }] } },
+    defense: {
+      rateLimit: {
+        rules: [
+          {
+            id: 'pages',
+            key: 'prefix',
+            classes: ['public'],
+            routes: ['search', 'default'],
+            per: 'route',
+            ratePerSec: 1,
+            burst: 1,
+          },
+        ],
+      },
+    },
   };
   const { gw } = await startLimitedGateway(t, partial);
   for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/login`)).status, 200, 'critical: not covered');
@@ -96,22 +131,41 @@ test('without rules the default per-address rule limits the public classes', asy
 test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async (t) => {
   const up = await startUpstream(t);
   const clock = createManualClock(1000);
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'origin', url: up.url }], routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }], admin: { address: 'off' } };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'origin', url: up.url }],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+    admin: { address: 'off' },
+  };
   const gw = await startGateway(t, up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
   assert.equal((await fetch(`${gw.url}/`)).status, 200);
   assert.equal((await fetch(`${gw.url}/`)).status, 200);
   assert.equal((await fetch(`${gw.url}/`)).status, 429);
-  await gw.gateway.reload(validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }));
+  await gw.gateway.reload(
+    validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }),
+  );
   assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
   await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
   assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
 });
 
 test('a rule naming an unknown route, or a repeated rule id, is refused at load', () => {
-  const base = { version: 1, listeners: [{ address: '127.0.0.1:0' }], upstreams: [{ name: 'o', url: 'http://127.0.0.1:1' }], routes: [{ name: 'default', path: '/*', upstream: 'o' }] };
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'o', url: 'http://127.0.0.1:1' }],
+    routes: [{ name: 'default', path: '/*', upstream: 'o' }],
+  };
   assert.throws(
     () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ routes: ['nope'] }), tight()] } } }),
-    (err: unknown) => err instanceof ConfigError && /no route named "nope"/.test(err.message) && /duplicate rate-limit rule id "tight"/.test(err.message),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /no route named "nope"/.test(err.message) &&
+      /duplicate rate-limit rule id "tight"/.test(err.message),
   );
-  assert.throws(() => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }), ConfigError);
+  assert.throws(
+    () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }),
+    ConfigError,
+  );
 });

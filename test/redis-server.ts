@@ -5,10 +5,17 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { freePort, waitFor } from './helpers.ts';
 
-const CANDIDATES = ['/usr/bin/redis-server', '/usr/bin/valkey-server', '/usr/local/bin/redis-server', '/usr/local/bin/valkey-server'];
+const CANDIDATES = [
+  '/usr/bin/redis-server',
+  '/usr/bin/valkey-server',
+  '/usr/local/bin/redis-server',
+  '/usr/local/bin/valkey-server',
+];
 
-export const redisBinary: string | null = process.env.REMPART_TEST_REDIS_SERVER ?? CANDIDATES.find((p) => existsSync(p)) ?? null;
-export const skipRedis: string | false = redisBinary === null ? 'no redis-server nor valkey-server on this machine (apt-get install redis-server)' : false;
+export const redisBinary: string | null =
+  process.env.REMPART_TEST_REDIS_SERVER ?? CANDIDATES.find((p) => existsSync(p)) ?? null;
+export const skipRedis: string | false =
+  redisBinary === null ? 'no redis-server nor valkey-server on this machine (apt-get install redis-server)' : false;
 
 export interface RedisServer {
   readonly port: number;
@@ -40,7 +47,11 @@ export async function startRedis(): Promise<RedisServer> {
   const port = await freePort();
   let child: ChildProcess | null = null;
   const launch = async () => {
-    child = spawn(redisBinary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+    child = spawn(
+      redisBinary,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
+      { stdio: 'ignore' },
+    );
     await waitListening(port);
   };
   const kill = async () => {

@@ -27,7 +27,13 @@ test('review: a %-encoded session cookie name cannot hide the real session from 
   });
   const gw = await startGateway(t, up.url, {
     routes: [
-      { name: 'vault', path: '/vault/*', upstream: 'origin', class: 'authenticated', sensitive: { identity: 'session', documentsPerHour: 3 } },
+      {
+        name: 'vault',
+        path: '/vault/*',
+        upstream: 'origin',
+        class: 'authenticated',
+        sensitive: { identity: 'session', documentsPerHour: 3 },
+      },
       { name: 'default', path: '/*', upstream: 'origin' },
     ],
   });

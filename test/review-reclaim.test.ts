@@ -17,9 +17,11 @@ function open(port: number, localAddress: string): Promise<{ s: net.Socket; clos
   });
 }
 
-test('review: an address over its cap cannot reclaim (close) another client\'s idle keep-alive connection', async (t) => {
+test("review: an address over its cap cannot reclaim (close) another client's idle keep-alive connection", async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 } });
+  const gw = await startGateway(t, up.url, {
+    limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 },
+  });
   const all: net.Socket[] = [];
   cleanup(t, () => {
     for (const s of all) s.destroy();
@@ -58,8 +60,15 @@ test('review: an address over its cap cannot reclaim (close) another client\'s i
     intervalMs: 20,
     message: 'the extra attacker connections to be refused',
   });
-  assert.ok(refused.every((c) => c()), 'the attacker\'s extra connections are refused');
+  assert.ok(
+    refused.every((c) => c()),
+    "the attacker's extra connections are refused",
+  );
   await sleep(200);
   // ... and must not have cost the real user its connection.
-  assert.equal(user.closed(), false, 'the idle user connection was closed to make room for a connection that was then refused');
+  assert.equal(
+    user.closed(),
+    false,
+    'the idle user connection was closed to make room for a connection that was then refused',
+  );
 });

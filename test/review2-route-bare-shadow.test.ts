@@ -27,5 +27,6 @@ test('review2: an exact /admin after /admin/* is refused or still reached', () =
     return; // refused at start-up: fine
   }
   const { runtime } = compileRuntime(config);
-  for (const p of ['/admin', '/ADMIN']) assert.equal(runtime.matchRoute('GET', 'x', p)?.name, 'login', `${p} met the exact route`);
+  for (const p of ['/admin', '/ADMIN'])
+    assert.equal(runtime.matchRoute('GET', 'x', p)?.name, 'login', `${p} met the exact route`);
 });

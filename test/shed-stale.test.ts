@@ -8,7 +8,10 @@ test('a cacheable request shed by admission is answered from the stale copy inst
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
   const up = await startUpstream(t, (req, res) => {
-    const answer = () => res.writeHead(200, { 'cache-control': 'public, max-age=1', 'content-type': 'text/plain' }).end(`copy of ${req.url}`);
+    const answer = () =>
+      res
+        .writeHead(200, { 'cache-control': 'public, max-age=1', 'content-type': 'text/plain' })
+        .end(`copy of ${req.url}`);
     if (req.url === '/track/A') answer();
     else void held.then(answer);
   });
@@ -44,7 +47,11 @@ test('requests collapsed on a fill that admission sheds are answered with the sa
   let release: () => void = () => {};
   const held = new Promise<void>((r) => (release = r));
   const up = await startUpstream(t, (req, res) => {
-    void held.then(() => res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' }).end(`copy of ${req.url}`));
+    void held.then(() =>
+      res
+        .writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' })
+        .end(`copy of ${req.url}`),
+    );
   });
   const gw = await startGateway(t, up.url, {
     upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
@@ -57,7 +64,15 @@ test('requests collapsed on a fill that admission sheds are answered with the sa
   const holding = fetch(`${gw.url}/track/B`); // the only slot, held until release()
   await waitFor(() => gate.limiter.inFlight === 1, 'B to hold the only slot');
   // One fill for /track/C waits in the queue; eight more requests for C wait on that fill.
-  const answers = await Promise.all(Array.from({ length: 9 }, () => fetch(`${gw.url}/track/C`).then(async (r) => ({ status: r.status, body: await r.text(), retryAfter: r.headers.get('retry-after') }))));
+  const answers = await Promise.all(
+    Array.from({ length: 9 }, () =>
+      fetch(`${gw.url}/track/C`).then(async (r) => ({
+        status: r.status,
+        body: await r.text(),
+        retryAfter: r.headers.get('retry-after'),
+      })),
+    ),
+  );
   for (const a of answers) {
     assert.equal(a.status, 503);
     assert.match(a.body, /RMP_ERR_ADMISSION_QUEUE_TIMEOUT/);
@@ -65,8 +80,16 @@ test('requests collapsed on a fill that admission sheds are answered with the sa
   }
   // Before: each waiter took the fill over in turn and queued for its own 300 ms (9 entries, 2.7 s).
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  assert.match(metrics, /^rempart_admission_queued_total\{upstream="origin",class="cacheable"\} 1$/m, 'only the fill queued');
-  assert.match(metrics, /^rempart_cache_lookups_total\{route="tracking",result="miss"\} 10$/m, 'B, the fill, and eight waiters answered as misses');
+  assert.match(
+    metrics,
+    /^rempart_admission_queued_total\{upstream="origin",class="cacheable"\} 1$/m,
+    'only the fill queued',
+  );
+  assert.match(
+    metrics,
+    /^rempart_cache_lookups_total\{route="tracking",result="miss"\} 10$/m,
+    'B, the fill, and eight waiters answered as misses',
+  );
   assert.equal(up.requests.filter((r) => r.url === '/track/C').length, 0, 'nothing for C reached the origin');
   release();
   assert.equal((await holding).status, 200);

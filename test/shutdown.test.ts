@@ -20,7 +20,9 @@ function get(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', { timeout: 60_000 }, async (t) => {
+test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', {
+  timeout: 60_000,
+}, async (t) => {
   let release: () => void = () => {};
   const released = new Promise<void>((r) => (release = r));
   const origin = await startUpstream(t, (req, res) => {
@@ -95,7 +97,9 @@ logging: { requests: false }
   assert.ok(exitedAt >= answeredAt, 'the process exits after the answer');
 });
 
-test('gateway.stop keeps /readyz 503 through readinessDelay while the listener still serves', { timeout: 30_000 }, async (t) => {
+test('gateway.stop keeps /readyz 503 through readinessDelay while the listener still serves', {
+  timeout: 30_000,
+}, async (t) => {
   const origin = await startUpstream(t);
   const gw = await startGateway(t, origin.url, {});
   assert.equal((await get(`${gw.adminUrl!}/readyz`)).status, 200);

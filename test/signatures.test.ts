@@ -16,18 +16,32 @@ interface RuleView {
   action: string;
   inForce: boolean;
   match: Record<string, string>;
-  evidence: { feature: string; value: string; count: number; share: number; baselineShare: number; firstSeenWallMs: number; lastSeenWallMs: number };
+  evidence: {
+    feature: string;
+    value: string;
+    count: number;
+    share: number;
+    baselineShare: number;
+    firstSeenWallMs: number;
+    lastSeenWallMs: number;
+  };
   hits: number;
 }
 
 function floodSecond(sim: Sim, perSecond: number): void {
-  for (let i = 0; i < perSecond; i++) sim.send({ prefix: `172.16.${i % 50}`, path: `/search/${i}`, ua: BOT, script: true });
+  for (let i = 0; i < perSecond; i++)
+    sim.send({ prefix: `172.16.${i % 50}`, path: `/search/${i}`, ua: BOT, script: true });
 }
 
 function simWithSignatures(signatures: Record<string, unknown> = {}) {
   const offences: string[] = [];
   const sim = createSim({ defense: { signatures: { sampleEvery: 1, ...signatures } } });
-  (sim.deps as { bans: unknown }).bans = { isBanned: () => false, ban() {}, unban: () => false, offence: (a: string, k: string, id: string) => void offences.push(`${a} ${k} ${id}`) };
+  (sim.deps as { bans: unknown }).bans = {
+    isBanned: () => false,
+    ban() {},
+    unban: () => false,
+    offence: (a: string, k: string, id: string) => void offences.push(`${a} ${k} ${id}`),
+  };
   const phase = createSignaturesPhase(sim.deps);
   sim.mount(signaturesAdminRoutes(phase, sim.deps));
   return { sim, phase, offences };
@@ -128,7 +142,10 @@ test('an approved challenge rule marks unknown clients for the challenge phase, 
   const bot = sim.ctx({ prefix: '172.16.3', ua: BOT, path: '/search/77', script: true });
   assert.equal(phase.onRequest(bot), Verdict.Continue); // the UA rule was rejected: no block
   assert.equal(bot.challengeRequiredBy, path.id);
-  assert.match(await sim.metrics.registry.metrics(), new RegExp(`rempart_guard_decisions_total\\{[^}]*action="marked"[^}]*rule="${path.id}"[^}]*\\} 1`));
+  assert.match(
+    await sim.metrics.registry.metrics(),
+    new RegExp(`rempart_guard_decisions_total\\{[^}]*action="marked"[^}]*rule="${path.id}"[^}]*\\} 1`),
+  );
   const known = sim.ctx({ prefix: '172.16.3', path: '/search/77', known: true });
   phase.onRequest(known);
   assert.equal(known.challengeRequiredBy, '');
@@ -146,27 +163,39 @@ test('in observe mode, rules in force are only recorded (observed code, rule id)
 });
 
 test('configured rules match on every given feature, and the admin API refuses to approve them', () => {
-  const { sim, phase } = simWithSignatures({ mode: 'enforce', rules: [{ id: 'old-scraper', match: { userAgent: 'Scrapy/', method: 'GET' }, action: 'block' }] });
+  const { sim, phase } = simWithSignatures({
+    mode: 'enforce',
+    rules: [{ id: 'old-scraper', match: { userAgent: 'Scrapy/', method: 'GET' }, action: 'block' }],
+  });
   const hit = sim.ctx({ prefix: '10.9.9', ua: 'Scrapy/2.11 (+https://scrapy.org)' });
   assert.equal(phase.onRequest(hit), Verdict.Reply);
   assert.equal(hit.ruleId, 'old-scraper');
   const post = sim.ctx({ prefix: '10.9.9', ua: 'Scrapy/2.11', method: 'POST' });
   assert.equal(phase.onRequest(post), Verdict.Continue);
   assert.throws(() => sim.call('POST', '/api/signatures/old-scraper/approve'), /configured/);
-  assert.throws(() => sim.call('POST', '/api/signatures/nope/approve'), (e: Error & { status?: number }) => e.status === 404);
+  assert.throws(
+    () => sim.call('POST', '/api/signatures/nope/approve'),
+    (e: Error & { status?: number }) => e.status === 404,
+  );
 });
 
 test('approval bodies are validated strictly', () => {
   assert.equal(parseApproval(null), null);
   assert.equal(parseApproval({ action: 'block' }), 'block');
-  for (const bad of [[], 'block', { action: 'ban' }, { action: 'block', why: 1 }]) assert.throws(() => parseApproval(bad));
+  for (const bad of [[], 'block', { action: 'ban' }, { action: 'block', why: 1 }])
+    assert.throws(() => parseApproval(bad));
 });
 
 test('sketch memory stays bounded under a flood of distinct values', () => {
   const { sim } = simWithSignatures({ k: 32 });
   warmUp(sim, 70, 50);
   for (let s = 0; s < 5; s++) {
-    for (let i = 0; i < 5000; i++) sim.send({ prefix: `${(s * 5000 + i) >> 16}.${((s * 5000 + i) >> 8) & 255}.${i & 255}`, path: `/x${s}${i}/y`, ua: `bot-${s}-${i}` });
+    for (let i = 0; i < 5000; i++)
+      sim.send({
+        prefix: `${(s * 5000 + i) >> 16}.${((s * 5000 + i) >> 8) & 255}.${i & 255}`,
+        path: `/x${s}${i}/y`,
+        ua: `bot-${s}-${i}`,
+      });
     sim.second();
   }
   for (const sk of [...sim.monitor.traffic.current, ...sim.monitor.traffic.baseline]) assert.ok(sk.size <= 32);
@@ -184,29 +213,45 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
       // The challenge is off: this test is about the block rule, and a customer without a clearance would be challenged under attack.
-      defense: { decisionHeader: true, challenge: { mode: 'off' }, level: { warmupSeconds: 5, minRatePerSecond: 5 }, signatures: { mode: 'enforce', autoApply: false, sampleEvery: 1, minSamples: 10 } },
+      defense: {
+        decisionHeader: true,
+        challenge: { mode: 'off' },
+        level: { warmupSeconds: 5, minRatePerSecond: 5 },
+        signatures: { mode: 'enforce', autoApply: false, sampleEvery: 1, minSamples: 10 },
+      },
     },
     { clock },
   );
   cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
   const monitor = gw.gateway.defense.level as AttackLevelMonitor;
-  const get = (ip: string, ua: string) => fetch(`${gw.url}/search/42`, { headers: { 'x-forwarded-for': ip, 'user-agent': ua } });
+  const get = (ip: string, ua: string) =>
+    fetch(`${gw.url}/search/42`, { headers: { 'x-forwarded-for': ip, 'user-agent': ua } });
   for (let s = 0; s < 30; s++) {
-    await Promise.all(Array.from({ length: 8 }, (_, i) => get(`10.0.${i}.1`, 'Mozilla/5.0 Firefox/127.0').then((r) => r.arrayBuffer())));
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) => get(`10.0.${i}.1`, 'Mozilla/5.0 Firefox/127.0').then((r) => r.arrayBuffer())),
+    );
     clock.advance(1000);
     monitor.tick();
   }
   for (let s = 0; s < 3; s++) {
-    await Promise.all(Array.from({ length: 60 }, (_, i) => get(`198.51.${i}.1`, 'evilbot/1.0').then((r) => r.arrayBuffer())));
+    await Promise.all(
+      Array.from({ length: 60 }, (_, i) => get(`198.51.${i}.1`, 'evilbot/1.0').then((r) => r.arrayBuffer())),
+    );
     clock.advance(1000);
     monitor.tick();
   }
   assert.equal(monitor.level, AttackLevel.underAttack);
-  const list = (await (await fetch(`${gw.adminUrl}/api/signatures`, { headers: auth })).json()) as { rules: RuleView[] };
+  const list = (await (await fetch(`${gw.adminUrl}/api/signatures`, { headers: auth })).json()) as {
+    rules: RuleView[];
+  };
   const rule = list.rules.find((r) => r.match.userAgent === 'evilbot/1.0')!;
   assert.ok(rule, JSON.stringify(list.rules));
   assert.equal((await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, { method: 'POST' })).status, 401);
-  const r = await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, { method: 'POST', headers: auth, body: JSON.stringify({ action: 'block' }) });
+  const r = await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ action: 'block' }),
+  });
   assert.equal(r.status, 200);
   const blocked = await get('198.51.200.1', 'evilbot/1.0');
   assert.equal(blocked.status, 403);
@@ -215,5 +260,8 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
   const customer = await get('10.0.1.1', 'Mozilla/5.0 Firefox/127.0');
   assert.equal(customer.status, 200);
   await customer.arrayBuffer();
-  assert.match(await gw.gateway.metrics.registry.metrics(), new RegExp(`rempart_guard_decisions_total\\{[^}]*rule="${rule.id}"[^}]*\\} 1`));
+  assert.match(
+    await gw.gateway.metrics.registry.metrics(),
+    new RegExp(`rempart_guard_decisions_total\\{[^}]*rule="${rule.id}"[^}]*\\} 1`),
+  );
 });

@@ -30,19 +30,36 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
 
     test('a lease grants at most the burst at once, then tokens at the rate, shared by every node', async () => {
       // One token a minute: nothing refills while the two nodes share the burst, however slow the machine.
-      const r: LeaseRequest = { bucket: unique('b'), intervalMs: 60_000, burst: 20, want: 15, minGrant: 1, maxDelayMs: 0 };
+      const r: LeaseRequest = {
+        bucket: unique('b'),
+        intervalMs: 60_000,
+        burst: 20,
+        want: 15,
+        minGrant: 1,
+        maxDelayMs: 0,
+      };
       assert.equal((await a.lease([r]))[0]!.granted, 15);
       assert.equal((await b.lease([r]))[0]!.granted, 5, 'the other node gets what is left of the burst');
       assert.equal((await a.lease([r]))[0]!.granted, 0, 'nothing left');
       // 100 tokens a second: what comes back after a pause is bounded by the time that really passed.
-      const fast: LeaseRequest = { bucket: unique('f'), intervalMs: 10, burst: 20, want: 20, minGrant: 1, maxDelayMs: 0 };
+      const fast: LeaseRequest = {
+        bucket: unique('f'),
+        intervalMs: 10,
+        burst: 20,
+        want: 20,
+        minGrant: 1,
+        maxDelayMs: 0,
+      };
       const t0 = performance.now();
       assert.equal((await a.lease([fast]))[0]!.granted, 20);
       await sleep(120);
       const [g] = await b.lease([{ ...fast, want: 100 }]);
       const t2 = performance.now();
       assert.ok(g!.granted >= 11, `at least 120 ms passed at 100/s: 12 tokens, got ${g!.granted}`);
-      assert.ok(g!.granted <= Math.min(20, Math.ceil((t2 - t0) / 10) + 1), `no more than the time passed allows (${Math.round(t2 - t0)} ms), got ${g!.granted}`);
+      assert.ok(
+        g!.granted <= Math.min(20, Math.ceil((t2 - t0) / 10) + 1),
+        `no more than the time passed allows (${Math.round(t2 - t0)} ms), got ${g!.granted}`,
+      );
     });
 
     test('a lease below minGrant grants nothing and says how long to wait', async () => {
@@ -68,9 +85,21 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
     });
 
     test('leases for several buckets go in one call, answered in order', async () => {
-      const reqs = [1, 2, 3].map((i): LeaseRequest => ({ bucket: unique('p'), intervalMs: 1, burst: i * 10, want: 100, minGrant: 1, maxDelayMs: 0 }));
+      const reqs = [1, 2, 3].map(
+        (i): LeaseRequest => ({
+          bucket: unique('p'),
+          intervalMs: 1,
+          burst: i * 10,
+          want: 100,
+          minGrant: 1,
+          maxDelayMs: 0,
+        }),
+      );
       const grants = await a.lease(reqs);
-      assert.deepEqual(grants.map((g) => g.granted), [10, 20, 30]);
+      assert.deepEqual(
+        grants.map((g) => g.granted),
+        [10, 20, 30],
+      );
     });
 
     test('a table entry put on one node is read on the other, with its time left, until it expires', async () => {
@@ -82,7 +111,10 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
       assert.equal(seen.length, 1);
       assert.equal(seen[0]!.field, '203.0.113.7');
       assert.equal(seen[0]!.value, '{"r":"x"}');
-      assert.ok(seen[0]!.ttlMs >= 300 - elapsed - 2 && seen[0]!.ttlMs <= 300, `time left ${seen[0]!.ttlMs} ms, ${Math.round(elapsed)} ms after the put`);
+      assert.ok(
+        seen[0]!.ttlMs >= 300 - elapsed - 2 && seen[0]!.ttlMs <= 300,
+        `time left ${seen[0]!.ttlMs} ms, ${Math.round(elapsed)} ms after the put`,
+      );
       await sleep(350);
       assert.deepEqual((await b.tableEntries(t)).entries, []);
     });
@@ -124,7 +156,10 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
 
     test('every call counts as store operations', async () => {
       const before = a.operations;
-      await a.lease([{ bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }, { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 }]);
+      await a.lease([
+        { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 },
+        { bucket: unique('o'), intervalMs: 1, burst: 1, want: 1, minGrant: 1, maxDelayMs: 0 },
+      ]);
       await a.tableEntries(unique('t'));
       assert.equal(a.operations - before, 3);
       assert.equal(a.healthy, true);
@@ -146,7 +181,13 @@ contract(
     async open() {
       redis = await startRedis();
       const mk = async () => {
-        const s = new RedisStore({ url: redis!.url, keyPrefix: 'rmp-test:', commandTimeoutMs: 1000, connectTimeoutMs: 2000, reconnectMaxMs: 1000 });
+        const s = new RedisStore({
+          url: redis!.url,
+          keyPrefix: 'rmp-test:',
+          commandTimeoutMs: 1000,
+          connectTimeoutMs: 2000,
+          reconnectMaxMs: 1000,
+        });
         await s.connect();
         return s;
       };
@@ -160,14 +201,22 @@ after(async () => {
   await redis?.stop();
 });
 
-test('the subscriber survives a refused re-subscription and a restarted server: no unhandled rejection, and messages flow again', { skip: skipRedis }, async (t) => {
+test('the subscriber survives a refused re-subscription and a restarted server: no unhandled rejection, and messages flow again', {
+  skip: skipRedis,
+}, async (t) => {
   // ioredis's own autoResubscribe leaves the promise of its SUBSCRIBE unhandled: an ACL that refuses the
   // channel (or a connection lost before the reply) was an unhandled rejection, which ends a Node process.
   const server = await startRedis();
   const unhandled: unknown[] = [];
   const onUnhandled = (e: unknown) => unhandled.push(e);
   process.on('unhandledRejection', onUnhandled);
-  const opts = { url: server.url, keyPrefix: 'rmp-sub:', commandTimeoutMs: 1000, connectTimeoutMs: 2000, reconnectMaxMs: 200 };
+  const opts = {
+    url: server.url,
+    keyPrefix: 'rmp-sub:',
+    commandTimeoutMs: 1000,
+    connectTimeoutMs: 2000,
+    reconnectMaxMs: 200,
+  };
   const sub = new RedisStore(opts);
   const pub = new RedisStore(opts);
   const admin = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 100 });

@@ -64,23 +64,35 @@ function pump(out: NodeJS.WritableStream & { destroyed?: boolean }, total: numbe
 
 const mib = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
 
-test('a 1 GiB upload streams through the gateway in flat memory and arrives complete', { timeout: 60_000 }, async (t) => {
+test('a 1 GiB upload streams through the gateway in flat memory and arrives complete', {
+  timeout: 60_000,
+}, async (t) => {
   let received = 0;
   const up = await startUpstream(t, (_req, res, _body) => res.end('stored'));
   // Count upstream bytes ourselves too (the recorder keeps only the first 64 chunks).
-  up.server.prependListener('request', (req: http.IncomingMessage) => req.on('data', (c: Buffer) => (received += c.length)));
+  up.server.prependListener('request', (req: http.IncomingMessage) =>
+    req.on('data', (c: Buffer) => (received += c.length)),
+  );
   const gw = await startGateway(t, up.url, { limits: { maxBodyBytes: 2 * TOTAL, requestTimeoutMs: 120_000 } });
   const sampler = rssSampler();
   cleanup(t, () => sampler.stop());
   const started = Date.now();
   const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request(`${gw.url}/upload`, { method: 'PUT', agent: false, headers: { 'content-length': String(TOTAL), 'content-type': 'application/octet-stream' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: text }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      `${gw.url}/upload`,
+      {
+        method: 'PUT',
+        agent: false,
+        headers: { 'content-length': String(TOTAL), 'content-type': 'application/octet-stream' },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     pump(req, TOTAL);
   });
@@ -91,10 +103,15 @@ test('a 1 GiB upload streams through the gateway in flat memory and arrives comp
   assert.equal(received, TOTAL);
   assert.equal(up.requests[0]!.bodyBytes, TOTAL);
   t.diagnostic(`RSS ${mib(mem.before)} → peak ${mib(mem.peak)}, ${seconds.toFixed(1)} s`);
-  assert.ok(mem.peak - mem.before < RSS_BUDGET, `RSS grew from ${mib(mem.before)} to a peak of ${mib(mem.peak)} in ${seconds.toFixed(1)} s`);
+  assert.ok(
+    mem.peak - mem.before < RSS_BUDGET,
+    `RSS grew from ${mib(mem.before)} to a peak of ${mib(mem.peak)} in ${seconds.toFixed(1)} s`,
+  );
 });
 
-test('a 1 GiB download streams through the gateway in flat memory and arrives complete', { timeout: 60_000 }, async (t) => {
+test('a 1 GiB download streams through the gateway in flat memory and arrives complete', {
+  timeout: 60_000,
+}, async (t) => {
   const up = await startUpstream(t, (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(TOTAL) });
     pump(res, TOTAL);
@@ -103,22 +120,27 @@ test('a 1 GiB download streams through the gateway in flat memory and arrives co
   const sampler = rssSampler();
   cleanup(t, () => sampler.stop());
   const started = Date.now();
-  const { status, bytes, length } = await new Promise<{ status: number; bytes: number; length: string | undefined }>((resolve, reject) => {
-    const req = http.get(`${gw.url}/download`, { agent: false }, (res) => {
-      let bytes = 0;
-      res.on('data', (c: Buffer) => (bytes += c.length));
-      res.on('end', () => resolve({ status: res.statusCode!, bytes, length: res.headers['content-length'] }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
+  const { status, bytes, length } = await new Promise<{ status: number; bytes: number; length: string | undefined }>(
+    (resolve, reject) => {
+      const req = http.get(`${gw.url}/download`, { agent: false }, (res) => {
+        let bytes = 0;
+        res.on('data', (c: Buffer) => (bytes += c.length));
+        res.on('end', () => resolve({ status: res.statusCode!, bytes, length: res.headers['content-length'] }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+    },
+  );
   const mem = sampler.stop();
   const seconds = (Date.now() - started) / 1000;
   assert.equal(status, 200);
   assert.equal(length, String(TOTAL));
   assert.equal(bytes, TOTAL);
   t.diagnostic(`RSS ${mib(mem.before)} → peak ${mib(mem.peak)}, ${seconds.toFixed(1)} s`);
-  assert.ok(mem.peak - mem.before < RSS_BUDGET, `RSS grew from ${mib(mem.before)} to a peak of ${mib(mem.peak)} in ${seconds.toFixed(1)} s`);
+  assert.ok(
+    mem.peak - mem.before < RSS_BUDGET,
+    `RSS grew from ${mib(mem.before)} to a peak of ${mib(mem.peak)} in ${seconds.toFixed(1)} s`,
+  );
 });
 
 test('a slow-reading client does not make the gateway buffer the whole download', { timeout: 30_000 }, async (t) => {
@@ -191,7 +213,9 @@ test('a chunked upload body is forwarded intact, byte for byte', async (t) => {
 
 test('a chunked upload larger than the route maxBodyBytes is cut off with 413 RMP_ERR_EDGE_BODY_TOO_LARGE', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'small', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 1000 }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'small', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 1000 }],
+  });
   const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = http.request(`${gw.url}/too-big`, { method: 'POST', agent: false }, (res) => {
       let text = '';
@@ -205,5 +229,8 @@ test('a chunked upload larger than the route maxBodyBytes is cut off with 413 RM
   });
   assert.equal(status, 413);
   assert.equal((JSON.parse(body) as { error: { code: string } }).error.code, 'RMP_ERR_EDGE_BODY_TOO_LARGE');
-  assert.ok(up.requests.every((r) => r.bodyBytes <= 1000), 'the upstream never sees more than the limit');
+  assert.ok(
+    up.requests.every((r) => r.bodyBytes <= 1000),
+    'the upstream never sees more than the limit',
+  );
 });

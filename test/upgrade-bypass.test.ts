@@ -8,7 +8,17 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { cleanup, errorCodeOf, rawRequest, sleep, startGateway, statusOf, type Teardown, track, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  errorCodeOf,
+  rawRequest,
+  sleep,
+  startGateway,
+  statusOf,
+  type Teardown,
+  track,
+  waitFor,
+} from './helpers.ts';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 const handshake = (path = '/ws', host = 'chat.example') =>
@@ -35,7 +45,15 @@ async function startOrigin(t: Teardown, opts: { delayMs?: number; ws?: boolean; 
   const delayMs = opts.delayMs ?? 0;
   const body = opts.body ?? 'page';
   const sockets = new Set<net.Socket>();
-  const origin: Origin = { url: '', requests: 0, upgrades: 0, inFlight: 0, maxInFlight: 0, tunnels: new Set(), close: async () => {} };
+  const origin: Origin = {
+    url: '',
+    requests: 0,
+    upgrades: 0,
+    inFlight: 0,
+    maxInFlight: 0,
+    tunnels: new Set(),
+    close: async () => {},
+  };
   const enter = () => {
     origin.inFlight++;
     origin.maxInFlight = Math.max(origin.maxInFlight, origin.inFlight);
@@ -58,7 +76,9 @@ async function startOrigin(t: Teardown, opts: { delayMs?: number; ws?: boolean; 
     socket.on('error', () => {});
     if (opts.ws) {
       const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}${WS_GUID}`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
       if (head.length > 0) socket.write(head);
       origin.tunnels.add(socket);
       socket.on('close', () => origin.tunnels.delete(socket));
@@ -68,7 +88,9 @@ async function startOrigin(t: Teardown, opts: { delayMs?: number; ws?: boolean; 
     enter();
     setTimeout(() => {
       origin.inFlight--;
-      socket.end(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: public, max-age=60\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: public, max-age=60\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
     }, delayMs);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -82,7 +104,10 @@ async function startOrigin(t: Teardown, opts: { delayMs?: number; ws?: boolean; 
 }
 
 /** Open a raw connection, send a handshake, resolve with the answer's head (and the socket, still open). */
-function openHandshake(port: number, payload: string): Promise<{ head: string; socket: net.Socket; received(): Buffer }> {
+function openHandshake(
+  port: number,
+  payload: string,
+): Promise<{ head: string; socket: net.Socket; received(): Buffer }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -121,20 +146,31 @@ test('a flood of GETs dressed as WebSocket handshakes does not bypass admission:
     routes: [{ name: 'payments', path: '/*', upstream: 'origin', class: 'critical' }],
     admission: { queue: { timeoutMs: { critical: 30000 } } },
   });
-  const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => rawRequest(gw.port, handshake(`/payments/approve?i=${i}`), { timeoutMs: 30000 })));
+  const answers = await Promise.all(
+    Array.from({ length: 12 }, (_, i) =>
+      rawRequest(gw.port, handshake(`/payments/approve?i=${i}`), { timeoutMs: 30000 }),
+    ),
+  );
   for (const raw of answers) assert.equal(statusOf(raw), 200, raw);
   assert.equal(origin.requests + origin.upgrades, 12);
   assert.equal(origin.upgrades, 0, 'the origin was offered an upgrade on a route that does not allow WebSocket');
-  assert.ok(origin.maxInFlight <= 2, `the origin saw ${origin.maxInFlight} requests at once, past the admission limit of 2`);
+  assert.ok(
+    origin.maxInFlight <= 2,
+    `the origin saw ${origin.maxInFlight} requests at once, past the admission limit of 2`,
+  );
   const metrics = await metricsOf(gw.adminUrl);
   assert.match(metrics, /^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m);
-  assert.ok(Number(/^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m.exec(metrics)![1]) >= 10);
+  assert.ok(
+    Number(/^rempart_admission_queued_total\{upstream="origin",class="critical"\} (\d+)$/m.exec(metrics)![1]) >= 10,
+  );
   assert.doesNotMatch(metrics, /^rempart_websocket_upgrades_total\{/m);
 });
 
 test('on a cached route, a GET carrying Upgrade is answered from the cache: the origin is asked once', async (t) => {
   const origin = await startOrigin(t, { body: 'catalogue' });
-  const gw = await startGateway(t, origin.url, { routes: [{ name: 'catalogue', path: '/*', upstream: 'origin', class: 'cacheable' }] });
+  const gw = await startGateway(t, origin.url, {
+    routes: [{ name: 'catalogue', path: '/*', upstream: 'origin', class: 'cacheable' }],
+  });
   for (let i = 0; i < 5; i++) {
     const raw = await rawRequest(gw.port, handshake('/track/A'), { timeoutMs: 5000 });
     assert.equal(statusOf(raw), 200, raw);
@@ -149,9 +185,15 @@ test('on a cached route, a GET carrying Upgrade is answered from the cache: the 
 test('a route that does not allow WebSocket never opens a tunnel: the handshake is an ordinary GET', async (t) => {
   const origin = await startOrigin(t, { ws: true, body: 'no websocket here' });
   const gw = await startGateway(t, origin.url);
-  const { head, socket } = await openHandshake(gw.port, `${handshake('/ws')}GET /pipelined HTTP/1.1\r\nHost: chat.example\r\n\r\n`);
+  const { head, socket } = await openHandshake(
+    gw.port,
+    `${handshake('/ws')}GET /pipelined HTTP/1.1\r\nHost: chat.example\r\n\r\n`,
+  );
   // Bounded: on a tunnel the connection would stay open.
-  await Promise.race([new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r()))), sleep(3000)]);
+  await Promise.race([
+    new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r()))),
+    sleep(3000),
+  ]);
   socket.destroy();
   assert.equal(statusOf(head), 200, head);
   assert.match(head, /\r\nConnection: close/i);
@@ -205,7 +247,16 @@ test('a WebSocket tunnel holds an admission slot while open and gives it back on
 test('bytes the origin sends down a WebSocket tunnel count against the exfiltration quota, and the tunnel is cut where it crosses it', async (t) => {
   const origin = await startOrigin(t, { ws: true });
   const gw = await startGateway(t, origin.url, {
-    routes: [{ name: 'feed', path: '/ws', upstream: 'origin', class: 'authenticated', websocket: true, sensitive: { bytesPerDay: 4000, identity: 'address' } }],
+    routes: [
+      {
+        name: 'feed',
+        path: '/ws',
+        upstream: 'origin',
+        class: 'authenticated',
+        websocket: true,
+        sensitive: { bytesPerDay: 4000, identity: 'address' },
+      },
+    ],
     defense: { decisionHeader: true },
   });
   const first = await openHandshake(gw.port, handshake('/ws'));
@@ -232,7 +283,10 @@ test('bytes the origin sends down a WebSocket tunnel count against the exfiltrat
 
 test('open tunnels are capped by limits.maxTunnels, whatever admission says; a closed tunnel frees its place', async (t) => {
   const origin = await startOrigin(t, { ws: true });
-  const gw = await startGateway(t, origin.url, { ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] }, limits: { maxTunnels: 2 } });
+  const gw = await startGateway(t, origin.url, {
+    ...{ routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] },
+    limits: { maxTunnels: 2 },
+  });
   const open: net.Socket[] = [];
   cleanup(t, () => {
     for (const s of open) s.destroy();
@@ -250,18 +304,25 @@ test('open tunnels are capped by limits.maxTunnels, whatever admission says; a c
   // Ordinary requests are not tunnels: they still pass.
   assert.equal((await fetch(`${gw.url}/page`)).status, 200);
   open.shift()!.destroy();
-  await waitFor(async () => {
-    const hs = await openHandshake(gw.port, handshake('/ws'));
-    open.push(hs.socket);
-    return statusOf(hs.head) === 101;
-  }, { intervalMs: 20, message: 'a place to free' });
+  await waitFor(
+    async () => {
+      const hs = await openHandshake(gw.port, handshake('/ws'));
+      open.push(hs.socket);
+      return statusOf(hs.head) === 101;
+    },
+    { intervalMs: 20, message: 'a place to free' },
+  );
   assert.equal(origin.upgrades, 3);
 });
 
 test('a WebSocket handshake pipelined behind a request still being answered is never forwarded, and the gateway stays up', async (t) => {
   const origin = await startOrigin(t, { ws: true, delayMs: 200, body: 'slow page' });
-  const gw = await startGateway(t, origin.url, { routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }] });
-  const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, { timeoutMs: 5000 });
+  const gw = await startGateway(t, origin.url, {
+    routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true }],
+  });
+  const raw = await rawRequest(gw.port, `GET /slow HTTP/1.1\r\nHost: chat.example\r\n\r\n${handshake('/ws')}`, {
+    timeoutMs: 5000,
+  });
   assert.equal(statusOf(raw), 200, raw);
   assert.match(raw, /slow page/);
   assert.equal(raw.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, `one answer only: ${JSON.stringify(raw)}`);
@@ -274,7 +335,16 @@ test('a WebSocket handshake pipelined behind a request still being answered is n
 test('a WebSocket handshake without a pass waits in the waiting room like a page: no tunnel is opened', async (t) => {
   const origin = await startOrigin(t, { ws: true });
   const gw = await startGateway(t, origin.url, {
-    routes: [{ name: 'chat', path: '/*', upstream: 'origin', class: 'public', websocket: true, waitingRoom: { enabled: true, force: true } }],
+    routes: [
+      {
+        name: 'chat',
+        path: '/*',
+        upstream: 'origin',
+        class: 'public',
+        websocket: true,
+        waitingRoom: { enabled: true, force: true },
+      },
+    ],
   });
   const raw = await rawRequest(gw.port, handshake('/ws'), { timeoutMs: 5000 });
   assert.equal(statusOf(raw), 503, raw);

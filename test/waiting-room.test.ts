@@ -16,7 +16,22 @@ function cookieOf(res: Response, name: string): string | null {
 async function setup(t: Teardown, admitPerSecond = 1) {
   const up = await startUpstream(t);
   const clock = createManualClock();
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }] }, { clock });
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      routes: [
+        {
+          name: 'default',
+          path: '/*',
+          upstream: 'origin',
+          class: 'public',
+          waitingRoom: { enabled: true, force: true, admitPerSecond },
+        },
+      ],
+    },
+    { clock },
+  );
   return {
     up,
     gw,
@@ -96,13 +111,16 @@ test('visitors are let in in arrival order', async (t) => {
     await r.text();
   }
   // Each visitor sends what it holds: its ticket, then the pass it was let in with (a ticket lets in once).
-  const statuses = async () => Promise.all(tickets.map(async (held, i) => {
-    const r = await s.get({ cookie: held });
-    await r.text();
-    const pass = cookieOf(r, PASS);
-    if (pass !== null) tickets[i] = pass;
-    return r.status;
-  }));
+  const statuses = async () =>
+    Promise.all(
+      tickets.map(async (held, i) => {
+        const r = await s.get({ cookie: held });
+        await r.text();
+        const pass = cookieOf(r, PASS);
+        if (pass !== null) tickets[i] = pass;
+        return r.status;
+      }),
+    );
   assert.deepEqual(await statuses(), [503, 503, 503]);
   s.clock.advance(1000);
   assert.deepEqual(await statuses(), [200, 503, 503]);
@@ -144,12 +162,20 @@ test('the room keeps counters only: 10 000 new visitors grow nothing but `issued
 
 test('without saturation (admission off, no force) the room stays closed: visitors go through with a pass', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true } }] }, { clock: createManualClock() });
+  const gw = await startGateway(
+    t,
+    up.url,
+    { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true } }] },
+    { clock: createManualClock() },
+  );
   const res = await fetch(`${gw.url}/`);
   assert.equal(res.status, 200);
   assert.ok(cookieOf(res, PASS));
   await res.text();
-  assert.ok(gw.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('waiting room: no REMPART_WAITING_ROOM_KEY')), 'a warning about the random key');
+  assert.ok(
+    gw.logs.some((l) => typeof l.msg === 'string' && l.msg.startsWith('waiting room: no REMPART_WAITING_ROOM_KEY')),
+    'a warning about the random key',
+  );
   assert.ok(!JSON.stringify(gw.logs).includes(cookieOf(res, PASS)!.split('=')[1]!), 'cookie values are not logged');
 });
 
@@ -166,7 +192,15 @@ test('on a real saturation signal the room opens while the upstream slot is take
     up.url,
     {
       upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
-      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, admitPerSecond: 1 } }],
+      routes: [
+        {
+          name: 'default',
+          path: '/*',
+          upstream: 'origin',
+          class: 'public',
+          waitingRoom: { enabled: true, admitPerSecond: 1 },
+        },
+      ],
     },
     { clock },
   );
@@ -204,7 +238,15 @@ test('config: a waiting room on a route that matches neither GET nor HEAD is ref
         version: 1,
         listeners: [{ address: '127.0.0.1:0' }],
         upstreams: [{ name: 'origin', url: 'http://127.0.0.1:1' }],
-        routes: [{ name: 'api', path: '/*', methods: ['POST'], upstream: 'origin', waitingRoom: { enabled: true, admitPerSecond: 0 } }],
+        routes: [
+          {
+            name: 'api',
+            path: '/*',
+            methods: ['POST'],
+            upstream: 'origin',
+            waitingRoom: { enabled: true, admitPerSecond: 0 },
+          },
+        ],
       }),
     (err: { problems?: { path: string }[] }) => {
       const paths = err.problems!.map((p) => p.path);
@@ -224,7 +266,15 @@ async function behindProxy(t: Teardown, admitPerSecond = 1) {
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
-      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond } }],
+      routes: [
+        {
+          name: 'default',
+          path: '/*',
+          upstream: 'origin',
+          class: 'public',
+          waitingRoom: { enabled: true, force: true, admitPerSecond },
+        },
+      ],
     },
     { clock },
   );
@@ -233,7 +283,9 @@ async function behindProxy(t: Teardown, admitPerSecond = 1) {
     gw,
     clock,
     async get(from: string, headers: Record<string, string> = {}) {
-      const r = await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': from, 'user-agent': 'Browser/1', ...headers } });
+      const r = await fetch(`${gw.url}/`, {
+        headers: { 'x-forwarded-for': from, 'user-agent': 'Browser/1', ...headers },
+      });
       const text = await r.text();
       return { status: r.status, res: r, text };
     },
@@ -251,8 +303,16 @@ test('a pass works only for the client it was given to: 20 clients on other netw
   let admitted = 0;
   for (let i = 0; i < 20; i++) if ((await s.get(`198.51.${i}.7`, { cookie: pass })).status === 200) admitted++;
   assert.equal(admitted, 0, 'a pass copied to other networks lets nobody in');
-  assert.equal((await s.get('203.0.113.5', { cookie: pass, 'user-agent': 'Bot/2' })).status, 503, 'nor another browser on the same network');
-  assert.equal((await s.get('203.0.113.77', { cookie: pass })).status, 200, 'the same /24 and browser: still inside (as clearances)');
+  assert.equal(
+    (await s.get('203.0.113.5', { cookie: pass, 'user-agent': 'Bot/2' })).status,
+    503,
+    'nor another browser on the same network',
+  );
+  assert.equal(
+    (await s.get('203.0.113.77', { cookie: pass })).status,
+    200,
+    'the same /24 and browser: still inside (as clearances)',
+  );
   assert.equal((await s.get('203.0.113.5', { cookie: pass })).status, 200, 'the client it was given to stays inside');
   // A ticket copied to another network is no ticket there either: a new place at the back.
   const other = await s.get('192.0.2.9', { cookie: cookieOf((await s.get('203.0.113.6')).res, TICKET)! });
@@ -267,7 +327,10 @@ test('a ticket lets in once: sent again after its pass was issued, it is a new p
   s.clock.advance(1000);
   const inside = await s.get('203.0.113.5', { cookie: ticket });
   assert.equal(inside.status, 200);
-  assert.ok(inside.res.headers.getSetCookie().some((c) => c.startsWith(`${TICKET}=;`) && /Max-Age=0/.test(c)), 'the used ticket is cleared');
+  assert.ok(
+    inside.res.headers.getSetCookie().some((c) => c.startsWith(`${TICKET}=;`) && /Max-Age=0/.test(c)),
+    'the used ticket is cleared',
+  );
   s.clock.advance(5000); // admissions banked while nobody waits are not kept: the line is empty
   let admitted = 0;
   for (let i = 0; i < 5; i++) {
@@ -282,7 +345,9 @@ test('300 requests without cookies from 6 addresses take 60 places at most: the 
   const s = await behindProxy(t);
   const addresses = ['198.51.100.1', '198.51.101.1', '198.51.102.1', '203.0.113.1', '203.0.114.1', '192.0.2.1'];
   for (let batch = 0; batch < 10; batch++)
-    await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(addresses[(batch * 30 + i) % 6]!, { accept: 'application/json' })));
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) => s.get(addresses[(batch * 30 + i) % 6]!, { accept: 'application/json' })),
+    );
   const visitor = await s.get('100.64.0.9', { accept: 'application/json' });
   assert.equal(visitor.status, 503);
   const place = (JSON.parse(visitor.text) as { waitingRoom: { position: number } }).waitingRoom.position;
@@ -302,7 +367,11 @@ test('300 requests without cookies from 6 addresses take 60 places at most: the 
 test('IPv6: 300 addresses of one /64 count as one client for new places in line', async (t) => {
   const s = await behindProxy(t);
   for (let batch = 0; batch < 10; batch++)
-    await Promise.all(Array.from({ length: 30 }, (_, i) => s.get(`2001:db8:1:2::${(batch * 30 + i + 1).toString(16)}`, { accept: 'application/json' })));
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        s.get(`2001:db8:1:2::${(batch * 30 + i + 1).toString(16)}`, { accept: 'application/json' }),
+      ),
+    );
   const visitor = await s.get('2001:db8:9::1', { accept: 'application/json' });
   const place = (JSON.parse(visitor.text) as { waitingRoom: { position: number } }).waitingRoom.position;
   assert.ok(place <= 11, `the next visitor's place: ${place}`);

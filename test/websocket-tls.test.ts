@@ -9,16 +9,31 @@ import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { cleanup, rawRequest, startGateway, startUpstream, statusOf, type Teardown, tempDir, track, waitFor } from './helpers.ts';
+import {
+  cleanup,
+  rawRequest,
+  startGateway,
+  startUpstream,
+  statusOf,
+  type Teardown,
+  tempDir,
+  track,
+  waitFor,
+} from './helpers.ts';
 
 /** The default catch-all route, with WebSocket tunnels allowed (routes[].websocket is off by default). */
 const WS = { routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', websocket: true }] };
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-const acceptFor = (key: string) => createHash('sha1').update(key + WS_GUID).digest('base64');
+const acceptFor = (key: string) =>
+  createHash('sha1')
+    .update(key + WS_GUID)
+    .digest('base64');
 
 /** A minimal WebSocket upstream: answers the handshake with 101, then echoes raw bytes back; closed when `t` ends. */
-async function startWsEchoUpstream(t: Teardown): Promise<{ url: string; handshakes: http.IncomingMessage[]; close(): Promise<void> }> {
+async function startWsEchoUpstream(
+  t: Teardown,
+): Promise<{ url: string; handshakes: http.IncomingMessage[]; close(): Promise<void> }> {
   const handshakes: http.IncomingMessage[] = [];
   const sockets = new Set<net.Socket>();
   const server = http.createServer((_req, res) => res.writeHead(426).end());
@@ -32,7 +47,9 @@ async function startWsEchoUpstream(t: Teardown): Promise<{ url: string; handshak
       socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
       return;
     }
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`);
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptFor(key)}\r\n\r\n`,
+    );
     if (head.length > 0) socket.write(head);
     socket.pipe(socket);
   });
@@ -50,7 +67,11 @@ async function startWsEchoUpstream(t: Teardown): Promise<{ url: string; handshak
 }
 
 /** Raw client handshake; resolves with the response head and the connected socket. */
-function wsHandshake(port: number, key: string, path = '/ws'): Promise<{ head: string; rest: Buffer; socket: net.Socket }> {
+function wsHandshake(
+  port: number,
+  key: string,
+  path = '/ws',
+): Promise<{ head: string; rest: Buffer; socket: net.Socket }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -119,7 +140,11 @@ test('a WebSocket upgrade passes through: 101 with the right accept key, then by
   // A masked text frame "hello rempart" as a browser would send it; the echo returns the same bytes.
   const payload = Buffer.from('hello rempart');
   const mask = randomBytes(4);
-  const frame = Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!))]);
+  const frame = Buffer.concat([
+    Buffer.from([0x81, 0x80 | payload.length]),
+    mask,
+    Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!)),
+  ]);
   const received = collector(socket, rest);
   socket.write(frame);
   const echoed = await received.until(frame.length);
@@ -144,7 +169,9 @@ test('closing the client side of a WebSocket tunnel closes the upstream side and
   const { head, socket } = await wsHandshake(gw.port, randomBytes(16).toString('base64'));
   assert.equal(statusOf(head), 101);
   const upstreamSocket = up.handshakes[0]!.socket;
-  const upstreamClosed = new Promise<void>((r) => (upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r())));
+  const upstreamClosed = new Promise<void>((r) =>
+    upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r()),
+  );
   socket.destroy();
   await upstreamClosed;
   await waitFor(() => gw.logs.some((l) => l.msg === 'request'), { timeoutMs: 2000, message: 'the request log line' });
@@ -178,11 +205,21 @@ test('a WebSocket upgrade toward a dead upstream gets 502 RMP_ERR_UPSTREAM_CONNE
 
 test('an upgrade the upstream refuses is relayed as an ordinary answer and the connection closed, so no later request can ride the tunnel', async (t) => {
   const up = await startUpstream(t, (req, res) => {
-    if (req.url === '/ws') res.writeHead(403, { 'content-type': 'text/plain', 'content-length': '9', connection: 'keep-alive', 'keep-alive': 'timeout=5' }).end('forbidden');
+    if (req.url === '/ws')
+      res
+        .writeHead(403, {
+          'content-type': 'text/plain',
+          'content-length': '9',
+          connection: 'keep-alive',
+          'keep-alive': 'timeout=5',
+        })
+        .end('forbidden');
     else res.end('ok');
   });
   // Only /ws is routed: /internal/admin must never reach the upstream.
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'ws', path: '/ws', upstream: 'origin', class: 'public', websocket: true }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'ws', path: '/ws', upstream: 'origin', class: 'public', websocket: true }],
+  });
   const socket = net.connect(gw.port, '127.0.0.1');
   let received = '';
   socket.on('data', (c: Buffer) => (received += c.toString('latin1')));
@@ -210,7 +247,11 @@ test('an upgrade the upstream refuses is relayed as an ordinary answer and the c
   const log = gw.logs.find((l) => l.msg === 'request')!;
   assert.equal(log.status, 403);
   const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  assert.doesNotMatch(metrics, /rempart_websocket_upgrades_total\{/, 'a refused upgrade is not counted as passed through');
+  assert.doesNotMatch(
+    metrics,
+    /rempart_websocket_upgrades_total\{/,
+    'a refused upgrade is not counted as passed through',
+  );
 });
 
 test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPSTREAM_TIMEOUT after headersTimeoutMs', async (t) => {
@@ -240,7 +281,9 @@ test('an upstream that never answers the upgrade handshake gets 504 RMP_ERR_UPST
 
 test('a WebSocket upgrade on an unrouted path gets 404 and never reaches the upstream', async (t) => {
   const up = await startWsEchoUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'api', path: '/api/*', upstream: 'origin', class: 'public' }],
+  });
   const raw = await rawRequest(
     gw.port,
     `GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
@@ -254,7 +297,25 @@ test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: h
   const dir = tempDir(t, 'rempart-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, { listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
   const agent = new https.Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 1 });
@@ -265,7 +326,13 @@ test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: h
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body, protocol: (req.socket as import('node:tls').TLSSocket).getProtocol() ?? '' }));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode!,
+            body,
+            protocol: (req.socket as import('node:tls').TLSSocket).getProtocol() ?? '',
+          }),
+        );
       });
       req.on('error', reject);
     });
@@ -289,17 +356,51 @@ test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream 
   const dir = tempDir(t, 'rempart-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-days',
+      '1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   const up = await startWsEchoUpstream(t);
-  const gw = await startGateway(t, up.url, { ...WS, listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
-  const key = randomBytes(16).toString('base64');
-  const { status, socket } = await new Promise<{ status: number; socket: import('node:net').Socket }>((resolve, reject) => {
-    const req = https.request({ host: '127.0.0.1', port: gw.port, path: '/wss', rejectUnauthorized: false, headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': key, 'sec-websocket-version': '13' } });
-    req.on('upgrade', (res, sock) => resolve({ status: res.statusCode!, socket: sock as import('node:net').Socket }));
-    req.on('response', (res) => reject(new Error(`expected an upgrade, got ${res.statusCode}`)));
-    req.on('error', reject);
-    req.end();
+  const gw = await startGateway(t, up.url, {
+    ...WS,
+    listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }],
   });
+  const key = randomBytes(16).toString('base64');
+  const { status, socket } = await new Promise<{ status: number; socket: import('node:net').Socket }>(
+    (resolve, reject) => {
+      const req = https.request({
+        host: '127.0.0.1',
+        port: gw.port,
+        path: '/wss',
+        rejectUnauthorized: false,
+        headers: {
+          upgrade: 'websocket',
+          connection: 'Upgrade',
+          'sec-websocket-key': key,
+          'sec-websocket-version': '13',
+        },
+      });
+      req.on('upgrade', (res, sock) => resolve({ status: res.statusCode!, socket: sock as import('node:net').Socket }));
+      req.on('response', (res) => reject(new Error(`expected an upgrade, got ${res.statusCode}`)));
+      req.on('error', reject);
+      req.end();
+    },
+  );
   cleanup(t, () => socket.destroy());
   assert.equal(status, 101);
   const received = collector(socket, Buffer.alloc(0));
@@ -318,7 +419,10 @@ test('stopping the gateway closes open WebSocket tunnels after the grace period 
   assert.equal(statusOf(head), 101);
   const clientClosed = new Promise<void>((r) => socket.once('close', () => r()));
   const started = Date.now();
-  const outcome = await Promise.race([gw.gateway.stop(200).then(() => 'stopped'), new Promise((r) => setTimeout(() => r('hung'), 3000))]);
+  const outcome = await Promise.race([
+    gw.gateway.stop(200).then(() => 'stopped'),
+    new Promise((r) => setTimeout(() => r('hung'), 3000)),
+  ]);
   assert.equal(outcome, 'stopped', 'stop() returned while a tunnel was open');
   assert.ok(Date.now() - started >= 150, 'the tunnel was given the grace period');
   await clientClosed;
@@ -327,7 +431,9 @@ test('stopping the gateway closes open WebSocket tunnels after the grace period 
 
 test('an h2c upgrade attempt the upstream ignores is answered once and the connection closed, never left as a tunnel', async (t) => {
   const up = await startUpstream(t);
-  const gw = await startGateway(t, up.url, { routes: [{ name: 'site', path: '/site/*', upstream: 'origin', class: 'public' }] });
+  const gw = await startGateway(t, up.url, {
+    routes: [{ name: 'site', path: '/site/*', upstream: 'origin', class: 'public' }],
+  });
   const raw = await rawRequest(
     gw.port,
     'GET /site/page HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n' +
@@ -354,7 +460,9 @@ test('an idle WebSocket tunnel is closed on both sides after limits.tunnelIdleTi
   assert.equal(statusOf(head), 101);
   const upstreamSocket = up.handshakes[0]!.socket;
   const clientClosed = new Promise<void>((r) => (socket.destroyed ? r() : socket.once('close', () => r())));
-  const upstreamClosed = new Promise<void>((r) => (upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r())));
+  const upstreamClosed = new Promise<void>((r) =>
+    upstreamSocket.destroyed ? r() : upstreamSocket.once('close', () => r()),
+  );
   await Promise.all([clientClosed, upstreamClosed]);
   const elapsed = Date.now() - started;
   assert.ok(elapsed >= 900, `closed after ${elapsed} ms, not before the timeout`);

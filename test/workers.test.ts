@@ -24,7 +24,11 @@ function childrenOf(pid: number): number[] {
 test('--workers 2 serves from two worker processes on one port, replaces a dead worker, and stops cleanly on SIGTERM', async (t) => {
   const up = await startUpstream(t);
   const port = await freePort();
-  const child = spawn(process.execPath, [BIN, '--upstream', up.url, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--quiet', '--workers', '2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [BIN, '--upstream', up.url, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--quiet', '--workers', '2'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   child.stdout.on('data', (c) => (out += c));
   child.stderr.on('data', (c) => (out += c));

@@ -6,16 +6,29 @@ let tck: number | undefined;
 /** Clock ticks per second (getconf CLK_TCK, normally 100). */
 export function clockTicks(): number {
   if (tck === undefined) {
-    try { tck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100; } catch { tck = 100; }
+    try {
+      tck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      tck = 100;
+    }
   }
   return tck;
 }
 
-interface Stat { pid: number; ppid: number; utime: number; stime: number }
+interface Stat {
+  pid: number;
+  ppid: number;
+  utime: number;
+  stime: number;
+}
 
 function readStat(pid: number): Stat | undefined {
   let text: string;
-  try { text = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return undefined; }
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
   // comm (field 2) may contain spaces and parentheses: split after the last ')'
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // rest[0] is field 3 (state); field N is rest[N - 3]
@@ -48,13 +61,19 @@ export function descendants(root: number): number[] {
   const out: number[] = [];
   const stack = [root];
   while (stack.length) {
-    for (const c of byParent.get(stack.pop()!) ?? []) { out.push(c); stack.push(c); }
+    for (const c of byParent.get(stack.pop()!) ?? []) {
+      out.push(c);
+      stack.push(c);
+    }
   }
   return out;
 }
 
 /** A CPU snapshot of a set of pids (each with its descendants), for before/after deltas. */
-export interface CpuSnapshot { perPid: Map<number, { user: number; sys: number }>; at: number }
+export interface CpuSnapshot {
+  perPid: Map<number, { user: number; sys: number }>;
+  at: number;
+}
 
 export function snapshot(roots: number[]): CpuSnapshot {
   const perPid = new Map<number, { user: number; sys: number }>();
@@ -65,7 +84,10 @@ export function snapshot(roots: number[]): CpuSnapshot {
 }
 
 /** CPU seconds used between two snapshots (pids that appeared later count from 0). */
-export function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): { cpuSeconds: number; userSeconds: number; sysSeconds: number; wallSeconds: number } {
+export function cpuDelta(
+  before: CpuSnapshot,
+  after: CpuSnapshot,
+): { cpuSeconds: number; userSeconds: number; sysSeconds: number; wallSeconds: number } {
   let user = 0;
   let sys = 0;
   for (const [pid, v] of after.perPid) {
@@ -80,7 +102,11 @@ export function cpuDelta(before: CpuSnapshot, after: CpuSnapshot): { cpuSeconds:
 export function cpuTimes(): Map<number, { busy: number; total: number }> {
   const out = new Map<number, { busy: number; total: number }>();
   let text = '';
-  try { text = readFileSync('/proc/stat', 'utf8'); } catch { return out; }
+  try {
+    text = readFileSync('/proc/stat', 'utf8');
+  } catch {
+    return out;
+  }
   for (const line of text.split('\n')) {
     const m = /^cpu(\d+)\s+(.*)$/.exec(line);
     if (!m) continue;
@@ -94,7 +120,10 @@ export function cpuTimes(): Map<number, { busy: number; total: number }> {
 }
 
 /** Busy share (0–1) of each CPU between two cpuTimes() readings. */
-export function cpuBusy(before: Map<number, { busy: number; total: number }>, after: Map<number, { busy: number; total: number }>): Map<number, number> {
+export function cpuBusy(
+  before: Map<number, { busy: number; total: number }>,
+  after: Map<number, { busy: number; total: number }>,
+): Map<number, number> {
   const out = new Map<number, number>();
   for (const [cpu, a] of after) {
     const b = before.get(cpu);

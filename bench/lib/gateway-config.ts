@@ -1,7 +1,12 @@
 // The config the benchmarks run Rempart with: one listener, one upstream, one route sending
 // everything to it, request logs off, no per-address connection cap (a load generator is one
 // address with many connections). `extra` is merged over it (defence and cluster settings).
-export function benchGatewayConfig(port: number, adminPort: number | 'off', originUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function benchGatewayConfig(
+  port: number,
+  adminPort: number | 'off',
+  originUrl: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     version: 1,
     listeners: [{ address: `127.0.0.1:${port}` }],

@@ -65,7 +65,9 @@ function sum<T>(set: Set<T>, f: (t: T) => number): number {
 }
 
 async function main(): Promise<void> {
-  const { config } = await new Promise<{ config: Record<string, unknown> }>((r) => process.once('message', (m) => r(m as { config: Record<string, unknown> })));
+  const { config } = await new Promise<{ config: Record<string, unknown> }>((r) =>
+    process.once('message', (m) => r(m as { config: Record<string, unknown> })),
+  );
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
   const cfg = validateConfig(config, '(memory-bounds)');
   const gateway = await createGateway(cfg, { logger: createLogger(cfg.logging.level, sink) });

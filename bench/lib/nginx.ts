@@ -10,7 +10,8 @@ import { have, startProcess, waitForPort, sleep, type Managed } from './procs.ts
 /** Path of the nginx binary (it lives in /usr/sbin, which may be off PATH). */
 export function nginxBin(): string {
   if (have('nginx')) return 'nginx';
-  for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx']) if (existsSync(p)) return p;
+  for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'])
+    if (existsSync(p)) return p;
   return 'nginx';
 }
 
@@ -24,13 +25,22 @@ export function nginxVersion(): string {
  * Make sure the given commands exist; install the Debian packages providing the missing ones with apt-get
  * (`apt-get install -y`, after `apt-get update` if the first attempt fails). `packages` maps command → package.
  */
-export function ensureDebianTools(packages: Record<string, string>, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): void {
-  const missing = Object.entries(packages).filter(([cmd]) => cmd === 'nginx' ? !existsSync(nginxBin()) && !have('nginx') : !have(cmd));
+export function ensureDebianTools(
+  packages: Record<string, string>,
+  log: (s: string) => void = (s) => process.stderr.write(s + '\n'),
+): void {
+  const missing = Object.entries(packages).filter(([cmd]) =>
+    cmd === 'nginx' ? !existsSync(nginxBin()) && !have('nginx') : !have(cmd),
+  );
   if (missing.length === 0) return;
   const pkgs = [...new Set(missing.map(([, p]) => p))];
   log(`installing missing tools from Debian packages: apt-get install -y ${pkgs.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = () => execFileSync('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs], { stdio: ['ignore', 'inherit', 'inherit'], env });
+  const install = () =>
+    execFileSync('apt-get', ['install', '-y', '--no-install-recommends', ...pkgs], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env,
+    });
   try {
     install();
   } catch {
@@ -90,7 +100,9 @@ export async function startNginx(o: NginxOptions): Promise<NginxProcess> {
   const confPath = path.join(o.dir, 'nginx.conf');
   const workers = o.workers ?? 1;
   await writeFile(confPath, nginxConf(o.dir, o.http, workers));
-  const proc = startProcess(o.name, nginxBin(), ['-p', o.dir, '-e', 'stderr', '-c', confPath, '-g', 'daemon off;'], { cpu: o.cpu });
+  const proc = startProcess(o.name, nginxBin(), ['-p', o.dir, '-e', 'stderr', '-c', confPath, '-g', 'daemon off;'], {
+    cpu: o.cpu,
+  });
   try {
     await waitForPort(o.port, proc);
     const until = Date.now() + 5000;

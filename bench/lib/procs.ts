@@ -59,7 +59,12 @@ export interface StartOptions {
 /** Spawn a managed child in its own process group; it is killed on exit of this process. */
 export function startProcess(name: string, cmd: string, args: string[], opts: StartOptions = {}): Managed {
   const argv = [...pinPrefix(opts.cpu), cmd, ...args];
-  const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true };
+  const spawnOpts: SpawnOptions = {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  };
   const child = spawn(argv[0]!, argv.slice(1), spawnOpts);
   const log: string[] = [];
   const max = opts.maxLog ?? 400;
@@ -74,7 +79,10 @@ export function startProcess(name: string, cmd: string, args: string[], opts: St
   child.stderr?.on('data', keep);
   const exited = new Promise<void>((resolve) => {
     child.once('exit', () => resolve());
-    child.once('error', (e) => { log.push(`${name}: ${e.message}`); resolve(); });
+    child.once('error', (e) => {
+      log.push(`${name}: ${e.message}`);
+      resolve();
+    });
   });
   const m: Managed = {
     name,
@@ -100,7 +108,11 @@ export function startProcess(name: string, cmd: string, args: string[], opts: St
 
 function signalGroup(m: Managed, sig: NodeJS.Signals): void {
   if (m.pid <= 0) return;
-  try { process.kill(-m.pid, sig); } catch { /* gone */ }
+  try {
+    process.kill(-m.pid, sig);
+  } catch {
+    /* gone */
+  }
 }
 
 /** Register a cleanup action (e.g. removing a temp dir); run before exit, after children are stopped. */
@@ -115,7 +127,11 @@ export function stopAll(): Promise<void> {
     await Promise.all([...live].map((m) => m.stop(2000)));
     while (cleanups.length) {
       const fn = cleanups.pop()!;
-      try { await fn(); } catch { /* best effort */ }
+      try {
+        await fn();
+      } catch {
+        /* best effort */
+      }
     }
   })();
   return stopping;
@@ -132,7 +148,9 @@ export function installCleanupHandlers(): void {
   if (installed) return;
   installed = true;
   process.on('exit', () => {
-    for (const m of live) { signalGroup(m, 'SIGKILL'); }
+    for (const m of live) {
+      signalGroup(m, 'SIGKILL');
+    }
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
@@ -167,10 +185,15 @@ export async function waitForPort(port: number, proc: Managed, timeoutMs = 15_00
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (proc.child.exitCode !== null || proc.child.signalCode !== null) {
-      throw new Error(`${proc.name} exited (${proc.child.exitCode ?? proc.child.signalCode}) before listening\n${proc.log.join('\n')}`);
+      throw new Error(
+        `${proc.name} exited (${proc.child.exitCode ?? proc.child.signalCode}) before listening\n${proc.log.join('\n')}`,
+      );
     }
     const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => { s.destroy(); resolve(true); });
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
       s.on('error', () => resolve(false));
     });
     if (ok) return;

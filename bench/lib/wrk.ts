@@ -32,7 +32,17 @@ export interface WrkResult {
   bytes: number;
   errors: { connect: number; read: number; write: number; timeout: number; status: number };
   /** Latency in milliseconds. */
-  latency: { min: number; mean: number; stdev: number; max: number; p50: number; p75: number; p90: number; p99: number; p999: number };
+  latency: {
+    min: number;
+    mean: number;
+    stdev: number;
+    max: number;
+    p50: number;
+    p75: number;
+    p90: number;
+    p99: number;
+    p999: number;
+  };
   /** wrk's own stdout + stderr. */
   raw: string;
 }
@@ -81,19 +91,34 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const threads = o.threads ?? 1;
   const script = path.join(o.dir, `wrk-${process.pid}-${Date.now()}.lua`);
   await writeFile(script, luaScript(o.periodMs ?? 0, Math.ceil(o.connections / threads), o.seed ?? 42));
-  const args = [`-t${threads}`, `-c${o.connections}`, `-d${o.seconds}s`, '--latency', `--timeout`, `${o.timeoutSeconds ?? 2}s`, '-s', script];
+  const args = [
+    `-t${threads}`,
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--latency',
+    `--timeout`,
+    `${o.timeoutSeconds ?? 2}s`,
+    '-s',
+    script,
+  ];
   for (const [name, value] of Object.entries(o.headers ?? {})) args.push('-H', `${name}: ${value}`);
   args.push(o.url);
   const proc = startProcess('wrk', 'wrk', args, { cpu: o.cpu, maxLog: 10_000 });
   const out: Buffer[] = [];
   proc.child.stdout?.on('data', (b: Buffer) => out.push(b));
   proc.child.stderr?.on('data', (b: Buffer) => out.push(b));
-  const killer = setTimeout(() => { void proc.stop(); }, (o.seconds + 30) * 1000);
+  const killer = setTimeout(
+    () => {
+      void proc.stop();
+    },
+    (o.seconds + 30) * 1000,
+  );
   await proc.exited;
   clearTimeout(killer);
   await proc.stop();
   const raw = Buffer.concat(out).toString();
-  if (proc.child.exitCode !== 0) throw new Error(`wrk exited with ${proc.child.exitCode ?? proc.child.signalCode}:\n${raw}`);
+  if (proc.child.exitCode !== 0)
+    throw new Error(`wrk exited with ${proc.child.exitCode ?? proc.child.signalCode}:\n${raw}`);
   const m = /^WRKJSON (\{.*\})$/m.exec(raw);
   if (!m) {
     const t = parseWrkText(raw);
@@ -109,14 +134,40 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
     rps: j.requests / durationSeconds,
     bytes: j.bytes,
     errors: { connect: j.connect, read: j.read, write: j.write, timeout: j.timeout, status: j.status },
-    latency: { min: ms(j.min_us), mean: ms(j.mean_us), stdev: ms(j.stdev_us), max: ms(j.max_us), p50: ms(j.p50_us), p75: ms(j.p75_us), p90: ms(j.p90_us), p99: ms(j.p99_us), p999: ms(j.p999_us) },
+    latency: {
+      min: ms(j.min_us),
+      mean: ms(j.mean_us),
+      stdev: ms(j.stdev_us),
+      max: ms(j.max_us),
+      p50: ms(j.p50_us),
+      p75: ms(j.p75_us),
+      p90: ms(j.p90_us),
+      p99: ms(j.p99_us),
+      p999: ms(j.p999_us),
+    },
     raw,
   };
 }
 
 /** The fields the Lua script above prints after WRKJSON. */
-type WrkJsonField = 'duration_us' | 'requests' | 'bytes' | 'connect' | 'read' | 'write' | 'timeout' | 'status'
-  | 'min_us' | 'mean_us' | 'stdev_us' | 'max_us' | 'p50_us' | 'p75_us' | 'p90_us' | 'p99_us' | 'p999_us';
+type WrkJsonField =
+  | 'duration_us'
+  | 'requests'
+  | 'bytes'
+  | 'connect'
+  | 'read'
+  | 'write'
+  | 'timeout'
+  | 'status'
+  | 'min_us'
+  | 'mean_us'
+  | 'stdev_us'
+  | 'max_us'
+  | 'p50_us'
+  | 'p75_us'
+  | 'p90_us'
+  | 'p99_us'
+  | 'p999_us';
 
 /** wrk's time format ("842.00us", "1.20ms", "2.00s", "1.50m") in milliseconds. */
 export function parseWrkTime(s: string): number {
@@ -157,7 +208,11 @@ export function parseWrkText(raw: string): Omit<WrkResult, 'raw'> | undefined {
       mean: lat ? parseWrkTime(lat[1]!) : NaN,
       stdev: lat ? parseWrkTime(lat[2]!) : NaN,
       max: lat ? parseWrkTime(lat[3]!) : NaN,
-      p50: pct('50'), p75: pct('75'), p90: pct('90'), p99: pct('99'), p999: NaN,
+      p50: pct('50'),
+      p75: pct('75'),
+      p90: pct('90'),
+      p99: pct('99'),
+      p999: NaN,
     },
   };
 }

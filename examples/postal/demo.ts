@@ -48,7 +48,13 @@ export function parseDemoArgs(argv: string[]): { ports: DemoPorts; given: Set<st
       args: argv,
       strict: true,
       allowPositionals: false,
-      options: { listen: { type: 'string' }, admin: { type: 'string' }, 'origin-port': { type: 'string' }, 'sms-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        listen: { type: 'string' },
+        admin: { type: 'string' },
+        'origin-port': { type: 'string' },
+        'sms-port': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
     }));
   } catch (err) {
     throw new UsageError((err as Error).message, DEMO_USAGE);
@@ -56,18 +62,33 @@ export function parseDemoArgs(argv: string[]): { ports: DemoPorts; given: Set<st
   const address = (flag: string, def: string): string => {
     const v = values[flag];
     if (v === undefined) return def;
-    if (typeof v !== 'string' || !/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(v) || splitHostPort(v).port > 65535) throw new UsageError(`--${flag} takes HOST:PORT, e.g. 127.0.0.1:8080 (got ${JSON.stringify(v)})`, DEMO_USAGE);
+    if (
+      typeof v !== 'string' ||
+      !/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(v) ||
+      splitHostPort(v).port > 65535
+    )
+      throw new UsageError(`--${flag} takes HOST:PORT, e.g. 127.0.0.1:8080 (got ${JSON.stringify(v)})`, DEMO_USAGE);
     return v;
   };
   const port = (flag: string, def: number): number => {
     const v = values[flag];
     if (v === undefined) return def;
     const n = Number(v);
-    if (typeof v !== 'string' || !/^\d{1,5}$/.test(v) || n > 65535) throw new UsageError(`--${flag} takes a port number from 0 to 65535 (got ${JSON.stringify(v)})`, DEMO_USAGE);
+    if (typeof v !== 'string' || !/^\d{1,5}$/.test(v) || n > 65535)
+      throw new UsageError(`--${flag} takes a port number from 0 to 65535 (got ${JSON.stringify(v)})`, DEMO_USAGE);
     return n;
   };
   const given = new Set(['listen', 'admin', 'origin-port', 'sms-port'].filter((f) => values[f] !== undefined));
-  return { help: values.help === true, ports: { listen: address('listen', '127.0.0.1:8080'), admin: address('admin', '127.0.0.1:9180'), origin: port('origin-port', 3000), sms: port('sms-port', 3001) }, given };
+  return {
+    help: values.help === true,
+    ports: {
+      listen: address('listen', '127.0.0.1:8080'),
+      admin: address('admin', '127.0.0.1:9180'),
+      origin: port('origin-port', 3000),
+      sms: port('sms-port', 3001),
+    },
+    given,
+  };
 }
 
 interface Moved {
@@ -126,8 +147,16 @@ export async function runDemo(argv: string[]): Promise<void> {
   const bound = gateway.addresses();
   const front = `http://${hostPort(listen.host, bound.listeners[0]!.port)}`;
   const adminUrl = `http://${hostPort(admin.host, bound.admin!.port)}`;
-  const used: Record<string, number> = { 'origin-port': postal.port, 'sms-port': sms.port, listen: bound.listeners[0]!.port, admin: bound.admin!.port };
-  const notes = moved.map((m) => `port ${m.port} (${m.what}) is taken by another program: using ${used[m.flag]} instead (--${m.flag} chooses another)`);
+  const used: Record<string, number> = {
+    'origin-port': postal.port,
+    'sms-port': sms.port,
+    listen: bound.listeners[0]!.port,
+    admin: bound.admin!.port,
+  };
+  const notes = moved.map(
+    (m) =>
+      `port ${m.port} (${m.what}) is taken by another program: using ${used[m.flag]} instead (--${m.flag} chooses another)`,
+  );
   process.stdout.write(
     [
       '',
@@ -154,7 +183,9 @@ export async function runDemo(argv: string[]): Promise<void> {
   process.on('SIGUSR2', () => {
     postalDown = !postalDown;
     postal.setDown(postalDown);
-    process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), demo: postalDown ? 'postal origin down (SIGUSR2)' : 'postal origin back (SIGUSR2)' })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ time: new Date().toISOString(), demo: postalDown ? 'postal origin down (SIGUSR2)' : 'postal origin back (SIGUSR2)' })}\n`,
+    );
   });
   const stop = async () => {
     await gateway.stop(2000);

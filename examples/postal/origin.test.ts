@@ -7,22 +7,40 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from './origin.ts';
 
-interface Res { status: number; headers: http.IncomingHttpHeaders; body: string }
+interface Res {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
 
-function request(base: string, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Res> {
+function request(
+  base: string,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<Res> {
   return new Promise((resolve, reject) => {
-    const req = http.request(new URL(path, base), { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      new URL(path, base),
+      { method: opts.method ?? 'GET', headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }),
+        );
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(opts.body);
   });
 }
 const postJson = (base: string, path: string, value: unknown, headers: Record<string, string> = {}) =>
-  request(base, path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(value) });
+  request(base, path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(value),
+  });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Poll until `check` holds (5 s at most): no assumption on how fast a loaded machine gets there. */
 async function until(what: string, check: () => boolean): Promise<void> {
@@ -42,7 +60,9 @@ async function login(base: string, user: string, password: string): Promise<stri
 
 describe('postal origin routes', () => {
   let origin: RunningOrigin;
-  before(async () => { origin = await startPostalOrigin({ serviceTimeMs: 1 }); });
+  before(async () => {
+    origin = await startPostalOrigin({ serviceTimeMs: 1 });
+  });
   after(() => origin.close());
 
   test('the home page is small cacheable HTML linking to tracking, login and the vault', async () => {
@@ -78,7 +98,8 @@ describe('postal origin routes', () => {
     assert.ok(Array.isArray(parsed.events) && parsed.events.length > 0);
     assert.equal(parsed.status, parsed.events.at(-1).stage);
     const bodies = new Set<string>();
-    for (const id of ['A1', 'B2', 'C3', 'D4', 'E5']) bodies.add(JSON.stringify(JSON.parse((await request(origin.url, `/track/${id}`)).body).events));
+    for (const id of ['A1', 'B2', 'C3', 'D4', 'E5'])
+      bodies.add(JSON.stringify(JSON.parse((await request(origin.url, `/track/${id}`)).body).events));
     assert.ok(bodies.size > 1, 'different ids should not all share one history');
   });
 
@@ -93,12 +114,20 @@ describe('postal origin routes', () => {
   });
 
   test('login accepts the demo accounts and numbered load-test users via JSON or form and sets a session cookie', async () => {
-    const form = await request(origin.url, '/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'user=alice&password=alice-pass' });
+    const form = await request(origin.url, '/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'user=alice&password=alice-pass',
+    });
     assert.equal(form.status, 200);
     assert.deepEqual(JSON.parse(form.body), { ok: true });
     assert.equal(form.headers['cache-control'], 'no-store');
     assert.match(String(form.headers['set-cookie']?.[0]), /^sid=[0-9a-f]{32}; Path=\/; HttpOnly; SameSite=Lax$/);
-    for (const [user, password] of [['bob', 'bob-pass'], ['user0', 'pass0'], ['user99999', 'pass99999']]) {
+    for (const [user, password] of [
+      ['bob', 'bob-pass'],
+      ['user0', 'pass0'],
+      ['user99999', 'pass99999'],
+    ]) {
       assert.equal((await postJson(origin.url, '/login', { user, password })).status, 200, user);
     }
     const a = await login(origin.url, 'user7', 'pass7');
@@ -107,21 +136,55 @@ describe('postal origin routes', () => {
   });
 
   test('login refuses wrong passwords and out-of-range users with 401 and malformed bodies with 4xx', async () => {
-    for (const [user, password] of [['alice', 'bob-pass'], ['user100000', 'pass100000'], ['user5', 'pass6'], ['mallory', 'x']]) {
+    for (const [user, password] of [
+      ['alice', 'bob-pass'],
+      ['user100000', 'pass100000'],
+      ['user5', 'pass6'],
+      ['mallory', 'x'],
+    ]) {
       const res = await postJson(origin.url, '/login', { user, password });
       assert.equal(res.status, 401, user);
       assert.equal(res.headers['set-cookie'], undefined);
     }
-    assert.equal((await request(origin.url, '/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":' })).status, 400);
+    assert.equal(
+      (
+        await request(origin.url, '/login', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{"user":',
+        })
+      ).status,
+      400,
+    );
     assert.equal((await postJson(origin.url, '/login', { user: 'alice' })).status, 400);
-    assert.equal((await request(origin.url, '/login', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'alice' })).status, 415);
+    assert.equal(
+      (
+        await request(origin.url, '/login', {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain' },
+          body: 'alice',
+        })
+      ).status,
+      415,
+    );
   });
 
   test('bodies over 8 KiB are refused with 413, whether announced or streamed', async () => {
     const big = JSON.stringify({ user: 'alice', password: 'x'.repeat(9000) });
     assert.equal((await postJson(origin.url, '/login', { user: 'alice', password: 'x'.repeat(9000) })).status, 413);
     const chunked = await new Promise<number>((resolve, reject) => {
-      const req = http.request(new URL('/login', origin.url), { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0); });
+      const req = http.request(
+        new URL('/login', origin.url),
+        {
+          method: 'POST',
+          agent: false,
+          headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.on('error', reject);
       req.write(big.slice(0, 5000));
       req.end(big.slice(5000));
@@ -133,7 +196,11 @@ describe('postal origin routes', () => {
   test('the vault lists 50 documents and serves each one only to a logged-in session', async () => {
     assert.equal((await request(origin.url, '/vault/documents')).status, 401);
     assert.equal((await request(origin.url, '/vault/documents/1')).status, 401);
-    assert.equal((await request(origin.url, '/vault/documents', { headers: { cookie: 'sid=0123456789abcdef0123456789abcdef' } })).status, 401);
+    assert.equal(
+      (await request(origin.url, '/vault/documents', { headers: { cookie: 'sid=0123456789abcdef0123456789abcdef' } }))
+        .status,
+      401,
+    );
     const cookie = await login(origin.url, 'alice', 'alice-pass');
     const list = await request(origin.url, '/vault/documents', { headers: { cookie: `theme=dark; ${cookie}` } });
     assert.equal(list.status, 200);
@@ -146,7 +213,11 @@ describe('postal origin routes', () => {
     assert.equal(doc.headers['cache-control'], 'private, no-store');
     assert.equal(Buffer.byteLength(doc.body), third.bytes);
     assert.ok(third.bytes >= 1024 && third.bytes <= 8192);
-    assert.equal((await request(origin.url, `/vault/documents/${third.id}`, { headers: { cookie } })).body, doc.body, 'deterministic');
+    assert.equal(
+      (await request(origin.url, `/vault/documents/${third.id}`, { headers: { cookie } })).body,
+      doc.body,
+      'deterministic',
+    );
     assert.equal((await request(origin.url, '/vault/documents/51', { headers: { cookie } })).status, 404);
     assert.equal((await request(origin.url, '/vault/documents/abc', { headers: { cookie } })).status, 404);
   });
@@ -157,7 +228,17 @@ describe('postal origin routes', () => {
     assert.equal(ok.headers['cache-control'], 'no-store');
     assert.deepEqual(JSON.parse(ok.body), { approved: true, paymentId: 'PAY-2025-12-24-001', channel: 'app' });
     for (const body of ['', '{', '{}', '{"paymentId":""}', '{"paymentId":{"x":1}}', 'null', '[1]']) {
-      assert.equal((await request(origin.url, '/payments/approve', { method: 'POST', headers: { 'content-type': 'application/json' }, body })).status, 400, body);
+      assert.equal(
+        (
+          await request(origin.url, '/payments/approve', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+          })
+        ).status,
+        400,
+        body,
+      );
     }
   });
 
@@ -181,8 +262,11 @@ describe('postal origin capacity model', () => {
     const origin = await startPostalOrigin({ workers: 2, serviceTimeMs: 1000, queueLength: 2 });
     try {
       const started = performance.now();
-      const results = await Promise.all(Array.from({ length: 10 }, (_, i) =>
-        request(origin.url, `/track/P${i}`).then((res) => ({ ...res, ms: performance.now() - started }))));
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          request(origin.url, `/track/P${i}`).then((res) => ({ ...res, ms: performance.now() - started })),
+        ),
+      );
       const ok = results.filter((r) => r.status === 200);
       const rejected = results.filter((r) => r.status === 503);
       assert.equal(ok.length, 4);
@@ -199,14 +283,19 @@ describe('postal origin capacity model', () => {
       assert.equal(s.inFlight, 0);
       assert.equal(s.queued, 0);
       assert.ok(s.busyMs >= 4 * 995 && s.busyMs < 4 * 1000 + 1000, `busyMs ${s.busyMs}`);
-    } finally { await origin.close(); }
+    } finally {
+      await origin.close();
+    }
   });
 
   test('health, stats and static assets stay fast while every service slot and queue place is taken', async () => {
     const origin = await startPostalOrigin({ workers: 1, serviceTimeMs: 2000, queueLength: 1 });
     try {
       const slow = [request(origin.url, '/'), request(origin.url, '/')];
-      await until('one request in service and one queued', () => origin.stats().inFlight === 1 && origin.stats().queued === 1);
+      await until(
+        'one request in service and one queued',
+        () => origin.stats().inFlight === 1 && origin.stats().queued === 1,
+      );
       assert.equal((await request(origin.url, '/')).status, 503);
       const t0 = performance.now();
       assert.equal((await request(origin.url, '/healthz')).status, 200);
@@ -216,8 +305,13 @@ describe('postal origin capacity model', () => {
       assert.equal(stats.inFlight, 1);
       assert.equal(stats.queued, 1);
       assert.equal(stats.rejected, 1);
-      assert.deepEqual((await Promise.all(slow)).map((r) => r.status), [200, 200]);
-    } finally { await origin.close(); }
+      assert.deepEqual(
+        (await Promise.all(slow)).map((r) => r.status),
+        [200, 200],
+      );
+    } finally {
+      await origin.close();
+    }
   });
 
   test('a client that gives up while queued frees its queue place instead of later burning a slot', async () => {
@@ -238,8 +332,14 @@ describe('postal origin capacity model', () => {
       await until('the slot is free', () => origin.stats().inFlight === 0);
       await sleep(200);
       assert.equal(origin.stats().served, 1);
-      assert.equal(origin.stats().busyMs < 1000 + 500, true, `the abandoned request never took a slot (busy ${origin.stats().busyMs} ms)`);
-    } finally { await origin.close(); }
+      assert.equal(
+        origin.stats().busyMs < 1000 + 500,
+        true,
+        `the abandoned request never took a slot (busy ${origin.stats().busyMs} ms)`,
+      );
+    } finally {
+      await origin.close();
+    }
   });
 });
 
@@ -253,7 +353,9 @@ describe('postal origin operations', () => {
       await assert.rejects(request(origin.url, '/track/X1'));
       origin.setDown(false);
       assert.equal((await request(origin.url, '/healthz')).status, 200);
-    } finally { await origin.close(); }
+    } finally {
+      await origin.close();
+    }
   });
 
   test('stats count served requests per route, exclude their own reads and can be reset', async () => {
@@ -274,7 +376,9 @@ describe('postal origin operations', () => {
       origin.resetStats();
       const r = origin.stats();
       assert.deepEqual([r.served, r.rejected, r.busyMs, r.maxInFlight, r.byRoute], [0, 0, 0, 0, {}]);
-    } finally { await origin.close(); }
+    } finally {
+      await origin.close();
+    }
   });
 
   test('malformed request lines and aborted uploads do not crash the origin', async () => {
@@ -283,30 +387,47 @@ describe('postal origin operations', () => {
       const net = await import('node:net');
       await new Promise<void>((resolve) => {
         const s = net.connect(origin.port, '127.0.0.1', () => s.end('GARBAGE \x00\x01 nonsense\r\n\r\n'));
-        s.on('error', () => resolve()); s.on('close', () => resolve()); s.resume();
+        s.on('error', () => resolve());
+        s.on('close', () => resolve());
+        s.resume();
       });
       await new Promise<void>((resolve) => {
         const s = net.connect(origin.port, '127.0.0.1', () => {
-          s.write('POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"user":');
-          setTimeout(() => { s.destroy(); resolve(); }, 30);
+          s.write(
+            'POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"user":',
+          );
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, 30);
         });
         s.on('error', () => {});
       });
       // A path-shaped target that WHATWG URL cannot parse (it reads as a bad host) must still get an answer.
       const raw = await new Promise<string>((resolve) => {
         let out = '';
-        const s = net.connect(origin.port, '127.0.0.1', () => s.write('GET //%zz/../track/OK1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
-        s.on('data', (c: Buffer) => { out += c; }); s.on('close', () => resolve(out)); s.on('error', () => resolve(out));
+        const s = net.connect(origin.port, '127.0.0.1', () =>
+          s.write('GET //%zz/../track/OK1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+        );
+        s.on('data', (c: Buffer) => {
+          out += c;
+        });
+        s.on('close', () => resolve(out));
+        s.on('error', () => resolve(out));
       });
       assert.match(raw, /^HTTP\/1\.1 404 /);
       assert.equal((await request(origin.url, '/healthz')).status, 200);
-    } finally { await origin.close(); }
+    } finally {
+      await origin.close();
+    }
   });
 });
 
 describe('SMS approvals service', () => {
   let sms: RunningOrigin;
-  before(async () => { sms = await startSmsApprovals({ serviceTimeMs: 1 }); });
+  before(async () => {
+    sms = await startSmsApprovals({ serviceTimeMs: 1 });
+  });
   after(() => sms.close());
 
   test('approves payments on the sms channel with a deterministic six-digit code', async () => {
@@ -318,7 +439,10 @@ describe('SMS approvals service', () => {
     assert.equal(body.paymentId, 'PAY-1');
     assert.equal(body.channel, 'sms');
     assert.match(body.code, /^\d{6}$/);
-    assert.equal(JSON.parse((await postJson(sms.url, '/payments/approve', { paymentId: 'PAY-1' })).body).code, body.code);
+    assert.equal(
+      JSON.parse((await postJson(sms.url, '/payments/approve', { paymentId: 'PAY-1' })).body).code,
+      body.code,
+    );
     assert.equal((await postJson(sms.url, '/payments/approve', {})).status, 400);
   });
 
@@ -336,10 +460,18 @@ describe('origin CLI', () => {
   const run = (args: string[]) => spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
 
   test('nonsense flags print a clear error and exit with status 2', async () => {
-    for (const args of [['--workers', '0'], ['--port', '70000'], ['--service-ms', '-5'], ['--queue', 'lots'], ['--frobnicate']]) {
+    for (const args of [
+      ['--workers', '0'],
+      ['--port', '70000'],
+      ['--service-ms', '-5'],
+      ['--queue', 'lots'],
+      ['--frobnicate'],
+    ]) {
       const child = run(args);
       let stderr = '';
-      child.stderr.on('data', (c: Buffer) => { stderr += c; });
+      child.stderr.on('data', (c: Buffer) => {
+        stderr += c;
+      });
       const code = await new Promise((r) => child.on('exit', r));
       assert.equal(code, 2, args.join(' '));
       assert.match(stderr, /^origin: /, args.join(' '));

@@ -60,10 +60,21 @@ export async function openStore(cfg: ClusterConfig, env: NodeJS.ProcessEnv, cloc
   if (cfg.store === 'memory') return new MemoryStore({ clock });
   const r = cfg.redis;
   let url = env.REMPART_REDIS_URL;
-  if (url === undefined || url === '') url = r.urlFile !== undefined ? (await readFile(r.urlFile, 'utf8')).trim() : r.url;
-  if (url === undefined || url === '') throw new Error('cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url');
-  if (!/^rediss?:\/\//.test(url)) throw new Error(`cluster: the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`);
-  const store = new RedisStore({ url, keyPrefix: r.keyPrefix, commandTimeoutMs: r.commandTimeoutMs, connectTimeoutMs: r.connectTimeoutMs, reconnectMaxMs: r.reconnectMaxMs });
+  if (url === undefined || url === '')
+    url = r.urlFile !== undefined ? (await readFile(r.urlFile, 'utf8')).trim() : r.url;
+  if (url === undefined || url === '')
+    throw new Error(
+      'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url',
+    );
+  if (!/^rediss?:\/\//.test(url))
+    throw new Error(`cluster: the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`);
+  const store = new RedisStore({
+    url,
+    keyPrefix: r.keyPrefix,
+    commandTimeoutMs: r.commandTimeoutMs,
+    connectTimeoutMs: r.connectTimeoutMs,
+    reconnectMaxMs: r.reconnectMaxMs,
+  });
   await store.connect();
   return store;
 }
@@ -108,7 +119,11 @@ export class Cluster {
     this.#o = o;
     const cfg = () => o.getRuntime().config.cluster;
     this.nodeName = nodeNameOf(cfg());
-    this.leases = new LeaseBroker(store, () => cfg(), () => o.clock.now());
+    this.leases = new LeaseBroker(
+      store,
+      () => cfg(),
+      () => o.clock.now(),
+    );
     o.bans.onChange = (c) => this.#shareBan(c);
     o.level.onOverrideChange = (ov) => this.#shareOverride(ov);
     store.onHealth((healthy) => this.#onHealth(healthy));
@@ -125,7 +140,11 @@ export class Cluster {
   async start(): Promise<void> {
     this.store.onSubscribeTrouble?.((failing, reason) => {
       const { log } = this.#o;
-      if (failing) log.error({ store: this.store.kind, reason }, 'cluster store refuses the subscription: bans and overrides from other nodes arrive by resync only (every resyncMs) until it works again');
+      if (failing)
+        log.error(
+          { store: this.store.kind, reason },
+          'cluster store refuses the subscription: bans and overrides from other nodes arrive by resync only (every resyncMs) until it works again',
+        );
       else log.warn({ store: this.store.kind }, 'cluster store subscription works again');
     });
     await this.store.subscribe(EVENTS, (m) => this.#onMessage(m));
@@ -156,11 +175,18 @@ export class Cluster {
       if (this.#downSinceWall !== 0) return;
       this.#downSinceWall = clock.wallMs();
       metrics.cluster.storeFailures.inc();
-      log.error({ store: this.store.kind, failMode: this.#cfg.failMode }, 'cluster store unreachable: bans, rate limits and the attack level are decided locally until it returns');
+      log.error(
+        { store: this.store.kind, failMode: this.#cfg.failMode },
+        'cluster store unreachable: bans, rate limits and the attack level are decided locally until it returns',
+      );
       this.#union = true;
       return;
     }
-    if (this.#downSinceWall !== 0) log.warn({ store: this.store.kind, downMs: clock.wallMs() - this.#downSinceWall }, 'cluster store reachable again: reconciling');
+    if (this.#downSinceWall !== 0)
+      log.warn(
+        { store: this.store.kind, downMs: clock.wallMs() - this.#downSinceWall },
+        'cluster store reachable again: reconciling',
+      );
     this.#downSinceWall = 0;
     this.#union = true;
     if (!this.#stopped) void this.resync();
@@ -174,7 +200,13 @@ export class Cluster {
     const cfg = this.#o.getRuntime().config.defense.bans;
     const write =
       c.op === 'ban'
-        ? this.store.tablePut(BANS, c.target, JSON.stringify({ reason: c.reason, rule: c.ruleId, by: c.by, o: this.nodeName }), c.ttlMs, cfg.maxEntries)
+        ? this.store.tablePut(
+            BANS,
+            c.target,
+            JSON.stringify({ reason: c.reason, rule: c.ruleId, by: c.by, o: this.nodeName }),
+            c.ttlMs,
+            cfg.maxEntries,
+          )
         : this.store.tableDelete(BANS, c.target);
     write
       .then((v) => {
@@ -192,8 +224,15 @@ export class Cluster {
       this.#overrideDirty = true;
       return;
     }
-    const write = ov === null ? this.store.tableDelete(OVERRIDE, 'api') : this.store.tablePut(OVERRIDE, 'api', JSON.stringify(ov), 30 * 86400000, 1);
-    write.then((v) => this.store.publish(EVENTS, JSON.stringify({ o: this.nodeName, k: 'override', v, ov } satisfies Message))).catch(() => (this.#overrideDirty = true));
+    const write =
+      ov === null
+        ? this.store.tableDelete(OVERRIDE, 'api')
+        : this.store.tablePut(OVERRIDE, 'api', JSON.stringify(ov), 30 * 86400000, 1);
+    write
+      .then((v) =>
+        this.store.publish(EVENTS, JSON.stringify({ o: this.nodeName, k: 'override', v, ov } satisfies Message)),
+      )
+      .catch(() => (this.#overrideDirty = true));
   }
 
   #onMessage(raw: string): void {
@@ -254,7 +293,13 @@ export class Cluster {
         if (shared.has(target)) continue;
         if (union) {
           // Ours, made while the store was away (or a store restarted empty): share it.
-          const v = await this.store.tablePut(BANS, target, JSON.stringify({ reason: e.reason, rule: e.ruleId, by: e.by, o: this.nodeName }), e.untilMs - now, cfg.maxEntries);
+          const v = await this.store.tablePut(
+            BANS,
+            target,
+            JSON.stringify({ reason: e.reason, rule: e.ruleId, by: e.by, o: this.nodeName }),
+            e.untilMs - now,
+            cfg.maxEntries,
+          );
           this.#bansKnown = v;
         } else if (e.sinceWallMs < startedWall - RESYNC_GRACE_MS) {
           // Lifted elsewhere and the message missed us.
@@ -316,7 +361,8 @@ export class Cluster {
       }
     }
     // Without news for three heartbeats, the others' levels no longer count.
-    if (now - this.#peerLevelAt > cfg.levelHeartbeatMs * 3 && level.peerLevel !== AttackLevel.calm) level.applyCluster(AttackLevel.calm, undefined);
+    if (now - this.#peerLevelAt > cfg.levelHeartbeatMs * 3 && level.peerLevel !== AttackLevel.calm)
+      level.applyCluster(AttackLevel.calm, undefined);
   }
 }
 
@@ -341,11 +387,23 @@ function isBanChange(c: unknown): c is BanChange {
   const x = c as Record<string, unknown>;
   if (typeof x.target !== 'string' || typeof x.by !== 'string') return false;
   if (x.op === 'unban') return true;
-  return x.op === 'ban' && typeof x.ttlMs === 'number' && x.ttlMs > 0 && typeof x.reason === 'string' && typeof x.ruleId === 'string';
+  return (
+    x.op === 'ban' &&
+    typeof x.ttlMs === 'number' &&
+    x.ttlMs > 0 &&
+    typeof x.reason === 'string' &&
+    typeof x.ruleId === 'string'
+  );
 }
 
 function isOverride(o: unknown): o is LevelOverride {
   if (typeof o !== 'object' || o === null) return false;
   const x = o as Record<string, unknown>;
-  return (ATTACK_LEVEL_NAMES as readonly unknown[]).includes(x.level) && x.source === 'api' && typeof x.reason === 'string' && typeof x.by === 'string' && typeof x.sinceWallMs === 'number';
+  return (
+    (ATTACK_LEVEL_NAMES as readonly unknown[]).includes(x.level) &&
+    x.source === 'api' &&
+    typeof x.reason === 'string' &&
+    typeof x.by === 'string' &&
+    typeof x.sinceWallMs === 'number'
+  );
 }

@@ -1,7 +1,7 @@
 // The gateway: the composition root. It compiles the configuration into a Runtime snapshot (reload
 // swaps it whole), makes the services and the phases (compose.ts), hands them to the HTTP/1.1 request
 // entry (src/server/entry.ts) that the accept layer feeds, and starts, stops and reloads the whole.
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type http from 'node:http';
 import type { Pool } from 'undici';

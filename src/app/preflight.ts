@@ -36,11 +36,13 @@ export async function preflight(config: Config, env: NodeJS.ProcessEnv = process
   checks.push(attempt('waitingRoom.keyFile', () => loadKey(env, config.waitingRoom.keyFile)));
   checks.push(attempt('defense.challenge.keyFile', () => loadChallengeKeys(env, config.defense.challenge.keyFile)));
   const jwt = config.defense.familiarity.jwt;
-  if (jwt !== undefined) checks.push(attempt('defense.familiarity.jwt.keyFile', () => JwtVerifier.load(jwt as JwtSettings)));
+  if (jwt !== undefined)
+    checks.push(attempt('defense.familiarity.jwt.keyFile', () => JwtVerifier.load(jwt as JwtSettings)));
   checks.push(attempt('admin.tokensFile', () => loadTokens(env, config.admin.tokensFile)));
   checks.push(attempt('alerts.webhook', () => loadWebhookTarget(env, config.alerts.webhook)));
   const auditFile = config.audit.file;
-  if (auditFile !== undefined && auditFile !== ':memory:') checks.push(attempt('audit.file', () => writableDirectory(path.dirname(path.resolve(auditFile)))));
+  if (auditFile !== undefined && auditFile !== ':memory:')
+    checks.push(attempt('audit.file', () => writableDirectory(path.dirname(path.resolve(auditFile)))));
   await Promise.all(checks);
 
   const addresses = config.listeners.map((l, i) => ({ where: `listeners[${i}].address`, address: l.address }));

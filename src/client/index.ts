@@ -41,12 +41,17 @@ export function parseChallengeToken(token: string): ChallengeInfo | null {
  * The challenge in a response, from its `Rempart-Challenge` header or a JSON body's `challenge`
  * field; null when the response is not a challenge.
  */
-export function challengeFrom(status: number, headers: Headers | Record<string, string | string[] | undefined>, json?: unknown): ChallengeInfo | null {
+export function challengeFrom(
+  status: number,
+  headers: Headers | Record<string, string | string[] | undefined>,
+  json?: unknown,
+): ChallengeInfo | null {
   if (!CHALLENGE_STATUSES.has(status)) return null;
   const h = headers instanceof Headers ? headers.get(CHALLENGE_HEADER) : headers[CHALLENGE_HEADER];
   const fromHeader = typeof h === 'string' ? parseChallengeToken(h.trim()) : null;
   if (fromHeader !== null) return fromHeader;
-  const c = typeof json === 'object' && json !== null ? (json as { challenge?: { token?: unknown } }).challenge : undefined;
+  const c =
+    typeof json === 'object' && json !== null ? (json as { challenge?: { token?: unknown } }).challenge : undefined;
   return typeof c?.token === 'string' ? parseChallengeToken(c.token) : null;
 }
 
@@ -77,7 +82,10 @@ async function confirmed(solution: string, bits: number): Promise<boolean> {
 /** The page's address in a browser, so relative URLs work there as they do in fetch. */
 const pageUrl = (globalThis as { location?: { href?: string } }).location?.href;
 
-const yieldToLoop: () => Promise<void> = typeof setImmediate === 'function' ? () => new Promise((r) => setImmediate(r)) : () => new Promise((r) => setTimeout(r, 0));
+const yieldToLoop: () => Promise<void> =
+  typeof setImmediate === 'function'
+    ? () => new Promise((r) => setImmediate(r))
+    : () => new Promise((r) => setTimeout(r, 0));
 
 export interface SolveOptions {
   /** Stop (rejecting with the signal's reason) when aborted. */
@@ -96,7 +104,8 @@ export interface SolveOptions {
 export async function solve(challenge: ChallengeInfo | string, options: SolveOptions = {}): Promise<string> {
   const info = typeof challenge === 'string' ? parseChallengeToken(challenge) : challenge;
   if (info === null) throw new TypeError('not a Rempart challenge token');
-  if (info.bits > MAX_BITS) throw new RangeError(`challenge asks ${info.bits} bits, more than this client does (${MAX_BITS})`);
+  if (info.bits > MAX_BITS)
+    throw new RangeError(`challenge asks ${info.bits} bits, more than this client does (${MAX_BITS})`);
   const prefix = `${info.token}.`;
   for (let start = 0; ; start += HASHES_PER_SLICE) {
     const nonce = solveRange(prefix, info.bits, start, HASHES_PER_SLICE);

@@ -46,6 +46,10 @@ function solve(prefix,bits,start,count){
   return -1;
 }`;
 
-
 /** `solve(prefix, bits, start, count)`, compiled from SOLVER_JS. */
-export const solveRange = new Function(`${SOLVER_JS};return solve;`)() as (prefix: string, bits: number, start: number, count: number) => number;
+export const solveRange = new Function(`${SOLVER_JS};return solve;`)() as (
+  prefix: string,
+  bits: number,
+  start: number,
+  count: number,
+) => number;

@@ -21,7 +21,10 @@ export class ConfigError extends Error {
   readonly code = 'RMP_ERR_CONFIG_INVALID';
   readonly problems: ConfigProblem[];
   constructor(problems: ConfigProblem[]) {
-    super(`invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` + problems.map(formatProblem).join('\n'));
+    super(
+      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
+        problems.map(formatProblem).join('\n'),
+    );
     this.name = 'ConfigError';
     this.problems = problems;
   }
@@ -47,7 +50,14 @@ export function isCidr(value: string): boolean {
 function isHttpUrl(value: string): boolean {
   try {
     const u = new URL(value);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.username === '' && u.password === '' && (u.pathname === '/' || u.pathname === '') && u.search === '';
+    return (
+      (u.protocol === 'http:' || u.protocol === 'https:') &&
+      u.hostname !== '' &&
+      u.username === '' &&
+      u.password === '' &&
+      (u.pathname === '/' || u.pathname === '') &&
+      u.search === ''
+    );
   } catch {
     return false;
   }
@@ -57,7 +67,11 @@ FormatRegistry.Set('cidr', isCidr);
 FormatRegistry.Set('http-url', isHttpUrl);
 
 /** Validate an already-parsed object (from YAML, or built from CLI flags). */
-export function validateConfig(input: unknown, file = '<config>', locate: (path: (string | number)[]) => number = () => 0): Config {
+export function validateConfig(
+  input: unknown,
+  file = '<config>',
+  locate: (path: (string | number)[]) => number = () => 0,
+): Config {
   const problems: ConfigProblem[] = [];
   const converted = structuredClone(input ?? {});
   // Human units first (`30s`, `64KiB`), so the schema sees the numbers it describes.
@@ -68,21 +82,36 @@ export function validateConfig(input: unknown, file = '<config>', locate: (path:
   });
   const withDefaults = Value.Default(ConfigSchema, converted);
   for (const e of Value.Errors(ConfigSchema, withDefaults)) {
-    const segments = e.path.split('/').slice(1).map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s.replaceAll('~1', '/').replaceAll('~0', '~')));
+    const segments = e.path
+      .split('/')
+      .slice(1)
+      .map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s.replaceAll('~1', '/').replaceAll('~0', '~')));
     // A value already reported as not a duration or size is not also "expected integer".
     if (unitProblems.has(dotted(segments))) continue;
     // An unknown key is best pointed at where it is written; other problems at the value.
-    problems.push({ file, line: locate(segments), path: dotted(segments), message: describe(e.type, e.message, e.schema, e.value, segments) });
+    problems.push({
+      file,
+      line: locate(segments),
+      path: dotted(segments),
+      message: describe(e.type, e.message, e.schema, e.value, segments),
+    });
   }
   // Cross-checks run even when the schema found problems, so one pass lists everything; they
   // look only at the parts whose shape they need and skip the rest.
   crossCheck(withDefaults as Config, file, locate, problems);
   // In file order (problems without a line last), whichever check found them.
-  if (problems.length > 0) throw new ConfigError(dedupe(problems).sort((a, b) => (a.line || Infinity) - (b.line || Infinity)));
+  if (problems.length > 0)
+    throw new ConfigError(dedupe(problems).sort((a, b) => (a.line || Infinity) - (b.line || Infinity)));
   return deepFreeze(withDefaults as Config);
 }
 
-type SchemaNode = { type?: string; properties?: Record<string, SchemaNode>; items?: SchemaNode; anyOf?: SchemaNode[]; errorHint?: string };
+type SchemaNode = {
+  type?: string;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+  anyOf?: SchemaNode[];
+  errorHint?: string;
+};
 
 /** The schema of `key` inside an object schema (or any object member of a union). */
 function childSchema(schema: SchemaNode | undefined, key: string | number): SchemaNode | undefined {
@@ -102,20 +131,36 @@ function numericType(schema: SchemaNode): 'integer' | 'number' | undefined {
  * others, `true`/`false` where a boolean is expected (as `${VAR}` interpolation gives). Anything else is left for the schema to refuse.
  * An object under a unit key (admission.queue.timeoutMs.critical) passes the unit to its keys.
  */
-function convertUnits(value: unknown, schema: SchemaNode | undefined, at: (string | number)[], unit: Unit | undefined, fail: (at: (string | number)[], message: string) => void): void {
+function convertUnits(
+  value: unknown,
+  schema: SchemaNode | undefined,
+  at: (string | number)[],
+  unit: Unit | undefined,
+  fail: (at: (string | number)[], message: string) => void,
+): void {
   if (value === null || typeof value !== 'object' || !schema) return;
-  const entries: [string | number, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  const entries: [string | number, unknown][] = Array.isArray(value)
+    ? value.map((v, i) => [i, v])
+    : Object.entries(value);
   for (const [key, v] of entries) {
     const child = childSchema(schema, key);
     if (!child) continue;
     const childUnit = (typeof key === 'string' ? unitOfKey(key) : undefined) ?? unit;
     const num = numericType(child);
-    if (typeof v === 'string' && (child.type === 'boolean' || child.anyOf?.some((a) => a.type === 'boolean')) && (v === 'true' || v === 'false')) {
+    if (
+      typeof v === 'string' &&
+      (child.type === 'boolean' || child.anyOf?.some((a) => a.type === 'boolean')) &&
+      (v === 'true' || v === 'false')
+    ) {
       // `enabled: ${FEATURE}` gives the string "true": take it as the boolean it says.
       (value as Record<string | number, unknown>)[key] = v === 'true';
     } else if (typeof v === 'string' && num !== undefined) {
       const path = [...at, key];
-      const out = childUnit ? convertUnit(childUnit, v, num === 'integer') : /^\s*-?[0-9]+(\.[0-9]+)?\s*$/.test(v) ? Number(v) : v;
+      const out = childUnit
+        ? convertUnit(childUnit, v, num === 'integer')
+        : /^\s*-?[0-9]+(\.[0-9]+)?\s*$/.test(v)
+          ? Number(v)
+          : v;
       if (typeof out === 'number') (value as Record<string | number, unknown>)[key] = out;
       else if (childUnit) fail(path, out);
     } else convertUnits(v, child, [...at, key], childUnit, fail);
@@ -136,14 +181,20 @@ export function parseConfig(text: string, file = '<config>', options: ParseOptio
   if (doc.errors.length > 0) {
     throw new ConfigError(
       // linePos is only filled in with prettyErrors; the line counter knows the line either way.
-      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line, path: '', message: `YAML: ${e.message.split('\n')[0]}` })),
+      doc.errors.map((e) => ({
+        file,
+        line: e.linePos?.[0]?.line ?? lineCounter.linePos(e.pos[0]).line,
+        path: '',
+        message: `YAML: ${e.message.split('\n')[0]}`,
+      })),
     );
   }
   const locate = (path: (string | number)[]): number => {
     // Walk to the deepest node that exists and report its line.
     for (let n = path.length; n >= 0; n--) {
       const node = doc.getIn(path.slice(0, n), true) as YamlNode | undefined;
-      const pair = n > 0 ? findKeyNode(doc.getIn(path.slice(0, n - 1), true) as YamlNode | undefined, path[n - 1]!) : undefined;
+      const pair =
+        n > 0 ? findKeyNode(doc.getIn(path.slice(0, n - 1), true) as YamlNode | undefined, path[n - 1]!) : undefined;
       const range = pair?.range ?? (node && typeof node === 'object' && 'range' in node ? node.range : undefined);
       if (range) return lineCounter.linePos(range[0]).line;
     }
@@ -153,9 +204,12 @@ export function parseConfig(text: string, file = '<config>', options: ParseOptio
   // On the parsed values, not the text: a variable's value is a string and can never become YAML
   // structure (a newline, a `key:` or a `[` in it stays characters).
   const problems: ConfigProblem[] = [];
-  interpolate(raw, [], options.env ?? process.env, (at, message) => problems.push({ file, line: locate(at), path: dotted(at), message }));
+  interpolate(raw, [], options.env ?? process.env, (at, message) =>
+    problems.push({ file, line: locate(at), path: dotted(at), message }),
+  );
   if (problems.length > 0) throw new ConfigError(problems);
-  if (options.override && raw !== null && typeof raw === 'object' && !Array.isArray(raw)) options.override(raw as Record<string, unknown>);
+  if (options.override && raw !== null && typeof raw === 'object' && !Array.isArray(raw))
+    options.override(raw as Record<string, unknown>);
   return validateConfig(raw, file, locate);
 }
 
@@ -177,14 +231,22 @@ const VARIABLE = /\$\$\{|\$\{([^}]*)\}|\$\{/g;
  * value; `$${` is a literal `${`. An unset (or, with `:-`, empty) variable takes the default; unset
  * without one is an error naming the key and the variable. Keys are not interpolated.
  */
-export function interpolate(value: unknown, at: (string | number)[], env: Record<string, string | undefined>, fail: (at: (string | number)[], message: string) => void): unknown {
+export function interpolate(
+  value: unknown,
+  at: (string | number)[],
+  env: Record<string, string | undefined>,
+  fail: (at: (string | number)[], message: string) => void,
+): unknown {
   if (typeof value === 'string') {
     if (!value.includes('${')) return value;
     return value.replace(VARIABLE, (match: string, body: string | undefined) => {
       if (match === '$${') return '${';
       const m = body === undefined ? null : /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s.exec(body);
       if (!m) {
-        fail(at, `${JSON.stringify(match)} is not a variable: write \${NAME} or \${NAME:-default} (NAME of letters, digits and _), or $\${ for a literal \${`);
+        fail(
+          at,
+          `${JSON.stringify(match)} is not a variable: write \${NAME} or \${NAME:-default} (NAME of letters, digits and _), or $\${ for a literal \${`,
+        );
         return match;
       }
       const v = env[m[1]!];
@@ -223,7 +285,14 @@ function dotted(segments: (string | number)[]): string {
 function describe(
   type: ValueErrorType,
   message: string,
-  schema: { anyOf?: { const?: unknown; errorHint?: string }[]; description?: string; format?: string; pattern?: string; errorHint?: string; properties?: Record<string, unknown> },
+  schema: {
+    anyOf?: { const?: unknown; errorHint?: string }[];
+    description?: string;
+    format?: string;
+    pattern?: string;
+    errorHint?: string;
+    properties?: Record<string, unknown>;
+  },
   value: unknown,
   segments: (string | number)[],
 ): string {
@@ -237,12 +306,16 @@ function describe(
   }
   // A union that carries a readable form (HostPort | 'off'): say that, not "expected union value".
   const hint = schema.errorHint ?? schema.anyOf?.find((s) => s.errorHint)?.errorHint;
-  if (hint && (type === ValueErrorType.StringPattern || type === ValueErrorType.Union)) return `expected ${hint}; got ${JSON.stringify(value)}`;
-  if (type === ValueErrorType.StringFormat && schema.format === 'cidr') return `not an IP address or CIDR block: ${JSON.stringify(value)}`;
-  if (type === ValueErrorType.StringFormat && schema.format === 'http-url') return `not an http(s)://host:port URL without path or credentials: ${JSON.stringify(value)}`;
+  if (hint && (type === ValueErrorType.StringPattern || type === ValueErrorType.Union))
+    return `expected ${hint}; got ${JSON.stringify(value)}`;
+  if (type === ValueErrorType.StringFormat && schema.format === 'cidr')
+    return `not an IP address or CIDR block: ${JSON.stringify(value)}`;
+  if (type === ValueErrorType.StringFormat && schema.format === 'http-url')
+    return `not an http(s)://host:port URL without path or credentials: ${JSON.stringify(value)}`;
   // Only the first letter is lowered: a pattern quoted in the message must stay as written.
   const text = message.charAt(0).toLowerCase() + message.slice(1);
-  if (type === ValueErrorType.StringPattern && schema.description) return `${text} — ${schema.description}; got ${JSON.stringify(value)}`;
+  if (type === ValueErrorType.StringPattern && schema.description)
+    return `${text} — ${schema.description}; got ${JSON.stringify(value)}`;
   return `${text}; got ${JSON.stringify(value)}`;
 }
 
@@ -264,15 +337,18 @@ function levenshtein(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     prev = row;
   }
   return prev[b.length]!;
 }
 
 function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) => number, out: ConfigProblem[]): void {
-  const add = (path: (string | number)[], message: string) => out.push({ file, line: locate(path), path: dotted(path), message });
-  const list = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]).filter((x) => x !== null && typeof x === 'object') : []);
+  const add = (path: (string | number)[], message: string) =>
+    out.push({ file, line: locate(path), path: dotted(path), message });
+  const list = <T>(v: unknown): T[] =>
+    Array.isArray(v) ? (v as T[]).filter((x) => x !== null && typeof x === 'object') : [];
   const upstreams = new Set<string>();
   list<Config['upstreams'][number]>(c.upstreams).forEach((u, i) => {
     checkUpstreamAdmission(u.admission, ['upstreams', i, 'admission'], add);
@@ -288,19 +364,39 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
       if (routes.has(r.name)) add(['routes', i, 'name'], `duplicate route name ${JSON.stringify(r.name)}`);
       routes.add(r.name);
     }
-    if (upstreamsUsable && typeof r.upstream === 'string' && !upstreams.has(r.upstream)) add(['routes', i, 'upstream'], `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`);
+    if (upstreamsUsable && typeof r.upstream === 'string' && !upstreams.has(r.upstream))
+      add(
+        ['routes', i, 'upstream'],
+        `no upstream named ${JSON.stringify(r.upstream)} (known: ${[...upstreams].join(', ')})`,
+      );
     if (upstreamsUsable && typeof r.fallback === 'string') {
-      if (!upstreams.has(r.fallback)) add(['routes', i, 'fallback'], `no upstream named ${JSON.stringify(r.fallback)} (known: ${[...upstreams].join(', ')})`);
-      else if (r.fallback === r.upstream) add(['routes', i, 'fallback'], `the fallback must differ from the route's upstream ${JSON.stringify(r.upstream)}`);
+      if (!upstreams.has(r.fallback))
+        add(
+          ['routes', i, 'fallback'],
+          `no upstream named ${JSON.stringify(r.fallback)} (known: ${[...upstreams].join(', ')})`,
+        );
+      else if (r.fallback === r.upstream)
+        add(
+          ['routes', i, 'fallback'],
+          `the fallback must differ from the route's upstream ${JSON.stringify(r.upstream)}`,
+        );
     }
     checkSensitive(r.sensitive, ['routes', i, 'sensitive'], add);
     const wr = r.waitingRoom as RouteConfig['waitingRoom'] | undefined;
     if (wr?.enabled === true && Array.isArray(r.methods) && !r.methods.includes('GET') && !r.methods.includes('HEAD'))
-      add(['routes', i, 'waitingRoom', 'enabled'], 'only GET and HEAD requests enter a waiting room, and this route matches neither');
-    if (typeof r.host === 'string' && /:[0-9]+$/.test(r.host) && !r.host.endsWith(']')) add(['routes', i, 'host'], `host matching ignores the port, so ${JSON.stringify(r.host)} can never match; write the host alone`);
+      add(
+        ['routes', i, 'waitingRoom', 'enabled'],
+        'only GET and HEAD requests enter a waiting room, and this route matches neither',
+      );
+    if (typeof r.host === 'string' && /:[0-9]+$/.test(r.host) && !r.host.endsWith(']'))
+      add(
+        ['routes', i, 'host'],
+        `host matching ignores the port, so ${JSON.stringify(r.host)} can never match; write the host alone`,
+      );
     if (typeof r.path !== 'string') return;
     const star = r.path.indexOf('*');
-    if (star !== -1 && star !== r.path.length - 1) add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
+    if (star !== -1 && star !== r.path.length - 1)
+      add(['routes', i, 'path'], `"*" is only allowed at the end of a path; got ${JSON.stringify(r.path)}`);
   });
   checkShadowedRoutes(list<Config['routes'][number]>(c.routes), add);
   // Rate-limit rules name routes: a typo would silently limit nothing.
@@ -308,18 +404,25 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   const ruleIds = new Set<string>();
   list<Config['defense']['rateLimit']['rules'][number]>(rl?.rules).forEach((rule, i) => {
     if (typeof rule.id === 'string') {
-      if (ruleIds.has(rule.id)) add(['defense', 'rateLimit', 'rules', i, 'id'], `duplicate rate-limit rule id ${JSON.stringify(rule.id)}`);
+      if (ruleIds.has(rule.id))
+        add(['defense', 'rateLimit', 'rules', i, 'id'], `duplicate rate-limit rule id ${JSON.stringify(rule.id)}`);
       ruleIds.add(rule.id);
     }
-    if (Array.isArray(rule.routes)) rule.routes.forEach((name, j) => {
-      if (typeof name === 'string' && !routes.has(name)) add(['defense', 'rateLimit', 'rules', i, 'routes', j], `no route named ${JSON.stringify(name)} (known: ${[...routes].join(', ')})`);
-    });
+    if (Array.isArray(rule.routes))
+      rule.routes.forEach((name, j) => {
+        if (typeof name === 'string' && !routes.has(name))
+          add(
+            ['defense', 'rateLimit', 'rules', i, 'routes', j],
+            `no route named ${JSON.stringify(name)} (known: ${[...routes].join(', ')})`,
+          );
+      });
   });
   const addresses = new Set<string>();
   list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
     if (typeof l.address !== 'string') return;
     // Port 0 (an ephemeral port, for tests) never collides.
-    if (addresses.has(l.address) && !l.address.endsWith(':0')) add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
+    if (addresses.has(l.address) && !l.address.endsWith(':0'))
+      add(['listeners', i, 'address'], `duplicate listener address ${l.address}`);
     addresses.add(l.address);
     const port = Number(l.address.slice(l.address.lastIndexOf(':') + 1));
     if (port > 65535) add(['listeners', i, 'address'], `port out of range: ${port}`);
@@ -329,46 +432,87 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
     const port = Number(admin.address.slice(admin.address.lastIndexOf(':') + 1));
     if (port > 65535) add(['admin', 'address'], `port out of range: ${port}`);
   }
-  if (typeof admin?.address === 'string' && admin.address !== 'off' && !admin.address.endsWith(':0') && addresses.has(admin.address)) add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
+  if (
+    typeof admin?.address === 'string' &&
+    admin.address !== 'off' &&
+    !admin.address.endsWith(':0') &&
+    addresses.has(admin.address)
+  )
+    add(['admin', 'address'], 'the admin listener cannot share an address with a client listener');
   checkAdmission(c.admission as Config['admission'] | undefined, add);
   const limits = c.limits as Config['limits'] | undefined;
-  if (typeof limits?.headersTimeoutMs === 'number' && typeof limits.requestTimeoutMs === 'number' && limits.headersTimeoutMs > limits.requestTimeoutMs) add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
+  if (
+    typeof limits?.headersTimeoutMs === 'number' &&
+    typeof limits.requestTimeoutMs === 'number' &&
+    limits.headersTimeoutMs > limits.requestTimeoutMs
+  )
+    add(['limits', 'headersTimeoutMs'], 'must not exceed limits.requestTimeoutMs');
   const trusted = (c.clientAddress as Config['clientAddress'] | undefined)?.trustedProxies;
   if (Array.isArray(trusted)) {
     trusted.forEach((cidr, i) => {
       if (typeof cidr !== 'string' || !isCidr(cidr)) return; // already reported as malformed
       const bits = typeof cidr === 'string' && cidr.includes('/') ? Number(cidr.slice(cidr.indexOf('/') + 1)) : 128;
       const minBits = cidr.includes(':') ? 7 : 8; // 10.0.0.0/8 and fc00::/7 (private) are the widest sane lists
-      if (bits < minBits) add(['clientAddress', 'trustedProxies', i], `${JSON.stringify(cidr)} trusts a large part of the Internet: any client in it could choose its own address through X-Forwarded-For or PROXY protocol`);
+      if (bits < minBits)
+        add(
+          ['clientAddress', 'trustedProxies', i],
+          `${JSON.stringify(cidr)} trusts a large part of the Internet: any client in it could choose its own address through X-Forwarded-For or PROXY protocol`,
+        );
     });
   }
   list<Config['listeners'][number]>(c.listeners).forEach((l, i) => {
-    if (l.proxyProtocol === true && Array.isArray(trusted) && trusted.length === 0) add(['listeners', i, 'proxyProtocol'], 'no peer is in clientAddress.trustedProxies, so no PROXY header would ever be read');
+    if (l.proxyProtocol === true && Array.isArray(trusted) && trusted.length === 0)
+      add(
+        ['listeners', i, 'proxyProtocol'],
+        'no peer is in clientAddress.trustedProxies, so no PROXY header would ever be read',
+      );
   });
   const cache = (c as { cache?: { maxBytes?: unknown; maxObjectBytes?: unknown } }).cache;
-  if (typeof cache?.maxBytes === 'number' && typeof cache.maxObjectBytes === 'number' && cache.maxObjectBytes > cache.maxBytes) add(['cache', 'maxObjectBytes'], `exceeds cache.maxBytes (${cache.maxBytes})`);
+  if (
+    typeof cache?.maxBytes === 'number' &&
+    typeof cache.maxObjectBytes === 'number' &&
+    cache.maxObjectBytes > cache.maxBytes
+  )
+    add(['cache', 'maxObjectBytes'], `exceeds cache.maxBytes (${cache.maxBytes})`);
 }
 
-function checkUpstreamAdmission(a: Config['upstreams'][number]['admission'] | undefined, at: (string | number)[], add: (path: (string | number)[], message: string) => void): void {
+function checkUpstreamAdmission(
+  a: Config['upstreams'][number]['admission'] | undefined,
+  at: (string | number)[],
+  add: (path: (string | number)[], message: string) => void,
+): void {
   if (a === null || typeof a !== 'object') return;
   const { minLimit, maxLimit, initialLimit } = a;
-  if (typeof minLimit === 'number' && typeof maxLimit === 'number' && minLimit > maxLimit) add([...at, 'minLimit'], 'must not exceed maxLimit');
-  else if (typeof initialLimit === 'number' && typeof minLimit === 'number' && typeof maxLimit === 'number' && (initialLimit < minLimit || initialLimit > maxLimit))
+  if (typeof minLimit === 'number' && typeof maxLimit === 'number' && minLimit > maxLimit)
+    add([...at, 'minLimit'], 'must not exceed maxLimit');
+  else if (
+    typeof initialLimit === 'number' &&
+    typeof minLimit === 'number' &&
+    typeof maxLimit === 'number' &&
+    (initialLimit < minLimit || initialLimit > maxLimit)
+  )
     add([...at, 'initialLimit'], `must lie between minLimit (${minLimit}) and maxLimit (${maxLimit})`);
   if (a.mode === 'static' && a.staticLimit === undefined) add([...at, 'staticLimit'], 'required with mode: static');
 }
 
-function checkAdmission(a: Config['admission'] | undefined, add: (path: (string | number)[], message: string) => void): void {
+function checkAdmission(
+  a: Config['admission'] | undefined,
+  add: (path: (string | number)[], message: string) => void,
+): void {
   const order = a?.classOrder as unknown;
   if (!Array.isArray(order)) return;
   const missing = TRAFFIC_CLASSES.filter((c) => !order.includes(c));
   if (missing.length > 0 || new Set(order).size !== order.length)
-    add(['admission', 'classOrder'], `must name each of ${TRAFFIC_CLASSES.join(', ')} exactly once${missing.length > 0 ? ` (missing: ${missing.join(', ')})` : ''}`);
+    add(
+      ['admission', 'classOrder'],
+      `must name each of ${TRAFFIC_CLASSES.join(', ')} exactly once${missing.length > 0 ? ` (missing: ${missing.join(', ')})` : ''}`,
+    );
   const reserve = a?.reservePercent as Record<string, unknown> | undefined;
   if (reserve !== undefined && typeof reserve === 'object') {
     let total = 0;
     for (const c of TRAFFIC_CLASSES) if (typeof reserve[c] === 'number') total += reserve[c] as number;
-    if (total > 100) add(['admission', 'reservePercent'], `the reserved shares add up to ${total}%: they must total at most 100`);
+    if (total > 100)
+      add(['admission', 'reservePercent'], `the reserved shares add up to ${total}%: they must total at most 100`);
   }
 }
 
@@ -395,15 +539,25 @@ function deepFreeze<T>(o: T): T {
  * match wins): a catch-all before the specific routes of its host, or the same host, path and
  * methods written twice. Start-up refuses it rather than let the later route's limits sit unused.
  */
-function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: (path: (string | number)[], message: string) => void): void {
-  const shapes: Array<{ host: string; path: string; prefix: boolean; methods: Set<string> | null } | null> = routes.map((r) => {
-    if (typeof r.path !== 'string' || (r.host !== undefined && typeof r.host !== 'string')) return null;
-    if (r.methods !== undefined && !Array.isArray(r.methods)) return null;
-    const prefix = r.path.endsWith('*');
-    // Matching ignores ASCII case (src/pipeline/runtime.ts).
-    const path = (prefix ? r.path.slice(0, -1) : r.path).toLowerCase();
-    return { host: (r.host ?? '').toLowerCase().replace(/\.$/, ''), path, prefix, methods: r.methods === undefined ? null : new Set(r.methods) };
-  });
+function checkShadowedRoutes(
+  routes: readonly Config['routes'][number][],
+  add: (path: (string | number)[], message: string) => void,
+): void {
+  const shapes: Array<{ host: string; path: string; prefix: boolean; methods: Set<string> | null } | null> = routes.map(
+    (r) => {
+      if (typeof r.path !== 'string' || (r.host !== undefined && typeof r.host !== 'string')) return null;
+      if (r.methods !== undefined && !Array.isArray(r.methods)) return null;
+      const prefix = r.path.endsWith('*');
+      // Matching ignores ASCII case (src/pipeline/runtime.ts).
+      const path = (prefix ? r.path.slice(0, -1) : r.path).toLowerCase();
+      return {
+        host: (r.host ?? '').toLowerCase().replace(/\.$/, ''),
+        path,
+        prefix,
+        methods: r.methods === undefined ? null : new Set(r.methods),
+      };
+    },
+  );
   for (let j = 1; j < shapes.length; j++) {
     const later = shapes[j];
     if (!later) continue;
@@ -413,10 +567,19 @@ function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: (
       // Host: any host covers every host; otherwise the same name (wildcards only cover themselves here).
       if (first.host !== '' && first.host !== later.host) continue;
       // A prefix route `/admin/*` also meets the bare `/admin` (and an exact `/admin` meets only that and `/admin/`).
-      const pathCovered = first.prefix ? later.path.startsWith(first.path) || (!later.prefix && `${later.path}/` === first.path) : !later.prefix && later.path === first.path;
+      const pathCovered = first.prefix
+        ? later.path.startsWith(first.path) || (!later.prefix && `${later.path}/` === first.path)
+        : !later.prefix && later.path === first.path;
       if (!pathCovered) continue;
-      if (first.methods !== null && (later.methods === null || [...later.methods].some((m) => !first.methods!.has(m)))) continue;
-      const same = first.host === later.host && first.path === later.path && first.prefix === later.prefix && (first.methods === null ? later.methods === null : later.methods !== null && later.methods.size === first.methods.size);
+      if (first.methods !== null && (later.methods === null || [...later.methods].some((m) => !first.methods!.has(m))))
+        continue;
+      const same =
+        first.host === later.host &&
+        first.path === later.path &&
+        first.prefix === later.prefix &&
+        (first.methods === null
+          ? later.methods === null
+          : later.methods !== null && later.methods.size === first.methods.size);
       add(
         ['routes', j],
         same

@@ -48,7 +48,10 @@ const ListenerSchema = Obj(
       Obj(
         {
           certFile: Type.String({ minLength: 1, description: 'PEM certificate chain file.' }),
-          keyFile: Type.String({ minLength: 1, description: 'PEM private key file (read once at start and on reload; never logged).' }),
+          keyFile: Type.String({
+            minLength: 1,
+            description: 'PEM private key file (read once at start and on reload; never logged).',
+          }),
         },
         { description: 'Terminate TLS on this listener with these files.' },
       ),
@@ -75,41 +78,136 @@ const UpstreamAdmissionSchema = Obj(
         'Concurrency limit towards this upstream. `adaptive` follows its latency (Gradient2: the limit falls as latency rises above its long-run baseline); ' +
         '`static` holds `staticLimit`; `off` (the default, for now) admits everything. See docs/admission.md.',
     }),
-    initialLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 20, description: 'Adaptive: the limit to start from (and after a reload that changes these settings).' }),
-    minLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 4, description: 'Adaptive: the limit never falls below this.' }),
-    maxLimit: Type.Integer({ minimum: 1, maximum: 100000, default: 1000, description: 'Adaptive: the limit never rises above this.' }),
-    staticLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100000, description: 'Static: requests in flight to this upstream at most. Required with `mode: static`.' })),
+    initialLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 20,
+      description: 'Adaptive: the limit to start from (and after a reload that changes these settings).',
+    }),
+    minLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 4,
+      description: 'Adaptive: the limit never falls below this.',
+    }),
+    maxLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 1000,
+      description: 'Adaptive: the limit never rises above this.',
+    }),
+    staticLimit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 100000,
+        description: 'Static: requests in flight to this upstream at most. Required with `mode: static`.',
+      }),
+    ),
   },
-  { default: {}, description: 'Admission control for this upstream: how many requests it works on at once; the rest wait in the priority queue (`admission`).' },
+  {
+    default: {},
+    description:
+      'Admission control for this upstream: how many requests it works on at once; the rest wait in the priority queue (`admission`).',
+  },
 );
 
 const UpstreamSchema = Obj(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used by routes, logs and metrics.' }),
-    url: Type.String({ format: 'http-url', description: 'Base URL of the service, `http://host:port` or `https://host:port`.' }),
-    connections: Type.Integer({ minimum: 1, maximum: 100000, default: 256, description: 'Most keep-alive connections open to this upstream.' }),
-    connectTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 2000, description: 'Time allowed to open a connection; past it the answer is 502.' }),
-    headersTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 15000, description: 'Time allowed for the response head; past it the answer is 504.' }),
-    bodyTimeoutMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 30000, description: 'Longest silence allowed inside a response body; past it the client connection is closed.' }),
-    keepAliveTimeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 4000, description: 'How long an idle pooled connection is kept.' }),
+    url: Type.String({
+      format: 'http-url',
+      description: 'Base URL of the service, `http://host:port` or `https://host:port`.',
+    }),
+    connections: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 256,
+      description: 'Most keep-alive connections open to this upstream.',
+    }),
+    connectTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 600000,
+      default: 2000,
+      description: 'Time allowed to open a connection; past it the answer is 502.',
+    }),
+    headersTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 3600000,
+      default: 15000,
+      description: 'Time allowed for the response head; past it the answer is 504.',
+    }),
+    bodyTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 3600000,
+      default: 30000,
+      description: 'Longest silence allowed inside a response body; past it the client connection is closed.',
+    }),
+    keepAliveTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 600000,
+      default: 4000,
+      description: 'How long an idle pooled connection is kept.',
+    }),
     admission: UpstreamAdmissionSchema,
     circuitBreaker: Obj(
       {
-        consecutiveFailures: Type.Integer({ minimum: 1, maximum: 100000, default: 5, description: 'Failures in a row (connect error, timeout, reset, bad response, or 502/503/504 from the upstream) that open the breaker.' }),
-        openMs: Type.Integer({ minimum: 1, maximum: 3600000, default: 5000, description: 'How long the breaker stays open before one probe request is let through (half-open).' }),
+        consecutiveFailures: Type.Integer({
+          minimum: 1,
+          maximum: 100000,
+          default: 5,
+          description:
+            'Failures in a row (connect error, timeout, reset, bad response, or 502/503/504 from the upstream) that open the breaker.',
+        }),
+        openMs: Type.Integer({
+          minimum: 1,
+          maximum: 3600000,
+          default: 5000,
+          description: 'How long the breaker stays open before one probe request is let through (half-open).',
+        }),
       },
-      { default: {}, description: 'Passive failover: a circuit breaker counting this upstream\u2019s failures in real traffic (docs/failover.md).' },
+      {
+        default: {},
+        description:
+          'Passive failover: a circuit breaker counting this upstream\u2019s failures in real traffic (docs/failover.md).',
+      },
     ),
     healthCheck: Type.Optional(
       Obj(
         {
-          path: Type.String({ pattern: '^/', default: '/healthz', description: 'Path requested with GET; a 2xx or 3xx answer is a success.' }),
-          intervalMs: Type.Integer({ minimum: 50, maximum: 3600000, default: 1000, description: 'Time between two checks.' }),
-          timeoutMs: Type.Integer({ minimum: 1, maximum: 600000, default: 500, description: 'A check without an answer in this time is a failure.' }),
-          healthyThreshold: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'Successes in a row that make an unhealthy upstream healthy again.' }),
-          unhealthyThreshold: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'Failures in a row that make a healthy upstream unhealthy.' }),
+          path: Type.String({
+            pattern: '^/',
+            default: '/healthz',
+            description: 'Path requested with GET; a 2xx or 3xx answer is a success.',
+          }),
+          intervalMs: Type.Integer({
+            minimum: 50,
+            maximum: 3600000,
+            default: 1000,
+            description: 'Time between two checks.',
+          }),
+          timeoutMs: Type.Integer({
+            minimum: 1,
+            maximum: 600000,
+            default: 500,
+            description: 'A check without an answer in this time is a failure.',
+          }),
+          healthyThreshold: Type.Integer({
+            minimum: 1,
+            maximum: 100,
+            default: 2,
+            description: 'Successes in a row that make an unhealthy upstream healthy again.',
+          }),
+          unhealthyThreshold: Type.Integer({
+            minimum: 1,
+            maximum: 100,
+            default: 2,
+            description: 'Failures in a row that make a healthy upstream unhealthy.',
+          }),
         },
-        { description: 'Active health check through the upstream\u2019s pool. An unhealthy upstream is not used (its routes use their `fallback`).' },
+        {
+          description:
+            'Active health check through the upstream\u2019s pool. An unhealthy upstream is not used (its routes use their `fallback`).',
+        },
       ),
     ),
   },
@@ -119,37 +217,71 @@ const UpstreamSchema = Obj(
 const RouteSchema = Obj(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used in logs and metrics labels.' }),
-    host: Type.Optional(Type.String({ minLength: 1, description: 'Match this Host (case-insensitive, port and one trailing dot ignored; malformed Hosts are refused first). `*.example.org` matches subdomains.' })),
+    host: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'Match this Host (case-insensitive, port and one trailing dot ignored; malformed Hosts are refused first). `*.example.org` matches subdomains.',
+      }),
+    ),
     path: Type.String({
       pattern: '^/',
       default: '/*',
       description:
         'Match this path: exact (`/payments/approve`, which also matches `/payments/approve/`), or a prefix ending in `*` (`/vault/*`, `/*`). ASCII case is ignored; the path is matched normalised and without `;parameters`, the query string is ignored (docs/lifecycle.md#paths-and-hosts).',
     }),
-    methods: Type.Optional(Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), { minItems: 1, description: 'Match only these methods.' })),
+    methods: Type.Optional(
+      Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), {
+        minItems: 1,
+        description: 'Match only these methods.',
+      }),
+    ),
     upstream: Type.String({ description: 'Name of the upstream to forward to.' }),
     fallback: Type.Optional(
-      Type.String({ description: 'Name of an upstream used instead while `upstream` has its circuit breaker open or fails its health check; the route returns to `upstream` when it recovers.' }),
+      Type.String({
+        description:
+          'Name of an upstream used instead while `upstream` has its circuit breaker open or fails its health check; the route returns to `upstream` when it recovers.',
+      }),
     ),
     class: ClassSchema,
-    maxBodyBytes: Type.Optional(Type.Integer({ minimum: 0, description: 'Largest request body for this route; defaults to `limits.maxBodyBytes`. Over it: 413.' })),
+    maxBodyBytes: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'Largest request body for this route; defaults to `limits.maxBodyBytes`. Over it: 413.',
+      }),
+    ),
     cache: Type.Optional(
       Obj(
         {
-          enabled: Type.Optional(Type.Boolean({ description: 'Answer from the response cache. Defaults to on for class `cacheable`, off otherwise.' })),
+          enabled: Type.Optional(
+            Type.Boolean({
+              description: 'Answer from the response cache. Defaults to on for class `cacheable`, off otherwise.',
+            }),
+          ),
           queryParams: Type.Array(Type.String({ minLength: 1 }), {
             default: [],
-            description: 'Query parameters that are part of the cache key (sorted, re-encoded). Any other parameter is ignored by the key, so random query strings cannot bust the cache.',
+            description:
+              'Query parameters that are part of the cache key (sorted, re-encoded). Any other parameter is ignored by the key, so random query strings cannot bust the cache.',
           }),
-          staleWhileRevalidateMs: Type.Integer({ minimum: 0, maximum: 86400000, default: 10000, description: 'After freshness ends, serve the stale copy this long while one background request refreshes it.' }),
+          staleWhileRevalidateMs: Type.Integer({
+            minimum: 0,
+            maximum: 86400000,
+            default: 10000,
+            description:
+              'After freshness ends, serve the stale copy this long while one background request refreshes it.',
+          }),
           staleIfErrorMs: Type.Integer({
             minimum: 0,
             maximum: 2592000000,
             default: 86400000,
-            description: 'After freshness ends, serve the stale copy this long whenever the upstream fails (connection error, timeout, 5xx) or the request would be shed.',
+            description:
+              'After freshness ends, serve the stale copy this long whenever the upstream fails (connection error, timeout, 5xx) or the request would be shed.',
           }),
         },
-        { description: 'Response cache for this route (see docs/cache.md). The response\u2019s stale-while-revalidate / stale-if-error directives can widen the stale windows.' },
+        {
+          description:
+            'Response cache for this route (see docs/cache.md). The response\u2019s stale-while-revalidate / stale-if-error directives can widen the stale windows.',
+        },
       ),
     ),
     challenge: RouteChallengeSchema,
@@ -161,10 +293,29 @@ const RouteSchema = Obj(
     }),
     waitingRoom: Obj(
       {
-        enabled: Type.Boolean({ default: false, description: 'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.' }),
-        admitPerSecond: Type.Integer({ minimum: 1, maximum: 1000000, default: 20, description: 'Visitors let in from the line per second while the room is open, in ticket order.' }),
-        passTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 1800, description: 'How long a visitor let in keeps its pass (it is not sent back to the line meanwhile).' }),
-        ticketTtlSec: Type.Integer({ minimum: 1, maximum: 604800, default: 3600, description: 'How long a ticket keeps its place in line; an older ticket gets a new place at the back.' }),
+        enabled: Type.Boolean({
+          default: false,
+          description:
+            'Open a waiting room in front of this route when its class is saturated (docs/waiting-room.md). Only GET and HEAD requests enter it.',
+        }),
+        admitPerSecond: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 20,
+          description: 'Visitors let in from the line per second while the room is open, in ticket order.',
+        }),
+        passTtlSec: Type.Integer({
+          minimum: 1,
+          maximum: 604800,
+          default: 1800,
+          description: 'How long a visitor let in keeps its pass (it is not sent back to the line meanwhile).',
+        }),
+        ticketTtlSec: Type.Integer({
+          minimum: 1,
+          maximum: 604800,
+          default: 3600,
+          description: 'How long a ticket keeps its place in line; an older ticket gets a new place at the back.',
+        }),
         ticketsPerAddressPerMinute: Type.Integer({
           minimum: 1,
           maximum: 10000,
@@ -174,10 +325,15 @@ const RouteSchema = Obj(
         }),
         force: Type.Boolean({
           default: false,
-          description: 'Treat the route\u2019s class as always saturated, so the room is always open (drills and tests). Without it the room opens only on an upstream whose `admission.mode` is not `off`.',
+          description:
+            'Treat the route\u2019s class as always saturated, so the room is always open (drills and tests). Without it the room opens only on an upstream whose `admission.mode` is not `off`.',
         }),
       },
-      { default: {}, description: 'Waiting room for flash crowds: new visitors get their place in line and let in in arrival order through a signed ticket; no per-visitor state on the server.' },
+      {
+        default: {},
+        description:
+          'Waiting room for flash crowds: new visitors get their place in line and let in in arrival order through a signed ticket; no per-visitor state on the server.',
+      },
     ),
   },
   { description: 'Which requests go where, and what they are worth. Routes are tried in order; the first match wins.' },
@@ -188,7 +344,10 @@ export const ConfigSchema = Obj(
     version: Type.Literal(1, { description: 'Format version of this file. Always `1`.' }),
     listeners: Type.Array(ListenerSchema, { minItems: 1, description: 'Where client traffic arrives.' }),
     upstreams: Type.Array(UpstreamSchema, { minItems: 1, description: 'The services behind Rempart.' }),
-    routes: Type.Array(RouteSchema, { minItems: 1, description: 'Request matching, first match wins. A request that matches no route gets 404.' }),
+    routes: Type.Array(RouteSchema, {
+      minItems: 1,
+      description: 'Request matching, first match wins. A request that matches no route gets 404.',
+    }),
     clientAddress: Obj(
       {
         trustedProxies: Type.Array(Cidr, {
@@ -201,10 +360,29 @@ export const ConfigSchema = Obj(
     ),
     limits: Obj(
       {
-        maxHeaderBytes: Type.Integer({ minimum: 1024, maximum: 1048576, default: 16384, description: 'Largest request head (request line and headers). Over it: 431.' }),
-        maxHeaderCount: Type.Integer({ minimum: 4, maximum: 1000, default: 100, description: 'Most request header fields. Over it: 431.' }),
-        maxUrlBytes: Type.Integer({ minimum: 16, maximum: 1048576, default: 8192, description: 'Longest request target. Over it: 414.' }),
-        maxBodyBytes: Type.Integer({ minimum: 0, default: 10485760, description: 'Largest request body, for routes that do not set their own. Over it: 413.' }),
+        maxHeaderBytes: Type.Integer({
+          minimum: 1024,
+          maximum: 1048576,
+          default: 16384,
+          description: 'Largest request head (request line and headers). Over it: 431.',
+        }),
+        maxHeaderCount: Type.Integer({
+          minimum: 4,
+          maximum: 1000,
+          default: 100,
+          description: 'Most request header fields. Over it: 431.',
+        }),
+        maxUrlBytes: Type.Integer({
+          minimum: 16,
+          maximum: 1048576,
+          default: 8192,
+          description: 'Longest request target. Over it: 414.',
+        }),
+        maxBodyBytes: Type.Integer({
+          minimum: 0,
+          default: 10485760,
+          description: 'Largest request body, for routes that do not set their own. Over it: 413.',
+        }),
         bufferBodyBytes: Type.Integer({
           minimum: 0,
           maximum: 16777216,
@@ -212,14 +390,31 @@ export const ConfigSchema = Obj(
           description:
             'Request bodies up to this size are read completely before an upstream connection is taken, so a slow-POST client holds only its own socket. Larger bodies stream. 0 streams every body.',
         }),
-        headersTimeoutMs: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'Time a client has to send a complete request head (slowloris guard). Past it: 408 and close.' }),
-        requestTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 60000, description: 'Time a client has to send a whole request, body included (slow POST guard). Past it: 408 and close.' }),
-        idleTimeoutMs: Type.Integer({ minimum: 100, maximum: 3600000, default: 30000, description: 'An idle keep-alive client connection is closed after this long.' }),
+        headersTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 600000,
+          default: 10000,
+          description: 'Time a client has to send a complete request head (slowloris guard). Past it: 408 and close.',
+        }),
+        requestTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 60000,
+          description:
+            'Time a client has to send a whole request, body included (slow POST guard). Past it: 408 and close.',
+        }),
+        idleTimeoutMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 30000,
+          description: 'An idle keep-alive client connection is closed after this long.',
+        }),
         tunnelIdleTimeoutMs: Type.Integer({
           minimum: 1000,
           maximum: 86400000,
           default: 300000,
-          description: 'A WebSocket (Upgrade) tunnel with no byte either way for this long is closed, freeing its client and upstream sockets.',
+          description:
+            'A WebSocket (Upgrade) tunnel with no byte either way for this long is closed, freeing its client and upstream sockets.',
         }),
         maxTunnels: Type.Integer({
           minimum: 1,
@@ -228,7 +423,13 @@ export const ConfigSchema = Obj(
           description:
             'Most WebSocket tunnels open (or being set up) at once, all routes together; each holds a client and an upstream socket. Beyond it a handshake is answered 503 `RMP_ERR_TUNNEL_LIMIT`.',
         }),
-        maxConnections: Type.Integer({ minimum: 1, maximum: 10000000, default: 20000, description: 'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.' }),
+        maxConnections: Type.Integer({
+          minimum: 1,
+          maximum: 10000000,
+          default: 20000,
+          description:
+            'Most client connections open at once, all listeners together. Beyond it new connections are closed on accept.',
+        }),
         maxConnectionsPerAddress: Type.Integer({
           minimum: 1,
           maximum: 1000000,
@@ -276,7 +477,10 @@ export const ConfigSchema = Obj(
           default: '127.0.0.1:9180',
           description: 'Admin listener (metrics, health, the API under /api/). `off` disables it.',
         }),
-        allowRemote: Type.Boolean({ default: false, description: 'Accept admin connections from non-loopback addresses. Off by default.' }),
+        allowRemote: Type.Boolean({
+          default: false,
+          description: 'Accept admin connections from non-loopback addresses. Off by default.',
+        }),
         allowedHosts: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_.-]{1,253}$' }), {
           default: [],
           description:
@@ -314,7 +518,11 @@ export const ConfigSchema = Obj(
             'On SIGTERM or SIGINT, `/readyz` on the admin listener answers 503 at once; the listeners keep serving this long before they stop accepting, so a load balancer polling `/readyz` stops sending first. Set it to the balancer\u2019s check interval times its failure threshold (Kubernetes: the readiness probe\u2019s `periodSeconds` × `failureThreshold`). 0: stop accepting at once.',
         }),
       },
-      { default: {}, description: 'Graceful stop (docs/deploy.md#graceful-stop). `/healthz` stays 200 (alive) throughout; `/readyz` is 503 from the first moment of the stop.' },
+      {
+        default: {},
+        description:
+          'Graceful stop (docs/deploy.md#graceful-stop). `/healthz` stays 200 (alive) throughout; `/readyz` is 503 from the first moment of the stop.',
+      },
     ),
     audit: Obj(
       {
@@ -325,26 +533,51 @@ export const ConfigSchema = Obj(
               'SQLite file of the audit trail (operator actions, attack-level changes, bans, failovers, reloads; node:sqlite, created if missing, its directory must exist). Unset: the trail is kept in memory for the life of the process only (still queryable at `/api/audit` and on the dashboard). Set it in production. A change takes effect at the next restart.',
           }),
         ),
-        retentionDays: Type.Integer({ minimum: 1, maximum: 3650, default: 90, description: 'Audit events older than this are deleted (checked at start and hourly).' }),
+        retentionDays: Type.Integer({
+          minimum: 1,
+          maximum: 3650,
+          default: 90,
+          description: 'Audit events older than this are deleted (checked at start and hourly).',
+        }),
       },
       { default: {}, description: 'The audit trail (docs/admin-api.md#audit-trail).' },
     ),
     logging: Obj(
       {
-        level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Least severity written.' }),
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+          { default: 'info', description: 'Least severity written.' },
+        ),
         requests: Type.Boolean({ default: true, description: 'Write one line per request.' }),
-        format: Type.Union(['auto', 'json', 'pretty', 'combined'].map((l) => Type.Literal(l)), {
-          default: 'auto',
-          description:
-            'How lines are written: `json` (one JSON object per line, for log pipelines), `pretty` (one readable line per request or event, for a person), `combined` (request lines in the Apache/nginx combined access-log format on standard output, every other line as JSON on standard error). `auto`: pretty when standard output is a terminal, else JSON. `--log-format` overrides it. A change takes effect at the next restart.',
-        }),
+        format: Type.Union(
+          ['auto', 'json', 'pretty', 'combined'].map((l) => Type.Literal(l)),
+          {
+            default: 'auto',
+            description:
+              'How lines are written: `json` (one JSON object per line, for log pipelines), `pretty` (one readable line per request or event, for a person), `combined` (request lines in the Apache/nginx combined access-log format on standard output, every other line as JSON on standard error). `auto`: pretty when standard output is a terminal, else JSON. `--log-format` overrides it. A change takes effect at the next restart.',
+          },
+        ),
       },
-      { default: {}, description: 'Logs on standard output (pino): JSON for machines, or readable (docs/cli.md#logs).' },
+      {
+        default: {},
+        description: 'Logs on standard output (pino): JSON for machines, or readable (docs/cli.md#logs).',
+      },
     ),
     cache: Obj(
       {
-        maxBytes: Type.Integer({ minimum: 0, maximum: 68719476736, default: 67108864, description: 'Most memory the response cache holds, bodies and headers together; least recently used entries are evicted past it.' }),
-        maxObjectBytes: Type.Integer({ minimum: 0, maximum: 1073741824, default: 1048576, description: 'Largest response body stored; larger ones pass through uncached.' }),
+        maxBytes: Type.Integer({
+          minimum: 0,
+          maximum: 68719476736,
+          default: 67108864,
+          description:
+            'Most memory the response cache holds, bodies and headers together; least recently used entries are evicted past it.',
+        }),
+        maxObjectBytes: Type.Integer({
+          minimum: 0,
+          maximum: 1073741824,
+          default: 1048576,
+          description: 'Largest response body stored; larger ones pass through uncached.',
+        }),
       },
       { default: {}, description: 'The in-memory response cache shared by routes that enable it (docs/cache.md).' },
     ),
@@ -354,13 +587,30 @@ export const ConfigSchema = Obj(
           minItems: 5,
           maxItems: 5,
           default: [...TRAFFIC_CLASSES],
-          description: 'Queue priority, highest first: each of the five classes once. Under contention a higher class is served first, and a full queue evicts the lowest class.',
+          description:
+            'Queue priority, highest first: each of the five classes once. Under contention a higher class is served first, and a full queue evicts the lowest class.',
         }),
         reservePercent: Obj(
           {
-            critical: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'Share of the upstream\u2019s limit (percent) `critical` requests may hold while a higher class waits.' }),
-            authenticated: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `authenticated`.' }),
-            cacheable: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `cacheable`: cache fills are what answers a crowd, fresh or later stale.' }),
+            critical: Type.Integer({
+              minimum: 0,
+              maximum: 100,
+              default: 0,
+              description:
+                'Share of the upstream\u2019s limit (percent) `critical` requests may hold while a higher class waits.',
+            }),
+            authenticated: Type.Integer({
+              minimum: 0,
+              maximum: 100,
+              default: 0,
+              description: 'The same for `authenticated`.',
+            }),
+            cacheable: Type.Integer({
+              minimum: 0,
+              maximum: 100,
+              default: 0,
+              description: 'The same for `cacheable`: cache fills are what answers a crowd, fresh or later stale.',
+            }),
             public: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `public`.' }),
             static: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'The same for `static`.' }),
           },
@@ -372,17 +622,55 @@ export const ConfigSchema = Obj(
         ),
         queue: Obj(
           {
-            maxEntries: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'Requests waiting per upstream at most, all classes together.' }),
-            maxEntriesPerClass: Type.Integer({ minimum: 1, maximum: 1000000, default: 1000, description: 'Requests of one class waiting per upstream at most.' }),
+            maxEntries: Type.Integer({
+              minimum: 1,
+              maximum: 1000000,
+              default: 1000,
+              description: 'Requests waiting per upstream at most, all classes together.',
+            }),
+            maxEntriesPerClass: Type.Integer({
+              minimum: 1,
+              maximum: 1000000,
+              default: 1000,
+              description: 'Requests of one class waiting per upstream at most.',
+            }),
             timeoutMs: Obj(
               {
-                critical: Type.Integer({ minimum: 1, maximum: 600000, default: 5000, description: 'Longest wait for a `critical` request; past it: 503 RMP_ERR_ADMISSION_QUEUE_TIMEOUT.' }),
-                authenticated: Type.Integer({ minimum: 1, maximum: 600000, default: 3000, description: 'Longest wait for an `authenticated` request.' }),
-                cacheable: Type.Integer({ minimum: 1, maximum: 600000, default: 1000, description: 'Longest wait for a `cacheable` request.' }),
-                public: Type.Integer({ minimum: 1, maximum: 600000, default: 1000, description: 'Longest wait for a `public` request.' }),
-                static: Type.Integer({ minimum: 1, maximum: 600000, default: 500, description: 'Longest wait for a `static` request.' }),
+                critical: Type.Integer({
+                  minimum: 1,
+                  maximum: 600000,
+                  default: 5000,
+                  description: 'Longest wait for a `critical` request; past it: 503 RMP_ERR_ADMISSION_QUEUE_TIMEOUT.',
+                }),
+                authenticated: Type.Integer({
+                  minimum: 1,
+                  maximum: 600000,
+                  default: 3000,
+                  description: 'Longest wait for an `authenticated` request.',
+                }),
+                cacheable: Type.Integer({
+                  minimum: 1,
+                  maximum: 600000,
+                  default: 1000,
+                  description: 'Longest wait for a `cacheable` request.',
+                }),
+                public: Type.Integer({
+                  minimum: 1,
+                  maximum: 600000,
+                  default: 1000,
+                  description: 'Longest wait for a `public` request.',
+                }),
+                static: Type.Integer({
+                  minimum: 1,
+                  maximum: 600000,
+                  default: 500,
+                  description: 'Longest wait for a `static` request.',
+                }),
               },
-              { default: {}, description: 'Queue deadline per class: a request that waited this long is shed, not served late.' },
+              {
+                default: {},
+                description: 'Queue deadline per class: a request that waited this long is shed, not served late.',
+              },
             ),
           },
           { default: {}, description: 'The waiting queue in front of each upstream.' },
@@ -391,26 +679,50 @@ export const ConfigSchema = Obj(
           {
             key: Type.Union([Type.Literal('prefix'), Type.Literal('address'), Type.Literal('session')], {
               default: 'prefix',
-              description: 'Who a queued request belongs to: its /24 (IPv4) or /64 (IPv6) `prefix`, its exact `address`, or its `session` cookie (the prefix when it has none).',
+              description:
+                'Who a queued request belongs to: its /24 (IPv4) or /64 (IPv6) `prefix`, its exact `address`, or its `session` cookie (the prefix when it has none).',
             }),
-            sessionCookie: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', default: 'sid', description: 'Cookie naming the session, with `key: session`.' }),
-            maxSharePercent: Type.Integer({ minimum: 1, maximum: 100, default: 10, description: 'Share of one class\u2019s queue places one client key may hold (at least one place).' }),
+            sessionCookie: Type.String({
+              pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+              default: 'sid',
+              description: 'Cookie naming the session, with `key: session`.',
+            }),
+            maxSharePercent: Type.Integer({
+              minimum: 1,
+              maximum: 100,
+              default: 10,
+              description: 'Share of one class\u2019s queue places one client key may hold (at least one place).',
+            }),
           },
           { default: {}, description: 'Fairness within a class: one client cannot fill a class\u2019s queue.' },
         ),
       },
-      { default: {}, description: 'Priority admission in front of every upstream whose `admission.mode` is not `off`. See docs/admission.md.' },
+      {
+        default: {},
+        description:
+          'Priority admission in front of every upstream whose `admission.mode` is not `off`. See docs/admission.md.',
+      },
     ),
     statusPage: Obj(
       {
-        enabled: Type.Boolean({ default: true, description: 'Answer with the status page (503) when a route and its fallback are unavailable and no stale copy exists, and in place of a bare 502/504 when the upstream cannot be reached.' }),
+        enabled: Type.Boolean({
+          default: true,
+          description:
+            'Answer with the status page (503) when a route and its fallback are unavailable and no stale copy exists, and in place of a bare 502/504 when the upstream cannot be reached.',
+        }),
         message: Type.String({
           minLength: 1,
           maxLength: 2000,
           default: 'Our teams are mobilised to restore the service. Please try again in a few minutes.',
-          description: 'The operator\u2019s message, shown as a small HTML page to browsers and as `error.message` in JSON.',
+          description:
+            'The operator\u2019s message, shown as a small HTML page to browsers and as `error.message` in JSON.',
         }),
-        retryAfterSec: Type.Integer({ minimum: 1, maximum: 86400, default: 30, description: 'Retry-After sent with the status page.' }),
+        retryAfterSec: Type.Integer({
+          minimum: 1,
+          maximum: 86400,
+          default: 30,
+          description: 'Retry-After sent with the status page.',
+        }),
       },
       { default: {}, description: 'What clients see when the service is down (docs/failover.md).' },
     ),
@@ -430,7 +742,8 @@ export const ConfigSchema = Obj(
       {
         decisionHeader: Type.Boolean({
           default: false,
-          description: 'Add `Rempart-Decision: CODE; rule=ID` to every answer a guard decided (and `observed=CODE` when a guard in observe mode would have acted). For operators while tuning; off for the public by default.',
+          description:
+            'Add `Rempart-Decision: CODE; rule=ID` to every answer a guard decided (and `observed=CODE` when a guard in observe mode would have acted). For operators while tuning; off for the public by default.',
         }),
         ipv6PrefixLength: Type.Integer({
           minimum: 32,
@@ -447,11 +760,19 @@ export const ConfigSchema = Obj(
         signatures: SignaturesSchema,
         exfiltration: ExfiltrationSchema,
       },
-      { default: {}, description: 'Telling attackers from customers (docs/defense.md): rate limits, bans, attack levels, familiarity, proof-of-work challenges, signatures, the exfiltration guard.' },
+      {
+        default: {},
+        description:
+          'Telling attackers from customers (docs/defense.md): rate limits, bans, attack levels, familiarity, proof-of-work challenges, signatures, the exfiltration guard.',
+      },
     ),
     alerts: AlertsSchema,
     cluster: ClusterSchema,
-    via: Type.String({ pattern: '^[!-~]+$', default: 'rempart', description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).' }),
+    via: Type.String({
+      pattern: '^[!-~]+$',
+      default: 'rempart',
+      description: 'Pseudonym added to the Via header (RFC 9110 §7.6.3).',
+    }),
   },
   { description: 'Rempart configuration file.' },
 );

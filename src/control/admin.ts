@@ -34,7 +34,14 @@ export function adminHostAllowed(host: string | undefined, allowed: readonly str
   return false;
 }
 
-export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Runtime; log: Logger; api: AdminApi; cockpit: Cockpit | null; ready?: () => boolean }): http.Server {
+export function createAdminServer(opts: {
+  metrics: Metrics;
+  getRuntime: () => Runtime;
+  log: Logger;
+  api: AdminApi;
+  cockpit: Cockpit | null;
+  ready?: () => boolean;
+}): http.Server {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     if (!opts.getRuntime().config.admin.allowRemote && !isLoopback(req.socket.remoteAddress)) {
       res.writeHead(403, { 'content-type': 'application/json' }).end(errorBody('RMP_ERR_ADMIN_FORBIDDEN'));
@@ -61,7 +68,9 @@ export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Ru
     }
     if (path === '/metrics') {
       if (opts.getRuntime().config.admin.metricsRequireToken && opts.api.authenticate(req) === null) {
-        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="rempart"' }).end(errorBody('RMP_ERR_ADMIN_UNAUTHORIZED'));
+        res
+          .writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="rempart"' })
+          .end(errorBody('RMP_ERR_ADMIN_UNAUTHORIZED'));
         return;
       }
       opts.metrics.registry.metrics().then(
@@ -85,7 +94,8 @@ export function createAdminServer(opts: { metrics: Metrics; getRuntime: () => Ru
       return;
     }
     if (path === '/readyz') {
-      if (opts.ready?.() === false) res.writeHead(503, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('draining\n');
+      if (opts.ready?.() === false)
+        res.writeHead(503, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('draining\n');
       else res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('ok\n');
       return;
     }

@@ -54,12 +54,17 @@ const MAX_KINDS = 64;
  * Read the webhook URL and signing secret: the environment wins over the files. Throws an Error
  * naming where a bad value came from, never the value. Null when no URL is configured.
  */
-export async function loadWebhookTarget(env: NodeJS.ProcessEnv, cfg: AlertsConfig['webhook']): Promise<WebhookTarget | null> {
+export async function loadWebhookTarget(
+  env: NodeJS.ProcessEnv,
+  cfg: AlertsConfig['webhook'],
+): Promise<WebhookTarget | null> {
   const fromFile = async (file: string, what: string): Promise<string> => {
     try {
       return (await readFile(file, 'utf8')).trim();
     } catch (err) {
-      throw new Error(`alerts.webhook: cannot read the ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      throw new Error(
+        `alerts.webhook: cannot read the ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
     }
   };
   const envUrl = env.REMPART_ALERT_WEBHOOK_URL?.trim() ?? '';
@@ -70,9 +75,13 @@ export async function loadWebhookTarget(env: NodeJS.ProcessEnv, cfg: AlertsConfi
     origin = cfg.urlFile;
   }
   const envSecret = env.REMPART_ALERT_WEBHOOK_SECRET ?? '';
-  const secret = envSecret !== '' ? envSecret : cfg.secretFile !== undefined ? await fromFile(cfg.secretFile, 'secret') : '';
+  const secret =
+    envSecret !== '' ? envSecret : cfg.secretFile !== undefined ? await fromFile(cfg.secretFile, 'secret') : '';
   if (url === '') {
-    if (secret !== '') throw new Error('alerts.webhook: a signing secret is set but no webhook URL (REMPART_ALERT_WEBHOOK_URL or alerts.webhook.urlFile)');
+    if (secret !== '')
+      throw new Error(
+        'alerts.webhook: a signing secret is set but no webhook URL (REMPART_ALERT_WEBHOOK_URL or alerts.webhook.urlFile)',
+      );
     return null;
   }
   let parsed: URL;
@@ -81,7 +90,8 @@ export async function loadWebhookTarget(env: NodeJS.ProcessEnv, cfg: AlertsConfi
   } catch {
     throw new Error(`alerts.webhook: the webhook URL from ${origin} is not a valid URL`);
   }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error(`alerts.webhook: the webhook URL from ${origin} must be http:// or https://`);
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')
+    throw new Error(`alerts.webhook: the webhook URL from ${origin} must be http:// or https://`);
   return { url: parsed.href, secret, host: parsed.host };
 }
 
@@ -149,7 +159,8 @@ export class Alerts implements AlertSink {
   setWebhook(target: WebhookTarget | null): void {
     const before = this.#target;
     this.#target = target;
-    if (target !== null && (before === null || before.host !== target.host)) this.#log.info({ webhookHost: target.host }, 'alerts: webhook configured');
+    if (target !== null && (before === null || before.host !== target.host))
+      this.#log.info({ webhookHost: target.host }, 'alerts: webhook configured');
     if (target === null && this.#queue.length > 0) this.#drop(this.#queue.splice(0));
     this.#pump();
   }
@@ -220,7 +231,16 @@ export class Alerts implements AlertSink {
     const cfg = this.#config().webhook;
     while (this.#queue.length >= cfg.maxQueue) this.#drop(this.#queue.splice(0, 1));
     const last = this.#lastSentMs.get(kind);
-    this.#queue.push({ kind, message, fields, timeMs: now, count: 1, others: [], attempts: 0, notBeforeMs: last === undefined ? now : last + cfg.minIntervalMs });
+    this.#queue.push({
+      kind,
+      message,
+      fields,
+      timeMs: now,
+      count: 1,
+      others: [],
+      attempts: 0,
+      notBeforeMs: last === undefined ? now : last + cfg.minIntervalMs,
+    });
     this.#pump();
   }
 
@@ -236,7 +256,8 @@ export class Alerts implements AlertSink {
       return;
     }
     let next = 0;
-    for (let i = 1; i < this.#queue.length; i++) if (this.#queue[i]!.notBeforeMs < this.#queue[next]!.notBeforeMs) next = i;
+    for (let i = 1; i < this.#queue.length; i++)
+      if (this.#queue[i]!.notBeforeMs < this.#queue[next]!.notBeforeMs) next = i;
     const now = Date.now();
     const due = this.#queue[next]!.notBeforeMs;
     if (due > now && !this.#flushing) {
@@ -276,7 +297,10 @@ export class Alerts implements AlertSink {
       return;
     }
     // The older alert leads: its message, fields and time; the newer ones become samples.
-    const samples = [{ message: newer.message, fields: newer.fields, time: new Date(newer.timeMs).toISOString() }, ...newer.others];
+    const samples = [
+      { message: newer.message, fields: newer.fields, time: new Date(newer.timeMs).toISOString() },
+      ...newer.others,
+    ];
     newer.message = p.message;
     newer.fields = p.fields;
     newer.timeMs = p.timeMs;
@@ -310,7 +334,15 @@ export class Alerts implements AlertSink {
     let detail: Record<string, unknown>;
     let outcome: Outcome;
     try {
-      const res = await request(target.url, { method: 'POST', headers, body, signal: abort.signal, dispatcher: this.#agent, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+      const res = await request(target.url, {
+        method: 'POST',
+        headers,
+        body,
+        signal: abort.signal,
+        dispatcher: this.#agent,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
       await res.body.dump({ limit: 65536 }).catch(() => {});
       if (res.statusCode >= 200 && res.statusCode < 300) return 'delivered';
       outcome = res.statusCode >= 500 || res.statusCode === 429 ? 'retry' : 'failed';
@@ -325,7 +357,10 @@ export class Alerts implements AlertSink {
     }
     if (!this.#stopped) {
       const last = outcome === 'failed' || p.attempts > cfg.webhook.retries || this.#flushing;
-      this.#log.warn({ webhookHost: target.host, alert: p.kind, count: p.count, attempt: p.attempts, ...detail }, last ? 'alerts: webhook delivery failed, giving up' : 'alerts: webhook delivery failed, will retry');
+      this.#log.warn(
+        { webhookHost: target.host, alert: p.kind, count: p.count, attempt: p.attempts, ...detail },
+        last ? 'alerts: webhook delivery failed, giving up' : 'alerts: webhook delivery failed, will retry',
+      );
     }
     return outcome;
   }

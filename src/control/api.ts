@@ -58,7 +58,8 @@ export function hashToken(token: string): Buffer {
 
 /** A new random token (shown once) and the line to store for it. */
 export function createToken(name: string, scope: Scope): { token: string; line: string } {
-  if (!/^[A-Za-z0-9_.@-]{1,64}$/.test(name)) throw new Error(`token name must be 1-64 of [A-Za-z0-9_.@-], got ${JSON.stringify(name)}`);
+  if (!/^[A-Za-z0-9_.@-]{1,64}$/.test(name))
+    throw new Error(`token name must be 1-64 of [A-Za-z0-9_.@-], got ${JSON.stringify(name)}`);
   const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
   return { token, line: `${name} ${scope} sha256:${hashToken(token).toString('hex')}` };
 }
@@ -71,7 +72,10 @@ export function parseTokensFile(text: string, file: string): TokenEntry[] {
     const line = lines[i]!.trim();
     if (line === '' || line.startsWith('#')) continue;
     const m = /^([A-Za-z0-9_.@-]{1,64})\s+(read|operator)\s+sha256:([0-9a-f]{64})$/.exec(line);
-    if (m === null) throw new Error(`${file}:${i + 1}: expected "NAME read|operator sha256:HEX" (the file holds hashes, never tokens)`);
+    if (m === null)
+      throw new Error(
+        `${file}:${i + 1}: expected "NAME read|operator sha256:HEX" (the file holds hashes, never tokens)`,
+      );
     out.push({ name: m[1]!, scope: m[2] as Scope, hash: Buffer.from(m[3]!, 'hex') });
   }
   return out;
@@ -121,7 +125,12 @@ export interface AdminApi {
 
 function send(res: ServerResponse, status: number, body: unknown, extra?: Record<string, string>): void {
   const text = `${JSON.stringify(body)}\n`;
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text), ...extra });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(text),
+    ...extra,
+  });
   res.end(text);
 }
 
@@ -133,7 +142,10 @@ export function createAdminApi(log: Logger): AdminApi {
   const routes: RouteEntry[] = [];
   let tokens: readonly TokenEntry[] = [];
 
-  function match(method: string, segments: string[]): { entry: RouteEntry; params: Record<string, string> } | 'method' | null {
+  function match(
+    method: string,
+    segments: string[],
+  ): { entry: RouteEntry; params: Record<string, string> } | 'method' | null {
     let methodMismatch = false;
     for (const entry of routes) {
       if (entry.segments.length !== segments.length) continue;
@@ -187,7 +199,13 @@ export function createAdminApi(log: Logger): AdminApi {
     },
     route(method, pattern, scope, handler) {
       if (!pattern.startsWith('/api/')) throw new Error(`admin API routes live under /api/: ${pattern}`);
-      routes.push({ method, segments: pattern.slice(1).split('/'), scope: method === 'GET' ? scope : 'operator', handler, stream: null });
+      routes.push({
+        method,
+        segments: pattern.slice(1).split('/'),
+        scope: method === 'GET' ? scope : 'operator',
+        handler,
+        stream: null,
+      });
     },
     mount(list) {
       for (const r of list) api.route(r.method, r.path, r.scope, r.handler);
@@ -199,29 +217,50 @@ export function createAdminApi(log: Logger): AdminApi {
     async get(path, query = {}) {
       const found = match('GET', path.slice(1).split('/'));
       if (found === null || found === 'method' || found.entry.handler === null) return null;
-      return found.entry.handler({ method: 'GET', path, params: found.params, query: new URLSearchParams(query), body: null, who: 'dashboard', scope: 'read' });
+      return found.entry.handler({
+        method: 'GET',
+        path,
+        params: found.params,
+        query: new URLSearchParams(query),
+        body: null,
+        who: 'dashboard',
+        scope: 'read',
+      });
     },
     handle(req, res) {
       const token = authenticate(req);
       if (token === null) {
-        send(res, 401, apiError('RMP_ERR_ADMIN_UNAUTHORIZED', 'a valid bearer token is required (rempart token create)'), { 'www-authenticate': 'Bearer realm="rempart"' });
+        send(
+          res,
+          401,
+          apiError('RMP_ERR_ADMIN_UNAUTHORIZED', 'a valid bearer token is required (rempart token create)'),
+          { 'www-authenticate': 'Bearer realm="rempart"' },
+        );
         return;
       }
       const url = new URL(req.url ?? '/', 'http://admin');
-      const segments = url.pathname.slice(1).split('/').map((s) => {
-        try {
-          return decodeURIComponent(s);
-        } catch {
-          return s;
-        }
-      });
+      const segments = url.pathname
+        .slice(1)
+        .split('/')
+        .map((s) => {
+          try {
+            return decodeURIComponent(s);
+          } catch {
+            return s;
+          }
+        });
       const method = req.method ?? 'GET';
       const found = match(method === 'HEAD' ? 'GET' : method, segments);
       if (found === null) return send(res, 404, apiError('RMP_ERR_ADMIN_NOT_FOUND', `no endpoint ${url.pathname}`));
-      if (found === 'method') return send(res, 405, apiError('RMP_ERR_ADMIN_BAD_REQUEST', `method ${method} not allowed on ${url.pathname}`));
+      if (found === 'method')
+        return send(res, 405, apiError('RMP_ERR_ADMIN_BAD_REQUEST', `method ${method} not allowed on ${url.pathname}`));
       const { entry, params } = found;
       if (entry.scope === 'operator' && token.scope !== 'operator')
-        return send(res, 403, apiError('RMP_ERR_ADMIN_FORBIDDEN', `token "${token.name}" has scope read; this needs operator`));
+        return send(
+          res,
+          403,
+          apiError('RMP_ERR_ADMIN_FORBIDDEN', `token "${token.name}" has scope read; this needs operator`),
+        );
       if (entry.stream !== null) {
         entry.stream(req, res, token.name);
         return;
@@ -231,7 +270,15 @@ export function createAdminApi(log: Logger): AdminApi {
       readBody(req)
         .then((body) => {
           sent = body;
-          return handler({ method, path: url.pathname, params, query: url.searchParams, body, who: token.name, scope: token.scope });
+          return handler({
+            method,
+            path: url.pathname,
+            params,
+            query: url.searchParams,
+            body,
+            who: token.name,
+            scope: token.scope,
+          });
         })
         .then(
           (out) => {

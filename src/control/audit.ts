@@ -102,7 +102,9 @@ export class AuditTrail {
       CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
       CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, at_ms);
     `);
-    this.#insert = this.#db.prepare('INSERT INTO audit (at_ms, node, kind, who, why, detail) VALUES (?, ?, ?, ?, ?, ?)');
+    this.#insert = this.#db.prepare(
+      'INSERT INTO audit (at_ms, node, kind, who, why, detail) VALUES (?, ?, ?, ?, ?, ?)',
+    );
     this.#trim = this.#db.prepare('DELETE FROM audit WHERE id <= ?');
     this.prune();
   }
@@ -119,7 +121,13 @@ export class AuditTrail {
       this.#dropped++;
     }
     const w = String(why ?? '').slice(0, MAX_WHY);
-    this.#pending.push({ atMs: this.#now(), kind: String(kind).slice(0, 64), who: String(who).slice(0, 128), why: w, detail: boundedJson(detail) });
+    this.#pending.push({
+      atMs: this.#now(),
+      kind: String(kind).slice(0, 64),
+      who: String(who).slice(0, 128),
+      why: w,
+      detail: boundedJson(detail),
+    });
     this.#timer ??= setTimeout(() => this.#flushSafely(), FLUSH_MS).unref();
     try {
       this.onRecord?.(kind, who, w);
@@ -140,7 +148,8 @@ export class AuditTrail {
     const node = this.#opts.node;
     this.#db.exec('BEGIN');
     try {
-      for (const p of batch) this.#lastId = Number(this.#insert.run(p.atMs, node, p.kind, p.who, p.why, p.detail).lastInsertRowid);
+      for (const p of batch)
+        this.#lastId = Number(this.#insert.run(p.atMs, node, p.kind, p.who, p.why, p.detail).lastInsertRowid);
       // Beyond maxRows the oldest go (a range delete on the primary key: cheap at every flush).
       if (this.#lastId > this.#maxRows) this.#trim.run(this.#lastId - this.#maxRows);
       this.#db.exec('COMMIT');
@@ -149,7 +158,10 @@ export class AuditTrail {
       throw err;
     }
     if (this.#dropped > 0) {
-      this.#opts.log.warn({ dropped: this.#dropped }, 'audit: events dropped (more than the batch holds between two writes)');
+      this.#opts.log.warn(
+        { dropped: this.#dropped },
+        'audit: events dropped (more than the batch holds between two writes)',
+      );
       this.#dropped = 0;
     }
     if (this.#now() - this.#lastPruneMs > PRUNE_EVERY_MS) this.prune();
@@ -192,7 +204,15 @@ export class AuditTrail {
     }
     const limit = Math.max(1, Math.min(MAX_AUDIT_LIMIT, q.limit ?? 100));
     const sql = `SELECT id, at_ms, node, kind, who, why, detail FROM audit ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`;
-    const rows = this.#db.prepare(sql).all(...args) as { id: number; at_ms: number; node: string; kind: string; who: string; why: string; detail: string }[];
+    const rows = this.#db.prepare(sql).all(...args) as {
+      id: number;
+      at_ms: number;
+      node: string;
+      kind: string;
+      who: string;
+      why: string;
+      detail: string;
+    }[];
     return rows.map((r) => ({
       id: Number(r.id),
       atMs: Number(r.at_ms),

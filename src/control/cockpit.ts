@@ -51,14 +51,16 @@ const PAGE_HEADERS = {
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',
   // Everything from this listener; no inline script, no framing, no form posts elsewhere.
-  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 };
 
 /** What an audit row calls an operator action, from its method and path. */
 export function actionKind(method: string, path: string): string {
   if (path === '/api/bans') return method === 'POST' ? 'ban' : 'action';
   if (path.startsWith('/api/bans/')) return method === 'DELETE' ? 'unban' : 'action';
-  if (path === '/api/level') return method === 'PUT' ? 'level_override' : method === 'DELETE' ? 'level_release' : 'action';
+  if (path === '/api/level')
+    return method === 'PUT' ? 'level_override' : method === 'DELETE' ? 'level_release' : 'action';
   if (/^\/api\/signatures\/[^/]+\/approve$/.test(path)) return 'rule_approve';
   if (/^\/api\/signatures\/[^/]+\/reject$/.test(path)) return 'rule_reject';
   if (path.startsWith('/api/guards/')) return 'guard_mode';
@@ -79,7 +81,13 @@ function reasonOf(body: unknown): string {
 export function auditAction(audit: AuditTrail, a: ApiAction): void {
   const kind = actionKind(a.method, a.path);
   const target = /^\/api\/(bans|guards|signatures)\/([^/]+)/.exec(a.path)?.[2];
-  audit.record(kind, `operator:${a.who}`, reasonOf(a.body), { method: a.method, path: a.path, target: target === undefined ? undefined : decodeSafe(target), body: redact(a.body), status: a.status });
+  audit.record(kind, `operator:${a.who}`, reasonOf(a.body), {
+    method: a.method,
+    path: a.path,
+    target: target === undefined ? undefined : decodeSafe(target),
+    body: redact(a.body),
+    status: a.status,
+  });
 }
 
 function decodeSafe(s: string): string {
@@ -95,7 +103,14 @@ function compact(s: Snapshot): unknown {
   return {
     t: s.t,
     rps: s.rps,
-    upstreams: s.upstreams.map((u) => ({ name: u.name, limit: u.limit, inFlight: u.inFlight, p50Ms: u.p50Ms, p90Ms: u.p90Ms, p99Ms: u.p99Ms })),
+    upstreams: s.upstreams.map((u) => ({
+      name: u.name,
+      limit: u.limit,
+      inFlight: u.inFlight,
+      p50Ms: u.p50Ms,
+      p90Ms: u.p90Ms,
+      p99Ms: u.p99Ms,
+    })),
     admissionOn: s.admissionOn,
     admissionOff: s.admissionOff,
     queueDepth: s.queueDepth,
@@ -160,10 +175,16 @@ export async function createCockpit(d: CockpitDeps): Promise<Cockpit> {
   d.api.stream('/api/events', 'read', (req, res) => {
     if (clients.size >= MAX_SSE_CLIENTS) {
       res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
-      res.end(`${JSON.stringify({ error: { code: 'RMP_ERR_ADMIN_BAD_REQUEST', message: `at most ${MAX_SSE_CLIENTS} live-feed clients at once` } })}\n`);
+      res.end(
+        `${JSON.stringify({ error: { code: 'RMP_ERR_ADMIN_BAD_REQUEST', message: `at most ${MAX_SSE_CLIENTS} live-feed clients at once` } })}\n`,
+      );
       return;
     }
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+    });
     res.write(`retry: 2000\nevent: history\ndata: ${JSON.stringify(history)}\n\n`);
     clients.add(res);
     const drop = () => clients.delete(res);
@@ -178,14 +199,19 @@ export async function createCockpit(d: CockpitDeps): Promise<Cockpit> {
     const since = q.get('since');
     if (since !== null && since !== '') {
       sinceMs = /^\d{1,15}$/.test(since) ? Number(since) : Date.parse(since);
-      if (!Number.isFinite(sinceMs)) throw new ApiError('since must be milliseconds since the epoch or an ISO 8601 time');
+      if (!Number.isFinite(sinceMs))
+        throw new ApiError('since must be milliseconds since the epoch or an ISO 8601 time');
     }
     // An empty parameter (`?since=&kind=&limit=`, as a form sends it) is the same as an absent one.
     const kind = q.get('kind') || undefined;
-    if (kind !== undefined && !/^[a-z][a-z0-9_]{0,63}$/.test(kind)) throw new ApiError('kind must be a lower-case event kind such as ban, unban, level_override, attack_level, failover, config_reload');
+    if (kind !== undefined && !/^[a-z][a-z0-9_]{0,63}$/.test(kind))
+      throw new ApiError(
+        'kind must be a lower-case event kind such as ban, unban, level_override, attack_level, failover, config_reload',
+      );
     const limitText = q.get('limit');
     const limit = limitText === null || limitText === '' ? 100 : Number(limitText);
-    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT) throw new ApiError(`limit must be an integer from 1 to ${MAX_AUDIT_LIMIT}`);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT)
+      throw new ApiError(`limit must be an integer from 1 to ${MAX_AUDIT_LIMIT}`);
     return { status: 200, body: { events: d.audit.query({ sinceMs, kind, limit }) } };
   });
 

@@ -17,7 +17,13 @@ export interface OverrideState {
 export function guardNames(config: Config): string[] {
   const out: string[] = [];
   for (const [name, section] of Object.entries(config.defense)) {
-    if (section !== null && typeof section === 'object' && 'mode' in section && (GUARD_MODES as readonly unknown[]).includes((section as { mode: unknown }).mode)) out.push(name);
+    if (
+      section !== null &&
+      typeof section === 'object' &&
+      'mode' in section &&
+      (GUARD_MODES as readonly unknown[]).includes((section as { mode: unknown }).mode)
+    )
+      out.push(name);
   }
   return out;
 }
@@ -48,7 +54,8 @@ export class RuntimeOverrides {
     if (this.empty) return config;
     const out = structuredClone(config);
     const defense = out.defense as unknown as Record<string, { mode: GuardMode }>;
-    for (const [name, mode] of this.#guards) if (defense[name] !== undefined && 'mode' in defense[name]) defense[name].mode = mode;
+    for (const [name, mode] of this.#guards)
+      if (defense[name] !== undefined && 'mode' in defense[name]) defense[name].mode = mode;
     if (this.#statusMessage !== null) out.statusPage.message = this.#statusMessage;
     return out;
   }
@@ -82,24 +89,41 @@ export function registerOverridesApi(api: AdminApi, d: OverridesApiDeps): void {
   api.route('GET', '/api/guards', 'read', () => ({ status: 200, body: { guards: guardsView() } }));
   api.route('PUT', '/api/guards/:name', 'operator', (req) => {
     const name = req.params.name ?? '';
-    if (!guardNames(d.config()).includes(name)) throw new ApiError(`no guard ${JSON.stringify(name.slice(0, 40))}; guards: ${guardNames(d.config()).join(', ')}`, 404);
+    if (!guardNames(d.config()).includes(name))
+      throw new ApiError(
+        `no guard ${JSON.stringify(name.slice(0, 40))}; guards: ${guardNames(d.config()).join(', ')}`,
+        404,
+      );
     const body = bodyObject(req.body);
-    for (const k of Object.keys(body)) if (k !== 'mode' && k !== 'reason') throw new ApiError(`unknown field ${JSON.stringify(k.slice(0, 40))} (expected mode, reason)`);
+    for (const k of Object.keys(body))
+      if (k !== 'mode' && k !== 'reason')
+        throw new ApiError(`unknown field ${JSON.stringify(k.slice(0, 40))} (expected mode, reason)`);
     const { mode, reason } = body;
-    if (mode !== 'file' && !(GUARD_MODES as readonly unknown[]).includes(mode)) throw new ApiError(`mode must be one of ${GUARD_MODES.join(', ')}, or "file" to go back to the configuration file's mode`);
+    if (mode !== 'file' && !(GUARD_MODES as readonly unknown[]).includes(mode))
+      throw new ApiError(
+        `mode must be one of ${GUARD_MODES.join(', ')}, or "file" to go back to the configuration file's mode`,
+      );
     checkReason(reason);
     d.overrides.setGuard(name, mode === 'file' ? null : (mode as GuardMode));
     d.apply();
     return { status: 200, body: guardsView().find((g) => g.name === name) };
   });
 
-  const pageView = () => ({ message: d.config().statusPage.message, fileMessage: d.fileConfig().statusPage.message, overridden: d.overrides.state.statusMessage !== null, enabled: d.config().statusPage.enabled });
+  const pageView = () => ({
+    message: d.config().statusPage.message,
+    fileMessage: d.fileConfig().statusPage.message,
+    overridden: d.overrides.state.statusMessage !== null,
+    enabled: d.config().statusPage.enabled,
+  });
   api.route('GET', '/api/status-page', 'read', () => ({ status: 200, body: pageView() }));
   api.route('PUT', '/api/status-page', 'operator', (req) => {
     const body = bodyObject(req.body);
-    for (const k of Object.keys(body)) if (k !== 'message' && k !== 'reason') throw new ApiError(`unknown field ${JSON.stringify(k.slice(0, 40))} (expected message, reason)`);
+    for (const k of Object.keys(body))
+      if (k !== 'message' && k !== 'reason')
+        throw new ApiError(`unknown field ${JSON.stringify(k.slice(0, 40))} (expected message, reason)`);
     const { message, reason } = body;
-    if (typeof message !== 'string' || message.trim().length === 0 || message.length > 2000 || CONTROL.test(message)) throw new ApiError('message must be a string of 1 to 2000 characters, without control characters');
+    if (typeof message !== 'string' || message.trim().length === 0 || message.length > 2000 || CONTROL.test(message))
+      throw new ApiError('message must be a string of 1 to 2000 characters, without control characters');
     checkReason(reason);
     d.overrides.setStatusMessage(message.trim());
     d.apply();
@@ -113,5 +137,6 @@ export function registerOverridesApi(api: AdminApi, d: OverridesApiDeps): void {
 }
 
 function checkReason(reason: unknown): void {
-  if (reason !== undefined && (typeof reason !== 'string' || reason.length > 200 || CONTROL.test(reason))) throw new ApiError('reason must be a string of at most 200 printable characters');
+  if (reason !== undefined && (typeof reason !== 'string' || reason.length > 200 || CONTROL.test(reason)))
+    throw new ApiError('reason must be a string of at most 200 printable characters');
 }

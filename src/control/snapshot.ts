@@ -67,7 +67,13 @@ export interface Snapshot {
   admissionOff: string[];
   queueDepth: Record<string, number>;
   cache: { lookupsPerSec: number; hitRatio: number | null; staleRatio: number | null };
-  routes: { name: string; class: string; upstream: string; fallback: string | null; serving: 'primary' | 'fallback' | 'unavailable' }[];
+  routes: {
+    name: string;
+    class: string;
+    upstream: string;
+    fallback: string | null;
+    serving: 'primary' | 'fallback' | 'unavailable';
+  }[];
   waitingRoom: Record<string, number>;
   level: { value: number; name: string; detail: unknown };
   bans: unknown;
@@ -130,7 +136,8 @@ export class SnapshotBuilder {
     const byClass: Record<string, number> = {};
     let total = 0;
     const totals = new Map<string, number>();
-    for (const { labels, cell } of metrics.requests.entries()) totals.set(`${labels.route}\u0001${labels.class}\u0001${labels.decision}\u0001${labels.code}`, cell.value);
+    for (const { labels, cell } of metrics.requests.entries())
+      totals.set(`${labels.route}\u0001${labels.class}\u0001${labels.decision}\u0001${labels.code}`, cell.value);
     for (const [key, value] of totals) {
       const d = this.#delta(`req\u0001${key}`, value);
       if (d === 0) continue;
@@ -168,7 +175,11 @@ export class SnapshotBuilder {
         const first = ring[0]!;
         const last = ring[ring.length - 1]!;
         const window = last.map((v, i) => v - first[i]!);
-        p = { p50Ms: percentile(window, bounds, 0.5), p90Ms: percentile(window, bounds, 0.9), p99Ms: percentile(window, bounds, 0.99) };
+        p = {
+          p50Ms: percentile(window, bounds, 0.5),
+          p90Ms: percentile(window, bounds, 0.9),
+          p99Ms: percentile(window, bounds, 0.99),
+        };
       }
       upstreams.push({
         name: u.name,
@@ -196,20 +207,35 @@ export class SnapshotBuilder {
       else if (labels.result === 'stale') stale += d;
     }
 
-    const usable = (u: Runtime['routes'][number]['upstream']) => (u.health === null || u.health.healthy) && u.breaker.state !== 'open';
+    const usable = (u: Runtime['routes'][number]['upstream']) =>
+      (u.health === null || u.health.healthy) && u.breaker.state !== 'open';
     const routes = rt.routes.map((r) => ({
       name: r.name,
       class: r.class,
       upstream: r.upstream.name,
       fallback: r.fallback?.name ?? null,
-      serving: usable(r.upstream) ? ('primary' as const) : r.fallback !== null && usable(r.fallback) ? ('fallback' as const) : ('unavailable' as const),
+      serving: usable(r.upstream)
+        ? ('primary' as const)
+        : r.fallback !== null && usable(r.fallback)
+          ? ('fallback' as const)
+          : ('unavailable' as const),
     }));
 
     // Guard decisions per second, top 12.
     const guardDecisions: Snapshot['guardDecisions'] = [];
     for (const { labels, cell } of hotEntries(metrics, 'rempart_guard_decisions_total')) {
-      const d = this.#delta(`guard\u0001${labels.guard}\u0001${labels.action}\u0001${labels.reason}\u0001${labels.rule}`, cell.value);
-      if (d > 0) guardDecisions.push({ guard: labels.guard!, action: labels.action!, reason: labels.reason!, rule: labels.rule!, perSec: rate(d) });
+      const d = this.#delta(
+        `guard\u0001${labels.guard}\u0001${labels.action}\u0001${labels.reason}\u0001${labels.rule}`,
+        cell.value,
+      );
+      if (d > 0)
+        guardDecisions.push({
+          guard: labels.guard!,
+          action: labels.action!,
+          reason: labels.reason!,
+          rule: labels.rule!,
+          perSec: rate(d),
+        });
     }
     guardDecisions.sort((a, b) => b.perSec - a.perSec);
     guardDecisions.length = Math.min(guardDecisions.length, 12);
@@ -226,10 +252,18 @@ export class SnapshotBuilder {
       admissionOn: upstreams.some((u) => u.admission !== 'off'),
       admissionOff: upstreams.filter((u) => u.admission === 'off').map((u) => u.name),
       queueDepth,
-      cache: { lookupsPerSec: rate(lookups), hitRatio: lookups > 0 ? round3(hits / lookups) : null, staleRatio: lookups > 0 ? round3(stale / lookups) : null },
+      cache: {
+        lookupsPerSec: rate(lookups),
+        hitRatio: lookups > 0 ? round3(hits / lookups) : null,
+        staleRatio: lookups > 0 ? round3(stale / lookups) : null,
+      },
       routes,
       waitingRoom,
-      level: { value: levelValue, name: ATTACK_LEVEL_NAMES[levelValue as 0 | 1 | 2] ?? String(levelValue), detail: await read(api, '/api/level') },
+      level: {
+        value: levelValue,
+        name: ATTACK_LEVEL_NAMES[levelValue as 0 | 1 | 2] ?? String(levelValue),
+        detail: await read(api, '/api/level'),
+      },
       bans: await read(api, '/api/bans', { limit: String(MAX_BANS_SHOWN) }),
       signatures: trimRules(await read(api, '/api/signatures')),
       guards: await read(api, '/api/guards'),
@@ -242,8 +276,13 @@ export class SnapshotBuilder {
 }
 
 /** The cells of a hot counter that is registered but not exposed on Metrics (refusals, guard decisions). */
-function hotEntries(metrics: Metrics, name: string): Iterable<{ labels: Record<string, string>; cell: { value: number } }> {
-  const hot = metrics.registry.getSingleMetric(name) as unknown as { entries?(): IterableIterator<{ labels: Record<string, string>; cell: { value: number } }> } | undefined;
+function hotEntries(
+  metrics: Metrics,
+  name: string,
+): Iterable<{ labels: Record<string, string>; cell: { value: number } }> {
+  const hot = metrics.registry.getSingleMetric(name) as unknown as
+    | { entries?(): IterableIterator<{ labels: Record<string, string>; cell: { value: number } }> }
+    | undefined;
   return hot?.entries?.() ?? [];
 }
 
@@ -260,7 +299,8 @@ async function read(api: AdminApi, path: string, query?: Record<string, string>)
 function trimRules(body: unknown): unknown {
   if (body === null || typeof body !== 'object') return body;
   const b = body as { rules?: unknown[] };
-  if (Array.isArray(b.rules) && b.rules.length > MAX_RULES_SHOWN) return { ...b, rules: b.rules.slice(0, MAX_RULES_SHOWN), rulesOmitted: b.rules.length - MAX_RULES_SHOWN };
+  if (Array.isArray(b.rules) && b.rules.length > MAX_RULES_SHOWN)
+    return { ...b, rules: b.rules.slice(0, MAX_RULES_SHOWN), rulesOmitted: b.rules.length - MAX_RULES_SHOWN };
   return body;
 }
 

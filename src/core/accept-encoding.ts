@@ -5,7 +5,9 @@
 /** Content codings kept from Accept-Encoding, in the order the normalised value lists them. */
 const CODINGS = ['br', 'deflate', 'gzip', 'zstd'] as const;
 /** The normalised value for each subset of CODINGS (bit i: CODINGS[i] accepted): built once, no allocation per request. */
-const BY_MASK: readonly string[] = Array.from({ length: 1 << CODINGS.length }, (_, mask) => CODINGS.filter((_c, i) => (mask & (1 << i)) !== 0).join(','));
+const BY_MASK: readonly string[] = Array.from({ length: 1 << CODINGS.length }, (_, mask) =>
+  CODINGS.filter((_c, i) => (mask & (1 << i)) !== 0).join(','),
+);
 
 function isSpace(c: number): boolean {
   return c === 0x20 || c === 0x09;
@@ -22,7 +24,12 @@ function sameToken(value: string, start: number, end: number, word: string): boo
 function isZeroWeight(value: string, start: number, end: number): boolean {
   while (start < end && isSpace(value.charCodeAt(start))) start++;
   while (end > start && isSpace(value.charCodeAt(end - 1))) end--;
-  if (end - start < 3 || (value.charCodeAt(start) | 0x20) !== 0x71 /* q */ || value.charCodeAt(start + 1) !== 0x3d /* = */) return false;
+  if (
+    end - start < 3 ||
+    (value.charCodeAt(start) | 0x20) !== 0x71 /* q */ ||
+    value.charCodeAt(start + 1) !== 0x3d /* = */
+  )
+    return false;
   if (value.charCodeAt(start + 2) !== 0x30 /* 0 */) return false;
   for (let i = start + 3; i < end; i++) {
     const c = value.charCodeAt(i);

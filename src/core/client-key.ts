@@ -27,7 +27,10 @@ export function v6PrefixKey(address: string, bits: number): string {
   const lastColon = addr.lastIndexOf(':');
   if (addr.indexOf('.', lastColon) !== -1) {
     // An embedded dotted quad (`64:ff9b::1.2.3.4`) is two hextets.
-    const o = addr.slice(lastColon + 1).split('.').map(Number);
+    const o = addr
+      .slice(lastColon + 1)
+      .split('.')
+      .map(Number);
     addr = `${addr.slice(0, lastColon + 1)}${(((o[0]! << 8) | o[1]!) & 0xffff).toString(16)}:${(((o[2]! << 8) | o[3]!) & 0xffff).toString(16)}`;
   }
   const gap = addr.indexOf('::');
@@ -161,14 +164,16 @@ function otherSpelling(header: string, at: number, stop: number, name: string): 
   const limit = Math.min(stop, at + 3 * name.length + 9);
   let eq = at;
   let percent = false;
-  for (let c = header.charCodeAt(eq); eq < limit && c !== 61 /* = */; c = header.charCodeAt(++eq)) if (c === 37 /* % */) percent = true;
+  for (let c = header.charCodeAt(eq); eq < limit && c !== 61 /* = */; c = header.charCodeAt(++eq))
+    if (c === 37 /* % */) percent = true;
   if (eq >= limit) return -1;
   let end = eq;
   while (end > at && (header.charCodeAt(end - 1) === 32 || header.charCodeAt(end - 1) === 9)) end--;
   if (!percent) {
     // Another case only: compared in place, no string made.
     if (end - at !== name.length) return -1;
-    for (let i = 0; i < name.length; i++) if (asciiLower(header.charCodeAt(at + i)) !== asciiLower(name.charCodeAt(i))) return -1;
+    for (let i = 0; i < name.length; i++)
+      if (asciiLower(header.charCodeAt(at + i)) !== asciiLower(name.charCodeAt(i))) return -1;
     return eq;
   }
   let written: string;
@@ -200,7 +205,13 @@ export function headerValues(raw: readonly string[], name: string, out: string[]
   return out.length;
 }
 
-export function clientKey(kind: ClientKeyKind, address: string, cookieHeader: string | undefined, sessionCookie: string, v6Bits = 64): string {
+export function clientKey(
+  kind: ClientKeyKind,
+  address: string,
+  cookieHeader: string | undefined,
+  sessionCookie: string,
+  v6Bits = 64,
+): string {
   if (kind === 'address') return addressKey(address, '', v6Bits);
   if (kind === 'session') {
     const sid = cookieValue(cookieHeader, sessionCookie);

@@ -26,7 +26,10 @@ function scriptsOf(html: string): string[] {
 }
 
 test('escapeHtml: the five special characters become entities, everything else is kept; escapeAttr is the same', () => {
-  assert.equal(escapeHtml(`<a href="x" title='y'>&</a>`), '&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;');
+  assert.equal(
+    escapeHtml(`<a href="x" title='y'>&</a>`),
+    '&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;',
+  );
   assert.equal(escapeHtml('plain text, 100 % é'), 'plain text, 100 % é');
   assert.equal(escapeHtml('&amp;'), '&amp;amp;', 'escaped once more, never taken for already escaped');
   assert.equal(escapeAttr, escapeHtml);
@@ -59,7 +62,8 @@ test('every page shell: strict CSP (no script unless its own hash), nosniff, no 
     const csp = h['content-security-policy']!;
     assert.match(csp, /^default-src 'none'; /);
     assert.ok(csp.includes(`style-src ${cspHash(PAGE_STYLE)}`), csp);
-    for (const d of ["base-uri 'none'", "form-action 'self'", "frame-ancestors 'self'", "img-src 'self' data:"]) assert.ok(csp.includes(d), d);
+    for (const d of ["base-uri 'none'", "form-action 'self'", "frame-ancestors 'self'", "img-src 'self' data:"])
+      assert.ok(csp.includes(d), d);
     assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*/);
   }
   assert.doesNotMatch(PLAIN_PAGE.csp, /script-src|worker-src/, 'pages without script allow none');
@@ -73,12 +77,29 @@ test('safeReturnPath: same-origin paths only; anything else is /; markup charact
   for (const ok of ['/', '/track/1?from=test', '/a/b?c=d&e=f#frag', '/%2F%2Fevil.example', '/..//x'])
     assert.equal(safeReturnPath(ok), ok, ok);
   for (const bad of [
-    null, undefined, '', 'https://evil.example/', '//evil.example/', '/\\evil.example', '\\\\evil.example', '/a\\b',
-    'javascript:alert(1)', ' /x', '/\t/evil.example', '/\n/evil.example', '/x\r\nSet-Cookie: a=b', '/caf\u00e9', `/${'a'.repeat(2048)}`,
-    '/.rempart/challenge/verify?x=1', 'evil.example',
+    null,
+    undefined,
+    '',
+    'https://evil.example/',
+    '//evil.example/',
+    '/\\evil.example',
+    '\\\\evil.example',
+    '/a\\b',
+    'javascript:alert(1)',
+    ' /x',
+    '/\t/evil.example',
+    '/\n/evil.example',
+    '/x\r\nSet-Cookie: a=b',
+    '/caf\u00e9',
+    `/${'a'.repeat(2048)}`,
+    '/.rempart/challenge/verify?x=1',
+    'evil.example',
   ])
     assert.equal(safeReturnPath(bad), '/', JSON.stringify(bad));
-  assert.equal(safeReturnPath('/</script><script>alert(1)</script>'), '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E');
+  assert.equal(
+    safeReturnPath('/</script><script>alert(1)</script>'),
+    '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E',
+  );
   assert.equal(safeReturnPath(`/"'\`x`), '/%22%27%60x');
 });
 
@@ -92,7 +113,7 @@ test('the challenge page with a hostile return path: one static script (the hash
       assert.equal(scripts[1], `|${CHALLENGE_SCRIPT}`, 'the executed script is exactly the hashed text');
       const data = /<script type="application\/json" id="rempart-challenge">([\s\S]*?)<\/script>/.exec(html)![1]!;
       assert.deepEqual(JSON.parse(data), { token: 'tok.en', bits: 12, returnTo });
-      assert.doesNotMatch(html, /<img|<svg|<!--/i, "no tag nor comment from the value");
+      assert.doesNotMatch(html, /<img|<svg|<!--/i, 'no tag nor comment from the value');
       const meta = /<meta http-equiv="refresh" content="([^"]*)">/.exec(html)![1]!;
       assert.match(meta, /^4;url=\/\.rempart\/challenge\/verify\?delay=de\.lay&amp;return=%2F/);
     }
@@ -111,18 +132,47 @@ test('the waiting page and the drill report: hostile text escaped; the report ca
     startedAt: s,
     durationSec: 1,
     stoppedBy: 'time',
-    settings: { deadlineMs: 1, maxRequests: 1, scale: 1, users: 1, bindSources: false, originUrl: null, metricsUrl: null, originWorkers: null },
+    settings: {
+      deadlineMs: 1,
+      maxRequests: 1,
+      scale: 1,
+      users: 1,
+      bindSources: false,
+      originUrl: null,
+      metricsUrl: null,
+      originWorkers: null,
+    },
     requestsIssued: 0,
-    legit: { total: { requests: 0, successPct: null, p50Ms: null, p95Ms: null, p99Ms: null, failures: { status: 0, challenge: 0, timeout: 0, error: 0 } }, byClass: {} },
+    legit: {
+      total: {
+        requests: 0,
+        successPct: null,
+        p50Ms: null,
+        p95Ms: null,
+        p99Ms: null,
+        failures: { status: 0, challenge: 0, timeout: 0, error: 0 },
+      },
+      byClass: {},
+    },
     attack: { byAttack: [], reachingOriginPct: null, reachingOriginSource: null },
     origin: { available: false },
-    rempart: { available: true, maxAttackLevel: null, decisions: { [s]: 1 }, refusals: { [s]: 2 }, shed: {}, polls: 1, failures: 0 },
+    rempart: {
+      available: true,
+      maxAttackLevel: null,
+      decisions: { [s]: 1 },
+      refusals: { [s]: 2 },
+      shed: {},
+      polls: 1,
+      failures: 0,
+    },
     timeline: { legitSuccessPct: [], p50Ms: [], p95Ms: [], p99Ms: [], attackLevel: [], decisions: {} },
     warnings: [s],
   } as unknown as DrillReport;
   const html = renderHtml(report);
   assert.doesNotMatch(html, /<script|<img|<\/title><script/i);
-  assert.ok(html.includes('&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;'));
+  assert.ok(
+    html.includes('&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x onerror=alert(2)&gt;'),
+  );
   const csp = /<meta http-equiv="Content-Security-Policy" content="([^"]*)">/.exec(html)?.[1];
   assert.ok(csp !== undefined, 'the report has a CSP');
   assert.match(csp, /^default-src 'none'; style-src 'sha256-/);

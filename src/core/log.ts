@@ -36,7 +36,11 @@ interface Writable {
   write(chunk: string): unknown;
 }
 
-export function createLogger(level: string, destination?: NodeJS.WritableStream | number, format: LogFormat = 'json'): Logger {
+export function createLogger(
+  level: string,
+  destination?: NodeJS.WritableStream | number,
+  format: LogFormat = 'json',
+): Logger {
   // Under attack logs are an amplifier: when the log reader falls behind, drop lines past 16 MiB of
   // backlog rather than grow the heap without bound.
   const bounded = { sync: false, maxLength: 16 * 1024 * 1024 };
@@ -62,7 +66,26 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream 
 }
 
 // Fields shown in the fixed part of a pretty request line, or never shown (pino's own).
-const REQUEST_FIXED = new Set(['time', 'level', 'svc', 'msg', 'method', 'path', 'status', 'durationMs', 'client', 'decision', 'reason', 'pid', 'hostname', 'url', 'httpVersion', 'referer', 'userAgent', 'bytes']);
+const REQUEST_FIXED = new Set([
+  'time',
+  'level',
+  'svc',
+  'msg',
+  'method',
+  'path',
+  'status',
+  'durationMs',
+  'client',
+  'decision',
+  'reason',
+  'pid',
+  'hostname',
+  'url',
+  'httpVersion',
+  'referer',
+  'userAgent',
+  'bytes',
+]);
 const OTHER_FIXED = new Set(['time', 'level', 'svc', 'msg', 'pid', 'hostname']);
 
 /** A value for `key=value`: bare when it is a plain word, else JSON-quoted (so a client's bytes cannot forge a line). */

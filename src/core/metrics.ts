@@ -44,8 +44,16 @@ export function createMetrics() {
   });
   registry.registerMetric(cacheLookups as unknown as Metric);
   // Admission (src/phases/admission): counters per upstream and class, touched per request.
-  const admissionAdmitted = new HotCounter({ name: 'rempart_admission_admitted_total', help: 'Requests admitted to their upstream by admission control, at once or after queueing, by upstream and class.', labelNames: ['upstream', 'class'] });
-  const admissionQueued = new HotCounter({ name: 'rempart_admission_queued_total', help: 'Requests that had to wait in the admission queue, by upstream and class.', labelNames: ['upstream', 'class'] });
+  const admissionAdmitted = new HotCounter({
+    name: 'rempart_admission_admitted_total',
+    help: 'Requests admitted to their upstream by admission control, at once or after queueing, by upstream and class.',
+    labelNames: ['upstream', 'class'],
+  });
+  const admissionQueued = new HotCounter({
+    name: 'rempart_admission_queued_total',
+    help: 'Requests that had to wait in the admission queue, by upstream and class.',
+    labelNames: ['upstream', 'class'],
+  });
   const admissionShed = new HotCounter({
     name: 'rempart_admission_shed_total',
     help: 'Requests shed with 503 by admission control, by upstream, class and reason (queue-full, evicted, fairness, queue-timeout).',
@@ -68,9 +76,14 @@ export function createMetrics() {
   registry.registerMetric(requests as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
   registry.registerMetric(upstreamResponse as unknown as Metric);
-  for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait]) registry.registerMetric(hot as unknown as Metric);
+  for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait])
+    registry.registerMetric(hot as unknown as Metric);
   // Refusals can come at attack rate: a hot counter, one cell per reason code (a bounded set).
-  const refusalCounter = new HotCounter({ name: 'rempart_refusals_total', help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).', labelNames: ['reason'] });
+  const refusalCounter = new HotCounter({
+    name: 'rempart_refusals_total',
+    help: 'Requests and connections refused by Rempart, by reason code (RMP_ERR_*).',
+    labelNames: ['reason'],
+  });
   registry.registerMetric(refusalCounter as unknown as Metric);
   const refusalCells = new Map<string, { value: number }>();
   const refusals = {
@@ -353,8 +366,16 @@ function clusterMetrics(registry: Registry) {
         readers.storeUp(this);
       },
     }),
-    storeFailures: new Counter({ name: 'rempart_cluster_store_failures_total', help: 'Times the cluster store became unreachable or too slow (each outage counts once).', registers: [registry] }),
-    operations: fromTotal('rempart_cluster_store_operations_total', 'Commands sent to the cluster store (leases, ban and level writes and reads, publishes).', () => readers.operations()),
+    storeFailures: new Counter({
+      name: 'rempart_cluster_store_failures_total',
+      help: 'Times the cluster store became unreachable or too slow (each outage counts once).',
+      registers: [registry],
+    }),
+    operations: fromTotal(
+      'rempart_cluster_store_operations_total',
+      'Commands sent to the cluster store (leases, ban and level writes and reads, publishes).',
+      () => readers.operations(),
+    ),
     localDecisions: fromTotal(
       'rempart_cluster_local_decisions_total',
       'Requests of `scope: global` rate limits decided by the local limiter because the store was unusable (failMode open).',

@@ -36,7 +36,17 @@ const DURATION_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_60
 const UNIT_MS: Record<Exclude<Unit, 'bytes'>, number> = { ms: 1, sec: 1000, hours: 3_600_000, days: 86_400_000 };
 // SI prefixes are powers of 1000 and IEC prefixes powers of 1024 (IEC 80000-13): 10MB is 10 000 000
 // bytes, 10MiB is 10 485 760. `B` alone is bytes.
-const SIZE: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+const SIZE: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
 
 export const DURATION_PATTERN = '^\\s*([0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d)\\s*)+$';
 export const SIZE_PATTERN = '^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT][iI]?[bB]|[bB])\\s*$';
@@ -64,7 +74,8 @@ export function convertUnit(unit: Unit, text: string, integer: boolean): number 
     const m = /^([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]+)$/.exec(t);
     const factor = m ? SIZE[m[2]!.toLowerCase()] : undefined;
     // `mb` is not `Mb` (megabits) in some tools; bytes is the only reading here, as `MB`.
-    if (!m || factor === undefined) return `${quoted} is not a size (${UNIT_EXAMPLES.bytes}; KB and MB are powers of 1000, KiB and MiB of 1024)`;
+    if (!m || factor === undefined)
+      return `${quoted} is not a size (${UNIT_EXAMPLES.bytes}; KB and MB are powers of 1000, KiB and MiB of 1024)`;
     n = Number(m[1]) * factor;
   } else {
     if (!new RegExp(DURATION_PATTERN).test(t)) return `${quoted} is not a duration (${UNIT_EXAMPLES[unit]})`;

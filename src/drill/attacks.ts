@@ -41,7 +41,12 @@ export class RateAttack extends AttackWindow {
     this.pools = new Array(spec.addresses);
     if (spec.kind === 'flood' || spec.kind === 'login-stuffing') {
       this.headerSets = FLOOD_AGENTS.map((ua) => {
-        const h: Record<string, string> = { host: ctx.hostHeader, 'user-agent': ua, accept: '*/*', 'x-drill-kind': 'attack' };
+        const h: Record<string, string> = {
+          host: ctx.hostHeader,
+          'user-agent': ua,
+          accept: '*/*',
+          'x-drill-kind': 'attack',
+        };
         if (spec.kind === 'login-stuffing') h['content-type'] = 'application/x-www-form-urlencoded';
         return h;
       });
@@ -95,14 +100,27 @@ export class RateAttack extends AttackWindow {
         break;
       case 'botnet':
         // Each bot asks for a different, never-cached parcel.
-        opts = { method: 'GET', path: spec.path === '/track/*' ? `/track/6A${randDigits()}` : spec.path.replace('*', randDigits()), headers };
+        opts = {
+          method: 'GET',
+          path: spec.path === '/track/*' ? `/track/6A${randDigits()}` : spec.path.replace('*', randDigits()),
+          headers,
+        };
         break;
       case 'cache-busting':
-        opts = { method: 'GET', path: `${spec.path}${spec.path.includes('?') ? '&' : '?'}x=${Math.random().toString(36).slice(2)}`, headers };
+        opts = {
+          method: 'GET',
+          path: `${spec.path}${spec.path.includes('?') ? '&' : '?'}x=${Math.random().toString(36).slice(2)}`,
+          headers,
+        };
         break;
       default: {
         const n = Math.floor(Math.random() * 200_000); // half of them are not even valid account names
-        opts = { method: 'POST', path: spec.path, headers, body: `user=user${n}&password=${Math.random().toString(36).slice(2, 10)}` };
+        opts = {
+          method: 'POST',
+          path: spec.path,
+          headers,
+          body: `user=user${n}&password=${Math.random().toString(36).slice(2, 10)}`,
+        };
       }
     }
     this.inFlight++;
@@ -116,7 +134,8 @@ export class RateAttack extends AttackWindow {
     if (this.ctx.closing) return;
     const rec = this.ctx.rec;
     if (res.headers['x-origin'] !== undefined) rec.attackOutcome(this.index, 'passed');
-    else if (BLOCK_STATUSES.has(res.statusCode) || res.headers['rempart-challenge'] !== undefined) rec.attackOutcome(this.index, 'blocked');
+    else if (BLOCK_STATUSES.has(res.statusCode) || res.headers['rempart-challenge'] !== undefined)
+      rec.attackOutcome(this.index, 'blocked');
     else rec.attackOutcome(this.index, 'other');
   }
 

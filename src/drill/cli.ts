@@ -38,7 +38,8 @@ Options:
 function num(raw: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (raw === undefined) return undefined;
   const v = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw new UsageError(`--${flag} must be a number in [${min}, ${max}] (got "${raw}")`);
+  if (raw.trim() === '' || !Number.isFinite(v) || v < min || v > max)
+    throw new UsageError(`--${flag} must be a number in [${min}, ${max}] (got "${raw}")`);
   return v;
 }
 
@@ -49,11 +50,22 @@ export async function drillMain(argv: string[]): Promise<number> {
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
-      args: argv, allowPositionals: true, strict: true,
+      args: argv,
+      allowPositionals: true,
+      strict: true,
       options: {
-        target: { type: 'string' }, seconds: { type: 'string' }, scale: { type: 'string' }, report: { type: 'string' },
-        origin: { type: 'string' }, 'origin-workers': { type: 'string' }, metrics: { type: 'string' }, 'max-requests': { type: 'string' },
-        'deadline-ms': { type: 'string' }, quiet: { type: 'boolean' }, 'allow-remote': { type: 'boolean' }, 'i-own-this-target': { type: 'boolean' },
+        target: { type: 'string' },
+        seconds: { type: 'string' },
+        scale: { type: 'string' },
+        report: { type: 'string' },
+        origin: { type: 'string' },
+        'origin-workers': { type: 'string' },
+        metrics: { type: 'string' },
+        'max-requests': { type: 'string' },
+        'deadline-ms': { type: 'string' },
+        quiet: { type: 'boolean' },
+        'allow-remote': { type: 'boolean' },
+        'i-own-this-target': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -77,11 +89,17 @@ export async function drillMain(argv: string[]): Promise<number> {
     if (positionals.length !== 1) throw new UsageError('exactly one SCENARIO is required');
     if (typeof values.target !== 'string') throw new UsageError('--target URL is required');
     const scenario = await loadScenario(positionals[0]!);
-    const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
-    const reportDir = typeof values.report === 'string' ? values.report : path.join('reports', `${scenario.name}-${stamp}`);
+    const stamp = new Date()
+      .toISOString()
+      .replace(/[:.]/g, '-')
+      .replace(/-\d{3}Z$/, 'Z');
+    const reportDir =
+      typeof values.report === 'string' ? values.report : path.join('reports', `${scenario.name}-${stamp}`);
     process.on('SIGINT', onSigint);
     const report = await runDrill({
-      scenario, target: values.target, reportDir,
+      scenario,
+      target: values.target,
+      reportDir,
       seconds: num(values.seconds as string | undefined, 'seconds', 1, 600),
       scale: num(values.scale as string | undefined, 'scale', 0.01, 1000),
       originUrl: values.origin as string | undefined,
@@ -114,5 +132,7 @@ export async function drillMain(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  drillMain(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+  drillMain(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
 }

@@ -45,7 +45,8 @@ export interface DrillOptions {
 export function adjustScenario(sc: Scenario, seconds?: number, scale?: number): Scenario {
   const out: Scenario = structuredClone(sc);
   if (seconds !== undefined) {
-    if (!Number.isFinite(seconds) || seconds < 1 || seconds > MAX_SECONDS) throw new ScenarioError(sc.source, [`--seconds: must be in [1, ${MAX_SECONDS}] (got ${seconds})`]);
+    if (!Number.isFinite(seconds) || seconds < 1 || seconds > MAX_SECONDS)
+      throw new ScenarioError(sc.source, [`--seconds: must be in [1, ${MAX_SECONDS}] (got ${seconds})`]);
     const f = seconds / sc.seconds;
     out.seconds = seconds;
     for (const a of out.attacks) {
@@ -54,10 +55,12 @@ export function adjustScenario(sc: Scenario, seconds?: number, scale?: number): 
     }
   }
   if (scale !== undefined) {
-    if (!Number.isFinite(scale) || scale <= 0) throw new ScenarioError(sc.source, [`--scale: must be a positive number (got ${scale})`]);
+    if (!Number.isFinite(scale) || scale <= 0)
+      throw new ScenarioError(sc.source, [`--scale: must be a positive number (got ${scale})`]);
     for (const l of out.legit) l.users = Math.round(l.users * scale);
     const total = out.legit.reduce((s, l) => s + l.users, 0);
-    if (total > MAX_ADDRESSES) throw new ScenarioError(sc.source, [`--scale: ${total} users exceeds the limit of ${MAX_ADDRESSES}`]);
+    if (total > MAX_ADDRESSES)
+      throw new ScenarioError(sc.source, [`--scale: ${total} users exceeds the limit of ${MAX_ADDRESSES}`]);
   }
   return out;
 }
@@ -73,19 +76,30 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const maxRequests = opts.maxRequests ?? DEFAULT_MAX_REQUESTS;
   const deadlineMs = opts.deadlineMs ?? scenario.deadlineMs;
   const warnings: string[] = [];
-  if (!target.bindSources) warnings.push('source addresses not bound (target is not IPv4 loopback): every client shares one address');
+  if (!target.bindSources)
+    warnings.push('source addresses not bound (target is not IPv4 loopback): every client shares one address');
 
   const originPoller = opts.originUrl ? new OriginPoller(opts.originUrl, opts.originWorkers ?? null) : null;
   const metricsPoller = opts.metricsUrl ? new MetricsPoller(opts.metricsUrl) : null;
   // Baselines before any traffic, so totals count this run only.
-  await Promise.all([originPoller?.sample().then((s) => { if (s) { originPoller.first = s; originPoller.last = s; } }), metricsPoller?.poll(null)]);
+  await Promise.all([
+    originPoller?.sample().then((s) => {
+      if (s) {
+        originPoller.first = s;
+        originPoller.last = s;
+      }
+    }),
+    metricsPoller?.poll(null),
+  ]);
 
   const startedAt = new Date();
   const startMs = performance.now();
   const rec = new Recorder(startMs, scenario.seconds + 2, scenario.attacks.length);
   let stoppedBy: 'time' | 'signal' | 'request-cap' | null = null;
   let resolveFinished!: () => void;
-  const finished = new Promise<void>((r) => { resolveFinished = r; });
+  const finished = new Promise<void>((r) => {
+    resolveFinished = r;
+  });
   /** The first reason to stop wins. */
   const finish = (reason: 'time' | 'signal' | 'request-cap') => {
     if (stoppedBy !== null) return;
@@ -97,18 +111,26 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     target,
     dialOrigin: `http://${target.address.includes(':') ? `[${target.address}]` : target.address}:${target.port}`,
     hostHeader: target.url.host,
-    deadlineMs, rec, stopped: false, closing: false, maxRequests,
+    deadlineMs,
+    rec,
+    stopped: false,
+    closing: false,
+    maxRequests,
     onCap: () => finish('request-cap'),
     warn: (m) => {
       const key = m.slice(0, 120);
-      if (warned.size < 20 && !warned.has(key)) { warned.add(key); warnings.push(m); }
+      if (warned.size < 20 && !warned.has(key)) {
+        warned.add(key);
+        warnings.push(m);
+      }
     },
   };
 
   const crowd = startLegit(ctx, scenario.legit);
   let block = LEGIT_BLOCK + 1; // attackers: 127.2.x.y, 127.3.x.y, ...
   const attackers = scenario.attacks.map((a, i) =>
-    SLOW_KINDS.has(a.kind) ? new SlowAttack(ctx, i, a, block++, startMs) : new RateAttack(ctx, i, a, block++, startMs));
+    SLOW_KINDS.has(a.kind) ? new SlowAttack(ctx, i, a, block++, startMs) : new RateAttack(ctx, i, a, block++, startMs),
+  );
   const ticker = setInterval(() => {
     const now = performance.now();
     for (const a of attackers) a.tick(now);
@@ -129,7 +151,10 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
     progressLines.push(line);
     if (opts.quiet) return;
     if (tty) out.write(`\r${line}\x1b[K`);
-    else if (elapsedSec - lastPrintSec >= 5) { lastPrintSec = elapsedSec; out.write(`${line}\n`); }
+    else if (elapsedSec - lastPrintSec >= 5) {
+      lastPrintSec = elapsedSec;
+      out.write(`${line}\n`);
+    }
   }, 1000);
 
   const endTimer = setTimeout(() => finish('time'), scenario.seconds * 1000);
@@ -153,14 +178,32 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   if (!opts.quiet && tty) out.write('\n');
 
   const report = buildReport({
-    scenario, target: opts.target, startedAt, durationSec, stoppedBy: stoppedBy ?? 'time', rec, warnings, maxRequests, deadlineMs,
-    users: crowd.users, scale: opts.scale ?? 1, originPoller, metricsPoller, originUrl: opts.originUrl ?? null, metricsUrl: opts.metricsUrl ?? null,
-    originWorkers: opts.originWorkers ?? null, bindSources: target.bindSources,
+    scenario,
+    target: opts.target,
+    startedAt,
+    durationSec,
+    stoppedBy: stoppedBy ?? 'time',
+    rec,
+    warnings,
+    maxRequests,
+    deadlineMs,
+    users: crowd.users,
+    scale: opts.scale ?? 1,
+    originPoller,
+    metricsPoller,
+    originUrl: opts.originUrl ?? null,
+    metricsUrl: opts.metricsUrl ?? null,
+    originWorkers: opts.originWorkers ?? null,
+    bindSources: target.bindSources,
   });
   if (opts.reportDir) {
     const dir = path.resolve(opts.reportDir);
     await mkdir(dir, { recursive: true });
-    report.files = { json: path.join(dir, 'report.json'), html: path.join(dir, 'report.html'), progress: path.join(dir, 'progress.log') };
+    report.files = {
+      json: path.join(dir, 'report.json'),
+      html: path.join(dir, 'report.html'),
+      progress: path.join(dir, 'progress.log'),
+    };
     await writeFile(report.files.json, `${JSON.stringify(report, null, 2)}\n`);
     await writeFile(report.files.html, renderHtml(report));
     await writeFile(report.files.progress, `${progressLines.join('\n')}\n`);

@@ -15,7 +15,10 @@ const FALLBACK_DOC_IDS = Array.from({ length: 50 }, (_, i) => i + 1);
 
 // Popular parcels repeat (a few are tracked by many people): Zipf(s=1.1) over 2000 ids.
 const PARCELS = 2000;
-const PARCEL_PATHS = Array.from({ length: PARCELS }, (_, k) => `/track/6A${String(10_000_000_000 + k * 7_919_113).slice(0, 11)}`);
+const PARCEL_PATHS = Array.from(
+  { length: PARCELS },
+  (_, k) => `/track/6A${String(10_000_000_000 + k * 7_919_113).slice(0, 11)}`,
+);
 const ZIPF_CDF = (() => {
   const cdf = new Float64Array(PARCELS);
   let sum = 0;
@@ -38,7 +41,10 @@ function zipfParcelPath(): string {
 
 const between = (r: [number, number]) => r[0] + Math.floor(Math.random() * (r[1] - r[0] + 1));
 
-interface Answer { status: number; json: unknown }
+interface Answer {
+  status: number;
+  json: unknown;
+}
 
 /** Bodies we parse are small; a misbehaving target must not make us buffer megabytes. */
 const MAX_PARSED_BODY_BYTES = 256 * 1024;
@@ -99,7 +105,9 @@ class User {
       await this.visitOnce();
       if (!this.ctx.closing) this.ctx.rec.visit(false, this.visitChallenged);
       first = false;
-      await sleep(Math.max(0, this.pop.startSec * 1000 - (performance.now() - this.ctx.rec.startMs)), undefined, { ref: false });
+      await sleep(Math.max(0, this.pop.startSec * 1000 - (performance.now() - this.ctx.rec.startMs)), undefined, {
+        ref: false,
+      });
     } else {
       // Stagger arrivals over one think time so users do not all click at t=0.
       await sleep(this.pop.startSec * 1000 + Math.random() * this.pop.pauseMs[1], undefined, { ref: false });
@@ -138,7 +146,13 @@ class User {
   async vault(): Promise<void> {
     if (!this.cookies.has('sid')) {
       const n = Math.floor(Math.random() * 100_000);
-      const login = await this.request('vault', 'POST', '/login', `user=user${n}&password=pass${n}`, 'application/x-www-form-urlencoded');
+      const login = await this.request(
+        'vault',
+        'POST',
+        '/login',
+        `user=user${n}&password=pass${n}`,
+        'application/x-www-form-urlencoded',
+      );
       if (!login || login.status >= 300) return;
       if (!(await this.pause(this.pop.pauseMs))) return;
     }
@@ -148,9 +162,12 @@ class User {
       this.cookies.delete('sid'); // session expired or evicted: log in again next visit
       return;
     }
-    const ids = Array.isArray(list.json) && list.json.length > 0
-      ? (list.json as Array<{ id?: unknown }>).map((d) => d.id).filter((id) => typeof id === 'number' || typeof id === 'string')
-      : FALLBACK_DOC_IDS;
+    const ids =
+      Array.isArray(list.json) && list.json.length > 0
+        ? (list.json as Array<{ id?: unknown }>)
+            .map((d) => d.id)
+            .filter((id) => typeof id === 'number' || typeof id === 'string')
+        : FALLBACK_DOC_IDS;
     const pages = between(this.pop.pagesPerVisit);
     for (let i = 0; i < pages; i++) {
       if (!(await this.pause(this.pop.pauseMs))) return;
@@ -172,7 +189,17 @@ class User {
    * One request, recorded under `cls`. Returns the answer (status + parsed JSON when asked) or
    * null when the request failed at the transport level or was not sent.
    */
-  async request(cls: LegitClass, method: string, path: string, body?: string, contentType?: string, wantJson = false, retried = false, waitedMs = 0, carriedMs = 0): Promise<Answer | null> {
+  async request(
+    cls: LegitClass,
+    method: string,
+    path: string,
+    body?: string,
+    contentType?: string,
+    wantJson = false,
+    retried = false,
+    waitedMs = 0,
+    carriedMs = 0,
+  ): Promise<Answer | null> {
     const ctx = this.ctx;
     if (!takeRequest(ctx)) {
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, 'waiting');
@@ -181,7 +208,10 @@ class User {
     const headers: Record<string, string> = {
       host: ctx.hostHeader,
       'user-agent': this.ua,
-      accept: wantJson || contentType === 'application/json' ? 'application/json' : 'text/html,application/xhtml+xml,*/*;q=0.8',
+      accept:
+        wantJson || contentType === 'application/json'
+          ? 'application/json'
+          : 'text/html,application/xhtml+xml,*/*;q=0.8',
       'accept-language': 'fr-FR,fr;q=0.9,en;q=0.5',
       'x-drill-kind': 'legit',
     };
@@ -212,7 +242,11 @@ class User {
       const challengeCandidate = mayBeChallenge(res.statusCode);
       if (wantJson || challengeCandidate) {
         const text = await readBounded(res.body);
-        try { json = text === null ? undefined : JSON.parse(text); } catch { json = undefined; }
+        try {
+          json = text === null ? undefined : JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
       } else {
         await res.body.dump();
       }
@@ -222,13 +256,28 @@ class User {
       let failure: LegitFailure | null = null;
       if (challengeCandidate && isChallenge(res.statusCode, res.headers, json)) {
         this.visitChallenged = true;
-        const solved = !retried && (await solveChallenge({
-          status: res.statusCode, headers: res.headers, cookies: this.cookies,
-          challenge: typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
-        }));
+        const solved =
+          !retried &&
+          (await solveChallenge({
+            status: res.statusCode,
+            headers: res.headers,
+            cookies: this.cookies,
+            challenge:
+              typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
+          }));
         if (solved) {
           ctx.rec.classes[cls].challengesSolved++;
-          return this.request(cls, method, path, body, contentType, wantJson, true, waitedMs, performance.now() - t0 + carriedMs);
+          return this.request(
+            cls,
+            method,
+            path,
+            body,
+            contentType,
+            wantJson,
+            true,
+            waitedMs,
+            performance.now() - t0 + carriedMs,
+          );
         }
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';
@@ -266,7 +315,9 @@ export interface LegitCrowd {
 export function startLegit(ctx: RunContext, populations: LegitPopulation[]): LegitCrowd {
   const users: User[] = [];
   for (const pop of populations) for (let i = 0; i < pop.users; i++) users.push(new User(ctx, pop, users.length));
-  const done = Promise.all(users.map((u) => u.loop().catch((e) => ctx.warn(`legit user crashed: ${errorText(e)}`)))).then(() => undefined);
+  const done = Promise.all(
+    users.map((u) => u.loop().catch((e) => ctx.warn(`legit user crashed: ${errorText(e)}`))),
+  ).then(() => undefined);
   return {
     done,
     users: users.length,

@@ -4,7 +4,13 @@ import { Agent, request } from 'undici';
 import type { Recorder } from './stats.ts';
 
 const POLL_TIMEOUT_MS = 900;
-const newAgent = () => new Agent({ headersTimeout: POLL_TIMEOUT_MS, bodyTimeout: POLL_TIMEOUT_MS, connect: { timeout: POLL_TIMEOUT_MS }, connections: 1 });
+const newAgent = () =>
+  new Agent({
+    headersTimeout: POLL_TIMEOUT_MS,
+    bodyTimeout: POLL_TIMEOUT_MS,
+    connect: { timeout: POLL_TIMEOUT_MS },
+    connections: 1,
+  });
 
 async function getText(agent: Agent, url: string): Promise<string | null> {
   try {
@@ -60,13 +66,21 @@ export class OriginPoller {
   async sample(): Promise<OriginSample | null> {
     const text = await getText(this.agent, this.url);
     this.polls++;
-    if (text === null) { this.failures++; return null; }
+    if (text === null) {
+      this.failures++;
+      return null;
+    }
     try {
       const s = JSON.parse(text) as Record<string, unknown>;
       const received = s.received as { attack?: unknown; legit?: unknown } | undefined;
       const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
       return {
-        atMs: performance.now(), served: n(s.served), rejected: n(s.rejected), busyMs: n(s.busyMs), queued: n(s.queued), inFlight: n(s.inFlight),
+        atMs: performance.now(),
+        served: n(s.served),
+        rejected: n(s.rejected),
+        busyMs: n(s.busyMs),
+        queued: n(s.queued),
+        inFlight: n(s.inFlight),
         receivedAttack: received && typeof received.attack === 'number' ? received.attack : null,
         receivedLegit: received && typeof received.legit === 'number' ? received.legit : null,
       };
@@ -91,8 +105,10 @@ export class OriginPoller {
     b.originRejected = s.rejected - prev.rejected;
     b.originQueued = s.queued;
     b.originBusyMsPerSec = dtMs > 0 ? ((s.busyMs - prev.busyMs) * 1000) / dtMs : 0;
-    if (s.receivedAttack !== null && prev.receivedAttack !== null) b.originReceivedAttack = s.receivedAttack - prev.receivedAttack;
-    if (s.receivedLegit !== null && prev.receivedLegit !== null) b.originReceivedLegit = s.receivedLegit - prev.receivedLegit;
+    if (s.receivedAttack !== null && prev.receivedAttack !== null)
+      b.originReceivedAttack = s.receivedAttack - prev.receivedAttack;
+    if (s.receivedLegit !== null && prev.receivedLegit !== null)
+      b.originReceivedLegit = s.receivedLegit - prev.receivedLegit;
     if (this.workers && dtMs > 0) {
       const util = Math.min(100, ((s.busyMs - prev.busyMs) / (this.workers * dtMs)) * 100);
       b.originUtilPct = util;
@@ -110,11 +126,17 @@ export class OriginPoller {
     const d = (a: number | null | undefined, b: number | null | undefined) => (a != null && b != null ? b - a : null);
     const dt = f && l ? l.atMs - f.atMs : 0;
     return {
-      polls: this.polls, failures: this.failures,
-      served: d(f?.served, l?.served) ?? 0, rejected: d(f?.rejected, l?.rejected) ?? 0, busyMs: d(f?.busyMs, l?.busyMs) ?? 0,
-      receivedAttack: d(f?.receivedAttack, l?.receivedAttack), receivedLegit: d(f?.receivedLegit, l?.receivedLegit),
-      utilisationPct: this.workers && f && l && dt > 0 ? Math.min(100, ((l.busyMs - f.busyMs) / (this.workers * dt)) * 100) : null,
-      peakUtilisationPct: this.peakUtil, maxQueued: this.maxQueued,
+      polls: this.polls,
+      failures: this.failures,
+      served: d(f?.served, l?.served) ?? 0,
+      rejected: d(f?.rejected, l?.rejected) ?? 0,
+      busyMs: d(f?.busyMs, l?.busyMs) ?? 0,
+      receivedAttack: d(f?.receivedAttack, l?.receivedAttack),
+      receivedLegit: d(f?.receivedLegit, l?.receivedLegit),
+      utilisationPct:
+        this.workers && f && l && dt > 0 ? Math.min(100, ((l.busyMs - f.busyMs) / (this.workers * dt)) * 100) : null,
+      peakUtilisationPct: this.peakUtil,
+      maxQueued: this.maxQueued,
     };
   }
 }
@@ -129,7 +151,12 @@ function label(line: string, name: string): string | null {
  * rempart_refusals_total by `reason`, and rempart_admission_shed_total by `class/reason` (what a
  * failed real user's 503 was: a queue timeout, a fairness share, a full queue).
  */
-export function parseMetrics(text: string): { attackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number> } {
+export function parseMetrics(text: string): {
+  attackLevel: number | null;
+  decisions: Record<string, number>;
+  refusals: Record<string, number>;
+  shed: Record<string, number>;
+} {
   let attackLevel: number | null = null;
   const decisions: Record<string, number> = {};
   const refusals: Record<string, number> = {};
@@ -152,7 +179,8 @@ export function parseMetrics(text: string): { attackLevel: number | null; decisi
       const v = Number(line.slice(line.lastIndexOf(' ') + 1));
       const cls = label(line, 'class');
       const reason = label(line, 'reason');
-      if (Number.isFinite(v) && cls !== null && reason !== null) shed[`${cls}/${reason}`] = (shed[`${cls}/${reason}`] ?? 0) + v;
+      if (Number.isFinite(v) && cls !== null && reason !== null)
+        shed[`${cls}/${reason}`] = (shed[`${cls}/${reason}`] ?? 0) + v;
     }
   }
   return { attackLevel, decisions, refusals, shed };
@@ -161,7 +189,8 @@ export function parseMetrics(text: string): { attackLevel: number | null; decisi
 /** last − first for every key of `last`, keeping only what grew. */
 function grown(first: Record<string, number> | null, last: Record<string, number> | null): Record<string, number> {
   const out: Record<string, number> = {};
-  if (last !== null) for (const k of Object.keys(last)) if (last[k]! - (first?.[k] ?? 0) > 0) out[k] = last[k]! - (first?.[k] ?? 0);
+  if (last !== null)
+    for (const k of Object.keys(last)) if (last[k]! - (first?.[k] ?? 0) > 0) out[k] = last[k]! - (first?.[k] ?? 0);
   return out;
 }
 
@@ -184,7 +213,10 @@ export class MetricsPoller {
   async poll(rec: Recorder | null): Promise<void> {
     const text = await getText(this.agent, this.url);
     this.polls++;
-    if (text === null) { this.failures++; return; }
+    if (text === null) {
+      this.failures++;
+      return;
+    }
     const { attackLevel, decisions, refusals, shed } = parseMetrics(text);
     if (this.firstReasons === null) this.firstReasons = { refusals, shed };
     this.lastReasons = { refusals, shed };
@@ -194,7 +226,8 @@ export class MetricsPoller {
     this.lastAtMs = atMs;
     if (this.first === null) this.first = decisions;
     this.last = decisions;
-    if (attackLevel !== null && (this.maxAttackLevel === null || attackLevel > this.maxAttackLevel)) this.maxAttackLevel = attackLevel;
+    if (attackLevel !== null && (this.maxAttackLevel === null || attackLevel > this.maxAttackLevel))
+      this.maxAttackLevel = attackLevel;
     if (rec === null) return;
     const b = rec.second(prev !== null ? (prevAtMs + atMs) / 2 : atMs);
     b.attackLevel = attackLevel;
@@ -209,7 +242,14 @@ export class MetricsPoller {
     return this.agent.destroy();
   }
 
-  totals(): { polls: number; failures: number; maxAttackLevel: number | null; decisions: Record<string, number>; refusals: Record<string, number>; shed: Record<string, number> } {
+  totals(): {
+    polls: number;
+    failures: number;
+    maxAttackLevel: number | null;
+    decisions: Record<string, number>;
+    refusals: Record<string, number>;
+    shed: Record<string, number>;
+  } {
     const out: Record<string, number> = {};
     if (this.last) for (const k of Object.keys(this.last)) out[k] = this.last[k]! - (this.first?.[k] ?? 0);
     return {
@@ -222,4 +262,3 @@ export class MetricsPoller {
     };
   }
 }
-

@@ -28,7 +28,10 @@ export interface ResolvedTarget {
   remote: boolean;
 }
 
-export interface SafetyOptions { allowRemote?: boolean; iOwnThisTarget?: boolean }
+export interface SafetyOptions {
+  allowRemote?: boolean;
+  iOwnThisTarget?: boolean;
+}
 
 /** Parses and resolves a target URL; throws SafetyError unless it is loopback (or remote is doubly allowed). */
 export async function resolveTarget(raw: string, what: string, opts: SafetyOptions = {}): Promise<ResolvedTarget> {
@@ -38,7 +41,8 @@ export async function resolveTarget(raw: string, what: string, opts: SafetyOptio
   } catch {
     throw new SafetyError(`${what}: not a valid URL: ${JSON.stringify(raw)}`);
   }
-  if (url.protocol !== 'http:') throw new SafetyError(`${what}: only http:// targets are supported (got ${url.protocol})`);
+  if (url.protocol !== 'http:')
+    throw new SafetyError(`${what}: only http:// targets are supported (got ${url.protocol})`);
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   let addresses: string[];
   try {
@@ -59,7 +63,10 @@ export async function resolveTarget(raw: string, what: string, opts: SafetyOptio
   if (address === undefined) throw new SafetyError(`${what}: ${host} resolves to no address`);
   const port = url.port ? Number(url.port) : 80;
   return {
-    url, origin: url.origin, address, port,
+    url,
+    origin: url.origin,
+    address,
+    port,
     bindSources: allLoopback && v4 !== undefined && v4.startsWith('127.'),
     remote: !allLoopback,
   };

@@ -83,8 +83,27 @@ export const SLOW_KINDS: ReadonlySet<AttackKind> = new Set(['slowloris', 'slow-p
 
 const TOP_KEYS = ['version', 'name', 'description', 'seconds', 'deadlineMs', 'legit', 'attacks'];
 const LEGIT_KEYS = ['kind', 'users', 'pauseMs', 'returningShare', 'pagesPerVisit', 'startSec', 'previsit'];
-const RATE_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'ratePerSecond', 'connections', 'maxInFlight', 'path'];
-const SLOW_KEYS = ['kind', 'startSec', 'durationSec', 'addresses', 'connections', 'path', 'trickleIntervalMs', 'trickleBytes', 'bodyBytes'];
+const RATE_KEYS = [
+  'kind',
+  'startSec',
+  'durationSec',
+  'addresses',
+  'ratePerSecond',
+  'connections',
+  'maxInFlight',
+  'path',
+];
+const SLOW_KEYS = [
+  'kind',
+  'startSec',
+  'durationSec',
+  'addresses',
+  'connections',
+  'path',
+  'trickleIntervalMs',
+  'trickleBytes',
+  'bodyBytes',
+];
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -94,16 +113,34 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
   const errors: string[] = [];
   const err = (p: string, msg: string) => errors.push(`${p}: ${msg}`);
   const unknownKeys = (o: Obj, allowed: string[], p: string) => {
-    for (const k of Object.keys(o)) if (!allowed.includes(k)) err(p ? `${p}.${k}` : k, `unknown key (allowed: ${allowed.join(', ')})`);
+    for (const k of Object.keys(o))
+      if (!allowed.includes(k)) err(p ? `${p}.${k}` : k, `unknown key (allowed: ${allowed.join(', ')})`);
   };
-  const num = (o: Obj, key: string, p: string, opts: { min: number; max: number; int?: boolean; def?: number }): number => {
+  const num = (
+    o: Obj,
+    key: string,
+    p: string,
+    opts: { min: number; max: number; int?: boolean; def?: number },
+  ): number => {
     const v = o[key];
     if (v === undefined) {
-      if (opts.def === undefined) { err(`${p}${key}`, 'is required'); return opts.min; }
+      if (opts.def === undefined) {
+        err(`${p}${key}`, 'is required');
+        return opts.min;
+      }
       return opts.def;
     }
-    if (typeof v !== 'number' || !Number.isFinite(v) || (opts.int && !Number.isInteger(v)) || v < opts.min || v > opts.max) {
-      err(`${p}${key}`, `must be ${opts.int ? 'an integer' : 'a number'} in [${opts.min}, ${opts.max}] (got ${JSON.stringify(v)})`);
+    if (
+      typeof v !== 'number' ||
+      !Number.isFinite(v) ||
+      (opts.int && !Number.isInteger(v)) ||
+      v < opts.min ||
+      v > opts.max
+    ) {
+      err(
+        `${p}${key}`,
+        `must be ${opts.int ? 'an integer' : 'a number'} in [${opts.min}, ${opts.max}] (got ${JSON.stringify(v)})`,
+      );
       return opts.min;
     }
     return v;
@@ -112,8 +149,16 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
     const v = o[key];
     if (v === undefined) return def;
     if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return [v, v];
-    if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max) || v[0] > v[1]) {
-      err(`${p}${key}`, `must be an integer or [min, max] with ${min} <= min <= max <= ${max} (got ${JSON.stringify(v)})`);
+    if (
+      !Array.isArray(v) ||
+      v.length !== 2 ||
+      !v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max) ||
+      v[0] > v[1]
+    ) {
+      err(
+        `${p}${key}`,
+        `must be an integer or [min, max] with ${min} <= min <= max <= ${max} (got ${JSON.stringify(v)})`,
+      );
       return def;
     }
     return [v[0], v[1]];
@@ -133,7 +178,10 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
       if (def === undefined) err(`${p}${key}`, 'is required');
       return def ?? '';
     }
-    if (typeof v !== 'string' || v.trim() === '') { err(`${p}${key}`, 'must be a non-empty string'); return def ?? ''; }
+    if (typeof v !== 'string' || v.trim() === '') {
+      err(`${p}${key}`, 'must be a non-empty string');
+      return def ?? '';
+    }
     return v;
   };
 
@@ -141,7 +189,8 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
   unknownKeys(doc, TOP_KEYS, '');
   if (doc.version !== 1) err('version', `must be 1 (got ${JSON.stringify(doc.version)})`);
   const name = str(doc, 'name', '');
-  if (name && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) err('name', 'must match [A-Za-z0-9._-]{1,64} (it names the report directory)');
+  if (name && !/^[A-Za-z0-9._-]{1,64}$/.test(name))
+    err('name', 'must match [A-Za-z0-9._-]{1,64} (it names the report directory)');
   const description = str(doc, 'description', '', '');
   const seconds = num(doc, 'seconds', '', { min: 1, max: MAX_SECONDS, int: true, def: 30 });
   const deadlineMs = num(doc, 'deadlineMs', '', { min: 100, max: 60_000, int: true, def: 5000 });
@@ -150,10 +199,14 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
   if (doc.legit !== undefined && !Array.isArray(doc.legit)) err('legit', 'must be a list');
   (Array.isArray(doc.legit) ? doc.legit : []).forEach((item: unknown, i: number) => {
     const p = `legit[${i}].`;
-    if (!isObj(item)) { err(`legit[${i}]`, 'must be a mapping'); return; }
+    if (!isObj(item)) {
+      err(`legit[${i}]`, 'must be a mapping');
+      return;
+    }
     unknownKeys(item, LEGIT_KEYS, `legit[${i}]`);
     const kind = item.kind as LegitKind;
-    if (!LEGIT_KINDS.includes(kind)) err(`${p}kind`, `must be one of ${LEGIT_KINDS.join(', ')} (got ${JSON.stringify(item.kind)})`);
+    if (!LEGIT_KINDS.includes(kind))
+      err(`${p}kind`, `must be one of ${LEGIT_KINDS.join(', ')} (got ${JSON.stringify(item.kind)})`);
     legit.push({
       kind,
       users: num(item, 'users', p, { min: 0, max: MAX_ADDRESSES, int: true }),
@@ -171,7 +224,10 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
   if (doc.attacks !== undefined && !Array.isArray(doc.attacks)) err('attacks', 'must be a list');
   (Array.isArray(doc.attacks) ? doc.attacks : []).forEach((item: unknown, i: number) => {
     const p = `attacks[${i}].`;
-    if (!isObj(item)) { err(`attacks[${i}]`, 'must be a mapping'); return; }
+    if (!isObj(item)) {
+      err(`attacks[${i}]`, 'must be a mapping');
+      return;
+    }
     const kind = item.kind as AttackKind;
     if (!ATTACK_KINDS.includes(kind)) {
       err(`${p}kind`, `must be one of ${ATTACK_KINDS.join(', ')} (got ${JSON.stringify(item.kind)})`);
@@ -181,18 +237,26 @@ export function validateScenario(doc: unknown, source = '<inline>'): Scenario {
     unknownKeys(item, slow ? SLOW_KEYS : RATE_KEYS, `attacks[${i}]`);
     const d = ATTACK_DEFAULTS[kind];
     const startSec = num(item, 'startSec', p, { min: 0, max: MAX_SECONDS, def: 0 });
-    const durationSec = num(item, 'durationSec', p, { min: 0.1, max: MAX_SECONDS, def: Math.max(0.1, seconds - startSec) });
+    const durationSec = num(item, 'durationSec', p, {
+      min: 0.1,
+      max: MAX_SECONDS,
+      def: Math.max(0.1, seconds - startSec),
+    });
     const pathValue = str(item, 'path', p, d.path);
     if (!pathValue.startsWith('/')) err(`${p}path`, 'must start with /');
     attacks.push({
-      kind, startSec, durationSec, path: pathValue,
+      kind,
+      startSec,
+      durationSec,
+      path: pathValue,
       addresses: num(item, 'addresses', p, { min: 1, max: MAX_ADDRESSES, int: true, def: d.addresses }),
       ratePerSecond: slow ? 0 : num(item, 'ratePerSecond', p, { min: 0, max: 100_000 }),
       connections: num(item, 'connections', p, { min: 1, max: slow ? 10_000 : 256, int: true, def: d.connections }),
       maxInFlight: slow ? 0 : num(item, 'maxInFlight', p, { min: 1, max: 10_000, int: true, def: 1000 }),
       trickleIntervalMs: slow ? num(item, 'trickleIntervalMs', p, { min: 10, max: 120_000, int: true, def: 2000 }) : 0,
       trickleBytes: slow ? num(item, 'trickleBytes', p, { min: 1, max: 1024, int: true, def: 1 }) : 0,
-      bodyBytes: kind === 'slow-post' ? num(item, 'bodyBytes', p, { min: 1, max: 10_000_000, int: true, def: 4096 }) : 0,
+      bodyBytes:
+        kind === 'slow-post' ? num(item, 'bodyBytes', p, { min: 1, max: 10_000_000, int: true, def: 4096 }) : 0,
     });
     if (kind !== 'slow-post' && item.bodyBytes !== undefined) err(`${p}bodyBytes`, 'only applies to slow-post');
   });
@@ -230,7 +294,9 @@ export function describeBuiltins(): Array<{ name: string; description: string }>
   return listBuiltins().map((name) => {
     let description = '';
     try {
-      const doc = parseYaml(readFileSync(path.join(SCENARIOS_DIR, `${name}.yaml`), 'utf8')) as { description?: unknown };
+      const doc = parseYaml(readFileSync(path.join(SCENARIOS_DIR, `${name}.yaml`), 'utf8')) as {
+        description?: unknown;
+      };
       if (typeof doc?.description === 'string') description = doc.description;
     } catch {
       description = '(unreadable)';

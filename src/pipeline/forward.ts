@@ -35,7 +35,6 @@ export interface ForwardHooks {
   onQueuedReply?(ctx: RequestContext, bytes: number): boolean;
 }
 
-
 /** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
  *  so no adapter object and no header parsing per request. */
 export class ForwardHandler implements Dispatcher.DispatchHandler {
@@ -90,7 +89,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.ctx.responseBytes += chunk.length;
     // No socket yet: an earlier reply on the connection is still going out, so this one is held in
     // memory until then (a client that pipelines and never reads would make that unbounded).
-    if (res.socket === null && this.hooks.onQueuedReply !== undefined && !this.hooks.onQueuedReply(this.ctx, chunk.length)) return false;
+    if (
+      res.socket === null &&
+      this.hooks.onQueuedReply !== undefined &&
+      !this.hooks.onQueuedReply(this.ctx, chunk.length)
+    )
+      return false;
     if (res.write(chunk)) return true;
     res.once('drain', this.resume!);
     this.hooks.onClientBackpressure?.(this.ctx);
@@ -191,7 +195,12 @@ function requestBody(ctx: RequestContext): Dispatcher.DispatchOptions['body'] {
   return limitBody(req, max) as unknown as Dispatcher.DispatchOptions['body'];
 }
 
-function dispatch(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']): void {
+function dispatch(
+  ctx: RequestContext,
+  hooks: ForwardHooks,
+  via: string,
+  body: Dispatcher.DispatchOptions['body'],
+): void {
   // A refusal on this connection said Connection: close after the edge phase let this request by
   // (possible once a later phase waits): nothing more from this socket reaches an upstream.
   const closing = closingReason(ctx.req.socket);
@@ -227,7 +236,9 @@ export function forward(ctx: RequestContext, hooks: ForwardHooks, via: string, b
     dispatch(ctx, hooks, via, ctx.bufferedBody as Dispatcher.DispatchOptions['body']);
     return;
   }
-  const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+  const hasBody =
+    req.headers['transfer-encoding'] !== undefined ||
+    (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
   if (hasBody) sendContinueIfExpected(req, ctx.res);
   if (!hasBody || req.complete || bufferBodyBytes === 0) {
     dispatch(ctx, hooks, via, requestBody(ctx));

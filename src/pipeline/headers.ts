@@ -4,21 +4,63 @@ import type { RequestContext } from './context.ts';
 import { normalizeAcceptEncoding } from '../core/accept-encoding.ts';
 
 /** Fields that describe one connection and never cross a proxy. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
 /** Request fields Rempart sets itself, so a client's copies are dropped (unless a trusted proxy sent them). */
 // Expect is answered by Node itself (100 Continue) and undici refuses to send it.
 // Rempart-Clearance and Rempart-Solution are credentials for Rempart, not for the origin.
-const SET_BY_US = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'expect', 'rempart-clearance', 'rempart-solution']);
+const SET_BY_US = new Set([
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+  'expect',
+  'rempart-clearance',
+  'rempart-solution',
+]);
 /** Other ways to claim a client address. Believed only from a trusted proxy; from anyone else dropped,
  *  or an origin reading them would take a client's word for its own address. */
-const CLIENT_ADDRESS_CLAIMS = new Set(['forwarded', 'x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-cluster-client-ip']);
+const CLIENT_ADDRESS_CLAIMS = new Set([
+  'forwarded',
+  'x-real-ip',
+  'true-client-ip',
+  'x-client-ip',
+  'cf-connecting-ip',
+  'x-cluster-client-ip',
+]);
 /** End-to-end fields a client may not strip by naming them in Connection (RFC 9110 lets a sender
  *  name any field there): removing them would change what the origin answers while the cache still
  *  files the answer under the client's original values (a Vary: Accept-Language poisoning seen in review). */
 const NEVER_CONNECTION_SPECIFIC = new Set([
-  'host', 'content-length', 'content-type', 'content-encoding', 'authorization', 'cookie', 'accept', 'accept-encoding',
-  'accept-language', 'accept-charset', 'origin', 'range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since',
-  'if-range', 'cache-control', 'user-agent', 'referer',
+  'host',
+  'content-length',
+  'content-type',
+  'content-encoding',
+  'authorization',
+  'cookie',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'accept-charset',
+  'origin',
+  'range',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+  'if-range',
+  'cache-control',
+  'user-agent',
+  'referer',
 ]);
 
 /**
@@ -90,7 +132,10 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
   }
   // A trusted proxy's chain is extended; anyone else's is replaced by what we saw.
   const xff = req.headers['x-forwarded-for'];
-  out.push('x-forwarded-for', ctx.peerTrusted && typeof xff === 'string' ? `${xff}, ${ctx.peerAddress}` : ctx.clientAddress);
+  out.push(
+    'x-forwarded-for',
+    ctx.peerTrusted && typeof xff === 'string' ? `${xff}, ${ctx.peerAddress}` : ctx.clientAddress,
+  );
   out.push('x-forwarded-proto', ctx.protocol);
   if (ctx.host !== '') out.push('x-forwarded-host', ctx.host);
   const priorVia = req.headers.via;
@@ -99,7 +144,14 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
 }
 
 /** Request fields a background refresh does not send: it asks for the whole current response. */
-const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range']);
+const REFRESH_DROPPED = new Set([
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+  'if-range',
+  'range',
+]);
 
 /**
  * The request fields of a cache refresh (src/phases/cache) made on behalf of `ctx`: those the forward
@@ -108,7 +160,8 @@ const REFRESH_DROPPED = new Set(['if-none-match', 'if-modified-since', 'if-match
 export function refreshRequestHeaders(ctx: RequestContext, via: string): string[] {
   const all = upstreamRequestHeaders(ctx, via);
   const headers: string[] = [];
-  for (let i = 0; i < all.length; i += 2) if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+  for (let i = 0; i < all.length; i += 2)
+    if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
   return headers;
 }
 

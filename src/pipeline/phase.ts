@@ -63,7 +63,11 @@ export function runPhases(phases: readonly Phase[], ctx: RequestContext, from = 
 }
 
 /** Run every reached phase's onDone, last first. Never throws. */
-export function runDone(phases: readonly Phase[], ctx: RequestContext, onError: (err: unknown, phase: string) => void): void {
+export function runDone(
+  phases: readonly Phase[],
+  ctx: RequestContext,
+  onError: (err: unknown, phase: string) => void,
+): void {
   for (let i = Math.min(ctx.phaseIndex, phases.length - 1); i >= 0; i--) {
     const p = phases[i]!;
     if (p.onDone === undefined) continue;

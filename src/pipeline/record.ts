@@ -99,22 +99,23 @@ export function createRecorder(opts: RecorderOptions): Recorder {
         referer: h.referer,
         userAgent: h['user-agent'],
       });
-    } else log.info({
-      msg: 'request',
-      method: ctx.req.method,
-      path: ctx.path,
-      client: ctx.clientAddress,
-      route: route.name,
-      class: route.class,
-      decision: ctx.decision,
-      reason: ctx.reason || undefined,
-      rule: ctx.ruleId || undefined,
-      observed: ctx.observed || undefined,
-      cache: ctx.cache || undefined,
-      upstream: ctx.upstream?.name,
-      status: ctx.status,
-      durationMs: Math.round(durationSec * 1e6) / 1e3,
-    });
+    } else
+      log.info({
+        msg: 'request',
+        method: ctx.req.method,
+        path: ctx.path,
+        client: ctx.clientAddress,
+        route: route.name,
+        class: route.class,
+        decision: ctx.decision,
+        reason: ctx.reason || undefined,
+        rule: ctx.ruleId || undefined,
+        observed: ctx.observed || undefined,
+        cache: ctx.cache || undefined,
+        upstream: ctx.upstream?.name,
+        status: ctx.status,
+        durationMs: Math.round(durationSec * 1e6) / 1e3,
+      });
   }
 
   return {

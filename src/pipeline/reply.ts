@@ -31,12 +31,16 @@ export function closingReason(socket: Socket): ErrorCode | undefined {
 
 function bodyMayBePending(ctx: RequestContext): boolean {
   const h = ctx.req.headers;
-  return !ctx.req.complete && (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0'));
+  return (
+    !ctx.req.complete &&
+    (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0'))
+  );
 }
 
 function markClosing(ctx: RequestContext): void {
   const socket = ctx.req.socket as ClosingSocket | null;
-  if (socket !== null && socket[kClosingReason] === undefined) socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
+  if (socket !== null && socket[kClosingReason] === undefined)
+    socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
 }
 
 export function sendLocalReply(ctx: RequestContext): void {
@@ -64,7 +68,8 @@ export function sendLocalReply(ctx: RequestContext): void {
       const value = ctx.responseHeaders[i + 1]!;
       const had = headers[name];
       // Several phases may each set a cookie (a clearance, a waiting-room pass): keep them all.
-      if (had !== undefined && name === 'set-cookie') headers[name] = Array.isArray(had) ? [...had, value] : [String(had), value];
+      if (had !== undefined && name === 'set-cookie')
+        headers[name] = Array.isArray(had) ? [...had, value] : [String(had), value];
       else headers[name] = value;
     }
   }

@@ -85,7 +85,14 @@ export interface Runtime {
 }
 
 function poolKey(u: UpstreamConfig): string {
-  return JSON.stringify([u.url, u.connections, u.connectTimeoutMs, u.headersTimeoutMs, u.bodyTimeoutMs, u.keepAliveTimeoutMs]);
+  return JSON.stringify([
+    u.url,
+    u.connections,
+    u.connectTimeoutMs,
+    u.headersTimeoutMs,
+    u.bodyTimeoutMs,
+    u.keepAliveTimeoutMs,
+  ]);
 }
 
 function createPool(u: UpstreamConfig): Pool {
@@ -104,7 +111,14 @@ function createPool(u: UpstreamConfig): Pool {
 
 function queueSettings(config: Config): QueueSettings {
   const a = config.admission;
-  return { classOrder: a.classOrder, maxEntries: a.queue.maxEntries, maxEntriesPerClass: a.queue.maxEntriesPerClass, timeoutMs: a.queue.timeoutMs, maxSharePercent: a.fairness.maxSharePercent, reservePercent: TRAFFIC_CLASSES.map((c) => a.reservePercent[c]) };
+  return {
+    classOrder: a.classOrder,
+    maxEntries: a.queue.maxEntries,
+    maxEntriesPerClass: a.queue.maxEntriesPerClass,
+    timeoutMs: a.queue.timeoutMs,
+    maxSharePercent: a.fairness.maxSharePercent,
+    reservePercent: TRAFFIC_CLASSES.map((c) => a.reservePercent[c]),
+  };
 }
 
 /**
@@ -113,7 +127,11 @@ function queueSettings(config: Config): QueueSettings {
  * Admission gates are kept by upstream name and URL, so a reload keeps the learned limit, the
  * in-flight count and the waiting queue.
  */
-export function compileRuntime(config: Config, previous?: Runtime, clock: Clock = systemClock): { runtime: Runtime; retired: Pool[] } {
+export function compileRuntime(
+  config: Config,
+  previous?: Runtime,
+  clock: Clock = systemClock,
+): { runtime: Runtime; retired: Pool[] } {
   const queue = queueSettings(config);
   const reusable = new Map<string, Pool>();
   if (previous) for (const u of previous.upstreams.values()) reusable.set(poolKey(u.config), u.pool);
@@ -140,7 +158,11 @@ export function compileRuntime(config: Config, previous?: Runtime, clock: Clock 
     } else breaker = new CircuitBreaker(u.name, u.circuitBreaker, clock);
     let health: HealthCheck | null = null;
     if (u.healthCheck !== undefined) {
-      const same = prev?.health != null && prev.config.url === u.url && prev.pool === pool && JSON.stringify(prev.health.settings) === JSON.stringify(u.healthCheck);
+      const same =
+        prev?.health != null &&
+        prev.config.url === u.url &&
+        prev.pool === pool &&
+        JSON.stringify(prev.health.settings) === JSON.stringify(u.healthCheck);
       health = same ? prev!.health : new HealthCheck(u.name, u.healthCheck, pool);
     }
     upstreams.set(u.name, {
@@ -224,7 +246,7 @@ function pathMatches(r: CompiledRoute, path: string): boolean {
     // `/admin/*` also meets the bare `/admin`: frameworks serve the directory's index there too.
     if (path.length === n - 1 && n > 1 && want.charCodeAt(n - 1) === 0x2f /* / */) n--;
     else if (path.length < n) return false;
-  } else if (path.length !== n && !(path.length === n + 1 && path.charCodeAt(n) === 0x2f /* / */)) return false;
+  } else if (path.length !== n && !((path.length === n + 1 && path.charCodeAt(n) === 0x2f) /* / */)) return false;
   for (let i = 0; i < n; i++) {
     let c = path.charCodeAt(i);
     if (c >= 0x41 && c <= 0x5a) c |= 0x20;

@@ -12,7 +12,17 @@ import { parseProxyHeader } from './proxy-protocol.ts';
 import { kPeerAddress } from '../pipeline/symbols.ts';
 import type { BanList } from '../pipeline/env.ts';
 import { v6PrefixKey } from '../core/client-key.ts';
-import { ADDRESS_SHARE_UNDER_PRESSURE, PRESSURE_RATIO, gateRequests, idleOldestFirst, reclaimOne, trackSocket, type ReclaimList, type RequestGate, type TrackedSocket } from './connections.ts';
+import {
+  ADDRESS_SHARE_UNDER_PRESSURE,
+  PRESSURE_RATIO,
+  gateRequests,
+  idleOldestFirst,
+  reclaimOne,
+  trackSocket,
+  type ReclaimList,
+  type RequestGate,
+  type TrackedSocket,
+} from './connections.ts';
 
 export interface ConnectionTable {
   /** Open connections per client key (address, or IPv6 /64). Bounded: an entry exists only while that
@@ -43,7 +53,13 @@ export interface AcceptOptions {
 }
 
 export function createConnectionTable(): ConnectionTable {
-  return { perAddress: new Map(), total: 0, sockets: new Set(), stalled: new Set(), reclaim: { list: [], next: 0, builtAt: -Infinity } };
+  return {
+    perAddress: new Map(),
+    total: 0,
+    sockets: new Set(),
+    stalled: new Set(),
+    reclaim: { list: [], next: 0, builtAt: -Infinity },
+  };
 }
 
 /**
@@ -58,7 +74,10 @@ export function connectionKey(address: string, v6Bits = 64): string {
 
 export function createAcceptServer(opts: AcceptOptions): net.Server {
   const { table, metrics } = opts;
-  const refuse = (socket: net.Socket, reason: 'RMP_ERR_EDGE_CONN_LIMIT' | 'RMP_ERR_BANNED' = 'RMP_ERR_EDGE_CONN_LIMIT') => {
+  const refuse = (
+    socket: net.Socket,
+    reason: 'RMP_ERR_EDGE_CONN_LIMIT' | 'RMP_ERR_BANNED' = 'RMP_ERR_EDGE_CONN_LIMIT',
+  ) => {
     metrics.refusals.inc({ reason });
     socket.on('error', noop);
     socket.resetAndDestroy();
@@ -69,7 +88,11 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     const limits = opts.getRuntime().config.limits;
     if (n >= limits.maxConnectionsPerAddress) return false;
     // Near the global cap, one address may not take more than its share: the rest is for new clients.
-    if (table.total >= limits.maxConnections * PRESSURE_RATIO && n >= Math.max(1, Math.floor(limits.maxConnections * ADDRESS_SHARE_UNDER_PRESSURE))) return false;
+    if (
+      table.total >= limits.maxConnections * PRESSURE_RATIO &&
+      n >= Math.max(1, Math.floor(limits.maxConnections * ADDRESS_SHARE_UNDER_PRESSURE))
+    )
+      return false;
     table.perAddress.set(key, n + 1);
     return true;
   };
@@ -144,17 +167,24 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
   // Node closes a connection whose peer is in `server.blockList` before it makes a socket object:
   // the ban table's hottest bans go there (the rest are found by isBanned above).
   const bans = opts.bans;
-  if (bans !== null && 'fastPath' in bans) Object.defineProperty(server, 'blockList', { get: () => bans.fastPath, configurable: true });
+  if (bans !== null && 'fastPath' in bans)
+    Object.defineProperty(server, 'blockList', { get: () => bans.fastPath, configurable: true });
   // A listener's errors (EADDRINUSE at start, EMFILE later) are the system's, not a bug: the message
   // and code say it all; their stack names only Node's internals, and an operator reads these lines.
-  server.on('error', (err: NodeJS.ErrnoException) => opts.log.error({ err: err.message, code: err.code }, 'listener error'));
+  server.on('error', (err: NodeJS.ErrnoException) =>
+    opts.log.error({ err: err.message, code: err.code }, 'listener error'),
+  );
   return server;
 }
 
 function handOver(socket: net.Socket, address: string, opts: AcceptOptions): void {
   let conn: net.Socket = socket;
   if (opts.getSecureContext !== null) {
-    const tlsSocket = new tls.TLSSocket(socket, { isServer: true, secureContext: opts.getSecureContext(), ALPNProtocols: ['http/1.1'] });
+    const tlsSocket = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext: opts.getSecureContext(),
+      ALPNProtocols: ['http/1.1'],
+    });
     // A failed handshake is the client's problem, not ours: count and drop.
     tlsSocket.on('error', () => tlsSocket.destroy());
     socket.on('error', noop);
@@ -174,9 +204,17 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions): voi
   if (opts.requestGate !== undefined) gateRequests(conn, opts.requestGate);
 }
 
-function readProxyHeader(socket: net.Socket, peer: string, opts: AcceptOptions, admit: (client: string) => boolean): void {
+function readProxyHeader(
+  socket: net.Socket,
+  peer: string,
+  opts: AcceptOptions,
+  admit: (client: string) => boolean,
+): void {
   let buf: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => fail('timeout waiting for PROXY header'), opts.getRuntime().config.limits.headersTimeoutMs);
+  const timer = setTimeout(
+    () => fail('timeout waiting for PROXY header'),
+    opts.getRuntime().config.limits.headersTimeoutMs,
+  );
   const fail = (why: string) => {
     clearTimeout(timer);
     opts.metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_PROXY_PROTOCOL' });

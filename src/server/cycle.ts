@@ -70,7 +70,11 @@ export function createRequestCycle(opts: CycleOptions): RequestCycle {
       try {
         const v = runPhases(phases, ctx);
         if (typeof v === 'number') act(ctx, v);
-        else v.then((r) => act(ctx, r), (err) => internalError(ctx, err));
+        else
+          v.then(
+            (r) => act(ctx, r),
+            (err) => internalError(ctx, err),
+          );
       } catch (err) {
         internalError(ctx, err);
       }

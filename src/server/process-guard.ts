@@ -19,8 +19,14 @@ export function rejectionLogger(log: Logger, now: () => number = () => performan
       return;
     }
     lastLogMs = t;
-    const err = reason instanceof Error ? { name: reason.name, message: reason.message, stack: reason.stack } : { message: String(reason) };
-    log.error({ rejection: err, suppressed }, 'unhandled promise rejection (a bug, please report it): the gateway keeps serving');
+    const err =
+      reason instanceof Error
+        ? { name: reason.name, message: reason.message, stack: reason.stack }
+        : { message: String(reason) };
+    log.error(
+      { rejection: err, suppressed },
+      'unhandled promise rejection (a bug, please report it): the gateway keeps serving',
+    );
     suppressed = 0;
   };
 }

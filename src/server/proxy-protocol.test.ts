@@ -31,11 +31,13 @@ test('a v1 header is parsed into the source address and its length', () => {
 });
 
 test('every strict prefix of a v1 header is partial', () => {
-  for (let n = 0; n < V1.length; n++) assert.deepEqual(parseProxyHeader(V1.subarray(0, n)), { kind: 'partial' }, `prefix of ${n} bytes`);
+  for (let n = 0; n < V1.length; n++)
+    assert.deepEqual(parseProxyHeader(V1.subarray(0, n)), { kind: 'partial' }, `prefix of ${n} bytes`);
 });
 
 test('every strict prefix of a v2 header is partial', () => {
-  for (let n = 0; n < V2_IPV4.length; n++) assert.deepEqual(parseProxyHeader(V2_IPV4.subarray(0, n)), { kind: 'partial' }, `prefix of ${n} bytes`);
+  for (let n = 0; n < V2_IPV4.length; n++)
+    assert.deepEqual(parseProxyHeader(V2_IPV4.subarray(0, n)), { kind: 'partial' }, `prefix of ${n} bytes`);
   assert.deepEqual(parseProxyHeader(V2_IPV4), { kind: 'ok', address: '198.51.100.4', headerBytes: 28 });
 });
 
@@ -101,12 +103,19 @@ test('v2 headers with a wrong version, an unknown command, a short block or a hu
 test('v2 LOCAL and non-IP families keep the peer address (null) and skip the whole block', () => {
   assert.deepEqual(parseProxyHeader(v2(0x20, 0x00, Buffer.alloc(0))), { kind: 'ok', address: null, headerBytes: 16 });
   assert.deepEqual(parseProxyHeader(v2(0x20, 0x11, Buffer.alloc(12))), { kind: 'ok', address: null, headerBytes: 28 });
-  assert.deepEqual(parseProxyHeader(v2(0x21, 0x31, Buffer.alloc(216))), { kind: 'ok', address: null, headerBytes: 232 });
+  assert.deepEqual(parseProxyHeader(v2(0x21, 0x31, Buffer.alloc(216))), {
+    kind: 'ok',
+    address: null,
+    headerBytes: 232,
+  });
   assert.deepEqual(parseProxyHeader(v2(0x21, 0x00, Buffer.alloc(0))), { kind: 'ok', address: null, headerBytes: 16 });
 });
 
 test('v2 TLVs after the address block count towards the header length', () => {
-  const body = Buffer.concat([Buffer.from([203, 0, 113, 7, 127, 0, 0, 1, 0, 1, 0, 2]), Buffer.from([0x04, 0x00, 0x02, 0x00, 0x00])]);
+  const body = Buffer.concat([
+    Buffer.from([203, 0, 113, 7, 127, 0, 0, 1, 0, 1, 0, 2]),
+    Buffer.from([0x04, 0x00, 0x02, 0x00, 0x00]),
+  ]);
   const buf = v2(0x21, 0x11, body);
   assert.deepEqual(parseProxyHeader(buf), { kind: 'ok', address: '203.0.113.7', headerBytes: 16 + 17 });
   assert.deepEqual(parseProxyHeader(buf.subarray(0, buf.length - 1)), { kind: 'partial' });

@@ -22,16 +22,19 @@ export function parseProxyHeader(buf: Buffer): ProxyHeaderResult {
 
 function parseV1(buf: Buffer): ProxyHeaderResult {
   const prefix = 'PROXY ';
-  for (let i = 0; i < Math.min(prefix.length, buf.length); i++) if (buf[i] !== prefix.charCodeAt(i)) return { kind: 'invalid', why: 'bad v1 signature' };
+  for (let i = 0; i < Math.min(prefix.length, buf.length); i++)
+    if (buf[i] !== prefix.charCodeAt(i)) return { kind: 'invalid', why: 'bad v1 signature' };
   const end = buf.indexOf('\r\n');
   if (end === -1) return buf.length >= V1_MAX_BYTES ? { kind: 'invalid', why: 'v1 header too long' } : PARTIAL;
   if (end + 2 > V1_MAX_BYTES) return { kind: 'invalid', why: 'v1 header too long' };
   const parts = buf.toString('latin1', 6, end).split(' ');
   if (parts[0] === 'UNKNOWN') return { kind: 'ok', address: null, headerBytes: end + 2 };
-  if (parts.length !== 5 || (parts[0] !== 'TCP4' && parts[0] !== 'TCP6')) return { kind: 'invalid', why: 'malformed v1 header' };
+  if (parts.length !== 5 || (parts[0] !== 'TCP4' && parts[0] !== 'TCP6'))
+    return { kind: 'invalid', why: 'malformed v1 header' };
   const [proto, src, dst, sport, dport] = parts as [string, string, string, string, string];
   const family = proto === 'TCP4' ? 4 : 6;
-  if (!isAddress(src, family) || !isAddress(dst, family) || !isPort(sport) || !isPort(dport)) return { kind: 'invalid', why: 'malformed v1 addresses' };
+  if (!isAddress(src, family) || !isAddress(dst, family) || !isPort(sport) || !isPort(dport))
+    return { kind: 'invalid', why: 'malformed v1 addresses' };
   return { kind: 'ok', address: src, headerBytes: end + 2 };
 }
 
@@ -67,7 +70,10 @@ function isPort(s: string): boolean {
 }
 
 function isAddress(s: string, family: 4 | 6): boolean {
-  if (family === 4) return /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/.test(s);
+  if (family === 4)
+    return /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/.test(
+      s,
+    );
   return /^[0-9a-fA-F:.]{2,45}$/.test(s) && s.includes(':');
 }
 

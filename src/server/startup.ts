@@ -10,15 +10,28 @@ import type { Logger } from '../core/log.ts';
 export function describeProtections(config: Config): string[] {
   const out: string[] = [];
   const l = config.limits;
-  out.push(`request limits (headers ${kib(l.maxHeaderBytes)}, URL ${kib(l.maxUrlBytes)}, body ${kib(l.maxBodyBytes)}, ${l.maxConnectionsPerAddress} connections per address)`);
+  out.push(
+    `request limits (headers ${kib(l.maxHeaderBytes)}, URL ${kib(l.maxUrlBytes)}, body ${kib(l.maxBodyBytes)}, ${l.maxConnectionsPerAddress} connections per address)`,
+  );
   const d = config.defense;
   const rules = d.rateLimit.rules;
-  if (rules.length > 0) out.push(`rate limits${mode(d.rateLimit.mode)}: ${rules.map((r) => `${r.id} ${r.ratePerSec}/s burst ${r.burst}`).join(', ')}`);
-  out.push(`bans on repeated offences${mode(d.bans.mode)} (${d.bans.offences.threshold} in ${d.bans.offences.windowMs / 1000} s)`);
-  out.push(`attack-level detection${d.level.override !== 'auto' ? ` (pinned to ${d.level.override})` : ''}, challenges from ${d.challenge.atLevel}${mode(d.challenge.mode)}`);
+  if (rules.length > 0)
+    out.push(
+      `rate limits${mode(d.rateLimit.mode)}: ${rules.map((r) => `${r.id} ${r.ratePerSec}/s burst ${r.burst}`).join(', ')}`,
+    );
+  out.push(
+    `bans on repeated offences${mode(d.bans.mode)} (${d.bans.offences.threshold} in ${d.bans.offences.windowMs / 1000} s)`,
+  );
+  out.push(
+    `attack-level detection${d.level.override !== 'auto' ? ` (pinned to ${d.level.override})` : ''}, challenges from ${d.challenge.atLevel}${mode(d.challenge.mode)}`,
+  );
   out.push(`attack signatures${mode(d.signatures.mode)}`);
   const admitted = config.upstreams.filter((u) => u.admission.mode !== 'off');
-  out.push(admitted.length > 0 ? `admission control (${admitted.map((u) => `${u.name}: ${u.admission.mode}`).join(', ')})` : 'admission control off (set upstreams[].admission in a config file to queue by class)');
+  out.push(
+    admitted.length > 0
+      ? `admission control (${admitted.map((u) => `${u.name}: ${u.admission.mode}`).join(', ')})`
+      : 'admission control off (set upstreams[].admission in a config file to queue by class)',
+  );
   const cached = config.routes.filter((r) => r.cache?.enabled === true).length;
   if (cached > 0) out.push(`response cache on ${cached} route(s)`);
   const rooms = config.routes.filter((r) => r.waitingRoom.enabled).length;
@@ -27,7 +40,11 @@ export function describeProtections(config: Config): string[] {
 }
 
 function kib(n: number): string {
-  return n >= 1048576 && n % 1048576 === 0 ? `${n / 1048576} MiB` : n >= 1024 && n % 1024 === 0 ? `${n / 1024} KiB` : `${n} B`;
+  return n >= 1048576 && n % 1048576 === 0
+    ? `${n / 1048576} MiB`
+    : n >= 1024 && n % 1024 === 0
+      ? `${n / 1024} KiB`
+      : `${n} B`;
 }
 
 function mode(m: string): string {
@@ -61,7 +78,9 @@ export function startupSummary(config: Config, f: StartupFacts): string {
   if (f.adminNote !== '') lines.push(`                ${f.adminNote}`);
   if (f.admin !== null) {
     if (f.tokenFromEnv || f.tokensFile !== undefined)
-      lines.push(`  admin token   ${[f.tokenFromEnv ? 'REMPART_ADMIN_TOKEN (operator)' : '', f.tokensFile !== undefined ? `the tokens in ${f.tokensFile}` : ''].filter(Boolean).join(' and ')}`);
+      lines.push(
+        `  admin token   ${[f.tokenFromEnv ? 'REMPART_ADMIN_TOKEN (operator)' : '', f.tokensFile !== undefined ? `the tokens in ${f.tokensFile}` : ''].filter(Boolean).join(' and ')}`,
+      );
     else
       lines.push(
         '  admin token   none yet: the dashboard and /api/ need one. Restart with REMPART_ADMIN_TOKEN=<16+ random characters>',
@@ -104,7 +123,11 @@ export async function probeUpstream(url: string, timeoutMs = 2000): Promise<stri
     const timer = setTimeout(() => done(`no answer from ${host}:${port} within ${timeoutMs} ms`), timeoutMs);
     socket.once('connect', () => done(''));
     socket.once('error', (err: NodeJS.ErrnoException) =>
-      done(err.code === 'ECONNREFUSED' ? `${host}:${port} refused the connection (nothing listens there?)` : `cannot connect to ${host}:${port} (${err.code ?? err.message})`),
+      done(
+        err.code === 'ECONNREFUSED'
+          ? `${host}:${port} refused the connection (nothing listens there?)`
+          : `cannot connect to ${host}:${port} (${err.code ?? err.message})`,
+      ),
     );
   });
 }
@@ -114,7 +137,11 @@ export async function warnUnreachableUpstreams(config: Config, log: Logger, time
   await Promise.all(
     config.upstreams.map(async (u) => {
       const why = await probeUpstream(u.url, timeoutMs);
-      if (why !== '') log.warn({ upstream: u.name, url: u.url, problem: why }, `upstream ${u.name} cannot be reached: ${why}; its requests fail (502/503) until it answers`);
+      if (why !== '')
+        log.warn(
+          { upstream: u.name, url: u.url, problem: why },
+          `upstream ${u.name} cannot be reached: ${why}; its requests fail (502/503) until it answers`,
+        );
     }),
   );
 }

@@ -117,7 +117,11 @@ export function createUpgradeEntry(opts: UpgradeEntryOptions): UpgradeEntry {
     try {
       const v = runPhases(phases, ctx);
       if (typeof v === 'number') actUpgrade(ctx, v, head);
-      else v.then((r) => actUpgrade(ctx, r, head), (err) => cycle.internalError(ctx, err));
+      else
+        v.then(
+          (r) => actUpgrade(ctx, r, head),
+          (err) => cycle.internalError(ctx, err),
+        );
     } catch (err) {
       cycle.internalError(ctx, err);
     }

@@ -33,7 +33,8 @@ export function isWebSocketUpgrade(value: string | undefined): boolean {
 export function wantsTunnel(req: http.IncomingMessage, rt: Runtime): boolean {
   if (!rt.websocket || req.method !== 'GET' || !isWebSocketUpgrade(req.headers.upgrade)) return false;
   const h = req.headers;
-  if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0')) return false;
+  if (h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0'))
+    return false;
   const url = req.url ?? '/';
   if (url.charCodeAt(0) !== 47 /* '/' */) return false;
   const q = url.indexOf('?');
@@ -58,7 +59,14 @@ function failHandshake(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode
   hooks.onUpstreamEnd?.(ctx);
 }
 
-export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, hooks: ForwardHooks, tunnel: TunnelHooks, tunnelIdleTimeoutMs = 300_000): void {
+export function tunnelUpgrade(
+  ctx: RequestContext,
+  head: Buffer,
+  via: string,
+  hooks: ForwardHooks,
+  tunnel: TunnelHooks,
+  tunnelIdleTimeoutMs = 300_000,
+): void {
   const upstream = ctx.upstream!;
   const client = ctx.req.socket as net.Socket;
   // Its own connection (a tunnel holds it for life); the timeout covers the connect, then headersTimeoutMs.
@@ -93,7 +101,8 @@ export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, ho
   });
   req.on('timeout', () => {
     if (!answered) fail('RMP_ERR_UPSTREAM_TIMEOUT', 504, new RempartError('RMP_ERR_UPSTREAM_TIMEOUT'));
-    else if (response !== null) response.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')); // a body that stalls
+    else if (response !== null)
+      response.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')); // a body that stalls
     else req.destroy();
   });
   req.on('error', (err: Error & { code?: string }) => {
@@ -112,7 +121,11 @@ export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, ho
     ctx.status = 101;
     ctx.upstreamStatus = 101;
     const raw = res.rawHeaders;
-    hooks.onResponseHead?.(ctx, 101, raw.map((h) => Buffer.from(h, 'latin1')));
+    hooks.onResponseHead?.(
+      ctx,
+      101,
+      raw.map((h) => Buffer.from(h, 'latin1')),
+    );
     tunnel.onSwitched(ctx);
     let text = `HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n`;
     let priorVia = '';
@@ -163,7 +176,9 @@ export function tunnelUpgrade(ctx: RequestContext, head: Buffer, via: string, ho
   req.on('response', (up: http.IncomingMessage) => {
     answered = true;
     response = up;
-    up.socket?.setTimeout(upstream.config.bodyTimeoutMs, () => up.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')));
+    up.socket?.setTimeout(upstream.config.bodyTimeoutMs, () =>
+      up.destroy(new RempartError('RMP_ERR_UPSTREAM_TIMEOUT')),
+    );
     const status = up.statusCode ?? 502;
     ctx.upstreamStatus = status;
     const res = ctx.res;

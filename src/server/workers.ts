@@ -12,7 +12,11 @@ const STABLE_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 
 export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean, stopMs = 10_000): Promise<number> {
-  if (shareMemoryStore) log.warn({ workers: n }, 'cluster.store is memory: each worker keeps its own bans, rate limits and attack level (use store: redis to share them)');
+  if (shareMemoryStore)
+    log.warn(
+      { workers: n },
+      'cluster.store is memory: each worker keeps its own bans, rate limits and attack level (use store: redis to share them)',
+    );
   const startedAt = new Map<Worker, number>();
   let failures = 0;
   let stopping = false;
@@ -26,7 +30,10 @@ export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean, st
     if (stopping) return;
     failures = lived < STABLE_MS ? failures + 1 : 0;
     const delay = failures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 500 * 2 ** (failures - 1));
-    log.error({ worker: w.id, pid: w.process.pid, code, signal, restartInMs: delay }, 'worker exited; starting another');
+    log.error(
+      { worker: w.id, pid: w.process.pid, code, signal, restartInMs: delay },
+      'worker exited; starting another',
+    );
     setTimeout(fork, delay).unref();
   });
   for (let i = 0; i < n; i++) fork();

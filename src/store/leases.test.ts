@@ -14,7 +14,20 @@ test('three nodes leasing from one bucket admit the bucket\u2019s budget, at abo
   const store = new MemoryStore({ clock });
   // Blocks of 20 tokens: at most about one block per node is held unspent at the end of the run.
   const settings: LeaseSettings = { leaseMs: 20, leaseTtlMs: 2000, failMode: 'open' };
-  const nodes = [0, 1, 2].map(() => new GlobalLimiter(new LeaseBroker(store, () => settings, () => clock.now()), 'r', 1000, 100, 1000));
+  const nodes = [0, 1, 2].map(
+    () =>
+      new GlobalLimiter(
+        new LeaseBroker(
+          store,
+          () => settings,
+          () => clock.now(),
+        ),
+        'r',
+        1000,
+        100,
+        1000,
+      ),
+  );
   let admitted = 0;
   let asked = 0;
   for (let ms = 0; ms < 2000; ms++) {
@@ -26,7 +39,10 @@ test('three nodes leasing from one bucket admit the bucket\u2019s budget, at abo
   const expected = 100 + 2000; // burst + 1000/s for 2 s
   assert.ok(asked > expected * 1.5, `the load (${asked}) exceeds the limit`);
   assert.ok(Math.abs(admitted - expected) / expected < 0.05, `admitted ${admitted}, expected ${Math.round(expected)}`);
-  assert.ok(store.operations / admitted < 0.12, `${store.operations} operations for ${admitted} admitted (blocks of 20, at least 10 per lease)`);
+  assert.ok(
+    store.operations / admitted < 0.12,
+    `${store.operations} operations for ${admitted} admitted (blocks of 20, at least 10 per lease)`,
+  );
 });
 
 test('a dead store: fail open hands the decision to the local limiter, fail closed refuses once leased tokens are spent', async () => {
@@ -44,11 +60,19 @@ test('a dead store: fail open hands the decision to the local limiter, fail clos
     subscribe: async () => {},
     close: async () => {},
   };
-  const open = new LeaseBroker(dead, () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'open' }), () => 0);
+  const open = new LeaseBroker(
+    dead,
+    () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'open' }),
+    () => 0,
+  );
   const g = new GlobalLimiter(open, 'r', 10, 10, 100);
   assert.equal(g.check('k', 0), null);
   assert.equal(open.localDecisions, 1);
-  const closed = new LeaseBroker(dead, () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'closed' }), () => 0);
+  const closed = new LeaseBroker(
+    dead,
+    () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'closed' }),
+    () => 0,
+  );
   const c = new GlobalLimiter(closed, 'r', 10, 10, 100);
   assert.equal(c.check('k', 0), false);
   assert.ok(c.waitMs > 0);
@@ -56,7 +80,17 @@ test('a dead store: fail open hands the decision to the local limiter, fail clos
 
 test('the lease table is bounded by maxKeys, whatever the number of keys', async () => {
   const store = new MemoryStore();
-  const g = new GlobalLimiter(new LeaseBroker(store, () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'open' }), () => 0), 'r', 10, 10, 64);
+  const g = new GlobalLimiter(
+    new LeaseBroker(
+      store,
+      () => ({ leaseMs: 100, leaseTtlMs: 2000, failMode: 'open' }),
+      () => 0,
+    ),
+    'r',
+    10,
+    10,
+    64,
+  );
   for (let i = 0; i < 10000; i++) g.check(`k${i}`, 0);
   assert.ok(g.size <= 64);
   await tick();

@@ -183,7 +183,19 @@ export class GlobalLimiter {
   #ask(key: string, l: Lease, block: number): void {
     const want = block + l.debt;
     const maxDelayMs = this.#broker.settings.leaseTtlMs >> 1;
-    this.#broker.ask({ limiter: this, key, lease: l, req: { bucket: `${this.ruleId}:${key}`, intervalMs: this.intervalMs, burst: this.burst, want, minGrant: Math.min(want, Math.max(1, block >> 1)), maxDelayMs } });
+    this.#broker.ask({
+      limiter: this,
+      key,
+      lease: l,
+      req: {
+        bucket: `${this.ruleId}:${key}`,
+        intervalMs: this.intervalMs,
+        burst: this.burst,
+        want,
+        minGrant: Math.min(want, Math.max(1, block >> 1)),
+        maxDelayMs,
+      },
+    });
   }
 
   /** A grant arrived for `l` (called by the broker). */

@@ -71,7 +71,7 @@ export class MemoryStore implements ClusterStore {
         // The one expiring soonest goes (as the Redis store's sorted set does).
         let victim = '';
         let soonest = Infinity;
-        for (const [f, row] of t) if (row.expiresAt < soonest) ((soonest = row.expiresAt), (victim = f));
+        for (const [f, row] of t) if (row.expiresAt < soonest) (soonest = row.expiresAt), (victim = f);
         t.delete(victim);
       }
     }
@@ -91,7 +91,10 @@ export class MemoryStore implements ClusterStore {
     if (t === undefined) return { version, entries: [] };
     const now = this.#clock.now();
     this.#expire(t, now);
-    return { version, entries: [...t].map(([field, row]) => ({ field, value: row.value, ttlMs: Math.ceil(row.expiresAt - now) })) };
+    return {
+      version,
+      entries: [...t].map(([field, row]) => ({ field, value: row.value, ttlMs: Math.ceil(row.expiresAt - now) })),
+    };
   }
 
   async tableVersion(table: string): Promise<number> {

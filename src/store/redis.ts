@@ -107,7 +107,14 @@ return redis.call('INCR', KEYS[3])
 `;
 
 interface Scripted {
-  rmpLease(key: string, intervalMs: number, burst: number, want: number, minGrant: number, maxDelayMs: number): Promise<[number, number]>;
+  rmpLease(
+    key: string,
+    intervalMs: number,
+    burst: number,
+    want: number,
+    minGrant: number,
+    maxDelayMs: number,
+  ): Promise<[number, number]>;
   rmpPut(h: string, x: string, n: string, field: string, value: string, ttlMs: number, max: number): Promise<number>;
   rmpEntries(h: string, x: string, n: string): Promise<Array<string | number>>;
   rmpDelete(h: string, x: string, n: string, field: string): Promise<number>;
@@ -154,11 +161,22 @@ export class RedisStore implements ClusterStore {
       // ioredis otherwise prints unhandled errors: ours are counted and logged once by the caller.
       showFriendlyErrorStack: false,
     };
-    this.#cmd = new Redis(opts.url, { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: opts.commandTimeoutMs, autoResubscribe: false });
+    this.#cmd = new Redis(opts.url, {
+      ...common,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: opts.commandTimeoutMs,
+      autoResubscribe: false,
+    });
     // autoResubscribe stays off: ioredis re-sends SUBSCRIBE after a reconnection without handling its
     // promise, so a reply of NOPERM (an ACL changed) or a connection lost again before the reply is an
     // unhandled rejection, and Node ends the process on one. We re-subscribe on 'ready' ourselves.
-    this.#sub = new Redis(opts.url, { ...common, enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: false });
+    this.#sub = new Redis(opts.url, {
+      ...common,
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+      autoResubscribe: false,
+    });
     this.#cmd.defineCommand('rmpLease', { numberOfKeys: 1, lua: LEASE_LUA });
     this.#cmd.defineCommand('rmpPut', { numberOfKeys: 3, lua: PUT_LUA });
     this.#cmd.defineCommand('rmpEntries', { numberOfKeys: 3, lua: ENTRIES_LUA });
@@ -169,7 +187,8 @@ export class RedisStore implements ClusterStore {
     });
     this.#sub.on('error', () => {});
     this.#sub.on('ready', () => {
-      if (this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
+      if (this.#handlers.size > 0)
+        this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
     });
     this.#cmd.on('ready', () => this.#setHealthy(true));
     this.#cmd.on('close', () => this.#setHealthy(false));
@@ -189,7 +208,10 @@ export class RedisStore implements ClusterStore {
   /** Connect both connections; resolves when connected or after connectTimeoutMs (then keeps trying in the background). */
   async connect(): Promise<void> {
     const attempt = (c: Redis) => c.connect().catch(() => {});
-    await Promise.race([Promise.all([attempt(this.#cmd), attempt(this.#sub)]), new Promise((r) => setTimeout(r, this.#opts.connectTimeoutMs).unref())]);
+    await Promise.race([
+      Promise.all([attempt(this.#cmd), attempt(this.#sub)]),
+      new Promise((r) => setTimeout(r, this.#opts.connectTimeoutMs).unref()),
+    ]);
   }
 
   onHealth(fn: (healthy: boolean) => void): void {
@@ -199,8 +221,11 @@ export class RedisStore implements ClusterStore {
   async lease(requests: readonly LeaseRequest[]): Promise<LeaseGrant[]> {
     if (requests.length === 0) return [];
     const p = this.#opts.keyPrefix;
-    const pipe = this.#cmd.pipeline() as unknown as Scripted & { exec(): Promise<Array<[Error | null, unknown]> | null> };
-    for (const r of requests) pipe.rmpLease(`${p}rl:${r.bucket}`, r.intervalMs, r.burst, r.want, r.minGrant, r.maxDelayMs);
+    const pipe = this.#cmd.pipeline() as unknown as Scripted & {
+      exec(): Promise<Array<[Error | null, unknown]> | null>;
+    };
+    for (const r of requests)
+      pipe.rmpLease(`${p}rl:${r.bucket}`, r.intervalMs, r.burst, r.want, r.minGrant, r.maxDelayMs);
     this.operations += requests.length;
     const results = await this.#guard(pipe.exec());
     if (results === null) throw new Error('store pipeline aborted');
@@ -214,7 +239,9 @@ export class RedisStore implements ClusterStore {
   async tablePut(table: string, field: string, value: string, ttlMs: number, maxEntries: number): Promise<number> {
     const [h, x, n] = this.#tableKeys(table);
     this.operations++;
-    return Number(await this.#guard(this.#scripted.rmpPut(h, x, n, field, value, Math.max(1, Math.round(ttlMs)), maxEntries)));
+    return Number(
+      await this.#guard(this.#scripted.rmpPut(h, x, n, field, value, Math.max(1, Math.round(ttlMs)), maxEntries)),
+    );
   }
 
   async tableDelete(table: string, field: string): Promise<number> {
@@ -228,7 +255,8 @@ export class RedisStore implements ClusterStore {
     this.operations++;
     const flat = await this.#guard(this.#scripted.rmpEntries(h, x, n));
     const entries: TableEntry[] = [];
-    for (let i = 0; i + 3 < flat.length; i += 3) entries.push({ field: String(flat[i]), value: String(flat[i + 1]), ttlMs: Number(flat[i + 2]) });
+    for (let i = 0; i + 3 < flat.length; i += 3)
+      entries.push({ field: String(flat[i]), value: String(flat[i + 1]), ttlMs: Number(flat[i + 2]) });
     return { version: Number(flat[flat.length - 1] ?? 0), entries };
   }
 
@@ -290,7 +318,8 @@ export class RedisStore implements ClusterStore {
     if (this.#resubscribe !== null) return;
     this.#resubscribe = setTimeout(() => {
       this.#resubscribe = null;
-      if (!this.#closed && this.#sub.status === 'ready' && this.#handlers.size > 0) this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
+      if (!this.#closed && this.#sub.status === 'ready' && this.#handlers.size > 0)
+        this.#sub.subscribe(...this.#handlers.keys()).then(this.#subscribed, this.#subscribeFailed);
     }, 1000);
     this.#resubscribe.unref();
   };

@@ -2,15 +2,23 @@
 import { Type } from '@sinclair/typebox';
 import { Obj } from '../core/schema-util.ts';
 
-const Ms = (def: number, min: number, max: number, description: string) => Type.Integer({ minimum: min, maximum: max, default: def, description });
+const Ms = (def: number, min: number, max: number, description: string) =>
+  Type.Integer({ minimum: min, maximum: max, default: def, description });
 
 export const ClusterSchema = Obj(
   {
     store: Type.Union([Type.Literal('memory'), Type.Literal('redis')], {
       default: 'memory',
-      description: 'Where shared defence state lives: `memory` (this process only: one node needs nothing but Node.js) or `redis` (Valkey or Redis, shared by every node).',
+      description:
+        'Where shared defence state lives: `memory` (this process only: one node needs nothing but Node.js) or `redis` (Valkey or Redis, shared by every node).',
     }),
-    nodeName: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_.:#-]{1,128}$', description: 'This node\u2019s name in the cluster (logs, the level table). Default: the host name (and `#N` for worker N of `--workers`).' })),
+    nodeName: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9_.:#-]{1,128}$',
+        description:
+          'This node\u2019s name in the cluster (logs, the level table). Default: the host name (and `#N` for worker N of `--workers`).',
+      }),
+    ),
     failMode: Type.Union([Type.Literal('open'), Type.Literal('closed')], {
       default: 'open',
       description:
@@ -21,21 +29,70 @@ export const ClusterSchema = Obj(
         url: Type.Optional(
           Type.String({
             pattern: '^rediss?://',
-            description: '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged. REMPART_REDIS_URL wins over both.',
+            description:
+              '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged. REMPART_REDIS_URL wins over both.',
           }),
         ),
-        urlFile: Type.Optional(Type.String({ minLength: 1, description: 'File holding the URL (for a Kubernetes Secret or systemd credential).' })),
-        keyPrefix: Type.String({ pattern: '^[A-Za-z0-9_.:-]{0,64}$', default: 'rempart:', description: 'Prefix of every key and channel: several Rempart clusters can share one Valkey.' }),
-        commandTimeoutMs: Ms(250, 10, 60000, 'A store command not answered within this counts as a failure: the node decides locally until the store answers again.'),
-        connectTimeoutMs: Ms(2000, 100, 60000, 'Time to connect; start-up waits this long at most, then carries on locally and keeps trying.'),
-        reconnectMaxMs: Ms(5000, 100, 600000, 'Longest wait between reconnection attempts (exponential backoff with jitter from 100 ms).'),
+        urlFile: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description: 'File holding the URL (for a Kubernetes Secret or systemd credential).',
+          }),
+        ),
+        keyPrefix: Type.String({
+          pattern: '^[A-Za-z0-9_.:-]{0,64}$',
+          default: 'rempart:',
+          description: 'Prefix of every key and channel: several Rempart clusters can share one Valkey.',
+        }),
+        commandTimeoutMs: Ms(
+          250,
+          10,
+          60000,
+          'A store command not answered within this counts as a failure: the node decides locally until the store answers again.',
+        ),
+        connectTimeoutMs: Ms(
+          2000,
+          100,
+          60000,
+          'Time to connect; start-up waits this long at most, then carries on locally and keeps trying.',
+        ),
+        reconnectMaxMs: Ms(
+          5000,
+          100,
+          600000,
+          'Longest wait between reconnection attempts (exponential backoff with jitter from 100 ms).',
+        ),
       },
       { default: {}, description: 'The Valkey/Redis store, with `store: redis`.' },
     ),
-    resyncMs: Ms(5000, 200, 600000, 'Each node re-reads the shared bans (and the level override) this often, so one that missed a pub/sub message converges.'),
-    levelHeartbeatMs: Ms(1000, 100, 60000, 'Each node reports its detected attack level this often; the level in force everywhere is the highest any live node reports. Read at start.'),
-    leaseMs: Ms(100, 1, 60000, 'Size of a token lease for `scope: global` rate limits, as time at the rule\u2019s rate (a 1000/s rule leases 100 tokens at a time): larger means fewer store operations, coarser sharing.'),
-    leaseTtlMs: Ms(2000, 50, 600000, 'Leased tokens unused after this long are dropped, so a node cannot save up a burst.'),
+    resyncMs: Ms(
+      5000,
+      200,
+      600000,
+      'Each node re-reads the shared bans (and the level override) this often, so one that missed a pub/sub message converges.',
+    ),
+    levelHeartbeatMs: Ms(
+      1000,
+      100,
+      60000,
+      'Each node reports its detected attack level this often; the level in force everywhere is the highest any live node reports. Read at start.',
+    ),
+    leaseMs: Ms(
+      100,
+      1,
+      60000,
+      'Size of a token lease for `scope: global` rate limits, as time at the rule\u2019s rate (a 1000/s rule leases 100 tokens at a time): larger means fewer store operations, coarser sharing.',
+    ),
+    leaseTtlMs: Ms(
+      2000,
+      50,
+      600000,
+      'Leased tokens unused after this long are dropped, so a node cannot save up a burst.',
+    ),
   },
-  { default: {}, description: 'Cluster mode: several nodes share bans, global rate limits and the attack level through Valkey/Redis (docs/cluster.md).' },
+  {
+    default: {},
+    description:
+      'Cluster mode: several nodes share bans, global rate limits and the attack level through Valkey/Redis (docs/cluster.md).',
+  },
 );

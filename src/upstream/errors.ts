@@ -25,7 +25,13 @@ export function classifyUpstreamError(err: Error & { code?: string }): { code: E
     default:
       // undici's HTTPParserError usually has no code (it looks the llhttp error number up in a
       // name→number table), so the class name is the reliable mark of an unparsable response.
-      if (err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') || err.code === 'UND_ERR_INFO' || err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_HEADERS_OVERFLOW')
+      if (
+        err.name === 'HTTPParserError' ||
+        err.code?.startsWith('HPE_') ||
+        err.code === 'UND_ERR_INFO' ||
+        err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' ||
+        err.code === 'UND_ERR_HEADERS_OVERFLOW'
+      )
         return { code: 'RMP_ERR_UPSTREAM_BAD_RESPONSE', status: 502 };
       return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
   }

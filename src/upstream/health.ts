@@ -78,7 +78,13 @@ export class HealthCheck {
     timer.unref();
     let ok = false;
     try {
-      const res = await this.#pool.request({ path: this.settings.path, method: 'GET', signal: ac.signal, headersTimeout: this.settings.timeoutMs, bodyTimeout: this.settings.timeoutMs });
+      const res = await this.#pool.request({
+        path: this.settings.path,
+        method: 'GET',
+        signal: ac.signal,
+        headersTimeout: this.settings.timeoutMs,
+        bodyTimeout: this.settings.timeoutMs,
+      });
       await res.body.dump();
       ok = res.statusCode >= 200 && res.statusCode < 400;
     } catch {

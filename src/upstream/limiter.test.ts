@@ -1,7 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../core/clock.ts';
-import { ConcurrencyLimiter, DROP_MIN_INTERVAL_MS, PROBE_MAX_MS, PROBE_SAMPLES, SHORT_WINDOW_MS, SHORT_WINDOW_SAMPLES, type LimiterSettings } from './limiter.ts';
+import {
+  ConcurrencyLimiter,
+  DROP_MIN_INTERVAL_MS,
+  PROBE_MAX_MS,
+  PROBE_SAMPLES,
+  SHORT_WINDOW_MS,
+  SHORT_WINDOW_SAMPLES,
+  type LimiterSettings,
+} from './limiter.ts';
 
 const adaptive: LimiterSettings = { mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 200 };
 
@@ -17,7 +25,10 @@ function window(l: ConcurrencyLimiter, clock: ReturnType<typeof createManualCloc
 
 test('a static limiter admits exactly staticLimit requests and ignores latency', () => {
   const clock = createManualClock();
-  const l = new ConcurrencyLimiter({ mode: 'static', initialLimit: 20, minLimit: 4, maxLimit: 100, staticLimit: 3 }, clock);
+  const l = new ConcurrencyLimiter(
+    { mode: 'static', initialLimit: 20, minLimit: 4, maxLimit: 100, staticLimit: 3 },
+    clock,
+  );
   assert.equal([l.tryAcquire(), l.tryAcquire(), l.tryAcquire(), l.tryAcquire()].filter(Boolean).length, 3);
   for (let i = 0; i < 100; i++) window(l, clock, 500);
   l.onDrop();
@@ -154,7 +165,8 @@ test('routes of different cost are each measured against their own baseline: a c
     while (l.tryAcquire());
     for (let i = 0; i < 20; i++) {
       clock.advance(SHORT_WINDOW_MS / 20);
-      if (i < staticShare * 20) l.onSuccess(1, 0); // a static file: 1 ms
+      if (i < staticShare * 20)
+        l.onSuccess(1, 0); // a static file: 1 ms
       else l.onSuccess(vaultRtt, 1); // a vault page: 20 ms at rest
     }
     while (l.inFlight > 0) l.release();

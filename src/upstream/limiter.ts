@@ -131,14 +131,22 @@ export class ConcurrencyLimiter {
   /** Apply new settings (reload). The same settings keep the learned state; others restart it. In-flight counts are kept. */
   reconfigure(settings: LimiterSettings): void {
     const a = this.#settings;
-    if (a.mode === settings.mode && a.initialLimit === settings.initialLimit && a.minLimit === settings.minLimit && a.maxLimit === settings.maxLimit && a.staticLimit === settings.staticLimit) return;
+    if (
+      a.mode === settings.mode &&
+      a.initialLimit === settings.initialLimit &&
+      a.minLimit === settings.minLimit &&
+      a.maxLimit === settings.maxLimit &&
+      a.staticLimit === settings.staticLimit
+    )
+      return;
     this.#settings = settings;
     this.#reset();
   }
 
   #reset(): void {
     const s = this.#settings;
-    this.#estimate = s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
+    this.#estimate =
+      s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
     this.limit = Math.max(1, Math.floor(this.#estimate));
     this.#baselineRtt = 0;
     this.#base.fill(0);
@@ -157,7 +165,8 @@ export class ConcurrencyLimiter {
   tryAcquire(): boolean {
     if (this.#settings.mode !== 'off' && this.inFlight >= this.limit) {
       // A probe whose requests never complete must not pin the limit for ever.
-      if (this.#probeStartMs >= 0 && this.#clock.now() - this.#probeStartMs >= PROBE_MAX_MS) this.#endProbe(this.#clock.now());
+      if (this.#probeStartMs >= 0 && this.#clock.now() - this.#probeStartMs >= PROBE_MAX_MS)
+        this.#endProbe(this.#clock.now());
       if (this.inFlight >= this.limit) return false;
     }
     this.inFlight++;
@@ -188,7 +197,8 @@ export class ConcurrencyLimiter {
     this.#slotSamples[slot]!++;
     this.#windowSamples++;
     const now = this.#clock.now();
-    if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES) this.#closeWindow(now);
+    if (now - this.#windowStartMs >= SHORT_WINDOW_MS && this.#windowSamples >= SHORT_WINDOW_SAMPLES)
+      this.#closeWindow(now);
   }
 
   /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per round trip. */
@@ -197,7 +207,8 @@ export class ConcurrencyLimiter {
     const now = this.#clock.now();
     if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
     this.#lastDropMs = now;
-    if (this.#probeStartMs >= 0) this.#probeSavedEstimate = Math.max(this.#settings.minLimit, this.#probeSavedEstimate * DROP_BACKOFF);
+    if (this.#probeStartMs >= 0)
+      this.#probeSavedEstimate = Math.max(this.#settings.minLimit, this.#probeSavedEstimate * DROP_BACKOFF);
     else this.#setEstimate(this.#estimate * DROP_BACKOFF);
   }
 

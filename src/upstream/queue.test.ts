@@ -33,7 +33,10 @@ test('the queue serves the highest class first and FIFO within a class', () => {
 });
 
 test('a configured class order changes who goes first', () => {
-  const q = new AdmissionQueue<string>({ ...settings, classOrder: ['static', 'public', 'cacheable', 'authenticated', 'critical'] });
+  const q = new AdmissionQueue<string>({
+    ...settings,
+    classOrder: ['static', 'public', 'cacheable', 'authenticated', 'critical'],
+  });
   const out: QueueEntry<string>[] = [];
   const c = entry(q, 'critical');
   const s = entry(q, 'static');
@@ -113,7 +116,10 @@ test('entries past their class deadline expire with Timeout; others stay', () =>
   q.expire(499, expired);
   assert.equal(expired.length, 0);
   q.expire(1000, expired);
-  assert.deepEqual(expired, [p, s].sort((x, y) => x.cls - y.cls));
+  assert.deepEqual(
+    expired,
+    [p, s].sort((x, y) => x.cls - y.cls),
+  );
   assert.ok(expired.every((e) => e.outcome === Outcome.Timeout));
   assert.equal(q.nextDeadlineMs(), 5000);
   assert.equal(q.size, 1);
@@ -171,12 +177,20 @@ test('a known client’s first waiting request goes before unknown clients’ wi
   for (const e of [unknownA, unknownB, known1, known2, critical]) assert.equal(q.push(e, out), null);
   // Class first (an unknown critical request still beats a known public one), then the known client's
   // first (round 0); its second (round 1) ties with the unknown clients' first, and the oldest goes.
-  assert.deepEqual([q.shift(), q.shift(), q.shift(), q.shift(), q.shift()], [critical, known1, unknownA, unknownB, known2]);
+  assert.deepEqual(
+    [q.shift(), q.shift(), q.shift(), q.shift(), q.shift()],
+    [critical, known1, unknownA, unknownB, known2],
+  );
 });
 
 test('a class below its reserved share of the limit is served before higher classes; at its share, strict order again', () => {
   const reserve = [0, 0, 20, 0, 0]; // cacheable: 20 % of the limit
-  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 20, maxEntriesPerClass: 20, reservePercent: reserve });
+  const q = new AdmissionQueue<string>({
+    ...settings,
+    maxEntries: 20,
+    maxEntriesPerClass: 20,
+    reservePercent: reserve,
+  });
   for (let i = 0; i < 3; i++) q.push(entry(q, 'authenticated'), []);
   for (let i = 0; i < 3; i++) q.push(entry(q, 'cacheable'), []);
   const inFlight = new Int32Array(5);

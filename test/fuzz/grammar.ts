@@ -147,44 +147,165 @@ export interface GrammarOptions {
 const HOT_ADDRESSES = 24;
 
 const METHODS: readonly (readonly [number, string])[] = [
-  [60, 'GET'], [8, 'HEAD'], [12, 'POST'], [3, 'PUT'], [2, 'DELETE'], [2, 'OPTIONS'], [2, 'PATCH'],
-  [1, 'TRACE'], [1, 'CONNECT'], [1, 'PRI'], [1, 'PROPFIND'], [1, 'get'], [1, 'G\tET'], [1, 'M-SEARCH'],
-  [1, 'GET\u00ff'], [1, ''], [1, 'X'.repeat(40)], [1, 'QUERY'],
+  [60, 'GET'],
+  [8, 'HEAD'],
+  [12, 'POST'],
+  [3, 'PUT'],
+  [2, 'DELETE'],
+  [2, 'OPTIONS'],
+  [2, 'PATCH'],
+  [1, 'TRACE'],
+  [1, 'CONNECT'],
+  [1, 'PRI'],
+  [1, 'PROPFIND'],
+  [1, 'get'],
+  [1, 'G\tET'],
+  [1, 'M-SEARCH'],
+  [1, 'GET\u00ff'],
+  [1, ''],
+  [1, 'X'.repeat(40)],
+  [1, 'QUERY'],
 ];
 
 const USER_AGENTS = [
   'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36',
-  'curl/8.5.0', 'python-requests/2.32', 'Go-http-client/1.1', 'fuzz', '', '\u00e9\u00e8', 'Mozilla/5.0 (iPhone)',
+  'curl/8.5.0',
+  'python-requests/2.32',
+  'Go-http-client/1.1',
+  'fuzz',
+  '',
+  '\u00e9\u00e8',
+  'Mozilla/5.0 (iPhone)',
 ];
 
 /** Paths of the fuzz config's routes (bench/fuzz.ts). `{t}` is replaced by the marker. */
 const PATHS: readonly (readonly [number, string])[] = [
-  [14, '/{t}'], [10, '/page/{t}'], [10, '/track/P{n}?fz={t}'], [5, '/static/app{n}.css?fz={t}'],
-  [8, '/payments/approve?fz={t}'], [8, '/login?fz={t}'], [8, '/vault/documents/{n}/{t}'], [4, '/vault/profile/{t}'],
-  [4, '/room/{t}'], [3, '/slow/{t}'], [4, '/ws/{t}'], [3, '/.rempart/challenge/verify?fz={t}&return=%2F%3C%2Fscript%3E'],
-  [2, '/.rempart/{t}'], [2, '/big/{t}'],
+  [14, '/{t}'],
+  [10, '/page/{t}'],
+  [10, '/track/P{n}?fz={t}'],
+  [5, '/static/app{n}.css?fz={t}'],
+  [8, '/payments/approve?fz={t}'],
+  [8, '/login?fz={t}'],
+  [8, '/vault/documents/{n}/{t}'],
+  [4, '/vault/profile/{t}'],
+  [4, '/room/{t}'],
+  [3, '/slow/{t}'],
+  [4, '/ws/{t}'],
+  [3, '/.rempart/challenge/verify?fz={t}&return=%2F%3C%2Fscript%3E'],
+  [2, '/.rempart/{t}'],
+  [2, '/big/{t}'],
 ];
 
 const ODD_SEGMENTS = [
-  '%2e%2e/', '..%2f', '%2e/', './', '../', '//', '%2f', '%5c', '\\', '%00', '%c0%ae%c0%ae/', '%e0%80%ae', '%ff', '%zz', '%', '%2',
-  ';jsessionid=1', ';x=1/', '#frag', '#', '%23', '?', '??', '&', '%20', '+', '~', '%7e', '\u00e9', '%C3%A9', '*', '@', ':', '%40evil', '/.', '/..',
-  '%252e%252e/', '.%2e/', '%2E%2E/', '/%2e', '/%2E%2e',
+  '%2e%2e/',
+  '..%2f',
+  '%2e/',
+  './',
+  '../',
+  '//',
+  '%2f',
+  '%5c',
+  '\\',
+  '%00',
+  '%c0%ae%c0%ae/',
+  '%e0%80%ae',
+  '%ff',
+  '%zz',
+  '%',
+  '%2',
+  ';jsessionid=1',
+  ';x=1/',
+  '#frag',
+  '#',
+  '%23',
+  '?',
+  '??',
+  '&',
+  '%20',
+  '+',
+  '~',
+  '%7e',
+  '\u00e9',
+  '%C3%A9',
+  '*',
+  '@',
+  ':',
+  '%40evil',
+  '/.',
+  '/..',
+  '%252e%252e/',
+  '.%2e/',
+  '%2E%2E/',
+  '/%2e',
+  '/%2E%2e',
 ];
 
 const HOSTS: readonly (readonly [number, string])[] = [
-  [40, 'fuzz.test'], [10, 'fuzz.test:8080'], [4, 'FUZZ.TEST'], [3, 'fuzz.test.'], [3, '127.0.0.1'], [3, '[::1]:80'],
-  [2, 'fuzz.test:80@evil.test'], [2, 'user@fuzz.test'], [2, 'user:pw@fuzz.test:80'], [2, 'fuzz.test:0'], [2, 'fuzz.test:99999'],
-  [2, 'fuzz.test:abc'], [2, ''], [1, 'fuzz.test:'], [1, ':80'], [1, 'fuzz test'], [1, 'fuzz.test/x'], [1, 'fuzz.test#x'],
-  [1, 'fuzz.test?x'], [1, '[::1'], [1, 'a'.repeat(300)], [1, 'xn--e1afmkfd.test'], [1, '\u00e9.test'], [1, 'fuzz.test:80:80'],
-  [1, '%66uzz.test'], [1, 'fuzz.test\\evil'], [1, '*'],
+  [40, 'fuzz.test'],
+  [10, 'fuzz.test:8080'],
+  [4, 'FUZZ.TEST'],
+  [3, 'fuzz.test.'],
+  [3, '127.0.0.1'],
+  [3, '[::1]:80'],
+  [2, 'fuzz.test:80@evil.test'],
+  [2, 'user@fuzz.test'],
+  [2, 'user:pw@fuzz.test:80'],
+  [2, 'fuzz.test:0'],
+  [2, 'fuzz.test:99999'],
+  [2, 'fuzz.test:abc'],
+  [2, ''],
+  [1, 'fuzz.test:'],
+  [1, ':80'],
+  [1, 'fuzz test'],
+  [1, 'fuzz.test/x'],
+  [1, 'fuzz.test#x'],
+  [1, 'fuzz.test?x'],
+  [1, '[::1'],
+  [1, 'a'.repeat(300)],
+  [1, 'xn--e1afmkfd.test'],
+  [1, '\u00e9.test'],
+  [1, 'fuzz.test:80:80'],
+  [1, '%66uzz.test'],
+  [1, 'fuzz.test\\evil'],
+  [1, '*'],
 ];
 
 // Invalid Content-Length values only: leading zeros ('05') and surrounding whitespace are valid (RFC 9110
 // §8.6, OWS is not part of a field value), so a request behind them is a pipelined one, not a canary.
-const CL_ODD = ['-1', '+5', '0x5', '5,5', '5, 6', '', '99999999999999999999999', '1e3', '٥', '4294967296', '18446744073709551617', '5 5', '5;x'];
+const CL_ODD = [
+  '-1',
+  '+5',
+  '0x5',
+  '5,5',
+  '5, 6',
+  '',
+  '99999999999999999999999',
+  '1e3',
+  '٥',
+  '4294967296',
+  '18446744073709551617',
+  '5 5',
+  '5;x',
+];
 const TE_ODD = [
-  'chunked', 'Chunked', 'CHUNKED', ' chunked', 'chunked ', 'chunked\t', 'chunked, identity', 'identity, chunked', 'gzip, chunked', 'chunked, chunked',
-  'xchunked', 'chunked;q=1', 'identity', 'gzip', '', 'chunk', '\u00ffchunked', 'chunked\u000b',
+  'chunked',
+  'Chunked',
+  'CHUNKED',
+  ' chunked',
+  'chunked ',
+  'chunked\t',
+  'chunked, identity',
+  'identity, chunked',
+  'gzip, chunked',
+  'chunked, chunked',
+  'xchunked',
+  'chunked;q=1',
+  'identity',
+  'gzip',
+  '',
+  'chunk',
+  '\u00ffchunked',
+  'chunked\u000b',
 ];
 
 interface HeaderLine {
@@ -207,7 +328,14 @@ function fillPath(ctx: GenContext, template: string, tok: string): string {
 function genTarget(ctx: GenContext, tok: string, tags: string[]): string {
   const { rng } = ctx;
   let path = fillPath(ctx, rng.weighted(PATHS), tok);
-  const form = rng.weighted<string>([[86, 'origin'], [5, 'absolute'], [2, 'authority'], [2, 'asterisk'], [2, 'empty'], [3, 'noslash']]);
+  const form = rng.weighted<string>([
+    [86, 'origin'],
+    [5, 'absolute'],
+    [2, 'authority'],
+    [2, 'asterisk'],
+    [2, 'empty'],
+    [3, 'noslash'],
+  ]);
   if (rng.chance(0.22)) {
     // Splice odd segments into the path (before any query).
     const q = path.indexOf('?');
@@ -229,7 +357,10 @@ function genTarget(ctx: GenContext, tok: string, tags: string[]): string {
   if (rng.chance(0.03)) {
     // Raw bytes the parser may refuse: spaces, controls, high bytes.
     const at = rng.int(path.length);
-    path = path.slice(0, at) + rng.pick(['\u0000', '\u007f', '\u0001', '\t', '\u00a0', '\u0085', '"', '<', '>', '{', '|', '^', '`']) + path.slice(at);
+    path =
+      path.slice(0, at) +
+      rng.pick(['\u0000', '\u007f', '\u0001', '\t', '\u00a0', '\u0085', '"', '<', '>', '{', '|', '^', '`']) +
+      path.slice(at);
     tags.push('raw-byte-path');
   }
   switch (form) {
@@ -255,8 +386,16 @@ function genTarget(ctx: GenContext, tok: string, tags: string[]): string {
 
 function genVersion(ctx: GenContext, tags: string[]): string {
   const v = ctx.rng.weighted<string>([
-    [90, 'HTTP/1.1'], [5, 'HTTP/1.0'], [1, 'HTTP/2.0'], [1, 'HTTP/0.9'], [1, 'HTTP/1.2'], [1, 'http/1.1'], [1, 'HTTP/11'], [1, 'HTTP/1.1 '],
-    [1, 'HTTX/1.1'], [1, 'HTTP/1.1\u0000'],
+    [90, 'HTTP/1.1'],
+    [5, 'HTTP/1.0'],
+    [1, 'HTTP/2.0'],
+    [1, 'HTTP/0.9'],
+    [1, 'HTTP/1.2'],
+    [1, 'http/1.1'],
+    [1, 'HTTP/11'],
+    [1, 'HTTP/1.1 '],
+    [1, 'HTTX/1.1'],
+    [1, 'HTTP/1.1\u0000'],
   ]);
   if (v !== 'HTTP/1.1') tags.push(`version:${JSON.stringify(v)}`);
   return v;
@@ -266,10 +405,19 @@ function genVersion(ctx: GenContext, tags: string[]): string {
 function genCommonHeaders(ctx: GenContext, tok: string, tags: string[]): HeaderLine[] {
   const { rng } = ctx;
   const h: HeaderLine[] = [];
-  const hostMode = rng.weighted<string>([[88, 'one'], [4, 'missing'], [4, 'duplicate'], [2, 'case'], [2, 'odd-syntax']]);
+  const hostMode = rng.weighted<string>([
+    [88, 'one'],
+    [4, 'missing'],
+    [4, 'duplicate'],
+    [2, 'case'],
+    [2, 'odd-syntax'],
+  ]);
   if (hostMode === 'one') h.push({ name: 'Host', value: rng.weighted(HOSTS) });
   else if (hostMode === 'duplicate') {
-    h.push({ name: 'Host', value: 'fuzz.test' }, { name: rng.pick(['Host', 'host', 'HOST']), value: rng.pick(['evil.test', 'fuzz.test', '']) });
+    h.push(
+      { name: 'Host', value: 'fuzz.test' },
+      { name: rng.pick(['Host', 'host', 'HOST']), value: rng.pick(['evil.test', 'fuzz.test', '']) },
+    );
     tags.push('dup-host');
   } else if (hostMode === 'case') h.push({ name: 'hOsT', value: rng.weighted(HOSTS) });
   else if (hostMode === 'odd-syntax') {
@@ -278,30 +426,78 @@ function genCommonHeaders(ctx: GenContext, tok: string, tags: string[]): HeaderL
   } else tags.push('no-host');
   h.push({ name: 'x-fuzz-id', value: tok });
   if (rng.chance(0.7)) h.push({ name: 'User-Agent', value: rng.pick(USER_AGENTS) });
-  if (rng.chance(0.6)) h.push({ name: 'Accept', value: rng.pick(['text/html,application/xhtml+xml', 'application/json', '*/*', 'text/html', '']) });
+  if (rng.chance(0.6))
+    h.push({
+      name: 'Accept',
+      value: rng.pick(['text/html,application/xhtml+xml', 'application/json', '*/*', 'text/html', '']),
+    });
   if (rng.chance(0.3)) {
     const long = rng.chance(0.1);
-    h.push({ name: 'Accept-Encoding', value: long ? Array.from({ length: rng.range(50, 800) }, () => rng.pick(['gzip', 'br', 'x-' + rng.alnum(6), 'identity;q=0'])).join(', ') : rng.pick(['gzip, deflate, br', 'gzip', 'br;q=1.0, gzip;q=0.8', '*', 'identity']) });
+    h.push({
+      name: 'Accept-Encoding',
+      value: long
+        ? Array.from({ length: rng.range(50, 800) }, () =>
+            rng.pick(['gzip', 'br', 'x-' + rng.alnum(6), 'identity;q=0']),
+          ).join(', ')
+        : rng.pick(['gzip, deflate, br', 'gzip', 'br;q=1.0, gzip;q=0.8', '*', 'identity']),
+    });
     if (long) tags.push('long-accept-encoding');
   }
   if (rng.chance(0.25)) {
     const sid = `s${rng.int(64)}`;
-    const v = rng.weighted<string>([[6, `sid=${sid}`], [2, `sid=x1; sid=${sid}`], [1, `a=1; sid=${sid}; b=2`], [1, `rempart_clearance=${rng.hex(20)}`], [1, `sid=; sid=${sid}`], [1, `${'c'.repeat(20)}=${'v'.repeat(rng.range(10, 3000))}`]]);
+    const v = rng.weighted<string>([
+      [6, `sid=${sid}`],
+      [2, `sid=x1; sid=${sid}`],
+      [1, `a=1; sid=${sid}; b=2`],
+      [1, `rempart_clearance=${rng.hex(20)}`],
+      [1, `sid=; sid=${sid}`],
+      [1, `${'c'.repeat(20)}=${'v'.repeat(rng.range(10, 3000))}`],
+    ]);
     h.push({ name: 'Cookie', value: v });
     if (rng.chance(0.2)) {
       h.push({ name: 'Cookie', value: `sid=s${rng.int(64)}` });
       tags.push('dup-cookie');
     }
   }
-  if (rng.chance(0.1)) h.push({ name: 'X-Forwarded-For', value: rng.pick([`203.0.113.${rng.int(256)}`, `2001:db8::${rng.int(65536).toString(16)}`, 'garbage', `1.2.3.4, ${ctx.opts.trustedAddress}`, '999.1.1.1', '', '127.0.0.1, ::1']) });
+  if (rng.chance(0.1))
+    h.push({
+      name: 'X-Forwarded-For',
+      value: rng.pick([
+        `203.0.113.${rng.int(256)}`,
+        `2001:db8::${rng.int(65536).toString(16)}`,
+        'garbage',
+        `1.2.3.4, ${ctx.opts.trustedAddress}`,
+        '999.1.1.1',
+        '',
+        '127.0.0.1, ::1',
+      ]),
+    });
   if (rng.chance(0.05)) h.push({ name: 'X-Forwarded-Proto', value: rng.pick(['https', 'http', 'gopher']) });
-  if (rng.chance(0.05)) h.push({ name: 'Authorization', value: rng.pick([`Bearer ${rng.alnum(20)}.${rng.alnum(40)}.${rng.alnum(20)}`, 'Bearer', 'Basic Zm9vOmJhcg==', `Bearer ${'a'.repeat(rng.range(100, 4000))}`]) });
+  if (rng.chance(0.05))
+    h.push({
+      name: 'Authorization',
+      value: rng.pick([
+        `Bearer ${rng.alnum(20)}.${rng.alnum(40)}.${rng.alnum(20)}`,
+        'Bearer',
+        'Basic Zm9vOmJhcg==',
+        `Bearer ${'a'.repeat(rng.range(100, 4000))}`,
+      ]),
+    });
   if (rng.chance(0.05)) h.push({ name: 'x-api-key', value: rng.pick(['k1', 'k2', rng.alnum(32)]) });
-  if (rng.chance(0.05)) h.push({ name: rng.pick(['Cache-Control', 'Pragma']), value: rng.pick(['no-cache', 'max-age=0', 'no-store', 'only-if-cached']) });
-  if (rng.chance(0.04)) h.push({ name: 'Range', value: rng.pick(['bytes=0-10', 'bytes=-1', 'bytes=0-0,1-1,2-2', 'bytes=x']) });
+  if (rng.chance(0.05))
+    h.push({
+      name: rng.pick(['Cache-Control', 'Pragma']),
+      value: rng.pick(['no-cache', 'max-age=0', 'no-store', 'only-if-cached']),
+    });
+  if (rng.chance(0.04))
+    h.push({ name: 'Range', value: rng.pick(['bytes=0-10', 'bytes=-1', 'bytes=0-0,1-1,2-2', 'bytes=x']) });
   if (rng.chance(0.04)) h.push({ name: 'If-None-Match', value: rng.pick(['*', '"x"', 'W/"x"']) });
   if (rng.chance(0.03)) h.push({ name: 'Via', value: '1.1 rempart' });
-  if (rng.chance(0.03)) h.push({ name: rng.pick(['Max-Forwards', 'TE', 'Trailer', 'Keep-Alive', 'Proxy-Connection', 'Forwarded']), value: rng.pick(['0', 'trailers', 'x', 'for=1.2.3.4', 'timeout=1']) });
+  if (rng.chance(0.03))
+    h.push({
+      name: rng.pick(['Max-Forwards', 'TE', 'Trailer', 'Keep-Alive', 'Proxy-Connection', 'Forwarded']),
+      value: rng.pick(['0', 'trailers', 'x', 'for=1.2.3.4', 'timeout=1']),
+    });
   return h;
 }
 
@@ -329,7 +525,10 @@ function addOddHeaders(ctx: GenContext, h: HeaderLine[], tags: string[]): boolea
     framed = false;
   }
   if (rng.chance(0.012)) {
-    h.push({ name: rng.pick(['x-nul', 'x-cr', 'x-lf', 'x-del']), value: `a${rng.pick(['\u0000', '\r', '\n', '\u007f', '\r\r\n'])}b` });
+    h.push({
+      name: rng.pick(['x-nul', 'x-cr', 'x-lf', 'x-del']),
+      value: `a${rng.pick(['\u0000', '\r', '\n', '\u007f', '\r\r\n'])}b`,
+    });
     tags.push('ctl-in-value');
     framed = false;
   }
@@ -386,31 +585,63 @@ function genBody(ctx: GenContext, method: string, version: string, tags: string[
       [1, ''],
     ]);
   const kind = rng.weighted<string>([
-    [40, 'cl'], [22, 'chunked'], [4, 'cl-smuggle'], [4, 'chunked-smuggle'], [4, 'cl+te'], [3, 'dup-cl'], [3, 'odd-cl'], [4, 'odd-te'],
-    [2, 'te-dup'], [2, 'chunked-odd'], [2, 'cl-short'], [1, 'te-1.0'],
+    [40, 'cl'],
+    [22, 'chunked'],
+    [4, 'cl-smuggle'],
+    [4, 'chunked-smuggle'],
+    [4, 'cl+te'],
+    [3, 'dup-cl'],
+    [3, 'odd-cl'],
+    [4, 'odd-te'],
+    [2, 'te-dup'],
+    [2, 'chunked-odd'],
+    [2, 'cl-short'],
+    [1, 'te-1.0'],
   ]);
   tags.push(`body:${kind}`);
   switch (kind) {
     case 'cl': {
       const d = data();
-      return { headers: [{ name: 'Content-Length', value: String(Buffer.byteLength(d, 'latin1')) }], body: d, framed: true };
+      return {
+        headers: [{ name: 'Content-Length', value: String(Buffer.byteLength(d, 'latin1')) }],
+        body: d,
+        framed: true,
+      };
     }
     case 'cl-smuggle': {
       const d = `a=1&${innerRequest(ctx, canaries)}`;
-      return { headers: [{ name: 'Content-Length', value: String(Buffer.byteLength(d, 'latin1')) }], body: d, framed: true };
+      return {
+        headers: [{ name: 'Content-Length', value: String(Buffer.byteLength(d, 'latin1')) }],
+        body: d,
+        framed: true,
+      };
     }
     case 'chunked': {
       let b = '';
       const n = rng.range(0, 4);
-      for (let i = 0; i < n; i++) b += chunk(data().slice(0, 5000), rng.chance(0.2) ? rng.pick([';a=b', ';a', ';a="b c"', ' ;a=b', ';' + 'e'.repeat(200)]) : '');
+      for (let i = 0; i < n; i++)
+        b += chunk(
+          data().slice(0, 5000),
+          rng.chance(0.2) ? rng.pick([';a=b', ';a', ';a="b c"', ' ;a=b', ';' + 'e'.repeat(200)]) : '',
+        );
       b += '0\r\n';
       if (rng.chance(0.15)) {
-        b += rng.pick(['x-trailer: 1\r\n', 'Content-Length: 5\r\n', 'Host: evil.test\r\n', 'Transfer-Encoding: chunked\r\n', 'x-fuzz-id: fz0q000000\r\n']);
+        b += rng.pick([
+          'x-trailer: 1\r\n',
+          'Content-Length: 5\r\n',
+          'Host: evil.test\r\n',
+          'Transfer-Encoding: chunked\r\n',
+          'x-fuzz-id: fz0q000000\r\n',
+        ]);
         tags.push('trailer');
       }
       b += '\r\n';
       const odd = b.includes(' ;');
-      return { headers: [{ name: 'Transfer-Encoding', value: 'chunked' }], body: b, framed: version === 'HTTP/1.1' && !odd };
+      return {
+        headers: [{ name: 'Transfer-Encoding', value: 'chunked' }],
+        body: b,
+        framed: version === 'HTTP/1.1' && !odd,
+      };
     }
     case 'chunked-smuggle': {
       const b = `${chunk(innerRequest(ctx, canaries))}0\r\n\r\n`;
@@ -422,14 +653,23 @@ function genBody(ctx: GenContext, method: string, version: string, tags: string[
       const te = rng.pick(TE_ODD);
       const b = rng.chance(0.5) ? `0\r\n\r\n${inner}` : `${chunk(inner)}0\r\n\r\n`;
       const clv = rng.pick([String(Buffer.byteLength(b, 'latin1')), '4', '0', '6']);
-      const hs = [{ name: 'Content-Length', value: clv }, { name: 'Transfer-Encoding', value: te }];
+      const hs = [
+        { name: 'Content-Length', value: clv },
+        { name: 'Transfer-Encoding', value: te },
+      ];
       if (rng.chance(0.5)) hs.reverse();
       return { headers: hs, body: b, framed: false };
     }
     case 'dup-cl': {
       const inner = innerRequest(ctx, canaries);
       const d = `abcde${inner}`;
-      const hs = [{ name: 'Content-Length', value: '5' }, { name: rng.pick(['Content-Length', 'content-length']), value: rng.pick([String(Buffer.byteLength(d, 'latin1')), '5', '0']) }];
+      const hs = [
+        { name: 'Content-Length', value: '5' },
+        {
+          name: rng.pick(['Content-Length', 'content-length']),
+          value: rng.pick([String(Buffer.byteLength(d, 'latin1')), '5', '0']),
+        },
+      ];
       return { headers: hs, body: d, framed: false };
     }
     case 'odd-cl': {
@@ -440,21 +680,39 @@ function genBody(ctx: GenContext, method: string, version: string, tags: string[
       const inner = innerRequest(ctx, canaries);
       // Not chunked once trimmed (whitespace around the value is not part of it).
       const te = rng.pick(TE_ODD.filter((t) => t.trim().toLowerCase() !== 'chunked'));
-      return { headers: [{ name: 'Transfer-Encoding', value: te }], body: `${chunk('abc')}0\r\n\r\n${inner}`, framed: false };
+      return {
+        headers: [{ name: 'Transfer-Encoding', value: te }],
+        body: `${chunk('abc')}0\r\n\r\n${inner}`,
+        framed: false,
+      };
     }
     case 'te-dup': {
       const inner = innerRequest(ctx, canaries);
       return {
-        headers: [{ name: 'Transfer-Encoding', value: 'chunked' }, { name: 'Transfer-Encoding', value: rng.pick(['identity', 'chunked', 'gzip']) }],
+        headers: [
+          { name: 'Transfer-Encoding', value: 'chunked' },
+          { name: 'Transfer-Encoding', value: rng.pick(['identity', 'chunked', 'gzip']) },
+        ],
         body: `${chunk('abc')}0\r\n\r\n${inner}`,
         framed: false,
       };
     }
     case 'chunked-odd': {
       const b = rng.pick([
-        'ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n', '-1\r\nabc\r\n0\r\n\r\n', '3\r\nabcdef\r\n0\r\n\r\n', '3\nabc\n0\n\n', '0x3\r\nabc\r\n0\r\n\r\n',
-        ' 3\r\nabc\r\n0\r\n\r\n', '3 \r\nabc\r\n0\r\n\r\n', '3\r\nabc0\r\n\r\n', '3;\r\nabc\r\n0\r\n\r\n', '0\r\n', '3\r\nab', '\r\n\r\n',
-        `3\r\nabc\r\n0\r\n\r\n${'x'.repeat(3)}`, '00000000000000000000003\r\nabc\r\n0\r\n\r\n',
+        'ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n',
+        '-1\r\nabc\r\n0\r\n\r\n',
+        '3\r\nabcdef\r\n0\r\n\r\n',
+        '3\nabc\n0\n\n',
+        '0x3\r\nabc\r\n0\r\n\r\n',
+        ' 3\r\nabc\r\n0\r\n\r\n',
+        '3 \r\nabc\r\n0\r\n\r\n',
+        '3\r\nabc0\r\n\r\n',
+        '3;\r\nabc\r\n0\r\n\r\n',
+        '0\r\n',
+        '3\r\nab',
+        '\r\n\r\n',
+        `3\r\nabc\r\n0\r\n\r\n${'x'.repeat(3)}`,
+        '00000000000000000000003\r\nabc\r\n0\r\n\r\n',
       ]);
       return { headers: [{ name: 'Transfer-Encoding', value: 'chunked' }], body: b, framed: false };
     }
@@ -465,7 +723,11 @@ function genBody(ctx: GenContext, method: string, version: string, tags: string[
     default: {
       // te-1.0: Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1).
       const inner = innerRequest(ctx, canaries);
-      return { headers: [{ name: 'Transfer-Encoding', value: 'chunked' }], body: `${chunk(inner)}0\r\n\r\n`, framed: false };
+      return {
+        headers: [{ name: 'Transfer-Encoding', value: 'chunked' }],
+        body: `${chunk(inner)}0\r\n\r\n`,
+        framed: false,
+      };
     }
   }
 }
@@ -484,22 +746,42 @@ export function genRequest(ctx: GenContext): GenRequest {
   let last = false;
   const headers = genCommonHeaders(ctx, tok, tags);
   if (!framed) tags.push('bad-version');
-  if (headers.some((h) => h.name !== 'Host' && h.name.trim().toLowerCase() === 'host' && h.name !== h.name.trim())) framed = false;
+  if (headers.some((h) => h.name !== 'Host' && h.name.trim().toLowerCase() === 'host' && h.name !== h.name.trim()))
+    framed = false;
   const body = genBody(ctx, method, version, tags, canaries);
   if (body.headers.some((h) => h.name === 'Transfer-Encoding') && version === 'HTTP/1.0') framed = false;
   if (tags.includes('body:te-1.0')) version = 'HTTP/1.0';
   framed &&= body.framed;
   headers.push(...body.headers);
   // Connection management, upgrades, Expect.
-  const conn = rng.weighted<string>([[80, ''], [5, 'keep-alive'], [3, 'close'], [6, 'upgrade'], [2, 'upgrade-only'], [2, 'odd'], [2, 'expect']]);
+  const conn = rng.weighted<string>([
+    [80, ''],
+    [5, 'keep-alive'],
+    [3, 'close'],
+    [6, 'upgrade'],
+    [2, 'upgrade-only'],
+    [2, 'odd'],
+    [2, 'expect'],
+  ]);
   if (conn === 'keep-alive') headers.push({ name: 'Connection', value: 'keep-alive' });
   else if (conn === 'close') {
     headers.push({ name: 'Connection', value: 'close' });
     tags.push('conn-close');
   } else if (conn === 'upgrade' || conn === 'upgrade-only') {
-    if (conn === 'upgrade') headers.push({ name: 'Connection', value: rng.pick(['Upgrade', 'upgrade', 'keep-alive, Upgrade', 'Upgrade, close']) });
-    headers.push({ name: 'Upgrade', value: rng.pick(['websocket', 'websocket', 'WebSocket', 'h2c', 'TLS/1.0', 'foo', '', 'websocket, h2c']) });
-    if (rng.chance(0.7)) headers.push({ name: 'Sec-WebSocket-Key', value: 'dGhlIHNhbXBsZSBub25jZQ==' }, { name: 'Sec-WebSocket-Version', value: '13' });
+    if (conn === 'upgrade')
+      headers.push({
+        name: 'Connection',
+        value: rng.pick(['Upgrade', 'upgrade', 'keep-alive, Upgrade', 'Upgrade, close']),
+      });
+    headers.push({
+      name: 'Upgrade',
+      value: rng.pick(['websocket', 'websocket', 'WebSocket', 'h2c', 'TLS/1.0', 'foo', '', 'websocket, h2c']),
+    });
+    if (rng.chance(0.7))
+      headers.push(
+        { name: 'Sec-WebSocket-Key', value: 'dGhlIHNhbXBsZSBub25jZQ==' },
+        { name: 'Sec-WebSocket-Version', value: '13' },
+      );
     if (rng.chance(0.3)) {
       // Bytes after an upgrade request: tunnel data if the upstream switches, never a request to forward otherwise.
       tags.push('upgrade-smuggle');
@@ -507,7 +789,10 @@ export function genRequest(ctx: GenContext): GenRequest {
     tags.push(`upgrade:${conn}`);
     last = true;
   } else if (conn === 'odd') {
-    headers.push({ name: 'Connection', value: rng.pick(['x-fuzz-id', 'host', 'content-length', 'transfer-encoding', 'close, close', '']) });
+    headers.push({
+      name: 'Connection',
+      value: rng.pick(['x-fuzz-id', 'host', 'content-length', 'transfer-encoding', 'close, close', '']),
+    });
     tags.push('odd-connection');
   } else if (conn === 'expect') {
     headers.push({ name: 'Expect', value: rng.pick(['100-continue', '100-Continue', 'x-expect']) });
@@ -558,8 +843,14 @@ export function mutate(rng: Rng, input: Buffer, tags: string[]): Buffer {
     const op = rng.int(6);
     const at = rng.int(b.length);
     if (op === 0 && b.length > 0) b[at] = b[at]! ^ (1 << rng.int(8));
-    else if (op === 1) b = Buffer.concat([b.subarray(0, at), Buffer.from([rng.pick([0, 10, 13, 32, 9, 58, 0xff, rng.int(256)])]), b.subarray(at)]);
-    else if (op === 2 && b.length > 1) b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + rng.range(1, 8)))]);
+    else if (op === 1)
+      b = Buffer.concat([
+        b.subarray(0, at),
+        Buffer.from([rng.pick([0, 10, 13, 32, 9, 58, 0xff, rng.int(256)])]),
+        b.subarray(at),
+      ]);
+    else if (op === 2 && b.length > 1)
+      b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + rng.range(1, 8)))]);
     else if (op === 3) {
       const len = rng.range(1, 40);
       b = Buffer.concat([b.subarray(0, at), b.subarray(at, at + len), b.subarray(at)]);
@@ -567,7 +858,22 @@ export function mutate(rng: Rng, input: Buffer, tags: string[]): Buffer {
       const from = rng.int(b.length);
       const len = rng.range(1, 30);
       b = Buffer.concat([b.subarray(0, at), b.subarray(from, from + len), b.subarray(at)]);
-    } else b = Buffer.concat([b.subarray(0, at), Buffer.from(rng.pick(['\r\n', '\r\n\r\n', ': ', '\n', '0\r\n\r\n', 'Transfer-Encoding: chunked\r\n', 'Content-Length: 0\r\n'])), b.subarray(at)]);
+    } else
+      b = Buffer.concat([
+        b.subarray(0, at),
+        Buffer.from(
+          rng.pick([
+            '\r\n',
+            '\r\n\r\n',
+            ': ',
+            '\n',
+            '0\r\n\r\n',
+            'Transfer-Encoding: chunked\r\n',
+            'Content-Length: 0\r\n',
+          ]),
+        ),
+        b.subarray(at),
+      ]);
   }
   tags.push('mutated');
   return b;
@@ -589,8 +895,17 @@ function v2(verCmd: number, fam: number, addr: Buffer, lenOverride?: number): Bu
 /** A PROXY header: mostly valid (v1 and v2, IPv4 and IPv6, LOCAL/UNKNOWN), sometimes broken. */
 export function genProxyHeader(rng: Rng, tags: string[]): Buffer {
   const a4 = () => `${rng.range(1, 223)}.${rng.int(256)}.${rng.int(256)}.${rng.range(1, 254)}`;
-  const a6 = () => `2001:db8:${rng.int(65536).toString(16)}:${rng.int(65536).toString(16)}::${rng.range(1, 65535).toString(16)}`;
-  const kind = rng.weighted<string>([[40, 'v1-4'], [10, 'v1-6'], [25, 'v2-4'], [8, 'v2-6'], [3, 'v1-unknown'], [3, 'v2-local'], [11, 'broken']]);
+  const a6 = () =>
+    `2001:db8:${rng.int(65536).toString(16)}:${rng.int(65536).toString(16)}::${rng.range(1, 65535).toString(16)}`;
+  const kind = rng.weighted<string>([
+    [40, 'v1-4'],
+    [10, 'v1-6'],
+    [25, 'v2-4'],
+    [8, 'v2-6'],
+    [3, 'v1-unknown'],
+    [3, 'v2-local'],
+    [11, 'broken'],
+  ]);
   tags.push(`proxy:${kind}`);
   switch (kind) {
     case 'v1-4':
@@ -665,11 +980,20 @@ export function genConnection(seed: number, index: number, firstId: number, opti
   } else if (rng.chance(0.03)) {
     localAddress = opts.trustedAddress; // trusted peer on the plain listener: X-Forwarded-For is believed
   }
-  const n = rng.weighted<number>([[30, 1], [20, rng.range(2, 4)], [30, rng.range(5, 12)], [20, rng.range(13, opts.maxBatch)]]);
+  const n = rng.weighted<number>([
+    [30, 1],
+    [20, rng.range(2, 4)],
+    [30, rng.range(5, 12)],
+    [20, rng.range(13, opts.maxBatch)],
+  ]);
   const requests: GenRequest[] = [];
   for (let i = 0; i < n; i++) requests.push(genRequest(ctx));
   const total = requests.reduce((s, r) => s + r.bytes.length, 0);
-  const write = rng.weighted<'once' | 'pieces' | 'truncate'>([[85, 'once'], [11, 'pieces'], [4, 'truncate']]);
+  const write = rng.weighted<'once' | 'pieces' | 'truncate'>([
+    [85, 'once'],
+    [11, 'pieces'],
+    [4, 'truncate'],
+  ]);
   const cuts: number[] = [];
   if (write === 'pieces') {
     const k = rng.range(1, 6);

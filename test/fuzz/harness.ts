@@ -78,7 +78,12 @@ export interface FuzzResult {
 
 // ---- the gateway's configuration: most phases on
 
-export function fuzzConfig(ports: { plain: number; proxy: number; admin: number; upstream: number }): Record<string, unknown> {
+export function fuzzConfig(ports: {
+  plain: number;
+  proxy: number;
+  admin: number;
+  upstream: number;
+}): Record<string, unknown> {
   return {
     version: 1,
     listeners: [{ address: `127.0.0.1:${ports.plain}` }, { address: `127.0.0.1:${ports.proxy}`, proxyProtocol: true }],
@@ -94,8 +99,23 @@ export function fuzzConfig(ports: { plain: number; proxy: number; admin: number;
       { name: 'backup', url: `http://127.0.0.1:${ports.upstream}`, connections: 8, headersTimeoutMs: 3000 },
     ],
     routes: [
-      { name: 'approvals', path: '/payments/approve', methods: ['POST'], upstream: 'origin', fallback: 'backup', class: 'critical', maxBodyBytes: 4096 },
-      { name: 'login', path: '/login', methods: ['POST'], upstream: 'origin', class: 'authenticated', maxBodyBytes: 8192 },
+      {
+        name: 'approvals',
+        path: '/payments/approve',
+        methods: ['POST'],
+        upstream: 'origin',
+        fallback: 'backup',
+        class: 'critical',
+        maxBodyBytes: 4096,
+      },
+      {
+        name: 'login',
+        path: '/login',
+        methods: ['POST'],
+        upstream: 'origin',
+        class: 'authenticated',
+        maxBodyBytes: 8192,
+      },
       {
         name: 'vault-documents',
         path: '/vault/documents/*',
@@ -105,11 +125,39 @@ export function fuzzConfig(ports: { plain: number; proxy: number; admin: number;
         sensitive: { documentsPerHour: 40, bytesPerDay: 200000, identity: 'session', sessionCookie: 'sid' },
       },
       { name: 'vault', path: '/vault/*', upstream: 'origin', class: 'authenticated', maxBodyBytes: 0 },
-      { name: 'tracking', path: '/track/*', methods: ['GET', 'HEAD'], upstream: 'origin', class: 'cacheable', maxBodyBytes: 0, cache: { queryParams: [] } },
-      { name: 'static', path: '/static/*', methods: ['GET', 'HEAD'], upstream: 'origin', class: 'static', maxBodyBytes: 0, cache: { enabled: true } },
-      { name: 'room', path: '/room/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, force: true, admitPerSecond: 200 } },
+      {
+        name: 'tracking',
+        path: '/track/*',
+        methods: ['GET', 'HEAD'],
+        upstream: 'origin',
+        class: 'cacheable',
+        maxBodyBytes: 0,
+        cache: { queryParams: [] },
+      },
+      {
+        name: 'static',
+        path: '/static/*',
+        methods: ['GET', 'HEAD'],
+        upstream: 'origin',
+        class: 'static',
+        maxBodyBytes: 0,
+        cache: { enabled: true },
+      },
+      {
+        name: 'room',
+        path: '/room/*',
+        upstream: 'origin',
+        class: 'public',
+        waitingRoom: { enabled: true, force: true, admitPerSecond: 200 },
+      },
       { name: 'ws', path: '/ws/*', upstream: 'origin', class: 'public' },
-      { name: 'site', path: '/*', upstream: 'origin', class: 'public', waitingRoom: { enabled: true, admitPerSecond: 100 } },
+      {
+        name: 'site',
+        path: '/*',
+        upstream: 'origin',
+        class: 'public',
+        waitingRoom: { enabled: true, admitPerSecond: 100 },
+      },
     ],
     clientAddress: { trustedProxies: [`${TRUSTED_ADDRESS}/32`] },
     limits: {
@@ -126,7 +174,12 @@ export function fuzzConfig(ports: { plain: number; proxy: number; admin: number;
       maxConnectionsPerAddress: 64,
     },
     cache: { maxBytes: 8 * 1024 * 1024, maxObjectBytes: 256 * 1024 },
-    admission: { queue: { maxEntries: 400, timeoutMs: { critical: 1000, authenticated: 800, cacheable: 600, public: 400, static: 300 } } },
+    admission: {
+      queue: {
+        maxEntries: 400,
+        timeoutMs: { critical: 1000, authenticated: 800, cacheable: 600, public: 400, static: 300 },
+      },
+    },
     admin: { address: `127.0.0.1:${ports.admin}` },
     logging: { level: 'warn', requests: false },
     defense: {
@@ -229,7 +282,11 @@ export function strictViolation(method: string, url: string, raw: string[]): str
     }
   }
   if (hosts !== 1) return `host-count:${hosts}`;
-  if (!HOST_RE.test(host) || (host.includes(':') && Number(host.slice(host.lastIndexOf(':') + 1)) > 65535 && !host.endsWith(']'))) return 'host-syntax';
+  if (
+    !HOST_RE.test(host) ||
+    (host.includes(':') && Number(host.slice(host.lastIndexOf(':') + 1)) > 65535 && !host.endsWith(']'))
+  )
+    return 'host-syntax';
   if (cl > 0 && te > 0) return 'cl+te';
   if (cl > 1) return 'dup-cl';
   if (cl === 1 && !/^[0-9]+$/.test(clValue)) return 'cl-syntax';
@@ -262,47 +319,67 @@ function startUpstream(findings: Findings): Promise<Upstream> {
     tokensIn(req.url ?? '', ids);
     const raw = req.rawHeaders;
     for (let i = 1; i < raw.length; i += 2) tokensIn(raw[i]!, ids);
-    for (let i = 0; i < ids.length; i++) if (ids.indexOf(ids[i]!) === i) seen.set(ids[i]!, Math.min(255, seen.get(ids[i]!) + 1));
+    for (let i = 0; i < ids.length; i++)
+      if (ids.indexOf(ids[i]!) === i) seen.set(ids[i]!, Math.min(255, seen.get(ids[i]!) + 1));
     const v = strictViolation(req.method ?? '', req.url ?? '', raw);
-    if (v !== null) findings.add(`upstream-strict:${v.replace(/:.*/, '')}`, () => `${v}: ${req.method} ${JSON.stringify(req.url?.slice(0, 300))} headers ${JSON.stringify(raw.slice(0, 40)).slice(0, 800)}`);
+    if (v !== null)
+      findings.add(
+        `upstream-strict:${v.replace(/:.*/, '')}`,
+        () =>
+          `${v}: ${req.method} ${JSON.stringify(req.url?.slice(0, 300))} headers ${JSON.stringify(raw.slice(0, 40)).slice(0, 800)}`,
+      );
     return ids.join(',');
   };
   const big = 'b'.repeat(40000);
   // Strict parser; but a request without Host must reach the handler to be counted (Node would answer
   // 400 itself), and the head limit is above the gateway's plus the forwarding headers it adds.
-  const server = http.createServer({ insecureHTTPParser: false, requireHostHeader: false, maxHeaderSize: 65536, keepAliveTimeout: 5000, requestTimeout: 10000, headersTimeout: 5000 }, (req, res) => {
-    const seenIds = record(req);
-    req.on('data', () => {});
-    req.on('error', () => {});
-    res.on('error', () => {});
-    const url = req.url ?? '/';
-    const headers: Record<string, string> = { 'x-fuzz-up': '1', 'x-fuzz-seen': seenIds, 'content-type': 'text/plain' };
-    let body = 'ok';
-    if (url.startsWith('/track/')) headers['cache-control'] = 'public, max-age=2';
-    else if (url.startsWith('/static/')) {
-      headers['cache-control'] = 'public, max-age=30';
-      headers.vary = 'accept-encoding';
-    } else if (url.startsWith('/login')) headers['set-cookie'] = `sid=s${state.requests % 64}; Path=/; HttpOnly`;
-    else if (url.startsWith('/vault/documents/')) body = big.slice(0, 1000 + (state.requests % 4000));
-    else if (url.startsWith('/big/')) body = big;
-    const send = () => {
-      if (res.destroyed) return;
-      if (state.requests % 7 === 0) {
-        // chunked response
-        res.writeHead(200, headers);
-        res.write(body.slice(0, 1));
-        res.end(body.slice(1));
-      } else {
-        headers['content-length'] = String(body.length);
-        res.writeHead(200, headers);
-        res.end(body);
-      }
-    };
-    req.on('end', () => {
-      if (url.startsWith('/slow/')) setTimeout(send, 20 + (state.requests % 200));
-      else send();
-    });
-  });
+  const server = http.createServer(
+    {
+      insecureHTTPParser: false,
+      requireHostHeader: false,
+      maxHeaderSize: 65536,
+      keepAliveTimeout: 5000,
+      requestTimeout: 10000,
+      headersTimeout: 5000,
+    },
+    (req, res) => {
+      const seenIds = record(req);
+      req.on('data', () => {});
+      req.on('error', () => {});
+      res.on('error', () => {});
+      const url = req.url ?? '/';
+      const headers: Record<string, string> = {
+        'x-fuzz-up': '1',
+        'x-fuzz-seen': seenIds,
+        'content-type': 'text/plain',
+      };
+      let body = 'ok';
+      if (url.startsWith('/track/')) headers['cache-control'] = 'public, max-age=2';
+      else if (url.startsWith('/static/')) {
+        headers['cache-control'] = 'public, max-age=30';
+        headers.vary = 'accept-encoding';
+      } else if (url.startsWith('/login')) headers['set-cookie'] = `sid=s${state.requests % 64}; Path=/; HttpOnly`;
+      else if (url.startsWith('/vault/documents/')) body = big.slice(0, 1000 + (state.requests % 4000));
+      else if (url.startsWith('/big/')) body = big;
+      const send = () => {
+        if (res.destroyed) return;
+        if (state.requests % 7 === 0) {
+          // chunked response
+          res.writeHead(200, headers);
+          res.write(body.slice(0, 1));
+          res.end(body.slice(1));
+        } else {
+          headers['content-length'] = String(body.length);
+          res.writeHead(200, headers);
+          res.end(body);
+        }
+      };
+      req.on('end', () => {
+        if (url.startsWith('/slow/')) setTimeout(send, 20 + (state.requests % 200));
+        else send();
+      });
+    },
+  );
   const sockets = new Set<net.Socket>();
   server.on('connection', (s: net.Socket) => {
     sockets.add(s);
@@ -312,16 +389,24 @@ function startUpstream(findings: Findings): Promise<Upstream> {
     const seenIds = record(req);
     socket.on('error', () => {});
     if ((req.headers.upgrade ?? '').toLowerCase() === 'websocket') {
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-fuzz-up: 1\r\nx-fuzz-seen: ${seenIds}\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-fuzz-up: 1\r\nx-fuzz-seen: ${seenIds}\r\n\r\n`,
+      );
       setTimeout(() => socket.end(), 20);
     } else {
-      socket.end(`HTTP/1.1 200 OK\r\nx-fuzz-up: 1\r\nx-fuzz-seen: ${seenIds}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`);
+      socket.end(
+        `HTTP/1.1 200 OK\r\nx-fuzz-up: 1\r\nx-fuzz-seen: ${seenIds}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
+      );
     }
   });
   server.on('clientError', (err: Error & { code?: string; rawPacket?: Buffer }, socket) => {
     // A request cut short (its client went away mid-body, so the gateway closed the upstream
     // connection) ends in HPE_INVALID_EOF_STATE: truncated, not malformed.
-    if (err.code?.startsWith('HPE_') && err.code !== 'HPE_INVALID_EOF_STATE') findings.add(`upstream-parse-error:${err.code}`, () => `${err.code} ${err.message}; bytes ${err.rawPacket ? showBytes(err.rawPacket, 600) : '?'}`);
+    if (err.code?.startsWith('HPE_') && err.code !== 'HPE_INVALID_EOF_STATE')
+      findings.add(
+        `upstream-parse-error:${err.code}`,
+        () => `${err.code} ${err.message}; bytes ${err.rawPacket ? showBytes(err.rawPacket, 600) : '?'}`,
+      );
     socket.destroy();
   });
   return new Promise((resolve) => {
@@ -464,12 +549,21 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
     let sent = payload.length;
     if (plan.write === 'truncate') sent = pre + plan.cuts[0]!;
     const limit = mappable(plan, sent - pre);
-    const socket = net.connect({ host: '127.0.0.1', port: plan.listener === 'proxy' ? ports.proxy : ports.plain, localAddress: plan.localAddress });
+    const socket = net.connect({
+      host: '127.0.0.1',
+      port: plan.listener === 'proxy' ? ports.proxy : ports.plain,
+      localAddress: plan.localAddress,
+    });
     socket.setNoDelay(true);
     let buf: Buffer = Buffer.alloc(0);
     let idx = 0;
     let stopped = false; // no more parsing (tunnel, close-delimited body, unmappable)
-    let closeDelimited: { req: GenRequest | undefined; status: number; headers: Map<string, string>; start: number } | null = null;
+    let closeDelimited: {
+      req: GenRequest | undefined;
+      status: number;
+      headers: Map<string, string>;
+      start: number;
+    } | null = null;
     let timer: NodeJS.Timeout;
     // Past the mappable responses, what follows only matters to the gateway: a short grace, then go.
     const arm = () => {
@@ -492,12 +586,21 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
       if (headers.has('x-fuzz-up')) {
         s.forwardedSeen++;
         // Cacheable routes may answer with a stored or coalesced response (another request's fill).
-        const cacheable = headers.has('x-cache') || req.bytes.indexOf(' /track/') !== -1 || req.bytes.indexOf(' /static/') !== -1;
+        const cacheable =
+          headers.has('x-cache') || req.bytes.indexOf(' /track/') !== -1 || req.bytes.indexOf(' /static/') !== -1;
         if (!cacheable) {
           // An empty echo says nothing (the marker may be cut by an odd path, and `Connection:
           // x-fuzz-id` rightly strips the header): only another request's marker is a desync.
-          const echoed = (headers.get('x-fuzz-seen') ?? '').split(',').map(Number).filter((n) => n > 0);
-          if (echoed.length > 0 && !echoed.includes(req.id)) books.findings.add('response-desync', () => `seed ${plan.seed} conn ${plan.index} (first id ${plan.requests[0]!.id}) request ${req.id} got the upstream's answer for [${echoed.join(',')}]; request ${showBytes(req.bytes, 600)}`);
+          const echoed = (headers.get('x-fuzz-seen') ?? '')
+            .split(',')
+            .map(Number)
+            .filter((n) => n > 0);
+          if (echoed.length > 0 && !echoed.includes(req.id))
+            books.findings.add(
+              'response-desync',
+              () =>
+                `seed ${plan.seed} conn ${plan.index} (first id ${plan.requests[0]!.id}) request ${req.id} got the upstream's answer for [${echoed.join(',')}]; request ${showBytes(req.bytes, 600)}`,
+            );
         }
         return;
       }
@@ -508,9 +611,16 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
         const m = /"code":"(RMP_ERR_[A-Z_]+)"/.exec(body.toString('latin1', 0, 300));
         if (m) code = m[1]!;
       }
-      if (code === '') code = /^(?:observed=)?(RMP_ERR_[A-Z_]+)/.exec(headers.get('rempart-decision') ?? '')?.[1] ?? `(${ct.split(';')[0] || 'none'})`;
+      if (code === '')
+        code =
+          /^(?:observed=)?(RMP_ERR_[A-Z_]+)/.exec(headers.get('rempart-decision') ?? '')?.[1] ??
+          `(${ct.split(';')[0] || 'none'})`;
       s.byCode[code] = (s.byCode[code] ?? 0) + 1;
-      if (status === 500 || code === 'RMP_ERR_INTERNAL') books.findings.add('internal-error-500', () => `conn ${plan.index} request ${req.id}: ${showBytes(req.bytes, 1500)}`);
+      if (status === 500 || code === 'RMP_ERR_INTERNAL')
+        books.findings.add(
+          'internal-error-500',
+          () => `conn ${plan.index} request ${req.id}: ${showBytes(req.bytes, 1500)}`,
+        );
       // Upstream failures (502/504) may have reached it; everything else the gateway answered alone.
       if (status !== 502 && status !== 504 && status !== 500 && req.id < books.local.length) {
         books.local[req.id] = status;
@@ -531,7 +641,11 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
         const lines = head.split('\r\n');
         const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!);
         if (!m) {
-          if (idx < limit) books.findings.add('bad-response-from-gateway', () => `conn ${plan.index}: ${JSON.stringify(head.slice(0, 300))}`);
+          if (idx < limit)
+            books.findings.add(
+              'bad-response-from-gateway',
+              () => `conn ${plan.index}: ${JSON.stringify(head.slice(0, 300))}`,
+            );
           stopped = true;
           return;
         }
@@ -553,7 +667,7 @@ function runConnection(plan: ConnPlan, ports: { plain: number; proxy: number }, 
           return;
         }
         let body: Buffer;
-        const noBody = (req?.method === 'HEAD') || status === 204 || status === 304;
+        const noBody = req?.method === 'HEAD' || status === 204 || status === 304;
         const te = headers.get('transfer-encoding');
         const cl = headers.get('content-length');
         if (noBody) body = Buffer.alloc(0);
@@ -659,7 +773,12 @@ async function adminCall(port: number, method: string, p: string, body?: unknown
 // ---- the campaign
 
 /** Regenerate the plans of connections holding these ids (replay of findings). */
-export function planOf(seed: number, connIndex: number, firstId: number, grammar: Partial<GrammarOptions> = {}): ConnPlan {
+export function planOf(
+  seed: number,
+  connIndex: number,
+  firstId: number,
+  grammar: Partial<GrammarOptions> = {},
+): ConnPlan {
   return genConnection(seed, connIndex, firstId, { trustedAddress: TRUSTED_ADDRESS, ...grammar });
 }
 
@@ -716,8 +835,16 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
           const modes = ['enforce', 'observe', 'off', 'file'];
           if (k % 2 === 0) {
             if (k % 24 === 0) void adminCall(ports.admin, 'DELETE', '/api/level', { reason: 'fuzz' });
-            else void adminCall(ports.admin, 'PUT', '/api/level', { level: levels[(k >> 1) % levels.length], reason: 'fuzz' });
-          } else void adminCall(ports.admin, 'PUT', `/api/guards/${guards[(k >> 1) % guards.length]}`, { mode: modes[(k >> 2) % modes.length], reason: 'fuzz' });
+            else
+              void adminCall(ports.admin, 'PUT', '/api/level', {
+                level: levels[(k >> 1) % levels.length],
+                reason: 'fuzz',
+              });
+          } else
+            void adminCall(ports.admin, 'PUT', `/api/guards/${guards[(k >> 1) % guards.length]}`, {
+              mode: modes[(k >> 2) % modes.length],
+              reason: 'fuzz',
+            });
           if (k % 5 === 0) void adminCall(ports.admin, 'GET', '/metrics');
         }, o.cycleMs),
       );
@@ -739,16 +866,19 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
           books.connOf = c;
         }
         books.connOf.fill(index, first, nextId);
-        for (const r of plan.requests) for (const c of r.canaries) {
-          books.canary.set(c);
-          canaries++;
-        }
+        for (const r of plan.requests)
+          for (const c of r.canaries) {
+            books.canary.set(c);
+            canaries++;
+          }
         await runConnection(plan, ports, books);
         const now = performance.now();
         if (now - lastReport > 10_000) {
           lastReport = now;
           const sec = (now - t0) / 1000;
-          say(`${generated} requests (${connections} connections) in ${sec.toFixed(0)} s, ${(generated / sec).toFixed(0)} req/s; gateway RSS ${rssMb(pid).toFixed(0)} MiB (max ${maxRss.toFixed(0)}); upstream got ${up.requests}; findings ${JSON.stringify(findings.counts)}`);
+          say(
+            `${generated} requests (${connections} connections) in ${sec.toFixed(0)} s, ${(generated / sec).toFixed(0)} req/s; gateway RSS ${rssMb(pid).toFixed(0)} MiB (max ${maxRss.toFixed(0)}); upstream got ${up.requests}; findings ${JSON.stringify(findings.counts)}`,
+          );
         }
       }
     };
@@ -768,7 +898,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   const durationSec = (performance.now() - t0) / 1000;
   const childExited = child.exited;
   if (childExited !== null) findings.add('gateway-exited', () => `the gateway process exited: ${childExited}`);
-  if (maxRss > o.maxRssMb) findings.add('rss-over-bound', () => `gateway RSS reached ${maxRss.toFixed(0)} MiB (bound ${o.maxRssMb} MiB)`);
+  if (maxRss > o.maxRssMb)
+    findings.add('rss-over-bound', () => `gateway RSS reached ${maxRss.toFixed(0)} MiB (bound ${o.maxRssMb} MiB)`);
   // Correlate: nothing answered locally, and no canary, may have reached the upstream.
   const describe = (id: number, what: string) => {
     const conn = books.connOf[id]!;
@@ -780,8 +911,14 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   for (let id = 1; id < n; id++) {
     if (up.seen.get(id) === 0) continue;
     if (id < books.local.length && books.local[id] !== 0)
-      findings.add(`refused-reached-upstream:${books.local[id]}`, () => describe(id, `answered by the gateway (${books.local[id]} ${books.codes[books.localCode[id]!]}) yet seen by the upstream ${up.seen.get(id)} time(s):`));
-    if (books.canary.get(id)) findings.add('canary-reached-upstream', () => describe(id, 'smuggling canary seen by the upstream:'));
+      findings.add(`refused-reached-upstream:${books.local[id]}`, () =>
+        describe(
+          id,
+          `answered by the gateway (${books.local[id]} ${books.codes[books.localCode[id]!]}) yet seen by the upstream ${up.seen.get(id)} time(s):`,
+        ),
+      );
+    if (books.canary.get(id))
+      findings.add('canary-reached-upstream', () => describe(id, 'smuggling canary seen by the upstream:'));
   }
   await child.stop();
   await up.close();

@@ -7,15 +7,68 @@
 
 const TOKEN_KEY = 'rempart.adminToken';
 const HISTORY_POINTS = 300;
-const DECISIONS = ['forwarded', 'answered', 'cache_hit', 'stale', 'upstream_error', 'aborted', 'rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other'];
-const REFUSED = new Set(['rate_limited', 'challenged', 'shed', 'banned', 'waiting_room', 'blocked', 'exfiltration', 'edge', 'refused_other']);
+const DECISIONS = [
+  'forwarded',
+  'answered',
+  'cache_hit',
+  'stale',
+  'upstream_error',
+  'aborted',
+  'rate_limited',
+  'challenged',
+  'shed',
+  'banned',
+  'waiting_room',
+  'blocked',
+  'exfiltration',
+  'edge',
+  'refused_other',
+];
+const REFUSED = new Set([
+  'rate_limited',
+  'challenged',
+  'shed',
+  'banned',
+  'waiting_room',
+  'blocked',
+  'exfiltration',
+  'edge',
+  'refused_other',
+]);
 const COLORS = {
-  forwarded: '#3fb950', answered: '#2ea043', cache_hit: '#58a6ff', stale: '#a371f7', upstream_error: '#f0883e', aborted: '#6e7681',
-  rate_limited: '#d29922', challenged: '#e3b341', shed: '#f85149', banned: '#f778ba', waiting_room: '#79c0ff',
-  blocked: '#9e6a03', exfiltration: '#bc8cff', edge: '#8b949e', refused_other: '#484f58',
-  critical: '#f85149', authenticated: '#a371f7', cacheable: '#58a6ff', public: '#3fb950', static: '#8b949e',
+  forwarded: '#3fb950',
+  answered: '#2ea043',
+  cache_hit: '#58a6ff',
+  stale: '#a371f7',
+  upstream_error: '#f0883e',
+  aborted: '#6e7681',
+  rate_limited: '#d29922',
+  challenged: '#e3b341',
+  shed: '#f85149',
+  banned: '#f778ba',
+  waiting_room: '#79c0ff',
+  blocked: '#9e6a03',
+  exfiltration: '#bc8cff',
+  edge: '#8b949e',
+  refused_other: '#484f58',
+  critical: '#f85149',
+  authenticated: '#a371f7',
+  cacheable: '#58a6ff',
+  public: '#3fb950',
+  static: '#8b949e',
 };
-const PALETTE = ['#58a6ff', '#3fb950', '#d29922', '#f85149', '#a371f7', '#79c0ff', '#e3b341', '#db61a2', '#56d4dd', '#8b949e'];
+const PALETTE = [
+  '#58a6ff',
+  '#3fb950',
+  '#d29922',
+  '#f85149',
+  '#a371f7',
+  '#79c0ff',
+  '#e3b341',
+  '#db61a2',
+  '#56d4dd',
+  '#8b949e',
+];
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
@@ -31,11 +84,14 @@ function h(tag, attrs, ...children) {
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v);
   }
-  for (const c of children) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  for (const c of children)
+    if (c !== null && c !== undefined) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return el;
 }
 function fill(tbody, rows, cols, emptyText) {
-  tbody.replaceChildren(...(rows.length > 0 ? rows : [h('tr', {}, h('td', { class: 'empty', colspan: String(cols) }, emptyText))]));
+  tbody.replaceChildren(
+    ...(rows.length > 0 ? rows : [h('tr', {}, h('td', { class: 'empty', colspan: String(cols) }, emptyText))]),
+  );
 }
 function fmt(n, digits = 1) {
   if (n === null || n === undefined || Number.isNaN(n)) return '–';
@@ -154,7 +210,10 @@ function draw(id, xs, series, opts = {}) {
         width: chartWidth(el),
         height: 190,
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: opts.y || { auto: true, range: (_u, _min, max) => [0, Math.max(max, opts.minMax || 1)] } },
+        scales: {
+          x: { time: true },
+          y: opts.y || { auto: true, range: (_u, _min, max) => [0, Math.max(max, opts.minMax || 1)] },
+        },
         axes: [axisStyle(), { ...axisStyle(), size: 50 }],
         series: [
           {},
@@ -189,9 +248,20 @@ function renderCharts() {
   // Decisions: forwarded always, others once they happened in the window.
   const seen = new Set(['forwarded']);
   for (const p of points) for (const [k, v] of Object.entries(p.rps.byDecision)) if (v > 0) seen.add(k);
-  draw('c-decision', xs, pick(DECISIONS.filter((d) => seen.has(d)), (p, n) => p.rps.byDecision[n] ?? 0));
+  draw(
+    'c-decision',
+    xs,
+    pick(
+      DECISIONS.filter((d) => seen.has(d)),
+      (p, n) => p.rps.byDecision[n] ?? 0,
+    ),
+  );
   const classes = [...new Set(points.flatMap((p) => Object.keys(p.rps.byClass)))].sort();
-  draw('c-class', xs, pick(classes, (p, n) => p.rps.byClass[n] ?? 0));
+  draw(
+    'c-class',
+    xs,
+    pick(classes, (p, n) => p.rps.byClass[n] ?? 0),
+  );
   const ups = [...new Set(points.flatMap((p) => p.upstreams.map((u) => u.name)))];
   const lat = {};
   const lim = {};
@@ -215,18 +285,41 @@ function renderCharts() {
   const queueNote = $('c-queue-note');
   if (last && last.admissionOn === false) {
     queueNote.hidden = true;
-    draw('c-queue', xs, {}, { emptyText: 'admission control is off on every upstream: requests go straight through, nothing queues (upstreams[].admission.mode)' });
+    draw(
+      'c-queue',
+      xs,
+      {},
+      {
+        emptyText:
+          'admission control is off on every upstream: requests go straight through, nothing queues (upstreams[].admission.mode)',
+      },
+    );
   } else {
     const off = last?.admissionOff ?? [];
     queueNote.hidden = off.length === 0;
     queueNote.textContent = off.length === 0 ? '' : `admission off, never queued: ${off.join(', ')}`;
     const qclasses = [...new Set(points.flatMap((p) => Object.keys(p.queueDepth)))].sort();
-    draw('c-queue', xs, pick(qclasses, (p, n) => p.queueDepth[n] ?? 0), { emptyText: 'nothing has queued yet' });
+    draw(
+      'c-queue',
+      xs,
+      pick(qclasses, (p, n) => p.queueDepth[n] ?? 0),
+      { emptyText: 'nothing has queued yet' },
+    );
   }
   draw('c-level', xs, { level: points.map((p) => p.level.value) }, { stepped: true, y: { range: [0, 2.2] } });
-  draw('c-cache', xs, { 'hit ratio': points.map((p) => p.cache.hitRatio), 'stale ratio': points.map((p) => p.cache.staleRatio) }, { y: { range: [0, 1] } });
+  draw(
+    'c-cache',
+    xs,
+    { 'hit ratio': points.map((p) => p.cache.hitRatio), 'stale ratio': points.map((p) => p.cache.staleRatio) },
+    { y: { range: [0, 1] } },
+  );
   const rooms = [...new Set(points.flatMap((p) => Object.keys(p.waitingRoom)))].sort();
-  draw('c-room', xs, pick(rooms, (p, n) => p.waitingRoom[n] ?? 0), { emptyText: 'no route has a waiting room' });
+  draw(
+    'c-room',
+    xs,
+    pick(rooms, (p, n) => p.waitingRoom[n] ?? 0),
+    { emptyText: 'no route has a waiting room' },
+  );
 }
 
 // ---- tables and tiles ----
@@ -239,7 +332,10 @@ function renderTiles(s) {
   $('k-refused').textContent = fmt(refused);
   $('k-cache').textContent = `${pct(s.cache.hitRatio)} · ${pct(s.cache.staleRatio)}`;
   $('k-conns').textContent = fmt(s.connections, 0);
-  $('k-room').textContent = fmt(Object.values(s.waitingRoom).reduce((a, b) => a + b, 0), 0);
+  $('k-room').textContent = fmt(
+    Object.values(s.waitingRoom).reduce((a, b) => a + b, 0),
+    0,
+  );
   $('k-bans').textContent = s.bans ? fmt(s.bans.active, 0) : '–';
   $('k-level').textContent = s.level.name.replace('_', ' ');
   const badge = $('level-badge');
@@ -259,7 +355,16 @@ function renderLevel(s) {
   const hist = (d && Array.isArray(d.history) ? d.history : []).slice(0, 10);
   fill(
     $('level-history'),
-    hist.map((c) => h('tr', {}, h('td', {}, ago(new Date(c.atWallMs).toISOString())), h('td', {}, `${c.from} → ${c.to}`), h('td', {}, c.by), h('td', {}, (c.reasons || []).join('; ')))),
+    hist.map((c) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, ago(new Date(c.atWallMs).toISOString())),
+        h('td', {}, `${c.from} → ${c.to}`),
+        h('td', {}, c.by),
+        h('td', {}, (c.reasons || []).join('; ')),
+      ),
+    ),
     4,
     'no change yet',
   );
@@ -275,7 +380,20 @@ function renderBans(s) {
       h('td', {}, x.reason),
       h('td', {}, x.by),
       h('td', { title: x.expires }, until(x.expires)),
-      h('td', {}, h('button', { type: 'button', class: 'danger', 'data-unban': x.target, onclick: () => act(`Unban ${x.target}`, 'DELETE', `/api/bans/${encodeURIComponent(x.target)}`) }, 'Unban')),
+      h(
+        'td',
+        {},
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'danger',
+            'data-unban': x.target,
+            onclick: () => act(`Unban ${x.target}`, 'DELETE', `/api/bans/${encodeURIComponent(x.target)}`),
+          },
+          'Unban',
+        ),
+      ),
     ),
   );
   fill($('bans'), rows, 5, b ? `no ban in force (mode ${b.mode})` : 'bans not available in this build');
@@ -287,10 +405,41 @@ function renderRules(s) {
   fill(
     $('rules'),
     rules.map((r) => {
-      const buttons = r.state === 'proposed'
-        ? h('td', {}, h('button', { type: 'button', onclick: () => act(`Approve ${r.id}`, 'POST', `/api/signatures/${encodeURIComponent(r.id)}/approve`) }, 'Approve'), ' ', h('button', { type: 'button', class: 'danger', onclick: () => act(`Reject ${r.id}`, 'POST', `/api/signatures/${encodeURIComponent(r.id)}/reject`) }, 'Reject'))
-        : h('td', {});
-      return h('tr', {}, h('td', {}, r.id), h('td', {}, `${r.state}${r.inForce ? ' (in force)' : ''}`), h('td', { class: 'detail' }, JSON.stringify(r.match)), h('td', { class: 'detail' }, JSON.stringify(r.evidence)), h('td', {}, fmt(r.hits, 0)), buttons);
+      const buttons =
+        r.state === 'proposed'
+          ? h(
+              'td',
+              {},
+              h(
+                'button',
+                {
+                  type: 'button',
+                  onclick: () => act(`Approve ${r.id}`, 'POST', `/api/signatures/${encodeURIComponent(r.id)}/approve`),
+                },
+                'Approve',
+              ),
+              ' ',
+              h(
+                'button',
+                {
+                  type: 'button',
+                  class: 'danger',
+                  onclick: () => act(`Reject ${r.id}`, 'POST', `/api/signatures/${encodeURIComponent(r.id)}/reject`),
+                },
+                'Reject',
+              ),
+            )
+          : h('td', {});
+      return h(
+        'tr',
+        {},
+        h('td', {}, r.id),
+        h('td', {}, `${r.state}${r.inForce ? ' (in force)' : ''}`),
+        h('td', { class: 'detail' }, JSON.stringify(r.match)),
+        h('td', { class: 'detail' }, JSON.stringify(r.evidence)),
+        h('td', {}, fmt(r.hits, 0)),
+        buttons,
+      );
     }),
     6,
     sig ? 'no rule proposed' : 'signature mining not available in this build',
@@ -299,8 +448,21 @@ function renderRules(s) {
   const rows = [];
   // The values that gained most share against the calm baseline, three per feature.
   for (const [feature, list] of Object.entries(top)) {
-    const risers = (list || []).filter((t) => t.share > 0).sort((a, b) => b.share - b.baselineShare - (a.share - a.baselineShare)).slice(0, 3);
-    for (const t of risers) rows.push(h('tr', {}, h('td', {}, feature), h('td', { class: 'detail', title: t.value }, clip(t.value, 64)), h('td', {}, pct(t.share)), h('td', {}, pct(t.baselineShare))));
+    const risers = (list || [])
+      .filter((t) => t.share > 0)
+      .sort((a, b) => b.share - b.baselineShare - (a.share - a.baselineShare))
+      .slice(0, 3);
+    for (const t of risers)
+      rows.push(
+        h(
+          'tr',
+          {},
+          h('td', {}, feature),
+          h('td', { class: 'detail', title: t.value }, clip(t.value, 64)),
+          h('td', {}, pct(t.share)),
+          h('td', {}, pct(t.baselineShare)),
+        ),
+      );
   }
   fill($('top'), rows, 4, 'nothing stands out');
 }
@@ -310,17 +472,58 @@ function renderGuards(s) {
   fill(
     $('guards'),
     g.map((x) => {
-      const sel = h('select', { 'data-guard': x.name }, ...['off', 'observe', 'enforce'].map((m) => h('option', m === x.mode ? { value: m, selected: '' } : { value: m }, m)));
-      const apply = h('button', { type: 'button', onclick: () => act(`${x.name} → ${sel.value}`, 'PUT', `/api/guards/${encodeURIComponent(x.name)}`, { mode: sel.value }) }, 'Set');
-      const reset = x.overridden ? h('button', { type: 'button', onclick: () => act(`${x.name} back to the file`, 'PUT', `/api/guards/${encodeURIComponent(x.name)}`, { mode: 'file' }) }, 'Reset') : null;
-      return h('tr', {}, h('td', {}, x.name), h('td', {}, x.overridden ? `${x.mode} (override)` : x.mode), h('td', {}, x.fileMode), h('td', {}, sel, ' ', apply, ' ', reset));
+      const sel = h(
+        'select',
+        { 'data-guard': x.name },
+        ...['off', 'observe', 'enforce'].map((m) =>
+          h('option', m === x.mode ? { value: m, selected: '' } : { value: m }, m),
+        ),
+      );
+      const apply = h(
+        'button',
+        {
+          type: 'button',
+          onclick: () =>
+            act(`${x.name} → ${sel.value}`, 'PUT', `/api/guards/${encodeURIComponent(x.name)}`, { mode: sel.value }),
+        },
+        'Set',
+      );
+      const reset = x.overridden
+        ? h(
+            'button',
+            {
+              type: 'button',
+              onclick: () =>
+                act(`${x.name} back to the file`, 'PUT', `/api/guards/${encodeURIComponent(x.name)}`, { mode: 'file' }),
+            },
+            'Reset',
+          )
+        : null;
+      return h(
+        'tr',
+        {},
+        h('td', {}, x.name),
+        h('td', {}, x.overridden ? `${x.mode} (override)` : x.mode),
+        h('td', {}, x.fileMode),
+        h('td', {}, sel, ' ', apply, ' ', reset),
+      );
     }),
     4,
     'no guard',
   );
   fill(
     $('decisions'),
-    s.guardDecisions.map((x) => h('tr', {}, h('td', {}, x.guard), h('td', {}, x.action), h('td', {}, x.reason), h('td', {}, x.rule), h('td', {}, fmt(x.perSec)))),
+    s.guardDecisions.map((x) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, x.guard),
+        h('td', {}, x.action),
+        h('td', {}, x.reason),
+        h('td', {}, x.rule),
+        h('td', {}, fmt(x.perSec)),
+      ),
+    ),
     5,
     'no guard acted in the last second',
   );
@@ -335,7 +538,11 @@ function renderUpstreams(s) {
         {},
         h('td', {}, u.name),
         h('td', { class: `state-${u.breaker}` }, u.breaker.replace('_', '-')),
-        h('td', { class: u.healthy === false ? 'state-unhealthy' : 'state-healthy' }, u.healthy === null ? 'no check' : u.healthy ? 'healthy' : 'unhealthy'),
+        h(
+          'td',
+          { class: u.healthy === false ? 'state-unhealthy' : 'state-healthy' },
+          u.healthy === null ? 'no check' : u.healthy ? 'healthy' : 'unhealthy',
+        ),
         h('td', {}, u.limit === null ? `off` : fmt(u.limit, 0)),
         h('td', {}, fmt(u.inFlight, 0)),
         h('td', {}, `${fmt(u.p50Ms)} · ${fmt(u.p90Ms)} · ${fmt(u.p99Ms)}`),
@@ -346,7 +553,16 @@ function renderUpstreams(s) {
   );
   fill(
     $('routes'),
-    s.routes.map((r) => h('tr', {}, h('td', {}, r.name), h('td', {}, r.class), h('td', { class: `state-${r.serving}` }, r.serving), h('td', {}, r.fallback ? `${r.upstream} → ${r.fallback}` : r.upstream))),
+    s.routes.map((r) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, r.name),
+        h('td', {}, r.class),
+        h('td', { class: `state-${r.serving}` }, r.serving),
+        h('td', {}, r.fallback ? `${r.upstream} → ${r.fallback}` : r.upstream),
+      ),
+    ),
     4,
     'no route',
   );
@@ -360,7 +576,8 @@ function renderStatusPage(s) {
     ta.value = p.message;
     ta.dataset.shown = p.message;
   }
-  $('page-state').textContent = `${p.overridden ? 'set from this cockpit' : 'from the configuration file'}${p.enabled ? '' : ' · status page disabled'}`;
+  $('page-state').textContent =
+    `${p.overridden ? 'set from this cockpit' : 'from the configuration file'}${p.enabled ? '' : ' · status page disabled'}`;
 }
 
 async function refreshAudit() {
@@ -368,7 +585,18 @@ async function refreshAudit() {
     const { events } = await api('GET', '/api/audit?limit=50');
     fill(
       $('audit'),
-      events.map((e) => h('tr', {}, h('td', { title: e.time }, ago(e.time)), h('td', {}, e.node), h('td', {}, e.kind), h('td', {}, e.who), h('td', {}, e.why), h('td', { class: 'detail' }, JSON.stringify(e.detail)))),
+      events.map((e) =>
+        h(
+          'tr',
+          {},
+          h('td', { title: e.time }, ago(e.time)),
+          h('td', {}, e.node),
+          h('td', {}, e.kind),
+          h('td', {}, e.who),
+          h('td', {}, e.why),
+          h('td', { class: 'detail' }, JSON.stringify(e.detail)),
+        ),
+      ),
       6,
       'nothing recorded yet',
     );
@@ -396,7 +624,11 @@ function onSnapshot(s) {
 
 // ---- live feed: Server-Sent Events read with fetch (the token travels as a header) ----
 async function feed(signal) {
-  const res = await fetch('/api/events', { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, cache: 'no-store', signal });
+  const res = await fetch('/api/events', {
+    headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
+    cache: 'no-store',
+    signal,
+  });
   if (res.status === 401) {
     signOut('The token was refused.');
     return;
@@ -458,7 +690,10 @@ $('ban-form').addEventListener('submit', async (e) => {
 });
 $('level-form').addEventListener('submit', (e) => {
   e.preventDefault();
-  act(`Pin level ${$('level-select').value}`, 'PUT', '/api/level', { level: $('level-select').value, reason: $('level-reason').value.trim() || 'set from the cockpit' });
+  act(`Pin level ${$('level-select').value}`, 'PUT', '/api/level', {
+    level: $('level-select').value,
+    reason: $('level-reason').value.trim() || 'set from the cockpit',
+  });
 });
 $('level-release').addEventListener('click', () => act('Release the level', 'DELETE', '/api/level'));
 $('page-form').addEventListener('submit', (e) => {

@@ -9,7 +9,11 @@ import { compileRuntime, type Runtime } from '../../pipeline/runtime.ts';
 import { ConfigError, parseConfig, validateConfig } from '../../config/load.ts';
 import { createAdmissionPhase } from './index.ts';
 
-function config(upstreamAdmission: Record<string, unknown>, admission: Record<string, unknown> = {}, url = 'http://127.0.0.1:9') {
+function config(
+  upstreamAdmission: Record<string, unknown>,
+  admission: Record<string, unknown> = {},
+  url = 'http://127.0.0.1:9',
+) {
   return validateConfig({
     version: 1,
     listeners: [{ address: '127.0.0.1:0' }],
@@ -22,19 +26,33 @@ function config(upstreamAdmission: Record<string, unknown>, admission: Record<st
   });
 }
 
-function setup(upstreamAdmission: Record<string, unknown> = { mode: 'static', staticLimit: 1 }, admission: Record<string, unknown> = {}) {
+function setup(
+  upstreamAdmission: Record<string, unknown> = { mode: 'static', staticLimit: 1 },
+  admission: Record<string, unknown> = {},
+) {
   const clock = createManualClock(1000);
   let runtime: Runtime = compileRuntime(config(upstreamAdmission, admission), undefined, clock).runtime;
   const phase = createAdmissionPhase(() => runtime, createMetrics(), clock);
   const request = (path: string, headers: Record<string, string> = {}) => {
-    const ctx = new RequestContext({ headers, method: 'GET' } as unknown as IncomingMessage, {} as ServerResponse, clock.now());
+    const ctx = new RequestContext(
+      { headers, method: 'GET' } as unknown as IncomingMessage,
+      {} as ServerResponse,
+      clock.now(),
+    );
     ctx.clientAddress = '203.0.113.9';
     ctx.path = path;
     ctx.route = runtime.matchRoute('GET', '', path);
     ctx.upstream = ctx.route!.upstream;
     return ctx;
   };
-  return { clock, phase, request, gate: () => runtime.upstreams.get('app')!.admission, reload: (r: Runtime) => (runtime = r), runtime: () => runtime };
+  return {
+    clock,
+    phase,
+    request,
+    gate: () => runtime.upstreams.get('app')!.admission,
+    reload: (r: Runtime) => (runtime = r),
+    runtime: () => runtime,
+  };
 }
 
 test('a free slot admits synchronously; a waiting request gets a promise that settles when a slot frees, highest class first', async () => {
@@ -57,7 +75,10 @@ test('a free slot admits synchronously; a waiting request gets a promise that se
 });
 
 test('a shed request is answered 503 with Retry-After, JSON by default and HTML for a browser', () => {
-  const { phase, request } = setup({ mode: 'static', staticLimit: 1 }, { queue: { maxEntries: 1 }, fairness: { maxSharePercent: 100 } });
+  const { phase, request } = setup(
+    { mode: 'static', staticLimit: 1 },
+    { queue: { maxEntries: 1 }, fairness: { maxSharePercent: 100 } },
+  );
   phase.onRequest(request('/a'));
   void phase.onRequest(request('/b'));
   const api = request('/c', { accept: 'application/json' });
@@ -147,16 +168,33 @@ test('mode off admits everything without a slot', () => {
 });
 
 test('a reload keeps the gate (limit, in-flight, queue) of an unchanged upstream and replaces it when the URL changes', () => {
-  const { phase, request, gate, reload, runtime, clock } = setup({ mode: 'adaptive', initialLimit: 30, minLimit: 4, maxLimit: 100 });
+  const { phase, request, gate, reload, runtime, clock } = setup({
+    mode: 'adaptive',
+    initialLimit: 30,
+    minLimit: 4,
+    maxLimit: 100,
+  });
   const before = gate();
   phase.onRequest(request('/a'));
   before.limiter.onDrop();
   const learned = before.limiter.limit;
-  reload(compileRuntime(config({ mode: 'adaptive', initialLimit: 30, minLimit: 4, maxLimit: 100 }, { queue: { maxEntries: 5 } }), runtime(), clock).runtime);
+  reload(
+    compileRuntime(
+      config({ mode: 'adaptive', initialLimit: 30, minLimit: 4, maxLimit: 100 }, { queue: { maxEntries: 5 } }),
+      runtime(),
+      clock,
+    ).runtime,
+  );
   assert.equal(gate(), before);
   assert.equal(gate().limiter.limit, learned);
   assert.equal(gate().limiter.inFlight, 1);
-  reload(compileRuntime(config({ mode: 'adaptive', initialLimit: 30, minLimit: 4, maxLimit: 100 }, {}, 'http://127.0.0.1:10'), runtime(), clock).runtime);
+  reload(
+    compileRuntime(
+      config({ mode: 'adaptive', initialLimit: 30, minLimit: 4, maxLimit: 100 }, {}, 'http://127.0.0.1:10'),
+      runtime(),
+      clock,
+    ).runtime,
+  );
   assert.notEqual(gate(), before);
 });
 
@@ -181,10 +219,32 @@ routes: [{ name: all, upstream: app }]
 admission:
   classOrder: [critical, critical, cacheable, public, static]
 `);
-  assert.ok(got.some((p) => p.startsWith('admission.classOrder@9') && p.includes('missing: authenticated')), got.join('\n'));
-  assert.ok(got.some((p) => p.startsWith('upstreams[0].admission.staticLimit') && p.includes('required')), got.join('\n'));
-  assert.ok(got.some((p) => p.startsWith('upstreams[0].admission.minLimit') && p.includes('maxLimit')), got.join('\n'));
-  assert.ok(problems(`${base}upstreams: [{ name: app, url: http://127.0.0.1:3000 }]\nadmission: { classOrder: [critical, public] }\n`).some((p) => p.startsWith('admission.classOrder')));
-  assert.ok(problems(`${base}upstreams: [{ name: app, url: http://127.0.0.1:3000 }]\nadmission: { queue: { timeoutMS: { critical: 1 } } }\n`).some((p) => p.includes('unknown key')));
-  assert.deepEqual(problems(`${base}upstreams: [{ name: app, url: http://127.0.0.1:3000, admission: { mode: static, staticLimit: 8 } }]\n`), []);
+  assert.ok(
+    got.some((p) => p.startsWith('admission.classOrder@9') && p.includes('missing: authenticated')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((p) => p.startsWith('upstreams[0].admission.staticLimit') && p.includes('required')),
+    got.join('\n'),
+  );
+  assert.ok(
+    got.some((p) => p.startsWith('upstreams[0].admission.minLimit') && p.includes('maxLimit')),
+    got.join('\n'),
+  );
+  assert.ok(
+    problems(
+      `${base}upstreams: [{ name: app, url: http://127.0.0.1:3000 }]\nadmission: { classOrder: [critical, public] }\n`,
+    ).some((p) => p.startsWith('admission.classOrder')),
+  );
+  assert.ok(
+    problems(
+      `${base}upstreams: [{ name: app, url: http://127.0.0.1:3000 }]\nadmission: { queue: { timeoutMS: { critical: 1 } } }\n`,
+    ).some((p) => p.includes('unknown key')),
+  );
+  assert.deepEqual(
+    problems(
+      `${base}upstreams: [{ name: app, url: http://127.0.0.1:3000, admission: { mode: static, staticLimit: 8 } }]\n`,
+    ),
+    [],
+  );
 });

@@ -41,7 +41,12 @@ export interface AdmissionPhase extends Phase {
   releaseSlot(ctx: RequestContext): void;
 }
 
-export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, serveStale?: (ctx: RequestContext) => boolean): AdmissionPhase {
+export function createAdmissionPhase(
+  getRuntime: () => Runtime,
+  metrics: Metrics,
+  clock: Clock = systemClock,
+  serveStale?: (ctx: RequestContext) => boolean,
+): AdmissionPhase {
   // Metric cells per upstream name and class: both come from configuration, so the table stays small.
   const cells = new Map<string, (ClassCells | undefined)[]>();
   const waitCells = TRAFFIC_CLASSES.map((c) => metrics.admissionWait.cell(c));
@@ -56,7 +61,12 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       const name = TRAFFIC_CLASSES[cls]!;
       const shed = {} as Record<ShedReason, CounterCell>;
       for (const r of SHED_REASONS) shed[r] = metrics.admissionShed.cell(upstream, name, r);
-      c = { admitted: metrics.admissionAdmitted.cell(upstream, name), queued: metrics.admissionQueued.cell(upstream, name), shed, wait: waitCells[cls]! };
+      c = {
+        admitted: metrics.admissionAdmitted.cell(upstream, name),
+        queued: metrics.admissionQueued.cell(upstream, name),
+        shed,
+        wait: waitCells[cls]!,
+      };
       row[cls] = c;
     }
     return c;
@@ -65,15 +75,18 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
   // Gauges are read from the live gates when Prometheus scrapes, not kept up to date per request.
   metrics.admissionReaders.limit = (g) => {
     g.reset();
-    for (const u of getRuntime().upstreams.values()) if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.limit);
+    for (const u of getRuntime().upstreams.values())
+      if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.limit);
   };
   metrics.admissionReaders.inFlight = (g) => {
     g.reset();
-    for (const u of getRuntime().upstreams.values()) if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.inFlight);
+    for (const u of getRuntime().upstreams.values())
+      if (u.admission.limiter.mode !== 'off') g.set({ upstream: u.name }, u.admission.limiter.inFlight);
   };
   metrics.admissionReaders.queueDepth = (g) => {
     const depth = TRAFFIC_CLASSES.map(() => 0);
-    for (const u of getRuntime().upstreams.values()) for (let i = 0; i < depth.length; i++) depth[i]! += u.admission.queue.depth(i);
+    for (const u of getRuntime().upstreams.values())
+      for (let i = 0; i < depth.length; i++) depth[i]! += u.admission.queue.depth(i);
     TRAFFIC_CLASSES.forEach((c, i) => g.set({ class: c }, depth[i]!));
   };
 
@@ -122,8 +135,20 @@ export function createAdmissionPhase(getRuntime: () => Runtime, metrics: Metrics
       }
       const now = clock.now();
       const fairness = getRuntime().config.admission.fairness;
-      const key = clientKey(fairness.key, ctx.clientAddress, ctx.req.headers.cookie, fairness.sessionCookie, getRuntime().config.defense.ipv6PrefixLength);
-      const entry: AdmissionEntry<RequestContext> = new QueueEntry(ctx, cls, key, now, gate.queue.deadlineFor(cls, now));
+      const key = clientKey(
+        fairness.key,
+        ctx.clientAddress,
+        ctx.req.headers.cookie,
+        fairness.sessionCookie,
+        getRuntime().config.defense.ipv6PrefixLength,
+      );
+      const entry: AdmissionEntry<RequestContext> = new QueueEntry(
+        ctx,
+        cls,
+        key,
+        now,
+        gate.queue.deadlineFor(cls, now),
+      );
       // Known clients (familiarity: a clearance, a session the origin granted, a JWT) go ahead of
       // unknown ones within their class; between clients of one kind, turns stay fair.
       if (!ctx.known) entry.bias = 1;
@@ -159,7 +184,12 @@ function releaseSlot(ctx: RequestContext): void {
     if (ctx.upstreamStatus >= 500 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
     else if (ctx.decision === 'forwarded' && ctx.upstreamStatus > 0) sample = 'success';
   }
-  gate.release(ctx.admissionClass, sample, sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0, ctx.route?.rttSlot ?? 0);
+  gate.release(
+    ctx.admissionClass,
+    sample,
+    sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0,
+    ctx.route?.rttSlot ?? 0,
+  );
   ctx.admissionClass = -1;
 }
 
@@ -167,8 +197,7 @@ export const admissionPhase: PhaseModule<AdmissionPhase> = {
   name: 'admission',
   folder: 'admission',
   summary:
-    '503 with Retry-After (JSON, or a small HTML page for browsers); a stale copy instead when the cache has ' +
-    'one',
+    '503 with Retry-After (JSON, or a small HTML page for browsers); a stale copy instead when the cache has ' + 'one',
   codes: ['RMP_ERR_ADMISSION_SHED', 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'],
   create: (env) => {
     const stale = env.stale;

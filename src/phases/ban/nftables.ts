@@ -37,12 +37,16 @@ function setName(s: NftSettings, family: 4 | 6): string {
 /** The script that creates the table, its sets and (optionally) the drop chain. Safe to run again. */
 export function setupScript(s: NftSettings, ports: readonly number[]): string {
   const lines = [`add table ${s.family} ${s.table}`];
-  for (const f of families(s)) lines.push(`add set ${s.family} ${s.table} ${setName(s, f)} { type ipv${f}_addr; flags interval, timeout; }`);
+  for (const f of families(s))
+    lines.push(`add set ${s.family} ${s.table} ${setName(s, f)} { type ipv${f}_addr; flags interval, timeout; }`);
   if (s.dropRule) {
     lines.push(`add chain ${s.family} ${s.table} input { type filter hook input priority -10; policy accept; }`);
     lines.push(`flush chain ${s.family} ${s.table} input`);
     const dport = ports.length === 0 ? '' : ` tcp dport { ${[...new Set(ports)].join(', ')} }`;
-    for (const f of families(s)) lines.push(`add rule ${s.family} ${s.table} input ${f === 4 ? 'ip' : 'ip6'} saddr @${setName(s, f)}${dport} drop`);
+    for (const f of families(s))
+      lines.push(
+        `add rule ${s.family} ${s.table} input ${f === 4 ? 'ip' : 'ip6'} saddr @${setName(s, f)}${dport} drop`,
+      );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -122,7 +126,11 @@ export class NftMirror {
   #queue(list: string[], line: string | null): void {
     if (line === null || this.broken) return;
     if (this.#adds.length + this.#deletes.length >= MAX_QUEUED) {
-      if (!this.#droppedLogged) this.#log?.warn({ queued: MAX_QUEUED }, 'nftables mirror: queue full, changes dropped (the ban table still enforces them)');
+      if (!this.#droppedLogged)
+        this.#log?.warn(
+          { queued: MAX_QUEUED },
+          'nftables mirror: queue full, changes dropped (the ban table still enforces them)',
+        );
       this.#droppedLogged = true;
       return;
     }
@@ -167,7 +175,10 @@ export class NftMirror {
       this.broken = true;
       this.#adds = [];
       this.#deletes = [];
-      this.#log?.warn({ err: stderr.trim().slice(0, 300) }, 'nftables mirror disabled: nft is missing or lacks the rights (CAP_NET_ADMIN); bans are still enforced on accept');
+      this.#log?.warn(
+        { err: stderr.trim().slice(0, 300) },
+        'nftables mirror disabled: nft is missing or lacks the rights (CAP_NET_ADMIN); bans are still enforced on accept',
+      );
     } else this.#log?.warn({ err: stderr.trim().slice(0, 300), setup }, 'nftables mirror: nft refused a batch');
     return false;
   }

@@ -27,10 +27,25 @@ test('targets: addresses are canonical, prefixes lose their host bits, wide or m
   assert.equal(parseTarget('2001:DB8:0:0:0:0:0:1')?.display, '2001:db8::1');
   assert.equal(canonicalAddress('2001:db8:0:1:0:0:0:1'), '2001:db8:0:1::1');
   assert.equal(canonicalAddress('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1');
-  assert.deepEqual({ ...parseTarget('203.0.113.9/24') }, { display: '203.0.113.0/24', key: '203.0.113', kind: 'prefix', family: 4, network: '203.0.113.0', bits: 24 });
+  assert.deepEqual(
+    { ...parseTarget('203.0.113.9/24') },
+    { display: '203.0.113.0/24', key: '203.0.113', kind: 'prefix', family: 4, network: '203.0.113.0', bits: 24 },
+  );
   assert.equal(parseTarget('2001:db8:1:2:3::/64')?.key, '2001:db8:1:2::/64');
   assert.equal(parseTarget('10.1.0.0/16')?.kind, 'cidr');
-  for (const bad of ['', 'x', '1.2.3', '1.2.3.4/33', '1.2.3.4/7', '0.0.0.0/0', '::/0', '1.2.3.4/ 8', '2001:db8::/129', 'fe80::1%eth0', '1.2.3.4/24/1'])
+  for (const bad of [
+    '',
+    'x',
+    '1.2.3',
+    '1.2.3.4/33',
+    '1.2.3.4/7',
+    '0.0.0.0/0',
+    '::/0',
+    '1.2.3.4/ 8',
+    '2001:db8::/129',
+    'fe80::1%eth0',
+    '1.2.3.4/24/1',
+  ])
     assert.equal(parseTarget(bad), null, bad);
 });
 
@@ -132,7 +147,9 @@ test('mode off makes no bans; observe records them but isBanned says no', () => 
 
 test('the table and the offence counters stay within their budgets whatever the number of addresses', () => {
   const clock = createManualClock();
-  const t = new BanTable(clock, { getRuntime: runtimeWith({ maxEntries: 1000, offences: { threshold: 2, maxAddresses: 500 } }) });
+  const t = new BanTable(clock, {
+    getRuntime: runtimeWith({ maxEntries: 1000, offences: { threshold: 2, maxAddresses: 500 } }),
+  });
   t.ban('192.0.2.200', 3600000, 'keep', '', 'operator:a');
   for (let i = 0; i < 200000; i++) {
     const a = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
@@ -160,16 +177,28 @@ test('nftables: the setup script, element lines with timeouts, and deletes', () 
       '',
     ].join('\n'),
   );
-  assert.equal(addLine(s, parseTarget('203.0.113.7')!, 60000), 'add element inet rempart banned_v4 { 203.0.113.7 timeout 60s }');
-  assert.equal(addLine(s, parseTarget('2001:db8::/64')!, 1500), 'add element inet rempart banned_v6 { 2001:db8::/64 timeout 2s }');
-  assert.equal(deleteLine(s, parseTarget('203.0.113.0/24')!), 'delete element inet rempart banned_v4 { 203.0.113.0/24 }');
+  assert.equal(
+    addLine(s, parseTarget('203.0.113.7')!, 60000),
+    'add element inet rempart banned_v4 { 203.0.113.7 timeout 60s }',
+  );
+  assert.equal(
+    addLine(s, parseTarget('2001:db8::/64')!, 1500),
+    'add element inet rempart banned_v6 { 2001:db8::/64 timeout 2s }',
+  );
+  assert.equal(
+    deleteLine(s, parseTarget('203.0.113.0/24')!),
+    'delete element inet rempart banned_v4 { 203.0.113.0/24 }',
+  );
   assert.equal(addLine({ ...s, family: 'ip' }, parseTarget('2001:db8::1')!, 1000), null, 'an ip table has no IPv6 set');
 });
 
 test('nftables: bans are mirrored in batches off the request path; a missing nft is logged once and given up', async () => {
   const clock = createManualClock();
   const scripts: string[] = [];
-  const t = new BanTable(clock, { getRuntime: runtimeWith({ nftables: { enabled: true } }), nftRunner: async (script) => (scripts.push(script), { code: 0, stderr: '' }) });
+  const t = new BanTable(clock, {
+    getRuntime: runtimeWith({ nftables: { enabled: true } }),
+    nftRunner: async (script) => (scripts.push(script), { code: 0, stderr: '' }),
+  });
   t.ban('203.0.113.7', 60000, 'x', '', 'operator:a');
   t.ban('203.0.113.8', 60000, 'x', '', 'operator:a');
   assert.equal(scripts.length, 0, 'nothing runs synchronously');
@@ -177,14 +206,20 @@ test('nftables: bans are mirrored in batches off the request path; a missing nft
   assert.equal(scripts.length, 2);
   assert.match(scripts[0]!, /^add table inet rempart\n/);
   assert.match(scripts[0]!, /tcp dport \{ 8080 \} drop/);
-  assert.equal(scripts[1], 'add element inet rempart banned_v4 { 203.0.113.7 timeout 60s }\nadd element inet rempart banned_v4 { 203.0.113.8 timeout 60s }\n');
+  assert.equal(
+    scripts[1],
+    'add element inet rempart banned_v4 { 203.0.113.7 timeout 60s }\nadd element inet rempart banned_v4 { 203.0.113.8 timeout 60s }\n',
+  );
   t.unban('203.0.113.7', 'operator:a');
   await t.mirror!.settled();
   assert.equal(scripts[2], 'delete element inet rempart banned_v4 { 203.0.113.7 }\n');
 
   const warnings: unknown[] = [];
   const log = { warn: (o: unknown) => warnings.push(o) } as unknown as ConstructorParameters<typeof NftMirror>[2];
-  const m = new NftMirror({ family: 'inet', table: 'rempart', set: 'banned', dropRule: false }, [], log, async () => ({ code: 1, stderr: 'Error: Could not process rule: Operation not permitted' }));
+  const m = new NftMirror({ family: 'inet', table: 'rempart', set: 'banned', dropRule: false }, [], log, async () => ({
+    code: 1,
+    stderr: 'Error: Could not process rule: Operation not permitted',
+  }));
   m.add(parseTarget('203.0.113.9')!, 1000, false);
   await m.settled();
   m.add(parseTarget('203.0.113.10')!, 1000, false);
@@ -195,10 +230,15 @@ test('nftables: bans are mirrored in batches off the request path; a missing nft
 
 const nftInNamespace = spawnSync('unshare', ['-rn', 'nft', 'list', 'ruleset'], { encoding: 'utf8' }).status === 0;
 
-test('nftables: the generated scripts work with the real nft in a network namespace', { skip: nftInNamespace ? false : 'needs `unshare -rn` and the nft binary' }, async () => {
+test('nftables: the generated scripts work with the real nft in a network namespace', {
+  skip: nftInNamespace ? false : 'needs `unshare -rn` and the nft binary',
+}, async () => {
   const clock = createManualClock();
   const scripts: string[] = [];
-  const t = new BanTable(clock, { getRuntime: runtimeWith({ nftables: { enabled: true } }), nftRunner: async (script) => (scripts.push(script), { code: 0, stderr: '' }) });
+  const t = new BanTable(clock, {
+    getRuntime: runtimeWith({ nftables: { enabled: true } }),
+    nftRunner: async (script) => (scripts.push(script), { code: 0, stderr: '' }),
+  });
   t.ban('203.0.113.7', 60000, 'x', '', 'operator:a');
   t.ban('198.51.100.0/24', 60000, 'x', '', 'operator:a');
   t.ban('2001:db8::/64', 60000, 'x', '', 'operator:a');

@@ -60,7 +60,14 @@ export interface BanTableOptions {
 
 /** A change made on this node, for cluster mode to share (src/store/ban-sync.ts). */
 export type BanChange =
-  | { readonly op: 'ban'; readonly target: string; readonly ttlMs: number; readonly reason: string; readonly ruleId: string; readonly by: string }
+  | {
+      readonly op: 'ban';
+      readonly target: string;
+      readonly ttlMs: number;
+      readonly reason: string;
+      readonly ruleId: string;
+      readonly by: string;
+    }
   | { readonly op: 'unban'; readonly target: string; readonly by: string };
 
 interface OffenceCount {
@@ -156,11 +163,14 @@ export class BanTable implements BanList {
       clearTimeout(this.#fastTimer);
     }
     this.#fastTimerAt = at;
-    this.#fastTimer = setTimeout(() => {
-      this.#fastTimer = null;
-      this.#fastTimerAt = Infinity;
-      this.#rebuildFast();
-    }, Math.max(0, delayMs));
+    this.#fastTimer = setTimeout(
+      () => {
+        this.#fastTimer = null;
+        this.#fastTimerAt = Infinity;
+        this.#rebuildFast();
+      },
+      Math.max(0, delayMs),
+    );
     this.#fastTimer.unref();
   }
 
@@ -223,7 +233,14 @@ export class BanTable implements BanList {
   }
 
   /** ban(), returning the entry made or kept (null when none). */
-  banEntry(target: string, ttlMs: number, reason: string, ruleId: string, by: string, escalate = false): BanEntry | null {
+  banEntry(
+    target: string,
+    ttlMs: number,
+    reason: string,
+    ruleId: string,
+    by: string,
+    escalate = false,
+  ): BanEntry | null {
     const cfg = this.#getConfig();
     if (cfg.mode === 'off') return null;
     const t = parseTarget(target);
@@ -263,7 +280,8 @@ export class BanTable implements BanList {
       this.#cidrs.set(t.key, e);
       this.#rebuildCidrs();
     }
-    if (this.onChange !== null && !this.#replaying) this.onChange({ op: 'ban', target: t.display, ttlMs: ttl, reason, ruleId, by });
+    if (this.onChange !== null && !this.#replaying)
+      this.onChange({ op: 'ban', target: t.display, ttlMs: ttl, reason, ruleId, by });
     this.#metrics?.bans.inc({ source: sourceOf(by) });
     if (this.onBan !== null) {
       try {
@@ -272,7 +290,18 @@ export class BanTable implements BanList {
         // the audit trail's failure is not the ban's
       }
     }
-    this.#log?.warn({ target: t.display, reason, rule: ruleId || undefined, by, ttlMs: Math.round(ttl), count: e.count, enforced: cfg.mode === 'enforce' }, 'ban');
+    this.#log?.warn(
+      {
+        target: t.display,
+        reason,
+        rule: ruleId || undefined,
+        by,
+        ttlMs: Math.round(ttl),
+        count: e.count,
+        enforced: cfg.mode === 'enforce',
+      },
+      'ban',
+    );
     if (cfg.mode === 'enforce') this.#mirrorFor(cfg)?.add(t, ttl, old !== undefined);
     return e;
   }
@@ -314,12 +343,14 @@ export class BanTable implements BanList {
     // ban takes several addresses.
     const own = v4 && policy.prefixThreshold > 0 ? this.#entries.get(a) : undefined;
     const wasBanned = own !== undefined && own.untilMs > now;
-    if (this.#countOffence(key, policy.threshold, now)) this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+    if (this.#countOffence(key, policy.threshold, now))
+      this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     if (v4 && policy.prefixThreshold > 0 && !wasBanned) {
       const p = prefixKey(a);
       // Never fewer than two addresses' worth: with `threshold` raised above `prefixThreshold`, one
       // address could otherwise ban its whole /24 (a carrier NAT's neighbours) before it is banned itself.
-      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now)) this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now))
+        this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     }
   }
 
@@ -352,7 +383,8 @@ export class BanTable implements BanList {
   applyRemote(change: BanChange): void {
     this.#replaying = true;
     try {
-      if (change.op === 'ban') this.banEntry(change.target, change.ttlMs, change.reason, change.ruleId, change.by, false);
+      if (change.op === 'ban')
+        this.banEntry(change.target, change.ttlMs, change.reason, change.ruleId, change.by, false);
       else this.unban(change.target, change.by);
     } finally {
       this.#replaying = false;
@@ -441,8 +473,7 @@ export class BanTable implements BanList {
         if (n > 0) this.#v6PrefixLengths.set(t.bits, n);
         else this.#v6PrefixLengths.delete(t.bits);
       }
-    }
-    else if (e.target.kind === 'cidr') {
+    } else if (e.target.kind === 'cidr') {
       this.#cidrs.delete(key);
       this.#rebuildCidrs();
     }
@@ -471,7 +502,10 @@ export class BanTable implements BanList {
     }
     if (now - this.#fullLoggedAt > 60000) {
       this.#fullLoggedAt = now;
-      this.#log?.warn({ maxEntries: this.#getConfig().maxEntries }, 'ban table full of active bans: the oldest are dropped early (raise defense.bans.maxEntries?)');
+      this.#log?.warn(
+        { maxEntries: this.#getConfig().maxEntries },
+        'ban table full of active bans: the oldest are dropped early (raise defense.bans.maxEntries?)',
+      );
     }
   }
 
@@ -481,7 +515,8 @@ export class BanTable implements BanList {
       return;
     }
     const bl = new BlockList();
-    for (const e of this.#cidrs.values()) bl.addSubnet(e.target.network, e.target.bits, e.target.family === 4 ? 'ipv4' : 'ipv6');
+    for (const e of this.#cidrs.values())
+      bl.addSubnet(e.target.network, e.target.bits, e.target.family === 4 ? 'ipv4' : 'ipv6');
     this.#cidrList = bl;
   }
 
@@ -490,7 +525,10 @@ export class BanTable implements BanList {
     if (!n.enabled) return null;
     const key = `${n.family}\0${n.table}\0${n.set}\0${n.dropRule}`;
     if (this.#mirror === null || this.#mirrorKey !== key) {
-      const ports = this.#getRuntime?.().config.listeners.map((l) => Number(l.address.slice(l.address.lastIndexOf(':') + 1))).filter((p) => p > 0) ?? [];
+      const ports =
+        this.#getRuntime?.()
+          .config.listeners.map((l) => Number(l.address.slice(l.address.lastIndexOf(':') + 1)))
+          .filter((p) => p > 0) ?? [];
       this.#mirror = new NftMirror(n, ports, this.#log, this.#nftRunner);
       this.#mirrorKey = key;
     }

@@ -25,7 +25,8 @@ export const MIN_PREFIX_BITS = { 4: 8, 6: 16 } as const;
 
 /** `::ffff:1.2.3.4` → `1.2.3.4`; anything else unchanged. Cheap: the accept path runs it. */
 export function unmapAddress(address: string): string {
-  if (address.charCodeAt(0) === 58 /* ':' */ && address.startsWith('::ffff:') && address.indexOf('.', 7) !== -1) return address.slice(7);
+  if (address.charCodeAt(0) === 58 /* ':' */ && address.startsWith('::ffff:') && address.indexOf('.', 7) !== -1)
+    return address.slice(7);
   return address;
 }
 
@@ -81,8 +82,14 @@ function v6Text(w: readonly number[]): string {
     i = j;
   }
   if (bestLen < 2) return w.map((x) => x.toString(16)).join(':');
-  const left = w.slice(0, best).map((x) => x.toString(16)).join(':');
-  const right = w.slice(best + bestLen).map((x) => x.toString(16)).join(':');
+  const left = w
+    .slice(0, best)
+    .map((x) => x.toString(16))
+    .join(':');
+  const right = w
+    .slice(best + bestLen)
+    .map((x) => x.toString(16))
+    .join(':');
   return `${left}::${right}`;
 }
 

@@ -16,9 +16,17 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
       const req = ctx.req;
       const bufferBytes = getRuntime().config.limits.bufferBodyBytes;
       const h = req.headers;
-      const hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+      const hasBody =
+        h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
       // Upgrades are tunnels: their bytes after the head belong to the new protocol.
-      if (!hasBody || req.complete || bufferBytes === 0 || ctx.route === null || (req as { upgrade?: boolean }).upgrade === true) return Verdict.Continue;
+      if (
+        !hasBody ||
+        req.complete ||
+        bufferBytes === 0 ||
+        ctx.route === null ||
+        (req as { upgrade?: boolean }).upgrade === true
+      )
+        return Verdict.Continue;
       sendContinueIfExpected(req, ctx.res);
       return new Promise<Verdict>((resolve) => {
         bufferRequestBody(req, bufferBytes, ctx.route!.maxBodyBytes, (err, body) => {
@@ -41,7 +49,7 @@ export function createBodyPhase(getRuntime: () => Runtime): Phase {
 export const bodyPhase: PhaseModule = {
   name: 'body',
   folder: 'body',
-  summary: '413 (body over the route\'s limit), 408 via the request timeout',
+  summary: "413 (body over the route's limit), 408 via the request timeout",
   codes: ['RMP_ERR_EDGE_BODY_TOO_LARGE'],
   create: (env) => createBodyPhase(env.getRuntime),
 };

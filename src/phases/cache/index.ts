@@ -81,7 +81,11 @@ interface Core {
  */
 export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock): CachePhase {
   const initial = getRuntime().config.cache;
-  const store = new CacheStore({ maxBytes: initial.maxBytes, maxObjectBytes: initial.maxObjectBytes, maxVariants: MAX_VARIANTS_PER_KEY });
+  const store = new CacheStore({
+    maxBytes: initial.maxBytes,
+    maxObjectBytes: initial.maxObjectBytes,
+    maxVariants: MAX_VARIANTS_PER_KEY,
+  });
   const inflight = new Map<string, Flight>();
   let limitsFrom = getRuntime();
   let evictionsSeen = 0;
@@ -167,7 +171,8 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         const raw: Buffer[] = [];
         for (const [name, value] of Object.entries(res.headers)) {
           if (value === undefined) continue;
-          for (const v of Array.isArray(value) ? value : [value]) raw.push(Buffer.from(name, 'latin1'), Buffer.from(v, 'latin1'));
+          for (const v of Array.isArray(value) ? value : [value])
+            raw.push(Buffer.from(name, 'latin1'), Buffer.from(v, 'latin1'));
         }
         const pairs = clientResponseHeaders(raw, via);
         const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, rc);
@@ -178,7 +183,8 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         }
       } catch (err) {
         // The stale copy stays until its windows end; the next request past them goes to the origin.
-        if (sample === 'none' && classifyUpstreamError(err as Error).code === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
+        if (sample === 'none' && classifyUpstreamError(err as Error).code === 'RMP_ERR_UPSTREAM_TIMEOUT')
+          sample = 'drop';
       } finally {
         entry.refreshing = false;
         if (gated) gate.release(cls, sample, sample === 'success' ? gate.clock.now() - startMs : 0, rttSlot);
@@ -186,7 +192,13 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     })();
   }
 
-  function wait(ctx: RequestContext, route: CompiledRoute, key: string, flight: Flight, stale: CacheEntry | null): Promise<Verdict> {
+  function wait(
+    ctx: RequestContext,
+    route: CompiledRoute,
+    key: string,
+    flight: Flight,
+    stale: CacheEntry | null,
+  ): Promise<Verdict> {
     return new Promise<Verdict>((resolve) => {
       let settled = false;
       const waiter = (o: FlightOutcome) => {
@@ -200,7 +212,12 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           return;
         }
         const now = clock.now();
-        if (o.entry !== null && now < o.entry.freshUntil && sameVariant(o.entry, ctx.req.headers) && (o.entry.isPublic || ctx.req.headers.authorization === undefined)) {
+        if (
+          o.entry !== null &&
+          now < o.entry.freshUntil &&
+          sameVariant(o.entry, ctx.req.headers) &&
+          (o.entry.isPublic || ctx.req.headers.authorization === undefined)
+        ) {
           count(route, R_COLLAPSED);
           ctx.cache = 'collapsed';
           replyWith(ctx, o.entry, 'HIT');
@@ -282,7 +299,11 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       const rt = getRuntime();
       if (rt !== limitsFrom) {
         limitsFrom = rt;
-        store.setLimits({ maxBytes: rt.config.cache.maxBytes, maxObjectBytes: rt.config.cache.maxObjectBytes, maxVariants: MAX_VARIANTS_PER_KEY });
+        store.setLimits({
+          maxBytes: rt.config.cache.maxBytes,
+          maxObjectBytes: rt.config.cache.maxObjectBytes,
+          maxVariants: MAX_VARIANTS_PER_KEY,
+        });
         core.afterStoreChange();
       }
       const req = ctx.req;
@@ -332,7 +353,8 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       }
       // A miss, or a copy too old for anything but standing in for a failure.
       const flight = inflight.get(key);
-      if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY) return wait(ctx, route, key, flight, entry);
+      if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY)
+        return wait(ctx, route, key, flight, entry);
       count(route, R_MISS);
       // HEAD carries no body to store, and a full waiting list means this one goes alone.
       if (method === 'GET' && flight === undefined) {
@@ -380,7 +402,13 @@ function ownedBody(chunks: readonly Buffer[], bytes: number): Buffer {
 }
 
 /** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
-function decideFromPairs(method: string, status: number, pairs: readonly string[], hasAuth: boolean, windows: { staleWhileRevalidateMs: number; staleIfErrorMs: number }): StoreDecision {
+function decideFromPairs(
+  method: string,
+  status: number,
+  pairs: readonly string[],
+  hasAuth: boolean,
+  windows: { staleWhileRevalidateMs: number; staleIfErrorMs: number },
+): StoreDecision {
   let cacheControl: string | undefined;
   let vary = '';
   let ageSec = 0;
@@ -393,7 +421,10 @@ function decideFromPairs(method: string, status: number, pairs: readonly string[
     else if (name === 'vary') vary = vary === '' ? value : `${vary}, ${value}`;
     else if (name === 'age' && /^[0-9]{1,10}$/.test(value.trim())) ageSec = Number(value.trim());
   }
-  return decideStore({ method, status, cacheControl, hasSetCookie, vary, ageSec, requestHasAuthorization: hasAuth }, windows);
+  return decideStore(
+    { method, status, cacheControl, hasSetCookie, vary, ageSec, requestHasAuthorization: hasAuth },
+    windows,
+  );
 }
 
 /**
@@ -541,7 +572,15 @@ class CacheTap implements ResponseTap {
     }
     this.chunks = null;
     const core = this.core;
-    const entry = makeEntry(this.key, this.ctx.upstreamStatus, this.headers!, ownedBody(chunks, this.bytes), d, this.varyValues!, core.clock.now());
+    const entry = makeEntry(
+      this.key,
+      this.ctx.upstreamStatus,
+      this.headers!,
+      ownedBody(chunks, this.bytes),
+      d,
+      this.varyValues!,
+      core.clock.now(),
+    );
     if (core.store.put(this.key, entry)) {
       core.afterStoreChange();
       this.ctx.cache = `${this.ctx.cache}:stored`;
@@ -588,7 +627,12 @@ class CacheTap implements ResponseTap {
     const inflight = this.core.inflight;
     if (inflight.get(this.key) === flight) inflight.delete(this.key);
     // Finished while its own client is already gone and with nothing stored nor failed: abandoned.
-    const outcome: FlightOutcome = { entry, failure, abandoned: this.ctx.finished && entry === null && failure === '', shed };
+    const outcome: FlightOutcome = {
+      entry,
+      failure,
+      abandoned: this.ctx.finished && entry === null && failure === '',
+      shed,
+    };
     for (const w of flight.waiters) w(outcome);
   }
 }
@@ -597,7 +641,7 @@ export const cachePhase: PhaseModule<CachePhase> = {
   name: 'cache',
   folder: 'cache',
   summary:
-    'the stored response (`x-cache: HIT`), a stale copy (`x-cache: STALE`); a miss waits for the same key\'s ' +
+    "the stored response (`x-cache: HIT`), a stale copy (`x-cache: STALE`); a miss waits for the same key's " +
     'origin request (collapsing). Decisions `cache_hit`, `stale`; the log field `cache` gives why (`hit`, ' +
     '`miss`, `collapsed`, `stale:revalidating`, `stale:error`, `miss:not_stored:private` …)',
   create: (env) => createCachePhase(env.getRuntime, env.metrics, env.clock),

@@ -25,7 +25,8 @@ export function cacheTarget(target: string, allowedParams: readonly string[]): s
   const path = q === -1 ? target : target.slice(0, q);
   if (q === -1 || allowedParams.length === 0) return path;
   const kept: [string, string][] = [];
-  for (const [name, value] of new URLSearchParams(target.slice(q + 1))) if (allowedParams.includes(name)) kept.push([name, value]);
+  for (const [name, value] of new URLSearchParams(target.slice(q + 1)))
+    if (allowedParams.includes(name)) kept.push([name, value]);
   if (kept.length === 0) return path;
   kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
   return `${path}?${new URLSearchParams(kept).toString()}`;

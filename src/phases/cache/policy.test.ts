@@ -19,7 +19,9 @@ const reasonOf = (over: Partial<ResponseFacts>) => {
 };
 
 test('Cache-Control directives are parsed case-insensitively, quoted or not, and bad ages are ignored', () => {
-  const cc = parseCacheControl('Public, MAX-AGE="60", s-maxage=5, stale-while-revalidate=7, stale-if-error=9, no-cache');
+  const cc = parseCacheControl(
+    'Public, MAX-AGE="60", s-maxage=5, stale-while-revalidate=7, stale-if-error=9, no-cache',
+  );
   assert.equal(cc.isPublic, true);
   assert.equal(cc.maxAgeSec, 60);
   assert.equal(cc.sMaxAgeSec, 5);

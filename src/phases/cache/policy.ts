@@ -30,7 +30,13 @@ export function parseCacheControl(value: string | undefined): CacheControl {
   for (const part of value.split(',')) {
     const eq = part.indexOf('=');
     const name = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
-    const arg = eq === -1 ? '' : part.slice(eq + 1).trim().replace(/^"|"$/g, '');
+    const arg =
+      eq === -1
+        ? ''
+        : part
+            .slice(eq + 1)
+            .trim()
+            .replace(/^"|"$/g, '');
     switch (name) {
       case 'max-age':
         cc.maxAgeSec = seconds(arg, cc.maxAgeSec);
@@ -114,7 +120,8 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
   // no-cache: storable, but every use needs a revalidation we do not do; not worth storing.
   if (cc.noCache) return { store: false, reason: 'no_cache' };
   // RFC 9111 §3.5: a response to an authorized request is shared only when the origin says so.
-  if (facts.requestHasAuthorization && !cc.isPublic && cc.sMaxAgeSec < 0) return { store: false, reason: 'authorization' };
+  if (facts.requestHasAuthorization && !cc.isPublic && cc.sMaxAgeSec < 0)
+    return { store: false, reason: 'authorization' };
   const lifetimeSec = cc.sMaxAgeSec >= 0 ? cc.sMaxAgeSec : cc.maxAgeSec;
   if (lifetimeSec < 0) return { store: false, reason: 'no_freshness' };
   const freshForMs = (lifetimeSec - facts.ageSec) * 1000;

@@ -90,8 +90,12 @@ test('bytes and entries go back to zero when everything is deleted', () => {
 test('an entry is charged for the request values it keeps for Vary, so they count against maxBytes', () => {
   const plain = entry('GET h /a', 10);
   const varied = entry('GET h /a', 10, { 'user-agent': 'u'.repeat(500) });
-  assert.ok(varied.sizeBytes - plain.sizeBytes >= 500 + 'user-agent'.length, `${varied.sizeBytes} vs ${plain.sizeBytes}`);
+  assert.ok(
+    varied.sizeBytes - plain.sizeBytes >= 500 + 'user-agent'.length,
+    `${varied.sizeBytes} vs ${plain.sizeBytes}`,
+  );
   const store = new CacheStore({ maxBytes: 50 * varied.sizeBytes, maxObjectBytes: 10_000, maxVariants: 8 });
-  for (let i = 0; i < 1000; i++) store.put(`GET h /k${i}`, entry(`GET h /k${i}`, 10, { 'user-agent': `${i}`.padEnd(500, 'u') }));
+  for (let i = 0; i < 1000; i++)
+    store.put(`GET h /k${i}`, entry(`GET h /k${i}`, 10, { 'user-agent': `${i}`.padEnd(500, 'u') }));
   assert.ok(store.entries <= 50, `${store.entries} entries of 500-byte Vary values within a budget of 50`);
 });

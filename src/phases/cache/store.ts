@@ -55,7 +55,13 @@ export interface StoreLimits {
  * Charge for an entry of this shape: every string it keeps, the request's Vary values included (they
  * are the client's bytes; see vary.ts for their bound).
  */
-export function entrySize(key: string, headers: readonly string[], body: Buffer, varyNames: readonly string[] = [], varyValues: readonly string[] = []): number {
+export function entrySize(
+  key: string,
+  headers: readonly string[],
+  body: Buffer,
+  varyNames: readonly string[] = [],
+  varyValues: readonly string[] = [],
+): number {
   let n = ENTRY_OVERHEAD_BYTES + STRING_OVERHEAD_BYTES + key.length + body.length;
   for (const h of headers) n += STRING_OVERHEAD_BYTES + h.length;
   for (const v of varyNames) n += STRING_OVERHEAD_BYTES + v.length;
@@ -173,6 +179,7 @@ function matches(e: CacheEntry, headers: IncomingHttpHeaders): boolean {
 
 function sameVariant(a: CacheEntry, b: CacheEntry): boolean {
   if (a.varyNames.length !== b.varyNames.length) return false;
-  for (let i = 0; i < a.varyNames.length; i++) if (a.varyNames[i] !== b.varyNames[i] || a.varyValues[i] !== b.varyValues[i]) return false;
+  for (let i = 0; i < a.varyNames.length; i++)
+    if (a.varyNames[i] !== b.varyNames[i] || a.varyValues[i] !== b.varyValues[i]) return false;
   return true;
 }

@@ -22,8 +22,15 @@ test('Accept-Encoding is reduced to the known codings it accepts, in one order',
 });
 
 test('a Vary value longer than the bound makes the request unstorable, others are kept as sent', () => {
-  assert.deepEqual(varyValuesOf(['accept-language', 'accept-encoding'], { 'accept-language': ' fr ', 'accept-encoding': 'gzip, br' }), ['fr', 'br,gzip']);
+  assert.deepEqual(
+    varyValuesOf(['accept-language', 'accept-encoding'], { 'accept-language': ' fr ', 'accept-encoding': 'gzip, br' }),
+    ['fr', 'br,gzip'],
+  );
   assert.equal(varyValuesOf(['user-agent'], { 'user-agent': 'u'.repeat(MAX_VARY_VALUE_CHARS + 1) }), null);
-  assert.deepEqual(varyValuesOf(['accept-encoding'], { 'accept-encoding': 'gzip,'.repeat(5000) }), ['gzip'], 'a long Accept-Encoding is normalised, not refused');
+  assert.deepEqual(
+    varyValuesOf(['accept-encoding'], { 'accept-encoding': 'gzip,'.repeat(5000) }),
+    ['gzip'],
+    'a long Accept-Encoding is normalised, not refused',
+  );
   assert.equal(varyValue('constructor', {}), '', 'never reads Object.prototype');
 });

@@ -11,7 +11,6 @@ export const MAX_VARY_VALUE_CHARS = 512;
 import { normalizeAcceptEncoding } from '../../core/accept-encoding.ts';
 export { normalizeAcceptEncoding };
 
-
 /** The value of one Vary'd header as variants compare it ('' when absent). Never reads Object.prototype. */
 export function varyValue(name: string, headers: IncomingHttpHeaders): string {
   const v = Object.hasOwn(headers, name) ? headers[name] : undefined;

@@ -89,28 +89,52 @@ function headerString(v: string | string[] | undefined): string {
  *   const guard = await createChallengeGuard(defense);
  *   const phases = [..., rateLimit, guard.familiarity, signatures, guard.challenge, ...];
  */
-export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.ProcessEnv = process.env): Promise<ChallengeGuard> {
+export async function createChallengeGuard(
+  deps: DefenseDeps,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ChallengeGuard> {
   const initial = deps.getRuntime().config.defense;
   const ring = await loadChallengeKeys(env, initial.challenge.keyFile);
   if (ring.source === 'random')
-    deps.log.warn('challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)');
+    deps.log.warn(
+      'challenge: no REMPART_CHALLENGE_KEY nor defense.challenge.keyFile, using a random key for this process (clearances do not survive a restart nor work across nodes)',
+    );
   const signer = new TokenSigner(ring);
-  const sessions = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  const sessions = new MemorySessionStore(
+    initial.familiarity.maxSessions,
+    initial.familiarity.sessionTtlSec,
+    initial.familiarity.sessionBounds,
+  );
   // Verified JWTs by how widely each is used (a token shared by a crowd is not one person's).
-  const jwtUsage = new MemorySessionStore(initial.familiarity.maxSessions, initial.familiarity.sessionTtlSec, initial.familiarity.sessionBounds);
+  const jwtUsage = new MemorySessionStore(
+    initial.familiarity.maxSessions,
+    initial.familiarity.sessionTtlSec,
+    initial.familiarity.sessionBounds,
+  );
   // No-JS clearances per client prefix and minute (the door costs no work, only a wait). 4 × 2^16
   // counters (512 KiB): at 2^12, the /64s of a quarter of one /48 filled it and locked fresh prefixes out.
   const noScriptQuota = new WindowQuota(60_000, 16);
-  const replay = new ReplayGuard(initial.challenge.replayCapacity, initial.challenge.challengeTtlSec * 1000 + 1000, deps.clock.wallMs());
+  const replay = new ReplayGuard(
+    initial.challenge.replayCapacity,
+    initial.challenge.challengeTtlSec * 1000 + 1000,
+    deps.clock.wallMs(),
+  );
   const ignored = new IgnoredChallenges();
-  let jwt: JwtVerifier | null = initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
+  let jwt: JwtVerifier | null =
+    initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
 
   function cookieLine(ctx: RequestContext, value: string, maxAgeSec: number): string {
     return `${CLEARANCE_COOKIE}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
   /** Give this client a clearance on whatever answer it gets. */
-  function grant(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door): { token: string; expiresSec: number } {
+  function grant(
+    ctx: RequestContext,
+    cfg: ChallengeConfig,
+    bind: string,
+    nowMs: number,
+    door: Door,
+  ): { token: string; expiresSec: number } {
     const c = signer.issueClearance(nowMs, cfg.clearanceTtlSec, bind);
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
@@ -149,11 +173,19 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     if (cfg.ignoredPerMinute === 0) return;
     // Counted per client key (an IPv6 client as its /64), as offences and bans are.
     const key = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
-    if (ignored.add(key, deps.clock.now()) > cfg.ignoredPerMinute) deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
+    if (ignored.add(key, deps.clock.now()) > cfg.ignoredPerMinute)
+      deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
   }
 
   /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
-  function challengeReply(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, returnTo: string, wasFailure: boolean): { body: string; headers: Record<string, string>; door: Door } {
+  function challengeReply(
+    ctx: RequestContext,
+    cfg: ChallengeConfig,
+    bind: string,
+    nowMs: number,
+    returnTo: string,
+    wasFailure: boolean,
+  ): { body: string; headers: Record<string, string>; door: Door } {
     const underAttack = deps.level.level >= AttackLevel.underAttack;
     const bits = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
     const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
@@ -188,7 +220,11 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
   /** GET/HEAD/POST /.rempart/challenge/verify: redeem a solution or a no-JS delay token for a clearance. */
   function verify(ctx: RequestContext, cfg: ChallengeConfig): Verdict {
     const method = ctx.req.method;
-    if (ctx.path !== VERIFY_PATH || cfg.mode === 'off' || (method !== 'GET' && method !== 'HEAD' && method !== 'POST')) {
+    if (
+      ctx.path !== VERIFY_PATH ||
+      cfg.mode === 'off' ||
+      (method !== 'GET' && method !== 'HEAD' && method !== 'POST')
+    ) {
       ctx.refuse('RMP_ERR_ROUTE_NOT_FOUND', 404);
       return Verdict.Reply;
     }
@@ -225,7 +261,15 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     return Verdict.Reply;
   }
 
-  function cleared(ctx: RequestContext, cfg: ChallengeConfig, bind: string, nowMs: number, door: Door, browser: boolean, returnTo: string): Verdict {
+  function cleared(
+    ctx: RequestContext,
+    cfg: ChallengeConfig,
+    bind: string,
+    nowMs: number,
+    door: Door,
+    browser: boolean,
+    returnTo: string,
+  ): Verdict {
     const c = grant(ctx, cfg, bind, nowMs, door);
     // Rempart's own answer, not a refusal (no origin was asked, nothing refused): decision `answered`.
     ctx.ruleId = 'verify';
@@ -250,7 +294,11 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const fam = deps.getRuntime().config.defense.familiarity;
       let clearance = headerString(headers[CLEARANCE_HEADER]);
       if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
-      if (clearance !== '' && signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true) return true;
+      if (
+        clearance !== '' &&
+        signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true
+      )
+        return true;
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         // Several values (`sid=<known>; sid=other`): the origin may read either, so known only when
         // every one is (as the origin set them: the store learnt them undecoded), and each is known as
@@ -259,7 +307,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         const underAttack = deps.level.level >= AttackLevel.underAttack;
         const now = deps.clock.wallMs();
         let known = n > 0;
-        for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, ctx.clientPrefix, headers['user-agent'], underAttack);
+        for (let i = 0; known && i < n; i++)
+          known = sessions.isKnown(sids[i]!, now, ctx.clientPrefix, headers['user-agent'], underAttack);
         if (known) return true;
       }
       if (jwt !== null) {
@@ -267,7 +316,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
         if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) {
           // Valid, and used as one person uses it (the session bounds).
           const underAttack = deps.level.level >= AttackLevel.underAttack;
-          if (jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack)) return true;
+          if (jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack))
+            return true;
         }
       }
       return false;
@@ -305,7 +355,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       if (solution !== '') {
         // The retried request itself (a POST with its body) goes through with the clearance.
         const r = signer.checkSolution(solution, nowMs, bind);
-        const refusal: Refusal | null = typeof r === 'string' ? r : replay.use(r.rand, r.issuedSec * 1000, nowMs) ? null : 'replayed';
+        const refusal: Refusal | null =
+          typeof r === 'string' ? r : replay.use(r.rand, r.issuedSec * 1000, nowMs) ? null : 'replayed';
         if (refusal === null) {
           grant(ctx, cfg, bind, nowMs, 'api');
           return Verdict.Continue;
@@ -321,7 +372,17 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
       const method = ctx.req.method;
       const returnTo = safeReturnPath(method === 'GET' || method === 'HEAD' ? ctx.target : ctx.path);
       const reply = challengeReply(ctx, cfg, bind, nowMs, returnTo, wasFailure);
-      decide(deps, ctx, 'challenge', 'enforce', wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE', ruleId, 403, reply.body, reply.headers);
+      decide(
+        deps,
+        ctx,
+        'challenge',
+        'enforce',
+        wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE',
+        ruleId,
+        403,
+        reply.body,
+        reply.headers,
+      );
       deps.metrics.challenges.inc({ door: reply.door, result: 'issued' });
       if (!wasFailure) countTowardsOffence(ctx, cfg, ruleId);
       return Verdict.Reply;
@@ -338,7 +399,8 @@ export async function createChallengeGuard(deps: DefenseDeps, env: NodeJS.Proces
     sessions,
     onUpstreamHead(_ctx, status, rawHeaders) {
       const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
-      if (status >= 200 && status < 300 && name !== '') learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs());
+      if (status >= 200 && status < 300 && name !== '')
+        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs());
     },
     async prepare(config) {
       const d = config.defense;

@@ -42,14 +42,20 @@ export class JwtVerifier {
   constructor(settings: JwtSettings, key: Buffer | KeyObject) {
     this.settings = settings;
     if (settings.algorithm === 'HS256') {
-      if (!Buffer.isBuffer(key) || key.length < 32) throw new Error('defense.familiarity.jwt: an HS256 secret must hold at least 32 bytes');
+      if (!Buffer.isBuffer(key) || key.length < 32)
+        throw new Error('defense.familiarity.jwt: an HS256 secret must hold at least 32 bytes');
       this.#secret = key;
       this.#publicKey = null;
     } else {
       const k = Buffer.isBuffer(key) ? createPublicKey(key) : key;
       const type = k.asymmetricKeyType;
-      if ((settings.algorithm === 'RS256' && type !== 'rsa') || (settings.algorithm === 'ES256' && (type !== 'ec' || k.asymmetricKeyDetails?.namedCurve !== 'prime256v1')))
-        throw new Error(`defense.familiarity.jwt: the key file does not hold a ${settings.algorithm === 'RS256' ? 'RSA' : 'P-256'} public key`);
+      if (
+        (settings.algorithm === 'RS256' && type !== 'rsa') ||
+        (settings.algorithm === 'ES256' && (type !== 'ec' || k.asymmetricKeyDetails?.namedCurve !== 'prime256v1'))
+      )
+        throw new Error(
+          `defense.familiarity.jwt: the key file does not hold a ${settings.algorithm === 'RS256' ? 'RSA' : 'P-256'} public key`,
+        );
       this.#secret = null;
       this.#publicKey = k;
     }
@@ -58,7 +64,10 @@ export class JwtVerifier {
   /** Read the key file and build a verifier; throws on a key that does not fit the algorithm. */
   static async load(settings: JwtSettings): Promise<JwtVerifier> {
     const bytes = await readFile(settings.keyFile);
-    return new JwtVerifier(settings, settings.algorithm === 'HS256' ? Buffer.from(bytes.toString('utf8').trim(), 'utf8') : bytes);
+    return new JwtVerifier(
+      settings,
+      settings.algorithm === 'HS256' ? Buffer.from(bytes.toString('utf8').trim(), 'utf8') : bytes,
+    );
   }
 
   /** The token a request carries (`Authorization: Bearer …`, another header, or a cookie value), or ''. */
@@ -70,7 +79,8 @@ export class JwtVerifier {
     }
     const v = headers[s.header];
     if (typeof v !== 'string') return '';
-    if (s.header === 'authorization') return v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ' ? v.slice(7).trim() : '';
+    if (s.header === 'authorization')
+      return v.length > 7 && v.slice(0, 7).toLowerCase() === 'bearer ' ? v.slice(7).trim() : '';
     return v.trim();
   }
 
@@ -122,7 +132,8 @@ export class JwtVerifier {
     if (typeof c.exp !== 'number' || !Number.isFinite(c.exp) || now >= c.exp + s.leewaySec) return 0;
     if (c.nbf !== undefined && (typeof c.nbf !== 'number' || now < c.nbf - s.leewaySec)) return 0;
     if (s.issuer !== undefined && c.iss !== s.issuer) return 0;
-    if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience)))) return 0;
+    if (s.audience !== undefined && !(c.aud === s.audience || (Array.isArray(c.aud) && c.aud.includes(s.audience))))
+      return 0;
     const validUntil = (c.exp + s.leewaySec) * 1000;
     this.verifications++;
     const signed = token.slice(0, d2);
@@ -132,7 +143,11 @@ export class JwtVerifier {
         const mac = createHmac('sha256', this.#secret).update(signed).digest();
         return sig.length === mac.length && timingSafeEqual(sig, mac) ? validUntil : 0;
       }
-      if (s.algorithm === 'ES256') return sig.length === 64 && verify('sha256', Buffer.from(signed), { key: this.#publicKey!, dsaEncoding: 'ieee-p1363' }, sig) ? validUntil : 0;
+      if (s.algorithm === 'ES256')
+        return sig.length === 64 &&
+          verify('sha256', Buffer.from(signed), { key: this.#publicKey!, dsaEncoding: 'ieee-p1363' }, sig)
+          ? validUntil
+          : 0;
       return verify('sha256', Buffer.from(signed), this.#publicKey!, sig) ? validUntil : 0;
     } catch {
       return 0;

@@ -17,7 +17,12 @@ export interface KeyRing {
 
 /** 8 base64url characters (48 bits) of a hash of the key: names the key without revealing it. */
 export function keyId(key: Buffer): string {
-  return createHash('sha256').update('rempart-challenge-kid\0').update(key).digest().subarray(0, 6).toString('base64url');
+  return createHash('sha256')
+    .update('rempart-challenge-kid\0')
+    .update(key)
+    .digest()
+    .subarray(0, 6)
+    .toString('base64url');
 }
 
 export function keyRing(keys: readonly Buffer[], source: KeyRing['source']): KeyRing {

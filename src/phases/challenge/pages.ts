@@ -39,7 +39,14 @@ export function verifyUrl(param: 'solution' | 'delay', value: string, returnTo: 
  * escaped in attributes, and as JSON in a non-executed block the static script reads. `returnTo`
  * was validated as a same-origin path (safeReturnPath) and is escaped all the same.
  */
-export function challengePageHtml(token: string, bits: number, delayToken: string, delaySec: number, returnTo: string, failed: boolean): string {
+export function challengePageHtml(
+  token: string,
+  bits: number,
+  delayToken: string,
+  delaySec: number,
+  returnTo: string,
+  failed: boolean,
+): string {
   const noJs = escapeHtml(verifyUrl('delay', delayToken, returnTo));
   const refreshSec = delaySec + 1; // the token's notBefore is rounded up to a second
   return CHALLENGE_PAGE.render(

@@ -10,17 +10,31 @@ const JwtSchema = Obj(
     }),
     keyFile: Type.String({
       minLength: 1,
-      description: 'HS256: a file whose text (trimmed) is the shared secret, at least 32 bytes. RS256/ES256: a PEM public key (SPKI or certificate). Read at start and on reload; never logged.',
+      description:
+        'HS256: a file whose text (trimmed) is the shared secret, at least 32 bytes. RS256/ES256: a PEM public key (SPKI or certificate). Read at start and on reload; never logged.',
     }),
     header: Type.String({
       pattern: '^[A-Za-z0-9-]+$',
       default: 'authorization',
-      description: 'Request header carrying the token (`authorization` expects `Bearer <token>`; any other header holds the bare token). Ignored when `cookie` is set.',
+      description:
+        'Request header carrying the token (`authorization` expects `Bearer <token>`; any other header holds the bare token). Ignored when `cookie` is set.',
     }),
-    cookie: Type.Optional(Type.String({ pattern: '^[!#-+\\--:<-\\[\\]-~]+$', description: 'Read the token from this cookie instead of a header.' })),
+    cookie: Type.Optional(
+      Type.String({
+        pattern: '^[!#-+\\--:<-\\[\\]-~]+$',
+        description: 'Read the token from this cookie instead of a header.',
+      }),
+    ),
     issuer: Type.Optional(Type.String({ minLength: 1, description: 'Required `iss` claim.' })),
-    audience: Type.Optional(Type.String({ minLength: 1, description: 'Required `aud` claim (a string, or one of an array).' })),
-    leewaySec: Type.Integer({ minimum: 0, maximum: 600, default: 30, description: 'Clock skew tolerated on `exp` and `nbf`.' }),
+    audience: Type.Optional(
+      Type.String({ minLength: 1, description: 'Required `aud` claim (a string, or one of an array).' }),
+    ),
+    leewaySec: Type.Integer({
+      minimum: 0,
+      maximum: 600,
+      default: 30,
+      description: 'Clock skew tolerated on `exp` and `nbf`.',
+    }),
   },
   { description: 'Clients presenting a JWT this key verifies (not expired, right issuer and audience) are known.' },
 );
@@ -33,8 +47,19 @@ export const FamiliaritySchema = Obj(
       description:
         'The origin\u2019s session cookie. A value first seen in a Set-Cookie of a 2xx upstream response is remembered (as a hash); later requests carrying it are known. Empty: off. Name a cookie the origin sets only on login, not on every first visit.',
     }),
-    maxSessions: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 100_000, description: 'Sessions remembered at most (least recently seen forgotten first); about 250 bytes each (measured: 205 granted, 240 once seen under attack).' }),
-    sessionTtlSec: Type.Integer({ minimum: 1, maximum: 2_592_000, default: 86_400, description: 'How long a remembered session stays known after it was last granted or seen.' }),
+    maxSessions: Type.Integer({
+      minimum: 0,
+      maximum: 10_000_000,
+      default: 100_000,
+      description:
+        'Sessions remembered at most (least recently seen forgotten first); about 250 bytes each (measured: 205 granted, 240 once seen under attack).',
+    }),
+    sessionTtlSec: Type.Integer({
+      minimum: 1,
+      maximum: 2_592_000,
+      default: 86_400,
+      description: 'How long a remembered session stays known after it was last granted or seen.',
+    }),
     sessionBounds: Obj(
       {
         maxPrefixes: Type.Integer({
@@ -44,21 +69,46 @@ export const FamiliaritySchema = Obj(
           description:
             'Distinct client prefixes (/24, /64) one session may be seen from within `windowSec` and stay known; from more, it is not known for the rest of the window (a cookie shared by bots, not a person moving between home, mobile and office). Counted as bits of a 60-bit mask: two prefixes may share a bit, so it may take one or two more to trip, never fewer.',
         }),
-        maxUserAgents: Type.Integer({ minimum: 1, maximum: 8, default: 3, description: 'Distinct User-Agents one session may be seen with within `windowSec` and stay known (bits of a 30-bit mask).' }),
-        windowSec: Type.Integer({ minimum: 10, maximum: 86_400, default: 600, description: 'The window prefixes and User-Agents are counted in; each session starts afresh after it.' }),
+        maxUserAgents: Type.Integer({
+          minimum: 1,
+          maximum: 8,
+          default: 3,
+          description:
+            'Distinct User-Agents one session may be seen with within `windowSec` and stay known (bits of a 30-bit mask).',
+        }),
+        windowSec: Type.Integer({
+          minimum: 10,
+          maximum: 86_400,
+          default: 600,
+          description: 'The window prefixes and User-Agents are counted in; each session starts afresh after it.',
+        }),
         underAttackRatePerSec: Type.Number({
           exclusiveMinimum: 0,
           maximum: 100_000,
           default: 10,
-          description: 'Under attack, requests a second one session may make and stay known (a GCRA budget with `underAttackBurst`); past it its requests are unknown (challenged) until the budget refills.',
+          description:
+            'Under attack, requests a second one session may make and stay known (a GCRA budget with `underAttackBurst`); past it its requests are unknown (challenged) until the budget refills.',
         }),
-        underAttackBurst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 200, description: 'Requests one session may make at once under attack and stay known.' }),
+        underAttackBurst: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 200,
+          description: 'Requests one session may make at once under attack and stay known.',
+        }),
       },
-      { default: {}, description: 'What keeps a session the origin granted known: one person’s use of it, not a cookie shared by a crowd (docs/challenge.md).' },
+      {
+        default: {},
+        description:
+          'What keeps a session the origin granted known: one person’s use of it, not a cookie shared by a crowd (docs/challenge.md).',
+      },
     ),
     jwt: Type.Optional(JwtSchema),
   },
-  { default: {}, description: 'Which clients are known: a valid clearance, a session the origin granted, or a verified JWT (docs/challenge.md). Known clients skip challenges and queue ahead within their class.' },
+  {
+    default: {},
+    description:
+      'Which clients are known: a valid clearance, a session the origin granted, or a verified JWT (docs/challenge.md). Known clients skip challenges and queue ahead within their class.',
+  },
 );
 
 export const ChallengeSchema = Obj(
@@ -66,41 +116,86 @@ export const ChallengeSchema = Obj(
     mode: GuardModeSchema('enforce', 'Proof-of-work challenges'),
     atLevel: Type.Union([Type.Literal('elevated'), Type.Literal('under_attack')], {
       default: 'under_attack',
-      description: 'Attack level from which unknown clients on challengeable routes are challenged (a signature rule can ask for a challenge at any level).',
+      description:
+        'Attack level from which unknown clients on challengeable routes are challenged (a signature rule can ask for a challenge at any level).',
     }),
     difficultyBits: Obj(
       {
-        elevated: Type.Integer({ minimum: 1, maximum: 32, default: 14, description: 'Leading zero bits asked below `under_attack` (and for rule-triggered challenges then).' }),
-        underAttack: Type.Integer({ minimum: 1, maximum: 32, default: 16, description: 'Leading zero bits asked while under attack. Each bit doubles the work: see the measured solve times in docs/challenge.md.' }),
+        elevated: Type.Integer({
+          minimum: 1,
+          maximum: 32,
+          default: 14,
+          description: 'Leading zero bits asked below `under_attack` (and for rule-triggered challenges then).',
+        }),
+        underAttack: Type.Integer({
+          minimum: 1,
+          maximum: 32,
+          default: 16,
+          description:
+            'Leading zero bits asked while under attack. Each bit doubles the work: see the measured solve times in docs/challenge.md.',
+        }),
       },
       { default: {}, description: 'Proof-of-work difficulty by attack level.' },
     ),
     noScriptDelaySec: Obj(
       {
-        elevated: Type.Integer({ minimum: 0, maximum: 300, default: 3, description: 'Seconds a client without JavaScript waits before its refresh earns a clearance, below `under_attack`.' }),
-        underAttack: Type.Integer({ minimum: 0, maximum: 300, default: 10, description: 'The same while under attack.' }),
+        elevated: Type.Integer({
+          minimum: 0,
+          maximum: 300,
+          default: 3,
+          description:
+            'Seconds a client without JavaScript waits before its refresh earns a clearance, below `under_attack`.',
+        }),
+        underAttack: Type.Integer({
+          minimum: 0,
+          maximum: 300,
+          default: 10,
+          description: 'The same while under attack.',
+        }),
       },
       { default: {}, description: 'The no-JavaScript door: a signed delay token redeemed by a meta refresh.' },
     ),
     noScriptPerPrefixPerMinute: Obj(
       {
-        elevated: Type.Integer({ minimum: 1, maximum: 100_000, default: 30, description: 'Clearances the no-JavaScript door gives one client prefix (IPv4 /24, IPv6 /64; and 16 times that per IPv6 /48) per minute, below `under_attack`.' }),
+        elevated: Type.Integer({
+          minimum: 1,
+          maximum: 100_000,
+          default: 30,
+          description:
+            'Clearances the no-JavaScript door gives one client prefix (IPv4 /24, IPv6 /64; and 16 times that per IPv6 /48) per minute, below `under_attack`.',
+        }),
         underAttack: Type.Integer({
           minimum: 1,
           maximum: 100_000,
           default: 3,
-          description: 'The same while under attack. Past it a delay token earns a fresh challenge page instead (and a new wait): a bot farm waiting in parallel gets this many clearances a minute per prefix, not one per bot.',
+          description:
+            'The same while under attack. Past it a delay token earns a fresh challenge page instead (and a new wait): a bot farm waiting in parallel gets this many clearances a minute per prefix, not one per bot.',
         }),
       },
-      { default: {}, description: 'The no-JavaScript door costs no work, so it is counted: clearances it gives per client prefix and minute.' },
+      {
+        default: {},
+        description:
+          'The no-JavaScript door costs no work, so it is counted: clearances it gives per client prefix and minute.',
+      },
     ),
-    challengeTtlSec: Type.Integer({ minimum: 10, maximum: 3600, default: 300, description: 'How long a challenge (or no-JS delay token) may be solved and redeemed.' }),
-    clearanceTtlSec: Type.Integer({ minimum: 60, maximum: 604_800, default: 3600, description: 'How long a clearance lets its client skip challenges.' }),
+    challengeTtlSec: Type.Integer({
+      minimum: 10,
+      maximum: 3600,
+      default: 300,
+      description: 'How long a challenge (or no-JS delay token) may be solved and redeemed.',
+    }),
+    clearanceTtlSec: Type.Integer({
+      minimum: 60,
+      maximum: 604_800,
+      default: 3600,
+      description: 'How long a clearance lets its client skip challenges.',
+    }),
     replayCapacity: Type.Integer({
       minimum: 1000,
       maximum: 10_000_000,
       default: 200_000,
-      description: 'Used solutions remembered per generation (two generations of challengeTtlSec each) so each is accepted once. When one fills early, older challenges are refused (a fresh one is given): memory stays bounded whatever is sent.',
+      description:
+        'Used solutions remembered per generation (two generations of challengeTtlSec each) so each is accepted once. When one fills early, older challenges are refused (a fresh one is given): memory stays bounded whatever is sent.',
     }),
     keyFile: Type.Optional(
       Type.String({
@@ -113,7 +208,8 @@ export const ChallengeSchema = Obj(
       minimum: 0,
       maximum: 100_000,
       default: 60,
-      description: 'Challenges an address may be given (or fail) per minute before each further one counts as a ban offence (`challenge_ignored`). 0: never. A person leaving a page is far below it; a bot ignoring challenges is not.',
+      description:
+        'Challenges an address may be given (or fail) per minute before each further one counts as a ban offence (`challenge_ignored`). 0: never. A person leaving a page is far below it; a bot ignoring challenges is not.',
     }),
   },
   { default: {}, description: 'Proof-of-work challenges for unknown clients under attack (docs/challenge.md).' },

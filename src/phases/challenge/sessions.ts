@@ -22,7 +22,13 @@ export interface SessionBounds {
   readonly underAttackBurst: number;
 }
 
-export const DEFAULT_SESSION_BOUNDS: SessionBounds = { maxPrefixes: 6, maxUserAgents: 3, windowSec: 600, underAttackRatePerSec: 10, underAttackBurst: 200 };
+export const DEFAULT_SESSION_BOUNDS: SessionBounds = {
+  maxPrefixes: 6,
+  maxUserAgents: 3,
+  windowSec: 600,
+  underAttackRatePerSec: 10,
+  underAttackBurst: 200,
+};
 
 export interface SessionStore {
   /** The origin granted this session id (a 2xx response set it). */
@@ -154,7 +160,13 @@ export class MemorySessionStore implements SessionStore {
     return this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
   }
 
-  #withinBounds(s: Session, nowMs: number, prefix: string, userAgent: string | undefined, underAttack: boolean): boolean {
+  #withinBounds(
+    s: Session,
+    nowMs: number,
+    prefix: string,
+    userAgent: string | undefined,
+    underAttack: boolean,
+  ): boolean {
     const b = this.#bounds;
     if (nowMs - s.windowStartMs >= b.windowSec * 1000) {
       s.windowStartMs = nowMs;
@@ -189,11 +201,22 @@ export class MemorySessionStore implements SessionStore {
  * Feed `store` from an upstream response head (undici's flat raw headers): every `Set-Cookie` for
  * `cookieName` on a 2xx grants its value, an empty value or `Max-Age=0` revokes it.
  */
-export function learnSessions(store: SessionStore, cookieName: string, status: number, rawHeaders: readonly Buffer[], nowMs: number): void {
+export function learnSessions(
+  store: SessionStore,
+  cookieName: string,
+  status: number,
+  rawHeaders: readonly Buffer[],
+  nowMs: number,
+): void {
   if (status < 200 || status > 299 || cookieName === '') return;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length !== 10 || (name[0]! | 0x20) !== 0x73 /* s */ || name.toString('latin1').toLowerCase() !== 'set-cookie') continue;
+    if (
+      name.length !== 10 ||
+      (name[0]! | 0x20) !== 0x73 /* s */ ||
+      name.toString('latin1').toLowerCase() !== 'set-cookie'
+    )
+      continue;
     const line = rawHeaders[i + 1]!.toString('latin1');
     const semi = line.indexOf(';');
     const pair = semi === -1 ? line : line.slice(0, semi);

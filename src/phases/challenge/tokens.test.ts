@@ -29,12 +29,26 @@ test('a challenge solved with rempart/client verifies; tampering, expiry, anothe
     const c = token[i] === 'A' ? 'B' : 'A';
     if (token[i] === '.') continue;
     const forged = token.slice(0, i) + c + token.slice(i + 1);
-    assert.notEqual(typeof signer.checkSolution(`${forged}.${solution.slice(token.length + 1)}`, NOW, bind), 'object', `char ${i}`);
+    assert.notEqual(
+      typeof signer.checkSolution(`${forged}.${solution.slice(token.length + 1)}`, NOW, bind),
+      'object',
+      `char ${i}`,
+    );
   }
   let n = 0;
   while (leadingZeroBits(createHash('sha256').update(`${token}.${n}`).digest()) >= 8) n++;
   assert.equal(signer.checkSolution(`${token}.${n}`, NOW, bind), 'insufficient_work');
-  for (const garbage of ['', '.', '...', 'v1.x.8.1.2.3.4.5.6', `${token}.`, `${token}.12 3`, 'x'.repeat(5000), '\u0000'.repeat(10), `${token}.${'9'.repeat(40)}`]) {
+  for (const garbage of [
+    '',
+    '.',
+    '...',
+    'v1.x.8.1.2.3.4.5.6',
+    `${token}.`,
+    `${token}.12 3`,
+    'x'.repeat(5000),
+    '\u0000'.repeat(10),
+    `${token}.${'9'.repeat(40)}`,
+  ]) {
     assert.equal(typeof signer.checkSolution(garbage, NOW, bind), 'string');
     assert.equal(typeof signer.checkClearance(garbage, NOW, bind), 'string');
     assert.equal(typeof signer.openDelay(garbage, NOW, bind), 'string');
@@ -80,7 +94,11 @@ test('the replay guard accepts an id once, stays bounded, and after an early rot
   assert.equal(g.use('a', NOW, NOW + 5), false, 'still remembered in the previous generation');
   for (let i = 0; i < 10; i++) g.use(`x${i}`, NOW + 5, NOW + 5);
   assert.ok(g.size <= 6, 'bounded');
-  assert.equal(g.use('never-seen', NOW, NOW + 6), false, 'issued before the oldest generation kept: might have been used');
+  assert.equal(
+    g.use('never-seen', NOW, NOW + 6),
+    false,
+    'issued before the oldest generation kept: might have been used',
+  );
   assert.equal(g.use('new', NOW + 6, NOW + 6), true);
   // Timed rotation never refuses a token still within its lifetime.
   const t = new ReplayGuard(100, 10_000, NOW);
@@ -92,7 +110,12 @@ test('the replay guard accepts an id once, stays bounded, and after an early rot
 
 test('sessions: granted by a 2xx Set-Cookie only, revoked by a clearing one, bounded and expiring', () => {
   const s = new MemorySessionStore(2, 60);
-  const raw = (v: string) => [Buffer.from('Content-Type'), Buffer.from('text/html'), Buffer.from('Set-Cookie'), Buffer.from(v)];
+  const raw = (v: string) => [
+    Buffer.from('Content-Type'),
+    Buffer.from('text/html'),
+    Buffer.from('Set-Cookie'),
+    Buffer.from(v),
+  ];
   learnSessions(s, 'sid', 401, raw('sid=nope; Path=/'), NOW);
   learnSessions(s, 'sid', 200, raw('other=x; Path=/'), NOW);
   assert.equal(s.size, 0);
@@ -156,17 +179,34 @@ test('JWT: HS256, RS256 and ES256 verified strictly; alg mismatch and none refus
   const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const claims = { exp: NOW / 1000 + 60, iss: 'idp' };
   for (const alg of ['RS256', 'ES256'] as const) {
-    const { publicKey, privateKey } = alg === 'RS256' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const v = new JwtVerifier({ algorithm: alg, keyFile: '-', header: 'authorization', issuer: 'idp', leewaySec: 0 }, publicKey);
+    const { publicKey, privateKey } =
+      alg === 'RS256'
+        ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+        : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const v = new JwtVerifier(
+      { algorithm: alg, keyFile: '-', header: 'authorization', issuer: 'idp', leewaySec: 0 },
+      publicKey,
+    );
     const signed = `${enc({ alg })}.${enc(claims)}`;
-    const sig = sign('sha256', Buffer.from(signed), alg === 'ES256' ? { key: privateKey, dsaEncoding: 'ieee-p1363' } : privateKey).toString('base64url');
+    const sig = sign(
+      'sha256',
+      Buffer.from(signed),
+      alg === 'ES256' ? { key: privateKey, dsaEncoding: 'ieee-p1363' } : privateKey,
+    ).toString('base64url');
     assert.equal(v.isValid(`${signed}.${sig}`, NOW), true, alg);
     assert.equal(v.isValid(`${signed}.${sig}`, NOW + 61_000), false, `${alg} expired`);
     assert.equal(v.isValid(`${enc({ alg: 'none' })}.${enc(claims)}.`, NOW), false);
     assert.equal(v.isValid(`${enc({ alg: 'HS256' })}.${enc(claims)}.${sig}`, NOW), false);
     assert.equal(v.isValid(`${enc({ alg })}.${enc({ ...claims, iss: 'evil' })}.${sig}`, NOW), false);
   }
-  assert.throws(() => new JwtVerifier({ algorithm: 'HS256', keyFile: '-', header: 'authorization', leewaySec: 0 }, Buffer.from('short')), /32 bytes/);
+  assert.throws(
+    () =>
+      new JwtVerifier(
+        { algorithm: 'HS256', keyFile: '-', header: 'authorization', leewaySec: 0 },
+        Buffer.from('short'),
+      ),
+    /32 bytes/,
+  );
 });
 
 test('the shared JS solver finds nonces node:crypto agrees with, for every input length around block edges', () => {
@@ -174,9 +214,23 @@ test('the shared JS solver finds nonces node:crypto agrees with, for every input
     const prefix = `${'t'.repeat(len)}.`;
     const n = solveRange(prefix, 10, 0, 1e7);
     assert.ok(n >= 0);
-    assert.ok(leadingZeroBits(createHash('sha256').update(prefix + n).digest()) >= 10, `length ${len}`);
+    assert.ok(
+      leadingZeroBits(
+        createHash('sha256')
+          .update(prefix + n)
+          .digest(),
+      ) >= 10,
+      `length ${len}`,
+    );
     // And it is the first such nonce.
-    for (let k = 0; k < n; k++) assert.ok(leadingZeroBits(createHash('sha256').update(prefix + k).digest()) < 10);
+    for (let k = 0; k < n; k++)
+      assert.ok(
+        leadingZeroBits(
+          createHash('sha256')
+            .update(prefix + k)
+            .digest(),
+        ) < 10,
+      );
   }
 });
 
@@ -196,6 +250,7 @@ test('JWT: a token that verified is not verified again until it expires; forged 
   const forged = `${t.slice(0, t.lastIndexOf('.'))}.${Buffer.alloc(32).toString('base64url')}`;
   for (let i = 0; i < 10; i++) assert.equal(v.isValid(forged, NOW), false);
   assert.equal(v.verifications, 1 + 10, 'a forged token is checked every time, never remembered');
-  for (let i = 0; i < VERIFIED_MAX + 100; i++) assert.equal(v.isValid(token({ exp: NOW / 1000 + 60, sub: `u${i}` }), NOW), true);
+  for (let i = 0; i < VERIFIED_MAX + 100; i++)
+    assert.equal(v.isValid(token({ exp: NOW / 1000 + 60, sub: `u${i}` }), NOW), true);
   assert.equal(v.verifiedSize, VERIFIED_MAX);
 });

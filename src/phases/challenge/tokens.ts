@@ -31,8 +31,16 @@ export interface Challenge {
 }
 
 /** Why a token or solution was refused (for tests and the log; the client only sees RMP_ERR_CHALLENGE_FAILED). */
-export type Refusal = 'malformed' | 'unknown_key' | 'bad_mac' | 'expired' | 'not_yet' | 'other_client' | 'insufficient_work' | 'replayed' | 'over_quota';
-
+export type Refusal =
+  | 'malformed'
+  | 'unknown_key'
+  | 'bad_mac'
+  | 'expired'
+  | 'not_yet'
+  | 'other_client'
+  | 'insufficient_work'
+  | 'replayed'
+  | 'over_quota';
 
 /** Leading zero bits of a digest (counting from the most significant bit of the first byte). */
 export function leadingZeroBits(digest: Uint8Array): number {
@@ -90,7 +98,10 @@ export class TokenSigner {
 
   issueChallenge(bits: number, nowMs: number, ttlSec: number, bind: string): string {
     const issued = Math.floor(nowMs / 1000);
-    return this.#sign('challenge', `${bits}.${issued}.${issued + ttlSec}.${randomBytes(12).toString('base64url')}.${bind}`);
+    return this.#sign(
+      'challenge',
+      `${bits}.${issued}.${issued + ttlSec}.${randomBytes(12).toString('base64url')}.${bind}`,
+    );
   }
 
   /** Open a challenge token (MAC, expiry and binding checked; not the work, not replay). */

@@ -22,7 +22,14 @@ export function identityHash(value: string): string {
  * reach a fresh quota by leaving the cookie out. An IPv6 address counts as its /64
  * (`defense.ipv6PrefixLength`), so rotating addresses inside it is no way out either.
  */
-export function identitiesOf(ctx: RequestContext, kind: ExfiltrationIdentity, sessionCookie: string, apiKeyHeader: string, v6Bits: number, out: string[]): number {
+export function identitiesOf(
+  ctx: RequestContext,
+  kind: ExfiltrationIdentity,
+  sessionCookie: string,
+  apiKeyHeader: string,
+  v6Bits: number,
+  out: string[],
+): number {
   if (kind === 'session' || kind === 'apiKey') {
     const n =
       kind === 'session'
@@ -37,7 +44,8 @@ export function identitiesOf(ctx: RequestContext, kind: ExfiltrationIdentity, se
     }
   }
   out.length = 0;
-  if (kind === 'prefix') out.push(`prefix:${ctx.clientPrefix !== '' ? ctx.clientPrefix : prefixKey(ctx.clientAddress)}`);
+  if (kind === 'prefix')
+    out.push(`prefix:${ctx.clientPrefix !== '' ? ctx.clientPrefix : prefixKey(ctx.clientAddress)}`);
   else out.push(`address:${addressKey(ctx.clientAddress, ctx.clientPrefix, v6Bits)}`);
   return 1;
 }

@@ -79,17 +79,30 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
     return policies.size === 0 || ctx.route === null ? undefined : policies.get(ctx.route.name);
   }
 
-  function alert(policy: Policy, identity: string, quota: 'documentsPerHour' | 'bytesPerDay', u: Usage, now: number, enforced: boolean): void {
+  function alert(
+    policy: Policy,
+    identity: string,
+    quota: 'documentsPerHour' | 'bytesPerDay',
+    u: Usage,
+    now: number,
+    enforced: boolean,
+  ): void {
     deps.metrics.exfiltrationAlerts.inc({ route: policy.route });
-    deps.alerts.raise('exfiltration', enforced ? 'exfiltration guard: identity past its quota on a sensitive route, blocked' : 'exfiltration guard: identity past its quota on a sensitive route (observe mode: not blocked)', {
-      route: policy.route,
-      identity,
-      quota,
-      limit: quota === 'documentsPerHour' ? policy.documentsPerHour : policy.bytesPerDay,
-      documentsLastHour: Math.round(u.documents.estimate(now)),
-      bytesLastDay: Math.round(u.bytes.estimate(now)),
-      action: enforced ? 'blocked' : 'observed',
-    });
+    deps.alerts.raise(
+      'exfiltration',
+      enforced
+        ? 'exfiltration guard: identity past its quota on a sensitive route, blocked'
+        : 'exfiltration guard: identity past its quota on a sensitive route (observe mode: not blocked)',
+      {
+        route: policy.route,
+        identity,
+        quota,
+        limit: quota === 'documentsPerHour' ? policy.documentsPerHour : policy.bytesPerDay,
+        documentsLastHour: Math.round(u.documents.estimate(now)),
+        bytesLastDay: Math.round(u.bytes.estimate(now)),
+        action: enforced ? 'blocked' : 'observed',
+      },
+    );
   }
 
   return {
@@ -101,7 +114,14 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
       const g = deps.getRuntime().config.defense.exfiltration;
       if (g.mode === 'off') return Verdict.Continue;
       const now = deps.clock.now();
-      const n = identitiesOf(ctx, policy.identity, policy.sessionCookie, policy.apiKeyHeader, deps.getRuntime().config.defense.ipv6PrefixLength, identities);
+      const n = identitiesOf(
+        ctx,
+        policy.identity,
+        policy.sessionCookie,
+        policy.apiKeyHeader,
+        deps.getRuntime().config.defense.ipv6PrefixLength,
+        identities,
+      );
       if (n < 0) {
         // More values than a browser ever holds: counting them all would let one request evict others.
         if (g.mode === 'enforce') {
@@ -118,7 +138,8 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         // The documents quota counts answered documents plus those in flight: N parallel requests of a
         // scraper reserve N, so a burst cannot overshoot. Bytes are only known once sent: the response
         // that crosses bytesPerDay is served, the next request refused.
-        const docsOver = policy.documentsPerHour > 0 && u.documents.estimate(now) + u.pending + 1 > policy.documentsPerHour;
+        const docsOver =
+          policy.documentsPerHour > 0 && u.documents.estimate(now) + u.pending + 1 > policy.documentsPerHour;
         const bytesOver = policy.bytesPerDay > 0 && u.bytes.estimate(now) >= policy.bytesPerDay;
         if (!docsOver && !bytesOver) continue;
         const enforced = g.mode === 'enforce';
@@ -135,13 +156,19 @@ export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
         if (bytesOver) waitMs = Math.max(waitMs, u.bytes.msUntilAtMost(now, policy.bytesPerDay - 1));
         const retryAfter = String(Math.max(1, Math.ceil(waitMs / 1000)));
         const rule = docsOver ? `exfiltration:${policy.route}:documents` : `exfiltration:${policy.route}:bytes`;
-        if (decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', { 'retry-after': retryAfter })) return Verdict.Reply;
+        if (
+          decide(deps, ctx, 'exfiltration', g.mode, 'RMP_ERR_EXFILTRATION', rule, 429, '', {
+            'retry-after': retryAfter,
+          })
+        )
+          return Verdict.Reply;
       }
       // A tunnel's bytes flow for as long as it lives: it is cut where it would cross the quota of
       // the identity closest to it.
       if (policy.bytesPerDay > 0 && g.mode === 'enforce') {
         let budget = Infinity;
-        for (let i = 0; i < usages.length; i++) budget = Math.min(budget, policy.bytesPerDay - usages[i]!.bytes.estimate(now));
+        for (let i = 0; i < usages.length; i++)
+          budget = Math.min(budget, policy.bytesPerDay - usages[i]!.bytes.estimate(now));
         ctx.responseByteBudget = budget;
       }
       for (let i = 0; i < usages.length; i++) usages[i]!.pending++;

@@ -92,7 +92,8 @@ export class Usage {
   /** How close to a quota this identity is: 0 idle, 1 at a quota (requests in flight count as the documents they reserve). */
   score(now: number): number {
     let s = 0;
-    if (this.limits.documentsPerHour > 0) s = (this.documents.estimate(now) + this.pending) / this.limits.documentsPerHour;
+    if (this.limits.documentsPerHour > 0)
+      s = (this.documents.estimate(now) + this.pending) / this.limits.documentsPerHour;
     if (this.limits.bytesPerDay > 0) s = Math.max(s, this.bytes.estimate(now) / this.limits.bytesPerDay);
     return s;
   }

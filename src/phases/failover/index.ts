@@ -82,8 +82,8 @@ export const failoverPhase: PhaseModule = {
   name: 'failover',
   folder: 'failover',
   summary:
-    '— (switches the request to the route\'s `fallback` upstream, or marks it unavailable; a log line and ' +
-    '`rempart_failover_total` once per switch of a route; its `done` feeds the upstream\'s circuit breaker)',
+    "— (switches the request to the route's `fallback` upstream, or marks it unavailable; a log line and " +
+    "`rempart_failover_total` once per switch of a route; its `done` feeds the upstream's circuit breaker)",
   create: (env) => createFailoverPhase(env.getRuntime, env.metrics, env.log),
 };
 
@@ -91,7 +91,7 @@ export const unavailablePhase: PhaseModule = {
   name: 'unavailable',
   folder: 'failover',
   summary:
-    'a stale copy if the cache has one, else the status page: 503 with Retry-After and the operator\'s message ' +
+    "a stale copy if the cache has one, else the status page: 503 with Retry-After and the operator's message " +
     '(JSON, or HTML for browsers)',
   codes: ['RMP_ERR_UPSTREAM_UNAVAILABLE'],
   create: (env) => createUnavailablePhase(env.getRuntime, env.stale),

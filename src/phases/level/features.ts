@@ -6,7 +6,13 @@ import type { RequestContext } from '../../pipeline/context.ts';
 
 export const FEATURES = ['prefix', 'pathShape', 'userAgent', 'headerOrder', 'method'] as const;
 export type FeatureName = (typeof FEATURES)[number];
-export const FeatureIndex = { prefix: 0, pathShape: 1, userAgent: 2, headerOrder: 3, method: 4 } as const satisfies Record<FeatureName, number>;
+export const FeatureIndex = {
+  prefix: 0,
+  pathShape: 1,
+  userAgent: 2,
+  headerOrder: 3,
+  method: 4,
+} as const satisfies Record<FeatureName, number>;
 
 /** Longer values are cut: a sketch must stay bounded whatever a client sends. */
 export const MAX_VALUE_CHARS = 200;

@@ -36,12 +36,20 @@ const MAX_REASON_CHARS = 200;
 /** `PUT /api/level` body: exactly `{ level, reason }`, level one of the three, reason printable text. */
 export function parseOverride(body: unknown): { level: AttackLevelName; reason: string } {
   const o = bodyObject(body);
-  for (const key of Object.keys(o)) if (key !== 'level' && key !== 'reason') throw new ApiError(`unknown field "${key}" (expected level, reason)`);
+  for (const key of Object.keys(o))
+    if (key !== 'level' && key !== 'reason') throw new ApiError(`unknown field "${key}" (expected level, reason)`);
   const level = o.level;
   if (typeof level !== 'string' || !(ATTACK_LEVEL_NAMES as readonly string[]).includes(level))
-    throw new ApiError(`level must be one of ${ATTACK_LEVEL_NAMES.join(', ')} (DELETE /api/level returns to detection)`);
+    throw new ApiError(
+      `level must be one of ${ATTACK_LEVEL_NAMES.join(', ')} (DELETE /api/level returns to detection)`,
+    );
   const reason = o.reason;
-  if (typeof reason !== 'string' || reason.trim() === '' || reason.length > MAX_REASON_CHARS || /[\u0000-\u001f\u007f]/.test(reason))
+  if (
+    typeof reason !== 'string' ||
+    reason.trim() === '' ||
+    reason.length > MAX_REASON_CHARS ||
+    /[\u0000-\u001f\u007f]/.test(reason)
+  )
     throw new ApiError(`reason must be 1-${MAX_REASON_CHARS} printable characters`);
   return { level: level as AttackLevelName, reason: reason.trim() };
 }

@@ -62,18 +62,29 @@ export interface LevelOverride {
 
 const HISTORY_SIZE = 64;
 const TICK_MS = 1000;
-const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = { calm: AttackLevel.calm, elevated: AttackLevel.elevated, under_attack: AttackLevel.underAttack };
+const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = {
+  calm: AttackLevel.calm,
+  elevated: AttackLevel.elevated,
+  under_attack: AttackLevel.underAttack,
+};
 
 /** Scores of one tick's features (0 for the surge and the mix scores while warming up; 0 for the mix below minRatePerSecond). */
 export function scoreFeatures(f: LevelFeatures, c: LevelConfig): LevelScores {
   // A surge is measured against a learned baseline: while warming up there is none yet (the floor
   // would make any busy start look like a surge, and the baseline learns only while calm), so only
   // the origin's own saturation (queue, sheds) counts as pressure then.
-  const pressure = Math.max(f.warm ? f.surge / c.surgeFactor : 0, f.queueShare / c.queueShare, f.shedShare / c.shedShare);
+  const pressure = Math.max(
+    f.warm ? f.surge / c.surgeFactor : 0,
+    f.queueShare / c.queueShare,
+    f.shedShare / c.shedShare,
+  );
   let strangeness = 0;
   let drift = 0;
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
-    strangeness = Math.max((f.novelty - f.noveltyBaseline) / c.noveltyShare, Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder) / c.shiftDistance);
+    strangeness = Math.max(
+      (f.novelty - f.noveltyBaseline) / c.noveltyShare,
+      Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder) / c.shiftDistance,
+    );
     drift = Math.max(f.shift.pathShape, f.shift.method) / c.shiftDistance;
   }
   return { pressure: round3(pressure), strangeness: round3(Math.max(0, strangeness)), drift: round3(drift) };
@@ -95,13 +106,19 @@ export function reasonsFor(f: LevelFeatures, c: LevelConfig, bar: number): strin
   const out: string[] = [];
   const pct = (x: number) => `${Math.round(x * 100)}%`;
   if (f.surge >= c.surgeFactor * bar)
-    out.push(`surge ${f.surge}× baseline${f.surgeRoute ? ` on route ${f.surgeRoute}` : ''} (${f.ratePerSecond} req/s; threshold ${c.surgeFactor}×)`);
-  if (f.queueShare >= c.queueShare * bar) out.push(`admission queue at ${f.queueShare}× the limit of ${f.queueUpstream} (threshold ${c.queueShare})`);
-  if (f.shedShare >= c.shedShare * bar) out.push(`${pct(f.shedShare)} of requests shed (threshold ${pct(c.shedShare)})`);
+    out.push(
+      `surge ${f.surge}× baseline${f.surgeRoute ? ` on route ${f.surgeRoute}` : ''} (${f.ratePerSecond} req/s; threshold ${c.surgeFactor}×)`,
+    );
+  if (f.queueShare >= c.queueShare * bar)
+    out.push(`admission queue at ${f.queueShare}× the limit of ${f.queueUpstream} (threshold ${c.queueShare})`);
+  if (f.shedShare >= c.shedShare * bar)
+    out.push(`${pct(f.shedShare)} of requests shed (threshold ${pct(c.shedShare)})`);
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
-    if (f.novelty - f.noveltyBaseline >= c.noveltyShare * bar) out.push(`${pct(f.novelty)} of requests from never-seen prefixes (calm: ${pct(f.noveltyBaseline)})`);
+    if (f.novelty - f.noveltyBaseline >= c.noveltyShare * bar)
+      out.push(`${pct(f.novelty)} of requests from never-seen prefixes (calm: ${pct(f.noveltyBaseline)})`);
     for (const k of ['prefix', 'userAgent', 'headerOrder', 'pathShape', 'method'] as const)
-      if (f.shift[k] >= c.shiftDistance * bar) out.push(`${k} mix shifted by ${f.shift[k]} (threshold ${c.shiftDistance})`);
+      if (f.shift[k] >= c.shiftDistance * bar)
+        out.push(`${k} mix shifted by ${f.shift[k]} (threshold ${c.shiftDistance})`);
   }
   return out;
 }
@@ -141,7 +158,9 @@ export class AttackLevelMonitor implements AttackLevelView {
   get override(): LevelOverride | null {
     if (this.#apiOverride !== null) return this.#apiOverride;
     const pinned = this.#opts.getRuntime().config.defense.level.override;
-    return pinned === 'auto' ? null : { level: pinned, source: 'config', reason: 'defense.level.override', by: 'config', sinceWallMs: 0 };
+    return pinned === 'auto'
+      ? null
+      : { level: pinned, source: 'config', reason: 'defense.level.override', by: 'config', sinceWallMs: 0 };
   }
 
   /** Changes of the level in force, oldest first (the last 64). */
@@ -214,14 +233,24 @@ export class AttackLevelMonitor implements AttackLevelView {
     } else this.#quietTicks = 0;
 
     if (this.detected !== before) {
-      const reasons = this.detected > before ? reasonsFor(f, c, 1) : [`quiet for ${c.fallSeconds} s (signals below ${c.holdFactor} of their thresholds)`, ...reasonsFor(f, c, c.holdFactor)];
+      const reasons =
+        this.detected > before
+          ? reasonsFor(f, c, 1)
+          : [
+              `quiet for ${c.fallSeconds} s (signals below ${c.holdFactor} of their thresholds)`,
+              ...reasonsFor(f, c, c.holdFactor),
+            ];
       if (this.override !== null)
-        this.#opts.log.info({ detected: ATTACK_LEVEL_NAMES[this.detected], override: this.override.level, reasons }, 'attack level detected (an override is in force)');
+        this.#opts.log.info(
+          { detected: ATTACK_LEVEL_NAMES[this.detected], override: this.override.level, reasons },
+          'attack level detected (an override is in force)',
+        );
       this.#applyInForce(reasons, 'detector');
     } else this.#applyInForce([]);
 
     // Learn only from calm: no anomaly this tick, nothing detected, nothing pinned above calm.
-    if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm) this.traffic.learn(f, c, clock.now());
+    if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm)
+      this.traffic.learn(f, c, clock.now());
     for (const fn of this.#listeners) fn(this);
     this.traffic.reset();
   }
@@ -238,7 +267,11 @@ export class AttackLevelMonitor implements AttackLevelView {
     const reasons: string[] = [];
     if (override !== undefined && JSON.stringify(override) !== JSON.stringify(this.#apiOverride)) {
       this.#apiOverride = override;
-      reasons.push(override === null ? 'override released on another node' : `override by ${override.by} on another node: ${override.reason}`);
+      reasons.push(
+        override === null
+          ? 'override released on another node'
+          : `override by ${override.by} on another node: ${override.reason}`,
+      );
     }
     if (peerLevel !== this.peerLevel) {
       this.peerLevel = peerLevel;
@@ -258,19 +291,31 @@ export class AttackLevelMonitor implements AttackLevelView {
 
   #applyInForce(reasons: string[], by = 'config'): void {
     const o = this.override;
-    const want = o === null ? (this.detected > this.peerLevel ? this.detected : this.peerLevel) : NAME_TO_LEVEL[o.level];
+    const want =
+      o === null ? (this.detected > this.peerLevel ? this.detected : this.peerLevel) : NAME_TO_LEVEL[o.level];
     if (want === this.level) return;
     const from = ATTACK_LEVEL_NAMES[this.level];
     const to = ATTACK_LEVEL_NAMES[want];
     this.level = want;
-    if (reasons.length === 0) reasons = o === null ? ['override released'] : [`override ${o.level} (${o.source}: ${o.reason})`];
-    const change: LevelChange = { atWallMs: this.#opts.clock.wallMs(), from, to, detected: ATTACK_LEVEL_NAMES[this.detected], by, reasons };
+    if (reasons.length === 0)
+      reasons = o === null ? ['override released'] : [`override ${o.level} (${o.source}: ${o.reason})`];
+    const change: LevelChange = {
+      atWallMs: this.#opts.clock.wallMs(),
+      from,
+      to,
+      detected: ATTACK_LEVEL_NAMES[this.detected],
+      by,
+      reasons,
+    };
     this.#history.push(change);
     if (this.#history.length > HISTORY_SIZE) this.#history.shift();
     const { log, metrics, alerts } = this.#opts;
     // One line per change: this one (with the scores); the alert goes to the webhook and the audit
     // trail without logging the same change a second time.
-    log.warn({ from, to, detected: change.detected, by, reasons, scores: this.scores, alert: 'attack_level' }, 'attack level changed');
+    log.warn(
+      { from, to, detected: change.detected, by, reasons, scores: this.scores, alert: 'attack_level' },
+      'attack level changed',
+    );
     metrics.attackLevelChanges.inc({ from, to });
     alerts.raise('attack_level', `attack level ${from} → ${to}`, { from, to, by, reasons }, true);
   }

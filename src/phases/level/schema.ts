@@ -7,10 +7,14 @@ export const ATTACK_LEVEL_OVERRIDES = ['auto', 'calm', 'elevated', 'under_attack
 
 export const AttackLevelSchema = Obj(
   {
-    override: Type.Union([Type.Literal('auto'), Type.Literal('calm'), Type.Literal('elevated'), Type.Literal('under_attack')], {
-      default: 'auto',
-      description: 'Pin the attack level (`calm`, `elevated`, `under_attack`) or let detection set it (`auto`). `PUT /api/level` overrides it too, until `DELETE /api/level`.',
-    }),
+    override: Type.Union(
+      [Type.Literal('auto'), Type.Literal('calm'), Type.Literal('elevated'), Type.Literal('under_attack')],
+      {
+        default: 'auto',
+        description:
+          'Pin the attack level (`calm`, `elevated`, `under_attack`) or let detection set it (`auto`). `PUT /api/level` overrides it too, until `DELETE /api/level`.',
+      },
+    ),
     surgeFactor: Type.Number({
       minimum: 1.5,
       maximum: 1000,
@@ -20,56 +24,89 @@ export const AttackLevelSchema = Obj(
     minRatePerSecond: Type.Number({
       minimum: 0.1,
       default: 20,
-      description: 'Floor under every baseline (a surge is measured against at least this rate), and the least traffic per second for the mix signals (never-seen share, shifts) to count.',
+      description:
+        'Floor under every baseline (a surge is measured against at least this rate), and the least traffic per second for the mix signals (never-seen share, shifts) to count.',
     }),
     queueShare: Type.Number({
       exclusiveMinimum: 0,
       default: 0.5,
-      description: 'Pressure: requests queued at an upstream\u2019s admission gate, as a share of its concurrency limit (origin saturation).',
+      description:
+        'Pressure: requests queued at an upstream\u2019s admission gate, as a share of its concurrency limit (origin saturation).',
     }),
     shedShare: Type.Number({
       exclusiveMinimum: 0,
       maximum: 1,
       default: 0.02,
-      description: 'Pressure: share of requests shed by admission control (503) or sent to the waiting room in the last second.',
+      description:
+        'Pressure: share of requests shed by admission control (503) or sent to the waiting room in the last second.',
     }),
     noveltyShare: Type.Number({
       exclusiveMinimum: 0,
       maximum: 1,
       default: 0.3,
-      description: 'Strangeness: share of requests from never-seen prefixes above its calm average (0.3: 30 points more than usual).',
+      description:
+        'Strangeness: share of requests from never-seen prefixes above its calm average (0.3: 30 points more than usual).',
     }),
     shiftDistance: Type.Number({
       exclusiveMinimum: 0,
       maximum: 1,
       default: 0.4,
-      description: 'Strangeness: total variation distance between the last seconds\u2019 and calm\u2019s distribution of prefixes, user agents or header orders (path shapes and methods count towards `elevated` only).',
+      description:
+        'Strangeness: total variation distance between the last seconds\u2019 and calm\u2019s distribution of prefixes, user agents or header orders (path shapes and methods count towards `elevated` only).',
     }),
     holdFactor: Type.Number({
       minimum: 0.1,
       maximum: 1,
       default: 0.7,
-      description: 'Hysteresis: a level is left only when its signals have been below this fraction of their thresholds for `fallSeconds`.',
+      description:
+        'Hysteresis: a level is left only when its signals have been below this fraction of their thresholds for `fallSeconds`.',
     }),
-    riseSeconds: Type.Integer({ minimum: 1, maximum: 30, default: 2, description: 'Rise: a level is entered when its signals held in this many of the last riseSeconds + 1 ticks (one tick per second).' }),
-    fallSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 20, description: 'Fall: one level down after this many consecutive quiet seconds (under attack → calm takes twice this).' }),
+    riseSeconds: Type.Integer({
+      minimum: 1,
+      maximum: 30,
+      default: 2,
+      description:
+        'Rise: a level is entered when its signals held in this many of the last riseSeconds + 1 ticks (one tick per second).',
+    }),
+    fallSeconds: Type.Integer({
+      minimum: 1,
+      maximum: 3600,
+      default: 20,
+      description:
+        'Fall: one level down after this many consecutive quiet seconds (under attack → calm takes twice this).',
+    }),
     baselineHalfLifeSeconds: Type.Integer({
       minimum: 10,
       default: 600,
-      description: 'Half-life of the rate baselines and of the calm sketches, learned only while calm (attack traffic never enters them).',
+      description:
+        'Half-life of the rate baselines and of the calm sketches, learned only while calm (attack traffic never enters them).',
     }),
     warmupSeconds: Type.Integer({
       minimum: 0,
       default: 60,
-      description: 'Calm seconds to learn before the mix signals count (after a start, every prefix is never-seen). Pressure counts from the start.',
+      description:
+        'Calm seconds to learn before the mix signals count (after a start, every prefix is never-seen). Pressure counts from the start.',
     }),
     familiarPrefixes: Obj(
       {
-        capacity: Type.Integer({ minimum: 1000, maximum: 50_000_000, default: 200_000, description: 'Prefixes one generation of the Bloom filter holds (about 1.25 bytes each, two generations).' }),
-        retentionHours: Type.Number({ exclusiveMinimum: 0, default: 168, description: 'How long a prefix seen while calm stays familiar (between half this and this).' }),
+        capacity: Type.Integer({
+          minimum: 1000,
+          maximum: 50_000_000,
+          default: 200_000,
+          description: 'Prefixes one generation of the Bloom filter holds (about 1.25 bytes each, two generations).',
+        }),
+        retentionHours: Type.Number({
+          exclusiveMinimum: 0,
+          default: 168,
+          description: 'How long a prefix seen while calm stays familiar (between half this and this).',
+        }),
       },
       { default: {}, description: 'The /24 and /64 prefixes seen while calm, against which "never seen" is judged.' },
     ),
   },
-  { default: {}, description: 'Attack-level detection: calm → elevated → under attack (docs/attack-level.md). Detection blocks nothing; guards read the level.' },
+  {
+    default: {},
+    description:
+      'Attack-level detection: calm → elevated → under attack (docs/attack-level.md). Detection blocks nothing; guards read the level.',
+  },
 );

@@ -114,7 +114,8 @@ export class SpaceSaving {
   /** Fold another sketch in (each of its values with its count and error). */
   mergeFrom(other: SpaceSaving): void {
     const total = this.total + other.total;
-    for (let i = 0; i < other.#size; i++) this.add(other.#values[i]!, other.#counts[i]!, other.#firstMs[i]!, other.#errors[i]!);
+    for (let i = 0; i < other.#size; i++)
+      this.add(other.#values[i]!, other.#counts[i]!, other.#firstMs[i]!, other.#errors[i]!);
     this.total = total; // add() counted the merged weights; the other's untracked remainder counts too
   }
 
@@ -130,7 +131,13 @@ export class SpaceSaving {
   /** Tracked values, heaviest (by guaranteed weight) first. Allocates: for ticks and the admin API, not per request. */
   top(limit = this.k): HeavyHitter[] {
     const out: HeavyHitter[] = [];
-    for (let i = 0; i < this.#size; i++) out.push({ value: this.#values[i]!, count: this.#counts[i]!, error: this.#errors[i]!, firstSeenMs: this.#firstMs[i]! });
+    for (let i = 0; i < this.#size; i++)
+      out.push({
+        value: this.#values[i]!,
+        count: this.#counts[i]!,
+        error: this.#errors[i]!,
+        firstSeenMs: this.#firstMs[i]!,
+      });
     out.sort((a, b) => b.count - b.error - (a.count - a.error));
     return out.length > limit ? out.slice(0, limit) : out;
   }

@@ -90,7 +90,11 @@ export class TrafficObserver {
 
   constructor(level: LevelConfig, signatures: SignaturesConfig, nowMs: number) {
     this.#lastTickMs = nowMs;
-    this.familiar = new FamiliarPrefixes(level.familiarPrefixes.capacity, level.familiarPrefixes.retentionHours * 3_600_000, nowMs);
+    this.familiar = new FamiliarPrefixes(
+      level.familiarPrefixes.capacity,
+      level.familiarPrefixes.retentionHours * 3_600_000,
+      nowMs,
+    );
     this.#k = signatures.k;
     this.pending = FEATURES.map(() => new SpaceSaving(this.#k));
     this.current = FEATURES.map(() => new SpaceSaving(this.#k));
@@ -128,7 +132,8 @@ export class TrafficObserver {
   /** Per request, once done: was it shed for saturation? */
   onDone(ctx: RequestContext): void {
     const r = ctx.reason;
-    if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' || r === 'RMP_ERR_WAITING_ROOM') this.#shed++;
+    if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' || r === 'RMP_ERR_WAITING_ROOM')
+      this.#shed++;
   }
 
   /** Keep per-route baselines by route name across reloads. */
@@ -196,7 +201,8 @@ export class TrafficObserver {
     const baselineSamples = this.baseline[0]!.total;
     const compare = warm && samples >= MIN_WINDOW_SAMPLES && baselineSamples >= MIN_BASELINE_SAMPLES && rate >= floor;
     const shift = {} as Record<FeatureName, number>;
-    for (let f = 0; f < FEATURES.length; f++) shift[FEATURES[f]!] = compare ? round3(divergence(this.current[f]!, this.baseline[f]!)) : 0;
+    for (let f = 0; f < FEATURES.length; f++)
+      shift[FEATURES[f]!] = compare ? round3(divergence(this.current[f]!, this.baseline[f]!)) : 0;
 
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
     this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil(rate / sig.maxSamplesPerSecond));
@@ -238,7 +244,8 @@ export class TrafficObserver {
     // fills after a start it falls quickly, and it must not lag far behind (warmupSeconds covers it).
     if (features.requests > 0) {
       const a = 1 - 2 ** (-features.seconds / 15);
-      this.#noveltyBaseline = this.#learnedTicks === 0 ? features.novelty : this.#noveltyBaseline * (1 - a) + features.novelty * a;
+      this.#noveltyBaseline =
+        this.#learnedTicks === 0 ? features.novelty : this.#noveltyBaseline * (1 - a) + features.novelty * a;
     }
     const decay = 2 ** (-features.seconds / level.baselineHalfLifeSeconds);
     for (let f = 0; f < FEATURES.length; f++) {
@@ -261,8 +268,13 @@ export class TrafficObserver {
   }
 
   /** Top values per feature in the current window and their calm share, for the admin API. */
-  top(limit: number): Record<FeatureName, Array<{ value: string; count: number; share: number; baselineShare: number }>> {
-    const out = {} as Record<FeatureName, Array<{ value: string; count: number; share: number; baselineShare: number }>>;
+  top(
+    limit: number,
+  ): Record<FeatureName, Array<{ value: string; count: number; share: number; baselineShare: number }>> {
+    const out = {} as Record<
+      FeatureName,
+      Array<{ value: string; count: number; share: number; baselineShare: number }>
+    >;
     FEATURES.forEach((name, f) => {
       const cur = this.current[f]!;
       const base = this.baseline[f]!;

@@ -87,8 +87,7 @@ export class GcraLimiter {
         exact = true;
         // Kept: its own string, not a view that keeps the whole Cookie or X-Forwarded-For line alive.
         key = ownCopy(key);
-      }
-      else if (this.#shared === null) {
+      } else if (this.#shared === null) {
         this.#shared = new Float64Array(this.#width * 2);
         h = hash(key);
       }
@@ -146,14 +145,14 @@ export class GcraLimiter {
   #sharedTat(h: number): number {
     const s = this.#shared!;
     const a = s[h & (this.#width - 1)]!;
-    const b = s[this.#width + ((h >>> 16 | h << 16) & (this.#width - 1))]!;
+    const b = s[this.#width + (((h >>> 16) | (h << 16)) & (this.#width - 1))]!;
     return a < b ? a : b;
   }
 
   #sharedSet(h: number, tat: number): void {
     const s = this.#shared!;
     const i = h & (this.#width - 1);
-    const j = this.#width + ((h >>> 16 | h << 16) & (this.#width - 1));
+    const j = this.#width + (((h >>> 16) | (h << 16)) & (this.#width - 1));
     // Conservative update: raise a cell only up to this key's new TAT (never lower what another key set).
     if (s[i]! < tat) s[i] = tat;
     if (s[j]! < tat) s[j] = tat;

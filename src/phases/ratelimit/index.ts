@@ -54,8 +54,20 @@ class RuleSet {
     this.sessionCookie = cfg.sessionCookie;
     this.apiKeyHeader = cfg.apiKeyHeader.toLowerCase();
     const kept = new Map<string, CompiledRule>();
-    if (previous !== null) for (const r of previous.all) kept.set(signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null), r);
-    const compile = (id: string, key: RateLimitKey, rc: RuleConfig, ratePerSec: number, burst: number, v4Only: boolean): CompiledRule => {
+    if (previous !== null)
+      for (const r of previous.all)
+        kept.set(
+          signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null),
+          r,
+        );
+    const compile = (
+      id: string,
+      key: RateLimitKey,
+      rc: RuleConfig,
+      ratePerSec: number,
+      burst: number,
+      v4Only: boolean,
+    ): CompiledRule => {
       const perRoute = rc.per === 'route';
       const maxKeys = rc.maxKeys ?? 100000;
       // Without a cluster store (a bare phase in tests), a global rule counts per node.
@@ -64,7 +76,17 @@ class RuleSet {
       if (old !== undefined) return old;
       const windowSec = Math.max(1, Math.ceil(burst / ratePerSec));
       const global = isGlobal ? new GlobalLimiter(broker, id, ratePerSec, burst, maxKeys) : null;
-      return { id, key, perRoute, ratePerSec, limiter: new GcraLimiter(ratePerSec, burst, maxKeys), global, policy: `"${id}";q=${burst};w=${windowSec}`, windowSec, v4Only };
+      return {
+        id,
+        key,
+        perRoute,
+        ratePerSec,
+        limiter: new GcraLimiter(ratePerSec, burst, maxKeys),
+        global,
+        policy: `"${id}";q=${burst};w=${windowSec}`,
+        windowSec,
+        v4Only,
+      };
     };
     // Each rule, and after an `address` rule with a prefixFactor its /24 level: addresses rotated
     // inside one /24 (254 budgets for whoever holds it) meet one budget `prefixFactor` times larger.
@@ -83,13 +105,24 @@ class RuleSet {
     this.byRoute = runtime.routes.map((route) =>
       this.all.filter((_, i) => {
         const rc = owners[i]!;
-        return (rc.classes === undefined || (rc.classes as readonly string[]).includes(route.class)) && (rc.routes === undefined || rc.routes.includes(route.name));
+        return (
+          (rc.classes === undefined || (rc.classes as readonly string[]).includes(route.class)) &&
+          (rc.routes === undefined || rc.routes.includes(route.name))
+        );
       }),
     );
   }
 }
 
-function signature(id: string, key: string, perRoute: boolean, rate: number, burst: number, maxKeys: number, global: boolean): string {
+function signature(
+  id: string,
+  key: string,
+  perRoute: boolean,
+  rate: number,
+  burst: number,
+  maxKeys: number,
+  global: boolean,
+): string {
   return `${id}\0${key}\0${perRoute}\0${rate}\0${burst}\0${maxKeys}\0${global}`;
 }
 
@@ -195,7 +228,8 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           };
           // Observe mode decides and counts but neither refuses nor feeds bans (that would be enforcing).
           if (mode === 'enforce') deps.bans.offence(ctx.clientAddress, 'rate_limited', rule.id);
-          if (decide(deps, ctx, 'rateLimit', mode, 'RMP_ERR_RATE_LIMITED', rule.id, 429, '', headers)) return Verdict.Reply;
+          if (decide(deps, ctx, 'rateLimit', mode, 'RMP_ERR_RATE_LIMITED', rule.id, 429, '', headers))
+            return Verdict.Reply;
           return Verdict.Continue;
         }
       }

@@ -5,7 +5,13 @@ import type { TrafficClass } from '../../core/traffic.ts';
 
 // schema.ts imports this file, so the class list is repeated here (a value import would be a cycle);
 // the two checks below fail to compile if they ever differ.
-const CLASSES = ['critical', 'authenticated', 'cacheable', 'public', 'static'] as const satisfies readonly TrafficClass[];
+const CLASSES = [
+  'critical',
+  'authenticated',
+  'cacheable',
+  'public',
+  'static',
+] as const satisfies readonly TrafficClass[];
 type Missing = Exclude<TrafficClass, (typeof CLASSES)[number]>;
 const noneMissing: [Missing] extends [never] ? true : false = true;
 void noneMissing;
@@ -38,7 +44,10 @@ export const DEFAULT_PREFIX_FACTOR = 16;
 
 export const RateLimitRuleSchema = Obj(
   {
-    id: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'Rule id: in metrics (`rule` label), logs, the decision header and RateLimit-Policy. Unique.' }),
+    id: Type.String({
+      pattern: '^[A-Za-z0-9_.-]{1,64}$',
+      description: 'Rule id: in metrics (`rule` label), logs, the decision header and RateLimit-Policy. Unique.',
+    }),
     key: Type.Union(
       RATE_LIMIT_KEYS.map((k) => Type.Literal(k)),
       {
@@ -53,14 +62,35 @@ export const RateLimitRuleSchema = Obj(
         description: `For \`key: address\`: the addresses of one IPv4 /24 also share one budget of \`prefixFactor\` × \`ratePerSec\` and \`burst\` (rule id \`<id>/24\`), so rotating addresses inside a /24 meets a limit too. 0: none. Default ${DEFAULT_PREFIX_FACTOR}. (An IPv6 client is already counted as its /64: \`defense.ipv6PrefixLength\`.)`,
       }),
     ),
-    classes: Type.Optional(Type.Array(Type.Union(CLASSES.map((c) => Type.Literal(c))), { minItems: 1, uniqueItems: true, description: 'Route classes the rule applies to (all when absent).' })),
-    routes: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, uniqueItems: true, description: 'Route names the rule applies to (all when absent). With `classes` too, a route must match both.' })),
+    classes: Type.Optional(
+      Type.Array(Type.Union(CLASSES.map((c) => Type.Literal(c))), {
+        minItems: 1,
+        uniqueItems: true,
+        description: 'Route classes the rule applies to (all when absent).',
+      }),
+    ),
+    routes: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        minItems: 1,
+        uniqueItems: true,
+        description: 'Route names the rule applies to (all when absent). With `classes` too, a route must match both.',
+      }),
+    ),
     per: Type.Union([Type.Literal('client'), Type.Literal('route')], {
       default: 'client',
-      description: '`client`: one budget per client across every route the rule covers; `route`: one budget per client and route.',
+      description:
+        '`client`: one budget per client across every route the rule covers; `route`: one budget per client and route.',
     }),
-    ratePerSec: Type.Number({ exclusiveMinimum: 0, maximum: 1000000, description: 'Sustained requests per second allowed per key (may be below 1: 0.5 is one every two seconds).' }),
-    burst: Type.Integer({ minimum: 1, maximum: 1000000, description: 'Requests a key with a full budget may send at once.' }),
+    ratePerSec: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 1000000,
+      description: 'Sustained requests per second allowed per key (may be below 1: 0.5 is one every two seconds).',
+    }),
+    burst: Type.Integer({
+      minimum: 1,
+      maximum: 1000000,
+      description: 'Requests a key with a full budget may send at once.',
+    }),
     scope: Type.Union([Type.Literal('node'), Type.Literal('global')], {
       default: 'node',
       description:
@@ -70,7 +100,8 @@ export const RateLimitRuleSchema = Obj(
       minimum: 16,
       maximum: 10000000,
       default: 100000,
-      description: 'Memory budget: keys tracked exactly at most (about 100 bytes each). Past it, new keys share a fixed hashed table (stricter, never looser).',
+      description:
+        'Memory budget: keys tracked exactly at most (about 100 bytes each). Past it, new keys share a fixed hashed table (stricter, never looser).',
     }),
   },
   { description: 'One rate limit: a GCRA budget of `burst` requests refilled at `ratePerSec`, per key.' },
@@ -84,8 +115,19 @@ export const RateLimitSchema = Obj(
       default: [DEFAULT_RATE_LIMIT_RULE],
       description: `Rules, each checked in turn; the first one exceeded answers 429. Default: one rule per address on classes public, cacheable and static, ${DEFAULT_RATE_LIMIT_RULE.ratePerSec}/s with a burst of ${DEFAULT_RATE_LIMIT_RULE.burst}. Writing rules replaces it.`,
     }),
-    sessionCookie: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,64}$', default: 'sid', description: 'Cookie that `key: session` rules count by.' }),
-    apiKeyHeader: Type.String({ pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,64}$', default: 'x-api-key', description: 'Header that `key: apiKey` rules count by (its value is never logged).' }),
+    sessionCookie: Type.String({
+      pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$",
+      default: 'sid',
+      description: 'Cookie that `key: session` rules count by.',
+    }),
+    apiKeyHeader: Type.String({
+      pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$",
+      default: 'x-api-key',
+      description: 'Header that `key: apiKey` rules count by (its value is never logged).',
+    }),
   },
-  { default: {}, description: 'Rate limits per address, prefix, session or API key, per class and route (docs/rate-limits.md).' },
+  {
+    default: {},
+    description: 'Rate limits per address, prefix, session or API key, per class and route (docs/rate-limits.md).',
+  },
 );

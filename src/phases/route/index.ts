@@ -13,7 +13,8 @@ export function createRoutePhase(getRuntime: () => Runtime): Phase {
       const route = getRuntime().matchRoute(req.method ?? 'GET', ctx.hostName, ctx.path);
       if (route === null) {
         // Rempart's own challenge endpoint is answered by the `challenge` phase whatever the routes.
-        if (ctx.path.startsWith('/.rempart/challenge/') && getRuntime().config.defense.challenge.mode !== 'off') return Verdict.Continue;
+        if (ctx.path.startsWith('/.rempart/challenge/') && getRuntime().config.defense.challenge.mode !== 'off')
+          return Verdict.Continue;
         ctx.refuse('RMP_ERR_ROUTE_NOT_FOUND', 404);
         return Verdict.Reply;
       }

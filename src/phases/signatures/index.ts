@@ -34,7 +34,10 @@ export function createSignaturesPhase(deps: DefenseDeps): SignaturesPhase {
     if (c.mode !== 'off' && m.level >= AttackLevel.elevated && m.features?.warm === true) {
       const fresh = rules.mine(m.traffic, c, deps.clock.now(), deps.clock.wallMs());
       for (const r of fresh)
-        deps.log.warn({ rule: r.id, action: r.action, evidence: r.evidence, level: ATTACK_LEVEL_NAMES[m.level] }, 'signature rule proposed');
+        deps.log.warn(
+          { rule: r.id, action: r.action, evidence: r.evidence, level: ATTACK_LEVEL_NAMES[m.level] },
+          'signature rule proposed',
+        );
     }
     rules.rebuild(m.level, c);
   });
@@ -86,7 +89,8 @@ export function parseApproval(body: unknown): RuleAction | null {
   if (body === null) return null;
   if (typeof body !== 'object' || Array.isArray(body)) throw new ApiError('body must be a JSON object');
   const o = body as Record<string, unknown>;
-  for (const key of Object.keys(o)) if (key !== 'action') throw new ApiError(`unknown field "${key}" (expected action)`);
+  for (const key of Object.keys(o))
+    if (key !== 'action') throw new ApiError(`unknown field "${key}" (expected action)`);
   if (o.action === undefined) return null;
   if (o.action !== 'challenge' && o.action !== 'block') throw new ApiError('action must be challenge or block');
   return o.action;
@@ -100,7 +104,8 @@ export function signaturesAdminRoutes(phase: SignaturesPhase, deps: DefenseDeps)
   const find = (id: string): SignatureRule => {
     const r = rules.get(id);
     if (r === undefined) throw new ApiError(`no signature rule ${JSON.stringify(id.slice(0, 80))}`, 404);
-    if (r.source === 'config') throw new ApiError(`rule ${id} is configured in defense.signatures.rules: change the file`);
+    if (r.source === 'config')
+      throw new ApiError(`rule ${id} is configured in defense.signatures.rules: change the file`);
     return r;
   };
   const list: AdminRoute['handler'] = () => {

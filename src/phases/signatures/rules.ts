@@ -92,7 +92,19 @@ export class SignatureRules {
     for (const r of config.rules) {
       if (seen.has(r.id)) continue; // first one wins; ids are unique by intent
       seen.add(r.id);
-      this.#configured.push({ id: r.id, source: 'config', action: r.action, state: 'configured', feature: null, value: null, match: { ...r.match }, evidence: null, decidedBy: null, hits: 0, expiresAtMs: Infinity });
+      this.#configured.push({
+        id: r.id,
+        source: 'config',
+        action: r.action,
+        state: 'configured',
+        feature: null,
+        value: null,
+        match: { ...r.match },
+        evidence: null,
+        decidedBy: null,
+        hits: 0,
+        expiresAtMs: Infinity,
+      });
     }
   }
 
@@ -115,7 +127,10 @@ export class SignatureRules {
         if (share < config.minShare) continue;
         const baselineShare = base.upper(h.value) / base.total;
         if (share < config.liftFactor * baselineShare) continue;
-        const action: RuleAction = BLOCKABLE.has(feature) && share >= config.blockShare && baselineShare < NEVER_SEEN_SHARE ? 'block' : 'challenge';
+        const action: RuleAction =
+          BLOCKABLE.has(feature) && share >= config.blockShare && baselineShare < NEVER_SEEN_SHARE
+            ? 'block'
+            : 'challenge';
         const id = `sig-${feature.toLowerCase()}-${shortHash(h.value)}`;
         let rule = this.#mined.get(id);
         const firstSeenWallMs = rule?.evidence?.firstSeenWallMs ?? (h.firstSeenMs || nowWallMs);
@@ -134,7 +149,19 @@ export class SignatureRules {
             this.dropped++;
             continue;
           }
-          rule = { id, source: 'mined', action, state: 'proposed', feature, value: h.value, match: null, evidence, decidedBy: null, hits: 0, expiresAtMs: 0 };
+          rule = {
+            id,
+            source: 'mined',
+            action,
+            state: 'proposed',
+            feature,
+            value: h.value,
+            match: null,
+            evidence,
+            decidedBy: null,
+            hits: 0,
+            expiresAtMs: 0,
+          };
           this.#mined.set(id, rule);
           fresh.push(rule);
         } else {
@@ -157,7 +184,8 @@ export class SignatureRules {
     this.inForce = 0;
     if (config.mode === 'off') return;
     for (const r of this.#mined.values()) {
-      const on = r.state === 'approved' || (r.state === 'proposed' && config.autoApply && level === AttackLevel.underAttack);
+      const on =
+        r.state === 'approved' || (r.state === 'proposed' && config.autoApply && level === AttackLevel.underAttack);
       if (!on) continue;
       const f = FeatureIndex[r.feature!];
       let m = this.#byFeature[f];
@@ -195,7 +223,10 @@ export class SignatureRules {
   }
 
   list(): SignatureRule[] {
-    return [...this.#configured, ...[...this.#mined.values()].sort((a, b) => (b.evidence?.share ?? 0) - (a.evidence?.share ?? 0))];
+    return [
+      ...this.#configured,
+      ...[...this.#mined.values()].sort((a, b) => (b.evidence?.share ?? 0) - (a.evidence?.share ?? 0)),
+    ];
   }
 
   /** Whether the rule is in the index now. */

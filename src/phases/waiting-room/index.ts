@@ -34,9 +34,16 @@ export function ticketQuotaKey(address: string, prefix: string): string {
  * times larger: a free tunnel broker hands out a /48, 65,536 /64s that would each take 10 places a
  * minute otherwise, while a carrier's /48 holds many devices that must not share one small quota.
  */
-export function takeTicketQuota(quota: WindowQuota, address: string, prefix: string, perMinute: number, nowMs: number): boolean {
+export function takeTicketQuota(
+  quota: WindowQuota,
+  address: string,
+  prefix: string,
+  perMinute: number,
+  nowMs: number,
+): boolean {
   const key = ticketQuotaKey(address, prefix);
-  if (key === prefix && prefix.indexOf(':') !== -1 && !quota.take(v6PrefixKey(address, 48), perMinute * 16, nowMs)) return false;
+  if (key === prefix && prefix.indexOf(':') !== -1 && !quota.take(v6PrefixKey(address, 48), perMinute * 16, nowMs))
+    return false;
   return quota.take(key, perMinute, nowMs);
 }
 
@@ -84,7 +91,12 @@ export interface WaitingRoomPhase extends Phase {
  * @example
  *   const phases = [..., createWaitingRoomPhase(getRuntime, metrics, clock, new CookieSigner(key)), body, admission];
  */
-export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metrics, clock: Clock = systemClock, signer: CookieSigner): WaitingRoomPhase {
+export function createWaitingRoomPhase(
+  getRuntime: () => Runtime,
+  metrics: Metrics,
+  clock: Clock = systemClock,
+  signer: CookieSigner,
+): WaitingRoomPhase {
   // Keyed by route name: bounded by the configuration, never by visitors.
   const rooms = new Map<string, WaitingRoom>();
   // New places taken per client address and minute, every room together (512 KiB, fixed).
@@ -99,7 +111,14 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     return `${name}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
-  function grantPass(ctx: RequestContext, route: string, cfg: RouteWaitingRoomConfig, wallMs: number, bind: string, dropTicket: boolean): Verdict {
+  function grantPass(
+    ctx: RequestContext,
+    route: string,
+    cfg: RouteWaitingRoomConfig,
+    wallMs: number,
+    bind: string,
+    dropTicket: boolean,
+  ): Verdict {
     const value = signer.signPass({ route, expiresAtMs: wallMs + cfg.passTtlSec * 1000, bind });
     ctx.addResponseHeader('set-cookie', cookie(ctx, passCookieName(route), value, cfg.passTtlSec));
     // A used ticket is worth nothing: the browser need not send it again.
@@ -108,11 +127,18 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
     return Verdict.Continue;
   }
 
-  function waitingPage(ctx: RequestContext, position: number, cfg: RouteWaitingRoomConfig, setCookie: string | null): Verdict {
+  function waitingPage(
+    ctx: RequestContext,
+    position: number,
+    cfg: RouteWaitingRoomConfig,
+    setCookie: string | null,
+  ): Verdict {
     const etaSeconds = Math.ceil(position / cfg.admitPerSecond);
     const refresh = refreshSeconds(etaSeconds);
     const html = wantsHtml(ctx.req.headers.accept);
-    const body = html ? waitingPageHtml(position, etaSeconds, refresh) : `${JSON.stringify({ waitingRoom: { position, etaSeconds } })}\n`;
+    const body = html
+      ? waitingPageHtml(position, etaSeconds, refresh)
+      : `${JSON.stringify({ waitingRoom: { position, etaSeconds } })}\n`;
     const headers: Record<string, string> = {
       ...(html ? PLAIN_PAGE.headers : JSON_CONTENT),
       'retry-after': String(refresh),
@@ -143,7 +169,8 @@ export function createWaitingRoomPhase(getRuntime: () => Runtime, metrics: Metri
       // Passes and tickets are good only for the network and browser they were given to.
       const bind = binding(ctx.clientPrefix, ctx.req.headers['user-agent']);
       // Inside already: never interrupted, whatever the line looks like.
-      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs, bind) !== null) return Verdict.Continue;
+      if (signer.openPass(name, readCookie(cookies, passCookieName(name)), wallMs, bind) !== null)
+        return Verdict.Continue;
       let room = rooms.get(name);
       if (room === undefined) rooms.set(name, (room = new WaitingRoom()));
       const saturated = cfg.force || isSaturated(ctx.upstream ?? route.upstream, route.class);
@@ -177,7 +204,7 @@ export const waitingRoomPhase: PhaseModule<WaitingRoomPhase> = {
   folder: 'waiting-room',
   summary:
     'on routes with `waitingRoom.enabled` while their class is saturated: the waiting page, 503 with ' +
-    'Retry-After and the visitor\'s place in line (JSON, or a self-refreshing HTML page for browsers)',
+    "Retry-After and the visitor's place in line (JSON, or a self-refreshing HTML page for browsers)",
   codes: ['RMP_ERR_WAITING_ROOM'],
   create: (env) => createWaitingRoomPhase(env.getRuntime, env.metrics, env.clock, new CookieSigner(env.roomKey)),
 };

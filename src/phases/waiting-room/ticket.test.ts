@@ -12,7 +12,12 @@ const B = 'AAAAAAAAAAAA';
 
 test('a signed ticket opens for its route while it is younger than its TTL', () => {
   const v = signer.signTicket({ route: 'site', n: 42, issuedAtMs: NOW, bind: B });
-  assert.deepEqual(signer.openTicket('site', v, NOW + 1000, 60_000, B), { route: 'site', n: 42, issuedAtMs: NOW, bind: B });
+  assert.deepEqual(signer.openTicket('site', v, NOW + 1000, 60_000, B), {
+    route: 'site',
+    n: 42,
+    issuedAtMs: NOW,
+    bind: B,
+  });
   assert.equal(signer.openTicket('site', v, NOW + 60_001, 60_000, B), null, 'expired');
 });
 

@@ -84,7 +84,14 @@ export class CookieSigner {
     if (f === null || f.length !== 3 || f[2] !== bind) return null;
     const n = Number(f[0]);
     const issuedAtMs = Number(f[1]);
-    if (!Number.isSafeInteger(n) || n < 1 || !Number.isFinite(issuedAtMs) || nowMs - issuedAtMs > ttlMs || issuedAtMs > nowMs + 60_000) return null;
+    if (
+      !Number.isSafeInteger(n) ||
+      n < 1 ||
+      !Number.isFinite(issuedAtMs) ||
+      nowMs - issuedAtMs > ttlMs ||
+      issuedAtMs > nowMs + 60_000
+    )
+      return null;
     return { route, n, issuedAtMs, bind };
   }
 
@@ -98,13 +105,15 @@ export class CookieSigner {
   }
 }
 
-
 /**
  * The signing key: REMPART_WAITING_ROOM_KEY, else the file `keyFile`, else a random key for this
  * process (`random: true`: the caller warns; tickets then do not survive a restart).
  * Throws when a key is given but unusable: a misconfigured key must stop start-up.
  */
-export async function loadKey(env: NodeJS.ProcessEnv, keyFile: string | undefined): Promise<{ key: Buffer; random: boolean; source: string }> {
+export async function loadKey(
+  env: NodeJS.ProcessEnv,
+  keyFile: string | undefined,
+): Promise<{ key: Buffer; random: boolean; source: string }> {
   const fromEnv = env.REMPART_WAITING_ROOM_KEY;
   if (fromEnv !== undefined && fromEnv !== '') {
     const key = parseKey(fromEnv);
