@@ -2,7 +2,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { AlertPayload } from '../src/control/alerts.ts';
-import { sleep } from './helpers.ts';
+import { track, type Teardown } from './helpers.ts';
 
 export interface Received {
   body: string;
@@ -11,10 +11,17 @@ export interface Received {
   payload: AlertPayload;
 }
 
-/** A webhook receiver on 127.0.0.1:0; `answer` picks the status for each POST (default 204), or 0 to never answer. */
-export async function startReceiver(
-  answer: (n: number) => number = () => 204,
-): Promise<{ url: string; received: Received[]; close(): Promise<void> }> {
+export interface Receiver {
+  url: string;
+  received: Received[];
+  close(): Promise<void>;
+}
+
+/**
+ * A webhook receiver on 127.0.0.1:0, closed when the test `t` ends; `answer` picks the status for each
+ * POST (default 204), or 0 to never answer.
+ */
+export async function startReceiver(t: Teardown, answer: (n: number) => number = () => 204): Promise<Receiver> {
   const received: Received[] = [];
   let n = 0;
   const server = http.createServer((req, res) => {
@@ -29,7 +36,7 @@ export async function startReceiver(
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
+  return track(t, {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     received,
     close: () =>
@@ -37,13 +44,5 @@ export async function startReceiver(
         server.closeAllConnections();
         server.close(() => r());
       }),
-  };
-}
-
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await sleep(10);
-  }
+  });
 }

@@ -4,7 +4,7 @@ import { AttackLevel } from '../src/pipeline/env.ts';
 import { parseOverride } from '../src/phases/level/index.ts';
 import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
 import { createManualClock } from '../src/core/clock.ts';
-import { withGateway, startUpstream, startGateway } from './helpers.ts';
+import { cleanup, startGateway, startUpstream } from './helpers.ts';
 
 /** A botnet second: `perSecond` requests from `prefixes` never-seen prefixes (172.16.x), browser-like. */
 function botnetSecond(sim: Sim, perSecond: number, prefixes = 40): void {
@@ -163,74 +163,66 @@ test('PUT /api/level bodies are validated strictly', () => {
     assert.throws(() => parseOverride(bad), /must|unknown|JSON object/, JSON.stringify(bad));
 });
 
-test('the admin API shows the level, pins it with a token, and releases it (401 without a token)', async () => {
+test('the admin API shows the level, pins it with a token, and releases it (401 without a token)', async (t) => {
   process.env.REMPART_ADMIN_TOKEN = 'level-test-token-0123456789';
   const auth = { authorization: `Bearer ${process.env.REMPART_ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const clock = createManualClock(0);
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {}, { clock });
-  try {
-    const admin = gw.adminUrl!;
-    assert.equal((await fetch(`${admin}/api/level`)).status, 401);
-    assert.equal(
-      (
-        await fetch(`${admin}/api/level`, {
-          method: 'PUT',
-          body: JSON.stringify({ level: 'under_attack', reason: 'x' }),
-        })
-      ).status,
-      401,
-    );
-    let r = await fetch(`${admin}/api/level`, { headers: auth });
-    assert.equal(r.status, 200);
-    let body = (await r.json()) as Record<string, unknown>;
-    assert.equal(body.level, 'calm');
-    assert.equal(body.override, null);
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {}, { clock });
+  cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
+  const admin = gw.adminUrl!;
+  assert.equal((await fetch(`${admin}/api/level`)).status, 401);
+  assert.equal(
+    (await fetch(`${admin}/api/level`, { method: 'PUT', body: JSON.stringify({ level: 'under_attack', reason: 'x' }) }))
+      .status,
+    401,
+  );
+  let r = await fetch(`${admin}/api/level`, { headers: auth });
+  assert.equal(r.status, 200);
+  let body = (await r.json()) as Record<string, unknown>;
+  assert.equal(body.level, 'calm');
+  assert.equal(body.override, null);
 
-    r = await fetch(`${admin}/api/level`, {
-      method: 'PUT',
-      headers: auth,
-      body: JSON.stringify({ level: 'under_attack', reason: 'botnet on /search' }),
-    });
-    assert.equal(r.status, 200);
-    body = (await r.json()) as Record<string, unknown>;
-    assert.equal(body.level, 'under_attack');
-    assert.equal(body.detected, 'calm');
-    assert.equal(gw.gateway.defense.level.level, AttackLevel.underAttack);
-    const history = body.history as Array<{ to: string; by: string; reasons: string[] }>;
-    assert.equal(history[0]!.to, 'under_attack');
-    assert.equal(history[0]!.by, 'operator:env');
-    assert.match(history[0]!.reasons[0]!, /botnet on \/search/);
-    assert.match(await gw.gateway.metrics.registry.metrics(), /rempart_attack_level 2/);
-    assert.match(
-      await gw.gateway.metrics.registry.metrics(),
-      /rempart_attack_level_changes_total\{from="calm",to="under_attack"\} 1/,
-    );
+  r = await fetch(`${admin}/api/level`, {
+    method: 'PUT',
+    headers: auth,
+    body: JSON.stringify({ level: 'under_attack', reason: 'botnet on /search' }),
+  });
+  assert.equal(r.status, 200);
+  body = (await r.json()) as Record<string, unknown>;
+  assert.equal(body.level, 'under_attack');
+  assert.equal(body.detected, 'calm');
+  assert.equal(gw.gateway.defense.level.level, AttackLevel.underAttack);
+  const history = body.history as Array<{ to: string; by: string; reasons: string[] }>;
+  assert.equal(history[0]!.to, 'under_attack');
+  assert.equal(history[0]!.by, 'operator:env');
+  assert.match(history[0]!.reasons[0]!, /botnet on \/search/);
+  assert.match(await gw.gateway.metrics.registry.metrics(), /rempart_attack_level 2/);
+  assert.match(
+    await gw.gateway.metrics.registry.metrics(),
+    /rempart_attack_level_changes_total\{from="calm",to="under_attack"\} 1/,
+  );
 
-    r = await fetch(`${admin}/api/level`, {
-      method: 'PUT',
-      headers: auth,
-      body: JSON.stringify({ level: 'loud', reason: 'x' }),
-    });
-    assert.equal(r.status, 400);
-    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
+  r = await fetch(`${admin}/api/level`, {
+    method: 'PUT',
+    headers: auth,
+    body: JSON.stringify({ level: 'loud', reason: 'x' }),
+  });
+  assert.equal(r.status, 400);
+  assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'RMP_ERR_ADMIN_BAD_REQUEST');
 
-    r = await fetch(`${admin}/api/level`, { method: 'DELETE', headers: auth });
-    assert.equal(r.status, 200);
-    body = (await r.json()) as Record<string, unknown>;
-    assert.equal(body.released, true);
-    assert.equal(body.level, 'calm');
-  } finally {
-    delete process.env.REMPART_ADMIN_TOKEN;
-    await gw.close();
-    await up.close();
-  }
+  r = await fetch(`${admin}/api/level`, { method: 'DELETE', headers: auth });
+  assert.equal(r.status, 200);
+  body = (await r.json()) as Record<string, unknown>;
+  assert.equal(body.released, true);
+  assert.equal(body.level, 'calm');
 });
 
-test('the level phase counts real requests through the gateway and a surge of new prefixes is detected', async () => {
+test('the level phase counts real requests through the gateway and a surge of new prefixes is detected', async (t) => {
   const clock = createManualClock(0);
-  const up = await startUpstream();
+  const up = await startUpstream(t);
   const gw = await startGateway(
+    t,
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
@@ -238,27 +230,20 @@ test('the level phase counts real requests through the gateway and a surge of ne
     },
     { clock },
   );
-  try {
-    const monitor = gw.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
-    const get = (ip: string) =>
-      fetch(`${gw.url}/page`, { headers: { 'x-forwarded-for': ip } }).then((r) => r.arrayBuffer());
-    for (let s = 0; s < 30; s++) {
-      await Promise.all(Array.from({ length: 6 }, (_, i) => get(`10.0.${i}.1`)));
-      clock.advance(1000);
-      monitor.tick();
-    }
-    assert.equal(monitor.level, AttackLevel.calm);
-    assert.equal(monitor.features!.requests, 6);
-    for (let s = 0; s < 3; s++) {
-      await Promise.all(Array.from({ length: 100 }, (_, i) => get(`198.51.${i}.1`)));
-      clock.advance(1000);
-      monitor.tick();
-    }
-    assert.equal(monitor.level, AttackLevel.underAttack, JSON.stringify(monitor.scores));
-  } finally {
-    await gw.close();
-    await up.close();
+  const monitor = gw.gateway.defense.level as import('../src/phases/level/monitor.ts').AttackLevelMonitor;
+  const get = (ip: string) =>
+    fetch(`${gw.url}/page`, { headers: { 'x-forwarded-for': ip } }).then((r) => r.arrayBuffer());
+  for (let s = 0; s < 30; s++) {
+    await Promise.all(Array.from({ length: 6 }, (_, i) => get(`10.0.${i}.1`)));
+    clock.advance(1000);
+    monitor.tick();
   }
+  assert.equal(monitor.level, AttackLevel.calm);
+  assert.equal(monitor.features!.requests, 6);
+  for (let s = 0; s < 3; s++) {
+    await Promise.all(Array.from({ length: 100 }, (_, i) => get(`198.51.${i}.1`)));
+    clock.advance(1000);
+    monitor.tick();
+  }
+  assert.equal(monitor.level, AttackLevel.underAttack, JSON.stringify(monitor.scores));
 });
-
-void withGateway;

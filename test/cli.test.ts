@@ -5,15 +5,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { combinedLine, prettyLine, resolveLogFormat } from '../src/core/log.ts';
 import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
-import { BIN, runCli as runCliWith, startGateway, startUpstream } from './helpers.ts';
+import {
+  BIN,
+  cleanup,
+  runCli as runCliWith,
+  startGateway,
+  startUpstream,
+  type Teardown,
+  tempDir,
+  track,
+  waitFor,
+} from './helpers.ts';
 
 const SCENARIOS = fileURLToPath(new URL('../scenarios/', import.meta.url));
 
@@ -34,41 +43,44 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** Start a long-running CLI (gateway, demo). */
 /** Run the CLI to completion, without the caller's REMPART_* secrets and debug switches by default. */
 function runCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv(), timeoutMs = 10_000) {
   return runCliWith(args, env, timeoutMs);
 }
 
-function startCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Running {
+/** Start a long-running CLI (gateway, demo), stopped when the test `t` ends. */
+function startCli(t: Teardown, args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Running {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c: Buffer) => (stdout += c));
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
-  return {
+  const running: Running = {
     child,
     out: () => stdout,
     err: () => stderr,
     async waitFor(pred, timeoutMs = 8000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!pred(stdout, stderr)) {
-        if (child.exitCode !== null || Date.now() > deadline)
-          throw new Error(
-            `not seen (exit ${child.exitCode}); stdout: ${stdout.slice(-1500)}\nstderr: ${stderr.slice(-1500)}`,
-          );
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const said = () => `stdout: ${stdout.slice(-1500)}\nstderr: ${stderr.slice(-1500)}`;
+      await waitFor(
+        () => {
+          // An exit ends the wait at once: the output will not change any more.
+          if (child.exitCode !== null) throw new Error(`not seen (exit ${child.exitCode}); ${said()}`);
+          return pred(stdout, stderr);
+        },
+        { timeoutMs, intervalMs: 50, message: () => `the output; ${said()}` },
+      );
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const closed = new Promise((r) => child.once('close', r));
       child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
       await closed;
-      clearTimeout(t);
+      clearTimeout(kill);
     },
   };
+  cleanup(t, () => running.stop());
+  return running;
 }
 
 /** A loopback port nothing listens on (bound, then released). */
@@ -126,217 +138,204 @@ test('every subcommand answers --help and -h: demo (which starts nothing) and dr
     assert.match(drill.stdout, new RegExp(`^  ${name.replace(/[-.]/g, '\\$&')} `, 'm'), `drill --help lists ${name}`);
 });
 
-test('errors are one line and a hint, never a stack trace (unless --debug or REMPART_DEBUG=1)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-cli-'));
-  try {
-    mkdirSync(join(dir, 'a-directory.yaml'));
-    const cases: Array<{ args: string[]; code: number; says: RegExp }> = [
-      { args: ['--config', join(dir, 'missing.yaml')], code: 1, says: /cannot read file: ENOENT/ },
-      { args: ['check', join(dir, 'a-directory.yaml')], code: 1, says: /cannot read file: EISDIR/ },
-      {
-        args: [
-          'token',
-          'create',
-          '--name',
-          'ops',
-          '--scope',
-          'operator',
-          '--file',
-          join(dir, 'no', 'such', 'dir', 'tokens'),
-        ],
-        code: 1,
-        says: /^rempart: ENOENT.*\n {2}hint: check the path/,
-      },
-      {
-        args: ['token', 'create', '--name', 'ops', '--scope', 'admin', '--file', join(dir, 't')],
-        code: 2,
-        says: /--scope is read or operator/,
-      },
-      { args: ['--upstream', 'http://127.0.0.1:1', '--workers', 'lots'], code: 2, says: /--workers takes an integer/ },
-      {
-        args: ['--upstream', 'http://127.0.0.1:1', '--log-format', 'fancy'],
-        code: 2,
-        says: /--log-format takes auto, json, pretty, combined/,
-      },
-      { args: ['help', 'nonsense'], code: 2, says: /no command "nonsense"/ },
-    ];
-    const results = await Promise.all(cases.map((c) => runCli(c.args)));
-    for (const [i, c] of cases.entries()) {
-      const r = results[i]!;
-      const what = `rempart ${c.args.join(' ')}`;
-      assert.equal(r.code, c.code, `${what}: ${r.stderr}`);
-      assert.match(r.stderr, c.says, what);
-      assert.doesNotMatch(r.stderr, STACK, `${what} printed a stack: ${r.stderr}`);
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+test('errors are one line and a hint, never a stack trace (unless --debug or REMPART_DEBUG=1)', async (t) => {
+  const dir = tempDir(t, 'rempart-cli-');
+  mkdirSync(join(dir, 'a-directory.yaml'));
+  const cases: Array<{ args: string[]; code: number; says: RegExp }> = [
+    { args: ['--config', join(dir, 'missing.yaml')], code: 1, says: /cannot read file: ENOENT/ },
+    { args: ['check', join(dir, 'a-directory.yaml')], code: 1, says: /cannot read file: EISDIR/ },
+    {
+      args: [
+        'token',
+        'create',
+        '--name',
+        'ops',
+        '--scope',
+        'operator',
+        '--file',
+        join(dir, 'no', 'such', 'dir', 'tokens'),
+      ],
+      code: 1,
+      says: /^rempart: ENOENT.*\n {2}hint: check the path/,
+    },
+    {
+      args: ['token', 'create', '--name', 'ops', '--scope', 'admin', '--file', join(dir, 't')],
+      code: 2,
+      says: /--scope is read or operator/,
+    },
+    { args: ['--upstream', 'http://127.0.0.1:1', '--workers', 'lots'], code: 2, says: /--workers takes an integer/ },
+    {
+      args: ['--upstream', 'http://127.0.0.1:1', '--log-format', 'fancy'],
+      code: 2,
+      says: /--log-format takes auto, json, pretty, combined/,
+    },
+    { args: ['help', 'nonsense'], code: 2, says: /no command "nonsense"/ },
+  ];
+  const results = await Promise.all(cases.map((c) => runCli(c.args)));
+  for (const [i, c] of cases.entries()) {
+    const r = results[i]!;
+    const what = `rempart ${c.args.join(' ')}`;
+    assert.equal(r.code, c.code, `${what}: ${r.stderr}`);
+    assert.match(r.stderr, c.says, what);
+    assert.doesNotMatch(r.stderr, STACK, `${what} printed a stack: ${r.stderr}`);
   }
 });
 
-test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the stack', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-cli-'));
-  try {
-    const tokenArgs = [
-      'token',
-      'create',
-      '--name',
-      'ops',
-      '--scope',
-      'operator',
-      '--file',
-      join(dir, 'no', 'such', 'dir', 'tokens'),
-    ];
-    const busy = await holdPort(0);
-    const busyPort = (busy!.address() as AddressInfo).port;
-    const [listen, demo, drill, debugFlag, debugEnv] = await Promise.all([
-      runCli(['--upstream', 'http://127.0.0.1:1', '--listen', `127.0.0.1:${busyPort}`, '--admin', 'off']),
-      runCli(['demo', '--listen', 'nowhere']),
-      runCli(['drill', 'flood', '--target', 'http://127.0.0.1:1', '--seconds', 'x']),
-      runCli([...tokenArgs, '--debug']),
-      runCli(tokenArgs, cleanEnv({ REMPART_DEBUG: '1' })),
-    ]);
-    busy!.close();
-    // A listener port another process holds: the message, the hint, no stack (not in the logs either).
-    assert.equal(listen.code, 1, listen.stderr);
-    assert.match(
-      listen.stderr,
-      new RegExp(
-        `rempart: cannot listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${busyPort}\n  hint: another process holds that address`,
-      ),
-    );
-    assert.doesNotMatch(listen.stderr + listen.stdout, /\s+at .+:\d+:\d+/);
-    assert.equal(demo.code, 2, demo.stderr);
-    assert.match(demo.stderr, /--listen takes HOST:PORT/);
-    assert.equal(drill.code, 2, drill.stderr);
-    assert.match(drill.stderr, /--seconds must be a number/);
-    for (const r of [demo, drill]) assert.doesNotMatch(r.stderr, STACK);
-    // Asked for, the stack is there.
-    assert.equal(debugFlag.code, 1);
-    assert.match(debugFlag.stderr, STACK);
-    assert.match(debugEnv.stderr, STACK);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('`rempart check` fails on the files start-up would fail on, refuses shadowed routes, warns on busy ports', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-check-'));
+test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the stack', async (t) => {
+  const dir = tempDir(t, 'rempart-cli-');
+  const tokenArgs = [
+    'token',
+    'create',
+    '--name',
+    'ops',
+    '--scope',
+    'operator',
+    '--file',
+    join(dir, 'no', 'such', 'dir', 'tokens'),
+  ];
   const busy = await holdPort(0);
-  try {
-    const busyPort = (busy!.address() as AddressInfo).port;
-    const missing = (name: string) => join(dir, 'absent', name);
-    const base = (extra: string) =>
-      [
-        'version: 1',
-        'listeners:',
-        '  - address: 127.0.0.1:0',
-        'upstreams:',
-        '  - name: app',
-        '    url: http://127.0.0.1:3000',
-        'routes:',
-        '  - name: all',
-        '    path: /*',
-        '    upstream: app',
-        'admin:',
-        '  address: 127.0.0.1:0',
-        extra,
-      ].join('\n');
-    const files = base(
-      [
-        'waitingRoom:',
-        `  keyFile: ${missing('room.key')}`,
-        'defense:',
-        '  challenge:',
-        `    keyFile: ${missing('challenge.key')}`,
-        '  familiarity:',
-        '    jwt:',
-        '      algorithm: HS256',
-        `      keyFile: ${missing('jwt.key')}`,
-        'audit:',
-        `  file: ${missing('audit.db')}`,
-      ].join('\n'),
-    )
-      .replace('admin:\n  address: 127.0.0.1:0', `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${missing('tokens')}`)
-      .replace(
-        '  - address: 127.0.0.1:0',
-        `  - address: 127.0.0.1:0\n    tls:\n      certFile: ${missing('cert.pem')}\n      keyFile: ${missing('key.pem')}`,
-      );
-    writeFileSync(join(dir, 'files.yaml'), files);
-    const r = await runCli(['check', join(dir, 'files.yaml')]);
-    assert.equal(r.code, 1, r.stderr + r.stdout);
-    assert.match(r.stderr, /start-up would fail \(6 problems\)/);
-    for (const [where, file] of [
-      // The certificate and its key are read together: whichever is found missing first is named.
-      ['listeners[0].tls', '.pem'],
-      ['waitingRoom.keyFile', 'room.key'],
-      ['defense.challenge.keyFile', 'challenge.key'],
-      ['defense.familiarity.jwt.keyFile', 'jwt.key'],
-      ['admin.tokensFile', 'tokens'],
-      ['audit.file', 'absent'],
-    ])
-      assert.ok(
-        r.stderr.split('\n').some((l) => l.includes(`${where}:`) && l.includes(file!)),
-        `${where} (${file}) in: ${r.stderr}`,
-      );
-    assert.doesNotMatch(r.stderr, STACK);
-
-    // A tokens file that exists but is not one: the loader's own message.
-    writeFileSync(join(dir, 'tokens'), 'not a token line\n');
-    writeFileSync(
-      join(dir, 'bad-tokens.yaml'),
-      base('').replace(
-        'admin:\n  address: 127.0.0.1:0',
-        `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${join(dir, 'tokens')}`,
-      ),
-    );
-    const t = await runCli(['check', join(dir, 'bad-tokens.yaml')]);
-    assert.equal(t.code, 1, t.stderr);
-    assert.match(t.stderr, /admin\.tokensFile: .*tokens:1: expected "NAME read\|operator sha256:HEX"/);
-
-    // A port another process holds: a warning, exit 0.
-    writeFileSync(
-      join(dir, 'busy.yaml'),
-      base('').replace('  - address: 127.0.0.1:0', `  - address: 127.0.0.1:${busyPort}`),
-    );
-    const w = await runCli(['check', join(dir, 'busy.yaml')]);
-    assert.equal(w.code, 0, w.stderr);
-    assert.match(w.stderr, new RegExp(`warning: listeners\\[0\\]\\.address: 127\\.0\\.0\\.1:${busyPort} is in use`));
-    assert.match(w.stdout, /busy\.yaml: ok \(1 warning\)/);
-
-    // Routes: a duplicate (same host, path, methods) and a route behind its host's catch-all.
-    const routes = (list: string) => base('').replace(/routes:\n[\s\S]*?\nadmin:/, `routes:\n${list}\nadmin:`);
-    writeFileSync(
-      join(dir, 'routes.yaml'),
-      routes(
-        [
-          '  - { name: login, path: /login, methods: [POST], upstream: app }',
-          '  - { name: login-again, path: /LOGIN, methods: [POST], upstream: app }',
-          '  - { name: shop-all, host: shop.example, path: /*, upstream: app }',
-          '  - { name: shop-cart, host: shop.example, path: /cart, upstream: app }',
-          '  - { name: other-cart, host: other.example, path: /cart, upstream: app }',
-          '  - { name: get-only, path: /api/*, methods: [GET], upstream: app }',
-          '  - { name: api-post, path: /api/orders, methods: [POST], upstream: app }',
-          '  - { name: all, path: /*, upstream: app }',
-        ].join('\n'),
-      ),
-    );
-    const rt = await runCli(['check', join(dir, 'routes.yaml')]);
-    assert.equal(rt.code, 1, rt.stderr);
-    assert.match(rt.stderr, /2 problems/);
-    assert.match(rt.stderr, /routes\[1\]: duplicate route: routes\[0\] has the same host, path and methods/);
-    assert.match(rt.stderr, /routes\[3\]: unreachable: routes\[2\] before it matches every request this route would/);
-  } finally {
-    busy?.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const busyPort = (busy!.address() as AddressInfo).port;
+  const [listen, demo, drill, debugFlag, debugEnv] = await Promise.all([
+    runCli(['--upstream', 'http://127.0.0.1:1', '--listen', `127.0.0.1:${busyPort}`, '--admin', 'off']),
+    runCli(['demo', '--listen', 'nowhere']),
+    runCli(['drill', 'flood', '--target', 'http://127.0.0.1:1', '--seconds', 'x']),
+    runCli([...tokenArgs, '--debug']),
+    runCli(tokenArgs, cleanEnv({ REMPART_DEBUG: '1' })),
+  ]);
+  busy!.close();
+  // A listener port another process holds: the message, the hint, no stack (not in the logs either).
+  assert.equal(listen.code, 1, listen.stderr);
+  assert.match(
+    listen.stderr,
+    new RegExp(
+      `rempart: cannot listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${busyPort}\n  hint: another process holds that address`,
+    ),
+  );
+  assert.doesNotMatch(listen.stderr + listen.stdout, /\s+at .+:\d+:\d+/);
+  assert.equal(demo.code, 2, demo.stderr);
+  assert.match(demo.stderr, /--listen takes HOST:PORT/);
+  assert.equal(drill.code, 2, drill.stderr);
+  assert.match(drill.stderr, /--seconds must be a number/);
+  for (const r of [demo, drill]) assert.doesNotMatch(r.stderr, STACK);
+  // Asked for, the stack is there.
+  assert.equal(debugFlag.code, 1);
+  assert.match(debugFlag.stderr, STACK);
+  assert.match(debugEnv.stderr, STACK);
 });
 
-test('the demo on a busy port picks a free one, says so, and serves', async () => {
+test('`rempart check` fails on the files start-up would fail on, refuses shadowed routes, warns on busy ports', async (t) => {
+  const dir = tempDir(t, 'rempart-check-');
+  const busy = track(t, await holdPort(0));
+  const busyPort = (busy!.address() as AddressInfo).port;
+  const missing = (name: string) => join(dir, 'absent', name);
+  const base = (extra: string) =>
+    [
+      'version: 1',
+      'listeners:',
+      '  - address: 127.0.0.1:0',
+      'upstreams:',
+      '  - name: app',
+      '    url: http://127.0.0.1:3000',
+      'routes:',
+      '  - name: all',
+      '    path: /*',
+      '    upstream: app',
+      'admin:',
+      '  address: 127.0.0.1:0',
+      extra,
+    ].join('\n');
+  const files = base(
+    [
+      'waitingRoom:',
+      `  keyFile: ${missing('room.key')}`,
+      'defense:',
+      '  challenge:',
+      `    keyFile: ${missing('challenge.key')}`,
+      '  familiarity:',
+      '    jwt:',
+      '      algorithm: HS256',
+      `      keyFile: ${missing('jwt.key')}`,
+      'audit:',
+      `  file: ${missing('audit.db')}`,
+    ].join('\n'),
+  )
+    .replace('admin:\n  address: 127.0.0.1:0', `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${missing('tokens')}`)
+    .replace(
+      '  - address: 127.0.0.1:0',
+      `  - address: 127.0.0.1:0\n    tls:\n      certFile: ${missing('cert.pem')}\n      keyFile: ${missing('key.pem')}`,
+    );
+  writeFileSync(join(dir, 'files.yaml'), files);
+  const r = await runCli(['check', join(dir, 'files.yaml')]);
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stderr, /start-up would fail \(6 problems\)/);
+  for (const [where, file] of [
+    // The certificate and its key are read together: whichever is found missing first is named.
+    ['listeners[0].tls', '.pem'],
+    ['waitingRoom.keyFile', 'room.key'],
+    ['defense.challenge.keyFile', 'challenge.key'],
+    ['defense.familiarity.jwt.keyFile', 'jwt.key'],
+    ['admin.tokensFile', 'tokens'],
+    ['audit.file', 'absent'],
+  ])
+    assert.ok(
+      r.stderr.split('\n').some((l) => l.includes(`${where}:`) && l.includes(file!)),
+      `${where} (${file}) in: ${r.stderr}`,
+    );
+  assert.doesNotMatch(r.stderr, STACK);
+
+  // A tokens file that exists but is not one: the loader's own message.
+  writeFileSync(join(dir, 'tokens'), 'not a token line\n');
+  writeFileSync(
+    join(dir, 'bad-tokens.yaml'),
+    base('').replace(
+      'admin:\n  address: 127.0.0.1:0',
+      `admin:\n  address: 127.0.0.1:0\n  tokensFile: ${join(dir, 'tokens')}`,
+    ),
+  );
+  const tk = await runCli(['check', join(dir, 'bad-tokens.yaml')]);
+  assert.equal(tk.code, 1, tk.stderr);
+  assert.match(tk.stderr, /admin\.tokensFile: .*tokens:1: expected "NAME read\|operator sha256:HEX"/);
+
+  // A port another process holds: a warning, exit 0.
+  writeFileSync(
+    join(dir, 'busy.yaml'),
+    base('').replace('  - address: 127.0.0.1:0', `  - address: 127.0.0.1:${busyPort}`),
+  );
+  const w = await runCli(['check', join(dir, 'busy.yaml')]);
+  assert.equal(w.code, 0, w.stderr);
+  assert.match(w.stderr, new RegExp(`warning: listeners\\[0\\]\\.address: 127\\.0\\.0\\.1:${busyPort} is in use`));
+  assert.match(w.stdout, /busy\.yaml: ok \(1 warning\)/);
+
+  // Routes: a duplicate (same host, path, methods) and a route behind its host's catch-all.
+  const routes = (list: string) => base('').replace(/routes:\n[\s\S]*?\nadmin:/, `routes:\n${list}\nadmin:`);
+  writeFileSync(
+    join(dir, 'routes.yaml'),
+    routes(
+      [
+        '  - { name: login, path: /login, methods: [POST], upstream: app }',
+        '  - { name: login-again, path: /LOGIN, methods: [POST], upstream: app }',
+        '  - { name: shop-all, host: shop.example, path: /*, upstream: app }',
+        '  - { name: shop-cart, host: shop.example, path: /cart, upstream: app }',
+        '  - { name: other-cart, host: other.example, path: /cart, upstream: app }',
+        '  - { name: get-only, path: /api/*, methods: [GET], upstream: app }',
+        '  - { name: api-post, path: /api/orders, methods: [POST], upstream: app }',
+        '  - { name: all, path: /*, upstream: app }',
+      ].join('\n'),
+    ),
+  );
+  const rt = await runCli(['check', join(dir, 'routes.yaml')]);
+  assert.equal(rt.code, 1, rt.stderr);
+  assert.match(rt.stderr, /2 problems/);
+  assert.match(rt.stderr, /routes\[1\]: duplicate route: routes\[0\] has the same host, path and methods/);
+  assert.match(rt.stderr, /routes\[3\]: unreachable: routes\[2\] before it matches every request this route would/);
+});
+
+test('the demo on a busy port picks a free one, says so, and serves', async (t) => {
   // Every port but the origin's is 0 (ephemeral), so this cannot meet a developer's running demo;
   // the origin's is one this test holds.
-  const busy = await holdPort(0);
+  const busy = track(t, await holdPort(0));
   const taken = (busy!.address() as AddressInfo).port;
-  const demo = startCli([
+  const demo = startCli(t, [
     'demo',
     '--listen',
     '127.0.0.1:0',
@@ -347,118 +346,101 @@ test('the demo on a busy port picks a free one, says so, and serves', async () =
     '--origin-port',
     String(taken),
   ]);
-  try {
-    await demo.waitFor((out) => out.includes('Ctrl-C to stop'), 15_000);
-    const note = new RegExp(
-      `note: port ${taken} \\(postal origin\\) is taken by another program: using (\\d+) instead \\(--origin-port chooses another\\)`,
-    ).exec(demo.out());
-    assert.ok(note, demo.out());
-    assert.match(demo.out(), new RegExp(`origin \\(unprotected\\)\\s+http://127\\.0\\.0\\.1:${note[1]}/`));
-    const site = /site \(through Rempart\)\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(demo.out());
-    assert.ok(site, demo.out());
-    const res = await fetch(`${site[1]}/`);
-    assert.equal(res.status, 200);
-    await res.arrayBuffer();
-  } finally {
-    await demo.stop();
-    busy?.close();
-  }
+  await demo.waitFor((out) => out.includes('Ctrl-C to stop'), 15_000);
+  const note = new RegExp(
+    `note: port ${taken} \\(postal origin\\) is taken by another program: using (\\d+) instead \\(--origin-port chooses another\\)`,
+  ).exec(demo.out());
+  assert.ok(note, demo.out());
+  assert.match(demo.out(), new RegExp(`origin \\(unprotected\\)\\s+http://127\\.0\\.0\\.1:${note[1]}/`));
+  const site = /site \(through Rempart\)\s+(http:\/\/127\.0\.0\.1:\d+)\//.exec(demo.out());
+  assert.ok(site, demo.out());
+  const res = await fetch(`${site[1]}/`);
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
 });
 
-test('a zero-config start says what it did, moves a busy admin port, and warns about a dead upstream', async () => {
+test('a zero-config start says what it did, moves a busy admin port, and warns about a dead upstream', async (t) => {
   // The admin listener's default port: held here, or already held by someone else. Taken either way.
-  const admin = await holdPort(9180);
+  track(t, await holdPort(9180));
   const dead = await closedPort();
-  const gw = startCli(['--upstream', `http://127.0.0.1:${dead}`, '--listen', '127.0.0.1:0']);
-  try {
-    await gw.waitFor((out, err) => err.includes('admin token') && out.includes('cannot be reached'));
-    const err = gw.err();
-    assert.match(err, /rempart \S+ started/);
-    assert.match(err, /listening\s+http:\/\/127\.0\.0\.1:\d+/);
-    assert.match(err, new RegExp(`upstream\\s+origin = http://127\\.0\\.0\\.1:${dead}`));
-    assert.match(err, /protections\s+request limits/);
-    assert.match(err, /rate limits: per-address 50\/s/);
-    assert.match(err, /admin\s+http:\/\/127\.0\.0\.1:(\d+)/);
-    const adminPort = Number(/admin\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(err)![1]);
-    assert.notEqual(adminPort, 9180);
-    assert.match(err, /127\.0\.0\.1:9180 is in use by another process now: moved to a free port/);
-    assert.match(err, /admin token\s+none yet: .*REMPART_ADMIN_TOKEN/);
-    // The moved admin listener answers.
-    const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
-    assert.equal(health.status, 200);
-    await health.arrayBuffer();
-    // The dead upstream: a warning at start-up, the gateway still running.
-    const warn = gw
-      .out()
-      .split('\n')
-      .find((l) => l.includes('cannot be reached'))!;
-    assert.equal(JSON.parse(warn).level, 'warn');
-    assert.match(warn, /refused the connection/);
-    assert.equal(gw.child.exitCode, null);
-  } finally {
-    await gw.stop();
-    admin?.close();
-  }
+  const gw = startCli(t, ['--upstream', `http://127.0.0.1:${dead}`, '--listen', '127.0.0.1:0']);
+  await gw.waitFor((out, err) => err.includes('admin token') && out.includes('cannot be reached'));
+  const err = gw.err();
+  assert.match(err, /rempart \S+ started/);
+  assert.match(err, /listening\s+http:\/\/127\.0\.0\.1:\d+/);
+  assert.match(err, new RegExp(`upstream\\s+origin = http://127\\.0\\.0\\.1:${dead}`));
+  assert.match(err, /protections\s+request limits/);
+  assert.match(err, /rate limits: per-address 50\/s/);
+  assert.match(err, /admin\s+http:\/\/127\.0\.0\.1:(\d+)/);
+  const adminPort = Number(/admin\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(err)![1]);
+  assert.notEqual(adminPort, 9180);
+  assert.match(err, /127\.0\.0\.1:9180 is in use by another process now: moved to a free port/);
+  assert.match(err, /admin token\s+none yet: .*REMPART_ADMIN_TOKEN/);
+  // The moved admin listener answers.
+  const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
+  assert.equal(health.status, 200);
+  await health.arrayBuffer();
+  // The dead upstream: a warning at start-up, the gateway still running.
+  const warn = gw
+    .out()
+    .split('\n')
+    .find((l) => l.includes('cannot be reached'))!;
+  assert.equal(JSON.parse(warn).level, 'warn');
+  assert.match(warn, /refused the connection/);
+  assert.equal(gw.child.exitCode, null);
 });
 
-test('logs: JSON when not a terminal, one readable line per request with --log-format pretty, combined on request', async () => {
-  const up = await startUpstream();
-  try {
-    for (const format of [undefined, 'pretty', 'combined'] as const) {
-      const gw = startCli([
-        '--upstream',
-        up.url,
-        '--listen',
-        '127.0.0.1:0',
-        '--admin',
-        'off',
-        ...(format ? ['--log-format', format] : []),
-      ]);
-      try {
-        await gw.waitFor((_out, err) => err.includes('listening'));
-        const port = Number(/listening\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(gw.err())![1]);
-        const res = await fetch(`http://127.0.0.1:${port}/hello?x="1"`, {
-          headers: { 'user-agent': 'test "agent"', referer: 'http://ref.example/' },
-        });
-        await res.arrayBuffer();
-        if (format === undefined) {
-          await gw.waitFor((out) => out.includes('"msg":"request"'));
-          const line = gw
-            .out()
-            .split('\n')
-            .find((l) => l.includes('"msg":"request"'))!;
-          assert.equal(JSON.parse(line).path, '/hello');
-        } else if (format === 'pretty') {
-          await gw.waitFor((out) => / GET \/hello 200 /.test(out));
-          assert.match(
-            gw.out(),
-            /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded route=default class=public upstream=origin$/m,
-          );
-          assert.match(gw.out(), /^\S+Z INFO rempart started /m);
-          assert.doesNotMatch(gw.out(), /^\{/m);
-        } else {
-          await gw.waitFor((out) => out.includes('GET /hello'));
-          assert.match(
-            gw.out(),
-            /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/hello\?x=%221%22 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test \\"agent\\""$/m,
-          );
-          // Everything else (start-up lines) as JSON on stderr, so the access log holds requests only.
-          assert.ok(
-            gw
-              .out()
-              .split('\n')
-              .filter(Boolean)
-              .every((l) => l.startsWith('127.0.0.1 - - [')),
-            gw.out(),
-          );
-          assert.match(gw.err(), /"msg":"rempart started"/);
-        }
-      } finally {
-        await gw.stop();
-      }
+test('logs: JSON when not a terminal, one readable line per request with --log-format pretty, combined on request', async (t) => {
+  const up = await startUpstream(t);
+  for (const format of [undefined, 'pretty', 'combined'] as const) {
+    const gw = startCli(t, [
+      '--upstream',
+      up.url,
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      'off',
+      ...(format ? ['--log-format', format] : []),
+    ]);
+    await gw.waitFor((_out, err) => err.includes('listening'));
+    const port = Number(/listening\s+http:\/\/127\.0\.0\.1:(\d+)/.exec(gw.err())![1]);
+    const res = await fetch(`http://127.0.0.1:${port}/hello?x="1"`, {
+      headers: { 'user-agent': 'test "agent"', referer: 'http://ref.example/' },
+    });
+    await res.arrayBuffer();
+    if (format === undefined) {
+      await gw.waitFor((out) => out.includes('"msg":"request"'));
+      const line = gw
+        .out()
+        .split('\n')
+        .find((l) => l.includes('"msg":"request"'))!;
+      assert.equal(JSON.parse(line).path, '/hello');
+    } else if (format === 'pretty') {
+      await gw.waitFor((out) => / GET \/hello 200 /.test(out));
+      assert.match(
+        gw.out(),
+        /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded route=default class=public upstream=origin$/m,
+      );
+      assert.match(gw.out(), /^\S+Z INFO rempart started /m);
+      assert.doesNotMatch(gw.out(), /^\{/m);
+    } else {
+      await gw.waitFor((out) => out.includes('GET /hello'));
+      assert.match(
+        gw.out(),
+        /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/hello\?x=%221%22 HTTP\/1\.1" 200 \d+ "http:\/\/ref\.example\/" "test \\"agent\\""$/m,
+      );
+      // Everything else (start-up lines) as JSON on stderr, so the access log holds requests only.
+      assert.ok(
+        gw
+          .out()
+          .split('\n')
+          .filter(Boolean)
+          .every((l) => l.startsWith('127.0.0.1 - - [')),
+        gw.out(),
+      );
+      assert.match(gw.err(), /"msg":"rempart started"/);
     }
-  } finally {
-    await up.close();
+    await gw.stop();
   }
 });
 
@@ -492,21 +474,16 @@ test('the readable formats cannot be forged by a client: quotes, newlines and co
   assert.equal(resolveLogFormat('json', true), 'json');
 });
 
-test('an attack-level change is logged once (not again by its alert)', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { logging: { level: 'info', requests: false } });
-  try {
-    const level = gw.gateway.defense.level as AttackLevelMonitor;
-    level.setOverride('under_attack', 'drill', 'tester');
-    level.releaseOverride('tester');
-    await new Promise((r) => setTimeout(r, 100));
-    const about = gw.logs.filter((l) => JSON.stringify(l).includes('under_attack') && l.level === 'warn');
-    // Two changes (calm → under_attack → calm), one line each.
-    assert.equal(about.length, 2, JSON.stringify(about));
-    assert.ok(about.every((l) => l.msg === 'attack level changed'));
-    assert.equal(gw.gateway.audit.query({ kind: 'attack_level' }).length, 2, 'the alert still reaches the audit trail');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+test('an attack-level change is logged once (not again by its alert)', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { logging: { level: 'info', requests: false } });
+  const level = gw.gateway.defense.level as AttackLevelMonitor;
+  level.setOverride('under_attack', 'drill', 'tester');
+  level.releaseOverride('tester');
+  await new Promise((r) => setTimeout(r, 100));
+  const about = gw.logs.filter((l) => JSON.stringify(l).includes('under_attack') && l.level === 'warn');
+  // Two changes (calm → under_attack → calm), one line each.
+  assert.equal(about.length, 2, JSON.stringify(about));
+  assert.ok(about.every((l) => l.msg === 'attack level changed'));
+  assert.equal(gw.gateway.audit.query({ kind: 'attack_level' }).length, 2, 'the alert still reaches the audit trail');
 });

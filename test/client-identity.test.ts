@@ -10,27 +10,31 @@ import { validateConfig } from '../src/config/load.ts';
 import { compileRuntime } from '../src/pipeline/runtime.ts';
 import { BanTable } from '../src/phases/ban/table.ts';
 import { addressKey, cookieValues, prefixKey, v6PrefixKey } from '../src/core/client-key.ts';
-import { errorCodeOf, rawRequest, startGateway, startUpstream, statusOf, type TestGateway } from './helpers.ts';
+import {
+  errorCodeOf,
+  rawRequest,
+  startGateway,
+  startUpstream,
+  statusOf,
+  type Teardown,
+  type TestGateway,
+} from './helpers.ts';
 
 type Clock = ReturnType<typeof createManualClock>;
 
 const TRUSTED = { clientAddress: { trustedProxies: ['127.0.0.1/32'] } };
 
-async function withGw(
+/** A gateway behind a trusted proxy on a frozen clock, in front of a fresh upstream; both stopped when `t` ends. */
+async function startGw(
+  t: Teardown,
   partial: Record<string, unknown>,
-  fn: (gw: TestGateway, clock: Clock) => Promise<void>,
   handler?: http.RequestListener,
-): Promise<void> {
-  const up = await startUpstream(handler);
+): Promise<{ gw: TestGateway; clock: Clock }> {
+  const up = await startUpstream(t, handler);
   // A frozen clock: no budget refills while the test sends, so the counts are exact on a loaded machine.
   const clock = createManualClock(1000);
-  const gw = await startGateway(up.url, { ...TRUSTED, ...partial }, { clock });
-  try {
-    await fn(gw, clock);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url, { ...TRUSTED, ...partial }, { clock });
+  return { gw, clock };
 }
 
 /** Statuses of GET / sent from each address in turn (`times` each), `parallel` at a time. */
@@ -69,46 +73,40 @@ test('client keys: IPv6 by its /64 (or the configured length), IPv4-mapped as IP
   assert.equal(cookieValues('sid=1; sid=2; sid=3; sid=4; sid=5', 'sid', out), -1);
 });
 
-test('200 requests from 200 addresses of one IPv6 /64 meet the per-address limit as one client, and the /64 is banned', async () => {
+test('200 requests from 200 addresses of one IPv6 /64 meet the per-address limit as one client, and the /64 is banned', async (t) => {
   // The default rules: per-address, 50/s with a burst of 100.
-  await withGw({}, async (gw) => {
-    const addrs = Array.from({ length: 200 }, (_, i) => `2001:db8:7:9::${(i + 1).toString(16)}`);
-    const statuses = await fromEach(gw, addrs);
-    assert.equal(count(statuses, 200), 100, 'one budget for the whole /64');
-    assert.equal(count(statuses, 200) + count(statuses, 429) + count(statuses, 403), 200);
-    const bans = gw.gateway.defense.bans;
-    assert.equal(bans.isBanned('2001:db8:7:9:abcd::1'), true, 'its offences banned the /64');
-    assert.equal(bans.isBanned('2001:db8:7:a::1'), false, 'not the next /64');
-    // Another /64 has its own budget.
-    assert.deepEqual(await fromEach(gw, ['2001:db8:7:a::1']), [200]);
-  });
+  const { gw } = await startGw(t, {});
+  const addrs = Array.from({ length: 200 }, (_, i) => `2001:db8:7:9::${(i + 1).toString(16)}`);
+  const statuses = await fromEach(gw, addrs);
+  assert.equal(count(statuses, 200), 100, 'one budget for the whole /64');
+  assert.equal(count(statuses, 200) + count(statuses, 429) + count(statuses, 403), 200);
+  const bans = gw.gateway.defense.bans;
+  assert.equal(bans.isBanned('2001:db8:7:9:abcd::1'), true, 'its offences banned the /64');
+  assert.equal(bans.isBanned('2001:db8:7:a::1'), false, 'not the next /64');
+  // Another /64 has its own budget.
+  assert.deepEqual(await fromEach(gw, ['2001:db8:7:a::1']), [200]);
 });
 
-test('defense.ipv6PrefixLength: 128 counts single IPv6 addresses again', async () => {
-  await withGw(
-    {
-      defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } },
-    },
-    async (gw) => {
-      const statuses = await fromEach(gw, ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
-      assert.deepEqual(statuses, [200, 200, 200]);
-    },
-  );
+test('defense.ipv6PrefixLength: 128 counts single IPv6 addresses again', async (t) => {
+  const { gw } = await startGw(t, {
+    defense: { ipv6PrefixLength: 128, rateLimit: { rules: [{ id: 'a', key: 'address', ratePerSec: 1, burst: 1 }] } },
+  });
+  const statuses = await fromEach(gw, ['2001:db8::1', '2001:db8::2', '2001:db8::3']);
+  assert.deepEqual(statuses, [200, 200, 200]);
 });
 
-test('254 addresses of one IPv4 /24 meet the default /24 budget (16 x per-address), and their offences ban the /24', async () => {
-  await withGw({}, async (gw) => {
-    const addrs = Array.from({ length: 254 }, (_, i) => `198.51.100.${i + 1}`);
-    // 7 each (below the per-address burst of 100): 1778 requests, 1600 of which fit the /24's burst.
-    const statuses = await fromEach(gw, addrs, 7);
-    assert.equal(count(statuses, 200), 1600);
-    assert.ok(count(statuses, 429) >= 100, `${count(statuses, 429)} refused by the /24 budget`);
-    const bans = gw.gateway.defense.bans;
-    assert.equal(bans.isBanned('198.51.100.250'), true, 'the /24 is banned');
-    assert.equal(bans.isBanned('198.51.101.1'), false);
-    // An address of another /24 still has its whole budget.
-    assert.equal(count(await fromEach(gw, ['203.0.113.5'], 100), 200), 100);
-  });
+test('254 addresses of one IPv4 /24 meet the default /24 budget (16 x per-address), and their offences ban the /24', async (t) => {
+  const { gw } = await startGw(t, {});
+  const addrs = Array.from({ length: 254 }, (_, i) => `198.51.100.${i + 1}`);
+  // 7 each (below the per-address burst of 100): 1778 requests, 1600 of which fit the /24's burst.
+  const statuses = await fromEach(gw, addrs, 7);
+  assert.equal(count(statuses, 200), 1600);
+  assert.ok(count(statuses, 429) >= 100, `${count(statuses, 429)} refused by the /24 budget`);
+  const bans = gw.gateway.defense.bans;
+  assert.equal(bans.isBanned('198.51.100.250'), true, 'the /24 is banned');
+  assert.equal(bans.isBanned('198.51.101.1'), false);
+  // An address of another /24 still has its whole budget.
+  assert.equal(count(await fromEach(gw, ['203.0.113.5'], 100), 200), 100);
 });
 
 test('offences: 20 from 20 addresses of one /64 ban the /64; one IPv4 address alone never bans its /24', () => {
@@ -171,65 +169,57 @@ function raw(gw: TestGateway, path: string, headerLines: string[]): Promise<stri
   );
 }
 
-test('exfiltration: a duplicate session cookie is counted against every value (sid=x1; sid=<real> does not escape the quota)', async () => {
-  await withGw(
-    sensitive,
-    async (gw) => {
-      const get = async (cookie: string) => {
-        const res = await fetch(`${gw.url}/vault/d`, { headers: { cookie } });
-        await res.arrayBuffer();
-        return res.status;
-      };
-      for (let i = 0; i < 3; i++) assert.equal(await get('sid=real'), 200);
-      assert.equal(await get('sid=real'), 429, 'the quota');
-      assert.equal(await get('sid=x1; sid=real'), 429, 'a fresh first value does not escape it');
-      assert.equal(await get('sid=real; sid=x2'), 429);
-      assert.equal(await get('sid="real"'), 429, 'nor quotes');
-      assert.equal(await get('sid=%72eal'), 429, 'nor percent-encoding');
-      // Two Cookie fields (Node joins them): still every value.
-      assert.equal(statusOf(await raw(gw, '/vault/d', ['Cookie: sid=x3', 'Cookie: sid=real'])), 429);
-      // Spending under a pair counts for both: x4 took one document with the pair, so two remain.
-      assert.equal(await get('sid=x4; sid=x5'), 200);
-      assert.equal(await get('sid=x4'), 200);
-      assert.equal(await get('sid=x4'), 200);
-      assert.equal(await get('sid=x4'), 429);
-      // More values than any browser holds: refused.
-      const many = await raw(gw, '/vault/d', ['Cookie: sid=a; sid=b; sid=c; sid=d; sid=e']);
-      assert.equal(statusOf(many), 400);
-      assert.equal(errorCodeOf(many), 'RMP_ERR_EDGE_AMBIGUOUS_IDENTITY');
-    },
-    vault,
-  );
+test('exfiltration: a duplicate session cookie is counted against every value (sid=x1; sid=<real> does not escape the quota)', async (t) => {
+  const { gw } = await startGw(t, sensitive, vault);
+  const get = async (cookie: string) => {
+    const res = await fetch(`${gw.url}/vault/d`, { headers: { cookie } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  for (let i = 0; i < 3; i++) assert.equal(await get('sid=real'), 200);
+  assert.equal(await get('sid=real'), 429, 'the quota');
+  assert.equal(await get('sid=x1; sid=real'), 429, 'a fresh first value does not escape it');
+  assert.equal(await get('sid=real; sid=x2'), 429);
+  assert.equal(await get('sid="real"'), 429, 'nor quotes');
+  assert.equal(await get('sid=%72eal'), 429, 'nor percent-encoding');
+  // Two Cookie fields (Node joins them): still every value.
+  assert.equal(statusOf(await raw(gw, '/vault/d', ['Cookie: sid=x3', 'Cookie: sid=real'])), 429);
+  // Spending under a pair counts for both: x4 took one document with the pair, so two remain.
+  assert.equal(await get('sid=x4; sid=x5'), 200);
+  assert.equal(await get('sid=x4'), 200);
+  assert.equal(await get('sid=x4'), 200);
+  assert.equal(await get('sid=x4'), 429);
+  // More values than any browser holds: refused.
+  const many = await raw(gw, '/vault/d', ['Cookie: sid=a; sid=b; sid=c; sid=d; sid=e']);
+  assert.equal(statusOf(many), 400);
+  assert.equal(errorCodeOf(many), 'RMP_ERR_EDGE_AMBIGUOUS_IDENTITY');
 });
 
-test('rate limits: a session cookie or API key sent twice is counted against both values (also a repeated Authorization)', async () => {
+test('rate limits: a session cookie or API key sent twice is counted against both values (also a repeated Authorization)', async (t) => {
   const rules = [
     { id: 'per-session', key: 'session', ratePerSec: 1, burst: 1 },
     { id: 'per-key', key: 'apiKey', ratePerSec: 1, burst: 1 },
   ];
-  await withGw({ defense: { rateLimit: { sessionCookie: 'sid', apiKeyHeader: 'x-api-key', rules } } }, async (gw) => {
-    assert.equal(statusOf(await raw(gw, '/', ['Cookie: sid=s1'])), 200);
-    assert.equal(statusOf(await raw(gw, '/', ['Cookie: a=1; sid=fresh; sid=s1'])), 429);
-    assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: k1'])), 200);
-    assert.equal(
-      statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])),
-      429,
-      'Node would join them into "fresh, k1"',
-    );
+  const { gw } = await startGw(t, {
+    defense: { rateLimit: { sessionCookie: 'sid', apiKeyHeader: 'x-api-key', rules } },
   });
-  await withGw(
-    {
-      defense: {
-        rateLimit: {
-          apiKeyHeader: 'authorization',
-          rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }],
-        },
+  assert.equal(statusOf(await raw(gw, '/', ['Cookie: sid=s1'])), 200);
+  assert.equal(statusOf(await raw(gw, '/', ['Cookie: a=1; sid=fresh; sid=s1'])), 429);
+  assert.equal(statusOf(await raw(gw, '/', ['X-Api-Key: k1'])), 200);
+  assert.equal(
+    statusOf(await raw(gw, '/', ['X-Api-Key: fresh', 'X-Api-Key: k1'])),
+    429,
+    'Node would join them into "fresh, k1"',
+  );
+  const { gw: byToken } = await startGw(t, {
+    defense: {
+      rateLimit: {
+        apiKeyHeader: 'authorization',
+        rules: [{ id: 'per-token', key: 'apiKey', ratePerSec: 1, burst: 1 }],
       },
     },
-    async (gw) => {
-      assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer t1'])), 200);
-      // Node keeps only the first Authorization field; an origin may read the second.
-      assert.equal(statusOf(await raw(gw, '/', ['Authorization: Bearer fresh', 'Authorization: Bearer t1'])), 429);
-    },
-  );
+  });
+  assert.equal(statusOf(await raw(byToken, '/', ['Authorization: Bearer t1'])), 200);
+  // Node keeps only the first Authorization field; an origin may read the second.
+  assert.equal(statusOf(await raw(byToken, '/', ['Authorization: Bearer fresh', 'Authorization: Bearer t1'])), 429);
 });

@@ -3,14 +3,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig, validateConfig } from '../src/config/load.ts';
-import { BIN, problemsOf, runCli, sleep, startGateway, startUpstream } from './helpers.ts';
+import {
+  BIN,
+  cleanup,
+  freePort,
+  problemsOf,
+  runCli,
+  startGateway,
+  startUpstream,
+  stopChild,
+  tempDir,
+  waitFor,
+} from './helpers.ts';
 
 const GOOD = `version: 1
 listeners:
@@ -268,30 +276,26 @@ test('defaults are applied to everything the file leaves out, and the result is 
   assert.equal(partial.limits.maxHeaderCount, 100);
 });
 
-test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-cfg-'));
-  try {
-    const good = join(dir, 'good.yaml');
-    const bad = join(dir, 'bad.yaml');
-    writeFileSync(good, GOOD);
-    writeFileSync(
-      bad,
-      GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n',
-    );
-    const ok = await runCli(['check', good]);
-    assert.equal(ok.code, 0, ok.stderr);
-    assert.match(ok.stdout, /good\.yaml: ok/);
-    const ko = await runCli(['check', bad]);
-    assert.equal(ko.code, 1);
-    assert.match(ko.stderr, /2 problems/);
-    assert.ok(ko.stderr.includes(`${bad}:10  routes[0].class: must be one of`), ko.stderr);
-    assert.ok(ko.stderr.includes(`${bad}:12  limits.maxHeaderByte: unknown key`), ko.stderr);
-    const missing = await runCli(['check', join(dir, 'absent.yaml')]);
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /cannot read file/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+test('`rempart check FILE` exits 0 on a good file and 1 with every problem on stderr on a bad one', async (t) => {
+  const dir = tempDir(t, 'rempart-cfg-');
+  const good = join(dir, 'good.yaml');
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(good, GOOD);
+  writeFileSync(
+    bad,
+    GOOD.replace('    upstream: app', '    upstream: app\n    class: bogus') + 'limits:\n  maxHeaderByte: 1\n',
+  );
+  const ok = await runCli(['check', good]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /good\.yaml: ok/);
+  const ko = await runCli(['check', bad]);
+  assert.equal(ko.code, 1);
+  assert.match(ko.stderr, /2 problems/);
+  assert.ok(ko.stderr.includes(`${bad}:10  routes[0].class: must be one of`), ko.stderr);
+  assert.ok(ko.stderr.includes(`${bad}:12  limits.maxHeaderByte: unknown key`), ko.stderr);
+  const missing = await runCli(['check', join(dir, 'absent.yaml')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /cannot read file/);
 });
 
 test('an unknown command-line flag exits 2 with a clear message and the usage', async () => {
@@ -310,9 +314,9 @@ test('an unknown command-line flag exits 2 with a clear message and the usage', 
 
 test('--listen, --admin and --log-level override a config file, and a bad override is a config problem', {
   timeout: 30_000,
-}, async () => {
-  const origin = await startUpstream((_req, res) => res.end('origin'));
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-override-'));
+}, async (t) => {
+  const origin = await startUpstream(t, (_req, res) => res.end('origin'));
+  const dir = tempDir(t, 'rempart-override-');
   const file = join(dir, 'rempart.yaml');
   const [filePort, fileAdmin, port, adminPort] = [
     await freePort(),
@@ -341,49 +345,38 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  try {
-    const deadline = Date.now() + 15_000;
-    let body = '';
-    while (body !== 'origin') {
+  cleanup(t, () => stopChild(child, 10_000));
+  await waitFor(
+    async () => {
       assert.equal(child.exitCode, null, stderr);
-      assert.ok(Date.now() < deadline, 'the overridden listener never answered');
-      body = await fetch(`http://127.0.0.1:${port}/x`).then(
-        (r) => r.text(),
-        () => '',
+      return (
+        (await fetch(`http://127.0.0.1:${port}/x`).then(
+          (r) => r.text(),
+          () => '',
+        )) === 'origin'
       );
-      if (body !== 'origin') await sleep(50);
-    }
-    assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
-    await assert.rejects(fetch(`http://127.0.0.1:${filePort}/x`), 'the file\u2019s listener address is replaced');
-    await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
-    // --log-level warn: the info line "rempart started" is not written.
-    assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
-    // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
-    // and still no info line (the level stays warn).
-    child.kill('SIGHUP');
-    const reloaded = async () =>
-      /rempart_config_reloads_total\{result="applied"\} 1\n/.test(
-        await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text(),
-      );
-    const until2 = Date.now() + 10_000;
-    while (!(await reloaded())) {
-      assert.ok(Date.now() < until2, `no reload: ${stderr}`);
-      await sleep(50);
-    }
-    assert.deepEqual(
-      logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))),
-      [],
-      'no restart warning, no info line',
+    },
+    { timeoutMs: 15_000, intervalMs: 50, message: 'the overridden listener to answer' },
+  );
+  assert.equal((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status, 200);
+  await assert.rejects(fetch(`http://127.0.0.1:${filePort}/x`), 'the file\u2019s listener address is replaced');
+  await assert.rejects(fetch(`http://127.0.0.1:${fileAdmin}/healthz`), 'the file\u2019s admin address is replaced');
+  // --log-level warn: the info line "rempart started" is not written.
+  assert.equal(logs.filter((l) => l.msg === 'rempart started').length, 0);
+  // A reload keeps the overrides: no "needs a restart" warning (the addresses did not change),
+  // and still no info line (the level stays warn).
+  child.kill('SIGHUP');
+  const reloaded = async () =>
+    /rempart_config_reloads_total\{result="applied"\} 1\n/.test(
+      await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text(),
     );
-  } finally {
-    child.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(10_000).then(() => 'timeout' as const)]);
-    if (code === 'timeout') child.kill('SIGKILL');
-    await origin.close();
-  }
+  await waitFor(reloaded, { timeoutMs: 10_000, intervalMs: 50, message: () => `a reload: ${stderr}` });
+  assert.deepEqual(
+    logs.filter((l) => /take effect at the next restart|configuration reloaded/.test(String(l.msg))),
+    [],
+    'no restart warning, no info line',
+  );
   const bad = await runCli(['--config', file, '--listen', 'localhost']);
-  rmSync(dir, { recursive: true, force: true });
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /listeners\[0\]\.address: expected host:port, e\.g\. 0\.0\.0\.0:8080/);
 });
@@ -395,14 +388,6 @@ test('`--upstream nonsense` exits 1 with a configuration problem naming the flag
   assert.match(r.stderr, /upstreams\[0\]\.url: not an http\(s\):\/\/host:port URL/);
   assert.match(r.stderr, /"nonsense"/);
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function gatewayConfig(port: number, adminPort: number, upstreamUrl: string): string {
   return `version: 1
@@ -440,20 +425,12 @@ function logLines(child: ChildProcess): Record<string, unknown>[] {
   return lines;
 }
 
-async function until(cond: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
 test('SIGHUP reloads a changed file, and a broken file is rejected while the running configuration keeps serving', {
   timeout: 30_000,
-}, async () => {
-  const first = await startUpstream((_req, res) => res.end('first'));
-  const second = await startUpstream((_req, res) => res.end('second'));
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-reload-'));
+}, async (t) => {
+  const first = await startUpstream(t, (_req, res) => res.end('first'));
+  const second = await startUpstream(t, (_req, res) => res.end('second'));
+  const dir = tempDir(t, 'rempart-reload-');
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
   const adminPort = await freePort();
@@ -462,54 +439,58 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  cleanup(t, () => stopChild(child));
   const body = async () => (await fetch(`http://127.0.0.1:${port}/who`)).text();
-  try {
-    await until(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, 'start-up');
-    assert.equal(child.exitCode, null, stderr);
-    assert.equal(await body(), 'first');
+  await waitFor(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'start-up',
+  });
+  assert.equal(child.exitCode, null, stderr);
+  assert.equal(await body(), 'first');
 
-    // A valid change, then SIGHUP: traffic moves to the second upstream.
-    writeFileSync(file, gatewayConfig(port, adminPort, second.url));
-    child.kill('SIGHUP');
-    await until(() => logs.some((l) => l.msg === 'configuration reloaded'), 'the reload');
-    assert.equal(await body(), 'second');
-    assert.equal(await body(), 'second');
+  // A valid change, then SIGHUP: traffic moves to the second upstream.
+  writeFileSync(file, gatewayConfig(port, adminPort, second.url));
+  child.kill('SIGHUP');
+  await waitFor(() => logs.some((l) => l.msg === 'configuration reloaded'), {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'the reload',
+  });
+  assert.equal(await body(), 'second');
+  assert.equal(await body(), 'second');
 
-    // A broken file, then SIGHUP: rejected, logged with the problem, the old config keeps serving.
-    writeFileSync(
-      file,
-      gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'),
-    );
-    child.kill('SIGHUP');
-    await until(() => logs.some((l) => String(l.msg).includes('reload rejected')), 'the rejection');
-    const rejected = logs.find((l) => String(l.msg).includes('reload rejected'))!;
-    assert.equal(rejected.level, 'error');
-    assert.match(JSON.stringify(rejected.problems), /routes\[0\]\.class/);
-    assert.equal(child.exitCode, null, 'the process is still running');
-    assert.equal(await body(), 'second');
+  // A broken file, then SIGHUP: rejected, logged with the problem, the old config keeps serving.
+  writeFileSync(
+    file,
+    gatewayConfig(port, adminPort, first.url).replace('  - name: all', '  - name: all\n    class: bogus'),
+  );
+  child.kill('SIGHUP');
+  await waitFor(() => logs.some((l) => String(l.msg).includes('reload rejected')), {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'the rejection',
+  });
+  const rejected = logs.find((l) => String(l.msg).includes('reload rejected'))!;
+  assert.equal(rejected.level, 'error');
+  assert.match(JSON.stringify(rejected.problems), /routes\[0\]\.class/);
+  assert.equal(child.exitCode, null, 'the process is still running');
+  assert.equal(await body(), 'second');
 
-    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-    assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
-    assert.match(metrics, /rempart_config_reloads_total\{result="applied"\} 1\n/);
-  } finally {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      const code = await Promise.race([exited, sleep(5000).then(() => 'timeout' as const)]);
-      if (code === 'timeout') child.kill('SIGKILL');
-      else assert.equal(code, 0, `exit code after SIGTERM; stderr: ${stderr}`);
-    }
-    await first.close();
-    await second.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
+  assert.match(metrics, /rempart_config_reloads_total\{result="applied"\} 1\n/);
+
+  // A clean exit on SIGTERM (one that had to be killed is the teardown's business, as before).
+  const code = await stopChild(child);
+  if (code !== 'killed') assert.equal(code, 0, `exit code after SIGTERM; stderr: ${stderr}`);
 });
 
 test('a SIGHUP whose file names an unreadable TLS key is rejected without stopping the running gateway', {
   timeout: 30_000,
-}, async () => {
-  const up = await startUpstream((_req, res) => res.end('up'));
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-reload-tls-'));
+}, async (t) => {
+  const up = await startUpstream(t, (_req, res) => res.end('up'));
+  const dir = tempDir(t, 'rempart-reload-tls-');
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
   execFileSync(
@@ -544,7 +525,6 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const get = () =>
     new Promise<string>((resolve, reject) => {
       https
@@ -555,63 +535,56 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
         })
         .on('error', reject);
     });
-  try {
-    await until(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, 'start-up');
-    assert.equal(child.exitCode, null, stderr);
-    assert.equal(await get(), 'up');
-    writeFileSync(file, withTls(join(dir, 'missing-key.pem')));
-    child.kill('SIGHUP');
-    await until(
-      () => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null,
-      'the rejection',
-    );
-    assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
-    assert.match(JSON.stringify(logs.find((l) => String(l.msg).includes('reload rejected'))), /missing-key\.pem/);
-    assert.equal(await get(), 'up', 'the running configuration keeps serving');
-    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-    assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
-  } finally {
-    if (child.exitCode === null) {
-      child.kill('SIGTERM');
-      const code = await Promise.race([exited, sleep(5000).then(() => 'timeout' as const)]);
-      if (code === 'timeout') child.kill('SIGKILL');
-    }
-    await up.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  cleanup(t, () => stopChild(child));
+  await waitFor(() => logs.some((l) => l.msg === 'rempart started') || child.exitCode !== null, {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'start-up',
+  });
+  assert.equal(child.exitCode, null, stderr);
+  assert.equal(await get(), 'up');
+  writeFileSync(file, withTls(join(dir, 'missing-key.pem')));
+  child.kill('SIGHUP');
+  await waitFor(() => logs.some((l) => String(l.msg).includes('reload rejected')) || child.exitCode !== null, {
+    timeoutMs: 8000,
+    intervalMs: 20,
+    message: 'the rejection',
+  });
+  assert.equal(child.exitCode, null, `the gateway exited on a bad reload; stderr: ${stderr}`);
+  assert.match(JSON.stringify(logs.find((l) => String(l.msg).includes('reload rejected'))), /missing-key\.pem/);
+  assert.equal(await get(), 'up', 'the running configuration keeps serving');
+  const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  assert.match(metrics, /rempart_config_reloads_total\{result="rejected"\} 1\n/);
 });
 
-test('an in-process reload moves new requests to the new upstream while a request in flight on the old one completes', async () => {
-  const first = await startUpstream((req, res) => {
+test('an in-process reload moves new requests to the new upstream while a request in flight on the old one completes', async (t) => {
+  const first = await startUpstream(t, (req, res) => {
     if (req.url === '/slow') setTimeout(() => res.end('slow-done'), 400);
     else res.end('first');
   });
-  const second = await startUpstream((_req, res) => res.end('second'));
-  const gw = await startGateway(first.url);
-  try {
-    assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
-    const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
-    for (let waited = 0; !first.requests.some((r) => r.url === '/slow') && waited < 5000; waited += 10) await sleep(10);
-    const next = validateConfig({
-      version: 1,
-      listeners: [{ address: '127.0.0.1:0' }],
-      upstreams: [{ name: 'second', url: second.url }],
-      routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
-      admin: { address: '127.0.0.1:0' },
-    });
-    await gw.gateway.reload(next);
-    assert.equal(gw.gateway.runtime().config, next);
-    assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');
-    assert.equal(await inFlight, 'slow-done');
-    assert.deepEqual(
-      first.requests.map((r) => r.url),
-      ['/a', '/slow'],
-    );
-  } finally {
-    await gw.close();
-    await first.close();
-    await second.close();
-  }
+  const second = await startUpstream(t, (_req, res) => res.end('second'));
+  const gw = await startGateway(t, first.url);
+  assert.equal(await (await fetch(`${gw.url}/a`)).text(), 'first');
+  const inFlight = fetch(`${gw.url}/slow`).then((r) => r.text());
+  await waitFor(() => first.requests.some((r) => r.url === '/slow'), {
+    intervalMs: 20,
+    message: 'the slow request at the first upstream',
+  });
+  const next = validateConfig({
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [{ name: 'second', url: second.url }],
+    routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
+    admin: { address: '127.0.0.1:0' },
+  });
+  await gw.gateway.reload(next);
+  assert.equal(gw.gateway.runtime().config, next);
+  assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');
+  assert.equal(await inFlight, 'slow-done');
+  assert.deepEqual(
+    first.requests.map((r) => r.url),
+    ['/a', '/slow'],
+  );
 });
 
 test('guaranteed class shares that add up to more than 100 % are refused with their key path', () => {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { connectionKey } from '../src/server/accept.ts';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 test('IPv6 clients are counted per /64, IPv4 per address', () => {
   assert.equal(connectionKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
@@ -31,39 +31,40 @@ async function proxiedConnection(
   return { socket, refused: () => closed };
 }
 
-test('behind a trusted PROXY-protocol balancer the cap applies to each client, not to the balancer', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+test('behind a trusted PROXY-protocol balancer the cap applies to each client, not to the balancer', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }],
     clientAddress: { trustedProxies: ['127.0.0.1'] },
     limits: { maxConnectionsPerAddress: 2 },
   });
   const open: net.Socket[] = [];
-  try {
-    const distinct = await Promise.all(
-      ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)),
-    );
-    open.push(...distinct.map((c) => c.socket));
-    const same = [];
-    for (let i = 0; i < 3; i++) {
-      same.push(await proxiedConnection(gw.port, '198.51.100.7'));
-      await sleep(30);
-    }
-    open.push(...same.map((c) => c.socket));
-    for (let waited = 0; !same[2]!.refused() && waited < 5000; waited += 20) await sleep(20);
-    assert.deepEqual(
-      distinct.map((c) => c.refused()),
-      [false, false, false],
-      'three clients through one balancer all stay connected',
-    );
-    assert.deepEqual(
-      same.map((c) => c.refused()),
-      [false, false, true],
-      'the third connection of one client is refused',
-    );
-  } finally {
+  cleanup(t, () => {
     for (const s of open) s.destroy();
-    await gw.close();
-    await up.close();
+  });
+  const distinct = await Promise.all(
+    ['203.0.113.1', '203.0.113.2', '203.0.113.3'].map((a) => proxiedConnection(gw.port, a)),
+  );
+  open.push(...distinct.map((c) => c.socket));
+  const same: Awaited<ReturnType<typeof proxiedConnection>>[] = [];
+  for (let i = 0; i < 3; i++) {
+    same.push(await proxiedConnection(gw.port, '198.51.100.7'));
+    await sleep(30);
   }
+  open.push(...same.map((c) => c.socket));
+  await waitFor(() => same[2]!.refused(), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: 'the third connection of one client to be refused',
+  });
+  assert.deepEqual(
+    distinct.map((c) => c.refused()),
+    [false, false, false],
+    'three clients through one balancer all stay connected',
+  );
+  assert.deepEqual(
+    same.map((c) => c.refused()),
+    [false, false, true],
+    'the third connection of one client is refused',
+  );
 });

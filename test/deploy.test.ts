@@ -7,14 +7,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { validateConfig } from '../src/config/load.ts';
-import { startGateway, startUpstream } from './helpers.ts';
+import { startGateway, startUpstream, tempDir } from './helpers.ts';
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -94,7 +93,7 @@ function instructions(text: string): { op: string; args: string }[] {
     .map((m) => ({ op: m[1]!.toUpperCase(), args: m[2]! }));
 }
 
-test('the Dockerfile: a digest-pinned Node 24 base, the packed package, a non-root user, a HEALTHCHECK on the admin /healthz, the admin port unpublished', async () => {
+test('the Dockerfile: a digest-pinned Node 24 base, the packed package, a non-root user, a HEALTHCHECK on the admin /healthz, the admin port unpublished', async (t) => {
   const ins = instructions(readFileSync(root('deploy/Dockerfile'), 'utf8'));
   // The base image: one ARG pinned by digest, used by every stage.
   const arg = ins.find((i) => i.op === 'ARG' && i.args.startsWith('NODE_IMAGE='));
@@ -165,30 +164,25 @@ test('the Dockerfile: a digest-pinned Node 24 base, the packed package, a non-ro
   const hc = runtime.find((i) => i.op === 'HEALTHCHECK')!;
   const check = JSON.parse(hc.args.slice(hc.args.indexOf('CMD ') + 4)) as string[];
   assert.equal(check[0], 'node');
-  const up = await startUpstream();
-  const gw = await startGateway(up.url);
-  try {
-    const probe = (url: string) =>
-      new Promise<number | null>((resolve) => {
-        const child = spawn(process.execPath, check.slice(1), {
-          env: { ...process.env, REMPART_HEALTH_URL: url },
-          stdio: 'ignore',
-        });
-        child.on('exit', (code) => resolve(code));
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url);
+  const probe = (url: string) =>
+    new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, check.slice(1), {
+        env: { ...process.env, REMPART_HEALTH_URL: url },
+        stdio: 'ignore',
       });
-    assert.equal(await probe(`${gw.adminUrl}${new URL(healthUrl).pathname}`), 0, 'healthy');
-    const closed = net.createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
-    assert.equal(await probe(`http://127.0.0.1:${port}/healthz`), 1, 'unhealthy when nothing answers');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+      child.on('exit', (code) => resolve(code));
+    });
+  assert.equal(await probe(`${gw.adminUrl}${new URL(healthUrl).pathname}`), 0, 'healthy');
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  assert.equal(await probe(`http://127.0.0.1:${port}/healthz`), 1, 'unhealthy when nothing answers');
 });
 
-test('the systemd unit starts the installed package, and its audit database is in its StateDirectory', async () => {
+test('the systemd unit starts the installed package, and its audit database is in its StateDirectory', async (t) => {
   const unit = readFileSync(root('deploy/systemd/rempart.service'), 'utf8');
   for (const section of ['[Unit]', '[Service]', '[Install]']) assert.ok(unit.includes(section));
   for (const line of unit.split('\n'))
@@ -217,26 +211,21 @@ test('the systemd unit starts the installed package, and its audit database is i
   assert.ok(cfg.admin.tokensFile?.startsWith(`${key('ReadOnlyPaths')[0]}/`), 'the tokens file is under ReadOnlyPaths');
   // With that config (its directories moved into a temporary StateDirectory, its addresses onto
   // loopback port 0), Rempart creates the audit database there and writes to it.
-  const state = mkdtempSync(path.join(tmpdir(), 'rempart-state-'));
-  const up = await startUpstream();
-  try {
-    const local = validateConfig(
-      parseAllDocuments(
-        example
-          .replaceAll('/var/lib/rempart/', `${state}/`)
-          .replace(/address: \S+/g, 'address: 127.0.0.1:0')
-          .replace(/url: http:\S+/, `url: ${up.url}`),
-      )[0]!.toJSON(),
-      '(test)',
-    );
-    const gw = await startGateway(up.url, { ...local, admin: { address: '127.0.0.1:0' } });
-    assert.equal(gw.gateway.audit.file, path.join(state, 'audit.db'));
-    gw.gateway.audit.record('config_reload', 'rempart', 'test');
-    assert.ok(gw.gateway.audit.query({ kind: 'config_reload' }).length >= 1);
-    await gw.close();
-    assert.ok(existsSync(path.join(state, 'audit.db')));
-  } finally {
-    await up.close();
-    rmSync(state, { recursive: true, force: true });
-  }
+  const state = tempDir(t, 'rempart-state-');
+  const up = await startUpstream(t);
+  const local = validateConfig(
+    parseAllDocuments(
+      example
+        .replaceAll('/var/lib/rempart/', `${state}/`)
+        .replace(/address: \S+/g, 'address: 127.0.0.1:0')
+        .replace(/url: http:\S+/, `url: ${up.url}`),
+    )[0]!.toJSON(),
+    '(test)',
+  );
+  const gw = await startGateway(t, up.url, { ...local, admin: { address: '127.0.0.1:0' } });
+  assert.equal(gw.gateway.audit.file, path.join(state, 'audit.db'));
+  gw.gateway.audit.record('config_reload', 'rempart', 'test');
+  assert.ok(gw.gateway.audit.query({ kind: 'config_reload' }).length >= 1);
+  await gw.close();
+  assert.ok(existsSync(path.join(state, 'audit.db')));
 });

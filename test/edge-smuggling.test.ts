@@ -191,27 +191,22 @@ test('two identical Host fields are refused as a duplicate Host', async () => {
   await assertRefused('GET / HTTP/1.1\r\nHost: a.test\r\nhost: a.test\r\n\r\n', 'RMP_ERR_EDGE_DUPLICATE_HOST');
 });
 
-test('a well-framed chunked POST passes and the upstream receives the exact body bytes', async () => {
+test('a well-framed chunked POST passes and the upstream receives the exact body bytes', async (t) => {
   let received: Buffer | null = null;
-  const up = await startUpstream((_req, res, body) => {
+  const up = await startUpstream(t, (_req, res, body) => {
     received = body;
     res.end('ok');
   });
-  const gw = await startGateway(up.url);
-  try {
-    const raw = await rawRequest(
-      gw.port,
-      'POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n',
-    );
-    assert.equal(statusOf(raw), 200, raw);
-    assert.equal(up.requests.length, 1);
-    assert.equal(up.requests[0]!.url, '/upload');
-    assert.equal(up.requests[0]!.bodyBytes, 12);
-    assert.equal(received!.toString('latin1'), 'hello, world');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url);
+  const raw = await rawRequest(
+    gw.port,
+    'POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n',
+  );
+  assert.equal(statusOf(raw), 200, raw);
+  assert.equal(up.requests.length, 1);
+  assert.equal(up.requests[0]!.url, '/upload');
+  assert.equal(up.requests[0]!.bodyBytes, 12);
+  assert.equal(received!.toString('latin1'), 'hello, world');
 });
 
 test('a request smuggled inside the body of a refused TE.CL request never reaches the upstream', async () => {
@@ -243,26 +238,21 @@ test('a request behind refused framing never reaches the upstream when the reque
   }
 });
 
-test('an Expect other than 100-continue gets 417 RMP_ERR_EDGE_EXPECTATION from Rempart and is never forwarded', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url);
-  try {
-    const raw = await rawRequest(
-      gw.port,
-      'POST /x HTTP/1.1\r\nHost: a.test\r\nExpect: x-expect\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
-      { timeoutMs: 3000 },
-    );
-    assert.equal(statusOf(raw), 417, JSON.stringify(raw));
-    assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_EXPECTATION', JSON.stringify(raw));
-    await sleep(100);
-    assert.deepEqual(
-      up.requests.map((r) => r.url),
-      [],
-    );
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+test('an Expect other than 100-continue gets 417 RMP_ERR_EDGE_EXPECTATION from Rempart and is never forwarded', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url);
+  const raw = await rawRequest(
+    gw.port,
+    'POST /x HTTP/1.1\r\nHost: a.test\r\nExpect: x-expect\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello',
+    { timeoutMs: 3000 },
+  );
+  assert.equal(statusOf(raw), 417, JSON.stringify(raw));
+  assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_EXPECTATION', JSON.stringify(raw));
+  await sleep(100);
+  assert.deepEqual(
+    up.requests.map((r) => r.url),
+    [],
+  );
 });
 
 test('a request pipelined behind a refused duplicate-Host request never reaches the upstream', async () => {
@@ -302,59 +292,49 @@ test('a request pipelined behind a request with a bad chunk size never reaches t
   );
 });
 
-test('a request pipelined behind the body of a request refused 413 never reaches the upstream', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+test('a request pipelined behind the body of a request refused 413 never reaches the upstream', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public', maxBodyBytes: 10 }],
   });
-  try {
-    assert.equal((await fetch(`${gw.url}/warm`)).status, 200);
-    up.requests.length = 0;
-    const seen = countHeads(up);
-    const body = 'x'.repeat(11);
-    const raw = await rawRequest(
-      gw.port,
-      `POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n${body}${GET_SMUGGLED}`,
-      { timeoutMs: 1500 },
-    );
-    assert.equal(statusOf(raw), 413, raw);
-    assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_BODY_TOO_LARGE');
-    assert.equal(raw.match(/HTTP\/1\.1 /g)?.length, 1, `more than one response: ${JSON.stringify(raw)}`);
-    await sleep(100);
-    assert.equal(seen.heads, 0, 'the upstream saw a request head');
-    assert.equal(up.requests.length, 0);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  assert.equal((await fetch(`${gw.url}/warm`)).status, 200);
+  up.requests.length = 0;
+  const seen = countHeads(up);
+  const body = 'x'.repeat(11);
+  const raw = await rawRequest(
+    gw.port,
+    `POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n${body}${GET_SMUGGLED}`,
+    { timeoutMs: 1500 },
+  );
+  assert.equal(statusOf(raw), 413, raw);
+  assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_BODY_TOO_LARGE');
+  assert.equal(raw.match(/HTTP\/1\.1 /g)?.length, 1, `more than one response: ${JSON.stringify(raw)}`);
+  await sleep(100);
+  assert.equal(seen.heads, 0, 'the upstream saw a request head');
+  assert.equal(up.requests.length, 0);
 });
 
-test('a WebSocket upgrade pipelined behind a refused request never reaches the upstream', async () => {
-  const up = await startUpstream();
+test('a WebSocket upgrade pipelined behind a refused request never reaches the upstream', async (t) => {
+  const up = await startUpstream(t);
   let upgrades = 0;
   up.server.on('upgrade', (_req, socket) => {
     upgrades++;
     socket.destroy();
   });
-  const gw = await startGateway(up.url);
-  try {
-    const seen = countHeads(up);
-    const upgrade =
-      'GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
-    const raw = await rawRequest(gw.port, `GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n${upgrade}`, {
-      timeoutMs: 1500,
-    });
-    assert.equal(statusOf(raw), 400, raw);
-    assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_DUPLICATE_HOST');
-    assert.equal(raw.match(/HTTP\/1\.1 /g)?.length, 1, `more than one response: ${JSON.stringify(raw)}`);
-    await sleep(100);
-    assert.equal(upgrades, 0, 'the upstream saw the upgrade');
-    assert.equal(seen.heads, 0);
-    // Not even attempted: without the guard the tunnel is dialled and only loses a race to the close.
-    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-    assert.doesNotMatch(metrics, /^rempart_websocket_upgrades_total\{[^}]*\} [1-9]/m, 'an upgrade was forwarded');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url);
+  const seen = countHeads(up);
+  const upgrade =
+    'GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+  const raw = await rawRequest(gw.port, `GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n${upgrade}`, {
+    timeoutMs: 1500,
+  });
+  assert.equal(statusOf(raw), 400, raw);
+  assert.equal(errorCodeOf(raw), 'RMP_ERR_EDGE_DUPLICATE_HOST');
+  assert.equal(raw.match(/HTTP\/1\.1 /g)?.length, 1, `more than one response: ${JSON.stringify(raw)}`);
+  await sleep(100);
+  assert.equal(upgrades, 0, 'the upstream saw the upgrade');
+  assert.equal(seen.heads, 0);
+  // Not even attempted: without the guard the tunnel is dialled and only loses a race to the close.
+  const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  assert.doesNotMatch(metrics, /^rempart_websocket_upgrades_total\{[^}]*\} [1-9]/m, 'an upgrade was forwarded');
 });

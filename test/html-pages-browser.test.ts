@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import type { Browser, BrowserContext, Page, Response } from 'playwright-core';
-import { startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, type Teardown, waitFor } from './helpers.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const skip =
@@ -101,8 +101,8 @@ function assertHeaders(res: Response | null, what: string, withScript: boolean):
 }
 
 /** An origin that answers a small page naming the path (escaped: the origin is not under test). */
-function originPage() {
-  return startUpstream((req, res) => {
+function originPage(t: Teardown) {
+  return startUpstream(t, (req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(
       `<!doctype html><title>origin</title><h1 id="origin">${String(req.url).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)}</h1>`,
@@ -113,86 +113,77 @@ function originPage() {
 test("Chromium, challenge: the review's `return` URL and other hostile returns run nothing, and the challenge is still solved under the CSP", {
   skip,
   timeout: 90_000,
-}, async () => {
-  const up = await originPage();
-  const gw = await startGateway(up.url, {
+}, async (t) => {
+  const up = await originPage(t);
+  const gw = await startGateway(t, up.url, {
     defense: { level: { override: 'under_attack' }, challenge: { difficultyBits: { elevated: 10, underAttack: 12 } } },
     logging: { level: 'error', requests: false },
   });
-  try {
-    const cases: [string, string][] = [
-      // The outside review's reproduction, verbatim.
-      [
-        '/.rempart/challenge/verify?return=%2F%3C%2Fscript%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E',
-        '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E',
-      ],
-      [`/.rempart/challenge/verify?return=${encodeURIComponent(`/${HOSTILE.replace(/ /g, '/')}`)}`, ''],
-      [`/.rempart/challenge/verify?return=${encodeURIComponent('//evil.example/')}`, '/'],
-      [`/.rempart/challenge/verify?return=${encodeURIComponent('/\\evil.example/')}`, '/'],
-      [`/.rempart/challenge/verify?return=${encodeURIComponent('javascript:alert(1)')}`, '/'],
-      // A challenged page with markup in its query (Chromium encodes what it must; the rest is escaped).
-      [`/search?q=${HOSTILE}`, ''],
-    ];
-    for (const [path, landing] of cases) {
-      const w = await watch();
-      const res = await w.page.goto(`${gw.url}${path}`);
-      assert.equal(res?.status(), 403, `${path}: the interstitial`);
-      // First what the review saw: with the value written raw into the inline script, alert(1) ran.
-      assert.deepEqual(w.dialogs, [], `${path}: no dialog`);
-      assertHeaders(res, path, true);
-      // Solved in Chromium under the CSP, then back on the origin at a same-origin path.
-      await w.page.waitForSelector('#origin', { timeout: 20_000 });
-      const url = new URL(w.page.url());
-      assert.equal(url.origin, gw.url, `${path}: still on the site`);
-      if (landing !== '') assert.equal(url.pathname + url.search, landing, path);
-      await assertClean(w, path, false);
-      assert.ok(
-        (await w.context.cookies()).some((c) => c.name === '__rempart_clr'),
-        `${path}: cleared`,
-      );
-      await w.context.close();
-    }
-    const metrics = await gw.gateway.metrics.registry.metrics();
-    assert.match(metrics, new RegExp(`rempart_challenges_total\\{door="html",result="solved"\\} ${cases.length}\\n`));
-  } finally {
-    await gw.close();
-    await up.close();
+  const cases: [string, string][] = [
+    // The outside review's reproduction, verbatim.
+    [
+      '/.rempart/challenge/verify?return=%2F%3C%2Fscript%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E',
+      '/%3C/script%3E%3Cscript%3Ealert(1)%3C/script%3E',
+    ],
+    [`/.rempart/challenge/verify?return=${encodeURIComponent(`/${HOSTILE.replace(/ /g, '/')}`)}`, ''],
+    [`/.rempart/challenge/verify?return=${encodeURIComponent('//evil.example/')}`, '/'],
+    [`/.rempart/challenge/verify?return=${encodeURIComponent('/\\evil.example/')}`, '/'],
+    [`/.rempart/challenge/verify?return=${encodeURIComponent('javascript:alert(1)')}`, '/'],
+    // A challenged page with markup in its query (Chromium encodes what it must; the rest is escaped).
+    [`/search?q=${HOSTILE}`, ''],
+  ];
+  for (const [path, landing] of cases) {
+    const w = await watch();
+    const res = await w.page.goto(`${gw.url}${path}`);
+    assert.equal(res?.status(), 403, `${path}: the interstitial`);
+    // First what the review saw: with the value written raw into the inline script, alert(1) ran.
+    assert.deepEqual(w.dialogs, [], `${path}: no dialog`);
+    assertHeaders(res, path, true);
+    // Solved in Chromium under the CSP, then back on the origin at a same-origin path.
+    await w.page.waitForSelector('#origin', { timeout: 20_000 });
+    const url = new URL(w.page.url());
+    assert.equal(url.origin, gw.url, `${path}: still on the site`);
+    if (landing !== '') assert.equal(url.pathname + url.search, landing, path);
+    await assertClean(w, path, false);
+    assert.ok(
+      (await w.context.cookies()).some((c) => c.name === '__rempart_clr'),
+      `${path}: cleared`,
+    );
+    await w.context.close();
   }
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  assert.match(metrics, new RegExp(`rempart_challenges_total\\{door="html",result="solved"\\} ${cases.length}\\n`));
 });
 
 test('Chromium, status page: an operator message full of markup (set through the admin API) is shown as text, under the CSP', {
   skip,
   timeout: 60_000,
-}, async () => {
+}, async (t) => {
   // An origin nobody listens on: port 1 (a closed upstream's port could be taken by another test file's
   // server meanwhile, as it was once in CI: its 429 came back instead of the status page).
-  const gw = await startGateway('http://127.0.0.1:1', { logging: { level: 'error', requests: false } });
-  try {
-    const message = `We are on it ${HOSTILE}`;
-    const put = await fetch(`${gw.adminUrl}/api/status-page`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ message, reason: 'test' }),
-    });
-    assert.equal(put.status, 200);
-    const w = await watch();
-    const res = await w.page.goto(`${gw.url}/account`);
-    assert.equal(res?.status(), 502);
-    assertHeaders(res, 'status page', false);
-    assert.ok((await w.page.textContent('body'))?.includes(message), 'the message, as text');
-    await assertClean(w, 'status page');
-    await w.context.close();
-  } finally {
-    await gw.close();
-  }
+  const gw = await startGateway(t, 'http://127.0.0.1:1', { logging: { level: 'error', requests: false } });
+  const message = `We are on it ${HOSTILE}`;
+  const put = await fetch(`${gw.adminUrl}/api/status-page`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ message, reason: 'test' }),
+  });
+  assert.equal(put.status, 200);
+  const w = await watch();
+  const res = await w.page.goto(`${gw.url}/account`);
+  assert.equal(res?.status(), 502);
+  assertHeaders(res, 'status page', false);
+  assert.ok((await w.page.textContent('body'))?.includes(message), 'the message, as text');
+  await assertClean(w, 'status page');
+  await w.context.close();
 });
 
 test('Chromium, waiting room and admission 503: hostile cookies and query change nothing, both pages under the CSP', {
   skip,
   timeout: 60_000,
-}, async () => {
+}, async (t) => {
   const held: Array<() => void> = [];
-  const up = await startUpstream((req, res) => {
+  const up = await startUpstream(t, (req, res) => {
     const reply = () => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok');
@@ -200,57 +191,52 @@ test('Chromium, waiting room and admission 503: hostile cookies and query change
     if (req.url === '/hold') held.push(reply);
     else reply();
   });
-  let gw: TestGateway | null = null;
-  try {
-    gw = await startGateway(up.url, {
-      upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
-      routes: [
-        {
-          name: 'line',
-          path: '/line/*',
-          upstream: 'origin',
-          class: 'public',
-          waitingRoom: { enabled: true, force: true, admitPerSecond: 1 },
-        },
-        { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
-      ],
-      admission: { queue: { timeoutMs: { public: 100 } } },
-      logging: { level: 'error', requests: false },
-    });
-    const url = gw.url;
-
-    const w = await watch();
-    await w.context.addCookies(
-      ['rempart_wr_ticket_line', 'rempart_wr_pass_line'].map((name) => ({
-        name,
-        value: encodeURIComponent(HOSTILE),
-        url,
-      })),
-    );
-    const res = await w.page.goto(`${url}/line/launch?x=${HOSTILE}`);
-    assert.equal(res?.status(), 503);
-    assertHeaders(res, 'waiting room', false);
-    assert.match((await w.page.textContent('#position')) ?? '', /^[0-9]+$/);
-    await assertClean(w, 'waiting room');
-    await w.context.close();
-
-    // One request holds the only slot; a page load then waits past the class deadline: shed, in HTML.
-    const holding = fetch(`${url}/hold`);
-    const deadline = Date.now() + 10_000;
-    while (held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(held.length, 1, 'the slot is held');
-    const s = await watch();
-    const shed = await s.page.goto(`${url}/page?x=${HOSTILE}`);
-    assert.equal(shed?.status(), 503);
-    assertHeaders(shed, 'admission 503', false);
-    assert.match((await s.page.textContent('body')) ?? '', /RMP_ERR_ADMISSION_(QUEUE_TIMEOUT|SHED)/);
-    await assertClean(s, 'admission 503');
-    await s.context.close();
-    held.shift()!();
-    assert.equal((await holding).status, 200);
-  } finally {
+  const gw = await startGateway(t, up.url, {
+    upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 1 } }],
+    routes: [
+      {
+        name: 'line',
+        path: '/line/*',
+        upstream: 'origin',
+        class: 'public',
+        waitingRoom: { enabled: true, force: true, admitPerSecond: 1 },
+      },
+      { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
+    ],
+    admission: { queue: { timeoutMs: { public: 100 } } },
+    logging: { level: 'error', requests: false },
+  });
+  cleanup(t, () => {
     for (const r of held) r();
-    await gw?.close();
-    await up.close();
-  }
+  });
+  const url = gw.url;
+
+  const w = await watch();
+  await w.context.addCookies(
+    ['rempart_wr_ticket_line', 'rempart_wr_pass_line'].map((name) => ({
+      name,
+      value: encodeURIComponent(HOSTILE),
+      url,
+    })),
+  );
+  const res = await w.page.goto(`${url}/line/launch?x=${HOSTILE}`);
+  assert.equal(res?.status(), 503);
+  assertHeaders(res, 'waiting room', false);
+  assert.match((await w.page.textContent('#position')) ?? '', /^[0-9]+$/);
+  await assertClean(w, 'waiting room');
+  await w.context.close();
+
+  // One request holds the only slot; a page load then waits past the class deadline: shed, in HTML.
+  const holding = fetch(`${url}/hold`);
+  await waitFor(() => held.length > 0, { timeoutMs: 10_000, message: 'the slot to be held' });
+  assert.equal(held.length, 1, 'the slot is held');
+  const s = await watch();
+  const shed = await s.page.goto(`${url}/page?x=${HOSTILE}`);
+  assert.equal(shed?.status(), 503);
+  assertHeaders(shed, 'admission 503', false);
+  assert.match((await s.page.textContent('body')) ?? '', /RMP_ERR_ADMISSION_(QUEUE_TIMEOUT|SHED)/);
+  await assertClean(s, 'admission 503');
+  await s.context.close();
+  held.shift()!();
+  assert.equal((await holding).status, 200);
 });

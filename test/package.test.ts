@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { leadingZeroBits } from '../src/client/index.ts';
 import { listBuiltins } from '../src/drill/scenario.ts';
+import { cleanup, type Teardown, track } from './helpers.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -122,12 +123,20 @@ test('`npx rempart --version` in the installing project', async () => {
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
 });
 
-/** Start the installed `rempart` in front of a one-line origin; resolve with its URLs. */
+/**
+ * Start the installed `rempart` in front of a one-line origin; resolve with its URLs. When the test `t`
+ * ends, whatever still runs is killed (stop() is the clean SIGTERM a test asserts on).
+ */
 async function startInstalled(
+  t: Teardown,
   bin: string,
 ): Promise<{ url: string; admin: string; origin: http.Server; stop(): Promise<number | null> }> {
   const origin = http.createServer((req, res) => res.end(`origin saw ${req.url}`));
   await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+  // Nothing left running: an open origin or child would keep this test file alive forever.
+  cleanup(t, () => {
+    if (origin.listening) origin.close();
+  });
   const upstream = `http://127.0.0.1:${(origin.address() as AddressInfo).port}`;
   // The admin listener on a port found free first (its log line gives the configured address).
   const probe = http.createServer();
@@ -142,6 +151,9 @@ async function startInstalled(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  cleanup(t, () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
   let out = '';
   let err = '';
   child.stderr.on('data', (c: Buffer) => (err += c));
@@ -156,11 +168,6 @@ async function startInstalled(
         resolve((JSON.parse(line) as { listeners: string[] }).listeners[0]!);
       }
     });
-  }).catch((e: unknown) => {
-    // Nothing left running: an open origin would keep this test file alive forever.
-    child.kill('SIGKILL');
-    origin.close();
-    throw e;
   });
   return {
     url: started,
@@ -176,22 +183,19 @@ async function startInstalled(
   };
 }
 
-test('the installed `rempart` proxies a request to an origin and serves its dashboard and /healthz', async () => {
-  const r = await startInstalled(path.join(app, 'node_modules', '.bin', 'rempart'));
-  try {
-    const res = await fetch(`${r.url}/hello?x=1`);
-    assert.equal(res.status, 200);
-    assert.equal(await res.text(), 'origin saw /hello?x=1');
-    assert.equal((await fetch(`${r.admin}/healthz`)).status, 200);
-    // The dashboard's own files (copied by the build) and uPlot's (resolved from node_modules).
-    for (const p of ['/dashboard', '/dashboard/app.js', '/dashboard/uplot.js']) {
-      const page = await fetch(`${r.admin}${p}`);
-      assert.equal(page.status, 200, p);
-      assert.ok((await page.arrayBuffer()).byteLength > 100, p);
-    }
-  } finally {
-    assert.equal(await r.stop(), 0, 'a clean exit on SIGTERM');
+test('the installed `rempart` proxies a request to an origin and serves its dashboard and /healthz', async (t) => {
+  const r = await startInstalled(t, path.join(app, 'node_modules', '.bin', 'rempart'));
+  const res = await fetch(`${r.url}/hello?x=1`);
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), 'origin saw /hello?x=1');
+  assert.equal((await fetch(`${r.admin}/healthz`)).status, 200);
+  // The dashboard's own files (copied by the build) and uPlot's (resolved from node_modules).
+  for (const p of ['/dashboard', '/dashboard/app.js', '/dashboard/uplot.js']) {
+    const page = await fetch(`${r.admin}${p}`);
+    assert.equal(page.status, 200, p);
+    assert.ok((await page.arrayBuffer()).byteLength > 100, p);
   }
+  assert.equal(await r.stop(), 0, 'a clean exit on SIGTERM');
 });
 
 test('`rempart/client` and `rempart` import from a plain .mjs file: a challenge is solved, the API is all there', async () => {
@@ -274,7 +278,7 @@ export const m: number = validateConfig({}, 'inline');
 test('`rempart/client` runs in Chromium from the installed files: no Node built-in, relative URLs, a challenge solved and retried', {
   skip: noChromium,
   timeout: 90_000,
-}, async () => {
+}, async (t) => {
   const clientDir = path.join(installed, 'dist/src/client');
   for (const f of ['index.js', 'solver.js']) {
     const text = readFileSync(path.join(clientDir, f), 'utf8');
@@ -327,39 +331,35 @@ test('`rempart/client` runs in Chromium from the installed files: no Node built-
       res.end();
     }
   });
+  cleanup(t, () => server.close());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-  try {
-    const page = await browser.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    page.on('console', (m) => {
-      // Chromium reports the challenge's 403 itself as a failed resource: that one is expected.
-      if (m.type() === 'error' && !m.location().url.endsWith('/api/orders'))
-        errors.push(`${m.text()} ${m.location().url}`);
-    });
-    await page.goto(`${base}/`);
-    const result = await page.evaluate(async () => {
-      // The page imports the package by name, through its import map, as a single-page app would.
-      const { createClient } = await import('rempart/client' as string);
-      const client = createClient();
-      const res = await client.fetch('/api/orders', { method: 'POST', body: '{}' });
-      return { status: res.status, body: await res.json(), clearances: [...client.clearances] };
-    });
-    assert.equal(result.status, 200);
-    assert.deepEqual(result.body, { ok: true });
-    assert.deepEqual(result.clearances, [[base, 'clr-1']], 'the clearance kept for the page origin');
-    assert.equal(seen.length, 2, 'the call, then its retry with the solution');
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    server.close();
-  }
+  const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    // Chromium reports the challenge's 403 itself as a failed resource: that one is expected.
+    if (m.type() === 'error' && !m.location().url.endsWith('/api/orders'))
+      errors.push(`${m.text()} ${m.location().url}`);
+  });
+  await page.goto(`${base}/`);
+  const result = await page.evaluate(async () => {
+    // The page imports the package by name, through its import map, as a single-page app would.
+    const { createClient } = await import('rempart/client' as string);
+    const client = createClient();
+    const res = await client.fetch('/api/orders', { method: 'POST', body: '{}' });
+    return { status: res.status, body: await res.json(), clearances: [...client.clearances] };
+  });
+  assert.equal(result.status, 200);
+  assert.deepEqual(result.body, { ok: true });
+  assert.deepEqual(result.clearances, [[base, 'clr-1']], 'the clearance kept for the page origin');
+  assert.equal(seen.length, 2, 'the call, then its retry with the solution');
+  assert.deepEqual(errors, []);
 });
 
-test("deploy/Dockerfile's way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build", async () => {
+test("deploy/Dockerfile's way: the tarball unpacked in a directory, `npm ci --omit=dev` with the lockfile, then the bin runs the build", async (t) => {
   const dir = path.join(work, 'opt-rempart');
   mkdirSync(dir);
   await run('tar', ['-xzf', path.join(work, packed.filename), '--strip-components=1', '-C', dir]);
@@ -372,11 +372,8 @@ test("deploy/Dockerfile's way: the tarball unpacked in a directory, `npm ci --om
   );
   const { stdout } = await run(process.execPath, [path.join(dir, 'bin/rempart.js'), '--version'], { timeout: 30_000 });
   assert.equal(stdout.trim(), `rempart ${pkg.version}`);
-  const r = await startInstalled(path.join(dir, 'bin/rempart.js'));
-  try {
-    const res = await fetch(`${r.url}/via-opt`);
-    assert.equal(await res.text(), 'origin saw /via-opt');
-  } finally {
-    await r.stop();
-  }
+  const r = await startInstalled(t, path.join(dir, 'bin/rempart.js'));
+  cleanup(t, () => r.stop());
+  const res = await fetch(`${r.url}/via-opt`);
+  assert.equal(await res.text(), 'origin saw /via-opt');
 });

@@ -72,85 +72,70 @@ const POST_FORMS: [string, 'login' | 'refused' | 'other'][] = [
   ['/login.', 'other'],
 ];
 
-test('path forms: each one is refused or meets the route the origin would give it', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { routes, logging: { level: 'error', requests: false } });
-  try {
-    const body = 'x'.repeat(50);
-    const wrong: string[] = [];
-    for (const [target, want] of POST_FORMS) {
-      const reply = await rawRequest(
-        gw.port,
-        `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      const status = statusOf(reply);
-      const got =
-        status === 413
-          ? 'login'
-          : status === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_PATH'
-            ? 'refused'
-            : status === 200
-              ? 'other'
-              : `status ${status} ${errorCodeOf(reply)}`;
-      if (got !== want) wrong.push(`${target}: ${got}, want ${want}`);
-    }
-    assert.deepEqual(wrong, []);
-  } finally {
-    await gw.close();
-    await up.close();
+test('path forms: each one is refused or meets the route the origin would give it', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { routes, logging: { level: 'error', requests: false } });
+  const body = 'x'.repeat(50);
+  const wrong: string[] = [];
+  for (const [target, want] of POST_FORMS) {
+    const reply = await rawRequest(
+      gw.port,
+      `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    const status = statusOf(reply);
+    const got =
+      status === 413
+        ? 'login'
+        : status === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_PATH'
+          ? 'refused'
+          : status === 200
+            ? 'other'
+            : `status ${status} ${errorCodeOf(reply)}`;
+    if (got !== want) wrong.push(`${target}: ${got}, want ${want}`);
   }
+  assert.deepEqual(wrong, []);
 });
 
-test('a #fragment no longer walks past the login rate limit', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+test('a #fragment no longer walks past the login rate limit', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     routes,
     defense: { rateLimit: { rules: [{ id: 'login', key: 'address', routes: ['login'], ratePerSec: 0.01, burst: 2 }] } },
     logging: { level: 'error', requests: false },
   });
-  try {
-    const statuses: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      const target = i < 2 ? '/login' : ['/login#x', `/login#${i}`, '/login;x', '/LOGIN', '/login/'][i % 5]!;
-      const reply = await rawRequest(
-        gw.port,
-        `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
-      );
-      statuses.push(statusOf(reply));
-    }
-    assert.deepEqual(statuses.slice(0, 2), [200, 200], 'the budget');
-    for (const s of statuses.slice(2)) assert.ok(s === 429 || s === 400, `past the budget: ${statuses.join(',')}`);
-    assert.equal(up.requests.length, 2, 'only the two within the budget reached the origin');
-  } finally {
-    await gw.close();
-    await up.close();
+  const statuses: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const target = i < 2 ? '/login' : ['/login#x', `/login#${i}`, '/login;x', '/LOGIN', '/login/'][i % 5]!;
+    const reply = await rawRequest(
+      gw.port,
+      `POST ${target} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok`,
+    );
+    statuses.push(statusOf(reply));
   }
+  assert.deepEqual(statuses.slice(0, 2), [200, 200], 'the budget');
+  for (const s of statuses.slice(2)) assert.ok(s === 429 || s === 400, `past the budget: ${statuses.join(',')}`);
+  assert.equal(up.requests.length, 2, 'only the two within the budget reached the origin');
 });
 
-test('the origin gets the normalised path: `;parameters` kept on ordinary routes, dropped with the cache key on caching ones', async () => {
-  const up = await startUpstream((_req, res) => res.writeHead(200, { 'cache-control': 'max-age=60' }).end('ok'));
-  const gw = await startGateway(up.url, { routes, logging: { level: 'error', requests: false } });
-  try {
-    for (const target of [
-      '/page;v=1?q=1',
-      '/a/%2e%2e/b;x/c',
-      '/track/A;x=1',
-      '/track/A;x=2',
-      '/TRACK/B;y?z=1',
-      'http://x/track/A',
-    ]) {
-      const reply = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-      assert.equal(statusOf(reply), 200, target);
-    }
-    // /track/A;x=2 and the absolute-form /track/A were hits on the /track/A entry.
-    assert.deepEqual(
-      up.requests.map((r) => r.url),
-      ['/page;v=1?q=1', '/b;x/c', '/track/A', '/TRACK/B'],
-    );
-  } finally {
-    await gw.close();
-    await up.close();
+test('the origin gets the normalised path: `;parameters` kept on ordinary routes, dropped with the cache key on caching ones', async (t) => {
+  const up = await startUpstream(t, (_req, res) => res.writeHead(200, { 'cache-control': 'max-age=60' }).end('ok'));
+  const gw = await startGateway(t, up.url, { routes, logging: { level: 'error', requests: false } });
+  for (const target of [
+    '/page;v=1?q=1',
+    '/a/%2e%2e/b;x/c',
+    '/track/A;x=1',
+    '/track/A;x=2',
+    '/TRACK/B;y?z=1',
+    'http://x/track/A',
+  ]) {
+    const reply = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(reply), 200, target);
   }
+  // /track/A;x=2 and the absolute-form /track/A were hits on the /track/A entry.
+  assert.deepEqual(
+    up.requests.map((r) => r.url),
+    ['/page;v=1?q=1', '/b;x/c', '/track/A', '/TRACK/B'],
+  );
 });
 
 /** [Host value, what the origin gets as Host (and X-Forwarded-Host), or null: refused] */
@@ -187,52 +172,44 @@ const HOSTS: [string, string | null][] = [
   ['.', null],
 ];
 
-test('Host forms: refused, or the origin gets the normalised value as Host and X-Forwarded-Host', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, { routes, logging: { level: 'error', requests: false } });
-  try {
-    const wrong: string[] = [];
-    for (const [host, want] of HOSTS) {
-      const before = up.requests.length;
-      const reply = await rawRequest(gw.port, `GET /h HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-      const got =
-        statusOf(reply) === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_HOST'
-          ? null
-          : up.requests.length > before
-            ? String(up.requests.at(-1)!.headers.host)
-            : `status ${statusOf(reply)}`;
-      if (got !== want) wrong.push(`${host}: ${got}, want ${want}`);
-      else if (want !== null && up.requests.at(-1)!.headers['x-forwarded-host'] !== want)
-        wrong.push(`${host}: X-Forwarded-Host ${up.requests.at(-1)!.headers['x-forwarded-host']}`);
-    }
-    assert.deepEqual(wrong, []);
-    // Absolute-form: its authority is the host (RFC 9112 §3.2.2), and the origin is told so.
-    const reply = await rawRequest(
-      gw.port,
-      'GET http://Other.Example:80/p HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n',
-    );
-    assert.equal(statusOf(reply), 200);
-    assert.equal(up.requests.at(-1)!.url, '/p');
-    assert.equal(up.requests.at(-1)!.headers.host, 'other.example');
-    for (const target of ['http://shop.example:80@evil.example/p', 'http:///p', 'http://a b/p']) {
-      const bad = await rawRequest(
-        gw.port,
-        `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
-      );
-      assert.equal(statusOf(bad), 400, target);
-    }
-  } finally {
-    await gw.close();
-    await up.close();
+test('Host forms: refused, or the origin gets the normalised value as Host and X-Forwarded-Host', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { routes, logging: { level: 'error', requests: false } });
+  const wrong: string[] = [];
+  for (const [host, want] of HOSTS) {
+    const before = up.requests.length;
+    const reply = await rawRequest(gw.port, `GET /h HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    const got =
+      statusOf(reply) === 400 && errorCodeOf(reply) === 'RMP_ERR_EDGE_BAD_HOST'
+        ? null
+        : up.requests.length > before
+          ? String(up.requests.at(-1)!.headers.host)
+          : `status ${statusOf(reply)}`;
+    if (got !== want) wrong.push(`${host}: ${got}, want ${want}`);
+    else if (want !== null && up.requests.at(-1)!.headers['x-forwarded-host'] !== want)
+      wrong.push(`${host}: X-Forwarded-Host ${up.requests.at(-1)!.headers['x-forwarded-host']}`);
+  }
+  assert.deepEqual(wrong, []);
+  // Absolute-form: its authority is the host (RFC 9112 §3.2.2), and the origin is told so.
+  const reply = await rawRequest(
+    gw.port,
+    'GET http://Other.Example:80/p HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n',
+  );
+  assert.equal(statusOf(reply), 200);
+  assert.equal(up.requests.at(-1)!.url, '/p');
+  assert.equal(up.requests.at(-1)!.headers.host, 'other.example');
+  for (const target of ['http://shop.example:80@evil.example/p', 'http:///p', 'http://a b/p']) {
+    const bad = await rawRequest(gw.port, `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(bad), 400, target);
   }
 });
 
-test('a Host with userinfo or another port cannot poison the entry of the plain host; routes match the normalised host', async () => {
+test('a Host with userinfo or another port cannot poison the entry of the plain host; routes match the normalised host', async (t) => {
   // An origin that builds links from Host, as many do.
-  const up = await startUpstream((req, res) =>
+  const up = await startUpstream(t, (req, res) =>
     res.writeHead(200, { 'cache-control': 'max-age=60' }).end(`<a href="//${req.headers.host}/next">`),
   );
-  const gw = await startGateway(up.url, {
+  const gw = await startGateway(t, up.url, {
     routes: [
       { name: 'shop', host: 'shop.example', path: '/*', upstream: 'origin', class: 'cacheable' },
       { name: 'other', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false } },
@@ -244,17 +221,12 @@ test('a Host with userinfo or another port cannot poison the entry of the plain 
     const link = /<a href="[^"]*">/.exec(reply);
     return { status: statusOf(reply), body: link === null ? '' : link[0], hit: /\r\nx-cache: HIT\r\n/i.test(reply) };
   };
-  try {
-    assert.equal((await get('shop.example:80@evil.example')).status, 400);
-    assert.equal((await get('shop.example:1234')).body, '<a href="//shop.example:1234/next">');
-    const plain = await get('shop.example');
-    assert.equal(plain.body, '<a href="//shop.example/next">', 'the plain host has its own entry');
-    assert.equal(plain.hit, false);
-    const again = await get('SHOP.example.');
-    assert.ok(again.hit, 'the same host written otherwise is the same entry');
-    assert.equal(again.body, '<a href="//shop.example/next">');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  assert.equal((await get('shop.example:80@evil.example')).status, 400);
+  assert.equal((await get('shop.example:1234')).body, '<a href="//shop.example:1234/next">');
+  const plain = await get('shop.example');
+  assert.equal(plain.body, '<a href="//shop.example/next">', 'the plain host has its own entry');
+  assert.equal(plain.hit, false);
+  const again = await get('SHOP.example.');
+  assert.ok(again.hit, 'the same host written otherwise is the same entry');
+  assert.equal(again.body, '<a href="//shop.example/next">');
 });

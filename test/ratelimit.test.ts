@@ -2,23 +2,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig, ConfigError } from '../src/config/load.ts';
-import { startGateway, startUpstream, type TestGateway } from './helpers.ts';
+import { startGateway, startUpstream, type Teardown, type TestGateway } from './helpers.ts';
 
 type Clock = ReturnType<typeof createManualClock>;
 
-async function withLimitedGateway(
+/** A gateway on a manual clock in front of a fresh upstream, both stopped when `t` ends. */
+async function startLimitedGateway(
+  t: Teardown,
   partial: Record<string, unknown>,
-  fn: (gw: TestGateway, clock: Clock) => Promise<void>,
-): Promise<void> {
-  const up = await startUpstream();
+): Promise<{ gw: TestGateway; clock: Clock }> {
+  const up = await startUpstream(t);
   const clock = createManualClock(1000);
-  const gw = await startGateway(up.url, partial, { clock });
-  try {
-    await fn(gw, clock);
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url, partial, { clock });
+  return { gw, clock };
 }
 
 const tight = (extra: Record<string, unknown> = {}) => ({
@@ -29,74 +25,69 @@ const tight = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and RateLimit, and is served again once the interval passed', async () => {
-  await withLimitedGateway({ defense: { rateLimit: { rules: [tight()] } } }, async (gw, clock) => {
-    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
-    const res = await fetch(`${gw.url}/a`);
-    assert.equal(res.status, 429);
-    assert.equal(res.headers.get('retry-after'), '1');
-    assert.equal(res.headers.get('ratelimit-policy'), '"tight";q=2;w=2');
-    assert.equal(res.headers.get('ratelimit'), '"tight";r=0;t=1');
-    const body = (await res.json()) as { error: { code: string } };
-    assert.equal(body.error.code, 'RMP_ERR_RATE_LIMITED');
-    clock.advance(999);
-    assert.equal((await fetch(`${gw.url}/a`)).status, 429);
-    clock.advance(1);
-    assert.equal((await fetch(`${gw.url}/a`)).status, 200);
-    const metrics = await gw.gateway.metrics.registry.metrics();
-    assert.match(
-      metrics,
-      /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/,
-    );
-    assert.match(metrics, /rempart_rate_limit_keys\{rule="tight"\} 1/);
-  });
+test('past its burst a client gets 429 with Retry-After, RateLimit-Policy and RateLimit, and is served again once the interval passed', async (t) => {
+  const { gw, clock } = await startLimitedGateway(t, { defense: { rateLimit: { rules: [tight()] } } });
+  assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+  const res = await fetch(`${gw.url}/a`);
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get('retry-after'), '1');
+  assert.equal(res.headers.get('ratelimit-policy'), '"tight";q=2;w=2');
+  assert.equal(res.headers.get('ratelimit'), '"tight";r=0;t=1');
+  const body = (await res.json()) as { error: { code: string } };
+  assert.equal(body.error.code, 'RMP_ERR_RATE_LIMITED');
+  clock.advance(999);
+  assert.equal((await fetch(`${gw.url}/a`)).status, 429);
+  clock.advance(1);
+  assert.equal((await fetch(`${gw.url}/a`)).status, 200);
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  assert.match(
+    metrics,
+    /rempart_guard_decisions_total\{guard="rateLimit",action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 2/,
+  );
+  assert.match(metrics, /rempart_rate_limit_keys\{rule="tight"\} 1/);
 });
 
-test('observe mode lets the request through but counts it and says so in the decision header', async () => {
-  await withLimitedGateway(
-    { defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } } },
-    async (gw) => {
-      for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
-      const res = await fetch(`${gw.url}/`);
-      assert.equal(res.status, 200);
-      assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
-      assert.equal(res.headers.get('retry-after'), null);
-      const metrics = await gw.gateway.metrics.registry.metrics();
-      assert.match(
-        metrics,
-        /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/,
-      );
-      assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
-    },
+test('observe mode lets the request through but counts it and says so in the decision header', async (t) => {
+  const { gw } = await startLimitedGateway(t, {
+    defense: { decisionHeader: true, rateLimit: { mode: 'observe', rules: [tight()] } },
+  });
+  for (let i = 0; i < 2; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  const res = await fetch(`${gw.url}/`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('rempart-decision'), 'observed=RMP_ERR_RATE_LIMITED; rule=tight');
+  assert.equal(res.headers.get('retry-after'), null);
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  assert.match(
+    metrics,
+    /rempart_guard_decisions_total\{guard="rateLimit",action="observed",reason="RMP_ERR_RATE_LIMITED",rule="tight"\} 1/,
+  );
+  assert.equal(gw.gateway.defense.bans.isBanned('127.0.0.1'), false);
+});
+
+test('an apiKey rule counts per key and leaves requests without the header to the other rules', async (t) => {
+  const rules = [{ id: 'per-key', key: 'apiKey', ratePerSec: 1, burst: 1 }];
+  const { gw } = await startLimitedGateway(t, { defense: { rateLimit: { apiKeyHeader: 'X-Api-Key', rules } } });
+  for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200, 'no key: not counted');
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 200);
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 429);
+  assert.equal(
+    (await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status,
+    200,
+    'another key has its own budget',
   );
 });
 
-test('an apiKey rule counts per key and leaves requests without the header to the other rules', async () => {
-  const rules = [{ id: 'per-key', key: 'apiKey', ratePerSec: 1, burst: 1 }];
-  await withLimitedGateway({ defense: { rateLimit: { apiKeyHeader: 'X-Api-Key', rules } } }, async (gw) => {
-    for (let i = 0; i < 5; i++) assert.equal((await fetch(`${gw.url}/`)).status, 200, 'no key: not counted');
-    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 200);
-    assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k1' } })).status, 429);
-    assert.equal(
-      (await fetch(`${gw.url}/`, { headers: { 'x-api-key': 'k2' } })).status,
-      200,
-      'another key has its own budget',
-    );
-  });
-});
-
-test('a session rule counts by the session cookie', async () => {
+test('a session rule counts by the session cookie', async (t) => {
   const rules = [{ id: 'per-session', key: 'session', ratePerSec: 1, burst: 1 }];
-  await withLimitedGateway({ defense: { rateLimit: { sessionCookie: 'sid', rules } } }, async (gw) => {
-    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'a=1; sid=s1' } })).status, 200);
-    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s1' } })).status, 429);
-    assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s2' } })).status, 200);
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
-  });
+  const { gw } = await startLimitedGateway(t, { defense: { rateLimit: { sessionCookie: 'sid', rules } } });
+  assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'a=1; sid=s1' } })).status, 200);
+  assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s1' } })).status, 429);
+  assert.equal((await fetch(`${gw.url}/`, { headers: { cookie: 'sid=s2' } })).status, 200);
+  assert.equal((await fetch(`${gw.url}/`)).status, 200);
 });
 
-test('rules apply only to their classes and routes, and `per: route` gives each route its own budget', async () => {
+test('rules apply only to their classes and routes, and `per: route` gives each route its own budget', async (t) => {
   const partial = {
     routes: [
       { name: 'login', path: '/login', upstream: 'origin', class: 'critical' },
@@ -119,28 +110,26 @@ test('rules apply only to their classes and routes, and `per: route` gives each 
       },
     },
   };
-  await withLimitedGateway(partial, async (gw) => {
-    for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/login`)).status, 200, 'critical: not covered');
-    assert.equal((await fetch(`${gw.url}/search`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/search`)).status, 429);
-    assert.equal((await fetch(`${gw.url}/other`)).status, 200, 'another route: its own budget');
-    assert.equal((await fetch(`${gw.url}/other`)).status, 429);
-  });
+  const { gw } = await startLimitedGateway(t, partial);
+  for (let i = 0; i < 3; i++) assert.equal((await fetch(`${gw.url}/login`)).status, 200, 'critical: not covered');
+  assert.equal((await fetch(`${gw.url}/search`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/search`)).status, 429);
+  assert.equal((await fetch(`${gw.url}/other`)).status, 200, 'another route: its own budget');
+  assert.equal((await fetch(`${gw.url}/other`)).status, 429);
 });
 
-test('without rules the default per-address rule limits the public classes', async () => {
-  await withLimitedGateway({}, async (gw) => {
-    const phase = gw.gateway.defense.getRuntime().config.defense.rateLimit;
-    assert.equal(phase.rules.length, 1);
-    assert.equal(phase.rules[0]!.id, 'per-address');
-    let refused = 0;
-    for (let i = 0; i < phase.rules[0]!.burst + 5; i++) if ((await fetch(`${gw.url}/`)).status === 429) refused++;
-    assert.equal(refused, 5);
-  });
+test('without rules the default per-address rule limits the public classes', async (t) => {
+  const { gw } = await startLimitedGateway(t, {});
+  const phase = gw.gateway.defense.getRuntime().config.defense.rateLimit;
+  assert.equal(phase.rules.length, 1);
+  assert.equal(phase.rules[0]!.id, 'per-address');
+  let refused = 0;
+  for (let i = 0; i < phase.rules[0]!.burst + 5; i++) if ((await fetch(`${gw.url}/`)).status === 429) refused++;
+  assert.equal(refused, 5);
 });
 
-test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async () => {
-  const up = await startUpstream();
+test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async (t) => {
+  const up = await startUpstream(t);
   const clock = createManualClock(1000);
   const base = {
     version: 1,
@@ -149,21 +138,16 @@ test('the limiter of a rule survives a reload that keeps the rule, and starts af
     routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
     admin: { address: 'off' },
   };
-  const gw = await startGateway(up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
-  try {
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
-    assert.equal((await fetch(`${gw.url}/`)).status, 429);
-    await gw.gateway.reload(
-      validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }),
-    );
-    assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
-    await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
-    assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
-  } finally {
-    await gw.close();
-    await up.close();
-  }
+  const gw = await startGateway(t, up.url, { defense: { rateLimit: { rules: [tight()] } } }, { clock });
+  assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/`)).status, 200);
+  assert.equal((await fetch(`${gw.url}/`)).status, 429);
+  await gw.gateway.reload(
+    validateConfig({ ...base, logging: { level: 'warn' }, defense: { rateLimit: { rules: [tight()] } } }),
+  );
+  assert.equal((await fetch(`${gw.url}/`)).status, 429, 'same rule: same state');
+  await gw.gateway.reload(validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ burst: 3 })] } } }));
+  assert.equal((await fetch(`${gw.url}/`)).status, 200, 'changed rule: fresh state');
 });
 
 test('a rule naming an unknown route, or a repeated rule id, is refused at load', () => {

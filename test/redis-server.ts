@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
+import { freePort, waitFor } from './helpers.ts';
 
 const CANDIDATES = [
   '/usr/bin/redis-server',
@@ -26,31 +27,19 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
+/** True once something accepts connections on 127.0.0.1:`port`. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const c = net.connect({ port, host: '127.0.0.1' }, () => {
+      c.destroy();
+      resolve(true);
     });
-    s.on('error', reject);
+    c.on('error', () => resolve(false));
   });
 }
 
 async function waitListening(port: number, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect({ port, host: '127.0.0.1' }, () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${port}`);
-    await new Promise((r) => setTimeout(r, 30));
-  }
+  await waitFor(() => accepts(port), { timeoutMs: ms, intervalMs: 30, message: `redis-server to listen on ${port}` });
 }
 
 export async function startRedis(): Promise<RedisServer> {

@@ -9,7 +9,8 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sleep, startGateway, startUpstream, type TestGateway } from './helpers.ts';
-import { freePort, skipRedis, startRedis } from './redis-server.ts';
+import { freePort } from './helpers.ts';
+import { skipRedis, startRedis } from './redis-server.ts';
 
 /** A new connection from `localAddress`: true when it got an HTTP answer, false when refused on accept. */
 function answered(port: number, localAddress: string): Promise<boolean> {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
 function open(port: number, localAddress: string): Promise<{ s: net.Socket; closed: () => boolean }> {
   return new Promise((resolve) => {
@@ -17,53 +17,58 @@ function open(port: number, localAddress: string): Promise<{ s: net.Socket; clos
   });
 }
 
-test("review: an address over its cap cannot reclaim (close) another client's idle keep-alive connection", async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+test("review: an address over its cap cannot reclaim (close) another client's idle keep-alive connection", async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     limits: { maxConnections: 4, maxConnectionsPerAddress: 3, pressureIdleTimeoutMs: 3600000 },
   });
   const all: net.Socket[] = [];
-  try {
-    // A real user: one keep-alive request answered, then idle.
-    const user = await open(gw.port, '127.0.0.2');
-    all.push(user.s);
-    let got = '';
-    user.s.on('data', (c) => (got += c.toString('latin1')));
-    user.s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    for (let w = 0; !got.includes('\r\n\r\nok') && w < 5000; w += 20) await sleep(20);
-    assert.match(got, /^HTTP\/1\.1 200/);
-    // The attacker fills its own cap (3) with connections that never finish a request head.
-    for (let i = 0; i < 3; i++) {
-      const a = await open(gw.port, '127.0.0.3');
-      a.s.write('GET / HTTP/1.1\r\n');
-      all.push(a.s);
-      await sleep(30);
-    }
-    await sleep(200);
-    assert.equal(user.closed(), false, 'the user is still connected at the cap');
-    // Now at the cap. Each further attacker connection is refused (over its per-address cap) ...
-    const refused: Array<() => boolean> = [];
-    for (let i = 0; i < 3; i++) {
-      const a = await open(gw.port, '127.0.0.3');
-      all.push(a.s);
-      refused.push(a.closed);
-      await sleep(150);
-    }
-    for (let w = 0; !refused.every((c) => c()) && w < 5000; w += 20) await sleep(20);
-    assert.ok(
-      refused.every((c) => c()),
-      "the attacker's extra connections are refused",
-    );
-    await sleep(200);
-    // ... and must not have cost the real user its connection.
-    assert.equal(
-      user.closed(),
-      false,
-      'the idle user connection was closed to make room for a connection that was then refused',
-    );
-  } finally {
+  cleanup(t, () => {
     for (const s of all) s.destroy();
-    await gw.close();
-    await up.close();
+  });
+  // A real user: one keep-alive request answered, then idle.
+  const user = await open(gw.port, '127.0.0.2');
+  all.push(user.s);
+  let got = '';
+  user.s.on('data', (c) => (got += c.toString('latin1')));
+  user.s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await waitFor(() => got.includes('\r\n\r\nok'), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: () => `the user's answer: ${JSON.stringify(got)}`,
+  });
+  assert.match(got, /^HTTP\/1\.1 200/);
+  // The attacker fills its own cap (3) with connections that never finish a request head.
+  for (let i = 0; i < 3; i++) {
+    const a = await open(gw.port, '127.0.0.3');
+    a.s.write('GET / HTTP/1.1\r\n');
+    all.push(a.s);
+    await sleep(30);
   }
+  await sleep(200);
+  assert.equal(user.closed(), false, 'the user is still connected at the cap');
+  // Now at the cap. Each further attacker connection is refused (over its per-address cap) ...
+  const refused: Array<() => boolean> = [];
+  for (let i = 0; i < 3; i++) {
+    const a = await open(gw.port, '127.0.0.3');
+    all.push(a.s);
+    refused.push(a.closed);
+    await sleep(150);
+  }
+  await waitFor(() => refused.every((c) => c()), {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: 'the extra attacker connections to be refused',
+  });
+  assert.ok(
+    refused.every((c) => c()),
+    "the attacker's extra connections are refused",
+  );
+  await sleep(200);
+  // ... and must not have cost the real user its connection.
+  assert.equal(
+    user.closed(),
+    false,
+    'the idle user connection was closed to make room for a connection that was then refused',
+  );
 });

@@ -5,28 +5,23 @@
 // so the admin index walks past the `/admin/*` route's class, limits and guards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rawRequest, sleep, startGateway, startUpstream } from './helpers.ts';
+import { rawRequest, startGateway, startUpstream, waitFor } from './helpers.ts';
 
-test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async () => {
-  const up = await startUpstream();
-  const gw = await startGateway(up.url, {
+test('review: a prefix route `/admin/*` also meets `/admin` and `/ADMIN`', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, {
     routes: [
       { name: 'admin', path: '/admin/*', upstream: 'origin', class: 'critical' },
       { name: 'default', path: '/*', upstream: 'origin', class: 'public' },
     ],
   });
-  try {
-    for (const p of ['/admin/', '/admin', '/ADMIN']) {
-      await rawRequest(gw.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-      let line: Record<string, unknown> | undefined;
-      for (let w = 0; line === undefined && w < 3000; w += 20) {
-        line = gw.logs.find((l) => l.path === p);
-        if (line === undefined) await sleep(20);
-      }
-      assert.equal(line?.route, 'admin', `${p} met route ${String(line?.route)}`);
-    }
-  } finally {
-    await gw.close();
-    await up.close();
+  for (const p of ['/admin/', '/admin', '/ADMIN']) {
+    await rawRequest(gw.port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const line = await waitFor(() => gw.logs.find((l) => l.path === p), {
+      timeoutMs: 3000,
+      intervalMs: 20,
+      message: `the log line of ${p}`,
+    });
+    assert.equal(line?.route, 'admin', `${p} met route ${String(line?.route)}`);
   }
 });

@@ -7,34 +7,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream } from './helpers.ts';
 
-test('review: a client that keeps reading, if slowly, is not cut as a slow reader', async () => {
+test('review: a client that keeps reading, if slowly, is not cut as a slow reader', async (t) => {
   const big = Buffer.alloc(64 * 1024 * 1024, 0x61);
-  const up = await startUpstream((_req, res) => res.end(big));
-  const gw = await startGateway(up.url, { limits: { slowReadTimeoutMs: 4000 } });
+  const up = await startUpstream(t, (_req, res) => res.end(big));
+  const gw = await startGateway(t, up.url, { limits: { slowReadTimeoutMs: 4000 } });
   const s = net.connect({ port: gw.port, host: '127.0.0.1' });
-  try {
-    s.on('error', () => {});
-    const RATE = 1_000_000; // bytes per second, read all along
-    let got = 0;
-    const t0 = Date.now();
-    s.on('data', (d: Buffer) => {
-      got += d.length;
-      const ahead = (got / RATE) * 1000 - (Date.now() - t0);
-      if (ahead > 0) {
-        s.pause();
-        setTimeout(() => s.resume(), ahead);
-      }
-    });
-    s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
-    await sleep(10_000);
-    const cut = gw.logs.find((l) => l.path === '/big');
-    assert.ok(got > 1_000_000, `the client read ${got} bytes`);
-    assert.equal(cut, undefined, `a client reading ~1 MB/s all along was cut: ${JSON.stringify(cut)}`);
-  } finally {
-    s.destroy();
-    await gw.close();
-    await up.close();
-  }
+  cleanup(t, () => s.destroy());
+  s.on('error', () => {});
+  const RATE = 1_000_000; // bytes per second, read all along
+  let got = 0;
+  const t0 = Date.now();
+  s.on('data', (d: Buffer) => {
+    got += d.length;
+    const ahead = (got / RATE) * 1000 - (Date.now() - t0);
+    if (ahead > 0) {
+      s.pause();
+      setTimeout(() => s.resume(), ahead);
+    }
+  });
+  s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+  await sleep(10_000);
+  const cut = gw.logs.find((l) => l.path === '/big');
+  assert.ok(got > 1_000_000, `the client read ${got} bytes`);
+  assert.equal(cut, undefined, `a client reading ~1 MB/s all along was cut: ${JSON.stringify(cut)}`);
 });

@@ -6,47 +6,56 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
+import { cleanup, sleep, startGateway, startUpstream, waitFor } from './helpers.ts';
 
-test('review2: non-reading clients cannot get a real, slowly-reading download cut', async () => {
+test('review2: non-reading clients cannot get a real, slowly-reading download cut', async (t) => {
   const SIZE = 12 * 1024 * 1024;
   const big = Buffer.alloc(SIZE, 0x61);
-  const up = await startUpstream((req, res) => res.end(req.url === '/big' ? big : 'small'));
+  const up = await startUpstream(t, (req, res) => res.end(req.url === '/big' ? big : 'small'));
   let bigSeen = 0;
   up.server.on('request', (req) => req.url === '/big' && bigSeen++);
-  const gw = await startGateway(up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
+  const gw = await startGateway(t, up.url, { upstreams: [{ name: 'origin', url: up.url, connections: 4 }] });
   const socks: net.Socket[] = [];
-  try {
-    // The real user: reads steadily, one chunk every 40 ms (~1-2 MB/s), slower than the origin.
-    const victim = net.connect(gw.port, '127.0.0.1');
-    let got = 0;
-    let closed = false;
-    victim.on('error', () => {});
-    victim.on('close', () => (closed = true));
-    victim.on('data', (d: Buffer) => {
-      got += d.length;
-      victim.pause();
-      setTimeout(() => victim.resume(), 40);
-    });
-    victim.write('GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    for (let w = 0; bigSeen < 1 && w < 10000; w += 20) await sleep(20);
-    await sleep(300); // the victim's reply meets backpressure and is pinned
-    // The attacker: pool/2 + 2 requests that never read, one after another.
-    for (let i = 0; i < 4; i++) {
-      const s = net.connect(gw.port, '127.0.0.1');
-      s.on('error', () => {});
-      s.pause();
-      s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
-      socks.push(s);
-      for (let w = 0; bigSeen < 2 + i && w < 10000; w += 20) await sleep(20);
-      await sleep(200);
-    }
-    for (let w = 0; !closed && w < 30000; w += 50) await sleep(50);
-    assert.ok(closed, 'victim finished within 30 s');
-    assert.ok(got > SIZE, `the real user received the whole reply (got ${got} of ${SIZE} body bytes)`);
-  } finally {
+  cleanup(t, () => {
     for (const s of socks) s.destroy();
-    await gw.close();
-    await up.close();
+  });
+  // The real user: reads steadily, one chunk every 40 ms (~1-2 MB/s), slower than the origin.
+  const victim = net.connect(gw.port, '127.0.0.1');
+  let got = 0;
+  let closed = false;
+  victim.on('error', () => {});
+  victim.on('close', () => (closed = true));
+  victim.on('data', (d: Buffer) => {
+    got += d.length;
+    victim.pause();
+    setTimeout(() => victim.resume(), 40);
+  });
+  victim.write('GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  await waitFor(() => bigSeen >= 1, {
+    timeoutMs: 10_000,
+    intervalMs: 20,
+    message: "the victim's request at the origin",
+  });
+  await sleep(300); // the victim's reply meets backpressure and is pinned
+  // The attacker: pool/2 + 2 requests that never read, one after another.
+  for (let i = 0; i < 4; i++) {
+    const s = net.connect(gw.port, '127.0.0.1');
+    s.on('error', () => {});
+    s.pause();
+    s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+    socks.push(s);
+    await waitFor(() => bigSeen >= 2 + i, {
+      timeoutMs: 10_000,
+      intervalMs: 20,
+      message: `attacker request ${i + 1} at the origin`,
+    });
+    await sleep(200);
   }
+  await waitFor(() => closed, {
+    timeoutMs: 30_000,
+    intervalMs: 50,
+    message: () => `the victim's download to end (got ${got} of ${SIZE} body bytes)`,
+  });
+  assert.ok(closed, 'victim finished within 30 s');
+  assert.ok(got > SIZE, `the real user received the whole reply (got ${got} of ${SIZE} body bytes)`);
 });

@@ -3,24 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { sleep, startGateway, startUpstream } from './helpers.ts';
-
-const BIN = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { BIN, cleanup, freePort, sleep, startGateway, startUpstream, tempDir, waitFor } from './helpers.ts';
 
 function get(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -36,14 +22,14 @@ function get(url: string): Promise<{ status: number; body: string }> {
 
 test('SIGTERM: /readyz turns 503 at once, the request in flight completes, then the process exits', {
   timeout: 60_000,
-}, async () => {
+}, async (t) => {
   let release: () => void = () => {};
   const released = new Promise<void>((r) => (release = r));
-  const origin = await startUpstream((req, res) => {
+  const origin = await startUpstream(t, (req, res) => {
     if (req.url === '/slow') void released.then(() => res.end('slow done'));
     else res.end('fast');
   });
-  const dir = mkdtempSync(join(tmpdir(), 'rempart-drain-'));
+  const dir = tempDir(t, 'rempart-drain-');
   const file = join(dir, 'rempart.yaml');
   const [port, adminPort] = [await freePort(), await freePort()];
   writeFileSync(
@@ -68,62 +54,58 @@ logging: { requests: false }
       r(code);
     }),
   );
-  try {
-    const deadline = Date.now() + 20_000;
-    while ((await get(`http://127.0.0.1:${port}/fast`).catch(() => null))?.body !== 'fast') {
-      assert.equal(child.exitCode, null, out);
-      assert.ok(Date.now() < deadline, `never started: ${out}`);
-      await sleep(50);
-    }
-    assert.equal((await get(`http://127.0.0.1:${adminPort}/readyz`)).status, 200, 'ready while serving');
-
-    let answeredAt = 0;
-    const slow = get(`http://127.0.0.1:${port}/slow`).then((r) => {
-      answeredAt = performance.now();
-      return r;
-    });
-    while (!origin.requests.some((r) => r.url === '/slow')) await sleep(20);
-
-    child.kill('SIGTERM');
-    // Not ready within a few polls (no fixed sleep: the signal is handled as soon as the loop turns).
-    let ready = 200;
-    for (let i = 0; i < 200 && ready === 200; i++) {
-      ready = (await get(`http://127.0.0.1:${adminPort}/readyz`)).status;
-      if (ready === 200) await sleep(20);
-    }
-    assert.equal(ready, 503, '/readyz says 503 during the drain');
-    assert.equal((await get(`http://127.0.0.1:${adminPort}/healthz`)).status, 200, '/healthz stays 200 (alive)');
-    assert.equal(child.exitCode, null, 'still draining while the request is in flight');
-    // New connections are no longer accepted by the client listener.
-    await assert.rejects(get(`http://127.0.0.1:${port}/fast`));
-
-    release();
-    const r = await slow;
-    assert.deepEqual(r, { status: 200, body: 'slow done' }, 'the request in flight completes');
-    const code = await Promise.race([exited, sleep(20_000).then(() => 'timeout' as const)]);
-    assert.equal(code, 0, out);
-    assert.ok(exitedAt >= answeredAt, 'the process exits after the answer');
-  } finally {
+  cleanup(t, () => {
     release();
     if (child.exitCode === null) child.kill('SIGKILL');
-    await origin.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
+  await waitFor(
+    async () => {
+      assert.equal(child.exitCode, null, out);
+      return (await get(`http://127.0.0.1:${port}/fast`).catch(() => null))?.body === 'fast';
+    },
+    { timeoutMs: 20_000, intervalMs: 50, message: () => `the gateway to serve; never started: ${out}` },
+  );
+  assert.equal((await get(`http://127.0.0.1:${adminPort}/readyz`)).status, 200, 'ready while serving');
+
+  let answeredAt = 0;
+  const slow = get(`http://127.0.0.1:${port}/slow`).then((r) => {
+    answeredAt = performance.now();
+    return r;
+  });
+  await waitFor(() => origin.requests.some((r) => r.url === '/slow'), 'the slow request at the origin');
+
+  child.kill('SIGTERM');
+  // Not ready within a few polls (no fixed sleep: the signal is handled as soon as the loop turns).
+  const ready = await waitFor(
+    async () => {
+      const { status } = await get(`http://127.0.0.1:${adminPort}/readyz`);
+      return status === 200 ? 0 : status;
+    },
+    { timeoutMs: 4000, intervalMs: 20, message: '/readyz to stop saying 200' },
+  );
+  assert.equal(ready, 503, '/readyz says 503 during the drain');
+  assert.equal((await get(`http://127.0.0.1:${adminPort}/healthz`)).status, 200, '/healthz stays 200 (alive)');
+  assert.equal(child.exitCode, null, 'still draining while the request is in flight');
+  // New connections are no longer accepted by the client listener.
+  await assert.rejects(get(`http://127.0.0.1:${port}/fast`));
+
+  release();
+  const r = await slow;
+  assert.deepEqual(r, { status: 200, body: 'slow done' }, 'the request in flight completes');
+  const code = await Promise.race([exited, sleep(20_000).then(() => 'timeout' as const)]);
+  assert.equal(code, 0, out);
+  assert.ok(exitedAt >= answeredAt, 'the process exits after the answer');
 });
 
 test('gateway.stop keeps /readyz 503 through readinessDelay while the listener still serves', {
   timeout: 30_000,
-}, async () => {
-  const origin = await startUpstream();
-  const gw = await startGateway(origin.url, {});
-  try {
-    assert.equal((await get(`${gw.adminUrl!}/readyz`)).status, 200);
-    const stopping = gw.gateway.stop(1000, 3000);
-    assert.equal((await get(`${gw.adminUrl!}/readyz`)).status, 503);
-    // Still serving during the readiness delay: the balancer has not noticed yet.
-    assert.equal((await get(`${gw.url}/x`)).status, 200);
-    await stopping;
-  } finally {
-    await origin.close();
-  }
+}, async (t) => {
+  const origin = await startUpstream(t);
+  const gw = await startGateway(t, origin.url, {});
+  assert.equal((await get(`${gw.adminUrl!}/readyz`)).status, 200);
+  const stopping = gw.gateway.stop(1000, 3000);
+  assert.equal((await get(`${gw.adminUrl!}/readyz`)).status, 503);
+  // Still serving during the readiness delay: the balancer has not noticed yet.
+  assert.equal((await get(`${gw.url}/x`)).status, 200);
+  await stopping;
 });

@@ -6,7 +6,7 @@ import { Verdict } from '../src/pipeline/phase.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
 import { createSim, warmUp, calmSecond, type Sim } from './level-sim.ts';
-import { startUpstream, startGateway } from './helpers.ts';
+import { cleanup, startGateway, startUpstream } from './helpers.ts';
 
 const BOT = 'python-requests/2.32.3';
 
@@ -202,12 +202,13 @@ test('sketch memory stays bounded under a flood of distinct values', () => {
   assert.ok(rulesOf(sim).length <= 32);
 });
 
-test('end to end: a scripted flood gets a rule, and once approved as a block the gateway answers 403', async () => {
+test('end to end: a scripted flood gets a rule, and once approved as a block the gateway answers 403', async (t) => {
   process.env.REMPART_ADMIN_TOKEN = 'signatures-test-token-0123456789';
   const auth = { authorization: `Bearer ${process.env.REMPART_ADMIN_TOKEN}`, 'content-type': 'application/json' };
   const clock = createManualClock(0);
-  const up = await startUpstream();
+  const up = await startUpstream(t);
   const gw = await startGateway(
+    t,
     up.url,
     {
       clientAddress: { trustedProxies: ['127.0.0.1/32'] },
@@ -221,53 +222,46 @@ test('end to end: a scripted flood gets a rule, and once approved as a block the
     },
     { clock },
   );
-  try {
-    const monitor = gw.gateway.defense.level as AttackLevelMonitor;
-    const get = (ip: string, ua: string) =>
-      fetch(`${gw.url}/search/42`, { headers: { 'x-forwarded-for': ip, 'user-agent': ua } });
-    for (let s = 0; s < 30; s++) {
-      await Promise.all(
-        Array.from({ length: 8 }, (_, i) =>
-          get(`10.0.${i}.1`, 'Mozilla/5.0 Firefox/127.0').then((r) => r.arrayBuffer()),
-        ),
-      );
-      clock.advance(1000);
-      monitor.tick();
-    }
-    for (let s = 0; s < 3; s++) {
-      await Promise.all(
-        Array.from({ length: 60 }, (_, i) => get(`198.51.${i}.1`, 'evilbot/1.0').then((r) => r.arrayBuffer())),
-      );
-      clock.advance(1000);
-      monitor.tick();
-    }
-    assert.equal(monitor.level, AttackLevel.underAttack);
-    const list = (await (await fetch(`${gw.adminUrl}/api/signatures`, { headers: auth })).json()) as {
-      rules: RuleView[];
-    };
-    const rule = list.rules.find((r) => r.match.userAgent === 'evilbot/1.0')!;
-    assert.ok(rule, JSON.stringify(list.rules));
-    assert.equal((await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, { method: 'POST' })).status, 401);
-    const r = await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, {
-      method: 'POST',
-      headers: auth,
-      body: JSON.stringify({ action: 'block' }),
-    });
-    assert.equal(r.status, 200);
-    const blocked = await get('198.51.200.1', 'evilbot/1.0');
-    assert.equal(blocked.status, 403);
-    assert.equal(((await blocked.json()) as { error: { code: string } }).error.code, 'RMP_ERR_SIGNATURE_BLOCKED');
-    assert.equal(blocked.headers.get('rempart-decision'), `RMP_ERR_SIGNATURE_BLOCKED; rule=${rule.id}`);
-    const customer = await get('10.0.1.1', 'Mozilla/5.0 Firefox/127.0');
-    assert.equal(customer.status, 200);
-    await customer.arrayBuffer();
-    assert.match(
-      await gw.gateway.metrics.registry.metrics(),
-      new RegExp(`rempart_guard_decisions_total\\{[^}]*rule="${rule.id}"[^}]*\\} 1`),
+  cleanup(t, () => delete process.env.REMPART_ADMIN_TOKEN);
+  const monitor = gw.gateway.defense.level as AttackLevelMonitor;
+  const get = (ip: string, ua: string) =>
+    fetch(`${gw.url}/search/42`, { headers: { 'x-forwarded-for': ip, 'user-agent': ua } });
+  for (let s = 0; s < 30; s++) {
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) => get(`10.0.${i}.1`, 'Mozilla/5.0 Firefox/127.0').then((r) => r.arrayBuffer())),
     );
-  } finally {
-    delete process.env.REMPART_ADMIN_TOKEN;
-    await gw.close();
-    await up.close();
+    clock.advance(1000);
+    monitor.tick();
   }
+  for (let s = 0; s < 3; s++) {
+    await Promise.all(
+      Array.from({ length: 60 }, (_, i) => get(`198.51.${i}.1`, 'evilbot/1.0').then((r) => r.arrayBuffer())),
+    );
+    clock.advance(1000);
+    monitor.tick();
+  }
+  assert.equal(monitor.level, AttackLevel.underAttack);
+  const list = (await (await fetch(`${gw.adminUrl}/api/signatures`, { headers: auth })).json()) as {
+    rules: RuleView[];
+  };
+  const rule = list.rules.find((r) => r.match.userAgent === 'evilbot/1.0')!;
+  assert.ok(rule, JSON.stringify(list.rules));
+  assert.equal((await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, { method: 'POST' })).status, 401);
+  const r = await fetch(`${gw.adminUrl}/api/signatures/${rule.id}/approve`, {
+    method: 'POST',
+    headers: auth,
+    body: JSON.stringify({ action: 'block' }),
+  });
+  assert.equal(r.status, 200);
+  const blocked = await get('198.51.200.1', 'evilbot/1.0');
+  assert.equal(blocked.status, 403);
+  assert.equal(((await blocked.json()) as { error: { code: string } }).error.code, 'RMP_ERR_SIGNATURE_BLOCKED');
+  assert.equal(blocked.headers.get('rempart-decision'), `RMP_ERR_SIGNATURE_BLOCKED; rule=${rule.id}`);
+  const customer = await get('10.0.1.1', 'Mozilla/5.0 Firefox/127.0');
+  assert.equal(customer.status, 200);
+  await customer.arrayBuffer();
+  assert.match(
+    await gw.gateway.metrics.registry.metrics(),
+    new RegExp(`rempart_guard_decisions_total\\{[^}]*rule="${rule.id}"[^}]*\\} 1`),
+  );
 });

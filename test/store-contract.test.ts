@@ -7,8 +7,7 @@ import { Redis } from 'ioredis';
 import { RedisStore } from '../src/store/redis.ts';
 import type { ClusterStore, LeaseRequest } from '../src/store/types.ts';
 import { skipRedis, startRedis, type RedisServer } from './redis-server.ts';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { cleanup, sleep, waitFor } from './helpers.ts';
 
 interface Harness {
   /** Two handles on the same shared state (two nodes). */
@@ -146,8 +145,11 @@ function contract(name: string, harness: () => Harness, skip: string | false = f
       await b.subscribe(ch, (m) => gotB.push(m));
       await sleep(50); // the subscription reaches the server
       await a.publish(ch, 'ban 203.0.113.7');
-      const deadline = Date.now() + 1000;
-      while ((gotA.length === 0 || gotB.length === 0) && Date.now() < deadline) await sleep(5);
+      await waitFor(() => gotA.length > 0 && gotB.length > 0, {
+        timeoutMs: 1000,
+        intervalMs: 5,
+        message: 'the message on both nodes',
+      });
       assert.deepEqual(gotA, ['ban 203.0.113.7']);
       assert.deepEqual(gotB, ['ban 203.0.113.7']);
     });
@@ -201,7 +203,7 @@ after(async () => {
 
 test('the subscriber survives a refused re-subscription and a restarted server: no unhandled rejection, and messages flow again', {
   skip: skipRedis,
-}, async () => {
+}, async (t) => {
   // ioredis's own autoResubscribe leaves the promise of its SUBSCRIBE unhandled: an ACL that refuses the
   // channel (or a connection lost before the reply) was an unhandled rejection, which ends a Node process.
   const server = await startRedis();
@@ -219,44 +221,46 @@ test('the subscriber survives a refused re-subscription and a restarted server: 
   const pub = new RedisStore(opts);
   const admin = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 100 });
   admin.on('error', () => {});
-  try {
-    await Promise.all([sub.connect(), pub.connect(), admin.connect()]);
-    const trouble: Array<[boolean, string]> = [];
-    sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
-    const got: string[] = [];
-    await sub.subscribe('events', (m) => got.push(m));
-    const delivered = async (m: string) => {
-      for (let i = 0; i < 100 && !got.includes(m); i++) {
-        await pub.publish('events', m).catch(() => {});
-        await sleep(50);
-      }
-      return got.includes(m);
-    };
-    assert.equal(await delivered('one'), true, 'subscribed');
-
-    // Redis 7 disconnects a subscriber whose channels the ACL no longer allows; the reconnected
-    // subscriber's SUBSCRIBE is then refused with NOPERM.
-    const errors0 = sub.errors;
-    await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
-    for (let i = 0; i < 100 && sub.errors === errors0; i++) await sleep(20);
-    assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
-    assert.equal(trouble.length, 1, 'reported once, however many retries fail');
-    assert.equal(trouble[0]![0], true);
-    assert.match(trouble[0]![1], /NOPERM/);
-    // Allowed again: the subscriber tries again by itself.
-    await admin.call('ACL', 'SETUSER', 'default', 'allchannels');
-    assert.equal(await delivered('two'), true, 'subscribed again once the ACL allows it');
-    assert.deepEqual(trouble[1], [false, ''], 'and reported working again');
-
-    // A server restarted empty: the subscriber re-subscribes when it reconnects.
-    await server.kill();
-    await server.restart();
-    assert.equal(await delivered('three'), true, 'subscribed again after a restart');
-  } finally {
+  cleanup(t, async () => {
     admin.disconnect();
     await Promise.all([sub.close(), pub.close()]);
     await server.stop();
     process.off('unhandledRejection', onUnhandled);
-  }
+  });
+  await Promise.all([sub.connect(), pub.connect(), admin.connect()]);
+  const trouble: Array<[boolean, string]> = [];
+  sub.onSubscribeTrouble((failing, reason) => trouble.push([failing, reason]));
+  const got: string[] = [];
+  await sub.subscribe('events', (m) => got.push(m));
+  // Published again and again until it arrives (a message sent before the subscription is lost).
+  const delivered = (m: string) =>
+    waitFor(
+      async () => {
+        if (got.includes(m)) return true;
+        await pub.publish('events', m).catch(() => {});
+        return false;
+      },
+      { timeoutMs: 5000, intervalMs: 50, message: `${m} to be delivered` },
+    );
+  assert.equal(await delivered('one'), true, 'subscribed');
+
+  // Redis 7 disconnects a subscriber whose channels the ACL no longer allows; the reconnected
+  // subscriber's SUBSCRIBE is then refused with NOPERM.
+  const errors0 = sub.errors;
+  await admin.call('ACL', 'SETUSER', 'default', 'resetchannels');
+  await waitFor(() => sub.errors !== errors0, { timeoutMs: 2000, intervalMs: 20, message: 'a subscriber error' });
+  assert.ok(sub.errors > errors0, 'the refused SUBSCRIBE is counted');
+  assert.equal(trouble.length, 1, 'reported once, however many retries fail');
+  assert.equal(trouble[0]![0], true);
+  assert.match(trouble[0]![1], /NOPERM/);
+  // Allowed again: the subscriber tries again by itself.
+  await admin.call('ACL', 'SETUSER', 'default', 'allchannels');
+  assert.equal(await delivered('two'), true, 'subscribed again once the ACL allows it');
+  assert.deepEqual(trouble[1], [false, ''], 'and reported working again');
+
+  // A server restarted empty: the subscriber re-subscribes when it reconnects.
+  await server.kill();
+  await server.restart();
+  assert.equal(await delivered('three'), true, 'subscribed again after a restart');
   assert.deepEqual(unhandled, [], 'no unhandled rejection');
 });

@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { HealthCheck } from './health.ts';
+import { cleanup, waitFor } from '../../test/helpers.ts';
 
 const settings = { path: '/healthz', intervalMs: 50, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 2 };
 
@@ -24,7 +25,7 @@ test('health turns unhealthy after unhealthyThreshold failures and healthy after
   assert.deepEqual(seen, ['failure', 'failure!', 'success', 'failure', 'success', 'success!']);
 });
 
-test('a running health check probes the upstream path through the pool and stops cleanly', async () => {
+test('a running health check probes the upstream path through the pool and stops cleanly', async (t) => {
   let down = false;
   const paths: string[] = [];
   const server = http.createServer((req, res) => {
@@ -35,20 +36,22 @@ test('a running health check probes the upstream path through the pool and stops
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const pool = new Pool(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const check = new HealthCheck('origin', settings, pool);
-  try {
-    check.start();
-    down = true;
-    const deadline = Date.now() + 5000;
-    while (check.healthy && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(check.healthy, false);
-    down = false;
-    while (!check.healthy && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(check.healthy, true);
-    assert.ok(paths.every((p) => p === '/healthz'));
-  } finally {
+  cleanup(t, async () => {
     check.stop();
     await pool.destroy();
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
-  }
+  });
+  check.start();
+  down = true;
+  const deadline = Date.now() + 5000;
+  await waitFor(() => !check.healthy, { timeoutMs: 5000, intervalMs: 20, message: 'the check to turn unhealthy' });
+  down = false;
+  // As before: five seconds past the first wait's bound.
+  await waitFor(() => check.healthy, {
+    timeoutMs: deadline + 5000 - Date.now(),
+    intervalMs: 20,
+    message: 'the check to recover',
+  });
+  assert.ok(paths.every((p) => p === '/healthz'));
 });

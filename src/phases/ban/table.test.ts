@@ -7,6 +7,7 @@ import { compileRuntime, type Runtime } from '../../pipeline/runtime.ts';
 import { BanTable } from './table.ts';
 import { parseTarget, canonicalAddress } from './target.ts';
 import { NftMirror, addLine, deleteLine, setupScript } from './nftables.ts';
+import { waitFor } from '../../../test/helpers.ts';
 
 function runtimeWith(bans: Record<string, unknown>): () => Runtime {
   const config = validateConfig({
@@ -257,11 +258,11 @@ test('nftables: the generated scripts work with the real nft in a network namesp
 test('bans that keep knocking join the fast path (a BlockList for the listeners) soon, a later one too; an unban leaves it at once', async () => {
   const clock = createManualClock(0);
   const t = new BanTable(clock);
-  const wait = async (addr: string, want: boolean) => {
-    for (let i = 0; i < 100 && (t.fastPath?.check(addr, 'ipv4') === true) !== want; i++)
-      await new Promise((r) => setTimeout(r, 10));
-    assert.equal(t.fastPath?.check(addr, 'ipv4') === true, want, `${addr} on the fast path: ${want}`);
-  };
+  const wait = (addr: string, want: boolean) =>
+    waitFor(() => (t.fastPath?.check(addr, 'ipv4') === true) === want, {
+      timeoutMs: 1000,
+      message: `${addr} on the fast path: ${want}`,
+    });
   t.ban('198.51.100.1', 60_000, 'test', '', 'operator:test');
   const fast = () => t.fastPath; // read afresh each time (no narrowing)
   assert.equal(fast(), undefined, 'not before it knocks');
