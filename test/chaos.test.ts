@@ -74,49 +74,57 @@ async function startGatewayProcess(
   shell = '',
 ): Promise<Child> {
   const dir = mkdtempSync(join(tmpdir(), 'rmp-chaos-'));
-  const port = await freePort();
-  const admin = await freePort();
-  const file = join(dir, 'rempart.json');
-  writeFileSync(
-    file,
-    JSON.stringify({
-      version: 1,
-      listeners: [{ address: `127.0.0.1:${port}` }],
-      upstreams: [{ name: 'origin', url: originUrl }],
-      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
-      admin: { address: `127.0.0.1:${admin}` },
-      logging: { level: 'info', requests: false },
-      limits: { maxConnectionsPerAddress: 100000 },
-      defense: { rateLimit: { mode: 'off' }, bans: { offences: { threshold: 1_000_000 } } },
-      ...extra,
-    }),
-  );
-  const cmd = `${shell} exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} --config ${JSON.stringify(file)}`;
-  const child = spawn('bash', ['-c', cmd], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, REMPART_ADMIN_TOKEN: 'chaos-test-token-0123456789' },
-  });
-  const logs: Array<Record<string, unknown>> = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    try {
-      logs.push(JSON.parse(l) as Record<string, unknown>);
-    } catch {
-      // the start-up banner
-    }
-  });
-  child.stderr!.resume();
-  t.after(() => {
-    if (alive(child)) {
-      child.kill('SIGCONT');
-      child.kill('SIGKILL');
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  await until('the gateway listens', 20_000, async () => {
-    if (!alive(child)) assert.fail(`the gateway exited: ${JSON.stringify(logs.slice(-3))}`);
-    return canConnect(port);
-  });
-  return { child, port, admin, logs, alive: () => alive(child) };
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A port free a moment ago may be taken meanwhile as the local port of an outgoing connection: retry.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const admin = await freePort();
+    const file = join(dir, 'rempart.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        listeners: [{ address: `127.0.0.1:${port}` }],
+        upstreams: [{ name: 'origin', url: originUrl }],
+        routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+        admin: { address: `127.0.0.1:${admin}` },
+        logging: { level: 'info', requests: false },
+        limits: { maxConnectionsPerAddress: 100000 },
+        defense: { rateLimit: { mode: 'off' }, bans: { offences: { threshold: 1_000_000 } } },
+        ...extra,
+      }),
+    );
+    const cmd = `${shell} exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} --config ${JSON.stringify(file)}`;
+    const child = spawn('bash', ['-c', cmd], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, REMPART_ADMIN_TOKEN: 'chaos-test-token-0123456789' },
+    });
+    const logs: Array<Record<string, unknown>> = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      try {
+        logs.push(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        // the start-up banner
+      }
+    });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      if (stderr.length < 4096) stderr += c;
+    });
+    t.after(() => {
+      if (alive(child)) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+    });
+    let exited = false;
+    await until('the gateway listens', 20_000, async () => {
+      exited = !alive(child);
+      return exited || (await canConnect(port));
+    });
+    if (!exited) return { child, port, admin, logs, alive: () => alive(child) };
+    if (attempt === 3 || !stderr.includes('EADDRINUSE')) assert.fail(`the gateway exited: ${stderr.slice(0, 500)}`);
+  }
 }
 
 test('the origin SIGKILLed with requests inside it: each client gets a 502 at once or the cached copy, none hangs', {
