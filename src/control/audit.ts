@@ -154,7 +154,9 @@ export class AuditTrail {
       if (this.#lastId > this.#maxRows) this.#trim.run(this.#lastId - this.#maxRows);
       this.#db.exec('COMMIT');
     } catch (err) {
-      this.#db.exec('ROLLBACK');
+      // SQLite rolls back by itself on some errors (a full disk, an I/O error): a ROLLBACK then
+      // throws "no transaction is active" and would hide the error that says what went wrong.
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
       throw err;
     }
     if (this.#dropped > 0) {

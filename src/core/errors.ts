@@ -164,6 +164,13 @@ export const ERRORS = {
     retryable: true,
     message: 'The upstream refused or failed the connection.',
   },
+  RMP_ERR_RESOURCES_EXHAUSTED: {
+    status: 503,
+    source: 'internal',
+    retryable: true,
+    message:
+      'Rempart could not open a connection to the upstream for want of a resource of its own (file descriptors, ephemeral ports, socket buffers: EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS). Not charged to the upstream: its circuit breaker and health check ignore it, so service resumes as soon as the resource is back.',
+  },
   RMP_ERR_UPSTREAM_TIMEOUT: {
     status: 504,
     source: 'upstream',

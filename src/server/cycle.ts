@@ -113,12 +113,16 @@ function forwardHooks(opts: CycleOptions, pinned: PinnedReplies): ForwardHooks {
     replyError(ctx, code, status) {
       const page = getRuntime().config.statusPage;
       // Upstream unreachable, nothing sent yet: the operator's status page, not a bare 502/504.
-      const unreachable = code === 'RMP_ERR_UPSTREAM_CONNECT' || code === 'RMP_ERR_UPSTREAM_TIMEOUT';
+      const unreachable =
+        code === 'RMP_ERR_UPSTREAM_CONNECT' ||
+        code === 'RMP_ERR_UPSTREAM_TIMEOUT' ||
+        code === 'RMP_ERR_RESOURCES_EXHAUSTED';
       if (page.enabled && unreachable) setStatusPage(ctx, page, code, status);
       sendLocalReply(ctx);
     },
     onUpstreamError(ctx, code, err) {
-      ctx.upstream?.breaker.onFailure();
+      // Out of descriptors or ports here is no news about the upstream (upstream/errors.ts).
+      if (code !== 'RMP_ERR_RESOURCES_EXHAUSTED') ctx.upstream?.breaker.onFailure();
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
       if (!recorder.allowLine(code)) return;
       log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');

@@ -2,9 +2,20 @@
 // sent yet: one table for the forward path, cache refreshes, body reads and health checks.
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 
+/**
+ * The gateway itself is out of something a connection needs: file descriptors (its own limit, or the
+ * system's), ephemeral ports, kernel buffers. Nothing is learned about the upstream from these: charged
+ * to its breaker they would open it for `openMs` after the shortage is over and blame the origin.
+ */
+export function isLocalShortage(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE' || code === 'EADDRNOTAVAIL' || code === 'ENOBUFS';
+}
+
 /** Map an undici / socket error to a code and the status the client gets if nothing was sent yet. */
 export function classifyUpstreamError(err: Error & { code?: string }): { code: ErrorCode; status: number } {
   if (err instanceof RempartError) return { code: err.code, status: err.status };
+  if (isLocalShortage(err)) return { code: 'RMP_ERR_RESOURCES_EXHAUSTED', status: 503 };
   switch (err.code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_CONNECT_TIMEOUT':

@@ -55,3 +55,19 @@ test('a running health check probes the upstream path through the pool and stops
   });
   assert.ok(paths.every((p) => p === '/healthz'));
 });
+
+test('a check that fails for want of a descriptor on the gateway (EMFILE) records nothing against the upstream', async () => {
+  const emfile = Object.assign(new Error('connect EMFILE 127.0.0.1:3000 - Local'), { code: 'EMFILE' });
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:3000'), { code: 'ECONNREFUSED' });
+  let next: Error = emfile;
+  const pool = { request: () => Promise.reject(next) } as unknown as Pool;
+  const check = new HealthCheck('origin', settings, pool);
+  const seen: string[] = [];
+  check.onResult = (_c, result) => seen.push(result);
+  for (let i = 0; i < 3; i++) await check.checkOnce();
+  assert.deepEqual(seen, [], 'nothing recorded');
+  assert.equal(check.healthy, true);
+  next = refused;
+  for (let i = 0; i < 2; i++) await check.checkOnce();
+  assert.equal(check.healthy, false, 'a refused connection is the upstream’s');
+});

@@ -3,6 +3,7 @@
 // healthy again. It starts healthy (optimistic), so a gateway that just started does not turn
 // every request away before the first check. Timers are unref'd: they never hold the process open.
 import type { Pool } from 'undici';
+import { isLocalShortage } from './errors.ts';
 
 export interface HealthCheckSettings {
   readonly path: string;
@@ -77,6 +78,7 @@ export class HealthCheck {
     const timer = setTimeout(() => ac.abort(), this.settings.timeoutMs);
     timer.unref();
     let ok = false;
+    let local = false;
     try {
       const res = await this.#pool.request({
         path: this.settings.path,
@@ -87,13 +89,15 @@ export class HealthCheck {
       });
       await res.body.dump();
       ok = res.statusCode >= 200 && res.statusCode < 400;
-    } catch {
-      ok = false;
+    } catch (err) {
+      // The gateway out of descriptors or ports learns nothing about the upstream: not recorded.
+      local = isLocalShortage(err);
     } finally {
       clearTimeout(timer);
       if (this.#inFlight === ac) this.#inFlight = null;
     }
     if (!this.#running && ac.signal.aborted) return 'failure'; // stopped mid-check: record nothing
+    if (local) return 'failure';
     this.record(ok ? 'success' : 'failure');
     return ok ? 'success' : 'failure';
   }

@@ -595,7 +595,8 @@ class CacheTap implements ResponseTap {
     const ctx = this.ctx;
     if (this.answered) return;
     const { code } = classifyUpstreamError(err);
-    const upstreamFault = code.startsWith('RMP_ERR_UPSTREAM_');
+    // A stale copy also stands in when the gateway could not reach the upstream for want of descriptors.
+    const upstreamFault = code.startsWith('RMP_ERR_UPSTREAM_') || code === 'RMP_ERR_RESOURCES_EXHAUSTED';
     if (upstreamFault && !ctx.finished && !ctx.res.headersSent) {
       const stale = this.#usableStale();
       if (stale !== null) {

@@ -1,0 +1,312 @@
+// Chaos drills, the fast subset (the full drills with figures: bench/chaos.ts, docs/operations.md):
+// real processes on loopback, each fault injected from outside the way it happens in production —
+// a SIGKILLed origin, a gateway out of file descriptors, a gateway frozen for a second, an audit
+// database on a full disk — and what every client got.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { BIN, freePort, sleep, startGateway } from './helpers.ts';
+import { ChaosLoad, type ChaosLoadOptions, summarize } from '../bench/lib/chaos-load.ts';
+
+const ORIGIN = fileURLToPath(new URL('../examples/postal/origin.ts', import.meta.url));
+
+interface Child {
+  child: ChildProcess;
+  port: number;
+  admin: number;
+  /** Log records (JSON lines of stdout). */
+  logs: Array<Record<string, unknown>>;
+  alive(): boolean;
+}
+
+/** A load stopped after the test whatever happens (its loops would otherwise keep the file running). */
+function startLoad(t: TestContext, opts: ChaosLoadOptions): ChaosLoad {
+  const l = new ChaosLoad(opts);
+  t.after(() => l.stop());
+  return l;
+}
+
+function alive(c: ChildProcess): boolean {
+  return c.exitCode === null && c.signalCode === null;
+}
+
+async function until(what: string, ms: number, ok: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${ms} ms`);
+    await sleep(25);
+  }
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** The reference origin in its own process (so it can be killed like one). */
+async function startOrigin(t: TestContext, args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [ORIGIN, '--port', String(port), ...args], { stdio: 'ignore' });
+  t.after(() => {
+    if (alive(child)) child.kill('SIGKILL');
+  });
+  await until('the origin listens', 10_000, () => canConnect(port));
+  return { child, url: `http://127.0.0.1:${port}` };
+}
+
+/** `bin/rempart.js --config` in its own process, after `shell` (a ulimit) in the same bash. */
+async function startGatewayProcess(
+  t: TestContext,
+  originUrl: string,
+  extra: Record<string, unknown>,
+  shell = '',
+): Promise<Child> {
+  const dir = mkdtempSync(join(tmpdir(), 'rmp-chaos-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A port free a moment ago may be taken meanwhile as the local port of an outgoing connection: retry.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const admin = await freePort();
+    const file = join(dir, 'rempart.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        listeners: [{ address: `127.0.0.1:${port}` }],
+        upstreams: [{ name: 'origin', url: originUrl }],
+        routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+        admin: { address: `127.0.0.1:${admin}` },
+        logging: { level: 'info', requests: false },
+        limits: { maxConnectionsPerAddress: 100000 },
+        defense: { rateLimit: { mode: 'off' }, bans: { offences: { threshold: 1_000_000 } } },
+        ...extra,
+      }),
+    );
+    const cmd = `${shell} exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} --config ${JSON.stringify(file)}`;
+    const child = spawn('bash', ['-c', cmd], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, REMPART_ADMIN_TOKEN: 'chaos-test-token-0123456789' },
+    });
+    const logs: Array<Record<string, unknown>> = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      try {
+        logs.push(JSON.parse(l) as Record<string, unknown>);
+      } catch {
+        // the start-up banner
+      }
+    });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      if (stderr.length < 4096) stderr += c;
+    });
+    t.after(() => {
+      if (alive(child)) {
+        child.kill('SIGCONT');
+        child.kill('SIGKILL');
+      }
+    });
+    let exited = false;
+    await until('the gateway listens', 20_000, async () => {
+      exited = !alive(child);
+      return exited || (await canConnect(port));
+    });
+    if (!exited) return { child, port, admin, logs, alive: () => alive(child) };
+    if (attempt === 3 || !stderr.includes('EADDRINUSE')) assert.fail(`the gateway exited: ${stderr.slice(0, 500)}`);
+  }
+}
+
+test('the origin SIGKILLed with requests inside it: each client gets a 502 at once or the cached copy, none hangs', {
+  timeout: 60_000,
+}, async (t) => {
+  // 400 ms a request: when the origin dies, every request sent in the last 400 ms is inside it.
+  const origin = await startOrigin(t, ['--workers', '64', '--service-ms', '400']);
+  const gw = await startGateway(origin.url, {
+    upstreams: [
+      { name: 'origin', url: origin.url, headersTimeoutMs: 5000, circuitBreaker: { consecutiveFailures: 1000 } },
+    ],
+    routes: [
+      { name: 'tracking', path: '/track/*', upstream: 'origin', class: 'cacheable' },
+      { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
+    ],
+    defense: { rateLimit: { mode: 'off' } },
+    logging: { level: 'error', requests: false },
+  });
+  t.after(() => gw.close());
+  // A parcel in the cache, so one route has a copy to give.
+  assert.equal((await fetch(`${gw.url}/track/6A10000000001`)).status, 200);
+  const visitors = startLoad(t, {
+    port: gw.port,
+    clients: 12,
+    periodMs: 0,
+    hangMs: 4000,
+    request: (i) => ({ path: i % 2 === 0 ? '/' : '/track/6A10000000001' }),
+  });
+  await sleep(600);
+  const killedAt = visitors.now();
+  origin.child.kill('SIGKILL');
+  await sleep(400);
+  await visitors.stop();
+  const s = summarize(visitors.shots);
+  const inside = visitors.shots.filter((x) => x.start < killedAt && x.end > killedAt);
+  assert.ok(inside.length >= 3, `requests were inside the origin when it died: ${JSON.stringify(inside)}`);
+  assert.equal(s.hangs, 0, 'no client left waiting');
+  for (const x of inside) {
+    // (a 200 is an answer that was already on its way when the signal landed)
+    assert.match(x.kind, /^(502 UPSTREAM_(RESET|CONNECT)|cache hit|200)$/, `a clean 502 or the stored copy: ${x.kind}`);
+    assert.ok(x.end - killedAt < 1000, `answered ${Math.round(x.end - killedAt)} ms after the kill`);
+  }
+  // After the kill, the parcel is still answered from the cache; the home page gets a clean error.
+  const after = visitors.shots.filter((x) => x.start > killedAt + 50);
+  assert.ok(
+    after.some((x) => x.kind === 'cache hit'),
+    JSON.stringify(summarize(after).kinds),
+  );
+  assert.deepEqual(
+    after
+      .filter((x) => !/^(cache hit|502 UPSTREAM_(RESET|CONNECT)|503 UPSTREAM_UNAVAILABLE)$/.test(x.kind))
+      .map((x) => ({ ...x, killedAt })),
+    [],
+  );
+});
+
+test('file descriptors exhausted: new connections are refused at once, requests needing an upstream connection get 503, and service resumes as soon as they are back', {
+  timeout: 60_000,
+}, async (t) => {
+  const origin = await startOrigin(t, ['--service-ms', '1']);
+  // No idle upstream connection kept: every request needs a new descriptor towards the origin too.
+  const gw = await startGatewayProcess(
+    t,
+    origin.url,
+    { upstreams: [{ name: 'origin', url: origin.url, keepAliveTimeoutMs: 1 }] },
+    'ulimit -n 128;',
+  );
+  const kept = startLoad(t, { port: gw.port, clients: 2, periodMs: 20, hangMs: 3000, request: () => ({ path: '/' }) });
+  await sleep(300);
+  const hog: net.Socket[] = [];
+  t.after(() => {
+    for (const s of hog) s.destroy();
+  });
+  await Promise.all(
+    Array.from(
+      { length: 200 },
+      () =>
+        new Promise<void>((resolve) => {
+          const s = net.connect({ port: gw.port, host: '127.0.0.1' }, () => resolve());
+          s.on('error', () => resolve());
+          hog.push(s);
+        }),
+    ),
+  );
+  const hogAt = kept.now();
+  // A client arriving now: refused cleanly (the connection closed), not left hanging.
+  const refused = startLoad(t, {
+    port: gw.port,
+    clients: 1,
+    periodMs: 0,
+    fresh: true,
+    hangMs: 3000,
+    request: () => ({ path: '/' }),
+  });
+  await sleep(1000);
+  await refused.stop();
+  const during = summarize(refused.shots);
+  assert.equal(during.hangs, 0, JSON.stringify(during.kinds));
+  assert.ok(
+    during.kinds.some(([k]) => k.startsWith('conn ')),
+    `refused: ${JSON.stringify(during.kinds)}`,
+  );
+  assert.ok(gw.alive(), 'the gateway survived');
+  // Clients already connected: a clean 503 that blames no one, never the origin's breaker.
+  const keptDuring = summarize(kept.shots.filter((x) => x.start > hogAt + 100));
+  assert.ok(
+    keptDuring.kinds.some(([k]) => k === '503 RESOURCES_EXHAUSTED'),
+    JSON.stringify(keptDuring.kinds),
+  );
+  for (const s of hog) s.destroy();
+  const closedAt = Date.now();
+  // Before the fix, the EMFILE connect errors opened the origin's breaker: 503s for openMs (5 s) more.
+  await until('a new connection is served', 1500, async () => {
+    try {
+      return (await fetch(`http://127.0.0.1:${gw.port}/`, { signal: AbortSignal.timeout(1000) })).status === 200;
+    } catch {
+      return false;
+    }
+  });
+  t.diagnostic(`served again ${Date.now() - closedAt} ms after the connections closed`);
+  await kept.stop();
+  assert.equal(summarize(kept.shots).hangs, 0);
+  assert.ok(gw.alive());
+  assert.equal(gw.logs.filter((l) => l.msg === 'circuit breaker state changed').length, 0, 'the origin was not blamed');
+});
+
+test('the gateway frozen for 1 s (SIGSTOP, as a blocked event loop): every request in flight or sent meanwhile is answered after', {
+  timeout: 60_000,
+}, async (t) => {
+  const origin = await startOrigin(t, ['--workers', '64', '--service-ms', '1']);
+  const gw = await startGatewayProcess(t, origin.url, {});
+  const kept = startLoad(t, { port: gw.port, clients: 8, periodMs: 10, request: () => ({ path: '/' }) });
+  const fresh = startLoad(t, { port: gw.port, clients: 2, periodMs: 20, fresh: true, request: () => ({ path: '/' }) });
+  await sleep(300);
+  gw.child.kill('SIGSTOP');
+  await sleep(1000);
+  gw.child.kill('SIGCONT');
+  await sleep(500);
+  await Promise.all([kept.stop(), fresh.stop()]);
+  const s = summarize([...kept.shots, ...fresh.shots]);
+  assert.deepEqual(
+    s.kinds.filter(([k]) => k !== '200'),
+    [],
+    'nothing lost',
+  );
+  assert.ok(s.maxLatencyMs >= 900, `requests waited out the stall (${Math.round(s.maxLatencyMs)} ms)`);
+  assert.ok(s.maxLatencyMs < 2500, `and no longer (${Math.round(s.maxLatencyMs)} ms)`);
+});
+
+test('the audit database on a full disk: requests and bans are unaffected, the failure is logged with its cause', {
+  timeout: 60_000,
+}, async (t) => {
+  const origin = await startOrigin(t, ['--workers', '64', '--service-ms', '1']);
+  const dir = mkdtempSync(join(tmpdir(), 'rmp-chaos-audit-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // No file of the process may grow past 64 KB (EFBIG; Node ignores SIGXFSZ): the trail's WAL soon does.
+  const gw = await startGatewayProcess(t, origin.url, { audit: { file: join(dir, 'audit.db') } }, 'ulimit -f 64;');
+  const visitors = startLoad(t, { port: gw.port, clients: 4, periodMs: 10, request: () => ({ path: '/' }) });
+  const auth = { authorization: 'Bearer chaos-test-token-0123456789', 'content-type': 'application/json' };
+  for (let i = 0; i < 40; i++) {
+    const r = await fetch(`http://127.0.0.1:${gw.admin}/api/bans`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ target: `198.51.100.${i}`, ttlSec: 600, reason: 'x'.repeat(150) }),
+    });
+    assert.equal(r.status, 201);
+    await sleep(40);
+  }
+  await until('the write failure is logged', 5000, () =>
+    gw.logs.some((l) => l.msg === 'audit: writing the trail failed; these events are lost'),
+  );
+  await visitors.stop();
+  const s = summarize(visitors.shots);
+  assert.deepEqual(
+    s.kinds.filter(([k]) => k !== '200'),
+    [],
+    'the request path is unaffected',
+  );
+  assert.ok(gw.alive());
+  const causes = gw.logs
+    .filter((l) => l.msg === 'audit: writing the trail failed; these events are lost')
+    .map((l) => (l.err as { message?: string }).message);
+  // SQLite rolls back by itself on a full disk: the log must say why, not "cannot rollback".
+  for (const c of causes) assert.doesNotMatch(String(c), /cannot rollback/);
+  assert.match(String(causes[0]), /disk I\/O error|full/);
+});
