@@ -71,6 +71,8 @@ export interface LoadCounts {
   failed: number;
   /** New connections the clients had to open (keep-alive closed by the server: Connection: close). */
   connections: number;
+  /** When the first 1000 failures happened, in seconds since the load started. */
+  failedAt: number[];
 }
 
 export interface Load {
@@ -89,12 +91,35 @@ export interface LoadOptions {
   maxRequests?: number;
   /** The path of the n-th request. */
   path?: (n: number) => string;
+  /**
+   * false: a new connection per request (Connection: close; an open loop then does not bound how many
+   * are open at once). Default true.
+   */
+  keepAlive?: boolean;
 }
 
-/** Keep-alive clients on 127.0.0.1:port. */
+/** Clients on 127.0.0.1:port, keep-alive unless told otherwise. */
 export function startLoad(opts: LoadOptions): Load {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
-  const counts: LoadCounts = { sent: 0, answered: 0, statuses: {}, errors: {}, failed: 0, connections: 0 };
+  // An agent with a finite maxSockets keeps connections alive whatever its keepAlive says (Node reuses
+  // a socket for a queued request): a connection per request needs no agent at all.
+  const agent =
+    opts.keepAlive === false
+      ? false
+      : new http.Agent({ keepAlive: true, maxSockets: opts.connections, maxFreeSockets: opts.connections });
+  const counts: LoadCounts = {
+    sent: 0,
+    answered: 0,
+    statuses: {},
+    errors: {},
+    failed: 0,
+    connections: 0,
+    failedAt: [],
+  };
+  const began = performance.now();
+  const failure = () => {
+    counts.failed++;
+    if (counts.failedAt.length < 1000) counts.failedAt.push((performance.now() - began) / 1000);
+  };
   const path = opts.path ?? ((n: number) => `/load/${n}`);
   const max = opts.maxRequests ?? Infinity;
   let running = true;
@@ -113,7 +138,7 @@ export function startLoad(opts: LoadOptions): Load {
           counts.answered++;
           const s = String(res.statusCode);
           counts.statuses[s] = (counts.statuses[s] ?? 0) + 1;
-          if (res.statusCode! >= 500) counts.failed++;
+          if (res.statusCode! >= 500) failure();
           done();
         });
         res.on('error', fail);
@@ -137,7 +162,7 @@ export function startLoad(opts: LoadOptions): Load {
         if (over) return;
         const code = err.code ?? err.message;
         counts.errors[code] = (counts.errors[code] ?? 0) + 1;
-        counts.failed++;
+        failure();
         done();
       }
     });
@@ -166,7 +191,7 @@ export function startLoad(opts: LoadOptions): Load {
       if (timer !== null) clearInterval(timer);
       return new Promise<LoadCounts>((resolve) => {
         settled = () => {
-          agent.destroy();
+          if (agent !== false) agent.destroy();
           resolve(counts);
         };
         idle();

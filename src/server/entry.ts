@@ -20,7 +20,7 @@ import { flushDeferredReply, writeRawReply } from '../pipeline/reply.ts';
 import { kIdleSince, kPeerAddress, kPending, kReadPaused } from '../pipeline/symbols.ts';
 import { wantsTunnel } from './upgrade.ts';
 import { createConnectionTable, type ConnectionTable } from './accept.ts';
-import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep } from './connections.ts';
+import { holdQueuedReply, isIdle, markStalled, pauseReading, resumeReading, sweep } from './connections.ts';
 import type { SweepResult, TrackedSocket } from './connections.ts';
 import { createRequestCycle } from './cycle.ts';
 import { createUpgradeEntry } from './upgrade-entry.ts';
@@ -76,7 +76,8 @@ export interface HttpEntry {
  * During a drain, a keep-alive connection idle this long is closed. Not at once: a client in a request
  * loop is idle only between a reply and its next request, and closing it then would race that request
  * (a reset, a failed request); it gets `Connection: close` on that reply instead. A connection that has
- * not sent its first request counts from the start of the drain.
+ * not been answered yet is never closed as idle: on a busy process its first request may be in the
+ * socket's buffer, unread, and closing would reset it (limits.headersTimeoutMs ends one that sends nothing).
  */
 const DRAIN_IDLE_MS = 1000;
 
@@ -211,8 +212,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     },
     closeIdle() {
       const now = performance.now();
-      for (const s of table.sockets)
-        if (s[kPending] === 0 && now - (s[kIdleSince] || drainingSince) >= DRAIN_IDLE_MS) s.destroy();
+      for (const s of table.sockets) if (isIdle(s) && now - s[kIdleSince] >= DRAIN_IDLE_MS) s.destroy();
     },
     cutAll() {
       let busy = 0;
