@@ -105,7 +105,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
   const { metrics, getRuntime } = opts;
   const table = createConnectionTable();
   // Set by drain() and cutAll() (a graceful stop); read once per request and once per cut reply.
-  let drainingSince = 0;
+  let draining = false;
   let cutting = false;
   const cycle = createRequestCycle({
     ...opts,
@@ -175,7 +175,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     // A request carrying Upgrade that is not a tunnel (shouldUpgradeCallback said no): Node's parser
     // stops at such a request and drops whatever followed it in the same read, so a pipelined request
     // behind it would never be answered. Closing after this answer tells the client so.
-    if (req.headers.upgrade !== undefined || drainingSince > 0) res.shouldKeepAlive = false;
+    if (req.headers.upgrade !== undefined || draining) res.shouldKeepAlive = false;
     cycle.run(track(req, res));
   }
 
@@ -208,7 +208,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     applyTimeouts: (config) => applyTimeouts(server, config),
     closeUpgraded: upgrades.closeAll,
     drain() {
-      drainingSince = performance.now();
+      draining = true;
     },
     closeIdle() {
       const now = performance.now();
