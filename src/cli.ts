@@ -19,6 +19,7 @@ const USAGE_HEAD = `Usage:
   rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL] [--log-format FORMAT]   (flags win over the file)
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart ... --log-format auto|json|pretty|combined (default auto: pretty on a terminal, JSON otherwise)
+  rempart ... --upgrade                              (bind beside the running gateway, then send it SIGUSR2; docs/operations.md)
   rempart check FILE                                 (validate FILE and every file it names, as start-up would)
 `;
 
@@ -30,6 +31,7 @@ const USAGE_REST = `  rempart drill SCENARIO --target URL [--seconds N] [--repor
 Without a config file, Rempart protects one upstream with safe defaults:
   npx rempart --upstream http://127.0.0.1:3000 --listen 0.0.0.0:8080
 SIGHUP reloads the config file (validated first; a bad file keeps the running config).
+SIGTERM stops gracefully (config shutdown); SIGUSR2 hands over to a successor started with --upgrade.
 Errors are one line and a hint; --debug (or REMPART_DEBUG=1) adds the stack trace.
 `;
 
@@ -226,6 +228,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
         'log-format': { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         workers: { type: 'string', short: 'w' },
+        upgrade: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -317,6 +320,9 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     }
     // The primary only forks and supervises; each worker runs this same command line as a gateway.
     if (n > 1 && cluster.isPrimary) {
+      // Workers bind beside each other (SO_REUSEPORT), so the primary checks for another holder of the
+      // addresses, as a single gateway does at its start (src/core/listen.ts).
+      if (values.upgrade !== true) await assertBindable(config);
       const { runPrimary } = await import('./server/workers.ts');
       const { createLogger } = await import('./core/log.ts');
       return runPrimary(
@@ -333,7 +339,11 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
   let gateway;
   try {
-    gateway = await createGateway(config, { configFile: values.config ?? null });
+    // A worker binds beside its siblings, the new process of an upgrade beside the old one.
+    gateway = await createGateway(config, {
+      configFile: values.config ?? null,
+      join: values.upgrade === true || cluster.isWorker,
+    });
   } catch (err) {
     // e.g. a TLS certificate or key file that cannot be read (the message names it, the hint says why).
     throw prefixed(err, 'cannot start');
@@ -406,16 +416,38 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     });
   }
   await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
+    const signals = ['SIGINT', 'SIGTERM', 'SIGUSR2'] as const;
+    const shutdown = (signal: NodeJS.Signals) => {
+      // Once only: with the handlers gone, a second signal ends the process at once (its default action).
+      for (const s of signals) process.removeListener(s, shutdown);
       // config `shutdown`: /readyz 503 at once, then stop accepting, then drain (docs/deploy.md).
-      const { drainSeconds, readinessDelaySeconds } = gateway.runtime().config.shutdown;
-      gateway.log.info({ signal, drainSeconds, readinessDelaySeconds }, 'shutting down');
-      gateway.stop(drainSeconds * 1000, readinessDelaySeconds * 1000).then(resolve, resolve);
+      // SIGUSR2 is the hand-over of an upgrade: the successor already listens on the same addresses
+      // (--upgrade), so there is no balancer to wait for and the admin listener closes too.
+      const handover = signal === 'SIGUSR2';
+      const { drainSeconds } = gateway.runtime().config.shutdown;
+      const readinessDelaySeconds = handover ? 0 : gateway.runtime().config.shutdown.readinessDelaySeconds;
+      gateway.log.info({ signal, drainSeconds, readinessDelaySeconds }, handover ? 'handing over' : 'shutting down');
+      gateway.stop(drainSeconds * 1000, readinessDelaySeconds * 1000, handover).then(resolve, resolve);
     };
-    process.once('SIGINT', shutdown);
-    process.once('SIGTERM', shutdown);
+    for (const s of signals) process.on(s, shutdown);
   });
+  // A worker's IPC channel to the primary would keep it alive past its graceful stop, until the
+  // primary's kill (its drain time and 5 s later): close it, the process then ends by itself.
+  cluster.worker?.disconnect();
   return 0;
+}
+
+/** Every listener and the admin address free to bind now (else the bind error: EADDRINUSE...). */
+async function assertBindable(config: Config): Promise<void> {
+  const { createServer } = await import('node:net');
+  const { listenOn } = await import('./core/listen.ts');
+  const addresses = config.listeners.map((l) => l.address);
+  if (config.admin.address !== 'off') addresses.push(config.admin.address);
+  for (const address of addresses) {
+    const probe = createServer();
+    await listenOn(probe, address, false);
+    await new Promise<void>((r) => probe.close(() => r()));
+  }
 }
 
 /** The same error (its code, hence its hint, kept) with what was being done in front of its message. */

@@ -8,7 +8,7 @@ import type { Pool } from 'undici';
 import type { Config } from '../config/schema.ts';
 import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
-import { loadSecureContext, splitHostPort } from '../core/listen.ts';
+import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { compileRuntime, type Runtime } from '../pipeline/runtime.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
@@ -42,6 +42,11 @@ export interface GatewayOptions {
    * in $STATE_DIRECTORY); a gateway built from an object alone keeps no state file.
    */
   configFile?: string | null;
+  /**
+   * Bind addresses another process holds with SO_REUSEPORT: the new process of an upgrade (`--upgrade`), a
+   * worker beside its siblings. Without it such an address is refused at start (src/core/listen.ts).
+   */
+  join?: boolean;
 }
 
 export interface Gateway {
@@ -63,10 +68,12 @@ export interface Gateway {
   /** Bind every listener and the admin listener. */
   start(): Promise<void>;
   /**
-   * Graceful stop: `/readyz` turns 503 at once; after readinessDelayMs the listeners stop accepting;
-   * in-flight requests get up to graceMs to finish; then everything closes (config `shutdown`).
+   * Graceful stop: `/readyz` turns 503 and replies say `Connection: close` at once; after readinessDelayMs the
+   * listeners stop accepting; in-flight requests get up to graceMs to finish; what is left then is cut
+   * (RMP_ERR_SHUTDOWN_CUT) and everything closes (config `shutdown`). `handover`: a successor holds the same
+   * addresses (an upgrade), so the admin listener closes with the others and the successor answers `/readyz`.
    */
-  stop(graceMs?: number, readinessDelayMs?: number): Promise<void>;
+  stop(graceMs?: number, readinessDelayMs?: number, handover?: boolean): Promise<void>;
   /** Swap in a validated config. Listener addresses and maxHeaderBytes need a restart. */
   reload(config: Config): Promise<void>;
   /** Bound addresses, in listener order (useful with port 0). */
@@ -93,6 +100,8 @@ interface Parts {
   /** Wire a runtime's upstreams to metrics, logs and alerts (health checks start once `started`). */
   readonly wireFailover: (rt: Runtime, started: boolean) => void;
   fileConfig: Config;
+  /** GatewayOptions.join: bind beside another process's sockets. */
+  readonly join: boolean;
   started: boolean;
   /** Set by stop(): /readyz answers 503 from the first moment of a graceful stop. */
   draining: boolean;
@@ -155,6 +164,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     },
     wireFailover,
     fileConfig: initial,
+    join: options.join === true,
     started: false,
     draining: false,
     sweepTimer: null,
@@ -172,7 +182,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cluster: services.cluster,
     runtime: getRuntime,
     start: () => start(parts),
-    stop: (graceMs = 5000, readinessDelayMs = 0) => stop(parts, graceMs, readinessDelayMs),
+    stop: (graceMs = 5000, readinessDelayMs = 0, handover = false) => stop(parts, graceMs, readinessDelayMs, handover),
     reload: (config) => reload(parts, config),
     addresses() {
       return {
@@ -256,35 +266,44 @@ async function start(parts: Parts): Promise<void> {
   parts.wireFailover(parts.getRuntime(), true);
   services.level.start();
   await services.cluster.start();
-  await Promise.all(initial.listeners.map((l, i) => listen(parts.acceptServers[i]!, l.address)));
+  await Promise.all(initial.listeners.map((l, i) => listenOn(parts.acceptServers[i]!, l.address, parts.join, 4096)));
   parts.sweepTimer ??= setInterval(entry.sweep, 500).unref();
-  if (parts.admin !== null && initial.admin.address !== 'off') await listen(parts.admin, initial.admin.address);
+  if (parts.admin !== null && initial.admin.address !== 'off')
+    await listenOn(parts.admin, initial.admin.address, parts.join, 4096);
   parts.cockpit?.start();
 }
 
-async function stop(parts: Parts, graceMs: number, readinessDelayMs: number): Promise<void> {
+async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, handover: boolean): Promise<void> {
   const { services, entry, admin } = parts;
-  // Not ready from here on: a load balancer polling /readyz stops sending new traffic.
+  // Not ready from here on: a load balancer polling /readyz stops sending new traffic, and every reply
+  // says Connection: close, so keep-alive clients move on after their exchange instead of being cut.
   parts.draining = true;
-  if (readinessDelayMs > 0) await new Promise((r) => setTimeout(r, readinessDelayMs));
-  // Stop accepting; close() resolves only once every connection is gone, so wait on it last.
+  entry.drain();
+  if (readinessDelayMs > 0) await sleep(readinessDelayMs);
+  // Stop accepting; close() resolves only once every connection is gone, so wait on it last. With
+  // SO_REUSEPORT the kernel sends new connections to the successor's sockets from here on.
   parts.cockpit?.stop();
   if (parts.sweepTimer !== null) clearInterval(parts.sweepTimer);
   parts.sweepTimer = null;
   const closed = parts.acceptServers.map((s) => new Promise<void>((r) => s.close(() => r())));
+  // The admin listener stays up through a drain, so /readyz keeps saying 503 and /metrics shows the
+  // drain; but in a hand-over the successor shares its address and is the one to answer.
+  if (admin && handover) closed.push(new Promise<void>((r) => admin.close(() => r())));
   const httpServer = entry.server;
-  httpServer.closeIdleConnections();
+  // In-flight requests finish up to the drain time; connections close after their reply, or once idle.
   const deadline = Date.now() + graceMs;
   while (entry.connections.total > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 25));
-    httpServer.closeIdleConnections();
+    await sleep(25);
+    entry.closeIdle();
   }
-  // The admin listener stays up through the drain, so /readyz keeps saying 503 and /metrics
-  // shows the drain; it goes last.
-  if (admin) closed.push(new Promise<void>((r) => admin.close(() => r())));
+  if (admin && !handover) closed.push(new Promise<void>((r) => admin.close(() => r())));
   admin?.closeAllConnections();
-  httpServer.closeAllConnections();
-  entry.closeUpgraded();
+  // Past the drain, what is left is cut (logged RMP_ERR_SHUTDOWN_CUT). Its upstream exchange is stopped
+  // only once the cut is recorded (the connections' close events): destroying the pools first made a cut
+  // request look like an upstream failure (logged 502, counted by the breaker) while its client got nothing.
+  const cut = entry.cutAll();
+  if (cut > 0) parts.log.warn({ connections: cut, drainMs: graceMs }, 'drain time over: requests in flight were cut');
+  for (let i = 0; i < 40 && entry.connections.total > 0; i++) await sleep(25);
   // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
   httpServer.close();
   parts.started = false;
@@ -338,13 +357,6 @@ async function loadSecureContexts(config: Config, into: Map<string, tls.SecureCo
   for (const l of config.listeners) if (l.tls) into.set(l.address, await loadSecureContext(l.tls));
 }
 
-function listen(server: NetServer | http.Server, address: string): Promise<void> {
-  const { host, port } = splitHostPort(address);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port, backlog: 4096 }, () => {
-      server.removeListener('error', reject);
-      resolve();
-    });
-  });
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }

@@ -508,7 +508,7 @@ export const ConfigSchema = Obj(
           maximum: 3600,
           default: 10,
           description:
-            'On SIGTERM or SIGINT: how long requests in flight may take to finish once the listeners stop accepting. Idle keep-alive connections are closed at once, a busy one after its reply; what is still open past it is closed. Also `30s`, `2m`.',
+            'On SIGTERM, SIGINT or SIGUSR2 (an upgrade\u2019s hand-over): how long requests in flight may take to finish once the listeners stop accepting. Every reply from the start of the stop says `Connection: close`, so a keep-alive connection closes after its reply; one idle for 1 s is closed; what is still open past the drain is cut and logged `RMP_ERR_SHUTDOWN_CUT`. Also `30s`, `2m`.',
         }),
         readinessDelaySeconds: Type.Integer({
           minimum: 0,

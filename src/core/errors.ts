@@ -209,6 +209,13 @@ export const ERRORS = {
     retryable: false,
     message: 'The client went away before the response was complete.',
   },
+  RMP_ERR_SHUTDOWN_CUT: {
+    status: 0,
+    source: 'internal',
+    retryable: true,
+    message:
+      'The request was still in flight at the end of a graceful stop (`shutdown.drainSeconds`); its connection was closed. Logged with decision `aborted`.',
+  },
   RMP_ERR_INTERNAL: {
     status: 500,
     source: 'internal',

@@ -30,7 +30,7 @@ export function hintFor(err: unknown): string {
     case 'EISDIR':
       return 'that path is a directory; give a file';
     case 'EADDRINUSE':
-      return 'another process holds that address: stop it, or choose another port (--listen, --admin, or the config file)';
+      return 'another process holds that address: stop it, or choose another port (--listen, --admin, or the config file); to replace a running Rempart without dropping a request, start the new one with --upgrade (docs/operations.md)';
     case 'EADDRNOTAVAIL':
       return 'no interface of this machine has that address: use 127.0.0.1, 0.0.0.0 or one of its own addresses';
     case 'ENOTFOUND':

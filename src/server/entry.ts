@@ -20,7 +20,7 @@ import { flushDeferredReply, writeRawReply } from '../pipeline/reply.ts';
 import { kIdleSince, kPeerAddress, kPending, kReadPaused } from '../pipeline/symbols.ts';
 import { wantsTunnel } from './upgrade.ts';
 import { createConnectionTable, type ConnectionTable } from './accept.ts';
-import { holdQueuedReply, markStalled, pauseReading, resumeReading, sweep } from './connections.ts';
+import { holdQueuedReply, isIdle, markStalled, pauseReading, resumeReading, sweep } from './connections.ts';
 import type { SweepResult, TrackedSocket } from './connections.ts';
 import { createRequestCycle } from './cycle.ts';
 import { createUpgradeEntry } from './upgrade-entry.ts';
@@ -58,7 +58,28 @@ export interface HttpEntry {
   applyTimeouts(config: Config): void;
   /** Destroy every upgraded socket (stop): the HTTP server no longer tracks them. */
   closeUpgraded(): void;
+  /**
+   * The drain of a graceful stop begins: every reply from now on says `Connection: close`, so a keep-alive
+   * client finishes its exchange and reconnects to whoever listens then (a successor, another node).
+   */
+  drain(): void;
+  /** During the drain: close the connections idle for DRAIN_IDLE_MS (a busy one closes after its reply). */
+  closeIdle(): void;
+  /**
+   * The end of the drain: close every connection; the requests still in flight are recorded as
+   * RMP_ERR_SHUTDOWN_CUT. Returns how many connections had one.
+   */
+  cutAll(): number;
 }
+
+/**
+ * During a drain, a keep-alive connection idle this long is closed. Not at once: a client in a request
+ * loop is idle only between a reply and its next request, and closing it then would race that request
+ * (a reset, a failed request); it gets `Connection: close` on that reply instead. A connection that has
+ * not been answered yet is never closed as idle: on a busy process its first request may be in the
+ * socket's buffer, unread, and closing would reset it (limits.headersTimeoutMs ends one that sends nothing).
+ */
+const DRAIN_IDLE_MS = 1000;
 
 /** Node parse errors that are request-smuggling shapes, refused as such. */
 const SMUGGLING_PARSE_ERRORS = new Set([
@@ -83,6 +104,9 @@ function parseErrorCode(err: Error & { code?: string }): ErrorCode {
 export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
   const { metrics, getRuntime } = opts;
   const table = createConnectionTable();
+  // Set by drain() and cutAll() (a graceful stop); read once per request and once per cut reply.
+  let draining = false;
+  let cutting = false;
   const cycle = createRequestCycle({
     ...opts,
     onClientStalled: (ctx) => markStalled(ctx.socket as TrackedSocket, table.stalled, performance.now()),
@@ -104,6 +128,8 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     if (left === 0) socket[kIdleSince] = performance.now();
     const maxPipelined = getRuntime().config.limits.maxPipelinedRequests;
     if (socket[kReadPaused] && left < maxPipelined && !socket.destroyed) resumeReading(socket);
+    // Cut by the end of a drain, not left by its client: the log line says so.
+    if (cutting && !this.writableFinished) ctx.abort('RMP_ERR_SHUTDOWN_CUT');
     cycle.finish(ctx, this.writableFinished);
     // A parse error or refused upgrade behind this response waited for it (writeRawReply).
     flushDeferredReply(socket);
@@ -149,7 +175,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     // A request carrying Upgrade that is not a tunnel (shouldUpgradeCallback said no): Node's parser
     // stops at such a request and drops whatever followed it in the same read, so a pipelined request
     // behind it would never be answered. Closing after this answer tells the client so.
-    if (req.headers.upgrade !== undefined) res.shouldKeepAlive = false;
+    if (req.headers.upgrade !== undefined || draining) res.shouldKeepAlive = false;
     cycle.run(track(req, res));
   }
 
@@ -181,6 +207,21 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     sweep: sweepConnections,
     applyTimeouts: (config) => applyTimeouts(server, config),
     closeUpgraded: upgrades.closeAll,
+    drain() {
+      draining = true;
+    },
+    closeIdle() {
+      const now = performance.now();
+      for (const s of table.sockets) if (isIdle(s) && now - s[kIdleSince] >= DRAIN_IDLE_MS) s.destroy();
+    },
+    cutAll() {
+      let busy = 0;
+      for (const s of table.sockets) if (s[kPending] > 0) busy++;
+      cutting = true;
+      server.closeAllConnections();
+      upgrades.closeAll();
+      return busy;
+    },
   };
 }
 

@@ -1,7 +1,9 @@
 // `--workers N`: one box, every core. The primary forks N workers running the same command line; they
 // share the listening sockets (node:cluster hands each accepted connection to a worker in turn) and
 // the primary restarts a worker that dies, forwards SIGHUP (reload), and stops them all on
-// SIGTERM/SIGINT. Each worker is a whole gateway: with `cluster.store: memory` it keeps its own bans,
+// SIGTERM/SIGINT, or hands over on SIGUSR2 (each worker drains as a single gateway does, docs/operations.md).
+// The workers' listening sockets are their own, with SO_REUSEPORT (src/core/listen.ts): the kernel spreads
+// connections between them, and the workers of a new primary started with --upgrade bind beside them. Each worker is a whole gateway: with `cluster.store: memory` it keeps its own bans,
 // limits and level (an address banned by worker 1 is refused by worker 1 only); with `redis` they
 // share them as any nodes do (docs/cluster.md).
 import cluster, { type Worker } from 'node:cluster';
@@ -53,7 +55,7 @@ export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean, st
         w.once('exit', () => {
           if (--left === 0) resolve(0);
         });
-        w.process.kill('SIGTERM');
+        w.process.kill(signal === 'SIGUSR2' ? 'SIGUSR2' : 'SIGTERM');
       }
       // A worker stuck past its own graceful stop (config `shutdown`) and a margin is killed.
       setTimeout(() => {
@@ -62,5 +64,6 @@ export function runPrimary(n: number, log: Logger, shareMemoryStore: boolean, st
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGUSR2', () => shutdown('SIGUSR2'));
   });
 }
