@@ -1,0 +1,65 @@
+// The soak's load generator (bench/soak.ts) is only worth its figures if the million addresses it names
+// are a million clients to the gateway: distinct, spread over many /24s and /64s, and read from its
+// PROXY v1 and v2 headers as the client address. Checked here on a few hundred through a real gateway.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freshAddress, proxyHeader, ResponseCounter } from '../bench/soak.ts';
+import { rawRequest, statusOf, withGateway } from './helpers.ts';
+
+/** Canonical text of an address (IPv6 compressed as the gateway writes it). */
+const canonical = (a: string) => (a.includes(':') ? new URL(`http://[${a}]/`).hostname.slice(1, -1) : a);
+
+test('soak addresses are distinct and spread over many /24s and /64s', () => {
+  const n = 300_000;
+  const all = new Set<string>();
+  const v4Prefixes = new Set<string>();
+  const v6Prefixes = new Set<string>();
+  for (let i = 0; i < n; i++) {
+    const a = freshAddress(i);
+    all.add(a.text);
+    if (a.v6) v6Prefixes.add(a.text.split('::')[0]!);
+    else v4Prefixes.add(a.text.split('.').slice(0, 3).join('.'));
+  }
+  assert.equal(all.size, n);
+  // 200,000 IPv4 addresses over the 65,536 /24s of 11/8 (nearly all of them), IPv6 one to a /64.
+  assert.ok(v4Prefixes.size > 60_000, `${v4Prefixes.size} /24s`);
+  assert.equal(v6Prefixes.size, n / 3);
+});
+
+test('the gateway reads each soak address from its PROXY v1 or v2 header as the client', async () => {
+  const cfg = {
+    listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }],
+    clientAddress: { trustedProxies: ['127.0.0.0/8'] },
+    logging: { level: 'warn', requests: false },
+  };
+  await withGateway(cfg, async (gw, up) => {
+    const sent: string[] = [];
+    // Indexes far apart, so IPv4 and IPv6, v1 and v2 headers all occur.
+    for (let k = 0; k < 60; k++) {
+      const i = k * 3000 + (k % 3);
+      const a = freshAddress(i);
+      sent.push(canonical(a.text));
+      const head = proxyHeader(a, 1024 + k, gw.port, k % 2 === 1);
+      const req = Buffer.from(`GET /s${k} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`);
+      const raw = await rawRequest(gw.port, Buffer.concat([head, req]), { localAddress: '127.2.0.1' });
+      assert.equal(statusOf(raw), 200, `${a.text}: ${raw.slice(0, 200)}`);
+    }
+    const seen = sent.map((_, k) => up.requests.find((r) => r.url === `/s${k}`)?.headers['x-forwarded-for']);
+    assert.deepEqual(seen, sent);
+    assert.ok(sent.some((a) => a.includes(':')) && sent.some((a) => !a.includes(':')));
+  });
+});
+
+test('the soak counts pipelined responses split anywhere, with length and chunked bodies', () => {
+  const stream =
+    'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello' +
+    'HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n' +
+    'HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
+  for (const cut of [1, 17, 40, 60, 100]) {
+    const c = new ResponseCounter();
+    c.feed(Buffer.from(stream.slice(0, cut), 'latin1'));
+    c.feed(Buffer.from(stream.slice(cut), 'latin1'));
+    assert.equal(c.count, 3);
+    assert.deepEqual(c.statuses, [200, 429, 403]);
+  }
+});
