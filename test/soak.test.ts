@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { freshAddress, proxyHeader, ResponseCounter } from '../bench/soak.ts';
-import { rawRequest, statusOf, withGateway } from './helpers.ts';
+import { rawRequest, startGatewayAndUpstream, statusOf } from './helpers.ts';
 
 /** Canonical text of an address (IPv6 compressed as the gateway writes it). */
 const canonical = (a: string) => (a.includes(':') ? new URL(`http://[${a}]/`).hostname.slice(1, -1) : a);
@@ -26,13 +26,14 @@ test('soak addresses are distinct and spread over many /24s and /64s', () => {
   assert.equal(v6Prefixes.size, n / 3);
 });
 
-test('the gateway reads each soak address from its PROXY v1 or v2 header as the client', async () => {
+test('the gateway reads each soak address from its PROXY v1 or v2 header as the client', async (t) => {
   const cfg = {
     listeners: [{ address: '127.0.0.1:0', proxyProtocol: true }],
     clientAddress: { trustedProxies: ['127.0.0.0/8'] },
     logging: { level: 'warn', requests: false },
   };
-  await withGateway(cfg, async (gw, up) => {
+  const { gw, up } = await startGatewayAndUpstream(t, cfg);
+  {
     const sent: string[] = [];
     // Indexes far apart, so IPv4 and IPv6, v1 and v2 headers all occur.
     for (let k = 0; k < 60; k++) {
@@ -47,7 +48,7 @@ test('the gateway reads each soak address from its PROXY v1 or v2 header as the 
     const seen = sent.map((_, k) => up.requests.find((r) => r.url === `/s${k}`)?.headers['x-forwarded-for']);
     assert.deepEqual(seen, sent);
     assert.ok(sent.some((a) => a.includes(':')) && sent.some((a) => !a.includes(':')));
-  });
+  }
 });
 
 test('the soak counts pipelined responses split anywhere, with length and chunked bodies', () => {
