@@ -124,20 +124,19 @@ const kHeld = Symbol('rempart.heldBytes');
 type QueuedReply = ServerResponse & { [kHeld]?: number };
 
 /** The reply got its connection: what it held is now the socket's to send, no longer queued. */
-function onReplyAssigned(this: QueuedReply): void {
-  const s = this.req.socket as TrackedSocket;
+function onReplyAssigned(this: QueuedReply, s: TrackedSocket): void {
   s[kQueuedBytes] -= this[kHeld] ?? 0;
   this[kHeld] = 0;
 }
 
 /**
- * Count `bytes` of `res`, a reply waiting behind earlier ones on its connection. Past `max` for the
+ * Count `bytes` of `res`, a reply waiting behind earlier ones on its connection `s` (the request's
+ * socket, kept by its context: `req.socket` is null once the request stream is destroyed). Past `max` for the
  * connection, it is closed and false returned: a pipelining client that does not read holds at most
  * this much of forwarded replies (each one's upstream body is paused at the first full buffer anyway).
  */
-export function holdQueuedReply(res: ServerResponse, bytes: number, max: number): boolean {
+export function holdQueuedReply(res: ServerResponse, s: TrackedSocket, bytes: number, max: number): boolean {
   const r = res as QueuedReply;
-  const s = r.req.socket as TrackedSocket;
   if (r[kHeld] === undefined) {
     r[kHeld] = 0;
     r.once('socket', onReplyAssigned);

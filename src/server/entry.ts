@@ -111,7 +111,8 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     ...opts,
     onClientStalled: (ctx) => markStalled(ctx.socket as TrackedSocket, table.stalled, performance.now()),
     onQueuedReply(ctx, bytes) {
-      if (holdQueuedReply(ctx.res, bytes, getRuntime().config.limits.maxQueuedReplyBytes)) return true;
+      if (holdQueuedReply(ctx.res, ctx.socket as TrackedSocket, bytes, getRuntime().config.limits.maxQueuedReplyBytes))
+        return true;
       metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' });
       return false;
     },

@@ -31,7 +31,7 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
     name: 'identify',
     onRequest(ctx: RequestContext) {
       const req = ctx.req;
-      const socket = req.socket as typeof req.socket & { [kPeerAddress]?: string; encrypted?: boolean };
+      const socket = ctx.socket as typeof ctx.socket & { [kPeerAddress]?: string; encrypted?: boolean };
       const peer = socket[kPeerAddress] ?? socket.remoteAddress ?? '';
       ctx.peerAddress = peer;
       ctx.clientAddress = peer;
