@@ -2,7 +2,7 @@
 // `rempart check` and flag handling of the CLI, and SIGHUP reload (applied, or rejected and kept).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import {
   freePort,
   problemsOf,
   runCli,
+  selfSignedCert,
   startGateway,
   startUpstream,
   stopChild,
@@ -490,28 +491,7 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
   timeout: 30_000,
 }, async (t) => {
   const up = await startUpstream(t, (_req, res) => res.end('up'));
-  const dir = tempDir(t, 'rempart-reload-tls-');
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-days',
-      '1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
+  const { dir, certFile, keyFile } = selfSignedCert(t, 'rempart-reload-tls-');
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
   const adminPort = await freePort();

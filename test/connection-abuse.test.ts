@@ -6,8 +6,6 @@ import assert from 'node:assert/strict';
 import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import tls from 'node:tls';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import {
   cleanup,
   type HeldConnection,
@@ -15,8 +13,8 @@ import {
   sleep,
   startGateway,
   startUpstream,
+  selfSignedCert,
   statusOf,
-  tempDir,
   type TestGateway,
   waitFor,
 } from './helpers.ts';
@@ -97,28 +95,7 @@ test('2,000 pipelined GETs in one write, never read: at most 2 x maxPipelinedReq
 });
 
 test('the same flood over a TLS listener is stopped at the same bound', async (t) => {
-  const dir = tempDir(t, 'rempart-pipe-tls-');
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-days',
-      '1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
+  const { certFile, keyFile } = selfSignedCert(t, 'rempart-pipe-tls-');
   const up = await startUpstream(t, (_req, res) => setTimeout(() => res.end('x'), 200));
   const gw = await startGateway(t, up.url, {
     listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }],

@@ -6,7 +6,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,6 +112,19 @@ export function tempDir(t: Teardown, prefix = 'rempart-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   cleanup(t, () => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** A throw-away self-signed certificate for localhost (openssl), in a directory removed when the test ends. */
+export function selfSignedCert(
+  t: Teardown,
+  prefix = 'rempart-tls-',
+): { dir: string; certFile: string; keyFile: string } {
+  const dir = tempDir(t, prefix);
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  const args = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1'];
+  execFileSync('openssl', [...args, '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+  return { dir, certFile, keyFile };
 }
 
 /** A port on 127.0.0.1 that was free a moment ago (for a child process that must be told its port). */

@@ -7,16 +7,14 @@ import https from 'node:https';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
 import {
   cleanup,
   rawRequest,
+  selfSignedCert,
   startGateway,
   startUpstream,
   statusOf,
   type Teardown,
-  tempDir,
   track,
   waitFor,
 } from './helpers.ts';
@@ -294,28 +292,7 @@ test('a WebSocket upgrade on an unrouted path gets 404 and never reaches the ups
 });
 
 test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: https', async (t) => {
-  const dir = tempDir(t, 'rempart-tls-');
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-days',
-      '1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
+  const { certFile, keyFile } = selfSignedCert(t, 'rempart-tls-');
   const up = await startUpstream(t);
   const gw = await startGateway(t, up.url, { listeners: [{ address: '127.0.0.1:0', tls: { certFile, keyFile } }] });
   const agent = new https.Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 1 });
@@ -353,28 +330,7 @@ test('a TLS listener terminates HTTPS and the upstream sees X-Forwarded-Proto: h
 });
 
 test('a WebSocket upgrade over the TLS listener reaches the plain-HTTP upstream with X-Forwarded-Proto: https', async (t) => {
-  const dir = tempDir(t, 'rempart-tls-');
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-days',
-      '1',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-    ],
-    { stdio: 'ignore' },
-  );
+  const { certFile, keyFile } = selfSignedCert(t, 'rempart-tls-');
   const up = await startWsEchoUpstream(t);
   const gw = await startGateway(t, up.url, {
     ...WS,

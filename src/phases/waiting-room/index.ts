@@ -18,7 +18,7 @@ import { WindowQuota } from '../../core/window-quota.ts';
 import { v6PrefixKey } from '../../core/client-key.ts';
 import { binding } from '../../core/signing-keys.ts';
 import { WaitingRoom } from './room.ts';
-import { CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
+import { type CookieSigner, passCookieName, readCookie, ticketCookieName } from './ticket.ts';
 
 /**
  * Who a ticket quota counts: the address for IPv4 (a /24 holds many people behind carrier NATs, each
