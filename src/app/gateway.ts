@@ -120,7 +120,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const { api, challenge } = services;
   // What the last run learned (bans, level, sessions, used solutions), read before the listeners accept.
   const state = await openStateFile(
-    { file: resolveStateFile(initial.state.file, options.configFile), log, clock },
+    {
+      file: resolveStateFile(initial.state.file, options.configFile),
+      log,
+      clock,
+      onWriteFailure: () => metrics.diskWriteFailures.inc({ file: 'state' }),
+    },
     {
       bans: services.bans,
       level: services.level,
