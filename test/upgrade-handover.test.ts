@@ -2,10 +2,13 @@
 // (SO_REUSEPORT) while the old one serves 20 keep-alive clients, then the old one gets SIGUSR2: it
 // stops accepting, tells its keep-alive clients Connection: close, lets a 3 s request in flight finish
 // and exits. Also: without --upgrade a second process on a held address is refused as before, and a
-// request still in flight at the end of the drain is logged as cut, not as an upstream failure.
+// request still in flight at the end of the drain is logged as cut, not as an upstream failure. And with a
+// connection per request: the connections queued on the old process's socket when it closes go to the
+// successor with net.ipv4.tcp_migrate_req = 1 (set for the test when root; restored after), and are
+// reset without it.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchGatewayConfig } from '../bench/lib/gateway-config.ts';
@@ -133,4 +136,123 @@ test('a request still in flight at the end of the drain is logged as cut (RMP_ER
   assert.equal(logged.reason, 'RMP_ERR_SHUTDOWN_CUT');
   assert.doesNotMatch(gw.out(), /upstream error/, 'not taken for an upstream failure');
   assert.match(gw.out(), /drain time over: requests in flight were cut/);
+});
+
+// ---- connections queued on the old process's socket: net.ipv4.tcp_migrate_req ----------------------
+
+const MIGRATE = '/proc/sys/net/ipv4/tcp_migrate_req';
+
+/**
+ * Set net.ipv4.tcp_migrate_req for this test, put back after it. The reason it cannot be ('' if it is
+ * set): a kernel before 5.14 has no such setting, and only root may write it.
+ */
+function setMigrateReq(t: TestContext, value: '0' | '1'): string {
+  let before: string;
+  try {
+    before = readFileSync(MIGRATE, 'utf8').trim();
+  } catch {
+    return 'no net.ipv4.tcp_migrate_req (Linux < 5.14, or not Linux)';
+  }
+  try {
+    writeFileSync(MIGRATE, value);
+  } catch (err) {
+    return `net.ipv4.tcp_migrate_req cannot be written here (${(err as NodeJS.ErrnoException).code}; needs root)`;
+  }
+  t.after(() => writeFileSync(MIGRATE, before));
+  return '';
+}
+
+/**
+ * The old process stuck (SIGSTOP: a full event loop, a GC pause) while connections arrive, then gone
+ * (SIGKILL; SIGUSR2's close does the same to its queue): the kernel spread those connections over both
+ * sockets, and the ones on the old socket wait in its accept queue. Returns each request's fate.
+ */
+async function queuedOnOldSocket(t: TestContext): Promise<{ answered: number; errors: string[] }> {
+  const { file, port } = await setup(t, { drainSeconds: 5 });
+  const old = spawnRempart(['--config', file]);
+  t.after(() => {
+    old.kill('SIGCONT');
+    old.kill('SIGKILL');
+  });
+  await old.waitFor(/"rempart started"/, 30_000);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/"rempart started"/, 30_000);
+  old.kill('SIGSTOP');
+  await sleep(100);
+  // 40 clients, a connection each: about half land on the stopped process's socket and wait there.
+  const requests = Array.from({ length: 40 }, (_, i) => getOnce(port, `/queued/${i}`));
+  let settled = 0;
+  for (const r of requests) void r.then(() => settled++);
+  await sleep(1000);
+  assert.ok(settled < 40, 'some connections wait on the stopped process');
+  old.kill('SIGKILL');
+  const results = await Promise.all(requests);
+  const errors = results.flatMap((r) => ('error' in r ? [r.error] : []));
+  const answered = results.filter((r) => 'status' in r && r.status === 200).length;
+  successor.kill('SIGTERM');
+  await successor.exited;
+  return { answered, errors };
+}
+
+test('connections queued on the old process when it goes: moved to the successor with tcp_migrate_req 1 (reset with 0)', {
+  timeout: 90_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '0');
+  if (why !== '') return t.skip(why);
+  // The control: the kernel's default resets them (the gap deploy/sysctl/90-rempart.conf closes).
+  const without = await queuedOnOldSocket(t);
+  assert.ok(without.errors.length > 0 && without.errors.every((e) => e === 'ECONNRESET'), JSON.stringify(without));
+  setMigrateReq(t, '1');
+  const withIt = await queuedOnOldSocket(t);
+  assert.deepEqual(withIt, { answered: 40, errors: [] });
+});
+
+test('upgrade with a connection per request (net.ipv4.tcp_migrate_req 1): no connection reset, every request answered', {
+  timeout: 90_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '1');
+  if (why !== '') return t.skip(why);
+  const { file, port } = await setup(t, { drainSeconds: 20 });
+  const old = spawnRempart(['--config', file]);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  const load = startLoad({ port, connections: 20, keepAlive: false });
+  while (load.counts.answered < 300) await sleep(10);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/"rempart started"/, 30_000);
+  const before = load.counts.answered;
+  while (load.counts.answered < before + 300) await sleep(10);
+  old.kill('SIGUSR2');
+  assert.equal(await old.exited, 0);
+  const after = load.counts.answered;
+  while (load.counts.answered < after + 300) await sleep(10);
+  const counts = await load.stop();
+  assert.deepEqual(counts.errors, {}, 'no connection reset');
+  assert.deepEqual(counts.statuses, { 200: counts.sent });
+  assert.doesNotMatch(successor.out(), /tcp_migrate_req/, 'no kernel warning at the start of the successor');
+  successor.kill('SIGTERM');
+  assert.equal(await successor.exited, 0);
+});
+
+test('`rempart check --upgrade` and a process started with --upgrade warn while tcp_migrate_req is 0', {
+  timeout: 60_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '0');
+  if (why !== '') return t.skip(why);
+  const { file } = await setup(t, {});
+  const check = spawnRempart(['check', file, '--upgrade']);
+  await check.exited;
+  assert.match(check.out(), /warning: kernel: net\.ipv4\.tcp_migrate_req is 0: .*deploy\/sysctl\/90-rempart\.conf/);
+  const plain = spawnRempart(['check', file]);
+  await plain.exited;
+  assert.doesNotMatch(plain.out(), /tcp_migrate_req/, 'only for an upgrade');
+  const old = spawnRempart(['--config', file]);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/net\.ipv4\.tcp_migrate_req is 0/, 30_000);
+  assert.doesNotMatch(old.out(), /tcp_migrate_req/);
 });
