@@ -5,11 +5,12 @@
 // request still in flight at the end of the drain is logged as cut, not as an upstream failure. And with a
 // connection per request: the connections queued on the old process's socket when it closes go to the
 // successor with net.ipv4.tcp_migrate_req = 1 (set for the test when root; restored after), and are
-// reset without it.
+// reset without it. A ban made on the old process in its last second reaches the successor.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { benchGatewayConfig } from '../bench/lib/gateway-config.ts';
 import { freePort, getOnce, sleep, spawnRempart, startLoad, startOrigin } from '../bench/lib/zero-drop.ts';
@@ -255,4 +256,64 @@ test('`rempart check --upgrade` and a process started with --upgrade warn while 
   t.after(() => successor.kill('SIGKILL'));
   await successor.waitFor(/net\.ipv4\.tcp_migrate_req is 0/, 30_000);
   assert.doesNotMatch(old.out(), /tcp_migrate_req/);
+});
+
+// ---- state across the hand-over --------------------------------------------------------------------
+
+const TOKEN = 'upgrade-test-token-0123456789abcdef';
+
+function admin(port: number, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`http://127.0.0.1:${port}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+/** One request from `localAddress` (127/8): the status line, '' when refused on accept. */
+function statusFrom(port: number, localAddress: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    let data = '';
+    s.on('connect', () => s.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));
+    s.on('data', (c) => (data += c.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => resolve(data.split('\r\n')[0] ?? ''));
+  });
+}
+
+test('a ban made on the old process just before SIGUSR2 is enforced by the successor (written at once, merged after)', {
+  timeout: 60_000,
+}, async (t) => {
+  // state.file: auto, beside the config file: both processes share it.
+  const { file, port, adminPort } = await setup(t, { drainSeconds: 5 });
+  const env = { ...process.env, REMPART_ADMIN_TOKEN: TOKEN };
+  const old = spawnRempart(['--config', file], env);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  // The successor's admin listener on a port of its own: the file's admin port reaches the old one only.
+  const successorAdmin = await freePort();
+  const successor = spawnRempart(['--config', file, '--upgrade', '--admin', `127.0.0.1:${successorAdmin}`], env);
+  t.after(() => successor.kill('SIGKILL'));
+  // It has read the state file by now: what follows is not in what it read.
+  await successor.waitFor(/"rempart started"/, 30_000);
+  const banned = await admin(adminPort, 'POST', '/api/bans', { target: '127.0.0.9', ttlSec: 600, reason: 'late' });
+  assert.equal(banned.status, 201);
+  old.kill('SIGUSR2');
+  assert.equal(await old.exited, 0);
+  // Only the successor listens now; it polls the old process's hand-over marker every second.
+  const deadline = Date.now() + 5000;
+  let targets: string[] = [];
+  while (Date.now() < deadline) {
+    const list = (await (await admin(successorAdmin, 'GET', '/api/bans')).json()) as { bans: { target: string }[] };
+    targets = list.bans.map((b) => b.target);
+    if (targets.includes('127.0.0.9')) break;
+    await sleep(100);
+  }
+  assert.ok(targets.includes('127.0.0.9'), `the successor holds the ban (it has ${JSON.stringify(targets)})`);
+  assert.doesNotMatch(await statusFrom(port, '127.0.0.9'), /^HTTP\/1\.1 200/, 'and refuses that address');
+  assert.match(await statusFrom(port, '127.0.0.10'), /^HTTP\/1\.1 200/, 'another address is served');
+  assert.match(successor.out(), /"state merged from the process handing over"/);
+  successor.kill('SIGTERM');
+  assert.equal(await successor.exited, 0);
 });

@@ -348,3 +348,29 @@ test('a file another process keeps locked: the write is put off to the next one,
   await flushLogs();
   assert.equal(a.lines.filter((l) => l.level === 'error').length, 0);
 });
+
+test('an upgrade: the old process writes at the hand-over, the successor merges what is new and keeps what it has', async (t) => {
+  const file = path.join(tempDir(t), STATE_FILE_NAME);
+  const clock = createManualClock(1000);
+  const a = node(clock);
+  const old = await openStateFile({ file, log: a.log, clock }, a);
+  t.after(() => old.close());
+  a.bans.ban('203.0.113.1', 600_000, 'early', '', 'operator:ann');
+  old.flush();
+  // The successor starts and reads the file; then the old process bans once more and hands over.
+  const b = node(clock);
+  const successor = await openStateFile({ file, log: b.log, clock }, b);
+  t.after(() => successor.close());
+  assert.equal(b.bans.size, 1);
+  b.bans.ban('203.0.113.1', 1000, 'changed here', '', 'operator:bob');
+  clock.advance(500);
+  a.bans.ban('203.0.113.2', 600_000, 'late', '', 'operator:ann');
+  assert.equal(a.replay.use('sol-late', clock.wallMs(), clock.wallMs()), true);
+  assert.deepEqual(successor.merge(), { bans: 0, replayIds: 0 }, 'not written yet: the next write is 2 s away');
+  old.handOver();
+  assert.deepEqual(successor.merge(), { bans: 1, replayIds: 1 });
+  assert.equal(b.bans.entryFor('203.0.113.2')?.reason, 'late');
+  assert.equal(b.bans.entryFor('203.0.113.1')?.reason, 'changed here', 'what the successor has stays');
+  assert.equal(b.replay.use('sol-late', clock.wallMs(), clock.wallMs()), false, 'the used solution stays used');
+  assert.deepEqual(successor.merge(), { bans: 0, replayIds: 0 }, 'merging again adds nothing');
+});

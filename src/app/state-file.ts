@@ -7,6 +7,8 @@
 //   start-up ─► open (corrupt/unreadable: set aside, start empty, warn) ─► read ─► restore into the tables
 //   every FLUSH_MS (timer, never a request): tables' changes since the last write ─► BEGIN; upserts/deletes; COMMIT
 //   stop ─► a last write, close
+//   upgrade: old process on SIGUSR2 ─► handOver(): a write at once + a `handover` marker
+//            successor (--upgrade)  ─► followHandover(): polls the marker (1/s), merges what is new
 //
 // SQLite calls are synchronous: they run at start-up (before the listeners accept) and on the timer
 // only. The tables hand over what changed (their keys, bounded by their own caps), so a write costs the
@@ -46,6 +48,13 @@ export const ROWS_PER_WRITE = 10_000;
 const RETRY_MS = 30_000;
 /** Expired sessions are deleted from the file this often. */
 const PRUNE_EVERY_MS = 60_000;
+/** How often a successor (`--upgrade`) looks for the old process's hand-over marker. */
+const HANDOVER_POLL_MS = 1000;
+/** Rows a merge reads: those the old process made from this long before the successor's start on. */
+const MERGE_MARGIN_MS = 10_000;
+/** A successor stops looking this long after the hand-over if the old process never says it drained. */
+const HANDOVER_FOLLOW_MS = 600_000;
+
 /** At open, a file another process keeps locked is tried this many times, BUSY_MS apart (≈ 2 s). */
 const OPEN_ATTEMPTS = 20;
 const FORMAT = 1;
@@ -138,6 +147,12 @@ export class StateFile {
   #lastPruneMs = 0;
   #failedAtMs = -Infinity;
   #closed = false;
+  /** When this process read the file (wall ms): a merge takes rows made from shortly before on. */
+  #loadedWallMs = 0;
+  #handedOver = false;
+  #follow: NodeJS.Timeout | null = null;
+  /** The last hand-over marker merged (`pid:phase:atMs`). */
+  #lastMarker = '';
   /** In the rollback journal (false while an older version holds the file in WAL mode). */
   #rollback: boolean;
   /** Writes that succeeded and failed (tests, and the log's view); busy: put off, another process held the lock. */
@@ -215,6 +230,7 @@ export class StateFile {
       sessions: targets.sessions instanceof MemorySessionStore ? targets.sessions : null,
     };
     this.#t = t;
+    this.#loadedWallMs = this.#opts.clock.wallMs();
     const summary: RestoreSummary = {
       bans: 0,
       activeBans: 0,
@@ -245,21 +261,7 @@ export class StateFile {
       if (t.bans === null) return;
       const sql = 'SELECT key, target, reason, rule, by, since_ms, until_ms, count, level FROM bans ORDER BY since_ms';
       const rows = db.prepare(sql).all() as Record<string, unknown>[];
-      const r = t.bans.restore(
-        rows.map(
-          (row): BanRecord => ({
-            key: String(row.key),
-            target: String(row.target),
-            reason: String(row.reason),
-            ruleId: String(row.rule),
-            by: String(row.by),
-            sinceWallMs: Number(row.since_ms),
-            untilWallMs: Number(row.until_ms),
-            count: Number(row.count),
-            level: Number(row.level),
-          }),
-        ),
-      );
+      const r = t.bans.restore(rows.map(banRecord));
       summary.bans = r.restored;
       summary.activeBans = r.active;
       // Rows not taken back (expired past escalation, over the table's cap): rewritten from the table.
@@ -444,9 +446,111 @@ export class StateFile {
     }
   }
 
+  /**
+   * The old process of an upgrade, told to hand over (SIGUSR2): write what changed now rather than at
+   * the next tick, and leave a marker the successor looks for (followHandover), so that a ban made in
+   * the last 2 s before the hand-over is enforced by the successor. close() writes the marker again
+   * once the drain is over (what changed meanwhile).
+   */
+  handOver(): void {
+    this.#handedOver = true;
+    this.flush(true);
+    this.#mark('handover');
+  }
+
+  #mark(phase: 'handover' | 'drained'): void {
+    const db = this.#db;
+    if (db === null || this.#closed) return;
+    try {
+      writeMeta(db, 'handover', { pid: process.pid, phase, atMs: this.#opts.clock.wallMs() });
+    } catch (err) {
+      // Locked or refused: the successor still merges at the next marker, or keeps what it read.
+      this.#opts.log.warn({ file: this.file, err: errorText(err) }, 'state file: the hand-over marker was not written');
+    }
+  }
+
+  /**
+   * The successor of an upgrade (or a new worker beside old ones): look for the old process's hand-over
+   * marker every second and, at each new one, merge what the old process wrote since shortly before this
+   * one read the file. Stops once the old process says it drained (or 10 minutes after its hand-over).
+   */
+  followHandover(): void {
+    if (this.#db === null || this.#follow !== null || this.#closed) return;
+    let handoverAtMs = Infinity;
+    this.#follow = setInterval(() => {
+      const marker = this.#readMarker();
+      if (marker === null) return;
+      if (marker.pid !== process.pid && marker.atMs >= this.#loadedWallMs) {
+        const key = `${marker.pid}:${marker.phase}:${marker.atMs}`;
+        if (key !== this.#lastMarker) {
+          this.#lastMarker = key;
+          handoverAtMs = Math.min(handoverAtMs, marker.atMs);
+          const merged = this.merge();
+          this.#opts.log.info(
+            { file: this.file, from: marker.pid, phase: marker.phase, ...merged },
+            'state merged from the process handing over',
+          );
+          if (marker.phase === 'drained') this.#stopFollowing();
+        }
+      }
+      if (this.#opts.clock.wallMs() - handoverAtMs > HANDOVER_FOLLOW_MS) this.#stopFollowing();
+    }, HANDOVER_POLL_MS);
+    this.#follow.unref();
+  }
+
+  #stopFollowing(): void {
+    if (this.#follow !== null) clearInterval(this.#follow);
+    this.#follow = null;
+  }
+
+  #readMarker(): { pid: number; phase: string; atMs: number } | null {
+    const db = this.#db;
+    if (db === null) return null;
+    try {
+      const m = readMeta(db, 'handover') as { pid?: unknown; phase?: unknown; atMs?: unknown } | null;
+      if (m === null || typeof m.pid !== 'number' || typeof m.atMs !== 'number') return null;
+      return { pid: m.pid, phase: String(m.phase), atMs: m.atMs };
+    } catch {
+      return null; // locked by the writer now: the next poll
+    }
+  }
+
+  /**
+   * Add what another process wrote since shortly before this one read the file: bans made since (an
+   * entry this process has is kept as it is) and used challenge solutions. Only what is new is read
+   * (a few rows: the old process's last seconds), never the whole file.
+   */
+  merge(): { bans: number; replayIds: number } {
+    const db = this.#db;
+    const out = { bans: 0, replayIds: 0 };
+    if (db === null || this.#closed) return out;
+    const t = this.#t;
+    const since = this.#loadedWallMs - MERGE_MARGIN_MS;
+    const wall = this.#opts.clock.wallMs();
+    try {
+      if (t.bans !== null) {
+        const sql =
+          'SELECT key, target, reason, rule, by, since_ms, until_ms, count, level FROM bans WHERE since_ms >= ? ORDER BY since_ms';
+        const rows = db.prepare(sql).all(since) as Record<string, unknown>[];
+        out.bans = t.bans.restore(rows.map(banRecord)).restored;
+      }
+      if (t.replay !== null) {
+        const rows = db.prepare('SELECT id, used_ms FROM replay WHERE used_ms >= ?').all(since) as {
+          id: string;
+          used_ms: number;
+        }[];
+        for (const r of rows) if (t.replay.use(String(r.id), Number(r.used_ms), wall)) out.replayIds++;
+      }
+    } catch (err) {
+      this.#opts.log.warn({ file: this.file, err: errorText(err) }, 'state file: merging the hand-over failed');
+    }
+    return out;
+  }
+
   /** A last write, then close the file (stop). */
   close(): void {
     if (this.#closed) return;
+    this.#stopFollowing();
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     // Everything left, however long it takes: the process is stopping. A file another process holds
@@ -456,6 +560,8 @@ export class StateFile {
       this.flush(true, Infinity);
       if (this.busy === busy) break;
     }
+    // The successor merges once more: what this process changed while it drained.
+    if (this.#handedOver) this.#mark('drained');
     this.#closed = true;
     try {
       this.#db?.close();
@@ -516,6 +622,20 @@ function openChecked(file: string): { db: DatabaseSync; rollback: boolean } {
     db.close();
     throw err;
   }
+}
+
+function banRecord(row: Record<string, unknown>): BanRecord {
+  return {
+    key: String(row.key),
+    target: String(row.target),
+    reason: String(row.reason),
+    ruleId: String(row.rule),
+    by: String(row.by),
+    sinceWallMs: Number(row.since_ms),
+    untilWallMs: Number(row.until_ms),
+    count: Number(row.count),
+    level: Number(row.level),
+  };
 }
 
 function readMeta(db: DatabaseSync, key: string): unknown {
