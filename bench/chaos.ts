@@ -10,6 +10,8 @@
 //   audit-shm       every file of it, a WAL's `-shm` index if there is one (what a file system turned
 //                   read-only on error does): with WAL the process died of SIGBUS; a rollback journal has none
 //   state-readonly  the same for the state file
+//   disk-shutdown   both files on an ext4 file system (a loop device) shut down under the gateway as the
+//                   kernel does after a disk error (EXT4_IOC_SHUTDOWN: every I/O fails from then on)
 //   fd-exhaustion   the gateway under `ulimit -n 256`, 400 idle connections opened then closed
 //   loop-stall      the gateway SIGSTOPped 1 s under load (an event loop blocked: GC, a sync call)
 // usage: node bench/chaos.ts [--only a,b] [--write]   (--write replaces "## Chaos drills" in bench/RESULTS.md)
@@ -487,6 +489,74 @@ async function diskDrill(kind: 'full' | 'readonly' | 'shm' | 'state'): Promise<R
   };
 }
 
+/**
+ * Both files on a file system of their own (a 64 MB ext4 image on a loop device), shut down under the
+ * running gateway the way ext4 does after a disk error (`errors=` handling, or EXT4_IOC_SHUTDOWN, here
+ * from python3 since Node has no ioctl): every read and write of it fails with EIO from then on.
+ */
+async function diskShutdown(): Promise<Row> {
+  const origin = await startOrigin('origin', ['--workers', '64', '--service-ms', '1']);
+  const img = path.join(tmp, 'disk.img');
+  const mnt = path.join(tmp, 'disk');
+  execFileSync('mkdir', ['-p', mnt]);
+  execFileSync('truncate', ['-s', '64M', img]);
+  execFileSync('mkfs.ext4', ['-q', '-F', img]);
+  execFileSync('mount', ['-o', 'loop', img, mnt]);
+  onCleanup(() => void spawnSync('umount', ['-l', mnt], { stdio: 'ignore' }));
+  const audit = path.join(mnt, 'audit.db');
+  const state = path.join(mnt, 'rempart-state.db');
+  const gw = await startGateway('gw-disk-shutdown', origin.url, { audit: { file: audit }, state: { file: state } });
+  const load = new ChaosLoad({ port: gw.port, clients: 8, periodMs: 10, request: () => ({ path: '/' }) });
+  await adminCall(gw, 'POST', '/api/bans', { target: '192.0.2.1', ttlSec: 600, reason: 'before' });
+  await sleep(2500); // both written once
+  const shutdown = `import fcntl,os,struct; fd=os.open(${JSON.stringify(mnt)},os.O_RDONLY); fcntl.ioctl(fd,0x8004587D,struct.pack('I',2))`;
+  execFileSync('python3', ['-c', shutdown]);
+  let bans = 0;
+  for (let i = 0; i < 60; i++) {
+    const st = await adminCall(gw, 'POST', '/api/bans', {
+      target: `198.51.100.${i}`,
+      ttlSec: 600,
+      reason: 'chaos',
+    }).then(
+      (r) => r.status,
+      () => 0,
+    );
+    if (st === 201) bans++;
+    await sleep(50);
+  }
+  await sleep(2500);
+  await load.stop();
+  const s = summarize(load.shots);
+  const auditFailed = gw.count('audit: writing the trail failed; these events are lost');
+  const stateFailed = gw.count(
+    'state file: writing failed; the request path is not affected, state since the last write would not survive a crash',
+  );
+  const errs = [
+    ...new Set(
+      gw.lines
+        .filter((l) => /writing (the trail )?failed/.test(String(l.msg)))
+        .map((l) => String((l.err as { message?: string } | undefined)?.message ?? l.err)),
+    ),
+  ];
+  const up = alive(gw.proc);
+  const death = up ? '' : ` (${gw.proc.child.signalCode ?? `exit ${gw.proc.child.exitCode}`})`;
+  const metric = up ? await scrape(gw, 'rempart_disk_write_failures_total') : '';
+  await gw.proc.stop();
+  await origin.proc.stop();
+  return {
+    scenario: 'disk-shutdown',
+    load: '8 clients + 60 operator bans (audit and state-file rows)',
+    shots: load.shots,
+    recovery: 'n/a (the fault stays)',
+    verdict: up && s.failed === 0 && auditFailed > 0 && stateFailed > 0 && bans === 60,
+    notes: [
+      `gateway ${up ? 'alive' : `DEAD${death}`}; ${bans} bans applied; ${s.failed === 0 ? 'every request served' : `${s.failed} requests not served`}`,
+      `audit batches failed ${auditFailed}×, state-file writes ${stateFailed}× (errors: ${errs.join(', ') || 'none'})`,
+      ...(metric !== '' ? [metric] : []),
+    ],
+  };
+}
+
 /** The sample lines of one metric from the admin listener's /metrics ('' if none). */
 async function scrape(gw: Gw, name: string): Promise<string> {
   const r = await fetch(`http://127.0.0.1:${gw.admin}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(
@@ -596,6 +666,7 @@ const SCENARIOS = [
   'audit-readonly',
   'audit-shm',
   'state-readonly',
+  'disk-shutdown',
   'fd-exhaustion',
   'loop-stall',
 ] as const;
@@ -623,6 +694,10 @@ async function main(): Promise<number> {
     else if (name === 'audit-readonly' || name === 'audit-shm' || name === 'state-readonly')
       if (process.getuid?.() !== 0 || !have('chattr')) skipped.push(`${name} (needs root and chattr)`);
       else row = await diskDrill(name === 'audit-shm' ? 'shm' : name === 'state-readonly' ? 'state' : 'readonly');
+    else if (name === 'disk-shutdown')
+      if (process.getuid?.() !== 0 || !have('mkfs.ext4') || !have('python3'))
+        skipped.push(`${name} (needs root, mount, mkfs.ext4 and python3)`);
+      else row = await diskShutdown();
     else if (name === 'fd-exhaustion') row = await fdExhaustion();
     else if (name === 'loop-stall') row = await loopStall();
     if (row === null) continue;
