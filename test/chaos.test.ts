@@ -345,6 +345,8 @@ test('the audit trail and the state file on a disk that refuses every write (all
   const audit = join(dir, 'audit.db');
   const state = join(dir, 'state.db');
   const gw = await startGatewayProcess(t, origin.url, { audit: { file: audit }, state: { file: state } });
+  // The admin listener opens after the listeners: wait for it (a loaded machine shows the gap).
+  await until('the admin listener', 10_000, () => canConnect(gw.admin));
   const visitors = startLoad(t, { port: gw.port, clients: 4, periodMs: 10, request: () => ({ path: '/' }) });
   const auth = { authorization: 'Bearer chaos-test-token-0123456789', 'content-type': 'application/json' };
   const ban = (target: string) =>

@@ -52,7 +52,7 @@ const PRUNE_EVERY_MS = 60_000;
 const HANDOVER_POLL_MS = 1000;
 /** Rows a merge reads: those the old process made from this long before the successor's start on. */
 const MERGE_MARGIN_MS = 10_000;
-/** A successor stops looking this long after the hand-over if the old process never says it drained. */
+/** A successor stops looking for hand-over markers this long after the first one. */
 const HANDOVER_FOLLOW_MS = 600_000;
 
 /** At open, a file another process keeps locked is tried this many times, BUSY_MS apart (≈ 2 s). */
@@ -472,7 +472,8 @@ export class StateFile {
   /**
    * The successor of an upgrade (or a new worker beside old ones): look for the old process's hand-over
    * marker every second and, at each new one, merge what the old process wrote since shortly before this
-   * one read the file. Stops once the old process says it drained (or 10 minutes after its hand-over).
+   * one read the file. Stops 10 minutes after the first hand-over seen: under `--workers` each old
+   * worker writes its own markers (one `drained` is not the last), and a look is one small SELECT.
    */
   followHandover(): void {
     if (this.#db === null || this.#follow !== null || this.#closed) return;
@@ -490,7 +491,6 @@ export class StateFile {
             { file: this.file, from: marker.pid, phase: marker.phase, ...merged },
             'state merged from the process handing over',
           );
-          if (marker.phase === 'drained') this.#stopFollowing();
         }
       }
       if (this.#opts.clock.wallMs() - handoverAtMs > HANDOVER_FOLLOW_MS) this.#stopFollowing();
