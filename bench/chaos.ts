@@ -5,14 +5,18 @@
 //   origin-killed   SIGKILL of the origin with requests in flight, restarted 2 s later
 //   origin-hang     SIGSTOP of the origin (it accepts, never answers) for 4 s, then SIGCONT
 //   store-restart   redis-server SIGKILLed under load on two nodes, a ban made meanwhile, restarted
-//   audit-full      the gateway under `ulimit -f` (writes past 64 KB fail, EFBIG: a full disk for it)
-//   audit-readonly  the audit database and its WAL made immutable (`chattr +i`, root on ext4) at run time
-//   audit-shm       the same with its `-shm` too (what a file system turned read-only on error does to
-//                   SQLite's mmapped WAL index): a known failure, the process dies of SIGBUS
+//   audit-full      the gateway under `ulimit -f` (writes past 32 KB fail, EFBIG: a full disk for it)
+//   audit-readonly  the audit database and its journal made immutable (`chattr +i`, root on ext4) at run time
+//   audit-shm       every file of it, a WAL's `-shm` index if there is one (what a file system turned
+//                   read-only on error does): with WAL the process died of SIGBUS; a rollback journal has none
+//   state-readonly  the same for the state file
+//   disk-shutdown   both files on an ext4 file system (a loop device) shut down under the gateway as the
+//                   kernel does after a disk error (EXT4_IOC_SHUTDOWN: every I/O fails from then on)
 //   fd-exhaustion   the gateway under `ulimit -n 256`, 400 idle connections opened then closed
 //   loop-stall      the gateway SIGSTOPped 1 s under load (an event loop blocked: GC, a sync call)
 // usage: node bench/chaos.ts [--only a,b] [--write]   (--write replaces "## Chaos drills" in bench/RESULTS.md)
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -393,40 +397,51 @@ function answers(port: number, localAddress: string): Promise<boolean> {
   });
 }
 
-// ---- 4. the audit database's disk full, or read-only --------------------------------------------
-async function auditDrill(kind: 'full' | 'readonly' | 'shm'): Promise<Row> {
+// ---- 4. the audit database's or the state file's disk full, or read-only ----------------------------
+/** The files of a SQLite database that exist now: the database, its journal (or a WAL and its index). */
+function sqliteFiles(file: string): string[] {
+  return [file, `${file}-journal`, `${file}-wal`, `${file}-shm`].filter((f) => existsSync(f));
+}
+
+async function diskDrill(kind: 'full' | 'readonly' | 'shm' | 'state'): Promise<Row> {
   const origin = await startOrigin('origin', ['--workers', '64', '--service-ms', '1']);
-  const dir = path.join(tmp, `audit-${kind}`);
+  const dir = path.join(tmp, `disk-${kind}`);
   execFileSync('mkdir', ['-p', dir]);
-  const file = path.join(dir, 'audit.db');
-  // `ulimit -f 64`: no file of this process may grow past 64 KB (EFBIG, SIGXFSZ ignored by Node): the
-  // trail's WAL reaches it after a few batches, as it would fill the last free blocks of a disk.
+  const audit = path.join(dir, 'audit.db');
+  const state = path.join(dir, 'rempart-state.db');
+  // `ulimit -f 32`: no file of this process may grow past 32 KB (EFBIG, SIGXFSZ ignored by Node): the
+  // trail (20 KB empty, ~0.4 KB a row here) reaches it after a few batches, as it would fill the last
+  // free blocks of a disk.
   const gw = await startGateway(
-    `gw-audit-${kind}`,
+    `gw-disk-${kind}`,
     origin.url,
-    { audit: { file } },
-    { shell: kind === 'full' ? 'ulimit -f 64;' : undefined },
+    kind === 'state' ? { state: { file: state } } : { audit: { file: audit }, state: { file: 'off' } },
+    { shell: kind === 'full' ? 'ulimit -f 32;' : undefined },
   );
   const load = new ChaosLoad({ port: gw.port, clients: 8, periodMs: 10, request: () => ({ path: '/' }) });
-  const frozen = kind === 'shm' ? [file, `${file}-wal`, `${file}-shm`] : [file, `${file}-wal`];
-  // Best effort: the WAL is gone once the gateway closed the database.
+  const target = kind === 'state' ? state : audit;
+  let frozen: string[] = [];
+  // Best effort: a file may be gone once the gateway closed the database.
   const unfreeze = () => {
     for (const f of frozen) spawnSync('chattr', ['-i', f], { stdio: 'ignore' });
   };
   if (kind !== 'full') {
     await adminCall(gw, 'POST', '/api/bans', { target: '192.0.2.1', ttlSec: 600, reason: 'before' });
-    await sleep(700); // written, so the WAL exists
+    await sleep(kind === 'state' ? 2500 : 700); // written (the state file every 2 s, the trail every 0.5 s)
+    // readonly: the database and its journal (or WAL); shm and state: every file of it there is. With
+    // WAL, the `-shm` index is mapped into memory and a refused write to it was SIGBUS.
+    frozen = sqliteFiles(target).filter((f) => kind !== 'readonly' || !f.endsWith('-shm'));
     execFileSync('chattr', ['+i', ...frozen]);
     onCleanup(unfreeze);
   }
-  // Operator bans, one every 50 ms: each an audit row, written in batches every 0.5 s.
+  // Operator bans, one every 50 ms: each an audit row (written every 0.5 s) and a state-file row (2 s).
   let bans = 0;
   let refused = 0;
   for (let i = 0; i < 60; i++) {
     const st = await adminCall(gw, 'POST', '/api/bans', {
       target: `198.51.100.${i}`,
       ttlSec: 600,
-      reason: 'chaos',
+      reason: `chaos ${'x'.repeat(190)}`,
     }).then(
       (r) => r.status,
       () => 0, // the gateway is gone
@@ -435,35 +450,123 @@ async function auditDrill(kind: 'full' | 'readonly' | 'shm'): Promise<Row> {
     else refused++;
     await sleep(50);
   }
-  await sleep(1000);
+  await sleep(kind === 'state' ? 2500 : 1000);
   await load.stop();
   const s = summarize(load.shots);
-  const failedWrites = gw.count('audit: writing the trail failed; these events are lost');
+  const failMsg =
+    kind === 'state'
+      ? 'state file: writing failed; the request path is not affected, state since the last write would not survive a crash'
+      : 'audit: writing the trail failed; these events are lost';
+  const failedWrites = gw.count(failMsg);
   const errs = [
     ...new Set(
       gw.lines
-        .filter((l) => String(l.msg).startsWith('audit: writing'))
-        .map((l) => String((l.err as { message?: string } | undefined)?.message)),
+        .filter((l) => String(l.msg) === failMsg)
+        .map((l) => String((l.err as { message?: string } | undefined)?.message ?? l.err)),
     ),
   ];
   // Before the fix, SQLite's own rollback made ours throw "cannot rollback", hiding the cause.
   const masked = errs.some((e) => e.includes('cannot rollback'));
   const up = alive(gw.proc);
   const death = up ? '' : ` (${gw.proc.child.signalCode ?? `exit ${gw.proc.child.exitCode}`})`;
+  const metric = up ? await scrape(gw, 'rempart_disk_write_failures_total') : '';
   unfreeze();
   await gw.proc.stop();
   await origin.proc.stop();
+  const what = kind === 'state' ? 'state file' : 'audit';
   return {
-    scenario: `audit-${kind}`,
-    load: '8 clients + 60 operator bans (audit rows)',
+    scenario: kind === 'state' ? 'state-readonly' : `audit-${kind}`,
+    load: `8 clients + 60 operator bans (${kind === 'state' ? 'state-file rows' : 'audit rows'})`,
     shots: load.shots,
     recovery: 'n/a (the fault stays)',
     verdict: up && s.failed === 0 && failedWrites > 0 && !masked && bans === 60,
     notes: [
       `gateway ${up ? 'alive' : `DEAD${death}`}; ${bans} bans applied, ${refused} refused; ${s.failed === 0 ? 'every request served' : `${s.failed} requests not served`}`,
-      `"audit: writing the trail failed; these events are lost" logged ${failedWrites}× (error: ${errs.join(', ') || 'none'})`,
+      ...(frozen.length > 0 ? [`frozen: ${frozen.map((f) => path.basename(f)).join(', ')}`] : []),
+      `"${failMsg.split(';')[0]}" logged ${failedWrites}× (error: ${errs.join(', ') || 'none'})`,
+      ...(metric !== '' ? [`${what}: ${metric}`] : []),
     ],
   };
+}
+
+/**
+ * Both files on a file system of their own (a 64 MB ext4 image on a loop device), shut down under the
+ * running gateway the way ext4 does after a disk error (`errors=` handling, or EXT4_IOC_SHUTDOWN, here
+ * from python3 since Node has no ioctl): every read and write of it fails with EIO from then on.
+ */
+async function diskShutdown(): Promise<Row> {
+  const origin = await startOrigin('origin', ['--workers', '64', '--service-ms', '1']);
+  const img = path.join(tmp, 'disk.img');
+  const mnt = path.join(tmp, 'disk');
+  execFileSync('mkdir', ['-p', mnt]);
+  execFileSync('truncate', ['-s', '64M', img]);
+  execFileSync('mkfs.ext4', ['-q', '-F', img]);
+  execFileSync('mount', ['-o', 'loop', img, mnt]);
+  onCleanup(() => void spawnSync('umount', ['-l', mnt], { stdio: 'ignore' }));
+  const audit = path.join(mnt, 'audit.db');
+  const state = path.join(mnt, 'rempart-state.db');
+  const gw = await startGateway('gw-disk-shutdown', origin.url, { audit: { file: audit }, state: { file: state } });
+  const load = new ChaosLoad({ port: gw.port, clients: 8, periodMs: 10, request: () => ({ path: '/' }) });
+  await adminCall(gw, 'POST', '/api/bans', { target: '192.0.2.1', ttlSec: 600, reason: 'before' });
+  await sleep(2500); // both written once
+  const shutdown = `import fcntl,os,struct; fd=os.open(${JSON.stringify(mnt)},os.O_RDONLY); fcntl.ioctl(fd,0x8004587D,struct.pack('I',2))`;
+  execFileSync('python3', ['-c', shutdown]);
+  let bans = 0;
+  for (let i = 0; i < 60; i++) {
+    const st = await adminCall(gw, 'POST', '/api/bans', {
+      target: `198.51.100.${i}`,
+      ttlSec: 600,
+      reason: 'chaos',
+    }).then(
+      (r) => r.status,
+      () => 0,
+    );
+    if (st === 201) bans++;
+    await sleep(50);
+  }
+  await sleep(2500);
+  await load.stop();
+  const s = summarize(load.shots);
+  const auditFailed = gw.count('audit: writing the trail failed; these events are lost');
+  const stateFailed = gw.count(
+    'state file: writing failed; the request path is not affected, state since the last write would not survive a crash',
+  );
+  const errs = [
+    ...new Set(
+      gw.lines
+        .filter((l) => /writing (the trail )?failed/.test(String(l.msg)))
+        .map((l) => String((l.err as { message?: string } | undefined)?.message ?? l.err)),
+    ),
+  ];
+  const up = alive(gw.proc);
+  const death = up ? '' : ` (${gw.proc.child.signalCode ?? `exit ${gw.proc.child.exitCode}`})`;
+  const metric = up ? await scrape(gw, 'rempart_disk_write_failures_total') : '';
+  await gw.proc.stop();
+  await origin.proc.stop();
+  return {
+    scenario: 'disk-shutdown',
+    load: '8 clients + 60 operator bans (audit and state-file rows)',
+    shots: load.shots,
+    recovery: 'n/a (the fault stays)',
+    verdict: up && s.failed === 0 && auditFailed > 0 && stateFailed > 0 && bans === 60,
+    notes: [
+      `gateway ${up ? 'alive' : `DEAD${death}`}; ${bans} bans applied; ${s.failed === 0 ? 'every request served' : `${s.failed} requests not served`}`,
+      `audit batches failed ${auditFailed}×, state-file writes ${stateFailed}× (errors: ${errs.join(', ') || 'none'})`,
+      ...(metric !== '' ? [metric] : []),
+    ],
+  };
+}
+
+/** The sample lines of one metric from the admin listener's /metrics ('' if none). */
+async function scrape(gw: Gw, name: string): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${gw.admin}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(
+    (x) => x.text(),
+    () => '',
+  );
+  return r
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .join(', ');
 }
 
 // ---- 5. file descriptors exhausted --------------------------------------------------------------
@@ -562,6 +665,8 @@ const SCENARIOS = [
   'audit-full',
   'audit-readonly',
   'audit-shm',
+  'state-readonly',
+  'disk-shutdown',
   'fd-exhaustion',
   'loop-stall',
 ] as const;
@@ -585,10 +690,14 @@ async function main(): Promise<number> {
     else if (name === 'store-restart')
       if (redisBin === undefined) skipped.push('store-restart (no redis-server)');
       else row = await storeRestart(redisBin);
-    else if (name === 'audit-full') row = await auditDrill('full');
-    else if (name === 'audit-readonly' || name === 'audit-shm')
+    else if (name === 'audit-full') row = await diskDrill('full');
+    else if (name === 'audit-readonly' || name === 'audit-shm' || name === 'state-readonly')
       if (process.getuid?.() !== 0 || !have('chattr')) skipped.push(`${name} (needs root and chattr)`);
-      else row = await auditDrill(name === 'audit-shm' ? 'shm' : 'readonly');
+      else row = await diskDrill(name === 'audit-shm' ? 'shm' : name === 'state-readonly' ? 'state' : 'readonly');
+    else if (name === 'disk-shutdown')
+      if (process.getuid?.() !== 0 || !have('mkfs.ext4') || !have('python3'))
+        skipped.push(`${name} (needs root, mount, mkfs.ext4 and python3)`);
+      else row = await diskShutdown();
     else if (name === 'fd-exhaustion') row = await fdExhaustion();
     else if (name === 'loop-stall') row = await loopStall();
     if (row === null) continue;

@@ -3,13 +3,16 @@
 // addresses, then SIGUSR2 to the old one). Prints requests sent / answered / failed.
 //
 //   node bench/reload-drill.ts [--seconds 30] [--rate RPS] [--ratio 0.8] [--connections 20] [--close]
+//                              [--tcp-migrate-req 0|1]
 //
 // --close: a new connection per request (Connection: close) instead of keep-alive; the upgrade then
 // meets connections arriving at every moment (the kernel's accept-queue gap, docs/operations.md).
+// --tcp-migrate-req: set net.ipv4.tcp_migrate_req for the run (root, Linux 5.14+), put back after; the
+// value in force is printed either way.
 // Without --rate, capacity is measured first (5 s of closed-loop load on the same 20 keep-alive
 // connections) and the drill runs at --ratio of it. Everything is on 127.0.0.1: one origin and the load
 // in this process, Rempart in child processes (bench/lib/zero-drop.ts).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,7 +27,29 @@ const { values } = parseArgs({
     ratio: { type: 'string', default: '0.8' },
     connections: { type: 'string', default: '20' },
     close: { type: 'boolean', default: false },
+    'tcp-migrate-req': { type: 'string' },
   },
+});
+const MIGRATE = '/proc/sys/net/ipv4/tcp_migrate_req';
+const readMigrate = (): string => {
+  try {
+    return readFileSync(MIGRATE, 'utf8').trim();
+  } catch {
+    return 'absent (kernel < 5.14)';
+  }
+};
+const migrateBefore = readMigrate();
+const migrateWanted = values['tcp-migrate-req'];
+if (migrateWanted !== undefined) {
+  if (migrateWanted !== '0' && migrateWanted !== '1') throw new Error('--tcp-migrate-req takes 0 or 1');
+  writeFileSync(MIGRATE, migrateWanted);
+}
+const restoreMigrate = () => {
+  if (migrateWanted !== undefined && migrateWanted !== migrateBefore) writeFileSync(MIGRATE, migrateBefore);
+};
+process.once('SIGINT', () => {
+  restoreMigrate();
+  process.exit(130);
 });
 const seconds = Number(values.seconds);
 const connections = Number(values.connections);
@@ -130,6 +155,7 @@ try {
     `rate: ${rate} req/s over ${elapsed.toFixed(1)} s on ${connections} ${keepAlive ? 'keep-alive connections' : 'clients, a connection per request'}` +
       (Number.isNaN(capacity) ? '' : ` (${values.ratio} of a measured capacity of ${capacity.toFixed(0)} req/s)`),
     `reloads (SIGHUP): ${reloads} sent, ${applied} applied; upgrade: ${upgrade || 'old process still draining'}`,
+    `net.ipv4.tcp_migrate_req: ${readMigrate()}`,
     `requests sent: ${counts.sent}, answered: ${counts.answered}, failed: ${counts.failed}`,
     `answers by status: ${JSON.stringify(counts.statuses)}; errors: ${JSON.stringify(counts.errors)}`,
     `client connections opened: ${counts.connections}`,
@@ -143,6 +169,7 @@ try {
       if (/"level":"(warn|error)"/.test(l) && !l.includes('REMPART_CHALLENGE_KEY')) process.stdout.write(`${l}\n`);
   process.exitCode = counts.failed === 0 && counts.answered === counts.sent ? 0 : 1;
 } finally {
+  restoreMigrate();
   current?.kill('SIGTERM');
   if (current !== null) await current.exited;
   await origin.close();

@@ -20,7 +20,7 @@ const USAGE_HEAD = `Usage:
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart ... --log-format auto|json|pretty|combined (default auto: pretty on a terminal, JSON otherwise)
   rempart ... --upgrade                              (bind beside the running gateway, then send it SIGUSR2; docs/operations.md)
-  rempart check FILE                                 (validate FILE and every file it names, as start-up would)
+  rempart check FILE [--upgrade]                     (validate FILE and every file it names, as start-up would)
 `;
 
 const USAGE_REST = `  rempart drill SCENARIO --target URL [--seconds N] [--report DIR]   (see docs/drill.md)
@@ -35,13 +35,15 @@ SIGTERM stops gracefully (config shutdown); SIGUSR2 hands over to a successor st
 Errors are one line and a hint; --debug (or REMPART_DEBUG=1) adds the stack trace.
 `;
 
-const CHECK_USAGE = `usage: rempart check FILE
+const CHECK_USAGE = `usage: rempart check FILE [--upgrade]
 
 Validates FILE as start-up would, without starting: the schema and the routes (a route an earlier one
 covers is an error), then every file the configuration names, read by the loaders start-up uses: TLS
 certificates and keys, waiting-room and challenge key files, the admin tokens file, JWT keys, the alert
 webhook files, the audit database's directory. A listener or admin port another process holds now is
 a warning. Environment variables start-up reads (REMPART_CHALLENGE_KEY...) are read the same way.
+--upgrade: for a binary upgrade's new process; also warns when the kernel would reset the connections
+queued on the old process's sockets at the hand-over (net.ipv4.tcp_migrate_req 0, deploy/sysctl).
 
 Exit status: 0 valid (warnings, if any, on stderr), 1 problems (all of them on stderr), 2 usage.
 `;
@@ -204,12 +206,13 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   }
   if (argv[0] === 'token') return tokenMain(argv.slice(1));
   if (argv[0] === 'check') {
-    if (argv.length !== 2 || argv[1]!.startsWith('-'))
+    const upgrade = argv[2] === '--upgrade';
+    if (argv.length !== (upgrade ? 3 : 2) || argv[1]!.startsWith('-'))
       throw new UsageError(
         argv.length < 2 ? 'check needs a FILE' : `check takes one FILE (got ${argv.slice(1).join(' ')})`,
         CHECK_USAGE,
       );
-    return checkMain(argv[1]!);
+    return checkMain(argv[1]!, upgrade);
   }
 
   let values;
@@ -270,7 +273,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   // a default is not worth refusing to start over, so it moves to a free port and the summary says so.
   // Not with --workers: they share the primary's listeners, and a worker would find the port held by
   // its siblings.
-  const { portProblem } = await import('./app/preflight.ts');
+  const { portProblem, upgradeKernelProblem } = await import('./app/preflight.ts');
   let adminNote = '';
   let adminFlag = values.admin;
   if (
@@ -385,6 +388,12 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
         }),
       );
     void warnUnreachableUpstreams(config, gateway.log);
+    // The successor of an upgrade: say now if the hand-over to come will reset queued connections.
+    // Not awaited: a SIGHUP or SIGUSR2 must find its handler below, not the default action (exit).
+    if (values.upgrade === true)
+      void upgradeKernelProblem().then((why) => {
+        if (why !== '') gateway.log.warn({ sysctl: 'net.ipv4.tcp_migrate_req' }, why);
+      });
   }
 
   if (values.config !== undefined) {
@@ -460,10 +469,10 @@ function prefixed(err: unknown, doing: string): unknown {
 }
 
 /** `rempart check FILE`: the schema, then everything start-up reads and binds (src/app/preflight.ts). */
-async function checkMain(file: string): Promise<number> {
+async function checkMain(file: string, upgrade: boolean): Promise<number> {
   const config = await loadConfigFile(file); // a ConfigError: every problem, exit 1
   const { preflight } = await import('./app/preflight.ts');
-  const { problems, warnings } = await preflight(config, process.env, file);
+  const { problems, warnings } = await preflight(config, process.env, file, upgrade);
   for (const w of warnings) process.stderr.write(`${file}: warning: ${w}\n`);
   if (problems.length > 0) {
     process.stderr.write(

@@ -1,11 +1,12 @@
 // Chaos drills, the fast subset (the full drills with figures: bench/chaos.ts, docs/operations.md):
 // real processes on loopback, each fault injected from outside the way it happens in production —
 // a SIGKILLed origin, a gateway out of file descriptors, a gateway frozen for a second, an audit
-// database on a full disk — and what every client got.
+// database on a full disk, the audit trail and the state file on a disk that refuses every write —
+// and what every client got.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -279,15 +280,16 @@ test('the audit database on a full disk: requests and bans are unaffected, the f
   const origin = await startOrigin(t, ['--workers', '64', '--service-ms', '1']);
   const dir = mkdtempSync(join(tmpdir(), 'rmp-chaos-audit-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  // No file of the process may grow past 64 KB (EFBIG; Node ignores SIGXFSZ): the trail's WAL soon does.
-  const gw = await startGatewayProcess(t, origin.url, { audit: { file: join(dir, 'audit.db') } }, 'ulimit -f 64;');
+  // No file of the process may grow past 32 KB (EFBIG; Node ignores SIGXFSZ): the trail (20 KB empty,
+  // ~0.4 KB a row here) soon does.
+  const gw = await startGatewayProcess(t, origin.url, { audit: { file: join(dir, 'audit.db') } }, 'ulimit -f 32;');
   const visitors = startLoad(t, { port: gw.port, clients: 4, periodMs: 10, request: () => ({ path: '/' }) });
   const auth = { authorization: 'Bearer chaos-test-token-0123456789', 'content-type': 'application/json' };
   for (let i = 0; i < 40; i++) {
     const r = await fetch(`http://127.0.0.1:${gw.admin}/api/bans`, {
       method: 'POST',
       headers: auth,
-      body: JSON.stringify({ target: `198.51.100.${i}`, ttlSec: 600, reason: 'x'.repeat(150) }),
+      body: JSON.stringify({ target: `198.51.100.${i}`, ttlSec: 600, reason: 'x'.repeat(190) }),
     });
     assert.equal(r.status, 201);
     await sleep(40);
@@ -309,4 +311,86 @@ test('the audit database on a full disk: requests and bans are unaffected, the f
   // SQLite rolls back by itself on a full disk: the log must say why, not "cannot rollback".
   for (const c of causes) assert.doesNotMatch(String(c), /cannot rollback/);
   assert.match(String(causes[0]), /disk I\/O error|full/);
+});
+
+/** Whether `chattr +i` works on files in `dir` (root, and a file system that has the flag: ext4, xfs). */
+function chattrWorks(dir: string): boolean {
+  const probe = join(dir, 'chattr-probe');
+  writeFileSync(probe, '');
+  const ok = spawnSync('chattr', ['+i', probe], { stdio: 'ignore' }).status === 0;
+  spawnSync('chattr', ['-i', probe], { stdio: 'ignore' });
+  return ok;
+}
+
+/** The files of a SQLite database that exist now: the database, its journal (or a WAL and its `-shm` index). */
+function sqliteFiles(file: string): string[] {
+  return [file, `${file}-journal`, `${file}-wal`, `${file}-shm`].filter((f) => existsSync(f));
+}
+
+test('the audit trail and the state file on a disk that refuses every write (all their files immutable, a WAL index too if any): the gateway keeps serving, the failures are logged and counted', {
+  timeout: 60_000,
+}, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rmp-chaos-frozen-'));
+  let frozen: string[] = [];
+  t.after(() => {
+    for (const f of frozen) spawnSync('chattr', ['-i', f], { stdio: 'ignore' });
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // CI runs as root on ext4, as this machine does; elsewhere (no root, tmpfs, overlayfs) it cannot be made.
+  if (process.getuid?.() !== 0 || !chattrWorks(dir)) {
+    t.skip('needs root and a file system where chattr +i works (ext4, xfs) for the temp dir');
+    return;
+  }
+  const origin = await startOrigin(t, ['--workers', '64', '--service-ms', '1']);
+  const audit = join(dir, 'audit.db');
+  const state = join(dir, 'state.db');
+  const gw = await startGatewayProcess(t, origin.url, { audit: { file: audit }, state: { file: state } });
+  // The admin listener opens after the listeners: wait for it (a loaded machine shows the gap).
+  await until('the admin listener', 10_000, () => canConnect(gw.admin));
+  const visitors = startLoad(t, { port: gw.port, clients: 4, periodMs: 10, request: () => ({ path: '/' }) });
+  const auth = { authorization: 'Bearer chaos-test-token-0123456789', 'content-type': 'application/json' };
+  const ban = (target: string) =>
+    fetch(`http://127.0.0.1:${gw.admin}/api/bans`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ target, ttlSec: 600, reason: 'chaos' }),
+    }).then((r) => r.status);
+  assert.equal(await ban('192.0.2.1'), 201);
+  // Both written once (the trail every 0.5 s, the state file every 2 s), so every file they use exists.
+  await sleep(2600);
+  frozen = [...sqliteFiles(audit), ...sqliteFiles(state)];
+  // What a file system shut down or turned read-only after a disk error does to every write. With WAL, a
+  // write fault on the mapped `-shm` index was SIGBUS: the process died here.
+  execFileSync('chattr', ['+i', ...frozen]);
+  for (let i = 0; i < 30; i++) {
+    assert.equal(await ban(`198.51.100.${i}`), 201);
+    await sleep(50);
+  }
+  await until('both failures are logged', 8000, () =>
+    ['audit: writing the trail failed; these events are lost', 'state file: writing failed'].every((m) =>
+      gw.logs.some((l) => String(l.msg).startsWith(m)),
+    ),
+  );
+  await visitors.stop();
+  assert.ok(gw.alive(), 'the gateway is alive');
+  const s = summarize(visitors.shots);
+  assert.deepEqual(
+    s.kinds.filter(([k]) => k !== '200'),
+    [],
+    'the request path is unaffected',
+  );
+  const metrics = await fetch(`http://127.0.0.1:${gw.admin}/metrics`).then((r) => r.text());
+  for (const file of ['audit', 'state'])
+    assert.match(metrics, new RegExp(`rempart_disk_write_failures_total\\{file="${file}"\\} [1-9]`), file);
+  // Banned while the disk refused: enforced all the same (the tables live in memory).
+  assert.equal(await ban('127.0.0.77'), 201);
+  const answer = await new Promise<string>((resolve) => {
+    const sock = net.connect({ port: gw.port, host: '127.0.0.1', localAddress: '127.0.0.77' });
+    let data = '';
+    sock.on('connect', () => sock.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));
+    sock.on('data', (c) => (data += c.toString('latin1')));
+    sock.on('error', () => {});
+    sock.on('close', () => resolve(data));
+  });
+  assert.doesNotMatch(answer, /^HTTP\/1\.1 200/, 'the address banned meanwhile is refused');
 });

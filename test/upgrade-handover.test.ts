@@ -2,11 +2,15 @@
 // (SO_REUSEPORT) while the old one serves 20 keep-alive clients, then the old one gets SIGUSR2: it
 // stops accepting, tells its keep-alive clients Connection: close, lets a 3 s request in flight finish
 // and exits. Also: without --upgrade a second process on a held address is refused as before, and a
-// request still in flight at the end of the drain is logged as cut, not as an upstream failure.
+// request still in flight at the end of the drain is logged as cut, not as an upstream failure. And with a
+// connection per request: the connections queued on the old process's socket when it closes go to the
+// successor with net.ipv4.tcp_migrate_req = 1 (set for the test when root; restored after), and are
+// reset without it. A ban made on the old process in its last second reaches the successor.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { join } from 'node:path';
 import { benchGatewayConfig } from '../bench/lib/gateway-config.ts';
 import { freePort, getOnce, sleep, spawnRempart, startLoad, startOrigin } from '../bench/lib/zero-drop.ts';
@@ -133,4 +137,184 @@ test('a request still in flight at the end of the drain is logged as cut (RMP_ER
   assert.equal(logged.reason, 'RMP_ERR_SHUTDOWN_CUT');
   assert.doesNotMatch(gw.out(), /upstream error/, 'not taken for an upstream failure');
   assert.match(gw.out(), /drain time over: requests in flight were cut/);
+});
+
+// ---- connections queued on the old process's socket: net.ipv4.tcp_migrate_req ----------------------
+
+const MIGRATE = '/proc/sys/net/ipv4/tcp_migrate_req';
+
+/**
+ * Set net.ipv4.tcp_migrate_req for this test, put back after it. The reason it cannot be ('' if it is
+ * set): a kernel before 5.14 has no such setting, and only root may write it.
+ */
+function setMigrateReq(t: TestContext, value: '0' | '1'): string {
+  let before: string;
+  try {
+    before = readFileSync(MIGRATE, 'utf8').trim();
+  } catch {
+    return 'no net.ipv4.tcp_migrate_req (Linux < 5.14, or not Linux)';
+  }
+  try {
+    writeFileSync(MIGRATE, value);
+  } catch (err) {
+    return `net.ipv4.tcp_migrate_req cannot be written here (${(err as NodeJS.ErrnoException).code}; needs root)`;
+  }
+  t.after(() => writeFileSync(MIGRATE, before));
+  return '';
+}
+
+/**
+ * The old process stuck (SIGSTOP: a full event loop, a GC pause) while connections arrive, then gone
+ * (SIGKILL; SIGUSR2's close does the same to its queue): the kernel spread those connections over both
+ * sockets, and the ones on the old socket wait in its accept queue. Returns each request's fate.
+ */
+async function queuedOnOldSocket(t: TestContext): Promise<{ answered: number; errors: string[] }> {
+  const { file, port } = await setup(t, { drainSeconds: 5 });
+  const old = spawnRempart(['--config', file]);
+  t.after(() => {
+    old.kill('SIGCONT');
+    old.kill('SIGKILL');
+  });
+  await old.waitFor(/"rempart started"/, 30_000);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/"rempart started"/, 30_000);
+  old.kill('SIGSTOP');
+  await sleep(100);
+  // 40 clients, a connection each: about half land on the stopped process's socket and wait there.
+  const requests = Array.from({ length: 40 }, (_, i) => getOnce(port, `/queued/${i}`));
+  let settled = 0;
+  for (const r of requests) void r.then(() => settled++);
+  await sleep(1000);
+  assert.ok(settled < 40, 'some connections wait on the stopped process');
+  old.kill('SIGKILL');
+  const results = await Promise.all(requests);
+  const errors = results.flatMap((r) => ('error' in r ? [r.error] : []));
+  const answered = results.filter((r) => 'status' in r && r.status === 200).length;
+  successor.kill('SIGTERM');
+  await successor.exited;
+  return { answered, errors };
+}
+
+test('connections queued on the old process when it goes: moved to the successor with tcp_migrate_req 1 (reset with 0)', {
+  timeout: 90_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '0');
+  if (why !== '') return t.skip(why);
+  // The control: the kernel's default resets them (the gap deploy/sysctl/90-rempart.conf closes).
+  const without = await queuedOnOldSocket(t);
+  assert.ok(without.errors.length > 0 && without.errors.every((e) => e === 'ECONNRESET'), JSON.stringify(without));
+  // (setMigrateReq's after-hook puts back the value from before the test.)
+  writeFileSync(MIGRATE, '1');
+  const withIt = await queuedOnOldSocket(t);
+  assert.deepEqual(withIt, { answered: 40, errors: [] });
+});
+
+test('upgrade with a connection per request (net.ipv4.tcp_migrate_req 1): no connection reset, every request answered', {
+  timeout: 90_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '1');
+  if (why !== '') return t.skip(why);
+  const { file, port } = await setup(t, { drainSeconds: 20 });
+  const old = spawnRempart(['--config', file]);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  const load = startLoad({ port, connections: 20, keepAlive: false });
+  while (load.counts.answered < 300) await sleep(10);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/"rempart started"/, 30_000);
+  const before = load.counts.answered;
+  while (load.counts.answered < before + 300) await sleep(10);
+  old.kill('SIGUSR2');
+  assert.equal(await old.exited, 0);
+  const after = load.counts.answered;
+  while (load.counts.answered < after + 300) await sleep(10);
+  const counts = await load.stop();
+  assert.deepEqual(counts.errors, {}, 'no connection reset');
+  assert.deepEqual(counts.statuses, { 200: counts.sent });
+  assert.doesNotMatch(successor.out(), /tcp_migrate_req/, 'no kernel warning at the start of the successor');
+  successor.kill('SIGTERM');
+  assert.equal(await successor.exited, 0);
+});
+
+test('`rempart check --upgrade` and a process started with --upgrade warn while tcp_migrate_req is 0', {
+  timeout: 60_000,
+}, async (t) => {
+  const why = setMigrateReq(t, '0');
+  if (why !== '') return t.skip(why);
+  const { file } = await setup(t, {});
+  const check = spawnRempart(['check', file, '--upgrade']);
+  await check.exited;
+  assert.match(check.out(), /warning: kernel: net\.ipv4\.tcp_migrate_req is 0: .*deploy\/sysctl\/90-rempart\.conf/);
+  const plain = spawnRempart(['check', file]);
+  await plain.exited;
+  assert.doesNotMatch(plain.out(), /tcp_migrate_req/, 'only for an upgrade');
+  const old = spawnRempart(['--config', file]);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  const successor = spawnRempart(['--config', file, '--upgrade']);
+  t.after(() => successor.kill('SIGKILL'));
+  await successor.waitFor(/net\.ipv4\.tcp_migrate_req is 0/, 30_000);
+  assert.doesNotMatch(old.out(), /tcp_migrate_req/);
+});
+
+// ---- state across the hand-over --------------------------------------------------------------------
+
+const TOKEN = 'upgrade-test-token-0123456789abcdef';
+
+function admin(port: number, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`http://127.0.0.1:${port}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+/** One request from `localAddress` (127/8): the status line, '' when refused on accept. */
+function statusFrom(port: number, localAddress: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    let data = '';
+    s.on('connect', () => s.write('GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));
+    s.on('data', (c) => (data += c.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => resolve(data.split('\r\n')[0] ?? ''));
+  });
+}
+
+test('a ban made on the old process just before SIGUSR2 is enforced by the successor (written at once, merged after)', {
+  timeout: 60_000,
+}, async (t) => {
+  // state.file: auto, beside the config file: both processes share it.
+  const { file, port, adminPort } = await setup(t, { drainSeconds: 5 });
+  const env = { ...process.env, REMPART_ADMIN_TOKEN: TOKEN };
+  const old = spawnRempart(['--config', file], env);
+  t.after(() => old.kill('SIGKILL'));
+  await old.waitFor(/"rempart started"/, 30_000);
+  // The successor's admin listener on a port of its own: the file's admin port reaches the old one only.
+  const successorAdmin = await freePort();
+  const successor = spawnRempart(['--config', file, '--upgrade', '--admin', `127.0.0.1:${successorAdmin}`], env);
+  t.after(() => successor.kill('SIGKILL'));
+  // It has read the state file by now: what follows is not in what it read.
+  await successor.waitFor(/"rempart started"/, 30_000);
+  const banned = await admin(adminPort, 'POST', '/api/bans', { target: '127.0.0.9', ttlSec: 600, reason: 'late' });
+  assert.equal(banned.status, 201);
+  old.kill('SIGUSR2');
+  assert.equal(await old.exited, 0);
+  // Only the successor listens now; it polls the old process's hand-over marker every second.
+  const deadline = Date.now() + 5000;
+  let targets: string[] = [];
+  while (Date.now() < deadline) {
+    const list = (await (await admin(successorAdmin, 'GET', '/api/bans')).json()) as { bans: { target: string }[] };
+    targets = list.bans.map((b) => b.target);
+    if (targets.includes('127.0.0.9')) break;
+    await sleep(100);
+  }
+  assert.ok(targets.includes('127.0.0.9'), `the successor holds the ban (it has ${JSON.stringify(targets)})`);
+  assert.doesNotMatch(await statusFrom(port, '127.0.0.9'), /^HTTP\/1\.1 200/, 'and refuses that address');
+  assert.match(await statusFrom(port, '127.0.0.10'), /^HTTP\/1\.1 200/, 'another address is served');
+  assert.match(successor.out(), /"state merged from the process handing over"/);
+  successor.kill('SIGTERM');
+  assert.equal(await successor.exited, 0);
 });

@@ -31,9 +31,9 @@ export interface RempartProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** `rempart ARGS`, JSON logs captured. */
-export function spawnRempart(args: string[]): RempartProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `rempart ARGS`, JSON logs captured; `env`: its environment (default: this process's). */
+export function spawnRempart(args: string[], env: NodeJS.ProcessEnv = process.env): RempartProcess {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));

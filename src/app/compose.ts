@@ -81,7 +81,8 @@ async function createControl(o: ServiceOptions): Promise<Control> {
   // failovers, the exfiltration guard) through the sink the phases raise them on.
   const nodeName = () => getRuntime().config.alerts.node ?? hostname();
   const { file, retentionDays } = initial.audit;
-  const audit = new AuditTrail({ file: file ?? ':memory:', retentionDays, node: nodeName(), log });
+  const onWriteFailure = () => o.metrics.diskWriteFailures.inc({ file: 'audit' });
+  const audit = new AuditTrail({ file: file ?? ':memory:', retentionDays, node: nodeName(), log, onWriteFailure });
   let auditSeq = 0;
   audit.onRecord = () => auditSeq++;
   api.onAction = (action) => auditAction(audit, action);

@@ -120,7 +120,12 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const { api, challenge } = services;
   // What the last run learned (bans, level, sessions, used solutions), read before the listeners accept.
   const state = await openStateFile(
-    { file: resolveStateFile(initial.state.file, options.configFile), log, clock },
+    {
+      file: resolveStateFile(initial.state.file, options.configFile),
+      log,
+      clock,
+      onWriteFailure: () => metrics.diskWriteFailures.inc({ file: 'state' }),
+    },
     {
       bans: services.bans,
       level: services.level,
@@ -267,6 +272,9 @@ async function start(parts: Parts): Promise<void> {
   services.level.start();
   await services.cluster.start();
   await Promise.all(initial.listeners.map((l, i) => listenOn(parts.acceptServers[i]!, l.address, parts.join, 4096)));
+  // Beside another process (an upgrade's successor, a worker): take what it writes when it hands over.
+  // With a shared store (Redis) its bans reach this process through the store already.
+  if (parts.join && services.cluster.local) parts.state.followHandover();
   parts.sweepTimer ??= setInterval(entry.sweep, 500).unref();
   if (parts.admin !== null && initial.admin.address !== 'off')
     await listenOn(parts.admin, initial.admin.address, parts.join, 4096);
@@ -279,6 +287,8 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // says Connection: close, so keep-alive clients move on after their exchange instead of being cut.
   parts.draining = true;
   entry.drain();
+  // A successor already serves: it gets this process's last changes now, not at the next 2 s write.
+  if (handover) parts.state.handOver();
   if (readinessDelayMs > 0) await sleep(readinessDelayMs);
   // Stop accepting; close() resolves only once every connection is gone, so wait on it last. With
   // SO_REUSEPORT the kernel sends new connections to the successor's sockets from here on.

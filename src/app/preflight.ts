@@ -3,8 +3,10 @@
 // Problems (exit 1): a TLS certificate or key, a key file, the tokens file, a JWT key, the webhook
 // files or the audit database's directory that cannot be read or used. Warnings (exit 0): a port some
 // other process holds now (it may be this gateway's own running copy, about to be restarted), and a
-// state file that cannot be written (the gateway starts, but keeps nothing across restarts).
-import { access, constants, stat } from 'node:fs/promises';
+// state file that cannot be written (the gateway starts, but keeps nothing across restarts); for an
+// upgrade (`check --upgrade`, and the start of a process with `--upgrade`), a kernel that resets the
+// connections queued on the old process's sockets at the hand-over (net.ipv4.tcp_migrate_req 0).
+import { access, constants, readFile, stat } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
@@ -21,11 +23,15 @@ export interface PreflightResult {
   readonly warnings: string[];
 }
 
-/** `configFile`: the file `config` was read from (where `state.file: auto` puts the state file). */
+/**
+ * `configFile`: the file `config` was read from (where `state.file: auto` puts the state file).
+ * `upgrade`: the file is for a binary upgrade's successor (`check --upgrade`): the kernel is checked too.
+ */
 export async function preflight(
   config: Config,
   env: NodeJS.ProcessEnv = process.env,
   configFile?: string,
+  upgrade = false,
 ): Promise<PreflightResult> {
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -64,6 +70,11 @@ export async function preflight(
       );
   }
 
+  if (upgrade) {
+    const why = await upgradeKernelProblem();
+    if (why !== '') warnings.push(why);
+  }
+
   const addresses = config.listeners.map((l, i) => ({ where: `listeners[${i}].address`, address: l.address }));
   if (config.admin.address !== 'off') addresses.push({ where: 'admin.address', address: config.admin.address });
   for (const { where, address } of addresses) {
@@ -71,6 +82,27 @@ export async function preflight(
     if (why !== '') warnings.push(`${where}: ${address} ${why}`);
   }
   return { problems, warnings };
+}
+
+export const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';
+
+/**
+ * '' when the kernel moves the connections queued on a closing SO_REUSEPORT socket to a sibling (Linux
+ * 5.14+ with net.ipv4.tcp_migrate_req = 1), else why an upgrade's hand-over resets them. Not Linux: ''
+ * (`--upgrade` is refused there anyway: the address is held).
+ */
+export async function upgradeKernelProblem(file = MIGRATE_REQ): Promise<string> {
+  if (process.platform !== 'linux') return '';
+  const fix = 'install deploy/sysctl/90-rempart.conf (docs/operations.md#reloads-and-upgrades)';
+  const value = await readFile(file, 'utf8').then(
+    (v) => v.trim(),
+    () => null,
+  );
+  if (value === null)
+    return `kernel: no net.ipv4.tcp_migrate_req (Linux < 5.14): at an upgrade's hand-over, connections queued on the old process's sockets are reset`;
+  if (value === '0')
+    return `kernel: net.ipv4.tcp_migrate_req is 0: at an upgrade's hand-over, connections queued on the old process's sockets are reset; ${fix}`;
+  return '';
 }
 
 /** The audit database is created at start-up: its directory must exist and be writable. */

@@ -283,3 +283,94 @@ test('a backlog is written ROWS_PER_WRITE rows at a time, and a failed write han
   assert.equal(b.replay.size, a.replay.size);
   assert.equal(b.replay.use('id-2099', clock.wallMs(), clock.wallMs()), false);
 });
+
+test('no memory map: a rollback journal (no -shm), a WAL file from an older version switched once it lets go', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, STATE_FILE_NAME);
+  // An older version's file, still open by it in WAL mode (the other side of an upgrade).
+  const old = new DatabaseSync(file);
+  old.exec(
+    'PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, json TEXT NOT NULL, blob BLOB)',
+  );
+  const clock = createManualClock(0);
+  const a = node(clock);
+  const s = await openStateFile({ file, log: a.log, clock }, a);
+  t.after(() => s.close());
+  a.bans.ban('203.0.113.7', 600_000, 'abuse', '', 'operator:ann');
+  s.flush();
+  assert.equal(s.failures, 0);
+  const mode = () => {
+    const db = new DatabaseSync(file);
+    const m = (db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode;
+    db.close();
+    return m;
+  };
+  assert.equal(mode(), 'wal', 'left in WAL while the older version holds it');
+  old.close();
+  a.bans.ban('203.0.113.8', 600_000, 'abuse', '', 'operator:ann');
+  s.flush();
+  // Out of WAL for good (a rollback journal's mode is per connection: a new one reports its default).
+  assert.notEqual(mode(), 'wal');
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('-shm') || f.endsWith('-wal')),
+    [],
+    'nothing left to map into memory',
+  );
+});
+
+test('a file another process keeps locked: the write is put off to the next one, nothing is lost or rewritten', async (t) => {
+  const file = path.join(tempDir(t), STATE_FILE_NAME);
+  const clock = createManualClock(0);
+  const a = node(clock);
+  const s = await openStateFile({ file, log: a.log, clock }, a);
+  t.after(() => s.close());
+  a.bans.ban('203.0.113.7', 600_000, 'abuse', '', 'operator:ann');
+  // A sibling worker in the middle of its own write.
+  const other = new DatabaseSync(file);
+  other.exec('BEGIN IMMEDIATE');
+  s.flush();
+  assert.equal(s.busy, 1);
+  assert.equal(s.failures, 0, 'not a failure: no 30 s wait, no error logged');
+  other.exec('ROLLBACK');
+  // The next write (FLUSH_MS later) carries the ban, and only what changed (not the whole table again).
+  const changes = a.bans.takeChanges(Infinity);
+  assert.equal(changes.all, false);
+  assert.deepEqual(
+    changes.saved.map((b) => b.key),
+    ['203.0.113.7'],
+  );
+  a.bans.changesLost();
+  s.flush();
+  assert.equal(s.writes, 1);
+  const n = Number((other.prepare('SELECT COUNT(*) AS n FROM bans').get() as { n: number }).n);
+  other.close();
+  assert.equal(n, 1);
+  await flushLogs();
+  assert.equal(a.lines.filter((l) => l.level === 'error').length, 0);
+});
+
+test('an upgrade: the old process writes at the hand-over, the successor merges what is new and keeps what it has', async (t) => {
+  const file = path.join(tempDir(t), STATE_FILE_NAME);
+  const clock = createManualClock(1000);
+  const a = node(clock);
+  const old = await openStateFile({ file, log: a.log, clock }, a);
+  t.after(() => old.close());
+  a.bans.ban('203.0.113.1', 600_000, 'early', '', 'operator:ann');
+  old.flush();
+  // The successor starts and reads the file; then the old process bans once more and hands over.
+  const b = node(clock);
+  const successor = await openStateFile({ file, log: b.log, clock }, b);
+  t.after(() => successor.close());
+  assert.equal(b.bans.size, 1);
+  b.bans.ban('203.0.113.1', 1000, 'changed here', '', 'operator:bob');
+  clock.advance(500);
+  a.bans.ban('203.0.113.2', 600_000, 'late', '', 'operator:ann');
+  assert.equal(a.replay.use('sol-late', clock.wallMs(), clock.wallMs()), true);
+  assert.deepEqual(successor.merge(), { bans: 0, replayIds: 0 }, 'not written yet: the next write is 2 s away');
+  old.handOver();
+  assert.deepEqual(successor.merge(), { bans: 1, replayIds: 1 });
+  assert.equal(b.bans.entryFor('203.0.113.2')?.reason, 'late');
+  assert.equal(b.bans.entryFor('203.0.113.1')?.reason, 'changed here', 'what the successor has stays');
+  assert.equal(b.replay.use('sol-late', clock.wallMs(), clock.wallMs()), false, 'the used solution stays used');
+  assert.deepEqual(successor.merge(), { bans: 0, replayIds: 0 }, 'merging again adds nothing');
+});

@@ -1,5 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { createLogger } from '../core/log.ts';
 import { AuditTrail } from './audit.ts';
 import { memoryLog } from '../../test/helpers.ts';
@@ -34,4 +38,36 @@ test('without maxRows an in-memory trail keeps 100,000 rows', () => {
   }
   trail.flush();
   assert.equal(trail.rows, 100_000);
+});
+
+test('a trail another process keeps locked: the batch is kept and written at the next attempt, nothing lost', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-audit-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'audit.db');
+  const { stream, lines } = memoryLog();
+  const trail = new AuditTrail({ file, retentionDays: 90, node: 'n1', log: createLogger('info', stream) });
+  t.after(() => trail.close());
+  trail.record('ban', 'operator:ann', 'first', { target: '203.0.113.7' });
+  trail.flush();
+  // A sibling worker in the middle of its own write.
+  const other = new DatabaseSync(file);
+  other.exec('BEGIN IMMEDIATE');
+  trail.record('ban', 'operator:ann', 'second', { target: '203.0.113.8' });
+  trail.flush();
+  assert.equal(trail.busyRetries, 1);
+  assert.equal(trail.writeFailures, 0);
+  other.exec('ROLLBACK');
+  other.close();
+  trail.record('ban', 'operator:ann', 'third', { target: '203.0.113.9' });
+  trail.flush();
+  assert.deepEqual(
+    trail.query({ limit: 10 }).map((e) => e.why),
+    ['third', 'second', 'first'],
+  );
+  assert.equal(lines.filter((l) => String(l.msg).includes('these events are lost')).length, 0);
+  // A rollback journal: no WAL index mapped into memory (a refused write to it was SIGBUS).
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('-shm') || f.endsWith('-wal')),
+    [],
+  );
 });

@@ -4,10 +4,16 @@
 // only appends to a bounded in-memory batch, written in one transaction by a timer; old rows are
 // pruned by age (docs/admin-api.md#audit-trail).
 //
+// A rollback journal, no memory map (src/core/sqlite.ts): a disk that refuses a write makes a batch fail
+// and be logged, never kills the process (WAL's `-shm` map did, SIGBUS). synchronous=NORMAL: one fsync
+// per batch (at most two a second, ~1 ms; bench/sqlite-journal.ts), so a power cut loses at most the
+// last batch and never the trail: these rows are what an operator reads after the incident.
+//
 //   record() ─► pending (≤ MAX_PENDING, oldest dropped and counted) ─► every FLUSH_MS: BEGIN; INSERT…; COMMIT
 //   query()  ─► flush, then SELECT … ORDER BY id DESC LIMIT n       (admin API / dashboard only)
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from '../core/log.ts';
+import { isBusy, openSqlite, switchToRollback } from '../core/sqlite.ts';
 
 export interface AuditEvent {
   readonly id: number;
@@ -38,9 +44,15 @@ export interface AuditOptions {
   readonly node: string;
   readonly log: Logger;
   readonly now?: () => number;
+  /** Called for each batch that failed to be written (a metric); never throws into the trail. */
+  readonly onWriteFailure?: () => void;
 }
 
 const FLUSH_MS = 500;
+/** A batch that found the file locked by another process (SQLITE_BUSY) is tried again this much later. */
+const BUSY_RETRY_MS = 250;
+/** "Locked by another process" is logged once per this long at most. */
+const BUSY_LOG_EVERY_MS = 60_000;
 const PRUNE_EVERY_MS = 3_600_000;
 /** Events waiting for the next flush at most; beyond, the oldest are dropped (and the drop logged). */
 const MAX_PENDING = 10_000;
@@ -76,6 +88,13 @@ export class AuditTrail {
   #timer: NodeJS.Timeout | null = null;
   #lastPruneMs = 0;
   #closed = false;
+  /** In the rollback journal (false while an older version holds the file in WAL mode). */
+  #rollback: boolean;
+  #busyLoggedMs = -Infinity;
+  /** Batches that failed to be written (disk full, read-only, I/O error): their events are lost. */
+  writeFailures = 0;
+  /** Batches put back because another process held the lock (written at a later attempt). */
+  busyRetries = 0;
   readonly #maxRows: number;
   /** Id of the last row written (ids only grow: AUTOINCREMENT). */
   #lastId = 0;
@@ -86,10 +105,10 @@ export class AuditTrail {
     this.#opts = opts;
     this.#now = opts.now ?? Date.now;
     this.#maxRows = opts.maxRows ?? (opts.file === ':memory:' ? MAX_ROWS_MEMORY : MAX_ROWS_FILE);
-    this.#db = new DatabaseSync(opts.file);
+    const { db, rollback } = openSqlite(opts.file, 'NORMAL');
+    this.#db = db;
+    this.#rollback = rollback;
     this.#db.exec(`
-      PRAGMA journal_mode = WAL;
-      PRAGMA synchronous = NORMAL;
       CREATE TABLE IF NOT EXISTS audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at_ms INTEGER NOT NULL,
@@ -106,7 +125,13 @@ export class AuditTrail {
       'INSERT INTO audit (at_ms, node, kind, who, why, detail) VALUES (?, ?, ?, ?, ?, ?)',
     );
     this.#trim = this.#db.prepare('DELETE FROM audit WHERE id <= ?');
-    this.prune();
+    try {
+      this.prune();
+    } catch (err) {
+      // Another process writing now: the next flush prunes. Anything else (read-only) stops the start.
+      if (!isBusy(err)) throw err;
+      this.#lastPruneMs = -Infinity;
+    }
   }
 
   get file(): string {
@@ -146,8 +171,11 @@ export class AuditTrail {
     const batch = this.#pending;
     this.#pending = [];
     const node = this.#opts.node;
-    this.#db.exec('BEGIN');
     try {
+      // Left in WAL by an older version that had it open at our start: switch as soon as it let go.
+      if (!this.#rollback) this.#rollback = switchToRollback(this.#db);
+      // IMMEDIATE: the write lock now (waiting BUSY_MS at most), not at the first insert.
+      this.#db.exec('BEGIN IMMEDIATE');
       for (const p of batch)
         this.#lastId = Number(this.#insert.run(p.atMs, node, p.kind, p.who, p.why, p.detail).lastInsertRowid);
       // Beyond maxRows the oldest go (a range delete on the primary key: cheap at every flush).
@@ -156,7 +184,21 @@ export class AuditTrail {
     } catch (err) {
       // SQLite rolls back by itself on some errors (a full disk, an I/O error): a ROLLBACK then
       // throws "no transaction is active" and would hide the error that says what went wrong.
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      try {
+        if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      } catch {
+        // a rollback that fails too (the disk refuses every write) adds nothing to the first error
+      }
+      if (isBusy(err)) {
+        this.#putBack(batch, err);
+        return;
+      }
+      this.writeFailures++;
+      try {
+        this.#opts.onWriteFailure?.();
+      } catch {
+        // a metric's failure is not the trail's
+      }
       throw err;
     }
     if (this.#dropped > 0) {
@@ -166,7 +208,38 @@ export class AuditTrail {
       );
       this.#dropped = 0;
     }
-    if (this.#now() - this.#lastPruneMs > PRUNE_EVERY_MS) this.prune();
+    if (this.#now() - this.#lastPruneMs > PRUNE_EVERY_MS) {
+      try {
+        this.prune();
+      } catch (err) {
+        // The batch is written; a prune that failed (locked, disk) is tried again in an hour.
+        if (!isBusy(err)) this.#opts.log.warn({ err, file: this.#opts.file }, 'audit: pruning old rows failed');
+      }
+    }
+  }
+
+  /**
+   * Another process (a sibling worker, the other side of an upgrade) holds the file: the batch goes back
+   * in front of what came since (within MAX_PENDING) and is tried again shortly, never waited for here.
+   */
+  #putBack(batch: Pending[], err: unknown): void {
+    const merged = batch.concat(this.#pending);
+    const over = merged.length - MAX_PENDING;
+    if (over > 0) {
+      merged.splice(0, over);
+      this.#dropped += over;
+    }
+    this.#pending = merged;
+    this.busyRetries++;
+    this.#timer ??= setTimeout(() => this.#flushSafely(), BUSY_RETRY_MS).unref();
+    const now = this.#now();
+    if (now - this.#busyLoggedMs >= BUSY_LOG_EVERY_MS) {
+      this.#busyLoggedMs = now;
+      this.#opts.log.warn(
+        { file: this.#opts.file, err, pending: merged.length },
+        'audit: the trail is locked by another process; the batch is kept and written at the next attempt',
+      );
+    }
   }
 
   #flushSafely(): void {
@@ -230,7 +303,9 @@ export class AuditTrail {
   /** Write what is left and close the file. */
   close(): void {
     if (this.#closed) return;
-    this.#flushSafely();
+    // Stopping: a batch another process keeps locked gets a few more tries (BUSY_MS each, ≤ 1 s).
+    for (let i = 0; i < 20 && this.#pending.length > 0; i++) this.#flushSafely();
+    if (this.#timer !== null) clearTimeout(this.#timer);
     this.#closed = true;
     this.#db.close();
   }

@@ -324,6 +324,12 @@ export function createMetrics() {
       labelNames: ['route'] as const,
       registers: [registry],
     }),
+    diskWriteFailures: new Counter({
+      name: 'rempart_disk_write_failures_total',
+      help: 'Writes to the audit trail or the state file that failed (disk full, read-only, I/O error: the gateway keeps serving, the write is logged), by file (audit: a batch of events lost; state: an attempt, retried 30 s later).',
+      labelNames: ['file'] as const,
+      registers: [registry],
+    }),
     websocketUpgrades: new Counter({
       name: 'rempart_websocket_upgrades_total',
       help: 'WebSocket (Upgrade) connections passed through, by route.',
