@@ -340,6 +340,9 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   const { createGateway } = await import('./app/gateway.ts');
   const { guardUnhandledRejections } = await import('./server/process-guard.ts');
   const { startupSummary, warnUnreachableUpstreams } = await import('./server/startup.ts');
+  // Read before the listeners open: once they do, nothing may be awaited until the signal handlers
+  // below are installed, or a SIGHUP or SIGUSR2 in between meets its default action (exit).
+  const version = await packageVersion();
   let gateway;
   try {
     // A worker binds beside its siblings, the new process of an upgrade beside the old one.
@@ -379,7 +382,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     if (forPerson)
       process.stderr.write(
         startupSummary(config, {
-          version: await packageVersion(),
+          version,
           listeners: shown,
           admin: admin ? adminShown : null,
           adminNote,
