@@ -1,6 +1,7 @@
 // Client fingerprints at the edge (issue 16): the accept layer reads each TLS ClientHello before the
 // TLS socket takes the connection and the log line carries its JA4. A Node client sending Chromium's
-// exact headers and user agent is told apart from Chromium by its TLS stack. Then the peek's edges: a hello in
+// exact headers and user agent is told apart from Chromium by its TLS stack, and a signature rule
+// naming that JA4 refuses it while Chromium goes through. Then the peek's edges: a hello in
 // one-byte writes, behind a PROXY header, garbage on the TLS port, a client that sends nothing.
 // The Chromium tests skip (with the reason) when /usr/bin/chromium is absent, unless CI is set.
 import { test } from 'node:test';
@@ -142,6 +143,43 @@ test('Chromium and a Node client sending Chromium\u2019s exact headers get diffe
   assert.notEqual(nodeJa4, chromiumJa4);
   // Plain requests of either keep no h2 fingerprint: this listener speaks HTTP/1.1.
   assert.equal(fromChromium.h2fp, undefined);
+});
+
+test('a signature rule naming the Node client\u2019s JA4 refuses it, not Chromium with the same headers', {
+  skip,
+  timeout: 90_000,
+}, async (t) => {
+  // The Node client's JA4, as the gateway logs it (what an operator would copy into the rule).
+  const first = await tlsGateway(t);
+  const probe = await nodeGet(first.gw.port, '/probe', ['Host', `${HOST}:${first.gw.port}`]);
+  assert.equal(probe.status, 200);
+  const nodeJa4 = (await logOf(first.gw, '/probe')).ja4 as string;
+  assert.match(nodeJa4, JA4_SHAPE);
+  await first.gw.close();
+
+  const { gw, certFile, keyFile } = await tlsGateway(t, {
+    defense: {
+      signatures: { mode: 'enforce', rules: [{ id: 'node-tls', match: { ja4: nodeJa4 }, action: 'block' }] },
+    },
+  });
+  const browser = await launchChromium(t);
+  const raw = await chromiumHeaders(t, browser, certFile, keyFile);
+  const hostAt = raw.findIndex((h, i) => i % 2 === 0 && h.toLowerCase() === 'host');
+  raw[hostAt + 1] = `${HOST}:${gw.port}`;
+
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await ctx.newPage();
+  const ok = await page.goto(`https://${HOST}:${gw.port}/chromium`);
+  assert.equal(ok?.status(), 200, 'Chromium goes through');
+  assert.equal(await page.textContent('#origin'), 'origin');
+  await ctx.close();
+
+  const refused = await nodeGet(gw.port, '/node', raw);
+  assert.equal(refused.status, 403);
+  assert.match(refused.body, /RMP_ERR_SIGNATURE_BLOCKED/);
+  const line = await logOf(gw, '/node');
+  assert.equal(line.rule, 'node-tls');
+  assert.equal(line.ja4, nodeJa4);
 });
 
 test('JA4 on every TLS connection: a hello in one-byte writes, behind PROXY, and none on plain HTTP', async (t) => {
