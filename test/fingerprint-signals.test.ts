@@ -24,9 +24,9 @@ const BROWSER_H2 = [
   '2:0;4:2097152;3:100;5:16384;9:1|10485760|0|m,s,p,a',
   '1:65536;2:0;4:131072;5:16384|12517377|0|m,p,a,s',
 ];
-// A Node script sending Chromium's headers: Node's TLS and HTTP/2 defaults.
+// A Node script sending Chromium's headers: Node's TLS and HTTP/2 defaults (as test/fingerprints.test.ts logs them).
 const SCRIPT_JA4 = 't13d521100_b262b3658495_8e6e362c5eac';
-const SCRIPT_H2 = '3:4294967295;4:65535;5:16384;6:65535|00|0|m,s,a,p';
+const SCRIPT_H2 = '|00|0|m,a,s,p';
 const PAGES = ['/', '/products', '/products/123', '/cart', '/api/stock/9', '/about'];
 
 type Feature = 'ja4' | 'h2';

@@ -8,7 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import https from 'node:https';
+import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
+import { captureH2Preface, h2FingerprintFromPreface, pseudoHeaderOrder } from '../src/server/h2/fingerprint.ts';
 import {
   cleanup,
   selfSignedCert,
@@ -180,6 +183,86 @@ test('a signature rule naming the Node client\u2019s JA4 refuses it, not Chromiu
   const line = await logOf(gw, '/node');
   assert.equal(line.rule, 'node-tls');
   assert.equal(line.ja4, nodeJa4);
+});
+
+/**
+ * A small TLS server speaking h2 as the gateway's h2 entry is to: the connection's first bytes are
+ * captured (captureH2Preface), fingerprinted, put back, and node:http2 serves the connection.
+ */
+async function h2FingerprintServer(t: Teardown) {
+  const { certFile, keyFile } = selfSignedCert(t, 'rempart-h2fp-');
+  const secureContext = tls.createSecureContext({ cert: readFileSync(certFile), key: readFileSync(keyFile) });
+  const h2 = http2.createServer();
+  const seen: Array<{ path: string; fp: string; order: string }> = [];
+  h2.on('stream', (stream, headers, _flags, rawHeaders) => {
+    const socket = stream.session!.socket as unknown as { fp: string };
+    seen.push({
+      path: String(headers[':path']),
+      fp: socket.fp,
+      order: pseudoHeaderOrder(rawHeaders as unknown as string[]),
+    });
+    stream.respond({ ':status': 200, 'content-type': 'text/html' });
+    stream.end('<!doctype html><title>h2</title>');
+  });
+  const server = net.createServer((raw) => {
+    const socket = new tls.TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ['h2'] });
+    socket.on('error', () => socket.destroy());
+    socket.once('secure', () => {
+      (socket as tls.TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+      captureH2Preface(socket, 5000, (bytes) => {
+        (socket as unknown as { fp: string }).fp = h2FingerprintFromPreface(bytes);
+        h2.emit('connection', socket);
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanup(t, () => server.close());
+  return { port: (server.address() as net.AddressInfo).port, seen };
+}
+
+test('Chromium\u2019s HTTP/2 fingerprint from its real first bytes is the published one; Node\u2019s http2 client with Chromium\u2019s headers differs', {
+  skip,
+  timeout: 90_000,
+}, async (t) => {
+  const s = await h2FingerprintServer(t);
+  const browser = await launchChromium(t);
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await ctx.newPage();
+  const res = await page.goto(`https://${HOST}:${s.port}/from-chromium`);
+  assert.equal(res?.status(), 200);
+  await ctx.close();
+  const chromium = s.seen.find((x) => x.path === '/from-chromium')!;
+  t.diagnostic(`Chromium h2fp=${chromium.fp}`);
+  assert.equal(chromium.fp, '1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p');
+  assert.equal(chromium.order, 'm,a,s,p', 'the order read from HPACK is node:http2\u2019s');
+
+  // Node's http2 client, told to send Chromium's pseudo-header order and headers.
+  const client = http2.connect(`https://${HOST}:${s.port}`, {
+    rejectUnauthorized: false,
+    createConnection: () =>
+      tls.connect({
+        host: '127.0.0.1',
+        port: s.port,
+        servername: HOST,
+        ALPNProtocols: ['h2'],
+        rejectUnauthorized: false,
+      }),
+  });
+  cleanup(t, () => client.close());
+  const req = client.request({
+    ':method': 'GET',
+    ':authority': `${HOST}:${s.port}`,
+    ':scheme': 'https',
+    ':path': '/from-node',
+    'user-agent':
+      'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
+  });
+  req.resume();
+  await new Promise((r) => req.on('end', r));
+  const node = s.seen.find((x) => x.path === '/from-node')!;
+  t.diagnostic(`Node h2fp=${node.fp}`);
+  assert.match(node.fp, /\|m,a,s,p$/, 'same pseudo-header order');
+  assert.notEqual(node.fp, chromium.fp);
 });
 
 test('JA4 on every TLS connection: a hello in one-byte writes, behind PROXY, and none on plain HTTP', async (t) => {

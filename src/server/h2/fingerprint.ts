@@ -7,18 +7,21 @@
 //
 //   Chromium: 1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p
 //
-// Pure functions over bytes: the h2 entry captures them, this file only reads them.
+// Pure functions over bytes, and the capture that gets them (captureH2Preface).
 //
-// How the entry must capture the bytes (bounded): on a new h2 connection, before node:http2 takes the
-// socket, read the client's first bytes (the 24-byte preface, then frames) into one buffer until
-// `h2PrefaceComplete(buf)` says the first HEADERS frame's header arrived, or H2_CAPTURE_MAX_BYTES were
-// read, or limits.headersTimeoutMs passed; then `socket.unshift(buf)` and hand the socket to the
-// http2 server (its session reads bytes already buffered on the socket). One buffer per connection,
-// dropped once the fingerprint is taken: no copy per stream. Alternatively the entry may tap the
-// socket's first 'data' chunks without consuming them. The pseudo-header order comes from the first
-// stream's raw headers as node:http2 decoded them (HPACK is its job): `pseudoHeaderOrder(rawHeaders)`.
-// The result goes on the socket (kH2Fingerprint of src/pipeline/symbols.ts); `identify` copies it into
-// ctx.h2Fingerprint for every request of the connection ('' when unknown).
+// How the entry must capture the bytes (bounded): once TLS chose h2 (or a cleartext connection opened
+// with the preface), and before node:http2 takes the socket, call captureH2Preface(socket, timeoutMs,
+// done): it reads the client's first bytes into one buffer until the first HEADERS frame is whole
+// (h2PrefaceComplete), H2_CAPTURE_MAX_BYTES were read, or limits.headersTimeoutMs passed, puts them
+// back (`socket.unshift`) and calls done(bytes). Then `socket[kH2Fingerprint] =
+// h2FingerprintFromPreface(bytes)` (src/pipeline/symbols.ts) and hand the socket to the http2 server:
+// its session reads the bytes put back (TLSSocket and net.Socket alike; checked on Node 24). One buffer
+// per connection, dropped once the fingerprint is taken: nothing per stream. `identify` copies the value
+// into ctx.h2Fingerprint for every request of the connection ('' when unknown). The pseudo-header order
+// is read from the HEADERS frame's HPACK block without decoding it (the first block of a connection
+// names pseudo-headers from the static table); an entry that prefers node:http2's decoding passes
+// pseudoHeaderOrder(rawHeaders) of the first stream instead.
+import type { Socket } from 'node:net';
 
 /** The client connection preface (RFC 9113 §3.4). */
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -36,26 +39,41 @@ const FRAME_SETTINGS = 0x4;
 const FRAME_WINDOW_UPDATE = 0x8;
 const FLAG_ACK = 0x1;
 
-/** Whether `buf` (a connection's first bytes) reaches the header of the first HEADERS frame, or holds no HTTP/2 preface. */
-export function h2PrefaceComplete(buf: Buffer): boolean {
+/**
+ * How many of a connection's first bytes the fingerprint needs, as far as `buf` tells: the end of the
+ * frame header or frame being received, up to the end of the first HEADERS frame; `buf.length` when
+ * nothing more is needed (the preface does not match, or MAX_FRAMES frames came without a HEADERS).
+ * A capture joins its chunks only once this many arrived: one-byte writes cost no copy per byte.
+ */
+export function h2BytesWanted(buf: Buffer): number {
   const n = Math.min(buf.length, H2_PREFACE.length);
-  if (buf.compare(H2_PREFACE, 0, n, 0, n) !== 0) return true; // not h2: nothing more to wait for
+  if (buf.compare(H2_PREFACE, 0, n, 0, n) !== 0) return buf.length; // not h2: nothing to wait for
+  if (buf.length < H2_PREFACE.length) return H2_PREFACE.length;
   let p = H2_PREFACE.length;
-  for (let frames = 0; p + 9 <= buf.length && frames < MAX_FRAMES; frames++) {
-    if (buf[p + 3] === FRAME_HEADERS) return true;
-    p += 9 + buf.readUIntBE(p, 3);
+  for (let frames = 0; frames < MAX_FRAMES; frames++) {
+    if (p + 9 > buf.length) return p + 9;
+    const end = p + 9 + buf.readUIntBE(p, 3);
+    if (buf[p + 3] === FRAME_HEADERS || end > buf.length) return end;
+    p = end;
   }
-  return p + 9 <= buf.length; // past MAX_FRAMES frames: stop waiting
+  return buf.length;
+}
+
+/** Whether `buf` holds all the fingerprint needs (the first HEADERS frame whole), or nothing more will help. */
+export function h2PrefaceComplete(buf: Buffer): boolean {
+  return h2BytesWanted(buf) <= buf.length;
 }
 
 /**
- * The Akamai HTTP/2 fingerprint from a connection's first bytes (preface, then frames up to the first
- * HEADERS) and the first request's pseudo-header order ('m,a,s,p'). '' when the bytes do not start
- * with the preface and a SETTINGS frame. Frames cut short by the capture are left out.
+ * The Akamai HTTP/2 fingerprint from a connection's first bytes (preface, then frames up to and
+ * including the first HEADERS). The pseudo-header order is read from that HEADERS frame's header block
+ * (pseudoOrderFromHeaderBlock) unless `pseudoOrder` is given (e.g. from node:http2's decoded raw
+ * headers, pseudoHeaderOrder). '' when the bytes do not start with the preface and a SETTINGS frame.
+ * Frames cut short by the capture are left out (a HEADERS frame cut short gives the pseudo-headers it holds).
  *
- * @example h2FingerprintFromPreface(firstBytes, 'm,a,s,p') // '1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p'
+ * @example h2FingerprintFromPreface(firstBytes) // '1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p'
  */
-export function h2FingerprintFromPreface(bytes: Buffer, pseudoOrder: string): string {
+export function h2FingerprintFromPreface(bytes: Buffer, pseudoOrder?: string): string {
   if (bytes.length < H2_PREFACE.length + 9 || bytes.compare(H2_PREFACE, 0, H2_PREFACE.length, 0, 24) !== 0) return '';
   let settings: string | null = null;
   let windowUpdate = '';
@@ -69,7 +87,11 @@ export function h2FingerprintFromPreface(bytes: Buffer, pseudoOrder: string): st
     const stream = bytes.readUInt32BE(p + 5) & 0x7fffffff;
     const d = p + 9;
     p = d + len;
-    if (type === FRAME_HEADERS || p > bytes.length) break;
+    if (type === FRAME_HEADERS) {
+      if (pseudoOrder === undefined && settings !== null) pseudoOrder = pseudoOrderOfHeadersFrame(bytes, d, p, flags);
+      break;
+    }
+    if (p > bytes.length) break;
     if (type === FRAME_SETTINGS && (flags & FLAG_ACK) === 0 && settings === null) {
       settings = '';
       for (let i = 0; i + 6 <= len && i < MAX_SETTINGS * 6; i += 6) {
@@ -88,7 +110,104 @@ export function h2FingerprintFromPreface(bytes: Buffer, pseudoOrder: string): st
     if (settings === null) return '';
   }
   if (settings === null) return '';
-  return `${settings}|${windowUpdate || '00'}|${priorities || '0'}|${pseudoOrder}`;
+  return `${settings}|${windowUpdate || '00'}|${priorities || '0'}|${pseudoOrder ?? ''}`;
+}
+
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+
+/** The pseudo-header order of a HEADERS frame whose payload is [start, end) of `bytes` (end may lie past what was captured). */
+function pseudoOrderOfHeadersFrame(bytes: Buffer, start: number, end: number, flags: number): string {
+  let from = start;
+  let to = Math.min(end, bytes.length);
+  if ((flags & FLAG_PADDED) !== 0) {
+    if (from >= to) return '';
+    if (end <= bytes.length) to -= bytes[from]!; // the padding is at the end: only known when the frame is whole
+    from++;
+  }
+  if ((flags & FLAG_PRIORITY) !== 0) from += 5;
+  return from < to ? pseudoOrderFromHeaderBlock(bytes.subarray(from, to)) : '';
+}
+
+/**
+ * HPACK's static table (RFC 7541 Appendix A) as far as the pseudo-headers go: index → letter
+ * (1 :authority, 2–3 :method, 4–5 :path, 6–7 :scheme, 8–14 :status, which a request does not send).
+ */
+const STATIC_PSEUDO = ['', 'a', 'm', 'm', 'p', 'p', 's', 's', '', '', '', '', '', '', ''];
+
+/** An HPACK prefix integer (RFC 7541 §5.1) at `at` with an N-bit prefix: [value, next offset], or null when cut or absurd. */
+function hpackInt(b: Buffer, at: number, bits: number): [number, number] | null {
+  if (at >= b.length) return null;
+  const max = (1 << bits) - 1;
+  let v = b[at]! & max;
+  let i = at + 1;
+  if (v < max) return [v, i];
+  for (let shift = 0; shift <= 21; shift += 7) {
+    if (i >= b.length) return null;
+    const c = b[i++]!;
+    v += (c & 0x7f) * 2 ** shift;
+    if ((c & 0x80) === 0) return [v, i];
+  }
+  return null; // more than 4 continuation bytes: no header block of a real client
+}
+
+/**
+ * The order of the pseudo-headers at the start of an HPACK header block, read without decoding it:
+ * the names of pseudo-headers are in the static table (a literal name starting with ':', like
+ * `:protocol`, gives 'r' when plain, is skipped when Huffman-coded). Stops at the first regular header,
+ * at a reference to the dynamic table (the first request of a connection has none), or at a cut.
+ */
+export function pseudoOrderFromHeaderBlock(block: Buffer): string {
+  let out = '';
+  let at = 0;
+  for (let fields = 0; at < block.length && fields < 16; fields++) {
+    const c = block[at]!;
+    let index: number;
+    let literal = true;
+    if ((c & 0x80) !== 0) {
+      const r = hpackInt(block, at, 7);
+      if (r === null) break;
+      [index, at] = r;
+      literal = false;
+    } else if ((c & 0xc0) === 0x40) {
+      const r = hpackInt(block, at, 6);
+      if (r === null) break;
+      [index, at] = r;
+    } else if ((c & 0xe0) === 0x20) {
+      const r = hpackInt(block, at, 5); // dynamic table size update: no field
+      if (r === null) break;
+      at = r[1];
+      continue;
+    } else {
+      const r = hpackInt(block, at, 4); // without indexing, or never indexed
+      if (r === null) break;
+      [index, at] = r;
+    }
+    let letter: string;
+    if (index === 0 && !literal) break; // index 0 is no field (RFC 7541 §6.1)
+    if (index === 0) {
+      // A literal name: a string (H bit, 7-bit length).
+      if (at >= block.length) break;
+      const huffman = (block[at]! & 0x80) !== 0;
+      const r = hpackInt(block, at, 7);
+      if (r === null || r[0] === 0 || r[1] + r[0] > block.length) break;
+      const first = block[r[1]]!;
+      // ':' is 0x3a plain, and the 7 bits 1011100 in HPACK's Huffman code.
+      const pseudo = huffman ? first >> 1 === 0x5c : first === 0x3a;
+      if (!pseudo) break;
+      letter = !huffman && block.toString('latin1', r[1], r[1] + r[0]) === ':protocol' ? 'r' : '';
+      at = r[1] + r[0];
+    } else if (index < STATIC_PSEUDO.length) letter = STATIC_PSEUDO[index]!;
+    else break; // a regular header (static 15+) or the dynamic table: the pseudo-headers are over
+    if (letter !== '') out += out === '' ? letter : `,${letter}`;
+    if (literal) {
+      // Skip the value string.
+      const r = hpackInt(block, at, 7);
+      if (r === null) break;
+      at = r[1] + r[0];
+    }
+  }
+  return out;
 }
 
 /**
@@ -115,4 +234,48 @@ export function pseudoHeaderOrder(rawHeaders: readonly string[]): string {
     if (c !== '') out += out === '' ? c : `,${c}`;
   }
   return out;
+}
+
+/**
+ * Read a new h2 connection's first bytes for its fingerprint, then put them back and call
+ * `done(bytes)` (see the header comment). Bounded by H2_CAPTURE_MAX_BYTES and `timeoutMs`; a socket
+ * closed meanwhile never calls `done`. The socket is left paused: the http2 server resumes it.
+ */
+export function captureH2Preface(socket: Socket, timeoutMs: number, done: (bytes: Buffer) => void): void {
+  const chunks: Buffer[] = [];
+  let have = 0;
+  let want = H2_PREFACE.length + 9;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    socket.removeListener('data', onData);
+    socket.removeListener('close', onClose);
+    socket.pause();
+    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (bytes.length > 0) socket.unshift(bytes);
+    done(bytes);
+  };
+  const onData = (chunk: Buffer) => {
+    chunks.push(chunk);
+    have += chunk.length;
+    if (have >= H2_CAPTURE_MAX_BYTES) return finish();
+    if (have < want && chunks.length > 1) return; // the first chunk is always looked at: not h2 is told at once
+    if (chunks.length > 1) {
+      const all = Buffer.concat(chunks);
+      chunks.length = 0;
+      chunks.push(all);
+    }
+    want = h2BytesWanted(chunks[0]!);
+    if (want <= have) finish();
+  };
+  const onClose = () => {
+    finished = true;
+    clearTimeout(timer);
+  };
+  const timer = setTimeout(finish, timeoutMs);
+  socket.on('data', onData);
+  socket.once('close', onClose);
+  socket.resume();
 }
