@@ -14,7 +14,7 @@
 // answers '' for anything that is not a ClientHello: a malformed hello costs its sender a fingerprint,
 // never the process (TLS then refuses it as it would have). Records are reassembled when a hello spans
 // several (post-quantum key shares make hellos of 1.8 KB and more), up to what the caller buffered.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 /** The largest ClientHello read (its handshake length); a larger one gets no fingerprint. */
 export const HELLO_MAX_BYTES = 16 * 1024;
@@ -73,7 +73,7 @@ function alpnCode(b: Buffer, start: number, end: number): string {
 }
 
 function hash12(s: string): string {
-  return s === '' ? NO_HASH : createHash('sha256').update(s).digest('hex').slice(0, 12);
+  return s === '' ? NO_HASH : hash('sha256', s, 'hex').slice(0, 12);
 }
 
 /**
