@@ -291,7 +291,11 @@ function createHelloPeek(opts: AcceptOptions): HelloPeek {
     if (st === null || st === undefined) return;
     st.chunks.push(chunk);
     st.have += chunk.length;
-    if (st.have < st.want && st.have < HELLO_READ_LIMIT) return;
+    if (st.have < st.want && st.have < HELLO_READ_LIMIT) {
+      // A hello in one-byte segments: joined every 64 chunks, not kept as thousands of small buffers.
+      if (st.chunks.length >= 64) st.chunks.splice(0, st.chunks.length, Buffer.concat(st.chunks));
+      return;
+    }
     let buf = st.chunks[0]!;
     if (st.chunks.length > 1) {
       buf = Buffer.concat(st.chunks);

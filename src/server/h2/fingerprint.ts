@@ -261,7 +261,11 @@ export function captureH2Preface(socket: Socket, timeoutMs: number, done: (bytes
     chunks.push(chunk);
     have += chunk.length;
     if (have >= H2_CAPTURE_MAX_BYTES) return finish();
-    if (have < want && chunks.length > 1) return; // the first chunk is always looked at: not h2 is told at once
+    if (have < want && chunks.length > 1) {
+      // The first chunk is always looked at (not h2 is told at once); one-byte segments are joined every 64.
+      if (chunks.length >= 64) chunks.splice(0, chunks.length, Buffer.concat(chunks));
+      return;
+    }
     if (chunks.length > 1) {
       const all = Buffer.concat(chunks);
       chunks.length = 0;
