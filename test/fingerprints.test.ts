@@ -144,8 +144,9 @@ test('Chromium and a Node client sending Chromium\u2019s exact headers get diffe
   assert.match(chromiumJa4, /^t13d\d{4}h2_8daaf6152771_[0-9a-f]{12}$/);
   assert.match(nodeJa4, JA4_SHAPE);
   assert.notEqual(nodeJa4, chromiumJa4);
-  // Plain requests of either keep no h2 fingerprint: this listener speaks HTTP/1.1.
-  assert.equal(fromChromium.h2fp, undefined);
+  // An h2 fingerprint exactly when the request came over HTTP/2 (when the listener offers it).
+  assert.equal(fromChromium.h2fp === undefined, fromChromium.protocol !== 'h2');
+  assert.equal(fromNode.h2fp, undefined, 'the Node client spoke HTTP/1.1');
 });
 
 test('a signature rule naming the Node client\u2019s JA4 refuses it, not Chromium with the same headers', {

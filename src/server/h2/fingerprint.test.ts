@@ -6,6 +6,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import {
   captureH2Preface,
+  H2_CAPTURE_IDLE_MS,
   H2_CAPTURE_MAX_BYTES,
   H2_PREFACE,
   h2BytesWanted,
@@ -294,6 +295,37 @@ test('captureH2Preface: a flight dribbled byte by byte, then not h2, then silenc
     assert.equal(got[1]!.fp, '');
     assert.equal(got[1]!.rest, 'GET / HTTP/1.1\r\n\r\n');
     assert.equal(got[2]!.bytes, 0, 'silence: done with nothing at the timeout');
+  } finally {
+    server.close();
+  }
+});
+
+test('a client that waits for the server\u2019s SETTINGS before its first request is not kept waiting', async () => {
+  const h2 = http2.createServer();
+  h2.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.end();
+  });
+  const fps: string[] = [];
+  const server = net.createServer((socket) => {
+    // A timeout far past the test's: only the idle pause after SETTINGS can end the capture.
+    captureH2Preface(socket, 600_000, (bytes) => {
+      fps.push(h2FingerprintFromPreface(bytes));
+      h2.emit('connection', socket);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    c.on('error', () => {});
+    await new Promise((r) => c.once('connect', r));
+    c.write(Buffer.concat([H2_PREFACE, settings([[2, 0]])]));
+    // The server's SETTINGS comes once node:http2 has the connection.
+    const first = await new Promise<Buffer>((r) => c.once('data', r));
+    assert.equal(first[3], 4, 'a SETTINGS frame');
+    c.destroy();
+    assert.deepEqual(fps, ['2:0|00|0|']);
+    assert.ok(H2_CAPTURE_IDLE_MS <= 100);
   } finally {
     server.close();
   }

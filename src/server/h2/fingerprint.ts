@@ -12,8 +12,9 @@
 // How the entry must capture the bytes (bounded): once TLS chose h2 (or a cleartext connection opened
 // with the preface), and before node:http2 takes the socket, call captureH2Preface(socket, timeoutMs,
 // done): it reads the client's first bytes into one buffer until the first HEADERS frame is whole
-// (h2PrefaceComplete), H2_CAPTURE_MAX_BYTES were read, or limits.headersTimeoutMs passed, puts them
-// back (`socket.unshift`) and calls done(bytes). Then `socket[kH2Fingerprint] =
+// (h2PrefaceComplete), or the client pauses H2_CAPTURE_IDLE_MS after its SETTINGS (a client waiting
+// for the server's SETTINGS), or H2_CAPTURE_MAX_BYTES were read, or limits.headersTimeoutMs passed,
+// puts them back (`socket.unshift`) and calls done(bytes). Then `socket[kH2Fingerprint] =
 // h2FingerprintFromPreface(bytes)` (src/pipeline/symbols.ts) and hand the socket to the http2 server:
 // its session reads the bytes put back (TLSSocket and net.Socket alike; checked on Node 24). One buffer
 // per connection, dropped once the fingerprint is taken: nothing per stream. `identify` copies the value
@@ -237,19 +238,38 @@ export function pseudoHeaderOrder(rawHeaders: readonly string[]): string {
 }
 
 /**
+ * How long a capture waits, once the client's SETTINGS frame is whole, for more of its first flight.
+ * Browsers send the preface, SETTINGS, WINDOW_UPDATE and the first HEADERS in one flight; some clients
+ * wait for the server's SETTINGS before their first request, which the server sends only once node:http2
+ * has the connection: for them the capture ends after this pause (their fingerprint has what they sent,
+ * and the pseudo-header order only if the entry gives it).
+ */
+export const H2_CAPTURE_IDLE_MS = 50;
+
+/** Whether `buf` holds the preface and a whole first frame that is SETTINGS. */
+function settingsWhole(buf: Buffer): boolean {
+  const p = H2_PREFACE.length;
+  return buf.length >= p + 9 && buf[p + 3] === FRAME_SETTINGS && buf.length >= p + 9 + buf.readUIntBE(p, 3);
+}
+
+/**
  * Read a new h2 connection's first bytes for its fingerprint, then put them back and call
- * `done(bytes)` (see the header comment). Bounded by H2_CAPTURE_MAX_BYTES and `timeoutMs`; a socket
- * closed meanwhile never calls `done`. The socket is left paused: the http2 server resumes it.
+ * `done(bytes)` (see the header comment): up to the end of the first HEADERS frame, or
+ * H2_CAPTURE_IDLE_MS after the last bytes once the SETTINGS frame is whole, or H2_CAPTURE_MAX_BYTES,
+ * or `timeoutMs`. A socket closed meanwhile never calls `done`. The socket is left paused: the http2
+ * server resumes it.
  */
 export function captureH2Preface(socket: Socket, timeoutMs: number, done: (bytes: Buffer) => void): void {
   const chunks: Buffer[] = [];
   let have = 0;
   let want = H2_PREFACE.length + 9;
   let finished = false;
+  let idle: NodeJS.Timeout | null = null;
   const finish = () => {
     if (finished) return;
     finished = true;
     clearTimeout(timer);
+    if (idle !== null) clearTimeout(idle);
     socket.removeListener('data', onData);
     socket.removeListener('close', onClose);
     socket.pause();
@@ -261,6 +281,7 @@ export function captureH2Preface(socket: Socket, timeoutMs: number, done: (bytes
     chunks.push(chunk);
     have += chunk.length;
     if (have >= H2_CAPTURE_MAX_BYTES) return finish();
+    if (idle !== null) idle.refresh();
     if (have < want && chunks.length > 1) {
       // The first chunk is always looked at (not h2 is told at once); one-byte segments are joined every 64.
       if (chunks.length >= 64) chunks.splice(0, chunks.length, Buffer.concat(chunks));
@@ -272,11 +293,13 @@ export function captureH2Preface(socket: Socket, timeoutMs: number, done: (bytes
       chunks.push(all);
     }
     want = h2BytesWanted(chunks[0]!);
-    if (want <= have) finish();
+    if (want <= have) return finish();
+    if (idle === null && settingsWhole(chunks[0]!)) idle = setTimeout(finish, H2_CAPTURE_IDLE_MS);
   };
   const onClose = () => {
     finished = true;
     clearTimeout(timer);
+    if (idle !== null) clearTimeout(idle);
   };
   const timer = setTimeout(finish, timeoutMs);
   socket.on('data', onData);
