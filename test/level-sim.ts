@@ -44,6 +44,9 @@ export interface SimRequest {
   script?: boolean;
   route?: number;
   known?: boolean;
+  /** The connection's fingerprints (ctx.ja4, ctx.h2Fingerprint); '' when not given. */
+  ja4?: string;
+  h2?: string;
 }
 
 export interface Sim {
@@ -128,6 +131,8 @@ export function createSim(partial: Record<string, unknown> = {}): Sim {
       ctx.target = ctx.path;
       ctx.route = runtime.routes[r.route ?? 1]!;
       ctx.known = r.known ?? false;
+      ctx.ja4 = r.ja4 ?? '';
+      ctx.h2Fingerprint = r.h2 ?? '';
       return ctx;
     },
     send(r) {

@@ -55,6 +55,8 @@ const SLOTS: Record<string, readonly string[]> = {
     'hostName',
     'path',
     'clientPrefix',
+    'ja4',
+    'h2Fingerprint',
     'target',
   ],
   route: ['route', 'upstream'],

@@ -93,6 +93,13 @@ export class RequestContext {
   path: string;
   /** The client's /24 (IPv4) or /64 (IPv6) prefix: the key most guards count by. */
   clientPrefix: string;
+  /**
+   * The JA4 fingerprint of the connection's TLS ClientHello (src/server/ja4.ts, read by the accept
+   * layer), '' when unknown (plain HTTP, a malformed hello). Names the client's TLS stack.
+   */
+  ja4: string;
+  /** The connection's HTTP/2 fingerprint (Akamai format, src/server/h2/fingerprint.ts), '' when unknown or not h2. */
+  h2Fingerprint: string;
 
   // --- Where the request goes (what pipeline/forward.ts sends). Each field names its writers. ---
   /**
@@ -215,6 +222,8 @@ export class RequestContext {
     this.hostName = '';
     this.path = '/';
     this.clientPrefix = '';
+    this.ja4 = '';
+    this.h2Fingerprint = '';
     this.target = '/';
     this.route = null;
     this.upstream = null;

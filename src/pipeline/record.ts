@@ -115,6 +115,9 @@ export function createRecorder(opts: RecorderOptions): Recorder {
         upstream: ctx.upstream?.name,
         status: ctx.status,
         durationMs: Math.round(durationSec * 1e6) / 1e3,
+        // The client's fingerprints (src/server/ja4.ts, src/server/h2/fingerprint.ts), when known.
+        ja4: ctx.ja4 || undefined,
+        h2fp: ctx.h2Fingerprint || undefined,
       });
   }
 

@@ -1,6 +1,10 @@
 // Symbols the accept layer hangs on sockets for later phases.
 /** The client's address as decided at accept time (socket peer, or a trusted PROXY header's source). */
 export const kPeerAddress = Symbol('rempart.peerAddress');
+/** The JA4 of the connection's TLS ClientHello (src/server/ja4.ts), '' when unknown; set on the TLS socket. */
+export const kJa4 = Symbol('rempart.ja4');
+/** The connection's HTTP/2 fingerprint (src/server/h2/fingerprint.ts), set by the h2 entry; absent otherwise. */
+export const kH2Fingerprint = Symbol('rempart.h2Fingerprint');
 
 // Per-connection bookkeeping (src/server/connections.ts): plain numbers on the socket, no table per request.
 /** Requests parsed on this connection whose response has not closed yet. */

@@ -1,6 +1,7 @@
 // The accept layer: decides about a connection before any HTTP byte is parsed. It enforces the
 // global and per-address connection caps, reads a PROXY protocol header from trusted balancers,
-// terminates TLS, then hands the socket to the HTTP server. Later defences (bans) plug in here,
+// reads the TLS ClientHello for its JA4 fingerprint (src/server/ja4.ts), terminates TLS, then hands
+// the socket to the HTTP server. Later defences (bans) plug in here,
 // because refusing on accept costs a fraction of refusing a parsed request.
 import net from 'node:net';
 import tls from 'node:tls';
@@ -9,7 +10,8 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { isTrusted, type Runtime } from '../pipeline/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
-import { kPeerAddress } from '../pipeline/symbols.ts';
+import { kJa4, kPeerAddress } from '../pipeline/symbols.ts';
+import { HELLO_MAX_BYTES, helloBytesWanted, ja4FromRecords } from './ja4.ts';
 import type { BanList } from '../pipeline/env.ts';
 import { v6PrefixKey } from '../core/client-key.ts';
 import {
@@ -119,6 +121,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     return true;
   };
 
+  const hello = opts.getSecureContext === null ? null : createHelloPeek(opts);
   const server = net.createServer({ noDelay: true }, (socket) => {
     const peer = socket.remoteAddress ?? '';
     const runtime = opts.getRuntime();
@@ -149,7 +152,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
     });
 
     if (opts.proxyProtocol && trusted) {
-      readProxyHeader(socket, peer, opts, (client) => {
+      readProxyHeader(socket, peer, opts, hello, (client) => {
         if (opts.bans !== null && opts.bans.isBanned(client)) {
           refuse(socket, 'RMP_ERR_BANNED');
           return false;
@@ -162,7 +165,8 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
         counted = key;
         return true;
       });
-    } else handOver(socket, peer, opts);
+    } else if (hello !== null) hello(socket, peer);
+    else handOver(socket, peer, opts);
   });
   // Node closes a connection whose peer is in `server.blockList` before it makes a socket object:
   // the ban table's hottest bans go there (the rest are found by isBanned above).
@@ -177,7 +181,7 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
   return server;
 }
 
-function handOver(socket: net.Socket, address: string, opts: AcceptOptions): void {
+function handOver(socket: net.Socket, address: string, opts: AcceptOptions, ja4 = ''): void {
   let conn: net.Socket = socket;
   if (opts.getSecureContext !== null) {
     const tlsSocket = new tls.TLSSocket(socket, {
@@ -191,6 +195,7 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions): voi
     conn = tlsSocket;
   }
   (conn as net.Socket & { [kPeerAddress]?: string })[kPeerAddress] = address;
+  (conn as net.Socket & { [kJa4]?: string })[kJa4] = ja4;
   const tracked = trackSocket(conn);
   const { sockets, stalled } = opts.table;
   sockets.add(tracked);
@@ -208,6 +213,7 @@ function readProxyHeader(
   socket: net.Socket,
   peer: string,
   opts: AcceptOptions,
+  hello: HelloPeek | null,
   admit: (client: string) => boolean,
 ): void {
   let buf: Buffer = Buffer.alloc(0);
@@ -232,6 +238,7 @@ function readProxyHeader(
     const client = r.address ?? peer;
     if (r.address !== null && !admit(client)) return;
     if (buf.length > r.headerBytes) socket.unshift(buf.subarray(r.headerBytes));
+    if (hello !== null) return hello(socket, client);
     handOver(socket, client, opts);
     // Bytes that came with the PROXY header (often the whole first request) wait in the socket's
     // buffer. A TLS socket reads them itself (so the raw socket must stay paused); Node's HTTP parser
@@ -242,6 +249,89 @@ function readProxyHeader(
   socket.on('error', noop);
   // A peer that leaves before its header is complete: no timer left holding the socket.
   socket.once('close', () => clearTimeout(timer));
+}
+
+/** Reads a TLS connection's ClientHello, then hands the socket over (with its JA4) as handOver does. */
+type HelloPeek = (socket: net.Socket, address: string) => void;
+
+const kPeek = Symbol('rempart.helloPeek');
+interface PeekState {
+  /** What arrived, joined only when `want` bytes are there (a hello in one-byte writes is not copied per byte). */
+  readonly chunks: Buffer[];
+  have: number;
+  want: number;
+  readonly address: string;
+  readonly timer: NodeJS.Timeout;
+}
+type PeekingSocket = net.Socket & { [kPeek]?: PeekState | null };
+/** Records past the hello's bound: the record headers of a hello that fills HELLO_MAX_BYTES. */
+const HELLO_READ_LIMIT = HELLO_MAX_BYTES + 1024;
+
+/**
+ * The ClientHello peek of a TLS listener: read the first bytes until the ClientHello is whole (or
+ * HELLO_READ_LIMIT bytes), compute its JA4, put the bytes back and hand the socket to TLS, which reads
+ * them as if they had just arrived. Anything that is not a hello gets '' and goes to TLS at once, which
+ * refuses it as before; no whole hello within limits.headersTimeoutMs closes the connection. The listeners are made once per listener
+ * (they find the connection's state on the socket): a connection costs its state, one timer and no closure.
+ */
+function createHelloPeek(opts: AcceptOptions): HelloPeek {
+  function finish(socket: PeekingSocket, ja4: string): void {
+    const st = socket[kPeek];
+    if (st === null || st === undefined) return;
+    socket[kPeek] = null;
+    clearTimeout(st.timer);
+    socket.removeListener('data', onData);
+    socket.removeListener('close', onClose);
+    socket.pause();
+    if (st.have > 0) socket.unshift(st.chunks.length === 1 ? st.chunks[0]! : Buffer.concat(st.chunks));
+    handOver(socket, st.address, opts, ja4);
+  }
+  function onData(this: PeekingSocket, chunk: Buffer): void {
+    const st = this[kPeek];
+    if (st === null || st === undefined) return;
+    st.chunks.push(chunk);
+    st.have += chunk.length;
+    if (st.have < st.want && st.have < HELLO_READ_LIMIT) {
+      // A hello in one-byte segments: joined every 64 chunks, not kept as thousands of small buffers.
+      if (st.chunks.length >= 64) st.chunks.splice(0, st.chunks.length, Buffer.concat(st.chunks));
+      return;
+    }
+    let buf = st.chunks[0]!;
+    if (st.chunks.length > 1) {
+      buf = Buffer.concat(st.chunks);
+      st.chunks.length = 0;
+      st.chunks.push(buf);
+    }
+    const ja4 = ja4FromRecords(buf);
+    if (ja4 !== null) finish(this, ja4);
+    else if (st.have >= HELLO_READ_LIMIT) finish(this, '');
+    else st.want = helloBytesWanted(buf);
+  }
+  // No whole hello within the headers timeout (a silent or dribbling client): closed, as a PROXY
+  // header that never comes is. Handed to TLS it would hold the connection far longer (Node's header
+  // timeout does not run before the handshake is done).
+  const onTimeout = (socket: PeekingSocket) => {
+    const st = socket[kPeek];
+    if (st === null || st === undefined) return;
+    socket[kPeek] = null;
+    opts.metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_TIMEOUT' });
+    opts.log.debug({ peer: st.address, bytes: st.have }, 'no TLS ClientHello in time');
+    socket.destroy();
+  };
+  function onClose(this: PeekingSocket): void {
+    const st = this[kPeek];
+    if (st !== null && st !== undefined) clearTimeout(st.timer);
+    this[kPeek] = null;
+  }
+  return (socket: PeekingSocket, address: string) => {
+    const ms = opts.getRuntime().config.limits.headersTimeoutMs;
+    socket[kPeek] = { chunks: [], have: 0, want: 5, address, timer: setTimeout(onTimeout, ms, socket) };
+    socket.on('error', noop);
+    socket.on('data', onData);
+    socket.once('close', onClose);
+    // Bytes a PROXY header brought along were put back and the socket paused: read them first.
+    socket.resume();
+  };
 }
 
 function noop(): void {}

@@ -6,7 +6,7 @@ import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import { isTrusted, type Runtime } from '../../pipeline/runtime.ts';
-import { kPeerAddress } from '../../pipeline/symbols.ts';
+import { kH2Fingerprint, kJa4, kPeerAddress } from '../../pipeline/symbols.ts';
 import { normalizePath, pathWithoutParams } from './normalize-path.ts';
 import { hostName, normalizeHost } from './host.ts';
 import { prefixKey } from '../../core/client-key.ts';
@@ -31,9 +31,17 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
     name: 'identify',
     onRequest(ctx: RequestContext) {
       const req = ctx.req;
-      const socket = ctx.socket as typeof ctx.socket & { [kPeerAddress]?: string; encrypted?: boolean };
+      const socket = ctx.socket as typeof ctx.socket & {
+        [kPeerAddress]?: string;
+        [kJa4]?: string;
+        [kH2Fingerprint]?: string;
+        encrypted?: boolean;
+      };
       const peer = socket[kPeerAddress] ?? socket.remoteAddress ?? '';
       ctx.peerAddress = peer;
+      // The connection's fingerprints, as the accept layer and the h2 entry left them on the socket.
+      ctx.ja4 = socket[kJa4] ?? '';
+      ctx.h2Fingerprint = socket[kH2Fingerprint] ?? '';
       ctx.clientAddress = peer;
       ctx.protocol = socket.encrypted === true ? 'https' : 'http';
       const runtime = getRuntime();

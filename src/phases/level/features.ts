@@ -1,10 +1,12 @@
-// The request features the traffic observer (traffic.ts) counts and signatures are mined over, and
+// The request features the traffic observer (traffic.ts) counts and signatures are mined over (who:
+// prefix, user agent, header order, the TLS and HTTP/2 fingerprints; what: path shape, method), and
 // how each is reduced to a short, bounded string. Computed only for sampled requests and, on the
 // request path, only when a rule on that feature is active (src/phases/signatures/index.ts). Here,
 // beside the observer, so the signatures phase depends on the level's folder and never the reverse.
 import type { RequestContext } from '../../pipeline/context.ts';
 
-export const FEATURES = ['prefix', 'pathShape', 'userAgent', 'headerOrder', 'method'] as const;
+// New features go at the end: the state file keeps the calm sketches in this order.
+export const FEATURES = ['prefix', 'pathShape', 'userAgent', 'headerOrder', 'method', 'ja4', 'h2'] as const;
 export type FeatureName = (typeof FEATURES)[number];
 export const FeatureIndex = {
   prefix: 0,
@@ -12,7 +14,12 @@ export const FeatureIndex = {
   userAgent: 2,
   headerOrder: 3,
   method: 4,
+  ja4: 5,
+  h2: 6,
 } as const satisfies Record<FeatureName, number>;
+
+/** The value of the fingerprint features when the connection has none (plain HTTP, HTTP/1.1 for `h2`). */
+export const NO_FINGERPRINT = '(none)';
 
 /** Longer values are cut: a sketch must stay bounded whatever a client sends. */
 export const MAX_VALUE_CHARS = 200;
@@ -97,6 +104,13 @@ export function featureValue(ctx: RequestContext, feature: number): string {
       return userAgentOf(ctx);
     case FeatureIndex.headerOrder:
       return headerOrderHash(ctx.req.rawHeaders);
+    case FeatureIndex.ja4:
+      return ctx.ja4 === '' ? NO_FINGERPRINT : ctx.ja4;
+    case FeatureIndex.h2: {
+      // Bounded by its reader (src/server/h2/fingerprint.ts); cut here too, as every sketch value is.
+      const fp = ctx.h2Fingerprint;
+      return fp === '' ? NO_FINGERPRINT : fp.length > MAX_VALUE_CHARS ? fp.slice(0, MAX_VALUE_CHARS) : fp;
+    }
     default:
       return ctx.req.method ?? '';
   }

@@ -36,7 +36,7 @@ export interface AttackLevelMonitorOptions {
 export interface LevelScores {
   /** Load: surge over baseline, admission queue, sheds. */
   readonly pressure: number;
-  /** Who is sending: never-seen prefixes, shifted prefix / user-agent / header-order mix. */
+  /** Who is sending: never-seen prefixes, shifted prefix / user-agent / header-order / JA4 / HTTP/2 fingerprint mix. */
   readonly strangeness: number;
   /** What is asked: shifted path shapes or methods (raises to `elevated` only: flash crowds do this too). */
   readonly drift: number;
@@ -93,7 +93,7 @@ export function scoreFeatures(f: LevelFeatures, c: LevelConfig): LevelScores {
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
     strangeness = Math.max(
       (f.novelty - f.noveltyBaseline) / c.noveltyShare,
-      Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder) / c.shiftDistance,
+      Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder, f.shift.ja4, f.shift.h2) / c.shiftDistance,
     );
     drift = Math.max(f.shift.pathShape, f.shift.method) / c.shiftDistance;
   }
@@ -126,7 +126,7 @@ export function reasonsFor(f: LevelFeatures, c: LevelConfig, bar: number): strin
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
     if (f.novelty - f.noveltyBaseline >= c.noveltyShare * bar)
       out.push(`${pct(f.novelty)} of requests from never-seen prefixes (calm: ${pct(f.noveltyBaseline)})`);
-    for (const k of ['prefix', 'userAgent', 'headerOrder', 'pathShape', 'method'] as const)
+    for (const k of ['prefix', 'userAgent', 'headerOrder', 'ja4', 'h2', 'pathShape', 'method'] as const)
       if (f.shift[k] >= c.shiftDistance * bar)
         out.push(`${k} mix shifted by ${f.shift[k]} (threshold ${c.shiftDistance})`);
   }

@@ -6,7 +6,8 @@
 // never becomes normal.
 //
 //   request ──▶ observe(): total++, route[i]++, prefix hash → familiar? → novel++ / pending hash
-//                └─ 1 in N ──▶ pending sketches (prefix, path shape, user agent, header order, method)
+//                └─ 1 in N ──▶ pending sketches (prefix, path shape, user agent, header order, method,
+//                              JA4, HTTP/2 fingerprint)
 //   tick    ──▶ measure(): rates, shares, saturation; pending → current (half-life 1 s)
 //               learn() only when calm: EWMAs, pending → baseline, pending hashes → familiar prefixes
 import type { RequestContext } from '../../pipeline/context.ts';
@@ -214,8 +215,12 @@ export class TrafficObserver {
     const baselineSamples = this.baseline[0]!.total;
     const compare = warm && samples >= MIN_WINDOW_SAMPLES && baselineSamples >= MIN_BASELINE_SAMPLES && rate >= floor;
     const shift = {} as Record<FeatureName, number>;
+    // Per feature too: a feature added since the state file was written has a young baseline of its own.
     for (let f = 0; f < FEATURES.length; f++)
-      shift[FEATURES[f]!] = compare ? round3(divergence(this.current[f]!, this.baseline[f]!)) : 0;
+      shift[FEATURES[f]!] =
+        compare && this.baseline[f]!.total >= MIN_BASELINE_SAMPLES
+          ? round3(divergence(this.current[f]!, this.baseline[f]!))
+          : 0;
 
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
     this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil(rate / sig.maxSamplesPerSecond));
@@ -298,8 +303,10 @@ export class TrafficObserver {
     this.#routeNames.forEach((n, i) => {
       this.#routeBaselines[i] = num(byName.get(n));
     });
-    if (state.k === this.#k && Array.isArray(state.baseline) && state.baseline.length === this.baseline.length)
-      for (let f = 0; f < this.baseline.length; f++) if (!this.baseline[f]!.restore(state.baseline[f]!)) break;
+    // A file written before a feature was added holds fewer sketches: FEATURES only grows at its end,
+    // so the ones it has are restored and the new ones learn from calm.
+    if (state.k === this.#k && Array.isArray(state.baseline) && state.baseline.length <= this.baseline.length)
+      for (let f = 0; f < state.baseline.length; f++) if (!this.baseline[f]!.restore(state.baseline[f]!)) break;
     if (familiar !== undefined) this.familiar.restore(familiar.state, familiar.nowMs, familiar.wallMs);
   }
 

@@ -14,6 +14,7 @@ import {
   featureValue,
   pathShape,
   headerOrderHash,
+  NO_FINGERPRINT,
   type FeatureName,
 } from '../level/features.ts';
 
@@ -62,7 +63,9 @@ function shortHash(s: string): string {
 }
 
 /** Features whose value identifies the sender (who), not what was asked: only these may be blocked outright. */
-const BLOCKABLE: ReadonlySet<FeatureName> = new Set(['prefix', 'userAgent', 'headerOrder']);
+const BLOCKABLE: ReadonlySet<FeatureName> = new Set(['prefix', 'userAgent', 'headerOrder', 'ja4', 'h2']);
+/** Fingerprint features: their "no fingerprint" value (plain HTTP, HTTP/1.1) says how a client came, not who it is. */
+const FINGERPRINTS: ReadonlySet<FeatureName> = new Set(['ja4', 'h2']);
 /** "Never seen when calm": a calm share under this. */
 const NEVER_SEEN_SHARE = 0.001;
 
@@ -125,6 +128,7 @@ export class SignatureRules {
         if (count < config.minSamples) break; // top() is sorted by guaranteed count
         const share = count / cur.total;
         if (share < config.minShare) continue;
+        if (h.value === NO_FINGERPRINT && FINGERPRINTS.has(feature)) continue;
         const baselineShare = base.upper(h.value) / base.total;
         if (share < config.liftFactor * baselineShare) continue;
         const action: RuleAction =
@@ -246,5 +250,7 @@ function matchesStatic(ctx: RequestContext, m: Readonly<Partial<Record<FeatureNa
   }
   if (m.pathShape !== undefined && pathShape(ctx.path) !== m.pathShape) return false;
   if (m.headerOrder !== undefined && headerOrderHash(ctx.req.rawHeaders) !== m.headerOrder) return false;
+  if (m.ja4 !== undefined && ctx.ja4 !== m.ja4) return false;
+  if (m.h2 !== undefined && ctx.h2Fingerprint !== m.h2) return false;
   return true;
 }

@@ -38,6 +38,21 @@ const StaticRule = Obj({
           description: 'Header-order fingerprint (as listed by `GET /api/signatures`).',
         }),
       ),
+      ja4: Type.Optional(
+        Type.String({
+          pattern: '^[tqd][0-9a-z]{2}[di][0-9]{4}[0-9A-Za-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}$',
+          description:
+            'JA4 fingerprint of the client\u2019s TLS ClientHello, e.g. `t13d1516h2_8daaf6152771_e5627efa2ab1` (in the `ja4` field of the log line; docs/signatures.md).',
+        }),
+      ),
+      h2: Type.Optional(
+        Type.String({
+          minLength: 1,
+          maxLength: 512,
+          description:
+            'HTTP/2 fingerprint (Akamai format), e.g. `1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p` (the `h2fp` field of the log line).',
+        }),
+      ),
     },
     { minProperties: 1, description: 'Every given feature must match.' },
   ),
