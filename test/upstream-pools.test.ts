@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
 import { ServerPool, UpstreamServer, type DispatcherFactory } from '../src/upstream/pool.ts';
-import { problemsOf, startGateway, startUpstream, type RecordingUpstream, type Teardown } from './helpers.ts';
+import { problemsOf, startGateway, startUpstream, type RecordingUpstream, type Teardown, waitFor } from './helpers.ts';
 
 const base = (upstream: Record<string, unknown>) => ({
   version: 1,
@@ -139,7 +139,7 @@ test('hash on a cookie and on the path: the same key, the same server', async (t
 
 /** A pool of `n` servers whose clients are never used (the balancer alone). */
 function bareServers(n: number): UpstreamServer[] {
-  const none: DispatcherFactory = () => ({}) as never;
+  const none: DispatcherFactory = () => ({ destroy: async () => {} }) as never;
   const settings = {
     connections: 1,
     connectTimeoutMs: 1,
@@ -229,4 +229,152 @@ test('retry: a connection refused is retried for any method (the request never l
   assert.ok(statuses.includes(502), `statuses ${statuses.join(',')}`);
   assert.ok(statuses.filter((s) => s === 200).length >= 3, `statuses ${statuses.join(',')}`);
   assert.equal(ups[2]!.requests.length, statuses.filter((s) => s === 200).length);
+});
+
+const noLimits = { defense: { rateLimit: { mode: 'off' } } };
+
+test('passive: a server failing in a row is ejected, its traffic goes to the others, and it comes back', async (t) => {
+  let failing = true;
+  const ups = await origins(t, 3, (i) => (_q, res) => {
+    if (i === 0 && failing) {
+      res.statusCode = 502;
+      res.end('bad gateway');
+    } else res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 400 },
+      },
+    ],
+  });
+  const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  const statuses: number[] = [];
+  for (let i = 0; i < 12; i++) statuses.push((await get(`${gw.url}/a${i}`)).status);
+  // Its first three answers were 502 (a head came back: not retried), then it was out.
+  assert.equal(statuses.filter((s) => s === 502).length, 3);
+  assert.equal(ups[0]!.requests.length, 3);
+  assert.equal(pool.servers[0]!.state, 'ejected');
+  assert.equal(pool.liveCount, 2);
+  for (let i = 0; i < 10; i++) assert.equal((await get(`${gw.url}/b${i}`)).status, 200);
+  assert.equal(ups[0]!.requests.length, 3, 'no request reached the ejected server');
+  failing = false;
+  await waitFor(() => pool.servers[0]!.state === 'up', 'the ejection to end');
+  for (let i = 0; i < 6; i++) assert.equal((await get(`${gw.url}/c${i}`)).status, 200);
+  assert.equal(ups[0]!.requests.length, 5, 'back in the rotation');
+});
+
+test('passive: a second ejection soon after the return lasts longer (base × ejections)', () => {
+  const servers = bareServers(4);
+  const outlier = { consecutiveFailures: 1, baseEjectionMs: 50_000, maxEjectionMs: 120_000, maxEjectedPercent: 50 };
+  const pool = new ServerPool('u', servers, { balance: 'round_robin', outlier });
+  const s = servers[1]!;
+  pool.onFailure(s, 1000);
+  assert.equal(s.ejections, 1);
+  pool.uneject(s, 51_000);
+  pool.onFailure(s, 60_000);
+  assert.equal(s.ejections, 2, 'ejected again within maxEjectionMs of its return');
+  pool.uneject(s, 160_000);
+  pool.onFailure(s, 500_000);
+  assert.equal(s.ejections, 1, 'long after its return it starts over');
+  void pool.destroy();
+});
+
+test('maxEjectedPercent: never more than that share of the pool is out, whatever fails', async (t) => {
+  // Three of four servers answer 502: with 50 %, two may be out, the third stays in.
+  const ups = await origins(t, 4, (i) => (_q, res) => {
+    if (i < 3) {
+      res.statusCode = 502;
+      res.end();
+    } else res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        outlierDetection: { consecutiveFailures: 2, maxEjectedPercent: 50 },
+        circuitBreaker: { consecutiveFailures: 1000 },
+      },
+    ],
+  });
+  for (let i = 0; i < 40; i++) await get(`${gw.url}/x${i}`);
+  const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  assert.deepEqual(
+    pool.servers.map((s) => s.state),
+    ['ejected', 'ejected', 'up', 'up'],
+  );
+  assert.equal(pool.liveCount, 2);
+  assert.ok(ups[2]!.requests.length > 10, 'the third failing server kept its share: the pool was not emptied');
+});
+
+test('active health per server: an unhealthy server gets no traffic; a checker failing everywhere cannot empty the pool', async (t) => {
+  const sick = new Set<number>([1]);
+  const ups = await origins(t, 3, (i) => (req, res) => {
+    if (req.url === '/healthz' && sick.has(i)) {
+      res.statusCode = 500;
+      res.end();
+    } else res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        healthCheck: { path: '/healthz', intervalMs: 50, healthyThreshold: 1, unhealthyThreshold: 1 },
+      },
+    ],
+  });
+  const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  assert.equal(pool.healthChecks.length, 3, 'one check per server');
+  await waitFor(() => pool.servers[1]!.state === 'unhealthy', 'server 1 to fail its check');
+  for (let i = 0; i < 12; i++) assert.equal((await get(`${gw.url}/x${i}`)).status, 200);
+  assert.equal(ups[1]!.requests.filter((r) => r.url !== '/healthz').length, 0, 'no request on the unhealthy server');
+  // Each check went to its own server.
+  for (const u of ups) assert.ok(u.requests.some((r) => r.url === '/healthz'));
+  // The health endpoint breaks everywhere (the pages still work): one server may be out, two stay in.
+  sick.add(0);
+  sick.add(2);
+  await waitFor(() => pool.servers.every((s) => s.health!.healthy === false), 'every check to fail');
+  assert.equal(pool.liveCount, 2);
+  assert.equal(pool.usable, true);
+  for (let i = 0; i < 6; i++) assert.equal((await get(`${gw.url}/y${i}`)).status, 200);
+  sick.clear();
+  await waitFor(() => pool.liveCount === 3, 'all three back');
+});
+
+test('failover: the route goes to its fallback only once the whole pool is down', async (t) => {
+  const ups = await origins(t, 3);
+  const fallback = await startUpstream(t, (_q, res) => res.end('fallback'));
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        circuitBreaker: { consecutiveFailures: 3, openMs: 60_000 },
+        outlierDetection: { consecutiveFailures: 2 },
+      },
+      { name: 'spare', url: fallback.url },
+    ],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin', fallback: 'spare' }],
+  });
+  // One server gone, then two: the rest of the pool answers, the fallback sees nothing.
+  await ups[0]!.close();
+  for (let i = 0; i < 10; i++) assert.notEqual((await get(`${gw.url}/a${i}`)).body, 'fallback');
+  await ups[1]!.close();
+  for (let i = 0; i < 10; i++) assert.equal((await get(`${gw.url}/b${i}`)).status, 200);
+  assert.equal(fallback.requests.length, 0, 'no failover while a server of the pool is alive');
+  assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'closed');
+  // The last one: failures now reach clients, the breaker opens, the route moves to its fallback.
+  await ups[2]!.close();
+  await waitFor(async () => (await get(`${gw.url}/c`)).body === 'fallback', 'the route on its fallback');
+  assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
 });
