@@ -7,7 +7,15 @@ import assert from 'node:assert/strict';
 import type http from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
 import { ServerPool, UpstreamServer, type DispatcherFactory } from '../src/upstream/pool.ts';
-import { problemsOf, startGateway, startUpstream, type RecordingUpstream, type Teardown, waitFor } from './helpers.ts';
+import {
+  problemsOf,
+  startGateway,
+  startUpstream,
+  type RecordingUpstream,
+  type Teardown,
+  sleep,
+  waitFor,
+} from './helpers.ts';
 
 const base = (upstream: Record<string, unknown>) => ({
   version: 1,
@@ -377,4 +385,65 @@ test('failover: the route goes to its fallback only once the whole pool is down'
   await ups[2]!.close();
   await waitFor(async () => (await get(`${gw.url}/c`)).body === 'fallback', 'the route on its fallback');
   assert.equal(gw.gateway.runtime().upstreams.get('origin')!.breaker.state, 'open');
+});
+
+test('admission: the limit is per server and sums over the pool; an ejected server takes its slots with it', async (t) => {
+  // Every server holds its requests until released: what reaches them at once is what admission let in.
+  const held: http.ServerResponse[] = [];
+  const ups = await origins(t, 3, (i) => (req, res) => {
+    if (req.url === '/fail') {
+      res.statusCode = i === 0 ? 502 : 200;
+      res.end();
+    } else held.push(res);
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    limits: { maxConnectionsPerAddress: 10000, maxConnections: 20000 },
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        admission: { mode: 'static', staticLimit: 2 },
+        outlierDetection: { consecutiveFailures: 1 },
+      },
+    ],
+  });
+  const gate = gw.gateway.runtime().upstreams.get('origin')!.admission;
+  assert.equal(gate.limiter.limit, 6, 'three servers of two slots each');
+  const replies = Array.from({ length: 10 }, (_, i) => get(`${gw.url}/hold${i}`));
+  await waitFor(() => held.length === 6 && gate.queue.size === 4, 'six at the servers and four queued');
+  await sleep(100);
+  assert.equal(held.length, 6, 'no seventh request reached a server');
+  assert.deepEqual(
+    ups.map((u) => u.requests.length),
+    [2, 2, 2],
+  );
+  for (const r of held.splice(0)) r.end('done');
+  await waitFor(() => held.length === 4, 'the four queued ones let in');
+  for (const r of held.splice(0)) r.end('done');
+  for (const r of await Promise.all(replies)) assert.equal(r.status, 200);
+  // Server 0 fails once and is ejected: its two slots go with it.
+  const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  for (let i = 0; i < 3; i++) await get(`${gw.url}/fail`);
+  assert.equal(pool.servers[0]!.state, 'ejected');
+  assert.equal(gate.limiter.limit, 4);
+  pool.uneject(pool.servers[0]!, performance.now());
+  assert.equal(gate.limiter.limit, 6);
+});
+
+test('admission: the adaptive limiter learns a per-server limit, scaled by the servers in service', async () => {
+  const { ConcurrencyLimiter } = await import('../src/upstream/limiter.ts');
+  const { createManualClock } = await import('../src/core/clock.ts');
+  const lim = new ConcurrencyLimiter(
+    { mode: 'adaptive', initialLimit: 10, minLimit: 2, maxLimit: 50 },
+    createManualClock(),
+  );
+  assert.equal(lim.limit, 10);
+  lim.setScale(4);
+  assert.equal(lim.limit, 40);
+  lim.setScale(3);
+  assert.equal(lim.limit, 30);
+  lim.setScale(0);
+  assert.equal(lim.limit, 10, 'never below one server');
 });
