@@ -447,3 +447,74 @@ test('admission: the adaptive limiter learns a per-server limit, scaled by the s
   lim.setScale(0);
   assert.equal(lim.limit, 10, 'never below one server');
 });
+
+test('metrics and the dashboard snapshot show each server: state, in flight, latency; ejections and retries counted', async (t) => {
+  let failing = true;
+  const ups = await origins(t, 3, (i) => (req, res) => {
+    if (i === 0 && failing) res.socket?.destroy();
+    else if (req.url === '/slow') setTimeout(() => res.end(String(i)), 300);
+    else res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        balance: 'round_robin',
+        outlierDetection: { consecutiveFailures: 2, baseEjectionMs: 60_000 },
+      },
+    ],
+  });
+  const { SnapshotBuilder } = await import('../src/control/snapshot.ts');
+  const snapshots = new SnapshotBuilder({
+    metrics: gw.gateway.metrics,
+    getRuntime: () => gw.gateway.runtime(),
+    api: gw.gateway.api,
+    node: () => 'test',
+    auditSeq: () => 0,
+  });
+  await snapshots.build(Date.now() - 1000);
+  for (let i = 0; i < 9; i++) assert.equal((await get(`${gw.url}/x${i}`)).status, 200);
+  const slow = get(`${gw.url}/slow`);
+  await waitFor(() =>
+    gw.gateway
+      .runtime()
+      .upstreams.get('origin')!
+      .pool.servers.some((s) => s.inFlight > 0),
+  );
+  const label = (i: number) => new URL(ups[i]!.url).host;
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  assert.match(
+    text,
+    new RegExp(`rempart_upstream_server_state\\{upstream="origin",server="${label(0)}",state="ejected"\\} 1`),
+  );
+  assert.match(
+    text,
+    new RegExp(`rempart_upstream_server_state\\{upstream="origin",server="${label(1)}",state="up"\\} 1`),
+  );
+  assert.match(text, /rempart_upstream_server_in_flight\{upstream="origin",server="[^"]+"\} 1/);
+  assert.match(
+    text,
+    new RegExp(`rempart_upstream_server_response_seconds_count\\{upstream="origin",server="${label(2)}"\\} [1-9]`),
+  );
+  assert.match(text, new RegExp(`rempart_upstream_ejections_total\\{upstream="origin",server="${label(0)}"\\} 1`));
+  assert.match(text, /rempart_upstream_retries_total\{upstream="origin",reason="RMP_ERR_UPSTREAM_RESET"\} 2/);
+  const snap = await snapshots.build();
+  const view = snap.upstreams.find((u) => u.name === 'origin')!;
+  assert.deepEqual(
+    view.servers.map((s) => [s.name, s.state]),
+    [
+      [label(0), 'ejected'],
+      [label(1), 'up'],
+      [label(2), 'up'],
+    ],
+  );
+  assert.equal(
+    view.servers.reduce((n, s) => n + s.inFlight, 0),
+    1,
+  );
+  assert.ok(view.servers[1]!.p50Ms !== null, 'a latency for a server that answered');
+  failing = false;
+  assert.equal((await slow).status, 200);
+});
