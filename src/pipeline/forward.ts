@@ -185,13 +185,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (pool === null || pool.servers.length < 2) return null;
     const body = this.body;
     if (body !== null && body !== undefined && !Buffer.isBuffer(body)) return null;
+    // Named codes only: an error of unknown kind is classified RMP_ERR_UPSTREAM_CONNECT too, but
+    // nothing says the request did not leave.
+    const e = err.code;
     const neverSent =
-      code === 'RMP_ERR_UPSTREAM_CONNECT' ||
-      err.code === 'UND_ERR_CONNECT_TIMEOUT' ||
-      err.code === 'ECONNREFUSED' ||
-      err.code === 'EHOSTUNREACH' ||
-      err.code === 'ENETUNREACH';
-    if (code === 'RMP_ERR_UPSTREAM_TIMEOUT' && err.code !== 'UND_ERR_CONNECT_TIMEOUT') return null;
+      e === 'ECONNREFUSED' ||
+      e === 'UND_ERR_CONNECT_TIMEOUT' ||
+      e === 'EHOSTUNREACH' ||
+      e === 'ENETUNREACH' ||
+      e === 'ENOTFOUND' ||
+      e === 'EAI_AGAIN';
+    if (code === 'RMP_ERR_UPSTREAM_TIMEOUT' && e !== 'UND_ERR_CONNECT_TIMEOUT') return null;
     if (!neverSent) {
       const m = ctx.req.method;
       if (code !== 'RMP_ERR_UPSTREAM_RESET' || (m !== 'GET' && m !== 'HEAD')) return null;
