@@ -198,6 +198,9 @@ export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink)
     current = rt;
     for (const u of rt.upstreams.values()) {
       u.pool.onServerState = onServerState;
+      // A one-server upstream's latency is the upstream's own (rempart_upstream_response_seconds): no
+      // second histogram per request for it.
+      if (u.pool.servers.length < 2) continue;
       for (const sv of u.pool.servers) {
         if (sv.latency !== null) continue;
         const cell = hist.cell(u.name, sv.label);

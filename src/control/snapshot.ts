@@ -197,9 +197,11 @@ export class SnapshotBuilder {
     for (const u of rt.upstreams.values()) {
       const lim = u.admission.limiter;
       const p = this.#percentiles(u.name, hist.get(u.name), bounds);
+      const one = u.pool.servers.length === 1;
       const servers: ServerView[] = u.pool.servers.map((sv) => {
         const key = `${u.name}\u0001${sv.label}`;
-        const q = this.#percentiles(key, serverHist.get(key), metrics.upstreamServerResponse.upperBounds);
+        // A one-server upstream has no histogram of its own server: it is the upstream's.
+        const q = one ? p : this.#percentiles(key, serverHist.get(key), metrics.upstreamServerResponse.upperBounds);
         return { name: sv.label, state: sv.state, inFlight: sv.inFlight, p50Ms: q.p50Ms, p99Ms: q.p99Ms };
       });
       upstreams.push({

@@ -75,7 +75,7 @@ export function createMetrics() {
   // an upstream). Latency is observed by the forward path; the gauges are read at scrape time.
   const upstreamServerResponse = new HotHistogram({
     name: 'rempart_upstream_server_response_seconds',
-    help: 'Time from sending a request to one server of an upstream to the end of its answer, by upstream and server (host:port).',
+    help: 'Time from sending a request to one server of a pool (an upstream with two servers or more) to the end of its answer, by upstream and server (host:port).',
     labelNames: ['upstream', 'server'],
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
   });

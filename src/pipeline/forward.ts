@@ -323,7 +323,7 @@ function send(handler: ForwardHandler, server: UpstreamServer): void {
   const ctx = handler.ctx;
   handler.server = server;
   handler.lastServer = server;
-  handler.attemptStartMs = performance.now();
+  if (server.latency !== null) handler.attemptStartMs = performance.now();
   server.inFlight++;
   server.dispatcher.dispatch(
     {
