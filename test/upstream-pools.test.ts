@@ -518,3 +518,46 @@ test('metrics and the dashboard snapshot show each server: state, in flight, lat
   failing = false;
   assert.equal((await slow).status, 200);
 });
+
+test('reload: a kept server keeps its state and connections; a removed one gets nothing more', async (t) => {
+  const ups = await origins(t, 3, (i) => (_q, res) => {
+    if (i === 0) {
+      res.statusCode = 502;
+      res.end();
+    } else res.end(String(i));
+  });
+  const cfg = (servers: string[]) => ({
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    upstreams: [
+      {
+        name: 'origin',
+        servers,
+        balance: 'round_robin',
+        outlierDetection: { consecutiveFailures: 1, baseEjectionMs: 60_000 },
+      },
+    ],
+    routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
+    defense: { rateLimit: { mode: 'off' } },
+  });
+  const all = ups.map((u) => u.url);
+  const gw = await startGateway(t, ups[0]!.url, { ...noLimits, upstreams: cfg(all).upstreams });
+  for (let i = 0; i < 3; i++) await get(`${gw.url}/a${i}`);
+  const before = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  assert.equal(before.servers[0]!.state, 'ejected');
+  // The same servers (another route added): the same server objects, server 0 still out.
+  await gw.gateway.reload(
+    validateConfig({ ...cfg(all), routes: [{ name: 'x', path: '/x', upstream: 'origin' }, ...cfg(all).routes] }),
+  );
+  const after = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  assert.notEqual(after, before);
+  assert.deepEqual(after.servers, before.servers);
+  assert.equal(after.servers[0]!.state, 'ejected');
+  assert.equal(after.liveCount, 2);
+  // Server 2 removed: nothing more reaches it, server 1 serves everything.
+  await gw.gateway.reload(validateConfig(cfg([all[0]!, all[1]!])));
+  const n2 = ups[2]!.requests.length;
+  for (let i = 0; i < 6; i++) assert.equal((await get(`${gw.url}/b${i}`)).body, '1');
+  assert.equal(ups[2]!.requests.length, n2);
+  assert.equal(gw.gateway.runtime().upstreams.get('origin')!.pool.servers[1], before.servers[1], 'server 1 kept');
+});
