@@ -200,9 +200,8 @@ export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink)
       u.pool.onServerState = onServerState;
       // A one-server upstream's latency is the upstream's own (rempart_upstream_response_seconds): no
       // second histogram per request for it.
-      if (u.pool.servers.length < 2) continue;
       for (const sv of u.pool.servers) {
-        if (sv.latency !== null) continue;
+        if (sv.latency !== null || u.pool.servers.length < 2) continue;
         const cell = hist.cell(u.name, sv.label);
         sv.latency = { observe: (seconds) => hist.observe(cell, seconds) };
       }
