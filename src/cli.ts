@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
+import { serverUrls } from './upstream/schema.ts';
 import { LOG_FORMATS, resolveLogFormat, type LogFormat } from './core/log.ts';
 import { UsageError, debugWanted, formatError } from './core/user-error.ts';
 // The gateway and what only running needs are imported when running: `--help`, `check` and `token`
@@ -368,7 +369,11 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   );
   const adminShown = admin ? `http://${config.admin.address.replace(/:\d+$/, '')}:${admin.port}` : 'off';
   gateway.log.info(
-    { listeners: shown, admin: adminShown, upstreams: config.upstreams.map((u) => `${u.name}=${u.url}`) },
+    {
+      listeners: shown,
+      admin: adminShown,
+      upstreams: config.upstreams.map((u) => `${u.name}=${serverUrls(u).join(',')}`),
+    },
     'rempart started',
   );
   // One summary for a person (from the first worker only under --workers, not from each), and a look

@@ -94,7 +94,13 @@ test('the live feed sends the recent history then one aggregate snapshot per sec
   assert.equal(snap.routes[0].serving, 'primary');
   assert.equal(snap.bans.mode, 'enforce', 'the defence state is read through the API handlers');
   assert.ok(Array.isArray(snap.guards.guards));
-  assert.ok(!JSON.stringify(snap).includes('127.0.0.1'), 'no client address in the aggregates');
+  // The upstream's servers are named by their configured host:port (127.0.0.1 here too): not a client's.
+  assert.deepEqual(
+    snap.upstreams[0].servers.map((s: { name: string }) => s.name),
+    [new URL(up.url).host],
+  );
+  const withoutServers = { ...snap, upstreams: snap.upstreams.map((u: object) => ({ ...u, servers: [] })) };
+  assert.ok(!JSON.stringify(withoutServers).includes('127.0.0.1'), 'no client address in the aggregates');
 });
 
 test(`at most ${MAX_SSE_CLIENTS} live-feed clients at once; the next gets 503`, async (t) => {

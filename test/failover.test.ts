@@ -268,12 +268,16 @@ test('health checks run while the gateway runs: a reload that changes one replac
     admin: { address: '127.0.0.1:0' },
   });
   const gw = await startGateway(t, up.url, { upstreams: cfg(100).upstreams });
-  const first = gw.gateway.runtime().upstreams.get('origin')!.health!;
+  const first = gw.gateway.runtime().upstreams.get('origin')!.pool.servers[0]!.health!;
   assert.equal(first.running, true);
   await gw.gateway.reload(validateConfig(cfg(100), '(test)'));
-  assert.equal(gw.gateway.runtime().upstreams.get('origin')!.health, first, 'an unchanged check is kept');
+  assert.equal(
+    gw.gateway.runtime().upstreams.get('origin')!.pool.servers[0]!.health,
+    first,
+    'an unchanged check is kept',
+  );
   await gw.gateway.reload(validateConfig(cfg(150), '(test)'));
-  const second = gw.gateway.runtime().upstreams.get('origin')!.health!;
+  const second = gw.gateway.runtime().upstreams.get('origin')!.pool.servers[0]!.health!;
   assert.notEqual(second, first);
   assert.equal(first.running, false);
   assert.equal(second.running, true);

@@ -13,6 +13,7 @@ import type { Phase, PhaseModule } from '../pipeline/phase.ts';
 import type { Runtime } from '../pipeline/runtime.ts';
 import { AttackLevel, type AlertSink, type DefenseDeps, type PhaseEnv, type StaleSource } from '../pipeline/env.ts';
 import { BREAKER_STATES, type CircuitBreaker } from '../upstream/breaker.ts';
+import { SERVER_STATES, type ServerPool, type ServerState, type UpstreamServer } from '../upstream/pool.ts';
 import type { ClusterStore } from '../store/types.ts';
 import { createAdminApi, loadTokens, type AdminApi } from '../control/api.ts';
 import { Alerts, loadWebhookTarget } from '../control/alerts.ts';
@@ -174,24 +175,53 @@ export function failoverWiring(metrics: Metrics, log: Logger, alerts: AlertSink)
     if (from === 'closed' && to === 'open') alerts.raise('failover', failing, upstream);
     else if (to === 'closed') alerts.raise('failover', 'upstream recovered: circuit breaker closed', upstream);
   };
+  // Pools: per-server gauges read from the runtime in force at scrape time; state changes logged.
+  let current: Runtime | null = null;
+  metrics.serverReaders.state = (g) => {
+    g.reset();
+    for (const u of current?.upstreams.values() ?? [])
+      for (const sv of u.pool.servers)
+        for (const state of SERVER_STATES) g.set({ upstream: u.name, server: sv.label, state }, +(sv.state === state));
+  };
+  metrics.serverReaders.inFlight = (g) => {
+    g.reset();
+    for (const u of current?.upstreams.values() ?? [])
+      for (const sv of u.pool.servers) g.set({ upstream: u.name, server: sv.label }, sv.inFlight);
+  };
+  const onServerState = (pool: ServerPool, sv: UpstreamServer, from: ServerState, to: ServerState) => {
+    if (to === 'ejected') metrics.upstreamEjections.inc({ upstream: pool.name, server: sv.label });
+    const fields = { upstream: pool.name, server: sv.label, from, to, inService: pool.liveCount };
+    if (to === 'up') log.info(fields, 'pool: server back in service');
+    else log.warn(fields, `pool: server out of service (${to})`);
+  };
+  const hist = metrics.upstreamServerResponse;
   return (rt, started) => {
+    current = rt;
     for (const u of rt.upstreams.values()) {
+      u.pool.onServerState = onServerState;
+      // A one-server upstream's latency is the upstream's own (rempart_upstream_response_seconds): no
+      // second histogram per request for it.
+      for (const sv of u.pool.servers) {
+        if (sv.latency !== null || u.pool.servers.length < 2) continue;
+        const cell = hist.cell(u.name, sv.label);
+        sv.latency = { observe: (seconds) => hist.observe(cell, seconds) };
+      }
       if (u.breaker.onChange === null) {
         u.breaker.onChange = onBreakerChange;
         const now = u.breaker.state;
         for (const state of BREAKER_STATES) metrics.upstreamState.set({ upstream: u.name, state }, +(state === now));
       }
-      const h = u.health;
-      if (h === null) continue;
-      if (h.onResult === null) {
-        h.onResult = (check, result, changed) => {
-          metrics.healthChecks.inc({ upstream: check.name, result });
-          if (!changed) return;
-          const line = check.healthy ? 'health check: upstream healthy again' : 'health check: upstream unhealthy';
-          log.warn({ upstream: check.name, healthy: check.healthy }, line);
-        };
+      for (const h of u.pool.healthChecks) {
+        if (h.onResult === null) {
+          h.onResult = (check, result, changed) => {
+            metrics.healthChecks.inc({ upstream: check.name, result });
+            if (!changed) return;
+            const line = check.healthy ? 'health check: server healthy again' : 'health check: server unhealthy';
+            log.warn({ upstream: check.name, server: check.server, healthy: check.healthy }, line);
+          };
+        }
+        if (started) h.start();
       }
-      if (started) h.start();
     }
   };
 }

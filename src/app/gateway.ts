@@ -4,7 +4,7 @@
 import type tls from 'node:tls';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type http from 'node:http';
-import type { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Config } from '../config/schema.ts';
 import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../core/log.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
@@ -93,7 +93,7 @@ interface Parts {
   cockpit: Cockpit | null;
   readonly overrides: RuntimeOverrides;
   readonly secureContexts: Map<string, tls.SecureContext>;
-  readonly retiredPools: Set<Pool>;
+  readonly retiredPools: Set<Dispatcher>;
   readonly getRuntime: () => Runtime;
   /** Compile and swap in a new runtime (reload, or an operator override), retiring what it replaced. */
   readonly swapRuntime: (config: Config) => void;
@@ -248,8 +248,8 @@ async function mountControl(parts: Parts, metrics: Metrics): Promise<void> {
 function swapRuntime(parts: Parts, config: Config): Runtime {
   const previous = parts.getRuntime();
   const { runtime, retired } = compileRuntime(config, previous);
-  const kept = new Set([...runtime.upstreams.values()].map((u) => u.health));
-  for (const u of previous.upstreams.values()) if (u.health !== null && !kept.has(u.health)) u.health.stop();
+  const kept = new Set([...runtime.upstreams.values()].flatMap((u) => u.pool.healthChecks));
+  for (const u of previous.upstreams.values()) for (const h of u.pool.healthChecks) if (!kept.has(h)) h.stop();
   parts.wireFailover(runtime, parts.started);
   // Retired pools finish what they carry, then close.
   // Requests routed under the old snapshot may still be reading their body or waiting in a queue
@@ -317,7 +317,7 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
   httpServer.close();
   parts.started = false;
-  for (const u of parts.getRuntime().upstreams.values()) u.health?.stop();
+  for (const u of parts.getRuntime().upstreams.values()) for (const h of u.pool.healthChecks) h.stop();
   services.level.stop();
   parts.state.close();
   await services.cluster.stop();

@@ -9,6 +9,7 @@ import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 
 import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
 import { convertUnit, unitOfKey, type Unit } from '../core/schema-util.ts';
 import { checkSensitive } from '../phases/exfiltration/schema.ts';
+import { checkUpstreamServers } from '../upstream/schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -352,6 +353,7 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
   const upstreams = new Set<string>();
   list<Config['upstreams'][number]>(c.upstreams).forEach((u, i) => {
     checkUpstreamAdmission(u.admission, ['upstreams', i, 'admission'], add);
+    checkUpstreamServers(u, ['upstreams', i], add);
     if (typeof u.name !== 'string') return;
     if (upstreams.has(u.name)) add(['upstreams', i, 'name'], `duplicate upstream name ${JSON.stringify(u.name)}`);
     upstreams.add(u.name);

@@ -53,6 +53,18 @@ export interface UpstreamView {
   p50Ms: number | null;
   p90Ms: number | null;
   p99Ms: number | null;
+  /** Its servers (one for `url`): state, requests in flight, response-time percentiles (ms). */
+  servers: ServerView[];
+}
+
+export interface ServerView {
+  /** host:port */
+  name: string;
+  /** up, ejected (out for failures in real traffic) or unhealthy (failing its health check). */
+  state: string;
+  inFlight: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
 }
 
 export interface Snapshot {
@@ -105,7 +117,7 @@ export class SnapshotBuilder {
   #lastAt = 0;
   #baseline = true;
   readonly #prev = new Map<string, number>();
-  /** Per upstream, the last LATENCY_WINDOW cumulative bucket arrays. */
+  /** Per upstream and per server of a pool, the last LATENCY_WINDOW cumulative bucket arrays. */
   readonly #latency = new Map<string, Float64Array[]>();
 
   constructor(deps: SnapshotDeps) {
@@ -121,6 +133,24 @@ export class SnapshotBuilder {
     this.#prev.set(key, value);
     if (before === undefined) return this.#baseline ? 0 : value;
     return Math.max(0, value - before);
+  }
+
+  /** Percentiles over the last LATENCY_WINDOW readings of a latency histogram cell (kept under `key`). */
+  #percentiles(key: string, cell: { counts: Float64Array } | undefined, bounds: readonly number[]) {
+    if (cell === undefined) return { p50Ms: null, p90Ms: null, p99Ms: null };
+    const ring = this.#latency.get(key) ?? [];
+    // A cell created since the last reading: everything in it is new.
+    if (ring.length === 0 && !this.#baseline) ring.push(new Float64Array(cell.counts.length));
+    ring.push(Float64Array.from(cell.counts));
+    if (ring.length > LATENCY_WINDOW + 1) ring.shift();
+    this.#latency.set(key, ring);
+    const first = ring[0]!;
+    const window = ring[ring.length - 1]!.map((v, i) => v - first[i]!);
+    return {
+      p50Ms: percentile(window, bounds, 0.5),
+      p90Ms: percentile(window, bounds, 0.9),
+      p99Ms: percentile(window, bounds, 0.99),
+    };
   }
 
   async build(nowMs = Date.now()): Promise<Snapshot> {
@@ -161,34 +191,28 @@ export class SnapshotBuilder {
     for (const { labels, cell } of metrics.upstreamResponse.entries()) hist.set(labels.upstream ?? '', cell);
     const bounds = metrics.upstreamResponse.upperBounds;
     const upstreams: UpstreamView[] = [];
+    const serverHist = new Map<string, { counts: Float64Array }>();
+    for (const { labels, cell } of metrics.upstreamServerResponse.entries())
+      serverHist.set(`${labels.upstream}\u0001${labels.server}`, cell);
     for (const u of rt.upstreams.values()) {
       const lim = u.admission.limiter;
-      const cell = hist.get(u.name);
-      let p = { p50Ms: null as number | null, p90Ms: null as number | null, p99Ms: null as number | null };
-      if (cell !== undefined) {
-        const ring = this.#latency.get(u.name) ?? [];
-        // A cell created since the last reading: everything in it is new.
-        if (ring.length === 0 && !this.#baseline) ring.push(new Float64Array(cell.counts.length));
-        ring.push(Float64Array.from(cell.counts));
-        if (ring.length > LATENCY_WINDOW + 1) ring.shift();
-        this.#latency.set(u.name, ring);
-        const first = ring[0]!;
-        const last = ring[ring.length - 1]!;
-        const window = last.map((v, i) => v - first[i]!);
-        p = {
-          p50Ms: percentile(window, bounds, 0.5),
-          p90Ms: percentile(window, bounds, 0.9),
-          p99Ms: percentile(window, bounds, 0.99),
-        };
-      }
+      const p = this.#percentiles(u.name, hist.get(u.name), bounds);
+      const one = u.pool.servers.length === 1;
+      const servers: ServerView[] = u.pool.servers.map((sv) => {
+        const key = `${u.name}\u0001${sv.label}`;
+        // A one-server upstream has no histogram of its own server: it is the upstream's.
+        const q = one ? p : this.#percentiles(key, serverHist.get(key), metrics.upstreamServerResponse.upperBounds);
+        return { name: sv.label, state: sv.state, inFlight: sv.inFlight, p50Ms: q.p50Ms, p99Ms: q.p99Ms };
+      });
       upstreams.push({
         name: u.name,
         admission: lim.mode,
         limit: lim.mode === 'off' ? null : lim.limit,
         inFlight: lim.inFlight,
         breaker: u.breaker.state,
-        healthy: u.health === null ? null : u.health.healthy,
+        healthy: u.pool.healthChecks.length === 0 ? null : u.pool.usable,
         ...p,
+        servers,
       });
     }
 
@@ -207,8 +231,7 @@ export class SnapshotBuilder {
       else if (labels.result === 'stale') stale += d;
     }
 
-    const usable = (u: Runtime['routes'][number]['upstream']) =>
-      (u.health === null || u.health.healthy) && u.breaker.state !== 'open';
+    const usable = (u: Runtime['routes'][number]['upstream']) => u.pool.usable && u.breaker.state !== 'open';
     const routes = rt.routes.map((r) => ({
       name: r.name,
       class: r.class,

@@ -71,6 +71,19 @@ export function createMetrics() {
     inFlight: (_g: Gauge<'upstream'>): void => {},
     queueDepth: (_g: Gauge<'class'>): void => {},
   };
+  // Upstream pools (src/upstream/pool.ts): per server, labels from configuration (at most 256 servers
+  // an upstream). Latency is observed by the forward path; the gauges are read at scrape time.
+  const upstreamServerResponse = new HotHistogram({
+    name: 'rempart_upstream_server_response_seconds',
+    help: 'Time from sending a request to one server of a pool (an upstream with two servers or more) to the end of its answer, by upstream and server (host:port).',
+    labelNames: ['upstream', 'server'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  });
+  registry.registerMetric(upstreamServerResponse as unknown as Metric);
+  const serverReaders = {
+    state: (_g: Gauge<'upstream' | 'server' | 'state'>): void => {},
+    inFlight: (_g: Gauge<'upstream' | 'server'>): void => {},
+  };
   // Scrape-time reader for the waiting-room gauge, installed by the waiting-room phase.
   const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {} };
   registry.registerMetric(requests as unknown as Metric);
@@ -294,6 +307,38 @@ export function createMetrics() {
       name: 'rempart_health_checks_total',
       help: 'Active health checks, by upstream and result (success, failure).',
       labelNames: ['upstream', 'result'] as const,
+      registers: [registry],
+    }),
+    upstreamServerResponse,
+    serverReaders,
+    upstreamServerState: new Gauge({
+      name: 'rempart_upstream_server_state',
+      help: 'State of each server of an upstream: 1 for the current one among up, ejected (out for failures in real traffic) and unhealthy (failing its health check).',
+      labelNames: ['upstream', 'server', 'state'] as const,
+      registers: [registry],
+      collect() {
+        serverReaders.state(this);
+      },
+    }),
+    upstreamServerInFlight: new Gauge({
+      name: 'rempart_upstream_server_in_flight',
+      help: 'Requests sent to each server of an upstream and not over yet (what least_request balances on).',
+      labelNames: ['upstream', 'server'] as const,
+      registers: [registry],
+      collect() {
+        serverReaders.inFlight(this);
+      },
+    }),
+    upstreamEjections: new Counter({
+      name: 'rempart_upstream_ejections_total',
+      help: 'Servers taken out of their pool for failing in real traffic (outlier detection), by upstream and server.',
+      labelNames: ['upstream', 'server'] as const,
+      registers: [registry],
+    }),
+    upstreamRetries: new Counter({
+      name: 'rempart_upstream_retries_total',
+      help: 'Requests sent again to another server of their pool after a failure before any answer (connection refused, or a reset of a GET/HEAD), by upstream and the first failure\u2019s code.',
+      labelNames: ['upstream', 'reason'] as const,
       registers: [registry],
     }),
     waitingRoomLength: new Gauge({

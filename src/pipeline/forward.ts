@@ -1,7 +1,16 @@
-// Forwarding to the upstream through its undici keep-alive pool. Bodies stream both ways with
-// backpressure (a 1 GB upload or download passes in flat memory). Failures become clear answers:
-// refused → 502, no head in time → 504, a reset mid-body closes the client connection.
+// Forwarding to the upstream: one of its servers (picked by its balancing policy, src/upstream/pool.ts)
+// through that server's undici keep-alive pool. Bodies stream both ways with backpressure (a 1 GB
+// upload or download passes in flat memory). Failures become clear answers: refused → 502, no head in
+// time → 504, a reset mid-body closes the client connection.
 // One handler object per request and no closures: this is the hot path.
+//
+// Retry (pools of two servers or more): an exchange that failed before any response head came back is
+// sent once more, to another server in service, when repeating it cannot do harm: the connection was
+// never made (refused, unreachable, connect timeout: the server never saw the request), or the method
+// is GET or HEAD (a reset or a closed keep-alive connection, as when a server is killed mid-request).
+// Never a POST, PUT, PATCH or DELETE that may have reached a server, never a streamed request body
+// (it is gone), never after a head (the client may have part of the answer), never a response timeout
+// (the request may still be running, and a slow origin would be asked twice), never twice.
 // The other upstream exchanges share their pieces from here and headers.ts: a WebSocket handshake
 // (server/upgrade.ts: tunnelRequestOptions, failExchange), a cache refresh (refreshRequestHeaders).
 import type { OutgoingHttpHeaders } from 'node:http';
@@ -15,6 +24,9 @@ export { classifyUpstreamError };
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
+import type { UpstreamServer } from '../upstream/pool.ts';
+import { fnv1a } from '../upstream/pool.ts';
+import type { CompiledUpstream } from './runtime.ts';
 
 export interface ForwardHooks {
   /**
@@ -28,6 +40,8 @@ export interface ForwardHooks {
   onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
   onUpstreamEnd?(ctx: RequestContext): void;
+  /** A failed exchange is sent again to another server of the pool (forward.ts's retry rule). */
+  onRetry?(ctx: RequestContext, from: UpstreamServer, code: ErrorCode): void;
   /** The client is not reading as fast as the upstream sends (a write had to wait for it to drain). */
   onClientBackpressure?(ctx: RequestContext): void;
   /** `bytes` more of a reply queued behind earlier ones on its connection (pipelining): false when the
@@ -43,13 +57,29 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   readonly via: string;
   abort: ((err?: Error) => void) | null;
   resume: (() => void) | null;
+  /** The server of this attempt (null once the attempt is over). */
+  server: UpstreamServer | null;
+  /** The server the request was last sent to (kept for the log line after the attempt is over). */
+  lastServer: UpstreamServer | null;
+  /** 0 for the first attempt, 1 for the retry. */
+  attempt: number;
+  /** The request's key hash for `balance: hash`, or -1. */
+  hash: number;
+  body: Dispatcher.DispatchOptions['body'];
+  attemptStartMs: number;
 
-  constructor(ctx: RequestContext, hooks: ForwardHooks, via: string) {
+  constructor(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']) {
     this.ctx = ctx;
     this.hooks = hooks;
     this.via = via;
     this.abort = null;
     this.resume = null;
+    this.server = null;
+    this.lastServer = null;
+    this.attempt = 0;
+    this.hash = -1;
+    this.body = body;
+    this.attemptStartMs = 0;
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -59,6 +89,13 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
+    const server = this.server;
+    if (server !== null) {
+      // Outlier detection counts as the breaker does: 502 and 504 are the server's failure, 503 is an
+      // overloaded server shedding its surplus (still serving), other answers are successes.
+      if (statusCode === 502 || statusCode === 504) server.pool?.onFailure(server, performance.now());
+      else if (statusCode < 500) server.pool?.onSuccess(server);
+    }
     const res = this.ctx.res;
     if (res.headersSent || this.ctx.finished) return true;
     this.ctx.upstreamStatus = statusCode;
@@ -102,6 +139,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    const server = this.server;
+    if (server !== null) {
+      this.server = null;
+      server.inFlight--;
+      server.latency?.observe((performance.now() - this.attemptStartMs) / 1000);
+    }
     this.hooks.onUpstreamEnd?.(this.ctx);
     const tap = this.ctx.cacheTap;
     if (tap !== null) {
@@ -112,8 +155,52 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    const server = this.server;
+    if (server !== null) {
+      this.server = null;
+      server.inFlight--;
+      const { code } = classifyUpstreamError(err);
+      if (code.startsWith('RMP_ERR_UPSTREAM_')) {
+        server.pool?.onFailure(server, performance.now());
+        const next = this.#retryTarget(err, code, server);
+        if (next !== null) {
+          this.hooks.onRetry?.(this.ctx, server, code);
+          this.attempt = 1;
+          this.abort = null;
+          // Not from inside undici's own error callback: the next tick, on the other server.
+          process.nextTick(retry, this, next);
+          return;
+        }
+      }
+    }
     this.#onError(err);
     this.hooks.onUpstreamEnd?.(this.ctx);
+  }
+
+  /** The retry rule of this file's head comment: the server to retry on, or null. */
+  #retryTarget(err: Error & { code?: string }, code: ErrorCode, from: UpstreamServer): UpstreamServer | null {
+    const ctx = this.ctx;
+    if (this.attempt !== 0 || ctx.finished || ctx.upstreamStatus !== 0 || ctx.res.headersSent) return null;
+    const pool = from.pool;
+    if (pool === null || pool.servers.length < 2) return null;
+    const body = this.body;
+    if (body !== null && body !== undefined && !Buffer.isBuffer(body)) return null;
+    // Named codes only: an error of unknown kind is classified RMP_ERR_UPSTREAM_CONNECT too, but
+    // nothing says the request did not leave.
+    const e = err.code;
+    const neverSent =
+      e === 'ECONNREFUSED' ||
+      e === 'UND_ERR_CONNECT_TIMEOUT' ||
+      e === 'EHOSTUNREACH' ||
+      e === 'ENETUNREACH' ||
+      e === 'ENOTFOUND' ||
+      e === 'EAI_AGAIN';
+    if (code === 'RMP_ERR_UPSTREAM_TIMEOUT' && e !== 'UND_ERR_CONNECT_TIMEOUT') return null;
+    if (!neverSent) {
+      const m = ctx.req.method;
+      if (code !== 'RMP_ERR_UPSTREAM_RESET' || (m !== 'GET' && m !== 'HEAD')) return null;
+    }
+    return pool.pick(this.hash, from);
   }
 
   #onError(err: Error): void {
@@ -162,16 +249,19 @@ function answerError(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, 
  */
 export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestOptions {
   const upstream = ctx.upstream!;
+  // A server of the pool as a request's would be (its tunnel is not counted in its in-flight).
+  const server =
+    upstream.pool.pick(upstream.hashOn === null ? -1 : requestHash(ctx, upstream), null) ?? upstream.pool.servers[0]!;
   return {
-    host: upstream.host,
-    port: upstream.port,
+    host: server.host,
+    port: server.port,
     method: 'GET',
     path: ctx.target,
     // A flat [name, value, …] array: sent as is, Host included, nothing added by Node.
     headers: upstreamRequestHeaders(ctx, via, true) as unknown as OutgoingHttpHeaders,
     agent: false,
     timeout: upstream.config.connectTimeoutMs,
-    servername: upstream.tls && isIP(upstream.host) === 0 ? upstream.host : undefined,
+    servername: server.tls && isIP(server.host) === 0 ? server.host : undefined,
   };
 }
 
@@ -212,15 +302,35 @@ function dispatch(
     answerError(ctx, hooks, closing, 400);
     return;
   }
-  const handler = new ForwardHandler(ctx, hooks, via);
+  const upstream = ctx.upstream!;
+  const handler = new ForwardHandler(ctx, hooks, via, body);
+  if (upstream.hashOn !== null) handler.hash = requestHash(ctx, upstream);
+  const server = upstream.pool.pick(handler.hash, null);
+  if (server === null) {
+    // Every server went out of service since `failover` looked (a health check just failed).
+    ctx.failUpstream('RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
+    hooks.onUpstreamEnd?.(ctx);
+    answerError(ctx, hooks, 'RMP_ERR_UPSTREAM_UNAVAILABLE', 503);
+    return;
+  }
   ctx.forwardHandler = handler;
   ctx.forwardStartMs = performance.now();
-  ctx.upstream!.pool.dispatch(
+  send(handler, server);
+}
+
+/** One attempt of the exchange, on `server`. */
+function send(handler: ForwardHandler, server: UpstreamServer): void {
+  const ctx = handler.ctx;
+  handler.server = server;
+  handler.lastServer = server;
+  if (server.latency !== null) handler.attemptStartMs = performance.now();
+  server.inFlight++;
+  server.dispatcher.dispatch(
     {
       path: ctx.target,
       method: ctx.req.method as Dispatcher.HttpMethod,
-      headers: upstreamRequestHeaders(ctx, via),
-      body,
+      headers: upstreamRequestHeaders(ctx, handler.via),
+      body: handler.body,
       // No `blocking`: the pool never pipelines (pipelining: 1), and undici's blocking flag is never
       // cleared after a HEAD, which made every HEAD open a new upstream connection.
       // undici closes the pooled connection after every HEAD unless told otherwise (against origins
@@ -230,6 +340,58 @@ function dispatch(
     },
     handler,
   );
+}
+
+/** The retry of a failed first attempt, on another server. */
+function retry(handler: ForwardHandler, next: UpstreamServer): void {
+  const ctx = handler.ctx;
+  if (ctx.finished) {
+    handler.hooks.onUpstreamEnd?.(ctx);
+    return;
+  }
+  send(handler, next);
+}
+
+/**
+ * The key hash of `balance: hash` (upstreams[].hashKey): -1 when the request has no such key (it is
+ * then balanced as least_request). Only hash pools pay for it.
+ */
+export function requestHash(ctx: RequestContext, upstream: CompiledUpstream): number {
+  const on = upstream.hashOn!;
+  switch (on.kind) {
+    case 'path':
+      return fnv1a(ctx.path);
+    case 'client': {
+      // The /64 (the configured prefix) for IPv6: one host's rotating privacy addresses stay together.
+      const a = ctx.clientAddress;
+      return fnv1a(a.indexOf(':') !== -1 && a.indexOf('.') === -1 ? ctx.clientPrefix : a);
+    }
+    case 'header': {
+      const v = ctx.req.headers[on.name];
+      if (v === undefined) return -1;
+      return fnv1a(typeof v === 'string' ? v : v.join(', '));
+    }
+    case 'cookie': {
+      const v = cookieValue(ctx.req.headers.cookie, on.name);
+      return v === null ? -1 : fnv1a(v);
+    }
+  }
+}
+
+/** The first value of cookie `name` in a Cookie header, or null. */
+function cookieValue(header: string | undefined, name: string): string | null {
+  if (header === undefined) return null;
+  let i = 0;
+  while (i < header.length) {
+    while (header.charCodeAt(i) === 0x20 || header.charCodeAt(i) === 0x3b) i++;
+    const end = header.indexOf(';', i);
+    const stop = end === -1 ? header.length : end;
+    const eq = header.indexOf('=', i);
+    if (eq !== -1 && eq < stop && eq - i === name.length && header.startsWith(name, i))
+      return header.slice(eq + 1, stop).trim();
+    i = stop + 1;
+  }
+  return null;
 }
 
 /** Send the request upstream; a body up to `bufferBodyBytes` is read whole first (slow-POST guard). */

@@ -1,7 +1,8 @@
-// A compiled configuration snapshot: routes turned into matchers and upstreams into keep-alive
-// pools. Built once per load or reload, never mutated; the gateway swaps whole snapshots.
+// A compiled configuration snapshot: routes turned into matchers and upstreams into pools of servers,
+// each with its keep-alive client. Built once per load or reload, never mutated; the gateway swaps
+// whole snapshots.
 import { BlockList, isIPv6 } from 'node:net';
-import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Config, RouteConfig, UpstreamConfig } from '../config/schema.ts';
 import { TRAFFIC_CLASSES, type TrafficClass } from '../config/schema.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
@@ -10,23 +11,37 @@ import type { RequestContext } from './context.ts';
 import { routeSlot, type LimiterSettings } from '../upstream/limiter.ts';
 import type { QueueSettings } from '../upstream/queue.ts';
 import { CircuitBreaker } from '../upstream/breaker.ts';
-import { HealthCheck } from '../upstream/health.ts';
+import {
+  ServerPool,
+  UpstreamServer,
+  clientKey,
+  createUndiciPool,
+  serverHealthCheck,
+  type DispatcherFactory,
+  type ServerClientSettings,
+} from '../upstream/pool.ts';
+import { serverUrls } from '../upstream/schema.ts';
+
+/** What `balance: hash` hashes a request on (upstreams[].hashKey, compiled). */
+export interface HashOn {
+  readonly kind: 'path' | 'client' | 'header' | 'cookie';
+  /** The header name (lower case) or the cookie name; '' for path and client. */
+  readonly name: string;
+}
 
 export interface CompiledUpstream {
   readonly name: string;
   readonly config: UpstreamConfig;
-  /** `http://host:port`, the key pools are shared under across reloads. */
-  readonly origin: string;
-  readonly pool: Pool;
-  readonly host: string;
-  readonly port: number;
+  /** Its servers, their clients, health and balancing (src/upstream/pool.ts). */
+  readonly pool: ServerPool;
+  /** With `balance: hash`, what a request is hashed on; null otherwise. */
+  readonly hashOn: HashOn | null;
+  /** Whether its servers speak TLS (one scheme for all, checked at load). */
   readonly tls: boolean;
-  /** Concurrency limiter and priority queue; the same object across reloads while name and URL hold. */
+  /** Concurrency limiter and priority queue; the same object across reloads while name and servers hold. */
   readonly admission: AdmissionGate<RequestContext>;
-  /** Passive failover; the same object across reloads while name and URL hold. */
+  /** Passive failover of the upstream as a whole; the same object across reloads while name and servers hold. */
   readonly breaker: CircuitBreaker;
-  /** Active health check, or null; kept across reloads while name, URL, pool and settings hold. The gateway starts and stops it. */
-  readonly health: HealthCheck | null;
 }
 
 export interface CompiledRoute {
@@ -84,29 +99,23 @@ export interface Runtime {
   readonly websocket: boolean;
 }
 
-function poolKey(u: UpstreamConfig): string {
-  return JSON.stringify([
-    u.url,
-    u.connections,
-    u.connectTimeoutMs,
-    u.headersTimeoutMs,
-    u.bodyTimeoutMs,
-    u.keepAliveTimeoutMs,
-  ]);
+function clientSettings(u: UpstreamConfig): ServerClientSettings {
+  return {
+    connections: u.connections,
+    connectTimeoutMs: u.connectTimeoutMs,
+    headersTimeoutMs: u.headersTimeoutMs,
+    bodyTimeoutMs: u.bodyTimeoutMs,
+    keepAliveTimeoutMs: u.keepAliveTimeoutMs,
+  };
 }
 
-function createPool(u: UpstreamConfig): Pool {
-  return new Pool(new URL(u.url).origin, {
-    connections: u.connections,
-    pipelining: 1,
-    keepAliveTimeout: u.keepAliveTimeoutMs,
-    keepAliveMaxTimeout: u.keepAliveTimeoutMs,
-    headersTimeout: u.headersTimeoutMs,
-    bodyTimeout: u.bodyTimeoutMs,
-    connect: { timeout: u.connectTimeoutMs },
-    // Response heads from a misbehaving upstream stay bounded too.
-    maxHeaderSize: 65536,
-  });
+function compileHashOn(u: UpstreamConfig): HashOn | null {
+  if (u.balance !== 'hash') return null;
+  const k = u.hashKey;
+  if (k === 'path' || k === 'client') return { kind: k, name: '' };
+  const colon = k.indexOf(':');
+  const kind = k.slice(0, colon) === 'header' ? 'header' : 'cookie';
+  return { kind, name: kind === 'header' ? k.slice(colon + 1).toLowerCase() : k.slice(colon + 1) };
 }
 
 function queueSettings(config: Config): QueueSettings {
@@ -122,60 +131,67 @@ function queueSettings(config: Config): QueueSettings {
 }
 
 /**
- * Compile a validated config. `previous` lends its pools to upstreams whose settings did not change,
- * so a reload does not drop warm connections; the returned `retired` pools are the ones to close.
- * Admission gates are kept by upstream name and URL, so a reload keeps the learned limit, the
- * in-flight count and the waiting queue.
+ * Compile a validated config. `previous` lends its servers (their clients, warm connections, outlier
+ * state and health checks) to upstreams whose server and client settings did not change; the returned
+ * `retired` clients are the ones to close. Admission gates and breakers are kept by upstream name and
+ * server list, so a reload keeps the learned limit, the in-flight count and the waiting queue.
+ * `dispatchers` makes each server's client (the seam for another HTTP/1.1 engine).
  */
 export function compileRuntime(
   config: Config,
   previous?: Runtime,
   clock: Clock = systemClock,
-): { runtime: Runtime; retired: Pool[] } {
+  dispatchers: DispatcherFactory = createUndiciPool,
+): { runtime: Runtime; retired: Dispatcher[] } {
   const queue = queueSettings(config);
-  const reusable = new Map<string, Pool>();
-  if (previous) for (const u of previous.upstreams.values()) reusable.set(poolKey(u.config), u.pool);
+  // Upstream name + client key → the previous snapshot's server, lent to the new one if still wanted.
+  const reusable = new Map<string, UpstreamServer>();
+  if (previous)
+    for (const u of previous.upstreams.values())
+      for (const sv of u.pool.servers) reusable.set(`${u.name}\u0000${sv.clientKey}`, sv);
 
   const upstreams = new Map<string, CompiledUpstream>();
   for (const u of config.upstreams) {
-    const key = poolKey(u);
-    const pool = reusable.get(key) ?? createPool(u);
-    reusable.delete(key);
-    const url = new URL(u.url);
-    const tls = url.protocol === 'https:';
+    const urls = serverUrls(u);
+    const settings = clientSettings(u);
+    const servers = urls.map((url) => {
+      const key = `${u.name}\u0000${clientKey(new URL(url).origin, settings)}`;
+      const kept = reusable.get(key);
+      reusable.delete(key);
+      return kept ?? new UpstreamServer(u.name, url, settings, dispatchers);
+    });
+    const pool = new ServerPool(u.name, servers, { balance: u.balance, outlier: u.outlierDetection });
+    for (const sv of servers) {
+      const h = sv.health;
+      const same =
+        h !== null && u.healthCheck !== undefined && JSON.stringify(h.settings) === JSON.stringify(u.healthCheck);
+      if (!same) pool.adoptHealth(sv, u.healthCheck === undefined ? null : serverHealthCheck(sv, u.healthCheck));
+    }
+    const serversKey = urls.join(' ');
     const limiter: LimiterSettings = u.admission;
-    const kept = previous?.upstreams.get(u.name)?.admission;
+    const prev = previous?.upstreams.get(u.name);
+    const kept = prev?.admission;
     let admission: AdmissionGate<RequestContext>;
-    if (kept !== undefined && kept.url === u.url) {
+    if (kept !== undefined && kept.url === serversKey) {
       admission = kept;
       admission.reconfigure(limiter, queue);
-    } else admission = new AdmissionGate(u.name, u.url, limiter, queue, clock);
-    const prev = previous?.upstreams.get(u.name);
+    } else admission = new AdmissionGate(u.name, serversKey, limiter, queue, clock);
+    // Admission's limits are per server: the gate's limit is scaled by the servers in service.
+    pool.onLiveChange = (p) => admission.setServers(p.liveCount);
+    admission.setServers(pool.liveCount);
     let breaker: CircuitBreaker;
-    if (prev !== undefined && prev.config.url === u.url) {
+    if (prev !== undefined && serverUrls(prev.config).join(' ') === serversKey) {
       breaker = prev.breaker;
       breaker.reconfigure(u.circuitBreaker);
     } else breaker = new CircuitBreaker(u.name, u.circuitBreaker, clock);
-    let health: HealthCheck | null = null;
-    if (u.healthCheck !== undefined) {
-      const same =
-        prev?.health != null &&
-        prev.config.url === u.url &&
-        prev.pool === pool &&
-        JSON.stringify(prev.health.settings) === JSON.stringify(u.healthCheck);
-      health = same ? prev!.health : new HealthCheck(u.name, u.healthCheck, pool);
-    }
     upstreams.set(u.name, {
       name: u.name,
       config: u,
-      origin: url.origin,
       pool,
-      host: url.hostname.replace(/^\[|\]$/g, ''),
-      port: url.port ? Number(url.port) : tls ? 443 : 80,
-      tls,
+      hashOn: compileHashOn(u),
+      tls: servers[0]!.tls,
       admission,
       breaker,
-      health,
     });
   }
 
@@ -229,7 +245,12 @@ export function compileRuntime(
       return null;
     },
   };
-  return { runtime, retired: [...reusable.values()] };
+  const retired: Dispatcher[] = [];
+  for (const sv of reusable.values()) {
+    sv.setEjectTimer(null);
+    retired.push(sv.dispatcher);
+  }
+  return { runtime, retired };
 }
 
 /**

@@ -120,6 +120,9 @@ function forwardHooks(opts: CycleOptions, pinned: PinnedReplies): ForwardHooks {
       if (page.enabled && unreachable) setStatusPage(ctx, page, code, status);
       sendLocalReply(ctx);
     },
+    onRetry(ctx, _from, code) {
+      metrics.upstreamRetries.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
+    },
     onUpstreamError(ctx, code, err) {
       // Out of descriptors or ports here is no news about the upstream (upstream/errors.ts).
       if (code !== 'RMP_ERR_RESOURCES_EXHAUSTED') ctx.upstream?.breaker.onFailure();

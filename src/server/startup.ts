@@ -5,6 +5,7 @@ import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/log.ts';
+import { serverUrls } from '../upstream/schema.ts';
 
 /** The protections in force, in words (from the configuration, so a change there shows here). */
 export function describeProtections(config: Config): string[] {
@@ -68,7 +69,9 @@ export function startupSummary(config: Config, f: StartupFacts): string {
   lines.push(`  listening     ${f.listeners.join(', ')}`);
   for (const u of config.upstreams) {
     const routes = config.routes.filter((r) => r.upstream === u.name).map((r) => `${r.host ?? ''}${r.path}`);
-    lines.push(`  upstream      ${u.name} = ${u.url}${routes.length > 0 ? ` (${routes.join(', ')})` : ''}`);
+    lines.push(
+      `  upstream      ${u.name} = ${serverUrls(u).join(' ')}${routes.length > 0 ? ` (${routes.join(', ')})` : ''}`,
+    );
   }
   const protections = describeProtections(config);
   lines.push(`  protections   ${protections[0]}`);
@@ -135,13 +138,15 @@ export async function probeUpstream(url: string, timeoutMs = 2000): Promise<stri
 /** Probe every upstream and warn about those that do not answer; requests are served meanwhile. */
 export async function warnUnreachableUpstreams(config: Config, log: Logger, timeoutMs = 2000): Promise<void> {
   await Promise.all(
-    config.upstreams.map(async (u) => {
-      const why = await probeUpstream(u.url, timeoutMs);
-      if (why !== '')
-        log.warn(
-          { upstream: u.name, url: u.url, problem: why },
-          `upstream ${u.name} cannot be reached: ${why}; its requests fail (502/503) until it answers`,
-        );
-    }),
+    config.upstreams.flatMap((u) =>
+      serverUrls(u).map(async (url) => {
+        const why = await probeUpstream(url, timeoutMs);
+        if (why !== '')
+          log.warn(
+            { upstream: u.name, url, problem: why },
+            `upstream ${u.name} cannot be reached at ${url}: ${why}; its requests fail (502/503) until it answers`,
+          );
+      }),
+    ),
   );
 }

@@ -1,6 +1,8 @@
 // One upstream's admission gate: its concurrency limiter and the priority queue in front of it,
 // plus the one timer that sheds queued requests at their deadline. Compiled into the Runtime and
-// kept across reloads for an upstream whose name and URL did not change (src/pipeline/runtime.ts).
+// kept across reloads for an upstream whose name and servers did not change (src/pipeline/runtime.ts).
+// One gate per upstream, however many servers: its limit is the per-server limit times the servers in
+// service, and the server is picked after admission, when the request is sent (pipeline/forward.ts).
 import type { Clock } from '../core/clock.ts';
 import { ConcurrencyLimiter, type LimiterSettings } from './limiter.ts';
 import { TRAFFIC_CLASSES } from '../core/traffic.ts';
@@ -17,6 +19,7 @@ export interface SlotHolder {
 
 export class AdmissionGate<T extends SlotHolder = SlotHolder> {
   readonly upstream: string;
+  /** The upstream's server URLs, space-separated: the gate is kept across reloads while they hold. */
   readonly url: string;
   readonly limiter: ConcurrencyLimiter;
   readonly queue: AdmissionQueue<T>;
@@ -49,6 +52,13 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
     this.limiter.reconfigure(limiter);
     this.queue.reconfigure(queue);
     this.drain();
+  }
+
+  /** The upstream's servers in service changed: the limit is per server (limiter.ts), so it follows. */
+  setServers(n: number): void {
+    const before = this.limiter.limit;
+    this.limiter.setScale(n);
+    if (this.limiter.limit > before) this.drain();
   }
 
   /** Take a slot for class `cls` at once if nobody waits and one is free (the fast path; also background cache refreshes, which never queue). */

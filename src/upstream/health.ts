@@ -1,8 +1,9 @@
-// Active health checks: GET `path` on an upstream every `intervalMs` through its own keep-alive pool.
+// Active health checks: GET `path` on one server of an upstream every `intervalMs`, through the same
+// keep-alive client as its requests (src/upstream/pool.ts).
 // `unhealthyThreshold` failures in a row mark it unhealthy, `healthyThreshold` successes in a row
 // healthy again. It starts healthy (optimistic), so a gateway that just started does not turn
 // every request away before the first check. Timers are unref'd: they never hold the process open.
-import type { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { isLocalShortage } from './errors.ts';
 
 export interface HealthCheckSettings {
@@ -16,9 +17,12 @@ export interface HealthCheckSettings {
 export type HealthResult = 'success' | 'failure';
 
 export class HealthCheck {
+  /** The upstream's name. */
   readonly name: string;
+  /** The server's `host:port` ('' when built for a bare dispatcher). */
+  readonly server: string;
   readonly settings: HealthCheckSettings;
-  readonly #pool: Pool;
+  readonly #pool: Dispatcher;
   /** Plain property, read per request by the failover phase. */
   healthy: boolean;
   #successes: number;
@@ -28,9 +32,13 @@ export class HealthCheck {
   #inFlight: AbortController | null;
   /** Every check's result, and whether it changed `healthy`. */
   onResult: ((check: HealthCheck, result: HealthResult, changed: boolean) => void) | null;
+  /** `healthy` changed (the server's pool recomputes who is in service). */
+  onChange: ((check: HealthCheck) => void) | null;
 
-  constructor(name: string, settings: HealthCheckSettings, pool: Pool) {
+  constructor(name: string, settings: HealthCheckSettings, pool: Dispatcher, server = '') {
     this.name = name;
+    this.server = server;
+    this.onChange = null;
     this.settings = settings;
     this.#pool = pool;
     this.healthy = true;
@@ -120,6 +128,7 @@ export class HealthCheck {
         changed = true;
       }
     }
+    if (changed) this.onChange?.(this);
     this.onResult?.(this, result, changed);
   }
 }

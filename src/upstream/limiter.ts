@@ -2,6 +2,12 @@
 // `static` is a fixed number; `adaptive` follows the origin's latency (Netflix concurrency-limits'
 // Gradient2, the idea behind Envoy's adaptive concurrency filter) so the limit settles near the knee
 // of the origin's latency curve instead of pushing it into its own queue, or past it into 503s.
+//
+// The settings and the learned estimate are per server; the limit is that times the servers in
+// service (`scale`, set by the upstream's pool): a pool of four gets four times the slots, and one
+// ejected server takes its share with it. One limiter per upstream, learning from every server's
+// samples, rather than one per server: the balancer (least_request) keeps the servers' loads even, so
+// they see one latency curve, and one queue in front of one limit keeps the class order exact.
 import type { Clock } from '../core/clock.ts';
 
 export type LimiterMode = 'adaptive' | 'static' | 'off';
@@ -72,8 +78,10 @@ export function routeSlot(name: string): number {
 export class ConcurrencyLimiter {
   readonly #clock: Clock;
   #settings: LimiterSettings;
-  /** The current limit, an integer ≥ 1. Read by the admission phase and the limit gauge. */
+  /** The current limit, an integer ≥ 1: the per-server limit times `scale`. Read by the admission phase and the limit gauge. */
   limit: number;
+  /** Servers in service (at least 1): what the per-server limit is multiplied by. */
+  #scale = 1;
   /** Requests holding a slot now. */
   inFlight: number;
   #estimate: number;
@@ -119,6 +127,19 @@ export class ConcurrencyLimiter {
     return this.#probeStartMs >= 0;
   }
 
+  get scale(): number {
+    return this.#scale;
+  }
+
+  /** The upstream's servers in service changed: the limit follows (no learned state is lost). */
+  setScale(servers: number): void {
+    const n = Math.max(1, servers | 0);
+    if (n === this.#scale) return;
+    this.#scale = n;
+    if (this.#probeStartMs >= 0) this.limit = Math.max(1, this.#settings.minLimit) * n;
+    else this.limit = Math.max(1, Math.floor(this.#estimate)) * n;
+  }
+
   get mode(): LimiterMode {
     return this.#settings.mode;
   }
@@ -147,7 +168,7 @@ export class ConcurrencyLimiter {
     const s = this.#settings;
     this.#estimate =
       s.mode === 'static' ? (s.staticLimit ?? s.initialLimit) : clamp(s.initialLimit, s.minLimit, s.maxLimit);
-    this.limit = Math.max(1, Math.floor(this.#estimate));
+    this.limit = Math.max(1, Math.floor(this.#estimate)) * this.#scale;
     this.#baselineRtt = 0;
     this.#base.fill(0);
     this.#baseWindows.fill(0);
@@ -216,7 +237,7 @@ export class ConcurrencyLimiter {
     this.#probeStartMs = now;
     this.#probeSamples = 0;
     this.#probeSavedEstimate = this.#estimate;
-    this.limit = Math.max(1, this.#settings.minLimit);
+    this.limit = Math.max(1, this.#settings.minLimit) * this.#scale;
   }
 
   #grow(slot: number): void {
@@ -310,7 +331,7 @@ export class ConcurrencyLimiter {
     }
     if (samples > 0) this.#baselineRtt = weighted / samples;
     // Under half the limit in use: the latency says nothing about a higher limit (Gradient2 does the same).
-    if (maxInFlight * 2 < this.#estimate) return;
+    if (maxInFlight * 2 < this.#estimate * this.#scale) return;
     if (now - this.#lastProbeMs >= PROBE_INTERVAL_MS) {
       this.#startProbe(now);
       return;
@@ -325,7 +346,7 @@ export class ConcurrencyLimiter {
   #setEstimate(value: number): void {
     const s = this.#settings;
     this.#estimate = clamp(value, s.minLimit, s.maxLimit);
-    this.limit = Math.max(1, Math.floor(this.#estimate));
+    this.limit = Math.max(1, Math.floor(this.#estimate)) * this.#scale;
   }
 }
 

@@ -532,7 +532,7 @@ function renderGuards(s) {
 function renderUpstreams(s) {
   fill(
     $('upstreams'),
-    s.upstreams.map((u) =>
+    s.upstreams.flatMap((u) => [
       h(
         'tr',
         {},
@@ -547,7 +547,20 @@ function renderUpstreams(s) {
         h('td', {}, fmt(u.inFlight, 0)),
         h('td', {}, `${fmt(u.p50Ms)} · ${fmt(u.p90Ms)} · ${fmt(u.p99Ms)}`),
       ),
-    ),
+      // A pool: one row per server (state, requests in flight, p50 · p99).
+      ...((u.servers ?? []).length > 1 ? u.servers : []).map((sv) =>
+        h(
+          'tr',
+          { class: 'server-row' },
+          h('td', {}, `\u21b3 ${sv.name}`),
+          h('td', { class: sv.state === 'up' ? 'state-healthy' : 'state-unhealthy' }, sv.state),
+          h('td', {}, ''),
+          h('td', {}, ''),
+          h('td', {}, fmt(sv.inFlight, 0)),
+          h('td', {}, `${fmt(sv.p50Ms)} · – · ${fmt(sv.p99Ms)}`),
+        ),
+      ),
+    ]),
     6,
     'no upstream',
   );

@@ -14,9 +14,16 @@ import type { StaleSource } from '../../pipeline/services.ts';
 import { failUnavailable } from './status-page.ts';
 import { feedBreaker } from './breaker-feed.ts';
 
-/** Usable: breaker not open (taking the half-open probe if it is due) and, with a health check, healthy. */
+/**
+ * Usable: a server in service (src/upstream/pool.ts: a pool never has more than maxEjectedPercent of
+ * its servers out, so only a one-server upstream failing its health check, or every server failing it
+ * with maxEjectedPercent 100, has none) and the breaker not open (taking the half-open probe if it is
+ * due). The breaker is the pool's: it counts failures that reached clients, after a pool's one retry
+ * on another server, so one dead server of several never opens it, and the route goes to its
+ * `fallback` only when the whole pool fails.
+ */
 export function isUsable(u: CompiledUpstream): boolean {
-  return (u.health === null || u.health.healthy) && u.breaker.allowRequest();
+  return u.pool.usable && u.breaker.allowRequest();
 }
 
 /**

@@ -1,0 +1,396 @@
+// An upstream's servers: one keep-alive client (an undici Pool) per server, the balancing policy that
+// picks one for each request, and each server's health: passive (outlier detection, fed by real
+// traffic) and active (the health check, through the server's own client). See docs/upstreams.md.
+//
+// Who is in service: a server out for failures (ejected) or failing its health check is out, but never
+// more than `maxEjectedPercent` of the pool at once (at least one may be): past it a failing server
+// stays in, so a broken health check or a cascade of timeouts cannot empty the pool. The upstream as a
+// whole is judged by its circuit breaker (src/upstream/breaker.ts), fed only by failures that reached
+// a client (after the one retry on another server, src/pipeline/forward.ts): one dead server of three
+// never opens it, a dead pool does, and only then do routes go to their `fallback`.
+import { Pool, type Dispatcher } from 'undici';
+import { HealthCheck, type HealthCheckSettings } from './health.ts';
+
+export type BalancePolicy = 'least_request' | 'round_robin' | 'hash';
+export const SERVER_STATES = ['up', 'ejected', 'unhealthy'] as const;
+export type ServerState = (typeof SERVER_STATES)[number];
+
+/** The settings of a server's client: the upstream's connection settings, the same for each server. */
+export interface ServerClientSettings {
+  readonly connections: number;
+  readonly connectTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+}
+
+export interface OutlierSettings {
+  readonly consecutiveFailures: number;
+  readonly baseEjectionMs: number;
+  readonly maxEjectionMs: number;
+  readonly maxEjectedPercent: number;
+}
+
+/**
+ * The seam where a server's client is made: undici's Pool today; another HTTP/1.1 engine plugs its own
+ * per-server dispatcher in here (compileRuntime takes the factory). Requests and health checks of a
+ * server both go through the one client it returns.
+ */
+export type DispatcherFactory = (origin: string, settings: ServerClientSettings) => Dispatcher;
+
+export const createUndiciPool: DispatcherFactory = (origin, s) =>
+  new Pool(origin, {
+    connections: s.connections,
+    pipelining: 1,
+    keepAliveTimeout: s.keepAliveTimeoutMs,
+    keepAliveMaxTimeout: s.keepAliveTimeoutMs,
+    headersTimeout: s.headersTimeoutMs,
+    bodyTimeout: s.bodyTimeoutMs,
+    connect: { timeout: s.connectTimeoutMs },
+    // Response heads from a misbehaving upstream stay bounded too.
+    maxHeaderSize: 65536,
+  });
+
+/** The key a server's client is shared under across reloads: its origin and client settings. */
+export function clientKey(origin: string, s: ServerClientSettings): string {
+  return JSON.stringify([
+    origin,
+    s.connections,
+    s.connectTimeoutMs,
+    s.headersTimeoutMs,
+    s.bodyTimeoutMs,
+    s.keepAliveTimeoutMs,
+  ]);
+}
+
+/** Latency cells set by the composition root (metrics): the forward path observes into them. */
+export interface LatencySink {
+  observe(seconds: number): void;
+}
+
+export class UpstreamServer {
+  readonly upstream: string;
+  /** `http://host:port` as configured (normalised by URL). */
+  readonly origin: string;
+  /** `host:port`: the `server` label of metrics and the dashboard (from configuration: bounded). */
+  readonly label: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+  readonly clientKey: string;
+  readonly dispatcher: Dispatcher;
+  /** FNV-1a of the origin: the server's seed in rendezvous hashing (stable across reloads and order). */
+  readonly seed: number;
+  /** Requests dispatched to it and not over yet (least_request reads it). */
+  inFlight = 0;
+  /** Exchanges it failed in a row (outlier detection). */
+  failures = 0;
+  /** Out for failures until its timer brings it back. */
+  ejected = false;
+  /** Ejections within maxEjectionMs of each other: the next ejection lasts base × this, up to max. */
+  ejections = 0;
+  ejectedAtMs = 0;
+  returnedAtMs = -Infinity;
+  /** Whether the pool uses it now (see ServerPool.#recompute). */
+  inService = true;
+  /** Its active health check (null without `healthCheck`); started and stopped by the gateway. */
+  health: HealthCheck | null = null;
+  latency: LatencySink | null = null;
+  /** The pool it belongs to now (a reload builds a new pool around the same servers). */
+  pool: ServerPool | null = null;
+  #ejectTimer: NodeJS.Timeout | null = null;
+
+  constructor(upstream: string, url: string, settings: ServerClientSettings, factory: DispatcherFactory) {
+    const u = new URL(url);
+    this.upstream = upstream;
+    this.origin = u.origin;
+    this.host = u.hostname.replace(/^\[|\]$/g, '');
+    this.tls = u.protocol === 'https:';
+    this.port = u.port ? Number(u.port) : this.tls ? 443 : 80;
+    this.label = u.host;
+    this.clientKey = clientKey(this.origin, settings);
+    this.dispatcher = factory(this.origin, settings);
+    this.seed = fnv1a(this.origin, 0x811c9dc5);
+  }
+
+  /** Out for failures, or failing its health check: whether it wants out (the pool may keep it in). */
+  get failing(): boolean {
+    return this.ejected || (this.health !== null && !this.health.healthy);
+  }
+
+  /** What the dashboard and the state gauge say. */
+  get state(): ServerState {
+    if (!this.inService) return this.ejected ? 'ejected' : 'unhealthy';
+    return 'up';
+  }
+
+  /** @internal ServerPool's */
+  setEjectTimer(t: NodeJS.Timeout | null): void {
+    if (this.#ejectTimer !== null) clearTimeout(this.#ejectTimer);
+    this.#ejectTimer = t;
+  }
+}
+
+export interface PoolSettings {
+  readonly balance: BalancePolicy;
+  readonly outlier: OutlierSettings;
+}
+
+/** The largest pool where least_request compares every server; beyond, two random choices (P2C). */
+export const FULL_SCAN_MAX = 8;
+
+export class ServerPool {
+  readonly name: string;
+  readonly servers: readonly UpstreamServer[];
+  readonly balance: BalancePolicy;
+  #outlier: OutlierSettings;
+  /** In service now: what pick chooses from. Rebuilt on each change of a server's state (rare). */
+  #live: UpstreamServer[];
+  #rr = 0;
+  #checks: HealthCheck[] = [];
+  /** Called when the servers in service change (count): the admission gate scales its limit by it. */
+  onLiveChange: ((pool: ServerPool) => void) | null = null;
+  /** Called when a server changes state (metrics, log). */
+  onServerState: ((pool: ServerPool, server: UpstreamServer, from: ServerState, to: ServerState) => void) | null = null;
+
+  constructor(name: string, servers: UpstreamServer[], settings: PoolSettings) {
+    this.name = name;
+    this.servers = servers;
+    this.balance = settings.balance;
+    this.#outlier = settings.outlier;
+    this.#live = servers.slice();
+    for (const s of servers) {
+      s.pool = this;
+      if (s.health !== null) {
+        this.#checks.push(s.health);
+        this.#watch(s.health);
+      }
+    }
+    this.#recompute();
+  }
+
+  /** Servers in service now. */
+  get liveCount(): number {
+    return this.#live.length;
+  }
+
+  /** Whether any server is in service: failover's "is the pool down" (with the breaker). */
+  get usable(): boolean {
+    return this.#live.length > 0;
+  }
+
+  /**
+   * The health checks of its servers (the gateway starts and stops them): as this pool has them, so
+   * after a reload that replaced a reused server's check, the old pool still lists the old one to stop.
+   */
+  get healthChecks(): readonly HealthCheck[] {
+    return this.#checks;
+  }
+
+  /** Most servers out at once: maxEjectedPercent of the pool, at least one. */
+  get maxOut(): number {
+    return Math.max(1, Math.floor((this.servers.length * this.#outlier.maxEjectedPercent) / 100));
+  }
+
+  /** The health check of `server` changed its verdict: its service may change. */
+  #watch(h: HealthCheck): void {
+    h.onChange = () => this.#recompute();
+  }
+
+  /** @internal compileRuntime's: a server whose health check was replaced on reload. */
+  adoptHealth(server: UpstreamServer, h: HealthCheck | null): void {
+    const old = server.health;
+    this.#checks = this.#checks.filter((c) => c !== old);
+    if (h !== null) this.#checks.push(h);
+    server.health = h;
+    if (h !== null) this.#watch(h);
+  }
+
+  /**
+   * Pick a server for a request: null when none is in service (or the only one is `exclude`, the
+   * server a retry moves away from). `hash` is the request's key hash for `balance: hash`, or -1.
+   * No allocation.
+   */
+  pick(hash: number, exclude: UpstreamServer | null): UpstreamServer | null {
+    const live = this.#live;
+    const n = live.length;
+    if (n === 0) return null;
+    if (n === 1) return live[0] === exclude ? null : live[0]!;
+    if (hash >= 0 && this.balance === 'hash') return this.#rendezvous(hash, exclude);
+    if (this.balance === 'round_robin') {
+      const i = this.#rr++ % n;
+      if (this.#rr >= 0x3fffffff) this.#rr = 0;
+      const s = live[i]!;
+      return s !== exclude ? s : live[(i + 1) % n]!;
+    }
+    if (n <= FULL_SCAN_MAX) {
+      // Every server compared; the scan starts one further each time, so ties (an idle pool) rotate.
+      const start = this.#rr++ % n;
+      if (this.#rr >= 0x3fffffff) this.#rr = 0;
+      let best: UpstreamServer | null = null;
+      for (let k = 0; k < n; k++) {
+        const s = live[(start + k) % n]!;
+        if (s === exclude) continue;
+        if (best === null || s.inFlight < best.inFlight) best = s;
+      }
+      return best;
+    }
+    // Power of two choices: two distinct servers at random, the less busy one (Envoy's least_request).
+    const i = (Math.random() * n) | 0;
+    let j = (Math.random() * (n - 1)) | 0;
+    if (j >= i) j++;
+    const a = live[i]!;
+    const b = live[j]!;
+    if (a === exclude) return b;
+    if (b === exclude) return a;
+    return a.inFlight <= b.inFlight ? a : b;
+  }
+
+  /**
+   * Rendezvous (highest random weight) hashing: each server scores mix(hash ^ seed), the highest in
+   * service wins. A key moves only when its own server leaves (its keys spread evenly over the rest)
+   * or comes back: the least disruption any consistent hash gives, with no ring to rebuild. O(n) per
+   * request, a few integer operations per server: cheaper than a ring's lookup for pools of tens.
+   */
+  #rendezvous(hash: number, exclude: UpstreamServer | null): UpstreamServer | null {
+    const live = this.#live;
+    let best: UpstreamServer | null = null;
+    let bestScore = -1;
+    for (let k = 0; k < live.length; k++) {
+      const s = live[k]!;
+      if (s === exclude) continue;
+      const score = mix32(hash ^ s.seed);
+      if (score > bestScore || (score === bestScore && best !== null && s.seed > best.seed)) {
+        best = s;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  /** A server's exchange went well (a response head below 500): its failure count restarts. */
+  onSuccess(s: UpstreamServer): void {
+    if (s.failures !== 0) s.failures = 0;
+  }
+
+  /** A server's exchange failed (connect error, reset, timeout, bad response, 502/504). */
+  onFailure(s: UpstreamServer, nowMs: number): void {
+    s.failures++;
+    // A one-server upstream is never ejected: there is nowhere else to go, and its breaker (with its
+    // half-open probe) already stops traffic to a dead origin.
+    if (this.servers.length < 2 || s.ejected || s.failures < this.#outlier.consecutiveFailures) return;
+    let out = 0;
+    for (const x of this.servers) if (!x.inService) out++;
+    // Already as many out as allowed: it stays in (and its count stays high, so it goes at the next
+    // failure once room is made).
+    if (s.inService && out >= this.maxOut) return;
+    const o = this.#outlier;
+    s.ejections = nowMs - s.returnedAtMs < o.maxEjectionMs ? s.ejections + 1 : 1;
+    s.ejected = true;
+    s.ejectedAtMs = nowMs;
+    s.failures = 0;
+    const ms = Math.min(o.maxEjectionMs, o.baseEjectionMs * s.ejections);
+    const t = setTimeout(unejectLater, ms, s);
+    t.unref();
+    s.setEjectTimer(t);
+    this.#recompute();
+  }
+
+  /** Bring an ejected server back (its ejection time is over). */
+  uneject(s: UpstreamServer, nowMs: number): void {
+    if (!s.ejected) return;
+    s.ejected = false;
+    s.returnedAtMs = nowMs;
+    s.failures = 0;
+    this.#recompute();
+  }
+
+  /** Reload: new outlier settings apply to the next ejections. */
+  reconfigure(settings: PoolSettings): void {
+    this.#outlier = settings.outlier;
+    this.#recompute();
+  }
+
+  /**
+   * Who is in service: every server not failing, and of the failing ones, those over the cap stay in
+   * (the ones that went out first stay out: ejected before unhealthy, then in pool order).
+   */
+  #recompute(): void {
+    const maxOut = this.servers.length < 2 ? this.servers.length : this.maxOut;
+    let out = 0;
+    const live: UpstreamServer[] = [];
+    const before = this.servers.map((s) => s.state);
+    // First pass: servers already out stay out while failing (no flapping when another one fails).
+    for (const s of this.servers) {
+      const stays = !s.inService && s.failing && out < maxOut;
+      if (stays) out++;
+      s.inService = !stays;
+    }
+    for (const s of this.servers) {
+      if (s.inService && s.failing && out < maxOut) {
+        s.inService = false;
+        out++;
+      }
+      if (s.inService) live.push(s);
+    }
+    const changed = live.length !== this.#live.length;
+    this.#live = live;
+    if (this.onServerState !== null)
+      this.servers.forEach((s, i) => {
+        if (s.state !== before[i]) this.onServerState!(this, s, before[i]!, s.state);
+      });
+    if (changed) this.onLiveChange?.(this);
+  }
+
+  /**
+   * A request outside the forward path (a cache refresh): through a server picked like a request's,
+   * counted in its in-flight until the response head. Health checks use each server's dispatcher.
+   */
+  async request(opts: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData> {
+    const s = this.pick(-1, null) ?? this.servers[0]!;
+    s.inFlight++;
+    try {
+      return await s.dispatcher.request(opts);
+    } finally {
+      s.inFlight--;
+    }
+  }
+
+  /** Close every server's client at once (the gateway stops). */
+  async destroy(): Promise<void> {
+    for (const s of this.servers) s.setEjectTimer(null);
+    await Promise.all(this.servers.map((s) => s.dispatcher.destroy()));
+  }
+}
+
+/** An ejection is over: back through the server's current pool (a reload may have made a new one). */
+function unejectLater(s: UpstreamServer): void {
+  s.setEjectTimer(null);
+  s.pool?.uneject(s, performance.now());
+}
+
+/** Make a health check for a server, through its own client. */
+export function serverHealthCheck(server: UpstreamServer, settings: HealthCheckSettings): HealthCheck {
+  return new HealthCheck(server.upstream, settings, server.dispatcher, server.label);
+}
+
+/** FNV-1a, 32 bits, of a string's UTF-16 code units (the key of `balance: hash`). */
+export function fnv1a(text: string, seed = 0x811c9dc5): number {
+  let h = seed;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** Murmur3's finaliser: every bit of the input moves every bit of the output. */
+export function mix32(x: number): number {
+  let h = x >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

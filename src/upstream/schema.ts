@@ -1,0 +1,278 @@
+// Config fragment for upstreams (upstreams[]), part of the one schema: a service behind Rempart, as
+// one server (`url`) or a pool (`servers`) with its balancing policy, outlier detection, admission
+// limit (per server), circuit breaker (per upstream) and active health check (per server).
+// See docs/upstreams.md.
+import { Type } from '@sinclair/typebox';
+import { Obj } from '../core/schema-util.ts';
+
+/** At most this many servers per upstream: metric label sets stay bounded, and a scan stays cheap. */
+export const MAX_SERVERS = 256;
+
+const UpstreamAdmissionSchema = Obj(
+  {
+    mode: Type.Union([Type.Literal('adaptive'), Type.Literal('static'), Type.Literal('off')], {
+      // Off until it is opted into: the latency it learns from is measured inside Rempart's event loop,
+      // so a CPU-saturated Rempart throttles itself (seen in bench/proxy: 89% of pass-through requests
+      // queued), and long-lived responses hold slots. The demo config turns it on.
+      default: 'off',
+      description:
+        'Concurrency limit towards this upstream. `adaptive` follows its latency (Gradient2: the limit falls as latency rises above its long-run baseline); ' +
+        '`static` holds `staticLimit`; `off` (the default, for now) admits everything. See docs/admission.md.',
+    }),
+    initialLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 20,
+      description: 'Adaptive: the limit to start from (and after a reload that changes these settings).',
+    }),
+    minLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 4,
+      description: 'Adaptive: the limit never falls below this.',
+    }),
+    maxLimit: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 1000,
+      description: 'Adaptive: the limit never rises above this.',
+    }),
+    staticLimit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 100000,
+        description:
+          'Static: requests in flight to each server of this upstream at most (the upstream\u2019s limit is this times ' +
+          'its servers in service). Required with `mode: static`.',
+      }),
+    ),
+  },
+  {
+    default: {},
+    description:
+      'Admission control for this upstream: how many requests it works on at once; the rest wait in the priority queue ' +
+      '(`admission`). The limits are per server: a pool of four servers in service gets four times the slots.',
+  },
+);
+
+export const UpstreamSchema = Obj(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$', description: 'Name used by routes, logs and metrics.' }),
+    url: Type.Optional(
+      Type.String({
+        format: 'http-url',
+        description:
+          'Base URL of the service when it is one server, `http://host:port` or `https://host:port`. ' +
+          'Give `url` or `servers`, not both.',
+      }),
+    ),
+    servers: Type.Optional(
+      Type.Array(
+        Type.String({
+          format: 'http-url',
+          description: 'A server of the pool, `http://host:port` or `https://host:port`.',
+        }),
+        {
+          minItems: 1,
+          maxItems: MAX_SERVERS,
+          description:
+            'A pool of servers running the same service, each `http://host:port` or `https://host:port` (one scheme ' +
+            'for all). Requests are spread by `balance`; each server has its own keep-alive connections, health ' +
+            'and outlier detection. Give `url` or `servers`, not both. See docs/upstreams.md.',
+        },
+      ),
+    ),
+    balance: Type.Union([Type.Literal('least_request'), Type.Literal('round_robin'), Type.Literal('hash')], {
+      default: 'least_request',
+      description:
+        'How a pool spreads requests: `least_request` (the server with the fewest requests in flight: every ' +
+        'server compared in pools of up to 8, two picked at random and the less busy taken beyond, as Envoy), ' +
+        '`round_robin`, or `hash` (consistent hashing on `hashKey`: a key stays on its server, and when a server ' +
+        'leaves only its own keys move).',
+    }),
+    hashKey: Type.String({
+      pattern: "^(path|client|header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}|cookie:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64})$",
+      default: 'path',
+      description:
+        'With `balance: hash`, what a request is hashed on: `path` (the request path, without the query), ' +
+        '`client` (the client address; the /64 for IPv6), `header:<name>` or `cookie:<name>`. A request ' +
+        'without the header or cookie is balanced as `least_request`.',
+    }),
+    connections: Type.Integer({
+      minimum: 1,
+      maximum: 100000,
+      default: 256,
+      description: 'Most keep-alive connections open to each server of this upstream.',
+    }),
+    connectTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 600000,
+      default: 2000,
+      description: 'Time allowed to open a connection; past it the answer is 502.',
+    }),
+    headersTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 3600000,
+      default: 15000,
+      description: 'Time allowed for the response head; past it the answer is 504.',
+    }),
+    bodyTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 3600000,
+      default: 30000,
+      description: 'Longest silence allowed inside a response body; past it the client connection is closed.',
+    }),
+    keepAliveTimeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 600000,
+      default: 4000,
+      description: 'How long an idle pooled connection is kept.',
+    }),
+    admission: UpstreamAdmissionSchema,
+    outlierDetection: Obj(
+      {
+        consecutiveFailures: Type.Integer({
+          minimum: 1,
+          maximum: 100000,
+          default: 5,
+          description:
+            'Failures in a row from one server (connect error, reset, timeout, bad response, or 502/504) that ' +
+            'take it out of its pool.',
+        }),
+        baseEjectionMs: Type.Integer({
+          minimum: 1,
+          maximum: 3600000,
+          default: 30000,
+          description:
+            'How long a server is out after its first ejection; each new ejection within `maxEjectionMs` of its ' +
+            'return adds this much again (as Envoy), up to `maxEjectionMs`.',
+        }),
+        maxEjectionMs: Type.Integer({
+          minimum: 1,
+          maximum: 86400000,
+          default: 300000,
+          description: 'The longest a server stays out for failures.',
+        }),
+        maxEjectedPercent: Type.Integer({
+          minimum: 0,
+          maximum: 100,
+          default: 50,
+          description:
+            'Servers of a pool out of service at once (ejected for failures or failing the health check), in ' +
+            'percent of the pool, at most; at least one may always be out. Past it a failing server stays in, ' +
+            'so a broken health check or a cascade cannot empty the pool. A one-server upstream is not ejected ' +
+            '(its circuit breaker does that job), but its health check still takes it out.',
+        }),
+      },
+      {
+        default: {},
+        description:
+          'Passive health per server of a pool (docs/upstreams.md): a server failing in real traffic is taken ' +
+          'out for a while, its requests go to the others.',
+      },
+    ),
+    circuitBreaker: Obj(
+      {
+        consecutiveFailures: Type.Integer({
+          minimum: 1,
+          maximum: 100000,
+          default: 5,
+          description:
+            'Failures in a row that reached clients (connect error, timeout, reset, bad response, or 502/504 from the upstream, ' +
+            'after the one retry on another server of a pool) that open the breaker.',
+        }),
+        openMs: Type.Integer({
+          minimum: 1,
+          maximum: 3600000,
+          default: 5000,
+          description: 'How long the breaker stays open before one probe request is let through (half-open).',
+        }),
+      },
+      {
+        default: {},
+        description:
+          'Passive failover: a circuit breaker counting this upstream\u2019s failures in real traffic, the pool as a whole ' +
+          '(docs/failover.md, docs/upstreams.md).',
+      },
+    ),
+    healthCheck: Type.Optional(
+      Obj(
+        {
+          path: Type.String({
+            pattern: '^/',
+            default: '/healthz',
+            description: 'Path requested with GET; a 2xx or 3xx answer is a success.',
+          }),
+          intervalMs: Type.Integer({
+            minimum: 50,
+            maximum: 3600000,
+            default: 1000,
+            description: 'Time between two checks.',
+          }),
+          timeoutMs: Type.Integer({
+            minimum: 1,
+            maximum: 600000,
+            default: 500,
+            description: 'A check without an answer in this time is a failure.',
+          }),
+          healthyThreshold: Type.Integer({
+            minimum: 1,
+            maximum: 100,
+            default: 2,
+            description: 'Successes in a row that make an unhealthy upstream healthy again.',
+          }),
+          unhealthyThreshold: Type.Integer({
+            minimum: 1,
+            maximum: 100,
+            default: 2,
+            description: 'Failures in a row that make a healthy upstream unhealthy.',
+          }),
+        },
+        {
+          description:
+            'Active health check of each server, through that server\u2019s own keep-alive connections. An unhealthy server ' +
+            'is not used (within `outlierDetection.maxEjectedPercent`); an upstream with no server in service is not ' +
+            'used (its routes use their `fallback`).',
+        },
+      ),
+    ),
+  },
+  { description: 'A service Rempart forwards to.' },
+);
+
+type Problem = (path: (string | number)[], message: string) => void;
+
+/**
+ * Cross-checks of one upstream the schema cannot say (src/config/load.ts runs them): one of `url` and
+ * `servers`, one scheme for all the servers (the WebSocket tunnel and the health check speak one), no
+ * server twice (its share would double, and its metrics would merge).
+ */
+export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at: (string | number)[], add: Problem) {
+  if (u === null || typeof u !== 'object') return;
+  const hasUrl = u.url !== undefined;
+  const hasServers = u.servers !== undefined;
+  if (hasUrl && hasServers)
+    add([...at, 'servers'], '`url` and `servers` are both given: `url` is one server, `servers` a pool; keep one');
+  else if (!hasUrl && !hasServers) add(at, 'give `url` (one server) or `servers` (a pool of servers)');
+  if (!Array.isArray(u.servers)) return;
+  const seen = new Set<string>();
+  let scheme = '';
+  u.servers.forEach((s: unknown, i) => {
+    if (typeof s !== 'string' || !URL.canParse(s)) return;
+    const url = new URL(s);
+    if (seen.has(url.origin)) add([...at, 'servers', i], `${JSON.stringify(s)} is listed twice`);
+    seen.add(url.origin);
+    if (scheme === '') scheme = url.protocol;
+    else if (url.protocol !== scheme)
+      add(
+        [...at, 'servers', i],
+        `every server of an upstream uses one scheme: ${JSON.stringify(s)} is ${url.protocol.slice(0, -1)}, the first ` +
+          `is ${scheme.slice(0, -1)} (make two upstreams)`,
+      );
+  });
+}
+
+/** The server URLs of a validated upstream: its `servers`, or its one `url`. */
+export function serverUrls(u: { url?: string; servers?: readonly string[] }): readonly string[] {
+  return u.servers ?? (u.url === undefined ? [] : [u.url]);
+}
