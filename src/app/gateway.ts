@@ -208,6 +208,7 @@ function createListeners(
       httpServer: entry.server,
       table: entry.connections,
       requestGate: entry.requestGate,
+      handOff: entry.handOff,
     }),
   );
 }
@@ -350,7 +351,14 @@ function staticKeys(c: Config): string {
   const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]);
   const cl = c.cluster;
   const cluster = [cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs];
-  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, ...cluster, c.state.file]);
+  return JSON.stringify([
+    listeners,
+    c.admin.address,
+    c.limits.maxHeaderBytes,
+    ...cluster,
+    c.state.file,
+    c.server.engine,
+  ]);
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {
