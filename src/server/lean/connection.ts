@@ -177,7 +177,9 @@ export class LeanConnection implements MessageConnection {
     if (this.queue.length === 0) res.socket = s;
     this.queue.push(res);
     // The client said this is its last request: what follows it is not parsed (as llhttp).
-    this.lastRequest = !keepAlive;
+    // A request carrying Upgrade that is not a tunnel is answered `Connection: close` (entry.ts), and
+    // node:http parses nothing after it: neither does this engine.
+    this.lastRequest = !keepAlive || wantsUpgrade;
     if (hasBody) {
       this.req = req;
       this.res = res;

@@ -9,9 +9,8 @@
 // - RMP_ERR_EDGE_SMUGGLING: Content-Length with Transfer-Encoding; two Content-Length fields or a list;
 //   a Content-Length that is not 1*DIGIT; a Transfer-Encoding other than exactly `chunked`, twice, or on
 //   HTTP/1.0; obs-fold; a bare CR or LF in the head; a control byte (NUL included) in a field; a space
-//   before a colon; an invalid chunk size or chunk line ending;
+//   before a colon; an invalid chunk size, extension or chunk line ending;
 // - RMP_ERR_EDGE_BAD_REQUEST: a bad request line (method, target, version: only HTTP/1.0 and 1.1);
-//   an invalid chunk extension;
 // - RMP_ERR_EDGE_HEADERS_TOO_LARGE: a head (or trailer section) longer than limits.maxHeaderBytes.
 // Duplicate or missing Host, the target's form, the URL length and the field count are judged by the
 // `edge` and `identify` phases, on both engines alike.
@@ -467,7 +466,7 @@ export class ChunkedDecoder {
         }
         case C_EXT:
           if (c === CR) state = C_SIZE_LF;
-          else if (VALCH[c] !== 1 || ++this.extLen > MAX_CHUNK_EXT) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
+          else if (VALCH[c] !== 1 || ++this.extLen > MAX_CHUNK_EXT) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           break;
         case C_SIZE_LF:
           if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
