@@ -46,6 +46,9 @@ const MALFORMED: [string, string, number, string][] = [
   ['a space in the target', 'GET /a b HTTP/1.1\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
   ['no version', 'GET /\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
   ['a TLS hello on a plain listener', '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
+  ['a lower-case method', 'get / HTTP/1.1\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
+  ['an unknown method', 'XXXX / HTTP/1.1\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
+  ['a byte above 0x7f in the target', 'GET /caf\xe9 HTTP/1.1\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
   ['an HTTP/2.0 request line', 'GET / HTTP/2.0\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
   ['a duplicate Host', 'GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_DUPLICATE_HOST'],
   [

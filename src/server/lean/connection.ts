@@ -146,7 +146,7 @@ export class LeanConnection implements MessageConnection {
     this.start = base + r;
     this.headStart = 0;
     this.idleSince = 0;
-    const method = p.method(buf, base);
+    const method = p.method();
     const minor = p.versionMinor;
     // CONNECT makes a tunnel to anywhere: node:http without a 'connect' listener closes it; so here.
     if (method === 'CONNECT') {

@@ -29,7 +29,7 @@ function parse(text: string | Buffer, step = 0, maxFields = 100): Parsed | strin
   if (r === -1) return 'incomplete';
   return {
     end: r,
-    method: p.method(all, 0),
+    method: p.method(),
     url: p.url(all, 0),
     minor: p.versionMinor,
     raw: p.rawHeaders(all, 0),
@@ -122,6 +122,12 @@ const REFUSED: [string, string][] = [
   ['G(T / HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
   ['GET / HTTP/1.1 \r\nHost: a\r\n\r\n', BAD],
   ['\x16\x03\x01\x02\x00', BAD],
+  ['get / HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
+  ['FOO / HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
+  ['PRI * HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
+  ['GET /caf\xe9 HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
+  ['GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n', BAD],
+  ['GET / HTTP/1.1\r\nHost: a\r\nX-A: \x7f\r\n\r\n', SMUGGLING],
 ];
 
 test('every ambiguous or malformed head is refused, with the code the node engine gives', () => {

@@ -10,10 +10,12 @@
 //   a Content-Length that is not 1*DIGIT; a Transfer-Encoding other than exactly `chunked`, twice, or on
 //   HTTP/1.0; obs-fold; a bare CR or LF in the head; a control byte (NUL included) in a field; a space
 //   before a colon; an invalid chunk size, extension or chunk line ending;
-// - RMP_ERR_EDGE_BAD_REQUEST: a bad request line (method, target, version: only HTTP/1.0 and 1.1);
+// - RMP_ERR_EDGE_BAD_REQUEST: a bad request line (a method llhttp does not know, a target byte outside
+//   visible ASCII, a version other than HTTP/1.0 and 1.1);
 // - RMP_ERR_EDGE_HEADERS_TOO_LARGE: a head (or trailer section) longer than limits.maxHeaderBytes.
 // Duplicate or missing Host, the target's form, the URL length and the field count are judged by the
 // `edge` and `identify` phases, on both engines alike.
+import { METHODS as HTTP_METHODS } from 'node:http';
 import type { ErrorCode } from '../../core/errors.ts';
 
 /** tchar (RFC 9110 §5.6.2): the bytes of a method or a field name. */
@@ -23,10 +25,12 @@ for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
 for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
 for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
 
-/** Bytes of a request target: visible ASCII and (as llhttp) bytes >= 0x80. */
+/** Bytes of a request target: visible ASCII only (llhttp refuses the rest, bytes >= 0x80 included). */
 const URLCH = new Uint8Array(256);
 for (let c = 0x21; c <= 0x7e; c++) URLCH[c] = 1;
-for (let c = 0x80; c <= 0xff; c++) URLCH[c] = 1;
+
+/** The methods llhttp knows (node:http's METHODS), case-sensitive: any other is a bad request there too. */
+const METHODS = new Set(HTTP_METHODS);
 
 /** Bytes of a field value: field-vchar, SP and HTAB (obs-text included); no other control byte. */
 const VALCH = new Uint8Array(256);
@@ -84,6 +88,7 @@ export class HeadParser {
   /** Where the request line begins (after leading empty lines), relative to the head's first byte. */
   lineStart = 0;
   methodEnd = 0;
+  methodName = '';
   urlStart = 0;
   urlEnd = 0;
   versionMinor = 0;
@@ -161,6 +166,8 @@ export class HeadParser {
           if (TCHAR[c] === 1) break;
           if (c !== SP) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
           this.methodEnd = i - base;
+          this.methodName = latin1(buf, base + this.lineStart, i);
+          if (!METHODS.has(this.methodName)) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
           this.urlStart = i + 1 - base;
           state = S_URL;
           break;
@@ -296,8 +303,8 @@ export class HeadParser {
   }
 
   /** The method, target and fields as strings (latin1, as node:http gives them). */
-  method(buf: Buffer, base: number): string {
-    return latin1(buf, base + this.lineStart, base + this.methodEnd);
+  method(): string {
+    return this.methodName;
   }
 
   url(buf: Buffer, base: number): string {
