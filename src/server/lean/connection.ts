@@ -49,6 +49,8 @@ export class LeanConnection implements MessageConnection {
   upgraded: boolean;
   /** The request being read said Connection: close (or is HTTP/1.0 without keep-alive). */
   lastRequest: boolean;
+  /** Corked until the end of the tick (cork()). */
+  corked: boolean;
   readonly onFlushed: (err?: Error | null) => void;
 
   constructor(engine: LeanEngine, socket: TrackedSocket, now: number) {
@@ -73,6 +75,7 @@ export class LeanConnection implements MessageConnection {
     this.deferred = '';
     this.upgraded = false;
     this.lastRequest = false;
+    this.corked = false;
     this.onFlushed = this.#onFlushed.bind(this);
   }
 
@@ -279,9 +282,17 @@ export class LeanConnection implements MessageConnection {
     return Math.floor(this.engine.idleTimeoutMs() / 1000);
   }
 
-  finishing(res: LeanResponse): void {
+  finishing(res: LeanResponse, last: string | Buffer): void {
     this.flushing.push(res);
-    this.socket.write(EMPTY, this.onFlushed);
+    if (typeof last === 'string') this.socket.write(last, 'latin1', this.onFlushed);
+    else this.socket.write(last, this.onFlushed);
+  }
+
+  cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(uncork, this);
   }
 
   #onFlushed(err?: Error | null): void {
@@ -396,4 +407,9 @@ export class LeanConnection implements MessageConnection {
     if (this.queue.length === 0 && this.socket[kPending] === 0 && this.idleSince > 0 && now - this.idleSince > idleMs)
       this.socket.destroy();
   }
+}
+
+function uncork(c: LeanConnection): void {
+  c.corked = false;
+  c.socket.uncork();
 }

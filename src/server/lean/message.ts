@@ -18,8 +18,10 @@ export interface MessageConnection {
   readonly socket: Socket;
   /** The request body was read by its consumer: parse more of it. */
   onBodyRead(): void;
-  /** The response's last bytes were written (with `onFlushed` as their callback, in order). */
-  finishing(res: LeanResponse): void;
+  /** Write the response's last bytes, and finish it once they are flushed (in order). */
+  finishing(res: LeanResponse, last: string | Buffer): void;
+  /** Cork the connection until the end of this tick: everything written meanwhile goes in one writev. */
+  cork(): void;
   /** The keep-alive timeout announced in Keep-Alive (seconds). */
   keepAliveSeconds(): number;
 }
@@ -81,6 +83,9 @@ function invalidHeader(name: string): Error {
 /** Queued output may hold this much before write() says wait (node:http's highWaterMark). */
 const HIGH_WATER_MARK = 64 * 1024;
 const LAST_CHUNK = '0\r\n\r\n';
+const EMPTY = Buffer.alloc(0);
+/** Bodies up to this size are copied behind their head into one buffer; larger ones are written as they are. */
+const JOIN_LIMIT = 16 * 1024;
 const CRLF = '\r\n';
 
 let dateSecond = 0;
@@ -239,16 +244,14 @@ export class LeanResponse extends EventEmitter {
     if (!this.hasBody || chunk.length === 0) return !this.writableNeedDrain;
     const s = this.socket;
     if (s === null) return this.#queue(chunk, false);
-    s.cork();
-    this.#flushHead(s);
-    let ok: boolean;
+    this.conn.cork();
     if (this.chunked) {
+      this.#flushHead(s);
       s.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
       s.write(chunk);
-      ok = s.write(CRLF, 'latin1');
-    } else ok = s.write(chunk);
-    s.uncork();
-    return ok;
+      return s.write(CRLF, 'latin1');
+    }
+    return s.write(this.#withHead(chunk));
   }
 
   end(chunk?: string | Buffer): this {
@@ -263,18 +266,42 @@ export class LeanResponse extends EventEmitter {
       else if (this.head !== '') this.#queue('', true);
       return this;
     }
-    s.cork();
-    this.#flushHead(s);
-    if (body !== null) {
-      if (this.chunked) {
+    this.conn.cork();
+    if (this.chunked) {
+      this.#flushHead(s);
+      if (body === null) this.conn.finishing(this, LAST_CHUNK);
+      else {
         s.write(`${Buffer.byteLength(body).toString(16)}\r\n`, 'latin1');
         s.write(body);
-        s.write(`\r\n${LAST_CHUNK}`, 'latin1');
-      } else s.write(body);
-    } else if (this.chunked) s.write(LAST_CHUNK, 'latin1');
-    this.conn.finishing(this);
-    s.uncork();
+        this.conn.finishing(this, `\r\n${LAST_CHUNK}`);
+      }
+    } else if (body !== null) this.conn.finishing(this, this.#withHead(body));
+    else if (this.head !== '') {
+      const head = this.head;
+      this.head = '';
+      this.conn.finishing(this, head);
+    } else this.conn.finishing(this, EMPTY);
     return this;
+  }
+
+  /**
+   * `body` with the pending head before it in one buffer when it is small (one write, one syscall for
+   * the whole answer); a large body goes after the head unjoined (zero copies of it).
+   */
+  #withHead(body: string | Buffer): string | Buffer {
+    const head = this.head;
+    if (head === '') return body;
+    this.head = '';
+    const bodyLength = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    if (bodyLength > JOIN_LIMIT) {
+      this.socket!.write(head, 'latin1');
+      return body;
+    }
+    const out = Buffer.allocUnsafe(head.length + bodyLength);
+    out.write(head, 0, 'latin1');
+    if (typeof body === 'string') out.write(body, head.length, 'utf8');
+    else body.copy(out, head.length);
+    return out;
   }
 
   #flushHead(s: Socket): void {
@@ -311,13 +338,12 @@ export class LeanResponse extends EventEmitter {
     const q = this.queued;
     let ok = true;
     if (q !== null || this.writableEnded) {
-      s.cork();
+      this.conn.cork();
       if (q !== null) for (const b of q) ok = s.write(b);
       if (this.head !== '') this.#flushHead(s);
       this.queued = null;
       this.queuedBytes = 0;
-      if (this.writableEnded) this.conn.finishing(this);
-      s.uncork();
+      if (this.writableEnded) this.conn.finishing(this, EMPTY);
     }
     if (this.needDrain && ok) {
       this.needDrain = false;
