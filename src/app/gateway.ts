@@ -10,7 +10,7 @@ import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
-import { compileRuntime, type Runtime } from '../pipeline/runtime.ts';
+import { compileRuntime, h1PoolOf, type Runtime } from '../pipeline/runtime.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
@@ -256,6 +256,7 @@ function swapRuntime(parts: Parts, config: Config): Runtime {
     setTimeout(() => {
       parts.retiredPools.delete(pool);
       void pool.close().catch(() => {});
+      void h1PoolOf(pool)?.close();
     }, graceMs).unref();
   }
   return runtime;
@@ -316,6 +317,8 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // Alerts still waiting get a short, bounded chance to reach the webhook.
   const upstreams = [...parts.getRuntime().upstreams.values()];
   const pools = [...upstreams.map((u) => u.pool.destroy()), ...[...parts.retiredPools].map((p) => p.destroy())];
+  for (const p of [...upstreams.map((u) => u.pool), ...parts.retiredPools])
+    pools.push(h1PoolOf(p)?.destroy() ?? Promise.resolve());
   await Promise.all([...pools, services.alerts.stop(Math.min(graceMs, 2000))]);
   services.audit.close();
 }

@@ -215,7 +215,9 @@ function dispatch(
   const handler = new ForwardHandler(ctx, hooks, via);
   ctx.forwardHandler = handler;
   ctx.forwardStartMs = performance.now();
-  ctx.upstream!.pool.dispatch(
+  // The lean engine's raw pool when there is one (upstream/h1-pool.ts), undici's otherwise: one call.
+  const upstream = ctx.upstream!;
+  (upstream.h1 ?? upstream.pool).dispatch(
     {
       path: ctx.target,
       method: ctx.req.method as Dispatcher.HttpMethod,

@@ -11,6 +11,7 @@ import { routeSlot, type LimiterSettings } from '../upstream/limiter.ts';
 import type { QueueSettings } from '../upstream/queue.ts';
 import { CircuitBreaker } from '../upstream/breaker.ts';
 import { HealthCheck } from '../upstream/health.ts';
+import { H1Pool } from '../upstream/h1-pool.ts';
 
 export interface CompiledUpstream {
   readonly name: string;
@@ -18,6 +19,11 @@ export interface CompiledUpstream {
   /** `http://host:port`, the key pools are shared under across reloads. */
   readonly origin: string;
   readonly pool: Pool;
+  /**
+   * With `server.engine: lean` and a plain-http upstream, the raw keep-alive pool forward.ts sends
+   * through instead of `pool` (upstream/h1-pool.ts); null otherwise. Lives and retires with `pool`.
+   */
+  readonly h1: H1Pool | null;
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
@@ -109,6 +115,30 @@ function createPool(u: UpstreamConfig): Pool {
   });
 }
 
+/** The lean engine's pool beside each undici pool (kept and retired with it: h1PoolOf). */
+const H1_POOLS = new WeakMap<Pool, H1Pool>();
+
+export function h1PoolOf(pool: Pool): H1Pool | undefined {
+  return H1_POOLS.get(pool);
+}
+
+function h1PoolFor(pool: Pool, u: UpstreamConfig, url: URL): H1Pool {
+  let h1 = H1_POOLS.get(pool);
+  if (h1 === undefined) {
+    h1 = new H1Pool({
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: url.port ? Number(url.port) : 80,
+      connections: u.connections,
+      connectTimeoutMs: u.connectTimeoutMs,
+      headersTimeoutMs: u.headersTimeoutMs,
+      bodyTimeoutMs: u.bodyTimeoutMs,
+      keepAliveTimeoutMs: u.keepAliveTimeoutMs,
+    });
+    H1_POOLS.set(pool, h1);
+  }
+  return h1;
+}
+
 function queueSettings(config: Config): QueueSettings {
   const a = config.admission;
   return {
@@ -170,6 +200,7 @@ export function compileRuntime(
       config: u,
       origin: url.origin,
       pool,
+      h1: config.server.engine === 'lean' && !tls ? h1PoolFor(pool, u, url) : null,
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port ? Number(url.port) : tls ? 443 : 80,
       tls,
