@@ -91,3 +91,44 @@ for (const engine of ENGINES) {
     assert.equal(await res.text(), 'abcde');
   });
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: an upstream that answers before reading the request body never gets the next request inside it`, async (t) => {
+    // Each upstream connection: the first head is answered at once, body unread; what follows is recorded.
+    const connections: string[] = [];
+    const server = net.createServer((s) => {
+      const i = connections.push('') - 1;
+      let answered = 0;
+      s.on('error', () => {});
+      s.on('data', (d) => {
+        connections[i] += d.toString('latin1');
+        const heads = connections[i]!.match(/^[A-Z]+ \/\S* HTTP\/1\.1\r\n/gm)?.length ?? 0;
+        for (; answered < heads; answered++) s.write(ok('early'));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    track(t, { close: () => new Promise<void>((r) => server.close(() => r())) });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const gw = await startGateway(t, url, { server: { engine }, limits: { bufferBodyBytes: 0 } });
+    const c = holdConnection(t, gw.port);
+    await c.connected;
+    const body = 'b'.repeat(256 * 1024);
+    c.socket.write(
+      `POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 1000)}`,
+    );
+    await waitFor(() => c.data.includes('early'), { timeoutMs: 5000, message: 'the early answer' });
+    c.socket.write(body.slice(1000));
+    const res = await fetch(`${gw.url}/next`);
+    assert.equal(res.status, 200);
+    await res.text();
+    // The GET's head starts a request line of its own: never inside the body bytes of the POST.
+    for (const data of connections) {
+      const at = data.indexOf('GET /next');
+      if (at > 0) assert.match(data.slice(0, at), /\r\n\r\n$/, 'the next request was written into an unfinished body');
+    }
+    assert.ok(
+      connections.some((d) => d.includes('GET /next')),
+      'the next request reached the upstream',
+    );
+  });
+}

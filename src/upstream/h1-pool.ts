@@ -297,6 +297,8 @@ class UpConn {
   since: number;
   lastError: Error | null = null;
   drainWaiter: (() => void) | null = null;
+  /** A request body is being written (pump). */
+  pumping = false;
 
   constructor(pool: H1Pool) {
     this.pool = pool;
@@ -378,6 +380,7 @@ class UpConn {
 
   async pump(x: Exchange, body: AsyncIterable<Buffer>, chunked: boolean): Promise<void> {
     const s = this.socket;
+    this.pumping = true;
     try {
       for await (const piece of body) {
         if (x.done || x.conn !== this) return;
@@ -397,6 +400,8 @@ class UpConn {
     } catch (err) {
       // The body failed on the way (over the limit, its client left): the exchange fails with its error.
       x.fail(err as Error, true);
+    } finally {
+      this.pumping = false;
     }
   }
 
@@ -550,8 +555,10 @@ class UpConn {
   }
 
   #complete(x: Exchange): void {
-    // Bytes past the end of the answer: response splitting, or an origin out of step. Never reused.
-    if (this.buf !== null) this.reusable = false;
+    // Bytes past the end of the answer: response splitting, or an origin out of step. Never reused;
+    // nor while the request body is still going out (an early answer): the next request would be
+    // written into the middle of it.
+    if (this.buf !== null || this.pumping) this.reusable = false;
     this.buf = null;
     this.exchange = null;
     x.conn = null;
