@@ -355,9 +355,12 @@ const FIRST_WINS = new Set([
   'expires',
 ]);
 
-/** req.headers as node:http builds it from rawHeaders (lower-case names, repeated fields joined). */
+/**
+ * req.headers as node:http builds it from rawHeaders (lower-case names, repeated fields joined): a plain
+ * object with fast properties, as node:http's (a field named `__proto__` is a string: it sets nothing).
+ */
 export function headersObject(raw: readonly string[]): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = Object.create(null);
+  const out: Record<string, string | string[]> = {};
   for (let k = 0; k < raw.length; k += 2) {
     const name = raw[k]!.toLowerCase();
     const value = raw[k + 1]!;
