@@ -411,5 +411,7 @@ export class LeanConnection implements MessageConnection {
 
 function uncork(c: LeanConnection): void {
   c.corked = false;
+  // A small answer whose end() did not come in this tick: its held bytes go now.
+  c.queue[0]?.flushPending();
   c.socket.uncork();
 }

@@ -122,6 +122,8 @@ export class LeanResponse extends EventEmitter {
   queued: (string | Buffer)[] | null;
   queuedBytes: number;
   needDrain: boolean;
+  /** The head and first body bytes of a small answer, held by write() for end() (one write). */
+  pendingOut: Buffer | string | null;
 
   constructor(req: LeanRequest, keepAlive: boolean) {
     super();
@@ -141,6 +143,7 @@ export class LeanResponse extends EventEmitter {
     this.queued = null;
     this.queuedBytes = 0;
     this.needDrain = false;
+    this.pendingOut = null;
   }
 
   get writableNeedDrain(): boolean {
@@ -245,13 +248,28 @@ export class LeanResponse extends EventEmitter {
     const s = this.socket;
     if (s === null) return this.#queue(chunk, false);
     this.conn.cork();
+    this.flushPending();
     if (this.chunked) {
       this.#flushHead(s);
       s.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
       s.write(chunk);
       return s.write(CRLF, 'latin1');
     }
+    if (this.head !== '' && chunk.length <= JOIN_LIMIT) {
+      // The first bytes of a small answer: held until end() (usually in the same tick: the whole
+      // answer is then one buffer and one write, its finish riding it) or the end of this tick.
+      this.pendingOut = this.#withHead(chunk);
+      return true;
+    }
     return s.write(this.#withHead(chunk));
+  }
+
+  /** Write the held first bytes (the end of the tick came first, or more bytes follow). */
+  flushPending(): void {
+    const out = this.pendingOut;
+    if (out === null) return;
+    this.pendingOut = null;
+    if (this.socket !== null && !this.closed) this.socket.write(out);
   }
 
   end(chunk?: string | Buffer): this {
@@ -267,6 +285,14 @@ export class LeanResponse extends EventEmitter {
       return this;
     }
     this.conn.cork();
+    if (this.pendingOut !== null && body === null && !this.chunked) {
+      // Head and body held by write(): one write, with the finish on it.
+      const out = this.pendingOut;
+      this.pendingOut = null;
+      this.conn.finishing(this, out);
+      return this;
+    }
+    this.flushPending();
     if (this.chunked) {
       this.#flushHead(s);
       if (body === null) this.conn.finishing(this, LAST_CHUNK);
