@@ -132,3 +132,17 @@ for (const engine of ENGINES) {
     );
   });
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: an HTTP/1.0 request without Host reaches the upstream with exactly one Host (fuzz finding)`, async (t) => {
+    const up = await rawUpstream(t, () => ok('fine'));
+    const gw = await startGateway(t, up.url, { server: { engine } });
+    const c = holdConnection(t, gw.port);
+    await c.connected;
+    c.socket.write('GET /old HTTP/1.0\r\n\r\n');
+    await Promise.race([c.closed, new Promise((r) => setTimeout(r, 5000))]);
+    assert.equal(statusOf(c.data), 200, c.data);
+    assert.equal(up.heads.length, 1);
+    assert.equal(up.heads[0]!.match(/^host:/gim)?.length, 1, up.heads[0]);
+  });
+}

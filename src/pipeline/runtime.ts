@@ -128,6 +128,7 @@ function h1PoolFor(pool: Pool, u: UpstreamConfig, url: URL): H1Pool {
     h1 = new H1Pool({
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port ? Number(url.port) : 80,
+      authority: url.host,
       connections: u.connections,
       connectTimeoutMs: u.connectTimeoutMs,
       headersTimeoutMs: u.headersTimeoutMs,

@@ -17,6 +17,8 @@ import { ChunkedDecoder, equalsLower, TCHAR, VALCH } from '../core/http1.ts';
 export interface H1PoolOptions {
   readonly host: string;
   readonly port: number;
+  /** The Host field sent when the request carries none (an HTTP/1.0 client's), as undici sends: `url.host`. */
+  readonly authority: string;
   readonly connections: number;
   readonly connectTimeoutMs: number;
   readonly headersTimeoutMs: number;
@@ -338,11 +340,15 @@ class UpConn {
     const headers = o.headers as string[];
     let head = `${o.method} ${o.path} HTTP/1.1\r\n`;
     let hasLength = false;
+    let hasHost = false;
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
       if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
+      else if (name.length === 4 && name.toLowerCase() === 'host') hasHost = true;
       head += `${name}: ${headers[i + 1]}\r\n`;
     }
+    // HTTP/1.1 requires exactly one Host toward the origin, whatever the client sent (HTTP/1.0 may omit it).
+    if (!hasHost) head += `host: ${this.pool.opts.authority}\r\n`;
     const body = o.body;
     const s = this.socket;
     if (body == null) {
