@@ -181,3 +181,20 @@ for (const engine of ENGINES) {
     );
   });
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: bad chunk framing in a body already streaming upstream cuts that request only; the gateway serves on`, async (t) => {
+    const { gw, up } = await pair(t, engine, { limits: { bufferBodyBytes: 0 } });
+    for (let i = 0; i < 5; i++) {
+      const c = holdConnection(t, gw.port);
+      await c.connected;
+      c.socket.write('POST /stream HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+      await sleep(30);
+      c.socket.write('zz\r\nnot a chunk\r\n0\r\n\r\n');
+      await Promise.race([c.closed, sleep(3000)]);
+      assert.ok(c.isClosed, 'the connection with the bad body was closed');
+    }
+    assert.equal((await fetch(`${gw.url}/after`)).status, 200, 'the gateway is alive and serving');
+    assert.equal(up.requests.filter((r) => r.url === '/stream').length, 0, 'a complete request reached the upstream');
+  });
+}

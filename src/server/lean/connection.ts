@@ -5,7 +5,7 @@
 // the node engine's replies. Everything per connection is made once: the handlers are methods bound
 // at connection time, the parser's state and offsets are reused by every request on it.
 import { STATUS_CODES } from 'node:http';
-import { ERRORS, type ErrorCode } from '../../core/errors.ts';
+import { ERRORS, RempartError, type ErrorCode } from '../../core/errors.ts';
 import { closingReason, errorBody } from '../../pipeline/reply.ts';
 import { kPending, kReadPaused } from '../../pipeline/symbols.ts';
 import type { TrackedSocket } from '../connections.ts';
@@ -329,8 +329,7 @@ export class LeanConnection implements MessageConnection {
     if (req !== null && !req.destroyed) {
       this.req = null;
       // Its consumer (the upstream exchange, a body buffer) learns the client left.
-      if (req.listenerCount('error') > 0) req.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
-      else req.destroy();
+      failBody(req, new RempartError('RMP_ERR_CLIENT_ABORTED'));
     }
     for (const res of this.queue.splice(0)) res.close();
     for (const res of this.flushing.splice(0)) res.close();
@@ -364,9 +363,9 @@ export class LeanConnection implements MessageConnection {
     if (res !== null && this.queue[0] === res && !res.headersSent) this.#writeRaw(code);
     else this.socket.destroy();
     if (req !== null && !req.destroyed) {
-      const err = Object.assign(new Error(ERRORS[code].message), { code });
-      if (req.listenerCount('error') > 0) req.destroy(err);
-      else req.destroy();
+      // The client's doing, not the upstream's: its exchange ends as a client abort (no breaker charge);
+      // the connection was answered with the real code above.
+      failBody(req, new RempartError('RMP_ERR_CLIENT_ABORTED'));
     }
   }
 
@@ -414,4 +413,16 @@ function uncork(c: LeanConnection): void {
   // A small answer whose end() did not come in this tick: its held bytes go now.
   c.queue[0]?.flushPending();
   c.socket.uncork();
+}
+
+function noop(): void {}
+
+/**
+ * End a request body with an error its consumer sees. The error is emitted on the next tick, when the
+ * consumer may have let go of it (a body buffer settled, an iterator returned): a no-op listener makes
+ * sure an error nobody listens to any more is never thrown (found by the fuzz campaign: a crash).
+ */
+function failBody(req: LeanRequest, err: Error): void {
+  req.on('error', noop);
+  req.destroy(err);
 }
