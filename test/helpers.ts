@@ -253,6 +253,9 @@ export async function startGateway(...args: [Teardown | string, ...unknown[]]): 
     admin: { address: '127.0.0.1:0' },
     logging: { level: 'info', requests: true },
   };
+  // RMP_ENGINE=lean runs every suite on the lean HTTP/1.1 engine (a test's own server.engine wins).
+  if (process.env.RMP_ENGINE !== undefined && partial.server === undefined)
+    base.server = { engine: process.env.RMP_ENGINE };
   const config: Config = validateConfig({ ...base, ...partial }, '(test)');
   const { lines, stream } = memoryLog();
   // Loaded on first use: a unit test that only polls or cleans up does not load the whole gateway.

@@ -10,7 +10,7 @@ import { createLogger, resolveLogFormat, type LogFormat, type Logger } from '../
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
-import { compileRuntime, type Runtime } from '../pipeline/runtime.ts';
+import { compileRuntime, h1PoolOf, type Runtime } from '../pipeline/runtime.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
@@ -213,6 +213,7 @@ function createListeners(
       httpServer: entry.server,
       table: entry.connections,
       requestGate: entry.requestGate,
+      handOff: entry.handOff,
     }),
   );
 }
@@ -260,6 +261,7 @@ function swapRuntime(parts: Parts, config: Config): Runtime {
     setTimeout(() => {
       parts.retiredPools.delete(pool);
       void pool.close().catch(() => {});
+      void h1PoolOf(pool)?.close();
     }, graceMs).unref();
   }
   return runtime;
@@ -325,6 +327,8 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // Alerts still waiting get a short, bounded chance to reach the webhook.
   const upstreams = [...parts.getRuntime().upstreams.values()];
   const pools = [...upstreams.map((u) => u.pool.destroy()), ...[...parts.retiredPools].map((p) => p.destroy())];
+  for (const p of [...upstreams.flatMap((u) => u.pool.servers.map((sv) => sv.dispatcher)), ...parts.retiredPools])
+    pools.push(h1PoolOf(p)?.destroy() ?? Promise.resolve());
   await Promise.all([...pools, services.alerts.stop(Math.min(graceMs, 2000))]);
   services.audit.close();
 }
@@ -360,7 +364,14 @@ function staticKeys(c: Config): string {
   const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]);
   const cl = c.cluster;
   const cluster = [cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs];
-  return JSON.stringify([listeners, c.admin.address, c.limits.maxHeaderBytes, ...cluster, c.state.file]);
+  return JSON.stringify([
+    listeners,
+    c.admin.address,
+    c.limits.maxHeaderBytes,
+    ...cluster,
+    c.state.file,
+    c.server.engine,
+  ]);
 }
 
 async function loadSecureContexts(config: Config, into: Map<string, tls.SecureContext>): Promise<void> {

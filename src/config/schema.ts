@@ -212,6 +212,16 @@ export const ConfigSchema = Obj(
       },
       { default: {}, description: 'How the client address is decided.' },
     ),
+    server: Obj(
+      {
+        engine: Type.Union([Type.Literal('node'), Type.Literal('lean')], {
+          default: 'node',
+          description:
+            'The HTTP/1.1 engine that reads client connections. `node`: the node:http server. `lean`: Rempart\u2019s own strict parser and connection handler on the raw sockets (issue 17): the same phases, limits, timeouts and refusals, for a fraction of the CPU per request. A change takes effect at the next restart.',
+        }),
+      },
+      { default: {}, description: 'How client connections are read.' },
+    ),
     limits: Obj(
       {
         maxHeaderBytes: Type.Integer({

@@ -325,7 +325,8 @@ function send(handler: ForwardHandler, server: UpstreamServer): void {
   handler.lastServer = server;
   if (server.latency !== null) handler.attemptStartMs = performance.now();
   server.inFlight++;
-  server.dispatcher.dispatch(
+  // The lean engine's raw pool when it has one (upstream/h1-pool.ts), undici's otherwise: one call.
+  (server.h1 ?? server.dispatcher).dispatch(
     {
       path: ctx.target,
       method: ctx.req.method as Dispatcher.HttpMethod,

@@ -20,6 +20,7 @@ import {
   type DispatcherFactory,
   type ServerClientSettings,
 } from '../upstream/pool.ts';
+import { H1Pool } from '../upstream/h1-pool.ts';
 import { serverUrls } from '../upstream/schema.ts';
 
 /** What `balance: hash` hashes a request on (upstreams[].hashKey, compiled). */
@@ -118,6 +119,31 @@ function compileHashOn(u: UpstreamConfig): HashOn | null {
   return { kind, name: kind === 'header' ? k.slice(colon + 1).toLowerCase() : k.slice(colon + 1) };
 }
 
+/** The lean engine's pool beside each server's undici pool (kept and retired with it: h1PoolOf). */
+const H1_POOLS = new WeakMap<Dispatcher, H1Pool>();
+
+export function h1PoolOf(pool: Dispatcher): H1Pool | undefined {
+  return H1_POOLS.get(pool);
+}
+
+function h1PoolFor(sv: UpstreamServer, u: UpstreamConfig): H1Pool {
+  let h1 = H1_POOLS.get(sv.dispatcher);
+  if (h1 === undefined) {
+    h1 = new H1Pool({
+      host: sv.host,
+      port: sv.port,
+      authority: sv.label,
+      connections: u.connections,
+      connectTimeoutMs: u.connectTimeoutMs,
+      headersTimeoutMs: u.headersTimeoutMs,
+      bodyTimeoutMs: u.bodyTimeoutMs,
+      keepAliveTimeoutMs: u.keepAliveTimeoutMs,
+    });
+    H1_POOLS.set(sv.dispatcher, h1);
+  }
+  return h1;
+}
+
 function queueSettings(config: Config): QueueSettings {
   const a = config.admission;
   return {
@@ -160,6 +186,8 @@ export function compileRuntime(
       reusable.delete(key);
       return kept ?? new UpstreamServer(u.name, url, settings, dispatchers);
     });
+    // With `server.engine: lean`, requests to a plain-http server go through the lean engine's raw pool.
+    for (const sv of servers) sv.h1 = config.server.engine === 'lean' && !sv.tls ? h1PoolFor(sv, u) : null;
     const pool = new ServerPool(u.name, servers, { balance: u.balance, outlier: u.outlierDetection });
     for (const sv of servers) {
       const h = sv.health;

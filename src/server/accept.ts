@@ -52,6 +52,8 @@ export interface AcceptOptions {
   bans: BanList | null;
   /** Asked before the HTTP server handles each request parsed on a connection (pipelining bound). */
   requestGate?: RequestGate;
+  /** The lean engine's connection handler (`server.engine: lean`): given each connection instead of httpServer. */
+  handOff?: ((socket: net.Socket) => void) | null;
 }
 
 export function createConnectionTable(): ConnectionTable {
@@ -204,6 +206,7 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions, ja4 
     stalled.delete(tracked);
   });
   opts.metrics.connectionsAccepted.inc();
+  if (opts.handOff != null) return opts.handOff(conn);
   opts.httpServer.emit('connection', conn);
   // The server made the connection's parser just now.
   if (opts.requestGate !== undefined) gateRequests(conn, opts.requestGate);

@@ -24,6 +24,7 @@ import { holdQueuedReply, isIdle, markStalled, pauseReading, resumeReading, swee
 import type { SweepResult, TrackedSocket } from './connections.ts';
 import { createRequestCycle } from './cycle.ts';
 import { createUpgradeEntry } from './upgrade-entry.ts';
+import { LeanEngine } from './lean/engine.ts';
 
 const kCtx = Symbol('rempart.ctx');
 type ResponseWithCtx = http.ServerResponse & { [kCtx]: RequestContext };
@@ -46,8 +47,10 @@ export interface HttpEntryOptions {
 }
 
 export interface HttpEntry {
-  /** The HTTP server: never listens itself, the accept layer hands it sockets. */
+  /** The HTTP server: never listens itself, the accept layer hands it sockets (engine `node`). */
   readonly server: http.Server;
+  /** With `server.engine: lean`, where the accept layer hands each connection instead (else null). */
+  readonly handOff: ((socket: Socket) => void) | null;
   /** Open client connections (the accept layer counts them in, the sweep and stop read them). */
   readonly connections: ConnectionTable;
   /** Asked before Node builds a response for a request parsed on `socket`: false stops parsing it. */
@@ -192,6 +195,17 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
 
   const upgrades = createUpgradeEntry({ ...opts, cycle, onRequest, track });
   const server = createServer(opts.initial, getRuntime, onRequest);
+  const lean =
+    opts.initial.server.engine === 'lean'
+      ? new LeanEngine({
+          getRuntime,
+          maxHeaderBytes: opts.initial.limits.maxHeaderBytes,
+          onRequest,
+          requestGate,
+          onUpgrade: upgrades.onUpgrade,
+          onParseError: (code) => metrics.refusals.inc({ reason: code }),
+        })
+      : null;
   applyTimeouts(server, opts.initial);
   server.on('upgrade', upgrades.onUpgrade);
   server.on('clientError', onClientError);
@@ -203,9 +217,16 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
 
   return {
     server,
+    handOff: lean === null ? null : (socket) => lean.handle(socket),
     connections: table,
     requestGate,
-    sweep: sweepConnections,
+    sweep:
+      lean === null
+        ? sweepConnections
+        : () => {
+            sweepConnections();
+            lean.sweep(performance.now());
+          },
     applyTimeouts: (config) => applyTimeouts(server, config),
     closeUpgraded: upgrades.closeAll,
     drain() {
@@ -220,6 +241,8 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
       for (const s of table.sockets) if (s[kPending] > 0) busy++;
       cutting = true;
       server.closeAllConnections();
+      // The lean engine's connections are not the HTTP server's: the table holds them all.
+      if (lean !== null) for (const s of table.sockets) s.destroy();
       upgrades.closeAll();
       return busy;
     },

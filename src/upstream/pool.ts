@@ -8,6 +8,7 @@
 // whole is judged by its circuit breaker (src/upstream/breaker.ts), fed only by failures that reached
 // a client (after the one retry on another server, src/pipeline/forward.ts): one dead server of three
 // never opens it, a dead pool does, and only then do routes go to their `fallback`.
+import type { H1Pool } from './h1-pool.ts';
 import { Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 
@@ -79,6 +80,12 @@ export class UpstreamServer {
   readonly tls: boolean;
   readonly clientKey: string;
   readonly dispatcher: Dispatcher;
+  /**
+   * With `server.engine: lean` and plain http, the lean engine's raw keep-alive pool (upstream/h1-pool.ts):
+   * forward.ts sends requests there instead of `dispatcher` (health checks and cache refreshes stay on it).
+   * Set by compileRuntime; lives and retires with `dispatcher` (runtime.ts h1PoolOf).
+   */
+  h1: H1Pool | null = null;
   /** FNV-1a of the origin: the server's seed in rendezvous hashing (stable across reloads and order). */
   readonly seed: number;
   /** Requests dispatched to it and not over yet (least_request reads it). */

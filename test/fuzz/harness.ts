@@ -790,6 +790,9 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'rempart-fuzz-'));
   const configFile = path.join(dir, 'rempart.json');
   const config = fuzzConfig(ports);
+  // RMP_ENGINE=lean fuzzes the lean HTTP/1.1 engine (issue 17), as test/helpers.ts startGateway does.
+  if (process.env.RMP_ENGINE !== undefined)
+    (config as Record<string, unknown>).server = { engine: process.env.RMP_ENGINE };
   writeFileSync(configFile, JSON.stringify(config));
   const child = startGatewayChild(o.gatewayRoot ?? ROOT, configFile, findings);
   const books: Books = {

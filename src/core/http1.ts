@@ -1,0 +1,176 @@
+// HTTP/1.1 framing shared by both directions of the lean engine (issue 17): the character tables of
+// RFC 9110/9112, and the chunked decoder (requests from clients in src/server/lean, responses from
+// upstreams in src/upstream/h1-pool.ts). No request state: bytes in, offsets and verdicts out.
+import type { ErrorCode } from './errors.ts';
+
+/** tchar (RFC 9110 §5.6.2): the bytes of a method or a field name. */
+export const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") TCHAR[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TCHAR[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TCHAR[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TCHAR[c] = 1;
+
+/** Bytes of a field value: field-vchar, SP and HTAB (obs-text included); no other control byte. */
+export const VALCH = new Uint8Array(256);
+for (let c = 0x20; c <= 0x7e; c++) VALCH[c] = 1;
+for (let c = 0x80; c <= 0xff; c++) VALCH[c] = 1;
+VALCH[0x09] = 1;
+
+/** Hex digit values, -1 for anything else. */
+export const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) {
+  HEX[0x41 + c] = 10 + c;
+  HEX[0x61 + c] = 10 + c;
+}
+
+/** Buffer's own latin1 decoder (what toString('latin1', …) calls, without its argument checks). */
+type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
+export function latin1(buf: Buffer, start: number, end: number): string {
+  return (buf as LatinBuffer).latin1Slice(start, end);
+}
+
+/** ASCII case-insensitive comparison of buf[start, start + lower.length) with a lower-case string. */
+export function equalsLower(buf: Buffer, start: number, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) if ((buf[start + k]! | 0x20) !== lower.charCodeAt(k)) return false;
+  return true;
+}
+
+const CR = 13;
+const LF = 10;
+
+// Chunked body states.
+const C_SIZE_FIRST = 0;
+const C_SIZE = 1;
+const C_EXT = 2;
+const C_SIZE_LF = 3;
+const C_DATA = 4;
+const C_DATA_CR = 5;
+const C_DATA_LF = 6;
+const C_TRAILER_START = 7;
+const C_TRAILER = 8;
+const C_TRAILER_LF = 9;
+const C_END_LF = 10;
+const C_DONE = 11;
+
+/** Longest chunk-size line extension accepted (llhttp caps them too; they carry nothing we forward). */
+const MAX_CHUNK_EXT = 4096;
+
+/**
+ * The chunked decoder (RFC 9112 §7.1): data is handed out as sub-ranges of the input, never copied.
+ * `next` returns how far it consumed; `dataStart`/`dataEnd` name the data found (dataEnd > dataStart),
+ * `done` says the last chunk and the trailers were read, `error` a refusal.
+ */
+export class ChunkedDecoder {
+  state = C_SIZE_FIRST;
+  remaining = 0;
+  size = 0;
+  extLen = 0;
+  trailerBytes = 0;
+  maxTrailerBytes: number;
+  dataStart = 0;
+  dataEnd = 0;
+  error: ErrorCode | '' = '';
+
+  constructor(maxTrailerBytes: number) {
+    this.maxTrailerBytes = maxTrailerBytes;
+  }
+
+  get done(): boolean {
+    return this.state === C_DONE;
+  }
+
+  #fail(code: ErrorCode): number {
+    this.error = code;
+    return -1;
+  }
+
+  /** Consume buf[i, end) up to the end of the next data run (or all of it); -1 on an error. */
+  next(buf: Buffer, i: number, end: number): number {
+    this.dataStart = this.dataEnd = i;
+    let state = this.state;
+    for (; i < end; i++) {
+      const c = buf[i]!;
+      switch (state) {
+        case C_SIZE_FIRST: {
+          const h = HEX[c]!;
+          if (h < 0) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          this.size = h;
+          this.extLen = 0;
+          state = C_SIZE;
+          break;
+        }
+        case C_SIZE: {
+          const h = HEX[c]!;
+          if (h >= 0) {
+            this.size = this.size * 16 + h;
+            if (this.size > Number.MAX_SAFE_INTEGER / 16) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          } else if (c === 0x3b) state = C_EXT;
+          else if (c === CR) state = C_SIZE_LF;
+          else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          break;
+        }
+        case C_EXT:
+          if (c === CR) state = C_SIZE_LF;
+          else if (VALCH[c] !== 1 || ++this.extLen > MAX_CHUNK_EXT) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          break;
+        case C_SIZE_LF:
+          if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          if (this.size === 0) {
+            state = C_TRAILER_START;
+            this.trailerBytes = 0;
+          } else {
+            this.remaining = this.size;
+            state = C_DATA;
+          }
+          break;
+        case C_DATA: {
+          const take = Math.min(this.remaining, end - i);
+          this.remaining -= take;
+          this.dataStart = i;
+          this.dataEnd = i + take;
+          this.state = this.remaining === 0 ? C_DATA_CR : C_DATA;
+          return i + take;
+        }
+        case C_DATA_CR:
+          if (c !== CR) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          state = C_DATA_LF;
+          break;
+        case C_DATA_LF:
+          if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          state = C_SIZE_FIRST;
+          break;
+        case C_TRAILER_START:
+          if (c === CR) state = C_END_LF;
+          else if (TCHAR[c] === 1) state = C_TRAILER;
+          else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          break;
+        case C_TRAILER:
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.#fail('RMP_ERR_EDGE_HEADERS_TOO_LARGE');
+          if (c === CR) state = C_TRAILER_LF;
+          else if (VALCH[c] !== 1) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          break;
+        case C_TRAILER_LF:
+          if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          state = C_TRAILER_START;
+          break;
+        case C_END_LF:
+          if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          this.state = C_DONE;
+          return i + 1;
+        case C_DONE:
+          this.state = state;
+          return i;
+      }
+    }
+    this.state = state;
+    return i;
+  }
+
+  reset(): void {
+    this.state = C_SIZE_FIRST;
+    this.remaining = 0;
+    this.size = 0;
+    this.error = '';
+  }
+}

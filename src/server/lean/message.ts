@@ -1,0 +1,410 @@
+// The lean engine's request and response objects: the part of node:http's IncomingMessage and
+// ServerResponse that the phases, the cycle and pipeline/forward.ts read and write (found with grep:
+// headers, rawHeaders, method, url, httpVersion*, complete, socket, the body as a stream; writeHead,
+// write, end, writeContinue, destroy, headersSent, writableEnded/Finished/NeedDrain, socket,
+// shouldKeepAlive, the 'drain', 'socket', 'finish' and 'close' events). The RequestContext takes them
+// as its req/res, so both engines feed the same cycle unchanged.
+//
+// A response head is made as one string and goes out with the first body bytes in one corked write
+// (one writev); a response queued behind earlier ones on its connection (pipelining) keeps its bytes
+// until its turn, as node:http does, and answers are sent in request order.
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+
+/** What a message needs of its connection (lean/connection.ts). */
+export interface MessageConnection {
+  readonly socket: Socket;
+  /** The request body was read by its consumer: parse more of it. */
+  onBodyRead(): void;
+  /** Write the response's last bytes, and finish it once they are flushed (in order). */
+  finishing(res: LeanResponse, last: string | Buffer): void;
+  /** Cork the connection until the end of this tick: everything written meanwhile goes in one writev. */
+  cork(): void;
+  /** The keep-alive timeout announced in Keep-Alive (seconds). */
+  keepAliveSeconds(): number;
+}
+
+export class LeanRequest extends Readable {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly rawHeaders: string[];
+  /** The whole body was read from the connection (or there is none). */
+  complete: boolean;
+  socket: Socket;
+  /** node:http's flag; the lean engine hands real tunnels over before a request is made. */
+  upgrade: boolean;
+  readonly trailers: Record<string, string>;
+  readonly conn: MessageConnection;
+
+  constructor(
+    conn: MessageConnection,
+    method: string,
+    url: string,
+    minor: number,
+    rawHeaders: string[],
+    headers: Record<string, string | string[]>,
+    complete: boolean,
+  ) {
+    super();
+    this.conn = conn;
+    this.socket = conn.socket;
+    this.method = method;
+    this.url = url;
+    this.httpVersionMajor = 1;
+    this.httpVersionMinor = minor;
+    this.httpVersion = minor === 1 ? '1.1' : '1.0';
+    this.rawHeaders = rawHeaders;
+    this.headers = headers;
+    this.complete = complete;
+    this.upgrade = false;
+    this.trailers = {};
+    if (complete) this.push(null);
+  }
+
+  override _read(): void {
+    this.conn.onBodyRead();
+  }
+}
+
+/** Node's checks on outgoing header names and values (lib/_http_common.js). */
+const TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+function invalidHeader(name: string): Error {
+  return Object.assign(new TypeError(`Invalid character in header content ["${name}"]`), { code: 'ERR_INVALID_CHAR' });
+}
+
+/** Queued output may hold this much before write() says wait (node:http's highWaterMark). */
+const HIGH_WATER_MARK = 64 * 1024;
+const LAST_CHUNK = '0\r\n\r\n';
+const EMPTY = Buffer.alloc(0);
+/** Bodies up to this size are copied behind their head into one buffer; larger ones are written as they are. */
+const JOIN_LIMIT = 16 * 1024;
+const CRLF = '\r\n';
+
+let dateSecond = 0;
+let dateLine = '';
+/** The Date field, made once a second. */
+function date(): string {
+  const now = Date.now();
+  const s = (now / 1000) | 0;
+  if (s !== dateSecond) {
+    dateSecond = s;
+    dateLine = `Date: ${new Date(now).toUTCString()}\r\n`;
+  }
+  return dateLine;
+}
+
+export class LeanResponse extends EventEmitter {
+  readonly req: LeanRequest;
+  readonly conn: MessageConnection;
+  /** The connection, once this response's turn on it has come (null while earlier answers go out). */
+  socket: Socket | null;
+  statusCode: number;
+  headersSent: boolean;
+  writableEnded: boolean;
+  writableFinished: boolean;
+  shouldKeepAlive: boolean;
+  /** The connection closes after this response (Connection: close, said by either side). */
+  last: boolean;
+  closed: boolean;
+  /** The head, made by writeHead and sent with the first body bytes. */
+  head: string;
+  chunked: boolean;
+  hasBody: boolean;
+  /** Output held while the response waits for its turn (pipelining), and its size. */
+  queued: (string | Buffer)[] | null;
+  queuedBytes: number;
+  needDrain: boolean;
+  /** The head and first body bytes of a small answer, held by write() for end() (one write). */
+  pendingOut: Buffer | string | null;
+
+  constructor(req: LeanRequest, keepAlive: boolean) {
+    super();
+    this.req = req;
+    this.conn = req.conn;
+    this.socket = null;
+    this.statusCode = 200;
+    this.headersSent = false;
+    this.writableEnded = false;
+    this.writableFinished = false;
+    this.shouldKeepAlive = keepAlive;
+    this.last = !keepAlive;
+    this.closed = false;
+    this.head = '';
+    this.chunked = false;
+    this.hasBody = req.method !== 'HEAD';
+    this.queued = null;
+    this.queuedBytes = 0;
+    this.needDrain = false;
+    this.pendingOut = null;
+  }
+
+  get writableNeedDrain(): boolean {
+    return this.socket !== null ? this.socket.writableNeedDrain : this.queuedBytes >= HIGH_WATER_MARK;
+  }
+
+  get finished(): boolean {
+    return this.writableEnded;
+  }
+
+  /** Headers as an object or a flat [name, value, …] array (values may be arrays: one line each). */
+  writeHead(status: number, headers?: Record<string, string | number | readonly string[]> | readonly string[]): this {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.statusCode = status;
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+    let hasLength = false;
+    let hasEncoding = false;
+    let hasDate = false;
+    let connection = false;
+    if (headers !== undefined) {
+      if (Array.isArray(headers)) {
+        for (let i = 0; i < headers.length; i += 2) {
+          const name = headers[i] as string;
+          const value = headers[i + 1] as string | readonly string[];
+          const flags = this.#field(name, value);
+          if (flags === 0) continue;
+          head += fieldLines(name, value);
+          if (flags === 2) hasLength = true;
+          else if (flags === 3) hasEncoding = true;
+          else if (flags === 4) hasDate = true;
+          else if (flags === 5) connection = true;
+        }
+      } else {
+        const h = headers as Record<string, string | number | readonly string[]>;
+        for (const name in h) {
+          const raw = h[name]!;
+          const value = typeof raw === 'number' ? String(raw) : raw;
+          const flags = this.#field(name, value);
+          head += fieldLines(name, value);
+          if (flags === 2) hasLength = true;
+          else if (flags === 3) hasEncoding = true;
+          else if (flags === 4) hasDate = true;
+          else if (flags === 5) connection = true;
+        }
+      }
+    }
+    if (!hasDate) head += date();
+    if (!this.shouldKeepAlive) this.last = true;
+    const bodyAllowed = this.hasBody && status !== 204 && status !== 304 && !(status >= 100 && status < 200);
+    if (!bodyAllowed) this.hasBody = false;
+    else if (!hasLength && !hasEncoding) {
+      // No length known: chunked for HTTP/1.1, the connection's end for HTTP/1.0 (as node:http).
+      if (this.req.httpVersionMinor === 1) {
+        this.chunked = true;
+        head += 'Transfer-Encoding: chunked\r\n';
+      } else this.last = true;
+    }
+    if (!connection) {
+      head += this.last
+        ? 'Connection: close\r\n'
+        : `Connection: keep-alive\r\nKeep-Alive: timeout=${this.conn.keepAliveSeconds()}\r\n`;
+    }
+    this.head = `${head}\r\n`;
+    this.headersSent = true;
+    return this;
+  }
+
+  /** Validate one field; 0 drop, 1 plain, 2 Content-Length, 3 Transfer-Encoding, 4 Date, 5 Connection. */
+  #field(name: string, value: string | readonly string[]): number {
+    if (!TOKEN.test(name)) throw invalidHeader(name);
+    if (typeof value === 'string') {
+      if (INVALID_VALUE.test(value)) throw invalidHeader(name);
+    } else for (const v of value) if (INVALID_VALUE.test(v)) throw invalidHeader(name);
+    switch (name.length) {
+      case 14:
+        return name.toLowerCase() === 'content-length' ? 2 : 1;
+      case 17:
+        if (name.toLowerCase() !== 'transfer-encoding') return 1;
+        this.chunked = typeof value === 'string' && value.toLowerCase() === 'chunked';
+        return 3;
+      case 4:
+        return name.toLowerCase() === 'date' ? 4 : 1;
+      case 10:
+        if (name.toLowerCase() !== 'connection') return 1;
+        if (typeof value === 'string' && value.toLowerCase().includes('close')) this.last = true;
+        return 5;
+      default:
+        return 1;
+    }
+  }
+
+  /** Invite the request body (Expect: 100-continue): only when the final head has not gone yet. */
+  writeContinue(): void {
+    if (this.socket === null || this.headersSent || this.socket.destroyed) return;
+    this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+
+  write(chunk: string | Buffer): boolean {
+    if (this.writableEnded || this.closed) return false;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    if (!this.hasBody || chunk.length === 0) return !this.writableNeedDrain;
+    const s = this.socket;
+    if (s === null) return this.#queue(chunk, false);
+    this.conn.cork();
+    this.flushPending();
+    if (this.chunked) {
+      this.#flushHead(s);
+      s.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
+      s.write(chunk);
+      return s.write(CRLF, 'latin1');
+    }
+    if (this.head !== '' && chunk.length <= JOIN_LIMIT) {
+      // The first bytes of a small answer: held until end() (usually in the same tick: the whole
+      // answer is then one buffer and one write, its finish riding it) or the end of this tick.
+      this.pendingOut = this.#withHead(chunk);
+      return true;
+    }
+    return s.write(this.#withHead(chunk));
+  }
+
+  /** Write the held first bytes (the end of the tick came first, or more bytes follow). */
+  flushPending(): void {
+    const out = this.pendingOut;
+    if (out === null) return;
+    this.pendingOut = null;
+    if (this.socket !== null && !this.closed) this.socket.write(out);
+  }
+
+  end(chunk?: string | Buffer): this {
+    if (this.writableEnded || this.closed) return this;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    this.writableEnded = true;
+    const body = chunk !== undefined && chunk.length > 0 && this.hasBody ? chunk : null;
+    const s = this.socket;
+    if (s === null) {
+      if (body !== null) this.#queue(body, true);
+      else if (this.chunked) this.#queue(LAST_CHUNK, true);
+      else if (this.head !== '') this.#queue('', true);
+      return this;
+    }
+    this.conn.cork();
+    if (this.pendingOut !== null && body === null && !this.chunked) {
+      // Head and body held by write(): one write, with the finish on it.
+      const out = this.pendingOut;
+      this.pendingOut = null;
+      this.conn.finishing(this, out);
+      return this;
+    }
+    this.flushPending();
+    if (this.chunked) {
+      this.#flushHead(s);
+      if (body === null) this.conn.finishing(this, LAST_CHUNK);
+      else {
+        s.write(`${Buffer.byteLength(body).toString(16)}\r\n`, 'latin1');
+        s.write(body);
+        this.conn.finishing(this, `\r\n${LAST_CHUNK}`);
+      }
+    } else if (body !== null) this.conn.finishing(this, this.#withHead(body));
+    else if (this.head !== '') {
+      const head = this.head;
+      this.head = '';
+      this.conn.finishing(this, head);
+    } else this.conn.finishing(this, EMPTY);
+    return this;
+  }
+
+  /**
+   * `body` with the pending head before it in one buffer when it is small (one write, one syscall for
+   * the whole answer); a large body goes after the head unjoined (zero copies of it).
+   */
+  #withHead(body: string | Buffer): string | Buffer {
+    const head = this.head;
+    if (head === '') return body;
+    this.head = '';
+    const bodyLength = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    if (bodyLength > JOIN_LIMIT) {
+      this.socket!.write(head, 'latin1');
+      return body;
+    }
+    const out = Buffer.allocUnsafe(head.length + bodyLength);
+    out.write(head, 0, 'latin1');
+    if (typeof body === 'string') out.write(body, head.length, 'utf8');
+    else body.copy(out, head.length);
+    return out;
+  }
+
+  #flushHead(s: Socket): void {
+    if (this.head === '') return;
+    s.write(this.head, 'latin1');
+    this.head = '';
+  }
+
+  /** Keep output until this response's turn (framing applied now, so the order of bytes is final). */
+  #queue(chunk: string | Buffer, _end: boolean): boolean {
+    const q = (this.queued ??= []);
+    if (this.head !== '') {
+      q.push(Buffer.from(this.head, 'latin1'));
+      this.queuedBytes += this.head.length;
+      this.head = '';
+    }
+    if (chunk.length > 0) {
+      const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (this.chunked && chunk !== LAST_CHUNK) {
+        q.push(Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1'), data, Buffer.from(CRLF, 'latin1'));
+        if (this.writableEnded) q.push(Buffer.from(LAST_CHUNK, 'latin1'));
+      } else q.push(data);
+      this.queuedBytes += data.length;
+    }
+    const ok = this.queuedBytes < HIGH_WATER_MARK;
+    if (!ok) this.needDrain = true;
+    return ok;
+  }
+
+  /** This response's turn on the connection: send what it holds (and finish it if it ended). */
+  attach(s: Socket): void {
+    this.socket = s;
+    this.emit('socket', s);
+    const q = this.queued;
+    let ok = true;
+    if (q !== null || this.writableEnded) {
+      this.conn.cork();
+      if (q !== null) for (const b of q) ok = s.write(b);
+      if (this.head !== '') this.#flushHead(s);
+      this.queued = null;
+      this.queuedBytes = 0;
+      if (this.writableEnded) this.conn.finishing(this, EMPTY);
+    }
+    if (this.needDrain && ok) {
+      this.needDrain = false;
+      this.emit('drain');
+    }
+  }
+
+  /** The last bytes are flushed to the connection. */
+  onFinished(): void {
+    if (this.closed) return;
+    this.writableFinished = true;
+    this.emit('finish');
+  }
+
+  /** Once: after the finish, or when the connection closed first (then writableFinished is false). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close');
+  }
+
+  destroy(): this {
+    if (!this.closed) this.conn.socket.destroy();
+    return this;
+  }
+
+  // node:http surface the phases do not use but tolerant callers may: kept harmless.
+  setHeader(): this {
+    return this;
+  }
+}
+
+function fieldLines(name: string, value: string | readonly string[]): string {
+  if (typeof value === 'string') return `${name}: ${value}\r\n`;
+  let out = '';
+  for (const v of value) out += `${name}: ${v}\r\n`;
+  return out;
+}

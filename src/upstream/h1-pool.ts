@@ -1,0 +1,753 @@
+// The lean engine's upstream pool (issue 17, step 3): a keep-alive pool of raw HTTP/1.1 connections
+// to one origin server, in place of undici's Pool when `server.engine` is `lean` and the upstream is
+// plain http. It takes undici's dispatch(options, handler) call with the legacy handler (onConnect,
+// onHeaders, onData, onComplete, onError), so pipeline/forward.ts drives either pool the same way.
+//
+// What it does per request: one buffer for the request head (and a small body), written once; the
+// response parsed as strictly as requests are (status line, field bytes, Content-Length digits only,
+// Transfer-Encoding exactly `chunked`, never both): an upstream that answers with ambiguous framing, or
+// with bytes past the end of its response (response splitting), is answered 502 and its connection
+// closed, so it can never desynchronise a client connection. Bodies stream with backpressure (onData
+// false pauses the upstream socket, resume() restarts it). Timeouts (connect, head, body gap, idle
+// keep-alive) are one coarse pass per pool, not a timer per socket or per request.
+import net from 'node:net';
+import type { Dispatcher } from 'undici';
+import { ChunkedDecoder, equalsLower, TCHAR, VALCH } from '../core/http1.ts';
+
+export interface H1PoolOptions {
+  readonly host: string;
+  readonly port: number;
+  /** The Host field sent when the request carries none (an HTTP/1.0 client's), as undici sends: `url.host`. */
+  readonly authority: string;
+  readonly connections: number;
+  readonly connectTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly bodyTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+}
+
+/** Largest response head read (as undici's maxHeaderSize in runtime.ts). */
+const MAX_HEAD_BYTES = 65536;
+/** Bodies up to this size go in the same buffer (and write) as the request head. */
+const JOIN_LIMIT = 16 * 1024;
+const SWEEP_MS = 250;
+
+function upstreamError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+function badResponse(why: string): Error {
+  // classifyUpstreamError reads HPE_* as an unparsable response: 502 RMP_ERR_UPSTREAM_BAD_RESPONSE.
+  return Object.assign(new Error(`invalid upstream response: ${why}`), { code: 'HPE_INVALID_RESPONSE' });
+}
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+
+// Response head states.
+const R_VERSION = 0;
+const R_STATUS = 1;
+const R_REASON = 2;
+const R_LINE_LF = 3;
+const R_FIELD_START = 4;
+const R_NAME = 5;
+const R_OWS = 6;
+const R_VALUE = 7;
+const R_VALUE_LF = 8;
+const R_HEAD_LF = 9;
+const VERSION = 'HTTP/1.';
+
+/** Strict response head parser: offsets while scanning, resumable across reads. */
+class ResponseHead {
+  state = R_VERSION;
+  pos = 0;
+  status = 0;
+  minor = 1;
+  /** [nameStart, nameEnd, valueStart, valueEnd] relative to the head start. */
+  fields: number[] = [];
+  nameStart = 0;
+  nameEnd = 0;
+  valueStart = 0;
+  valueEnd = 0;
+  contentLength = -1;
+  sawEncoding = false;
+  chunked = false;
+  close = false;
+  error = '';
+
+  reset(): void {
+    this.state = R_VERSION;
+    this.pos = 0;
+    this.status = 0;
+    this.fields.length = 0;
+    this.contentLength = -1;
+    this.sawEncoding = false;
+    this.chunked = false;
+    this.close = false;
+    this.error = '';
+  }
+
+  #fail(why: string): number {
+    this.error = why;
+    return -2;
+  }
+
+  /** Offset past the head (relative to base), -1 for more bytes, -2 on an error. */
+  execute(buf: Buffer, base: number, end: number): number {
+    let i = base + this.pos;
+    let state = this.state;
+    for (; i < end; i++) {
+      const c = buf[i]!;
+      const at = i - base;
+      switch (state) {
+        case R_VERSION:
+          if (at < 7) {
+            if (c !== VERSION.charCodeAt(at)) return this.#fail('status line');
+          } else if (at === 7) {
+            if (c !== 0x30 && c !== 0x31) return this.#fail('version');
+            this.minor = c - 0x30;
+          } else if (c !== SP) return this.#fail('status line');
+          else state = R_STATUS;
+          break;
+        case R_STATUS: {
+          const d = c - 0x30;
+          const n = at - 9;
+          if (n < 3) {
+            if (d < 0 || d > 9) return this.#fail('status code');
+            this.status = this.status * 10 + d;
+          } else if (c === SP) state = R_REASON;
+          else if (c === CR) state = R_LINE_LF;
+          else return this.#fail('status line');
+          break;
+        }
+        case R_REASON:
+          if (c === CR) state = R_LINE_LF;
+          else if (VALCH[c] !== 1) return this.#fail('reason phrase');
+          break;
+        case R_LINE_LF:
+        case R_VALUE_LF:
+          if (c !== LF) return this.#fail('bare CR');
+          state = R_FIELD_START;
+          break;
+        case R_FIELD_START:
+          if (TCHAR[c] === 1) {
+            this.nameStart = at;
+            state = R_NAME;
+          } else if (c === CR) state = R_HEAD_LF;
+          else return this.#fail('field line');
+          break;
+        case R_NAME:
+          if (TCHAR[c] === 1) break;
+          if (c !== 0x3a) return this.#fail('field name');
+          this.nameEnd = at;
+          state = R_OWS;
+          break;
+        case R_OWS:
+          if (c === SP || c === HTAB) break;
+          if (c === CR) {
+            this.valueStart = this.valueEnd = at;
+            state = R_VALUE_LF;
+            if (!this.#field(buf, base)) return -2;
+            break;
+          }
+          if (VALCH[c] !== 1) return this.#fail('field value');
+          this.valueStart = at;
+          this.valueEnd = at + 1;
+          state = R_VALUE;
+          break;
+        case R_VALUE:
+          if (VALCH[c] === 1) {
+            if (c !== SP && c !== HTAB) this.valueEnd = at + 1;
+            break;
+          }
+          if (c !== CR) return this.#fail('field value');
+          state = R_VALUE_LF;
+          if (!this.#field(buf, base)) return -2;
+          break;
+        case R_HEAD_LF:
+          if (c !== LF) return this.#fail('bare CR');
+          this.state = state;
+          this.pos = at + 1;
+          if (this.sawEncoding && (this.contentLength !== -1 || !this.chunked))
+            return this.#fail('ambiguous framing (Transfer-Encoding)');
+          return at + 1;
+      }
+    }
+    this.state = state;
+    this.pos = i - base;
+    return -1;
+  }
+
+  #field(buf: Buffer, base: number): boolean {
+    this.fields.push(this.nameStart, this.nameEnd, this.valueStart, this.valueEnd);
+    const len = this.nameEnd - this.nameStart;
+    const ns = base + this.nameStart;
+    const vs = base + this.valueStart;
+    const ve = base + this.valueEnd;
+    if (len === 14 && equalsLower(buf, ns, 'content-length')) {
+      if (this.contentLength !== -1 || ve === vs || ve - vs > 15) {
+        this.error = 'Content-Length';
+        return false;
+      }
+      let v = 0;
+      for (let j = vs; j < ve; j++) {
+        const d = buf[j]! - 0x30;
+        if (d < 0 || d > 9) {
+          this.error = 'Content-Length';
+          return false;
+        }
+        v = v * 10 + d;
+      }
+      this.contentLength = v;
+    } else if (len === 17 && equalsLower(buf, ns, 'transfer-encoding')) {
+      if (this.sawEncoding) {
+        this.error = 'Transfer-Encoding';
+        return false;
+      }
+      this.sawEncoding = true;
+      this.chunked = ve - vs === 7 && equalsLower(buf, vs, 'chunked');
+    } else if (len === 10 && equalsLower(buf, ns, 'connection')) {
+      for (let j = vs; j + 5 <= ve; j++) if (equalsLower(buf, j, 'close')) this.close = true;
+    }
+    return true;
+  }
+}
+
+type Body = Dispatcher.DispatchOptions['body'];
+
+/** One request on its way: the handler, and the functions it is given (bound once per exchange). */
+class Exchange {
+  readonly pool: H1Pool;
+  readonly opts: Dispatcher.DispatchOptions;
+  readonly handler: Dispatcher.DispatchHandler;
+  conn: UpConn | null = null;
+  done = false;
+  readonly created = performance.now();
+  /** Sent on a reused connection with nothing of the answer read: may be sent again once if it was reset. */
+  retryable = false;
+  readonly abort: (err?: Error) => void;
+  readonly resume: () => void;
+
+  constructor(pool: H1Pool, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
+    this.pool = pool;
+    this.opts = opts;
+    this.handler = handler;
+    this.abort = (err?: Error) => this.fail(err ?? upstreamError('UND_ERR_ABORTED', 'Request aborted'), true);
+    this.resume = () => this.conn?.resumeBody(this);
+  }
+
+  fail(err: Error, destroy: boolean): void {
+    if (this.done) return;
+    this.done = true;
+    const c = this.conn;
+    this.conn = null;
+    if (c !== null && destroy) c.destroy();
+    this.pool.unqueue(this);
+    (this.handler as LegacyHandler).onError?.(err);
+  }
+}
+
+/** undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them. */
+interface LegacyHandler {
+  onConnect?(abort: (err?: Error) => void): void;
+  onHeaders?(status: number, raw: Buffer[], resume: () => void, text: string): boolean;
+  onData?(chunk: Buffer): boolean;
+  onComplete?(trailers: Buffer[] | null): void;
+  onError?(err: Error): void;
+}
+
+const kUp = Symbol('rempart.upConn');
+type UpSocket = net.Socket & { [kUp]: UpConn };
+
+function onUpData(this: UpSocket, chunk: Buffer): void {
+  this[kUp].onData(chunk);
+}
+function onUpClose(this: UpSocket): void {
+  this[kUp].onClose();
+}
+function onUpError(this: UpSocket, err: Error): void {
+  this[kUp].lastError = err;
+}
+function onUpConnect(this: UpSocket): void {
+  this[kUp].onConnect();
+}
+function onUpDrain(this: UpSocket): void {
+  this[kUp].bodyDrained();
+}
+
+/** One upstream connection: at most one exchange at a time (no pipelining). */
+class UpConn {
+  readonly pool: H1Pool;
+  readonly socket: UpSocket;
+  connected = false;
+  exchange: Exchange | null = null;
+  /** Requests this connection carried (a first request is never retried: the origin saw it fresh). */
+  served = 0;
+  readonly head = new ResponseHead();
+  chunks: ChunkedDecoder | null = null;
+  buf: Buffer | null = null;
+  start = 0;
+  end = 0;
+  own = false;
+  /** -2: reading a head; -1: chunked body; -3: body to the connection's end; >= 0 bytes left. */
+  bodyLeft = -2;
+  paused = false;
+  reusable = true;
+  sawResponseByte = false;
+  /** performance.now() of the last event the timeouts measure from. */
+  since: number;
+  lastError: Error | null = null;
+  drainWaiter: (() => void) | null = null;
+  /** A request body is being written (pump). */
+  pumping = false;
+
+  constructor(pool: H1Pool) {
+    this.pool = pool;
+    this.since = performance.now();
+    const s = net.connect({ host: pool.opts.host, port: pool.opts.port, noDelay: true }) as UpSocket;
+    s[kUp] = this;
+    s.on('connect', onUpConnect);
+    s.on('data', onUpData);
+    s.on('close', onUpClose);
+    s.on('error', onUpError);
+    s.on('drain', onUpDrain);
+    this.socket = s;
+  }
+
+  onConnect(): void {
+    this.connected = true;
+    this.since = performance.now();
+    const x = this.exchange;
+    if (x !== null) this.send(x);
+  }
+
+  /** Give this connection an exchange (connected already, or once it connects). */
+  assign(x: Exchange): void {
+    this.exchange = x;
+    x.conn = this;
+    x.retryable = this.served > 0 && isReplayable(x.opts.body);
+    this.served++;
+    this.head.reset();
+    this.bodyLeft = -2;
+    this.sawResponseByte = false;
+    this.since = performance.now();
+    if (this.connected) this.send(x);
+  }
+
+  send(x: Exchange): void {
+    const o = x.opts;
+    const headers = o.headers as string[];
+    let head = `${o.method} ${o.path} HTTP/1.1\r\n`;
+    let hasLength = false;
+    let hasHost = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
+      else if (name.length === 4 && name.toLowerCase() === 'host') hasHost = true;
+      head += `${name}: ${headers[i + 1]}\r\n`;
+    }
+    // HTTP/1.1 requires exactly one Host toward the origin, whatever the client sent (HTTP/1.0 may omit it).
+    if (!hasHost) head += `host: ${this.pool.opts.authority}\r\n`;
+    const body = o.body;
+    const s = this.socket;
+    if (body == null) {
+      if (!hasLength && (o.method === 'POST' || o.method === 'PUT' || o.method === 'PATCH'))
+        head += 'content-length: 0\r\n';
+      s.write(`${head}connection: keep-alive\r\n\r\n`, 'latin1');
+      return;
+    }
+    if (typeof body === 'string' || body instanceof Uint8Array) {
+      const data =
+        typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.length);
+      if (!hasLength) head += `content-length: ${data.length}\r\n`;
+      head += 'connection: keep-alive\r\n\r\n';
+      if (data.length > JOIN_LIMIT) {
+        s.cork();
+        s.write(head, 'latin1');
+        s.write(data);
+        s.uncork();
+        return;
+      }
+      // One buffer, one write: head and body together.
+      const out = Buffer.allocUnsafe(head.length + data.length);
+      out.write(head, 0, 'latin1');
+      data.copy(out, head.length);
+      s.write(out);
+      return;
+    }
+    // A stream or async iterable: as it comes, with backpressure; chunked when its length is unknown.
+    head += hasLength
+      ? 'connection: keep-alive\r\n\r\n'
+      : 'transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n';
+    s.write(head, 'latin1');
+    void this.pump(x, body as AsyncIterable<Buffer>, !hasLength);
+  }
+
+  async pump(x: Exchange, body: AsyncIterable<Buffer>, chunked: boolean): Promise<void> {
+    const s = this.socket;
+    this.pumping = true;
+    try {
+      for await (const piece of body) {
+        if (x.done || x.conn !== this) return;
+        const chunk = typeof piece === 'string' ? Buffer.from(piece) : piece;
+        if (chunk.length === 0) continue;
+        let ok: boolean;
+        if (chunked) {
+          s.cork();
+          s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+          s.write(chunk);
+          ok = s.write('\r\n', 'latin1');
+          s.uncork();
+        } else ok = s.write(chunk);
+        if (!ok) await new Promise<void>((r) => (this.drainWaiter = r));
+      }
+      if (chunked && !x.done && x.conn === this) s.write('0\r\n\r\n', 'latin1');
+    } catch (err) {
+      // The body failed on the way (over the limit, its client left): the exchange fails with its error.
+      x.fail(err as Error, true);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  bodyDrained(): void {
+    const w = this.drainWaiter;
+    this.drainWaiter = null;
+    w?.();
+  }
+
+  #append(chunk: Buffer): void {
+    if (this.buf === null) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      this.own = false;
+      return;
+    }
+    const len = this.end - this.start;
+    if (this.own && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+      return;
+    }
+    const carry = Buffer.allocUnsafe(Math.max(1024, 2 * (len + chunk.length)));
+    this.buf.copy(carry, 0, this.start, this.end);
+    chunk.copy(carry, len);
+    this.buf = carry;
+    this.start = 0;
+    this.end = len + chunk.length;
+    this.own = true;
+  }
+
+  onData(chunk: Buffer): void {
+    const x = this.exchange;
+    if (x === null) {
+      // Bytes nobody asked for (after a complete response, or on an idle connection): the origin is
+      // out of step with us; nothing it sends on this connection can be trusted to frame an answer.
+      this.destroy();
+      return;
+    }
+    this.sawResponseByte = true;
+    this.since = performance.now();
+    this.#append(chunk);
+    this.parse(x);
+  }
+
+  parse(x: Exchange): void {
+    while (this.buf !== null && !this.paused && this.exchange === x && !x.done) {
+      if (this.bodyLeft === -2) {
+        if (!this.#head(x)) return;
+        continue;
+      }
+      if (!this.#body(x)) return;
+    }
+  }
+
+  #consumed(): void {
+    if (this.start >= this.end) {
+      this.buf = null;
+      this.own = false;
+    }
+  }
+
+  #head(x: Exchange): boolean {
+    const buf = this.buf!;
+    const base = this.start;
+    const h = this.head;
+    const r = h.execute(buf, base, this.end);
+    if (r === -1) {
+      if (this.end - base > MAX_HEAD_BYTES) x.fail(badResponse('head too large'), true);
+      return false;
+    }
+    if (r === -2) {
+      x.fail(badResponse(h.error), true);
+      return false;
+    }
+    this.start = base + r;
+    this.#consumed();
+    const status = h.status;
+    if (status < 200) {
+      // 1xx (100 Continue, 103 Early Hints): informational, the answer follows. A 101 here is wrong.
+      if (status === 101) {
+        x.fail(badResponse('unexpected 101'), true);
+        return false;
+      }
+      h.reset();
+      return true;
+    }
+    const f = h.fields;
+    const raw = new Array<Buffer>(f.length / 2);
+    for (let k = 0, j = 0; k < f.length; k += 4, j += 2) {
+      raw[j] = buf.subarray(base + f[k]!, base + f[k + 1]!);
+      raw[j + 1] = buf.subarray(base + f[k + 2]!, base + f[k + 3]!);
+    }
+    if (h.close || h.minor === 0) this.reusable = false;
+    const noBody = x.opts.method === 'HEAD' || status === 204 || status === 304;
+    if (noBody) this.bodyLeft = 0;
+    else if (h.chunked) {
+      this.bodyLeft = -1;
+      if (this.chunks === null) this.chunks = new ChunkedDecoder(MAX_HEAD_BYTES);
+      else this.chunks.reset();
+    } else if (h.contentLength >= 0) this.bodyLeft = h.contentLength;
+    else {
+      this.bodyLeft = -3;
+      this.reusable = false;
+    }
+    x.retryable = false;
+    const handler = x.handler as LegacyHandler;
+    if (handler.onHeaders?.(status, raw, x.resume, '') === false) this.pause();
+    if (x.done || this.exchange !== x) return false;
+    if (this.bodyLeft === 0) {
+      this.#complete(x);
+      return false;
+    }
+    return true;
+  }
+
+  #body(x: Exchange): boolean {
+    const buf = this.buf!;
+    const handler = x.handler as LegacyHandler;
+    if (this.bodyLeft >= 0 || this.bodyLeft === -3) {
+      const avail = this.end - this.start;
+      const take = this.bodyLeft === -3 ? avail : Math.min(this.bodyLeft, avail);
+      const chunk = buf.subarray(this.start, this.start + take);
+      this.start += take;
+      if (this.bodyLeft >= 0) this.bodyLeft -= take;
+      this.#consumed();
+      if (take > 0 && handler.onData?.(chunk) === false) this.pause();
+      if (x.done || this.exchange !== x) return false;
+      if (this.bodyLeft === 0) {
+        this.#complete(x);
+        return false;
+      }
+      return this.buf !== null;
+    }
+    const d = this.chunks!;
+    const next = d.next(buf, this.start, this.end);
+    if (next < 0) {
+      x.fail(badResponse('chunked framing'), true);
+      return false;
+    }
+    this.start = next;
+    this.#consumed();
+    if (d.dataEnd > d.dataStart && handler.onData?.(buf.subarray(d.dataStart, d.dataEnd)) === false) this.pause();
+    if (x.done || this.exchange !== x) return false;
+    if (d.done) {
+      this.#complete(x);
+      return false;
+    }
+    return this.buf !== null;
+  }
+
+  #complete(x: Exchange): void {
+    // Bytes past the end of the answer: response splitting, or an origin out of step. Never reused;
+    // nor while the request body is still going out (an early answer): the next request would be
+    // written into the middle of it.
+    if (this.buf !== null || this.pumping) this.reusable = false;
+    this.buf = null;
+    this.exchange = null;
+    x.conn = null;
+    x.done = true;
+    this.bodyLeft = -2;
+    this.since = performance.now();
+    (x.handler as LegacyHandler).onComplete?.(null);
+    if (this.reusable && !this.paused && !x.opts.reset) this.pool.release(this);
+    else this.destroy();
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resumeBody(x: Exchange): void {
+    if (this.exchange !== x || !this.paused) return;
+    this.paused = false;
+    this.socket.resume();
+    this.parse(x);
+  }
+
+  onClose(): void {
+    this.pool.forget(this);
+    const x = this.exchange;
+    this.exchange = null;
+    if (x === null || x.done) return;
+    if (this.bodyLeft === -3) {
+      // A body delimited by the connection's end: complete now.
+      x.conn = null;
+      x.done = true;
+      (x.handler as LegacyHandler).onComplete?.(null);
+      return;
+    }
+    x.conn = null;
+    // A reused connection the origin had closed as the request went out: sent again once, elsewhere.
+    if (x.retryable && !this.sawResponseByte) {
+      x.retryable = false;
+      this.pool.enqueue(x, true);
+      return;
+    }
+    const e = this.lastError;
+    const code = (e as { code?: string } | null)?.code;
+    x.fail(
+      !this.connected && e !== null
+        ? e
+        : upstreamError(code === 'ECONNRESET' || code === 'EPIPE' ? code : 'UND_ERR_SOCKET', 'other side closed'),
+      false,
+    );
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** The pool's sweep: connect, head and body-gap timeouts for the exchange, idle time for the rest. */
+  sweep(now: number, o: H1PoolOptions): void {
+    const x = this.exchange;
+    const idle = now - this.since;
+    if (x === null) {
+      if (idle > o.keepAliveTimeoutMs) this.destroy();
+      return;
+    }
+    if (!this.connected) {
+      if (idle > o.connectTimeoutMs) x.fail(upstreamError('UND_ERR_CONNECT_TIMEOUT', 'Connect Timeout Error'), true);
+    } else if (this.bodyLeft === -2) {
+      if (idle > o.headersTimeoutMs) x.fail(upstreamError('UND_ERR_HEADERS_TIMEOUT', 'Headers Timeout Error'), true);
+    } else if (!this.paused && o.bodyTimeoutMs > 0 && idle > o.bodyTimeoutMs)
+      x.fail(upstreamError('UND_ERR_BODY_TIMEOUT', 'Body Timeout Error'), true);
+  }
+}
+
+function isReplayable(body: Body): boolean {
+  return body == null || typeof body === 'string' || body instanceof Uint8Array;
+}
+
+/** A keep-alive pool to one origin server. dispatch() is undici's, for the calls forward.ts makes. */
+export class H1Pool {
+  readonly opts: H1PoolOptions;
+  readonly all = new Set<UpConn>();
+  readonly idle: UpConn[] = [];
+  readonly waiting: Exchange[] = [];
+  #waitHead = 0;
+  #closed = false;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(opts: H1PoolOptions) {
+    this.opts = opts;
+    this.#timer = setInterval(() => this.#sweep(), SWEEP_MS).unref();
+  }
+
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const x = new Exchange(this, options, handler);
+    if (this.#closed) {
+      queueMicrotask(() => x.fail(upstreamError('UND_ERR_DESTROYED', 'The client is destroyed'), false));
+      return false;
+    }
+    (handler as LegacyHandler).onConnect?.(x.abort);
+    if (x.done) return true;
+    this.enqueue(x, false);
+    return true;
+  }
+
+  enqueue(x: Exchange, front: boolean): void {
+    let c = this.idle.pop();
+    // An idle connection close to its keep-alive limit may be closed by the origin as we write.
+    while (c !== undefined && (c.socket.destroyed || performance.now() - c.since > this.opts.keepAliveTimeoutMs)) {
+      c.destroy();
+      c = this.idle.pop();
+    }
+    if (c === undefined && this.all.size < this.opts.connections) {
+      c = new UpConn(this);
+      this.all.add(c);
+    }
+    if (c !== undefined) {
+      c.assign(x);
+      return;
+    }
+    if (front && this.#waitHead > 0) this.waiting[--this.#waitHead] = x;
+    else this.waiting.push(x);
+  }
+
+  unqueue(x: Exchange): void {
+    const i = this.waiting.indexOf(x, this.#waitHead);
+    if (i !== -1) this.waiting.splice(i, 1);
+  }
+
+  #next(): Exchange | undefined {
+    while (this.#waitHead < this.waiting.length) {
+      const x = this.waiting[this.#waitHead++]!;
+      if (this.#waitHead > 1024 && this.#waitHead * 2 > this.waiting.length) {
+        this.waiting.splice(0, this.#waitHead);
+        this.#waitHead = 0;
+      }
+      if (!x.done) return x;
+    }
+    this.waiting.length = 0;
+    this.#waitHead = 0;
+    return undefined;
+  }
+
+  /** A connection is free: the next waiting exchange, or the idle list. */
+  release(c: UpConn): void {
+    if (this.#closed) return c.destroy();
+    const x = this.#next();
+    if (x !== undefined) c.assign(x);
+    else this.idle.push(c);
+  }
+
+  forget(c: UpConn): void {
+    this.all.delete(c);
+    const i = this.idle.indexOf(c);
+    if (i !== -1) this.idle.splice(i, 1);
+    // Room for a new connection: a waiting exchange gets one.
+    if (!this.#closed && this.all.size < this.opts.connections) {
+      const x = this.#next();
+      if (x !== undefined) this.enqueue(x, true);
+    }
+  }
+
+  #sweep(): void {
+    if (this.#closed && this.all.size === 0) clearInterval(this.#timer);
+    const now = performance.now();
+    for (const c of this.all) c.sweep(now, this.opts);
+    for (let i = this.#waitHead; i < this.waiting.length; i++) {
+      const x = this.waiting[i]!;
+      if (!x.done && now - x.created > this.opts.headersTimeoutMs + this.opts.connectTimeoutMs)
+        x.fail(upstreamError('UND_ERR_HEADERS_TIMEOUT', 'Headers Timeout Error'), false);
+    }
+  }
+
+  /** No new requests; the idle connections close now, the busy ones after their answer. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const c of this.idle.splice(0)) c.destroy();
+  }
+
+  async destroy(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    for (const x of this.waiting.splice(0))
+      x.fail(upstreamError('UND_ERR_DESTROYED', 'The client is destroyed'), false);
+    for (const c of [...this.all]) c.destroy();
+  }
+}
