@@ -17,8 +17,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 function scenarioTable(report: MatrixReport): string {
   const rows = [
-    '| id | config | served % (calm %) | users challenged / refused | attack reaching origin % | rate achieved / drawn | level max (under_attack after s) | origin util % / 503s | top gateway decisions for the attack | for real users |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    "| id | config | served % (calm %) | users challenged / refused | attack reaching origin % | rate achieved / drawn | level max (under_attack after s) | origin util % / 503s | gateway CPU % | gateway decisions for the attack (log) | real users' failures |",
+    '|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   const top = (t: Record<string, number> | undefined) =>
     Object.entries(t ?? {})
@@ -28,20 +28,20 @@ function scenarioTable(report: MatrixReport): string {
       .join(', ');
   for (const r of report.results)
     for (const o of r.runs) {
-      const legit: Record<string, number> = { ...o.log.byPopulation.calm };
-      for (const [k, v] of Object.entries(o.log.byPopulation.crowd ?? {})) legit[k] = (legit[k] ?? 0) + v;
       rows.push(
         `| ${r.scenario.id}${r.scenario.control ? ' (control)' : ''} | ${o.config} | ${o.servedPct ?? '-'} (${o.servedPctCalm ?? '-'}) | ` +
           `${o.challengedUsers} / ${o.refusedUsers} of ${o.users} | ${o.attackReachPct ?? '-'} | ` +
           `${o.attack ? `${o.attack.achievedRate} / ${o.attack.drawnRate}` : '-'}${o.produced ? '' : ' **not produced**'} | ` +
           `${o.level.max ?? '-'} (${o.level.underAttackAfterSec ?? '-'}) | ${o.origin.utilisationPct} / ${o.origin.rejected} | ` +
-          `${top(o.log.byPopulation.attack)} | ${top(legit)} |`,
+          `${o.cpu.gatewayPct ?? '-'} | ${top(o.log.byPopulation.attack)} | ${top(o.legitReasons)} |`,
       );
     }
   return rows.join('\n');
 }
 
 async function main(): Promise<void> {
+  // Ctrl-C or SIGTERM: exit, so the matrix's exit hook kills the gateway it is running.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
   const { values } = parseArgs({
     options: {
       scenarios: { type: 'string', default: '14' },
@@ -56,6 +56,7 @@ async function main(): Promise<void> {
     profile: 'full',
     configs: values.configs.split(',') as ConfigName[],
     worst: 6,
+    keepLogs: true,
     log: (line) => process.stderr.write(`[matrix ${new Date().toISOString().slice(11, 19)}] ${line}\n`),
   });
   mkdirSync(values.out, { recursive: true });

@@ -286,6 +286,7 @@ class User {
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';
       else if (latencyMs > ctx.deadlineMs) failure = 'timeout';
+      if (failure !== null) ctx.rec.legitReason(failureReason(failure, res.statusCode, res.headers, json));
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, failure === null ? 'served' : 'refused');
       ctx.rec.legit(cls, latencyMs, failure);
       return { status: res.statusCode, json };
@@ -293,6 +294,7 @@ class User {
       if (ctx.closing) return null;
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, 'refused');
       const kind = classifyError(err);
+      ctx.rec.legitReason(kind === 'refused' ? 'connection refused/reset' : kind);
       if (kind === 'refused') this.everRefused = true;
       if (kind === 'local') ctx.warn(`legit ${method} ${path}: ${errorText(err)}`);
       ctx.rec.legit(cls, performance.now() - t0, kind === 'timeout' ? 'timeout' : 'error');
@@ -311,6 +313,20 @@ class User {
 }
 
 const defaultAddress = (n: number) => sourceAddress(LEGIT_BLOCK, n);
+
+/** What answered a failed request: the origin itself, Rempart's error code, a challenge, or lateness. */
+function failureReason(
+  failure: LegitFailure,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  json: unknown,
+): string {
+  if (failure === 'challenge') return `challenge ${status} (unsolved)`;
+  if (failure === 'timeout') return 'late (past the deadline)';
+  if (headers['x-origin'] !== undefined) return `origin ${status}`;
+  const code = (json as { error?: { code?: unknown } } | undefined)?.error?.code;
+  return typeof code === 'string' ? `${status} ${code.slice(0, 40)}` : `${status} (no code)`;
+}
 
 export interface LegitCrowd {
   done: Promise<void>;

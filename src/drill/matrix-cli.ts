@@ -83,6 +83,8 @@ export async function matrixMain(argv: string[]): Promise<number> {
       only = r.indexes;
     }
     const quiet = Boolean(values.quiet);
+    // Ctrl-C: exit, so the matrix's exit hook kills the gateway it is running (never left behind).
+    process.once('SIGINT', () => process.exit(130));
     const report = await runMatrix({
       seed,
       profile,

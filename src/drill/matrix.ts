@@ -72,7 +72,7 @@ export const RANGES: Record<Profile, Ranges> = {
     crowdMultiplier: [2, 6],
     pauseMs: [1000, 3000],
     warmupSec: 70,
-    caps: { maxInFlight: 1500, connectionsPerAddress: 8, solvesPerSecond: 15 },
+    caps: { maxInFlight: 4000, connectionsPerAddress: 8, solvesPerSecond: 15 },
   },
   short: {
     calmSec: [2, 2],
@@ -297,6 +297,31 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** Gateways running now: killed if this process exits first (Ctrl-C, a crash), never left behind. */
+const live = new Set<ChildProcess>();
+let exitHook = false;
+function register(proc: ChildProcess): void {
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
+  if (exitHook) return;
+  exitHook = true;
+  process.once('exit', () => {
+    for (const p of live) p.kill('SIGKILL');
+  });
+}
+
+/** CPU seconds a process has used (Linux /proc), or null elsewhere. */
+export function cpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks (USER_HZ = 100)
+  } catch {
+    return null;
+  }
+}
+
 export interface Gateway {
   port: number;
   adminPort: number;
@@ -344,6 +369,7 @@ export async function startGateway(config: ConfigName, originUrl: string, stateF
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);
+  register(proc);
   let exited = false;
   const exit = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   void exit.then(() => {
@@ -437,6 +463,18 @@ export interface RunOutcome {
   refusals: Record<string, number>;
   shed: Record<string, number>;
   log: LogTally;
+  /** Real users' failures by what answered them (Rempart's error code, the origin's status, lateness). */
+  legitReasons: Record<string, number>;
+  /** Per second of the run: real users served and failed, attack and legit requests the origin received, its 503s. */
+  series: {
+    legitOk: number[];
+    legitFail: number[];
+    originAttack: number[];
+    originLegit: number[];
+    originRejected: number[];
+  };
+  /** CPU over the traffic, % of one core: the gateway (its process) and this process (generator + origin model). */
+  cpu: { gatewayPct: number | null; generatorPct: number };
   /** Load average when the run ended. */
   load1: number;
   logFile: string;
@@ -566,8 +604,28 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
     const metrics = new MetricsPoller(`http://127.0.0.1:${gw.adminPort}/metrics`);
     await metrics.poll(null);
     const ticker = bots ? setInterval(() => bots.tick(performance.now()), 10) : null;
-    const everySecond = setInterval(() => void metrics.poll(rec), 1000);
+    const series: RunOutcome['series'] = {
+      legitOk: [],
+      legitFail: [],
+      originAttack: [],
+      originLegit: [],
+      originRejected: [],
+    };
+    const stats0 = origin.stats();
+    let prev = { attack: stats0.received.attack, legit: stats0.received.legit, rejected: stats0.rejected };
+    const gwCpu0 = cpuSeconds(gw.proc.pid);
+    const cpu0 = process.cpuUsage();
+    const everySecond = setInterval(() => {
+      void metrics.poll(rec);
+      const st = origin.stats();
+      series.originAttack.push(st.received.attack - prev.attack);
+      series.originLegit.push(st.received.legit - prev.legit);
+      series.originRejected.push(st.rejected - prev.rejected);
+      prev = { attack: st.received.attack, legit: st.received.legit, rejected: st.rejected };
+    }, 1000);
     await new Promise((r) => setTimeout(r, totalSec * 1000));
+    const gwCpu1 = cpuSeconds(gw.proc.pid);
+    const cpu1 = process.cpuUsage(cpu0);
     ctx.stopped = true;
     if (ticker) clearInterval(ticker);
     await Promise.race([Promise.all(crowds.map((c) => c.done)), new Promise((r) => setTimeout(r, 1500))]);
@@ -586,6 +644,8 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
     const timeline: Array<number | null> = [];
     rec.seconds.forEach((sec, i) => {
       timeline.push(sec.attackLevel);
+      series.legitOk.push(sec.legitOk);
+      series.legitFail.push(sec.legitFail);
       if (i >= s.calmSec) {
         ok += sec.legitOk;
         fail += sec.legitFail;
@@ -677,6 +737,12 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
       refusals: t.refusals,
       shed: t.shed,
       log,
+      legitReasons: rec.legitReasons,
+      series,
+      cpu: {
+        gatewayPct: gwCpu0 !== null && gwCpu1 !== null ? Math.round(((gwCpu1 - gwCpu0) / totalSec) * 100) : null,
+        generatorPct: Math.round(((cpu1.user + cpu1.system) / 1e6 / totalSec) * 100),
+      },
       load1: Math.round(load1 * 100) / 100,
       logFile: gw.logFile,
     };
@@ -706,7 +772,7 @@ function legitPop(
  * `seconds` (past defense.level.warmupSeconds, 60 s), then stops gracefully and leaves its state file,
  * which every scenario's gateway starts from (src/app/state-file.ts: no new warm-up after a restart).
  * Returns the state file's path. The warm-up's users are the calm users of every scenario (same
- * addresses), at the largest calm population a scenario draws.
+ * addresses: browsers first, then vault users), at the largest calm population a scenario draws.
  */
 export async function warmUp(config: ConfigName, profile: Profile, dir: string): Promise<string | null> {
   const R = RANGES[profile];
@@ -728,10 +794,13 @@ export async function warmUp(config: ConfigName, profile: Profile, dir: string):
       onCap: () => {},
       warn: () => {},
     };
-    const users = Math.round((R.calmUsers[0] + R.calmUsers[1]) / 2);
+    // The most calm users a scenario draws: every scenario's calm users are then people seen before.
     const crowd = startLegit(
       ctx,
-      [legitPop('browser', users, R.pauseMs, 0, false), legitPop('vault', R.vaultUsers[1], R.pauseMs, 0, false)],
+      [
+        legitPop('browser', R.calmUsers[1], R.pauseMs, 0, false),
+        legitPop('vault', R.vaultUsers[1], R.pauseMs, 0, false),
+      ],
       calmAddress,
     );
     await new Promise((r) => setTimeout(r, R.warmupSec * 1000));
@@ -887,7 +956,8 @@ export async function runMatrix(opts: MatrixOptions = {}): Promise<MatrixReport>
           `  ${c.padEnd(4)} served ${o.servedPct ?? '-'} % (calm ${o.servedPctCalm ?? '-'} %), challenged ${o.challengedUsers}, ` +
             `refused ${o.refusedUsers} of ${o.users} users; attack reaching origin ${o.attackReachPct ?? '-'} %` +
             `${o.attack ? ` (rate ${o.attack.achievedRate}/${o.attack.drawnRate}/s)` : ''}; level max ${o.level.max ?? '-'}` +
-            `${o.produced ? '' : `; NOT PRODUCED: ${o.producedNote}`}; load ${o.load1}`,
+            `${o.produced ? '' : `; NOT PRODUCED: ${o.producedNote}`}; CPU gateway ${o.cpu.gatewayPct ?? '-'} %, ` +
+            `generator ${o.cpu.generatorPct} %; load ${o.load1}${o.logFile ? `; log ${o.logFile}` : ''}`,
         );
       }
       results.push({ scenario, description, runs });
