@@ -8,6 +8,7 @@
 import { Pool, type Dispatcher } from 'undici';
 import { takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
 import { isChallenge, mayBeChallenge, solveChallenge } from './challenge.ts';
+import { SOLUTION_COOKIE } from '../client/index.ts';
 
 export const BOT_PATHS = ['random', 'popular', 'login', 'mixed'] as const;
 export type BotPaths = (typeof BOT_PATHS)[number];
@@ -82,6 +83,8 @@ interface Bot {
   pool: Pool;
   ua: string;
   cookies: Map<string, string> | null;
+  /** A solve under way (resolves once its retry has stored the clearance): true when it succeeded. */
+  solving: Promise<boolean> | null;
 }
 
 export class BotAttack {
@@ -159,6 +162,7 @@ export class BotAttack {
         }),
         ua: spec.browser ? USER_AGENTS[a % USER_AGENTS.length]! : SCRIPTED[a % SCRIPTED.length]!,
         cookies: spec.cookies || spec.solve ? new Map() : null,
+        solving: null,
       };
       this.bots[a] = b;
     }
@@ -254,22 +258,37 @@ export class BotAttack {
     if (res.headers['x-origin'] === undefined && isChallenge(res.statusCode, res.headers, json)) {
       c.challenged++;
       if (this.spec.solve && !retried && bot.cookies !== null) {
-        if (!this.solveBudget()) {
+        // A solver solves once per identity, as a scripted client would: the requests challenged
+        // meanwhile wait for that solve's clearance, then go again with it.
+        const pending = bot.solving;
+        if (pending !== null) {
+          if ((await pending) && !this.ctx.stopped) return this.send(bot, opts, true);
+        } else if (!this.solveBudget()) {
           c.solveSkipped++;
           c.answered++;
           c.blocked++;
           return;
-        }
-        const ok = await solveChallenge({
-          status: res.statusCode,
-          headers: res.headers,
-          cookies: bot.cookies,
-          challenge:
-            typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
-        });
-        if (ok && !this.ctx.stopped) {
-          c.solved++;
-          return this.send(bot, opts, true);
+        } else {
+          let settle!: (ok: boolean) => void;
+          bot.solving = new Promise<boolean>((resolve) => {
+            settle = resolve;
+          });
+          const ok = await solveChallenge({
+            status: res.statusCode,
+            headers: res.headers,
+            cookies: bot.cookies,
+            challenge:
+              typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
+          });
+          // The retry carries the solution and earns the clearance cookie (a solution is good once).
+          if (ok && !this.ctx.stopped) {
+            c.solved++;
+            await this.send(bot, opts, true);
+          }
+          bot.cookies.delete(SOLUTION_COOKIE);
+          bot.solving = null;
+          settle(ok);
+          if (ok) return;
         }
       }
     }
