@@ -22,7 +22,7 @@ export interface BotSpec {
   browser: boolean;
   /** A new user agent on every request rather than one per address. */
   rotateAgent: boolean;
-  /** Keep the cookies the target sets (a clearance, a session) per address. */
+  /** Keep the cookies the target sets (a clearance, a session) per address (solvers: per /24 and agent). */
   cookies: boolean;
   /** Solve proof-of-work challenges (with rempart/client's solver), then retry once. */
   solve: boolean;
@@ -79,12 +79,16 @@ export function botAddress(firstBlock: number, prefixes: number, n: number): str
 const rnd = () => Math.random().toString(36).slice(2, 10);
 const digits = () => String(Math.floor(Math.random() * 1e11)).padStart(11, '0');
 
+/** A cookie jar, with the solve under way for it (resolves once its retry has stored the clearance). */
+interface Jar {
+  cookies: Map<string, string>;
+  solving: Promise<boolean> | null;
+}
+
 interface Bot {
   pool: Pool;
   ua: string;
-  cookies: Map<string, string> | null;
-  /** A solve under way (resolves once its retry has stored the clearance): true when it succeeded. */
-  solving: Promise<boolean> | null;
+  jar: Jar | null;
 }
 
 export class BotAttack {
@@ -144,6 +148,19 @@ export class BotAttack {
     if (nowMs >= this.endMs) this.finished = true;
   }
 
+  /** Jars shared by solving bots, per /24 and agent (at most prefixes × agents). */
+  readonly jars = new Map<string, Jar>();
+
+  sharedJar(prefix: number, ua: string): Jar {
+    const key = `${prefix}|${ua}`;
+    let jar = this.jars.get(key);
+    if (jar === undefined) {
+      jar = { cookies: new Map(), solving: null };
+      this.jars.set(key, jar);
+    }
+    return jar;
+  }
+
   bot(a: number): Bot {
     let b = this.bots[a];
     if (b === undefined) {
@@ -161,9 +178,12 @@ export class BotAttack {
           keepAliveMaxTimeout: 2000,
         }),
         ua: spec.browser ? USER_AGENTS[a % USER_AGENTS.length]! : SCRIPTED[a % SCRIPTED.length]!,
-        cookies: spec.cookies || spec.solve ? new Map() : null,
-        solving: null,
+        jar: null,
       };
+      // A clearance is bound to the client's /24 and user agent: a solving botnet shares it between
+      // the bots of one /24 that send the same agent (one solve each), as a thrifty operator would.
+      if (spec.solve && !spec.rotateAgent) b.jar = this.sharedJar(a % spec.prefixes, b.ua);
+      else if (spec.cookies || spec.solve) b.jar = { cookies: new Map(), solving: null };
       this.bots[a] = b;
     }
     return b;
@@ -224,9 +244,9 @@ export class BotAttack {
 
   async send(bot: Bot, opts: Dispatcher.RequestOptions, retried: boolean): Promise<void> {
     const c = this.counts;
-    if (bot.cookies !== null && bot.cookies.size > 0) {
+    if (bot.jar !== null && bot.jar.cookies.size > 0) {
       let s = '';
-      for (const [k, v] of bot.cookies) s += s ? `; ${k}=${v}` : `${k}=${v}`;
+      for (const [k, v] of bot.jar.cookies) s += s ? `; ${k}=${v}` : `${k}=${v}`;
       (opts.headers as Record<string, string>).cookie = s;
     }
     let res: Dispatcher.ResponseData;
@@ -245,7 +265,7 @@ export class BotAttack {
       }
       return;
     }
-    if (bot.cookies !== null) this.store(bot, res.headers['set-cookie']);
+    if (bot.jar !== null) this.store(bot.jar, res.headers['set-cookie']);
     let json: unknown;
     if (mayBeChallenge(res.statusCode) && res.headers['x-origin'] === undefined) {
       try {
@@ -257,10 +277,11 @@ export class BotAttack {
     if (this.ctx.closing) return;
     if (res.headers['x-origin'] === undefined && isChallenge(res.statusCode, res.headers, json)) {
       c.challenged++;
-      if (this.spec.solve && !retried && bot.cookies !== null) {
+      const jar = bot.jar;
+      if (this.spec.solve && !retried && jar !== null) {
         // A solver solves once per identity, as a scripted client would: the requests challenged
         // meanwhile wait for that solve's clearance, then go again with it.
-        const pending = bot.solving;
+        const pending = jar.solving;
         if (pending !== null) {
           if ((await pending) && !this.ctx.stopped) return this.send(bot, opts, true);
         } else if (!this.solveBudget()) {
@@ -270,13 +291,13 @@ export class BotAttack {
           return;
         } else {
           let settle!: (ok: boolean) => void;
-          bot.solving = new Promise<boolean>((resolve) => {
+          jar.solving = new Promise<boolean>((resolve) => {
             settle = resolve;
           });
           const ok = await solveChallenge({
             status: res.statusCode,
             headers: res.headers,
-            cookies: bot.cookies,
+            cookies: jar.cookies,
             challenge:
               typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
           });
@@ -285,8 +306,8 @@ export class BotAttack {
             c.solved++;
             await this.send(bot, opts, true);
           }
-          bot.cookies.delete(SOLUTION_COOKIE);
-          bot.solving = null;
+          jar.cookies.delete(SOLUTION_COOKIE);
+          jar.solving = null;
           settle(ok);
           if (ok) return;
         }
@@ -307,16 +328,16 @@ export class BotAttack {
     return ++this.#solvesThisSecond <= this.caps.solvesPerSecond;
   }
 
-  store(bot: Bot, setCookie: string | string[] | undefined): void {
-    if (setCookie === undefined || bot.cookies === null) return;
+  store(jar: Jar, setCookie: string | string[] | undefined): void {
+    if (setCookie === undefined) return;
     for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
       const pair = line.split(';', 1)[0]!;
       const eq = pair.indexOf('=');
       if (eq <= 0) continue;
       const name = pair.slice(0, eq).trim();
-      if (name === 'sid' && !bot.cookies.has('sid')) this.counts.sessions++;
+      if (name === 'sid' && !jar.cookies.has('sid')) this.counts.sessions++;
       // A jar of a handful of cookies: a target setting thousands of names cannot grow it without end.
-      if (bot.cookies.size < 16 || bot.cookies.has(name)) bot.cookies.set(name, pair.slice(eq + 1).trim());
+      if (jar.cookies.size < 16 || jar.cookies.has(name)) jar.cookies.set(name, pair.slice(eq + 1).trim());
     }
   }
 

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parse as parseYaml } from 'yaml';
-import { ORIGIN_KINDS, startOriginModel, type OriginModel, type RunningModel } from './origins.ts';
+import { ORIGIN_KINDS, type ModelStats, type OriginModel } from './origins.ts';
 import { BOT_PATHS, BotAttack, type BotCaps, type BotPaths } from './bots.ts';
 import { startLegit, type LegitCrowd } from './legit.ts';
 import type { LegitPopulation } from './scenario.ts';
@@ -400,6 +400,60 @@ export async function startGateway(config: ConfigName, originUrl: string, stateF
   };
 }
 
+// ---------------------------------------------------------------- the origin, in a child process
+
+export interface OriginProcess {
+  url: string;
+  model: OriginModel;
+  /** Its counters (GET /__origin/stats); null when it does not answer. */
+  stats(): Promise<ModelStats | null>;
+  close(): Promise<void>;
+}
+
+const ORIGIN_MODULE = fileURLToPath(new URL('./origins.ts', import.meta.url));
+
+/** Starts an origin model in a child process (`node src/drill/origins.ts MODEL`): its answers and its
+ *  health check are never held up by the generator's work in this process. */
+export async function startOriginProcess(model: OriginModel): Promise<OriginProcess> {
+  const proc = spawn(process.execPath, [ORIGIN_MODULE, JSON.stringify(model)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  register(proc);
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error('origin model did not start')), 15_000);
+    proc.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl !== -1) {
+        clearTimeout(timer);
+        resolve((JSON.parse(buf.slice(0, nl)) as { port: number }).port);
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`origin model exited (${code})`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const exit = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  return {
+    url,
+    model,
+    stats: async () => {
+      try {
+        const res = await fetch(`${url}/__origin/stats`, { signal: AbortSignal.timeout(2000) });
+        return (await res.json()) as ModelStats;
+      } catch {
+        return null;
+      }
+    },
+    close: async () => {
+      proc.stdin!.end();
+      const t = setTimeout(() => proc.kill('SIGKILL'), 2000);
+      await exit;
+      clearTimeout(t);
+    },
+  };
+}
+
 // ---------------------------------------------------------------- one run
 
 export interface LogTally {
@@ -540,7 +594,7 @@ export interface RunOptions {
 /** Runs one drawn scenario against one config: a fresh origin, a fresh gateway, then the traffic. */
 export async function runScenario(s: MatrixScenario, config: ConfigName, opts: RunOptions = {}): Promise<RunOutcome> {
   const R = RANGES[s.profile];
-  const origin: RunningModel = await startOriginModel(s.origin);
+  const origin = await startOriginProcess(s.origin);
   let gw: Gateway | null = null;
   try {
     gw = await startGateway(config, origin.url, opts.warmState?.[config] ?? null);
@@ -612,8 +666,11 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
       originLegit: [],
       originRejected: [],
     };
-    const stats0 = origin.stats();
-    let prev = { attack: stats0.received.attack, legit: stats0.received.legit, rejected: stats0.rejected };
+    const empty = { attack: 0, legit: 0, rejected: 0 };
+    const stats0 = await origin.stats();
+    let prev = stats0
+      ? { attack: stats0.received.attack, legit: stats0.received.legit, rejected: stats0.rejected }
+      : empty;
     // This process's event-loop delay: the generator and the origin model share it, so a busy loop
     // would delay the origin's answers and the users' clicks (reported: the run is then suspect).
     const lag = monitorEventLoopDelay({ resolution: 10 });
@@ -622,11 +679,13 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
     const cpu0 = process.cpuUsage();
     const everySecond = setInterval(() => {
       void metrics.poll(rec);
-      const st = origin.stats();
-      series.originAttack.push(st.received.attack - prev.attack);
-      series.originLegit.push(st.received.legit - prev.legit);
-      series.originRejected.push(st.rejected - prev.rejected);
-      prev = { attack: st.received.attack, legit: st.received.legit, rejected: st.rejected };
+      void origin.stats().then((st) => {
+        if (st === null) return;
+        series.originAttack.push(st.received.attack - prev.attack);
+        series.originLegit.push(st.received.legit - prev.legit);
+        series.originRejected.push(st.rejected - prev.rejected);
+        prev = { attack: st.received.attack, legit: st.received.legit, rejected: st.rejected };
+      });
     }, 1000);
     await new Promise((r) => setTimeout(r, totalSec * 1000));
     const gwCpu1 = cpuSeconds(gw.proc.pid);
@@ -668,7 +727,13 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
       return c ? Math.round((c.atSec - s.calmSec) * 10) / 10 : null;
     };
     const maxLevel = log.levelChanges.reduce((m, x) => Math.max(m, rank[x.to] ?? 0), 0);
-    const st = origin.stats();
+    const st = (await origin.stats()) ?? {
+      received: { attack: 0, legit: 0, other: 0 },
+      served: 0,
+      rejected: 0,
+      sessions: 0,
+      busyMs: 0,
+    };
     const windowMs = totalSec * 1000;
     const failures = { status: 0, challenge: 0, timeout: 0, error: 0 };
     let legitRequests = 0;
@@ -792,7 +857,7 @@ function legitPop(
 export async function warmUp(config: ConfigName, profile: Profile, dir: string): Promise<string | null> {
   const R = RANGES[profile];
   if (R.warmupSec <= 0) return null;
-  const origin = await startOriginModel({ kind: 'slots', workers: 32, serviceMs: 10, queue: 8 });
+  const origin = await startOriginProcess({ kind: 'slots', workers: 32, serviceMs: 10, queue: 8 });
   const gw = await startGateway(config, origin.url, null);
   try {
     const target = await resolveTarget(`http://127.0.0.1:${gw.port}`, '--target');

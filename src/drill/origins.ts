@@ -246,3 +246,18 @@ export async function startOriginModel(model: OriginModel, port = 0): Promise<Ru
       }),
   };
 }
+
+/**
+ * `node src/drill/origins.ts '<model JSON>'`: a model in a process of its own, so the drill's own
+ * work (thousands of clients, proof-of-work solves) never delays its answers or its health check.
+ * Prints `{"port":N}` once listening; /__origin/stats gives its counters; exits when stdin closes.
+ */
+if (import.meta.main) {
+  const model = JSON.parse(process.argv[2] ?? '') as OriginModel;
+  if (!ORIGIN_KINDS.includes(model.kind)) throw new Error(`unknown origin model ${String(model.kind)}`);
+  const running = await startOriginModel(model);
+  process.stdout.write(`${JSON.stringify({ port: running.port })}\n`);
+  process.stdin.resume();
+  process.stdin.on('close', () => process.exit(0));
+  process.on('SIGTERM', () => process.exit(0));
+}
