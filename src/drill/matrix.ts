@@ -204,8 +204,10 @@ export function drawScenario(seed: number, index: number, profile: Profile, cont
     // Per-address rates are drawn up to what the generator can send for that many addresses: the
     // space drawn is the wide one, cut at the generator's total (reported, never silently clamped).
     const maxRate = Math.min(R.ratePerAddress[1], R.maxTotalRate / addresses);
-    const ratePerAddress =
+    let ratePerAddress =
       maxRate <= R.ratePerAddress[0] ? maxRate : Math.round(logUniform(R.ratePerAddress[0], maxRate) * 1000) / 1000;
+    // Rounded up past the cap (0.1047 → 0.105 × 7,639 addresses): rounded down instead.
+    if (addresses * ratePerAddress > R.maxTotalRate) ratePerAddress = Math.floor(maxRate * 1000) / 1000;
     const minPrefixes = Math.ceil(addresses / 254);
     const prefixes = Math.max(
       minPrefixes,
