@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import {
   DEMO_CONFIG,
@@ -66,6 +68,17 @@ test('matrix draw: the same seed and index give the same scenario, and draws cov
   assert.deepEqual(parseReplay(`${seed}:3,7`), { seed, indexes: [3, 7] });
   assert.equal(parseReplay('nope'), null);
   assert.equal(parseReplay('99999999999:1'), null);
+});
+
+test('rempart drill matrix: its own --help, and a bad --replay is a usage error (exit 2) that runs nothing', () => {
+  const bin = fileURLToPath(new URL('../bin/rempart.js', import.meta.url));
+  const help = spawnSync(process.execPath, [bin, 'drill', 'matrix', '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /^usage: rempart drill matrix/);
+  assert.match(help.stdout, /--replay S:I/);
+  const bad = spawnSync(process.execPath, [bin, 'drill', 'matrix', '--replay', 'nope'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--replay must be SEED:INDEX/);
 });
 
 test('matrix bots: addresses stay in 127/8, in the drawn number of /24s', () => {
