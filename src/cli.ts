@@ -196,7 +196,9 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     process.stdout.write(await usageOf(argv[1], extra, usage));
     return 0;
   }
-  if (command !== undefined && commands.includes(command) && wantsHelp(argv.slice(1))) {
+  // `rempart drill matrix --help` is the matrix's own usage (src/drill/matrix-cli.ts), not the drill's.
+  const matrix = command === 'drill' && argv[1] === 'matrix';
+  if (command !== undefined && commands.includes(command) && wantsHelp(argv.slice(1)) && !matrix) {
     process.stdout.write(await usageOf(command, extra, usage));
     return 0;
   }

@@ -14,6 +14,7 @@ export function drillUsage(): string {
   const width = Math.max(0, ...builtins.map((b) => b.name.length));
   const list = builtins.map((b) => `  ${b.name.padEnd(width)}  ${b.description}`).join('\n');
   return `usage: rempart drill SCENARIO --target URL [options]
+       rempart drill matrix [options]   (randomized scenarios: rempart drill matrix --help)
 
 SCENARIO is a YAML file or one of the bundled scenarios:
 ${list}
@@ -46,6 +47,8 @@ function num(raw: string | undefined, flag: string, min: number, max: number): n
 class UsageError extends Error {}
 
 export async function drillMain(argv: string[]): Promise<number> {
+  // `rempart drill matrix …`: the randomized matrix (src/drill/matrix.ts), its own options.
+  if (argv[0] === 'matrix') return (await import('./matrix-cli.ts')).matrixMain(argv.slice(1));
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {

@@ -71,12 +71,15 @@ class User {
   ua: string;
   /** Whether the current visit met a challenge (for the report's returning-users figure). */
   visitChallenged = false;
+  /** Whether this person ever met a challenge, or a connection refused or reset (a ban, a cap). */
+  everChallenged = false;
+  everRefused = false;
 
-  constructor(ctx: RunContext, pop: LegitPopulation, index: number) {
+  constructor(ctx: RunContext, pop: LegitPopulation, index: number, addressOf?: (n: number) => string) {
     this.ctx = ctx;
     this.pop = pop;
     this.ua = USER_AGENTS[index % USER_AGENTS.length]!;
-    const localAddress = ctx.target.bindSources ? sourceAddress(LEGIT_BLOCK, index) : undefined;
+    const localAddress = ctx.target.bindSources ? (addressOf ?? defaultAddress)(index) : undefined;
     this.client = new Client(ctx.dialOrigin, {
       localAddress, // a Client option: undici ignores connect.localAddress
       connect: { timeout: ctx.deadlineMs },
@@ -256,6 +259,7 @@ class User {
       let failure: LegitFailure | null = null;
       if (challengeCandidate && isChallenge(res.statusCode, res.headers, json)) {
         this.visitChallenged = true;
+        this.everChallenged = true;
         const solved =
           !retried &&
           (await solveChallenge({
@@ -282,6 +286,7 @@ class User {
         failure = 'challenge';
       } else if (res.statusCode >= 400) failure = 'status';
       else if (latencyMs > ctx.deadlineMs) failure = 'timeout';
+      if (failure !== null) ctx.rec.legitReason(failureReason(failure, res.statusCode, res.headers, json));
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, failure === null ? 'served' : 'refused');
       ctx.rec.legit(cls, latencyMs, failure);
       return { status: res.statusCode, json };
@@ -289,6 +294,8 @@ class User {
       if (ctx.closing) return null;
       if (waitedMs > 0) ctx.rec.waitingRoom(cls, waitedMs, 'refused');
       const kind = classifyError(err);
+      ctx.rec.legitReason(kind === 'refused' ? 'connection refused/reset' : kind);
+      if (kind === 'refused') this.everRefused = true;
       if (kind === 'local') ctx.warn(`legit ${method} ${path}: ${errorText(err)}`);
       ctx.rec.legit(cls, performance.now() - t0, kind === 'timeout' ? 'timeout' : 'error');
       return null;
@@ -305,22 +312,51 @@ class User {
   }
 }
 
+const defaultAddress = (n: number) => sourceAddress(LEGIT_BLOCK, n);
+
+/** What answered a failed request: the origin itself, Rempart's error code, a challenge, or lateness. */
+function failureReason(
+  failure: LegitFailure,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  json: unknown,
+): string {
+  if (failure === 'challenge') return `challenge ${status} (unsolved)`;
+  if (failure === 'timeout') return 'late (past the deadline)';
+  if (headers['x-origin'] !== undefined) return `origin ${status}`;
+  const code = (json as { error?: { code?: unknown } } | undefined)?.error?.code;
+  return typeof code === 'string' ? `${status} ${code.slice(0, 40)}` : `${status} (no code)`;
+}
+
 export interface LegitCrowd {
   done: Promise<void>;
   close(): Promise<void>;
   users: number;
+  /** People who met a challenge at least once, and who had a connection refused or reset. */
+  challengedUsers(): number;
+  refusedUsers(): number;
 }
 
-/** Starts every population; user n (over all populations) gets source address 127.1.x.y number n. */
-export function startLegit(ctx: RunContext, populations: LegitPopulation[]): LegitCrowd {
+/**
+ * Starts every population; user n (over all populations) gets source address 127.1.x.y number n, or
+ * `addressOf(n)` (the drill matrix spreads people over prefixes its own way).
+ */
+export function startLegit(
+  ctx: RunContext,
+  populations: LegitPopulation[],
+  addressOf?: (n: number) => string,
+): LegitCrowd {
   const users: User[] = [];
-  for (const pop of populations) for (let i = 0; i < pop.users; i++) users.push(new User(ctx, pop, users.length));
+  for (const pop of populations)
+    for (let i = 0; i < pop.users; i++) users.push(new User(ctx, pop, users.length, addressOf));
   const done = Promise.all(
     users.map((u) => u.loop().catch((e) => ctx.warn(`legit user crashed: ${errorText(e)}`))),
   ).then(() => undefined);
   return {
     done,
     users: users.length,
+    challengedUsers: () => users.filter((u) => u.everChallenged).length,
+    refusedUsers: () => users.filter((u) => u.everRefused).length,
     close: async () => {
       await Promise.allSettled(users.map((u) => u.client.destroy()));
     },

@@ -112,6 +112,13 @@ export class Recorder {
   readonly attacks: AttackStats[];
   /** Requests issued (legit + attack), checked against the run's request cap. */
   issued = 0;
+  /** Real users' failures by what answered them (an error code, `origin 503`, `timeout`…), at most 64 keys. */
+  readonly legitReasons: Record<string, number> = {};
+
+  legitReason(key: string): void {
+    if (this.legitReasons[key] !== undefined) this.legitReasons[key]++;
+    else if (Object.keys(this.legitReasons).length < 64) this.legitReasons[key] = 1;
+  }
 
   constructor(startMs: number, maxSeconds: number, attackCount: number) {
     this.startMs = startMs;
