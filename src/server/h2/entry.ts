@@ -20,6 +20,7 @@ import type { Recorder } from '../../pipeline/record.ts';
 import type { ForwardHooks } from '../../pipeline/forward.ts';
 import { isTrusted, type Runtime } from '../../pipeline/runtime.ts';
 import { kIdleSince, kPeerAddress, kPending } from '../../pipeline/symbols.ts';
+import { errorBody } from '../../pipeline/reply.ts';
 import type { TrackedSocket } from '../connections.ts';
 import { createRequestCycle } from '../cycle.ts';
 import { H2Request, H2Response } from './messages.ts';
@@ -147,6 +148,10 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       stream.close(NGHTTP2_CANCEL);
       return;
     }
+    // The decoded head past limits.maxHeaderBytes is refused before it is a request, as Node's HTTP/1.1
+    // parser refuses a head past it. node:http2 applies our SETTINGS_MAX_HEADER_LIST_SIZE only once
+    // the client has acknowledged it: a client that never does decodes up to maxSessionMemory.
+    if (req.headBytes > opts.initial.limits.maxHeaderBytes) return refuseHead(res);
     const ctx = new RequestContext(
       req as unknown as IncomingMessage,
       res as unknown as ServerResponse,
@@ -164,6 +169,14 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     // gets `Connection: close` on its first reply).
     if (draining) s.session.close();
     cycle.run(ctx);
+  }
+
+  function refuseHead(res: H2Response): void {
+    metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_HEADERS_TOO_LARGE' });
+    const body = errorBody('RMP_ERR_EDGE_HEADERS_TOO_LARGE');
+    const length = Buffer.byteLength(body);
+    res.writeHead(431, { 'content-type': 'application/json', 'content-length': length, 'cache-control': 'no-store' });
+    res.end(body);
   }
 
   /** A control frame arrived (SETTINGS, PING): one more toward maxControlFramesPerSecond. */
@@ -197,6 +210,9 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       // Pseudo-headers count as fields for node:http2; a few more than the edge phase's limit lets it
       // answer 431 itself for an excess of ordinary fields.
       maxHeaderListPairs: limits.maxHeaderCount + 8,
+      // Frames node:http2 finds invalid (zero-length DATA without END_STREAM: CVE-2019-9518's empty-frame
+      // flood, and protocol slips) close the connection past this many; a browser sends none.
+      maxSessionInvalidFrames: 100,
       Http2ServerRequest: H2Request as unknown as typeof http2.Http2ServerRequest,
       Http2ServerResponse: H2Response as unknown as typeof http2.Http2ServerResponse,
     });

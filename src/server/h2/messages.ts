@@ -65,10 +65,15 @@ const SINGLE_VALUE = new Set([
 export class H2Request extends http2.Http2ServerRequest {
   /** The fields as an HTTP/1.1 request would carry them: Host first, no pseudo-header, one Cookie. */
   readonly h1Raw: string[];
+  /** The decoded head's size as HPACK counts it (RFC 7541 §4.1: name, value and 32 per field). */
+  readonly headBytes: number;
 
   constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: ReadableOptions, raw: string[]) {
     super(stream, headers, options, raw);
     this.h1Raw = h1View(headers, raw, stream.endAfterHeaders);
+    let bytes = 0;
+    for (let i = 0; i < raw.length; i++) bytes += raw[i]!.length;
+    this.headBytes = bytes + 16 * raw.length;
   }
 }
 // `rawHeaders` is an accessor of node:http2's class; TypeScript's types call it a property.
