@@ -241,3 +241,18 @@ test('WINDOW_UPDATE and PRIORITY floods are absorbed by nghttp2 without reaching
   await waitFor(() => c.answered().has(1), 'the request after the flood is answered');
   assert.equal(c.goaway(), null);
 });
+
+test('an HTTP/2 connection left idle after its streams is closed with GOAWAY after limits.idleTimeoutMs', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startTlsGateway(t, up.url, { defense: noGuards, limits: { idleTimeoutMs: 1000 } });
+  const c = await raw(t, gw.port);
+  c.write(headers(1, getBlock('/one')));
+  await waitFor(() => c.answered().has(1), 'answered');
+  // PINGs are no activity: a client cannot keep an idle connection with them.
+  for (let i = 0; i < 4 && !c.isClosed(); i++) {
+    c.write(ping(i));
+    await sleep(400);
+  }
+  await waitFor(() => c.isClosed(), { timeoutMs: 5000, message: 'the idle connection is closed' });
+  assert.equal(c.goaway(), ErrorCode.NO_ERROR);
+});

@@ -26,6 +26,8 @@ export interface RequestOptions {
 
 export interface ProtoClient {
   request(path: string, opts?: RequestOptions): Promise<Reply>;
+  /** Whether the client's connection is closed (HTTP/2: the session; HTTP/1.1: no socket left open). */
+  closed(): boolean;
   close(): void;
 }
 
@@ -57,6 +59,7 @@ function h1Client(port: number, localAddress?: string): ProtoClient {
         req.on('error', reject);
         req.end(opts.body);
       }),
+    closed: () => Object.values(agent.sockets).every((l) => l === undefined || l.length === 0),
     close: () => agent.destroy(),
   };
 }
@@ -92,6 +95,7 @@ function h2Client(port: number, localAddress?: string): ProtoClient {
         req.on('error', reject);
         if (opts.body !== undefined) req.end(opts.body);
       }),
+    closed: () => session === null || session.closed || session.destroyed,
     close: () => session?.destroy(),
   };
 }

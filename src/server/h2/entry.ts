@@ -113,19 +113,22 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     const ctx = this.ctx!;
     if (ctx.finished) return;
     ctx.finished = true;
-    const socket = ctx.socket as TrackedSocket;
-    const state = (this.stream as http2.ServerHttp2Stream).session as StatefulSession | undefined;
-    const s = state?.[kState];
-    if (s !== undefined) {
-      s.streams.delete(this);
-      const left = socket[kPending] - 1;
-      socket[kPending] = left;
-      if (left === 0) socket[kIdleSince] = performance.now();
-    }
+    const s = this.owner as SessionState;
+    s.streams.delete(this);
+    const left = s.socket[kPending] - 1;
+    s.socket[kPending] = left;
+    if (left === 0) s.socket[kIdleSince] = performance.now();
     const stream = this.stream as http2.ServerHttp2Stream;
     const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
     if (cutting && !this.writableFinished) ctx.abort('RMP_ERR_SHUTDOWN_CUT');
     cycle.finish(ctx, this.writableFinished && !reset);
+    // A banned client's connection goes after its refusal, as its HTTP/1.1 connection does: each
+    // stream it opens on it would otherwise still cross the phases up to the ban.
+    if (ctx.reason === 'RMP_ERR_BANNED' && !s.closing) {
+      s.closing = true;
+      s.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+      s.session.destroy();
+    }
   }
 
   /** The client reset a stream: one more toward maxResetsPerSecond on its connection. */
@@ -159,6 +162,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     );
     ctx.h2 = true;
     res.ctx = ctx;
+    res.owner = s;
     s.used = true;
     s.streams.add(res);
     s.socket[kPending]++;

@@ -120,6 +120,8 @@ type Head = Record<string, string | number | readonly string[] | undefined> | re
 export class H2Response extends http2.Http2ServerResponse {
   /** The request's context (the entry's `done` reads it on close). */
   ctx: RequestContext | null = null;
+  /** The entry's books of the connection (kept here: a closed stream no longer names its session). */
+  owner: object | null = null;
   /** performance.now() when a write first waited on the client's flow-control window (0: not waiting). */
   stallSince = 0;
 
