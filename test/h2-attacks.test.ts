@@ -256,3 +256,32 @@ test('an HTTP/2 connection left idle after its streams is closed with GOAWAY aft
   await waitFor(() => c.isClosed(), { timeoutMs: 5000, message: 'the idle connection is closed' });
   assert.equal(c.goaway(), ErrorCode.NO_ERROR);
 });
+
+test('slow POST: a stream whose body is not all sent after limits.requestTimeoutMs is cut; a whole request waiting on a slow origin is not', async (t) => {
+  const held: http.ServerResponse[] = [];
+  const up = await startUpstream(t, (req, res) => (req.url === '/slow-origin' ? held.push(res) : res.end('ok')));
+  const gw = await startTlsGateway(t, up.url, {
+    defense: noGuards,
+    limits: { requestTimeoutMs: 1000, headersTimeoutMs: 1000 },
+  });
+  const c = await raw(t, gw.port);
+  const post = Buffer.concat([
+    hpack.indexed(3),
+    hpack.indexed(7),
+    hpack.literalNamed(4, '/upload'),
+    hpack.literalNamed(1, 'localhost'),
+    hpack.literal('content-length', '1000'),
+  ]);
+  c.write(headers(1, post, false));
+  c.write(frame(FrameType.DATA, 0, 1, Buffer.alloc(10, 1)));
+  c.write(headers(3, getBlock('/slow-origin')));
+  await waitFor(() => c.resets().has(1), { timeoutMs: 10_000, message: 'the slow POST is cut' });
+  assert.equal(c.resets().get(1), ErrorCode.CANCEL);
+  const line = await waitFor(() => gw.logs.find((l) => l.msg === 'request' && l.path === '/upload'));
+  assert.equal(line.reason, 'RMP_ERR_EDGE_TIMEOUT');
+  await waitFor(() => held.length === 1, 'the whole request reached the origin');
+  await sleep(1200);
+  assert.ok(!c.resets().has(3), 'a whole request waiting on its answer is not cut');
+  held[0]!.end('late but fine');
+  await waitFor(() => c.answered().has(3), 'answered');
+});

@@ -262,6 +262,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     const now = performance.now();
     const limits = getRuntime().config.limits;
     let slow = 0;
+    let timedOut = 0;
     for (const s of sessions) {
       if (s.closing) continue;
       if (s.streams.size === 0) {
@@ -275,6 +276,14 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       }
       for (const res of s.streams) {
         const stream = res.stream as http2.ServerHttp2Stream;
+        // A request whose body is still coming after limits.requestTimeoutMs (a slow POST): cut, as
+        // Node's HTTP/1.1 server cuts it. A request that is whole waits on its answer, not its client.
+        if (now - res.ctx!.startMs > limits.requestTimeoutMs && !requestComplete(stream)) {
+          timedOut++;
+          res.ctx!.abort('RMP_ERR_EDGE_TIMEOUT');
+          stream.close(NGHTTP2_CANCEL);
+          continue;
+        }
         const waiting = stream.writableNeedDrain || stream.writableLength > 0;
         // A whole reply written (a local one, small: no write ever waited) that the client's window
         // keeps from going out holds its stream as long: its clock starts here.
@@ -291,6 +300,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       }
     }
     if (slow > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' }, slow);
+    if (timedOut > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_TIMEOUT' }, timedOut);
   }
 
   return {
@@ -313,6 +323,12 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       return sessions.size;
     },
   };
+}
+
+/** Whether the client has sent the whole request (END_STREAM received). */
+function requestComplete(stream: http2.ServerHttp2Stream): boolean {
+  if (stream.endAfterHeaders || stream.destroyed) return true;
+  return (stream.state as { remoteClose?: number }).remoteClose === 1;
 }
 
 function noop(): void {}
