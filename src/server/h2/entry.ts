@@ -103,9 +103,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     const peer = (state.socket as TrackedSocket & { [kPeerAddress]?: string })[kPeerAddress] ?? '';
     if (!isTrusted(getRuntime().trustedProxies, peer)) opts.bans.offence(peer, offence, '');
     if (opts.recorder.allowLine(reason)) opts.log.warn({ client: peer, reason }, 'HTTP/2 connection closed for abuse');
-    state.session.goaway(code);
-    // GOAWAY first so the client learns why; then nothing more of it is read.
-    state.session.destroy();
+    closeWith(state.session, code);
   }
 
   /** `done` of one stream's request: runs once whatever happened. */
@@ -126,8 +124,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     // stream it opens on it would otherwise still cross the phases up to the ban.
     if (ctx.reason === 'RMP_ERR_BANNED' && !s.closing) {
       s.closing = true;
-      s.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
-      s.session.destroy();
+      closeWith(s.session, NGHTTP2_ENHANCE_YOUR_CALM);
     }
   }
 
@@ -323,6 +320,20 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       return sessions.size;
     },
   };
+}
+
+/**
+ * GOAWAY with `code`, then the connection destroyed once the frame is written: a destroy at once could
+ * lose the frame (the GOAWAY is written on the next turn of the loop), and destroy's own final GOAWAY
+ * says NO_ERROR. The streams the client opens meanwhile are past the GOAWAY's last stream: never requests.
+ */
+function closeWith(session: http2.ServerHttp2Session, code: number): void {
+  session.goaway(code);
+  setImmediate(destroySession, session);
+}
+
+function destroySession(session: http2.ServerHttp2Session): void {
+  session.destroy();
 }
 
 /** Whether the client has sent the whole request (END_STREAM received). */
