@@ -388,3 +388,51 @@ function sendAndRead(port: number, bytes: Buffer, timeoutMs: number): Promise<st
     });
   });
 }
+
+test('over HTTP/2 at the gateway: Chromium and a Node http2 client with Chromium\u2019s headers get different h2fp and ja4', {
+  skip,
+  timeout: 90_000,
+}, async (t) => {
+  const { gw } = await tlsGateway(t);
+  const browser = await launchChromium(t);
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await ctx.newPage();
+  const res = await page.goto(`https://${HOST}:${gw.port}/h2-chromium`);
+  assert.equal(res?.status(), 200);
+  const sent = await res!.request().allHeaders();
+  await ctx.close();
+  const client = http2.connect(`https://${HOST}:${gw.port}`, {
+    createConnection: () =>
+      tls.connect({
+        host: '127.0.0.1',
+        port: gw.port,
+        servername: HOST,
+        ALPNProtocols: ['h2'],
+        rejectUnauthorized: false,
+      }),
+  });
+  cleanup(t, () => client.close());
+  // Chromium's pseudo-header order and its headers (playwright's view, names lower-case as h2 sends them).
+  const headers: Record<string, string> = {
+    ':method': 'GET',
+    ':authority': `${HOST}:${gw.port}`,
+    ':scheme': 'https',
+    ':path': '/h2-node',
+  };
+  for (const [k, v] of Object.entries(sent)) if (!k.startsWith(':')) headers[k] = v;
+  const req = client.request(headers);
+  req.resume();
+  await new Promise((r) => req.on('end', r));
+  const fromChromium = await logOf(gw, '/h2-chromium');
+  const fromNode = await logOf(gw, '/h2-node');
+  t.diagnostic(
+    `Chromium h2fp=${fromChromium.h2fp} ja4=${fromChromium.ja4}; Node h2fp=${fromNode.h2fp} ja4=${fromNode.ja4}`,
+  );
+  assert.equal(fromChromium.protocol, 'h2');
+  assert.equal(fromNode.protocol, 'h2');
+  assert.equal(fromChromium.h2fp, '1:65536;2:0;4:6291456;6:262144|15663105|0|m,a,s,p');
+  assert.match(fromNode.h2fp as string, /\|m,a,s,p$/, 'same pseudo-header order');
+  assert.notEqual(fromNode.h2fp, fromChromium.h2fp);
+  assert.match(fromChromium.ja4 as string, /^t13d\d{4}h2_8daaf6152771_/);
+  assert.notEqual(fromNode.ja4, fromChromium.ja4);
+});

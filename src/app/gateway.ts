@@ -27,6 +27,7 @@ import { SnapshotBuilder } from '../control/snapshot.ts';
 import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, type AcceptOptions } from '../server/accept.ts';
 import { createHttpEntry, type HttpEntry } from '../server/entry.ts';
+import { createH2Entry, type H2Entry } from '../server/h2/entry.ts';
 import type { Cluster } from './cluster.ts';
 import { buildPhases, createServices, failoverWiring, phaseOf, type Services } from './compose.ts';
 import { openStateFile, resolveStateFile, type StateFile } from './state-file.ts';
@@ -88,6 +89,7 @@ interface Parts {
   /** What survives a restart (bans, the level, sessions, used solutions): src/app/state-file.ts. */
   readonly state: StateFile;
   readonly entry: HttpEntry;
+  readonly h2: H2Entry;
   readonly acceptServers: readonly NetServer[];
   admin: http.Server | null;
   cockpit: Cockpit | null;
@@ -140,7 +142,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const wireFailover = failoverWiring(metrics, log, services.alertSink);
   wireFailover(current, false);
   const logging = () => current.config.logging;
-  const entry = createHttpEntry({
+  const entryOptions = {
     phases,
     getRuntime,
     metrics,
@@ -150,14 +152,23 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     onUpstreamHead: challenge.onUpstreamHead,
     releaseSlot: phaseOf(phases, admissionPhase).releaseSlot,
     initial,
-  });
+  };
+  const entry = createHttpEntry(entryOptions);
+  // HTTP/2 streams cross the same phases through their own entry (src/server/h2).
+  const h2 = createH2Entry(entryOptions);
   const parts: Parts = {
     initial,
     log,
     services,
     state,
     entry,
-    acceptServers: createListeners(initial, entry, secureContexts, { getRuntime, metrics, log, bans: services.bans }),
+    h2,
+    acceptServers: createListeners(initial, entry, h2, secureContexts, {
+      getRuntime,
+      metrics,
+      log,
+      bans: services.bans,
+    }),
     admin: null,
     cockpit: null,
     overrides: new RuntimeOverrides(),
@@ -202,6 +213,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
 function createListeners(
   initial: Config,
   entry: HttpEntry,
+  h2: H2Entry,
   secureContexts: ReadonlyMap<string, tls.SecureContext>,
   shared: Pick<AcceptOptions, 'getRuntime' | 'metrics' | 'log' | 'bans'>,
 ): NetServer[] {
@@ -214,6 +226,8 @@ function createListeners(
       table: entry.connections,
       requestGate: entry.requestGate,
       handOff: entry.handOff,
+      h2Server: l.http2.enabled && (l.tls !== undefined || l.http2.cleartext) ? h2.serverFor(l.http2) : null,
+      h2Cleartext: l.http2.cleartext,
     }),
   );
 }
@@ -277,7 +291,10 @@ async function start(parts: Parts): Promise<void> {
   // Beside another process (an upgrade's successor, a worker): take what it writes when it hands over.
   // With a shared store (Redis) its bans reach this process through the store already.
   if (parts.join && services.cluster.local) parts.state.followHandover();
-  parts.sweepTimer ??= setInterval(entry.sweep, 500).unref();
+  parts.sweepTimer ??= setInterval(() => {
+    entry.sweep();
+    parts.h2.sweep();
+  }, 500).unref();
   if (parts.admin !== null && initial.admin.address !== 'off')
     await listenOn(parts.admin, initial.admin.address, parts.join, 4096);
   parts.cockpit?.start();
@@ -291,6 +308,8 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   entry.drain();
   // A successor already serves: it gets this process's last changes now, not at the next 2 s write.
   if (handover) parts.state.handOver();
+  // HTTP/2 connections get GOAWAY: the streams in flight finish, the client opens its next ones elsewhere.
+  parts.h2.drain();
   if (readinessDelayMs > 0) await sleep(readinessDelayMs);
   // Stop accepting; close() resolves only once every connection is gone, so wait on it last. With
   // SO_REUSEPORT the kernel sends new connections to the successor's sockets from here on.
@@ -313,7 +332,7 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // Past the drain, what is left is cut (logged RMP_ERR_SHUTDOWN_CUT). Its upstream exchange is stopped
   // only once the cut is recorded (the connections' close events): destroying the pools first made a cut
   // request look like an upstream failure (logged 502, counted by the breaker) while its client got nothing.
-  const cut = entry.cutAll();
+  const cut = entry.cutAll() + parts.h2.cutAll();
   if (cut > 0) parts.log.warn({ connections: cut, drainMs: graceMs }, 'drain time over: requests in flight were cut');
   for (let i = 0; i < 40 && entry.connections.total > 0; i++) await sleep(25);
   // The HTTP server never listened itself, but close() also stops its timeout-checking timer.
@@ -361,7 +380,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
 
 /** The settings a reload cannot change (a restart applies them). */
 function staticKeys(c: Config): string {
-  const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls]);
+  const listeners = c.listeners.map((l) => [l.address, l.proxyProtocol, !!l.tls, l.http2]);
   const cl = c.cluster;
   const cluster = [cl.store, cl.redis, cl.nodeName, cl.resyncMs, cl.levelHeartbeatMs];
   return JSON.stringify([

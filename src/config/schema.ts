@@ -14,6 +14,7 @@ import { ExfiltrationSchema, RouteSensitiveSchema } from '../phases/exfiltration
 import { AlertsSchema } from '../control/alerts-schema.ts';
 import { ClusterSchema } from '../store/schema.ts';
 import { UpstreamSchema } from '../upstream/schema.ts';
+import { ListenerHttp2Schema } from '../server/h2/schema.ts';
 
 const HostPort = Type.String({
   pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.\\-]+):[0-9]{1,5}$',
@@ -64,6 +65,7 @@ const ListenerSchema = Obj(
         'for trusted sources): their connections must start with one, and its source address becomes the client address. ' +
         'Connections from other peers are plain HTTP: a PROXY line they send is not honoured and is refused as a bad request.',
     }),
+    http2: ListenerHttp2Schema,
   },
   { description: 'A socket Rempart accepts client traffic on.' },
 );

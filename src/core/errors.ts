@@ -98,6 +98,20 @@ export const ERRORS = {
     message:
       'Connection closed: its replies waited on the client to read for longer than limits.slowReadTimeoutMs, or replies queued behind an earlier one passed limits.maxQueuedReplyBytes.',
   },
+  RMP_ERR_EDGE_H2_RAPID_RESET: {
+    status: 0,
+    source: 'client',
+    retryable: false,
+    message:
+      'HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM): the client reset more streams within a second than listeners[].http2.maxResetsPerSecond (Rapid Reset); counted as an offence.',
+  },
+  RMP_ERR_EDGE_H2_FLOOD: {
+    status: 0,
+    source: 'client',
+    retryable: false,
+    message:
+      'HTTP/2 connection closed (GOAWAY): a flood of frames that carry no request (SETTINGS, PING, WINDOW_UPDATE, PRIORITY, empty DATA, CONTINUATION past the header limit) or a header block past the limits; counted as an offence.',
+  },
   RMP_ERR_EDGE_IDLE_RECLAIMED: {
     status: 0,
     source: 'policy',

@@ -25,6 +25,11 @@ export function createMetrics() {
     help: 'Requests answered, by route, class, decision (forwarded, answered: a clearance for a solved challenge, refused, upstream_error, aborted, cache_hit, stale) and status code.',
     labelNames: ['route', 'class', 'decision', 'code'],
   });
+  const requestsByProtocol = new HotCounter({
+    name: 'rempart_requests_by_protocol_total',
+    help: 'Requests answered, by the protocol they came on (h1: HTTP/1.x, h2: an HTTP/2 stream).',
+    labelNames: ['protocol'],
+  });
   const requestDuration = new HotHistogram({
     name: 'rempart_request_duration_seconds',
     help: 'Time from request head to the end of the response, by route and class.',
@@ -87,6 +92,7 @@ export function createMetrics() {
   // Scrape-time reader for the waiting-room gauge, installed by the waiting-room phase.
   const waitingRoomReaders = { length: (_g: Gauge<'route'>): void => {} };
   registry.registerMetric(requests as unknown as Metric);
+  registry.registerMetric(requestsByProtocol as unknown as Metric);
   registry.registerMetric(requestDuration as unknown as Metric);
   registry.registerMetric(upstreamResponse as unknown as Metric);
   for (const hot of [admissionAdmitted, admissionQueued, admissionShed, admissionWait])
@@ -218,6 +224,7 @@ export function createMetrics() {
       registers: [registry],
     }),
     requests,
+    requestsByProtocol,
     requestDuration,
     upstreamResponse,
     cacheLookups,

@@ -9,6 +9,7 @@ import type { RunContext } from './context.ts';
 import { startLegit, LEGIT_BLOCK } from './legit.ts';
 import { RateAttack } from './attacks.ts';
 import { SlowAttack } from './slow.ts';
+import { RapidResetAttack } from './rapid-reset.ts';
 import { OriginPoller, MetricsPoller } from './pollers.ts';
 import { buildReport, progressLine, type DrillReport } from './report.ts';
 import { renderHtml } from './html.ts';
@@ -129,7 +130,11 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   const crowd = startLegit(ctx, scenario.legit);
   let block = LEGIT_BLOCK + 1; // attackers: 127.2.x.y, 127.3.x.y, ...
   const attackers = scenario.attacks.map((a, i) =>
-    SLOW_KINDS.has(a.kind) ? new SlowAttack(ctx, i, a, block++, startMs) : new RateAttack(ctx, i, a, block++, startMs),
+    SLOW_KINDS.has(a.kind)
+      ? new SlowAttack(ctx, i, a, block++, startMs)
+      : a.kind === 'rapid-reset'
+        ? new RapidResetAttack(ctx, i, a, block++, startMs)
+        : new RateAttack(ctx, i, a, block++, startMs),
   );
   const ticker = setInterval(() => {
     const now = performance.now();
@@ -168,7 +173,7 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   clearInterval(ticker);
   opts.signal?.removeEventListener('abort', onAbort);
   const durationSec = (performance.now() - startMs) / 1000;
-  for (const a of attackers) if (a instanceof SlowAttack) a.end();
+  for (const a of attackers) if (a instanceof SlowAttack || a instanceof RapidResetAttack) a.end();
   // Let in-flight requests land (bounded), then tear every socket down.
   await Promise.race([crowd.done, new Promise((r) => setTimeout(r, GRACE_MS))]);
   clearInterval(everySecond);

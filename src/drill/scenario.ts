@@ -8,7 +8,15 @@ import { parse as parseYaml } from 'yaml';
 
 export const LEGIT_KINDS = ['browser', 'vault', 'approvals'] as const;
 export type LegitKind = (typeof LEGIT_KINDS)[number];
-export const ATTACK_KINDS = ['flood', 'botnet', 'cache-busting', 'login-stuffing', 'slowloris', 'slow-post'] as const;
+export const ATTACK_KINDS = [
+  'flood',
+  'botnet',
+  'cache-busting',
+  'login-stuffing',
+  'slowloris',
+  'slow-post',
+  'rapid-reset',
+] as const;
 export type AttackKind = (typeof ATTACK_KINDS)[number];
 
 export const MAX_SECONDS = 600;
@@ -78,6 +86,8 @@ const ATTACK_DEFAULTS: Record<AttackKind, { addresses: number; connections: numb
   'login-stuffing': { addresses: 300, connections: 1, path: '/login', method: 'POST' },
   slowloris: { addresses: 50, connections: 500, path: '/', method: 'GET' },
   'slow-post': { addresses: 50, connections: 200, path: '/login', method: 'POST' },
+  // Cleartext HTTP/2 (the target's listener needs http2.cleartext): connections per address.
+  'rapid-reset': { addresses: 4, connections: 4, path: '/', method: 'GET' },
 };
 export const SLOW_KINDS: ReadonlySet<AttackKind> = new Set(['slowloris', 'slow-post']);
 

@@ -72,6 +72,8 @@ export class RequestContext {
   readonly socket: Socket;
   /** performance.now() when the request head was parsed. */
   readonly startMs: number;
+  /** Whether the request came on an HTTP/2 stream (set by src/server/h2/entry.ts; the log line's `protocol`). */
+  h2: boolean;
 
   // --- Identity: written by `identify` (src/phases/identify). ---
   /** The client address: the socket's, or from PROXY protocol / X-Forwarded-For when the peer is trusted. */
@@ -214,6 +216,7 @@ export class RequestContext {
     this.res = res;
     this.socket = req.socket;
     this.startMs = startMs;
+    this.h2 = false;
     this.clientAddress = '';
     this.peerAddress = '';
     this.peerTrusted = false;

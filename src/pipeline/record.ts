@@ -47,6 +47,7 @@ export function createRecorder(opts: RecorderOptions): Recorder {
   // One response-time cell per upstream name (names come from configuration).
   const upstreamCells = new Map<string, HistogramCell>();
   const sampler = new LogSampler(opts.clock);
+  const byProtocol = [metrics.requestsByProtocol.cell('h1'), metrics.requestsByProtocol.cell('h2')] as const;
   const onSuppressed = (reason: string, suppressed: number, windowMs: number) =>
     log.warn({ reason, suppressed, windowMs: Math.round(windowMs) }, 'log lines suppressed (sampled per reason)');
 
@@ -76,6 +77,7 @@ export function createRecorder(opts: RecorderOptions): Recorder {
       cells.byOutcome.set(outcome, counter);
     }
     counter.value++;
+    byProtocol[ctx.h2 ? 1 : 0].value++;
     const durationSec = (nowMs - ctx.startMs) / 1000;
     metrics.requestDuration.observe(cells.duration, durationSec);
     if (ctx.upstream !== null && ctx.forwardStartMs !== 0 && ctx.upstreamStatus !== 0) observeUpstream(ctx, nowMs);
@@ -104,6 +106,7 @@ export function createRecorder(opts: RecorderOptions): Recorder {
         msg: 'request',
         method: ctx.req.method,
         path: ctx.path,
+        protocol: ctx.h2 ? 'h2' : 'h1',
         client: ctx.clientAddress,
         route: route.name,
         class: route.class,

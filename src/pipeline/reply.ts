@@ -38,6 +38,9 @@ function bodyMayBePending(ctx: RequestContext): boolean {
 }
 
 function markClosing(ctx: RequestContext): void {
+  // An HTTP/2 stream ends alone: its connection carries other clients' requests, and no body bytes of
+  // a refused stream can be read as another request.
+  if (ctx.h2) return;
   const socket = ctx.socket as ClosingSocket | null;
   if (socket !== null && socket[kClosingReason] === undefined)
     socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';

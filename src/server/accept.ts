@@ -10,7 +10,8 @@ import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { isTrusted, type Runtime } from '../pipeline/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
-import { kJa4, kPeerAddress } from '../pipeline/symbols.ts';
+import { kH2Fingerprint, kJa4, kPeerAddress } from '../pipeline/symbols.ts';
+import { captureH2Preface, h2FingerprintFromPreface } from './h2/fingerprint.ts';
 import { HELLO_MAX_BYTES, helloBytesWanted, ja4FromRecords } from './ja4.ts';
 import type { BanList } from '../pipeline/env.ts';
 import { v6PrefixKey } from '../core/client-key.ts';
@@ -54,7 +55,17 @@ export interface AcceptOptions {
   requestGate?: RequestGate;
   /** The lean engine's connection handler (`server.engine: lean`): given each connection instead of httpServer. */
   handOff?: ((socket: net.Socket) => void) | null;
+  /** The listener's HTTP/2 server (src/server/h2), or null/absent for HTTP/1.1 only. */
+  h2Server?: net.Server | null;
+  /** Also take cleartext HTTP/2 by prior knowledge (a connection opening with the preface), without TLS. */
+  h2Cleartext?: boolean;
 }
+
+const ALPN_H1 = ['http/1.1'];
+// h2 first: the server's preference decides, and a client offering both gets HTTP/2.
+const ALPN_H2 = ['h2', 'http/1.1'];
+/** The first bytes of the HTTP/2 connection preface ("PRI * HTTP/2.0"): no HTTP/1.1 request starts so. */
+const PREFACE_START = Buffer.from('PRI * HTTP/2.0');
 
 export function createConnectionTable(): ConnectionTable {
   return {
@@ -185,17 +196,48 @@ export function createAcceptServer(opts: AcceptOptions): net.Server {
 
 function handOver(socket: net.Socket, address: string, opts: AcceptOptions, ja4 = ''): void {
   let conn: net.Socket = socket;
+  const h2 = opts.h2Server ?? null;
   if (opts.getSecureContext !== null) {
     const tlsSocket = new tls.TLSSocket(socket, {
       isServer: true,
       secureContext: opts.getSecureContext(),
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: h2 === null ? ALPN_H1 : ALPN_H2,
     });
     // A failed handshake is the client's problem, not ours: count and drop.
     tlsSocket.on('error', () => tlsSocket.destroy());
     socket.on('error', noop);
     conn = tlsSocket;
+    if (h2 !== null) {
+      // Which server gets the connection is known once the handshake has chosen the protocol. Until
+      // then no HTTP server times it: the handshake has limits.headersTimeoutMs.
+      track(conn, address, opts, ja4);
+      tlsSocket.setTimeout(opts.getRuntime().config.limits.headersTimeoutMs, () => tlsSocket.destroy());
+      tlsSocket.once('secure', () => {
+        tlsSocket.setTimeout(0);
+        // tls.Server clears this when it emits secureConnection; node:http2 waits for it to be false
+        // (a client's `secureConnect`, never emitted on a server socket) before it reads the connection.
+        (tlsSocket as tls.TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+        if (tlsSocket.alpnProtocol !== 'h2') return toHttp1(tlsSocket, opts);
+        // The connection's first bytes up to its first HEADERS frame give its HTTP/2 fingerprint; they are
+        // put back for node:http2 (src/server/h2/fingerprint.ts).
+        captureH2Preface(tlsSocket, opts.getRuntime().config.limits.headersTimeoutMs, (first) => {
+          (tlsSocket as tls.TLSSocket & { [kH2Fingerprint]?: string })[kH2Fingerprint] =
+            h2FingerprintFromPreface(first);
+          h2.emit('connection', tlsSocket);
+        });
+      });
+      return;
+    }
+  } else if (h2 !== null && opts.h2Cleartext === true) {
+    track(conn, address, opts);
+    return sniffPreface(socket, h2, opts);
   }
+  track(conn, address, opts, ja4);
+  toHttp1(conn, opts);
+}
+
+/** Count the connection in the table (the sweep, reclaim and stop read it) and mark its client address. */
+function track(conn: net.Socket, address: string, opts: AcceptOptions, ja4 = ''): void {
   (conn as net.Socket & { [kPeerAddress]?: string })[kPeerAddress] = address;
   (conn as net.Socket & { [kJa4]?: string })[kJa4] = ja4;
   const tracked = trackSocket(conn);
@@ -206,10 +248,46 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions, ja4 
     stalled.delete(tracked);
   });
   opts.metrics.connectionsAccepted.inc();
+}
+
+function toHttp1(conn: net.Socket, opts: AcceptOptions): void {
   if (opts.handOff != null) return opts.handOff(conn);
   opts.httpServer.emit('connection', conn);
   // The server made the connection's parser just now.
   if (opts.requestGate !== undefined) gateRequests(conn, opts.requestGate);
+}
+
+/**
+ * Cleartext HTTP/2 with prior knowledge: the first bytes say which protocol the client speaks. They
+ * are read, put back, and the socket handed to the server that speaks it.
+ */
+function sniffPreface(socket: net.Socket, h2: net.Server, opts: AcceptOptions): void {
+  let buf: Buffer = Buffer.alloc(0);
+  socket.setTimeout(opts.getRuntime().config.limits.headersTimeoutMs, () => socket.destroy());
+  // Paused after a PROXY header: its bytes are read here now.
+  socket.resume();
+  const onData = (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    const n = Math.min(buf.length, PREFACE_START.length);
+    const isH2 = buf.subarray(0, n).equals(PREFACE_START.subarray(0, n));
+    if (isH2 && n < PREFACE_START.length) return;
+    socket.removeListener('data', onData);
+    socket.setTimeout(0);
+    socket.pause();
+    socket.unshift(buf);
+    if (isH2)
+      captureH2Preface(socket, opts.getRuntime().config.limits.headersTimeoutMs, (first) => {
+        (socket as net.Socket & { [kH2Fingerprint]?: string })[kH2Fingerprint] = h2FingerprintFromPreface(first);
+        h2.emit('connection', socket);
+      });
+    else {
+      toHttp1(socket, opts);
+      // Node's HTTP parser reads from the handle and would never see the bytes put back (as after a PROXY header).
+      socket.resume();
+    }
+  };
+  socket.on('data', onData);
+  socket.on('error', noop);
 }
 
 function readProxyHeader(

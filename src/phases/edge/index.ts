@@ -47,10 +47,13 @@ export function createEdgePhase(getRuntime: () => Runtime): Phase {
       // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400. Refused here rather than by
       // Node (requireHostHeader is off) so the refusal marks the connection closing like any other and
       // nothing pipelined behind it is forwarded; upgrades pass here too, where Node never checked.
-      if (hosts === 0 && req.httpVersionMinor !== 0) {
+      if (hosts === 0 && (req.httpVersionMinor !== 0 || ctx.h2)) {
         ctx.refuse('RMP_ERR_EDGE_BAD_HOST', 400);
         return Verdict.Reply;
       }
+      // An HTTP/2 stream's framing was checked by nghttp2 (no Transfer-Encoding, Content-Length against
+      // its DATA frames); a body without Content-Length reads as chunked (src/server/h2/messages.ts).
+      if (ctx.h2) return Verdict.Continue;
       // Only HTTP/1.0 and 1.1 are spoken here (Node's parser lets `HTTP/2.0` and others through), and
       // PRI is the HTTP/2 preface's method: an origin reading it would expect HTTP/2 framing next.
       if (req.httpVersionMajor !== 1 || req.method === 'PRI') {
