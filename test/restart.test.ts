@@ -233,7 +233,13 @@ defense:
     // How soon is a figure (printed above), not an assertion: a loaded machine delays the probes, not
     // the refusal. What must hold is that no connection from the banned address was ever served.
     const flooder = await probe(port, FLOODER);
-    assert.ok(flooder.accepted && flooder.bytes === 0, `the offence ban survived too: ${JSON.stringify(flooder)}`);
+    // Reset on accept, not served: on a loaded machine the reset can reach the client with its
+    // handshake's completion, and the connect then fails with ECONNRESET instead of succeeding first.
+    // ECONNREFUSED (nobody listening) or any byte would be a failure.
+    assert.ok(
+      flooder.bytes === 0 && (flooder.accepted || flooder.error === 'ECONNRESET'),
+      `the offence ban survived too: ${JSON.stringify(flooder)}`,
+    );
     assert.equal(
       (await get(port, '/', '127.0.0.9')).status,
       403,
