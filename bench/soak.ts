@@ -728,7 +728,7 @@ async function main(): Promise<void> {
       rssAnonMiB: p.anon,
       mallocMiB: owners.malloc,
       otherAnonMiB: owners.other,
-      liveHeapMiB: probe.liveBytes / MiB,
+      liveHeapMiB: probe.majorGcs > 0 ? probe.liveBytes / MiB : Number.NaN, // none before the first full GC
       majorGcs: probe.majorGcs,
       cpuS: p.cpu,
       addresses: load.freshAddresses,
