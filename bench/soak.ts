@@ -18,7 +18,9 @@
 //   and from fresh addresses;
 // - a small legit population on keep-alive connections with a session the origin granted.
 //
-// Sampled every 10 s: the gateway's VmRSS (/proc), its heap and table sizes (/metrics), the load.
+// Sampled every 10 s: the gateway's VmRSS (/proc) and its anonymous memory by owner (smaps: the C
+// allocator's arenas, V8's pages), the live heap after the last full collection (bench/soak-probe.ts,
+// loaded into the gateway), its heap and table sizes (/metrics), the load.
 // At the end: a linear fit of RSS and heap over the second half (MB/hour), the plateau against the
 // budgets of the tables this config exercises, a JSON file, an HTML page with an SVG plot (no external
 // assets) and a Markdown summary, under bench/results/.
@@ -460,6 +462,14 @@ export interface Sample {
   /** V8's committed heap (used + free pages it keeps) and memory outside it (buffers): most of RSS. */
   heapTotalMiB: number;
   externalMiB: number;
+  /** Anonymous resident memory (RssAnon), and its parts (/proc/<pid>/smaps): the C allocator's arenas
+   *  (Node's and libuv's native memory, SQLite, OpenSSL, buffers) and the rest (V8's heap pages, stacks). */
+  rssAnonMiB: number;
+  mallocMiB: number;
+  otherAnonMiB: number;
+  /** The heap used just after the last full collection (bench/soak-probe.ts): the live data. */
+  liveHeapMiB: number;
+  majorGcs: number;
   cpuS: number;
   addresses: number;
   requests: number;
@@ -474,13 +484,46 @@ export interface Sample {
   connections: number;
 }
 
-function procStatus(pid: number): { rss: number; hwm: number; cpu: number } {
+/**
+ * The gateway's anonymous memory by owner, from /proc/<pid>/smaps (KiB → MiB): glibc's main arena is
+ * `[heap]` (brk), its thread arenas are 64 MiB-aligned reservations (HEAP_MAX_SIZE on 64 bits: a 64 MiB
+ * mapping, or its read-write start followed by the `---p` rest); every other anonymous mapping is V8's
+ * (256 KiB heap pages, large objects, code) or a thread stack. Large malloc chunks mapped on their own
+ * would count in the rest: the soak saw none (malloc_info: 0 mmapped chunks).
+ */
+export function anonymousByOwner(smaps: string): { malloc: number; other: number } {
+  const ARENA = 64 * MiB;
+  const maps: { start: number; end: number; perm: string; name: string; anon: number }[] = [];
+  for (const line of smaps.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) maps.push({ start: parseInt(m[1]!, 16), end: parseInt(m[2]!, 16), perm: m[3]!, name: m[4]!, anon: 0 });
+    else if (line.startsWith('Anonymous:') && maps.length > 0)
+      maps[maps.length - 1]!.anon = Number(line.split(/\s+/)[1]);
+  }
+  let malloc = 0;
+  let other = 0;
+  maps.forEach((m, i) => {
+    if (m.anon === 0) return;
+    const next = maps[i + 1];
+    const arena =
+      m.name === '[heap]' ||
+      (m.name === '' &&
+        m.start % ARENA === 0 &&
+        (m.end - m.start === ARENA ||
+          (next !== undefined && next.start === m.end && next.perm.startsWith('---') && next.end - m.start === ARENA)));
+    if (arena) malloc += m.anon;
+    else if (m.name === '' || m.name.startsWith('[')) other += m.anon;
+  });
+  return { malloc: malloc / 1024, other: other / 1024 };
+}
+
+function procStatus(pid: number): { rss: number; hwm: number; cpu: number; anon: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const cpu = (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 1/100 s
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, cpu };
+  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024, cpu, anon: kb('RssAnon') / 1024 };
 }
 
 function getMetrics(adminPort: number, path = '/metrics'): Promise<string> {
@@ -538,7 +581,10 @@ function svgPlot(samples: Sample[], budgetLine: number | undefined, attack: [num
   const x = (t: number) => L + ((t / 60) * (W - L - R)) / tMax;
   const y = (v: number) => T + (H - T - B) * (1 - v / yMax);
   const path = (f: (s: Sample) => number) =>
-    samples.map((s, i) => `${i ? 'L' : 'M'}${x(s.t).toFixed(1)},${y(f(s)).toFixed(1)}`).join(' ');
+    samples
+      .filter((s) => Number.isFinite(f(s)))
+      .map((s, i) => `${i ? 'L' : 'M'}${x(s.t).toFixed(1)},${y(f(s)).toFixed(1)}`)
+      .join(' ');
   const grid: string[] = [];
   for (let v = 0; v <= yMax; v += yMax / 5) {
     grid.push(
@@ -574,9 +620,13 @@ ${budget}
 <path d="${path((s) => s.rssMiB)}" fill="none" stroke="#1565c0" stroke-width="2"/>
 <path d="${path((s) => s.heapMiB)}" fill="none" stroke="#2e7d32" stroke-width="2"/>
 <path d="${path((s) => s.heapTotalMiB)}" fill="none" stroke="#f9a825" stroke-width="1.5"/>
+<path d="${path((s) => s.liveHeapMiB)}" fill="none" stroke="#6a1b9a" stroke-width="2"/>
+<path d="${path((s) => s.mallocMiB)}" fill="none" stroke="#616161" stroke-width="1.5"/>
 <text x="${L + 10}" y="${T + 14}" fill="#1565c0">RSS (VmRSS)</text>
 <text x="${L + 110}" y="${T + 14}" fill="#2e7d32">V8 heap used</text>
 <text x="${L + 210}" y="${T + 14}" fill="#f9a825">V8 heap committed</text>
+<text x="${L + 350}" y="${T + 14}" fill="#6a1b9a">live heap (after a full GC)</text>
+<text x="${L + 530}" y="${T + 14}" fill="#616161">malloc arenas</text>
 <text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle">minutes</text>
 <text x="14" y="${(T + H - B) / 2}" transform="rotate(-90 14 ${(T + H - B) / 2})" text-anchor="middle">MiB</text>
 </svg>`;
@@ -615,6 +665,7 @@ async function main(): Promise<void> {
   const [port, proxyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const dir = mkdtempSync(join(tmpdir(), 'rempart-soak-'));
   const cfgFile = join(dir, 'rempart.json');
+  const probeFile = join(dir, 'probe.json');
   writeFileSync(
     cfgFile,
     JSON.stringify(soakConfig({ port, proxyPort, adminPort, originPort: origin.port }, capScale), null, 2),
@@ -622,8 +673,16 @@ async function main(): Promise<void> {
   const gw = startProcess(
     'rempart',
     process.execPath,
-    ['--heapsnapshot-signal=SIGUSR2', join(ROOT, 'bin/rempart.js'), '--config', cfgFile],
-    { cwd: dir, env: { ...process.env, REMPART_ADMIN_TOKEN: TOKEN } },
+    [
+      // SIGUSR2 is the gateway's upgrade hand-over (it drains and exits): snapshots on SIGUSR1.
+      '--heapsnapshot-signal=SIGUSR1',
+      '--import',
+      join(ROOT, 'bench/soak-probe.ts'),
+      join(ROOT, 'bin/rempart.js'),
+      '--config',
+      cfgFile,
+    ],
+    { cwd: dir, env: { ...process.env, REMPART_ADMIN_TOKEN: TOKEN, SOAK_PROBE: probeFile } },
   );
   await waitForPort(proxyPort, gw);
   await waitForPort(adminPort, gw);
@@ -653,6 +712,11 @@ async function main(): Promise<void> {
   const samples: Sample[] = [];
   const sample = async () => {
     const p = procStatus(gw.pid);
+    const owners = anonymousByOwner(readFileSync(`/proc/${gw.pid}/smaps`, 'utf8'));
+    let probe = { liveBytes: Number.NaN, majorGcs: 0 };
+    try {
+      probe = JSON.parse(readFileSync(probeFile, 'utf8'));
+    } catch {} // not written yet
     const m = await getMetrics(adminPort);
     samples.push({
       t: Math.round(elapsed()),
@@ -661,6 +725,11 @@ async function main(): Promise<void> {
       heapMiB: metric(m, 'nodejs_heap_size_used_bytes') / MiB,
       heapTotalMiB: metric(m, 'nodejs_heap_size_total_bytes') / MiB,
       externalMiB: metric(m, 'nodejs_external_memory_bytes') / MiB,
+      rssAnonMiB: p.anon,
+      mallocMiB: owners.malloc,
+      otherAnonMiB: owners.other,
+      liveHeapMiB: probe.majorGcs > 0 ? probe.liveBytes / MiB : Number.NaN, // none before the first full GC
+      majorGcs: probe.majorGcs,
       cpuS: p.cpu,
       addresses: load.freshAddresses,
       requests: load.requests,
@@ -676,7 +745,8 @@ async function main(): Promise<void> {
     });
     const s = samples[samples.length - 1]!;
     say(
-      `t=${s.t}s rss=${mb(s.rssMiB)} heap=${mb(s.heapMiB)} MiB addrs=${fmt(s.addresses)} req=${fmt(s.requests)} ` +
+      `t=${s.t}s rss=${mb(s.rssMiB)} (malloc ${mb(s.mallocMiB)}, V8 and stacks ${mb(s.otherAnonMiB)}) ` +
+        `heap=${mb(s.heapMiB)} live=${mb(s.liveHeapMiB)} MiB addrs=${fmt(s.addresses)} req=${fmt(s.requests)} ` +
         `level=${s.level} challenges=${s.challenges} bans=${s.bansActive} rl=${JSON.stringify(s.rateLimitKeys)} cache=${s.cacheEntries} ` +
         `conns=${s.connections} inflight=${inFlight} skipped=${load.skipped}`,
     );
@@ -766,6 +836,16 @@ async function main(): Promise<void> {
     hours(floor2),
     floor2.map((s) => s.heapMiB),
   );
+  // RSS is V8's committed heap (sized by its collector: the new space, and an old space let grow to a
+  // multiple of the live data before the next full collection) plus native memory. A leak moves one of
+  // the two parts under it: the live heap (after a full collection) or the C allocator's arenas.
+  const trend = (xs: Sample[], f: (s: Sample) => number) => {
+    const ok = xs.filter((s) => Number.isFinite(f(s)));
+    return slope(hours(ok), ok.map(f));
+  };
+  const liveTrend = trend(secondHalf, (s) => s.liveHeapMiB);
+  const mallocTrend = trend(secondHalf, (s) => s.mallocMiB);
+  const v8Trend = trend(secondHalf, (s) => s.otherAnonMiB);
   const lastThird = firstHalf.filter((s) => s.t >= attackStart + ((attackEnd - attackStart) * 2) / 3);
   const rssTrend3 = slope(
     hours(lastThird),
@@ -781,6 +861,8 @@ async function main(): Promise<void> {
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const plateauRss = mean(secondHalf.map((s) => s.rssMiB));
   const plateauHeap = mean(secondHalf.map((s) => s.heapMiB));
+  const plateauLive = mean(secondHalf.map((s) => s.liveHeapMiB).filter(Number.isFinite));
+  const plateauMalloc = mean(secondHalf.map((s) => s.mallocMiB));
   const peakRss = Math.max(...samples.map((s) => s.rssMiB));
   const peakHeap = Math.max(...samples.map((s) => s.heapMiB));
   // At other caps, the tables' budgets scale with them (the fixed sketches' 10 MiB do not).
@@ -791,13 +873,22 @@ async function main(): Promise<void> {
   // docs/memory-budgets.md: heap growth ≤ budget + 4 MiB; RSS growth ≤ 2 × budget + 256 MiB.
   const heapLimit = start.heapMiB + budget + 4;
   const rssLimit = start.rssMiB + 2 * budget + 256;
-  // "No growth trend": over the second half, RSS and the heap's floor grow < 5 % of the plateau an hour.
-  const flat = rssTrend < plateauRss * 0.05 && heapFloorTrend < plateauHeap * 0.05;
-  // The heap is not sampled after a full GC (the gateway is under load): its floor stands for the live data.
+  // "No growth trend": over the second half, RSS grows < 5 % of its plateau an hour.
+  const flat = rssTrend < plateauRss * 0.05;
+  // No leak: the live heap and the allocator's arenas grow < 5 % of the RSS plateau an hour. The live heap
+  // exists once V8 has made a full collection; without it (a short run), the heap's floor stands in.
+  const haveLive = secondHalf.filter((s) => Number.isFinite(s.liveHeapMiB)).length >= 2;
+  const leakFree = (haveLive ? liveTrend : heapFloorTrend) < plateauRss * 0.05 && mallocTrend < plateauRss * 0.05;
+  // The budget rule is about the heap after a full collection: the live heap over the first one measured
+  // (before the attack). Without the probe, the heap's floor over the first sample (it holds garbage).
   const attackFloors = floors(firstHalf);
   const floorPeak = Math.max(...attackFloors.map((s) => s.heapMiB));
-  const within = floorPeak <= heapLimit && peakRss <= rssLimit;
-  const verdict = flat && within ? 'pass' : 'FAIL';
+  const lives = samples.map((s) => s.liveHeapMiB).filter(Number.isFinite);
+  const liveBase = lives[0] ?? Number.NaN;
+  const livePeak = Math.max(...lives);
+  const heapWithin = haveLive ? livePeak <= liveBase + budget + 4 : floorPeak <= heapLimit;
+  const within = heapWithin && peakRss <= rssLimit;
+  const verdict = flat && leakFree && within ? 'pass' : 'FAIL';
   const legitShare = load.legit.requests ? load.legit.ok / load.legit.requests : 0;
   const statuses = Object.fromEntries([...load.statuses].sort((a, b) => a[0] - b[0]));
   const result = {
@@ -836,12 +927,20 @@ async function main(): Promise<void> {
       heapPlateauMiB: plateauHeap,
       heapPeakMiB: peakHeap,
       heapFloorPeakMiB: floorPeak,
+      liveHeapBaseMiB: liveBase,
+      liveHeapPeakMiB: livePeak,
+      liveHeapLimitMiB: liveBase + budget + 4,
       heapEndMiB: end.heapMiB,
       rssTrendMiBPerHour: rssTrend,
       heapTrendMiBPerHour: heapTrend,
       rssTrendLastThirdMiBPerHour: rssTrend3,
       heapTrendLastThirdMiBPerHour: heapTrend3,
       heapFloorTrendMiBPerHour: heapFloorTrend,
+      liveHeapPlateauMiB: plateauLive,
+      liveHeapTrendMiBPerHour: liveTrend,
+      mallocPlateauMiB: plateauMalloc,
+      mallocTrendMiBPerHour: mallocTrend,
+      v8AnonTrendMiBPerHour: v8Trend,
       budgetMiB: budget,
       capScale,
       budgets,
@@ -869,10 +968,11 @@ async function main(): Promise<void> {
     `| RSS start → attack start → plateau (2nd half mean) → peak → end | ${mb(start.rssMiB)} → ${mb(attackFirst.rssMiB)} → ${mb(plateauRss)} → ${mb(peakRss)} → ${mb(end.rssMiB)} MiB |`,
     `| heap start → plateau → peak → end (highest per-minute floor) | ${mb(start.heapMiB)} → ${mb(plateauHeap)} → ${mb(peakHeap)} → ${mb(end.heapMiB)} MiB (${mb(floorPeak)}) |`,
     `| trend over the 2nd half (last third) | RSS ${mb(rssTrend)} (${mb(rssTrend3)}) MiB/h, heap ${mb(heapTrend)} (${mb(heapTrend3)}) MiB/h, heap floor ${mb(heapFloorTrend)} MiB/h |`,
-    `| budget of the tables exercised | ${fmt(budget)} MiB: heap ≤ ${mb(heapLimit)}, RSS ≤ ${mb(rssLimit)} MiB (docs/memory-budgets.md rule) |`,
+    `| RSS by part: plateau, trend over the 2nd half | live heap (after a full GC) ${mb(plateauLive)} MiB, ${mb(liveTrend)} MiB/h; malloc arenas ${mb(plateauMalloc)} MiB, ${mb(mallocTrend)} MiB/h; V8 pages and stacks ${mb(v8Trend)} MiB/h |`,
+    `| budget of the tables exercised | ${fmt(budget)} MiB: ${haveLive ? `live heap ≤ ${mb(liveBase + budget + 4)} (peak ${mb(livePeak)})` : `heap floor ≤ ${mb(heapLimit)}`}, RSS ≤ ${mb(rssLimit)} MiB (docs/memory-budgets.md rule) |`,
     `| tables at the end | rate-limit keys ${JSON.stringify(last2)}, bans ${end.bansActive}, cache ${fmt(end.cacheEntries)} entries / ${mb(end.cacheMiB)} MiB |`,
     `| CPU: gateway, generator + origin | ${fmt(result.gatewayCpuSeconds)} s, ${fmt(result.generatorCpuSeconds)} s |`,
-    `| verdict | **${verdict}** (${flat ? 'flat' : 'GROWING'}, ${within ? 'within budget' : 'OVER BUDGET'}) |`,
+    `| verdict | **${verdict}** (RSS ${flat ? 'flat' : 'GROWING'}, ${leakFree ? 'live heap and arenas flat' : 'LIVE HEAP OR ARENAS GROWING'}, ${within ? 'within budget' : 'OVER BUDGET'}) |`,
   ].join('\n');
   writeFileSync(`${base}.md`, `# Soak\n\n${summary}\n\nPlot: ${values.name}.html\n`);
   const html = `<!doctype html><meta charset="utf-8"><title>Rempart soak</title>

@@ -3,7 +3,7 @@
 // PROXY v1 and v2 headers as the client address. Checked here on a few hundred through a real gateway.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { freshAddress, proxyHeader, ResponseCounter } from '../bench/soak.ts';
+import { anonymousByOwner, freshAddress, proxyHeader, ResponseCounter } from '../bench/soak.ts';
 import { rawRequest, startGatewayAndUpstream, statusOf } from './helpers.ts';
 
 /** Canonical text of an address (IPv6 compressed as the gateway writes it). */
@@ -63,4 +63,26 @@ test('the soak counts pipelined responses split anywhere, with length and chunke
     assert.equal(c.count, 3);
     assert.deepEqual(c.statuses, [200, 429, 403]);
   }
+});
+
+test("the soak splits a process's anonymous memory between malloc's arenas and the rest", () => {
+  const map = (range: string, perm: string, name: string, anonKiB: number) =>
+    `${range} ${perm} 00000000 00:00 0${name ? `    ${name}` : ''}\nSize: 4 kB\nRss: ${anonKiB} kB\nAnonymous: ${anonKiB} kB\n`;
+  const smaps = [
+    map('55d4c8a00000-55d4c8b00000', 'r-xp', '/usr/bin/node', 0),
+    map('55d4ca000000-55d4cc000000', 'rw-p', '[heap]', 20_480), // main arena (brk)
+    // A thread arena: a 64 MiB-aligned reservation, its used start read-write, the rest ---p.
+    map('7f3c24000000-7f3c24800000', 'rw-p', '', 4_096),
+    map('7f3c24800000-7f3c28000000', '---p', '', 0),
+    map('7f3c30000000-7f3c34000000', 'rw-p', '', 1_024), // a whole 64 MiB arena
+    // V8 pages (256 KiB, not arena-aligned), a large object, a stack.
+    map('1f0cb8a80000-1f0cb8ac0000', 'rw-p', '', 256),
+    map('1f0cb8b00000-1f0cb8b40000', 'rw-p', '', 128),
+    map('7f3c10000000-7f3c10400000', 'rw-p', '', 2_048), // 64 MiB-aligned but neither: not an arena
+    map('7ffd3c000000-7ffd3c021000', 'rw-p', '[stack]', 132),
+    map('7f3c40000000-7f3c40100000', 'rw-p', '/usr/lib/libc.so.6', 8), // file-backed: neither
+  ].join('');
+  const { malloc, other } = anonymousByOwner(smaps);
+  assert.equal(malloc, (20_480 + 4_096 + 1_024) / 1024);
+  assert.equal(other, (256 + 128 + 2_048 + 132) / 1024);
 });
