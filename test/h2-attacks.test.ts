@@ -268,6 +268,49 @@ test('WINDOW_UPDATE and PRIORITY floods are absorbed by nghttp2 without reaching
   assert.equal(c.goaway(), null);
 });
 
+test('a sustained WINDOW_UPDATE or PRIORITY flood (past 1 MiB, 8 bytes per byte of requests) gets GOAWAY ENHANCE_YOUR_CALM', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startTlsGateway(t, up.url, { defense: noGuards });
+  const priority = frame(FrameType.PRIORITY, 0, 101, Buffer.from([0, 0, 0, 0, 15]));
+  for (const make of [() => windowUpdate(0, 1), () => priority]) {
+    const c = await raw(t, gw.port);
+    // A real request first: its head counts toward what the client asked for, and is still answered.
+    c.write(headers(1, getBlock('/before')));
+    await waitFor(() => c.answered().has(1), 'the request before the flood is answered');
+    // 1.5 MiB of frames that ask nothing, in 64 KiB writes read as they come.
+    const batch = Buffer.concat(Array.from({ length: 5000 }, make));
+    for (let sent = 0; sent < 1.5 * 1024 * 1024 && !c.isClosed(); sent += batch.length) {
+      c.write(batch);
+      await sleep(5);
+    }
+    await waitFor(() => c.isClosed(), { message: 'the connection is closed', timeoutMs: 5000 });
+    assert.equal(c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  }
+  // The WINDOW_UPDATE flood is the entry's to stop (nghttp2 has no limit on them); nghttp2 may close a
+  // PRIORITY flood itself first (its own cap on PRIORITY frames), with the same code.
+  assert.ok((await refusals(gw, 'RMP_ERR_EDGE_H2_FLOOD')) >= 1);
+});
+
+test('a client that uploads and downloads much more than 1 MiB on one connection keeps it', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startTlsGateway(t, up.url, { defense: noGuards });
+  const client = http2.connect(`https://127.0.0.1:${gw.port}`, { rejectUnauthorized: false });
+  cleanup(t, () => client.close());
+  const body = Buffer.alloc(256 * 1024, 'x');
+  for (let i = 0; i < 12; i++) {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = client.request({ ':method': 'POST', ':path': `/up${i}`, 'content-type': 'text/plain' });
+      req.on('response', (h) => resolve(Number(h[':status'])));
+      req.on('error', reject);
+      req.resume();
+      req.end(body);
+    });
+    assert.equal(status, 200, `upload ${i}`);
+  }
+  assert.equal(client.closed || client.destroyed, false);
+  assert.equal(await refusals(gw, 'RMP_ERR_EDGE_H2_FLOOD'), 0);
+});
+
 test('an HTTP/2 connection left idle after its streams is closed with GOAWAY after limits.idleTimeoutMs', async (t) => {
   const up = await startUpstream(t);
   const gw = await startTlsGateway(t, up.url, { defense: noGuards, limits: { idleTimeoutMs: 1000 } });

@@ -69,11 +69,24 @@ interface SessionState {
   /** Frames without a request (SETTINGS, PING) in the current one-second window. */
   frames: number;
   framesFrom: number;
+  /**
+   * Bytes of request heads (decoded) and bodies the client sent: what it asked of the application. The
+   * sweep compares the connection's bytes read with it (FLOOD_RATIO).
+   */
+  payload: number;
   /** Whether a stream ever opened on it (before the first, the idle limit is limits.headersTimeoutMs). */
   used: boolean;
   /** Closed by a defence: what is left of it is not counted again. */
   closing: boolean;
 }
+
+// nginx's rule for frames that ask nothing of the application (ngx_http_v2_read_handler, after
+// CVE-2019-9511…9518): more than FLOOD_RATIO bytes read per byte of request heads and bodies, past
+// FLOOD_FREE_BYTES, is a flood. node:http2 gives JavaScript no event for WINDOW_UPDATE or PRIORITY
+// frames (nor for unknown frame types), so bytes are counted instead of frames; SETTINGS and PING have
+// their own rate too (maxControlFramesPerSecond). A browser's control frames are a few per request.
+const FLOOD_RATIO = 8;
+const FLOOD_FREE_BYTES = 1024 * 1024;
 
 const kState = Symbol('rempart.h2state');
 type StatefulSession = http2.ServerHttp2Session & { [kState]?: SessionState };
@@ -177,6 +190,8 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
       performance.now(),
     );
     ctx.h2 = true;
+    req.counter = s;
+    s.payload += req.headBytes;
     res.ctx = ctx;
     res.owner = s;
     s.used = true;
@@ -252,6 +267,7 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
         resetsFrom: now,
         frames: 0,
         framesFrom: now,
+        payload: 0,
         used: false,
         closing: false,
       };
@@ -282,6 +298,12 @@ export function createH2Entry(opts: H2EntryOptions): H2Entry {
     let timedOut = 0;
     for (const s of sessions) {
       if (s.closing) continue;
+      // Read by node:http2 straight from the handle, counted by it all the same (the TLS socket's
+      // bytes are the decrypted ones). Checked twice a second: a flood gets half a second of its bandwidth.
+      if (s.socket.bytesRead > FLOOD_FREE_BYTES + FLOOD_RATIO * s.payload) {
+        punish(s, 'RMP_ERR_EDGE_H2_FLOOD', 'h2_frame_flood', NGHTTP2_ENHANCE_YOUR_CALM);
+        continue;
+      }
       if (s.streams.size === 0) {
         const since = s.socket[kIdleSince];
         const limit = s.used ? limits.idleTimeoutMs : limits.headersTimeoutMs;

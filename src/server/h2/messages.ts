@@ -68,12 +68,21 @@ export class H2Request extends http2.Http2ServerRequest {
   /** The decoded head's size as HPACK counts it (RFC 7541 §4.1: name, value and 32 per field). */
   readonly headBytes: number;
 
+  /** The connection's books (set by the entry): its request bytes count toward what the client asked for. */
+  counter: { payload: number } | null = null;
+
   constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: ReadableOptions, raw: string[]) {
     super(stream, headers, options, raw);
     this.h1Raw = h1View(headers, raw, stream.endAfterHeaders);
     let bytes = 0;
     for (let i = 0; i < raw.length; i++) bytes += raw[i]!.length;
     this.headBytes = bytes + 16 * raw.length;
+  }
+
+  // node:http2 hands each DATA frame's bytes to push(): counted as payload for the entry's flood rule.
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (this.counter !== null && chunk !== null) this.counter.payload += (chunk as Buffer).length;
+    return super.push(chunk, encoding);
   }
 }
 // `rawHeaders` is an accessor of node:http2's class; TypeScript's types call it a property.

@@ -38,9 +38,10 @@ export const ListenerHttp2Schema = Obj(
       minimum: 10,
       default: 1000,
       description:
-        'SETTINGS, PING, WINDOW_UPDATE, PRIORITY and empty DATA frames one connection may send within a second: ' +
-        'each costs work and none carries a request. Past it the connection is closed (GOAWAY ENHANCE_YOUR_CALM) ' +
-        'and the client charged an offence (`h2_frame_flood`).',
+        'SETTINGS and PING frames one connection may send within a second: each costs work and an answer, and ' +
+        'none carries a request. Past it the connection is closed (GOAWAY ENHANCE_YOUR_CALM) and the client ' +
+        'charged an offence (`h2_frame_flood`). Frames JavaScript does not see (WINDOW_UPDATE, PRIORITY) are ' +
+        'bounded by bytes instead: more than 1 MiB plus 8 bytes per byte of requests closes the connection the same way.',
     }),
   },
   { default: {}, description: 'HTTP/2 on this listener (src/server/h2).' },
