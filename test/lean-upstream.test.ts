@@ -184,3 +184,14 @@ for (const engine of ENGINES) {
     assert.equal(posts, 1, `the origin received the POST ${posts} times`);
   });
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: a status below 100 is refused, not skipped as a 1xx for the answer behind it`, async (t) => {
+    const up = await rawUpstream(t, (n) => (n === 1 ? `HTTP/1.1 000 X\r\n\r\n${ok('evil')}` : ok(`fresh${n}`)));
+    const gw = await startGateway(t, up.url, { server: { engine } });
+    const data = await twoOnOneConnection(t, gw.port);
+    assert.equal(statusOf(data), 502, data);
+    assert.doesNotMatch(data, /evil/, `an answer behind the bad status reached a client: ${JSON.stringify(data)}`);
+    assert.match(data, /fresh\d/, data);
+  });
+}

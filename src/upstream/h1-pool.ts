@@ -490,6 +490,12 @@ class UpConn {
     this.start = base + r;
     this.#consumed();
     const status = h.status;
+    // Below 100 is no status at all (llhttp refuses it): read as a 1xx, the answer after it would be
+    // taken for this one.
+    if (status < 100) {
+      x.fail(badResponse('status code'), true);
+      return false;
+    }
     if (status < 200) {
       // 1xx (100 Continue, 103 Early Hints): informational, the answer follows. A 101 here is wrong.
       if (status === 101) {
