@@ -52,6 +52,24 @@ const MALFORMED: [string, string, number, string][] = [
   ['an HTTP/2.0 request line', 'GET / HTTP/2.0\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_BAD_REQUEST'],
   ['a duplicate Host', 'GET / HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n', 400, 'RMP_ERR_EDGE_DUPLICATE_HOST'],
   [
+    'a trailer field without a colon',
+    'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nNoColon\r\n\r\n',
+    400,
+    'RMP_ERR_EDGE_SMUGGLING',
+  ],
+  [
+    'a Content-Length trailer',
+    'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nContent-Length: 5\r\n\r\n',
+    400,
+    'RMP_ERR_EDGE_SMUGGLING',
+  ],
+  [
+    'a space before a trailer colon',
+    'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T : a\r\n\r\n',
+    400,
+    'RMP_ERR_EDGE_SMUGGLING',
+  ],
+  [
     'a chunk extension with a control byte',
     'POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n4;x\x01\r\nabcd\r\n0\r\n\r\n',
     400,

@@ -146,3 +146,52 @@ for (const engine of ENGINES) {
     assert.equal(up.heads[0]!.match(/^host:/gim)?.length, 1, up.heads[0]);
   });
 }
+
+for (const engine of ENGINES) {
+  test(`${engine}: a POST the origin read and then dropped unanswered is not sent to it again`, async (t) => {
+    // The origin takes each POST in (as a payment would be) and closes without a word: it may have
+    // acted on it. Sent again, it is acted on twice (RFC 9110 §9.2.2: no automatic retry of a
+    // non-idempotent request); undici fails it (502), and so must the raw pool.
+    let posts = 0;
+    const server = net.createServer((s) => {
+      let buf = '';
+      s.on('error', () => {});
+      s.on('data', (d) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end !== -1; end = buf.indexOf('\r\n\r\n')) {
+          const head = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          if (head.startsWith('POST')) {
+            posts++;
+            s.destroy();
+            return;
+          }
+          s.write(ok('ok'));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    track(t, { close: () => new Promise<void>((r) => server.close(() => r())) });
+    const gw = await startGateway(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+      server: { engine },
+    });
+    // A first request leaves a kept-alive upstream connection: the POST goes out on a reused one.
+    assert.equal((await fetch(`${gw.url}/warm`)).status, 200);
+    const res = await fetch(`${gw.url}/pay`, { method: 'POST', body: 'amount=10' });
+    await res.arrayBuffer();
+    assert.equal(res.status, 502);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(posts, 1, `the origin received the POST ${posts} times`);
+  });
+}
+
+for (const engine of ENGINES) {
+  test(`${engine}: a status below 100 is refused, not skipped as a 1xx for the answer behind it`, async (t) => {
+    const up = await rawUpstream(t, (n) => (n === 1 ? `HTTP/1.1 000 X\r\n\r\n${ok('evil')}` : ok(`fresh${n}`)));
+    const gw = await startGateway(t, up.url, { server: { engine } });
+    const data = await twoOnOneConnection(t, gw.port);
+    assert.equal(statusOf(data), 502, data);
+    assert.doesNotMatch(data, /evil/, `an answer behind the bad status reached a client: ${JSON.stringify(data)}`);
+    assert.match(data, /fresh\d/, data);
+  });
+}

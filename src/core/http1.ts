@@ -52,6 +52,10 @@ const C_TRAILER = 8;
 const C_TRAILER_LF = 9;
 const C_END_LF = 10;
 const C_DONE = 11;
+const C_TRAILER_NAME = 12;
+
+const CONTENT_LENGTH = 'content-length';
+const TRANSFER_ENCODING = 'transfer-encoding';
 
 /** Longest chunk-size line extension accepted (llhttp caps them too; they carry nothing we forward). */
 const MAX_CHUNK_EXT = 4096;
@@ -67,6 +71,10 @@ export class ChunkedDecoder {
   size = 0;
   extLen = 0;
   trailerBytes = 0;
+  /** Length of the trailer name being read, and whether it may still be Content-Length / Transfer-Encoding. */
+  nameLen = 0;
+  nameMayCl = false;
+  nameMayTe = false;
   maxTrailerBytes: number;
   dataStart = 0;
   dataEnd = 0;
@@ -142,8 +150,26 @@ export class ChunkedDecoder {
           break;
         case C_TRAILER_START:
           if (c === CR) state = C_END_LF;
-          else if (TCHAR[c] === 1) state = C_TRAILER;
-          else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          else if (TCHAR[c] === 1) {
+            // A trailer field is a field as in the head (llhttp): a token, a colon without a space before
+            // it; and never framing (Content-Length, Transfer-Encoding), which llhttp refuses there too.
+            this.nameLen = 1;
+            this.nameMayCl = (c | 0x20) === 0x63;
+            this.nameMayTe = (c | 0x20) === 0x74;
+            state = C_TRAILER_NAME;
+          } else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          break;
+        case C_TRAILER_NAME:
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.#fail('RMP_ERR_EDGE_HEADERS_TOO_LARGE');
+          if (TCHAR[c] === 1) {
+            const k = this.nameLen++;
+            if (this.nameMayCl && (k >= 14 || (c | 0x20) !== CONTENT_LENGTH.charCodeAt(k))) this.nameMayCl = false;
+            if (this.nameMayTe && (k >= 17 || (c | 0x20) !== TRANSFER_ENCODING.charCodeAt(k))) this.nameMayTe = false;
+          } else if (c === 0x3a) {
+            if ((this.nameMayCl && this.nameLen === 14) || (this.nameMayTe && this.nameLen === 17))
+              return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+            state = C_TRAILER;
+          } else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           break;
         case C_TRAILER:
           if (++this.trailerBytes > this.maxTrailerBytes) return this.#fail('RMP_ERR_EDGE_HEADERS_TOO_LARGE');

@@ -224,7 +224,10 @@ class Exchange {
   conn: UpConn | null = null;
   done = false;
   readonly created = performance.now();
-  /** Sent on a reused connection with nothing of the answer read: may be sent again once if it was reset. */
+  /**
+   * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
+   * body: may be sent again once if it was reset.
+   */
   retryable = false;
   readonly abort: (err?: Error) => void;
   readonly resume: () => void;
@@ -326,7 +329,7 @@ class UpConn {
   assign(x: Exchange): void {
     this.exchange = x;
     x.conn = this;
-    x.retryable = this.served > 0 && isReplayable(x.opts.body);
+    x.retryable = this.served > 0 && isIdempotent(x.opts.method) && isReplayable(x.opts.body);
     this.served++;
     this.head.reset();
     this.bodyLeft = -2;
@@ -487,6 +490,12 @@ class UpConn {
     this.start = base + r;
     this.#consumed();
     const status = h.status;
+    // Below 100 is no status at all (llhttp refuses it): read as a 1xx, the answer after it would be
+    // taken for this one.
+    if (status < 100) {
+      x.fail(badResponse('status code'), true);
+      return false;
+    }
     if (status < 200) {
       // 1xx (100 Continue, 103 Early Hints): informational, the answer follows. A 101 here is wrong.
       if (status === 101) {
@@ -636,6 +645,14 @@ class UpConn {
     } else if (!this.paused && o.bodyTimeoutMs > 0 && idle > o.bodyTimeoutMs)
       x.fail(upstreamError('UND_ERR_BODY_TIMEOUT', 'Body Timeout Error'), true);
   }
+}
+
+/**
+ * Methods that may be sent again after a reset (RFC 9110 §9.2.2): the origin may have acted on a request
+ * it read before closing, and a POST or PATCH acted on twice is a double order. undici fails those.
+ */
+function isIdempotent(method: string): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS' || method === 'PUT' || method === 'DELETE';
 }
 
 function isReplayable(body: Body): boolean {

@@ -159,6 +159,9 @@ test('req.headers follows node:http: first value wins for Host and the like, coo
   assert.deepEqual(headersObject(['Set-Cookie', 'a', 'set-cookie', 'b'])['set-cookie'], ['a', 'b']);
   // A plain object, as node:http's: a field named __proto__ sets nothing.
   assert.equal(Object.getPrototypeOf(headersObject(['__proto__', 'x'])), Object.prototype);
+  // A name the prototype has is a field like any other (node:http gives `x`, not Object's source joined).
+  assert.equal(headersObject(['Constructor', 'x']).constructor, 'x');
+  assert.equal(headersObject(['constructor', 'x', 'constructor', 'y']).constructor, 'x, y');
 });
 
 /** Decode a chunked body fed in pieces of `step` bytes; the data, the bytes left after it, or the error. */
@@ -202,9 +205,18 @@ test('invalid chunk framing is refused', () => {
     ['0\r\n folded: x\r\n\r\n', SMUGGLING],
     ['0\r\nX-T: a\x00\r\n\r\n', SMUGGLING],
     ['0\r\n\n', SMUGGLING],
+    // Trailer fields follow the head's rules (llhttp refuses each of these, the node engine with them).
+    ['0\r\nNoColon\r\n\r\n', SMUGGLING],
+    ['0\r\nX-T : a\r\n\r\n', SMUGGLING],
+    ['0\r\nX\xe9: a\r\n\r\n', SMUGGLING],
+    ['0\r\nContent-Length: 5\r\n\r\n', SMUGGLING],
+    ['0\r\ntransfer-encoding: chunked\r\n\r\n', SMUGGLING],
   ] as const) {
     assert.equal(dechunk(text), code, JSON.stringify(text));
     assert.equal(dechunk(text, 1), code, `byte at a time: ${JSON.stringify(text)}`);
   }
   assert.equal(dechunk(`0\r\nX-Big: ${'a'.repeat(2000)}\r\n\r\n`), 'RMP_ERR_EDGE_HEADERS_TOO_LARGE');
+  // Names that only begin like the framing fields are ordinary trailers.
+  for (const name of ['Content-Lengths', 'Content-Lengt', 'Transfer-Encodings', 'content-type', 'te'])
+    assert.deepEqual(dechunk(`0\r\n${name}: 1\r\n\r\n`, 1), { data: '', rest: '' }, name);
 });

@@ -364,11 +364,13 @@ export function headersObject(raw: readonly string[]): Record<string, string | s
   for (let k = 0; k < raw.length; k += 2) {
     const name = raw[k]!.toLowerCase();
     const value = raw[k + 1]!;
+    // What is there may be inherited (`constructor`: Object): only an own string or array is a field.
     const had = out[name];
-    if (had === undefined) out[name] = name === 'set-cookie' ? [value] : value;
-    else if (name === 'set-cookie') (had as string[]).push(value);
-    else if (FIRST_WINS.has(name)) continue;
-    else out[name] = `${had as string}${name === 'cookie' ? '; ' : ', '}${value}`;
+    if (name === 'set-cookie') {
+      if (Array.isArray(had)) had.push(value);
+      else out[name] = [value];
+    } else if (typeof had !== 'string') out[name] = value;
+    else if (!FIRST_WINS.has(name)) out[name] = `${had}${name === 'cookie' ? '; ' : ', '}${value}`;
   }
   return out;
 }
