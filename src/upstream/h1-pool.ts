@@ -267,9 +267,9 @@ type UpSocket = net.Socket & { [kUp]: UpConn };
  * kept (a cache tap, a queued answer). Reading is synchronous on the one JS thread: one buffer serves all.
  */
 const READ_BUF = Buffer.allocUnsafe(64 * 1024);
-function onUpRead(this: UpSocket, n: number, buf: Uint8Array): boolean {
+function onUpRead(this: UpSocket, n: number): boolean {
   const chunk = Buffer.allocUnsafe(n);
-  chunk.set(buf.subarray(0, n));
+  READ_BUF.copy(chunk, 0, 0, n);
   const c = this[kUp];
   c.onData(chunk);
   // false stops reading (the handler is full); resumeBody() restarts it (socket.resume()).
