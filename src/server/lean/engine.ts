@@ -4,7 +4,8 @@
 // bound, the context, `done`, upgrades) and so the same request cycle as the node engine. Timeouts
 // are one coarse pass over the connections (from the entry's sweep), not a timer per socket.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../../core/errors.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
@@ -34,6 +35,53 @@ type LeanSocket = TrackedSocket & { [kConn]: LeanConnection };
 function onData(this: LeanSocket, chunk: Buffer): void {
   this[kConn].onData(chunk);
 }
+
+/**
+ * Plain TCP client sockets read into one shared buffer, as the upstream pool's do (net.connect's
+ * `onread`): no 64 KiB backing store allocated and shrunk per read, no Readable push and 'data' event.
+ * net.Server has no `onread` option for accepted sockets, so the socket's own (Node-internal) user-buffer
+ * slots are set, found by their symbols' descriptions; when Node's internals differ (no such slots, no
+ * useUserBuffer on the handle) the engine falls back to 'data' events. TLS sockets (their reads come out
+ * of the TLS layer) and sockets holding unshifted bytes (the PROXY protocol reader's) use 'data' too.
+ */
+const READ_BUF = Buffer.allocUnsafe(64 * 1024);
+const [kBuffer, kBufferCb] = (() => {
+  const probe = new Socket();
+  const syms = Object.getOwnPropertySymbols(probe);
+  const find = (name: string) => syms.find((x) => x.description === name);
+  const found = [find('kBuffer'), find('kBufferCb')] as const;
+  probe.destroy();
+  return found;
+})();
+type UserBufferSocket = LeanSocket & {
+  _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null;
+} & Record<symbol, unknown>;
+
+/** Read through the shared buffer when this Node allows it (see READ_BUF); false: use 'data' events. */
+function readIntoSharedBuffer(s: LeanSocket): boolean {
+  if (kBuffer === undefined || kBufferCb === undefined || s instanceof TLSSocket) return false;
+  const u = s as UserBufferSocket;
+  const h = u._handle;
+  if (h == null || typeof h.useUserBuffer !== 'function' || s.readableLength > 0 || u[kBuffer] !== null) return false;
+  u[kBuffer] = READ_BUF;
+  u[kBufferCb] = onRead;
+  h.useUserBuffer(READ_BUF);
+  return true;
+}
+
+function onRead(this: LeanSocket, n: number): boolean {
+  // Copied out at once: body chunks and a partial head are kept past this call, and READ_BUF is reused.
+  const chunk = Buffer.allocUnsafe(n);
+  READ_BUF.copy(chunk, 0, 0, n);
+  const c = this[kConn];
+  // Handed over to a tunnel: its reader takes the bytes as stream data (backpressure: false stops reads,
+  // its next read() starts them again). The handle reads into READ_BUF for the rest of its life.
+  if (c.upgraded) return this.push(chunk);
+  c.onData(chunk);
+  // A pause() during the call already stopped the handle's reads (net.Socket does so for onread sockets).
+  return true;
+}
+
 function onDrain(this: LeanSocket): void {
   this[kConn].onDrain();
 }
@@ -60,7 +108,7 @@ export class LeanEngine {
     const c = new LeanConnection(this, s, performance.now());
     s[kConn] = c;
     this.connections.add(c);
-    s.on('data', onData);
+    if (!readIntoSharedBuffer(s)) s.on('data', onData);
     s.on('drain', onDrain);
     s.on('close', onClose);
     s.on('error', onError);
