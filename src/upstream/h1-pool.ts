@@ -263,8 +263,20 @@ interface LegacyHandler {
 const kUp = Symbol('rempart.upConn');
 type UpSocket = net.Socket & { [kUp]: UpConn };
 
-function onUpData(this: UpSocket, chunk: Buffer): void {
-  this[kUp].onData(chunk);
+/**
+ * Every upstream socket reads into this one buffer (`onread`): no 64 KiB allocation and shrink per read,
+ * no Readable push and 'data' event. Its bytes are copied out at once (exactly what was read, from
+ * Buffer's small-allocation pool), since raw header fields and body chunks handed to the handler may be
+ * kept (a cache tap, a queued answer). Reading is synchronous on the one JS thread: one buffer serves all.
+ */
+const READ_BUF = Buffer.allocUnsafe(64 * 1024);
+function onUpRead(this: UpSocket, n: number): boolean {
+  const chunk = Buffer.allocUnsafe(n);
+  READ_BUF.copy(chunk, 0, 0, n);
+  const c = this[kUp];
+  c.onData(chunk);
+  // false stops reading (the handler is full); resumeBody() restarts it (socket.resume()).
+  return !c.paused;
 }
 function onUpClose(this: UpSocket): void {
   this[kUp].onClose();
@@ -308,10 +320,14 @@ class UpConn {
   constructor(pool: H1Pool) {
     this.pool = pool;
     this.since = performance.now();
-    const s = net.connect({ host: pool.opts.host, port: pool.opts.port, noDelay: true }) as UpSocket;
+    const s = net.connect({
+      host: pool.opts.host,
+      port: pool.opts.port,
+      noDelay: true,
+      onread: { buffer: READ_BUF, callback: onUpRead },
+    }) as UpSocket;
     s[kUp] = this;
     s.on('connect', onUpConnect);
-    s.on('data', onUpData);
     s.on('close', onUpClose);
     s.on('error', onUpError);
     s.on('drain', onUpDrain);
