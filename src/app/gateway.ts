@@ -306,8 +306,6 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // says Connection: close, so keep-alive clients move on after their exchange instead of being cut.
   parts.draining = true;
   entry.drain();
-  // A successor already serves: it gets this process's last changes now, not at the next 2 s write.
-  if (handover) parts.state.handOver();
   // HTTP/2 connections get GOAWAY: the streams in flight finish, the client opens its next ones elsewhere.
   parts.h2.drain();
   if (readinessDelayMs > 0) await sleep(readinessDelayMs);
@@ -320,6 +318,10 @@ async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, han
   // The admin listener stays up through a drain, so /readyz keeps saying 503 and /metrics shows the
   // drain; but in a hand-over the successor shares its address and is the one to answer.
   if (admin && handover) closed.push(new Promise<void>((r) => admin.close(() => r())));
+  // A successor already serves: it gets this process's last changes now, not at the next 2 s write.
+  // Written once the listeners are closed: the write blocks the loop (SQLite is synchronous), and
+  // connections the kernel queues on a listener meanwhile are reset when it closes.
+  if (handover) parts.state.handOver();
   const httpServer = entry.server;
   // In-flight requests finish up to the drain time; connections close after their reply, or once idle.
   const deadline = Date.now() + graceMs;
