@@ -128,12 +128,21 @@ export function selfSignedCert(
 }
 
 /** A port on 127.0.0.1 that was free a moment ago (for a child process that must be told its port). */
+/** Ports this process handed out: the kernel may give a just-closed ephemeral port again at once. */
+const handedPorts = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  for (;;) {
+    const s = net.createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const port = (s.address() as AddressInfo).port;
+    await new Promise<void>((r) => s.close(() => r()));
+    // Two calls in a row returned the same port once (CI: a config whose admin and client listener
+    // then shared an address); a port already handed to this test file is never handed again.
+    if (handedPorts.has(port)) continue;
+    handedPorts.add(port);
+    return port;
+  }
 }
 
 /**
