@@ -11,7 +11,7 @@ import type { Metrics } from '../core/metrics.ts';
 import { isTrusted, type Runtime } from '../pipeline/runtime.ts';
 import { parseProxyHeader } from './proxy-protocol.ts';
 import { kH2Fingerprint, kJa4, kPeerAddress } from '../pipeline/symbols.ts';
-import { captureH2Preface, h2FingerprintFromPreface } from './h2/fingerprint.ts';
+import { H2_PREFACE, captureH2Preface, h2FingerprintFromPreface } from './h2/fingerprint.ts';
 import { HELLO_MAX_BYTES, helloBytesWanted, ja4FromRecords } from './ja4.ts';
 import type { BanList } from '../pipeline/env.ts';
 import { v6PrefixKey } from '../core/client-key.ts';
@@ -220,11 +220,9 @@ function handOver(socket: net.Socket, address: string, opts: AcceptOptions, ja4 
         if (tlsSocket.alpnProtocol !== 'h2') return toHttp1(tlsSocket, opts);
         // The connection's first bytes up to its first HEADERS frame give its HTTP/2 fingerprint; they are
         // put back for node:http2 (src/server/h2/fingerprint.ts).
-        captureH2Preface(tlsSocket, opts.getRuntime().config.limits.headersTimeoutMs, (first) => {
-          (tlsSocket as tls.TLSSocket & { [kH2Fingerprint]?: string })[kH2Fingerprint] =
-            h2FingerprintFromPreface(first);
-          h2.emit('connection', tlsSocket);
-        });
+        captureH2Preface(tlsSocket, opts.getRuntime().config.limits.headersTimeoutMs, (first) =>
+          toH2(tlsSocket, h2, first, opts),
+        );
       });
       return;
     }
@@ -248,6 +246,22 @@ function track(conn: net.Socket, address: string, opts: AcceptOptions, ja4 = '')
     stalled.delete(tracked);
   });
   opts.metrics.connectionsAccepted.inc();
+}
+
+/**
+ * Hand an HTTP/2 connection to node:http2 once its first bytes are read (with its fingerprint). No whole
+ * client preface within limits.headersTimeoutMs (a client silent after the handshake, or dribbling): closed
+ * here. node:http2 never ends a session whose preface has not come: session.close() and destroy() left such
+ * a connection open for good (review of issue 16).
+ */
+function toH2(socket: net.Socket, h2: net.Server, first: Buffer, opts: AcceptOptions): void {
+  if (first.length < H2_PREFACE.length) {
+    opts.metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_TIMEOUT' });
+    socket.destroy();
+    return;
+  }
+  (socket as net.Socket & { [kH2Fingerprint]?: string })[kH2Fingerprint] = h2FingerprintFromPreface(first);
+  h2.emit('connection', socket);
 }
 
 function toHttp1(conn: net.Socket, opts: AcceptOptions): void {
@@ -276,10 +290,9 @@ function sniffPreface(socket: net.Socket, h2: net.Server, opts: AcceptOptions): 
     socket.pause();
     socket.unshift(buf);
     if (isH2)
-      captureH2Preface(socket, opts.getRuntime().config.limits.headersTimeoutMs, (first) => {
-        (socket as net.Socket & { [kH2Fingerprint]?: string })[kH2Fingerprint] = h2FingerprintFromPreface(first);
-        h2.emit('connection', socket);
-      });
+      captureH2Preface(socket, opts.getRuntime().config.limits.headersTimeoutMs, (first) =>
+        toH2(socket, h2, first, opts),
+      );
     else {
       toHttp1(socket, opts);
       // Node's HTTP parser reads from the handle and would never see the bytes put back (as after a PROXY header).
