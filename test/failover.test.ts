@@ -37,6 +37,10 @@ async function setup(
           connectTimeoutMs: 1000,
           headersTimeoutMs: 3000,
           circuitBreaker: breaker,
+          // As in examples/postal/rempart.yaml. A "down" origin here accepts, then resets: a reset may be
+          // the request's doing, so the breaker alone waits for failures from several clients and paths,
+          // which one test client posting to one path never gives (test/breaker.test.ts covers that).
+          healthCheck: { path: '/healthz', intervalMs: 200, timeoutMs: 500 },
         },
       ],
       routes: [

@@ -5,7 +5,10 @@
 // - replies waiting on a client that does not read: past limits.slowReadTimeoutMs without the
 //   socket draining once, the connection is closed (its admission slot went back when it stalled);
 // - connections near limits.maxConnections: idle keep-alive connections are closed first, the
-//   oldest idle first, so new clients get in.
+//   oldest idle first, so new clients get in;
+// - a keep-alive connection that starts no request for limits.idleTimeoutMs + headersTimeoutMs is
+//   closed whatever it trickles: Node's keep-alive timer is an inactivity timer, and the empty lines
+//   its parser skips between requests (a CRLF every few seconds) kept it open for good.
 // Everything is a few numbers on the socket and one coarse sweep (twice a second): nothing per request
 // but two property writes, no timer per connection.
 import type { ServerResponse } from 'node:http';
@@ -152,11 +155,15 @@ export interface SweepLimits {
   maxConnections: number;
   slowReadTimeoutMs: number;
   pressureIdleTimeoutMs: number;
+  idleTimeoutMs: number;
+  headersTimeoutMs: number;
 }
 
 export interface SweepResult {
   slowReaders: number;
   idleClosed: number;
+  /** Idle past idleTimeoutMs + headersTimeoutMs without a request: closed (RMP_ERR_EDGE_TIMEOUT). */
+  idleTimedOut: number;
 }
 
 /**
@@ -174,6 +181,7 @@ export function sweep(
 ): TrackedSocket[] {
   out.slowReaders = 0;
   out.idleClosed = 0;
+  out.idleTimedOut = 0;
   for (const s of stalled) {
     const since = s[kStallSince];
     // Drained since (or never really blocked on the socket itself: a queued pipelined reply waits on
@@ -184,6 +192,16 @@ export function sweep(
     } else if (now - since > limits.slowReadTimeoutMs) {
       stalled.delete(s);
       out.slowReaders++;
+      s.destroy();
+    }
+  }
+  // Idle longer than idleTimeoutMs, plus headersTimeoutMs so that a head begun just before the idle
+  // limit had its whole time (nginx: keepalive_timeout until the next request's first byte, then
+  // client_header_timeout). An engine's own idle timer closes a quiet connection long before this.
+  const idleLimit = limits.idleTimeoutMs + limits.headersTimeoutMs;
+  for (const s of sockets) {
+    if (isIdle(s) && now - s[kIdleSince] > idleLimit) {
+      out.idleTimedOut++;
       s.destroy();
     }
   }

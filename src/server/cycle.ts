@@ -13,6 +13,7 @@ import { runDone, runPhases, Verdict, type Phase } from '../pipeline/phase.ts';
 import { forward, type ForwardHooks } from '../pipeline/forward.ts';
 import { sendLocalReply } from '../pipeline/reply.ts';
 import { setStatusPage } from '../phases/failover/status-page.ts';
+import { feedBreakerError } from '../phases/failover/breaker-feed.ts';
 import { PinnedReplies } from './pinned.ts';
 
 export interface CycleOptions {
@@ -124,8 +125,7 @@ function forwardHooks(opts: CycleOptions, pinned: PinnedReplies): ForwardHooks {
       metrics.upstreamRetries.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
     },
     onUpstreamError(ctx, code, err) {
-      // Out of descriptors or ports here is no news about the upstream (upstream/errors.ts).
-      if (code !== 'RMP_ERR_RESOURCES_EXHAUSTED') ctx.upstream?.breaker.onFailure();
+      feedBreakerError(ctx, code, err);
       metrics.upstreamErrors.inc({ upstream: ctx.upstream?.name ?? '-', reason: code });
       if (!recorder.allowLine(code)) return;
       log.warn({ upstream: ctx.upstream?.name, reason: code, err: err.message }, 'upstream error');

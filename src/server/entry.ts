@@ -288,7 +288,7 @@ function applyTimeouts(server: http.Server, config: Config): void {
 
 /** Twice a second: slow readers past their deadline, and idle connections under pressure. */
 function createSweep(table: ConnectionTable, getRuntime: () => Runtime, metrics: Metrics): () => void {
-  const swept: SweepResult = { slowReaders: 0, idleClosed: 0 };
+  const swept: SweepResult = { slowReaders: 0, idleClosed: 0, idleTimedOut: 0 };
   return () => {
     const now = performance.now();
     const idle = sweep(table.sockets, table.stalled, table.total, getRuntime().config.limits, now, swept);
@@ -298,5 +298,6 @@ function createSweep(table: ConnectionTable, getRuntime: () => Runtime, metrics:
     table.reclaim.builtAt = idle.length > 0 ? now : -Infinity;
     if (swept.slowReaders > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_SLOW_READ' }, swept.slowReaders);
     if (swept.idleClosed > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_IDLE_RECLAIMED' }, swept.idleClosed);
+    if (swept.idleTimedOut > 0) metrics.refusals.inc({ reason: 'RMP_ERR_EDGE_TIMEOUT' }, swept.idleTimedOut);
   };
 }

@@ -47,3 +47,26 @@ export function classifyUpstreamError(err: Error & { code?: string }): { code: E
       return { code: 'RMP_ERR_UPSTREAM_CONNECT', status: 502 };
   }
 }
+
+/**
+ * Whether `err` says the upstream could not be reached at all, before any request went out: refused,
+ * unreachable, unresolvable, the connect timing out, the TLS handshake failing. No request can cause
+ * these at a live origin, so the breaker counts them alone (src/upstream/breaker.ts); every other
+ * failure may be the request's doing (a slow or dropped path) and is judged with others.
+ */
+export function isConnectFailure(err: Error & { code?: string }): boolean {
+  switch (err.code) {
+    case 'ECONNREFUSED':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return true;
+    default: {
+      const c = err.code ?? '';
+      // Certificate and handshake errors (Node's ERR_TLS_*/ERR_SSL_*, OpenSSL's CERT_*/…_CERT…, EPROTO).
+      return c.startsWith('ERR_TLS_') || c.startsWith('ERR_SSL_') || c.includes('CERT') || c === 'EPROTO';
+    }
+  }
+}

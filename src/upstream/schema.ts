@@ -178,14 +178,50 @@ export const UpstreamSchema = Obj(
           maximum: 100000,
           default: 5,
           description:
-            'Failures in a row that reached clients (connect error, timeout, reset, bad response, or 502/504 from the upstream, ' +
-            'after the one retry on another server of a pool) that open the breaker.',
+            'Connect failures in a row that reached clients (refused, unreachable, connect timeout, TLS handshake, ' +
+            'after the one retry on another server of a pool) that open the breaker: no request can cause them.',
         }),
         openMs: Type.Integer({
           minimum: 1,
           maximum: 3600000,
           default: 5000,
           description: 'How long the breaker stays open before one probe request is let through (half-open).',
+        }),
+        windowMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 10000,
+          description:
+            'The rolling window response failures (502/504, response timeout, reset, bad response) are judged over.',
+        }),
+        minRequests: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 20,
+          description: 'Answers in the window (successes and response failures) before response failures may open it.',
+        }),
+        failurePercent: Type.Integer({
+          minimum: 1,
+          maximum: 100,
+          default: 50,
+          description:
+            'Response failures, in percent of the window\u2019s answers, that open it (with the spread below).',
+        }),
+        minClients: Type.Integer({
+          minimum: 1,
+          maximum: 64,
+          default: 3,
+          description:
+            'Distinct client prefixes (/24, /64) among the window\u2019s response failures needed to open it: one ' +
+            'client asking for a slow path cannot.',
+        }),
+        minPaths: Type.Integer({
+          minimum: 1,
+          maximum: 64,
+          default: 3,
+          description:
+            'Distinct paths among the window\u2019s response failures needed to open it: one slow path, however ' +
+            'many clients ask for it, is left to its own timeout.',
         }),
       },
       {
