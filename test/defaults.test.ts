@@ -118,6 +118,27 @@ test('zero-config caches without changing what the origin receives: the query st
   );
 });
 
+test('zero-config caches: a page the origin lets nobody store is not serialised behind one request', async (t) => {
+  let inFlight = 0;
+  let most = 0;
+  const up = await startUpstream(t, (_req, res) => {
+    most = Math.max(most, ++inFlight);
+    setTimeout(() => {
+      inFlight--;
+      res.writeHead(200, { 'cache-control': 'no-store' });
+      res.end('page');
+    }, 200);
+  });
+  const gw = await startGateway(t, up.url);
+  await send(gw.url, '/page');
+  most = 0;
+  // Without the key remembered as unstorable, two of these would wait for the first one's answer.
+  await Promise.all([send(gw.url, '/page'), send(gw.url, '/page'), send(gw.url, '/page')]);
+  assert.equal(most, 3);
+  const notes = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
+  assert.equal(notes.filter((n) => n.startsWith('miss:pass')).length, 3, notes.join(' '));
+});
+
 test('zero-config stale-if-error: a stored copy answers when the origin says 503, then when it refuses connections', async (t) => {
   let failing = false;
   const up = await startUpstream(t, (_req, res) => {

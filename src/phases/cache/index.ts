@@ -40,8 +40,12 @@ export const MAX_WAITERS_PER_KEY = 1024;
  * another's fill. With the cache on by default, most pages of a site are such keys.
  */
 export const PASS_MARK_MS = 30_000;
-/** Keys remembered so at most: the oldest mark goes first (that key only collapses again). */
-export const MAX_PASS_MARKS = 10_000;
+/**
+ * Keys remembered so at most: the oldest mark goes first (that key only collapses again). Keys are the
+ * client's targets: longer ones than MAX_PASS_KEY_CHARS are not remembered, so the marks hold 4 MiB at most.
+ */
+export const MAX_PASS_MARKS = 4096;
+export const MAX_PASS_KEY_CHARS = 1024;
 
 /** How a fill ended, for the requests that waited on it. */
 interface FlightOutcome {
@@ -676,6 +680,7 @@ class CacheTap implements ResponseTap {
 
   /** Remember the key as one whose misses go to the origin side by side (bounded: oldest mark first). */
   markPass(): void {
+    if (this.key.length > MAX_PASS_KEY_CHARS) return;
     const marks = this.core.passUntil;
     marks.delete(this.key);
     if (marks.size >= MAX_PASS_MARKS) {
