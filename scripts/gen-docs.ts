@@ -9,6 +9,7 @@ import { ERRORS } from '../src/core/errors.ts';
 import { createMetrics } from '../src/core/metrics.ts';
 import { PHASES } from '../src/phases/index.ts';
 import type { PhaseModule } from '../src/pipeline/phase.ts';
+import { renderDefaultsMd } from './defaults-doc.ts';
 
 type SchemaNode = {
   type?: string;
@@ -94,7 +95,7 @@ export function renderConfigMd(): string {
     'Check a file without starting: `rempart check FILE` (the schema, routes an earlier route covers, and every file it names',
     'read as start-up reads it; see [cli.md](cli.md#rempart-check)). Reload a running Rempart with `kill -HUP <pid>`: the new file is',
     'validated first, and a bad file leaves the running configuration in place. An editor can validate as you type with',
-    '[config.schema.json](config.schema.json). A complete example: [examples/postal/rempart.yaml](../examples/postal/rempart.yaml).',
+    '[config.schema.json](config.schema.json). A complete example: [examples/postal/rempart.yaml](../examples/postal/rempart.yaml). Every default on the protection path, and why it is safe without knowing the site: [defaults.md](defaults.md).',
     '',
     '**Units.** A key names its unit (`…Ms`, `…Sec`/`…Seconds`, `…Hours`, `…Days`, `…Bytes`) and takes a plain number in that',
     'unit or a value with its own unit: durations `500ms`, `30s`, `5m`, `1h`, `7d` or combined `1m30s` (`idleTimeoutMs: 30s` is',
@@ -223,7 +224,9 @@ export function renderLifecycleMd(current: string): string {
 
 export async function renderAll(): Promise<Record<string, string>> {
   const lifecycle = await readFile(new URL('../docs/lifecycle.md', import.meta.url), 'utf8');
+  const defaults = await readFile(new URL('../docs/defaults.md', import.meta.url), 'utf8');
   return {
+    'docs/defaults.md': renderDefaultsMd(defaults),
     'docs/config.md': renderConfigMd(),
     'docs/config.schema.json': renderConfigJsonSchema(),
     'docs/errors.md': renderErrorsMd(),

@@ -316,15 +316,21 @@ test('routes that do not cache are untouched, and a route can opt in with cache.
   });
   const gw = await startGateway(t, up.url, {
     routes: [
-      { name: 'optin', path: '/in/*', upstream: 'origin', class: 'public', cache: { enabled: true } },
+      { name: 'optin', path: '/in/*', upstream: 'origin', class: 'authenticated', cache: { enabled: true } },
       { name: 'optout', path: '/out/*', upstream: 'origin', class: 'cacheable', cache: { enabled: false } },
+      { name: 'vault', path: '/vault/*', upstream: 'origin', class: 'authenticated' },
+      { name: 'pay', path: '/pay', upstream: 'origin', class: 'critical' },
       { name: 'site', path: '/*', upstream: 'origin', class: 'public' },
     ],
   });
-  for (const p of ['/in/a', '/out/a', '/site']) for (let i = 0; i < 2; i++) await get(`${gw.url}${p}`);
+  for (const p of ['/in/a', '/out/a', '/vault/a', '/pay', '/site'])
+    for (let i = 0; i < 2; i++) await get(`${gw.url}${p}`);
   assert.equal(up.requests.filter((r) => r.url === '/in/a').length, 1);
   assert.equal(up.requests.filter((r) => r.url === '/out/a').length, 2);
-  assert.equal(up.requests.filter((r) => r.url === '/site').length, 2);
+  // authenticated and critical routes do not cache unless told; public ones do by default.
+  assert.equal(up.requests.filter((r) => r.url === '/vault/a').length, 2);
+  assert.equal(up.requests.filter((r) => r.url === '/pay').length, 2);
+  assert.equal(up.requests.filter((r) => r.url === '/site').length, 1);
   const post = await fetch(`${gw.url}/in/a`, { method: 'POST', body: 'x' });
   assert.equal(post.headers.get('x-cache'), null);
   await post.text();
@@ -391,10 +397,11 @@ test('cache settings have defaults, and a misspelt cache key stops start-up', ()
   const ok = validateConfig({ ...base, routes: [{ name: 't', upstream: 'app', class: 'cacheable', cache: {} }] });
   assert.deepEqual(ok.cache, { maxBytes: 64 * 1024 * 1024, maxObjectBytes: 1024 * 1024 });
   assert.deepEqual(ok.routes[0]!.cache, {
-    queryParams: [],
     staleWhileRevalidateMs: 10_000,
     staleIfErrorMs: 86_400_000,
   });
+  // queryParams left out: none for `cacheable` (the postal tracking test below), the whole target for
+  // other classes (test/defaults.test.ts).
   for (const bad of [
     { routes: [{ name: 't', upstream: 'app', cache: { enabeld: true } }] },
     { routes: [{ name: 't', upstream: 'app' }], cache: { maxByte: 1 } },

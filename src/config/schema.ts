@@ -111,14 +111,16 @@ const RouteSchema = Obj(
         {
           enabled: Type.Optional(
             Type.Boolean({
-              description: 'Answer from the response cache. Defaults to on for class `cacheable`, off otherwise.',
+              description:
+                'Answer from the response cache. Defaults to on for classes `cacheable`, `public` and `static` (only responses the origin marks storable by a shared cache are kept: docs/cache.md), off for `authenticated` and `critical`.',
             }),
           ),
-          queryParams: Type.Array(Type.String({ minLength: 1 }), {
-            default: [],
-            description:
-              'Query parameters that are part of the cache key (sorted, re-encoded). Any other parameter is ignored by the key, so random query strings cannot bust the cache.',
-          }),
+          queryParams: Type.Optional(
+            Type.Array(Type.String({ minLength: 1 }), {
+              description:
+                'Query parameters that are part of the cache key (sorted, re-encoded); the origin is sent the path without `;parameters` and only these. Any other parameter is ignored by the key, so random query strings cannot bust the cache. Absent: none for class `cacheable`; for other classes the request target is keyed and forwarded whole, as it came (a default-on cache changes nothing the origin receives).',
+            }),
+          ),
           staleWhileRevalidateMs: Type.Integer({
             minimum: 0,
             maximum: 86400000,

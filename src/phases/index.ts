@@ -25,12 +25,13 @@ export const PHASES: readonly PhaseModule[] = [
   identifyPhase,
   edgePhase,
   routePhase,
-  // The guards, cheapest first; `familiarity` leaves the known-client check `signatures` and
-  // `challenge` read, and `signatures` may mark a request for `challenge`.
+  // The guards, cheapest first; `familiarity` leaves the known-client check (looked up only when read)
+  // that `rateLimit`'s rules for unknown clients, `signatures` and `challenge` read, and `signatures`
+  // may mark a request for `challenge`.
   banPhase,
   levelPhase,
-  rateLimitPhase,
   familiarityPhase,
+  rateLimitPhase,
   signaturesPhase,
   challengePhase,
   exfiltrationPhase,

@@ -145,6 +145,8 @@ export function upstreamRequestHeaders(ctx: RequestContext, via: string, keepUpg
 
 /** Request fields a background refresh does not send: it asks for the whole current response. */
 const REFRESH_DROPPED = new Set([
+  // A refresh fills the entry every request shares: it asks as an anonymous visitor would.
+  'cookie',
   'if-none-match',
   'if-modified-since',
   'if-match',
@@ -155,7 +157,8 @@ const REFRESH_DROPPED = new Set([
 
 /**
  * The request fields of a cache refresh (src/phases/cache) made on behalf of `ctx`: those the forward
- * path sends, without the conditional and range fields (the refresh stores the whole response).
+ * path sends, without the conditional and range fields (the refresh stores the whole response) and
+ * without cookies (what it stores answers everyone).
  */
 export function refreshRequestHeaders(ctx: RequestContext, via: string): string[] {
   const all = upstreamRequestHeaders(ctx, via);

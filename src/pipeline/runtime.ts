@@ -69,18 +69,29 @@ export interface CompiledRoute {
   readonly websocket: boolean;
 }
 
+/** The route classes whose routes cache unless `cache.enabled: false` (docs/cache.md, docs/defaults.md). */
+export const CACHED_BY_DEFAULT: ReadonlySet<string> = new Set(['cacheable', 'public', 'static']);
+
 export interface CompiledRouteCache {
-  readonly queryParams: readonly string[];
+  /** Query parameters in the key (the rest dropped), or null: the target is keyed and forwarded whole. */
+  readonly queryParams: readonly string[] | null;
   readonly staleWhileRevalidateMs: number;
   readonly staleIfErrorMs: number;
 }
 
-/** Cache on for `cacheable` routes unless switched off, off for others unless switched on. */
+/**
+ * Cache on by default for the classes anonymous, shared content uses (`cacheable`, `public`, `static`):
+ * only what the origin marks storable by a shared cache is kept (phases/cache/policy.ts), so a page
+ * without an explicit lifetime, or with a cookie either way, is never stored. `authenticated` and
+ * `critical` routes cache only when switched on: their answers are one person's.
+ */
 function compileRouteCache(r: RouteConfig): CompiledRouteCache | null {
-  const enabled = r.cache?.enabled ?? r.class === 'cacheable';
+  const enabled = r.cache?.enabled ?? CACHED_BY_DEFAULT.has(r.class);
   if (!enabled) return null;
   return {
-    queryParams: r.cache?.queryParams ?? [],
+    // A `cacheable` route's class says its answers do not depend on the query; any other route that
+    // caches without listing parameters keys its whole target and sends it on unchanged.
+    queryParams: r.cache?.queryParams ?? (r.class === 'cacheable' ? [] : null),
     staleWhileRevalidateMs: r.cache?.staleWhileRevalidateMs ?? 10000,
     staleIfErrorMs: r.cache?.staleIfErrorMs ?? 86400000,
   };

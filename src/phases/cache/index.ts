@@ -15,7 +15,7 @@ import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheKey, cacheTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
-import { clientResponseHeaders, refreshRequestHeaders } from '../../pipeline/headers.ts';
+import { clientResponseHeaders, refreshRequestHeaders, withoutRempartCookies } from '../../pipeline/headers.ts';
 import { classifyUpstreamError } from '../../upstream/errors.ts';
 import { sendLocalReply } from '../../pipeline/reply.ts';
 import { isShed, refuseShed, type ShedCode } from '../../pipeline/shed.ts';
@@ -34,6 +34,18 @@ const R_BYPASS = 4;
 export const MAX_VARIANTS_PER_KEY = 8;
 /** Requests waiting on one key's fill; past it they go to the origin themselves. */
 export const MAX_WAITERS_PER_KEY = 1024;
+/**
+ * Keys whose last answer the origin made unstorable are remembered this long (Varnish's hit-for-miss):
+ * their misses go to the origin side by side, each still able to fill, instead of queueing behind one
+ * another's fill. With the cache on by default, most pages of a site are such keys.
+ */
+export const PASS_MARK_MS = 30_000;
+/**
+ * Keys remembered so at most: the oldest mark goes first (that key only collapses again). Keys are the
+ * client's targets: longer ones than MAX_PASS_KEY_CHARS are not remembered, so the marks hold 4 MiB at most.
+ */
+export const MAX_PASS_MARKS = 4096;
+export const MAX_PASS_KEY_CHARS = 1024;
 
 /** How a fill ended, for the requests that waited on it. */
 interface FlightOutcome {
@@ -67,6 +79,8 @@ interface Core {
   readonly store: CacheStore;
   readonly clock: Clock;
   readonly inflight: Map<string, Flight>;
+  /** Key → until when its misses go side by side (PASS_MARK_MS). */
+  readonly passUntil: Map<string, number>;
   via(): string;
   afterStoreChange(): void;
   /** Answer with `entry` in place of the failure `code` (the code stays the request's reason). */
@@ -87,6 +101,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     maxVariants: MAX_VARIANTS_PER_KEY,
   });
   const inflight = new Map<string, Flight>();
+  const passUntil = new Map<string, number>();
   let limitsFrom = getRuntime();
   let evictionsSeen = 0;
   let waiting = 0;
@@ -105,6 +120,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     store,
     clock,
     inflight,
+    passUntil,
     via: () => getRuntime().config.via,
     afterStoreChange() {
       metrics.cacheBytes.set(store.bytes);
@@ -175,7 +191,8 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
             raw.push(Buffer.from(name, 'latin1'), Buffer.from(v, 'latin1'));
         }
         const pairs = clientResponseHeaders(raw, via);
-        const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, rc);
+        // The refresh is sent without the request's cookies (refreshRequestHeaders): an anonymous answer.
+        const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, false, rc);
         const varyValues = d.store ? varyValuesOf(d.varyNames, reqHeaders) : null;
         if (d.store && varyValues !== null) {
           store.put(key, makeEntry(key, res.statusCode, pairs, ownedBody(chunks, bytes), d, varyValues, clock.now()));
@@ -216,7 +233,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           o.entry !== null &&
           now < o.entry.freshUntil &&
           sameVariant(o.entry, ctx.req.headers) &&
-          (o.entry.isPublic || ctx.req.headers.authorization === undefined)
+          (o.entry.isPublic || (ctx.req.headers.authorization === undefined && !carriesCookie(ctx.req.headers)))
         ) {
           count(route, R_COLLAPSED);
           ctx.cache = 'collapsed';
@@ -316,9 +333,10 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         ctx.cache = 'bypass:method';
         return Verdict.Continue;
       }
-      // The path as routes judged it (without `;parameters`: `/track/A;x=<random>` is `/track/A`).
-      const q = ctx.target.indexOf('?');
-      const target = q === -1 ? ctx.path : ctx.path + ctx.target.slice(q);
+      // The path as routes judged it (without `;parameters`: `/track/A;x=<random>` is `/track/A`), or
+      // on a route that keys its whole target, the target as it came.
+      const q = rc.queryParams === null ? -2 : ctx.target.indexOf('?');
+      const target = q === -2 ? ctx.target : q === -1 ? ctx.path : ctx.path + ctx.target.slice(q);
       const key = cacheKey(method, ctx.host, target, rc.queryParams);
       // From here on the request goes upstream (a fill, a refresh, a bypassed copy) with exactly the
       // target its key describes, so nothing outside the key can shape what gets stored.
@@ -334,6 +352,15 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         // RFC 9111 §3.5: a copy stored from an anonymous request does not answer an authorized one.
         count(route, R_BYPASS);
         ctx.cache = 'bypass:authorization';
+        return Verdict.Continue;
+      }
+      // A cookie the origin sees may make its answer that person's page, and the key does not vary on
+      // cookies: such a request is answered only by a copy the origin called shared (`public`,
+      // `s-maxage`), and never fills or refreshes one with its own answer.
+      const cookie = carriesCookie(req.headers);
+      if (cookie && entry !== null && !entry.isPublic) {
+        count(route, R_BYPASS);
+        ctx.cache = 'bypass:cookie';
         return Verdict.Continue;
       }
       if (entry !== null) {
@@ -352,12 +379,26 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         }
       }
       // A miss, or a copy too old for anything but standing in for a failure.
+      if (passUntil.size > 0) {
+        const until = passUntil.get(key);
+        if (until !== undefined && now < until) {
+          count(route, R_MISS);
+          // Not registered as the key's flight: nobody waits on it, yet a storable answer is stored.
+          if (method === 'GET' && !cookie) {
+            ctx.cache = 'miss:pass';
+            ctx.cacheTap = new CacheTap(core, ctx, key, entry, { waiters: [] });
+          } else goToOrigin(ctx, entry, 'miss:pass');
+          return Verdict.Continue;
+        }
+        if (until !== undefined) passUntil.delete(key);
+      }
       const flight = inflight.get(key);
       if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY)
         return wait(ctx, route, key, flight, entry);
       count(route, R_MISS);
-      // HEAD carries no body to store, and a full waiting list means this one goes alone.
-      if (method === 'GET' && flight === undefined) {
+      // HEAD carries no body to store, a request with a cookie fills nothing, and a full waiting list
+      // means this one goes alone.
+      if (method === 'GET' && flight === undefined && !cookie) {
         const own: Flight = { waiters: [] };
         inflight.set(key, own);
         ctx.cache = entry === null ? 'miss' : 'miss:expired';
@@ -381,6 +422,12 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       return true;
     },
   };
+}
+
+/** Whether the request carries a cookie the origin sees (Rempart's own are taken out before it). */
+function carriesCookie(headers: IncomingHttpHeaders): boolean {
+  const c = headers.cookie;
+  return c !== undefined && c !== '' && withoutRempartCookies(c) !== '';
 }
 
 function sameVariant(entry: CacheEntry, headers: IncomingHttpHeaders): boolean {
@@ -407,6 +454,7 @@ function decideFromPairs(
   status: number,
   pairs: readonly string[],
   hasAuth: boolean,
+  hasCookie: boolean,
   windows: { staleWhileRevalidateMs: number; staleIfErrorMs: number },
 ): StoreDecision {
   let cacheControl: string | undefined;
@@ -422,7 +470,16 @@ function decideFromPairs(
     else if (name === 'age' && /^[0-9]{1,10}$/.test(value.trim())) ageSec = Number(value.trim());
   }
   return decideStore(
-    { method, status, cacheControl, hasSetCookie, vary, ageSec, requestHasAuthorization: hasAuth },
+    {
+      method,
+      status,
+      cacheControl,
+      hasSetCookie,
+      vary,
+      ageSec,
+      requestHasAuthorization: hasAuth,
+      requestHasCookie: hasCookie,
+    },
     windows,
   );
 }
@@ -525,15 +582,26 @@ class CacheTap implements ResponseTap {
     if (this.flight === null) return false;
     const pairs = clientResponseHeaders(rawHeaders, this.core.via());
     const rc = ctx.route!.cache!;
-    const d = decideFromPairs('GET', status, pairs, ctx.req.headers.authorization !== undefined, rc);
+    const reqHeaders = ctx.req.headers;
+    const d = decideFromPairs(
+      'GET',
+      status,
+      pairs,
+      reqHeaders.authorization !== undefined,
+      carriesCookie(reqHeaders),
+      rc,
+    );
     if (!d.store) {
       ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
+      // What the origin says of the resource, not of this request: later misses need not wait on a fill.
+      if (d.reason !== 'authorization' && d.reason !== 'request_cookie') this.markPass();
       this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
       return false;
     }
     const lengthPos = pairs.findIndex((v, i) => i % 2 === 0 && v.toLowerCase() === 'content-length');
     if (lengthPos !== -1 && Number(pairs[lengthPos + 1]) > this.core.store.limits.maxObjectBytes) {
       ctx.cache = `${ctx.cache}:not_stored:too_large`;
+      this.markPass();
       this.finish('');
       return false;
     }
@@ -583,6 +651,7 @@ class CacheTap implements ResponseTap {
     );
     if (core.store.put(this.key, entry)) {
       core.afterStoreChange();
+      core.passUntil.delete(this.key);
       this.ctx.cache = `${this.ctx.cache}:stored`;
       this.finish('', entry);
     } else {
@@ -607,6 +676,18 @@ class CacheTap implements ResponseTap {
       }
     }
     this.finish(upstreamFault ? code : '');
+  }
+
+  /** Remember the key as one whose misses go to the origin side by side (bounded: oldest mark first). */
+  markPass(): void {
+    if (this.key.length > MAX_PASS_KEY_CHARS) return;
+    const marks = this.core.passUntil;
+    marks.delete(this.key);
+    if (marks.size >= MAX_PASS_MARKS) {
+      const oldest = marks.keys().next();
+      if (oldest.done !== true) marks.delete(oldest.value);
+    }
+    marks.set(this.key, this.core.clock.now() + PASS_MARK_MS);
   }
 
   /** The request is over (the phase's onDone): wake anyone still waiting. */

@@ -9,18 +9,25 @@
  * Build the key for a request; `host` is ctx.host (already normalised).
  * @example cacheKey('HEAD', 'example.org:8080', '/track/A?x=1&lang=fr', ['lang']) === 'GET example.org:8080 /track/A?lang=fr'
  */
-export function cacheKey(method: string, host: string, target: string, allowedParams: readonly string[]): string {
+export function cacheKey(
+  method: string,
+  host: string,
+  target: string,
+  allowedParams: readonly string[] | null,
+): string {
   const m = method === 'HEAD' ? 'GET' : method;
   return `${m} ${host} ${cacheTarget(target, allowedParams)}`;
 }
 
 /**
  * The request target a cached request is forwarded with: the path and only the allowed query
- * parameters, exactly what the key describes. Forwarding the client's full target instead would let
+ * parameters (or, for a route that keys the whole target, the target as it came), exactly what the key describes. Forwarding the client's full target instead would let
  * a parameter outside the key shape the stored answer (`/welcome?name=<script>` poisoning `/welcome`).
  * @example cacheTarget('/track/A?x=1&lang=fr', ['lang']) === '/track/A?lang=fr'
  */
-export function cacheTarget(target: string, allowedParams: readonly string[]): string {
+export function cacheTarget(target: string, allowedParams: readonly string[] | null): string {
+  // null: the route keys the whole target (src/pipeline/runtime.ts), and sends it on as it is.
+  if (allowedParams === null) return target;
   const q = target.indexOf('?');
   const path = q === -1 ? target : target.slice(0, q);
   if (q === -1 || allowedParams.length === 0) return path;

@@ -11,6 +11,7 @@ const facts = (over: Partial<ResponseFacts> = {}): ResponseFacts => ({
   vary: '',
   ageSec: 0,
   requestHasAuthorization: false,
+  requestHasCookie: false,
   ...over,
 });
 const reasonOf = (over: Partial<ResponseFacts>) => {
@@ -80,6 +81,11 @@ test('a response to an authorized request is stored only when it says public or 
   assert.equal(reasonOf({ requestHasAuthorization: true, cacheControl: 'max-age=30' }), 'authorization');
   assert.equal(reasonOf({ requestHasAuthorization: true, cacheControl: 'public, max-age=30' }), 'stored');
   assert.equal(reasonOf({ requestHasAuthorization: true, cacheControl: 's-maxage=30' }), 'stored');
+});
+
+test('a response to a request that carried a cookie is never stored, public or not', () => {
+  assert.equal(reasonOf({ requestHasCookie: true, cacheControl: 'max-age=30' }), 'request_cookie');
+  assert.equal(reasonOf({ requestHasCookie: true, cacheControl: 'public, s-maxage=30' }), 'request_cookie');
 });
 
 test('Vary names are lower-cased, de-duplicated and sorted', () => {

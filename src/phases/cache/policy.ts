@@ -84,6 +84,12 @@ export interface ResponseFacts {
   /** The Age field, in seconds (0 when absent or invalid). */
   ageSec: number;
   requestHasAuthorization: boolean;
+  /**
+   * The request carried a Cookie (besides Rempart's own, which the origin never sees). The key does not
+   * vary on cookies, so what the origin answered a cookie may be that person's page: never stored,
+   * whatever the response says.
+   */
+  requestHasCookie: boolean;
 }
 
 /** The stale windows a route grants, in ms; the response's stale-* directives can only widen them. */
@@ -114,6 +120,7 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
   if (facts.method !== 'GET') return { store: false, reason: 'method' };
   if (!STORABLE_STATUS.has(facts.status)) return { store: false, reason: 'status' };
   if (facts.hasSetCookie) return { store: false, reason: 'set_cookie' };
+  if (facts.requestHasCookie) return { store: false, reason: 'request_cookie' };
   const cc = parseCacheControl(facts.cacheControl);
   if (cc.noStore) return { store: false, reason: 'no_store' };
   if (cc.isPrivate) return { store: false, reason: 'private' };

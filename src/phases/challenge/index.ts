@@ -89,7 +89,7 @@ function headerString(v: string | string[] | undefined): string {
 /**
  * @example
  *   const guard = await createChallengeGuard(defense);
- *   const phases = [..., rateLimit, guard.familiarity, signatures, guard.challenge, ...];
+ *   const phases = [..., guard.familiarity, rateLimit, signatures, guard.challenge, ...];
  */
 export async function createChallengeGuard(
   deps: DefenseDeps,

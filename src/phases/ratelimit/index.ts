@@ -8,7 +8,7 @@ import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import { decide } from '../../pipeline/guard.ts';
 import type { DefenseDeps } from '../../pipeline/env.ts';
-import { addressKey, cookieValues, headerValues } from '../../core/client-key.ts';
+import { addressKey, cookieValues, headerValues, v6PrefixKey } from '../../core/client-key.ts';
 import { GcraLimiter } from './gcra.ts';
 import { GlobalLimiter, type LeaseBroker } from '../../store/leases.ts';
 import { DEFAULT_PREFIX_FACTOR, type RateLimitKey } from './schema.ts';
@@ -27,8 +27,15 @@ interface CompiledRule {
   /** `"id";q=burst;w=seconds`, built once. */
   readonly policy: string;
   readonly windowSec: number;
-  /** The second level of an `address` rule: counts the client's IPv4 /24 (IPv6 clients skip it). */
-  readonly v4Only: boolean;
+  /**
+   * The second level of an `address` rule: 24 counts the client's IPv4 /24 (IPv6 clients skip it), 48
+   * its IPv6 /48 (IPv4 clients skip it); 0 for a rule's own level.
+   */
+  readonly level: 0 | 24 | 48;
+  /** Methods counted (upper case), or null for all. */
+  readonly methods: readonly string[] | null;
+  /** Count only requests from clients that are not known (ctx.known). */
+  readonly unknownOnly: boolean;
 }
 
 /** Session ids and API keys longer than this are cut: enough to tell clients apart, bounded in memory. */
@@ -57,7 +64,8 @@ class RuleSet {
     if (previous !== null)
       for (const r of previous.all)
         kept.set(
-          signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null),
+          signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null) +
+            `\0${r.methods?.join(',') ?? ''}\0${r.unknownOnly}`,
           r,
         );
     const compile = (
@@ -66,13 +74,18 @@ class RuleSet {
       rc: RuleConfig,
       ratePerSec: number,
       burst: number,
-      v4Only: boolean,
+      level: 0 | 24 | 48,
     ): CompiledRule => {
       const perRoute = rc.per === 'route';
       const maxKeys = rc.maxKeys ?? 100000;
       // Without a cluster store (a bare phase in tests), a global rule counts per node.
       const isGlobal = rc.scope === 'global' && broker !== undefined;
-      const old = kept.get(signature(id, key, perRoute, ratePerSec, burst, maxKeys, isGlobal));
+      const methods = rc.methods === undefined ? null : [...rc.methods];
+      const unknownOnly = rc.clients === 'unknown';
+      const old = kept.get(
+        signature(id, key, perRoute, ratePerSec, burst, maxKeys, isGlobal) +
+          `\0${methods?.join(',') ?? ''}\0${unknownOnly}`,
+      );
       if (old !== undefined) return old;
       const windowSec = Math.max(1, Math.ceil(burst / ratePerSec));
       const global = isGlobal ? new GlobalLimiter(broker, id, ratePerSec, burst, maxKeys) : null;
@@ -85,20 +98,29 @@ class RuleSet {
         global,
         policy: `"${id}";q=${burst};w=${windowSec}`,
         windowSec,
-        v4Only,
+        level,
+        methods,
+        unknownOnly,
       };
     };
-    // Each rule, and after an `address` rule with a prefixFactor its /24 level: addresses rotated
-    // inside one /24 (254 budgets for whoever holds it) meet one budget `prefixFactor` times larger.
+    // Each rule, and after an `address` rule with a prefixFactor its /24 and /48 levels: addresses
+    // rotated inside one /24 (254 budgets for whoever holds it), or /64s inside one /48 (65,536: what a
+    // free tunnel broker hands out), meet one budget `prefixFactor` times larger.
     const owners: RuleConfig[] = [];
     const all: CompiledRule[] = [];
     for (const rc of cfg.rules) {
-      all.push(compile(rc.id, rc.key, rc, rc.ratePerSec, rc.burst, false));
+      all.push(compile(rc.id, rc.key, rc, rc.ratePerSec, rc.burst, 0));
       owners.push(rc);
       const factor = rc.key === 'address' ? (rc.prefixFactor ?? DEFAULT_PREFIX_FACTOR) : 0;
       if (factor > 0) {
-        all.push(compile(`${rc.id}/24`, 'prefix', rc, rc.ratePerSec * factor, Math.ceil(rc.burst * factor), true));
+        const rate = rc.ratePerSec * factor;
+        const burst = Math.ceil(rc.burst * factor);
+        all.push(compile(`${rc.id}/24`, 'prefix', rc, rate, burst, 24));
         owners.push(rc);
+        if (this.v6Bits > 48) {
+          all.push(compile(`${rc.id}/48`, 'prefix', rc, rate, burst, 48));
+          owners.push(rc);
+        }
       }
     }
     this.all = all;
@@ -150,8 +172,14 @@ function keyOf(rule: CompiledRule, ctx: RequestContext, set: RuleSet, i: number)
       k = addressKey(ctx.clientAddress, ctx.clientPrefix, set.v6Bits);
       break;
     case 'prefix':
-      if (rule.v4Only && ctx.clientPrefix.indexOf(':') !== -1) return '';
-      k = ctx.clientPrefix;
+      if (rule.level === 0) k = ctx.clientPrefix;
+      else if (ctx.clientPrefix.indexOf(':') === -1) {
+        if (rule.level === 48) return '';
+        k = ctx.clientPrefix;
+      } else {
+        if (rule.level === 24) return '';
+        k = v6PrefixKey(ctx.clientAddress, 48);
+      }
       break;
     case 'session':
     case 'apiKey': {
@@ -199,8 +227,12 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const list = set.byRoute[route.index];
       if (list === undefined || list.length === 0) return Verdict.Continue;
       const now = deps.clock.now();
+      const method = ctx.req.method;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
+        if (rule.methods !== null && !rule.methods.includes(method ?? '')) continue;
+        // Asked last: the look-up verifies a clearance's MAC or a JWT's signature, once per request.
+        if (rule.unknownOnly && ctx.known) continue;
         let n = 1;
         if (rule.key === 'session' || rule.key === 'apiKey') {
           n = credentialsOf(rule, ctx, set);

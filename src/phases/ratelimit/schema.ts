@@ -16,6 +16,9 @@ type Missing = Exclude<TrafficClass, (typeof CLASSES)[number]>;
 const noneMissing: [Missing] extends [never] ? true : false = true;
 void noneMissing;
 
+// The methods a route may name (src/config/schema.ts lists the same), repeated for the same reason as CLASSES.
+const RULE_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
 export const RATE_LIMIT_KEYS = ['address', 'prefix', 'session', 'apiKey'] as const;
 export type RateLimitKey = (typeof RATE_LIMIT_KEYS)[number];
 
@@ -32,6 +35,30 @@ export const DEFAULT_RATE_LIMIT_RULE = {
   per: 'client',
   ratePerSec: 50,
   burst: 100,
+  maxKeys: 100000,
+} as const;
+
+/** The methods that change something at the origin (RFC 9110 §9.2.1: not safe), which a cache never answers. */
+export const UNSAFE_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+/**
+ * The second rule in force when the operator writes none: unsafe methods (a login, a form, a search
+ * by POST) from clients that are not known (no clearance, no session the origin granted and that
+ * behaves as one client's, no valid JWT), per address, on every class. A person submits a form every
+ * few seconds at most and a page's POSTs come a few at once: 20 at once then one a second never meets
+ * them. A credential-stuffing or form flood is what an unknown client sending more looks like, and
+ * each of those requests costs the origin a password hash or a write that no cache can absorb. Known
+ * clients are not counted here (the per-address rule and the session budgets cover them).
+ */
+export const DEFAULT_UNSAFE_RATE_LIMIT_RULE = {
+  id: 'unsafe-unknown',
+  key: 'address',
+  methods: UNSAFE_METHODS,
+  clients: 'unknown',
+  per: 'client',
+  ratePerSec: 1,
+  burst: 20,
+  prefixFactor: 4,
   maxKeys: 100000,
 } as const;
 
@@ -59,7 +86,7 @@ export const RateLimitRuleSchema = Obj(
       Type.Number({
         minimum: 0,
         maximum: 100000,
-        description: `For \`key: address\`: the addresses of one IPv4 /24 also share one budget of \`prefixFactor\` × \`ratePerSec\` and \`burst\` (rule id \`<id>/24\`), so rotating addresses inside a /24 meets a limit too. 0: none. Default ${DEFAULT_PREFIX_FACTOR}. (An IPv6 client is already counted as its /64: \`defense.ipv6PrefixLength\`.)`,
+        description: `For \`key: address\`: the addresses of one IPv4 /24 also share one budget of \`prefixFactor\` × \`ratePerSec\` and \`burst\` (rule id \`<id>/24\`), and the /64s of one IPv6 /48 likewise (rule id \`<id>/48\`; not when \`defense.ipv6PrefixLength\` is 48 or less), so rotating addresses inside a /24 or /64s inside a /48 meets a limit too. 0: none. Default ${DEFAULT_PREFIX_FACTOR}.`,
       }),
     ),
     classes: Type.Optional(
@@ -76,6 +103,18 @@ export const RateLimitRuleSchema = Obj(
         description: 'Route names the rule applies to (all when absent). With `classes` too, a route must match both.',
       }),
     ),
+    methods: Type.Optional(
+      Type.Array(Type.Union(RULE_METHODS.map((m) => Type.Literal(m))), {
+        minItems: 1,
+        uniqueItems: true,
+        description: 'Request methods the rule applies to (all when absent).',
+      }),
+    ),
+    clients: Type.Union([Type.Literal('all'), Type.Literal('unknown')], {
+      default: 'all',
+      description:
+        '`all`: every request the rule applies to counts; `unknown`: only requests from clients that are not known (no valid clearance, no origin-granted session behaving as one client\u2019s, no valid JWT: docs/challenge.md). A forged cookie is not known: the check verifies it.',
+    }),
     per: Type.Union([Type.Literal('client'), Type.Literal('route')], {
       default: 'client',
       description:
@@ -112,8 +151,8 @@ export const RateLimitSchema = Obj(
     mode: GuardModeSchema('enforce', 'Rate limits'),
     rules: Type.Array(RateLimitRuleSchema, {
       maxItems: 64,
-      default: [DEFAULT_RATE_LIMIT_RULE],
-      description: `Rules, each checked in turn; the first one exceeded answers 429. Default: one rule per address on classes public, cacheable and static, ${DEFAULT_RATE_LIMIT_RULE.ratePerSec}/s with a burst of ${DEFAULT_RATE_LIMIT_RULE.burst}. Writing rules replaces it.`,
+      default: [DEFAULT_RATE_LIMIT_RULE, DEFAULT_UNSAFE_RATE_LIMIT_RULE],
+      description: `Rules, each checked in turn; the first one exceeded answers 429. Default: one rule per address on classes public, cacheable and static, ${DEFAULT_RATE_LIMIT_RULE.ratePerSec}/s with a burst of ${DEFAULT_RATE_LIMIT_RULE.burst}; and one per address for ${DEFAULT_UNSAFE_RATE_LIMIT_RULE.methods.join(', ')} from clients that are not known, on every class, ${DEFAULT_UNSAFE_RATE_LIMIT_RULE.ratePerSec}/s with a burst of ${DEFAULT_UNSAFE_RATE_LIMIT_RULE.burst} (its /24 and /48 level ${DEFAULT_UNSAFE_RATE_LIMIT_RULE.prefixFactor}×). Writing rules replaces both.`,
     }),
     sessionCookie: Type.String({
       pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$",

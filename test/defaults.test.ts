@@ -1,0 +1,249 @@
+// What a config that writes nothing about the cache or rate limits gets (docs/defaults.md): the test
+// gateway's one route is `class: public` with no `cache` and no `defense`, as zero-config's is
+// (src/cli.ts configFromFlags). Each test fails when the default it names is taken away.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { startGateway, startUpstream } from './helpers.ts';
+import { createManualClock } from '../src/core/clock.ts';
+import { configFromFlags } from '../src/cli.ts';
+import { DEFAULT_RATE_LIMIT_RULE } from '../src/phases/ratelimit/schema.ts';
+
+interface Answer {
+  status: number;
+  xcache: string | null;
+  body: string;
+}
+
+/** One request on its own connection, from `localAddress` (any 127.0.0.0/8 address on Linux). */
+function send(
+  url: string,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; localAddress?: string; body?: string } = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${url}${path}`,
+      { method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, xcache: (res.headers['x-cache'] as string | undefined) ?? null, body }),
+        );
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/** An upstream answering each path with the response headers its handler's table gives. */
+async function upstreamWith(t: Parameters<typeof startUpstream>[0], heads: Record<string, Record<string, string>>) {
+  return startUpstream(t, (req, res) => {
+    const path = req.url!.split('?')[0]!;
+    res.writeHead(200, { 'content-type': 'text/plain', ...(heads[path] ?? {}) });
+    res.end(`answer for ${req.url}`);
+  });
+}
+
+const hits = (up: { requests: { url: string }[] }, url: string) => up.requests.filter((r) => r.url === url).length;
+
+test('zero-config caches: routes of class public store what the origin marks shareable, and nothing else', async (t) => {
+  const up = await upstreamWith(t, {
+    '/public': { 'cache-control': 'public, max-age=60' },
+    '/maxage': { 'cache-control': 'max-age=60' },
+    '/smaxage': { 'cache-control': 's-maxage=60' },
+    '/cookie': { 'cache-control': 'public, max-age=60', 'set-cookie': 'sid=0123456789abcdef0123456789abcdef' },
+    '/private': { 'cache-control': 'private, max-age=60' },
+    '/nostore': { 'cache-control': 'no-store, max-age=60' },
+    '/varystar': { 'cache-control': 'public, max-age=60', vary: '*' },
+    '/nolifetime': { 'last-modified': 'Mon, 01 Jan 2024 00:00:00 GMT' },
+  });
+  const gw = await startGateway(t, up.url);
+  assert.equal(gw.gateway.defense.getRuntime().routes[0]!.cache === null, false, 'the cache is on by default');
+  for (const p of ['/public', '/maxage', '/smaxage']) {
+    assert.equal((await send(gw.url, p)).xcache, null);
+    const second = await send(gw.url, p);
+    assert.equal(second.xcache, 'HIT', p);
+    assert.equal(second.body, `answer for ${p}`);
+    assert.equal(hits(up, p), 1, `${p} is stored`);
+  }
+  // No heuristic freshness, no cookie, nothing private: each of these reaches the origin every time.
+  for (const p of ['/cookie', '/private', '/nostore', '/varystar', '/nolifetime']) {
+    for (let i = 0; i < 3; i++) assert.equal((await send(gw.url, p)).xcache, null, p);
+    assert.equal(hits(up, p), 3, `${p} is not stored`);
+  }
+  const reasons = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
+  assert.ok(reasons.includes('miss:not_stored:set_cookie'), reasons.join(' '));
+  assert.ok(reasons.includes('miss:not_stored:no_freshness'), reasons.join(' '));
+});
+
+test('zero-config caches: a request carrying a cookie never fills the cache, and gets only copies marked public', async (t) => {
+  const up = await upstreamWith(t, {
+    '/page': { 'cache-control': 'max-age=60' },
+    '/shared': { 'cache-control': 'public, max-age=60' },
+  });
+  const gw = await startGateway(t, up.url);
+  const withCookie = { cookie: 'sid=0123456789abcdef0123456789abcdef' };
+  // A cookie request's answer may be that person's page: not stored, even when it says public.
+  for (const p of ['/page', '/shared']) {
+    assert.equal((await send(gw.url, p, { headers: withCookie })).xcache, null);
+    assert.equal((await send(gw.url, p, { headers: withCookie })).xcache, null);
+    assert.equal(hits(up, p), 2, `${p}: a request with a cookie fills nothing`);
+  }
+  // An anonymous request fills both; a copy the origin did not call shared never answers a cookie.
+  for (const p of ['/page', '/shared']) await send(gw.url, p);
+  assert.equal((await send(gw.url, '/page')).xcache, 'HIT');
+  assert.equal((await send(gw.url, '/page', { headers: withCookie })).xcache, null);
+  assert.equal(hits(up, '/page'), 4);
+  assert.equal((await send(gw.url, '/shared', { headers: withCookie })).xcache, 'HIT');
+  assert.equal(hits(up, '/shared'), 3);
+  // Rempart's own cookies never reach the origin, so they do not count as a cookie here.
+  assert.equal((await send(gw.url, '/page', { headers: { cookie: '__rempart_clearance=x' } })).xcache, 'HIT');
+});
+
+test('zero-config caches without changing what the origin receives: the query string is keyed and sent whole', async (t) => {
+  const up = await upstreamWith(t, { '/search': { 'cache-control': 'public, max-age=60' } });
+  const gw = await startGateway(t, up.url);
+  assert.equal((await send(gw.url, '/search?q=a&page=2')).body, 'answer for /search?q=a&page=2');
+  assert.equal((await send(gw.url, '/search?q=b')).body, 'answer for /search?q=b');
+  const again = await send(gw.url, '/search?q=a&page=2');
+  assert.equal(again.xcache, 'HIT');
+  assert.equal(again.body, 'answer for /search?q=a&page=2');
+  assert.deepEqual(
+    up.requests.map((r) => r.url),
+    ['/search?q=a&page=2', '/search?q=b'],
+  );
+});
+
+test('zero-config caches: a page the origin lets nobody store is not serialised behind one request', async (t) => {
+  let inFlight = 0;
+  let most = 0;
+  const up = await startUpstream(t, (_req, res) => {
+    most = Math.max(most, ++inFlight);
+    setTimeout(() => {
+      inFlight--;
+      res.writeHead(200, { 'cache-control': 'no-store' });
+      res.end('page');
+    }, 200);
+  });
+  const gw = await startGateway(t, up.url);
+  await send(gw.url, '/page');
+  most = 0;
+  // Without the key remembered as unstorable, two of these would wait for the first one's answer.
+  await Promise.all([send(gw.url, '/page'), send(gw.url, '/page'), send(gw.url, '/page')]);
+  assert.equal(most, 3);
+  const notes = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
+  assert.equal(notes.filter((n) => n.startsWith('miss:pass')).length, 3, notes.join(' '));
+});
+
+test('zero-config stale-if-error: a stored copy answers when the origin says 503, then when it refuses connections', async (t) => {
+  let failing = false;
+  const up = await startUpstream(t, (_req, res) => {
+    if (failing) {
+      res.writeHead(503, { 'retry-after': '1' });
+      res.end('overloaded');
+      return;
+    }
+    res.writeHead(200, { 'cache-control': 'public, max-age=1' });
+    res.end('good copy');
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(t, up.url, {}, { clock });
+  assert.equal((await send(gw.url, '/home')).body, 'good copy');
+  // Past freshness and the stale-while-revalidate window: the request goes to the origin.
+  clock.advance(60_000);
+  failing = true;
+  const on503 = await send(gw.url, '/home');
+  assert.equal(on503.status, 200);
+  assert.equal(on503.xcache, 'STALE');
+  assert.equal(on503.body, 'good copy');
+  assert.equal(up.requests.length, 2);
+  const uncached = await send(gw.url, '/never-stored');
+  assert.equal(uncached.status, 503, 'without a copy the origin\u2019s answer goes through');
+  await up.close();
+  clock.advance(60_000);
+  const refused = await send(gw.url, '/home');
+  assert.equal(refused.status, 200);
+  assert.equal(refused.xcache, 'STALE');
+  assert.equal(refused.body, 'good copy');
+  const line = gw.logs.filter((l) => l.msg === 'request').at(-1)!;
+  assert.match(String(line.cache), /^stale:/);
+});
+
+test('zero-config limits POST floods from unknown clients, per address and per /24, and a person\u2019s few POSTs pass', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  const gw = await startGateway(t, up.url, {}, { clock });
+  const rules = gw.gateway.defense.getRuntime().config.defense.rateLimit.rules;
+  assert.deepEqual(
+    rules.map((r) => r.id),
+    [DEFAULT_RATE_LIMIT_RULE.id, 'unsafe-unknown'],
+  );
+  const post = (from: string, path = '/login') =>
+    send(gw.url, path, { method: 'POST', localAddress: from, body: 'user=a&password=b' });
+  const statuses = async (from: string[], each: number) => {
+    const out = await Promise.all(from.flatMap((a) => Array.from({ length: each }, () => post(a))));
+    return { ok: out.filter((a) => a.status === 200).length, limited: out.filter((a) => a.status === 429).length };
+  };
+  // One address: 30 login POSTs at once, the clock standing still.
+  const one = await statuses(['127.0.7.1'], 30);
+  assert.equal(one.limited, 10, 'one address gets its burst of 20');
+  // 40 addresses of one /24, 3 each (each far under its own burst): the /24 shares 4× one budget.
+  const many = Array.from({ length: 40 }, (_, i) => `127.0.8.${i + 1}`);
+  const spread = await statuses(many, 3);
+  assert.equal(spread.ok, 80, 'the /24 gets 4 × 20');
+  assert.equal(spread.limited, 40);
+  // Meanwhile a person on another network submits a few forms, and GETs are not counted by the rule.
+  for (let i = 0; i < 5; i++) assert.equal((await post('127.0.9.9', '/contact')).status, 200);
+  for (let i = 0; i < 30; i++) assert.equal((await send(gw.url, '/', { localAddress: '127.0.7.1' })).status, 200);
+  // A second later the person's budget has grown back; the flood's has only one more request.
+  clock.advance(1000);
+  assert.equal((await post('127.0.9.9')).status, 200);
+});
+
+test('a POST flood is not limited when the rules are written without the unsafe-methods rule (what the test above relies on)', async (t) => {
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { defense: { rateLimit: { rules: [DEFAULT_RATE_LIMIT_RULE] } } });
+  const out = await Promise.all(
+    Array.from({ length: 30 }, () => send(gw.url, '/login', { method: 'POST', localAddress: '127.0.7.2', body: 'x' })),
+  );
+  assert.equal(out.filter((a) => a.status === 429).length, 0);
+});
+
+test('the unsafe-methods rule counts only unknown clients: a session the origin granted is not counted', async (t) => {
+  const sid = '0123456789abcdef0123456789abcdef';
+  const up = await startUpstream(t, (req, res) => {
+    if (req.url === '/login') res.writeHead(200, { 'set-cookie': `sid=${sid}; Path=/`, 'cache-control': 'no-store' });
+    else res.writeHead(200, { 'cache-control': 'no-store' });
+    res.end('ok');
+  });
+  const clock = createManualClock(1000);
+  const gw = await startGateway(t, up.url, {}, { clock });
+  const headers = { 'user-agent': 'Mozilla/5.0 (a person)' };
+  assert.equal((await send(gw.url, '/login', { method: 'POST', localAddress: '127.0.6.1', headers })).status, 200);
+  const known = { ...headers, cookie: `sid=${sid}` };
+  const out = await Promise.all(
+    Array.from({ length: 30 }, () =>
+      send(gw.url, '/cart', { method: 'POST', localAddress: '127.0.6.1', headers: known, body: 'x' }),
+    ),
+  );
+  assert.equal(out.filter((a) => a.status === 429).length, 0, 'a known session is not counted');
+  // The same cookie value made up by someone else's client is not a session the origin granted.
+  const forged = { ...headers, cookie: 'sid=fedcba9876543210fedcba9876543210' };
+  const bots = await Promise.all(
+    Array.from({ length: 30 }, () =>
+      send(gw.url, '/cart', { method: 'POST', localAddress: '127.0.6.2', headers: forged, body: 'x' }),
+    ),
+  );
+  assert.equal(bots.filter((a) => a.status === 429).length, 10);
+});
+
+test('zero-config is the defaults: no cache, rate-limit or admission setting of its own', () => {
+  const config = configFromFlags({ upstream: 'http://127.0.0.1:1' });
+  assert.equal(config.routes[0]!.cache, undefined);
+  assert.equal(config.routes[0]!.class, 'public');
+  assert.equal(config.defense.rateLimit.rules.length, 2);
+});
