@@ -3,7 +3,8 @@
 // kept across reloads for an upstream whose name and servers did not change (src/pipeline/runtime.ts).
 // One gate per upstream, however many servers: its limit is the per-server limit times the servers in
 // service, and the server is picked after admission, when the request is sent (pipeline/forward.ts).
-import type { Clock } from '../core/clock.ts';
+import { systemClock, type Clock } from '../core/clock.ts';
+import { eventLoopStalls, type StallSource } from './stall.ts';
 import { ConcurrencyLimiter, type LimiterSettings } from './limiter.ts';
 import { TRAFFIC_CLASSES } from '../core/traffic.ts';
 import { AdmissionQueue, Outcome, type QueueEntry, type QueueSettings, type RefusalReason } from './queue.ts';
@@ -31,6 +32,11 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
    * (cold parcels on `cacheable`) cannot use it to hold slots ahead of approvals and the vault.
    */
   sharesSuspended = false;
+  /**
+   * Rempart's own event-loop stalls (stall.ts), subtracted from latency samples so a busy gateway does
+   * not read itself as a congested origin. Null on a test clock, whose times are not the loop's.
+   */
+  readonly stalls: StallSource | null;
   readonly #clock: Clock;
   readonly #settled: AdmissionEntry<T>[] = [];
   #timer: NodeJS.Timeout | null = null;
@@ -42,6 +48,7 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
     this.limiter = new ConcurrencyLimiter(limiter, clock);
     this.queue = new AdmissionQueue(queue);
     this.#clock = clock;
+    this.stalls = clock === systemClock ? eventLoopStalls() : null;
   }
 
   get clock(): Clock {
@@ -87,10 +94,13 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
     entry.resolve?.(entry);
   }
 
-  /** A request of class `cls` that held a slot is done; `sample` says what its exchange (of the route with `rttSlot`) taught the limiter. */
-  release(cls: number, sample: 'success' | 'drop' | 'none', rttMs: number, rttSlot: number): void {
-    if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot);
-    else if (sample === 'drop') this.limiter.onDrop();
+  /**
+   * A request of class `cls` that held a slot is done; `sample` says what its exchange (of the route
+   * with `rttSlot`) taught the limiter: `rttMs`, of which `stalledMs` overlapped Rempart's own stalls.
+   */
+  release(cls: number, sample: 'success' | 'drop' | 'none', rttMs: number, rttSlot: number, stalledMs = 0): void {
+    if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot, stalledMs);
+    else if (sample === 'drop') this.limiter.onDrop(rttMs);
     this.limiter.release();
     if (this.inFlightByClass[cls]! > 0) this.inFlightByClass[cls]!--;
     this.drain();

@@ -182,3 +182,89 @@ test('routes of different cost are each measured against their own baseline: a c
   for (let i = 0; i < 15; i++) mixed(0.1, 60);
   assert.ok(l.limit < held, `limit fell when the vault's latency tripled (${held} → ${l.limit})`);
 });
+
+test("a sample made mostly of Rempart's own stall teaches nothing; a smaller stall is subtracted", () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 15; i++) window(l, clock, 10); // probe, warm-up: baseline 10 ms
+  const before = l.limit;
+  for (let w = 0; w < 10; w++) {
+    while (l.tryAcquire());
+    for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+      clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+      l.onSuccess(i % 2 === 0 ? 60 : 14, 0, i % 2 === 0 ? 55 : 4); // 55 ms of stall in 60: dropped; 14 − 4: kept
+    }
+    while (l.inFlight > 0) l.release();
+  }
+  assert.equal(l.stalledSamples, 50);
+  assert.ok(l.limit >= before, `the limit did not fall for the gateway's own stalls (${before} → ${l.limit})`);
+});
+
+test('a fast 503 cuts once per window of requests: a refusal of a request sent after the last cut cuts again', () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  const start = l.limit;
+  clock.advance(1);
+  l.onDrop(1); // sent 1 ms ago, refused at once
+  const once = l.limit;
+  assert.ok(once < start);
+  l.onDrop(5); // sent before that cut: the same overload, ignored
+  assert.equal(l.limit, once);
+  clock.advance(2);
+  l.onDrop(1); // sent after the cut and still refused: the cut was not enough
+  assert.ok(l.limit < once);
+});
+
+/**
+ * An overloaded origin of `workers` slots behind the limiter, two routes of different cost (1 ms, 20 ms),
+ * strict class order with the cheap route first: the origin's busy share over the last 20 s of 30.
+ */
+function simulate(workers: number): number {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter({ mode: 'adaptive', initialLimit: 20, minLimit: 4, maxLimit: 1000 }, clock);
+  const cost = [1, 20];
+  const waiting: number[][] = [[], []]; // arrival times, per route (route 0 served first)
+  const deadline = [500, 3000];
+  const rate = [125 * workers, 62.5 * workers]; // per second: 1.56× the origin's capacity
+  const next = [0, 0];
+  const running: { end: number; start: number; route: number }[] = [];
+  const originQueue: { start: number; route: number }[] = [];
+  let busy = 0;
+  const dt = 0.1;
+  for (let t = 0; t < 30_000; t += dt) {
+    clock.advance(dt);
+    const now = clock.now();
+    for (let r = 0; r < 2; r++)
+      while (next[r]! <= now) {
+        waiting[r]!.push(next[r]!);
+        next[r]! += 1000 / rate[r]!;
+      }
+    for (let i = running.length - 1; i >= 0; i--) {
+      const job = running[i]!;
+      if (job.end > now) continue;
+      running.splice(i, 1);
+      l.onSuccess(now - job.start, job.route);
+      l.release();
+      const n = originQueue.shift();
+      if (n !== undefined) running.push({ end: now + cost[n.route]!, start: n.start, route: n.route });
+    }
+    if (now > 10_000) busy += running.length * dt;
+    for (let r = 0; r < 2; r++)
+      while (waiting[r]!.length > 0 && now - waiting[r]![0]! > deadline[r]!) waiting[r]!.shift();
+    for (;;) {
+      const r = waiting[0]!.length > 0 ? 0 : waiting[1]!.length > 0 ? 1 : -1;
+      if (r === -1 || !l.tryAcquire()) break;
+      waiting[r]!.shift();
+      if (running.length < workers) running.push({ end: now + cost[r]!, start: now, route: r });
+      else originQueue.push({ start: now, route: r });
+    }
+  }
+  return busy / (workers * 20_000);
+}
+
+test('an overloaded origin stays busy whatever the class order lets through first (the no-load probe subtracts queueing, not scales)', () => {
+  // With the probe scaling unseen routes by the seen ones' ratio, this origin was 50 % busy: the probe
+  // saw only 1 ms files and divided the 20 ms route's baseline by 2.4.
+  const busy = simulate(16);
+  assert.ok(busy >= 0.9, `origin busy ${(busy * 100).toFixed(1)} % (≥ 90 %)`);
+});

@@ -51,7 +51,7 @@ export const PROBE_MAX_MS = 1_000;
  * login in 100): one RTT average would read a change in the mix as a change in load (a crowd loading
  * static files first teaches a 5 ms baseline, and every vault page after it looks like 4× congestion).
  * So baselines are kept per route (`slot`, see routeSlot) and the window's latency is their inflation:
- * each sample divided by its own route's baseline.
+ * the samples' time over what the same requests take at their routes' baselines.
  */
 const slots = new Map<string, number>();
 
@@ -65,7 +65,7 @@ export function routeSlot(name: string): number {
 /**
  * Gradient2, per short window:
  *
- *   inflation = Σ rtt / baselineRtt[route] / samples          // 1 at the baselines, > 1 as latency rises
+ *   inflation = Σ rtt / Σ baselineRtt[route of each sample]   // 1 at the baselines, > 1 as latency rises
  *   gradient = clamp(1 / inflation, 0.5, 1)                   // 1 while latency holds, < 1 as it rises
  *   target   = limit × gradient + √limit                      // √limit: room for a small queue, and growth
  *   limit    = clamp(limit × (1 − 0.2) + target × 0.2, min, max)
@@ -200,9 +200,25 @@ export class ConcurrencyLimiter {
     if (this.inFlight > 0) this.inFlight--;
   }
 
-  /** A successful exchange of the route with this slot (routeSlot) took `rttMs`. */
-  onSuccess(rttMs: number, slot = 0): void {
+  /** Samples dropped because Rempart's own stalls made up most of them (stall.ts). */
+  stalledSamples = 0;
+
+  /**
+   * A successful exchange of the route with this slot (routeSlot) took `rttMs`, of which `stalledMs`
+   * overlapped stalls of Rempart's own event loop (stall.ts). The stall is subtracted: a response that
+   * waited in the socket while the loop was busy measured Rempart, not the origin. A sample that is
+   * mostly stall teaches nothing (how much of the stall came after the response arrived is unknown;
+   * the subtraction is a lower bound of the origin's time, good only while the stall is the smaller part).
+   */
+  onSuccess(rttMs: number, slot = 0, stalledMs = 0): void {
     if (this.#settings.mode !== 'adaptive') return;
+    if (stalledMs > 0) {
+      if (stalledMs * 2 > rttMs) {
+        this.stalledSamples++;
+        return;
+      }
+      rttMs -= stalledMs;
+    }
     if (this.#probeStartMs >= 0) {
       const now = this.#clock.now();
       // Only requests that started during the probe saw the origin at low concurrency.
@@ -222,11 +238,23 @@ export class ConcurrencyLimiter {
       this.#closeWindow(now);
   }
 
-  /** The upstream failed (5xx, timeout): back off multiplicatively, at most once per round trip. */
-  onDrop(): void {
+  /**
+   * The upstream refused (503), timed out or answered 504: back off multiplicatively, once per window
+   * of requests, as TCP does once per loss window. `rttMs` is how long the refused request had been
+   * out: a refusal of a request sent before the last cut is the same overload the cut answered and is
+   * ignored; one sent after it says the cut was not enough. So an origin that answers 503 at once when
+   * full (a few ms) brings the limit down to its capacity within a few of its fast 503s, instead of one
+   * cut per baseline RTT while every client in the meantime gets a 503 (a 20-slot start on a 5-slot
+   * origin handed a third of a closed-loop test's requests the origin's 503), and a burst of timeouts
+   * after a stall is still one cut. Without a known duration (`rttMs` ≤ 0): at most one cut per baseline
+   * RTT (at least DROP_MIN_INTERVAL_MS).
+   */
+  onDrop(rttMs = 0): void {
     if (this.#settings.mode !== 'adaptive') return;
     const now = this.#clock.now();
-    if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
+    if (rttMs > 0) {
+      if (now - rttMs < this.#lastDropMs) return;
+    } else if (now - this.#lastDropMs < Math.max(DROP_MIN_INTERVAL_MS, this.#baselineRtt)) return;
     this.#lastDropMs = now;
     if (this.#probeStartMs >= 0)
       this.#probeSavedEstimate = Math.max(this.#settings.minLimit, this.#probeSavedEstimate * DROP_BACKOFF);
@@ -255,30 +283,38 @@ export class ConcurrencyLimiter {
 
   /**
    * The probe's samples are the no-load RTT: each route seen in it gets their mean as its baseline;
-   * routes not seen are scaled by the median ratio of the seen ones to their old baselines.
+   * routes not seen lose the queueing delay the probe found in the seen ones: the median of (old
+   * baseline − probe sample). Subtracted, not scaled: an origin's queue adds the same milliseconds to
+   * every request, whatever its route's cost. Scaling by the seen routes' ratio was the cause of a
+   * limit stuck at half the origin's capacity: with `static` first in the class order, a probe at
+   * minLimit saw only 1 ms static files whose baseline (2.4 ms) had been learned with 1.4 ms of
+   * queueing, and divided every other route's baseline by 2.4: a 21 ms vault page got a 9 ms baseline,
+   * then read as 2.3× congestion at any load, and the origin stayed 50 % idle under overload.
    */
   #endProbe(now: number): void {
     const n = this.#probeSamples;
     if (n > 0) {
       const base = this.#base;
-      const ratios: number[] = [];
+      const deltas: number[] = [];
       const sums = new Map<number, [number, number]>();
       for (let i = 0; i < n; i++) {
         const slot = this.#probeSlots[i]!;
         const rtt = this.#probeRtts[i]!;
         if (slot >= base.length) this.#grow(slot);
-        if (this.#base[slot]! > 0) ratios.push(rtt / this.#base[slot]!);
+        if (this.#base[slot]! > 0) deltas.push(this.#base[slot]! - rtt);
         const acc = sums.get(slot) ?? [0, 0];
         acc[0] += rtt;
         acc[1]++;
         sums.set(slot, acc);
       }
-      ratios.sort((a, b) => a - b);
-      const scale = ratios.length > 0 ? ratios[ratios.length >> 1]! : 1;
+      deltas.sort((a, b) => a - b);
+      const queueing = deltas.length > 0 ? deltas[deltas.length >> 1]! : 0;
       for (let slot = 0; slot < this.#base.length; slot++) {
         const seen = sums.get(slot);
+        const old = this.#base[slot]!;
         if (seen !== undefined) this.#base[slot] = seen[0] / seen[1];
-        else if (this.#base[slot]! > 0) this.#base[slot]! *= scale;
+        // At most three quarters of a baseline is taken as queueing: a route cannot have cost nothing.
+        else if (old > 0) this.#base[slot] = Math.max(old - queueing, old * 0.25);
         else continue;
         this.#baseWindows[slot] = LONG_WARMUP; // from here on, the long exponential average
       }
@@ -301,10 +337,16 @@ export class ConcurrencyLimiter {
     this.#windowSamples = 0;
     this.#windowMaxInFlight = this.inFlight;
 
-    // Each route's window mean against its own baseline, then the baselines learn.
+    // Each route's window against its own baseline, then the baselines learn. The inflation is a ratio
+    // of sums (time taken ÷ time the same requests take at rest), not a mean of per-sample ratios: an
+    // origin's queue adds the same milliseconds to every request, which is 6× on a 1 ms static file and
+    // 1.25× on a 20 ms page. A mean of ratios let a few fast requests read a small origin queue as heavy
+    // congestion, and the limit then sank below capacity whenever the class order let fast routes through
+    // during the overload (the 55 % utilisation of an earlier drill); the ratio of sums weighs each
+    // request by its cost, so the limit settles where the origin's queueing is ~1/√limit of its work.
     const base = this.#base;
-    let inflationSum = 0;
-    let inflationSamples = 0;
+    let inflationSum = 0; // Σ rtt over routes past their warm-up
+    let inflationBase = 0; // Σ baseline of the same samples
     let weighted = 0;
     let samples = 0;
     for (let slot = 0; slot < base.length; slot++) {
@@ -320,8 +362,8 @@ export class ConcurrencyLimiter {
         this.#baseWindows[slot] = learned + 1;
         base[slot]! += (mean - base[slot]!) / (learned + 1);
       } else {
-        inflationSum += sum / base[slot]!;
-        inflationSamples += k;
+        inflationSum += sum;
+        inflationBase += base[slot]! * k;
         base[slot]! += (mean - base[slot]!) * (2 / (LONG_WINDOW + 1));
         // The origin got much faster than the baseline remembers: forget the slow past sooner.
         if (base[slot]! / mean > 2) base[slot]! *= 0.95;
@@ -336,9 +378,9 @@ export class ConcurrencyLimiter {
       this.#startProbe(now);
       return;
     }
-    if (inflationSamples === 0) return;
+    if (inflationBase === 0 || inflationSum === 0) return;
 
-    const gradient = clamp(inflationSamples / inflationSum, 0.5, 1);
+    const gradient = clamp(inflationBase / inflationSum, 0.5, 1);
     const target = this.#estimate * gradient + Math.sqrt(this.#estimate);
     this.#setEstimate(this.#estimate * (1 - SMOOTHING) + target * SMOOTHING);
   }

@@ -11,13 +11,15 @@ export const MAX_SERVERS = 256;
 const UpstreamAdmissionSchema = Obj(
   {
     mode: Type.Union([Type.Literal('adaptive'), Type.Literal('static'), Type.Literal('off')], {
-      // Off until it is opted into: the latency it learns from is measured inside Rempart's event loop,
-      // so a CPU-saturated Rempart throttles itself (seen in bench/proxy: 89% of pass-through requests
-      // queued), and long-lived responses hold slots. The demo config turns it on.
-      default: 'off',
+      // On by default: without it an origin that answers its surplus with a fast 503 hands those 503s
+      // to real users (zero-config in the issue 13 drill matrix), and nothing holds the excess where
+      // Rempart can choose who waits. It used to be opt-in because latency was measured in Rempart's
+      // event loop, so a CPU-saturated Rempart throttled itself; samples now have Rempart's own stalls
+      // taken out (src/upstream/stall.ts), see docs/admission.md.
+      default: 'adaptive',
       description:
-        'Concurrency limit towards this upstream. `adaptive` follows its latency (Gradient2: the limit falls as latency rises above its long-run baseline); ' +
-        '`static` holds `staticLimit`; `off` (the default, for now) admits everything. See docs/admission.md.',
+        'Concurrency limit towards this upstream. `adaptive` (the default) follows its latency (Gradient2: the limit falls as latency rises above its long-run baseline, and on its 5xx and timeouts); ' +
+        '`static` holds `staticLimit`; `off` admits everything. See docs/admission.md.',
     }),
     initialLimit: Type.Integer({
       minimum: 1,

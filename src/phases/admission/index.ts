@@ -182,16 +182,23 @@ function releaseSlot(ctx: RequestContext): void {
   ctx.admissionGate = null;
   let sample: 'success' | 'drop' | 'none' = 'none';
   if (ctx.forwardStartMs > 0) {
-    // Only a completed exchange measures the origin; a 5xx or a timeout says it is overloaded.
-    if (ctx.upstreamStatus >= 500 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
-    else if (ctx.decision === 'forwarded' && ctx.upstreamStatus > 0) sample = 'success';
+    // Only a completed exchange measures the origin. A 503 (the origin's "full"), a 504 or a timeout
+    // says it is overloaded; another 5xx is an error of that request (a bug, a broken route), not
+    // congestion, and its latency says nothing about the origin's speed either.
+    const st = ctx.upstreamStatus;
+    if (st === 503 || st === 504 || ctx.reason === 'RMP_ERR_UPSTREAM_TIMEOUT') sample = 'drop';
+    else if (st >= 500) sample = 'none';
+    else if (ctx.decision === 'forwarded' && st > 0) sample = 'success';
   }
-  gate.release(
-    ctx.admissionClass,
-    sample,
-    sample === 'success' ? gate.clock.now() - ctx.forwardStartMs : 0,
-    ctx.route?.rttSlot ?? 0,
-  );
+  let rtt = 0;
+  let stalled = 0;
+  if (sample !== 'none') {
+    const end = gate.clock.now();
+    rtt = end - ctx.forwardStartMs;
+    // What of that time was Rempart's own event loop being busy (upstream/stall.ts), not the origin.
+    if (sample === 'success' && gate.stalls !== null) stalled = gate.stalls.stalledWithin(ctx.forwardStartMs, end);
+  }
+  gate.release(ctx.admissionClass, sample, rtt, ctx.route?.rttSlot ?? 0, stalled);
   ctx.admissionClass = -1;
 }
 
