@@ -84,8 +84,13 @@ for (const feature of ['ja4', 'h2'] as const) {
     assert.ok(f.shift.userAgent < 0.2 && f.shift.headerOrder < 0.2 && f.shift.prefix < 0.4, JSON.stringify(f.shift));
     assert.ok(f.shift[feature] >= 0.8, JSON.stringify(f.shift));
     assert.ok(under !== -1 && under <= 3, `under attack after ${under} s`);
-    // Without the fingerprint's shift the same seconds would score under 1: elevated by the surge only.
-    const without = scoreFeatures({ ...f, shift: { ...f.shift, [feature]: 0 } }, sim.runtime.config.defense.level);
+    // The flood is 16 times the customers' per-address pace too (800 req/s from their 300 prefixes),
+    // which is strange on its own: set at calm's, the fingerprint's shift alone still makes it strange,
+    // and without the fingerprint's shift the same seconds would score under 1: elevated by the surge only.
+    const level = sim.runtime.config.defense.level;
+    const calmPace = { ...f, pace: f.paceBaseline };
+    assert.ok(scoreFeatures(calmPace, level).strangeness >= 1, JSON.stringify(scoreFeatures(calmPace, level)));
+    const without = scoreFeatures({ ...calmPace, shift: { ...f.shift, [feature]: 0 } }, level);
     assert.ok(without.strangeness < 1, JSON.stringify(without));
     assert.ok(sim.monitor.history.some((c) => c.reasons.some((r) => r.startsWith(`${feature} mix shifted`))));
 

@@ -4,18 +4,22 @@
 // their reasons. Detection blocks nothing: guards read `level`. Design and thresholds in
 // docs/attack-level.md.
 //
-//                 pressure ≥ 1 or strangeness ≥ 1 or drift ≥ 1
+//            pressure, strangeness, drift or newcomers ≥ 1
 //              ┌────────── (riseSeconds of riseSeconds+1 ticks) ─────────┐
 //              │                                                         ▼
-//          ┌───────┐      pressure ≥ 1 and strangeness ≥ 1          ┌──────────┐
-//          │ calm  │ ─────────────────────────────────────────────▶ │ elevated │
-//          └───────┘ ◀──── fallSeconds quiet (signals < hold) ────── └──────────┘
-//              │                                                      ▲      │ pressure ≥ 1 and
-//              │ pressure ≥ 1 and strangeness ≥ 1 (straight up)       │      │ strangeness ≥ 1
-//              ▼                                                      │      ▼
+//          ┌───────┐                                                ┌──────────┐
+//          │ calm  │ ◀──── fallSeconds quiet (signals < hold) ────── │ elevated │
+//          └───────┘                                                └──────────┘
+//              │ pressure ≥ 1 and behaviour shifted (straight up)     ▲      │ pressure ≥ 1 and
+//              ▼                                                      │      ▼ behaviour shifted
 //          ┌──────────────┐ ─── fallSeconds without (pressure and ────┘
-//          │ under_attack │      strangeness ≥ holdFactor): one level down
+//          │ under_attack │      a shift ≥ holdFactor): one level down
 //          └──────────────┘
+//
+// "Behaviour shifted": strangeness (client software or per-client pace unlike calm's), or drift and
+// newcomers together (new prefixes asking for what calm never asked). A crowd, however large and
+// however new its addresses, that browses like calm's clients is load, not an attack: admission
+// queues and sheds it fairly, the level stays `elevated` and nobody is challenged for it.
 import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../../core/log.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -36,10 +40,12 @@ export interface AttackLevelMonitorOptions {
 export interface LevelScores {
   /** Load: surge over baseline, admission queue, sheds. */
   readonly pressure: number;
-  /** Who is sending: never-seen prefixes, shifted prefix / user-agent / header-order / JA4 / HTTP/2 fingerprint mix. */
+  /** How clients behave: shifted user-agent / header-order / JA4 / HTTP/2 mix, clients faster than calm's. */
   readonly strangeness: number;
-  /** What is asked: shifted path shapes or methods (raises to `elevated` only: flash crowds do this too). */
+  /** What is asked: paths or methods calm rarely asked for (a sale page too: an attack only with newcomers). */
   readonly drift: number;
+  /** Who is new: never-seen prefixes, shifted prefix mix (new visitors, a carrier NAT: never an attack alone). */
+  readonly newcomers: number;
 }
 
 export interface LevelChange {
@@ -71,6 +77,8 @@ export interface LevelState {
 }
 
 const HISTORY_SIZE = 64;
+/** Seconds the clients must have behaved like calm's before a raised level learns their prefixes. */
+const BEHAVING_TICKS = 5;
 const TICK_MS = 1000;
 const NAME_TO_LEVEL: Record<AttackLevelName, AttackLevel> = {
   calm: AttackLevel.calm,
@@ -90,24 +98,39 @@ export function scoreFeatures(f: LevelFeatures, c: LevelConfig): LevelScores {
   );
   let strangeness = 0;
   let drift = 0;
+  let newcomers = 0;
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
     strangeness = Math.max(
-      (f.novelty - f.noveltyBaseline) / c.noveltyShare,
-      Math.max(f.shift.prefix, f.shift.userAgent, f.shift.headerOrder, f.shift.ja4, f.shift.h2) / c.shiftDistance,
+      (f.pace - f.paceBaseline) / c.paceShare,
+      Math.max(f.shift.userAgent, f.shift.headerOrder, f.shift.ja4, f.shift.h2) / c.shiftDistance,
     );
-    drift = Math.max(f.shift.pathShape, f.shift.method) / c.shiftDistance;
+    // New paths, not the mix's distance: a crowd arriving lands on the home page and its assets
+    // first, which re-weights calm's paths without asking for any calm never saw.
+    drift = Math.max(f.unseen.pathShape, f.unseen.method) / c.shiftDistance;
+    newcomers = Math.max((f.novelty - f.noveltyBaseline) / c.noveltyShare, f.shift.prefix / c.shiftDistance);
   }
-  return { pressure: round3(pressure), strangeness: round3(Math.max(0, strangeness)), drift: round3(drift) };
+  return {
+    pressure: round3(pressure),
+    strangeness: round3(Math.max(0, strangeness)),
+    drift: round3(drift),
+    newcomers: round3(Math.max(0, newcomers)),
+  };
+}
+
+/** Whether clients behave unlike calm's at `bar`: other software or pace, or new prefixes asking for new paths. */
+export function behaviourShifted(s: LevelScores, bar: number): boolean {
+  return s.strangeness >= bar || (s.drift >= bar && s.newcomers >= bar);
 }
 
 /**
  * The level the scores call for when each must reach `bar` (1 to enter, holdFactor to stay).
- * Under attack needs both load and strangers: a flash crowd of returning customers (familiar
- * prefixes, browsers as usual) stays `elevated`, where known clients are never challenged anyway.
+ * Under attack needs both load and a change of behaviour: a crowd (returning customers on a sale
+ * page, or thousands of first-time visitors behind a few carrier NATs) browsing like calm's clients
+ * stays `elevated`, where admission does the work and nobody is challenged for being new.
  */
 export function levelFor(s: LevelScores, bar: number): AttackLevel {
-  if (s.pressure >= bar && s.strangeness >= bar) return AttackLevel.underAttack;
-  if (s.pressure >= bar || s.strangeness >= bar || s.drift >= bar) return AttackLevel.elevated;
+  if (s.pressure >= bar && behaviourShifted(s, bar)) return AttackLevel.underAttack;
+  if (s.pressure >= bar || s.strangeness >= bar || s.drift >= bar || s.newcomers >= bar) return AttackLevel.elevated;
   return AttackLevel.calm;
 }
 
@@ -126,9 +149,17 @@ export function reasonsFor(f: LevelFeatures, c: LevelConfig, bar: number): strin
   if (f.warm && f.ratePerSecond >= c.minRatePerSecond) {
     if (f.novelty - f.noveltyBaseline >= c.noveltyShare * bar)
       out.push(`${pct(f.novelty)} of requests from never-seen prefixes (calm: ${pct(f.noveltyBaseline)})`);
+    if (f.pace - f.paceBaseline >= c.paceShare * bar)
+      out.push(
+        `${pct(f.pace)} of requests from clients faster than calm's ` +
+          `(≥ ${f.paceCount} recent requests each; calm: ${pct(f.paceBaseline)})`,
+      );
     for (const k of ['prefix', 'userAgent', 'headerOrder', 'ja4', 'h2', 'pathShape', 'method'] as const)
       if (f.shift[k] >= c.shiftDistance * bar)
         out.push(`${k} mix shifted by ${f.shift[k]} (threshold ${c.shiftDistance})`);
+    for (const k of ['pathShape', 'method'] as const)
+      if (f.unseen[k] >= c.shiftDistance * bar)
+        out.push(`${pct(f.unseen[k])} of requests on ${k} values calm rarely saw (threshold ${pct(c.shiftDistance)})`);
   }
   return out;
 }
@@ -144,7 +175,7 @@ export class AttackLevelMonitor implements AttackLevelView {
   onOverrideChange: ((override: LevelOverride | null) => void) | null = null;
   /** The last tick's measurements and scores (null before the first tick). */
   features: LevelFeatures | null = null;
-  scores: LevelScores = { pressure: 0, strangeness: 0, drift: 0 };
+  scores: LevelScores = { pressure: 0, strangeness: 0, drift: 0, newcomers: 0 };
   readonly traffic: TrafficObserver;
   readonly #opts: AttackLevelMonitorOptions;
   #apiOverride: LevelOverride | null = null;
@@ -152,6 +183,8 @@ export class AttackLevelMonitor implements AttackLevelView {
   /** Levels the enter bar called for in the last ticks (newest last), for the rise rule. */
   readonly #recent: AttackLevel[] = [];
   #quietTicks = 0;
+  /** Consecutive ticks whose clients behaved like calm's (no behaviour signal at the hold bar). */
+  #behavingTicks = 0;
   #timer: NodeJS.Timeout | null = null;
   readonly #listeners: Array<(monitor: AttackLevelMonitor) => void> = [];
 
@@ -259,8 +292,18 @@ export class AttackLevelMonitor implements AttackLevelView {
     } else this.#applyInForce([]);
 
     // Learn only from calm: no anomaly this tick, nothing detected, nothing pinned above calm.
-    if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm)
+    // Prefixes also from a raised level whose clients have behaved like calm's for its last
+    // BEHAVING_TICKS seconds (a crowd: its returning visitors are not new next time), never under an override, and
+    // never from a tick with a behaviour signal at the hold bar: a flood cannot teach its prefixes in
+    // while it behaves unlike calm, and one that behaves like calm is a crowd to the level anyway.
+    // Counted only while the behaviour signals can be measured (warm, enough traffic; a quiet second
+    // neither counts nor resets).
+    if (!f.warm || scores.strangeness >= c.holdFactor || scores.drift >= c.holdFactor) this.#behavingTicks = 0;
+    else if (f.ratePerSecond >= c.minRatePerSecond) this.#behavingTicks++;
+    if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm) {
       this.traffic.learn(f, c, clock.now());
+      this.#behavingTicks = 0; // the seconds count from the rise: a flood is not vouched for by the calm before it
+    } else if (this.#behavingTicks >= BEHAVING_TICKS && this.override === null) this.traffic.learnPrefixes(clock.now());
     for (const fn of this.#listeners) fn(this);
     this.traffic.reset();
   }
@@ -390,6 +433,7 @@ export class AttackLevelMonitor implements AttackLevelView {
         queueShare: c.queueShare,
         shedShare: c.shedShare,
         noveltyShare: c.noveltyShare,
+        paceShare: c.paceShare,
         shiftDistance: c.shiftDistance,
         holdFactor: c.holdFactor,
         riseSeconds: c.riseSeconds,

@@ -45,14 +45,21 @@ export const AttackLevelSchema = Obj(
       maximum: 1,
       default: 0.3,
       description:
-        'Strangeness: share of requests from never-seen prefixes above its calm average (0.3: 30 points more than usual).',
+        'Newcomers: share of requests from never-seen prefixes above its calm average (0.3: 30 points more than usual). New visitors alone never make an attack: with a surge they do only when the path mix shifts too.',
+    }),
+    paceShare: Type.Number({
+      exclusiveMinimum: 0,
+      maximum: 1,
+      default: 0.3,
+      description:
+        'Strangeness: share of requests from clients (an IPv4 address, an IPv6 /64) sending faster than calm\u2019s fastest (twice the recent count only 2 % of calm\u2019s requests reach), above its calm share.',
     }),
     shiftDistance: Type.Number({
       exclusiveMinimum: 0,
       maximum: 1,
       default: 0.4,
       description:
-        'Strangeness: total variation distance between the last seconds\u2019 and calm\u2019s distribution of prefixes, user agents or header orders (path shapes and methods count towards `elevated` only).',
+        'Total variation distance between the last seconds\u2019 and calm\u2019s distribution of a feature. User agents, header orders, JA4 and HTTP/2 fingerprints: strangeness (with a surge: under attack); prefixes: newcomers. Also the share of requests on path shapes or methods calm rarely asked for: drift. Newcomers and drift are each `elevated` alone, under attack with a surge only together.',
     }),
     holdFactor: Type.Number({
       minimum: 0.1,

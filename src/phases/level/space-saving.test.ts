@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SpaceSaving, divergence } from './space-saving.ts';
+import { SpaceSaving, divergence, unseenShare } from './space-saving.ts';
 import { pathShape, headerOrderHash } from './features.ts';
 
 test('Space-Saving finds the heavy hitters of a long-tailed stream with k counters', () => {
@@ -54,6 +54,23 @@ test('divergence is 0 for the same mix, near 1 for a disjoint one, and ignores t
   const tailBase = new SpaceSaving(32);
   for (let i = 0; i < 1000; i++) tailBase.add(`u${i}`);
   assert.ok(divergence(tail, tailBase) < 0.05, String(divergence(tail, tailBase)));
+});
+
+test('unseenShare counts values calm rarely held, not a re-weighting of calm values', () => {
+  const calm = new SpaceSaving(32);
+  for (let i = 0; i < 1000; i++) calm.add(['/', '/css', '/track', '/cart', '/login'][i % 5]!, 1);
+  calm.add('/rare', 5);
+  // A crowd landing: 85 % on the home page (20 % of calm), the rest as calm: nothing unseen.
+  const landing = new SpaceSaving(32);
+  for (let i = 0; i < 100; i++) landing.add(i < 85 ? '/' : ['/css', '/track', '/cart'][i % 3]!);
+  assert.equal(unseenShare(landing, calm), 0);
+  assert.ok(divergence(landing, calm) > 0.6, 'the distance moved all the same');
+  // Half on a path calm never asked for, a quarter on one it asked for 0.5 % of the time.
+  const search = new SpaceSaving(32);
+  for (let i = 0; i < 100; i++) search.add(i < 50 ? '/search' : i < 75 ? '/rare' : '/');
+  const got = unseenShare(search, calm);
+  assert.ok(Math.abs(got - (0.5 + 0.25 - 5 / 1005)) < 0.01, String(got));
+  assert.equal(unseenShare(new SpaceSaving(4), calm), 0);
 });
 
 test('path shapes replace ids, and header-order fingerprints ignore case but not order', () => {

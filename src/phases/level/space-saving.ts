@@ -217,3 +217,22 @@ export function divergence(current: SpaceSaving, baseline: SpaceSaving, heavySha
   diff += Math.abs(Math.max(0, 1 - sumP) - Math.max(0, 1 - sumQ));
   return Math.min(1, diff / 2);
 }
+
+/**
+ * Share of `current` on values `baseline` (nearly) never held: the heavy values of the current window
+ * (guaranteed share ≥ `heavyShare`) whose baseline share (upper bound) is under 1/`ratio` of theirs,
+ * each counted for its excess. A crowd re-weighting known values (everyone lands on the home page
+ * first: a value of 10 % of calm's can never count) moves the distance, not this; new paths (a search
+ * nobody ran, a login flood where calm logged in now and then) move both.
+ */
+export function unseenShare(current: SpaceSaving, baseline: SpaceSaving, heavyShare = 0.02, ratio = 10): number {
+  if (current.total <= 0 || baseline.total <= 0) return 0;
+  let share = 0;
+  for (const h of current.top()) {
+    const p = (h.count - h.error) / current.total;
+    if (p < heavyShare) continue;
+    const q = baseline.upper(h.value) / baseline.total;
+    if (q * ratio < p) share += p - q;
+  }
+  return Math.min(1, share);
+}

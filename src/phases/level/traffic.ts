@@ -6,14 +6,17 @@
 // never becomes normal.
 //
 //   request ──▶ observe(): total++, route[i]++, prefix hash → familiar? → novel++ / pending hash
+//                ├─ client hash → pace count-min (decayed) → the client's recent count → pace bucket++
 //                └─ 1 in N ──▶ pending sketches (prefix, path shape, user agent, header order, method,
 //                              JA4, HTTP/2 fingerprint)
-//   tick    ──▶ measure(): rates, shares, saturation; pending → current (half-life 1 s)
+//   tick    ──▶ measure(): rates, shares, saturation, pace; pending → current (half-life 1 s)
 //               learn() only when calm: EWMAs, pending → baseline, pending hashes → familiar prefixes
+//               learnPrefixes() when the clients behave like calm's although the level is raised
+//               (a crowd): pending hashes → familiar prefixes only
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
-import { SpaceSaving, divergence, type HeavyHitter, type SpaceSavingState } from './space-saving.ts';
+import { SpaceSaving, divergence, unseenShare, type HeavyHitter, type SpaceSavingState } from './space-saving.ts';
 import { FEATURES, FeatureIndex, featureValue, type FeatureName } from './features.ts';
 import { FamiliarPrefixes, hashPair, type FamiliarState } from './familiar.ts';
 
@@ -41,6 +44,19 @@ export interface LevelFeatures {
   readonly shedShare: number;
   /** Total variation distance from calm's mix, per feature (0 while too few samples or warming up). */
   readonly shift: Readonly<Record<FeatureName, number>>;
+  /**
+   * Share of the last seconds' requests on path shapes and methods calm rarely asked for (under a
+   * tenth of their share now): new paths, not a crowd's re-weighting of calm's (0 as `shift`).
+   */
+  readonly unseen: Readonly<{ pathShape: number; method: number }>;
+  /**
+   * Per-client pace: share of the last seconds' requests from clients (an IPv4 address, an IPv6 /64)
+   * sending faster than calm's fastest (at least `paceCount` requests in their last ~6 s, twice the
+   * count only 2 % of calm's requests reach), and calm's share over that bar (0 while too few samples).
+   */
+  readonly pace: number;
+  readonly paceBaseline: number;
+  readonly paceCount: number;
   /** Sampled requests in the current window (decayed) and in the calm baseline. */
   readonly samples: number;
   readonly baselineSamples: number;
@@ -60,6 +76,8 @@ export interface LearnedState {
   /** The calm sketches, one per feature (FEATURES order), and their k. */
   readonly k: number;
   readonly baseline: readonly SpaceSavingState[];
+  /** Calm's histogram of per-client pace buckets (absent in files written before it existed). */
+  readonly pace?: readonly number[];
 }
 
 /** Decay of the current window per tick: half-life one second, so the window is the last ~2–3 s. */
@@ -71,6 +89,22 @@ const MIN_BASELINE_SAMPLES = 200;
 /** The current window's mix is compared only with this many sampled requests in it (sampling noise). */
 const MIN_WINDOW_SAMPLES = 50;
 
+// Per-client pace. Every request adds 1 to its client's cells of a count-min sketch (two rows,
+// conservative update) whose cells decay with a half-life of PACE_HALF_LIFE seconds, and reads the
+// client's count before it: ~6 × its requests a second when steady, its page's burst when it just
+// arrived. That count's log2 bucket goes into a histogram per tick, compared with calm's like the
+// mixes are: a crowd of people browsing at a person's pace keeps calm's histogram whatever its size
+// or its addresses, a flood from fewer, faster clients moves it up. Bounded (2 × 64 Ki float cells,
+// 512 KiB) whatever the number of clients; a collision only adds to a count, it never hides a client.
+const PACE_ROW_BITS = 16;
+const PACE_ROW = 1 << PACE_ROW_BITS;
+const PACE_MASK = PACE_ROW - 1;
+const PACE_HALF_LIFE = 4;
+/** Bucket b holds counts in [2^(b-1), 2^b) (bucket 0: under 1); the last holds everything above. */
+export const PACE_BUCKETS = 14;
+/** Calm's fastest: the bucket from which only this share of calm's requests come. */
+const PACE_TAIL = 0.02;
+
 export class TrafficObserver {
   // Per tick counters, fed per request.
   #requests = 0;
@@ -80,6 +114,12 @@ export class TrafficObserver {
   readonly #hash = new Uint32Array(2);
   readonly #pendingHashes = new Uint32Array(PENDING_HASHES * 2);
   #pendingCount = 0;
+  readonly #clientHash = new Uint32Array(2);
+  readonly #paceCells = new Float32Array(PACE_ROW * 2);
+  /** This tick's requests per pace bucket, the last seconds' (decayed like `current`), calm's. */
+  readonly #pacePending = new Float64Array(PACE_BUCKETS);
+  readonly #paceCurrent = new Float64Array(PACE_BUCKETS);
+  readonly #paceBaseline = new Float64Array(PACE_BUCKETS);
   #countdown = 1;
   /** Current 1-in-N sampling interval. */
   sampleEvery = 1;
@@ -137,10 +177,33 @@ export class TrafficObserver {
         this.#pendingCount++;
       }
     }
+    this.#pacePending[this.#paceOf(ctx)]!++;
     if (--this.#countdown > 0) return;
     // Jittered so a client cannot time its requests between samples.
     this.#countdown = this.sampleEvery === 1 ? 1 : 1 + Math.floor(Math.random() * (2 * this.sampleEvery - 1));
     for (let f = 0; f < FEATURES.length; f++) this.pending[f]!.add(featureValue(ctx, f), 1, nowWallMs);
+  }
+
+  /**
+   * The client's recent count before this request, as its log2 bucket, and this request counted.
+   * The client is the address for IPv4 and the /64 for IPv6 (where one host holds 2^64 addresses).
+   */
+  #paceOf(ctx: RequestContext): number {
+    const prefix = ctx.clientPrefix;
+    const h = this.#clientHash;
+    hashPair(prefix.indexOf(':') === -1 ? ctx.clientAddress : prefix, h);
+    const cells = this.#paceCells;
+    const a = h[0]! & PACE_MASK;
+    const b = PACE_ROW + (h[1]! & PACE_MASK);
+    const ca = cells[a]!;
+    const cb = cells[b]!;
+    const count = ca < cb ? ca : cb;
+    // Conservative update: raise only the cells below the new estimate (fewer over-counts).
+    const next = count + 1;
+    if (ca < next) cells[a] = next;
+    if (cb < next) cells[b] = next;
+    const bucket = 32 - Math.clz32(count);
+    return bucket < PACE_BUCKETS ? bucket : PACE_BUCKETS - 1;
   }
 
   /** Per request, once done: was it shed for saturation? */
@@ -222,6 +285,13 @@ export class TrafficObserver {
           ? round3(divergence(this.current[f]!, this.baseline[f]!))
           : 0;
 
+    const unseenOf = (f: number) =>
+      compare && this.baseline[f]!.total >= MIN_BASELINE_SAMPLES
+        ? round3(unseenShare(this.current[f]!, this.baseline[f]!))
+        : 0;
+    const unseen = { pathShape: unseenOf(FeatureIndex.pathShape), method: unseenOf(FeatureIndex.method) };
+    const pace = this.#measurePace(seconds, warm && rate >= floor);
+
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
     this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil(rate / sig.maxSamplesPerSecond));
     this.syncRoutes(runtime);
@@ -240,11 +310,55 @@ export class TrafficObserver {
       queueUpstream,
       shedShare: requests === 0 ? 0 : round3(Math.min(1, this.#shed / requests)),
       shift,
+      unseen,
+      pace: round3(pace.share),
+      paceBaseline: round3(pace.baseline),
+      paceCount: pace.count,
       samples: round3(samples),
       baselineSamples: round3(baselineSamples),
       warm,
       sampleEvery: this.sampleEvery,
     };
+  }
+
+  /**
+   * Decay the clients' counts and the pace window, fold this tick's histogram in, and measure the
+   * share of the window above calm's fastest (0 with too few requests on either side).
+   */
+  #measurePace(seconds: number, compare: boolean): { share: number; baseline: number; count: number } {
+    const cells = this.#paceCells;
+    const decay = 2 ** (-seconds / PACE_HALF_LIFE);
+    for (let i = 0; i < cells.length; i++) if (cells[i]! !== 0) cells[i] = cells[i]! < 0.05 ? 0 : cells[i]! * decay;
+    const cur = this.#paceCurrent;
+    const base = this.#paceBaseline;
+    let curTotal = 0;
+    let baseTotal = 0;
+    for (let b = 0; b < PACE_BUCKETS; b++) {
+      cur[b] = cur[b]! * CURRENT_DECAY + this.#pacePending[b]!;
+      curTotal += cur[b]!;
+      baseTotal += base[b]!;
+    }
+    if (!compare || curTotal < MIN_WINDOW_SAMPLES || baseTotal < MIN_BASELINE_SAMPLES)
+      return { share: 0, baseline: 0, count: 0 };
+    // Calm's fastest bucket: the first from which at most PACE_TAIL of calm's requests come; the bar
+    // is the bucket above it (twice the count), so a crowd of the same people never reaches it.
+    let tail = 0;
+    let bar = PACE_BUCKETS;
+    for (let b = PACE_BUCKETS - 1; b >= 0; b--) {
+      tail += base[b]!;
+      if (tail > PACE_TAIL * baseTotal) {
+        bar = b + 2;
+        break;
+      }
+    }
+    if (bar >= PACE_BUCKETS) return { share: 0, baseline: 0, count: 2 ** (PACE_BUCKETS - 2) };
+    let curOver = 0;
+    let baseOver = 0;
+    for (let b = bar; b < PACE_BUCKETS; b++) {
+      curOver += cur[b]!;
+      baseOver += base[b]!;
+    }
+    return { share: curOver / curTotal, baseline: baseOver / baseTotal, count: 2 ** (bar - 1) };
   }
 
   /**
@@ -270,9 +384,20 @@ export class TrafficObserver {
       this.baseline[f]!.decay(decay);
       this.baseline[f]!.mergeFrom(this.pending[f]!);
     }
+    for (let b = 0; b < PACE_BUCKETS; b++)
+      this.#paceBaseline[b] = this.#paceBaseline[b]! * decay + this.#pacePending[b]!;
+    this.learnPrefixes(nowMs);
+    this.#learnedTicks++;
+  }
+
+  /**
+   * Make this tick's never-seen prefixes familiar, and nothing else (no baseline moves): the monitor
+   * calls it for a raised level whose clients have behaved like calm's for several seconds (a crowd),
+   * so a wave of new visitors does not lock its own prefixes out. At most PENDING_HASHES a tick.
+   */
+  learnPrefixes(nowMs: number): void {
     const hashes = this.#pendingHashes;
     for (let i = 0; i < this.#pendingCount; i++) this.familiar.add(hashes[i * 2]!, hashes[i * 2 + 1]!, nowMs);
-    this.#learnedTicks++;
   }
 
   /** The learned baselines (the familiar prefixes: familiar.export()). Allocates: for the state file, not per request. */
@@ -285,6 +410,7 @@ export class TrafficObserver {
       routes: this.#routeNames.map((n, i) => [n, this.#routeBaselines[i]!] as const),
       k: this.#k,
       baseline: this.baseline.map((b) => b.export()),
+      pace: Array.from(this.#paceBaseline),
     };
   }
 
@@ -307,6 +433,8 @@ export class TrafficObserver {
     // so the ones it has are restored and the new ones learn from calm.
     if (state.k === this.#k && Array.isArray(state.baseline) && state.baseline.length <= this.baseline.length)
       for (let f = 0; f < state.baseline.length; f++) if (!this.baseline[f]!.restore(state.baseline[f]!)) break;
+    if (Array.isArray(state.pace) && state.pace.length === PACE_BUCKETS)
+      for (let b = 0; b < PACE_BUCKETS; b++) this.#paceBaseline[b] = num(state.pace[b]);
     if (familiar !== undefined) this.familiar.restore(familiar.state, familiar.nowMs, familiar.wallMs);
   }
 
@@ -317,6 +445,7 @@ export class TrafficObserver {
     this.#shed = 0;
     this.#routeCounts.fill(0);
     this.#pendingCount = 0;
+    this.#pacePending.fill(0);
     for (const s of this.pending) s.clear();
   }
 
