@@ -221,3 +221,32 @@ test('a session the origin granted used by many clients of one network at 10 req
   assert.ok(known < 60, `${known} of 100 known: ${statuses.join(',')}`);
   assert.ok(statuses.includes(429), statuses.join(','));
 });
+
+test('a session granted in calm to a client nobody vouched for is on probation: bots logging in at the onset of an attack are not known by it', async (t) => {
+  const clock = createManualClock(Date.now() - 1_700_000_000_000);
+  const up = await startUpstream(t, loginOrigin);
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+      defense: { challenge: { difficultyBits: BITS }, familiarity: { sessionProbationSec: 60 } },
+    },
+    { clock },
+  );
+  const s: Setup = { gw, up, clock };
+  const bot = client('198.51.100.30', 'Bot/3');
+  const r = await fetch(`${gw.url}/login`, {
+    method: 'POST',
+    body: 'user=a&password=b',
+    headers: { ...bot, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  const sid = sidOf(r);
+  await r.text();
+  assert.ok(sid !== '');
+  setLevel(s, 'under_attack');
+  clock.advance(5000);
+  assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 403, 'five seconds old: challenged');
+  clock.advance(60_000);
+  assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 200, 'a session a minute old is known');
+});

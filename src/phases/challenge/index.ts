@@ -401,11 +401,17 @@ export async function createChallengeGuard(
     return Verdict.Reply;
   }
 
-  // A session is remembered only when its grant is vouched for: in calm, or for a client already known
-  // (it passed a challenge, or holds another credential). From `elevated` up an origin that grants a
-  // session to anyone who POSTs /login would otherwise make every bot known by asking it.
+  // A session vouches only for what its holder proved before the origin granted it: a client already
+  // known (it passed a challenge, or holds another credential) gets a trusted session. One nobody
+  // vouched for is not remembered from `elevated` up (an origin that grants a session to anyone who
+  // POSTs /login would otherwise make every bot known by asking), and in calm is on probation for
+  // `sessionProbationSec` (bots logging in at the onset of an attack, before the level rose).
   let headCtx: RequestContext | null = null;
-  const vouched = (): boolean => deps.level.level < AttackLevel.elevated || (headCtx !== null && headCtx.known);
+  const trust = (): number => {
+    if (headCtx !== null && headCtx.known) return 0;
+    if (deps.level.level >= AttackLevel.elevated) return -1;
+    return deps.getRuntime().config.defense.familiarity.sessionProbationSec * 1000;
+  };
 
   const familiarity: Phase = {
     name: 'familiarity',
@@ -490,7 +496,7 @@ export async function createChallengeGuard(
       const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
       if (status >= 200 && status < 300 && name !== '') {
         headCtx = ctx;
-        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs(), vouched);
+        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs(), trust);
         headCtx = null;
       }
     },

@@ -60,6 +60,13 @@ export const FamiliaritySchema = Obj(
       default: 86_400,
       description: 'How long a remembered session stays known after it was last granted or seen.',
     }),
+    sessionProbationSec: Type.Integer({
+      minimum: 0,
+      maximum: 86_400,
+      default: 120,
+      description:
+        'A session the origin granted in calm to a client nobody vouched for (no clearance, no other credential) is not known for this long: bots logging in at the onset of an attack, before the level rose, do not become known by it. From `elevated` up such a grant is not remembered at all; a grant to a known client is trusted at once. 0: no probation.',
+    }),
     sessionBounds: Obj(
       {
         maxPrefixes: Type.Integer({

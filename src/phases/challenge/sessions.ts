@@ -74,8 +74,11 @@ export const Refused = {
 export type Refused = (typeof Refused)[keyof typeof Refused];
 
 export interface SessionStore {
-  /** The origin granted this session id (a 2xx response set it). */
-  grant(sessionId: string, nowMs: number): void;
+  /**
+   * The origin granted this session id (a 2xx response set it). `probationMs` > 0: granted to a client
+   * nobody vouched for, not known before then (a grant from a known client lifts it).
+   */
+  grant(sessionId: string, nowMs: number, probationMs?: number): void;
   /** The origin cleared it (logout: an empty value or Max-Age=0). */
   revoke(sessionId: string): void;
   /**
@@ -134,6 +137,8 @@ class Session {
   tatMs = 0;
   /** GCRA theoretical arrival time of the pace budget (ms). */
   paceTatMs = 0;
+  /** Granted to a client nobody vouched for: not known before this (ms; 0: vouched). */
+  probationUntilMs = 0;
   /** The expiry the state file holds (persistence: written again once it lags by a quarter of the TTL). */
   savedExpiresMs = 0;
   constructor(expiresMs: number) {
@@ -203,7 +208,7 @@ export class MemorySessionStore implements SessionStore {
     } else this.#changed!.add(h);
   }
 
-  grant(sessionId: string, nowMs: number): void {
+  grant(sessionId: string, nowMs: number, probationMs = 0): void {
     if (this.#max === 0 || sessionId === '' || sessionId.length > MAX_SESSION_ID_CHARS) return;
     const h = hashId(sessionId);
     // Granted again (origins that re-send the cookie with every answer): the same session, with what
@@ -213,6 +218,8 @@ export class MemorySessionStore implements SessionStore {
     while (this.#table.size >= this.#max) this.#evictOldest();
     if (old !== undefined) old.expiresMs = nowMs + this.#ttlMs;
     const s = old ?? new Session(nowMs + this.#ttlMs);
+    if (old === undefined) s.probationUntilMs = probationMs > 0 ? nowMs + probationMs : 0;
+    else if (probationMs === 0) s.probationUntilMs = 0;
     this.#table.set(h, s);
     if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
   }
@@ -239,6 +246,10 @@ export class MemorySessionStore implements SessionStore {
     if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
     this.lastRefusal = Refused.none;
     if (usage === undefined) return true;
+    if (s.probationUntilMs > nowMs) {
+      this.lastRefusal = Refused.unknown;
+      return false;
+    }
     const wasShared = s.shared;
     const ok = this.#withinBounds(s, nowMs, usage);
     if (this.#changed !== null && s.shared !== wasShared) this.#markChanged(h);
@@ -383,8 +394,8 @@ export class MemorySessionStore implements SessionStore {
 
 /**
  * Feed `store` from an upstream response head (undici's flat raw headers): every `Set-Cookie` for
- * `cookieName` on a 2xx grants its value (when `vouched()` says the grant may be trusted), an empty
- * value or `Max-Age=0` revokes it.
+ * `cookieName` on a 2xx grants its value, an empty value or `Max-Age=0` revokes it. `trust()` is asked
+ * only when a value is granted: -1 not remembered, 0 trusted, else the probation in ms.
  */
 export function learnSessions(
   store: SessionStore,
@@ -392,7 +403,7 @@ export function learnSessions(
   status: number,
   rawHeaders: readonly Buffer[],
   nowMs: number,
-  vouched: () => boolean = () => true,
+  trust: () => number = () => 0,
 ): void {
   if (status < 200 || status > 299 || cookieName === '') return;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -410,6 +421,9 @@ export function learnSessions(
     if (eq === -1 || pair.slice(0, eq).trim() !== cookieName) continue;
     const value = pair.slice(eq + 1).trim();
     if (value === '' || /;\s*max-age\s*=\s*(0|-)/i.test(line)) store.revoke(value);
-    else if (vouched()) store.grant(value, nowMs);
+    else {
+      const probationMs = trust();
+      if (probationMs >= 0) store.grant(value, nowMs, probationMs);
+    }
   }
 }
