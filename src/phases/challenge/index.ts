@@ -16,7 +16,15 @@ import { wantsHtml } from '../../core/html.ts';
 import { loadChallengeKeys, type KeyRing } from './keys.ts';
 import { TokenSigner, binding, type Refusal } from './tokens.ts';
 import { ReplayGuard } from './replay.ts';
-import { MemorySessionStore, learnSessions, type SessionStore } from './sessions.ts';
+import {
+  MemorySessionStore,
+  Refused,
+  learnSessions,
+  type PaceBudget,
+  type SessionStore,
+  type Usage,
+} from './sessions.ts';
+import { PrefixWork } from './work.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -82,6 +90,12 @@ function levelNumber(name: 'elevated' | 'under_attack'): AttackLevel {
   return name === 'elevated' ? AttackLevel.elevated : AttackLevel.underAttack;
 }
 
+/** The pace budget of one credential table (clearances are also bound to few addresses). */
+function paceOf(f: Config['defense']['familiarity'], clearance: boolean): PaceBudget {
+  const b = f.budget;
+  return { ratePerMinute: b.ratePerMinute, burst: b.burst, maxAddresses: clearance ? b.clearanceMaxAddresses : 0 };
+}
+
 function headerString(v: string | string[] | undefined): string {
   return typeof v === 'string' ? v : '';
 }
@@ -106,13 +120,26 @@ export async function createChallengeGuard(
     initial.familiarity.maxSessions,
     initial.familiarity.sessionTtlSec,
     initial.familiarity.sessionBounds,
+    paceOf(initial.familiarity, false),
   );
   // Verified JWTs by how widely each is used (a token shared by a crowd is not one person's).
   const jwtUsage = new MemorySessionStore(
     initial.familiarity.maxSessions,
     initial.familiarity.sessionTtlSec,
     initial.familiarity.sessionBounds,
+    paceOf(initial.familiarity, false),
   );
+  // Clearances by how they are used: one person's pace, from few addresses (a budget, not a free pass).
+  const clearanceUsage = new MemorySessionStore(
+    initial.familiarity.maxSessions,
+    initial.challenge.clearanceTtlSec,
+    initial.familiarity.sessionBounds,
+    paceOf(initial.familiarity, true),
+  );
+  // Clearances bought per prefix: the work asked of the next one rises with them.
+  const work = new PrefixWork(initial.challenge.difficultyRise.maxPrefixes);
+  // Requests refused over their budget per client key and minute (past banAfter: a ban).
+  const overBudget = new IgnoredChallenges();
   // No-JS clearances per client prefix and minute (the door costs no work, only a wait). 4 × 2^16
   // counters (512 KiB): at 2^12, the /64s of a quarter of one /48 filled it and locked fresh prefixes out.
   const noScriptQuota = new WindowQuota(60_000, 16);
@@ -141,6 +168,7 @@ export async function createChallengeGuard(
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
     ctx.known = true;
+    work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
     deps.metrics.challenges.inc({ door, result: 'solved' });
     return c;
   }
@@ -189,7 +217,8 @@ export async function createChallengeGuard(
     wasFailure: boolean,
   ): { body: string; headers: Record<string, string>; door: Door } {
     const underAttack = deps.level.level >= AttackLevel.underAttack;
-    const bits = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
+    const base = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
+    const bits = Math.min(32, base + work.extraBits(ctx.clientPrefix, nowMs, cfg.difficultyRise));
     const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
     const code: ErrorCode = wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE';
     if (wantsHtml(ctx.req.headers.accept)) {
@@ -285,45 +314,103 @@ export async function createChallengeGuard(
 
   // The look-up itself runs on the first read of ctx.known (challenge, signatures, a queued request),
   // not for every request: one shared object, nothing allocated per request.
-  // Scratch for the session cookie's values (the check is synchronous).
+  // Scratch for the session cookie's values and for how a credential is used (the check is synchronous).
   const sids: string[] = [];
+  const usage: Usage = { prefix: '', userAgent: undefined, address: '', underAttack: false, paced: false };
   const check = {
     lookups: 0,
+    /** The request last looked up, and why it was not known (Refused): the challenge phase answers by it. */
+    lastCtx: null as RequestContext | null,
+    refusal: Refused.none as Refused,
+    retryAfterMs: 0,
+    /** Keep the strongest reason a credential was refused (pace over budget over shared). */
+    note(store: MemorySessionStore | SessionStore): void {
+      if (store.lastRefusal <= check.refusal) return;
+      check.refusal = store.lastRefusal;
+      check.retryAfterMs = store.retryAfterMs;
+    },
     isFamiliar(ctx: RequestContext): boolean {
       check.lookups++;
+      check.lastCtx = ctx;
+      check.refusal = Refused.none;
       const headers = ctx.req.headers;
       const cookies = headers.cookie;
-      const fam = deps.getRuntime().config.defense.familiarity;
+      const defense = deps.getRuntime().config.defense;
+      const fam = defense.familiarity;
+      const level = deps.level.level;
+      const now = deps.clock.wallMs();
+      usage.prefix = ctx.clientPrefix;
+      usage.userAgent = headers['user-agent'];
+      usage.address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+      usage.underAttack = level >= AttackLevel.underAttack;
+      usage.paced = level >= AttackLevel.elevated;
       let clearance = headerString(headers[CLEARANCE_HEADER]);
       if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
       if (
         clearance !== '' &&
-        signer.checkClearance(clearance, deps.clock.wallMs(), binding(ctx.clientPrefix, headers['user-agent'])) === true
-      )
-        return true;
+        signer.checkClearance(clearance, now, binding(ctx.clientPrefix, usage.userAgent)) === true
+      ) {
+        // Ours and this client's: known while used at one person's pace from few addresses.
+        if (clearanceUsage.use(clearance, now, usage)) return true;
+        check.note(clearanceUsage);
+      }
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
         // Several values (`sid=<known>; sid=other`): the origin may read either, so known only when
         // every one is (as the origin set them: the store learnt them undecoded), and each is known as
         // one person's session: not from too many networks or browsers, within its budget.
         const n = cookieValues(cookies, fam.sessionCookie, sids, false);
-        const underAttack = deps.level.level >= AttackLevel.underAttack;
-        const now = deps.clock.wallMs();
         let known = n > 0;
-        for (let i = 0; known && i < n; i++)
-          known = sessions.isKnown(sids[i]!, now, ctx.clientPrefix, headers['user-agent'], underAttack);
+        for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, usage);
         if (known) return true;
+        if (n > 0) check.note(sessions);
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
-        if (token !== '' && jwt.isValid(token, deps.clock.wallMs())) {
-          // Valid, and used as one person uses it (the session bounds).
-          const underAttack = deps.level.level >= AttackLevel.underAttack;
-          if (jwtUsage.use(token, deps.clock.wallMs(), ctx.clientPrefix, headers['user-agent'], underAttack))
-            return true;
+        if (token !== '' && jwt.isValid(token, now)) {
+          // Valid, and used as one person uses it (the session bounds, the pace budget).
+          if (jwtUsage.use(token, now, usage)) return true;
+          check.note(jwtUsage);
         }
       }
       return false;
     },
+  };
+
+  /**
+   * This request's credential is over its pace budget: 429 with Retry-After (not a challenge: solving
+   * again must not buy a way around the budget), and past `banAfter` such refusals a minute, a ban.
+   */
+  function overPace(ctx: RequestContext, cfg: ChallengeConfig): Verdict {
+    const defense = deps.getRuntime().config.defense;
+    const retrySec = Math.max(1, Math.ceil(check.retryAfterMs / 1000));
+    const ruleId = 'familiarity:budget';
+    const headers = { 'retry-after': String(retrySec), 'cache-control': 'no-store' };
+    if (!decide(deps, ctx, 'challenge', cfg.mode, 'RMP_ERR_RATE_LIMITED', ruleId, 429, '', headers))
+      return Verdict.Continue;
+    const banAfter = defense.familiarity.budget.banAfter;
+    if (banAfter > 0) {
+      const key = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+      const n = overBudget.add(key, deps.clock.now());
+      // Once per `banAfter` refusals (a ban that expired while the client kept going is made again).
+      if (n % banAfter === 0) {
+        const v6 = ctx.clientAddress.indexOf(':') !== -1 && ctx.clientAddress.indexOf('.') === -1;
+        const target = v6 ? v6PrefixKey(ctx.clientAddress, defense.ipv6PrefixLength) : key;
+        deps.bans.ban(target, defense.bans.ttlMs, 'offences:familiarity_budget', ruleId, 'familiarity', true);
+      }
+    }
+    return Verdict.Reply;
+  }
+
+  // A session vouches only for what its holder proved before the origin granted it: a client already
+  // known (it passed a challenge, or holds another credential) gets a trusted session. One nobody
+  // vouched for is not remembered from `elevated` up (an origin that grants a session to anyone who
+  // POSTs /login would otherwise make every bot known by asking), and in calm is on probation for
+  // `sessionProbationSec` (bots logging in at the onset of an attack, before the level rose).
+  let headCtx: RequestContext | null = null;
+  const trust = (): number => {
+    if (headCtx !== null && headCtx.known) return 0;
+    if (deps.level.level >= AttackLevel.elevated) return -1;
+    return deps.getRuntime().config.defense.familiarity.sessionProbationSec * 1000;
   };
 
   const familiarity: Phase = {
@@ -367,6 +454,11 @@ export async function createChallengeGuard(
         failed(ctx, cfg, 'api', refusal, ruleId);
         wasFailure = true;
       }
+      // A credential of ours used past one person's pace: rate-limited (then banned), not challenged.
+      if (check.lastCtx === ctx && check.refusal === Refused.pace && !wasFailure) {
+        check.lastCtx = null;
+        return overPace(ctx, cfg);
+      }
       if (cfg.mode === 'observe') {
         decide(deps, ctx, 'challenge', 'observe', 'RMP_ERR_CHALLENGE', ruleId, 403);
         return Verdict.Continue;
@@ -400,10 +492,13 @@ export async function createChallengeGuard(
     signer,
     sessions,
     replay,
-    onUpstreamHead(_ctx, status, rawHeaders) {
+    onUpstreamHead(ctx, status, rawHeaders) {
       const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
-      if (status >= 200 && status < 300 && name !== '')
-        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs());
+      if (status >= 200 && status < 300 && name !== '') {
+        headCtx = ctx;
+        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs(), trust);
+        headCtx = null;
+      }
     },
     async prepare(config) {
       const d = config.defense;
@@ -413,8 +508,11 @@ export async function createChallengeGuard(
         // A random ring is kept across reloads: replacing it would log everyone out for nothing.
         if (newRing.source !== 'random' || signer.ring.source !== 'random') signer.setRing(newRing);
         jwt = newJwt;
-        sessions.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
-        jwtUsage.configure(d.familiarity.maxSessions, d.familiarity.sessionTtlSec, d.familiarity.sessionBounds);
+        const f = d.familiarity;
+        sessions.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
+        jwtUsage.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
+        clearanceUsage.configure(f.maxSessions, d.challenge.clearanceTtlSec, f.sessionBounds, paceOf(f, true));
+        work.configure(d.challenge.difficultyRise.maxPrefixes);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
       };
     },

@@ -60,6 +60,13 @@ export const FamiliaritySchema = Obj(
       default: 86_400,
       description: 'How long a remembered session stays known after it was last granted or seen.',
     }),
+    sessionProbationSec: Type.Integer({
+      minimum: 0,
+      maximum: 86_400,
+      default: 120,
+      description:
+        'A session the origin granted in calm to a client nobody vouched for (no clearance, no other credential) is not known for this long: bots logging in at the onset of an attack, before the level rose, do not become known by it. From `elevated` up such a grant is not remembered at all; a grant to a known client is trusted at once. 0: no probation.',
+    }),
     sessionBounds: Obj(
       {
         maxPrefixes: Type.Integer({
@@ -102,6 +109,42 @@ export const FamiliaritySchema = Obj(
           'What keeps a session the origin granted known: one person’s use of it, not a cookie shared by a crowd (docs/challenge.md).',
       },
     ),
+    budget: Obj(
+      {
+        ratePerMinute: Type.Number({
+          exclusiveMinimum: 0,
+          maximum: 1_000_000,
+          default: 60,
+          description:
+            'From `elevated` up, requests a minute one credential (a clearance, a session the origin granted, a verified JWT) may make and stay known: a GCRA with `burst`. Past it the request is answered 429 `RMP_ERR_RATE_LIMITED` with Retry-After (a clearance earned by proof of work is a budget, not a free pass).',
+        }),
+        burst: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 40,
+          description:
+            'Requests one credential may make at once: a page and its assets (10 to 30 requests) with room to spare; it refills at `ratePerMinute`.',
+        }),
+        clearanceMaxAddresses: Type.Integer({
+          minimum: 0,
+          maximum: 16,
+          default: 3,
+          description:
+            'Client addresses (an IPv6 client: its /64) one clearance may be used from within `sessionBounds.windowSec` (it is already bound to one prefix and one User-Agent); from more it is a clearance shared by a farm, not known for the rest of the window (bits of a 30-bit mask: may trip one late, never early). 0: not counted.',
+        }),
+        banAfter: Type.Integer({
+          minimum: 0,
+          maximum: 1_000_000,
+          default: 60,
+          description:
+            'Requests of one client address (an IPv6 client: its /64) refused over its budget within a minute that ban it (the ban table’s TTL, escalating). 0: never.',
+        }),
+      },
+      {
+        default: {},
+        description: 'One person’s pace for every credential (docs/challenge.md, "A clearance is a budget").',
+      },
+    ),
     jwt: Type.Optional(JwtSchema),
   },
   {
@@ -136,6 +179,41 @@ export const ChallengeSchema = Obj(
         }),
       },
       { default: {}, description: 'Proof-of-work difficulty by attack level.' },
+    ),
+    difficultyRise: Obj(
+      {
+        freeClearances: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 16,
+          description:
+            'Clearances one client prefix (IPv4 /24, IPv6 /64) may buy (decayed over `halfLifeSec`) at the base difficulty; the next ones ask one more bit each time the count doubles past it.',
+        }),
+        maxExtraBits: Type.Integer({
+          minimum: 0,
+          maximum: 16,
+          default: 4,
+          description: 'Bits added at most (4: 16 times the work). 0: the difficulty never rises.',
+        }),
+        halfLifeSec: Type.Integer({
+          minimum: 10,
+          maximum: 86_400,
+          default: 600,
+          description: 'Half-life of the count of clearances a prefix bought.',
+        }),
+        maxPrefixes: Type.Integer({
+          minimum: 0,
+          maximum: 10_000_000,
+          default: 65_536,
+          description:
+            'Prefixes counted at once (about 150 bytes each; least recently seen dropped first, which only forgets its extra bits).',
+        }),
+      },
+      {
+        default: {},
+        description:
+          'The work asked rises per client prefix with the clearances it already bought: re-solving is not a way around the budget.',
+      },
     ),
     noScriptDelaySec: Obj(
       {

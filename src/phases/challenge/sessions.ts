@@ -11,6 +11,13 @@
 // session also has a request budget (GCRA) past which it is not known. Per session that is a few
 // numbers: the prefixes and User-Agents seen are bits of small masks (linear counting), so an entry
 // has a fixed size whatever the bounds (about 250 bytes with its key, against 95 for the bare expiry).
+//
+// The same table shape keeps every credential to one person's pace (defense.familiarity.budget): from
+// `elevated` up, each session, verified JWT and clearance spends one token of a GCRA per look-up
+// (`ratePerMinute` with `burst`): a page and its assets fit in the burst, a client sending several
+// requests a second for minutes does not. Past it the credential is over its budget (`lastRefusal`
+// says so, `retryAfterMs` says when one request would fit again), and the challenge phase answers 429.
+// A clearance is also bound to few client addresses (it is already bound to one prefix and one browser).
 import { hash, randomInt } from 'node:crypto';
 
 /** What keeps a session known (defense.familiarity.sessionBounds). */
@@ -30,17 +37,59 @@ export const DEFAULT_SESSION_BOUNDS: SessionBounds = {
   underAttackBurst: 200,
 };
 
+/** One person's pace for any credential (defense.familiarity.budget). */
+export interface PaceBudget {
+  readonly ratePerMinute: number;
+  readonly burst: number;
+  /** Distinct client addresses (IPv6: the /64) one credential may be used from in the window; 0: not counted. */
+  readonly maxAddresses: number;
+}
+
+export const DEFAULT_PACE: PaceBudget = { ratePerMinute: 60, burst: 40, maxAddresses: 0 };
+
+/** How a credential is being used by this request (filled by the caller, one object reused: no allocation). */
+export interface Usage {
+  prefix: string;
+  userAgent: string | undefined;
+  /** The client key (an IPv4 address, an IPv6 /64). */
+  address: string;
+  /** Under attack: the sessionBounds budget applies too. */
+  underAttack: boolean;
+  /** From `elevated` up: the pace budget applies. */
+  paced: boolean;
+}
+
+/** Why the last look-up did not find a credential known (MemorySessionStore.lastRefusal). */
+export const Refused = {
+  none: 0,
+  /** Not granted, expired, or not ours. */
+  unknown: 1,
+  /** Seen from too many prefixes, addresses or User-Agents in the window. */
+  shared: 2,
+  /** Over the under-attack request budget (sessionBounds): challenged until it refills. */
+  budget: 3,
+  /** Over one person's pace (familiarity.budget): rate-limited. */
+  pace: 4,
+} as const;
+export type Refused = (typeof Refused)[keyof typeof Refused];
+
 export interface SessionStore {
-  /** The origin granted this session id (a 2xx response set it). */
-  grant(sessionId: string, nowMs: number): void;
+  /**
+   * The origin granted this session id (a 2xx response set it). `probationMs` > 0: granted to a client
+   * nobody vouched for, not known before then (a grant from a known client lifts it).
+   */
+  grant(sessionId: string, nowMs: number, probationMs?: number): void;
   /** The origin cleared it (logout: an empty value or Max-Age=0). */
   revoke(sessionId: string): void;
   /**
    * Whether this session id was granted, has not expired and is used as one person uses it: from
    * few prefixes and User-Agents in the window, and (`underAttack`) within its request budget. A hit
-   * extends its life. Without `prefix` nothing is observed (the grant alone decides).
+   * extends its life. Without `usage` nothing is observed (the grant alone decides).
    */
-  isKnown(sessionId: string, nowMs: number, prefix?: string, userAgent?: string, underAttack?: boolean): boolean;
+  isKnown(sessionId: string, nowMs: number, usage?: Usage): boolean;
+  /** Why the last isKnown() said no (Refused), and for `pace` the ms until one request would fit. */
+  readonly lastRefusal: Refused;
+  readonly retryAfterMs: number;
   readonly size: number;
 }
 
@@ -82,8 +131,14 @@ class Session {
   prefixesHi = 0;
   /** User-Agents seen this window, one bit each of 30. */
   agents = 0;
+  /** Client addresses seen this window, one bit each of 30. */
+  addresses = 0;
   /** GCRA theoretical arrival time of the under-attack budget (ms). */
   tatMs = 0;
+  /** GCRA theoretical arrival time of the pace budget (ms). */
+  paceTatMs = 0;
+  /** Granted to a client nobody vouched for: not known before this (ms; 0: vouched). */
+  probationUntilMs = 0;
   /** The expiry the state file holds (persistence: written again once it lags by a quarter of the TTL). */
   savedExpiresMs = 0;
   constructor(expiresMs: number) {
@@ -105,6 +160,10 @@ export class MemorySessionStore implements SessionStore {
   #max: number;
   #ttlMs: number;
   #bounds: SessionBounds;
+  #pace: PaceBudget;
+  /** Why the last isKnown()/use() said no (Refused), and for `pace` the ms until one request fits. */
+  lastRefusal: Refused = Refused.none;
+  retryAfterMs = 0;
   /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
@@ -112,16 +171,23 @@ export class MemorySessionStore implements SessionStore {
   #changed: Set<string> | null = null;
   #rewrite = false;
 
-  constructor(maxSessions: number, ttlSec: number, bounds: SessionBounds = DEFAULT_SESSION_BOUNDS) {
+  constructor(
+    maxSessions: number,
+    ttlSec: number,
+    bounds: SessionBounds = DEFAULT_SESSION_BOUNDS,
+    pace: PaceBudget = DEFAULT_PACE,
+  ) {
     this.#max = maxSessions;
     this.#ttlMs = ttlSec * 1000;
     this.#bounds = bounds;
+    this.#pace = pace;
   }
 
-  configure(maxSessions: number, ttlSec: number, bounds: SessionBounds = this.#bounds): void {
+  configure(maxSessions: number, ttlSec: number, bounds: SessionBounds = this.#bounds, pace = this.#pace): void {
     this.#max = maxSessions;
     this.#ttlMs = ttlSec * 1000;
     this.#bounds = bounds;
+    this.#pace = pace;
     while (this.#table.size > this.#max) this.#evictOldest();
   }
 
@@ -142,7 +208,7 @@ export class MemorySessionStore implements SessionStore {
     } else this.#changed!.add(h);
   }
 
-  grant(sessionId: string, nowMs: number): void {
+  grant(sessionId: string, nowMs: number, probationMs = 0): void {
     if (this.#max === 0 || sessionId === '' || sessionId.length > MAX_SESSION_ID_CHARS) return;
     const h = hashId(sessionId);
     // Granted again (origins that re-send the cookie with every answer): the same session, with what
@@ -152,6 +218,8 @@ export class MemorySessionStore implements SessionStore {
     while (this.#table.size >= this.#max) this.#evictOldest();
     if (old !== undefined) old.expiresMs = nowMs + this.#ttlMs;
     const s = old ?? new Session(nowMs + this.#ttlMs);
+    if (old === undefined) s.probationUntilMs = probationMs > 0 ? nowMs + probationMs : 0;
+    else if (probationMs === 0) s.probationUntilMs = 0;
     this.#table.set(h, s);
     if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
   }
@@ -161,7 +229,8 @@ export class MemorySessionStore implements SessionStore {
     this.#forget(hashId(sessionId));
   }
 
-  isKnown(sessionId: string, nowMs: number, prefix?: string, userAgent?: string, underAttack = false): boolean {
+  isKnown(sessionId: string, nowMs: number, usage?: Usage): boolean {
+    this.lastRefusal = Refused.unknown;
     if (this.#table.size === 0 || sessionId === '' || sessionId.length > MAX_SESSION_ID_CHARS) return false;
     const h = hashId(sessionId);
     const s = this.#table.get(h);
@@ -175,9 +244,14 @@ export class MemorySessionStore implements SessionStore {
     this.#table.set(h, s);
     // Persisted: only once the stored expiry lags a quarter of the TTL (not on every hit).
     if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
-    if (prefix === undefined) return true;
+    this.lastRefusal = Refused.none;
+    if (usage === undefined) return true;
+    if (s.probationUntilMs > nowMs) {
+      this.lastRefusal = Refused.unknown;
+      return false;
+    }
     const wasShared = s.shared;
-    const ok = this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+    const ok = this.#withinBounds(s, nowMs, usage);
     if (this.#changed !== null && s.shared !== wasShared) this.#markChanged(h);
     return ok;
   }
@@ -186,7 +260,8 @@ export class MemorySessionStore implements SessionStore {
    * For credentials valid by themselves (a verified JWT): remember `id` if new, then whether it is
    * used as one person uses it — the same bounds as sessions, in the same bounded table shape.
    */
-  use(id: string, nowMs: number, prefix: string, userAgent: string | undefined, underAttack: boolean): boolean {
+  use(id: string, nowMs: number, usage: Usage): boolean {
+    this.lastRefusal = Refused.none;
     if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return true;
     const h = hashId(id);
     let s = this.#table.get(h);
@@ -197,37 +272,55 @@ export class MemorySessionStore implements SessionStore {
     }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
-    return this.#withinBounds(s, nowMs, prefix, userAgent, underAttack);
+    return this.#withinBounds(s, nowMs, usage);
   }
 
-  #withinBounds(
-    s: Session,
-    nowMs: number,
-    prefix: string,
-    userAgent: string | undefined,
-    underAttack: boolean,
-  ): boolean {
+  #withinBounds(s: Session, nowMs: number, u: Usage): boolean {
     const b = this.#bounds;
+    const pace = this.#pace;
     if (nowMs - s.windowStartMs >= b.windowSec * 1000) {
       s.windowStartMs = nowMs;
       s.shared = false;
-      s.prefixesLo = s.prefixesHi = s.agents = 0;
+      s.prefixesLo = s.prefixesHi = s.agents = s.addresses = 0;
     }
-    if (s.shared) return false;
-    const p = bin(prefix, 2 * MASK_BITS);
-    if (p < MASK_BITS) s.prefixesLo |= 1 << p;
-    else s.prefixesHi |= 1 << (p - MASK_BITS);
-    s.agents |= 1 << bin(userAgent ?? '', MASK_BITS);
-    // Linear counting: a collision can only hide a network or browser, never invent one.
-    if (bitCount(s.prefixesLo) + bitCount(s.prefixesHi) > b.maxPrefixes || bitCount(s.agents) > b.maxUserAgents) {
-      s.shared = true;
+    if (s.shared) {
+      this.lastRefusal = Refused.shared;
       return false;
     }
-    if (!underAttack) return true;
-    // GCRA: one request every `interval`, `burst` at once; a refused request does not spend.
+    const p = bin(u.prefix, 2 * MASK_BITS);
+    if (p < MASK_BITS) s.prefixesLo |= 1 << p;
+    else s.prefixesHi |= 1 << (p - MASK_BITS);
+    s.agents |= 1 << bin(u.userAgent ?? '', MASK_BITS);
+    if (pace.maxAddresses > 0) s.addresses |= 1 << bin(u.address, MASK_BITS);
+    // Linear counting: a collision can only hide a network or browser, never invent one.
+    if (
+      bitCount(s.prefixesLo) + bitCount(s.prefixesHi) > b.maxPrefixes ||
+      bitCount(s.agents) > b.maxUserAgents ||
+      (pace.maxAddresses > 0 && bitCount(s.addresses) > pace.maxAddresses)
+    ) {
+      s.shared = true;
+      this.lastRefusal = Refused.shared;
+      return false;
+    }
+    if (u.paced) {
+      // GCRA: one request every `interval`, `burst` at once; a refused request does not spend.
+      const interval = 60_000 / pace.ratePerMinute;
+      const tat = Math.max(s.paceTatMs, nowMs);
+      const over = tat - nowMs - (pace.burst - 1) * interval;
+      if (over > 0) {
+        this.lastRefusal = Refused.pace;
+        this.retryAfterMs = over;
+        return false;
+      }
+      s.paceTatMs = tat + interval;
+    }
+    if (!u.underAttack) return true;
     const interval = 1000 / b.underAttackRatePerSec;
     const tat = Math.max(s.tatMs, nowMs);
-    if (tat - nowMs > (b.underAttackBurst - 1) * interval) return false;
+    if (tat - nowMs > (b.underAttackBurst - 1) * interval) {
+      this.lastRefusal = Refused.budget;
+      return false;
+    }
     s.tatMs = tat + interval;
     return true;
   }
@@ -301,7 +394,8 @@ export class MemorySessionStore implements SessionStore {
 
 /**
  * Feed `store` from an upstream response head (undici's flat raw headers): every `Set-Cookie` for
- * `cookieName` on a 2xx grants its value, an empty value or `Max-Age=0` revokes it.
+ * `cookieName` on a 2xx grants its value, an empty value or `Max-Age=0` revokes it. `trust()` is asked
+ * only when a value is granted: -1 not remembered, 0 trusted, else the probation in ms.
  */
 export function learnSessions(
   store: SessionStore,
@@ -309,6 +403,7 @@ export function learnSessions(
   status: number,
   rawHeaders: readonly Buffer[],
   nowMs: number,
+  trust: () => number = () => 0,
 ): void {
   if (status < 200 || status > 299 || cookieName === '') return;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -326,6 +421,9 @@ export function learnSessions(
     if (eq === -1 || pair.slice(0, eq).trim() !== cookieName) continue;
     const value = pair.slice(eq + 1).trim();
     if (value === '' || /;\s*max-age\s*=\s*(0|-)/i.test(line)) store.revoke(value);
-    else store.grant(value, nowMs);
+    else {
+      const probationMs = trust();
+      if (probationMs >= 0) store.grant(value, nowMs, probationMs);
+    }
   }
 }

@@ -7,7 +7,7 @@ import { createHash, createHmac, generateKeyPairSync, randomBytes, sign } from '
 import { TokenSigner, binding, leadingZeroBits } from './tokens.ts';
 import { keyRing, parseKeys } from './keys.ts';
 import { ReplayGuard } from './replay.ts';
-import { MemorySessionStore, learnSessions } from './sessions.ts';
+import { MemorySessionStore, learnSessions, type Usage } from './sessions.ts';
 import { JwtVerifier, VERIFIED_MAX } from './jwt.ts';
 import { solveRange } from '../../client/solver.ts';
 import { solve } from '../../client/index.ts';
@@ -131,32 +131,37 @@ test('sessions: granted by a 2xx Set-Cookie only, revoked by a clearing one, bou
   assert.equal(s.isKnown('c', NOW), false, 'logged out');
 });
 
+/** How a credential is used: from a prefix with a User-Agent (pace budget off, as below `elevated`). */
+function u(prefix: string, userAgent: string, underAttack = false): Usage {
+  return { prefix, userAgent, address: prefix, underAttack, paced: false };
+}
+
 test('sessions: one seen from too many prefixes or User-Agents in a window is not known until the window ends; granting it again does not wash it', () => {
   const bounds = { maxPrefixes: 2, maxUserAgents: 2, windowSec: 60, underAttackRatePerSec: 1, underAttackBurst: 3 };
   const s = new MemorySessionStore(10, 3600, bounds);
   s.grant('x', NOW);
-  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), true);
-  assert.equal(s.isKnown('x', NOW, '203.0.113', 'UA'), true, 'a second network');
-  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), true, 'the first again');
+  assert.equal(s.isKnown('x', NOW, u('198.51.100', 'UA')), true);
+  assert.equal(s.isKnown('x', NOW, u('203.0.113', 'UA')), true, 'a second network');
+  assert.equal(s.isKnown('x', NOW, u('198.51.100', 'UA')), true, 'the first again');
   // Networks are bits of a mask (two may share one): the bound trips at the third, or a little later.
   let networks = 2;
-  while (s.isKnown('x', NOW, `192.0.${networks}`, 'UA')) networks++;
+  while (s.isKnown('x', NOW, u(`192.0.${networks}`, 'UA'))) networks++;
   assert.ok(networks <= 6, `tripped after ${networks} networks`);
-  assert.equal(s.isKnown('x', NOW, '198.51.100', 'UA'), false, 'shared for the rest of the window, from anywhere');
+  assert.equal(s.isKnown('x', NOW, u('198.51.100', 'UA')), false, 'shared for the rest of the window, from anywhere');
   s.grant('x', NOW + 1); // origins re-sending the cookie with every answer
-  assert.equal(s.isKnown('x', NOW + 2, '198.51.100', 'UA'), false, 'a new grant of the same id keeps what was seen');
-  assert.equal(s.isKnown('x', NOW + 60_000, '198.51.100', 'UA'), true, 'a new window');
-  assert.equal(s.isKnown('x', NOW + 60_001, '198.51.100', 'UA2'), true);
+  assert.equal(s.isKnown('x', NOW + 2, u('198.51.100', 'UA')), false, 'a new grant of the same id keeps what was seen');
+  assert.equal(s.isKnown('x', NOW + 60_000, u('198.51.100', 'UA')), true, 'a new window');
+  assert.equal(s.isKnown('x', NOW + 60_001, u('198.51.100', 'UA2')), true);
   let agents = 2;
-  while (s.isKnown('x', NOW + 60_002, '198.51.100', `UA-${agents}`)) agents++;
+  while (s.isKnown('x', NOW + 60_002, u('198.51.100', `UA-${agents}`))) agents++;
   assert.ok(agents <= 6, `tripped after ${agents} User-Agents`);
   assert.equal(s.isKnown('x', NOW + 60_003), true, 'asked without a client: the grant alone decides');
   // Under attack: a budget of 3 at once, then 1 a second.
   s.grant('y', NOW);
-  const known = [0, 1, 2, 3].map(() => s.isKnown('y', NOW, '198.51.100', 'UA', true));
+  const known = [0, 1, 2, 3].map(() => s.isKnown('y', NOW, u('198.51.100', 'UA', true)));
   assert.deepEqual(known, [true, true, true, false]);
-  assert.equal(s.isKnown('y', NOW, '198.51.100', 'UA', false), true, 'not counted below under_attack');
-  assert.equal(s.isKnown('y', NOW + 1000, '198.51.100', 'UA', true), true, 'refilled');
+  assert.equal(s.isKnown('y', NOW, u('198.51.100', 'UA', false)), true, 'not counted below under_attack');
+  assert.equal(s.isKnown('y', NOW + 1000, u('198.51.100', 'UA', true)), true, 'refilled');
 });
 
 test('sessions: 100 000 observed sessions stay within the documented ~250 bytes each', () => {
@@ -167,7 +172,7 @@ test('sessions: 100 000 observed sessions stay within the documented ~250 bytes 
   const before = process.memoryUsage().heapUsed;
   for (let i = 0; i < 100_000; i++) {
     s.grant(`session-${i}`, NOW);
-    s.isKnown(`session-${i}`, NOW, `10.${i >> 8}.${i & 255}`, 'Mozilla/5.0', true);
+    s.isKnown(`session-${i}`, NOW, u(`10.${i >> 8}.${i & 255}`, 'Mozilla/5.0', true));
   }
   gc();
   const perSession = (process.memoryUsage().heapUsed - before) / 100_000;

@@ -1,0 +1,252 @@
+// Issue 13, points 3 and 4: a clearance earned by proof of work is a budget, not a free pass, and a
+// session the origin grants is not an identity. A real gateway pinned at a level in front of a
+// recording upstream, clients told apart by X-Forwarded-For (the gateway trusts loopback), a manual
+// clock so paces are exact. Low difficulty so the suite stays fast.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type http from 'node:http';
+import { challengeFrom, solve } from '../src/client/index.ts';
+import { createManualClock } from '../src/core/clock.ts';
+import { startGateway, startUpstream, type RecordingUpstream, type Teardown, type TestGateway } from './helpers.ts';
+
+const BITS = { elevated: 6, underAttack: 8 };
+type Setup = { gw: TestGateway; up: RecordingUpstream; clock: ReturnType<typeof createManualClock> };
+
+async function setup(
+  t: Teardown,
+  level: 'elevated' | 'under_attack',
+  handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void,
+  defense: Record<string, unknown> = {},
+): Promise<Setup> {
+  const clock = createManualClock(Date.now() - 1_700_000_000_000);
+  const up = await startUpstream(t, handler);
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+      defense: { level: { override: level }, challenge: { difficultyBits: BITS }, ...defense },
+    },
+    { clock },
+  );
+  return { gw, up, clock };
+}
+
+function setLevel(s: Setup, level: 'elevated' | 'under_attack'): void {
+  const monitor = s.gw.gateway.defense.level as unknown as {
+    setOverride(level: string, reason: string, who: string): void;
+  };
+  monitor.setOverride(level, 'test', 'test');
+}
+
+const client = (addr: string, ua = 'Mozilla/5.0 Test') => ({
+  'x-forwarded-for': addr,
+  'user-agent': ua,
+  accept: 'application/json',
+});
+
+/** Solve the challenge this client is given and return its clearance. */
+async function clearanceFor(s: Setup, headers: Record<string, string>): Promise<string> {
+  const first = await fetch(`${s.gw.url}/page`, { headers });
+  assert.equal(first.status, 403);
+  const c = challengeFrom(first.status, Object.fromEntries(first.headers), await first.json());
+  assert.ok(c !== null);
+  const again = await fetch(`${s.gw.url}/page`, { headers: { ...headers, 'rempart-solution': await solve(c) } });
+  assert.equal(again.status, 200);
+  await again.text();
+  const clearance = again.headers.get('rempart-clearance');
+  assert.ok(clearance);
+  return clearance;
+}
+
+/** Status of one request, 0 when the connection was refused or reset (a ban at accept). */
+async function status(
+  s: Setup,
+  path: string,
+  headers: Record<string, string>,
+  init: RequestInit = {},
+): Promise<number> {
+  try {
+    const r = await fetch(`${s.gw.url}${path}`, { ...init, headers });
+    await r.text();
+    return r.status;
+  } catch {
+    return 0;
+  }
+}
+
+test('under attack a clearance reused at 10 req/s loses familiarity, is refused (429) then banned; one at a person\u2019s pace keeps working', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const bot = client('198.51.100.7', 'Bot/1');
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  const botHeaders = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
+  const personHeaders = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
+  const before = s.up.requests.length;
+  // 20 s at 10 requests a second.
+  const seen: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    seen.push(await status(s, `/item/${i}`, botHeaders));
+    s.clock.advance(100);
+  }
+  const passed = seen.filter((x) => x === 200).length;
+  const firstRefusal = seen.indexOf(429);
+  assert.ok(firstRefusal > 0 && firstRefusal <= 50, `429 from request ${firstRefusal}: ${seen.join(',')}`);
+  assert.ok(passed < 60, `${passed} of 200 reached the origin`);
+  assert.equal(s.up.requests.length - before, passed);
+  const banned = s.gw.gateway.defense.bans.isBanned('198.51.100.7');
+  assert.ok(banned, 'banned after refusals');
+  assert.ok(
+    seen.slice(-20).every((x) => x !== 200),
+    `banned at the end: ${seen.slice(-20).join(',')}`,
+  );
+  // A person: a page and its 30 assets, 30 s of reading, five times: never refused.
+  for (let page = 0; page < 5; page++) {
+    for (let k = 0; k < 30; k++) assert.equal(await status(s, `/p${page}/asset${k}`, personHeaders), 200);
+    s.clock.advance(30_000);
+  }
+});
+
+test('a clearance used from many addresses of its /24 is a shared clearance: dropped for everyone holding it', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const ua = 'Mozilla/5.0 Farm';
+  const clearance = await clearanceFor(s, client('198.51.100.1', ua));
+  const statuses: number[] = [];
+  for (let i = 1; i <= 12; i++)
+    statuses.push(await status(s, '/x', { ...client(`198.51.100.${i}`, ua), 'rempart-clearance': clearance }));
+  const known = statuses.filter((x) => x === 200).length;
+  // Addresses are bits of a 30-bit mask: two may share one, so the bound can trip one or two late.
+  assert.ok(known >= 3 && known <= 6, statuses.join(','));
+  assert.deepEqual(statuses.slice(0, 3), [200, 200, 200], 'one person whose address changed twice');
+  assert.ok(
+    statuses.slice(known).every((x) => x === 403),
+    statuses.join(','),
+  );
+  assert.equal(
+    await status(s, '/x', { ...client('198.51.100.1', ua), 'rempart-clearance': clearance }),
+    403,
+    'the first holder too',
+  );
+});
+
+test('the work asked rises per prefix with the clearances it already bought', async (t) => {
+  const s = await setup(t, 'under_attack', undefined, {
+    challenge: { difficultyBits: BITS, difficultyRise: { freeClearances: 2, maxExtraBits: 3 } },
+  });
+  const bitsFor = async (addr: string): Promise<number> => {
+    const r = await fetch(`${s.gw.url}/page`, { headers: client(addr, `UA-${addr}`) });
+    return ((await r.json()) as { challenge: { bits: number } }).challenge.bits;
+  };
+  assert.equal(await bitsFor('198.51.100.200'), BITS.underAttack);
+  for (let i = 1; i <= 6; i++) await clearanceFor(s, client(`198.51.100.${i}`, `UA-${i}`));
+  assert.equal(await bitsFor('198.51.100.201'), BITS.underAttack + 2, 'six bought, two free: log2(1 + 3)');
+  assert.equal(await bitsFor('203.0.113.5'), BITS.underAttack, 'another prefix pays the base');
+  s.clock.advance(3600_000);
+  assert.equal(await bitsFor('198.51.100.202'), BITS.underAttack, 'the count decays');
+});
+
+const loginOrigin = (req: http.IncomingMessage, res: http.ServerResponse) => {
+  if (req.url === '/login' && req.method === 'POST') {
+    const sid = `s-${Math.random().toString(36).slice(2)}`;
+    res.writeHead(200, { 'set-cookie': `sid=${sid}; Path=/; HttpOnly` }).end('welcome');
+  } else res.end('ok');
+};
+
+function sidOf(res: Response): string {
+  for (const c of res.headers.getSetCookie()) if (c.startsWith('sid=')) return c.slice(4, c.indexOf(';'));
+  return '';
+}
+
+test('sessions are not identities: a login POST from an unknown client under attack is challenged; a session granted to an unknown client while elevated is not trusted', async (t) => {
+  const s = await setup(t, 'elevated', loginOrigin);
+  const bot = client('198.51.100.9', 'Bot/2');
+  const form = { method: 'POST', body: 'user=a&password=b' };
+  // Elevated (challenges from under_attack): the origin is asked, grants a session to anyone.
+  const r = await fetch(`${s.gw.url}/login`, {
+    ...form,
+    headers: { ...bot, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  assert.equal(r.status, 200);
+  const botSid = sidOf(r);
+  assert.ok(botSid !== '');
+  // A person whose form page came through a challenge holds a clearance: their login is vouched for.
+  setLevel(s, 'under_attack');
+  const person = client('203.0.113.20', 'Mozilla/5.0 Person');
+  const personClr = await clearanceFor(s, person);
+  setLevel(s, 'elevated');
+  const p = await fetch(`${s.gw.url}/login`, {
+    ...form,
+    headers: { ...person, 'rempart-clearance': personClr, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  assert.equal(p.status, 200);
+  const personSid = sidOf(p);
+  setLevel(s, 'under_attack');
+  const before = s.up.requests.length;
+  // Under attack: the bot's login POST, bare or with the session it was handed, is challenged before the origin.
+  const bare = await fetch(`${s.gw.url}/login`, {
+    ...form,
+    headers: { ...bot, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  assert.equal(bare.status, 403);
+  assert.ok(bare.headers.get('rempart-challenge'));
+  await bare.text();
+  assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${botSid}` }), 403, 'its session is not known');
+  assert.equal(s.up.requests.length, before, 'the origin saw neither');
+  // The person's session (granted to a known client) is known, even without the clearance.
+  assert.equal(await status(s, '/account', { ...person, cookie: `sid=${personSid}` }), 200);
+});
+
+test('a session the origin granted used by many clients of one network at 10 req/s is rate-limited, not familiar', async (t) => {
+  const s = await setup(t, 'under_attack', loginOrigin);
+  const first = client('198.51.100.1', 'Mozilla/5.0 Same');
+  const clr = await clearanceFor(s, first);
+  const r = await fetch(`${s.gw.url}/login`, {
+    method: 'POST',
+    body: 'user=a&password=b',
+    headers: { ...first, 'rempart-clearance': clr, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  const sid = sidOf(r);
+  await r.text();
+  const statuses: number[] = [];
+  for (let i = 0; i < 100; i++) {
+    // Twenty clients of one /24 share it (as many as a person's six networks allow: the same one).
+    statuses.push(
+      await status(s, '/account', {
+        ...client(`198.51.100.${(i % 20) + 10}`, 'Mozilla/5.0 Same'),
+        cookie: `sid=${sid}`,
+      }),
+    );
+    s.clock.advance(100);
+  }
+  const known = statuses.filter((x) => x === 200).length;
+  assert.ok(known < 60, `${known} of 100 known: ${statuses.join(',')}`);
+  assert.ok(statuses.includes(429), statuses.join(','));
+});
+
+test('a session granted in calm to a client nobody vouched for is on probation: bots logging in at the onset of an attack are not known by it', async (t) => {
+  const clock = createManualClock(Date.now() - 1_700_000_000_000);
+  const up = await startUpstream(t, loginOrigin);
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      clientAddress: { trustedProxies: ['127.0.0.1/32'] },
+      defense: { challenge: { difficultyBits: BITS }, familiarity: { sessionProbationSec: 60 } },
+    },
+    { clock },
+  );
+  const s: Setup = { gw, up, clock };
+  const bot = client('198.51.100.30', 'Bot/3');
+  const r = await fetch(`${gw.url}/login`, {
+    method: 'POST',
+    body: 'user=a&password=b',
+    headers: { ...bot, 'content-type': 'application/x-www-form-urlencoded' },
+  });
+  const sid = sidOf(r);
+  await r.text();
+  assert.ok(sid !== '');
+  setLevel(s, 'under_attack');
+  clock.advance(5000);
+  assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 403, 'five seconds old: challenged');
+  clock.advance(60_000);
+  assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 200, 'a session a minute old is known');
+});
