@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { CONFIGS, PROFILES, matrixText, parseReplay, runMatrix, type ConfigName, type Profile } from './matrix.ts';
+import { runSeven, sevenTable } from './seven.ts';
 import { debugWanted, formatError } from '../core/user-error.ts';
 
 export const MATRIX_USAGE = `usage: rempart drill matrix [options]
@@ -23,6 +24,9 @@ Options:
                         or short (a few seconds each, no warm-up: what npm test runs)
   --configs LIST        zero,demo (default both)
   --no-control          no control scenario at index 0
+  --set seven           instead of a draw, issue 13's seven fixed drills (src/drill/seven.ts; about
+                        14 min for both configs: a 70 s warm-up each, then 7 drills × 40 s × --runs)
+  --runs N              with --set seven: runs of each drill per config (default 1; bench/seven.ts: 2)
   --worst N             scenarios listed per config (default 5)
   --out FILE            write the JSON report there
   --keep-logs           keep each gateway's log (JSON lines) and print where
@@ -45,6 +49,8 @@ export async function matrixMain(argv: string[]): Promise<number> {
         profile: { type: 'string' },
         configs: { type: 'string' },
         'no-control': { type: 'boolean' },
+        set: { type: 'string' },
+        runs: { type: 'string' },
         worst: { type: 'string' },
         out: { type: 'string' },
         'keep-logs': { type: 'boolean' },
@@ -85,6 +91,20 @@ export async function matrixMain(argv: string[]): Promise<number> {
     const quiet = Boolean(values.quiet);
     // Ctrl-C: exit, so the matrix's exit hook kills the gateway it is running (never left behind).
     process.once('SIGINT', () => process.exit(130));
+    if (values.runs !== undefined && values.set === undefined) throw new UsageError('--runs goes with --set seven');
+    if (values.set !== undefined) {
+      if (values.set !== 'seven') throw new UsageError(`--set: only "seven" (got "${String(values.set)}")`);
+      if (values.replay !== undefined || values.seed !== undefined || values.scenarios !== undefined)
+        throw new UsageError('--set seven runs fixed drills: no --seed, --replay or --scenarios');
+      const report = await runSeven({
+        gateways: configs.map((c) => ({ name: c, config: c })),
+        runs: int(values.runs, 'runs', 1, 10) ?? 1,
+        log: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
+      });
+      if (typeof values.out === 'string') await writeFile(values.out, `${JSON.stringify(report, null, 1)}\n`);
+      process.stdout.write(`${sevenTable(report)}\n`);
+      return 0;
+    }
     const report = await runMatrix({
       seed,
       profile,

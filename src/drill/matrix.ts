@@ -591,6 +591,8 @@ export interface RunOptions {
   /** Keep the gateway's log and dir (else removed after the tally). */
   keepLogs?: boolean;
   log?: (line: string) => void;
+  /** Another gateway in front of the origin instead of Rempart (bench/seven.ts: nginx as a comparison). */
+  startGateway?: (originUrl: string) => Promise<Gateway>;
 }
 
 /** Runs one drawn scenario against one config: a fresh origin, a fresh gateway, then the traffic. */
@@ -599,7 +601,9 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
   const origin = await startOriginProcess(s.origin);
   let gw: Gateway | null = null;
   try {
-    gw = await startGateway(config, origin.url, opts.warmState?.[config] ?? null);
+    gw = opts.startGateway
+      ? await opts.startGateway(origin.url)
+      : await startGateway(config, origin.url, opts.warmState?.[config] ?? null);
     const target = await resolveTarget(`http://127.0.0.1:${gw.port}`, '--target');
     const totalSec = s.calmSec + s.attackSec + s.tailSec;
     const startMs = performance.now();
@@ -856,10 +860,16 @@ function legitPop(
  * Returns the state file's path. The warm-up's users are the calm users of every scenario (same
  * addresses: browsers first, then vault users), at the largest calm population a scenario draws.
  */
-export async function warmUp(config: ConfigName, profile: Profile, dir: string): Promise<string | null> {
+export async function warmUp(
+  config: ConfigName,
+  profile: Profile,
+  dir: string,
+  /** A fixed set (src/drill/seven.ts) warms up on its own origin with its own calm users. */
+  own?: { origin: OriginModel; calmUsers: number; vaultUsers: number },
+): Promise<string | null> {
   const R = RANGES[profile];
   if (R.warmupSec <= 0) return null;
-  const origin = await startOriginProcess({ kind: 'slots', workers: 32, serviceMs: 10, queue: 8 });
+  const origin = await startOriginProcess(own?.origin ?? { kind: 'slots', workers: 32, serviceMs: 10, queue: 8 });
   const gw = await startGateway(config, origin.url, null);
   try {
     const target = await resolveTarget(`http://127.0.0.1:${gw.port}`, '--target');
@@ -880,8 +890,8 @@ export async function warmUp(config: ConfigName, profile: Profile, dir: string):
     const crowd = startLegit(
       ctx,
       [
-        legitPop('browser', R.calmUsers[1], R.pauseMs, 0, false),
-        legitPop('vault', R.vaultUsers[1], R.pauseMs, 0, false),
+        legitPop('browser', own?.calmUsers ?? R.calmUsers[1], R.pauseMs, 0, false),
+        legitPop('vault', own?.vaultUsers ?? R.vaultUsers[1], R.pauseMs, 0, false),
       ],
       calmAddress,
     );
