@@ -26,13 +26,19 @@
 // assets) and a Markdown summary, under bench/results/.
 //
 // usage: node bench/soak.ts [--minutes 30] [--addresses N] [--out bench/results] [--name soak] [--calm 75]
-//                           [--cap-scale 1]
+//                           [--cap-scale 1] [--node-flags '--max-semi-space-size=16 …']
 //   --cap-scale: every table's cap (and budget) × this (0.2: all full within minutes, see soakConfig)
+//   --node-flags: the flags of the gateway's `node` (V8's heap sizing: what RSS follows); by default
+//     those deploy/systemd/rempart.service starts it with (launcherFlags), `--node-flags ''` for none
+//
+// If the gateway dies during the run, the soak stops the load and still writes its report, with the
+// exit code or signal and the gateway's last log lines, verdict FAIL. Its temporary directory (config,
+// probe file) is removed on every exit, unless it holds a heap snapshot (SIGUSR1): then it is kept.
 //   --calm: seconds of legit traffic alone before the attack (the level's warm-up is 60 s)
 //   --addresses: distinct client addresses over the run (default 1,000,000 × minutes / 30)
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -328,21 +334,28 @@ const UAS = [
 
 const rnd = () => Math.random().toString(36).slice(2, 10);
 
-/** The single request of a fresh address. */
+/**
+ * The single request of a fresh address. Shares (of 40): products 7, tracking pages 6, logins 9,
+ * documents 9, searches 9. Each table that takes one key per address of a kind (login rule, sessions,
+ * documents' identities, search rule: 100,000 each at the default caps) then fills after 444,000
+ * addresses (≈ 13 minutes into a default run), before the second half the trends are fitted over:
+ * with a search share of 10 %, the search rule filled only at the end of the run, and a 30-minute run
+ * could not tell a table still filling from a leak.
+ */
 function attackRequest(i: number): string {
   const ua = UAS[i % UAS.length]!;
-  const r = i % 20;
+  const r = i % 40;
   if (r < 7) return `GET /products/${i % 5000} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\nAccept: */*\r\n\r\n`;
-  if (r < 10)
+  if (r < 13)
     return `GET /track/${rnd()}?q=${rnd()}&utm=${rnd()} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\n\r\n`;
-  if (r < 14) {
+  if (r < 22) {
     const body = `user=u${i}&password=${rnd()}`;
     return (
       `POST /login HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\nContent-Type: application/x-www-form-urlencoded\r\n` +
       `Content-Length: ${body.length}\r\n\r\n${body}`
     );
   }
-  if (r < 18) return `GET /docs/${i % 100000} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\n\r\n`;
+  if (r < 31) return `GET /docs/${i % 100000} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\n\r\n`;
   return `GET /search?q=${rnd()} HTTP/1.1\r\nHost: ${HOST}\r\nAccept: */*\r\nUser-Agent: ${ua}\r\n\r\n`;
 }
 
@@ -478,6 +491,8 @@ export interface Sample {
   level: number;
   challenges: number;
   bansActive: number;
+  /** Ban table entries, active and expired (kept for escalation until the table is full). */
+  banEntries: number;
   rateLimitKeys: Record<string, number>;
   cacheEntries: number;
   cacheMiB: number;
@@ -635,6 +650,13 @@ ${budget}
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const mb = (n: number) => n.toFixed(1);
 
+/** The flags the systemd unit gives `node` before the gateway's script (deploy/Dockerfile's are the same). */
+export function launcherFlags(unit = readFileSync(join(ROOT, 'deploy/systemd/rempart.service'), 'utf8')): string[] {
+  const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1]?.split(/\s+/) ?? [];
+  const script = exec.findIndex((w) => w.endsWith('/bin/rempart.js'));
+  return exec.slice(1, Math.max(1, script)).filter((w) => w.startsWith('--'));
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
@@ -648,6 +670,7 @@ async function main(): Promise<void> {
       legit: { type: 'string', default: '30' },
       calm: { type: 'string', default: '75' },
       'cap-scale': { type: 'string', default: '1' },
+      'node-flags': { type: 'string' },
     },
   });
   installCleanupHandlers();
@@ -664,6 +687,13 @@ async function main(): Promise<void> {
   onCleanup(() => origin.close());
   const [port, proxyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
   const dir = mkdtempSync(join(tmpdir(), 'rempart-soak-'));
+  // Removed on every exit (stopAll runs it after the gateway is stopped), but not a heap snapshot.
+  onCleanup(() => {
+    const snapshots = readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot'));
+    if (snapshots.length > 0) say(`kept ${dir}: it holds ${snapshots.join(', ')}`);
+    else rmSync(dir, { recursive: true, force: true });
+  });
+  const nodeFlags = (values['node-flags'] ?? launcherFlags().join(' ')).split(/\s+/).filter(Boolean);
   const cfgFile = join(dir, 'rempart.json');
   const probeFile = join(dir, 'probe.json');
   writeFileSync(
@@ -676,6 +706,7 @@ async function main(): Promise<void> {
     [
       // SIGUSR2 is the gateway's upgrade hand-over (it drains and exits): snapshots on SIGUSR1.
       '--heapsnapshot-signal=SIGUSR1',
+      ...nodeFlags,
       '--import',
       join(ROOT, 'bench/soak-probe.ts'),
       join(ROOT, 'bin/rempart.js'),
@@ -687,7 +718,8 @@ async function main(): Promise<void> {
   await waitForPort(proxyPort, gw);
   await waitForPort(adminPort, gw);
   say(
-    `gateway pid ${gw.pid}, proxy listener ${proxyPort}, admin ${adminPort}; ${fmt(target)} addresses over ${minutes} min`,
+    `gateway pid ${gw.pid}${nodeFlags.length ? ` (node ${nodeFlags.join(' ')})` : ''}, proxy listener ${proxyPort}, ` +
+      `admin ${adminPort}; ${fmt(target)} addresses over ${minutes} min`,
   );
 
   const load: Load = {
@@ -705,14 +737,29 @@ async function main(): Promise<void> {
   const elapsed = () => (performance.now() - t0) / 1000;
   let stop = false;
   const isStopped = () => stop;
+  // A gateway that dies mid-run (out of memory, a crash) ends the load; the report still gets written.
+  let died = null as string | null; // (set in callbacks: not narrowed to null)
+  void gw.exited.then(() => {
+    if (stop) return; // stopped by us, at the end
+    died = `gateway exited (${gw.child.exitCode !== null ? `code ${gw.child.exitCode}` : gw.child.signalCode}) at t=${Math.round(elapsed())} s`;
+    say(`${died}; its last lines:\n${gw.log.slice(-20).join('\n')}`);
+  });
 
   // The legit population starts first (calm traffic the level learns from), the attack 10 s later.
   const legit = Array.from({ length: Number(values.legit) }, (_, k) => legitClient(k, proxyPort, isStopped, load));
 
   const samples: Sample[] = [];
   const sample = async () => {
-    const p = procStatus(gw.pid);
-    const owners = anonymousByOwner(readFileSync(`/proc/${gw.pid}/smaps`, 'utf8'));
+    let p: ReturnType<typeof procStatus>;
+    let owners: ReturnType<typeof anonymousByOwner>;
+    try {
+      p = procStatus(gw.pid);
+      owners = anonymousByOwner(readFileSync(`/proc/${gw.pid}/smaps`, 'utf8'));
+    } catch (e) {
+      // ENOENT or ESRCH: the gateway is gone (the exit handler above says why); no sample.
+      if (died === null && !stop) died = `gateway gone at t=${Math.round(elapsed())} s (${(e as Error).message})`;
+      return;
+    }
     let probe = { liveBytes: Number.NaN, majorGcs: 0 };
     try {
       probe = JSON.parse(readFileSync(probeFile, 'utf8'));
@@ -738,6 +785,7 @@ async function main(): Promise<void> {
       level: metric(m, 'rempart_attack_level'),
       challenges: Object.values(metricByLabel(m, 'rempart_challenges_total', 'result')).reduce((a, b) => a + b, 0),
       bansActive: metric(m, 'rempart_bans_active'),
+      banEntries: metric(m, 'rempart_ban_entries'),
       rateLimitKeys: metricByLabel(m, 'rempart_rate_limit_keys', 'rule'),
       cacheEntries: metric(m, 'rempart_cache_entries'),
       cacheMiB: metric(m, 'rempart_cache_bytes') / MiB,
@@ -747,7 +795,7 @@ async function main(): Promise<void> {
     say(
       `t=${s.t}s rss=${mb(s.rssMiB)} (malloc ${mb(s.mallocMiB)}, V8 and stacks ${mb(s.otherAnonMiB)}) ` +
         `heap=${mb(s.heapMiB)} live=${mb(s.liveHeapMiB)} MiB addrs=${fmt(s.addresses)} req=${fmt(s.requests)} ` +
-        `level=${s.level} challenges=${s.challenges} bans=${s.bansActive} rl=${JSON.stringify(s.rateLimitKeys)} cache=${s.cacheEntries} ` +
+        `level=${s.level} challenges=${s.challenges} bans=${s.bansActive}/${s.banEntries} rl=${JSON.stringify(s.rateLimitKeys)} cache=${s.cacheEntries} ` +
         `conns=${s.connections} inflight=${inFlight} skipped=${load.skipped}`,
     );
   };
@@ -771,7 +819,7 @@ async function main(): Promise<void> {
   // 20 ticks a second; each launches the new addresses owed since the last (credit carries fractions).
   // Until the target is reached: a tick skipped while the gateway was behind is made up later (at most
   // 10 % over the duration).
-  while (elapsed() - attackStart < durationS * 1.1 && fresh < target) {
+  while (elapsed() - attackStart < durationS * 1.1 && fresh < target && died === null) {
     await sleep(50);
     const now = elapsed();
     credit += (now - last) * perSecond;
@@ -797,19 +845,24 @@ async function main(): Promise<void> {
   }
   const attackEnd = elapsed();
   const cpu = process.cpuUsage(cpu0);
-  const levelAtEnd = await getMetrics(adminPort, '/api/level');
-  say(`level: ${levelAtEnd.slice(0, 1500)}`);
+  if (died === null) {
+    const levelAtEnd = await getMetrics(adminPort, '/api/level');
+    say(`level: ${levelAtEnd.slice(0, 1500)}`);
+  }
   say(`attack done: ${fmt(fresh)} fresh addresses in ${Math.round(attackEnd - attackStart)} s; draining`);
-  const until = Date.now() + 20_000;
+  const until = Date.now() + (died === null ? 20_000 : 2_000);
   while (inFlight > 0 && Date.now() < until) await sleep(100);
+  const gatewayDied = died !== null; // from here on, our own stop is not a death
   stop = true;
-  await Promise.race([Promise.all(legit), sleep(15_000)]);
-  // Two last samples after the load: what memory settles to.
-  await sleep(SAMPLE_MS);
+  await Promise.race([Promise.all(legit), sleep(died === null ? 15_000 : 2_000)]);
+  // A last sample after the load: what memory settles to.
+  if (died === null) await sleep(SAMPLE_MS);
   clearInterval(sampler);
   await sample();
+  if (samples.length === 0) throw new Error(died ?? 'no sample taken');
 
   // ---- the figures
+  // (The whole attack: "firstHalf" is the first part to halve.)
   const firstHalf = samples.filter((s) => s.t >= attackStart && s.t <= attackEnd);
   const secondHalf = firstHalf.filter((s) => s.t >= attackStart + (attackEnd - attackStart) / 2);
   const hours = (xs: Sample[]) => xs.map((s) => s.t / 3600);
@@ -847,6 +900,12 @@ async function main(): Promise<void> {
   const mallocTrend = trend(secondHalf, (s) => s.mallocMiB);
   const v8Trend = trend(secondHalf, (s) => s.otherAnonMiB);
   const lastThird = firstHalf.filter((s) => s.t >= attackStart + ((attackEnd - attackStart) * 2) / 3);
+  // Over the whole attack too: a table still filling at the end shows here and in the second half alike.
+  const rssTrendAll = slope(
+    hours(firstHalf),
+    firstHalf.map((s) => s.rssMiB),
+  );
+  const liveTrendAll = trend(firstHalf, (s) => s.liveHeapMiB);
   const rssTrend3 = slope(
     hours(lastThird),
     lastThird.map((s) => s.rssMiB),
@@ -888,7 +947,7 @@ async function main(): Promise<void> {
   const livePeak = Math.max(...lives);
   const heapWithin = haveLive ? livePeak <= liveBase + budget + 4 : floorPeak <= heapLimit;
   const within = heapWithin && peakRss <= rssLimit;
-  const verdict = flat && leakFree && within ? 'pass' : 'FAIL';
+  const verdict = flat && leakFree && within && !gatewayDied ? 'pass' : 'FAIL';
   const legitShare = load.legit.requests ? load.legit.ok / load.legit.requests : 0;
   const statuses = Object.fromEntries([...load.statuses].sort((a, b) => a[0] - b[0]));
   const result = {
@@ -932,6 +991,8 @@ async function main(): Promise<void> {
       liveHeapLimitMiB: liveBase + budget + 4,
       heapEndMiB: end.heapMiB,
       rssTrendMiBPerHour: rssTrend,
+      rssTrendWholeAttackMiBPerHour: rssTrendAll,
+      liveHeapTrendWholeAttackMiBPerHour: liveTrendAll,
       heapTrendMiBPerHour: heapTrend,
       rssTrendLastThirdMiBPerHour: rssTrend3,
       heapTrendLastThirdMiBPerHour: heapTrend3,
@@ -948,12 +1009,26 @@ async function main(): Promise<void> {
       rssLimitMiB: rssLimit,
     },
     verdict,
+    gatewayDied: died,
     samples,
   };
   mkdirSync(values.out, { recursive: true });
   const base = join(values.out, values.name);
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 1)}\n`);
   const last2 = end.rateLimitKeys;
+  // When each capped table was full (minutes into the run): the heap's growth from tables ends there.
+  const keysCap = Math.max(1000, Math.round(100_000 * capScale));
+  const firstAt = (f: (s: Sample) => boolean) => {
+    const s = samples.find(f);
+    return s === undefined ? 'not full' : `${(s.t / 60).toFixed(1)} min`;
+  };
+  const fullAt = [
+    ...Object.keys(last2)
+      .filter((rule) => !rule.endsWith('/24'))
+      .map((rule) => `${rule} ${firstAt((s) => (s.rateLimitKeys[rule] ?? 0) >= keysCap * 0.995)}`),
+    `cache ${firstAt((s) => s.cacheMiB >= 64 * capScale * 0.98)}`, // cache.maxBytes: 64 MiB by default
+    `ban table (${fmt(keysCap)}) ${firstAt((s) => s.banEntries >= keysCap * 0.995)}`,
+  ];
   const summary = [
     `Command: \`${result.command}\` (${result.date.slice(0, 16)}Z, gateway pid alone, 2 shared cores).`,
     '',
@@ -968,13 +1043,17 @@ async function main(): Promise<void> {
     `| RSS start → attack start → plateau (2nd half mean) → peak → end | ${mb(start.rssMiB)} → ${mb(attackFirst.rssMiB)} → ${mb(plateauRss)} → ${mb(peakRss)} → ${mb(end.rssMiB)} MiB |`,
     `| heap start → plateau → peak → end (highest per-minute floor) | ${mb(start.heapMiB)} → ${mb(plateauHeap)} → ${mb(peakHeap)} → ${mb(end.heapMiB)} MiB (${mb(floorPeak)}) |`,
     `| trend over the 2nd half (last third) | RSS ${mb(rssTrend)} (${mb(rssTrend3)}) MiB/h, heap ${mb(heapTrend)} (${mb(heapTrend3)}) MiB/h, heap floor ${mb(heapFloorTrend)} MiB/h |`,
+    `| trend over the whole attack | RSS ${mb(rssTrendAll)} MiB/h, live heap ${mb(liveTrendAll)} MiB/h |`,
     `| RSS by part: plateau, trend over the 2nd half | live heap (after a full GC) ${mb(plateauLive)} MiB, ${mb(liveTrend)} MiB/h; malloc arenas ${mb(plateauMalloc)} MiB, ${mb(mallocTrend)} MiB/h; V8 pages and stacks ${mb(v8Trend)} MiB/h |`,
     `| budget of the tables exercised | ${fmt(budget)} MiB: ${haveLive ? `live heap ≤ ${mb(liveBase + budget + 4)} (peak ${mb(livePeak)})` : `heap floor ≤ ${mb(heapLimit)}`}, RSS ≤ ${mb(rssLimit)} MiB (docs/memory-budgets.md rule) |`,
-    `| tables at the end | rate-limit keys ${JSON.stringify(last2)}, bans ${end.bansActive}, cache ${fmt(end.cacheEntries)} entries / ${mb(end.cacheMiB)} MiB |`,
+    `| tables at the end | rate-limit keys ${JSON.stringify(last2)}, bans ${end.bansActive} active / ${fmt(end.banEntries)} entries, cache ${fmt(end.cacheEntries)} entries / ${mb(end.cacheMiB)} MiB |`,
+    `| tables full (first sample at ≥ 99.5 % of the cap) | ${fullAt.join(', ')} |`,
     `| CPU: gateway, generator + origin | ${fmt(result.gatewayCpuSeconds)} s, ${fmt(result.generatorCpuSeconds)} s |`,
-    `| verdict | **${verdict}** (RSS ${flat ? 'flat' : 'GROWING'}, ${leakFree ? 'live heap and arenas flat' : 'LIVE HEAP OR ARENAS GROWING'}, ${within ? 'within budget' : 'OVER BUDGET'}) |`,
+    `| verdict | **${verdict}** (${died !== null ? died.toUpperCase() : `RSS ${flat ? 'flat' : 'GROWING'}, ${leakFree ? 'live heap and arenas flat' : 'LIVE HEAP OR ARENAS GROWING'}, ${within ? 'within budget' : 'OVER BUDGET'}`}) |`,
   ].join('\n');
-  writeFileSync(`${base}.md`, `# Soak\n\n${summary}\n\nPlot: ${values.name}.html\n`);
+  const tail =
+    died === null ? '' : `\n\nThe gateway's last lines:\n\n\`\`\`\n${gw.log.slice(-20).join('\n')}\n\`\`\`\n`;
+  writeFileSync(`${base}.md`, `# Soak\n\n${summary}\n\nPlot: ${values.name}.html\n${tail}`);
   const html = `<!doctype html><meta charset="utf-8"><title>Rempart soak</title>
 <style>body{font-family:sans-serif;max-width:960px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}</style>
 <h1>Rempart soak: ${minutes} min, ${fmt(result.addresses.distinct)} client addresses</h1>
@@ -994,6 +1073,7 @@ ${summary
   writeFileSync(`${base}.html`, html);
   process.stdout.write(`${summary}\n\nwritten: ${base}.json, ${base}.html, ${base}.md\n`);
   await stopAll();
+  if (died !== null) process.exitCode = 1;
 }
 
 if (import.meta.main) {

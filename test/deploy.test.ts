@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { validateConfig } from '../src/config/load.ts';
 import { startGateway, startUpstream, tempDir } from './helpers.ts';
+import { launcherFlags } from '../bench/soak.ts';
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 
@@ -136,7 +137,9 @@ test('the Dockerfile: a digest-pinned Node 24 base, the packed package, a non-ro
   assert.ok(user && !/^(root|0)(:|$)/.test(user.args), `USER ${user?.args}`);
   assert.ok(runtime.indexOf(user) < runtime.findIndex((i) => i.op === 'ENTRYPOINT'));
   const entry = JSON.parse(runtime.find((i) => i.op === 'ENTRYPOINT')!.args) as string[];
-  assert.deepEqual(entry, ['node', `/opt/rempart/${pkg.bin.rempart}`]);
+  // node, V8's heap flags (the systemd unit's: bench/soak.ts measures the gateway with them), the bin.
+  assert.deepEqual(entry, ['node', ...launcherFlags(), `/opt/rempart/${pkg.bin.rempart}`]);
+  assert.ok(launcherFlags().includes('--max-semi-space-size=16'));
   assert.ok(pkg.files.includes(pkg.bin.rempart), 'the bin is in the package');
   // The default config: valid, listening on all interfaces of the container, admin on loopback.
   const cmd = JSON.parse(runtime.find((i) => i.op === 'CMD')!.args) as string[];
@@ -190,7 +193,9 @@ test('the systemd unit starts the installed package, and its audit database is i
       assert.match(line, /^[A-Za-z]+=/, `unit line: ${line}`);
   const key = (k: string) => [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => m[1]!);
   // `npm install --prefix /opt/rempart rempart-X.tgz` puts the package's bin here.
-  const exec = /^(\S+) (\S+) (.*)$/.exec(key('ExecStart')[0]!)!;
+  const exec = /^(\S+) ((?:--\S+ )*)(\S+) (.*)$/.exec(key('ExecStart')[0]!)!;
+  assert.deepEqual(exec[2]!.split(' ').filter(Boolean), launcherFlags(unit));
+  exec.splice(2, 1); // the bin and its arguments where they were before the flags
   assert.equal(exec[2], `/opt/rempart/node_modules/rempart/${pkg.bin.rempart}`);
   assert.ok(pkg.files.includes(pkg.bin.rempart));
   assert.match(exec[3]!, /--config \/etc\/rempart\/rempart\.yaml/);

@@ -153,6 +153,7 @@ export function createMetrics() {
   const defenseReaders = {
     attackLevel: (_g: Gauge): void => {},
     bansActive: (_g: Gauge): void => {},
+    banEntries: (_g: Gauge): void => {},
     rateLimitKeys: (_g: Gauge<'rule'>): void => {},
     signatures: (_g: Gauge): void => {},
   };
@@ -180,6 +181,14 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         defenseReaders.bansActive(this);
+      },
+    }),
+    banEntries: new Gauge({
+      name: 'rempart_ban_entries',
+      help: 'Ban table entries: active bans and expired ones remembered for escalation (≤ defense.bans.maxEntries).',
+      registers: [registry],
+      collect() {
+        defenseReaders.banEntries(this);
       },
     }),
     bans: new Counter({

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { createManualClock } from '../../core/clock.ts';
 import { validateConfig } from '../../config/load.ts';
 import { compileRuntime, type Runtime } from '../../pipeline/runtime.ts';
+import { createMetrics } from '../../core/metrics.ts';
 import { BanTable } from './table.ts';
 import { parseTarget, canonicalAddress } from './target.ts';
 import { NftMirror, addLine, deleteLine, setupScript } from './nftables.ts';
@@ -80,6 +81,24 @@ test('bans expire with the clock', () => {
   assert.equal(t.isBanned('192.0.2.1'), false);
   assert.equal(t.activeCount(), 0);
   assert.deepEqual(t.list(), []);
+});
+
+test('the gauges: rempart_bans_active counts bans in force, rempart_ban_entries the expired ones kept too', async () => {
+  const clock = createManualClock();
+  const metrics = createMetrics();
+  const t = new BanTable(clock, { metrics, getRuntime: runtimeWith({ maxEntries: 16 }) });
+  const ban = (k: number) => t.ban(`192.0.2.${k}`, 60000, 'test', '', 'rule:x');
+  for (let k = 1; k <= 15; k++) ban(k);
+  clock.advance(60000);
+  ban(16);
+  let text = await metrics.registry.metrics();
+  assert.match(text, /^rempart_bans_active 1$/m);
+  assert.match(text, /^rempart_ban_entries 16$/m, 'expired bans stay for escalation');
+  // Full: a new ban takes an expired entry's place, the table stays at maxEntries.
+  ban(17);
+  text = await metrics.registry.metrics();
+  assert.match(text, /^rempart_bans_active 2$/m);
+  assert.match(text, /^rempart_ban_entries 16$/m);
 });
 
 test('offences past the threshold within the window make a ban; fewer, or spread out, never do', () => {

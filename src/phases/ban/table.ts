@@ -154,7 +154,11 @@ export class BanTable implements BanList {
     this.#log = options.log ?? null;
     this.#metrics = options.metrics ?? null;
     this.#nftRunner = options.nftRunner;
-    if (this.#metrics !== null) this.#metrics.defenseReaders.bansActive = (g) => g.set(this.activeCount());
+    if (this.#metrics !== null) {
+      this.#metrics.defenseReaders.bansActive = (g) => g.set(this.activeCount());
+      // Expired bans stay (escalation history) until the table is full: a table that fills for hours.
+      this.#metrics.defenseReaders.banEntries = (g) => g.set(this.#entries.size);
+    }
   }
 
   get mode(): GuardMode {
