@@ -419,7 +419,7 @@ test('logs: JSON when not a terminal, one readable line per request with --log-f
       await gw.waitFor((out) => / GET \/hello 200 /.test(out));
       assert.match(
         gw.out(),
-        /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded protocol=h1 route=default class=public upstream=origin$/m,
+        /^\S+Z GET \/hello 200 [\d.]+ms 127\.0\.0\.1 forwarded protocol=h1 route=default class=public cache=miss:not_stored:no_freshness upstream=origin$/m,
       );
       assert.match(gw.out(), /^\S+Z INFO rempart started /m);
       assert.doesNotMatch(gw.out(), /^\{/m);
