@@ -22,6 +22,23 @@ export function hashPair(s: string, out: Uint32Array): void {
   out[1] = (h2 | 1) >>> 0;
 }
 
+/**
+ * hashPair's two FNV-1a variants over `s` from index `from`, started from `out` (a hash of what
+ * precedes): the address's hash from its prefix's, without hashing the prefix's characters again.
+ */
+export function hashPairFrom(s: string, from: number, out: Uint32Array): void {
+  let h1 = out[0]!;
+  let h2 = out[1]!;
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
+  out[0] = h1 >>> 0;
+  out[1] = (h2 | 1) >>> 0;
+}
+
 const HASHES = 4;
 
 class Bloom {

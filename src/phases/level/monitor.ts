@@ -293,11 +293,11 @@ export class AttackLevelMonitor implements AttackLevelView {
 
     // Learn only from calm: no anomaly this tick, nothing detected, nothing pinned above calm.
     // Prefixes also from a raised level whose clients have behaved like calm's for its last
-    // BEHAVING_TICKS seconds (a crowd: its returning visitors are not new next time), never under an override, and
-    // never from a tick with a behaviour signal at the hold bar: a flood cannot teach its prefixes in
-    // while it behaves unlike calm, and one that behaves like calm is a crowd to the level anyway.
-    // Counted only while the behaviour signals can be measured (warm, enough traffic; a quiet second
-    // neither counts nor resets).
+    // BEHAVING_TICKS seconds (a crowd: its returning visitors are not new next time), never under
+    // an override, and never from a tick with a behaviour signal at the hold bar: a flood cannot
+    // teach its prefixes in while it behaves unlike calm, and one that behaves like calm is a crowd
+    // to the level anyway. Counted only while the behaviour signals can be measured (warm, enough
+    // traffic; a quiet second neither counts nor resets).
     if (!f.warm || scores.strangeness >= c.holdFactor || scores.drift >= c.holdFactor) this.#behavingTicks = 0;
     else if (f.ratePerSecond >= c.minRatePerSecond) this.#behavingTicks++;
     if (enter === AttackLevel.calm && this.detected === AttackLevel.calm && this.level === AttackLevel.calm) {

@@ -18,7 +18,7 @@ import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
 import { SpaceSaving, divergence, unseenShare, type HeavyHitter, type SpaceSavingState } from './space-saving.ts';
 import { FEATURES, FeatureIndex, featureValue, type FeatureName } from './features.ts';
-import { FamiliarPrefixes, hashPair, type FamiliarState } from './familiar.ts';
+import { FamiliarPrefixes, hashPair, hashPairFrom, type FamiliarState } from './familiar.ts';
 
 export type LevelConfig = Config['defense']['level'];
 export type SignaturesConfig = Config['defense']['signatures'];
@@ -177,7 +177,7 @@ export class TrafficObserver {
         this.#pendingCount++;
       }
     }
-    this.#pacePending[this.#paceOf(ctx)]!++;
+    this.#pacePending[this.#paceOf(ctx, h)]!++;
     if (--this.#countdown > 0) return;
     // Jittered so a client cannot time its requests between samples.
     this.#countdown = this.sampleEvery === 1 ? 1 : 1 + Math.floor(Math.random() * (2 * this.sampleEvery - 1));
@@ -188,10 +188,19 @@ export class TrafficObserver {
    * The client's recent count before this request, as its log2 bucket, and this request counted.
    * The client is the address for IPv4 and the /64 for IPv6 (where one host holds 2^64 addresses).
    */
-  #paceOf(ctx: RequestContext): number {
+  #paceOf(ctx: RequestContext, prefixHash: Uint32Array): number {
     const prefix = ctx.clientPrefix;
+    const address = ctx.clientAddress;
     const h = this.#clientHash;
-    hashPair(prefix.indexOf(':') === -1 ? ctx.clientAddress : prefix, h);
+    h[0] = prefixHash[0]!;
+    h[1] = prefixHash[1]!;
+    // IPv6: the /64 is the client (its hash is the prefix's). IPv4 `a.b.c.d` with prefix `a.b.c`:
+    // only `.d` is left to hash; another spelling (IPv4-mapped IPv6) is hashed whole.
+    if (prefix.indexOf(':') === -1) {
+      if (address.length > prefix.length && address.charCodeAt(prefix.length) === 46 && address.startsWith(prefix))
+        hashPairFrom(address, prefix.length, h);
+      else hashPair(address, h);
+    }
     const cells = this.#paceCells;
     const a = h[0]! & PACE_MASK;
     const b = PACE_ROW + (h[1]! & PACE_MASK);
