@@ -303,13 +303,19 @@ export class MemorySessionStore implements SessionStore {
       return false;
     }
     if (u.paced) {
-      // GCRA: one request every `interval`, `burst` at once; a refused request does not spend.
+      // GCRA: one request every `interval`, `burst` at once. A refused request spends too, up to one
+      // more burst of debt: a client that keeps going past its Retry-After stays refused (no trickle
+      // of one request a second), one that stops waits at most `burst` intervals.
       const interval = 60_000 / pace.ratePerMinute;
+      const tau = (pace.burst - 1) * interval;
       const tat = Math.max(s.paceTatMs, nowMs);
-      const over = tat - nowMs - (pace.burst - 1) * interval;
+      const over = tat - nowMs - tau;
       if (over > 0) {
+        const next = tat + interval;
+        const cap = nowMs + 2 * tau + interval;
+        s.paceTatMs = next < cap ? next : cap;
         this.lastRefusal = Refused.pace;
-        this.retryAfterMs = over;
+        this.retryAfterMs = s.paceTatMs - nowMs - tau;
         return false;
       }
       s.paceTatMs = tat + interval;
