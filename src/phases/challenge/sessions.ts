@@ -275,6 +275,20 @@ export class MemorySessionStore implements SessionStore {
     return this.#withinBounds(s, nowMs, usage);
   }
 
+  /**
+   * Charge `tokens` more requests to a credential's pace budget (its holder was shed by admission:
+   * a client that keeps being shed is flooding, not browsing), up to the same bounded debt.
+   */
+  spend(id: string, nowMs: number, tokens: number): void {
+    if (this.#table.size === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return;
+    const s = this.#table.get(hashId(id));
+    if (s === undefined) return;
+    const interval = 60_000 / this.#pace.ratePerMinute;
+    const cap = nowMs + (2 * (this.#pace.burst - 1) + 1) * interval;
+    const next = Math.max(s.paceTatMs, nowMs) + tokens * interval;
+    s.paceTatMs = next < cap ? next : cap;
+  }
+
   #withinBounds(s: Session, nowMs: number, u: Usage): boolean {
     const b = this.#bounds;
     const pace = this.#pace;
