@@ -572,7 +572,8 @@ async function drive(
     for (let i = start; i < end; ) {
       if (pipe.closed) pipe = new Pipe(child.port, localAddress(w, n++));
       if (sc.drive === 'challenge') {
-        // Ask for a challenge (API door), solve it (1 bit), redeem it from a cookie among 2 KB of others.
+        // Ask for a challenge (API door), solve it (1 bit, more as the prefix buys clearances: the
+        // token's third field), redeem it from a cookie among 2 KB of others.
         const ask = get('/.rempart/challenge/verify', 'Accept: application/json\r\nUser-Agent: mb\r\n');
         const data: Buffer[] = [];
         const onData = (c: Buffer) => data.push(c);
@@ -583,7 +584,7 @@ async function drive(
         const m = /\r\nrempart-challenge: ([^\r\n]+)/i.exec(Buffer.concat(data).toString('latin1'));
         if (m === null) throw new Error(`no challenge in: ${Buffer.concat(data).toString('latin1').slice(0, 300)}`);
         // The scenario's request names the headers; its `__rempart_sol=<i>` becomes the solution.
-        const solution = solve(m[1]!, 1);
+        const solution = solve(m[1]!, Number(m[1]!.split('.')[2]));
         const headers = sc.request(i).replace(/__rempart_sol=\d+$/, `__rempart_sol=${solution}`);
         if ((await pipe.send(get('/', `${headers}\r\n`), 1)) === 1) i++;
       } else {

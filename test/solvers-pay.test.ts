@@ -92,6 +92,7 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
   const firstRefusal = seen.indexOf(429);
   assert.ok(firstRefusal > 0 && firstRefusal <= 50, `429 from request ${firstRefusal}: ${seen.join(',')}`);
   assert.ok(passed < 60, `${passed} of 200 reached the origin`);
+  assert.equal(seen.slice(firstRefusal).filter((x) => x === 200).length, 0, 'refused while it keeps going: no trickle');
   assert.equal(s.up.requests.length - before, passed);
   const banned = s.gw.gateway.defense.bans.isBanned('198.51.100.7');
   assert.ok(banned, 'banned after refusals');
@@ -99,6 +100,15 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
     seen.slice(-20).every((x) => x !== 200),
     `banned at the end: ${seen.slice(-20).join(',')}`,
   );
+  // A client past its budget that stops and waits the Retry-After it was given gets through again.
+  const eager = client('192.0.2.44', 'Mozilla/5.0 Eager');
+  const eagerHeaders = { ...eager, 'rempart-clearance': await clearanceFor(s, eager) };
+  for (let k = 0; k < 40; k++) assert.equal(await status(s, `/e${k}`, eagerHeaders), 200);
+  const over = await fetch(`${s.gw.url}/e41`, { headers: eagerHeaders });
+  assert.equal(over.status, 429);
+  await over.text();
+  s.clock.advance(Number(over.headers.get('retry-after')) * 1000);
+  assert.equal(await status(s, '/e42', eagerHeaders), 200);
   // A person: a page and its 30 assets, 30 s of reading, five times: never refused.
   for (let page = 0; page < 5; page++) {
     for (let k = 0; k < 30; k++) assert.equal(await status(s, `/p${page}/asset${k}`, personHeaders), 200);

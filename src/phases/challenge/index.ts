@@ -421,7 +421,36 @@ export async function createChallengeGuard(
     },
   };
 
+  /**
+   * A known client shed by admission (the origin is full and it is still sending) pays `shedCost`
+   * requests of its pace budget for each: one that keeps being shed soon is over its budget.
+   */
+  function charge(ctx: RequestContext): void {
+    const cost = deps.getRuntime().config.defense.familiarity.budget.shedCost;
+    if (cost === 0) return;
+    const headers = ctx.req.headers;
+    const cookies = headers.cookie;
+    const now = deps.clock.wallMs();
+    let clearance = headerString(headers[CLEARANCE_HEADER]);
+    if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
+    if (clearance !== '') clearanceUsage.spend(clearance, now, cost);
+    const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
+    if (name !== '' && cookies !== undefined) {
+      const n = cookieValues(cookies, name, sids, false);
+      for (let i = 0; i < n; i++) sessions.spend(sids[i]!, now, cost);
+    }
+    if (jwt !== null) {
+      const token = jwt.tokenFrom(headers);
+      if (token !== '') jwtUsage.spend(token, now, cost);
+    }
+  }
+
   const challenge: Phase = {
+    onDone(ctx: RequestContext) {
+      if (ctx.knownState !== 1) return;
+      const r = ctx.reason;
+      if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT') charge(ctx);
+    },
     name: 'challenge',
     onRequest(ctx: RequestContext) {
       const config = deps.getRuntime().config;

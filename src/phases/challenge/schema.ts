@@ -132,6 +132,13 @@ export const FamiliaritySchema = Obj(
           description:
             'Client addresses (an IPv6 client: its /64) one clearance may be used from within `sessionBounds.windowSec` (it is already bound to one prefix and one User-Agent); from more it is a clearance shared by a farm, not known for the rest of the window (bits of a 30-bit mask: may trip one late, never early). 0: not counted.',
         }),
+        shedCost: Type.Integer({
+          minimum: 0,
+          maximum: 1_000,
+          default: 5,
+          description:
+            'Requests of its budget a known client pays each time admission sheds one of its requests (queue full or deadline passed): a client that keeps being shed while it keeps sending is flooding, and is soon over its budget. 0: shedding costs nothing more.',
+        }),
         banAfter: Type.Integer({
           minimum: 0,
           maximum: 1_000_000,

@@ -275,6 +275,20 @@ export class MemorySessionStore implements SessionStore {
     return this.#withinBounds(s, nowMs, usage);
   }
 
+  /**
+   * Charge `tokens` more requests to a credential's pace budget (its holder was shed by admission:
+   * a client that keeps being shed is flooding, not browsing), up to the same bounded debt.
+   */
+  spend(id: string, nowMs: number, tokens: number): void {
+    if (this.#table.size === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return;
+    const s = this.#table.get(hashId(id));
+    if (s === undefined) return;
+    const interval = 60_000 / this.#pace.ratePerMinute;
+    const cap = nowMs + (2 * (this.#pace.burst - 1) + 1) * interval;
+    const next = Math.max(s.paceTatMs, nowMs) + tokens * interval;
+    s.paceTatMs = next < cap ? next : cap;
+  }
+
   #withinBounds(s: Session, nowMs: number, u: Usage): boolean {
     const b = this.#bounds;
     const pace = this.#pace;
@@ -303,13 +317,19 @@ export class MemorySessionStore implements SessionStore {
       return false;
     }
     if (u.paced) {
-      // GCRA: one request every `interval`, `burst` at once; a refused request does not spend.
+      // GCRA: one request every `interval`, `burst` at once. A refused request spends too, up to one
+      // more burst of debt: a client that keeps going past its Retry-After stays refused (no trickle
+      // of one request a second), one that stops waits at most `burst` intervals.
       const interval = 60_000 / pace.ratePerMinute;
+      const tau = (pace.burst - 1) * interval;
       const tat = Math.max(s.paceTatMs, nowMs);
-      const over = tat - nowMs - (pace.burst - 1) * interval;
+      const over = tat - nowMs - tau;
       if (over > 0) {
+        const next = tat + interval;
+        const cap = nowMs + 2 * tau + interval;
+        s.paceTatMs = next < cap ? next : cap;
         this.lastRefusal = Refused.pace;
-        this.retryAfterMs = over;
+        this.retryAfterMs = s.paceTatMs - nowMs - tau;
         return false;
       }
       s.paceTatMs = tat + interval;

@@ -259,3 +259,31 @@ test('JWT: a token that verified is not verified again until it expires; forged 
     assert.equal(v.isValid(token({ exp: NOW / 1000 + 60, sub: `u${i}` }), NOW), true);
   assert.equal(v.verifiedSize, VERIFIED_MAX);
 });
+
+test('pace budget: a burst, then refused while the client keeps going (bounded debt); shed requests cost more', () => {
+  const pace = { ratePerMinute: 60, burst: 5, maxAddresses: 2 };
+  const s = new MemorySessionStore(10, 3600, undefined, pace);
+  const paced: Usage = {
+    prefix: '198.51.100',
+    userAgent: 'UA',
+    address: '198.51.100.1',
+    underAttack: false,
+    paced: true,
+  };
+  s.grant('p', NOW);
+  const first = [0, 1, 2, 3, 4, 5].map(() => s.isKnown('p', NOW, paced));
+  assert.deepEqual(first, [true, true, true, true, true, false]);
+  assert.equal(s.retryAfterMs > 0 && s.retryAfterMs <= 2000, true, `retry after ${s.retryAfterMs} ms`);
+  // Ten more refused at 10 a second: still refused a second later (no trickle), not past one more burst.
+  for (let i = 1; i <= 10; i++) assert.equal(s.isKnown('p', NOW + i * 100, paced), false);
+  assert.equal(s.isKnown('p', NOW + 2000, paced), false);
+  assert.ok(s.retryAfterMs <= 5000, `the debt is bounded: ${s.retryAfterMs} ms`);
+  assert.equal(s.isKnown('p', NOW + 2000 + s.retryAfterMs, paced), true, 'waiting its Retry-After is enough');
+  // Shedding: a fresh session charged 5 for one shed request is over its burst at once.
+  s.grant('q', NOW);
+  s.spend('q', NOW, 5);
+  assert.equal(s.isKnown('q', NOW, paced), false);
+  // Not paced (calm): never counted.
+  s.grant('r', NOW);
+  for (let i = 0; i < 20; i++) assert.equal(s.isKnown('r', NOW, { ...paced, paced: false }), true);
+});
