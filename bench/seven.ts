@@ -61,12 +61,13 @@ async function startNginx(originUrl: string): Promise<Gateway> {
     stderr += c.toString('utf8');
   });
   let exited = false;
+  // If this process exits first (Ctrl-C, a crash), nginx goes with it, never left behind.
+  const killNginx = () => proc.kill('SIGTERM'); // the master stops its worker; a SIGKILL would orphan it
+  process.once('exit', killNginx);
   const exit = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   void exit.then(() => {
     exited = true;
-  });
-  process.once('exit', () => {
-    if (!exited) proc.kill('SIGKILL');
+    process.off('exit', killNginx);
   });
   const until = Date.now() + 10_000;
   while (!(await canConnect(port))) {
@@ -82,10 +83,17 @@ async function startNginx(originUrl: string): Promise<Gateway> {
     logFile: join(dir, 'error.log'),
     dir,
     proc,
-    stop: async (graceMs = 2000) => {
+    stop: async (graceMs = 5000) => {
       if (exited) return;
       proc.kill('SIGTERM'); // fast shutdown
-      const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      const t = setTimeout(() => {
+        // Its workers first (Linux lists a process's children in /proc), so none is orphaned.
+        try {
+          const pids = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim().split(/\s+/);
+          for (const pid of pids) if (pid) process.kill(Number(pid), 'SIGKILL');
+        } catch {}
+        proc.kill('SIGKILL');
+      }, graceMs);
       await exit;
       clearTimeout(t);
     },
@@ -117,6 +125,8 @@ async function main(): Promise<void> {
       gateways.push({ name: 'nginx', config: 'zero', start: startNginx });
     } else throw new Error(`--gateways: zero, demo or nginx (got "${g}")`);
   }
+  // The code measured: read before the runs (a commit made meanwhile must not relabel them).
+  const rev = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
   const report = await runSeven({
     gateways,
     drills,
@@ -125,7 +135,6 @@ async function main(): Promise<void> {
   });
   // nginx runs as a master and a worker: the master's CPU (what the drill reads) says nothing.
   for (const r of report.runs) if (r.gateway === 'nginx') r.outcome.cpu.gatewayPct = null;
-  const rev = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
   const command = `node bench/seven.ts ${process.argv.slice(2).join(' ')}`.trim();
   const head =
     `\`${command}\` on git ${rev || '?'}, ${report.startedAt.slice(0, 16)}Z, ${report.durationSec} s; ` +
