@@ -43,7 +43,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { freePort, installCleanupHandlers, onCleanup, sleep, startProcess, stopAll, waitForPort } from './lib/procs.ts';
+import {
+  freePort,
+  installCleanupHandlers,
+  isStopping,
+  onCleanup,
+  sleep,
+  startProcess,
+  stopAll,
+  waitForPort,
+} from './lib/procs.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MiB = 1024 * 1024;
@@ -740,7 +749,7 @@ async function main(): Promise<void> {
   // A gateway that dies mid-run (out of memory, a crash) ends the load; the report still gets written.
   let died = null as string | null; // (set in callbacks: not narrowed to null)
   void gw.exited.then(() => {
-    if (stop) return; // stopped by us, at the end
+    if (stop || isStopping()) return; // stopped by us: at the end, or on Ctrl-C
     died = `gateway exited (${gw.child.exitCode !== null ? `code ${gw.child.exitCode}` : gw.child.signalCode}) at t=${Math.round(elapsed())} s`;
     say(`${died}; its last lines:\n${gw.log.slice(-20).join('\n')}`);
   });
@@ -757,7 +766,8 @@ async function main(): Promise<void> {
       owners = anonymousByOwner(readFileSync(`/proc/${gw.pid}/smaps`, 'utf8'));
     } catch (e) {
       // ENOENT or ESRCH: the gateway is gone (the exit handler above says why); no sample.
-      if (died === null && !stop) died = `gateway gone at t=${Math.round(elapsed())} s (${(e as Error).message})`;
+      if (died === null && !stop && !isStopping())
+        died = `gateway gone at t=${Math.round(elapsed())} s (${(e as Error).message})`;
       return;
     }
     let probe = { liveBytes: Number.NaN, majorGcs: 0 };
