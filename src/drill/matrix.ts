@@ -407,8 +407,8 @@ export async function startGateway(config: ConfigName, originUrl: string, stateF
 export interface OriginProcess {
   url: string;
   model: OriginModel;
-  /** Its counters (GET /__origin/stats); null when it does not answer. */
-  stats(): Promise<ModelStats | null>;
+  /** Its counters (GET /__origin/stats); null when it does not answer within `tries` attempts. */
+  stats(tries?: number): Promise<ModelStats | null>;
   close(): Promise<void>;
 }
 
@@ -439,13 +439,19 @@ export async function startOriginProcess(model: OriginModel): Promise<OriginProc
   return {
     url,
     model,
-    stats: async () => {
-      try {
-        const res = await fetch(`${url}/__origin/stats`, { signal: AbortSignal.timeout(2000) });
-        return (await res.json()) as ModelStats;
-      } catch {
-        return null;
+    // On a loaded machine the origin's child can take seconds to answer: a missed read must not be
+    // taken for "nothing reached the origin" (it read as 0 % of the attack before), so retry, and let
+    // the caller report the figure as unknown when every try failed.
+    stats: async (tries = 4) => {
+      for (let attempt = 0; attempt < tries; attempt++) {
+        try {
+          const res = await fetch(`${url}/__origin/stats`, { signal: AbortSignal.timeout(5000) });
+          return (await res.json()) as ModelStats;
+        } catch {
+          await new Promise((r) => setTimeout(r, 250));
+        }
       }
+      return null;
     },
     close: async () => {
       proc.stdin!.end();
@@ -685,7 +691,7 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
     const cpu0 = process.cpuUsage();
     const everySecond = setInterval(() => {
       void metrics.poll(rec);
-      void origin.stats().then((st) => {
+      void origin.stats(1).then((st) => {
         if (st === null) return;
         series.originAttack.push(st.received.attack - prev.attack);
         series.originLegit.push(st.received.legit - prev.legit);
@@ -733,7 +739,8 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
       return c ? Math.round((c.atSec - s.calmSec) * 10) / 10 : null;
     };
     const maxLevel = log.levelChanges.reduce((m, x) => Math.max(m, rank[x.to] ?? 0), 0);
-    const st = (await origin.stats()) ?? {
+    const stRead = await origin.stats();
+    const st = stRead ?? {
       received: { attack: 0, legit: 0, other: 0 },
       served: 0,
       rejected: 0,
@@ -801,7 +808,7 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
       challengedUsers: crowds.reduce((n, c) => n + c.challengedUsers(), 0),
       refusedUsers: crowds.reduce((n, c) => n + c.refusedUsers(), 0),
       users: crowds.reduce((n, c) => n + c.users, 0),
-      attackReachPct: attack ? pct(st.received.attack, attack.sent) : null,
+      attackReachPct: attack && stRead ? pct(st.received.attack, attack.sent) : null,
       attack,
       produced,
       producedNote,
