@@ -245,12 +245,16 @@ test('percentiles interpolate inside the bucket like histogram_quantile', () => 
 
 test('the feed says whether admission is on, so the queue chart can say why nothing queues', async (t) => {
   const up = await startUpstream(t);
-  const off = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
+  // Admission is on by default: `off` is set explicitly where the test needs it off.
+  const off = await startGateway(t, up.url, {
+    logging: { level: 'error', requests: false },
+    upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'off' } }],
+  });
   const on = await startGateway(t, up.url, {
     logging: { level: 'error', requests: false },
     upstreams: [
       { name: 'origin', url: up.url, admission: { mode: 'static', staticLimit: 8 } },
-      { name: 'spare', url: up.url },
+      { name: 'spare', url: up.url, admission: { mode: 'off' } },
     ],
   });
   const snapOf = async (base: string) => {

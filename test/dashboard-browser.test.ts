@@ -174,7 +174,11 @@ test('Chromium: with admission off everywhere the queue chart says so, and the p
   const browser = track(t, await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] }));
   const up = await startUpstream(t);
   process.env.REMPART_ADMIN_TOKEN = COCKPIT_TOKEN;
-  const gw = await startGateway(t, up.url, { logging: { level: 'error', requests: false } });
+  // Admission is on by default: this test is about the chart when it is off.
+  const gw = await startGateway(t, up.url, {
+    logging: { level: 'error', requests: false },
+    upstreams: [{ name: 'origin', url: up.url, admission: { mode: 'off' } }],
+  });
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
