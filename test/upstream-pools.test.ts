@@ -4,7 +4,7 @@
 // route's fallback only once the whole pool is down.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type http from 'node:http';
+import http from 'node:http';
 import { validateConfig } from '../src/config/load.ts';
 import { ServerPool, UpstreamServer, type DispatcherFactory } from '../src/upstream/pool.ts';
 import {
@@ -59,6 +59,23 @@ async function origins(t: Teardown, n: number, handler?: (i: number) => Paramete
   const ups: RecordingUpstream[] = [];
   for (let i = 0; i < n; i++) ups.push(await startUpstream(t, handler?.(i) ?? ((_q, res) => res.end(String(i)))));
   return ups;
+}
+
+/**
+ * A GET from loopback client `127.0.<1 + i % 5>.1`: each its own /24 client prefix, so failures come from
+ * several clients (outlier detection wants `minClients` of them).
+ */
+function getFrom(url: string, i: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { localAddress: `127.0.${1 + (i % 5)}.1`, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
 }
 
 async function get(url: string, init?: RequestInit): Promise<{ status: number; body: string }> {
@@ -158,16 +175,26 @@ function bareServers(n: number): UpstreamServer[] {
   return Array.from({ length: n }, (_, i) => new UpstreamServer('u', `http://10.0.0.${i + 1}:80`, settings, none));
 }
 
+/** The schema's defaults of the windowed judgement of response failures. */
+const windowed = {
+  windowMs: 10_000,
+  minRequests: 20,
+  failurePercent: 50,
+  minPaths: 3,
+  minClients: 3,
+  maxEjectedPercent: 50,
+};
+
 test('consistent hashing: ejecting a server moves only its own keys, evenly, and its return brings them back', () => {
   const servers = bareServers(5);
-  const outlier = { consecutiveFailures: 1, baseEjectionMs: 60_000, maxEjectionMs: 60_000, maxEjectedPercent: 50 };
+  const outlier = { ...windowed, consecutiveFailures: 1, baseEjectionMs: 60_000, maxEjectionMs: 60_000 };
   const pool = new ServerPool('u', servers, { balance: 'hash', outlier });
   const keys = 20_000;
   const before = Array.from({ length: keys }, (_, k) => pool.pick(k * 2654435761, null)!);
   const share = servers.map((s) => before.filter((b) => b === s).length / keys);
   for (const x of share) assert.ok(x > 0.17 && x < 0.23, `uneven spread: ${share.join(', ')}`);
   const gone = servers[2]!;
-  pool.onFailure(gone, performance.now());
+  pool.onConnectFailure(gone, performance.now());
   assert.equal(gone.inService, false);
   const after = Array.from({ length: keys }, (_, k) => pool.pick(k * 2654435761, null)!);
   let moved = 0;
@@ -241,7 +268,7 @@ test('retry: a connection refused is retried for any method (the request never l
 
 const noLimits = { defense: { rateLimit: { mode: 'off' } } };
 
-test('passive: a server failing in a row is ejected, its traffic goes to the others, and it comes back', async (t) => {
+test('passive: a server failing on every path while its peers serve is ejected, its traffic goes to the others, and it comes back', async (t) => {
   let failing = true;
   const ups = await origins(t, 3, (i) => (_q, res) => {
     if (i === 0 && failing) {
@@ -256,14 +283,15 @@ test('passive: a server failing in a row is ejected, its traffic goes to the oth
         name: 'origin',
         servers: ups.map((u) => u.url),
         balance: 'round_robin',
-        outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 400 },
+        outlierDetection: { minRequests: 3, baseEjectionMs: 400 },
       },
     ],
   });
   const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
   const statuses: number[] = [];
-  for (let i = 0; i < 12; i++) statuses.push((await get(`${gw.url}/a${i}`)).status);
-  // Its first three answers were 502 (a head came back: not retried), then it was out.
+  for (let i = 0; i < 12; i++) statuses.push((await getFrom(`${gw.url}/a${i}`, i)).status);
+  // Its first three answers were 502 (a head came back: not retried), on three paths (/a0, /a3, /a6)
+  // from three clients, while its two peers answered: 100 % failed against their 0 %, then it was out.
   assert.equal(statuses.filter((s) => s === 502).length, 3);
   assert.equal(ups[0]!.requests.length, 3);
   assert.equal(pool.servers[0]!.state, 'ejected');
@@ -278,22 +306,80 @@ test('passive: a server failing in a row is ejected, its traffic goes to the oth
 
 test('passive: a second ejection soon after the return lasts longer (base × ejections)', () => {
   const servers = bareServers(4);
-  const outlier = { consecutiveFailures: 1, baseEjectionMs: 50_000, maxEjectionMs: 120_000, maxEjectedPercent: 50 };
+  const outlier = { ...windowed, consecutiveFailures: 1, baseEjectionMs: 50_000, maxEjectionMs: 120_000 };
   const pool = new ServerPool('u', servers, { balance: 'round_robin', outlier });
   const s = servers[1]!;
-  pool.onFailure(s, 1000);
+  pool.onConnectFailure(s, 1000);
   assert.equal(s.ejections, 1);
   pool.uneject(s, 51_000);
-  pool.onFailure(s, 60_000);
+  pool.onConnectFailure(s, 60_000);
   assert.equal(s.ejections, 2, 'ejected again within maxEjectionMs of its return');
   pool.uneject(s, 160_000);
-  pool.onFailure(s, 500_000);
+  pool.onConnectFailure(s, 500_000);
   assert.equal(s.ejections, 1, 'long after its return it starts over');
   void pool.destroy();
 });
 
+test('passive: connect failures count in a row; response failures need volume, spread and a clear lead on peers', () => {
+  const [a, b, c] = bareServers(3) as [UpstreamServer, UpstreamServer, UpstreamServer];
+  const outlier = {
+    ...windowed,
+    consecutiveFailures: 5,
+    baseEjectionMs: 60_000,
+    maxEjectionMs: 60_000,
+    minRequests: 10,
+  };
+  const pool = new ServerPool('u', [a, b, c], { balance: 'round_robin', outlier });
+  // A response failure from one of three client prefixes in turn (or from `prefix`).
+  let n = 0;
+  const fail = (x: UpstreamServer, path: string, at: number, prefix = `10.0.${n++ % 3}.0/24`) =>
+    pool.onResponseFailure(x, prefix, path, at);
+  // Four refused connects, then an answer: the streak is over. Five in a row: out.
+  for (let i = 0; i < 4; i++) pool.onConnectFailure(a, 1000);
+  fail(a, '/x', 1000);
+  for (let i = 0; i < 4; i++) pool.onConnectFailure(a, 1000);
+  assert.equal(a.state, 'up');
+  pool.onConnectFailure(a, 1000);
+  assert.equal(a.state, 'ejected');
+  pool.uneject(a, 2000);
+  // Peers serving; `a` fails on one path only, however often: a path of its, not the server.
+  const serve = (at: number) => {
+    for (let i = 0; i < 10; i++) for (const x of [b, c]) pool.onSuccess(x, at);
+  };
+  serve(2000);
+  for (let i = 0; i < 30; i++) fail(a, '/one', 2000);
+  assert.equal(a.state, 'up', 'one path');
+  // Two windows later (those failures forgotten): one client on many paths, as `balance: hash` on the
+  // client would send it to one server. Its peers never see its requests: they cannot vouch.
+  serve(25_000);
+  for (let i = 0; i < 30; i++) fail(a, `/m${i}`, 25_000, '192.0.2.0/24');
+  assert.equal(a.state, 'up', 'one client prefix');
+  // Two windows later again: three paths from three prefixes, but below minRequests.
+  const t1 = 50_000;
+  serve(t1);
+  for (let i = 0; i < 9; i++) fail(a, `/p${i % 3}`, t1);
+  assert.equal(a.state, 'up', 'nine answers, below minRequests');
+  fail(a, '/p0', t1);
+  assert.equal(a.state, 'ejected', 'ten failures on three paths, its peers at 0 %');
+  pool.uneject(a, t1 + 1);
+  // Peers failing 40 %, `a` 60 %: not twice theirs, the failures are the requests'.
+  const t2 = 100_000;
+  for (let i = 0; i < 10; i++)
+    for (const x of [b, c]) {
+      if (i < 4) fail(x, `/q${i}`, t2);
+      else pool.onSuccess(x, t2);
+    }
+  for (let i = 0; i < 4; i++) pool.onSuccess(a, t2);
+  for (let i = 0; i < 6; i++) fail(a, `/q${i}`, t2);
+  assert.equal(a.state, 'up', '60 % against peers at 40 %');
+  for (let i = 0; i < 20; i++) fail(a, `/r${i}`, t2);
+  assert.equal(a.state, 'ejected', '26 of 30 (87 %) against peers at 40 %');
+  void pool.destroy();
+});
+
 test('maxEjectedPercent: never more than that share of the pool is out, whatever fails', async (t) => {
-  // Three of four servers answer 502: with 50 %, two may be out, the third stays in.
+  // Three of four servers answer 502 on every path: with 50 %, two may be out, the third stays in. Each
+  // is judged against the peers that serve (server 3), not against the failing ones.
   const ups = await origins(t, 4, (i) => (_q, res) => {
     if (i < 3) {
       res.statusCode = 502;
@@ -307,12 +393,13 @@ test('maxEjectedPercent: never more than that share of the pool is out, whatever
         name: 'origin',
         servers: ups.map((u) => u.url),
         balance: 'round_robin',
-        outlierDetection: { consecutiveFailures: 2, maxEjectedPercent: 50 },
-        circuitBreaker: { consecutiveFailures: 1000 },
+        outlierDetection: { minRequests: 3, maxEjectedPercent: 50 },
+        // Three servers of four failing for five clients is the breaker's case too: kept closed here.
+        circuitBreaker: { consecutiveFailures: 1000, minRequests: 100000 },
       },
     ],
   });
-  for (let i = 0; i < 40; i++) await get(`${gw.url}/x${i}`);
+  for (let i = 0; i < 40; i++) await getFrom(`${gw.url}/x${i}`, i);
   const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
   assert.deepEqual(
     pool.servers.map((s) => s.state),
@@ -320,6 +407,65 @@ test('maxEjectedPercent: never more than that share of the pool is out, whatever
   );
   assert.equal(pool.liveCount, 2);
   assert.ok(ups[2]!.requests.length > 10, 'the third failing server kept its share: the pool was not emptied');
+});
+
+test('passive: a path failing on every server ejects nothing, from one client or many; other paths stay spread', async (t) => {
+  // Every server answers /slow with 504 and never answers /hang: the path's fault, not a server's. Five
+  // of them in a row used to eject a server (up to maxEjectedPercent), from one client.
+  const ups = await origins(t, 3, (i) => (req, res) => {
+    if (req.url?.startsWith('/slow')) {
+      res.statusCode = 504;
+      res.end();
+    } else if (req.url !== '/hang') res.end(String(i));
+  });
+  const gw = await startGateway(t, ups[0]!.url, {
+    ...noLimits,
+    upstreams: [
+      {
+        name: 'origin',
+        servers: ups.map((u) => u.url),
+        headersTimeoutMs: 300,
+        admission: { mode: 'off' },
+        // Volume is no gate here: what holds is the spread over paths and clients, and the peers.
+        outlierDetection: { minRequests: 3 },
+        // A path failing for five clients on every server is the breaker's to judge, not this test's.
+        circuitBreaker: { minRequests: 100000 },
+      },
+    ],
+  });
+  const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
+  // One path, at once: 504s and response timeouts on every server.
+  const one = [
+    ...Array.from({ length: 30 }, () => get(`${gw.url}/slow`)),
+    ...Array.from({ length: 15 }, () => get(`${gw.url}/hang`)),
+  ];
+  const first = await Promise.all(one);
+  assert.ok(
+    first.every((r) => r.status === 504),
+    `every one answered 504: ${first.map((r) => r.status).join(',')}`,
+  );
+  // Then many paths from five clients, each failing on every server: every server fails alike, none is
+  // an outlier (the comparison with its peers holds here, not the spread).
+  for (let round = 0; round < 3; round++)
+    await Promise.all(Array.from({ length: 20 }, (_, i) => getFrom(`${gw.url}/slow/${round}/${i}`, i)));
+  assert.deepEqual(
+    pool.servers.map((s) => s.state),
+    ['up', 'up', 'up'],
+  );
+  assert.equal(pool.liveCount, 3);
+  assert.ok(
+    ups.every((u) => u.requests.filter((r) => r.url.startsWith('/slow')).length >= 5),
+    'the failing path reached every server',
+  );
+  const before = ups.map((u) => u.requests.length);
+  for (let i = 0; i < 30; i++) assert.equal((await get(`${gw.url}/ok${i}`)).status, 200);
+  const spread = ups.map((u, i) => u.requests.length - before[i]!);
+  assert.ok(
+    spread.every((n) => n >= 5),
+    `other paths spread over all three servers: ${spread.join(',')}`,
+  );
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  assert.doesNotMatch(text, /rempart_upstream_ejections_total\{upstream="origin",server="[^"]+"\} [1-9]/);
 });
 
 test('active health per server: an unhealthy server gets no traffic; a checker failing everywhere cannot empty the pool', async (t) => {
@@ -391,7 +537,7 @@ test('admission: the limit is per server and sums over the pool; an ejected serv
   // Every server holds its requests until released: what reaches them at once is what admission let in.
   const held: http.ServerResponse[] = [];
   const ups = await origins(t, 3, (i) => (req, res) => {
-    if (req.url === '/fail') {
+    if (req.url?.startsWith('/fail')) {
       res.statusCode = i === 0 ? 502 : 200;
       res.end();
     } else held.push(res);
@@ -405,7 +551,7 @@ test('admission: the limit is per server and sums over the pool; an ejected serv
         servers: ups.map((u) => u.url),
         balance: 'round_robin',
         admission: { mode: 'static', staticLimit: 2 },
-        outlierDetection: { consecutiveFailures: 1 },
+        outlierDetection: { minRequests: 3 },
       },
     ],
   });
@@ -423,9 +569,10 @@ test('admission: the limit is per server and sums over the pool; an ejected serv
   await waitFor(() => held.length === 4, 'the four queued ones let in');
   for (const r of held.splice(0)) r.end('done');
   for (const r of await Promise.all(replies)) assert.equal(r.status, 200);
-  // Server 0 fails once and is ejected: its two slots go with it.
+  // Server 0 fails on every path (its peers serve them) and is ejected once that is half its answers
+  // (it served its share of the held ones): its two slots go with it.
   const pool = gw.gateway.runtime().upstreams.get('origin')!.pool;
-  for (let i = 0; i < 3; i++) await get(`${gw.url}/fail`);
+  for (let i = 0; i < 18; i++) await getFrom(`${gw.url}/fail${i}`, i);
   assert.equal(pool.servers[0]!.state, 'ejected');
   assert.equal(gate.limiter.limit, 4);
   pool.uneject(pool.servers[0]!, performance.now());
@@ -462,7 +609,7 @@ test('metrics and the dashboard snapshot show each server: state, in flight, lat
         name: 'origin',
         servers: ups.map((u) => u.url),
         balance: 'round_robin',
-        outlierDetection: { consecutiveFailures: 2, baseEjectionMs: 60_000 },
+        outlierDetection: { minRequests: 3, baseEjectionMs: 60_000 },
       },
     ],
   });
@@ -475,7 +622,7 @@ test('metrics and the dashboard snapshot show each server: state, in flight, lat
     auditSeq: () => 0,
   });
   await snapshots.build(Date.now() - 1000);
-  for (let i = 0; i < 9; i++) assert.equal((await get(`${gw.url}/x${i}`)).status, 200);
+  for (let i = 0; i < 9; i++) assert.equal((await getFrom(`${gw.url}/x${i}`, i)).status, 200);
   const slow = get(`${gw.url}/slow`);
   await waitFor(() =>
     gw.gateway
@@ -499,7 +646,8 @@ test('metrics and the dashboard snapshot show each server: state, in flight, lat
     new RegExp(`rempart_upstream_server_response_seconds_count\\{upstream="origin",server="${label(2)}"\\} [1-9]`),
   );
   assert.match(text, new RegExp(`rempart_upstream_ejections_total\\{upstream="origin",server="${label(0)}"\\} 1`));
-  assert.match(text, /rempart_upstream_retries_total\{upstream="origin",reason="RMP_ERR_UPSTREAM_RESET"\} 2/);
+  // Its resets on /x0, /x2, /x4 (each GET retried on a peer that served it): ejected at the third.
+  assert.match(text, /rempart_upstream_retries_total\{upstream="origin",reason="RMP_ERR_UPSTREAM_RESET"\} 3/);
   const snap = await snapshots.build();
   const view = snap.upstreams.find((u) => u.name === 'origin')!;
   assert.deepEqual(
@@ -534,7 +682,7 @@ test('reload: a kept server keeps its state and connections; a removed one gets 
         name: 'origin',
         servers,
         balance: 'round_robin',
-        outlierDetection: { consecutiveFailures: 1, baseEjectionMs: 60_000 },
+        outlierDetection: { minRequests: 3, baseEjectionMs: 60_000 },
       },
     ],
     routes: [{ name: 'default', path: '/*', upstream: 'origin' }],
@@ -542,7 +690,7 @@ test('reload: a kept server keeps its state and connections; a removed one gets 
   });
   const all = ups.map((u) => u.url);
   const gw = await startGateway(t, ups[0]!.url, { ...noLimits, upstreams: cfg(all).upstreams });
-  for (let i = 0; i < 3; i++) await get(`${gw.url}/a${i}`);
+  for (let i = 0; i < 9; i++) await getFrom(`${gw.url}/a${i}`, i);
   const before = gw.gateway.runtime().upstreams.get('origin')!.pool;
   assert.equal(before.servers[0]!.state, 'ejected');
   // The same servers (another route added): the same server objects, server 0 still out.

@@ -19,7 +19,7 @@ import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
-import { classifyUpstreamError } from '../upstream/errors.ts';
+import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
 export { classifyUpstreamError };
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
@@ -91,10 +91,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
     const server = this.server;
     if (server !== null) {
-      // Outlier detection counts as the breaker does: 502 and 504 are the server's failure, 503 is an
-      // overloaded server shedding its surplus (still serving), other answers are successes.
-      if (statusCode === 502 || statusCode === 504) server.pool?.onFailure(server, performance.now());
-      else if (statusCode < 500) server.pool?.onSuccess(server);
+      // Outlier detection counts as the breaker does: 502 and 504 are the server's response failure
+      // (judged against its peers, src/upstream/pool.ts), 503 is an overloaded server shedding its
+      // surplus (still serving), other answers are successes (timed by the request's start: no clock read).
+      if (statusCode === 502 || statusCode === 504)
+        server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
+      else if (statusCode < 500) server.pool?.onSuccess(server, this.ctx.forwardStartMs);
     }
     const res = this.ctx.res;
     if (res.headersSent || this.ctx.finished) return true;
@@ -161,7 +163,9 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       server.inFlight--;
       const { code } = classifyUpstreamError(err);
       if (code.startsWith('RMP_ERR_UPSTREAM_')) {
-        server.pool?.onFailure(server, performance.now());
+        // Connect failures count in a row; any other failure is the response's (src/upstream/pool.ts).
+        if (isConnectFailure(err)) server.pool?.onConnectFailure(server, performance.now());
+        else server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
         const next = this.#retryTarget(err, code, server);
         if (next !== null) {
           this.hooks.onRetry?.(this.ctx, server, code);

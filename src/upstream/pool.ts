@@ -8,6 +8,20 @@
 // whole is judged by its circuit breaker (src/upstream/breaker.ts), fed only by failures that reached
 // a client (after the one retry on another server, src/pipeline/forward.ts): one dead server of three
 // never opens it, a dead pool does, and only then do routes go to their `fallback`.
+//
+// Outlier detection judges a server's failures in two kinds, as the breaker does (and as Envoy's
+// split_external_local_origin_errors): a connect failure (refused, unreachable, connect timeout, TLS
+// handshake) cannot be caused by a request, so `consecutiveFailures` of them in a row eject the server.
+// A response failure (502/504, no head within headersTimeoutMs, a reset after the request went out, an
+// unparsable answer) may be the request's doing: one client asking for a slow path, or one the origin
+// drops, failed five times in a row on whichever server it landed and ejected servers up to
+// maxEjectedPercent. Those now eject a server only when, over a rolling `windowMs`, it answered at
+// least `minRequests` times, `failurePercent` of them failed, the failures were on at least `minPaths`
+// paths from at least `minClients` client prefixes (with `balance: hash` one client's requests all land
+// on one server, so its peers alone cannot tell), and its failure ratio is more than twice its peers'
+// (the other servers in service below failurePercent themselves, together; at least one must have
+// answered): a path slow on every server is the path's problem, a server failing where its peers
+// succeed is the server's. An origin failing everywhere is no outlier: that is the breaker's to judge.
 import type { H1Pool } from './h1-pool.ts';
 import { Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
@@ -26,10 +40,106 @@ export interface ServerClientSettings {
 }
 
 export interface OutlierSettings {
+  /** Connect failures in a row that eject a server. */
   readonly consecutiveFailures: number;
   readonly baseEjectionMs: number;
   readonly maxEjectionMs: number;
   readonly maxEjectedPercent: number;
+  /** The rolling window response failures are judged over. */
+  readonly windowMs: number;
+  /** A server's answers (successes and response failures) in the window before it may be ejected. */
+  readonly minRequests: number;
+  /** Response failures, in percent of the server's answers in the window, that may eject it. */
+  readonly failurePercent: number;
+  /** Distinct paths among the server's response failures in the window needed to eject it. */
+  readonly minPaths: number;
+  /** Distinct client prefixes among the server's response failures in the window needed to eject it. */
+  readonly minClients: number;
+}
+
+/**
+ * A server's answers and response failures over a rolling window: two fixed windows, the one before
+ * weighted by how much of it still lies within windowMs (as the breaker's). The paths and client
+ * prefixes kept are the first few failing ones (up to minPaths and minClients): enough to say "at least
+ * N", bounded whatever clients send, and strings the request already held (nothing copied). No
+ * allocation once its arrays have grown to their caps.
+ */
+export class OutlierWindow {
+  start = 0;
+  answers = 0;
+  failures = 0;
+  readonly paths: string[] = [];
+  readonly prefixes: string[] = [];
+  prevAnswers = 0;
+  prevFailures = 0;
+  readonly prevPaths: string[] = [];
+  readonly prevPrefixes: string[] = [];
+
+  /** Start afresh at `nowMs` (an ejection spent the failures, or the server came back). */
+  clear(nowMs: number): void {
+    this.start = nowMs;
+    this.answers = 0;
+    this.failures = 0;
+    this.paths.length = 0;
+    this.prefixes.length = 0;
+    this.prevAnswers = 0;
+    this.prevFailures = 0;
+    this.prevPaths.length = 0;
+    this.prevPrefixes.length = 0;
+  }
+
+  /** Make the current window the one holding `nowMs`, rolling the old one over. */
+  roll(nowMs: number, windowMs: number): void {
+    const age = nowMs - this.start;
+    if (age < windowMs) return;
+    if (age >= 2 * windowMs) {
+      this.clear(nowMs - (age % windowMs));
+      return;
+    }
+    this.prevAnswers = this.answers;
+    this.prevFailures = this.failures;
+    copy(this.paths, this.prevPaths);
+    copy(this.prefixes, this.prevPrefixes);
+    this.start += windowMs;
+    this.answers = 0;
+    this.failures = 0;
+    this.paths.length = 0;
+    this.prefixes.length = 0;
+  }
+
+  /** How much of the previous window still counts at `nowMs` (0 to 1); -1 if even the current is past. */
+  weight(nowMs: number, windowMs: number): number {
+    const age = nowMs - this.start;
+    if (age < windowMs) return Math.max(0, 1 - age / windowMs);
+    return -1;
+  }
+
+  /** Note a failure's path and client prefix, each kept only while fewer than its cap are. */
+  note(path: string, prefix: string, o: OutlierSettings): void {
+    if (this.paths.length < o.minPaths && !this.paths.includes(path)) this.paths.push(path);
+    if (this.prefixes.length < o.minClients && !this.prefixes.includes(prefix)) this.prefixes.push(prefix);
+  }
+
+  /** Whether the failures over both windows came on minPaths paths from minClients client prefixes. */
+  spread(o: OutlierSettings): boolean {
+    return (
+      distinct(this.paths, this.prevPaths, o.minPaths) >= o.minPaths &&
+      distinct(this.prefixes, this.prevPrefixes, o.minClients) >= o.minClients
+    );
+  }
+}
+
+/** Distinct values of `a` and `b` together, counted up to `cap`. */
+function distinct(a: readonly string[], b: readonly string[], cap: number): number {
+  let n = a.length;
+  for (let i = 0; i < b.length && n < cap; i++) if (!a.includes(b[i]!)) n++;
+  return n;
+}
+
+/** `to` becomes a copy of `from` (arrays of a few entries, reused: no allocation once grown). */
+function copy(from: readonly string[], to: string[]): void {
+  to.length = 0;
+  for (let i = 0; i < from.length; i++) to.push(from[i]!);
 }
 
 /**
@@ -90,8 +200,10 @@ export class UpstreamServer {
   readonly seed: number;
   /** Requests dispatched to it and not over yet (least_request reads it). */
   inFlight = 0;
-  /** Exchanges it failed in a row (outlier detection). */
-  failures = 0;
+  /** Connect failures in a row (outlier detection). */
+  connectFailures = 0;
+  /** Its answers and response failures over the outlier window. */
+  readonly window = new OutlierWindow();
   /** Out for failures until its timer brings it back. */
   ejected = false;
   /** Ejections within maxEjectionMs of each other: the next ejection lasts base × this, up to max. */
@@ -275,27 +387,86 @@ export class ServerPool {
     return best;
   }
 
-  /** A server's exchange went well (a response head below 500): its failure count restarts. */
-  onSuccess(s: UpstreamServer): void {
-    if (s.failures !== 0) s.failures = 0;
+  /**
+   * A server answered below 500 for a request sent at `sentMs` (the request's own start time: no clock
+   * read here). It is reachable and serving: the connect-failure streak is over.
+   */
+  onSuccess(s: UpstreamServer, sentMs: number): void {
+    if (s.connectFailures !== 0) s.connectFailures = 0;
+    const w = s.window;
+    if (sentMs - w.start >= this.#outlier.windowMs) w.roll(sentMs, this.#outlier.windowMs);
+    w.answers++;
   }
 
-  /** A server's exchange failed (connect error, reset, timeout, bad response, 502/504). */
-  onFailure(s: UpstreamServer, nowMs: number): void {
-    s.failures++;
+  /** A server could not be reached (refused, unreachable, connect timeout, TLS handshake): in a row. */
+  onConnectFailure(s: UpstreamServer, nowMs: number): void {
+    s.connectFailures++;
+    if (s.connectFailures >= this.#outlier.consecutiveFailures) this.#eject(s, nowMs);
+  }
+
+  /**
+   * A server was reached but failed the request for `path` from a client of `clientPrefix` (502/504,
+   * response timeout, reset after the request went out, bad response): judged over the window against
+   * its peers (this file's head).
+   */
+  onResponseFailure(s: UpstreamServer, clientPrefix: string, path: string, nowMs: number): void {
+    s.connectFailures = 0;
+    const o = this.#outlier;
+    const w = s.window;
+    w.roll(nowMs, o.windowMs);
+    w.answers++;
+    w.failures++;
+    w.note(path, clientPrefix, o);
+    if (this.servers.length < 2 || s.ejected || !w.spread(o)) return;
+    const k = w.weight(nowMs, o.windowMs);
+    const answers = w.answers + w.prevAnswers * k;
+    const failures = w.failures + w.prevFailures * k;
+    if (answers < o.minRequests || failures * 100 < answers * o.failurePercent) return;
+    // Its peers: the other servers in service below failurePercent themselves, together. A path slow on
+    // every server leaves none (or ones failing nearly as much): nothing is ejected. Rare (only past the
+    // gates above), so the scan is no cost on the hot path.
+    let peerAnswers = 0;
+    let peerFailures = 0;
+    for (const x of this.#live) {
+      if (x === s) continue;
+      const xw = x.window;
+      const xk = xw.weight(nowMs, o.windowMs);
+      let a = 0;
+      let f = 0;
+      if (xk >= 0) {
+        a = xw.answers + xw.prevAnswers * xk;
+        f = xw.failures + xw.prevFailures * xk;
+      } else if (nowMs - xw.start < 2 * o.windowMs) {
+        // Its current window is past but not yet rolled: it is now the previous one.
+        const pk = 1 - (nowMs - xw.start - o.windowMs) / o.windowMs;
+        a = xw.answers * pk;
+        f = xw.failures * pk;
+      }
+      if (a > 0 && f * 100 < a * o.failurePercent) {
+        peerAnswers += a;
+        peerFailures += f;
+      }
+    }
+    // No peer known to serve well, or peers failing at half its ratio or more: the requests' failures.
+    if (peerAnswers === 0 || 2 * peerFailures * answers >= failures * peerAnswers) return;
+    this.#eject(s, nowMs);
+  }
+
+  #eject(s: UpstreamServer, nowMs: number): void {
     // A one-server upstream is never ejected: there is nowhere else to go, and its breaker (with its
     // half-open probe) already stops traffic to a dead origin.
-    if (this.servers.length < 2 || s.ejected || s.failures < this.#outlier.consecutiveFailures) return;
+    if (this.servers.length < 2 || s.ejected) return;
     let out = 0;
     for (const x of this.servers) if (!x.inService) out++;
-    // Already as many out as allowed: it stays in (and its count stays high, so it goes at the next
-    // failure once room is made).
+    // Already as many out as allowed: it stays in (its counts stay, so it goes at a next failure once
+    // room is made).
     if (s.inService && out >= this.maxOut) return;
     const o = this.#outlier;
     s.ejections = nowMs - s.returnedAtMs < o.maxEjectionMs ? s.ejections + 1 : 1;
     s.ejected = true;
     s.ejectedAtMs = nowMs;
-    s.failures = 0;
+    s.connectFailures = 0;
+    s.window.clear(nowMs);
     const ms = Math.min(o.maxEjectionMs, o.baseEjectionMs * s.ejections);
     const t = setTimeout(unejectLater, ms, s);
     t.unref();
@@ -308,7 +479,8 @@ export class ServerPool {
     if (!s.ejected) return;
     s.ejected = false;
     s.returnedAtMs = nowMs;
-    s.failures = 0;
+    s.connectFailures = 0;
+    s.window.clear(nowMs);
     this.#recompute();
   }
 

@@ -138,8 +138,48 @@ export const UpstreamSchema = Obj(
           maximum: 100000,
           default: 5,
           description:
-            'Failures in a row from one server (connect error, reset, timeout, bad response, or 502/504) that ' +
-            'take it out of its pool.',
+            'Connect failures in a row from one server (refused, unreachable, connect timeout, TLS handshake) ' +
+            'that take it out of its pool. No request can make a live server refuse a connection, so these ' +
+            'count alone; response failures (502/504, response timeout, reset, bad response) are judged over ' +
+            "`windowMs` against the server's peers instead.",
+        }),
+        windowMs: Type.Integer({
+          minimum: 100,
+          maximum: 3600000,
+          default: 10000,
+          description: "The rolling window a server's response failures are judged over.",
+        }),
+        minRequests: Type.Integer({
+          minimum: 1,
+          maximum: 1000000,
+          default: 20,
+          description: 'Answers from a server within `windowMs` before its response failures may take it out.',
+        }),
+        failurePercent: Type.Integer({
+          minimum: 1,
+          maximum: 100,
+          default: 50,
+          description:
+            'Response failures (502/504, response timeout, reset after the request went out, bad response), in ' +
+            "percent of a server's answers within `windowMs`, that take it out, provided they came on at least " +
+            '`minPaths` paths from `minClients` client prefixes and its failure ratio is more than twice that of ' +
+            'the other servers in service that fail less than this themselves (together): one client asking for ' +
+            'a slow or failing path, or a path failing on every server, ejects nothing.',
+        }),
+        minPaths: Type.Integer({
+          minimum: 1,
+          maximum: 16,
+          default: 3,
+          description: "Distinct paths among a server's response failures within `windowMs` needed to take it out.",
+        }),
+        minClients: Type.Integer({
+          minimum: 1,
+          maximum: 16,
+          default: 3,
+          description:
+            "Distinct client prefixes among a server's response failures within `windowMs` needed to take it " +
+            "out: with `balance: hash` one client's requests all land on one server, whose peers cannot vouch " +
+            'for the paths it asks for.',
         }),
         baseEjectionMs: Type.Integer({
           minimum: 1,
@@ -169,8 +209,9 @@ export const UpstreamSchema = Obj(
       {
         default: {},
         description:
-          'Passive health per server of a pool (docs/upstreams.md): a server failing in real traffic is taken ' +
-          'out for a while, its requests go to the others.',
+          'Passive health per server of a pool (docs/upstreams.md): a server failing in real traffic (connect ' +
+          'failures in a row, or response failures on many paths where its peers succeed) is taken out for a ' +
+          'while, its requests go to the others.',
       },
     ),
     circuitBreaker: Obj(
