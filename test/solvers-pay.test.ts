@@ -171,6 +171,17 @@ test('the work asked rises per prefix with the clearances that then went over th
     assert.equal(await status(s, '/read', { ...h, 'rempart-clearance': await clearanceFor(s, h) }), 200);
   }
   assert.equal(await bitsFor('198.51.100.201'), BITS.underAttack, 'bought, within budget: no rise');
+  // One clearance refused again and again, each time right after its Retry-After (someone in that
+  // /24 trying to raise everyone's work without paying for clearances): it counts once.
+  const one = client('198.51.100.30', 'UA-30');
+  const oneHeaders = { ...one, 'rempart-clearance': await clearanceFor(s, one) };
+  for (let episode = 0; episode < 8; episode++) {
+    let r = 200;
+    for (let k = 0; k < 10 && r === 200; k++) r = await status(s, `/o${episode}/${k}`, oneHeaders);
+    assert.equal(r, 429);
+    s.clock.advance(1000);
+  }
+  assert.equal(await bitsFor('198.51.100.203'), BITS.underAttack, 'one clearance over budget eight times: one');
   // Six clearances each spent past its budget (a farm re-solving to get around it).
   for (let i = 21; i <= 26; i++) {
     const h = {

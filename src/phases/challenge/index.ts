@@ -152,6 +152,8 @@ export async function createChallengeGuard(
   );
   // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
   let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
+  // Credentials that already raised their prefix's work this window (once each).
+  const overOnce = new WindowQuota(initial.challenge.difficultyRise.halfLifeSec * 1000, 14);
   // Clearances per prefix that then went over their budget: the work asked of the next one rises with
   // them (a farm re-solving to get around the budget), not with clearances bought (a carrier NAT's /24
   // where people solve every few seconds, or an attacker buying cheap clearances there to raise it).
@@ -417,8 +419,15 @@ export async function createChallengeGuard(
     const headers = { 'retry-after': String(retrySec), 'cache-control': 'no-store' };
     if (!decide(deps, ctx, 'challenge', cfg.mode, 'RMP_ERR_RATE_LIMITED', ruleId, 429, '', headers))
       return Verdict.Continue;
-    // A credential over its budget for the first time: its prefix's next challenges ask more work.
-    if (check.firstOver) work.add(ctx.clientPrefix, deps.clock.wallMs(), cfg.difficultyRise);
+    // A credential over its budget: its prefix's next challenges ask more work. Once per credential a
+    // window (a sketch keyed by its text, paid only at the start of a refusal episode): one clearance
+    // refused again and again (an attacker in a carrier NAT's /24 raising everyone's work) counts once.
+    if (check.firstOver) {
+      const nowMs = deps.clock.wallMs();
+      voucherOf(ctx, nowMs);
+      if (voucherText === '' || overOnce.take(`o${voucherText}`, 1, deps.clock.now()))
+        work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+    }
     const banAfter = defense.familiarity.budget.banAfter;
     // Towards a ban: only a client that came back before its Retry-After, once for each second it is
     // refused in that follows a second it was refused in (SecondsInARow): a page's requests overrunning
