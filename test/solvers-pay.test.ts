@@ -5,11 +5,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type http from 'node:http';
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { challengeFrom, solve } from '../src/client/index.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { startGateway, startUpstream, type RecordingUpstream, type Teardown, type TestGateway } from './helpers.ts';
 
 const BITS = { elevated: 6, underAttack: 8 };
+/** The default pace budget's burst (defense.familiarity.budget; it refills at 60 a minute). */
+const BURST = 100;
 type Setup = { gw: TestGateway; up: RecordingUpstream; clock: ReturnType<typeof createManualClock> };
 
 async function setup(
@@ -82,18 +88,20 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
   const botHeaders = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
   const personHeaders = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
   const before = s.up.requests.length;
-  // 20 s at 10 requests a second.
+  // 60 s at 10 requests a second.
   const seen: number[] = [];
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 600; i++) {
     seen.push(await status(s, `/item/${i}`, botHeaders));
     s.clock.advance(100);
   }
   const passed = seen.filter((x) => x === 200).length;
   const firstRefusal = seen.indexOf(429);
-  assert.ok(firstRefusal > 0 && firstRefusal <= 50, `429 from request ${firstRefusal}: ${seen.join(',')}`);
-  assert.ok(passed < 60, `${passed} of 200 reached the origin`);
+  // The burst, plus what refilled meanwhile (one a second).
+  assert.ok(firstRefusal > 0 && firstRefusal <= BURST + 15, `429 from request ${firstRefusal}: ${seen.join(',')}`);
+  assert.ok(passed < BURST + 40, `${passed} of 600 reached the origin`);
   assert.equal(seen.slice(firstRefusal).filter((x) => x === 200).length, 0, 'refused while it keeps going: no trickle');
   assert.equal(s.up.requests.length - before, passed);
+  // Banned once it kept going past its Retry-After for banAfter (30) seconds of a minute.
   const banned = s.gw.gateway.defense.bans.isBanned('198.51.100.7');
   assert.ok(banned, 'banned after refusals');
   assert.ok(
@@ -103,8 +111,14 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
   // A client past its budget that stops and waits the Retry-After it was given gets through again.
   const eager = client('192.0.2.44', 'Mozilla/5.0 Eager');
   const eagerHeaders = { ...eager, 'rempart-clearance': await clearanceFor(s, eager) };
-  for (let k = 0; k < 40; k++) assert.equal(await status(s, `/e${k}`, eagerHeaders), 200);
-  const over = await fetch(`${s.gw.url}/e41`, { headers: eagerHeaders });
+  // Its burst at 33 a second (under the per-address rate limit), then refused.
+  let sent = 0;
+  while (sent < BURST + 20 && (await status(s, `/e${sent}`, eagerHeaders)) === 200) {
+    sent++;
+    s.clock.advance(30);
+  }
+  assert.ok(sent >= BURST && sent <= BURST + 5, `${sent} before the first 429`);
+  const over = await fetch(`${s.gw.url}/e${BURST}`, { headers: eagerHeaders });
   assert.equal(over.status, 429);
   await over.text();
   s.clock.advance(Number(over.headers.get('retry-after')) * 1000);
@@ -114,6 +128,8 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
     for (let k = 0; k < 30; k++) assert.equal(await status(s, `/p${page}/asset${k}`, personHeaders), 200);
     s.clock.advance(30_000);
   }
+  assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.9'), false);
+  assert.equal(s.gw.gateway.defense.bans.isBanned('192.0.2.44'), false, 'overran once, then waited: no offence');
 });
 
 test('a clearance used from many addresses of its /24 is a shared clearance: dropped for everyone holding it', async (t) => {
@@ -138,17 +154,45 @@ test('a clearance used from many addresses of its /24 is a shared clearance: dro
   );
 });
 
-test('the work asked rises per prefix with the clearances it already bought', async (t) => {
+test('the work asked rises per prefix with the clearances that then went over their budget, not those bought', async (t) => {
   const s = await setup(t, 'under_attack', undefined, {
     challenge: { difficultyBits: BITS, difficultyRise: { freeClearances: 2, maxExtraBits: 3 } },
+    familiarity: { budget: { burst: 3 } },
   });
   const bitsFor = async (addr: string): Promise<number> => {
     const r = await fetch(`${s.gw.url}/page`, { headers: client(addr, `UA-${addr}`) });
     return ((await r.json()) as { challenge: { bits: number } }).challenge.bits;
   };
   assert.equal(await bitsFor('198.51.100.200'), BITS.underAttack);
-  for (let i = 1; i <= 6; i++) await clearanceFor(s, client(`198.51.100.${i}`, `UA-${i}`));
-  assert.equal(await bitsFor('198.51.100.201'), BITS.underAttack + 2, 'six bought, two free: log2(1 + 3)');
+  // A carrier NAT's /24 where twelve people solved and browse at their pace (or an attacker buying
+  // clearances there to make everyone's work rise): the next person pays the base.
+  for (let i = 1; i <= 12; i++) {
+    const h = client(`198.51.100.${i}`, `UA-${i}`);
+    assert.equal(await status(s, '/read', { ...h, 'rempart-clearance': await clearanceFor(s, h) }), 200);
+  }
+  assert.equal(await bitsFor('198.51.100.201'), BITS.underAttack, 'bought, within budget: no rise');
+  // One clearance refused again and again, each time right after its Retry-After (someone in that
+  // /24 trying to raise everyone's work without paying for clearances): it counts once.
+  const one = client('198.51.100.30', 'UA-30');
+  const oneHeaders = { ...one, 'rempart-clearance': await clearanceFor(s, one) };
+  for (let episode = 0; episode < 8; episode++) {
+    let r = 200;
+    for (let k = 0; k < 10 && r === 200; k++) r = await status(s, `/o${episode}/${k}`, oneHeaders);
+    assert.equal(r, 429);
+    s.clock.advance(1000);
+  }
+  assert.equal(await bitsFor('198.51.100.203'), BITS.underAttack, 'one clearance over budget eight times: one');
+  // Six clearances each spent past its budget (a farm re-solving to get around it).
+  for (let i = 21; i <= 26; i++) {
+    const h = {
+      ...client(`198.51.100.${i}`, `UA-${i}`),
+      'rempart-clearance': await clearanceFor(s, client(`198.51.100.${i}`, `UA-${i}`)),
+    };
+    const seen: number[] = [];
+    for (let k = 0; k < 6; k++) seen.push(await status(s, `/f${k}`, h));
+    assert.ok(seen.includes(429), seen.join(','));
+  }
+  assert.equal(await bitsFor('198.51.100.202'), BITS.underAttack + 2, 'six over budget, two free: log2(1 + 3)');
   assert.equal(await bitsFor('203.0.113.5'), BITS.underAttack, 'another prefix pays the base');
   s.clock.advance(3600_000);
   assert.equal(await bitsFor('198.51.100.202'), BITS.underAttack, 'the count decays');
@@ -217,7 +261,7 @@ test('a session the origin granted used by many clients of one network at 10 req
   const sid = sidOf(r);
   await r.text();
   const statuses: number[] = [];
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 200; i++) {
     // Twenty clients of one /24 share it (as many as a person's six networks allow: the same one).
     statuses.push(
       await status(s, '/account', {
@@ -228,7 +272,8 @@ test('a session the origin granted used by many clients of one network at 10 req
     s.clock.advance(100);
   }
   const known = statuses.filter((x) => x === 200).length;
-  assert.ok(known < 60, `${known} of 100 known: ${statuses.join(',')}`);
+  // It shares the budget of the clearance that vouched for it: the burst, then one a second.
+  assert.ok(known < BURST + 25, `${known} of 200 known: ${statuses.join(',')}`);
   assert.ok(statuses.includes(429), statuses.join(','));
 });
 
@@ -259,4 +304,126 @@ test('a session granted in calm to a client nobody vouched for is on probation: 
   assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 403, 'five seconds old: challenged');
   clock.advance(60_000);
   assert.equal(await status(s, '/account', { ...bot, cookie: `sid=${sid}` }), 200, 'a session a minute old is known');
+});
+
+test('one clearance does not mint many budgets: sessions granted to a known client share its budget, few are trusted', async (t) => {
+  const s = await setup(t, 'under_attack', loginOrigin);
+  const bot = client('198.51.100.7', 'Bot/1');
+  const clr = await clearanceFor(s, bot);
+  const sids: string[] = [];
+  for (let i = 0; i < 35; i++) {
+    const r = await fetch(`${s.gw.url}/login`, {
+      method: 'POST',
+      body: 'u=a&p=b',
+      headers: { ...bot, 'rempart-clearance': clr, 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    await r.text();
+    const sid = sidOf(r);
+    if (r.status === 200 && sid !== '') sids.push(sid);
+  }
+  const trusted = [];
+  for (const sid of sids) if ((await status(s, '/whoami', { ...bot, cookie: `sid=${sid}` })) !== 403) trusted.push(sid);
+  assert.ok(trusted.length >= 1 && trusted.length <= 3, `${trusted.length} of ${sids.length} sessions trusted`);
+  // 20 s at 30 requests a second, rotating the sessions (no clearance sent): one budget for all.
+  const before = s.up.requests.length;
+  let ok = 0;
+  for (let i = 0; i < 600; i++) {
+    if ((await status(s, `/item/${i}`, { ...bot, cookie: `sid=${sids[i % sids.length]}` })) === 200) ok++;
+    s.clock.advance(33);
+  }
+  assert.ok(ok < BURST + 30, `${ok} of 600 reached the origin`);
+  assert.equal(s.up.requests.length - before, ok);
+});
+
+test('credentials used from one address share its budget (budget.perAddress times one credential)', async (t) => {
+  const s = await setup(t, 'under_attack', undefined, { familiarity: { budget: { burst: 10, perAddress: 2 } } });
+  // Twelve clearances bought from one address (one per User-Agent), each with a burst of 10.
+  const holders: Record<string, string>[] = [];
+  for (let i = 0; i < 12; i++) {
+    const h = client('198.51.100.7', `Bot/${i}`);
+    holders.push({ ...h, 'rempart-clearance': await clearanceFor(s, h) });
+  }
+  const seen: number[] = [];
+  for (let i = 0; i < 120; i++) seen.push(await status(s, `/x${i}`, holders[i % 12]!));
+  const ok = seen.filter((x) => x === 200).length;
+  // The address's burst is 20 (plus what its first clearances' retried requests left).
+  assert.ok(ok <= 22, `${ok} of 120: ${seen.join(',')}`);
+  // Another address is not held back by it.
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  assert.equal(await status(s, '/p', { ...person, 'rempart-clearance': await clearanceFor(s, person) }), 200);
+});
+
+test('a person loading a page of 70 requests and reloading twice is never refused: cache hits cost no budget', async (t) => {
+  const s = await setup(t, 'under_attack', (_q, res) => {
+    res.writeHead(200, { 'cache-control': 'public, max-age=600' }).end('asset');
+  });
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  const headers = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
+  const tally: Record<string, number> = {};
+  for (let load = 0; load < 3; load++) {
+    const st = await Promise.all(Array.from({ length: 70 }, (_, k) => status(s, `/static/a${k}.js`, headers)));
+    for (const x of st) tally[`${load}:${x}`] = (tally[`${load}:${x}`] ?? 0) + 1;
+    s.clock.advance(3000);
+  }
+  assert.deepEqual(tally, { '0:200': 70, '1:200': 70, '2:200': 70 });
+  assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.9'), false);
+});
+
+test('overrunning the budget once is no offence: only seconds spent ignoring Retry-After count towards a ban', async (t) => {
+  const s = await setup(t, 'under_attack', undefined, { familiarity: { budget: { burst: 5, banAfter: 3 } } });
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  const headers = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
+  // Four times: a page of 20 requests in the same instant (15 refused), then it waits its Retry-After.
+  for (let load = 0; load < 4; load++) {
+    const st: number[] = [];
+    for (let k = 0; k < 20; k++) st.push(await status(s, `/p${load}/${k}`, headers));
+    assert.ok(st.includes(429) && !st.includes(0), `load ${load}: ${st.join(',')}`);
+    const r = await fetch(`${s.gw.url}/again`, { headers });
+    await r.text();
+    s.clock.advance(Number(r.headers.get('retry-after') ?? '1') * 1000 + 1000);
+  }
+  assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.9'), false);
+  // A client that keeps going, one request every 200 ms: banned after 3 such seconds.
+  const bot = client('198.51.100.7', 'Bot/1');
+  const botHeaders = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
+  for (let i = 0; i < 60; i++) {
+    await status(s, `/b${i}`, botHeaders);
+    s.clock.advance(200);
+  }
+  assert.ok(s.gw.gateway.defense.bans.isBanned('198.51.100.7'));
+});
+
+test('a JWT has one text: padded or re-encoded variants are refused, not fresh budgets', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-jwt-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = randomBytes(32).toString('hex');
+  writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
+  const s = await setup(t, 'under_attack', undefined, {
+    familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') }, budget: { burst: 5 } },
+  });
+  const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const signed = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc({ sub: 'u1', exp: Math.floor(s.clock.wallMs() / 1000) + 3600 })}`;
+  const sig = createHmac('sha256', secret).update(signed).digest('base64url');
+  const jwt = `${signed}.${sig}`;
+  const h = client('198.51.100.7', 'Bot/1');
+  const go = (tok: string) => status(s, '/api/x', { ...h, authorization: `Bearer ${tok}` });
+  assert.equal(await go(jwt), 200);
+  // The signature's last character with its spare low bits changed decodes to the same bytes.
+  const last = sig.at(-1)!;
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const sibling = alphabet[alphabet.indexOf(last) ^ 1]!;
+  const variants = [
+    `${jwt}=`,
+    `${jwt}==`,
+    `${signed}.${sig.slice(0, -1)}${sibling}`,
+    `${signed}.${sig.slice(0, 10)}*${sig.slice(10)}`,
+  ];
+  for (const v of variants) {
+    assert.deepEqual(Buffer.from(v.slice(v.lastIndexOf('.') + 1), 'base64url'), Buffer.from(sig, 'base64url'));
+    assert.equal(await go(v), 403, `variant ${v.slice(-6)} is not a credential`);
+  }
+  // Five a burst for the one token, whatever text it comes in.
+  const seen: number[] = [];
+  for (let i = 0; i < 10; i++) seen.push(await go(jwt));
+  assert.ok(seen.filter((x) => x === 200).length <= 5, seen.join(','));
 });

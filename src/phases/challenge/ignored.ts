@@ -32,3 +32,40 @@ export class IgnoredChallenges {
     return Math.min(r0[a]!, r1[b]!);
   }
 }
+
+/**
+ * Which keys were marked in this second and in the one before, in fixed memory (two rows of 4096
+ * bits a second, as bytes). A client refused over its budget counts towards a ban once for each second
+ * it is refused in that follows a second it was refused in: the requests of one page that overran the
+ * budget (all within a second) never count, a client that keeps sending past its Retry-After counts
+ * once a second. Collisions only make a key look marked: it takes `banAfter` such seconds in a minute.
+ */
+export class SecondsInARow {
+  #cur = [new Uint8Array(SLOTS), new Uint8Array(SLOTS)] as const;
+  #prev = [new Uint8Array(SLOTS), new Uint8Array(SLOTS)] as const;
+  #startMs = Number.NEGATIVE_INFINITY;
+
+  /** Mark `key` now; true when it is its first mark this second and it was marked the second before. */
+  mark(key: string, nowMs: number): boolean {
+    const age = nowMs - this.#startMs;
+    if (age >= 1000) {
+      const old = this.#prev;
+      this.#prev = this.#cur;
+      this.#cur = old;
+      this.#cur[0].fill(0);
+      this.#cur[1].fill(0);
+      if (age >= 2000) {
+        this.#prev[0].fill(0);
+        this.#prev[1].fill(0);
+        this.#startMs = nowMs;
+      } else this.#startMs += 1000;
+    }
+    const h = hash('sha256', key, 'buffer');
+    const a = h.readUInt16BE(0) % SLOTS;
+    const b = h.readUInt16BE(2) % SLOTS;
+    const first = this.#cur[0][a] === 0 || this.#cur[1][b] === 0;
+    this.#cur[0][a] = 1;
+    this.#cur[1][b] = 1;
+    return first && this.#prev[0][a] === 1 && this.#prev[1][b] === 1;
+  }
+}

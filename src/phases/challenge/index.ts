@@ -21,12 +21,13 @@ import {
   Refused,
   learnSessions,
   type PaceBudget,
+  type Session,
   type SessionStore,
   type Usage,
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
-import { IgnoredChallenges } from './ignored.ts';
+import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
 import { CHALLENGE_PAGE, RESERVED_PREFIX, VERIFY_PATH, challengePageHtml } from './pages.ts';
 
@@ -96,6 +97,12 @@ function paceOf(f: Config['defense']['familiarity'], clearance: boolean): PaceBu
   return { ratePerMinute: b.ratePerMinute, burst: b.burst, maxAddresses: clearance ? b.clearanceMaxAddresses : 0 };
 }
 
+/** The pace budget every known client address shares between its credentials (`budget.perAddress` times one). */
+function addressPaceOf(f: Config['defense']['familiarity']): PaceBudget {
+  const b = f.budget;
+  return { ratePerMinute: b.ratePerMinute * b.perAddress, burst: Math.ceil(b.burst * b.perAddress), maxAddresses: 0 };
+}
+
 function headerString(v: string | string[] | undefined): string {
   return typeof v === 'string' ? v : '';
 }
@@ -136,10 +143,25 @@ export async function createChallengeGuard(
     initial.familiarity.sessionBounds,
     paceOf(initial.familiarity, true),
   );
-  // Clearances bought per prefix: the work asked of the next one rises with them.
+  // Every known client address's own budget, shared by the credentials used from it.
+  const addressPace = new MemorySessionStore(
+    initial.familiarity.maxSessions,
+    initial.familiarity.sessionTtlSec,
+    initial.familiarity.sessionBounds,
+    addressPaceOf(initial.familiarity),
+  );
+  // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
+  let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
+  // Credentials that already raised their prefix's work this window (once each).
+  const overOnce = new WindowQuota(initial.challenge.difficultyRise.halfLifeSec * 1000, 14);
+  // Clearances per prefix that then went over their budget: the work asked of the next one rises with
+  // them (a farm re-solving to get around the budget), not with clearances bought (a carrier NAT's /24
+  // where people solve every few seconds, or an attacker buying cheap clearances there to raise it).
   const work = new PrefixWork(initial.challenge.difficultyRise.maxPrefixes);
-  // Requests refused over their budget per client key and minute (past banAfter: a ban).
+  // Seconds a client key kept going past its Retry-After, per minute (past banAfter: a ban), and which
+  // keys were refused this second and the one before (at most one count a second, none for a page).
   const overBudget = new IgnoredChallenges();
+  const overSeconds = new SecondsInARow();
   // No-JS clearances per client prefix and minute (the door costs no work, only a wait). 4 × 2^16
   // counters (512 KiB): at 2^12, the /64s of a quarter of one /48 filled it and locked fresh prefixes out.
   const noScriptQuota = new WindowQuota(60_000, 16);
@@ -168,7 +190,6 @@ export async function createChallengeGuard(
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
     ctx.known = true;
-    work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
     deps.metrics.challenges.inc({ door, result: 'solved' });
     return c;
   }
@@ -323,11 +344,22 @@ export async function createChallengeGuard(
     lastCtx: null as RequestContext | null,
     refusal: Refused.none as Refused,
     retryAfterMs: 0,
+    /** For a pace refusal: the client came back before its Retry-After; the credential's first time over. */
+    ignoredRetry: false,
+    firstOver: false,
     /** Keep the strongest reason a credential was refused (pace over budget over shared). */
     note(store: MemorySessionStore | SessionStore): void {
       if (store.lastRefusal <= check.refusal) return;
       check.refusal = store.lastRefusal;
       check.retryAfterMs = store.retryAfterMs;
+      check.ignoredRetry = store.lastIgnoredRetry;
+      check.firstOver = store.lastFirstOver;
+    },
+    /** A credential said yes: from `elevated` up the address's shared budget must have room too. */
+    addressHasRoom(now: number): boolean {
+      if (!usage.paced || addressPace.paceCheck(usage.address, now) !== null) return true;
+      check.note(addressPace);
+      return false;
     },
     isFamiliar(ctx: RequestContext): boolean {
       check.lookups++;
@@ -351,7 +383,7 @@ export async function createChallengeGuard(
         signer.checkClearance(clearance, now, binding(ctx.clientPrefix, usage.userAgent)) === true
       ) {
         // Ours and this client's: known while used at one person's pace from few addresses.
-        if (clearanceUsage.use(clearance, now, usage)) return true;
+        if (clearanceUsage.use(clearance, now, usage)) return check.addressHasRoom(now);
         check.note(clearanceUsage);
       }
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
@@ -361,14 +393,14 @@ export async function createChallengeGuard(
         const n = cookieValues(cookies, fam.sessionCookie, sids, false);
         let known = n > 0;
         for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, usage);
-        if (known) return true;
+        if (known) return check.addressHasRoom(now);
         if (n > 0) check.note(sessions);
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
         if (token !== '' && jwt.isValid(token, now)) {
-          // Valid, and used as one person uses it (the session bounds, the pace budget).
-          if (jwtUsage.use(token, now, usage)) return true;
+          // Valid (and canonical: one token has one text), and used as one person uses it.
+          if (jwtUsage.use(token, now, usage)) return check.addressHasRoom(now);
           check.note(jwtUsage);
         }
       }
@@ -387,9 +419,25 @@ export async function createChallengeGuard(
     const headers = { 'retry-after': String(retrySec), 'cache-control': 'no-store' };
     if (!decide(deps, ctx, 'challenge', cfg.mode, 'RMP_ERR_RATE_LIMITED', ruleId, 429, '', headers))
       return Verdict.Continue;
+    // A credential over its budget: its prefix's next challenges ask more work. Once per credential a
+    // window (a sketch keyed by its text, paid only at the start of a refusal episode): one clearance
+    // refused again and again (an attacker in a carrier NAT's /24 raising everyone's work) counts once.
+    if (check.firstOver) {
+      const nowMs = deps.clock.wallMs();
+      voucherOf(ctx, nowMs);
+      if (voucherText === '' || overOnce.take(`o${voucherText}`, 1, deps.clock.now()))
+        work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+    }
     const banAfter = defense.familiarity.budget.banAfter;
-    if (banAfter > 0) {
-      const key = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    // Towards a ban: only a client that came back before its Retry-After, once for each second it is
+    // refused in that follows a second it was refused in (SecondsInARow): a page's requests overrunning
+    // the budget within a second, or people behind one carrier NAT each refused now and then, are not a
+    // client ignoring the 429s for half a minute.
+    const key =
+      banAfter > 0 && check.ignoredRetry
+        ? addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength)
+        : '';
+    if (key !== '' && overSeconds.mark(key, deps.clock.now())) {
       const n = overBudget.add(key, deps.clock.now());
       // Once per `banAfter` refusals (a ban that expired while the client kept going is made again).
       if (n % banAfter === 0) {
@@ -406,12 +454,59 @@ export async function createChallengeGuard(
   // vouched for is not remembered from `elevated` up (an origin that grants a session to anyone who
   // POSTs /login would otherwise make every bot known by asking), and in calm is on probation for
   // `sessionProbationSec` (bots logging in at the onset of an attack, before the level rose).
+  // A trusted session shares the budget of the credential that vouched for it (voucherOf), and one
+  // credential (one address) vouches for few sessions a window: logging in again and again does not
+  // turn one solved challenge into many budgets.
   let headCtx: RequestContext | null = null;
+  let headVoucher: Session | null = null;
   const trust = (): number => {
-    if (headCtx !== null && headCtx.known) return 0;
+    headVoucher = null;
+    const defense = deps.getRuntime().config.defense;
+    if (headCtx !== null && headCtx.known && trustedGrant(headCtx, defense)) return 0;
     if (deps.level.level >= AttackLevel.elevated) return -1;
-    return deps.getRuntime().config.defense.familiarity.sessionProbationSec * 1000;
+    return defense.familiarity.sessionProbationSec * 1000;
   };
+  const voucher = (): Session | null => headVoucher;
+
+  function trustedGrant(ctx: RequestContext, defense: Config['defense']): boolean {
+    const f = defense.familiarity;
+    const now = deps.clock.wallMs();
+    const v = voucherOf(ctx, now);
+    // Counted per credential text in the same fixed sketch as addresses (grants are rare: the key's
+    // concatenation is paid only on a Set-Cookie of the session cookie).
+    if (v !== undefined && !grantQuota.take(`v${voucherText}`, f.budget.trustedGrants.perCredential, deps.clock.now()))
+      return false;
+    headVoucher = v ?? null;
+    const key = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    return grantQuota.take(key, f.budget.trustedGrants.perAddress, deps.clock.now());
+  }
+
+  /**
+   * The budget entry of the credential this request was known by (the same order as the look-up), or
+   * undefined (known by a clearance granted on this very request: the solution it carried is the work).
+   */
+  let voucherText = '';
+  function voucherOf(ctx: RequestContext, now: number): Session | undefined {
+    const headers = ctx.req.headers;
+    const cookies = headers.cookie;
+    let clearance = headerString(headers[CLEARANCE_HEADER]);
+    if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
+    voucherText = clearance;
+    const c = clearance === '' ? undefined : clearanceUsage.budgetOf(clearance);
+    if (c !== undefined) return c;
+    const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
+    if (name !== '' && cookies !== undefined && cookieValues(cookies, name, sids, false) > 0) {
+      voucherText = sids[0]!;
+      const s = sessions.budgetOf(voucherText);
+      if (s !== undefined) return s;
+    }
+    if (jwt !== null) {
+      const token = jwt.tokenFrom(headers);
+      voucherText = token;
+      if (token !== '' && jwt.isValid(token, now)) return jwtUsage.budgetOf(token);
+    }
+    return undefined;
+  }
 
   const familiarity: Phase = {
     name: 'familiarity',
@@ -422,34 +517,47 @@ export async function createChallengeGuard(
   };
 
   /**
-   * A known client shed by admission (the origin is full and it is still sending) pays `shedCost`
-   * requests of its pace budget for each: one that keeps being shed soon is over its budget.
+   * Charge a known client's request to its budgets once it is done: one request when it reached the
+   * origin (an answer from the cache, or a refusal by a later guard, cost the origin nothing), and when
+   * admission shed it `shedCost` (busy clients only: MemorySessionStore.spendOn). Each budget entry is
+   * charged once (a browser sends its clearance and the session it vouched for: one budget), and the
+   * address's shared budget too.
    */
-  function charge(ctx: RequestContext): void {
-    const cost = deps.getRuntime().config.defense.familiarity.budget.shedCost;
-    if (cost === 0) return;
+  function charge(ctx: RequestContext, tokens: number, shed: boolean): void {
     const headers = ctx.req.headers;
     const cookies = headers.cookie;
     const now = deps.clock.wallMs();
     let clearance = headerString(headers[CLEARANCE_HEADER]);
     if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
-    if (clearance !== '') clearanceUsage.spend(clearance, now, cost);
+    const a = clearance === '' ? undefined : clearanceUsage.budgetOf(clearance);
+    if (a !== undefined) clearanceUsage.spendOn(a, now, tokens, shed);
+    let b: Session | undefined;
     const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
     if (name !== '' && cookies !== undefined) {
       const n = cookieValues(cookies, name, sids, false);
-      for (let i = 0; i < n; i++) sessions.spend(sids[i]!, now, cost);
+      for (let i = 0; i < n; i++) {
+        const s = sessions.budgetOf(sids[i]!);
+        if (s === undefined || s === a || s === b) continue;
+        b = s;
+        sessions.spendOn(s, now, tokens, shed);
+      }
     }
     if (jwt !== null) {
       const token = jwt.tokenFrom(headers);
-      if (token !== '') jwtUsage.spend(token, now, cost);
+      const s = token === '' ? undefined : jwtUsage.budgetOf(token);
+      if (s !== undefined && s !== a && s !== b) jwtUsage.spendOn(s, now, tokens, shed);
     }
+    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
+    addressPace.spend(address, now, tokens, shed);
   }
 
   const challenge: Phase = {
     onDone(ctx: RequestContext) {
-      if (ctx.knownState !== 1) return;
+      if (ctx.knownState !== 1 || deps.level.level < AttackLevel.elevated) return;
       const r = ctx.reason;
-      if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT') charge(ctx);
+      if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT')
+        charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true);
+      else if (ctx.forwardStartMs !== 0) charge(ctx, 1, false);
     },
     name: 'challenge',
     onRequest(ctx: RequestContext) {
@@ -525,8 +633,9 @@ export async function createChallengeGuard(
       const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
       if (status >= 200 && status < 300 && name !== '') {
         headCtx = ctx;
-        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs(), trust);
+        learnSessions(sessions, name, status, rawHeaders, deps.clock.wallMs(), trust, voucher);
         headCtx = null;
+        headVoucher = null;
       }
     },
     async prepare(config) {
@@ -541,6 +650,8 @@ export async function createChallengeGuard(
         sessions.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
         jwtUsage.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
         clearanceUsage.configure(f.maxSessions, d.challenge.clearanceTtlSec, f.sessionBounds, paceOf(f, true));
+        addressPace.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, addressPaceOf(f));
+        grantQuota = new WindowQuota(f.sessionBounds.windowSec * 1000, 14);
         work.configure(d.challenge.difficultyRise.maxPrefixes);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);
       };

@@ -30,6 +30,19 @@ const MAX_JWT_CHARS = 8192;
 export const VERIFIED_MAX = 4096;
 const VERIFIED_MAX_CHARS = 2048;
 
+/** Whether token[from, to) is base64url as an encoder writes it (no padding, no spare bits set). */
+function canonical(token: string, from: number, to: number): boolean {
+  if (to - from === 0 || (to - from) % 4 === 1) return false;
+  for (let i = from; i < to; i++) {
+    const c = token.charCodeAt(i);
+    const ok =
+      (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f;
+    if (!ok) return false;
+  }
+  const seg = token.slice(from, to);
+  return Buffer.from(seg, 'base64url').toString('base64url') === seg;
+}
+
 export class JwtVerifier {
   readonly settings: JwtSettings;
   readonly #secret: Buffer | null;
@@ -115,6 +128,11 @@ export class JwtVerifier {
     const d1 = token.indexOf('.');
     const d2 = d1 === -1 ? -1 : token.indexOf('.', d1 + 1);
     if (d2 === -1 || token.indexOf('.', d2 + 1) !== -1) return 0;
+    // Canonical base64url only: Node's decoder ignores '=', whitespace, stray characters and the spare
+    // low bits of the last character, so one signed token would have countless texts, each a fresh key
+    // for the budget and the sharing bounds (keyed by the text). A token that does not re-encode to
+    // exactly its own text is refused: one token, one text.
+    if (!canonical(token, 0, d1) || !canonical(token, d1 + 1, d2) || !canonical(token, d2 + 1, token.length)) return 0;
     const s = this.settings;
     let header: unknown;
     let claims: unknown;

@@ -121,10 +121,36 @@ export const FamiliaritySchema = Obj(
         burst: Type.Integer({
           minimum: 1,
           maximum: 1_000_000,
-          default: 40,
+          default: 100,
           description:
-            'Requests one credential may make at once: a page and its assets (10 to 30 requests) with room to spare; it refills at `ratePerMinute`.',
+            'Requests one credential may send to the origin at once: a page and its assets (a large page has 70 requests not yet cached) with room to spare; it refills at `ratePerMinute`. Only what reaches the origin is charged (an answer from the cache costs nothing), checked before and charged after.',
         }),
+        perAddress: Type.Number({
+          minimum: 1,
+          maximum: 10_000,
+          default: 10,
+          description:
+            'Every known client address (an IPv6 client: its /64) has a budget too, this many times one credential’s (`ratePerMinute` and `burst`), shared by every credential used from it: several clearances, sessions or JWTs from one address do not add up past it. 10: a carrier-NAT address with several people browsing at once (each well under one credential’s pace on average) fits; one client holding many credentials does not get many budgets.',
+        }),
+        trustedGrants: Obj(
+          {
+            perCredential: Type.Integer({
+              minimum: 0,
+              maximum: 1_000,
+              default: 3,
+              description:
+                'Sessions the origin grants to a client known by one credential that are trusted at once, within `sessionBounds.windowSec` (a person logs in once or twice); past it a new session is not remembered from `elevated` up (on probation in calm). Each trusted session shares the pace budget of the credential that vouched for it.',
+            }),
+            perAddress: Type.Integer({
+              minimum: 0,
+              maximum: 10_000,
+              default: 20,
+              description:
+                'Trusted sessions granted to one client address (an IPv6 client: its /64) within `sessionBounds.windowSec`, whatever credential vouched (a carrier-NAT address where several people log in fits).',
+            }),
+          },
+          { default: {}, description: 'How many origin-granted sessions one known client may turn into trusted ones.' },
+        ),
         clearanceMaxAddresses: Type.Integer({
           minimum: 0,
           maximum: 16,
@@ -137,14 +163,14 @@ export const FamiliaritySchema = Obj(
           maximum: 1_000,
           default: 5,
           description:
-            'Requests of its budget a known client pays each time admission sheds one of its requests (queue full or deadline passed): a client that keeps being shed while it keeps sending is flooding, and is soon over its budget. 0: shedding costs nothing more.',
+            'Requests of its budget a known client that already spent half its burst pays each time admission sheds one of its requests (queue full or deadline passed): a client that keeps being shed while it keeps sending is flooding, and is soon over its budget. A client within half its burst (a person shed during an overload others cause) pays nothing. 0: shedding costs nothing.',
         }),
         banAfter: Type.Integer({
           minimum: 0,
           maximum: 1_000_000,
-          default: 60,
+          default: 30,
           description:
-            'Requests of one client address (an IPv6 client: its /64) refused over its budget within a minute that ban it (the ban table’s TTL, escalating). 0: never.',
+            'Seconds within a minute in which one client address (an IPv6 client: its /64) kept sending over its budget before the Retry-After it was given had passed, that ban it (the ban table’s TTL, escalating; at most one refusal a second counts, and a first refusal never does: a page load that overruns the budget once is not an offence). 0: never.',
         }),
       },
       {

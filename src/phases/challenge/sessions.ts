@@ -78,7 +78,7 @@ export interface SessionStore {
    * The origin granted this session id (a 2xx response set it). `probationMs` > 0: granted to a client
    * nobody vouched for, not known before then (a grant from a known client lifts it).
    */
-  grant(sessionId: string, nowMs: number, probationMs?: number): void;
+  grant(sessionId: string, nowMs: number, probationMs?: number, parent?: Session | null): void;
   /** The origin cleared it (logout: an empty value or Max-Age=0). */
   revoke(sessionId: string): void;
   /**
@@ -90,6 +90,8 @@ export interface SessionStore {
   /** Why the last isKnown() said no (Refused), and for `pace` the ms until one request would fit. */
   readonly lastRefusal: Refused;
   readonly retryAfterMs: number;
+  readonly lastIgnoredRetry: boolean;
+  readonly lastFirstOver: boolean;
   readonly size: number;
 }
 
@@ -120,7 +122,8 @@ function bitCount(m: number): number {
 /** Bits of a mask field: 30 keeps every mask a small integer. */
 const MASK_BITS = 30;
 
-class Session {
+/** One credential's entry (opaque outside this file): a session vouched for by another shares its budget. */
+export class Session {
   expiresMs: number;
   /** Start of the window prefixes and User-Agents are counted in. */
   windowStartMs = Number.NEGATIVE_INFINITY;
@@ -137,6 +140,13 @@ class Session {
   tatMs = 0;
   /** GCRA theoretical arrival time of the pace budget (ms). */
   paceTatMs = 0;
+  /**
+   * The credential that vouched for this session when the origin granted it (a client known by a
+   * clearance, a JWT or another session logged in): its pace budget is this one's, so logging in again
+   * and again does not multiply one solved challenge into many budgets. null: its own budget.
+   */
+  parent: Session | null = null;
+
   /** Granted to a client nobody vouched for: not known before this (ms; 0: vouched). */
   probationUntilMs = 0;
   /** The expiry the state file holds (persistence: written again once it lags by a quarter of the TTL). */
@@ -164,6 +174,10 @@ export class MemorySessionStore implements SessionStore {
   /** Why the last isKnown()/use() said no (Refused), and for `pace` the ms until one request fits. */
   lastRefusal: Refused = Refused.none;
   retryAfterMs = 0;
+  /** For a `pace` refusal: the client came back before the previous refusal's Retry-After had passed. */
+  lastIgnoredRetry = false;
+  /** For a `pace` refusal: the first since this credential (or its voucher) was last within budget. */
+  lastFirstOver = false;
   /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
@@ -208,7 +222,7 @@ export class MemorySessionStore implements SessionStore {
     } else this.#changed!.add(h);
   }
 
-  grant(sessionId: string, nowMs: number, probationMs = 0): void {
+  grant(sessionId: string, nowMs: number, probationMs = 0, parent: Session | null = null): void {
     if (this.#max === 0 || sessionId === '' || sessionId.length > MAX_SESSION_ID_CHARS) return;
     const h = hashId(sessionId);
     // Granted again (origins that re-send the cookie with every answer): the same session, with what
@@ -220,6 +234,7 @@ export class MemorySessionStore implements SessionStore {
     const s = old ?? new Session(nowMs + this.#ttlMs);
     if (old === undefined) s.probationUntilMs = probationMs > 0 ? nowMs + probationMs : 0;
     else if (probationMs === 0) s.probationUntilMs = 0;
+    if (parent !== null && parent !== s) s.parent = parent.parent ?? parent;
     this.#table.set(h, s);
     if (this.#changed !== null && s.expiresMs - s.savedExpiresMs > this.#ttlMs / 4) this.#markChanged(h);
   }
@@ -276,17 +291,82 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /**
-   * Charge `tokens` more requests to a credential's pace budget (its holder was shed by admission:
-   * a client that keeps being shed is flooding, not browsing), up to the same bounded debt.
+   * The entry whose pace budget `id` spends (its voucher's when it has one), or undefined; no side
+   * effect (the request path charges it with spendOn() once the request reached the origin).
    */
-  spend(id: string, nowMs: number, tokens: number): void {
-    if (this.#table.size === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return;
+  budgetOf(id: string): Session | undefined {
+    if (this.#table.size === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return undefined;
     const s = this.#table.get(hashId(id));
-    if (s === undefined) return;
+    return s === undefined ? undefined : (s.parent ?? s);
+  }
+
+  /**
+   * Charge `tokens` requests to a budget entry (budgetOf), up to the same bounded debt. `busyOnly`: a
+   * client shed by admission pays `tokens` only when it already spent half its burst (it keeps sending
+   * while the origin is full: flooding), else nothing (the shed request cost the origin nothing): a
+   * person shed during an overload others cause does not pay for it.
+   */
+  spendOn(s: Session, nowMs: number, tokens: number, busyOnly = false): void {
     const interval = 60_000 / this.#pace.ratePerMinute;
-    const cap = nowMs + (2 * (this.#pace.burst - 1) + 1) * interval;
-    const next = Math.max(s.paceTatMs, nowMs) + tokens * interval;
+    const tau = (this.#pace.burst - 1) * interval;
+    const tat = Math.max(s.paceTatMs, nowMs);
+    const n = busyOnly && tat - nowMs < tau / 2 ? 0 : tokens;
+    const cap = nowMs + 2 * tau + interval;
+    const next = tat + n * interval;
     s.paceTatMs = next < cap ? next : cap;
+  }
+
+  /** spendOn() the budget of `id`, if known. */
+  spend(id: string, nowMs: number, tokens: number, busyOnly = false): void {
+    const s = this.budgetOf(id);
+    if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly);
+  }
+
+  /**
+   * A pace budget alone, for a key that is no credential (a client address shared by several): remember
+   * `id` if new, then whether it is within its budget (checked, not spent: spendOn() charges it).
+   */
+  paceCheck(id: string, nowMs: number): Session | null {
+    this.lastRefusal = Refused.none;
+    if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS) return null;
+    const h = hashId(id);
+    let s = this.#table.get(h);
+    this.#table.delete(h);
+    if (s === undefined) {
+      while (this.#table.size >= this.#max) this.#evictOldest();
+      s = new Session(0);
+    }
+    s.expiresMs = nowMs + this.#ttlMs;
+    this.#table.set(h, s);
+    return this.#paceOk(s, nowMs) ? s : null;
+  }
+
+  /**
+   * Whether one more request fits the pace budget of `s` (its voucher's): GCRA, one request every
+   * `interval`, `burst` at once. Checked here, charged by spendOn() once the request reached the origin
+   * (an answer from the cache costs the origin nothing, and a page's cached assets must not use up the
+   * budget). A refused request spends, up to one more burst of debt: a client that keeps going past its
+   * Retry-After stays refused (no trickle of one request a second), one that stops waits at most `burst`
+   * intervals.
+   */
+  #paceOk(s: Session, nowMs: number): boolean {
+    const pace = this.#pace;
+    const p = s.parent ?? s;
+    const interval = 60_000 / pace.ratePerMinute;
+    const tau = (pace.burst - 1) * interval;
+    const tat = Math.max(p.paceTatMs, nowMs);
+    const over = tat - nowMs - tau;
+    if (over <= 0) return true;
+    const next = tat + interval;
+    const cap = nowMs + 2 * tau + interval;
+    p.paceTatMs = next < cap ? next : cap;
+    this.lastRefusal = Refused.pace;
+    this.retryAfterMs = p.paceTatMs - nowMs - tau;
+    // In debt past one request: it was refused already and came back before that Retry-After.
+    this.lastIgnoredRetry = over > interval;
+    // The first refusal since it was last within budget (not one field more per entry to say "ever").
+    this.lastFirstOver = over <= interval;
+    return false;
   }
 
   #withinBounds(s: Session, nowMs: number, u: Usage): boolean {
@@ -316,24 +396,7 @@ export class MemorySessionStore implements SessionStore {
       this.lastRefusal = Refused.shared;
       return false;
     }
-    if (u.paced) {
-      // GCRA: one request every `interval`, `burst` at once. A refused request spends too, up to one
-      // more burst of debt: a client that keeps going past its Retry-After stays refused (no trickle
-      // of one request a second), one that stops waits at most `burst` intervals.
-      const interval = 60_000 / pace.ratePerMinute;
-      const tau = (pace.burst - 1) * interval;
-      const tat = Math.max(s.paceTatMs, nowMs);
-      const over = tat - nowMs - tau;
-      if (over > 0) {
-        const next = tat + interval;
-        const cap = nowMs + 2 * tau + interval;
-        s.paceTatMs = next < cap ? next : cap;
-        this.lastRefusal = Refused.pace;
-        this.retryAfterMs = s.paceTatMs - nowMs - tau;
-        return false;
-      }
-      s.paceTatMs = tat + interval;
-    }
+    if (u.paced && !this.#paceOk(s, nowMs)) return false;
     if (!u.underAttack) return true;
     const interval = 1000 / b.underAttackRatePerSec;
     const tat = Math.max(s.tatMs, nowMs);
@@ -424,6 +487,7 @@ export function learnSessions(
   rawHeaders: readonly Buffer[],
   nowMs: number,
   trust: () => number = () => 0,
+  voucher: () => Session | null = () => null,
 ): void {
   if (status < 200 || status > 299 || cookieName === '') return;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -443,7 +507,7 @@ export function learnSessions(
     if (value === '' || /;\s*max-age\s*=\s*(0|-)/i.test(line)) store.revoke(value);
     else {
       const probationMs = trust();
-      if (probationMs >= 0) store.grant(value, nowMs, probationMs);
+      if (probationMs >= 0) store.grant(value, nowMs, probationMs, probationMs === 0 ? voucher() : null);
     }
   }
 }

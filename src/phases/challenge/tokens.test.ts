@@ -271,7 +271,12 @@ test('pace budget: a burst, then refused while the client keeps going (bounded d
     paced: true,
   };
   s.grant('p', NOW);
-  const first = [0, 1, 2, 3, 4, 5].map(() => s.isKnown('p', NOW, paced));
+  // Checked on the look-up, charged once the request reached the origin (the gateway's onDone).
+  const first = [0, 1, 2, 3, 4, 5].map(() => {
+    const known = s.isKnown('p', NOW, paced);
+    if (known) s.spend('p', NOW, 1);
+    return known;
+  });
   assert.deepEqual(first, [true, true, true, true, true, false]);
   assert.equal(s.retryAfterMs > 0 && s.retryAfterMs <= 2000, true, `retry after ${s.retryAfterMs} ms`);
   // Ten more refused at 10 a second: still refused a second later (no trickle), not past one more burst.
@@ -283,6 +288,14 @@ test('pace budget: a burst, then refused while the client keeps going (bounded d
   s.grant('q', NOW);
   s.spend('q', NOW, 5);
   assert.equal(s.isKnown('q', NOW, paced), false);
+  // A client shed while within half its burst (a person shed during an overload others cause) pays nothing.
+  s.grant('b', NOW);
+  s.spend('b', NOW, 5, true);
+  assert.equal(s.isKnown('b', NOW, paced), true);
+  s.spend('b', NOW, 1);
+  s.spend('b', NOW, 1);
+  s.spend('b', NOW, 5, true);
+  assert.equal(s.isKnown('b', NOW, paced), false, 'past half its burst, a shed costs the full price');
   // Not paced (calm): never counted.
   s.grant('r', NOW);
   for (let i = 0; i < 20; i++) assert.equal(s.isKnown('r', NOW, { ...paced, paced: false }), true);
