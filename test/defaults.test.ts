@@ -180,7 +180,7 @@ test('zero-config limits POST floods from unknown clients, per address and per /
   const rules = gw.gateway.defense.getRuntime().config.defense.rateLimit.rules;
   assert.deepEqual(
     rules.map((r) => r.id),
-    [DEFAULT_RATE_LIMIT_RULE.id, 'unsafe-unknown', 'unsafe-all'],
+    [DEFAULT_RATE_LIMIT_RULE.id, 'unsafe-all', 'unsafe-unknown'],
   );
   const post = (from: string, path = '/login') =>
     send(gw.url, path, { method: 'POST', localAddress: from, body: 'user=a&password=b' });
@@ -282,6 +282,24 @@ test('a session of one\u2019s own does not lift every limit on unsafe methods: t
     ),
   );
   assert.equal(next.filter((a) => a.status === 200).length, 5);
+});
+
+test('a POST flood past every client\u2019s budget is refused without checking its credentials', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  // Bans off: what is counted here is the look-ups of requests that reach the rate limit.
+  const gw = await startGateway(t, up.url, { defense: { bans: { mode: 'off' } } }, { clock });
+  // A made-up clearance on each: telling it from a real one costs a MAC (a JWT: a signature check).
+  const headers = { 'rempart-clearance': 'v1.made-up.clearance' };
+  let limited = 0;
+  for (let i = 0; i < 100; i++)
+    if (
+      (await send(gw.url, '/login', { method: 'POST', localAddress: '127.0.4.1', headers, body: 'x' })).status === 429
+    )
+      limited++;
+  assert.equal(limited, 80, '20 pass unsafe-unknown');
+  // unsafe-all (every client, no look-up) refuses the 50 past its burst before unsafe-unknown asks.
+  assert.equal(gw.gateway.challenge.familiarityLookups, 50);
 });
 
 test('zero-config is the defaults: no cache, rate-limit or admission setting of its own', () => {
