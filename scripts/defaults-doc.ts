@@ -108,7 +108,7 @@ const ROWS: Row[] = [
     area: 'rate limits',
     settings: null,
     value: () => (schemaDefault('defense.rateLimit.rules') as Record<string, unknown>[]).map(rule).join('; '),
-    why: 'A browser loading a page and its assets, or a few people behind one NAT, stay far under 50/s. A person submits a form every few seconds at most and a page sends its few POSTs together: 20 at once then one a second is never met, while a login or form flood from one address or /24 is cut before the origin, which no cache can spare (each POST costs a password hash or a write). Known clients (clearance, a session the origin granted, a JWT) are not counted by the second rule (docs/rate-limits.md).',
+    why: 'A browser loading a page and its assets, or a few people behind one NAT, stay far under 50/s. A person submits a form every few seconds at most and a page sends its few POSTs together: 20 at once then one a second is never met, while a login or form flood from one address or /24 is cut before the origin, which no cache can spare (each POST costs a password hash or a write). Known clients (clearance, a session the origin granted, a JWT) are not counted by `unsafe-unknown`; its /24 level is the general ×16, since a distributed flood sends 1/s per /24 or less and an office or carrier NAT shares one /24. `unsafe-all` counts every client at 5 times that pace with a burst of 50, room for a signed-in person, so that one session of an attacker\u2019s own does not carry an unlimited login flood to critical routes (docs/rate-limits.md).',
   },
   {
     area: 'rate-limit mode',

@@ -124,7 +124,7 @@ test('without rules the default per-address rule limits the public classes', asy
   // The second default rule counts only unsafe methods from unknown clients (test/defaults.test.ts).
   assert.deepEqual(
     phase.rules.map((r) => r.id),
-    ['per-address', 'unsafe-unknown'],
+    ['per-address', 'unsafe-all', 'unsafe-unknown'],
   );
   let refused = 0;
   for (let i = 0; i < phase.rules[0]!.burst + 5; i++) if ((await fetch(`${gw.url}/`)).status === 429) refused++;

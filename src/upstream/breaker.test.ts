@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../core/clock.ts';
-import { CircuitBreaker } from './breaker.ts';
+import { CircuitBreaker, spreadKey } from './breaker.ts';
 
 const SETTINGS = {
   consecutiveFailures: 5,
@@ -153,4 +153,16 @@ test('a connect failure streak is broken by a success or an answer, and a failed
   // The failures that opened it were spent: a few more after closing do not reopen it at once.
   for (let i = 0; i < 5; i++) breaker.onResponseFailure(`10.0.${i}.0/24`, `/p${i}`);
   assert.equal(breaker.state, 'closed');
+});
+
+test('the spread over clients counts IPv6 by /48: three /64s of one /48 are one client', () => {
+  const { breaker } = setup();
+  // ctx.clientPrefix of IPv6 clients: their /64 (core/client-key.ts prefixKey).
+  for (let i = 0; i < 60; i++) breaker.onResponseFailure(`2001:db8:77:${i % 3}::/64`, `/search/${i % 3}`);
+  assert.equal(breaker.state, 'closed', 'one /48 (a tunnel broker account, a home /56) is one client');
+  for (let i = 0; i < 3; i++) breaker.onResponseFailure(`2001:db8:${i + 1}:0::/64`, `/p${i}`);
+  assert.equal(breaker.state, 'open', 'three /48s are three clients');
+  assert.equal(spreadKey('2001:db8:77:ab::/64'), '2001:db8:77::/48');
+  assert.equal(spreadKey('2001:0:0:0::/64'), '2001:0:0::/48');
+  assert.equal(spreadKey('198.51.100'), '198.51.100');
 });

@@ -9,7 +9,7 @@
 //   at once for a slow path (or one the origin drops) used to open the breaker for every user of the
 //   upstream; now they open it only when, over a rolling window, there were at least `minRequests`
 //   answers, at least `failurePercent` of them failed, and the failures came from at least `minClients`
-//   client prefixes AND on at least `minPaths` paths. One client, or one slow path however many clients
+//   client networks (IPv4 /24s, IPv6 /48s: spreadKey) AND on at least `minPaths` paths. One client, or one slow path however many clients
 //   ask for it, cannot meet that; an origin really down fails every path for everyone and does. A slow
 //   path is its own request's timeout, not the whole upstream's outage.
 //
@@ -70,6 +70,20 @@ class Bucket {
 function addDistinct(list: string[], value: string, cap: number): void {
   if (list.length >= cap || list.includes(value)) return;
   list.push(value);
+}
+
+/**
+ * The network a response failure's client is counted by for the spread over clients: an IPv4 /24 as
+ * the request's prefix key (`a.b.c`), and for IPv6 the /48 of its /64 key (`a:b:c:d::/64`). A /48 is
+ * what one customer gets (a home line's /56 and a free tunnel broker's /48 are inside one): counting
+ * /64s, three of one account's 65,536 opened the breaker for everyone. IPv4 stays at /24: a /24 is the
+ * smallest block routed apart and its addresses cost money; a /16 would merge unrelated customers of
+ * one ISP and let a real outage seen by many people of one region count as one client.
+ */
+export function spreadKey(clientPrefix: string): string {
+  if (clientPrefix.indexOf(':') === -1) return clientPrefix;
+  const h = clientPrefix.split(':', 3);
+  return `${h[0] ?? ''}:${h[1] || '0'}:${h[2] || '0'}::/48`;
 }
 
 /** Distinct values of `a` and `b` together, counted up to `cap`. */
@@ -182,7 +196,7 @@ export class CircuitBreaker {
     const b = this.#bucket();
     b.answers++;
     b.failures++;
-    addDistinct(b.prefixes, clientPrefix, s.minClients);
+    addDistinct(b.prefixes, spreadKey(clientPrefix), s.minClients);
     addDistinct(b.paths, path, s.minPaths);
     const p = this.#prev;
     if (distinct(b.prefixes, p.prefixes, s.minClients) < s.minClients) return;

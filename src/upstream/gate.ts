@@ -96,7 +96,7 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
 
   /**
    * A request of class `cls` that held a slot is done; `sample` says what its exchange (of the route
-   * with `rttSlot`) taught the limiter: `rttMs`, of which `stalledMs` overlapped Rempart's own stalls.
+   * with `rttSlot`) taught the limiter: `rttMs`, whose last `stalledMs` Rempart's own loop was busy (stall.ts).
    */
   release(cls: number, sample: 'success' | 'drop' | 'none', rttMs: number, rttSlot: number, stalledMs = 0): void {
     if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot, stalledMs);

@@ -204,8 +204,8 @@ export class ConcurrencyLimiter {
   stalledSamples = 0;
 
   /**
-   * A successful exchange of the route with this slot (routeSlot) took `rttMs`, of which `stalledMs`
-   * overlapped stalls of Rempart's own event loop (stall.ts). The stall is subtracted: a response that
+   * A successful exchange of the route with this slot (routeSlot) took `rttMs`, whose last `stalledMs`
+   * Rempart's own event loop was busy without a pause (stall.ts). The stall is subtracted: a response that
    * waited in the socket while the loop was busy measured Rempart, not the origin. A sample that is
    * mostly stall teaches nothing (how much of the stall came after the response arrived is unknown;
    * the subtraction is a lower bound of the origin's time, good only while the stall is the smaller part).

@@ -255,7 +255,7 @@ export const UpstreamSchema = Obj(
           maximum: 64,
           default: 3,
           description:
-            'Distinct client prefixes (/24, /64) among the window\u2019s response failures needed to open it: one ' +
+            'Distinct client networks (IPv4 /24, IPv6 /48) among the window\u2019s response failures needed to open it: one ' +
             'client asking for a slow path cannot.',
         }),
         minPaths: Type.Integer({
