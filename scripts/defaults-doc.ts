@@ -78,14 +78,14 @@ const ROWS: Row[] = [
       )
         .map((c) => `\`${c}\``)
         .join(', ')} (\`routes[].cache.enabled\`)`,
-    why: 'Only what the origin marks storable by a shared cache is stored (next row), so an origin that says nothing is not cached. Logged-in and payment routes are one person\u2019s answers: switched on only by hand.',
+    why: 'Only what the origin addresses to shared caches is stored (next row), so an origin that says nothing is not cached. Logged-in and payment routes are one person\u2019s answers: switched on only by hand.',
   },
   {
     area: 'cache: what is stored',
     settings: null,
     value: () =>
-      'GET 200/301 with `public`, `s-maxage` or `max-age`; never with `Set-Cookie`, `private`, `no-store`, `no-cache`, `Vary: *`, or for a request carrying a Cookie; with Authorization only when `public`/`s-maxage`. No heuristic freshness',
-    why: 'RFC 9111\u2019s rules for a shared cache, narrowed: the key does not vary on cookies, so an answer to a request with one (maybe that person\u2019s page) is never stored, and a copy not marked `public`/`s-maxage` never answers a request with a cookie or Authorization (src/phases/cache/policy.ts).',
+      'GET 200/301 with `public` or `s-maxage` (a bare `max-age` only where the operator switched the cache on); never with `Set-Cookie`, `private`, `no-store`, `no-cache`, `Vary: *`, nor for a request carrying a Cookie, Authorization or the API-key header (`x-api-key`). No heuristic freshness',
+    why: 'A route cached only by default was never declared shared: only what a shared cache may store without doubt. A bare `max-age` is also what origins send browsers for one person\u2019s page; the key varies on no cookie or credential, so an answer to a request with one is never stored, even marked public (as Varnish passes them), though it may be answered from a public copy. Where the operator switched the cache on: RFC 9111 (a cookie does not count; credentials need `public`/`s-maxage`). docs/cache.md.',
   },
   {
     area: 'cache: key',

@@ -388,6 +388,61 @@ test('a copy stored from an anonymous request does not answer a request with Aut
   assert.ok(line);
 });
 
+test('the API-key header is treated as Authorization: not stored without public, and never answered from a private copy', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    const key = req.headers['x-api-key'] ?? req.headers['x-token'] ?? 'anonymous';
+    res.writeHead(200, { 'cache-control': req.url === '/public' ? 'public, max-age=60' : 'max-age=60' });
+    res.end(`${req.url} for ${key}`);
+  });
+  const gw = await startGateway(t, up.url, {
+    routes: [cacheableRoute],
+    defense: { exfiltration: { apiKeyHeader: 'X-Token' } },
+  });
+  for (const [p, header] of [
+    ['/me', 'x-api-key'],
+    ['/me2', 'x-token'],
+  ] as const) {
+    assert.equal((await get(`${gw.url}${p}`, { [header]: 'alice' })).body, `${p} for alice`);
+    const anonymous = await get(`${gw.url}${p}`);
+    assert.equal(anonymous.body, `${p} for anonymous`, 'an answer to a request with an API key is not stored');
+    assert.equal(anonymous.headers.get('x-cache'), null);
+    // Stored from the anonymous request now: that copy does not answer bob.
+    const bob = await get(`${gw.url}${p}`, { [header]: 'bob' });
+    assert.equal(bob.body, `${p} for bob`);
+    assert.equal(bob.headers.get('x-cache'), null);
+    assert.equal((await get(`${gw.url}${p}`)).headers.get('x-cache'), 'HIT');
+  }
+  // RFC 9111 §3.5 on a route the operator switched on: an answer marked public is stored and shared.
+  assert.equal((await get(`${gw.url}/public`, { 'x-api-key': 'alice' })).body, '/public for alice');
+  assert.equal((await get(`${gw.url}/public`, { 'x-api-key': 'bob' })).headers.get('x-cache'), 'HIT');
+  const lines = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
+  assert.ok(lines.includes('miss:not_stored:authorization'), lines.join(' '));
+  assert.ok(lines.includes('bypass:authorization'), lines.join(' '));
+});
+
+test('on a route the operator switched on, a cookie neither bypasses the cache nor keeps it from filling', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    res.writeHead(200, { 'cache-control': 'max-age=60' });
+    res.end(`page ${req.url}`);
+  });
+  const gw = await startGateway(t, up.url, {
+    // 104 requests from one address: past the default per-address burst.
+    defense: { rateLimit: { mode: 'off' } },
+    routes: [
+      { name: 'track', path: '/track/*', upstream: 'origin', class: 'cacheable' },
+      { name: 'on', path: '/on/*', upstream: 'origin', class: 'public', cache: { enabled: true } },
+    ],
+  });
+  for (const p of ['/track/A', '/on/A']) {
+    // A request with a cookie fills the copy, and a flood of them each with its own cookie is answered from it.
+    assert.equal((await get(`${gw.url}${p}`, { cookie: 'a=first' })).headers.get('x-cache'), null);
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => get(`${gw.url}${p}`, { cookie: `a=${i}` })));
+    for (const a of answers) assert.equal(a.headers.get('x-cache'), 'HIT', p);
+    assert.equal((await get(`${gw.url}${p}`)).headers.get('x-cache'), 'HIT');
+    assert.equal(up.requests.filter((r) => r.url === p).length, 1, p);
+  }
+});
+
 test('cache settings have defaults, and a misspelt cache key stops start-up', () => {
   const base = {
     version: 1,

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startGateway, startUpstream } from './helpers.ts';
+import { startGateway, startUpstream, waitFor } from './helpers.ts';
 import { createManualClock } from '../src/core/clock.ts';
 import { configFromFlags } from '../src/cli.ts';
 import { DEFAULT_RATE_LIMIT_RULE } from '../src/phases/ratelimit/schema.ts';
@@ -50,7 +50,7 @@ async function upstreamWith(t: Parameters<typeof startUpstream>[0], heads: Recor
 
 const hits = (up: { requests: { url: string }[] }, url: string) => up.requests.filter((r) => r.url === url).length;
 
-test('zero-config caches: routes of class public store what the origin marks shareable, and nothing else', async (t) => {
+test('zero-config caches: routes of class public store what the origin addresses to shared caches, and nothing else', async (t) => {
   const up = await upstreamWith(t, {
     '/public': { 'cache-control': 'public, max-age=60' },
     '/maxage': { 'cache-control': 'max-age=60' },
@@ -63,45 +63,98 @@ test('zero-config caches: routes of class public store what the origin marks sha
   });
   const gw = await startGateway(t, up.url);
   assert.equal(gw.gateway.defense.getRuntime().routes[0]!.cache === null, false, 'the cache is on by default');
-  for (const p of ['/public', '/maxage', '/smaxage']) {
+  for (const p of ['/public', '/smaxage']) {
     assert.equal((await send(gw.url, p)).xcache, null);
     const second = await send(gw.url, p);
     assert.equal(second.xcache, 'HIT', p);
     assert.equal(second.body, `answer for ${p}`);
     assert.equal(hits(up, p), 1, `${p} is stored`);
   }
-  // No heuristic freshness, no cookie, nothing private: each of these reaches the origin every time.
-  for (const p of ['/cookie', '/private', '/nostore', '/varystar', '/nolifetime']) {
+  // No heuristic freshness, no cookie, nothing private; and a bare max-age, which origins also send
+  // browsers for one person's page, is not taken as leave to share: each reaches the origin every time.
+  for (const p of ['/maxage', '/cookie', '/private', '/nostore', '/varystar', '/nolifetime']) {
     for (let i = 0; i < 3; i++) assert.equal((await send(gw.url, p)).xcache, null, p);
     assert.equal(hits(up, p), 3, `${p} is not stored`);
   }
   const reasons = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
   assert.ok(reasons.includes('miss:not_stored:set_cookie'), reasons.join(' '));
   assert.ok(reasons.includes('miss:not_stored:no_freshness'), reasons.join(' '));
+  assert.ok(reasons.includes('miss:not_stored:not_public'), reasons.join(' '));
 });
 
-test('zero-config caches: a request carrying a cookie never fills the cache, and gets only copies marked public', async (t) => {
-  const up = await upstreamWith(t, {
-    '/page': { 'cache-control': 'max-age=60' },
-    '/shared': { 'cache-control': 'public, max-age=60' },
+test('zero-config caches: a request with a cookie, Authorization or an API key never fills the cache, and is answered from a public copy', async (t) => {
+  // An origin that answers each caller their own page, and (wrongly) calls it public.
+  const up = await startUpstream(t, (req, res) => {
+    const who = req.headers['x-api-key'] ?? req.headers.authorization ?? req.headers.cookie ?? 'anonymous';
+    res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+    res.end(`page of ${who}`);
   });
   const gw = await startGateway(t, up.url);
-  const withCookie = { cookie: 'sid=0123456789abcdef0123456789abcdef' };
-  // A cookie request's answer may be that person's page: not stored, even when it says public.
-  for (const p of ['/page', '/shared']) {
-    assert.equal((await send(gw.url, p, { headers: withCookie })).xcache, null);
-    assert.equal((await send(gw.url, p, { headers: withCookie })).xcache, null);
-    assert.equal(hits(up, p), 2, `${p}: a request with a cookie fills nothing`);
+  const people: Record<string, string>[] = [
+    { cookie: 'sid=0123456789abcdef0123456789abcdef' },
+    { authorization: 'Bearer alice' },
+    { 'x-api-key': 'alice' },
+  ];
+  for (const headers of people) {
+    const own = `page of ${Object.values(headers)[0]}`;
+    assert.equal((await send(gw.url, '/me', { headers })).body, own);
+    assert.equal((await send(gw.url, '/me', { headers })).body, own);
   }
-  // An anonymous request fills both; a copy the origin did not call shared never answers a cookie.
-  for (const p of ['/page', '/shared']) await send(gw.url, p);
-  assert.equal((await send(gw.url, '/page')).xcache, 'HIT');
-  assert.equal((await send(gw.url, '/page', { headers: withCookie })).xcache, null);
-  assert.equal(hits(up, '/page'), 4);
-  assert.equal((await send(gw.url, '/shared', { headers: withCookie })).xcache, 'HIT');
-  assert.equal(hits(up, '/shared'), 3);
+  assert.equal(hits(up, '/me'), 6, 'a request with a cookie or credentials fills nothing, even when public');
+  const anonymous = await send(gw.url, '/me');
+  assert.equal(anonymous.xcache, null);
+  assert.equal(anonymous.body, 'page of anonymous');
+  assert.equal(hits(up, '/me'), 7);
+  // The copy an anonymous request filled, marked public, may answer anyone.
+  for (const headers of [...people, {}]) {
+    const r = await send(gw.url, '/me', { headers });
+    assert.equal(r.xcache, 'HIT');
+    assert.equal(r.body, 'page of anonymous');
+  }
+  assert.equal(hits(up, '/me'), 7);
   // Rempart's own cookies never reach the origin, so they do not count as a cookie here.
-  assert.equal((await send(gw.url, '/page', { headers: { cookie: '__rempart_clearance=x' } })).xcache, 'HIT');
+  assert.equal((await send(gw.url, '/me', { headers: { cookie: '__rempart_clearance=x' } })).xcache, 'HIT');
+  const reasons = gw.logs.filter((l) => l.msg === 'request').map((l) => String(l.cache));
+  assert.ok(reasons.includes('miss:request_cookie'), reasons.join(' '));
+  assert.ok(reasons.includes('miss:authorization'), reasons.join(' '));
+});
+
+test('zero-config caches: the API-key header Rempart is configured with counts as a credential', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+    res.end(`page of ${req.headers['x-token'] ?? 'anonymous'}`);
+  });
+  const gw = await startGateway(t, up.url, { defense: { rateLimit: { apiKeyHeader: 'X-Token' } } });
+  assert.equal((await send(gw.url, '/me', { headers: { 'x-token': 'alice' } })).body, 'page of alice');
+  const anonymous = await send(gw.url, '/me');
+  assert.equal(anonymous.xcache, null);
+  assert.equal(anonymous.body, 'page of anonymous');
+});
+
+test('zero-config caches: a stale public copy is refreshed without the requester\u2019s cookie or credentials', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    const who = req.headers.authorization ?? req.headers['x-api-key'] ?? req.headers.cookie ?? 'anonymous';
+    res.writeHead(200, { 'cache-control': 'public, max-age=1' });
+    res.end(`hello ${who}`);
+  });
+  const clock = createManualClock();
+  const gw = await startGateway(t, up.url, {}, { clock });
+  assert.equal((await send(gw.url, '/home')).body, 'hello anonymous');
+  const credentials = { authorization: 'Bearer alice', 'x-api-key': 'alice', cookie: 'sid=alice' };
+  // Past freshness, within stale-while-revalidate: the stale copy answers and one refresh goes out.
+  clock.advance(2_000);
+  const stale = await send(gw.url, '/home', { headers: credentials });
+  assert.equal(stale.xcache, 'STALE');
+  assert.equal(stale.body, 'hello anonymous');
+  await waitFor(() => up.requests.length === 2, { timeoutMs: 10_000, intervalMs: 20 });
+  const refresh = up.requests[1]!;
+  for (const name of Object.keys(credentials)) assert.equal(refresh.headers[name], undefined, name);
+  // Once the refresh is stored, the copy is fresh again (and the origin saw no one else).
+  await waitFor(async () => (await send(gw.url, '/home')).xcache === 'HIT', { timeoutMs: 10_000, intervalMs: 20 });
+  assert.equal(up.requests.length, 2);
+  const after = await send(gw.url, '/home');
+  assert.equal(after.xcache, 'HIT');
+  assert.equal(after.body, 'hello anonymous');
 });
 
 test('zero-config caches without changing what the origin receives: the query string is keyed and sent whole', async (t) => {

@@ -158,15 +158,22 @@ const REFRESH_DROPPED = new Set([
 /**
  * The request fields of a cache refresh (src/phases/cache) made on behalf of `ctx`: those the forward
  * path sends, without the conditional and range fields (the refresh stores the whole response) and
- * without cookies (what it stores answers everyone).
+ * without cookies, Authorization or the configured API-key headers (the route's `credentialHeaders`):
+ * what it stores answers everyone, so it asks as an anonymous visitor would.
  */
 export function refreshRequestHeaders(ctx: RequestContext, via: string): string[] {
   const all = upstreamRequestHeaders(ctx, via);
+  const credentials = ctx.route?.cache?.credentialHeaders ?? REFRESH_CREDENTIALS;
   const headers: string[] = [];
-  for (let i = 0; i < all.length; i += 2)
-    if (!REFRESH_DROPPED.has(all[i]!.toLowerCase())) headers.push(all[i]!, all[i + 1]!);
+  for (let i = 0; i < all.length; i += 2) {
+    const lower = all[i]!.toLowerCase();
+    if (!REFRESH_DROPPED.has(lower) && !credentials.includes(lower)) headers.push(all[i]!, all[i + 1]!);
+  }
   return headers;
 }
+
+/** Without a caching route (never in practice): still no Authorization. */
+const REFRESH_CREDENTIALS: readonly string[] = ['authorization'];
 
 /**
  * Turn undici's raw response head (Buffer pairs) into the flat string array res.writeHead takes,

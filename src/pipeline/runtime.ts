@@ -77,6 +77,17 @@ export interface CompiledRouteCache {
   readonly queryParams: readonly string[] | null;
   readonly staleWhileRevalidateMs: number;
   readonly staleIfErrorMs: number;
+  /**
+   * On only by its class's default (CACHED_BY_DEFAULT, `cache.enabled` not written, class not `cacheable`):
+   * such a route stores only what the origin addressed to shared caches, and never from a request with
+   * credentials or a cookie (docs/cache.md "Routes cached by default").
+   */
+  readonly byDefault: boolean;
+  /**
+   * Lower-cased request fields that name a person, treated as Authorization is (RFC 9111 §3.5):
+   * `authorization` and the API-key headers Rempart is configured with (rate limits, exfiltration).
+   */
+  readonly credentialHeaders: readonly string[];
 }
 
 /**
@@ -85,10 +96,19 @@ export interface CompiledRouteCache {
  * without an explicit lifetime, or with a cookie either way, is never stored. `authenticated` and
  * `critical` routes cache only when switched on: their answers are one person's.
  */
-function compileRouteCache(r: RouteConfig): CompiledRouteCache | null {
+function compileRouteCache(r: RouteConfig, config: Config): CompiledRouteCache | null {
   const enabled = r.cache?.enabled ?? CACHED_BY_DEFAULT.has(r.class);
   if (!enabled) return null;
+  const credentialHeaders = ['authorization'];
+  const d = config.defense;
+  for (const h of [d.rateLimit.apiKeyHeader, d.exfiltration.apiKeyHeader, r.sensitive?.apiKeyHeader]) {
+    const lower = h?.toLowerCase();
+    if (lower !== undefined && !credentialHeaders.includes(lower)) credentialHeaders.push(lower);
+  }
   return {
+    // `cacheable` was the one class that cached before the default (its operator chose it): explicit.
+    byDefault: r.cache?.enabled === undefined && r.class !== 'cacheable',
+    credentialHeaders,
     // A `cacheable` route's class says its answers do not depend on the query; any other route that
     // caches without listing parameters keys its whole target and sends it on unchanged.
     queryParams: r.cache?.queryParams ?? (r.class === 'cacheable' ? [] : null),
@@ -250,7 +270,7 @@ export function compileRuntime(
       path: (isPrefix ? r.path.slice(0, -1) : r.path).toLowerCase(),
       isPrefix,
       methods: r.methods ? new Set(r.methods) : null,
-      cache: compileRouteCache(r),
+      cache: compileRouteCache(r, config),
       websocket: r.websocket,
     };
   });

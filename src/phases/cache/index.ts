@@ -6,7 +6,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext, ResponseTap } from '../../pipeline/context.ts';
-import type { CompiledRoute, Runtime } from '../../pipeline/runtime.ts';
+import type { CompiledRoute, CompiledRouteCache, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell } from '../../core/hot-metrics.ts';
 import type { Clock } from '../../core/clock.ts';
@@ -165,7 +165,6 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
     const via = getRuntime().config.via;
     const headers = refreshRequestHeaders(ctx, via);
     const rc = ctx.route!.cache!;
-    const hasAuth = reqHeaders.authorization !== undefined;
     const target = ctx.target;
     void (async () => {
       let sample: 'success' | 'drop' | 'none' = 'none';
@@ -191,9 +190,15 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
             raw.push(Buffer.from(name, 'latin1'), Buffer.from(v, 'latin1'));
         }
         const pairs = clientResponseHeaders(raw, via);
-        // The refresh is sent without the request's cookies (refreshRequestHeaders): an anonymous answer.
-        const d = decideFromPairs('GET', res.statusCode, pairs, hasAuth, false, rc);
+        // The refresh is sent without the request's cookies and credentials (refreshRequestHeaders): an
+        // anonymous answer, filed under the values it was asked with (none for the fields left out).
+        const d = decideFromPairs('GET', res.statusCode, pairs, false, false, rc);
         const varyValues = d.store ? varyValuesOf(d.varyNames, reqHeaders) : null;
+        if (varyValues !== null && d.store)
+          for (let i = 0; i < d.varyNames.length; i++) {
+            const name = d.varyNames[i]!;
+            if (name === 'cookie' || rc.credentialHeaders.includes(name)) varyValues[i] = '';
+          }
         if (d.store && varyValues !== null) {
           store.put(key, makeEntry(key, res.statusCode, pairs, ownedBody(chunks, bytes), d, varyValues, clock.now()));
           core.afterStoreChange();
@@ -233,7 +238,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           o.entry !== null &&
           now < o.entry.freshUntil &&
           sameVariant(o.entry, ctx.req.headers) &&
-          (o.entry.isPublic || (ctx.req.headers.authorization === undefined && !carriesCookie(ctx.req.headers)))
+          (o.entry.isPublic || !personal(ctx.req.headers, route.cache!))
         ) {
           count(route, R_COLLAPSED);
           ctx.cache = 'collapsed';
@@ -348,21 +353,26 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         core.afterStoreChange();
         entry = null;
       }
-      if (entry !== null && !entry.isPublic && req.headers.authorization !== undefined) {
-        // RFC 9111 §3.5: a copy stored from an anonymous request does not answer an authorized one.
+      // Authorization or the API-key header: RFC 9111 §3.5, a copy stored without `public`/`s-maxage`
+      // does not answer such a request (it may be asking for its own page).
+      const credentials = carriesCredentials(req.headers, rc);
+      if (credentials && entry !== null && !entry.isPublic) {
         count(route, R_BYPASS);
         ctx.cache = 'bypass:authorization';
         return Verdict.Continue;
       }
-      // A cookie the origin sees may make its answer that person's page, and the key does not vary on
-      // cookies: such a request is answered only by a copy the origin called shared (`public`,
-      // `s-maxage`), and never fills or refreshes one with its own answer.
-      const cookie = carriesCookie(req.headers);
+      // On a route cached by default, a cookie the origin sees may make its answer that person's page, and
+      // the key does not vary on cookies: such a request is answered only by a copy the origin called
+      // shared. On a route the operator switched on, the operator vouched for it: cookies do not count.
+      const cookie = rc.byDefault && carriesCookie(req.headers);
       if (cookie && entry !== null && !entry.isPublic) {
         count(route, R_BYPASS);
         ctx.cache = 'bypass:cookie';
         return Verdict.Continue;
       }
+      // On a route cached by default, a request with credentials or a cookie never fills the shared
+      // copy, even with an answer marked public (policy.ts); it may still be answered from one.
+      const noFill = rc.byDefault && (cookie || credentials);
       if (entry !== null) {
         if (now < entry.freshUntil) {
           count(route, R_HIT);
@@ -384,7 +394,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
         if (until !== undefined && now < until) {
           count(route, R_MISS);
           // Not registered as the key's flight: nobody waits on it, yet a storable answer is stored.
-          if (method === 'GET' && !cookie) {
+          if (method === 'GET' && !noFill) {
             ctx.cache = 'miss:pass';
             ctx.cacheTap = new CacheTap(core, ctx, key, entry, { waiters: [] });
           } else goToOrigin(ctx, entry, 'miss:pass');
@@ -396,15 +406,16 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       if (flight !== undefined && flight.waiters.length < MAX_WAITERS_PER_KEY)
         return wait(ctx, route, key, flight, entry);
       count(route, R_MISS);
-      // HEAD carries no body to store, a request with a cookie fills nothing, and a full waiting list
-      // means this one goes alone.
-      if (method === 'GET' && flight === undefined && !cookie) {
+      // HEAD carries no body to store, a request with a cookie or credentials on a route cached by
+      // default fills nothing, and a full waiting list means this one goes alone.
+      if (method === 'GET' && flight === undefined && !noFill) {
         const own: Flight = { waiters: [] };
         inflight.set(key, own);
         ctx.cache = entry === null ? 'miss' : 'miss:expired';
         ctx.cacheTap = new CacheTap(core, ctx, key, entry, own);
       } else {
-        goToOrigin(ctx, entry, entry === null ? 'miss' : 'miss:expired');
+        const why = noFill ? (credentials ? ':authorization' : ':request_cookie') : '';
+        goToOrigin(ctx, entry, `${entry === null ? 'miss' : 'miss:expired'}${why}`);
       }
       return Verdict.Continue;
     },
@@ -422,6 +433,18 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       return true;
     },
   };
+}
+
+/** Whether the request carries Authorization or a configured API-key header (rc.credentialHeaders). */
+function carriesCredentials(headers: IncomingHttpHeaders, rc: CompiledRouteCache): boolean {
+  const names = rc.credentialHeaders;
+  for (let i = 0; i < names.length; i++) if (Object.hasOwn(headers, names[i]!)) return true;
+  return false;
+}
+
+/** Whether a copy not marked public may not answer this request (credentials; on a default route, cookies). */
+function personal(headers: IncomingHttpHeaders, rc: CompiledRouteCache): boolean {
+  return carriesCredentials(headers, rc) || (rc.byDefault && carriesCookie(headers));
 }
 
 /** Whether the request carries a cookie the origin sees (Rempart's own are taken out before it). */
@@ -455,7 +478,7 @@ function decideFromPairs(
   pairs: readonly string[],
   hasAuth: boolean,
   hasCookie: boolean,
-  windows: { staleWhileRevalidateMs: number; staleIfErrorMs: number },
+  rc: CompiledRouteCache,
 ): StoreDecision {
   let cacheControl: string | undefined;
   let vary = '';
@@ -479,8 +502,9 @@ function decideFromPairs(
       ageSec,
       requestHasAuthorization: hasAuth,
       requestHasCookie: hasCookie,
+      cachedByDefault: rc.byDefault,
     },
-    windows,
+    rc,
   );
 }
 
@@ -583,14 +607,7 @@ class CacheTap implements ResponseTap {
     const pairs = clientResponseHeaders(rawHeaders, this.core.via());
     const rc = ctx.route!.cache!;
     const reqHeaders = ctx.req.headers;
-    const d = decideFromPairs(
-      'GET',
-      status,
-      pairs,
-      reqHeaders.authorization !== undefined,
-      carriesCookie(reqHeaders),
-      rc,
-    );
+    const d = decideFromPairs('GET', status, pairs, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
     if (!d.store) {
       ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
       // What the origin says of the resource, not of this request: later misses need not wait on a fill.

@@ -12,6 +12,7 @@ const facts = (over: Partial<ResponseFacts> = {}): ResponseFacts => ({
   ageSec: 0,
   requestHasAuthorization: false,
   requestHasCookie: false,
+  cachedByDefault: false,
   ...over,
 });
 const reasonOf = (over: Partial<ResponseFacts>) => {
@@ -83,9 +84,28 @@ test('a response to an authorized request is stored only when it says public or 
   assert.equal(reasonOf({ requestHasAuthorization: true, cacheControl: 's-maxage=30' }), 'stored');
 });
 
-test('a response to a request that carried a cookie is never stored, public or not', () => {
-  assert.equal(reasonOf({ requestHasCookie: true, cacheControl: 'max-age=30' }), 'request_cookie');
-  assert.equal(reasonOf({ requestHasCookie: true, cacheControl: 'public, s-maxage=30' }), 'request_cookie');
+test('on a route cached by default, a request with a cookie or credentials fills nothing, public or not', () => {
+  const byDefault = { cachedByDefault: true };
+  assert.equal(reasonOf({ ...byDefault, requestHasCookie: true, cacheControl: 'max-age=30' }), 'request_cookie');
+  assert.equal(
+    reasonOf({ ...byDefault, requestHasCookie: true, cacheControl: 'public, s-maxage=30' }),
+    'request_cookie',
+  );
+  assert.equal(
+    reasonOf({ ...byDefault, requestHasAuthorization: true, cacheControl: 'public, max-age=30' }),
+    'authorization',
+  );
+  assert.equal(reasonOf({ ...byDefault, requestHasAuthorization: true, cacheControl: 's-maxage=30' }), 'authorization');
+  // On a route the operator switched on, a cookie does not count (as before the default existed).
+  assert.equal(reasonOf({ requestHasCookie: true, cacheControl: 'max-age=30' }), 'stored');
+});
+
+test('on a route cached by default, only an answer addressed to shared caches is stored', () => {
+  assert.equal(reasonOf({ cachedByDefault: true, cacheControl: 'max-age=30' }), 'not_public');
+  assert.equal(reasonOf({ cachedByDefault: true, cacheControl: 'public, max-age=30' }), 'stored');
+  assert.equal(reasonOf({ cachedByDefault: true, cacheControl: 's-maxage=30' }), 'stored');
+  assert.equal(reasonOf({ cachedByDefault: true, cacheControl: 'public, max-age=30, private' }), 'private');
+  assert.equal(reasonOf({ cacheControl: 'max-age=30' }), 'stored');
 });
 
 test('Vary names are lower-cased, de-duplicated and sorted', () => {

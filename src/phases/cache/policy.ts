@@ -83,13 +83,15 @@ export interface ResponseFacts {
   vary: string;
   /** The Age field, in seconds (0 when absent or invalid). */
   ageSec: number;
+  /** The request carried Authorization or the configured API-key header (CompiledRouteCache.credentialHeaders). */
   requestHasAuthorization: boolean;
-  /**
-   * The request carried a Cookie (besides Rempart's own, which the origin never sees). The key does not
-   * vary on cookies, so what the origin answered a cookie may be that person's page: never stored,
-   * whatever the response says.
-   */
+  /** The request carried a Cookie (besides Rempart's own, which the origin never sees). */
   requestHasCookie: boolean;
+  /**
+   * The route caches only by its class's default: the operator never said the origin's answers are
+   * shared. What the origin sends was then written for browsers, maybe not for a cache in front.
+   */
+  cachedByDefault: boolean;
 }
 
 /** The stale windows a route grants, in ms; the response's stale-* directives can only widen them. */
@@ -120,7 +122,13 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
   if (facts.method !== 'GET') return { store: false, reason: 'method' };
   if (!STORABLE_STATUS.has(facts.status)) return { store: false, reason: 'status' };
   if (facts.hasSetCookie) return { store: false, reason: 'set_cookie' };
-  if (facts.requestHasCookie) return { store: false, reason: 'request_cookie' };
+  // On a route cached by default, the key does not vary on cookies nor credentials, and nobody said the
+  // origin's answers do not depend on them: an answer to a request with one may be that person's page,
+  // never stored whatever it says (as Varnish's built-in rules pass such requests). On a route the
+  // operator switched on, a cookie does not count (the operator vouched for the route) and credentials
+  // follow RFC 9111 §3.5 below.
+  if (facts.cachedByDefault && facts.requestHasCookie) return { store: false, reason: 'request_cookie' };
+  if (facts.cachedByDefault && facts.requestHasAuthorization) return { store: false, reason: 'authorization' };
   const cc = parseCacheControl(facts.cacheControl);
   if (cc.noStore) return { store: false, reason: 'no_store' };
   if (cc.isPrivate) return { store: false, reason: 'private' };
@@ -131,6 +139,9 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
     return { store: false, reason: 'authorization' };
   const lifetimeSec = cc.sMaxAgeSec >= 0 ? cc.sMaxAgeSec : cc.maxAgeSec;
   if (lifetimeSec < 0) return { store: false, reason: 'no_freshness' };
+  // On a route cached by default, only an answer addressed to shared caches: a bare `max-age` is what
+  // origins send browsers for per-person pages too (keyed by a header or address the cache cannot see).
+  if (facts.cachedByDefault && !cc.isPublic && cc.sMaxAgeSec < 0) return { store: false, reason: 'not_public' };
   const freshForMs = (lifetimeSec - facts.ageSec) * 1000;
   if (freshForMs <= 0) return { store: false, reason: 'expired' };
   const varyNames: string[] = [];
