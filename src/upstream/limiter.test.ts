@@ -200,6 +200,33 @@ test("a sample made mostly of Rempart's own stall teaches nothing; a smaller sta
   assert.ok(l.limit >= before, `the limit did not fall for the gateway's own stalls (${before} → ${l.limit})`);
 });
 
+test("with Rempart's own loop saturated (every sample mostly stall) the limit still grows, and a no-load probe ends at once", () => {
+  const clock = createManualClock();
+  const l = new ConcurrencyLimiter(adaptive, clock);
+  for (let i = 0; i < 15; i++) window(l, clock, 10); // probe, warm-up: baseline 10 ms
+  const before = l.limit;
+  // Every sample 40 ms of which 38 are the gateway's own busy loop: nothing says the origin is slow.
+  for (let w = 0; w < 20; w++) {
+    while (l.tryAcquire());
+    for (let i = 0; i < SHORT_WINDOW_SAMPLES; i++) {
+      clock.advance(SHORT_WINDOW_MS / SHORT_WINDOW_SAMPLES);
+      l.onSuccess(40, 0, 38);
+    }
+    while (l.inFlight > 0) l.release();
+  }
+  assert.ok(l.limit > before, `the limit grew while only Rempart was busy (${before} → ${l.limit})`);
+  // A minute on, the next window starts a no-load probe (limit pinned to minLimit); a stalled sample
+  // ends it at once, back to the estimate.
+  const held = l.limit;
+  clock.advance(61_000);
+  window(l, clock, 10);
+  assert.equal(l.limit, adaptive.minLimit, 'probing');
+  l.tryAcquire();
+  clock.advance(1);
+  l.onSuccess(40, 0, 38);
+  assert.ok(l.limit >= held, `the probe ended on a stalled sample (${l.limit} vs ${held})`);
+});
+
 test('a fast 503 cuts once per window of requests: a refusal of a request sent after the last cut cuts again', () => {
   const clock = createManualClock();
   const l = new ConcurrencyLimiter(adaptive, clock);

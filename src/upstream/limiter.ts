@@ -215,9 +215,20 @@ export class ConcurrencyLimiter {
     if (stalledMs > 0) {
       if (stalledMs * 2 > rttMs) {
         this.stalledSamples++;
-        return;
-      }
-      rttMs -= stalledMs;
+        // Mostly Rempart's own stall: nothing in it says the origin is congested. A no-load probe
+        // measures nothing while Rempart's loop is saturated (its samples are all stall) and would only
+        // pin the limit to minLimit, queueing and then shedding what an idle origin could take: end it,
+        // keeping the estimate. Otherwise the sample counts at its route's baseline (neutral): with
+        // every sample dropped the limit could never grow past Rempart's own concurrency, and a
+        // saturated gateway queued 99 % of its pass-through requests in front of an idle origin
+        // (bench/ab-cpu.sh). The origin's refusals and timeouts (onDrop) still bring it down.
+        if (this.#probeStartMs >= 0) {
+          this.#abortProbe(this.#clock.now());
+          return;
+        }
+        if (slot >= this.#base.length || this.#baseWindows[slot]! < LONG_WARMUP) return;
+        rttMs = this.#base[slot]!;
+      } else rttMs -= stalledMs;
     }
     if (this.#probeStartMs >= 0) {
       const now = this.#clock.now();
@@ -321,6 +332,18 @@ export class ConcurrencyLimiter {
       const sorted = this.#probeRtts.subarray(0, n).sort();
       this.#baselineRtt = sorted[n >> 1]!;
     }
+    this.#probeStartMs = -1;
+    this.#lastProbeMs = now;
+    this.#windowStartMs = now;
+    this.#slotSum.fill(0);
+    this.#slotSamples.fill(0);
+    this.#windowSamples = 0;
+    this.#windowMaxInFlight = this.inFlight;
+    this.#setEstimate(this.#probeSavedEstimate);
+  }
+
+  /** A probe that cannot measure (Rempart's own loop saturated): back to the estimate, baselines untouched. */
+  #abortProbe(now: number): void {
     this.#probeStartMs = -1;
     this.#lastProbeMs = now;
     this.#windowStartMs = now;
