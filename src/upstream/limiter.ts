@@ -215,20 +215,17 @@ export class ConcurrencyLimiter {
     if (stalledMs > 0) {
       if (stalledMs * 2 > rttMs) {
         this.stalledSamples++;
-        // Mostly Rempart's own stall: nothing in it says the origin is congested. A no-load probe
-        // measures nothing while Rempart's loop is saturated (its samples are all stall) and would only
-        // pin the limit to minLimit, queueing and then shedding what an idle origin could take: end it,
-        // keeping the estimate. Otherwise the sample counts at its route's baseline (neutral): with
-        // every sample dropped the limit could never grow past Rempart's own concurrency, and a
-        // saturated gateway queued 99 % of its pass-through requests in front of an idle origin
-        // (bench/ab-cpu.sh). The origin's refusals and timeouts (onDrop) still bring it down.
-        if (this.#probeStartMs >= 0) {
-          this.#abortProbe(this.#clock.now());
-          return;
-        }
-        if (slot >= this.#base.length || this.#baseWindows[slot]! < LONG_WARMUP) return;
-        rttMs = this.#base[slot]!;
-      } else rttMs -= stalledMs;
+        // Mostly Rempart's own stall: it teaches nothing, either way. A no-load probe measures nothing
+        // while Rempart's loop is saturated (its samples are all stall) and would only pin the limit to
+        // minLimit, queueing and then shedding what an idle origin could take: end it, keeping the
+        // estimate (a saturated gateway shed 13-23 of ~100,000 pass-through requests in front of an
+        // instant origin that way, bench/ab-cpu.sh). Not counted at the baseline either: under a flood
+        // the probe over-attributes a busy loop's stretch to the read (stall.ts), and growing on such
+        // samples hid a congested origin until its own 503s (a review measured 66 → 200 at 10 s latency).
+        if (this.#probeStartMs >= 0) this.#abortProbe(this.#clock.now());
+        return;
+      }
+      rttMs -= stalledMs;
     }
     if (this.#probeStartMs >= 0) {
       const now = this.#clock.now();
