@@ -361,3 +361,28 @@ test('zero-config is the defaults: no cache, rate-limit or admission setting of 
   assert.equal(config.routes[0]!.class, 'public');
   assert.equal(config.defense.rateLimit.rules.length, 3);
 });
+
+test('an answer that varies on a field Rempart sets (X-Forwarded-For) is never stored: each visitor gets their own page', async (t) => {
+  const up = await startUpstream(t, (req, res) => {
+    res.writeHead(200, {
+      'cache-control': 'public, max-age=60',
+      vary: 'X-Forwarded-For',
+      'content-type': 'text/plain',
+    });
+    res.end(`hello visitor from ${req.headers['x-forwarded-for']}`);
+  });
+  const gw = await startGateway(t, up.url, {});
+  const get = (local: string) =>
+    new Promise<string>((resolve, reject) => {
+      http
+        .get(`${gw.url}/geo`, { localAddress: local }, (res) => {
+          let b = '';
+          res.on('data', (c) => (b += c));
+          res.on('end', () => resolve(b));
+        })
+        .on('error', reject);
+    });
+  assert.equal(await get('127.0.0.2'), 'hello visitor from 127.0.0.2');
+  assert.equal(await get('127.0.0.3'), 'hello visitor from 127.0.0.3');
+  assert.equal(up.requests.length, 2);
+});

@@ -37,6 +37,16 @@ const CLIENT_ADDRESS_CLAIMS = new Set([
   'cf-connecting-ip',
   'x-cluster-client-ip',
 ]);
+/**
+ * Request fields the origin sees with other values than the client sent (set or dropped here). A cache
+ * must not file an answer under the client's values of one of them: `Vary: X-Forwarded-For` would
+ * file one visitor's page under the address they claimed and serve it to the next (the origin saw
+ * Rempart's value, not theirs).
+ */
+export function rewrittenForOrigin(name: string): boolean {
+  return SET_BY_US.has(name) || CLIENT_ADDRESS_CLAIMS.has(name);
+}
+
 /** End-to-end fields a client may not strip by naming them in Connection (RFC 9110 lets a sender
  *  name any field there): removing them would change what the origin answers while the cache still
  *  files the answer under the client's original values (a Vary: Accept-Language poisoning seen in review). */

@@ -65,6 +65,9 @@ test('private, no-store, no-cache, Set-Cookie, Vary: * and responses without exp
   assert.equal(reasonOf({ cacheControl: 'no-cache, max-age=60' }), 'no_cache');
   assert.equal(reasonOf({ hasSetCookie: true }), 'set_cookie');
   assert.equal(reasonOf({ vary: 'Accept-Encoding, *' }), 'vary_star');
+  // A field Rempart sets or drops: the origin answered another value than the client's.
+  assert.equal(reasonOf({ vary: 'Accept-Encoding, X-Forwarded-For' }), 'vary_rewritten');
+  assert.equal(reasonOf({ vary: 'x-real-ip' }), 'vary_rewritten');
   assert.equal(reasonOf({ vary: 'Accept-Encoding, x y' }), 'vary_invalid');
   assert.equal(reasonOf({ cacheControl: undefined }), 'no_freshness');
   assert.equal(reasonOf({ cacheControl: 'public' }), 'no_freshness');

@@ -1,6 +1,7 @@
 // What the cache may store and for how long: Cache-Control parsing (RFC 9111 §5.2) and the
 // storability rules of a shared cache (§3), kept deliberately narrow. No heuristic freshness: a
 // response without max-age or s-maxage is never stored, so an origin opts in explicitly.
+import { rewrittenForOrigin } from '../../pipeline/headers.ts';
 
 /** The response directives the cache acts on. Ages in seconds; -1 when absent. */
 export interface CacheControl {
@@ -149,6 +150,9 @@ export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreD
     const name = v.trim().toLowerCase();
     if (name === '') continue;
     if (name === '*') return { store: false, reason: 'vary_star' };
+    // Varying on a field Rempart sets or drops: the variant would be filed under the client's value,
+    // not the one the origin answered (another visitor's X-Forwarded-For page served to everyone).
+    if (rewrittenForOrigin(name)) return { store: false, reason: 'vary_rewritten' };
     // A Vary that is not a field-name token (RFC 9110 §5.1) is the upstream misbehaving: don't store.
     if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return { store: false, reason: 'vary_invalid' };
     if (!varyNames.includes(name)) varyNames.push(name);
