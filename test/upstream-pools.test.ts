@@ -320,6 +320,24 @@ test('passive: a second ejection soon after the return lasts longer (base × eje
   void pool.destroy();
 });
 
+test('passive: three IPv6 /64s of one /48 are one client for the spread (as for the breaker), three /48s are three', () => {
+  const [a, b, c] = bareServers(3) as [UpstreamServer, UpstreamServer, UpstreamServer];
+  const outlier = {
+    ...windowed,
+    consecutiveFailures: 5,
+    baseEjectionMs: 60_000,
+    maxEjectionMs: 60_000,
+    minRequests: 10,
+  };
+  const pool = new ServerPool('u', [a, b, c], { balance: 'round_robin', outlier });
+  for (let i = 0; i < 10; i++) for (const x of [b, c]) pool.onSuccess(x, 1000);
+  for (let i = 0; i < 30; i++) pool.onResponseFailure(a, `2001:db8:77:${i % 3}::/64`, `/v${i}`, 1000);
+  assert.equal(a.state, 'up', 'three /64s of one /48');
+  for (let i = 0; i < 3; i++) pool.onResponseFailure(a, `2001:db8:${i}:1::/64`, `/w${i}`, 1000);
+  assert.equal(a.state, 'ejected', 'three /48s');
+  void pool.destroy();
+});
+
 test('passive: connect failures count in a row; response failures need volume, spread and a clear lead on peers', () => {
   const [a, b, c] = bareServers(3) as [UpstreamServer, UpstreamServer, UpstreamServer];
   const outlier = {

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createManualClock } from '../core/clock.ts';
-import { CircuitBreaker, spreadKey } from './breaker.ts';
+import { CircuitBreaker } from './breaker.ts';
+import { spreadKey } from './spread.ts';
 
 const SETTINGS = {
   consecutiveFailures: 5,

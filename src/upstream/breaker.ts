@@ -26,6 +26,7 @@
 //
 // Time comes from an injected Clock, so the transitions are tested without sleeping.
 import type { Clock } from '../core/clock.ts';
+import { addDistinct, distinct, spreadKey } from './spread.ts';
 
 export const BREAKER_STATES = ['closed', 'open', 'half_open'] as const;
 export type BreakerState = (typeof BREAKER_STATES)[number];
@@ -65,32 +66,6 @@ class Bucket {
     this.prefixes.length = 0;
     this.paths.length = 0;
   }
-}
-
-function addDistinct(list: string[], value: string, cap: number): void {
-  if (list.length >= cap || list.includes(value)) return;
-  list.push(value);
-}
-
-/**
- * The network a response failure's client is counted by for the spread over clients: an IPv4 /24 as
- * the request's prefix key (`a.b.c`), and for IPv6 the /48 of its /64 key (`a:b:c:d::/64`). A /48 is
- * what one customer gets (a home line's /56 and a free tunnel broker's /48 are inside one): counting
- * /64s, three of one account's 65,536 opened the breaker for everyone. IPv4 stays at /24: a /24 is the
- * smallest block routed apart and its addresses cost money; a /16 would merge unrelated customers of
- * one ISP and let a real outage seen by many people of one region count as one client.
- */
-export function spreadKey(clientPrefix: string): string {
-  if (clientPrefix.indexOf(':') === -1) return clientPrefix;
-  const h = clientPrefix.split(':', 3);
-  return `${h[0] ?? ''}:${h[1] || '0'}:${h[2] || '0'}::/48`;
-}
-
-/** Distinct values of `a` and `b` together, counted up to `cap`. */
-function distinct(a: readonly string[], b: readonly string[], cap: number): number {
-  let n = a.length;
-  for (let i = 0; i < b.length && n < cap; i++) if (!a.includes(b[i]!)) n++;
-  return n;
 }
 
 export class CircuitBreaker {

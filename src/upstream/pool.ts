@@ -25,6 +25,7 @@
 import type { H1Pool } from './h1-pool.ts';
 import { Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
+import { addDistinct, distinct, spreadKey } from './spread.ts';
 
 export type BalancePolicy = 'least_request' | 'round_robin' | 'hash';
 export const SERVER_STATES = ['up', 'ejected', 'unhealthy'] as const;
@@ -116,8 +117,9 @@ export class OutlierWindow {
 
   /** Note a failure's path and client prefix, each kept only while fewer than its cap are. */
   note(path: string, prefix: string, o: OutlierSettings): void {
-    if (this.paths.length < o.minPaths && !this.paths.includes(path)) this.paths.push(path);
-    if (this.prefixes.length < o.minClients && !this.prefixes.includes(prefix)) this.prefixes.push(prefix);
+    addDistinct(this.paths, path, o.minPaths);
+    // Counted by network (IPv6 /48), as the breaker does: three /64s of one customer are one client.
+    if (this.prefixes.length < o.minClients) addDistinct(this.prefixes, spreadKey(prefix), o.minClients);
   }
 
   /** Whether the failures over both windows came on minPaths paths from minClients client prefixes. */
@@ -127,13 +129,6 @@ export class OutlierWindow {
       distinct(this.prefixes, this.prevPrefixes, o.minClients) >= o.minClients
     );
   }
-}
-
-/** Distinct values of `a` and `b` together, counted up to `cap`. */
-function distinct(a: readonly string[], b: readonly string[], cap: number): number {
-  let n = a.length;
-  for (let i = 0; i < b.length && n < cap; i++) if (!a.includes(b[i]!)) n++;
-  return n;
 }
 
 /** `to` becomes a copy of `from` (arrays of a few entries, reused: no allocation once grown). */
