@@ -341,14 +341,8 @@ export class ConcurrencyLimiter {
 
   /** A probe that cannot measure (Rempart's own loop saturated): back to the estimate, baselines untouched. */
   #abortProbe(now: number): void {
-    this.#probeStartMs = -1;
-    this.#lastProbeMs = now;
-    this.#windowStartMs = now;
-    this.#slotSum.fill(0);
-    this.#slotSamples.fill(0);
-    this.#windowSamples = 0;
-    this.#windowMaxInFlight = this.inFlight;
-    this.#setEstimate(this.#probeSavedEstimate);
+    this.#probeSamples = 0; // its samples so far are not the no-load RTT either: #endProbe learns nothing
+    this.#endProbe(now);
   }
 
   #closeWindow(now: number): void {
