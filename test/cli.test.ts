@@ -193,16 +193,22 @@ test('errors: the demo and the drill too; --debug or REMPART_DEBUG=1 shows the s
     '--file',
     join(dir, 'no', 'such', 'dir', 'tokens'),
   ];
-  const busy = await holdPort(0);
+  // Closed when the test ends, passed or not: left open after a failure, it kept the file's process
+  // (and so the whole suite) alive for ever.
+  const busy = track(t, await holdPort(0));
   const busyPort = (busy!.address() as AddressInfo).port;
+  // Five starts at once: 30 s each, as a loaded 2-core machine took over 10 s for one of them.
   const [listen, demo, drill, debugFlag, debugEnv] = await Promise.all([
-    runCli(['--upstream', 'http://127.0.0.1:1', '--listen', `127.0.0.1:${busyPort}`, '--admin', 'off']),
-    runCli(['demo', '--listen', 'nowhere']),
-    runCli(['drill', 'flood', '--target', 'http://127.0.0.1:1', '--seconds', 'x']),
-    runCli([...tokenArgs, '--debug']),
-    runCli(tokenArgs, cleanEnv({ REMPART_DEBUG: '1' })),
+    runCli(
+      ['--upstream', 'http://127.0.0.1:1', '--listen', `127.0.0.1:${busyPort}`, '--admin', 'off'],
+      cleanEnv(),
+      30_000,
+    ),
+    runCli(['demo', '--listen', 'nowhere'], cleanEnv(), 30_000),
+    runCli(['drill', 'flood', '--target', 'http://127.0.0.1:1', '--seconds', 'x'], cleanEnv(), 30_000),
+    runCli([...tokenArgs, '--debug'], cleanEnv(), 30_000),
+    runCli(tokenArgs, cleanEnv({ REMPART_DEBUG: '1' }), 30_000),
   ]);
-  busy!.close();
   // A listener port another process holds: the message, the hint, no stack (not in the logs either).
   assert.equal(listen.code, 1, listen.stderr);
   assert.match(
