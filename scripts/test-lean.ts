@@ -39,6 +39,8 @@ export const LEAN_SUITE: readonly string[] = [
   'test/cache.test.ts',
   'test/challenge.test.ts',
   'test/shutdown.test.ts',
+  // The short fuzzing run (test/fuzz/harness.ts reads RMP_ENGINE for its child gateway).
+  'test/fuzz.test.ts',
 ];
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
