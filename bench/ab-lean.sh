@@ -2,7 +2,7 @@
 # CPU per pass-through request of the lean engine (server.engine: lean) in two checkouts A and B, and nginx
 # as a plain keep-alive reverse proxy, interleaved A B nginx / nginx B A per round: bench/ab-engine.sh's
 # setup (proxy pinned to CPU 1, origin and wrk on CPU 0, 3 s warm-up, 10 s measured, utime+stime from
-# /proc per 10,000 requests), for a before/after figure of one change.
+# /proc per 10,000 requests, and utime alone), for a before/after figure of one change.
 # usage: bench/ab-lean.sh <checkout A> <checkout B> [rounds, default 3] [extra rempart config JSON]
 #   e.g. git archive <rev> | tar -x -C /tmp/a && ln -s "$PWD/node_modules" /tmp/a/ && bench/ab-lean.sh /tmp/a . 4
 set -euo pipefail
@@ -46,10 +46,12 @@ http {
 CONF
 taskset -c 0 node "$TMP/origin.mjs" $OP & ORIGIN=$!
 trap 'kill $ORIGIN 2>/dev/null; rm -rf "$TMP"' EXIT
-cpu_of() { # pid and its children: utime+stime in ticks
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do total=$((total + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
-  echo $total
+cpu_of() { # pid and its children: utime+stime in ticks, then utime alone
+  local total=0 user=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14+$15}' "/proc/$p/stat"))); user=$((user + $(awk '{print $14}' "/proc/$p/stat")))
+  done
+  echo "$total $user"
 }
 one() { # system
   local pid
@@ -63,14 +65,14 @@ one() { # system
   fi
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$GP) 2>/dev/null && break; sleep 0.1; done
   taskset -c 0 wrk -t1 -c64 -d3s "http://127.0.0.1:$GP/" >/dev/null
-  local t0 r t1
-  t0=$(cpu_of $pid)
+  local t0 r t1 u0 u1
+  read -r t0 u0 < <(cpu_of $pid)
   r=$(taskset -c 0 wrk -t1 -c64 -d10s "http://127.0.0.1:$GP/" | awk '/requests in/ {print $1}')
-  t1=$(cpu_of $pid)
+  read -r t1 u1 < <(cpu_of $pid)
   if [ "$1" = nginx ]; then kill -QUIT $pid; else kill -INT $pid; fi
   wait $pid 2>/dev/null || true
   sleep 0.5
-  python3 -c "print('$1', $r, round(($t1-$t0)/$(getconf CLK_TCK)/$r*10000, 4))" | tee -a "$TMP/runs.txt"
+  python3 -c "print('$1', $r, round(($t1-$t0)/$(getconf CLK_TCK)/$r*10000, 4), round(($u1-$u0)/$(getconf CLK_TCK)/$r*10000, 4))" | tee -a "$TMP/runs.txt"
 }
 for i in $(seq "$ROUNDS"); do
   if [ $((i % 2)) -eq 1 ]; then order="A B nginx"; else order="nginx B A"; fi
@@ -80,7 +82,7 @@ python3 - "$TMP/runs.txt" <<'PY'
 import sys, statistics as st
 runs = [l.split() for l in open(sys.argv[1])]
 by = {}
-for name, reqs, cpu in runs: by.setdefault(name, []).append((int(reqs), float(cpu)))
+for name, reqs, cpu, user in runs: by.setdefault(name, []).append((int(reqs), float(cpu), float(user)))
 print('system  CPU s/10k median [min–max]   req/s median (10 s runs)')
 for name in ('nginx', 'A', 'B'):
     c = [x[1] for x in by.get(name, [])]; r = [x[0] / 10 for x in by.get(name, [])]
@@ -92,4 +94,11 @@ for name in ('A', 'B'):
 if by.get('A') and by.get('B'):
     ratios = [by['B'][i][1] / by['A'][i][1] for i in range(min(len(by['A']), len(by['B'])))]
     print(f'B/A CPU per request: median {st.median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]')
+# User time alone (utime): what a change to the JavaScript moves; the kernel's share is the same syscalls.
+print('user CPU s/10k median [min–max]:', ', '.join(
+    f"{n} {st.median([x[2] for x in by[n]]):.4f} [{min(x[2] for x in by[n]):.4f}–{max(x[2] for x in by[n]):.4f}]"
+    for n in ('nginx', 'A', 'B') if by.get(n)))
+if by.get('A') and by.get('B'):
+    ratios = [by['B'][i][2] / by['A'][i][2] for i in range(min(len(by['A']), len(by['B'])))]
+    print(f'B/A user CPU per request: median {st.median(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]')
 PY

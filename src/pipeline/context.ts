@@ -30,8 +30,12 @@ export interface StoredReply {
  * handler calls it only when ctx.cacheTap is set: requests of other routes pay one null check.
  */
 export interface ResponseTap {
-  /** True when the tap answered the client itself (a stale copy instead of a 5xx): the upstream body is then read and dropped. */
-  onHeaders(status: number, rawHeaders: Buffer[]): boolean;
+  /**
+   * True when the tap answered the client itself (a stale copy instead of a 5xx): the upstream body is then
+   * read and dropped. `headers` are the response's pairs as the client gets them (clientResponseHeaders),
+   * converted once for both: the tap may keep the array (the stored copy), so the caller must not change it.
+   */
+  onHeaders(status: number, headers: string[]): boolean;
   onData(chunk: Buffer): void;
   onComplete(): void;
   onError(err: Error): void;

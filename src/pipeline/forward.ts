@@ -102,14 +102,15 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (res.headersSent || this.ctx.finished) return true;
     this.ctx.upstreamStatus = statusCode;
     this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
+    // Converted once, for the cache tap (which may store the array as it is) and the client's head.
+    const headers = clientResponseHeaders(rawHeaders, this.via);
     const tap = this.ctx.cacheTap;
-    if (tap !== null && tap.onHeaders(statusCode, rawHeaders)) return true;
+    if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
     this.resume = resume;
     try {
-      const headers = clientResponseHeaders(rawHeaders, this.via);
-      if (this.ctx.responseHeaders !== null) headers.push(...this.ctx.responseHeaders);
-      res.writeHead(statusCode, headers);
+      const extra = this.ctx.responseHeaders;
+      res.writeHead(statusCode, extra === null ? headers : headers.concat(extra));
     } catch (err) {
       // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
       this.abort?.(err as Error);

@@ -51,6 +51,8 @@ export class LeanConnection implements MessageConnection {
   lastRequest: boolean;
   /** Corked until the end of the tick (cork()). */
   corked: boolean;
+  /** The end-of-tick flush is scheduled (cork() or endOfTick()). */
+  ticking: boolean;
   readonly onFlushed: (err?: Error | null) => void;
 
   constructor(engine: LeanEngine, socket: TrackedSocket, now: number) {
@@ -76,6 +78,7 @@ export class LeanConnection implements MessageConnection {
     this.upgraded = false;
     this.lastRequest = false;
     this.corked = false;
+    this.ticking = false;
     this.onFlushed = this.#onFlushed.bind(this);
   }
 
@@ -289,9 +292,16 @@ export class LeanConnection implements MessageConnection {
   }
 
   cork(): void {
-    if (this.corked) return;
-    this.corked = true;
-    this.socket.cork();
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+    }
+    this.endOfTick();
+  }
+
+  endOfTick(): void {
+    if (this.ticking) return;
+    this.ticking = true;
     process.nextTick(uncork, this);
   }
 
@@ -409,9 +419,11 @@ export class LeanConnection implements MessageConnection {
 }
 
 function uncork(c: LeanConnection): void {
-  c.corked = false;
+  c.ticking = false;
   // A small answer whose end() did not come in this tick: its held bytes go now.
   c.queue[0]?.flushPending();
+  if (!c.corked) return;
+  c.corked = false;
   c.socket.uncork();
 }
 

@@ -22,6 +22,8 @@ export interface MessageConnection {
   finishing(res: LeanResponse, last: string | Buffer): void;
   /** Cork the connection until the end of this tick: everything written meanwhile goes in one writev. */
   cork(): void;
+  /** Flush a held small answer (flushPending) at the end of this tick, without corking. */
+  endOfTick(): void;
   /** The keep-alive timeout announced in Keep-Alive (seconds). */
   keepAliveSeconds(): number;
 }
@@ -247,6 +249,14 @@ export class LeanResponse extends EventEmitter {
     if (!this.hasBody || chunk.length === 0) return !this.writableNeedDrain;
     const s = this.socket;
     if (s === null) return this.#queue(chunk, false);
+    if (!this.chunked && this.head !== '' && chunk.length <= JOIN_LIMIT) {
+      // The first bytes of a small answer: held until end() (usually in the same tick: the whole
+      // answer is then one buffer and one write, its finish riding it) or the end of this tick.
+      // Nothing is written now, so nothing to cork: the socket's write path stays the direct one.
+      this.conn.endOfTick();
+      this.pendingOut = this.#withHead(chunk);
+      return true;
+    }
     this.conn.cork();
     this.flushPending();
     if (this.chunked) {
@@ -254,12 +264,6 @@ export class LeanResponse extends EventEmitter {
       s.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
       s.write(chunk);
       return s.write(CRLF, 'latin1');
-    }
-    if (this.head !== '' && chunk.length <= JOIN_LIMIT) {
-      // The first bytes of a small answer: held until end() (usually in the same tick: the whole
-      // answer is then one buffer and one write, its finish riding it) or the end of this tick.
-      this.pendingOut = this.#withHead(chunk);
-      return true;
     }
     return s.write(this.#withHead(chunk));
   }
@@ -284,14 +288,22 @@ export class LeanResponse extends EventEmitter {
       else if (this.head !== '') this.#queue('', true);
       return this;
     }
-    this.conn.cork();
-    if (this.pendingOut !== null && body === null && !this.chunked) {
-      // Head and body held by write(): one write, with the finish on it.
+    if (!this.chunked && this.#oneWrite(body)) {
+      // The whole answer in one buffer (the head and body held by write(), or joined here): one
+      // direct write with the finish on it, no cork and no end-of-tick flush.
       const out = this.pendingOut;
-      this.pendingOut = null;
-      this.conn.finishing(this, out);
+      if (out !== null) {
+        this.pendingOut = null;
+        this.conn.finishing(this, out);
+      } else if (body !== null) this.conn.finishing(this, this.#withHead(body));
+      else if (this.head !== '') {
+        const head = this.head;
+        this.head = '';
+        this.conn.finishing(this, head);
+      } else this.conn.finishing(this, EMPTY);
       return this;
     }
+    this.conn.cork();
     this.flushPending();
     if (this.chunked) {
       this.#flushHead(s);
@@ -308,6 +320,13 @@ export class LeanResponse extends EventEmitter {
       this.conn.finishing(this, head);
     } else this.conn.finishing(this, EMPTY);
     return this;
+  }
+
+  /** Whether end(body) of a response with a length (not chunked) is one write: nothing held, or nothing more. */
+  #oneWrite(body: string | Buffer | null): boolean {
+    if (this.pendingOut !== null) return body === null;
+    if (body === null || this.head === '') return true;
+    return (typeof body === 'string' ? Buffer.byteLength(body) : body.length) <= JOIN_LIMIT;
   }
 
   /**
