@@ -45,6 +45,8 @@ export const PASS_MARK_MS = 30_000;
  * client's targets: longer ones than MAX_PASS_KEY_CHARS are not remembered, so the marks hold 4 MiB at most.
  */
 export const MAX_PASS_MARKS = 4096;
+/** A mark younger than this is not renewed (markPass). */
+const PASS_REMARK_MS = 1_000;
 export const MAX_PASS_KEY_CHARS = 1024;
 
 /** How a fill ended, for the requests that waited on it. */
@@ -62,6 +64,12 @@ interface FlightOutcome {
 interface Flight {
   readonly waiters: ((outcome: FlightOutcome) => void)[];
 }
+
+/**
+ * The flight of a key marked pass (hit-for-miss): its request may fill, but nobody waits on it and it is
+ * never in `inflight`, so one shared empty flight serves them all (no allocation per such request).
+ */
+const PASS_FLIGHT: Flight = { waiters: [] };
 
 /**
  * The phase, and the StaleSource (pipeline/services.ts) of the phases after it: a request this phase
@@ -396,7 +404,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           // Not registered as the key's flight: nobody waits on it, yet a storable answer is stored.
           if (method === 'GET' && !noFill) {
             ctx.cache = 'miss:pass';
-            ctx.cacheTap = new CacheTap(core, ctx, key, entry, { waiters: [] });
+            ctx.cacheTap = new CacheTap(core, ctx, key, entry, PASS_FLIGHT);
           } else goToOrigin(ctx, entry, 'miss:pass');
           return Verdict.Continue;
         }
@@ -469,6 +477,49 @@ function ownedBody(chunks: readonly Buffer[], bytes: number): Buffer {
   let at = 0;
   for (const c of chunks) at += c.copy(body, at);
   return body;
+}
+
+/** Whether a raw response head names Cache-Control or Set-Cookie (any case): else decideWithoutCacheControl. */
+function mayBeStorable(raw: readonly Buffer[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if ((name.length === 13 && nameIs(name, 'cache-control')) || (name.length === 10 && nameIs(name, 'set-cookie')))
+      return true;
+  }
+  return false;
+}
+
+/** `name` (bytes) equals the lower-case ASCII `lower`, ignoring case; the lengths are equal. */
+function nameIs(name: Buffer, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    const c = lower.charCodeAt(i);
+    const b = name[i]!;
+    if (b !== c && !(c >= 0x61 && c <= 0x7a && b === c - 0x20)) return false;
+  }
+  return true;
+}
+
+/** The policy's decision for a response head without Cache-Control nor Set-Cookie (never a store). */
+function decideWithoutCacheControl(
+  status: number,
+  hasAuth: boolean,
+  hasCookie: boolean,
+  rc: CompiledRouteCache,
+): StoreDecision {
+  return decideStore(
+    {
+      method: 'GET',
+      status,
+      cacheControl: undefined,
+      hasSetCookie: false,
+      vary: '',
+      ageSec: 0,
+      requestHasAuthorization: hasAuth,
+      requestHasCookie: hasCookie,
+      cachedByDefault: rc.byDefault,
+    },
+    rc,
+  );
 }
 
 /** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
@@ -604,10 +655,23 @@ class CacheTap implements ResponseTap {
       }
     }
     if (this.flight === null) return false;
-    const pairs = clientResponseHeaders(rawHeaders, this.core.via());
     const rc = ctx.route!.cache!;
     const reqHeaders = ctx.req.headers;
-    const d = decideFromPairs('GET', status, pairs, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
+    // Most answers on a route cached by default carry neither Cache-Control nor Set-Cookie, and without
+    // Cache-Control nothing is stored (policy.ts: no heuristic freshness): decide from the raw names,
+    // without decoding the head a second time (the forward handler decodes it for the client). Both
+    // absent from the raw head are absent from what clientResponseHeaders keeps, so the decision and
+    // its reason are the ones the full path gives.
+    const d = mayBeStorable(rawHeaders)
+      ? decideFromPairs(
+          'GET',
+          status,
+          clientResponseHeaders(rawHeaders, this.core.via()),
+          carriesCredentials(reqHeaders, rc),
+          carriesCookie(reqHeaders),
+          rc,
+        )
+      : decideWithoutCacheControl(status, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
     if (!d.store) {
       ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
       // What the origin says of the resource, not of this request: later misses need not wait on a fill.
@@ -615,6 +679,7 @@ class CacheTap implements ResponseTap {
       this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
       return false;
     }
+    const pairs = clientResponseHeaders(rawHeaders, this.core.via());
     const lengthPos = pairs.findIndex((v, i) => i % 2 === 0 && v.toLowerCase() === 'content-length');
     if (lengthPos !== -1 && Number(pairs[lengthPos + 1]) > this.core.store.limits.maxObjectBytes) {
       ctx.cache = `${ctx.cache}:not_stored:too_large`;
@@ -699,12 +764,17 @@ class CacheTap implements ResponseTap {
   markPass(): void {
     if (this.key.length > MAX_PASS_KEY_CHARS) return;
     const marks = this.core.passUntil;
+    const now = this.core.clock.now();
+    // Re-marked within the last second: its place in the eviction order is fresh enough. Every request
+    // of a pass key re-marks it, and a delete and set each time left the Map a hole per request.
+    const until = marks.get(this.key);
+    if (until !== undefined && until - now >= PASS_MARK_MS - PASS_REMARK_MS) return;
     marks.delete(this.key);
     if (marks.size >= MAX_PASS_MARKS) {
       const oldest = marks.keys().next();
       if (oldest.done !== true) marks.delete(oldest.value);
     }
-    marks.set(this.key, this.core.clock.now() + PASS_MARK_MS);
+    marks.set(this.key, now + PASS_MARK_MS);
   }
 
   /** The request is over (the phase's onDone): wake anyone still waiting. */
@@ -725,6 +795,7 @@ class CacheTap implements ResponseTap {
     this.flight = null;
     const inflight = this.core.inflight;
     if (inflight.get(this.key) === flight) inflight.delete(this.key);
+    if (flight.waiters.length === 0) return;
     // Finished while its own client is already gone and with nothing stored nor failed: abandoned.
     const outcome: FlightOutcome = {
       entry,
