@@ -248,6 +248,10 @@ test('stalled samples answered within the loop turn they went out in count as th
   // A route without a learned baseline has nothing to stand in for: dropped.
   l.onSuccess(40, 5, 38, true);
   assert.equal(l.stalledSamples, 1);
+  // Mostly stall, not within a turn, but no longer than the baseline (10 ms): kept, it shows no congestion.
+  l.onSuccess(9, 0, 8, false);
+  assert.equal(l.stalledSamples, 1);
+  assert.equal(l.quickSamples, 20 * SHORT_WINDOW_SAMPLES + 1);
 });
 
 test('a fast 503 cuts once per window of requests: a refusal of a request sent after the last cut cuts again', () => {

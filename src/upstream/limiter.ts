@@ -202,7 +202,7 @@ export class ConcurrencyLimiter {
 
   /** Samples dropped because Rempart's own stalls made up most of them (stall.ts). */
   stalledSamples = 0;
-  /** Samples mostly stall yet answered within a loop turn, taken as the route's baseline (onSuccess). */
+  /** Samples mostly stall yet within the baseline, or answered within a loop turn (then taken as the baseline): onSuccess. */
   quickSamples = 0;
 
   #baseOf(slot: number): number {
@@ -218,7 +218,12 @@ export class ConcurrencyLimiter {
    */
   onSuccess(rttMs: number, slot = 0, stalledMs = 0, quick = false): void {
     if (this.#settings.mode !== 'adaptive') return;
-    if (stalledMs > 0 && stalledMs * 2 > rttMs && quick && this.#probeStartMs < 0 && this.#baseOf(slot) > 0) {
+    if (stalledMs > 0 && stalledMs * 2 > rttMs && this.#probeStartMs < 0 && rttMs <= this.#baseOf(slot)) {
+      // Mostly stall, yet the whole exchange took no longer than the route's baseline: the origin's
+      // time, at most that, shows no congestion whatever the stall was. Kept as it is.
+      this.quickSamples++;
+      stalledMs = 0;
+    } else if (stalledMs > 0 && stalledMs * 2 > rttMs && quick && this.#probeStartMs < 0 && this.#baseOf(slot) > 0) {
       // Mostly stall, but answered within the loop turn it went out in (or by the next poll): the
       // origin took at most what one turn of Rempart's own loop took, whatever the stall probe could
       // tell. It kept pace with Rempart at this concurrency, so the sample counts as the route's
