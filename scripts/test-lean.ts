@@ -45,9 +45,13 @@ export const LEAN_SUITE: readonly string[] = [
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const files = process.argv.length > 2 ? process.argv.slice(2) : LEAN_SUITE;
-  const child = spawn(process.execPath, ['--test', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', ...files], {
-    stdio: 'inherit',
-    env: { ...process.env, RMP_ENGINE: 'lean' },
-  });
+  const child = spawn(
+    process.execPath,
+    ['--test', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', ...files],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, RMP_ENGINE: 'lean' },
+    },
+  );
   child.on('exit', (code, signal) => process.exit(code ?? (signal !== null ? 1 : 0)));
 }

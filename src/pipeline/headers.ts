@@ -90,7 +90,8 @@ export function withoutRempartCookies(value: string): string {
 }
 
 function connectionTokens(value: string | string[] | undefined): Set<string> | null {
-  if (value === undefined) return null;
+  // The usual value (every keep-alive origin's answer names it): nothing to split.
+  if (value === undefined || value === 'keep-alive' || value === 'close') return null;
   const text = Array.isArray(value) ? value.join(',') : value;
   let set: Set<string> | null = null;
   for (const t of text.split(',')) {

@@ -218,3 +218,43 @@ test('a class below its reserved share of the limit is served before higher clas
   q4.push(entry(q4, 'critical'), []);
   assert.equal(q4.shift(new Int32Array(5), 10)!.cls, classIndex('critical'));
 });
+
+test('the lowest round is found the same way however entries leave: pushes, takes, cancels, evictions and expiries mixed', () => {
+  // Reference: the oldest entry of the lowest round, found by reading the whole line.
+  let rand = 7;
+  const next = (n: number): number => {
+    rand = (rand * 1103515245 + 12345) % 2147483648;
+    return rand % n;
+  };
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 40, maxEntriesPerClass: 40 });
+  const model: QueueEntry<string>[] = [];
+  const out: QueueEntry<string>[] = [];
+  let now = 0;
+  for (let step = 0; step < 5000; step++) {
+    const op = next(10);
+    if (op < 5) {
+      const e = new QueueEntry(`p${step}`, classIndex('public'), `k${next(4)}`, now, now + 50 + next(100));
+      if (next(3) === 0) e.bias = 1;
+      if (q.push(e, out) === null) model.push(e);
+      for (const v of out.splice(0)) model.splice(model.indexOf(v), 1);
+    } else if (op < 8) {
+      const got = q.shift();
+      if (model.length === 0) {
+        assert.equal(got, null);
+        continue;
+      }
+      let best = 0;
+      for (let i = 1; i < model.length; i++) if (model[i]!.round < model[best]!.round) best = i;
+      assert.equal(got, model[best]);
+      model.splice(best, 1);
+    } else if (op === 8 && model.length > 0) {
+      const victim = model[next(model.length)]!;
+      assert.equal(q.remove(victim), true);
+      model.splice(model.indexOf(victim), 1);
+    } else {
+      now += next(40);
+      q.expire(now, out);
+      for (const v of out.splice(0)) model.splice(model.indexOf(v), 1);
+    }
+  }
+});

@@ -69,6 +69,13 @@ export { classIndex };
 export class AdmissionQueue<T> {
   readonly #lines: QueueEntry<T>[][] = TRAFFIC_CLASSES.map(() => []);
   readonly #keys: Map<string, number>[] = TRAFFIC_CLASSES.map(() => new Map());
+  /**
+   * Per class: a lower bound of the rounds in its line (exact after a take that scanned the whole
+   * line). #take stops at the first entry at the bound: with a flood from one key every entry has a
+   * round above 0 (its position, plus the unknown client's bias), and the scan for the lowest used
+   * to read the whole line, up to maxEntries, for each request let in.
+   */
+  readonly #minRound: number[] = TRAFFIC_CLASSES.map(() => 0);
   /** Class indexes, highest priority first. */
   #order: number[] = [];
   /** rank[class index] = position in #order (0 = highest). */
@@ -135,7 +142,9 @@ export class AdmissionQueue<T> {
       evicted.push(victim);
     }
     entry.round = held + entry.bias;
-    this.#lines[cls]!.push(entry);
+    const line = this.#lines[cls]!;
+    if (line.length === 0 || entry.round < this.#minRound[cls]!) this.#minRound[cls] = entry.round;
+    line.push(entry);
     this.#keys[cls]!.set(entry.key, held + 1);
     this.size++;
     return null;
@@ -167,19 +176,33 @@ export class AdmissionQueue<T> {
         const cls = this.#order[r]!;
         const pct = reserve[cls]!;
         if (pct === 0 || this.#lines[cls]!.length === 0) continue;
-        if (inFlight[cls]! < Math.max(1, Math.floor((limit * pct) / 100))) return this.#take(this.#lines[cls]!);
+        if (inFlight[cls]! < Math.max(1, Math.floor((limit * pct) / 100))) return this.#take(cls);
       }
     }
     for (let r = 0; r < this.#order.length; r++) {
-      const line = this.#lines[this.#order[r]!]!;
-      if (line.length > 0) return this.#take(line);
+      const cls = this.#order[r]!;
+      if (this.#lines[cls]!.length > 0) return this.#take(cls);
     }
     return null;
   }
 
-  #take(line: QueueEntry<T>[]): QueueEntry<T> {
+  /** The oldest entry of the lowest round in the class's line (not empty). */
+  #take(cls: number): QueueEntry<T> {
+    const line = this.#lines[cls]!;
+    const bound = this.#minRound[cls]!;
     let best = 0;
-    for (let i = 0; i < line.length && line[best]!.round > 0; i++) if (line[i]!.round < line[best]!.round) best = i;
+    let i = 1;
+    // The lowest round of the others, when the scan reads the whole line: the next take's exact bound.
+    let next = Infinity;
+    for (; i < line.length && line[best]!.round > bound; i++) {
+      const r = line[i]!.round;
+      if (r < line[best]!.round) {
+        next = line[best]!.round < next ? line[best]!.round : next;
+        best = i;
+      } else if (r < next) next = r;
+    }
+    // Stopped at the bound: other entries may hold it too, it stays. Read it all: the rest's minimum.
+    if (line[best]!.round > bound) this.#minRound[cls] = next;
     const e = best === 0 ? line.shift()! : line.splice(best, 1)[0]!;
     this.#forget(e);
     return e;

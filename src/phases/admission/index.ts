@@ -127,6 +127,8 @@ export function createAdmissionPhase(
       if (gate.limiter.mode === 'off') return Verdict.Continue;
       const cls = classIndex(ctx.route.class);
       const c = cellsFor(upstream.name, cls);
+      // The end of the turn this request may go out in is noted: its answer's turn count starts here.
+      gate.stalls?.markTurn();
       // Fast path: nobody waiting and a slot free. Synchronous, no allocation.
       if (gate.tryAcquire(cls)) {
         ctx.admissionGate = gate;
@@ -136,13 +138,14 @@ export function createAdmissionPhase(
         return Verdict.Continue;
       }
       const now = clock.now();
-      const fairness = getRuntime().config.admission.fairness;
+      const config = getRuntime().config;
+      const fairness = config.admission.fairness;
       const key = clientKey(
         fairness.key,
         ctx.clientAddress,
         ctx.req.headers.cookie,
         fairness.sessionCookie,
-        getRuntime().config.defense.ipv6PrefixLength,
+        config.defense.ipv6PrefixLength,
       );
       const entry: AdmissionEntry<RequestContext> = new QueueEntry(
         ctx,
@@ -162,10 +165,22 @@ export function createAdmissionPhase(
       }
       c.queued.value++;
       ctx.admissionEntry = entry;
-      const waiting = new Promise<AdmissionEntry<RequestContext>>((resolve) => (entry.resolve = resolve));
+      // One promise per waiting request, settled with the verdict when the gate decides (at saturation
+      // most pass-through requests wait a moment here: a promise and a microtask hop fewer each).
+      // settle writes only the request's outcome, no I/O; a throw rejects this request alone, never
+      // the gate's drain that settled it (another request's release).
+      const waiting = new Promise<Verdict>((resolve, reject) => {
+        entry.resolve = (e) => {
+          try {
+            resolve(settle(e));
+          } catch (err) {
+            reject(err);
+          }
+        };
+      });
       // Slots may be free while others wait (the limit just grew): let the queue order decide.
       if (gate.limiter.inFlight < gate.limiter.limit) gate.drain();
-      return waiting.then(settle);
+      return waiting;
     },
     onDone(ctx: RequestContext) {
       const entry = ctx.admissionEntry;
@@ -192,13 +207,21 @@ function releaseSlot(ctx: RequestContext): void {
   }
   let rtt = 0;
   let stalled = 0;
+  let quick = false;
+  const stalls = gate.stalls;
   if (sample !== 'none') {
     const end = gate.clock.now();
     rtt = end - ctx.forwardStartMs;
-    // What of that time was Rempart's own event loop being busy (upstream/stall.ts), not the origin.
-    if (sample === 'success' && gate.stalls !== null) stalled = gate.stalls.stalledWithin(ctx.forwardStartMs, end);
+    // What of that time was Rempart's own event loop being busy (upstream/stall.ts), not the origin;
+    // when that is most of it, whether the answer still came within the turn the request went out in.
+    if (sample === 'success' && stalls !== null) {
+      stalled = stalls.stalledWithin(ctx.forwardStartMs, end);
+      if (stalled * 2 > rtt) quick = stalls.turnsSince(ctx.forwardStartMs, 2) <= 1;
+    }
   }
-  gate.release(ctx.admissionClass, sample, rtt, ctx.route?.rttSlot ?? 0, stalled);
+  // This turn's end is noted (upstream/stall.ts): the requests it lets in go out in it.
+  stalls?.markTurn();
+  gate.release(ctx.admissionClass, sample, rtt, ctx.route?.rttSlot ?? 0, stalled, quick);
   ctx.admissionClass = -1;
 }
 

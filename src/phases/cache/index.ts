@@ -64,6 +64,12 @@ interface Flight {
 }
 
 /**
+ * The flight of a key marked pass (hit-for-miss): its request may fill, but nobody waits on it and it is
+ * never in `inflight`, so one shared empty flight serves them all (no allocation per such request).
+ */
+const PASS_FLIGHT: Flight = { waiters: [] };
+
+/**
  * The phase, and the StaleSource (pipeline/services.ts) of the phases after it: a request this phase
  * looked up carries its stale copy in its tap, and admission's shed or failover's `unavailable` may
  * have it stand in for their answer.
@@ -394,7 +400,7 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
           // Not registered as the key's flight: nobody waits on it, yet a storable answer is stored.
           if (method === 'GET' && !noFill) {
             ctx.cache = 'miss:pass';
-            ctx.cacheTap = new CacheTap(core, ctx, key, entry, { waiters: [] });
+            ctx.cacheTap = new CacheTap(core, ctx, key, entry, PASS_FLIGHT);
           } else goToOrigin(ctx, entry, 'miss:pass');
           return Verdict.Continue;
         }
@@ -728,6 +734,7 @@ class CacheTap implements ResponseTap {
     this.flight = null;
     const inflight = this.core.inflight;
     if (inflight.get(this.key) === flight) inflight.delete(this.key);
+    if (flight.waiters.length === 0) return;
     // Finished while its own client is already gone and with nothing stored nor failed: abandoned.
     const outcome: FlightOutcome = {
       entry,
