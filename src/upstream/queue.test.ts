@@ -258,3 +258,30 @@ test('the lowest round is found the same way however entries leave: pushes, take
     }
   }
 });
+
+test("one key's entries keep their arrival order however the queue's depth changes: no newcomer overtakes an older entry", () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 100, maxEntriesPerClass: 100 });
+  const made: QueueEntry<string>[] = [];
+  const push = () => {
+    const e = entry(q, 'public', '198.51.100');
+    e.bias = 1; // an unknown client
+    assert.equal(q.push(e, []), null);
+    made.push(e);
+  };
+  const taken: QueueEntry<string>[] = [];
+  // A deep queue from one address (a NAT, a load test), mostly drained, then refilled: the old rule
+  // (rounds counted from the key's waiting entries) numbered the newcomers 6-10 and served them before
+  // the five left from the deep queue (26-30), which then waited past their deadline.
+  for (let i = 0; i < 30; i++) push();
+  for (let i = 0; i < 25; i++) taken.push(q.shift()!);
+  for (let i = 0; i < 5; i++) push();
+  while (q.size > 0) taken.push(q.shift()!);
+  assert.deepEqual(taken, made);
+  // Another client arriving now still goes before the first one's second waiting request.
+  for (let i = 0; i < 3; i++) push();
+  const other = entry(q, 'public', '203.0.113');
+  other.bias = 1;
+  q.push(other, []);
+  assert.equal(q.shift(), made[made.length - 3]);
+  assert.equal(q.shift(), other);
+});
