@@ -96,18 +96,10 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
 
   /**
    * A request of class `cls` that held a slot is done; `sample` says what its exchange (of the route
-   * with `rttSlot`) taught the limiter: `rttMs`, whose last `stalledMs` Rempart's own loop was busy (stall.ts),
-   * `quick` when the answer was read within the loop turn after the request went out (limiter.ts, onSuccess).
+   * with `rttSlot`) taught the limiter: `rttMs`, whose last `stalledMs` Rempart's own loop was busy (stall.ts).
    */
-  release(
-    cls: number,
-    sample: 'success' | 'drop' | 'none',
-    rttMs: number,
-    rttSlot: number,
-    stalledMs = 0,
-    quick = false,
-  ): void {
-    if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot, stalledMs, quick);
+  release(cls: number, sample: 'success' | 'drop' | 'none', rttMs: number, rttSlot: number, stalledMs = 0): void {
+    if (sample === 'success') this.limiter.onSuccess(rttMs, rttSlot, stalledMs);
     else if (sample === 'drop') this.limiter.onDrop(rttMs);
     this.limiter.release();
     if (this.inFlightByClass[cls]! > 0) this.inFlightByClass[cls]!--;

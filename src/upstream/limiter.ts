@@ -202,7 +202,7 @@ export class ConcurrencyLimiter {
 
   /** Samples dropped because Rempart's own stalls made up most of them (stall.ts). */
   stalledSamples = 0;
-  /** Samples mostly stall yet within the baseline, or answered within a loop turn (then taken as the baseline): onSuccess. */
+  /** Samples mostly stall yet within the route's baseline (kept as they are): onSuccess. */
   quickSamples = 0;
 
   #baseOf(slot: number): number {
@@ -216,23 +216,12 @@ export class ConcurrencyLimiter {
    * mostly stall teaches nothing (how much of the stall came after the response arrived is unknown;
    * the subtraction is a lower bound of the origin's time, good only while the stall is the smaller part).
    */
-  onSuccess(rttMs: number, slot = 0, stalledMs = 0, quick = false): void {
+  onSuccess(rttMs: number, slot = 0, stalledMs = 0): void {
     if (this.#settings.mode !== 'adaptive') return;
     if (stalledMs > 0 && stalledMs * 2 > rttMs && this.#probeStartMs < 0 && rttMs <= this.#baseOf(slot)) {
       // Mostly stall, yet the whole exchange took no longer than the route's baseline: the origin's
       // time, at most that, shows no congestion whatever the stall was. Kept as it is.
       this.quickSamples++;
-      stalledMs = 0;
-    } else if (stalledMs > 0 && stalledMs * 2 > rttMs && quick && this.#probeStartMs < 0 && this.#baseOf(slot) > 0) {
-      // Mostly stall, but answered within the loop turn it went out in (or by the next poll): the
-      // origin took at most what one turn of Rempart's own loop took, whatever the stall probe could
-      // tell. It kept pace with Rempart at this concurrency, so the sample counts as the route's
-      // baseline: no congestion seen. A saturated gateway in front of a fast origin then stops
-      // queueing pass-through requests (80-99 % of them waited in the queue, bench/ab-cpu.sh, each
-      // costing CPU for nothing); an origin slower than a turn still gives no sample (below), so a
-      // congested origin behind a flooded gateway is not hidden (its answers span many turns).
-      this.quickSamples++;
-      rttMs = this.#base[slot]!;
       stalledMs = 0;
     }
     if (stalledMs > 0) {

@@ -49,14 +49,7 @@ export interface StallSource {
    * have delayed reading the answer at endMs: the part of the span under the busy stretch ending then.
    */
   stalledWithin(startMs: number, endMs: number): number;
-  /** Note the end of the loop turn now running (one immediate at most per turn; the admission phase calls it per request). */
-  markTurn(): void;
-  /** How many noted turn ends came after `startMs` (performance.now()), counting no further than `max`. */
-  turnsSince(startMs: number, max: number): number;
 }
-
-/** Turn ends remembered: turnsSince looks no further back. */
-const TURNS = 4;
 
 const loopIdleMs = (): number => performance.eventLoopUtilization().idle;
 
@@ -77,36 +70,8 @@ export class StallProbe implements StallSource {
     if (timer) setInterval(() => this.tick(performance.now()), PROBE_MS).unref();
   }
 
-  /** When the last TURNS noted turns ended (performance.now()), a ring. */
-  readonly #turnEnds = new Float64Array(TURNS);
-  #turns = 0;
-  #turnArmed = false;
-  readonly #onTurnEnd = (): void => {
-    this.#turnArmed = false;
-    this.#turnEnds[this.#turns++ % TURNS] = performance.now();
-  };
-
-  markTurn(): void {
-    if (this.#turnArmed) return;
-    this.#turnArmed = true;
-    // The check phase, after this turn's I/O callbacks and their microtasks: an answer read before
-    // it came in the turn its request went out in, or in the next poll.
-    setImmediate(this.#onTurnEnd);
-  }
-
-  turnsSince(startMs: number, max: number): number {
-    let n = 0;
-    for (let k = this.#turns - 1; k >= 0 && k >= this.#turns - TURNS && n < max; k--) {
-      if (this.#turnEnds[k % TURNS]! <= startMs) break;
-      n++;
-    }
-    return n;
-  }
-
   /** The probe's timer fired at `now`. */
   tick(now: number): void {
-    // A busy loop's turns are noted at least once per tick, whatever the requests do.
-    this.markTurn();
     const i = this.#count++ % RING;
     this.#at[i] = now;
     this.#due[i] = this.#expectedMs;

@@ -127,8 +127,6 @@ export function createAdmissionPhase(
       if (gate.limiter.mode === 'off') return Verdict.Continue;
       const cls = classIndex(ctx.route.class);
       const c = cellsFor(upstream.name, cls);
-      // The end of the turn this request may go out in is noted: its answer's turn count starts here.
-      gate.stalls?.markTurn();
       // Fast path: nobody waiting and a slot free. Synchronous, no allocation.
       if (gate.tryAcquire(cls)) {
         ctx.admissionGate = gate;
@@ -207,21 +205,13 @@ function releaseSlot(ctx: RequestContext): void {
   }
   let rtt = 0;
   let stalled = 0;
-  let quick = false;
-  const stalls = gate.stalls;
   if (sample !== 'none') {
     const end = gate.clock.now();
     rtt = end - ctx.forwardStartMs;
-    // What of that time was Rempart's own event loop being busy (upstream/stall.ts), not the origin;
-    // when that is most of it, whether the answer still came within the turn the request went out in.
-    if (sample === 'success' && stalls !== null) {
-      stalled = stalls.stalledWithin(ctx.forwardStartMs, end);
-      if (stalled * 2 > rtt) quick = stalls.turnsSince(ctx.forwardStartMs, 2) <= 1;
-    }
+    // What of that time was Rempart's own event loop being busy (upstream/stall.ts), not the origin.
+    if (sample === 'success' && gate.stalls !== null) stalled = gate.stalls.stalledWithin(ctx.forwardStartMs, end);
   }
-  // This turn's end is noted (upstream/stall.ts): the requests it lets in go out in it.
-  stalls?.markTurn();
-  gate.release(ctx.admissionClass, sample, rtt, ctx.route?.rttSlot ?? 0, stalled, quick);
+  gate.release(ctx.admissionClass, sample, rtt, ctx.route?.rttSlot ?? 0, stalled);
   ctx.admissionClass = -1;
 }
 
