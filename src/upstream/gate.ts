@@ -39,6 +39,7 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
   readonly stalls: StallSource | null;
   readonly #clock: Clock;
   readonly #settled: AdmissionEntry<T>[] = [];
+  #settling = false;
   #timer: NodeJS.Timeout | null = null;
   #timerAtMs = Infinity;
 
@@ -129,9 +130,21 @@ export class AdmissionGate<T extends SlotHolder = SlotHolder> {
     this.#arm();
   }
 
+  /**
+   * Settle what drain/enqueue collected. Re-entered (a settle that answers at once, whose onDone gives
+   * its slot back and drains again), the inner call only appends: this loop reads the length each time
+   * and settles those too, and the array is emptied once, here. Else the inner call would settle the
+   * outer's entries twice and truncate the array under it: requests never settled, slots leaked.
+   */
   #settle(entries: AdmissionEntry<T>[]): void {
-    for (let i = 0; i < entries.length; i++) entries[i]!.resolve?.(entries[i]!);
-    entries.length = 0;
+    if (this.#settling) return;
+    this.#settling = true;
+    try {
+      for (let i = 0; i < entries.length; i++) entries[i]!.resolve?.(entries[i]!);
+    } finally {
+      entries.length = 0;
+      this.#settling = false;
+    }
   }
 
   /** Keep one timer armed for the earliest deadline in the queue. */
