@@ -3,14 +3,7 @@
 // PROXY v1 and v2 headers as the client address. Checked here on a few hundred through a real gateway.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  anonymousByOwner,
-  freshAddress,
-  proxyHeader,
-  ResponseCounter,
-  soakConfig,
-  tableCaps,
-} from '../bench/soak.ts';
+import { anonymousByOwner, freshAddress, proxyHeader, ResponseCounter, soakConfig, tableCaps } from '../bench/soak.ts';
 import { parseConfig } from '../src/config/load.ts';
 import { rawRequest, startGatewayAndUpstream, statusOf } from './helpers.ts';
 
