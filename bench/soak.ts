@@ -34,8 +34,10 @@
 // If the gateway dies during the run, the soak stops the load and still writes its report, with the
 // exit code or signal and the gateway's last log lines, verdict FAIL. Its temporary directory (config,
 // probe file) is removed on every exit, unless it holds a heap snapshot (SIGUSR1): then it is kept.
-//   --calm: seconds of legit traffic alone before the attack (the level's warm-up is 60 s)
+//   --calm: seconds of legit traffic alone before the attack (default 135: the level's warm-up is 60 s,
+//     the legit clients' sessions are on probation for 120 s)
 //   --addresses: distinct client addresses over the run (default 1,000,000 × minutes / 30)
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -234,8 +236,10 @@ export function soakConfig(
 ) {
   // --cap-scale s: every table's cap × s, so that all of them are full early in the run and its
   // second half is steady state only (what a leak would move, and filling tables would not).
-  const cap = (n: number) => Math.max(1000, Math.round(n * capScale));
-  const caps = capScale === 1 ? undefined : { maxKeys: cap(100_000) };
+  // Every table keyed by client input that this mix reaches is scaled (tableCaps lists them with their
+  // caps); none below 1,000 (the replay guard's schema minimum), the fixed sketches stay as they are.
+  const t = tableCaps(capScale);
+  const caps = capScale === 1 ? undefined : { maxKeys: t.rateLimitKeys };
   return {
     version: 1,
     listeners: [{ address: `127.0.0.1:${p.port}` }, { address: `127.0.0.1:${p.proxyPort}`, proxyProtocol: true }],
@@ -276,7 +280,7 @@ export function soakConfig(
     logging: { level: 'warn', requests: false },
     // One generator host stands for a million clients: no per-peer connection cap.
     limits: { maxConnectionsPerAddress: 1_000_000 },
-    ...(caps && { cache: { maxBytes: cap(64 * MiB) } }),
+    ...(caps && { cache: { maxBytes: t.cacheBytes }, audit: { maxRows: t.auditRows } }),
     defense: {
       rateLimit: {
         rules: [
@@ -294,26 +298,55 @@ export function soakConfig(
         ],
       },
       ...(caps && {
-        bans: { maxEntries: cap(100_000), offences: { maxAddresses: cap(65_536) } },
-        familiarity: { maxSessions: cap(100_000) },
-        exfiltration: { maxIdentities: cap(100_000) },
+        bans: { maxEntries: t.banEntries, offences: { maxAddresses: t.offences } },
+        exfiltration: { maxIdentities: t.identities },
       }),
+      // The solvers' work (SOLVE_SHARE of the fresh addresses) stays cheap for the generator: 8 bits, up
+      // to 12 as a prefix buys clearances (difficultyRise), against 14 and 16 by default.
+      challenge: {
+        difficultyBits: { elevated: 8, underAttack: 8 },
+        ...(caps && { replayCapacity: t.replay, difficultyRise: { maxPrefixes: t.prefixWork } }),
+      },
+      // A credential's budget under attack (60 a minute) with a burst of 20, not 100: a farm solver goes
+      // past it with 25 requests at once, and the prefix work table gets a key (docs/challenge.md).
+      familiarity: { ...(caps && { maxSessions: t.sessions }), budget: { burst: 20 } },
     },
+  };
+}
+
+/** The caps of the tables this config fills, at `capScale` × their defaults (at least 1,000 each). */
+export function tableCaps(capScale: number) {
+  const cap = (n: number) => (capScale === 1 ? n : Math.max(1000, Math.round(n * capScale)));
+  return {
+    rateLimitKeys: cap(100_000), // each rule, its /24 and its /48 level
+    cacheBytes: cap(64 * MiB),
+    banEntries: cap(100_000),
+    offences: cap(65_536),
+    sessions: cap(100_000), // familiarity.maxSessions: sessions, clearance usage, address pace, JWT usage
+    identities: cap(100_000),
+    replay: cap(200_000), // per generation (two)
+    prefixWork: cap(65_536),
+    auditRows: cap(100_000), // in memory (no audit.file)
   };
 }
 
 /**
  * Budgets (MiB, docs/memory-budgets.md, at the default caps) of the tables this config can fill. An
- * `address` rate-limit rule is two tables (addresses and /24s) of ≈ 16 MiB each.
+ * `address` rate-limit rule is three tables (addresses, /24s, /48s) of ≈ 16 MiB each. The audit
+ * trail's rows are native memory (SQLite): in the RSS budget, not the heap's.
  */
 export const BUDGETS: Record<string, number> = {
-  'rate limits (3 address rules × 2 tables × 16 MiB)': 96,
+  'rate limits (3 address rules × 3 tables × 16 MiB)': 144,
   'ban table': 57,
   'ban offence counters': 7,
   'origin-granted sessions': 24,
+  'clearance usage (maxSessions × 250 B)': 24,
+  'address pace (maxSessions × 250 B)': 24,
   'challenge replay guard': 31,
+  'prefix work (65,536 × 150 B)': 9,
   'exfiltration usage': 33,
   'response cache': 74,
+  'audit trail rows (native)': 25,
   'fixed sketches, level, metric cells, JWTs (< 10 MiB together)': 10,
 };
 
@@ -328,6 +361,8 @@ interface Load {
   errors: number;
   statuses: Map<number, number>;
   freshAddresses: number;
+  /** Solvers that got their clearance. */
+  solved: number;
   skipped: number;
   legit: { requests: number; ok: number; other: Map<number, number> };
 }
@@ -375,6 +410,40 @@ function offenderBurst(): string {
   return s;
 }
 
+/** One fresh address in SOLVE_SHARE solves a challenge, then logs in with its clearance. */
+const SOLVE_SHARE = 40;
+/**
+ * Every other solver is a farm: it spends what is left of its clearance's burst at once (the soak's
+ * budget: 20 a credential, of which the login took 1), then goes on one request at a time until refused
+ * (at most FARM_AFTER). Not all at once: pipelined requests are all checked before the first of them is
+ * charged (25 at once all pass a burst of 20), and a credential that overshoots by more than one request
+ * is never a "first refusal", so its prefix's work would not rise (bench/RESULTS.md, "Soak", 2026-12-06
+ * afternoon): the prefix work table would stay empty.
+ */
+const FARM_BURST = 19;
+const FARM_AFTER = 5;
+
+function leadingZeroBits(d: Buffer): number {
+  let n = 0;
+  for (const byte of d) {
+    if (byte === 0) {
+      n += 8;
+      continue;
+    }
+    return n + Math.clz32(byte) - 24;
+  }
+  return n;
+}
+
+/** A solution of challenge `token` (its third field is the bits asked). */
+function solve(token: string): string {
+  const bits = Number(token.split('.')[2]);
+  for (let nonce = 0; ; nonce++) {
+    const s = `${token}.${nonce.toString(36)}`;
+    if (leadingZeroBits(createHash('sha256').update(s).digest()) >= bits) return s;
+  }
+}
+
 /** Many peer addresses in 127/8: the gateway's ephemeral ports per source never run out. */
 let peer = 0;
 function peerAddress(): string {
@@ -412,6 +481,90 @@ function oneShot(port: number, header: Buffer, payload: string, expect: number, 
       if (counter.count >= expect) done(false);
     });
     // A ban resets the connection on accept (ECONNRESET): a refusal, not a failure of the run.
+    socket.on('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNRESET' && e.code !== 'EPIPE'));
+    socket.on('close', () => done(false));
+  });
+}
+
+/**
+ * A client that pays: asks a challenge at the API door, solves it, sends a search with the solution
+ * (a clearance: the replay guard keeps the solution's id, its prefix is charged in the prefix work
+ * table, the clearance's use is counted), then logs in with the clearance: the origin's grant to a
+ * known client is remembered at once (the session table and the address's pace). One connection.
+ */
+function solverShot(port: number, header: Buffer, i: number, load: Load): Promise<void> {
+  return new Promise((resolve) => {
+    load.connections++;
+    const ua = UAS[i % 3]!;
+    const counter = new ResponseCounter();
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress: peerAddress() });
+    let raw = '';
+    let step = 0;
+    let clearance = '';
+    const farm = i % (2 * SOLVE_SHARE) === SOLVE_SHARE - 1;
+    let finished = false;
+    const done = (error: boolean) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      if (counter.count === 0) {
+        if (error) load.errors++;
+        else load.refusedOnAccept++;
+      }
+      load.responses += counter.count;
+      for (const s of counter.statuses) load.statuses.set(s, (load.statuses.get(s) ?? 0) + 1);
+      if (!socket.destroyed) socket.resetAndDestroy();
+      resolve();
+    };
+    const timer = setTimeout(() => done(true), 15_000);
+    const send = (request: string) => {
+      load.requests++;
+      socket.write(request);
+    };
+    socket.on('connect', () => {
+      load.requests++;
+      const ask = `GET /.rempart/challenge/verify HTTP/1.1\r\nHost: ${HOST}\r\nAccept: application/json\r\nUser-Agent: ${ua}\r\n\r\n`;
+      socket.write(Buffer.concat([header, Buffer.from(ask)]));
+    });
+    // Answers expected once each step's requests are answered: ask, redeem, login, then a farm's bursts.
+    let expected = 1;
+    const farmBurst = (n: number) => {
+      let burst = '';
+      for (let k = 0; k < n; k++)
+        burst += `GET /products/${k} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\nCookie: __rempart_clr=${clearance}\r\n\r\n`;
+      load.requests += n - 1;
+      expected += n;
+      send(burst);
+    };
+    socket.on('data', (c: Buffer) => {
+      raw += c.toString('latin1');
+      counter.feed(c);
+      if (counter.count < expected) return;
+      step++;
+      if (step === 1) {
+        const token = /\r\nrempart-challenge: ([^\r\n]+)/i.exec(raw)?.[1];
+        if (token === undefined) return done(false);
+        raw = '';
+        expected++;
+        send(
+          `GET /search?q=${rnd()} HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\nCookie: __rempart_sol=${solve(token)}\r\n\r\n`,
+        );
+      } else if (step === 2) {
+        clearance = /\r\nset-cookie: __rempart_clr=([^;\r]+)/i.exec(raw)?.[1] ?? '';
+        if (clearance === '') return done(false);
+        load.solved++;
+        const body = `user=s${i}&password=${rnd()}`;
+        expected++;
+        send(
+          `POST /login HTTP/1.1\r\nHost: ${HOST}\r\nUser-Agent: ${ua}\r\nCookie: __rempart_clr=${clearance}\r\n` +
+            `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+        );
+      } else if (farm && (step === 3 || (step < 4 + FARM_AFTER && counter.statuses[counter.count - 1] !== 429))) {
+        // A farm spends its clearance past one person's pace: its burst, then one at a time until refused
+        // (429): its prefix is asked more work next time (the prefix work table).
+        farmBurst(step === 3 ? FARM_BURST : 1);
+      } else done(false);
+    });
     socket.on('error', (e: NodeJS.ErrnoException) => done(e.code !== 'ECONNRESET' && e.code !== 'EPIPE'));
     socket.on('close', () => done(false));
   });
@@ -503,6 +656,8 @@ export interface Sample {
   /** Ban table entries, active and expired (kept for escalation until the table is full). */
   banEntries: number;
   rateLimitKeys: Record<string, number>;
+  /** The other tables keyed by client input (`rempart_table_entries`): sessions, replay guard, … */
+  tables: Record<string, number>;
   cacheEntries: number;
   cacheMiB: number;
   connections: number;
@@ -677,7 +832,9 @@ async function main(): Promise<void> {
       name: { type: 'string', default: 'soak' },
       concurrency: { type: 'string', default: '256' },
       legit: { type: 'string', default: '30' },
-      calm: { type: 'string', default: '75' },
+      // Past the level's warm-up (60 s) and the legit clients' session probation (120 s: a session the
+      // origin granted in calm to a client nobody vouched for is known only after it; challenged before).
+      calm: { type: 'string', default: '135' },
       'cap-scale': { type: 'string', default: '1' },
       'node-flags': { type: 'string' },
     },
@@ -739,6 +896,7 @@ async function main(): Promise<void> {
     errors: 0,
     statuses: new Map(),
     freshAddresses: 0,
+    solved: 0,
     skipped: 0,
     legit: { requests: 0, ok: 0, other: new Map() },
   };
@@ -797,6 +955,7 @@ async function main(): Promise<void> {
       bansActive: metric(m, 'rempart_bans_active'),
       banEntries: metric(m, 'rempart_ban_entries'),
       rateLimitKeys: metricByLabel(m, 'rempart_rate_limit_keys', 'rule'),
+      tables: metricByLabel(m, 'rempart_table_entries', 'table'),
       cacheEntries: metric(m, 'rempart_cache_entries'),
       cacheMiB: metric(m, 'rempart_cache_bytes') / MiB,
       connections: metric(m, 'rempart_connections_active'),
@@ -805,7 +964,7 @@ async function main(): Promise<void> {
     say(
       `t=${s.t}s rss=${mb(s.rssMiB)} (malloc ${mb(s.mallocMiB)}, V8 and stacks ${mb(s.otherAnonMiB)}) ` +
         `heap=${mb(s.heapMiB)} live=${mb(s.liveHeapMiB)} MiB addrs=${fmt(s.addresses)} req=${fmt(s.requests)} ` +
-        `level=${s.level} challenges=${s.challenges} bans=${s.bansActive}/${s.banEntries} rl=${JSON.stringify(s.rateLimitKeys)} cache=${s.cacheEntries} ` +
+        `level=${s.level} challenges=${s.challenges} bans=${s.bansActive}/${s.banEntries} rl=${JSON.stringify(s.rateLimitKeys)} tables=${JSON.stringify(s.tables)} cache=${s.cacheEntries} ` +
         `conns=${s.connections} inflight=${inFlight} skipped=${load.skipped}`,
     );
   };
@@ -850,7 +1009,10 @@ async function main(): Promise<void> {
       const a = freshAddress(i);
       const h = proxyHeader(a, 1024 + (i % 60000), proxyPort, i % 2 === 1);
       if (i % 150 === 0) launch(h, offenderBurst(), 30);
-      else launch(h, attackRequest(i), 1);
+      else if (i % SOLVE_SHARE === SOLVE_SHARE - 1) {
+        inFlight++;
+        void solverShot(proxyPort, h, i, load).then(() => inFlight--);
+      } else launch(h, attackRequest(i), 1);
     }
   }
   const attackEnd = elapsed();
@@ -939,8 +1101,12 @@ async function main(): Promise<void> {
     Object.entries(BUDGETS).map(([k, v]) => [k, k.startsWith('fixed') ? v : v * capScale]),
   );
   const budget = Object.values(budgets).reduce((a, b) => a + b, 0);
+  // The audit trail's rows are native memory: in the RSS budget, not in the heap's.
+  const heapBudget = Object.entries(budgets)
+    .filter(([k]) => !k.includes('(native)'))
+    .reduce((a, [, v]) => a + v, 0);
   // docs/memory-budgets.md: heap growth ≤ budget + 4 MiB; RSS growth ≤ 2 × budget + 256 MiB.
-  const heapLimit = start.heapMiB + budget + 4;
+  const heapLimit = start.heapMiB + heapBudget + 4;
   const rssLimit = start.rssMiB + 2 * budget + 256;
   // "No growth trend": over the second half, RSS grows < 5 % of its plateau an hour.
   const flat = rssTrend < plateauRss * 0.05;
@@ -955,7 +1121,7 @@ async function main(): Promise<void> {
   const lives = samples.map((s) => s.liveHeapMiB).filter(Number.isFinite);
   const liveBase = lives[0] ?? Number.NaN;
   const livePeak = Math.max(...lives);
-  const heapWithin = haveLive ? livePeak <= liveBase + budget + 4 : floorPeak <= heapLimit;
+  const heapWithin = haveLive ? livePeak <= liveBase + heapBudget + 4 : floorPeak <= heapLimit;
   const within = heapWithin && peakRss <= rssLimit;
   const verdict = flat && leakFree && within && !gatewayDied ? 'pass' : 'FAIL';
   const legitShare = load.legit.requests ? load.legit.ok / load.legit.requests : 0;
@@ -998,7 +1164,7 @@ async function main(): Promise<void> {
       heapFloorPeakMiB: floorPeak,
       liveHeapBaseMiB: liveBase,
       liveHeapPeakMiB: livePeak,
-      liveHeapLimitMiB: liveBase + budget + 4,
+      liveHeapLimitMiB: liveBase + heapBudget + 4,
       heapEndMiB: end.heapMiB,
       rssTrendMiBPerHour: rssTrend,
       rssTrendWholeAttackMiBPerHour: rssTrendAll,
@@ -1013,6 +1179,7 @@ async function main(): Promise<void> {
       mallocTrendMiBPerHour: mallocTrend,
       v8AnonTrendMiBPerHour: v8Trend,
       budgetMiB: budget,
+      heapBudgetMiB: heapBudget,
       capScale,
       budgets,
       heapLimitMiB: heapLimit,
@@ -1027,18 +1194,43 @@ async function main(): Promise<void> {
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 1)}\n`);
   const last2 = end.rateLimitKeys;
   // When each capped table was full (minutes into the run): the heap's growth from tables ends there.
-  const keysCap = Math.max(1000, Math.round(100_000 * capScale));
+  // Every table keyed by client input with a cap: its size at the end, its cap, when it was first full.
+  const caps = tableCaps(capScale);
   const firstAt = (f: (s: Sample) => boolean) => {
     const s = samples.find(f);
     return s === undefined ? 'not full' : `${(s.t / 60).toFixed(1)} min`;
   };
-  const fullAt = [
-    ...Object.keys(last2)
-      .filter((rule) => !rule.endsWith('/24'))
-      .map((rule) => `${rule} ${firstAt((s) => (s.rateLimitKeys[rule] ?? 0) >= keysCap * 0.995)}`),
-    `cache ${firstAt((s) => s.cacheMiB >= 64 * capScale * 0.98)}`, // cache.maxBytes: 64 MiB by default
-    `ban table (${fmt(keysCap)}) ${firstAt((s) => s.banEntries >= keysCap * 0.995)}`,
+  // A table the mix never reaches (0 at the end: no JWT is configured) is named as such.
+  const table = (name: string, capOf: number, size: (s: Sample) => number, full = capOf * 0.995) =>
+    size(end) === 0 && samples.every((s) => size(s) === 0)
+      ? `${name}: not exercised`
+      : `${name} ${fmt(size(end))} / ${fmt(capOf)}: ${firstAt((s) => size(s) >= full)}`;
+  const named = (t: string) => (s: Sample) => s.tables?.[t] ?? 0;
+  const fullTables = [
+    ...Object.keys(last2).map((rule) =>
+      table(`rate limit ${rule}`, caps.rateLimitKeys, (s) => s.rateLimitKeys[rule] ?? 0),
+    ),
+    table('cache (MiB)', caps.cacheBytes / MiB, (s) => s.cacheMiB, (caps.cacheBytes / MiB) * 0.98),
+    table('ban table', caps.banEntries, (s) => s.banEntries),
+    table('ban offence counters', caps.offences, named('ban_offences')),
+    table('sessions', caps.sessions, named('sessions')),
+    table('clearance usage', caps.sessions, named('clearance_usage')),
+    table('address pace', caps.sessions, named('address_pace')),
+    table('JWT usage (no JWT here)', caps.sessions, named('jwt_usage')),
+    // Two generations: the first rotation comes when one is full (size = its capacity).
+    table('replay guard (2 generations)', 2 * caps.replay, named('replay_guard'), caps.replay),
+    table('prefix work', caps.prefixWork, named('prefix_work')),
+    table('exfiltration identities', caps.identities, named('exfiltration_identities')),
+    table('audit rows', caps.auditRows, named('audit_rows')),
   ];
+  const fullAt = fullTables;
+  // (Tables not exercised have no time: left out.)
+  const lastFull = Math.max(
+    ...fullTables.flatMap((l) => {
+      const m = /: (\d+\.\d) min$/.exec(l);
+      return m ? [Number(m[1])] : [];
+    }),
+  );
   const summary = [
     `Command: \`${result.command}\` (${result.date.slice(0, 16)}Z, gateway pid alone, 2 shared cores).`,
     '',
@@ -1055,9 +1247,11 @@ async function main(): Promise<void> {
     `| trend over the 2nd half (last third) | RSS ${mb(rssTrend)} (${mb(rssTrend3)}) MiB/h, heap ${mb(heapTrend)} (${mb(heapTrend3)}) MiB/h, heap floor ${mb(heapFloorTrend)} MiB/h |`,
     `| trend over the whole attack | RSS ${mb(rssTrendAll)} MiB/h, live heap ${mb(liveTrendAll)} MiB/h |`,
     `| RSS by part: plateau, trend over the 2nd half | live heap (after a full GC) ${mb(plateauLive)} MiB, ${mb(liveTrend)} MiB/h; malloc arenas ${mb(plateauMalloc)} MiB, ${mb(mallocTrend)} MiB/h; V8 pages and stacks ${mb(v8Trend)} MiB/h |`,
-    `| budget of the tables exercised | ${fmt(budget)} MiB: ${haveLive ? `live heap ≤ ${mb(liveBase + budget + 4)} (peak ${mb(livePeak)})` : `heap floor ≤ ${mb(heapLimit)}`}, RSS ≤ ${mb(rssLimit)} MiB (docs/memory-budgets.md rule) |`,
+    `| budget of the tables exercised | ${fmt(budget)} MiB: ${haveLive ? `live heap ≤ ${mb(liveBase + heapBudget + 4)} (peak ${mb(livePeak)})` : `heap floor ≤ ${mb(heapLimit)}`}, RSS ≤ ${mb(rssLimit)} MiB (docs/memory-budgets.md rule) |`,
     `| tables at the end | rate-limit keys ${JSON.stringify(last2)}, bans ${end.bansActive} active / ${fmt(end.banEntries)} entries, cache ${fmt(end.cacheEntries)} entries / ${mb(end.cacheMiB)} MiB |`,
-    `| tables full (first sample at ≥ 99.5 % of the cap) | ${fullAt.join(', ')} |`,
+    `| tables: size at the end / cap: first full (≥ 99.5 % of the cap) | ${fullAt.join('; ')} |`,
+    `| every table full by | ${fullTables.some((l) => l.endsWith('not full')) ? 'not all full' : `${mb(lastFull)} min`} (attack ${mb(attackStart / 60)}–${mb(attackEnd / 60)} min, 2nd half from ${mb((attackStart + (attackEnd - attackStart) / 2) / 60)}) |`,
+    `| solvers (challenge solved, then a login with the clearance) | ${fmt(load.solved)} |`,
     `| CPU: gateway, generator + origin | ${fmt(result.gatewayCpuSeconds)} s, ${fmt(result.generatorCpuSeconds)} s |`,
     `| verdict | **${verdict}** (${died !== null ? died.toUpperCase() : `RSS ${flat ? 'flat' : 'GROWING'}, ${leakFree ? 'live heap and arenas flat' : 'LIVE HEAP OR ARENAS GROWING'}, ${within ? 'within budget' : 'OVER BUDGET'}`}) |`,
   ].join('\n');

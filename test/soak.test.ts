@@ -3,7 +3,8 @@
 // PROXY v1 and v2 headers as the client address. Checked here on a few hundred through a real gateway.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { anonymousByOwner, freshAddress, proxyHeader, ResponseCounter } from '../bench/soak.ts';
+import { anonymousByOwner, freshAddress, proxyHeader, ResponseCounter, soakConfig, tableCaps } from '../bench/soak.ts';
+import { parseConfig } from '../src/config/load.ts';
 import { rawRequest, startGatewayAndUpstream, statusOf } from './helpers.ts';
 
 /** Canonical text of an address (IPv6 compressed as the gateway writes it). */
@@ -85,4 +86,54 @@ test("the soak splits a process's anonymous memory between malloc's arenas and t
   const { malloc, other } = anonymousByOwner(smaps);
   assert.equal(malloc, (20_480 + 4_096 + 1_024) / 1024);
   assert.equal(other, (256 + 128 + 2_048 + 132) / 1024);
+});
+
+test('--cap-scale reaches every capped table the soak fills, and each has a size gauge', async (t) => {
+  // A scale that left one table at its default cap would leave it filling for hours (the ban table and
+  // the audit trail fill at the rate of bans): the soak's "no growth once full" would not hold.
+  const caps = tableCaps(0.02);
+  const ports = { port: 1, proxyPort: 2, adminPort: 3, originPort: 4 };
+  const c = parseConfig(JSON.stringify(soakConfig(ports, 0.02)));
+  const d = c.defense;
+  for (const r of d.rateLimit.rules) assert.equal(r.maxKeys, caps.rateLimitKeys, r.id);
+  assert.deepEqual(
+    [
+      c.cache.maxBytes,
+      d.bans.maxEntries,
+      d.bans.offences.maxAddresses,
+      d.familiarity.maxSessions,
+      d.exfiltration.maxIdentities,
+      d.challenge.replayCapacity,
+      d.challenge.difficultyRise.maxPrefixes,
+      c.audit.maxRows,
+    ],
+    [
+      caps.cacheBytes,
+      caps.banEntries,
+      caps.offences,
+      caps.sessions,
+      caps.identities,
+      caps.replay,
+      caps.prefixWork,
+      caps.auditRows,
+    ],
+  );
+  assert.ok(caps.banEntries < 100_000 && caps.auditRows < 100_000 && caps.replay < 200_000);
+  // At scale 1 the defaults stay (no audit.maxRows: 100,000 in memory).
+  assert.equal(parseConfig(JSON.stringify(soakConfig(ports, 1))).audit.maxRows, undefined);
+
+  const { gw } = await startGatewayAndUpstream(t, { logging: { level: 'warn', requests: false } });
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  for (const table of [
+    'sessions',
+    'clearance_usage',
+    'address_pace',
+    'jwt_usage',
+    'prefix_work',
+    'replay_guard',
+    'exfiltration_identities',
+    'ban_offences',
+    'audit_rows',
+  ])
+    assert.match(metrics, new RegExp(`rempart_table_entries\\{table="${table}"\\} 0`), table);
 });

@@ -81,9 +81,17 @@ async function createControl(o: ServiceOptions): Promise<Control> {
   // The audit trail: operator calls through the API hook, and every alert (attack-level changes,
   // failovers, the exfiltration guard) through the sink the phases raise them on.
   const nodeName = () => getRuntime().config.alerts.node ?? hostname();
-  const { file, retentionDays } = initial.audit;
+  const { file, retentionDays, maxRows } = initial.audit;
   const onWriteFailure = () => o.metrics.diskWriteFailures.inc({ file: 'audit' });
-  const audit = new AuditTrail({ file: file ?? ':memory:', retentionDays, node: nodeName(), log, onWriteFailure });
+  const audit = new AuditTrail({
+    file: file ?? ':memory:',
+    retentionDays,
+    node: nodeName(),
+    log,
+    onWriteFailure,
+    ...(maxRows !== undefined && { maxRows }),
+  });
+  o.metrics.tableSizes.set('audit_rows', () => audit.rowsHeld);
   let auditSeq = 0;
   audit.onRecord = () => auditSeq++;
   api.onAction = (action) => auditAction(audit, action);

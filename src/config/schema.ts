@@ -407,6 +407,14 @@ export const ConfigSchema = Obj(
           default: 90,
           description: 'Audit events older than this are deleted (checked at start and hourly).',
         }),
+        maxRows: Type.Optional(
+          Type.Integer({
+            minimum: 1000,
+            maximum: 100_000_000,
+            description:
+              'Rows kept at most, the oldest deleted first (every automatic ban is a row: an attacker rotating addresses makes one each). Default 100,000 in memory (about 250 bytes a row, native memory), 1,000,000 in a file. A change takes effect at the next restart.',
+          }),
+        ),
       },
       { default: {}, description: 'The audit trail (docs/admin-api.md#audit-trail).' },
     ),

@@ -98,6 +98,10 @@ export class AuditTrail {
   readonly #maxRows: number;
   /** Id of the last row written (ids only grow: AUTOINCREMENT). */
   #lastId = 0;
+  /** Rows written by this process and still kept (an upper bound: rows pruned by age are not counted). */
+  get rowsHeld(): number {
+    return Math.min(this.#lastId, this.#maxRows);
+  }
   /** Called after each event is queued (the dashboard's live feed); never throws into record(). */
   onRecord: ((kind: string, who: string, why: string) => void) | null = null;
 

@@ -157,10 +157,14 @@ export function createMetrics() {
     rateLimitKeys: (_g: Gauge<'rule'>): void => {},
     signatures: (_g: Gauge): void => {},
   };
+  // Sizes of the other tables keyed by client input (docs/memory-budgets.md), by name: each owner sets
+  // its own reader (a Map look-up at scrape time), so a soak can tell when each one reached its cap.
+  const tableSizes = new Map<string, () => number>();
   const m = {
     registry,
     guardDecisions,
     defenseReaders,
+    tableSizes,
     attackLevel: new Gauge({
       name: 'rempart_attack_level',
       help: 'The attack level in force: 0 calm, 1 elevated, 2 under attack.',
@@ -204,6 +208,16 @@ export function createMetrics() {
       registers: [registry],
       collect() {
         defenseReaders.rateLimitKeys(this);
+      },
+    }),
+    tableEntries: new Gauge({
+      name: 'rempart_table_entries',
+      help: 'Entries held by each table keyed by client input that has no gauge of its own (bounded by its cap).',
+      labelNames: ['table'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [table, size] of tableSizes) this.set({ table }, size());
       },
     }),
     challenges: new Counter({

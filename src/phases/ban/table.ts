@@ -158,6 +158,7 @@ export class BanTable implements BanList {
       this.#metrics.defenseReaders.bansActive = (g) => g.set(this.activeCount());
       // Expired bans stay (escalation history) until the table is full: a table that fills for hours.
       this.#metrics.defenseReaders.banEntries = (g) => g.set(this.#entries.size);
+      this.#metrics.tableSizes.set('ban_offences', () => this.#offences.size);
     }
   }
 

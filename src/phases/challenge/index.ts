@@ -171,6 +171,13 @@ export async function createChallengeGuard(
     deps.clock.wallMs(),
   );
   const ignored = new IgnoredChallenges();
+  const tables = deps.metrics.tableSizes;
+  tables.set('sessions', () => sessions.size);
+  tables.set('jwt_usage', () => jwtUsage.size);
+  tables.set('clearance_usage', () => clearanceUsage.size);
+  tables.set('address_pace', () => addressPace.size);
+  tables.set('prefix_work', () => work.size);
+  tables.set('replay_guard', () => replay.size);
   let jwt: JwtVerifier | null =
     initial.familiarity.jwt === undefined ? null : await JwtVerifier.load(initial.familiarity.jwt as JwtSettings);
 

@@ -58,6 +58,7 @@ function settle(u: Usage, counted: boolean, now: number, bytes: number): void {
  */
 export function createExfiltrationPhase(deps: DefenseDeps): ExfiltrationPhase {
   const table = new UsageTable(deps.getRuntime().config.defense.exfiltration.maxIdentities);
+  deps.metrics.tableSizes.set('exfiltration_identities', () => table.size);
   // The requests let through on a sensitive route, with the usage (or usages: one per value of a
   // repeated session cookie) they reserved a document in.
   const reserved = new WeakMap<RequestContext, Usage | Usage[]>();
