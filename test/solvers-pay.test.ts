@@ -14,8 +14,10 @@ import { createManualClock } from '../src/core/clock.ts';
 import { startGateway, startUpstream, type RecordingUpstream, type Teardown, type TestGateway } from './helpers.ts';
 
 const BITS = { elevated: 6, underAttack: 8 };
-/** The default pace budget's burst (defense.familiarity.budget; it refills at 60 a minute). */
-const BURST = 100;
+/** The default pace budget's burst from under_attack (defense.familiarity.budget.underAttackBurst; 60 a minute). */
+const BURST = 20;
+/** The default burst below under_attack (defense.familiarity.budget.burst). */
+const ELEVATED_BURST = 100;
 type Setup = { gw: TestGateway; up: RecordingUpstream; clock: ReturnType<typeof createManualClock> };
 
 async function setup(
@@ -123,9 +125,10 @@ test('under attack a clearance reused at 10 req/s loses familiarity, is refused 
   await over.text();
   s.clock.advance(Number(over.headers.get('retry-after')) * 1000);
   assert.equal(await status(s, '/e42', eagerHeaders), 200);
-  // A person: a page and its 30 assets, 30 s of reading, five times: never refused.
+  // A person: a page that asks the origin for 18 things (its static assets come from the cache: the next
+  // test), 30 s of reading, five times: never refused.
   for (let page = 0; page < 5; page++) {
-    for (let k = 0; k < 30; k++) assert.equal(await status(s, `/p${page}/asset${k}`, personHeaders), 200);
+    for (let k = 0; k < 18; k++) assert.equal(await status(s, `/p${page}/asset${k}`, personHeaders), 200);
     s.clock.advance(30_000);
   }
   assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.9'), false);
@@ -157,7 +160,7 @@ test('a clearance used from many addresses of its /24 is a shared clearance: dro
 test('the work asked rises per prefix with the clearances that then went over their budget, not those bought', async (t) => {
   const s = await setup(t, 'under_attack', undefined, {
     challenge: { difficultyBits: BITS, difficultyRise: { freeClearances: 2, maxExtraBits: 3 } },
-    familiarity: { budget: { burst: 3 } },
+    familiarity: { budget: { burst: 3, underAttackBurst: 3 } },
   });
   const bitsFor = async (addr: string): Promise<number> => {
     const r = await fetch(`${s.gw.url}/page`, { headers: client(addr, `UA-${addr}`) });
@@ -336,7 +339,9 @@ test('one clearance does not mint many budgets: sessions granted to a known clie
 });
 
 test('credentials used from one address share its budget (budget.perAddress times one credential)', async (t) => {
-  const s = await setup(t, 'under_attack', undefined, { familiarity: { budget: { burst: 10, perAddress: 2 } } });
+  const s = await setup(t, 'under_attack', undefined, {
+    familiarity: { budget: { burst: 10, underAttackBurst: 10, perAddress: 2 } },
+  });
   // Twelve clearances bought from one address (one per User-Agent), each with a burst of 10.
   const holders: Record<string, string>[] = [];
   for (let i = 0; i < 12; i++) {
@@ -357,20 +362,35 @@ test('a person loading a page of 70 requests and reloading twice is never refuse
   const s = await setup(t, 'under_attack', (_q, res) => {
     res.writeHead(200, { 'cache-control': 'public, max-age=600' }).end('asset');
   });
-  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
-  const headers = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
-  const tally: Record<string, number> = {};
-  for (let load = 0; load < 3; load++) {
-    const st = await Promise.all(Array.from({ length: 70 }, (_, k) => status(s, `/static/a${k}.js`, headers)));
-    for (const x of st) tally[`${load}:${x}`] = (tally[`${load}:${x}`] ?? 0) + 1;
-    s.clock.advance(3000);
-  }
-  assert.deepEqual(tally, { '0:200': 70, '1:200': 70, '2:200': 70 });
+  const load3 = async (headers: Record<string, string>): Promise<Record<string, number>> => {
+    const tally: Record<string, number> = {};
+    for (let load = 0; load < 3; load++) {
+      const st = await Promise.all(Array.from({ length: 70 }, (_, k) => status(s, `/static/a${k}.js`, headers)));
+      for (const x of st) tally[`${load}:${x}`] = (tally[`${load}:${x}`] ?? 0) + 1;
+      s.clock.advance(3000);
+    }
+    return tally;
+  };
+  // Elevated: the burst (100) holds a large page none of whose assets is cached yet.
+  const first = client('203.0.113.9', 'Mozilla/5.0 Person');
+  const firstHeaders = { ...first, 'rempart-clearance': await clearanceFor(s, first) };
+  setLevel(s, 'elevated');
+  assert.deepEqual(await load3(firstHeaders), { '0:200': 70, '1:200': 70, '2:200': 70 });
+  // Under attack the burst is a page's own requests (20), and assets an earlier visitor brought into the
+  // cache cost none of it: the next person loads the same large page three times, never refused.
+  setLevel(s, 'under_attack');
+  const next = client('203.0.113.10', 'Mozilla/5.0 Next');
+  const nextHeaders = { ...next, 'rempart-clearance': await clearanceFor(s, next) };
+  assert.deepEqual(await load3(nextHeaders), { '0:200': 70, '1:200': 70, '2:200': 70 });
   assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.9'), false);
+  assert.equal(s.gw.gateway.defense.bans.isBanned('203.0.113.10'), false);
+  assert.ok(ELEVATED_BURST > 70);
 });
 
 test('overrunning the budget once is no offence: only seconds spent ignoring Retry-After count towards a ban', async (t) => {
-  const s = await setup(t, 'under_attack', undefined, { familiarity: { budget: { burst: 5, banAfter: 3 } } });
+  const s = await setup(t, 'under_attack', undefined, {
+    familiarity: { budget: { burst: 5, underAttackBurst: 5, banAfter: 3 } },
+  });
   const person = client('203.0.113.9', 'Mozilla/5.0 Person');
   const headers = { ...person, 'rempart-clearance': await clearanceFor(s, person) };
   // Four times: a page of 20 requests in the same instant (15 refused), then it waits its Retry-After.
@@ -399,7 +419,10 @@ test('a JWT has one text: padded or re-encoded variants are refused, not fresh b
   const secret = randomBytes(32).toString('hex');
   writeFileSync(join(dir, 'jwt.key'), `${secret}\n`);
   const s = await setup(t, 'under_attack', undefined, {
-    familiarity: { jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') }, budget: { burst: 5 } },
+    familiarity: {
+      jwt: { algorithm: 'HS256', keyFile: join(dir, 'jwt.key') },
+      budget: { burst: 5, underAttackBurst: 5 },
+    },
   });
   const enc = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const signed = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc({ sub: 'u1', exp: Math.floor(s.clock.wallMs() / 1000) + 3600 })}`;
@@ -426,4 +449,79 @@ test('a JWT has one text: padded or re-encoded variants are refused, not fresh b
   const seen: number[] = [];
   for (let i = 0; i < 10; i++) seen.push(await go(jwt));
   assert.ok(seen.filter((x) => x === 200).length <= 5, seen.join(','));
+});
+
+/** One request: its status (0 when refused at accept: a ban) and the clearance it carried back, if any. */
+async function send(s: Setup, path: string, headers: Record<string, string>): Promise<[number, string, unknown]> {
+  try {
+    const r = await fetch(`${s.gw.url}${path}`, { headers });
+    const body = r.status === 403 ? await r.json() : await r.text();
+    return [r.status, r.headers.get('rempart-clearance') ?? '', r.status === 403 ? [r, body] : null];
+  } catch {
+    return [0, '', null];
+  }
+}
+
+test('solving again buys no fresh budget: a bot that drops a spent clearance and re-solves gets under 5 % to the origin', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const bot = client('198.51.100.7', 'Bot/1');
+  const before = s.up.requests.length;
+  let clearance = '';
+  let sent = 0;
+  let passed = 0;
+  let solves = 0;
+  // Two minutes at 10 requests a second; every 429 makes it throw the clearance away and solve again.
+  for (let i = 0; i < 1200; i++) {
+    const headers = clearance === '' ? bot : { ...bot, 'rempart-clearance': clearance };
+    const [st, , challenged] = await send(s, `/item/${i}`, headers);
+    sent++;
+    if (st === 200) passed++;
+    if (st === 429) clearance = '';
+    if (st === 403 && challenged !== null) {
+      const [r, body] = challenged as [Response, unknown];
+      const c = challengeFrom(403, Object.fromEntries(r.headers), body);
+      if (c === null) assert.match(JSON.stringify(body), /RMP_ERR_BANNED/, 'a 403 without a challenge: a ban');
+      else {
+        solves++;
+        const [again, clr] = await send(s, `/item/${i}`, { ...bot, 'rempart-solution': await solve(c) });
+        sent++;
+        if (again === 200) passed++;
+        if (clr !== '') clearance = clr;
+      }
+    }
+    s.clock.advance(100);
+  }
+  assert.equal(s.up.requests.length - before, passed);
+  assert.ok(solves >= 2, `${solves} solves`);
+  assert.ok(passed < sent * 0.05, `${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  t.diagnostic(`${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  // A person at another address is not held back by it.
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  assert.equal(await status(s, '/p', { ...person, 'rempart-clearance': await clearanceFor(s, person) }), 200);
+});
+
+test('a carrier-NAT address where 50 people each solve once and browse at a person\u2019s pace: every one served', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const nat = '198.51.100.77';
+  const people: Record<string, string>[] = [];
+  const seen: Record<string, number> = {};
+  const tally = (x: number) => {
+    seen[x] = (seen[x] ?? 0) + 1;
+  };
+  // One newcomer a second for 50 s, each solving its own challenge then loading a page (6 requests to
+  // the origin); everyone already there reads a new page every 30 s (about 6 requests a second in all,
+  // within the address's budget of ten credentials).
+  for (let sec = 0; sec < 80; sec++) {
+    if (sec < 50) {
+      const h = client(nat, `Mozilla/5.0 Person ${sec}`);
+      people.push({ ...h, 'rempart-clearance': await clearanceFor(s, h) });
+      for (let k = 0; k < 6; k++) tally(await status(s, `/n${sec}/${k}`, people[sec]!));
+    }
+    for (let p = 0; p < people.length; p++)
+      if (p !== sec && (sec - p) % 30 === 0)
+        for (let k = 0; k < 6; k++) tally(await status(s, `/r${p}/${sec}/${k}`, people[p]!));
+    s.clock.advance(1000);
+  }
+  assert.deepEqual(Object.keys(seen), ['200'], JSON.stringify(seen));
+  assert.equal(s.gw.gateway.defense.bans.isBanned(nat), false);
 });

@@ -26,6 +26,7 @@ import {
   type Usage,
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
+import { SpentAddresses } from './lineage.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -94,13 +95,23 @@ function levelNumber(name: 'elevated' | 'under_attack'): AttackLevel {
 /** The pace budget of one credential table (clearances are also bound to few addresses). */
 function paceOf(f: Config['defense']['familiarity'], clearance: boolean): PaceBudget {
   const b = f.budget;
-  return { ratePerMinute: b.ratePerMinute, burst: b.burst, maxAddresses: clearance ? b.clearanceMaxAddresses : 0 };
+  return {
+    ratePerMinute: b.ratePerMinute,
+    burst: b.burst,
+    underAttackBurst: b.underAttackBurst,
+    maxAddresses: clearance ? b.clearanceMaxAddresses : 0,
+  };
 }
 
 /** The pace budget every known client address shares between its credentials (`budget.perAddress` times one). */
 function addressPaceOf(f: Config['defense']['familiarity']): PaceBudget {
   const b = f.budget;
-  return { ratePerMinute: b.ratePerMinute * b.perAddress, burst: Math.ceil(b.burst * b.perAddress), maxAddresses: 0 };
+  return {
+    ratePerMinute: b.ratePerMinute * b.perAddress,
+    burst: Math.ceil(b.burst * b.perAddress),
+    underAttackBurst: Math.ceil(b.underAttackBurst * b.perAddress),
+    maxAddresses: 0,
+  };
 }
 
 function headerString(v: string | string[] | undefined): string {
@@ -150,6 +161,10 @@ export async function createChallengeGuard(
     initial.familiarity.sessionBounds,
     addressPaceOf(initial.familiarity),
   );
+  // Addresses whose credential went over its budget, with that budget: a clearance minted there later
+  // shares it (re-solving does not buy a fresh budget), asked once per clearance, on its first use.
+  const spent = new SpentAddresses(initial.familiarity.maxSessions);
+  clearanceUsage.adopt = (address, nowMs) => spent.heir(address, nowMs);
   // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
   let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
   // Credentials that already raised their prefix's work this window (once each).
@@ -357,7 +372,7 @@ export async function createChallengeGuard(
     },
     /** A credential said yes: from `elevated` up the address's shared budget must have room too. */
     addressHasRoom(now: number): boolean {
-      if (!usage.paced || addressPace.paceCheck(usage.address, now) !== null) return true;
+      if (!usage.paced || addressPace.paceCheck(usage.address, now, usage.underAttack) !== null) return true;
       check.note(addressPace);
       return false;
     },
@@ -409,6 +424,27 @@ export async function createChallengeGuard(
   };
 
   /**
+   * A solution just earned a clearance at an address whose earlier credential went over its budget: the
+   * clearance shares that budget (SpentAddresses), so the request it came with must fit it too, or each
+   * solve would still buy one request to the origin. Also counted towards its prefix's work, once per
+   * clearance: re-solving after an overrun is what the rising difficulty is for.
+   */
+  function inheritedRoom(ctx: RequestContext, cfg: ChallengeConfig, nowMs: number): boolean {
+    if (deps.level.level < AttackLevel.elevated || spent.size === 0) return true;
+    const defense = deps.getRuntime().config.defense;
+    const heir = spent.heir(addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength), nowMs);
+    if (heir === null) return true;
+    work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+    if (clearanceUsage.paceOn(heir, nowMs, deps.level.level >= AttackLevel.underAttack)) return true;
+    check.lastCtx = ctx;
+    check.refusal = Refused.none;
+    check.note(clearanceUsage);
+    // Its first overrun was counted already: this one raises no work again.
+    check.firstOver = false;
+    return false;
+  }
+
+  /**
    * This request's credential is over its pace budget: 429 with Retry-After (not a challenge: solving
    * again must not buy a way around the budget), and past `banAfter` such refusals a minute, a ban.
    */
@@ -424,9 +460,12 @@ export async function createChallengeGuard(
     // refused again and again (an attacker in a carrier NAT's /24 raising everyone's work) counts once.
     if (check.firstOver) {
       const nowMs = deps.clock.wallMs();
-      voucherOf(ctx, nowMs);
+      const v = voucherOf(ctx, nowMs);
       if (voucherText === '' || overOnce.take(`o${voucherText}`, 1, deps.clock.now()))
         work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+      // The clearances this address mints next share this spent budget, until it refilled.
+      if (v !== undefined)
+        spent.overran(addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength), v, nowMs);
     }
     const banAfter = defense.familiarity.budget.banAfter;
     // Towards a ban: only a client that came back before its Retry-After, once for each second it is
@@ -527,10 +566,11 @@ export async function createChallengeGuard(
     const headers = ctx.req.headers;
     const cookies = headers.cookie;
     const now = deps.clock.wallMs();
+    const ua = deps.level.level >= AttackLevel.underAttack;
     let clearance = headerString(headers[CLEARANCE_HEADER]);
     if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
     const a = clearance === '' ? undefined : clearanceUsage.budgetOf(clearance);
-    if (a !== undefined) clearanceUsage.spendOn(a, now, tokens, shed);
+    if (a !== undefined) clearanceUsage.spendOn(a, now, tokens, shed, ua);
     let b: Session | undefined;
     const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
     if (name !== '' && cookies !== undefined) {
@@ -539,16 +579,16 @@ export async function createChallengeGuard(
         const s = sessions.budgetOf(sids[i]!);
         if (s === undefined || s === a || s === b) continue;
         b = s;
-        sessions.spendOn(s, now, tokens, shed);
+        sessions.spendOn(s, now, tokens, shed, ua);
       }
     }
     if (jwt !== null) {
       const token = jwt.tokenFrom(headers);
       const s = token === '' ? undefined : jwtUsage.budgetOf(token);
-      if (s !== undefined && s !== a && s !== b) jwtUsage.spendOn(s, now, tokens, shed);
+      if (s !== undefined && s !== a && s !== b) jwtUsage.spendOn(s, now, tokens, shed, ua);
     }
     const address = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
-    addressPace.spend(address, now, tokens, shed);
+    addressPace.spend(address, now, tokens, shed, ua);
   }
 
   const challenge: Phase = {
@@ -585,7 +625,7 @@ export async function createChallengeGuard(
           typeof r === 'string' ? r : replay.use(r.rand, r.issuedSec * 1000, nowMs) ? null : 'replayed';
         if (refusal === null) {
           grant(ctx, cfg, bind, nowMs, 'api');
-          return Verdict.Continue;
+          return inheritedRoom(ctx, cfg, nowMs) ? Verdict.Continue : overPace(ctx, cfg);
         }
         if (!asked) return Verdict.Continue; // a stale solution when nothing is asked: no harm, no challenge
         failed(ctx, cfg, 'api', refusal, ruleId);

@@ -41,6 +41,8 @@ export const DEFAULT_SESSION_BOUNDS: SessionBounds = {
 export interface PaceBudget {
   readonly ratePerMinute: number;
   readonly burst: number;
+  /** From `under_attack`, the burst instead of `burst` (absent: `burst`). */
+  readonly underAttackBurst?: number;
   /** Distinct client addresses (IPv6: the /64) one credential may be used from in the window; 0: not counted. */
   readonly maxAddresses: number;
 }
@@ -179,6 +181,12 @@ export class MemorySessionStore implements SessionStore {
   /** For a `pace` refusal: the first since this credential (or its voucher) was last within budget. */
   lastFirstOver = false;
   /**
+   * Asked once when `use()` meets a credential it has no entry for: the budget it shares from its first
+   * request (its parent), or null for a budget of its own. The challenge guard answers for clearances
+   * minted at an address whose earlier clearance went over its budget (re-solving buys no fresh budget).
+   */
+  adopt: ((address: string, nowMs: number) => Session | null) | null = null;
+  /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
    */
@@ -284,6 +292,7 @@ export class MemorySessionStore implements SessionStore {
     if (s === undefined) {
       while (this.#table.size >= this.#max) this.#evictOldest();
       s = new Session(0);
+      if (this.adopt !== null) s.parent = this.adopt(usage.address, nowMs);
     }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
@@ -306,9 +315,9 @@ export class MemorySessionStore implements SessionStore {
    * while the origin is full: flooding), else nothing (the shed request cost the origin nothing): a
    * person shed during an overload others cause does not pay for it.
    */
-  spendOn(s: Session, nowMs: number, tokens: number, busyOnly = false): void {
+  spendOn(s: Session, nowMs: number, tokens: number, busyOnly = false, underAttack = false): void {
     const interval = 60_000 / this.#pace.ratePerMinute;
-    const tau = (this.#pace.burst - 1) * interval;
+    const tau = (this.#burst(underAttack) - 1) * interval;
     const tat = Math.max(s.paceTatMs, nowMs);
     const n = busyOnly && tat - nowMs < tau / 2 ? 0 : tokens;
     const cap = nowMs + 2 * tau + interval;
@@ -317,16 +326,28 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /** spendOn() the budget of `id`, if known. */
-  spend(id: string, nowMs: number, tokens: number, busyOnly = false): void {
+  spend(id: string, nowMs: number, tokens: number, busyOnly = false, underAttack = false): void {
     const s = this.budgetOf(id);
-    if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly);
+    if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly, underAttack);
+  }
+
+  /** The burst at this level: from `under_attack` a page's origin-bound requests, not a large uncached page. */
+  #burst(underAttack: boolean): number {
+    const b = this.#pace.underAttackBurst;
+    return underAttack && b !== undefined ? b : this.#pace.burst;
+  }
+
+  /** Whether one more request fits the pace budget `s` shares (#paceOk), for a budget entry held by the caller. */
+  paceOn(s: Session, nowMs: number, underAttack: boolean): boolean {
+    this.lastRefusal = Refused.none;
+    return this.#paceOk(s, nowMs, underAttack);
   }
 
   /**
    * A pace budget alone, for a key that is no credential (a client address shared by several): remember
    * `id` if new, then whether it is within its budget (checked, not spent: spendOn() charges it).
    */
-  paceCheck(id: string, nowMs: number): Session | null {
+  paceCheck(id: string, nowMs: number, underAttack = false): Session | null {
     this.lastRefusal = Refused.none;
     if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS) return null;
     const h = hashId(id);
@@ -338,7 +359,7 @@ export class MemorySessionStore implements SessionStore {
     }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
-    return this.#paceOk(s, nowMs) ? s : null;
+    return this.#paceOk(s, nowMs, underAttack) ? s : null;
   }
 
   /**
@@ -349,11 +370,11 @@ export class MemorySessionStore implements SessionStore {
    * Retry-After stays refused (no trickle of one request a second), one that stops waits at most `burst`
    * intervals.
    */
-  #paceOk(s: Session, nowMs: number): boolean {
+  #paceOk(s: Session, nowMs: number, underAttack: boolean): boolean {
     const pace = this.#pace;
     const p = s.parent ?? s;
     const interval = 60_000 / pace.ratePerMinute;
-    const tau = (pace.burst - 1) * interval;
+    const tau = (this.#burst(underAttack) - 1) * interval;
     const tat = Math.max(p.paceTatMs, nowMs);
     const over = tat - nowMs - tau;
     if (over <= 0) return true;
@@ -396,7 +417,7 @@ export class MemorySessionStore implements SessionStore {
       this.lastRefusal = Refused.shared;
       return false;
     }
-    if (u.paced && !this.#paceOk(s, nowMs)) return false;
+    if (u.paced && !this.#paceOk(s, nowMs, u.underAttack)) return false;
     if (!u.underAttack) return true;
     const interval = 1000 / b.underAttackRatePerSec;
     const tat = Math.max(s.tatMs, nowMs);
