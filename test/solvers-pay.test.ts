@@ -525,3 +525,18 @@ test('a carrier-NAT address where 50 people each solve once and browse at a pers
   assert.deepEqual(Object.keys(seen), ['200'], JSON.stringify(seen));
   assert.equal(s.gw.gateway.defense.bans.isBanned(nat), false);
 });
+
+test('a burst sent all at once is held on the look-up: a hundred requests in flight together get the burst, not a hundred', async (t) => {
+  // A slow origin: every request of the volley is past the look-up before the first one is done.
+  const s = await setup(t, 'under_attack', (_q, res) => {
+    setTimeout(() => res.end('slow'), 300);
+  });
+  const bot = client('198.51.100.7', 'Bot/1');
+  const headers = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
+  const before = s.up.requests.length;
+  const st = await Promise.all(Array.from({ length: 100 }, (_, k) => status(s, `/v/${k}`, headers)));
+  const ok = st.filter((x) => x === 200).length;
+  assert.ok(ok <= BURST, `${ok} of 100 reached the origin: ${st.join(',')}`);
+  assert.equal(st.filter((x) => x === 429).length, 100 - ok);
+  assert.equal(s.up.requests.length - before, ok);
+});

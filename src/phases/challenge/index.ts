@@ -370,11 +370,25 @@ export async function createChallengeGuard(
       check.ignoredRetry = store.lastIgnoredRetry;
       check.firstOver = store.lastFirstOver;
     },
-    /** A credential said yes: from `elevated` up the address's shared budget must have room too. */
-    addressHasRoom(now: number): boolean {
-      if (!usage.paced || addressPace.paceCheck(usage.address, now, usage.underAttack) !== null) return true;
-      check.note(addressPace);
-      return false;
+    /**
+     * A credential of `store` said yes: from `elevated` up the address's shared budget must have room too,
+     * and the request is held on both at once (given back in onDone if it does not reach the origin):
+     * checked now and charged only once done, a client with many requests queued at once would get them
+     * all past its burst.
+     */
+    hold(ctx: RequestContext, store: MemorySessionStore, now: number): boolean {
+      if (!usage.paced) return true;
+      const a = addressPace.paceCheck(usage.address, now, usage.underAttack);
+      if (a === null) {
+        check.note(addressPace);
+        return false;
+      }
+      const b = store.lastBudget;
+      if (b !== null) store.spendOn(b, now, 1, false, usage.underAttack);
+      addressPace.spendOn(a, now, 1, false, usage.underAttack);
+      ctx.heldBudget = b;
+      ctx.heldAddressBudget = a;
+      return true;
     },
     isFamiliar(ctx: RequestContext): boolean {
       check.lookups++;
@@ -398,7 +412,7 @@ export async function createChallengeGuard(
         signer.checkClearance(clearance, now, binding(ctx.clientPrefix, usage.userAgent)) === true
       ) {
         // Ours and this client's: known while used at one person's pace from few addresses.
-        if (clearanceUsage.use(clearance, now, usage)) return check.addressHasRoom(now);
+        if (clearanceUsage.use(clearance, now, usage)) return check.hold(ctx, clearanceUsage, now);
         check.note(clearanceUsage);
       }
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
@@ -408,14 +422,14 @@ export async function createChallengeGuard(
         const n = cookieValues(cookies, fam.sessionCookie, sids, false);
         let known = n > 0;
         for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, usage);
-        if (known) return check.addressHasRoom(now);
+        if (known) return check.hold(ctx, sessions, now);
         if (n > 0) check.note(sessions);
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
         if (token !== '' && jwt.isValid(token, now)) {
           // Valid (and canonical: one token has one text), and used as one person uses it.
-          if (jwtUsage.use(token, now, usage)) return check.addressHasRoom(now);
+          if (jwtUsage.use(token, now, usage)) return check.hold(ctx, jwtUsage, now);
           check.note(jwtUsage);
         }
       }
@@ -435,7 +449,12 @@ export async function createChallengeGuard(
     const heir = spent.heir(addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength), nowMs);
     if (heir === null) return true;
     work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
-    if (clearanceUsage.paceOn(heir, nowMs, deps.level.level >= AttackLevel.underAttack)) return true;
+    const underAttack = deps.level.level >= AttackLevel.underAttack;
+    if (clearanceUsage.paceOn(heir, nowMs, underAttack)) {
+      clearanceUsage.spendOn(heir, nowMs, 1, false, underAttack);
+      ctx.heldBudget = heir;
+      return true;
+    }
     check.lastCtx = ctx;
     check.refusal = Refused.none;
     check.note(clearanceUsage);
@@ -562,7 +581,13 @@ export async function createChallengeGuard(
    * charged once (a browser sends its clearance and the session it vouched for: one budget), and the
    * address's shared budget too.
    */
-  function charge(ctx: RequestContext, tokens: number, shed: boolean): void {
+  function charge(
+    ctx: RequestContext,
+    tokens: number,
+    shed: boolean,
+    held: Session | null,
+    heldAddress: boolean,
+  ): void {
     const headers = ctx.req.headers;
     const cookies = headers.cookie;
     const now = deps.clock.wallMs();
@@ -570,7 +595,7 @@ export async function createChallengeGuard(
     let clearance = headerString(headers[CLEARANCE_HEADER]);
     if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
     const a = clearance === '' ? undefined : clearanceUsage.budgetOf(clearance);
-    if (a !== undefined) clearanceUsage.spendOn(a, now, tokens, shed, ua);
+    if (a !== undefined && a !== held) clearanceUsage.spendOn(a, now, tokens, shed, ua);
     let b: Session | undefined;
     const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
     if (name !== '' && cookies !== undefined) {
@@ -579,14 +604,15 @@ export async function createChallengeGuard(
         const s = sessions.budgetOf(sids[i]!);
         if (s === undefined || s === a || s === b) continue;
         b = s;
-        sessions.spendOn(s, now, tokens, shed, ua);
+        if (s !== held) sessions.spendOn(s, now, tokens, shed, ua);
       }
     }
     if (jwt !== null) {
       const token = jwt.tokenFrom(headers);
       const s = token === '' ? undefined : jwtUsage.budgetOf(token);
-      if (s !== undefined && s !== a && s !== b) jwtUsage.spendOn(s, now, tokens, shed, ua);
+      if (s !== undefined && s !== a && s !== b && s !== held) jwtUsage.spendOn(s, now, tokens, shed, ua);
     }
+    if (heldAddress) return;
     const address = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
     addressPace.spend(address, now, tokens, shed, ua);
   }
@@ -594,10 +620,17 @@ export async function createChallengeGuard(
   const challenge: Phase = {
     onDone(ctx: RequestContext) {
       if (ctx.knownState !== 1 || deps.level.level < AttackLevel.elevated) return;
+      const held = ctx.heldBudget as Session | null;
+      const heldAddress = ctx.heldAddressBudget as Session | null;
       const r = ctx.reason;
-      if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT')
-        charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true);
-      else if (ctx.forwardStartMs !== 0) charge(ctx, 1, false);
+      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
+      // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a shed).
+      if (shed || ctx.forwardStartMs === 0) {
+        if (held !== null) clearanceUsage.giveBack(held);
+        if (heldAddress !== null) addressPace.giveBack(heldAddress);
+      }
+      if (shed) charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true, null, false);
+      else if (ctx.forwardStartMs !== 0) charge(ctx, 1, false, held, heldAddress !== null);
     },
     name: 'challenge',
     onRequest(ctx: RequestContext) {
@@ -691,6 +724,7 @@ export async function createChallengeGuard(
         jwtUsage.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
         clearanceUsage.configure(f.maxSessions, d.challenge.clearanceTtlSec, f.sessionBounds, paceOf(f, true));
         addressPace.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, addressPaceOf(f));
+        spent.configure(f.maxSessions);
         grantQuota = new WindowQuota(f.sessionBounds.windowSec * 1000, 14);
         work.configure(d.challenge.difficultyRise.maxPrefixes);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);

@@ -123,7 +123,7 @@ export const FamiliaritySchema = Obj(
           maximum: 1_000_000,
           default: 100,
           description:
-            'Requests one credential may send to the origin at once: a page and its assets (a large page has 70 requests not yet cached) with room to spare; it refills at `ratePerMinute`. Only what reaches the origin is charged (an answer from the cache costs nothing), checked before and charged after.',
+            'Requests one credential may send to the origin at once: a page and its assets (a large page has 70 requests not yet cached) with room to spare; it refills at `ratePerMinute`. Only what reaches the origin is charged (an answer from the cache costs nothing): each request is held on the budget when checked and given back if it did not reach the origin.',
         }),
         underAttackBurst: Type.Integer({
           minimum: 1,

@@ -180,6 +180,8 @@ export class MemorySessionStore implements SessionStore {
   lastIgnoredRetry = false;
   /** For a `pace` refusal: the first since this credential (or its voucher) was last within budget. */
   lastFirstOver = false;
+  /** The budget entry the last pace check that said yes looked at (its voucher's when it has one). */
+  lastBudget: Session | null = null;
   /**
    * Asked once when `use()` meets a credential it has no entry for: the budget it shares from its first
    * request (its parent), or null for a budget of its own. The challenge guard answers for clearances
@@ -331,6 +333,11 @@ export class MemorySessionStore implements SessionStore {
     if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly, underAttack);
   }
 
+  /** Give back one request held on `s` (spendOn of 1) that did not reach the origin after all. */
+  giveBack(s: Session): void {
+    s.paceTatMs -= 60_000 / this.#pace.ratePerMinute;
+  }
+
   /** The burst at this level: from `under_attack` a page's origin-bound requests, not a large uncached page. */
   #burst(underAttack: boolean): number {
     const b = this.#pace.underAttackBurst;
@@ -377,7 +384,10 @@ export class MemorySessionStore implements SessionStore {
     const tau = (this.#burst(underAttack) - 1) * interval;
     const tat = Math.max(p.paceTatMs, nowMs);
     const over = tat - nowMs - tau;
-    if (over <= 0) return true;
+    if (over <= 0) {
+      this.lastBudget = p;
+      return true;
+    }
     const next = tat + interval;
     const cap = nowMs + 2 * tau + interval;
     p.paceTatMs = next < cap ? next : cap;
