@@ -540,3 +540,16 @@ test('a burst sent all at once is held on the look-up: a hundred requests in fli
   assert.equal(st.filter((x) => x === 429).length, 100 - ok);
   assert.equal(s.up.requests.length - before, ok);
 });
+
+test('a credential over its budget that comes with a failed solution is refused (429), not given a fresh challenge', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const bot = client('198.51.100.7', 'Bot/1');
+  const headers = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
+  let st = 200;
+  for (let i = 0; i < BURST + 5 && st === 200; i++) st = await status(s, `/x${i}`, headers);
+  assert.equal(st, 429);
+  const r = await fetch(`${s.gw.url}/x`, { headers: { ...headers, 'rempart-solution': 'v1.stale.solution.0' } });
+  await r.text();
+  assert.equal(r.status, 429);
+  assert.equal(r.headers.get('rempart-challenge'), null);
+});

@@ -664,8 +664,10 @@ export async function createChallengeGuard(
         failed(ctx, cfg, 'api', refusal, ruleId);
         wasFailure = true;
       }
-      // A credential of ours used past one person's pace: rate-limited (then banned), not challenged.
-      if (check.lastCtx === ctx && check.refusal === Refused.pace && !wasFailure) {
+      // A credential of ours used past one person's pace: rate-limited (then banned), not challenged, even
+      // when it came with a failed solution (a stale or replayed one): a fresh challenge would only be
+      // another way to solve around the budget.
+      if (check.lastCtx === ctx && check.refusal === Refused.pace) {
         check.lastCtx = null;
         return overPace(ctx, cfg);
       }
