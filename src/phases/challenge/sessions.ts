@@ -14,7 +14,8 @@
 //
 // The same table shape keeps every credential to one person's pace (defense.familiarity.budget): from
 // `elevated` up, each session, verified JWT and clearance spends one token of a GCRA per look-up
-// (`ratePerMinute` with `burst`): a page and its assets fit in the burst, a client sending several
+// (`ratePerMinute` with `burst`, `underAttackBurst` from under_attack; held on the look-up, given back
+// when the request did not reach the origin): a page fits in the burst, a client sending several
 // requests a second for minutes does not. Past it the credential is over its budget (`lastRefusal`
 // says so, `retryAfterMs` says when one request would fit again), and the challenge phase answers 429.
 // A clearance is also bound to few client addresses (it is already bound to one prefix and one browser).
