@@ -185,8 +185,10 @@ test('the work asked rises per prefix with the clearances that then went over th
     s.clock.advance(1000);
   }
   assert.equal(await bitsFor('198.51.100.203'), BITS.underAttack, 'one clearance over budget eight times: one');
-  // Six clearances each spent past its budget (a farm re-solving to get around it).
+  // Six clearances each spent past its budget (a farm re-solving to get around it), five seconds apart:
+  // one minted on the heels of one burned quickly would share its budget instead (MintLineage).
   for (let i = 21; i <= 26; i++) {
+    s.clock.advance(5000);
     const h = {
       ...client(`198.51.100.${i}`, `UA-${i}`),
       'rempart-clearance': await clearanceFor(s, client(`198.51.100.${i}`, `UA-${i}`)),
@@ -552,4 +554,116 @@ test('a credential over its budget that comes with a failed solution is refused 
   await r.text();
   assert.equal(r.status, 429);
   assert.equal(r.headers.get('rempart-challenge'), null);
+});
+
+/**
+ * A bot that solves every challenge, 10 requests a second for two minutes: it drops its clearance and
+ * solves again after `every` requests on one, or on a 429; `addressOf(n)` is its address for its n-th
+ * clearance. Returns [requests that reached the origin, requests sent, clearances solved].
+ */
+async function solvingBot(
+  s: Setup,
+  every: number,
+  addressOf: (n: number) => string,
+  ua = 'Bot/1',
+): Promise<[number, number, number]> {
+  const before = s.up.requests.length;
+  let clearance = '';
+  let used = 0;
+  let sent = 0;
+  let passed = 0;
+  let solves = 0;
+  for (let i = 0; i < 1200; i++) {
+    const bot = client(addressOf(solves), ua);
+    const headers = clearance === '' ? bot : { ...bot, 'rempart-clearance': clearance };
+    const [st, , challenged] = await send(s, `/item/${i}`, headers);
+    sent++;
+    used++;
+    if (st === 200) passed++;
+    if (st === 429 || used >= every) clearance = '';
+    if (st === 403 && challenged !== null) {
+      const [r, body] = challenged as [Response, unknown];
+      const c = challengeFrom(403, Object.fromEntries(r.headers), body);
+      if (c !== null) {
+        solves++;
+        used = 0;
+        // Solved at the address it uses next (a bot moving on solves there).
+        const [again, clr] = await send(s, `/item/${i}`, {
+          ...client(addressOf(solves), ua),
+          'rempart-solution': await solve(c),
+        });
+        sent++;
+        if (again === 200) passed++;
+        if (clr !== '') clearance = clr;
+      }
+    }
+    s.clock.advance(100);
+  }
+  assert.equal(s.up.requests.length - before, passed);
+  return [passed, sent, solves];
+}
+
+test('minting pays: a bot that re-solves every 15 requests, before it ever overruns its budget, gets under 5 % to the origin', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const [passed, sent, solves] = await solvingBot(s, 15, () => '198.51.100.7');
+  t.diagnostic(`${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  assert.ok(solves >= 2, `${solves} solves`);
+  assert.ok(passed < sent * 0.05, `${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  // A person at another address is not held back by it.
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  assert.equal(await status(s, '/p', { ...person, 'rempart-clearance': await clearanceFor(s, person) }), 200);
+});
+
+test('minting pays: a bot that takes a new address of its /24 for every clearance, 25 requests each, gets under 5 % to the origin', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const [passed, sent, solves] = await solvingBot(s, 25, (n) => `198.51.100.${(n % 250) + 1}`);
+  t.diagnostic(`${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  assert.ok(solves >= 2, `${solves} solves`);
+  assert.ok(passed < sent * 0.05, `${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  // Another network is not held back by it.
+  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
+  assert.equal(await status(s, '/p', { ...person, 'rempart-clearance': await clearanceFor(s, person) }), 200);
+});
+
+test('a carrier NAT\u2019s /24 where 50 people arrive over two minutes, each from its own address, solve once and browse: every one served', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const people: Record<string, string>[] = [];
+  const seen: Record<string, number> = {};
+  const tally = (x: number) => {
+    seen[x] = (seen[x] ?? 0) + 1;
+  };
+  // A newcomer every 2.4 s (and 50 mints in two minutes: as many as the bot of the test before), each
+  // loading a page of 10 requests to the origin at once (its assets come from the cache); everyone there
+  // reads a new page every 30 s.
+  for (let tick = 0; tick < 75; tick++) {
+    if (tick < 50) {
+      const h = client(`198.51.100.${tick + 100}`, 'Mozilla/5.0 (iPhone) Same');
+      people.push({ ...h, 'rempart-clearance': await clearanceFor(s, h) });
+      for (let k = 0; k < 10; k++) tally(await status(s, `/n${tick}/${k}`, people[tick]!));
+    }
+    for (let p = 0; p < people.length; p++)
+      if (p !== tick && (tick - p) % 12 === 0)
+        for (let k = 0; k < 10; k++) tally(await status(s, `/r${p}/${tick}/${k}`, people[p]!));
+    s.clock.advance(2400);
+  }
+  assert.deepEqual(Object.keys(seen), ['200'], JSON.stringify(seen));
+  // Fifty clearances minted on the /24, one per address: the next newcomer's work is the base.
+  const r = await fetch(`${s.gw.url}/page`, { headers: client('198.51.100.250', 'Mozilla/5.0 Last') });
+  const bits = ((await r.json()) as { challenge: { bits: number } }).challenge.bits;
+  assert.equal(bits, BITS.underAttack);
+});
+
+test('minting pays in work: a bot that re-solves every 9 requests, never burning half a burst, sees its work rise', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const [passed, sent, solves] = await solvingBot(s, 9, () => '198.51.100.7');
+  // Its clearances each look like a person's page: it keeps most of its flood (in real time it pays
+  // four, then eight times the base work for each: a clearance a second is then a busy core or more).
+  t.diagnostic(`${passed} of ${sent} requests reached the origin (${solves} solves)`);
+  const r = await fetch(`${s.gw.url}/page`, { headers: client('198.51.100.7', 'Bot/2') });
+  const bits = ((await r.json()) as { challenge: { bits: number } }).challenge.bits;
+  assert.ok(bits >= BITS.underAttack + 2, `${bits} bits after ${solves} solves`);
+  // Its neighbours on the /24 pay the base.
+  const n = await fetch(`${s.gw.url}/page`, { headers: client('198.51.100.8', 'Mozilla/5.0 Person') });
+  const nBits = ((await n.json()) as { challenge: { bits: number } }).challenge.bits;
+  assert.equal(nBits, BITS.underAttack);
 });

@@ -26,7 +26,7 @@ import {
   type Usage,
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
-import { SpentAddresses } from './lineage.ts';
+import { MintLineage, SpentAddresses } from './lineage.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -114,6 +114,12 @@ function addressPaceOf(f: Config['defense']['familiarity']): PaceBudget {
   };
 }
 
+/** A client's network: its IPv4 /24 (the client prefix), or its IPv6 /48 (a tunnel broker's whole grant). */
+function networkKey(ctx: RequestContext): string {
+  const v6 = ctx.clientAddress.indexOf(':') !== -1 && ctx.clientPrefix.indexOf(':') !== -1;
+  return v6 ? v6PrefixKey(ctx.clientAddress, 48) : ctx.clientPrefix;
+}
+
 function headerString(v: string | string[] | undefined): string {
   return typeof v === 'string' ? v : '';
 }
@@ -165,6 +171,19 @@ export async function createChallengeGuard(
   // shares it (re-solving does not buy a fresh budget), asked once per clearance, on its first use.
   const spent = new SpentAddresses(initial.familiarity.maxSessions);
   clearanceUsage.adopt = (address, nowMs) => spent.heir(address, nowMs);
+  // The last clearance minted at each address and network, and how many this minute: past a few, a new
+  // one shares the last one's budget when that was burned quickly (minting pays; lineage.ts).
+  const mints = new MintLineage(initial.familiarity.maxSessions);
+  // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
+  // with `work`, log-scaled (after fifty people behind one carrier-NAT address who each solved once, the
+  // next pays four times the base; a bot minting a clearance a second eight times within minutes). Not
+  // per network: a carrier's /24 holds thousands of people, and MintLineage already ties a network's
+  // clearances burned quickly together.
+  const mintWork = new PrefixWork(initial.challenge.difficultyRise.maxPrefixes);
+  // The budget the clearance grant() just minted spends (read at once by inheritedRoom), and whether it
+  // is one an overrun left at this address (SpentAddresses: the prefix's work rises with those).
+  let mintedBudget: Session | null = null;
+  let mintedSpent = false;
   // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
   let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
   // Credentials that already raised their prefix's work this window (once each).
@@ -193,6 +212,40 @@ export async function createChallengeGuard(
     return `${CLEARANCE_COOKIE}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
+  /**
+   * From `elevated` up, the clearance just minted gets its budget entry now: a fresh one, or the budget
+   * of an earlier credential at its address (one that overran: SpentAddresses) or its address or network
+   * (the last one minted there, burned quickly: MintLineage). Once per mint, never per request.
+   */
+  function minted(ctx: RequestContext, cfg: ChallengeConfig, token: string, nowMs: number): void {
+    mintedBudget = null;
+    mintedSpent = false;
+    if (deps.level.level < AttackLevel.elevated) return;
+    const defense = deps.getRuntime().config.defense;
+    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    const network = networkKey(ctx);
+    mintWork.add(address, nowMs, cfg.difficultyRise);
+    const b = defense.familiarity.budget;
+    const burst = deps.level.level >= AttackLevel.underAttack ? b.underAttackBurst : b.burst;
+    // "Burned quickly": more than half its burst spent and not yet refilled.
+    const burnedMs = ((burst - 1) * 60_000) / b.ratePerMinute / 2;
+    const lineage = mints.heir(address, network, nowMs, burnedMs);
+    const overran = spent.size === 0 ? null : spent.heir(address, nowMs);
+    mintedSpent = overran !== null;
+    // The network's lineage is inherited as a debt, not shared: a person who solves on a carrier's /24
+    // right after a bot there burned its clearance waits that debt out (at most twice the burst), then
+    // has a budget the bot does not keep spending. The same address shares it: people there share its
+    // address budget and its bans already, and a debt copied each time lets a bot moving on at every 429
+    // get one request per solve.
+    const inDebt = overran === null && lineage !== null && !mints.lastShared;
+    const s = clearanceUsage.prepare(token, inDebt ? null : (overran ?? lineage), nowMs);
+    if (s === null) return;
+    if (inDebt) s.paceTatMs = lineage.paceTatMs;
+    // Only an heir holds the request it was minted on (a fresh budget has room for it anyway).
+    mintedBudget = inDebt ? s : s.parent;
+    mints.minted(address, network, s.parent ?? s);
+  }
+
   /** Give this client a clearance on whatever answer it gets. */
   function grant(
     ctx: RequestContext,
@@ -202,6 +255,7 @@ export async function createChallengeGuard(
     door: Door,
   ): { token: string; expiresSec: number } {
     const c = signer.issueClearance(nowMs, cfg.clearanceTtlSec, bind);
+    minted(ctx, cfg, c.token, nowMs);
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
     ctx.known = true;
@@ -243,6 +297,20 @@ export async function createChallengeGuard(
       deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
   }
 
+  /**
+   * The bits added to this client's work: the larger of its prefix's (clearances that went over their
+   * budget there) and its address's (clearances minted there recently, overrun or not).
+   */
+  function extraBits(ctx: RequestContext, cfg: ChallengeConfig, nowMs: number): number {
+    const rise = cfg.difficultyRise;
+    const extra = work.extraBits(ctx.clientPrefix, nowMs, rise);
+    if (mintWork.size === 0 || extra >= rise.maxExtraBits) return extra;
+    const defense = deps.getRuntime().config.defense;
+    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    const byAddress = mintWork.extraBits(address, nowMs, rise);
+    return extra > byAddress ? extra : byAddress;
+  }
+
   /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
   function challengeReply(
     ctx: RequestContext,
@@ -254,7 +322,7 @@ export async function createChallengeGuard(
   ): { body: string; headers: Record<string, string>; door: Door } {
     const underAttack = deps.level.level >= AttackLevel.underAttack;
     const base = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
-    const bits = Math.min(32, base + work.extraBits(ctx.clientPrefix, nowMs, cfg.difficultyRise));
+    const bits = Math.min(32, base + extraBits(ctx, cfg, nowMs));
     const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
     const code: ErrorCode = wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE';
     if (wantsHtml(ctx.req.headers.accept)) {
@@ -438,17 +506,17 @@ export async function createChallengeGuard(
   };
 
   /**
-   * A solution just earned a clearance at an address whose earlier credential went over its budget: the
-   * clearance shares that budget (SpentAddresses), so the request it came with must fit it too, or each
-   * solve would still buy one request to the origin. Also counted towards its prefix's work, once per
-   * clearance: re-solving after an overrun is what the rising difficulty is for.
+   * A solution just earned a clearance (grant() gave it its budget): the request it came with is held on
+   * that budget like any other, so a clearance that shares an earlier one's spent budget (an overrun, or
+   * a lineage of clearances burned quickly) buys no request to the origin either. An heir of an overrun
+   * also counts towards its prefix's work, once per clearance: re-solving after an overrun is what the
+   * rising difficulty is for.
    */
   function inheritedRoom(ctx: RequestContext, cfg: ChallengeConfig, nowMs: number): boolean {
-    if (deps.level.level < AttackLevel.elevated || spent.size === 0) return true;
-    const defense = deps.getRuntime().config.defense;
-    const heir = spent.heir(addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength), nowMs);
-    if (heir === null) return true;
-    work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+    const heir = mintedBudget;
+    mintedBudget = null;
+    if (heir === null || deps.level.level < AttackLevel.elevated) return true;
+    if (mintedSpent) work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
     const underAttack = deps.level.level >= AttackLevel.underAttack;
     if (clearanceUsage.paceOn(heir, nowMs, underAttack)) {
       clearanceUsage.spendOn(heir, nowMs, 1, false, underAttack);
@@ -727,6 +795,8 @@ export async function createChallengeGuard(
         clearanceUsage.configure(f.maxSessions, d.challenge.clearanceTtlSec, f.sessionBounds, paceOf(f, true));
         addressPace.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, addressPaceOf(f));
         spent.configure(f.maxSessions);
+        mints.configure(f.maxSessions);
+        mintWork.configure(d.challenge.difficultyRise.maxPrefixes);
         grantQuota = new WindowQuota(f.sessionBounds.windowSec * 1000, 14);
         work.configure(d.challenge.difficultyRise.maxPrefixes);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);

@@ -8,6 +8,7 @@
 // only forgets that an address overran).
 import { ownCopy } from '../../core/own-copy.ts';
 import type { Session } from './sessions.ts';
+import { WindowQuota } from '../../core/window-quota.ts';
 
 export class SpentAddresses {
   readonly #table = new Map<string, Session>();
@@ -61,4 +62,87 @@ export class SpentAddresses {
     }
     return b;
   }
+}
+
+/** Clearances an address (IPv6: its /64) mints a minute that never join a lineage (a household solving again). */
+export const MINTS_FREE_PER_ADDRESS = 1;
+/** The same for its network (IPv4 /24, IPv6 /48): past these, a clearance burned quickly is inherited. */
+export const MINTS_FREE_PER_NETWORK = 2;
+
+/**
+ * Minting pays: the last clearance minted at each address and each network (IPv4 /24, IPv6 /48), with
+ * the budget it spends, and how many were minted there this minute (count-min sketches, fixed memory).
+ * Past a few a minute, a new clearance shares the budget of the last one minted at its address (or, at
+ * its network, starts with that one's debt) when that one burned more than half its burst and has not
+ * refilled: a bot that solves, burns a clearance quickly and solves again (before overrunning, or from
+ * the next address of its /24) keeps one debt, which then overruns and stays refused while it floods. People behind one
+ * carrier NAT each solve once and use their clearance at a person's pace (a page, then reading): the
+ * one before them has not burned half a burst, so each still gets a budget of its own. The mint counts
+ * alone cannot tell them apart (fifty people a minute at one address mint as often as a bot re-solving
+ * every second); how fast the last clearance was burned can. What it costs: a person who solves right
+ * after a neighbour burned more than half a burst (a page of 10+ origin requests at once, or a bot that
+ * floods) starts with that debt: refused until it refilled, at most twice `burst` seconds. What it does not stop: a bot that burns less than
+ * half a burst per clearance (it then mints one a second, and pays the work that rises with its mints,
+ * index.ts). Both tables capped, least recently minted dropped first (which only forgets a lineage).
+ */
+export class MintLineage {
+  readonly #addressMints = new WindowQuota(60_000, 13);
+  readonly #networkMints = new WindowQuota(60_000, 13);
+  readonly #byAddress = new Map<string, Session>();
+  readonly #byNetwork = new Map<string, Session>();
+  #max: number;
+  /** Whether the last heir() found the lineage at the address itself (else at its network). */
+  lastShared = false;
+
+  constructor(maxEntries: number) {
+    this.#max = maxEntries;
+  }
+
+  configure(maxEntries: number): void {
+    this.#max = maxEntries;
+    trim(this.#byAddress, maxEntries);
+    trim(this.#byNetwork, maxEntries);
+  }
+
+  /**
+   * A clearance is being minted at `address` of `network`: counted, and the budget it inherits (the last
+   * one minted there, burned more than `burnedMs` ahead of now), or null for a fresh one; `lastShared`
+   * says whether it was found at the address (shared) or only at the network (its debt copied).
+   */
+  heir(address: string, network: string, nowMs: number, burnedMs: number): Session | null {
+    if (this.#max === 0 || address === '') return null;
+    const overAddress = !this.#addressMints.take(address, MINTS_FREE_PER_ADDRESS, nowMs);
+    const overNetwork = network !== '' && !this.#networkMints.take(network, MINTS_FREE_PER_NETWORK, nowMs);
+    this.lastShared = true;
+    if (overAddress) {
+      const b = this.#byAddress.get(address);
+      if (b !== undefined && b.paceTatMs - nowMs > burnedMs) return b;
+    }
+    this.lastShared = false;
+    if (overNetwork) {
+      const b = this.#byNetwork.get(network);
+      if (b !== undefined && b.paceTatMs - nowMs > burnedMs) return b;
+    }
+    return null;
+  }
+
+  /** The clearance just minted at `address` of `network` spends `budget` (its root entry). */
+  minted(address: string, network: string, budget: Session): void {
+    if (this.#max === 0 || address === '') return;
+    put(this.#byAddress, address, budget, this.#max);
+    if (network !== '') put(this.#byNetwork, network, budget, this.#max);
+  }
+}
+
+function trim(m: Map<string, Session>, max: number): void {
+  while (m.size > max) {
+    const first = m.keys().next();
+    if (first.done === true) break;
+    m.delete(first.value);
+  }
+}
+
+function put(m: Map<string, Session>, key: string, budget: Session, max: number): void {
+  if (!m.delete(key)) trim(m, max - 1);
+  m.set(ownCopy(key), budget);
 }

@@ -303,6 +303,24 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /**
+   * A credential just minted: its entry now, sharing the budget of `parent` when not null (see `adopt`),
+   * so that the request it was minted on can be held on that budget too. null when nothing is kept.
+   */
+  prepare(id: string, parent: Session | null, nowMs: number): Session | null {
+    if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return null;
+    const h = hashId(id);
+    let s = this.#table.get(h);
+    if (s === undefined) {
+      while (this.#table.size >= this.#max) this.#evictOldest();
+      s = new Session(0);
+      s.parent = parent;
+      s.expiresMs = nowMs + this.#ttlMs;
+      this.#table.set(h, s);
+    }
+    return s;
+  }
+
+  /**
    * The entry whose pace budget `id` spends (its voucher's when it has one), or undefined; no side
    * effect (the request path charges it with spendOn() once the request reached the origin).
    */
