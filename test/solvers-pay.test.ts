@@ -667,3 +667,24 @@ test('minting pays in work: a bot that re-solves every 9 requests, never burning
   const nBits = ((await n.json()) as { challenge: { bits: number } }).challenge.bits;
   assert.equal(nBits, BITS.underAttack);
 });
+
+test('minting pays: clearances minted ahead, one a second, then burned in turn are one lineage (under 5 % to the origin)', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const bot = client('198.51.100.7', 'Bot/1');
+  const stock: string[] = [];
+  // Twenty minted in a row, none used yet: each looks at an unburned one before it when minted.
+  for (let k = 0; k < 20; k++) {
+    stock.push(await clearanceFor(s, bot));
+    s.clock.advance(1000);
+  }
+  const before = s.up.requests.length;
+  let passed = 0;
+  // Then two minutes at 10 requests a second, 15 on each before moving to the next (never overrunning one).
+  for (let i = 0; i < 1200; i++) {
+    if ((await status(s, `/i${i}`, { ...bot, 'rempart-clearance': stock[Math.floor(i / 15) % 20]! })) === 200) passed++;
+    s.clock.advance(100);
+  }
+  assert.equal(s.up.requests.length - before, passed);
+  t.diagnostic(`${passed} of 1200 requests reached the origin`);
+  assert.ok(passed < 1200 * 0.05, `${passed} of 1200 requests reached the origin`);
+});

@@ -26,7 +26,7 @@ import {
   type Usage,
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
-import { MintLineage, SpentAddresses } from './lineage.ts';
+import { MintLineage, type MintSite, SpentAddresses } from './lineage.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -174,6 +174,11 @@ export async function createChallengeGuard(
   // The last clearance minted at each address and network, and how many this minute: past a few, a new
   // one shares the last one's budget when that was burned quickly (minting pays; lineage.ts).
   const mints = new MintLineage(initial.familiarity.maxSessions);
+  clearanceUsage.firstUse = (s, nowMs) => {
+    const site = s.mintSite as MintSite;
+    s.mintSite = null;
+    mints.firstUse(s, site, nowMs);
+  };
   // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
   // with `work`, log-scaled (after fifty people behind one carrier-NAT address who each solved once, the
   // next pays four times the base; a bot minting a clearance a second eight times within minutes). Not
@@ -244,6 +249,15 @@ export async function createChallengeGuard(
     // Only an heir holds the request it was minted on (a fresh budget has room for it anyway).
     mintedBudget = inDebt ? s : s.parent;
     mints.minted(address, network, s.parent ?? s);
+    // Looked at again on its first use (a clearance minted ahead, used once the one before is burned).
+    if (s.parent === null)
+      s.mintSite = {
+        address,
+        network,
+        overAddress: mints.lastOverAddress,
+        overNetwork: mints.lastOverNetwork,
+        burnedMs,
+      };
   }
 
   /** Give this client a clearance on whatever answer it gets. */

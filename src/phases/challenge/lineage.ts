@@ -85,6 +85,15 @@ export const MINTS_FREE_PER_NETWORK = 2;
  * half a burst per clearance (it then mints one a second, and pays the work that rises with its mints,
  * index.ts). Both tables capped, least recently minted dropped first (which only forgets a lineage).
  */
+/** Where a clearance was minted, kept on its entry until its first use (MintLineage.firstUse). */
+export interface MintSite {
+  readonly address: string;
+  readonly network: string;
+  readonly overAddress: boolean;
+  readonly overNetwork: boolean;
+  readonly burnedMs: number;
+}
+
 export class MintLineage {
   readonly #addressMints = new WindowQuota(60_000, 13);
   readonly #networkMints = new WindowQuota(60_000, 13);
@@ -93,6 +102,9 @@ export class MintLineage {
   #max: number;
   /** Whether the last heir() found the lineage at the address itself (else at its network). */
   lastShared = false;
+  /** Whether the last heir() counted its mint past the allowance at the address, at the network. */
+  lastOverAddress = false;
+  lastOverNetwork = false;
 
   constructor(maxEntries: number) {
     this.#max = maxEntries;
@@ -113,6 +125,36 @@ export class MintLineage {
     if (this.#max === 0 || address === '') return null;
     const overAddress = !this.#addressMints.take(address, MINTS_FREE_PER_ADDRESS, nowMs);
     const overNetwork = network !== '' && !this.#networkMints.take(network, MINTS_FREE_PER_NETWORK, nowMs);
+    this.lastOverAddress = overAddress;
+    this.lastOverNetwork = overNetwork;
+    return this.#find(address, network, overAddress, overNetwork, nowMs, burnedMs);
+  }
+
+  /**
+   * A clearance minted ahead is used for the first time: the lineage is looked at again (not counted
+   * again), and it becomes the last one there. Minted in a row then burned in turn, each would otherwise
+   * have looked at one not yet used. Shares at the address, copies the debt at the network (heir()).
+   */
+  firstUse(s: Session, site: MintSite, nowMs: number): void {
+    if (this.#max === 0) return;
+    if (s.parent === null) {
+      const b = this.#find(site.address, site.network, site.overAddress, site.overNetwork, nowMs, site.burnedMs);
+      if (b !== null && b !== s) {
+        if (this.lastShared) s.parent = b;
+        else if (b.paceTatMs > s.paceTatMs) s.paceTatMs = b.paceTatMs;
+      }
+    }
+    this.minted(site.address, site.network, s.parent ?? s);
+  }
+
+  #find(
+    address: string,
+    network: string,
+    overAddress: boolean,
+    overNetwork: boolean,
+    nowMs: number,
+    burnedMs: number,
+  ): Session | null {
     this.lastShared = true;
     if (overAddress) {
       const b = this.#byAddress.get(address);

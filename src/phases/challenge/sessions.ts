@@ -149,6 +149,8 @@ export class Session {
    * and again does not multiply one solved challenge into many budgets. null: its own budget.
    */
   parent: Session | null = null;
+  /** Minted here and not used yet (the challenge guard's, opaque here): handed to `firstUse` once. */
+  mintSite: object | null = null;
 
   /** Granted to a client nobody vouched for: not known before this (ms; 0: vouched). */
   probationUntilMs = 0;
@@ -189,6 +191,8 @@ export class MemorySessionStore implements SessionStore {
    * minted at an address whose earlier clearance went over its budget (re-solving buys no fresh budget).
    */
   adopt: ((address: string, nowMs: number) => Session | null) | null = null;
+  /** Called on the first use of an entry prepare() made with a `mintSite` (clearances minted ahead). */
+  firstUse: ((s: Session, nowMs: number) => void) | null = null;
   /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
@@ -296,7 +300,7 @@ export class MemorySessionStore implements SessionStore {
       while (this.#table.size >= this.#max) this.#evictOldest();
       s = new Session(0);
       if (this.adopt !== null) s.parent = this.adopt(usage.address, nowMs);
-    }
+    } else if (s.mintSite !== null && this.firstUse !== null) this.firstUse(s, nowMs);
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
     return this.#withinBounds(s, nowMs, usage);
