@@ -174,11 +174,7 @@ export async function createChallengeGuard(
   // The last clearance minted at each address and network, and how many this minute: past a few, a new
   // one shares the last one's budget when that was burned quickly (minting pays; lineage.ts).
   const mints = new MintLineage(initial.familiarity.maxSessions);
-  clearanceUsage.firstUse = (s, nowMs) => {
-    const site = s.mintSite as MintSite;
-    s.mintSite = null;
-    mints.firstUse(s, site, nowMs);
-  };
+  clearanceUsage.firstUse = (s, site, nowMs) => mints.firstUse(s, site as MintSite, nowMs);
   // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
   // with `work`, log-scaled (after fifty people behind one carrier-NAT address who each solved once, the
   // next pays four times the base; a bot minting a clearance a second eight times within minutes). Not
@@ -251,13 +247,13 @@ export async function createChallengeGuard(
     mints.minted(address, network, s.parent ?? s);
     // Looked at again on its first use (a clearance minted ahead, used once the one before is burned).
     if (s.parent === null)
-      s.mintSite = {
+      clearanceUsage.pend(s, {
         address,
         network,
         overAddress: mints.lastOverAddress,
         overNetwork: mints.lastOverNetwork,
         burnedMs,
-      };
+      } satisfies MintSite);
   }
 
   /** Give this client a clearance on whatever answer it gets. */

@@ -85,7 +85,7 @@ export const MINTS_FREE_PER_NETWORK = 2;
  * half a burst per clearance (it then mints one a second, and pays the work that rises with its mints,
  * index.ts). Both tables capped, least recently minted dropped first (which only forgets a lineage).
  */
-/** Where a clearance was minted, kept on its entry until its first use (MintLineage.firstUse). */
+/** Where a clearance was minted, kept beside its entry until its first use (MintLineage.firstUse). */
 export interface MintSite {
   readonly address: string;
   readonly network: string;

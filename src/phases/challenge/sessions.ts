@@ -149,8 +149,6 @@ export class Session {
    * and again does not multiply one solved challenge into many budgets. null: its own budget.
    */
   parent: Session | null = null;
-  /** Minted here and not used yet (the challenge guard's, opaque here): handed to `firstUse` once. */
-  mintSite: object | null = null;
 
   /** Granted to a client nobody vouched for: not known before this (ms; 0: vouched). */
   probationUntilMs = 0;
@@ -191,8 +189,21 @@ export class MemorySessionStore implements SessionStore {
    * minted at an address whose earlier clearance went over its budget (re-solving buys no fresh budget).
    */
   adopt: ((address: string, nowMs: number) => Session | null) | null = null;
-  /** Called on the first use of an entry prepare() made with a `mintSite` (clearances minted ahead). */
-  firstUse: ((s: Session, nowMs: number) => void) | null = null;
+  /** Called on the first use of an entry pend() gave a site to (clearances minted ahead). */
+  firstUse: ((s: Session, site: object, nowMs: number) => void) | null = null;
+  /**
+   * Entries not used yet since prepare(), with where they were minted (opaque here): a side table, not a
+   * field, to keep every entry small; weak, so an entry evicted before its first use takes its site along.
+   * `#pendingSeen` only says whether to look (it counts pend() calls not yet met: evicted ones stay in it).
+   */
+  readonly #pending = new WeakMap<Session, object>();
+  #pendingSeen = 0;
+
+  /** Remember where `s` (made by prepare()) was minted until its first use (then `firstUse`). */
+  pend(s: Session, site: object): void {
+    this.#pending.set(s, site);
+    this.#pendingSeen++;
+  }
   /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
@@ -300,7 +311,14 @@ export class MemorySessionStore implements SessionStore {
       while (this.#table.size >= this.#max) this.#evictOldest();
       s = new Session(0);
       if (this.adopt !== null) s.parent = this.adopt(usage.address, nowMs);
-    } else if (s.mintSite !== null && this.firstUse !== null) this.firstUse(s, nowMs);
+    } else if (this.#pendingSeen > 0 && this.firstUse !== null) {
+      const site = this.#pending.get(s);
+      if (site !== undefined) {
+        this.#pending.delete(s);
+        this.#pendingSeen--;
+        this.firstUse(s, site, nowMs);
+      }
+    }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
     return this.#withinBounds(s, nowMs, usage);
