@@ -167,12 +167,11 @@ export async function createChallengeGuard(
     initial.familiarity.sessionBounds,
     addressPaceOf(initial.familiarity),
   );
-  // Addresses whose credential went over its budget, with that budget: a clearance minted there later
-  // shares it (re-solving does not buy a fresh budget), asked once per clearance, on its first use.
+  // Addresses (with the clearance binding) whose credential went over its budget, with its debt then: a
+  // clearance minted there later starts with that debt (re-solving does not buy a fresh budget).
   const spent = new SpentAddresses(initial.familiarity.maxSessions);
-  clearanceUsage.adopt = (address, nowMs) => spent.heir(address, nowMs);
-  // The last clearance minted at each address and network, and how many this minute: past a few, a new
-  // one shares the last one's budget when that was burned quickly (minting pays; lineage.ts).
+  // The last clearance minted at each address (and binding) and network, and how many this minute: past a
+  // few, a new one inherits the last one's budget when that was burned quickly (minting pays; lineage.ts).
   const mints = new MintLineage(initial.familiarity.maxSessions);
   clearanceUsage.firstUse = (s, site, nowMs) => mints.firstUse(s, site as MintSite, nowMs);
   // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
@@ -185,6 +184,8 @@ export async function createChallengeGuard(
   // is one an overrun left at this address (SpentAddresses: the prefix's work rises with those).
   let mintedBudget: Session | null = null;
   let mintedSpent = false;
+  // overPace() is answering the inheritedRoom() refusal of the request a clearance was minted on.
+  let refusingHeir = false;
   // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
   let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
   // Credentials that already raised their prefix's work this window (once each).
@@ -218,7 +219,7 @@ export async function createChallengeGuard(
    * of an earlier credential at its address (one that overran: SpentAddresses) or its address or network
    * (the last one minted there, burned quickly: MintLineage). Once per mint, never per request.
    */
-  function minted(ctx: RequestContext, cfg: ChallengeConfig, token: string, nowMs: number): void {
+  function minted(ctx: RequestContext, cfg: ChallengeConfig, token: string, bind: string, nowMs: number): void {
     mintedBudget = null;
     mintedSpent = false;
     if (deps.level.level < AttackLevel.elevated) return;
@@ -230,25 +231,29 @@ export async function createChallengeGuard(
     const burst = deps.level.level >= AttackLevel.underAttack ? b.underAttackBurst : b.burst;
     // "Burned quickly": more than half its burst spent and not yet refilled.
     const burnedMs = ((burst - 1) * 60_000) / b.ratePerMinute / 2;
-    const lineage = mints.heir(address, network, nowMs, burnedMs);
-    const overran = spent.size === 0 ? null : spent.heir(address, nowMs);
-    mintedSpent = overran !== null;
-    // The network's lineage is inherited as a debt, not shared: a person who solves on a carrier's /24
-    // right after a bot there burned its clearance waits that debt out (at most twice the burst), then
-    // has a budget the bot does not keep spending. The same address shares it: people there share its
-    // address budget and its bans already, and a debt copied each time lets a bot moving on at every 429
-    // get one request per solve.
-    const inDebt = overran === null && lineage !== null && !mints.lastShared;
-    const s = clearanceUsage.prepare(token, inDebt ? null : (overran ?? lineage), nowMs);
+    // Linked by address and binding (user agent): people behind one carrier-NAT address, each with their
+    // own browser, do not inherit what one client there left (lineage.ts).
+    const bound = `${address}\n${bind}`;
+    const lineage = mints.heir(bound, network, nowMs, burnedMs);
+    const overran = spent.size === 0 ? 0 : spent.heir(bound, nowMs);
+    mintedSpent = overran !== 0;
+    // An overrun's debt and the network's lineage are copied into an entry of its own, never shared: its
+    // spending does not keep an earlier client's budget from refilling, the link ends once it is paid.
+    // The same address and browser share the lineage's budget: a stock of clearances minted ahead and
+    // burned in turn would otherwise each refill while the others are burned.
+    const shared = lineage !== null && mints.lastShared ? lineage : null;
+    const s = clearanceUsage.prepare(token, shared, nowMs);
     if (s === null) return;
-    if (inDebt) s.paceTatMs = lineage.paceTatMs;
+    const debt = lineage !== null && shared === null && lineage.paceTatMs > overran ? lineage.paceTatMs : overran;
+    const p = s.parent ?? s;
+    if (debt > p.paceTatMs) p.paceTatMs = debt;
     // Only an heir holds the request it was minted on (a fresh budget has room for it anyway).
-    mintedBudget = inDebt ? s : s.parent;
-    mints.minted(address, network, s.parent ?? s);
+    mintedBudget = shared !== null || debt !== 0 ? p : null;
+    mints.minted(bound, network, p);
     // Looked at again on its first use (a clearance minted ahead, used once the one before is burned).
     if (s.parent === null)
       clearanceUsage.pend(s, {
-        address,
+        address: bound,
         network,
         overAddress: mints.lastOverAddress,
         overNetwork: mints.lastOverNetwork,
@@ -265,7 +270,7 @@ export async function createChallengeGuard(
     door: Door,
   ): { token: string; expiresSec: number } {
     const c = signer.issueClearance(nowMs, cfg.clearanceTtlSec, bind);
-    minted(ctx, cfg, c.token, nowMs);
+    minted(ctx, cfg, c.token, bind, nowMs);
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
     ctx.known = true;
@@ -538,6 +543,7 @@ export async function createChallengeGuard(
     check.note(clearanceUsage);
     // Its first overrun was counted already: this one raises no work again.
     check.firstOver = false;
+    refusingHeir = true;
     return false;
   }
 
@@ -560,17 +566,24 @@ export async function createChallengeGuard(
       const v = voucherOf(ctx, nowMs);
       if (voucherText === '' || overOnce.take(`o${voucherText}`, 1, deps.clock.now()))
         work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
-      // The clearances this address mints next share this spent budget, until it refilled.
-      if (v !== undefined)
-        spent.overran(addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength), v, nowMs);
+      // The clearances this address and browser mint next start with this debt, until it is paid.
+      if (v !== undefined) {
+        const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+        const bind = binding(ctx.clientPrefix, ctx.req.headers['user-agent']);
+        spent.overran(`${address}\n${bind}`, (v.parent ?? v).paceTatMs, nowMs);
+      }
     }
     const banAfter = defense.familiarity.budget.banAfter;
     // Towards a ban: only a client that came back before its Retry-After, once for each second it is
     // refused in that follows a second it was refused in (SecondsInARow): a page's requests overrunning
     // the budget within a second, or people behind one carrier NAT each refused now and then, are not a
     // client ignoring the 429s for half a minute.
+    // Not the refusal of an inherited debt (the request a clearance was minted on): that client was
+    // never told to wait, and people at a carrier-NAT address must not add up to a ban for a debt.
+    const inherited = refusingHeir;
+    refusingHeir = false;
     const key =
-      banAfter > 0 && check.ignoredRetry
+      banAfter > 0 && check.ignoredRetry && !inherited
         ? addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength)
         : '';
     if (key !== '' && overSeconds.mark(key, deps.clock.now())) {

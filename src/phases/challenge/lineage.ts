@@ -10,8 +10,15 @@ import { ownCopy } from '../../core/own-copy.ts';
 import type { Session } from './sessions.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
 
+// SpentAddresses keeps a debt (the pace budget's theoretical arrival time when it was recorded), never a live
+// budget entry: a clearance that inherits one gets an entry of its own starting with that debt, so the
+// link ends by itself once the debt is paid (heirs spending their own entries never keep it alive), and
+// one overrun at a carrier-NAT address does not tie the people who solve there afterwards to the bot's
+// budget. Its links are keyed by address and clearance binding (prefix and user agent): a bot
+// re-solving with the same browser string meets its debt, a neighbour with another browser does not.
+
 export class SpentAddresses {
-  readonly #table = new Map<string, Session>();
+  readonly #table = new Map<string, number>();
   #max: number;
 
   constructor(maxAddresses: number) {
@@ -33,34 +40,28 @@ export class SpentAddresses {
   }
 
   /**
-   * A credential used from `address` went over its budget (`budget`: the entry its budget lives in).
-   * An address already linked keeps its first spent budget (one debt per address, not one per overrun).
+   * A credential used at `key` (address and binding) went over its budget, whose debt is now `tatMs`.
+   * The larger debt is kept (one entry per key, not one per overrun).
    */
-  overran(address: string, budget: Session, nowMs: number): void {
-    if (this.#max === 0 || address === '') return;
-    const root = budget.parent ?? budget;
-    const old = this.#table.get(address);
-    if (old !== undefined && old.paceTatMs > nowMs) {
-      this.#table.delete(address);
-      this.#table.set(address, old);
-      return;
-    }
-    if (old !== undefined) this.#table.delete(address);
-    while (this.#table.size >= this.#max) this.#dropOldest();
-    this.#table.set(ownCopy(address), root);
+  overran(key: string, tatMs: number, nowMs: number): void {
+    if (this.#max === 0 || key === '' || tatMs <= nowMs) return;
+    const old = this.#table.get(key);
+    if (old !== undefined) this.#table.delete(key);
+    else while (this.#table.size >= this.#max) this.#dropOldest();
+    this.#table.set(old === undefined ? ownCopy(key) : key, old !== undefined && old > tatMs ? old : tatMs);
   }
 
-  /** The budget a clearance first seen at `address` now shares, or null (its own, fresh). */
-  heir(address: string, nowMs: number): Session | null {
-    if (this.#table.size === 0) return null;
-    const b = this.#table.get(address);
-    if (b === undefined) return null;
-    // Refilled (the client waited its debt out): forgotten, the next clearance is a fresh one.
-    if (b.paceTatMs <= nowMs) {
-      this.#table.delete(address);
-      return null;
+  /** The debt a clearance minted at `key` starts with, or 0 (none: paid, or never overran). */
+  heir(key: string, nowMs: number): number {
+    if (this.#table.size === 0) return 0;
+    const t = this.#table.get(key);
+    if (t === undefined) return 0;
+    // Paid (the client waited its debt out): forgotten, the next clearance is a fresh one.
+    if (t <= nowMs) {
+      this.#table.delete(key);
+      return 0;
     }
-    return b;
+    return t;
   }
 }
 
@@ -72,9 +73,9 @@ export const MINTS_FREE_PER_NETWORK = 2;
 /**
  * Minting pays: the last clearance minted at each address and each network (IPv4 /24, IPv6 /48), with
  * the budget it spends, and how many were minted there this minute (count-min sketches, fixed memory).
- * Past a few a minute, a new clearance shares the budget of the last one minted at its address (or, at
- * its network, starts with that one's debt) when that one burned more than half its burst and has not
- * refilled: a bot that solves, burns a clearance quickly and solves again (before overrunning, or from
+ * Past a few a minute, a new clearance shares the budget of the last one minted at its address and
+ * binding (user agent: a neighbour with another browser is not tied to it), or at its network starts
+ * with that one's debt, when that one burned more than half its burst and has not refilled: a bot that solves, burns a clearance quickly and solves again (before overrunning, or from
  * the next address of its /24) keeps one debt, which then overruns and stays refused while it floods. People behind one
  * carrier NAT each solve once and use their clearance at a person's pace (a page, then reading): the
  * one before them has not burned half a burst, so each still gets a budget of its own. The mint counts
@@ -100,10 +101,10 @@ export class MintLineage {
   readonly #byAddress = new Map<string, Session>();
   readonly #byNetwork = new Map<string, Session>();
   #max: number;
-  /** Whether the last heir() found the lineage at the address itself (else at its network). */
-  lastShared = false;
   /** Whether the last heir() counted its mint past the allowance at the address, at the network. */
   lastOverAddress = false;
+  /** Whether the last heir() found the lineage at the address and binding (shared; else at its network). */
+  lastShared = false;
   lastOverNetwork = false;
 
   constructor(maxEntries: number) {
@@ -117,9 +118,9 @@ export class MintLineage {
   }
 
   /**
-   * A clearance is being minted at `address` of `network`: counted, and the budget it inherits (the last
-   * one minted there, burned more than `burnedMs` ahead of now), or null for a fresh one; `lastShared`
-   * says whether it was found at the address (shared) or only at the network (its debt copied).
+   * A clearance is being minted at `address` (address and binding) of `network`: counted, and the last
+   * one minted there when burned more than `burnedMs` ahead of now, or null; `lastShared` says whether
+   * it was found at the address and binding (its budget shared) or only at the network (its debt copied).
    */
   heir(address: string, network: string, nowMs: number, burnedMs: number): Session | null {
     if (this.#max === 0 || address === '') return null;
@@ -133,7 +134,7 @@ export class MintLineage {
   /**
    * A clearance minted ahead is used for the first time: the lineage is looked at again (not counted
    * again), and it becomes the last one there. Minted in a row then burned in turn, each would otherwise
-   * have looked at one not yet used. Shares at the address, copies the debt at the network (heir()).
+   * have looked at one not yet used. Shares at the address and binding, copies the debt at the network.
    */
   firstUse(s: Session, site: MintSite, nowMs: number): void {
     if (this.#max === 0) return;
