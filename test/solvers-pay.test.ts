@@ -728,3 +728,29 @@ test('one overrun at a carrier-NAT address does not poison it: 50 people who sol
   assert.ok(served >= 0.95 * 751, `${served} of ${sent} served: ${JSON.stringify(seen)}`);
   assert.equal(s.gw.gateway.defense.bans.isBanned(nat), false);
 });
+
+test('a request a rate-limit rule refuses after ctx.known was read gives its hold back: the budget is not drained', async (t) => {
+  const s = await setup(t, 'under_attack', undefined, {
+    rateLimit: {
+      rules: [
+        { id: 'u', key: 'address', clients: 'unknown', ratePerSec: 1000, burst: 1000, prefixFactor: 0 },
+        { id: 'a', key: 'address', clients: 'all', methods: ['POST'], ratePerSec: 0.001, burst: 1, prefixFactor: 0 },
+      ],
+    },
+  });
+  const h = client('203.0.113.9', 'Mozilla/5.0 Person');
+  const c = await clearanceFor(s, h);
+  // Nearly a burst of POSTs, all but the first refused by rule `a` after rule `u` looked the client up
+  // (fewer than the rule's refusals that ban): held on its budget, each must be given back.
+  const posts: number[] = [];
+  for (let i = 0; i < BURST - 2; i++) {
+    const r = await fetch(`${s.gw.url}/form`, { method: 'POST', body: 'x', headers: { ...h, 'rempart-clearance': c } });
+    await r.text();
+    posts.push(r.status);
+  }
+  assert.equal(posts.filter((x) => x === 429).length, BURST - 3, posts.join(','));
+  // Only the one POST that reached the origin was charged: the page after it is served.
+  const gets: number[] = [];
+  for (let i = 0; i < 5; i++) gets.push(await status(s, `/x${i}`, { ...h, 'rempart-clearance': c }));
+  assert.deepEqual(gets, [200, 200, 200, 200, 200], posts.join(','));
+});

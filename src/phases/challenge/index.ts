@@ -663,6 +663,26 @@ export async function createChallengeGuard(
       ctx.familiarity = check;
       return Verdict.Continue;
     },
+    // Here, not in the challenge phase: familiarity runs before every phase that reads ctx.known (a
+    // rate-limit rule for unknown clients does), so a request refused by such a phase before the
+    // challenge phase still gets its hold back.
+    onDone(ctx: RequestContext) {
+      if (ctx.knownState !== 1) return;
+      const held = ctx.heldBudget as Session | null;
+      const heldAddress = ctx.heldAddressBudget as Session | null;
+      const r = ctx.reason;
+      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
+      const reached = !shed && ctx.forwardStartMs !== 0;
+      // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a
+      // shed), whatever the level is now (it may have dropped since the hold was taken).
+      if (!reached) {
+        if (held !== null) clearanceUsage.giveBack(held);
+        if (heldAddress !== null) addressPace.giveBack(heldAddress);
+      }
+      if (deps.level.level < AttackLevel.elevated) return;
+      if (shed) charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true, null, false);
+      else if (reached) charge(ctx, 1, false, held, heldAddress !== null);
+    },
   };
 
   /**
@@ -709,20 +729,6 @@ export async function createChallengeGuard(
   }
 
   const challenge: Phase = {
-    onDone(ctx: RequestContext) {
-      if (ctx.knownState !== 1 || deps.level.level < AttackLevel.elevated) return;
-      const held = ctx.heldBudget as Session | null;
-      const heldAddress = ctx.heldAddressBudget as Session | null;
-      const r = ctx.reason;
-      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
-      // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a shed).
-      if (shed || ctx.forwardStartMs === 0) {
-        if (held !== null) clearanceUsage.giveBack(held);
-        if (heldAddress !== null) addressPace.giveBack(heldAddress);
-      }
-      if (shed) charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true, null, false);
-      else if (ctx.forwardStartMs !== 0) charge(ctx, 1, false, held, heldAddress !== null);
-    },
     name: 'challenge',
     onRequest(ctx: RequestContext) {
       const config = deps.getRuntime().config;
