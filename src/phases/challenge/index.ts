@@ -676,6 +676,7 @@ export async function createChallengeGuard(
       // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a
       // shed), whatever the level is now (it may have dropped since the hold was taken).
       if (!reached) {
+        // A session's or JWT's entry too: the three credential tables share one pace (paceOf).
         if (held !== null) clearanceUsage.giveBack(held);
         if (heldAddress !== null) addressPace.giveBack(heldAddress);
       }

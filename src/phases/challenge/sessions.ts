@@ -183,12 +183,6 @@ export class MemorySessionStore implements SessionStore {
   lastFirstOver = false;
   /** The budget entry the last pace check that said yes looked at (its voucher's when it has one). */
   lastBudget: Session | null = null;
-  /**
-   * Asked once when `use()` meets a credential it has no entry for: the budget it shares from its first
-   * request (its parent), or null for a budget of its own. The challenge guard answers for clearances
-   * minted at an address whose earlier clearance went over its budget (re-solving buys no fresh budget).
-   */
-  adopt: ((address: string, nowMs: number) => Session | null) | null = null;
   /** Called on the first use of an entry pend() gave a site to (clearances minted ahead). */
   firstUse: ((s: Session, site: object, nowMs: number) => void) | null = null;
   /**
@@ -310,7 +304,6 @@ export class MemorySessionStore implements SessionStore {
     if (s === undefined) {
       while (this.#table.size >= this.#max) this.#evictOldest();
       s = new Session(0);
-      if (this.adopt !== null) s.parent = this.adopt(usage.address, nowMs);
     } else if (this.#pendingSeen > 0 && this.firstUse !== null) {
       const site = this.#pending.get(s);
       if (site !== undefined) {
@@ -325,7 +318,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /**
-   * A credential just minted: its entry now, sharing the budget of `parent` when not null (see `adopt`),
+   * A credential just minted: its entry now, sharing the budget of `parent` when not null (a lineage),
    * so that the request it was minted on can be held on that budget too. null when nothing is kept.
    */
   prepare(id: string, parent: Session | null, nowMs: number): Session | null {
