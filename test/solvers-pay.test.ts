@@ -754,3 +754,24 @@ test('a request a rate-limit rule refuses after ctx.known was read gives its hol
   for (let i = 0; i < 5; i++) gets.push(await status(s, `/x${i}`, { ...h, 'rempart-clearance': c }));
   assert.deepEqual(gets, [200, 200, 200, 200, 200], posts.join(','));
 });
+
+test('a bot at a carrier-NAT address burning a clearance just before each newcomer does not pass its debt on to them', async (t) => {
+  const s = await setup(t, 'under_attack');
+  const nat = '198.51.100.77';
+  const bot = client(nat, 'Bot/1');
+  const firsts: number[] = [];
+  for (let k = 0; k < 12; k++) {
+    // The bot's own re-solves meet its lineage (429, the clearance still set).
+    const first = await fetch(`${s.gw.url}/page`, { headers: bot });
+    const c = challengeFrom(first.status, Object.fromEntries(first.headers), await first.json());
+    assert.ok(c !== null);
+    const again = await fetch(`${s.gw.url}/page`, { headers: { ...bot, 'rempart-solution': await solve(c) } });
+    await again.text();
+    const bc = again.headers.get('rempart-clearance') ?? '';
+    for (let i = 0; i < 15; i++) await status(s, `/b${k}/${i}`, { ...bot, 'rempart-clearance': bc });
+    const h = client(nat, `Mozilla/5.0 Person ${k}`);
+    firsts.push(await status(s, `/p${k}`, { ...h, 'rempart-clearance': await clearanceFor(s, h) }));
+    s.clock.advance(5000);
+  }
+  assert.deepEqual(firsts, Array(12).fill(200));
+});

@@ -99,7 +99,8 @@ export class MintLineage {
   readonly #addressMints = new WindowQuota(60_000, 13);
   readonly #networkMints = new WindowQuota(60_000, 13);
   readonly #byAddress = new Map<string, Session>();
-  readonly #byNetwork = new Map<string, Session>();
+  /** The last one minted at each network, with where (address and binding). */
+  readonly #byNetwork = new Map<string, NetworkMint>();
   #max: number;
   /** Whether the last heir() counted its mint past the allowance at the address, at the network. */
   lastOverAddress = false;
@@ -163,8 +164,10 @@ export class MintLineage {
     }
     this.lastShared = false;
     if (overNetwork) {
-      const b = this.#byNetwork.get(network);
-      if (b !== undefined && b.paceTatMs - nowMs > burnedMs) return b;
+      // Not from another browser at the same address: that is a neighbour behind one carrier NAT (a bot
+      // moving on takes another address; one keeping its address meets its own lineage above).
+      const e = this.#byNetwork.get(network);
+      if (e !== undefined && e.budget.paceTatMs - nowMs > burnedMs && !sameAddress(e.at, address)) return e.budget;
     }
     return null;
   }
@@ -173,11 +176,25 @@ export class MintLineage {
   minted(address: string, network: string, budget: Session): void {
     if (this.#max === 0 || address === '') return;
     put(this.#byAddress, address, budget, this.#max);
-    if (network !== '') put(this.#byNetwork, network, budget, this.#max);
+    if (network === '') return;
+    if (!this.#byNetwork.delete(network)) trim(this.#byNetwork, this.#max - 1);
+    this.#byNetwork.set(ownCopy(network), { budget, at: ownCopy(address) });
   }
 }
 
-function trim(m: Map<string, Session>, max: number): void {
+interface NetworkMint {
+  readonly budget: Session;
+  /** Address and binding it was minted at (`address\nbinding`). */
+  readonly at: string;
+}
+
+/** Whether two `address\nbinding` keys are of one address. */
+function sameAddress(a: string, b: string): boolean {
+  const i = a.indexOf('\n');
+  return i === -1 ? a === b : b.startsWith(a.slice(0, i + 1));
+}
+
+function trim(m: Map<string, unknown>, max: number): void {
   while (m.size > max) {
     const first = m.keys().next();
     if (first.done === true) break;
