@@ -63,7 +63,7 @@ const SLOTS: Record<string, readonly string[]> = {
   failover: ['upstream', 'upstreamChoice'],
   cache: ['target', 'cache', 'cacheTap'],
   // The challenge guard: familiarity's check and its result, and the verify endpoint's own rule id.
-  challenge: ['familiarity', 'known', 'ruleId'],
+  challenge: ['familiarity', 'known', 'ruleId', 'heldBudget', 'heldAddressBudget'],
   exfiltration: ['responseByteBudget'],
   body: ['bodyBuffered', 'bufferedBody'],
   admission: ['admissionGate', 'admissionClass', 'admissionEntry'],

@@ -161,6 +161,12 @@ export class RequestContext {
   knownState: 0 | 1 | 2;
   /** How to tell whether this client is known, left by the `familiarity` phase (null: never known). */
   familiarity: FamiliarityCheck | null;
+  /**
+   * The pace budgets the look-up held one request on (the credential's, its address's), opaque here:
+   * the challenge guard's onDone gives them back when the request did not reach the origin. null: none.
+   */
+  heldBudget: object | null;
+  heldAddressBudget: object | null;
 
   // --- `exfiltration` (src/phases/exfiltration). ---
   /**
@@ -246,6 +252,8 @@ export class RequestContext {
     this.responseHeaders = null;
     this.knownState = 0;
     this.familiarity = null;
+    this.heldBudget = null;
+    this.heldAddressBudget = null;
     this.responseByteBudget = Infinity;
     this.upstreamChoice = UpstreamChoice.Primary;
     this.cache = '';

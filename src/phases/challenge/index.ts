@@ -26,6 +26,7 @@ import {
   type Usage,
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
+import { MintLineage, type MintSite, SpentAddresses } from './lineage.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -94,13 +95,29 @@ function levelNumber(name: 'elevated' | 'under_attack'): AttackLevel {
 /** The pace budget of one credential table (clearances are also bound to few addresses). */
 function paceOf(f: Config['defense']['familiarity'], clearance: boolean): PaceBudget {
   const b = f.budget;
-  return { ratePerMinute: b.ratePerMinute, burst: b.burst, maxAddresses: clearance ? b.clearanceMaxAddresses : 0 };
+  return {
+    ratePerMinute: b.ratePerMinute,
+    burst: b.burst,
+    underAttackBurst: b.underAttackBurst,
+    maxAddresses: clearance ? b.clearanceMaxAddresses : 0,
+  };
 }
 
 /** The pace budget every known client address shares between its credentials (`budget.perAddress` times one). */
 function addressPaceOf(f: Config['defense']['familiarity']): PaceBudget {
   const b = f.budget;
-  return { ratePerMinute: b.ratePerMinute * b.perAddress, burst: Math.ceil(b.burst * b.perAddress), maxAddresses: 0 };
+  return {
+    ratePerMinute: b.ratePerMinute * b.perAddress,
+    burst: Math.ceil(b.burst * b.perAddress),
+    underAttackBurst: Math.ceil(b.underAttackBurst * b.perAddress),
+    maxAddresses: 0,
+  };
+}
+
+/** A client's network: its IPv4 /24 (the client prefix), or its IPv6 /48 (a tunnel broker's whole grant). */
+function networkKey(ctx: RequestContext): string {
+  const v6 = ctx.clientAddress.indexOf(':') !== -1 && ctx.clientPrefix.indexOf(':') !== -1;
+  return v6 ? v6PrefixKey(ctx.clientAddress, 48) : ctx.clientPrefix;
 }
 
 function headerString(v: string | string[] | undefined): string {
@@ -150,6 +167,25 @@ export async function createChallengeGuard(
     initial.familiarity.sessionBounds,
     addressPaceOf(initial.familiarity),
   );
+  // Addresses (with the clearance binding) whose credential went over its budget, with its debt then: a
+  // clearance minted there later starts with that debt (re-solving does not buy a fresh budget).
+  const spent = new SpentAddresses(initial.familiarity.maxSessions);
+  // The last clearance minted at each address (and binding) and network, and how many this minute: past a
+  // few, a new one inherits the last one's budget when that was burned quickly (minting pays; lineage.ts).
+  const mints = new MintLineage(initial.familiarity.maxSessions);
+  clearanceUsage.firstUse = (s, site, nowMs) => mints.firstUse(s, site as MintSite, nowMs);
+  // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
+  // with `work`, log-scaled (after fifty people behind one carrier-NAT address who each solved once, the
+  // next pays four times the base; a bot minting a clearance a second eight times within minutes). Not
+  // per network: a carrier's /24 holds thousands of people, and MintLineage already ties a network's
+  // clearances burned quickly together.
+  const mintWork = new PrefixWork(initial.challenge.difficultyRise.maxPrefixes);
+  // The budget the clearance grant() just minted spends (read at once by inheritedRoom), and whether it
+  // is one an overrun left at this address (SpentAddresses: the prefix's work rises with those).
+  let mintedBudget: Session | null = null;
+  let mintedSpent = false;
+  // overPace() is answering the inheritedRoom() refusal of the request a clearance was minted on.
+  let refusingHeir = false;
   // Trusted session grants per client address and window (budget.trustedGrants.perAddress).
   let grantQuota = new WindowQuota(initial.familiarity.sessionBounds.windowSec * 1000, 14);
   // Credentials that already raised their prefix's work this window (once each).
@@ -185,6 +221,53 @@ export async function createChallengeGuard(
     return `${CLEARANCE_COOKIE}=${value}; Path=/; Max-Age=${maxAgeSec}; HttpOnly; SameSite=Lax${ctx.protocol === 'https' ? '; Secure' : ''}`;
   }
 
+  /**
+   * From `elevated` up, the clearance just minted gets its budget entry now: a fresh one, or the budget
+   * of an earlier credential at its address (one that overran: SpentAddresses) or its address or network
+   * (the last one minted there, burned quickly: MintLineage). Once per mint, never per request.
+   */
+  function minted(ctx: RequestContext, cfg: ChallengeConfig, token: string, bind: string, nowMs: number): void {
+    mintedBudget = null;
+    mintedSpent = false;
+    if (deps.level.level < AttackLevel.elevated) return;
+    const defense = deps.getRuntime().config.defense;
+    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    const network = networkKey(ctx);
+    mintWork.add(address, nowMs, cfg.difficultyRise);
+    const b = defense.familiarity.budget;
+    const burst = deps.level.level >= AttackLevel.underAttack ? b.underAttackBurst : b.burst;
+    // "Burned quickly": more than half its burst spent and not yet refilled.
+    const burnedMs = ((burst - 1) * 60_000) / b.ratePerMinute / 2;
+    // Linked by address and binding (user agent): people behind one carrier-NAT address, each with their
+    // own browser, do not inherit what one client there left (lineage.ts).
+    const bound = `${address}\n${bind}`;
+    const lineage = mints.heir(bound, network, nowMs, burnedMs);
+    const overran = spent.size === 0 ? 0 : spent.heir(bound, nowMs);
+    mintedSpent = overran !== 0;
+    // An overrun's debt and the network's lineage are copied into an entry of its own, never shared: its
+    // spending does not keep an earlier client's budget from refilling, the link ends once it is paid.
+    // The same address and browser share the lineage's budget: a stock of clearances minted ahead and
+    // burned in turn would otherwise each refill while the others are burned.
+    const shared = lineage !== null && mints.lastShared ? lineage : null;
+    const s = clearanceUsage.prepare(token, shared, nowMs);
+    if (s === null) return;
+    const debt = lineage !== null && shared === null && lineage.paceTatMs > overran ? lineage.paceTatMs : overran;
+    const p = s.parent ?? s;
+    if (debt > p.paceTatMs) p.paceTatMs = debt;
+    // Only an heir holds the request it was minted on (a fresh budget has room for it anyway).
+    mintedBudget = shared !== null || debt !== 0 ? p : null;
+    mints.minted(bound, network, p);
+    // Looked at again on its first use (a clearance minted ahead, used once the one before is burned).
+    if (s.parent === null)
+      clearanceUsage.pend(s, {
+        address: bound,
+        network,
+        overAddress: mints.lastOverAddress,
+        overNetwork: mints.lastOverNetwork,
+        burnedMs,
+      } satisfies MintSite);
+  }
+
   /** Give this client a clearance on whatever answer it gets. */
   function grant(
     ctx: RequestContext,
@@ -194,6 +277,7 @@ export async function createChallengeGuard(
     door: Door,
   ): { token: string; expiresSec: number } {
     const c = signer.issueClearance(nowMs, cfg.clearanceTtlSec, bind);
+    minted(ctx, cfg, c.token, bind, nowMs);
     ctx.addResponseHeader('set-cookie', cookieLine(ctx, c.token, cfg.clearanceTtlSec));
     ctx.addResponseHeader(CLEARANCE_HEADER, c.token);
     ctx.known = true;
@@ -235,6 +319,20 @@ export async function createChallengeGuard(
       deps.bans.offence(ctx.clientAddress, 'challenge_ignored', ruleId);
   }
 
+  /**
+   * The bits added to this client's work: the larger of its prefix's (clearances that went over their
+   * budget there) and its address's (clearances minted there recently, overrun or not).
+   */
+  function extraBits(ctx: RequestContext, cfg: ChallengeConfig, nowMs: number): number {
+    const rise = cfg.difficultyRise;
+    const extra = work.extraBits(ctx.clientPrefix, nowMs, rise);
+    if (mintWork.size === 0 || extra >= rise.maxExtraBits) return extra;
+    const defense = deps.getRuntime().config.defense;
+    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+    const byAddress = mintWork.extraBits(address, nowMs, rise);
+    return extra > byAddress ? extra : byAddress;
+  }
+
   /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
   function challengeReply(
     ctx: RequestContext,
@@ -246,7 +344,7 @@ export async function createChallengeGuard(
   ): { body: string; headers: Record<string, string>; door: Door } {
     const underAttack = deps.level.level >= AttackLevel.underAttack;
     const base = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
-    const bits = Math.min(32, base + work.extraBits(ctx.clientPrefix, nowMs, cfg.difficultyRise));
+    const bits = Math.min(32, base + extraBits(ctx, cfg, nowMs));
     const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
     const code: ErrorCode = wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE';
     if (wantsHtml(ctx.req.headers.accept)) {
@@ -362,11 +460,25 @@ export async function createChallengeGuard(
       check.ignoredRetry = store.lastIgnoredRetry;
       check.firstOver = store.lastFirstOver;
     },
-    /** A credential said yes: from `elevated` up the address's shared budget must have room too. */
-    addressHasRoom(now: number): boolean {
-      if (!usage.paced || addressPace.paceCheck(usage.address, now) !== null) return true;
-      check.note(addressPace);
-      return false;
+    /**
+     * A credential of `store` said yes: from `elevated` up the address's shared budget must have room too,
+     * and the request is held on both at once (given back in onDone if it does not reach the origin):
+     * checked now and charged only once done, a client with many requests queued at once would get them
+     * all past its burst.
+     */
+    hold(ctx: RequestContext, store: MemorySessionStore, now: number): boolean {
+      if (!usage.paced) return true;
+      const a = addressPace.paceCheck(usage.address, now, usage.underAttack);
+      if (a === null) {
+        check.note(addressPace);
+        return false;
+      }
+      const b = store.lastBudget;
+      if (b !== null) store.spendOn(b, now, 1, false, usage.underAttack);
+      addressPace.spendOn(a, now, 1, false, usage.underAttack);
+      ctx.heldBudget = b;
+      ctx.heldAddressBudget = a;
+      return true;
     },
     isFamiliar(ctx: RequestContext): boolean {
       check.lookups++;
@@ -390,7 +502,7 @@ export async function createChallengeGuard(
         signer.checkClearance(clearance, now, binding(ctx.clientPrefix, usage.userAgent)) === true
       ) {
         // Ours and this client's: known while used at one person's pace from few addresses.
-        if (clearanceUsage.use(clearance, now, usage)) return check.addressHasRoom(now);
+        if (clearanceUsage.use(clearance, now, usage)) return check.hold(ctx, clearanceUsage, now);
         check.note(clearanceUsage);
       }
       if (fam.sessionCookie !== '' && sessions.size > 0 && cookies !== undefined) {
@@ -400,20 +512,47 @@ export async function createChallengeGuard(
         const n = cookieValues(cookies, fam.sessionCookie, sids, false);
         let known = n > 0;
         for (let i = 0; known && i < n; i++) known = sessions.isKnown(sids[i]!, now, usage);
-        if (known) return check.addressHasRoom(now);
+        if (known) return check.hold(ctx, sessions, now);
         if (n > 0) check.note(sessions);
       }
       if (jwt !== null) {
         const token = jwt.tokenFrom(headers);
         if (token !== '' && jwt.isValid(token, now)) {
           // Valid (and canonical: one token has one text), and used as one person uses it.
-          if (jwtUsage.use(token, now, usage)) return check.addressHasRoom(now);
+          if (jwtUsage.use(token, now, usage)) return check.hold(ctx, jwtUsage, now);
           check.note(jwtUsage);
         }
       }
       return false;
     },
   };
+
+  /**
+   * A solution just earned a clearance (grant() gave it its budget): the request it came with is held on
+   * that budget like any other, so a clearance that shares an earlier one's spent budget (an overrun, or
+   * a lineage of clearances burned quickly) buys no request to the origin either. An heir of an overrun
+   * also counts towards its prefix's work, once per clearance: re-solving after an overrun is what the
+   * rising difficulty is for.
+   */
+  function inheritedRoom(ctx: RequestContext, cfg: ChallengeConfig, nowMs: number): boolean {
+    const heir = mintedBudget;
+    mintedBudget = null;
+    if (heir === null || deps.level.level < AttackLevel.elevated) return true;
+    if (mintedSpent) work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+    const underAttack = deps.level.level >= AttackLevel.underAttack;
+    if (clearanceUsage.paceOn(heir, nowMs, underAttack)) {
+      clearanceUsage.spendOn(heir, nowMs, 1, false, underAttack);
+      ctx.heldBudget = heir;
+      return true;
+    }
+    check.lastCtx = ctx;
+    check.refusal = Refused.none;
+    check.note(clearanceUsage);
+    // Its first overrun was counted already: this one raises no work again.
+    check.firstOver = false;
+    refusingHeir = true;
+    return false;
+  }
 
   /**
    * This request's credential is over its pace budget: 429 with Retry-After (not a challenge: solving
@@ -431,17 +570,27 @@ export async function createChallengeGuard(
     // refused again and again (an attacker in a carrier NAT's /24 raising everyone's work) counts once.
     if (check.firstOver) {
       const nowMs = deps.clock.wallMs();
-      voucherOf(ctx, nowMs);
+      const v = voucherOf(ctx, nowMs);
       if (voucherText === '' || overOnce.take(`o${voucherText}`, 1, deps.clock.now()))
         work.add(ctx.clientPrefix, nowMs, cfg.difficultyRise);
+      // The clearances this address and browser mint next start with this debt, until it is paid.
+      if (v !== undefined) {
+        const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
+        const bind = binding(ctx.clientPrefix, ctx.req.headers['user-agent']);
+        spent.overran(`${address}\n${bind}`, (v.parent ?? v).paceTatMs, nowMs);
+      }
     }
     const banAfter = defense.familiarity.budget.banAfter;
     // Towards a ban: only a client that came back before its Retry-After, once for each second it is
     // refused in that follows a second it was refused in (SecondsInARow): a page's requests overrunning
     // the budget within a second, or people behind one carrier NAT each refused now and then, are not a
     // client ignoring the 429s for half a minute.
+    // Not the refusal of an inherited debt (the request a clearance was minted on): that client was
+    // never told to wait, and people at a carrier-NAT address must not add up to a ban for a debt.
+    const inherited = refusingHeir;
+    refusingHeir = false;
     const key =
-      banAfter > 0 && check.ignoredRetry
+      banAfter > 0 && check.ignoredRetry && !inherited
         ? addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength)
         : '';
     if (key !== '' && overSeconds.mark(key, deps.clock.now())) {
@@ -521,6 +670,27 @@ export async function createChallengeGuard(
       ctx.familiarity = check;
       return Verdict.Continue;
     },
+    // Here, not in the challenge phase: familiarity runs before every phase that reads ctx.known (a
+    // rate-limit rule for unknown clients does), so a request refused by such a phase before the
+    // challenge phase still gets its hold back.
+    onDone(ctx: RequestContext) {
+      if (ctx.knownState !== 1) return;
+      const held = ctx.heldBudget as Session | null;
+      const heldAddress = ctx.heldAddressBudget as Session | null;
+      const r = ctx.reason;
+      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
+      const reached = !shed && ctx.forwardStartMs !== 0;
+      // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a
+      // shed), whatever the level is now (it may have dropped since the hold was taken).
+      if (!reached) {
+        // A session's or JWT's entry too: the three credential tables share one pace (paceOf).
+        if (held !== null) clearanceUsage.giveBack(held);
+        if (heldAddress !== null) addressPace.giveBack(heldAddress);
+      }
+      if (deps.level.level < AttackLevel.elevated) return;
+      if (shed) charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true, null, false);
+      else if (reached) charge(ctx, 1, false, held, heldAddress !== null);
+    },
   };
 
   /**
@@ -530,14 +700,21 @@ export async function createChallengeGuard(
    * charged once (a browser sends its clearance and the session it vouched for: one budget), and the
    * address's shared budget too.
    */
-  function charge(ctx: RequestContext, tokens: number, shed: boolean): void {
+  function charge(
+    ctx: RequestContext,
+    tokens: number,
+    shed: boolean,
+    held: Session | null,
+    heldAddress: boolean,
+  ): void {
     const headers = ctx.req.headers;
     const cookies = headers.cookie;
     const now = deps.clock.wallMs();
+    const ua = deps.level.level >= AttackLevel.underAttack;
     let clearance = headerString(headers[CLEARANCE_HEADER]);
     if (clearance === '' && cookies !== undefined) clearance = cookieValue(cookies, CLEARANCE_COOKIE);
     const a = clearance === '' ? undefined : clearanceUsage.budgetOf(clearance);
-    if (a !== undefined) clearanceUsage.spendOn(a, now, tokens, shed);
+    if (a !== undefined && a !== held) clearanceUsage.spendOn(a, now, tokens, shed, ua);
     let b: Session | undefined;
     const name = deps.getRuntime().config.defense.familiarity.sessionCookie;
     if (name !== '' && cookies !== undefined) {
@@ -546,26 +723,20 @@ export async function createChallengeGuard(
         const s = sessions.budgetOf(sids[i]!);
         if (s === undefined || s === a || s === b) continue;
         b = s;
-        sessions.spendOn(s, now, tokens, shed);
+        if (s !== held) sessions.spendOn(s, now, tokens, shed, ua);
       }
     }
     if (jwt !== null) {
       const token = jwt.tokenFrom(headers);
       const s = token === '' ? undefined : jwtUsage.budgetOf(token);
-      if (s !== undefined && s !== a && s !== b) jwtUsage.spendOn(s, now, tokens, shed);
+      if (s !== undefined && s !== a && s !== b && s !== held) jwtUsage.spendOn(s, now, tokens, shed, ua);
     }
+    if (heldAddress) return;
     const address = addressKey(ctx.clientAddress, ctx.clientPrefix, deps.getRuntime().config.defense.ipv6PrefixLength);
-    addressPace.spend(address, now, tokens, shed);
+    addressPace.spend(address, now, tokens, shed, ua);
   }
 
   const challenge: Phase = {
-    onDone(ctx: RequestContext) {
-      if (ctx.knownState !== 1 || deps.level.level < AttackLevel.elevated) return;
-      const r = ctx.reason;
-      if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT')
-        charge(ctx, deps.getRuntime().config.defense.familiarity.budget.shedCost, true);
-      else if (ctx.forwardStartMs !== 0) charge(ctx, 1, false);
-    },
     name: 'challenge',
     onRequest(ctx: RequestContext) {
       const config = deps.getRuntime().config;
@@ -592,14 +763,16 @@ export async function createChallengeGuard(
           typeof r === 'string' ? r : replay.use(r.rand, r.issuedSec * 1000, nowMs) ? null : 'replayed';
         if (refusal === null) {
           grant(ctx, cfg, bind, nowMs, 'api');
-          return Verdict.Continue;
+          return inheritedRoom(ctx, cfg, nowMs) ? Verdict.Continue : overPace(ctx, cfg);
         }
         if (!asked) return Verdict.Continue; // a stale solution when nothing is asked: no harm, no challenge
         failed(ctx, cfg, 'api', refusal, ruleId);
         wasFailure = true;
       }
-      // A credential of ours used past one person's pace: rate-limited (then banned), not challenged.
-      if (check.lastCtx === ctx && check.refusal === Refused.pace && !wasFailure) {
+      // A credential of ours used past one person's pace: rate-limited (then banned), not challenged, even
+      // when it came with a failed solution (a stale or replayed one): a fresh challenge would only be
+      // another way to solve around the budget.
+      if (check.lastCtx === ctx && check.refusal === Refused.pace) {
         check.lastCtx = null;
         return overPace(ctx, cfg);
       }
@@ -658,6 +831,9 @@ export async function createChallengeGuard(
         jwtUsage.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, paceOf(f, false));
         clearanceUsage.configure(f.maxSessions, d.challenge.clearanceTtlSec, f.sessionBounds, paceOf(f, true));
         addressPace.configure(f.maxSessions, f.sessionTtlSec, f.sessionBounds, addressPaceOf(f));
+        spent.configure(f.maxSessions);
+        mints.configure(f.maxSessions);
+        mintWork.configure(d.challenge.difficultyRise.maxPrefixes);
         grantQuota = new WindowQuota(f.sessionBounds.windowSec * 1000, 14);
         work.configure(d.challenge.difficultyRise.maxPrefixes);
         replay.configure(d.challenge.replayCapacity, d.challenge.challengeTtlSec * 1000 + 1000);

@@ -123,7 +123,14 @@ export const FamiliaritySchema = Obj(
           maximum: 1_000_000,
           default: 100,
           description:
-            'Requests one credential may send to the origin at once: a page and its assets (a large page has 70 requests not yet cached) with room to spare; it refills at `ratePerMinute`. Only what reaches the origin is charged (an answer from the cache costs nothing), checked before and charged after.',
+            'Requests one credential may send to the origin at once: a page and its assets (a large page has 70 requests not yet cached) with room to spare; it refills at `ratePerMinute`. Only what reaches the origin is charged (an answer from the cache costs nothing): each request is held on the budget when checked and given back if it did not reach the origin.',
+        }),
+        underAttackBurst: Type.Integer({
+          minimum: 1,
+          maximum: 1_000_000,
+          default: 20,
+          description:
+            'The burst from `under_attack` instead of `burst`: what a page needs from the origin itself (its document and API calls; its static assets come from the cache, free), not a large uncached page. A bot that solved and then floods gets about this many requests per clearance before the 429s (which it cannot outrun: refusals spend too). Raise it if your pages load many assets the origin does not let a shared cache store.',
         }),
         perAddress: Type.Number({
           minimum: 1,

@@ -14,7 +14,8 @@
 //
 // The same table shape keeps every credential to one person's pace (defense.familiarity.budget): from
 // `elevated` up, each session, verified JWT and clearance spends one token of a GCRA per look-up
-// (`ratePerMinute` with `burst`): a page and its assets fit in the burst, a client sending several
+// (`ratePerMinute` with `burst`, `underAttackBurst` from under_attack; held on the look-up, given back
+// when the request did not reach the origin): a page fits in the burst, a client sending several
 // requests a second for minutes does not. Past it the credential is over its budget (`lastRefusal`
 // says so, `retryAfterMs` says when one request would fit again), and the challenge phase answers 429.
 // A clearance is also bound to few client addresses (it is already bound to one prefix and one browser).
@@ -41,6 +42,8 @@ export const DEFAULT_SESSION_BOUNDS: SessionBounds = {
 export interface PaceBudget {
   readonly ratePerMinute: number;
   readonly burst: number;
+  /** From `under_attack`, the burst instead of `burst` (absent: `burst`). */
+  readonly underAttackBurst?: number;
   /** Distinct client addresses (IPv6: the /64) one credential may be used from in the window; 0: not counted. */
   readonly maxAddresses: number;
 }
@@ -178,6 +181,23 @@ export class MemorySessionStore implements SessionStore {
   lastIgnoredRetry = false;
   /** For a `pace` refusal: the first since this credential (or its voucher) was last within budget. */
   lastFirstOver = false;
+  /** The budget entry the last pace check that said yes looked at (its voucher's when it has one). */
+  lastBudget: Session | null = null;
+  /** Called on the first use of an entry pend() gave a site to (clearances minted ahead). */
+  firstUse: ((s: Session, site: object, nowMs: number) => void) | null = null;
+  /**
+   * Entries not used yet since prepare(), with where they were minted (opaque here): a side table, not a
+   * field, to keep every entry small; weak, so an entry evicted before its first use takes its site along.
+   * `#pendingSeen` only says whether to look (it counts pend() calls not yet met: evicted ones stay in it).
+   */
+  readonly #pending = new WeakMap<Session, object>();
+  #pendingSeen = 0;
+
+  /** Remember where `s` (made by prepare()) was minted until its first use (then `firstUse`). */
+  pend(s: Session, site: object): void {
+    this.#pending.set(s, site);
+    this.#pendingSeen++;
+  }
   /**
    * Persistence: hashes granted, extended, shared or forgotten since the state file last took them
    * (null: not persisted). At most 2 × max (then the next save writes the whole table).
@@ -284,10 +304,35 @@ export class MemorySessionStore implements SessionStore {
     if (s === undefined) {
       while (this.#table.size >= this.#max) this.#evictOldest();
       s = new Session(0);
+    } else if (this.#pendingSeen > 0 && this.firstUse !== null) {
+      const site = this.#pending.get(s);
+      if (site !== undefined) {
+        this.#pending.delete(s);
+        this.#pendingSeen--;
+        this.firstUse(s, site, nowMs);
+      }
     }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
     return this.#withinBounds(s, nowMs, usage);
+  }
+
+  /**
+   * A credential just minted: its entry now, sharing the budget of `parent` when not null (a lineage),
+   * so that the request it was minted on can be held on that budget too. null when nothing is kept.
+   */
+  prepare(id: string, parent: Session | null, nowMs: number): Session | null {
+    if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS * 8) return null;
+    const h = hashId(id);
+    let s = this.#table.get(h);
+    if (s === undefined) {
+      while (this.#table.size >= this.#max) this.#evictOldest();
+      s = new Session(0);
+      s.parent = parent;
+      s.expiresMs = nowMs + this.#ttlMs;
+      this.#table.set(h, s);
+    }
+    return s;
   }
 
   /**
@@ -306,9 +351,9 @@ export class MemorySessionStore implements SessionStore {
    * while the origin is full: flooding), else nothing (the shed request cost the origin nothing): a
    * person shed during an overload others cause does not pay for it.
    */
-  spendOn(s: Session, nowMs: number, tokens: number, busyOnly = false): void {
+  spendOn(s: Session, nowMs: number, tokens: number, busyOnly = false, underAttack = false): void {
     const interval = 60_000 / this.#pace.ratePerMinute;
-    const tau = (this.#pace.burst - 1) * interval;
+    const tau = (this.#burst(underAttack) - 1) * interval;
     const tat = Math.max(s.paceTatMs, nowMs);
     const n = busyOnly && tat - nowMs < tau / 2 ? 0 : tokens;
     const cap = nowMs + 2 * tau + interval;
@@ -317,16 +362,33 @@ export class MemorySessionStore implements SessionStore {
   }
 
   /** spendOn() the budget of `id`, if known. */
-  spend(id: string, nowMs: number, tokens: number, busyOnly = false): void {
+  spend(id: string, nowMs: number, tokens: number, busyOnly = false, underAttack = false): void {
     const s = this.budgetOf(id);
-    if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly);
+    if (s !== undefined) this.spendOn(s, nowMs, tokens, busyOnly, underAttack);
+  }
+
+  /** Give back one request held on `s` (spendOn of 1) that did not reach the origin after all. */
+  giveBack(s: Session): void {
+    s.paceTatMs -= 60_000 / this.#pace.ratePerMinute;
+  }
+
+  /** The burst at this level: from `under_attack` a page's origin-bound requests, not a large uncached page. */
+  #burst(underAttack: boolean): number {
+    const b = this.#pace.underAttackBurst;
+    return underAttack && b !== undefined ? b : this.#pace.burst;
+  }
+
+  /** Whether one more request fits the pace budget `s` shares (#paceOk), for a budget entry held by the caller. */
+  paceOn(s: Session, nowMs: number, underAttack: boolean): boolean {
+    this.lastRefusal = Refused.none;
+    return this.#paceOk(s, nowMs, underAttack);
   }
 
   /**
    * A pace budget alone, for a key that is no credential (a client address shared by several): remember
    * `id` if new, then whether it is within its budget (checked, not spent: spendOn() charges it).
    */
-  paceCheck(id: string, nowMs: number): Session | null {
+  paceCheck(id: string, nowMs: number, underAttack = false): Session | null {
     this.lastRefusal = Refused.none;
     if (this.#max === 0 || id === '' || id.length > MAX_SESSION_ID_CHARS) return null;
     const h = hashId(id);
@@ -338,7 +400,7 @@ export class MemorySessionStore implements SessionStore {
     }
     s.expiresMs = nowMs + this.#ttlMs;
     this.#table.set(h, s);
-    return this.#paceOk(s, nowMs) ? s : null;
+    return this.#paceOk(s, nowMs, underAttack) ? s : null;
   }
 
   /**
@@ -349,14 +411,17 @@ export class MemorySessionStore implements SessionStore {
    * Retry-After stays refused (no trickle of one request a second), one that stops waits at most `burst`
    * intervals.
    */
-  #paceOk(s: Session, nowMs: number): boolean {
+  #paceOk(s: Session, nowMs: number, underAttack: boolean): boolean {
     const pace = this.#pace;
     const p = s.parent ?? s;
     const interval = 60_000 / pace.ratePerMinute;
-    const tau = (pace.burst - 1) * interval;
+    const tau = (this.#burst(underAttack) - 1) * interval;
     const tat = Math.max(p.paceTatMs, nowMs);
     const over = tat - nowMs - tau;
-    if (over <= 0) return true;
+    if (over <= 0) {
+      this.lastBudget = p;
+      return true;
+    }
     const next = tat + interval;
     const cap = nowMs + 2 * tau + interval;
     p.paceTatMs = next < cap ? next : cap;
@@ -396,7 +461,7 @@ export class MemorySessionStore implements SessionStore {
       this.lastRefusal = Refused.shared;
       return false;
     }
-    if (u.paced && !this.#paceOk(s, nowMs)) return false;
+    if (u.paced && !this.#paceOk(s, nowMs, u.underAttack)) return false;
     if (!u.underAttack) return true;
     const interval = 1000 / b.underAttackRatePerSec;
     const tat = Math.max(s.tatMs, nowMs);
