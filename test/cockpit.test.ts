@@ -10,7 +10,7 @@ import { MAX_SSE_CLIENTS } from '../src/control/cockpit.ts';
 import { percentile } from '../src/control/snapshot.ts';
 import { createLogger } from '../src/core/log.ts';
 import { validateConfig } from '../src/config/load.ts';
-import { cleanup, startGateway, startUpstream, tempDir, track } from './helpers.ts';
+import { cleanup, startGateway, startUpstream, tempDir, track, waitFor } from './helpers.ts';
 
 const TOKEN = 'cockpit-unit-token-0123456789';
 process.env.REMPART_ADMIN_TOKEN = TOKEN;
@@ -116,6 +116,13 @@ test(`at most ${MAX_SSE_CLIENTS} live-feed clients at once; the next gets 503`, 
     assert.equal((await fetch(`${gw.adminUrl}/api/events`, { headers: AUTH, signal: a.signal })).status, 200);
   }
   assert.equal((await fetch(`${gw.adminUrl}/api/events`, { headers: AUTH })).status, 503);
+  // A feed that goes away gives its place back (the response's close counts it out).
+  aborts[0]!.abort();
+  await waitFor(async () => {
+    const a = new AbortController();
+    aborts.push(a);
+    return (await fetch(`${gw.adminUrl}/api/events`, { headers: AUTH, signal: a.signal })).status === 200;
+  });
 });
 
 test('guard modes and the status-page message switch at run time, survive a reload, are validated, and are audited with who and why', async (t) => {

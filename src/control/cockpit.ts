@@ -172,7 +172,7 @@ export async function createCockpit(d: CockpitDeps): Promise<Cockpit> {
     );
   }
 
-  d.api.stream('/api/events', 'read', (req, res) => {
+  d.api.stream('/api/events', 'read', (_req, res) => {
     if (clients.size >= MAX_SSE_CLIENTS) {
       res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '5' });
       res.end(
@@ -188,7 +188,8 @@ export async function createCockpit(d: CockpitDeps): Promise<Cockpit> {
     res.write(`retry: 2000\nevent: history\ndata: ${JSON.stringify(history)}\n\n`);
     clients.add(res);
     const drop = () => clients.delete(res);
-    req.on('close', drop);
+    // The response's close, not the request's: a GET's request stream closes once its (empty) body is
+    // read, with the feed still open, and the client then left the count (a 17th feed was let in).
     res.on('close', drop);
     res.on('error', drop);
   });
