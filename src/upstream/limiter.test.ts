@@ -235,7 +235,7 @@ test('a stalled sample no longer than the baseline is kept; a longer one never r
   // Mostly stall, but the whole exchange within the baseline (10 ms): the origin's time was at most
   // that, so it shows no congestion and is kept.
   l.onSuccess(9, 0, 8);
-  assert.equal(l.quickSamples, 1);
+  assert.equal(l.withinBaselineSamples, 1);
   assert.equal(l.stalledSamples, 0);
   // Rempart's loop saturated: 40 ms answers, 38 of them its own stall. Read in the turn after they
   // went out or not, they say nothing of the origin: counted as the baseline they grew the limit

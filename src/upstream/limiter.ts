@@ -203,7 +203,7 @@ export class ConcurrencyLimiter {
   /** Samples dropped because Rempart's own stalls made up most of them (stall.ts). */
   stalledSamples = 0;
   /** Samples mostly stall yet within the route's baseline (kept as they are): onSuccess. */
-  quickSamples = 0;
+  withinBaselineSamples = 0;
 
   #baseOf(slot: number): number {
     return slot < this.#base.length ? this.#base[slot]! : 0;
@@ -221,7 +221,7 @@ export class ConcurrencyLimiter {
     if (stalledMs > 0 && stalledMs * 2 > rttMs && this.#probeStartMs < 0 && rttMs <= this.#baseOf(slot)) {
       // Mostly stall, yet the whole exchange took no longer than the route's baseline: the origin's
       // time, at most that, shows no congestion whatever the stall was. Kept as it is.
-      this.quickSamples++;
+      this.withinBaselineSamples++;
       stalledMs = 0;
     }
     if (stalledMs > 0) {
