@@ -10,6 +10,7 @@ import { parseConfig, validateConfig } from '../src/config/load.ts';
 import {
   BIN,
   cleanup,
+  ENGINE_FLAGS,
   freePort,
   problemsOf,
   runCli,
@@ -338,6 +339,7 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
       `127.0.0.1:${adminPort}`,
       '--log-level',
       'warn',
+      ...ENGINE_FLAGS,
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -436,7 +438,9 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   const port = await freePort();
   const adminPort = await freePort();
   writeFileSync(file, gatewayConfig(port, adminPort, first.url));
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
@@ -501,7 +505,9 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
       `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`,
     );
   writeFileSync(file, withTls(keyFile));
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
