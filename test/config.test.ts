@@ -20,6 +20,7 @@ import {
   stopChild,
   tempDir,
   waitFor,
+  withEngine,
 } from './helpers.ts';
 
 const GOOD = `version: 1
@@ -556,13 +557,16 @@ test('an in-process reload moves new requests to the new upstream while a reques
     intervalMs: 20,
     message: 'the slow request at the first upstream',
   });
-  const next = validateConfig({
-    version: 1,
-    listeners: [{ address: '127.0.0.1:0' }],
-    upstreams: [{ name: 'second', url: second.url }],
-    routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
-    admin: { address: '127.0.0.1:0' },
-  });
+  // withEngine: the running engine (RMP_ENGINE), else the reload would keep it in place of this config's.
+  const next = validateConfig(
+    withEngine({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'second', url: second.url }],
+      routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
+      admin: { address: '127.0.0.1:0' },
+    }),
+  );
   await gw.gateway.reload(next);
   assert.equal(gw.gateway.runtime().config, next);
   assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');
