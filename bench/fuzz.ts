@@ -4,6 +4,7 @@
 // --write, replaces the "Fuzzing" section of bench/RESULTS.md. Exit code 1 on any finding.
 // usage: node bench/fuzz.ts [--requests N] [--seed S] [--concurrency C] [--max-rss-mb M] [--write]
 //        [--root DIR]  (run another checkout's bin/rempart.js as the gateway, e.g. to compare with main)
+//        [--engine node|lean]  (the gateway's HTTP/1.1 engine, server.engine; default: the config's default)
 //        node bench/fuzz.ts --seed S --replay K [--first-id I]   (print the bytes of connection K)
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +28,7 @@ async function main(): Promise<number> {
       'reload-ms': { type: 'string', default: '30000' },
       replay: { type: 'string' },
       root: { type: 'string' },
+      engine: { type: 'string' },
       'first-id': { type: 'string', default: '1' },
       write: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
@@ -34,7 +36,7 @@ async function main(): Promise<number> {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: node bench/fuzz.ts [--requests N] [--seed S] [--concurrency C] [--max-rss-mb M] [--cycle-ms MS] [--reload-ms MS] [--write]\n       node bench/fuzz.ts --seed S --replay K [--first-id I]\n',
+      'usage: node bench/fuzz.ts [--requests N] [--seed S] [--concurrency C] [--max-rss-mb M] [--cycle-ms MS] [--reload-ms MS] [--engine node|lean] [--write]\n       node bench/fuzz.ts --seed S --replay K [--first-id I]\n',
     );
     return 0;
   }
@@ -51,6 +53,8 @@ async function main(): Promise<number> {
       );
     return 0;
   }
+  const engine = values.engine;
+  if (engine !== undefined && engine !== 'node' && engine !== 'lean') throw new Error('--engine: node or lean');
   const requests = Number(values.requests);
   const concurrency = Number(values.concurrency);
   const maxRssMb = Number(values['max-rss-mb']);
@@ -67,6 +71,7 @@ async function main(): Promise<number> {
     reloadMs: Number(values['reload-ms']),
     say,
     gatewayRoot: values.root,
+    engine,
   });
   process.stdout.write(`${summary(r)}\n`);
   if (values.write) {

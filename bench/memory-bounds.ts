@@ -666,7 +666,8 @@ export function verdict(
 export async function runScenario(
   sc: Scenario,
   keys: number,
-  opts: { concurrency?: number; heapMiB?: number; say?: (s: string) => void } = {},
+  /** `engine`: the gateway's HTTP/1.1 engine (server.engine; unset: the default). */
+  opts: { concurrency?: number; heapMiB?: number; say?: (s: string) => void; engine?: 'node' | 'lean' } = {},
 ): Promise<ScenarioResult> {
   const say = opts.say ?? (() => {});
   const concurrency = opts.concurrency ?? 8;
@@ -682,6 +683,7 @@ export async function runScenario(
     limits: { maxConnectionsPerAddress: 100_000 },
     ...sc.config,
     defense: { level: { override: 'calm' }, ...(sc.config.defense as Record<string, unknown>) },
+    ...(opts.engine !== undefined ? { server: { engine: opts.engine } } : {}),
   };
   const child = await startChild(config, opts.heapMiB ?? 2048);
   const statuses = new Map<number, number>();

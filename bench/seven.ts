@@ -3,7 +3,9 @@
 // nginx with limit_req and proxy_cache (bench/nginx-seven.conf), two runs each, on the `login` origin
 // model after a 70 s calm warm-up. Everything on loopback; it stops by itself.
 //
-//   node bench/seven.ts [--runs 2] [--drills 1,2,...,7] [--gateways zero,demo,nginx] [--out bench/results]
+//   node bench/seven.ts [--runs 2] [--drills 1,2,...,7] [--gateways zero,demo,nginx] [--engine node|lean]
+//                       [--out bench/results]
+// --engine: Rempart's HTTP/1.1 engine for zero and demo (rempart --engine; default: each config's own).
 //
 // About 33 min for 7 drills × 3 gateways × 2 runs on a 2-core machine (each run ~40 s, plus 2 × 70 s
 // of warm-up). Writes bench/results/seven-<UTC stamp>.{md,json}: the table, every run, the parameters.
@@ -14,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { Gateway } from '../src/drill/matrix.ts';
+import { ENGINES, type Engine, type Gateway } from '../src/drill/matrix.ts';
 import { SEVEN, runSeven, sevenParameters, sevenRunsTable, sevenTable, type SevenGateway } from '../src/drill/seven.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -108,12 +110,15 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '2' },
       drills: { type: 'string', default: SEVEN.map((_, i) => i + 1).join(',') },
       gateways: { type: 'string', default: 'zero,demo,nginx' },
+      engine: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'bench/results') },
     },
   });
   const drills = values.drills.split(',').map(Number);
   if (drills.some((n) => !Number.isInteger(n) || n < 1 || n > SEVEN.length))
     throw new Error(`--drills: numbers from 1 to ${SEVEN.length}`);
+  const engine = values.engine as Engine | undefined;
+  if (engine !== undefined && !ENGINES.includes(engine)) throw new Error(`--engine: ${ENGINES.join(' or ')}`);
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 10) throw new Error('--runs: 1 to 10');
   const gateways: SevenGateway[] = [];
@@ -131,6 +136,7 @@ async function main(): Promise<void> {
     gateways,
     drills,
     runs,
+    engine,
     log: (line) => process.stderr.write(`[seven ${new Date().toISOString().slice(11, 19)}] ${line}\n`),
   });
   // nginx runs as a master and a worker: the master's CPU (what the drill reads) says nothing.

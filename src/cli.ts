@@ -18,6 +18,7 @@ import { UsageError, debugWanted, formatError } from './core/user-error.ts';
 const USAGE_HEAD = `Usage:
   rempart --upstream URL [--listen HOST:PORT] [--admin HOST:PORT|off] [--trust CIDR]... [--log-level LEVEL] [--quiet]
   rempart --config FILE [--listen HOST:PORT] [--admin HOST:PORT|off] [--log-level LEVEL] [--log-format FORMAT]   (flags win over the file)
+  rempart ... --engine node|lean                     (the HTTP/1.1 engine, config server.engine; see docs/config.md)
   rempart ... --workers N|auto                       (N worker processes sharing the listeners; see docs/cluster.md)
   rempart ... --log-format auto|json|pretty|combined (default auto: pretty on a terminal, JSON otherwise)
   rempart ... --upgrade                              (bind beside the running gateway, then send it SIGUSR2; docs/operations.md)
@@ -85,6 +86,7 @@ export function configFromFlags(flags: {
   trust?: string[];
   logLevel?: string;
   quiet?: boolean;
+  engine?: string;
 }): Config {
   return validateConfig(
     {
@@ -95,6 +97,7 @@ export function configFromFlags(flags: {
       clientAddress: { trustedProxies: flags.trust ?? [] },
       admin: { address: flags.admin ?? DEFAULT_ADMIN },
       logging: { level: flags.logLevel ?? 'info', requests: !flags.quiet },
+      ...(flags.engine !== undefined ? { server: { engine: flags.engine } } : {}),
     },
     '(command-line flags)',
   );
@@ -103,11 +106,11 @@ export function configFromFlags(flags: {
 /**
  * Command-line flags over a config file's values (before validation, so a bad flag is reported as a
  * config problem): `--listen` replaces the first listener's address (a file without listeners gets
- * one), `--admin` sets admin.address, `--log-level` logging.level.
+ * one), `--admin` sets admin.address, `--log-level` logging.level, `--engine` server.engine.
  */
 export function applyOverrides(
   raw: Record<string, unknown>,
-  flags: { listen?: string; admin?: string; logLevel?: string },
+  flags: { listen?: string; admin?: string; logLevel?: string; engine?: string },
 ): void {
   const section = (key: string): Record<string, unknown> => {
     const v = raw[key];
@@ -123,6 +126,7 @@ export function applyOverrides(
   }
   if (flags.admin !== undefined) section('admin').address = flags.admin;
   if (flags.logLevel !== undefined) section('logging').level = flags.logLevel;
+  if (flags.engine !== undefined) section('server').engine = flags.engine;
 }
 
 async function packageVersion(): Promise<string> {
@@ -232,6 +236,9 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
         trust: { type: 'string', multiple: true },
         'log-level': { type: 'string' },
         'log-format': { type: 'string' },
+        // Either HTTP/1.1 engine without editing the file: an operator trying `lean` (or going back),
+        // and the drills and tests, which run the same configs on both (issue 17).
+        engine: { type: 'string' },
         quiet: { type: 'boolean', short: 'q' },
         workers: { type: 'string', short: 'w' },
         upgrade: { type: 'boolean' },
@@ -250,8 +257,8 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     process.stdout.write(`rempart ${await packageVersion()}\n`);
     return 0;
   }
-  // Flags that would be silently ignored next to a file are refused instead; --listen, --admin and
-  // --log-level override the file (docs/config.md, "Command-line overrides").
+  // Flags that would be silently ignored next to a file are refused instead; --listen, --admin,
+  // --log-level and --engine override the file (docs/config.md, "Command-line overrides").
   const fileOnly = (['upstream', 'trust', 'quiet'] as const)
     .filter((f) => values[f] !== undefined)
     .map((f) => `--${f}`);
@@ -261,7 +268,12 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
   }
   const loadOptions = {
     override: (raw: Record<string, unknown>) =>
-      applyOverrides(raw, { listen: values.listen, admin: values.admin, logLevel: values['log-level'] }),
+      applyOverrides(raw, {
+        listen: values.listen,
+        admin: values.admin,
+        logLevel: values['log-level'],
+        engine: values.engine,
+      }),
   };
   if (values.config === undefined && values.upstream === undefined) {
     process.stderr.write(`rempart: give --upstream URL or --config FILE\n\n${usage}`);
@@ -304,6 +316,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
             trust: values.trust,
             logLevel: values['log-level'],
             quiet: values.quiet,
+            engine: values.engine,
           });
     // Presentation only, so it combines with a file (it also wins over the file's logging.format).
     if (logFormat !== undefined)
@@ -375,6 +388,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
       listeners: shown,
       admin: adminShown,
       upstreams: config.upstreams.map((u) => `${u.name}=${serverUrls(u).join(',')}`),
+      engine: config.server.engine,
     },
     'rempart started',
   );

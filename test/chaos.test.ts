@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { BIN, freePort, sleep, startGateway } from './helpers.ts';
+import { BIN, ENGINE_FLAGS, freePort, sleep, startGateway } from './helpers.ts';
 import { ChaosLoad, type ChaosLoadOptions, summarize } from '../bench/lib/chaos-load.ts';
 
 const ORIGIN = fileURLToPath(new URL('../examples/postal/origin.ts', import.meta.url));
@@ -94,7 +94,7 @@ async function startGatewayProcess(
         ...extra,
       }),
     );
-    const cmd = `${shell} exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} --config ${JSON.stringify(file)}`;
+    const cmd = `${shell} exec ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} --config ${JSON.stringify(file)} ${ENGINE_FLAGS.join(' ')}`;
     const child = spawn('bash', ['-c', cmd], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, REMPART_ADMIN_TOKEN: 'chaos-test-token-0123456789' },

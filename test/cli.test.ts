@@ -15,6 +15,9 @@ import type { AttackLevelMonitor } from '../src/phases/level/monitor.ts';
 import {
   BIN,
   cleanup,
+  ENGINE_FLAGS,
+  rawRequest,
+  statusOf,
   runCli as runCliWith,
   startGateway,
   startUpstream,
@@ -50,7 +53,10 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = cleanEnv(), timeoutMs =
 
 /** Start a long-running CLI (gateway, demo), stopped when the test `t` ends. */
 function startCli(t: Teardown, args: string[], env: NodeJS.ProcessEnv = cleanEnv()): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  // A gateway (not `rempart demo`, which runs the bundled example's config) on RMP_ENGINE's engine,
+  // unless the test chooses one.
+  const engine = args[0]?.startsWith('--') && !args.includes('--engine') ? ENGINE_FLAGS : [];
+  const child = spawn(process.execPath, [BIN, ...args, ...engine], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c: Buffer) => (stdout += c));
@@ -492,4 +498,39 @@ test('an attack-level change is logged once (not again by its alert)', async (t)
   assert.equal(about.length, 2, JSON.stringify(about));
   assert.ok(about.every((l) => l.msg === 'attack level changed'));
   assert.equal(gw.gateway.audit.query({ kind: 'attack_level' }).length, 2, 'the alert still reaches the audit trail');
+});
+
+test('--engine chooses the HTTP/1.1 engine, with --upstream or over a config file, and a bad one is refused', async (t) => {
+  const up = await startUpstream(t, (_req, res) => res.end('origin'));
+  const dir = tempDir(t, 'rempart-engine-');
+  const file = join(dir, 'rempart.yaml');
+  writeFileSync(
+    file,
+    `version: 1\nlisteners: [{ address: 127.0.0.1:0 }]\nupstreams: [{ name: origin, url: ${up.url} }]\n` +
+      'routes: [{ name: all, path: /*, upstream: origin }]\nadmin: { address: off }\nserver: { engine: node }\n',
+  );
+  const started = async (args: string[]) => {
+    const gw = startCli(t, [...args, '--log-format', 'json']);
+    await gw.waitFor((out) => out.includes('"rempart started"'));
+    const line = JSON.parse(
+      gw
+        .out()
+        .split('\n')
+        .find((l) => l.includes('"rempart started"'))!,
+    );
+    const port = Number(/:(\d+)$/.exec((line.listeners as string[])[0]!)![1]);
+    const reply = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', { timeoutMs: 1000 });
+    await gw.stop();
+    return { engine: line.engine as string, status: statusOf(reply) };
+  };
+  const zero = ['--upstream', up.url, '--listen', '127.0.0.1:0', '--admin', 'off'];
+  const lean = await started([...zero, '--engine', 'lean']);
+  const node = await started([...zero, '--engine', 'node']);
+  const overFile = await started(['--config', file, '--engine', 'lean']);
+  // The start line reports the engine of the config the gateway was made from.
+  assert.deepEqual([lean.engine, node.engine, overFile.engine], ['lean', 'node', 'lean']);
+  assert.deepEqual([lean.status, node.status, overFile.status], [200, 200, 200]);
+  const bad = await runCli([...zero, '--engine', 'fast']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /server\.engine/);
 });

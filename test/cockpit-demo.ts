@@ -2,6 +2,7 @@
 // browser test and scripts/screenshot-dashboard.ts look at. One process, nothing fixed.
 import { loadConfigFile } from '../src/config/load.ts';
 import { createGateway, type Gateway } from '../src/app/gateway.ts';
+import { TEST_ENGINE } from './helpers.ts';
 import { startPostalOrigin, startSmsApprovals, type RunningOrigin } from '../examples/postal/origin.ts';
 
 export const COCKPIT_TOKEN = 'cockpit-test-token-0123456789';
@@ -29,6 +30,8 @@ export async function startCockpitDemo(
   config.admin = { ...config.admin, address: '127.0.0.1:0' };
   config.upstreams = config.upstreams.map((u) => ({ ...u, url: u.name === 'postal' ? postal.url : sms.url }));
   config.logging = { level: 'warn', requests: false, format: 'json' };
+  // RMP_ENGINE, as test/helpers.ts startGateway does.
+  if (TEST_ENGINE !== undefined) config.server = { ...config.server, engine: TEST_ENGINE };
   patch(config);
   let gateway: Gateway;
   try {

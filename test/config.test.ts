@@ -10,6 +10,7 @@ import { parseConfig, validateConfig } from '../src/config/load.ts';
 import {
   BIN,
   cleanup,
+  ENGINE_FLAGS,
   freePort,
   problemsOf,
   runCli,
@@ -19,6 +20,7 @@ import {
   stopChild,
   tempDir,
   waitFor,
+  withEngine,
 } from './helpers.ts';
 
 const GOOD = `version: 1
@@ -338,6 +340,7 @@ test('--listen, --admin and --log-level override a config file, and a bad overri
       `127.0.0.1:${adminPort}`,
       '--log-level',
       'warn',
+      ...ENGINE_FLAGS,
     ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -436,7 +439,9 @@ test('SIGHUP reloads a changed file, and a broken file is rejected while the run
   const port = await freePort();
   const adminPort = await freePort();
   writeFileSync(file, gatewayConfig(port, adminPort, first.url));
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
@@ -501,7 +506,9 @@ test('a SIGHUP whose file names an unreadable TLS key is rejected without stoppi
       `address: 127.0.0.1:${port}\n    tls:\n      certFile: ${certFile}\n      keyFile: ${key}`,
     );
   writeFileSync(file, withTls(keyFile));
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c));
   const logs = logLines(child);
@@ -550,13 +557,16 @@ test('an in-process reload moves new requests to the new upstream while a reques
     intervalMs: 20,
     message: 'the slow request at the first upstream',
   });
-  const next = validateConfig({
-    version: 1,
-    listeners: [{ address: '127.0.0.1:0' }],
-    upstreams: [{ name: 'second', url: second.url }],
-    routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
-    admin: { address: '127.0.0.1:0' },
-  });
+  // withEngine: the running engine (RMP_ENGINE), else the reload would keep it in place of this config's.
+  const next = validateConfig(
+    withEngine({
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'second', url: second.url }],
+      routes: [{ name: 'default', path: '/*', upstream: 'second', class: 'critical' }],
+      admin: { address: '127.0.0.1:0' },
+    }),
+  );
   await gw.gateway.reload(next);
   assert.equal(gw.gateway.runtime().config, next);
   assert.equal(await (await fetch(`${gw.url}/b`)).text(), 'second');

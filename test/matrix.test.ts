@@ -21,7 +21,7 @@ import {
 } from '../src/drill/matrix.ts';
 import { ORIGIN_KINDS, startOriginModel } from '../src/drill/origins.ts';
 import { botAddress } from '../src/drill/bots.ts';
-import { track } from './helpers.ts';
+import { TEST_ENGINE, track } from './helpers.ts';
 
 test('matrix draw: the same seed and index give the same scenario, and draws cover the ranges', () => {
   const seed = newSeed();
@@ -133,7 +133,13 @@ test('matrix origin models: slots answer 503 at once when full, only the login m
 
 test('a short matrix through zero-config and the demo config: the report holds, the control is served, the worst case replays', async () => {
   const seed = newSeed();
-  const report = await runMatrix({ seed, profile: 'short', scenarios: 2, configs: ['zero', 'demo'] });
+  const report = await runMatrix({
+    seed,
+    profile: 'short',
+    scenarios: 2,
+    configs: ['zero', 'demo'],
+    engine: TEST_ENGINE,
+  });
   assert.equal(report.seed, seed);
   assert.equal(report.results.length, 2);
   assert.ok(report.results[0]!.scenario.control);
@@ -169,7 +175,13 @@ test('a short matrix through zero-config and the demo config: the report holds, 
   if (worst === undefined) return; // the one drawn scenario was beyond the generator: nothing to replay
   const id = parseReplay(worst.id);
   assert.ok(id !== null && id.seed === seed);
-  const again = await runMatrix({ seed: id.seed, only: id.indexes, profile: 'short', configs: ['zero'] });
+  const again = await runMatrix({
+    seed: id.seed,
+    only: id.indexes,
+    profile: 'short',
+    configs: ['zero'],
+    engine: TEST_ENGINE,
+  });
   assert.equal(again.results.length, 1);
   assert.deepEqual(again.results[0]!.scenario, report.results[id.indexes[0]!]!.scenario);
   assert.equal(again.results[0]!.description, worst.description);

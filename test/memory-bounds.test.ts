@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HEAP_NOISE, runScenario, scenarios } from '../bench/memory-bounds.ts';
+import { TEST_ENGINE } from './helpers.ts';
 
 /** Past each cap (1,000 to 2,000 at this scale), few enough to run in seconds. */
 const KEYS: Record<string, number> = {
@@ -26,7 +27,7 @@ for (const sc of scenarios({ scale: 0.01, padBytes: 12_000 })) {
   if (KEYS[sc.name] === undefined) continue; // the bench's control run (no table)
   test(`memory bound: ${sc.table} (${sc.key}) stays at its cap and within its budget`, async () => {
     const keys = KEYS[sc.name]!;
-    const r = await runScenario(sc, keys, { concurrency: 4, heapMiB: 512 });
+    const r = await runScenario(sc, keys, { concurrency: 4, heapMiB: 512, engine: TEST_ENGINE });
     const detail = `${sc.name}: ${r.maxSize}/${r.cap}, heap +${(r.peakHeapGrowth / 1048576).toFixed(1)} MiB, budget ${(r.budget / 1048576).toFixed(2)} MiB, statuses ${JSON.stringify(r.statuses)}`;
     assert.ok(r.maxSize <= r.cap, `over its cap: ${detail}`);
     // Filled: the test drives past the cap (the signature sketches fill at 15 × k values).

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { leadingZeroBits } from '../src/client/index.ts';
 import { listBuiltins } from '../src/drill/scenario.ts';
-import { cleanup, type Teardown, track } from './helpers.ts';
+import { cleanup, ENGINE_FLAGS, type Teardown, track } from './helpers.ts';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -145,7 +145,17 @@ async function startInstalled(
   await new Promise<void>((r) => probe.close(() => r()));
   const child = spawn(
     process.execPath,
-    [bin, '--upstream', upstream, '--listen', '127.0.0.1:0', '--admin', `127.0.0.1:${adminPort}`, '--quiet'],
+    [
+      bin,
+      '--upstream',
+      upstream,
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      `127.0.0.1:${adminPort}`,
+      '--quiet',
+      ...ENGINE_FLAGS,
+    ],
     {
       cwd: path.dirname(bin),
       stdio: ['ignore', 'pipe', 'pipe'],

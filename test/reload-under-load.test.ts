@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { benchGatewayConfig } from '../bench/lib/gateway-config.ts';
 import { freePort, getOnce, sleep, spawnRempart, startLoad, startOrigin } from '../bench/lib/zero-drop.ts';
+import { withEngine } from './helpers.ts';
 
 /** The config of the n-th reload (0: the start). Each step changes what a reload can change. */
 function configAt(step: number, port: number, origin: string): Record<string, unknown> {
@@ -44,7 +45,7 @@ async function reloadUnderLoad(t: TestContext, workers = 1): Promise<void> {
   t.after(() => origin.close());
   const file = join(dir, 'rempart.yaml');
   const port = await freePort();
-  writeFileSync(file, JSON.stringify(configAt(0, port, origin.url)));
+  writeFileSync(file, JSON.stringify(withEngine(configAt(0, port, origin.url))));
   const gw = spawnRempart(['--config', file, ...(workers > 1 ? ['--workers', String(workers)] : [])]);
   t.after(() => gw.kill('SIGKILL'));
   await gw.waitFor(/"rempart started"/, 30_000, workers);
@@ -61,7 +62,7 @@ async function reloadUnderLoad(t: TestContext, workers = 1): Promise<void> {
     const target = step * 700;
     const deadline = Date.now() + 30_000;
     while (load.counts.sent < target && Date.now() < deadline) await sleep(5);
-    writeFileSync(file, JSON.stringify(configAt(step === 4 ? 1 : step, port, origin.url)));
+    writeFileSync(file, JSON.stringify(withEngine(configAt(step === 4 ? 1 : step, port, origin.url))));
     gw.kill('SIGHUP');
     await gw.waitFor(/"configuration reloaded"/, 20_000, step * workers);
   }

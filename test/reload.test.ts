@@ -31,3 +31,30 @@ test('a reload that replaces an upstream pool does not fail requests routed befo
   assert.match(reply, /^HTTP\/1\.1 200/);
   assert.match(reply, /got 10$/);
 });
+
+test('a reload naming the other engine keeps the running one on both sides until the restart', async (t) => {
+  const up = await startUpstream(t, (_req, res) => res.end('origin'));
+  for (const [running, named] of [
+    ['lean', 'node'],
+    ['node', 'lean'],
+  ] as const) {
+    const gw = await startGateway(t, up.url, { server: { engine: running } });
+    const fresh = {
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'origin', url: up.url, connections: 4 }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+      admin: { address: '127.0.0.1:0' },
+      server: { engine: named },
+    };
+    await gw.gateway.reload(validateConfig(fresh));
+    const rt = gw.gateway.runtime();
+    assert.equal(rt.config.server.engine, running);
+    // The upstream side compiled by the reload: the lean engine's raw pool with lean, undici's alone with node.
+    const server = rt.upstreams.get('origin')!.pool.servers[0]!;
+    assert.equal(server.h1 !== null, running === 'lean', `${running} running, ${named} named`);
+    assert.ok(gw.logs.some((l) => /server\.engine changes take effect at the next restart/.test(String(l.msg))));
+    const res = await fetch(`${gw.url}/`);
+    assert.equal(await res.text(), 'origin');
+  }
+});

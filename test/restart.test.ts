@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, runCli, sleep, startUpstream } from './helpers.ts';
+import { BIN, ENGINE_FLAGS, runCli, sleep, startUpstream } from './helpers.ts';
 import { challengeFrom, solve } from '../src/client/index.ts';
 
 const TOKEN = 'restart-test-token-0123456789abcdef';
@@ -103,7 +103,10 @@ function launch(file: string): Running {
   const env: NodeJS.ProcessEnv = { ...process.env, REMPART_ADMIN_TOKEN: TOKEN, REMPART_CHALLENGE_KEY: KEY };
   delete env.STATE_DIRECTORY;
   const startedAt = performance.now();
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));

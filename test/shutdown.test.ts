@@ -6,7 +6,17 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { BIN, cleanup, freePort, sleep, startGateway, startUpstream, tempDir, waitFor } from './helpers.ts';
+import {
+  BIN,
+  cleanup,
+  ENGINE_FLAGS,
+  freePort,
+  sleep,
+  startGateway,
+  startUpstream,
+  tempDir,
+  waitFor,
+} from './helpers.ts';
 
 function get(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -43,7 +53,9 @@ shutdown: { drainSeconds: 30s }
 logging: { requests: false }
 `,
   );
-  const child = spawn(process.execPath, [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, '--config', file, ...ENGINE_FLAGS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));

@@ -14,6 +14,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { benchGatewayConfig } from '../bench/lib/gateway-config.ts';
 import { freePort, getOnce, sleep, spawnRempart, startLoad, startOrigin } from '../bench/lib/zero-drop.ts';
+import { withEngine } from './helpers.ts';
 
 async function setup(t: { after(fn: () => unknown): void }, shutdown: Record<string, unknown>) {
   const origin = await startOrigin();
@@ -27,7 +28,7 @@ async function setup(t: { after(fn: () => unknown): void }, shutdown: Record<str
     defense: { rateLimit: { mode: 'off' } },
     shutdown,
   });
-  writeFileSync(file, JSON.stringify(config));
+  writeFileSync(file, JSON.stringify(withEngine(config)));
   return { origin, file, port, adminPort };
 }
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { BIN, cleanup, freePort, startUpstream, stopChild, waitFor } from './helpers.ts';
+import { BIN, cleanup, ENGINE_FLAGS, freePort, startUpstream, stopChild, waitFor } from './helpers.ts';
 
 /** Process ids whose parent is `pid` (Linux /proc; no pgrep needed). */
 function childrenOf(pid: number): number[] {
@@ -26,7 +26,19 @@ test('--workers 2 serves from two worker processes on one port, replaces a dead 
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [BIN, '--upstream', up.url, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--quiet', '--workers', '2'],
+    [
+      BIN,
+      '--upstream',
+      up.url,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      'off',
+      '--quiet',
+      '--workers',
+      '2',
+      ...ENGINE_FLAGS,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';

@@ -359,8 +359,12 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   // The admin listener's address needs a restart; allowRemote, metricsRequireToken and the tokens file apply at once.
   if (staticKeys(config) !== staticKeys(parts.getRuntime().config))
     log.warn(
-      'listener, admin address, maxHeaderBytes, cluster store or state.file changes take effect at the next restart',
+      'listener, admin address, maxHeaderBytes, cluster store, state.file or server.engine changes take effect at the next restart',
     );
+  // The engine reads the client connections (chosen at start) and the upstream pools (compiled here):
+  // a reload naming the other one keeps the running one on both sides, not half of each.
+  if (config.server.engine !== parts.initial.server.engine)
+    config = Object.freeze({ ...config, server: parts.initial.server });
   // Read every TLS file first: a failure rejects the whole reload and changes nothing.
   const contexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(config, contexts);

@@ -219,9 +219,9 @@ export const ConfigSchema = Obj(
     server: Obj(
       {
         engine: Type.Union([Type.Literal('node'), Type.Literal('lean')], {
-          default: 'node',
+          default: 'lean',
           description:
-            'The HTTP/1.1 engine that reads client connections. `node`: the node:http server. `lean`: Rempart\u2019s own strict parser and connection handler on the raw sockets (issue 17): the same phases, limits, timeouts and refusals, for a fraction of the CPU per request. A change takes effect at the next restart.',
+            'The HTTP/1.1 engine that reads client connections. `lean`: Rempart\u2019s own strict parser and connection handler on the raw sockets, and a raw keep-alive pool to plain-http upstreams (issue 17): the same phases, limits, timeouts and refusals, for a fraction of the CPU per request. `node`: the node:http server and undici\u2019s pools, as before; kept as a fallback. A change takes effect at the next restart (`rempart --engine` chooses one without editing the file).',
         }),
       },
       { default: {}, description: 'How client connections are read.' },

@@ -3,7 +3,17 @@
 // scenarios, and writes the JSON report with --out. Exit codes: 0 ran, 1 failed, 2 usage.
 import { parseArgs } from 'node:util';
 import { writeFile } from 'node:fs/promises';
-import { CONFIGS, PROFILES, matrixText, parseReplay, runMatrix, type ConfigName, type Profile } from './matrix.ts';
+import {
+  CONFIGS,
+  ENGINES,
+  PROFILES,
+  matrixText,
+  parseReplay,
+  runMatrix,
+  type ConfigName,
+  type Engine,
+  type Profile,
+} from './matrix.ts';
 import { runSeven, sevenTable } from './seven.ts';
 import { debugWanted, formatError } from '../core/user-error.ts';
 
@@ -24,6 +34,8 @@ Options:
                         or short (a few seconds each, no warm-up: what npm test runs)
   --configs LIST        zero,demo (default both)
   --no-control          no control scenario at index 0
+  --engine E            node or lean: every Rempart gateway on that HTTP/1.1 engine (rempart --engine;
+                        default: what each config says)
   --set seven           instead of a draw, issue 13's seven fixed drills (src/drill/seven.ts; about
                         14 min for both configs: a 70 s warm-up each, then 7 drills × 40 s × --runs)
   --runs N              with --set seven: runs of each drill per config (default 1; bench/seven.ts: 2)
@@ -48,6 +60,7 @@ export async function matrixMain(argv: string[]): Promise<number> {
         replay: { type: 'string' },
         profile: { type: 'string' },
         configs: { type: 'string' },
+        engine: { type: 'string' },
         'no-control': { type: 'boolean' },
         set: { type: 'string' },
         runs: { type: 'string' },
@@ -79,6 +92,9 @@ export async function matrixMain(argv: string[]): Promise<number> {
     const configs = (typeof values.configs === 'string' ? values.configs.split(',') : [...CONFIGS]) as ConfigName[];
     for (const c of configs)
       if (!CONFIGS.includes(c)) throw new UsageError(`--configs: unknown config "${c}" (${CONFIGS.join(', ')})`);
+    const engine = values.engine as Engine | undefined;
+    if (engine !== undefined && !ENGINES.includes(engine))
+      throw new UsageError(`--engine: ${ENGINES.join(' or ')} (got "${String(engine)}")`);
     let seed = int(values.seed, 'seed', 0, 0xffffffff);
     let only: number[] | undefined;
     if (typeof values.replay === 'string') {
@@ -99,6 +115,7 @@ export async function matrixMain(argv: string[]): Promise<number> {
       const report = await runSeven({
         gateways: configs.map((c) => ({ name: c, config: c })),
         runs: int(values.runs, 'runs', 1, 10) ?? 1,
+        engine,
         log: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
       if (typeof values.out === 'string') await writeFile(values.out, `${JSON.stringify(report, null, 1)}\n`);
@@ -114,6 +131,7 @@ export async function matrixMain(argv: string[]): Promise<number> {
       only,
       worst: int(values.worst, 'worst', 1, 100),
       keepLogs: Boolean(values['keep-logs']),
+      engine,
       log: quiet ? undefined : (line) => process.stderr.write(`${line}\n`),
     });
     if (typeof values.out === 'string') await writeFile(values.out, `${JSON.stringify(report, null, 1)}\n`);

@@ -34,6 +34,9 @@ const BIN = path.join(ROOT, 'bin/rempart.js');
 export const DEMO_CONFIG = path.join(ROOT, 'examples/postal/rempart.yaml');
 
 export const CONFIGS = ['zero', 'demo'] as const;
+/** The gateway's HTTP/1.1 engine (`--engine`, config server.engine); unset: what the config says. */
+export const ENGINES = ['node', 'lean'] as const;
+export type Engine = (typeof ENGINES)[number];
 export type ConfigName = (typeof CONFIGS)[number];
 export const PROFILES = ['full', 'short'] as const;
 export type Profile = (typeof PROFILES)[number];
@@ -344,8 +347,16 @@ export function demoConfig(originUrl: string, port: number, adminPort: number): 
   return cfg;
 }
 
-/** Starts `bin/rempart.js` for a config, its log (JSON lines) in `dir`, its state file from `stateFrom` if given. */
-export async function startGateway(config: ConfigName, originUrl: string, stateFrom: string | null): Promise<Gateway> {
+/**
+ * Starts `bin/rempart.js` for a config, its log (JSON lines) in `dir`, its state file from `stateFrom` if given,
+ * on `engine` if given (`--engine`, over either config).
+ */
+export async function startGateway(
+  config: ConfigName,
+  originUrl: string,
+  stateFrom: string | null,
+  engine?: Engine,
+): Promise<Gateway> {
   const dir = mkdtempSync(path.join(tmpdir(), `rempart-matrix-${config}-`));
   const [port, adminPort] = [await freePort(), await freePort()];
   const stateDir = path.join(dir, 'state');
@@ -359,6 +370,7 @@ export async function startGateway(config: ConfigName, originUrl: string, stateF
     await writeFile(file, JSON.stringify(demoConfig(originUrl, port, adminPort), null, 2));
     args = ['--config', file];
   }
+  if (engine !== undefined) args.push('--engine', engine);
   const logFile = path.join(dir, 'gateway.log');
   const fd = openSync(logFile, 'w');
   // The gateway sees no REMPART_* variable from this shell: only what the two configs say.
@@ -599,6 +611,8 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Another gateway in front of the origin instead of Rempart (bench/seven.ts: nginx as a comparison). */
   startGateway?: (originUrl: string) => Promise<Gateway>;
+  /** Rempart's HTTP/1.1 engine (unset: the config's own). */
+  engine?: Engine;
 }
 
 /** Runs one drawn scenario against one config: a fresh origin, a fresh gateway, then the traffic. */
@@ -609,7 +623,7 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
   try {
     gw = opts.startGateway
       ? await opts.startGateway(origin.url)
-      : await startGateway(config, origin.url, opts.warmState?.[config] ?? null);
+      : await startGateway(config, origin.url, opts.warmState?.[config] ?? null, opts.engine);
     const target = await resolveTarget(`http://127.0.0.1:${gw.port}`, '--target');
     const totalSec = s.calmSec + s.attackSec + s.tailSec;
     const startMs = performance.now();
@@ -873,11 +887,12 @@ export async function warmUp(
   dir: string,
   /** A fixed set (src/drill/seven.ts) warms up on its own origin with its own calm users. */
   own?: { origin: OriginModel; calmUsers: number; vaultUsers: number },
+  engine?: Engine,
 ): Promise<string | null> {
   const R = RANGES[profile];
   if (R.warmupSec <= 0) return null;
   const origin = await startOriginProcess(own?.origin ?? { kind: 'slots', workers: 32, serviceMs: 10, queue: 8 });
-  const gw = await startGateway(config, origin.url, null);
+  const gw = await startGateway(config, origin.url, null, engine);
   try {
     const target = await resolveTarget(`http://127.0.0.1:${gw.port}`, '--target');
     const rec = new Recorder(performance.now(), R.warmupSec + 2, 0);
@@ -935,6 +950,8 @@ export interface MatrixOptions {
   worst?: number;
   keepLogs?: boolean;
   log?: (line: string) => void;
+  /** Rempart's HTTP/1.1 engine for every gateway (unset: the config's own). */
+  engine?: Engine;
 }
 
 export interface Distribution {
@@ -1040,7 +1057,7 @@ export async function runMatrix(opts: MatrixOptions = {}): Promise<MatrixReport>
   try {
     for (const c of configs) {
       if (RANGES[profile].warmupSec > 0) log(`warm-up ${c}: ${RANGES[profile].warmupSec} s of calm traffic`);
-      warmState[c] = await warmUp(c, profile, dir);
+      warmState[c] = await warmUp(c, profile, dir, undefined, opts.engine);
     }
     const results: ScenarioResult[] = [];
     for (const i of indexes) {
@@ -1049,7 +1066,7 @@ export async function runMatrix(opts: MatrixOptions = {}): Promise<MatrixReport>
       log(`[${scenario.id}] ${description}`);
       const runs: RunOutcome[] = [];
       for (const c of configs) {
-        const o = await runScenario(scenario, c, { warmState, keepLogs: opts.keepLogs });
+        const o = await runScenario(scenario, c, { warmState, keepLogs: opts.keepLogs, engine: opts.engine });
         runs.push(o);
         log(
           `  ${c.padEnd(4)} served ${o.servedPct ?? '-'} % (calm ${o.servedPctCalm ?? '-'} %), challenged ${o.challengedUsers}, ` +

@@ -22,6 +22,7 @@ import {
   warmUp,
   type ConfigName,
   type DrawnAttack,
+  type Engine,
   type Gateway,
   type MatrixScenario,
   type RunOutcome,
@@ -138,6 +139,8 @@ export interface SevenOptions {
   /** Runs of each drill per gateway (default 2). */
   runs?: number;
   log?: (line: string) => void;
+  /** Rempart's HTTP/1.1 engine for its gateways (unset: the config's own). */
+  engine?: Engine;
 }
 
 /** One line per run, as the matrix prints them. */
@@ -168,18 +171,20 @@ export async function runSeven(opts: SevenOptions): Promise<SevenReport> {
     for (const g of opts.gateways) {
       if (g.start || g.config in warmState) continue;
       log(`warm-up ${g.config}: ${RANGES.full.warmupSec} s of calm traffic on the drills' origin`);
-      warmState[g.config] = await warmUp(g.config, 'full', dir, {
-        origin: SEVEN_ORIGIN,
-        calmUsers: CALM_USERS,
-        vaultUsers: VAULT_USERS,
-      });
+      warmState[g.config] = await warmUp(
+        g.config,
+        'full',
+        dir,
+        { origin: SEVEN_ORIGIN, calmUsers: CALM_USERS, vaultUsers: VAULT_USERS },
+        opts.engine,
+      );
     }
     for (let run = 1; run <= runs; run++)
       for (const n of drills) {
         const s = sevenScenario(n);
         log(`[${s.id} run ${run}] ${SEVEN[n - 1]!.label}: ${describe(s)}`);
         for (const g of opts.gateways) {
-          const outcome = await runScenario(s, g.config, { warmState, startGateway: g.start });
+          const outcome = await runScenario(s, g.config, { warmState, startGateway: g.start, engine: opts.engine });
           out.push({ drill: n, run, gateway: g.name, outcome });
           log(`  ${g.name.padEnd(5)} ${runLine(outcome)}`);
         }

@@ -41,6 +41,8 @@ export interface FuzzOptions {
   grammar?: Partial<GrammarOptions>;
   /** Checkout whose bin/rempart.js runs as the gateway (default: this one). */
   gatewayRoot?: string;
+  /** The gateway's HTTP/1.1 engine, server.engine (default: RMP_ENGINE if set, as test/helpers.ts, else the default). */
+  engine?: 'node' | 'lean';
 }
 
 export interface Finding {
@@ -791,8 +793,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   const configFile = path.join(dir, 'rempart.json');
   const config = fuzzConfig(ports);
   // RMP_ENGINE=lean fuzzes the lean HTTP/1.1 engine (issue 17), as test/helpers.ts startGateway does.
-  if (process.env.RMP_ENGINE !== undefined)
-    (config as Record<string, unknown>).server = { engine: process.env.RMP_ENGINE };
+  const engine = o.engine ?? process.env.RMP_ENGINE;
+  if (engine !== undefined && engine !== '') (config as Record<string, unknown>).server = { engine };
   writeFileSync(configFile, JSON.stringify(config));
   const child = startGatewayChild(o.gatewayRoot ?? ROOT, configFile, findings);
   const books: Books = {

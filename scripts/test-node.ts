@@ -1,17 +1,19 @@
 // The second half of `npm test` (issue 17: "the full test suite passes with either engine, run both in
-// CI"): the test files whose requests go through the client connection handler, the forward path or
-// the upstream pool run once more with `server.engine: lean` (RMP_ENGINE=lean: test/helpers.ts's
-// startGateway sets it wherever a test does not choose its own `server`). The rest of the suite does
-// not depend on the engine (config, stores, phases' own logic, drills through a child gateway).
+// CI"): the whole suite runs first on the default engine (`server.engine: lean`); then the test files
+// whose requests go through the client connection handler, the forward path or the upstream pool run
+// once more on the node:http + undici engine, kept as a fallback (RMP_ENGINE=node: test/helpers.ts's
+// startGateway, ENGINE_FLAGS and withEngine give it to every gateway a test starts). The rest of the
+// suite does not depend on the engine (config, stores, phases' own logic, drills through a child gateway).
 // Left out: the files that already run every case on both engines themselves (edge-smuggling,
 // lean-engine, lean-upstream, silent-connection), and engine-neutral ones too slow for the budget
 // (admission, defaults, exfiltration: a phase's own logic, answered through the same reply path as the
 // cache and challenge files here).
-// Budget: ~90 s of wall time on CI's 2 cores. Run alone: `node scripts/test-lean.ts [file…]`.
+// Budget: ~90 s of wall time on CI's 2 cores. Run alone: `node scripts/test-node.ts [file…]`; the whole
+// suite on node: `RMP_ENGINE=node node --test …` as package.json's test script runs it.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const LEAN_SUITE: readonly string[] = [
+export const NODE_SUITE: readonly string[] = [
   // The HTTP/1.1 edge: request-target forms, limits, abuse, caps, slow clients, trust of the peer.
   'test/edge-limits.test.ts',
   'test/path-forms.test.ts',
@@ -44,13 +46,13 @@ export const LEAN_SUITE: readonly string[] = [
 ];
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const files = process.argv.length > 2 ? process.argv.slice(2) : LEAN_SUITE;
+  const files = process.argv.length > 2 ? process.argv.slice(2) : NODE_SUITE;
   const child = spawn(
     process.execPath,
     ['--test', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', ...files],
     {
       stdio: 'inherit',
-      env: { ...process.env, RMP_ENGINE: 'lean' },
+      env: { ...process.env, RMP_ENGINE: 'node' },
     },
   );
   child.on('exit', (code, signal) => process.exit(code ?? (signal !== null ? 1 : 0)));
