@@ -251,8 +251,24 @@ class Exchange {
   }
 }
 
-/** undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them. */
-interface LegacyHandler {
+/** undici's raw header pairs (a Buffer per name and per value) from the parser's offsets. */
+function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
+  const raw = new Array<Buffer>(f.length / 2);
+  for (let k = 0, j = 0; k < f.length; k += 4, j += 2) {
+    raw[j] = buf.subarray(base + f[k]!, base + f[k + 1]!);
+    raw[j + 1] = buf.subarray(base + f[k + 2]!, base + f[k + 3]!);
+  }
+  return raw;
+}
+
+/**
+ * undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them, and the
+ * pool's own head callback: the response head as the parser left it, `buf` and per field
+ * [nameStart, nameEnd, valueStart, valueEnd] relative to `base` (names are tchar, values field bytes:
+ * both already checked). Valid only during the call; a handler that has it is not given onHeaders.
+ */
+export interface LegacyHandler {
+  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean;
   onConnect?(abort: (err?: Error) => void): void;
   onHeaders?(status: number, raw: Buffer[], resume: () => void, text: string): boolean;
   onData?(chunk: Buffer): boolean;
@@ -521,12 +537,6 @@ class UpConn {
       h.reset();
       return true;
     }
-    const f = h.fields;
-    const raw = new Array<Buffer>(f.length / 2);
-    for (let k = 0, j = 0; k < f.length; k += 4, j += 2) {
-      raw[j] = buf.subarray(base + f[k]!, base + f[k + 1]!);
-      raw[j + 1] = buf.subarray(base + f[k + 2]!, base + f[k + 3]!);
-    }
     if (h.close || h.minor === 0) this.reusable = false;
     const noBody = x.opts.method === 'HEAD' || status === 204 || status === 304;
     if (noBody) this.bodyLeft = 0;
@@ -541,7 +551,12 @@ class UpConn {
     }
     x.retryable = false;
     const handler = x.handler as LegacyHandler;
-    if (handler.onHeaders?.(status, raw, x.resume, '') === false) this.pause();
+    // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
+    const more =
+      handler.onHeadBytes !== undefined
+        ? handler.onHeadBytes(status, buf, base, h.fields, x.resume)
+        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resume, '');
+    if (more === false) this.pause();
     if (x.done || this.exchange !== x) return false;
     if (this.bodyLeft === 0) {
       this.#complete(x);

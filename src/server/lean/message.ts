@@ -89,6 +89,12 @@ const EMPTY = Buffer.alloc(0);
 /** Bodies up to this size are copied behind their head into one buffer; larger ones are written as they are. */
 const JOIN_LIMIT = 16 * 1024;
 const CRLF = '\r\n';
+/** Framing fields a head carries, by #field's answer (0 drop, 1 plain, 2 Content-Length, 3 TE, 4 Date, 5 Connection). */
+const SEEN_LENGTH = 1;
+const SEEN_ENCODING = 2;
+const SEEN_DATE = 4;
+const SEEN_CONNECTION = 8;
+const FLAG_BITS = [0, 0, SEEN_LENGTH, SEEN_ENCODING, SEEN_DATE, SEEN_CONNECTION];
 
 let dateSecond = 0;
 let dateLine = '';
@@ -158,52 +164,78 @@ export class LeanResponse extends EventEmitter {
 
   /** Headers as an object or a flat [name, value, …] array (values may be arrays: one line each). */
   writeHead(status: number, headers?: Record<string, string | number | readonly string[]> | readonly string[]): this {
-    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
-    this.statusCode = status;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
-    let hasLength = false;
-    let hasEncoding = false;
-    let hasDate = false;
-    let connection = false;
+    let head = this.#statusLine(status);
+    let seen = 0;
     if (headers !== undefined) {
       if (Array.isArray(headers)) {
-        for (let i = 0; i < headers.length; i += 2) {
-          const name = headers[i] as string;
-          const value = headers[i + 1] as string | readonly string[];
-          const flags = this.#field(name, value);
-          if (flags === 0) continue;
-          head += fieldLines(name, value);
-          if (flags === 2) hasLength = true;
-          else if (flags === 3) hasEncoding = true;
-          else if (flags === 4) hasDate = true;
-          else if (flags === 5) connection = true;
-        }
+        head = this.#pairs(head, headers as readonly (string | readonly string[])[], true);
+        seen = this.#seen;
       } else {
         const h = headers as Record<string, string | number | readonly string[]>;
         for (const name in h) {
           const raw = h[name]!;
           const value = typeof raw === 'number' ? String(raw) : raw;
-          const flags = this.#field(name, value);
+          seen |= FLAG_BITS[this.#field(name, value, true)]!;
           head += fieldLines(name, value);
-          if (flags === 2) hasLength = true;
-          else if (flags === 3) hasEncoding = true;
-          else if (flags === 4) hasDate = true;
-          else if (flags === 5) connection = true;
         }
       }
     }
-    if (!hasDate) head += date();
+    return this.#endHead(head, seen);
+  }
+
+  /**
+   * writeHead with pairs whose characters are known good (the strict upstream parser checked them:
+   * pipeline/forward.ts), and `extra` pairs the phases add, checked as writeHead checks everything.
+   */
+  writeCheckedHead(status: number, checked: readonly string[], extra: readonly string[] | null): this {
+    let head = this.#pairs(this.#statusLine(status), checked, false);
+    let seen = this.#seen;
+    if (extra !== null) {
+      head = this.#pairs(head, extra, true);
+      seen |= this.#seen;
+    }
+    return this.#endHead(head, seen);
+  }
+
+  #statusLine(status: number): string {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.statusCode = status;
+    return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+  }
+
+  /** Which framing fields the last #pairs call met (FLAG_BITS). */
+  #seen = 0;
+
+  /** Append flat [name, value, …] pairs to `head`; `check`: validate their characters. */
+  #pairs(head: string, pairs: readonly (string | readonly string[])[], check: boolean): string {
+    let seen = 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const name = pairs[i] as string;
+      const value = pairs[i + 1] as string | readonly string[];
+      const flags = this.#field(name, value, check);
+      if (flags === 0) continue;
+      head += fieldLines(name, value);
+      seen |= FLAG_BITS[flags]!;
+    }
+    this.#seen = seen;
+    return head;
+  }
+
+  /** The framing and connection fields node:http adds, then the head is ready to go with the first bytes. */
+  #endHead(head: string, seen: number): this {
+    const status = this.statusCode;
+    if ((seen & SEEN_DATE) === 0) head += date();
     if (!this.shouldKeepAlive) this.last = true;
     const bodyAllowed = this.hasBody && status !== 204 && status !== 304 && !(status >= 100 && status < 200);
     if (!bodyAllowed) this.hasBody = false;
-    else if (!hasLength && !hasEncoding) {
+    else if ((seen & (SEEN_LENGTH | SEEN_ENCODING)) === 0) {
       // No length known: chunked for HTTP/1.1, the connection's end for HTTP/1.0 (as node:http).
       if (this.req.httpVersionMinor === 1) {
         this.chunked = true;
         head += 'Transfer-Encoding: chunked\r\n';
       } else this.last = true;
     }
-    if (!connection) {
+    if ((seen & SEEN_CONNECTION) === 0) {
       head += this.last
         ? 'Connection: close\r\n'
         : `Connection: keep-alive\r\nKeep-Alive: timeout=${this.conn.keepAliveSeconds()}\r\n`;
@@ -214,11 +246,13 @@ export class LeanResponse extends EventEmitter {
   }
 
   /** Validate one field; 0 drop, 1 plain, 2 Content-Length, 3 Transfer-Encoding, 4 Date, 5 Connection. */
-  #field(name: string, value: string | readonly string[]): number {
-    if (!TOKEN.test(name)) throw invalidHeader(name);
-    if (typeof value === 'string') {
-      if (INVALID_VALUE.test(value)) throw invalidHeader(name);
-    } else for (const v of value) if (INVALID_VALUE.test(v)) throw invalidHeader(name);
+  #field(name: string, value: string | readonly string[], check: boolean): number {
+    if (check) {
+      if (!TOKEN.test(name)) throw invalidHeader(name);
+      if (typeof value === 'string') {
+        if (INVALID_VALUE.test(value)) throw invalidHeader(name);
+      } else for (const v of value) if (INVALID_VALUE.test(v)) throw invalidHeader(name);
+    }
     switch (name.length) {
       case 14:
         return name.toLowerCase() === 'content-length' ? 2 : 1;
