@@ -28,7 +28,16 @@ export interface MessageConnection {
   keepAliveSeconds(): number;
 }
 
-export class LeanRequest extends Readable {
+/** What the engine and a response read of a request, with or without a body. */
+export interface LeanHead {
+  readonly method: string;
+  readonly httpVersionMinor: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly conn: MessageConnection;
+  upgrade: boolean;
+}
+
+export class LeanRequest extends Readable implements LeanHead {
   readonly method: string;
   readonly url: string;
   readonly httpVersion: string;
@@ -74,6 +83,77 @@ export class LeanRequest extends Readable {
   }
 }
 
+async function* noBytes(): AsyncGenerator<Buffer> {}
+
+/**
+ * A request without a body (no Content-Length above 0, no Transfer-Encoding: most requests): the fields
+ * of LeanRequest and a stream that is over before it starts, without a Readable's state, its end pushed
+ * and the tick that announces it. Nothing reads the body of such a request; what a caller might still
+ * do with a stream is harmless here: iterate it (nothing), resume, pause, destroy, listen.
+ */
+export class LeanBodilessRequest extends EventEmitter implements LeanHead {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly rawHeaders: string[];
+  readonly complete: boolean;
+  socket: Socket;
+  upgrade: boolean;
+  readonly trailers: Record<string, string>;
+  readonly conn: MessageConnection;
+  destroyed: boolean;
+  readonly readableEnded: boolean;
+
+  constructor(
+    conn: MessageConnection,
+    method: string,
+    url: string,
+    minor: number,
+    rawHeaders: string[],
+    headers: Record<string, string | string[]>,
+  ) {
+    super();
+    this.conn = conn;
+    this.socket = conn.socket;
+    this.method = method;
+    this.url = url;
+    this.httpVersionMajor = 1;
+    this.httpVersionMinor = minor;
+    this.httpVersion = minor === 1 ? '1.1' : '1.0';
+    this.rawHeaders = rawHeaders;
+    this.headers = headers;
+    this.complete = true;
+    this.upgrade = false;
+    this.trailers = {};
+    this.destroyed = false;
+    this.readableEnded = true;
+  }
+
+  read(): null {
+    return null;
+  }
+
+  resume(): this {
+    return this;
+  }
+
+  pause(): this {
+    return this;
+  }
+
+  destroy(): this {
+    this.destroyed = true;
+    return this;
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    return noBytes();
+  }
+}
+
 /** Node's checks on outgoing header names and values (lib/_http_common.js). */
 const TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -110,7 +190,7 @@ function date(): string {
 }
 
 export class LeanResponse extends EventEmitter {
-  readonly req: LeanRequest;
+  readonly req: LeanHead;
   readonly conn: MessageConnection;
   /** The connection, once this response's turn on it has come (null while earlier answers go out). */
   socket: Socket | null;
@@ -133,7 +213,7 @@ export class LeanResponse extends EventEmitter {
   /** The head and first body bytes of a small answer, held by write() for end() (one write). */
   pendingOut: Buffer | string | null;
 
-  constructor(req: LeanRequest, keepAlive: boolean) {
+  constructor(req: LeanHead, keepAlive: boolean) {
     super();
     this.req = req;
     this.conn = req.conn;
