@@ -53,6 +53,9 @@ export interface ForwardHooks {
   onQueuedReply?(ctx: RequestContext, bytes: number): boolean;
 }
 
+/** A body's last bytes up to this size ride the response's end (onLastData): what LeanResponse joins to its head. */
+const TAIL_BYTES = 16 * 1024;
+
 /**
  * A response that can take pairs whose characters are known good (the lean engine's LeanResponse):
  * only `extra` (headers the phases add) is checked as writeHead checks everything.
@@ -79,6 +82,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   hash: number;
   body: Dispatcher.DispatchOptions['body'];
   attemptStartMs: number;
+  /** The body's last bytes, kept for the end (onLastData). */
+  tail: Buffer | null;
 
   constructor(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']) {
     this.ctx = ctx;
@@ -92,6 +97,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.hash = -1;
     this.body = body;
     this.attemptStartMs = 0;
+    this.tail = null;
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -177,6 +183,23 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     return false;
   }
 
+  /**
+   * The lean engine's pool: the last bytes of the body, its end follows in the same call (onComplete). A
+   * small tail is kept for res.end(tail): the whole answer then goes in one write with its finish, with
+   * no end-of-tick flush scheduled for bytes held by write(). Anything else takes onData's way.
+   */
+  onLastData(chunk: Buffer): boolean {
+    if (chunk.length > TAIL_BYTES || this.ctx.res.socket === null) return this.onData(chunk);
+    const tap = this.ctx.cacheTap;
+    if (tap !== null) {
+      tap.onData(chunk);
+      if (tap.answered) return true;
+    }
+    this.ctx.responseBytes += chunk.length;
+    this.tail = chunk;
+    return true;
+  }
+
   onComplete(): void {
     const server = this.server;
     if (server !== null) {
@@ -190,7 +213,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       tap.onComplete();
       if (tap.answered) return;
     }
-    this.ctx.res.end();
+    const tail = this.tail;
+    if (tail === null) this.ctx.res.end();
+    else {
+      this.tail = null;
+      this.ctx.res.end(tail);
+    }
   }
 
   onError(err: Error): void {

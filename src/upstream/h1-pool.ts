@@ -269,6 +269,8 @@ function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
  */
 export interface LegacyHandler {
   onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean;
+  /** onData for the last bytes of a body with a Content-Length: onComplete follows in the same call. */
+  onLastData?(chunk: Buffer): boolean;
   onConnect?(abort: (err?: Error) => void): void;
   onHeaders?(status: number, raw: Buffer[], resume: () => void, text: string): boolean;
   onData?(chunk: Buffer): boolean;
@@ -575,7 +577,12 @@ class UpConn {
       this.start += take;
       if (this.bodyLeft >= 0) this.bodyLeft -= take;
       this.#consumed();
-      if (take > 0 && handler.onData?.(chunk) === false) this.pause();
+      if (take > 0) {
+        // The last bytes of a body with a length: the handler may keep them for its end (next call).
+        const more =
+          this.bodyLeft === 0 && handler.onLastData !== undefined ? handler.onLastData(chunk) : handler.onData?.(chunk);
+        if (more === false) this.pause();
+      }
       if (x.done || this.exchange !== x) return false;
       if (this.bodyLeft === 0) {
         this.#complete(x);
