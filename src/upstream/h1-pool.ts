@@ -137,12 +137,21 @@ class ResponseHead {
           } else if (c === CR) state = R_HEAD_LF;
           else return this.#fail('field line');
           break;
-        case R_NAME:
-          if (TCHAR[c] === 1) break;
-          if (c !== 0x3a) return this.#fail('field name');
-          this.nameEnd = at;
+        case R_NAME: {
+          // The rest of the name in one tight loop (no state dispatch per byte).
+          let j = i;
+          while (j < end && TCHAR[buf[j]!] === 1) j++;
+          // Out of bytes: the loop's i++ leaves i at end, where the next call resumes in this state.
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
+          if (buf[j] !== 0x3a) return this.#fail('field name');
+          this.nameEnd = j - base;
           state = R_OWS;
           break;
+        }
         case R_OWS:
           if (c === SP || c === HTAB) break;
           if (c === CR) {
@@ -156,15 +165,26 @@ class ResponseHead {
           this.valueEnd = at + 1;
           state = R_VALUE;
           break;
-        case R_VALUE:
-          if (VALCH[c] === 1) {
-            if (c !== SP && c !== HTAB) this.valueEnd = at + 1;
+        case R_VALUE: {
+          // The rest of the value in one tight loop: most of a head's bytes are values.
+          let last = base + this.valueEnd;
+          let j = i;
+          for (; j < end; j++) {
+            const b = buf[j]!;
+            if (VALCH[b] !== 1) break;
+            if (b !== SP && b !== HTAB) last = j + 1;
+          }
+          this.valueEnd = last - base;
+          if (j === end) {
+            i = j - 1;
             break;
           }
-          if (c !== CR) return this.#fail('field value');
+          i = j;
+          if (buf[j] !== CR) return this.#fail('field value');
           state = R_VALUE_LF;
           if (!this.#field(buf, base)) return -2;
           break;
+        }
         case R_HEAD_LF:
           if (c !== LF) return this.#fail('bare CR');
           this.state = state;

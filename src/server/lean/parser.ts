@@ -147,12 +147,21 @@ export class HeadParser {
           this.urlStart = i + 1 - base;
           state = S_URL;
           break;
-        case S_URL:
-          if (URLCH[c] === 1) break;
-          if (c !== SP || i - base === this.urlStart) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
+        case S_URL: {
+          // Tight loops for the target, names and values (most of a head's bytes): no dispatch per byte.
+          // Out of bytes, i is left at end - 1 (the loop's i++ then ends it) and the state resumes.
+          let j = i;
+          while (j < end && URLCH[buf[j]!] === 1) j++;
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
+          if (buf[j] !== SP || i - base === this.urlStart) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
           this.urlEnd = i - base;
           state = S_VERSION;
           break;
+        }
         case S_VERSION: {
           const k = i - base - this.urlEnd - 1;
           if (k < 7) {
@@ -176,13 +185,20 @@ export class HeadParser {
           // SP/HTAB here is obs-fold, LF a bare LF, anything else no field name: all refused as smuggling.
           else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           break;
-        case S_NAME:
-          if (TCHAR[c] === 1) break;
+        case S_NAME: {
+          let j = i;
+          while (j < end && TCHAR[buf[j]!] === 1) j++;
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
           // A space before the colon (`Transfer-Encoding : chunked`) is a classic smuggling shape.
-          if (c !== 0x3a) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          if (buf[j] !== 0x3a) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           this.nameEnd = i - base;
           state = S_OWS;
           break;
+        }
         case S_OWS:
           if (c === SP || c === HTAB) break;
           if (c === CR) {
@@ -196,15 +212,25 @@ export class HeadParser {
           this.valueEnd = i + 1 - base;
           state = S_VALUE;
           break;
-        case S_VALUE:
-          if (VALCH[c] === 1) {
-            if (c !== SP && c !== HTAB) this.valueEnd = i + 1 - base;
+        case S_VALUE: {
+          let last = base + this.valueEnd;
+          let j = i;
+          for (; j < end; j++) {
+            const b = buf[j]!;
+            if (VALCH[b] !== 1) break;
+            if (b !== SP && b !== HTAB) last = j + 1;
+          }
+          this.valueEnd = last - base;
+          if (j === end) {
+            i = j - 1;
             break;
           }
-          if (c !== CR) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          i = j;
+          if (buf[j] !== CR) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           state = S_VALUE_LF;
           if (!this.#field(buf, base)) return -2;
           break;
+        }
         case S_VALUE_LF:
           if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           state = S_FIELD_START;
