@@ -243,7 +243,8 @@ class Exchange {
   readonly handler: Dispatcher.DispatchHandler;
   conn: UpConn | null = null;
   done = false;
-  readonly created = performance.now();
+  /** performance.now() when it first had to wait for a connection (0: never waited). */
+  created = 0;
   /**
    * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
    * body: may be sent again once if it was reset.
@@ -380,7 +381,7 @@ class UpConn {
   }
 
   /** Give this connection an exchange (connected already, or once it connects). */
-  assign(x: Exchange): void {
+  assign(x: Exchange, now: number): void {
     this.exchange = x;
     x.conn = this;
     x.retryable = this.served > 0 && isIdempotent(x.opts.method) && isReplayable(x.opts.body);
@@ -388,7 +389,7 @@ class UpConn {
     this.head.reset();
     this.bodyLeft = -2;
     this.sawResponseByte = false;
-    this.since = performance.now();
+    this.since = now;
     if (this.connected) this.send(x);
   }
 
@@ -745,9 +746,11 @@ export class H1Pool {
   }
 
   enqueue(x: Exchange, front: boolean): void {
+    // One clock read for the idle check and the exchange's head timeout.
+    const now = performance.now();
     let c = this.idle.pop();
     // An idle connection close to its keep-alive limit may be closed by the origin as we write.
-    while (c !== undefined && (c.socket.destroyed || performance.now() - c.since > this.opts.keepAliveTimeoutMs)) {
+    while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
       c.destroy();
       c = this.idle.pop();
     }
@@ -756,9 +759,10 @@ export class H1Pool {
       this.all.add(c);
     }
     if (c !== undefined) {
-      c.assign(x);
+      c.assign(x, now);
       return;
     }
+    if (x.created === 0) x.created = now;
     if (front && this.#waitHead > 0) this.waiting[--this.#waitHead] = x;
     else this.waiting.push(x);
   }
@@ -786,7 +790,7 @@ export class H1Pool {
   release(c: UpConn): void {
     if (this.#closed) return c.destroy();
     const x = this.#next();
-    if (x !== undefined) c.assign(x);
+    if (x !== undefined) c.assign(x, c.since);
     else this.idle.push(c);
   }
 
