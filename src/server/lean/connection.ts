@@ -283,8 +283,8 @@ export class LeanConnection implements MessageConnection {
 
   // --- writing ---
 
-  keepAliveSeconds(): number {
-    return Math.floor(this.engine.idleTimeoutMs() / 1000);
+  keepAliveLines(): string {
+    return this.engine.keepAliveLines();
   }
 
   finishing(res: LeanResponse, last: string | Buffer): void {

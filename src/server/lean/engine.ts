@@ -77,6 +77,18 @@ export class LeanEngine {
     return this.opts.getRuntime().config.limits.idleTimeoutMs;
   }
 
+  #keepAliveMs = -1;
+  #keepAliveLines = '';
+  /** `Connection: keep-alive` and `Keep-Alive: timeout=<s>` lines, made again only when the limit changes. */
+  keepAliveLines(): string {
+    const ms = this.idleTimeoutMs();
+    if (ms !== this.#keepAliveMs) {
+      this.#keepAliveMs = ms;
+      this.#keepAliveLines = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(ms / 1000)}\r\n`;
+    }
+    return this.#keepAliveLines;
+  }
+
   gate(s: TrackedSocket): boolean {
     return !s.destroyed && this.opts.requestGate(s);
   }

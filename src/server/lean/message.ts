@@ -24,8 +24,8 @@ export interface MessageConnection {
   cork(): void;
   /** Flush a held small answer (flushPending) at the end of this tick, without corking. */
   endOfTick(): void;
-  /** The keep-alive timeout announced in Keep-Alive (seconds). */
-  keepAliveSeconds(): number;
+  /** The `Connection: keep-alive` and `Keep-Alive: timeout=<seconds>` lines of a response head. */
+  keepAliveLines(): string;
 }
 
 /** What the engine and a response read of a request, with or without a body. */
@@ -316,9 +316,7 @@ export class LeanResponse extends EventEmitter {
       } else this.last = true;
     }
     if ((seen & SEEN_CONNECTION) === 0) {
-      head += this.last
-        ? 'Connection: close\r\n'
-        : `Connection: keep-alive\r\nKeep-Alive: timeout=${this.conn.keepAliveSeconds()}\r\n`;
+      head += this.last ? 'Connection: close\r\n' : this.conn.keepAliveLines();
     }
     this.head = `${head}\r\n`;
     this.headersSent = true;
@@ -335,15 +333,15 @@ export class LeanResponse extends EventEmitter {
     }
     switch (name.length) {
       case 14:
-        return name.toLowerCase() === 'content-length' ? 2 : 1;
+        return sameName(name, 'content-length') ? 2 : 1;
       case 17:
-        if (name.toLowerCase() !== 'transfer-encoding') return 1;
+        if (!sameName(name, 'transfer-encoding')) return 1;
         this.chunked = typeof value === 'string' && value.toLowerCase() === 'chunked';
         return 3;
       case 4:
-        return name.toLowerCase() === 'date' ? 4 : 1;
+        return sameName(name, 'date') ? 4 : 1;
       case 10:
-        if (name.toLowerCase() !== 'connection') return 1;
+        if (!sameName(name, 'connection')) return 1;
         if (typeof value === 'string' && value.toLowerCase().includes('close')) this.last = true;
         return 5;
       default:
@@ -533,6 +531,15 @@ export class LeanResponse extends EventEmitter {
   setHeader(): this {
     return this;
   }
+}
+
+/**
+ * Whether a field name (tchar only: checked, or from the strict parser) is `lower` in any case, of the
+ * same length, without a lower-cased copy: among tchar, only a letter's capital ORs to it with 0x20.
+ */
+function sameName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
 }
 
 function fieldLines(name: string, value: string | readonly string[]): string {
