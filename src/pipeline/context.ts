@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, CompiledUpstream } from './runtime.ts';
 import type { AdmissionEntry, AdmissionGate } from '../upstream/gate.ts';
+import type { PhaseResumer } from './phase.ts';
 
 /**
  * The decision a request ended with, as counted in metrics (label `decision`). `answered`: Rempart's
@@ -220,6 +221,11 @@ export class RequestContext {
   forwardHandler: { abort: ((err?: Error) => void) | null } | null;
   /** performance.now() when the request was dispatched to the upstream (0 if never): the limiter's RTT sample. */
   forwardStartMs: number;
+  /**
+   * Set by a runner that resumes waiting phases itself (server/cycle.ts): a phase that must wait may
+   * then return Verdict.Wait and hand its verdict here later, instead of a promise. Null: return a promise.
+   */
+  resumer: PhaseResumer | null;
 
   constructor(req: IncomingMessage, res: ServerResponse, startMs: number) {
     this.req = req;
@@ -271,6 +277,7 @@ export class RequestContext {
     this.finished = false;
     this.forwardHandler = null;
     this.forwardStartMs = 0;
+    this.resumer = null;
   }
 
   /** Add a header to whatever answer is sent (local reply, stored copy or upstream response). */

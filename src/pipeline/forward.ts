@@ -21,7 +21,7 @@ import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
 export { classifyUpstreamError };
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
+import { clientResponseHeaders, clientResponsePairs, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 import type { UpstreamServer } from '../upstream/pool.ts';
@@ -36,8 +36,12 @@ export interface ForwardHooks {
   replyError(ctx: RequestContext, code: ErrorCode, status: number): void;
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
-  /** Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie). */
-  onResponseHead?(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
+  /**
+   * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): its
+   * name/value pairs, undici's raw Buffers or, from the lean engine's pool, the client's pairs as strings
+   * (clientResponsePairs: hop-by-hop fields already out).
+   */
+  onResponseHead?(ctx: RequestContext, status: number, headers: readonly (Buffer | string)[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
   onUpstreamEnd?(ctx: RequestContext): void;
   /** A failed exchange is sent again to another server of the pool (forward.ts's retry rule). */
@@ -47,6 +51,17 @@ export interface ForwardHooks {
   /** `bytes` more of a reply queued behind earlier ones on its connection (pipelining): false when the
    *  connection was closed for holding too much. */
   onQueuedReply?(ctx: RequestContext, bytes: number): boolean;
+}
+
+/** A body's last bytes up to this size ride the response's end (onLastData): what LeanResponse joins to its head. */
+const TAIL_BYTES = 16 * 1024;
+
+/**
+ * A response that can take pairs whose characters are known good (the lean engine's LeanResponse):
+ * only `extra` (headers the phases add) is checked as writeHead checks everything.
+ */
+interface CheckedHeadWriter {
+  writeCheckedHead?(status: number, checked: readonly string[], extra: readonly string[] | null): void;
 }
 
 /** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
@@ -67,6 +82,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   hash: number;
   body: Dispatcher.DispatchOptions['body'];
   attemptStartMs: number;
+  /** The body's last bytes, kept for the end (onLastData). */
+  tail: Buffer | null;
 
   constructor(ctx: RequestContext, hooks: ForwardHooks, via: string, body: Dispatcher.DispatchOptions['body']) {
     this.ctx = ctx;
@@ -80,6 +97,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.hash = -1;
     this.body = body;
     this.attemptStartMs = 0;
+    this.tail = null;
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -89,6 +107,26 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
+    if (!this.#headSeen(statusCode)) return true;
+    this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
+    // Converted once, for the cache tap (which may store the array as it is) and the client's head.
+    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), resume, false);
+  }
+
+  /**
+   * The lean engine's pool (upstream/h1-pool.ts): the head as the strict parser left it, offsets into
+   * `buf`. The client's pairs are made from the bytes at once (a string only for the fields that go
+   * on), and they need no second check of their characters: the parser refused any other byte.
+   */
+  onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean {
+    if (!this.#headSeen(statusCode)) return true;
+    const headers = clientResponsePairs(buf, base, fields, this.via);
+    this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
+    return this.#head(statusCode, headers, resume, true);
+  }
+
+  /** The pool's books for a final head; false when the client's response is no longer this one's to write. */
+  #headSeen(statusCode: number): boolean {
     const server = this.server;
     if (server !== null) {
       // Outlier detection counts as the breaker does: 502 and 504 are the server's response failure
@@ -98,19 +136,23 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
         server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
       else if (statusCode < 500) server.pool?.onSuccess(server, this.ctx.forwardStartMs);
     }
-    const res = this.ctx.res;
-    if (res.headersSent || this.ctx.finished) return true;
+    if (this.ctx.res.headersSent || this.ctx.finished) return false;
     this.ctx.upstreamStatus = statusCode;
-    this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
-    // Converted once, for the cache tap (which may store the array as it is) and the client's head.
-    const headers = clientResponseHeaders(rawHeaders, this.via);
+    return true;
+  }
+
+  /** The client's head: `checked` when the pairs' characters were checked already (the strict parser). */
+  #head(statusCode: number, headers: string[], resume: () => void, checked: boolean): boolean {
+    const res = this.ctx.res;
     const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
     this.resume = resume;
     try {
       const extra = this.ctx.responseHeaders;
-      res.writeHead(statusCode, extra === null ? headers : headers.concat(extra));
+      const lean = res as unknown as CheckedHeadWriter;
+      if (checked && lean.writeCheckedHead !== undefined) lean.writeCheckedHead(statusCode, headers, extra);
+      else res.writeHead(statusCode, extra === null ? headers : headers.concat(extra));
     } catch (err) {
       // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
       this.abort?.(err as Error);
@@ -141,6 +183,23 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     return false;
   }
 
+  /**
+   * The lean engine's pool: the last bytes of the body, its end follows in the same call (onComplete). A
+   * small tail is kept for res.end(tail): the whole answer then goes in one write with its finish, with
+   * no end-of-tick flush scheduled for bytes held by write(). Anything else takes onData's way.
+   */
+  onLastData(chunk: Buffer): boolean {
+    if (chunk.length > TAIL_BYTES || this.ctx.res.socket === null) return this.onData(chunk);
+    const tap = this.ctx.cacheTap;
+    if (tap !== null) {
+      tap.onData(chunk);
+      if (tap.answered) return true;
+    }
+    this.ctx.responseBytes += chunk.length;
+    this.tail = chunk;
+    return true;
+  }
+
   onComplete(): void {
     const server = this.server;
     if (server !== null) {
@@ -154,7 +213,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       tap.onComplete();
       if (tap.answered) return;
     }
-    this.ctx.res.end();
+    const tail = this.tail;
+    if (tail === null) this.ctx.res.end();
+    else {
+      this.tail = null;
+      this.ctx.res.end(tail);
+    }
   }
 
   onError(err: Error): void {

@@ -2,6 +2,7 @@
 // including any field the Connection header names), X-Forwarded-* and Via set.
 import type { RequestContext } from './context.ts';
 import { normalizeAcceptEncoding } from '../core/accept-encoding.ts';
+import { equalsLower, latin1 } from '../core/http1.ts';
 
 /** Fields that describe one connection and never cross a proxy. */
 const HOP_BY_HOP = new Set([
@@ -212,4 +213,60 @@ export function clientResponseHeaders(raw: Buffer[], via: string): string[] {
   }
   out.push('via', priorVia === '' ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
   return out;
+}
+
+/**
+ * clientResponseHeaders from a response head as offsets (the lean engine's upstream pool: `buf` and per
+ * field [nameStart, nameEnd, valueStart, valueEnd] relative to `base`): the same pairs, with a string
+ * made only for the fields that go on, and the hop-by-hop ones recognised from their bytes.
+ */
+export function clientResponsePairs(buf: Buffer, base: number, fields: readonly number[], via: string): string[] {
+  const out: string[] = [];
+  let named: Set<string> | null = null;
+  let priorVia = '';
+  for (let k = 0; k < fields.length; k += 4) {
+    const ns = base + fields[k]!;
+    const len = base + fields[k + 1]! - ns;
+    const vs = base + fields[k + 2]!;
+    const ve = base + fields[k + 3]!;
+    const hop = hopByHop(buf, ns, len);
+    if (hop !== 0) {
+      if (hop === 2) named = connectionTokens(latin1(buf, vs, ve));
+      continue;
+    }
+    if (len === 3 && equalsLower(buf, ns, 'via')) {
+      const v = latin1(buf, vs, ve);
+      priorVia = priorVia === '' ? v : `${priorVia}, ${v}`;
+      continue;
+    }
+    out.push(latin1(buf, ns, ns + len), latin1(buf, vs, ve));
+  }
+  if (named !== null) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
+  }
+  out.push('via', priorVia === '' ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`);
+  return out;
+}
+
+/** Whether buf[at, at + len) names a HOP_BY_HOP field: 0 no, 1 yes, 2 Connection. */
+function hopByHop(buf: Buffer, at: number, len: number): number {
+  switch (len) {
+    case 2:
+      return equalsLower(buf, at, 'te') ? 1 : 0;
+    case 7:
+      return equalsLower(buf, at, 'trailer') || equalsLower(buf, at, 'upgrade') ? 1 : 0;
+    case 10:
+      if (equalsLower(buf, at, 'connection')) return 2;
+      return equalsLower(buf, at, 'keep-alive') ? 1 : 0;
+    case 16:
+      return equalsLower(buf, at, 'proxy-connection') ? 1 : 0;
+    case 17:
+      return equalsLower(buf, at, 'transfer-encoding') ? 1 : 0;
+    case 18:
+      return equalsLower(buf, at, 'proxy-authenticate') ? 1 : 0;
+    case 19:
+      return equalsLower(buf, at, 'proxy-authorization') ? 1 : 0;
+    default:
+      return 0;
+  }
 }

@@ -16,6 +16,12 @@ export const Verdict = {
   Reply: 1,
   /** Stop running phases and forward to ctx.upstream now. */
   Forward: 2,
+  /**
+   * The phase keeps the request waiting (an admission slot) and will hand its verdict to
+   * `ctx.resumer` once, later, from another call stack. Returned only when `ctx.resumer` is set: a
+   * runner that sets it resumes the request itself, with no promise, closure or microtask per wait.
+   */
+  Wait: 3,
 } as const;
 export type Verdict = (typeof Verdict)[keyof typeof Verdict];
 
@@ -26,6 +32,17 @@ export interface Phase {
   onRequest(ctx: RequestContext): Verdict | Promise<Verdict>;
   /** Runs once per request after the response is finished or the client is gone, whatever happened. */
   onDone?(ctx: RequestContext): void;
+}
+
+/**
+ * Resumes a request one of whose phases answered Verdict.Wait (the request cycle: one object for all
+ * requests). Called once per wait, never on the phase's own call stack.
+ */
+export interface PhaseResumer {
+  /** The waiting phase's verdict: Continue runs the phases after `ctx.phaseIndex`. */
+  resume(ctx: RequestContext, verdict: Verdict): void;
+  /** The waiting phase failed (a throw while settling): an internal error for this request alone. */
+  fail(ctx: RequestContext, err: unknown): void;
 }
 
 /**

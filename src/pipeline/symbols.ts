@@ -5,6 +5,9 @@ export const kPeerAddress = Symbol('rempart.peerAddress');
 export const kJa4 = Symbol('rempart.ja4');
 /** The connection's HTTP/2 fingerprint (src/server/h2/fingerprint.ts), set by the h2 entry; absent otherwise. */
 export const kH2Fingerprint = Symbol('rempart.h2Fingerprint');
+/** The prefix key of the connection's peer address, and the address it was made from (`identify`'s cache). */
+export const kPeerPrefix = Symbol('rempart.peerPrefix');
+export const kPeerPrefixOf = Symbol('rempart.peerPrefixOf');
 
 // Per-connection bookkeeping (src/server/connections.ts): plain numbers on the socket, no table per request.
 /** Requests parsed on this connection whose response has not closed yet. */

@@ -9,7 +9,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Logger } from '../core/log.ts';
 import type { Recorder } from '../pipeline/record.ts';
 import { RempartError } from '../core/errors.ts';
-import { runDone, runPhases, Verdict, type Phase } from '../pipeline/phase.ts';
+import { runDone, runPhases, Verdict, type Phase, type PhaseResumer } from '../pipeline/phase.ts';
 import { forward, type ForwardHooks } from '../pipeline/forward.ts';
 import { sendLocalReply } from '../pipeline/reply.ts';
 import { setStatusPage } from '../phases/failover/status-page.ts';
@@ -52,6 +52,8 @@ export function createRequestCycle(opts: CycleOptions): RequestCycle {
   const hooks = forwardHooks(opts, pinned);
 
   function act(ctx: RequestContext, verdict: Verdict): void {
+    // A phase after a promise-returning one waits on the resumer: it acts when that verdict comes.
+    if (verdict === Verdict.Wait) return;
     const config = getRuntime().config;
     if (verdict === Verdict.Forward) forward(ctx, hooks, config.via, config.limits.bufferBodyBytes);
     else sendLocalReply(ctx);
@@ -64,21 +66,40 @@ export function createRequestCycle(opts: CycleOptions): RequestCycle {
     else ctx.res.destroy();
   }
 
+  /** Run the phases from `from`, then act on the verdict (unless one waits: the resumer goes on). */
+  function step(ctx: RequestContext, from: number): void {
+    try {
+      const v = runPhases(phases, ctx, from);
+      if (typeof v === 'number') act(ctx, v);
+      else
+        v.then(
+          (r) => act(ctx, r),
+          (err) => internalError(ctx, err),
+        );
+    } catch (err) {
+      internalError(ctx, err);
+    }
+  }
+
+  // A waiting phase (admission) comes back here, with no promise made for the wait.
+  const resumer: PhaseResumer = {
+    resume(ctx, verdict) {
+      if (verdict === Verdict.Continue) return step(ctx, ctx.phaseIndex + 1);
+      try {
+        act(ctx, verdict);
+      } catch (err) {
+        internalError(ctx, err);
+      }
+    },
+    fail: internalError,
+  };
+
   return {
     hooks,
     internalError,
     run(ctx) {
-      try {
-        const v = runPhases(phases, ctx);
-        if (typeof v === 'number') act(ctx, v);
-        else
-          v.then(
-            (r) => act(ctx, r),
-            (err) => internalError(ctx, err),
-          );
-      } catch (err) {
-        internalError(ctx, err);
-      }
+      ctx.resumer = resumer;
+      step(ctx, 0);
     },
     finish(ctx, completed) {
       if (ctx.pinned) pinned.unpin(ctx);

@@ -137,12 +137,21 @@ class ResponseHead {
           } else if (c === CR) state = R_HEAD_LF;
           else return this.#fail('field line');
           break;
-        case R_NAME:
-          if (TCHAR[c] === 1) break;
-          if (c !== 0x3a) return this.#fail('field name');
-          this.nameEnd = at;
+        case R_NAME: {
+          // The rest of the name in one tight loop (no state dispatch per byte).
+          let j = i;
+          while (j < end && TCHAR[buf[j]!] === 1) j++;
+          // Out of bytes: the loop's i++ leaves i at end, where the next call resumes in this state.
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
+          if (buf[j] !== 0x3a) return this.#fail('field name');
+          this.nameEnd = j - base;
           state = R_OWS;
           break;
+        }
         case R_OWS:
           if (c === SP || c === HTAB) break;
           if (c === CR) {
@@ -156,15 +165,26 @@ class ResponseHead {
           this.valueEnd = at + 1;
           state = R_VALUE;
           break;
-        case R_VALUE:
-          if (VALCH[c] === 1) {
-            if (c !== SP && c !== HTAB) this.valueEnd = at + 1;
+        case R_VALUE: {
+          // The rest of the value in one tight loop: most of a head's bytes are values.
+          let last = base + this.valueEnd;
+          let j = i;
+          for (; j < end; j++) {
+            const b = buf[j]!;
+            if (VALCH[b] !== 1) break;
+            if (b !== SP && b !== HTAB) last = j + 1;
+          }
+          this.valueEnd = last - base;
+          if (j === end) {
+            i = j - 1;
             break;
           }
-          if (c !== CR) return this.#fail('field value');
+          i = j;
+          if (buf[j] !== CR) return this.#fail('field value');
           state = R_VALUE_LF;
           if (!this.#field(buf, base)) return -2;
           break;
+        }
         case R_HEAD_LF:
           if (c !== LF) return this.#fail('bare CR');
           this.state = state;
@@ -223,7 +243,8 @@ class Exchange {
   readonly handler: Dispatcher.DispatchHandler;
   conn: UpConn | null = null;
   done = false;
-  readonly created = performance.now();
+  /** performance.now() when it first had to wait for a connection (0: never waited). */
+  created = 0;
   /**
    * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
    * body: may be sent again once if it was reset.
@@ -251,8 +272,26 @@ class Exchange {
   }
 }
 
-/** undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them. */
-interface LegacyHandler {
+/** undici's raw header pairs (a Buffer per name and per value) from the parser's offsets. */
+function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
+  const raw = new Array<Buffer>(f.length / 2);
+  for (let k = 0, j = 0; k < f.length; k += 4, j += 2) {
+    raw[j] = buf.subarray(base + f[k]!, base + f[k + 1]!);
+    raw[j + 1] = buf.subarray(base + f[k + 2]!, base + f[k + 3]!);
+  }
+  return raw;
+}
+
+/**
+ * undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them, and the
+ * pool's own head callback: the response head as the parser left it, `buf` and per field
+ * [nameStart, nameEnd, valueStart, valueEnd] relative to `base` (names are tchar, values field bytes:
+ * both already checked). Valid only during the call; a handler that has it is not given onHeaders.
+ */
+export interface LegacyHandler {
+  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean;
+  /** onData for the last bytes of a body with a Content-Length: onComplete follows in the same call. */
+  onLastData?(chunk: Buffer): boolean;
   onConnect?(abort: (err?: Error) => void): void;
   onHeaders?(status: number, raw: Buffer[], resume: () => void, text: string): boolean;
   onData?(chunk: Buffer): boolean;
@@ -342,7 +381,7 @@ class UpConn {
   }
 
   /** Give this connection an exchange (connected already, or once it connects). */
-  assign(x: Exchange): void {
+  assign(x: Exchange, now: number): void {
     this.exchange = x;
     x.conn = this;
     x.retryable = this.served > 0 && isIdempotent(x.opts.method) && isReplayable(x.opts.body);
@@ -350,7 +389,7 @@ class UpConn {
     this.head.reset();
     this.bodyLeft = -2;
     this.sawResponseByte = false;
-    this.since = performance.now();
+    this.since = now;
     if (this.connected) this.send(x);
   }
 
@@ -521,12 +560,6 @@ class UpConn {
       h.reset();
       return true;
     }
-    const f = h.fields;
-    const raw = new Array<Buffer>(f.length / 2);
-    for (let k = 0, j = 0; k < f.length; k += 4, j += 2) {
-      raw[j] = buf.subarray(base + f[k]!, base + f[k + 1]!);
-      raw[j + 1] = buf.subarray(base + f[k + 2]!, base + f[k + 3]!);
-    }
     if (h.close || h.minor === 0) this.reusable = false;
     const noBody = x.opts.method === 'HEAD' || status === 204 || status === 304;
     if (noBody) this.bodyLeft = 0;
@@ -541,7 +574,12 @@ class UpConn {
     }
     x.retryable = false;
     const handler = x.handler as LegacyHandler;
-    if (handler.onHeaders?.(status, raw, x.resume, '') === false) this.pause();
+    // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
+    const more =
+      handler.onHeadBytes !== undefined
+        ? handler.onHeadBytes(status, buf, base, h.fields, x.resume)
+        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resume, '');
+    if (more === false) this.pause();
     if (x.done || this.exchange !== x) return false;
     if (this.bodyLeft === 0) {
       this.#complete(x);
@@ -560,7 +598,12 @@ class UpConn {
       this.start += take;
       if (this.bodyLeft >= 0) this.bodyLeft -= take;
       this.#consumed();
-      if (take > 0 && handler.onData?.(chunk) === false) this.pause();
+      if (take > 0) {
+        // The last bytes of a body with a length: the handler may keep them for its end (next call).
+        const more =
+          this.bodyLeft === 0 && handler.onLastData !== undefined ? handler.onLastData(chunk) : handler.onData?.(chunk);
+        if (more === false) this.pause();
+      }
       if (x.done || this.exchange !== x) return false;
       if (this.bodyLeft === 0) {
         this.#complete(x);
@@ -703,9 +746,11 @@ export class H1Pool {
   }
 
   enqueue(x: Exchange, front: boolean): void {
+    // One clock read for the idle check and the exchange's head timeout.
+    const now = performance.now();
     let c = this.idle.pop();
     // An idle connection close to its keep-alive limit may be closed by the origin as we write.
-    while (c !== undefined && (c.socket.destroyed || performance.now() - c.since > this.opts.keepAliveTimeoutMs)) {
+    while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
       c.destroy();
       c = this.idle.pop();
     }
@@ -714,9 +759,10 @@ export class H1Pool {
       this.all.add(c);
     }
     if (c !== undefined) {
-      c.assign(x);
+      c.assign(x, now);
       return;
     }
+    if (x.created === 0) x.created = now;
     if (front && this.#waitHead > 0) this.waiting[--this.#waitHead] = x;
     else this.waiting.push(x);
   }
@@ -744,7 +790,7 @@ export class H1Pool {
   release(c: UpConn): void {
     if (this.#closed) return c.destroy();
     const x = this.#next();
-    if (x !== undefined) c.assign(x);
+    if (x !== undefined) c.assign(x, c.since);
     else this.idle.push(c);
   }
 

@@ -113,6 +113,22 @@ export function createAdmissionPhase(
     return Verdict.Reply;
   }
 
+  /**
+   * The gate's settle call for a request whose runner resumes it (Verdict.Wait): the outcome is written
+   * now, as the gate decides, and the runner goes on in the next tick, never inside the gate's drain
+   * (another request's release, whose upstream connection is not back in its pool yet).
+   */
+  function resolveWaiting(entry: AdmissionEntry<RequestContext>): void {
+    let verdict: Verdict;
+    try {
+      verdict = settle(entry);
+    } catch (err) {
+      process.nextTick(failWaiting, entry.owner, err);
+      return;
+    }
+    process.nextTick(resumeWaiting, entry.owner, verdict);
+  }
+
   return {
     name: 'admission',
     onRequest(ctx: RequestContext) {
@@ -163,7 +179,13 @@ export function createAdmissionPhase(
       }
       c.queued.value++;
       ctx.admissionEntry = entry;
-      // One promise per waiting request, settled with the verdict when the gate decides (at saturation
+      if (ctx.resumer !== null) {
+        // The request cycle resumes the request itself: no promise, closure or microtask per wait.
+        entry.resolve = resolveWaiting;
+        if (gate.limiter.inFlight < gate.limiter.limit) gate.drain();
+        return Verdict.Wait;
+      }
+      // Without a resumer (a runner of its own): one promise per waiting request, settled with the verdict when the gate decides (at saturation
       // most pass-through requests wait a moment here: a promise and a microtask hop fewer each).
       // settle writes only the request's outcome, no I/O; a throw rejects this request alone, never
       // the gate's drain that settled it (another request's release).
@@ -187,6 +209,14 @@ export function createAdmissionPhase(
     },
     releaseSlot,
   };
+}
+
+function resumeWaiting(ctx: RequestContext, verdict: Verdict): void {
+  ctx.resumer!.resume(ctx, verdict);
+}
+
+function failWaiting(ctx: RequestContext, err: unknown): void {
+  ctx.resumer!.fail(ctx, err);
 }
 
 function releaseSlot(ctx: RequestContext): void {

@@ -51,7 +51,7 @@ export interface ChallengeGuard {
   readonly familiarityLookups: number;
   readonly challenge: Phase;
   /** Called by the forward handler with every upstream response head: learns origin-granted sessions. */
-  onUpstreamHead(ctx: RequestContext, status: number, rawHeaders: Buffer[]): void;
+  onUpstreamHead(ctx: RequestContext, status: number, rawHeaders: readonly (Buffer | string)[]): void;
   /** Read keys for a new config (throws on a bad key: the reload is refused); the returned function applies them. */
   prepare(config: Config): Promise<() => void>;
   readonly signer: TokenSigner;

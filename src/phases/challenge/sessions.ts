@@ -549,7 +549,7 @@ export function learnSessions(
   store: SessionStore,
   cookieName: string,
   status: number,
-  rawHeaders: readonly Buffer[],
+  rawHeaders: readonly (Buffer | string)[],
   nowMs: number,
   trust: () => number = () => 0,
   voucher: () => Session | null = () => null,
@@ -557,13 +557,11 @@ export function learnSessions(
   if (status < 200 || status > 299 || cookieName === '') return;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (
-      name.length !== 10 ||
-      (name[0]! | 0x20) !== 0x73 /* s */ ||
-      name.toString('latin1').toLowerCase() !== 'set-cookie'
-    )
-      continue;
-    const line = rawHeaders[i + 1]!.toString('latin1');
+    if (name.length !== 10) continue;
+    const text = typeof name === 'string' ? name : name.toString('latin1');
+    if ((text.charCodeAt(0) | 0x20) !== 0x73 /* s */ || text.toLowerCase() !== 'set-cookie') continue;
+    const field = rawHeaders[i + 1]!;
+    const line = typeof field === 'string' ? field : field.toString('latin1');
     const semi = line.indexOf(';');
     const pair = semi === -1 ? line : line.slice(0, semi);
     const eq = pair.indexOf('=');

@@ -6,7 +6,7 @@ import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import { isTrusted, type Runtime } from '../../pipeline/runtime.ts';
-import { kH2Fingerprint, kJa4, kPeerAddress } from '../../pipeline/symbols.ts';
+import { kH2Fingerprint, kJa4, kPeerAddress, kPeerPrefix, kPeerPrefixOf } from '../../pipeline/symbols.ts';
 import { normalizePath, pathWithoutParams } from './normalize-path.ts';
 import { hostName, normalizeHost } from './host.ts';
 import { prefixKey } from '../../core/client-key.ts';
@@ -35,6 +35,8 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         [kPeerAddress]?: string;
         [kJa4]?: string;
         [kH2Fingerprint]?: string;
+        [kPeerPrefix]?: string;
+        [kPeerPrefixOf]?: string;
         encrypted?: boolean;
       };
       const peer = socket[kPeerAddress] ?? socket.remoteAddress ?? '';
@@ -52,7 +54,13 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         const proto = req.headers['x-forwarded-proto'];
         if (proto === 'https' || proto === 'http') ctx.protocol = proto;
       }
-      ctx.clientPrefix = prefixKey(ctx.clientAddress);
+      // Every request of a connection comes from its peer: the peer's prefix is made once per connection.
+      if (ctx.clientAddress !== peer) ctx.clientPrefix = prefixKey(ctx.clientAddress);
+      else if (socket[kPeerPrefixOf] === peer) ctx.clientPrefix = socket[kPeerPrefix]!;
+      else {
+        ctx.clientPrefix = socket[kPeerPrefix] = prefixKey(peer);
+        socket[kPeerPrefixOf] = peer;
+      }
       let url = req.url ?? '/';
       // RFC 9110 §4.2.4: a fragment is never sent. Some origins cut it, routes would not: refused, as
       // Envoy does, or `POST /login#x` walks past the `/login` route's limits.

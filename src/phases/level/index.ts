@@ -19,10 +19,11 @@ export function createLevelPhase(deps: DefenseDeps): Phase {
   if (monitor === null) return { name: 'level', onRequest: () => Verdict.Continue };
   const traffic = monitor.traffic;
   const clock = deps.clock;
+  const wallMs = () => clock.wallMs();
   return {
     name: 'level',
     onRequest(ctx: RequestContext) {
-      traffic.observe(ctx, clock.wallMs());
+      traffic.observe(ctx, wallMs);
       return Verdict.Continue;
     },
     onDone(ctx: RequestContext) {

@@ -162,8 +162,11 @@ export class TrafficObserver {
     return this.#learnedTicks >= level.warmupSeconds;
   }
 
-  /** Per request: counters, and 1 in N into the pending sketches. No allocation unless sampled. */
-  observe(ctx: RequestContext, nowWallMs: number): void {
+  /**
+   * Per request: counters, and 1 in N into the pending sketches. No allocation unless sampled; the wall
+   * clock (`wallMs`) is read only for a sampled request.
+   */
+  observe(ctx: RequestContext, wallMs: () => number): void {
     this.#requests++;
     const route = ctx.route;
     if (route !== null && route.index < this.#routeCounts.length) this.#routeCounts[route.index]!++;
@@ -181,6 +184,7 @@ export class TrafficObserver {
     if (--this.#countdown > 0) return;
     // Jittered so a client cannot time its requests between samples.
     this.#countdown = this.sampleEvery === 1 ? 1 : 1 + Math.floor(Math.random() * (2 * this.sampleEvery - 1));
+    const nowWallMs = wallMs();
     for (let f = 0; f < FEATURES.length; f++) this.pending[f]!.add(featureValue(ctx, f), 1, nowWallMs);
   }
 

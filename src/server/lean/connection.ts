@@ -10,7 +10,7 @@ import { closingReason, errorBody } from '../../pipeline/reply.ts';
 import { kPending, kReadPaused } from '../../pipeline/symbols.ts';
 import type { TrackedSocket } from '../connections.ts';
 import { ChunkedDecoder, HeadParser, headersObject } from './parser.ts';
-import { LeanRequest, LeanResponse, type MessageConnection } from './message.ts';
+import { LeanBodilessRequest, LeanRequest, LeanResponse, type LeanHead, type MessageConnection } from './message.ts';
 import type { LeanEngine } from './engine.ts';
 
 const EMPTY = Buffer.alloc(0);
@@ -174,7 +174,9 @@ export class LeanConnection implements MessageConnection {
       return false;
     }
     const hasBody = chunked || length > 0;
-    const req = new LeanRequest(this, method, url, minor, raw, headersObject(raw), !hasBody);
+    const req = hasBody
+      ? new LeanRequest(this, method, url, minor, raw, headersObject(raw), false)
+      : new LeanBodilessRequest(this, method, url, minor, raw, headersObject(raw));
     if (wantsUpgrade && this.engine.isTunnel(req)) {
       this.#upgrade(req);
       return false;
@@ -187,7 +189,7 @@ export class LeanConnection implements MessageConnection {
     // node:http parses nothing after it: neither does this engine.
     this.lastRequest = !keepAlive || wantsUpgrade;
     if (hasBody) {
-      this.req = req;
+      this.req = req as LeanRequest;
       this.res = res;
       this.reqStart = performance.now();
       if (chunked) {
@@ -264,7 +266,7 @@ export class LeanConnection implements MessageConnection {
 
   // --- upgrades ---
 
-  #upgrade(req: LeanRequest): void {
+  #upgrade(req: LeanHead): void {
     this.stopped = true;
     // Pipelined behind requests whose answers are still owed: nothing can be answered in order after
     // the handshake; close once they are out (what the node engine does, upgrade-entry.ts).
@@ -281,8 +283,8 @@ export class LeanConnection implements MessageConnection {
 
   // --- writing ---
 
-  keepAliveSeconds(): number {
-    return Math.floor(this.engine.idleTimeoutMs() / 1000);
+  keepAliveLines(): string {
+    return this.engine.keepAliveLines();
   }
 
   finishing(res: LeanResponse, last: string | Buffer): void {
@@ -312,7 +314,8 @@ export class LeanConnection implements MessageConnection {
     if (this.queue[0] === res) this.queue.shift();
     const s = this.socket;
     // An unread body behind a finished answer is read and dropped, as node:http does (_dump).
-    if (res.req === this.req && !res.req.destroyed) res.req.resume();
+    const reading = this.req;
+    if (reading !== null && res.req === reading && !reading.destroyed) reading.resume();
     if (res.last) {
       this.stopped = true;
       s.end();

@@ -11,7 +11,7 @@ import type { Runtime } from '../../pipeline/runtime.ts';
 import type { TrackedSocket } from '../connections.ts';
 import { wantsTunnel } from '../upgrade.ts';
 import { LeanConnection } from './connection.ts';
-import type { LeanRequest, LeanResponse } from './message.ts';
+import type { LeanHead, LeanResponse } from './message.ts';
 
 export interface LeanEngineOptions {
   readonly getRuntime: () => Runtime;
@@ -77,19 +77,31 @@ export class LeanEngine {
     return this.opts.getRuntime().config.limits.idleTimeoutMs;
   }
 
+  #keepAliveMs = -1;
+  #keepAliveLines = '';
+  /** `Connection: keep-alive` and `Keep-Alive: timeout=<s>` lines, made again only when the limit changes. */
+  keepAliveLines(): string {
+    const ms = this.idleTimeoutMs();
+    if (ms !== this.#keepAliveMs) {
+      this.#keepAliveMs = ms;
+      this.#keepAliveLines = `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(ms / 1000)}\r\n`;
+    }
+    return this.#keepAliveLines;
+  }
+
   gate(s: TrackedSocket): boolean {
     return !s.destroyed && this.opts.requestGate(s);
   }
 
-  isTunnel(req: LeanRequest): boolean {
+  isTunnel(req: LeanHead): boolean {
     return wantsTunnel(req as unknown as IncomingMessage, this.opts.getRuntime());
   }
 
-  onRequest(req: LeanRequest, res: LeanResponse): void {
+  onRequest(req: LeanHead, res: LeanResponse): void {
     this.opts.onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   }
 
-  onUpgrade(req: LeanRequest, socket: Socket, head: Buffer): void {
+  onUpgrade(req: LeanHead, socket: Socket, head: Buffer): void {
     req.upgrade = true;
     this.opts.onUpgrade(req as unknown as IncomingMessage, socket, head);
   }

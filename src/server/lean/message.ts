@@ -24,11 +24,20 @@ export interface MessageConnection {
   cork(): void;
   /** Flush a held small answer (flushPending) at the end of this tick, without corking. */
   endOfTick(): void;
-  /** The keep-alive timeout announced in Keep-Alive (seconds). */
-  keepAliveSeconds(): number;
+  /** The `Connection: keep-alive` and `Keep-Alive: timeout=<seconds>` lines of a response head. */
+  keepAliveLines(): string;
 }
 
-export class LeanRequest extends Readable {
+/** What the engine and a response read of a request, with or without a body. */
+export interface LeanHead {
+  readonly method: string;
+  readonly httpVersionMinor: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly conn: MessageConnection;
+  upgrade: boolean;
+}
+
+export class LeanRequest extends Readable implements LeanHead {
   readonly method: string;
   readonly url: string;
   readonly httpVersion: string;
@@ -74,6 +83,77 @@ export class LeanRequest extends Readable {
   }
 }
 
+async function* noBytes(): AsyncGenerator<Buffer> {}
+
+/**
+ * A request without a body (no Content-Length above 0, no Transfer-Encoding: most requests): the fields
+ * of LeanRequest and a stream that is over before it starts, without a Readable's state, its end pushed
+ * and the tick that announces it. Nothing reads the body of such a request; what a caller might still
+ * do with a stream is harmless here: iterate it (nothing), resume, pause, destroy, listen.
+ */
+export class LeanBodilessRequest extends EventEmitter implements LeanHead {
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersion: string;
+  readonly httpVersionMajor: number;
+  readonly httpVersionMinor: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly rawHeaders: string[];
+  readonly complete: boolean;
+  socket: Socket;
+  upgrade: boolean;
+  readonly trailers: Record<string, string>;
+  readonly conn: MessageConnection;
+  destroyed: boolean;
+  readonly readableEnded: boolean;
+
+  constructor(
+    conn: MessageConnection,
+    method: string,
+    url: string,
+    minor: number,
+    rawHeaders: string[],
+    headers: Record<string, string | string[]>,
+  ) {
+    super();
+    this.conn = conn;
+    this.socket = conn.socket;
+    this.method = method;
+    this.url = url;
+    this.httpVersionMajor = 1;
+    this.httpVersionMinor = minor;
+    this.httpVersion = minor === 1 ? '1.1' : '1.0';
+    this.rawHeaders = rawHeaders;
+    this.headers = headers;
+    this.complete = true;
+    this.upgrade = false;
+    this.trailers = {};
+    this.destroyed = false;
+    this.readableEnded = true;
+  }
+
+  read(): null {
+    return null;
+  }
+
+  resume(): this {
+    return this;
+  }
+
+  pause(): this {
+    return this;
+  }
+
+  destroy(): this {
+    this.destroyed = true;
+    return this;
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    return noBytes();
+  }
+}
+
 /** Node's checks on outgoing header names and values (lib/_http_common.js). */
 const TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
@@ -89,6 +169,12 @@ const EMPTY = Buffer.alloc(0);
 /** Bodies up to this size are copied behind their head into one buffer; larger ones are written as they are. */
 const JOIN_LIMIT = 16 * 1024;
 const CRLF = '\r\n';
+/** Framing fields a head carries, by #field's answer (0 drop, 1 plain, 2 Content-Length, 3 TE, 4 Date, 5 Connection). */
+const SEEN_LENGTH = 1;
+const SEEN_ENCODING = 2;
+const SEEN_DATE = 4;
+const SEEN_CONNECTION = 8;
+const FLAG_BITS = [0, 0, SEEN_LENGTH, SEEN_ENCODING, SEEN_DATE, SEEN_CONNECTION];
 
 let dateSecond = 0;
 let dateLine = '';
@@ -104,7 +190,7 @@ function date(): string {
 }
 
 export class LeanResponse extends EventEmitter {
-  readonly req: LeanRequest;
+  readonly req: LeanHead;
   readonly conn: MessageConnection;
   /** The connection, once this response's turn on it has come (null while earlier answers go out). */
   socket: Socket | null;
@@ -127,7 +213,7 @@ export class LeanResponse extends EventEmitter {
   /** The head and first body bytes of a small answer, held by write() for end() (one write). */
   pendingOut: Buffer | string | null;
 
-  constructor(req: LeanRequest, keepAlive: boolean) {
+  constructor(req: LeanHead, keepAlive: boolean) {
     super();
     this.req = req;
     this.conn = req.conn;
@@ -158,55 +244,79 @@ export class LeanResponse extends EventEmitter {
 
   /** Headers as an object or a flat [name, value, …] array (values may be arrays: one line each). */
   writeHead(status: number, headers?: Record<string, string | number | readonly string[]> | readonly string[]): this {
-    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
-    this.statusCode = status;
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
-    let hasLength = false;
-    let hasEncoding = false;
-    let hasDate = false;
-    let connection = false;
+    let head = this.#statusLine(status);
+    let seen = 0;
     if (headers !== undefined) {
       if (Array.isArray(headers)) {
-        for (let i = 0; i < headers.length; i += 2) {
-          const name = headers[i] as string;
-          const value = headers[i + 1] as string | readonly string[];
-          const flags = this.#field(name, value);
-          if (flags === 0) continue;
-          head += fieldLines(name, value);
-          if (flags === 2) hasLength = true;
-          else if (flags === 3) hasEncoding = true;
-          else if (flags === 4) hasDate = true;
-          else if (flags === 5) connection = true;
-        }
+        head = this.#pairs(head, headers as readonly (string | readonly string[])[], true);
+        seen = this.#seen;
       } else {
         const h = headers as Record<string, string | number | readonly string[]>;
         for (const name in h) {
           const raw = h[name]!;
           const value = typeof raw === 'number' ? String(raw) : raw;
-          const flags = this.#field(name, value);
+          seen |= FLAG_BITS[this.#field(name, value, true)]!;
           head += fieldLines(name, value);
-          if (flags === 2) hasLength = true;
-          else if (flags === 3) hasEncoding = true;
-          else if (flags === 4) hasDate = true;
-          else if (flags === 5) connection = true;
         }
       }
     }
-    if (!hasDate) head += date();
+    return this.#endHead(head, seen);
+  }
+
+  /**
+   * writeHead with pairs whose characters are known good (the strict upstream parser checked them:
+   * pipeline/forward.ts), and `extra` pairs the phases add, checked as writeHead checks everything.
+   */
+  writeCheckedHead(status: number, checked: readonly string[], extra: readonly string[] | null): this {
+    let head = this.#pairs(this.#statusLine(status), checked, false);
+    let seen = this.#seen;
+    if (extra !== null) {
+      head = this.#pairs(head, extra, true);
+      seen |= this.#seen;
+    }
+    return this.#endHead(head, seen);
+  }
+
+  #statusLine(status: number): string {
+    if (this.headersSent) throw Object.assign(new Error('headers already sent'), { code: 'ERR_HTTP_HEADERS_SENT' });
+    this.statusCode = status;
+    return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+  }
+
+  /** Which framing fields the last #pairs call met (FLAG_BITS). */
+  #seen = 0;
+
+  /** Append flat [name, value, …] pairs to `head`; `check`: validate their characters. */
+  #pairs(head: string, pairs: readonly (string | readonly string[])[], check: boolean): string {
+    let seen = 0;
+    for (let i = 0; i < pairs.length; i += 2) {
+      const name = pairs[i] as string;
+      const value = pairs[i + 1] as string | readonly string[];
+      const flags = this.#field(name, value, check);
+      if (flags === 0) continue;
+      head += fieldLines(name, value);
+      seen |= FLAG_BITS[flags]!;
+    }
+    this.#seen = seen;
+    return head;
+  }
+
+  /** The framing and connection fields node:http adds, then the head is ready to go with the first bytes. */
+  #endHead(head: string, seen: number): this {
+    const status = this.statusCode;
+    if ((seen & SEEN_DATE) === 0) head += date();
     if (!this.shouldKeepAlive) this.last = true;
     const bodyAllowed = this.hasBody && status !== 204 && status !== 304 && !(status >= 100 && status < 200);
     if (!bodyAllowed) this.hasBody = false;
-    else if (!hasLength && !hasEncoding) {
+    else if ((seen & (SEEN_LENGTH | SEEN_ENCODING)) === 0) {
       // No length known: chunked for HTTP/1.1, the connection's end for HTTP/1.0 (as node:http).
       if (this.req.httpVersionMinor === 1) {
         this.chunked = true;
         head += 'Transfer-Encoding: chunked\r\n';
       } else this.last = true;
     }
-    if (!connection) {
-      head += this.last
-        ? 'Connection: close\r\n'
-        : `Connection: keep-alive\r\nKeep-Alive: timeout=${this.conn.keepAliveSeconds()}\r\n`;
+    if ((seen & SEEN_CONNECTION) === 0) {
+      head += this.last ? 'Connection: close\r\n' : this.conn.keepAliveLines();
     }
     this.head = `${head}\r\n`;
     this.headersSent = true;
@@ -214,22 +324,24 @@ export class LeanResponse extends EventEmitter {
   }
 
   /** Validate one field; 0 drop, 1 plain, 2 Content-Length, 3 Transfer-Encoding, 4 Date, 5 Connection. */
-  #field(name: string, value: string | readonly string[]): number {
-    if (!TOKEN.test(name)) throw invalidHeader(name);
-    if (typeof value === 'string') {
-      if (INVALID_VALUE.test(value)) throw invalidHeader(name);
-    } else for (const v of value) if (INVALID_VALUE.test(v)) throw invalidHeader(name);
+  #field(name: string, value: string | readonly string[], check: boolean): number {
+    if (check) {
+      if (!TOKEN.test(name)) throw invalidHeader(name);
+      if (typeof value === 'string') {
+        if (INVALID_VALUE.test(value)) throw invalidHeader(name);
+      } else for (const v of value) if (INVALID_VALUE.test(v)) throw invalidHeader(name);
+    }
     switch (name.length) {
       case 14:
-        return name.toLowerCase() === 'content-length' ? 2 : 1;
+        return sameName(name, 'content-length') ? 2 : 1;
       case 17:
-        if (name.toLowerCase() !== 'transfer-encoding') return 1;
+        if (!sameName(name, 'transfer-encoding')) return 1;
         this.chunked = typeof value === 'string' && value.toLowerCase() === 'chunked';
         return 3;
       case 4:
-        return name.toLowerCase() === 'date' ? 4 : 1;
+        return sameName(name, 'date') ? 4 : 1;
       case 10:
-        if (name.toLowerCase() !== 'connection') return 1;
+        if (!sameName(name, 'connection')) return 1;
         if (typeof value === 'string' && value.toLowerCase().includes('close')) this.last = true;
         return 5;
       default:
@@ -419,6 +531,15 @@ export class LeanResponse extends EventEmitter {
   setHeader(): this {
     return this;
   }
+}
+
+/**
+ * Whether a field name (tchar only: checked, or from the strict parser) is `lower` in any case, of the
+ * same length, without a lower-cased copy: among tchar, only a letter's capital ORs to it with 0x20.
+ */
+function sameName(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
 }
 
 function fieldLines(name: string, value: string | readonly string[]): string {

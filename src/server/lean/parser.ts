@@ -26,7 +26,9 @@ const URLCH = new Uint8Array(256);
 for (let c = 0x21; c <= 0x7e; c++) URLCH[c] = 1;
 
 /** The methods llhttp knows (node:http's METHODS), case-sensitive: any other is a bad request there too. */
-const METHODS = new Set(HTTP_METHODS);
+// Mapped to node:http's own strings: the method every phase compares (`=== 'GET'`) is then one string,
+// not a fresh copy per request.
+const METHODS = new Map(HTTP_METHODS.map((m) => [m, m]));
 
 const CR = 13;
 const LF = 10;
@@ -142,17 +144,34 @@ export class HeadParser {
           if (TCHAR[c] === 1) break;
           if (c !== SP) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
           this.methodEnd = i - base;
-          this.methodName = latin1(buf, base + this.lineStart, i);
-          if (!METHODS.has(this.methodName)) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
+          {
+            const at = base + this.lineStart;
+            // GET, most requests: no string made for it.
+            const name =
+              i - at === 3 && buf[at] === 0x47 && buf[at + 1] === 0x45 && buf[at + 2] === 0x54
+                ? 'GET'
+                : METHODS.get(latin1(buf, at, i));
+            if (name === undefined) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
+            this.methodName = name;
+          }
           this.urlStart = i + 1 - base;
           state = S_URL;
           break;
-        case S_URL:
-          if (URLCH[c] === 1) break;
-          if (c !== SP || i - base === this.urlStart) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
+        case S_URL: {
+          // Tight loops for the target, names and values (most of a head's bytes): no dispatch per byte.
+          // Out of bytes, i is left at end - 1 (the loop's i++ then ends it) and the state resumes.
+          let j = i;
+          while (j < end && URLCH[buf[j]!] === 1) j++;
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
+          if (buf[j] !== SP || i - base === this.urlStart) return this.#fail('RMP_ERR_EDGE_BAD_REQUEST');
           this.urlEnd = i - base;
           state = S_VERSION;
           break;
+        }
         case S_VERSION: {
           const k = i - base - this.urlEnd - 1;
           if (k < 7) {
@@ -176,13 +195,20 @@ export class HeadParser {
           // SP/HTAB here is obs-fold, LF a bare LF, anything else no field name: all refused as smuggling.
           else return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           break;
-        case S_NAME:
-          if (TCHAR[c] === 1) break;
+        case S_NAME: {
+          let j = i;
+          while (j < end && TCHAR[buf[j]!] === 1) j++;
+          if (j === end) {
+            i = j - 1;
+            break;
+          }
+          i = j;
           // A space before the colon (`Transfer-Encoding : chunked`) is a classic smuggling shape.
-          if (c !== 0x3a) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          if (buf[j] !== 0x3a) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           this.nameEnd = i - base;
           state = S_OWS;
           break;
+        }
         case S_OWS:
           if (c === SP || c === HTAB) break;
           if (c === CR) {
@@ -196,15 +222,25 @@ export class HeadParser {
           this.valueEnd = i + 1 - base;
           state = S_VALUE;
           break;
-        case S_VALUE:
-          if (VALCH[c] === 1) {
-            if (c !== SP && c !== HTAB) this.valueEnd = i + 1 - base;
+        case S_VALUE: {
+          let last = base + this.valueEnd;
+          let j = i;
+          for (; j < end; j++) {
+            const b = buf[j]!;
+            if (VALCH[b] !== 1) break;
+            if (b !== SP && b !== HTAB) last = j + 1;
+          }
+          this.valueEnd = last - base;
+          if (j === end) {
+            i = j - 1;
             break;
           }
-          if (c !== CR) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
+          i = j;
+          if (buf[j] !== CR) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           state = S_VALUE_LF;
           if (!this.#field(buf, base)) return -2;
           break;
+        }
         case S_VALUE_LF:
           if (c !== LF) return this.#fail('RMP_ERR_EDGE_SMUGGLING');
           state = S_FIELD_START;
