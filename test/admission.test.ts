@@ -369,3 +369,29 @@ test('a slow POST trickling its body holds no admission slot: with a limit of on
   assert.match(reply, /^HTTP\/1\.1 200 /);
   assert.match(reply, /"approved":true/);
 });
+
+test('a request that waited in the queue while the level rose to under_attack is judged at the level now: an unknown client is challenged, the origin never sees it', async (t) => {
+  const origin = track(t, await startPostalOrigin({ workers: 1, serviceTimeMs: 600, queueLength: 1000 }));
+  const gw = await gatewayFor(
+    t,
+    origin,
+    { mode: 'static', staticLimit: 1 },
+    { queue: { timeoutMs: { cacheable: 5000 } } },
+    false,
+    { level: { override: 'calm' } },
+  );
+  const first = send(gw.url, '/track/B1');
+  await waitFor(() => gateOf(gw).limiter.inFlight === 1, { timeoutMs: 10_000, message: 'the first holds the slot' });
+  // Calm: nothing is asked of an unknown client, so it waits for the slot.
+  const second = send(gw.url, '/track/B2', { headers: { accept: 'application/json' } });
+  await waitFor(() => gateOf(gw).queue.size === 1, { timeoutMs: 10_000, message: 'the second waits' });
+  const monitor = gw.gateway.defense.level as unknown as { setOverride(l: string, r: string, w: string): void };
+  monitor.setOverride('under_attack', 'test', 'test');
+  assert.equal((await first).status, 200, 'the one already at the origin finishes');
+  const r = await second;
+  assert.equal(r.status, 403);
+  assert.equal(codeOf(r), 'RMP_ERR_CHALLENGE');
+  assert.ok(r.headers['rempart-challenge'], 'a challenge to solve');
+  assert.equal(origin.stats().byRoute['GET /track/:id'], 1, 'the queued request never reached the origin');
+  await waitFor(() => gateOf(gw).limiter.inFlight === 0, { timeoutMs: 10_000, message: 'its slot was given back' });
+});

@@ -41,11 +41,22 @@ export interface AdmissionPhase extends Phase {
   releaseSlot(ctx: RequestContext): void;
 }
 
+/**
+ * A request that waited while the attack level rose is judged again at the level now, as it would be
+ * had it arrived now: `rejudge` runs the checks the level asks for (the challenge) and says whether it
+ * answered the request. Requests queued before the rise would otherwise reach the origin unasked.
+ */
+export interface LevelRecheck {
+  level(): number;
+  rejudge(ctx: RequestContext): boolean;
+}
+
 export function createAdmissionPhase(
   getRuntime: () => Runtime,
   metrics: Metrics,
   clock: Clock = systemClock,
   serveStale?: (ctx: RequestContext) => boolean,
+  recheck?: LevelRecheck,
 ): AdmissionPhase {
   // Metric cells per upstream name and class: both come from configuration, so the table stays small.
   const cells = new Map<string, (ClassCells | undefined)[]>();
@@ -93,12 +104,14 @@ export function createAdmissionPhase(
   };
 
   /** A waiting request's fate is known: continue to the upstream, or answer 503. One function for all. */
-  function settle(entry: AdmissionEntry<RequestContext>): Verdict {
+  function settle(entry: AdmissionEntry<RequestContext>, levelThen: number): Verdict {
     const ctx = entry.owner;
     ctx.admissionEntry = null;
     if (entry.outcome === Outcome.Cancelled || ctx.finished) return Verdict.Reply; // the client left: nothing to send
     const c = cellsFor(ctx.upstream!.name, entry.cls);
     if (entry.outcome === Outcome.Admitted) {
+      // Answered now (a challenge): the slot it was given goes back in onDone, nothing reached the origin.
+      if (recheck !== undefined && recheck.level() > levelThen && recheck.rejudge(ctx)) return Verdict.Reply;
       c.admitted.value++;
       metrics.admissionWait.observe(c.wait, (clock.now() - entry.enqueuedMs) / 1000);
       return Verdict.Continue;
@@ -189,10 +202,11 @@ export function createAdmissionPhase(
       // most pass-through requests wait a moment here: a promise and a microtask hop fewer each).
       // settle writes only the request's outcome, no I/O; a throw rejects this request alone, never
       // the gate's drain that settled it (another request's release).
+      const levelThen = recheck === undefined ? 0 : recheck.level();
       const waiting = new Promise<Verdict>((resolve, reject) => {
         entry.resolve = (e) => {
           try {
-            resolve(settle(e));
+            resolve(settle(e, levelThen));
           } catch (err) {
             reject(err);
           }
@@ -253,6 +267,12 @@ export const admissionPhase: PhaseModule<AdmissionPhase> = {
   codes: ['RMP_ERR_ADMISSION_SHED', 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT'],
   create: (env) => {
     const stale = env.stale;
-    return createAdmissionPhase(env.getRuntime, env.metrics, env.clock, (ctx) => stale.serveStaleIfAny(ctx));
+    const level = env.level;
+    const challenge = env.challenge.challenge;
+    return createAdmissionPhase(env.getRuntime, env.metrics, env.clock, (ctx) => stale.serveStaleIfAny(ctx), {
+      level: () => level.level,
+      // The challenge guard (a named service, not the phase's module) at the level in force now.
+      rejudge: (ctx) => challenge.onRequest(ctx) === Verdict.Reply,
+    });
   },
 };
