@@ -53,6 +53,8 @@ export class QueueEntry<T> {
   bias: number;
   /** Settles the waiting request's promise with this entry; set by whoever creates the promise. */
   resolve: ((entry: QueueEntry<T>) => void) | null;
+  /** A number its creator keeps with it (admission: the attack level when the request began to wait). */
+  stamp: number;
 
   constructor(owner: T, cls: number, key: string, enqueuedMs: number, deadlineMs: number) {
     this.owner = owner;
@@ -64,6 +66,7 @@ export class QueueEntry<T> {
     this.round = 0;
     this.bias = 0;
     this.resolve = null;
+    this.stamp = 0;
   }
 }
 

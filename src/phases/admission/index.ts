@@ -104,14 +104,14 @@ export function createAdmissionPhase(
   };
 
   /** A waiting request's fate is known: continue to the upstream, or answer 503. One function for all. */
-  function settle(entry: AdmissionEntry<RequestContext>, levelThen: number): Verdict {
+  function settle(entry: AdmissionEntry<RequestContext>): Verdict {
     const ctx = entry.owner;
     ctx.admissionEntry = null;
     if (entry.outcome === Outcome.Cancelled || ctx.finished) return Verdict.Reply; // the client left: nothing to send
     const c = cellsFor(ctx.upstream!.name, entry.cls);
     if (entry.outcome === Outcome.Admitted) {
       // Answered now (a challenge): the slot it was given goes back in onDone, nothing reached the origin.
-      if (recheck !== undefined && recheck.level() > levelThen && recheck.rejudge(ctx)) return Verdict.Reply;
+      if (recheck !== undefined && recheck.level() > entry.stamp && recheck.rejudge(ctx)) return Verdict.Reply;
       c.admitted.value++;
       metrics.admissionWait.observe(c.wait, (clock.now() - entry.enqueuedMs) / 1000);
       return Verdict.Continue;
@@ -184,6 +184,7 @@ export function createAdmissionPhase(
       // Known clients (familiarity: a clearance, a session the origin granted, a JWT) go ahead of
       // unknown ones within their class; between clients of one kind, turns stay fair.
       if (!ctx.known) entry.bias = 1;
+      if (recheck !== undefined) entry.stamp = recheck.level();
       const refused = gate.enqueue(entry);
       if (refused !== null) {
         c.shed[refused].value++;
@@ -202,11 +203,10 @@ export function createAdmissionPhase(
       // most pass-through requests wait a moment here: a promise and a microtask hop fewer each).
       // settle writes only the request's outcome, no I/O; a throw rejects this request alone, never
       // the gate's drain that settled it (another request's release).
-      const levelThen = recheck === undefined ? 0 : recheck.level();
       const waiting = new Promise<Verdict>((resolve, reject) => {
         entry.resolve = (e) => {
           try {
-            resolve(settle(e, levelThen));
+            resolve(settle(e));
           } catch (err) {
             reject(err);
           }
