@@ -58,3 +58,17 @@ for (const [what, method, head] of [
     assert.match(victim, /^HTTP\/1\.1 200 [\s\S]*\r\n\r\nhonest$/, JSON.stringify(victim));
   });
 }
+
+test('lean: a 204 from the origin with a Content-Length reaches the client without it, in step', async (t) => {
+  const url = await naiveOrigin(t, () => 'HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\n');
+  const gw = await startGateway(t, url, { server: { engine: 'lean' }, logging: { level: 'error', requests: false } });
+  const data = await rawRequest(
+    gw.port,
+    'GET /upload HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+    { timeoutMs: 3000 },
+  );
+  const first = data.slice(0, data.indexOf('\r\n\r\n'));
+  assert.match(first, /^HTTP\/1\.1 204 /, JSON.stringify(data));
+  assert.doesNotMatch(first, /content-length/i, `a 204 carries no Content-Length (RFC 9110 §8.6): ${first}`);
+  assert.match(data, /\r\n\r\nHTTP\/1\.1 200 [\s\S]*\r\n\r\nhonest$/, JSON.stringify(data));
+});
