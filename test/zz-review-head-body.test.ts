@@ -72,3 +72,13 @@ test('lean: a 204 from the origin with a Content-Length reaches the client witho
   assert.doesNotMatch(first, /content-length/i, `a 204 carries no Content-Length (RFC 9110 §8.6): ${first}`);
   assert.match(data, /\r\n\r\nHTTP\/1\.1 200 [\s\S]*\r\n\r\nhonest$/, JSON.stringify(data));
 });
+
+test('lean: a 204 written with an object of headers drops its Content-Length too', async () => {
+  const { LeanResponse } = await import('../src/server/lean/message.ts');
+  const conn = { socket: null, keepAliveLines: () => 'Connection: keep-alive\r\n' };
+  const req = { method: 'GET', httpVersionMinor: 1, headers: {}, conn, upgrade: false };
+  const res = new LeanResponse(req as never, true);
+  res.writeHead(204, { 'content-length': 0, 'x-a': 'b' });
+  assert.doesNotMatch(res.head, /content-length/i, res.head);
+  assert.match(res.head, /x-a: b/);
+});

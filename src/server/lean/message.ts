@@ -255,7 +255,9 @@ export class LeanResponse extends EventEmitter {
         for (const name in h) {
           const raw = h[name]!;
           const value = typeof raw === 'number' ? String(raw) : raw;
-          seen |= FLAG_BITS[this.#field(name, value, true)]!;
+          const flags = this.#field(name, value, true);
+          if (flags === 0) continue;
+          seen |= FLAG_BITS[flags]!;
           head += fieldLines(name, value);
         }
       }
