@@ -104,6 +104,17 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | n
 }
 
 /**
+ * The names a response's Connection field adds to those of its earlier ones: a field named by any of
+ * them is connection-specific (RFC 9110 §7.6.1), not only by the last.
+ */
+function withTokens(named: Set<string> | null, value: string): Set<string> | null {
+  const more = connectionTokens(value);
+  if (named === null) return more;
+  if (more !== null) for (const t of more) named.add(t);
+  return named;
+}
+
+/**
  * Build the flat [name, value, name, value…] array undici sends upstream. `keepUpgrade` keeps
  * Connection/Upgrade for WebSocket handshakes.
  */
@@ -199,7 +210,7 @@ export function clientResponseHeaders(raw: Buffer[], via: string): string[] {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') named = connectionTokens(raw[i + 1]!.toString('latin1'));
+      if (lower === 'connection') named = withTokens(named, raw[i + 1]!.toString('latin1'));
       continue;
     }
     if (lower === 'via') {
@@ -231,7 +242,7 @@ export function clientResponsePairs(buf: Buffer, base: number, fields: readonly 
     const ve = base + fields[k + 3]!;
     const hop = hopByHop(buf, ns, len);
     if (hop !== 0) {
-      if (hop === 2) named = connectionTokens(latin1(buf, vs, ve));
+      if (hop === 2) named = withTokens(named, latin1(buf, vs, ve));
       continue;
     }
     if (len === 3 && equalsLower(buf, ns, 'via')) {

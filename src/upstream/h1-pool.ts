@@ -562,8 +562,16 @@ class UpConn {
     }
     if (h.close || h.minor === 0) this.reusable = false;
     const noBody = x.opts.method === 'HEAD' || status === 204 || status === 304;
-    if (noBody) this.bodyLeft = 0;
-    else if (h.chunked) {
+    if (noBody) {
+      this.bodyLeft = 0;
+      // A 204 or 304 whose head announces a body (a length, chunked): an origin that sends those bytes
+      // anyway, a moment later, would have them read as the answer to the next request on this
+      // connection, another client's (response queue poisoning: an upload served as `HTTP/1.1 200 …`).
+      // Such a connection is not reused. A HEAD answer carries a GET's Content-Length by rule, so it
+      // stays reusable (a HEAD flood must not open a connection each): an origin that sends a HEAD
+      // its body late is the one case left (the node engine's undici pool has it too).
+      if (x.opts.method !== 'HEAD' && (h.chunked || h.contentLength > 0)) this.reusable = false;
+    } else if (h.chunked) {
       this.bodyLeft = -1;
       if (this.chunks === null) this.chunks = new ChunkedDecoder(MAX_HEAD_BYTES);
       else this.chunks.reset();

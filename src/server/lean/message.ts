@@ -255,7 +255,9 @@ export class LeanResponse extends EventEmitter {
         for (const name in h) {
           const raw = h[name]!;
           const value = typeof raw === 'number' ? String(raw) : raw;
-          seen |= FLAG_BITS[this.#field(name, value, true)]!;
+          const flags = this.#field(name, value, true);
+          if (flags === 0) continue;
+          seen |= FLAG_BITS[flags]!;
           head += fieldLines(name, value);
         }
       }
@@ -333,7 +335,10 @@ export class LeanResponse extends EventEmitter {
     }
     switch (name.length) {
       case 14:
-        return sameName(name, 'content-length') ? 2 : 1;
+        if (!sameName(name, 'content-length')) return 1;
+        // Never on a 204 (RFC 9110 §8.6; nginx drops it too): an origin's copy passed on would have a
+        // downstream parser that honours it wait for bytes that never come, or take the next answer's.
+        return this.statusCode === 204 ? 0 : 2;
       case 17:
         if (!sameName(name, 'transfer-encoding')) return 1;
         this.chunked = typeof value === 'string' && value.toLowerCase() === 'chunked';
