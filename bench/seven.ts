@@ -111,6 +111,8 @@ async function main(): Promise<void> {
       drills: { type: 'string', default: SEVEN.map((_, i) => i + 1).join(',') },
       gateways: { type: 'string', default: 'zero,demo,nginx' },
       engine: { type: 'string' },
+      // The event's length (default 20 s): the same drills as a longer, sustained attack.
+      'attack-sec': { type: 'string', default: '20' },
       out: { type: 'string', default: join(ROOT, 'bench/results') },
     },
   });
@@ -119,6 +121,8 @@ async function main(): Promise<void> {
     throw new Error(`--drills: numbers from 1 to ${SEVEN.length}`);
   const engine = values.engine as Engine | undefined;
   if (engine !== undefined && !ENGINES.includes(engine)) throw new Error(`--engine: ${ENGINES.join(' or ')}`);
+  const attackSec = Number(values['attack-sec']);
+  if (!Number.isInteger(attackSec) || attackSec < 5 || attackSec > 600) throw new Error('--attack-sec: 5 to 600');
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 10) throw new Error('--runs: 1 to 10');
   const gateways: SevenGateway[] = [];
@@ -137,6 +141,7 @@ async function main(): Promise<void> {
     drills,
     runs,
     engine,
+    attackSec,
     log: (line) => process.stderr.write(`[seven ${new Date().toISOString().slice(11, 19)}] ${line}\n`),
   });
   // nginx runs as a master and a worker: the master's CPU (what the drill reads) says nothing.
@@ -152,7 +157,7 @@ async function main(): Promise<void> {
   writeFileSync(
     `${base}.md`,
     `# Seven drills (issue 13)\n\n${head}\n\n${table}\n\n## Every run\n\n${sevenRunsTable(report)}\n\n` +
-      `## Parameters\n\n${sevenParameters()}\n`,
+      `## Parameters\n\n${sevenParameters(attackSec)}\n`,
   );
   process.stdout.write(`${head}\n\n${table}\n\nwritten: ${base}.json, ${base}.md\n`);
 }

@@ -87,8 +87,11 @@ export const SEVEN: Array<{ label: string; crowd: MatrixScenario['crowd']; attac
   },
 ];
 
+/** The event's length of the seven drills; `--attack-sec` runs them longer (a sustained attack). */
+export const SEVEN_ATTACK_SEC = 20;
+
 /** Drill n (1 to 7) as a scenario the matrix runs; its id is `seven:n`. */
-export function sevenScenario(n: number): MatrixScenario {
+export function sevenScenario(n: number, attackSec = SEVEN_ATTACK_SEC): MatrixScenario {
   const d = SEVEN[n - 1];
   if (d === undefined) throw new Error(`no drill ${n} in the seven (1 to ${SEVEN.length})`);
   return {
@@ -99,7 +102,7 @@ export function sevenScenario(n: number): MatrixScenario {
     control: false,
     origin: { ...SEVEN_ORIGIN },
     calmSec: 10,
-    attackSec: 20,
+    attackSec,
     tailSec: 3,
     calmUsers: CALM_USERS,
     vaultUsers: VAULT_USERS,
@@ -141,6 +144,8 @@ export interface SevenOptions {
   log?: (line: string) => void;
   /** Rempart's HTTP/1.1 engine for its gateways (unset: the config's own). */
   engine?: Engine;
+  /** The event's length in seconds (default SEVEN_ATTACK_SEC): the same drills as a sustained attack. */
+  attackSec?: number;
 }
 
 /** One line per run, as the matrix prints them. */
@@ -181,7 +186,7 @@ export async function runSeven(opts: SevenOptions): Promise<SevenReport> {
     }
     for (let run = 1; run <= runs; run++)
       for (const n of drills) {
-        const s = sevenScenario(n);
+        const s = sevenScenario(n, opts.attackSec);
         log(`[${s.id} run ${run}] ${SEVEN[n - 1]!.label}: ${describe(s)}`);
         for (const g of opts.gateways) {
           const outcome = await runScenario(s, g.config, { warmState, startGateway: g.start, engine: opts.engine });
@@ -263,6 +268,6 @@ export function sevenRunsTable(report: SevenReport): string {
 }
 
 /** The parameters of each drill, for the report. */
-export function sevenParameters(): string {
-  return SEVEN.map((d, i) => `${i + 1}. ${d.label}: ${describe(sevenScenario(i + 1))}`).join('\n');
+export function sevenParameters(attackSec = SEVEN_ATTACK_SEC): string {
+  return SEVEN.map((d, i) => `${i + 1}. ${d.label}: ${describe(sevenScenario(i + 1, attackSec))}`).join('\n');
 }
