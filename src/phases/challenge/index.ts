@@ -263,9 +263,8 @@ export async function createChallengeGuard(
     // request): a bot that flooded while nothing was asked yet, then solved, gets no fresh burst; a
     // person who browsed at a person's pace before solving loses nothing. People behind one carrier-NAT
     // address with the same browser string, together above one person's pace, start without the burst.
-    const interval = 60_000 / b.ratePerMinute;
-    const tau = (burst - 1) * interval;
-    const before = beforeMint.tat(address, ctx.req.headers['user-agent'], nowMs, b.burst * interval);
+    const tau = ((burst - 1) * 60_000) / b.ratePerMinute;
+    const before = beforeMint.tat(address, ctx.req.headers['user-agent']);
     const carried = before > nowMs + tau ? nowMs + tau : before;
     const fromBefore = carried > nowMs && carried > p.paceTatMs;
     if (fromBefore) p.paceTatMs = carried;

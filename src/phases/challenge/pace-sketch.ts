@@ -80,25 +80,18 @@ export class PaceSketch {
   charge(address: string, ua: string | undefined, nowMs: number, intervalMs: number, capMs: number): void {
     this.#locate(address, ua);
     const min = this.#min();
-    // Past the cap only if the wall clock went back: that time is not a debt, start again from now.
-    let next = (min > nowMs && min <= nowMs + capMs ? min : nowMs) + intervalMs;
+    let next = (min > nowMs ? min : nowMs) + intervalMs;
     if (next > nowMs + capMs) next = nowMs + capMs;
     const t = this.#tat;
-    const stale = nowMs + capMs;
     for (let r = 0; r < ROWS; r++) {
       const at = this.#at[r]!;
-      const v = t[at]!;
-      if (v < next || v > stale) t[at] = next;
+      if (t[at]! < next) t[at] = next;
     }
   }
 
-  /**
-   * The time (ms) at which (address, ua) is back within one person's pace: <= nowMs when it is already
-   * (also when its time lies more than `capMs` ahead: only a wall clock set back leaves such a time).
-   */
-  tat(address: string, ua: string | undefined, nowMs: number, capMs: number): number {
+  /** The time (ms) at which (address, ua) is back within one person's pace: <= nowMs when it is already. */
+  tat(address: string, ua: string | undefined): number {
     this.#locate(address, ua);
-    const min = this.#min();
-    return min > nowMs + capMs ? 0 : min;
+    return this.#min();
   }
 }
