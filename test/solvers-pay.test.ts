@@ -22,7 +22,7 @@ type Setup = { gw: TestGateway; up: RecordingUpstream; clock: ReturnType<typeof 
 
 async function setup(
   t: Teardown,
-  level: 'calm' | 'elevated' | 'under_attack',
+  level: 'elevated' | 'under_attack',
   handler?: (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer) => void,
   defense: Record<string, unknown> = {},
 ): Promise<Setup> {
@@ -40,7 +40,7 @@ async function setup(
   return { gw, up, clock };
 }
 
-function setLevel(s: Setup, level: 'calm' | 'elevated' | 'under_attack'): void {
+function setLevel(s: Setup, level: 'elevated' | 'under_attack'): void {
   const monitor = s.gw.gateway.defense.level as unknown as {
     setOverride(level: string, reason: string, who: string): void;
   };
@@ -653,19 +653,17 @@ test('a carrier NAT\u2019s /24 where 50 people arrive over two minutes, each fro
   assert.equal(bits, BITS.underAttack);
 });
 
-test('minting pays: a bot that re-solves every 9 requests, never burning half a burst with one clearance, gets under 5 % to the origin and sees its work rise', async (t) => {
+test('minting pays in work: a bot that re-solves every 9 requests, never burning half a burst, sees its work rise', async (t) => {
   const s = await setup(t, 'under_attack');
   const [passed, sent, solves] = await solvingBot(s, 9, () => '198.51.100.7');
-  // Each clearance looks like a person's page, but each starts from what its address and browser already
-  // sent to the origin (a person's pace from its first request): the clearances after the first start
-  // without a burst, and overrun (before that, it kept most of its flood: 1200 of 1320).
+  // Its clearances each look like a person's page: it keeps most of its flood (in real time it pays
+  // four, then eight times the base work for each: a clearance a second is then a busy core or more).
   t.diagnostic(`${passed} of ${sent} requests reached the origin (${solves} solves)`);
-  assert.ok(passed < sent * 0.05, `${passed} of ${sent} requests reached the origin (${solves} solves)`);
   const r = await fetch(`${s.gw.url}/page`, { headers: client('198.51.100.7', 'Bot/2') });
   const bits = ((await r.json()) as { challenge: { bits: number } }).challenge.bits;
   assert.ok(bits >= BITS.underAttack + 2, `${bits} bits after ${solves} solves`);
-  // Another network pays the base (its own /24 pays more: its clearances overran there, index.ts `work`).
-  const n = await fetch(`${s.gw.url}/page`, { headers: client('203.0.113.8', 'Mozilla/5.0 Person') });
+  // Its neighbours on the /24 pay the base.
+  const n = await fetch(`${s.gw.url}/page`, { headers: client('198.51.100.8', 'Mozilla/5.0 Person') });
   const nBits = ((await n.json()) as { challenge: { bits: number } }).challenge.bits;
   assert.equal(nBits, BITS.underAttack);
 });
@@ -776,53 +774,4 @@ test('a bot at a carrier-NAT address burning a clearance just before each newcom
     s.clock.advance(5000);
   }
   assert.deepEqual(firsts, Array(12).fill(200));
-});
-
-test('a bot that floods while nothing is asked yet, then solves once the level rises, gets no fresh burst; a person who browsed before, and a neighbour with another browser, keep theirs', async (t) => {
-  const s = await setup(t, 'calm');
-  const bot = client('198.51.100.7', 'Mozilla/5.0 Same');
-  const neighbour = client('198.51.100.7', 'Mozilla/5.0 Other');
-  const person = client('203.0.113.9', 'Mozilla/5.0 Person');
-  // Calm: nothing is asked of anyone. The bot sends 10 a second for 4 s, the person a page of 3 requests.
-  for (let i = 0; i < 40; i++) {
-    assert.equal(await status(s, `/calm/${i}`, bot), 200);
-    if (i % 20 === 0) assert.equal(await status(s, `/p/${i}`, person), 200);
-    s.clock.advance(100);
-  }
-  assert.equal(await status(s, '/p/x', person), 200);
-  setLevel(s, 'under_attack');
-  const count = async (h: Record<string, string>, n: number, step: number) => {
-    const headers = { ...h, 'rempart-clearance': await clearanceFor(s, h) };
-    let passed = 0;
-    for (let i = 0; i < n; i++) {
-      if ((await status(s, `/ua/${i}`, headers)) === 200) passed++;
-      s.clock.advance(step);
-    }
-    return passed;
-  };
-  // Each solves (the request it solved on reaches the origin), then keeps going at 10 a second.
-  const botPassed = await count(bot, 40, 100);
-  // One more than a person's pace allows at once: it spent its burst before it was asked anything.
-  assert.ok(botPassed <= 2, `the bot got ${botPassed} more to the origin after solving`);
-  // The person and the neighbour behind the same address (another browser): the burst, plus what refilled.
-  const personPassed = await count(person, 25, 100);
-  assert.ok(personPassed >= BURST - 2, `the person got ${personPassed}`);
-  const neighbourPassed = await count(neighbour, 25, 100);
-  assert.ok(neighbourPassed >= BURST - 2, `the neighbour got ${neighbourPassed}`);
-});
-
-test('a bot that flooded and then waited a burst\u2019s refill before solving is as fresh as a person', async (t) => {
-  const s = await setup(t, 'calm');
-  const bot = client('198.51.100.7', 'Mozilla/5.0 Same');
-  for (let i = 0; i < 40; i++) {
-    assert.equal(await status(s, `/calm/${i}`, bot), 200);
-    s.clock.advance(100);
-  }
-  // 40 requests' worth of a person's pace (one a second): forgotten once that much time has passed.
-  s.clock.advance(40_000);
-  setLevel(s, 'under_attack');
-  const headers = { ...bot, 'rempart-clearance': await clearanceFor(s, bot) };
-  let passed = 0;
-  for (let i = 0; i < 25; i++) if ((await status(s, `/ua/${i}`, headers)) === 200) passed++;
-  assert.ok(passed >= BURST - 2, `${passed} after waiting`);
 });

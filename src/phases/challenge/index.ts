@@ -27,7 +27,6 @@ import {
 } from './sessions.ts';
 import { PrefixWork } from './work.ts';
 import { MintLineage, type MintSite, SpentAddresses } from './lineage.ts';
-import { PaceSketch } from './pace-sketch.ts';
 import { JwtVerifier, type JwtSettings } from './jwt.ts';
 import { IgnoredChallenges, SecondsInARow } from './ignored.ts';
 import { WindowQuota } from '../../core/window-quota.ts';
@@ -174,9 +173,6 @@ export async function createChallengeGuard(
   // The last clearance minted at each address (and binding) and network, and how many this minute: past a
   // few, a new one inherits the last one's budget when that was burned quickly (minting pays; lineage.ts).
   const mints = new MintLineage(initial.familiarity.maxSessions);
-  // Every address and browser's pace at the origin from its first second, whatever the level and known or
-  // not (fixed memory): a clearance minted there starts from it (minted()), not from a fresh burst.
-  const beforeMint = new PaceSketch();
   clearanceUsage.firstUse = (s, site, nowMs) => mints.firstUse(s, site as MintSite, nowMs);
   // Clearances minted per address (IPv6: /64), overrun or not: the work asked there rises with them as
   // with `work`, log-scaled (after fifty people behind one carrier-NAT address who each solved once, the
@@ -258,18 +254,8 @@ export async function createChallengeGuard(
     const debt = lineage !== null && shared === null && lineage.paceTatMs > overran ? lineage.paceTatMs : overran;
     const p = s.parent ?? s;
     if (debt > p.paceTatMs) p.paceTatMs = debt;
-    // What this address and browser already sent to the origin before solving counts against the new
-    // budget, up to all of its burst but never past it (no wait: one person's pace from the first
-    // request): a bot that flooded while nothing was asked yet, then solved, gets no fresh burst; a
-    // person who browsed at a person's pace before solving loses nothing. People behind one carrier-NAT
-    // address with the same browser string, together above one person's pace, start without the burst.
-    const tau = ((burst - 1) * 60_000) / b.ratePerMinute;
-    const before = beforeMint.tat(address, ctx.req.headers['user-agent']);
-    const carried = before > nowMs + tau ? nowMs + tau : before;
-    const fromBefore = carried > nowMs && carried > p.paceTatMs;
-    if (fromBefore) p.paceTatMs = carried;
     // Only an heir holds the request it was minted on (a fresh budget has room for it anyway).
-    mintedBudget = shared !== null || debt !== 0 || fromBefore ? p : null;
+    mintedBudget = shared !== null || debt !== 0 ? p : null;
     mints.minted(bound, network, p);
     // Looked at again on its first use (a clearance minted ahead, used once the one before is burned).
     if (s.parent === null)
@@ -688,13 +674,12 @@ export async function createChallengeGuard(
     // rate-limit rule for unknown clients does), so a request refused by such a phase before the
     // challenge phase still gets its hold back.
     onDone(ctx: RequestContext) {
-      const r = ctx.reason;
-      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
-      const reached = !shed && ctx.forwardStartMs !== 0;
-      if (reached) chargeBeforeMint(ctx);
       if (ctx.knownState !== 1) return;
       const held = ctx.heldBudget as Session | null;
       const heldAddress = ctx.heldAddressBudget as Session | null;
+      const r = ctx.reason;
+      const shed = r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT';
+      const reached = !shed && ctx.forwardStartMs !== 0;
       // Held on the look-up: given back unless it reached the origin (a cache hit, a later refusal, a
       // shed), whatever the level is now (it may have dropped since the hold was taken).
       if (!reached) {
@@ -707,17 +692,6 @@ export async function createChallengeGuard(
       else if (reached) charge(ctx, 1, false, held, heldAddress !== null);
     },
   };
-
-  /** One request of this address and browser reached the origin (beforeMint: every level, known or not). */
-  function chargeBeforeMint(ctx: RequestContext): void {
-    const defense = deps.getRuntime().config.defense;
-    if (defense.challenge.mode === 'off') return;
-    const b = defense.familiarity.budget;
-    const interval = 60_000 / b.ratePerMinute;
-    const address = addressKey(ctx.clientAddress, ctx.clientPrefix, defense.ipv6PrefixLength);
-    // Bounded by the larger burst: a flood is remembered for at most that many intervals once it stops.
-    beforeMint.charge(address, ctx.req.headers['user-agent'], deps.clock.wallMs(), interval, b.burst * interval);
-  }
 
   /**
    * Charge a known client's request to its budgets once it is done: one request when it reached the
