@@ -471,7 +471,7 @@ async function main(): Promise<number> {
   const maxOther = Math.max(...systems.flatMap((s) => [...s.peaks, ...s.paceds]).map(otherShare));
   const noisy =
     pin && maxOther > 0.2
-      ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so. Repeat with \`--rounds 3\` for medians.`
+      ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so.${rounds > 1 ? '' : ' Repeat with `--rounds 3` for medians.'}`
       : '';
   const summaryNote =
     rounds > 1

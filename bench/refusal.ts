@@ -40,12 +40,17 @@ const HEADING = '## Cost of a refused request';
 const TARGET = 0.2; // refused/proxied CPU per request
 
 type Engine = 'lean' | 'node';
-type Kind = 'proxied' | '429' | '403' | '503';
-const KINDS: readonly Kind[] = ['proxied', '429', '403', '503'];
+type Kind = 'proxied' | '429' | '403' | '403-page' | '503';
+const KINDS: readonly Kind[] = ['proxied', '429', '403', '403-page', '503'];
+// The 403 answer is JSON unless the request accepts text/html (core/html.ts wantsHtml): wrk sends no
+// Accept, so the page is measured with a browser's Accept on every request of that load.
+const HTML_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+const headersFor = (kind: Kind) => (kind === '403-page' ? { accept: HTML_ACCEPT } : undefined);
 const EXPECT: Record<Kind, { status: number; code: string }> = {
   proxied: { status: 200, code: '' },
   '429': { status: 429, code: 'RMP_ERR_RATE_LIMITED' },
-  '403': { status: 403, code: '' },
+  '403': { status: 403, code: 'RMP_ERR_CHALLENGE' },
+  '403-page': { status: 403, code: '' },
   '503': { status: 503, code: 'RMP_ERR_ADMISSION_SHED' },
 };
 
@@ -84,8 +89,12 @@ const HOLDING_ORIGIN = `const net = require('node:net');
 net.createServer((s) => { s.on('error', () => {}); s.resume(); }).listen(Number(process.argv[1]), '127.0.0.1');`;
 
 /** One GET; resolves with status, body and the error code header, or a timeout. */
-async function probe(port: number, ms = 3000): Promise<{ status: number; body: string }> {
-  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(ms) });
+async function probe(
+  port: number,
+  headers?: Record<string, string>,
+  ms = 3000,
+): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(ms), headers });
   return { status: res.status, body: await res.text() };
 }
 
@@ -157,7 +166,7 @@ async function main(): Promise<number> {
         mode: 'enforce',
         rules: [{ id: 'bench-all', key: 'address', ratePerSec: 0.001, burst: 1 }],
       };
-    if (kind === '403') defense.level = { override: 'under_attack' };
+    if (kind === '403' || kind === '403-page') defense.level = { override: 'under_attack' };
     if (kind === '503') {
       upstreams[0] = {
         name: 'origin',
@@ -230,10 +239,11 @@ async function main(): Promise<number> {
   const check = async (s: System) => {
     const want = EXPECT[s.kind];
     // a 429 gateway lets its burst (1) through first
-    const got = await (s.kind === '429' ? probe(s.port).then(() => probe(s.port)) : probe(s.port)).catch((e) => {
+    const h = headersFor(s.kind);
+    const got = await (s.kind === '429' ? probe(s.port).then(() => probe(s.port)) : probe(s.port, h)).catch((e) => {
       throw new Error(`${s.label}: ${e}`);
     });
-    const okBody = s.kind === '403' ? /challenge/i.test(got.body) : want.code === '' || got.body.includes(want.code);
+    const okBody = s.kind === '403-page' ? /<html/i.test(got.body) : want.code === '' || got.body.includes(want.code);
     if (got.status !== want.status || !okBody)
       throw new Error(`${s.label}: expected ${want.status} ${want.code}, got ${got.status}: ${got.body.slice(0, 300)}`);
   };
@@ -246,12 +256,26 @@ async function main(): Promise<number> {
   for (let k = 0; k < rounds; k++) {
     for (const s of systems) {
       if (k === 0 && warmup > 0 && s.kind !== '503')
-        await runWrk({ url: `http://127.0.0.1:${s.port}/`, connections, seconds: warmup, cpu: LOAD_CPU, dir: tmp });
+        await runWrk({
+          url: `http://127.0.0.1:${s.port}/`,
+          connections,
+          seconds: warmup,
+          cpu: LOAD_CPU,
+          dir: tmp,
+          headers: headersFor(s.kind),
+        });
       if (s.kind === '503') await prime(s);
       await check(s);
       const b = snapshot([s.proc.pid]);
       const bt = cpuTimes();
-      const wrk = await runWrk({ url: `http://127.0.0.1:${s.port}/`, connections, seconds, cpu: LOAD_CPU, dir: tmp });
+      const wrk = await runWrk({
+        url: `http://127.0.0.1:${s.port}/`,
+        connections,
+        seconds,
+        cpu: LOAD_CPU,
+        dir: tmp,
+        headers: headersFor(s.kind),
+      });
       const busy = cpuBusy(bt, cpuTimes());
       const d = cpuDelta(b, snapshot([s.proc.pid]));
       for (const p of [s.proc, upstream.proc, holding]) {
@@ -275,6 +299,7 @@ async function main(): Promise<number> {
     'engine',
     'answer',
     'resp/s',
+    'bytes/resp',
     'CPU s/10k',
     'µs CPU per response',
     'refused/proxied CPU',
@@ -289,8 +314,15 @@ async function main(): Promise<number> {
       const ratio = c / proxied;
       rows.push([
         engine,
-        s.kind === 'proxied' ? '200 proxied' : `${s.kind} refused`,
+        s.kind === 'proxied'
+          ? '200 proxied'
+          : s.kind === '403-page'
+            ? '403 challenge page (HTML)'
+            : s.kind === '403'
+              ? '403 challenge (JSON)'
+              : `${s.kind} refused`,
         int(median(s.runs.map((r) => r.wrk.rps))),
+        int(median(s.runs.map((r) => r.wrk.bytes / r.wrk.requests))),
         f(c, 3),
         f(c * 100, 1),
         s.kind === 'proxied' ? '1' : `${f(ratio, 2)}×`,
@@ -299,7 +331,7 @@ async function main(): Promise<number> {
       if (s.kind !== 'proxied') verdicts.push(`${engine} ${s.kind}: ${f(ratio, 2)}×`);
     }
   }
-  const table = markdownTable(header, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'l']);
+  const table = markdownTable(header, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l']);
 
   const dHeader = [
     'system',
@@ -341,7 +373,7 @@ async function main(): Promise<number> {
       'CPU s/10k = utime+stime of the Rempart process (all threads) per 10,000 responses, in-process only.',
     "proxied: bench/proxy.ts's config (every defence phase on; rate limit and bans off), 200 with 100 bytes from an nginx origin. " +
       '429: a rule `{key: address, ratePerSec: 0.001, burst: 1}` (RMP_ERR_RATE_LIMITED with Retry-After and RateLimit headers). ' +
-      '403: `defense.level.override: under_attack`, wrk is an unknown client: the challenge page. ' +
+      "403: `defense.level.override: under_attack`, wrk is an unknown client: the challenge, as JSON (wrk sends no Accept) and as the HTML page (every request with a browser's `Accept: text/html,…`). " +
       '503: route cache off (else misses of `/` collapse onto the held fill), admission `static` with `staticLimit: 1` and `admission.queue.maxEntries: 1` in front of an origin that accepts and never answers: one connection holds the slot, one waits (its 503 is a queue timeout after the class deadline), the rest are shed (RMP_ERR_ADMISSION_SHED). ' +
       'Bans off in all (a ban would drop the address at accept instead). Every refusal here keeps the connection open (no body to drain). Each gateway is probed after every run and must still give its answer.',
     '',
