@@ -1,9 +1,11 @@
 // Pass-through benchmark: the same wrk load against the bare origin, nginx as a plain reverse proxy and
-// Rempart in pass-through, in one run. Prints req/s, CPU seconds per 10,000 requests, p50/p99 at peak,
-// p99 at one common fixed rate (half of Rempart's peak) and the p99 each proxy adds over the bare origin
-// at that rate, plus Rempart/nginx ratios against the targets; writes the table to bench/RESULTS.md.
-// usage: node bench/proxy.ts [--seconds N] [--connections C] [--size BYTES] [--warmup N] [--rate R] [--no-write] [--no-pin] [--keep]
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+// Rempart in pass-through with each of its HTTP/1.1 engines (lean and node), in one run, interleaved.
+// Prints req/s, CPU seconds per 10,000 requests, p50/p99 at peak, p99 at one common fixed rate (half of
+// the slowest Rempart engine's peak) and the p99 each proxy adds over the bare origin at that rate, plus
+// each engine's ratios to nginx against the targets; writes the table to bench/RESULTS.md.
+// usage: node bench/proxy.ts [--seconds N] [--connections C] [--size BYTES] [--warmup N] [--rate R]
+//        [--rounds K] [--engines lean,node] [--no-write] [--no-pin] [--keep] [--baseline DIR]
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +31,7 @@ import { pacingFor, runWrk, wrkVersion, type WrkResult } from './lib/wrk.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
 const HEADING = '## Pass-through proxy';
-const CPU_TARGET = 1.5; // Rempart CPU per request ≤ 1.5 × nginx's
+const CPU_TARGET = 1.3; // Rempart CPU per request ≤ 1.3 × nginx's (issue 17)
 const ADDED_P99_TARGET_MS = 1; // Rempart adds < 1 ms at p99 at half of peak throughput
 
 const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [options])
@@ -37,8 +39,9 @@ const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [o
   --warmup N        closed-loop warm-up before each peak run, seconds (default 2)
   --connections C   wrk connections (default 64)
   --size BYTES      origin response body size (default 100)
-  --rate R          fixed rate for the latency runs (default: half of Rempart's measured peak)
+  --rate R          fixed rate for the latency runs (default: half of the slowest engine's measured peak)
   --rounds K        repeat every run K times, systems interleaved, and report medians (default 1)
+  --engines LIST    Rempart engines to measure, each its own process (default lean,node)
   --no-pin          do not pin processes to CPUs with taskset
   --no-write        do not update bench/RESULTS.md
   --keep            keep the temp dir (nginx configs, logs, wrk scripts)
@@ -46,7 +49,9 @@ const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [o
                     commit), interleaved in the same rounds, for a before/after in one run
 `;
 
-type SystemId = 'origin' | 'nginx' | 'rempart' | 'baseline';
+type Engine = 'lean' | 'node';
+type SystemId = 'origin' | 'nginx' | 'rempart-lean' | 'rempart-node' | 'baseline';
+const ENGINES: readonly Engine[] = ['lean', 'node'];
 interface RunFigures {
   wrk: WrkResult;
   /** CPU seconds of the measured system (origin for 'origin', proxy otherwise). */
@@ -96,6 +101,7 @@ async function main(): Promise<number> {
       'no-write': { type: 'boolean' },
       keep: { type: 'boolean' },
       baseline: { type: 'string' },
+      engines: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -109,6 +115,11 @@ async function main(): Promise<number> {
   const size = Math.round(num(values.size, 'size', 100));
   const rounds = Math.round(num(values.rounds, 'rounds', 1));
   const fixedRate = values.rate === undefined ? undefined : num(values.rate, 'rate', 1);
+  const engines = (values.engines ?? 'lean,node').split(',').map((e) => e.trim());
+  for (const e of engines)
+    if (!ENGINES.includes(e as Engine)) throw new Error(`--engines: unknown engine ${e} (lean or node)`);
+  if (engines.length === 0 || new Set(engines).size !== engines.length)
+    throw new Error('--engines: one or both of lean,node, each once');
   const command = ['node bench/proxy.ts', ...process.argv.slice(2)].join(' ');
   const say = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -161,53 +172,55 @@ async function main(): Promise<number> {
     cpu: SUT_CPU,
     http: proxyHttp(nginxPort, upPort),
   });
-  const rempartPort = await freePort();
   // The CLI's default config (`--upstream … --admin off --quiet`), except the per-address rate limit and
   // bans: wrk is one address sending tens of thousands of requests a second, which the default rule
   // (50/s per address) would answer with 429s and then a ban. Every phase still runs.
-  const rempartConfig = path.join(tmp, 'rempart.json');
-  await writeFile(
-    rempartConfig,
+  const rempartConfig = (port: number, engine?: Engine) =>
     JSON.stringify({
       version: 1,
-      listeners: [{ address: `127.0.0.1:${rempartPort}` }],
+      listeners: [{ address: `127.0.0.1:${port}` }],
       upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }],
       routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
       admin: { address: 'off' },
       logging: { level: 'info', requests: false },
       defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
-    }),
-  );
-  const rempart = startProcess(
-    'rempart',
-    process.execPath,
-    [path.join(ROOT, 'bin', 'rempart.js'), '--config', rempartConfig],
-    { cpu: SUT_CPU, cwd: ROOT },
-  );
-  await waitForPort(rempartPort, rempart, 20_000);
-
+      // each engine its own process and no shared state file beside the configs (level baselines, bans)
+      ...(engine !== undefined ? { server: { engine }, state: { file: 'off' } } : {}),
+    });
+  const commitLabel = gitCommit(ROOT);
   const systems: Array<SystemResult & { port: number; pid: number; proc: Managed }> = [
     { id: 'origin', label: 'origin (bare)', port: barePort, pid: bare.pid, proc: bare.proc, peaks: [], paceds: [] },
     { id: 'nginx', label: 'nginx proxy', port: nginxPort, pid: nginx.pid, proc: nginx.proc, peaks: [], paceds: [] },
-    {
-      id: 'rempart',
-      label: `rempart @ ${gitCommit(ROOT)}`,
-      port: rempartPort,
-      pid: rempart.pid,
-      proc: rempart,
+  ];
+  for (const engine of engines as Engine[]) {
+    // one process per engine, both idle while the other is measured
+    const port = await freePort();
+    const file = path.join(tmp, `rempart-${engine}.json`);
+    await writeFile(file, rempartConfig(port, engine));
+    const proc = startProcess(
+      `rempart-${engine}`,
+      process.execPath,
+      [path.join(ROOT, 'bin', 'rempart.js'), '--config', file],
+      { cpu: SUT_CPU, cwd: ROOT },
+    );
+    await waitForPort(port, proc, 20_000);
+    systems.push({
+      id: `rempart-${engine}`,
+      label: `rempart ${engine} @ ${commitLabel}`,
+      port,
+      pid: proc.pid,
+      proc,
       peaks: [],
       paceds: [],
-    },
-  ];
+    });
+  }
   if (values.baseline !== undefined) {
     // The same config, run by another checkout's CLI: before/after of a change, in the same rounds.
     const dir = path.resolve(values.baseline);
     const basePort = await freePort();
     const baseConfig = path.join(tmp, 'rempart-baseline.json');
-    await writeFile(
-      baseConfig,
-      (await readFile(rempartConfig, 'utf8')).replace(`127.0.0.1:${rempartPort}`, `127.0.0.1:${basePort}`),
-    );
+    // no server.engine: an older checkout may not know it; it runs its own default engine
+    await writeFile(baseConfig, rempartConfig(basePort));
     const base = startProcess(
       'rempart-baseline',
       process.execPath,
@@ -286,8 +299,11 @@ async function main(): Promise<number> {
     }
   }
 
-  // 2. latency at one fixed rate for all: half of Rempart's (median) peak
-  const rempartPeak = median(systems.find((s) => s.id === 'rempart')!.peaks.map((r) => r.wrk.rps));
+  // 2. latency at one fixed rate for all: half of the slowest Rempart engine's (median) peak, so that
+  // rate is at most half of every engine's peak
+  const rempartPeak = Math.min(
+    ...systems.filter((s) => s.id.startsWith('rempart-')).map((s) => median(s.peaks.map((r) => r.wrk.rps))),
+  );
   const rate = fixedRate ?? rempartPeak / 2;
   const pacing = pacingFor(rate, connections);
   for (let k = 0; k < rounds; k++) {
@@ -340,26 +356,37 @@ async function main(): Promise<number> {
   const table = markdownTable(header, rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
 
   const ng = figs.get('nginx')!;
-  const rp = figs.get('rempart')!;
-  const thrRatio = rp.rps / ng.rps;
-  const cpuRatio = rp.cpu10k / ng.cpu10k;
-  const added = rp.pacedP99 - originPaced;
   // the added-latency verdict compares two runs: unreliable when either lost much of CPU 1 to other work
   const otherShare = (r: RunFigures) => (r.busy.get(1) ?? 0) - r.cpu / r.wall;
-  const pacedNoise = Math.max(...[systems[0]!, systems[2]!].flatMap((s) => s.paceds).map(otherShare));
-  const addedCaveat =
-    pin && (pacedNoise > 0.2 || added < 0)
-      ? ` (unreliable: up to ${f(Math.max(0, pacedNoise) * 100, 0)}% of CPU 1 went to other processes during these runs${added < 0 ? '; a negative value means the bare origin run was disturbed more' : ''})`
-      : '';
-  const ratios = [
-    `- Rempart/nginx throughput: ${f(thrRatio, 2)}× (${int(rp.rps)} vs ${int(ng.rps)} req/s)`,
-    `- Rempart/nginx CPU per request: ${f(cpuRatio, 2)}× (${f(rp.cpu10k, 3)} vs ${f(ng.cpu10k, 3)} CPU s/10k) — target ≤ ${CPU_TARGET}×: **${cpuRatio <= CPU_TARGET ? 'met' : 'not met'}**`,
-    `- Rempart added p99 at ${rateLabel} req/s (half of its peak${fixedRate ? '; fixed by --rate' : ''}): ${f(added, 2)} ms — target < ${ADDED_P99_TARGET_MS} ms: **${added < ADDED_P99_TARGET_MS ? 'met' : 'not met'}**${addedCaveat}`,
-  ];
+  const ratios: string[] = [];
+  for (const engine of engines) {
+    const s = systems.find((x) => x.id === `rempart-${engine}`)!;
+    const rp = figs.get(s.id)!;
+    const thrRatio = rp.rps / ng.rps;
+    const cpuRatio = rp.cpu10k / ng.cpu10k;
+    const added = rp.pacedP99 - originPaced;
+    const pacedNoise = Math.max(...[systems[0]!, s].flatMap((x) => x.paceds).map(otherShare));
+    const addedCaveat =
+      pin && (pacedNoise > 0.2 || added < 0)
+        ? ` (unreliable: up to ${f(Math.max(0, pacedNoise) * 100, 0)}% of CPU 1 went to other processes during these runs${added < 0 ? '; a negative value means the bare origin run was disturbed more' : ''})`
+        : '';
+    ratios.push(
+      `- Rempart ${engine}/nginx throughput: ${f(thrRatio, 2)}× (${int(rp.rps)} vs ${int(ng.rps)} req/s)`,
+      `- Rempart ${engine}/nginx CPU per request: ${f(cpuRatio, 2)}× (${f(rp.cpu10k, 3)} vs ${f(ng.cpu10k, 3)} CPU s/10k) — target ≤ ${CPU_TARGET}×: **${cpuRatio <= CPU_TARGET ? 'met' : 'not met'}**`,
+      `- Rempart ${engine} added p99 at ${rateLabel} req/s (${fixedRate ? 'fixed by --rate' : "half of the slowest engine's peak"}): ${f(added, 2)} ms — target < ${ADDED_P99_TARGET_MS} ms: **${added < ADDED_P99_TARGET_MS ? 'met' : 'not met'}**${addedCaveat}`,
+    );
+  }
+  const lean = figs.get('rempart-lean');
+  const node = figs.get('rempart-node');
+  if (lean !== undefined && node !== undefined)
+    ratios.push(
+      `- lean/node engine: CPU per request ${f(lean.cpu10k / node.cpu10k, 2)}×, throughput ${f(lean.rps / node.rps, 2)}×`,
+    );
+  const rp = lean ?? node!;
   const bl = figs.get('baseline');
   if (bl !== undefined)
     ratios.push(
-      `- Rempart against the baseline checkout: CPU per request ${f(rp.cpu10k / bl.cpu10k, 2)}× (${f(rp.cpu10k, 3)} vs ${f(bl.cpu10k, 3)} CPU s/10k), throughput ${f(rp.rps / bl.rps, 2)}× (${int(rp.rps)} vs ${int(bl.rps)} req/s)`,
+      `- Rempart ${lean !== undefined ? 'lean' : 'node'} against the baseline checkout: CPU per request ${f(rp.cpu10k / bl.cpu10k, 2)}× (${f(rp.cpu10k, 3)} vs ${f(bl.cpu10k, 3)} CPU s/10k), throughput ${f(rp.rps / bl.rps, 2)}× (${int(rp.rps)} vs ${int(bl.rps)} req/s)`,
     );
 
   // details: achieved rates, errors, CPU use per run
@@ -444,7 +471,7 @@ async function main(): Promise<number> {
   const maxOther = Math.max(...systems.flatMap((s) => [...s.peaks, ...s.paceds]).map(otherShare));
   const noisy =
     pin && maxOther > 0.2
-      ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so. Repeat with \`--rounds 3\` for medians.`
+      ? `**Noisy machine:** up to ${f(maxOther * 100, 0)}% of CPU 1 went to other processes during some runs (see the details); latency and throughput figures are disturbed, CPU per request much less so.${rounds > 1 ? '' : ' Repeat with `--rounds 3` for medians.'}`
       : '';
   const summaryNote =
     rounds > 1
@@ -452,7 +479,7 @@ async function main(): Promise<number> {
       : '';
 
   const date = new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC';
-  const commit = gitCommit(ROOT);
+  const commit = commitLabel;
   const setup = [
     `${date} · ${info.nproc} CPUs (nproc), ${info.cpuModel}, Linux ${info.kernel} · Node ${info.node} · nginx ${nginxVersion()} · wrk ${wrkVersion()} · git ${commit}`,
     `Command: \`${command}\` · load average before ${loadBefore}, after ${loadAfter} · CPUs busy with other work in the second before the start: ${busyBeforeText}`,
@@ -461,11 +488,11 @@ async function main(): Promise<number> {
       `the fixed-rate runs hold ≈${rateLabel} req/s (${pacing.connections} connections, each pausing ${pacing.periodMs} ms between a response and its next request — a wrk Lua delay(), so latency is measured per request without coordinated-omission correction).`,
     `Origin: nginx, 1 worker, ${size <= 2048 ? '`return 200`' : 'a static file'} with a ${size}-byte body. "origin (bare)" is that origin measured directly; both proxies forward to an identical origin instance.`,
     `nginx proxy: 1 worker, \`proxy_pass\` to an upstream with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`. ` +
-      `Rempart: one process, the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\` and \`defense.bans.mode: off\` (wrk is one address far above the default 50 req/s per address; every phase still runs). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
+      `Rempart: one process per engine (\`server.engine: lean\` / \`node\`, both started at once, each idle while another system is measured), the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\` and \`defense.bans.mode: off\` (wrk is one address far above the default 50 req/s per address; every other defence phase still runs on every request: this is the "every defence phase on" configuration). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
     pin
       ? "CPU pinning (taskset): the system under test (bare origin, nginx proxy or Rempart, with all its threads) alone on CPU 1; wrk and the proxies' upstream origin share CPU 0. All systems stay running during the whole benchmark; only the one under load is busy. Pinning does not keep other processes on the machine off CPU 1: the details show how busy each CPU was."
       : 'No CPU pinning: all processes share all CPUs.',
-    'CPU s/10k req = utime+stime from /proc of the system under test (nginx master + workers; the Rempart node process, all threads; the bare origin\'s nginx) during the run, per 10,000 requests. "added p99" = p99 through the proxy minus the bare origin\'s p99 at the same rate.',
+    'CPU s/10k req = utime+stime from /proc of the system under test (nginx master + workers; the Rempart process, all threads; the bare origin\'s nginx) during the run, per 10,000 requests. "added p99" = p99 through the proxy minus the bare origin\'s p99 at the same rate.',
   ];
 
   const body = [

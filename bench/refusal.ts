@@ -1,0 +1,410 @@
+// The cost of a request Rempart answers itself, against one it proxies (issue 17: a refused request
+// should cost at most 0.2× a proxied one, in-process). For each engine (lean, node), one Rempart process
+// per kind, all started at once and measured in interleaved rounds under the same wrk load, pinned:
+//   proxied  bench/proxy.ts's config (every defence phase on, rate limit and bans off): 200 from the origin
+//   429      a rate-limit rule on the address at 0.001/s, burst 1: every request of the load is refused
+//   403      the attack level pinned to under_attack (defense.level.override): wrk is an unknown client,
+//            every request gets the proof-of-work challenge page
+//   503      admission static, 1 slot, a queue of 1 entry, in front of an origin that accepts and never
+//            answers: one wrk connection holds the slot, one waits in the queue, the rest are shed
+// Bans are off everywhere: with them the refused address would be banned and dropped at accept, which
+// is another (cheaper) cost. CPU s per 10,000 responses of the Rempart process (utime+stime from /proc).
+// usage: node bench/refusal.ts [--seconds N] [--warmup N] [--connections C] [--rounds K] [--engines lean,node]
+//        [--no-pin] [--no-write] [--keep]
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { cpuBusy, cpuDelta, cpuTimes, snapshot } from './lib/cpu.ts';
+import { ensureDebianTools, originHttp, startNginx } from './lib/nginx.ts';
+import {
+  canPin,
+  freePort,
+  have,
+  installCleanupHandlers,
+  isStopping,
+  onCleanup,
+  startProcess,
+  stopAll,
+  waitForPort,
+  type Managed,
+} from './lib/procs.ts';
+import { markdownTable, upsertSection } from './lib/results.ts';
+import { gitCommit, machineInfo } from './lib/sysinfo.ts';
+import { runWrk, wrkVersion, type WrkResult } from './lib/wrk.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
+const HEADING = '## Cost of a refused request';
+const TARGET = 0.2; // refused/proxied CPU per request
+
+type Engine = 'lean' | 'node';
+type Kind = 'proxied' | '429' | '403' | '403-page' | '503';
+const KINDS: readonly Kind[] = ['proxied', '429', '403', '403-page', '503'];
+// The 403 answer is JSON unless the request accepts text/html (core/html.ts wantsHtml): wrk sends no
+// Accept, so the page is measured with a browser's Accept on every request of that load.
+const HTML_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+const headersFor = (kind: Kind) => (kind === '403-page' ? { accept: HTML_ACCEPT } : undefined);
+const EXPECT: Record<Kind, { status: number; code: string }> = {
+  proxied: { status: 200, code: '' },
+  '429': { status: 429, code: 'RMP_ERR_RATE_LIMITED' },
+  '403': { status: 403, code: 'RMP_ERR_CHALLENGE' },
+  '403-page': { status: 403, code: '' },
+  '503': { status: 503, code: 'RMP_ERR_ADMISSION_SHED' },
+};
+
+interface Run {
+  wrk: WrkResult;
+  cpu: number;
+  wall: number;
+  busy1: number;
+}
+interface System {
+  engine: Engine;
+  kind: Kind;
+  label: string;
+  port: number;
+  proc: Managed;
+  runs: Run[];
+}
+
+function median(xs: number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+function num(v: string | undefined, name: string, def: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number (got ${v})`);
+  return n;
+}
+const f = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : '—');
+const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US').replace(/,/g, ' ') : '—');
+
+// An origin that accepts connections and never answers (the 503 case's held upstream).
+const HOLDING_ORIGIN = `const net = require('node:net');
+net.createServer((s) => { s.on('error', () => {}); s.resume(); }).listen(Number(process.argv[1]), '127.0.0.1');`;
+
+/** One GET; resolves with status, body and the error code header, or a timeout. */
+async function probe(
+  port: number,
+  headers?: Record<string, string>,
+  ms = 3000,
+): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(ms), headers });
+  return { status: res.status, body: await res.text() };
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string' },
+      rounds: { type: 'string' },
+      engines: { type: 'string' },
+      'no-pin': { type: 'boolean' },
+      'no-write': { type: 'boolean' },
+      keep: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: node bench/refusal.ts [--seconds N (10)] [--warmup N (2)] [--connections C (64)] [--rounds K (3)]\n' +
+        '       [--engines lean,node] [--no-pin] [--no-write] [--keep]\n',
+    );
+    return 0;
+  }
+  const seconds = num(values.seconds, 'seconds', 10);
+  const warmup = values.warmup === '0' ? 0 : num(values.warmup, 'warmup', 2);
+  const connections = Math.round(num(values.connections, 'connections', 64));
+  const rounds = Math.round(num(values.rounds, 'rounds', 3));
+  const engines = (values.engines ?? 'lean,node').split(',').map((e) => e.trim()) as Engine[];
+  for (const e of engines) if (e !== 'lean' && e !== 'node') throw new Error(`--engines: unknown engine ${e}`);
+  const command = ['node bench/refusal.ts', ...process.argv.slice(2)].join(' ');
+  const say = (s: string) => process.stderr.write(`${s}\n`);
+
+  installCleanupHandlers();
+  ensureDebianTools({ wrk: 'wrk', nginx: 'nginx' }, say);
+  if (!have('wrk')) throw new Error('wrk is not available');
+  const pin = !values['no-pin'] && canPin(2);
+  const SUT_CPU = pin ? '1' : undefined;
+  const LOAD_CPU = pin ? '0' : undefined;
+
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'rempart-bench-refusal-'));
+  await chmod(tmp, 0o755);
+  if (!values.keep) onCleanup(() => rm(tmp, { recursive: true, force: true }));
+  else say(`keeping ${tmp}`);
+  const info = machineInfo();
+  const loadBefore = info.loadavg;
+  say(`load average before: ${loadBefore}`);
+
+  const upPort = await freePort();
+  const upstream = await startNginx({
+    name: 'origin',
+    dir: path.join(tmp, 'origin'),
+    port: upPort,
+    cpu: LOAD_CPU,
+    http: await originHttp(upPort, 100, path.join(tmp, 'origin', 'www')),
+  });
+  const holdPort = await freePort();
+  const holding = startProcess('holding-origin', process.execPath, ['-e', HOLDING_ORIGIN, String(holdPort)], {
+    cpu: LOAD_CPU,
+  });
+  await waitForPort(holdPort, holding);
+
+  const config = (port: number, engine: Engine, kind: Kind) => {
+    const defense: Record<string, unknown> = { rateLimit: { mode: 'off' }, bans: { mode: 'off' } };
+    const upstreams: Array<Record<string, unknown>> = [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }];
+    const extra: Record<string, unknown> = {};
+    if (kind === '429')
+      defense.rateLimit = {
+        mode: 'enforce',
+        rules: [{ id: 'bench-all', key: 'address', ratePerSec: 0.001, burst: 1 }],
+      };
+    // The others pin the level calm: a load of tens of thousands of requests a second from one address is
+    // a surge to the detector, which raised the level of the proxied gateway between two rounds (its
+    // requests then got the challenge). Every phase still runs; only the level stays where it is.
+    defense.level = { override: kind === '403' || kind === '403-page' ? 'under_attack' : 'calm' };
+    if (kind === '503') {
+      upstreams[0] = {
+        name: 'origin',
+        url: `http://127.0.0.1:${holdPort}`,
+        admission: { mode: 'static', staticLimit: 1 },
+        headersTimeoutMs: 3_600_000,
+      };
+      extra.admission = { queue: { maxEntries: 1 } };
+    }
+    return JSON.stringify({
+      version: 1,
+      listeners: [{ address: `127.0.0.1:${port}` }],
+      upstreams,
+      // 503: no cache on the route, or every miss of `/` would wait on the held one's fill (collapsed)
+      routes: [
+        {
+          name: 'default',
+          path: '/*',
+          upstream: 'origin',
+          class: 'public',
+          ...(kind === '503' ? { cache: { enabled: false } } : {}),
+        },
+      ],
+      admin: { address: 'off' },
+      logging: { level: 'info', requests: false },
+      defense,
+      server: { engine },
+      state: { file: 'off' }, // one process per answer: no shared state file beside the configs
+      ...extra,
+    });
+  };
+
+  const systems: System[] = [];
+  for (const engine of engines) {
+    for (const kind of KINDS) {
+      const port = await freePort();
+      const file = path.join(tmp, `rempart-${engine}-${kind}.json`);
+      await writeFile(file, config(port, engine, kind));
+      const proc = startProcess(
+        `rempart-${engine}-${kind}`,
+        process.execPath,
+        [path.join(ROOT, 'bin', 'rempart.js'), '--config', file],
+        { cpu: SUT_CPU, cwd: ROOT },
+      );
+      await waitForPort(port, proc, 20_000);
+      systems.push({ engine, kind, label: `${engine} ${kind}`, port, proc, runs: [] });
+    }
+  }
+
+  // The 503 gateways: one request holds the only slot at the silent origin, one waits in the queue;
+  // only then is the answer a shed. Primed again before each run (the previous run's wrk connections,
+  // gone, gave their places back), the primers are dropped after it.
+  const primers = new Map<System, AbortController[]>();
+  const prime = async (s: System) => {
+    for (const ac of primers.get(s) ?? []) ac.abort();
+    await new Promise((r) => setTimeout(r, 200));
+    const list: AbortController[] = [];
+    for (let i = 0; i < 2; i++) {
+      const ac = new AbortController();
+      list.push(ac);
+      fetch(`http://127.0.0.1:${s.port}/`, { signal: ac.signal }).catch(() => {});
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    primers.set(s, list);
+  };
+  const release = (s: System) => {
+    for (const ac of primers.get(s) ?? []) ac.abort();
+    primers.delete(s);
+  };
+  const check = async (s: System) => {
+    const want = EXPECT[s.kind];
+    // a 429 gateway lets its burst (1) through first
+    const h = headersFor(s.kind);
+    const got = await (s.kind === '429' ? probe(s.port).then(() => probe(s.port)) : probe(s.port, h)).catch((e) => {
+      throw new Error(`${s.label}: ${e}`);
+    });
+    const okBody = s.kind === '403-page' ? /<html/i.test(got.body) : want.code === '' || got.body.includes(want.code);
+    if (got.status !== want.status || !okBody)
+      throw new Error(`${s.label}: expected ${want.status} ${want.code}, got ${got.status}: ${got.body.slice(0, 300)}`);
+  };
+  for (const s of systems) {
+    if (s.kind === '503') await prime(s);
+    await check(s);
+    if (s.kind === '503') release(s);
+  }
+
+  for (let k = 0; k < rounds; k++) {
+    for (const s of systems) {
+      if (k === 0 && warmup > 0 && s.kind !== '503')
+        await runWrk({
+          url: `http://127.0.0.1:${s.port}/`,
+          connections,
+          seconds: warmup,
+          cpu: LOAD_CPU,
+          dir: tmp,
+          headers: headersFor(s.kind),
+        });
+      if (s.kind === '503') await prime(s);
+      await check(s);
+      const b = snapshot([s.proc.pid]);
+      const bt = cpuTimes();
+      const wrk = await runWrk({
+        url: `http://127.0.0.1:${s.port}/`,
+        connections,
+        seconds,
+        cpu: LOAD_CPU,
+        dir: tmp,
+        headers: headersFor(s.kind),
+      });
+      const busy = cpuBusy(bt, cpuTimes());
+      const d = cpuDelta(b, snapshot([s.proc.pid]));
+      for (const p of [s.proc, upstream.proc, holding]) {
+        if (p.child.exitCode !== null || p.child.signalCode !== null)
+          throw new Error(`${p.name} exited during the run\n${p.log.slice(-20).join('\n')}`);
+      }
+      // still answering the expected kind (no level change, ban or breaker in between)
+      if (s.kind === '503') release(s);
+      else await check(s);
+      s.runs.push({ wrk, cpu: d.cpuSeconds, wall: d.wallSeconds, busy1: busy.get(1) ?? NaN });
+      const per = (d.cpuSeconds / wrk.requests) * 10_000;
+      say(
+        `${s.label} (round ${k + 1}/${rounds}): ${int(wrk.rps)} resp/s, ${f(per, 3)} CPU s/10k, non-2xx ${wrk.errors.status}`,
+      );
+    }
+  }
+  const loadAfter = machineInfo().loadavg;
+
+  const per10k = (r: Run) => (r.cpu / r.wrk.requests) * 10_000;
+  const header = [
+    'engine',
+    'answer',
+    'resp/s',
+    'bytes/resp',
+    'CPU s/10k',
+    'µs CPU per response',
+    'refused/proxied CPU',
+    `≤ ${TARGET}×`,
+  ];
+  const rows: string[][] = [];
+  const verdicts: string[] = [];
+  for (const engine of engines) {
+    const proxied = median(systems.find((s) => s.engine === engine && s.kind === 'proxied')!.runs.map(per10k));
+    for (const s of systems.filter((x) => x.engine === engine)) {
+      const c = median(s.runs.map(per10k));
+      const ratio = c / proxied;
+      rows.push([
+        engine,
+        s.kind === 'proxied'
+          ? '200 proxied'
+          : s.kind === '403-page'
+            ? '403 challenge page (HTML)'
+            : s.kind === '403'
+              ? '403 challenge (JSON)'
+              : `${s.kind} refused`,
+        int(median(s.runs.map((r) => r.wrk.rps))),
+        int(median(s.runs.map((r) => r.wrk.bytes / r.wrk.requests))),
+        f(c, 3),
+        f(c * 100, 1),
+        s.kind === 'proxied' ? '1' : `${f(ratio, 2)}×`,
+        s.kind === 'proxied' ? '—' : ratio <= TARGET ? 'met' : 'not met',
+      ]);
+      if (s.kind !== 'proxied') verdicts.push(`${engine} ${s.kind}: ${f(ratio, 2)}×`);
+    }
+  }
+  const table = markdownTable(header, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l']);
+
+  const dHeader = [
+    'system',
+    'round',
+    'resp/s',
+    'responses',
+    'non-2xx',
+    'socket errors c/r/w/t',
+    'CPU s/10k',
+    'SUT % core',
+    'CPU1 busy %',
+  ];
+  const dRows: string[][] = [];
+  for (const s of systems)
+    s.runs.forEach((r, k) => {
+      const e = r.wrk.errors;
+      dRows.push([
+        s.label,
+        String(k + 1),
+        int(r.wrk.rps),
+        String(r.wrk.requests),
+        String(e.status),
+        `${e.connect}/${e.read}/${e.write}/${e.timeout}`,
+        f(per10k(r), 3),
+        f((r.cpu / r.wall) * 100, 0),
+        f(r.busy1 * 100, 0),
+      ]);
+    });
+  const details = markdownTable(dHeader, dRows, ['l', ...dHeader.slice(1).map(() => 'r' as const)]);
+
+  const date = `${new Date().toISOString().replace('T', ' ').slice(0, 16)} UTC`;
+  const body = [
+    `${date} · ${info.nproc} CPUs (nproc), ${info.cpuModel}, Linux ${info.kernel} · Node ${info.node} · wrk ${wrkVersion()} · git ${gitCommit(ROOT)}`,
+    `Command: \`${command}\` · load average before ${loadBefore}, after ${loadAfter}`,
+    '',
+    `Load: wrk, 1 thread, ${connections} connections, closed loop, ${seconds} s per run on \`GET /\` after a ${warmup} s warm-up, ${rounds} round(s) with every system in turn (medians); ` +
+      (pin ? 'each Rempart alone on CPU 1 (taskset), wrk and the origins on CPU 0. ' : 'no CPU pinning. ') +
+      'One Rempart process per engine and answer, all running throughout, only the one under load busy. ' +
+      'CPU s/10k = utime+stime of the Rempart process (all threads) per 10,000 responses, in-process only.',
+    "proxied: bench/proxy.ts's config (every defence phase on; rate limit and bans off), 200 with 100 bytes from an nginx origin. " +
+      '429: a rule `{key: address, ratePerSec: 0.001, burst: 1}` (RMP_ERR_RATE_LIMITED with Retry-After and RateLimit headers). ' +
+      "403: `defense.level.override: under_attack`, wrk is an unknown client: the challenge, as JSON (wrk sends no Accept) and as the HTML page (every request with a browser's `Accept: text/html,…`). " +
+      '503: route cache off (else misses of `/` collapse onto the held fill), admission `static` with `staticLimit: 1` and `admission.queue.maxEntries: 1` in front of an origin that accepts and never answers: one connection holds the slot, one waits (its 503 is a queue timeout after the class deadline), the rest are shed (RMP_ERR_ADMISSION_SHED). ' +
+      'Bans off in all (a ban would drop the address at accept instead); the attack level pinned `calm` except for the 403s (unpinned, the detector read the proxied load as a surge and raised it between rounds: its requests then got the challenge). Every refusal here keeps the connection open (no body to drain). Each gateway is probed after every run and must still give its answer.',
+    '',
+    table,
+    '',
+    `Refused/proxied CPU per request (goal ≤ ${TARGET}×): ${verdicts.join(', ')}.`,
+    '',
+    'Per-run details:',
+    '',
+    details,
+  ].join('\n');
+  process.stdout.write(`\n${HEADING}\n\n${body}\n`);
+  if (!values['no-write']) {
+    upsertSection(RESULTS, HEADING, body);
+    say(`\nwrote ${path.relative(ROOT, RESULTS)} (section "${HEADING}")`);
+  }
+  return 0;
+}
+
+main().then(
+  async (code) => {
+    await stopAll();
+    process.exit(code);
+  },
+  async (err) => {
+    if (isStopping()) return;
+    process.stderr.write(`bench/refusal: ${err?.stack ?? err}\n`);
+    await stopAll();
+    process.exit(1);
+  },
+);
