@@ -3,7 +3,7 @@
 // with an RSA public key), compact form only, `exp` required, `nbf`/`iss`/`aud` checked. node:crypto
 // only. Cheap checks (shape, header, claims) come before the signature, so an expired or foreign
 // token costs no public-key operation.
-import { createHmac, createPublicKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+import { createHmac, createPublicKey, createSecretKey, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { cookieValue } from '../../core/client-key.ts';
 
@@ -45,7 +45,8 @@ function canonical(token: string, from: number, to: number): boolean {
 
 export class JwtVerifier {
   readonly settings: JwtSettings;
-  readonly #secret: Buffer | null;
+  /** HS256: a KeyObject (createHmac imports a raw Buffer key on every call). */
+  readonly #secret: KeyObject | null;
   readonly #publicKey: KeyObject | null;
   /** Verified token → the time (ms) past which it is no longer valid (exp + leeway). */
   readonly #verified = new Map<string, number>();
@@ -57,7 +58,7 @@ export class JwtVerifier {
     if (settings.algorithm === 'HS256') {
       if (!Buffer.isBuffer(key) || key.length < 32)
         throw new Error('defense.familiarity.jwt: an HS256 secret must hold at least 32 bytes');
-      this.#secret = key;
+      this.#secret = createSecretKey(key);
       this.#publicKey = null;
     } else {
       const k = Buffer.isBuffer(key) ? createPublicKey(key) : key;

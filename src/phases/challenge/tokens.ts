@@ -9,7 +9,7 @@
 //
 // binding = base64url(SHA-256(clientPrefix + "\n" + User-Agent))[0..12): a token is good only for the
 // client network and browser it was given to. Token values and keys are never logged.
-import { createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hash, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { KeyRing } from './keys.ts';
 import { binding } from '../../core/signing-keys.ts';
 
@@ -56,30 +56,43 @@ export function leadingZeroBits(digest: Uint8Array): number {
   return n;
 }
 
+function macKeys(ring: KeyRing): Map<string, KeyObject> {
+  const out = new Map<string, KeyObject>();
+  for (const [kid, key] of ring.keys) out.set(kid, createSecretKey(key));
+  return out;
+}
+
 export class TokenSigner {
   #ring: KeyRing;
+  /**
+   * The ring's keys as KeyObjects, by kid: createHmac with a raw Buffer imports the key on every call
+   * (about 10 µs under load, 18 % of a challenge answer's CPU), with a KeyObject it does not (≈ 2 µs).
+   */
+  #macKeys: Map<string, KeyObject>;
 
   constructor(ring: KeyRing) {
     this.#ring = ring;
+    this.#macKeys = macKeys(ring);
   }
 
   /** Swap the key ring (reload): tokens signed by a key still in the ring stay valid. */
   setRing(ring: KeyRing): void {
     this.#ring = ring;
+    this.#macKeys = macKeys(ring);
   }
 
   get ring(): KeyRing {
     return this.#ring;
   }
 
-  #mac(key: Buffer, kind: string, body: string): string {
+  #mac(key: KeyObject, kind: string, body: string): string {
     return createHmac('sha256', key).update(kind).update('|').update(body).digest('base64url');
   }
 
   #sign(kind: string, fields: string): string {
     const kid = this.#ring.signingKid;
     const body = `v1.${kid}.${fields}`;
-    return `${body}.${this.#mac(this.#ring.keys.get(kid)!, kind, body)}`;
+    return `${body}.${this.#mac(this.#macKeys.get(kid)!, kind, body)}`;
   }
 
   /** The fields between kid and mac when `token` is a well-formed `kind` token one of our keys signed, else a refusal. */
@@ -87,7 +100,7 @@ export class TokenSigner {
     if (token.length > MAX_TOKEN_CHARS) return 'malformed';
     const parts = token.split('.', fieldCount + 4);
     if (parts.length !== fieldCount + 3 || parts[0] !== 'v1') return 'malformed';
-    const key = this.#ring.keys.get(parts[1]!);
+    const key = this.#macKeys.get(parts[1]!);
     if (key === undefined) return 'unknown_key';
     const given = parts[fieldCount + 2]!;
     if (given.length !== MAC_CHARS) return 'bad_mac';
