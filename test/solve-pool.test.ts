@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { challengeFrom } from '../src/client/index.ts';
 import { SolvePool } from '../src/drill/solve-pool.ts';
-import { SOLVE_HELD_MS, generatorShortfall, type BotCaps, type BotCounts } from '../src/drill/bots.ts';
+import { attackBotSec, generatorShortfall, type BotCaps, type BotCounts } from '../src/drill/bots.ts';
 import { startGateway, startUpstream, tempDir } from './helpers.ts';
 
 const POOL_URL = new URL('../src/drill/solve-pool.ts', import.meta.url).href;
@@ -137,42 +137,51 @@ console.log('solved', (await forgotten.solve('v1.k.8.1.2.y.b.m', 8)).solution !=
 
 test('"not produced" holds what the generator added against it, never the work the difficulty asked', () => {
   const caps: BotCaps = { maxInFlight: 100, connectionsPerAddress: 4, solveWorkers: 1, maxSolveQueueSec: 5 };
+  // 30 bots over a 20 s step: 600 bot-seconds; 6,000 requests sent.
+  const spec = { addresses: 30, durationSec: 20, rampSec: 0 };
+  assert.equal(attackBotSec(spec), 600);
+  assert.equal(attackBotSec({ ...spec, rampSec: 10 }), 450, 'a ramp counts half');
   const counts = (over: Partial<BotCounts>): BotCounts => ({
-    due: 1000,
-    sent: 1000,
+    due: 6000,
+    sent: 6000,
     notSent: 0,
-    answered: 1000,
+    answered: 6000,
     passed: 0,
     blocked: 0,
     refused: 0,
     timeout: 0,
     other: 0,
     error: 0,
-    challenged: 200,
+    challenged: 500,
     solved: 100,
     solveSkipped: 0,
     solveHeld: 0,
+    solveHeldBotSec: 0,
     solveCpuSec: 0,
     solveHeldMs: [],
     sessions: 0,
     ...over,
   });
+  const solves = Array(100).fill(50);
   // 100 solves of hard work (60 CPU s: the difficulty rose), each held 50 ms: produced as drawn.
-  assert.equal(generatorShortfall(counts({ solveCpuSec: 60, solveHeldMs: Array(100).fill(50) }), caps, 1, 60), '');
-  // 9 of 100 held past the limit: within the 10 %.
-  const nine = [...Array(91).fill(50), ...Array(9).fill(SOLVE_HELD_MS + 1)];
-  assert.equal(generatorShortfall(counts({ solveHeld: 9, solveHeldMs: nine }), caps, 1, 5), '');
-  // 11 of 100 held, or 11 skipped (the queue full of work): not produced, and the note says why.
-  const eleven = [...Array(89).fill(50), ...Array(11).fill(SOLVE_HELD_MS + 1)];
-  assert.match(
-    generatorShortfall(counts({ solveHeld: 11, solveHeldMs: eleven }), caps, 1, 5),
-    /held 11 .* of 100 solves/,
+  assert.equal(
+    generatorShortfall(counts({ solveCpuSec: 60, solveHeldMs: solves, solveHeldBotSec: 5 }), caps, spec, 1),
+    '',
   );
+  // Held 59 bot-seconds of 600 (9.8 %): produced; 61 (10.2 %): not, and the note says why.
+  assert.equal(generatorShortfall(counts({ solveHeldMs: solves, solveHeldBotSec: 59 }), caps, spec, 1), '');
   assert.match(
-    generatorShortfall(counts({ solveSkipped: 11, solveHeldMs: Array(89).fill(50) }), caps, 1, 5),
-    /skipped 11 and held 0/,
+    generatorShortfall(counts({ solveHeldMs: solves, solveHeldBotSec: 61 }), caps, spec, 1),
+    /held 10.2 % of the attack's bot-time .* skipped 0 solves/,
   );
-  // Too few solves to judge; and arrivals not sent still count first.
-  assert.equal(generatorShortfall(counts({ solveSkipped: 5, solveHeldMs: Array(10).fill(50) }), caps, 1, 1), '');
-  assert.match(generatorShortfall(counts({ sent: 700 }), caps, 1, 0), /sent 700 of 1000 arrivals/);
+  // Skipped solves are requests refused for the generator: 700 of 6,000 (11.7 %) is past the share, and
+  // they add to the bot-time held (5 % + 5.8 %).
+  assert.match(generatorShortfall(counts({ solveSkipped: 700, solveHeldMs: solves }), caps, spec, 1), /skipped 700/);
+  assert.notEqual(
+    generatorShortfall(counts({ solveSkipped: 350, solveHeldMs: solves, solveHeldBotSec: 30 }), caps, spec, 1),
+    '',
+  );
+  // Too few solves to judge; and arrivals not sent count first.
+  assert.equal(generatorShortfall(counts({ solveSkipped: 9, solveHeldMs: Array(10).fill(9000) }), caps, spec, 1), '');
+  assert.match(generatorShortfall(counts({ sent: 4000 }), caps, spec, 1), /sent 4000 of 6000 arrivals/);
 });

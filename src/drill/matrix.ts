@@ -21,7 +21,15 @@ import { randomBytes } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parse as parseYaml } from 'yaml';
 import { ORIGIN_KINDS, type ModelStats, type OriginModel } from './origins.ts';
-import { BOT_PATHS, BotAttack, SOLVE_HELD_MS, generatorShortfall, type BotCaps, type BotPaths } from './bots.ts';
+import {
+  BOT_PATHS,
+  BotAttack,
+  SOLVE_HELD_MS,
+  attackBotSec,
+  generatorShortfall,
+  type BotCaps,
+  type BotPaths,
+} from './bots.ts';
 import { startLegit, type LegitCrowd } from './legit.ts';
 import type { LegitPopulation } from './scenario.ts';
 import { Recorder } from './stats.ts';
@@ -518,6 +526,8 @@ export interface RunOutcome {
     solveSkipped: number;
     /** Solves the generator held its bot for over SOLVE_HELD_MS (not the work: the wait for a thread or core). */
     solveHeld: number;
+    /** Bot-seconds the generator held solving bots, as a % of the attack's (the rule: generatorShortfall). */
+    solveHeldPct: number;
     /** What the generator added to a solve (ms): median, p90, max. */
     solveHeldMs: { p50: number; p90: number; max: number } | null;
     /** CPU seconds the solves took: the work the difficulty asked for. */
@@ -581,7 +591,8 @@ export function solveText(o: RunOutcome): string {
   const h = a.solveHeldMs;
   return (
     `; solves ${a.solved} (${a.solveCpuSec} CPU s on ${a.solveWorkers} threads; skipped ${a.solveSkipped}, ` +
-    `held > ${SOLVE_HELD_MS / 1000} s ${a.solveHeld}${h ? `, held p50/p90/max ${h.p50}/${h.p90}/${h.max} ms` : ''})`
+    `held > ${SOLVE_HELD_MS / 1000} s ${a.solveHeld}${h ? `, held p50/p90/max ${h.p50}/${h.p90}/${h.max} ms` : ''}, ` +
+    `${a.solveHeldPct} % of the attack's bot-time held)`
   );
 }
 
@@ -825,13 +836,14 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
         solved: c.solved,
         solveSkipped: c.solveSkipped,
         solveHeld: c.solveHeld,
+        solveHeldPct: Math.round((c.solveHeldBotSec / attackBotSec({ ...a, durationSec: s.attackSec })) * 1000) / 10,
         solveHeldMs: quantiles(c.solveHeldMs),
         solveCpuSec: Math.round(c.solveCpuSec * 10) / 10,
         solveWorkers: bots.solver?.workers ?? 0,
         sessions: c.sessions,
         receivedAtOrigin: st.received.attack,
       };
-      producedNote = generatorShortfall(c, R.caps, attack.solveWorkers, attack.solveCpuSec);
+      producedNote = generatorShortfall(c, R.caps, { ...a, durationSec: s.attackSec }, attack.solveWorkers);
       produced = producedNote === '';
     }
     // A starved generator (its loop a second late) stretches think times and the origin's service
