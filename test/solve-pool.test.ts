@@ -157,6 +157,8 @@ test('"not produced" holds what the generator added against it, never the work t
     solveSkipped: 0,
     solveHeld: 0,
     solveHeldBotSec: 0,
+    solveQueueSec: 0,
+    solveCoreWaitSec: 0,
     solveCpuSec: 0,
     solveHeldMs: [],
     sessions: 0,

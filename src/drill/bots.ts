@@ -77,6 +77,9 @@ export interface BotCounts {
    * thread, the thread's wait for a core) times the bots sharing the jar that waited for it.
    */
   solveHeldBotSec: number;
+  /** Of the time held, seconds waiting for a thread (the queue) and a thread waiting for a core. */
+  solveQueueSec: number;
+  solveCoreWaitSec: number;
   /** CPU seconds of solving: the work the difficulty asked for. */
   solveCpuSec: number;
   /** Per solve, what the generator added (ms), for percentiles; one entry per solve attempted. */
@@ -175,6 +178,8 @@ export class BotAttack {
     solveSkipped: 0,
     solveHeld: 0,
     solveHeldBotSec: 0,
+    solveQueueSec: 0,
+    solveCoreWaitSec: 0,
     solveCpuSec: 0,
     solveHeldMs: [],
     sessions: 0,
@@ -398,6 +403,8 @@ export class BotAttack {
     c.solveCpuSec += r.cpuMs / 1000;
     c.solveHeldMs.push(r.heldMs);
     c.solveHeldBotSec += (r.heldMs / 1000) * jar.bots;
+    c.solveQueueSec += r.waitMs / 1000;
+    c.solveCoreWaitSec += (r.heldMs - r.waitMs) / 1000;
     if (r.heldMs > SOLVE_HELD_MS) c.solveHeld++;
     if (r.solution === null) return false;
     jar.cookies.set(SOLUTION_COOKIE, r.solution);

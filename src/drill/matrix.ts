@@ -528,6 +528,9 @@ export interface RunOutcome {
     solveHeld: number;
     /** Bot-seconds the generator held solving bots, as a % of the attack's (the rule: generatorShortfall). */
     solveHeldPct: number;
+    /** Seconds solves waited for a thread, and threads for a core (summed over solves). */
+    solveQueueSec: number;
+    solveCoreWaitSec: number;
     /** What the generator added to a solve (ms): median, p90, max. */
     solveHeldMs: { p50: number; p90: number; max: number } | null;
     /** CPU seconds the solves took: the work the difficulty asked for. */
@@ -592,7 +595,8 @@ export function solveText(o: RunOutcome): string {
   return (
     `; solves ${a.solved} (${a.solveCpuSec} CPU s on ${a.solveWorkers} threads; skipped ${a.solveSkipped}, ` +
     `held > ${SOLVE_HELD_MS / 1000} s ${a.solveHeld}${h ? `, held p50/p90/max ${h.p50}/${h.p90}/${h.max} ms` : ''}, ` +
-    `${a.solveHeldPct} % of the attack's bot-time held)`
+    `${a.solveHeldPct} % of the attack's bot-time held; summed waits ${a.solveQueueSec} s for a thread, ` +
+    `${a.solveCoreWaitSec} s for a core)`
   );
 }
 
@@ -836,6 +840,8 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
         solved: c.solved,
         solveSkipped: c.solveSkipped,
         solveHeld: c.solveHeld,
+        solveQueueSec: Math.round(c.solveQueueSec * 10) / 10,
+        solveCoreWaitSec: Math.round(c.solveCoreWaitSec * 10) / 10,
         solveHeldPct: Math.round((c.solveHeldBotSec / attackBotSec({ ...a, durationSec: s.attackSec })) * 1000) / 10,
         solveHeldMs: quantiles(c.solveHeldMs),
         solveCpuSec: Math.round(c.solveCpuSec * 10) / 10,
