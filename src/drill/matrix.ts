@@ -596,9 +596,13 @@ export function solveText(o: RunOutcome): string {
     `; solves ${a.solved} (${a.solveCpuSec} CPU s on ${a.solveWorkers} threads; skipped ${a.solveSkipped}, ` +
     `held > ${SOLVE_HELD_MS / 1000} s ${a.solveHeld}${h ? `, held p50/p90/max ${h.p50}/${h.p90}/${h.max} ms` : ''}, ` +
     `${a.solveHeldPct} % of the attack's bot-time held; summed waits ${a.solveQueueSec} s for a thread, ` +
-    `${a.solveCoreWaitSec} s for a core)`
+    `${a.solveCoreWaitSec} s for a core: a busy thread had ${speed(a.solveCpuSec, a.solveCoreWaitSec)} % of one)`
   );
 }
+
+/** CPU time over wall time on the solving threads, %: under 100 when the machine's other work had the cores. */
+const speed = (cpuSec: number, coreWaitSec: number) =>
+  cpuSec > 0 ? Math.round((cpuSec / (cpuSec + coreWaitSec)) * 100) : '-';
 
 /** Median, p90 and max of a list of milliseconds (rounded), or null when empty. */
 function quantiles(ms: number[]): { p50: number; p90: number; max: number } | null {
