@@ -3,12 +3,14 @@
 // bot is a source address in 127/8 (its /24 chosen by `prefixes`), sends open-loop arrivals at
 // `ratePerAddress` (all bots together: a step to the full rate or a linear ramp), plain or
 // browser-like, keeping cookies or not, solving the proof of work or not, on random, popular or
-// login paths. The generator is capped (in-flight requests, solves per second): what it could not
-// send is counted, so a scenario it cannot produce is reported as such.
+// login paths. The generator is capped (in-flight requests; solving work queued for its threads,
+// src/drill/solve-pool.ts): what it could not send, and how long it held solving bots, is counted,
+// so a scenario it cannot produce is reported as such.
 import { Pool, type Dispatcher } from 'undici';
 import { takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
-import { isChallenge, mayBeChallenge, solveChallenge } from './challenge.ts';
-import { SOLUTION_COOKIE } from '../client/index.ts';
+import { isChallenge, mayBeChallenge } from './challenge.ts';
+import { SOLUTION_COOKIE, challengeFrom } from '../client/index.ts';
+import { SolvePool, type SolveResult } from './solve-pool.ts';
 
 export const BOT_PATHS = ['random', 'popular', 'login', 'mixed'] as const;
 export type BotPaths = (typeof BOT_PATHS)[number];
@@ -38,9 +40,17 @@ export interface BotCaps {
   maxInFlight: number;
   /** Sockets per address. */
   connectionsPerAddress: number;
-  /** Proof-of-work solves per second for all bots together (the solver runs in this process). */
-  solvesPerSecond: number;
+  /** Threads solving proof of work for all bots together (0: sized to the machine, 1 to 2). */
+  solveWorkers: number;
+  /** A solve is not queued when the work ahead of it would keep it waiting longer (seconds). */
+  maxSolveQueueSec: number;
 }
+
+/** Solves held longer than this are counted apart (a figure of the report, not the rule). */
+export const SOLVE_HELD_MS = 1000;
+
+/** Share of the attack the generator may delay or drop before the scenario is "not produced". */
+export const SHORTFALL_SHARE = 0.1;
 
 export interface BotCounts {
   /** Arrivals the spec called for. */
@@ -58,10 +68,62 @@ export interface BotCounts {
   error: number;
   challenged: number;
   solved: number;
-  /** Challenges left unsolved because the generator's solve budget was spent (counted apart). */
+  /** Challenges left unsolved because the solve pool's queue was full of work (counted apart). */
   solveSkipped: number;
+  /** Solves the generator held over SOLVE_HELD_MS (queue wait + the thread's wait for a core). */
+  solveHeld: number;
+  /**
+   * Bot-seconds the generator held: per solve, the time it added beyond the work (the wait for a
+   * thread, the thread's wait for a core) times the bots sharing the jar that waited for it.
+   */
+  solveHeldBotSec: number;
+  /** Of the time held, seconds waiting for a thread (the queue) and a thread waiting for a core. */
+  solveQueueSec: number;
+  solveCoreWaitSec: number;
+  /** CPU seconds of solving: the work the difficulty asked for. */
+  solveCpuSec: number;
+  /** Per solve, what the generator added (ms), for percentiles; one entry per solve attempted. */
+  solveHeldMs: number[];
   /** Sessions the target granted (a sid cookie stored). */
   sessions: number;
+}
+
+/** The attack's bot-seconds at its drawn rate: every bot over the attack, a ramp counted half. */
+export function attackBotSec(spec: Pick<BotSpec, 'addresses' | 'durationSec' | 'rampSec'>): number {
+  return spec.addresses * Math.max(0.1, spec.durationSec - spec.rampSec / 2);
+}
+
+/**
+ * Why the generator, not the defence, kept an attack from being sent as drawn ('' when it did not):
+ * - under 80 % of the drawn arrivals sent (its in-flight cap);
+ * - over SHORTFALL_SHARE of the attack delayed or dropped by its solving (20 solve attempts at least):
+ *   the bot-seconds it held solving bots (the time a solve waited for a thread, or its thread for a
+ *   core, times the bots waiting for that solve) as a share of the attack's bot-seconds, plus the
+ *   challenged requests whose solve it skipped (its queue full of work) as a share of those sent.
+ *   Both estimate a share of the attack's requests: a bot's requests wait while its solve is held.
+ * The work itself, the hashes the difficulty asked (the thread's CPU time), is never held against the
+ * generator: a bot waiting for it is the defence working, and a rising difficulty only means fewer
+ * solves, as for a real attacker with a core per bot.
+ */
+export function generatorShortfall(
+  c: BotCounts,
+  caps: BotCaps,
+  spec: Pick<BotSpec, 'addresses' | 'durationSec' | 'rampSec'>,
+  workers: number,
+): string {
+  if (c.due > 0 && c.sent < 0.8 * c.due)
+    return `generator sent ${c.sent} of ${c.due} arrivals (in-flight cap ${caps.maxInFlight})`;
+  const attempts = c.solveSkipped + c.solveHeldMs.length;
+  if (attempts < 20) return '';
+  const held = c.solveHeldBotSec / attackBotSec(spec);
+  const skipped = c.sent > 0 ? c.solveSkipped / c.sent : 0;
+  if (held + skipped <= SHORTFALL_SHARE) return '';
+  const pct = (x: number) => Math.round(x * 1000) / 10;
+  return (
+    `generator held ${pct(held)} % of the attack's bot-time in its solve queue and skipped ${c.solveSkipped} ` +
+    `solves (${pct(skipped)} % of requests sent), over ${pct(SHORTFALL_SHARE)} % (${workers} threads, ` +
+    `${Math.round(c.solveCpuSec * 10) / 10} CPU s of work)`
+  );
 }
 
 const BLOCK_STATUSES = new Set([403, 408, 429, 444, 503]);
@@ -83,6 +145,8 @@ const digits = () => String(Math.floor(Math.random() * 1e11)).padStart(11, '0');
 interface Jar {
   cookies: Map<string, string>;
   solving: Promise<boolean> | null;
+  /** Bots sharing it: a solve held by the generator holds all of them. */
+  bots: number;
 }
 
 interface Bot {
@@ -112,14 +176,20 @@ export class BotAttack {
     challenged: 0,
     solved: 0,
     solveSkipped: 0,
+    solveHeld: 0,
+    solveHeldBotSec: 0,
+    solveQueueSec: 0,
+    solveCoreWaitSec: 0,
+    solveCpuSec: 0,
+    solveHeldMs: [],
     sessions: 0,
   };
   readonly bots: Array<Bot | undefined>;
   inFlight = 0;
   next = 0;
   finished = false;
-  #solveWindowSec = -1;
-  #solvesThisSecond = 0;
+  /** Solving bots' threads: off this loop, which times every arrival, click and origin answer. */
+  readonly solver: SolvePool | null;
 
   constructor(ctx: RunContext, spec: BotSpec, caps: BotCaps, firstBlock: number, runStartMs: number) {
     this.ctx = ctx;
@@ -129,6 +199,7 @@ export class BotAttack {
     this.startMs = runStartMs + spec.startSec * 1000;
     this.endMs = this.startMs + spec.durationSec * 1000;
     this.bots = new Array(spec.addresses);
+    this.solver = spec.solve ? new SolvePool({ workers: caps.solveWorkers, maxQueueSec: caps.maxSolveQueueSec }) : null;
   }
 
   /** Arrivals due by `t` ms into the attack: the integral of the rate (linear ramp, then flat). */
@@ -155,7 +226,7 @@ export class BotAttack {
     const key = `${prefix}|${ua}`;
     let jar = this.jars.get(key);
     if (jar === undefined) {
-      jar = { cookies: new Map(), solving: null };
+      jar = { cookies: new Map(), solving: null, bots: 0 };
       this.jars.set(key, jar);
     }
     return jar;
@@ -182,8 +253,10 @@ export class BotAttack {
       };
       // A clearance is bound to the client's /24 and user agent: a solving botnet shares it between
       // the bots of one /24 that send the same agent (one solve each), as a thrifty operator would.
-      if (spec.solve && !spec.rotateAgent) b.jar = this.sharedJar(a % spec.prefixes, b.ua);
-      else if (spec.cookies || spec.solve) b.jar = { cookies: new Map(), solving: null };
+      if (spec.solve && !spec.rotateAgent) {
+        b.jar = this.sharedJar(a % spec.prefixes, b.ua);
+        b.jar.bots++;
+      } else if (spec.cookies || spec.solve) b.jar = { cookies: new Map(), solving: null, bots: 1 };
       this.bots[a] = b;
     }
     return b;
@@ -284,32 +357,36 @@ export class BotAttack {
         const pending = jar.solving;
         if (pending !== null) {
           if ((await pending) && !this.ctx.stopped) return this.send(bot, opts, true);
-        } else if (!this.solveBudget()) {
-          c.solveSkipped++;
-          c.answered++;
-          c.blocked++;
-          return;
-        } else {
-          let settle!: (ok: boolean) => void;
-          jar.solving = new Promise<boolean>((resolve) => {
-            settle = resolve;
-          });
-          const ok = await solveChallenge({
-            status: res.statusCode,
-            headers: res.headers,
-            cookies: jar.cookies,
+        } else if (this.solver !== null) {
+          const info = challengeFrom(res.statusCode, res.headers, {
             challenge:
               typeof json === 'object' && json !== null ? (json as { challenge?: unknown }).challenge : undefined,
           });
-          // The retry carries the solution and earns the clearance cookie (a solution is good once).
-          if (ok && !this.ctx.stopped) {
-            c.solved++;
-            await this.send(bot, opts, true);
+          // Not a token the client can read: counted as a challenged request below, like an unsolved one.
+          const job = info === null ? undefined : this.solver.solve(info.token, info.bits);
+          if (job === null) {
+            // The pool's queue holds more work than it drains in time: the bot stays refused.
+            c.solveSkipped++;
+            c.answered++;
+            c.blocked++;
+            return;
           }
-          jar.cookies.delete(SOLUTION_COOKIE);
-          jar.solving = null;
-          settle(ok);
-          if (ok) return;
+          if (job !== undefined) {
+            let settle!: (ok: boolean) => void;
+            jar.solving = new Promise<boolean>((resolve) => {
+              settle = resolve;
+            });
+            const ok = this.solved(jar, await job);
+            // The retry carries the solution and earns the clearance cookie (a solution is good once).
+            if (ok && !this.ctx.stopped) {
+              c.solved++;
+              await this.send(bot, opts, true);
+            }
+            jar.cookies.delete(SOLUTION_COOKIE);
+            jar.solving = null;
+            settle(ok);
+            if (ok) return;
+          }
         }
       }
     }
@@ -319,13 +396,19 @@ export class BotAttack {
     else c.other++;
   }
 
-  solveBudget(): boolean {
-    const sec = Math.floor(performance.now() / 1000);
-    if (sec !== this.#solveWindowSec) {
-      this.#solveWindowSec = sec;
-      this.#solvesThisSecond = 0;
-    }
-    return ++this.#solvesThisSecond <= this.caps.solvesPerSecond;
+  /** Counts a solve's cost and puts its solution in the jar for the retry; false when none was found. */
+  solved(jar: Jar, r: SolveResult): boolean {
+    const c = this.counts;
+    if (this.ctx.closing) return false;
+    c.solveCpuSec += r.cpuMs / 1000;
+    c.solveHeldMs.push(r.heldMs);
+    c.solveHeldBotSec += (r.heldMs / 1000) * jar.bots;
+    c.solveQueueSec += r.waitMs / 1000;
+    c.solveCoreWaitSec += (r.heldMs - r.waitMs) / 1000;
+    if (r.heldMs > SOLVE_HELD_MS) c.solveHeld++;
+    if (r.solution === null) return false;
+    jar.cookies.set(SOLUTION_COOKIE, r.solution);
+    return true;
   }
 
   store(jar: Jar, setCookie: string | string[] | undefined): void {
@@ -343,6 +426,6 @@ export class BotAttack {
 
   async close(): Promise<void> {
     this.finished = true;
-    await Promise.allSettled(this.bots.map((b) => b?.pool.destroy()));
+    await Promise.allSettled([...this.bots.map((b) => b?.pool.destroy()), this.solver?.close()]);
   }
 }

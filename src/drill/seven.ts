@@ -19,6 +19,7 @@ import {
   RANGES,
   describe,
   runScenario,
+  solveText,
   warmUp,
   type ConfigName,
   type DrawnAttack,
@@ -153,7 +154,8 @@ export function runLine(o: RunOutcome): string {
   return (
     `served ${o.servedPct ?? '-'} % (calm ${o.servedPctCalm ?? '-'} %), challenged ${o.challengedUsers}, ` +
     `refused ${o.refusedUsers} of ${o.users} users; attack reaching origin ${o.attackReachPct ?? '-'} %` +
-    `${o.attack ? ` (rate ${o.attack.achievedRate}/${o.attack.drawnRate}/s)` : ''}; origin 503s ${o.origin.rejected}; ` +
+    `${o.attack ? ` (rate ${o.attack.achievedRate}/${o.attack.drawnRate}/s)` : ''}${solveText(o)}; ` +
+    `origin 503s ${o.origin.rejected}; ` +
     `level max ${o.level.max ?? '-'}${o.produced ? '' : `; NOT PRODUCED: ${o.producedNote}`}; ` +
     `CPU gateway ${o.cpu.gatewayPct ?? '-'} %, generator ${o.cpu.generatorPct} % ` +
     `(loop delay p99 ${o.cpu.generatorLagP99Ms} ms); load ${o.load1}`
