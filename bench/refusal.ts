@@ -261,8 +261,9 @@ async function main(): Promise<number> {
       }
       continue;
     }
-    for (const tree of trees) {
-      for (const kind of KINDS) {
+    // Kind by kind, each tree's system in turn: the two checkouts' runs of one answer are neighbours.
+    for (const kind of KINDS) {
+      for (const tree of trees) {
         const port = await freePort();
         const name = `${treeName(tree).trim() || 'rempart'}-${engine}-${kind}`;
         const file = path.join(tmp, `${name}.json`);
@@ -317,8 +318,21 @@ async function main(): Promise<number> {
     if (s.kind === '503') release(s);
   }
 
+  // With two trees, every other round runs each kind's systems in the reverse order (ABBA).
+  const roundOrder = (k: number): System[] => {
+    if (k % 2 === 0 || trees.length < 2) return systems;
+    const out: System[] = [];
+    for (let i = 0; i < systems.length; ) {
+      let j = i;
+      while (j < systems.length && systems[j]!.engine === systems[i]!.engine && systems[j]!.kind === systems[i]!.kind)
+        j++;
+      out.push(...systems.slice(i, j).reverse());
+      i = j;
+    }
+    return out;
+  };
   for (let k = 0; k < rounds; k++) {
-    for (const s of systems) {
+    for (const s of roundOrder(k)) {
       if (k === 0 && warmup > 0 && s.kind !== '503')
         await runWrk({
           url: `http://127.0.0.1:${s.port}/`,
