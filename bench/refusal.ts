@@ -10,6 +10,12 @@
 // Bans are off everywhere: with them the refused address would be banned and dropped at accept, which
 // is another (cheaper) cost. CPU s per 10,000 responses of the Rempart process (utime+stime from /proc).
 //
+// "In-process" (issue 17's goal, refused ≤ 0.2× proxied) is read two ways, both in the table: the CPU of
+// the gateway process per response, kernel included (utime+stime: what a core spends for it; wrk and the
+// origin are other processes and not counted), and its user CPU alone (utime: Rempart's JS, V8, GC and
+// libuv, without the socket syscalls, which cost nginx the same). A --cpu-prof of one system splits the
+// user part further (socket write, engine, phases, crypto).
+//
 // What the ratio can be: per request on a keep-alive connection, a refusal costs the kernel one read
 // and one write on the client socket; a proxied request two of each (client and origin sockets). The
 // `nginx` engine measures that floor with the same load: nginx proxying (keep-alive upstream) against
