@@ -9,15 +9,29 @@
 //            answers: one wrk connection holds the slot, one waits in the queue, the rest are shed
 // Bans are off everywhere: with them the refused address would be banned and dropped at accept, which
 // is another (cheaper) cost. CPU s per 10,000 responses of the Rempart process (utime+stime from /proc).
-// usage: node bench/refusal.ts [--seconds N] [--warmup N] [--connections C] [--rounds K] [--engines lean,node]
-//        [--no-pin] [--no-write] [--keep]
+//
+// "In-process" (issue 17's goal, refused ≤ 0.2× proxied) is read two ways, both in the table: the CPU of
+// the gateway process per response, kernel included (utime+stime: what a core spends for it; wrk and the
+// origin are other processes and not counted), and its user CPU alone (utime: Rempart's JS, V8, GC and
+// libuv, without the socket syscalls, which cost nginx the same). A --cpu-prof of one system splits the
+// user part further (socket write, engine, phases, crypto).
+//
+// What the ratio can be: per request on a keep-alive connection, a refusal costs the kernel one read
+// and one write on the client socket; a proxied request two of each (client and origin sockets). The
+// `nginx` engine measures that floor with the same load: nginx proxying (keep-alive upstream) against
+// nginx refusing with `limit_req` (429), so the table says what ratio the same syscalls allow.
+// `--pipeline N` sends N requests per write on each connection (what an attacker does: the syscalls
+// are then shared by N answers and the process's own work per request is what is left).
+// `--trees a,b` runs the Rempart systems of each checkout side by side in the same rounds (before/after).
+// usage: node bench/refusal.ts [--seconds N] [--warmup N] [--connections C] [--rounds K]
+//        [--engines lean,node,nginx] [--pipeline N] [--trees dir,dir] [--no-pin] [--no-write] [--keep]
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cpuBusy, cpuDelta, cpuTimes, snapshot } from './lib/cpu.ts';
-import { ensureDebianTools, originHttp, startNginx } from './lib/nginx.ts';
+import { ensureDebianTools, originHttp, proxyHttp, startNginx } from './lib/nginx.ts';
 import {
   canPin,
   freePort,
@@ -39,7 +53,7 @@ const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
 const HEADING = '## Cost of a refused request';
 const TARGET = 0.2; // refused/proxied CPU per request
 
-type Engine = 'lean' | 'node';
+type Engine = 'lean' | 'node' | 'nginx';
 type Kind = 'proxied' | '429' | '403' | '403-page' | '503';
 const KINDS: readonly Kind[] = ['proxied', '429', '403', '403-page', '503'];
 // The 403 answer is JSON unless the request accepts text/html (core/html.ts wantsHtml): wrk sends no
@@ -57,10 +71,14 @@ const EXPECT: Record<Kind, { status: number; code: string }> = {
 interface Run {
   wrk: WrkResult;
   cpu: number;
+  /** User-mode CPU seconds (the process's own code: JS, V8, GC, libuv), without the kernel's socket work. */
+  user: number;
   wall: number;
   busy1: number;
 }
 interface System {
+  /** The checkout it runs from (its short name in labels; '' for nginx). */
+  tree: string;
   engine: Engine;
   kind: Kind;
   label: string;
@@ -84,6 +102,30 @@ function num(v: string | undefined, name: string, def: number): number {
 const f = (n: number, d: number) => (Number.isFinite(n) ? n.toFixed(d) : '—');
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US').replace(/,/g, ' ') : '—');
 
+const NGINX_KINDS: readonly Kind[] = ['proxied', '429'];
+
+/** nginx as bench/proxy.ts runs it (proxyHttp), and for `429` the same with limit_req refusing every request. */
+function nginxHttp(port: number, upstreamPort: number, kind: Kind): string {
+  if (kind !== '429') return proxyHttp(port, upstreamPort);
+  return `limit_req_zone $binary_remote_addr zone=bench:1m rate=1r/m;
+upstream origin {
+  server 127.0.0.1:${upstreamPort};
+  keepalive 64;
+  keepalive_requests 1000000;
+}
+server {
+  listen 127.0.0.1:${port} backlog=4096;
+  location / {
+    limit_req zone=bench nodelay;
+    limit_req_status 429;
+    limit_req_log_level info;
+    proxy_pass http://origin;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+  }
+}`;
+}
+
 // An origin that accepts connections and never answers (the 503 case's held upstream).
 const HOLDING_ORIGIN = `const net = require('node:net');
 net.createServer((s) => { s.on('error', () => {}); s.resume(); }).listen(Number(process.argv[1]), '127.0.0.1');`;
@@ -106,6 +148,8 @@ async function main(): Promise<number> {
       connections: { type: 'string' },
       rounds: { type: 'string' },
       engines: { type: 'string' },
+      pipeline: { type: 'string' },
+      trees: { type: 'string' },
       'no-pin': { type: 'boolean' },
       'no-write': { type: 'boolean' },
       keep: { type: 'boolean' },
@@ -115,7 +159,7 @@ async function main(): Promise<number> {
   if (values.help) {
     process.stdout.write(
       'usage: node bench/refusal.ts [--seconds N (10)] [--warmup N (2)] [--connections C (64)] [--rounds K (3)]\n' +
-        '       [--engines lean,node] [--no-pin] [--no-write] [--keep]\n',
+        '       [--engines lean,node,nginx] [--pipeline N (1)] [--trees dir,dir (this one)] [--no-pin] [--no-write] [--keep]\n',
     );
     return 0;
   }
@@ -123,8 +167,12 @@ async function main(): Promise<number> {
   const warmup = values.warmup === '0' ? 0 : num(values.warmup, 'warmup', 2);
   const connections = Math.round(num(values.connections, 'connections', 64));
   const rounds = Math.round(num(values.rounds, 'rounds', 3));
-  const engines = (values.engines ?? 'lean,node').split(',').map((e) => e.trim()) as Engine[];
-  for (const e of engines) if (e !== 'lean' && e !== 'node') throw new Error(`--engines: unknown engine ${e}`);
+  const engines = (values.engines ?? 'lean,node,nginx').split(',').map((e) => e.trim()) as Engine[];
+  for (const e of engines)
+    if (e !== 'lean' && e !== 'node' && e !== 'nginx') throw new Error(`--engines: unknown engine ${e}`);
+  const pipeline = Math.round(num(values.pipeline, 'pipeline', 1));
+  const trees = (values.trees ?? ROOT).split(',').map((t) => path.resolve(t.trim()));
+  const treeName = (t: string) => (trees.length === 1 ? '' : `${path.basename(t)} `);
   const command = ['node bench/refusal.ts', ...process.argv.slice(2)].join(' ');
   const say = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -204,18 +252,35 @@ async function main(): Promise<number> {
 
   const systems: System[] = [];
   for (const engine of engines) {
+    if (engine === 'nginx') {
+      // nginx's own refusal against its own proxying, same origin, same load: the floor of the ratio.
+      for (const kind of NGINX_KINDS) {
+        const port = await freePort();
+        const ng = await startNginx({
+          name: `nginx-${kind}`,
+          dir: path.join(tmp, `nginx-${kind}`),
+          port,
+          cpu: SUT_CPU,
+          http: nginxHttp(port, upPort, kind),
+        });
+        systems.push({ tree: '', engine, kind, label: `nginx ${kind}`, port, proc: ng.proc, runs: [] });
+      }
+      continue;
+    }
+    // Kind by kind, each tree's system in turn: the two checkouts' runs of one answer are neighbours.
     for (const kind of KINDS) {
-      const port = await freePort();
-      const file = path.join(tmp, `rempart-${engine}-${kind}.json`);
-      await writeFile(file, config(port, engine, kind));
-      const proc = startProcess(
-        `rempart-${engine}-${kind}`,
-        process.execPath,
-        [path.join(ROOT, 'bin', 'rempart.js'), '--config', file],
-        { cpu: SUT_CPU, cwd: ROOT },
-      );
-      await waitForPort(port, proc, 20_000);
-      systems.push({ engine, kind, label: `${engine} ${kind}`, port, proc, runs: [] });
+      for (const tree of trees) {
+        const port = await freePort();
+        const name = `${treeName(tree).trim() || 'rempart'}-${engine}-${kind}`;
+        const file = path.join(tmp, `${name}.json`);
+        await writeFile(file, config(port, engine, kind));
+        const proc = startProcess(name, process.execPath, [path.join(tree, 'bin', 'rempart.js'), '--config', file], {
+          cpu: SUT_CPU,
+          cwd: tree,
+        });
+        await waitForPort(port, proc, 20_000);
+        systems.push({ tree, engine, kind, label: `${treeName(tree)}${engine} ${kind}`, port, proc, runs: [] });
+      }
     }
   }
 
@@ -246,7 +311,10 @@ async function main(): Promise<number> {
     const got = await (s.kind === '429' ? probe(s.port).then(() => probe(s.port)) : probe(s.port, h)).catch((e) => {
       throw new Error(`${s.label}: ${e}`);
     });
-    const okBody = s.kind === '403-page' ? /<html/i.test(got.body) : want.code === '' || got.body.includes(want.code);
+    const okBody =
+      s.kind === '403-page'
+        ? /<html/i.test(got.body)
+        : want.code === '' || s.engine === 'nginx' || got.body.includes(want.code);
     if (got.status !== want.status || !okBody)
       throw new Error(`${s.label}: expected ${want.status} ${want.code}, got ${got.status}: ${got.body.slice(0, 300)}`);
   };
@@ -256,8 +324,21 @@ async function main(): Promise<number> {
     if (s.kind === '503') release(s);
   }
 
+  // With two trees, every other round runs each kind's systems in the reverse order (ABBA).
+  const roundOrder = (k: number): System[] => {
+    if (k % 2 === 0 || trees.length < 2) return systems;
+    const out: System[] = [];
+    for (let i = 0; i < systems.length; ) {
+      let j = i;
+      while (j < systems.length && systems[j]!.engine === systems[i]!.engine && systems[j]!.kind === systems[i]!.kind)
+        j++;
+      out.push(...systems.slice(i, j).reverse());
+      i = j;
+    }
+    return out;
+  };
   for (let k = 0; k < rounds; k++) {
-    for (const s of systems) {
+    for (const s of roundOrder(k)) {
       if (k === 0 && warmup > 0 && s.kind !== '503')
         await runWrk({
           url: `http://127.0.0.1:${s.port}/`,
@@ -266,6 +347,7 @@ async function main(): Promise<number> {
           cpu: LOAD_CPU,
           dir: tmp,
           headers: headersFor(s.kind),
+          pipeline,
         });
       if (s.kind === '503') await prime(s);
       await check(s);
@@ -278,6 +360,7 @@ async function main(): Promise<number> {
         cpu: LOAD_CPU,
         dir: tmp,
         headers: headersFor(s.kind),
+        pipeline,
       });
       const busy = cpuBusy(bt, cpuTimes());
       const d = cpuDelta(b, snapshot([s.proc.pid]));
@@ -288,7 +371,7 @@ async function main(): Promise<number> {
       // still answering the expected kind (no level change, ban or breaker in between)
       if (s.kind === '503') release(s);
       else await check(s);
-      s.runs.push({ wrk, cpu: d.cpuSeconds, wall: d.wallSeconds, busy1: busy.get(1) ?? NaN });
+      s.runs.push({ wrk, cpu: d.cpuSeconds, user: d.userSeconds, wall: d.wallSeconds, busy1: busy.get(1) ?? NaN });
       const per = (d.cpuSeconds / wrk.requests) * 10_000;
       say(
         `${s.label} (round ${k + 1}/${rounds}): ${int(wrk.rps)} resp/s, ${f(per, 3)} CPU s/10k, non-2xx ${wrk.errors.status}`,
@@ -298,6 +381,7 @@ async function main(): Promise<number> {
   const loadAfter = machineInfo().loadavg;
 
   const per10k = (r: Run) => (r.cpu / r.wrk.requests) * 10_000;
+  const user10k = (r: Run) => (r.user / r.wrk.requests) * 10_000;
   const header = [
     'engine',
     'answer',
@@ -307,14 +391,24 @@ async function main(): Promise<number> {
     'µs CPU per response',
     'refused/proxied CPU',
     `≤ ${TARGET}×`,
+    'µs user CPU per response',
+    'refused/proxied user CPU',
   ];
   const rows: string[][] = [];
   const verdicts: string[] = [];
-  for (const engine of engines) {
-    const proxied = median(systems.find((s) => s.engine === engine && s.kind === 'proxied')!.runs.map(per10k));
-    for (const s of systems.filter((x) => x.engine === engine)) {
+  const groups = new Map<string, System[]>();
+  for (const s of systems) {
+    const key = `${s.tree}|${s.engine}`;
+    groups.set(key, [...(groups.get(key) ?? []), s]);
+  }
+  for (const group of groups.values()) {
+    const engine = `${treeName(group[0]!.tree)}${group[0]!.engine}`;
+    const proxied = median(group.find((s) => s.kind === 'proxied')!.runs.map(per10k));
+    const proxiedUser = median(group.find((s) => s.kind === 'proxied')!.runs.map(user10k));
+    for (const s of group) {
       const c = median(s.runs.map(per10k));
       const ratio = c / proxied;
+      const u = median(s.runs.map(user10k));
       rows.push([
         engine,
         s.kind === 'proxied'
@@ -323,18 +417,22 @@ async function main(): Promise<number> {
             ? '403 challenge page (HTML)'
             : s.kind === '403'
               ? '403 challenge (JSON)'
-              : `${s.kind} refused`,
+              : s.engine === 'nginx'
+                ? `${s.kind} refused (limit_req)`
+                : `${s.kind} refused`,
         int(median(s.runs.map((r) => r.wrk.rps))),
         int(median(s.runs.map((r) => r.wrk.bytes / r.wrk.requests))),
         f(c, 3),
         f(c * 100, 1),
         s.kind === 'proxied' ? '1' : `${f(ratio, 2)}×`,
         s.kind === 'proxied' ? '—' : ratio <= TARGET ? 'met' : 'not met',
+        f(u * 100, 1),
+        s.kind === 'proxied' ? '1' : `${f(u / proxiedUser, 2)}×`,
       ]);
-      if (s.kind !== 'proxied') verdicts.push(`${engine} ${s.kind}: ${f(ratio, 2)}×`);
+      if (s.kind !== 'proxied') verdicts.push(`${engine} ${s.kind}: ${f(ratio, 2)}× (user ${f(u / proxiedUser, 2)}×)`);
     }
   }
-  const table = markdownTable(header, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l']);
+  const table = markdownTable(header, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'l', 'r', 'r']);
 
   const dHeader = [
     'system',
@@ -370,14 +468,16 @@ async function main(): Promise<number> {
     `${date} · ${info.nproc} CPUs (nproc), ${info.cpuModel}, Linux ${info.kernel} · Node ${info.node} · wrk ${wrkVersion()} · git ${gitCommit(ROOT)}`,
     `Command: \`${command}\` · load average before ${loadBefore}, after ${loadAfter}`,
     '',
-    `Load: wrk, 1 thread, ${connections} connections, closed loop, ${seconds} s per run on \`GET /\` after a ${warmup} s warm-up, ${rounds} round(s) with every system in turn (medians); ` +
+    `Load: wrk, 1 thread, ${connections} connections, closed loop, ${pipeline > 1 ? `${pipeline} requests pipelined per write on each connection, ` : ''}${seconds} s per run on \`GET /\` after a ${warmup} s warm-up, ${rounds} round(s) with every system in turn (medians); ` +
       (pin ? 'each Rempart alone on CPU 1 (taskset), wrk and the origins on CPU 0. ' : 'no CPU pinning. ') +
       'One Rempart process per engine and answer, all running throughout, only the one under load busy. ' +
-      'CPU s/10k = utime+stime of the Rempart process (all threads) per 10,000 responses, in-process only.',
+      'CPU s/10k = utime+stime of the Rempart process (all threads) per 10,000 responses, in-process only (wrk and the origin not counted). ' +
+      "User CPU = utime alone: the process's own code (JS, V8, GC, libuv) without the kernel's socket work, which a refusal costs nginx too.",
     "proxied: bench/proxy.ts's config (every defence phase on; rate limit and bans off), 200 with 100 bytes from an nginx origin. " +
       '429: a rule `{key: address, ratePerSec: 0.001, burst: 1}` (RMP_ERR_RATE_LIMITED with Retry-After and RateLimit headers). ' +
       "403: `defense.level.override: under_attack`, wrk is an unknown client: the challenge, as JSON (wrk sends no Accept) and as the HTML page (every request with a browser's `Accept: text/html,…`). " +
       '503: route cache off (else misses of `/` collapse onto the held fill), admission `static` with `staticLimit: 1` and `admission.queue.maxEntries: 1` in front of an origin that accepts and never answers: one connection holds the slot, one waits (its 503 is a queue timeout after the class deadline), the rest are shed (RMP_ERR_ADMISSION_SHED). ' +
+      "nginx (engine `nginx`, 1 worker): `proxy_pass` to the same origin with upstream keep-alive (bench/proxy.ts's nginx) against the same with `limit_req` at 1 r/m (no burst), `limit_req_status 429`, its log level below the error log's: nginx's own refused/proxied ratio, the floor the same syscalls allow. " +
       'Bans off in all (a ban would drop the address at accept instead); the attack level pinned `calm` except for the 403s (unpinned, the detector read the proxied load as a surge and raised it between rounds: its requests then got the challenge). Every refusal here keeps the connection open (no body to drain). Each gateway is probed after every run and must still give its answer.',
     '',
     table,

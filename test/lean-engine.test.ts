@@ -193,6 +193,35 @@ for (const engine of ENGINES) {
     assert.match(old, /connection: close/i);
   });
 
+  test(`${engine}: pipelined refusals queued behind proxied answers go out in request order, none past a close`, async (t) => {
+    // The first three are proxied (the rule's burst), the next refused at once while the proxied ones
+    // are still out: their answers wait and go out together (lean: attached in one corked write).
+    const { gw, up } = await pair(t, engine, {
+      defense: {
+        bans: { mode: 'off' },
+        rateLimit: { mode: 'enforce', rules: [{ id: 'pipe', key: 'address', ratePerSec: 0.001, burst: 3 }] },
+      },
+    });
+    const c = holdConnection(t, gw.port, '127.0.0.7');
+    await c.connected;
+    let all = '';
+    for (let i = 0; i < 12; i++)
+      all += `GET /p${i} HTTP/1.1\r\nHost: a.test\r\n${i === 9 ? 'Connection: close\r\n' : ''}\r\n`;
+    c.socket.write(all);
+    await Promise.race([c.closed, sleep(5000)]);
+    assert.ok(c.isClosed, 'closed after the answer to the request that said close');
+    assert.deepEqual(responses(c.data), [
+      ...Array.from({ length: 3 }, () => 'HTTP/1.1 200'),
+      ...Array.from({ length: 7 }, () => 'HTTP/1.1 429'),
+    ]);
+    const order = [...c.data.matchAll(/GET \/p(\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(order, [0, 1, 2]);
+    assert.deepEqual(
+      up.requests.map((r) => r.url),
+      ['/p0', '/p1', '/p2'],
+    );
+  });
+
   test(`${engine}: a request pipelined behind Connection: close is not served`, async (t) => {
     const { gw, up } = await pair(t, engine);
     const raw = await rawRequest(

@@ -2,7 +2,13 @@
 // naming the code from the error table, no caching, and the connection closed whenever the request
 // body may still be on the wire (it could otherwise be read as the next request).
 import type { Socket } from 'node:net';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  STATUS_CODES,
+  validateHeaderName,
+  validateHeaderValue,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import type { RequestContext } from './context.ts';
 import { ERRORS, type ErrorCode } from '../core/errors.ts';
 
@@ -46,37 +52,108 @@ function markClosing(ctx: RequestContext): void {
     socket[kClosingReason] = ctx.reason || 'RMP_ERR_EDGE_BAD_REQUEST';
 }
 
+/** The fields of every local reply; the reply's own headers (ctx.replyHeaders) replace or add to them. */
+const JSON_BASE: readonly string[] = [
+  'content-type',
+  'application/json',
+  'cache-control',
+  'no-store',
+  // Never read as anything but what it says (a text/plain body sniffed as HTML would be a page).
+  'x-content-type-options',
+  'nosniff',
+];
+const TEXT_BASE: readonly string[] = ['content-type', 'text/plain; charset=utf-8', ...JSON_BASE.slice(2)];
+
+/**
+ * The base fields merged with a phase's constant headers, checked once: keyed by the headers object,
+ * so only frozen ones are kept (made once at start-up or cached by their phase: shed's Retry-After
+ * variants, a page's CSP set, a rate limit's set for one wait). A refusal then costs no merge and no
+ * per-field check of these (the lean engine's writeCheckedHead); an object made per request is merged
+ * and checked per request, and never kept (the map would grow with the requests).
+ */
+const MERGED_JSON = new WeakMap<Readonly<Record<string, string>>, readonly string[]>();
+const MERGED_TEXT = new WeakMap<Readonly<Record<string, string>>, readonly string[]>();
+
+function merge(base: readonly string[], headers: Readonly<Record<string, string>>): string[] {
+  const out = base.slice();
+  for (const name in headers) {
+    const value = headers[name]!;
+    const i = indexOfName(out, name);
+    if (i === -1) out.push(name, value);
+    else out[i + 1] = value;
+  }
+  return out;
+}
+
+/** The even index of `name` in flat [name, value, …] pairs, or -1. */
+function indexOfName(pairs: readonly string[], name: string): number {
+  for (let i = 0; i < pairs.length; i += 2) if (pairs[i] === name) return i;
+  return -1;
+}
+
+/** What the lean engine's response offers (pipeline/forward.ts): a head from pairs already checked. */
+interface CheckedHeadWriter {
+  writeCheckedHead?(status: number, checked: readonly string[], extra: readonly string[] | null): void;
+}
+
 export function sendLocalReply(ctx: RequestContext): void {
   const res = ctx.res;
   if (res.headersSent || ctx.finished) return;
   if (ctx.replyStored !== null) return sendStoredReply(ctx);
   const status = ctx.replyStatus;
-  const body = ctx.replyBody !== '' ? ctx.replyBody : errorBody(ctx.reason);
+  const text = ctx.replyBody !== '';
+  const body = text ? ctx.replyBody : errorBody(ctx.reason);
   ctx.status = status;
-  const headers: Record<string, string | number | string[]> = {
-    'content-type': ctx.replyBody !== '' ? 'text/plain; charset=utf-8' : 'application/json',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    // Never read as anything but what it says (a text/plain body sniffed as HTML would be a page).
-    'x-content-type-options': 'nosniff',
-  };
-  if (ctx.replyHeaders !== null) Object.assign(headers, ctx.replyHeaders);
+  const own = ctx.replyHeaders;
+  let fixed: readonly string[];
+  let checked = true;
+  if (own === null) fixed = text ? TEXT_BASE : JSON_BASE;
+  else if (Object.isFrozen(own)) {
+    const cache = text ? MERGED_TEXT : MERGED_JSON;
+    let m = cache.get(own);
+    if (m === undefined) {
+      const pairs = merge(text ? TEXT_BASE : JSON_BASE, own);
+      for (let i = 0; i < pairs.length; i += 2) {
+        validateHeaderName(pairs[i]!);
+        validateHeaderValue(pairs[i]!, pairs[i + 1]!);
+      }
+      m = pairs;
+      cache.set(own, m);
+    }
+    fixed = m;
+  } else {
+    fixed = merge(text ? TEXT_BASE : JSON_BASE, own);
+    checked = false;
+  }
+  const extra: string[] = ['content-length', String(Buffer.byteLength(body))];
   if (status === 400 || bodyMayBePending(ctx)) {
-    headers.connection = 'close';
+    extra.push('connection', 'close');
     markClosing(ctx);
   }
-  if (ctx.responseHeaders !== null) {
-    for (let i = 0; i < ctx.responseHeaders.length; i += 2) {
-      const name = ctx.responseHeaders[i]!;
-      const value = ctx.responseHeaders[i + 1]!;
-      const had = headers[name];
-      // Several phases may each set a cookie (a clearance, a waiting-room pass): keep them all.
-      if (had !== undefined && name === 'set-cookie')
-        headers[name] = Array.isArray(had) ? [...had, value] : [String(had), value];
-      else headers[name] = value;
+  const added = ctx.responseHeaders;
+  if (added !== null) {
+    for (let i = 0; i < added.length; i += 2) {
+      const name = added[i]!;
+      const value = added[i + 1]!;
+      // A field of the fixed set given again: that set is copied and the value replaces it there (a
+      // cookie is added: several phases may each set one, a clearance and a waiting-room pass).
+      if (indexOfName(fixed, name) !== -1) {
+        const copy = fixed.slice();
+        const at = indexOfName(copy, name);
+        if (name === 'set-cookie') copy.push(name, value);
+        else copy[at + 1] = value;
+        fixed = copy;
+        checked = false;
+        continue;
+      }
+      const at = name === 'set-cookie' ? -1 : indexOfName(extra, name);
+      if (at === -1) extra.push(name, value);
+      else extra[at + 1] = value;
     }
   }
-  res.writeHead(status, headers);
+  const lean = res as unknown as CheckedHeadWriter;
+  if (checked && lean.writeCheckedHead !== undefined) lean.writeCheckedHead(status, fixed, extra);
+  else res.writeHead(status, fixed.concat(extra));
   res.end(ctx.req.method === 'HEAD' ? undefined : body);
 }
 

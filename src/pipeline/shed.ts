@@ -12,9 +12,10 @@ export type ShedCode = 'RMP_ERR_ADMISSION_SHED' | 'RMP_ERR_ADMISSION_QUEUE_TIMEO
 
 // Retry-After spread over 1–3 s, so clients shed together do not all come back in the same second.
 const RETRY_AFTER = ['1', '2', '3'] as const;
-const JSON_HEADERS = RETRY_AFTER.map((s) => ({ 'content-type': 'application/json', 'retry-after': s }));
+// Frozen: made once, so the reply's merged and checked head fields are kept with them (reply.ts).
+const JSON_HEADERS = RETRY_AFTER.map((s) => Object.freeze({ 'content-type': 'application/json', 'retry-after': s }));
 // The HTML page carries the CSP and other headers of every Rempart page (src/core/html.ts).
-const HTML_HEADERS = RETRY_AFTER.map((s) => ({ ...PLAIN_PAGE.headers, 'retry-after': s }));
+const HTML_HEADERS = RETRY_AFTER.map((s) => Object.freeze({ ...PLAIN_PAGE.headers, 'retry-after': s }));
 
 function htmlPage(code: ErrorCode): string {
   return PLAIN_PAGE.render(

@@ -10,7 +10,8 @@ import type { DefenseDeps } from '../../pipeline/env.ts';
 import { ApiError, bodyObject, type AdminRoute } from '../../pipeline/admin-route.ts';
 import { parseTarget } from './target.ts';
 
-const CLOSE = { connection: 'close' } as const;
+// Frozen: the reply keeps its merged, checked head fields (pipeline/reply.ts).
+const CLOSE = Object.freeze({ connection: 'close' });
 /** Longest ban an operator may set through the API: 30 days. */
 const MAX_TTL_SEC = 2592000;
 

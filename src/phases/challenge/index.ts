@@ -39,6 +39,15 @@ export const CLEARANCE_COOKIE = '__rempart_clr';
 /** Cookie a client that can only manage cookies (the drill's users) puts a solution in, for its retry. */
 export const SOLUTION_COOKIE = '__rempart_sol';
 export const CHALLENGE_HEADER = 'rempart-challenge';
+
+// The challenge answer's constant parts (challengeReply): its headers, frozen (the token header is
+// added per request), and the JSON body's error object and submit instructions.
+const PAGE_HEADERS = Object.freeze({ ...CHALLENGE_PAGE.headers, 'cache-control': 'no-store' });
+const API_HEADERS = Object.freeze({ 'content-type': 'application/json', 'cache-control': 'no-store' });
+const errorJson = (code: ErrorCode) => JSON.stringify((JSON.parse(errorBody(code)) as { error: unknown }).error);
+const CHALLENGE_ERROR_JSON = errorJson('RMP_ERR_CHALLENGE');
+const FAILED_ERROR_JSON = errorJson('RMP_ERR_CHALLENGE_FAILED');
+const SUBMIT_JSON = JSON.stringify({ header: 'Rempart-Solution', value: '<token>.<nonce>', verify: VERIFY_PATH });
 export const SOLUTION_HEADER = 'rempart-solution';
 export const CLEARANCE_HEADER = 'rempart-clearance';
 
@@ -333,7 +342,11 @@ export async function createChallengeGuard(
     return extra > byAddress ? extra : byAddress;
   }
 
-  /** The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. */
+  /**
+   * The challenge answer for this request: the HTML page (with its no-JS door) or the JSON one. The
+   * token also goes out in the Rempart-Challenge header, added here: the reply's own headers are then
+   * the same frozen set for every challenge (pipeline/reply.ts keeps its checked head fields).
+   */
   function challengeReply(
     ctx: RequestContext,
     cfg: ChallengeConfig,
@@ -341,35 +354,28 @@ export async function createChallengeGuard(
     nowMs: number,
     returnTo: string,
     wasFailure: boolean,
-  ): { body: string; headers: Record<string, string>; door: Door } {
+  ): { body: string; headers: Readonly<Record<string, string>>; door: Door } {
     const underAttack = deps.level.level >= AttackLevel.underAttack;
     const base = underAttack ? cfg.difficultyBits.underAttack : cfg.difficultyBits.elevated;
     const bits = Math.min(32, base + extraBits(ctx, cfg, nowMs));
     const token = signer.issueChallenge(bits, nowMs, cfg.challengeTtlSec, bind);
-    const code: ErrorCode = wasFailure ? 'RMP_ERR_CHALLENGE_FAILED' : 'RMP_ERR_CHALLENGE';
+    ctx.addResponseHeader(CHALLENGE_HEADER, token);
     if (wantsHtml(ctx.req.headers.accept)) {
       const delaySec = underAttack ? cfg.noScriptDelaySec.underAttack : cfg.noScriptDelaySec.elevated;
       const delay = signer.issueDelay(nowMs, delaySec, cfg.challengeTtlSec, bind);
       return {
         body: challengePageHtml(token, bits, delay, delaySec, returnTo, wasFailure),
-        headers: CHALLENGE_PAGE.headersWith({ 'cache-control': 'no-store', [CHALLENGE_HEADER]: token }),
+        headers: PAGE_HEADERS,
         door: 'html',
       };
     }
-    const error = (JSON.parse(errorBody(code)) as { error: unknown }).error;
-    const body = {
-      error,
-      challenge: {
-        token,
-        bits,
-        algorithm: 'sha256',
-        expiresAt: Math.floor(nowMs / 1000) + cfg.challengeTtlSec,
-        submit: { header: 'Rempart-Solution', value: '<token>.<nonce>', verify: VERIFY_PATH },
-      },
-    };
+    // JSON.stringify({ error, challenge: { token, bits, algorithm, expiresAt, submit } }) with its
+    // constant parts made once; the token is base64url and dots, stringified all the same.
+    const expiresAt = Math.floor(nowMs / 1000) + cfg.challengeTtlSec;
+    const error = wasFailure ? FAILED_ERROR_JSON : CHALLENGE_ERROR_JSON;
     return {
-      body: `${JSON.stringify(body)}\n`,
-      headers: { 'content-type': 'application/json', 'cache-control': 'no-store', [CHALLENGE_HEADER]: token },
+      body: `{"error":${error},"challenge":{"token":${JSON.stringify(token)},"bits":${bits},"algorithm":"sha256","expiresAt":${expiresAt},"submit":${SUBMIT_JSON}}}\n`,
+      headers: API_HEADERS,
       door: 'api',
     };
   }

@@ -38,6 +38,9 @@ export function verifyUrl(param: 'solution' | 'delay', value: string, returnTo: 
  * The interstitial. The request's values (token, bits, the path to return to) are data, never code:
  * escaped in attributes, and as JSON in a non-executed block the static script reads. `returnTo`
  * was validated as a same-origin path (safeReturnPath) and is escaped all the same.
+ *
+ * The page is made once per `failed` (PAGE_TEMPLATES) and per request only the values are spliced in:
+ * the refresh delay (a number), the no-JS URL (escaped for an attribute) twice, the JSON block.
  */
 export function challengePageHtml(
   token: string,
@@ -47,18 +50,45 @@ export function challengePageHtml(
   returnTo: string,
   failed: boolean,
 ): string {
-  const noJs = escapeHtml(verifyUrl('delay', delayToken, returnTo));
-  const refreshSec = delaySec + 1; // the token's notBefore is rounded up to a second
+  const t = failed ? FAILED_PAGE : FIRST_PAGE;
+  const refresh = String(delaySec + 1); // the token's notBefore is rounded up to a second
+  // escapeHtml(verifyUrl('delay', delayToken, returnTo)) without escaping the whole URL: only the
+  // encoded values may hold a character to escape (encodeURIComponent leaves `'`), the rest is static.
+  const noJs = `${DELAY_URL}${escapeHtml(encodeURIComponent(delayToken))}&amp;return=${escapeHtml(encodeURIComponent(returnTo))}`;
+  const json = jsonForScript({ token, bits, returnTo });
+  return t[0] + refresh + t[1] + noJs + t[2] + refresh + t[3] + noJs + t[4] + json + t[5];
+}
+
+/** The page as it was rendered whole, here with markers in its slots to cut the template from. */
+function pageWith(refresh: string, noJs: string, json: string, failed: boolean): string {
   return CHALLENGE_PAGE.render(
     'Checking your browser',
     `<h1>One moment, please</h1>` +
       `<p>This site is protecting itself from automated traffic. Your browser is solving a small puzzle; you will be on your way in a second or two.</p>` +
       (failed ? `<p>The previous check did not succeed (it expired or was already used); trying again.</p>` : '') +
       `<p id="status" role="status">Working&hellip;</p>` +
-      `<noscript><p>JavaScript is off: this page continues by itself in ${refreshSec} seconds. ` +
+      `<noscript><p>JavaScript is off: this page continues by itself in ${refresh} seconds. ` +
       `If it does not, wait that long and <a href="${noJs}">continue here</a>.</p></noscript>` +
       `<p><small>403 &middot; RMP_ERR_CHALLENGE</small></p>` +
-      `<script type="application/json" id="rempart-challenge">${jsonForScript({ token, bits, returnTo })}</script>`,
-    `<meta name="robots" content="noindex"><noscript><meta http-equiv="refresh" content="${refreshSec};url=${noJs}"></noscript>`,
+      `<script type="application/json" id="rempart-challenge">${json}</script>`,
+    `<meta name="robots" content="noindex"><noscript><meta http-equiv="refresh" content="${refresh};url=${noJs}"></noscript>`,
   );
 }
+
+const DELAY_URL = `${VERIFY_PATH}?delay=`;
+const SLOT_REFRESH = '\u0000R\u0000';
+const SLOT_URL = '\u0000U\u0000';
+const SLOT_JSON = '\u0000J\u0000';
+
+/** The static text between the slots, in page order: refresh, URL, refresh, URL, JSON. */
+function template(failed: boolean): readonly [string, string, string, string, string, string] {
+  const page = pageWith(SLOT_REFRESH, SLOT_URL, SLOT_JSON, failed);
+  const parts = page.split(/\u0000[RUJ]\u0000/);
+  const order = [...page.matchAll(/\u0000([RUJ])\u0000/g)].map((m) => m[1]).join('');
+  // The shell or the text changed the slots' order: splicing would put a value in the wrong place.
+  if (parts.length !== 6 || order !== 'RURUJ') throw new Error(`challenge page template: slots ${order}`);
+  return parts as unknown as readonly [string, string, string, string, string, string];
+}
+
+const FIRST_PAGE = template(false);
+const FAILED_PAGE = template(true);

@@ -4,7 +4,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
-import { TokenSigner, binding, leadingZeroBits } from './tokens.ts';
+import { TokenSigner, binding, leadingZeroBits, tokenRand } from './tokens.ts';
 import { keyRing, parseKeys } from './keys.ts';
 import { ReplayGuard } from './replay.ts';
 import { MemorySessionStore, learnSessions, type Usage } from './sessions.ts';
@@ -299,4 +299,22 @@ test('pace budget: a burst, then refused while the client keeps going (bounded d
   // Not paced (calm): never counted.
   s.grant('r', NOW);
   for (let i = 0; i < 20; i++) assert.equal(s.isKnown('r', NOW, { ...paced, paced: false }), true);
+});
+
+test('token rands come from a pooled CSPRNG: 16 base64url characters, all distinct across pool refills', () => {
+  const seen = new Set<string>();
+  // More than one pool (256 rands) and a refill in between: no rand handed out twice.
+  for (let i = 0; i < 2000; i++) {
+    const r = tokenRand();
+    assert.match(r, /^[A-Za-z0-9_-]{16}$/);
+    seen.add(r);
+  }
+  assert.equal(seen.size, 2000);
+  // And what a challenge carries is such a rand, a fresh one per token.
+  const signer = new TokenSigner(keyRing([randomBytes(32)], 'file'));
+  const a = signer.openChallenge(signer.issueChallenge(8, NOW, 300, bind), NOW, bind);
+  const b = signer.openChallenge(signer.issueChallenge(8, NOW, 300, bind), NOW, bind);
+  assert.ok(typeof a === 'object' && typeof b === 'object');
+  assert.match(a.rand, /^[A-Za-z0-9_-]{16}$/);
+  assert.notEqual(a.rand, b.rand);
 });

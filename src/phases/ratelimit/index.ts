@@ -26,6 +26,8 @@ interface CompiledRule {
   readonly global: GlobalLimiter | null;
   /** `"id";q=burst;w=seconds`, built once. */
   readonly policy: string;
+  /** A refusal's headers by its wait in seconds, frozen (refusalHeaders). */
+  readonly refusals: Map<number, Readonly<Record<string, string>>>;
   readonly windowSec: number;
   /**
    * The second level of an `address` rule: 24 counts the client's IPv4 /24 (IPv6 clients skip it), 48
@@ -97,6 +99,7 @@ class RuleSet {
         limiter: new GcraLimiter(ratePerSec, burst, maxKeys),
         global,
         policy: `"${id}";q=${burst};w=${windowSec}`,
+        refusals: new Map(),
         windowSec,
         level,
         methods,
@@ -196,6 +199,28 @@ export interface RateLimitPhase extends Phase {
   limiter(id: string): GcraLimiter | null;
 }
 
+/** Distinct waits kept per rule: a wait is at most the rule's window, so a few dozen in practice. */
+const MAX_REFUSAL_SETS = 128;
+
+/**
+ * The 429's Retry-After and RateLimit headers for a wait of `waitSec`: made once per rule and wait,
+ * frozen, so the reply keeps their merged, checked head fields (pipeline/reply.ts) instead of making
+ * and checking three fields for every refused request. Capped: past the cap the set starts over.
+ */
+function refusalHeaders(rule: CompiledRule, waitSec: number): Readonly<Record<string, string>> {
+  let h = rule.refusals.get(waitSec);
+  if (h === undefined) {
+    if (rule.refusals.size >= MAX_REFUSAL_SETS) rule.refusals.clear();
+    h = Object.freeze({
+      'retry-after': String(waitSec),
+      'ratelimit-policy': rule.policy,
+      ratelimit: `"${rule.id}";r=0;t=${waitSec}`,
+    });
+    rule.refusals.set(waitSec, h);
+  }
+  return h;
+}
+
 export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   let runtime: Runtime | null = null;
   let rules: RuleSet | null = null;
@@ -253,11 +278,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           const verdict = g === null ? null : g.check(key, now);
           if (verdict === true || (verdict === null && rule.limiter.check(key, now))) continue;
           const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
-          const headers = {
-            'retry-after': String(waitSec),
-            'ratelimit-policy': rule.policy,
-            ratelimit: `"${rule.id}";r=0;t=${waitSec}`,
-          };
+          const headers = refusalHeaders(rule, waitSec);
           // Observe mode decides and counts but neither refuses nor feeds bans (that would be enforcing).
           if (mode === 'enforce') deps.bans.offence(ctx.clientAddress, 'rate_limited', rule.id);
           if (decide(deps, ctx, 'rateLimit', mode, 'RMP_ERR_RATE_LIMITED', rule.id, 429, '', headers))

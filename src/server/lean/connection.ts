@@ -320,14 +320,27 @@ export class LeanConnection implements MessageConnection {
       this.stopped = true;
       s.end();
       s.destroySoon();
-    } else {
-      const next = this.queue[0];
-      if (next !== undefined) next.attach(s);
-      else this.idleSince = performance.now();
-    }
+    } else if (this.queue.length === 0) this.idleSince = performance.now();
+    else this.#attachQueued(s);
     res.close();
     // A parse error behind the answers owed: its turn has come.
     if (this.queue.length === 0 && this.deferred !== '') this.#flushDeferred();
+  }
+
+  /**
+   * The answers waiting their turn (pipelined) go out together: the next one, and behind it each one
+   * already whole, in order, in one corked write (one writev) instead of one write and one callback
+   * each: 16 refusals pipelined in one read cost two writes, not sixteen. Only the first may be still
+   * going (it has the connection, as before); one behind is attached only when whole, and none behind
+   * one that closes the connection.
+   */
+  #attachQueued(s: TrackedSocket): void {
+    for (let i = 0; i < this.queue.length; i++) {
+      const next = this.queue[i]!;
+      if (i > 0 && !next.writableEnded) return;
+      if (next.socket === null) next.attach(s);
+      if (!next.writableEnded || next.last) return;
+    }
   }
 
   onDrain(): void {
