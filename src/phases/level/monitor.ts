@@ -10,7 +10,8 @@
 //          ┌───────┐                                                ┌──────────┐
 //          │ calm  │ ◀──── fallSeconds quiet (signals < hold) ────── │ elevated │
 //          └───────┘                                                └──────────┘
-//              │ pressure ≥ 1 and behaviour shifted (straight up)     ▲      │ pressure ≥ 1 and
+//              │ pressure ≥ 1 and behaviour shifted (straight up;     ▲      │ pressure ≥ 1 and
+//              │ in one tick when pressure and strangeness ≥ severe)  │      │
 //              ▼                                                      │      ▼ behaviour shifted
 //          ┌──────────────┐ ─── fallSeconds without (pressure and ────┘
 //          │ under_attack │      a shift ≥ holdFactor): one level down
@@ -255,15 +256,23 @@ export class AttackLevelMonitor implements AttackLevelView {
     this.#recent.push(enter);
     while (this.#recent.length > window) this.#recent.shift();
     let rise: AttackLevel = this.detected;
-    for (const candidate of [AttackLevel.underAttack, AttackLevel.elevated] as const) {
-      if (candidate <= this.detected) break;
-      let held = 0;
-      for (const l of this.#recent) if (l >= candidate) held++;
-      if (held >= c.riseSeconds) {
-        rise = candidate;
-        break;
+    // A severe onset needs no confirmation: load and client behaviour both far past their bars in
+    // one tick. Strangeness only, not drift with newcomers (a campaign's new visitors on a new page).
+    const severe =
+      this.detected < AttackLevel.underAttack &&
+      scores.pressure >= c.severeFactor &&
+      scores.strangeness >= c.severeFactor;
+    if (severe) rise = AttackLevel.underAttack;
+    else
+      for (const candidate of [AttackLevel.underAttack, AttackLevel.elevated] as const) {
+        if (candidate <= this.detected) break;
+        let held = 0;
+        for (const l of this.#recent) if (l >= candidate) held++;
+        if (held >= c.riseSeconds) {
+          rise = candidate;
+          break;
+        }
       }
-    }
     const before = this.detected;
     if (rise > this.detected) {
       this.detected = rise;
@@ -278,7 +287,12 @@ export class AttackLevelMonitor implements AttackLevelView {
     if (this.detected !== before) {
       const reasons =
         this.detected > before
-          ? reasonsFor(f, c, 1)
+          ? severe
+            ? [
+                `severe: load and client behaviour at ${c.severeFactor}× their thresholds in one tick`,
+                ...reasonsFor(f, c, 1),
+              ]
+            : reasonsFor(f, c, 1)
           : [
               `quiet for ${c.fallSeconds} s (signals below ${c.holdFactor} of their thresholds)`,
               ...reasonsFor(f, c, c.holdFactor),
@@ -437,6 +451,7 @@ export class AttackLevelMonitor implements AttackLevelView {
         shiftDistance: c.shiftDistance,
         holdFactor: c.holdFactor,
         riseSeconds: c.riseSeconds,
+        severeFactor: c.severeFactor,
         fallSeconds: c.fallSeconds,
       },
       familiarPrefixes: this.traffic.familiar.size,

@@ -75,6 +75,13 @@ export const AttackLevelSchema = Obj(
       description:
         'Rise: a level is entered when its signals held in this many of the last riseSeconds + 1 ticks (one tick per second).',
     }),
+    severeFactor: Type.Number({
+      minimum: 1,
+      maximum: 1000,
+      default: 1.5,
+      description:
+        'Fast rise: a tick whose load (pressure) and client behaviour (strangeness: other software, header order or per-client pace than calm\u2019s) are both at this many times their thresholds enters `under_attack` at once, without the `riseSeconds` wait (an attack\u2019s first second is otherwise forwarded as calm). A crowd browsing like calm\u2019s clients has no strangeness, whatever its load or novelty; new visitors on new paths (drift and newcomers) keep the `riseSeconds` confirmation. 1000: never at once.',
+    }),
     fallSeconds: Type.Integer({
       minimum: 1,
       maximum: 3600,
