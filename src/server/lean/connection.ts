@@ -174,9 +174,11 @@ export class LeanConnection implements MessageConnection {
       return false;
     }
     const hasBody = chunked || length > 0;
+    // rawHeaders left the names' lower-case forms on the parser (nothing parsed since).
+    const headers = headersObject(raw, p.lowerNames);
     const req = hasBody
-      ? new LeanRequest(this, method, url, minor, raw, headersObject(raw), false)
-      : new LeanBodilessRequest(this, method, url, minor, raw, headersObject(raw));
+      ? new LeanRequest(this, method, url, minor, raw, headers, false)
+      : new LeanBodilessRequest(this, method, url, minor, raw, headers);
     if (wantsUpgrade && this.engine.isTunnel(req)) {
       this.#upgrade(req);
       return false;
