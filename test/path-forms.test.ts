@@ -204,6 +204,26 @@ test('Host forms: refused, or the origin gets the normalised value as Host and X
   }
 });
 
+test('on one keep-alive connection each request is judged by its own Host, a bad one refused after good ones', async (t) => {
+  // identify keeps a connection's last Host and its normal form: a change of Host on the connection,
+  // or a default port that differs, must not be served the kept value.
+  const up = await startUpstream(t);
+  const gw = await startGateway(t, up.url, { routes, logging: { level: 'error', requests: false } });
+  const hosts = ['Shop.Example', 'shop.example:8080', 'Shop.Example', 'shop.example:80', 'shop.example:80'];
+  // A path each: the route caches by default, and a copy would answer without the origin seeing the Host.
+  const head = (host: string, i: number) => `GET /h${i} HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+  const reply = await rawRequest(
+    gw.port,
+    `${hosts.map(head).join('')}GET /h HTTP/1.1\r\nHost: shop..example\r\nConnection: close\r\n\r\n`,
+  );
+  assert.deepEqual(
+    up.requests.map((r) => r.headers.host),
+    ['shop.example', 'shop.example:8080', 'shop.example', 'shop.example', 'shop.example'],
+  );
+  assert.equal(reply.split('HTTP/1.1 200').length - 1, hosts.length);
+  assert.match(reply, /RMP_ERR_EDGE_BAD_HOST/);
+});
+
 test('a Host with userinfo or another port cannot poison the entry of the plain host; routes match the normalised host', async (t) => {
   // An origin that builds links from Host, as many do.
   const up = await startUpstream(t, (req, res) =>

@@ -401,8 +401,8 @@ class UpConn {
     let hasHost = false;
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
-      if (name.length === 14 && name.toLowerCase() === 'content-length') hasLength = true;
-      else if (name.length === 4 && name.toLowerCase() === 'host') hasHost = true;
+      if (name.length === 14 && sameName(name, 'content-length')) hasLength = true;
+      else if (name.length === 4 && sameName(name, 'host')) hasHost = true;
       head += `${name}: ${headers[i + 1]}\r\n`;
     }
     // HTTP/1.1 requires exactly one Host toward the origin, whatever the client sent (HTTP/1.0 may omit it).
@@ -718,6 +718,12 @@ class UpConn {
  * Methods that may be sent again after a reset (RFC 9110 §9.2.2): the origin may have acted on a request
  * it read before closing, and a POST or PATCH acted on twice is a double order. undici fails those.
  */
+/** ASCII case-insensitive equality of a field name (tchar only) with a lower-case name of the same length. */
+function sameName(name: string, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) if ((name.charCodeAt(k) | 0x20) !== lower.charCodeAt(k)) return false;
+  return true;
+}
+
 function isIdempotent(method: string): boolean {
   return method === 'GET' || method === 'HEAD' || method === 'OPTIONS' || method === 'PUT' || method === 'DELETE';
 }

@@ -26,6 +26,15 @@ export function addressFromForwardedFor(header: string, peer: string, runtime: R
   return candidate;
 }
 
+/** A connection's last Host (the value as sent, the scheme's default port) and its normal form and name. */
+interface HostCache {
+  readonly raw: string;
+  readonly port: number;
+  readonly host: string;
+  readonly name: string;
+}
+const kHostCache = Symbol('rempart.hostCache');
+
 export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
   return {
     name: 'identify',
@@ -37,6 +46,7 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         [kH2Fingerprint]?: string;
         [kPeerPrefix]?: string;
         [kPeerPrefixOf]?: string;
+        [kHostCache]?: HostCache;
         encrypted?: boolean;
       };
       const peer = socket[kPeerAddress] ?? socket.remoteAddress ?? '';
@@ -89,13 +99,23 @@ export function createIdentifyPhase(getRuntime: () => Runtime): Phase {
         }
         url = end === url.length ? '/' : url.charCodeAt(end) === 47 ? url.slice(end) : `/${url.slice(end)}`;
       }
-      const host = normalizeHost(authority, ctx.protocol === 'https' ? 443 : 80);
-      if (host === null) {
-        ctx.refuse('RMP_ERR_EDGE_BAD_HOST', 400);
-        return Verdict.Reply;
+      const defaultPort = ctx.protocol === 'https' ? 443 : 80;
+      // A keep-alive connection sends the same Host each time: its normal form is kept on the socket with
+      // the value and default port it was made from (a bad Host is never kept: refused every time).
+      const known = socket[kHostCache];
+      if (known !== undefined && known.raw === authority && known.port === defaultPort) {
+        ctx.host = known.host;
+        ctx.hostName = known.name;
+      } else {
+        const host = normalizeHost(authority, defaultPort);
+        if (host === null) {
+          ctx.refuse('RMP_ERR_EDGE_BAD_HOST', 400);
+          return Verdict.Reply;
+        }
+        ctx.host = host;
+        ctx.hostName = hostName(host);
+        socket[kHostCache] = { raw: authority, port: defaultPort, host, name: ctx.hostName };
       }
-      ctx.host = host;
-      ctx.hostName = hostName(host);
       const q = url.indexOf('?');
       const rawPath = q === -1 ? url : url.slice(0, q);
       const normal = normalizePath(rawPath);

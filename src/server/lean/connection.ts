@@ -174,9 +174,11 @@ export class LeanConnection implements MessageConnection {
       return false;
     }
     const hasBody = chunked || length > 0;
+    // rawHeaders left the names' lower-case forms on the parser (nothing parsed since).
+    const headers = headersObject(raw, p.lowerNames);
     const req = hasBody
-      ? new LeanRequest(this, method, url, minor, raw, headersObject(raw), false)
-      : new LeanBodilessRequest(this, method, url, minor, raw, headersObject(raw));
+      ? new LeanRequest(this, method, url, minor, raw, headers, false)
+      : new LeanBodilessRequest(this, method, url, minor, raw, headers);
     if (wantsUpgrade && this.engine.isTunnel(req)) {
       this.#upgrade(req);
       return false;
@@ -289,8 +291,20 @@ export class LeanConnection implements MessageConnection {
 
   finishing(res: LeanResponse, last: string | Buffer): void {
     this.flushing.push(res);
-    if (typeof last === 'string') this.socket.write(last, 'latin1', this.onFlushed);
-    else this.socket.write(last, this.onFlushed);
+    const s = this.socket;
+    if (s.writableLength !== 0 || s.writableCorked !== 0) {
+      if (typeof last === 'string') s.write(last, 'latin1', this.onFlushed);
+      else s.write(last, this.onFlushed);
+      return;
+    }
+    // Nothing queued before it: the write is tried at once and usually goes out whole. Its finish then
+    // runs in one tick shared by every connection (flushedSoon), not a write callback's tick and object
+    // each. Went out in part: an empty write behind it calls back once the rest is out, as before.
+    if (typeof last === 'string') s.write(last, 'latin1');
+    else s.write(last);
+    if (s.writableLength === 0) {
+      if (!s.destroyed) flushedSoon(this);
+    } else s.write(EMPTY, this.onFlushed);
   }
 
   cork(): void {
@@ -432,6 +446,31 @@ export class LeanConnection implements MessageConnection {
     if (this.queue.length === 0 && this.socket[kPending] === 0 && this.idleSince > 0 && now - this.idleSince > idleMs)
       this.socket.destroy();
   }
+}
+
+/** Connections whose last answer went out whole at once, one entry per answer, in order. */
+let flushed: LeanConnection[] = [];
+let spare: LeanConnection[] = [];
+function flushedSoon(c: LeanConnection): void {
+  flushed.push(c);
+  if (flushed.length === 1) process.nextTick(runFlushed);
+}
+function runFlushed(): void {
+  // A finish may write the next answer on its connection: that one lands in the other list, next tick.
+  const batch = flushed;
+  flushed = spare;
+  spare = batch;
+  let error: unknown = null;
+  for (let i = 0; i < batch.length; i++) {
+    // Each finish runs even if one before it threw (as with a callback each); the first error is rethrown.
+    try {
+      batch[i]!.onFlushed(null);
+    } catch (err) {
+      error ??= err;
+    }
+  }
+  batch.length = 0;
+  if (error !== null) throw error;
 }
 
 function uncork(c: LeanConnection): void {

@@ -220,3 +220,44 @@ test('invalid chunk framing is refused', () => {
   for (const name of ['Content-Lengths', 'Content-Lengt', 'Transfer-Encodings', 'content-type', 'te'])
     assert.deepEqual(dechunk(`0\r\n${name}: 1\r\n\r\n`, 1), { data: '', rest: '' }, name);
 });
+
+test('field names: every spelling kept as sent, lower-cased for req.headers as toLowerCase would', () => {
+  // Known spellings (constants), other capitalisations of them, near misses and unknown names.
+  const names = [
+    'Host',
+    'HOST',
+    'hOst',
+    'User-Agent',
+    'user-agent',
+    'User-agent',
+    'Accept',
+    'Accepts',
+    'Acceptx',
+    'X-Y',
+  ];
+  const names2 = [
+    'Sec-Fetch-Mode',
+    'sec-fetch-mode',
+    'Sec-Fetch-Modf',
+    'Cookie',
+    'COOKIE',
+    'Priority',
+    'X-Forwarded-For',
+  ];
+  for (const list of [names, names2]) {
+    const text = `GET / HTTP/1.1\r\n${list.map((n, i) => `${n}: v${i}\r\n`).join('')}\r\n`;
+    const all = Buffer.from(text, 'latin1');
+    const p = new HeadParser(100);
+    assert.equal(p.execute(all, 0, all.length), all.length);
+    const raw = p.rawHeaders(all, 0);
+    assert.deepEqual(
+      raw.filter((_, i) => i % 2 === 0),
+      list,
+    );
+    assert.deepEqual(
+      p.lowerNames,
+      list.map((n) => n.toLowerCase()),
+    );
+    assert.deepEqual(headersObject(raw, p.lowerNames), headersObject(raw));
+  }
+});

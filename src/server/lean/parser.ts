@@ -323,18 +323,91 @@ export class HeadParser {
     return latin1(buf, base + this.urlStart, base + this.urlEnd);
   }
 
-  /** [name, value, …] as sent, up to maxFields fields. */
+  /** The lower-case names of the fields the last rawHeaders call made, for headersObject (read at once). */
+  readonly lowerNames: string[] = [];
+
+  /** [name, value, …] as sent, up to maxFields fields; their lower-case names in `lowerNames`. */
   rawHeaders(buf: Buffer, base: number): string[] {
     const n = Math.min(this.fieldCount, this.maxFields);
     const out = new Array<string>(n * 2);
+    const lower = this.lowerNames;
+    lower.length = n;
     const f = this.fields;
     for (let k = 0; k < n; k++) {
       const o = k * 4;
-      out[2 * k] = latin1(buf, base + f[o]!, base + f[o + 1]!);
+      const ns = base + f[o]!;
+      const ne = base + f[o + 1]!;
+      const known = knownName(buf, ns, ne - ns);
+      if (known !== -1) {
+        out[2 * k] = KNOWN_NAMES[known]!;
+        lower[k] = KNOWN_LOWER[known]!;
+      } else {
+        const name = latin1(buf, ns, ne);
+        out[2 * k] = name;
+        lower[k] = name.toLowerCase();
+      }
       out[2 * k + 1] = latin1(buf, base + f[o + 2]!, base + f[o + 3]!);
     }
     return out;
   }
+}
+
+/**
+ * Request field names as browsers and tools spell them: a name whose bytes are exactly one of these is
+ * that constant (no string made per request, and an internalised key for req.headers), its lower-case
+ * form the constant beside it. Any other spelling is made from its bytes, as before.
+ */
+const KNOWN_NAMES: readonly string[] = [
+  'Host',
+  'User-Agent',
+  'Accept',
+  'Accept-Encoding',
+  'Accept-Language',
+  'Connection',
+  'Cookie',
+  'Content-Length',
+  'Content-Type',
+  'Referer',
+  'Origin',
+  'Cache-Control',
+  'Pragma',
+  'Authorization',
+  'If-None-Match',
+  'If-Modified-Since',
+  'Upgrade-Insecure-Requests',
+  'Sec-Fetch-Site',
+  'Sec-Fetch-Mode',
+  'Sec-Fetch-Dest',
+  'Sec-Fetch-User',
+  'Sec-Ch-Ua',
+  'Sec-Ch-Ua-Mobile',
+  'Sec-Ch-Ua-Platform',
+  'Priority',
+  'X-Forwarded-For',
+  'X-Requested-With',
+].flatMap((n) => [n, n.toLowerCase()]);
+const KNOWN_LOWER: readonly string[] = KNOWN_NAMES.map((n) => n.toLowerCase());
+/** Indexes into KNOWN_NAMES by name length. */
+const KNOWN_BY_LENGTH: readonly (readonly number[])[] = (() => {
+  const by: number[][] = [];
+  KNOWN_NAMES.forEach((n, i) => {
+    while (by.length <= n.length) by.push([]);
+    by[n.length]!.push(i);
+  });
+  return by;
+})();
+
+/** The index in KNOWN_NAMES of the name buf[start, start + len) spells exactly, or -1. */
+function knownName(buf: Buffer, start: number, len: number): number {
+  if (len >= KNOWN_BY_LENGTH.length) return -1;
+  const candidates = KNOWN_BY_LENGTH[len]!;
+  next: for (let c = 0; c < candidates.length; c++) {
+    const i = candidates[c]!;
+    const name = KNOWN_NAMES[i]!;
+    for (let k = 0; k < len; k++) if (buf[start + k] !== name.charCodeAt(k)) continue next;
+    return i;
+  }
+  return -1;
 }
 
 function fieldKind(buf: Buffer, start: number, len: number): number {
@@ -395,10 +468,11 @@ const FIRST_WINS = new Set([
  * req.headers as node:http builds it from rawHeaders (lower-case names, repeated fields joined): a plain
  * object with fast properties, as node:http's (a field named `__proto__` is a string: it sets nothing).
  */
-export function headersObject(raw: readonly string[]): Record<string, string | string[]> {
+export function headersObject(raw: readonly string[], lower?: readonly string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (let k = 0; k < raw.length; k += 2) {
-    const name = raw[k]!.toLowerCase();
+    // The parser's lower-case names when it gives them (HeadParser.lowerNames, same order).
+    const name = lower !== undefined ? lower[k >> 1]! : raw[k]!.toLowerCase();
     const value = raw[k + 1]!;
     // What is there may be inherited (`constructor`: Object): only an own string or array is a field.
     const had = out[name];
