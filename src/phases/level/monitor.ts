@@ -184,6 +184,13 @@ export class AttackLevelMonitor implements AttackLevelView {
   /** Levels the enter bar called for in the last ticks (newest last), for the rise rule. */
   readonly #recent: AttackLevel[] = [];
   #quietTicks = 0;
+  /**
+   * Ticks left for a severe rise to be confirmed by the riseSeconds rule (0: none pending), the level
+   * it came from, and ticks left during which a severe tick after an unconfirmed one needs no confirmation.
+   */
+  #severePending = 0;
+  #severeFrom: AttackLevel = AttackLevel.calm;
+  #severeRepeat = 0;
   /** Consecutive ticks whose clients behaved like calm's (no behaviour signal at the hold bar). */
   #behavingTicks = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -256,25 +263,48 @@ export class AttackLevelMonitor implements AttackLevelView {
     this.#recent.push(enter);
     while (this.#recent.length > window) this.#recent.shift();
     let rise: AttackLevel = this.detected;
-    // A severe onset needs no confirmation: load and client behaviour both far past their bars in
-    // one tick. Strangeness only, not drift with newcomers (a campaign's new visitors on a new page).
+    // A severe onset is under attack at once (load and client behaviour both far past their bars in
+    // one tick): the attack's first second is not forwarded as calm. It still needs the riseSeconds
+    // confirmation to stay: unconfirmed within riseSeconds ticks (one second of people: a crowd
+    // tapping a shared link, a browser restoring its tabs) it falls back, instead of holding every
+    // unknown visitor to a challenge for the whole fall. A second severe tick within fallSeconds of an
+    // unconfirmed one stays without confirmation: an attacker pulsing one strange second every few
+    // seconds neither flaps the level nor passes as calm. Strangeness only, not drift with newcomers
+    // (a campaign's new visitors on a new page).
+    let held = 0;
+    for (const l of this.#recent) if (l >= AttackLevel.underAttack) held++;
+    if (this.#severeRepeat > 0) this.#severeRepeat--;
     const severe =
       this.detected < AttackLevel.underAttack &&
       scores.pressure >= c.severeFactor &&
       scores.strangeness >= c.severeFactor;
-    if (severe) rise = AttackLevel.underAttack;
-    else
+    let unconfirmed = false;
+    if (this.#severePending > 0 && !severe) {
+      if (this.detected !== AttackLevel.underAttack || held >= c.riseSeconds) this.#severePending = 0;
+      else if (--this.#severePending === 0) unconfirmed = true;
+    }
+    if (severe) {
+      rise = AttackLevel.underAttack;
+      if (held < c.riseSeconds && this.#severeRepeat === 0) {
+        this.#severePending = c.riseSeconds;
+        this.#severeFrom = this.detected;
+      }
+    } else
       for (const candidate of [AttackLevel.underAttack, AttackLevel.elevated] as const) {
         if (candidate <= this.detected) break;
-        let held = 0;
-        for (const l of this.#recent) if (l >= candidate) held++;
-        if (held >= c.riseSeconds) {
+        let n = 0;
+        for (const l of this.#recent) if (l >= candidate) n++;
+        if (n >= c.riseSeconds) {
           rise = candidate;
           break;
         }
       }
     const before = this.detected;
-    if (rise > this.detected) {
+    if (unconfirmed) {
+      this.detected = this.#severeFrom;
+      this.#severeRepeat = c.fallSeconds;
+      this.#quietTicks = 0;
+    } else if (rise > this.detected) {
       this.detected = rise;
       this.#quietTicks = 0;
     } else if (hold < this.detected) {
@@ -285,8 +315,9 @@ export class AttackLevelMonitor implements AttackLevelView {
     } else this.#quietTicks = 0;
 
     if (this.detected !== before) {
-      const reasons =
-        this.detected > before
+      const reasons = unconfirmed
+        ? [`severe onset not confirmed within ${c.riseSeconds} s`, ...reasonsFor(f, c, 1)]
+        : this.detected > before
           ? severe
             ? [
                 `severe: load and client behaviour at ${c.severeFactor}× their thresholds in one tick`,
@@ -427,6 +458,7 @@ export class AttackLevelMonitor implements AttackLevelView {
     const down = Math.floor(downMs / (c.fallSeconds * 1000));
     this.detected = Math.max(AttackLevel.calm, saved - (Number.isFinite(down) ? down : saved)) as AttackLevel;
     this.#quietTicks = 0;
+    this.#severePending = 0;
     this.#applyInForce(['restored from the state file after a restart'], 'restart');
     if (share && this.#apiOverride !== null) this.onOverrideChange?.(this.#apiOverride);
   }

@@ -80,7 +80,7 @@ export const AttackLevelSchema = Obj(
       maximum: 1000,
       default: 1.5,
       description:
-        'Fast rise: a tick whose load (pressure) and client behaviour (strangeness: other software, header order or per-client pace than calm\u2019s) are both at this many times their thresholds enters `under_attack` at once, without the `riseSeconds` wait (an attack\u2019s first second is otherwise forwarded as calm). A crowd browsing like calm\u2019s clients has no strangeness, whatever its load or novelty; new visitors on new paths (drift and newcomers) keep the `riseSeconds` confirmation. 1000: never at once.',
+        'Fast rise: a tick whose load (pressure) and client behaviour (strangeness: other software, header order or per-client pace than calm\u2019s) are both at this many times their thresholds enters `under_attack` at once, without the `riseSeconds` wait (an attack\u2019s first second is otherwise forwarded as calm); it stays only if the `riseSeconds` rule confirms it within `riseSeconds` ticks, or when it repeats within `fallSeconds` of an unconfirmed one. A crowd browsing like calm\u2019s clients has no strangeness, whatever its load or novelty; new visitors on new paths (drift and newcomers) keep the `riseSeconds` confirmation. 1000: never at once.',
     }),
     fallSeconds: Type.Integer({
       minimum: 1,
