@@ -127,7 +127,14 @@ export function sendLocalReply(ctx: RequestContext): void {
   }
   const extra: string[] = ['content-length', String(Buffer.byteLength(body))];
   if (status === 400 || bodyMayBePending(ctx)) {
-    extra.push('connection', 'close');
+    // Once: the fixed set may say it already (the ban phase's); another value there is replaced.
+    const at = indexOfName(fixed, 'connection');
+    if (at === -1) extra.push('connection', 'close');
+    else if (fixed[at + 1] !== 'close') {
+      const copy = fixed.slice();
+      copy[at + 1] = 'close';
+      fixed = copy;
+    }
     markClosing(ctx);
   }
   const added = ctx.responseHeaders;

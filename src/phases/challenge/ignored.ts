@@ -2,7 +2,7 @@
 // two rows of 4096 counters, cleared every window. Collisions only over-count, and only past a
 // threshold set far above what a person does (one or two challenges per page), so a leaving visitor
 // is never an offender; a bot that ignores challenges at request rate is.
-import { hash } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 const SLOTS = 4096;
 
@@ -12,12 +12,21 @@ function hex16(h: string, at: number): number {
 }
 
 /**
- * The sketch's two slots for `key`: the first two 16-bit words of its SHA-256, as readUInt16BE(0) and
- * (2) of the digest read them. Asked as hex, not as a Buffer: a Buffer made per call costs about three
- * times the hash (this runs for every challenge given, so for every request of a flood).
+ * A secret of this process before every key: the slots are then no one's to compute. Unkeyed, an
+ * attacker finds offline two addresses of its own (about 4096 tries each: one IPv6 /48 holds 65536
+ * /64 keys) meeting a chosen victim's two slots, and ignores challenges from them: the victim's count
+ * passes the threshold and each challenge it is given is an offence towards a ban. A prefix under
+ * SHA-256 is enough here (no output is ever shown, so nothing to extend), and costs no HMAC object.
+ */
+const SKETCH_KEY = `${randomBytes(16).toString('base64')}\n`;
+
+/**
+ * The sketch's two slots for `key`: the first two 16-bit words of SHA-256(SKETCH_KEY + key). Asked as
+ * hex, not as a Buffer: a Buffer made per call costs about three times the hash (this runs for every
+ * challenge given, so for every request of a flood).
  */
 function slots(key: string, out: Uint16Array): void {
-  const h = hash('sha256', key, 'hex');
+  const h = hash('sha256', SKETCH_KEY + key, 'hex');
   out[0] = hex16(h, 0) % SLOTS;
   out[1] = hex16(h, 4) % SLOTS;
 }
