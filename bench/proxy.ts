@@ -314,6 +314,15 @@ async function main(): Promise<number> {
       const r = await measure(s, pacing);
       s.paceds.push(r);
       say(`  ${int(r.wrk.rps)} req/s, p99 ${f(r.wrk.latency.p99, 2)} ms`);
+      // A gateway answering itself (a challenge, a refusal) is not a pass-through figure: say what it
+      // logged (its level changes and refusals are warnings, kept in its last 400 log lines).
+      if (r.wrk.errors.status > r.wrk.requests / 100) {
+        say(`  ${r.wrk.errors.status} of ${r.wrk.requests} answers not 2xx; the gateway's last warnings:`);
+        for (const line of s.proc.log
+          .filter((l) => l.includes('"level":"warn"') || l.includes('"level":"error"'))
+          .slice(-8))
+          say(`    ${line.slice(0, 600)}`);
+      }
     }
   }
   const loadAfter = machineInfo().loadavg;
