@@ -295,10 +295,13 @@ test('the gateway frozen for 1 s (SIGSTOP, as a blocked event loop): every reque
   await sleep(500);
   await Promise.all([kept.stop(), fresh.stop()]);
   const s = summarize([...kept.shots, ...fresh.shots]);
+  // A failure says which client lost what and what the gateway logged (a rare ECONNRESET in CI, not yet explained).
+  const lost = (shots: typeof kept.shots) => summarize(shots).kinds.filter(([k]) => k !== '200' && k !== 'cache hit');
   assert.deepEqual(
     s.kinds.filter(([k]) => k !== '200' && k !== 'cache hit'),
     [],
-    'nothing lost',
+    `nothing lost: kept ${JSON.stringify(lost(kept.shots))}, fresh ${JSON.stringify(lost(fresh.shots))}; ` +
+      JSON.stringify(gw.logs.filter((l) => l.level !== 'info' && l.level !== 30).slice(-8)),
   );
   assert.ok(s.maxLatencyMs >= 900, `requests waited out the stall (${Math.round(s.maxLatencyMs)} ms)`);
   assert.ok(s.maxLatencyMs < 2500, `and no longer (${Math.round(s.maxLatencyMs)} ms)`);
