@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { challengeFrom } from '../src/client/index.ts';
 import { SolvePool } from '../src/drill/solve-pool.ts';
-import { attackBotSec, generatorShortfall, type BotCaps, type BotCounts } from '../src/drill/bots.ts';
+import { attackBotSec, emptyBotCounts, generatorShortfall, type BotCaps, type BotCounts } from '../src/drill/bots.ts';
 import { startGateway, startUpstream, tempDir } from './helpers.ts';
 
 const POOL_URL = new URL('../src/drill/solve-pool.ts', import.meta.url).href;
@@ -142,26 +142,12 @@ test('"not produced" holds what the generator added against it, never the work t
   assert.equal(attackBotSec(spec), 600);
   assert.equal(attackBotSec({ ...spec, rampSec: 10 }), 450, 'a ramp counts half');
   const counts = (over: Partial<BotCounts>): BotCounts => ({
+    ...emptyBotCounts(),
     due: 6000,
     sent: 6000,
-    notSent: 0,
     answered: 6000,
-    passed: 0,
-    blocked: 0,
-    refused: 0,
-    timeout: 0,
-    other: 0,
-    error: 0,
     challenged: 500,
     solved: 100,
-    solveSkipped: 0,
-    solveHeld: 0,
-    solveHeldBotSec: 0,
-    solveQueueSec: 0,
-    solveCoreWaitSec: 0,
-    solveCpuSec: 0,
-    solveHeldMs: [],
-    sessions: 0,
     ...over,
   });
   const solves = Array(100).fill(50);

@@ -155,14 +155,9 @@ interface Bot {
   jar: Jar | null;
 }
 
-export class BotAttack {
-  readonly ctx: RunContext;
-  readonly spec: BotSpec;
-  readonly caps: BotCaps;
-  readonly firstBlock: number;
-  readonly startMs: number;
-  readonly endMs: number;
-  readonly counts: BotCounts = {
+/** Every counter at zero: a bot group's start (and a test's base). */
+export function emptyBotCounts(): BotCounts {
+  return {
     due: 0,
     sent: 0,
     notSent: 0,
@@ -184,6 +179,17 @@ export class BotAttack {
     solveHeldMs: [],
     sessions: 0,
   };
+}
+
+export class BotAttack {
+  readonly ctx: RunContext;
+  readonly spec: BotSpec;
+  readonly caps: BotCaps;
+  readonly firstBlock: number;
+  readonly startMs: number;
+  readonly endMs: number;
+  readonly counts: BotCounts = emptyBotCounts();
+
   readonly bots: Array<Bot | undefined>;
   inFlight = 0;
   next = 0;
