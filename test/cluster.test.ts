@@ -123,7 +123,7 @@ test('a ban from offences on one node reaches the others, and a node that missed
 }, async (t) => {
   const [a, b] = await startNodes(t, 2);
   const bansA = a!.gateway.defense.bans;
-  for (let i = 0; i < 20; i++) bansA.offence('127.0.0.31', 'rate_limited', 'test');
+  for (let i = 0; i < 20; i++) bansA.offence('127.0.0.31', 'signature', 'test');
   await waitFor(async () => !(await answered(b!.port, '127.0.0.31')), {
     timeoutMs: 1000,
     intervalMs: 20,

@@ -44,6 +44,12 @@ export const BansSchema = Obj(
             'Offences (429s, ignored challenges, blocked signatures) from one address (an IPv6 client: its /64) within `windowMs` that make a ban.',
         }),
         windowMs: Ms(2000, 100, 3600000, 'The window offences are counted in.'),
+        refusalSpacingMs: Ms(
+          50,
+          0,
+          10000,
+          'Rate-limit refusals (429) of one client closer together than this count as one offence: the overflow of a browser loading a heavy page at once (dozens of 429s in a few hundred ms, then nothing) does not ban it; a client refused again and again for about `threshold` × this long does. 0: every refusal counts.',
+        ),
         prefixThreshold: Type.Integer({
           minimum: 0,
           maximum: 1000000,
@@ -62,7 +68,7 @@ export const BansSchema = Obj(
       {
         default: {},
         description:
-          'When offences reported by the guards turn into a ban. The default only catches a client that keeps going at 10 refusals a second: an honest client that gets an occasional 429 is never banned.',
+          'When offences reported by the guards turn into a ban. The default only catches a client that keeps going at 10 refusals a second, refused for about a second: an honest client that gets an occasional 429, or a burst of them while a page loads, is never banned.',
       },
     ),
     nftables: Obj(

@@ -93,7 +93,13 @@ export interface BanRecord {
 interface OffenceCount {
   count: number;
   startMs: number;
+  /** When the last offence counted here was (for `refusalSpacingMs`). */
+  lastMs: number;
 }
+
+/** What one offence did to a client's count: within `refusalSpacingMs` of the last one (part of the same burst), not counted; counted; counted and at the threshold: ban. */
+const Counted = { no: 0, yes: 1, ban: 2 } as const;
+type Counted = (typeof Counted)[keyof typeof Counted];
 
 const DEFAULTS = Value.Default(BansSchema, {}) as BansConfig;
 /** Entries one eviction pass inspects. */
@@ -378,19 +384,27 @@ export class BanTable implements BanList {
     // ban takes several addresses.
     const own = v4 && policy.prefixThreshold > 0 ? this.#entries.get(a) : undefined;
     const wasBanned = own !== undefined && own.untilMs > now;
-    if (this.#countOffence(key, policy.threshold, now))
-      this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
-    if (v4 && policy.prefixThreshold > 0 && !wasBanned) {
+    // A browser loading a heavy page (or restoring its tabs) sends its subresources at once: the part
+    // over a rate limit's burst comes back as dozens of 429s within a few hundred ms, then it stops.
+    // Those count as one offence per `refusalSpacingMs`, so a ban needs refusals that keep going
+    // (about threshold x spacing: 1 s by default); a flood is banned a second later than before.
+    const spacing = kind === 'rate_limited' ? policy.refusalSpacingMs : 0;
+    const counted = this.#countOffence(key, policy.threshold, now, spacing);
+    if (counted === Counted.ban) this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
+    if (counted !== Counted.no && v4 && policy.prefixThreshold > 0 && !wasBanned) {
       const p = prefixKey(a);
       // Never fewer than two addresses' worth: with `threshold` raised above `prefixThreshold`, one
       // address could otherwise ban its whole /24 (a carrier NAT's neighbours) before it is banned itself.
-      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now))
+      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now, 0) === Counted.ban)
         this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     }
   }
 
-  /** One more offence for `key`; true (and the count forgotten) when it reaches `threshold` within the window. */
-  #countOffence(key: string, threshold: number, now: number): boolean {
+  /**
+   * One more offence for `key`, unless it comes within `spacingMs` of the last one counted; `ban` (and
+   * the count forgotten) when it reaches `threshold` within the window.
+   */
+  #countOffence(key: string, threshold: number, now: number, spacingMs: number): Counted {
     const policy = this.#getConfig().offences;
     let o = this.#offences.get(key);
     if (o === undefined) {
@@ -399,7 +413,7 @@ export class BanTable implements BanList {
         const first = this.#offences.keys().next();
         if (first.done !== true) this.#offences.delete(first.value);
       }
-      o = { count: 0, startMs: now };
+      o = { count: 0, startMs: now, lastMs: now };
       // Its own copy: an address cut from an X-Forwarded-For line would keep the whole line alive.
       this.#offences.set(ownCopy(key), o);
     } else if (now - o.startMs > policy.windowMs) {
@@ -408,10 +422,11 @@ export class BanTable implements BanList {
       this.#offences.set(key, o);
       o.count = 0;
       o.startMs = now;
-    }
-    if (++o.count < threshold) return false;
+    } else if (now - o.lastMs < spacingMs) return Counted.no;
+    o.lastMs = now;
+    if (++o.count < threshold) return Counted.yes;
     this.#offences.delete(key);
-    return true;
+    return Counted.ban;
   }
 
   /** Apply a change another node made (cluster mode): exactly its TTL, no escalation, not shared again. */
