@@ -131,9 +131,11 @@ const ROWS: Row[] = [
       'defense.bans.mode',
       'defense.bans.offences.threshold',
       'defense.bans.offences.windowMs',
+      'defense.bans.offences.refusalSpacingMs',
+      'defense.bans.offences.refusalsPerOffence',
       'defense.bans.ttlMs',
     ],
-    why: 'Only a client refused 20 times within 2 s (rate limits, signatures, failed challenges) is banned, for a minute at first, escalating for repeat offenders: a person never collects 20 refusals in 2 s (docs/bans.md).',
+    why: 'Only a client with 20 offences within 2 s (signatures, ignored challenges; 429s count once per 50 ms and once per 25, so about a second of refusals or 476 at once) is banned, for a minute at first, escalating for repeat offenders: a person, even one whose heavy page overflows the rate limit by dozens of requests, never collects that (docs/bans.md).',
   },
   {
     area: 'signatures',

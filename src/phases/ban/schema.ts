@@ -48,8 +48,15 @@ export const BansSchema = Obj(
           50,
           0,
           10000,
-          'Rate-limit refusals (429) of one client closer together than this count as one offence: the overflow of a browser loading a heavy page at once (dozens of 429s in a few hundred ms, then nothing) does not ban it; a client refused again and again for about `threshold` × this long does. 0: every refusal counts.',
+          'Rate-limit refusals (429) of one client closer together than this count as one offence (but see `refusalsPerOffence`): the overflow of a browser loading a heavy page at once (dozens of 429s in a few hundred ms, then nothing) does not ban it; a client refused again and again for about `threshold` × this long does. 0: every refusal counts. Never more than `windowMs` / `threshold` (a raised threshold shortens it).',
         ),
+        refusalsPerOffence: Type.Integer({
+          minimum: 1,
+          maximum: 10000,
+          default: 25,
+          description:
+            'Within `refusalSpacingMs` of the last counted offence, every this-many-th rate-limit refusal counts as an offence all the same: a client flooding in sub-second pulses is banned after `threshold` × this many refusals in a window (500 by default), where a page load overflows by a few dozen.',
+        }),
         prefixThreshold: Type.Integer({
           minimum: 0,
           maximum: 1000000,

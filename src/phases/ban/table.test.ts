@@ -110,16 +110,50 @@ test('offences past the threshold within the window make a ban; fewer, or spread
     clock.advance(210);
   }
   assert.equal(t.isBanned('192.0.2.1'), false);
-  for (let i = 0; i < 19; i++) t.offence('192.0.2.2', 'rate_limited', 'r');
+  for (let i = 0; i < 19; i++) t.offence('192.0.2.2', 'signature', 'r');
   assert.equal(t.isBanned('192.0.2.2'), false);
-  t.offence('192.0.2.2', 'rate_limited', 'r');
+  t.offence('192.0.2.2', 'signature', 'r');
   assert.equal(t.isBanned('192.0.2.2'), true);
   const [view] = t.list();
   assert.equal(view!.target, '192.0.2.2');
-  assert.equal(view!.reason, 'offences:rate_limited');
+  assert.equal(view!.reason, 'offences:signature');
   assert.equal(view!.rule, 'r');
   assert.equal(view!.by, 'offences');
   assert.equal(view!.ttlSec, 60);
+});
+
+test('rate-limit refusals: a burst counts once per 50 ms and once per 25; refused for a second, or 476 times at once, bans', () => {
+  const clock = createManualClock(1000);
+  const t = new BanTable(clock); // defaults: 20 offences in 2 s, spacing 50 ms, 25 refusals per offence
+  // A heavy page's overflow: 60 refusals within 300 ms counts 6 + 2, then silence.
+  for (let i = 0; i < 60; i++) {
+    t.offence('192.0.2.20', 'rate_limited', 'r');
+    clock.advance(5);
+  }
+  clock.advance(3000);
+  assert.equal(t.isBanned('192.0.2.20'), false, 'a page load');
+  // Refused every 10 ms: one offence per 50 ms, one more per 25 refusals: banned after about 850 ms.
+  let at = -1;
+  for (let ms = 0; ms < 2000 && at === -1; ms += 10) {
+    t.offence('192.0.2.21', 'rate_limited', 'r');
+    if (t.isBanned('192.0.2.21')) at = ms;
+    clock.advance(10);
+  }
+  assert.ok(at >= 500 && at <= 1000, `banned after ${at} ms`);
+  // A pulse of refusals all at once (as a client flooding in sub-second pulses sends): banned by
+  // volume, the first counted and then one in 25, at the 1 + 19 x 25 = 476th.
+  for (let i = 0; i < 475; i++) t.offence('192.0.2.22', 'rate_limited', 'r');
+  assert.equal(t.isBanned('192.0.2.22'), false);
+  t.offence('192.0.2.22', 'rate_limited', 'r');
+  assert.equal(t.isBanned('192.0.2.22'), true, 'the 476th refusal');
+  // A threshold the window cannot hold at that spacing shortens the spacing (2000 / 50 = 40 ms)
+  // rather than making rate-limit bans impossible: refused every 40 ms, banned within the window.
+  const raised = new BanTable(clock, { getRuntime: runtimeWith({ offences: { threshold: 50 } }) });
+  for (let i = 0; i < 50; i++) {
+    raised.offence('192.0.2.23', 'rate_limited', 'r');
+    clock.advance(40);
+  }
+  assert.equal(raised.isBanned('192.0.2.23'), true);
 });
 
 test('repeat offenders are banned longer each time (60 s, 4 min, 16 min …), up to the cap', () => {
@@ -127,7 +161,7 @@ test('repeat offenders are banned longer each time (60 s, 4 min, 16 min …), up
   const t = new BanTable(clock, { getRuntime: runtimeWith({ escalation: { factor: 4, maxTtlMs: 3600000 } }) });
   const expected = [60, 240, 960, 3600, 3600];
   for (const sec of expected) {
-    for (let i = 0; i < 20; i++) t.offence('192.0.2.9', 'rate_limited', 'r');
+    for (let i = 0; i < 20; i++) t.offence('192.0.2.9', 'signature', 'r');
     assert.equal(t.list()[0]!.ttlSec, sec);
     clock.advance(sec * 1000 - 1);
     assert.equal(t.isBanned('192.0.2.9'), true);
@@ -136,7 +170,7 @@ test('repeat offenders are banned longer each time (60 s, 4 min, 16 min …), up
   }
   // After a quiet escalation window, a new offence starts over at the first step.
   clock.advance(86400000 + 1);
-  for (let i = 0; i < 20; i++) t.offence('192.0.2.9', 'rate_limited', 'r');
+  for (let i = 0; i < 20; i++) t.offence('192.0.2.9', 'signature', 'r');
   assert.equal(t.list()[0]!.ttlSec, 60);
   assert.equal(t.list()[0]!.count, 6);
 });
@@ -144,7 +178,7 @@ test('repeat offenders are banned longer each time (60 s, 4 min, 16 min …), up
 test('offences while banned do not extend the ban; an operator ban sets exactly its TTL', () => {
   const clock = createManualClock();
   const t = new BanTable(clock);
-  for (let i = 0; i < 100; i++) t.offence('192.0.2.3', 'rate_limited', 'r');
+  for (let i = 0; i < 100; i++) t.offence('192.0.2.3', 'signature', 'r');
   assert.equal(t.list()[0]!.ttlSec, 60);
   t.ban('192.0.2.3', 5000, 'manual', '', 'operator:alice');
   assert.equal(t.list()[0]!.ttlSec, 5);
@@ -154,11 +188,11 @@ test('offences while banned do not extend the ban; an operator ban sets exactly 
 test('mode off makes no bans; observe records them but isBanned says no', () => {
   const clock = createManualClock();
   const off = new BanTable(clock, { getRuntime: runtimeWith({ mode: 'off' }) });
-  for (let i = 0; i < 50; i++) off.offence('192.0.2.4', 'rate_limited', 'r');
+  for (let i = 0; i < 50; i++) off.offence('192.0.2.4', 'signature', 'r');
   off.ban('192.0.2.5', 1000, 'x', '', 'operator:a');
   assert.equal(off.size, 0);
   const observe = new BanTable(clock, { getRuntime: runtimeWith({ mode: 'observe' }) });
-  for (let i = 0; i < 50; i++) observe.offence('192.0.2.4', 'rate_limited', 'r');
+  for (let i = 0; i < 50; i++) observe.offence('192.0.2.4', 'signature', 'r');
   assert.equal(observe.isBanned('192.0.2.4'), false);
   assert.notEqual(observe.lookup('192.0.2.4'), null);
   assert.equal(observe.list().length, 1);
@@ -172,8 +206,8 @@ test('the table and the offence counters stay within their budgets whatever the 
   t.ban('192.0.2.200', 3600000, 'keep', '', 'operator:a');
   for (let i = 0; i < 200000; i++) {
     const a = `10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`;
-    t.offence(a, 'rate_limited', 'r');
-    if (i % 3 === 0) t.offence(a, 'rate_limited', 'r'); // a third become bans
+    t.offence(a, 'signature', 'r');
+    if (i % 3 === 0) t.offence(a, 'signature', 'r'); // a third become bans
     clock.advance(1);
     assert.ok(t.size <= 1000 && t.offenceCount <= 500);
   }

@@ -95,6 +95,8 @@ interface OffenceCount {
   startMs: number;
   /** When the last offence counted here was (for `refusalSpacingMs`). */
   lastMs: number;
+  /** Refusals within the spacing of the last counted one, this window (for `refusalsPerOffence`). */
+  skipped: number;
 }
 
 /** What one offence did to a client's count: within `refusalSpacingMs` of the last one (part of the same burst), not counted; counted; counted and at the threshold: ban. */
@@ -387,24 +389,30 @@ export class BanTable implements BanList {
     // A browser loading a heavy page (or restoring its tabs) sends its subresources at once: the part
     // over a rate limit's burst comes back as dozens of 429s within a few hundred ms, then it stops.
     // Those count as one offence per `refusalSpacingMs`, so a ban needs refusals that keep going
-    // (about threshold x spacing: 1 s by default); a flood is banned a second later than before.
-    const spacing = kind === 'rate_limited' ? policy.refusalSpacingMs : 0;
-    const counted = this.#countOffence(key, policy.threshold, now, spacing);
+    // (about threshold x spacing: 1 s by default). Volume still counts: within the spacing, every
+    // `refusalsPerOffence`-th refusal is an offence too, so a client flooding in sub-second pulses
+    // (never refused for a whole second) is banned after threshold x that many refusals.
+    // Capped so that `threshold` spaced offences fit in the window: a raised threshold (or a shorter
+    // window) makes the spacing shorter rather than rate-limit bans impossible.
+    const spacing =
+      kind === 'rate_limited' ? Math.min(policy.refusalSpacingMs, Math.floor(policy.windowMs / policy.threshold)) : 0;
+    const counted = this.#countOffence(key, policy.threshold, now, spacing, policy.refusalsPerOffence);
     if (counted === Counted.ban) this.banEntry(key, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     if (counted !== Counted.no && v4 && policy.prefixThreshold > 0 && !wasBanned) {
       const p = prefixKey(a);
       // Never fewer than two addresses' worth: with `threshold` raised above `prefixThreshold`, one
       // address could otherwise ban its whole /24 (a carrier NAT's neighbours) before it is banned itself.
-      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now, 0) === Counted.ban)
+      if (this.#countOffence(p, Math.max(policy.prefixThreshold, 2 * policy.threshold), now, 0, 1) === Counted.ban)
         this.banEntry(`${p}.0/24`, cfg.ttlMs, `offences:${kind}`, ruleId, 'offences', true);
     }
   }
 
   /**
-   * One more offence for `key`, unless it comes within `spacingMs` of the last one counted; `ban` (and
-   * the count forgotten) when it reaches `threshold` within the window.
+   * One more offence for `key`, unless it comes within `spacingMs` of the last one counted (then only
+   * every `perOffence`-th such one counts); `ban` (and the count forgotten) when it reaches `threshold`
+   * within the window.
    */
-  #countOffence(key: string, threshold: number, now: number, spacingMs: number): Counted {
+  #countOffence(key: string, threshold: number, now: number, spacingMs: number, perOffence: number): Counted {
     const policy = this.#getConfig().offences;
     let o = this.#offences.get(key);
     if (o === undefined) {
@@ -413,7 +421,7 @@ export class BanTable implements BanList {
         const first = this.#offences.keys().next();
         if (first.done !== true) this.#offences.delete(first.value);
       }
-      o = { count: 0, startMs: now, lastMs: now };
+      o = { count: 0, startMs: now, lastMs: now, skipped: 0 };
       // Its own copy: an address cut from an X-Forwarded-For line would keep the whole line alive.
       this.#offences.set(ownCopy(key), o);
     } else if (now - o.startMs > policy.windowMs) {
@@ -421,8 +429,9 @@ export class BanTable implements BanList {
       this.#offences.delete(key);
       this.#offences.set(key, o);
       o.count = 0;
+      o.skipped = 0;
       o.startMs = now;
-    } else if (now - o.lastMs < spacingMs) return Counted.no;
+    } else if (now - o.lastMs < spacingMs && ++o.skipped % perOffence !== 0) return Counted.no;
     o.lastMs = now;
     if (++o.count < threshold) return Counted.yes;
     this.#offences.delete(key);
