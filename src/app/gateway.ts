@@ -282,7 +282,7 @@ function swapRuntime(parts: Parts, config: Config): Runtime {
 }
 
 async function start(parts: Parts): Promise<void> {
-  const { initial, services, entry } = parts;
+  const { initial, services } = parts;
   parts.started = true;
   parts.wireFailover(parts.getRuntime(), true);
   services.level.start();
@@ -291,13 +291,26 @@ async function start(parts: Parts): Promise<void> {
   // Beside another process (an upgrade's successor, a worker): take what it writes when it hands over.
   // With a shared store (Redis) its bans reach this process through the store already.
   if (parts.join && services.cluster.local) parts.state.followHandover();
-  parts.sweepTimer ??= setInterval(() => {
-    entry.sweep();
-    parts.h2.sweep();
-  }, 500).unref();
+  parts.sweepTimer ??= setInterval(sweepSoon, 500, parts).unref();
   if (parts.admin !== null && initial.admin.address !== 'off')
     await listenOn(parts.admin, initial.admin.address, parts.join, 4096);
   parts.cockpit?.start();
+}
+
+/**
+ * The connection sweep (timeouts, idle connections) runs after the sockets are next read, not from its
+ * timer: after a stall (a long callback, a GC pause, the process descheduled) Node runs the timers that
+ * fell due before it reads what arrived meanwhile, and the sweep judged connections by their state from
+ * before the stall: a keep-alive request sent in time but not read yet was closed as idle, a reset.
+ */
+function sweepSoon(parts: Parts): void {
+  setImmediate(sweepNow, parts);
+}
+
+function sweepNow(parts: Parts): void {
+  if (parts.sweepTimer === null) return; // stopped meanwhile
+  parts.entry.sweep();
+  parts.h2.sweep();
 }
 
 async function stop(parts: Parts, graceMs: number, readinessDelayMs: number, handover: boolean): Promise<void> {

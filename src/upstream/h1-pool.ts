@@ -744,7 +744,11 @@ export class H1Pool {
 
   constructor(opts: H1PoolOptions) {
     this.opts = opts;
-    this.#timer = setInterval(() => this.#sweep(), SWEEP_MS).unref();
+    // The sweep runs after the sockets are next read, not from its timer: after a stall (a long callback,
+    // a GC pause) Node runs the timers that fell due before it reads what arrived meanwhile, and an answer
+    // waiting unread in the socket was timed out (a 504 for an origin that had answered in time).
+    const sweep = () => this.#sweep();
+    this.#timer = setInterval(() => setImmediate(sweep), SWEEP_MS).unref();
   }
 
   dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
