@@ -19,6 +19,7 @@ import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
+import { monoNow } from '../core/clock.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
 export { classifyUpstreamError };
 import { clientResponseHeaders, clientResponsePairs, upstreamRequestHeaders } from './headers.ts';
@@ -133,7 +134,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       // (judged against its peers, src/upstream/pool.ts), 503 is an overloaded server shedding its
       // surplus (still serving), other answers are successes (timed by the request's start: no clock read).
       if (statusCode === 502 || statusCode === 504)
-        server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
+        server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, monoNow());
       else if (statusCode < 500) server.pool?.onSuccess(server, this.ctx.forwardStartMs);
     }
     if (this.ctx.res.headersSent || this.ctx.finished) return false;
@@ -205,7 +206,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (server !== null) {
       this.server = null;
       server.inFlight--;
-      server.latency?.observe((performance.now() - this.attemptStartMs) / 1000);
+      server.latency?.observe((monoNow() - this.attemptStartMs) / 1000);
     }
     this.hooks.onUpstreamEnd?.(this.ctx);
     const tap = this.ctx.cacheTap;
@@ -229,8 +230,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       const { code } = classifyUpstreamError(err);
       if (code.startsWith('RMP_ERR_UPSTREAM_')) {
         // Connect failures count in a row; any other failure is the response's (src/upstream/pool.ts).
-        if (isConnectFailure(err)) server.pool?.onConnectFailure(server, performance.now());
-        else server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
+        if (isConnectFailure(err)) server.pool?.onConnectFailure(server, monoNow());
+        else server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, monoNow());
         const next = this.#retryTarget(err, code, server);
         if (next !== null) {
           this.hooks.onRetry?.(this.ctx, server, code);
@@ -383,7 +384,7 @@ function dispatch(
     return;
   }
   ctx.forwardHandler = handler;
-  ctx.forwardStartMs = performance.now();
+  ctx.forwardStartMs = monoNow();
   send(handler, server);
 }
 
@@ -392,7 +393,7 @@ function send(handler: ForwardHandler, server: UpstreamServer): void {
   const ctx = handler.ctx;
   handler.server = server;
   handler.lastServer = server;
-  if (server.latency !== null) handler.attemptStartMs = performance.now();
+  if (server.latency !== null) handler.attemptStartMs = monoNow();
   server.inFlight++;
   // The lean engine's raw pool when it has one (upstream/h1-pool.ts), undici's otherwise: one call.
   (server.h1 ?? server.dispatcher).dispatch(

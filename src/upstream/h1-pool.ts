@@ -13,6 +13,7 @@
 import net from 'node:net';
 import type { Dispatcher } from 'undici';
 import { ChunkedDecoder, equalsLower, TCHAR, VALCH } from '../core/http1.ts';
+import { holdClock, monoNow, releaseClock } from '../core/clock.ts';
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -243,7 +244,7 @@ class Exchange {
   readonly handler: Dispatcher.DispatchHandler;
   conn: UpConn | null = null;
   done = false;
-  /** performance.now() when it first had to wait for a connection (0: never waited). */
+  /** monoNow() when it first had to wait for a connection (0: never waited). */
   created = 0;
   /**
    * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
@@ -313,7 +314,13 @@ function onUpRead(this: UpSocket, n: number): boolean {
   const chunk = Buffer.allocUnsafe(n);
   READ_BUF.copy(chunk, 0, 0, n);
   const c = this[kUp];
-  c.onData(chunk);
+  // The answer's head, body and finish read the clock once (core/clock.ts).
+  holdClock();
+  try {
+    c.onData(chunk);
+  } finally {
+    releaseClock();
+  }
   // false stops reading (the handler is full); resumeBody() restarts it (socket.resume()).
   return !c.paused;
 }
@@ -349,7 +356,7 @@ class UpConn {
   paused = false;
   reusable = true;
   sawResponseByte = false;
-  /** performance.now() of the last event the timeouts measure from. */
+  /** monoNow() of the last event the timeouts measure from. */
   since: number;
   lastError: Error | null = null;
   drainWaiter: (() => void) | null = null;
@@ -358,7 +365,7 @@ class UpConn {
 
   constructor(pool: H1Pool) {
     this.pool = pool;
-    this.since = performance.now();
+    this.since = monoNow();
     const s = net.connect({
       host: pool.opts.host,
       port: pool.opts.port,
@@ -375,7 +382,7 @@ class UpConn {
 
   onConnect(): void {
     this.connected = true;
-    this.since = performance.now();
+    this.since = monoNow();
     const x = this.exchange;
     if (x !== null) this.send(x);
   }
@@ -507,7 +514,7 @@ class UpConn {
       return;
     }
     this.sawResponseByte = true;
-    this.since = performance.now();
+    this.since = monoNow();
     this.#append(chunk);
     this.parse(x);
   }
@@ -646,7 +653,7 @@ class UpConn {
     x.conn = null;
     x.done = true;
     this.bodyLeft = -2;
-    this.since = performance.now();
+    this.since = monoNow();
     (x.handler as LegacyHandler).onComplete?.(null);
     if (this.reusable && !this.paused && !x.opts.reset) this.pool.release(this);
     else this.destroy();
@@ -761,7 +768,7 @@ export class H1Pool {
 
   enqueue(x: Exchange, front: boolean): void {
     // One clock read for the idle check and the exchange's head timeout.
-    const now = performance.now();
+    const now = monoNow();
     let c = this.idle.pop();
     // An idle connection close to its keep-alive limit may be closed by the origin as we write.
     while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
@@ -821,7 +828,7 @@ export class H1Pool {
 
   #sweep(): void {
     if (this.#closed && this.all.size === 0) clearInterval(this.#timer);
-    const now = performance.now();
+    const now = monoNow();
     for (const c of this.all) c.sweep(now, this.opts);
     for (let i = this.#waitHead; i < this.waiting.length; i++) {
       const x = this.waiting[i]!;

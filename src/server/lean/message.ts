@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { wallNow } from '../../core/clock.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
 export interface MessageConnection {
@@ -180,7 +181,7 @@ let dateSecond = 0;
 let dateLine = '';
 /** The Date field, made once a second. */
 function date(): string {
-  const now = Date.now();
+  const now = wallNow();
   const s = (now / 1000) | 0;
   if (s !== dateSecond) {
     dateSecond = s;
