@@ -237,8 +237,18 @@ class ResponseHead {
 
 type Body = Dispatcher.DispatchOptions['body'];
 
-/** One request on its way: the handler, and the functions it is given (bound once per exchange). */
-class Exchange {
+/**
+ * What a handler that takes the exchange itself (onExchange) may do with it: no function made per
+ * request for it, as undici's abort and resume callbacks are.
+ */
+export interface H1Exchange {
+  abort(err?: Error): void;
+  /** The handler can take more of the body (after onData or onHeadBytes said false). */
+  resume(): void;
+}
+
+/** One request on its way: the handler, and (for an undici-style handler only) its callbacks. */
+class Exchange implements H1Exchange {
   readonly pool: H1Pool;
   readonly opts: Dispatcher.DispatchOptions;
   readonly handler: Dispatcher.DispatchHandler;
@@ -251,15 +261,31 @@ class Exchange {
    * body: may be sent again once if it was reset.
    */
   retryable = false;
-  readonly abort: (err?: Error) => void;
-  readonly resume: () => void;
+  #abortFn: ((err?: Error) => void) | null = null;
+  #resumeFn: (() => void) | null = null;
 
   constructor(pool: H1Pool, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
     this.pool = pool;
     this.opts = opts;
     this.handler = handler;
-    this.abort = (err?: Error) => this.fail(err ?? upstreamError('UND_ERR_ABORTED', 'Request aborted'), true);
-    this.resume = () => this.conn?.resumeBody(this);
+  }
+
+  abort(err?: Error): void {
+    this.fail(err ?? upstreamError('UND_ERR_ABORTED', 'Request aborted'), true);
+  }
+
+  resume(): void {
+    this.conn?.resumeBody(this);
+  }
+
+  /** abort() as a function, for a handler that wants undici's onConnect callback (made on first use). */
+  get abortFn(): (err?: Error) => void {
+    return (this.#abortFn ??= (err?: Error) => this.abort(err));
+  }
+
+  /** resume() as a function, for undici's onHeaders callback (made on first use). */
+  get resumeFn(): () => void {
+    return (this.#resumeFn ??= () => this.resume());
   }
 
   fail(err: Error, destroy: boolean): void {
@@ -290,7 +316,12 @@ function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
  * both already checked). Valid only during the call; a handler that has it is not given onHeaders.
  */
 export interface LegacyHandler {
-  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean;
+  /**
+   * In place of onConnect: the exchange itself (abort, resume as methods). A handler that has it is
+   * given onHeadBytes' exchange too, and no callback is made for it.
+   */
+  onExchange?(x: H1Exchange): void;
+  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], x: H1Exchange): boolean;
   /** onData for the last bytes of a body with a Content-Length: onComplete follows in the same call. */
   onLastData?(chunk: Buffer): boolean;
   onConnect?(abort: (err?: Error) => void): void;
@@ -592,8 +623,8 @@ class UpConn {
     // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
     const more =
       handler.onHeadBytes !== undefined
-        ? handler.onHeadBytes(status, buf, base, h.fields, x.resume)
-        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resume, '');
+        ? handler.onHeadBytes(status, buf, base, h.fields, x)
+        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resumeFn, '');
     if (more === false) this.pause();
     if (x.done || this.exchange !== x) return false;
     if (this.bodyLeft === 0) {
@@ -760,7 +791,9 @@ export class H1Pool {
       queueMicrotask(() => x.fail(upstreamError('UND_ERR_DESTROYED', 'The client is destroyed'), false));
       return false;
     }
-    (handler as LegacyHandler).onConnect?.(x.abort);
+    const legacy = handler as LegacyHandler;
+    if (legacy.onExchange !== undefined) legacy.onExchange(x);
+    else legacy.onConnect?.(x.abortFn);
     if (x.done) return true;
     this.enqueue(x, false);
     return true;
