@@ -19,7 +19,9 @@ import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
+import { monoNow } from '../core/clock.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
+import type { H1Exchange } from '../upstream/h1-pool.ts';
 export { classifyUpstreamError };
 import { clientResponseHeaders, clientResponsePairs, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
@@ -70,8 +72,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   readonly ctx: RequestContext;
   readonly hooks: ForwardHooks;
   readonly via: string;
-  abort: ((err?: Error) => void) | null;
-  resume: (() => void) | null;
+  /** undici's abort callback (onConnect), or the lean pool's exchange (onExchange): what abort() cancels. */
+  #undiciAbort: ((err?: Error) => void) | null;
+  #exchange: H1Exchange | null;
+  /** undici's resume callback (onHeaders); for the lean pool's exchange, #resumeFn made on first backpressure. */
+  #undiciResume: (() => void) | null;
+  #resumeFn: (() => void) | null;
   /** The server of this attempt (null once the attempt is over). */
   server: UpstreamServer | null;
   /** The server the request was last sent to (kept for the log line after the attempt is over). */
@@ -89,8 +95,10 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.ctx = ctx;
     this.hooks = hooks;
     this.via = via;
-    this.abort = null;
-    this.resume = null;
+    this.#undiciAbort = null;
+    this.#exchange = null;
+    this.#undiciResume = null;
+    this.#resumeFn = null;
     this.server = null;
     this.lastServer = null;
     this.attempt = 0;
@@ -101,8 +109,21 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onConnect(abort: (err?: Error) => void): void {
-    this.abort = abort;
+    this.#undiciAbort = abort;
     if (this.ctx.finished) abort(new RempartError('RMP_ERR_CLIENT_ABORTED'));
+  }
+
+  /** The lean engine's pool (upstream/h1-pool.ts): the exchange itself, no callback made per request. */
+  onExchange(x: H1Exchange): void {
+    this.#exchange = x;
+    if (this.ctx.finished) x.abort(new RempartError('RMP_ERR_CLIENT_ABORTED'));
+  }
+
+  /** Cancel the attempt in flight (its client left, or its head cannot be written); nothing when none is. */
+  abort(err?: Error): void {
+    const x = this.#exchange;
+    if (x !== null) x.abort(err);
+    else this.#undiciAbort?.(err);
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -110,7 +131,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (!this.#headSeen(statusCode)) return true;
     this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
     // Converted once, for the cache tap (which may store the array as it is) and the client's head.
-    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), resume, false);
+    this.#undiciResume = resume;
+    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false);
   }
 
   /**
@@ -118,11 +140,11 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
    * `buf`. The client's pairs are made from the bytes at once (a string only for the fields that go
    * on), and they need no second check of their characters: the parser refused any other byte.
    */
-  onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean {
+  onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], _x: H1Exchange): boolean {
     if (!this.#headSeen(statusCode)) return true;
     const headers = clientResponsePairs(buf, base, fields, this.via);
     this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
-    return this.#head(statusCode, headers, resume, true);
+    return this.#head(statusCode, headers, true);
   }
 
   /** The pool's books for a final head; false when the client's response is no longer this one's to write. */
@@ -133,7 +155,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       // (judged against its peers, src/upstream/pool.ts), 503 is an overloaded server shedding its
       // surplus (still serving), other answers are successes (timed by the request's start: no clock read).
       if (statusCode === 502 || statusCode === 504)
-        server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
+        server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, monoNow());
       else if (statusCode < 500) server.pool?.onSuccess(server, this.ctx.forwardStartMs);
     }
     if (this.ctx.res.headersSent || this.ctx.finished) return false;
@@ -142,12 +164,11 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /** The client's head: `checked` when the pairs' characters were checked already (the strict parser). */
-  #head(statusCode: number, headers: string[], resume: () => void, checked: boolean): boolean {
+  #head(statusCode: number, headers: string[], checked: boolean): boolean {
     const res = this.ctx.res;
     const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
-    this.resume = resume;
     try {
       const extra = this.ctx.responseHeaders;
       const lean = res as unknown as CheckedHeadWriter;
@@ -155,7 +176,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       else res.writeHead(statusCode, extra === null ? headers : headers.concat(extra));
     } catch (err) {
       // An upstream header Node refuses to write (invalid characters): the upstream is at fault.
-      this.abort?.(err as Error);
+      this.abort(err as Error);
       return false;
     }
     return true;
@@ -178,9 +199,16 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     )
       return false;
     if (res.write(chunk)) return true;
-    res.once('drain', this.resume!);
+    res.once('drain', this.#resumeCallback());
     this.hooks.onClientBackpressure?.(this.ctx);
     return false;
+  }
+
+  /** What the client's 'drain' calls: undici's resume, or the lean exchange's (a function made once, here). */
+  #resumeCallback(): () => void {
+    const undici = this.#undiciResume;
+    if (undici !== null) return undici;
+    return (this.#resumeFn ??= () => this.#exchange?.resume());
   }
 
   /**
@@ -205,7 +233,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (server !== null) {
       this.server = null;
       server.inFlight--;
-      server.latency?.observe((performance.now() - this.attemptStartMs) / 1000);
+      server.latency?.observe((monoNow() - this.attemptStartMs) / 1000);
     }
     this.hooks.onUpstreamEnd?.(this.ctx);
     const tap = this.ctx.cacheTap;
@@ -229,13 +257,14 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       const { code } = classifyUpstreamError(err);
       if (code.startsWith('RMP_ERR_UPSTREAM_')) {
         // Connect failures count in a row; any other failure is the response's (src/upstream/pool.ts).
-        if (isConnectFailure(err)) server.pool?.onConnectFailure(server, performance.now());
-        else server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, performance.now());
+        if (isConnectFailure(err)) server.pool?.onConnectFailure(server, monoNow());
+        else server.pool?.onResponseFailure(server, this.ctx.clientPrefix, this.ctx.path, monoNow());
         const next = this.#retryTarget(err, code, server);
         if (next !== null) {
           this.hooks.onRetry?.(this.ctx, server, code);
           this.attempt = 1;
-          this.abort = null;
+          this.#undiciAbort = null;
+          this.#exchange = null;
           // Not from inside undici's own error callback: the next tick, on the other server.
           process.nextTick(retry, this, next);
           return;
@@ -383,7 +412,7 @@ function dispatch(
     return;
   }
   ctx.forwardHandler = handler;
-  ctx.forwardStartMs = performance.now();
+  ctx.forwardStartMs = monoNow();
   send(handler, server);
 }
 
@@ -392,7 +421,7 @@ function send(handler: ForwardHandler, server: UpstreamServer): void {
   const ctx = handler.ctx;
   handler.server = server;
   handler.lastServer = server;
-  if (server.latency !== null) handler.attemptStartMs = performance.now();
+  if (server.latency !== null) handler.attemptStartMs = monoNow();
   server.inFlight++;
   // The lean engine's raw pool when it has one (upstream/h1-pool.ts), undici's otherwise: one call.
   (server.h1 ?? server.dispatcher).dispatch(

@@ -4,7 +4,7 @@
 // per reason, as are the entries' warning lines (upstream errors, pipelining floods).
 import type { RequestContext } from './context.ts';
 import type { Config } from '../config/schema.ts';
-import type { Clock } from '../core/clock.ts';
+import { monoNow, type Clock } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../core/hot-metrics.ts';
@@ -126,7 +126,7 @@ export function createRecorder(opts: RecorderOptions): Recorder {
 
   return {
     record(ctx) {
-      const durationSec = count(ctx, performance.now());
+      const durationSec = count(ctx, monoNow());
       // Refused requests come at attack rate: their lines are sampled per reason (first few per window,
       // then one summary line); forwarded requests are all logged.
       if (!logging().requests) return;

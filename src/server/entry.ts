@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Config } from '../config/schema.ts';
 import { RequestContext } from '../pipeline/context.ts';
 import { ERRORS, type ErrorCode } from '../core/errors.ts';
+import { monoNow } from '../core/clock.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Phase } from '../pipeline/phase.ts';
@@ -112,7 +113,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
   let cutting = false;
   const cycle = createRequestCycle({
     ...opts,
-    onClientStalled: (ctx) => markStalled(ctx.socket as TrackedSocket, table.stalled, performance.now()),
+    onClientStalled: (ctx) => markStalled(ctx.socket as TrackedSocket, table.stalled, monoNow()),
     onQueuedReply(ctx, bytes) {
       if (holdQueuedReply(ctx.res, ctx.socket as TrackedSocket, bytes, getRuntime().config.limits.maxQueuedReplyBytes))
         return true;
@@ -129,7 +130,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
     const socket = ctx.socket as TrackedSocket;
     const left = socket[kPending] - 1;
     socket[kPending] = left;
-    if (left === 0) socket[kIdleSince] = performance.now();
+    if (left === 0) socket[kIdleSince] = monoNow();
     const maxPipelined = getRuntime().config.limits.maxPipelinedRequests;
     if (socket[kReadPaused] && left < maxPipelined && !socket.destroyed) resumeReading(socket);
     // Cut by the end of a drain, not left by its client: the log line says so.
@@ -140,7 +141,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
   }
 
   function track(req: http.IncomingMessage, res: http.ServerResponse): RequestContext {
-    const ctx = new RequestContext(req, res, performance.now());
+    const ctx = new RequestContext(req, res, monoNow());
     (res as ResponseWithCtx)[kCtx] = ctx;
     res.on('close', onResponseClose);
     return ctx;
@@ -225,7 +226,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
         ? sweepConnections
         : () => {
             sweepConnections();
-            lean.sweep(performance.now());
+            lean.sweep(monoNow());
           },
     applyTimeouts: (config) => applyTimeouts(server, config),
     closeUpgraded: upgrades.closeAll,
@@ -233,7 +234,7 @@ export function createHttpEntry(opts: HttpEntryOptions): HttpEntry {
       draining = true;
     },
     closeIdle() {
-      const now = performance.now();
+      const now = monoNow();
       for (const s of table.sockets) if (isIdle(s) && now - s[kIdleSince] >= DRAIN_IDLE_MS) s.destroy();
     },
     cutAll() {
@@ -290,7 +291,7 @@ function applyTimeouts(server: http.Server, config: Config): void {
 function createSweep(table: ConnectionTable, getRuntime: () => Runtime, metrics: Metrics): () => void {
   const swept: SweepResult = { slowReaders: 0, idleClosed: 0, idleTimedOut: 0 };
   return () => {
-    const now = performance.now();
+    const now = monoNow();
     const idle = sweep(table.sockets, table.stalled, table.total, getRuntime().config.limits, now, swept);
     table.reclaim.list = idle;
     table.reclaim.next = 0;

@@ -13,6 +13,7 @@
 import net from 'node:net';
 import type { Dispatcher } from 'undici';
 import { ChunkedDecoder, equalsLower, TCHAR, VALCH } from '../core/http1.ts';
+import { holdClock, monoNow, releaseClock } from '../core/clock.ts';
 
 export interface H1PoolOptions {
   readonly host: string;
@@ -236,29 +237,55 @@ class ResponseHead {
 
 type Body = Dispatcher.DispatchOptions['body'];
 
-/** One request on its way: the handler, and the functions it is given (bound once per exchange). */
-class Exchange {
+/**
+ * What a handler that takes the exchange itself (onExchange) may do with it: no function made per
+ * request for it, as undici's abort and resume callbacks are.
+ */
+export interface H1Exchange {
+  abort(err?: Error): void;
+  /** The handler can take more of the body (after onData or onHeadBytes said false). */
+  resume(): void;
+}
+
+/** One request on its way: the handler, and (for an undici-style handler only) its callbacks. */
+class Exchange implements H1Exchange {
   readonly pool: H1Pool;
   readonly opts: Dispatcher.DispatchOptions;
   readonly handler: Dispatcher.DispatchHandler;
   conn: UpConn | null = null;
   done = false;
-  /** performance.now() when it first had to wait for a connection (0: never waited). */
+  /** monoNow() when it first had to wait for a connection (0: never waited). */
   created = 0;
   /**
    * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
    * body: may be sent again once if it was reset.
    */
   retryable = false;
-  readonly abort: (err?: Error) => void;
-  readonly resume: () => void;
+  #abortFn: ((err?: Error) => void) | null = null;
+  #resumeFn: (() => void) | null = null;
 
   constructor(pool: H1Pool, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
     this.pool = pool;
     this.opts = opts;
     this.handler = handler;
-    this.abort = (err?: Error) => this.fail(err ?? upstreamError('UND_ERR_ABORTED', 'Request aborted'), true);
-    this.resume = () => this.conn?.resumeBody(this);
+  }
+
+  abort(err?: Error): void {
+    this.fail(err ?? upstreamError('UND_ERR_ABORTED', 'Request aborted'), true);
+  }
+
+  resume(): void {
+    this.conn?.resumeBody(this);
+  }
+
+  /** abort() as a function, for a handler that wants undici's onConnect callback (made on first use). */
+  get abortFn(): (err?: Error) => void {
+    return (this.#abortFn ??= (err?: Error) => this.abort(err));
+  }
+
+  /** resume() as a function, for undici's onHeaders callback (made on first use). */
+  get resumeFn(): () => void {
+    return (this.#resumeFn ??= () => this.resume());
   }
 
   fail(err: Error, destroy: boolean): void {
@@ -289,7 +316,12 @@ function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
  * both already checked). Valid only during the call; a handler that has it is not given onHeaders.
  */
 export interface LegacyHandler {
-  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], resume: () => void): boolean;
+  /**
+   * In place of onConnect: the exchange itself (abort, resume as methods). A handler that has it is
+   * given onHeadBytes' exchange too, and no callback is made for it.
+   */
+  onExchange?(x: H1Exchange): void;
+  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], x: H1Exchange): boolean;
   /** onData for the last bytes of a body with a Content-Length: onComplete follows in the same call. */
   onLastData?(chunk: Buffer): boolean;
   onConnect?(abort: (err?: Error) => void): void;
@@ -313,7 +345,13 @@ function onUpRead(this: UpSocket, n: number): boolean {
   const chunk = Buffer.allocUnsafe(n);
   READ_BUF.copy(chunk, 0, 0, n);
   const c = this[kUp];
-  c.onData(chunk);
+  // The answer's head, body and finish read the clock once (core/clock.ts).
+  holdClock();
+  try {
+    c.onData(chunk);
+  } finally {
+    releaseClock();
+  }
   // false stops reading (the handler is full); resumeBody() restarts it (socket.resume()).
   return !c.paused;
 }
@@ -349,7 +387,7 @@ class UpConn {
   paused = false;
   reusable = true;
   sawResponseByte = false;
-  /** performance.now() of the last event the timeouts measure from. */
+  /** monoNow() of the last event the timeouts measure from. */
   since: number;
   lastError: Error | null = null;
   drainWaiter: (() => void) | null = null;
@@ -358,7 +396,7 @@ class UpConn {
 
   constructor(pool: H1Pool) {
     this.pool = pool;
-    this.since = performance.now();
+    this.since = monoNow();
     const s = net.connect({
       host: pool.opts.host,
       port: pool.opts.port,
@@ -375,7 +413,7 @@ class UpConn {
 
   onConnect(): void {
     this.connected = true;
-    this.since = performance.now();
+    this.since = monoNow();
     const x = this.exchange;
     if (x !== null) this.send(x);
   }
@@ -507,7 +545,7 @@ class UpConn {
       return;
     }
     this.sawResponseByte = true;
-    this.since = performance.now();
+    this.since = monoNow();
     this.#append(chunk);
     this.parse(x);
   }
@@ -585,8 +623,8 @@ class UpConn {
     // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
     const more =
       handler.onHeadBytes !== undefined
-        ? handler.onHeadBytes(status, buf, base, h.fields, x.resume)
-        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resume, '');
+        ? handler.onHeadBytes(status, buf, base, h.fields, x)
+        : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resumeFn, '');
     if (more === false) this.pause();
     if (x.done || this.exchange !== x) return false;
     if (this.bodyLeft === 0) {
@@ -646,7 +684,7 @@ class UpConn {
     x.conn = null;
     x.done = true;
     this.bodyLeft = -2;
-    this.since = performance.now();
+    this.since = monoNow();
     (x.handler as LegacyHandler).onComplete?.(null);
     if (this.reusable && !this.paused && !x.opts.reset) this.pool.release(this);
     else this.destroy();
@@ -757,7 +795,9 @@ export class H1Pool {
       queueMicrotask(() => x.fail(upstreamError('UND_ERR_DESTROYED', 'The client is destroyed'), false));
       return false;
     }
-    (handler as LegacyHandler).onConnect?.(x.abort);
+    const legacy = handler as LegacyHandler;
+    if (legacy.onExchange !== undefined) legacy.onExchange(x);
+    else legacy.onConnect?.(x.abortFn);
     if (x.done) return true;
     this.enqueue(x, false);
     return true;
@@ -765,7 +805,7 @@ export class H1Pool {
 
   enqueue(x: Exchange, front: boolean): void {
     // One clock read for the idle check and the exchange's head timeout.
-    const now = performance.now();
+    const now = monoNow();
     let c = this.idle.pop();
     // An idle connection close to its keep-alive limit may be closed by the origin as we write.
     while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
@@ -825,7 +865,7 @@ export class H1Pool {
 
   #sweep(): void {
     if (this.#closed && this.all.size === 0) clearInterval(this.#timer);
-    const now = performance.now();
+    const now = monoNow();
     for (const c of this.all) c.sweep(now, this.opts);
     for (let i = this.#waitHead; i < this.waiting.length; i++) {
       const x = this.waiting[i]!;

@@ -8,7 +8,7 @@ import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell, HistogramCell } from '../../core/hot-metrics.ts';
-import { systemClock, type Clock } from '../../core/clock.ts';
+import { holdClock, releaseClock, systemClock, type Clock } from '../../core/clock.ts';
 import { TRAFFIC_CLASSES } from '../../config/schema.ts';
 import { refuseShed } from '../../pipeline/shed.ts';
 import type { StaleSource } from '../../pipeline/services.ts';
@@ -226,7 +226,13 @@ export function createAdmissionPhase(
 }
 
 function resumeWaiting(ctx: RequestContext, verdict: Verdict): void {
-  ctx.resumer!.resume(ctx, verdict);
+  // The rest of its phases and its dispatch read the clock once (core/clock.ts).
+  holdClock();
+  try {
+    ctx.resumer!.resume(ctx, verdict);
+  } finally {
+    releaseClock();
+  }
 }
 
 function failWaiting(ctx: RequestContext, err: unknown): void {

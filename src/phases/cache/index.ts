@@ -13,7 +13,7 @@ import type { Clock } from '../../core/clock.ts';
 import type { ErrorCode } from '../../core/errors.ts';
 import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
-import { cacheKey, cacheTarget } from './key.ts';
+import { cacheTarget, keyOfTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
 import { clientResponseHeaders, refreshRequestHeaders, withoutRempartCookies } from '../../pipeline/headers.ts';
 import { classifyUpstreamError } from '../../upstream/errors.ts';
@@ -348,10 +348,10 @@ export function createCachePhase(getRuntime: () => Runtime, metrics: Metrics, cl
       // on a route that keys its whole target, the target as it came.
       const q = rc.queryParams === null ? -2 : ctx.target.indexOf('?');
       const target = q === -2 ? ctx.target : q === -1 ? ctx.path : ctx.path + ctx.target.slice(q);
-      const key = cacheKey(method, ctx.host, target, rc.queryParams);
       // From here on the request goes upstream (a fill, a refresh, a bypassed copy) with exactly the
       // target its key describes, so nothing outside the key can shape what gets stored.
       ctx.target = cacheTarget(target, rc.queryParams);
+      const key = keyOfTarget(method, ctx.host, ctx.target);
       const now = clock.now();
       let entry = store.get(key, req.headers) ?? null;
       if (entry !== null && now >= entry.staleUntil) {
@@ -477,6 +477,16 @@ function ownedBody(chunks: readonly Buffer[], bytes: number): Buffer {
   return body;
 }
 
+/** Whether `name` is `lower` (a lower-case field name of the same length) in any ASCII case. */
+function isName(name: string, lower: string): boolean {
+  for (let k = 0; k < lower.length; k++) {
+    const c = name.charCodeAt(k);
+    const l = lower.charCodeAt(k);
+    if (c !== l && !(l >= 0x61 && l <= 0x7a && c === l - 0x20)) return false;
+  }
+  return true;
+}
+
 /** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
 function decideFromPairs(
   method: string,
@@ -490,13 +500,17 @@ function decideFromPairs(
   let vary = '';
   let ageSec = 0;
   let hasSetCookie = false;
+  // Names told by their length first, compared without a lower-cased copy each: every proxied GET on a
+  // caching route comes here (a pass route too: its answer may have become storable).
   for (let i = 0; i < pairs.length; i += 2) {
-    const name = pairs[i]!.toLowerCase();
+    const name = pairs[i]!;
     const value = pairs[i + 1]!;
-    if (name === 'cache-control') cacheControl = cacheControl === undefined ? value : `${cacheControl}, ${value}`;
-    else if (name === 'set-cookie') hasSetCookie = true;
-    else if (name === 'vary') vary = vary === '' ? value : `${vary}, ${value}`;
-    else if (name === 'age' && /^[0-9]{1,10}$/.test(value.trim())) ageSec = Number(value.trim());
+    const len = name.length;
+    if (len === 13 && isName(name, 'cache-control'))
+      cacheControl = cacheControl === undefined ? value : `${cacheControl}, ${value}`;
+    else if (len === 10 && isName(name, 'set-cookie')) hasSetCookie = true;
+    else if (len === 4 && isName(name, 'vary')) vary = vary === '' ? value : `${vary}, ${value}`;
+    else if (len === 3 && isName(name, 'age') && /^[0-9]{1,10}$/.test(value.trim())) ageSec = Number(value.trim());
   }
   return decideStore(
     {

@@ -15,8 +15,12 @@ export function cacheKey(
   target: string,
   allowedParams: readonly string[] | null,
 ): string {
-  const m = method === 'HEAD' ? 'GET' : method;
-  return `${m} ${host} ${cacheTarget(target, allowedParams)}`;
+  return keyOfTarget(method, host, cacheTarget(target, allowedParams));
+}
+
+/** cacheKey of a target already made by cacheTarget (the phase forwards that target too: made once). */
+export function keyOfTarget(method: string, host: string, keyTarget: string): string {
+  return `${method === 'HEAD' ? 'GET' : method} ${host} ${keyTarget}`;
 }
 
 /**

@@ -116,45 +116,62 @@ export type StoreDecision =
 const STORABLE_STATUS = new Set([200, 301]);
 
 /**
+ * The refusals, one shared object each (frozen): a pass route's every answer is one of them, and made
+ * a new object per request they were garbage at request rate.
+ */
+const NOT_STORED = new Map<string, StoreDecision>();
+function notStored(reason: string): StoreDecision {
+  let d = NOT_STORED.get(reason);
+  if (d === undefined) {
+    d = Object.freeze({ store: false as const, reason });
+    NOT_STORED.set(reason, d);
+  }
+  return d;
+}
+
+/**
  * May this response be stored, and for how long? The reason names the first rule that refused,
  * for logs (`cache` field) and tests.
  */
 export function decideStore(facts: ResponseFacts, windows: StaleWindows): StoreDecision {
-  if (facts.method !== 'GET') return { store: false, reason: 'method' };
-  if (!STORABLE_STATUS.has(facts.status)) return { store: false, reason: 'status' };
-  if (facts.hasSetCookie) return { store: false, reason: 'set_cookie' };
+  if (facts.method !== 'GET') return notStored('method');
+  if (!STORABLE_STATUS.has(facts.status)) return notStored('status');
+  if (facts.hasSetCookie) return notStored('set_cookie');
   // On a route cached by default, the key does not vary on cookies nor credentials, and nobody said the
   // origin's answers do not depend on them: an answer to a request with one may be that person's page,
   // never stored whatever it says (as Varnish's built-in rules pass such requests). On a route the
   // operator switched on, a cookie does not count (the operator vouched for the route) and credentials
   // follow RFC 9111 §3.5 below.
-  if (facts.cachedByDefault && facts.requestHasCookie) return { store: false, reason: 'request_cookie' };
-  if (facts.cachedByDefault && facts.requestHasAuthorization) return { store: false, reason: 'authorization' };
+  if (facts.cachedByDefault && facts.requestHasCookie) return notStored('request_cookie');
+  if (facts.cachedByDefault && facts.requestHasAuthorization) return notStored('authorization');
+  // No Cache-Control at all (the common answer of a pass route): the rules below would find no
+  // directive, and refuse for want of a lifetime; told without parsing an empty set of directives.
+  if (facts.cacheControl === undefined || facts.cacheControl === '')
+    return notStored(facts.requestHasAuthorization ? 'authorization' : 'no_freshness');
   const cc = parseCacheControl(facts.cacheControl);
-  if (cc.noStore) return { store: false, reason: 'no_store' };
-  if (cc.isPrivate) return { store: false, reason: 'private' };
+  if (cc.noStore) return notStored('no_store');
+  if (cc.isPrivate) return notStored('private');
   // no-cache: storable, but every use needs a revalidation we do not do; not worth storing.
-  if (cc.noCache) return { store: false, reason: 'no_cache' };
+  if (cc.noCache) return notStored('no_cache');
   // RFC 9111 §3.5: a response to an authorized request is shared only when the origin says so.
-  if (facts.requestHasAuthorization && !cc.isPublic && cc.sMaxAgeSec < 0)
-    return { store: false, reason: 'authorization' };
+  if (facts.requestHasAuthorization && !cc.isPublic && cc.sMaxAgeSec < 0) return notStored('authorization');
   const lifetimeSec = cc.sMaxAgeSec >= 0 ? cc.sMaxAgeSec : cc.maxAgeSec;
-  if (lifetimeSec < 0) return { store: false, reason: 'no_freshness' };
+  if (lifetimeSec < 0) return notStored('no_freshness');
   // On a route cached by default, only an answer addressed to shared caches: a bare `max-age` is what
   // origins send browsers for per-person pages too (keyed by a header or address the cache cannot see).
-  if (facts.cachedByDefault && !cc.isPublic && cc.sMaxAgeSec < 0) return { store: false, reason: 'not_public' };
+  if (facts.cachedByDefault && !cc.isPublic && cc.sMaxAgeSec < 0) return notStored('not_public');
   const freshForMs = (lifetimeSec - facts.ageSec) * 1000;
-  if (freshForMs <= 0) return { store: false, reason: 'expired' };
+  if (freshForMs <= 0) return notStored('expired');
   const varyNames: string[] = [];
   for (const v of facts.vary.split(',')) {
     const name = v.trim().toLowerCase();
     if (name === '') continue;
-    if (name === '*') return { store: false, reason: 'vary_star' };
+    if (name === '*') return notStored('vary_star');
     // Varying on a field Rempart sets or drops: the variant would be filed under the client's value,
     // not the one the origin answered (another visitor's X-Forwarded-For page served to everyone).
-    if (rewrittenForOrigin(name)) return { store: false, reason: 'vary_rewritten' };
+    if (rewrittenForOrigin(name)) return notStored('vary_rewritten');
     // A Vary that is not a field-name token (RFC 9110 §5.1) is the upstream misbehaving: don't store.
-    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return { store: false, reason: 'vary_invalid' };
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return notStored('vary_invalid');
     if (!varyNames.includes(name)) varyNames.push(name);
   }
   varyNames.sort();

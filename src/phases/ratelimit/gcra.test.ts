@@ -26,6 +26,18 @@ test('a fresh key gets exactly its burst at once, then one request per interval'
   assert.equal(l.check('a', t), false);
 });
 
+test('a burst at one instant is whole whatever the clock reads (no rounding at the bound)', () => {
+  // With rate 0.001/s (T = 1e6 ms) and burst 3, a third request at the same instant sits exactly on the
+  // bound; the float sum now + 3T − now came out above 3T for about one clock value in 25.
+  for (let i = 0; i < 2000; i++) {
+    const l = new GcraLimiter(0.001, 3, 1000);
+    const now = 1000 + ((i * 7919.123457) % 1e7);
+    for (let k = 0; k < 3; k++) assert.equal(l.check('a', now), true, `request ${k} at ${now}`);
+    assert.equal(l.result.remaining, 0);
+    assert.equal(l.check('a', now), false, `the fourth at ${now}`);
+  }
+});
+
 test('refused requests do not advance the state: a client that slows to its rate is served at its rate', () => {
   const l = new GcraLimiter(10, 2, 1000);
   let t = 0;

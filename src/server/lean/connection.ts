@@ -6,6 +6,7 @@
 // at connection time, the parser's state and offsets are reused by every request on it.
 import { STATUS_CODES } from 'node:http';
 import { ERRORS, RempartError, type ErrorCode } from '../../core/errors.ts';
+import { holdClock, monoNow, releaseClock } from '../../core/clock.ts';
 import { closingReason, errorBody } from '../../pipeline/reply.ts';
 import { kPending, kReadPaused } from '../../pipeline/symbols.ts';
 import type { TrackedSocket } from '../connections.ts';
@@ -34,11 +35,11 @@ export class LeanConnection implements MessageConnection {
   readonly queue: LeanResponse[];
   /** Responses whose last bytes were written, waiting for the write callback (in order). */
   readonly flushing: LeanResponse[];
-  /** performance.now() when the head being read began (0: none being read). */
+  /** monoNow() when the head being read began (0: none being read). */
   headStart: number;
-  /** performance.now() when the request whose body is being read began. */
+  /** monoNow() when the request whose body is being read began. */
   reqStart: number;
-  /** performance.now() since when the connection is idle between requests (0: not idle). */
+  /** monoNow() since when the connection is idle between requests (0: not idle). */
   idleSince: number;
   /** Nothing more is parsed here (an error, a last request, an upgrade). */
   stopped: boolean;
@@ -143,7 +144,7 @@ export class LeanConnection implements MessageConnection {
     if (r === -1) {
       // The partial head stays in buf (the parser resumes at its saved offset when more arrives).
       if (this.end - base > max) return this.headError('RMP_ERR_EDGE_HEADERS_TOO_LARGE');
-      if (this.headStart === 0) this.headStart = performance.now();
+      if (this.headStart === 0) this.headStart = monoNow();
       this.idleSince = 0;
       return false;
     }
@@ -193,7 +194,7 @@ export class LeanConnection implements MessageConnection {
     if (hasBody) {
       this.req = req as LeanRequest;
       this.res = res;
-      this.reqStart = performance.now();
+      this.reqStart = monoNow();
       if (chunked) {
         if (this.chunks === null) this.chunks = new ChunkedDecoder(this.engine.maxHeaderBytes);
         else this.chunks.reset();
@@ -334,7 +335,7 @@ export class LeanConnection implements MessageConnection {
       this.stopped = true;
       s.end();
       s.destroySoon();
-    } else if (this.queue.length === 0) this.idleSince = performance.now();
+    } else if (this.queue.length === 0) this.idleSince = monoNow();
     else this.#attachQueued(s);
     res.close();
     // A parse error behind the answers owed: its turn has come.
@@ -461,6 +462,8 @@ function runFlushed(): void {
   flushed = spare;
   spare = batch;
   let error: unknown = null;
+  // The finishes (and their log lines) read the clock once (core/clock.ts).
+  holdClock();
   for (let i = 0; i < batch.length; i++) {
     // Each finish runs even if one before it threw (as with a callback each); the first error is rethrown.
     try {
@@ -469,6 +472,7 @@ function runFlushed(): void {
       error ??= err;
     }
   }
+  releaseClock();
   batch.length = 0;
   if (error !== null) throw error;
 }

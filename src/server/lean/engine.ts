@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../../core/errors.ts';
+import { holdClock, monoNow, releaseClock } from '../../core/clock.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import type { TrackedSocket } from '../connections.ts';
 import { wantsTunnel } from '../upgrade.ts';
@@ -32,7 +33,13 @@ type LeanSocket = TrackedSocket & { [kConn]: LeanConnection };
 
 // Shared listeners (`this` is the socket): nothing made per connection but the connection itself.
 function onData(this: LeanSocket, chunk: Buffer): void {
-  this[kConn].onData(chunk);
+  // Every request parsed from these bytes reads the clock once (core/clock.ts).
+  holdClock();
+  try {
+    this[kConn].onData(chunk);
+  } finally {
+    releaseClock();
+  }
 }
 function onDrain(this: LeanSocket): void {
   this[kConn].onDrain();
@@ -57,7 +64,7 @@ export class LeanEngine {
   /** Take a connection from the accept layer (already counted, tracked and TLS-wrapped). */
   handle(socket: Socket): void {
     const s = socket as LeanSocket;
-    const c = new LeanConnection(this, s, performance.now());
+    const c = new LeanConnection(this, s, monoNow());
     s[kConn] = c;
     this.connections.add(c);
     s.on('data', onData);

@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { wallNow } from '../../core/clock.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
 export interface MessageConnection {
@@ -85,13 +86,36 @@ export class LeanRequest extends Readable implements LeanHead {
 
 async function* noBytes(): AsyncGenerator<Buffer> {}
 
+/** EventEmitter's own fields, which its methods read (and make on first use when absent). */
+interface EmitterFields {
+  _events: Record<string, unknown> | undefined;
+  _eventsCount: number;
+  _maxListeners: number | undefined;
+}
+
+/**
+ * A base class with EventEmitter's prototype and without its constructor's listener table: every
+ * EventEmitter method takes an absent table (`_events` undefined) and the first on() makes it.
+ */
+function LazyEmitterBase(this: EmitterFields): void {
+  this._events = undefined;
+  this._eventsCount = 0;
+  this._maxListeners = undefined;
+}
+Object.setPrototypeOf(LazyEmitterBase.prototype, EventEmitter.prototype);
+const LazyEmitter = LazyEmitterBase as unknown as typeof EventEmitter;
+
 /**
  * A request without a body (no Content-Length above 0, no Transfer-Encoding: most requests): the fields
  * of LeanRequest and a stream that is over before it starts, without a Readable's state, its end pushed
  * and the tick that announces it. Nothing reads the body of such a request; what a caller might still
  * do with a stream is harmless here: iterate it (nothing), resume, pause, destroy, listen.
+ *
+ * An EventEmitter whose listener table is made by the first on() (LazyEmitter): EventEmitter's own
+ * constructor made one, a dictionary-mode object, per request for nobody (nothing listens to a
+ * bodiless request).
  */
-export class LeanBodilessRequest extends EventEmitter implements LeanHead {
+export class LeanBodilessRequest extends LazyEmitter implements LeanHead {
   readonly method: string;
   readonly url: string;
   readonly httpVersion: string;
@@ -180,7 +204,7 @@ let dateSecond = 0;
 let dateLine = '';
 /** The Date field, made once a second. */
 function date(): string {
-  const now = Date.now();
+  const now = wallNow();
   const s = (now / 1000) | 0;
   if (s !== dateSecond) {
     dateSecond = s;
@@ -189,7 +213,7 @@ function date(): string {
   return dateLine;
 }
 
-export class LeanResponse extends EventEmitter {
+export class LeanResponse extends LazyEmitter {
   readonly req: LeanHead;
   readonly conn: MessageConnection;
   /** The connection, once this response's turn on it has come (null while earlier answers go out). */
@@ -232,6 +256,16 @@ export class LeanResponse extends EventEmitter {
     this.queuedBytes = 0;
     this.needDrain = false;
     this.pendingOut = null;
+    // The events a response has, in a table of fixed shape (as Node's streams do), in place of the
+    // dictionary-mode one EventEmitter's constructor makes (LazyEmitter makes none): every response
+    // gets a 'close' listener (entry.ts) and emits 'finish' and 'close'.
+    (this as unknown as EmitterFields)._events = {
+      close: undefined,
+      finish: undefined,
+      drain: undefined,
+      socket: undefined,
+      error: undefined,
+    };
   }
 
   get writableNeedDrain(): boolean {
