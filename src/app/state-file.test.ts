@@ -135,7 +135,8 @@ test('bans, the level, its learned baselines and familiar prefixes, sessions and
   await flushLogs();
   const restored = b.lines.find((l) => l.msg === 'state restored from the state file')!;
   assert.equal(restored.activeBans, 2);
-  assert.equal(restored.level, 'under_attack');
+  assert.equal(restored.attackLevel, 'under_attack');
+  assert.equal(restored.level, 'info', "the record's own level is not overwritten");
   assert.ok(
     b.alerts.some((m) => m.includes('calm → under_attack')),
     'the restored level is alerted like any change',

@@ -325,7 +325,9 @@ export class StateFile {
     summary.readMs = Math.round(performance.now() - startedMs);
     this.#lastWarm = summary.warm;
     this.#lastLearnedMs = clock.now();
-    log.info({ file: this.file, ...summary }, 'state restored from the state file');
+    // `attackLevel`, not `level`: a `level` field would replace the record's own log level in the JSON line.
+    const { level: attackLevel, ...counts } = summary;
+    log.info({ file: this.file, ...counts, attackLevel }, 'state restored from the state file');
     const every = this.#opts.flushMs ?? FLUSH_MS;
     this.#timer = setInterval(() => this.flush(), every);
     this.#timer.unref();
