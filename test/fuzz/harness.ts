@@ -489,6 +489,25 @@ function startGatewayChild(root: string, configFile: string, findings: Findings)
   return child;
 }
 
+/**
+ * An HTTP answer from the admin listener's /readyz: the gateway opens it after every client listener, and a
+ * TCP connect alone may land on the short-lived probe listener `listenOn` opens first (its close then resets
+ * what the fuzzer sent meanwhile). The fuzz config logs at `warn`, so there is no `rempart started` line to wait for.
+ */
+async function waitReady(adminPort: number, child: Child): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    if (child.exited) throw new Error(`gateway exited before it was ready (${child.exited})`);
+    const ok = await fetch(`http://127.0.0.1:${adminPort}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+      async (r) => (await r.arrayBuffer(), r.status === 200),
+      () => false,
+    );
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`gateway not ready on admin port ${adminPort}`);
+}
+
 async function waitListening(port: number, child: Child): Promise<void> {
   const until = Date.now() + 30_000;
   while (Date.now() < until) {
@@ -819,6 +838,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   try {
     await waitListening(ports.plain, child);
     await waitListening(ports.proxy, child);
+    await waitReady(ports.admin, child);
     const pid = child.proc.pid!;
     rssStart = rssMb(pid);
     maxRss = rssStart;
