@@ -83,6 +83,8 @@ test('lean: a 204 written with an object of headers drops its Content-Length too
   const req = { method: 'GET', httpVersionMinor: 1, headers: {}, conn, upgrade: false };
   const res = new LeanResponse(req as never, true);
   res.writeHead(204, { 'content-length': 0, 'x-a': 'b' });
-  assert.doesNotMatch(res.head, /content-length/i, res.head);
-  assert.match(res.head, /x-a: b/);
+  // A string from writeHead; writeHeadBytes (an upstream's head) makes a Buffer.
+  const head = String(res.head);
+  assert.doesNotMatch(head, /content-length/i, head);
+  assert.match(head, /x-a: b/);
 });

@@ -259,6 +259,57 @@ export function clientResponsePairs(buf: Buffer, base: number, fields: readonly 
   return out;
 }
 
+/**
+ * clientResponsePairs without a string per field, for a head written as bytes (the lean engine's
+ * LeanResponse.writeHeadBytes): the index k (into `fields`, a multiple of 4) of each field that goes on
+ * is pushed to `kept`, in order, and the Via value to send is returned. The same fields go as there:
+ * hop-by-hop ones and those a Connection field names stay out, and the origin's Via fields are joined.
+ */
+export function clientResponseKept(
+  buf: Buffer,
+  base: number,
+  fields: readonly number[],
+  via: string,
+  kept: number[],
+): string {
+  let named: Set<string> | null = null;
+  let priorVia = '';
+  for (let k = 0; k < fields.length; k += 4) {
+    const ns = base + fields[k]!;
+    const len = base + fields[k + 1]! - ns;
+    const hop = hopByHop(buf, ns, len);
+    if (hop !== 0) {
+      if (hop === 2) named = withTokens(named, latin1(buf, base + fields[k + 2]!, base + fields[k + 3]!));
+      continue;
+    }
+    if (len === 3 && equalsLower(buf, ns, 'via')) {
+      const v = latin1(buf, base + fields[k + 2]!, base + fields[k + 3]!);
+      priorVia = priorVia === '' ? v : `${priorVia}, ${v}`;
+      continue;
+    }
+    kept.push(k);
+  }
+  if (named !== null) {
+    // Rare (an origin naming its own fields connection-specific): a lower-cased name per field is fine here.
+    let j = 0;
+    for (let i = 0; i < kept.length; i++) {
+      const k = kept[i]!;
+      if (!named.has(latin1(buf, base + fields[k]!, base + fields[k + 1]!).toLowerCase())) kept[j++] = k;
+    }
+    kept.length = j;
+  }
+  return priorVia === '' ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`;
+}
+
+/** Whether a head given as offsets (clientResponsePairs' shape) has a field named `lower` (in any case). */
+export function hasResponseField(buf: Buffer, base: number, fields: readonly number[], lower: string): boolean {
+  for (let k = 0; k < fields.length; k += 4) {
+    const ns = base + fields[k]!;
+    if (base + fields[k + 1]! - ns === lower.length && equalsLower(buf, ns, lower)) return true;
+  }
+  return false;
+}
+
 /** Whether buf[at, at + len) names a HOP_BY_HOP field: 0 no, 1 yes, 2 Connection. */
 function hopByHop(buf: Buffer, at: number, len: number): number {
   switch (len) {

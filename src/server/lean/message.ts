@@ -13,6 +13,8 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { wallNow } from '../../core/clock.ts';
+import { equalsLower } from '../../core/http1.ts';
+import { clientResponseKept } from '../../pipeline/headers.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
 export interface MessageConnection {
@@ -213,6 +215,29 @@ function date(): string {
   return dateLine;
 }
 
+/** What #endFields says a head still needs. */
+const END_DATE = 1;
+const END_CHUNKED = 2;
+const END_CLOSE = 4;
+const END_KEEP_ALIVE = 8;
+
+/** writeHeadBytes' list of the fields kept, reused (it is filled and read within one call). */
+const KEPT: number[] = [];
+
+/** Copy buf[from, to) into out at `at` (a loop for the short fields of a head, a native copy for long ones). */
+function putBytes(out: Buffer, at: number, buf: Buffer, from: number, to: number): number {
+  if (to - from > 32) return at + buf.copy(out, at, from, to);
+  for (let i = from; i < to; i++) out[at++] = buf[i]!;
+  return at;
+}
+
+/** Write a head string's characters (all ≤ 0xff: checked or made here) into out at `at`. */
+function putLatin1(out: Buffer, at: number, text: string): number {
+  if (text.length > 32) return at + out.write(text, at, 'latin1');
+  for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
+  return at;
+}
+
 export class LeanResponse extends LazyEmitter {
   readonly req: LeanHead;
   readonly conn: MessageConnection;
@@ -226,8 +251,8 @@ export class LeanResponse extends LazyEmitter {
   /** The connection closes after this response (Connection: close, said by either side). */
   last: boolean;
   closed: boolean;
-  /** The head, made by writeHead and sent with the first body bytes. */
-  head: string;
+  /** The head, made by writeHead (bytes by writeHeadBytes) and sent with the first body bytes; '' once gone. */
+  head: string | Buffer;
   chunked: boolean;
   hasBody: boolean;
   /** Output held while the response waits for its turn (pipelining), and its size. */
@@ -339,8 +364,20 @@ export class LeanResponse extends LazyEmitter {
 
   /** The framing and connection fields node:http adds, then the head is ready to go with the first bytes. */
   #endHead(head: string, seen: number): this {
+    const end = this.#endFields(seen);
+    if ((end & END_DATE) !== 0) head += date();
+    if ((end & END_CHUNKED) !== 0) head += 'Transfer-Encoding: chunked\r\n';
+    if ((end & END_CLOSE) !== 0) head += 'Connection: close\r\n';
+    else if ((end & END_KEEP_ALIVE) !== 0) head += this.conn.keepAliveLines();
+    this.head = `${head}\r\n`;
+    this.headersSent = true;
+    return this;
+  }
+
+  /** Which of the fields node:http adds this head needs (END_*), given the framing fields it has (SEEN_*). */
+  #endFields(seen: number): number {
     const status = this.statusCode;
-    if ((seen & SEEN_DATE) === 0) head += date();
+    let end = (seen & SEEN_DATE) === 0 ? END_DATE : 0;
     if (!this.shouldKeepAlive) this.last = true;
     const bodyAllowed = this.hasBody && status !== 204 && status !== 304 && !(status >= 100 && status < 200);
     if (!bodyAllowed) this.hasBody = false;
@@ -348,13 +385,84 @@ export class LeanResponse extends LazyEmitter {
       // No length known: chunked for HTTP/1.1, the connection's end for HTTP/1.0 (as node:http).
       if (this.req.httpVersionMinor === 1) {
         this.chunked = true;
-        head += 'Transfer-Encoding: chunked\r\n';
+        end |= END_CHUNKED;
       } else this.last = true;
     }
-    if ((seen & SEEN_CONNECTION) === 0) {
-      head += this.last ? 'Connection: close\r\n' : this.conn.keepAliveLines();
+    if ((seen & SEEN_CONNECTION) === 0) end |= this.last ? END_CLOSE : END_KEEP_ALIVE;
+    return end;
+  }
+
+  /**
+   * writeCheckedHead from the strict upstream parser's bytes (pipeline/forward.ts): the fields that go on
+   * (clientResponseKept: no hop-by-hop ones, Via joined) copied into the head's buffer as they came, with
+   * no string made per field; `extra` (the phases' pairs) checked as writeHead checks everything.
+   */
+  writeHeadBytes(
+    status: number,
+    buf: Buffer,
+    base: number,
+    fields: readonly number[],
+    via: string,
+    extra: readonly string[] | null,
+  ): this {
+    const line = this.#statusLine(status);
+    const kept = KEPT;
+    kept.length = 0;
+    const viaValue = clientResponseKept(buf, base, fields, via, kept);
+    let seen = 0;
+    let size = line.length + 5 + viaValue.length + 2;
+    for (let i = 0; i < kept.length; i++) {
+      const k = kept[i]!;
+      const ns = base + fields[k]!;
+      const len = base + fields[k + 1]! - ns;
+      if (len === 14 && equalsLower(buf, ns, 'content-length')) {
+        // Never on a 204 (as #field).
+        if (status === 204) {
+          kept[i] = -1;
+          continue;
+        }
+        seen |= SEEN_LENGTH;
+      } else if (len === 4 && equalsLower(buf, ns, 'date')) seen |= SEEN_DATE;
+      size += len + fields[k + 3]! - fields[k + 2]! + 4;
     }
-    this.head = `${head}\r\n`;
+    let more = '';
+    if (extra !== null) {
+      more = this.#pairs('', extra, true);
+      seen |= this.#seen;
+    }
+    const end = this.#endFields(seen);
+    const dateField = (end & END_DATE) !== 0 ? date() : '';
+    const lastFields = (end & END_CHUNKED) !== 0 ? 'Transfer-Encoding: chunked\r\n' : '';
+    const connection =
+      (end & END_CLOSE) !== 0
+        ? 'Connection: close\r\n'
+        : (end & END_KEEP_ALIVE) !== 0
+          ? this.conn.keepAliveLines()
+          : '';
+    size += more.length + dateField.length + lastFields.length + connection.length + 2;
+    const out = Buffer.allocUnsafe(size);
+    let at = putLatin1(out, 0, line);
+    for (let i = 0; i < kept.length; i++) {
+      const k = kept[i]!;
+      if (k === -1) continue;
+      at = putBytes(out, at, buf, base + fields[k]!, base + fields[k + 1]!);
+      out[at++] = 0x3a; // ':'
+      out[at++] = 0x20;
+      at = putBytes(out, at, buf, base + fields[k + 2]!, base + fields[k + 3]!);
+      out[at++] = 0x0d;
+      out[at++] = 0x0a;
+    }
+    at = putLatin1(out, at, 'via: ');
+    at = putLatin1(out, at, viaValue);
+    out[at++] = 0x0d;
+    out[at++] = 0x0a;
+    at = putLatin1(out, at, more);
+    at = putLatin1(out, at, dateField);
+    at = putLatin1(out, at, lastFields);
+    at = putLatin1(out, at, connection);
+    out[at++] = 0x0d;
+    out[at] = 0x0a;
+    this.head = out;
     this.headersSent = true;
     return this;
   }
@@ -490,28 +598,33 @@ export class LeanResponse extends LazyEmitter {
     this.head = '';
     const bodyLength = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     if (bodyLength > JOIN_LIMIT) {
-      this.socket!.write(head, 'latin1');
+      if (typeof head === 'string') this.socket!.write(head, 'latin1');
+      else this.socket!.write(head);
       return body;
     }
     const out = Buffer.allocUnsafe(head.length + bodyLength);
-    out.write(head, 0, 'latin1');
+    if (typeof head === 'string') out.write(head, 0, 'latin1');
+    else head.copy(out, 0);
     if (typeof body === 'string') out.write(body, head.length, 'utf8');
     else body.copy(out, head.length);
     return out;
   }
 
   #flushHead(s: Socket): void {
-    if (this.head === '') return;
-    s.write(this.head, 'latin1');
+    const head = this.head;
+    if (head === '') return;
+    if (typeof head === 'string') s.write(head, 'latin1');
+    else s.write(head);
     this.head = '';
   }
 
   /** Keep output until this response's turn (framing applied now, so the order of bytes is final). */
   #queue(chunk: string | Buffer, _end: boolean): boolean {
     const q = (this.queued ??= []);
-    if (this.head !== '') {
-      q.push(Buffer.from(this.head, 'latin1'));
-      this.queuedBytes += this.head.length;
+    const head = this.head;
+    if (head !== '') {
+      q.push(typeof head === 'string' ? Buffer.from(head, 'latin1') : head);
+      this.queuedBytes += head.length;
       this.head = '';
     }
     if (chunk.length > 0) {
