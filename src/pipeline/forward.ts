@@ -17,7 +17,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
-import type { RequestContext } from './context.ts';
+import type { RequestContext, ResponseTap } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { monoNow } from '../core/clock.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
@@ -146,7 +146,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
     // Converted once, for the cache tap (which may store the array as it is) and the client's head.
     this.#undiciResume = resume;
-    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false);
+    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false, this.ctx.cacheTap);
   }
 
   /**
@@ -158,18 +158,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], _x: H1Exchange): boolean {
     if (!this.#headSeen(statusCode)) return true;
     const lean = this.ctx.res as unknown as CheckedHeadWriter;
-    if (lean.writeHeadBytes === undefined) {
+    let tap = this.ctx.cacheTap;
+    // A tap that judged the head from its bytes and keeps nothing of it is done with it (needsPairs).
+    if (tap !== null && lean.writeHeadBytes !== undefined && tap.needsPairs?.(statusCode, buf, base, fields) === false)
+      tap = null;
+    if (lean.writeHeadBytes === undefined || tap !== null || hasResponseField(buf, base, fields, 'set-cookie')) {
+      // The pairs are read (see onResponseHead): made once, and the client's head from them.
       const headers = clientResponsePairs(buf, base, fields, this.via);
       this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
-      return this.#head(statusCode, headers, true);
+      return this.#head(statusCode, headers, true, tap);
     }
-    // The pairs only for those who read them (see onResponseHead); the client's head is copied from the bytes.
-    const tap = this.ctx.cacheTap;
-    if (tap !== null || hasResponseField(buf, base, fields, 'set-cookie')) {
-      const headers = clientResponsePairs(buf, base, fields, this.via);
-      this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
-      if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
-    }
+    // Nobody reads pairs: the client's head is copied from the bytes.
     this.ctx.status = statusCode;
     try {
       lean.writeHeadBytes(statusCode, buf, base, fields, this.via, this.ctx.responseHeaders);
@@ -198,9 +197,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /** The client's head: `checked` when the pairs' characters were checked already (the strict parser). */
-  #head(statusCode: number, headers: string[], checked: boolean): boolean {
+  #head(statusCode: number, headers: string[], checked: boolean, tap: ResponseTap | null): boolean {
     const res = this.ctx.res;
-    const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
     try {

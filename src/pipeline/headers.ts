@@ -279,7 +279,9 @@ export function clientResponseKept(
     const len = base + fields[k + 1]! - ns;
     const hop = hopByHop(buf, ns, len);
     if (hop !== 0) {
-      if (hop === 2) named = withTokens(named, latin1(buf, base + fields[k + 2]!, base + fields[k + 3]!));
+      // The usual values name nothing (connectionTokens): no string made for them.
+      if (hop === 2 && !namesNothing(buf, base + fields[k + 2]!, base + fields[k + 3]!))
+        named = withTokens(named, latin1(buf, base + fields[k + 2]!, base + fields[k + 3]!));
       continue;
     }
     if (len === 3 && equalsLower(buf, ns, 'via')) {
@@ -298,7 +300,60 @@ export function clientResponseKept(
     }
     kept.length = j;
   }
-  return priorVia === '' ? `1.1 ${via}` : `${priorVia}, 1.1 ${via}`;
+  if (priorVia !== '') return `${priorVia}, 1.1 ${via}`;
+  if (via !== lastVia) {
+    lastVia = via;
+    lastViaValue = `1.1 ${via}`;
+  }
+  return lastViaValue;
+}
+
+/** Our Via value for the last name asked (one gateway has one name): not made again per response. */
+let lastVia = '';
+let lastViaValue = '';
+
+/** Whether a Connection value's bytes are exactly `keep-alive` or `close` (connectionTokens' usual values). */
+function namesNothing(buf: Buffer, from: number, to: number): boolean {
+  const len = to - from;
+  if (len === 10) return sameBytes(buf, from, 'keep-alive');
+  return len === 5 && sameBytes(buf, from, 'close');
+}
+
+function sameBytes(buf: Buffer, at: number, text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (buf[at + i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * The pairs of the fields named `names` (lower case; none hop-by-hop nor Via) of a head given as
+ * offsets, as clientResponsePairs would give them, with a string made only for those; null when a
+ * Connection field names other fields (then only clientResponsePairs says which go on).
+ */
+export function responseFieldsNamed(
+  buf: Buffer,
+  base: number,
+  fields: readonly number[],
+  names: readonly string[],
+): string[] | null {
+  const out: string[] = [];
+  for (let k = 0; k < fields.length; k += 4) {
+    const ns = base + fields[k]!;
+    const len = base + fields[k + 1]! - ns;
+    const vs = base + fields[k + 2]!;
+    const ve = base + fields[k + 3]!;
+    if (len === 10 && equalsLower(buf, ns, 'connection')) {
+      if (!namesNothing(buf, vs, ve)) return null;
+      continue;
+    }
+    for (let n = 0; n < names.length; n++) {
+      const name = names[n]!;
+      if (len === name.length && equalsLower(buf, ns, name)) {
+        out.push(latin1(buf, ns, ns + len), latin1(buf, vs, ve));
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 /** Whether a head given as offsets (clientResponsePairs' shape) has a field named `lower` (in any case). */
