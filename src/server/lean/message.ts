@@ -13,7 +13,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { wallNow } from '../../core/clock.ts';
-import { equalsLower } from '../../core/http1.ts';
+import { equalsLower, latin1 } from '../../core/http1.ts';
 import { clientResponseKept } from '../../pipeline/headers.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
@@ -224,20 +224,6 @@ const END_KEEP_ALIVE = 8;
 /** writeHeadBytes' list of the fields kept, reused (it is filled and read within one call). */
 const KEPT: number[] = [];
 
-/** Copy buf[from, to) into out at `at` (a loop for the short fields of a head, a native copy for long ones). */
-function putBytes(out: Buffer, at: number, buf: Buffer, from: number, to: number): number {
-  if (to - from > 32) return at + buf.copy(out, at, from, to);
-  for (let i = from; i < to; i++) out[at++] = buf[i]!;
-  return at;
-}
-
-/** Write a head string's characters (all ≤ 0xff: checked or made here) into out at `at`. */
-function putLatin1(out: Buffer, at: number, text: string): number {
-  if (text.length > 32) return at + out.write(text, at, 'latin1');
-  for (let i = 0; i < text.length; i++) out[at++] = text.charCodeAt(i);
-  return at;
-}
-
 export class LeanResponse extends LazyEmitter {
   readonly req: LeanHead;
   readonly conn: MessageConnection;
@@ -394,8 +380,8 @@ export class LeanResponse extends LazyEmitter {
 
   /**
    * writeCheckedHead from the strict upstream parser's bytes (pipeline/forward.ts): the fields that go on
-   * (clientResponseKept: no hop-by-hop ones, Via joined) copied into the head's buffer as they came, with
-   * no string made per field; `extra` (the phases' pairs) checked as writeHead checks everything.
+   * (clientResponseKept: no hop-by-hop ones, Via joined), one string per usual line instead of a pair;
+   * `extra` (the phases' pairs) checked as writeHead checks everything.
    */
   writeHeadBytes(
     status: number,
@@ -405,66 +391,36 @@ export class LeanResponse extends LazyEmitter {
     via: string,
     extra: readonly string[] | null,
   ): this {
-    const line = this.#statusLine(status);
+    let head = this.#statusLine(status);
     const kept = KEPT;
     kept.length = 0;
     const viaValue = clientResponseKept(buf, base, fields, via, kept);
     let seen = 0;
-    let size = line.length + 5 + viaValue.length + 2;
     for (let i = 0; i < kept.length; i++) {
       const k = kept[i]!;
       const ns = base + fields[k]!;
-      const len = base + fields[k + 1]! - ns;
+      const ne = base + fields[k + 1]!;
+      const vs = base + fields[k + 2]!;
+      const ve = base + fields[k + 3]!;
+      const len = ne - ns;
       if (len === 14 && equalsLower(buf, ns, 'content-length')) {
         // Never on a 204 (as #field).
-        if (status === 204) {
-          kept[i] = -1;
-          continue;
-        }
+        if (status === 204) continue;
         seen |= SEEN_LENGTH;
       } else if (len === 4 && equalsLower(buf, ns, 'date')) seen |= SEEN_DATE;
-      size += len + fields[k + 3]! - fields[k + 2]! + 4;
+      // The usual line `name: value` is taken whole (the parser put the colon right after the name):
+      // one string for it, none for its name and value apart.
+      head +=
+        vs === ne + 2 && buf[ne + 1] === 0x20
+          ? `${latin1(buf, ns, ve)}\r\n`
+          : `${latin1(buf, ns, ne)}: ${latin1(buf, vs, ve)}\r\n`;
     }
-    let more = '';
+    head += `via: ${viaValue}\r\n`;
     if (extra !== null) {
-      more = this.#pairs('', extra, true);
+      head = this.#pairs(head, extra, true);
       seen |= this.#seen;
     }
-    const end = this.#endFields(seen);
-    const dateField = (end & END_DATE) !== 0 ? date() : '';
-    const lastFields = (end & END_CHUNKED) !== 0 ? 'Transfer-Encoding: chunked\r\n' : '';
-    const connection =
-      (end & END_CLOSE) !== 0
-        ? 'Connection: close\r\n'
-        : (end & END_KEEP_ALIVE) !== 0
-          ? this.conn.keepAliveLines()
-          : '';
-    size += more.length + dateField.length + lastFields.length + connection.length + 2;
-    const out = Buffer.allocUnsafe(size);
-    let at = putLatin1(out, 0, line);
-    for (let i = 0; i < kept.length; i++) {
-      const k = kept[i]!;
-      if (k === -1) continue;
-      at = putBytes(out, at, buf, base + fields[k]!, base + fields[k + 1]!);
-      out[at++] = 0x3a; // ':'
-      out[at++] = 0x20;
-      at = putBytes(out, at, buf, base + fields[k + 2]!, base + fields[k + 3]!);
-      out[at++] = 0x0d;
-      out[at++] = 0x0a;
-    }
-    at = putLatin1(out, at, 'via: ');
-    at = putLatin1(out, at, viaValue);
-    out[at++] = 0x0d;
-    out[at++] = 0x0a;
-    at = putLatin1(out, at, more);
-    at = putLatin1(out, at, dateField);
-    at = putLatin1(out, at, lastFields);
-    at = putLatin1(out, at, connection);
-    out[at++] = 0x0d;
-    out[at] = 0x0a;
-    this.head = out;
-    this.headersSent = true;
-    return this;
+    return this.#endHead(head, seen);
   }
 
   /** Validate one field; 0 drop, 1 plain, 2 Content-Length, 3 Transfer-Encoding, 4 Date, 5 Connection. */
