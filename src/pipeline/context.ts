@@ -37,12 +37,6 @@ export interface ResponseTap {
    * converted once for both: the tap may keep the array (the stored copy), so the caller must not change it.
    */
   onHeaders(status: number, headers: string[]): boolean;
-  /**
-   * The lean pool's head as the strict parser left it (offsets into `buf`, clientResponsePairs' shape),
-   * before any pairs are made: false when onHeaders would neither answer nor keep the pairs (its books
-   * for that are done here, and onHeaders is not called), true when onHeaders must be given them.
-   */
-  needsPairs?(status: number, buf: Buffer, base: number, fields: readonly number[]): boolean;
   onData(chunk: Buffer): void;
   onComplete(): void;
   onError(err: Error): void;

@@ -17,13 +17,13 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
-import type { RequestContext, ResponseTap } from './context.ts';
+import type { RequestContext } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { monoNow } from '../core/clock.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
 import type { H1Exchange } from '../upstream/h1-pool.ts';
 export { classifyUpstreamError };
-import { clientResponseHeaders, clientResponsePairs, hasResponseField, upstreamRequestHeaders } from './headers.ts';
+import { clientResponseHeaders, clientResponsePairs, upstreamRequestHeaders } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 import type { UpstreamServer } from '../upstream/pool.ts';
@@ -41,9 +41,7 @@ export interface ForwardHooks {
   /**
    * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): its
    * name/value pairs, undici's raw Buffers or, from the lean engine's pool, the client's pairs as strings
-   * (clientResponsePairs: hop-by-hop fields already out). A lean head is shown only when it has a
-   * Set-Cookie field or a cache tap reads its pairs too: the only reader here (familiarity's learnSessions)
-   * looks for Set-Cookie alone, and the lean client's head is copied from the bytes (onHeadBytes).
+   * (clientResponsePairs: hop-by-hop fields already out).
    */
   onResponseHead?(ctx: RequestContext, status: number, headers: readonly (Buffer | string)[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
@@ -66,18 +64,6 @@ const TAIL_BYTES = 16 * 1024;
  */
 interface CheckedHeadWriter {
   writeCheckedHead?(status: number, checked: readonly string[], extra: readonly string[] | null): void;
-  /**
-   * The head straight from the strict parser's bytes and offsets (clientResponseKept's fields and Via),
-   * with `extra` checked as writeHead checks everything: no string per field.
-   */
-  writeHeadBytes?(
-    status: number,
-    buf: Buffer,
-    base: number,
-    fields: readonly number[],
-    via: string,
-    extra: readonly string[] | null,
-  ): void;
 }
 
 /** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
@@ -146,38 +132,19 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
     // Converted once, for the cache tap (which may store the array as it is) and the client's head.
     this.#undiciResume = resume;
-    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false, this.ctx.cacheTap);
+    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false);
   }
 
   /**
    * The lean engine's pool (upstream/h1-pool.ts): the head as the strict parser left it, offsets into
-   * `buf`. The lean client's head is copied from those bytes (writeHeadBytes); pairs (a string only for
-   * the fields that go on) are made when a cache tap or the familiarity hook reads them, or the response
-   * is another engine's. Neither needs a second check of its characters: the parser refused any other byte.
+   * `buf`. The client's pairs are made from the bytes at once (a string only for the fields that go
+   * on), and they need no second check of their characters: the parser refused any other byte.
    */
   onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], _x: H1Exchange): boolean {
     if (!this.#headSeen(statusCode)) return true;
-    const lean = this.ctx.res as unknown as CheckedHeadWriter;
-    let tap = this.ctx.cacheTap;
-    // A tap that judged the head from its bytes and keeps nothing of it is done with it (needsPairs).
-    if (tap !== null && lean.writeHeadBytes !== undefined && tap.needsPairs?.(statusCode, buf, base, fields) === false)
-      tap = null;
-    if (lean.writeHeadBytes === undefined || tap !== null || hasResponseField(buf, base, fields, 'set-cookie')) {
-      // The pairs are read (see onResponseHead): made once, and the client's head from them.
-      const headers = clientResponsePairs(buf, base, fields, this.via);
-      this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
-      return this.#head(statusCode, headers, true, tap);
-    }
-    // Nobody reads pairs: the client's head is copied from the bytes.
-    this.ctx.status = statusCode;
-    try {
-      lean.writeHeadBytes(statusCode, buf, base, fields, this.via, this.ctx.responseHeaders);
-    } catch (err) {
-      // An extra header with invalid characters (the upstream's were checked by its parser).
-      this.abort(err as Error);
-      return false;
-    }
-    return true;
+    const headers = clientResponsePairs(buf, base, fields, this.via);
+    this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
+    return this.#head(statusCode, headers, true);
   }
 
   /** The pool's books for a final head; false when the client's response is no longer this one's to write. */
@@ -197,8 +164,9 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /** The client's head: `checked` when the pairs' characters were checked already (the strict parser). */
-  #head(statusCode: number, headers: string[], checked: boolean, tap: ResponseTap | null): boolean {
+  #head(statusCode: number, headers: string[], checked: boolean): boolean {
     const res = this.ctx.res;
+    const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
     try {

@@ -15,12 +15,7 @@ import { CacheStore, entrySize, type CacheEntry } from './store.ts';
 import { varyValue, varyValuesOf } from './vary.ts';
 import { cacheTarget, keyOfTarget } from './key.ts';
 import { decideStore, type StoreDecision } from './policy.ts';
-import {
-  clientResponseHeaders,
-  refreshRequestHeaders,
-  responseFieldsNamed,
-  withoutRempartCookies,
-} from '../../pipeline/headers.ts';
+import { clientResponseHeaders, refreshRequestHeaders, withoutRempartCookies } from '../../pipeline/headers.ts';
 import { classifyUpstreamError } from '../../upstream/errors.ts';
 import { sendLocalReply } from '../../pipeline/reply.ts';
 import { isShed, refuseShed, type ShedCode } from '../../pipeline/shed.ts';
@@ -492,9 +487,6 @@ function isName(name: string, lower: string): boolean {
   return true;
 }
 
-/** The fields decideFromPairs reads (CacheTap.needsPairs makes strings of these alone). */
-const POLICY_FIELDS: readonly string[] = ['cache-control', 'set-cookie', 'vary', 'age'];
-
 /** The policy's facts read from response header pairs (as clientResponseHeaders gives them). */
 function decideFromPairs(
   method: string,
@@ -632,9 +624,14 @@ class CacheTap implements ResponseTap {
       }
     }
     if (this.flight === null) return false;
-    const d = this.#decide(status, pairs);
+    const rc = ctx.route!.cache!;
+    const reqHeaders = ctx.req.headers;
+    const d = decideFromPairs('GET', status, pairs, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
     if (!d.store) {
-      this.#notStored(status, d.reason);
+      ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
+      // What the origin says of the resource, not of this request: later misses need not wait on a fill.
+      if (d.reason !== 'authorization' && d.reason !== 'request_cookie') this.markPass();
+      this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
       return false;
     }
     const lengthPos = pairs.findIndex((v, i) => i % 2 === 0 && v.toLowerCase() === 'content-length');
@@ -655,37 +652,6 @@ class CacheTap implements ResponseTap {
     this.headers = pairs;
     this.chunks = [];
     return false;
-  }
-
-  /**
-   * The lean pool's head as offsets: the policy reads four fields (decideFromPairs), so only those are
-   * made strings here; the whole pairs are asked for only when they are kept (a storable answer) or a
-   * stale copy may stand in for a 5xx. Most answers on a caching route are judged not storable here.
-   */
-  needsPairs(status: number, buf: Buffer, base: number, fields: readonly number[]): boolean {
-    if (status >= 500 && this.#usableStale() !== null) return true;
-    if (this.flight === null) return false;
-    const facts = responseFieldsNamed(buf, base, fields, POLICY_FIELDS);
-    if (facts === null) return true;
-    const d = this.#decide(status, facts);
-    if (d.store) return true;
-    this.#notStored(status, d.reason);
-    return false;
-  }
-
-  #decide(status: number, pairs: readonly string[]): StoreDecision {
-    const ctx = this.ctx;
-    const rc = ctx.route!.cache!;
-    const reqHeaders = ctx.req.headers;
-    return decideFromPairs('GET', status, pairs, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
-  }
-
-  #notStored(status: number, reason: string): void {
-    const ctx = this.ctx;
-    ctx.cache = `${ctx.cache}:not_stored:${reason}`;
-    // What the origin says of the resource, not of this request: later misses need not wait on a fill.
-    if (reason !== 'authorization' && reason !== 'request_cookie') this.markPass();
-    this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
   }
 
   onData(chunk: Buffer): void {

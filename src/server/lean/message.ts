@@ -13,8 +13,6 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { wallNow } from '../../core/clock.ts';
-import { equalsLower, latin1 } from '../../core/http1.ts';
-import { clientResponseKept } from '../../pipeline/headers.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
 export interface MessageConnection {
@@ -215,15 +213,6 @@ function date(): string {
   return dateLine;
 }
 
-/** What #endFields says a head still needs. */
-const END_DATE = 1;
-const END_CHUNKED = 2;
-const END_CLOSE = 4;
-const END_KEEP_ALIVE = 8;
-
-/** writeHeadBytes' list of the fields kept, reused (it is filled and read within one call). */
-const KEPT: number[] = [];
-
 export class LeanResponse extends LazyEmitter {
   readonly req: LeanHead;
   readonly conn: MessageConnection;
@@ -237,8 +226,8 @@ export class LeanResponse extends LazyEmitter {
   /** The connection closes after this response (Connection: close, said by either side). */
   last: boolean;
   closed: boolean;
-  /** The head, made by writeHead (bytes by writeHeadBytes) and sent with the first body bytes; '' once gone. */
-  head: string | Buffer;
+  /** The head, made by writeHead and sent with the first body bytes. */
+  head: string;
   chunked: boolean;
   hasBody: boolean;
   /** Output held while the response waits for its turn (pipelining), and its size. */
@@ -350,20 +339,8 @@ export class LeanResponse extends LazyEmitter {
 
   /** The framing and connection fields node:http adds, then the head is ready to go with the first bytes. */
   #endHead(head: string, seen: number): this {
-    const end = this.#endFields(seen);
-    if ((end & END_DATE) !== 0) head += date();
-    if ((end & END_CHUNKED) !== 0) head += 'Transfer-Encoding: chunked\r\n';
-    if ((end & END_CLOSE) !== 0) head += 'Connection: close\r\n';
-    else if ((end & END_KEEP_ALIVE) !== 0) head += this.conn.keepAliveLines();
-    this.head = `${head}\r\n`;
-    this.headersSent = true;
-    return this;
-  }
-
-  /** Which of the fields node:http adds this head needs (END_*), given the framing fields it has (SEEN_*). */
-  #endFields(seen: number): number {
     const status = this.statusCode;
-    let end = (seen & SEEN_DATE) === 0 ? END_DATE : 0;
+    if ((seen & SEEN_DATE) === 0) head += date();
     if (!this.shouldKeepAlive) this.last = true;
     const bodyAllowed = this.hasBody && status !== 204 && status !== 304 && !(status >= 100 && status < 200);
     if (!bodyAllowed) this.hasBody = false;
@@ -371,56 +348,15 @@ export class LeanResponse extends LazyEmitter {
       // No length known: chunked for HTTP/1.1, the connection's end for HTTP/1.0 (as node:http).
       if (this.req.httpVersionMinor === 1) {
         this.chunked = true;
-        end |= END_CHUNKED;
+        head += 'Transfer-Encoding: chunked\r\n';
       } else this.last = true;
     }
-    if ((seen & SEEN_CONNECTION) === 0) end |= this.last ? END_CLOSE : END_KEEP_ALIVE;
-    return end;
-  }
-
-  /**
-   * writeCheckedHead from the strict upstream parser's bytes (pipeline/forward.ts): the fields that go on
-   * (clientResponseKept: no hop-by-hop ones, Via joined), one string per usual line instead of a pair;
-   * `extra` (the phases' pairs) checked as writeHead checks everything.
-   */
-  writeHeadBytes(
-    status: number,
-    buf: Buffer,
-    base: number,
-    fields: readonly number[],
-    via: string,
-    extra: readonly string[] | null,
-  ): this {
-    let head = this.#statusLine(status);
-    const kept = KEPT;
-    kept.length = 0;
-    const viaValue = clientResponseKept(buf, base, fields, via, kept);
-    let seen = 0;
-    for (let i = 0; i < kept.length; i++) {
-      const k = kept[i]!;
-      const ns = base + fields[k]!;
-      const ne = base + fields[k + 1]!;
-      const vs = base + fields[k + 2]!;
-      const ve = base + fields[k + 3]!;
-      const len = ne - ns;
-      if (len === 14 && equalsLower(buf, ns, 'content-length')) {
-        // Never on a 204 (as #field).
-        if (status === 204) continue;
-        seen |= SEEN_LENGTH;
-      } else if (len === 4 && equalsLower(buf, ns, 'date')) seen |= SEEN_DATE;
-      // The usual line `name: value` is taken whole (the parser put the colon right after the name):
-      // one string for it, none for its name and value apart.
-      head +=
-        vs === ne + 2 && buf[ne + 1] === 0x20
-          ? `${latin1(buf, ns, ve)}\r\n`
-          : `${latin1(buf, ns, ne)}: ${latin1(buf, vs, ve)}\r\n`;
+    if ((seen & SEEN_CONNECTION) === 0) {
+      head += this.last ? 'Connection: close\r\n' : this.conn.keepAliveLines();
     }
-    head += `via: ${viaValue}\r\n`;
-    if (extra !== null) {
-      head = this.#pairs(head, extra, true);
-      seen |= this.#seen;
-    }
-    return this.#endHead(head, seen);
+    this.head = `${head}\r\n`;
+    this.headersSent = true;
+    return this;
   }
 
   /** Validate one field; 0 drop, 1 plain, 2 Content-Length, 3 Transfer-Encoding, 4 Date, 5 Connection. */
@@ -554,33 +490,28 @@ export class LeanResponse extends LazyEmitter {
     this.head = '';
     const bodyLength = typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     if (bodyLength > JOIN_LIMIT) {
-      if (typeof head === 'string') this.socket!.write(head, 'latin1');
-      else this.socket!.write(head);
+      this.socket!.write(head, 'latin1');
       return body;
     }
     const out = Buffer.allocUnsafe(head.length + bodyLength);
-    if (typeof head === 'string') out.write(head, 0, 'latin1');
-    else head.copy(out, 0);
+    out.write(head, 0, 'latin1');
     if (typeof body === 'string') out.write(body, head.length, 'utf8');
     else body.copy(out, head.length);
     return out;
   }
 
   #flushHead(s: Socket): void {
-    const head = this.head;
-    if (head === '') return;
-    if (typeof head === 'string') s.write(head, 'latin1');
-    else s.write(head);
+    if (this.head === '') return;
+    s.write(this.head, 'latin1');
     this.head = '';
   }
 
   /** Keep output until this response's turn (framing applied now, so the order of bytes is final). */
   #queue(chunk: string | Buffer, _end: boolean): boolean {
     const q = (this.queued ??= []);
-    const head = this.head;
-    if (head !== '') {
-      q.push(typeof head === 'string' ? Buffer.from(head, 'latin1') : head);
-      this.queuedBytes += head.length;
+    if (this.head !== '') {
+      q.push(Buffer.from(this.head, 'latin1'));
+      this.queuedBytes += this.head.length;
       this.head = '';
     }
     if (chunk.length > 0) {
