@@ -4,7 +4,7 @@
 // the slowest Rempart engine's peak) and the p99 each proxy adds over the bare origin at that rate, plus
 // each engine's ratios to nginx against the targets; writes the table to bench/RESULTS.md.
 // usage: node bench/proxy.ts [--seconds N] [--connections C] [--size BYTES] [--warmup N] [--rate R]
-//        [--rounds K] [--engines lean,node] [--no-write] [--no-pin] [--keep] [--baseline DIR]
+//        [--rounds K] [--engines lean,node] [--floor] [--bare] [--no-write] [--no-pin] [--keep] [--baseline DIR]
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +42,10 @@ const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [o
   --rate R          fixed rate for the latency runs (default: half of the slowest engine's measured peak)
   --rounds K        repeat every run K times, systems interleaved, and report medians (default 1)
   --engines LIST    Rempart engines to measure, each its own process (default lean,node)
+  --floor           also measure bench/floor.ts: the least a Node proxy on the public socket API spends
+                    (no parsing to speak of, no checks, no phases), to split Rempart's cost into Node's and its own
+  --bare            also measure the lean engine with every optional phase off (no admission, cache, challenge,
+                    signatures; level pinned calm): what the engine and the pipeline cost without the defences
   --no-pin          do not pin processes to CPUs with taskset
   --no-write        do not update bench/RESULTS.md
   --keep            keep the temp dir (nginx configs, logs, wrk scripts)
@@ -50,7 +54,7 @@ const USAGE = `usage: node bench/proxy.ts [options]   (also: npm run bench -- [o
 `;
 
 type Engine = 'lean' | 'node';
-type SystemId = 'origin' | 'nginx' | 'rempart-lean' | 'rempart-node' | 'baseline';
+type SystemId = 'origin' | 'nginx' | 'rempart-lean' | 'rempart-node' | 'baseline' | 'floor' | 'rempart-bare';
 const ENGINES: readonly Engine[] = ['lean', 'node'];
 interface RunFigures {
   wrk: WrkResult;
@@ -100,6 +104,8 @@ async function main(): Promise<number> {
       'no-pin': { type: 'boolean' },
       'no-write': { type: 'boolean' },
       keep: { type: 'boolean' },
+      floor: { type: 'boolean' },
+      bare: { type: 'boolean' },
       baseline: { type: 'string' },
       engines: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -175,15 +181,33 @@ async function main(): Promise<number> {
   // The CLI's default config (`--upstream … --admin off --quiet`), except the per-address rate limit and
   // bans: wrk is one address sending tens of thousands of requests a second, which the default rule
   // (50/s per address) would answer with 429s and then a ban. Every phase still runs.
-  const rempartConfig = (port: number, engine?: Engine) =>
+  const rempartConfig = (port: number, engine?: Engine, bare = false) =>
     JSON.stringify({
       version: 1,
       listeners: [{ address: `127.0.0.1:${port}` }],
-      upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}` }],
-      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+      upstreams: [
+        { name: 'origin', url: `http://127.0.0.1:${upPort}`, ...(bare ? { admission: { mode: 'off' } } : {}) },
+      ],
+      routes: [
+        {
+          name: 'default',
+          path: '/*',
+          upstream: 'origin',
+          class: 'public',
+          ...(bare ? { cache: { enabled: false } } : {}),
+        },
+      ],
       admin: { address: 'off' },
       logging: { level: 'info', requests: false },
-      defense: { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
+      defense: bare
+        ? {
+            rateLimit: { mode: 'off' },
+            bans: { mode: 'off' },
+            challenge: { mode: 'off' },
+            signatures: { mode: 'off' },
+            level: { override: 'calm' },
+          }
+        : { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
       // each engine its own process and no shared state file beside the configs (level baselines, bans)
       ...(engine !== undefined ? { server: { engine }, state: { file: 'off' } } : {}),
     });
@@ -207,6 +231,49 @@ async function main(): Promise<number> {
     systems.push({
       id: `rempart-${engine}`,
       label: `rempart ${engine} @ ${commitLabel}`,
+      port,
+      pid: proc.pid,
+      proc,
+      peaks: [],
+      paceds: [],
+    });
+  }
+  if (values.bare) {
+    const port = await freePort();
+    const file = path.join(tmp, 'rempart-bare.json');
+    await writeFile(file, rempartConfig(port, 'lean', true));
+    const proc = startProcess(
+      'rempart-bare',
+      process.execPath,
+      [path.join(ROOT, 'bin', 'rempart.js'), '--config', file],
+      {
+        cpu: SUT_CPU,
+        cwd: ROOT,
+      },
+    );
+    await waitForPort(port, proc, 20_000);
+    systems.push({
+      id: 'rempart-bare',
+      label: `rempart lean, optional phases off @ ${commitLabel}`,
+      port,
+      pid: proc.pid,
+      proc,
+      peaks: [],
+      paceds: [],
+    });
+  }
+  if (values.floor) {
+    const port = await freePort();
+    const proc = startProcess(
+      'floor',
+      process.execPath,
+      [path.join(ROOT, 'bench', 'floor.ts'), String(port), String(upPort)],
+      { cpu: SUT_CPU, cwd: ROOT },
+    );
+    await waitForPort(port, proc, 20_000);
+    systems.push({
+      id: 'floor',
+      label: 'node floor (bench/floor.ts)',
       port,
       pid: proc.pid,
       proc,
@@ -392,6 +459,14 @@ async function main(): Promise<number> {
       `- lean/node engine: CPU per request ${f(lean.cpu10k / node.cpu10k, 2)}×, throughput ${f(lean.rps / node.rps, 2)}×`,
     );
   const rp = lean ?? node!;
+  for (const id of ['rempart-bare', 'floor'] as const) {
+    const x = figs.get(id);
+    if (x === undefined) continue;
+    const name = id === 'floor' ? 'Node floor (bench/floor.ts)' : 'Rempart lean, optional phases off';
+    ratios.push(
+      `- ${name}/nginx CPU per request: ${f(x.cpu10k / ng.cpu10k, 2)}× (${f(x.cpu10k, 3)} vs ${f(ng.cpu10k, 3)} CPU s/10k); Rempart ${lean !== undefined ? 'lean' : 'node'}/${id === 'floor' ? 'floor' : 'this'}: ${f(rp.cpu10k / x.cpu10k, 2)}×`,
+    );
+  }
   const bl = figs.get('baseline');
   if (bl !== undefined)
     ratios.push(
