@@ -207,7 +207,10 @@ async function main(): Promise<number> {
             signatures: { mode: 'off' },
             level: { override: 'calm' },
           }
-        : { rateLimit: { mode: 'off' }, bans: { mode: 'off' } },
+        : // The level pinned calm: its detector still observes every request (the cost stays), but one wrk
+          // address at tens of thousands of requests a second is a flood to it, and once its warm-up is
+          // over it would turn a pass-through benchmark into a challenge benchmark.
+          { rateLimit: { mode: 'off' }, bans: { mode: 'off' }, level: { override: 'calm' } },
       // each engine its own process and no shared state file beside the configs (level baselines, bans)
       ...(engine !== undefined ? { server: { engine }, state: { file: 'off' } } : {}),
     });
@@ -572,10 +575,20 @@ async function main(): Promise<number> {
       `the fixed-rate runs hold ≈${rateLabel} req/s (${pacing.connections} connections, each pausing ${pacing.periodMs} ms between a response and its next request — a wrk Lua delay(), so latency is measured per request without coordinated-omission correction).`,
     `Origin: nginx, 1 worker, ${size <= 2048 ? '`return 200`' : 'a static file'} with a ${size}-byte body. "origin (bare)" is that origin measured directly; both proxies forward to an identical origin instance.`,
     `nginx proxy: 1 worker, \`proxy_pass\` to an upstream with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`. ` +
-      `Rempart: one process per engine (\`server.engine: lean\` / \`node\`, both started at once, each idle while another system is measured), the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\` and \`defense.bans.mode: off\` (wrk is one address far above the default 50 req/s per address; every other defence phase still runs on every request: this is the "every defence phase on" configuration). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
+      `Rempart: one process per engine (\`server.engine: lean\` / \`node\`, both started at once, each idle while another system is measured), the CLI's default config (\`--upstream … --admin off --quiet\`) written as a file with \`defense.rateLimit.mode: off\`, \`defense.bans.mode: off\` and \`defense.level.override: calm\` (wrk is one address far above the default 50 req/s per address, and a flood to the level detector once its 60 s warm-up is over; the detector still observes every request and every other defence phase still runs on every request: this is the "every defence phase on" configuration). Request logging off on both sides (nginx \`access_log off\`, Rempart \`--quiet\`); keep-alive up to 1,000,000 requests per connection on every nginx.`,
     pin
       ? "CPU pinning (taskset): the system under test (bare origin, nginx proxy or Rempart, with all its threads) alone on CPU 1; wrk and the proxies' upstream origin share CPU 0. All systems stay running during the whole benchmark; only the one under load is busy. Pinning does not keep other processes on the machine off CPU 1: the details show how busy each CPU was."
       : 'No CPU pinning: all processes share all CPUs.',
+    ...(values.bare
+      ? [
+          '"optional phases off": the same lean gateway with upstream admission off, the route\'s cache off, challenges and signatures off and the level pinned calm; identification, routing, the edge checks, the level\'s observation, exfiltration and failover bookkeeping still run.',
+        ]
+      : []),
+    ...(values.floor
+      ? [
+          '"node floor": bench/floor.ts, the least a proxy on Node\'s public socket API spends (net streams, one `data` event per read, one write per message, the origin\'s Content-Length trusted, nothing checked): what Node and the kernel cost before any gateway logic.',
+        ]
+      : []),
     'CPU s/10k req = utime+stime from /proc of the system under test (nginx master + workers; the Rempart process, all threads; the bare origin\'s nginx) during the run, per 10,000 requests. "added p99" = p99 through the proxy minus the bare origin\'s p99 at the same rate.',
   ];
 
