@@ -586,7 +586,7 @@ async function main(): Promise<number> {
       : []),
     ...(values.floor
       ? [
-          '"node floor": bench/floor.ts, the least a proxy on Node\'s public socket API spends (net streams, one `data` event per read, one write per message, the origin\'s Content-Length trusted, nothing checked): what Node and the kernel cost before any gateway logic.',
+          '"node floor": bench/floor.ts, the least a proxy on Node\'s public socket API spends (net streams, one `data` event per client read, upstream reads through `onread` into one buffer, one write per message, the origin\'s Content-Length trusted, nothing checked): what Node and the kernel cost before any gateway logic.',
         ]
       : []),
     'CPU s/10k req = utime+stime from /proc of the system under test (nginx master + workers; the Rempart process, all threads; the bare origin\'s nginx) during the run, per 10,000 requests. "added p99" = p99 through the proxy minus the bare origin\'s p99 at the same rate.',
