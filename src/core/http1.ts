@@ -78,21 +78,48 @@ export interface UpstreamHead {
  * a name one byte longer or shorter than a known one (`content-lengthx`) is Other.
  */
 export function fieldKind(buf: Buffer, at: number, len: number): FieldKind {
+  // The first byte (lower-cased) tells the candidates of one length apart: one comparison per field.
   switch (len) {
     case 2:
       return equalsLower(buf, at, 'te') ? FieldKind.Hop : FieldKind.Other;
     case 3:
-      if (equalsLower(buf, at, 'via')) return FieldKind.Via;
-      return equalsLower(buf, at, 'age') ? FieldKind.Age : FieldKind.Other;
+      switch (buf[at]! | 0x20) {
+        case 0x76:
+          return equalsLower(buf, at, 'via') ? FieldKind.Via : FieldKind.Other;
+        case 0x61:
+          return equalsLower(buf, at, 'age') ? FieldKind.Age : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
     case 4:
-      if (equalsLower(buf, at, 'date')) return FieldKind.Date;
-      return equalsLower(buf, at, 'vary') ? FieldKind.Vary : FieldKind.Other;
+      switch (buf[at]! | 0x20) {
+        case 0x64:
+          return equalsLower(buf, at, 'date') ? FieldKind.Date : FieldKind.Other;
+        case 0x76:
+          return equalsLower(buf, at, 'vary') ? FieldKind.Vary : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
     case 7:
-      return equalsLower(buf, at, 'trailer') || equalsLower(buf, at, 'upgrade') ? FieldKind.Hop : FieldKind.Other;
+      switch (buf[at]! | 0x20) {
+        case 0x74:
+          return equalsLower(buf, at, 'trailer') ? FieldKind.Hop : FieldKind.Other;
+        case 0x75:
+          return equalsLower(buf, at, 'upgrade') ? FieldKind.Hop : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
     case 10:
-      if (equalsLower(buf, at, 'connection')) return FieldKind.Connection;
-      if (equalsLower(buf, at, 'set-cookie')) return FieldKind.SetCookie;
-      return equalsLower(buf, at, 'keep-alive') ? FieldKind.Hop : FieldKind.Other;
+      switch (buf[at]! | 0x20) {
+        case 0x63:
+          return equalsLower(buf, at, 'connection') ? FieldKind.Connection : FieldKind.Other;
+        case 0x73:
+          return equalsLower(buf, at, 'set-cookie') ? FieldKind.SetCookie : FieldKind.Other;
+        case 0x6b:
+          return equalsLower(buf, at, 'keep-alive') ? FieldKind.Hop : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
     case 13:
       return equalsLower(buf, at, 'cache-control') ? FieldKind.CacheControl : FieldKind.Other;
     case 14:
@@ -123,8 +150,9 @@ export function connectionKind(buf: Buffer, from: number, to: number): FieldKind
     while ((c === 0x20 || c === 0x09) && i < to) c = buf[++i]!;
     if (i === to) break;
     if (c !== 0x2c) {
-      if (i + 5 <= to && equalsLower(buf, i, 'close')) i += 5;
-      else if (i + 10 <= to && equalsLower(buf, i, 'keep-alive')) i += 10;
+      const first = c | 0x20;
+      if (first === 0x6b && i + 10 <= to && equalsLower(buf, i, 'keep-alive')) i += 10;
+      else if (first === 0x63 && i + 5 <= to && equalsLower(buf, i, 'close')) i += 5;
       else return FieldKind.ConnectionNames;
       while (i < to && (buf[i] === 0x20 || buf[i] === 0x09)) i++;
       if (i === to) break;
