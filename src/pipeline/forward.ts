@@ -46,11 +46,11 @@ export interface ForwardHooks {
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
   /**
-   * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): its
-   * name/value pairs, undici's raw Buffers or, from the lean engine's pool, the client's pairs as strings
-   * (clientResponsePairs: hop-by-hop fields already out). A lean client's head written from the pool's
-   * bytes (writeUpstreamHead) shows only its Set-Cookie fields, and only when it has some: the one reader
-   * (familiarity's learnSessions) looks for Set-Cookie alone.
+   * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): the
+   * client's name/value pairs as strings (clientResponseHeaders / clientResponsePairs: hop-by-hop fields
+   * and those a Connection field names already out; binary upgrades: undici's raw Buffers). A lean
+   * client's head written from the pool's bytes (writeUpstreamHead) shows only its Set-Cookie fields, and
+   * only when it has some: the one reader (familiarity's learnSessions) looks for Set-Cookie alone.
    */
   onResponseHead?(ctx: RequestContext, status: number, headers: readonly (Buffer | string)[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
@@ -150,10 +150,13 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
     if (!this.#headSeen(statusCode)) return true;
-    this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
-    // Converted once, for the cache tap (which may store the array as it is) and the client's head.
+    // Converted once, for the hook, the cache tap (which may store the array as it is) and the client's
+    // head. The hook sees the client's fields, as from the lean pool: a Set-Cookie that a Connection field
+    // names never reaches the client, so familiarity must not learn a session from it.
+    const headers = clientResponseHeaders(rawHeaders, this.via);
+    this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
     this.#undiciResume = resume;
-    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false, this.ctx.cacheTap);
+    return this.#head(statusCode, headers, false, this.ctx.cacheTap);
   }
 
   /**
