@@ -36,6 +36,133 @@ export function equalsLower(buf: Buffer, start: number, lower: string): boolean 
   return true;
 }
 
+/**
+ * What an upstream response's field is to the readers after the parser (src/upstream/h1-pool.ts records
+ * one per field as it parses, from the name's length and bytes): the hop-by-hop filter, the head written
+ * to the client, the cache's policy facts, familiarity's Set-Cookie. Nobody compares a name again.
+ */
+export const FieldKind = {
+  /** Any other field: goes on to the client as it is. */
+  Other: 0,
+  /** Hop-by-hop (RFC 9110 §7.6.1), Connection aside: Keep-Alive, Proxy-Connection, Transfer-Encoding, TE,
+   *  Trailer, Upgrade, Proxy-Authenticate, Proxy-Authorization. Never passed on. */
+  Hop: 1,
+  /** A Connection field whose value lists nothing but `keep-alive` / `close` tokens (and empty ones). */
+  Connection: 2,
+  /** A Connection field listing anything else: the fields it names are dropped too (by their names). */
+  ConnectionNames: 3,
+  Via: 4,
+  ContentLength: 5,
+  Date: 6,
+  CacheControl: 7,
+  SetCookie: 8,
+  Vary: 9,
+  Age: 10,
+} as const;
+export type FieldKind = (typeof FieldKind)[keyof typeof FieldKind];
+
+/**
+ * An upstream response head as the lean pool's parser leaves it: per field [nameStart, nameEnd,
+ * valueStart, valueEnd] (relative to the head's start) and its kind, and `mask` with bit `1 << kind`
+ * set for every kind present (a reader tells at once whether there is anything for it).
+ */
+export interface UpstreamHead {
+  readonly fields: readonly number[];
+  readonly kinds: readonly number[];
+  readonly mask: number;
+}
+
+/**
+ * The kind of the field named buf[at, at + len) (tchar bytes, checked by the parser), Connection apart:
+ * FieldKind.Connection for any Connection field (connectionKind tells which). Told by the length first:
+ * a name one byte longer or shorter than a known one (`content-lengthx`) is Other.
+ */
+export function fieldKind(buf: Buffer, at: number, len: number): FieldKind {
+  // The first byte (lower-cased) tells the candidates of one length apart: one comparison per field.
+  switch (len) {
+    case 2:
+      return equalsLower(buf, at, 'te') ? FieldKind.Hop : FieldKind.Other;
+    case 3:
+      switch (buf[at]! | 0x20) {
+        case 0x76:
+          return equalsLower(buf, at, 'via') ? FieldKind.Via : FieldKind.Other;
+        case 0x61:
+          return equalsLower(buf, at, 'age') ? FieldKind.Age : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
+    case 4:
+      switch (buf[at]! | 0x20) {
+        case 0x64:
+          return equalsLower(buf, at, 'date') ? FieldKind.Date : FieldKind.Other;
+        case 0x76:
+          return equalsLower(buf, at, 'vary') ? FieldKind.Vary : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
+    case 7:
+      switch (buf[at]! | 0x20) {
+        case 0x74:
+          return equalsLower(buf, at, 'trailer') ? FieldKind.Hop : FieldKind.Other;
+        case 0x75:
+          return equalsLower(buf, at, 'upgrade') ? FieldKind.Hop : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
+    case 10:
+      switch (buf[at]! | 0x20) {
+        case 0x63:
+          return equalsLower(buf, at, 'connection') ? FieldKind.Connection : FieldKind.Other;
+        case 0x73:
+          return equalsLower(buf, at, 'set-cookie') ? FieldKind.SetCookie : FieldKind.Other;
+        case 0x6b:
+          return equalsLower(buf, at, 'keep-alive') ? FieldKind.Hop : FieldKind.Other;
+        default:
+          return FieldKind.Other;
+      }
+    case 13:
+      return equalsLower(buf, at, 'cache-control') ? FieldKind.CacheControl : FieldKind.Other;
+    case 14:
+      return equalsLower(buf, at, 'content-length') ? FieldKind.ContentLength : FieldKind.Other;
+    case 16:
+      return equalsLower(buf, at, 'proxy-connection') ? FieldKind.Hop : FieldKind.Other;
+    case 17:
+      return equalsLower(buf, at, 'transfer-encoding') ? FieldKind.Hop : FieldKind.Other;
+    case 18:
+      return equalsLower(buf, at, 'proxy-authenticate') ? FieldKind.Hop : FieldKind.Other;
+    case 19:
+      return equalsLower(buf, at, 'proxy-authorization') ? FieldKind.Hop : FieldKind.Other;
+    default:
+      return FieldKind.Other;
+  }
+}
+
+/**
+ * A Connection field's kind from its value buf[from, to) (field bytes): Connection when it is a list of
+ * nothing but `keep-alive` and `close` (any case, OWS around, empty elements), else ConnectionNames. Errs
+ * towards ConnectionNames: anything unusual is then judged by the names' own rules (headers.ts), never
+ * taken for a list that names nothing.
+ */
+export function connectionKind(buf: Buffer, from: number, to: number): FieldKind {
+  let i = from;
+  while (i < to) {
+    let c = buf[i]!;
+    while ((c === 0x20 || c === 0x09) && i < to) c = buf[++i]!;
+    if (i === to) break;
+    if (c !== 0x2c) {
+      const first = c | 0x20;
+      if (first === 0x6b && i + 10 <= to && equalsLower(buf, i, 'keep-alive')) i += 10;
+      else if (first === 0x63 && i + 5 <= to && equalsLower(buf, i, 'close')) i += 5;
+      else return FieldKind.ConnectionNames;
+      while (i < to && (buf[i] === 0x20 || buf[i] === 0x09)) i++;
+      if (i === to) break;
+      if (buf[i] !== 0x2c) return FieldKind.ConnectionNames;
+    }
+    i++;
+  }
+  return FieldKind.Connection;
+}
+
 const CR = 13;
 const LF = 10;
 

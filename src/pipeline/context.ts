@@ -37,11 +37,28 @@ export interface ResponseTap {
    * converted once for both: the tap may keep the array (the stored copy), so the caller must not change it.
    */
   onHeaders(status: number, headers: string[]): boolean;
+  /**
+   * The lean pool's head judged from its facts (headers.ts upstreamHeadFacts), before any pairs are made:
+   * false when onHeaders would neither answer nor keep the pairs (its books for that are done here, and
+   * onHeaders is not called), true when onHeaders must be given them.
+   */
+  needsPairs?(status: number, facts: UpstreamHeadFacts): boolean;
   onData(chunk: Buffer): void;
   onComplete(): void;
   onError(err: Error): void;
   /** Whether the tap answered the client (the forward handler then leaves the client response alone). */
   readonly answered: boolean;
+}
+
+/** What the cache's policy reads of a response head (ResponseTap.needsPairs), as decideFromPairs finds it. */
+export interface UpstreamHeadFacts {
+  /** Every Cache-Control field's value joined with `, `; undefined when there is none. */
+  cacheControl: string | undefined;
+  /** Every Vary field's value joined with `, `. */
+  vary: string;
+  /** The last Age field of 1 to 10 digits, 0 without one. */
+  ageSec: number;
+  hasSetCookie: boolean;
 }
 
 /** Which upstream `failover` left the request on (its slot `upstreamChoice`). Plain numbers, as Verdict. */

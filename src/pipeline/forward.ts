@@ -17,13 +17,20 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { RequestOptions } from 'node:https';
 import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
-import type { RequestContext } from './context.ts';
+import type { RequestContext, ResponseTap, UpstreamHeadFacts } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
 import { monoNow } from '../core/clock.ts';
 import { classifyUpstreamError, isConnectFailure } from '../upstream/errors.ts';
 import type { H1Exchange } from '../upstream/h1-pool.ts';
+import { FieldKind, type UpstreamHead } from '../core/http1.ts';
 export { classifyUpstreamError };
-import { clientResponseHeaders, clientResponsePairs, upstreamRequestHeaders } from './headers.ts';
+import {
+  clientResponseHeaders,
+  clientResponsePairs,
+  setCookiePairs,
+  upstreamHeadFacts,
+  upstreamRequestHeaders,
+} from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 import type { UpstreamServer } from '../upstream/pool.ts';
@@ -39,9 +46,11 @@ export interface ForwardHooks {
   /** Count an upstream failure. */
   onUpstreamError(ctx: RequestContext, code: ErrorCode, err: Error): void;
   /**
-   * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): its
-   * name/value pairs, undici's raw Buffers or, from the lean engine's pool, the client's pairs as strings
-   * (clientResponsePairs: hop-by-hop fields already out).
+   * Sees every upstream response head (familiarity learns origin-granted sessions from Set-Cookie): the
+   * client's name/value pairs as strings (clientResponseHeaders / clientResponsePairs: hop-by-hop fields
+   * and those a Connection field names already out; binary upgrades: undici's raw Buffers). A lean
+   * client's head written from the pool's bytes (writeUpstreamHead) shows only its Set-Cookie fields, and
+   * only when it has some: the one reader (familiarity's learnSessions) looks for Set-Cookie alone.
    */
   onResponseHead?(ctx: RequestContext, status: number, headers: readonly (Buffer | string)[]): void;
   /** The upstream exchange is over (its body complete, or failed): its admission slot goes back now. */
@@ -64,7 +73,19 @@ const TAIL_BYTES = 16 * 1024;
  */
 interface CheckedHeadWriter {
   writeCheckedHead?(status: number, checked: readonly string[], extra: readonly string[] | null): void;
+  /** The head straight from the lean pool's parse (its kinds), `extra` checked: no pair made per field. */
+  writeUpstreamHead?(
+    status: number,
+    buf: Buffer,
+    base: number,
+    head: UpstreamHead,
+    via: string,
+    extra: readonly string[] | null,
+  ): void;
 }
+
+/** upstreamHeadFacts' object, reused: read within the call that fills it (the tap's needsPairs). */
+const FACTS: UpstreamHeadFacts = { cacheControl: undefined, vary: '', ageSec: 0, hasSetCookie: false };
 
 /** Legacy undici handler (onConnect/onHeaders/onData/onComplete/onError): undici's native shape,
  *  so no adapter object and no header parsing per request. */
@@ -129,22 +150,49 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: Node already answered Expect itself
     if (!this.#headSeen(statusCode)) return true;
-    this.hooks.onResponseHead?.(this.ctx, statusCode, rawHeaders);
-    // Converted once, for the cache tap (which may store the array as it is) and the client's head.
+    // Converted once, for the hook, the cache tap (which may store the array as it is) and the client's
+    // head. The hook sees the client's fields, as from the lean pool: a Set-Cookie that a Connection field
+    // names never reaches the client, so familiarity must not learn a session from it.
+    const headers = clientResponseHeaders(rawHeaders, this.via);
+    this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
     this.#undiciResume = resume;
-    return this.#head(statusCode, clientResponseHeaders(rawHeaders, this.via), false);
+    return this.#head(statusCode, headers, false, this.ctx.cacheTap);
   }
 
   /**
    * The lean engine's pool (upstream/h1-pool.ts): the head as the strict parser left it, offsets into
-   * `buf`. The client's pairs are made from the bytes at once (a string only for the fields that go
-   * on), and they need no second check of their characters: the parser refused any other byte.
+   * `buf` and a kind per field. A lean client's head is written from those (writeUpstreamHead) unless
+   * pairs are read: by a cache tap that keeps them (a storable answer, a stale stand-in), or because a
+   * Connection field names other fields (their names must be compared), or the client's response is
+   * another engine's. Pairs are a string only for the fields that go on; neither way needs a second
+   * check of the upstream's characters: the parser refused any other byte.
    */
-  onHeadBytes(statusCode: number, buf: Buffer, base: number, fields: readonly number[], _x: H1Exchange): boolean {
+  onHeadBytes(statusCode: number, buf: Buffer, base: number, head: UpstreamHead, _x: H1Exchange): boolean {
     if (!this.#headSeen(statusCode)) return true;
-    const headers = clientResponsePairs(buf, base, fields, this.via);
-    this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
-    return this.#head(statusCode, headers, true);
+    const ctx = this.ctx;
+    let tap = ctx.cacheTap;
+    const lean = ctx.res as unknown as CheckedHeadWriter;
+    if (lean.writeUpstreamHead !== undefined && (head.mask & (1 << FieldKind.ConnectionNames)) === 0) {
+      // A tap that judged the head from its facts and keeps nothing of it is done with it.
+      if (tap !== null && tap.needsPairs?.(statusCode, upstreamHeadFacts(buf, base, head, FACTS)) === false) tap = null;
+      if (tap === null) {
+        const hook = this.hooks.onResponseHead;
+        if (hook !== undefined && (head.mask & (1 << FieldKind.SetCookie)) !== 0)
+          hook(ctx, statusCode, setCookiePairs(buf, base, head));
+        ctx.status = statusCode;
+        try {
+          lean.writeUpstreamHead(statusCode, buf, base, head, this.via, ctx.responseHeaders);
+        } catch (err) {
+          // A phase's header with invalid characters (the upstream's were checked by its parser).
+          this.abort(err as Error);
+          return false;
+        }
+        return true;
+      }
+    }
+    const headers = clientResponsePairs(buf, base, head.fields, this.via, head.kinds);
+    this.hooks.onResponseHead?.(ctx, statusCode, headers);
+    return this.#head(statusCode, headers, true, tap);
   }
 
   /** The pool's books for a final head; false when the client's response is no longer this one's to write. */
@@ -164,9 +212,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   /** The client's head: `checked` when the pairs' characters were checked already (the strict parser). */
-  #head(statusCode: number, headers: string[], checked: boolean): boolean {
+  #head(statusCode: number, headers: string[], checked: boolean, tap: ResponseTap | null): boolean {
     const res = this.ctx.res;
-    const tap = this.ctx.cacheTap;
     if (tap !== null && tap.onHeaders(statusCode, headers)) return true;
     this.ctx.status = statusCode;
     try {

@@ -1,8 +1,8 @@
 // Header rewriting on the way to and from the upstream: hop-by-hop fields removed (RFC 9110 §7.6.1,
 // including any field the Connection header names), X-Forwarded-* and Via set.
-import type { RequestContext } from './context.ts';
+import type { RequestContext, UpstreamHeadFacts } from './context.ts';
 import { normalizeAcceptEncoding } from '../core/accept-encoding.ts';
-import { equalsLower, latin1 } from '../core/http1.ts';
+import { connectionKind, FieldKind, fieldKind, latin1, type UpstreamHead } from '../core/http1.ts';
 
 /** Fields that describe one connection and never cross a proxy. */
 const HOP_BY_HOP = new Set([
@@ -229,28 +229,40 @@ export function clientResponseHeaders(raw: Buffer[], via: string): string[] {
 /**
  * clientResponseHeaders from a response head as offsets (the lean engine's upstream pool: `buf` and per
  * field [nameStart, nameEnd, valueStart, valueEnd] relative to `base`): the same pairs, with a string
- * made only for the fields that go on, and the hop-by-hop ones recognised from their bytes.
+ * made only for the fields that go on. The fields are told by their kinds (FieldKind, recorded by the
+ * pool's parser; found here from the names when not given), not by comparing names again.
  */
-export function clientResponsePairs(buf: Buffer, base: number, fields: readonly number[], via: string): string[] {
+export function clientResponsePairs(
+  buf: Buffer,
+  base: number,
+  fields: readonly number[],
+  via: string,
+  kinds?: readonly number[],
+): string[] {
   const out: string[] = [];
   let named: Set<string> | null = null;
   let priorVia = '';
   for (let k = 0; k < fields.length; k += 4) {
     const ns = base + fields[k]!;
-    const len = base + fields[k + 1]! - ns;
+    const ne = base + fields[k + 1]!;
     const vs = base + fields[k + 2]!;
     const ve = base + fields[k + 3]!;
-    const hop = hopByHop(buf, ns, len);
-    if (hop !== 0) {
-      if (hop === 2) named = withTokens(named, latin1(buf, vs, ve));
-      continue;
+    const kind = kinds !== undefined ? kinds[k >> 2]! : kindOf(buf, ns, ne, vs, ve);
+    switch (kind) {
+      case FieldKind.Hop:
+      case FieldKind.Connection:
+        // A Connection field of `keep-alive` / `close` names nothing (connectionTokens).
+        continue;
+      case FieldKind.ConnectionNames:
+        named = withTokens(named, latin1(buf, vs, ve));
+        continue;
+      case FieldKind.Via: {
+        const v = latin1(buf, vs, ve);
+        priorVia = priorVia === '' ? v : `${priorVia}, ${v}`;
+        continue;
+      }
     }
-    if (len === 3 && equalsLower(buf, ns, 'via')) {
-      const v = latin1(buf, vs, ve);
-      priorVia = priorVia === '' ? v : `${priorVia}, ${v}`;
-      continue;
-    }
-    out.push(latin1(buf, ns, ns + len), latin1(buf, vs, ve));
+    out.push(latin1(buf, ns, ne), latin1(buf, vs, ve));
   }
   if (named !== null) {
     for (let i = out.length - 2; i >= 0; i -= 2) if (named.has(out[i]!.toLowerCase())) out.splice(i, 2);
@@ -259,25 +271,62 @@ export function clientResponsePairs(buf: Buffer, base: number, fields: readonly 
   return out;
 }
 
-/** Whether buf[at, at + len) names a HOP_BY_HOP field: 0 no, 1 yes, 2 Connection. */
-function hopByHop(buf: Buffer, at: number, len: number): number {
-  switch (len) {
-    case 2:
-      return equalsLower(buf, at, 'te') ? 1 : 0;
-    case 7:
-      return equalsLower(buf, at, 'trailer') || equalsLower(buf, at, 'upgrade') ? 1 : 0;
-    case 10:
-      if (equalsLower(buf, at, 'connection')) return 2;
-      return equalsLower(buf, at, 'keep-alive') ? 1 : 0;
-    case 16:
-      return equalsLower(buf, at, 'proxy-connection') ? 1 : 0;
-    case 17:
-      return equalsLower(buf, at, 'transfer-encoding') ? 1 : 0;
-    case 18:
-      return equalsLower(buf, at, 'proxy-authenticate') ? 1 : 0;
-    case 19:
-      return equalsLower(buf, at, 'proxy-authorization') ? 1 : 0;
-    default:
-      return 0;
+/** A field's kind as the pool's parser records it (h1-pool.ts), for a head given without kinds. */
+function kindOf(buf: Buffer, ns: number, ne: number, vs: number, ve: number): number {
+  const kind = fieldKind(buf, ns, ne - ns);
+  return kind === FieldKind.Connection ? connectionKind(buf, vs, ve) : kind;
+}
+
+const POLICY_KINDS =
+  (1 << FieldKind.CacheControl) | (1 << FieldKind.SetCookie) | (1 << FieldKind.Vary) | (1 << FieldKind.Age);
+
+/**
+ * The cache policy's facts of a response head, from its kinds (strings only for Cache-Control, Vary and
+ * Age, when present: usually none), as decideFromPairs (src/phases/cache) reads them from the client's
+ * pairs. Only for a head with no ConnectionNames field (a field it names is not the client's: the pairs
+ * are made then). `out` is filled and returned.
+ */
+export function upstreamHeadFacts(
+  buf: Buffer,
+  base: number,
+  head: UpstreamHead,
+  out: UpstreamHeadFacts,
+): UpstreamHeadFacts {
+  out.cacheControl = undefined;
+  out.vary = '';
+  out.ageSec = 0;
+  out.hasSetCookie = (head.mask & (1 << FieldKind.SetCookie)) !== 0;
+  if ((head.mask & POLICY_KINDS) === 0) return out;
+  const fields = head.fields;
+  const kinds = head.kinds;
+  for (let i = 0; i < kinds.length; i++) {
+    const kind = kinds[i]!;
+    if (kind === FieldKind.CacheControl) {
+      const v = latin1(buf, base + fields[4 * i + 2]!, base + fields[4 * i + 3]!);
+      out.cacheControl = out.cacheControl === undefined ? v : `${out.cacheControl}, ${v}`;
+    } else if (kind === FieldKind.Vary) {
+      const v = latin1(buf, base + fields[4 * i + 2]!, base + fields[4 * i + 3]!);
+      out.vary = out.vary === '' ? v : `${out.vary}, ${v}`;
+    } else if (kind === FieldKind.Age) {
+      const v = latin1(buf, base + fields[4 * i + 2]!, base + fields[4 * i + 3]!).trim();
+      if (/^[0-9]{1,10}$/.test(v)) out.ageSec = Number(v);
+    }
   }
+  return out;
+}
+
+/** The Set-Cookie fields of a response head as name/value pairs (what familiarity's hook reads). */
+export function setCookiePairs(buf: Buffer, base: number, head: UpstreamHead): string[] {
+  const out: string[] = [];
+  const fields = head.fields;
+  const kinds = head.kinds;
+  for (let i = 0; i < kinds.length; i++) {
+    if (kinds[i] !== FieldKind.SetCookie) continue;
+    const k = 4 * i;
+    out.push(
+      latin1(buf, base + fields[k]!, base + fields[k + 1]!),
+      latin1(buf, base + fields[k + 2]!, base + fields[k + 3]!),
+    );
+  }
+  return out;
 }

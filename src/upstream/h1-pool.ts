@@ -12,7 +12,16 @@
 // keep-alive) are one coarse pass per pool, not a timer per socket or per request.
 import net from 'node:net';
 import type { Dispatcher } from 'undici';
-import { ChunkedDecoder, equalsLower, TCHAR, VALCH } from '../core/http1.ts';
+import {
+  ChunkedDecoder,
+  connectionKind,
+  equalsLower,
+  FieldKind,
+  fieldKind,
+  TCHAR,
+  type UpstreamHead,
+  VALCH,
+} from '../core/http1.ts';
 import { holdClock, monoNow, releaseClock } from '../core/clock.ts';
 
 export interface H1PoolOptions {
@@ -59,14 +68,18 @@ const R_VALUE_LF = 8;
 const R_HEAD_LF = 9;
 const VERSION = 'HTTP/1.';
 
-/** Strict response head parser: offsets while scanning, resumable across reads. */
-class ResponseHead {
+/** Strict response head parser: offsets while scanning, resumable across reads (exported for tests). */
+export class ResponseHead implements UpstreamHead {
   state = R_VERSION;
   pos = 0;
   status = 0;
   minor = 1;
   /** [nameStart, nameEnd, valueStart, valueEnd] relative to the head start. */
   fields: number[] = [];
+  /** Per field, its FieldKind (core/http1.ts): what every reader after the parser goes by. */
+  kinds: number[] = [];
+  /** Bit `1 << kind` for every kind present. */
+  mask = 0;
   nameStart = 0;
   nameEnd = 0;
   valueStart = 0;
@@ -82,6 +95,8 @@ class ResponseHead {
     this.pos = 0;
     this.status = 0;
     this.fields.length = 0;
+    this.kinds.length = 0;
+    this.mask = 0;
     this.contentLength = -1;
     this.sawEncoding = false;
     this.chunked = false;
@@ -202,11 +217,14 @@ class ResponseHead {
 
   #field(buf: Buffer, base: number): boolean {
     this.fields.push(this.nameStart, this.nameEnd, this.valueStart, this.valueEnd);
-    const len = this.nameEnd - this.nameStart;
     const ns = base + this.nameStart;
     const vs = base + this.valueStart;
     const ve = base + this.valueEnd;
-    if (len === 14 && equalsLower(buf, ns, 'content-length')) {
+    let kind = fieldKind(buf, ns, this.nameEnd - this.nameStart);
+    if (kind === FieldKind.Connection) kind = connectionKind(buf, vs, ve);
+    this.kinds.push(kind);
+    this.mask |= 1 << kind;
+    if (kind === FieldKind.ContentLength) {
       if (this.contentLength !== -1 || ve === vs || ve - vs > 15) {
         this.error = 'Content-Length';
         return false;
@@ -221,14 +239,15 @@ class ResponseHead {
         v = v * 10 + d;
       }
       this.contentLength = v;
-    } else if (len === 17 && equalsLower(buf, ns, 'transfer-encoding')) {
+    } else if (kind === FieldKind.Hop && this.nameEnd - this.nameStart === 17) {
+      // The one hop-by-hop name of 17 bytes: Transfer-Encoding.
       if (this.sawEncoding) {
         this.error = 'Transfer-Encoding';
         return false;
       }
       this.sawEncoding = true;
       this.chunked = ve - vs === 7 && equalsLower(buf, vs, 'chunked');
-    } else if (len === 10 && equalsLower(buf, ns, 'connection')) {
+    } else if (kind === FieldKind.Connection || kind === FieldKind.ConnectionNames) {
       for (let j = vs; j + 5 <= ve; j++) if (equalsLower(buf, j, 'close')) this.close = true;
     }
     return true;
@@ -313,7 +332,8 @@ function rawPairs(buf: Buffer, base: number, f: readonly number[]): Buffer[] {
  * undici's legacy handler methods, as pipeline/forward.ts's ForwardHandler implements them, and the
  * pool's own head callback: the response head as the parser left it, `buf` and per field
  * [nameStart, nameEnd, valueStart, valueEnd] relative to `base` (names are tchar, values field bytes:
- * both already checked). Valid only during the call; a handler that has it is not given onHeaders.
+ * both already checked) with its kind (UpstreamHead). Valid only during the call; a handler that has it
+ * is not given onHeaders.
  */
 export interface LegacyHandler {
   /**
@@ -321,7 +341,7 @@ export interface LegacyHandler {
    * given onHeadBytes' exchange too, and no callback is made for it.
    */
   onExchange?(x: H1Exchange): void;
-  onHeadBytes?(status: number, buf: Buffer, base: number, fields: readonly number[], x: H1Exchange): boolean;
+  onHeadBytes?(status: number, buf: Buffer, base: number, head: UpstreamHead, x: H1Exchange): boolean;
   /** onData for the last bytes of a body with a Content-Length: onComplete follows in the same call. */
   onLastData?(chunk: Buffer): boolean;
   onConnect?(abort: (err?: Error) => void): void;
@@ -623,7 +643,7 @@ class UpConn {
     // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
     const more =
       handler.onHeadBytes !== undefined
-        ? handler.onHeadBytes(status, buf, base, h.fields, x)
+        ? handler.onHeadBytes(status, buf, base, h, x)
         : handler.onHeaders?.(status, rawPairs(buf, base, h.fields), x.resumeFn, '');
     if (more === false) this.pause();
     if (x.done || this.exchange !== x) return false;

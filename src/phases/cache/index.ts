@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Phase, PhaseModule } from '../../pipeline/phase.ts';
 import { Verdict } from '../../pipeline/phase.ts';
-import type { RequestContext, ResponseTap } from '../../pipeline/context.ts';
+import type { RequestContext, ResponseTap, UpstreamHeadFacts } from '../../pipeline/context.ts';
 import type { CompiledRoute, CompiledRouteCache, Runtime } from '../../pipeline/runtime.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { CounterCell } from '../../core/hot-metrics.ts';
@@ -528,6 +528,31 @@ function decideFromPairs(
   );
 }
 
+/** decideFromPairs from the facts the lean pool's head gives (headers.ts upstreamHeadFacts). */
+function decideFacts(
+  method: string,
+  status: number,
+  facts: UpstreamHeadFacts,
+  hasAuth: boolean,
+  hasCookie: boolean,
+  rc: CompiledRouteCache,
+): StoreDecision {
+  return decideStore(
+    {
+      method,
+      status,
+      cacheControl: facts.cacheControl,
+      hasSetCookie: facts.hasSetCookie,
+      vary: facts.vary,
+      ageSec: facts.ageSec,
+      requestHasAuthorization: hasAuth,
+      requestHasCookie: hasCookie,
+      cachedByDefault: rc.byDefault,
+    },
+    rc,
+  );
+}
+
 /**
  * Build an entry: our own Content-Length (the body is whole) and Age (computed when served). `varyValues`
  * are the request's, from varyValuesOf (callers do not store when it gave null).
@@ -628,10 +653,7 @@ class CacheTap implements ResponseTap {
     const reqHeaders = ctx.req.headers;
     const d = decideFromPairs('GET', status, pairs, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
     if (!d.store) {
-      ctx.cache = `${ctx.cache}:not_stored:${d.reason}`;
-      // What the origin says of the resource, not of this request: later misses need not wait on a fill.
-      if (d.reason !== 'authorization' && d.reason !== 'request_cookie') this.markPass();
-      this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
+      this.#notStored(status, d.reason);
       return false;
     }
     const lengthPos = pairs.findIndex((v, i) => i % 2 === 0 && v.toLowerCase() === 'content-length');
@@ -652,6 +674,31 @@ class CacheTap implements ResponseTap {
     this.headers = pairs;
     this.chunks = [];
     return false;
+  }
+
+  /**
+   * The lean pool's head judged from its facts (the four fields decideFromPairs reads, strings only for
+   * those present): the whole pairs are asked for only when they are kept (a storable answer) or a stale
+   * copy may stand in for a 5xx. Most answers on a caching route are judged not storable here.
+   */
+  needsPairs(status: number, facts: UpstreamHeadFacts): boolean {
+    if (status >= 500 && this.#usableStale() !== null) return true;
+    if (this.flight === null) return false;
+    const ctx = this.ctx;
+    const rc = ctx.route!.cache!;
+    const reqHeaders = ctx.req.headers;
+    const d = decideFacts('GET', status, facts, carriesCredentials(reqHeaders, rc), carriesCookie(reqHeaders), rc);
+    if (d.store) return true;
+    this.#notStored(status, d.reason);
+    return false;
+  }
+
+  #notStored(status: number, reason: string): void {
+    const ctx = this.ctx;
+    ctx.cache = `${ctx.cache}:not_stored:${reason}`;
+    // What the origin says of the resource, not of this request: later misses need not wait on a fill.
+    if (reason !== 'authorization' && reason !== 'request_cookie') this.markPass();
+    this.finish(status >= 500 ? 'RMP_ERR_UPSTREAM_STATUS' : '');
   }
 
   onData(chunk: Buffer): void {

@@ -13,6 +13,8 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { wallNow } from '../../core/clock.ts';
+import { FieldKind, latin1, type UpstreamHead } from '../../core/http1.ts';
+import { clientResponsePairs } from '../../pipeline/headers.ts';
 
 /** What a message needs of its connection (lean/connection.ts). */
 export interface MessageConnection {
@@ -306,6 +308,79 @@ export class LeanResponse extends LazyEmitter {
   writeCheckedHead(status: number, checked: readonly string[], extra: readonly string[] | null): this {
     let head = this.#pairs(this.#statusLine(status), checked, false);
     let seen = this.#seen;
+    if (extra !== null) {
+      head = this.#pairs(head, extra, true);
+      seen |= this.#seen;
+    }
+    return this.#endHead(head, seen);
+  }
+
+  /**
+   * The head of an upstream's answer straight from the lean pool's parse (`buf`, offsets relative to
+   * `base`, a kind per field: core/http1.ts), the same bytes writeCheckedHead(clientResponsePairs(…))
+   * writes: hop-by-hop and Connection fields out, Via joined and ours added, Content-Length dropped on
+   * a 204; no name compared, and one string per run of adjacent `name: value` lines, sliced as they
+   * came. A head with a Connection field that names other fields takes the pairs' way (the names then
+   * have to be compared). `extra` (the phases' pairs) is checked as writeHead checks everything.
+   */
+  writeUpstreamHead(
+    status: number,
+    buf: Buffer,
+    base: number,
+    up: UpstreamHead,
+    via: string,
+    extra: readonly string[] | null,
+  ): this {
+    if ((up.mask & (1 << FieldKind.ConnectionNames)) !== 0)
+      return this.writeCheckedHead(status, clientResponsePairs(buf, base, up.fields, via, up.kinds), extra);
+    let head = this.#statusLine(status);
+    const fields = up.fields;
+    const kinds = up.kinds;
+    let seen = 0;
+    let priorVia = '';
+    // The run of kept lines being gathered: buf[runStart, runEnd) (lines and the CRLFs between them).
+    let runStart = -1;
+    let runEnd = -1;
+    for (let i = 0, k = 0; i < kinds.length; i++, k += 4) {
+      const kind = kinds[i]!;
+      const ns = base + fields[k]!;
+      const ne = base + fields[k + 1]!;
+      const vs = base + fields[k + 2]!;
+      const ve = base + fields[k + 3]!;
+      if (kind !== FieldKind.Other) {
+        if (kind === FieldKind.Hop || kind === FieldKind.Connection) continue;
+        if (kind === FieldKind.Via) {
+          const v = latin1(buf, vs, ve);
+          priorVia = priorVia === '' ? v : `${priorVia}, ${v}`;
+          continue;
+        }
+        if (kind === FieldKind.ContentLength) {
+          // Never on a 204 (as #field): the run ends before it.
+          if (status === 204) continue;
+          seen |= SEEN_LENGTH;
+        } else if (kind === FieldKind.Date) seen |= SEEN_DATE;
+      }
+      // The usual line `name: value` (the parser put the colon right after the name; one space) is taken
+      // as it came, and with the lines before it when nothing lies between but their CRLF (no OWS after
+      // the last value, no line left out).
+      if (vs === ne + 2 && buf[ne + 1] === 0x20) {
+        if (runStart !== -1 && ns === runEnd + 2) {
+          runEnd = ve;
+          continue;
+        }
+        if (runStart !== -1) head += `${latin1(buf, runStart, runEnd)}\r\n`;
+        runStart = ns;
+        runEnd = ve;
+        continue;
+      }
+      if (runStart !== -1) {
+        head += `${latin1(buf, runStart, runEnd)}\r\n`;
+        runStart = runEnd = -1;
+      }
+      head += `${latin1(buf, ns, ne)}: ${latin1(buf, vs, ve)}\r\n`;
+    }
+    if (runStart !== -1) head += `${latin1(buf, runStart, runEnd)}\r\n`;
+    head += priorVia === '' ? `via: 1.1 ${via}\r\n` : `via: ${priorVia}, 1.1 ${via}\r\n`;
     if (extra !== null) {
       head = this.#pairs(head, extra, true);
       seen |= this.#seen;
