@@ -154,6 +154,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     // head. The hook sees the client's fields, as from the lean pool: a Set-Cookie that a Connection field
     // names never reaches the client, so familiarity must not learn a session from it.
     const headers = clientResponseHeaders(rawHeaders, this.via);
+    // A 204 never carries a Content-Length (RFC 9110 §8.6), whatever its origin said; the lean path drops it too.
+    if (statusCode === 204) dropContentLength(headers);
     this.hooks.onResponseHead?.(this.ctx, statusCode, headers);
     this.#undiciResume = resume;
     return this.#head(statusCode, headers, false, this.ctx.cacheTap);
@@ -297,6 +299,16 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    // undici (the node engine's pool) fails a 204, or a 304 to a GET, whose head has a Content-Length
+    // (RFC 9110 §8.6 allows the 304's: the length of what a 200 would carry). Such an answer is whole at
+    // its head: it is completed, not turned into a cut client connection with nothing written (the lean
+    // pool completes these itself and does not reuse their connection; undici has closed this one).
+    if (
+      (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' &&
+      (this.ctx.upstreamStatus === 204 || this.ctx.upstreamStatus === 304) &&
+      this.ctx.responseBytes === 0
+    )
+      return this.onComplete();
     const server = this.server;
     if (server !== null) {
       this.server = null;
@@ -380,6 +392,12 @@ export function failExchange(
   ctx.failUpstream(code, status);
   hooks.onUpstreamError(ctx, code, err);
   answerError(ctx, hooks, code, status);
+}
+
+/** Removes every Content-Length pair from flat [name, value, …] pairs (a 204's, rare: not a hot path). */
+function dropContentLength(pairs: string[]): void {
+  for (let i = pairs.length - 2; i >= 0; i -= 2)
+    if (pairs[i]!.length === 14 && pairs[i]!.toLowerCase() === 'content-length') pairs.splice(i, 2);
 }
 
 function answerError(ctx: RequestContext, hooks: ForwardHooks, code: ErrorCode, status: number): void {
