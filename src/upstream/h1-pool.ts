@@ -276,10 +276,12 @@ class Exchange implements H1Exchange {
   /** monoNow() when it first had to wait for a connection (0: never waited). */
   created = 0;
   /**
-   * Sent on a reused connection with nothing of the answer read, an idempotent method with a replayable
-   * body: may be sent again once if it was reset.
+   * Sent on a reused connection, an idempotent method with a replayable body, no answer head handed on
+   * yet: may be sent again once if the connection dies under it.
    */
   retryable = false;
+  /** Sent again after a reused connection died under it: it goes out on a new connection only. */
+  fresh = false;
   #abortFn: ((err?: Error) => void) | null = null;
   #resumeFn: (() => void) | null = null;
 
@@ -406,7 +408,6 @@ class UpConn {
   bodyLeft = -2;
   paused = false;
   reusable = true;
-  sawResponseByte = false;
   /** monoNow() of the last event the timeouts measure from. */
   since: number;
   lastError: Error | null = null;
@@ -446,7 +447,6 @@ class UpConn {
     this.served++;
     this.head.reset();
     this.bodyLeft = -2;
-    this.sawResponseByte = false;
     this.since = now;
     if (this.connected) this.send(x);
   }
@@ -564,7 +564,6 @@ class UpConn {
       this.destroy();
       return;
     }
-    this.sawResponseByte = true;
     this.since = monoNow();
     this.#append(chunk);
     this.parse(x);
@@ -735,9 +734,16 @@ class UpConn {
       return;
     }
     x.conn = null;
-    // A reused connection the origin had closed as the request went out: sent again once, elsewhere.
-    if (x.retryable && !this.sawResponseByte) {
+    // A reused connection the origin closed as the request went out (its FIN on the way), or after a
+    // part of a head (an origin closing its keep-alive connections at its own pace, restarting): sent
+    // again once, on a new connection. Not on another idle one: with an origin that closes every
+    // connection after an answer, that one is as dead, and its failure was a 502. Nothing of the answer
+    // reached the handler (x.retryable is cleared at the final head), and an idempotent request may be
+    // repeated (RFC 9110 §9.2.2); nginx, too, does not count a cached connection's failure as a try.
+    // The new connection's first request is not retryable (served 0): one retry at most.
+    if (x.retryable) {
       x.retryable = false;
+      x.fresh = true;
       this.pool.enqueue(x, true);
       return;
     }
@@ -826,12 +832,19 @@ export class H1Pool {
   enqueue(x: Exchange, front: boolean): void {
     // One clock read for the idle check and the exchange's head timeout.
     const now = monoNow();
-    let c = this.idle.pop();
-    // An idle connection close to its keep-alive limit may be closed by the origin as we write.
-    while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
-      c.destroy();
+    let c: UpConn | undefined;
+    if (!x.fresh) {
       c = this.idle.pop();
+      // An idle connection close to its keep-alive limit may be closed by the origin as we write.
+      while (c !== undefined && (c.socket.destroyed || now - c.since > this.opts.keepAliveTimeoutMs)) {
+        c.destroy();
+        c = this.idle.pop();
+      }
     }
+    // A retry (fresh) takes a new connection. At the cap it waits at the front, and the next connection
+    // freed makes room for it (release). No idle one is left to close for it here: the dead connection was
+    // forgotten first (onClose), so the cap is reached only if a waiting exchange took that slot, and
+    // exchanges wait only while no connection is idle.
     if (c === undefined && this.all.size < this.opts.connections) {
       c = new UpConn(this);
       this.all.add(c);
@@ -868,8 +881,15 @@ export class H1Pool {
   release(c: UpConn): void {
     if (this.#closed) return c.destroy();
     const x = this.#next();
-    if (x !== undefined) c.assign(x, c.since);
-    else this.idle.push(c);
+    if (x === undefined) this.idle.push(c);
+    else if (!x.fresh) c.assign(x, c.since);
+    else {
+      // A retry waited for a slot: this reused connection makes room for a new one. Out of the count now
+      // (its close comes later, and forget() then finds nothing to do).
+      this.all.delete(c);
+      c.destroy();
+      this.enqueue(x, true);
+    }
   }
 
   forget(c: UpConn): void {
