@@ -315,3 +315,27 @@ for (const engine of ['node', 'lean'] as const) {
     }
   });
 }
+
+test('lean: a GET that kills its connection on two servers: sent at most twice to each, four in all', async (t) => {
+  // The pool's one retry (a reused connection died) and forward.ts's one retry on another server compound:
+  // a "query of death" reaches each server at most twice. This is the bound; a loop would exceed it.
+  const qod = (s: net.Socket, r: Req) => {
+    if (r.target !== '/qod') return ok(s, r);
+    s.write('HTTP/1.1 200 OK\r\nX-Part: 1\r\n');
+    setTimeout(() => s.destroy(), 2);
+  };
+  const a = await rawOrigin(t, qod);
+  const b = await rawOrigin(t, qod);
+  const gw = await startGateway(t, a.url, { ...BASE, upstreams: [{ name: 'origin', servers: [a.url, b.url] }] });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  track(t, { close: () => agent.destroy() });
+  // Both servers get a connection to reuse.
+  for (let i = 0; i < 4; i++) assert.equal((await request(agent, gw.port, 'GET', `/warm/${i}`)).status, 200);
+  assert.ok(a.accepted() >= 1 && b.accepted() >= 1);
+  const r = await request(agent, gw.port, 'GET', '/qod');
+  assert.equal(r.status, 502, r.body);
+  const sa = a.seen.get('GET /qod') ?? 0;
+  const sb = b.seen.get('GET /qod') ?? 0;
+  assert.ok(sa <= 2 && sb <= 2, `received ${sa} and ${sb} times`);
+  t.diagnostic(`received ${sa} + ${sb} times`);
+});
