@@ -741,7 +741,9 @@ class UpConn {
     // reached the handler (x.retryable is cleared at the final head), and an idempotent request may be
     // repeated (RFC 9110 §9.2.2); nginx, too, does not count a cached connection's failure as a try.
     // The new connection's first request is not retryable (served 0): one retry at most.
-    if (x.retryable) {
+    // Not by a destroyed pool (its sweep is stopped: the new connection would have no timeout, and would
+    // keep the process alive at a gateway's stop): the pool itself closed this one.
+    if (x.retryable && !this.pool.destroyed) {
       x.retryable = false;
       x.fresh = true;
       this.pool.enqueue(x, true);
@@ -804,6 +806,8 @@ export class H1Pool {
   readonly waiting: Exchange[] = [];
   #waitHead = 0;
   #closed = false;
+  /** destroy() was called: every connection is being closed and no exchange is sent again. */
+  destroyed = false;
   readonly #timer: NodeJS.Timeout;
 
   constructor(opts: H1PoolOptions) {
@@ -922,6 +926,7 @@ export class H1Pool {
 
   async destroy(): Promise<void> {
     this.#closed = true;
+    this.destroyed = true;
     clearInterval(this.#timer);
     for (const x of this.waiting.splice(0))
       x.fail(upstreamError('UND_ERR_DESTROYED', 'The client is destroyed'), false);
