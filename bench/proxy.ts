@@ -24,6 +24,7 @@ import {
   waitForPort,
   type Managed,
 } from './lib/procs.ts';
+import { passThroughConfig } from './lib/pass-through.ts';
 import { markdownTable, upsertSection } from './lib/results.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { pacingFor, runWrk, wrkVersion, type WrkResult } from './lib/wrk.ts';
@@ -178,42 +179,8 @@ async function main(): Promise<number> {
     cpu: SUT_CPU,
     http: proxyHttp(nginxPort, upPort),
   });
-  // The CLI's default config (`--upstream … --admin off --quiet`), except the per-address rate limit and
-  // bans: wrk is one address sending tens of thousands of requests a second, which the default rule
-  // (50/s per address) would answer with 429s and then a ban. Every phase still runs.
   const rempartConfig = (port: number, engine?: Engine, bare = false) =>
-    JSON.stringify({
-      version: 1,
-      listeners: [{ address: `127.0.0.1:${port}` }],
-      upstreams: [
-        { name: 'origin', url: `http://127.0.0.1:${upPort}`, ...(bare ? { admission: { mode: 'off' } } : {}) },
-      ],
-      routes: [
-        {
-          name: 'default',
-          path: '/*',
-          upstream: 'origin',
-          class: 'public',
-          ...(bare ? { cache: { enabled: false } } : {}),
-        },
-      ],
-      admin: { address: 'off' },
-      logging: { level: 'info', requests: false },
-      defense: bare
-        ? {
-            rateLimit: { mode: 'off' },
-            bans: { mode: 'off' },
-            challenge: { mode: 'off' },
-            signatures: { mode: 'off' },
-            level: { override: 'calm' },
-          }
-        : // The level pinned calm: its detector still observes every request (the cost stays), but one wrk
-          // address at tens of thousands of requests a second is a flood to it, and once its warm-up is
-          // over it would turn a pass-through benchmark into a challenge benchmark.
-          { rateLimit: { mode: 'off' }, bans: { mode: 'off' }, level: { override: 'calm' } },
-      // each engine its own process and no shared state file beside the configs (level baselines, bans)
-      ...(engine !== undefined ? { server: { engine }, state: { file: 'off' } } : {}),
-    });
+    passThroughConfig({ port, originPort: upPort, engine, bare });
   const commitLabel = gitCommit(ROOT);
   const systems: Array<SystemResult & { port: number; pid: number; proc: Managed }> = [
     { id: 'origin', label: 'origin (bare)', port: barePort, pid: bare.pid, proc: bare.proc, peaks: [], paceds: [] },

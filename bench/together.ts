@@ -25,6 +25,7 @@ import {
   stopAll,
   waitForPort,
 } from './lib/procs.ts';
+import { passThroughConfig } from './lib/pass-through.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { runWrk } from './lib/wrk.ts';
 
@@ -38,33 +39,6 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const f = (x: number, d = 3) => x.toFixed(d);
-
-function rempartConfig(port: number, upPort: number, engine: 'lean' | 'node', bare: boolean): string {
-  return JSON.stringify({
-    version: 1,
-    listeners: [{ address: `127.0.0.1:${port}` }],
-    upstreams: [{ name: 'origin', url: `http://127.0.0.1:${upPort}`, ...(bare ? { admission: { mode: 'off' } } : {}) }],
-    routes: [
-      {
-        name: 'default',
-        path: '/*',
-        upstream: 'origin',
-        class: 'public',
-        ...(bare ? { cache: { enabled: false } } : {}),
-      },
-    ],
-    admin: { address: 'off' },
-    logging: { level: 'warn', requests: false },
-    defense: {
-      rateLimit: { mode: 'off' },
-      bans: { mode: 'off' },
-      level: { override: 'calm' },
-      ...(bare ? { challenge: { mode: 'off' }, signatures: { mode: 'off' } } : {}),
-    },
-    server: { engine },
-    state: { file: 'off' },
-  });
-}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -120,7 +94,16 @@ async function main(): Promise<number> {
     if (id === 'floor') args = [path.join(ROOT, 'bench', 'floor.ts'), String(port), String(upPort)];
     else {
       const file = path.join(tmp, `${id}.json`);
-      await writeFile(file, rempartConfig(port, upPort, id === 'node' ? 'node' : 'lean', id === 'bare'));
+      await writeFile(
+        file,
+        passThroughConfig({
+          port,
+          originPort: upPort,
+          engine: id === 'node' ? 'node' : 'lean',
+          bare: id === 'bare',
+          logLevel: 'warn',
+        }),
+      );
       args = [path.join(ROOT, 'bin', 'rempart.js'), '--config', file];
     }
     const proc = startProcess(id, process.execPath, args, { cpu: SUT, cwd: ROOT });

@@ -1,0 +1,48 @@
+// The Rempart config the pass-through benchmarks (bench/proxy.ts, bench/together.ts) run: the CLI's
+// default config (`--upstream … --admin off --quiet`) written as a file, except what one wrk address at
+// tens of thousands of requests a second would turn into another benchmark. Every phase still runs.
+
+export interface PassThroughOptions {
+  /** The gateway's port and its origin's, both on 127.0.0.1. */
+  readonly port: number;
+  readonly originPort: number;
+  /** The engine, its own process and no state file; undefined for an older checkout that may not know it. */
+  readonly engine?: 'lean' | 'node';
+  /** Every optional phase off: no admission, cache, challenge or signatures. */
+  readonly bare?: boolean;
+  readonly logLevel?: string;
+}
+
+export function passThroughConfig(o: PassThroughOptions): string {
+  const bare = o.bare === true;
+  return JSON.stringify({
+    version: 1,
+    listeners: [{ address: `127.0.0.1:${o.port}` }],
+    upstreams: [
+      { name: 'origin', url: `http://127.0.0.1:${o.originPort}`, ...(bare ? { admission: { mode: 'off' } } : {}) },
+    ],
+    routes: [
+      {
+        name: 'default',
+        path: '/*',
+        upstream: 'origin',
+        class: 'public',
+        ...(bare ? { cache: { enabled: false } } : {}),
+      },
+    ],
+    admin: { address: 'off' },
+    logging: { level: o.logLevel ?? 'info', requests: false },
+    defense: {
+      // The default per-address rule (50/s) would answer wrk with 429s, then a ban.
+      rateLimit: { mode: 'off' },
+      bans: { mode: 'off' },
+      // The level pinned calm: its detector still observes every request (the cost stays), but one wrk
+      // address at tens of thousands of requests a second is a flood to it, and once its warm-up is over
+      // it would turn a pass-through benchmark into a challenge benchmark.
+      level: { override: 'calm' },
+      ...(bare ? { challenge: { mode: 'off' }, signatures: { mode: 'off' } } : {}),
+    },
+    // each engine its own process and no shared state file beside the configs (level baselines, bans)
+    ...(o.engine !== undefined ? { server: { engine: o.engine }, state: { file: 'off' } } : {}),
+  });
+}
