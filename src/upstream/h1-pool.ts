@@ -564,7 +564,9 @@ class UpConn {
       this.destroy();
       return;
     }
-    this.since = monoNow();
+    // While the head is awaited, `since` stays at the request's start: headersTimeoutMs is a total, as
+    // undici's, and a head dripped a byte at a time does not push it back. Body bytes restart the gap clock.
+    if (this.bodyLeft !== -2) this.since = monoNow();
     this.#append(chunk);
     this.parse(x);
   }
@@ -638,6 +640,8 @@ class UpConn {
       this.reusable = false;
     }
     x.retryable = false;
+    // The body's gap clock starts with the head.
+    this.since = monoNow();
     const handler = x.handler as LegacyHandler;
     // A handler that reads the head as offsets gets them (no Buffer per field); else undici's pairs.
     const more =
