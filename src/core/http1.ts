@@ -73,6 +73,23 @@ export interface UpstreamHead {
 }
 
 /**
+ * Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1, and the de-facto
+ * Keep-Alive and Proxy-Connection). The one list: request and pairs filters read it; fieldKind's switch
+ * below tells the same names apart from bytes (src/core/http1.test.ts holds the two together).
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
+
+/**
  * The kind of the field named buf[at, at + len) (tchar bytes, checked by the parser), Connection apart:
  * FieldKind.Connection for any Connection field (connectionKind tells which). Told by the length first:
  * a name one byte longer or shorter than a known one (`content-lengthx`) is Other.

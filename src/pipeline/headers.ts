@@ -2,20 +2,8 @@
 // including any field the Connection header names), X-Forwarded-* and Via set.
 import type { RequestContext, UpstreamHeadFacts } from './context.ts';
 import { normalizeAcceptEncoding } from '../core/accept-encoding.ts';
-import { connectionKind, FieldKind, fieldKind, latin1, type UpstreamHead } from '../core/http1.ts';
+import { connectionKind, FieldKind, fieldKind, HOP_BY_HOP, latin1, type UpstreamHead } from '../core/http1.ts';
 
-/** Fields that describe one connection and never cross a proxy. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authenticate',
-  'proxy-authorization',
-]);
 /** Request fields Rempart sets itself, so a client's copies are dropped (unless a trusted proxy sent them). */
 // Expect is answered by Node itself (100 Continue) and undici refuses to send it.
 // Rempart-Clearance and Rempart-Solution are credentials for Rempart, not for the origin.
