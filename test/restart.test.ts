@@ -263,11 +263,17 @@ defense:
     const replay = await get(port, '/a', '127.0.0.1', { 'rempart-solution': solution });
     assert.equal(replay.status, 403, 'the used solution is still refused');
     assert.equal((JSON.parse(replay.body) as { error: { code: string } }).error.code, 'RMP_ERR_CHALLENGE_FAILED');
-    const line =
-      run
-        .out()
-        .split('\n')
-        .find((l) => l.includes('state restored from the state file')) ?? '';
+    // The log is written asynchronously (pino's sonic-boom): a line can reach the pipe after an answer.
+    const line = await until(
+      'the restore line',
+      async () =>
+        run
+          .out()
+          .split('\n')
+          .find((l) => l.includes('state restored from the state file')),
+      5000,
+      run,
+    );
     const restored = /"readMs":(\d+)/.exec(line);
     assert.ok(restored !== null, run.out());
     console.log(`restart: state file read in ${restored[1]} ms`);
@@ -303,7 +309,13 @@ logging: { requests: false }
   const run = launch(file);
   try {
     await until('start', async () => (await get(port, '/')).status === 200, 20_000, run);
-    assert.match(run.out(), /state file unreadable: set aside, starting with empty state/);
+    // The log line is written asynchronously and can reach the pipe after the first answer.
+    await until(
+      'the warning',
+      async () => /state file unreadable: set aside, starting with empty state/.test(run.out()),
+      5000,
+      run,
+    );
     run.child.kill('SIGTERM');
     assert.equal(await run.exited, 0);
   } finally {
