@@ -8,7 +8,8 @@
 // bench/proxy.ts for that.
 // usage: node bench/together.ts [--windows N] [--seconds S] [--warmup S] [--connections C] [--systems LIST]
 //   LIST (default nginx,floor,lean,bare): nginx, floor, lean (the CLI defaults, rate limit and bans off, the
-//   level pinned calm: see bench/proxy.ts), bare (lean with every optional phase off), node (the node engine)
+//   level pinned calm: see bench/proxy.ts), bare (lean with every optional phase off), node (the node engine),
+//   bare+PHASE (bare with one optional phase back on: admission, cache, challenge, signatures)
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,12 +26,12 @@ import {
   stopAll,
   waitForPort,
 } from './lib/procs.ts';
-import { passThroughConfig } from './lib/pass-through.ts';
+import { OPTIONAL_PHASES, type OptionalPhase, passThroughConfig } from './lib/pass-through.ts';
 import { gitCommit, machineInfo } from './lib/sysinfo.ts';
 import { runWrk } from './lib/wrk.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const KNOWN = ['nginx', 'floor', 'lean', 'bare', 'node'] as const;
+const KNOWN = ['nginx', 'floor', 'lean', 'bare', 'node', ...OPTIONAL_PHASES.map((p) => `bare+${p}` as const)] as const;
 type Sys = (typeof KNOWN)[number];
 
 const median = (xs: number[]) => {
@@ -100,7 +101,8 @@ async function main(): Promise<number> {
           port,
           originPort: upPort,
           engine: id === 'node' ? 'node' : 'lean',
-          bare: id === 'bare',
+          bare: id.startsWith('bare'),
+          with: id.startsWith('bare+') ? [id.slice(5) as OptionalPhase] : [],
           logLevel: 'warn',
         }),
       );

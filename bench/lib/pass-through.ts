@@ -10,16 +10,26 @@ export interface PassThroughOptions {
   readonly engine?: 'lean' | 'node';
   /** Every optional phase off: no admission, cache, challenge or signatures. */
   readonly bare?: boolean;
+  /** With `bare`: these optional phases back on (to measure each one's cost alone). */
+  readonly with?: readonly OptionalPhase[];
   readonly logLevel?: string;
 }
 
+export const OPTIONAL_PHASES = ['admission', 'cache', 'challenge', 'signatures'] as const;
+export type OptionalPhase = (typeof OPTIONAL_PHASES)[number];
+
 export function passThroughConfig(o: PassThroughOptions): string {
   const bare = o.bare === true;
+  const off = (p: OptionalPhase) => bare && !(o.with ?? []).includes(p);
   return JSON.stringify({
     version: 1,
     listeners: [{ address: `127.0.0.1:${o.port}` }],
     upstreams: [
-      { name: 'origin', url: `http://127.0.0.1:${o.originPort}`, ...(bare ? { admission: { mode: 'off' } } : {}) },
+      {
+        name: 'origin',
+        url: `http://127.0.0.1:${o.originPort}`,
+        ...(off('admission') ? { admission: { mode: 'off' } } : {}),
+      },
     ],
     routes: [
       {
@@ -27,7 +37,7 @@ export function passThroughConfig(o: PassThroughOptions): string {
         path: '/*',
         upstream: 'origin',
         class: 'public',
-        ...(bare ? { cache: { enabled: false } } : {}),
+        ...(off('cache') ? { cache: { enabled: false } } : {}),
       },
     ],
     admin: { address: 'off' },
@@ -40,7 +50,8 @@ export function passThroughConfig(o: PassThroughOptions): string {
       // address at tens of thousands of requests a second is a flood to it, and once its warm-up is over
       // it would turn a pass-through benchmark into a challenge benchmark.
       level: { override: 'calm' },
-      ...(bare ? { challenge: { mode: 'off' }, signatures: { mode: 'off' } } : {}),
+      ...(off('challenge') ? { challenge: { mode: 'off' } } : {}),
+      ...(off('signatures') ? { signatures: { mode: 'off' } } : {}),
     },
     // each engine its own process and no shared state file beside the configs (level baselines, bans)
     ...(o.engine !== undefined ? { server: { engine: o.engine }, state: { file: 'off' } } : {}),
