@@ -33,6 +33,7 @@ export const NODE_SUITE: readonly string[] = [
   'test/upstream-pools.test.ts',
   'test/pool-kill.test.ts',
   'test/review-pool-pin.test.ts',
+  'test/upstream-stale-retry.test.ts',
   // Upgrades and TLS.
   'test/upgrade-bypass.test.ts',
   'test/review-upgrade-pipelined.test.ts',

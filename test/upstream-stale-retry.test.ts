@@ -5,13 +5,15 @@
 // of its answer handed on, is sent again once, on a new connection: the client never sees 502
 // RMP_ERR_UPSTREAM_RESET for it (the review harness saw about 1 in 1,000, the `in pieces` origin here about
 // 1 in 10). A POST is never sent twice (a 502 is the right answer for a POST that met a dead connection:
-// the origin may have acted on it).
+// the origin may have acted on it). Both engines: the lean pool retries itself (upstream/h1-pool.ts);
+// undici's (the node engine, and TLS upstreams on either) through forward.ts's #staleReuse. CI runs this
+// file on both (scripts/test-node.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { startGateway, TEST_ENGINE, track, type Teardown } from './helpers.ts';
+import { startGateway, track, type Teardown } from './helpers.ts';
 
 interface Origin {
   url: string;
@@ -104,12 +106,6 @@ const BASE = {
   routes: [{ name: 'site', path: '/*', upstream: 'origin', class: 'public' }],
 };
 
-// The node engine's pool (undici) does not send a request again when its reused connection dies under it:
-// 11 % to 50 % of these requests were 502 with RMP_ENGINE=node. It is the fallback engine; the lean pool's
-// retry is what these cases test. (The POST cases run on both.)
-const skipNode =
-  TEST_ENGINE === 'node' ? 'undici does not retry on a dead reused connection (the fallback engine)' : false;
-
 const N = 480;
 
 /** 40 waves of 8 concurrent GET and HEAD, each followed by 4 sequential: the answers that were not 200. */
@@ -137,7 +133,7 @@ async function getsAndHeads(t: Teardown, mode: Mode, connections = 256): Promise
 }
 
 for (const mode of ['at once', '2 ms later', 'as the next request arrives', 'in pieces'] as const) {
-  test(`GET and HEAD, the origin closing ${mode} after every answer: no 502`, { skip: skipNode }, async (t) => {
+  test(`GET and HEAD, the origin closing ${mode} after every answer: no 502`, async (t) => {
     const { bad, origin } = await getsAndHeads(t, mode);
     assert.deepEqual(bad, [], `${bad.length} of ${N} requests failed`);
     // One retry, on a new connection: no request sent more than twice. (Sent again on another idle connection,
@@ -147,9 +143,7 @@ for (const mode of ['at once', '2 ms later', 'as the next request arrives', 'in 
 }
 
 for (const mode of ['as the next request arrives', 'in pieces'] as const) {
-  test(`at the pool's cap (3 connections for 8 at once), the origin closing ${mode}: no 502`, {
-    skip: skipNode,
-  }, async (t) => {
+  test(`at the pool's cap (3 connections for 8 at once), the origin closing ${mode}: no 502`, async (t) => {
     // A retry at the cap closes an idle connection to open its new one, or waits for the next one free
     // and takes its place: never a reused one.
     const { bad, origin } = await getsAndHeads(t, mode, 3);

@@ -105,6 +105,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   lastServer: UpstreamServer | null;
   /** 0 for the first attempt, 1 for the retry. */
   attempt: number;
+  /** Whether the request was sent again on a new connection after a reused one died (#staleReuse). */
+  #freshTried = false;
   /** The request's key hash for `balance: hash`, or -1. */
   hash: number;
   body: Dispatcher.DispatchOptions['body'];
@@ -310,6 +312,16 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     )
       return this.onComplete();
     const server = this.server;
+    if (server !== null && server.h1 === null && this.#staleReuse(err, server)) {
+      // Not a failure of the server's (the lean pool, too, retries these silently): the same server, a
+      // new connection, once.
+      this.#freshTried = true;
+      this.server = null;
+      server.inFlight--;
+      this.#undiciAbort = null;
+      process.nextTick(retryFresh, this, server);
+      return;
+    }
     if (server !== null) {
       this.server = null;
       server.inFlight--;
@@ -332,6 +344,25 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     this.#onError(err);
     this.hooks.onUpstreamEnd?.(this.ctx);
+  }
+
+  /**
+   * Whether undici's reused connection died under a GET or HEAD before any of its answer was handed on
+   * (the origin closed it as the request went out, or after a part of a head): as the lean pool does
+   * (upstream/h1-pool.ts), such a request is sent again once, on a new connection. undici does not say
+   * whether the connection was reused; its SocketError says how many bytes went out on it, and a new
+   * connection carried this request only: more than this request's bytes (by at least the shortest
+   * request, 16 bytes) is an earlier exchange. An origin that breaks off every answer on a new connection
+   * is not sent each request twice (test/upstream-stale-retry.test.ts holds both sides on both engines).
+   */
+  #staleReuse(err: Error & { code?: string; socket?: { bytesWritten?: number } }, server: UpstreamServer): boolean {
+    if (this.#freshTried || err.code !== 'UND_ERR_SOCKET') return false;
+    const ctx = this.ctx;
+    if (ctx.finished || ctx.upstreamStatus !== 0 || ctx.res.headersSent) return false;
+    const m = ctx.req.method;
+    if ((m !== 'GET' && m !== 'HEAD') || (this.body !== null && this.body !== undefined)) return false;
+    const written = err.socket?.bytesWritten;
+    return typeof written === 'number' && written >= requestHeadBytes(ctx, this.via, server) + 16;
   }
 
   /** The retry rule of this file's head comment: the server to retry on, or null. */
@@ -482,28 +513,51 @@ function dispatch(
 }
 
 /** One attempt of the exchange, on `server`. */
-function send(handler: ForwardHandler, server: UpstreamServer): void {
+function send(handler: ForwardHandler, server: UpstreamServer, fresh = false): void {
   const ctx = handler.ctx;
   handler.server = server;
   handler.lastServer = server;
   if (server.latency !== null) handler.attemptStartMs = monoNow();
   server.inFlight++;
+  const opts: Dispatcher.DispatchOptions = {
+    path: ctx.target,
+    method: ctx.req.method as Dispatcher.HttpMethod,
+    headers: upstreamRequestHeaders(ctx, handler.via),
+    body: handler.body,
+    // No `blocking`: the pool never pipelines (pipelining: 1), and undici's blocking flag is never
+    // cleared after a HEAD, which made every HEAD open a new upstream connection.
+    // undici closes the pooled connection after every HEAD unless told otherwise (against origins
+    // that wrongly send a body). A HEAD flood would then churn connections into TIME_WAIT until
+    // connect() fails for everyone; keep-alive it like any request.
+    reset: false,
+  };
+  if (fresh) server.dispatchFresh(opts, handler);
   // The lean engine's raw pool when it has one (upstream/h1-pool.ts), undici's otherwise: one call.
-  (server.h1 ?? server.dispatcher).dispatch(
-    {
-      path: ctx.target,
-      method: ctx.req.method as Dispatcher.HttpMethod,
-      headers: upstreamRequestHeaders(ctx, handler.via),
-      body: handler.body,
-      // No `blocking`: the pool never pipelines (pipelining: 1), and undici's blocking flag is never
-      // cleared after a HEAD, which made every HEAD open a new upstream connection.
-      // undici closes the pooled connection after every HEAD unless told otherwise (against origins
-      // that wrongly send a body). A HEAD flood would then churn connections into TIME_WAIT until
-      // connect() fails for everyone; keep-alive it like any request.
-      reset: false,
-    },
-    handler,
-  );
+  else (server.h1 ?? server.dispatcher).dispatch(opts, handler);
+}
+
+/** The bytes undici writes for a bodiless request's head (client-h1.js writeH1): #staleReuse's measure. */
+function requestHeadBytes(ctx: RequestContext, via: string, server: UpstreamServer): number {
+  const pairs = upstreamRequestHeaders(ctx, via);
+  // `METHOD path HTTP/1.1\r\n`, `connection: keep-alive\r\n`, the blank line
+  let n = ctx.req.method!.length + ctx.target.length + 12 + 24 + 2;
+  let host = false;
+  for (let i = 0; i < pairs.length; i += 2) {
+    if (pairs[i] === 'host') host = true;
+    n += pairs[i]!.length + pairs[i + 1]!.length + 4;
+  }
+  // undici's own `host: host[:port]` when the request names none
+  return host ? n : n + server.label.length + 8;
+}
+
+/** The retry on a new connection to the same server (ForwardHandler #staleReuse). */
+function retryFresh(handler: ForwardHandler, server: UpstreamServer): void {
+  const ctx = handler.ctx;
+  if (ctx.finished) {
+    handler.hooks.onUpstreamEnd?.(ctx);
+    return;
+  }
+  send(handler, server, true);
 }
 
 /** The retry of a failed first attempt, on another server. */

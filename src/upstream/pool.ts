@@ -23,7 +23,7 @@
 // answered): a path slow on every server is the path's problem, a server failing where its peers
 // succeed is the server's. An origin failing everywhere is no outlier: that is the breaker's to judge.
 import type { H1Pool } from './h1-pool.ts';
-import { Pool, type Dispatcher } from 'undici';
+import { Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 import { addDistinct, distinct, spreadKey } from './spread.ts';
 
@@ -144,9 +144,9 @@ function copy(from: readonly string[], to: string[]): void {
  */
 export type DispatcherFactory = (origin: string, settings: ServerClientSettings) => Dispatcher;
 
-export const createUndiciPool: DispatcherFactory = (origin, s) =>
-  new Pool(origin, {
-    connections: s.connections,
+/** A server's undici client settings: its pool's, and those of a request sent on a connection of its own. */
+function undiciOptions(s: ServerClientSettings): Client.Options {
+  return {
     pipelining: 1,
     keepAliveTimeout: s.keepAliveTimeoutMs,
     keepAliveMaxTimeout: s.keepAliveTimeoutMs,
@@ -155,7 +155,11 @@ export const createUndiciPool: DispatcherFactory = (origin, s) =>
     connect: { timeout: s.connectTimeoutMs },
     // Response heads from a misbehaving upstream stay bounded too.
     maxHeaderSize: 65536,
-  });
+  };
+}
+
+export const createUndiciPool: DispatcherFactory = (origin, s) =>
+  new Pool(origin, { ...undiciOptions(s), connections: s.connections });
 
 /** The key a server's client is shared under across reloads: its origin and client settings. */
 export function clientKey(origin: string, s: ServerClientSettings): string {
@@ -213,8 +217,12 @@ export class UpstreamServer {
   /** The pool it belongs to now (a reload builds a new pool around the same servers). */
   pool: ServerPool | null = null;
   #ejectTimer: NodeJS.Timeout | null = null;
+  readonly #settings: ServerClientSettings;
+  /** The clients of dispatchFresh's requests still open (each closes itself after its one request). */
+  readonly #fresh = new Set<Client>();
 
   constructor(upstream: string, url: string, settings: ServerClientSettings, factory: DispatcherFactory) {
+    this.#settings = settings;
     const u = new URL(url);
     this.upstream = upstream;
     this.origin = u.origin;
@@ -225,6 +233,25 @@ export class UpstreamServer {
     this.clientKey = clientKey(this.origin, settings);
     this.dispatcher = factory(this.origin, settings);
     this.seed = fnv1a(this.origin, 0x811c9dc5);
+  }
+
+  /**
+   * One request on a new connection of its own, closed after its answer: forward.ts's retry of an
+   * idempotent request whose reused undici connection died under it. Not through the pool: another idle
+   * connection to an origin that closes every connection after an answer is as dead. Rare (a stale
+   * connection met), so a client per request costs nothing on the request path.
+   */
+  dispatchFresh(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+    const client = new Client(this.origin, undiciOptions(this.#settings));
+    this.#fresh.add(client);
+    client.dispatch({ ...opts, reset: true }, handler);
+    const forget = () => this.#fresh.delete(client);
+    client.close().then(forget, forget);
+  }
+
+  /** Cut the requests dispatchFresh still has in flight (the gateway stops). */
+  async destroyFresh(): Promise<void> {
+    await Promise.all([...this.#fresh].map((c) => c.destroy()));
   }
 
   /** Out for failures, or failing its health check: whether it wants out (the pool may keep it in). */
@@ -533,7 +560,7 @@ export class ServerPool {
   /** Close every server's client at once (the gateway stops). */
   async destroy(): Promise<void> {
     for (const s of this.servers) s.setEjectTimer(null);
-    await Promise.all(this.servers.map((s) => s.dispatcher.destroy()));
+    await Promise.all(this.servers.flatMap((s) => [s.dispatcher.destroy(), s.destroyFresh()]));
   }
 }
 
