@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -300,15 +300,16 @@ function freePort(): Promise<number> {
   });
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = connect({ port, host: '127.0.0.1' });
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
+/**
+ * Whether the gateway answers 200 on its admin listener's /readyz: it opens that listener after every client
+ * listener, and a TCP connect alone may land on the short-lived probe listener `listenOn` opens first (the
+ * drill's first requests would then meet its close as resets, counted against the gateway).
+ */
+function ready(adminPort: number): Promise<boolean> {
+  return fetch(`http://127.0.0.1:${adminPort}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+    async (r) => (await r.arrayBuffer(), r.status === 200),
+    () => false,
+  );
 }
 
 /** Gateways running now: killed if this process exits first (Ctrl-C, a crash), never left behind. */
@@ -399,7 +400,7 @@ export async function startGateway(
     exited = true;
   });
   const until = Date.now() + 20_000;
-  while (!(await canConnect(port)) || !(await canConnect(adminPort))) {
+  while (!(await ready(adminPort))) {
     if (exited || Date.now() > until) {
       proc.kill('SIGKILL');
       throw new Error(`gateway (${config}) did not start: ${readFileSync(logFile, 'utf8').slice(-2000)}`);
