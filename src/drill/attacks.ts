@@ -2,7 +2,15 @@
 // scheduled by rate, independent of responses, with a cap on unanswered requests.
 import { Pool, type Dispatcher } from 'undici';
 import type { Attack } from './scenario.ts';
-import { AttackWindow, takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
+import {
+  AttackWindow,
+  takeRequest,
+  wholeArrivals,
+  classifyError,
+  errorText,
+  USER_AGENTS,
+  type RunContext,
+} from './context.ts';
 import { sourceAddress } from './safety.ts';
 
 /** Statuses a proxy answers with when it refuses a request itself. */
@@ -61,9 +69,24 @@ export class RateAttack extends AttackWindow {
   tick(nowMs: number): void {
     if (this.finished || nowMs < this.startMs) return;
     const t = (nowMs < this.endMs ? nowMs : this.endMs) - this.startMs;
-    const due = Math.floor((t * this.spec.ratePerSecond) / 1000) - this.issued;
+    const due = wholeArrivals((t * this.spec.ratePerSecond) / 1000) - this.issued;
     for (let k = 0; k < due && !this.ctx.stopped; k++) this.fire();
     if (nowMs >= this.endMs) this.finished = true;
+  }
+
+  /**
+   * At the run's end: the arrivals that fell due (by `nowMs`, within the attack's window) but were never
+   * issued, because this loop fell behind (a stall longer than the time left), are counted not sent, so
+   * that sent + not sent is what the rate called for and nothing goes missing from the report.
+   */
+  settle(nowMs: number): void {
+    if (nowMs < this.startMs) return;
+    const t = (nowMs < this.endMs ? nowMs : this.endMs) - this.startMs;
+    const left = wholeArrivals((t * this.spec.ratePerSecond) / 1000) - this.issued;
+    for (let k = 0; k < left; k++) {
+      this.issued++;
+      this.ctx.rec.attackNotSent(this.index);
+    }
   }
 
   fire(): void {

@@ -7,7 +7,7 @@
 // src/drill/solve-pool.ts): what it could not send, and how long it held solving bots, is counted,
 // so a scenario it cannot produce is reported as such.
 import { Pool, type Dispatcher } from 'undici';
-import { takeRequest, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
+import { takeRequest, wholeArrivals, classifyError, errorText, USER_AGENTS, type RunContext } from './context.ts';
 import { isChallenge, mayBeChallenge } from './challenge.ts';
 import { SOLUTION_COOKIE, challengeFrom } from '../client/index.ts';
 import { SolvePool, type SolveResult } from './solve-pool.ts';
@@ -214,15 +214,25 @@ export class BotAttack {
     const ramp = this.spec.rampSec * 1000;
     if (t <= 0) return 0;
     if (ramp > 0 && t < ramp) return (full * t * t) / (2 * ramp * 1000);
-    return ((full * (t - ramp / 2)) / 1000) | 0;
+    return (full * (t - ramp / 2)) / 1000;
   }
 
   tick(nowMs: number): void {
     if (this.finished || nowMs < this.startMs) return;
     const t = (nowMs < this.endMs ? nowMs : this.endMs) - this.startMs;
-    const due = Math.floor(this.dueAt(t)) - this.counts.due;
+    const due = wholeArrivals(this.dueAt(t)) - this.counts.due;
     for (let k = 0; k < due && !this.ctx.stopped; k++) this.fire();
     if (nowMs >= this.endMs) this.finished = true;
+  }
+
+  /** At the run's end: arrivals due by `nowMs` but never issued (this loop fell behind) count as not sent. */
+  settle(nowMs: number): void {
+    if (nowMs < this.startMs) return;
+    const t = (nowMs < this.endMs ? nowMs : this.endMs) - this.startMs;
+    const left = wholeArrivals(this.dueAt(t)) - this.counts.due;
+    if (left <= 0) return;
+    this.counts.due += left;
+    this.counts.notSent += left;
   }
 
   /** Jars shared by solving bots, per /24 and agent (at most prefixes × agents). */

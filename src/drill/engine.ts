@@ -171,6 +171,8 @@ export async function runDrill(opts: DrillOptions): Promise<DrillReport> {
   ctx.stopped = true;
   clearTimeout(endTimer);
   clearInterval(ticker);
+  const stoppedAt = performance.now();
+  for (const a of attackers) if (a instanceof RateAttack) a.settle(stoppedAt);
   opts.signal?.removeEventListener('abort', onAbort);
   const durationSec = (performance.now() - startMs) / 1000;
   for (const a of attackers) if (a instanceof SlowAttack || a instanceof RapidResetAttack) a.end();

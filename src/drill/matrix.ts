@@ -769,6 +769,7 @@ export async function runScenario(s: MatrixScenario, config: ConfigName, opts: R
     const cpu1 = process.cpuUsage(cpu0);
     ctx.stopped = true;
     if (ticker) clearInterval(ticker);
+    bots?.settle(performance.now());
     await Promise.race([Promise.all(crowds.map((c) => c.done)), new Promise((r) => setTimeout(r, 1500))]);
     clearInterval(everySecond);
     await metrics.poll(rec);
