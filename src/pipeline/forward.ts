@@ -348,15 +348,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
 
   /**
    * Whether undici's reused connection died under a GET or HEAD before any of its answer was handed on
-   * (the origin closed it as the request went out, or after a part of a head): as the lean pool does
-   * (upstream/h1-pool.ts), such a request is sent again once, on a new connection. undici does not say
-   * whether the connection was reused; its SocketError says how many bytes went out on it, and a new
-   * connection carried this request only: more than this request's bytes (by at least the shortest
-   * request, 16 bytes) is an earlier exchange. An origin that breaks off every answer on a new connection
-   * is not sent each request twice (test/upstream-stale-retry.test.ts holds both sides on both engines).
+   * (the origin closed or reset it as the request went out, or after a part of a head): as the lean pool
+   * does (upstream/h1-pool.ts), such a request is sent again once, on a new connection. undici does not
+   * say whether the connection was reused; its SocketError says how many bytes went out on it (a reset's
+   * error says it too: pool.ts markingConnector), and a new connection carried this request only: more
+   * than this request's bytes (by at least the shortest request, 16 bytes) is an earlier exchange. An
+   * origin that breaks off every answer on a new connection is not sent each request twice
+   * (test/upstream-stale-retry.test.ts holds both sides on both engines).
    */
   #staleReuse(err: Error & { code?: string; socket?: { bytesWritten?: number } }, server: UpstreamServer): boolean {
-    if (this.#freshTried || err.code !== 'UND_ERR_SOCKET') return false;
+    const code = err.code;
+    if (this.#freshTried || (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET' && code !== 'EPIPE')) return false;
     const ctx = this.ctx;
     if (ctx.finished || ctx.upstreamStatus !== 0 || ctx.res.headersSent) return false;
     const m = ctx.req.method;

@@ -23,7 +23,8 @@
 // answered): a path slow on every server is the path's problem, a server failing where its peers
 // succeed is the server's. An origin failing everywhere is no outlier: that is the breaker's to judge.
 import type { H1Pool } from './h1-pool.ts';
-import { Client, Pool, type Dispatcher } from 'undici';
+import type { Socket } from 'node:net';
+import { buildConnector, Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 import { addDistinct, distinct, spreadKey } from './spread.ts';
 
@@ -152,10 +153,30 @@ function undiciOptions(s: ServerClientSettings): Client.Options {
     keepAliveMaxTimeout: s.keepAliveTimeoutMs,
     headersTimeout: s.headersTimeoutMs,
     bodyTimeout: s.bodyTimeoutMs,
-    connect: { timeout: s.connectTimeoutMs },
+    connect: markingConnector(s.connectTimeoutMs),
     // Response heads from a misbehaving upstream stay bounded too.
     maxHeaderSize: 65536,
   };
+}
+
+/**
+ * undici's own connector (as `connect: { timeout }` builds it), whose sockets' errors carry the bytes
+ * written on the connection, as undici's SocketError does: a reset (ECONNRESET, EPIPE) then tells forward.ts
+ * (#staleReuse) too whether the connection was a reused one.
+ */
+function markingConnector(timeout: number): buildConnector.connector {
+  const connect = buildConnector({ timeout });
+  return (opts, callback) =>
+    connect(opts, (err, socket) => {
+      // Before undici's own listener (added once connected): the error is marked when undici reads it.
+      // A failed connect hands no socket.
+      if (socket) socket.prependListener('error', markBytesWritten);
+      (callback as (e: Error | null, s: Socket | null) => void)(err, socket);
+    });
+}
+
+function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: { bytesWritten?: number } }): void {
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE') err.socket ??= { bytesWritten: this.bytesWritten };
 }
 
 export const createUndiciPool: DispatcherFactory = (origin, s) =>
