@@ -33,7 +33,7 @@ import {
 } from './headers.ts';
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
-import type { UpstreamServer } from '../upstream/pool.ts';
+import type { NamedDispatchOptions, UpstreamServer } from '../upstream/pool.ts';
 import { fnv1a } from '../upstream/pool.ts';
 import type { CompiledUpstream } from './runtime.ts';
 
@@ -521,11 +521,13 @@ function send(handler: ForwardHandler, server: UpstreamServer, fresh = false): v
   handler.lastServer = server;
   if (server.latency !== null) handler.attemptStartMs = monoNow();
   server.inFlight++;
-  const opts: Dispatcher.DispatchOptions = {
+  const opts: NamedDispatchOptions = {
     path: ctx.target,
     method: ctx.req.method as Dispatcher.HttpMethod,
     headers: upstreamRequestHeaders(ctx, handler.via),
     body: handler.body,
+    // The server as configured names the TLS connection, never the client's Host (upstream/pool.ts serverConnector).
+    servername: server.host,
     // No `blocking`: the pool never pipelines (pipelining: 1), and undici's blocking flag is never
     // cleared after a HEAD, which made every HEAD open a new upstream connection.
     // undici closes the pooled connection after every HEAD unless told otherwise (against origins

@@ -23,7 +23,7 @@
 // answered): a path slow on every server is the path's problem, a server failing where its peers
 // succeed is the server's. An origin failing everywhere is no outlier: that is the breaker's to judge.
 import type { H1Pool } from './h1-pool.ts';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { buildConnector, Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 import { addDistinct, distinct, spreadKey } from './spread.ts';
@@ -146,28 +146,35 @@ function copy(from: readonly string[], to: string[]): void {
 export type DispatcherFactory = (origin: string, settings: ServerClientSettings) => Dispatcher;
 
 /** A server's undici client settings: its pool's, and those of a request sent on a connection of its own. */
-function undiciOptions(s: ServerClientSettings): Client.Options {
+function undiciOptions(origin: string, s: ServerClientSettings): Client.Options {
   return {
     pipelining: 1,
     keepAliveTimeout: s.keepAliveTimeoutMs,
     keepAliveMaxTimeout: s.keepAliveTimeoutMs,
     headersTimeout: s.headersTimeoutMs,
     bodyTimeout: s.bodyTimeoutMs,
-    connect: markingConnector(s.connectTimeoutMs),
+    connect: serverConnector(origin, s.connectTimeoutMs),
     // Response heads from a misbehaving upstream stay bounded too.
     maxHeaderSize: 65536,
   };
 }
 
 /**
- * undici's own connector (as `connect: { timeout }` builds it), whose sockets' errors carry the bytes
- * written on the connection, as undici's SocketError does: a reset (ECONNRESET, EPIPE) then tells forward.ts
- * (#staleReuse) too whether the connection was a reused one.
+ * undici's own connector (as `connect: { timeout }` builds it), with two changes:
+ * - TLS names the server as configured (its host name; no SNI for an IP address, the certificate then
+ *   checked against the address), never the client's Host. undici takes the TLS server name from each
+ *   request's Host: the origin's certificate was checked against a name the client chose, and a client
+ *   alternating Host values made every upstream request a new TLS handshake (undici closes the
+ *   connection when the name changes): every request now carries the server's host as its name (NamedPool,
+ *   forward.ts), so it never changes. nginx (`proxy_ssl_name $proxy_host`) does the same.
+ * - its sockets' errors carry the bytes written on the connection, as undici's SocketError does: a reset
+ *   (ECONNRESET, EPIPE) then tells forward.ts (#staleReuse) too whether the connection was a reused one.
  */
-function markingConnector(timeout: number): buildConnector.connector {
+function serverConnector(origin: string, timeout: number): buildConnector.connector {
   const connect = buildConnector({ timeout });
+  const name = tlsServerName(origin);
   return (opts, callback) =>
-    connect(opts, (err, socket) => {
+    connect(opts.servername === name ? opts : { ...opts, servername: name }, (err, socket) => {
       // Before undici's own listener (added once connected): the error is marked when undici reads it.
       // A failed connect hands no socket.
       if (socket) socket.prependListener('error', markBytesWritten);
@@ -179,8 +186,38 @@ function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') err.socket ??= { bytesWritten: this.bytesWritten };
 }
 
+/** An origin's host as UpstreamServer.host holds it (IPv6 without brackets): every request's servername. */
+function originHost(origin: string): string {
+  return new URL(origin).hostname.replace(/^\[|\]$/g, '');
+}
+
+/** The TLS server name the connector sends: the origin's host name, or undefined for an IP address (no SNI). */
+function tlsServerName(origin: string): string | undefined {
+  const host = originHost(origin);
+  return isIP(host) === 0 ? host : undefined;
+}
+
+/**
+ * undici's Pool whose every request names the server as configured (servername: its host), whatever
+ * its Host: undici closes an https connection when a request's name differs from the last one's.
+ * forward.ts sends the name itself (no copy per request); health checks and cache refreshes get it here.
+ */
+/** undici reads `servername` from a request's options (core/request.js), though its types do not list it. */
+export type NamedDispatchOptions = Dispatcher.DispatchOptions & { servername?: string };
+
+class NamedPool extends Pool {
+  readonly #name: string;
+  constructor(origin: string, options: Pool.Options) {
+    super(origin, options);
+    this.#name = originHost(origin);
+  }
+  override dispatch(opts: NamedDispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return super.dispatch(opts.servername === this.#name ? opts : { ...opts, servername: this.#name }, handler);
+  }
+}
+
 export const createUndiciPool: DispatcherFactory = (origin, s) =>
-  new Pool(origin, { ...undiciOptions(s), connections: s.connections });
+  new NamedPool(origin, { ...undiciOptions(origin, s), connections: s.connections });
 
 /** The key a server's client is shared under across reloads: its origin and client settings. */
 export function clientKey(origin: string, s: ServerClientSettings): string {
@@ -263,7 +300,7 @@ export class UpstreamServer {
    * connection met), so a client per request costs nothing on the request path.
    */
   dispatchFresh(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    const client = new Client(this.origin, undiciOptions(this.#settings));
+    const client = new Client(this.origin, undiciOptions(this.origin, this.#settings));
     this.#fresh.add(client);
     client.dispatch({ ...opts, reset: true }, handler);
     const forget = () => this.#fresh.delete(client);
