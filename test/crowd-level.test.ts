@@ -109,6 +109,19 @@ test('the same volume from a few new clients at ten times a customer pace is und
   );
 });
 
+test('the same volume from one new client is not: elevated at most, its excess left out of the rates', async (t) => {
+  // One address cannot put every visitor under attack (test/level-one-client.test.ts): the rate limits
+  // and bans answer it. Its pace is still strange, which alone is `elevated`, where nobody is challenged.
+  const g = await calmGateway(t);
+  for (let s = 0; s < 10; s++) {
+    const flood = Array.from({ length: 40 }, (_, i) => g.browse('198.51.7.1', s + i));
+    await g.second([...g.customers(s), ...flood]);
+    assert.notEqual(g.monitor.level, AttackLevel.underAttack, `second ${s}: ${JSON.stringify(g.monitor.features)}`);
+  }
+  assert.ok(g.monitor.scores.pressure < 1, JSON.stringify(g.monitor.scores));
+  assert.ok(g.monitor.features!.soloExcess > 0.3, JSON.stringify(g.monitor.features));
+});
+
 test('the same volume from new prefixes with a script agent and headers is under attack', async (t) => {
   const g = await calmGateway(t);
   let under = -1;

@@ -42,6 +42,11 @@ export interface LevelFeatures {
   readonly queueUpstream: string;
   /** Share of requests shed by admission or sent to the waiting room. */
   readonly shedShare: number;
+  /**
+   * Share of the interval's requests left out of the rates and the never-seen share: what clients sent
+   * beyond one client's part of a surge (see SOLO_CLIENTS). High when a few clients make the traffic.
+   */
+  readonly soloExcess: number;
   /** Total variation distance from calm's mix, per feature (0 while too few samples or warming up). */
   readonly shift: Readonly<Record<FeatureName, number>>;
   /**
@@ -105,9 +110,29 @@ export const PACE_BUCKETS = 14;
 /** Calm's fastest: the bucket from which only this share of calm's requests come. */
 const PACE_TAIL = 0.02;
 
+// One client's part. The rates (`surge`) and the never-seen share count a client's requests of the
+// interval only up to 1/SOLO_CLIENTS of the surge threshold's rate (surgeFactor × max(baseline,
+// minRatePerSecond) a second; the calm rate itself with the defaults): it takes at least SOLO_CLIENTS
+// clients (IPv4 addresses, IPv6 /64s) to make a surge. One address, however fast, cannot raise pressure
+// and with it put every visitor under `under_attack` (a small site at 20 req/s was under attack within
+// 2 s of one address sending 60 req/s); it is the rate limits' and bans' to answer. Its requests still
+// count in the pace histogram and the samples (a fast client is strange, which alone is only `elevated`,
+// where nobody is challenged) and in shedShare's denominator. Counted per interval in a count-min sketch
+// of its own (the pace cells' positions, cleared each tick), not from the pace count: that one decays over
+// seconds, and would let a new client's first seconds count whole.
+const SOLO_CLIENTS = 4;
+
 export class TrafficObserver {
   // Per tick counters, fed per request.
   #requests = 0;
+  /** Requests beyond one client's part (see SOLO_CLIENTS): not in #requests, the routes or #novel. */
+  #excess = 0;
+  /** One client's part of an interval (see SOLO_CLIENTS), per route too, and each client's requests of this interval. */
+  #soloPart: number;
+  #routeParts = new Float64Array(0);
+  readonly #intervalCells = new Uint32Array(PACE_ROW * 2);
+  /** The client's requests this interval before the current one (set by #paceOf). */
+  #intervalCount = 0;
   #novel = 0;
   #shed = 0;
   #routeCounts = new Float64Array(0);
@@ -144,6 +169,7 @@ export class TrafficObserver {
 
   constructor(level: LevelConfig, signatures: SignaturesConfig, nowMs: number) {
     this.#lastTickMs = nowMs;
+    this.#soloPart = soloPart(level, 0);
     this.familiar = new FamiliarPrefixes(
       level.familiarPrefixes.capacity,
       level.familiarPrefixes.retentionHours * 3_600_000,
@@ -167,20 +193,28 @@ export class TrafficObserver {
    * clock (`wallMs`) is read only for a sampled request.
    */
   observe(ctx: RequestContext, wallMs: () => number): void {
-    this.#requests++;
-    const route = ctx.route;
-    if (route !== null && route.index < this.#routeCounts.length) this.#routeCounts[route.index]!++;
     const h = this.#hash;
     hashPair(ctx.clientPrefix, h);
-    if (!this.familiar.has(h[0]!, h[1]!)) {
-      this.#novel++;
-      if (this.#pendingCount < PENDING_HASHES) {
-        this.#pendingHashes[this.#pendingCount * 2] = h[0]!;
-        this.#pendingHashes[this.#pendingCount * 2 + 1] = h[1]!;
-        this.#pendingCount++;
+    const count = this.#paceOf(ctx, h);
+    const bucket = 32 - Math.clz32(count);
+    this.#pacePending[bucket < PACE_BUCKETS ? bucket : PACE_BUCKETS - 1]!++;
+    const n = this.#intervalCount;
+    // A route's own surge counts the client up to that route's part (against all its requests: stricter).
+    const route = ctx.route;
+    if (route !== null && route.index < this.#routeCounts.length && n < this.#routeParts[route.index]!)
+      this.#routeCounts[route.index]!++;
+    if (n >= this.#soloPart) this.#excess++;
+    else {
+      this.#requests++;
+      if (!this.familiar.has(h[0]!, h[1]!)) {
+        this.#novel++;
+        if (this.#pendingCount < PENDING_HASHES) {
+          this.#pendingHashes[this.#pendingCount * 2] = h[0]!;
+          this.#pendingHashes[this.#pendingCount * 2 + 1] = h[1]!;
+          this.#pendingCount++;
+        }
       }
     }
-    this.#pacePending[this.#paceOf(ctx, h)]!++;
     if (--this.#countdown > 0) return;
     // Jittered so a client cannot time its requests between samples.
     this.#countdown = this.sampleEvery === 1 ? 1 : 1 + Math.floor(Math.random() * (2 * this.sampleEvery - 1));
@@ -189,8 +223,8 @@ export class TrafficObserver {
   }
 
   /**
-   * The client's recent count before this request, as its log2 bucket, and this request counted.
-   * The client is the address for IPv4 and the /64 for IPv6 (where one host holds 2^64 addresses).
+   * The client's recent count before this request, and this request counted. The client is the
+   * address for IPv4 and the /64 for IPv6 (where one host holds 2^64 addresses).
    */
   #paceOf(ctx: RequestContext, prefixHash: Uint32Array): number {
     const prefix = ctx.clientPrefix;
@@ -215,8 +249,15 @@ export class TrafficObserver {
     const next = count + 1;
     if (ca < next) cells[a] = next;
     if (cb < next) cells[b] = next;
-    const bucket = 32 - Math.clz32(count);
-    return bucket < PACE_BUCKETS ? bucket : PACE_BUCKETS - 1;
+    // The same positions in the interval's cells (conservative update too).
+    const ic = this.#intervalCells;
+    const ia = ic[a]!;
+    const ib = ic[b]!;
+    const inInterval = ia < ib ? ia : ib;
+    if (ia <= inInterval) ic[a] = inInterval + 1;
+    if (ib <= inInterval) ic[b] = inInterval + 1;
+    this.#intervalCount = inInterval;
+    return count;
   }
 
   /** Per request, once done: was it shed for saturation? */
@@ -239,6 +280,8 @@ export class TrafficObserver {
     this.#routeNames = names;
     this.#routeBaselines = baselines;
     this.#routeCounts = new Float64Array(names.length);
+    // Until the next tick sets them from the baselines: the part of a route at minRatePerSecond (the least).
+    this.#routeParts = new Float64Array(names.length).fill(soloPart(runtime.config.defense.level, 0));
   }
 
   /** The tick: measure what the last interval held. Null when less than 250 ms passed (nothing to judge). */
@@ -258,11 +301,15 @@ export class TrafficObserver {
     const requests = this.#requests;
     const rate = requests / seconds;
     const baseRate = this.#rateWeight > 0 ? this.#baselineRate / this.#rateWeight : 0;
+    const excess = this.#excess;
+    // For the next interval: one client's part of the surge threshold at this baseline.
+    this.#soloPart = soloPart(level, baseRate);
     let surge = rate / Math.max(baseRate, floor);
     let surgeRoute = '';
     const counts = this.#routeCounts;
     for (let i = 0; i < counts.length && i < this.#routeBaselines.length; i++) {
       const base = this.#rateWeight > 0 ? this.#routeBaselines[i]! / this.#rateWeight : 0;
+      this.#routeParts[i] = soloPart(level, base);
       const s = counts[i]! / seconds / Math.max(base, floor);
       if (s > surge) {
         surge = s;
@@ -321,7 +368,9 @@ export class TrafficObserver {
       noveltyBaseline: round3(this.#noveltyBaseline),
       queueShare: round3(queueShare),
       queueUpstream,
-      shedShare: requests === 0 ? 0 : round3(Math.min(1, this.#shed / requests)),
+      // Of every request, a client's excess included: one client's shed requests are not most of a share.
+      shedShare: requests + excess === 0 ? 0 : round3(Math.min(1, this.#shed / (requests + excess))),
+      soloExcess: requests + excess === 0 ? 0 : round3(excess / (requests + excess)),
       shift,
       unseen,
       pace: round3(pace.share),
@@ -454,11 +503,13 @@ export class TrafficObserver {
   /** Start the next interval (after measure, and learn when calm). */
   reset(): void {
     this.#requests = 0;
+    this.#excess = 0;
     this.#novel = 0;
     this.#shed = 0;
     this.#routeCounts.fill(0);
     this.#pendingCount = 0;
     this.#pacePending.fill(0);
+    this.#intervalCells.fill(0);
     for (const s of this.pending) s.clear();
   }
 
@@ -482,6 +533,11 @@ export class TrafficObserver {
     });
     return out;
   }
+}
+
+/** A client's requests in an interval (about a second) beyond which they are beyond its part of a surge. */
+function soloPart(level: LevelConfig, baseRate: number): number {
+  return (level.surgeFactor * Math.max(baseRate, level.minRatePerSecond)) / SOLO_CLIENTS;
 }
 
 export function round3(x: number): number {
