@@ -133,3 +133,16 @@ test('requests of many clients waiting at the admission gate: still pressure', (
   for (const r of releases) r();
   assert.ok(sim.monitor.scores.pressure >= 1, JSON.stringify(sim.monitor.features));
 });
+
+test('one address at 20,000 req/s: sampling still thins out (samples stay within maxSamplesPerSecond)', () => {
+  // The rate left out of the surge is still work on the hot path: 1 in N of every request is sampled
+  // into the feature sketches, N from the second's whole rate (it was the rate without one client's excess,
+  // so one fast address made every 4th of its requests a sample: 5,000 a second where 2,000 is the bound).
+  const sim = createSim();
+  warmUp(sim, 60, 50);
+  calmSecond(sim, 50);
+  for (let i = 0; i < 20_000; i++) sim.send({ prefix: '203.0.113', path: '/search', script: true });
+  sim.second();
+  const f = sim.monitor.features!;
+  assert.ok(f.sampleEvery >= Math.ceil(20_050 / 2000), JSON.stringify(f));
+});

@@ -379,7 +379,8 @@ export class TrafficObserver {
     const pace = this.#measurePace(seconds, warm && rate >= floor);
 
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
-    this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil(rate / sig.maxSamplesPerSecond));
+    // Every request's: one client's excess is left out of the rates, not out of the hot path's work.
+    this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil((requests + excess) / seconds / sig.maxSamplesPerSecond));
     this.syncRoutes(runtime);
 
     return {
