@@ -146,3 +146,25 @@ test('one address at 20,000 req/s: sampling still thins out (samples stay within
   const f = sim.monitor.features!;
   assert.ok(f.sampleEvery >= Math.ceil(20_050 / 2000), JSON.stringify(f));
 });
+
+test('two addresses, each on both spellings (IPv4 and IPv4-mapped IPv6): two clients, not four, never under attack', () => {
+  // A dual-stack listener (`[::]:80`) sees `::ffff:a.b.c.d` where an IPv4 one (`0.0.0.0:443`) sees
+  // `a.b.c.d`: one client either way, with one part of the surge.
+  const sim = createSim();
+  warmUp(sim, 120, 50);
+  const levels: string[] = [];
+  for (let s = 0; s < 10; s++) {
+    calmSecond(sim, 50, 300, 7000 + s * 13);
+    for (let i = 0; i < 400; i++) {
+      const ctx = sim.ctx({ prefix: '203.0.113', path: '/search', script: true, ua: 'curl/8.5' });
+      const address = `203.0.113.${7 + (i % 2)}`;
+      ctx.clientAddress = i % 4 < 2 ? address : `::ffff:${address}`;
+      sim.level.onRequest(ctx);
+      sim.level.onDone?.(ctx);
+    }
+    sim.second();
+    levels.push(ATTACK_LEVEL_NAMES[sim.monitor.level]);
+  }
+  assert.ok(!levels.includes('under_attack'), `${levels.join(' ')} ${JSON.stringify(sim.monitor.features)}`);
+  assert.ok(sim.monitor.scores.pressure < 1, JSON.stringify(sim.monitor.features));
+});

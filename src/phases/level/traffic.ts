@@ -578,14 +578,18 @@ function shedPart(level: LevelConfig, baseRate: number): number {
 
 /**
  * The client's hash, from its prefix's in `h`: the address for IPv4 (`a.b.c.d` with prefix `a.b.c`: only
- * `.d` is left to hash; another spelling, IPv4-mapped IPv6, is hashed whole), the /64 for IPv6 (the prefix's).
+ * `.d` is left to hash, and the same for its IPv4-mapped IPv6 spelling `::ffff:a.b.c.d`, which a
+ * dual-stack listener sees where an IPv4 one sees `a.b.c.d`: one client, not two), the /64 for IPv6 (the
+ * prefix's). Any other spelling is hashed whole.
  */
 function clientHash(ctx: RequestContext, h: Uint32Array): void {
   const prefix = ctx.clientPrefix;
   const address = ctx.clientAddress;
   if (prefix.indexOf(':') !== -1) return;
-  if (address.length > prefix.length && address.charCodeAt(prefix.length) === 46 && address.startsWith(prefix))
-    hashPairFrom(address, prefix.length, h);
+  const at = address.length > prefix.length && address.charCodeAt(0) === 58 && address.startsWith('::ffff:') ? 7 : 0;
+  const end = at + prefix.length;
+  if (address.length > end && address.charCodeAt(end) === 46 && address.startsWith(prefix, at))
+    hashPairFrom(address, end, h);
   else hashPair(address, h);
 }
 
