@@ -4,6 +4,8 @@ import { AttackLevel } from '../src/pipeline/env.ts';
 import { parseOverride } from '../src/phases/level/index.ts';
 import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
 import { createManualClock } from '../src/core/clock.ts';
+import type { RequestContext } from '../src/pipeline/context.ts';
+import { QueueEntry } from '../src/upstream/queue.ts';
 import { cleanup, startGateway, startUpstream } from './helpers.ts';
 
 /** A botnet second: `perSecond` requests from `prefixes` never-seen prefixes (172.16.x), browser-like. */
@@ -121,13 +123,18 @@ test('origin saturation alone (queue at the admission gate) raises the level to 
   });
   warmUp(sim, 90);
   const gate = sim.runtime.upstreams.get('origin')!.admission;
-  const size = gate.queue.size;
+  // Requests of 8 clients waiting (one client's own share of the queue is not saturation: each key counts
+  // up to its part, test/review-s28-level.test.ts).
+  const waiting = Array.from(
+    { length: Math.ceil(gate.limiter.limit * 0.8) },
+    (_, i) => new QueueEntry({} as RequestContext, 3, `10.9.${i}`, 0, 1e12),
+  );
+  for (const e of waiting) assert.equal(gate.queue.push(e, []), null);
   for (let s = 0; s < 3; s++) {
-    (gate.queue as { size: number }).size = Math.ceil(gate.limiter.limit * 0.8);
     calmSecond(sim, 50);
     sim.second();
   }
-  (gate.queue as { size: number }).size = size;
+  for (const e of waiting) gate.queue.remove(e);
   assert.equal(sim.monitor.level, AttackLevel.elevated);
   assert.ok(sim.monitor.history[0]!.reasons.some((r) => r.includes('admission queue')));
 });

@@ -137,6 +137,20 @@ export class AdmissionQueue<T> {
     return this.#lines[cls]!.length;
   }
 
+  /**
+   * Entries waiting, each client key's counted up to `cap` (all classes together): the attack level's
+   * saturation signal, which one client's own share of the queue must not make (phases/level/traffic.ts).
+   * Allocates only when more than `cap` wait: once a second, at the level's tick.
+   */
+  sizeCappedPerKey(cap: number): number {
+    if (this.size <= cap) return this.size;
+    const held = new Map<string, number>();
+    for (const keys of this.#keys) for (const [k, n] of keys) held.set(k, (held.get(k) ?? 0) + n);
+    let total = 0;
+    for (const n of held.values()) total += n < cap ? n : cap;
+    return total;
+  }
+
   /** Entries this key holds in this class. */
   heldBy(cls: number, key: string): number {
     return this.#keys[cls]!.get(key) ?? 0;

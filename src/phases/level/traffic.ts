@@ -134,7 +134,16 @@ export class TrafficObserver {
   /** The client's requests this interval before the current one (set by #paceOf). */
   #intervalCount = 0;
   #novel = 0;
+  /** Shed requests, each client's counted up to its part of the shed threshold (#shedPart). */
   #shed = 0;
+  /**
+   * One client's part of the shed threshold in an interval: shedShare × max(baseline, minRatePerSecond)
+   * / SOLO_CLIENTS requests (a fraction of one on most sites), and each client's shed requests of this
+   * interval (the pace cells' positions; cleared at the tick when any was counted).
+   */
+  #shedPart: number;
+  readonly #shedCells = new Uint16Array(PACE_ROW * 2);
+  #shedCellsUsed = false;
   #routeCounts = new Float64Array(0);
   readonly #hash = new Uint32Array(2);
   readonly #pendingHashes = new Uint32Array(PENDING_HASHES * 2);
@@ -170,6 +179,7 @@ export class TrafficObserver {
   constructor(level: LevelConfig, signatures: SignaturesConfig, nowMs: number) {
     this.#lastTickMs = nowMs;
     this.#soloPart = soloPart(level, 0);
+    this.#shedPart = shedPart(level, 0);
     this.familiar = new FamiliarPrefixes(
       level.familiarPrefixes.capacity,
       level.familiarPrefixes.retentionHours * 3_600_000,
@@ -227,18 +237,10 @@ export class TrafficObserver {
    * address for IPv4 and the /64 for IPv6 (where one host holds 2^64 addresses).
    */
   #paceOf(ctx: RequestContext, prefixHash: Uint32Array): number {
-    const prefix = ctx.clientPrefix;
-    const address = ctx.clientAddress;
     const h = this.#clientHash;
     h[0] = prefixHash[0]!;
     h[1] = prefixHash[1]!;
-    // IPv6: the /64 is the client (its hash is the prefix's). IPv4 `a.b.c.d` with prefix `a.b.c`:
-    // only `.d` is left to hash; another spelling (IPv4-mapped IPv6) is hashed whole.
-    if (prefix.indexOf(':') === -1) {
-      if (address.length > prefix.length && address.charCodeAt(prefix.length) === 46 && address.startsWith(prefix))
-        hashPairFrom(address, prefix.length, h);
-      else hashPair(address, h);
-    }
+    clientHash(ctx, h);
     const cells = this.#paceCells;
     const a = h[0]! & PACE_MASK;
     const b = PACE_ROW + (h[1]! & PACE_MASK);
@@ -260,11 +262,31 @@ export class TrafficObserver {
     return count;
   }
 
-  /** Per request, once done: was it shed for saturation? */
+  /**
+   * Per request, once done: was it shed for saturation? A client's sheds count only up to its part
+   * (#shedPart): one address refused by its own share of the admission queue, or by a waiting room,
+   * is not the origin's saturation (the 2 % threshold is one request at 50 req/s).
+   */
   onDone(ctx: RequestContext): void {
     const r = ctx.reason;
-    if (r === 'RMP_ERR_ADMISSION_SHED' || r === 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' || r === 'RMP_ERR_WAITING_ROOM')
-      this.#shed++;
+    if (r !== 'RMP_ERR_ADMISSION_SHED' && r !== 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' && r !== 'RMP_ERR_WAITING_ROOM')
+      return;
+    const h = this.#clientHash;
+    hashPair(ctx.clientPrefix, h);
+    clientHash(ctx, h);
+    const cells = this.#shedCells;
+    const a = h[0]! & PACE_MASK;
+    const b = PACE_ROW + (h[1]! & PACE_MASK);
+    const ca = cells[a]!;
+    const cb = cells[b]!;
+    const before = ca < cb ? ca : cb;
+    const part = this.#shedPart;
+    if (before < part) this.#shed += Math.min(1, part - before);
+    if (before < 0xffff) {
+      if (ca <= before) cells[a] = before + 1;
+      if (cb <= before) cells[b] = before + 1;
+    }
+    this.#shedCellsUsed = true;
   }
 
   /** Keep per-route baselines by route name across reloads. */
@@ -304,6 +326,7 @@ export class TrafficObserver {
     const excess = this.#excess;
     // For the next interval: one client's part of the surge threshold at this baseline.
     this.#soloPart = soloPart(level, baseRate);
+    this.#shedPart = shedPart(level, baseRate);
     let surge = rate / Math.max(baseRate, floor);
     let surgeRoute = '';
     const counts = this.#routeCounts;
@@ -322,7 +345,10 @@ export class TrafficObserver {
     for (const u of runtime.upstreams.values()) {
       const gate = u.admission;
       if (gate.limiter.mode === 'off') continue;
-      const share = gate.queue.size / Math.max(1, gate.limiter.limit);
+      // Each client key's queued requests up to its part of the threshold (see SOLO_CLIENTS): one address
+      // holding its share of the queue (maxSharePercent, 100 places by default) is not the origin's saturation.
+      const limit = Math.max(1, gate.limiter.limit);
+      const share = gate.queue.sizeCappedPerKey((level.queueShare * limit) / SOLO_CLIENTS) / limit;
       if (share > queueShare) {
         queueShare = share;
         queueUpstream = u.name;
@@ -353,7 +379,8 @@ export class TrafficObserver {
     const pace = this.#measurePace(seconds, warm && rate >= floor);
 
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
-    this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil(rate / sig.maxSamplesPerSecond));
+    // Every request's: one client's excess is left out of the rates, not out of the hot path's work.
+    this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil((requests + excess) / seconds / sig.maxSamplesPerSecond));
     this.syncRoutes(runtime);
 
     return {
@@ -510,6 +537,10 @@ export class TrafficObserver {
     this.#pendingCount = 0;
     this.#pacePending.fill(0);
     this.#intervalCells.fill(0);
+    if (this.#shedCellsUsed) {
+      this.#shedCells.fill(0);
+      this.#shedCellsUsed = false;
+    }
     for (const s of this.pending) s.clear();
   }
 
@@ -538,6 +569,28 @@ export class TrafficObserver {
 /** A client's requests in an interval (about a second) beyond which they are beyond its part of a surge. */
 function soloPart(level: LevelConfig, baseRate: number): number {
   return (level.surgeFactor * Math.max(baseRate, level.minRatePerSecond)) / SOLO_CLIENTS;
+}
+
+/** A client's shed requests in an interval beyond which they do not count (a fraction: each counts whole up to it). */
+function shedPart(level: LevelConfig, baseRate: number): number {
+  return (level.shedShare * Math.max(baseRate, level.minRatePerSecond)) / SOLO_CLIENTS;
+}
+
+/**
+ * The client's hash, from its prefix's in `h`: the address for IPv4 (`a.b.c.d` with prefix `a.b.c`: only
+ * `.d` is left to hash, and the same for its IPv4-mapped IPv6 spelling `::ffff:a.b.c.d`, which a
+ * dual-stack listener sees where an IPv4 one sees `a.b.c.d`: one client, not two), the /64 for IPv6 (the
+ * prefix's). Any other spelling is hashed whole.
+ */
+function clientHash(ctx: RequestContext, h: Uint32Array): void {
+  const prefix = ctx.clientPrefix;
+  const address = ctx.clientAddress;
+  if (prefix.indexOf(':') !== -1) return;
+  const at = address.length > prefix.length && address.charCodeAt(0) === 58 && address.startsWith('::ffff:') ? 7 : 0;
+  const end = at + prefix.length;
+  if (address.length > end && address.charCodeAt(end) === 46 && address.startsWith(prefix, at))
+    hashPairFrom(address, end, h);
+  else hashPair(address, h);
 }
 
 export function round3(x: number): number {
