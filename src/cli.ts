@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, loadConfigFile, validateConfig } from './config/load.ts';
 import type { Config } from './config/schema.ts';
-import { serverUrls } from './upstream/schema.ts';
+import { serverUrls, upstreamWarnings } from './upstream/schema.ts';
 import { LOG_FORMATS, resolveLogFormat, type LogFormat } from './core/log.ts';
 import { UsageError, debugWanted, formatError } from './core/user-error.ts';
 // The gateway and what only running needs are imported when running: `--help`, `check` and `token`
@@ -392,6 +392,7 @@ async function run(argv: string[], extra: ExtraCommands): Promise<number> {
     },
     'rempart started',
   );
+  for (const w of upstreamWarnings(config.upstreams)) gateway.log.warn(w);
   // One summary for a person (from the first worker only under --workers, not from each), and a look
   // at the upstreams that does not hold anything up.
   // The summary is for a person: a zero-config start, or a readable log format. A configured gateway

@@ -9,9 +9,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { selfSignedCert, startGateway, track, type Teardown } from './helpers.ts';
+import { runCli, selfSignedCert, startGateway, tempDir, track, type Teardown } from './helpers.ts';
 
 // The test's certificate is self-signed (CN=localhost).
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
@@ -60,15 +61,19 @@ function get(agent: http.Agent, port: number, host: string): Promise<number> {
   });
 }
 
-for (const [label, upstreamHost, expected] of [
-  ['a host name', 'localhost', 'localhost'],
-  ['an IP address', '127.0.0.1', false],
+for (const [label, upstreamHost, tlsServerName, expected] of [
+  ['a host name', 'localhost', undefined, 'localhost'],
+  ['an IP address', '127.0.0.1', undefined, false],
+  ['an IP address with tlsServerName', '127.0.0.1', 'origin.example', 'origin.example'],
 ] as const) {
   test(`an https upstream by ${label}: SNI ${expected === false ? 'none' : expected}, whatever the client's Host, on one connection`, async (t) => {
     const o = await tlsOrigin(t);
     const gw = await startGateway(t, `https://${upstreamHost}:${o.port}`, {
       logging: { level: 'error', requests: false },
       defense: { rateLimit: { mode: 'off' } },
+      ...(tlsServerName === undefined
+        ? {}
+        : { upstreams: [{ name: 'origin', url: `https://${upstreamHost}:${o.port}`, tlsServerName }] }),
     });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     track(t, { close: () => agent.destroy() });
@@ -77,3 +82,39 @@ for (const [label, upstreamHost, expected] of [
     assert.deepEqual(new Set(o.names), new Set([expected]));
   });
 }
+
+test('`rempart check`: an https upstream by IP address without tlsServerName is a warning; an address as tlsServerName is refused', async (t) => {
+  const dir = tempDir(t);
+  const write = (name: string, upstream: string) => {
+    const file = join(dir, name);
+    writeFileSync(
+      file,
+      `version: 1
+listeners: [{ address: 127.0.0.1:0 }]
+upstreams: [${upstream}]
+routes: [{ name: all, path: /*, upstream: origin }]
+admin: { address: off }
+state: { file: off }
+`,
+    );
+    return file;
+  };
+  const byIp = await runCli(['check', write('ip.yaml', '{ name: origin, url: https://10.0.0.7:8443 }')]);
+  assert.equal(byIp.code, 0, byIp.stderr);
+  assert.match(
+    byIp.stderr,
+    /warning: upstreams origin: https:\/\/10\.0\.0\.7:8443 is https by IP address: .*set tlsServerName/,
+  );
+  const named = await runCli([
+    'check',
+    write('named.yaml', '{ name: origin, url: https://10.0.0.7:8443, tlsServerName: shop.example }'),
+  ]);
+  assert.equal(named.code, 0, named.stderr);
+  assert.doesNotMatch(named.stderr, /tlsServerName/);
+  const address = await runCli([
+    'check',
+    write('address.yaml', '{ name: origin, url: https://10.0.0.7:8443, tlsServerName: 10.0.0.7 }'),
+  ]);
+  assert.equal(address.code, 1);
+  assert.match(address.stderr, /tlsServerName/);
+});

@@ -17,6 +17,7 @@ import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
 import { loadTokens } from '../control/api.ts';
 import { loadWebhookTarget } from '../control/alerts.ts';
 import { resolveStateFile } from './state-file.ts';
+import { upstreamWarnings } from '../upstream/schema.ts';
 
 export interface PreflightResult {
   readonly problems: string[];
@@ -69,6 +70,8 @@ export async function preflight(
         `state.file: ${stateFile} cannot be written (${why}): bans and the attack level will not survive a restart`,
       );
   }
+
+  warnings.push(...upstreamWarnings(config.upstreams));
 
   if (upgrade) {
     const why = await upgradeKernelProblem();

@@ -15,7 +15,6 @@
 // (server/upgrade.ts: tunnelRequestOptions, failExchange), a cache refresh (refreshRequestHeaders).
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { RequestOptions } from 'node:https';
-import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { RequestContext, ResponseTap, UpstreamHeadFacts } from './context.ts';
 import { RempartError, type ErrorCode } from '../core/errors.ts';
@@ -457,7 +456,7 @@ export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestO
     headers: upstreamRequestHeaders(ctx, via, true) as unknown as OutgoingHttpHeaders,
     agent: false,
     timeout: upstream.config.connectTimeoutMs,
-    servername: server.tls && isIP(server.host) === 0 ? server.host : undefined,
+    servername: server.tlsName,
   };
 }
 

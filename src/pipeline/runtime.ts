@@ -138,6 +138,7 @@ function clientSettings(u: UpstreamConfig): ServerClientSettings {
     headersTimeoutMs: u.headersTimeoutMs,
     bodyTimeoutMs: u.bodyTimeoutMs,
     keepAliveTimeoutMs: u.keepAliveTimeoutMs,
+    tlsServerName: u.tlsServerName ?? null,
   };
 }
 

@@ -39,6 +39,8 @@ export interface ServerClientSettings {
   readonly headersTimeoutMs: number;
   readonly bodyTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** `upstreams[].tlsServerName`: the name an https server's TLS says and is checked against; null: its host name. */
+  readonly tlsServerName: string | null;
 }
 
 export interface OutlierSettings {
@@ -153,7 +155,7 @@ function undiciOptions(origin: string, s: ServerClientSettings): Client.Options 
     keepAliveMaxTimeout: s.keepAliveTimeoutMs,
     headersTimeout: s.headersTimeoutMs,
     bodyTimeout: s.bodyTimeoutMs,
-    connect: serverConnector(origin, s.connectTimeoutMs),
+    connect: serverConnector(tlsName(origin, s), s.connectTimeoutMs),
     // Response heads from a misbehaving upstream stay bounded too.
     maxHeaderSize: 65536,
   };
@@ -161,8 +163,8 @@ function undiciOptions(origin: string, s: ServerClientSettings): Client.Options 
 
 /**
  * undici's own connector (as `connect: { timeout }` builds it), with two changes:
- * - TLS names the server as configured (its host name; no SNI for an IP address, the certificate then
- *   checked against the address), never the client's Host. undici takes the TLS server name from each
+ * - TLS names the server as configured (`tlsServerName`, else its host name; no SNI for an IP address,
+ *   the certificate then checked against the address: tlsName), never the client's Host. undici takes the TLS server name from each
  *   request's Host: the origin's certificate was checked against a name the client chose, and a client
  *   alternating Host values made every upstream request a new TLS handshake (undici closes the
  *   connection when the name changes): every request now carries the server's host as its name (NamedPool,
@@ -170,9 +172,8 @@ function undiciOptions(origin: string, s: ServerClientSettings): Client.Options 
  * - its sockets' errors carry the bytes written on the connection, as undici's SocketError does: a reset
  *   (ECONNRESET, EPIPE) then tells forward.ts (#staleReuse) too whether the connection was a reused one.
  */
-function serverConnector(origin: string, timeout: number): buildConnector.connector {
+function serverConnector(name: string | undefined, timeout: number): buildConnector.connector {
   const connect = buildConnector({ timeout });
-  const name = tlsServerName(origin);
   return (opts, callback) =>
     connect(opts.servername === name ? opts : { ...opts, servername: name }, (err, socket) => {
       // Before undici's own listener (added once connected): the error is marked when undici reads it.
@@ -191,8 +192,12 @@ function originHost(origin: string): string {
   return new URL(origin).hostname.replace(/^\[|\]$/g, '');
 }
 
-/** The TLS server name the connector sends: the origin's host name, or undefined for an IP address (no SNI). */
-function tlsServerName(origin: string): string | undefined {
+/**
+ * The TLS server name of an https server: `upstreams[].tlsServerName` when set, else its host name, or
+ * undefined for an IP address (no SNI, the certificate checked against the address).
+ */
+export function tlsName(origin: string, s: ServerClientSettings): string | undefined {
+  if (s.tlsServerName !== null) return s.tlsServerName;
   const host = originHost(origin);
   return isIP(host) === 0 ? host : undefined;
 }
@@ -228,6 +233,7 @@ export function clientKey(origin: string, s: ServerClientSettings): string {
     s.headersTimeoutMs,
     s.bodyTimeoutMs,
     s.keepAliveTimeoutMs,
+    s.tlsServerName,
   ]);
 }
 
@@ -246,6 +252,8 @@ export class UpstreamServer {
   readonly port: number;
   readonly tls: boolean;
   readonly clientKey: string;
+  /** What its TLS connections say (SNI) and check the certificate against; undefined: plain http, or no name. */
+  readonly tlsName: string | undefined;
   readonly dispatcher: Dispatcher;
   /**
    * With `server.engine: lean` and plain http, the lean engine's raw keep-alive pool (upstream/h1-pool.ts):
@@ -289,6 +297,7 @@ export class UpstreamServer {
     this.port = u.port ? Number(u.port) : this.tls ? 443 : 80;
     this.label = u.host;
     this.clientKey = clientKey(this.origin, settings);
+    this.tlsName = this.tls ? tlsName(this.origin, settings) : undefined;
     this.dispatcher = factory(this.origin, settings);
     this.seed = fnv1a(this.origin, 0x811c9dc5);
   }

@@ -130,6 +130,16 @@ export const UpstreamSchema = Obj(
       default: 4000,
       description: 'How long an idle pooled connection is kept.',
     }),
+    tlsServerName: Type.Optional(
+      Type.String({
+        pattern:
+          '^(?=.{1,253}$)(?![0-9.]+$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$',
+        description:
+          'For `https` servers: the name their TLS connections say (SNI) and their certificates are checked ' +
+          "against (a DNS name, not an address). Default: each server's host name; none for an IP address, whose " +
+          "certificate is then checked against the address. Never the client's Host (docs/upstreams.md).",
+      }),
+    ),
     admission: UpstreamAdmissionSchema,
     outlierDetection: Obj(
       {
@@ -354,4 +364,27 @@ export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at
 /** The server URLs of a validated upstream: its `servers`, or its one `url`. */
 export function serverUrls(u: { url?: string; servers?: readonly string[] }): readonly string[] {
   return u.servers ?? (u.url === undefined ? [] : [u.url]);
+}
+
+/**
+ * What loads but may not do what its operator expects, for `rempart check` and the start-up log: an https
+ * server given by IP address without `tlsServerName` has its certificate checked against the address.
+ */
+export function upstreamWarnings(
+  upstreams: ReadonlyArray<{ name: string; url?: string; servers?: readonly string[]; tlsServerName?: string }>,
+): string[] {
+  const out: string[] = [];
+  for (const u of upstreams) {
+    if (u.tlsServerName !== undefined) continue;
+    const byAddress = serverUrls(u).filter((url) => {
+      const x = new URL(url);
+      return x.protocol === 'https:' && (/^\[.*\]$/.test(x.hostname) || /^[0-9.]+$/.test(x.hostname));
+    });
+    if (byAddress.length > 0)
+      out.push(
+        `upstreams ${u.name}: ${byAddress[0]} is https by IP address: its certificate is checked against the address ` +
+          '(no SNI); if it names a domain, set tlsServerName',
+      );
+  }
+  return out;
 }
