@@ -32,13 +32,35 @@ async function setup(t: { after(fn: () => unknown): void }, shutdown: Record<str
   return { origin, file, port, adminPort };
 }
 
+/**
+ * setup(), then the first gateway started on its addresses. A port that was free when picked can be taken
+ * before the gateway binds it (another test's connection got it as its ephemeral port: CI, EADDRINUSE):
+ * then new ports and a new start, up to three times.
+ */
+async function launch(
+  t: { after(fn: () => unknown): void },
+  shutdown: Record<string, unknown>,
+  flags: string[] = [],
+  env?: NodeJS.ProcessEnv,
+  workers = 1,
+) {
+  for (let attempt = 1; ; attempt++) {
+    const s = await setup(t, shutdown);
+    const gw = spawnRempart(['--config', s.file, ...flags], env);
+    t.after(() => gw.kill('SIGKILL'));
+    try {
+      await gw.waitFor(/"rempart started"/, 30_000, workers);
+      return { ...s, gw };
+    } catch (err) {
+      if (attempt === 3 || !gw.out().includes('EADDRINUSE')) throw err;
+    }
+  }
+}
+
 /** `workers`: both generations run under `--workers N` (each primary passes SIGUSR2 to its workers). */
 async function upgradeUnderLoad(t: TestContext, workers = 1): Promise<void> {
-  const { origin, file, port, adminPort } = await setup(t, { drainSeconds: 20 });
   const flags = workers > 1 ? ['--workers', String(workers)] : [];
-  const old = spawnRempart(['--config', file, ...flags]);
-  t.after(() => old.kill('SIGKILL'));
-  await old.waitFor(/"rempart started"/, 30_000, workers);
+  const { origin, file, port, adminPort, gw: old } = await launch(t, { drainSeconds: 20 }, flags, undefined, workers);
 
   const load = startLoad({ port, connections: 20 });
   while (load.counts.answered < 500) await sleep(10);
@@ -104,10 +126,7 @@ test(
 test('without --upgrade, a second gateway on a held address is refused as before', {
   timeout: 60_000,
 }, async (t) => {
-  const { file } = await setup(t, {});
-  const first = spawnRempart(['--config', file]);
-  t.after(() => first.kill('SIGKILL'));
-  await first.waitFor(/"rempart started"/);
+  const { file, gw: first } = await launch(t, {});
   const second = spawnRempart(['--config', file]);
   t.after(() => second.kill('SIGKILL'));
   assert.equal(await second.exited, 1);
@@ -119,10 +138,7 @@ test('without --upgrade, a second gateway on a held address is refused as before
 test('a request still in flight at the end of the drain is logged as cut (RMP_ERR_SHUTDOWN_CUT), not a 502', {
   timeout: 60_000,
 }, async (t) => {
-  const { file, port } = await setup(t, { drainSeconds: 1 });
-  const gw = spawnRempart(['--config', file]);
-  t.after(() => gw.kill('SIGKILL'));
-  await gw.waitFor(/"rempart started"/);
+  const { port, gw } = await launch(t, { drainSeconds: 1 });
   const slow = getOnce(port, '/slow/5000');
   await sleep(200);
   gw.kill('SIGTERM');
@@ -170,13 +186,8 @@ function setMigrateReq(t: TestContext, value: '0' | '1'): string {
  * sockets, and the ones on the old socket wait in its accept queue. Returns each request's fate.
  */
 async function queuedOnOldSocket(t: TestContext): Promise<{ answered: number; errors: string[] }> {
-  const { file, port } = await setup(t, { drainSeconds: 5 });
-  const old = spawnRempart(['--config', file]);
-  t.after(() => {
-    old.kill('SIGCONT');
-    old.kill('SIGKILL');
-  });
-  await old.waitFor(/"rempart started"/, 30_000);
+  const { file, port, gw: old } = await launch(t, { drainSeconds: 5 });
+  t.after(() => old.kill('SIGCONT'));
   const successor = spawnRempart(['--config', file, '--upgrade']);
   t.after(() => successor.kill('SIGKILL'));
   await successor.waitFor(/"rempart started"/, 30_000);
@@ -216,10 +227,7 @@ test('upgrade with a connection per request (net.ipv4.tcp_migrate_req 1): no con
 }, async (t) => {
   const why = setMigrateReq(t, '1');
   if (why !== '') return t.skip(why);
-  const { file, port } = await setup(t, { drainSeconds: 20 });
-  const old = spawnRempart(['--config', file]);
-  t.after(() => old.kill('SIGKILL'));
-  await old.waitFor(/"rempart started"/, 30_000);
+  const { file, port, gw: old } = await launch(t, { drainSeconds: 20 });
   const load = startLoad({ port, connections: 20, keepAlive: false });
   while (load.counts.answered < 300) await sleep(10);
   const successor = spawnRempart(['--config', file, '--upgrade']);
@@ -288,11 +296,8 @@ test('a ban made on the old process just before SIGUSR2 is enforced by the succe
   timeout: 60_000,
 }, async (t) => {
   // state.file: auto, beside the config file: both processes share it.
-  const { file, port, adminPort } = await setup(t, { drainSeconds: 5 });
   const env = { ...process.env, REMPART_ADMIN_TOKEN: TOKEN };
-  const old = spawnRempart(['--config', file], env);
-  t.after(() => old.kill('SIGKILL'));
-  await old.waitFor(/"rempart started"/, 30_000);
+  const { file, port, adminPort, gw: old } = await launch(t, { drainSeconds: 5 }, [], env);
   // The successor's admin listener on a port of its own: the file's admin port reaches the old one only.
   const successorAdmin = await freePort();
   const successor = spawnRempart(['--config', file, '--upgrade', '--admin', `127.0.0.1:${successorAdmin}`], env);
