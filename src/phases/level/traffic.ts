@@ -324,15 +324,18 @@ export class TrafficObserver {
     const rate = requests / seconds;
     const baseRate = this.#rateWeight > 0 ? this.#baselineRate / this.#rateWeight : 0;
     const excess = this.#excess;
-    // For the next interval: one client's part of the surge threshold at this baseline.
-    this.#soloPart = soloPart(level, baseRate);
-    this.#shedPart = shedPart(level, baseRate);
+    // For the next interval: one client's part of the surge threshold at this baseline, for an interval as
+    // long as this one (a loop stalled by load ticks late; the part of a 1 s interval would undercount a
+    // crowd's fast clients then), up to 5 s.
+    const stretch = seconds < 1 ? 1 : seconds > 5 ? 5 : seconds;
+    this.#soloPart = soloPart(level, baseRate) * stretch;
+    this.#shedPart = shedPart(level, baseRate) * stretch;
     let surge = rate / Math.max(baseRate, floor);
     let surgeRoute = '';
     const counts = this.#routeCounts;
     for (let i = 0; i < counts.length && i < this.#routeBaselines.length; i++) {
       const base = this.#rateWeight > 0 ? this.#routeBaselines[i]! / this.#rateWeight : 0;
-      this.#routeParts[i] = soloPart(level, base);
+      this.#routeParts[i] = soloPart(level, base) * stretch;
       const s = counts[i]! / seconds / Math.max(base, floor);
       if (s > surge) {
         surge = s;
