@@ -191,6 +191,8 @@ export class AttackLevelMonitor implements AttackLevelView {
   #severePending = 0;
   #severeFrom: AttackLevel = AttackLevel.calm;
   #severeRepeat = 0;
+  #oneClientTicks = 0;
+  #oneClientSaidAt = -Infinity;
   /** Consecutive ticks whose clients behaved like calm's (no behaviour signal at the hold bar). */
   #behavingTicks = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -244,6 +246,30 @@ export class AttackLevelMonitor implements AttackLevelView {
     }
   }
 
+  /**
+   * A minute where one client sent most requests (soloExcess ≥ 0.8 every tick at a real rate) is said in
+   * the log, at most once an hour: either few addresses flood (the rate limits' and bans' to answer; the
+   * level counts each for a quarter of a threshold), or every client is seen as one because the gateway
+   * sits behind a proxy missing from clientAddress.trustedProxies, and then the level cannot see a surge.
+   */
+  #watchOneClient(f: LevelFeatures, minRate: number): void {
+    if (f.soloExcess < 0.8 || f.ratePerSecond < minRate / 4) {
+      this.#oneClientTicks = 0;
+      return;
+    }
+    if (++this.#oneClientTicks < 60) return;
+    this.#oneClientTicks = 0;
+    const now = this.#opts.clock.now();
+    if (now - this.#oneClientSaidAt < 3_600_000) return;
+    this.#oneClientSaidAt = now;
+    this.#opts.log.warn(
+      { soloExcess: f.soloExcess, seconds: 60 },
+      'one client sent most requests for a minute: a flood from few addresses (rate limits and bans answer it), ' +
+        'or clients seen through a proxy missing from clientAddress.trustedProxies (the attack level then sees ' +
+        'no surge: docs/attack-level.md)',
+    );
+  }
+
   #tick(): void {
     const { clock, getRuntime } = this.#opts;
     const runtime = getRuntime();
@@ -254,6 +280,7 @@ export class AttackLevelMonitor implements AttackLevelView {
       return;
     }
     this.features = f;
+    this.#watchOneClient(f, c.minRatePerSecond);
     const scores = scoreFeatures(f, c);
     this.scores = scores;
     const enter = levelFor(scores, 1);
