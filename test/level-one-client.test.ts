@@ -11,18 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AttackLevel, ATTACK_LEVEL_NAMES } from '../src/pipeline/env.ts';
 import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
-
-/** mulberry32: a small seeded generator, so a failure replays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../src/drill/rng.ts';
 
 interface Flood {
   calm: number;

@@ -36,6 +36,7 @@ import { Recorder } from './stats.ts';
 import type { RunContext } from './context.ts';
 import { resolveTarget } from './safety.ts';
 import { MetricsPoller } from './pollers.ts';
+import { rng } from './rng.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = path.join(ROOT, 'bin/rempart.js');
@@ -144,18 +145,6 @@ export interface MatrixScenario {
   pauseMs: [number, number];
   crowd: DrawnCrowd | null;
   attack: DrawnAttack | null;
-}
-
-/** mulberry32 over a 32-bit state: small, fast, and the same numbers everywhere. */
-function rng(seed: number, index: number): () => number {
-  let a = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca6b)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Draws scenario `index` of `seed`: the same arguments always give the same parameters. */
