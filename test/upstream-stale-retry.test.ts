@@ -199,3 +199,32 @@ test('a GET on a new connection that dies after a part of a head is not sent aga
   }
   assert.equal(received, 5);
 });
+
+test('a GET whose answer breaks the protocol on a reused connection is not sent again', async (t) => {
+  // An unsolicited `100 Continue` before the answer: the lean pool passes the final answer on, undici
+  // (the node engine) calls it a bad response (502). Either way the origin is asked once: a broken answer
+  // is not a stale connection.
+  let received = 0;
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    let n = 0;
+    s.on('data', () => {
+      received++;
+      const answer = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
+      s.write(n++ === 0 ? answer : `HTTP/1.1 100 Continue\r\n\r\n${answer}`, 'latin1');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  track(t, { close: () => new Promise<void>((r) => server.close(() => r())) });
+  const gw = await startGateway(t, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+    ...BASE,
+    upstreams: [{ name: 'origin', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, connections: 1 }],
+  });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  track(t, { close: () => agent.destroy() });
+  const first = await request(agent, gw.port, 'GET', '/first');
+  assert.equal(first.status, 200);
+  const second = await request(agent, gw.port, 'GET', '/second');
+  assert.ok(second.status === 200 || second.status === 502, `${second.status} ${second.body}`);
+  assert.equal(received, 2, 'each GET reached the origin once');
+});

@@ -357,7 +357,12 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
    */
   #staleReuse(err: Error & { code?: string; socket?: { bytesWritten?: number } }, server: UpstreamServer): boolean {
     const code = err.code;
-    if (this.#freshTried || (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET' && code !== 'EPIPE')) return false;
+    if (this.#freshTried) return false;
+    // The connection closed or reset under it: not undici's other SocketErrors ('bad response', an origin
+    // breaking the protocol, is not a stale connection: it would be asked twice for nothing).
+    if (code === 'UND_ERR_SOCKET') {
+      if (err.message !== 'other side closed' && err.message !== 'closed') return false;
+    } else if (code !== 'ECONNRESET' && code !== 'EPIPE') return false;
     const ctx = this.ctx;
     if (ctx.finished || ctx.upstreamStatus !== 0 || ctx.res.headersSent) return false;
     const m = ctx.req.method;
