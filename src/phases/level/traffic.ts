@@ -142,7 +142,7 @@ export class TrafficObserver {
    * interval (the pace cells' positions; cleared at the tick when any was counted).
    */
   #shedPart: number;
-  readonly #shedCells = new Uint16Array(PACE_ROW * 2);
+  readonly #shedCells = new Uint32Array(PACE_ROW * 2);
   #shedCellsUsed = false;
   #routeCounts = new Float64Array(0);
   readonly #hash = new Uint32Array(2);
@@ -251,14 +251,8 @@ export class TrafficObserver {
     const next = count + 1;
     if (ca < next) cells[a] = next;
     if (cb < next) cells[b] = next;
-    // The same positions in the interval's cells (conservative update too).
-    const ic = this.#intervalCells;
-    const ia = ic[a]!;
-    const ib = ic[b]!;
-    const inInterval = ia < ib ? ia : ib;
-    if (ia <= inInterval) ic[a] = inInterval + 1;
-    if (ib <= inInterval) ic[b] = inInterval + 1;
-    this.#intervalCount = inInterval;
+    // The same positions in the interval's cells.
+    this.#intervalCount = countIn(this.#intervalCells, a, b);
     return count;
   }
 
@@ -274,18 +268,9 @@ export class TrafficObserver {
     const h = this.#clientHash;
     hashPair(ctx.clientPrefix, h);
     clientHash(ctx, h);
-    const cells = this.#shedCells;
-    const a = h[0]! & PACE_MASK;
-    const b = PACE_ROW + (h[1]! & PACE_MASK);
-    const ca = cells[a]!;
-    const cb = cells[b]!;
-    const before = ca < cb ? ca : cb;
+    const before = countIn(this.#shedCells, h[0]! & PACE_MASK, PACE_ROW + (h[1]! & PACE_MASK));
     const part = this.#shedPart;
     if (before < part) this.#shed += Math.min(1, part - before);
-    if (before < 0xffff) {
-      if (ca <= before) cells[a] = before + 1;
-      if (cb <= before) cells[b] = before + 1;
-    }
     this.#shedCellsUsed = true;
   }
 
@@ -567,6 +552,20 @@ export class TrafficObserver {
     });
     return out;
   }
+}
+
+/**
+ * A count-min sketch of one interval's counts (two rows, cells `a` and `b`, cleared at each tick): the
+ * client's count before this one, and this one counted (conservative update: only the cells at the
+ * minimum are raised, fewer over-counts).
+ */
+function countIn(cells: Uint32Array, a: number, b: number): number {
+  const ca = cells[a]!;
+  const cb = cells[b]!;
+  const before = ca < cb ? ca : cb;
+  if (ca === before) cells[a] = before + 1;
+  if (cb === before) cells[b] = before + 1;
+  return before;
 }
 
 /** A client's requests in an interval (about a second) beyond which they are beyond its part of a surge. */
