@@ -350,7 +350,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
    * (the origin closed or reset it as the request went out, or after a part of a head): as the lean pool
    * does (upstream/h1-pool.ts), such a request is sent again once, on a new connection. undici does not
    * say whether the connection was reused; its SocketError says how many bytes went out on it (a reset's
-   * error says it too: pool.ts markingConnector), and a new connection carried this request only: more
+   * error says it too: pool.ts serverConnector), and a new connection carried this request only: more
    * than this request's bytes (by at least the shortest request, 16 bytes) is an earlier exchange. An
    * origin that breaks off every answer on a new connection is not sent each request twice
    * (test/upstream-stale-retry.test.ts holds both sides on both engines).
