@@ -6,7 +6,7 @@
 // retiring the server mid-retry leaves no one-off connection open; a 103 before the close is not relayed;
 // the stale retry is no upstream failure, a failing one-off attempt is one; a reused connection reset
 // (ECONNRESET, not a FIN) is retried as the lean pool retries it (undici's reset error carried no byte count
-// until pool.ts markingConnector).
+// until pool.ts serverConnector).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
