@@ -35,6 +35,7 @@ export const NODE_SUITE: readonly string[] = [
   'test/review-pool-pin.test.ts',
   'test/upstream-stale-retry.test.ts',
   'test/upstream-tls-name.test.ts',
+  'test/upstream-tls-trust.test.ts',
   'test/review-s28-stale.test.ts',
   // Upgrades and TLS.
   'test/upgrade-bypass.test.ts',

@@ -41,8 +41,9 @@ const CHECK_USAGE = `usage: rempart check FILE [--upgrade]
 
 Validates FILE as start-up would, without starting: the schema and the routes (a route an earlier one
 covers is an error), then every file the configuration names, read by the loaders start-up uses: TLS
-certificates and keys, waiting-room and challenge key files, the admin tokens file, JWT keys, the alert
-webhook files, the audit database's directory. A listener or admin port another process holds now is
+certificates and keys (listeners', and upstreams' authorities and client certificates), waiting-room and
+challenge key files, the admin tokens file, JWT keys, the alert webhook files, the audit database's
+directory. A listener or admin port another process holds now is
 a warning. Environment variables start-up reads (REMPART_CHALLENGE_KEY...) are read the same way.
 --upgrade: for a binary upgrade's new process; also warns when the kernel would reset the connections
 queued on the old process's sockets at the hand-over (net.ipv4.tcp_migrate_req 0, deploy/sysctl).

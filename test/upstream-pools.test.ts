@@ -172,6 +172,7 @@ function bareServers(n: number): UpstreamServer[] {
     bodyTimeoutMs: 1,
     keepAliveTimeoutMs: 1,
     tlsServerName: null,
+    tlsFiles: null,
   };
   return Array.from({ length: n }, (_, i) => new UpstreamServer('u', `http://10.0.0.${i + 1}:80`, settings, none));
 }

@@ -11,6 +11,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { compileRuntime, h1PoolOf, type Runtime } from '../pipeline/runtime.ts';
+import { loadUpstreamTls, type UpstreamTlsFiles } from '../upstream/tls.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
@@ -95,6 +96,8 @@ interface Parts {
   cockpit: Cockpit | null;
   readonly overrides: RuntimeOverrides;
   readonly secureContexts: Map<string, tls.SecureContext>;
+  /** The files of `upstreams[].tls` of `fileConfig`, as read at start or by the last reload. */
+  upstreamTls: UpstreamTlsFiles;
   readonly retiredPools: Set<Dispatcher>;
   readonly getRuntime: () => Runtime;
   /** Compile and swap in a new runtime (reload, or an operator override), retiring what it replaced. */
@@ -114,7 +117,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const log = options.logger ?? createLogger(initial.logging.level, undefined, initial.logging.format as LogFormat);
   const metrics = createMetrics();
   const clock = options.clock ?? systemClock;
-  let current = compileRuntime(initial).runtime;
+  const upstreamTls = await loadUpstreamTls(initial.upstreams);
+  let current = compileRuntime(initial, undefined, undefined, undefined, upstreamTls).runtime;
   const getRuntime = () => current;
   const secureContexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(initial, secureContexts);
@@ -173,6 +177,7 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
     cockpit: null,
     overrides: new RuntimeOverrides(),
     secureContexts,
+    upstreamTls,
     retiredPools: new Set(),
     getRuntime,
     swapRuntime: (config) => {
@@ -262,7 +267,7 @@ async function mountControl(parts: Parts, metrics: Metrics): Promise<void> {
 /** Compile `config` against the runtime in force; stop what it no longer uses; returns the new runtime. */
 function swapRuntime(parts: Parts, config: Config): Runtime {
   const previous = parts.getRuntime();
-  const { runtime, retired } = compileRuntime(config, previous);
+  const { runtime, retired } = compileRuntime(config, previous, undefined, undefined, parts.upstreamTls);
   const kept = new Set([...runtime.upstreams.values()].flatMap((u) => u.pool.healthChecks));
   for (const u of previous.upstreams.values()) for (const h of u.pool.healthChecks) if (!kept.has(h)) h.stop();
   parts.wireFailover(runtime, parts.started);
@@ -381,6 +386,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   // Read every TLS file first: a failure rejects the whole reload and changes nothing.
   const contexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(config, contexts);
+  const upstreamTls = await loadUpstreamTls(config.upstreams);
   const tokens = await loadTokens(process.env, config.admin.tokensFile);
   const webhook = await loadWebhookTarget(process.env, config.alerts.webhook);
   const applyChallenge = await services.challenge.prepare(config);
@@ -388,6 +394,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   services.alerts.setWebhook(webhook);
   for (const [address, context] of contexts) parts.secureContexts.set(address, context);
   parts.fileConfig = config;
+  parts.upstreamTls = upstreamTls;
   const overridden = parts.overrides.state;
   parts.swapRuntime(parts.overrides.apply(config));
   applyChallenge();

@@ -11,6 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
+import { loadUpstreamTls } from '../upstream/tls.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
@@ -46,6 +47,10 @@ export async function preflight(
   const checks: Promise<void>[] = [];
   config.listeners.forEach((l, i) => {
     if (l.tls) checks.push(attempt(`listeners[${i}].tls`, () => loadSecureContext(l.tls!)));
+  });
+  // Its messages name the upstream and the file already.
+  config.upstreams.forEach((u) => {
+    if (u.tls !== undefined) checks.push(attempt('upstreams', () => loadUpstreamTls([u])));
   });
   checks.push(attempt('waitingRoom.keyFile', () => loadKey(env, config.waitingRoom.keyFile)));
   checks.push(attempt('defense.challenge.keyFile', () => loadChallengeKeys(env, config.defense.challenge.keyFile)));

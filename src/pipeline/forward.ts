@@ -33,7 +33,7 @@ import {
 import { bufferRequestBody, sendContinueIfExpected } from './buffer-body.ts';
 import { closingReason } from './reply.ts';
 import type { NamedDispatchOptions, UpstreamServer } from '../upstream/pool.ts';
-import { fnv1a } from '../upstream/pool.ts';
+import { fnv1a, tlsConnectOptions } from '../upstream/pool.ts';
 import type { CompiledUpstream } from './runtime.ts';
 
 export interface ForwardHooks {
@@ -462,6 +462,7 @@ export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestO
     agent: false,
     timeout: upstream.config.connectTimeoutMs,
     servername: server.tlsName,
+    ...(server.tlsFiles === null ? {} : tlsConnectOptions(server.tlsFiles)),
   };
 }
 

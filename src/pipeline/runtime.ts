@@ -22,6 +22,7 @@ import {
 } from '../upstream/pool.ts';
 import { H1Pool } from '../upstream/h1-pool.ts';
 import { serverUrls } from '../upstream/schema.ts';
+import { NO_UPSTREAM_TLS, type UpstreamTlsFiles } from '../upstream/tls.ts';
 
 /** What `balance: hash` hashes a request on (upstreams[].hashKey, compiled). */
 export interface HashOn {
@@ -131,7 +132,10 @@ export interface Runtime {
   readonly websocket: boolean;
 }
 
-function clientSettings(u: UpstreamConfig): ServerClientSettings {
+function clientSettings(u: UpstreamConfig, tlsFiles: UpstreamTlsFiles): ServerClientSettings {
+  const files = u.tls === undefined ? null : (tlsFiles.get(u.name) ?? null);
+  // The caller reads the files first (src/upstream/tls.ts): compiling without them would trust the system's authorities.
+  if (u.tls !== undefined && files === null) throw new Error(`upstreams ${u.name}: its tls files were not read`);
   return {
     connections: u.connections,
     connectTimeoutMs: u.connectTimeoutMs,
@@ -139,6 +143,7 @@ function clientSettings(u: UpstreamConfig): ServerClientSettings {
     bodyTimeoutMs: u.bodyTimeoutMs,
     keepAliveTimeoutMs: u.keepAliveTimeoutMs,
     tlsServerName: u.tlsServerName ?? null,
+    tlsFiles: files,
   };
 }
 
@@ -200,6 +205,7 @@ export function compileRuntime(
   previous?: Runtime,
   clock: Clock = systemClock,
   dispatchers: DispatcherFactory = createUndiciPool,
+  tlsFiles: UpstreamTlsFiles = NO_UPSTREAM_TLS,
 ): { runtime: Runtime; retired: Dispatcher[] } {
   const queue = queueSettings(config);
   // Upstream name + client key → the previous snapshot's server, lent to the new one if still wanted.
@@ -211,7 +217,7 @@ export function compileRuntime(
   const upstreams = new Map<string, CompiledUpstream>();
   for (const u of config.upstreams) {
     const urls = serverUrls(u);
-    const settings = clientSettings(u);
+    const settings = clientSettings(u, tlsFiles);
     const servers = urls.map((url) => {
       const key = `${u.name}\u0000${clientKey(new URL(url).origin, settings)}`;
       const kept = reusable.get(key);

@@ -23,6 +23,7 @@
 // answered): a path slow on every server is the path's problem, a server failing where its peers
 // succeed is the server's. An origin failing everywhere is no outlier: that is the breaker's to judge.
 import type { H1Pool } from './h1-pool.ts';
+import type { UpstreamTlsMaterial } from './tls.ts';
 import { isIP, type Socket } from 'node:net';
 import { buildConnector, Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
@@ -41,6 +42,8 @@ export interface ServerClientSettings {
   readonly keepAliveTimeoutMs: number;
   /** `upstreams[].tlsServerName`: the name an https server's TLS says and is checked against; null: its host name. */
   readonly tlsServerName: string | null;
+  /** `upstreams[].tls`'s files as read (src/upstream/tls.ts); null: the system's authorities, no client certificate. */
+  readonly tlsFiles: UpstreamTlsMaterial | null;
 }
 
 export interface OutlierSettings {
@@ -155,7 +158,7 @@ function undiciOptions(origin: string, s: ServerClientSettings): Client.Options 
     keepAliveMaxTimeout: s.keepAliveTimeoutMs,
     headersTimeout: s.headersTimeoutMs,
     bodyTimeout: s.bodyTimeoutMs,
-    connect: serverConnector(tlsName(origin, s), s.connectTimeoutMs),
+    connect: serverConnector(tlsName(origin, s), s.connectTimeoutMs, s.tlsFiles),
     // Response heads from a misbehaving upstream stay bounded too.
     maxHeaderSize: 65536,
   };
@@ -172,8 +175,13 @@ function undiciOptions(origin: string, s: ServerClientSettings): Client.Options 
  * - its sockets' errors carry the bytes written on the connection, as undici's SocketError does: a reset
  *   (ECONNRESET, EPIPE) then tells forward.ts (#staleReuse) too whether the connection was a reused one.
  */
-function serverConnector(name: string | undefined, timeout: number): buildConnector.connector {
-  const connect = buildConnector({ timeout });
+function serverConnector(
+  name: string | undefined,
+  timeout: number,
+  files: UpstreamTlsMaterial | null,
+): buildConnector.connector {
+  // undici hands the options it does not know to tls.connect (`upstreams[].tls`); certificates are always verified.
+  const connect = buildConnector(files === null ? { timeout } : { timeout, ...tlsConnectOptions(files) });
   return (opts, callback) =>
     connect(opts.servername === name ? opts : { ...opts, servername: name }, (err, socket) => {
       // Before undici's own listener (added once connected): the error is marked when undici reads it.
@@ -185,6 +193,17 @@ function serverConnector(name: string | undefined, timeout: number): buildConnec
 
 function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: { bytesWritten?: number } }): void {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') err.socket ??= { bytesWritten: this.bytesWritten };
+}
+
+/** What tls.connect takes from `upstreams[].tls` (the connector here, a WebSocket tunnel's request). */
+export function tlsConnectOptions(files: UpstreamTlsMaterial): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  const o: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+  if (files.ca !== undefined) o.ca = files.ca;
+  if (files.cert !== undefined && files.key !== undefined) {
+    o.cert = files.cert;
+    o.key = files.key;
+  }
+  return o;
 }
 
 /** An origin's host as UpstreamServer.host holds it (IPv6 without brackets): every request's servername. */
@@ -234,6 +253,7 @@ export function clientKey(origin: string, s: ServerClientSettings): string {
     s.bodyTimeoutMs,
     s.keepAliveTimeoutMs,
     s.tlsServerName,
+    s.tlsFiles?.digest ?? null,
   ]);
 }
 
@@ -254,6 +274,8 @@ export class UpstreamServer {
   readonly clientKey: string;
   /** What its TLS connections say (SNI) and check the certificate against; undefined: plain http, or no name. */
   readonly tlsName: string | undefined;
+  /** Its `upstreams[].tls` files (authorities, client certificate); null: none given. */
+  readonly tlsFiles: UpstreamTlsMaterial | null;
   readonly dispatcher: Dispatcher;
   /**
    * With `server.engine: lean` and plain http, the lean engine's raw keep-alive pool (upstream/h1-pool.ts):
@@ -298,6 +320,7 @@ export class UpstreamServer {
     this.label = u.host;
     this.clientKey = clientKey(this.origin, settings);
     this.tlsName = this.tls ? tlsName(this.origin, settings) : undefined;
+    this.tlsFiles = this.tls ? settings.tlsFiles : null;
     this.dispatcher = factory(this.origin, settings);
     this.seed = fnv1a(this.origin, 0x811c9dc5);
   }

@@ -140,6 +140,43 @@ export const UpstreamSchema = Obj(
           "certificate is then checked against the address. Never the client's Host (docs/upstreams.md).",
       }),
     ),
+    tls: Type.Optional(
+      Obj(
+        {
+          caFile: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description:
+                'For `https` servers: a PEM file of the certificate authorities their certificates are checked ' +
+                "against, instead of the system's (an internal PKI, or a self-signed origin's own certificate). " +
+                'Read at start and at each reload (a file that cannot be read or parsed fails the load); the ' +
+                'certificate is still checked against the name (`tlsServerName`, else the host).',
+            }),
+          ),
+          certFile: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description:
+                'For `https` servers that ask for one: the PEM certificate chain Rempart presents as a client ' +
+                '(mutual TLS). Needs `keyFile`.',
+            }),
+          ),
+          keyFile: Type.Optional(
+            Type.String({
+              minLength: 1,
+              description:
+                "The unencrypted PEM private key of `certFile`; keep the file readable by Rempart's user only. " +
+                'Never logged.',
+            }),
+          ),
+        },
+        {
+          description:
+            "TLS towards this upstream's `https` servers: whom to trust and what to present (nginx " +
+            '`proxy_ssl_trusted_certificate`/`proxy_ssl_certificate`). Certificates are always verified.',
+        },
+      ),
+    ),
     admission: UpstreamAdmissionSchema,
     outlierDetection: Obj(
       {
@@ -343,6 +380,7 @@ export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at
   if (hasUrl && hasServers)
     add([...at, 'servers'], '`url` and `servers` are both given: `url` is one server, `servers` a pool; keep one');
   else if (!hasUrl && !hasServers) add(at, 'give `url` (one server) or `servers` (a pool of servers)');
+  checkUpstreamTls(u, at, add);
   if (!Array.isArray(u.servers)) return;
   const seen = new Set<string>();
   let scheme = '';
@@ -359,6 +397,25 @@ export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at
           `is ${scheme.slice(0, -1)} (make two upstreams)`,
       );
   });
+}
+
+/** TLS settings belong to https servers only, and a client certificate comes with its key. */
+function checkUpstreamTls(u: { url?: unknown; servers?: unknown }, at: (string | number)[], add: Problem): void {
+  const x = u as { tlsServerName?: unknown; tls?: { certFile?: unknown; keyFile?: unknown } };
+  const first = Array.isArray(u.servers) ? u.servers[0] : u.url;
+  const https = typeof first === 'string' && URL.canParse(first) && new URL(first).protocol === 'https:';
+  if (typeof first === 'string' && URL.canParse(first) && !https) {
+    // Said rather than ignored: an operator who wrote them believes the connection is checked.
+    for (const key of ['tlsServerName', 'tls'] as const)
+      if (x[key] !== undefined)
+        add([...at, key], `\`${key}\` applies to https servers; ${JSON.stringify(first)} is http`);
+  }
+  const t = x.tls;
+  if (t === null || typeof t !== 'object') return;
+  if (t.certFile !== undefined && t.keyFile === undefined)
+    add([...at, 'tls', 'keyFile'], 'a client certificate (`certFile`) needs its private key (`keyFile`)');
+  if (t.keyFile !== undefined && t.certFile === undefined)
+    add([...at, 'tls', 'certFile'], '`keyFile` is the key of a client certificate: give `certFile` too');
 }
 
 /** The server URLs of a validated upstream: its `servers`, or its one `url`. */

@@ -1,0 +1,83 @@
+// The files of `upstreams[].tls` (whom an https upstream's certificate must come from, and the client
+// certificate Rempart presents to it), read before a config is compiled: at start, at each reload and by
+// `rempart check`. compileRuntime is synchronous and reads no file; it takes what this returns. A file
+// that cannot be read or parsed, or a key that is not its certificate's, fails the whole load with the
+// upstream and the path named (never the file's content), so a reload keeps the running config.
+import { readFile } from 'node:fs/promises';
+import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
+
+export interface UpstreamTlsMaterial {
+  /** Trusted authorities (PEM), replacing the system's; undefined: the system's. */
+  readonly ca: Buffer | undefined;
+  /** Client certificate chain and its key (PEM), for origins that ask for one. */
+  readonly cert: Buffer | undefined;
+  readonly key: Buffer | undefined;
+  /** A digest of the three: a file renewed on reload changes the server's client key, so new connections use it. */
+  readonly digest: string;
+}
+
+/** By upstream name. */
+export type UpstreamTlsFiles = ReadonlyMap<string, UpstreamTlsMaterial>;
+
+export const NO_UPSTREAM_TLS: UpstreamTlsFiles = new Map();
+
+interface TlsFilesConfig {
+  readonly name: string;
+  readonly tls?: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
+}
+
+export async function loadUpstreamTls(upstreams: readonly TlsFilesConfig[]): Promise<UpstreamTlsFiles> {
+  const out = new Map<string, UpstreamTlsMaterial>();
+  for (const u of upstreams) if (u.tls !== undefined) out.set(u.name, await loadOne(u.name, u.tls));
+  return out;
+}
+
+async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Promise<UpstreamTlsMaterial> {
+  const at = (key: string, file: string) => `upstreams ${name}: tls.${key} ${file}`;
+  const read = async (key: string, file: string | undefined): Promise<Buffer | undefined> => {
+    if (file === undefined) return undefined;
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new Error(`${at(key, file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const [ca, cert, key] = await Promise.all([
+    read('caFile', t.caFile),
+    read('certFile', t.certFile),
+    read('keyFile', t.keyFile),
+  ]);
+  if (ca !== undefined && certificates(ca, at('caFile', t.caFile!)) === 0)
+    throw new Error(`${at('caFile', t.caFile!)}: no PEM certificate in it`);
+  if (cert !== undefined && key !== undefined) {
+    if (certificates(cert, at('certFile', t.certFile!)) === 0)
+      throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it`);
+    let privateKey: ReturnType<typeof createPrivateKey>;
+    try {
+      privateKey = createPrivateKey(key);
+    } catch {
+      // OpenSSL's own message can quote a line of the file: not repeated here.
+      throw new Error(`${at('keyFile', t.keyFile!)}: not an unencrypted PEM private key`);
+    }
+    if (!new X509Certificate(cert).checkPrivateKey(privateKey))
+      throw new Error(`${at('keyFile', t.keyFile!)}: not the key of ${t.certFile}`);
+  }
+  const h = createHash('sha256');
+  for (const b of [ca, cert, key])
+    h.update(b === undefined ? '-|' : `${createHash('sha256').update(b).digest('hex')}|`);
+  return { ca, cert, key, digest: h.digest('hex').slice(0, 32) };
+}
+
+/** The certificates of a PEM bundle, each parsed (a broken one fails with `where`). */
+function certificates(pem: Buffer, where: string): number {
+  const text = pem.toString('latin1');
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  for (const block of blocks) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw new Error(`${where}: a certificate that does not parse (${(err as Error).message})`);
+    }
+  }
+  return blocks.length;
+}

@@ -1,0 +1,325 @@
+// `upstreams[].tls`: an https origin signed by a private authority is trusted through `caFile` (and only
+// through it: without it, or with another authority, or under another name, the answer is 502), an
+// origin asking for a client certificate gets `certFile`/`keyFile` (mutual TLS), on requests and on
+// WebSocket tunnels alike. Files are read at start and at each reload: a renewed authority applies at
+// the next reload, a missing file fails the load (start, reload, `rempart check`) and keeps the running
+// config. Unlike the older https tests, this file never turns certificate checks off.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { validateConfig } from '../src/config/load.ts';
+import { runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+
+interface Pki {
+  dir: string;
+  ca: string;
+  otherCa: string;
+  /** The origin's certificate for `origin.test`, signed by `ca`. */
+  srvCert: string;
+  srvKey: string;
+  /** The same name signed by `otherCa`. */
+  srvCert2: string;
+  srvKey2: string;
+  /** Rempart's client certificate (CN=rempart-gw), signed by `ca`. */
+  cliCert: string;
+  cliKey: string;
+}
+
+function openssl(dir: string, ...args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+}
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+function authority(dir: string, name: string): void {
+  openssl(
+    dir,
+    'req',
+    '-x509',
+    ...EC,
+    '-subj',
+    `/CN=${name}`,
+    '-days',
+    '2',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.pem`,
+  );
+}
+
+function issue(dir: string, ca: string, out: string, cn: string, ext: string): void {
+  writeFileSync(join(dir, `${out}.ext`), ext);
+  openssl(dir, 'req', ...EC, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
+  openssl(
+    dir,
+    'x509',
+    '-req',
+    '-in',
+    `${out}.csr`,
+    '-CA',
+    `${ca}.pem`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    `${out}.ext`,
+    '-out',
+    `${out}.pem`,
+  );
+}
+
+// Made once for the file (four certificates), removed after its last test.
+let pkiMemo: Pki | null = null;
+after(() => {
+  if (pkiMemo !== null) rmSync(pkiMemo.dir, { recursive: true, force: true });
+});
+function pki(_t: Teardown): Pki {
+  if (pkiMemo !== null) return pkiMemo;
+  const dir = mkdtempSync(join(tmpdir(), 'rempart-pki-'));
+  authority(dir, 'ca');
+  authority(dir, 'other');
+  issue(dir, 'ca', 'srv', 'origin.test', 'subjectAltName=DNS:origin.test\n');
+  issue(dir, 'other', 'srv2', 'origin.test', 'subjectAltName=DNS:origin.test\n');
+  issue(dir, 'ca', 'cli', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
+  const f = (n: string) => join(dir, n);
+  pkiMemo = {
+    dir,
+    ca: f('ca.pem'),
+    otherCa: f('other.pem'),
+    srvCert: f('srv.pem'),
+    srvKey: f('srv.key'),
+    srvCert2: f('srv2.pem'),
+    srvKey2: f('srv2.key'),
+    cliCert: f('cli.pem'),
+    cliKey: f('cli.key'),
+  };
+  return pkiMemo;
+}
+
+interface Origin {
+  port: number;
+  url: string;
+  /** The client certificate's CN of each request and tunnel (null: none presented). */
+  peers: Array<string | null>;
+  server: https.Server;
+}
+
+/** An https origin on 127.0.0.1 answering `ok`, and 101 then echo on an Upgrade; `mtls` asks for a client certificate signed by the test CA. */
+async function origin(
+  t: Teardown,
+  p: Pki,
+  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null> } = {},
+): Promise<Origin> {
+  const peers: Array<string | null> = [];
+  const cn = (s: TLSSocket) => {
+    const c = s.getPeerCertificate();
+    return c && typeof c.subject?.CN === 'string' ? c.subject.CN : null;
+  };
+  const server = https.createServer(
+    {
+      cert: readFileSync(o.second ? p.srvCert2 : p.srvCert),
+      key: readFileSync(o.second ? p.srvKey2 : p.srvKey),
+      ...(o.mtls ? { requestCert: true, rejectUnauthorized: true, ca: readFileSync(p.ca) } : {}),
+    },
+    (req, res) => {
+      if (req.url === '/healthz') o.checks?.push(cn(req.socket as TLSSocket));
+      else peers.push(cn(req.socket as TLSSocket));
+      res.writeHead(200, { 'content-length': '2' }).end('ok');
+    },
+  );
+  server.on('upgrade', (_req, socket: net.Socket) => {
+    peers.push(cn(socket as TLSSocket));
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    socket.pipe(socket);
+  });
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  track(t, {
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  });
+  return { port, url: `https://127.0.0.1:${port}`, peers, server };
+}
+
+function upstreamCfg(o: Origin, extra: Record<string, unknown>): Record<string, unknown> {
+  return {
+    logging: { level: 'error', requests: false },
+    defense: { rateLimit: { mode: 'off' } },
+    upstreams: [{ name: 'origin', url: o.url, tlsServerName: 'origin.test', ...extra }],
+    routes: [
+      { name: 'default', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false }, websocket: true },
+    ],
+  };
+}
+
+async function status(url: string): Promise<number> {
+  const res = await fetch(`${url}/x`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+test('a private authority in caFile: trusted; without it, with another, or under another name: 502', async (t) => {
+  const p = pki(t);
+  const o = await origin(t, p);
+  const trusted = await startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca } }));
+  assert.equal(await status(trusted.url), 200);
+  const system = await startGateway(t, o.url, upstreamCfg(o, {}));
+  assert.equal(await status(system.url), 502, "the system's authorities do not know the test CA");
+  const other = await startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.otherCa } }));
+  assert.equal(await status(other.url), 502, 'caFile replaces, and another authority signed nothing here');
+  const wrongName = await startGateway(t, o.url, {
+    ...upstreamCfg(o, { tls: { caFile: p.ca } }),
+    upstreams: [{ name: 'origin', url: o.url, tlsServerName: 'elsewhere.test', tls: { caFile: p.ca } }],
+  });
+  assert.equal(await status(wrongName.url), 502, 'the certificate is still checked against the name');
+});
+
+test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
+  const p = pki(t);
+  const checks: Array<string | null> = [];
+  const o = await origin(t, p, { mtls: true, checks });
+  const without = await startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca } }));
+  assert.equal(await status(without.url), 502, 'the origin refuses a handshake without a client certificate');
+  const gw = await startGateway(
+    t,
+    o.url,
+    upstreamCfg(o, {
+      tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey },
+      healthCheck: { path: '/healthz', intervalMs: 50 },
+    }),
+  );
+  assert.equal(await status(gw.url), 200);
+  assert.deepEqual(o.peers, ['rempart-gw']);
+  // A WebSocket tunnel opens its own connection (server/upgrade.ts): the same trust and certificate.
+  const echoed = await new Promise<string>((resolve, reject) => {
+    const s = net.connect(gw.port, '127.0.0.1');
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no tunnel: ${JSON.stringify(buf)}`)), 5000);
+    s.on('error', reject);
+    s.write(
+      'GET /ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (buf.includes('\r\n\r\n') && !buf.includes('ping')) s.write('ping');
+      if (buf.endsWith('ping')) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(buf);
+      }
+    });
+  });
+  assert.match(echoed, /^HTTP\/1\.1 101 /);
+  assert.deepEqual(o.peers, ['rempart-gw', 'rempart-gw']);
+  // Health checks go through the server's own client: the same certificate.
+  await waitFor(() => checks.length >= 2);
+  assert.ok(
+    checks.every((c) => c === 'rempart-gw'),
+    JSON.stringify(checks),
+  );
+});
+
+test('a reload reads the files again: a renewed authority applies; a missing file keeps the running config', async (t) => {
+  const p = pki(t);
+  const dir = tempDir(t, 'rempart-tls-reload-');
+  const caFile = join(dir, 'trust.pem');
+  copyFileSync(p.ca, caFile);
+  const first = await origin(t, p);
+  const gw = await startGateway(t, first.url, upstreamCfg(first, { tls: { caFile } }));
+  assert.equal(await status(gw.url), 200);
+  // The origin moves to a certificate of the other authority: refused until the gateway trusts it.
+  const second = await origin(t, p, { second: true });
+  const moved = validateConfig({
+    version: 1,
+    listeners: [{ address: `127.0.0.1:${gw.port}` }],
+    admin: { address: 'off' },
+    ...upstreamCfg(second, { tls: { caFile } }),
+  });
+  await gw.gateway.reload(moved);
+  assert.equal(await status(gw.url), 502, 'the old authority does not sign the new certificate');
+  copyFileSync(p.otherCa, caFile);
+  await gw.gateway.reload(moved);
+  assert.equal(await status(gw.url), 200, 'the renewed file was read at the reload');
+  const missing = validateConfig({
+    version: 1,
+    listeners: [{ address: `127.0.0.1:${gw.port}` }],
+    admin: { address: 'off' },
+    ...upstreamCfg(first, { tls: { caFile: join(dir, 'gone.pem') } }),
+  });
+  await assert.rejects(gw.gateway.reload(missing), /upstreams origin: tls\.caFile .*gone\.pem: ENOENT/);
+  assert.equal(await status(gw.url), 200, 'the running config stays');
+});
+
+test('bad tls settings are clear errors: http servers, a lone certFile, files that do not hold what they should', async (t) => {
+  const p = pki(t);
+  const base = {
+    version: 1,
+    listeners: [{ address: '127.0.0.1:0' }],
+    routes: [{ name: 'd', path: '/*', upstream: 'o' }],
+  };
+  const problems = (u: Record<string, unknown>) => {
+    try {
+      validateConfig({ ...base, upstreams: [{ name: 'o', ...u }] });
+      return '';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  assert.match(problems({ url: 'http://127.0.0.1:1', tls: { caFile: p.ca } }), /`tls` applies to https servers/);
+  assert.match(problems({ url: 'http://127.0.0.1:1', tlsServerName: 'a.test' }), /`tlsServerName` applies to https/);
+  assert.match(problems({ url: 'https://127.0.0.1:1', tls: { certFile: p.cliCert } }), /needs its private key/);
+  assert.match(problems({ url: 'https://127.0.0.1:1', tls: { keyFile: p.cliKey } }), /give `certFile` too/);
+  assert.equal(problems({ url: 'https://127.0.0.1:1', tls: { caFile: p.ca } }), '');
+
+  const dir = tempDir(t, 'rempart-tls-bad-');
+  const junk = join(dir, 'junk.pem');
+  writeFileSync(junk, 'not a certificate\n');
+  const { loadUpstreamTls } = await import('../src/upstream/tls.ts');
+  const load = (tls: Record<string, string>) => loadUpstreamTls([{ name: 'o', tls }]);
+  await assert.rejects(load({ caFile: junk }), /upstreams o: tls\.caFile .*junk\.pem: no PEM certificate/);
+  await assert.rejects(load({ caFile: join(dir, 'nope.pem') }), /tls\.caFile .*nope\.pem: ENOENT/);
+  await assert.rejects(
+    load({ certFile: p.cliCert, keyFile: junk }),
+    /tls\.keyFile .*junk\.pem: not an unencrypted PEM/,
+  );
+  await assert.rejects(load({ certFile: p.cliCert, keyFile: p.srvKey }), /tls\.keyFile .*srv\.key: not the key of/);
+  // The message names the file, never its content.
+  await load({ certFile: p.cliCert, keyFile: p.srvKey }).catch((err: Error) =>
+    assert.ok(!err.message.includes('PRIVATE KEY'), err.message),
+  );
+  const good = await load({ caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey });
+  assert.ok(good.get('o')?.ca && good.get('o')?.cert && good.get('o')?.key);
+
+  // `rempart check` reads them as the start would.
+  const cfg = join(dir, 'rempart.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'version: 1',
+      'listeners: [{ address: "127.0.0.1:0" }]',
+      'admin: { address: "off" }',
+      `upstreams: [{ name: o, url: "https://127.0.0.1:1", tls: { caFile: "${join(dir, 'nope.pem')}" } }]`,
+      'routes: [{ name: d, path: "/*", upstream: o }]',
+      '',
+    ].join('\n'),
+  );
+  const r = await runCli(['check', cfg]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stdout + r.stderr, /tls\.caFile .*nope\.pem: ENOENT/);
+});
