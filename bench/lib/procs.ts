@@ -189,10 +189,19 @@ export async function waitForPort(port: number, proc: Managed, timeoutMs = 15_00
         `${proc.name} exited (${proc.child.exitCode ?? proc.child.signalCode}) before listening\n${proc.log.join('\n')}`,
       );
     }
+    // Connected, and still open a moment later: Rempart's listenOn first binds a short-lived probe
+    // listener on the port (to see whether another process holds it); a connection that landed on the
+    // probe is reset when it closes, and the real listener is not up yet.
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
+        const timer = setTimeout(() => {
+          s.destroy();
+          resolve(true);
+        }, 150);
+        s.once('close', () => {
+          clearTimeout(timer);
+          resolve(false);
+        });
       });
       s.on('error', () => resolve(false));
     });
