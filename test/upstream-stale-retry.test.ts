@@ -13,7 +13,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { startGateway, track, type Teardown } from './helpers.ts';
+import type { Dispatcher } from 'undici';
+import { createUndiciPool, UpstreamServer } from '../src/upstream/pool.ts';
+import { startGateway, track, waitFor, type Teardown } from './helpers.ts';
 
 interface Origin {
   url: string;
@@ -227,4 +229,45 @@ test('a GET whose answer breaks the protocol on a reused connection is not sent 
   const second = await request(agent, gw.port, 'GET', '/second');
   assert.ok(second.status === 200 || second.status === 502, `${second.status} ${second.body}`);
   assert.equal(received, 2, 'each GET reached the origin once');
+});
+
+test("the retries on new connections count against the server's connections (UpstreamServer.freshRoom)", async (t) => {
+  // An origin that holds every request: each one-off connection of dispatchFresh stays open until answered.
+  const held: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => held.push(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  track(t, { close: () => new Promise<void>((r) => server.close(() => r())) });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const settings = {
+    connections: 2,
+    connectTimeoutMs: 1000,
+    headersTimeoutMs: 5000,
+    bodyTimeoutMs: 5000,
+    keepAliveTimeoutMs: 1000,
+    tlsServerName: null,
+    tlsFiles: null,
+  };
+  const sv = new UpstreamServer('origin', url, settings, createUndiciPool);
+  track(t, { close: async () => (await sv.destroyFresh(), await sv.dispatcher.close()) });
+  const done: number[] = [];
+  const handler = (k: number): Dispatcher.DispatchHandler =>
+    ({
+      onConnect() {},
+      onHeaders: () => true,
+      onData: () => true,
+      onComplete: () => done.push(k),
+      onError: () => done.push(-k),
+    }) as unknown as Dispatcher.DispatchHandler;
+  assert.equal(sv.freshRoom(), true);
+  sv.dispatchFresh({ path: '/1', method: 'GET' }, handler(1));
+  assert.equal(sv.freshRoom(), true, 'one of two');
+  sv.dispatchFresh({ path: '/2', method: 'GET' }, handler(2));
+  assert.equal(sv.freshRoom(), false, "two one-off connections open: the server's connections");
+  await waitFor(() => held.length === 2);
+  for (const s of held) s.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+  await waitFor(() => done.length === 2 && sv.freshRoom());
+  assert.deepEqual(done.sort(), [1, 2]);
 });

@@ -368,7 +368,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const m = ctx.req.method;
     if ((m !== 'GET' && m !== 'HEAD') || (this.body !== null && this.body !== undefined)) return false;
     const written = err.socket?.bytesWritten;
-    return typeof written === 'number' && written >= requestHeadBytes(ctx, this.via, server) + 16;
+    return typeof written === 'number' && written >= requestHeadBytes(ctx, this.via, server) + 16 && server.freshRoom();
   }
 
   /** The retry rule of this file's head comment: the server to retry on, or null. */

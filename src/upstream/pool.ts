@@ -339,6 +339,16 @@ export class UpstreamServer {
     client.close().then(forget, forget);
   }
 
+  /**
+   * Whether dispatchFresh may open one more connection: at most `connections` of its one-off ones at
+   * once, beside the pool's own, so that an origin closing every reused connection under load gets at
+   * most twice the connections it was promised, not one per request in flight (past it, the failure is
+   * answered as any other).
+   */
+  freshRoom(): boolean {
+    return this.#fresh.size < this.#settings.connections;
+  }
+
   /** Cut the requests dispatchFresh still has in flight (the gateway stops). */
   async destroyFresh(): Promise<void> {
     await Promise.all([...this.#fresh].map((c) => c.destroy()));
