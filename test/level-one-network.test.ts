@@ -172,3 +172,14 @@ test('the admission queue counts a network up to its part: 16 /64s of one /48 ar
     assert.equal(sim.monitor.scores.pressure >= 1, pressure, `${networks} /48s, limit ${limit}: ${JSON.stringify(f)}`);
   }
 });
+
+test('a minute of one /48 sending most requests from 32 /64s is said in the log as few networks', () => {
+  const sim = createSim();
+  warmUp(sim, 120, 50);
+  const said = () => sim.logs.filter((l) => String(l.msg).startsWith('a few networks sent most requests')).length;
+  const f: Flood = { calm: 5, rate: 500, script: false, randomPaths: false, api: false };
+  flood(sim, f, addressOf(true, 1, 32), 59);
+  assert.equal(said(), 0, 'not before a minute');
+  flood(sim, f, addressOf(true, 1, 32), 2);
+  assert.equal(said(), 1);
+});
