@@ -9,7 +9,7 @@ import { createManualClock } from '../src/core/clock.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { compileRuntime } from '../src/pipeline/runtime.ts';
 import { BanTable } from '../src/phases/ban/table.ts';
-import { addressKey, cookieValues, prefixKey, v6PrefixKey } from '../src/core/client-key.ts';
+import { addressKey, cookieValues, networkKey, prefixKey, v6PrefixKey } from '../src/core/client-key.ts';
 import {
   errorCodeOf,
   rawRequest,
@@ -70,6 +70,13 @@ test('client keys: IPv6 by its /64 (or the configured length), IPv4-mapped as IP
   assert.equal(v6PrefixKey('2001:db8:1:ab42::1', 56), '2001:db8:1:ab00::/56');
   // An embedded dotted quad is two hextets.
   assert.equal(v6PrefixKey('1:2::3:4:5:1.2.3.4', 64), '1:2:0:3::/64');
+  // The network of a key (the attack level's parts): IPv4 /24, IPv6 /48 whatever the key's spelling.
+  assert.equal(networkKey('198.51.100.9'), '198.51.100');
+  assert.equal(networkKey('198.51.100'), '198.51.100');
+  assert.equal(networkKey('2001:db8:1:2::/64'), '2001:db8:1::/48');
+  assert.equal(networkKey(addressKey('2001:db8:1:ffff::7', '', 128)), '2001:db8:1::/48');
+  assert.equal(networkKey('2001:db8::/32'), '2001:db8:0::/48');
+  assert.equal(networkKey('s:2001:db8:1:2::1.2.3.4'), 's:2001:db8:1:2::1.2.3.4', 'a session key is its own');
   const out: string[] = [];
   assert.equal(cookieValues('a=1; sid=x1; sid = "x2"; sidx=3; sid=%78%31; sid=', 'sid', out), 2);
   assert.deepEqual(out, ['x1', 'x2']);

@@ -122,6 +122,40 @@ test('the same volume from one new client is not: elevated at most, its excess l
   assert.ok(g.monitor.features!.soloExcess > 0.3, JSON.stringify(g.monitor.features));
 });
 
+test('the same volume from 8 addresses of one new /24, or 16 /64s of one /48: elevated at most; from 8 /48s under attack', async (t) => {
+  // One network counts as one client (src/phases/level/traffic.ts SOLO_NETWORKS): four addresses of a /24,
+  // or four /64s of a tunnel broker's free /48, made a surge, and with their pace every visitor was under
+  // attack. Some of the /24's addresses come IPv4-mapped, as a dual-stack proxy may write them: one /24.
+  // The same clients' pace from eight networks is still an attack: the surge from its first second (the
+  // part), under attack once their pace (5 requests a second each) shows, 4 to 6 s in as in calm's bar.
+  const sources: Array<[string, (i: number) => string, boolean]> = [
+    ['one /24', (i) => (i % 3 === 0 ? `::ffff:198.51.7.${1 + (i % 8)}` : `198.51.7.${1 + (i % 8)}`), false],
+    ['one /48', (i) => `2001:db8:7:${(i % 16).toString(16)}::1`, false],
+    ['8 /48s', (i) => `2001:db8:${(0x10 + (i % 8)).toString(16)}::1`, true],
+  ];
+  for (const [what, address, attack] of sources) {
+    const g = await calmGateway(t);
+    let under = -1;
+    let pressure = -1;
+    for (let s = 0; s < 10; s++) {
+      const flood = Array.from({ length: 40 }, (_, i) => g.browse(address(s * 40 + i), s + i));
+      await g.second([...g.customers(s), ...flood]);
+      if (g.monitor.scores.pressure >= 1 && pressure === -1) pressure = s;
+      if (g.monitor.level === AttackLevel.underAttack && under === -1) under = s;
+      if (attack && under !== -1) break;
+    }
+    const f = JSON.stringify(g.monitor.features);
+    if (attack) {
+      assert.equal(pressure, 0, `${what}: ${f}`);
+      assert.ok(under !== -1, `${what}: ${f}`);
+    } else {
+      assert.equal(under, -1, `${what}: ${f}`);
+      assert.equal(pressure, -1, `${what}: ${JSON.stringify(g.monitor.scores)}`);
+      assert.ok(g.monitor.features!.soloExcess > 0.3, `${what}: ${f}`);
+    }
+  }
+});
+
 test('the same volume from new prefixes with a script agent and headers is under attack', async (t) => {
   const g = await calmGateway(t);
   let under = -1;

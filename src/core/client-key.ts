@@ -71,6 +71,21 @@ export function addressKey(address: string, prefix: string, v6Bits: number): str
   return v6Bits >= 128 ? address : v6PrefixKey(address, v6Bits);
 }
 
+/**
+ * The network a client key of clientKey() belongs to, as the rate limits' prefix levels count it: an IPv4
+ * address's or /24's /24 (`a.b.c`), an IPv6 key's /48 (`a:b:c::/48`: what a tunnel broker hands out for
+ * free, 65,536 /64s; one customer's allocation). A session key (`s:…`) is its own: a cookie has no network.
+ * Allocates for IPv6 and IPv4 addresses: for a tick's count over a bounded set of keys, not per request.
+ */
+export function networkKey(key: string): string {
+  if (key.startsWith('s:')) return key;
+  if (key.indexOf(':') !== -1) return v6PrefixKey(key, 48);
+  // `a.b.c.d` (an address) has three dots, `a.b.c` (a /24 already) two.
+  let dots = 0;
+  for (let i = key.indexOf('.'); i !== -1; i = key.indexOf('.', i + 1)) dots++;
+  return dots === 3 ? key.slice(0, key.lastIndexOf('.')) : key;
+}
+
 /** The value of cookie `name` in a Cookie header, or ''. */
 export function cookieValue(header: string | undefined, name: string): string {
   if (header === undefined) return '';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TRAFFIC_CLASSES, type TrafficClass } from '../core/traffic.ts';
 import { AdmissionQueue, QueueEntry, Outcome, classIndex, type QueueSettings } from './queue.ts';
-import { clientKey, cookieValue, prefixKey } from '../core/client-key.ts';
+import { clientKey, cookieValue, networkKey, prefixKey } from '../core/client-key.ts';
 
 const settings: QueueSettings = {
   classOrder: [...TRAFFIC_CLASSES],
@@ -91,6 +91,21 @@ test('one client key holds at most maxSharePercent of a class, at least one slot
   assert.equal(q.trackedKeys(), 0);
   const tiny = new AdmissionQueue<string>({ ...settings, maxEntries: 5, maxEntriesPerClass: 5, maxSharePercent: 1 });
   assert.equal(tiny.keyCap, 1);
+});
+
+test('the waiting entries counted up to a cap per key, or per network of keys (the attack level)', () => {
+  const q = new AdmissionQueue<string>({ ...settings, maxEntries: 40, maxEntriesPerClass: 40 });
+  const out: QueueEntry<string>[] = [];
+  // Four /64s of one /48 with 3 entries each, one IPv4 /24 in two classes with 3 and 2, one more /24 with 1.
+  for (let i = 0; i < 4; i++)
+    for (let n = 0; n < 3; n++) assert.equal(q.push(entry(q, 'public', `2001:db8:1:${i}::/64`), out), null);
+  for (let n = 0; n < 3; n++) assert.equal(q.push(entry(q, 'public', '203.0.113'), out), null);
+  for (let n = 0; n < 2; n++) assert.equal(q.push(entry(q, 'static', '203.0.113'), out), null);
+  assert.equal(q.push(entry(q, 'public', '198.51.100'), out), null);
+  assert.equal(q.size, 18);
+  assert.equal(q.sizeCappedPerKey(18), 18);
+  assert.equal(q.sizeCappedPerKey(4), 4 * 3 + 4 + 1);
+  assert.equal(q.sizeCappedPerKey(4, networkKey), 4 + 4 + 1);
 });
 
 test('memory stays bounded whatever the number of client keys', () => {

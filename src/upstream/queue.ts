@@ -138,14 +138,19 @@ export class AdmissionQueue<T> {
   }
 
   /**
-   * Entries waiting, each client key's counted up to `cap` (all classes together): the attack level's
-   * saturation signal, which one client's own share of the queue must not make (phases/level/traffic.ts).
+   * Entries waiting, counted up to `cap` per client key (all classes together), or per group of keys when
+   * `groupOf` is given (the attack level's: a key's network): the attack level's saturation signal, which
+   * one client's or one network's own share of the queue must not make (phases/level/traffic.ts).
    * Allocates only when more than `cap` wait: once a second, at the level's tick.
    */
-  sizeCappedPerKey(cap: number): number {
+  sizeCappedPerKey(cap: number, groupOf?: (key: string) => string): number {
     if (this.size <= cap) return this.size;
     const held = new Map<string, number>();
-    for (const keys of this.#keys) for (const [k, n] of keys) held.set(k, (held.get(k) ?? 0) + n);
+    for (const keys of this.#keys)
+      for (const [key, n] of keys) {
+        const k = groupOf === undefined ? key : groupOf(key);
+        held.set(k, (held.get(k) ?? 0) + n);
+      }
     let total = 0;
     for (const n of held.values()) total += n < cap ? n : cap;
     return total;

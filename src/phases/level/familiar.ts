@@ -39,6 +39,33 @@ export function hashPairFrom(s: string, from: number, out: Uint32Array): void {
   out[1] = (h2 | 1) >>> 0;
 }
 
+/**
+ * hashPair(s) into `out`, and into `net` the same hashes of `s` up to its third `:` (of an IPv6 /64 prefix
+ * `a:b:c:d::/64`, its /48 `a:b:c`), or of all of `s` when it holds fewer (an IPv4 /24 `a.b.c` is its own
+ * network): a client prefix's hashes and its network's in one pass, without allocating.
+ */
+export function hashPrefix(s: string, out: Uint32Array, net: Uint32Array): void {
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01234567;
+  let colons = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 58 && ++colons === 3) {
+      net[0] = h1 >>> 0;
+      net[1] = (h2 | 1) >>> 0;
+    }
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    h2 ^= h2 >>> 15;
+  }
+  out[0] = h1 >>> 0;
+  out[1] = (h2 | 1) >>> 0;
+  if (colons < 3) {
+    net[0] = out[0]!;
+    net[1] = out[1]!;
+  }
+}
+
 const HASHES = 4;
 
 class Bloom {

@@ -191,8 +191,8 @@ export class AttackLevelMonitor implements AttackLevelView {
   #severePending = 0;
   #severeFrom: AttackLevel = AttackLevel.calm;
   #severeRepeat = 0;
-  #oneClientTicks = 0;
-  #oneClientSaidAt = -Infinity;
+  #fewNetworksTicks = 0;
+  #fewNetworksSaidAt = -Infinity;
   /** Consecutive ticks whose clients behaved like calm's (no behaviour signal at the hold bar). */
   #behavingTicks = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -247,26 +247,27 @@ export class AttackLevelMonitor implements AttackLevelView {
   }
 
   /**
-   * A minute where one client sent most requests (soloExcess ≥ 0.8 every tick at a real rate) is said in
-   * the log, at most once an hour: either few addresses flood (the rate limits' and bans' to answer; the
-   * level counts each for a quarter of a threshold), or every client is seen as one because the gateway
-   * sits behind a proxy missing from clientAddress.trustedProxies, and then the level cannot see a surge.
+   * A minute where a few networks sent most requests (soloExcess ≥ 0.8 every tick at a real rate: most of
+   * them beyond their networks' parts) is said in the log, at most once an hour: either few addresses or
+   * networks flood (the rate limits' and bans' to answer; the level counts each IPv4 /24 or IPv6 /48 for a
+   * quarter of a threshold), or every client is seen as one because the gateway sits behind a proxy missing
+   * from clientAddress.trustedProxies, and then the level cannot see a surge.
    */
-  #watchOneClient(f: LevelFeatures, minRate: number): void {
+  #watchFewNetworks(f: LevelFeatures, minRate: number): void {
     if (f.soloExcess < 0.8 || f.ratePerSecond < minRate / 4) {
-      this.#oneClientTicks = 0;
+      this.#fewNetworksTicks = 0;
       return;
     }
-    if (++this.#oneClientTicks < 60) return;
-    this.#oneClientTicks = 0;
+    if (++this.#fewNetworksTicks < 60) return;
+    this.#fewNetworksTicks = 0;
     const now = this.#opts.clock.now();
-    if (now - this.#oneClientSaidAt < 3_600_000) return;
-    this.#oneClientSaidAt = now;
+    if (now - this.#fewNetworksSaidAt < 3_600_000) return;
+    this.#fewNetworksSaidAt = now;
     this.#opts.log.warn(
       { soloExcess: f.soloExcess, seconds: 60 },
-      'one client sent most requests for a minute: a flood from few addresses (rate limits and bans answer it), ' +
-        'or clients seen through a proxy missing from clientAddress.trustedProxies (the attack level then sees ' +
-        'no surge: docs/attack-level.md)',
+      'a few networks sent most requests for a minute: a flood from few addresses or networks (IPv4 /24s, ' +
+        'IPv6 /48s: rate limits and bans answer it), or clients seen through a proxy missing from ' +
+        'clientAddress.trustedProxies (the attack level then sees no surge: docs/attack-level.md)',
     );
   }
 
@@ -280,7 +281,7 @@ export class AttackLevelMonitor implements AttackLevelView {
       return;
     }
     this.features = f;
-    this.#watchOneClient(f, c.minRatePerSecond);
+    this.#watchFewNetworks(f, c.minRatePerSecond);
     const scores = scoreFeatures(f, c);
     this.scores = scores;
     const enter = levelFor(scores, 1);

@@ -5,7 +5,8 @@
 // the familiar prefixes learn only from ticks the monitor judged calm (learn()), so attack traffic
 // never becomes normal.
 //
-//   request ──▶ observe(): total++, route[i]++, prefix hash → familiar? → novel++ / pending hash
+//   request ──▶ observe(): prefix and network hash → the network's count this interval → within its part?
+//                │           total++, route[i]++, familiar? → novel++ / pending hash  (else excess++)
 //                ├─ client hash → pace count-min (decayed) → the client's recent count → pace bucket++
 //                └─ 1 in N ──▶ pending sketches (prefix, path shape, user agent, header order, method,
 //                              JA4, HTTP/2 fingerprint)
@@ -18,7 +19,8 @@ import type { Runtime } from '../../pipeline/runtime.ts';
 import type { Config } from '../../config/schema.ts';
 import { SpaceSaving, divergence, unseenShare, type HeavyHitter, type SpaceSavingState } from './space-saving.ts';
 import { FEATURES, FeatureIndex, featureValue, type FeatureName } from './features.ts';
-import { FamiliarPrefixes, hashPair, hashPairFrom, type FamiliarState } from './familiar.ts';
+import { FamiliarPrefixes, hashPair, hashPairFrom, hashPrefix, type FamiliarState } from './familiar.ts';
+import { networkKey } from '../../core/client-key.ts';
 
 export type LevelConfig = Config['defense']['level'];
 export type SignaturesConfig = Config['defense']['signatures'];
@@ -43,8 +45,9 @@ export interface LevelFeatures {
   /** Share of requests shed by admission or sent to the waiting room. */
   readonly shedShare: number;
   /**
-   * Share of the interval's requests left out of the rates and the never-seen share: what clients sent
-   * beyond one client's part of a surge (see SOLO_CLIENTS). High when a few clients make the traffic.
+   * Share of the interval's requests left out of the rates and the never-seen share: what networks (IPv4
+   * /24s, IPv6 /48s) sent beyond one network's part of a surge (see SOLO_NETWORKS). High when a few
+   * networks make the traffic.
    */
   readonly soloExcess: number;
   /** Total variation distance from calm's mix, per feature (0 while too few samples or warming up). */
@@ -110,42 +113,48 @@ export const PACE_BUCKETS = 14;
 /** Calm's fastest: the bucket from which only this share of calm's requests come. */
 const PACE_TAIL = 0.02;
 
-// One client's part. The rates (`surge`) and the never-seen share count a client's requests of the
-// interval only up to 1/SOLO_CLIENTS of the surge threshold's rate (surgeFactor × max(baseline,
-// minRatePerSecond) a second; the calm rate itself with the defaults): it takes at least SOLO_CLIENTS
-// clients (IPv4 addresses, IPv6 /64s) to make a surge. One address, however fast, cannot raise pressure
-// and with it put every visitor under `under_attack` (a small site at 20 req/s was under attack within
-// 2 s of one address sending 60 req/s); it is the rate limits' and bans' to answer. Its requests still
-// count in the pace histogram and the samples (a fast client is strange, which alone is only `elevated`,
-// where nobody is challenged) and in shedShare's denominator. Counted per interval in a count-min sketch
-// of its own (the pace cells' positions, cleared each tick), not from the pace count: that one decays over
-// seconds, and would let a new client's first seconds count whole.
-const SOLO_CLIENTS = 4;
+// One network's part. The rates (`surge`) and the never-seen share count a network's requests of the
+// interval only up to 1/SOLO_NETWORKS of the surge threshold's rate (surgeFactor × max(baseline,
+// minRatePerSecond) a second; the calm rate itself with the defaults): it takes at least SOLO_NETWORKS
+// networks to make a surge. A network is an IPv4 /24 or an IPv6 /48, as the rate limits' prefix levels
+// count them. An attacker pays for networks, not addresses (the 254 addresses of a rented /24, the 65,536
+// /64s of a tunnel broker's free /48 cost no more than the first), so a network counts for what one client
+// counted for before (4 addresses of one /24, or 4 /64s of one /48, made a surge then), and a client (an
+// IPv4 address, an IPv6 /64), inside its network, for no more. One address or one network, however fast,
+// cannot raise pressure and with it put every visitor under `under_attack` (a small site at 20 req/s was
+// under attack within 2 s of one address sending 60 req/s); it is the rate limits' and bans' to answer
+// (their /24 and /48 levels). Real crowds and botnets span many networks (a household each, a few /24s per
+// carrier NAT; the drills' botnets 15 to 500 /24s); a crowd behind one network (a campus, one carrier NAT)
+// counts for a quarter of a surge, and admission queues it either way: a crowd is never to be challenged.
+// Its requests still count in the pace histogram and the samples (a fast client is strange, which alone
+// is only `elevated`, where nobody is challenged) and in shedShare's denominator. Counted per interval in
+// a count-min sketch of its own (two rows of 64 Ki cells, cleared each tick), not from the pace count:
+// that one decays over seconds, and would let a new client's first seconds count whole.
+const SOLO_NETWORKS = 4;
 
 export class TrafficObserver {
   // Per tick counters, fed per request.
   #requests = 0;
-  /** Requests beyond one client's part (see SOLO_CLIENTS): not in #requests, the routes or #novel. */
+  /** Requests beyond one network's part (see SOLO_NETWORKS): not in #requests, the routes or #novel. */
   #excess = 0;
-  /** One client's part of an interval (see SOLO_CLIENTS), per route too, and each client's requests of this interval. */
+  /** One network's part of an interval (see SOLO_NETWORKS), per route too, and each network's requests of this interval. */
   #soloPart: number;
   #routeParts = new Float64Array(0);
   readonly #intervalCells = new Uint32Array(PACE_ROW * 2);
-  /** The client's requests this interval before the current one (set by #paceOf). */
-  #intervalCount = 0;
   #novel = 0;
-  /** Shed requests, each client's counted up to its part of the shed threshold (#shedPart). */
+  /** Shed requests, each network's counted up to its part of the shed threshold (#shedPart). */
   #shed = 0;
   /**
-   * One client's part of the shed threshold in an interval: shedShare × max(baseline, minRatePerSecond)
-   * / SOLO_CLIENTS requests (a fraction of one on most sites), and each client's shed requests of this
-   * interval (the pace cells' positions; cleared at the tick when any was counted).
+   * One network's part of the shed threshold in an interval: shedShare × max(baseline, minRatePerSecond)
+   * / SOLO_NETWORKS requests (a fraction of one on most sites), and each network's shed requests of this
+   * interval (cleared at the tick when any was counted).
    */
   #shedPart: number;
   readonly #shedCells = new Uint32Array(PACE_ROW * 2);
   #shedCellsUsed = false;
   #routeCounts = new Float64Array(0);
   readonly #hash = new Uint32Array(2);
+  readonly #netHash = new Uint32Array(2);
   readonly #pendingHashes = new Uint32Array(PENDING_HASHES * 2);
   #pendingCount = 0;
   readonly #clientHash = new Uint32Array(2);
@@ -204,12 +213,14 @@ export class TrafficObserver {
    */
   observe(ctx: RequestContext, wallMs: () => number): void {
     const h = this.#hash;
-    hashPair(ctx.clientPrefix, h);
+    const net = this.#netHash;
+    hashPrefix(ctx.clientPrefix, h, net);
     const count = this.#paceOf(ctx, h);
     const bucket = 32 - Math.clz32(count);
     this.#pacePending[bucket < PACE_BUCKETS ? bucket : PACE_BUCKETS - 1]!++;
-    const n = this.#intervalCount;
-    // A route's own surge counts the client up to that route's part (against all its requests: stricter).
+    // The network's requests of this interval before this one (see SOLO_NETWORKS).
+    const n = countIn(this.#intervalCells, net[0]! & PACE_MASK, PACE_ROW + (net[1]! & PACE_MASK));
+    // A route's own surge counts the network up to that route's part (against all its requests: stricter).
     const route = ctx.route;
     if (route !== null && route.index < this.#routeCounts.length && n < this.#routeParts[route.index]!)
       this.#routeCounts[route.index]!++;
@@ -251,24 +262,21 @@ export class TrafficObserver {
     const next = count + 1;
     if (ca < next) cells[a] = next;
     if (cb < next) cells[b] = next;
-    // The same positions in the interval's cells.
-    this.#intervalCount = countIn(this.#intervalCells, a, b);
     return count;
   }
 
   /**
-   * Per request, once done: was it shed for saturation? A client's sheds count only up to its part
-   * (#shedPart): one address refused by its own share of the admission queue, or by a waiting room,
-   * is not the origin's saturation (the 2 % threshold is one request at 50 req/s).
+   * Per request, once done: was it shed for saturation? A network's sheds count only up to its part
+   * (#shedPart): one address or network refused by its own share of the admission queue, or by a waiting
+   * room, is not the origin's saturation (the 2 % threshold is one request at 50 req/s).
    */
   onDone(ctx: RequestContext): void {
     const r = ctx.reason;
     if (r !== 'RMP_ERR_ADMISSION_SHED' && r !== 'RMP_ERR_ADMISSION_QUEUE_TIMEOUT' && r !== 'RMP_ERR_WAITING_ROOM')
       return;
-    const h = this.#clientHash;
-    hashPair(ctx.clientPrefix, h);
-    clientHash(ctx, h);
-    const before = countIn(this.#shedCells, h[0]! & PACE_MASK, PACE_ROW + (h[1]! & PACE_MASK));
+    const net = this.#netHash;
+    hashPrefix(ctx.clientPrefix, this.#hash, net);
+    const before = countIn(this.#shedCells, net[0]! & PACE_MASK, PACE_ROW + (net[1]! & PACE_MASK));
     const part = this.#shedPart;
     if (before < part) this.#shed += Math.min(1, part - before);
     this.#shedCellsUsed = true;
@@ -309,7 +317,7 @@ export class TrafficObserver {
     const rate = requests / seconds;
     const baseRate = this.#rateWeight > 0 ? this.#baselineRate / this.#rateWeight : 0;
     const excess = this.#excess;
-    // For the next interval: one client's part of the surge threshold at this baseline, for an interval as
+    // For the next interval: one network's part of the surge threshold at this baseline, for an interval as
     // long as this one (a loop stalled by load ticks late; the part of a 1 s interval would undercount a
     // crowd's fast clients then), up to 5 s.
     const stretch = seconds < 1 ? 1 : seconds > 5 ? 5 : seconds;
@@ -333,10 +341,11 @@ export class TrafficObserver {
     for (const u of runtime.upstreams.values()) {
       const gate = u.admission;
       if (gate.limiter.mode === 'off') continue;
-      // Each client key's queued requests up to its part of the threshold (see SOLO_CLIENTS): one address
-      // holding its share of the queue (maxSharePercent, 100 places by default) is not the origin's saturation.
+      // Each network's queued requests (its client keys' together) up to its part of the threshold (see
+      // SOLO_NETWORKS): one address or network holding its share of the queue (maxSharePercent, 100 places by
+      // default, per key) is not the origin's saturation.
       const limit = Math.max(1, gate.limiter.limit);
-      const share = gate.queue.sizeCappedPerKey((level.queueShare * limit) / SOLO_CLIENTS) / limit;
+      const share = gate.queue.sizeCappedPerKey((level.queueShare * limit) / SOLO_NETWORKS, networkKey) / limit;
       if (share > queueShare) {
         queueShare = share;
         queueUpstream = u.name;
@@ -367,7 +376,7 @@ export class TrafficObserver {
     const pace = this.#measurePace(seconds, warm && rate >= floor);
 
     // Sample less often when traffic is heavy, so the tick's merge cost and the hot path stay flat.
-    // Every request's: one client's excess is left out of the rates, not out of the hot path's work.
+    // Every request's: one network's excess is left out of the rates, not out of the hot path's work.
     this.sampleEvery = Math.max(sig.sampleEvery, Math.ceil((requests + excess) / seconds / sig.maxSamplesPerSecond));
     this.syncRoutes(runtime);
 
@@ -383,7 +392,7 @@ export class TrafficObserver {
       noveltyBaseline: round3(this.#noveltyBaseline),
       queueShare: round3(queueShare),
       queueUpstream,
-      // Of every request, a client's excess included: one client's shed requests are not most of a share.
+      // Of every request, a network's excess included: one network's shed requests are not most of a share.
       shedShare: requests + excess === 0 ? 0 : round3(Math.min(1, this.#shed / (requests + excess))),
       soloExcess: requests + excess === 0 ? 0 : round3(excess / (requests + excess)),
       shift,
@@ -556,7 +565,7 @@ export class TrafficObserver {
 
 /**
  * A count-min sketch of one interval's counts (two rows, cells `a` and `b`, cleared at each tick): the
- * client's count before this one, and this one counted (conservative update: only the cells at the
+ * network's count before this one, and this one counted (conservative update: only the cells at the
  * minimum are raised, fewer over-counts).
  */
 function countIn(cells: Uint32Array, a: number, b: number): number {
@@ -568,14 +577,14 @@ function countIn(cells: Uint32Array, a: number, b: number): number {
   return before;
 }
 
-/** A client's requests in an interval (about a second) beyond which they are beyond its part of a surge. */
+/** A network's requests in an interval (about a second) beyond which they are beyond its part of a surge. */
 function soloPart(level: LevelConfig, baseRate: number): number {
-  return (level.surgeFactor * Math.max(baseRate, level.minRatePerSecond)) / SOLO_CLIENTS;
+  return (level.surgeFactor * Math.max(baseRate, level.minRatePerSecond)) / SOLO_NETWORKS;
 }
 
-/** A client's shed requests in an interval beyond which they do not count (a fraction: each counts whole up to it). */
+/** A network's shed requests in an interval beyond which they do not count (a fraction: each counts whole up to it). */
 function shedPart(level: LevelConfig, baseRate: number): number {
-  return (level.shedShare * Math.max(baseRate, level.minRatePerSecond)) / SOLO_CLIENTS;
+  return (level.shedShare * Math.max(baseRate, level.minRatePerSecond)) / SOLO_NETWORKS;
 }
 
 /**
