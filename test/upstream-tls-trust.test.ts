@@ -189,6 +189,49 @@ test('a private authority in caFile: trusted; without it, with another, or under
   assert.equal(await status(wrongName.url), 502, 'the certificate is still checked against the name');
 });
 
+/** A WebSocket handshake through the gateway: the status line it answers. */
+function handshake(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no answer: ${JSON.stringify(buf)}`)), 5000);
+    s.on('error', reject);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (!buf.includes('\r\n')) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(buf.slice(0, buf.indexOf('\r\n')));
+    });
+    s.write(
+      'GET /ws HTTP/1.1\r\nHost: origin.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+  });
+}
+
+test('NODE_TLS_REJECT_UNAUTHORIZED=0 turns no check off: requests and tunnels still 502 on an unknown authority', async (t) => {
+  const p = pki(t);
+  // Signed by the other authority: trusted neither by the system nor by caFile.
+  const o = await origin(t, p, { second: true });
+  const withCa = await startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca } }));
+  const system = await startGateway(t, o.url, upstreamCfg(o, {}));
+  const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  const warnings = process.listeners('warning');
+  process.removeAllListeners('warning');
+  t.after(() => {
+    if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before;
+    for (const w of warnings) process.on('warning', w);
+  });
+  for (const gw of [withCa, system]) {
+    assert.equal(await status(gw.url), 502, 'the request is refused');
+    assert.match(await handshake(gw.port), /^HTTP\/1\.1 502 /, 'the tunnel is refused');
+  }
+  assert.deepEqual(o.peers, [], 'nothing reached the origin');
+});
+
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
   const p = pki(t);
   const checks: Array<string | null> = [];

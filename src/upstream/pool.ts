@@ -181,7 +181,7 @@ function serverConnector(
   files: UpstreamTlsMaterial | null,
 ): buildConnector.connector {
   // undici hands the options it does not know to tls.connect (`upstreams[].tls`); certificates are always verified.
-  const connect = buildConnector(files === null ? { timeout } : { timeout, ...tlsConnectOptions(files) });
+  const connect = buildConnector({ timeout, ...tlsConnectOptions(files) });
   return (opts, callback) =>
     connect(opts.servername === name ? opts : { ...opts, servername: name }, (err, socket) => {
       // Before undici's own listener (added once connected): the error is marked when undici reads it.
@@ -195,9 +195,20 @@ function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') err.socket ??= { bytesWritten: this.bytesWritten };
 }
 
-/** What tls.connect takes from `upstreams[].tls` (the connector here, a WebSocket tunnel's request). */
-export function tlsConnectOptions(files: UpstreamTlsMaterial): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
-  const o: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+/**
+ * What tls.connect takes towards an https server (the connector here, a WebSocket tunnel's request):
+ * `upstreams[].tls`'s files, and `rejectUnauthorized` said outright. Left out, Node takes it from
+ * NODE_TLS_REJECT_UNAUTHORIZED, and `=0` (a debugging leftover in a unit file or an image) accepted any
+ * certificate, `caFile` or not: the docs promise no switch turns the check off.
+ */
+export function tlsConnectOptions(files: UpstreamTlsMaterial | null): {
+  rejectUnauthorized: true;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+} {
+  const o: { rejectUnauthorized: true; ca?: Buffer; cert?: Buffer; key?: Buffer } = { rejectUnauthorized: true };
+  if (files === null) return o;
   if (files.ca !== undefined) o.ca = files.ca;
   if (files.cert !== undefined && files.key !== undefined) {
     o.cert = files.cert;
