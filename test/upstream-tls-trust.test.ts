@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import net from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import tls, { type TLSSocket } from 'node:tls';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,6 +30,9 @@ interface Pki {
   /** Rempart's client certificate (CN=rempart-gw), signed by `ca`. */
   cliCert: string;
   cliKey: string;
+  /** A client certificate of a 1024-bit RSA key, signed by `ca`: below OpenSSL's default security level. */
+  weakCert: string;
+  weakKey: string;
 }
 
 function openssl(dir: string, ...args: string[]): void {
@@ -55,9 +58,9 @@ function authority(dir: string, name: string): void {
   );
 }
 
-function issue(dir: string, ca: string, out: string, cn: string, ext: string): void {
+function issue(dir: string, ca: string, out: string, cn: string, ext: string, keyArgs = EC): void {
   writeFileSync(join(dir, `${out}.ext`), ext);
-  openssl(dir, 'req', ...EC, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
+  openssl(dir, 'req', ...keyArgs, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
   openssl(
     dir,
     'x509',
@@ -91,6 +94,7 @@ function pki(_t: Teardown): Pki {
   issue(dir, 'ca', 'srv', 'origin.test', 'subjectAltName=DNS:origin.test\n');
   issue(dir, 'other', 'srv2', 'origin.test', 'subjectAltName=DNS:origin.test\n');
   issue(dir, 'ca', 'cli', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
+  issue(dir, 'ca', 'weak', 'rempart-gw', 'extendedKeyUsage=clientAuth\n', ['-newkey', 'rsa:1024', '-nodes']);
   const f = (n: string) => join(dir, n);
   pkiMemo = {
     dir,
@@ -102,6 +106,8 @@ function pki(_t: Teardown): Pki {
     srvKey2: f('srv2.key'),
     cliCert: f('cli.pem'),
     cliKey: f('cli.key'),
+    weakCert: f('weak.pem'),
+    weakKey: f('weak.key'),
   };
   return pkiMemo;
 }
@@ -111,6 +117,8 @@ interface Origin {
   url: string;
   /** The client certificate's CN of each request and tunnel (null: none presented). */
   peers: Array<string | null>;
+  /** TLS connections it accepted. */
+  conns: number;
   server: https.Server;
 }
 
@@ -118,7 +126,7 @@ interface Origin {
 async function origin(
   t: Teardown,
   p: Pki,
-  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null> } = {},
+  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null>; close?: boolean } = {},
 ): Promise<Origin> {
   const peers: Array<string | null> = [];
   const cn = (s: TLSSocket) => {
@@ -134,7 +142,7 @@ async function origin(
     (req, res) => {
       if (req.url === '/healthz') o.checks?.push(cn(req.socket as TLSSocket));
       else peers.push(cn(req.socket as TLSSocket));
-      res.writeHead(200, { 'content-length': '2' }).end('ok');
+      res.writeHead(200, { 'content-length': '2', ...(o.close ? { connection: 'close' } : {}) }).end('ok');
     },
   );
   server.on('upgrade', (_req, socket: net.Socket) => {
@@ -144,6 +152,8 @@ async function origin(
     socket.pipe(socket);
   });
   server.on('tlsClientError', () => {});
+  const counted = { conns: 0 };
+  server.on('secureConnection', () => counted.conns++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   track(t, {
@@ -153,7 +163,15 @@ async function origin(
         server.close(() => r());
       }),
   });
-  return { port, url: `https://127.0.0.1:${port}`, peers, server };
+  return {
+    port,
+    url: `https://127.0.0.1:${port}`,
+    peers,
+    get conns() {
+      return counted.conns;
+    },
+    server,
+  };
 }
 
 function upstreamCfg(o: Origin, extra: Record<string, unknown>): Record<string, unknown> {
@@ -230,6 +248,45 @@ test('NODE_TLS_REJECT_UNAUTHORIZED=0 turns no check off: requests and tunnels st
     assert.match(await handshake(gw.port), /^HTTP\/1\.1 502 /, 'the tunnel is refused');
   }
   assert.deepEqual(o.peers, [], 'nothing reached the origin');
+});
+
+test('a client key OpenSSL refuses (RSA 1024) fails the load, not every connection', async (t) => {
+  const p = pki(t);
+  const { loadUpstreamTls } = await import('../src/upstream/tls.ts');
+  await assert.rejects(
+    loadUpstreamTls([{ name: 'o', tls: { caFile: p.ca, certFile: p.weakCert, keyFile: p.weakKey } }]),
+    /^Error: upstreams o: tls\.certFile .*weak\.pem: refused by TLS \(ee key too small\)$/,
+  );
+  const o = await origin(t, p, { mtls: true });
+  await assert.rejects(
+    startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca, certFile: p.weakCert, keyFile: p.weakKey } })),
+    /tls\.certFile .*weak\.pem: refused by TLS/,
+  );
+});
+
+test('the files are one TLS context per load: a new upstream connection builds none', async (t) => {
+  const p = pki(t);
+  // Every answer closes its connection: each request is a new TLS connection.
+  const o = await origin(t, p, { mtls: true, close: true });
+  const gw = await startGateway(
+    t,
+    o.url,
+    upstreamCfg(o, { tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey } }),
+  );
+  const real = tls.createSecureContext;
+  let built = 0;
+  tls.createSecureContext = (options) => {
+    built++;
+    return real(options);
+  };
+  t.after(() => {
+    tls.createSecureContext = real;
+  });
+  for (let i = 0; i < 5; i++) assert.equal(await status(gw.url), 200);
+  assert.equal(o.conns, 5, 'five connections');
+  assert.equal(await handshake(gw.port).then((l) => l.slice(0, 12)), 'HTTP/1.1 101');
+  // Before: tls.connect parsed the authorities and the key again for each one (10 ms for a 120-certificate bundle).
+  assert.equal(built, 0, `${built} contexts built for 6 connections`);
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
@@ -347,7 +404,7 @@ test('bad tls settings are clear errors: http servers, a lone certFile, files th
     assert.ok(!err.message.includes('PRIVATE KEY'), err.message),
   );
   const good = await load({ caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey });
-  assert.ok(good.get('o')?.ca && good.get('o')?.cert && good.get('o')?.key);
+  assert.ok(good.get('o')?.secureContext);
 
   // `rempart check` reads them as the start would.
   const cfg = join(dir, 'rempart.yaml');

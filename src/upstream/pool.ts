@@ -25,6 +25,7 @@
 import type { H1Pool } from './h1-pool.ts';
 import type { UpstreamTlsMaterial } from './tls.ts';
 import { isIP, type Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
 import { buildConnector, Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 import { addDistinct, distinct, spreadKey } from './spread.ts';
@@ -203,18 +204,12 @@ function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: {
  */
 export function tlsConnectOptions(files: UpstreamTlsMaterial | null): {
   rejectUnauthorized: true;
-  ca?: Buffer;
-  cert?: Buffer;
-  key?: Buffer;
+  secureContext?: SecureContext;
 } {
-  const o: { rejectUnauthorized: true; ca?: Buffer; cert?: Buffer; key?: Buffer } = { rejectUnauthorized: true };
-  if (files === null) return o;
-  if (files.ca !== undefined) o.ca = files.ca;
-  if (files.cert !== undefined && files.key !== undefined) {
-    o.cert = files.cert;
-    o.key = files.key;
-  }
-  return o;
+  // The files' one context (src/upstream/tls.ts), shared by every connection: none is built per connection.
+  return files === null
+    ? { rejectUnauthorized: true }
+    : { rejectUnauthorized: true, secureContext: files.secureContext };
 }
 
 /** An origin's host as UpstreamServer.host holds it (IPv6 without brackets): every request's servername. */
