@@ -10,7 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -287,6 +287,31 @@ test('the files are one TLS context per load: a new upstream connection builds n
   assert.equal(await handshake(gw.port).then((l) => l.slice(0, 12)), 'HTTP/1.1 101');
   // Before: tls.connect parsed the authorities and the key again for each one (10 ms for a 120-certificate bundle).
   assert.equal(built, 0, `${built} contexts built for 6 connections`);
+});
+
+test('a directory, a FIFO, a device or a huge file is a clear load error, not a hang', async (t) => {
+  const p = pki(t);
+  const dir = tempDir(t, 'rempart-tls-odd-');
+  const fifo = join(dir, 'fifo.pem');
+  execFileSync('mkfifo', [fifo]);
+  // Valid certificates, past the cap: 1 MiB and a bit.
+  const huge = join(dir, 'huge.pem');
+  const one = readFileSync(p.ca);
+  writeFileSync(huge, Buffer.concat(Array.from({ length: Math.ceil((1 << 20) / one.length) + 1 }, () => one)));
+  const { loadUpstreamTls } = await import('../src/upstream/tls.ts');
+  const load = (caFile: string) =>
+    Promise.race([
+      loadUpstreamTls([{ name: 'o', tls: { caFile } }]),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('hung')), 2000).unref()),
+    ]);
+  await assert.rejects(load(fifo), /tls\.caFile .*fifo\.pem: not a regular file/);
+  await assert.rejects(load(dir), /tls\.caFile .*: not a regular file/);
+  await assert.rejects(load('/dev/zero'), /tls\.caFile \/dev\/zero: not a regular file/);
+  await assert.rejects(load(huge), /tls\.caFile .*huge\.pem: \d+ bytes, more than the 1048576/);
+  // A symbolic link to a good file is the file (Kubernetes mounts secrets so).
+  const link = join(dir, 'link.pem');
+  symlinkSync(p.ca, link);
+  assert.ok(await load(link));
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
