@@ -428,6 +428,15 @@ test('bad tls settings are clear errors: http servers, a lone certFile, files th
   await load({ certFile: p.cliCert, keyFile: p.srvKey }).catch((err: Error) =>
     assert.ok(!err.message.includes('PRIVATE KEY'), err.message),
   );
+  // An authority's key beside its certificate: the wrong file, and a key the gateway must not hold.
+  const withKey = join(dir, 'ca-and-key.pem');
+  writeFileSync(withKey, Buffer.concat([readFileSync(p.ca), readFileSync(join(p.dir, 'ca.key'))]));
+  await assert.rejects(load({ caFile: withKey }), /tls\.caFile .*ca-and-key\.pem: holds a private key/);
+  await load({ caFile: withKey }).catch((err: Error) => assert.ok(!err.message.includes('PRIVATE KEY'), err.message));
+  // A certificate and its key in one file, named by both: as nginx and HAProxy take them.
+  const both = join(dir, 'client.pem');
+  writeFileSync(both, Buffer.concat([readFileSync(p.cliCert), readFileSync(p.cliKey)]));
+  assert.ok((await load({ certFile: both, keyFile: both })).get('o'));
   const good = await load({ caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey });
   assert.ok(good.get('o')?.secureContext);
 

@@ -64,6 +64,10 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Pro
   ]);
   if (ca !== undefined && certificates(ca, at('caFile', t.caFile!)) === 0)
     throw new Error(`${at('caFile', t.caFile!)}: no PEM certificate in it`);
+  // Authorities are shared material: a key in the file is the wrong file (an origin's key and certificate,
+  // an authority's own key), and a copy of a key the gateway must not hold.
+  if (ca !== undefined && /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(ca.toString('latin1')))
+    throw new Error(`${at('caFile', t.caFile!)}: holds a private key; give the authorities' certificates only`);
   if (cert !== undefined && key !== undefined) {
     if (certificates(cert, at('certFile', t.certFile!)) === 0)
       throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it`);
