@@ -10,7 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -312,6 +312,51 @@ test('a directory, a FIFO, a device or a huge file is a clear load error, not a 
   const link = join(dir, 'link.pem');
   symlinkSync(p.ca, link);
   assert.ok(await load(link));
+});
+
+test('warnings, not errors: a client certificate near or past its end, expired authorities, a key others can read', async (t) => {
+  const p = pki(t);
+  const dir = tempDir(t, 'rempart-tls-warn-');
+  const keyFile = join(dir, 'client.key');
+  copyFileSync(p.cliKey, keyFile);
+  chmodSync(keyFile, 0o644);
+  const { loadUpstreamTls, upstreamTlsWarnings } = await import('../src/upstream/tls.ts');
+  const tlsOf = { caFile: p.ca, certFile: p.cliCert, keyFile };
+  // The test's certificates are valid two days: today they near their end.
+  const today = upstreamTlsWarnings(await loadUpstreamTls([{ name: 'o', tls: tlsOf }]));
+  assert.equal(today.length, 2, today.join('\n'));
+  assert.match(today[0]!, /^upstreams o: tls\.certFile .*cli\.pem: expires on \S+ \(in 1 day\): renew it/);
+  assert.match(today[1]!, /^upstreams o: tls\.keyFile .*client\.key: others than its owner .*\(mode 0644\): chmod 600/);
+  chmodSync(keyFile, 0o600);
+  const later = Date.now() + 3 * 86_400_000;
+  const expired = upstreamTlsWarnings(await loadUpstreamTls([{ name: 'o', tls: tlsOf }], later));
+  assert.equal(expired.length, 2, expired.join('\n'));
+  assert.match(
+    expired[0]!,
+    /tls\.caFile .*ca\.pem: 1 of its 1 authorities expired \(CN=ca on .*\): nothing they signed/,
+  );
+  assert.match(expired[1]!, /tls\.certFile .*cli\.pem: expired on .*: origins asking for it refuse the handshake/);
+  assert.ok(!expired.join('').includes('PRIVATE'));
+
+  // `rempart check` prints them and passes.
+  chmodSync(keyFile, 0o640);
+  const cfg = join(dir, 'rempart.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'version: 1',
+      'listeners: [{ address: "127.0.0.1:0" }]',
+      'admin: { address: "off" }',
+      'state: { file: off }',
+      `upstreams: [{ name: o, url: "https://10.0.0.7:1", tlsServerName: origin.test, tls: { caFile: "${p.ca}", certFile: "${p.cliCert}", keyFile: "${keyFile}" } }]`,
+      'routes: [{ name: d, path: "/*", upstream: o }]',
+      '',
+    ].join('\n'),
+  );
+  const r = await runCli(['check', cfg]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /warning: upstreams o: tls\.certFile .*: expires on/);
+  assert.match(r.stderr, /warning: upstreams o: tls\.keyFile .*\(mode 0640\)/);
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {

@@ -17,6 +17,12 @@ export interface UpstreamTlsMaterial {
   readonly secureContext: tls.SecureContext;
   /** A digest of the files: a file renewed on reload changes the server's client key, so new connections use it. */
   readonly digest: string;
+  /**
+   * What works today and will not for long, or should not be so: a client certificate expired, not yet
+   * valid or expiring within 30 days, expired authorities, a key file others than its owner can read.
+   * `rempart check` prints them, the start and each reload log them.
+   */
+  readonly warnings: readonly string[];
 }
 
 /** By upstream name. */
@@ -32,14 +38,28 @@ interface TlsFilesConfig {
   readonly tls?: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
 }
 
-export async function loadUpstreamTls(upstreams: readonly TlsFilesConfig[]): Promise<UpstreamTlsFiles> {
+/** A client certificate this close to its end is a warning. */
+const EXPIRY_WARNING_MS = 30 * 86_400_000;
+
+/** `now`: the time certificates are judged at (a test's). */
+export async function loadUpstreamTls(
+  upstreams: readonly TlsFilesConfig[],
+  now = Date.now(),
+): Promise<UpstreamTlsFiles> {
   const out = new Map<string, UpstreamTlsMaterial>();
-  for (const u of upstreams) if (u.tls !== undefined) out.set(u.name, await loadOne(u.name, u.tls));
+  for (const u of upstreams) if (u.tls !== undefined) out.set(u.name, await loadOne(u.name, u.tls, now));
   return out;
 }
 
-async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Promise<UpstreamTlsMaterial> {
+/** Every warning of `files`, upstream by upstream. */
+export function upstreamTlsWarnings(files: UpstreamTlsFiles): string[] {
+  return [...files.values()].flatMap((m) => m.warnings);
+}
+
+async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now: number): Promise<UpstreamTlsMaterial> {
   const at = (key: string, file: string) => `upstreams ${name}: tls.${key} ${file}`;
+  const warnings: string[] = [];
+  let keyMode = 0;
   const read = async (key: string, file: string | undefined): Promise<Buffer | undefined> => {
     if (file === undefined) return undefined;
     const failed = (err: unknown) =>
@@ -51,6 +71,7 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Pro
     if (!info.isFile()) throw new Error(`${at(key, file)}: not a regular file`);
     if (info.size > MAX_TLS_FILE_BYTES)
       throw new Error(`${at(key, file)}: ${info.size} bytes, more than the ${MAX_TLS_FILE_BYTES} a PEM file may hold`);
+    if (key === 'keyFile') keyMode = info.mode & 0o777;
     try {
       return await readFile(file);
     } catch (err) {
@@ -62,15 +83,43 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Pro
     read('certFile', t.certFile),
     read('keyFile', t.keyFile),
   ]);
-  if (ca !== undefined && certificates(ca, at('caFile', t.caFile!)) === 0)
+  const authorities = ca === undefined ? [] : certificates(ca, at('caFile', t.caFile!));
+  if (ca !== undefined && authorities.length === 0)
     throw new Error(`${at('caFile', t.caFile!)}: no PEM certificate in it`);
+  const expired = authorities.filter((c) => c.validToDate.getTime() <= now);
+  if (expired.length > 0)
+    warnings.push(
+      `${at('caFile', t.caFile!)}: ${expired.length} of its ${authorities.length} authorities expired ` +
+        `(${expired
+          .slice(0, 3)
+          .map((c) => `${c.subject.replaceAll('\n', ', ')} on ${c.validToDate.toISOString()}`)
+          .join('; ')}): nothing they signed is trusted`,
+    );
   // Authorities are shared material: a key in the file is the wrong file (an origin's key and certificate,
   // an authority's own key), and a copy of a key the gateway must not hold.
   if (ca !== undefined && /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(ca.toString('latin1')))
     throw new Error(`${at('caFile', t.caFile!)}: holds a private key; give the authorities' certificates only`);
   if (cert !== undefined && key !== undefined) {
-    if (certificates(cert, at('certFile', t.certFile!)) === 0)
-      throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it`);
+    const chain = certificates(cert, at('certFile', t.certFile!));
+    if (chain.length === 0) throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it`);
+    const leaf = chain[0]!;
+    const end = leaf.validToDate.getTime();
+    if (end <= now)
+      warnings.push(
+        `${at('certFile', t.certFile!)}: expired on ${leaf.validToDate.toISOString()}: origins asking for it refuse the handshake`,
+      );
+    else if (leaf.validFromDate.getTime() > now)
+      warnings.push(`${at('certFile', t.certFile!)}: not valid before ${leaf.validFromDate.toISOString()}`);
+    else if (end - now < EXPIRY_WARNING_MS)
+      warnings.push(
+        `${at('certFile', t.certFile!)}: expires on ${leaf.validToDate.toISOString()} ` +
+          `(in ${days(end - now)}): renew it, then reload`,
+      );
+    if ((keyMode & 0o077) !== 0)
+      warnings.push(
+        `${at('keyFile', t.keyFile!)}: others than its owner may read or write it (mode ` +
+          `${keyMode.toString(8).padStart(4, '0')}): chmod 600, owned by Rempart's user`,
+      );
     let privateKey: ReturnType<typeof createPrivateKey>;
     try {
       privateKey = createPrivateKey(key);
@@ -93,7 +142,12 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>): Pro
   const h = createHash('sha256');
   for (const b of [ca, cert, key])
     h.update(b === undefined ? '-|' : `${createHash('sha256').update(b).digest('hex')}|`);
-  return { secureContext, digest: h.digest('hex').slice(0, 32) };
+  return { secureContext, digest: h.digest('hex').slice(0, 32), warnings };
+}
+
+function days(ms: number): string {
+  const n = Math.floor(ms / 86_400_000);
+  return n === 1 ? '1 day' : `${n} days`;
 }
 
 function refusal(o: tls.SecureContextOptions): unknown {
@@ -112,15 +166,14 @@ function reasonOf(err: unknown): string {
 }
 
 /** The certificates of a PEM bundle, each parsed (a broken one fails with `where`). */
-function certificates(pem: Buffer, where: string): number {
+function certificates(pem: Buffer, where: string): X509Certificate[] {
   const text = pem.toString('latin1');
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  for (const block of blocks) {
+  return blocks.map((block) => {
     try {
-      new X509Certificate(block);
+      return new X509Certificate(block);
     } catch (err) {
       throw new Error(`${where}: a certificate that does not parse (${(err as Error).message})`);
     }
-  }
-  return blocks.length;
+  });
 }
