@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.ts';
 import { runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+import { clientFor, startTlsGateway } from './h2-client.ts';
+import { createManualClock } from '../src/core/clock.ts';
 
 interface Pki {
   dir: string;
@@ -119,6 +121,8 @@ interface Origin {
   peers: Array<string | null>;
   /** TLS connections it accepted. */
   conns: number;
+  /** `METHOD url CN` of every request (health checks included). */
+  seen: string[];
   server: https.Server;
 }
 
@@ -126,9 +130,10 @@ interface Origin {
 async function origin(
   t: Teardown,
   p: Pki,
-  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null>; close?: boolean } = {},
+  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null>; close?: boolean; cacheable?: boolean } = {},
 ): Promise<Origin> {
   const peers: Array<string | null> = [];
+  const seen: string[] = [];
   const cn = (s: TLSSocket) => {
     const c = s.getPeerCertificate();
     return c && typeof c.subject?.CN === 'string' ? c.subject.CN : null;
@@ -140,9 +145,16 @@ async function origin(
       ...(o.mtls ? { requestCert: true, rejectUnauthorized: true, ca: readFileSync(p.ca) } : {}),
     },
     (req, res) => {
+      seen.push(`${req.method} ${req.url} ${cn(req.socket as TLSSocket)}`);
       if (req.url === '/healthz') o.checks?.push(cn(req.socket as TLSSocket));
       else peers.push(cn(req.socket as TLSSocket));
-      res.writeHead(200, { 'content-length': '2', ...(o.close ? { connection: 'close' } : {}) }).end('ok');
+      res
+        .writeHead(200, {
+          'content-length': '2',
+          ...(o.close ? { connection: 'close' } : {}),
+          ...(o.cacheable ? { 'cache-control': 'public, max-age=30' } : {}),
+        })
+        .end('ok');
     },
   );
   server.on('upgrade', (_req, socket: net.Socket) => {
@@ -167,6 +179,7 @@ async function origin(
     port,
     url: `https://127.0.0.1:${port}`,
     peers,
+    seen,
     get conns() {
       return counted.conns;
     },
@@ -357,6 +370,56 @@ test('warnings, not errors: a client certificate near or past its end, expired a
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /warning: upstreams o: tls\.certFile .*: expires on/);
   assert.match(r.stderr, /warning: upstreams o: tls\.keyFile .*\(mode 0640\)/);
+});
+
+test('an HTTP/2 client, a cache refresh and a fallback route reach the origin with the client certificate', async (t) => {
+  const p = pki(t);
+  const o = await origin(t, p, { mtls: true, cacheable: true });
+  const clock = createManualClock();
+  const gw = await startTlsGateway(
+    t,
+    o.url,
+    {
+      logging: { level: 'error', requests: false },
+      defense: { rateLimit: { mode: 'off' } },
+      upstreams: [
+        {
+          name: 'origin',
+          url: o.url,
+          tlsServerName: 'origin.test',
+          tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey },
+        },
+        // Nobody listens on port 1: its first refused connection opens its breaker.
+        { name: 'down', url: 'http://127.0.0.1:1', circuitBreaker: { consecutiveFailures: 1, openMs: 60_000 } },
+      ],
+      routes: [
+        { name: 'cached', path: '/c/*', upstream: 'origin', class: 'public', cache: { enabled: true } },
+        {
+          name: 'spare',
+          path: '/f/*',
+          upstream: 'down',
+          fallback: 'origin',
+          class: 'public',
+          cache: { enabled: false },
+        },
+        { name: 'default', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false } },
+      ],
+    },
+    { clock },
+  );
+  const h2 = clientFor(t, 'h2', gw.port);
+  assert.equal((await h2.request('/h2')).status, 200);
+  assert.deepEqual(o.seen, ['GET /h2 rempart-gw']);
+  // A stale copy within stale-while-revalidate: answered, and refreshed in the background.
+  assert.equal((await h2.request('/c/x')).headers['x-cache'], undefined, 'a miss, stored');
+  clock.advance(31_000);
+  assert.equal((await h2.request('/c/x')).headers['x-cache'], 'STALE');
+  await waitFor(() => o.seen.length === 3, 'the refresh');
+  assert.equal(o.seen[2], 'GET /c/x rempart-gw');
+  // The primary refuses, its breaker opens, the route goes to its fallback.
+  assert.equal((await h2.request('/f/1')).status, 502);
+  assert.equal((await h2.request('/f/2')).status, 200);
+  assert.deepEqual(o.seen.slice(3), ['GET /f/2 rempart-gw']);
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
