@@ -532,6 +532,16 @@ test('bad tls settings are clear errors: http servers, a lone certFile, files th
     /tls\.keyFile .*junk\.pem: not an unencrypted PEM/,
   );
   await assert.rejects(load({ certFile: p.cliCert, keyFile: p.srvKey }), /tls\.keyFile .*srv\.key: not the key of/);
+  // An encrypted key, a DER certificate: said as such, with the command that fixes them.
+  const encrypted = join(dir, 'encrypted.key');
+  execFileSync('openssl', ['pkey', '-in', p.cliKey, '-aes256', '-passout', 'pass:x', '-out', encrypted]);
+  await assert.rejects(
+    load({ certFile: p.cliCert, keyFile: encrypted }),
+    /tls\.keyFile .*encrypted\.key: not an unencrypted PEM private key: it is encrypted, .*openssl pkey/,
+  );
+  const der = join(dir, 'ca.der');
+  execFileSync('openssl', ['x509', '-in', p.ca, '-outform', 'der', '-out', der]);
+  await assert.rejects(load({ caFile: der }), /tls\.caFile .*ca\.der: no PEM certificate in it \(it looks like DER: /);
   // The message names the file, never its content.
   await load({ certFile: p.cliCert, keyFile: p.srvKey }).catch((err: Error) =>
     assert.ok(!err.message.includes('PRIVATE KEY'), err.message),

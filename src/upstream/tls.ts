@@ -85,7 +85,7 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now:
   ]);
   const authorities = ca === undefined ? [] : certificates(ca, at('caFile', t.caFile!));
   if (ca !== undefined && authorities.length === 0)
-    throw new Error(`${at('caFile', t.caFile!)}: no PEM certificate in it`);
+    throw new Error(`${at('caFile', t.caFile!)}: no PEM certificate in it${derHint(ca)}`);
   const expired = authorities.filter((c) => c.validToDate.getTime() <= now);
   if (expired.length > 0)
     warnings.push(
@@ -101,7 +101,7 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now:
     throw new Error(`${at('caFile', t.caFile!)}: holds a private key; give the authorities' certificates only`);
   if (cert !== undefined && key !== undefined) {
     const chain = certificates(cert, at('certFile', t.certFile!));
-    if (chain.length === 0) throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it`);
+    if (chain.length === 0) throw new Error(`${at('certFile', t.certFile!)}: no PEM certificate in it${derHint(cert)}`);
     const leaf = chain[0]!;
     const end = leaf.validToDate.getTime();
     if (end <= now)
@@ -125,7 +125,12 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now:
       privateKey = createPrivateKey(key);
     } catch {
       // OpenSSL's own message can quote a line of the file: not repeated here.
-      throw new Error(`${at('keyFile', t.keyFile!)}: not an unencrypted PEM private key`);
+      if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(key.toString('latin1')))
+        throw new Error(
+          `${at('keyFile', t.keyFile!)}: not an unencrypted PEM private key: it is encrypted, and Rempart ` +
+            'takes no passphrase (`openssl pkey -in KEY -out PLAIN`, then `chmod 600 PLAIN`)',
+        );
+      throw new Error(`${at('keyFile', t.keyFile!)}: not an unencrypted PEM private key${derHint(key)}`);
     }
     if (!new X509Certificate(cert).checkPrivateKey(privateKey))
       throw new Error(`${at('keyFile', t.keyFile!)}: not the key of ${t.certFile}`);
@@ -143,6 +148,13 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now:
   for (const b of [ca, cert, key])
     h.update(b === undefined ? '-|' : `${createHash('sha256').update(b).digest('hex')}|`);
   return { secureContext, digest: h.digest('hex').slice(0, 32), warnings };
+}
+
+/** A file that starts as DER does (an ASN.1 SEQUENCE) says how to make it PEM. */
+function derHint(bytes: Buffer): string {
+  return bytes[0] === 0x30
+    ? ' (it looks like DER: `openssl x509 -inform der` or `openssl pkey -inform der` makes PEM)'
+    : '';
 }
 
 function days(ms: number): string {
