@@ -370,6 +370,11 @@ test('warnings, not errors: a client certificate near or past its end, expired a
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /warning: upstreams o: tls\.certFile .*: expires on/);
   assert.match(r.stderr, /warning: upstreams o: tls\.keyFile .*\(mode 0640\)/);
+  assert.doesNotMatch(r.stderr, /NODE_TLS_REJECT_UNAUTHORIZED/);
+  // The variable no longer reaches upstreams, but still the process's other TLS clients: said.
+  const insecure = await runCli(['check', cfg], { ...process.env, NODE_TLS_REJECT_UNAUTHORIZED: '0' });
+  assert.equal(insecure.code, 0, insecure.stderr);
+  assert.match(insecure.stderr, /warning: NODE_TLS_REJECT_UNAUTHORIZED=0: upstreams still check .*alert webhook/);
 });
 
 test('an HTTP/2 client, a cache refresh and a fallback route reach the origin with the client certificate', async (t) => {

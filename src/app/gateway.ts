@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { compileRuntime, h1PoolOf, type Runtime } from '../pipeline/runtime.ts';
-import { loadUpstreamTls, upstreamTlsWarnings, type UpstreamTlsFiles } from '../upstream/tls.ts';
+import { loadUpstreamTls, tlsEnvironmentWarning, upstreamTlsWarnings, type UpstreamTlsFiles } from '../upstream/tls.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
@@ -119,6 +119,8 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const clock = options.clock ?? systemClock;
   const upstreamTls = await loadUpstreamTls(initial.upstreams);
   for (const w of upstreamTlsWarnings(upstreamTls)) log.warn(w);
+  const tlsEnv = tlsEnvironmentWarning(process.env);
+  if (tlsEnv !== null) log.warn(tlsEnv);
   let current = compileRuntime(initial, undefined, undefined, undefined, upstreamTls).runtime;
   const getRuntime = () => current;
   const secureContexts = new Map<string, tls.SecureContext>();

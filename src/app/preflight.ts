@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
-import { loadUpstreamTls, upstreamTlsWarnings } from '../upstream/tls.ts';
+import { loadUpstreamTls, tlsEnvironmentWarning, upstreamTlsWarnings } from '../upstream/tls.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
@@ -83,6 +83,8 @@ export async function preflight(
   }
 
   warnings.push(...upstreamWarnings(config.upstreams));
+  const tlsEnv = tlsEnvironmentWarning(env);
+  if (tlsEnv !== null) warnings.push(tlsEnv);
 
   if (upgrade) {
     const why = await upgradeKernelProblem();

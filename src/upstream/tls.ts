@@ -51,6 +51,19 @@ export async function loadUpstreamTls(
   return out;
 }
 
+/**
+ * NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment: upstream connections check certificates all the same
+ * (pool.ts tlsConnectOptions), but Node's default reaches the process's other TLS clients (the alert
+ * webhook, a `rediss://` store): said at start and by `rempart check` rather than left to Node's one line.
+ */
+export function tlsEnvironmentWarning(env: NodeJS.ProcessEnv): string | null {
+  if (env.NODE_TLS_REJECT_UNAUTHORIZED !== '0') return null;
+  return (
+    'NODE_TLS_REJECT_UNAUTHORIZED=0: upstreams still check certificates (trust an origin through ' +
+    'upstreams[].tls.caFile), but the alert webhook and a rediss:// store accept any certificate; unset it'
+  );
+}
+
 /** Every warning of `files`, upstream by upstream. */
 export function upstreamTlsWarnings(files: UpstreamTlsFiles): string[] {
   return [...files.values()].flatMap((m) => m.warnings);
