@@ -9,13 +9,13 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import net from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.ts';
-import { runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+import { BIN, freePort, runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
 import { clientFor, startTlsGateway } from './h2-client.ts';
 import { createManualClock } from '../src/core/clock.ts';
 
@@ -425,6 +425,47 @@ test('an HTTP/2 client, a cache refresh and a fallback route reach the origin wi
   assert.equal((await h2.request('/f/1')).status, 502);
   assert.equal((await h2.request('/f/2')).status, 200);
   assert.deepEqual(o.seen.slice(3), ['GET /f/2 rempart-gw']);
+});
+
+test('caFile replaces the authorities NODE_EXTRA_CA_CERTS adds, as it replaces the bundled ones', async (t) => {
+  const p = pki(t);
+  // Signed by the other authority, which the environment adds to the process's authorities.
+  const o = await origin(t, p, { second: true });
+  const dir = tempDir(t, 'rempart-tls-extra-');
+  const run = async (tls: Record<string, string> | null): Promise<number> => {
+    const port = await freePort();
+    const file = join(dir, `${tls === null ? 'system' : 'ca'}.json`);
+    const upstream = { name: 'origin', url: o.url, tlsServerName: 'origin.test', ...(tls === null ? {} : { tls }) };
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        listeners: [{ address: `127.0.0.1:${port}` }],
+        admin: { address: 'off' },
+        state: { file: 'off' },
+        logging: { level: 'error', requests: false },
+        upstreams: [upstream],
+        routes: [{ name: 'd', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false } }],
+      }),
+    );
+    const child = spawn(process.execPath, [BIN, '--config', file], {
+      stdio: 'ignore',
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: p.otherCa },
+    });
+    t.after(() => void child.kill('SIGKILL'));
+    let answer = 0;
+    await waitFor(
+      async () => {
+        answer = await status(`http://127.0.0.1:${port}`).catch(() => 0);
+        return answer !== 0;
+      },
+      { timeoutMs: 10_000 },
+    );
+    child.kill('SIGTERM');
+    return answer;
+  };
+  assert.equal(await run(null), 200, "the environment's authority is trusted without caFile");
+  assert.equal(await run({ caFile: p.ca }), 502, 'with caFile, only caFile is');
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
