@@ -118,11 +118,16 @@ export function tempDir(t: Teardown, prefix = 'rempart-'): string {
 export function selfSignedCert(
   t: Teardown,
   prefix = 'rempart-tls-',
+  names: readonly string[] = [],
 ): { dir: string; certFile: string; keyFile: string } {
   const dir = tempDir(t, prefix);
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
+  // Valid for localhost and the loopback addresses (and `names`): an https upstream's certificate is
+  // always checked, so a test origin is trusted through `tls.caFile: certFile`.
+  const san = ['DNS:localhost', 'IP:127.0.0.1', 'IP:::1', ...names.map((n) => `DNS:${n}`)].join(',');
   const args = ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1'];
+  args.push('-addext', `subjectAltName=${san}`);
   execFileSync('openssl', [...args, '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
   return { dir, certFile, keyFile };
 }

@@ -27,9 +27,8 @@ import {
   type Teardown,
 } from './helpers.ts';
 
-// The gateway's undici client checks an https origin's certificate: the test's is self-signed.
-process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-process.removeAllListeners('warning');
+// The gateway checks an https origin's certificate: the test's self-signed one is trusted through
+// `tls.caFile` (trusted(): the one-off retry's connections check it too).
 
 interface Exchange {
   /** The connection's number at the origin (0 for the first it accepted) and the request's on it. */
@@ -117,6 +116,11 @@ function firstOnly(x: Exchange): void {
   else x.s.destroy();
 }
 
+/** The origin as the upstream, its self-signed certificate (if any) its authority. */
+function trusted(o: Origin, cert: { certFile: string } | undefined, extra: Record<string, unknown> = {}) {
+  return { name: 'origin', url: o.url, ...(cert ? { tls: { caFile: cert.certFile } } : {}), ...extra };
+}
+
 const BASE = {
   logging: { level: 'error', requests: false },
   defense: { rateLimit: { mode: 'off' } },
@@ -198,8 +202,9 @@ for (const [engine, secure] of [
 
   test(`${label}: a first request on a new connection is sent once, whatever its shape`, async (t) => {
     // An origin breaking off every answer: every request meets a new connection, and fails.
-    const o = await origin(t, breakOff, secure ? selfSignedCert(t) : undefined);
-    const gw = await startGateway(t, o.url, { ...BASE, server: { engine } });
+    const cert = secure ? selfSignedCert(t) : undefined;
+    const o = await origin(t, breakOff, cert);
+    const gw = await startGateway(t, o.url, { ...BASE, server: { engine }, upstreams: [trusted(o, cert)] });
     const list = shapes();
     for (let i = 0; i < list.length; i++) {
       const raw = await rawRequest(gw.port, list[i]!.bytes);
@@ -210,11 +215,12 @@ for (const [engine, secure] of [
   });
 
   test(`${label}: a request of any shape that met a dead reused connection is sent again, once`, async (t) => {
-    const o = await origin(t, firstOnly, secure ? selfSignedCert(t) : undefined);
+    const cert = secure ? selfSignedCert(t) : undefined;
+    const o = await origin(t, firstOnly, cert);
     const gw = await startGateway(t, o.url, {
       ...BASE,
       server: { engine },
-      upstreams: [{ name: 'origin', url: o.url, connections: 1 }],
+      upstreams: [trusted(o, cert, { connections: 1 })],
     });
     const list = shapes();
     for (let i = 0; i < list.length; i++) {
@@ -233,7 +239,7 @@ for (const engine of ['lean', 'node'] as const) {
   test(`${engine} engine, an https origin answering once per connection: GET and HEAD retried, POST not, nothing three times`, async (t) => {
     const cert = selfSignedCert(t);
     const o = await origin(t, firstOnly, cert);
-    const gw = await startGateway(t, o.url, { ...BASE, server: { engine } });
+    const gw = await startGateway(t, o.url, { ...BASE, server: { engine }, upstreams: [trusted(o, cert)] });
     let ok = 0;
     for (let i = 0; i < 30; i++) {
       const m = i % 2 === 0 ? 'GET' : 'HEAD';
@@ -258,7 +264,7 @@ for (const engine of ['lean', 'node'] as const) {
   test(`${engine} engine, an https origin breaking off every answer: each GET sent once`, async (t) => {
     const cert = selfSignedCert(t);
     const o = await origin(t, breakOff, cert);
-    const gw = await startGateway(t, o.url, { ...BASE, server: { engine } });
+    const gw = await startGateway(t, o.url, { ...BASE, server: { engine }, upstreams: [trusted(o, cert)] });
     for (let i = 0; i < 5; i++) {
       const raw = await rawRequest(gw.port, `GET /b/${i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
       assert.equal(statusOf(raw), 502);

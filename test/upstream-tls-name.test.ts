@@ -14,20 +14,18 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { runCli, selfSignedCert, startGateway, tempDir, track, type Teardown } from './helpers.ts';
 
-// The test's certificate is self-signed (CN=localhost).
-process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
-process.removeAllListeners('warning');
-
 interface TlsOrigin {
   port: number;
+  /** Its self-signed certificate (localhost, the loopback addresses, origin.example): the gateway's caFile. */
+  certFile: string;
   /** The SNI of each connection the origin accepted (false: none). */
   names: Array<string | false>;
 }
 
 /** An https origin on 127.0.0.1 and, when the machine has it, on ::1 at the same port (for `localhost`). */
 async function tlsOrigin(t: Teardown): Promise<TlsOrigin> {
-  const cert = selfSignedCert(t);
-  const o: TlsOrigin = { port: 0, names: [] };
+  const cert = selfSignedCert(t, 'rempart-tls-', ['origin.example']);
+  const o: TlsOrigin = { port: 0, certFile: cert.certFile, names: [] };
   const make = () =>
     tls.createServer({ cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) }, (s) => {
       o.names.push((s as tls.TLSSocket).servername ?? false);
@@ -68,12 +66,11 @@ for (const [label, upstreamHost, tlsServerName, expected] of [
 ] as const) {
   test(`an https upstream by ${label}: SNI ${expected === false ? 'none' : expected}, whatever the client's Host, on one connection`, async (t) => {
     const o = await tlsOrigin(t);
-    const gw = await startGateway(t, `https://${upstreamHost}:${o.port}`, {
+    const url = `https://${upstreamHost}:${o.port}`;
+    const gw = await startGateway(t, url, {
       logging: { level: 'error', requests: false },
       defense: { rateLimit: { mode: 'off' } },
-      ...(tlsServerName === undefined
-        ? {}
-        : { upstreams: [{ name: 'origin', url: `https://${upstreamHost}:${o.port}`, tlsServerName }] }),
+      upstreams: [{ name: 'origin', url, tls: { caFile: o.certFile }, ...(tlsServerName ? { tlsServerName } : {}) }],
     });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     track(t, { close: () => agent.destroy() });

@@ -8,14 +8,16 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import net from 'node:net';
-import type { TLSSocket } from 'node:tls';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import tls, { type TLSSocket } from 'node:tls';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.ts';
-import { runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+import { BIN, freePort, runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+import { clientFor, startTlsGateway } from './h2-client.ts';
+import { createManualClock } from '../src/core/clock.ts';
 
 interface Pki {
   dir: string;
@@ -30,6 +32,9 @@ interface Pki {
   /** Rempart's client certificate (CN=rempart-gw), signed by `ca`. */
   cliCert: string;
   cliKey: string;
+  /** A client certificate of a 1024-bit RSA key, signed by `ca`: below OpenSSL's default security level. */
+  weakCert: string;
+  weakKey: string;
 }
 
 function openssl(dir: string, ...args: string[]): void {
@@ -55,9 +60,9 @@ function authority(dir: string, name: string): void {
   );
 }
 
-function issue(dir: string, ca: string, out: string, cn: string, ext: string): void {
+function issue(dir: string, ca: string, out: string, cn: string, ext: string, keyArgs = EC): void {
   writeFileSync(join(dir, `${out}.ext`), ext);
-  openssl(dir, 'req', ...EC, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
+  openssl(dir, 'req', ...keyArgs, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
   openssl(
     dir,
     'x509',
@@ -91,6 +96,7 @@ function pki(_t: Teardown): Pki {
   issue(dir, 'ca', 'srv', 'origin.test', 'subjectAltName=DNS:origin.test\n');
   issue(dir, 'other', 'srv2', 'origin.test', 'subjectAltName=DNS:origin.test\n');
   issue(dir, 'ca', 'cli', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
+  issue(dir, 'ca', 'weak', 'rempart-gw', 'extendedKeyUsage=clientAuth\n', ['-newkey', 'rsa:1024', '-nodes']);
   const f = (n: string) => join(dir, n);
   pkiMemo = {
     dir,
@@ -102,6 +108,8 @@ function pki(_t: Teardown): Pki {
     srvKey2: f('srv2.key'),
     cliCert: f('cli.pem'),
     cliKey: f('cli.key'),
+    weakCert: f('weak.pem'),
+    weakKey: f('weak.key'),
   };
   return pkiMemo;
 }
@@ -111,6 +119,10 @@ interface Origin {
   url: string;
   /** The client certificate's CN of each request and tunnel (null: none presented). */
   peers: Array<string | null>;
+  /** TLS connections it accepted. */
+  conns: number;
+  /** `METHOD url CN` of every request (health checks included). */
+  seen: string[];
   server: https.Server;
 }
 
@@ -118,9 +130,10 @@ interface Origin {
 async function origin(
   t: Teardown,
   p: Pki,
-  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null> } = {},
+  o: { mtls?: boolean; second?: boolean; checks?: Array<string | null>; close?: boolean; cacheable?: boolean } = {},
 ): Promise<Origin> {
   const peers: Array<string | null> = [];
+  const seen: string[] = [];
   const cn = (s: TLSSocket) => {
     const c = s.getPeerCertificate();
     return c && typeof c.subject?.CN === 'string' ? c.subject.CN : null;
@@ -132,9 +145,16 @@ async function origin(
       ...(o.mtls ? { requestCert: true, rejectUnauthorized: true, ca: readFileSync(p.ca) } : {}),
     },
     (req, res) => {
+      seen.push(`${req.method} ${req.url} ${cn(req.socket as TLSSocket)}`);
       if (req.url === '/healthz') o.checks?.push(cn(req.socket as TLSSocket));
       else peers.push(cn(req.socket as TLSSocket));
-      res.writeHead(200, { 'content-length': '2' }).end('ok');
+      res
+        .writeHead(200, {
+          'content-length': '2',
+          ...(o.close ? { connection: 'close' } : {}),
+          ...(o.cacheable ? { 'cache-control': 'public, max-age=30' } : {}),
+        })
+        .end('ok');
     },
   );
   server.on('upgrade', (_req, socket: net.Socket) => {
@@ -144,6 +164,8 @@ async function origin(
     socket.pipe(socket);
   });
   server.on('tlsClientError', () => {});
+  const counted = { conns: 0 };
+  server.on('secureConnection', () => counted.conns++);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
   track(t, {
@@ -153,7 +175,16 @@ async function origin(
         server.close(() => r());
       }),
   });
-  return { port, url: `https://127.0.0.1:${port}`, peers, server };
+  return {
+    port,
+    url: `https://127.0.0.1:${port}`,
+    peers,
+    seen,
+    get conns() {
+      return counted.conns;
+    },
+    server,
+  };
 }
 
 function upstreamCfg(o: Origin, extra: Record<string, unknown>): Record<string, unknown> {
@@ -187,6 +218,254 @@ test('a private authority in caFile: trusted; without it, with another, or under
     upstreams: [{ name: 'origin', url: o.url, tlsServerName: 'elsewhere.test', tls: { caFile: p.ca } }],
   });
   assert.equal(await status(wrongName.url), 502, 'the certificate is still checked against the name');
+});
+
+/** A WebSocket handshake through the gateway: the status line it answers. */
+function handshake(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no answer: ${JSON.stringify(buf)}`)), 5000);
+    s.on('error', reject);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      if (!buf.includes('\r\n')) return;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(buf.slice(0, buf.indexOf('\r\n')));
+    });
+    s.write(
+      'GET /ws HTTP/1.1\r\nHost: origin.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+  });
+}
+
+test('NODE_TLS_REJECT_UNAUTHORIZED=0 turns no check off: requests and tunnels still 502 on an unknown authority', async (t) => {
+  const p = pki(t);
+  // Signed by the other authority: trusted neither by the system nor by caFile.
+  const o = await origin(t, p, { second: true });
+  const withCa = await startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca } }));
+  const system = await startGateway(t, o.url, upstreamCfg(o, {}));
+  const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  const warnings = process.listeners('warning');
+  process.removeAllListeners('warning');
+  t.after(() => {
+    if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before;
+    for (const w of warnings) process.on('warning', w);
+  });
+  for (const gw of [withCa, system]) {
+    assert.equal(await status(gw.url), 502, 'the request is refused');
+    assert.match(await handshake(gw.port), /^HTTP\/1\.1 502 /, 'the tunnel is refused');
+  }
+  assert.deepEqual(o.peers, [], 'nothing reached the origin');
+});
+
+test('a client key OpenSSL refuses (RSA 1024) fails the load, not every connection', async (t) => {
+  const p = pki(t);
+  const { loadUpstreamTls } = await import('../src/upstream/tls.ts');
+  await assert.rejects(
+    loadUpstreamTls([{ name: 'o', tls: { caFile: p.ca, certFile: p.weakCert, keyFile: p.weakKey } }]),
+    /^Error: upstreams o: tls\.certFile .*weak\.pem: refused by TLS \(ee key too small\)$/,
+  );
+  const o = await origin(t, p, { mtls: true });
+  await assert.rejects(
+    startGateway(t, o.url, upstreamCfg(o, { tls: { caFile: p.ca, certFile: p.weakCert, keyFile: p.weakKey } })),
+    /tls\.certFile .*weak\.pem: refused by TLS/,
+  );
+});
+
+test('the files are one TLS context per load: a new upstream connection builds none', async (t) => {
+  const p = pki(t);
+  // Every answer closes its connection: each request is a new TLS connection.
+  const o = await origin(t, p, { mtls: true, close: true });
+  const gw = await startGateway(
+    t,
+    o.url,
+    upstreamCfg(o, { tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey } }),
+  );
+  const real = tls.createSecureContext;
+  let built = 0;
+  tls.createSecureContext = (options) => {
+    built++;
+    return real(options);
+  };
+  t.after(() => {
+    tls.createSecureContext = real;
+  });
+  for (let i = 0; i < 5; i++) assert.equal(await status(gw.url), 200);
+  assert.equal(o.conns, 5, 'five connections');
+  assert.equal(await handshake(gw.port).then((l) => l.slice(0, 12)), 'HTTP/1.1 101');
+  // Before: tls.connect parsed the authorities and the key again for each one (10 ms for a 120-certificate bundle).
+  assert.equal(built, 0, `${built} contexts built for 6 connections`);
+});
+
+test('a directory, a FIFO, a device or a huge file is a clear load error, not a hang', async (t) => {
+  const p = pki(t);
+  const dir = tempDir(t, 'rempart-tls-odd-');
+  const fifo = join(dir, 'fifo.pem');
+  execFileSync('mkfifo', [fifo]);
+  // Valid certificates, past the cap: 1 MiB and a bit.
+  const huge = join(dir, 'huge.pem');
+  const one = readFileSync(p.ca);
+  writeFileSync(huge, Buffer.concat(Array.from({ length: Math.ceil((1 << 20) / one.length) + 1 }, () => one)));
+  const { loadUpstreamTls } = await import('../src/upstream/tls.ts');
+  const load = (caFile: string) =>
+    Promise.race([
+      loadUpstreamTls([{ name: 'o', tls: { caFile } }]),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('hung')), 2000).unref()),
+    ]);
+  await assert.rejects(load(fifo), /tls\.caFile .*fifo\.pem: not a regular file/);
+  await assert.rejects(load(dir), /tls\.caFile .*: not a regular file/);
+  await assert.rejects(load('/dev/zero'), /tls\.caFile \/dev\/zero: not a regular file/);
+  await assert.rejects(load(huge), /tls\.caFile .*huge\.pem: \d+ bytes, more than the 1048576/);
+  // A symbolic link to a good file is the file (Kubernetes mounts secrets so).
+  const link = join(dir, 'link.pem');
+  symlinkSync(p.ca, link);
+  assert.ok(await load(link));
+});
+
+test('warnings, not errors: a client certificate near or past its end, expired authorities, a key others can read', async (t) => {
+  const p = pki(t);
+  const dir = tempDir(t, 'rempart-tls-warn-');
+  const keyFile = join(dir, 'client.key');
+  copyFileSync(p.cliKey, keyFile);
+  chmodSync(keyFile, 0o644);
+  const { loadUpstreamTls, upstreamTlsWarnings } = await import('../src/upstream/tls.ts');
+  const tlsOf = { caFile: p.ca, certFile: p.cliCert, keyFile };
+  // The test's certificates are valid two days: today they near their end.
+  const today = upstreamTlsWarnings(await loadUpstreamTls([{ name: 'o', tls: tlsOf }]));
+  assert.equal(today.length, 2, today.join('\n'));
+  assert.match(today[0]!, /^upstreams o: tls\.certFile .*cli\.pem: expires on \S+ \(in 1 day\): renew it/);
+  assert.match(today[1]!, /^upstreams o: tls\.keyFile .*client\.key: others than its owner .*\(mode 0644\): chmod 600/);
+  chmodSync(keyFile, 0o600);
+  const later = Date.now() + 3 * 86_400_000;
+  const expired = upstreamTlsWarnings(await loadUpstreamTls([{ name: 'o', tls: tlsOf }], later));
+  assert.equal(expired.length, 2, expired.join('\n'));
+  assert.match(
+    expired[0]!,
+    /tls\.caFile .*ca\.pem: 1 of its 1 authorities expired \(CN=ca on .*\): nothing they signed/,
+  );
+  assert.match(expired[1]!, /tls\.certFile .*cli\.pem: expired on .*: origins asking for it refuse the handshake/);
+  assert.ok(!expired.join('').includes('PRIVATE'));
+
+  // `rempart check` prints them and passes.
+  chmodSync(keyFile, 0o640);
+  const cfg = join(dir, 'rempart.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'version: 1',
+      'listeners: [{ address: "127.0.0.1:0" }]',
+      'admin: { address: "off" }',
+      'state: { file: off }',
+      `upstreams: [{ name: o, url: "https://10.0.0.7:1", tlsServerName: origin.test, tls: { caFile: "${p.ca}", certFile: "${p.cliCert}", keyFile: "${keyFile}" } }]`,
+      'routes: [{ name: d, path: "/*", upstream: o }]',
+      '',
+    ].join('\n'),
+  );
+  const r = await runCli(['check', cfg]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /warning: upstreams o: tls\.certFile .*: expires on/);
+  assert.match(r.stderr, /warning: upstreams o: tls\.keyFile .*\(mode 0640\)/);
+  assert.doesNotMatch(r.stderr, /NODE_TLS_REJECT_UNAUTHORIZED/);
+  // The variable no longer reaches upstreams, but still the process's other TLS clients: said.
+  const insecure = await runCli(['check', cfg], { ...process.env, NODE_TLS_REJECT_UNAUTHORIZED: '0' });
+  assert.equal(insecure.code, 0, insecure.stderr);
+  assert.match(insecure.stderr, /warning: NODE_TLS_REJECT_UNAUTHORIZED=0: upstreams still check .*alert webhook/);
+});
+
+test('an HTTP/2 client, a cache refresh and a fallback route reach the origin with the client certificate', async (t) => {
+  const p = pki(t);
+  const o = await origin(t, p, { mtls: true, cacheable: true });
+  const clock = createManualClock();
+  const gw = await startTlsGateway(
+    t,
+    o.url,
+    {
+      logging: { level: 'error', requests: false },
+      defense: { rateLimit: { mode: 'off' } },
+      upstreams: [
+        {
+          name: 'origin',
+          url: o.url,
+          tlsServerName: 'origin.test',
+          tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey },
+        },
+        // Nobody listens on port 1: its first refused connection opens its breaker.
+        { name: 'down', url: 'http://127.0.0.1:1', circuitBreaker: { consecutiveFailures: 1, openMs: 60_000 } },
+      ],
+      routes: [
+        { name: 'cached', path: '/c/*', upstream: 'origin', class: 'public', cache: { enabled: true } },
+        {
+          name: 'spare',
+          path: '/f/*',
+          upstream: 'down',
+          fallback: 'origin',
+          class: 'public',
+          cache: { enabled: false },
+        },
+        { name: 'default', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false } },
+      ],
+    },
+    { clock },
+  );
+  const h2 = clientFor(t, 'h2', gw.port);
+  assert.equal((await h2.request('/h2')).status, 200);
+  assert.deepEqual(o.seen, ['GET /h2 rempart-gw']);
+  // A stale copy within stale-while-revalidate: answered, and refreshed in the background.
+  assert.equal((await h2.request('/c/x')).headers['x-cache'], undefined, 'a miss, stored');
+  clock.advance(31_000);
+  assert.equal((await h2.request('/c/x')).headers['x-cache'], 'STALE');
+  await waitFor(() => o.seen.length === 3, 'the refresh');
+  assert.equal(o.seen[2], 'GET /c/x rempart-gw');
+  // The primary refuses, its breaker opens, the route goes to its fallback.
+  assert.equal((await h2.request('/f/1')).status, 502);
+  assert.equal((await h2.request('/f/2')).status, 200);
+  assert.deepEqual(o.seen.slice(3), ['GET /f/2 rempart-gw']);
+});
+
+test('caFile replaces the authorities NODE_EXTRA_CA_CERTS adds, as it replaces the bundled ones', async (t) => {
+  const p = pki(t);
+  // Signed by the other authority, which the environment adds to the process's authorities.
+  const o = await origin(t, p, { second: true });
+  const dir = tempDir(t, 'rempart-tls-extra-');
+  const run = async (tls: Record<string, string> | null): Promise<number> => {
+    const port = await freePort();
+    const file = join(dir, `${tls === null ? 'system' : 'ca'}.json`);
+    const upstream = { name: 'origin', url: o.url, tlsServerName: 'origin.test', ...(tls === null ? {} : { tls }) };
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        listeners: [{ address: `127.0.0.1:${port}` }],
+        admin: { address: 'off' },
+        state: { file: 'off' },
+        logging: { level: 'error', requests: false },
+        upstreams: [upstream],
+        routes: [{ name: 'd', path: '/*', upstream: 'origin', class: 'public', cache: { enabled: false } }],
+      }),
+    );
+    const child = spawn(process.execPath, [BIN, '--config', file], {
+      stdio: 'ignore',
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: p.otherCa },
+    });
+    t.after(() => void child.kill('SIGKILL'));
+    let answer = 0;
+    await waitFor(
+      async () => {
+        answer = await status(`http://127.0.0.1:${port}`).catch(() => 0);
+        return answer !== 0;
+      },
+      { timeoutMs: 10_000 },
+    );
+    child.kill('SIGTERM');
+    return answer;
+  };
+  assert.equal(await run(null), 200, "the environment's authority is trusted without caFile");
+  assert.equal(await run({ caFile: p.ca }), 502, 'with caFile, only caFile is');
 });
 
 test('mutual TLS: an origin asking for a client certificate gets certFile, on requests and on tunnels', async (t) => {
@@ -299,12 +578,31 @@ test('bad tls settings are clear errors: http servers, a lone certFile, files th
     /tls\.keyFile .*junk\.pem: not an unencrypted PEM/,
   );
   await assert.rejects(load({ certFile: p.cliCert, keyFile: p.srvKey }), /tls\.keyFile .*srv\.key: not the key of/);
+  // An encrypted key, a DER certificate: said as such, with the command that fixes them.
+  const encrypted = join(dir, 'encrypted.key');
+  execFileSync('openssl', ['pkey', '-in', p.cliKey, '-aes256', '-passout', 'pass:x', '-out', encrypted]);
+  await assert.rejects(
+    load({ certFile: p.cliCert, keyFile: encrypted }),
+    /tls\.keyFile .*encrypted\.key: not an unencrypted PEM private key: it is encrypted, .*openssl pkey/,
+  );
+  const der = join(dir, 'ca.der');
+  execFileSync('openssl', ['x509', '-in', p.ca, '-outform', 'der', '-out', der]);
+  await assert.rejects(load({ caFile: der }), /tls\.caFile .*ca\.der: no PEM certificate in it \(it looks like DER: /);
   // The message names the file, never its content.
   await load({ certFile: p.cliCert, keyFile: p.srvKey }).catch((err: Error) =>
     assert.ok(!err.message.includes('PRIVATE KEY'), err.message),
   );
+  // An authority's key beside its certificate: the wrong file, and a key the gateway must not hold.
+  const withKey = join(dir, 'ca-and-key.pem');
+  writeFileSync(withKey, Buffer.concat([readFileSync(p.ca), readFileSync(join(p.dir, 'ca.key'))]));
+  await assert.rejects(load({ caFile: withKey }), /tls\.caFile .*ca-and-key\.pem: holds a private key/);
+  await load({ caFile: withKey }).catch((err: Error) => assert.ok(!err.message.includes('PRIVATE KEY'), err.message));
+  // A certificate and its key in one file, named by both: as nginx and HAProxy take them.
+  const both = join(dir, 'client.pem');
+  writeFileSync(both, Buffer.concat([readFileSync(p.cliCert), readFileSync(p.cliKey)]));
+  assert.ok((await load({ certFile: both, keyFile: both })).get('o'));
   const good = await load({ caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey });
-  assert.ok(good.get('o')?.ca && good.get('o')?.cert && good.get('o')?.key);
+  assert.ok(good.get('o')?.secureContext);
 
   // `rempart check` reads them as the start would.
   const cfg = join(dir, 'rempart.yaml');

@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { listenOn, loadSecureContext } from '../core/listen.ts';
 import { systemClock, type Clock } from '../core/clock.ts';
 import { compileRuntime, h1PoolOf, type Runtime } from '../pipeline/runtime.ts';
-import { loadUpstreamTls, type UpstreamTlsFiles } from '../upstream/tls.ts';
+import { loadUpstreamTls, tlsEnvironmentWarning, upstreamTlsWarnings, type UpstreamTlsFiles } from '../upstream/tls.ts';
 import type { DefenseDeps } from '../pipeline/env.ts';
 import { createRecorder } from '../pipeline/record.ts';
 import type { CachePhase } from '../phases/cache/index.ts';
@@ -118,6 +118,9 @@ export async function createGateway(initial: Config, options: GatewayOptions = {
   const metrics = createMetrics();
   const clock = options.clock ?? systemClock;
   const upstreamTls = await loadUpstreamTls(initial.upstreams);
+  for (const w of upstreamTlsWarnings(upstreamTls)) log.warn(w);
+  const tlsEnv = tlsEnvironmentWarning(process.env);
+  if (tlsEnv !== null) log.warn(tlsEnv);
   let current = compileRuntime(initial, undefined, undefined, undefined, upstreamTls).runtime;
   const getRuntime = () => current;
   const secureContexts = new Map<string, tls.SecureContext>();
@@ -395,6 +398,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   for (const [address, context] of contexts) parts.secureContexts.set(address, context);
   parts.fileConfig = config;
   parts.upstreamTls = upstreamTls;
+  for (const w of upstreamTlsWarnings(upstreamTls)) parts.log.warn(w);
   const overridden = parts.overrides.state;
   parts.swapRuntime(parts.overrides.apply(config));
   applyChallenge();

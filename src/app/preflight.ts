@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
-import { loadUpstreamTls } from '../upstream/tls.ts';
+import { loadUpstreamTls, tlsEnvironmentWarning, upstreamTlsWarnings } from '../upstream/tls.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
@@ -50,7 +50,13 @@ export async function preflight(
   });
   // Its messages name the upstream and the file already.
   config.upstreams.forEach((u) => {
-    if (u.tls !== undefined) checks.push(attempt('upstreams', () => loadUpstreamTls([u])));
+    if (u.tls !== undefined)
+      checks.push(
+        loadUpstreamTls([u]).then(
+          (files) => void warnings.push(...upstreamTlsWarnings(files)),
+          (err: unknown) => void problems.push((err as Error).message),
+        ),
+      );
   });
   checks.push(attempt('waitingRoom.keyFile', () => loadKey(env, config.waitingRoom.keyFile)));
   checks.push(attempt('defense.challenge.keyFile', () => loadChallengeKeys(env, config.defense.challenge.keyFile)));
@@ -77,6 +83,8 @@ export async function preflight(
   }
 
   warnings.push(...upstreamWarnings(config.upstreams));
+  const tlsEnv = tlsEnvironmentWarning(env);
+  if (tlsEnv !== null) warnings.push(tlsEnv);
 
   if (upgrade) {
     const why = await upgradeKernelProblem();

@@ -462,7 +462,7 @@ export function tunnelRequestOptions(ctx: RequestContext, via: string): RequestO
     agent: false,
     timeout: upstream.config.connectTimeoutMs,
     servername: server.tlsName,
-    ...(server.tlsFiles === null ? {} : tlsConnectOptions(server.tlsFiles)),
+    ...tlsConnectOptions(server.tlsFiles),
   };
 }
 

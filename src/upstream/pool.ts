@@ -25,6 +25,7 @@
 import type { H1Pool } from './h1-pool.ts';
 import type { UpstreamTlsMaterial } from './tls.ts';
 import { isIP, type Socket } from 'node:net';
+import type { SecureContext } from 'node:tls';
 import { buildConnector, Client, Pool, type Dispatcher } from 'undici';
 import { HealthCheck, type HealthCheckSettings } from './health.ts';
 import { addDistinct, distinct, spreadKey } from './spread.ts';
@@ -181,7 +182,7 @@ function serverConnector(
   files: UpstreamTlsMaterial | null,
 ): buildConnector.connector {
   // undici hands the options it does not know to tls.connect (`upstreams[].tls`); certificates are always verified.
-  const connect = buildConnector(files === null ? { timeout } : { timeout, ...tlsConnectOptions(files) });
+  const connect = buildConnector({ timeout, ...tlsConnectOptions(files) });
   return (opts, callback) =>
     connect(opts.servername === name ? opts : { ...opts, servername: name }, (err, socket) => {
       // Before undici's own listener (added once connected): the error is marked when undici reads it.
@@ -195,15 +196,20 @@ function markBytesWritten(this: Socket, err: Error & { code?: string; socket?: {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') err.socket ??= { bytesWritten: this.bytesWritten };
 }
 
-/** What tls.connect takes from `upstreams[].tls` (the connector here, a WebSocket tunnel's request). */
-export function tlsConnectOptions(files: UpstreamTlsMaterial): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
-  const o: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-  if (files.ca !== undefined) o.ca = files.ca;
-  if (files.cert !== undefined && files.key !== undefined) {
-    o.cert = files.cert;
-    o.key = files.key;
-  }
-  return o;
+/**
+ * What tls.connect takes towards an https server (the connector here, a WebSocket tunnel's request):
+ * `upstreams[].tls`'s files, and `rejectUnauthorized` said outright. Left out, Node takes it from
+ * NODE_TLS_REJECT_UNAUTHORIZED, and `=0` (a debugging leftover in a unit file or an image) accepted any
+ * certificate, `caFile` or not: the docs promise no switch turns the check off.
+ */
+export function tlsConnectOptions(files: UpstreamTlsMaterial | null): {
+  rejectUnauthorized: true;
+  secureContext?: SecureContext;
+} {
+  // The files' one context (src/upstream/tls.ts), shared by every connection: none is built per connection.
+  return files === null
+    ? { rejectUnauthorized: true }
+    : { rejectUnauthorized: true, secureContext: files.secureContext };
 }
 
 /** An origin's host as UpstreamServer.host holds it (IPv6 without brackets): every request's servername. */
