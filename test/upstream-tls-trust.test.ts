@@ -302,6 +302,25 @@ test('the files are one TLS context per load: a new upstream connection builds n
   assert.equal(built, 0, `${built} contexts built for 6 connections`);
 });
 
+test('an https upstream without tls shares one context of the system authorities: a new connection builds none', async (t) => {
+  const p = pki(t);
+  const o = await origin(t, p, { close: true });
+  // The test authority is not the system's: every request is a new connection that fails its check (502).
+  const gw = await startGateway(t, o.url, upstreamCfg(o, {}));
+  assert.equal(await status(gw.url), 502);
+  const real = tls.createSecureContext;
+  let built = 0;
+  tls.createSecureContext = (options) => {
+    built++;
+    return real(options);
+  };
+  t.after(() => {
+    tls.createSecureContext = real;
+  });
+  for (let i = 0; i < 5; i++) assert.equal(await status(gw.url), 502);
+  assert.equal(built, 0, `${built} contexts built for 5 connections`);
+});
+
 test('a directory, a FIFO, a device or a huge file is a clear load error, not a hang', async (t) => {
   const p = pki(t);
   const dir = tempDir(t, 'rempart-tls-odd-');
