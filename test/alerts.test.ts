@@ -3,14 +3,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Alerts, loadWebhookTarget, signBody } from '../src/control/alerts.ts';
 import { AlertsSchema, type AlertsConfig } from '../src/control/alerts-schema.ts';
 import { Value } from '@sinclair/typebox/value';
 import { createLogger } from '../src/core/log.ts';
 import { createMetrics } from '../src/core/metrics.ts';
-import { cleanup, memoryLog, sleep, startGateway, startUpstream, tempDir, waitFor } from './helpers.ts';
+import { cleanup, memoryLog, selfSignedCert, sleep, startGateway, startUpstream, tempDir, waitFor } from './helpers.ts';
 import { startReceiver } from './alert-receiver.ts';
 
 function settings(webhook: Partial<AlertsConfig['webhook']> = {}, node?: string): AlertsConfig {
@@ -232,4 +235,35 @@ test('an upstream whose circuit breaker opens raises a failover alert that reach
   assert.equal(rx.received[0]!.payload.kind, 'failover');
   assert.deepEqual(rx.received[0]!.payload.fields, { upstream: 'origin' });
   assert.ok(gw.logs.some((l) => l.alert === 'failover'));
+});
+
+test('NODE_TLS_REJECT_UNAUTHORIZED=0 does not make the webhook trust any certificate', async (t) => {
+  // An https receiver whose certificate nobody vouches for (self-signed): the alert, signed and perhaps
+  // carrying a token in its URL, must not reach it, whatever the environment says.
+  const cert = selfSignedCert(t);
+  let got = 0;
+  const server = https.createServer(
+    { cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) },
+    (_req, res) => {
+      got++;
+      res.end();
+    },
+  );
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanup(t, () => new Promise<void>((r) => server.close(() => r())));
+  const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  process.removeAllListeners('warning');
+  cleanup(t, () => {
+    if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before;
+  });
+  const { alerts, count } = makeAlerts(settings({ retries: 1, retryBaseMs: 10 }));
+  cleanup(t, () => alerts.stop(100));
+  const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  alerts.setWebhook({ url, secret: 's', host: new URL(url).host });
+  alerts.raise('attack_level', 'under attack', {});
+  await waitFor(async () => (await count('attack_level', 'failed')) === 1);
+  assert.equal(got, 0, 'the receiver got nothing');
 });

@@ -330,7 +330,13 @@ export class Alerts implements AlertSink {
     const abort = new AbortController();
     this.#inFlightAbort = abort;
     const timer = setTimeout(() => abort.abort(), timeoutMs);
-    this.#agent ??= new Agent({ connections: 2, keepAliveTimeout: 10_000, connect: { timeout: timeoutMs } });
+    // rejectUnauthorized said outright: NODE_TLS_REJECT_UNAUTHORIZED=0 would otherwise send the signed
+    // alert (and a URL's token) to whoever answers for the host.
+    this.#agent ??= new Agent({
+      connections: 2,
+      keepAliveTimeout: 10_000,
+      connect: { timeout: timeoutMs, rejectUnauthorized: true },
+    });
     let detail: Record<string, unknown>;
     let outcome: Outcome;
     try {

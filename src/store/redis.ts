@@ -160,6 +160,9 @@ export class RedisStore implements ClusterStore {
       retryStrategy,
       // ioredis otherwise prints unhandled errors: ours are counted and logged once by the caller.
       showFriendlyErrorStack: false,
+      // rediss://: the server's certificate checked whatever NODE_TLS_REJECT_UNAUTHORIZED says (the URL
+      // carries the password). A plain redis:// URL stays plain.
+      ...(opts.url.startsWith('rediss://') ? { tls: { rejectUnauthorized: true } } : {}),
     };
     this.#cmd = new Redis(opts.url, {
       ...common,

@@ -52,15 +52,15 @@ export async function loadUpstreamTls(
 }
 
 /**
- * NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment: upstream connections check certificates all the same
- * (pool.ts tlsConnectOptions), but Node's default reaches the process's other TLS clients (the alert
- * webhook, a `rediss://` store): said at start and by `rempart check` rather than left to Node's one line.
+ * NODE_TLS_REJECT_UNAUTHORIZED=0 in the environment: Rempart's TLS clients check certificates all the
+ * same (upstreams: pool.ts tlsConnectOptions; the alert webhook; a `rediss://` store), which whoever set
+ * it may not expect: said at start and by `rempart check` rather than left to Node's one line.
  */
 export function tlsEnvironmentWarning(env: NodeJS.ProcessEnv): string | null {
   if (env.NODE_TLS_REJECT_UNAUTHORIZED !== '0') return null;
   return (
-    'NODE_TLS_REJECT_UNAUTHORIZED=0: upstreams still check certificates (trust an origin through ' +
-    'upstreams[].tls.caFile), but the alert webhook and a rediss:// store accept any certificate; unset it'
+    'NODE_TLS_REJECT_UNAUTHORIZED=0 is ignored: upstreams, the alert webhook and a rediss:// store check ' +
+    'certificates all the same (trust an origin through upstreams[].tls.caFile); unset it'
   );
 }
 
