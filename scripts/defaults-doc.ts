@@ -44,7 +44,9 @@ function rule(r: Record<string, unknown>): string {
     .join(' ');
   const factor = r.key === 'address' ? ((r.prefixFactor as number | undefined) ?? 16) : 0;
   const level = factor > 0 ? `; per /24 and IPv6 /48: ×${factor}` : '';
-  return `\`${r.id}\`: per ${r.key}, ${scope}, ${r.ratePerSec}/s, burst ${r.burst}${level}`;
+  const wait =
+    typeof r.maxDelayMs === 'number' && r.maxDelayMs > 0 ? `, then a wait of up to ${r.maxDelayMs / 1000} s` : '';
+  return `\`${r.id}\`: per ${r.key}, ${scope}, ${r.ratePerSec}/s, burst ${r.burst}${wait}${level}`;
 }
 
 const ROWS: Row[] = [
@@ -108,7 +110,7 @@ const ROWS: Row[] = [
     area: 'rate limits',
     settings: null,
     value: () => (schemaDefault('defense.rateLimit.rules') as Record<string, unknown>[]).map(rule).join('; '),
-    why: 'A browser loading a page and its assets, or a few people behind one NAT, stay far under 50/s. A person submits a form every few seconds at most and a page sends its few POSTs together: 20 at once then one a second is never met, while a login or form flood from one address or /24 is cut before the origin, which no cache can spare (each POST costs a password hash or a write). Known clients (clearance, a session the origin granted, a JWT) are not counted by `unsafe-unknown`; its /24 level is the general ×16, since a distributed flood sends 1/s per /24 or less and an office or carrier NAT shares one /24. `unsafe-all` counts every client at 5 times that pace with a burst of 50, room for a signed-in person, so that one session of an attacker\u2019s own does not carry an unlimited login flood to critical routes (docs/rate-limits.md).',
+    why: 'A browser loading a page and its assets, or a few people behind one NAT, stay under 50/s on average; a heavy page\u2019s first load, its reload or two tabs at once (hundreds of requests within a second) go past the burst, and their overflow waits for its turn (up to 3 s: an HTTP/2 connection\u2019s 100 streams at 50/s) instead of a 429, so the page is whole, later; a flood past those places is refused as before. A person submits a form every few seconds at most and a page sends its few POSTs together: 20 at once then one a second is never met, while a login or form flood from one address or /24 is cut before the origin, which no cache can spare (each POST costs a password hash or a write). Known clients (clearance, a session the origin granted, a JWT) are not counted by `unsafe-unknown`; its /24 level is the general ×16, since a distributed flood sends 1/s per /24 or less and an office or carrier NAT shares one /24. `unsafe-all` counts every client at 5 times that pace with a burst of 50, room for a signed-in person, so that one session of an attacker\u2019s own does not carry an unlimited login flood to critical routes (docs/rate-limits.md).',
   },
   {
     area: 'rate-limit mode',

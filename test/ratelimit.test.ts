@@ -126,9 +126,17 @@ test('without rules the default per-address rule limits the public classes', asy
     phase.rules.map((r) => r.id),
     ['per-address', 'unsafe-all', 'unsafe-unknown'],
   );
-  let refused = 0;
-  for (let i = 0; i < phase.rules[0]!.burst + 5; i++) if ((await fetch(`${gw.url}/`)).status === 429) refused++;
-  assert.equal(refused, 5);
+  const rule = phase.rules[0]!;
+  assert.deepEqual([rule.ratePerSec, rule.burst, rule.maxDelayMs], [50, 100, 3000]);
+  // On the manual clock (no refill): the burst passes at once, the next 150 wait for their turn (3 s
+  // at 50/s), the rest are refused.
+  const statuses = await Promise.all(
+    Array.from({ length: rule.burst + 150 + 5 }, () =>
+      fetch(`${gw.url}/`).then(async (r) => (await r.arrayBuffer(), r.status)),
+    ),
+  );
+  assert.equal(statuses.filter((s) => s === 429).length, 5);
+  assert.equal(statuses.filter((s) => s === 200).length, rule.burst + 150);
 });
 
 test('the limiter of a rule survives a reload that keeps the rule, and starts afresh when its rate changes', async (t) => {

@@ -119,7 +119,7 @@ export function createMetrics() {
   // every decision. Rule ids come from configuration or from the bounded list of mined rules.
   const guardCounter = new HotCounter({
     name: 'rempart_guard_decisions_total',
-    help: 'Decisions of the defence guards, by guard, action (enforced, observed: what observe mode would have done, marked: a signature rule sent the request to the challenge phase), reason code and rule id.',
+    help: 'Decisions of the defence guards, by guard, action (enforced, observed: what observe mode would have done, marked: a signature rule sent the request to the challenge phase, delayed: a rate-limit rule held a request past its burst for its turn), reason code and rule id.',
     labelNames: ['guard', 'action', 'reason', 'rule'],
   });
   registry.registerMetric(guardCounter as unknown as Metric);

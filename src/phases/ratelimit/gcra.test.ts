@@ -26,6 +26,26 @@ test('a fresh key gets exactly its burst at once, then one request per interval'
   assert.equal(l.check('a', t), false);
 });
 
+test('with maxDelayMs, requests past the burst take their turns up to that wait, then are refused; the rate is unchanged', () => {
+  const l = new GcraLimiter(10, 5, 1000, 300); // T = 100 ms, burst 5, at most 300 ms of wait: 3 places
+  const t = 1000;
+  for (let i = 0; i < 5; i++) {
+    assert.equal(l.check('a', t), true);
+    assert.equal(l.result.delayMs, 0, `burst request ${i} at once`);
+  }
+  for (let i = 1; i <= 3; i++) {
+    assert.equal(l.check('a', t), true, `place ${i}`);
+    assert.ok(Math.abs(l.result.delayMs - i * 100) < 1e-6, `waits its turn: ${l.result.delayMs}`);
+  }
+  assert.equal(l.check('a', t), false, 'the places are taken');
+  assert.ok(Math.abs(l.result.waitMs - 100) < 1e-6, 'a place frees in one interval');
+  assert.equal(l.check('a', t, 0), false, 'told no wait: refused as without it');
+  // Over 10 s at 1 000 requests a second, the key gets its burst, its places and its rate, no more.
+  let allowed = 0;
+  for (let ms = 1; ms <= 10_000; ms++) if (l.check('a', t + ms)) allowed++;
+  assert.equal(allowed, 100);
+});
+
 test('a burst at one instant is whole whatever the clock reads (no rounding at the bound)', () => {
   // With rate 0.001/s (T = 1e6 ms) and burst 3, a third request at the same instant sits exactly on the
   // bound; the float sum now + 3T − now came out above 3T for about one clock value in 25.

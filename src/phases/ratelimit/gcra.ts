@@ -16,6 +16,11 @@
 // A key not in the exact table starts from its shared estimate while the shared rows are in use, so a
 // key cannot escape its debt by being pushed out of the table and coming back.
 // Rejected requests do not advance the TAT (docs/rate-limits.md says why).
+//
+// With `maxDelayMs` > 0 (nginx's `limit_req burst=… delay=…`), a request past the burst whose turn comes
+// within maxDelayMs is allowed late: it takes its place (the TAT advances as for any allowed request)
+// and result.delayMs says how long it must wait for it. At most maxDelayMs × rate requests of one key
+// wait at a time; past that, refused as without it.
 import { ownCopy } from '../../core/own-copy.ts';
 
 /** What the last check() decided, kept on the limiter so the hot path allocates nothing. */
@@ -25,6 +30,8 @@ export interface GcraResult {
   remaining: number;
   /** When refused: ms until one request would be allowed. When allowed: ms until the full burst is back. */
   waitMs: number;
+  /** When allowed past the burst: ms the request must wait for its turn (0 within the burst). */
+  delayMs: number;
 }
 
 /** How long the sweep rests after finding the table full of live keys (new keys go to the shared rows meanwhile). */
@@ -41,7 +48,9 @@ export class GcraLimiter {
   readonly burst: number;
   readonly maxKeys: number;
   /** The outcome of the last check(). */
-  readonly result: GcraResult = { allowed: true, remaining: 0, waitMs: 0 };
+  readonly result: GcraResult = { allowed: true, remaining: 0, waitMs: 0, delayMs: 0 };
+  /** How long a request past the burst may wait for its turn (0: refused at once). */
+  readonly maxDelayMs: number;
   readonly #tat = new Map<string, number>();
   #cursor: MapIterator<[string, number]> | null = null;
   #restUntil = -Infinity;
@@ -51,8 +60,9 @@ export class GcraLimiter {
   /** Requests counted in the shared rows (for tests and the docs' figures). */
   sharedChecks = 0;
 
-  constructor(ratePerSec: number, burst: number, maxKeys: number) {
+  constructor(ratePerSec: number, burst: number, maxKeys: number, maxDelayMs = 0) {
     this.intervalMs = 1000 / ratePerSec;
+    this.maxDelayMs = maxDelayMs;
     this.burst = burst;
     this.toleranceMs = this.intervalMs * burst;
     this.maxKeys = maxKeys;
@@ -72,8 +82,11 @@ export class GcraLimiter {
     return this.#shared === null ? 0 : this.#shared.byteLength;
   }
 
-  /** Decide for `key` at `now` (ms); the outcome is in this.result. Returns result.allowed. */
-  check(key: string, now: number): boolean {
+  /**
+   * Decide for `key` at `now` (ms); the outcome is in this.result. Returns result.allowed. `maxDelayMs`:
+   * how late a request past the burst may be allowed (this.maxDelayMs unless told; 0: refused at once).
+   */
+  check(key: string, now: number, maxDelayMs = this.maxDelayMs): boolean {
     const T = this.intervalMs;
     const tau = this.toleranceMs;
     const r = this.result;
@@ -100,12 +113,18 @@ export class GcraLimiter {
     // The last request of a burst at one instant lands exactly on the bound, where `base + T − now`
     // carries the rounding of large clock values (about one time in 25 it came out above tau, and the
     // burst was one short): a microsecond's slack, far below any interval.
+    let delay = 0;
     if (next - now > tau + ROUNDING_MS) {
-      r.allowed = false;
-      r.remaining = 0;
-      r.waitMs = next - tau - now;
-      if (!exact) this.sharedChecks++;
-      return false;
+      const late = next - tau - now;
+      if (late > maxDelayMs + ROUNDING_MS) {
+        r.allowed = false;
+        r.remaining = 0;
+        r.waitMs = late - maxDelayMs;
+        r.delayMs = 0;
+        if (!exact) this.sharedChecks++;
+        return false;
+      }
+      delay = late;
     }
     if (exact) this.#tat.set(key, next);
     else {
@@ -115,6 +134,7 @@ export class GcraLimiter {
     r.allowed = true;
     r.remaining = Math.max(0, Math.floor((tau - (next - now) + ROUNDING_MS) / T));
     r.waitMs = next - now;
+    r.delayMs = delay;
     return true;
   }
 

@@ -7,6 +7,7 @@ import { Verdict } from '../../pipeline/phase.ts';
 import type { RequestContext } from '../../pipeline/context.ts';
 import type { Runtime } from '../../pipeline/runtime.ts';
 import { decide } from '../../pipeline/guard.ts';
+import { holdClock, releaseClock } from '../../core/clock.ts';
 import type { DefenseDeps } from '../../pipeline/env.ts';
 import { addressKey, cookieValues, headerValues, v6PrefixKey } from '../../core/client-key.ts';
 import { GcraLimiter } from './gcra.ts';
@@ -67,7 +68,7 @@ class RuleSet {
       for (const r of previous.all)
         kept.set(
           signature(r.id, r.key, r.perRoute, r.ratePerSec, r.limiter.burst, r.limiter.maxKeys, r.global !== null) +
-            `\0${r.methods?.join(',') ?? ''}\0${r.unknownOnly}`,
+            `\0${r.methods?.join(',') ?? ''}\0${r.unknownOnly}\0${r.limiter.maxDelayMs}`,
           r,
         );
     const compile = (
@@ -86,7 +87,7 @@ class RuleSet {
       const unknownOnly = rc.clients === 'unknown';
       const old = kept.get(
         signature(id, key, perRoute, ratePerSec, burst, maxKeys, isGlobal) +
-          `\0${methods?.join(',') ?? ''}\0${unknownOnly}`,
+          `\0${methods?.join(',') ?? ''}\0${unknownOnly}\0${rc.maxDelayMs ?? 0}`,
       );
       if (old !== undefined) return old;
       const windowSec = Math.max(1, Math.ceil(burst / ratePerSec));
@@ -96,7 +97,7 @@ class RuleSet {
         key,
         perRoute,
         ratePerSec,
-        limiter: new GcraLimiter(ratePerSec, burst, maxKeys),
+        limiter: new GcraLimiter(ratePerSec, burst, maxKeys, rc.maxDelayMs ?? 0),
         global,
         policy: `"${id}";q=${burst};w=${windowSec}`,
         refusals: new Map(),
@@ -199,6 +200,13 @@ export interface RateLimitPhase extends Phase {
   limiter(id: string): GcraLimiter | null;
 }
 
+/**
+ * Requests waiting for their turn (a rule's `maxDelayMs`) at most, in the whole process: past it a
+ * request past its burst is refused at once, as without the wait. Each waiting request holds its
+ * connection (or stream) and context anyway, which the connection caps bound; this bounds the timers.
+ */
+export const MAX_DELAYED_REQUESTS = 10000;
+
 /** Distinct waits kept per rule: a wait is at most the rule's window, so a few dozen in practice. */
 const MAX_REFUSAL_SETS = 128;
 
@@ -224,6 +232,20 @@ function refusalHeaders(rule: CompiledRule, waitSec: number): Readonly<Record<st
 export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   let runtime: Runtime | null = null;
   let rules: RuleSet | null = null;
+  /** Requests waiting for their turn now (MAX_DELAYED_REQUESTS). */
+  let delayed = 0;
+  const resumeDelayed = (ctx: RequestContext): void => {
+    delayed--;
+    // The client left while it waited: its `done` has run, nothing to resume.
+    if (ctx.finished) return;
+    // The rest of its phases and its dispatch read the clock once (core/clock.ts).
+    holdClock();
+    try {
+      ctx.resumer!.resume(ctx, Verdict.Continue);
+    } finally {
+      releaseClock();
+    }
+  };
   const current = (): RuleSet => {
     const rt = deps.getRuntime();
     if (rt !== runtime || rules === null) {
@@ -253,6 +275,9 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       if (list === undefined || list.length === 0) return Verdict.Continue;
       const now = deps.clock.now();
       const method = ctx.req.method;
+      // A request past a burst may wait for its turn (a rule's maxDelayMs): the longest wait of its rules.
+      let delayMs = 0;
+      const mayWait = delayed < MAX_DELAYED_REQUESTS;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (rule.methods !== null && !rule.methods.includes(method ?? '')) continue;
@@ -276,7 +301,16 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           const g = rule.global;
           // A global rule asks its leases (local numbers, no round trip); null: the store is unusable, decide locally.
           const verdict = g === null ? null : g.check(key, now);
-          if (verdict === true || (verdict === null && rule.limiter.check(key, now))) continue;
+          if (verdict === true) continue;
+          const limiter = rule.limiter;
+          if (verdict === null && limiter.check(key, now, mayWait ? limiter.maxDelayMs : 0)) {
+            const d = limiter.result.delayMs;
+            if (d > delayMs) delayMs = d;
+            // Counted as `delayed` (enforce only: observe mode never holds a request).
+            if (d > 0 && mode === 'enforce')
+              deps.metrics.guardDecisions.inc('rateLimit', 'delayed', 'RMP_ERR_RATE_LIMITED', rule.id);
+            continue;
+          }
           const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
           const headers = refusalHeaders(rule, waitSec);
           // Observe mode decides and counts but neither refuses nor feeds bans (that would be enforcing).
@@ -286,7 +320,20 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           return Verdict.Continue;
         }
       }
-      return Verdict.Continue;
+      // Observe mode decides and counts, never holds a request.
+      if (delayMs <= 0 || mode !== 'enforce') return Verdict.Continue;
+      delayed++;
+      if (ctx.resumer !== null) {
+        // The request cycle resumes the request itself: one timer per waiting request, no promise.
+        setTimeout(resumeDelayed, delayMs, ctx).unref();
+        return Verdict.Wait;
+      }
+      return new Promise<Verdict>((resolve) =>
+        setTimeout(() => {
+          delayed--;
+          resolve(ctx.finished ? Verdict.Reply : Verdict.Continue);
+        }, delayMs).unref(),
+      );
     },
   };
 }
