@@ -10,28 +10,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AttackLevel, ATTACK_LEVEL_NAMES } from '../src/pipeline/env.ts';
-import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
+import { createSim, calmSecond, drawFlood as draw, warmUp, BROWSERS, type Flood, type Sim } from './level-sim.ts';
 import { rng } from '../src/drill/rng.ts';
-
-interface Flood {
-  calm: number;
-  rate: number;
-  script: boolean;
-  randomPaths: boolean;
-  api: boolean;
-}
-
-function draw(r: () => number): Flood {
-  const calm = Math.round(10 + r() * 290);
-  return {
-    calm,
-    // 3× to 50× the site's calm rate, from one client
-    rate: Math.round(calm * (3 + r() * 47)),
-    script: r() < 0.5,
-    randomPaths: r() < 0.5,
-    api: r() < 0.3,
-  };
-}
 
 /**
  * `seconds` of calm traffic with `f.rate` requests a second from `clients` addresses (203.0.x.7): the levels

@@ -13,28 +13,8 @@ import type { ErrorCode } from '../src/core/errors.ts';
 import type { RequestContext } from '../src/pipeline/context.ts';
 import { QueueEntry } from '../src/upstream/queue.ts';
 import { prefixKey } from '../src/core/client-key.ts';
-import { createSim, calmSecond, warmUp, BROWSERS, type Sim } from './level-sim.ts';
+import { createSim, calmSecond, drawFlood as draw, warmUp, BROWSERS, type Flood, type Sim } from './level-sim.ts';
 import { rng } from '../src/drill/rng.ts';
-
-interface Flood {
-  calm: number;
-  rate: number;
-  script: boolean;
-  randomPaths: boolean;
-  api: boolean;
-}
-
-function draw(r: () => number): Flood {
-  const calm = Math.round(10 + r() * 290);
-  return {
-    calm,
-    // 3× to 50× the site's calm rate
-    rate: Math.round(calm * (3 + r() * 47)),
-    script: r() < 0.5,
-    randomPaths: r() < 0.5,
-    api: r() < 0.3,
-  };
-}
 
 /** Client n of `clients` spread over `networks` networks: IPv4 addresses of 203.0.x.0/24s, or IPv6 /64s of 2001:db8:x::/48s. */
 function addressOf(v6: boolean, networks: number, clients: number): (n: number) => string {

@@ -191,3 +191,24 @@ export function warmUp(sim: Sim, seconds: number, perSecond = 50): void {
     sim.second();
   }
 }
+
+/** A flood drawn for the one-client and one-network tests (seeded draws, src/drill/rng.ts). */
+export interface Flood {
+  calm: number;
+  rate: number;
+  script: boolean;
+  randomPaths: boolean;
+  api: boolean;
+}
+
+/** A site calm at 10–300 req/s, a flood at 3× to 50× that rate, browser or script, calm's or random paths, site or API. */
+export function drawFlood(r: () => number): Flood {
+  const calm = Math.round(10 + r() * 290);
+  return {
+    calm,
+    rate: Math.round(calm * (3 + r() * 47)),
+    script: r() < 0.5,
+    randomPaths: r() < 0.5,
+    api: r() < 0.3,
+  };
+}

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { validateConfig } from '../src/config/load.ts';
-import { BIN, freePort, runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
+import { BIN, cleanup, freePort, runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
 import { clientFor, startTlsGateway } from './h2-client.ts';
 import { createManualClock } from '../src/core/clock.ts';
 
@@ -277,6 +277,20 @@ test('a client key OpenSSL refuses (RSA 1024) fails the load, not every connecti
   );
 });
 
+/** Counts the TLS contexts built from now to the end of `t` (tls.createSecureContext, restored after). */
+function countContexts(t: Teardown): () => number {
+  const real = tls.createSecureContext;
+  let built = 0;
+  tls.createSecureContext = (options) => {
+    built++;
+    return real(options);
+  };
+  cleanup(t, () => {
+    tls.createSecureContext = real;
+  });
+  return () => built;
+}
+
 test('the files are one TLS context per load: a new upstream connection builds none', async (t) => {
   const p = pki(t);
   // Every answer closes its connection: each request is a new TLS connection.
@@ -286,20 +300,12 @@ test('the files are one TLS context per load: a new upstream connection builds n
     o.url,
     upstreamCfg(o, { tls: { caFile: p.ca, certFile: p.cliCert, keyFile: p.cliKey } }),
   );
-  const real = tls.createSecureContext;
-  let built = 0;
-  tls.createSecureContext = (options) => {
-    built++;
-    return real(options);
-  };
-  t.after(() => {
-    tls.createSecureContext = real;
-  });
+  const built = countContexts(t);
   for (let i = 0; i < 5; i++) assert.equal(await status(gw.url), 200);
   assert.equal(o.conns, 5, 'five connections');
   assert.equal(await handshake(gw.port).then((l) => l.slice(0, 12)), 'HTTP/1.1 101');
   // Before: tls.connect parsed the authorities and the key again for each one (10 ms for a 120-certificate bundle).
-  assert.equal(built, 0, `${built} contexts built for 6 connections`);
+  assert.equal(built(), 0, `${built()} contexts built for 6 connections`);
 });
 
 test('an https upstream without tls shares one context of the system authorities: a new connection builds none', async (t) => {
@@ -308,17 +314,9 @@ test('an https upstream without tls shares one context of the system authorities
   // The test authority is not the system's: every request is a new connection that fails its check (502).
   const gw = await startGateway(t, o.url, upstreamCfg(o, {}));
   assert.equal(await status(gw.url), 502);
-  const real = tls.createSecureContext;
-  let built = 0;
-  tls.createSecureContext = (options) => {
-    built++;
-    return real(options);
-  };
-  t.after(() => {
-    tls.createSecureContext = real;
-  });
+  const built = countContexts(t);
   for (let i = 0; i < 5; i++) assert.equal(await status(gw.url), 502);
-  assert.equal(built, 0, `${built} contexts built for 5 connections`);
+  assert.equal(built(), 0, `${built()} contexts built for 5 connections`);
 });
 
 test('a directory, a FIFO, a device or a huge file is a clear load error, not a hang', async (t) => {
