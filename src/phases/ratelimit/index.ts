@@ -232,11 +232,16 @@ function refusalHeaders(rule: CompiledRule, waitSec: number): Readonly<Record<st
 export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   let runtime: Runtime | null = null;
   let rules: RuleSet | null = null;
-  /** Requests waiting for their turn now (MAX_DELAYED_REQUESTS). */
-  let delayed = 0;
+  /**
+   * Requests waiting for their turn now, with their timers (at most MAX_DELAYED_REQUESTS). A request
+   * leaves it exactly once: when its turn comes, or when its client leaves first (onDone clears the
+   * timer), so a place is not held for the rest of the wait by a client that is gone, and the context
+   * is not kept alive by its timer.
+   */
+  const waiting = new Map<RequestContext, NodeJS.Timeout>();
   const resumeDelayed = (ctx: RequestContext): void => {
-    delayed--;
-    // The client left while it waited: its `done` has run, nothing to resume.
+    if (!waiting.delete(ctx)) return;
+    // Not reached in practice (onDone took it out), kept against an entry that marks before it calls done.
     if (ctx.finished) return;
     // The rest of its phases and its dispatch read the clock once (core/clock.ts).
     holdClock();
@@ -255,6 +260,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
     return rules;
   };
 
+  deps.metrics.tableSizes.set('rate_limit_waiting', () => waiting.size);
   deps.metrics.defenseReaders.rateLimitKeys = (g) => {
     g.reset();
     for (const r of current().all) g.set({ rule: r.id }, r.limiter.size);
@@ -277,7 +283,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const method = ctx.req.method;
       // A request past a burst may wait for its turn (a rule's maxDelayMs): the longest wait of its rules.
       let delayMs = 0;
-      const mayWait = delayed < MAX_DELAYED_REQUESTS;
+      const mayWait = waiting.size < MAX_DELAYED_REQUESTS;
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (rule.methods !== null && !rule.methods.includes(method ?? '')) continue;
@@ -322,18 +328,28 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       }
       // Observe mode decides and counts, never holds a request.
       if (delayMs <= 0 || mode !== 'enforce') return Verdict.Continue;
-      delayed++;
       if (ctx.resumer !== null) {
         // The request cycle resumes the request itself: one timer per waiting request, no promise.
-        setTimeout(resumeDelayed, delayMs, ctx).unref();
+        waiting.set(ctx, setTimeout(resumeDelayed, delayMs, ctx).unref());
         return Verdict.Wait;
       }
-      return new Promise<Verdict>((resolve) =>
-        setTimeout(() => {
-          delayed--;
+      // A runner of its own (the tunnel entry): a promise. If the client leaves first, onDone clears
+      // the timer and the promise is never settled: nothing waits on it any more (its `done` has run).
+      return new Promise<Verdict>((resolve) => {
+        const timer = setTimeout(() => {
+          if (!waiting.delete(ctx)) return;
           resolve(ctx.finished ? Verdict.Reply : Verdict.Continue);
-        }, delayMs).unref(),
-      );
+        }, delayMs).unref();
+        waiting.set(ctx, timer);
+      });
+    },
+    onDone(ctx) {
+      // One size check per request while nobody waits.
+      if (waiting.size === 0) return;
+      const timer = waiting.get(ctx);
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      waiting.delete(ctx);
     },
   };
 }

@@ -1,0 +1,96 @@
+// A rule's maxDelayMs holds requests past the burst until their turn (docs/rate-limits.md): the places
+// to wait are a resource an attacker can take. These tests hold requests on real sockets and check
+// that a place is given back exactly once, when the turn comes or as soon as the client leaves.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { createManualClock } from '../src/core/clock.ts';
+import { cleanup, startGateway, startUpstream, waitFor, type Teardown, type TestGateway } from './helpers.ts';
+import { startTlsGateway } from './h2-client.ts';
+
+const TRUSTED = { clientAddress: { trustedProxies: ['127.0.0.1/32'] } };
+
+/** 1/s, burst 1: the n-th request past the burst waits n seconds (up to 30). No /24 level. */
+const SLOW = { id: 'slow', key: 'address', ratePerSec: 1, burst: 1, maxDelayMs: 30000, prefixFactor: 0 };
+
+async function waitingNow(gw: TestGateway): Promise<number> {
+  const text = await gw.gateway.metrics.registry.metrics();
+  const m = /rempart_table_entries\{table="rate_limit_waiting"\} (\d+)/.exec(text);
+  assert.ok(m !== null, 'the gauge of waiting requests is exported');
+  return Number(m[1]);
+}
+
+function get(port: number, address: string, path = '/'): net.Socket {
+  const s = net.connect({ port, host: '127.0.0.1' });
+  s.on('error', () => {});
+  s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ${address}\r\n\r\n`);
+  return s;
+}
+
+async function startSlow(t: Teardown, extra: Record<string, unknown> = {}): Promise<TestGateway> {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  return startGateway(t, up.url, { ...TRUSTED, defense: { rateLimit: { rules: [SLOW] } }, ...extra }, { clock });
+}
+
+test('a client that leaves while its request waits gives its place back at once, not when its turn comes', async (t) => {
+  const gw = await startSlow(t);
+  const addr = '203.0.113.5';
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 200);
+  const sockets = Array.from({ length: 5 }, () => get(gw.port, addr));
+  cleanup(t, () => {
+    for (const s of sockets) s.destroy();
+  });
+  // They wait 1 to 5 s (the clock is frozen: their turns were fixed when they came).
+  await waitFor(async () => (await waitingNow(gw)) === 5, 'five requests waiting');
+  for (const s of sockets) s.destroy();
+  // Before the fix the places stayed taken until each timer fired (1 to 5 s): 10 000 of them could be
+  // held by clients long gone, and honest pages past their burst got 429s again.
+  await waitFor(async () => (await waitingNow(gw)) === 0, { timeoutMs: 600, message: 'the places given back' });
+});
+
+test('HTTP/2: a stream reset while it waits gives its place back; a waiting stream is answered in its turn', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  const rule = { ...SLOW, key: 'address', ratePerSec: 5, burst: 1 };
+  const gw = await startTlsGateway(t, up.url, { defense: { rateLimit: { rules: [rule] } } }, { clock });
+  const session = http2.connect(`https://127.0.0.1:${gw.port}`, { rejectUnauthorized: false });
+  cleanup(t, () => session.destroy());
+  session.on('error', () => {});
+  const status = (s: http2.ClientHttp2Stream) =>
+    new Promise<number>((resolve) => {
+      s.on('response', (h) => resolve(Number(h[':status'])));
+      s.on('error', () => resolve(0));
+      s.on('close', () => resolve(0));
+      s.resume();
+    });
+  assert.equal(await status(session.request({ ':path': '/first' })), 200);
+  // 200 ms apart: the first waits 200 ms, the other nine up to 2 s.
+  const kept = session.request({ ':path': '/kept' });
+  const keptStatus = status(kept);
+  const reset = Array.from({ length: 9 }, (_, i) => session.request({ ':path': `/reset${i}` }));
+  for (const s of reset) s.on('error', () => {});
+  await waitFor(async () => (await waitingNow(gw)) === 10, 'ten streams waiting');
+  for (const s of reset) s.close(http2.constants.NGHTTP2_CANCEL);
+  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 150, message: 'the reset streams gone' });
+  assert.equal(await keptStatus, 200, 'the stream that stayed is served in its turn');
+  assert.equal(await waitingNow(gw), 0);
+});
+
+test('pipelined requests of one client: the waiting one holds the replies behind it, all come in order', async (t) => {
+  const up = await startUpstream(t, (req, res) => res.end(`<${req.url}>`));
+  const clock = createManualClock(1000);
+  const rule = { ...SLOW, ratePerSec: 10, burst: 1 };
+  const gw = await startGateway(t, up.url, { ...TRUSTED, defense: { rateLimit: { rules: [rule] } } }, { clock });
+  const s = net.connect({ port: gw.port, host: '127.0.0.1' });
+  cleanup(t, () => s.destroy());
+  let data = '';
+  s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+  const req = (p: string) => `GET /${p} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n`;
+  s.write(req('a') + req('b') + req('c') + req('d'));
+  await waitFor(() => (data.match(/HTTP\/1\.1 200/g) ?? []).length === 4, 'four replies');
+  const order = [...data.matchAll(/<\/(\w)>/g)].map((m) => m[1]);
+  assert.deepEqual(order, ['a', 'b', 'c', 'd']);
+  assert.equal(await waitingNow(gw), 0);
+});
