@@ -94,3 +94,68 @@ test('pipelined requests of one client: the waiting one holds the replies behind
   assert.deepEqual(order, ['a', 'b', 'c', 'd']);
   assert.equal(await waitingNow(gw), 0);
 });
+
+test('a WebSocket handshake past the burst waits its turn and is switched; one whose client leaves frees its place', async (t) => {
+  const up = await startUpstream(t);
+  up.server.on('upgrade', (_req, socket) => {
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    socket.end();
+  });
+  const clock = createManualClock(1000);
+  const rule = { ...SLOW, ratePerSec: 5, burst: 1 };
+  const gw = await startGateway(
+    t,
+    up.url,
+    {
+      ...TRUSTED,
+      routes: [{ name: 'ws', path: '/*', upstream: 'origin', class: 'public', websocket: true }],
+      defense: { rateLimit: { rules: [rule] } },
+    },
+    { clock },
+  );
+  const handshake = (addr: string) => {
+    const s = net.connect({ port: gw.port, host: '127.0.0.1' });
+    cleanup(t, () => s.destroy());
+    s.on('error', () => {});
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    s.write(
+      `GET /ws HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: ${addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    return { s, data: () => data };
+  };
+  const addr = '192.0.2.44';
+  const first = handshake(addr);
+  await waitFor(() => first.data().startsWith('HTTP/1.1 101'), 'the first switched at once');
+  const kept = handshake(addr);
+  const left = Array.from({ length: 4 }, () => handshake(addr));
+  await waitFor(async () => (await waitingNow(gw)) === 5, 'five handshakes waiting');
+  for (const h of left) h.s.destroy();
+  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 150, message: 'the four that left gone' });
+  await waitFor(() => kept.data().startsWith('HTTP/1.1 101'), 'the one that stayed switched in its turn');
+  assert.equal(await waitingNow(gw), 0);
+});
+
+test('a stop serves the requests waiting within its drain time, and cuts the others cleanly', async (t) => {
+  const gw = await startSlow(t);
+  const addr = '203.0.113.77';
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 200);
+  // Turns in 1 s and 2 s; the drain lasts 1.5 s.
+  const replies = [get(gw.port, addr, '/one'), get(gw.port, addr, '/two')].map((s) => {
+    cleanup(t, () => s.destroy());
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    return new Promise<string>((resolve) => s.on('close', () => resolve(data)));
+  });
+  await waitFor(async () => (await waitingNow(gw)) === 2, 'two requests waiting');
+  const started = performance.now();
+  await gw.gateway.stop(1500);
+  const took = performance.now() - started;
+  const [one, two] = await Promise.all(replies);
+  assert.match(one!, /^HTTP\/1\.1 200/, 'served in its turn, within the drain');
+  assert.equal(two, '', 'cut at the end of the drain, nothing half-sent');
+  assert.ok(took >= 1400 && took < 2500, `the stop waited for the drain, no longer (${Math.round(took)} ms)`);
+  assert.equal(await waitingNow(gw), 0, 'the cut request gave its place back');
+});
