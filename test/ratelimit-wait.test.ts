@@ -159,3 +159,42 @@ test('a stop serves the requests waiting within its drain time, and cuts the oth
   assert.ok(took >= 1400 && took < 2500, `the stop waited for the drain, no longer (${Math.round(took)} ms)`);
   assert.equal(await waitingNow(gw), 0, 'the cut request gave its place back');
 });
+
+test('a client banned while its requests wait gets them refused in their turn, not forwarded', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  const rule = { ...SLOW, maxDelayMs: 2000 };
+  const gw = await startGateway(
+    t,
+    up.url,
+    { ...TRUSTED, defense: { rateLimit: { rules: [rule] }, bans: { offences: { refusalSpacingMs: 0 } } } },
+    { clock },
+  );
+  const addr = '198.51.100.60';
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 200);
+  // Two places (2 s at 1/s): turns in 1 s and 2 s.
+  const held = [get(gw.port, addr, '/held1'), get(gw.port, addr, '/held2')].map((s) => {
+    cleanup(t, () => s.destroy());
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    return () => data;
+  });
+  await waitFor(async () => (await waitingNow(gw)) === 2, 'two requests waiting');
+  // The same client keeps sending: refused, 20 offences, banned (defense.bans.offences' default).
+  const statuses = await Promise.all(
+    Array.from({ length: 25 }, async () => {
+      const res = await fetch(`${gw.url}/more`, { headers: { 'x-forwarded-for': addr } });
+      await res.arrayBuffer();
+      return res.status;
+    }),
+  );
+  assert.ok(statuses.includes(429));
+  assert.equal(gw.gateway.defense.bans.isBanned(addr), true, 'the client is banned');
+  await waitFor(() => held.every((d) => /^HTTP\/1\.1 \d{3}/.test(d())), { timeoutMs: 4000, message: 'both answered' });
+  for (const d of held) assert.match(d(), /^HTTP\/1\.1 403/, 'refused as banned when its turn came');
+  assert.equal(
+    up.requests.filter((r) => r.url.startsWith('/held')).length,
+    0,
+    'the origin never saw a request of a client banned while it waited',
+  );
+});

@@ -207,6 +207,9 @@ export interface RateLimitPhase extends Phase {
  */
 export const MAX_DELAYED_REQUESTS = 10000;
 
+/** A ban found when a waiting request's turn comes closes its connection, as the `ban` phase's 403 does. */
+const CLOSE = Object.freeze({ connection: 'close' });
+
 /** Distinct waits kept per rule: a wait is at most the rule's window, so a few dozen in practice. */
 const MAX_REFUSAL_SETS = 128;
 
@@ -239,6 +242,15 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
    * is not kept alive by its timer.
    */
   const waiting = new Map<RequestContext, NodeJS.Timeout>();
+  /**
+   * A waiting request's turn came. Banned meanwhile (its own refusals past the places, an operator):
+   * refused as the `ban` phase would, not forwarded, since that phase ran before the wait.
+   */
+  const afterWait = (ctx: RequestContext): Verdict => {
+    if (!deps.bans.isBanned(ctx.clientAddress)) return Verdict.Continue;
+    decide(deps, ctx, 'ban', 'enforce', 'RMP_ERR_BANNED', 'ban', 403, '', CLOSE);
+    return Verdict.Reply;
+  };
   const resumeDelayed = (ctx: RequestContext): void => {
     if (!waiting.delete(ctx)) return;
     // Not reached in practice (onDone took it out), kept against an entry that marks before it calls done.
@@ -246,7 +258,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
     // The rest of its phases and its dispatch read the clock once (core/clock.ts).
     holdClock();
     try {
-      ctx.resumer!.resume(ctx, Verdict.Continue);
+      ctx.resumer!.resume(ctx, afterWait(ctx));
     } finally {
       releaseClock();
     }
@@ -338,7 +350,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       return new Promise<Verdict>((resolve) => {
         const timer = setTimeout(() => {
           if (!waiting.delete(ctx)) return;
-          resolve(ctx.finished ? Verdict.Reply : Verdict.Continue);
+          resolve(ctx.finished ? Verdict.Reply : afterWait(ctx));
         }, delayMs).unref();
         waiting.set(ctx, timer);
       });
