@@ -198,3 +198,46 @@ test('a client banned while its requests wait gets them refused in their turn, n
     'the origin never saw a request of a client banned while it waited',
   );
 });
+
+test('places run short: the client holding the longest waits is refused first and room stays for another', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  // 1/s, burst 1, 20 s of waiting: 20 places a key, 20 in the process (defense.rateLimit.maxWaiting).
+  const rule = { ...SLOW, maxDelayMs: 20000 };
+  const gw = await startGateway(
+    t,
+    up.url,
+    { ...TRUSTED, defense: { rateLimit: { maxWaiting: 20, rules: [rule] } } },
+    { clock },
+  );
+  /** One request; its status once a reply head came (0 until then). */
+  const send = (addr: string, path: string) => {
+    const s = get(gw.port, addr, path);
+    cleanup(t, () => s.destroy());
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    return () => Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1] ?? 0);
+  };
+  // The attacker: its burst, then one request at a time, each taking its key's next turn if it can.
+  // Before, it took all 20 places of the process (waits of 1 to 20 s) and was never refused; now its
+  // k-th waits k s and finds 2000 x (21 - k) ms: it gets 14.
+  const attacker: (() => number)[] = [];
+  for (let i = 0; i < 21; i++) {
+    const before = await waitingNow(gw);
+    const status = send('203.0.113.66', `/x${i}`);
+    attacker.push(status);
+    await waitFor(async () => status() !== 0 || (await waitingNow(gw)) > before, `attacker request ${i} decided`);
+  }
+  assert.equal(await waitingNow(gw), 14, 'the attacker holds 14 of the 20 places');
+  assert.ok(
+    attacker.some((s) => s() === 429),
+    'its requests past the shrunk wait are refused (offences)',
+  );
+  // Another client past its own burst still waits for its turn (1 s) instead of a 429.
+  const other = [send('198.51.100.3', '/a'), send('198.51.100.3', '/b')];
+  await waitFor(() => other.every((s) => s() !== 0), { timeoutMs: 3000, message: 'the other client answered' });
+  assert.deepEqual(
+    other.map((s) => s()),
+    [200, 200],
+  );
+});

@@ -57,9 +57,12 @@ class RuleSet {
   readonly apiKeyHeader: string;
   /** defense.ipv6PrefixLength: the IPv6 network `key: address` counts as one client. */
   readonly v6Bits: number;
+  /** defense.rateLimit.maxWaiting: requests waiting for their turn at most, in the process. */
+  readonly maxWaiting: number;
   constructor(runtime: Runtime, previous: RuleSet | null, broker: LeaseBroker | undefined) {
     const cfg = runtime.config.defense.rateLimit;
     this.mode = cfg.mode;
+    this.maxWaiting = cfg.maxWaiting;
     this.v6Bits = runtime.config.defense.ipv6PrefixLength;
     this.sessionCookie = cfg.sessionCookie;
     this.apiKeyHeader = cfg.apiKeyHeader.toLowerCase();
@@ -201,11 +204,16 @@ export interface RateLimitPhase extends Phase {
 }
 
 /**
- * Requests waiting for their turn (a rule's `maxDelayMs`) at most, in the whole process: past it a
- * request past its burst is refused at once, as without the wait. Each waiting request holds its
- * connection (or stream) and context anyway, which the connection caps bound; this bounds the timers.
+ * How much of a rule's maxDelayMs a request may wait with `size` of `max` places taken: all of it up
+ * to half, then in proportion to what is left (0 at the cap). A client sending at its rate with a full
+ * queue of places (an attacker keeping the process's places taken without a single refusal) meets a
+ * shorter wait than its queue's: refused, offences, banned. A page's first requests past its burst
+ * (short waits) still find a place.
  */
-export const MAX_DELAYED_REQUESTS = 10000;
+export function waitShare(size: number, max: number): number {
+  if (2 * size <= max) return 1;
+  return size >= max ? 0 : (2 * (max - size)) / max;
+}
 
 /** A ban found when a waiting request's turn comes closes its connection, as the `ban` phase's 403 does. */
 const CLOSE = Object.freeze({ connection: 'close' });
@@ -236,7 +244,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   let runtime: Runtime | null = null;
   let rules: RuleSet | null = null;
   /**
-   * Requests waiting for their turn now, with their timers (at most MAX_DELAYED_REQUESTS). A request
+   * Requests waiting for their turn now, with their timers (at most defense.rateLimit.maxWaiting). A request
    * leaves it exactly once: when its turn comes, or when its client leaves first (onDone clears the
    * timer), so a place is not held for the rest of the wait by a client that is gone, and the context
    * is not kept alive by its timer.
@@ -295,7 +303,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const method = ctx.req.method;
       // A request past a burst may wait for its turn (a rule's maxDelayMs): the longest wait of its rules.
       let delayMs = 0;
-      const mayWait = waiting.size < MAX_DELAYED_REQUESTS;
+      const share = waitShare(waiting.size, set.maxWaiting);
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (rule.methods !== null && !rule.methods.includes(method ?? '')) continue;
@@ -321,7 +329,10 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           const verdict = g === null ? null : g.check(key, now);
           if (verdict === true) continue;
           const limiter = rule.limiter;
-          if (verdict === null && limiter.check(key, now, mayWait ? limiter.maxDelayMs : 0)) {
+          if (
+            verdict === null &&
+            limiter.check(key, now, share === 1 ? limiter.maxDelayMs : limiter.maxDelayMs * share)
+          ) {
             const d = limiter.result.delayMs;
             if (d > delayMs) delayMs = d;
             // Counted as `delayed` (enforce only: observe mode never holds a request).
