@@ -241,3 +241,25 @@ test('places run short: the client holding the longest waits is refused first an
     [200, 200],
   );
 });
+
+test('a request one rule makes wait and a later rule refuses is counted refused, not delayed', async (t) => {
+  const up = await startUpstream(t);
+  const clock = createManualClock(1000);
+  const rules = [
+    { ...SLOW, maxDelayMs: 5000 },
+    { id: 'posts', key: 'address', methods: ['POST'], ratePerSec: 1, burst: 1, prefixFactor: 0 },
+  ];
+  const gw = await startGateway(t, up.url, { ...TRUSTED, defense: { rateLimit: { rules } } }, { clock });
+  const post = async () => {
+    const res = await fetch(`${gw.url}/`, { method: 'POST', headers: { 'x-forwarded-for': '192.0.2.9' } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  assert.equal(await post(), 200, 'within both bursts');
+  // Past `slow`'s burst (it would wait 1 s) and past `posts`' (refused): 429 at once, not held.
+  assert.equal(await post(), 429);
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  assert.doesNotMatch(metrics, /action="delayed"[^\n]*rule="slow"/, 'no wait counted for a refused request');
+  assert.match(metrics, /action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="posts"\} 1\n/);
+  assert.equal(await waitingNow(gw), 0);
+});

@@ -250,6 +250,8 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
    * is not kept alive by its timer.
    */
   const waiting = new Map<RequestContext, NodeJS.Timeout>();
+  /** The rules that made the request at hand wait (scratch, reused: one request at a time). */
+  const delayedBy: CompiledRule[] = [];
   /**
    * A waiting request's turn came. Banned meanwhile (its own refusals past the places, an operator):
    * refused as the `ban` phase would, not forwarded, since that phase ran before the wait.
@@ -303,6 +305,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const method = ctx.req.method;
       // A request past a burst may wait for its turn (a rule's maxDelayMs): the longest wait of its rules.
       let delayMs = 0;
+      let delays = 0;
       const share = waitShare(waiting.size, set.maxWaiting);
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
@@ -334,10 +337,10 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
             limiter.check(key, now, share === 1 ? limiter.maxDelayMs : limiter.maxDelayMs * share)
           ) {
             const d = limiter.result.delayMs;
-            if (d > delayMs) delayMs = d;
-            // Counted as `delayed` (enforce only: observe mode never holds a request).
-            if (d > 0 && mode === 'enforce')
-              deps.metrics.guardDecisions.inc('rateLimit', 'delayed', 'RMP_ERR_RATE_LIMITED', rule.id);
+            if (d > 0) {
+              if (d > delayMs) delayMs = d;
+              delayedBy[delays++] = rule;
+            }
             continue;
           }
           const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
@@ -351,6 +354,9 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       }
       // Observe mode decides and counts, never holds a request.
       if (delayMs <= 0 || mode !== 'enforce') return Verdict.Continue;
+      // Counted as `delayed` once the request does wait: not when a later rule refused it.
+      for (let i = 0; i < delays; i++)
+        deps.metrics.guardDecisions.inc('rateLimit', 'delayed', 'RMP_ERR_RATE_LIMITED', delayedBy[i]!.id);
       if (ctx.resumer !== null) {
         // The request cycle resumes the request itself: one timer per waiting request, no promise.
         waiting.set(ctx, setTimeout(resumeDelayed, delayMs, ctx).unref());
