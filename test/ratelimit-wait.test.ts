@@ -263,3 +263,16 @@ test('a request one rule makes wait and a later rule refuses is counted refused,
   assert.match(metrics, /action="enforced",reason="RMP_ERR_RATE_LIMITED",rule="posts"\} 1\n/);
   assert.equal(await waitingNow(gw), 0);
 });
+
+test('maxWaiting 0: no request waits, past the burst a 429 at once', async (t) => {
+  const gw = await startSlow(t, { defense: { rateLimit: { maxWaiting: 0, rules: [SLOW] } } });
+  const status = async () => {
+    const res = await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': '203.0.113.200' } });
+    await res.arrayBuffer();
+    return res.status;
+  };
+  assert.equal(await status(), 200);
+  const started = performance.now();
+  assert.equal(await status(), 429);
+  assert.ok(performance.now() - started < 500, 'answered at once, not after a wait');
+});

@@ -211,8 +211,8 @@ export interface RateLimitPhase extends Phase {
  * (short waits) still find a place.
  */
 export function waitShare(size: number, max: number): number {
-  if (2 * size <= max) return 1;
-  return size >= max ? 0 : (2 * (max - size)) / max;
+  if (size >= max) return 0;
+  return 2 * size <= max ? 1 : (2 * (max - size)) / max;
 }
 
 /** A ban found when a waiting request's turn comes closes its connection, as the `ban` phase's 403 does. */
