@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { createManualClock } from '../src/core/clock.ts';
+import { validateConfig } from '../src/config/load.ts';
 import { cleanup, startGateway, startUpstream, waitFor, type Teardown, type TestGateway } from './helpers.ts';
 import { startTlsGateway } from './h2-client.ts';
 
@@ -275,4 +276,28 @@ test('maxWaiting 0: no request waits, past the burst a 429 at once', async (t) =
   const started = performance.now();
   assert.equal(await status(), 429);
   assert.ok(performance.now() - started < 500, 'answered at once, not after a wait');
+});
+
+test('a reload that changes the rules while requests wait: they are served in their turn, places counted once', async (t) => {
+  const gw = await startSlow(t);
+  const addr = '203.0.113.31';
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 200);
+  const replies = [get(gw.port, addr, '/r1'), get(gw.port, addr, '/r2')].map((s) => {
+    cleanup(t, () => s.destroy());
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    return () => data;
+  });
+  await waitFor(async () => (await waitingNow(gw)) === 2, 'two requests waiting');
+  // The rule's wait is turned off (a new limiter), then the rule is gone.
+  const cfg = gw.gateway.runtime().config;
+  const withRules = (rules: unknown[]) =>
+    validateConfig({ ...cfg, defense: { ...cfg.defense, rateLimit: { ...cfg.defense.rateLimit, rules } } }, '(test)');
+  await gw.gateway.reload(withRules([{ ...SLOW, maxDelayMs: 0 }]));
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 200, 'a new budget');
+  assert.equal((await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': addr } })).status, 429, 'and no wait');
+  await gw.gateway.reload(withRules([]));
+  await waitFor(() => replies.every((d) => d() !== ''), { timeoutMs: 3500, message: 'both answered' });
+  for (const d of replies) assert.match(d(), /^HTTP\/1\.1 200/);
+  assert.equal(await waitingNow(gw), 0);
 });
