@@ -48,7 +48,7 @@ test('a client that leaves while its request waits gives its place back at once,
   for (const s of sockets) s.destroy();
   // Before the fix the places stayed taken until each timer fired (1 to 5 s): 10 000 of them could be
   // held by clients long gone, and honest pages past their burst got 429s again.
-  await waitFor(async () => (await waitingNow(gw)) === 0, { timeoutMs: 600, message: 'the places given back' });
+  await waitFor(async () => (await waitingNow(gw)) === 0, { timeoutMs: 900, message: 'the places given back' });
 });
 
 test('HTTP/2: a stream reset while it waits gives its place back; a waiting stream is answered in its turn', async (t) => {
@@ -67,14 +67,15 @@ test('HTTP/2: a stream reset while it waits gives its place back; a waiting stre
       s.resume();
     });
   assert.equal(await status(session.request({ ':path': '/first' })), 200);
-  // 200 ms apart: the first waits 200 ms, the other nine up to 2 s.
+  // 200 ms apart: the first waits 200 ms, the other nine 400 ms to 2 s (so before the fix at least
+  // five of them were still counted at 900 ms).
   const kept = session.request({ ':path': '/kept' });
   const keptStatus = status(kept);
   const reset = Array.from({ length: 9 }, (_, i) => session.request({ ':path': `/reset${i}` }));
   for (const s of reset) s.on('error', () => {});
   await waitFor(async () => (await waitingNow(gw)) === 10, 'ten streams waiting');
   for (const s of reset) s.close(http2.constants.NGHTTP2_CANCEL);
-  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 150, message: 'the reset streams gone' });
+  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 900, message: 'the reset streams gone' });
   assert.equal(await keptStatus, 200, 'the stream that stayed is served in its turn');
   assert.equal(await waitingNow(gw), 0);
 });
@@ -134,7 +135,7 @@ test('a WebSocket handshake past the burst waits its turn and is switched; one w
   const left = Array.from({ length: 4 }, () => handshake(addr));
   await waitFor(async () => (await waitingNow(gw)) === 5, 'five handshakes waiting');
   for (const h of left) h.s.destroy();
-  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 150, message: 'the four that left gone' });
+  await waitFor(async () => (await waitingNow(gw)) <= 1, { timeoutMs: 350, message: 'the four that left gone' });
   await waitFor(() => kept.data().startsWith('HTTP/1.1 101'), 'the one that stayed switched in its turn');
   assert.equal(await waitingNow(gw), 0);
 });
