@@ -302,3 +302,17 @@ test('a reload that changes the rules while requests wait: they are served in th
   for (const d of replies) assert.match(d(), /^HTTP\/1\.1 200/);
   assert.equal(await waitingNow(gw), 0);
 });
+
+test('observe mode never holds a request: past the burst it is answered at once and nothing waits', async (t) => {
+  const gw = await startSlow(t, { defense: { rateLimit: { mode: 'observe', rules: [SLOW] } } });
+  const started = performance.now();
+  for (let i = 0; i < 4; i++) {
+    const res = await fetch(`${gw.url}/`, { headers: { 'x-forwarded-for': '203.0.113.90' } });
+    await res.arrayBuffer();
+    assert.equal(res.status, 200);
+  }
+  assert.ok(performance.now() - started < 800, 'no request waited its turn (1 to 3 s)');
+  assert.equal(await waitingNow(gw), 0);
+  const metrics = await gw.gateway.metrics.registry.metrics();
+  assert.doesNotMatch(metrics, /action="delayed"/);
+});
