@@ -74,7 +74,10 @@ test('a flood from one address is still held to the rule: its burst, 150 waiting
   const served = count(200);
   // The burst, the 150 places of a 3 s wait, and what 50/s refilled meanwhile (one interval of slack).
   assert.ok(served <= 100 + 150 + Math.ceil(50 * elapsedSec) + 1, `${served} served in ${elapsedSec} s`);
-  assert.ok(served >= 250, `${served} served`);
+  // At least the burst. The places' requests are served in their turn until the flood's refusals ban
+  // the address (under a second here); those whose turn comes after the ban are refused (403), not
+  // forwarded: 118 served measured (250 before a ban was checked at the turn).
+  assert.ok(served >= 100, `${served} served`);
   // The rest refused: 429; once the address is banned, 403 on a connection already open or reset at accept.
   const by: Record<number, number> = {};
   for (const x of statuses) by[x] = (by[x] ?? 0) + 1;

@@ -179,4 +179,14 @@ test('a rule naming an unknown route, or a repeated rule id, is refused at load'
     () => validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ ratePerSec: 0 })] } } }),
     ConfigError,
   );
+  // A global rule's wait would apply only while the cluster store is gone: refused, not half-honoured.
+  assert.throws(
+    () =>
+      validateConfig({
+        ...base,
+        defense: { rateLimit: { rules: [tight({ scope: 'global', maxDelayMs: 1000 })] } },
+      }),
+    (err: unknown) => err instanceof ConfigError && /scope: global never waits/.test(err.message),
+  );
+  validateConfig({ ...base, defense: { rateLimit: { rules: [tight({ scope: 'global', maxDelayMs: 0 })] } } });
 });

@@ -410,6 +410,12 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
         add(['defense', 'rateLimit', 'rules', i, 'id'], `duplicate rate-limit rule id ${JSON.stringify(rule.id)}`);
       ruleIds.add(rule.id);
     }
+    // A global rule decides from its leases at once; a wait would apply only while the store is gone.
+    if (rule.scope === 'global' && typeof rule.maxDelayMs === 'number' && rule.maxDelayMs > 0)
+      add(
+        ['defense', 'rateLimit', 'rules', i, 'maxDelayMs'],
+        'a rule with scope: global never waits (its leases decide at once): maxDelayMs must be 0',
+      );
     if (Array.isArray(rule.routes))
       rule.routes.forEach((name, j) => {
         if (typeof name === 'string' && !routes.has(name))

@@ -57,9 +57,12 @@ class RuleSet {
   readonly apiKeyHeader: string;
   /** defense.ipv6PrefixLength: the IPv6 network `key: address` counts as one client. */
   readonly v6Bits: number;
+  /** defense.rateLimit.maxWaiting: requests waiting for their turn at most, in the process. */
+  readonly maxWaiting: number;
   constructor(runtime: Runtime, previous: RuleSet | null, broker: LeaseBroker | undefined) {
     const cfg = runtime.config.defense.rateLimit;
     this.mode = cfg.mode;
+    this.maxWaiting = cfg.maxWaiting;
     this.v6Bits = runtime.config.defense.ipv6PrefixLength;
     this.sessionCookie = cfg.sessionCookie;
     this.apiKeyHeader = cfg.apiKeyHeader.toLowerCase();
@@ -201,11 +204,19 @@ export interface RateLimitPhase extends Phase {
 }
 
 /**
- * Requests waiting for their turn (a rule's `maxDelayMs`) at most, in the whole process: past it a
- * request past its burst is refused at once, as without the wait. Each waiting request holds its
- * connection (or stream) and context anyway, which the connection caps bound; this bounds the timers.
+ * How much of a rule's maxDelayMs a request may wait with `size` of `max` places taken: all of it up
+ * to half, then in proportion to what is left (0 at the cap). A client sending at its rate with a full
+ * queue of places (an attacker keeping the process's places taken without a single refusal) meets a
+ * shorter wait than its queue's: refused, offences, banned. A page's first requests past its burst
+ * (short waits) still find a place.
  */
-export const MAX_DELAYED_REQUESTS = 10000;
+export function waitShare(size: number, max: number): number {
+  if (size >= max) return 0;
+  return 2 * size <= max ? 1 : (2 * (max - size)) / max;
+}
+
+/** A ban found when a waiting request's turn comes closes its connection, as the `ban` phase's 403 does. */
+const CLOSE = Object.freeze({ connection: 'close' });
 
 /** Distinct waits kept per rule: a wait is at most the rule's window, so a few dozen in practice. */
 const MAX_REFUSAL_SETS = 128;
@@ -232,16 +243,32 @@ function refusalHeaders(rule: CompiledRule, waitSec: number): Readonly<Record<st
 export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
   let runtime: Runtime | null = null;
   let rules: RuleSet | null = null;
-  /** Requests waiting for their turn now (MAX_DELAYED_REQUESTS). */
-  let delayed = 0;
+  /**
+   * Requests waiting for their turn now, with their timers (at most defense.rateLimit.maxWaiting). A request
+   * leaves it exactly once: when its turn comes, or when its client leaves first (onDone clears the
+   * timer), so a place is not held for the rest of the wait by a client that is gone, and the context
+   * is not kept alive by its timer.
+   */
+  const waiting = new Map<RequestContext, NodeJS.Timeout>();
+  /** The rules that made the request at hand wait (scratch, reused: one request at a time). */
+  const delayedBy: CompiledRule[] = [];
+  /**
+   * A waiting request's turn came. Banned meanwhile (its own refusals past the places, an operator):
+   * refused as the `ban` phase would, not forwarded, since that phase ran before the wait.
+   */
+  const afterWait = (ctx: RequestContext): Verdict => {
+    if (!deps.bans.isBanned(ctx.clientAddress)) return Verdict.Continue;
+    decide(deps, ctx, 'ban', 'enforce', 'RMP_ERR_BANNED', 'ban', 403, '', CLOSE);
+    return Verdict.Reply;
+  };
   const resumeDelayed = (ctx: RequestContext): void => {
-    delayed--;
-    // The client left while it waited: its `done` has run, nothing to resume.
+    if (!waiting.delete(ctx)) return;
+    // Not reached in practice (onDone took it out), kept against an entry that marks before it calls done.
     if (ctx.finished) return;
     // The rest of its phases and its dispatch read the clock once (core/clock.ts).
     holdClock();
     try {
-      ctx.resumer!.resume(ctx, Verdict.Continue);
+      ctx.resumer!.resume(ctx, afterWait(ctx));
     } finally {
       releaseClock();
     }
@@ -255,6 +282,7 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
     return rules;
   };
 
+  deps.metrics.tableSizes.set('rate_limit_waiting', () => waiting.size);
   deps.metrics.defenseReaders.rateLimitKeys = (g) => {
     g.reset();
     for (const r of current().all) g.set({ rule: r.id }, r.limiter.size);
@@ -277,7 +305,8 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       const method = ctx.req.method;
       // A request past a burst may wait for its turn (a rule's maxDelayMs): the longest wait of its rules.
       let delayMs = 0;
-      const mayWait = delayed < MAX_DELAYED_REQUESTS;
+      let delays = 0;
+      const share = waitShare(waiting.size, set.maxWaiting);
       for (let i = 0; i < list.length; i++) {
         const rule = list[i]!;
         if (rule.methods !== null && !rule.methods.includes(method ?? '')) continue;
@@ -303,12 +332,15 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
           const verdict = g === null ? null : g.check(key, now);
           if (verdict === true) continue;
           const limiter = rule.limiter;
-          if (verdict === null && limiter.check(key, now, mayWait ? limiter.maxDelayMs : 0)) {
+          if (
+            verdict === null &&
+            limiter.check(key, now, share === 1 ? limiter.maxDelayMs : limiter.maxDelayMs * share)
+          ) {
             const d = limiter.result.delayMs;
-            if (d > delayMs) delayMs = d;
-            // Counted as `delayed` (enforce only: observe mode never holds a request).
-            if (d > 0 && mode === 'enforce')
-              deps.metrics.guardDecisions.inc('rateLimit', 'delayed', 'RMP_ERR_RATE_LIMITED', rule.id);
+            if (d > 0) {
+              if (d > delayMs) delayMs = d;
+              delayedBy[delays++] = rule;
+            }
             continue;
           }
           const waitSec = Math.max(1, Math.ceil((verdict === false ? g!.waitMs : rule.limiter.result.waitMs) / 1000));
@@ -322,18 +354,31 @@ export function createRateLimitPhase(deps: DefenseDeps): RateLimitPhase {
       }
       // Observe mode decides and counts, never holds a request.
       if (delayMs <= 0 || mode !== 'enforce') return Verdict.Continue;
-      delayed++;
+      // Counted as `delayed` once the request does wait: not when a later rule refused it.
+      for (let i = 0; i < delays; i++)
+        deps.metrics.guardDecisions.inc('rateLimit', 'delayed', 'RMP_ERR_RATE_LIMITED', delayedBy[i]!.id);
       if (ctx.resumer !== null) {
         // The request cycle resumes the request itself: one timer per waiting request, no promise.
-        setTimeout(resumeDelayed, delayMs, ctx).unref();
+        waiting.set(ctx, setTimeout(resumeDelayed, delayMs, ctx).unref());
         return Verdict.Wait;
       }
-      return new Promise<Verdict>((resolve) =>
-        setTimeout(() => {
-          delayed--;
-          resolve(ctx.finished ? Verdict.Reply : Verdict.Continue);
-        }, delayMs).unref(),
-      );
+      // A runner of its own (the tunnel entry): a promise. If the client leaves first, onDone clears
+      // the timer and the promise is never settled: nothing waits on it any more (its `done` has run).
+      return new Promise<Verdict>((resolve) => {
+        const timer = setTimeout(() => {
+          if (!waiting.delete(ctx)) return;
+          resolve(ctx.finished ? Verdict.Reply : afterWait(ctx));
+        }, delayMs).unref();
+        waiting.set(ctx, timer);
+      });
+    },
+    onDone(ctx) {
+      // One size check per request while nobody waits.
+      if (waiting.size === 0) return;
+      const timer = waiting.get(ctx);
+      if (timer === undefined) return;
+      clearTimeout(timer);
+      waiting.delete(ctx);
     },
   };
 }

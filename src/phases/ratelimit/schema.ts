@@ -50,6 +50,14 @@ export const DEFAULT_RATE_LIMIT_RULE = {
  */
 export const DEFAULT_PREFIX_FACTOR = 16;
 
+/**
+ * Requests waiting for their turn (a rule's `maxDelayMs`) at most, in the whole process, by default
+ * (defense.rateLimit.maxWaiting): past it a request past its burst is refused at once, as without the
+ * wait. Each waiting request holds its connection (or stream) and context anyway, which the connection
+ * caps bound; this bounds the timers and the contexts kept.
+ */
+export const DEFAULT_MAX_WAITING = 10000;
+
 /** The methods that change something at the origin (RFC 9110 §9.2.1: not safe), which a cache never answers. */
 export const UNSAFE_METHODS = ['POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
@@ -187,6 +195,13 @@ export const RateLimitRuleSchema = Obj(
 export const RateLimitSchema = Obj(
   {
     mode: GuardModeSchema('enforce', 'Rate limits'),
+    maxWaiting: Type.Integer({
+      minimum: 0,
+      maximum: 1000000,
+      default: DEFAULT_MAX_WAITING,
+      description:
+        'Most requests waiting for their turn (a rule\u2019s `maxDelayMs`) at once in the process; past it a request past its burst is refused at once. Past half of it the wait a request may take shrinks in proportion (none at the cap): whoever holds the longest waits is refused first, and room stays for short ones.',
+    }),
     rules: Type.Array(RateLimitRuleSchema, {
       maxItems: 64,
       // unsafe-all first: it asks nothing of the client, so a flood past its budget is refused before
