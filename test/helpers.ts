@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,40 +132,8 @@ export function selfSignedCert(
   return { dir, certFile, keyFile };
 }
 
-/**
- * A port on 127.0.0.1 that was free a moment ago (for a child process that must be told its port), drawn
- * at random **below the kernel's ephemeral range**. A port from listen(0) is an ephemeral one, and every
- * outgoing connection of every test file running beside this one takes its local port from that same
- * range: between this call and the child's bind, a client socket could take it (EADDRINUSE in CI:
- * test/upgrade-handover, chaos). Below the range only another explicit bind can, and those are drawn at
- * random from ~20,000 ports, checked bindable, never handed twice by this process.
- */
-const handedPorts = new Set<number>();
-const PORT_FLOOR = 10_000;
-const ephemeralStart = (() => {
-  try {
-    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]);
-    return Number.isInteger(low) && low > PORT_FLOOR + 1000 ? low : 32_768;
-  } catch {
-    return 32_768; // not Linux: the IANA dynamic range starts at 49152, so this stays below it too
-  }
-})();
-
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = PORT_FLOOR + Math.floor(Math.random() * (ephemeralStart - PORT_FLOOR));
-    if (handedPorts.has(port)) continue;
-    const s = net.createServer();
-    const bound = await new Promise<boolean>((r) => {
-      s.once('error', () => r(false));
-      s.listen(port, '127.0.0.1', () => r(true));
-    });
-    if (!bound) continue;
-    await new Promise<void>((r) => s.close(() => r()));
-    handedPorts.add(port);
-    return port;
-  }
-}
+/** A port for a child process that must be told it (below the ephemeral range; bench/lib/ports.ts). */
+export { freePort } from '../bench/lib/ports.ts';
 
 /**
  * Stop `child`: SIGTERM, then SIGKILL if it is still running after `graceMs`. Resolves with its exit

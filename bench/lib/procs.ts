@@ -169,16 +169,7 @@ export function installCleanupHandlers(): void {
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from './ports.ts';
 
 /** Wait until 127.0.0.1:port accepts connections, failing early if `proc` exits. */
 export async function waitForPort(port: number, proc: Managed, timeoutMs = 15_000): Promise<void> {
