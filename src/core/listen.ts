@@ -1,12 +1,16 @@
 // Listener plumbing shared by the gateway, `rempart check` and the demo: addresses, TLS files, binding.
 import tls from 'node:tls';
-import { readFile } from 'node:fs/promises';
+import { readPemFile } from './pem-file.ts';
 import { createServer, type Server } from 'node:net';
 
 /** Read a listener's certificate and key (start-up, reload and `rempart check` share this). */
 export async function loadSecureContext(files: { certFile: string; keyFile: string }): Promise<tls.SecureContext> {
-  const [cert, key] = await Promise.all([readFile(files.certFile), readFile(files.keyFile)]);
-  return tls.createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+  // Regular files of at most 1 MiB: a FIFO or a device named by mistake fails the load, not hangs it.
+  const [cert, key] = await Promise.all([
+    readPemFile(files.certFile, `certFile ${files.certFile}`),
+    readPemFile(files.keyFile, `keyFile ${files.keyFile}`),
+  ]);
+  return tls.createSecureContext({ cert: cert.bytes, key: key.bytes, minVersion: 'TLSv1.2' });
 }
 
 export function splitHostPort(address: string): { host: string; port: number } {

@@ -8,7 +8,7 @@
 // built here, OpenSSL's own refusals (a client key too small for its security level, say) fail the load
 // instead of every connection, and a connection does not parse the files again (tls.connect builds a
 // context from `ca`/`cert`/`key` on each call: about 10 ms of the event loop for a 120-certificate bundle).
-import { readFile, stat } from 'node:fs/promises';
+import { MAX_PEM_FILE_BYTES, readPemFile } from '../core/pem-file.ts';
 import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import tls from 'node:tls';
 
@@ -30,8 +30,8 @@ export type UpstreamTlsFiles = ReadonlyMap<string, UpstreamTlsMaterial>;
 
 export const NO_UPSTREAM_TLS: UpstreamTlsFiles = new Map();
 
-/** The largest file `upstreams[].tls` reads: 1 MiB, five times Node's whole bundle of authorities. */
-export const MAX_TLS_FILE_BYTES = 1 << 20;
+/** The largest file `upstreams[].tls` reads (core/pem-file.ts). */
+export const MAX_TLS_FILE_BYTES = MAX_PEM_FILE_BYTES;
 
 interface TlsFilesConfig {
   readonly name: string;
@@ -75,21 +75,9 @@ async function loadOne(name: string, t: NonNullable<TlsFilesConfig['tls']>, now:
   let keyMode = 0;
   const read = async (key: string, file: string | undefined): Promise<Buffer | undefined> => {
     if (file === undefined) return undefined;
-    const failed = (err: unknown) =>
-      new Error(`${at(key, file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    const info = await stat(file).catch((err: unknown) => {
-      throw failed(err);
-    });
-    // A FIFO never ends the read (the start, the reload, `rempart check` hung), /dev/zero fills memory.
-    if (!info.isFile()) throw new Error(`${at(key, file)}: not a regular file`);
-    if (info.size > MAX_TLS_FILE_BYTES)
-      throw new Error(`${at(key, file)}: ${info.size} bytes, more than the ${MAX_TLS_FILE_BYTES} a PEM file may hold`);
-    if (key === 'keyFile') keyMode = info.mode & 0o777;
-    try {
-      return await readFile(file);
-    } catch (err) {
-      throw failed(err);
-    }
+    const { bytes, mode } = await readPemFile(file, at(key, file));
+    if (key === 'keyFile') keyMode = mode;
+    return bytes;
   };
   const [ca, cert, key] = await Promise.all([
     read('caFile', t.caFile),
