@@ -341,8 +341,11 @@ test('one clearance does not mint many budgets: sessions granted to a known clie
 });
 
 test('credentials used from one address share its budget (budget.perAddress times one credential)', async (t) => {
+  // No rate-limit rule: the default per-address one would hold each request past its burst for its turn
+  // in real time, 20 ms more than the last as the manual clock stands still (20 s of this file's 33).
   const s = await setup(t, 'under_attack', undefined, {
     familiarity: { budget: { burst: 10, underAttackBurst: 10, perAddress: 2 } },
+    rateLimit: { rules: [] },
   });
   // Twelve clearances bought from one address (one per User-Agent), each with a burst of 10.
   const holders: Record<string, string>[] = [];
