@@ -42,14 +42,30 @@ async function waitListening(port: number, ms = 5000): Promise<void> {
   await waitFor(() => accepts(port), { timeoutMs: ms, intervalMs: 30, message: `redis-server to listen on ${port}` });
 }
 
-export async function startRedis(): Promise<RedisServer> {
+/** A TLS-only server (`--port 0 --tls-port`): its certificate, key and the authority of the clients' certificates. */
+export interface RedisTls {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+  /** `tls-auth-clients yes`: a client without a certificate signed by `ca` is refused. */
+  readonly authClients: boolean;
+}
+
+export async function startRedis(tls?: RedisTls): Promise<RedisServer> {
   if (redisBinary === null) throw new Error('no redis-server');
   const port = await freePort();
+  const listen =
+    tls === undefined
+      ? ['--port', String(port)]
+      : [
+          ...['--port', '0', '--tls-port', String(port), '--tls-cert-file', tls.cert, '--tls-key-file', tls.key],
+          ...['--tls-ca-cert-file', tls.ca, '--tls-auth-clients', tls.authClients ? 'yes' : 'no'],
+        ];
   let child: ChildProcess | null = null;
   const launch = async () => {
     child = spawn(
       redisBinary,
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
+      [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
       { stdio: 'ignore' },
     );
     await waitListening(port);
@@ -63,5 +79,11 @@ export async function startRedis(): Promise<RedisServer> {
     child = null;
   };
   await launch();
-  return { port, url: `redis://127.0.0.1:${port}`, kill, restart: launch, stop: kill };
+  return {
+    port,
+    url: `${tls === undefined ? 'redis' : 'rediss'}://127.0.0.1:${port}`,
+    kill,
+    restart: launch,
+    stop: kill,
+  };
 }

@@ -18,6 +18,7 @@ import { validateConfig } from '../src/config/load.ts';
 import { BIN, cleanup, freePort, runCli, startGateway, tempDir, track, waitFor, type Teardown } from './helpers.ts';
 import { clientFor, startTlsGateway } from './h2-client.ts';
 import { createManualClock } from '../src/core/clock.ts';
+import { authority, issue } from './pki.ts';
 
 interface Pki {
   dir: string;
@@ -35,52 +36,6 @@ interface Pki {
   /** A client certificate of a 1024-bit RSA key, signed by `ca`: below OpenSSL's default security level. */
   weakCert: string;
   weakKey: string;
-}
-
-function openssl(dir: string, ...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-
-function authority(dir: string, name: string): void {
-  openssl(
-    dir,
-    'req',
-    '-x509',
-    ...EC,
-    '-subj',
-    `/CN=${name}`,
-    '-days',
-    '2',
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.pem`,
-  );
-}
-
-function issue(dir: string, ca: string, out: string, cn: string, ext: string, keyArgs = EC): void {
-  writeFileSync(join(dir, `${out}.ext`), ext);
-  openssl(dir, 'req', ...keyArgs, '-subj', `/CN=${cn}`, '-keyout', `${out}.key`, '-out', `${out}.csr`);
-  openssl(
-    dir,
-    'x509',
-    '-req',
-    '-in',
-    `${out}.csr`,
-    '-CA',
-    `${ca}.pem`,
-    '-CAkey',
-    `${ca}.key`,
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    `${out}.ext`,
-    '-out',
-    `${out}.pem`,
-  );
 }
 
 // Made once for the file (four certificates), removed after its last test.
@@ -383,7 +338,7 @@ test('warnings, not errors: a client certificate near or past its end, expired a
     expired[0]!,
     /tls\.caFile .*ca\.pem: 1 of its 1 authorities expired \(CN=ca on .*\): nothing they signed/,
   );
-  assert.match(expired[1]!, /tls\.certFile .*cli\.pem: expired on .*: origins asking for it refuse the handshake/);
+  assert.match(expired[1]!, /tls\.certFile .*cli\.pem: expired on .*: servers asking for it refuse the handshake/);
   assert.ok(!expired.join('').includes('PRIVATE'));
 
   // `rempart check` prints them and passes.

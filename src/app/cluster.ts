@@ -15,6 +15,7 @@ import cluster from 'node:cluster';
 import { hostname } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import type { Clock } from '../core/clock.ts';
+import { loadTlsFiles, type TlsMaterial } from '../core/tls-files.ts';
 import type { Logger } from '../core/log.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../pipeline/runtime.ts';
@@ -55,25 +56,69 @@ export function nodeNameOf(cfg: ClusterConfig): string {
   return cluster.isWorker && cluster.worker !== undefined ? `${base}#${cluster.worker.id}` : base;
 }
 
-/** The store `cfg` asks for, connected (or still trying: start-up never waits longer than connectTimeoutMs). */
-export async function openStore(cfg: ClusterConfig, env: NodeJS.ProcessEnv, clock: Clock): Promise<ClusterStore> {
-  if (cfg.store === 'memory') return new MemoryStore({ clock });
+/** The store's URL: REMPART_REDIS_URL, else `cluster.redis.urlFile`'s content, else `cluster.redis.url`. */
+export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Promise<string> {
   const r = cfg.redis;
   let url = env.REMPART_REDIS_URL;
   if (url === undefined || url === '')
-    url = r.urlFile !== undefined ? (await readFile(r.urlFile, 'utf8')).trim() : r.url;
+    url =
+      r.urlFile !== undefined
+        ? (
+            await readFile(r.urlFile, 'utf8').catch((err: unknown) => {
+              throw new Error(
+                `cluster.redis.urlFile ${r.urlFile}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+              );
+            })
+          ).trim()
+        : r.url;
   if (url === undefined || url === '')
     throw new Error(
       'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url',
     );
   if (!/^rediss?:\/\//.test(url))
     throw new Error(`cluster: the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`);
+  return url;
+}
+
+/** The store is opened once: its TLS files are read again at the next start. */
+export const STORE_TLS_APPLIES_AT = 'restart (or upgrade: SIGUSR2)';
+
+/**
+ * `cluster.redis.tls`'s files as one TLS context (src/core/tls-files.ts), null without them. Said rather
+ * than ignored with a plain `redis://` URL: an operator who wrote them believes the connection is checked.
+ */
+export async function storeTls(cfg: ClusterConfig, url: string): Promise<TlsMaterial | null> {
+  const files = cfg.redis.tls;
+  if (files === undefined) return null;
+  if (!url.startsWith('rediss://'))
+    throw new Error(
+      `cluster.redis.tls is set but the store's URL is ${describeUrl(url)}: TLS needs rediss://, or remove tls`,
+    );
+  return loadTlsFiles('cluster.redis', files, Date.now(), STORE_TLS_APPLIES_AT);
+}
+
+/**
+ * The store `cfg` asks for, connected (or still trying: start-up never waits longer than connectTimeoutMs).
+ * `warn`: what its TLS files say (a client certificate near its end, a key others can read).
+ */
+export async function openStore(
+  cfg: ClusterConfig,
+  env: NodeJS.ProcessEnv,
+  clock: Clock,
+  warn: (message: string) => void = () => {},
+): Promise<ClusterStore> {
+  if (cfg.store === 'memory') return new MemoryStore({ clock });
+  const r = cfg.redis;
+  const url = await storeUrl(cfg, env);
+  const tls = await storeTls(cfg, url);
+  for (const w of tls?.warnings ?? []) warn(w);
   const store = new RedisStore({
     url,
     keyPrefix: r.keyPrefix,
     commandTimeoutMs: r.commandTimeoutMs,
     connectTimeoutMs: r.connectTimeoutMs,
     reconnectMaxMs: r.reconnectMaxMs,
+    secureContext: tls?.secureContext ?? null,
   });
   await store.connect();
   return store;
@@ -379,7 +424,7 @@ export class Cluster {
 /** Make the cluster layer for a gateway: the store it is given, or the one the config asks for. */
 export async function createCluster(o: ClusterOptions): Promise<Cluster> {
   const cfg = o.getRuntime().config.cluster;
-  const store = o.store ?? (await openStore(cfg, o.env ?? process.env, o.clock));
+  const store = o.store ?? (await openStore(cfg, o.env ?? process.env, o.clock, (w) => o.log.warn(w)));
   return new Cluster(store, o.store === undefined, o);
 }
 

@@ -1,7 +1,8 @@
 // `rempart check` beyond the schema: everything start-up reads or binds, read and bound the same way
 // (the very loaders createGateway calls), so a file that passes `check` does not then fail to start.
 // Problems (exit 1): a TLS certificate or key, a key file, the tokens file, a JWT key, the webhook
-// files or the audit database's directory that cannot be read or used. Warnings (exit 0): a port some
+// files, the cluster store's URL file and TLS files, or the audit database's directory that cannot be
+// read or used. Warnings (exit 0): a port some
 // other process holds now (it may be this gateway's own running copy, about to be restarted), and a
 // state file that cannot be written (the gateway starts, but keeps nothing across restarts); for an
 // upgrade (`check --upgrade`, and the start of a process with `--upgrade`), a kernel that resets the
@@ -11,13 +12,15 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
-import { loadUpstreamTls, tlsEnvironmentWarning, upstreamTlsWarnings } from '../upstream/tls.ts';
+import { loadTlsFiles, tlsEnvironmentWarning } from '../core/tls-files.ts';
+import { loadUpstreamTls, upstreamTlsWarnings } from '../upstream/tls.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
 import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
 import { loadTokens } from '../control/api.ts';
 import { loadWebhookTarget } from '../control/alerts.ts';
 import { resolveStateFile } from './state-file.ts';
+import { STORE_TLS_APPLIES_AT, storeTls, storeUrl } from './cluster.ts';
 import { upstreamWarnings } from '../upstream/schema.ts';
 
 export interface PreflightResult {
@@ -58,6 +61,7 @@ export async function preflight(
         ),
       );
   });
+  if (config.cluster.store === 'redis') checks.push(checkStore(config.cluster, env, problems, warnings));
   checks.push(attempt('waitingRoom.keyFile', () => loadKey(env, config.waitingRoom.keyFile)));
   checks.push(attempt('defense.challenge.keyFile', () => loadChallengeKeys(env, config.defense.challenge.keyFile)));
   const jwt = config.defense.familiarity.jwt;
@@ -98,6 +102,37 @@ export async function preflight(
     if (why !== '') warnings.push(`${where}: ${address} ${why}`);
   }
   return { problems, warnings };
+}
+
+/**
+ * `cluster.store: redis`: the URL as start-up finds it (a `urlFile` that cannot be read is a problem; no
+ * URL at all only a warning, as REMPART_REDIS_URL may be set where the gateway runs and not where it is
+ * checked) and `cluster.redis.tls`'s files, loaded as start-up loads them.
+ */
+async function checkStore(
+  cfg: Config['cluster'],
+  env: NodeJS.ProcessEnv,
+  problems: string[],
+  warnings: string[],
+): Promise<void> {
+  let url: string | null = null;
+  try {
+    url = await storeUrl(cfg, env);
+  } catch (err) {
+    const message = (err as Error).message;
+    if (message.startsWith('cluster.store is redis but no URL')) warnings.push(`${message} before the gateway starts`);
+    else problems.push(message);
+  }
+  if (cfg.redis.tls === undefined) return;
+  try {
+    const tls =
+      url !== null
+        ? await storeTls(cfg, url)
+        : await loadTlsFiles('cluster.redis', cfg.redis.tls, Date.now(), STORE_TLS_APPLIES_AT);
+    warnings.push(...(tls?.warnings ?? []));
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
 }
 
 export const MIGRATE_REQ = '/proc/sys/net/ipv4/tcp_migrate_req';

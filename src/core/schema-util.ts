@@ -93,3 +93,28 @@ export function convertUnit(unit: Unit, text: string, integer: boolean): number 
   }
   return n;
 }
+
+/**
+ * The `tls` block of a connection Rempart makes (an upstream's, the cluster store's): `caFile`, `certFile`,
+ * `keyFile` (read by src/core/tls-files.ts). `caFile` and `certFile` say whose; the key and the block's
+ * description are the caller's too.
+ */
+export function TlsFilesSchema(d: { caFile: string; certFile: string; block: string }) {
+  return Type.Optional(
+    Obj(
+      {
+        caFile: Type.Optional(Type.String({ minLength: 1, description: d.caFile })),
+        certFile: Type.Optional(Type.String({ minLength: 1, description: d.certFile })),
+        keyFile: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              "The unencrypted PEM private key of `certFile`; keep the file readable by Rempart's user only. " +
+              'Never logged.',
+          }),
+        ),
+      },
+      { description: d.block },
+    ),
+  );
+}

@@ -11,6 +11,7 @@
 //   P {t:NAME}:n           string  the table's version       ┘ (puts and deletes so far)
 //   P NAME (channel)               pub/sub
 // Times come from the store's clock (TIME inside the scripts), so node clocks need not agree.
+import type tls from 'node:tls';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ClusterStore, LeaseGrant, LeaseRequest, TableEntry } from './types.ts';
 
@@ -22,6 +23,8 @@ export interface RedisStoreOptions {
   connectTimeoutMs: number;
   /** Longest wait between two reconnection attempts. */
   reconnectMaxMs: number;
+  /** rediss://: `cluster.redis.tls`'s authorities and client certificate (src/core/tls-files.ts); null: the system's authorities. */
+  secureContext?: tls.SecureContext | null;
 }
 
 // GCRA lease (the same arithmetic as gcraLease in types.ts). ARGV: intervalMs, burst, want, minGrant, maxDelayMs.
@@ -162,7 +165,14 @@ export class RedisStore implements ClusterStore {
       showFriendlyErrorStack: false,
       // rediss://: the server's certificate checked whatever NODE_TLS_REJECT_UNAUTHORIZED says (the URL
       // carries the password). A plain redis:// URL stays plain.
-      ...(opts.url.startsWith('rediss://') ? { tls: { rejectUnauthorized: true } } : {}),
+      ...(opts.url.startsWith('rediss://')
+        ? {
+            tls: {
+              rejectUnauthorized: true,
+              ...(opts.secureContext != null ? { secureContext: opts.secureContext } : {}),
+            },
+          }
+        : {}),
     };
     this.#cmd = new Redis(opts.url, {
       ...common,

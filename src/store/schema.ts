@@ -1,6 +1,6 @@
 // Config fragment for cluster mode (`cluster`), part of the one schema. See docs/cluster.md.
 import { Type } from '@sinclair/typebox';
-import { Obj } from '../core/schema-util.ts';
+import { Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 const Ms = (def: number, min: number, max: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -39,6 +39,19 @@ export const ClusterSchema = Obj(
             description: 'File holding the URL (for a Kubernetes Secret or systemd credential).',
           }),
         ),
+        tls: TlsFilesSchema({
+          caFile:
+            "A PEM file of the certificate authorities the store's certificate is checked against, " +
+            "instead of the system's (an internal PKI, or the store's own self-signed certificate). " +
+            'The certificate is still checked against the host name of the URL.',
+          certFile:
+            'The PEM certificate chain Rempart presents as a client, for a store that asks for one ' +
+            '(Valkey/Redis `tls-auth-clients yes`). Needs `keyFile`.',
+          block:
+            'TLS towards a `rediss://` store: whom to trust and what to present. Read at start and by ' +
+            '`rempart check` (a file that cannot be read or used is a start-up error); the store is opened ' +
+            'once, so a renewed file applies at the next start or upgrade. With a `redis://` URL, an error.',
+        }),
         keyPrefix: Type.String({
           pattern: '^[A-Za-z0-9_.:-]{0,64}$',
           default: 'rempart:',

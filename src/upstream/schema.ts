@@ -3,7 +3,7 @@
 // limit (per server), circuit breaker (per upstream) and active health check (per server).
 // See docs/upstreams.md.
 import { Type } from '@sinclair/typebox';
-import { Obj } from '../core/schema-util.ts';
+import { Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 /** At most this many servers per upstream: metric label sets stay bounded, and a scan stays cheap. */
 export const MAX_SERVERS = 256;
@@ -140,43 +140,19 @@ export const UpstreamSchema = Obj(
           "certificate is then checked against the address. Never the client's Host (docs/upstreams.md).",
       }),
     ),
-    tls: Type.Optional(
-      Obj(
-        {
-          caFile: Type.Optional(
-            Type.String({
-              minLength: 1,
-              description:
-                'For `https` servers: a PEM file of the certificate authorities their certificates are checked ' +
-                "against, instead of the system's (an internal PKI, or a self-signed origin's own certificate). " +
-                'Read at start and at each reload (a file that cannot be read or parsed fails the load); the ' +
-                'certificate is still checked against the name (`tlsServerName`, else the host).',
-            }),
-          ),
-          certFile: Type.Optional(
-            Type.String({
-              minLength: 1,
-              description:
-                'For `https` servers that ask for one: the PEM certificate chain Rempart presents as a client ' +
-                '(mutual TLS). Needs `keyFile`.',
-            }),
-          ),
-          keyFile: Type.Optional(
-            Type.String({
-              minLength: 1,
-              description:
-                "The unencrypted PEM private key of `certFile`; keep the file readable by Rempart's user only. " +
-                'Never logged.',
-            }),
-          ),
-        },
-        {
-          description:
-            "TLS towards this upstream's `https` servers: whom to trust and what to present (nginx " +
-            '`proxy_ssl_trusted_certificate`/`proxy_ssl_certificate`). Certificates are always verified.',
-        },
-      ),
-    ),
+    tls: TlsFilesSchema({
+      caFile:
+        'For `https` servers: a PEM file of the certificate authorities their certificates are checked ' +
+        "against, instead of the system's (an internal PKI, or a self-signed origin's own certificate). " +
+        'Read at start and at each reload (a file that cannot be read or parsed fails the load); the ' +
+        'certificate is still checked against the name (`tlsServerName`, else the host).',
+      certFile:
+        'For `https` servers that ask for one: the PEM certificate chain Rempart presents as a client ' +
+        '(mutual TLS). Needs `keyFile`.',
+      block:
+        "TLS towards this upstream's `https` servers: whom to trust and what to present (nginx " +
+        '`proxy_ssl_trusted_certificate`/`proxy_ssl_certificate`). Certificates are always verified.',
+    }),
     admission: UpstreamAdmissionSchema,
     outlierDetection: Obj(
       {

@@ -1,0 +1,203 @@
+// `cluster.redis.tls`: a `rediss://` store whose certificate a private authority signed is trusted through
+// `caFile` (and only through it: without it the store stays unreachable and every node decides locally,
+// whatever NODE_TLS_REJECT_UNAUTHORIZED says), a store asking for a client certificate
+// (`tls-auth-clients yes`) gets `certFile`/`keyFile`. Against a real redis-server listening on TLS only.
+// `rempart check` reads the same files and the URL file as start-up does.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openStore } from '../src/app/cluster.ts';
+import { validateConfig } from '../src/config/load.ts';
+import { createManualClock } from '../src/core/clock.ts';
+import type { ClusterStore } from '../src/store/types.ts';
+import { cleanup, runCli, startGateway, startUpstream, tempDir, type Teardown } from './helpers.ts';
+import { authority, issue } from './pki.ts';
+import { type RedisServer, skipRedis, startRedis } from './redis-server.ts';
+
+// One PKI for the file: the store's authority, the store's certificate for 127.0.0.1, Rempart's client
+// certificate, and an authority that signed neither.
+const dir = mkdtempSync(join(tmpdir(), 'rempart-redis-pki-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const f = (n: string) => join(dir, n);
+if (skipRedis === false) {
+  authority(dir, 'ca');
+  authority(dir, 'other');
+  issue(dir, 'ca', 'srv', 'store.test', 'subjectAltName=IP:127.0.0.1\n');
+  issue(dir, 'ca', 'cli', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
+}
+
+const servers = new Map<boolean, Promise<RedisServer>>();
+after(async () => {
+  for (const s of servers.values()) await (await s).stop();
+});
+/** One TLS-only redis-server per `authClients`, shared by the file's tests. */
+function tlsRedis(authClients: boolean): Promise<RedisServer> {
+  let s = servers.get(authClients);
+  if (s === undefined) {
+    s = startRedis({ cert: f('srv.pem'), key: f('srv.key'), ca: f('ca.pem'), authClients });
+    servers.set(authClients, s);
+  }
+  return s;
+}
+
+function clusterConfig(redis: Record<string, unknown>) {
+  return validateConfig(
+    {
+      version: 1,
+      listeners: [{ address: '127.0.0.1:0' }],
+      upstreams: [{ name: 'o', url: 'http://127.0.0.1:9' }],
+      routes: [{ name: 'r', path: '/*', upstream: 'o' }],
+      cluster: { store: 'redis', redis: { connectTimeoutMs: 1500, reconnectMaxMs: 500, ...redis } },
+    },
+    '(test)',
+  ).cluster;
+}
+
+async function store(
+  t: Teardown,
+  url: string,
+  tls?: Record<string, string>,
+  warnings: string[] = [],
+): Promise<ClusterStore> {
+  const s = await openStore(
+    clusterConfig(tls === undefined ? {} : { tls }),
+    { REMPART_REDIS_URL: url },
+    createManualClock(),
+    (w) => warnings.push(w),
+  );
+  cleanup(t, () => s.close());
+  return s;
+}
+
+/** True when a write and a read went through the store. */
+async function works(s: ClusterStore): Promise<boolean> {
+  try {
+    await s.tablePut('t', 'k', 'v', 60_000, 10);
+    return (await s.tableEntries('t')).entries.some((e) => e.field === 'k');
+  } catch {
+    return false;
+  }
+}
+
+test('a store signed by a private authority: trusted through caFile; without it, or with another, unreachable', {
+  skip: skipRedis,
+}, async (t) => {
+  const r = await tlsRedis(false);
+  const trusted = await store(t, r.url, { caFile: f('ca.pem') });
+  assert.equal(trusted.healthy, true);
+  assert.equal(await works(trusted), true);
+  const system = await store(t, r.url);
+  assert.equal(system.healthy, false, "the system's authorities do not know the store's");
+  assert.equal(await works(system), false);
+  const other = await store(t, r.url, { caFile: f('other.pem') });
+  assert.equal(other.healthy, false, 'another authority is no authority');
+});
+
+test('NODE_TLS_REJECT_UNAUTHORIZED=0 turns no check off: a store nobody vouches for stays unreachable', {
+  skip: skipRedis,
+}, async (t) => {
+  const r = await tlsRedis(false);
+  const saved = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  cleanup(t, () => {
+    if (saved === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = saved;
+  });
+  const s = await store(t, r.url, { caFile: f('other.pem') });
+  assert.equal(s.healthy, false);
+  assert.equal(await works(s), false);
+});
+
+test('a store asking for a client certificate gets certFile and keyFile; without them it refuses', {
+  skip: skipRedis,
+}, async (t) => {
+  const r = await tlsRedis(true);
+  const warnings: string[] = [];
+  const s = await store(t, r.url, { caFile: f('ca.pem'), certFile: f('cli.pem'), keyFile: f('cli.key') }, warnings);
+  assert.equal(s.healthy, true);
+  // The test's certificate lives two days; the store reads its files at start only.
+  assert.equal(warnings.length, 1, warnings.join('\n'));
+  assert.match(
+    warnings[0]!,
+    /^cluster\.redis: tls\.certFile .*cli\.pem: expires on .*: renew it, then restart \(or upgrade/,
+  );
+  assert.equal(await works(s), true);
+  const anonymous = await store(t, r.url, { caFile: f('ca.pem') });
+  assert.equal(await works(anonymous), false);
+});
+
+test('a gateway on a TLS store shares its bans through it', { skip: skipRedis }, async (t) => {
+  const r = await tlsRedis(false);
+  const up = await startUpstream(t);
+  const saved = process.env.REMPART_REDIS_URL;
+  process.env.REMPART_REDIS_URL = r.url;
+  const prefix = `tls${Math.random().toString(36).slice(2, 8)}:`;
+  const nodes = [];
+  try {
+    for (const name of ['a', 'b'])
+      nodes.push(
+        await startGateway(t, up.url, {
+          logging: { level: 'warn', requests: false },
+          cluster: {
+            store: 'redis',
+            nodeName: name,
+            resyncMs: 300,
+            redis: { keyPrefix: prefix, tls: { caFile: f('ca.pem') } },
+          },
+        }),
+      );
+  } finally {
+    if (saved === undefined) delete process.env.REMPART_REDIS_URL;
+    else process.env.REMPART_REDIS_URL = saved;
+  }
+  const [a, b] = nodes as [NonNullable<(typeof nodes)[0]>, NonNullable<(typeof nodes)[0]>];
+  assert.equal(a.gateway.cluster.store.healthy, true);
+  a.gateway.defense.bans.ban('198.51.100.9', 60_000, 'test', 'manual', 'test');
+  const deadline = Date.now() + 5000;
+  while (!b.gateway.defense.bans.isBanned('198.51.100.9') && Date.now() < deadline)
+    await new Promise((res) => setTimeout(res, 50));
+  assert.equal(b.gateway.defense.bans.isBanned('198.51.100.9'), true, 'the ban reached the other node');
+});
+
+test('tls with a redis:// URL, a client certificate without its key, an unreadable file: clear errors at start and in check', {
+  skip: skipRedis,
+}, async (t) => {
+  const clock = createManualClock();
+  await assert.rejects(
+    openStore(clusterConfig({ tls: { caFile: f('ca.pem') } }), { REMPART_REDIS_URL: 'redis://127.0.0.1:1' }, clock),
+    /cluster\.redis\.tls is set but the store's URL is redis:\/\/127\.0\.0\.1:1: TLS needs rediss:\/\//,
+  );
+  await assert.rejects(
+    openStore(clusterConfig({ tls: { certFile: f('cli.pem') } }), { REMPART_REDIS_URL: 'rediss://127.0.0.1:1' }, clock),
+    /cluster\.redis: tls\.certFile .*cli\.pem: a client certificate needs its private key/,
+  );
+  const work = tempDir(t);
+  const cfg = (redis: string) => {
+    const file = join(work, `c${Math.random().toString(36).slice(2)}.yaml`);
+    writeFileSync(
+      file,
+      `version: 1\nlisteners: [{ address: "127.0.0.1:0" }]\nupstreams: [{ name: o, url: "http://127.0.0.1:9" }]\nroutes: [{ name: r, path: "/*", upstream: o }]\n` +
+        `admin: { address: "off" }\ncluster: { store: redis, redis: ${redis} }\n`,
+    );
+    return file;
+  };
+  const missing = await runCli(['check', cfg(`{ url: "rediss://127.0.0.1:1", tls: { caFile: "${work}/gone.pem" } }`)]);
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /cluster\.redis: tls\.caFile .*gone\.pem: ENOENT/);
+  const noFile = await runCli(['check', cfg(`{ urlFile: "${work}/no-url" }`)]);
+  assert.equal(noFile.code, 1, noFile.stderr);
+  assert.match(noFile.stderr, /cluster\.redis\.urlFile .*no-url: ENOENT/);
+  const plain = await runCli(['check', cfg(`{ url: "redis://127.0.0.1:1", tls: { caFile: "${f('ca.pem')}" } }`)]);
+  assert.equal(plain.code, 1, plain.stderr);
+  assert.match(plain.stderr, /TLS needs rediss:\/\//);
+  // No URL in the file: REMPART_REDIS_URL may be set where the gateway runs; a warning, not a failure.
+  const env = { ...process.env };
+  delete env.REMPART_REDIS_URL;
+  const later = await runCli(['check', cfg(`{ tls: { caFile: "${f('ca.pem')}" } }`)], env);
+  assert.equal(later.code, 0, later.stderr);
+  assert.match(later.stderr, /warning: cluster\.store is redis but no URL is given/);
+  const good = await runCli(['check', cfg(`{ url: "rediss://127.0.0.1:1", tls: { caFile: "${f('ca.pem')}" } }`)], env);
+  assert.equal(good.code, 0, good.stderr);
+});
