@@ -132,8 +132,8 @@ export function selfSignedCert(
   return { dir, certFile, keyFile };
 }
 
-/** A port for a child process that must be told it (below the ephemeral range; bench/lib/ports.ts). */
-export { freePort } from '../bench/lib/ports.ts';
+/** A port for a child process that must be told it (below the ephemeral range; src/drill/ports.ts). */
+export { freePort } from '../src/drill/ports.ts';
 
 /**
  * Stop `child`: SIGTERM, then SIGKILL if it is still running after `graceMs`. Resolves with its exit

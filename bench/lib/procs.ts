@@ -169,7 +169,7 @@ export function installCleanupHandlers(): void {
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
-export { freePort } from './ports.ts';
+export { freePort } from '../../src/drill/ports.ts';
 
 /** Wait until 127.0.0.1:port accepts connections, failing early if `proc` exits. */
 export async function waitForPort(port: number, proc: Managed, timeoutMs = 15_000): Promise<void> {

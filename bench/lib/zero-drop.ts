@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/rempart.js', import.meta.url));
 
-export { freePort } from './ports.ts';
+export { freePort } from '../../src/drill/ports.ts';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -1,5 +1,6 @@
 // One way to pick a port for a process that must be told it in advance (a child gateway, nginx, an
-// origin): the tests (test/helpers.ts) and the benches share it.
+// origin): `rempart drill matrix` (its gateways' client and admin listeners), the tests (test/helpers.ts)
+// and the benches (bench/lib/procs.ts) share it.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 
