@@ -24,7 +24,7 @@ import type { AttackLevelMonitor, LevelOverride } from '../phases/level/monitor.
 import { AttackLevel, ATTACK_LEVEL_NAMES } from '../pipeline/env.ts';
 import { LeaseBroker } from '../store/leases.ts';
 import { MemoryStore } from '../store/memory.ts';
-import { describeUrl, RedisStore } from '../store/redis.ts';
+import { describeUrl, RedisStore, redisUrlProblem } from '../store/redis.ts';
 import type { ClusterStore } from '../store/types.ts';
 
 export type ClusterConfig = Runtime['config']['cluster'];
@@ -75,8 +75,8 @@ export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Prom
     throw new Error(
       'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url',
     );
-  if (!/^rediss?:\/\//.test(url))
-    throw new Error(`cluster: the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`);
+  const problem = redisUrlProblem(url);
+  if (problem !== null) throw new Error(`cluster: ${problem}`);
   return url;
 }
 
