@@ -28,6 +28,7 @@ if (skipRedis === false) {
   authority(dir, 'other');
   issue(dir, 'ca', 'srv', 'store.test', 'subjectAltName=IP:127.0.0.1\n');
   issue(dir, 'ca', 'cli', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
+  issue(dir, 'ca', 'cli2', 'rempart-gw', 'extendedKeyUsage=clientAuth\n');
   issue(dir, 'ca', 'named', 'localhost', 'subjectAltName=DNS:localhost\n');
   issue(dir, 'other', 'impostor', 'store.test', 'subjectAltName=IP:127.0.0.1\n');
 }
@@ -363,4 +364,71 @@ test('after the store restarts, an impostor on its port is refused: no byte sent
   assert.ok(impostor.attempts >= 2, `both connections tried again (${impostor.attempts})`);
   assert.equal(s.healthy, false);
   assert.equal(Buffer.concat(impostor.bytes).length, 0, 'no command (nor AUTH) reached the impostor');
+});
+
+test('a reload says what the store keeps: its TLS files near their end, changed, or gone', {
+  skip: skipRedis,
+}, async (t) => {
+  // The store is opened once. A reload used to read none of its files: the expiry warning was said at
+  // start only (months before), a renewed file looked applied, a deleted one went unnoticed until the
+  // next start failed.
+  const r = await tlsRedis(true);
+  const up = await startUpstream(t);
+  const work = tempDir(t);
+  const certFile = join(work, 'client.pem');
+  const keyFile = join(work, 'client.key');
+  const install = (n: string) => {
+    writeFileSync(certFile, readFileSync(f(`${n}.pem`)));
+    writeFileSync(keyFile, readFileSync(f(`${n}.key`)), { mode: 0o600 });
+  };
+  install('cli');
+  const cluster = {
+    store: 'redis',
+    nodeName: 'a',
+    redis: {
+      keyPrefix: `rl${Math.random().toString(36).slice(2, 8)}:`,
+      tls: { caFile: f('ca.pem'), certFile, keyFile },
+    },
+  };
+  const saved = process.env.REMPART_REDIS_URL;
+  process.env.REMPART_REDIS_URL = r.url;
+  cleanup(t, () => {
+    if (saved === undefined) delete process.env.REMPART_REDIS_URL;
+    else process.env.REMPART_REDIS_URL = saved;
+  });
+  const gw = await startGateway(t, up.url, { logging: { level: 'warn', requests: false }, cluster });
+  const store = gw.gateway.cluster.store;
+  assert.equal(store.healthy, true);
+  const config = validateConfig(
+    {
+      version: 1,
+      listeners: [{ address: `127.0.0.1:${gw.port}` }],
+      upstreams: [{ name: 'origin', url: up.url }],
+      routes: [{ name: 'default', path: '/*', upstream: 'origin', class: 'public' }],
+      admin: { address: gw.gateway.addresses().admin === null ? 'off' : '127.0.0.1:0' },
+      logging: { level: 'warn', requests: false },
+      cluster,
+    },
+    '(test)',
+  );
+  const said = () => gw.logs.map((l) => String(l.msg)).filter((m) => m.startsWith('cluster.redis'));
+  assert.equal(said().length, 1, said().join('\n'));
+  assert.match(said()[0]!, /tls\.certFile .*client\.pem: expires on/);
+
+  await gw.gateway.reload(config);
+  assert.equal(said().length, 2, 'the expiry is said again at the reload');
+  assert.match(said()[1]!, /tls\.certFile .*client\.pem: expires on .*then restart \(or upgrade/);
+
+  install('cli2');
+  await gw.gateway.reload(config);
+  assert.match(
+    said().slice(2).join('\n'),
+    /cluster\.redis\.tls: the files differ from those the store was opened with, which it keeps until the next restart/,
+  );
+  assert.equal(await works(store), true, 'the store runs on the files it was opened with');
+
+  rmSync(keyFile);
+  await gw.gateway.reload(config);
+  assert.match(said().at(-1)!, /tls\.keyFile .*client\.key: ENOENT.*the next restart .* fails on this/);
+  assert.equal(await works(store), true);
 });
