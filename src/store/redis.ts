@@ -127,12 +127,16 @@ interface Scripted {
 /**
  * The URL as it may be logged: scheme, host, port and database, never the user or password. A URL
  * without a host (`rediss:user:password@host`, `redis:/:password@host`: a slash missing) parses with
- * everything in its path, so a path is shown only when it is a database number.
+ * everything in its path, so a path is shown only when it is a database number; one whose `@` is not
+ * after a user part (an unencoded '/' in the password) shows no host.
  */
 export function describeUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.host === '') return `${u.protocol} (no host)`;
+    // An '@' outside the user part: a '/' or '?' in an unencoded password ended the authority early, and
+    // what parsed as the host is the user and the password's start (redis://user:12/34@host).
+    if (url.includes('@') && u.username === '' && u.password === '') return `${u.protocol}//(host hidden: a stray @)`;
     const path = u.pathname === '/' || u.pathname === '' ? '' : /^\/\d{1,5}$/.test(u.pathname) ? u.pathname : '/…';
     return `${u.protocol}//${u.host}${path}`;
   } catch {
