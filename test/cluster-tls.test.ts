@@ -249,7 +249,7 @@ test('a URL query cannot override the connection: refused at start and by check,
   cleanup(t, () => new Promise((res) => plain.close(res)));
   const port = (plain.address() as net.AddressInfo).port;
   const clock = createManualClock();
-  for (const query of ['?tls=', '?tls=x', '?keyPrefix=other:', '?tls=RedisCloudFixed&db=1']) {
+  for (const query of ['?tls=', '?tls=x', '?keyPrefix=other:', '?db=1&tls=RedisCloudFixed', '?family=4&db=x']) {
     const url = `rediss://:sekret-pw@127.0.0.1:${port}/0${query}`;
     let opened: ClusterStore | null = null;
     const err = await openStore(clusterConfig({ tls: { caFile: f('ca.pem') } }), { REMPART_REDIS_URL: url }, clock)
@@ -264,6 +264,12 @@ test('a URL query cannot override the connection: refused at start and by check,
     assert.doesNotMatch(err.message, /sekret|RedisCloud|other:/, 'neither the password nor the query is said');
   }
   assert.equal(Buffer.concat(received).toString('latin1'), '', 'nothing reached the listener');
+  // What a URL may have carried before, harmless: kept.
+  for (const query of ['?db=2', '?family=4', '?family=0&db=0'])
+    assert.equal(
+      await storeUrl(clusterConfig({}), { REMPART_REDIS_URL: `rediss://h:1${query}` }),
+      `rediss://h:1${query}`,
+    );
   const work = tempDir(t);
   const file = join(work, 'c.yaml');
   writeFileSync(

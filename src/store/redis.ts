@@ -148,7 +148,8 @@ export function describeUrl(url: string): string {
  * Why `url` cannot be the store's URL, or null. ioredis reads a URL's query (`?name=value`) as connection
  * options that take precedence over the ones Rempart gives beside it: `rediss://…?tls=` would connect in
  * plain TCP (the password in clear), `?tls=x` drop the certificate check and `cluster.redis.tls`,
- * `?keyPrefix=` or `?enableOfflineQueue=` change what this file relies on. So a URL has none.
+ * `?keyPrefix=` or `?enableOfflineQueue=` change what this file relies on. So a URL has none but `db` and
+ * `family` (which a URL may have carried before this was checked).
  */
 export function redisUrlProblem(url: string): string | null {
   if (!/^rediss?:\/\//.test(url))
@@ -159,10 +160,14 @@ export function redisUrlProblem(url: string): string | null {
   } catch {
     return 'the Redis URL does not parse';
   }
-  if (u.search !== '')
+  // `db` and `family` change no option Rempart sets, nor how the connection is secured: kept.
+  const harmless = (k: string, v: string) =>
+    (k === 'db' && /^\d{1,5}$/.test(v)) || (k === 'family' && /^[046]$/.test(v));
+  if ([...u.searchParams].some(([k, v]) => !harmless(k, v)))
     return (
       `the Redis URL ${describeUrl(url)} has a query (?…), which ioredis would take as connection options ` +
-      "overriding Rempart's (?tls= turns TLS off): remove it (a database number goes in the path: /2)"
+      "overriding Rempart's (?tls= turns TLS off): remove it (only ?db=N and ?family=4|6 are taken; a " +
+      'database number may go in the path: /2)'
     );
   return null;
 }

@@ -30,7 +30,7 @@ export const ClusterSchema = Obj(
           Type.String({
             pattern: '^rediss?://',
             description:
-              '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged; no query (`?name=value`: refused). REMPART_REDIS_URL wins over both.',
+              '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged; no query but `?db=N`, `?family=4|6` (refused). REMPART_REDIS_URL wins over both.',
           }),
         ),
         urlFile: Type.Optional(
