@@ -24,7 +24,7 @@ import type { AttackLevelMonitor, LevelOverride } from '../phases/level/monitor.
 import { AttackLevel, ATTACK_LEVEL_NAMES } from '../pipeline/env.ts';
 import { LeaseBroker } from '../store/leases.ts';
 import { MemoryStore } from '../store/memory.ts';
-import { describeUrl, RedisStore } from '../store/redis.ts';
+import { describeUrl, RedisStore, redisUrlProblem } from '../store/redis.ts';
 import type { ClusterStore } from '../store/types.ts';
 
 export type ClusterConfig = Runtime['config']['cluster'];
@@ -75,8 +75,8 @@ export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Prom
     throw new Error(
       'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url',
     );
-  if (!/^rediss?:\/\//.test(url))
-    throw new Error(`cluster: the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`);
+  const problem = redisUrlProblem(url);
+  if (problem !== null) throw new Error(`cluster: ${problem}`);
   return url;
 }
 
@@ -98,6 +98,34 @@ export async function storeTls(cfg: ClusterConfig, url: string): Promise<TlsMate
 }
 
 /**
+ * At a reload: the store keeps the TLS files it was opened with (`openedWith`: their digest, null when it
+ * was opened without), so a reload reads `cluster.redis.tls` again only to say what it would not otherwise:
+ * what the files warn of now (a client certificate near its end: started months ago, the gateway said it
+ * once), that they changed and apply at the next restart, or that they no longer load (the next start
+ * would fail). Never fails the reload: nothing in it is applied.
+ */
+export async function storeTlsAtReload(cfg: ClusterConfig, openedWith: string | null): Promise<string[]> {
+  const files = cfg.redis.tls;
+  if (cfg.store !== 'redis' || files === undefined || openedWith === null) return [];
+  try {
+    const m = await loadTlsFiles('cluster.redis', files, Date.now(), STORE_TLS_APPLIES_AT);
+    const changed =
+      m.digest === openedWith
+        ? []
+        : [
+            'cluster.redis.tls: the files differ from those the store was opened with, which it keeps until ' +
+              `the next ${STORE_TLS_APPLIES_AT}`,
+          ];
+    return [...m.warnings, ...changed];
+  } catch (err) {
+    return [
+      `${(err as Error).message} (the store keeps the files it was opened with; the next ${STORE_TLS_APPLIES_AT} ` +
+        'fails on this)',
+    ];
+  }
+}
+
+/**
  * The store `cfg` asks for, connected (or still trying: start-up never waits longer than connectTimeoutMs).
  * `warn`: what its TLS files say (a client certificate near its end, a key others can read).
  */
@@ -106,12 +134,15 @@ export async function openStore(
   env: NodeJS.ProcessEnv,
   clock: Clock,
   warn: (message: string) => void = () => {},
+  /** The TLS files read (their digest: what a reload compares with, storeTlsAtReload). */
+  loaded: (tls: TlsMaterial) => void = () => {},
 ): Promise<ClusterStore> {
   if (cfg.store === 'memory') return new MemoryStore({ clock });
   const r = cfg.redis;
   const url = await storeUrl(cfg, env);
   const tls = await storeTls(cfg, url);
   for (const w of tls?.warnings ?? []) warn(w);
+  if (tls !== null) loaded(tls);
   const store = new RedisStore({
     url,
     keyPrefix: r.keyPrefix,
@@ -153,6 +184,8 @@ export class Cluster {
   #peerLevelAt = -Infinity;
   #downSinceWall = 0;
   #stopped = false;
+  /** The digest of `cluster.redis.tls`'s files the store was opened with (storeTlsAtReload), null without. */
+  storeTlsDigest: string | null = null;
   /** Bans and unbans received from other nodes (tests, the docs' figures). */
   received = 0;
   resyncs = 0;
@@ -424,8 +457,21 @@ export class Cluster {
 /** Make the cluster layer for a gateway: the store it is given, or the one the config asks for. */
 export async function createCluster(o: ClusterOptions): Promise<Cluster> {
   const cfg = o.getRuntime().config.cluster;
-  const store = o.store ?? (await openStore(cfg, o.env ?? process.env, o.clock, (w) => o.log.warn(w)));
-  return new Cluster(store, o.store === undefined, o);
+  let tlsDigest: string | null = null;
+  const store =
+    o.store ??
+    (await openStore(
+      cfg,
+      o.env ?? process.env,
+      o.clock,
+      (w) => o.log.warn(w),
+      (m) => {
+        tlsDigest = m.digest;
+      },
+    ));
+  const c = new Cluster(store, o.store === undefined, o);
+  c.storeTlsDigest = tlsDigest;
+  return c;
 }
 
 function parseValue(v: string): { reason: string; rule: string; by: string } {

@@ -30,7 +30,7 @@ import type { ClusterStore } from '../store/types.ts';
 import { createAcceptServer, type AcceptOptions } from '../server/accept.ts';
 import { createHttpEntry, type HttpEntry } from '../server/entry.ts';
 import { createH2Entry, type H2Entry } from '../server/h2/entry.ts';
-import type { Cluster } from './cluster.ts';
+import { type Cluster, storeTlsAtReload } from './cluster.ts';
 import { buildPhases, createServices, failoverWiring, phaseOf, type Services } from './compose.ts';
 import { openStateFile, resolveStateFile, type StateFile } from './state-file.ts';
 
@@ -391,6 +391,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   const contexts = new Map<string, tls.SecureContext>();
   await loadSecureContexts(config, contexts);
   const upstreamTls = await loadUpstreamTls(config.upstreams);
+  const storeTlsNotes = await storeTlsAtReload(config.cluster, services.cluster.storeTlsDigest);
   const tokens = await loadTokens(process.env, config.admin.tokensFile);
   const webhook = await loadWebhookTarget(process.env, config.alerts.webhook);
   const applyChallenge = await services.challenge.prepare(config);
@@ -399,7 +400,7 @@ async function reload(parts: Parts, config: Config): Promise<void> {
   for (const [address, context] of contexts) parts.secureContexts.set(address, context);
   parts.fileConfig = config;
   parts.upstreamTls = upstreamTls;
-  for (const w of upstreamTlsWarnings(upstreamTls)) parts.log.warn(w);
+  for (const w of [...upstreamTlsWarnings(upstreamTls), ...storeTlsNotes]) parts.log.warn(w);
   const overridden = parts.overrides.state;
   parts.swapRuntime(parts.overrides.apply(config));
   applyChallenge();

@@ -11,6 +11,7 @@
 //   P {t:NAME}:n           string  the table's version       ┘ (puts and deletes so far)
 //   P NAME (channel)               pub/sub
 // Times come from the store's clock (TIME inside the scripts), so node clocks need not agree.
+import { isIP } from 'node:net';
 import type tls from 'node:tls';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { ClusterStore, LeaseGrant, LeaseRequest, TableEntry } from './types.ts';
@@ -123,14 +124,52 @@ interface Scripted {
   rmpDelete(h: string, x: string, n: string, field: string): Promise<number>;
 }
 
-/** The URL as it may be logged: scheme, host and port, never the user or password. */
+/**
+ * The URL as it may be logged: scheme, host, port and database, never the user or password. A URL
+ * without a host (`rediss:user:password@host`, `redis:/:password@host`: a slash missing) parses with
+ * everything in its path, so a path is shown only when it is a database number; one whose `@` is not
+ * after a user part (an unencoded '/' in the password) shows no host.
+ */
 export function describeUrl(url: string): string {
   try {
     const u = new URL(url);
-    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+    if (u.host === '') return `${u.protocol} (no host)`;
+    // An '@' outside the user part: a '/' or '?' in an unencoded password ended the authority early, and
+    // what parsed as the host is the user and the password's start (redis://user:12/34@host).
+    if (url.includes('@') && u.username === '' && u.password === '') return `${u.protocol}//(host hidden: a stray @)`;
+    const path = u.pathname === '/' || u.pathname === '' ? '' : /^\/\d{1,5}$/.test(u.pathname) ? u.pathname : '/…';
+    return `${u.protocol}//${u.host}${path}`;
   } catch {
     return '(unparsable URL)';
   }
+}
+
+/**
+ * Why `url` cannot be the store's URL, or null. ioredis reads a URL's query (`?name=value`) as connection
+ * options that take precedence over the ones Rempart gives beside it: `rediss://…?tls=` would connect in
+ * plain TCP (the password in clear), `?tls=x` drop the certificate check and `cluster.redis.tls`,
+ * `?keyPrefix=` or `?enableOfflineQueue=` change what this file relies on. So a URL has none but `db` and
+ * `family` (which a URL may have carried before this was checked).
+ */
+export function redisUrlProblem(url: string): string | null {
+  if (!/^rediss?:\/\//.test(url))
+    return `the Redis URL must start with redis:// or rediss:// (got ${describeUrl(url)})`;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'the Redis URL does not parse';
+  }
+  // `db` and `family` change no option Rempart sets, nor how the connection is secured: kept.
+  const harmless = (k: string, v: string) =>
+    (k === 'db' && /^\d{1,5}$/.test(v)) || (k === 'family' && /^[046]$/.test(v));
+  if ([...u.searchParams].some(([k, v]) => !harmless(k, v)))
+    return (
+      `the Redis URL ${describeUrl(url)} has a query (?…), which ioredis would take as connection options ` +
+      "overriding Rempart's (?tls= turns TLS off): remove it (only ?db=N and ?family=4|6 are taken; a " +
+      'database number may go in the path: /2)'
+    );
+  return null;
 }
 
 export class RedisStore implements ClusterStore {
@@ -152,7 +191,13 @@ export class RedisStore implements ClusterStore {
   #closed = false;
 
   constructor(opts: RedisStoreOptions) {
+    const problem = redisUrlProblem(opts.url);
+    if (problem !== null) throw new Error(`cluster: ${problem}`);
     this.#opts = opts;
+    // Node sends no SNI unless told (and ioredis does not tell it): a store behind a TLS proxy that routes
+    // by name would answer with another certificate. The name sent is the one the certificate is checked
+    // against (the URL's host); an IP address is not sent (RFC 6066).
+    const host = new URL(opts.url).hostname.replace(/^\[|\]$/g, '');
     const retryStrategy = (times: number) => {
       const capped = Math.min(opts.reconnectMaxMs, 100 * 2 ** Math.min(times, 16));
       return Math.round(capped / 2 + Math.random() * (capped / 2));
@@ -169,6 +214,7 @@ export class RedisStore implements ClusterStore {
         ? {
             tls: {
               rejectUnauthorized: true,
+              ...(host !== '' && isIP(host) === 0 ? { servername: host } : {}),
               ...(opts.secureContext != null ? { secureContext: opts.secureContext } : {}),
             },
           }

@@ -30,7 +30,7 @@ export const ClusterSchema = Obj(
           Type.String({
             pattern: '^rediss?://',
             description:
-              '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged. REMPART_REDIS_URL wins over both.',
+              '`redis://host:port/db` or `rediss://` (TLS). May carry a password, so prefer REMPART_REDIS_URL or `urlFile`; never logged; no query but `?db=N`, `?family=4|6` (refused). REMPART_REDIS_URL wins over both.',
           }),
         ),
         urlFile: Type.Optional(
@@ -50,7 +50,8 @@ export const ClusterSchema = Obj(
           block:
             'TLS towards a `rediss://` store: whom to trust and what to present. Read at start and by ' +
             '`rempart check` (a file that cannot be read or used is a start-up error); the store is opened ' +
-            'once, so a renewed file applies at the next start or upgrade. With a `redis://` URL, an error.',
+            'once, so a renewed file applies at the next start or upgrade (a reload only warns of a change, ' +
+            'a file gone or a certificate near its end). With a `redis://` URL, an error.',
         }),
         keyPrefix: Type.String({
           pattern: '^[A-Za-z0-9_.:-]{0,64}$',
