@@ -13,8 +13,9 @@ import tls from 'node:tls';
 import { openStore, storeUrl } from '../src/app/cluster.ts';
 import { validateConfig } from '../src/config/load.ts';
 import { createManualClock } from '../src/core/clock.ts';
+import { loadTlsFiles } from '../src/core/tls-files.ts';
 import type { ClusterStore } from '../src/store/types.ts';
-import { cleanup, runCli, startGateway, startUpstream, tempDir, type Teardown } from './helpers.ts';
+import { cleanup, problemsOf, runCli, startGateway, startUpstream, tempDir, type Teardown } from './helpers.ts';
 import { authority, issue } from './pki.ts';
 import { type RedisServer, skipRedis, startRedis } from './redis-server.ts';
 
@@ -174,8 +175,17 @@ test('tls with a redis:// URL, a client certificate without its key, an unreadab
     openStore(clusterConfig({ tls: { caFile: f('ca.pem') } }), { REMPART_REDIS_URL: 'redis://127.0.0.1:1' }, clock),
     /cluster\.redis\.tls is set but the store's URL is redis:\/\/127\.0\.0\.1:1: TLS needs rediss:\/\//,
   );
+  // A client certificate without its key: a config error at its path, and refused by the loader too.
+  assert.deepEqual(
+    problemsOf(() => clusterConfig({ tls: { certFile: f('cli.pem') } })).map((p) => [p.path, p.message]),
+    [['cluster.redis.tls.keyFile', 'a client certificate (`certFile`) needs its private key (`keyFile`)']],
+  );
+  assert.deepEqual(
+    problemsOf(() => clusterConfig({ url: 'redis://127.0.0.1:1', tls: { caFile: f('ca.pem') } })).map((p) => p.path),
+    ['cluster.redis.tls'],
+  );
   await assert.rejects(
-    openStore(clusterConfig({ tls: { certFile: f('cli.pem') } }), { REMPART_REDIS_URL: 'rediss://127.0.0.1:1' }, clock),
+    loadTlsFiles('cluster.redis', { certFile: f('cli.pem') }),
     /cluster\.redis: tls\.certFile .*cli\.pem: a client certificate needs its private key/,
   );
   const work = tempDir(t);

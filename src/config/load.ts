@@ -10,6 +10,7 @@ import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './
 import { convertUnit, unitOfKey, type Unit } from '../core/schema-util.ts';
 import { checkSensitive } from '../phases/exfiltration/schema.ts';
 import { checkUpstreamServers } from '../upstream/schema.ts';
+import { checkClusterTls } from '../store/schema.ts';
 
 export interface ConfigProblem {
   file: string;
@@ -350,6 +351,7 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
     out.push({ file, line: locate(path), path: dotted(path), message });
   const list = <T>(v: unknown): T[] =>
     Array.isArray(v) ? (v as T[]).filter((x) => x !== null && typeof x === 'object') : [];
+  checkClusterTls(c.cluster, add);
   const upstreams = new Set<string>();
   list<Config['upstreams'][number]>(c.upstreams).forEach((u, i) => {
     checkUpstreamAdmission(u.admission, ['upstreams', i, 'admission'], add);

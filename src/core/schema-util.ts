@@ -118,3 +118,17 @@ export function TlsFilesSchema(d: { caFile: string; certFile: string; block: str
     ),
   );
 }
+
+/** A client certificate comes with its key, and a key with its certificate: `at` is the `tls` block's path. */
+export function checkTlsPair(
+  t: unknown,
+  at: (string | number)[],
+  add: (path: (string | number)[], message: string) => void,
+): void {
+  if (t === null || typeof t !== 'object') return;
+  const x = t as { certFile?: unknown; keyFile?: unknown };
+  if (x.certFile !== undefined && x.keyFile === undefined)
+    add([...at, 'keyFile'], 'a client certificate (`certFile`) needs its private key (`keyFile`)');
+  if (x.keyFile !== undefined && x.certFile === undefined)
+    add([...at, 'certFile'], '`keyFile` is the key of a client certificate: give `certFile` too');
+}

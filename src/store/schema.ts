@@ -1,6 +1,6 @@
 // Config fragment for cluster mode (`cluster`), part of the one schema. See docs/cluster.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, TlsFilesSchema } from '../core/schema-util.ts';
+import { checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 const Ms = (def: number, min: number, max: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -110,3 +110,15 @@ export const ClusterSchema = Obj(
       'Cluster mode: several nodes share bans, global rate limits and the attack level through Valkey/Redis (docs/cluster.md).',
   },
 );
+
+/**
+ * `cluster.redis.tls`: a client certificate with its key; and with a `redis://` URL written in the file,
+ * an error here rather than at start (a URL from REMPART_REDIS_URL or `urlFile` is checked when it is read).
+ */
+export function checkClusterTls(cluster: unknown, add: (path: (string | number)[], message: string) => void): void {
+  const redis = (cluster as { redis?: { url?: unknown; tls?: unknown } } | undefined)?.redis;
+  if (redis === undefined || redis === null || typeof redis !== 'object' || redis.tls === undefined) return;
+  checkTlsPair(redis.tls, ['cluster', 'redis', 'tls'], add);
+  if (typeof redis.url === 'string' && redis.url.startsWith('redis://'))
+    add(['cluster', 'redis', 'tls'], 'TLS needs rediss://, and cluster.redis.url is redis:// (plain)');
+}

@@ -3,7 +3,7 @@
 // limit (per server), circuit breaker (per upstream) and active health check (per server).
 // See docs/upstreams.md.
 import { Type } from '@sinclair/typebox';
-import { Obj, TlsFilesSchema } from '../core/schema-util.ts';
+import { checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 /** At most this many servers per upstream: metric label sets stay bounded, and a scan stays cheap. */
 export const MAX_SERVERS = 256;
@@ -386,12 +386,7 @@ function checkUpstreamTls(u: { url?: unknown; servers?: unknown }, at: (string |
       if (x[key] !== undefined)
         add([...at, key], `\`${key}\` applies to https servers; ${JSON.stringify(first)} is http`);
   }
-  const t = x.tls;
-  if (t === null || typeof t !== 'object') return;
-  if (t.certFile !== undefined && t.keyFile === undefined)
-    add([...at, 'tls', 'keyFile'], 'a client certificate (`certFile`) needs its private key (`keyFile`)');
-  if (t.keyFile !== undefined && t.certFile === undefined)
-    add([...at, 'tls', 'certFile'], '`keyFile` is the key of a client certificate: give `certFile` too');
+  checkTlsPair(x.tls, [...at, 'tls'], add);
 }
 
 /** The server URLs of a validated upstream: its `servers`, or its one `url`. */
