@@ -6,11 +6,13 @@
 # (10 s of A, then 10 s of B) see different moments of it: here the ratio holds within a few percent while
 # a run's absolute figures swing by half. The slots are not quite equal (the A gateway starts first): run
 # it both ways (A B, then B A) and take the geometric mean of B/A and 1/(A/B).
-# usage: bench/ab-pair.sh <checkout A> <checkout B> [windows, default 6]
+# usage: [ENGINE=node] bench/ab-pair.sh <checkout A> <checkout B> [windows, default 6]   (ENGINE: lean by default)
 #   e.g. git archive <rev> | tar -x -C /tmp/a && ln -s "$PWD/node_modules" /tmp/a/ && bench/ab-pair.sh /tmp/a . 8
 set -euo pipefail
 ROOTA=$(realpath "$1"); ROOTB=$(realpath "$2")
 N=${3:-6}
+ENGINE=${ENGINE:-lean}
+case $ENGINE in lean | node) ;; *) echo "ENGINE takes lean or node" >&2; exit 2 ;; esac
 TMP=$(mktemp -d); chmod 755 "$TMP"
 # Three free ports in a row (the origin, A, B).
 while :; do
@@ -28,7 +30,7 @@ for p in $PA $PB; do
 {"version":1,"listeners":[{"address":"127.0.0.1:$p"}],"upstreams":[{"name":"origin","url":"http://127.0.0.1:$OP"}],
  "routes":[{"name":"default","path":"/*","upstream":"origin","class":"public"}],"admin":{"address":"off"},
  "logging":{"level":"warn","requests":false},"defense":{"rateLimit":{"mode":"off"},"bans":{"mode":"off"}},
- "server":{"engine":"lean"},"state":{"file":"off"}}
+ "server":{"engine":"$ENGINE"},"state":{"file":"off"}}
 JSON
 done
 taskset -c 0 node "$TMP/origin.mjs" $OP & ORIGIN=$!
