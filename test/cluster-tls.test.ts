@@ -67,7 +67,7 @@ async function store(
   tls?: Record<string, string>,
   warnings: string[] = [],
 ): Promise<ClusterStore> {
-  const s = await openStore(
+  const { store: s } = await openStore(
     clusterConfig(tls === undefined ? {} : { tls }),
     { REMPART_REDIS_URL: url },
     createManualClock(),
@@ -263,8 +263,8 @@ test('a URL query cannot override the connection: refused at start and by check,
     const url = `rediss://:sekret-pw@127.0.0.1:${port}/0${query}`;
     let opened: ClusterStore | null = null;
     const err = await openStore(clusterConfig({ tls: { caFile: f('ca.pem') } }), { REMPART_REDIS_URL: url }, clock)
-      .then((s) => {
-        opened = s;
+      .then((o) => {
+        opened = o.store;
         return null;
       })
       .catch((e: Error) => e);

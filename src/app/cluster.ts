@@ -56,8 +56,12 @@ export function nodeNameOf(cfg: ClusterConfig): string {
   return cluster.isWorker && cluster.worker !== undefined ? `${base}#${cluster.worker.id}` : base;
 }
 
-/** The store's URL: REMPART_REDIS_URL, else `cluster.redis.urlFile`'s content, else `cluster.redis.url`. */
-export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Promise<string> {
+/**
+ * The store's URL: REMPART_REDIS_URL, else `cluster.redis.urlFile`'s content, else `cluster.redis.url`;
+ * null when none is given (start-up refuses that; `rempart check` only warns: the URL may be in the
+ * service's environment alone).
+ */
+export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Promise<string | null> {
   const r = cfg.redis;
   let url = env.REMPART_REDIS_URL;
   if (url === undefined || url === '')
@@ -71,30 +75,32 @@ export async function storeUrl(cfg: ClusterConfig, env: NodeJS.ProcessEnv): Prom
             })
           ).trim()
         : r.url;
-  if (url === undefined || url === '')
-    throw new Error(
-      'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url',
-    );
+  if (url === undefined || url === '') return null;
   const problem = redisUrlProblem(url);
   if (problem !== null) throw new Error(`cluster: ${problem}`);
   return url;
 }
 
-/** The store is opened once: its TLS files are read again at the next start. */
-export const STORE_TLS_APPLIES_AT = 'restart (or upgrade: SIGUSR2)';
+export const NO_STORE_URL =
+  'cluster.store is redis but no URL is given: set REMPART_REDIS_URL, cluster.redis.urlFile or cluster.redis.url';
+
+/** The store is opened once: its TLS files are read again at the next start (said in the expiry warning). */
+const STORE_TLS_APPLIES_AT = 'restart (or upgrade: SIGUSR2)';
+const loadStoreTls = (files: NonNullable<ClusterConfig['redis']['tls']>) =>
+  loadTlsFiles('cluster.redis', files, Date.now(), STORE_TLS_APPLIES_AT);
 
 /**
  * `cluster.redis.tls`'s files as one TLS context (src/core/tls-files.ts), null without them. Said rather
  * than ignored with a plain `redis://` URL: an operator who wrote them believes the connection is checked.
  */
-export async function storeTls(cfg: ClusterConfig, url: string): Promise<TlsMaterial | null> {
+export async function storeTls(cfg: ClusterConfig, url: string | null): Promise<TlsMaterial | null> {
   const files = cfg.redis.tls;
   if (files === undefined) return null;
-  if (!url.startsWith('rediss://'))
+  if (url !== null && !url.startsWith('rediss://'))
     throw new Error(
       `cluster.redis.tls is set but the store's URL is ${describeUrl(url)}: TLS needs rediss://, or remove tls`,
     );
-  return loadTlsFiles('cluster.redis', files, Date.now(), STORE_TLS_APPLIES_AT);
+  return loadStoreTls(files);
 }
 
 /**
@@ -108,7 +114,7 @@ export async function storeTlsAtReload(cfg: ClusterConfig, openedWith: string | 
   const files = cfg.redis.tls;
   if (cfg.store !== 'redis' || files === undefined || openedWith === null) return [];
   try {
-    const m = await loadTlsFiles('cluster.redis', files, Date.now(), STORE_TLS_APPLIES_AT);
+    const m = await loadStoreTls(files);
     const changed =
       m.digest === openedWith
         ? []
@@ -119,10 +125,16 @@ export async function storeTlsAtReload(cfg: ClusterConfig, openedWith: string | 
     return [...m.warnings, ...changed];
   } catch (err) {
     return [
-      `${(err as Error).message} (the store keeps the files it was opened with; the next ${STORE_TLS_APPLIES_AT} ` +
+      `${(err as Error).message} (the store keeps the files it was opened with; the next restart or upgrade ` +
         'fails on this)',
     ];
   }
+}
+
+/** A store as opened: the digest of the TLS files it was opened with (null without), for storeTlsAtReload. */
+export interface OpenedStore {
+  readonly store: ClusterStore;
+  readonly tlsDigest: string | null;
 }
 
 /**
@@ -134,15 +146,13 @@ export async function openStore(
   env: NodeJS.ProcessEnv,
   clock: Clock,
   warn: (message: string) => void = () => {},
-  /** The TLS files read (their digest: what a reload compares with, storeTlsAtReload). */
-  loaded: (tls: TlsMaterial) => void = () => {},
-): Promise<ClusterStore> {
-  if (cfg.store === 'memory') return new MemoryStore({ clock });
+): Promise<OpenedStore> {
+  if (cfg.store === 'memory') return { store: new MemoryStore({ clock }), tlsDigest: null };
   const r = cfg.redis;
   const url = await storeUrl(cfg, env);
+  if (url === null) throw new Error(NO_STORE_URL);
   const tls = await storeTls(cfg, url);
   for (const w of tls?.warnings ?? []) warn(w);
-  if (tls !== null) loaded(tls);
   const store = new RedisStore({
     url,
     keyPrefix: r.keyPrefix,
@@ -152,7 +162,7 @@ export async function openStore(
     secureContext: tls?.secureContext ?? null,
   });
   await store.connect();
-  return store;
+  return { store, tlsDigest: tls?.digest ?? null };
 }
 
 interface Message {
@@ -185,14 +195,15 @@ export class Cluster {
   #downSinceWall = 0;
   #stopped = false;
   /** The digest of `cluster.redis.tls`'s files the store was opened with (storeTlsAtReload), null without. */
-  storeTlsDigest: string | null = null;
+  readonly storeTlsDigest: string | null;
   /** Bans and unbans received from other nodes (tests, the docs' figures). */
   received = 0;
   resyncs = 0;
   fullReads = 0;
 
-  constructor(store: ClusterStore, ownsStore: boolean, o: ClusterOptions) {
+  constructor(store: ClusterStore, ownsStore: boolean, o: ClusterOptions, storeTlsDigest: string | null = null) {
     this.store = store;
+    this.storeTlsDigest = storeTlsDigest;
     this.#ownsStore = ownsStore;
     this.#o = o;
     const cfg = () => o.getRuntime().config.cluster;
@@ -456,22 +467,10 @@ export class Cluster {
 
 /** Make the cluster layer for a gateway: the store it is given, or the one the config asks for. */
 export async function createCluster(o: ClusterOptions): Promise<Cluster> {
+  if (o.store !== undefined) return new Cluster(o.store, false, o);
   const cfg = o.getRuntime().config.cluster;
-  let tlsDigest: string | null = null;
-  const store =
-    o.store ??
-    (await openStore(
-      cfg,
-      o.env ?? process.env,
-      o.clock,
-      (w) => o.log.warn(w),
-      (m) => {
-        tlsDigest = m.digest;
-      },
-    ));
-  const c = new Cluster(store, o.store === undefined, o);
-  c.storeTlsDigest = tlsDigest;
-  return c;
+  const { store, tlsDigest } = await openStore(cfg, o.env ?? process.env, o.clock, (w) => o.log.warn(w));
+  return new Cluster(store, true, o, tlsDigest);
 }
 
 function parseValue(v: string): { reason: string; rule: string; by: string } {

@@ -12,7 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/schema.ts';
 import { loadSecureContext, splitHostPort } from '../core/listen.ts';
-import { loadTlsFiles, tlsEnvironmentWarning } from '../core/tls-files.ts';
+import { tlsEnvironmentWarning } from '../core/tls-files.ts';
 import { loadUpstreamTls, upstreamTlsWarnings } from '../upstream/tls.ts';
 import { loadKey } from '../phases/waiting-room/ticket.ts';
 import { loadChallengeKeys } from '../phases/challenge/keys.ts';
@@ -20,7 +20,7 @@ import { JwtVerifier, type JwtSettings } from '../phases/challenge/jwt.ts';
 import { loadTokens } from '../control/api.ts';
 import { loadWebhookTarget } from '../control/alerts.ts';
 import { resolveStateFile } from './state-file.ts';
-import { STORE_TLS_APPLIES_AT, storeTls, storeUrl } from './cluster.ts';
+import { NO_STORE_URL, storeTls, storeUrl } from './cluster.ts';
 import { upstreamWarnings } from '../upstream/schema.ts';
 
 export interface PreflightResult {
@@ -118,18 +118,12 @@ async function checkStore(
   let url: string | null = null;
   try {
     url = await storeUrl(cfg, env);
+    if (url === null) warnings.push(`${NO_STORE_URL} before the gateway starts`);
   } catch (err) {
-    const message = (err as Error).message;
-    if (message.startsWith('cluster.store is redis but no URL')) warnings.push(`${message} before the gateway starts`);
-    else problems.push(message);
+    problems.push((err as Error).message);
   }
-  if (cfg.redis.tls === undefined) return;
   try {
-    const tls =
-      url !== null
-        ? await storeTls(cfg, url)
-        : await loadTlsFiles('cluster.redis', cfg.redis.tls, Date.now(), STORE_TLS_APPLIES_AT);
-    warnings.push(...(tls?.warnings ?? []));
+    warnings.push(...((await storeTls(cfg, url))?.warnings ?? []));
   } catch (err) {
     problems.push((err as Error).message);
   }
