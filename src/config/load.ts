@@ -7,7 +7,7 @@ import { FormatRegistry } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { LineCounter, parseDocument, isMap, isSeq, type Node as YamlNode } from 'yaml';
 import { ConfigSchema, TRAFFIC_CLASSES, type Config, type RouteConfig } from './schema.ts';
-import { convertUnit, unitOfKey, type Unit } from '../core/schema-util.ts';
+import { type AddProblem, convertUnit, unitOfKey, type Unit } from '../core/schema-util.ts';
 import { checkSensitive } from '../phases/exfiltration/schema.ts';
 import { checkUpstreamServers } from '../upstream/schema.ts';
 import { checkClusterTls } from '../store/schema.ts';
@@ -489,7 +489,7 @@ function crossCheck(c: Config, file: string, locate: (p: (string | number)[]) =>
 function checkUpstreamAdmission(
   a: Config['upstreams'][number]['admission'] | undefined,
   at: (string | number)[],
-  add: (path: (string | number)[], message: string) => void,
+  add: AddProblem,
 ): void {
   if (a === null || typeof a !== 'object') return;
   const { minLimit, maxLimit, initialLimit } = a;
@@ -505,10 +505,7 @@ function checkUpstreamAdmission(
   if (a.mode === 'static' && a.staticLimit === undefined) add([...at, 'staticLimit'], 'required with mode: static');
 }
 
-function checkAdmission(
-  a: Config['admission'] | undefined,
-  add: (path: (string | number)[], message: string) => void,
-): void {
+function checkAdmission(a: Config['admission'] | undefined, add: AddProblem): void {
   const order = a?.classOrder as unknown;
   if (!Array.isArray(order)) return;
   const missing = TRAFFIC_CLASSES.filter((c) => !order.includes(c));
@@ -549,10 +546,7 @@ function deepFreeze<T>(o: T): T {
  * match wins): a catch-all before the specific routes of its host, or the same host, path and
  * methods written twice. Start-up refuses it rather than let the later route's limits sit unused.
  */
-function checkShadowedRoutes(
-  routes: readonly Config['routes'][number][],
-  add: (path: (string | number)[], message: string) => void,
-): void {
+function checkShadowedRoutes(routes: readonly Config['routes'][number][], add: AddProblem): void {
   const shapes: Array<{ host: string; path: string; prefix: boolean; methods: Set<string> | null } | null> = routes.map(
     (r) => {
       if (typeof r.path !== 'string' || (r.host !== undefined && typeof r.host !== 'string')) return null;

@@ -119,12 +119,11 @@ export function TlsFilesSchema(d: { caFile: string; certFile: string; block: str
   );
 }
 
+/** Where a config cross-check reports a problem: the key path and what is wrong there (src/config/load.ts). */
+export type AddProblem = (path: (string | number)[], message: string) => void;
+
 /** A client certificate comes with its key, and a key with its certificate: `at` is the `tls` block's path. */
-export function checkTlsPair(
-  t: unknown,
-  at: (string | number)[],
-  add: (path: (string | number)[], message: string) => void,
-): void {
+export function checkTlsPair(t: unknown, at: (string | number)[], add: AddProblem): void {
   if (t === null || typeof t !== 'object') return;
   const x = t as { certFile?: unknown; keyFile?: unknown };
   if (x.certFile !== undefined && x.keyFile === undefined)

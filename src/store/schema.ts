@@ -1,6 +1,6 @@
 // Config fragment for cluster mode (`cluster`), part of the one schema. See docs/cluster.md.
 import { Type } from '@sinclair/typebox';
-import { checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
+import { type AddProblem, checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 const Ms = (def: number, min: number, max: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -115,7 +115,7 @@ export const ClusterSchema = Obj(
  * `cluster.redis.tls`: a client certificate with its key; and with a `redis://` URL written in the file,
  * an error here rather than at start (a URL from REMPART_REDIS_URL or `urlFile` is checked when it is read).
  */
-export function checkClusterTls(cluster: unknown, add: (path: (string | number)[], message: string) => void): void {
+export function checkClusterTls(cluster: unknown, add: AddProblem): void {
   const redis = (cluster as { redis?: { url?: unknown; tls?: unknown } } | undefined)?.redis;
   if (redis === undefined || redis === null || typeof redis !== 'object' || redis.tls === undefined) return;
   checkTlsPair(redis.tls, ['cluster', 'redis', 'tls'], add);

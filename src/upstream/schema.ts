@@ -3,7 +3,7 @@
 // limit (per server), circuit breaker (per upstream) and active health check (per server).
 // See docs/upstreams.md.
 import { Type } from '@sinclair/typebox';
-import { checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
+import { type AddProblem, checkTlsPair, Obj, TlsFilesSchema } from '../core/schema-util.ts';
 
 /** At most this many servers per upstream: metric label sets stay bounded, and a scan stays cheap. */
 export const MAX_SERVERS = 256;
@@ -342,14 +342,16 @@ export const UpstreamSchema = Obj(
   { description: 'A service Rempart forwards to.' },
 );
 
-type Problem = (path: (string | number)[], message: string) => void;
-
 /**
  * Cross-checks of one upstream the schema cannot say (src/config/load.ts runs them): one of `url` and
  * `servers`, one scheme for all the servers (the WebSocket tunnel and the health check speak one), no
  * server twice (its share would double, and its metrics would merge).
  */
-export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at: (string | number)[], add: Problem) {
+export function checkUpstreamServers(
+  u: { url?: unknown; servers?: unknown },
+  at: (string | number)[],
+  add: AddProblem,
+) {
   if (u === null || typeof u !== 'object') return;
   const hasUrl = u.url !== undefined;
   const hasServers = u.servers !== undefined;
@@ -376,7 +378,7 @@ export function checkUpstreamServers(u: { url?: unknown; servers?: unknown }, at
 }
 
 /** TLS settings belong to https servers only, and a client certificate comes with its key. */
-function checkUpstreamTls(u: { url?: unknown; servers?: unknown }, at: (string | number)[], add: Problem): void {
+function checkUpstreamTls(u: { url?: unknown; servers?: unknown }, at: (string | number)[], add: AddProblem): void {
   const x = u as { tlsServerName?: unknown; tls?: { certFile?: unknown; keyFile?: unknown } };
   const first = Array.isArray(u.servers) ? u.servers[0] : u.url;
   const https = typeof first === 'string' && URL.canParse(first) && new URL(first).protocol === 'https:';

@@ -1,7 +1,7 @@
 // Config fragments for the exfiltration guard (defense.exfiltration, routes[].sensitive), part of the one
 // schema, and the cross-check the schema alone cannot express (a sensitive route needs a quota).
 import { Type } from '@sinclair/typebox';
-import { Obj, GuardModeSchema } from '../../core/schema-util.ts';
+import { type AddProblem, Obj, GuardModeSchema } from '../../core/schema-util.ts';
 
 const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 const CookieName = (description: string, def?: string) =>
@@ -80,11 +80,7 @@ export const RouteSensitiveSchema = Obj(
 );
 
 /** Cross-check for src/config/load.ts: a route marked sensitive must set at least one quota. */
-export function checkSensitive(
-  sensitive: unknown,
-  at: (string | number)[],
-  add: (path: (string | number)[], message: string) => void,
-): void {
+export function checkSensitive(sensitive: unknown, at: (string | number)[], add: AddProblem): void {
   if (sensitive === null || typeof sensitive !== 'object') return;
   const s = sensitive as { documentsPerHour?: unknown; bytesPerDay?: unknown };
   if (s.documentsPerHour === undefined && s.bytesPerDay === undefined)
